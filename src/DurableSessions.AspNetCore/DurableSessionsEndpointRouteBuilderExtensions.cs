@@ -1,0 +1,59 @@
+using DurableSessions.AspNetCore.Streams;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+
+namespace DurableSessions.AspNetCore;
+
+/// <summary>Maps the Durable Streams endpoints.</summary>
+public static class DurableSessionsEndpointRouteBuilderExtensions
+{
+    /// <summary>Maps the Durable Streams protocol at <c>/v1/stream/{path}</c>, including the reserved <c>__ds</c> control APIs.</summary>
+    public static IEndpointConventionBuilder MapDurableStreams(this IEndpointRouteBuilder endpoints)
+    {
+        var handler = endpoints.ServiceProvider.GetRequiredService<StreamRequestHandler>();
+        var options = endpoints.ServiceProvider.GetRequiredService<IOptions<DurableStreamsOptions>>().Value;
+        return endpoints.Map(StreamPaths.Root + "/{**path}", context => Dispatch(context, handler, options));
+    }
+
+    private static Task Dispatch(HttpContext context, StreamRequestHandler handler, DurableStreamsOptions options)
+    {
+        var response = context.Response;
+        var headers = response.Headers;
+        headers.XContentTypeOptions = "nosniff";
+        headers["Cross-Origin-Resource-Policy"] = "cross-origin";
+        headers.AccessControlAllowOrigin = options.AllowedOrigin;
+        headers.AccessControlExposeHeaders = ProtocolHeaders.ExposedHeaders;
+
+        if (HttpMethods.IsOptions(context.Request.Method))
+        {
+            headers.AccessControlAllowMethods = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
+            var requested = context.Request.Headers.AccessControlRequestHeaders.ToString();
+            headers.AccessControlAllowHeaders = string.IsNullOrEmpty(requested) ? ProtocolHeaders.AllowedHeaders : requested;
+            headers.AccessControlMaxAge = "86400";
+            response.StatusCode = StatusCodes.Status204NoContent;
+            return Task.CompletedTask;
+        }
+
+        var raw = context.Request.Path.Value ?? string.Empty;
+        var path = raw.Length > StreamPaths.Root.Length + 1 ? raw[(StreamPaths.Root.Length + 1)..] : string.Empty;
+        if (path.Contains('%', StringComparison.Ordinal))
+        {
+            path = Uri.UnescapeDataString(path);
+        }
+
+        if (StreamPaths.Validate(path, options.MaxPathLength) is { } error)
+        {
+            return Problem.Write(context, path.Length > options.MaxPathLength ? 414 : 400, "INVALID_PATH", error);
+        }
+
+        if (path == StreamPaths.Reserved || path.StartsWith(StreamPaths.Reserved + "/", StringComparison.Ordinal))
+        {
+            return Problem.Write(context, 404, "NOT_FOUND", "Unknown control API.");
+        }
+
+        return handler.HandleAsync(context, path);
+    }
+}

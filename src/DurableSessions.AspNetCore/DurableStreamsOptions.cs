@@ -1,0 +1,53 @@
+namespace DurableSessions.AspNetCore;
+
+/// <summary>Settings of the Durable Streams endpoints. Bound from the <c>DurableStreams</c> configuration section.</summary>
+public sealed class DurableStreamsOptions
+{
+    /// <summary>How long a long-poll read waits for new data before answering 204. Default 30 seconds.</summary>
+    public TimeSpan LongPollTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>The largest request body accepted by an append or create, in bytes. Default 16 MiB.</summary>
+    public long MaxAppendBytes { get; set; } = 16 * 1024 * 1024;
+
+    /// <summary>The longest stream path accepted, in characters. Default 1024.</summary>
+    public int MaxPathLength { get; set; } = 1024;
+
+    /// <summary>The most data returned by one catch-up response or one SSE data event, in bytes. Default 1 MiB.</summary>
+    public int MaxReadBytes { get; set; } = 1024 * 1024;
+
+    /// <summary>How long an SSE connection lives before the server closes it so clients reconnect (protocol §10.2). Default 60 seconds.</summary>
+    public TimeSpan SseConnectionLifetime { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>How often an idle SSE connection gets a keep-alive comment. Default 15 seconds.</summary>
+    public TimeSpan SseKeepAliveInterval { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>The <c>Cache-Control</c> of catch-up responses that carry data. Default <c>public, max-age=60, stale-while-revalidate=300</c>.</summary>
+    public string CacheControl { get; set; } = "public, max-age=60, stale-while-revalidate=300";
+
+    /// <summary>The value of <c>Access-Control-Allow-Origin</c>. Default <c>*</c>.</summary>
+    public string AllowedOrigin { get; set; } = "*";
+
+    /// <summary>Validates the settings; called at start-up.</summary>
+    public IEnumerable<string> Validate()
+    {
+        if (LongPollTimeout <= TimeSpan.Zero)
+        {
+            yield return "LongPollTimeout must be positive.";
+        }
+
+        if (MaxAppendBytes < 1)
+        {
+            yield return "MaxAppendBytes must be at least 1.";
+        }
+
+        if (MaxPathLength is < 1 or > 8192)
+        {
+            yield return "MaxPathLength must be between 1 and 8192.";
+        }
+
+        if (MaxReadBytes < 1024)
+        {
+            yield return "MaxReadBytes must be at least 1024.";
+        }
+    }
+}

@@ -1,0 +1,32 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+
+namespace DurableSessions.AspNetCore;
+
+/// <summary>Writes error responses: a status code and a small JSON body <c>{"error":{"code","message"}}</c>.</summary>
+internal static class Problem
+{
+    public static Task Write(HttpContext context, int status, string code, string message)
+    {
+        var response = context.Response;
+        if (response.HasStarted)
+        {
+            return Task.CompletedTask;
+        }
+
+        response.StatusCode = status;
+        response.ContentType = "application/json";
+        response.Headers.CacheControl = "no-store";
+        var body = JsonSerializer.SerializeToUtf8Bytes(new ErrorBody(new ErrorDetail(code, message)), ProblemJsonContext.Default.ErrorBody);
+        response.ContentLength = body.Length;
+        return response.Body.WriteAsync(body, context.RequestAborted).AsTask();
+    }
+}
+
+internal sealed record ErrorBody(ErrorDetail Error);
+
+internal sealed record ErrorDetail(string Code, string Message);
+
+[System.Text.Json.Serialization.JsonSourceGenerationOptions(PropertyNamingPolicy = System.Text.Json.Serialization.JsonKnownNamingPolicy.CamelCase)]
+[System.Text.Json.Serialization.JsonSerializable(typeof(ErrorBody))]
+internal sealed partial class ProblemJsonContext : System.Text.Json.Serialization.JsonSerializerContext;

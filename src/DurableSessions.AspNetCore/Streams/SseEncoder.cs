@@ -1,0 +1,130 @@
+using System.Buffers;
+using System.Text;
+
+namespace DurableSessions.AspNetCore.Streams;
+
+/// <summary>
+/// Encodes Server-Sent Events for stream reads (protocol §5.8).
+/// </summary>
+/// <remarks>
+/// Payload lines are split on CR, LF and CRLF so that stream data can never inject an event. JSON data is sent as one
+/// complete array per event; text as UTF-8; anything else as padded base64. Each data event is always followed by a
+/// control event, and the two are written together.
+/// </remarks>
+internal static class SseEncoder
+{
+    private static readonly byte[] DataEventHeader = "event: data\n"u8.ToArray();
+    private static readonly byte[] ControlEventHeader = "event: control\ndata:"u8.ToArray();
+
+    public static bool UsesBase64(string contentType) => !StreamContentType.IsTextForSse(contentType);
+
+    /// <summary>Writes one data event holding <paramref name="chunks"/>.</summary>
+    public static void WriteDataEvent(IBufferWriter<byte> output, string contentType, IReadOnlyList<ReadOnlyMemory<byte>> chunks)
+    {
+        output.Write(DataEventHeader);
+        if (StreamContentType.IsJson(contentType))
+        {
+            var joined = new ArrayBufferWriter<byte>();
+            joined.Write("["u8);
+            for (var i = 0; i < chunks.Count; i++)
+            {
+                if (i > 0)
+                {
+                    joined.Write(","u8);
+                }
+
+                joined.Write(chunks[i].Span);
+            }
+
+            joined.Write("]"u8);
+            WriteLines(output, joined.WrittenSpan);
+        }
+        else if (StreamContentType.IsTextForSse(contentType))
+        {
+            if (chunks.Count == 1)
+            {
+                WriteLines(output, chunks[0].Span);
+            }
+            else
+            {
+                var joined = new ArrayBufferWriter<byte>();
+                foreach (var chunk in chunks)
+                {
+                    joined.Write(chunk.Span);
+                }
+
+                WriteLines(output, joined.WrittenSpan);
+            }
+        }
+        else
+        {
+            var length = 0;
+            foreach (var chunk in chunks)
+            {
+                length += chunk.Length;
+            }
+
+            var bytes = new byte[length];
+            var at = 0;
+            foreach (var chunk in chunks)
+            {
+                chunk.Span.CopyTo(bytes.AsSpan(at));
+                at += chunk.Length;
+            }
+
+            output.Write("data:"u8);
+            output.Write(Encoding.ASCII.GetBytes(Convert.ToBase64String(bytes)));
+            output.Write("\n"u8);
+        }
+
+        output.Write("\n"u8);
+    }
+
+    /// <summary>Writes a control event. Fields that are false are omitted (clients stop at the text <c>streamClosed</c>).</summary>
+    public static void WriteControlEvent(IBufferWriter<byte> output, long nextPosition, string? cursor, bool upToDate, bool closed)
+    {
+        output.Write(ControlEventHeader);
+        var text = new StringBuilder(96);
+        text.Append("{\"streamNextOffset\":\"").Append(StreamOffset.Format(nextPosition)).Append('"');
+        if (!closed && cursor is not null)
+        {
+            text.Append(",\"streamCursor\":\"").Append(cursor).Append('"');
+        }
+
+        if (upToDate || closed)
+        {
+            text.Append(",\"upToDate\":true");
+        }
+
+        if (closed)
+        {
+            text.Append(",\"streamClosed\":true");
+        }
+
+        text.Append("}\n\n");
+        output.Write(Encoding.ASCII.GetBytes(text.ToString()));
+    }
+
+    /// <summary>A comment line that keeps idle connections open through proxies.</summary>
+    public static ReadOnlyMemory<byte> KeepAlive { get; } = ":\n\n"u8.ToArray();
+
+    private static void WriteLines(IBufferWriter<byte> output, ReadOnlySpan<byte> payload)
+    {
+        while (true)
+        {
+            var index = payload.IndexOfAny((byte)'\r', (byte)'\n');
+            output.Write("data:"u8);
+            if (index < 0)
+            {
+                output.Write(payload);
+                output.Write("\n"u8);
+                return;
+            }
+
+            output.Write(payload[..index]);
+            output.Write("\n"u8);
+            var skip = payload[index] == '\r' && index + 1 < payload.Length && payload[index + 1] == '\n' ? 2 : 1;
+            payload = payload[(index + skip)..];
+        }
+    }
+}

@@ -1,0 +1,75 @@
+namespace DurableSessions.AspNetCore.Streams;
+
+/// <summary>Validation of stream paths (relative to the stream root <c>/v1/stream/</c>).</summary>
+internal static class StreamPaths
+{
+    public const string Root = "/v1/stream";
+
+    /// <summary>The first segment reserved for control APIs (protocol §6).</summary>
+    public const string Reserved = "__ds";
+
+    /// <summary>Returns why <paramref name="path"/> is not an acceptable stream path, or null when it is.</summary>
+    public static string? Validate(string path, int maxLength)
+    {
+        if (path.Length == 0)
+        {
+            return "The stream path is empty.";
+        }
+
+        if (path.Length > maxLength)
+        {
+            return $"The stream path is longer than {maxLength} characters.";
+        }
+
+        foreach (var segment in path.Split('/'))
+        {
+            if (segment.Length == 0)
+            {
+                return "The stream path has an empty segment.";
+            }
+
+            if (segment is "." or "..")
+            {
+                return "The stream path may not contain . or .. segments.";
+            }
+        }
+
+        foreach (var c in path)
+        {
+            if (char.IsControl(c))
+            {
+                return "The stream path contains a control character.";
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>Turns a <c>Stream-Forked-From</c> value (a URL path, or a path relative to the stream root) into a stream path.</summary>
+    public static string? FromForkHeader(string value)
+    {
+        var path = value;
+        if (Uri.TryCreate(value, UriKind.Absolute, out var absolute) && absolute.Scheme is "http" or "https")
+        {
+            path = absolute.AbsolutePath;
+        }
+
+        if (path.StartsWith(Root + "/", StringComparison.Ordinal))
+        {
+            path = path[(Root.Length + 1)..];
+        }
+        else if (path.StartsWith('/'))
+        {
+            return null;
+        }
+
+        try
+        {
+            return Uri.UnescapeDataString(path);
+        }
+        catch (UriFormatException)
+        {
+            return null;
+        }
+    }
+}

@@ -1,0 +1,430 @@
+using System.Buffers;
+using DurableSessions.Live;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using System.IO.Pipelines;
+using Microsoft.Extensions.Primitives;
+
+namespace DurableSessions.AspNetCore.Streams;
+
+internal sealed partial class StreamRequestHandler
+{
+    private enum LiveMode
+    {
+        None,
+        LongPoll,
+        Sse,
+    }
+
+    private async Task ReadAsync(HttpContext context, string path)
+    {
+        var query = context.Request.Query;
+        var offsetValues = query["offset"];
+        var liveValues = query["live"];
+        if (offsetValues.Count > 1 || liveValues.Count > 1)
+        {
+            await Problem.Write(context, 400, "INVALID_QUERY", "Send offset and live at most once each.").ConfigureAwait(false);
+            return;
+        }
+
+        var mode = liveValues.ToString() switch
+        {
+            "" when liveValues.Count == 0 => LiveMode.None,
+            "long-poll" => LiveMode.LongPoll,
+            "sse" => LiveMode.Sse,
+            _ => (LiveMode)(-1),
+        };
+        if (mode < 0)
+        {
+            await Problem.Write(context, 400, "INVALID_LIVE_MODE", "live must be long-poll or sse.").ConfigureAwait(false);
+            return;
+        }
+
+        var offset = offsetValues.Count == 0 ? null : offsetValues.ToString();
+        if (offset is null && mode != LiveMode.None)
+        {
+            await Problem.Write(context, 400, "MISSING_OFFSET", "Live reads need an offset (use -1 for the beginning or now for the tail).").ConfigureAwait(false);
+            return;
+        }
+
+        long? requested = null;
+        var fromNow = offset == StreamOffset.Now;
+        if (offset is not null && offset != StreamOffset.Beginning && !fromNow)
+        {
+            if (!StreamOffset.TryParse(offset, out var parsed))
+            {
+                await Problem.Write(context, 400, "INVALID_OFFSET", "offset must be -1, now, or an offset returned by this server.").ConfigureAwait(false);
+                return;
+            }
+
+            requested = parsed;
+        }
+
+        var lookup = await _store.GetAsync(path, context.RequestAborted).ConfigureAwait(false);
+        if (await WriteLookupFailure(context, lookup).ConfigureAwait(false))
+        {
+            return;
+        }
+
+        var stream = lookup.Stream!;
+        if (requested > stream.TailPosition)
+        {
+            await Problem.Write(context, 400, "OFFSET_BEYOND_TAIL", "offset is beyond the end of this stream.").ConfigureAwait(false);
+            return;
+        }
+
+        await _store.TouchAsync(stream, context.RequestAborted).ConfigureAwait(false);
+        var from = fromNow ? stream.TailPosition : requested ?? 0;
+        var cursor = query["cursor"].ToString();
+        switch (mode)
+        {
+            case LiveMode.Sse:
+                await ServeSseAsync(context, stream, from, cursor).ConfigureAwait(false);
+                return;
+            case LiveMode.LongPoll:
+                await ServeLongPollAsync(context, stream, from, cursor).ConfigureAwait(false);
+                return;
+            default:
+                if (fromNow)
+                {
+                    await WriteNowAsync(context, stream).ConfigureAwait(false);
+                }
+                else
+                {
+                    await WriteCatchUpAsync(context, stream, from, cursor: null).ConfigureAwait(false);
+                }
+
+                return;
+        }
+    }
+
+    private static Task WriteNowAsync(HttpContext context, StreamInfo stream)
+    {
+        var response = context.Response;
+        response.StatusCode = 200;
+        response.ContentType = stream.ContentType;
+        response.Headers.CacheControl = "no-store";
+        response.Headers[ProtocolHeaders.NextOffset] = StreamOffset.Format(stream.TailPosition);
+        response.Headers[ProtocolHeaders.UpToDate] = "true";
+        if (stream.Closed)
+        {
+            response.Headers[ProtocolHeaders.Closed] = "true";
+        }
+
+        if (stream.IsJson)
+        {
+            response.ContentLength = 2;
+            return response.Body.WriteAsync("[]"u8.ToArray()).AsTask();
+        }
+
+        response.ContentLength = 0;
+        return Task.CompletedTask;
+    }
+
+    private async Task WriteCatchUpAsync(HttpContext context, StreamInfo stream, long from, string? cursor)
+    {
+        var read = await _store.ReadAsync(stream, from, _options.MaxReadBytes, context.RequestAborted).ConfigureAwait(false);
+        var upToDate = read.NextPosition >= stream.TailPosition;
+        var closedAtTail = upToDate && stream.Closed;
+        var response = context.Response;
+        var etag = $"\"{stream.Id}:{from}:{read.NextPosition}{(closedAtTail ? ":c" : string.Empty)}\"";
+        response.Headers.ETag = etag;
+        response.Headers[ProtocolHeaders.NextOffset] = StreamOffset.Format(read.NextPosition);
+        if (upToDate)
+        {
+            response.Headers[ProtocolHeaders.UpToDate] = "true";
+        }
+
+        if (closedAtTail)
+        {
+            response.Headers[ProtocolHeaders.Closed] = "true";
+        }
+        else if (cursor is not null)
+        {
+            response.Headers[ProtocolHeaders.Cursor] = cursor;
+        }
+
+        // Data chunks are immutable and cacheable; an empty answer at the tail changes with the next append.
+        response.Headers.CacheControl = read.Chunks.Count > 0 ? _options.CacheControl : "no-store";
+        if (IfNoneMatch(context.Request.Headers.IfNoneMatch, etag))
+        {
+            response.StatusCode = 304;
+            return;
+        }
+
+        response.StatusCode = 200;
+        response.ContentType = stream.ContentType;
+        var jsonFraming = stream.IsJson ? 2 + Math.Max(0, read.Chunks.Count - 1) : 0;
+        response.ContentLength = read.TotalBytes + jsonFraming;
+        var body = response.BodyWriter;
+        if (stream.IsJson)
+        {
+            body.Write("["u8);
+        }
+
+        for (var i = 0; i < read.Chunks.Count; i++)
+        {
+            if (stream.IsJson && i > 0)
+            {
+                body.Write(","u8);
+            }
+
+            body.Write(read.Chunks[i].Data.Span);
+        }
+
+        if (stream.IsJson)
+        {
+            body.Write("]"u8);
+        }
+
+        await body.FlushAsync(context.RequestAborted).ConfigureAwait(false);
+    }
+
+    private async Task ServeLongPollAsync(HttpContext context, StreamInfo stream, long from, string cursorParam)
+    {
+        var cursor = StreamCursor.Next(_time.GetUtcNow(), cursorParam);
+        if (from < stream.TailPosition)
+        {
+            await WriteCatchUpAsync(context, stream, from, cursor).ConfigureAwait(false);
+            return;
+        }
+
+        if (!stream.Closed)
+        {
+            using var subscription = _store.Fanout.Subscribe(stream.Id);
+
+            // Re-check after subscribing so an append committed in between is not missed.
+            var current = await _store.GetAsync(stream.Path, context.RequestAborted).ConfigureAwait(false);
+            if (current.Stream?.Id != stream.Id)
+            {
+                await WriteLookupFailure(context, current.Status == StreamLookupStatus.Found ? new StreamLookup(StreamLookupStatus.NotFound, null) : current).ConfigureAwait(false);
+                return;
+            }
+
+            stream = current.Stream;
+            if (stream.TailPosition == from && !stream.Closed)
+            {
+                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+                timeout.CancelAfter(_options.LongPollTimeout);
+                try
+                {
+                    var change = await subscription.Reader.ReadAsync(timeout.Token).ConfigureAwait(false);
+                    if (change.Deleted)
+                    {
+                        await Problem.Write(context, 404, "STREAM_NOT_FOUND", "The stream was deleted.").ConfigureAwait(false);
+                        return;
+                    }
+                }
+                catch (OperationCanceledException) when (!context.RequestAborted.IsCancellationRequested)
+                {
+                    // Timed out with nothing new.
+                }
+                catch (System.Threading.Channels.ChannelClosedException)
+                {
+                    // Fell behind while waiting: the stream moved on; answer from the store.
+                }
+
+                current = await _store.GetAsync(stream.Path, context.RequestAborted).ConfigureAwait(false);
+                if (current.Stream?.Id != stream.Id)
+                {
+                    await Problem.Write(context, 404, "STREAM_NOT_FOUND", "The stream was deleted.").ConfigureAwait(false);
+                    return;
+                }
+
+                stream = current.Stream;
+            }
+        }
+
+        if (from < stream.TailPosition)
+        {
+            await WriteCatchUpAsync(context, stream, from, cursor).ConfigureAwait(false);
+            return;
+        }
+
+        var response = context.Response;
+        response.StatusCode = 204;
+        response.Headers.CacheControl = "no-store";
+        response.Headers[ProtocolHeaders.NextOffset] = StreamOffset.Format(stream.TailPosition);
+        response.Headers[ProtocolHeaders.UpToDate] = "true";
+        if (stream.Closed)
+        {
+            response.Headers[ProtocolHeaders.Closed] = "true";
+        }
+        else
+        {
+            response.Headers[ProtocolHeaders.Cursor] = cursor;
+        }
+    }
+
+    private async Task ServeSseAsync(HttpContext context, StreamInfo stream, long from, string cursorParam)
+    {
+        var response = context.Response;
+        response.StatusCode = 200;
+        response.ContentType = "text/event-stream";
+        response.Headers.CacheControl = "no-cache";
+        if (SseEncoder.UsesBase64(stream.ContentType))
+        {
+            response.Headers[ProtocolHeaders.SseDataEncoding] = "base64";
+        }
+
+        context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+        using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+        lifetime.CancelAfter(_options.SseConnectionLifetime);
+        var token = lifetime.Token;
+        var output = response.BodyWriter;
+        var cursor = StreamCursor.Next(_time.GetUtcNow(), cursorParam);
+        var position = from;
+
+        // Subscribe before the first catch-up read so nothing committed in between is missed.
+        using var subscription = _store.Fanout.Subscribe(stream.Id);
+        try
+        {
+            await response.StartAsync(token).ConfigureAwait(false);
+            await output.FlushAsync(token).ConfigureAwait(false);
+            while (true)
+            {
+                var current = await _store.GetAsync(stream.Path, token).ConfigureAwait(false);
+                if (current.Stream?.Id != stream.Id)
+                {
+                    return;
+                }
+
+                stream = current.Stream;
+                while (position < stream.TailPosition)
+                {
+                    var read = await _store.ReadAsync(stream, position, _options.MaxReadBytes, token).ConfigureAwait(false);
+                    position = read.NextPosition;
+                    var atTail = position >= stream.TailPosition;
+                    var chunks = new ReadOnlyMemory<byte>[read.Chunks.Count];
+                    for (var i = 0; i < chunks.Length; i++)
+                    {
+                        chunks[i] = read.Chunks[i].Data;
+                    }
+
+                    SseEncoder.WriteDataEvent(output, stream.ContentType, chunks);
+                    SseEncoder.WriteControlEvent(output, position, cursor, atTail, atTail && stream.Closed);
+                    await output.FlushAsync(token).ConfigureAwait(false);
+                    if (atTail && stream.Closed)
+                    {
+                        return;
+                    }
+                }
+
+                if (position == from || stream.Closed)
+                {
+                    // Nothing was sent yet (or the stream is closed at the tail): say where the reader stands.
+                    SseEncoder.WriteControlEvent(output, position, cursor, upToDate: true, closed: stream.Closed);
+                    await output.FlushAsync(token).ConfigureAwait(false);
+                    if (stream.Closed)
+                    {
+                        return;
+                    }
+                }
+
+                from = -1;
+                var (resume, resumeAt) = await FollowLiveAsync(output, subscription, stream, position, cursor, token).ConfigureAwait(false);
+                if (!resume)
+                {
+                    return;
+                }
+
+                position = resumeAt;
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // Client went away or the connection reached its lifetime; it resumes from its last offset.
+        }
+    }
+
+    /// <summary>Streams live changes until the stream closes or is deleted (resume: false), or until the live queue
+    /// cannot continue seamlessly and the caller must catch up from storage (resume: true).</summary>
+    private async Task<(bool Resume, long Position)> FollowLiveAsync(PipeWriter output, LiveSubscription subscription, StreamInfo stream, long position, string cursor, CancellationToken token)
+    {
+        var reader = subscription.Reader;
+        var contentType = stream.ContentType;
+        while (true)
+        {
+            using (var keepAlive = CancellationTokenSource.CreateLinkedTokenSource(token))
+            {
+                keepAlive.CancelAfter(_options.SseKeepAliveInterval);
+                try
+                {
+                    if (!await reader.WaitToReadAsync(keepAlive.Token).ConfigureAwait(false))
+                    {
+                        // The queue overflowed: this reader fell behind. End the response; the client resumes from its offset.
+                        Log.ReaderFellBehind(_logger, stream.Path);
+                        return (false, position);
+                    }
+                }
+                catch (OperationCanceledException) when (!token.IsCancellationRequested)
+                {
+                    await output.WriteAsync(SseEncoder.KeepAlive, token).ConfigureAwait(false);
+                    continue;
+                }
+            }
+
+            while (reader.TryRead(out var change))
+            {
+                if (change.Deleted)
+                {
+                    return (false, position);
+                }
+
+                var chunk = change.Chunk;
+                if (chunk.End < position || (chunk.End == position && !change.Closed))
+                {
+                    continue;
+                }
+
+                if (chunk.Start > position || (chunk.Start < position && chunk.End > position))
+                {
+                    return (true, position);
+                }
+
+                if (chunk.End > chunk.Start)
+                {
+                    var frame = change.GetOrAddEncoding(c => EncodeDataFrame(contentType, c));
+                    output.Write(frame);
+                }
+
+                position = chunk.End;
+                SseEncoder.WriteControlEvent(output, position, cursor, upToDate: reader.Count == 0 || change.Closed, change.Closed);
+                await output.FlushAsync(token).ConfigureAwait(false);
+                if (change.Closed)
+                {
+                    return (false, position);
+                }
+            }
+        }
+    }
+
+    private static byte[] EncodeDataFrame(string contentType, LiveAppend change)
+    {
+        var buffer = new ArrayBufferWriter<byte>(change.Chunk.Data.Length + 64);
+        SseEncoder.WriteDataEvent(buffer, contentType, [change.Chunk.Data]);
+        return buffer.WrittenSpan.ToArray();
+    }
+
+    private static bool IfNoneMatch(StringValues header, string etag)
+    {
+        foreach (var value in header)
+        {
+            if (value is null)
+            {
+                continue;
+            }
+
+            foreach (var part in value.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+            {
+                var candidate = part.StartsWith("W/", StringComparison.Ordinal) ? part[2..] : part;
+                if (candidate == "*" || string.Equals(candidate, etag, StringComparison.Ordinal))
+                {
+                    return true;
+                }
+            }
+        }
+
+        return false;
+    }
+}

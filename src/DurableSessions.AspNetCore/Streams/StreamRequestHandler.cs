@@ -1,0 +1,527 @@
+using System.Buffers;
+using System.Globalization;
+using System.IO.Pipelines;
+using DurableSessions.Live;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Primitives;
+
+namespace DurableSessions.AspNetCore.Streams;
+
+/// <summary>
+/// Serves the Durable Streams protocol for one stream URL: PUT (create/fork), POST (append/close), GET (catch-up,
+/// long-poll, SSE), HEAD and DELETE.
+/// </summary>
+internal sealed partial class StreamRequestHandler
+{
+    private readonly StreamStore _store;
+    private readonly DurableStreamsOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+
+    public StreamRequestHandler(StreamStore store, IOptions<DurableStreamsOptions> options, ILogger<StreamRequestHandler> logger)
+    {
+        _store = store;
+        _options = options.Value;
+        _time = store.TimeProvider;
+        _logger = logger;
+    }
+
+    public Task HandleAsync(HttpContext context, string path)
+    {
+        var method = context.Request.Method;
+        if (HttpMethods.IsGet(method))
+        {
+            return ReadAsync(context, path);
+        }
+
+        if (HttpMethods.IsPost(method))
+        {
+            return AppendAsync(context, path);
+        }
+
+        if (HttpMethods.IsPut(method))
+        {
+            return CreateAsync(context, path);
+        }
+
+        if (HttpMethods.IsHead(method))
+        {
+            return HeadAsync(context, path);
+        }
+
+        if (HttpMethods.IsDelete(method))
+        {
+            return DeleteAsync(context, path);
+        }
+
+        context.Response.Headers.Allow = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
+        return Problem.Write(context, StatusCodes.Status405MethodNotAllowed, "METHOD_NOT_ALLOWED", $"{method} is not supported on streams.");
+    }
+
+    private async Task CreateAsync(HttpContext context, string path)
+    {
+        var request = context.Request;
+        var headers = request.Headers;
+        string? contentType = null;
+        if (!StringValues.IsNullOrEmpty(headers.ContentType))
+        {
+            contentType = headers.ContentType.ToString();
+            if (!StreamContentType.IsValid(contentType))
+            {
+                await Problem.Write(context, 400, "INVALID_CONTENT_TYPE", "Content-Type is not a valid media type.").ConfigureAwait(false);
+                return;
+            }
+        }
+
+        long? ttl = null;
+        DateTimeOffset? expiresAt = null;
+        var ttlHeader = headers[ProtocolHeaders.Ttl];
+        var expiresHeader = headers[ProtocolHeaders.ExpiresAt];
+        if (ttlHeader.Count > 0 && expiresHeader.Count > 0)
+        {
+            await Problem.Write(context, 400, "CONFLICTING_EXPIRY", "Send either Stream-TTL or Stream-Expires-At, not both.").ConfigureAwait(false);
+            return;
+        }
+
+        if (ttlHeader.Count > 0)
+        {
+            if (ttlHeader.Count > 1 || !ProtocolParsing.TryParseCanonicalInteger(ttlHeader.ToString(), ProtocolParsing.MaxSafeInteger / 1000, out var seconds))
+            {
+                await Problem.Write(context, 400, "INVALID_TTL", "Stream-TTL must be a non-negative whole number of seconds without sign or leading zeros.").ConfigureAwait(false);
+                return;
+            }
+
+            ttl = seconds;
+        }
+
+        if (expiresHeader.Count > 0)
+        {
+            if (expiresHeader.Count > 1 || !ProtocolParsing.TryParseRfc3339(expiresHeader.ToString(), out var at))
+            {
+                await Problem.Write(context, 400, "INVALID_EXPIRES_AT", "Stream-Expires-At must be an RFC 3339 timestamp.").ConfigureAwait(false);
+                return;
+            }
+
+            expiresAt = at;
+        }
+
+        var closed = ProtocolParsing.IsTrue(headers[ProtocolHeaders.Closed]);
+        string? forkedFrom = null;
+        long? forkOffset = null;
+        long forkSubOffset = 0;
+        var forkedFromHeader = headers[ProtocolHeaders.ForkedFrom];
+        var forkOffsetHeader = headers[ProtocolHeaders.ForkOffset];
+        var subOffsetHeader = headers[ProtocolHeaders.ForkSubOffset];
+        if (forkedFromHeader.Count == 0)
+        {
+            if (forkOffsetHeader.Count > 0 || subOffsetHeader.Count > 0)
+            {
+                await Problem.Write(context, 400, "FORK_HEADER_WITHOUT_SOURCE", "Stream-Fork-Offset and Stream-Fork-Sub-Offset require Stream-Forked-From.").ConfigureAwait(false);
+                return;
+            }
+        }
+        else
+        {
+            forkedFrom = StreamPaths.FromForkHeader(forkedFromHeader.ToString());
+            if (forkedFrom is null || StreamPaths.Validate(forkedFrom, _options.MaxPathLength) is not null)
+            {
+                await Problem.Write(context, 400, "INVALID_FORK_SOURCE", "Stream-Forked-From must be the path of a stream on this server.").ConfigureAwait(false);
+                return;
+            }
+
+            if (forkOffsetHeader.Count > 0)
+            {
+                var token = forkOffsetHeader.ToString();
+                if (token == StreamOffset.Beginning)
+                {
+                    forkOffset = 0;
+                }
+                else if (StreamOffset.TryParse(token, out var position))
+                {
+                    forkOffset = position;
+                }
+                else
+                {
+                    await Problem.Write(context, 400, "INVALID_FORK_OFFSET", "Stream-Fork-Offset must be an offset returned by this server.").ConfigureAwait(false);
+                    return;
+                }
+            }
+
+            if (subOffsetHeader.Count > 0 && !ProtocolParsing.TryParseCanonicalInteger(subOffsetHeader.ToString(), long.MaxValue / 2, out forkSubOffset))
+            {
+                await Problem.Write(context, 400, "INVALID_FORK_SUB_OFFSET", "Stream-Fork-Sub-Offset must be a non-negative whole number without sign or leading zeros.").ConfigureAwait(false);
+                return;
+            }
+        }
+
+        var body = await ReadBodyAsync(context).ConfigureAwait(false);
+        if (body is null)
+        {
+            return;
+        }
+
+        var payload = StreamPayload.Empty;
+        if (body.Value.Length > 0)
+        {
+            // A fork without a Content-Type takes the source's, which decides how the body is framed.
+            var effectiveType = contentType;
+            if (effectiveType is null && forkedFrom is not null)
+            {
+                var source = await _store.GetAsync(forkedFrom, context.RequestAborted).ConfigureAwait(false);
+                effectiveType = source.Stream?.ContentType;
+            }
+
+            if (!TryFrame(effectiveType ?? StreamContentType.Default, body.Value, allowEmptyArray: true, out payload, out var error))
+            {
+                await Problem.Write(context, 400, "INVALID_JSON", error!).ConfigureAwait(false);
+                return;
+            }
+        }
+
+        var result = await _store.CreateAsync(new CreateStreamRequest
+        {
+            Path = path,
+            ContentType = contentType,
+            TtlSeconds = ttl,
+            ExpiresAt = expiresAt,
+            Closed = closed,
+            InitialData = payload,
+            ForkedFrom = forkedFrom,
+            ForkOffset = forkOffset,
+            ForkSubOffset = forkSubOffset,
+        }, context.RequestAborted).ConfigureAwait(false);
+
+        var response = context.Response;
+        switch (result.Status)
+        {
+            case CreateStreamStatus.Created:
+            case CreateStreamStatus.AlreadyExists:
+                var stream = result.Stream!;
+                response.StatusCode = result.Status == CreateStreamStatus.Created ? 201 : 200;
+                if (result.Status == CreateStreamStatus.Created)
+                {
+                    response.Headers.Location = $"{request.Scheme}://{request.Host}{request.PathBase}{request.Path}";
+                    Log.Created(_logger, path, stream.ContentType, forkedFrom);
+                }
+
+                response.ContentType = stream.ContentType;
+                response.Headers[ProtocolHeaders.NextOffset] = StreamOffset.Format(stream.TailPosition);
+                if (stream.Closed)
+                {
+                    response.Headers[ProtocolHeaders.Closed] = "true";
+                }
+
+                response.Headers.CacheControl = "no-store";
+                return;
+            case CreateStreamStatus.Conflict:
+                await Problem.Write(context, 409, "STREAM_EXISTS", "A stream with a different configuration exists at this path.").ConfigureAwait(false);
+                return;
+            case CreateStreamStatus.SourceNotFound:
+                await Problem.Write(context, 404, "FORK_SOURCE_NOT_FOUND", "The stream named by Stream-Forked-From does not exist.").ConfigureAwait(false);
+                return;
+            case CreateStreamStatus.SourceGone:
+                await Problem.Write(context, 409, "FORK_SOURCE_DELETED", "The stream named by Stream-Forked-From has been deleted.").ConfigureAwait(false);
+                return;
+            case CreateStreamStatus.ContentTypeMismatch:
+                await Problem.Write(context, 409, "CONTENT_TYPE_MISMATCH", "A fork must have its source's content type.").ConfigureAwait(false);
+                return;
+            default:
+                await Problem.Write(context, 400, "INVALID_FORK_OFFSET", "The fork point is beyond the source stream's tail.").ConfigureAwait(false);
+                return;
+        }
+    }
+
+    private async Task AppendAsync(HttpContext context, string path)
+    {
+        var headers = context.Request.Headers;
+        var producerIdHeader = headers[ProtocolHeaders.ProducerId];
+        var producerEpochHeader = headers[ProtocolHeaders.ProducerEpoch];
+        var producerSeqHeader = headers[ProtocolHeaders.ProducerSeq];
+        ProducerStamp? producer = null;
+        var producerHeaders = (producerIdHeader.Count > 0 ? 1 : 0) + (producerEpochHeader.Count > 0 ? 1 : 0) + (producerSeqHeader.Count > 0 ? 1 : 0);
+        if (producerHeaders is 1 or 2)
+        {
+            await Problem.Write(context, 400, "INCOMPLETE_PRODUCER_HEADERS", "Producer-Id, Producer-Epoch and Producer-Seq must be sent together.").ConfigureAwait(false);
+            return;
+        }
+
+        if (producerHeaders == 3)
+        {
+            var id = producerIdHeader.ToString();
+            if (producerIdHeader.Count > 1 || string.IsNullOrEmpty(id) || id.Length > 256)
+            {
+                await Problem.Write(context, 400, "INVALID_PRODUCER_ID", "Producer-Id must be a non-empty string of at most 256 characters.").ConfigureAwait(false);
+                return;
+            }
+
+            if (!ProtocolParsing.TryParseProducerInteger(producerEpochHeader.ToString(), out var epoch)
+                || !ProtocolParsing.TryParseProducerInteger(producerSeqHeader.ToString(), out var seq))
+            {
+                await Problem.Write(context, 400, "INVALID_PRODUCER_HEADERS", "Producer-Epoch and Producer-Seq must be whole numbers from 0 to 2^53-1.").ConfigureAwait(false);
+                return;
+            }
+
+            producer = new ProducerStamp(id, epoch, seq);
+        }
+
+        string? streamSeq = null;
+        var seqHeader = headers[ProtocolHeaders.Seq];
+        if (seqHeader.Count > 0)
+        {
+            streamSeq = seqHeader.ToString();
+            if (seqHeader.Count > 1 || streamSeq.Length is 0 or > 256)
+            {
+                await Problem.Write(context, 400, "INVALID_STREAM_SEQ", "Stream-Seq must be a single non-empty value of at most 256 characters.").ConfigureAwait(false);
+                return;
+            }
+        }
+
+        var close = ProtocolParsing.IsTrue(headers[ProtocolHeaders.Closed]);
+        var body = await ReadBodyAsync(context).ConfigureAwait(false);
+        if (body is null)
+        {
+            return;
+        }
+
+        var data = body.Value;
+        string? contentType = null;
+        if (data.Length == 0)
+        {
+            if (!close)
+            {
+                await Problem.Write(context, 400, "EMPTY_BODY", "An append needs a body (or Stream-Closed: true to close the stream).").ConfigureAwait(false);
+                return;
+            }
+        }
+        else
+        {
+            contentType = headers.ContentType.ToString();
+            if (string.IsNullOrEmpty(contentType))
+            {
+                await Problem.Write(context, 400, "MISSING_CONTENT_TYPE", "An append with a body needs a Content-Type.").ConfigureAwait(false);
+                return;
+            }
+
+            if (!StreamContentType.IsValid(contentType))
+            {
+                await Problem.Write(context, 400, "INVALID_CONTENT_TYPE", "Content-Type is not a valid media type.").ConfigureAwait(false);
+                return;
+            }
+        }
+
+        var lookup = await _store.GetAsync(path, context.RequestAborted).ConfigureAwait(false);
+        if (await WriteLookupFailure(context, lookup).ConfigureAwait(false))
+        {
+            return;
+        }
+
+        var stream = lookup.Stream!;
+        var payload = StreamPayload.Empty;
+        if (data.Length > 0)
+        {
+            if (stream.Closed)
+            {
+                // The store answers closed-stream requests (409, or 204 for a producer retry of the closing request).
+                payload = new StreamPayload(data, 1);
+            }
+            else if (!StreamContentType.Matches(contentType!, stream.ContentType))
+            {
+                await Problem.Write(context, 409, "CONTENT_TYPE_MISMATCH", $"This stream's content type is {stream.ContentType}.").ConfigureAwait(false);
+                return;
+            }
+            else if (!TryFrame(stream.ContentType, data, allowEmptyArray: false, out payload, out var error))
+            {
+                await Problem.Write(context, 400, "INVALID_JSON", error!).ConfigureAwait(false);
+                return;
+            }
+        }
+
+        var result = await _store.AppendAsync(new AppendRequest
+        {
+            Path = path,
+            ContentType = contentType,
+            Data = payload,
+            Close = close,
+            StreamSeq = streamSeq,
+            Producer = producer,
+        }, context.RequestAborted).ConfigureAwait(false);
+
+        var response = context.Response;
+        response.Headers.CacheControl = "no-store";
+        switch (result.Status)
+        {
+            case AppendStatus.Appended:
+            case AppendStatus.Duplicate:
+            case AppendStatus.AlreadyClosed:
+                response.StatusCode = result.Status == AppendStatus.Appended && producer is not null && !payload.IsEmpty ? 200 : 204;
+                response.Headers[ProtocolHeaders.NextOffset] = StreamOffset.Format(result.TailPosition);
+                if (result.Closed)
+                {
+                    response.Headers[ProtocolHeaders.Closed] = "true";
+                }
+
+                if (producer is not null && result.Status != AppendStatus.AlreadyClosed)
+                {
+                    response.Headers[ProtocolHeaders.ProducerEpoch] = result.ProducerEpoch.ToString(CultureInfo.InvariantCulture);
+                    response.Headers[ProtocolHeaders.ProducerSeq] = result.ProducerSeq.ToString(CultureInfo.InvariantCulture);
+                }
+
+                return;
+            case AppendStatus.NotFound:
+            case AppendStatus.Gone:
+                await WriteLookupFailure(context, new StreamLookup(result.Status == AppendStatus.Gone ? StreamLookupStatus.Gone : StreamLookupStatus.NotFound, null)).ConfigureAwait(false);
+                return;
+            case AppendStatus.StreamClosed:
+                response.Headers[ProtocolHeaders.Closed] = "true";
+                response.Headers[ProtocolHeaders.NextOffset] = StreamOffset.Format(result.TailPosition);
+                await Problem.Write(context, 409, "STREAM_CLOSED", "The stream is closed; no further appends are accepted.").ConfigureAwait(false);
+                return;
+            case AppendStatus.ContentTypeMismatch:
+                await Problem.Write(context, 409, "CONTENT_TYPE_MISMATCH", "The Content-Type differs from the stream's.").ConfigureAwait(false);
+                return;
+            case AppendStatus.SequenceConflict:
+                await Problem.Write(context, 409, "SEQUENCE_CONFLICT", "Stream-Seq must be greater than the last one accepted.").ConfigureAwait(false);
+                return;
+            case AppendStatus.StaleEpoch:
+                response.Headers[ProtocolHeaders.ProducerEpoch] = result.ProducerEpoch.ToString(CultureInfo.InvariantCulture);
+                await Problem.Write(context, 403, "STALE_PRODUCER_EPOCH", "A newer epoch of this producer has written to the stream.").ConfigureAwait(false);
+                return;
+            case AppendStatus.InvalidEpochSeq:
+                await Problem.Write(context, 400, "INVALID_EPOCH_SEQ", "A new producer epoch must start at Producer-Seq 0.").ConfigureAwait(false);
+                return;
+            default:
+                response.Headers[ProtocolHeaders.ProducerExpectedSeq] = result.ProducerSeq.ToString(CultureInfo.InvariantCulture);
+                response.Headers[ProtocolHeaders.ProducerReceivedSeq] = producer!.Value.Seq.ToString(CultureInfo.InvariantCulture);
+                await Problem.Write(context, 409, "PRODUCER_SEQ_GAP", "Producer-Seq skipped ahead; resend the missing sequence numbers first.").ConfigureAwait(false);
+                return;
+        }
+    }
+
+    private async Task HeadAsync(HttpContext context, string path)
+    {
+        var lookup = await _store.GetAsync(path, context.RequestAborted).ConfigureAwait(false);
+        var response = context.Response;
+        response.Headers.CacheControl = "no-store";
+        if (lookup.Status != StreamLookupStatus.Found)
+        {
+            response.StatusCode = lookup.Status == StreamLookupStatus.Gone ? 410 : 404;
+            return;
+        }
+
+        var stream = lookup.Stream!;
+        response.StatusCode = 200;
+        response.ContentType = stream.ContentType;
+        response.Headers[ProtocolHeaders.NextOffset] = StreamOffset.Format(stream.TailPosition);
+        if (stream.TtlSeconds is { } ttl)
+        {
+            response.Headers[ProtocolHeaders.Ttl] = ttl.ToString(CultureInfo.InvariantCulture);
+        }
+
+        if (stream.ExpiresAt is { } expiresAt)
+        {
+            response.Headers[ProtocolHeaders.ExpiresAt] = ProtocolParsing.FormatRfc3339(expiresAt);
+        }
+
+        if (stream.Closed)
+        {
+            response.Headers[ProtocolHeaders.Closed] = "true";
+        }
+    }
+
+    private async Task DeleteAsync(HttpContext context, string path)
+    {
+        var status = await _store.DeleteAsync(path, context.RequestAborted).ConfigureAwait(false);
+        switch (status)
+        {
+            case DeleteStreamStatus.Deleted:
+                Log.Deleted(_logger, path);
+                context.Response.StatusCode = 204;
+                return;
+            case DeleteStreamStatus.Gone:
+                await Problem.Write(context, 410, "STREAM_DELETED", "The stream has been deleted.").ConfigureAwait(false);
+                return;
+            default:
+                await Problem.Write(context, 404, "STREAM_NOT_FOUND", "No stream exists at this path.").ConfigureAwait(false);
+                return;
+        }
+    }
+
+    private static bool TryFrame(string contentType, ReadOnlyMemory<byte> body, bool allowEmptyArray, out StreamPayload payload, out string? error)
+    {
+        if (StreamContentType.IsJson(contentType))
+        {
+            return JsonFraming.TryFrame(body, allowEmptyArray, out payload, out error);
+        }
+
+        payload = new StreamPayload(body, body.Length);
+        error = null;
+        return true;
+    }
+
+    /// <summary>Reads the whole body within <see cref="DurableStreamsOptions.MaxAppendBytes"/>; answers 413 and returns null past it.</summary>
+    private async Task<ReadOnlyMemory<byte>?> ReadBodyAsync(HttpContext context)
+    {
+        var request = context.Request;
+        var limit = _options.MaxAppendBytes;
+        if (request.ContentLength is { } declared && declared > limit)
+        {
+            await Problem.Write(context, 413, "PAYLOAD_TOO_LARGE", $"The body exceeds the limit of {limit} bytes.").ConfigureAwait(false);
+            return null;
+        }
+
+        if (request.ContentLength == 0)
+        {
+            return ReadOnlyMemory<byte>.Empty;
+        }
+
+        var reader = request.BodyReader;
+        while (true)
+        {
+            var read = await reader.ReadAsync(context.RequestAborted).ConfigureAwait(false);
+            if (read.Buffer.Length > limit)
+            {
+                reader.AdvanceTo(read.Buffer.Start, read.Buffer.End);
+                await Problem.Write(context, 413, "PAYLOAD_TOO_LARGE", $"The body exceeds the limit of {limit} bytes.").ConfigureAwait(false);
+                return null;
+            }
+
+            if (read.IsCompleted)
+            {
+                var bytes = read.Buffer.ToArray();
+                reader.AdvanceTo(read.Buffer.End);
+                return bytes;
+            }
+
+            reader.AdvanceTo(read.Buffer.Start, read.Buffer.End);
+        }
+    }
+
+    private static async Task<bool> WriteLookupFailure(HttpContext context, StreamLookup lookup)
+    {
+        switch (lookup.Status)
+        {
+            case StreamLookupStatus.Found:
+                return false;
+            case StreamLookupStatus.Gone:
+                await Problem.Write(context, 410, "STREAM_DELETED", "The stream has been deleted.").ConfigureAwait(false);
+                return true;
+            default:
+                await Problem.Write(context, 404, "STREAM_NOT_FOUND", "No stream exists at this path.").ConfigureAwait(false);
+                return true;
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(100, LogLevel.Debug, "Created stream {Path} ({ContentType}, forked from {ForkedFrom})")]
+        public static partial void Created(ILogger logger, string path, string contentType, string? forkedFrom);
+
+        [LoggerMessage(101, LogLevel.Debug, "Deleted stream {Path}")]
+        public static partial void Deleted(ILogger logger, string path);
+
+        [LoggerMessage(102, LogLevel.Debug, "Live reader of {Path} fell behind and was disconnected")]
+        public static partial void ReaderFellBehind(ILogger logger, string path);
+    }
+}

@@ -1,0 +1,52 @@
+namespace DurableSessions.Live;
+
+/// <summary>
+/// A committed change to a stream, handed to every live reader of that stream.
+/// </summary>
+/// <remarks>
+/// One instance is shared by all subscribers; encodings derived from it (such as an SSE frame) are computed once
+/// through <see cref="GetOrAddEncoding"/> and reused.
+/// </remarks>
+public sealed class LiveAppend
+{
+    private object? _encoding;
+
+    /// <summary>Creates a notification.</summary>
+    public LiveAppend(long streamId, string path, StreamChunk chunk, bool closed, bool deleted = false)
+    {
+        StreamId = streamId;
+        Path = path;
+        Chunk = chunk;
+        Closed = closed;
+        Deleted = deleted;
+    }
+
+    /// <summary>The stream's store id.</summary>
+    public long StreamId { get; }
+
+    /// <summary>The stream's path.</summary>
+    public string Path { get; }
+
+    /// <summary>The appended data (may be empty for a close-only change).</summary>
+    public StreamChunk Chunk { get; }
+
+    /// <summary>Whether the stream is closed after this change.</summary>
+    public bool Closed { get; }
+
+    /// <summary>Whether the stream was deleted or expired.</summary>
+    public bool Deleted { get; }
+
+    /// <summary>Returns the shared encoding of this change, creating it on first use.</summary>
+    /// <remarks>Thread-safe; the factory may run more than once under a race, but one result wins for everybody.</remarks>
+    public T GetOrAddEncoding<T>(Func<LiveAppend, T> factory)
+        where T : class
+    {
+        if (Volatile.Read(ref _encoding) is T existing)
+        {
+            return existing;
+        }
+
+        var created = factory(this);
+        return Interlocked.CompareExchange(ref _encoding, created, null) as T ?? created;
+    }
+}

@@ -1,0 +1,152 @@
+using System.Collections.Concurrent;
+using System.Threading.Channels;
+
+namespace DurableSessions.Live;
+
+/// <summary>
+/// Hands committed appends to the live readers of each stream in this process.
+/// </summary>
+/// <remarks>
+/// Every subscriber has a bounded queue. <see cref="Publish"/> never blocks: a subscriber whose queue is full is cut
+/// off (its reader completes with <see cref="LiveSubscription.FellBehind"/> set) and resumes from its own offset with a
+/// new request, so a slow reader never slows the writer or the other readers. Thread-safe.
+/// </remarks>
+public sealed class StreamFanout
+{
+    private readonly ConcurrentDictionary<long, Subscribers> _streams = new();
+    private readonly int _queueCapacity;
+    private volatile Action<LiveAppend>[] _observers = [];
+
+    /// <summary>Creates a fan-out with the given per-subscriber queue capacity.</summary>
+    public StreamFanout(int queueCapacity = 1024)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(queueCapacity, 1);
+        _queueCapacity = queueCapacity;
+    }
+
+    /// <summary>The number of streams with at least one live reader.</summary>
+    public int ActiveStreams => _streams.Count;
+
+    /// <summary>Registers a live reader of a stream. Dispose the subscription to unregister.</summary>
+    public LiveSubscription Subscribe(long streamId)
+    {
+        var subscription = new LiveSubscription(this, streamId, _queueCapacity);
+        while (true)
+        {
+            var list = _streams.GetOrAdd(streamId, static _ => new Subscribers());
+            lock (list)
+            {
+                if (list.Removed)
+                {
+                    continue;
+                }
+
+                list.Items = [.. list.Items, subscription];
+                return subscription;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Registers a callback invoked synchronously for every committed change of every stream (used by server-side
+    /// services such as subscriptions). It must return quickly and never throw.
+    /// </summary>
+    public void AddObserver(Action<LiveAppend> observer)
+    {
+        lock (_streams)
+        {
+            _observers = [.. _observers, observer];
+        }
+    }
+
+    /// <summary>Delivers a committed change to every live reader of its stream.</summary>
+    public void Publish(LiveAppend change)
+    {
+        foreach (var observer in _observers)
+        {
+            observer(change);
+        }
+
+        if (!_streams.TryGetValue(change.StreamId, out var list))
+        {
+            return;
+        }
+
+        foreach (var subscription in list.Items)
+        {
+            subscription.Offer(change);
+        }
+    }
+
+    internal void Unsubscribe(LiveSubscription subscription)
+    {
+        if (!_streams.TryGetValue(subscription.StreamId, out var list))
+        {
+            return;
+        }
+
+        lock (list)
+        {
+            list.Items = Array.FindAll(list.Items, s => !ReferenceEquals(s, subscription));
+            if (list.Items.Length == 0)
+            {
+                list.Removed = true;
+                _streams.TryRemove(new KeyValuePair<long, Subscribers>(subscription.StreamId, list));
+            }
+        }
+    }
+
+    private sealed class Subscribers
+    {
+        public volatile LiveSubscription[] Items = [];
+        public bool Removed;
+    }
+}
+
+/// <summary>A live reader's queue of changes to one stream.</summary>
+public sealed class LiveSubscription : IDisposable
+{
+    private readonly StreamFanout _owner;
+    private readonly Channel<LiveAppend> _queue;
+    private int _disposed;
+
+    internal LiveSubscription(StreamFanout owner, long streamId, int capacity)
+    {
+        _owner = owner;
+        StreamId = streamId;
+        _queue = Channel.CreateBounded<LiveAppend>(new BoundedChannelOptions(capacity)
+        {
+            SingleReader = true,
+            SingleWriter = false,
+            FullMode = BoundedChannelFullMode.Wait,
+        });
+    }
+
+    /// <summary>The stream's store id.</summary>
+    public long StreamId { get; }
+
+    /// <summary>The queued changes, in commit order. Completes when the reader falls behind.</summary>
+    public ChannelReader<LiveAppend> Reader => _queue.Reader;
+
+    /// <summary>Whether the queue overflowed and the reader must resume from its offset.</summary>
+    public bool FellBehind { get; private set; }
+
+    internal void Offer(LiveAppend change)
+    {
+        if (!_queue.Writer.TryWrite(change) && !FellBehind)
+        {
+            FellBehind = true;
+            _queue.Writer.TryComplete();
+        }
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            _queue.Writer.TryComplete();
+            _owner.Unsubscribe(this);
+        }
+    }
+}

@@ -1,0 +1,199 @@
+namespace DurableSessions;
+
+/// <summary>Data to append, already validated and framed for the stream's content type.</summary>
+/// <remarks>
+/// For JSON streams <see cref="Data"/> holds the messages separated by commas (no enclosing brackets) and
+/// <see cref="Units"/> the message count; for other streams the raw bytes and their length.
+/// </remarks>
+/// <param name="Data">The framed bytes.</param>
+/// <param name="Units">How many positions the data occupies.</param>
+public readonly record struct StreamPayload(ReadOnlyMemory<byte> Data, long Units)
+{
+    /// <summary>An empty payload.</summary>
+    public static StreamPayload Empty => default;
+
+    /// <summary>Whether the payload holds no units.</summary>
+    public bool IsEmpty => Units == 0;
+}
+
+/// <summary>A request to create a stream (or a fork of one).</summary>
+public sealed record CreateStreamRequest
+{
+    /// <summary>The stream path.</summary>
+    public required string Path { get; init; }
+
+    /// <summary>The content type; <see langword="null"/> for a fork means "inherit the source's".</summary>
+    public string? ContentType { get; init; }
+
+    /// <summary>The sliding TTL, if requested.</summary>
+    public long? TtlSeconds { get; init; }
+
+    /// <summary>The absolute expiry, if requested.</summary>
+    public DateTimeOffset? ExpiresAt { get; init; }
+
+    /// <summary>Whether to create the stream closed.</summary>
+    public bool Closed { get; init; }
+
+    /// <summary>Initial content.</summary>
+    public StreamPayload InitialData { get; init; }
+
+    /// <summary>The source path when creating a fork.</summary>
+    public string? ForkedFrom { get; init; }
+
+    /// <summary>The fork anchor offset; <see langword="null"/> means the source's tail.</summary>
+    public long? ForkOffset { get; init; }
+
+    /// <summary>Units past the anchor to inherit.</summary>
+    public long ForkSubOffset { get; init; }
+}
+
+/// <summary>The outcome of a create request.</summary>
+public enum CreateStreamStatus
+{
+    /// <summary>A new stream was created.</summary>
+    Created,
+
+    /// <summary>A stream with the same configuration already existed.</summary>
+    AlreadyExists,
+
+    /// <summary>A stream exists at the path with a different configuration (or the path is held by a soft-deleted stream).</summary>
+    Conflict,
+
+    /// <summary>The fork source does not exist.</summary>
+    SourceNotFound,
+
+    /// <summary>The fork source is soft-deleted.</summary>
+    SourceGone,
+
+    /// <summary>The fork's content type differs from the source's.</summary>
+    ContentTypeMismatch,
+
+    /// <summary>The fork offset is beyond the source's tail.</summary>
+    InvalidForkOffset,
+}
+
+/// <summary>The result of <see cref="StreamStore.CreateAsync"/>.</summary>
+/// <param name="Status">What happened.</param>
+/// <param name="Stream">The stream as it now is, when it exists.</param>
+public readonly record struct CreateStreamResult(CreateStreamStatus Status, StreamInfo? Stream);
+
+/// <summary>A request to append to (and/or close) a stream.</summary>
+public sealed record AppendRequest
+{
+    /// <summary>The stream path.</summary>
+    public required string Path { get; init; }
+
+    /// <summary>The request's content type, checked against the stream's when data is present.</summary>
+    public string? ContentType { get; init; }
+
+    /// <summary>The data to append; empty only for a close-only request.</summary>
+    public StreamPayload Data { get; init; }
+
+    /// <summary>Whether to close the stream after appending.</summary>
+    public bool Close { get; init; }
+
+    /// <summary>The writer's <c>Stream-Seq</c>, if given.</summary>
+    public string? StreamSeq { get; init; }
+
+    /// <summary>The idempotent producer stamp, if given.</summary>
+    public ProducerStamp? Producer { get; init; }
+}
+
+/// <summary>The outcome of an append request.</summary>
+public enum AppendStatus
+{
+    /// <summary>Data was appended and/or the stream was closed.</summary>
+    Appended,
+
+    /// <summary>A producer retry of a request already applied; nothing changed.</summary>
+    Duplicate,
+
+    /// <summary>A close-only request on a stream that was already closed.</summary>
+    AlreadyClosed,
+
+    /// <summary>The stream does not exist (or has expired).</summary>
+    NotFound,
+
+    /// <summary>The stream is soft-deleted.</summary>
+    Gone,
+
+    /// <summary>The stream is closed; the append was rejected.</summary>
+    StreamClosed,
+
+    /// <summary>The content type differs from the stream's.</summary>
+    ContentTypeMismatch,
+
+    /// <summary>The <c>Stream-Seq</c> did not increase.</summary>
+    SequenceConflict,
+
+    /// <summary>The producer epoch is older than the stream's record of it.</summary>
+    StaleEpoch,
+
+    /// <summary>A new epoch must start at sequence 0.</summary>
+    InvalidEpochSeq,
+
+    /// <summary>The producer sequence skipped ahead.</summary>
+    ProducerSeqGap,
+}
+
+/// <summary>The result of <see cref="StreamStore.AppendAsync"/>.</summary>
+public readonly record struct AppendResult
+{
+    /// <summary>What happened.</summary>
+    public required AppendStatus Status { get; init; }
+
+    /// <summary>The stream's tail after the request (or at rejection).</summary>
+    public long TailPosition { get; init; }
+
+    /// <summary>Whether the stream is closed after the request.</summary>
+    public bool Closed { get; init; }
+
+    /// <summary>The producer's current epoch (echoed on success, the stream's on a stale epoch).</summary>
+    public long ProducerEpoch { get; init; }
+
+    /// <summary>The highest accepted producer sequence on success, or the expected one on a gap.</summary>
+    public long ProducerSeq { get; init; }
+}
+
+/// <summary>The outcome of a delete request.</summary>
+public enum DeleteStreamStatus
+{
+    /// <summary>The stream was removed (or soft-deleted because forks reference it).</summary>
+    Deleted,
+
+    /// <summary>No stream at that path.</summary>
+    NotFound,
+
+    /// <summary>The stream was already soft-deleted.</summary>
+    Gone,
+}
+
+/// <summary>A contiguous run of stream data.</summary>
+/// <param name="Start">The position of the first unit.</param>
+/// <param name="End">The position after the last unit.</param>
+/// <param name="Data">Framed bytes (see <see cref="StreamPayload"/>).</param>
+public readonly record struct StreamChunk(long Start, long End, ReadOnlyMemory<byte> Data);
+
+/// <summary>The result of a range read.</summary>
+/// <param name="Chunks">The data, in order, covering [from, <paramref name="NextPosition"/>).</param>
+/// <param name="NextPosition">Where the next read starts.</param>
+/// <param name="TotalBytes">The sum of the chunks' lengths.</param>
+public sealed record ReadResult(IReadOnlyList<StreamChunk> Chunks, long NextPosition, long TotalBytes);
+
+/// <summary>Whether a path names a live stream, a soft-deleted one, or nothing.</summary>
+public enum StreamLookupStatus
+{
+    /// <summary>The stream exists.</summary>
+    Found,
+
+    /// <summary>No stream (or it expired).</summary>
+    NotFound,
+
+    /// <summary>The stream was deleted but forks still read from it.</summary>
+    Gone,
+}
+
+/// <summary>The result of looking a stream up.</summary>
+/// <param name="Status">Whether it exists.</param>
+/// <param name="Stream">Its metadata when found or gone.</param>
+public readonly record struct StreamLookup(StreamLookupStatus Status, StreamInfo? Stream);

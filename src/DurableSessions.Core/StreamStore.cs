@@ -1,0 +1,73 @@
+using DurableSessions.Live;
+
+namespace DurableSessions;
+
+/// <summary>
+/// The storage behind durable streams. Each backend (embedded SQLite, Redis) derives from this class and is held to
+/// the same behaviour by the storage specification tests.
+/// </summary>
+/// <remarks>
+/// <para>Guarantees every implementation gives:</para>
+/// <list type="bullet">
+/// <item>An append is acknowledged only once it is durable per the store's configured durability, and its producer
+/// state, <c>Stream-Seq</c> and closure change are committed atomically with its data.</item>
+/// <item>Appends to one stream are serialized: offsets are strictly increasing and never reused.</item>
+/// <item>After a change commits, it is published to <see cref="Fanout"/>, which wakes live readers; readers never poll.</item>
+/// <item>Expired streams (sliding TTL or absolute expiry, judged by the store's <see cref="TimeProvider"/>) behave as absent.</item>
+/// </list>
+/// All members are thread-safe.
+/// </remarks>
+public abstract class StreamStore : IAsyncDisposable
+{
+    /// <summary>Creates a store.</summary>
+    protected StreamStore(TimeProvider timeProvider, StreamFanout fanout)
+    {
+        TimeProvider = timeProvider;
+        Fanout = fanout;
+    }
+
+    /// <summary>The clock used for TTL and expiry.</summary>
+    public TimeProvider TimeProvider { get; }
+
+    /// <summary>Where committed changes are published for live readers.</summary>
+    public StreamFanout Fanout { get; }
+
+    /// <summary>Creates a stream or a fork, or confirms an identical existing one.</summary>
+    public abstract ValueTask<CreateStreamResult> CreateAsync(CreateStreamRequest request, CancellationToken cancellationToken = default);
+
+    /// <summary>Appends to and/or closes a stream, applying <see cref="AppendRules"/> atomically with the write.</summary>
+    public abstract ValueTask<AppendResult> AppendAsync(AppendRequest request, CancellationToken cancellationToken = default);
+
+    /// <summary>Looks up a stream's current metadata. Does not reset its TTL.</summary>
+    public abstract ValueTask<StreamLookup> GetAsync(string path, CancellationToken cancellationToken = default);
+
+    /// <summary>Deletes a stream; one still referenced by forks is soft-deleted.</summary>
+    public abstract ValueTask<DeleteStreamStatus> DeleteAsync(string path, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Reads the stream's data from <paramref name="fromPosition"/> up to its tail as given in <paramref name="stream"/>,
+    /// stitching inherited data for forks, returning at most about <paramref name="maxBytes"/> bytes (at least one chunk).
+    /// </summary>
+    public abstract ValueTask<ReadResult> ReadAsync(StreamInfo stream, long fromPosition, int maxBytes, CancellationToken cancellationToken = default);
+
+    /// <summary>Resets the sliding TTL of a stream (a read reached the server).</summary>
+    public abstract ValueTask TouchAsync(StreamInfo stream, CancellationToken cancellationToken = default);
+
+    /// <summary>Lists the paths of all live streams.</summary>
+    public abstract IAsyncEnumerable<string> ListPathsAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>Reads a small metadata document (subscriptions, keys) from a named collection.</summary>
+    public abstract ValueTask<byte[]?> GetDocumentAsync(string collection, string key, CancellationToken cancellationToken = default);
+
+    /// <summary>Writes a small metadata document durably.</summary>
+    public abstract ValueTask PutDocumentAsync(string collection, string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken = default);
+
+    /// <summary>Removes a metadata document.</summary>
+    public abstract ValueTask DeleteDocumentAsync(string collection, string key, CancellationToken cancellationToken = default);
+
+    /// <summary>Lists the documents of a collection.</summary>
+    public abstract IAsyncEnumerable<KeyValuePair<string, byte[]>> ListDocumentsAsync(string collection, CancellationToken cancellationToken = default);
+
+    /// <inheritdoc />
+    public abstract ValueTask DisposeAsync();
+}

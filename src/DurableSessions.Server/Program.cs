@@ -1,0 +1,36 @@
+using DurableSessions;
+using DurableSessions.AspNetCore;
+
+var builder = WebApplication.CreateBuilder(ServerCommandLine.Normalize(args));
+builder.WebHost.UseUrls(builder.Configuration["urls"] ?? "http://127.0.0.1:4437");
+builder.WebHost.ConfigureKestrel(kestrel =>
+{
+    // Appends enforce their own, configurable limit (DurableStreams:MaxAppendBytes) with a clear 413.
+    kestrel.Limits.MaxRequestBodySize = null;
+    kestrel.AddServerHeader = false;
+});
+builder.Services.AddDurableSessions(builder.Configuration);
+
+var app = builder.Build();
+app.MapGet("/health", async (StreamStore store, CancellationToken cancellationToken) =>
+{
+    await store.GetAsync("__health", cancellationToken);
+    return Results.Text("ok");
+});
+app.MapDurableStreams();
+
+app.Lifetime.ApplicationStarted.Register(() =>
+{
+    foreach (var url in app.Urls)
+    {
+        ServerLog.Listening(app.Logger, url);
+    }
+});
+
+app.Run();
+
+internal static partial class ServerLog
+{
+    [LoggerMessage(1, LogLevel.Information, "DurableSessions is listening on {Url} (streams under {Url}/v1/stream/)")]
+    public static partial void Listening(ILogger logger, string url);
+}

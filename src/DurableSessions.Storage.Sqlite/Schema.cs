@@ -1,0 +1,206 @@
+using Microsoft.Data.Sqlite;
+
+namespace DurableSessions.Storage.Sqlite;
+
+/// <summary>The database layout of the SQLite store.</summary>
+internal static class Schema
+{
+    public const string Create = """
+        CREATE TABLE IF NOT EXISTS streams (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            path TEXT NOT NULL UNIQUE,
+            content_type TEXT NOT NULL,
+            tail INTEGER NOT NULL,
+            closed INTEGER NOT NULL DEFAULT 0,
+            closed_by_id TEXT,
+            closed_by_epoch INTEGER,
+            closed_by_seq INTEGER,
+            ttl_seconds INTEGER,
+            expires_at INTEGER,
+            created_at INTEGER NOT NULL,
+            last_access INTEGER NOT NULL,
+            fork_source_id INTEGER,
+            fork_source_path TEXT,
+            fork_position INTEGER NOT NULL DEFAULT 0,
+            fork_offset INTEGER NOT NULL DEFAULT 0,
+            fork_sub_offset INTEGER NOT NULL DEFAULT 0,
+            soft_deleted INTEGER NOT NULL DEFAULT 0,
+            last_stream_seq TEXT
+        );
+        CREATE TABLE IF NOT EXISTS chunks (
+            stream_id INTEGER NOT NULL,
+            end_pos INTEGER NOT NULL,
+            start_pos INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (stream_id, end_pos)
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS producers (
+            stream_id INTEGER NOT NULL,
+            producer_id TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            last_seq INTEGER NOT NULL,
+            PRIMARY KEY (stream_id, producer_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS documents (
+            collection TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value BLOB NOT NULL,
+            PRIMARY KEY (collection, key)
+        ) WITHOUT ROWID;
+        """;
+
+    public const string SelectStreams = """
+        SELECT id, path, content_type, tail, closed, closed_by_id, closed_by_epoch, closed_by_seq, ttl_seconds, expires_at,
+               created_at, last_access, fork_source_id, fork_source_path, fork_position, fork_offset, fork_sub_offset,
+               soft_deleted, last_stream_seq
+        FROM streams
+        """;
+
+    public const string InsertStream = """
+        INSERT INTO streams (path, content_type, tail, closed, ttl_seconds, expires_at, created_at, last_access,
+                             fork_source_id, fork_source_path, fork_position, fork_offset, fork_sub_offset)
+        VALUES ($path, $content_type, $tail, $closed, $ttl, $expires_at, $now, $now,
+                $fork_source_id, $fork_source_path, $fork_position, $fork_offset, $fork_sub_offset)
+        RETURNING id
+        """;
+
+    public const string UpdateStream = """
+        UPDATE streams SET tail = $tail, closed = $closed, closed_by_id = $closed_by_id, closed_by_epoch = $closed_by_epoch,
+                           closed_by_seq = $closed_by_seq, last_access = $last_access, last_stream_seq = $last_stream_seq,
+                           soft_deleted = $soft_deleted
+        WHERE id = $id
+        """;
+
+    public const string InsertChunk = "INSERT INTO chunks (stream_id, end_pos, start_pos, data) VALUES ($id, $end, $start, $data)";
+
+    public const string UpsertProducer = """
+        INSERT INTO producers (stream_id, producer_id, epoch, last_seq) VALUES ($id, $producer, $epoch, $seq)
+        ON CONFLICT (stream_id, producer_id) DO UPDATE SET epoch = excluded.epoch, last_seq = excluded.last_seq
+        """;
+
+    public const string SelectProducer = "SELECT epoch, last_seq FROM producers WHERE stream_id = $id AND producer_id = $producer";
+
+    public const string DeleteStream = """
+        DELETE FROM chunks WHERE stream_id = $id;
+        DELETE FROM producers WHERE stream_id = $id;
+        DELETE FROM streams WHERE id = $id;
+        """;
+
+    public const string TouchStream = "UPDATE streams SET last_access = $last_access WHERE id = $id";
+
+    public const string SelectChunks = "SELECT start_pos, end_pos, data FROM chunks WHERE stream_id = $id AND end_pos > $from ORDER BY end_pos LIMIT $limit";
+
+    public const string PutDocument = """
+        INSERT INTO documents (collection, key, value) VALUES ($collection, $key, $value)
+        ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value
+        """;
+
+    public const string DeleteDocument = "DELETE FROM documents WHERE collection = $collection AND key = $key";
+
+    public const string SelectDocument = "SELECT value FROM documents WHERE collection = $collection AND key = $key";
+
+    public const string ListDocuments = "SELECT key, value FROM documents WHERE collection = $collection ORDER BY key";
+
+    public static StreamInfo ReadStream(SqliteDataReader r)
+    {
+        ProducerStamp? closedBy = r.IsDBNull(5) ? null : new ProducerStamp(r.GetString(5), r.GetInt64(6), r.GetInt64(7));
+        return new StreamInfo
+        {
+            Id = r.GetInt64(0),
+            Path = r.GetString(1),
+            ContentType = r.GetString(2),
+            TailPosition = r.GetInt64(3),
+            Closed = r.GetInt64(4) != 0,
+            ClosedBy = closedBy,
+            TtlSeconds = r.IsDBNull(8) ? null : r.GetInt64(8),
+            ExpiresAt = r.IsDBNull(9) ? null : DateTimeOffset.FromUnixTimeMilliseconds(r.GetInt64(9)),
+            CreatedAt = DateTimeOffset.FromUnixTimeMilliseconds(r.GetInt64(10)),
+            LastAccessAt = DateTimeOffset.FromUnixTimeMilliseconds(r.GetInt64(11)),
+            ForkSourceId = r.IsDBNull(12) ? null : r.GetInt64(12),
+            ForkSourcePath = r.IsDBNull(13) ? null : r.GetString(13),
+            ForkPosition = r.GetInt64(14),
+            ForkOffset = r.GetInt64(15),
+            ForkSubOffset = r.GetInt64(16),
+            SoftDeleted = r.GetInt64(17) != 0,
+            LastStreamSeq = r.IsDBNull(18) ? null : r.GetString(18),
+        };
+    }
+
+    public static object Db(object? value) => value ?? DBNull.Value;
+}
+
+/// <summary>A chunk row as stored.</summary>
+internal readonly record struct ChunkRow(long Start, long End, byte[] Data);
+
+/// <summary>A pooled read-only connection with its prepared statements.</summary>
+internal sealed class ReaderConnection : IDisposable
+{
+    private readonly SqliteConnection _connection;
+    private readonly SqliteCommand _chunks;
+    private readonly SqliteParameter _id;
+    private readonly SqliteParameter _from;
+    private readonly SqliteParameter _limit;
+
+    public ReaderConnection(string connectionString)
+    {
+        _connection = new SqliteConnection(connectionString);
+        _connection.Open();
+        using (var pragma = _connection.CreateCommand())
+        {
+            pragma.CommandText = "PRAGMA query_only=1; PRAGMA busy_timeout=5000;";
+            pragma.ExecuteNonQuery();
+        }
+
+        _chunks = _connection.CreateCommand();
+        _chunks.CommandText = Schema.SelectChunks;
+        _id = _chunks.Parameters.Add("$id", SqliteType.Integer);
+        _from = _chunks.Parameters.Add("$from", SqliteType.Integer);
+        _limit = _chunks.Parameters.Add("$limit", SqliteType.Integer);
+        _chunks.Prepare();
+    }
+
+    public List<ChunkRow> Read(long streamId, long from, int limit)
+    {
+        _id.Value = streamId;
+        _from.Value = from;
+        _limit.Value = limit;
+        var rows = new List<ChunkRow>();
+        using var reader = _chunks.ExecuteReader();
+        while (reader.Read())
+        {
+            rows.Add(new ChunkRow(reader.GetInt64(0), reader.GetInt64(1), (byte[])reader.GetValue(2)));
+        }
+
+        return rows;
+    }
+
+    public byte[]? GetDocument(string collection, string key)
+    {
+        using var command = _connection.CreateCommand();
+        command.CommandText = Schema.SelectDocument;
+        command.Parameters.AddWithValue("$collection", collection);
+        command.Parameters.AddWithValue("$key", key);
+        return command.ExecuteScalar() as byte[];
+    }
+
+    public List<KeyValuePair<string, byte[]>> ListDocuments(string collection)
+    {
+        using var command = _connection.CreateCommand();
+        command.CommandText = Schema.ListDocuments;
+        command.Parameters.AddWithValue("$collection", collection);
+        var result = new List<KeyValuePair<string, byte[]>>();
+        using var reader = command.ExecuteReader();
+        while (reader.Read())
+        {
+            result.Add(new(reader.GetString(0), (byte[])reader.GetValue(1)));
+        }
+
+        return result;
+    }
+
+    public void Dispose()
+    {
+        _chunks.Dispose();
+        _connection.Dispose();
+    }
+}

@@ -1,0 +1,486 @@
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using DurableSessions.Live;
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace DurableSessions.Storage.Sqlite;
+
+/// <summary>
+/// The embedded stream store: one SQLite database in WAL mode, written by a single writer with group commit.
+/// </summary>
+/// <remarks>
+/// <para>
+/// Every mutation goes through one writer loop. The loop takes all requests that are waiting (up to
+/// <see cref="SqliteStreamStoreOptions.MaxBatchSize"/>), applies them in one transaction and commits; only then are the
+/// requests acknowledged and the changes published to live readers. With <see cref="SqliteDurability.Fsync"/> the commit
+/// fsyncs the WAL, so an acknowledged append survives <c>kill -9</c> and power loss; a crash mid-transaction leaves no
+/// trace of it (SQLite's atomic commit), so there are no torn records and restart needs no repair.
+/// </para>
+/// <para>
+/// Stream metadata lives in memory as immutable <see cref="StreamInfo"/> snapshots, replaced by the writer after each
+/// commit; reads take a snapshot and then read chunks from their own connections, so they never block the writer.
+/// </para>
+/// </remarks>
+public sealed partial class SqliteStreamStore : StreamStore
+{
+    private const int ReadBatchRows = 256;
+
+    private readonly SqliteStreamStoreOptions _options;
+    private readonly ILogger _logger;
+    private readonly string _connectionString;
+    private readonly ConcurrentDictionary<string, StreamEntry> _byPath = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<long, StreamEntry> _byId = new();
+    private readonly ConcurrentDictionary<long, byte> _accessDirty = new();
+    private readonly ConcurrentBag<ReaderConnection> _readers = [];
+    private readonly Channel<WriteCommand> _commands = Channel.CreateBounded<WriteCommand>(new BoundedChannelOptions(65536)
+    {
+        SingleReader = true,
+        FullMode = BoundedChannelFullMode.Wait,
+    });
+
+    private readonly SqliteConnection _writer;
+    private readonly Task _writerLoop;
+    private readonly ITimer _sweepTimer;
+    private readonly ITimer _accessTimer;
+    private readonly DateTimeOffset _openedAt;
+    private int _disposed;
+
+    private SqliteStreamStore(SqliteStreamStoreOptions options, TimeProvider timeProvider, StreamFanout fanout, ILogger logger)
+        : base(timeProvider, fanout)
+    {
+        _options = options;
+        _logger = logger;
+        Directory.CreateDirectory(options.DataDirectory);
+        var path = Path.GetFullPath(Path.Combine(options.DataDirectory, "streams.db"));
+        _connectionString = new SqliteConnectionStringBuilder
+        {
+            DataSource = path,
+            Cache = SqliteCacheMode.Private,
+            Pooling = false,
+        }.ToString();
+
+        _openedAt = timeProvider.GetUtcNow();
+        _writer = new SqliteConnection(_connectionString);
+        _writer.Open();
+        var synchronous = options.Durability == SqliteDurability.Fsync ? "FULL" : "NORMAL";
+        Execute(_writer, $"""
+            PRAGMA journal_mode=WAL;
+            PRAGMA synchronous={synchronous};
+            PRAGMA busy_timeout=5000;
+            PRAGMA wal_autocheckpoint=4000;
+            """);
+        Execute(_writer, Schema.Create);
+        LoadStreams();
+
+        _writerLoop = Task.Factory.StartNew(WriterLoopAsync, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).Unwrap();
+        _sweepTimer = timeProvider.CreateTimer(_ => SweepExpired(), null, options.ExpirySweepInterval, options.ExpirySweepInterval);
+        _accessTimer = timeProvider.CreateTimer(_ => FlushAccess(), null, options.AccessFlushInterval, options.AccessFlushInterval);
+        Log.Opened(_logger, path, options.Durability, _byPath.Count);
+    }
+
+    /// <summary>Opens (creating if needed) the store in <see cref="SqliteStreamStoreOptions.DataDirectory"/>.</summary>
+    public static SqliteStreamStore Open(SqliteStreamStoreOptions options, TimeProvider? timeProvider = null, StreamFanout? fanout = null, ILogger<SqliteStreamStore>? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return new SqliteStreamStore(options, timeProvider ?? TimeProvider.System, fanout ?? new StreamFanout(), (ILogger?)logger ?? NullLogger.Instance);
+    }
+
+    /// <inheritdoc />
+    public override ValueTask<CreateStreamResult> CreateAsync(CreateStreamRequest request, CancellationToken cancellationToken = default)
+        => Enqueue(new CreateCommand(request), cancellationToken);
+
+    /// <inheritdoc />
+    public override ValueTask<AppendResult> AppendAsync(AppendRequest request, CancellationToken cancellationToken = default)
+        => Enqueue(new AppendCommand(request), cancellationToken);
+
+    /// <inheritdoc />
+    public override ValueTask<DeleteStreamStatus> DeleteAsync(string path, CancellationToken cancellationToken = default)
+        => Enqueue(new DeleteCommand(path, expireOnly: false), cancellationToken);
+
+    /// <inheritdoc />
+    public override ValueTask<StreamLookup> GetAsync(string path, CancellationToken cancellationToken = default)
+    {
+        if (!_byPath.TryGetValue(path, out var entry))
+        {
+            return ValueTask.FromResult(new StreamLookup(StreamLookupStatus.NotFound, null));
+        }
+
+        var info = entry.Info;
+        if (info.SoftDeleted)
+        {
+            return ValueTask.FromResult(new StreamLookup(StreamLookupStatus.Gone, info));
+        }
+
+        if (IsExpired(entry, TimeProvider.GetUtcNow()))
+        {
+            EnqueueExpire(path);
+            return ValueTask.FromResult(new StreamLookup(StreamLookupStatus.NotFound, null));
+        }
+
+        return ValueTask.FromResult(new StreamLookup(StreamLookupStatus.Found, info));
+    }
+
+    /// <inheritdoc />
+    public override ValueTask TouchAsync(StreamInfo stream, CancellationToken cancellationToken = default)
+    {
+        if (stream.TtlSeconds is not null && _byId.TryGetValue(stream.Id, out var entry))
+        {
+            entry.Touch(TimeProvider.GetUtcNow());
+            _accessDirty.TryAdd(stream.Id, 0);
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public override async IAsyncEnumerable<string> ListPathsAsync([EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var now = TimeProvider.GetUtcNow();
+        foreach (var (path, entry) in _byPath)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (!entry.Info.SoftDeleted && !IsExpired(entry, now))
+            {
+                yield return path;
+            }
+        }
+
+        await Task.CompletedTask.ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask<ReadResult> ReadAsync(StreamInfo stream, long fromPosition, int maxBytes, CancellationToken cancellationToken = default)
+    {
+        var segments = new List<Segment>(2);
+        CollectSegments(stream, fromPosition, stream.TailPosition, segments);
+        var chunks = new List<StreamChunk>();
+        long total = 0;
+        var next = fromPosition;
+        if (segments.Count == 0)
+        {
+            return new ReadResult(chunks, Math.Max(fromPosition, Math.Min(fromPosition, stream.TailPosition)), 0);
+        }
+
+        var reader = RentReader();
+        try
+        {
+            foreach (var segment in segments)
+            {
+                var position = Math.Max(segment.From, next);
+                while (position < segment.To)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    var rows = reader.Read(segment.StreamId, position, ReadBatchRows);
+                    if (rows.Count == 0)
+                    {
+                        break;
+                    }
+
+                    foreach (var row in rows)
+                    {
+                        if (row.Start >= segment.To)
+                        {
+                            position = segment.To;
+                            break;
+                        }
+
+                        var chunk = Slice(stream.IsJson, row, position, segment.To);
+                        chunks.Add(chunk);
+                        total += chunk.Data.Length;
+                        position = chunk.End;
+                        next = chunk.End;
+                        if (total >= maxBytes || position >= segment.To)
+                        {
+                            break;
+                        }
+                    }
+
+                    if (total >= maxBytes || rows.Count < ReadBatchRows)
+                    {
+                        break;
+                    }
+                }
+
+                if (total >= maxBytes)
+                {
+                    break;
+                }
+
+                next = Math.Max(next, segment.To);
+            }
+        }
+        finally
+        {
+            _readers.Add(reader);
+        }
+
+        await Task.CompletedTask.ConfigureAwait(false);
+        return new ReadResult(chunks, next, total);
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask<byte[]?> GetDocumentAsync(string collection, string key, CancellationToken cancellationToken = default)
+    {
+        var reader = RentReader();
+        try
+        {
+            return reader.GetDocument(collection, key);
+        }
+        finally
+        {
+            _readers.Add(reader);
+            await Task.CompletedTask.ConfigureAwait(false);
+        }
+    }
+
+    /// <inheritdoc />
+    public override async IAsyncEnumerable<KeyValuePair<string, byte[]>> ListDocumentsAsync(string collection, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var reader = RentReader();
+        List<KeyValuePair<string, byte[]>> documents;
+        try
+        {
+            documents = reader.ListDocuments(collection);
+        }
+        finally
+        {
+            _readers.Add(reader);
+        }
+
+        foreach (var document in documents)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            yield return document;
+        }
+
+        await Task.CompletedTask.ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask PutDocumentAsync(string collection, string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken = default)
+        => await Enqueue(new DocumentCommand(collection, key, value.ToArray()), cancellationToken).ConfigureAwait(false);
+
+    /// <inheritdoc />
+    public override async ValueTask DeleteDocumentAsync(string collection, string key, CancellationToken cancellationToken = default)
+        => await Enqueue(new DocumentCommand(collection, key, null), cancellationToken).ConfigureAwait(false);
+
+    /// <inheritdoc />
+    public override async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        await _sweepTimer.DisposeAsync().ConfigureAwait(false);
+        await _accessTimer.DisposeAsync().ConfigureAwait(false);
+        FlushAccess();
+        _commands.Writer.TryComplete();
+        await _writerLoop.ConfigureAwait(false);
+        while (_readers.TryTake(out var reader))
+        {
+            reader.Dispose();
+        }
+
+        _writer.Dispose();
+    }
+
+    private static bool IsExpired(StreamEntry entry, DateTimeOffset now)
+    {
+        var info = entry.Info;
+        if (info.ExpiresAt is { } expiresAt && now >= expiresAt)
+        {
+            return true;
+        }
+
+        return info.TtlSeconds is { } ttl && now >= entry.LastAccess.AddSeconds(ttl);
+    }
+
+    private void CollectSegments(StreamInfo stream, long from, long to, List<Segment> segments)
+    {
+        if (from >= to)
+        {
+            return;
+        }
+
+        var ownStart = 0L;
+        if (stream.ForkSourceId is { } sourceId)
+        {
+            ownStart = stream.ForkPosition;
+            if (from < ownStart && _byId.TryGetValue(sourceId, out var source))
+            {
+                CollectSegments(source.Info, from, Math.Min(to, ownStart), segments);
+            }
+        }
+
+        var start = Math.Max(from, ownStart);
+        if (start < to)
+        {
+            segments.Add(new Segment(stream.Id, start, to));
+        }
+    }
+
+    private static StreamChunk Slice(bool json, ChunkRow row, long from, long to)
+    {
+        var start = Math.Max(row.Start, from);
+        var end = Math.Min(row.End, to);
+        if (start == row.Start && end == row.End)
+        {
+            return new StreamChunk(row.Start, row.End, row.Data);
+        }
+
+        var skip = start - row.Start;
+        var take = end - start;
+        var data = json
+            ? JsonFraming.Slice(row.Data, skip, take)
+            : row.Data.AsMemory((int)skip, (int)take);
+        return new StreamChunk(start, end, data);
+    }
+
+    private ReaderConnection RentReader()
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        return _readers.TryTake(out var reader) ? reader : new ReaderConnection(_connectionString);
+    }
+
+    private async ValueTask<T> Enqueue<T>(WriteCommand<T> command, CancellationToken cancellationToken)
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        await _commands.Writer.WriteAsync(command, cancellationToken).ConfigureAwait(false);
+
+        // The write may commit even if the caller stops waiting; cancellation only abandons the wait.
+        return await command.Completion.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Asks the writer to remove an expired stream; fire-and-forget, since readers already treat it as absent.</summary>
+    private void EnqueueExpire(string path)
+    {
+        if (Volatile.Read(ref _disposed) == 0)
+        {
+            _commands.Writer.TryWrite(new DeleteCommand(path, expireOnly: true));
+        }
+    }
+
+    private void SweepExpired()
+    {
+        var now = TimeProvider.GetUtcNow();
+        foreach (var (path, entry) in _byPath)
+        {
+            if (!entry.Info.SoftDeleted && IsExpired(entry, now))
+            {
+                EnqueueExpire(path);
+            }
+        }
+    }
+
+    private void FlushAccess()
+    {
+        if (_accessDirty.IsEmpty || Volatile.Read(ref _disposed) != 0 && _commands.Reader.Completion.IsCompleted)
+        {
+            return;
+        }
+
+        _commands.Writer.TryWrite(new FlushAccessCommand());
+    }
+
+    private void LoadStreams()
+    {
+        using var command = _writer.CreateCommand();
+        command.CommandText = Schema.SelectStreams;
+        using var reader = command.ExecuteReader();
+        var forkCounts = new Dictionary<long, int>();
+        var loaded = new List<StreamInfo>();
+        while (reader.Read())
+        {
+            var info = Schema.ReadStream(reader);
+
+            // Reads that refreshed a TTL since the last persisted access may not have been saved before a crash;
+            // restarting the countdown errs on the side of keeping data.
+            if (info.TtlSeconds is not null && info.LastAccessAt < _openedAt)
+            {
+                info = info with { LastAccessAt = _openedAt };
+            }
+
+            loaded.Add(info);
+            if (info.ForkSourceId is { } source)
+            {
+                forkCounts[source] = forkCounts.GetValueOrDefault(source) + 1;
+            }
+        }
+
+        foreach (var info in loaded)
+        {
+            var entry = new StreamEntry(info with { ForkCount = forkCounts.GetValueOrDefault(info.Id) });
+            _byPath[info.Path] = entry;
+            _byId[info.Id] = entry;
+        }
+    }
+
+    private static void Execute(SqliteConnection connection, string sql)
+    {
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
+
+    private readonly record struct Segment(long StreamId, long From, long To);
+
+    /// <summary>The store's in-memory view of one stream.</summary>
+    private sealed class StreamEntry
+    {
+        private long _lastAccessTicks;
+        private volatile StreamInfo _info;
+
+        public StreamEntry(StreamInfo info)
+        {
+            _info = info;
+            _lastAccessTicks = info.LastAccessAt.UtcTicks;
+        }
+
+        public StreamInfo Info
+        {
+            get => _info;
+            set
+            {
+                _info = value;
+                Touch(value.LastAccessAt);
+            }
+        }
+
+        /// <summary>Producer states, loaded lazily; touched only by the writer loop.</summary>
+        public Dictionary<string, ProducerState?> Producers { get; } = new(StringComparer.Ordinal);
+
+        public DateTimeOffset LastAccess => new(Interlocked.Read(ref _lastAccessTicks), TimeSpan.Zero);
+
+        public void Touch(DateTimeOffset at)
+        {
+            var ticks = at.UtcTicks;
+            var current = Interlocked.Read(ref _lastAccessTicks);
+            while (ticks > current)
+            {
+                var seen = Interlocked.CompareExchange(ref _lastAccessTicks, ticks, current);
+                if (seen == current)
+                {
+                    return;
+                }
+
+                current = seen;
+            }
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(1, LogLevel.Information, "SQLite store opened at {Path} (durability {Durability}, {StreamCount} streams)")]
+        public static partial void Opened(ILogger logger, string path, SqliteDurability durability, int streamCount);
+
+        [LoggerMessage(2, LogLevel.Error, "SQLite group commit of {Count} requests failed; none were acknowledged")]
+        public static partial void CommitFailed(ILogger logger, Exception exception, int count);
+
+        [LoggerMessage(3, LogLevel.Debug, "Stream {Path} expired and was removed")]
+        public static partial void Expired(ILogger logger, string path);
+    }
+}

@@ -1,0 +1,36 @@
+namespace DurableSessions.Storage.Sqlite;
+
+/// <summary>When an append counts as durable in the SQLite store.</summary>
+public enum SqliteDurability
+{
+    /// <summary>
+    /// Each group commit is flushed to disk (fsync) before its appends are acknowledged. An acknowledged append
+    /// survives a process crash and a power loss. The default.
+    /// </summary>
+    Fsync,
+
+    /// <summary>
+    /// Appends are acknowledged once the operating system has the write (SQLite <c>synchronous=NORMAL</c> in WAL mode).
+    /// An acknowledged append survives a process crash (<c>kill -9</c>) but the last commits may be lost on power loss.
+    /// </summary>
+    Relaxed,
+}
+
+/// <summary>Settings of the embedded SQLite store.</summary>
+public sealed class SqliteStreamStoreOptions
+{
+    /// <summary>The directory holding the database files. Created if missing. Default <c>./data</c>.</summary>
+    public string DataDirectory { get; set; } = "data";
+
+    /// <summary>The durability of an acknowledged append. Default <see cref="SqliteDurability.Fsync"/>.</summary>
+    public SqliteDurability Durability { get; set; } = SqliteDurability.Fsync;
+
+    /// <summary>The most write requests committed in one transaction. Default 4096.</summary>
+    public int MaxBatchSize { get; set; } = 4096;
+
+    /// <summary>How often expired streams are swept from storage. Default 30 seconds.</summary>
+    public TimeSpan ExpirySweepInterval { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How often read-driven TTL refreshes are persisted. Default 5 seconds.</summary>
+    public TimeSpan AccessFlushInterval { get; set; } = TimeSpan.FromSeconds(5);
+}
