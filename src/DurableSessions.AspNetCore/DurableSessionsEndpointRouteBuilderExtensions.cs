@@ -1,4 +1,5 @@
 using DurableSessions.AspNetCore.Streams;
+using DurableSessions.AspNetCore.Subscriptions;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
@@ -14,11 +15,12 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
     public static IEndpointConventionBuilder MapDurableStreams(this IEndpointRouteBuilder endpoints)
     {
         var handler = endpoints.ServiceProvider.GetRequiredService<StreamRequestHandler>();
+        var control = endpoints.ServiceProvider.GetRequiredService<SubscriptionEndpoints>();
         var options = endpoints.ServiceProvider.GetRequiredService<IOptions<DurableStreamsOptions>>().Value;
-        return endpoints.Map(StreamPaths.Root + "/{**path}", context => Dispatch(context, handler, options));
+        return endpoints.Map(StreamPaths.Root + "/{**path}", context => Dispatch(context, handler, control, options));
     }
 
-    private static Task Dispatch(HttpContext context, StreamRequestHandler handler, DurableStreamsOptions options)
+    private static Task Dispatch(HttpContext context, StreamRequestHandler handler, SubscriptionEndpoints control, DurableStreamsOptions options)
     {
         var response = context.Response;
         var headers = response.Headers;
@@ -39,6 +41,13 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
 
         var raw = context.Request.Path.Value ?? string.Empty;
         var path = raw.Length > StreamPaths.Root.Length + 1 ? raw[(StreamPaths.Root.Length + 1)..] : string.Empty;
+
+        // Control APIs come first so reserved paths are never treated as streams (protocol §6).
+        if (path.StartsWith(StreamPaths.Reserved + "/", StringComparison.Ordinal))
+        {
+            return control.HandleAsync(context, path[(StreamPaths.Reserved.Length + 1)..]);
+        }
+
         if (path.Contains('%', StringComparison.Ordinal))
         {
             path = Uri.UnescapeDataString(path);

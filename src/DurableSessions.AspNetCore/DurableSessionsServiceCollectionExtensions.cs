@@ -1,9 +1,11 @@
 using DurableSessions.AspNetCore.Streams;
+using DurableSessions.AspNetCore.Subscriptions;
 using DurableSessions.Live;
 using DurableSessions.Storage.Sqlite;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
@@ -20,10 +22,12 @@ public static class DurableSessionsServiceCollectionExtensions
     {
         var streams = services.AddOptions<DurableStreamsOptions>();
         var sqlite = services.AddOptions<SqliteStreamStoreOptions>();
+        var subscriptions = services.AddOptions<SubscriptionOptions>();
         if (configuration is not null)
         {
             streams.Bind(configuration.GetSection("DurableStreams"));
             sqlite.Bind(configuration.GetSection("Storage:Sqlite"));
+            subscriptions.Bind(configuration.GetSection("Subscriptions"));
         }
 
         streams.Validate(o => !o.Validate().Any(), "Invalid DurableStreams settings.").ValidateOnStart();
@@ -35,6 +39,9 @@ public static class DurableSessionsServiceCollectionExtensions
             sp.GetRequiredService<StreamFanout>(),
             sp.GetRequiredService<ILogger<SqliteStreamStore>>()));
         services.TryAddSingleton<StreamRequestHandler>();
+        services.TryAddSingleton<SubscriptionService>();
+        services.AddHostedService(sp => sp.GetRequiredService<SubscriptionService>());
+        services.TryAddSingleton<SubscriptionEndpoints>();
         return services;
     }
 }

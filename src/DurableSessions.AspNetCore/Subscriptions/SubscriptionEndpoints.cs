@@ -1,0 +1,453 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using DurableSessions.AspNetCore.Streams;
+using Microsoft.AspNetCore.Http;
+
+namespace DurableSessions.AspNetCore.Subscriptions;
+
+/// <summary>
+/// HTTP surface of the reserved control APIs under <c>/v1/stream/__ds/</c> (protocol §6–7).
+/// </summary>
+internal sealed class SubscriptionEndpoints(SubscriptionService service)
+{
+    private const int MaxBodyBytes = 256 * 1024;
+
+    /// <summary>Handles <paramref name="rest"/>, the path after <c>__ds/</c>.</summary>
+    public async Task HandleAsync(HttpContext context, string rest)
+    {
+        var method = context.Request.Method;
+        if (rest == "jwks.json" && (HttpMethods.IsGet(method) || HttpMethods.IsHead(method)))
+        {
+            var jwks = service.Keys.JwksDocument();
+            context.Response.ContentType = "application/jwk-set+json";
+            context.Response.Headers.CacheControl = "public, max-age=300";
+            context.Response.ContentLength = jwks.Length;
+            if (HttpMethods.IsGet(method))
+            {
+                await context.Response.Body.WriteAsync(jwks, context.RequestAborted).ConfigureAwait(false);
+            }
+
+            return;
+        }
+
+        var segments = rest.Split('/', 4);
+        if (segments.Length < 2 || segments[0] != "subscriptions" || !IsValidId(segments[1]))
+        {
+            await Problem.Write(context, 404, "NOT_FOUND", "Unknown control API.").ConfigureAwait(false);
+            return;
+        }
+
+        var id = segments[1];
+        var action = segments.Length > 2 ? segments[2] : null;
+        switch (action, method)
+        {
+            case (null, "PUT"):
+                await PutAsync(context, id).ConfigureAwait(false);
+                return;
+            case (null, "GET"):
+                await GetAsync(context, id).ConfigureAwait(false);
+                return;
+            case (null, "DELETE"):
+                if (!await service.DeleteAsync(id, context.RequestAborted).ConfigureAwait(false))
+                {
+                    await NotFound(context).ConfigureAwait(false);
+                    return;
+                }
+
+                context.Response.StatusCode = 204;
+                return;
+            case ("streams", "POST") when segments.Length == 3:
+                await AddStreamsAsync(context, id).ConfigureAwait(false);
+                return;
+            case ("streams", "DELETE") when segments.Length == 4:
+                if (!await service.RemoveStreamAsync(id, Uri.UnescapeDataString(segments[3]), context.RequestAborted).ConfigureAwait(false))
+                {
+                    await NotFound(context).ConfigureAwait(false);
+                    return;
+                }
+
+                context.Response.StatusCode = 204;
+                return;
+            case ("callback", "POST"):
+            case ("ack", "POST"):
+                await AckAsync(context, id).ConfigureAwait(false);
+                return;
+            case ("release", "POST"):
+                await ReleaseAsync(context, id).ConfigureAwait(false);
+                return;
+            case ("claim", "POST"):
+                await ClaimAsync(context, id).ConfigureAwait(false);
+                return;
+            default:
+                await Problem.Write(context, 405, "METHOD_NOT_ALLOWED", $"{method} is not supported here.").ConfigureAwait(false);
+                return;
+        }
+    }
+
+    private async Task PutAsync(HttpContext context, string id)
+    {
+        var body = await ReadJsonObjectAsync(context).ConfigureAwait(false);
+        if (body is null)
+        {
+            return;
+        }
+
+        var type = Str(body, "type");
+        if (type is not ("webhook" or "pull-wake"))
+        {
+            await Invalid(context, "type must be webhook or pull-wake.").ConfigureAwait(false);
+            return;
+        }
+
+        var pattern = Str(body, "pattern");
+        var streams = new List<string>();
+        if (body["streams"] is JsonArray array)
+        {
+            foreach (var item in array)
+            {
+                if (item is not JsonValue value || !value.TryGetValue<string>(out var path) || StreamPaths.Validate(path, 1024) is not null)
+                {
+                    await Invalid(context, "streams must be an array of stream paths.").ConfigureAwait(false);
+                    return;
+                }
+
+                if (!streams.Contains(path))
+                {
+                    streams.Add(path);
+                }
+            }
+        }
+        else if (body["streams"] is not null)
+        {
+            await Invalid(context, "streams must be an array of stream paths.").ConfigureAwait(false);
+            return;
+        }
+
+        if (string.IsNullOrEmpty(pattern) && streams.Count == 0)
+        {
+            await Invalid(context, "A subscription needs a pattern, streams, or both.").ConfigureAwait(false);
+            return;
+        }
+
+        var leaseTtl = 30_000L;
+        if (body["lease_ttl_ms"] is JsonValue leaseValue)
+        {
+            if (!leaseValue.TryGetValue<long>(out leaseTtl) || leaseTtl is < 1_000 or > 600_000)
+            {
+                await Invalid(context, "lease_ttl_ms must be a whole number from 1000 to 600000.").ConfigureAwait(false);
+                return;
+            }
+        }
+
+        string? webhookUrl = null;
+        string? wakeStream = null;
+        if (type == "webhook")
+        {
+            webhookUrl = (body["webhook"] as JsonObject) is { } webhook ? Str(webhook, "url") : null;
+            if (WebhookUrlPolicy.Check(webhookUrl, service.Options.AllowLocalhostWebhooks) is { } reason)
+            {
+                await Problem.Write(context, 400, "WEBHOOK_URL_REJECTED", reason).ConfigureAwait(false);
+                return;
+            }
+        }
+        else
+        {
+            wakeStream = Str(body, "wake_stream");
+            if (wakeStream is null || StreamPaths.Validate(wakeStream, 1024) is not null)
+            {
+                await Invalid(context, "A pull-wake subscription needs wake_stream, the path of a JSON stream.").ConfigureAwait(false);
+                return;
+            }
+        }
+
+        var config = new SubscriptionConfig
+        {
+            Type = type,
+            Pattern = string.IsNullOrEmpty(pattern) ? null : pattern,
+            Streams = streams,
+            WebhookUrl = webhookUrl,
+            WakeStream = wakeStream,
+            LeaseTtlMs = leaseTtl,
+            Description = Str(body, "description"),
+        };
+
+        var request = context.Request;
+        var baseUrl = $"{request.Scheme}://{request.Host}{request.PathBase}";
+        var (status, subscription) = await service.PutAsync(id, config, baseUrl, context.RequestAborted).ConfigureAwait(false);
+        if (status == 409)
+        {
+            await Problem.Write(context, 409, "SUBSCRIPTION_EXISTS", "A subscription with this id and a different configuration exists.").ConfigureAwait(false);
+            return;
+        }
+
+        await WriteJson(context, status, await DescribeAsync(context, subscription!).ConfigureAwait(false)).ConfigureAwait(false);
+    }
+
+    private async Task GetAsync(HttpContext context, string id)
+    {
+        if (service.Get(id) is not { } subscription)
+        {
+            await NotFound(context).ConfigureAwait(false);
+            return;
+        }
+
+        await WriteJson(context, 200, await DescribeAsync(context, subscription).ConfigureAwait(false)).ConfigureAwait(false);
+    }
+
+    private async Task AddStreamsAsync(HttpContext context, string id)
+    {
+        var body = await ReadJsonObjectAsync(context).ConfigureAwait(false);
+        if (body is null)
+        {
+            return;
+        }
+
+        var paths = new List<string>();
+        if (body["streams"] is not JsonArray array)
+        {
+            await Invalid(context, "streams must be an array of stream paths.").ConfigureAwait(false);
+            return;
+        }
+
+        foreach (var item in array)
+        {
+            if (item is not JsonValue value || !value.TryGetValue<string>(out var path) || StreamPaths.Validate(path, 1024) is not null)
+            {
+                await Invalid(context, "streams must be an array of stream paths.").ConfigureAwait(false);
+                return;
+            }
+
+            paths.Add(path);
+        }
+
+        if (!await service.AddStreamsAsync(id, paths, context.RequestAborted).ConfigureAwait(false))
+        {
+            await NotFound(context).ConfigureAwait(false);
+            return;
+        }
+
+        context.Response.StatusCode = 204;
+    }
+
+    private async Task AckAsync(HttpContext context, string id)
+    {
+        var body = await ReadJsonObjectAsync(context).ConfigureAwait(false);
+        if (body is null)
+        {
+            return;
+        }
+
+        var acks = new List<(string, string)>();
+        if (body["acks"] is JsonArray array)
+        {
+            foreach (var item in array)
+            {
+                if (item is JsonObject ack && Str(ack, "stream") is { } stream && Str(ack, "offset") is { } offset)
+                {
+                    acks.Add((stream, offset));
+                }
+                else
+                {
+                    await Invalid(context, "acks must be an array of { stream, offset }.").ConfigureAwait(false);
+                    return;
+                }
+            }
+        }
+
+        var done = body["done"] is JsonValue doneValue && doneValue.TryGetValue<bool>(out var d) && d;
+        var outcome = await service.AckAsync(id, BearerToken(context), Str(body, "wake_id"), Generation(body), acks, done, context.RequestAborted).ConfigureAwait(false);
+        await WriteAckOutcome(context, outcome, writeBody: true).ConfigureAwait(false);
+    }
+
+    private async Task ReleaseAsync(HttpContext context, string id)
+    {
+        var body = await ReadJsonObjectAsync(context).ConfigureAwait(false);
+        if (body is null)
+        {
+            return;
+        }
+
+        var outcome = await service.ReleaseAsync(id, BearerToken(context), Str(body, "wake_id"), Generation(body), context.RequestAborted).ConfigureAwait(false);
+        await WriteAckOutcome(context, outcome, writeBody: false).ConfigureAwait(false);
+    }
+
+    private async Task ClaimAsync(HttpContext context, string id)
+    {
+        var body = await ReadJsonObjectAsync(context).ConfigureAwait(false);
+        if (body is null)
+        {
+            return;
+        }
+
+        var worker = Str(body, "worker");
+        if (string.IsNullOrEmpty(worker))
+        {
+            await Invalid(context, "worker is required.").ConfigureAwait(false);
+            return;
+        }
+
+        var outcome = await service.ClaimAsync(id, worker, context.RequestAborted).ConfigureAwait(false);
+        var subscription = outcome.Subscription;
+        switch (outcome.Status)
+        {
+            case ClaimStatus.NotFound:
+                await NotFound(context).ConfigureAwait(false);
+                return;
+            case ClaimStatus.WrongType:
+                await Problem.Write(context, 409, "NOT_PULL_WAKE", "Only pull-wake subscriptions can be claimed.").ConfigureAwait(false);
+                return;
+            case ClaimStatus.NothingPending:
+                await Problem.Write(context, 409, "NOTHING_PENDING", "The subscription has no pending work to claim.").ConfigureAwait(false);
+                return;
+            case ClaimStatus.AlreadyClaimed:
+                await WriteJson(context, 409, new JsonObject
+                {
+                    ["error"] = new JsonObject
+                    {
+                        ["code"] = "ALREADY_CLAIMED",
+                        ["message"] = "Another worker holds the lease.",
+                        ["current_holder"] = subscription!.Holder,
+                        ["generation"] = subscription.Generation,
+                    },
+                }).ConfigureAwait(false);
+                return;
+            default:
+                await WriteJson(context, 200, new JsonObject
+                {
+                    ["wake_id"] = subscription!.WakeId,
+                    ["generation"] = subscription.Generation,
+                    ["token"] = service.Keys.IssueToken(subscription.Id, subscription.Generation, subscription.WakeId!),
+                    ["streams"] = new JsonArray([.. outcome.Streams!]),
+                    ["lease_ttl_ms"] = subscription.Config.LeaseTtlMs,
+                }).ConfigureAwait(false);
+                return;
+        }
+    }
+
+    private async Task<JsonObject> DescribeAsync(HttpContext context, Subscription subscription)
+    {
+        var request = context.Request;
+        var streams = await service.DescribeStreamsAsync(subscription, context.RequestAborted).ConfigureAwait(false);
+        foreach (var stream in streams)
+        {
+            stream.Remove("tail_offset");
+            stream.Remove("has_pending");
+        }
+
+        var config = subscription.Config;
+        JsonObject? webhook = null;
+        if (config.IsWebhook)
+        {
+            webhook = new JsonObject
+            {
+                ["url"] = config.WebhookUrl,
+                ["signing"] = new JsonObject
+                {
+                    ["alg"] = "ed25519",
+                    ["kid"] = service.Keys.KeyId,
+                    ["jwks_url"] = $"{request.Scheme}://{request.Host}{request.PathBase}{StreamPaths.Root}/{StreamPaths.Reserved}/jwks.json",
+                },
+            };
+        }
+
+        return new JsonObject
+        {
+            ["id"] = subscription.Id,
+            ["subscription_id"] = subscription.Id,
+            ["type"] = config.Type,
+            ["pattern"] = config.Pattern,
+            ["streams"] = new JsonArray([.. streams]),
+            ["webhook"] = webhook,
+            ["wake_stream"] = config.WakeStream,
+            ["lease_ttl_ms"] = config.LeaseTtlMs,
+            ["created_at"] = ProtocolParsing.FormatRfc3339(subscription.CreatedAt),
+            ["status"] = subscription.Status,
+            ["description"] = config.Description,
+        };
+    }
+
+    private static async Task WriteAckOutcome(HttpContext context, AckOutcome outcome, bool writeBody)
+    {
+        switch (outcome.Status)
+        {
+            case 404:
+                await NotFound(context).ConfigureAwait(false);
+                return;
+            case 409:
+                await Problem.Write(context, 409, "FENCED", "This wake is no longer current (stale generation, wake id or token).").ConfigureAwait(false);
+                return;
+            default:
+                if (writeBody)
+                {
+                    await WriteJson(context, 200, new JsonObject { ["ok"] = true, ["next_wake"] = outcome.NextWake }).ConfigureAwait(false);
+                }
+                else
+                {
+                    context.Response.StatusCode = 204;
+                }
+
+                return;
+        }
+    }
+
+    private static async Task<JsonObject?> ReadJsonObjectAsync(HttpContext context)
+    {
+        var request = context.Request;
+        if (request.ContentLength > MaxBodyBytes)
+        {
+            await Problem.Write(context, 413, "PAYLOAD_TOO_LARGE", $"Control requests are limited to {MaxBodyBytes} bytes.").ConfigureAwait(false);
+            return null;
+        }
+
+        using var buffer = new MemoryStream();
+        await request.Body.CopyToAsync(buffer, context.RequestAborted).ConfigureAwait(false);
+        if (buffer.Length > MaxBodyBytes)
+        {
+            await Problem.Write(context, 413, "PAYLOAD_TOO_LARGE", $"Control requests are limited to {MaxBodyBytes} bytes.").ConfigureAwait(false);
+            return null;
+        }
+
+        try
+        {
+            if (JsonNode.Parse(buffer.ToArray()) is JsonObject body)
+            {
+                return body;
+            }
+        }
+        catch (JsonException)
+        {
+        }
+
+        await Invalid(context, "The body must be a JSON object.").ConfigureAwait(false);
+        return null;
+    }
+
+    private static string? Str(JsonObject body, string name)
+        => body[name] is JsonValue value && value.TryGetValue<string>(out var s) ? s : null;
+
+    private static long? Generation(JsonObject body)
+        => body["generation"] is JsonValue value && value.TryGetValue<long>(out var g) ? g : null;
+
+    private static string? BearerToken(HttpContext context)
+    {
+        var header = context.Request.Headers.Authorization.ToString();
+        return header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? header[7..].Trim() : null;
+    }
+
+    private static bool IsValidId(string id)
+        => id.Length is > 0 and <= 128 && id.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
+
+    private static Task Invalid(HttpContext context, string message) => Problem.Write(context, 400, "INVALID_SUBSCRIPTION", message);
+
+    private static Task NotFound(HttpContext context) => Problem.Write(context, 404, "SUBSCRIPTION_NOT_FOUND", "No subscription with this id.");
+
+    private static Task WriteJson(HttpContext context, int status, JsonObject body)
+    {
+        var bytes = JsonSerializer.SerializeToUtf8Bytes(body);
+        context.Response.StatusCode = status;
+        context.Response.ContentType = "application/json";
+        context.Response.Headers.CacheControl = "no-store";
+        context.Response.ContentLength = bytes.Length;
+        return context.Response.Body.WriteAsync(bytes, context.RequestAborted).AsTask();
+    }
+}
