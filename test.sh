@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs every test: the .NET unit, storage and functional tests, then the official Durable Streams
+# conformance suite against a freshly started server. Installs what it needs (npm packages from the lock file).
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT="$(pwd)"
+CONFIGURATION="${CONFIGURATION:-Release}"
+WORK="$(mktemp -d)"
+SERVER_PID=""
+cleanup() {
+  if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+require() { command -v "$1" >/dev/null 2>&1 || { echo "error: '$1' is required ($2)" >&2; exit 1; }; }
+require dotnet "install the .NET 10 SDK"
+require node "install Node.js 20 or newer"
+require npm "install npm"
+
+echo "==> build"
+dotnet build DurableSessions.slnx -c "$CONFIGURATION" -nologo -v quiet
+
+echo "==> .NET tests"
+set +e
+dotnet test --solution DurableSessions.slnx -c "$CONFIGURATION" --no-build 2>&1 | tee "$WORK/dotnet-test.log"
+DOTNET_STATUS=${PIPESTATUS[0]}
+set -e
+DOTNET_PASSED=$(grep -E '^\s+succeeded: [0-9]+' "$WORK/dotnet-test.log" | tail -1 | grep -oE '[0-9]+' || echo 0)
+DOTNET_FAILED=$(grep -E '^\s+failed: [0-9]+' "$WORK/dotnet-test.log" | tail -1 | grep -oE '[0-9]+' || echo 0)
+
+echo "==> conformance suite (@durable-streams/server-conformance-tests, pinned in tests/conformance/package-lock.json)"
+(cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error)
+PORT=$(node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
+dotnet "src/DurableSessions.Server/bin/$CONFIGURATION/net10.0/DurableSessions.Server.dll" \
+  --urls "http://127.0.0.1:$PORT" --data "$WORK/data" --long-poll-timeout-ms 1000 > "$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
+  if ! kill -0 "$SERVER_PID" 2>/dev/null; then cat "$WORK/server.log"; echo "error: server did not start" >&2; exit 1; fi
+  sleep 0.1
+done
+set +e
+(cd tests/conformance && CONFORMANCE_BASE_URL="http://127.0.0.1:$PORT" CONFORMANCE_LONG_POLL_TIMEOUT_MS=1000 npx vitest run 2>&1) | tee "$WORK/conformance.log"
+CONFORMANCE_STATUS=${PIPESTATUS[0]}
+set -e
+CONF_LINE=$(sed -r 's/\x1b\[[0-9;]*m//g' "$WORK/conformance.log" | grep -E '^\s+Tests\s' | tail -1)
+CONF_PASSED=$(echo "$CONF_LINE" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
+CONF_FAILED=$(echo "$CONF_LINE" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
+
+echo
+echo "Summary: .NET tests $DOTNET_PASSED passed, $DOTNET_FAILED failed; conformance $CONF_PASSED passed, $CONF_FAILED failed"
+echo "$((DOTNET_PASSED + CONF_PASSED)) passed, $((DOTNET_FAILED + CONF_FAILED)) failed"
+if [[ $DOTNET_STATUS -ne 0 || $CONFORMANCE_STATUS -ne 0 || $((DOTNET_FAILED + CONF_FAILED)) -ne 0 || $CONF_PASSED -eq 0 || $DOTNET_PASSED -eq 0 ]]; then
+  exit 1
+fi

@@ -1,0 +1,50 @@
+using System.Text;
+
+namespace DurableSessions.Core.Tests;
+
+public sealed class JsonFramingTests
+{
+    [Theory]
+    [InlineData("{\"a\":1}", "{\"a\":1}", 1)]
+    [InlineData("[{\"a\":1}, {\"b\":2}]", "{\"a\":1},{\"b\":2}", 2)]
+    [InlineData("[[1,2],[3,4]]", "[1,2],[3,4]", 2)]
+    [InlineData("[[[1,2,3]]]", "[[1,2,3]]", 1)]
+    [InlineData("[null, 42, \"x\", true]", "null,42,\"x\",true", 4)]
+    [InlineData("  \"text\"  ", "\"text\"", 1)]
+    public void TryFrame_FlattensExactlyOneArrayLevel(string body, string expected, long units)
+    {
+        Assert.True(JsonFraming.TryFrame(Encoding.UTF8.GetBytes(body), allowEmptyArray: false, out var payload, out var error), error);
+        Assert.Equal(expected, Encoding.UTF8.GetString(payload.Data.Span));
+        Assert.Equal(units, payload.Units);
+    }
+
+    [Theory]
+    [InlineData("{ invalid json }")]
+    [InlineData("")]
+    [InlineData("   ")]
+    [InlineData("{\"a\":1} trailing")]
+    [InlineData("[1,2")]
+    [InlineData("[1] [2]")]
+    public void TryFrame_RejectsInvalidJsonWithAMessage(string body)
+    {
+        Assert.False(JsonFraming.TryFrame(Encoding.UTF8.GetBytes(body), allowEmptyArray: true, out _, out var error));
+        Assert.False(string.IsNullOrWhiteSpace(error));
+    }
+
+    [Fact]
+    public void TryFrame_RejectsEmptyArrayOnAppendButAcceptsItOnCreate()
+    {
+        Assert.False(JsonFraming.TryFrame("[]"u8.ToArray(), allowEmptyArray: false, out _, out _));
+        Assert.True(JsonFraming.TryFrame("[]"u8.ToArray(), allowEmptyArray: true, out var payload, out _));
+        Assert.Equal(0, payload.Units);
+    }
+
+    [Fact]
+    public void Slice_ReturnsTheRequestedMessages()
+    {
+        var data = Encoding.UTF8.GetBytes("{\"a\":1},{\"b\":[2,3]},\"c\",4");
+        Assert.Equal("{\"b\":[2,3]},\"c\"", Encoding.UTF8.GetString(JsonFraming.Slice(data, 1, 2).Span));
+        Assert.Equal("{\"a\":1}", Encoding.UTF8.GetString(JsonFraming.Slice(data, 0, 1).Span));
+        Assert.Equal("4", Encoding.UTF8.GetString(JsonFraming.Slice(data, 3, 5).Span));
+    }
+}

@@ -1,0 +1,365 @@
+using System.Text;
+using DurableSessions.Live;
+using Microsoft.Extensions.Time.Testing;
+
+namespace DurableSessions.Storage.Specification;
+
+/// <summary>
+/// The storage specification: every backend derives this class and must pass every test unchanged, so that all stores
+/// have identical semantics (ordering, ranges, producer checks, close, TTL, forks, wake-ups, durability across reopen).
+/// </summary>
+public abstract class StreamStoreSpecification : IAsyncLifetime
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(10);
+    private readonly List<StreamStore> _opened = [];
+
+    protected FakeTimeProvider Clock { get; } = new(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+
+    /// <summary>Opens the backend under test, over the same underlying storage each time it is called within a test.</summary>
+    protected abstract ValueTask<StreamStore> OpenStoreAsync(TimeProvider time);
+
+    public virtual ValueTask InitializeAsync() => ValueTask.CompletedTask;
+
+    public virtual async ValueTask DisposeAsync()
+    {
+        foreach (var store in _opened)
+        {
+            await store.DisposeAsync();
+        }
+
+        GC.SuppressFinalize(this);
+    }
+
+    private async Task<StreamStore> Open()
+    {
+        var store = await OpenStoreAsync(Clock);
+        _opened.Add(store);
+        return store;
+    }
+
+    private static StreamPayload Bytes(string text) => new(Encoding.UTF8.GetBytes(text), Encoding.UTF8.GetByteCount(text));
+
+    private static StreamPayload Json(string body)
+    {
+        Assert.True(JsonFraming.TryFrame(Encoding.UTF8.GetBytes(body), allowEmptyArray: true, out var payload, out var error), error);
+        return payload;
+    }
+
+    private static async Task<string> ReadAll(StreamStore store, string path, long from = 0, int maxBytes = 1 << 20)
+    {
+        var info = (await store.GetAsync(path)).Stream!;
+        var text = new StringBuilder();
+        while (from < info.TailPosition)
+        {
+            var read = await store.ReadAsync(info, from, maxBytes);
+            Assert.True(read.NextPosition > from, "a read below the tail must make progress");
+            foreach (var chunk in read.Chunks)
+            {
+                if (info.IsJson && text.Length > 0)
+                {
+                    text.Append(',');
+                }
+
+                text.Append(Encoding.UTF8.GetString(chunk.Data.Span));
+            }
+
+            from = read.NextPosition;
+        }
+
+        return info.IsJson ? "[" + text + "]" : text.ToString();
+    }
+
+    private static Task<AppendResult> Append(StreamStore store, string path, string text, ProducerStamp? producer = null, string? seq = null, bool close = false)
+        => store.AppendAsync(new AppendRequest { Path = path, ContentType = "text/plain", Data = text.Length == 0 ? default : Bytes(text), Producer = producer, StreamSeq = seq, Close = close }).AsTask();
+
+    private static Task<CreateStreamResult> Create(StreamStore store, string path, string contentType = "text/plain", string? initial = null, long? ttl = null, DateTimeOffset? expiresAt = null, string? forkedFrom = null, long? forkOffset = null, long subOffset = 0)
+        => store.CreateAsync(new CreateStreamRequest
+        {
+            Path = path,
+            ContentType = contentType,
+            InitialData = initial is null ? default : contentType == "application/json" ? Json(initial) : Bytes(initial),
+            TtlSeconds = ttl,
+            ExpiresAt = expiresAt,
+            ForkedFrom = forkedFrom,
+            ForkOffset = forkOffset,
+            ForkSubOffset = subOffset,
+        }).AsTask();
+
+    [Fact]
+    public async Task Create_is_idempotent_for_the_same_configuration_and_conflicts_otherwise()
+    {
+        var store = await Open();
+        Assert.Equal(CreateStreamStatus.Created, (await Create(store, "a/b", ttl: 60)).Status);
+        Assert.Equal(CreateStreamStatus.AlreadyExists, (await Create(store, "a/b", "TEXT/PLAIN", ttl: 60)).Status);
+        Assert.Equal(CreateStreamStatus.Conflict, (await Create(store, "a/b", "application/json", ttl: 60)).Status);
+        Assert.Equal(CreateStreamStatus.Conflict, (await Create(store, "a/b", ttl: 61)).Status);
+        var info = (await store.GetAsync("a/b")).Stream!;
+        Assert.Equal("text/plain", info.ContentType);
+        Assert.Equal(60, info.TtlSeconds);
+    }
+
+    [Fact]
+    public async Task Appends_get_strictly_increasing_offsets_and_read_back_in_order()
+    {
+        var store = await Open();
+        await Create(store, "s", initial: "zero-");
+        var tails = new List<long>();
+        for (var i = 0; i < 20; i++)
+        {
+            var result = await Append(store, "s", $"m{i};");
+            Assert.Equal(AppendStatus.Appended, result.Status);
+            tails.Add(result.TailPosition);
+        }
+
+        Assert.Equal(tails.Order().Distinct(), tails);
+        var expected = "zero-" + string.Concat(Enumerable.Range(0, 20).Select(i => $"m{i};"));
+        Assert.Equal(expected, await ReadAll(store, "s"));
+        Assert.Equal(expected[10..], await ReadAll(store, "s", from: 10));
+        Assert.Equal(expected, await ReadAll(store, "s", maxBytes: 7));
+    }
+
+    [Fact]
+    public async Task Reads_are_bounded_by_the_snapshot_tail_they_were_given()
+    {
+        var store = await Open();
+        await Create(store, "snap", initial: "abc");
+        var snapshot = (await store.GetAsync("snap")).Stream!;
+        await Append(store, "snap", "def");
+        var read = await store.ReadAsync(snapshot, 0, 1 << 20);
+        Assert.Equal(3, read.NextPosition);
+        Assert.Equal("abc", string.Concat(read.Chunks.Select(c => Encoding.UTF8.GetString(c.Data.Span))));
+    }
+
+    [Fact]
+    public async Task Json_streams_keep_message_boundaries()
+    {
+        var store = await Open();
+        await Create(store, "j", "application/json", "[{\"n\":1}]");
+        await store.AppendAsync(new AppendRequest { Path = "j", ContentType = "application/json", Data = Json("[{\"n\":2},[3],null]") });
+        var info = (await store.GetAsync("j")).Stream!;
+        Assert.Equal(4, info.TailPosition);
+        Assert.Equal("[{\"n\":1},{\"n\":2},[3],null]", await ReadAll(store, "j"));
+        Assert.Equal("[[3],null]", await ReadAll(store, "j", from: 2));
+    }
+
+    [Fact]
+    public async Task Idempotent_producers_deduplicate_fence_and_detect_gaps()
+    {
+        var store = await Open();
+        await Create(store, "p");
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "p", "a", new("w", 0, 0))).Status);
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "p", "b", new("w", 0, 1))).Status);
+        var duplicate = await Append(store, "p", "b", new("w", 0, 1));
+        Assert.Equal(AppendStatus.Duplicate, duplicate.Status);
+        Assert.Equal(1, duplicate.ProducerSeq);
+        var gap = await Append(store, "p", "d", new("w", 0, 3));
+        Assert.Equal(AppendStatus.ProducerSeqGap, gap.Status);
+        Assert.Equal(2, gap.ProducerSeq);
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "p", "c", new("w", 1, 0))).Status);
+        var stale = await Append(store, "p", "x", new("w", 0, 2));
+        Assert.Equal(AppendStatus.StaleEpoch, stale.Status);
+        Assert.Equal(1, stale.ProducerEpoch);
+        Assert.Equal("abc", await ReadAll(store, "p"));
+    }
+
+    [Fact]
+    public async Task Stream_seq_must_increase_bytewise()
+    {
+        var store = await Open();
+        await Create(store, "q");
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "q", "1", seq: "09")).Status);
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "q", "2", seq: "10")).Status);
+        Assert.Equal(AppendStatus.SequenceConflict, (await Append(store, "q", "3", seq: "10")).Status);
+        Assert.Equal(AppendStatus.SequenceConflict, (await Append(store, "q", "3", seq: "1")).Status);
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "q", "3", seq: "9")).Status);
+        Assert.Equal("123", await ReadAll(store, "q"));
+    }
+
+    [Fact]
+    public async Task Close_is_durable_monotonic_and_rejects_later_appends()
+    {
+        var store = await Open();
+        await Create(store, "c", initial: "x");
+        var closed = await Append(store, "c", "final", new("w", 0, 0), close: true);
+        Assert.Equal(AppendStatus.Appended, closed.Status);
+        Assert.True(closed.Closed);
+        Assert.Equal(AppendStatus.Duplicate, (await Append(store, "c", "other body", new("w", 0, 0), close: true)).Status);
+        Assert.Equal(AppendStatus.AlreadyClosed, (await Append(store, "c", string.Empty, close: true)).Status);
+        var rejected = await Append(store, "c", "late");
+        Assert.Equal(AppendStatus.StreamClosed, rejected.Status);
+        Assert.Equal(closed.TailPosition, rejected.TailPosition);
+        Assert.Equal("xfinal", await ReadAll(store, "c"));
+
+        var reopened = await Open();
+        Assert.True((await reopened.GetAsync("c")).Stream!.Closed);
+    }
+
+    [Fact]
+    public async Task Sliding_ttl_expires_idle_streams_and_reads_refresh_it()
+    {
+        var store = await Open();
+        await Create(store, "ttl", initial: "data", ttl: 10);
+        Clock.Advance(TimeSpan.FromSeconds(8));
+        var info = (await store.GetAsync("ttl")).Stream!;
+        await store.TouchAsync(info);
+        Clock.Advance(TimeSpan.FromSeconds(8));
+        Assert.Equal(StreamLookupStatus.Found, (await store.GetAsync("ttl")).Status);
+        Clock.Advance(TimeSpan.FromSeconds(3));
+        Assert.Equal(StreamLookupStatus.NotFound, (await store.GetAsync("ttl")).Status);
+        Assert.Equal(AppendStatus.NotFound, (await Append(store, "ttl", "late")).Status);
+        Assert.Equal(CreateStreamStatus.Created, (await Create(store, "ttl", "application/json")).Status);
+    }
+
+    [Fact]
+    public async Task Absolute_expiry_is_not_extended_by_access()
+    {
+        var store = await Open();
+        await Create(store, "abs", initial: "data", expiresAt: Clock.GetUtcNow().AddSeconds(5));
+        Clock.Advance(TimeSpan.FromSeconds(4));
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "abs", "more")).Status);
+        Clock.Advance(TimeSpan.FromSeconds(1));
+        Assert.Equal(StreamLookupStatus.NotFound, (await store.GetAsync("abs")).Status);
+    }
+
+    [Fact]
+    public async Task Forks_inherit_data_up_to_the_fork_point_and_diverge()
+    {
+        var store = await Open();
+        await Create(store, "src", initial: "hello");
+        await Append(store, "src", " world");
+        Assert.Equal(CreateStreamStatus.Created, (await Create(store, "fork", forkedFrom: "src", forkOffset: 0, subOffset: 3)).Status);
+        await Append(store, "fork", "LO");
+        await Append(store, "src", "!");
+        Assert.Equal("helLO", await ReadAll(store, "fork"));
+        Assert.Equal("hello world!", await ReadAll(store, "src"));
+
+        Assert.Equal(CreateStreamStatus.Created, (await Create(store, "fork2", forkedFrom: "fork", forkOffset: 0, subOffset: 2)).Status);
+        Assert.Equal("he", await ReadAll(store, "fork2"));
+        Assert.Equal(CreateStreamStatus.InvalidForkOffset, (await Create(store, "bad", forkedFrom: "src", forkOffset: 999)).Status);
+        Assert.Equal(CreateStreamStatus.SourceNotFound, (await Create(store, "bad", forkedFrom: "missing")).Status);
+        Assert.Equal(CreateStreamStatus.ContentTypeMismatch, (await Create(store, "bad", "application/json", forkedFrom: "src")).Status);
+    }
+
+    [Fact]
+    public async Task Deleting_a_forked_source_soft_deletes_it_until_the_last_fork_goes()
+    {
+        var store = await Open();
+        await Create(store, "root", initial: "A");
+        await Create(store, "mid", forkedFrom: "root");
+        await Append(store, "mid", "B");
+        await Create(store, "leaf", forkedFrom: "mid");
+        await Append(store, "leaf", "C");
+
+        Assert.Equal(DeleteStreamStatus.Deleted, await store.DeleteAsync("root"));
+        Assert.Equal(DeleteStreamStatus.Deleted, await store.DeleteAsync("mid"));
+        Assert.Equal(StreamLookupStatus.Gone, (await store.GetAsync("root")).Status);
+        Assert.Equal(DeleteStreamStatus.Gone, await store.DeleteAsync("mid"));
+        Assert.Equal(CreateStreamStatus.Conflict, (await Create(store, "root")).Status);
+        Assert.Equal("ABC", await ReadAll(store, "leaf"));
+
+        Assert.Equal(DeleteStreamStatus.Deleted, await store.DeleteAsync("leaf"));
+        Assert.Equal(StreamLookupStatus.NotFound, (await store.GetAsync("leaf")).Status);
+        Assert.Equal(StreamLookupStatus.NotFound, (await store.GetAsync("mid")).Status);
+        Assert.Equal(StreamLookupStatus.NotFound, (await store.GetAsync("root")).Status);
+        Assert.Equal(CreateStreamStatus.Created, (await Create(store, "root")).Status);
+        Assert.Equal(string.Empty, await ReadAll(store, "root"));
+    }
+
+    [Fact]
+    public async Task Live_readers_are_woken_with_the_committed_change()
+    {
+        var store = await Open();
+        await Create(store, "live");
+        var info = (await store.GetAsync("live")).Stream!;
+        await Create(store, "live-fork", forkedFrom: "live");
+        var forkInfo = (await store.GetAsync("live-fork")).Stream!;
+        using var subscription = store.Fanout.Subscribe(info.Id);
+        using var forkSubscription = store.Fanout.Subscribe(forkInfo.Id);
+
+        await Append(store, "live", "ping");
+        var change = await subscription.Reader.ReadAsync().AsTask().WaitAsync(Timeout);
+        Assert.Equal(0, change.Chunk.Start);
+        Assert.Equal(4, change.Chunk.End);
+        Assert.Equal("ping", Encoding.UTF8.GetString(change.Chunk.Data.Span));
+        Assert.False(forkSubscription.Reader.TryRead(out _), "source appends must not wake fork readers");
+
+        await Append(store, "live", string.Empty, close: true);
+        var close = await subscription.Reader.ReadAsync().AsTask().WaitAsync(Timeout);
+        Assert.True(close.Closed);
+    }
+
+    [Fact]
+    public async Task Concurrent_appenders_are_serialized_without_loss()
+    {
+        var store = await Open();
+        await Create(store, "many");
+        const int Writers = 16;
+        const int PerWriter = 50;
+        var tasks = Enumerable.Range(0, Writers).Select(w => Task.Run(async () =>
+        {
+            var tails = new List<long>();
+            for (var i = 0; i < PerWriter; i++)
+            {
+                var result = await Append(store, "many", $"<{w}:{i}>", new($"w{w}", 0, i));
+                Assert.Equal(AppendStatus.Appended, result.Status);
+                tails.Add(result.TailPosition);
+            }
+
+            return tails;
+        })).ToList();
+        var all = (await Task.WhenAll(tasks).WaitAsync(TimeSpan.FromSeconds(60))).SelectMany(t => t).ToList();
+        Assert.Equal(Writers * PerWriter, all.Distinct().Count());
+
+        var text = await ReadAll(store, "many");
+        for (var w = 0; w < Writers; w++)
+        {
+            var last = -1;
+            for (var i = 0; i < PerWriter; i++)
+            {
+                var at = text.IndexOf($"<{w}:{i}>", StringComparison.Ordinal);
+                Assert.True(at > last, $"writer {w} message {i} missing or out of order");
+                last = at;
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Everything_acknowledged_survives_reopening()
+    {
+        var store = await Open();
+        await Create(store, "durable", initial: "a");
+        await Append(store, "durable", "b", new("w", 0, 0), seq: "1");
+        await Create(store, "durable-fork", forkedFrom: "durable");
+        await store.PutDocumentAsync("docs", "k", "v"u8.ToArray());
+        await store.DisposeAsync();
+        _opened.Remove(store);
+
+        var reopened = await Open();
+        Assert.Equal("ab", await ReadAll(reopened, "durable"));
+        Assert.Equal("ab", await ReadAll(reopened, "durable-fork"));
+        Assert.Equal(AppendStatus.Duplicate, (await Append(reopened, "durable", "b", new("w", 0, 0))).Status);
+        Assert.Equal(AppendStatus.SequenceConflict, (await Append(reopened, "durable", "c", seq: "1")).Status);
+        Assert.Equal("v"u8.ToArray(), await reopened.GetDocumentAsync("docs", "k"));
+    }
+
+    [Fact]
+    public async Task Documents_can_be_written_listed_and_removed()
+    {
+        var store = await Open();
+        await store.PutDocumentAsync("c1", "a", "1"u8.ToArray());
+        await store.PutDocumentAsync("c1", "b", "2"u8.ToArray());
+        await store.PutDocumentAsync("c2", "a", "3"u8.ToArray());
+        await store.PutDocumentAsync("c1", "a", "4"u8.ToArray());
+        var listed = new List<KeyValuePair<string, byte[]>>();
+        await foreach (var item in store.ListDocumentsAsync("c1"))
+        {
+            listed.Add(item);
+        }
+
+        Assert.Equal(["a", "b"], listed.Select(l => l.Key).Order());
+        Assert.Equal("4"u8.ToArray(), listed.Single(l => l.Key == "a").Value);
+        await store.DeleteDocumentAsync("c1", "a");
+        Assert.Null(await store.GetDocumentAsync("c1", "a"));
+        Assert.Equal("3"u8.ToArray(), await store.GetDocumentAsync("c2", "a"));
+    }
+}
