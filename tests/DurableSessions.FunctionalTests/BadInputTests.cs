@@ -1,0 +1,124 @@
+using System.Net;
+using System.Text;
+using System.Text.Json;
+
+namespace DurableSessions.FunctionalTests;
+
+/// <summary>Every malformed request gets a 4xx with a short, clear message, and nothing already stored changes.</summary>
+public sealed class BadInputTests : IAsyncLifetime
+{
+    private InProcessServer _server = null!;
+
+    public async ValueTask InitializeAsync()
+        => _server = await InProcessServer.StartAsync(configure: o =>
+        {
+            o.MaxAppendBytes = 1024;
+            o.MaxPathLength = 64;
+        });
+
+    public async ValueTask DisposeAsync() => await _server.DisposeAsync();
+
+    public static TheoryData<string, string, string?, string?, string[]> Cases => new()
+    {
+        // method, path+query, content type, body, headers as "Name: value"
+        { "GET", "/v1/stream/bad/json?offset=abc", null, null, [] },
+        { "GET", "/v1/stream/bad/json?offset=", null, null, [] },
+        { "GET", "/v1/stream/bad/json?offset=-1%20", null, null, [] },
+        { "GET", "/v1/stream/bad/json?offset=-1&offset=now", null, null, [] },
+        { "GET", "/v1/stream/bad/json?offset=9999999999999999_9999999999999999", null, null, [] },
+        { "GET", "/v1/stream/bad/json?offset=0000000000000000_0000000000000099", null, null, [] },
+        { "GET", "/v1/stream/bad/json?live=long-poll", null, null, [] },
+        { "GET", "/v1/stream/bad/json?offset=-1&live=websocket", null, null, [] },
+        { "POST", "/v1/stream/bad/json", "application/json", "{ not json", [] },
+        { "POST", "/v1/stream/bad/json", "application/json", "[]", [] },
+        { "POST", "/v1/stream/bad/json", "application/json", "", [] },
+        { "POST", "/v1/stream/bad/json", null, "{\"a\":1}", [] },
+        { "POST", "/v1/stream/bad/json", "text/plain", "hello", [] },
+        { "POST", "/v1/stream/bad/json", "not a media type", "{}", [] },
+        { "POST", "/v1/stream/bad/json", "application/json", "{\"big\":\"" + new string('x', 2000) + "\"}", [] },
+        { "POST", "/v1/stream/bad/json", "application/json", "{}", ["Producer-Id: p"] },
+        { "POST", "/v1/stream/bad/json", "application/json", "{}", ["Producer-Id: p", "Producer-Epoch: 0", "Producer-Seq: -1"] },
+        { "POST", "/v1/stream/bad/json", "application/json", "{}", ["Producer-Id: p", "Producer-Epoch: 1e3", "Producer-Seq: 0"] },
+        { "POST", "/v1/stream/bad/json", "application/json", "{}", ["Producer-Id: p", "Producer-Epoch: 9007199254740992", "Producer-Seq: 0"] },
+        { "POST", "/v1/stream/bad/missing", "application/json", "{}", [] },
+        { "PUT", "/v1/stream/bad/other", "text/plain", null, ["Stream-TTL: 01"] },
+        { "PUT", "/v1/stream/bad/other", "text/plain", null, ["Stream-TTL: 1.5"] },
+        { "PUT", "/v1/stream/bad/other", "text/plain", null, ["Stream-TTL: 10", "Stream-Expires-At: 2030-01-01T00:00:00Z"] },
+        { "PUT", "/v1/stream/bad/other", "text/plain", null, ["Stream-Expires-At: tomorrow"] },
+        { "PUT", "/v1/stream/bad/other", "application/json", "{oops", [] },
+        { "PUT", "/v1/stream/bad/json", "text/plain", null, [] },
+        { "PUT", "/v1/stream/bad/other", "text/plain", null, ["Stream-Fork-Offset: 0000000000000000_0000000000000000"] },
+        { "PUT", "/v1/stream/bad/other", "text/plain", null, ["Stream-Forked-From: /v1/stream/bad/json", "Stream-Fork-Sub-Offset: +1"] },
+        { "PUT", "/v1/stream/bad/other", "text/plain", null, ["Stream-Forked-From: /v1/stream/bad/nothing"] },
+        { "PUT", "/v1/stream/bad/other", null, null, ["Stream-Forked-From: /v1/stream/bad/json", "Stream-Fork-Offset: 0000000000000000_0000000000000999"] },
+        { "PUT", "/v1/stream/bad/%01control", "text/plain", null, [] },
+        { "PUT", "/v1/stream/bad//double", "text/plain", null, [] },
+        { "PUT", "/v1/stream/" + new string('p', 65), "text/plain", null, [] },
+        { "PATCH", "/v1/stream/bad/json", "application/json", "{}", [] },
+        { "PUT", "/v1/stream/__ds/subscriptions/s1", "application/json", "{\"type\":\"carrier-pigeon\",\"pattern\":\"x/*\"}", [] },
+        { "PUT", "/v1/stream/__ds/subscriptions/s1", "application/json", "not json", [] },
+        { "PUT", "/v1/stream/__ds/subscriptions/s1", "application/json", "{\"type\":\"webhook\",\"pattern\":\"x/*\",\"webhook\":{\"url\":\"http://169.254.169.254/\"}}", [] },
+        { "PUT", "/v1/stream/__ds/subscriptions/bad%20id", "application/json", "{}", [] },
+        { "POST", "/v1/stream/__ds/subscriptions/none/callback", "application/json", "{}", [] },
+        { "GET", "/v1/stream/__ds/unknown", null, null, [] },
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public async Task Malformed_requests_get_a_clear_4xx_and_change_nothing(string method, string target, string? contentType, string? body, string[] headers)
+    {
+        var client = _server.Client;
+        Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/stream/bad/json", new StringContent("[{\"keep\":1}]", Encoding.UTF8, "application/json"))).StatusCode);
+
+        using var request = new HttpRequestMessage(new HttpMethod(method), target);
+        if (body is not null)
+        {
+            request.Content = new ByteArrayContent(Encoding.UTF8.GetBytes(body));
+            if (contentType is not null)
+            {
+                request.Content.Headers.TryAddWithoutValidation("Content-Type", contentType);
+            }
+        }
+        else if (contentType is not null)
+        {
+            request.Content = new ByteArrayContent([]);
+            request.Content.Headers.TryAddWithoutValidation("Content-Type", contentType);
+        }
+
+        foreach (var header in headers)
+        {
+            var colon = header.IndexOf(':', StringComparison.Ordinal);
+            request.Headers.TryAddWithoutValidation(header[..colon], header[(colon + 1)..].Trim());
+        }
+
+        using var response = await client.SendAsync(request).WaitAsync(TimeSpan.FromSeconds(10));
+        var status = (int)response.StatusCode;
+        Assert.InRange(status, 400, 499);
+        var text = await response.Content.ReadAsStringAsync();
+        if (method != "HEAD" && text.Length > 0)
+        {
+            using var json = JsonDocument.Parse(text);
+            var message = json.RootElement.GetProperty("error").GetProperty("message").GetString();
+            Assert.False(string.IsNullOrWhiteSpace(message));
+            Assert.True(message!.Length < 200, "error messages stay short");
+        }
+
+        using var read = await client.GetAsync("/v1/stream/bad/json?offset=-1");
+        Assert.Equal("[{\"keep\":1}]", await read.Content.ReadAsStringAsync());
+        Assert.Equal("0000000000000000_0000000000000001", read.Headers.GetValues("Stream-Next-Offset").Single());
+    }
+
+    [Fact]
+    public async Task Oversized_body_without_content_length_is_rejected_with_413()
+    {
+        await _server.Client.PutAsync("/v1/stream/bad/bytes", new ByteArrayContent([]) { Headers = { { "Content-Type", "application/octet-stream" } } });
+        var content = new StreamContent(new MemoryStream(new byte[4096]));
+        content.Headers.ContentType = new("application/octet-stream");
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/stream/bad/bytes") { Content = content };
+        request.Headers.TransferEncodingChunked = true;
+        using var response = await _server.Client.SendAsync(request);
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
+        var head = await _server.Client.SendAsync(new HttpRequestMessage(HttpMethod.Head, "/v1/stream/bad/bytes"));
+        Assert.Equal("0000000000000000_0000000000000000", head.Headers.GetValues("Stream-Next-Offset").Single());
+    }
+}

@@ -1,0 +1,146 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+
+namespace DurableSessions.FunctionalTests;
+
+/// <summary>The real server executable running as a child process on a free loopback port.</summary>
+public sealed class ServerProcess : IAsyncDisposable
+{
+    private Process? _process;
+
+    private ServerProcess(string dataDirectory, int port, string[] extraArgs)
+    {
+        DataDirectory = dataDirectory;
+        Port = port;
+        ExtraArgs = extraArgs;
+    }
+
+    public string DataDirectory { get; }
+
+    public int Port { get; }
+
+    public string[] ExtraArgs { get; }
+
+    public Uri BaseAddress => new($"http://127.0.0.1:{Port}");
+
+    public static async Task<ServerProcess> StartAsync(string? dataDirectory = null, params string[] extraArgs)
+    {
+        var server = new ServerProcess(dataDirectory ?? TempDirectory(), FreePort(), extraArgs);
+        await server.StartAsync();
+        return server;
+    }
+
+    public static string TempDirectory() => Path.Combine(Path.GetTempPath(), "ds-func-" + Guid.NewGuid().ToString("N"));
+
+    public static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    public async Task StartAsync()
+    {
+        var dll = LocateServer();
+        var info = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        info.ArgumentList.Add(dll);
+        foreach (var arg in new[] { "--urls", BaseAddress.ToString().TrimEnd('/'), "--data", DataDirectory, "--Logging:LogLevel:Default=Warning" }.Concat(ExtraArgs))
+        {
+            info.ArgumentList.Add(arg);
+        }
+
+        _process = Process.Start(info) ?? throw new InvalidOperationException("Could not start the server process.");
+        _process.OutputDataReceived += (_, _) => { };
+        _process.ErrorDataReceived += (_, _) => { };
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+
+        using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (DateTime.UtcNow < deadline)
+        {
+            if (_process.HasExited)
+            {
+                throw new InvalidOperationException($"The server exited with code {_process.ExitCode} during start-up.");
+            }
+
+            try
+            {
+                if ((await client.GetAsync(new Uri(BaseAddress, "/health"))).IsSuccessStatusCode)
+                {
+                    return;
+                }
+            }
+            catch (HttpRequestException)
+            {
+            }
+            catch (TaskCanceledException)
+            {
+            }
+
+            await Task.Delay(50);
+        }
+
+        throw new TimeoutException("The server did not become healthy within 30 seconds.");
+    }
+
+    /// <summary>Kills the process with SIGKILL: no shutdown code runs.</summary>
+    public async Task KillAsync()
+    {
+        if (_process is { HasExited: false } process)
+        {
+            process.Kill(entireProcessTree: true);
+            await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        }
+    }
+
+    public async Task RestartAsync()
+    {
+        await KillAsync();
+        await StartAsync();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await KillAsync();
+        _process?.Dispose();
+        try
+        {
+            Directory.Delete(DataDirectory, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+
+    private static string LocateServer()
+    {
+        var directory = new DirectoryInfo(AppContext.BaseDirectory);
+        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "DurableSessions.slnx")))
+        {
+            directory = directory.Parent;
+        }
+
+        if (directory is null)
+        {
+            throw new InvalidOperationException("Could not find the repository root (DurableSessions.slnx).");
+        }
+
+#if DEBUG
+        const string Configuration = "Debug";
+#else
+        const string Configuration = "Release";
+#endif
+        var dll = Path.Combine(directory.FullName, "src", "DurableSessions.Server", "bin", Configuration, "net10.0", "DurableSessions.Server.dll");
+        return File.Exists(dll) ? dll : throw new FileNotFoundException("Build the server first (dotnet build).", dll);
+    }
+}
