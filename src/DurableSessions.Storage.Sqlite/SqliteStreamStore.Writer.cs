@@ -42,6 +42,10 @@ public sealed partial class SqliteStreamStore
             }
 
             // Committed (and, with Fsync durability, on disk): publish, then acknowledge.
+            Interlocked.Increment(ref _commits);
+            Interlocked.Add(ref _committedRequests, batch.Count);
+            StoreMetrics.Commits.Add(1);
+            StoreMetrics.GroupSize.Record(batch.Count);
             context.ApplyToMemory();
             foreach (var change in context.Published)
             {

@@ -47,6 +47,8 @@ public sealed partial class SqliteStreamStore : StreamStore
     private readonly ITimer _accessTimer;
     private readonly DateTimeOffset _openedAt;
     private int _disposed;
+    private long _commits;
+    private long _committedRequests;
 
     private SqliteStreamStore(SqliteStreamStoreOptions options, TimeProvider timeProvider, StreamFanout fanout, ILogger logger)
         : base(timeProvider, fanout)
@@ -87,6 +89,12 @@ public sealed partial class SqliteStreamStore : StreamStore
         ArgumentNullException.ThrowIfNull(options);
         return new SqliteStreamStore(options, timeProvider ?? TimeProvider.System, fanout ?? new StreamFanout(), (ILogger?)logger ?? NullLogger.Instance);
     }
+
+    /// <summary>The number of group commits (transactions) so far.</summary>
+    public long CommitCount => Interlocked.Read(ref _commits);
+
+    /// <summary>The number of write requests acknowledged so far; divided by <see cref="CommitCount"/> it is the mean group size.</summary>
+    public long CommittedRequestCount => Interlocked.Read(ref _committedRequests);
 
     /// <inheritdoc />
     public override ValueTask<CreateStreamResult> CreateAsync(CreateStreamRequest request, CancellationToken cancellationToken = default)

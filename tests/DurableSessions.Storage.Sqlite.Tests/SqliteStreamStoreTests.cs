@@ -22,3 +22,44 @@ public sealed class SqliteStreamStoreTests : StreamStoreSpecification
         }
     }
 }
+
+/// <summary>Behaviour specific to the SQLite store's group commit.</summary>
+public sealed class SqliteGroupCommitTests : IAsyncDisposable
+{
+    private readonly string _directory = Path.Combine(Path.GetTempPath(), "ds-sqlite-" + Guid.NewGuid().ToString("N"));
+
+    [Fact]
+    public async Task Concurrent_appends_share_transactions_and_are_all_acknowledged_after_commit()
+    {
+        await using var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
+        await store.CreateAsync(new CreateStreamRequest { Path = "g", ContentType = "text/plain" });
+        var before = store.CommitCount;
+        const int Tasks = 64;
+        const int PerTask = 20;
+        await Task.WhenAll(Enumerable.Range(0, Tasks).Select(t => Task.Run(async () =>
+        {
+            for (var i = 0; i < PerTask; i++)
+            {
+                var result = await store.AppendAsync(new AppendRequest { Path = "g", ContentType = "text/plain", Data = new StreamPayload(new byte[10], 10) });
+                Assert.Equal(AppendStatus.Appended, result.Status);
+            }
+        }))).WaitAsync(TimeSpan.FromSeconds(60));
+
+        var commits = store.CommitCount - before;
+        Assert.True(commits < Tasks * PerTask / 4, $"{Tasks * PerTask} appends took {commits} commits; group commit should batch them");
+        Assert.Equal(Tasks * PerTask * 10, (await store.GetAsync("g")).Stream!.TailPosition);
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        try
+        {
+            Directory.Delete(_directory, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+
+        return ValueTask.CompletedTask;
+    }
+}
