@@ -1,0 +1,89 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+
+namespace DurableSessions.LoadTest;
+
+/// <summary>Append throughput: one event per request, or batches of events per request, over many streams.</summary>
+internal static class AppendScenario
+{
+    public static async Task<ScenarioResult> RunAsync(LoadOptions options)
+    {
+        var batched = options.Scenario == "batch";
+        var run = Guid.NewGuid().ToString("N")[..8];
+        var paths = Enumerable.Range(0, options.Streams).Select(i => $"/v1/stream/bench/{run}/s{i}").ToList();
+        using var client = Http.Create(options.Url, options.Connections);
+        await Http.CreateStreamsAsync(client, paths);
+
+        var perRequest = batched ? options.Batch : 1;
+        var body = BuildBody(perRequest, options.EventBytes);
+        long events = 0;
+        long requests = 0;
+        long errors = 0;
+
+        // Warm up connections and the server's JIT for two seconds before measuring.
+        await Drive(TimeSpan.FromSeconds(2), count: false);
+        var stopwatch = Stopwatch.StartNew();
+        await Drive(TimeSpan.FromSeconds(options.DurationSeconds), count: true);
+        var seconds = stopwatch.Elapsed.TotalSeconds;
+
+        var name = string.Create(CultureInfo.InvariantCulture, $"{(batched ? $"batched x{perRequest}" : "one per request")}, {options.Streams} streams, {options.EventBytes} B events, {options.Connections} connections");
+        var summary = string.Create(CultureInfo.InvariantCulture, $"{events / seconds:N0} appends/s ({requests / seconds:N0} requests/s, {errors} errors)");
+        return new ScenarioResult(name, summary, requests, errors);
+
+        async Task Drive(TimeSpan duration, bool count)
+        {
+            var deadline = Stopwatch.GetTimestamp() + (long)(duration.TotalSeconds * Stopwatch.Frequency);
+            var workers = Enumerable.Range(0, options.Connections).Select(w => Task.Run(async () =>
+            {
+                var next = w;
+                while (Stopwatch.GetTimestamp() < deadline)
+                {
+                    var path = paths[next % paths.Count];
+                    next += options.Connections;
+                    try
+                    {
+                        using var response = await client.PostAsync(path, Http.Json(body));
+                        if (!response.IsSuccessStatusCode)
+                        {
+                            Interlocked.Increment(ref errors);
+                            continue;
+                        }
+
+                        if (count)
+                        {
+                            Interlocked.Increment(ref requests);
+                            Interlocked.Add(ref events, perRequest);
+                        }
+                    }
+                    catch (HttpRequestException)
+                    {
+                        Interlocked.Increment(ref errors);
+                    }
+                }
+            }));
+            await Task.WhenAll(workers);
+        }
+    }
+
+    private static string BuildBody(int count, int eventBytes)
+    {
+        if (count == 1)
+        {
+            return Http.Event(0, 0, eventBytes);
+        }
+
+        var builder = new StringBuilder("[");
+        for (var i = 0; i < count; i++)
+        {
+            if (i > 0)
+            {
+                builder.Append(',');
+            }
+
+            builder.Append(Http.Event(i, 0, eventBytes));
+        }
+
+        return builder.Append(']').ToString();
+    }
+}

@@ -1,0 +1,186 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+
+namespace DurableSessions.LoadTest;
+
+/// <summary>
+/// Append-to-delivery latency: many streams, each tailed by several SSE readers; writers append events stamped with
+/// the send time and readers record how long each took to arrive.
+/// </summary>
+internal static class LatencyScenario
+{
+    public static async Task<ScenarioResult> RunAsync(LoadOptions options)
+    {
+        var run = Guid.NewGuid().ToString("N")[..8];
+        var paths = Enumerable.Range(0, options.Streams).Select(i => $"/v1/stream/latency/{run}/s{i}").ToList();
+        var readerCount = options.Streams * options.Readers;
+        using var writerClient = Http.Create(options.Url, options.Connections);
+        using var readerClient = Http.Create(options.Url, readerCount + 16);
+        await Http.CreateStreamsAsync(writerClient, paths);
+
+        var latencies = new ConcurrentBag<double[]>();
+        long delivered = 0;
+        long readerErrors = 0;
+        var connected = new CountdownEvent(readerCount);
+        using var stop = new CancellationTokenSource();
+        var measuring = 0;
+        var readers = new List<Task>(readerCount);
+        foreach (var path in paths)
+        {
+            for (var r = 0; r < options.Readers; r++)
+            {
+                readers.Add(Task.Run(() => ReadAsync(path)));
+            }
+        }
+
+        if (!connected.Wait(TimeSpan.FromSeconds(60)))
+        {
+            throw new TimeoutException($"only {readerCount - connected.CurrentCount} of {readerCount} SSE readers connected");
+        }
+
+        // Paced writers: every stream gets --rate appends per second, spread evenly over time and over writers.
+        var duration = TimeSpan.FromSeconds(options.DurationSeconds);
+        long appended = 0;
+        long writeErrors = 0;
+        Volatile.Write(ref measuring, 1);
+        var writerCount = Math.Min(options.Connections, paths.Count);
+        var interval = TimeSpan.FromSeconds(1 / options.Rate);
+        var writers = Enumerable.Range(0, writerCount).Select(w => Task.Run(async () =>
+        {
+            var mine = paths.Where((_, i) => i % writerCount == w).ToList();
+            var start = Stopwatch.GetTimestamp();
+            var end = start + (long)(duration.TotalSeconds * Stopwatch.Frequency);
+            long seq = 0;
+            var slot = 0;
+            while (true)
+            {
+                for (var i = 0; i < mine.Count; i++)
+                {
+                    // The i-th stream's k-th append is due at k*interval + i*interval/count.
+                    var due = start + (long)(((slot * interval.TotalSeconds) + (i * interval.TotalSeconds / mine.Count)) * Stopwatch.Frequency);
+                    if (due > end)
+                    {
+                        return;
+                    }
+
+                    var wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), due);
+                    if (wait > TimeSpan.Zero)
+                    {
+                        await Task.Delay(wait);
+                    }
+
+                    try
+                    {
+                        using var response = await writerClient.PostAsync(mine[i], Http.Json(Http.Event(seq++, Stopwatch.GetTimestamp(), options.EventBytes)));
+                        if (response.IsSuccessStatusCode)
+                        {
+                            Interlocked.Increment(ref appended);
+                        }
+                        else
+                        {
+                            Interlocked.Increment(ref writeErrors);
+                        }
+                    }
+                    catch (HttpRequestException)
+                    {
+                        Interlocked.Increment(ref writeErrors);
+                    }
+                }
+
+                slot++;
+            }
+        })).ToList();
+        await Task.WhenAll(writers);
+
+        // Let in-flight deliveries land, then stop the readers.
+        var expected = Interlocked.Read(ref appended) * options.Readers;
+        var settle = Stopwatch.StartNew();
+        while (Interlocked.Read(ref delivered) < expected && settle.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            await Task.Delay(50);
+        }
+
+        await stop.CancelAsync();
+        await Task.WhenAll(readers).WaitAsync(TimeSpan.FromSeconds(30)).ContinueWith(_ => { }, TaskScheduler.Default);
+
+        var all = latencies.SelectMany(l => l).Order().ToArray();
+        double Percentile(double p) => all.Length == 0 ? double.NaN : all[Math.Min(all.Length - 1, (int)Math.Ceiling(p * all.Length) - 1)];
+        var name = string.Create(CultureInfo.InvariantCulture, $"append->SSE latency, {options.Streams} streams x {options.Readers} readers, {options.Rate}/s per stream");
+        var summary = string.Create(CultureInfo.InvariantCulture,
+            $"p50 {Percentile(0.50):F2} ms, p99 {Percentile(0.99):F2} ms, max {Percentile(1):F2} ms; {appended} appends, {all.Length}/{expected} deliveries, {writeErrors + readerErrors} errors");
+        return new ScenarioResult(name, summary, appended, writeErrors + readerErrors + Math.Max(0, expected - all.Length));
+
+        async Task ReadAsync(string path)
+        {
+            var mine = new List<double>();
+            var signalled = false;
+            try
+            {
+                using var response = await readerClient.GetAsync($"{path}?offset=now&live=sse", HttpCompletionOption.ResponseHeadersRead, stop.Token);
+                using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(stop.Token), Encoding.UTF8);
+                var eventType = string.Empty;
+                var data = new StringBuilder();
+                while (await reader.ReadLineAsync(stop.Token) is { } line)
+                {
+                    if (line.Length == 0)
+                    {
+                        if (eventType == "data")
+                        {
+                            var now = Stopwatch.GetTimestamp();
+                            using var json = JsonDocument.Parse(data.ToString());
+                            foreach (var item in json.RootElement.EnumerateArray())
+                            {
+                                var sent = item.GetProperty("t").GetInt64();
+                                if (Volatile.Read(ref measuring) == 1)
+                                {
+                                    mine.Add(Stopwatch.GetElapsedTime(sent, now).TotalMilliseconds);
+                                    Interlocked.Increment(ref delivered);
+                                }
+                            }
+                        }
+                        else if (eventType == "control" && !signalled)
+                        {
+                            signalled = true;
+                            connected.Signal();
+                        }
+
+                        eventType = string.Empty;
+                        data.Clear();
+                    }
+                    else if (line.StartsWith("event:", StringComparison.Ordinal))
+                    {
+                        eventType = line[6..].Trim();
+                    }
+                    else if (line.StartsWith("data:", StringComparison.Ordinal))
+                    {
+                        if (data.Length > 0)
+                        {
+                            data.Append('\n');
+                        }
+
+                        data.Append(line.AsSpan(line.Length > 5 && line[5] == ' ' ? 6 : 5));
+                    }
+                }
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            catch (Exception ex) when (ex is HttpRequestException or IOException)
+            {
+                Interlocked.Increment(ref readerErrors);
+            }
+            finally
+            {
+                if (!signalled)
+                {
+                    connected.Signal();
+                }
+
+                latencies.Add([.. mine]);
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+using System.Globalization;
+
+namespace DurableSessions.LoadTest;
+
+/// <summary>Command-line settings of the load tool.</summary>
+internal sealed record LoadOptions
+{
+    public const string Usage = """
+        usage: DurableSessions.LoadTest --url <http://127.0.0.1:port> [options]
+          --scenario append|batch|latency|all   (default all)
+          --streams <n>          streams to spread load over (default 100)
+          --connections <n>      concurrent writers (default 64)
+          --batch <n>            events per request in the batch scenario (default 100)
+          --event-bytes <n>      size of each JSON event (default 256)
+          --duration <seconds>   measured time per scenario (default 10)
+          --readers <n>          SSE readers per stream in the latency scenario (default 2)
+          --rate <n>             appends per stream per second in the latency scenario (default 1)
+          --label <text>         a label printed with the results (e.g. the server's name)
+        """;
+
+    public string Url { get; init; } = "http://127.0.0.1:4437";
+
+    public string Scenario { get; init; } = "all";
+
+    public int Streams { get; init; } = 100;
+
+    public int Connections { get; init; } = 64;
+
+    public int Batch { get; init; } = 100;
+
+    public int EventBytes { get; init; } = 256;
+
+    public int DurationSeconds { get; init; } = 10;
+
+    public int Readers { get; init; } = 2;
+
+    public double Rate { get; init; } = 1;
+
+    public string Label { get; init; } = string.Empty;
+
+    public static LoadOptions? Parse(string[] args)
+    {
+        var options = new LoadOptions();
+        for (var i = 0; i < args.Length; i++)
+        {
+            var value = i + 1 < args.Length ? args[i + 1] : null;
+            if (value is null)
+            {
+                return null;
+            }
+
+            options = args[i] switch
+            {
+                "--url" => options with { Url = value.TrimEnd('/') },
+                "--scenario" => options with { Scenario = value },
+                "--streams" => options with { Streams = int.Parse(value, CultureInfo.InvariantCulture) },
+                "--connections" => options with { Connections = int.Parse(value, CultureInfo.InvariantCulture) },
+                "--batch" => options with { Batch = int.Parse(value, CultureInfo.InvariantCulture) },
+                "--event-bytes" => options with { EventBytes = int.Parse(value, CultureInfo.InvariantCulture) },
+                "--duration" => options with { DurationSeconds = int.Parse(value, CultureInfo.InvariantCulture) },
+                "--readers" => options with { Readers = int.Parse(value, CultureInfo.InvariantCulture) },
+                "--rate" => options with { Rate = double.Parse(value, CultureInfo.InvariantCulture) },
+                "--label" => options with { Label = value },
+                _ => null,
+            };
+            if (options is null)
+            {
+                return null;
+            }
+
+            i++;
+        }
+
+        return options.Scenario is "append" or "batch" or "latency" or "all" && options.DurationSeconds is > 0 and <= 600 ? options : null;
+    }
+}
+
+/// <summary>What one scenario measured.</summary>
+internal sealed record ScenarioResult(string Name, string Summary, long Operations, long Errors);
