@@ -50,6 +50,13 @@ async function shutdown() {
   if (stopping) process.exit(1)
   stopping = true
   setTimeout(() => process.exit(1), 5000).unref()
+  // Wake every waiting long-poll/SSE reader first. The library's own
+  // cancelAllWaits() removes items from the list while walking it, so with
+  // two or more waiters it skips every other one and stop() then hangs until
+  // the long-poll timeout; walking a copy wakes them all.
+  for (const waiter of [...(server.store.pendingLongPolls ?? [])]) {
+    waiter.resolve([])
+  }
   await server.stop()
   process.exit(0)
 }
