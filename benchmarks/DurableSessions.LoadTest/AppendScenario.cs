@@ -16,9 +16,12 @@ internal static class AppendScenario
         await Http.CreateStreamsAsync(client, paths);
 
         var perRequest = batched ? options.Batch : 1;
-        var body = BuildBody(perRequest, options.EventBytes);
+        var baseAddress = new Uri(options.Url);
+        var body = Encoding.UTF8.GetBytes(BuildBody(perRequest, options.EventBytes));
+        var requests = paths.Select(p => RawHttpConnection.BuildPost(baseAddress, p, body)).ToArray();
+        var connections = await Task.WhenAll(Enumerable.Range(0, options.Connections).Select(_ => RawHttpConnection.ConnectAsync(baseAddress)));
         long events = 0;
-        long requests = 0;
+        long completed = 0;
         long errors = 0;
 
         // Warm up connections and the server's JIT for two seconds before measuring.
@@ -28,8 +31,13 @@ internal static class AppendScenario
         var seconds = stopwatch.Elapsed.TotalSeconds;
 
         var name = string.Create(CultureInfo.InvariantCulture, $"{(batched ? $"batched x{perRequest}" : "one per request")}, {options.Streams} streams, {options.EventBytes} B events, {options.Connections} connections");
-        var summary = string.Create(CultureInfo.InvariantCulture, $"{events / seconds:N0} appends/s ({requests / seconds:N0} requests/s, {errors} errors)");
-        return new ScenarioResult(name, summary, requests, errors);
+        var summary = string.Create(CultureInfo.InvariantCulture, $"{events / seconds:N0} appends/s ({completed / seconds:N0} requests/s, {errors} errors)");
+        foreach (var connection in connections)
+        {
+            connection.Dispose();
+        }
+
+        return new ScenarioResult(name, summary, completed, errors);
 
         async Task Drive(TimeSpan duration, bool count)
         {
@@ -37,28 +45,22 @@ internal static class AppendScenario
             var workers = Enumerable.Range(0, options.Connections).Select(w => Task.Run(async () =>
             {
                 var next = w;
+                var connection = connections[w];
                 while (Stopwatch.GetTimestamp() < deadline)
                 {
-                    var path = paths[next % paths.Count];
+                    var request = requests[next % requests.Length];
                     next += options.Connections;
-                    try
-                    {
-                        using var response = await client.PostAsync(path, Http.Json(body));
-                        if (!response.IsSuccessStatusCode)
-                        {
-                            Interlocked.Increment(ref errors);
-                            continue;
-                        }
-
-                        if (count)
-                        {
-                            Interlocked.Increment(ref requests);
-                            Interlocked.Add(ref events, perRequest);
-                        }
-                    }
-                    catch (HttpRequestException)
+                    var status = await connection.SendAsync(request);
+                    if (status is < 200 or > 299)
                     {
                         Interlocked.Increment(ref errors);
+                        continue;
+                    }
+
+                    if (count)
+                    {
+                        Interlocked.Increment(ref completed);
+                        Interlocked.Add(ref events, perRequest);
                     }
                 }
             }));

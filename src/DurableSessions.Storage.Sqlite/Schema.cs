@@ -56,6 +56,8 @@ internal static class Schema
         FROM streams
         """;
 
+    public const string SelectTails = "SELECT stream_id, MAX(end_pos) FROM chunks GROUP BY stream_id";
+
     public const string InsertStream = """
         INSERT INTO streams (path, content_type, tail, closed, ttl_seconds, expires_at, created_at, last_access,
                              fork_source_id, fork_source_path, fork_position, fork_offset, fork_sub_offset)

@@ -5,22 +5,31 @@ namespace DurableSessions.Storage.Sqlite;
 
 public sealed partial class SqliteStreamStore
 {
-    private async Task WriterLoopAsync()
+    private void WriterLoop()
     {
-        var batch = new List<WriteCommand>(_options.MaxBatchSize);
-        var context = new BatchContext(this);
-        while (await _commands.Reader.WaitToReadAsync().ConfigureAwait(false))
+        try
         {
-            batch.Clear();
-            while (batch.Count < _options.MaxBatchSize && _commands.Reader.TryRead(out var command))
+            var batch = new List<WriteCommand>(_options.MaxBatchSize);
+            var context = new BatchContext(this);
+            while (_commands.WaitForItems())
             {
-                batch.Add(command);
+                batch.Clear();
+                while (batch.Count < _options.MaxBatchSize && _commands.TryDequeue(out var command))
+                {
+                    batch.Add(command);
+                }
+
+                if (batch.Count > 0)
+                {
+                    CommitBatch(batch, context);
+                }
             }
 
-            if (batch.Count > 0)
-            {
-                CommitBatch(batch, context);
-            }
+            _writerStopped.TrySetResult();
+        }
+        catch (Exception ex)
+        {
+            _writerStopped.TrySetException(ex);
         }
     }
 
@@ -157,11 +166,24 @@ public sealed partial class SqliteStreamStore
             return info.TtlSeconds is { } ttl && Now >= info.LastAccessAt.AddSeconds(ttl);
         }
 
-        public void Stage(StreamInfo info)
+        /// <summary>Stages a new version of a stream's metadata.</summary>
+        /// <param name="info">The new metadata.</param>
+        /// <param name="persistRow">
+        /// Whether the streams row must be rewritten. The tail is derived from the chunks on load and the last access is
+        /// flushed periodically, so plain appends leave the row alone; closure, <c>Stream-Seq</c> and deletion state do not.
+        /// </param>
+        public void Stage(StreamInfo info, bool persistRow = true)
         {
             _stagedByPath[info.Path] = info;
             _stagedById[info.Id] = info;
-            _dirty.Add(info.Id);
+            if (persistRow)
+            {
+                _dirty.Add(info.Id);
+            }
+            else if (info.TtlSeconds is not null)
+            {
+                _store._accessDirty.TryAdd(info.Id, 0);
+            }
         }
 
         public long InsertStream(CreateStreamRequest request, string contentType, long? ttl, DateTimeOffset? expiresAt, long tail, StreamInfo? source, long forkPosition, long forkOffset)
@@ -491,7 +513,7 @@ public sealed partial class SqliteStreamStore
             context.Stage(info);
             if (source is not null)
             {
-                context.Stage(source with { ForkCount = source.ForkCount + 1 });
+                context.Stage(source with { ForkCount = source.ForkCount + 1 }, persistRow: false);
             }
 
             context.Published.Add(new LiveAppend(id, info.Path, new StreamChunk(forkPosition, tail, request.InitialData.Data), info.Closed));
@@ -552,7 +574,7 @@ public sealed partial class SqliteStreamStore
                 // Close-only retries still refresh the sliding TTL.
                 if (decision.Result.Status is AppendStatus.AlreadyClosed or AppendStatus.Duplicate)
                 {
-                    context.Stage(stream with { LastAccessAt = context.Now });
+                    context.Stage(stream with { LastAccessAt = context.Now }, persistRow: false);
                 }
 
                 return decision.Result;
@@ -569,7 +591,7 @@ public sealed partial class SqliteStreamStore
             }
 
             var updated = AppendRules.Apply(stream, request, context.Now);
-            context.Stage(updated);
+            context.Stage(updated, persistRow: updated.Closed != stream.Closed || updated.LastStreamSeq != stream.LastStreamSeq);
             context.Published.Add(new LiveAppend(stream.Id, stream.Path, new StreamChunk(stream.TailPosition, updated.TailPosition, request.Data.Data), updated.Closed));
             return decision.Result;
         }

@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
-using System.Threading.Channels;
 using DurableSessions.Live;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Logging;
@@ -35,14 +34,10 @@ public sealed partial class SqliteStreamStore : StreamStore
     private readonly ConcurrentDictionary<long, StreamEntry> _byId = new();
     private readonly ConcurrentDictionary<long, byte> _accessDirty = new();
     private readonly ConcurrentBag<ReaderConnection> _readers = [];
-    private readonly Channel<WriteCommand> _commands = Channel.CreateBounded<WriteCommand>(new BoundedChannelOptions(65536)
-    {
-        SingleReader = true,
-        FullMode = BoundedChannelFullMode.Wait,
-    });
+    private readonly WriteQueue<WriteCommand> _commands = new(65536);
+    private readonly TaskCompletionSource _writerStopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private readonly SqliteConnection _writer;
-    private readonly Task _writerLoop;
     private readonly ITimer _sweepTimer;
     private readonly ITimer _accessTimer;
     private readonly DateTimeOffset _openedAt;
@@ -77,7 +72,7 @@ public sealed partial class SqliteStreamStore : StreamStore
         Execute(_writer, Schema.Create);
         LoadStreams();
 
-        _writerLoop = Task.Factory.StartNew(WriterLoopAsync, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).Unwrap();
+        new Thread(WriterLoop) { IsBackground = true, Name = "DurableSessions SQLite writer" }.Start();
         _sweepTimer = timeProvider.CreateTimer(_ => SweepExpired(), null, options.ExpirySweepInterval, options.ExpirySweepInterval);
         _accessTimer = timeProvider.CreateTimer(_ => FlushAccess(), null, options.AccessFlushInterval, options.AccessFlushInterval);
         Log.Opened(_logger, path, options.Durability, _byPath.Count);
@@ -286,8 +281,9 @@ public sealed partial class SqliteStreamStore : StreamStore
         await _sweepTimer.DisposeAsync().ConfigureAwait(false);
         await _accessTimer.DisposeAsync().ConfigureAwait(false);
         FlushAccess();
-        _commands.Writer.TryComplete();
-        await _writerLoop.ConfigureAwait(false);
+        _commands.Complete();
+        await _writerStopped.Task.ConfigureAwait(false);
+        _commands.Dispose();
         while (_readers.TryTake(out var reader))
         {
             reader.Dispose();
@@ -357,7 +353,7 @@ public sealed partial class SqliteStreamStore : StreamStore
     private async ValueTask<T> Enqueue<T>(WriteCommand<T> command, CancellationToken cancellationToken)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
-        await _commands.Writer.WriteAsync(command, cancellationToken).ConfigureAwait(false);
+        await _commands.EnqueueAsync(command, cancellationToken).ConfigureAwait(false);
 
         // The write may commit even if the caller stops waiting; cancellation only abandons the wait.
         return await command.Completion.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -368,7 +364,7 @@ public sealed partial class SqliteStreamStore : StreamStore
     {
         if (Volatile.Read(ref _disposed) == 0)
         {
-            _commands.Writer.TryWrite(new DeleteCommand(path, expireOnly: true));
+            _commands.TryEnqueue(new DeleteCommand(path, expireOnly: true));
         }
     }
 
@@ -386,12 +382,10 @@ public sealed partial class SqliteStreamStore : StreamStore
 
     private void FlushAccess()
     {
-        if (_accessDirty.IsEmpty || Volatile.Read(ref _disposed) != 0 && _commands.Reader.Completion.IsCompleted)
+        if (!_accessDirty.IsEmpty && !_commands.IsCompleted)
         {
-            return;
+            _commands.TryEnqueue(new FlushAccessCommand());
         }
-
-        _commands.Writer.TryWrite(new FlushAccessCommand());
     }
 
     private void LoadStreams()
@@ -419,9 +413,22 @@ public sealed partial class SqliteStreamStore : StreamStore
             }
         }
 
+        // Plain appends do not rewrite the streams row: the tail is the end of the last chunk.
+        var tails = new Dictionary<long, long>();
+        using (var tailCommand = _writer.CreateCommand())
+        {
+            tailCommand.CommandText = Schema.SelectTails;
+            using var tailReader = tailCommand.ExecuteReader();
+            while (tailReader.Read())
+            {
+                tails[tailReader.GetInt64(0)] = tailReader.GetInt64(1);
+            }
+        }
+
         foreach (var info in loaded)
         {
-            var entry = new StreamEntry(info with { ForkCount = forkCounts.GetValueOrDefault(info.Id) });
+            var tail = Math.Max(info.TailPosition, tails.GetValueOrDefault(info.Id));
+            var entry = new StreamEntry(info with { ForkCount = forkCounts.GetValueOrDefault(info.Id), TailPosition = tail });
             _byPath[info.Path] = entry;
             _byId[info.Id] = entry;
         }

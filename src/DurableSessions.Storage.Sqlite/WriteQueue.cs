@@ -1,0 +1,98 @@
+using System.Collections.Concurrent;
+
+namespace DurableSessions.Storage.Sqlite;
+
+/// <summary>
+/// The queue between request threads and the store's dedicated writer thread.
+/// </summary>
+/// <remarks>
+/// The writer blocks on an event rather than awaiting, so a burst of request continuations on the thread pool can never
+/// delay the next group commit. Capacity is bounded: producers wait (asynchronously) when the writer falls behind.
+/// </remarks>
+internal sealed class WriteQueue<T> : IDisposable
+{
+    private readonly ConcurrentQueue<T> _items = new();
+    private readonly SemaphoreSlim _capacity;
+    private readonly ManualResetEventSlim _signal = new(false, spinCount: 0);
+    private volatile bool _completed;
+
+    public WriteQueue(int capacity) => _capacity = new SemaphoreSlim(capacity, capacity);
+
+    public bool IsCompleted => _completed;
+
+    public async ValueTask EnqueueAsync(T item, CancellationToken cancellationToken)
+    {
+        if (!_capacity.Wait(0, CancellationToken.None))
+        {
+            await _capacity.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        Add(item);
+    }
+
+    public bool TryEnqueue(T item)
+    {
+        if (_completed || !_capacity.Wait(0))
+        {
+            return false;
+        }
+
+        Add(item);
+        return true;
+    }
+
+    /// <summary>Stops accepting items; the writer drains what is queued and then sees the end.</summary>
+    public void Complete()
+    {
+        _completed = true;
+        _signal.Set();
+    }
+
+    /// <summary>Blocks the writer thread until an item is queued (true) or the queue is completed and empty (false).</summary>
+    public bool WaitForItems()
+    {
+        while (true)
+        {
+            if (!_items.IsEmpty)
+            {
+                return true;
+            }
+
+            if (_completed)
+            {
+                return false;
+            }
+
+            _signal.Reset();
+            if (!_items.IsEmpty || _completed)
+            {
+                continue;
+            }
+
+            _signal.Wait();
+        }
+    }
+
+    public bool TryDequeue(out T item)
+    {
+        if (_items.TryDequeue(out item!))
+        {
+            _capacity.Release();
+            return true;
+        }
+
+        return false;
+    }
+
+    private void Add(T item)
+    {
+        _items.Enqueue(item);
+        _signal.Set();
+    }
+
+    public void Dispose()
+    {
+        _capacity.Dispose();
+        _signal.Dispose();
+    }
+}
