@@ -1,10 +1,26 @@
 using DurableSessions.Live;
 using Microsoft.Data.Sqlite;
+using Microsoft.Win32.SafeHandles;
 
 namespace DurableSessions.Storage.Sqlite;
 
+/// <remarks>
+/// <para>The write path is a two-stage pipeline:</para>
+/// <list type="number">
+/// <item>The <b>writer thread</b> takes every waiting request, applies them in one SQLite transaction and commits it
+/// (with <see cref="SqliteDurability.Fsync"/> SQLite itself does not sync: <c>synchronous=OFF</c>).</item>
+/// <item>The <b>sync thread</b> fsyncs the WAL once for all batches committed since its last sync, then publishes them
+/// to readers and acknowledges their requests, in commit order.</item>
+/// </list>
+/// While one batch is being flushed to disk the next is already being written, so the disk's flush latency bounds the
+/// acknowledgement latency but not the throughput. Nothing is visible to readers or acknowledged before it is on disk.
+/// Checkpoints run with <c>synchronous=FULL</c> (which syncs the database file before the WAL can be reused) and only
+/// after everything written so far has been synced.
+/// </remarks>
 public sealed partial class SqliteStreamStore
 {
+    private static readonly TimeSpan CheckpointInterval = TimeSpan.FromSeconds(1);
+
     private void WriterLoop()
     {
         try
@@ -25,10 +41,12 @@ public sealed partial class SqliteStreamStore
                 }
             }
 
+            _syncQueue.Complete();
             _writerStopped.TrySetResult();
         }
         catch (Exception ex)
         {
+            _syncQueue.Complete();
             _writerStopped.TrySetException(ex);
         }
     }
@@ -49,43 +67,170 @@ public sealed partial class SqliteStreamStore
                 context.WriteDirtyStreams();
                 transaction.Commit();
             }
-
-            // Committed (and, with Fsync durability, on disk): publish, then acknowledge.
-            Interlocked.Increment(ref _commits);
-            Interlocked.Add(ref _committedRequests, batch.Count);
-            StoreMetrics.Commits.Add(1);
-            StoreMetrics.GroupSize.Record(batch.Count);
-            context.ApplyToMemory();
-            foreach (var change in context.Published)
-            {
-                Fanout.Publish(change);
-            }
-
-            foreach (var command in batch)
-            {
-                command.Acknowledge();
-            }
         }
         catch (Exception ex) when (ex is SqliteException or InvalidOperationException or IOException)
         {
             Log.CommitFailed(_logger, ex, batch.Count);
-            foreach (var entry in context.TouchedEntries)
-            {
-                entry.Producers.Clear();
-            }
-
             foreach (var command in batch)
             {
                 command.Fail(ex);
             }
+
+            return;
         }
         finally
         {
             context.Transaction = null;
         }
+
+        Interlocked.Increment(ref _commits);
+        Interlocked.Add(ref _committedRequests, batch.Count);
+        StoreMetrics.Commits.Add(1);
+        StoreMetrics.GroupSize.Record(batch.Count);
+        _syncQueue.Enqueue(context.ApplyToWriterState([.. batch]));
     }
 
-    /// <summary>The staged state of one group commit: nothing here is visible until the transaction commits.</summary>
+    /// <summary>
+    /// Copies the WAL into the database file in the background, on its own connection, so the writer never stalls on it.
+    /// With <c>synchronous=FULL</c> SQLite syncs the WAL before copying and the database after, so the WAL is only
+    /// reused once its content is durable in the database file.
+    /// </summary>
+    private async Task CheckpointLoopAsync()
+    {
+        using var connection = new SqliteConnection(_connectionString);
+        connection.Open();
+        Execute(connection, "PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;");
+        using var timer = new PeriodicTimer(CheckpointInterval);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(_stopping.Token).ConfigureAwait(false))
+            {
+                try
+                {
+                    Execute(connection, "PRAGMA wal_checkpoint(PASSIVE);");
+                }
+                catch (SqliteException ex)
+                {
+                    Log.CheckpointFailed(_logger, ex);
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private void SyncLoop()
+    {
+        var pending = new List<PublishBatch>();
+        try
+        {
+            SyncRounds(pending);
+            _syncStopped.TrySetResult();
+        }
+        catch (Exception ex)
+        {
+            _syncStopped.TrySetException(ex);
+        }
+    }
+
+    private void SyncRounds(List<PublishBatch> pending)
+    {
+        while (_syncQueue.WaitForItems())
+        {
+            pending.Clear();
+            while (_syncQueue.TryDequeue(out var batch))
+            {
+                pending.Add(batch);
+            }
+
+            Exception? failure = null;
+            if (_options.Durability == SqliteDurability.Fsync)
+            {
+                try
+                {
+                    _walHandle ??= File.OpenHandle(_walPath, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
+                    RandomAccess.FlushToDisk(_walHandle);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    // After a failed fsync the kernel may have dropped the dirty pages: the data cannot be vouched for.
+                    Log.SyncFailed(_logger, ex);
+                    failure = ex;
+                    _broken = true;
+                }
+            }
+
+            foreach (var batch in pending)
+            {
+                if (failure is not null)
+                {
+                    foreach (var command in batch.Commands)
+                    {
+                        command.Fail(failure);
+                    }
+
+                    continue;
+                }
+
+                batch.ApplyToReaders(this);
+                foreach (var change in batch.LiveChanges)
+                {
+                    Fanout.Publish(change);
+                }
+
+                foreach (var command in batch.Commands)
+                {
+                    command.Acknowledge();
+                }
+            }
+
+            _syncQueue.MarkDone(pending.Count);
+        }
+    }
+
+    /// <summary>The changes of one committed batch, waiting to become durable and visible.</summary>
+    private sealed class PublishBatch(WriteCommand[] commands, List<(string Path, StreamInfo? Info, long Id)> streams, List<LiveAppend> liveChanges)
+    {
+        public WriteCommand[] Commands => commands;
+
+        public List<LiveAppend> LiveChanges => liveChanges;
+
+        public void ApplyToReaders(SqliteStreamStore store)
+        {
+            foreach (var (path, info, id) in streams)
+            {
+                if (info is null)
+                {
+                    if (store._byPath.TryGetValue(path, out var removed) && removed.Info.Id == id)
+                    {
+                        store._byPath.TryRemove(path, out _);
+                    }
+
+                    store._byId.TryRemove(id, out _);
+                    store._accessDirty.TryRemove(id, out _);
+                    continue;
+                }
+
+                if (store._byId.TryGetValue(info.Id, out var entry))
+                {
+                    entry.Info = info;
+                }
+                else
+                {
+                    entry = new StreamEntry(info);
+                    store._byId[info.Id] = entry;
+                }
+
+                store._byPath[path] = entry;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The staged state of one group commit. Lookups see staged changes first, then the writer's view (committed, maybe not
+    /// yet durable). Nothing here is visible to readers until the sync thread publishes it.
+    /// </summary>
     private sealed class BatchContext
     {
         private readonly SqliteStreamStore _store;
@@ -111,9 +256,7 @@ public sealed partial class SqliteStreamStore
 
         public DateTimeOffset Now { get; private set; }
 
-        public List<LiveAppend> Published { get; } = [];
-
-        public List<StreamEntry> TouchedEntries { get; } = [];
+        public List<LiveAppend> Published { get; private set; } = [];
 
         public SqliteStreamStore Store => _store;
 
@@ -126,11 +269,10 @@ public sealed partial class SqliteStreamStore
             _created.Clear();
             _deleted.Clear();
             _producers.Clear();
-            Published.Clear();
-            TouchedEntries.Clear();
+            Published = [];
         }
 
-        /// <summary>The stream at a path as this batch sees it (staged changes first), or null.</summary>
+        /// <summary>The stream at a path as this batch sees it, or null.</summary>
         public StreamInfo? Find(string path)
         {
             if (_stagedByPath.TryGetValue(path, out var staged))
@@ -138,7 +280,7 @@ public sealed partial class SqliteStreamStore
                 return staged;
             }
 
-            return _store._byPath.TryGetValue(path, out var entry) ? WithLiveAccess(entry) : null;
+            return _store._writerByPath.TryGetValue(path, out var info) ? WithLiveAccess(info) : null;
         }
 
         public StreamInfo? FindById(long id)
@@ -153,7 +295,7 @@ public sealed partial class SqliteStreamStore
                 return staged;
             }
 
-            return _store._byId.TryGetValue(id, out var entry) ? WithLiveAccess(entry) : null;
+            return _store._writerById.TryGetValue(id, out var info) ? WithLiveAccess(info) : null;
         }
 
         public bool IsExpired(StreamInfo info)
@@ -225,12 +367,12 @@ public sealed partial class SqliteStreamStore
                 return staged;
             }
 
-            if (!_store._byId.TryGetValue(streamId, out var entry) || _created.Contains(streamId))
+            if (_created.Contains(streamId))
             {
                 return null;
             }
 
-            if (entry.Producers.TryGetValue(producerId, out var cached))
+            if (_store._writerProducers.TryGetValue((streamId, producerId), out var cached))
             {
                 return cached;
             }
@@ -242,7 +384,7 @@ public sealed partial class SqliteStreamStore
             command.Parameters.AddWithValue("$producer", producerId);
             using var reader = command.ExecuteReader();
             ProducerState? state = reader.Read() ? new ProducerState(reader.GetInt64(0), reader.GetInt64(1)) : null;
-            entry.Producers[producerId] = state;
+            _store._writerProducers[(streamId, producerId)] = state;
             return state;
         }
 
@@ -310,46 +452,46 @@ public sealed partial class SqliteStreamStore
             }
         }
 
-        public void ApplyToMemory()
+        /// <summary>Makes the committed batch the writer's view, and returns what the sync thread must publish.</summary>
+        public PublishBatch ApplyToWriterState(WriteCommand[] commands)
         {
+            var changes = new List<(string, StreamInfo?, long)>(_stagedByPath.Count);
             foreach (var (path, info) in _stagedByPath)
             {
                 if (info is null)
                 {
-                    if (_store._byPath.TryGetValue(path, out var removed) && _deleted.Contains(removed.Info.Id))
+                    if (_store._writerByPath.Remove(path, out var removed))
                     {
-                        _store._byPath.TryRemove(path, out _);
+                        changes.Add((path, null, removed.Id));
                     }
 
                     continue;
                 }
 
-                if (_store._byId.TryGetValue(info.Id, out var entry))
-                {
-                    entry.Info = info;
-                }
-                else
-                {
-                    entry = new StreamEntry(info);
-                    _store._byId[info.Id] = entry;
-                }
-
-                _store._byPath[path] = entry;
+                _store._writerByPath[path] = info;
+                _store._writerById[info.Id] = info;
+                changes.Add((path, info, info.Id));
             }
 
             foreach (var id in _deleted)
             {
-                _store._byId.TryRemove(id, out _);
-                _store._accessDirty.TryRemove(id, out _);
-            }
-
-            foreach (var ((streamId, producerId), state) in _producers)
-            {
-                if (_store._byId.TryGetValue(streamId, out var entry))
+                if (_store._writerById.Remove(id, out var removed) && !changes.Exists(c => c.Item3 == id && c.Item2 is null))
                 {
-                    entry.Producers[producerId] = state;
+                    changes.Add((removed.Path, null, id));
+                }
+
+                foreach (var key in _store._writerProducers.Keys.Where(k => k.StreamId == id).ToList())
+                {
+                    _store._writerProducers.Remove(key);
                 }
             }
+
+            foreach (var (key, state) in _producers)
+            {
+                _store._writerProducers[key] = state;
+            }
+
+            return new PublishBatch(commands, changes, Published);
         }
 
         public void ExecuteSql(string sql, params (string Name, object? Value)[] parameters)
@@ -365,9 +507,14 @@ public sealed partial class SqliteStreamStore
             command.ExecuteNonQuery();
         }
 
-        private static StreamInfo WithLiveAccess(StreamEntry entry)
+        /// <summary>Reads refresh the TTL on the published entry; the writer's view takes the later of the two.</summary>
+        private StreamInfo WithLiveAccess(StreamInfo info)
         {
-            var info = entry.Info;
+            if (info.TtlSeconds is null || !_store._byId.TryGetValue(info.Id, out var entry))
+            {
+                return info;
+            }
+
             var access = entry.LastAccess;
             return access > info.LastAccessAt ? info with { LastAccessAt = access } : info;
         }
@@ -382,293 +529,6 @@ public sealed partial class SqliteStreamStore
             }
 
             return command;
-        }
-    }
-
-    private abstract class WriteCommand
-    {
-        public abstract void Execute(BatchContext context);
-
-        public abstract void Acknowledge();
-
-        public abstract void Fail(Exception exception);
-    }
-
-    private abstract class WriteCommand<T> : WriteCommand
-    {
-        private T _result = default!;
-
-        public TaskCompletionSource<T> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        public sealed override void Execute(BatchContext context) => _result = Run(context);
-
-        public sealed override void Acknowledge() => Completion.TrySetResult(_result);
-
-        public sealed override void Fail(Exception exception) => Completion.TrySetException(new StreamStoreUnavailableException("The store could not commit the request.", exception));
-
-        protected abstract T Run(BatchContext context);
-
-        /// <summary>Finds a live stream, removing it first (in this batch) if it has expired.</summary>
-        protected static StreamInfo? FindLive(BatchContext context, string path)
-        {
-            var info = context.Find(path);
-            if (info is not null && !info.SoftDeleted && context.IsExpired(info))
-            {
-                ExpireStream(context, info);
-                return null;
-            }
-
-            return info;
-        }
-
-        protected static void ExpireStream(BatchContext context, StreamInfo info)
-        {
-            if (info.ForkCount > 0)
-            {
-                context.Stage(info with { SoftDeleted = true });
-                context.Published.Add(new LiveAppend(info.Id, info.Path, new StreamChunk(info.TailPosition, info.TailPosition, default), info.Closed, deleted: true));
-            }
-            else
-            {
-                context.HardDelete(info);
-            }
-
-            Log.Expired(context.Store._logger, info.Path);
-        }
-    }
-
-    private sealed class CreateCommand(CreateStreamRequest request) : WriteCommand<CreateStreamResult>
-    {
-        protected override CreateStreamResult Run(BatchContext context)
-        {
-            var existing = FindLive(context, request.Path);
-            if (existing is not null)
-            {
-                return new CreateStreamResult(SameConfiguration(existing, context) ? CreateStreamStatus.AlreadyExists : CreateStreamStatus.Conflict, existing);
-            }
-
-            StreamInfo? source = null;
-            var contentType = request.ContentType ?? StreamContentType.Default;
-            var ttl = request.TtlSeconds;
-            var expiresAt = request.ExpiresAt;
-            long forkPosition = 0;
-            long forkOffset = 0;
-            if (request.ForkedFrom is { } sourcePath)
-            {
-                source = FindLive(context, sourcePath);
-                if (source is null)
-                {
-                    return new CreateStreamResult(CreateStreamStatus.SourceNotFound, null);
-                }
-
-                if (source.SoftDeleted)
-                {
-                    return new CreateStreamResult(CreateStreamStatus.SourceGone, null);
-                }
-
-                if (request.ContentType is { } requested && !StreamContentType.Matches(requested, source.ContentType))
-                {
-                    return new CreateStreamResult(CreateStreamStatus.ContentTypeMismatch, null);
-                }
-
-                contentType = source.ContentType;
-                forkOffset = request.ForkOffset ?? source.TailPosition;
-                forkPosition = forkOffset + request.ForkSubOffset;
-                if (forkOffset > source.TailPosition || forkPosition > source.TailPosition || (request.ForkSubOffset > 0 && request.ForkOffset is null))
-                {
-                    return new CreateStreamResult(CreateStreamStatus.InvalidForkOffset, null);
-                }
-
-                if (ttl is null && expiresAt is null)
-                {
-                    ttl = source.TtlSeconds;
-                    expiresAt = source.ExpiresAt;
-                }
-            }
-
-            var tail = forkPosition + request.InitialData.Units;
-            var id = context.InsertStream(request, contentType, ttl, expiresAt, tail, source, forkPosition, forkOffset);
-            if (!request.InitialData.IsEmpty)
-            {
-                context.InsertChunk(id, forkPosition, request.InitialData);
-            }
-
-            var info = new StreamInfo
-            {
-                Id = id,
-                Path = request.Path,
-                ContentType = contentType,
-                TailPosition = tail,
-                Closed = request.Closed,
-                TtlSeconds = ttl,
-                ExpiresAt = expiresAt,
-                CreatedAt = context.Now,
-                LastAccessAt = context.Now,
-                ForkSourceId = source?.Id,
-                ForkSourcePath = source?.Path,
-                ForkPosition = forkPosition,
-                ForkOffset = forkOffset,
-                ForkSubOffset = request.ForkSubOffset,
-            };
-            context.Stage(info);
-            if (source is not null)
-            {
-                context.Stage(source with { ForkCount = source.ForkCount + 1 }, persistRow: false);
-            }
-
-            context.Published.Add(new LiveAppend(id, info.Path, new StreamChunk(forkPosition, tail, request.InitialData.Data), info.Closed));
-            return new CreateStreamResult(CreateStreamStatus.Created, info);
-        }
-
-        private bool SameConfiguration(StreamInfo existing, BatchContext context)
-        {
-            if (existing.SoftDeleted || existing.Closed != request.Closed)
-            {
-                return false;
-            }
-
-            if (request.ForkedFrom is null)
-            {
-                return existing.ForkSourcePath is null
-                    && StreamContentType.Matches(request.ContentType ?? StreamContentType.Default, existing.ContentType)
-                    && existing.TtlSeconds == request.TtlSeconds
-                    && SameInstant(existing.ExpiresAt, request.ExpiresAt);
-            }
-
-            if (!string.Equals(existing.ForkSourcePath, request.ForkedFrom, StringComparison.Ordinal)
-                || (request.ContentType is { } type && !StreamContentType.Matches(type, existing.ContentType))
-                || existing.ForkSubOffset != request.ForkSubOffset
-                || (request.ForkOffset is { } offset && offset != existing.ForkOffset))
-            {
-                return false;
-            }
-
-            // A fork without its own expiry inherited the source's; only an explicit request can differ.
-            return (request.TtlSeconds is null && request.ExpiresAt is null)
-                || (existing.TtlSeconds == request.TtlSeconds && SameInstant(existing.ExpiresAt, request.ExpiresAt));
-        }
-
-        private static bool SameInstant(DateTimeOffset? a, DateTimeOffset? b)
-            => a?.ToUnixTimeMilliseconds() == b?.ToUnixTimeMilliseconds();
-    }
-
-    private sealed class AppendCommand(AppendRequest request) : WriteCommand<AppendResult>
-    {
-        protected override AppendResult Run(BatchContext context)
-        {
-            var stream = FindLive(context, request.Path);
-            if (stream is null)
-            {
-                return new AppendResult { Status = AppendStatus.NotFound };
-            }
-
-            if (stream.SoftDeleted)
-            {
-                return new AppendResult { Status = AppendStatus.Gone };
-            }
-
-            var producer = request.Producer is { } stamp ? context.GetProducer(stream.Id, stamp.ProducerId) : null;
-            var decision = AppendRules.Decide(stream, producer, request);
-            if (!decision.Apply)
-            {
-                // Close-only retries still refresh the sliding TTL.
-                if (decision.Result.Status is AppendStatus.AlreadyClosed or AppendStatus.Duplicate)
-                {
-                    context.Stage(stream with { LastAccessAt = context.Now }, persistRow: false);
-                }
-
-                return decision.Result;
-            }
-
-            if (!request.Data.IsEmpty)
-            {
-                context.InsertChunk(stream.Id, stream.TailPosition, request.Data);
-            }
-
-            if (decision.NewProducerState is { } newState)
-            {
-                context.SetProducer(stream.Id, request.Producer!.Value.ProducerId, newState);
-            }
-
-            var updated = AppendRules.Apply(stream, request, context.Now);
-            context.Stage(updated, persistRow: updated.Closed != stream.Closed || updated.LastStreamSeq != stream.LastStreamSeq);
-            context.Published.Add(new LiveAppend(stream.Id, stream.Path, new StreamChunk(stream.TailPosition, updated.TailPosition, request.Data.Data), updated.Closed));
-            return decision.Result;
-        }
-    }
-
-    private sealed class DeleteCommand(string path, bool expireOnly) : WriteCommand<DeleteStreamStatus>
-    {
-        protected override DeleteStreamStatus Run(BatchContext context)
-        {
-            var info = context.Find(path);
-            if (info is null)
-            {
-                return DeleteStreamStatus.NotFound;
-            }
-
-            if (info.SoftDeleted)
-            {
-                return DeleteStreamStatus.Gone;
-            }
-
-            if (context.IsExpired(info))
-            {
-                ExpireStream(context, info);
-                return DeleteStreamStatus.NotFound;
-            }
-
-            if (expireOnly)
-            {
-                return DeleteStreamStatus.NotFound;
-            }
-
-            if (info.ForkCount > 0)
-            {
-                context.Stage(info with { SoftDeleted = true });
-                context.Published.Add(new LiveAppend(info.Id, info.Path, new StreamChunk(info.TailPosition, info.TailPosition, default), info.Closed, deleted: true));
-            }
-            else
-            {
-                context.HardDelete(info);
-            }
-
-            return DeleteStreamStatus.Deleted;
-        }
-    }
-
-    private sealed class DocumentCommand(string collection, string key, byte[]? value) : WriteCommand<bool>
-    {
-        protected override bool Run(BatchContext context)
-        {
-            if (value is null)
-            {
-                context.ExecuteSql(Schema.DeleteDocument, ("$collection", collection), ("$key", key));
-            }
-            else
-            {
-                context.ExecuteSql(Schema.PutDocument, ("$collection", collection), ("$key", key), ("$value", value));
-            }
-
-            return true;
-        }
-    }
-
-    private sealed class FlushAccessCommand : WriteCommand<bool>
-    {
-        protected override bool Run(BatchContext context)
-        {
-            var store = context.Store;
-            foreach (var id in store._accessDirty.Keys)
-            {
-                store._accessDirty.TryRemove(id, out _);
-                if (store._byId.TryGetValue(id, out var entry))
-                {
-                    context.ExecuteSql(Schema.TouchStream, ("$id", id), ("$last_access", entry.LastAccess.ToUnixTimeMilliseconds()));
-                }
-            }
-
-            return true;
         }
     }
 }

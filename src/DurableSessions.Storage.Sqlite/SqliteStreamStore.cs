@@ -4,6 +4,7 @@ using DurableSessions.Live;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Win32.SafeHandles;
 
 namespace DurableSessions.Storage.Sqlite;
 
@@ -35,7 +36,19 @@ public sealed partial class SqliteStreamStore : StreamStore
     private readonly ConcurrentDictionary<long, byte> _accessDirty = new();
     private readonly ConcurrentBag<ReaderConnection> _readers = [];
     private readonly WriteQueue<WriteCommand> _commands = new(65536);
+    private readonly WriteQueue<PublishBatch> _syncQueue = new(int.MaxValue);
     private readonly TaskCompletionSource _writerStopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _syncStopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    // The writer thread's view: committed state, possibly not yet durable. Touched only by the writer thread.
+    private readonly Dictionary<string, StreamInfo> _writerByPath = new(StringComparer.Ordinal);
+    private readonly Dictionary<long, StreamInfo> _writerById = [];
+    private readonly Dictionary<(long StreamId, string ProducerId), ProducerState?> _writerProducers = [];
+    private readonly string _walPath;
+    private SafeFileHandle? _walHandle;
+    private volatile bool _broken;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly Task _checkpointer = Task.CompletedTask;
 
     private readonly SqliteConnection _writer;
     private readonly ITimer _sweepTimer;
@@ -52,6 +65,7 @@ public sealed partial class SqliteStreamStore : StreamStore
         _logger = logger;
         Directory.CreateDirectory(options.DataDirectory);
         var path = Path.GetFullPath(Path.Combine(options.DataDirectory, "streams.db"));
+        _walPath = path + "-wal";
         _connectionString = new SqliteConnectionStringBuilder
         {
             DataSource = path,
@@ -62,17 +76,24 @@ public sealed partial class SqliteStreamStore : StreamStore
         _openedAt = timeProvider.GetUtcNow();
         _writer = new SqliteConnection(_connectionString);
         _writer.Open();
-        var synchronous = options.Durability == SqliteDurability.Fsync ? "FULL" : "NORMAL";
+        // With Fsync durability the sync thread flushes the WAL itself (see the writer pipeline), and checkpoints run
+        // explicitly with synchronous=FULL; Relaxed leaves syncing to SQLite's NORMAL mode.
+        var fsync = options.Durability == SqliteDurability.Fsync;
         Execute(_writer, $"""
             PRAGMA journal_mode=WAL;
-            PRAGMA synchronous={synchronous};
+            PRAGMA synchronous={(fsync ? "OFF" : "NORMAL")};
             PRAGMA busy_timeout=5000;
-            PRAGMA wal_autocheckpoint=4000;
+            PRAGMA wal_autocheckpoint={(fsync ? 0 : 4000)};
             """);
         Execute(_writer, Schema.Create);
         LoadStreams();
 
         new Thread(WriterLoop) { IsBackground = true, Name = "DurableSessions SQLite writer" }.Start();
+        new Thread(SyncLoop) { IsBackground = true, Name = "DurableSessions SQLite sync" }.Start();
+        if (fsync)
+        {
+            _checkpointer = Task.Run(CheckpointLoopAsync);
+        }
         _sweepTimer = timeProvider.CreateTimer(_ => SweepExpired(), null, options.ExpirySweepInterval, options.ExpirySweepInterval);
         _accessTimer = timeProvider.CreateTimer(_ => FlushAccess(), null, options.AccessFlushInterval, options.AccessFlushInterval);
         Log.Opened(_logger, path, options.Durability, _byPath.Count);
@@ -281,9 +302,22 @@ public sealed partial class SqliteStreamStore : StreamStore
         await _sweepTimer.DisposeAsync().ConfigureAwait(false);
         await _accessTimer.DisposeAsync().ConfigureAwait(false);
         FlushAccess();
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        await _checkpointer.ConfigureAwait(false);
         _commands.Complete();
         await _writerStopped.Task.ConfigureAwait(false);
+        await _syncStopped.Task.ConfigureAwait(false);
         _commands.Dispose();
+        _syncQueue.Dispose();
+        _walHandle?.Dispose();
+        try
+        {
+            Execute(_writer, "PRAGMA synchronous=FULL; PRAGMA wal_checkpoint(TRUNCATE);");
+        }
+        catch (SqliteException ex)
+        {
+            Log.CheckpointFailed(_logger, ex);
+        }
         while (_readers.TryTake(out var reader))
         {
             reader.Dispose();
@@ -353,6 +387,11 @@ public sealed partial class SqliteStreamStore : StreamStore
     private async ValueTask<T> Enqueue<T>(WriteCommand<T> command, CancellationToken cancellationToken)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        if (_broken)
+        {
+            throw new StreamStoreUnavailableException("The store stopped accepting writes after a failed disk flush; restart the server.");
+        }
+
         await _commands.EnqueueAsync(command, cancellationToken).ConfigureAwait(false);
 
         // The write may commit even if the caller stops waiting; cancellation only abandons the wait.
@@ -428,7 +467,10 @@ public sealed partial class SqliteStreamStore : StreamStore
         foreach (var info in loaded)
         {
             var tail = Math.Max(info.TailPosition, tails.GetValueOrDefault(info.Id));
-            var entry = new StreamEntry(info with { ForkCount = forkCounts.GetValueOrDefault(info.Id), TailPosition = tail });
+            var loadedInfo = info with { ForkCount = forkCounts.GetValueOrDefault(info.Id), TailPosition = tail };
+            _writerByPath[loadedInfo.Path] = loadedInfo;
+            _writerById[loadedInfo.Id] = loadedInfo;
+            var entry = new StreamEntry(loadedInfo);
             _byPath[info.Path] = entry;
             _byId[info.Id] = entry;
         }
@@ -465,9 +507,6 @@ public sealed partial class SqliteStreamStore : StreamStore
             }
         }
 
-        /// <summary>Producer states, loaded lazily; touched only by the writer loop.</summary>
-        public Dictionary<string, ProducerState?> Producers { get; } = new(StringComparer.Ordinal);
-
         public DateTimeOffset LastAccess => new(Interlocked.Read(ref _lastAccessTicks), TimeSpan.Zero);
 
         public void Touch(DateTimeOffset at)
@@ -497,5 +536,11 @@ public sealed partial class SqliteStreamStore : StreamStore
 
         [LoggerMessage(3, LogLevel.Debug, "Stream {Path} expired and was removed")]
         public static partial void Expired(ILogger logger, string path);
+
+        [LoggerMessage(4, LogLevel.Critical, "Flushing the SQLite WAL to disk failed; the store no longer accepts writes")]
+        public static partial void SyncFailed(ILogger logger, Exception exception);
+
+        [LoggerMessage(5, LogLevel.Warning, "SQLite checkpoint failed; it is retried later")]
+        public static partial void CheckpointFailed(ILogger logger, Exception exception);
     }
 }

@@ -14,7 +14,9 @@ internal sealed class WriteQueue<T> : IDisposable
     private readonly ConcurrentQueue<T> _items = new();
     private readonly SemaphoreSlim _capacity;
     private readonly ManualResetEventSlim _signal = new(false, spinCount: 0);
+    private readonly ManualResetEventSlim _drained = new(true, spinCount: 0);
     private volatile bool _completed;
+    private int _outstanding;
 
     public WriteQueue(int capacity) => _capacity = new SemaphoreSlim(capacity, capacity);
 
@@ -39,6 +41,31 @@ internal sealed class WriteQueue<T> : IDisposable
 
         Add(item);
         return true;
+    }
+
+    /// <summary>Adds an item regardless of capacity (for queues whose producer is already bounded).</summary>
+    public void Enqueue(T item)
+    {
+        _capacity.Wait(0, CancellationToken.None);
+        Add(item);
+    }
+
+    /// <summary>Called by the consumer when it has fully processed <paramref name="count"/> dequeued items.</summary>
+    public void MarkDone(int count)
+    {
+        if (Interlocked.Add(ref _outstanding, -count) == 0)
+        {
+            _drained.Set();
+        }
+    }
+
+    /// <summary>Blocks until every item enqueued so far has been processed (see <see cref="MarkDone"/>).</summary>
+    public void WaitUntilDrained()
+    {
+        while (Volatile.Read(ref _outstanding) != 0 && !_completed)
+        {
+            _drained.Wait(TimeSpan.FromSeconds(1));
+        }
     }
 
     /// <summary>Stops accepting items; the writer drains what is queued and then sees the end.</summary>
@@ -86,6 +113,11 @@ internal sealed class WriteQueue<T> : IDisposable
 
     private void Add(T item)
     {
+        if (Interlocked.Increment(ref _outstanding) == 1)
+        {
+            _drained.Reset();
+        }
+
         _items.Enqueue(item);
         _signal.Set();
     }
@@ -94,5 +126,6 @@ internal sealed class WriteQueue<T> : IDisposable
     {
         _capacity.Dispose();
         _signal.Dispose();
+        _drained.Dispose();
     }
 }

@@ -1,0 +1,293 @@
+using DurableSessions.Live;
+
+namespace DurableSessions.Storage.Sqlite;
+
+public sealed partial class SqliteStreamStore
+{
+    private abstract class WriteCommand
+    {
+        public abstract void Execute(BatchContext context);
+
+        public abstract void Acknowledge();
+
+        public abstract void Fail(Exception exception);
+    }
+
+    private abstract class WriteCommand<T> : WriteCommand
+    {
+        private T _result = default!;
+
+        public TaskCompletionSource<T> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public sealed override void Execute(BatchContext context) => _result = Run(context);
+
+        public sealed override void Acknowledge() => Completion.TrySetResult(_result);
+
+        public sealed override void Fail(Exception exception) => Completion.TrySetException(new StreamStoreUnavailableException("The store could not commit the request.", exception));
+
+        protected abstract T Run(BatchContext context);
+
+        /// <summary>Finds a live stream, removing it first (in this batch) if it has expired.</summary>
+        protected static StreamInfo? FindLive(BatchContext context, string path)
+        {
+            var info = context.Find(path);
+            if (info is not null && !info.SoftDeleted && context.IsExpired(info))
+            {
+                ExpireStream(context, info);
+                return null;
+            }
+
+            return info;
+        }
+
+        protected static void ExpireStream(BatchContext context, StreamInfo info)
+        {
+            if (info.ForkCount > 0)
+            {
+                context.Stage(info with { SoftDeleted = true });
+                context.Published.Add(new LiveAppend(info.Id, info.Path, new StreamChunk(info.TailPosition, info.TailPosition, default), info.Closed, deleted: true));
+            }
+            else
+            {
+                context.HardDelete(info);
+            }
+
+            Log.Expired(context.Store._logger, info.Path);
+        }
+    }
+
+    private sealed class CreateCommand(CreateStreamRequest request) : WriteCommand<CreateStreamResult>
+    {
+        protected override CreateStreamResult Run(BatchContext context)
+        {
+            var existing = FindLive(context, request.Path);
+            if (existing is not null)
+            {
+                return new CreateStreamResult(SameConfiguration(existing, context) ? CreateStreamStatus.AlreadyExists : CreateStreamStatus.Conflict, existing);
+            }
+
+            StreamInfo? source = null;
+            var contentType = request.ContentType ?? StreamContentType.Default;
+            var ttl = request.TtlSeconds;
+            var expiresAt = request.ExpiresAt;
+            long forkPosition = 0;
+            long forkOffset = 0;
+            if (request.ForkedFrom is { } sourcePath)
+            {
+                source = FindLive(context, sourcePath);
+                if (source is null)
+                {
+                    return new CreateStreamResult(CreateStreamStatus.SourceNotFound, null);
+                }
+
+                if (source.SoftDeleted)
+                {
+                    return new CreateStreamResult(CreateStreamStatus.SourceGone, null);
+                }
+
+                if (request.ContentType is { } requested && !StreamContentType.Matches(requested, source.ContentType))
+                {
+                    return new CreateStreamResult(CreateStreamStatus.ContentTypeMismatch, null);
+                }
+
+                contentType = source.ContentType;
+                forkOffset = request.ForkOffset ?? source.TailPosition;
+                forkPosition = forkOffset + request.ForkSubOffset;
+                if (forkOffset > source.TailPosition || forkPosition > source.TailPosition || (request.ForkSubOffset > 0 && request.ForkOffset is null))
+                {
+                    return new CreateStreamResult(CreateStreamStatus.InvalidForkOffset, null);
+                }
+
+                if (ttl is null && expiresAt is null)
+                {
+                    ttl = source.TtlSeconds;
+                    expiresAt = source.ExpiresAt;
+                }
+            }
+
+            var tail = forkPosition + request.InitialData.Units;
+            var id = context.InsertStream(request, contentType, ttl, expiresAt, tail, source, forkPosition, forkOffset);
+            if (!request.InitialData.IsEmpty)
+            {
+                context.InsertChunk(id, forkPosition, request.InitialData);
+            }
+
+            var info = new StreamInfo
+            {
+                Id = id,
+                Path = request.Path,
+                ContentType = contentType,
+                TailPosition = tail,
+                Closed = request.Closed,
+                TtlSeconds = ttl,
+                ExpiresAt = expiresAt,
+                CreatedAt = context.Now,
+                LastAccessAt = context.Now,
+                ForkSourceId = source?.Id,
+                ForkSourcePath = source?.Path,
+                ForkPosition = forkPosition,
+                ForkOffset = forkOffset,
+                ForkSubOffset = request.ForkSubOffset,
+            };
+            context.Stage(info);
+            if (source is not null)
+            {
+                context.Stage(source with { ForkCount = source.ForkCount + 1 }, persistRow: false);
+            }
+
+            context.Published.Add(new LiveAppend(id, info.Path, new StreamChunk(forkPosition, tail, request.InitialData.Data), info.Closed));
+            return new CreateStreamResult(CreateStreamStatus.Created, info);
+        }
+
+        private bool SameConfiguration(StreamInfo existing, BatchContext context)
+        {
+            if (existing.SoftDeleted || existing.Closed != request.Closed)
+            {
+                return false;
+            }
+
+            if (request.ForkedFrom is null)
+            {
+                return existing.ForkSourcePath is null
+                    && StreamContentType.Matches(request.ContentType ?? StreamContentType.Default, existing.ContentType)
+                    && existing.TtlSeconds == request.TtlSeconds
+                    && SameInstant(existing.ExpiresAt, request.ExpiresAt);
+            }
+
+            if (!string.Equals(existing.ForkSourcePath, request.ForkedFrom, StringComparison.Ordinal)
+                || (request.ContentType is { } type && !StreamContentType.Matches(type, existing.ContentType))
+                || existing.ForkSubOffset != request.ForkSubOffset
+                || (request.ForkOffset is { } offset && offset != existing.ForkOffset))
+            {
+                return false;
+            }
+
+            // A fork without its own expiry inherited the source's; only an explicit request can differ.
+            return (request.TtlSeconds is null && request.ExpiresAt is null)
+                || (existing.TtlSeconds == request.TtlSeconds && SameInstant(existing.ExpiresAt, request.ExpiresAt));
+        }
+
+        private static bool SameInstant(DateTimeOffset? a, DateTimeOffset? b)
+            => a?.ToUnixTimeMilliseconds() == b?.ToUnixTimeMilliseconds();
+    }
+
+    private sealed class AppendCommand(AppendRequest request) : WriteCommand<AppendResult>
+    {
+        protected override AppendResult Run(BatchContext context)
+        {
+            var stream = FindLive(context, request.Path);
+            if (stream is null)
+            {
+                return new AppendResult { Status = AppendStatus.NotFound };
+            }
+
+            if (stream.SoftDeleted)
+            {
+                return new AppendResult { Status = AppendStatus.Gone };
+            }
+
+            var producer = request.Producer is { } stamp ? context.GetProducer(stream.Id, stamp.ProducerId) : null;
+            var decision = AppendRules.Decide(stream, producer, request);
+            if (!decision.Apply)
+            {
+                // Close-only retries still refresh the sliding TTL.
+                if (decision.Result.Status is AppendStatus.AlreadyClosed or AppendStatus.Duplicate)
+                {
+                    context.Stage(stream with { LastAccessAt = context.Now }, persistRow: false);
+                }
+
+                return decision.Result;
+            }
+
+            if (!request.Data.IsEmpty)
+            {
+                context.InsertChunk(stream.Id, stream.TailPosition, request.Data);
+            }
+
+            if (decision.NewProducerState is { } newState)
+            {
+                context.SetProducer(stream.Id, request.Producer!.Value.ProducerId, newState);
+            }
+
+            var updated = AppendRules.Apply(stream, request, context.Now);
+            context.Stage(updated, persistRow: updated.Closed != stream.Closed || updated.LastStreamSeq != stream.LastStreamSeq);
+            context.Published.Add(new LiveAppend(stream.Id, stream.Path, new StreamChunk(stream.TailPosition, updated.TailPosition, request.Data.Data), updated.Closed));
+            return decision.Result;
+        }
+    }
+
+    private sealed class DeleteCommand(string path, bool expireOnly) : WriteCommand<DeleteStreamStatus>
+    {
+        protected override DeleteStreamStatus Run(BatchContext context)
+        {
+            var info = context.Find(path);
+            if (info is null)
+            {
+                return DeleteStreamStatus.NotFound;
+            }
+
+            if (info.SoftDeleted)
+            {
+                return DeleteStreamStatus.Gone;
+            }
+
+            if (context.IsExpired(info))
+            {
+                ExpireStream(context, info);
+                return DeleteStreamStatus.NotFound;
+            }
+
+            if (expireOnly)
+            {
+                return DeleteStreamStatus.NotFound;
+            }
+
+            if (info.ForkCount > 0)
+            {
+                context.Stage(info with { SoftDeleted = true });
+                context.Published.Add(new LiveAppend(info.Id, info.Path, new StreamChunk(info.TailPosition, info.TailPosition, default), info.Closed, deleted: true));
+            }
+            else
+            {
+                context.HardDelete(info);
+            }
+
+            return DeleteStreamStatus.Deleted;
+        }
+    }
+
+    private sealed class DocumentCommand(string collection, string key, byte[]? value) : WriteCommand<bool>
+    {
+        protected override bool Run(BatchContext context)
+        {
+            if (value is null)
+            {
+                context.ExecuteSql(Schema.DeleteDocument, ("$collection", collection), ("$key", key));
+            }
+            else
+            {
+                context.ExecuteSql(Schema.PutDocument, ("$collection", collection), ("$key", key), ("$value", value));
+            }
+
+            return true;
+        }
+    }
+
+    private sealed class FlushAccessCommand : WriteCommand<bool>
+    {
+        protected override bool Run(BatchContext context)
+        {
+            var store = context.Store;
+            foreach (var id in store._accessDirty.Keys)
+            {
+                store._accessDirty.TryRemove(id, out _);
+                if (store._byId.TryGetValue(id, out var entry))
+                {
+                    context.ExecuteSql(Schema.TouchStream, ("$id", id), ("$last_access", entry.LastAccess.ToUnixTimeMilliseconds()));
+                }
+            }
+
+            return true;
+        }
+    }
+}
