@@ -22,6 +22,7 @@ internal static class LatencyScenario
         await Http.CreateStreamsAsync(writerClient, paths);
 
         var latencies = new ConcurrentBag<double[]>();
+        var writeLatencies = new ConcurrentBag<double>();
         long delivered = 0;
         long readerErrors = 0;
         var connected = new CountdownEvent(readerCount);
@@ -59,8 +60,10 @@ internal static class LatencyScenario
             {
                 for (var i = 0; i < mine.Count; i++)
                 {
-                    // The i-th stream's k-th append is due at k*interval + i*interval/count.
-                    var due = start + (long)(((slot * interval.TotalSeconds) + (i * interval.TotalSeconds / mine.Count)) * Stopwatch.Frequency);
+                    // Arrivals are spread evenly over each interval across all writers (not in bursts):
+                    // writer w's i-th stream is due at k*interval + (i*writers + w) * interval/(streams).
+                    var phase = ((double)(i * writerCount) + w) / paths.Count;
+                    var due = start + (long)((slot + phase) * interval.TotalSeconds * Stopwatch.Frequency);
                     if (due > end)
                     {
                         return;
@@ -74,9 +77,11 @@ internal static class LatencyScenario
 
                     try
                     {
-                        using var response = await writerClient.PostAsync(mine[i], Http.Json(Http.Event(seq++, Stopwatch.GetTimestamp(), options.EventBytes)));
+                        var sentAt = Stopwatch.GetTimestamp();
+                        using var response = await writerClient.PostAsync(mine[i], Http.Json(Http.Event(seq++, sentAt, options.EventBytes)));
                         if (response.IsSuccessStatusCode)
                         {
+                            writeLatencies.Add(Stopwatch.GetElapsedTime(sentAt).TotalMilliseconds);
                             Interlocked.Increment(ref appended);
                         }
                         else
@@ -107,10 +112,12 @@ internal static class LatencyScenario
         await Task.WhenAll(readers).WaitAsync(TimeSpan.FromSeconds(30)).ContinueWith(_ => { }, TaskScheduler.Default);
 
         var all = latencies.SelectMany(l => l).Order().ToArray();
-        double Percentile(double p) => all.Length == 0 ? double.NaN : all[Math.Min(all.Length - 1, (int)Math.Ceiling(p * all.Length) - 1)];
+        var writes = writeLatencies.Order().ToArray();
+        double Percentile(double p) => At(all, p);
+        static double At(double[] sorted, double p) => sorted.Length == 0 ? double.NaN : sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p * sorted.Length) - 1)];
         var name = string.Create(CultureInfo.InvariantCulture, $"append->SSE latency, {options.Streams} streams x {options.Readers} readers, {options.Rate}/s per stream");
         var summary = string.Create(CultureInfo.InvariantCulture,
-            $"p50 {Percentile(0.50):F2} ms, p99 {Percentile(0.99):F2} ms, max {Percentile(1):F2} ms; {appended} appends, {all.Length}/{expected} deliveries, {writeErrors + readerErrors} errors");
+            $"p50 {Percentile(0.50):F2} ms, p99 {Percentile(0.99):F2} ms, max {Percentile(1):F2} ms (append acknowledged: p50 {At(writes, 0.5):F2} ms, p99 {At(writes, 0.99):F2} ms); {appended} appends, {all.Length}/{expected} deliveries, {writeErrors + readerErrors} errors");
         return new ScenarioResult(name, summary, appended, writeErrors + readerErrors + Math.Max(0, expected - all.Length));
 
         async Task ReadAsync(string path)

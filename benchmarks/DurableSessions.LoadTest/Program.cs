@@ -26,11 +26,11 @@ var results = new List<ScenarioResult>();
 var scenarios = options.Scenario == "all"
     ? new[]
     {
+        options with { Scenario = "latency", Streams = 1000 },
         options with { Scenario = "append", Streams = 100 },
         options with { Scenario = "append", Streams = 10_000 },
         options with { Scenario = "batch", Streams = 100 },
         options with { Scenario = "batch", Streams = 10_000 },
-        options with { Scenario = "latency", Streams = 1000 },
     }
     : new[] { options };
 
