@@ -20,6 +20,8 @@ namespace DurableSessions.Storage.Sqlite;
 public sealed partial class SqliteStreamStore
 {
     private static readonly TimeSpan CheckpointInterval = TimeSpan.FromSeconds(1);
+    private const int WriterCheckpointEveryCommits = 1000;
+    private const long WriterCheckpointEveryBytes = 32 * 1024 * 1024;
 
     private void WriterLoop()
     {
@@ -27,6 +29,7 @@ public sealed partial class SqliteStreamStore
         {
             var batch = new List<WriteCommand>(_options.MaxBatchSize);
             var context = new BatchContext(this);
+            var commitsSinceCheckpoint = 0;
             while (_commands.WaitForItems())
             {
                 batch.Clear();
@@ -35,9 +38,12 @@ public sealed partial class SqliteStreamStore
                     batch.Add(command);
                 }
 
-                if (batch.Count > 0)
+                if (batch.Count > 0 && CommitBatch(batch, context)
+                    && (++commitsSinceCheckpoint >= WriterCheckpointEveryCommits || context.BytesSinceCheckpoint >= WriterCheckpointEveryBytes))
                 {
-                    CommitBatch(batch, context);
+                    commitsSinceCheckpoint = 0;
+                    context.BytesSinceCheckpoint = 0;
+                    CheckpointOnWriter();
                 }
             }
 
@@ -51,7 +57,7 @@ public sealed partial class SqliteStreamStore
         }
     }
 
-    private void CommitBatch(List<WriteCommand> batch, BatchContext context)
+    private bool CommitBatch(List<WriteCommand> batch, BatchContext context)
     {
         context.Reset(TimeProvider.GetUtcNow());
         try
@@ -76,7 +82,7 @@ public sealed partial class SqliteStreamStore
                 command.Fail(ex);
             }
 
-            return;
+            return false;
         }
         finally
         {
@@ -88,6 +94,31 @@ public sealed partial class SqliteStreamStore
         StoreMetrics.Commits.Add(1);
         StoreMetrics.GroupSize.Record(batch.Count);
         _syncQueue.Enqueue(context.ApplyToWriterState([.. batch]));
+        return true;
+    }
+
+    /// <summary>
+    /// A checkpoint on the writer connection, between transactions, so that it can complete and let SQLite reuse the WAL
+    /// from its start (the background checkpoints copy most frames but cannot finish while writes keep arriving, and
+    /// then the WAL would only grow). Cheap, because the background checkpoints have already copied most frames.
+    /// </summary>
+    private void CheckpointOnWriter()
+    {
+        if (_options.Durability != SqliteDurability.Fsync)
+        {
+            return;
+        }
+
+        try
+        {
+            // Everything committed so far is made durable first; FULL then also syncs the database file.
+            _syncQueue.WaitUntilDrained();
+            Execute(_writer, "PRAGMA synchronous=FULL; PRAGMA wal_checkpoint(PASSIVE); PRAGMA synchronous=OFF;");
+        }
+        catch (SqliteException ex)
+        {
+            Log.CheckpointFailed(_logger, ex);
+        }
     }
 
     /// <summary>
@@ -260,6 +291,9 @@ public sealed partial class SqliteStreamStore
 
         public SqliteStreamStore Store => _store;
 
+        /// <summary>Data bytes written since the writer's last checkpoint (a proxy for the WAL's growth).</summary>
+        public long BytesSinceCheckpoint { get; set; }
+
         public void Reset(DateTimeOffset now)
         {
             Now = now;
@@ -358,6 +392,7 @@ public sealed partial class SqliteStreamStore
             _insertChunk.Parameters[2].Value = start;
             _insertChunk.Parameters[3].Value = payload.Data.ToArray();
             _insertChunk.ExecuteNonQuery();
+            BytesSinceCheckpoint += payload.Data.Length + 64;
         }
 
         public ProducerState? GetProducer(long streamId, string producerId)

@@ -84,6 +84,7 @@ public sealed partial class SqliteStreamStore : StreamStore
             PRAGMA synchronous={(fsync ? "OFF" : "NORMAL")};
             PRAGMA busy_timeout=5000;
             PRAGMA wal_autocheckpoint={(fsync ? 0 : 4000)};
+            PRAGMA journal_size_limit=67108864;
             """);
         Execute(_writer, Schema.Create);
         LoadStreams();

@@ -1,0 +1,59 @@
+using System.Buffers;
+using System.Text;
+using BenchmarkDotNet.Attributes;
+using DurableSessions.AspNetCore.Streams;
+
+namespace DurableSessions.Benchmarks;
+
+/// <summary>Request-side JSON framing and response-side SSE encoding, per event and per 100-event batch.</summary>
+public class EncodingBenchmarks
+{
+    private byte[] _single = null!;
+    private byte[] _batch = null!;
+    private ReadOnlyMemory<byte>[] _framedBatch = null!;
+    private ReadOnlyMemory<byte>[] _framedSingle = null!;
+    private readonly ArrayBufferWriter<byte> _output = new(64 * 1024);
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        var item = "{\"type\":\"message\",\"key\":\"m1\",\"value\":{\"text\":\"" + new string('x', 200) + "\"}}";
+        _single = Encoding.UTF8.GetBytes(item);
+        _batch = Encoding.UTF8.GetBytes("[" + string.Join(',', Enumerable.Repeat(item, 100)) + "]");
+        JsonFraming.TryFrame(_batch, false, out var framed, out _);
+        _framedBatch = [framed.Data];
+        _framedSingle = [_single];
+    }
+
+    [Benchmark]
+    public long FrameOneJsonEvent() => JsonFraming.TryFrame(_single, false, out var payload, out _) ? payload.Units : -1;
+
+    [Benchmark]
+    public long Frame100JsonEvents() => JsonFraming.TryFrame(_batch, false, out var payload, out _) ? payload.Units : -1;
+
+    [Benchmark]
+    public int SseEncodeOneJsonEvent()
+    {
+        _output.ResetWrittenCount();
+        SseEncoder.WriteDataEvent(_output, "application/json", _framedSingle);
+        SseEncoder.WriteControlEvent(_output, 42, "123456", upToDate: true, closed: false);
+        return _output.WrittenCount;
+    }
+
+    [Benchmark]
+    public int SseEncode100JsonEvents()
+    {
+        _output.ResetWrittenCount();
+        SseEncoder.WriteDataEvent(_output, "application/json", _framedBatch);
+        SseEncoder.WriteControlEvent(_output, 4200, "123456", upToDate: true, closed: false);
+        return _output.WrittenCount;
+    }
+
+    [Benchmark]
+    public int SseEncodeBinaryAsBase64()
+    {
+        _output.ResetWrittenCount();
+        SseEncoder.WriteDataEvent(_output, "application/octet-stream", _framedSingle);
+        return _output.WrittenCount;
+    }
+}
