@@ -28,6 +28,7 @@ internal static class LatencyScenario
         var connected = new CountdownEvent(readerCount);
         using var stop = new CancellationTokenSource();
         var measuring = 0;
+        var measureFrom = long.MaxValue;
         var readers = new List<Task>(readerCount);
         foreach (var path in paths)
         {
@@ -43,14 +44,47 @@ internal static class LatencyScenario
         }
 
         // Paced writers: every stream gets --rate appends per second, spread evenly over time and over writers.
-        var duration = TimeSpan.FromSeconds(options.DurationSeconds);
+        // A two-second warm-up (not measured) lets both sides finish JIT tiering first.
         long appended = 0;
         long writeErrors = 0;
-        Volatile.Write(ref measuring, 1);
         var writerCount = Math.Min(options.Connections, paths.Count);
         var interval = TimeSpan.FromSeconds(1 / options.Rate);
+        var baseAddress = new Uri(options.Url);
+        var writerConnections = await Task.WhenAll(Enumerable.Range(0, writerCount).Select(_ => RawHttpConnection.ConnectAsync(baseAddress)));
+        await RunWritersAsync(TimeSpan.FromSeconds(2), measure: false);
+        Volatile.Write(ref measureFrom, Stopwatch.GetTimestamp());
+        Volatile.Write(ref measuring, 1);
+        await RunWritersAsync(TimeSpan.FromSeconds(options.DurationSeconds), measure: true);
+        foreach (var connection in writerConnections)
+        {
+            connection.Dispose();
+        }
+
+        // Let in-flight deliveries land, then stop the readers.
+        var expected = Interlocked.Read(ref appended) * options.Readers;
+        var settle = Stopwatch.StartNew();
+        while (Interlocked.Read(ref delivered) < expected && settle.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            await Task.Delay(50);
+        }
+
+        await stop.CancelAsync();
+        await Task.WhenAll(readers).WaitAsync(TimeSpan.FromSeconds(30)).ContinueWith(_ => { }, TaskScheduler.Default);
+
+        var all = latencies.SelectMany(l => l).Order().ToArray();
+        var writes = writeLatencies.Order().ToArray();
+        double Percentile(double p) => At(all, p);
+        static double At(double[] sorted, double p) => sorted.Length == 0 ? double.NaN : sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p * sorted.Length) - 1)];
+        var name = string.Create(CultureInfo.InvariantCulture, $"append->SSE latency, {options.Streams} streams x {options.Readers} readers, {options.Rate}/s per stream");
+        var summary = string.Create(CultureInfo.InvariantCulture,
+            $"p50 {Percentile(0.50):F2} ms, p99 {Percentile(0.99):F2} ms, max {Percentile(1):F2} ms (append acknowledged: p50 {At(writes, 0.5):F2} ms, p99 {At(writes, 0.99):F2} ms); {appended} appends, {all.Length}/{expected} deliveries, {writeErrors + readerErrors} errors");
+        return new ScenarioResult(name, summary, appended, writeErrors + readerErrors + Math.Max(0, expected - all.Length));
+
+        async Task RunWritersAsync(TimeSpan duration, bool measure)
+        {
         var writers = Enumerable.Range(0, writerCount).Select(w => Task.Run(async () =>
         {
+            var connection = writerConnections[w];
             var mine = paths.Where((_, i) => i % writerCount == w).ToList();
             var start = Stopwatch.GetTimestamp();
             var end = start + (long)(duration.TotalSeconds * Stopwatch.Frequency);
@@ -78,20 +112,25 @@ internal static class LatencyScenario
                     try
                     {
                         var sentAt = Stopwatch.GetTimestamp();
-                        using var response = await writerClient.PostAsync(mine[i], Http.Json(Http.Event(seq++, sentAt, options.EventBytes)));
-                        if (response.IsSuccessStatusCode)
+                        var request = RawHttpConnection.BuildPost(baseAddress, mine[i], Encoding.UTF8.GetBytes(Http.Event(seq++, sentAt, options.EventBytes)));
+                        var status = await connection.SendAsync(request);
+                        if (status is >= 200 and < 300)
                         {
-                            writeLatencies.Add(Stopwatch.GetElapsedTime(sentAt).TotalMilliseconds);
-                            Interlocked.Increment(ref appended);
+                            if (measure)
+                            {
+                                writeLatencies.Add(Stopwatch.GetElapsedTime(sentAt).TotalMilliseconds);
+                                Interlocked.Increment(ref appended);
+                            }
                         }
                         else
                         {
                             Interlocked.Increment(ref writeErrors);
                         }
                     }
-                    catch (HttpRequestException)
+                    catch (IOException)
                     {
                         Interlocked.Increment(ref writeErrors);
+                        return;
                     }
                 }
 
@@ -99,26 +138,7 @@ internal static class LatencyScenario
             }
         })).ToList();
         await Task.WhenAll(writers);
-
-        // Let in-flight deliveries land, then stop the readers.
-        var expected = Interlocked.Read(ref appended) * options.Readers;
-        var settle = Stopwatch.StartNew();
-        while (Interlocked.Read(ref delivered) < expected && settle.Elapsed < TimeSpan.FromSeconds(10))
-        {
-            await Task.Delay(50);
         }
-
-        await stop.CancelAsync();
-        await Task.WhenAll(readers).WaitAsync(TimeSpan.FromSeconds(30)).ContinueWith(_ => { }, TaskScheduler.Default);
-
-        var all = latencies.SelectMany(l => l).Order().ToArray();
-        var writes = writeLatencies.Order().ToArray();
-        double Percentile(double p) => At(all, p);
-        static double At(double[] sorted, double p) => sorted.Length == 0 ? double.NaN : sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p * sorted.Length) - 1)];
-        var name = string.Create(CultureInfo.InvariantCulture, $"append->SSE latency, {options.Streams} streams x {options.Readers} readers, {options.Rate}/s per stream");
-        var summary = string.Create(CultureInfo.InvariantCulture,
-            $"p50 {Percentile(0.50):F2} ms, p99 {Percentile(0.99):F2} ms, max {Percentile(1):F2} ms (append acknowledged: p50 {At(writes, 0.5):F2} ms, p99 {At(writes, 0.99):F2} ms); {appended} appends, {all.Length}/{expected} deliveries, {writeErrors + readerErrors} errors");
-        return new ScenarioResult(name, summary, appended, writeErrors + readerErrors + Math.Max(0, expected - all.Length));
 
         async Task ReadAsync(string path)
         {
@@ -141,7 +161,7 @@ internal static class LatencyScenario
                             foreach (var item in json.RootElement.EnumerateArray())
                             {
                                 var sent = item.GetProperty("t").GetInt64();
-                                if (Volatile.Read(ref measuring) == 1)
+                                if (Volatile.Read(ref measuring) == 1 && sent >= Volatile.Read(ref measureFrom))
                                 {
                                     mine.Add(Stopwatch.GetElapsedTime(sent, now).TotalMilliseconds);
                                     Interlocked.Increment(ref delivered);

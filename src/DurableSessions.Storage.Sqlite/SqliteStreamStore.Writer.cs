@@ -19,9 +19,12 @@ namespace DurableSessions.Storage.Sqlite;
 /// </remarks>
 public sealed partial class SqliteStreamStore
 {
-    private static readonly TimeSpan CheckpointInterval = TimeSpan.FromSeconds(1);
-    private const int WriterCheckpointEveryCommits = 1000;
-    private const long WriterCheckpointEveryBytes = 32 * 1024 * 1024;
+    private static readonly TimeSpan CheckpointInterval = TimeSpan.FromSeconds(2);
+
+    // The WAL grows by at least a couple of pages per commit plus the data; checkpoint on the writer when it may have
+    // grown by this much (each such checkpoint briefly pauses writes, so not too often).
+    private const long WriterCheckpointEveryBytes = 64 * 1024 * 1024;
+    private const long EstimatedBytesPerCommit = 8192;
 
     private void WriterLoop()
     {
@@ -29,7 +32,6 @@ public sealed partial class SqliteStreamStore
         {
             var batch = new List<WriteCommand>(_options.MaxBatchSize);
             var context = new BatchContext(this);
-            var commitsSinceCheckpoint = 0;
             while (_commands.WaitForItems())
             {
                 batch.Clear();
@@ -39,9 +41,8 @@ public sealed partial class SqliteStreamStore
                 }
 
                 if (batch.Count > 0 && CommitBatch(batch, context)
-                    && (++commitsSinceCheckpoint >= WriterCheckpointEveryCommits || context.BytesSinceCheckpoint >= WriterCheckpointEveryBytes))
+                    && (context.BytesSinceCheckpoint += EstimatedBytesPerCommit) >= WriterCheckpointEveryBytes)
                 {
-                    commitsSinceCheckpoint = 0;
                     context.BytesSinceCheckpoint = 0;
                     CheckpointOnWriter();
                 }
