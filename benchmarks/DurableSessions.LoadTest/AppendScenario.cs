@@ -23,6 +23,7 @@ internal static class AppendScenario
         long events = 0;
         long completed = 0;
         long errors = 0;
+        var errorStatuses = new System.Collections.Concurrent.ConcurrentDictionary<int, int>();
 
         // Warm up connections and the server's JIT for two seconds before measuring.
         await Drive(TimeSpan.FromSeconds(2), count: false);
@@ -31,7 +32,7 @@ internal static class AppendScenario
         var seconds = stopwatch.Elapsed.TotalSeconds;
 
         var name = string.Create(CultureInfo.InvariantCulture, $"{(batched ? $"batched x{perRequest}" : "one per request")}, {options.Streams} streams, {options.EventBytes} B events, {options.Connections} connections");
-        var summary = string.Create(CultureInfo.InvariantCulture, $"{events / seconds:N0} appends/s ({completed / seconds:N0} requests/s, {errors} errors)");
+        var summary = string.Create(CultureInfo.InvariantCulture, $"{events / seconds:N0} appends/s ({completed / seconds:N0} requests/s, {errors} errors{(errorStatuses.IsEmpty ? string.Empty : ": " + string.Join(", ", errorStatuses.OrderBy(e => e.Key).Select(e => $"{e.Value} x {e.Key}")))})");
         foreach (var connection in connections)
         {
             connection.Dispose();
@@ -54,6 +55,7 @@ internal static class AppendScenario
                     if (status is < 200 or > 299)
                     {
                         Interlocked.Increment(ref errors);
+                        errorStatuses.AddOrUpdate(status, 1, (_, n) => n + 1);
                         continue;
                     }
 
