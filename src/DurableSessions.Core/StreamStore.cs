@@ -32,6 +32,9 @@ public abstract class StreamStore : IAsyncDisposable
     /// <summary>Where committed changes are published for live readers.</summary>
     public StreamFanout Fanout { get; }
 
+    /// <summary>Whether the store can currently accept writes (false after an unrecoverable storage failure).</summary>
+    public virtual bool IsAvailable => true;
+
     /// <summary>Creates a stream or a fork, or confirms an identical existing one.</summary>
     public abstract ValueTask<CreateStreamResult> CreateAsync(CreateStreamRequest request, CancellationToken cancellationToken = default);
 

@@ -12,11 +12,9 @@ builder.WebHost.ConfigureKestrel(kestrel =>
 builder.Services.AddDurableSessions(builder.Configuration);
 
 var app = builder.Build();
-app.MapGet("/health", async (StreamStore store, CancellationToken cancellationToken) =>
-{
-    await store.GetAsync("__health", cancellationToken);
-    return Results.Text("ok");
-});
+app.MapGet("/health", (StreamStore store) => store.IsAvailable
+    ? Results.Text("ok")
+    : Results.Text("storage unavailable", statusCode: StatusCodes.Status503ServiceUnavailable));
 app.MapDurableStreams();
 
 app.Lifetime.ApplicationStarted.Register(() =>

@@ -107,6 +107,9 @@ public sealed partial class SqliteStreamStore : StreamStore
         return new SqliteStreamStore(options, timeProvider ?? TimeProvider.System, fanout ?? new StreamFanout(), (ILogger?)logger ?? NullLogger.Instance);
     }
 
+    /// <inheritdoc />
+    public override bool IsAvailable => !_broken && Volatile.Read(ref _disposed) == 0;
+
     /// <summary>The number of group commits (transactions) so far.</summary>
     public long CommitCount => Interlocked.Read(ref _commits);
 
