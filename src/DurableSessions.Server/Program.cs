@@ -1,7 +1,12 @@
 using DurableSessions;
 using DurableSessions.AspNetCore;
 
-var builder = WebApplication.CreateBuilder(ServerCommandLine.Normalize(args));
+// appsettings.json ships next to the executable; relative data paths resolve against the working directory.
+var builder = WebApplication.CreateBuilder(new WebApplicationOptions
+{
+    Args = ServerCommandLine.Normalize(args),
+    ContentRootPath = AppContext.BaseDirectory,
+});
 builder.WebHost.UseUrls(builder.Configuration["urls"] ?? "http://127.0.0.1:4437");
 builder.WebHost.ConfigureKestrel(kestrel =>
 {
