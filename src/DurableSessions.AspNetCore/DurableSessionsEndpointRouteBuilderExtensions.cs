@@ -11,6 +11,25 @@ namespace DurableSessions.AspNetCore;
 /// <summary>Maps the Durable Streams endpoints.</summary>
 public static class DurableSessionsEndpointRouteBuilderExtensions
 {
+    /// <summary>Maps the sessions API at <c>/v1/sessions/{id}</c> (snapshot, messages, cancel, steer).</summary>
+    public static IEndpointConventionBuilder MapDurableSessions(this IEndpointRouteBuilder endpoints)
+    {
+        var sessions = endpoints.ServiceProvider.GetRequiredService<Sessions.SessionEndpoints>();
+        var options = endpoints.ServiceProvider.GetRequiredService<IOptions<DurableStreamsOptions>>().Value;
+        return endpoints.Map(Sessions.SessionEndpoints.Root + "/{**rest}", context =>
+        {
+            ApplyCommonHeaders(context, options);
+            if (HttpMethods.IsOptions(context.Request.Method))
+            {
+                return Preflight(context);
+            }
+
+            var raw = context.Request.Path.Value ?? string.Empty;
+            var rest = raw.Length > Sessions.SessionEndpoints.Root.Length + 1 ? raw[(Sessions.SessionEndpoints.Root.Length + 1)..] : string.Empty;
+            return sessions.HandleAsync(context, rest);
+        });
+    }
+
     /// <summary>Maps the Durable Streams protocol at <c>/v1/stream/{path}</c>, including the reserved <c>__ds</c> control APIs.</summary>
     public static IEndpointConventionBuilder MapDurableStreams(this IEndpointRouteBuilder endpoints)
     {
@@ -22,21 +41,10 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
 
     private static Task Dispatch(HttpContext context, StreamRequestHandler handler, SubscriptionEndpoints control, DurableStreamsOptions options)
     {
-        var response = context.Response;
-        var headers = response.Headers;
-        headers.XContentTypeOptions = "nosniff";
-        headers["Cross-Origin-Resource-Policy"] = "cross-origin";
-        headers.AccessControlAllowOrigin = options.AllowedOrigin;
-        headers.AccessControlExposeHeaders = ProtocolHeaders.ExposedHeaders;
-
+        ApplyCommonHeaders(context, options);
         if (HttpMethods.IsOptions(context.Request.Method))
         {
-            headers.AccessControlAllowMethods = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
-            var requested = context.Request.Headers.AccessControlRequestHeaders.ToString();
-            headers.AccessControlAllowHeaders = string.IsNullOrEmpty(requested) ? ProtocolHeaders.AllowedHeaders : requested;
-            headers.AccessControlMaxAge = "86400";
-            response.StatusCode = StatusCodes.Status204NoContent;
-            return Task.CompletedTask;
+            return Preflight(context);
         }
 
         var raw = context.Request.Path.Value ?? string.Empty;
@@ -64,5 +72,25 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
         }
 
         return handler.HandleAsync(context, path);
+    }
+
+    private static void ApplyCommonHeaders(HttpContext context, DurableStreamsOptions options)
+    {
+        var headers = context.Response.Headers;
+        headers.XContentTypeOptions = "nosniff";
+        headers["Cross-Origin-Resource-Policy"] = "cross-origin";
+        headers.AccessControlAllowOrigin = options.AllowedOrigin;
+        headers.AccessControlExposeHeaders = ProtocolHeaders.ExposedHeaders;
+    }
+
+    private static Task Preflight(HttpContext context)
+    {
+        var headers = context.Response.Headers;
+        headers.AccessControlAllowMethods = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
+        var requested = context.Request.Headers.AccessControlRequestHeaders.ToString();
+        headers.AccessControlAllowHeaders = string.IsNullOrEmpty(requested) ? ProtocolHeaders.AllowedHeaders : requested;
+        headers.AccessControlMaxAge = "86400";
+        context.Response.StatusCode = StatusCodes.Status204NoContent;
+        return Task.CompletedTask;
     }
 }

@@ -39,6 +39,8 @@ public static class DurableSessionsServiceCollectionExtensions
             sp.GetRequiredService<StreamFanout>(),
             sp.GetRequiredService<ILogger<SqliteStreamStore>>()));
         services.TryAddSingleton<StreamRequestHandler>();
+        services.TryAddSingleton<Sessions.SessionService>();
+        services.TryAddSingleton<Sessions.SessionEndpoints>();
         services.TryAddSingleton<SubscriptionService>();
         services.AddHostedService(sp => sp.GetRequiredService<SubscriptionService>());
         services.TryAddSingleton<SubscriptionEndpoints>();

@@ -23,6 +23,20 @@ internal static class Problem
     }
 }
 
+/// <summary>Writes JSON responses that are not cacheable.</summary>
+internal static class JsonResponse
+{
+    public static Task Write(HttpContext context, int status, System.Text.Json.Nodes.JsonNode body)
+    {
+        var bytes = JsonSerializer.SerializeToUtf8Bytes(body);
+        context.Response.StatusCode = status;
+        context.Response.ContentType = "application/json";
+        context.Response.Headers.CacheControl = "no-store";
+        context.Response.ContentLength = bytes.Length;
+        return context.Response.Body.WriteAsync(bytes, context.RequestAborted).AsTask();
+    }
+}
+
 internal sealed record ErrorBody(ErrorDetail Error);
 
 internal sealed record ErrorDetail(string Code, string Message);

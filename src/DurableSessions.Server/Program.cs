@@ -21,6 +21,7 @@ app.MapGet("/health", (StreamStore store) => store.IsAvailable
     ? Results.Text("ok")
     : Results.Text("storage unavailable", statusCode: StatusCodes.Status503ServiceUnavailable));
 app.MapDurableStreams();
+app.MapDurableSessions();
 
 app.Lifetime.ApplicationStarted.Register(() =>
 {

@@ -48,6 +48,7 @@ public sealed class InProcessServer : IAsyncDisposable
         });
         var app = builder.Build();
         app.MapDurableStreams();
+        app.MapDurableSessions();
         await app.StartAsync();
         return new InProcessServer(app, directory);
     }

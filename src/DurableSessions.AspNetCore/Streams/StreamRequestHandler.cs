@@ -16,13 +16,15 @@ namespace DurableSessions.AspNetCore.Streams;
 internal sealed partial class StreamRequestHandler
 {
     private readonly StreamStore _store;
+    private readonly Sessions.SessionService _sessions;
     private readonly DurableStreamsOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
 
-    public StreamRequestHandler(StreamStore store, IOptions<DurableStreamsOptions> options, ILogger<StreamRequestHandler> logger)
+    public StreamRequestHandler(StreamStore store, Sessions.SessionService sessions, IOptions<DurableStreamsOptions> options, ILogger<StreamRequestHandler> logger)
     {
         _store = store;
+        _sessions = sessions;
         _options = options.Value;
         _time = store.TimeProvider;
         _logger = logger;
@@ -338,7 +340,7 @@ internal sealed partial class StreamRequestHandler
             }
         }
 
-        var result = await _store.AppendAsync(new AppendRequest
+        var appendRequest = new AppendRequest
         {
             Path = path,
             ContentType = contentType,
@@ -346,7 +348,24 @@ internal sealed partial class StreamRequestHandler
             Close = close,
             StreamSeq = streamSeq,
             Producer = producer,
-        }, context.RequestAborted).ConfigureAwait(false);
+        };
+        AppendResult result;
+        if (Sessions.SessionService.IsSessionPath(path) && stream.IsJson && !stream.Closed)
+        {
+            // Session streams go through the session service, which enforces run fences atomically with the append.
+            var (sessionResult, rejection) = await _sessions.AppendAsync(appendRequest, context.RequestAborted).ConfigureAwait(false);
+            if (rejection is not null)
+            {
+                await Problem.Write(context, rejection.Status, rejection.Code, rejection.Message).ConfigureAwait(false);
+                return;
+            }
+
+            result = sessionResult!.Value;
+        }
+        else
+        {
+            result = await _store.AppendAsync(appendRequest, context.RequestAborted).ConfigureAwait(false);
+        }
 
         var response = context.Response;
         response.Headers.CacheControl = "no-store";

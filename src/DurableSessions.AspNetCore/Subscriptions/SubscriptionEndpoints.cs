@@ -180,7 +180,7 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service)
             return;
         }
 
-        await WriteJson(context, status, await DescribeAsync(context, subscription!).ConfigureAwait(false)).ConfigureAwait(false);
+        await JsonResponse.Write(context, status, await DescribeAsync(context, subscription!).ConfigureAwait(false)).ConfigureAwait(false);
     }
 
     private async Task GetAsync(HttpContext context, string id)
@@ -191,7 +191,7 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service)
             return;
         }
 
-        await WriteJson(context, 200, await DescribeAsync(context, subscription).ConfigureAwait(false)).ConfigureAwait(false);
+        await JsonResponse.Write(context, 200, await DescribeAsync(context, subscription).ConfigureAwait(false)).ConfigureAwait(false);
     }
 
     private async Task AddStreamsAsync(HttpContext context, string id)
@@ -300,7 +300,7 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service)
                 await Problem.Write(context, 409, "NOTHING_PENDING", "The subscription has no pending work to claim.").ConfigureAwait(false);
                 return;
             case ClaimStatus.AlreadyClaimed:
-                await WriteJson(context, 409, new JsonObject
+                await JsonResponse.Write(context, 409, new JsonObject
                 {
                     ["error"] = new JsonObject
                     {
@@ -312,7 +312,7 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service)
                 }).ConfigureAwait(false);
                 return;
             default:
-                await WriteJson(context, 200, new JsonObject
+                await JsonResponse.Write(context, 200, new JsonObject
                 {
                     ["wake_id"] = subscription!.WakeId,
                     ["generation"] = subscription.Generation,
@@ -379,7 +379,7 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service)
             default:
                 if (writeBody)
                 {
-                    await WriteJson(context, 200, new JsonObject { ["ok"] = true, ["next_wake"] = outcome.NextWake }).ConfigureAwait(false);
+                    await JsonResponse.Write(context, 200, new JsonObject { ["ok"] = true, ["next_wake"] = outcome.NextWake }).ConfigureAwait(false);
                 }
                 else
                 {
@@ -441,13 +441,4 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service)
 
     private static Task NotFound(HttpContext context) => Problem.Write(context, 404, "SUBSCRIPTION_NOT_FOUND", "No subscription with this id.");
 
-    private static Task WriteJson(HttpContext context, int status, JsonObject body)
-    {
-        var bytes = JsonSerializer.SerializeToUtf8Bytes(body);
-        context.Response.StatusCode = status;
-        context.Response.ContentType = "application/json";
-        context.Response.Headers.CacheControl = "no-store";
-        context.Response.ContentLength = bytes.Length;
-        return context.Response.Body.WriteAsync(bytes, context.RequestAborted).AsTask();
-    }
 }

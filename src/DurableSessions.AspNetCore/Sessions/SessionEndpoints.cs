@@ -1,0 +1,217 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Http;
+
+namespace DurableSessions.AspNetCore.Sessions;
+
+/// <summary>
+/// The sessions API under <c>/v1/sessions/{id}</c>. The session's events themselves are read (and may be written) as the
+/// ordinary Durable Stream <c>/v1/stream/sessions/{id}</c>.
+/// </summary>
+internal sealed class SessionEndpoints(SessionService sessions)
+{
+    public const string Root = "/v1/sessions";
+    private const int MaxBodyBytes = 1024 * 1024;
+
+    public async Task HandleAsync(HttpContext context, string rest)
+    {
+        var segments = rest.Split('/');
+        if (segments.Length == 0 || !IsValidId(segments[0]))
+        {
+            await Problem.Write(context, 400, "INVALID_SESSION_ID", "Session ids are 1-128 characters of letters, digits, '-', '_' or '.'.").ConfigureAwait(false);
+            return;
+        }
+
+        var id = segments[0];
+        var method = context.Request.Method;
+        switch (segments.Length, method)
+        {
+            case (1, "PUT"):
+                await CreateAsync(context, id).ConfigureAwait(false);
+                return;
+            case (1, "GET"):
+                await SnapshotAsync(context, id).ConfigureAwait(false);
+                return;
+            case (2, "POST") when segments[1] == "messages":
+                await PostMessageAsync(context, id).ConfigureAwait(false);
+                return;
+            case (4, "POST") when segments[1] == "runs" && IsValidId(segments[2]) && segments[3] is "cancel" or "steer":
+                await ControlAsync(context, id, segments[2], segments[3]).ConfigureAwait(false);
+                return;
+            default:
+                await Problem.Write(context, 404, "NOT_FOUND", "Unknown sessions API route.").ConfigureAwait(false);
+                return;
+        }
+    }
+
+    private async Task CreateAsync(HttpContext context, string id)
+    {
+        var body = await ReadObjectAsync(context, allowEmpty: true).ConfigureAwait(false);
+        if (body is null)
+        {
+            return;
+        }
+
+        var policy = body["newMessagePolicy"];
+        if (policy is not null && (policy is not JsonValue value || !value.TryGetValue<string>(out var p) || p is not ("queue" or "interrupt" or "reject")))
+        {
+            await Problem.Write(context, 400, "INVALID_POLICY", "newMessagePolicy must be queue, interrupt or reject.").ConfigureAwait(false);
+            return;
+        }
+
+        var status = await sessions.CreateAsync(id, body, context.RequestAborted).ConfigureAwait(false);
+        switch (status)
+        {
+            case CreateStreamStatus.Created:
+            case CreateStreamStatus.AlreadyExists:
+                await JsonResponse.Write(context, status == CreateStreamStatus.Created ? 201 : 200, new JsonObject
+                {
+                    ["id"] = id,
+                    ["stream"] = $"/v1/stream/{SessionService.StreamPath(id)}",
+                }).ConfigureAwait(false);
+                return;
+            default:
+                await Problem.Write(context, 409, "SESSION_CONFLICT", "A stream that is not a session exists at this session's path.").ConfigureAwait(false);
+                return;
+        }
+    }
+
+    private async Task SnapshotAsync(HttpContext context, string id)
+    {
+        var snapshot = await sessions.SnapshotAsync(id, context.RequestAborted).ConfigureAwait(false);
+        if (snapshot is not { } found)
+        {
+            await Problem.Write(context, 404, "SESSION_NOT_FOUND", "No session with this id.").ConfigureAwait(false);
+            return;
+        }
+
+        // The snapshot is a State Protocol message array; continue with the stream from Stream-Next-Offset.
+        context.Response.Headers["Stream-Next-Offset"] = StreamOffset.Format(found.Offset);
+        var bytes = JsonSerializer.SerializeToUtf8Bytes(found.Snapshot);
+        context.Response.StatusCode = 200;
+        context.Response.ContentType = "application/json";
+        context.Response.Headers.CacheControl = "no-store";
+        context.Response.ContentLength = bytes.Length;
+        await context.Response.Body.WriteAsync(bytes, context.RequestAborted).ConfigureAwait(false);
+    }
+
+    private async Task PostMessageAsync(HttpContext context, string id)
+    {
+        var body = await ReadObjectAsync(context, allowEmpty: false).ConfigureAwait(false);
+        if (body is null)
+        {
+            return;
+        }
+
+        var role = Str(body, "role") ?? "user";
+        if (role is not ("user" or "assistant" or "tool" or "system"))
+        {
+            await Problem.Write(context, 400, "INVALID_ROLE", "role must be user, assistant, tool or system.").ConfigureAwait(false);
+            return;
+        }
+
+        JsonArray parts;
+        if (Str(body, "text") is { } text)
+        {
+            parts = [new JsonObject { ["type"] = "text", ["text"] = text }];
+        }
+        else if (body["parts"] is JsonArray given && given.Count > 0 && given.All(p => p is JsonObject part && part["type"] is JsonValue))
+        {
+            parts = (JsonArray)given.DeepClone();
+        }
+        else
+        {
+            await Problem.Write(context, 400, "INVALID_MESSAGE", "A message needs text, or parts: a non-empty array of objects with a type.").ConfigureAwait(false);
+            return;
+        }
+
+        var author = Str(body, "author") ?? "anonymous";
+        var result = await sessions.PostMessageAsync(id, role, author, parts, context.RequestAborted).ConfigureAwait(false);
+        await WriteResult(context, result, "messageId", created: true).ConfigureAwait(false);
+    }
+
+    private async Task ControlAsync(HttpContext context, string id, string runId, string action)
+    {
+        var body = await ReadObjectAsync(context, allowEmpty: action == "cancel").ConfigureAwait(false);
+        if (body is null)
+        {
+            return;
+        }
+
+        var by = Str(body, "by") ?? "anonymous";
+        SessionOperationResult result;
+        if (action == "cancel")
+        {
+            result = await sessions.CancelAsync(id, runId, by, context.RequestAborted).ConfigureAwait(false);
+        }
+        else
+        {
+            if (Str(body, "text") is not { Length: > 0 } text)
+            {
+                await Problem.Write(context, 400, "INVALID_STEER", "A steer needs text.").ConfigureAwait(false);
+                return;
+            }
+
+            result = await sessions.SteerAsync(id, runId, by, text, context.RequestAborted).ConfigureAwait(false);
+        }
+
+        await WriteResult(context, result, "controlId", created: false).ConfigureAwait(false);
+    }
+
+    private static Task WriteResult(HttpContext context, SessionOperationResult result, string idName, bool created)
+    {
+        if (result.Status != 200)
+        {
+            return Problem.Write(context, result.Status, result.Code!, result.Message!);
+        }
+
+        return JsonResponse.Write(context, created ? 201 : 200, new JsonObject
+        {
+            [idName] = result.Id,
+            ["offset"] = StreamOffset.Format(result.Offset),
+        });
+    }
+
+    private static async Task<JsonObject?> ReadObjectAsync(HttpContext context, bool allowEmpty)
+    {
+        if (context.Request.ContentLength > MaxBodyBytes)
+        {
+            await Problem.Write(context, 413, "PAYLOAD_TOO_LARGE", $"Session requests are limited to {MaxBodyBytes} bytes.").ConfigureAwait(false);
+            return null;
+        }
+
+        using var buffer = new MemoryStream();
+        await context.Request.Body.CopyToAsync(buffer, context.RequestAborted).ConfigureAwait(false);
+        if (buffer.Length == 0 && allowEmpty)
+        {
+            return [];
+        }
+
+        if (buffer.Length > MaxBodyBytes)
+        {
+            await Problem.Write(context, 413, "PAYLOAD_TOO_LARGE", $"Session requests are limited to {MaxBodyBytes} bytes.").ConfigureAwait(false);
+            return null;
+        }
+
+        try
+        {
+            if (JsonNode.Parse(buffer.ToArray()) is JsonObject body)
+            {
+                return body;
+            }
+        }
+        catch (JsonException)
+        {
+        }
+
+        await Problem.Write(context, 400, "INVALID_BODY", "The body must be a JSON object.").ConfigureAwait(false);
+        return null;
+    }
+
+    private static string? Str(JsonObject body, string name)
+        => body[name] is JsonValue value && value.TryGetValue<string>(out var s) ? s : null;
+
+    private static bool IsValidId(string id)
+        => id.Length is > 0 and <= 128 && id.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
+
+}

@@ -1,0 +1,435 @@
+using System.Collections.Concurrent;
+using System.Security.Cryptography;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using DurableSessions.Sessions;
+using Microsoft.Extensions.Logging;
+
+namespace DurableSessions.AspNetCore.Sessions;
+
+/// <summary>
+/// Server-side session services over the session streams (<c>sessions/{id}</c>): the materialized snapshot, the run
+/// fence that makes a cancel final, and the session operations (post a message, cancel, steer).
+/// </summary>
+/// <remarks>
+/// Every append to a session stream passes through <see cref="AppendAsync"/>, which holds the session's lock while it
+/// checks the fence and appends, so a cancel and an agent's write can never interleave: content for a cancelled run
+/// committed after the fence offset is impossible.
+/// </remarks>
+internal sealed partial class SessionService
+{
+    /// <summary>The stream path prefix of sessions.</summary>
+    public const string Prefix = "sessions/";
+
+    private readonly StreamStore _store;
+    private readonly ILogger _logger;
+    private readonly ConcurrentDictionary<string, Session> _sessions = new(StringComparer.Ordinal);
+
+    public SessionService(StreamStore store, ILogger<SessionService> logger)
+    {
+        _store = store;
+        _logger = logger;
+    }
+
+    public static bool IsSessionPath(string path) => path.StartsWith(Prefix, StringComparison.Ordinal) && path.Length > Prefix.Length;
+
+    public static string StreamPath(string sessionId) => Prefix + sessionId;
+
+    /// <summary>Creates the session's stream (idempotent) with a <c>session</c> entity.</summary>
+    public async Task<CreateStreamStatus> CreateAsync(string sessionId, JsonObject? settings, CancellationToken cancellationToken)
+    {
+        var path = StreamPath(sessionId);
+        var existing = await _store.GetAsync(path, cancellationToken).ConfigureAwait(false);
+        if (existing.Status == StreamLookupStatus.Found)
+        {
+            return existing.Stream!.IsJson ? CreateStreamStatus.AlreadyExists : CreateStreamStatus.Conflict;
+        }
+
+        var session = new JsonObject
+        {
+            ["id"] = sessionId,
+            ["title"] = settings?["title"]?.DeepClone(),
+            ["newMessagePolicy"] = ReadPolicy(settings),
+            ["createdAt"] = Now(),
+        };
+        var created = await _store.CreateAsync(new CreateStreamRequest
+        {
+            Path = path,
+            ContentType = StreamContentType.Json,
+            InitialData = Frame([Change(SessionEventTypes.Session, "session", "insert", session)]),
+        }, cancellationToken).ConfigureAwait(false);
+        return created.Status;
+    }
+
+    /// <summary>The session's materialized state, brought up to date with its stream.</summary>
+    public async Task<(JsonArray Snapshot, long Offset)?> SnapshotAsync(string sessionId, CancellationToken cancellationToken)
+    {
+        var session = await OpenAsync(sessionId, cancellationToken).ConfigureAwait(false);
+        if (session is null)
+        {
+            return null;
+        }
+
+        await session.Lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (!await CatchUpAsync(session, cancellationToken).ConfigureAwait(false))
+            {
+                return null;
+            }
+
+            return (session.State.ToSnapshot(), session.State.Position);
+        }
+        finally
+        {
+            session.Lock.Release();
+        }
+    }
+
+    /// <summary>
+    /// Appends to a session stream after checking its events: every message must be a JSON object, and nothing may add
+    /// content to a run that has been cancelled. Returns null with a reason when the append is refused.
+    /// </summary>
+    public async Task<(AppendResult? Result, SessionRejection? Rejection)> AppendAsync(AppendRequest request, CancellationToken cancellationToken)
+    {
+        var session = await OpenAsync(request.Path[Prefix.Length..], cancellationToken).ConfigureAwait(false);
+        if (session is null)
+        {
+            return (await _store.AppendAsync(request, cancellationToken).ConfigureAwait(false), null);
+        }
+
+        await session.Lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await CatchUpAsync(session, cancellationToken).ConfigureAwait(false);
+            if (!request.Data.IsEmpty && Check(session, request.Data) is { } rejection)
+            {
+                return (null, rejection);
+            }
+
+            var result = await _store.AppendAsync(request, cancellationToken).ConfigureAwait(false);
+            if (result.Status == AppendStatus.Appended && session.State.Position == result.TailPosition - request.Data.Units)
+            {
+                session.State.ApplyChunk(request.Data.Data.Span, result.TailPosition);
+            }
+
+            return (result, null);
+        }
+        finally
+        {
+            session.Lock.Release();
+        }
+    }
+
+    /// <summary>Posts a message from a participant, applying the session's policy when a run is active.</summary>
+    public Task<SessionOperationResult> PostMessageAsync(string sessionId, string role, string author, JsonArray parts, CancellationToken cancellationToken)
+        => UnderLockAsync(sessionId, async session =>
+        {
+            var events = new List<JsonObject>();
+            var active = ActiveRun(session.State);
+            var policy = session.State.Get(SessionEventTypes.Session, "session")?["newMessagePolicy"]?.GetValue<string>() ?? "queue";
+            if (active is not null && role == "user")
+            {
+                if (policy == "reject")
+                {
+                    return SessionOperationResult.Rejected("RUN_ACTIVE", $"Run {active["id"]} is still running; this session rejects new messages until it ends.");
+                }
+
+                if (policy == "interrupt")
+                {
+                    events.AddRange(CancelEvents(session.State, active, author, reason: "interrupted by a new message", out _));
+                }
+            }
+
+            var messageId = NewId("m");
+            events.Add(Change(SessionEventTypes.Message, messageId, "insert", new JsonObject
+            {
+                ["id"] = messageId,
+                ["role"] = role,
+                ["author"] = author,
+                ["parts"] = parts,
+                ["status"] = "complete",
+                ["createdAt"] = Now(),
+            }));
+            var result = await AppendLockedAsync(session, events, cancellationToken).ConfigureAwait(false);
+            return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(messageId, result.Value.TailPosition);
+        }, cancellationToken);
+
+    /// <summary>
+    /// Cancels an active run: records the cancel, marks the run and its partial reply cancelled, and fences the run so
+    /// no further content for it is accepted. The returned offset is the fence.
+    /// </summary>
+    public Task<SessionOperationResult> CancelAsync(string sessionId, string runId, string by, CancellationToken cancellationToken)
+        => UnderLockAsync(sessionId, async session =>
+        {
+            var run = session.State.Get(SessionEventTypes.Run, runId);
+            if (run is null)
+            {
+                return SessionOperationResult.Rejected("RUN_NOT_FOUND", "No run with this id in the session.");
+            }
+
+            if (run["status"]?.GetValue<string>() != "started")
+            {
+                return SessionOperationResult.Rejected("RUN_NOT_ACTIVE", $"The run is already {run["status"]}.");
+            }
+
+            var events = CancelEvents(session.State, run, by, reason: null, out var controlId);
+            var result = await AppendLockedAsync(session, events, cancellationToken).ConfigureAwait(false);
+            if (result is null)
+            {
+                return SessionOperationResult.NotFound;
+            }
+
+            Log.Cancelled(_logger, sessionId, runId, StreamOffset.Format(result.Value.TailPosition));
+            return SessionOperationResult.Ok(controlId, result.Value.TailPosition);
+        }, cancellationToken);
+
+    /// <summary>Delivers a new instruction to a running agent.</summary>
+    public Task<SessionOperationResult> SteerAsync(string sessionId, string runId, string by, string text, CancellationToken cancellationToken)
+        => UnderLockAsync(sessionId, async session =>
+        {
+            var run = session.State.Get(SessionEventTypes.Run, runId);
+            if (run?["status"]?.GetValue<string>() != "started")
+            {
+                return SessionOperationResult.Rejected("RUN_NOT_ACTIVE", "Only a running run can be steered.");
+            }
+
+            var controlId = NewId("c");
+            var result = await AppendLockedAsync(session, [Change(SessionEventTypes.Control, controlId, "insert", new JsonObject
+            {
+                ["id"] = controlId,
+                ["action"] = "steer",
+                ["runId"] = runId,
+                ["by"] = by,
+                ["text"] = text,
+                ["status"] = "requested",
+                ["createdAt"] = Now(),
+            })], cancellationToken).ConfigureAwait(false);
+            return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(controlId, result.Value.TailPosition);
+        }, cancellationToken);
+
+    /// <summary>Runs a session operation under the session's lock, with its state caught up with the stream.</summary>
+    private async Task<SessionOperationResult> UnderLockAsync(string sessionId, Func<Session, Task<SessionOperationResult>> operation, CancellationToken cancellationToken)
+    {
+        var session = await OpenAsync(sessionId, cancellationToken).ConfigureAwait(false);
+        if (session is null)
+        {
+            return SessionOperationResult.NotFound;
+        }
+
+        await session.Lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await CatchUpAsync(session, cancellationToken).ConfigureAwait(false)
+                ? await operation(session).ConfigureAwait(false)
+                : SessionOperationResult.NotFound;
+        }
+        finally
+        {
+            session.Lock.Release();
+        }
+    }
+
+    private static List<JsonObject> CancelEvents(SessionState state, JsonObject run, string by, string? reason, out string controlId)
+    {
+        var runId = run["id"]!.GetValue<string>();
+        controlId = NewId("c");
+        var events = new List<JsonObject>
+        {
+            Change(SessionEventTypes.Control, controlId, "insert", new JsonObject
+            {
+                ["id"] = controlId,
+                ["action"] = "cancel",
+                ["runId"] = runId,
+                ["by"] = by,
+                ["reason"] = reason,
+                ["status"] = "fenced",
+                ["createdAt"] = Now(),
+            }),
+        };
+
+        // The partial reply keeps what was streamed so far, rolled up, and is marked cancelled.
+        if (run["messageId"]?.GetValue<string>() is { } messageId && state.Get(SessionEventTypes.Message, messageId) is { } message)
+        {
+            var cancelled = (JsonObject)message.DeepClone();
+            cancelled["status"] = "cancelled";
+            events.Add(Change(SessionEventTypes.Message, messageId, "update", cancelled));
+        }
+
+        var updated = (JsonObject)run.DeepClone();
+        updated["status"] = "cancelled";
+        updated["cancelledBy"] = by;
+        updated["endedAt"] = Now();
+        events.Add(Change(SessionEventTypes.Run, runId, "update", updated));
+        return events;
+    }
+
+    private static JsonObject? ActiveRun(SessionState state)
+        => state.All(SessionEventTypes.Run).LastOrDefault(r => r["status"]?.GetValue<string>() == "started");
+
+    /// <summary>Rejects content for cancelled runs. Control, presence and handoff events always pass.</summary>
+    private static SessionRejection? Check(Session session, StreamPayload payload)
+    {
+        JsonArray messages;
+        try
+        {
+            var wrapped = new byte[payload.Data.Length + 2];
+            wrapped[0] = (byte)'[';
+            payload.Data.Span.CopyTo(wrapped.AsSpan(1));
+            wrapped[^1] = (byte)']';
+            messages = JsonNode.Parse(wrapped) as JsonArray ?? [];
+        }
+        catch (JsonException)
+        {
+            return new SessionRejection("INVALID_EVENT", "Session events must be JSON objects.", null);
+        }
+
+        var state = session.State;
+        foreach (var node in messages)
+        {
+            if (node is not JsonObject message)
+            {
+                return new SessionRejection("INVALID_EVENT", "Session events must be JSON objects (State Protocol change or control messages).", null);
+            }
+
+            var type = message["type"] is JsonValue t && t.TryGetValue<string>(out var s) ? s : null;
+            var value = message["value"] as JsonObject;
+            var runId = type switch
+            {
+                SessionEventTypes.Run => message["key"]?.GetValue<string>(),
+                SessionEventTypes.Message => value?["runId"]?.GetValue<string>(),
+                SessionEventTypes.Delta => value?["messageId"]?.GetValue<string>() is { } id ? state.Get(SessionEventTypes.Message, id)?["runId"]?.GetValue<string>() : null,
+                _ => null,
+            };
+            if (runId is not null && state.Get(SessionEventTypes.Run, runId) is { } run && run["status"]?.GetValue<string>() is "cancelled" or "interrupted")
+            {
+                return new SessionRejection("RUN_CANCELLED", $"Run {runId} was cancelled; nothing more is accepted for it.", runId);
+            }
+        }
+
+        return null;
+    }
+
+    private async Task<AppendResult?> AppendLockedAsync(Session session, List<JsonObject> events, CancellationToken cancellationToken)
+    {
+        var payload = Frame(events);
+        var result = await _store.AppendAsync(new AppendRequest { Path = session.Path, ContentType = StreamContentType.Json, Data = payload }, cancellationToken).ConfigureAwait(false);
+        if (result.Status != AppendStatus.Appended)
+        {
+            return null;
+        }
+
+        if (session.State.Position == result.TailPosition - payload.Units)
+        {
+            session.State.ApplyChunk(payload.Data.Span, result.TailPosition);
+        }
+
+        return result;
+    }
+
+    private async Task<Session?> OpenAsync(string sessionId, CancellationToken cancellationToken)
+    {
+        var path = StreamPath(sessionId);
+        var lookup = await _store.GetAsync(path, cancellationToken).ConfigureAwait(false);
+        if (lookup.Status != StreamLookupStatus.Found || !lookup.Stream!.IsJson)
+        {
+            _sessions.TryRemove(sessionId, out _);
+            return null;
+        }
+
+        var session = _sessions.GetOrAdd(sessionId, static (_, p) => new Session(p), path);
+        if (session.StreamId != lookup.Stream.Id)
+        {
+            // A new incarnation of the stream (deleted and re-created): start over.
+            var fresh = new Session(path) { StreamId = lookup.Stream.Id };
+            session = _sessions.AddOrUpdate(sessionId, fresh, (_, existing) => existing.StreamId == lookup.Stream.Id ? existing : fresh);
+        }
+
+        return session;
+    }
+
+    /// <summary>Applies whatever the stream has beyond the materialized position. Call under the session lock.</summary>
+    private async Task<bool> CatchUpAsync(Session session, CancellationToken cancellationToken)
+    {
+        var lookup = await _store.GetAsync(session.Path, cancellationToken).ConfigureAwait(false);
+        if (lookup.Stream is not { } stream || stream.Id != session.StreamId)
+        {
+            return false;
+        }
+
+        while (session.State.Position < stream.TailPosition)
+        {
+            var read = await _store.ReadAsync(stream, session.State.Position, 1 << 20, cancellationToken).ConfigureAwait(false);
+            foreach (var chunk in read.Chunks)
+            {
+                session.State.ApplyChunk(chunk.Data.Span, chunk.End);
+            }
+
+            if (read.Chunks.Count == 0)
+            {
+                break;
+            }
+        }
+
+        return true;
+    }
+
+    private static StreamPayload Frame(IReadOnlyList<JsonObject> events)
+    {
+        var bytes = JsonSerializer.SerializeToUtf8Bytes(new JsonArray([.. events]));
+        JsonFraming.TryFrame(bytes, allowEmptyArray: false, out var payload, out _);
+        return payload;
+    }
+
+    private static JsonObject Change(string type, string key, string operation, JsonObject value) => new()
+    {
+        ["type"] = type,
+        ["key"] = key,
+        ["value"] = value,
+        ["headers"] = new JsonObject { ["operation"] = operation, ["timestamp"] = Now() },
+    };
+
+    private static string ReadPolicy(JsonObject? settings)
+    {
+        var policy = settings?["newMessagePolicy"] is JsonValue value && value.TryGetValue<string>(out var s) ? s : "queue";
+        return policy is "queue" or "interrupt" or "reject" ? policy : "queue";
+    }
+
+    private static string NewId(string prefix) => prefix + "_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
+
+    private static string Now() => DateTimeOffset.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);
+
+    private sealed class Session(string path)
+    {
+        public string Path { get; } = path;
+
+        public long StreamId { get; set; }
+
+        public SemaphoreSlim Lock { get; } = new(1, 1);
+
+        public SessionState State { get; } = new();
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(300, LogLevel.Information, "Session {SessionId}: run {RunId} cancelled, fence at {Fence}")]
+        public static partial void Cancelled(ILogger logger, string sessionId, string runId, string fence);
+    }
+}
+
+/// <summary>Why a session append or operation was refused.</summary>
+internal sealed record SessionRejection(string Code, string Message, string? RunId)
+{
+    /// <summary>400 for malformed events, 409 for content refused by a fence.</summary>
+    public int Status => RunId is null ? 400 : 409;
+}
+
+/// <summary>The outcome of a session operation.</summary>
+internal readonly record struct SessionOperationResult(int Status, string? Id, long Offset, string? Code, string? Message)
+{
+    public static SessionOperationResult NotFound => new(404, null, 0, "SESSION_NOT_FOUND", "No session with this id.");
+
+    public static SessionOperationResult Ok(string id, long offset) => new(200, id, offset, null, null);
+
+    public static SessionOperationResult Rejected(string code, string message) => new(409, null, 0, code, message);
+}

@@ -1,0 +1,216 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace DurableSessions.Sessions;
+
+/// <summary>
+/// The materialized state of a session: State Protocol change messages applied in stream order, with assistant text
+/// deltas rolled up into their message.
+/// </summary>
+/// <remarks>
+/// <para>Entities are keyed by (<c>type</c>, <c>key</c>). <c>insert</c> and <c>update</c> replace the value,
+/// <c>delete</c> removes it. <c>delta</c> change messages are not kept as entities: their text is appended to the part
+/// they name of the message they name, so the state (and every snapshot of it) is bounded by the conversation, not by
+/// the number of tokens streamed.</para>
+/// <para>Not thread-safe; callers serialize access.</para>
+/// </remarks>
+public sealed class SessionState
+{
+    private readonly Dictionary<(string Type, string Key), JsonObject> _entities = [];
+    private readonly List<(string Type, string Key)> _order = [];
+
+    /// <summary>The stream position up to which events have been applied.</summary>
+    public long Position { get; private set; }
+
+    /// <summary>The number of entities in the state.</summary>
+    public int Count => _entities.Count;
+
+    /// <summary>Returns an entity's value, or null.</summary>
+    public JsonObject? Get(string type, string key) => _entities.GetValueOrDefault((type, key));
+
+    /// <summary>All entities of one type, in order of first insertion.</summary>
+    public IEnumerable<JsonObject> All(string type)
+    {
+        foreach (var id in _order)
+        {
+            if (id.Type == type && _entities.TryGetValue(id, out var value))
+            {
+                yield return value;
+            }
+        }
+    }
+
+    /// <summary>Applies framed JSON stream data (messages separated by commas) ending at <paramref name="endPosition"/>.</summary>
+    public void ApplyChunk(ReadOnlySpan<byte> framedMessages, long endPosition)
+    {
+        if (framedMessages.Length > 0)
+        {
+            var wrapped = new byte[framedMessages.Length + 2];
+            wrapped[0] = (byte)'[';
+            framedMessages.CopyTo(wrapped.AsSpan(1));
+            wrapped[^1] = (byte)']';
+            if (JsonNode.Parse(wrapped) is JsonArray messages)
+            {
+                foreach (var message in messages)
+                {
+                    if (message is JsonObject change)
+                    {
+                        Apply(change);
+                    }
+                }
+            }
+        }
+
+        Position = endPosition;
+    }
+
+    /// <summary>Applies one change or control message. Anything that is neither is ignored.</summary>
+    public void Apply(JsonObject message)
+    {
+        if (message["headers"] is not JsonObject headers)
+        {
+            return;
+        }
+
+        if (headers["control"] is JsonValue control && control.TryGetValue<string>(out var signal) && signal == "reset")
+        {
+            _entities.Clear();
+            _order.Clear();
+            return;
+        }
+
+        if (!TryGetString(message, "type", out var type) || !TryGetString(message, "key", out var key)
+            || !TryGetString(headers, "operation", out var operation))
+        {
+            return;
+        }
+
+        if (type == SessionEventTypes.Delta)
+        {
+            if (operation == "insert" && message["value"] is JsonObject delta)
+            {
+                ApplyDelta(delta);
+            }
+
+            return;
+        }
+
+        var id = (type, key);
+        switch (operation)
+        {
+            case "insert":
+            case "update":
+                if (message["value"] is JsonObject value)
+                {
+                    if (_entities.TryAdd(id, (JsonObject)value.DeepClone()))
+                    {
+                        _order.Add(id);
+                    }
+                    else
+                    {
+                        _entities[id] = (JsonObject)value.DeepClone();
+                    }
+                }
+
+                break;
+            case "delete":
+                _entities.Remove(id);
+                _order.Remove(id);
+                break;
+        }
+    }
+
+    /// <summary>
+    /// The state as State Protocol messages: <c>snapshot-start</c>, one <c>insert</c> per entity, <c>snapshot-end</c>
+    /// carrying the offset from which the live tail continues.
+    /// </summary>
+    public JsonArray ToSnapshot()
+    {
+        var offset = StreamOffset.Format(Position);
+        var snapshot = new JsonArray { Control("snapshot-start", offset) };
+        foreach (var id in _order)
+        {
+            snapshot.Add(new JsonObject
+            {
+                ["type"] = id.Type,
+                ["key"] = id.Key,
+                ["value"] = _entities[id].DeepClone(),
+                ["headers"] = new JsonObject { ["operation"] = "insert" },
+            });
+        }
+
+        snapshot.Add(Control("snapshot-end", offset));
+        return snapshot;
+    }
+
+    private void ApplyDelta(JsonObject delta)
+    {
+        if (!TryGetString(delta, "messageId", out var messageId) || !_entities.TryGetValue((SessionEventTypes.Message, messageId), out var message))
+        {
+            return;
+        }
+
+        var index = delta["part"] is JsonValue partValue && partValue.TryGetValue<int>(out var part) ? part : 0;
+        if (index is < 0 or > 10_000)
+        {
+            return;
+        }
+
+        if (message["parts"] is not JsonArray parts)
+        {
+            parts = [];
+            message["parts"] = parts;
+        }
+
+        while (parts.Count <= index)
+        {
+            parts.Add(new JsonObject { ["type"] = TryGetString(delta, "partType", out var partType) ? partType : "text", ["text"] = string.Empty });
+        }
+
+        if (parts[index] is JsonObject target && TryGetString(delta, "text", out var text))
+        {
+            var existing = target["text"] is JsonValue current && current.TryGetValue<string>(out var s) ? s : string.Empty;
+            target["text"] = existing + text;
+        }
+    }
+
+    private static JsonObject Control(string signal, string offset)
+        => new() { ["headers"] = new JsonObject { ["control"] = signal, ["offset"] = offset } };
+
+    private static bool TryGetString(JsonObject obj, string name, out string value)
+    {
+        if (obj[name] is JsonValue node && node.GetValueKind() == JsonValueKind.String)
+        {
+            value = node.GetValue<string>();
+            return true;
+        }
+
+        value = string.Empty;
+        return false;
+    }
+}
+
+/// <summary>The entity types of session events (see <c>docs/sessions.md</c>).</summary>
+public static class SessionEventTypes
+{
+    /// <summary>The session itself: title and policies. Key <c>session</c>.</summary>
+    public const string Session = "session";
+
+    /// <summary>A message (user, assistant, tool, system) made of parts.</summary>
+    public const string Message = "message";
+
+    /// <summary>Text appended to one part of a streaming message; rolled up, never kept as an entity.</summary>
+    public const string Delta = "delta";
+
+    /// <summary>An agent run: started, finished, cancelled, failed or interrupted.</summary>
+    public const string Run = "run";
+
+    /// <summary>A control request (cancel or steer) and its acknowledgement.</summary>
+    public const string Control = "control";
+
+    /// <summary>A participant's presence.</summary>
+    public const string Presence = "presence";
+
+    /// <summary>Who holds the session's control lease (agent or human). Key <c>lease</c>.</summary>
+    public const string Handoff = "handoff";
+}

@@ -1,0 +1,78 @@
+using System.Text;
+using System.Text.Json.Nodes;
+using DurableSessions.Sessions;
+
+namespace DurableSessions.Core.Tests;
+
+public sealed class SessionStateTests
+{
+    private static JsonObject Change(string type, string key, string op, JsonObject? value) => new()
+    {
+        ["type"] = type,
+        ["key"] = key,
+        ["value"] = value,
+        ["headers"] = new JsonObject { ["operation"] = op },
+    };
+
+    private static JsonObject Delta(string messageId, int part, string text) =>
+        Change("delta", $"{messageId}:{text.GetHashCode(StringComparison.Ordinal)}", "insert", new JsonObject { ["messageId"] = messageId, ["part"] = part, ["text"] = text });
+
+    [Fact]
+    public void Deltas_roll_up_into_their_message_and_never_become_entities()
+    {
+        var state = new SessionState();
+        state.Apply(Change("message", "m1", "insert", new JsonObject { ["id"] = "m1", ["role"] = "assistant", ["parts"] = new JsonArray() }));
+        foreach (var token in new[] { "Hel", "lo", ", ", "world" })
+        {
+            state.Apply(Delta("m1", 0, token));
+        }
+
+        state.Apply(Delta("m1", 1, "thinking"));
+        Assert.Equal(1, state.Count);
+        var parts = state.Get("message", "m1")!["parts"]!.AsArray();
+        Assert.Equal("Hello, world", parts[0]!["text"]!.GetValue<string>());
+        Assert.Equal("thinking", parts[1]!["text"]!.GetValue<string>());
+        Assert.DoesNotContain(state.ToSnapshot(), m => m?["type"]?.GetValue<string>() == "delta");
+    }
+
+    [Fact]
+    public void Updates_replace_deletes_remove_and_reset_clears()
+    {
+        var state = new SessionState();
+        state.Apply(Change("presence", "alice", "insert", new JsonObject { ["status"] = "joined" }));
+        state.Apply(Change("presence", "bob", "insert", new JsonObject { ["status"] = "joined" }));
+        state.Apply(Change("presence", "alice", "update", new JsonObject { ["status"] = "left" }));
+        state.Apply(Change("presence", "bob", "delete", null));
+        Assert.Equal("left", state.Get("presence", "alice")!["status"]!.GetValue<string>());
+        Assert.Null(state.Get("presence", "bob"));
+        state.Apply(new JsonObject { ["headers"] = new JsonObject { ["control"] = "reset" } });
+        Assert.Equal(0, state.Count);
+    }
+
+    [Fact]
+    public void A_snapshot_replayed_into_a_new_state_materializes_identically()
+    {
+        var state = new SessionState();
+        var events = new JsonArray
+        {
+            Change("session", "session", "insert", new JsonObject { ["id"] = "s" }),
+            Change("message", "m1", "insert", new JsonObject { ["id"] = "m1", ["parts"] = new JsonArray() }),
+            Delta("m1", 0, "abc"),
+            Change("run", "r1", "insert", new JsonObject { ["id"] = "r1", ["status"] = "started" }),
+        };
+        var bytes = Encoding.UTF8.GetBytes(events.ToJsonString());
+        state.ApplyChunk(bytes.AsSpan(1, bytes.Length - 2), endPosition: 4);
+
+        var snapshot = state.ToSnapshot();
+        Assert.Equal("snapshot-start", snapshot[0]!["headers"]!["control"]!.GetValue<string>());
+        Assert.Equal(StreamOffset.Format(4), snapshot[^1]!["headers"]!["offset"]!.GetValue<string>());
+
+        var replayed = new SessionState();
+        foreach (var message in snapshot)
+        {
+            replayed.Apply((JsonObject)message!);
+        }
+
+        Assert.Equal(state.ToSnapshot().ToJsonString(), replayed.ToSnapshot().ToJsonString().Replace(StreamOffset.Format(0), StreamOffset.Format(4), StringComparison.Ordinal));
+    }
+}

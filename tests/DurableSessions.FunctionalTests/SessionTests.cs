@@ -1,0 +1,220 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using DurableSessions.Sessions;
+
+namespace DurableSessions.FunctionalTests;
+
+/// <summary>Sessions over real HTTP: rollup snapshots, late joiners, the cancel fence, message policies, steering.</summary>
+public sealed class SessionTests : IAsyncLifetime
+{
+    private InProcessServer _server = null!;
+
+    public async ValueTask InitializeAsync() => _server = await InProcessServer.StartAsync();
+
+    public async ValueTask DisposeAsync() => await _server.DisposeAsync();
+
+    private HttpClient Client => _server.Client;
+
+    private async Task CreateSession(string id, string policy = "queue")
+    {
+        var response = await Client.PutAsJsonAsync($"/v1/sessions/{id}", new { title = "t", newMessagePolicy = policy });
+        Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+    }
+
+    /// <summary>Plays an agent: a run, its assistant message, and batched deltas written as a producer to the stream.</summary>
+    private sealed class FakeAgent(HttpClient client, string sessionId, string runId, string messageId)
+    {
+        private int _seq;
+
+        public Task<HttpResponseMessage> StartAsync() => WriteAsync(
+            Change("run", runId, "insert", new JsonObject { ["id"] = runId, ["agent"] = "agent:test", ["messageId"] = messageId, ["status"] = "started" }),
+            Change("message", messageId, "insert", new JsonObject { ["id"] = messageId, ["role"] = "assistant", ["runId"] = runId, ["parts"] = new JsonArray(), ["status"] = "streaming" }));
+
+        public Task<HttpResponseMessage> DeltaAsync(params string[] tokens)
+            => WriteAsync([.. tokens.Select((t, i) => Change("delta", $"{messageId}:{_seq}:{i}", "insert", new JsonObject { ["messageId"] = messageId, ["part"] = 0, ["partType"] = "text", ["text"] = t }))]);
+
+        public Task<HttpResponseMessage> FinishAsync(string text) => WriteAsync(
+            Change("message", messageId, "update", new JsonObject { ["id"] = messageId, ["role"] = "assistant", ["runId"] = runId, ["parts"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = text }), ["status"] = "complete" }),
+            Change("run", runId, "update", new JsonObject { ["id"] = runId, ["agent"] = "agent:test", ["messageId"] = messageId, ["status"] = "finished" }));
+
+        private async Task<HttpResponseMessage> WriteAsync(params JsonObject[] events)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, $"/v1/stream/sessions/{sessionId}")
+            {
+                Content = new StringContent(new JsonArray([.. events]).ToJsonString(), Encoding.UTF8, "application/json"),
+            };
+            request.Headers.Add("Producer-Id", $"agent-{runId}");
+            request.Headers.Add("Producer-Epoch", "0");
+            request.Headers.Add("Producer-Seq", (_seq++).ToString(System.Globalization.CultureInfo.InvariantCulture));
+            return await client.SendAsync(request);
+        }
+
+        private static JsonObject Change(string type, string key, string op, JsonObject value) => new()
+        {
+            ["type"] = type,
+            ["key"] = key,
+            ["value"] = value,
+            ["headers"] = new JsonObject { ["operation"] = op },
+        };
+    }
+
+    private async Task<(JsonArray Snapshot, string Offset, long Bytes)> Snapshot(string id)
+    {
+        using var response = await Client.GetAsync($"/v1/sessions/{id}");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var bytes = await response.Content.ReadAsByteArrayAsync();
+        return (JsonNode.Parse(bytes)!.AsArray(), response.Headers.GetValues("Stream-Next-Offset").Single(), bytes.Length);
+    }
+
+    private async Task<(JsonArray Events, string Offset, long Bytes)> ReadStream(string id, string offset = "-1")
+    {
+        using var response = await Client.GetAsync($"/v1/stream/sessions/{id}?offset={offset}");
+        var bytes = await response.Content.ReadAsByteArrayAsync();
+        return (JsonNode.Parse(bytes)!.AsArray(), response.Headers.GetValues("Stream-Next-Offset").Single(), bytes.Length);
+    }
+
+    private static string Materialize(IEnumerable<JsonNode?> events)
+    {
+        var state = new SessionState();
+        foreach (var e in events)
+        {
+            state.Apply((JsonObject)e!);
+        }
+
+        // Compare the entities only (the snapshot's control offsets depend on where each state started).
+        return new JsonArray([.. state.ToSnapshot().Where(m => m!["type"] is not null).Select(m => m!.DeepClone())]).ToJsonString();
+    }
+
+    [Fact]
+    public async Task A_late_joiner_hydrates_from_a_snapshot_sized_by_the_conversation_not_the_tokens()
+    {
+        await CreateSession("late");
+        var post = await Client.PostAsJsonAsync("/v1/sessions/late/messages", new { text = "tell me a story", author = "user:alice" });
+        Assert.Equal(HttpStatusCode.Created, post.StatusCode);
+
+        var agent = new FakeAgent(Client, "late", "r1", "m-reply");
+        Assert.Equal(HttpStatusCode.OK, (await agent.StartAsync()).StatusCode);
+        var expected = new StringBuilder();
+        for (var batch = 0; batch < 100; batch++)
+        {
+            var tokens = Enumerable.Range(0, 5).Select(i => $"tok{batch}-{i} ").ToArray();
+            expected.Append(string.Concat(tokens));
+            Assert.Equal(HttpStatusCode.OK, (await agent.DeltaAsync(tokens)).StatusCode);
+        }
+
+        // Mid-reply: the snapshot carries the reply as far as it has come, without the 500 deltas.
+        var (snapshot, offset, snapshotBytes) = await Snapshot("late");
+        var (history, _, historyBytes) = await ReadStream("late");
+        var reply = snapshot.Single(m => m!["type"]?.GetValue<string>() == "message" && m["key"]!.GetValue<string>() == "m-reply");
+        Assert.Equal(expected.ToString(), reply!["value"]!["parts"]![0]!["text"]!.GetValue<string>());
+        Assert.DoesNotContain(snapshot, m => m!["type"]?.GetValue<string>() == "delta");
+        Assert.True(snapshotBytes * 5 < historyBytes, $"snapshot {snapshotBytes} B should be far smaller than the {historyBytes} B of history");
+
+        // Snapshot + tail from its offset materializes exactly like the full history.
+        await agent.DeltaAsync("the end");
+        await agent.FinishAsync(expected + "the end");
+        var (tail, _, _) = await ReadStream("late", offset);
+        var (full, _, _) = await ReadStream("late");
+        Assert.Equal(Materialize(full), Materialize(snapshot.Concat(tail)));
+    }
+
+    [Fact]
+    public async Task Cancel_fences_the_run_and_marks_the_partial_reply_cancelled()
+    {
+        await CreateSession("cancel");
+        var agent = new FakeAgent(Client, "cancel", "r1", "m1");
+        await agent.StartAsync();
+        await agent.DeltaAsync("partial ", "answer");
+
+        var cancel = await Client.PostAsJsonAsync("/v1/sessions/cancel/runs/r1/cancel", new { by = "user:bob" });
+        Assert.Equal(HttpStatusCode.OK, cancel.StatusCode);
+        var ack = JsonNode.Parse(await cancel.Content.ReadAsStringAsync())!;
+        var fence = ack["offset"]!.GetValue<string>();
+        Assert.StartsWith("c_", ack["controlId"]!.GetValue<string>());
+
+        var late = await agent.DeltaAsync("more tokens");
+        Assert.Equal(HttpStatusCode.Conflict, late.StatusCode);
+        Assert.Contains("RUN_CANCELLED", await late.Content.ReadAsStringAsync());
+        Assert.Equal(HttpStatusCode.Conflict, (await agent.FinishAsync("done")).StatusCode);
+
+        var (afterFence, _, _) = await ReadStream("cancel", fence);
+        Assert.Empty(afterFence);
+        var (snapshot, _, _) = await Snapshot("cancel");
+        var message = snapshot.Single(m => m!["key"]?.GetValue<string>() == "m1")!["value"]!;
+        Assert.Equal("cancelled", message["status"]!.GetValue<string>());
+        Assert.Equal("partial answer", message["parts"]![0]!["text"]!.GetValue<string>());
+        var run = snapshot.Single(m => m!["type"]?.GetValue<string>() == "run")!["value"]!;
+        Assert.Equal("cancelled", run["status"]!.GetValue<string>());
+        Assert.Equal("user:bob", run["cancelledBy"]!.GetValue<string>());
+
+        // A second cancel is refused: the run is no longer active.
+        var again = await Client.PostAsJsonAsync("/v1/sessions/cancel/runs/r1/cancel", new { by = "user:bob" });
+        Assert.Equal(HttpStatusCode.Conflict, again.StatusCode);
+    }
+
+    [Theory]
+    [InlineData("queue", HttpStatusCode.Created, "started")]
+    [InlineData("interrupt", HttpStatusCode.Created, "cancelled")]
+    [InlineData("reject", HttpStatusCode.Conflict, "started")]
+    public async Task A_new_message_during_a_run_follows_the_session_policy(string policy, HttpStatusCode expected, string runStatus)
+    {
+        var id = "policy-" + policy;
+        await CreateSession(id, policy);
+        await new FakeAgent(Client, id, "r1", "m1").StartAsync();
+        var post = await Client.PostAsJsonAsync($"/v1/sessions/{id}/messages", new { text = "wait, one more thing" });
+        Assert.Equal(expected, post.StatusCode);
+        var (snapshot, _, _) = await Snapshot(id);
+        Assert.Equal(runStatus, snapshot.Single(m => m!["type"]?.GetValue<string>() == "run")!["value"]!["status"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Steering_appends_an_instruction_for_the_running_agent()
+    {
+        await CreateSession("steer");
+        var agent = new FakeAgent(Client, "steer", "r1", "m1");
+        await agent.StartAsync();
+        var steer = await Client.PostAsJsonAsync("/v1/sessions/steer/runs/r1/steer", new { text = "shorter, please", by = "user:alice" });
+        Assert.Equal(HttpStatusCode.OK, steer.StatusCode);
+        var (events, _, _) = await ReadStream("steer");
+        var control = events.Last(e => e!["type"]?.GetValue<string>() == "control")!["value"]!;
+        Assert.Equal("steer", control["action"]!.GetValue<string>());
+        Assert.Equal("shorter, please", control["text"]!.GetValue<string>());
+
+        await agent.FinishAsync("ok");
+        Assert.Equal(HttpStatusCode.Conflict, (await Client.PostAsJsonAsync("/v1/sessions/steer/runs/r1/steer", new { text = "again" })).StatusCode);
+    }
+
+    [Theory]
+    [InlineData("PUT", "/v1/sessions/bad%20id", "{}")]
+    [InlineData("PUT", "/v1/sessions/s1", "{\"newMessagePolicy\":\"sometimes\"}")]
+    [InlineData("PUT", "/v1/sessions/s1", "[1,2]")]
+    [InlineData("POST", "/v1/sessions/s1/messages", "{}")]
+    [InlineData("POST", "/v1/sessions/s1/messages", "{\"text\":\"x\",\"role\":\"robot\"}")]
+    [InlineData("POST", "/v1/sessions/nope/messages", "{\"text\":\"x\"}")]
+    [InlineData("POST", "/v1/sessions/s1/runs/r9/cancel", "{}")]
+    [InlineData("POST", "/v1/sessions/s1/runs/r9/steer", "{}")]
+    [InlineData("GET", "/v1/sessions/nope", null)]
+    [InlineData("POST", "/v1/stream/sessions/s1", "[1, 2]")]
+    [InlineData("DELETE", "/v1/sessions/s1/whatever", null)]
+    public async Task Bad_session_requests_get_a_clear_4xx_and_change_nothing(string method, string target, string? body)
+    {
+        await Client.PutAsJsonAsync("/v1/sessions/s1", new { });
+        var (before, beforeOffset, _) = await ReadStream("s1");
+        using var request = new HttpRequestMessage(new HttpMethod(method), target);
+        if (body is not null)
+        {
+            request.Content = new StringContent(body, Encoding.UTF8, "application/json");
+        }
+
+        using var response = await Client.SendAsync(request);
+        Assert.InRange((int)response.StatusCode, 400, 499);
+        var error = JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!;
+        Assert.False(string.IsNullOrWhiteSpace(error["message"]!.GetValue<string>()));
+        var (after, afterOffset, _) = await ReadStream("s1");
+        Assert.Equal(beforeOffset, afterOffset);
+        Assert.Equal(before.ToJsonString(), after.ToJsonString());
+    }
+}
