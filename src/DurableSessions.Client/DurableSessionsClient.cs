@@ -1,0 +1,273 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Runtime.CompilerServices;
+using System.Text;
+using System.Text.Json;
+
+namespace DurableSessions.Client;
+
+/// <summary>
+/// The entry point of the .NET client: reads and writes Durable Streams and sessions on a DurableSessions server.
+/// </summary>
+/// <remarks>Thread-safe. One instance per server is enough; it shares one <see cref="HttpClient"/>.</remarks>
+public sealed class DurableSessionsClient : IDisposable
+{
+    private readonly HttpClient _http;
+    private readonly bool _ownsHttp;
+
+    /// <summary>Creates a client.</summary>
+    /// <param name="options">Settings; <see cref="DurableSessionsClientOptions.Default"/> when null.</param>
+    /// <param name="httpClient">An HTTP client to use (its base address is ignored); one is created when null.</param>
+    public DurableSessionsClient(DurableSessionsClientOptions? options = null, HttpClient? httpClient = null)
+    {
+        Options = options ?? DurableSessionsClientOptions.Default;
+        _ownsHttp = httpClient is null;
+        _http = httpClient ?? new HttpClient(new SocketsHttpHandler { PooledConnectionIdleTimeout = TimeSpan.FromMinutes(1) })
+        {
+            Timeout = Timeout.InfiniteTimeSpan,
+        };
+    }
+
+    /// <summary>The client's settings.</summary>
+    public DurableSessionsClientOptions Options { get; }
+
+    /// <summary>Returns a handle on a session (no request is made until it is used).</summary>
+    public SessionClient Session(string sessionId)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(sessionId);
+        return new SessionClient(this, sessionId);
+    }
+
+    /// <summary>
+    /// Reads a JSON stream from <paramref name="offset"/> and then follows it live over SSE, reconnecting with backoff
+    /// after any disconnect and resuming from the last offset it delivered: no gap, no duplicate.
+    /// </summary>
+    /// <remarks>
+    /// Messages are delivered only together with the offset that follows them, so a connection cut in the middle of an
+    /// event never yields a partial batch. The sequence ends when the stream is closed and fully read, or when
+    /// <paramref name="cancellationToken"/> fires. A missing stream throws <see cref="DurableSessionsException"/>.
+    /// </remarks>
+    public IAsyncEnumerable<StreamBatch> ReadStreamAsync(string path, string offset = StreamOffset.Beginning, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        ArgumentException.ThrowIfNullOrEmpty(offset);
+        return ReadStreamCoreAsync(path, offset, cancellationToken);
+    }
+
+    private async IAsyncEnumerable<StreamBatch> ReadStreamCoreAsync(string path, string offset, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var delay = Options.ReconnectDelay;
+        while (true)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var response = await TryOpenAsync(path, offset, cancellationToken).ConfigureAwait(false);
+            if (response is not null)
+            {
+                using (response)
+                {
+                    using var events = new SseEventReader(await response.Content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false));
+                    var pending = new List<JsonElement>();
+                    while (true)
+                    {
+                        SseEvent? next;
+                        try
+                        {
+                            next = await events.NextAsync(cancellationToken).ConfigureAwait(false);
+                        }
+                        catch (Exception ex) when (IsTransient(ex) && !cancellationToken.IsCancellationRequested)
+                        {
+                            next = null;
+                        }
+
+                        if (next is null)
+                        {
+                            break;
+                        }
+
+                        if (next.Value.Type == "data")
+                        {
+                            using var json = JsonDocument.Parse(next.Value.Data);
+                            foreach (var message in json.RootElement.EnumerateArray())
+                            {
+                                pending.Add(message.Clone());
+                            }
+                        }
+                        else if (next.Value.Type == "control")
+                        {
+                            using var json = JsonDocument.Parse(next.Value.Data);
+                            var root = json.RootElement;
+                            offset = root.GetProperty("streamNextOffset").GetString()!;
+                            var closed = root.TryGetProperty("streamClosed", out var c) && c.GetBoolean();
+                            var upToDate = closed || (root.TryGetProperty("upToDate", out var u) && u.GetBoolean());
+                            yield return new StreamBatch(pending, offset, upToDate, closed);
+                            pending = [];
+                            delay = Options.ReconnectDelay;
+                            if (closed)
+                            {
+                                yield break;
+                            }
+                        }
+                    }
+                }
+            }
+
+            // Dropped, refused or ended by the server: come back from the last delivered offset.
+            var jitter = 0.5 + (Random.Shared.NextDouble() / 2);
+            await Task.Delay(delay * jitter, cancellationToken).ConfigureAwait(false);
+            delay = TimeSpan.FromTicks(Math.Min(Options.MaxReconnectDelay.Ticks, delay.Ticks * 2));
+        }
+    }
+
+    /// <summary>Opens an SSE read; returns null on a transient failure, throws on a client error.</summary>
+    private async Task<HttpResponseMessage?> TryOpenAsync(string path, string offset, CancellationToken cancellationToken)
+    {
+        using var request = CreateRequest(HttpMethod.Get, $"/v1/stream/{path}?offset={Uri.EscapeDataString(offset)}&live=sse");
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        HttpResponseMessage response;
+        try
+        {
+            response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (IsTransient(ex) && !cancellationToken.IsCancellationRequested)
+        {
+            return null;
+        }
+
+        if (response.IsSuccessStatusCode)
+        {
+            return response;
+        }
+
+        using (response)
+        {
+            if ((int)response.StatusCode is >= 400 and < 500 and not 408 and not 429)
+            {
+                throw await DurableSessionsException.FromResponseAsync(response, cancellationToken).ConfigureAwait(false);
+            }
+
+            return null;
+        }
+    }
+
+    internal HttpRequestMessage CreateRequest(HttpMethod method, string relativeUri, string? jsonBody = null)
+    {
+        var request = new HttpRequestMessage(method, new Uri(Options.BaseAddress, relativeUri));
+        if (Options.AccessToken is { } token)
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        }
+
+        if (jsonBody is not null)
+        {
+            request.Content = new StringContent(jsonBody, Encoding.UTF8, "application/json");
+        }
+
+        return request;
+    }
+
+    /// <summary>Sends a request, retrying transient failures; throws <see cref="DurableSessionsException"/> on a 4xx.</summary>
+    internal async Task<HttpResponseMessage> SendWithRetryAsync(Func<HttpRequestMessage> createRequest, CancellationToken cancellationToken)
+    {
+        var delay = Options.ReconnectDelay;
+        while (true)
+        {
+            using var request = createRequest();
+            HttpResponseMessage? response = null;
+            try
+            {
+                response = await _http.SendAsync(request, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (IsTransient(ex) && !cancellationToken.IsCancellationRequested)
+            {
+            }
+
+            if (response is not null)
+            {
+                if (response.IsSuccessStatusCode)
+                {
+                    return response;
+                }
+
+                if ((int)response.StatusCode is >= 400 and < 500 and not 408 and not 429)
+                {
+                    using (response)
+                    {
+                        throw await DurableSessionsException.FromResponseAsync(response, cancellationToken).ConfigureAwait(false);
+                    }
+                }
+
+                response.Dispose();
+            }
+
+            await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
+            delay = TimeSpan.FromTicks(Math.Min(Options.MaxReconnectDelay.Ticks, delay.Ticks * 2));
+        }
+    }
+
+    private static bool IsTransient(Exception ex) => ex is HttpRequestException or IOException or TaskCanceledException or OperationCanceledException;
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        if (_ownsHttp)
+        {
+            _http.Dispose();
+        }
+    }
+}
+
+/// <summary>A request the server refused (4xx), with its error code and message.</summary>
+public sealed class DurableSessionsException : Exception
+{
+    /// <summary>Creates the exception.</summary>
+    public DurableSessionsException(HttpStatusCode status, string code, string message)
+        : base(message)
+    {
+        Status = status;
+        Code = code;
+    }
+
+    /// <summary>Creates the exception.</summary>
+    public DurableSessionsException()
+        : this(HttpStatusCode.BadRequest, "UNKNOWN", "The server refused the request.")
+    {
+    }
+
+    /// <summary>Creates the exception.</summary>
+    public DurableSessionsException(string message)
+        : this(HttpStatusCode.BadRequest, "UNKNOWN", message)
+    {
+    }
+
+    /// <summary>Creates the exception.</summary>
+    public DurableSessionsException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+        Code = "UNKNOWN";
+    }
+
+    /// <summary>The HTTP status.</summary>
+    public HttpStatusCode Status { get; }
+
+    /// <summary>The server's error code, e.g. <c>RUN_CANCELLED</c>.</summary>
+    public string Code { get; }
+
+    internal static async Task<DurableSessionsException> FromResponseAsync(HttpResponseMessage response, CancellationToken cancellationToken)
+    {
+        var code = "HTTP_" + (int)response.StatusCode;
+        var message = $"The server answered {(int)response.StatusCode}.";
+        try
+        {
+            var text = await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false);
+            using var json = JsonDocument.Parse(text);
+            var error = json.RootElement.GetProperty("error");
+            code = error.GetProperty("code").GetString() ?? code;
+            message = error.TryGetProperty("message", out var m) ? m.GetString() ?? message : message;
+        }
+        catch (Exception ex) when (ex is JsonException or KeyNotFoundException or InvalidOperationException)
+        {
+        }
+
+        return new DurableSessionsException(response.StatusCode, code, message);
+    }
+}

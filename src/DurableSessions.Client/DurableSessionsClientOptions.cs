@@ -1,0 +1,23 @@
+namespace DurableSessions.Client;
+
+/// <summary>Settings of a <see cref="DurableSessionsClient"/>.</summary>
+public sealed record DurableSessionsClientOptions
+{
+    /// <summary>The defaults: <c>http://127.0.0.1:4437</c>, reconnect backoff from 100 ms to 5 s.</summary>
+    public static DurableSessionsClientOptions Default { get; } = new();
+
+    /// <summary>The server's base address.</summary>
+    public Uri BaseAddress { get; init; } = new("http://127.0.0.1:4437");
+
+    /// <summary>A bearer token sent with every request, if the server requires one.</summary>
+    public string? AccessToken { get; init; }
+
+    /// <summary>The first delay before reconnecting after a dropped connection; doubled per failure, with jitter.</summary>
+    public TimeSpan ReconnectDelay { get; init; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>The longest delay between reconnection attempts.</summary>
+    public TimeSpan MaxReconnectDelay { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>The participant id this client writes as (messages, cancels, steering).</summary>
+    public string ParticipantId { get; init; } = "client:" + Guid.NewGuid().ToString("N")[..8];
+}

@@ -1,0 +1,132 @@
+using System.Runtime.CompilerServices;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using DurableSessions.Sessions;
+
+namespace DurableSessions.Client;
+
+/// <summary>One session: join it (snapshot + live tail), send messages, cancel or steer runs.</summary>
+/// <remarks>Methods are thread-safe; <see cref="JoinAsync"/> materializes into a state owned by its enumeration.</remarks>
+public sealed class SessionClient
+{
+    private readonly DurableSessionsClient _client;
+
+    internal SessionClient(DurableSessionsClient client, string id)
+    {
+        _client = client;
+        Id = id;
+    }
+
+    /// <summary>The session id.</summary>
+    public string Id { get; }
+
+    /// <summary>The session's stream path (readable by any Durable Streams client).</summary>
+    public string StreamPath => "sessions/" + Id;
+
+    /// <summary>Creates the session if it does not exist.</summary>
+    /// <param name="newMessagePolicy">What a new user message does while a run is active: <c>queue</c>, <c>interrupt</c> or <c>reject</c>.</param>
+    /// <param name="title">An optional title.</param>
+    /// <param name="cancellationToken">Cancels the request.</param>
+    public async Task CreateAsync(string newMessagePolicy = "queue", string? title = null, CancellationToken cancellationToken = default)
+    {
+        var body = new JsonObject { ["newMessagePolicy"] = newMessagePolicy, ["title"] = title }.ToJsonString();
+        using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Put, $"/v1/sessions/{Id}", body), cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Joins the session: hydrates from the server's snapshot, then follows the live tail, resuming after any
+    /// disconnect with no gap or duplicate. Each update carries the materialized state after it was applied.
+    /// </summary>
+    public IAsyncEnumerable<SessionUpdate> JoinAsync(CancellationToken cancellationToken = default) => JoinCoreAsync(cancellationToken);
+
+    private async IAsyncEnumerable<SessionUpdate> JoinCoreAsync([EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var state = new SessionState();
+        var (snapshot, offset) = await GetSnapshotAsync(cancellationToken).ConfigureAwait(false);
+        foreach (var message in snapshot)
+        {
+            state.Apply((JsonObject)message!);
+        }
+
+        yield return new SessionUpdate(state, [], offset, UpToDate: false, IsSnapshot: true);
+        await foreach (var batch in _client.ReadStreamAsync(StreamPath, offset, cancellationToken).ConfigureAwait(false))
+        {
+            foreach (var message in batch.Messages)
+            {
+                if (JsonNode.Parse(message.GetRawText()) is JsonObject change)
+                {
+                    state.Apply(change);
+                }
+            }
+
+            yield return new SessionUpdate(state, batch.Messages, batch.NextOffset, batch.UpToDate, IsSnapshot: false);
+        }
+    }
+
+    /// <summary>Fetches the snapshot, retrying until a complete one arrives (a cut connection mid-body is retried).</summary>
+    private async Task<(JsonArray Snapshot, string Offset)> GetSnapshotAsync(CancellationToken cancellationToken)
+    {
+        var delay = _client.Options.ReconnectDelay;
+        while (true)
+        {
+            try
+            {
+                using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Get, $"/v1/sessions/{Id}"), cancellationToken).ConfigureAwait(false);
+                var body = await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false);
+                return (JsonNode.Parse(body)!.AsArray(), response.Headers.GetValues("Stream-Next-Offset").Single());
+            }
+            catch (Exception ex) when (ex is HttpRequestException or IOException or JsonException && !cancellationToken.IsCancellationRequested)
+            {
+                await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
+                delay = TimeSpan.FromTicks(Math.Min(_client.Options.MaxReconnectDelay.Ticks, delay.Ticks * 2));
+            }
+        }
+    }
+
+    /// <summary>Posts a user message; returns its id.</summary>
+    public async Task<string> SendMessageAsync(string text, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(text);
+        var body = new JsonObject { ["text"] = text, ["author"] = _client.Options.ParticipantId }.ToJsonString();
+        using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, $"/v1/sessions/{Id}/messages", body), cancellationToken).ConfigureAwait(false);
+        using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false));
+        return json.RootElement.GetProperty("messageId").GetString()!;
+    }
+
+    /// <summary>Cancels a running run. The acknowledgement names the fence: nothing for the run is accepted after it.</summary>
+    public async Task<ControlAcknowledgement> CancelAsync(string runId, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(runId);
+        var body = new JsonObject { ["by"] = _client.Options.ParticipantId }.ToJsonString();
+        return await ControlAsync(runId, "cancel", body, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Sends a new instruction to a running agent.</summary>
+    public async Task<ControlAcknowledgement> SteerAsync(string runId, string text, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(runId);
+        ArgumentException.ThrowIfNullOrEmpty(text);
+        var body = new JsonObject { ["by"] = _client.Options.ParticipantId, ["text"] = text }.ToJsonString();
+        return await ControlAsync(runId, "steer", body, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task<ControlAcknowledgement> ControlAsync(string runId, string action, string body, CancellationToken cancellationToken)
+    {
+        using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, $"/v1/sessions/{Id}/runs/{runId}/{action}", body), cancellationToken).ConfigureAwait(false);
+        using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false));
+        return new ControlAcknowledgement(json.RootElement.GetProperty("controlId").GetString()!, json.RootElement.GetProperty("offset").GetString()!);
+    }
+}
+
+/// <summary>One step of a joined session.</summary>
+/// <param name="State">The materialized state after this update (owned by the enumeration; read it before moving on).</param>
+/// <param name="Events">The events applied by this update (empty for the snapshot).</param>
+/// <param name="Offset">The stream offset after this update.</param>
+/// <param name="UpToDate">Whether the client has caught up with the live tail.</param>
+/// <param name="IsSnapshot">Whether this is the initial hydration from the snapshot.</param>
+public sealed record SessionUpdate(SessionState State, IReadOnlyList<JsonElement> Events, string Offset, bool UpToDate, bool IsSnapshot);
+
+/// <summary>The server's acknowledgement of a cancel or steer.</summary>
+/// <param name="ControlId">The id of the recorded control event.</param>
+/// <param name="Offset">The offset after the control event; for a cancel, the fence.</param>
+public sealed record ControlAcknowledgement(string ControlId, string Offset);

@@ -1,0 +1,130 @@
+using System.Net;
+using System.Net.Sockets;
+
+namespace DurableSessions.FunctionalTests;
+
+/// <summary>
+/// A loopback TCP proxy that cuts each connection after a random number of response bytes (so cuts land mid-event,
+/// mid-header and mid-snapshot), until it has made <c>maxCuts</c> cuts; after that it passes traffic through.
+/// </summary>
+public sealed class ChaosProxy : IAsyncDisposable
+{
+    private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
+    private readonly Uri _target;
+    private readonly Random _random;
+    private readonly int _maxCuts;
+    private readonly int _maxBytesBeforeCut;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _accepting;
+    private int _cuts;
+    private long _bytesDown;
+
+    public ChaosProxy(Uri target, int maxCuts, int seed, int maxBytesBeforeCut = 4000)
+    {
+        _target = target;
+        _maxCuts = maxCuts;
+        _random = new Random(seed);
+        _maxBytesBeforeCut = maxBytesBeforeCut;
+        _listener.Start();
+        _accepting = Task.Run(AcceptAsync);
+    }
+
+    public Uri Address => new($"http://127.0.0.1:{((IPEndPoint)_listener.LocalEndpoint).Port}");
+
+    public int Cuts => Math.Min(_maxCuts, Volatile.Read(ref _cuts));
+
+    /// <summary>Response bytes passed to clients.</summary>
+    public long BytesDown => Interlocked.Read(ref _bytesDown);
+
+    private async Task AcceptAsync()
+    {
+        try
+        {
+            while (!_stop.IsCancellationRequested)
+            {
+                var client = await _listener.AcceptTcpClientAsync(_stop.Token);
+                _ = Task.Run(() => ServeAsync(client));
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        catch (SocketException)
+        {
+        }
+    }
+
+    private async Task ServeAsync(TcpClient client)
+    {
+        using (client)
+        using (var server = new TcpClient())
+        {
+            try
+            {
+                await server.ConnectAsync(IPAddress.Loopback, _target.Port, _stop.Token);
+                int budget;
+                lock (_random)
+                {
+                    budget = Cuts < _maxCuts ? _random.Next(1, _maxBytesBeforeCut) : int.MaxValue;
+                }
+
+                var upstream = client.GetStream().CopyToAsync(server.GetStream(), _stop.Token);
+                var downstream = CopyWithBudgetAsync(server.GetStream(), client.GetStream(), budget);
+                await Task.WhenAny(upstream, downstream);
+            }
+            catch (Exception ex) when (ex is IOException or SocketException or OperationCanceledException or ObjectDisposedException)
+            {
+            }
+
+            // Abortive close: the peer sees a reset, as with a dropped network.
+            client.Client.LingerState = new LingerOption(true, 0);
+        }
+    }
+
+    private async Task CopyWithBudgetAsync(Stream from, Stream to, int budget)
+    {
+        var buffer = new byte[8192];
+        while (true)
+        {
+            var read = await from.ReadAsync(buffer, _stop.Token);
+            if (read == 0)
+            {
+                return;
+            }
+
+            if (read >= budget && budget != int.MaxValue)
+            {
+                if (Interlocked.Increment(ref _cuts) <= _maxCuts)
+                {
+                    await to.WriteAsync(buffer.AsMemory(0, budget), _stop.Token);
+                    Interlocked.Add(ref _bytesDown, budget);
+                    return;
+                }
+
+                budget = int.MaxValue;
+            }
+
+            await to.WriteAsync(buffer.AsMemory(0, read), _stop.Token);
+            Interlocked.Add(ref _bytesDown, read);
+            if (budget != int.MaxValue)
+            {
+                budget -= read;
+            }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        _listener.Stop();
+        try
+        {
+            await _accepting;
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        _stop.Dispose();
+    }
+}

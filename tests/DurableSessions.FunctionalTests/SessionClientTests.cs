@@ -1,0 +1,168 @@
+using System.Net;
+using System.Text;
+using System.Text.Json.Nodes;
+using DurableSessions.Client;
+using DurableSessions.Sessions;
+
+namespace DurableSessions.FunctionalTests;
+
+/// <summary>The .NET client against real servers: disconnect recovery, multi-surface sync, cancel from another surface, restarts.</summary>
+public sealed class SessionClientTests
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);
+
+    private static DurableSessionsClient Client(Uri address, string participant) => new(DurableSessionsClientOptions.Default with
+    {
+        BaseAddress = address,
+        ParticipantId = participant,
+        ReconnectDelay = TimeSpan.FromMilliseconds(5),
+        MaxReconnectDelay = TimeSpan.FromMilliseconds(100),
+    });
+
+    /// <summary>Entities only (the snapshot's control offsets say where a state started, which differs per client).</summary>
+    private static string Entities(SessionState state)
+        => new JsonArray([.. state.ToSnapshot().Where(m => m!["type"] is not null).Select(m => m!.DeepClone())]).ToJsonString();
+
+    /// <summary>Follows a session until <paramref name="done"/> holds for its state; returns the state's entities.</summary>
+    private static async Task<string> FollowUntil(SessionClient session, Func<SessionState, bool> done)
+    {
+        using var cancel = new CancellationTokenSource(Timeout);
+        await foreach (var update in session.JoinAsync(cancel.Token))
+        {
+            if (update.UpToDate && done(update.State))
+            {
+                return Entities(update.State);
+            }
+        }
+
+        throw new InvalidOperationException("the session ended before the condition held");
+    }
+
+    private static bool RunIs(SessionState state, string runId, string status)
+        => state.Get("run", runId)?["status"]?.GetValue<string>() == status;
+
+    private static async Task<string> StreamReply(HttpClient http, string sessionId, string runId, int batches, int delayMs)
+    {
+        var agent = new FakeAgent(http, sessionId, runId, "m-" + runId);
+        Assert.Equal(HttpStatusCode.OK, (await agent.StartAsync()).StatusCode);
+        var text = new StringBuilder();
+        for (var i = 0; i < batches; i++)
+        {
+            var tokens = new[] { $"w{i}a ", $"w{i}b " };
+            text.Append(string.Concat(tokens));
+            Assert.Equal(HttpStatusCode.OK, (await agent.DeltaAsync(tokens)).StatusCode);
+            await Task.Delay(delayMs);
+        }
+
+        Assert.Equal(HttpStatusCode.OK, (await agent.FinishAsync(text.ToString())).StatusCode);
+        return text.ToString();
+    }
+
+    [Fact]
+    public async Task A_client_cut_at_100_random_points_ends_identical_to_an_uninterrupted_one()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        await using var proxy = new ChaosProxy(server.BaseAddress, maxCuts: 100, seed: 7, maxBytesBeforeCut: 3000);
+        using var steady = Client(server.BaseAddress, "client:steady");
+        using var flaky = Client(proxy.Address, "client:flaky");
+        await steady.Session("chaos").CreateAsync();
+
+        var flakyDone = FollowUntil(flaky.Session("chaos"), s => RunIs(s, "r1", "finished"));
+        var steadyDone = FollowUntil(steady.Session("chaos"), s => RunIs(s, "r1", "finished"));
+        var expected = await StreamReply(server.Client, "chaos", "r1", batches: 300, delayMs: 10);
+
+        var flakyState = await flakyDone.WaitAsync(Timeout);
+        var steadyState = await steadyDone.WaitAsync(Timeout);
+        Assert.Equal(steadyState, flakyState);
+        Assert.Contains(expected, flakyState, StringComparison.Ordinal);
+        Assert.True(proxy.Cuts >= 100, $"only {proxy.Cuts} cuts happened");
+    }
+
+    [Fact]
+    public async Task Three_surfaces_stay_identical_and_a_late_joiner_loads_the_snapshot_not_the_history()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        await using var lateProxy = new ChaosProxy(server.BaseAddress, maxCuts: 0, seed: 1);
+        using var a = Client(server.BaseAddress, "client:a");
+        using var b = Client(server.BaseAddress, "client:b");
+        using var late = Client(lateProxy.Address, "client:late");
+        await a.Session("sync").CreateAsync();
+        await a.Session("sync").SendMessageAsync("hello from a");
+
+        var aDone = FollowUntil(a.Session("sync"), s => RunIs(s, "r1", "finished"));
+        var bDone = FollowUntil(b.Session("sync"), s => RunIs(s, "r1", "finished"));
+        var reply = StreamReply(server.Client, "sync", "r1", batches: 400, delayMs: 5);
+
+        // Join mid-reply, once a good part of the history exists.
+        var deadline = DateTime.UtcNow + Timeout;
+        while (!reply.IsCompleted && await HistoryBytes(server.Client, "sync") < 60_000 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(20);
+        }
+
+        Assert.False(reply.IsCompleted, "the late joiner must join while the reply is still streaming");
+
+        var historyAtJoin = await HistoryBytes(server.Client, "sync");
+        var lateDone = FollowUntil(late.Session("sync"), s => RunIs(s, "r1", "finished"));
+        await reply.WaitAsync(Timeout);
+        var states = await Task.WhenAll(aDone, bDone, lateDone).WaitAsync(Timeout);
+        Assert.Equal(states[0], states[1]);
+        Assert.Equal(states[0], states[2]);
+        Assert.True(lateProxy.BytesDown < historyAtJoin, $"late joiner transferred {lateProxy.BytesDown} B; the history at join time was {historyAtJoin} B");
+    }
+
+    private static async Task<long> HistoryBytes(HttpClient http, string id)
+        => (await (await http.GetAsync($"/v1/stream/sessions/{id}?offset=-1")).Content.ReadAsByteArrayAsync()).Length;
+
+    [Fact]
+    public async Task A_cancel_from_another_surface_is_acknowledged_with_the_fence_and_seen_by_everyone()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        using var a = Client(server.BaseAddress, "client:a");
+        using var b = Client(server.BaseAddress, "client:b");
+        await a.Session("stop").CreateAsync();
+        var agent = new FakeAgent(server.Client, "stop", "r1", "m1");
+        await agent.StartAsync();
+        await agent.DeltaAsync("partial");
+
+        var aSees = FollowUntil(a.Session("stop"), s => RunIs(s, "r1", "cancelled"));
+        var ack = await b.Session("stop").CancelAsync("r1");
+        Assert.Equal(HttpStatusCode.Conflict, (await agent.DeltaAsync("too late")).StatusCode);
+        var state = await aSees.WaitAsync(Timeout);
+        Assert.Contains("\"cancelledBy\":\"client:b\"", state, StringComparison.Ordinal);
+        Assert.DoesNotContain("too late", state, StringComparison.Ordinal);
+        var afterFence = await server.Client.GetStringAsync($"/v1/stream/sessions/stop?offset={ack.Offset}");
+        Assert.Equal("[]", afterFence);
+
+        var refused = await Assert.ThrowsAsync<DurableSessionsException>(() => b.Session("stop").CancelAsync("r1"));
+        Assert.Equal("RUN_NOT_ACTIVE", refused.Code);
+    }
+
+    [Fact]
+    public async Task A_client_resumes_across_a_server_kill_and_restart()
+    {
+        await using var server = await ServerProcess.StartAsync();
+        using var http = new HttpClient { BaseAddress = server.BaseAddress };
+        using var client = Client(server.BaseAddress, "client:restart");
+        await client.Session("restart").CreateAsync();
+        var agent = new FakeAgent(http, "restart", "r1", "m1");
+        await agent.StartAsync();
+        var done = FollowUntil(client.Session("restart"), s => RunIs(s, "r1", "finished"));
+        var text = new StringBuilder();
+        for (var i = 0; i < 60; i++)
+        {
+            if (i == 30)
+            {
+                await server.KillAsync();
+                await server.StartAsync();
+            }
+
+            text.Append($"t{i} ");
+            Assert.Equal(HttpStatusCode.OK, (await agent.DeltaAsync($"t{i} ")).StatusCode);
+        }
+
+        await agent.FinishAsync(text.ToString());
+        var state = await done.WaitAsync(Timeout);
+        Assert.Contains(text.ToString(), state, StringComparison.Ordinal);
+    }
+}
