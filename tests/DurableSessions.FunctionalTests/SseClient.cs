@@ -4,42 +4,15 @@ using System.Text.Json;
 
 namespace DurableSessions.FunctionalTests;
 
-/// <summary>A minimal SSE reader for stream reads: yields (event, data) pairs as the server sends them.</summary>
+/// <summary>SSE helpers for tests: (event, data) pairs as the server sends them, and control-event parsing.</summary>
 public static class SseClient
 {
     public static async IAsyncEnumerable<(string Event, string Data)> ReadEventsAsync(Stream body, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        using var reader = new StreamReader(body, Encoding.UTF8);
-        var type = string.Empty;
-        var data = new StringBuilder();
-        var hasData = false;
-        while (await reader.ReadLineAsync(cancellationToken) is { } line)
+        using var reader = new DurableSessions.Client.SseEventReader(body);
+        while (await reader.NextAsync(cancellationToken) is { } next)
         {
-            if (line.Length == 0)
-            {
-                if (type.Length > 0 && hasData)
-                {
-                    yield return (type, data.ToString());
-                }
-
-                type = string.Empty;
-                data.Clear();
-                hasData = false;
-            }
-            else if (line.StartsWith("event:", StringComparison.Ordinal))
-            {
-                type = line[6..].Trim();
-            }
-            else if (line.StartsWith("data:", StringComparison.Ordinal))
-            {
-                if (hasData)
-                {
-                    data.Append('\n');
-                }
-
-                data.Append(line.AsSpan(5));
-                hasData = true;
-            }
+            yield return (next.Type, next.Data);
         }
     }
 
