@@ -15,6 +15,8 @@ builder.WebHost.ConfigureKestrel(kestrel =>
     kestrel.AddServerHeader = false;
 });
 builder.Services.AddDurableSessions(builder.Configuration);
+builder.Services.Configure<EmbeddedAgentOptions>(builder.Configuration.GetSection("Agent"));
+builder.Services.AddHostedService<EmbeddedAgentHost>();
 
 var app = builder.Build();
 app.MapGet("/health", (StreamStore store) => store.IsAvailable

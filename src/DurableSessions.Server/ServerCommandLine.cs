@@ -8,6 +8,8 @@ internal static class ServerCommandLine
         ["--long-poll-timeout-ms"] = "--DurableStreams:LongPollTimeout",
         ["--max-append-bytes"] = "--DurableStreams:MaxAppendBytes",
         ["--max-path-length"] = "--DurableStreams:MaxPathLength",
+        ["--agent"] = "--Agent:Model",
+        ["--no-agent"] = "--Agent:Enabled",
     };
 
     public static string[] Normalize(string[] args)
@@ -28,6 +30,12 @@ internal static class ServerCommandLine
             if (!Aliases.TryGetValue(name, out var key))
             {
                 result.Add(arg);
+                continue;
+            }
+
+            if (name.Equals("--no-agent", StringComparison.OrdinalIgnoreCase))
+            {
+                result.Add($"{key}=false");
                 continue;
             }
 

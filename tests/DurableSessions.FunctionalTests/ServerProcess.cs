@@ -50,7 +50,7 @@ public sealed class ServerProcess : IAsyncDisposable
             UseShellExecute = false,
         };
         info.ArgumentList.Add(dll);
-        foreach (var arg in new[] { "--urls", BaseAddress.ToString().TrimEnd('/'), "--data", DataDirectory, "--Logging:LogLevel:Default=Warning" }.Concat(ExtraArgs))
+        foreach (var arg in new[] { "--urls", BaseAddress.ToString().TrimEnd('/'), "--data", DataDirectory, "--Logging:LogLevel:Default=Warning", "--Agent:Enabled=false" }.Concat(ExtraArgs))
         {
             info.ArgumentList.Add(arg);
         }

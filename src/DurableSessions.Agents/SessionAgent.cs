@@ -1,0 +1,373 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using DurableSessions.Client;
+using DurableSessions.Sessions;
+using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace DurableSessions.Agents;
+
+/// <summary>Settings of a <see cref="SessionAgent"/>.</summary>
+public sealed class SessionAgentOptions
+{
+    /// <summary>The agent's participant id, named by its runs. Default <c>agent:demo</c>.</summary>
+    public string AgentId { get; set; } = "agent:demo";
+
+    /// <summary>How long token deltas are gathered before they are written as one event. Default 30 ms.</summary>
+    public TimeSpan DeltaLinger { get; set; } = TimeSpan.FromMilliseconds(30);
+
+    /// <summary>A system prompt put before the conversation, if any.</summary>
+    public string? Instructions { get; set; }
+
+    /// <summary>Options passed to the chat client on every call.</summary>
+    public ChatOptions? ChatOptions { get; set; }
+}
+
+/// <summary>
+/// Serves an AI agent on a session: answers each user message with a run whose reply streams into the session as
+/// batched deltas, using any <see cref="IChatClient"/>.
+/// </summary>
+/// <remarks>
+/// <para>A cancel recorded in the session (from any surface) fires the <see cref="CancellationToken"/> passed to the
+/// model; the server's fence already refuses anything more for the run. A steer restarts generation with the new
+/// instruction, continuing the same reply. Runs this agent left <c>started</c> (a crash) are marked
+/// <c>interrupted</c> when it joins again. Each run writes as its own idempotent producer, so several agents can write to
+/// one session at once without an orchestrator.</para>
+/// <para>Thread-safe; one <see cref="RunAsync"/> per session.</para>
+/// </remarks>
+public sealed partial class SessionAgent
+{
+    private readonly IChatClient _chat;
+    private readonly DurableSessionsClient _client;
+    private readonly SessionAgentOptions _options;
+    private readonly ILogger _logger;
+
+    /// <summary>Creates an agent.</summary>
+    public SessionAgent(IChatClient chatClient, DurableSessionsClient client, SessionAgentOptions? options = null, ILogger<SessionAgent>? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(chatClient);
+        ArgumentNullException.ThrowIfNull(client);
+        _chat = chatClient;
+        _client = client;
+        _options = options ?? new SessionAgentOptions();
+        _logger = (ILogger?)logger ?? NullLogger.Instance;
+    }
+
+    /// <summary>Serves one session until <paramref name="cancellationToken"/> fires.</summary>
+    public async Task RunAsync(string sessionId, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(sessionId);
+        var session = _client.Session(sessionId);
+        ActiveRun? active = null;
+        var recovered = false;
+        var seenControls = new HashSet<string>(StringComparer.Ordinal);
+        try
+        {
+            await foreach (var update in session.JoinAsync(cancellationToken).ConfigureAwait(false))
+            {
+                var state = update.State;
+                if (active is not null)
+                {
+                    FollowControl(state, update.Events, active, seenControls);
+                    if (active.Completion.IsCompleted)
+                    {
+                        active.Dispose();
+                        active = null;
+                    }
+                }
+
+                if (!update.UpToDate)
+                {
+                    continue;
+                }
+
+                if (!recovered)
+                {
+                    recovered = true;
+                    await MarkInterruptedAsync(session, state, cancellationToken).ConfigureAwait(false);
+                }
+
+                if (active is null && NextPendingMessage(state) is { } message)
+                {
+                    active = new ActiveRun(NewId("r"), NewId("m"), message["id"]!.GetValue<string>(), cancellationToken);
+                    var history = BuildHistory(state);
+                    active.Completion = Task.Run(() => ExecuteRunAsync(session, active, history), CancellationToken.None);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+        }
+
+        if (active is not null)
+        {
+            active.Cancel();
+            await active.Completion.ConfigureAwait(false);
+            active.Dispose();
+        }
+    }
+
+    private static void FollowControl(SessionState state, IReadOnlyList<JsonElement> events, ActiveRun active, HashSet<string> seenControls)
+    {
+        var status = state.Get(SessionEventTypes.Run, active.RunId)?["status"]?.GetValue<string>();
+        if (status is "cancelled" or "interrupted")
+        {
+            active.Cancel();
+        }
+
+        foreach (var element in events)
+        {
+            if (element.TryGetProperty("type", out var type) && type.GetString() == SessionEventTypes.Control
+                && element.TryGetProperty("value", out var value)
+                && value.TryGetProperty("runId", out var runId) && runId.GetString() == active.RunId
+                && value.TryGetProperty("action", out var action) && action.GetString() == "steer"
+                && value.TryGetProperty("id", out var id) && seenControls.Add(id.GetString()!)
+                && value.TryGetProperty("text", out var text))
+            {
+                active.Steer(text.GetString()!);
+            }
+        }
+    }
+
+    private JsonObject? NextPendingMessage(SessionState state)
+    {
+        var answered = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var run in state.All(SessionEventTypes.Run))
+        {
+            if (run["agent"]?.GetValue<string>() == _options.AgentId && run["trigger"]?.GetValue<string>() is { } trigger)
+            {
+                answered.Add(trigger);
+            }
+        }
+
+        return state.All(SessionEventTypes.Message).FirstOrDefault(m =>
+            m["role"]?.GetValue<string>() == "user" && m["id"]?.GetValue<string>() is { } id && !answered.Contains(id));
+    }
+
+    private List<ChatMessage> BuildHistory(SessionState state)
+    {
+        var history = new List<ChatMessage>();
+        if (_options.Instructions is { } instructions)
+        {
+            history.Add(new ChatMessage(ChatRole.System, instructions));
+        }
+
+        foreach (var message in state.All(SessionEventTypes.Message))
+        {
+            var role = message["role"]?.GetValue<string>() switch
+            {
+                "user" => ChatRole.User,
+                "assistant" => ChatRole.Assistant,
+                "system" => ChatRole.System,
+                _ => (ChatRole?)null,
+            };
+            var text = string.Concat((message["parts"] as JsonArray ?? []).Select(p => p?["type"]?.GetValue<string>() == "text" ? p["text"]?.GetValue<string>() : null));
+            if (role is not null && text.Length > 0)
+            {
+                history.Add(new ChatMessage(role.Value, text));
+            }
+        }
+
+        return history;
+    }
+
+    private async Task ExecuteRunAsync(SessionClient session, ActiveRun run, List<ChatMessage> history)
+    {
+        using var producer = new StreamProducer(_client, session.StreamPath, $"{_options.AgentId}/{run.RunId}");
+        var text = new StringBuilder();
+        var reasoning = new StringBuilder();
+        try
+        {
+            await producer.AppendAsync(
+            [
+                Change(SessionEventTypes.Run, run.RunId, "insert", RunValue(run, "started")),
+                Change(SessionEventTypes.Message, run.MessageId, "insert", MessageValue(run, "streaming", text, reasoning)),
+            ], run.Token).ConfigureAwait(false);
+            Log.RunStarted(_logger, session.Id, run.RunId, _options.AgentId);
+
+            var finishReason = "stop";
+            while (true)
+            {
+                using var generation = CancellationTokenSource.CreateLinkedTokenSource(run.Token, run.SteerToken);
+                using var deltas = new DeltaBatcher(producer, run, _options.DeltaLinger);
+                try
+                {
+                    await foreach (var update in _chat.GetStreamingResponseAsync(history, _options.ChatOptions, generation.Token).ConfigureAwait(false))
+                    {
+                        foreach (var content in update.Contents)
+                        {
+                            switch (content)
+                            {
+                                case TextContent t when t.Text.Length > 0:
+                                    text.Append(t.Text);
+                                    deltas.Add(0, "text", t.Text);
+                                    break;
+                                case TextReasoningContent r when r.Text.Length > 0:
+                                    reasoning.Append(r.Text);
+                                    deltas.Add(1, "reasoning", r.Text);
+                                    break;
+                            }
+                        }
+
+                        if (update.FinishReason is { } reason)
+                        {
+                            finishReason = reason.Value;
+                        }
+                    }
+
+                    await deltas.FlushAsync().ConfigureAwait(false);
+                    break;
+                }
+                catch (OperationCanceledException) when (!run.Token.IsCancellationRequested && run.TakeSteer() is { } instruction)
+                {
+                    // Steered: keep what was written, then continue the same reply with the new instruction.
+                    await deltas.FlushAsync().ConfigureAwait(false);
+                    history.Add(new ChatMessage(ChatRole.Assistant, text.ToString()));
+                    history.Add(new ChatMessage(ChatRole.User, instruction));
+                }
+            }
+
+            await producer.AppendAsync(
+            [
+                Change(SessionEventTypes.Message, run.MessageId, "update", MessageValue(run, "complete", text, reasoning)),
+                Change(SessionEventTypes.Run, run.RunId, "update", RunValue(run, "finished", finishReason)),
+            ], CancellationToken.None).ConfigureAwait(false);
+            Log.RunFinished(_logger, session.Id, run.RunId);
+        }
+        catch (Exception ex) when (run.Token.IsCancellationRequested || ex is DurableSessionsException { Code: "RUN_CANCELLED" })
+        {
+            // Cancelled through the session: the server already recorded it and fenced the run.
+            Log.RunCancelled(_logger, session.Id, run.RunId);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            Log.RunFailed(_logger, ex, session.Id, run.RunId);
+            try
+            {
+                var failed = MessageValue(run, "failed", text, reasoning);
+                failed["error"] = ex.Message;
+                await producer.AppendAsync(
+                [
+                    Change(SessionEventTypes.Message, run.MessageId, "update", failed),
+                    Change(SessionEventTypes.Run, run.RunId, "update", RunValue(run, "failed", error: ex.Message)),
+                ], CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (DurableSessionsException)
+            {
+            }
+        }
+    }
+
+    /// <summary>Marks this agent's runs that are still <c>started</c> (left by a crashed instance) as interrupted.</summary>
+    private async Task MarkInterruptedAsync(SessionClient session, SessionState state, CancellationToken cancellationToken)
+    {
+        var stale = state.All(SessionEventTypes.Run)
+            .Where(r => r["agent"]?.GetValue<string>() == _options.AgentId && r["status"]?.GetValue<string>() == "started")
+            .ToList();
+        if (stale.Count == 0)
+        {
+            return;
+        }
+
+        var events = new JsonArray();
+        foreach (var run in stale)
+        {
+            var interrupted = (JsonObject)run.DeepClone();
+            interrupted["status"] = "interrupted";
+            if (run["messageId"]?.GetValue<string>() is { } messageId && state.Get(SessionEventTypes.Message, messageId) is { } message)
+            {
+                var partial = (JsonObject)message.DeepClone();
+                partial["status"] = "interrupted";
+                events.Add(Change(SessionEventTypes.Message, messageId, "update", partial));
+            }
+
+            events.Add(Change(SessionEventTypes.Run, run["id"]!.GetValue<string>(), "update", interrupted));
+        }
+
+        using var producer = new StreamProducer(_client, session.StreamPath, $"{_options.AgentId}/recovery/{NewId("p")}");
+        await producer.AppendAsync(events, cancellationToken).ConfigureAwait(false);
+        Log.RunsInterrupted(_logger, session.Id, stale.Count);
+    }
+
+    private JsonObject RunValue(ActiveRun run, string status, string? finishReason = null, string? error = null)
+    {
+        var value = new JsonObject
+        {
+            ["id"] = run.RunId,
+            ["agent"] = _options.AgentId,
+            ["messageId"] = run.MessageId,
+            ["trigger"] = run.TriggerId,
+            ["status"] = status,
+            ["startedAt"] = run.StartedAt,
+        };
+        if (status != "started")
+        {
+            value["endedAt"] = Now();
+        }
+
+        if (finishReason is not null)
+        {
+            value["finishReason"] = finishReason;
+        }
+
+        if (error is not null)
+        {
+            value["error"] = error;
+        }
+
+        return value;
+    }
+
+    private JsonObject MessageValue(ActiveRun run, string status, StringBuilder text, StringBuilder reasoning)
+    {
+        var parts = new JsonArray { new JsonObject { ["type"] = "text", ["text"] = text.ToString() } };
+        if (reasoning.Length > 0)
+        {
+            parts.Add(new JsonObject { ["type"] = "reasoning", ["text"] = reasoning.ToString() });
+        }
+
+        return new JsonObject
+        {
+            ["id"] = run.MessageId,
+            ["role"] = "assistant",
+            ["author"] = _options.AgentId,
+            ["runId"] = run.RunId,
+            ["parts"] = parts,
+            ["status"] = status,
+            ["createdAt"] = run.StartedAt,
+        };
+    }
+
+    internal static JsonObject Change(string type, string key, string operation, JsonObject value) => new()
+    {
+        ["type"] = type,
+        ["key"] = key,
+        ["value"] = value,
+        ["headers"] = new JsonObject { ["operation"] = operation, ["timestamp"] = Now() },
+    };
+
+    private static string NewId(string prefix) => prefix + "_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
+
+    private static string Now() => DateTimeOffset.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);
+
+    private static partial class Log
+    {
+        [LoggerMessage(400, LogLevel.Debug, "Session {SessionId}: run {RunId} started by {AgentId}")]
+        public static partial void RunStarted(ILogger logger, string sessionId, string runId, string agentId);
+
+        [LoggerMessage(401, LogLevel.Debug, "Session {SessionId}: run {RunId} finished")]
+        public static partial void RunFinished(ILogger logger, string sessionId, string runId);
+
+        [LoggerMessage(402, LogLevel.Information, "Session {SessionId}: run {RunId} cancelled")]
+        public static partial void RunCancelled(ILogger logger, string sessionId, string runId);
+
+        [LoggerMessage(403, LogLevel.Warning, "Session {SessionId}: run {RunId} failed")]
+        public static partial void RunFailed(ILogger logger, Exception exception, string sessionId, string runId);
+
+        [LoggerMessage(404, LogLevel.Information, "Session {SessionId}: marked {Count} unfinished runs as interrupted")]
+        public static partial void RunsInterrupted(ILogger logger, string sessionId, int count);
+    }
+}

@@ -1,0 +1,149 @@
+using System.ClientModel;
+using System.Collections.Concurrent;
+using DurableSessions;
+using DurableSessions.Agents;
+using DurableSessions.Client;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.AI;
+using OpenAI;
+
+/// <summary>Settings of the agent the server hosts itself (section <c>Agent</c>).</summary>
+internal sealed class EmbeddedAgentOptions
+{
+    /// <summary>Whether the server hosts an agent on every session. Default true.</summary>
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>The agent's participant id. Default <c>agent:demo</c>.</summary>
+    public string Id { get; set; } = "agent:demo";
+
+    /// <summary><c>demo</c> (built-in, no network) or <c>openai</c> (any OpenAI-compatible endpoint, e.g. a local Ollama).</summary>
+    public string Model { get; set; } = "demo";
+
+    /// <summary>Token rate of the demo model.</summary>
+    public double TokensPerSecond { get; set; } = 25;
+
+    /// <summary>The OpenAI-compatible endpoint, e.g. <c>http://127.0.0.1:11434/v1</c> for Ollama.</summary>
+    public string? Endpoint { get; set; }
+
+    /// <summary>The model name at that endpoint.</summary>
+    public string? ModelId { get; set; }
+
+    /// <summary>The API key (any non-empty value for servers that ignore it).</summary>
+    public string? ApiKey { get; set; }
+
+    /// <summary>The system prompt.</summary>
+    public string? Instructions { get; set; }
+}
+
+/// <summary>
+/// Hosts one agent on every session of this server, talking to the server over HTTP like any external agent would.
+/// New sessions are noticed through the store's change notifications; existing ones are picked up at start.
+/// </summary>
+internal sealed partial class EmbeddedAgentHost(
+    StreamStore store,
+    IServer server,
+    Microsoft.Extensions.Options.IOptions<EmbeddedAgentOptions> options,
+    ILoggerFactory loggerFactory,
+    IHostApplicationLifetime lifetime) : BackgroundService
+{
+    private readonly ConcurrentDictionary<string, Task> _sessions = new(StringComparer.Ordinal);
+    private readonly ILogger _logger = loggerFactory.CreateLogger<EmbeddedAgentHost>();
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var settings = options.Value;
+        if (!settings.Enabled)
+        {
+            return;
+        }
+
+        // The agent connects to this server once it is listening.
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var registration = lifetime.ApplicationStarted.Register(() => started.TrySetResult());
+        await started.Task.WaitAsync(stoppingToken);
+        var address = server.Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault();
+        if (address is null)
+        {
+            return;
+        }
+
+        using var chat = CreateChatClient(settings);
+        using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with
+        {
+            BaseAddress = new Uri(address.Replace("://+", "://127.0.0.1", StringComparison.Ordinal).Replace("://*", "://127.0.0.1", StringComparison.Ordinal).Replace("://0.0.0.0", "://127.0.0.1", StringComparison.Ordinal)),
+            ParticipantId = settings.Id,
+        });
+        var agent = new SessionAgent(chat, client, new SessionAgentOptions { AgentId = settings.Id, Instructions = settings.Instructions }, loggerFactory.CreateLogger<SessionAgent>());
+        Log.Hosting(_logger, settings.Id, settings.Model);
+
+        var discovered = System.Threading.Channels.Channel.CreateUnbounded<string>();
+        store.Fanout.AddObserver(change =>
+        {
+            if (!change.Deleted && change.Path.StartsWith("sessions/", StringComparison.Ordinal) && !_sessions.ContainsKey(change.Path))
+            {
+                discovered.Writer.TryWrite(change.Path);
+            }
+        });
+        await foreach (var path in store.ListPathsAsync(stoppingToken))
+        {
+            discovered.Writer.TryWrite(path);
+        }
+
+        await foreach (var path in discovered.Reader.ReadAllAsync(stoppingToken))
+        {
+            if (!path.StartsWith("sessions/", StringComparison.Ordinal) || path.IndexOf('/', "sessions/".Length) >= 0 || _sessions.ContainsKey(path))
+            {
+                continue;
+            }
+
+            var sessionId = path["sessions/".Length..];
+            _sessions[path] = Task.Run(() => ServeAsync(agent, path, sessionId, stoppingToken), CancellationToken.None);
+        }
+    }
+
+    private async Task ServeAsync(SessionAgent agent, string path, string sessionId, CancellationToken stoppingToken)
+    {
+        try
+        {
+            await agent.RunAsync(sessionId, stoppingToken);
+        }
+        catch (DurableSessionsException ex)
+        {
+            // The session was deleted (or is not a session): forget it so a re-created one is served again.
+            Log.SessionEnded(_logger, sessionId, ex.Code);
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+        finally
+        {
+            _sessions.TryRemove(path, out _);
+        }
+    }
+
+    private static IChatClient CreateChatClient(EmbeddedAgentOptions settings)
+    {
+        if (!string.Equals(settings.Model, "openai", StringComparison.OrdinalIgnoreCase))
+        {
+            return new DemoChatClient(settings.TokensPerSecond);
+        }
+
+        if (string.IsNullOrEmpty(settings.Endpoint) || string.IsNullOrEmpty(settings.ModelId))
+        {
+            throw new InvalidOperationException("Agent:Model=openai needs Agent:Endpoint and Agent:ModelId (and Agent:ApiKey if the endpoint requires one).");
+        }
+
+        var openAi = new OpenAIClient(new ApiKeyCredential(settings.ApiKey ?? "unused"), new OpenAIClientOptions { Endpoint = new Uri(settings.Endpoint) });
+        return openAi.GetChatClient(settings.ModelId).AsIChatClient();
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(10, LogLevel.Information, "Hosting agent {AgentId} (model: {Model}) on every session")]
+        public static partial void Hosting(ILogger logger, string agentId, string model);
+
+        [LoggerMessage(11, LogLevel.Debug, "Agent stopped serving session {SessionId}: {Code}")]
+        public static partial void SessionEnded(ILogger logger, string sessionId, string code);
+    }
+}

@@ -1,0 +1,171 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Runtime.CompilerServices;
+using System.Text.Json.Nodes;
+using DurableSessions.Agents;
+using DurableSessions.Client;
+using DurableSessions.Sessions;
+using Microsoft.Extensions.AI;
+
+namespace DurableSessions.FunctionalTests;
+
+/// <summary>The agent SDK over real HTTP with the built-in demo model.</summary>
+public sealed class SessionAgentTests : IAsyncLifetime
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);
+    private InProcessServer _server = null!;
+    private DurableSessionsClient _client = null!;
+    private readonly CancellationTokenSource _stop = new();
+
+    public async ValueTask InitializeAsync()
+    {
+        _server = await InProcessServer.StartAsync();
+        _client = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = _server.BaseAddress, ParticipantId = "client:test" });
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        _client.Dispose();
+        await _server.DisposeAsync();
+        _stop.Dispose();
+    }
+
+    /// <summary>Records every model call and whether its cancellation token fired.</summary>
+    private sealed class RecordingChatClient(IChatClient inner) : DelegatingChatClient(inner)
+    {
+        public ConcurrentQueue<List<ChatMessage>> Calls { get; } = new();
+
+        public TaskCompletionSource TokenFired { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public override async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+        {
+            Calls.Enqueue([.. messages]);
+            using var registration = cancellationToken.Register(() => TokenFired.TrySetResult());
+            await foreach (var update in base.GetStreamingResponseAsync(messages, options, cancellationToken))
+            {
+                yield return update;
+            }
+        }
+    }
+
+    private Task StartAgent(IChatClient chat, string sessionId, string agentId = "agent:demo", TimeSpan? linger = null)
+    {
+        var agent = new SessionAgent(chat, _client, new SessionAgentOptions { AgentId = agentId, DeltaLinger = linger ?? TimeSpan.FromMilliseconds(30) });
+        return Task.Run(() => agent.RunAsync(sessionId, _stop.Token));
+    }
+
+    private async Task<SessionState> WaitFor(string sessionId, Func<SessionState, bool> condition)
+    {
+        using var cancel = new CancellationTokenSource(Timeout);
+        await foreach (var update in _client.Session(sessionId).JoinAsync(cancel.Token))
+        {
+            if (update.UpToDate && condition(update.State))
+            {
+                return update.State;
+            }
+        }
+
+        throw new InvalidOperationException("session ended");
+    }
+
+    private static IEnumerable<JsonObject> Runs(SessionState state, string status) => state.All("run").Where(r => r["status"]!.GetValue<string>() == status);
+
+    private static string Text(JsonObject message) => message["parts"]![0]!["text"]!.GetValue<string>();
+
+    [Fact]
+    public async Task The_agent_streams_a_deterministic_reply_in_batched_deltas()
+    {
+        var session = _client.Session("answer");
+        await session.CreateAsync();
+        _ = StartAgent(new DemoChatClient(tokensPerSecond: 400), "answer");
+        await session.SendMessageAsync("What is a durable session?");
+
+        var state = await WaitFor("answer", s => Runs(s, "finished").Any());
+        var run = Runs(state, "finished").Single();
+        Assert.Equal("agent:demo", run["agent"]!.GetValue<string>());
+        var reply = state.Get("message", run["messageId"]!.GetValue<string>())!;
+        Assert.Equal("complete", reply["status"]!.GetValue<string>());
+        var expected = DemoChatClient.ReplyTo([new ChatMessage(ChatRole.User, "What is a durable session?")]);
+        Assert.Equal(expected, Text(reply));
+
+        var history = JsonNode.Parse(await _server.Client.GetStringAsync("/v1/stream/sessions/answer"))!.AsArray();
+        var deltas = history.Count(e => e!["type"]!.GetValue<string>() == "delta");
+        var tokens = expected.Split(' ').Length;
+        Assert.InRange(deltas, 1, tokens / 3);
+    }
+
+    [Fact]
+    public async Task A_cancel_from_another_client_fires_the_models_token_and_fences_the_run()
+    {
+        var chat = new RecordingChatClient(new DemoChatClient(tokensPerSecond: 20));
+        var a = _client.Session("stop");
+        await a.CreateAsync();
+        _ = StartAgent(chat, "stop");
+        await a.SendMessageAsync("Please write a long answer");
+        var running = await WaitFor("stop", s => Runs(s, "started").Any() && s.All("message").Any(m => m["role"]!.GetValue<string>() == "assistant" && Text(m).Length > 10));
+        var runId = Runs(running, "started").Single()["id"]!.GetValue<string>();
+
+        using var b = new DurableSessionsClient(_client.Options with { ParticipantId = "client:b" });
+        var ack = await b.Session("stop").CancelAsync(runId);
+        await chat.TokenFired.Task.WaitAsync(Timeout);
+
+        var state = await WaitFor("stop", s => Runs(s, "cancelled").Any());
+        var reply = state.Get("message", Runs(state, "cancelled").Single()["messageId"]!.GetValue<string>())!;
+        Assert.Equal("cancelled", reply["status"]!.GetValue<string>());
+        // A negative check: give a (wrongly) still-running agent time to write after the fence, then look.
+        await Task.Delay(300);
+        Assert.Equal("[]", await _server.Client.GetStringAsync($"/v1/stream/sessions/stop?offset={ack.Offset}"));
+    }
+
+    [Fact]
+    public async Task Steering_restarts_generation_with_the_new_instruction_in_the_same_reply()
+    {
+        var chat = new RecordingChatClient(new DemoChatClient(tokensPerSecond: 20));
+        var session = _client.Session("steer");
+        await session.CreateAsync();
+        _ = StartAgent(chat, "steer");
+        await session.SendMessageAsync("Tell me about offsets");
+        var running = await WaitFor("steer", s => Runs(s, "started").Any());
+        var runId = Runs(running, "started").Single()["id"]!.GetValue<string>();
+        await session.SteerAsync(runId, "Answer in one sentence");
+
+        var state = await WaitFor("steer", s => Runs(s, "finished").Any());
+        Assert.Single(state.All("run"));
+        Assert.True(chat.Calls.Count >= 2, "the model should have been called again after the steer");
+        Assert.Equal("Answer in one sentence", chat.Calls.Last().Last().Text);
+    }
+
+    [Fact]
+    public async Task Two_agents_write_to_one_session_at_once_without_an_orchestrator()
+    {
+        var session = _client.Session("duo");
+        await session.CreateAsync();
+        _ = StartAgent(new DemoChatClient(200), "duo", "agent:alpha");
+        _ = StartAgent(new DemoChatClient(200), "duo", "agent:beta");
+        await session.SendMessageAsync("Both of you, please answer");
+
+        var state = await WaitFor("duo", s => Runs(s, "finished").Count() == 2);
+        Assert.Equal(["agent:alpha", "agent:beta"], Runs(state, "finished").Select(r => r["agent"]!.GetValue<string>()).Order());
+        foreach (var run in Runs(state, "finished"))
+        {
+            Assert.Equal(DemoChatClient.ReplyTo([new ChatMessage(ChatRole.User, "Both of you, please answer")]), Text(state.Get("message", run["messageId"]!.GetValue<string>())!));
+        }
+    }
+
+    [Fact]
+    public async Task A_restarted_agent_marks_the_run_it_could_not_finish_as_interrupted()
+    {
+        var session = _client.Session("crash");
+        await session.CreateAsync();
+        var crashed = new FakeAgent(_server.Client, "crash", "r-crashed", "m-crashed");
+        await crashed.StartAsync();
+        await crashed.DeltaAsync("half an ans");
+
+        _ = StartAgent(new DemoChatClient(0), "crash", "agent:test");
+        var state = await WaitFor("crash", s => s.Get("run", "r-crashed")?["status"]?.GetValue<string>() == "interrupted");
+        Assert.Equal("interrupted", state.Get("message", "m-crashed")!["status"]!.GetValue<string>());
+        Assert.Equal("half an ans", Text(state.Get("message", "m-crashed")!));
+        Assert.Equal(HttpStatusCode.Conflict, (await crashed.DeltaAsync("swer")).StatusCode);
+    }
+}
