@@ -23,11 +23,13 @@ public static class DurableSessionsServiceCollectionExtensions
         var streams = services.AddOptions<DurableStreamsOptions>();
         var sqlite = services.AddOptions<SqliteStreamStoreOptions>();
         var subscriptions = services.AddOptions<SubscriptionOptions>();
+        var sessionOptions = services.AddOptions<Sessions.SessionOptions>();
         if (configuration is not null)
         {
             streams.Bind(configuration.GetSection("DurableStreams"));
             sqlite.Bind(configuration.GetSection("Storage:Sqlite"));
             subscriptions.Bind(configuration.GetSection("Subscriptions"));
+            sessionOptions.Bind(configuration.GetSection("Sessions"));
         }
 
         streams.Validate(o => !o.Validate().Any(), "Invalid DurableStreams settings.").ValidateOnStart();
@@ -41,6 +43,8 @@ public static class DurableSessionsServiceCollectionExtensions
         services.TryAddSingleton<StreamRequestHandler>();
         services.TryAddSingleton<Sessions.SessionService>();
         services.TryAddSingleton<Sessions.SessionEndpoints>();
+        services.TryAddSingleton<Sessions.PresenceService>();
+        services.AddHostedService(sp => sp.GetRequiredService<Sessions.PresenceService>());
         services.TryAddSingleton<SubscriptionService>();
         services.AddHostedService(sp => sp.GetRequiredService<SubscriptionService>());
         services.TryAddSingleton<SubscriptionEndpoints>();

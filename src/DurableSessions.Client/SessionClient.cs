@@ -110,6 +110,28 @@ public sealed class SessionClient
         return await ControlAsync(runId, "steer", body, cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// Announces this client in the session (or keeps it announced). Call at least once per returned timeout; a client
+    /// that stops is marked left.
+    /// </summary>
+    /// <param name="kind"><c>client</c>, <c>agent</c> or <c>human</c>.</param>
+    /// <param name="name">A display name.</param>
+    /// <param name="cancellationToken">Cancels the request.</param>
+    /// <returns>How long the server waits for the next heartbeat.</returns>
+    public async Task<TimeSpan> HeartbeatAsync(string kind = "client", string? name = null, CancellationToken cancellationToken = default)
+    {
+        var body = new JsonObject { ["participantId"] = _client.Options.ParticipantId, ["kind"] = kind, ["name"] = name }.ToJsonString();
+        using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, $"/v1/sessions/{Id}/presence", body), cancellationToken).ConfigureAwait(false);
+        using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false));
+        return TimeSpan.FromMilliseconds(json.RootElement.GetProperty("timeoutMs").GetInt64());
+    }
+
+    /// <summary>Marks this client left at once.</summary>
+    public async Task LeaveAsync(CancellationToken cancellationToken = default)
+    {
+        using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Delete, $"/v1/sessions/{Id}/presence/{Uri.EscapeDataString(_client.Options.ParticipantId)}"), cancellationToken).ConfigureAwait(false);
+    }
+
     private async Task<ControlAcknowledgement> ControlAsync(string runId, string action, string body, CancellationToken cancellationToken)
     {
         using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, $"/v1/sessions/{Id}/runs/{runId}/{action}", body), cancellationToken).ConfigureAwait(false);

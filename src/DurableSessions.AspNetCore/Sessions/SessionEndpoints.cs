@@ -8,7 +8,7 @@ namespace DurableSessions.AspNetCore.Sessions;
 /// The sessions API under <c>/v1/sessions/{id}</c>. The session's events themselves are read (and may be written) as the
 /// ordinary Durable Stream <c>/v1/stream/sessions/{id}</c>.
 /// </summary>
-internal sealed class SessionEndpoints(SessionService sessions)
+internal sealed class SessionEndpoints(SessionService sessions, PresenceService presence)
 {
     public const string Root = "/v1/sessions";
     private const int MaxBodyBytes = 1024 * 1024;
@@ -34,6 +34,12 @@ internal sealed class SessionEndpoints(SessionService sessions)
                 return;
             case (2, "POST") when segments[1] == "messages":
                 await PostMessageAsync(context, id).ConfigureAwait(false);
+                return;
+            case (2, "POST") when segments[1] == "presence":
+                await HeartbeatAsync(context, id).ConfigureAwait(false);
+                return;
+            case (3, "DELETE") when segments[1] == "presence" && IsValidId(segments[2].Replace(':', '-')):
+                await WriteResult(context, await presence.LeaveAsync(id, segments[2], context.RequestAborted).ConfigureAwait(false), "participantId", created: false).ConfigureAwait(false);
                 return;
             case (4, "POST") when segments[1] == "runs" && IsValidId(segments[2]) && segments[3] is "cancel" or "steer":
                 await ControlAsync(context, id, segments[2], segments[3]).ConfigureAwait(false);
@@ -128,6 +134,36 @@ internal sealed class SessionEndpoints(SessionService sessions)
         var author = Str(body, "author") ?? "anonymous";
         var result = await sessions.PostMessageAsync(id, role, author, parts, context.RequestAborted).ConfigureAwait(false);
         await WriteResult(context, result, "messageId", created: true).ConfigureAwait(false);
+    }
+
+    private async Task HeartbeatAsync(HttpContext context, string id)
+    {
+        var body = await ReadObjectAsync(context, allowEmpty: false).ConfigureAwait(false);
+        if (body is null)
+        {
+            return;
+        }
+
+        var participant = Str(body, "participantId");
+        var kind = Str(body, "kind") ?? "client";
+        if (participant is null || !IsValidId(participant.Replace(':', '-')) || kind is not ("client" or "agent" or "human"))
+        {
+            await Problem.Write(context, 400, "INVALID_PRESENCE", "A heartbeat needs participantId (letters, digits, ':', '-', '_', '.') and kind client, agent or human.").ConfigureAwait(false);
+            return;
+        }
+
+        var result = await presence.HeartbeatAsync(id, participant, kind, Str(body, "name"), context.RequestAborted).ConfigureAwait(false);
+        if (result.Status != 200)
+        {
+            await Problem.Write(context, result.Status, result.Code!, result.Message!).ConfigureAwait(false);
+            return;
+        }
+
+        await JsonResponse.Write(context, 200, new JsonObject
+        {
+            ["participantId"] = participant,
+            ["timeoutMs"] = (long)presence.Timeout.TotalMilliseconds,
+        }).ConfigureAwait(false);
     }
 
     private async Task ControlAsync(HttpContext context, string id, string runId, string action)

@@ -208,6 +208,14 @@ internal sealed partial class SessionService
             return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(controlId, result.Value.TailPosition);
         }, cancellationToken);
 
+    /// <summary>Appends server-generated events (presence, handoff) to a session.</summary>
+    public Task<SessionOperationResult> AppendEventsAsync(string sessionId, List<JsonObject> events, CancellationToken cancellationToken)
+        => UnderLockAsync(sessionId, async session =>
+        {
+            var result = await AppendLockedAsync(session, events, cancellationToken).ConfigureAwait(false);
+            return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(sessionId, result.Value.TailPosition);
+        }, cancellationToken);
+
     /// <summary>Runs a session operation under the session's lock, with its state caught up with the stream.</summary>
     private async Task<SessionOperationResult> UnderLockAsync(string sessionId, Func<Session, Task<SessionOperationResult>> operation, CancellationToken cancellationToken)
     {
@@ -381,7 +389,7 @@ internal sealed partial class SessionService
         return payload;
     }
 
-    private static JsonObject Change(string type, string key, string operation, JsonObject value) => new()
+    internal static JsonObject Change(string type, string key, string operation, JsonObject value) => new()
     {
         ["type"] = type,
         ["key"] = key,
