@@ -134,6 +134,12 @@ public sealed partial class SessionAgent
 
     private JsonObject? NextPendingMessage(SessionState state)
     {
+        // While a human holds the session, agents stay quiet.
+        if (state.Get(SessionEventTypes.Handoff, "lease")?["kind"]?.GetValue<string>() == "human")
+        {
+            return null;
+        }
+
         var answered = new HashSet<string>(StringComparer.Ordinal);
         foreach (var run in state.All(SessionEventTypes.Run))
         {
@@ -144,7 +150,8 @@ public sealed partial class SessionAgent
         }
 
         return state.All(SessionEventTypes.Message).FirstOrDefault(m =>
-            m["role"]?.GetValue<string>() == "user" && m["id"]?.GetValue<string>() is { } id && !answered.Contains(id));
+            m["role"]?.GetValue<string>() == "user" && m["routedTo"] is null
+            && m["id"]?.GetValue<string>() is { } id && !answered.Contains(id));
     }
 
     private List<ChatMessage> BuildHistory(SessionState state)

@@ -83,11 +83,14 @@ public sealed class SessionClient
         }
     }
 
-    /// <summary>Posts a user message; returns its id.</summary>
-    public async Task<string> SendMessageAsync(string text, CancellationToken cancellationToken = default)
+    /// <summary>Posts a message (by default as the user); returns its id.</summary>
+    /// <param name="text">The text.</param>
+    /// <param name="role"><c>user</c>, or <c>assistant</c> for a human answering in an agent's place.</param>
+    /// <param name="cancellationToken">Cancels the request.</param>
+    public async Task<string> SendMessageAsync(string text, string role = "user", CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(text);
-        var body = new JsonObject { ["text"] = text, ["author"] = _client.Options.ParticipantId }.ToJsonString();
+        var body = new JsonObject { ["text"] = text, ["role"] = role, ["author"] = _client.Options.ParticipantId }.ToJsonString();
         using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, $"/v1/sessions/{Id}/messages", body), cancellationToken).ConfigureAwait(false);
         using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false));
         return json.RootElement.GetProperty("messageId").GetString()!;
@@ -124,6 +127,20 @@ public sealed class SessionClient
         using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, $"/v1/sessions/{Id}/presence", body), cancellationToken).ConfigureAwait(false);
         using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false));
         return TimeSpan.FromMilliseconds(json.RootElement.GetProperty("timeoutMs").GetInt64());
+    }
+
+    /// <summary>Takes the session's control lease as a human: the agent's active run is cancelled and new user messages are routed to this participant.</summary>
+    public async Task TakeControlAsync(CancellationToken cancellationToken = default)
+    {
+        var body = new JsonObject { ["holder"] = _client.Options.ParticipantId }.ToJsonString();
+        using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, $"/v1/sessions/{Id}/handoff", body), cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Hands control back to the agents.</summary>
+    public async Task ReturnControlAsync(CancellationToken cancellationToken = default)
+    {
+        var body = new JsonObject { ["holder"] = _client.Options.ParticipantId }.ToJsonString();
+        using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Delete, $"/v1/sessions/{Id}/handoff", body), cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Marks this client left at once.</summary>

@@ -154,6 +154,36 @@ public sealed class SessionAgentTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_human_takes_over_from_the_agent_and_hands_back()
+    {
+        using var human = new DurableSessionsClient(_client.Options with { ParticipantId = "human:operator" });
+        var user = _client.Session("handoff");
+        await user.CreateAsync();
+        _ = StartAgent(new DemoChatClient(tokensPerSecond: 20), "handoff");
+        await user.SendMessageAsync("First question");
+        await WaitFor("handoff", s => Runs(s, "started").Any());
+
+        await human.Session("handoff").TakeControlAsync();
+        var state = await WaitFor("handoff", s => Runs(s, "cancelled").Any());
+        Assert.Equal("human:operator", state.Get("handoff", "lease")!["holder"]!.GetValue<string>());
+
+        var routed = await user.SendMessageAsync("Are you a person?");
+        await human.Session("handoff").SendMessageAsync("Yes, I am taking it from here.", role: "assistant");
+        state = await WaitFor("handoff", s => s.All("message").Any(m => m["author"]!.GetValue<string>() == "human:operator"));
+        Assert.Equal("human:operator", state.Get("message", routed)!["routedTo"]!.GetValue<string>());
+        Assert.Single(state.All("run"));
+
+        var conflict = await Assert.ThrowsAsync<DurableSessionsException>(() => new DurableSessionsClient(_client.Options with { ParticipantId = "human:other" }).Session("handoff").TakeControlAsync());
+        Assert.Equal("LEASE_HELD", conflict.Code);
+
+        await human.Session("handoff").ReturnControlAsync();
+        await user.SendMessageAsync("Back to the agent");
+        state = await WaitFor("handoff", s => Runs(s, "finished").Any());
+        var trigger = Runs(state, "finished").Single()["trigger"]!.GetValue<string>();
+        Assert.Equal("Back to the agent", Text(state.Get("message", trigger)!));
+    }
+
+    [Fact]
     public async Task A_restarted_agent_marks_the_run_it_could_not_finish_as_interrupted()
     {
         var session = _client.Session("crash");

@@ -35,6 +35,9 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             case (2, "POST") when segments[1] == "messages":
                 await PostMessageAsync(context, id).ConfigureAwait(false);
                 return;
+            case (2, "POST" or "DELETE") when segments[1] == "handoff":
+                await HandoffAsync(context, id, take: method == "POST").ConfigureAwait(false);
+                return;
             case (2, "POST") when segments[1] == "presence":
                 await HeartbeatAsync(context, id).ConfigureAwait(false);
                 return;
@@ -134,6 +137,26 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         var author = Str(body, "author") ?? "anonymous";
         var result = await sessions.PostMessageAsync(id, role, author, parts, context.RequestAborted).ConfigureAwait(false);
         await WriteResult(context, result, "messageId", created: true).ConfigureAwait(false);
+    }
+
+    private async Task HandoffAsync(HttpContext context, string id, bool take)
+    {
+        var body = await ReadObjectAsync(context, allowEmpty: false).ConfigureAwait(false);
+        if (body is null)
+        {
+            return;
+        }
+
+        if (Str(body, "holder") is not { Length: > 0 } holder || !IsValidId(holder.Replace(':', '-')))
+        {
+            await Problem.Write(context, 400, "INVALID_HANDOFF", "A handoff needs holder, the human participant's id.").ConfigureAwait(false);
+            return;
+        }
+
+        var result = take
+            ? await sessions.TakeControlAsync(id, holder, context.RequestAborted).ConfigureAwait(false)
+            : await sessions.ReturnControlAsync(id, holder, context.RequestAborted).ConfigureAwait(false);
+        await WriteResult(context, result, "holder", created: false).ConfigureAwait(false);
     }
 
     private async Task HeartbeatAsync(HttpContext context, string id)

@@ -142,7 +142,7 @@ internal sealed partial class SessionService
             }
 
             var messageId = NewId("m");
-            events.Add(Change(SessionEventTypes.Message, messageId, "insert", new JsonObject
+            var message = new JsonObject
             {
                 ["id"] = messageId,
                 ["role"] = role,
@@ -150,7 +150,15 @@ internal sealed partial class SessionService
                 ["parts"] = parts,
                 ["status"] = "complete",
                 ["createdAt"] = Now(),
-            }));
+            };
+
+            // While a human holds the session, new user messages are theirs to answer, not the agents'.
+            if (role == "user" && HumanHolder(session.State) is { } human && human != author)
+            {
+                message["routedTo"] = human;
+            }
+
+            events.Add(Change(SessionEventTypes.Message, messageId, "insert", message));
             var result = await AppendLockedAsync(session, events, cancellationToken).ConfigureAwait(false);
             return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(messageId, result.Value.TailPosition);
         }, cancellationToken);
@@ -207,6 +215,56 @@ internal sealed partial class SessionService
             })], cancellationToken).ConfigureAwait(false);
             return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(controlId, result.Value.TailPosition);
         }, cancellationToken);
+
+    /// <summary>
+    /// A human takes the session's control lease: the active agent run is cancelled and new user messages are routed to
+    /// the human until control is handed back.
+    /// </summary>
+    public Task<SessionOperationResult> TakeControlAsync(string sessionId, string human, CancellationToken cancellationToken)
+        => UnderLockAsync(sessionId, async session =>
+        {
+            var holder = HumanHolder(session.State);
+            if (holder == human)
+            {
+                return SessionOperationResult.Ok(human, session.State.Position);
+            }
+
+            if (holder is not null)
+            {
+                return SessionOperationResult.Rejected("LEASE_HELD", $"{holder} already holds this session.");
+            }
+
+            var events = new List<JsonObject>
+            {
+                Change(SessionEventTypes.Handoff, "lease", "update", new JsonObject { ["holder"] = human, ["kind"] = "human", ["since"] = Now() }),
+            };
+            if (ActiveRun(session.State) is { } active)
+            {
+                events.AddRange(CancelEvents(session.State, active, human, reason: "a human took over", out _));
+            }
+
+            var result = await AppendLockedAsync(session, events, cancellationToken).ConfigureAwait(false);
+            return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(human, result.Value.TailPosition);
+        }, cancellationToken);
+
+    /// <summary>Hands control back to the agents.</summary>
+    public Task<SessionOperationResult> ReturnControlAsync(string sessionId, string human, CancellationToken cancellationToken)
+        => UnderLockAsync(sessionId, async session =>
+        {
+            if (HumanHolder(session.State) != human)
+            {
+                return SessionOperationResult.Rejected("NOT_HOLDER", "Only the participant holding the session can hand it back.");
+            }
+
+            var result = await AppendLockedAsync(session, [Change(SessionEventTypes.Handoff, "lease", "update", new JsonObject { ["holder"] = null, ["kind"] = "agent", ["since"] = Now() })], cancellationToken).ConfigureAwait(false);
+            return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(human, result.Value.TailPosition);
+        }, cancellationToken);
+
+    private static string? HumanHolder(SessionState state)
+    {
+        var lease = state.Get(SessionEventTypes.Handoff, "lease");
+        return lease?["kind"]?.GetValue<string>() == "human" ? lease["holder"]?.GetValue<string>() : null;
+    }
 
     /// <summary>Appends server-generated events (presence, handoff) to a session.</summary>
     public Task<SessionOperationResult> AppendEventsAsync(string sessionId, List<JsonObject> events, CancellationToken cancellationToken)
