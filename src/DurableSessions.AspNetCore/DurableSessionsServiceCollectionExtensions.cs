@@ -23,7 +23,7 @@ public static class DurableSessionsServiceCollectionExtensions
         var streams = services.AddOptions<DurableStreamsOptions>();
         var sqlite = services.AddOptions<SqliteStreamStoreOptions>();
         var subscriptions = services.AddOptions<SubscriptionOptions>();
-        var sessionOptions = services.AddOptions<Sessions.SessionOptions>();
+        var sessionOptions = services.AddOptions<Sessions.SessionServiceOptions>();
         if (configuration is not null)
         {
             streams.Bind(configuration.GetSection("DurableStreams"));
@@ -45,6 +45,8 @@ public static class DurableSessionsServiceCollectionExtensions
         services.TryAddSingleton<Sessions.SessionEndpoints>();
         services.TryAddSingleton<Sessions.PresenceService>();
         services.AddHostedService(sp => sp.GetRequiredService<Sessions.PresenceService>());
+        services.TryAddSingleton<Sessions.NotificationService>();
+        services.AddHostedService(sp => sp.GetRequiredService<Sessions.NotificationService>());
         services.TryAddSingleton<SubscriptionService>();
         services.AddHostedService(sp => sp.GetRequiredService<SubscriptionService>());
         services.TryAddSingleton<SubscriptionEndpoints>();

@@ -27,7 +27,7 @@ public sealed class InProcessServer : IAsyncDisposable
 
     public IServiceProvider Services => _app.Services;
 
-    public static async Task<InProcessServer> StartAsync(TimeProvider? time = null, Action<DurableStreamsOptions>? configure = null)
+    public static async Task<InProcessServer> StartAsync(TimeProvider? time = null, Action<DurableStreamsOptions>? configure = null, Action<IServiceCollection>? services = null)
     {
         var directory = ServerProcess.TempDirectory();
         var builder = WebApplication.CreateSlimBuilder();
@@ -46,6 +46,7 @@ public sealed class InProcessServer : IAsyncDisposable
             o.LongPollTimeout = TimeSpan.FromSeconds(2);
             configure?.Invoke(o);
         });
+        services?.Invoke(builder.Services);
         var app = builder.Build();
         app.MapDurableStreams();
         app.MapDurableSessions();

@@ -10,20 +10,20 @@ namespace DurableSessions.AspNetCore.Sessions;
 /// <summary>
 /// Presence: participants announce themselves and send heartbeats; the session records <c>joined</c> and
 /// <c>left</c> as <c>presence</c> events. A participant that stops beating is marked left after
-/// <see cref="SessionOptions.PresenceTimeout"/>, judged by the injected <see cref="TimeProvider"/>.
+/// <see cref="SessionServiceOptions.PresenceTimeout"/>, judged by the injected <see cref="TimeProvider"/>.
 /// </summary>
 /// <remarks>Heartbeats update memory only; the stream records changes of status, not every beat.</remarks>
 internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
 {
     private readonly SessionService _sessions;
-    private readonly SessionOptions _options;
+    private readonly SessionServiceOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<(string Session, string Participant), Participant> _present = new();
     private readonly SemaphoreSlim _sweeping = new(1, 1);
     private ITimer? _timer;
 
-    public PresenceService(SessionService sessions, StreamStore store, IOptions<SessionOptions> options, ILogger<PresenceService> logger)
+    public PresenceService(SessionService sessions, StreamStore store, IOptions<SessionServiceOptions> options, ILogger<PresenceService> logger)
     {
         _sessions = sessions;
         _options = options.Value;
@@ -32,6 +32,21 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
     }
 
     public TimeSpan Timeout => _options.PresenceTimeout;
+
+    /// <summary>Whether any client or human is present in the session (agents do not count).</summary>
+    public bool HasWatchers(string sessionId)
+    {
+        var now = _time.GetUtcNow();
+        foreach (var ((session, _), participant) in _present)
+        {
+            if (session == sessionId && participant.Kind is "client" or "human" && now - participant.LastSeen < _options.PresenceTimeout)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
 
     /// <summary>Records a heartbeat; appends <c>joined</c> the first time (or after the participant left).</summary>
     public async Task<SessionOperationResult> HeartbeatAsync(string sessionId, string participantId, string kind, string? name, CancellationToken cancellationToken)

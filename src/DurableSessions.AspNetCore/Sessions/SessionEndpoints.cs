@@ -8,7 +8,7 @@ namespace DurableSessions.AspNetCore.Sessions;
 /// The sessions API under <c>/v1/sessions/{id}</c>. The session's events themselves are read (and may be written) as the
 /// ordinary Durable Stream <c>/v1/stream/sessions/{id}</c>.
 /// </summary>
-internal sealed class SessionEndpoints(SessionService sessions, PresenceService presence)
+internal sealed class SessionEndpoints(SessionService sessions, PresenceService presence, Microsoft.Extensions.Options.IOptions<Subscriptions.SubscriptionOptions> webhookPolicy)
 {
     public const string Root = "/v1/sessions";
     private const int MaxBodyBytes = 1024 * 1024;
@@ -65,6 +65,14 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         if (policy is not null && (policy is not JsonValue value || !value.TryGetValue<string>(out var p) || p is not ("queue" or "interrupt" or "reject")))
         {
             await Problem.Write(context, 400, "INVALID_POLICY", "newMessagePolicy must be queue, interrupt or reject.").ConfigureAwait(false);
+            return;
+        }
+
+        if (body["notifyUrl"] is { } notify
+            && (notify is not JsonValue url || !url.TryGetValue<string>(out var address)
+                || Subscriptions.WebhookUrlPolicy.Check(address, webhookPolicy.Value.AllowLocalhostWebhooks) is not null))
+        {
+            await Problem.Write(context, 400, "WEBHOOK_URL_REJECTED", "notifyUrl must be an https URL that is not a private or local address.").ConfigureAwait(false);
             return;
         }
 

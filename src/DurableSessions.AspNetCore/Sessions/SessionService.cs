@@ -50,6 +50,7 @@ internal sealed partial class SessionService
             ["id"] = sessionId,
             ["title"] = settings?["title"]?.DeepClone(),
             ["newMessagePolicy"] = ReadPolicy(settings),
+            ["notifyUrl"] = settings?["notifyUrl"]?.DeepClone(),
             ["createdAt"] = Now(),
         };
         var created = await _store.CreateAsync(new CreateStreamRequest
@@ -59,6 +60,18 @@ internal sealed partial class SessionService
             InitialData = Frame([Change(SessionEventTypes.Session, "session", "insert", session)]),
         }, cancellationToken).ConfigureAwait(false);
         return created.Status;
+    }
+
+    /// <summary>The session's <c>session</c> entity (title, policies, notification URL), or null.</summary>
+    public async Task<JsonObject?> SessionSettingsAsync(string sessionId, CancellationToken cancellationToken)
+    {
+        JsonObject? settings = null;
+        await UnderLockAsync(sessionId, session =>
+        {
+            settings = session.State.Get(SessionEventTypes.Session, "session")?.DeepClone() as JsonObject;
+            return Task.FromResult(SessionOperationResult.Ok(sessionId, session.State.Position));
+        }, cancellationToken).ConfigureAwait(false);
+        return settings;
     }
 
     /// <summary>The session's materialized state, brought up to date with its stream.</summary>

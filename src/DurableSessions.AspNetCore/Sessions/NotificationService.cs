@@ -1,0 +1,211 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Threading.Channels;
+using DurableSessions.AspNetCore.Subscriptions;
+using DurableSessions.Live;
+using DurableSessions.Sessions;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace DurableSessions.AspNetCore.Sessions;
+
+/// <summary>
+/// Notifies a product when an answer finishes while nobody is watching: when a run of a session ends as
+/// <c>finished</c> or <c>failed</c> and no client or human is present in that session, the server POSTs a signed
+/// webhook to the session's <c>notifyUrl</c> (or the global <see cref="SessionServiceOptions.NotificationUrl"/>), retrying
+/// with exponential backoff.
+/// </summary>
+/// <remarks>
+/// Signature: header <c>DurableSessions-Signature: t={unix seconds},v1={hex HMAC-SHA256(secret, "{t}.{body}")}</c>;
+/// each notification has a stable <c>id</c> (also in <c>DurableSessions-Notification-Id</c>) so receivers can drop
+/// retries they already handled.
+/// </remarks>
+internal sealed partial class NotificationService : IHostedService, IDisposable
+{
+    private readonly StreamStore _store;
+    private readonly SessionService _sessions;
+    private readonly PresenceService _presence;
+    private readonly SessionServiceOptions _options;
+    private readonly SubscriptionOptions _webhookPolicy;
+    private readonly ILogger _logger;
+    private readonly Channel<LiveAppend> _changes = Channel.CreateUnbounded<LiveAppend>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly HttpClient _http = new() { Timeout = TimeSpan.FromSeconds(10) };
+    private Task _loop = Task.CompletedTask;
+
+    public NotificationService(StreamStore store, SessionService sessions, PresenceService presence, IOptions<SessionServiceOptions> options, IOptions<SubscriptionOptions> webhookPolicy, ILogger<NotificationService> logger)
+    {
+        _store = store;
+        _sessions = sessions;
+        _presence = presence;
+        _options = options.Value;
+        _webhookPolicy = webhookPolicy.Value;
+        _logger = logger;
+    }
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        _store.Fanout.AddObserver(change =>
+        {
+            if (!change.Deleted && change.Chunk.End > change.Chunk.Start && SessionService.IsSessionPath(change.Path))
+            {
+                _changes.Writer.TryWrite(change);
+            }
+        });
+        _loop = Task.Run(ProcessAsync, CancellationToken.None);
+        return Task.CompletedTask;
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        _changes.Writer.TryComplete();
+        await _loop.ConfigureAwait(false);
+    }
+
+    private async Task ProcessAsync()
+    {
+        try
+        {
+            await foreach (var change in _changes.Reader.ReadAllAsync(_stopping.Token).ConfigureAwait(false))
+            {
+                foreach (var run in FinishedRuns(change))
+                {
+                    var sessionId = change.Path[SessionService.Prefix.Length..];
+                    if (_presence.HasWatchers(sessionId))
+                    {
+                        continue;
+                    }
+
+                    var session = await _sessions.SessionSettingsAsync(sessionId, _stopping.Token).ConfigureAwait(false);
+                    var url = session?["notifyUrl"]?.GetValue<string>() ?? _options.NotificationUrl;
+                    if (url is null || WebhookUrlPolicy.Check(url, _webhookPolicy.AllowLocalhostWebhooks) is not null)
+                    {
+                        continue;
+                    }
+
+                    var notification = new JsonObject
+                    {
+                        ["id"] = "n_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8)),
+                        ["type"] = "run." + run["status"]!.GetValue<string>(),
+                        ["sessionId"] = sessionId,
+                        ["runId"] = run["id"]?.DeepClone(),
+                        ["agent"] = run["agent"]?.DeepClone(),
+                        ["messageId"] = run["messageId"]?.DeepClone(),
+                        ["offset"] = StreamOffset.Format(change.Chunk.End),
+                        ["timestamp"] = DateTimeOffset.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture),
+                    };
+                    _ = Task.Run(() => DeliverAsync(url, notification), CancellationToken.None);
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private static IEnumerable<JsonObject> FinishedRuns(LiveAppend change)
+    {
+        JsonArray? events = null;
+        try
+        {
+            var data = change.Chunk.Data.Span;
+            var wrapped = new byte[data.Length + 2];
+            wrapped[0] = (byte)'[';
+            data.CopyTo(wrapped.AsSpan(1));
+            wrapped[^1] = (byte)']';
+            events = JsonNode.Parse(wrapped) as JsonArray;
+        }
+        catch (JsonException)
+        {
+        }
+
+        foreach (var node in events ?? [])
+        {
+            if (node is JsonObject { } e && e["type"]?.GetValue<string>() == SessionEventTypes.Run
+                && e["value"] is JsonObject run && run["status"]?.GetValue<string>() is "finished" or "failed")
+            {
+                yield return run;
+            }
+        }
+    }
+
+    private async Task DeliverAsync(string url, JsonObject notification)
+    {
+        var body = JsonSerializer.SerializeToUtf8Bytes(notification);
+        var id = notification["id"]!.GetValue<string>();
+        var delay = _options.NotificationRetryDelay;
+        for (var attempt = 1; attempt <= _options.NotificationAttempts && !_stopping.IsCancellationRequested; attempt++)
+        {
+            try
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Post, url) { Content = new ByteArrayContent(body) };
+                request.Content.Headers.ContentType = new("application/json");
+                request.Headers.Add("DurableSessions-Notification-Id", id);
+                if (_options.NotificationSecret is { Length: > 0 } secret)
+                {
+                    request.Headers.Add("DurableSessions-Signature", Sign(secret, DateTimeOffset.UtcNow.ToUnixTimeSeconds(), body));
+                }
+
+                using var response = await _http.SendAsync(request, _stopping.Token).ConfigureAwait(false);
+                if (response.IsSuccessStatusCode)
+                {
+                    Log.Delivered(_logger, id, attempt);
+                    return;
+                }
+
+                Log.AttemptFailed(_logger, id, attempt, (int)response.StatusCode, null);
+            }
+            catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException && !_stopping.IsCancellationRequested)
+            {
+                Log.AttemptFailed(_logger, id, attempt, 0, ex);
+            }
+
+            try
+            {
+                await Task.Delay(delay, _stopping.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+
+            delay *= 2;
+        }
+
+        Log.Dropped(_logger, id);
+    }
+
+    /// <summary>The signature header value: <c>t={t},v1={hex HMAC-SHA256(secret, "{t}.{body}")}</c>.</summary>
+    public static string Sign(string secret, long unixSeconds, ReadOnlySpan<byte> body)
+    {
+        var prefix = Encoding.UTF8.GetBytes(unixSeconds.ToString(CultureInfo.InvariantCulture) + ".");
+        var payload = new byte[prefix.Length + body.Length];
+        prefix.CopyTo(payload, 0);
+        body.CopyTo(payload.AsSpan(prefix.Length));
+        var mac = HMACSHA256.HashData(Encoding.UTF8.GetBytes(secret), payload);
+        return string.Create(CultureInfo.InvariantCulture, $"t={unixSeconds},v1={Convert.ToHexStringLower(mac)}");
+    }
+
+    public void Dispose()
+    {
+        _stopping.Dispose();
+        _http.Dispose();
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(320, LogLevel.Information, "Notification {Id} delivered (attempt {Attempt})")]
+        public static partial void Delivered(ILogger logger, string id, int attempt);
+
+        [LoggerMessage(321, LogLevel.Warning, "Notification {Id} attempt {Attempt} failed (status {Status})")]
+        public static partial void AttemptFailed(ILogger logger, string id, int attempt, int status, Exception? exception);
+
+        [LoggerMessage(322, LogLevel.Error, "Notification {Id} dropped after all attempts failed")]
+        public static partial void Dropped(ILogger logger, string id);
+    }
+}

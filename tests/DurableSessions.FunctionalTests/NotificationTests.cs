@@ -1,0 +1,145 @@
+using System.Collections.Concurrent;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json.Nodes;
+using DurableSessions.Agents;
+using DurableSessions.AspNetCore.Sessions;
+using DurableSessions.Client;
+using DurableSessions.Sessions;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace DurableSessions.FunctionalTests;
+
+/// <summary>Run-finished notifications to a real local HTTP receiver, sent only when nobody is watching.</summary>
+public sealed class NotificationTests : IAsyncLifetime
+{
+    private const string Secret = "notification-test-secret";
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
+    private readonly ConcurrentQueue<(string Body, string? Signature, string? Id)> _received = new();
+    private readonly CancellationTokenSource _stop = new();
+    private WebApplication _receiver = null!;
+    private InProcessServer _server = null!;
+    private DurableSessionsClient _client = null!;
+    private int _failFirst;
+
+    public async ValueTask InitializeAsync()
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        _receiver = builder.Build();
+        _receiver.MapPost("/hook", async (HttpContext context) =>
+        {
+            using var reader = new StreamReader(context.Request.Body);
+            var body = await reader.ReadToEndAsync();
+            _received.Enqueue((body, context.Request.Headers["DurableSessions-Signature"], context.Request.Headers["DurableSessions-Notification-Id"]));
+            return Interlocked.Exchange(ref _failFirst, 0) == 1 ? Results.StatusCode(500) : Results.Ok();
+        });
+        await _receiver.StartAsync();
+
+        _server = await InProcessServer.StartAsync(services: s => s.Configure<SessionServiceOptions>(o =>
+        {
+            o.NotificationSecret = Secret;
+            o.NotificationRetryDelay = TimeSpan.FromMilliseconds(50);
+        }));
+        _client = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = _server.BaseAddress, ParticipantId = "client:phone" });
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        _client.Dispose();
+        await _server.DisposeAsync();
+        await _receiver.DisposeAsync();
+        _stop.Dispose();
+    }
+
+    private string HookUrl => _receiver.Urls.First() + "/hook";
+
+    private async Task CreateSession(string id)
+    {
+        var response = await _server.Client.PutAsync($"/v1/sessions/{id}", new StringContent(new JsonObject { ["notifyUrl"] = HookUrl }.ToJsonString(), Encoding.UTF8, "application/json"));
+        Assert.True(response.IsSuccessStatusCode);
+        var agent = new SessionAgent(new DemoChatClient(tokensPerSecond: 0), _client, new SessionAgentOptions { AgentId = "agent:n" });
+        _ = Task.Run(() => agent.RunAsync(id, _stop.Token));
+    }
+
+    private async Task<string> AnswerAsync(string sessionId, string text)
+    {
+        var session = _client.Session(sessionId);
+        var messageId = await session.SendMessageAsync(text);
+        using var cancel = new CancellationTokenSource(Timeout);
+        await foreach (var update in session.JoinAsync(cancel.Token))
+        {
+            if (update.UpToDate && update.State.All(SessionEventTypes.Run).FirstOrDefault(r => r["trigger"]!.GetValue<string>() == messageId && r["status"]!.GetValue<string>() == "finished") is { } run)
+            {
+                return run["id"]!.GetValue<string>();
+            }
+        }
+
+        throw new InvalidOperationException("no answer");
+    }
+
+    private async Task WaitForRequests(int count)
+    {
+        var deadline = DateTime.UtcNow + Timeout;
+        while (_received.Count < count)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"expected {count} webhook requests, got {_received.Count}");
+            await Task.Delay(20);
+        }
+    }
+
+    private static bool Verify(string body, string? signature)
+    {
+        var parts = signature!.Split(',').Select(p => p.Split('=', 2)).ToDictionary(p => p[0], p => p[1]);
+        var mac = HMACSHA256.HashData(Encoding.UTF8.GetBytes(Secret), Encoding.UTF8.GetBytes(parts["t"] + "." + body));
+        return Math.Abs(DateTimeOffset.UtcNow.ToUnixTimeSeconds() - long.Parse(parts["t"], System.Globalization.CultureInfo.InvariantCulture)) < 300
+            && CryptographicOperations.FixedTimeEquals(mac, Convert.FromHexString(parts["v1"]));
+    }
+
+    [Fact]
+    public async Task A_signed_webhook_is_sent_only_when_nobody_is_watching()
+    {
+        await CreateSession("notify");
+        await _client.Session("notify").HeartbeatAsync();
+        await AnswerAsync("notify", "first, while I watch");
+
+        await _client.Session("notify").LeaveAsync();
+        var unwatched = await AnswerAsync("notify", "second, after I left");
+        await WaitForRequests(1);
+
+        Assert.Single(_received);
+        var (body, signature, id) = _received.Single();
+        var notification = JsonNode.Parse(body)!;
+        Assert.Equal("run.finished", notification["type"]!.GetValue<string>());
+        Assert.Equal(unwatched, notification["runId"]!.GetValue<string>());
+        Assert.Equal("notify", notification["sessionId"]!.GetValue<string>());
+        Assert.Equal(notification["id"]!.GetValue<string>(), id);
+        Assert.True(Verify(body, signature), "the HMAC-SHA256 signature must verify with the shared secret");
+        Assert.False(Verify(body.Replace("notify", "notifz", StringComparison.Ordinal), signature), "a tampered body must not verify");
+    }
+
+    [Fact]
+    public async Task A_failed_delivery_is_retried_with_the_same_notification_id()
+    {
+        Volatile.Write(ref _failFirst, 1);
+        await CreateSession("retry");
+        await AnswerAsync("retry", "nobody is watching");
+        await WaitForRequests(2);
+        var attempts = _received.ToArray();
+        Assert.Equal(attempts[0].Id, attempts[1].Id);
+        Assert.Equal(attempts[0].Body, attempts[1].Body);
+    }
+
+    [Fact]
+    public async Task A_private_notify_url_is_rejected()
+    {
+        var response = await _server.Client.PutAsync("/v1/sessions/ssrf", new StringContent("{\"notifyUrl\":\"http://10.1.2.3/hook\"}", Encoding.UTF8, "application/json"));
+        Assert.Equal(System.Net.HttpStatusCode.BadRequest, response.StatusCode);
+    }
+}
