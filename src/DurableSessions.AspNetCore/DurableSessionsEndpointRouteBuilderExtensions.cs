@@ -35,16 +35,19 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
     {
         var handler = endpoints.ServiceProvider.GetRequiredService<StreamRequestHandler>();
         var control = endpoints.ServiceProvider.GetRequiredService<SubscriptionEndpoints>();
+        var access = endpoints.ServiceProvider.GetRequiredService<Auth.AccessControl>();
         var options = endpoints.ServiceProvider.GetRequiredService<IOptions<DurableStreamsOptions>>().Value;
-        return endpoints.Map(StreamPaths.Root + "/{**path}", context => Dispatch(context, handler, control, options));
+        return endpoints.Map(StreamPaths.Root + "/{**path}", context => Dispatch(context, handler, control, access, options));
     }
 
-    private static Task Dispatch(HttpContext context, StreamRequestHandler handler, SubscriptionEndpoints control, DurableStreamsOptions options)
+    private static async Task Dispatch(HttpContext context, StreamRequestHandler handler, SubscriptionEndpoints control, Auth.AccessControl access, DurableStreamsOptions options)
     {
         ApplyCommonHeaders(context, options);
-        if (HttpMethods.IsOptions(context.Request.Method))
+        var method = context.Request.Method;
+        if (HttpMethods.IsOptions(method))
         {
-            return Preflight(context);
+            await Preflight(context).ConfigureAwait(false);
+            return;
         }
 
         var raw = context.Request.Path.Value ?? string.Empty;
@@ -53,7 +56,17 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
         // Control APIs come first so reserved paths are never treated as streams (protocol §6).
         if (path.StartsWith(StreamPaths.Reserved + "/", StringComparison.Ordinal))
         {
-            return control.HandleAsync(context, path[(StreamPaths.Reserved.Length + 1)..]);
+            var rest = path[(StreamPaths.Reserved.Length + 1)..];
+
+            // The key set is public; callbacks, acks and releases carry their own wake-scoped tokens.
+            var selfAuthenticated = rest == "jwks.json" || rest.EndsWith("/callback", StringComparison.Ordinal)
+                || rest.EndsWith("/ack", StringComparison.Ordinal) || rest.EndsWith("/release", StringComparison.Ordinal);
+            if (selfAuthenticated || await access.AuthorizeAsync(context, StreamPaths.Reserved, Auth.Capability.Admin).ConfigureAwait(false))
+            {
+                await control.HandleAsync(context, rest).ConfigureAwait(false);
+            }
+
+            return;
         }
 
         if (path.Contains('%', StringComparison.Ordinal))
@@ -63,15 +76,26 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
 
         if (StreamPaths.Validate(path, options.MaxPathLength) is { } error)
         {
-            return Problem.Write(context, path.Length > options.MaxPathLength ? 414 : 400, "INVALID_PATH", error);
+            await Problem.Write(context, path.Length > options.MaxPathLength ? 414 : 400, "INVALID_PATH", error).ConfigureAwait(false);
+            return;
         }
 
         if (path == StreamPaths.Reserved || path.StartsWith(StreamPaths.Reserved + "/", StringComparison.Ordinal))
         {
-            return Problem.Write(context, 404, "NOT_FOUND", "Unknown control API.");
+            await Problem.Write(context, 404, "NOT_FOUND", "Unknown control API.").ConfigureAwait(false);
+            return;
         }
 
-        return handler.HandleAsync(context, path);
+        var capability = method switch
+        {
+            "GET" or "HEAD" => Auth.Capability.Read,
+            "DELETE" => Auth.Capability.Admin,
+            _ => Auth.Capability.Write,
+        };
+        if (await access.AuthorizeAsync(context, path, capability).ConfigureAwait(false))
+        {
+            await handler.HandleAsync(context, path).ConfigureAwait(false);
+        }
     }
 
     private static void ApplyCommonHeaders(HttpContext context, DurableStreamsOptions options)

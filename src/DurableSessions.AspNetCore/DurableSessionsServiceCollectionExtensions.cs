@@ -24,12 +24,14 @@ public static class DurableSessionsServiceCollectionExtensions
         var sqlite = services.AddOptions<SqliteStreamStoreOptions>();
         var subscriptions = services.AddOptions<SubscriptionOptions>();
         var sessionOptions = services.AddOptions<Sessions.SessionServiceOptions>();
+        var access = services.AddOptions<Auth.AccessOptions>();
         if (configuration is not null)
         {
             streams.Bind(configuration.GetSection("DurableStreams"));
             sqlite.Bind(configuration.GetSection("Storage:Sqlite"));
             subscriptions.Bind(configuration.GetSection("Subscriptions"));
             sessionOptions.Bind(configuration.GetSection("Sessions"));
+            access.Bind(configuration.GetSection("Auth"));
         }
 
         streams.Validate(o => !o.Validate().Any(), "Invalid DurableStreams settings.").ValidateOnStart();
@@ -40,6 +42,8 @@ public static class DurableSessionsServiceCollectionExtensions
             sp.GetRequiredService<TimeProvider>(),
             sp.GetRequiredService<StreamFanout>(),
             sp.GetRequiredService<ILogger<SqliteStreamStore>>()));
+        services.TryAddSingleton<Auth.AccessControl>();
+        services.TryAddSingleton(sp => sp.GetRequiredService<Auth.AccessControl>().Tokens);
         services.TryAddSingleton<StreamRequestHandler>();
         services.TryAddSingleton<Sessions.SessionService>();
         services.TryAddSingleton<Sessions.SessionEndpoints>();

@@ -43,6 +43,7 @@ internal sealed class EmbeddedAgentOptions
 internal sealed partial class EmbeddedAgentHost(
     StreamStore store,
     IServer server,
+    DurableSessions.AspNetCore.Auth.AccessTokens tokens,
     Microsoft.Extensions.Options.IOptions<EmbeddedAgentOptions> options,
     ILoggerFactory loggerFactory,
     IHostApplicationLifetime lifetime) : BackgroundService
@@ -73,6 +74,14 @@ internal sealed partial class EmbeddedAgentHost(
         {
             BaseAddress = new Uri(address.Replace("://+", "://127.0.0.1", StringComparison.Ordinal).Replace("://*", "://127.0.0.1", StringComparison.Ordinal).Replace("://0.0.0.0", "://127.0.0.1", StringComparison.Ordinal)),
             ParticipantId = settings.Id,
+
+            // With access control on, the hosted agent gets a token for every session, like any other agent would.
+            AccessToken = tokens.Enabled
+                ? tokens.Issue(settings.Id, new Dictionary<string, DurableSessions.AspNetCore.Auth.Capability[]>
+                {
+                    ["sessions/*"] = [DurableSessions.AspNetCore.Auth.Capability.Read, DurableSessions.AspNetCore.Auth.Capability.Write, DurableSessions.AspNetCore.Auth.Capability.Control],
+                }, TimeSpan.FromDays(365))
+                : null,
         });
         var agent = new SessionAgent(chat, client, new SessionAgentOptions { AgentId = settings.Id, Instructions = settings.Instructions }, loggerFactory.CreateLogger<SessionAgent>());
         Log.Hosting(_logger, settings.Id, settings.Model);

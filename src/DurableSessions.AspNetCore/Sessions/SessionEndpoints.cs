@@ -8,7 +8,7 @@ namespace DurableSessions.AspNetCore.Sessions;
 /// The sessions API under <c>/v1/sessions/{id}</c>. The session's events themselves are read (and may be written) as the
 /// ordinary Durable Stream <c>/v1/stream/sessions/{id}</c>.
 /// </summary>
-internal sealed class SessionEndpoints(SessionService sessions, PresenceService presence, Microsoft.Extensions.Options.IOptions<Subscriptions.SubscriptionOptions> webhookPolicy)
+internal sealed class SessionEndpoints(SessionService sessions, PresenceService presence, Auth.AccessControl access, Microsoft.Extensions.Options.IOptions<Subscriptions.SubscriptionOptions> webhookPolicy)
 {
     public const string Root = "/v1/sessions";
     private const int MaxBodyBytes = 1024 * 1024;
@@ -24,6 +24,18 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
 
         var id = segments[0];
         var method = context.Request.Method;
+        var capability = (segments.Length, method) switch
+        {
+            (1, "GET") => Auth.Capability.Read,
+            (4, _) when segments[1] == "runs" => Auth.Capability.Control,
+            (2, _) when segments[1] == "handoff" => Auth.Capability.Control,
+            _ => Auth.Capability.Write,
+        };
+        if (!await access.AuthorizeAsync(context, SessionService.StreamPath(id), capability).ConfigureAwait(false))
+        {
+            return;
+        }
+
         switch (segments.Length, method)
         {
             case (1, "PUT"):
@@ -42,7 +54,14 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
                 await HeartbeatAsync(context, id).ConfigureAwait(false);
                 return;
             case (3, "DELETE") when segments[1] == "presence" && IsValidId(segments[2].Replace(':', '-')):
-                await WriteResult(context, await presence.LeaveAsync(id, segments[2], context.RequestAborted).ConfigureAwait(false), "participantId", created: false).ConfigureAwait(false);
+                var leaving = Uri.UnescapeDataString(segments[2]);
+                if (AccessControlOn(context) && leaving != Identity(context, null))
+                {
+                    await Problem.Write(context, 403, "FORBIDDEN", "A participant can only leave for itself.").ConfigureAwait(false);
+                    return;
+                }
+
+                await WriteResult(context, await presence.LeaveAsync(id, leaving, context.RequestAborted).ConfigureAwait(false), "participantId", created: false).ConfigureAwait(false);
                 return;
             case (4, "POST") when segments[1] == "runs" && IsValidId(segments[2]) && segments[3] is "cancel" or "steer":
                 await ControlAsync(context, id, segments[2], segments[3]).ConfigureAwait(false);
@@ -142,7 +161,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             return;
         }
 
-        var author = Str(body, "author") ?? "anonymous";
+        var author = Identity(context, Str(body, "author"));
         var result = await sessions.PostMessageAsync(id, role, author, parts, context.RequestAborted).ConfigureAwait(false);
         await WriteResult(context, result, "messageId", created: true).ConfigureAwait(false);
     }
@@ -155,7 +174,8 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             return;
         }
 
-        if (Str(body, "holder") is not { Length: > 0 } holder || !IsValidId(holder.Replace(':', '-')))
+        var holder = Identity(context, Str(body, "holder"));
+        if (holder == "anonymous" || !IsValidId(holder.Replace(':', '-')))
         {
             await Problem.Write(context, 400, "INVALID_HANDOFF", "A handoff needs holder, the human participant's id.").ConfigureAwait(false);
             return;
@@ -175,7 +195,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             return;
         }
 
-        var participant = Str(body, "participantId");
+        var participant = AccessControlOn(context) ? Identity(context, null) : Str(body, "participantId");
         var kind = Str(body, "kind") ?? "client";
         if (participant is null || !IsValidId(participant.Replace(':', '-')) || kind is not ("client" or "agent" or "human"))
         {
@@ -205,7 +225,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             return;
         }
 
-        var by = Str(body, "by") ?? "anonymous";
+        var by = Identity(context, Str(body, "by"));
         SessionOperationResult result;
         if (action == "cancel")
         {
@@ -274,6 +294,15 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         await Problem.Write(context, 400, "INVALID_BODY", "The body must be a JSON object.").ConfigureAwait(false);
         return null;
     }
+
+    /// <summary>The acting participant: the token's subject when access control is on, otherwise what the body says.</summary>
+    private static string Identity(HttpContext context, string? claimed)
+    {
+        var current = Auth.AccessControl.Current(context);
+        return current.IsAnonymous ? claimed ?? "anonymous" : current.Subject;
+    }
+
+    private static bool AccessControlOn(HttpContext context) => !Auth.AccessControl.Current(context).IsAnonymous;
 
     private static string? Str(JsonObject body, string name)
         => body[name] is JsonValue value && value.TryGetValue<string>(out var s) ? s : null;

@@ -1,0 +1,150 @@
+using System.Security.Claims;
+using System.Text;
+using System.Text.Json;
+using Microsoft.IdentityModel.JsonWebTokens;
+using Microsoft.IdentityModel.Tokens;
+
+namespace DurableSessions.AspNetCore.Auth;
+
+/// <summary>
+/// Issues and validates access tokens: HS256 JWTs whose <c>sub</c> names the participant and whose <c>grants</c> claim
+/// maps stream-path patterns to capabilities, e.g. <c>{"sessions/chat-42": ["read","write","control"], "sessions/team-*": ["read"]}</c>.
+/// </summary>
+/// <remarks>
+/// Patterns are matched against stream paths (a session <c>id</c> is the path <c>sessions/{id}</c>): <c>*</c> matches
+/// within one segment, <c>**</c> any number of segments. The reserved subscription APIs are the path <c>__ds</c>.
+/// Thread-safe.
+/// </remarks>
+public sealed class AccessTokens
+{
+    private readonly AccessOptions _options;
+    private readonly SymmetricSecurityKey? _key;
+    private readonly JsonWebTokenHandler _handler = new() { MapInboundClaims = false };
+
+    /// <summary>Creates the issuer/validator for the configured key.</summary>
+    public AccessTokens(AccessOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        _options = options;
+        if (options.Enabled)
+        {
+            var bytes = Encoding.UTF8.GetBytes(options.SigningKey!);
+            if (bytes.Length < 32)
+            {
+                throw new InvalidOperationException("Auth:SigningKey must be at least 32 bytes.");
+            }
+
+            _key = new SymmetricSecurityKey(bytes);
+        }
+    }
+
+    /// <summary>Whether tokens are required.</summary>
+    public bool Enabled => _key is not null;
+
+    /// <summary>Issues a token for <paramref name="subject"/> with the given grants.</summary>
+    public string Issue(string subject, IReadOnlyDictionary<string, Capability[]> grants, TimeSpan lifetime)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(subject);
+        ArgumentNullException.ThrowIfNull(grants);
+        if (_key is null)
+        {
+            throw new InvalidOperationException("No Auth:SigningKey is configured.");
+        }
+
+        var grantJson = JsonSerializer.Serialize(grants.ToDictionary(g => g.Key, g => g.Value.Select(c => c.ToString().ToLowerInvariant()).ToArray()));
+        var now = DateTime.UtcNow;
+        return _handler.CreateToken(new SecurityTokenDescriptor
+        {
+            Subject = new ClaimsIdentity([new Claim("sub", subject)]),
+            Claims = new Dictionary<string, object> { ["grants"] = JsonDocument.Parse(grantJson).RootElement.Clone() },
+            Issuer = _options.Issuer,
+            Audience = _options.Audience,
+            IssuedAt = now,
+            NotBefore = now,
+            Expires = now + lifetime,
+            SigningCredentials = new SigningCredentials(_key, SecurityAlgorithms.HmacSha256),
+        });
+    }
+
+    /// <summary>Validates a token; returns the access it carries, or null with the reason.</summary>
+    public async Task<(Access? Access, string? Error)> ValidateAsync(string token)
+    {
+        if (_key is null)
+        {
+            return (Access.Everything, null);
+        }
+
+        var result = await _handler.ValidateTokenAsync(token, new TokenValidationParameters
+        {
+            IssuerSigningKey = _key,
+            ValidAlgorithms = [SecurityAlgorithms.HmacSha256],
+            ValidateIssuer = _options.Issuer is not null,
+            ValidIssuer = _options.Issuer,
+            ValidateAudience = _options.Audience is not null,
+            ValidAudience = _options.Audience,
+            ValidateLifetime = true,
+            RequireExpirationTime = true,
+            ClockSkew = _options.ClockSkew,
+        }).ConfigureAwait(false);
+        if (!result.IsValid)
+        {
+            return (null, result.Exception is SecurityTokenExpiredException ? "The access token has expired." : "The access token is not valid.");
+        }
+
+        var jwt = (JsonWebToken)result.SecurityToken;
+        if (!jwt.TryGetPayloadValue<string>("sub", out var subject) || string.IsNullOrEmpty(subject))
+        {
+            return (null, "The access token has no subject.");
+        }
+
+        var grants = new List<(string Pattern, HashSet<Capability> Capabilities)>();
+        if (jwt.TryGetPayloadValue<JsonElement>("grants", out var claim) && claim.ValueKind == JsonValueKind.Object)
+        {
+            foreach (var grant in claim.EnumerateObject())
+            {
+                var capabilities = new HashSet<Capability>();
+                if (grant.Value.ValueKind == JsonValueKind.Array)
+                {
+                    foreach (var item in grant.Value.EnumerateArray())
+                    {
+                        if (Enum.TryParse<Capability>(item.GetString(), ignoreCase: true, out var capability))
+                        {
+                            capabilities.Add(capability);
+                        }
+                    }
+                }
+
+                grants.Add((grant.Name, capabilities));
+            }
+        }
+
+        return (new Access(subject, grants), null);
+    }
+}
+
+/// <summary>What a validated token allows.</summary>
+public sealed class Access
+{
+    private readonly IReadOnlyList<(string Pattern, HashSet<Capability> Capabilities)> _grants;
+    private readonly bool _everything;
+
+    internal Access(string subject, IReadOnlyList<(string Pattern, HashSet<Capability> Capabilities)> grants, bool everything = false)
+    {
+        Subject = subject;
+        _grants = grants;
+        _everything = everything;
+    }
+
+    /// <summary>Unrestricted access (the server runs without a signing key).</summary>
+    public static Access Everything { get; } = new("anonymous", [], everything: true);
+
+    /// <summary>The participant the token names.</summary>
+    public string Subject { get; }
+
+    /// <summary>Whether the server runs open (no key).</summary>
+    public bool IsAnonymous => _everything;
+
+    /// <summary>Whether the token grants <paramref name="capability"/> on <paramref name="path"/>.</summary>
+    public bool Allows(string path, Capability capability)
+        => _everything || _grants.Any(g => g.Capabilities.Contains(capability) && Subscriptions.PathGlob.IsMatch(g.Pattern, path));
+}
