@@ -96,16 +96,17 @@ public sealed class ChaosProxy : IAsyncDisposable
             {
                 if (Interlocked.Increment(ref _cuts) <= _maxCuts)
                 {
-                    await to.WriteAsync(buffer.AsMemory(0, budget), _stop.Token);
                     Interlocked.Add(ref _bytesDown, budget);
+                    await to.WriteAsync(buffer.AsMemory(0, budget), _stop.Token);
                     return;
                 }
 
                 budget = int.MaxValue;
             }
 
-            await to.WriteAsync(buffer.AsMemory(0, read), _stop.Token);
+            // Counted before forwarding, so a client that has the bytes always sees them counted.
             Interlocked.Add(ref _bytesDown, read);
+            await to.WriteAsync(buffer.AsMemory(0, read), _stop.Token);
             if (budget != int.MaxValue)
             {
                 budget -= read;

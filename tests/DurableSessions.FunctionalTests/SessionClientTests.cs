@@ -92,11 +92,11 @@ public sealed class SessionClientTests
 
         var aDone = FollowUntil(a.Session("sync"), s => RunIs(s, "r1", "finished"));
         var bDone = FollowUntil(b.Session("sync"), s => RunIs(s, "r1", "finished"));
-        var reply = StreamReply(server.Client, "sync", "r1", batches: 400, delayMs: 5);
+        var reply = StreamReply(server.Client, "sync", "r1", batches: 600, delayMs: 10);
 
         // Join mid-reply, once a good part of the history exists.
         var deadline = DateTime.UtcNow + Timeout;
-        while (!reply.IsCompleted && await HistoryBytes(server.Client, "sync") < 60_000 && DateTime.UtcNow < deadline)
+        while (!reply.IsCompleted && await HistoryBytes(server.Client, "sync") < 40_000 && DateTime.UtcNow < deadline)
         {
             await Task.Delay(20);
         }
