@@ -7,7 +7,7 @@ internal sealed record LoadOptions
 {
     public const string Usage = """
         usage: DurableSessions.LoadTest --url <http://127.0.0.1:port> [options]
-          --scenario append|batch|latency|all   (default all)
+          --scenario append|batch|latency|sessions|all   (default all; sessions is not part of all)
           --streams <n>          streams to spread load over (default 100)
           --connections <n>      concurrent writers (default 64)
           --batch <n>            events per request in the batch scenario (default 100)
@@ -16,6 +16,7 @@ internal sealed record LoadOptions
           --readers <n>          SSE readers per stream in the latency scenario (default 2)
           --rate <n>             appends per stream per second in the latency scenario (default 1)
           --label <text>         a label printed with the results (e.g. the server's name)
+          --server-pid <pid>     the server's process id, to report its CPU use (sessions scenario)
         """;
 
     public string Url { get; init; } = "http://127.0.0.1:4437";
@@ -37,6 +38,8 @@ internal sealed record LoadOptions
     public double Rate { get; init; } = 1;
 
     public string Label { get; init; } = string.Empty;
+
+    public int? ServerPid { get; init; }
 
     public static LoadOptions? Parse(string[] args)
     {
@@ -61,6 +64,7 @@ internal sealed record LoadOptions
                 "--readers" => options with { Readers = int.Parse(value, CultureInfo.InvariantCulture) },
                 "--rate" => options with { Rate = double.Parse(value, CultureInfo.InvariantCulture) },
                 "--label" => options with { Label = value },
+                "--server-pid" => options with { ServerPid = int.Parse(value, CultureInfo.InvariantCulture) },
                 _ => null,
             };
             if (options is null)
@@ -71,7 +75,7 @@ internal sealed record LoadOptions
             i++;
         }
 
-        return options.Scenario is "append" or "batch" or "latency" or "all" && options.DurationSeconds is > 0 and <= 600 ? options : null;
+        return options.Scenario is "append" or "batch" or "latency" or "sessions" or "all" && options.DurationSeconds is > 0 and <= 600 ? options : null;
     }
 }
 

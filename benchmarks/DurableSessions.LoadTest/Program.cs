@@ -42,6 +42,7 @@ foreach (var scenario in scenarios)
     {
         "append" or "batch" => await AppendScenario.RunAsync(scenario),
         "latency" => await LatencyScenario.RunAsync(scenario),
+        "sessions" => await SessionScenario.RunAsync(scenario),
         _ => throw new InvalidOperationException("unknown scenario " + scenario.Scenario),
     };
     results.Add(result);

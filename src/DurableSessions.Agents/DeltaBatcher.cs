@@ -15,6 +15,7 @@ internal sealed class DeltaBatcher : IDisposable
     private readonly ActiveRun _run;
     private readonly TimeSpan _linger;
     private readonly SortedDictionary<int, (string Type, StringBuilder Text)> _pending = [];
+    private DateTimeOffset? _firstPendingAt;
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _loop;
     private int _sequence;
@@ -37,6 +38,7 @@ internal sealed class DeltaBatcher : IDisposable
 
         lock (_pending)
         {
+            _firstPendingAt ??= DateTimeOffset.UtcNow;
             if (!_pending.TryGetValue(part, out var entry))
             {
                 entry = (partType, new StringBuilder());
@@ -84,6 +86,9 @@ internal sealed class DeltaBatcher : IDisposable
         var events = new JsonArray();
         lock (_pending)
         {
+            // When the batch's first token was produced: readers can measure token-to-screen latency from it.
+            var at = _firstPendingAt?.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);
+            _firstPendingAt = null;
             foreach (var (part, (type, text)) in _pending)
             {
                 if (text.Length > 0)
@@ -94,6 +99,7 @@ internal sealed class DeltaBatcher : IDisposable
                         ["part"] = part,
                         ["partType"] = type,
                         ["text"] = text.ToString(),
+                        ["at"] = at,
                     }));
                     text.Clear();
                 }

@@ -1,0 +1,161 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+
+namespace DurableSessions.LoadTest;
+
+/// <summary>
+/// Many sessions answered by the server's demo agent, each watched by several SSE clients: measures token-to-client
+/// latency (from when the agent produced a batch's first token, carried in the delta's <c>at</c>, to when a client
+/// parsed it) and the server's CPU.
+/// </summary>
+internal static class SessionScenario
+{
+    public static async Task<ScenarioResult> RunAsync(LoadOptions options)
+    {
+        var run = Guid.NewGuid().ToString("N")[..8];
+        var ids = Enumerable.Range(0, options.Streams).Select(i => $"bench-{run}-{i}").ToList();
+        using var http = Http.Create(options.Url, options.Connections);
+        using var readers = Http.Create(options.Url, (options.Streams * options.Readers) + 16);
+        await Parallel.ForEachAsync(ids, new ParallelOptions { MaxDegreeOfParallelism = 32 }, async (id, ct) =>
+        {
+            using var response = await http.PutAsync($"/v1/sessions/{id}", Http.Json("{}"), ct);
+            response.EnsureSuccessStatusCode();
+        });
+
+        var latencies = new ConcurrentBag<double[]>();
+        long deltas = 0;
+        long runsFinished = 0;
+        var connected = new CountdownEvent(ids.Count * options.Readers);
+        using var stop = new CancellationTokenSource();
+        var measureFrom = DateTimeOffset.MaxValue;
+        var tasks = ids.SelectMany(id => Enumerable.Range(0, options.Readers).Select(r => Task.Run(() => FollowAsync(id, r == 0)))).ToList();
+        if (!connected.Wait(TimeSpan.FromSeconds(120)))
+        {
+            throw new TimeoutException("SSE readers did not connect");
+        }
+
+        var cpuBefore = ServerCpu(options.ServerPid);
+        var wall = Stopwatch.StartNew();
+        measureFrom = DateTimeOffset.UtcNow;
+
+        // Every session asks a question; the first reader of each session asks the next one when a reply finishes.
+        await Parallel.ForEachAsync(ids, new ParallelOptions { MaxDegreeOfParallelism = 16 }, async (id, ct) => await AskAsync(id));
+        await Task.Delay(TimeSpan.FromSeconds(options.DurationSeconds));
+        var cpuAfter = ServerCpu(options.ServerPid);
+        var seconds = wall.Elapsed.TotalSeconds;
+        await stop.CancelAsync();
+        await Task.WhenAll(tasks).WaitAsync(TimeSpan.FromSeconds(30)).ContinueWith(_ => { }, TaskScheduler.Default);
+
+        var all = latencies.SelectMany(l => l).Order().ToArray();
+        static double At(double[] sorted, double p) => sorted.Length == 0 ? double.NaN : sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p * sorted.Length) - 1)];
+        var cpu = cpuBefore is { } before && cpuAfter is { } after ? $", server CPU {(after - before) / seconds * 100:F0}% of one core" : string.Empty;
+        var name = string.Create(CultureInfo.InvariantCulture, $"{ids.Count} sessions x {options.Readers} clients, demo agent");
+        var summary = string.Create(CultureInfo.InvariantCulture,
+            $"token->client p50 {At(all, 0.5):F1} ms, p99 {At(all, 0.99):F1} ms; {deltas / seconds:N0} delta events/s delivered, {runsFinished} replies finished{cpu}");
+        return new ScenarioResult(name, summary, deltas, 0);
+
+        async Task AskAsync(string id)
+        {
+            try
+            {
+                using var response = await http.PostAsync($"/v1/sessions/{id}/messages", Http.Json("{\"text\":\"Tell me about durable sessions\"}"));
+            }
+            catch (HttpRequestException)
+            {
+            }
+        }
+
+        async Task FollowAsync(string id, bool asker)
+        {
+            var mine = new List<double>();
+            var signalled = false;
+            try
+            {
+                using var response = await readers.GetAsync($"/v1/stream/sessions/{id}?offset=now&live=sse", HttpCompletionOption.ResponseHeadersRead, stop.Token);
+                using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(stop.Token), Encoding.UTF8);
+                var type = string.Empty;
+                var data = new StringBuilder();
+                while (await reader.ReadLineAsync(stop.Token) is { } line)
+                {
+                    if (line.Length > 0)
+                    {
+                        if (line.StartsWith("event:", StringComparison.Ordinal))
+                        {
+                            type = line[6..].Trim();
+                        }
+                        else if (line.StartsWith("data:", StringComparison.Ordinal))
+                        {
+                            data.Append(line.AsSpan(5));
+                        }
+
+                        continue;
+                    }
+
+                    if (type == "control" && !signalled)
+                    {
+                        signalled = true;
+                        connected.Signal();
+                    }
+                    else if (type == "data")
+                    {
+                        var now = DateTimeOffset.UtcNow;
+                        using var json = JsonDocument.Parse(data.ToString());
+                        foreach (var e in json.RootElement.EnumerateArray())
+                        {
+                            var kind = e.GetProperty("type").GetString();
+                            var value = e.GetProperty("value");
+                            if (kind == "delta" && value.TryGetProperty("at", out var at) && at.ValueKind == JsonValueKind.String)
+                            {
+                                var produced = DateTimeOffset.Parse(at.GetString()!, CultureInfo.InvariantCulture);
+                                if (produced >= measureFrom)
+                                {
+                                    mine.Add((now - produced).TotalMilliseconds);
+                                    Interlocked.Increment(ref deltas);
+                                }
+                            }
+                            else if (kind == "run" && value.GetProperty("status").GetString() == "finished" && asker)
+                            {
+                                Interlocked.Increment(ref runsFinished);
+                                _ = AskAsync(id);
+                            }
+                        }
+                    }
+
+                    type = string.Empty;
+                    data.Clear();
+                }
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            catch (Exception ex) when (ex is HttpRequestException or IOException)
+            {
+            }
+            finally
+            {
+                if (!signalled)
+                {
+                    connected.Signal();
+                }
+
+                latencies.Add([.. mine]);
+            }
+        }
+    }
+
+    /// <summary>The server process's total CPU time in seconds, from /proc (Linux), or null.</summary>
+    private static double? ServerCpu(int? pid)
+    {
+        if (pid is null || !File.Exists($"/proc/{pid}/stat"))
+        {
+            return null;
+        }
+
+        var fields = File.ReadAllText($"/proc/{pid}/stat").Split(')')[1].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        var ticks = long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture);
+        return ticks / 100.0;
+    }
+}
