@@ -17,6 +17,7 @@ internal sealed class DeltaBatcher : IDisposable
     private readonly SortedDictionary<int, (string Type, StringBuilder Text)> _pending = [];
     private DateTimeOffset? _firstPendingAt;
     private readonly CancellationTokenSource _stop = new();
+    private readonly SemaphoreSlim _writeGate = new(1, 1);
     private readonly Task _loop;
     private int _sequence;
     private Exception? _failure;
@@ -62,6 +63,17 @@ internal sealed class DeltaBatcher : IDisposable
         await WritePendingAsync().ConfigureAwait(false);
     }
 
+    /// <summary>Writes whatever is pending now, keeping the timer running.</summary>
+    public Task FlushPendingAsync()
+    {
+        if (_failure is { } failure)
+        {
+            throw failure;
+        }
+
+        return WritePendingAsync();
+    }
+
     private async Task LoopAsync()
     {
         try
@@ -82,6 +94,20 @@ internal sealed class DeltaBatcher : IDisposable
     }
 
     private async Task WritePendingAsync()
+    {
+        // Taking the pending text and appending it happen under one gate, so batches land in the order they were taken.
+        await _writeGate.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            await WritePendingCoreAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            _writeGate.Release();
+        }
+    }
+
+    private async Task WritePendingCoreAsync()
     {
         var events = new JsonArray();
         lock (_pending)
@@ -116,5 +142,6 @@ internal sealed class DeltaBatcher : IDisposable
     {
         _stop.Cancel();
         _stop.Dispose();
+        _writeGate.Dispose();
     }
 }

@@ -186,6 +186,7 @@ public sealed partial class SessionAgent
         using var producer = new StreamProducer(_client, session.StreamPath, $"{_options.AgentId}/{run.RunId}");
         var text = new StringBuilder();
         var reasoning = new StringBuilder();
+        var tools = new List<JsonObject>();
         try
         {
             await producer.AppendAsync(
@@ -216,6 +217,25 @@ public sealed partial class SessionAgent
                                     reasoning.Append(r.Text);
                                     deltas.Add(1, "reasoning", r.Text);
                                     break;
+                                case FunctionCallContent call:
+                                    tools.Add(new JsonObject
+                                    {
+                                        ["type"] = "tool-call",
+                                        ["toolCallId"] = call.CallId,
+                                        ["name"] = call.Name,
+                                        ["input"] = JsonSerializer.SerializeToNode(call.Arguments),
+                                    });
+                                    await WriteToolPartsAsync(producer, deltas, run, text, reasoning, tools).ConfigureAwait(false);
+                                    break;
+                                case FunctionResultContent result:
+                                    tools.Add(new JsonObject
+                                    {
+                                        ["type"] = "tool-result",
+                                        ["toolCallId"] = result.CallId,
+                                        ["output"] = JsonSerializer.SerializeToNode(result.Result),
+                                    });
+                                    await WriteToolPartsAsync(producer, deltas, run, text, reasoning, tools).ConfigureAwait(false);
+                                    break;
                             }
                         }
 
@@ -239,7 +259,7 @@ public sealed partial class SessionAgent
 
             await producer.AppendAsync(
             [
-                Change(SessionEventTypes.Message, run.MessageId, "update", MessageValue(run, "complete", text, reasoning)),
+                Change(SessionEventTypes.Message, run.MessageId, "update", MessageValue(run, "complete", text, reasoning, tools)),
                 Change(SessionEventTypes.Run, run.RunId, "update", RunValue(run, "finished", finishReason)),
             ], CancellationToken.None).ConfigureAwait(false);
             Log.RunFinished(_logger, session.Id, run.RunId);
@@ -254,7 +274,7 @@ public sealed partial class SessionAgent
             Log.RunFailed(_logger, ex, session.Id, run.RunId);
             try
             {
-                var failed = MessageValue(run, "failed", text, reasoning);
+                var failed = MessageValue(run, "failed", text, reasoning, tools);
                 failed["error"] = ex.Message;
                 await producer.AppendAsync(
                 [
@@ -328,12 +348,24 @@ public sealed partial class SessionAgent
         return value;
     }
 
-    private JsonObject MessageValue(ActiveRun run, string status, StringBuilder text, StringBuilder reasoning)
+    /// <summary>Writes the message with its tool parts so far (text and reasoning deltas keep their part indexes 0 and 1).</summary>
+    private async Task WriteToolPartsAsync(StreamProducer producer, DeltaBatcher deltas, ActiveRun run, StringBuilder text, StringBuilder reasoning, List<JsonObject> tools)
+    {
+        await deltas.FlushPendingAsync().ConfigureAwait(false);
+        await producer.AppendAsync([Change(SessionEventTypes.Message, run.MessageId, "update", MessageValue(run, "streaming", text, reasoning, tools, keepReasoningSlot: true))], run.Token).ConfigureAwait(false);
+    }
+
+    private JsonObject MessageValue(ActiveRun run, string status, StringBuilder text, StringBuilder reasoning, List<JsonObject>? tools = null, bool keepReasoningSlot = false)
     {
         var parts = new JsonArray { new JsonObject { ["type"] = "text", ["text"] = text.ToString() } };
-        if (reasoning.Length > 0)
+        if (reasoning.Length > 0 || (keepReasoningSlot && tools is { Count: > 0 }))
         {
             parts.Add(new JsonObject { ["type"] = "reasoning", ["text"] = reasoning.ToString() });
+        }
+
+        foreach (var tool in tools ?? [])
+        {
+            parts.Add(tool.DeepClone());
         }
 
         return new JsonObject

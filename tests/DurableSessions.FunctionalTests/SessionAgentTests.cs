@@ -183,6 +183,45 @@ public sealed class SessionAgentTests : IAsyncLifetime
         Assert.Equal("Back to the agent", Text(state.Get("message", trigger)!));
     }
 
+    /// <summary>A model that calls a tool, gets its result, then answers.</summary>
+    private sealed class ToolUsingChatClient : IChatClient
+    {
+        public Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
+            => throw new NotSupportedException();
+
+        public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+        {
+            yield return new ChatResponseUpdate(ChatRole.Assistant, [new TextReasoningContent("need the weather")]);
+            yield return new ChatResponseUpdate(ChatRole.Assistant, [new FunctionCallContent("call-1", "weather", new Dictionary<string, object?> { ["city"] = "Oslo" })]);
+            await Task.Yield();
+            yield return new ChatResponseUpdate(ChatRole.Tool, [new FunctionResultContent("call-1", "sunny, 18°C")]);
+            yield return new ChatResponseUpdate(ChatRole.Assistant, "It is sunny in Oslo.");
+            yield return new ChatResponseUpdate { FinishReason = ChatFinishReason.Stop };
+        }
+
+        public object? GetService(Type serviceType, object? serviceKey = null) => null;
+
+        public void Dispose()
+        {
+        }
+    }
+
+    [Fact]
+    public async Task Tool_calls_and_results_become_parts_of_the_reply()
+    {
+        var session = _client.Session("tools");
+        await session.CreateAsync();
+        _ = StartAgent(new ToolUsingChatClient(), "tools");
+        await session.SendMessageAsync("Weather in Oslo?");
+        var state = await WaitFor("tools", s => Runs(s, "finished").Any());
+        var parts = state.Get("message", Runs(state, "finished").Single()["messageId"]!.GetValue<string>())!["parts"]!.AsArray();
+        Assert.Equal(["text", "reasoning", "tool-call", "tool-result"], parts.Select(p => p!["type"]!.GetValue<string>()));
+        Assert.Equal("It is sunny in Oslo.", parts[0]!["text"]!.GetValue<string>());
+        Assert.Equal("need the weather", parts[1]!["text"]!.GetValue<string>());
+        Assert.Equal("Oslo", parts[2]!["input"]!["city"]!.GetValue<string>());
+        Assert.Equal("sunny, 18°C", parts[3]!["output"]!.GetValue<string>());
+    }
+
     [Fact]
     public async Task A_restarted_agent_marks_the_run_it_could_not_finish_as_interrupted()
     {
