@@ -113,7 +113,7 @@ public sealed partial class SessionAgent
     private static void FollowControl(SessionState state, IReadOnlyList<JsonElement> events, ActiveRun active, HashSet<string> seenControls)
     {
         var status = state.Get(SessionEventTypes.Run, active.RunId)?["status"]?.GetValue<string>();
-        if (status is "cancelled" or "interrupted")
+        if (status is "cancelled" or "interrupted" or "paused")
         {
             active.Cancel();
         }
@@ -143,7 +143,9 @@ public sealed partial class SessionAgent
         var answered = new HashSet<string>(StringComparer.Ordinal);
         foreach (var run in state.All(SessionEventTypes.Run))
         {
-            if (run["agent"]?.GetValue<string>() == _options.AgentId && run["trigger"]?.GetValue<string>() is { } trigger)
+            // A run paused by a handoff does not count: after hand-back the message is answered again.
+            if (run["agent"]?.GetValue<string>() == _options.AgentId && run["trigger"]?.GetValue<string>() is { } trigger
+                && run["status"]?.GetValue<string>() != "paused")
             {
                 answered.Add(trigger);
             }

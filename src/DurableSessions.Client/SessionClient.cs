@@ -26,10 +26,11 @@ public sealed class SessionClient
     /// <summary>Creates the session if it does not exist.</summary>
     /// <param name="newMessagePolicy">What a new user message does while a run is active: <c>queue</c>, <c>interrupt</c> or <c>reject</c>.</param>
     /// <param name="title">An optional title.</param>
+    /// <param name="handoffPolicy">What a human taking over does to the active run: <c>cancel</c> it, or <c>pause</c> it so the agent answers again after hand-back.</param>
     /// <param name="cancellationToken">Cancels the request.</param>
-    public async Task CreateAsync(string newMessagePolicy = "queue", string? title = null, CancellationToken cancellationToken = default)
+    public async Task CreateAsync(string newMessagePolicy = "queue", string? title = null, string handoffPolicy = "cancel", CancellationToken cancellationToken = default)
     {
-        var body = new JsonObject { ["newMessagePolicy"] = newMessagePolicy, ["title"] = title }.ToJsonString();
+        var body = new JsonObject { ["newMessagePolicy"] = newMessagePolicy, ["title"] = title, ["handoffPolicy"] = handoffPolicy }.ToJsonString();
         using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Put, $"/v1/sessions/{Id}", body), cancellationToken).ConfigureAwait(false);
     }
 

@@ -183,6 +183,26 @@ public sealed class SessionAgentTests : IAsyncLifetime
         Assert.Equal("Back to the agent", Text(state.Get("message", trigger)!));
     }
 
+    [Fact]
+    public async Task With_the_pause_policy_a_handoff_pauses_the_run_and_the_agent_answers_again_after_hand_back()
+    {
+        using var human = new DurableSessionsClient(_client.Options with { ParticipantId = "human:operator" });
+        var user = _client.Session("pause");
+        await user.CreateAsync(handoffPolicy: "pause");
+        _ = StartAgent(new DemoChatClient(tokensPerSecond: 20), "pause");
+        var question = await user.SendMessageAsync("Explain offsets");
+        await WaitFor("pause", s => Runs(s, "started").Any());
+
+        await human.Session("pause").TakeControlAsync();
+        var state = await WaitFor("pause", s => Runs(s, "paused").Any());
+        var paused = Runs(state, "paused").Single();
+        Assert.Equal("paused", state.Get("message", paused["messageId"]!.GetValue<string>())!["status"]!.GetValue<string>());
+
+        await human.Session("pause").ReturnControlAsync();
+        state = await WaitFor("pause", s => Runs(s, "finished").Any());
+        Assert.Equal(question, Runs(state, "finished").Single()["trigger"]!.GetValue<string>());
+    }
+
     /// <summary>A model that calls a tool, gets its result, then answers.</summary>
     private sealed class ToolUsingChatClient : IChatClient
     {

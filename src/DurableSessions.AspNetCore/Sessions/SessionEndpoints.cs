@@ -95,6 +95,12 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             return;
         }
 
+        if (body["handoffPolicy"] is { } handoff && (handoff is not JsonValue h || !h.TryGetValue<string>(out var hp) || hp is not ("cancel" or "pause")))
+        {
+            await Problem.Write(context, 400, "INVALID_POLICY", "handoffPolicy must be cancel or pause.").ConfigureAwait(false);
+            return;
+        }
+
         var status = await sessions.CreateAsync(id, body, context.RequestAborted).ConfigureAwait(false);
         switch (status)
         {

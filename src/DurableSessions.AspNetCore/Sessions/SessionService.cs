@@ -50,6 +50,7 @@ internal sealed partial class SessionService
             ["id"] = sessionId,
             ["title"] = settings?["title"]?.DeepClone(),
             ["newMessagePolicy"] = ReadPolicy(settings),
+            ["handoffPolicy"] = settings?["handoffPolicy"]?.GetValue<string>() == "pause" ? "pause" : "cancel",
             ["notifyUrl"] = settings?["notifyUrl"]?.DeepClone(),
             ["createdAt"] = Now(),
         };
@@ -253,7 +254,8 @@ internal sealed partial class SessionService
             };
             if (ActiveRun(session.State) is { } active)
             {
-                events.AddRange(CancelEvents(session.State, active, human, reason: "a human took over", out _));
+                var pause = session.State.Get(SessionEventTypes.Session, "session")?["handoffPolicy"]?.GetValue<string>() == "pause";
+                events.AddRange(CancelEvents(session.State, active, human, reason: "a human took over", out _, pause ? "paused" : "cancelled"));
             }
 
             var result = await AppendLockedAsync(session, events, cancellationToken).ConfigureAwait(false);
@@ -309,7 +311,11 @@ internal sealed partial class SessionService
         }
     }
 
-    private static List<JsonObject> CancelEvents(SessionState state, JsonObject run, string by, string? reason, out string controlId)
+    /// <summary>
+    /// The events that stop a run: a fenced control, the partial reply and the run marked <paramref name="status"/>
+    /// (<c>cancelled</c>, or <c>paused</c> for a handoff that lets the agent answer again after hand-back).
+    /// </summary>
+    private static List<JsonObject> CancelEvents(SessionState state, JsonObject run, string by, string? reason, out string controlId, string status = "cancelled")
     {
         var runId = run["id"]!.GetValue<string>();
         controlId = NewId("c");
@@ -318,7 +324,7 @@ internal sealed partial class SessionService
             Change(SessionEventTypes.Control, controlId, "insert", new JsonObject
             {
                 ["id"] = controlId,
-                ["action"] = "cancel",
+                ["action"] = status == "paused" ? "pause" : "cancel",
                 ["runId"] = runId,
                 ["by"] = by,
                 ["reason"] = reason,
@@ -331,12 +337,12 @@ internal sealed partial class SessionService
         if (run["messageId"]?.GetValue<string>() is { } messageId && state.Get(SessionEventTypes.Message, messageId) is { } message)
         {
             var cancelled = (JsonObject)message.DeepClone();
-            cancelled["status"] = "cancelled";
+            cancelled["status"] = status;
             events.Add(Change(SessionEventTypes.Message, messageId, "update", cancelled));
         }
 
         var updated = (JsonObject)run.DeepClone();
-        updated["status"] = "cancelled";
+        updated["status"] = status;
         updated["cancelledBy"] = by;
         updated["endedAt"] = Now();
         events.Add(Change(SessionEventTypes.Run, runId, "update", updated));
@@ -380,7 +386,7 @@ internal sealed partial class SessionService
                 SessionEventTypes.Delta => value?["messageId"]?.GetValue<string>() is { } id ? state.Get(SessionEventTypes.Message, id)?["runId"]?.GetValue<string>() : null,
                 _ => null,
             };
-            if (runId is not null && state.Get(SessionEventTypes.Run, runId) is { } run && run["status"]?.GetValue<string>() is "cancelled" or "interrupted")
+            if (runId is not null && state.Get(SessionEventTypes.Run, runId) is { } run && run["status"]?.GetValue<string>() is "cancelled" or "interrupted" or "paused")
             {
                 return new SessionRejection("RUN_CANCELLED", $"Run {runId} was cancelled; nothing more is accepted for it.", runId);
             }
