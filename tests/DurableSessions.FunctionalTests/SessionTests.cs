@@ -162,6 +162,11 @@ public sealed class SessionTests : IAsyncLifetime
     [InlineData("GET", "/v1/sessions/nope", null)]
     [InlineData("POST", "/v1/stream/sessions/s1", "[1, 2]")]
     [InlineData("DELETE", "/v1/sessions/s1/whatever", null)]
+    [InlineData("POST", "/v1/sessions/s1/handoff", "{}")]
+    [InlineData("DELETE", "/v1/sessions/s1/handoff", "{\"holder\":\"human:nobody\"}")]
+    [InlineData("DELETE", "/v1/sessions/s1/presence/client:ghost", null)]
+    [InlineData("PUT", "/v1/sessions/s2", "{\"handoffPolicy\":\"teleport\"}")]
+    [InlineData("PUT", "/v1/sessions/s2", "{\"notifyUrl\":\"ftp://example.com\"}")]
     public async Task Bad_session_requests_get_a_clear_4xx_and_change_nothing(string method, string target, string? body)
     {
         await Client.PutAsJsonAsync("/v1/sessions/s1", new { });
