@@ -33,7 +33,7 @@ echo "==> conformance suite (@durable-streams/server-conformance-tests, pinned i
 (cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error)
 PORT=$(node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
 dotnet "src/DurableSessions.Server/bin/$CONFIGURATION/net10.0/DurableSessions.Server.dll" \
-  --urls "http://127.0.0.1:$PORT" --data "$WORK/data" --long-poll-timeout-ms 1000 > "$WORK/server.log" 2>&1 &
+  --urls "http://127.0.0.1:$PORT" --data "$WORK/data" --long-poll-timeout-ms 1000 --Agent:TokensPerSecond=100 > "$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 100); do
   curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
@@ -48,9 +48,19 @@ CONF_LINE=$(sed -r 's/\x1b\[[0-9;]*m//g' "$WORK/conformance.log" | grep -E '^\s+
 CONF_PASSED=$(echo "$CONF_LINE" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
 CONF_FAILED=$(echo "$CONF_LINE" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
 
+echo "==> Vercel AI SDK chat tests (unmodified ai + @ai-sdk/react, pinned in tests/aisdk/package-lock.json)"
+(cd tests/aisdk && npm ci --no-audit --no-fund --loglevel=error)
+set +e
+(cd tests/aisdk && AISDK_BASE_URL="http://127.0.0.1:$PORT" npx vitest run 2>&1) | tee "$WORK/aisdk.log"
+AISDK_STATUS=${PIPESTATUS[0]}
+set -e
+AISDK_LINE=$(sed -r 's/\x1b\[[0-9;]*m//g' "$WORK/aisdk.log" | grep -E '^\s+Tests\s' | tail -1)
+AISDK_PASSED=$(echo "$AISDK_LINE" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
+AISDK_FAILED=$(echo "$AISDK_LINE" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
+
 echo
-echo "Summary: .NET tests $DOTNET_PASSED passed, $DOTNET_FAILED failed; conformance $CONF_PASSED passed, $CONF_FAILED failed"
-echo "$((DOTNET_PASSED + CONF_PASSED)) passed, $((DOTNET_FAILED + CONF_FAILED)) failed"
-if [[ $DOTNET_STATUS -ne 0 || $CONFORMANCE_STATUS -ne 0 || $((DOTNET_FAILED + CONF_FAILED)) -ne 0 || $CONF_PASSED -eq 0 || $DOTNET_PASSED -eq 0 ]]; then
+echo "Summary: .NET tests $DOTNET_PASSED passed, $DOTNET_FAILED failed; conformance $CONF_PASSED passed, $CONF_FAILED failed; AI SDK $AISDK_PASSED passed, $AISDK_FAILED failed"
+echo "$((DOTNET_PASSED + CONF_PASSED + AISDK_PASSED)) passed, $((DOTNET_FAILED + CONF_FAILED + AISDK_FAILED)) failed"
+if [[ $DOTNET_STATUS -ne 0 || $CONFORMANCE_STATUS -ne 0 || $AISDK_STATUS -ne 0 || $((DOTNET_FAILED + CONF_FAILED + AISDK_FAILED)) -ne 0 || $CONF_PASSED -eq 0 || $DOTNET_PASSED -eq 0 || $AISDK_PASSED -eq 0 ]]; then
   exit 1
 fi

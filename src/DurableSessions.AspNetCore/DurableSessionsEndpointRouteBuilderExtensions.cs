@@ -30,6 +30,28 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
         });
     }
 
+    /// <summary>
+    /// Maps the Vercel AI SDK chat endpoints (<c>useChat</c> / <c>DefaultChatTransport</c>) at <c>/api/chat</c>:
+    /// send, resume (<c>/api/chat/{id}/stream</c>) and stop (<c>/api/chat/{id}/stop</c>), backed by sessions.
+    /// </summary>
+    public static IEndpointConventionBuilder MapAiSdkChat(this IEndpointRouteBuilder endpoints)
+    {
+        var chat = endpoints.ServiceProvider.GetRequiredService<AiSdk.AiSdkChatEndpoints>();
+        var options = endpoints.ServiceProvider.GetRequiredService<IOptions<DurableStreamsOptions>>().Value;
+        return endpoints.Map(AiSdk.AiSdkChatEndpoints.Root + "/{**rest}", context =>
+        {
+            ApplyCommonHeaders(context, options);
+            if (HttpMethods.IsOptions(context.Request.Method))
+            {
+                return Preflight(context);
+            }
+
+            var raw = context.Request.Path.Value ?? string.Empty;
+            var rest = raw.Length > AiSdk.AiSdkChatEndpoints.Root.Length + 1 ? raw[(AiSdk.AiSdkChatEndpoints.Root.Length + 1)..] : string.Empty;
+            return chat.HandleAsync(context, rest);
+        });
+    }
+
     /// <summary>Maps the Durable Streams protocol at <c>/v1/stream/{path}</c>, including the reserved <c>__ds</c> control APIs.</summary>
     public static IEndpointConventionBuilder MapDurableStreams(this IEndpointRouteBuilder endpoints)
     {

@@ -47,6 +47,7 @@ public static class DurableSessionsServiceCollectionExtensions
         services.TryAddSingleton<StreamRequestHandler>();
         services.TryAddSingleton<Sessions.SessionService>();
         services.TryAddSingleton<Sessions.SessionEndpoints>();
+        services.TryAddSingleton<AiSdk.AiSdkChatEndpoints>();
         services.TryAddSingleton<Sessions.PresenceService>();
         services.AddHostedService(sp => sp.GetRequiredService<Sessions.PresenceService>());
         services.TryAddSingleton<Sessions.NotificationService>();

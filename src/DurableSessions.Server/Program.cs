@@ -24,6 +24,7 @@ app.MapGet("/health", (StreamStore store) => store.IsAvailable
     : Results.Text("storage unavailable", statusCode: StatusCodes.Status503ServiceUnavailable));
 app.MapDurableStreams();
 app.MapDurableSessions();
+app.MapAiSdkChat();
 
 app.Lifetime.ApplicationStarted.Register(() =>
 {

@@ -50,6 +50,7 @@ public sealed class InProcessServer : IAsyncDisposable
         var app = builder.Build();
         app.MapDurableStreams();
         app.MapDurableSessions();
+        app.MapAiSdkChat();
         await app.StartAsync();
         return new InProcessServer(app, directory);
     }

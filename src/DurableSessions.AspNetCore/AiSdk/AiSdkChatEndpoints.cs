@@ -1,0 +1,382 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using DurableSessions.AspNetCore.Sessions;
+using DurableSessions.Sessions;
+using Microsoft.AspNetCore.Http;
+
+namespace DurableSessions.AspNetCore.AiSdk;
+
+/// <summary>
+/// The endpoints the Vercel AI SDK's <c>useChat</c> / <c>DefaultChatTransport</c> expects, backed by durable sessions:
+/// <c>POST /api/chat</c> (send and stream the reply), <c>GET /api/chat/{id}/stream</c> (resume), and
+/// <c>POST /api/chat/{id}/stop</c> (cancel through the session's live control). A chat id is a session id.
+/// </summary>
+/// <remarks>
+/// Replies are written by the session's agent; these endpoints translate the session's events into the UI message
+/// stream protocol (SSE <c>data:</c> frames, header <c>x-vercel-ai-ui-message-stream: v1</c>). Closing the HTTP response
+/// never cancels the run: only the stop endpoint does.
+/// </remarks>
+internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore store, Auth.AccessControl access)
+{
+    public const string Root = "/api/chat";
+    private static readonly TimeSpan RunStartTimeout = TimeSpan.FromSeconds(30);
+    private readonly SessionFeed _feed = new(store);
+
+    public async Task HandleAsync(HttpContext context, string rest)
+    {
+        var method = context.Request.Method;
+        var segments = rest.Length == 0 ? [] : rest.Split('/');
+        if (segments.Length == 0 && method == "POST")
+        {
+            await SendAsync(context).ConfigureAwait(false);
+        }
+        else if (segments.Length == 2 && segments[1] == "stream" && method == "GET" && IsValidId(segments[0]))
+        {
+            if (await access.AuthorizeAsync(context, SessionService.StreamPath(segments[0]), Auth.Capability.Read).ConfigureAwait(false))
+            {
+                await ResumeAsync(context, segments[0]).ConfigureAwait(false);
+            }
+        }
+        else if (segments.Length == 2 && segments[1] == "stop" && method == "POST" && IsValidId(segments[0]))
+        {
+            if (await access.AuthorizeAsync(context, SessionService.StreamPath(segments[0]), Auth.Capability.Control).ConfigureAwait(false))
+            {
+                await StopAsync(context, segments[0]).ConfigureAwait(false);
+            }
+        }
+        else
+        {
+            await Problem.Write(context, 404, "NOT_FOUND", "Unknown chat route.").ConfigureAwait(false);
+        }
+    }
+
+    private async Task SendAsync(HttpContext context)
+    {
+        JsonObject? body = null;
+        try
+        {
+            body = await JsonNode.ParseAsync(context.Request.Body, cancellationToken: context.RequestAborted).ConfigureAwait(false) as JsonObject;
+        }
+        catch (JsonException)
+        {
+        }
+
+        var chatId = body?["id"] is JsonValue idValue && idValue.TryGetValue<string>(out var id) ? id : null;
+        if (body is null || chatId is null || !IsValidId(chatId))
+        {
+            await Problem.Write(context, 400, "INVALID_CHAT_REQUEST", "The body must be a JSON object with id (the chat id) and messages or message.").ConfigureAwait(false);
+            return;
+        }
+
+        if (!await access.AuthorizeAsync(context, SessionService.StreamPath(chatId), Auth.Capability.Write).ConfigureAwait(false))
+        {
+            return;
+        }
+
+        var message = body["message"] as JsonObject ?? (body["messages"] as JsonArray)?.LastOrDefault(m => m?["role"]?.GetValue<string>() == "user") as JsonObject;
+        var text = string.Concat((message?["parts"] as JsonArray ?? []).Select(p => p?["type"]?.GetValue<string>() == "text" ? p["text"]?.GetValue<string>() : null));
+        if (string.IsNullOrEmpty(text))
+        {
+            await Problem.Write(context, 400, "INVALID_CHAT_REQUEST", "The last user message needs a text part.").ConfigureAwait(false);
+            return;
+        }
+
+        await sessions.CreateAsync(chatId, null, context.RequestAborted).ConfigureAwait(false);
+        var author = Auth.AccessControl.Current(context) is { IsAnonymous: false } who ? who.Subject : "user";
+        var posted = await sessions.PostMessageAsync(chatId, "user", author, [new JsonObject { ["type"] = "text", ["text"] = text }], context.RequestAborted).ConfigureAwait(false);
+        if (posted.Status != 200)
+        {
+            await Problem.Write(context, posted.Status, posted.Code!, posted.Message!).ConfigureAwait(false);
+            return;
+        }
+
+        await StreamReplyAsync(context, chatId, posted.Offset, trigger: posted.Id, replay: null).ConfigureAwait(false);
+    }
+
+    private async Task ResumeAsync(HttpContext context, string chatId)
+    {
+        var snapshot = await sessions.SnapshotAsync(chatId, context.RequestAborted).ConfigureAwait(false);
+        var state = new SessionState();
+        foreach (var node in snapshot?.Snapshot ?? [])
+        {
+            state.Apply((JsonObject)node!);
+        }
+
+        var active = state.All(SessionEventTypes.Run).LastOrDefault(r => r["status"]?.GetValue<string>() == "started");
+        if (snapshot is null || active is null)
+        {
+            context.Response.StatusCode = 204;
+            return;
+        }
+
+        // Resume rebuilds the message from empty: replay it from its start, under the id it is stored with.
+        var reply = active["messageId"]?.GetValue<string>() is { } messageId ? state.Get(SessionEventTypes.Message, messageId) : null;
+        await StreamReplyAsync(context, chatId, snapshot.Value.Offset, trigger: active["trigger"]?.GetValue<string>(), replay: (active, reply)).ConfigureAwait(false);
+    }
+
+    private async Task StopAsync(HttpContext context, string chatId)
+    {
+        var snapshot = await sessions.SnapshotAsync(chatId, context.RequestAborted).ConfigureAwait(false);
+        var state = new SessionState();
+        foreach (var node in snapshot?.Snapshot ?? [])
+        {
+            state.Apply((JsonObject)node!);
+        }
+
+        if (state.All(SessionEventTypes.Run).LastOrDefault(r => r["status"]?.GetValue<string>() == "started") is not { } active)
+        {
+            context.Response.StatusCode = 204;
+            return;
+        }
+
+        var by = Auth.AccessControl.Current(context) is { IsAnonymous: false } who ? who.Subject : "user";
+        var result = await sessions.CancelAsync(chatId, active["id"]!.GetValue<string>(), by, context.RequestAborted).ConfigureAwait(false);
+        if (result.Status != 200)
+        {
+            await Problem.Write(context, result.Status, result.Code!, result.Message!).ConfigureAwait(false);
+            return;
+        }
+
+        await JsonResponse.Write(context, 200, new JsonObject { ["stopped"] = true, ["fence"] = StreamOffset.Format(result.Offset) }).ConfigureAwait(false);
+    }
+
+    /// <summary>Streams the reply to <paramref name="trigger"/> as UI message chunks, from the session's events after <paramref name="from"/>.</summary>
+    private async Task StreamReplyAsync(HttpContext context, string chatId, long from, string? trigger, (JsonObject Run, JsonObject? Message)? replay)
+    {
+        var response = context.Response;
+        response.StatusCode = 200;
+        response.ContentType = "text/event-stream";
+        response.Headers.CacheControl = "no-cache";
+        response.Headers["x-vercel-ai-ui-message-stream"] = "v1";
+        await response.StartAsync(context.RequestAborted).ConfigureAwait(false);
+        var writer = new ChunkWriter(response);
+
+        string? runId = null;
+        string? messageId = null;
+        var textLength = 0;
+        var reasoningLength = 0;
+        var toolCount = 0;
+        if (replay is { } r)
+        {
+            runId = r.Run["id"]!.GetValue<string>();
+            messageId = r.Run["messageId"]?.GetValue<string>();
+            await writer.StartAsync(messageId).ConfigureAwait(false);
+            if (r.Message is { } message)
+            {
+                (textLength, reasoningLength, toolCount) = await writer.PartsAsync(message, textLength, reasoningLength, toolCount).ConfigureAwait(false);
+            }
+        }
+
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+        if (runId is null)
+        {
+            deadline.CancelAfter(RunStartTimeout);
+        }
+
+        try
+        {
+            await foreach (var (e, _) in _feed.ReadAsync(SessionService.StreamPath(chatId), from, deadline.Token).ConfigureAwait(false))
+            {
+                var type = e["type"]?.GetValue<string>();
+                var value = e["value"] as JsonObject;
+                if (type == SessionEventTypes.Run && value is not null)
+                {
+                    if (runId is null && value["trigger"]?.GetValue<string>() == trigger && value["status"]?.GetValue<string>() == "started")
+                    {
+                        runId = value["id"]!.GetValue<string>();
+                        messageId = value["messageId"]?.GetValue<string>();
+                        deadline.CancelAfter(Timeout.InfiniteTimeSpan);
+                        await writer.StartAsync(messageId).ConfigureAwait(false);
+                        continue;
+                    }
+
+                    if (runId is not null && value["id"]?.GetValue<string>() == runId && value["status"]?.GetValue<string>() is { } status && status != "started")
+                    {
+                        await writer.EndAsync(status, value["finishReason"]?.GetValue<string>(), value["error"]?.GetValue<string>()).ConfigureAwait(false);
+                        return;
+                    }
+                }
+                else if (runId is not null && type == SessionEventTypes.Delta && value?["messageId"]?.GetValue<string>() == messageId)
+                {
+                    var text = value!["text"]?.GetValue<string>() ?? string.Empty;
+                    if (value["part"]?.GetValue<int>() == 1)
+                    {
+                        await writer.ReasoningAsync(text, reasoningLength == 0).ConfigureAwait(false);
+                        reasoningLength += text.Length;
+                    }
+                    else
+                    {
+                        await writer.TextAsync(text, textLength == 0).ConfigureAwait(false);
+                        textLength += text.Length;
+                    }
+                }
+                else if (runId is not null && type == SessionEventTypes.Message && value?["id"]?.GetValue<string>() == messageId)
+                {
+                    // A message update carries the whole reply: emit only what the client has not seen yet.
+                    (textLength, reasoningLength, toolCount) = await writer.PartsAsync(value!, textLength, reasoningLength, toolCount).ConfigureAwait(false);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (!context.RequestAborted.IsCancellationRequested)
+        {
+            if (runId is null)
+            {
+                await writer.ErrorAsync("No agent started a reply to this message.").ConfigureAwait(false);
+            }
+        }
+    }
+
+    private static bool IsValidId(string id)
+        => id.Length is > 0 and <= 128 && id.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
+
+    /// <summary>Writes UI message stream chunks; fields that would be null are omitted (the client validates strictly).</summary>
+    private sealed class ChunkWriter(HttpResponse response)
+    {
+        private bool _textOpen;
+        private bool _reasoningOpen;
+
+        public async Task StartAsync(string? messageId)
+        {
+            var start = new JsonObject { ["type"] = "start" };
+            if (messageId is not null)
+            {
+                start["messageId"] = messageId;
+            }
+
+            await WriteAsync(start).ConfigureAwait(false);
+            await WriteAsync(new JsonObject { ["type"] = "start-step" }).ConfigureAwait(false);
+        }
+
+        public async Task TextAsync(string delta, bool first)
+        {
+            if (!_textOpen)
+            {
+                _textOpen = true;
+                await WriteAsync(new JsonObject { ["type"] = "text-start", ["id"] = "text-0" }).ConfigureAwait(false);
+            }
+
+            if (delta.Length > 0)
+            {
+                await WriteAsync(new JsonObject { ["type"] = "text-delta", ["id"] = "text-0", ["delta"] = delta }).ConfigureAwait(false);
+            }
+        }
+
+        public async Task ReasoningAsync(string delta, bool first)
+        {
+            if (!_reasoningOpen)
+            {
+                _reasoningOpen = true;
+                await WriteAsync(new JsonObject { ["type"] = "reasoning-start", ["id"] = "reasoning-0" }).ConfigureAwait(false);
+            }
+
+            if (delta.Length > 0)
+            {
+                await WriteAsync(new JsonObject { ["type"] = "reasoning-delta", ["id"] = "reasoning-0", ["delta"] = delta }).ConfigureAwait(false);
+            }
+        }
+
+        /// <summary>Emits the parts of a full message beyond what was already sent; returns the new counts.</summary>
+        public async Task<(int Text, int Reasoning, int Tools)> PartsAsync(JsonObject message, int textLength, int reasoningLength, int toolCount)
+        {
+            var parts = message["parts"] as JsonArray ?? [];
+            var tools = 0;
+            foreach (var part in parts.OfType<JsonObject>())
+            {
+                switch (part["type"]?.GetValue<string>())
+                {
+                    case "text":
+                        var text = part["text"]?.GetValue<string>() ?? string.Empty;
+                        if (text.Length > textLength)
+                        {
+                            await TextAsync(text[textLength..], textLength == 0).ConfigureAwait(false);
+                            textLength = text.Length;
+                        }
+
+                        break;
+                    case "reasoning":
+                        var reasoning = part["text"]?.GetValue<string>() ?? string.Empty;
+                        if (reasoning.Length > reasoningLength)
+                        {
+                            await ReasoningAsync(reasoning[reasoningLength..], reasoningLength == 0).ConfigureAwait(false);
+                            reasoningLength = reasoning.Length;
+                        }
+
+                        break;
+                    case "tool-call" or "tool-result" when ++tools > toolCount:
+                        await ToolAsync(part).ConfigureAwait(false);
+                        toolCount = tools;
+                        break;
+                }
+            }
+
+            return (textLength, reasoningLength, toolCount);
+        }
+
+        public async Task EndAsync(string status, string? finishReason, string? error)
+        {
+            if (_textOpen)
+            {
+                await WriteAsync(new JsonObject { ["type"] = "text-end", ["id"] = "text-0" }).ConfigureAwait(false);
+            }
+
+            if (_reasoningOpen)
+            {
+                await WriteAsync(new JsonObject { ["type"] = "reasoning-end", ["id"] = "reasoning-0" }).ConfigureAwait(false);
+            }
+
+            switch (status)
+            {
+                case "finished":
+                    await WriteAsync(new JsonObject { ["type"] = "finish-step" }).ConfigureAwait(false);
+                    await WriteAsync(new JsonObject { ["type"] = "finish", ["finishReason"] = MapFinishReason(finishReason) }).ConfigureAwait(false);
+                    break;
+                case "failed":
+                    await WriteAsync(new JsonObject { ["type"] = "error", ["errorText"] = error ?? "The agent failed." }).ConfigureAwait(false);
+                    break;
+                default:
+                    await WriteAsync(new JsonObject { ["type"] = "abort" }).ConfigureAwait(false);
+                    break;
+            }
+
+            await DoneAsync().ConfigureAwait(false);
+        }
+
+        public async Task ErrorAsync(string message)
+        {
+            await WriteAsync(new JsonObject { ["type"] = "error", ["errorText"] = message }).ConfigureAwait(false);
+            await DoneAsync().ConfigureAwait(false);
+        }
+
+        private Task ToolAsync(JsonObject part)
+        {
+            var id = part["toolCallId"]?.GetValue<string>() ?? "tool";
+            return part["type"]!.GetValue<string>() == "tool-call"
+                ? WriteAsync(new JsonObject { ["type"] = "tool-input-available", ["toolCallId"] = id, ["toolName"] = part["name"]?.GetValue<string>() ?? "tool", ["input"] = part["input"]?.DeepClone() ?? new JsonObject() })
+                : WriteAsync(new JsonObject { ["type"] = "tool-output-available", ["toolCallId"] = id, ["output"] = part["output"]?.DeepClone() ?? new JsonObject() });
+        }
+
+        /// <summary>Maps Microsoft.Extensions.AI finish reasons onto the AI SDK's enumeration.</summary>
+        private static string MapFinishReason(string? reason) => reason switch
+        {
+            "stop" or null => "stop",
+            "length" => "length",
+            "tool_calls" or "tool-calls" => "tool-calls",
+            "content_filter" or "content-filter" => "content-filter",
+            "error" => "error",
+            _ => "other",
+        };
+
+        private async Task DoneAsync()
+        {
+            await response.WriteAsync("data: [DONE]\n\n").ConfigureAwait(false);
+            await response.Body.FlushAsync().ConfigureAwait(false);
+        }
+
+        private async Task WriteAsync(JsonObject chunk)
+        {
+            await response.WriteAsync("data: " + chunk.ToJsonString() + "\n\n", Encoding.UTF8).ConfigureAwait(false);
+            await response.Body.FlushAsync().ConfigureAwait(false);
+        }
+    }
+}

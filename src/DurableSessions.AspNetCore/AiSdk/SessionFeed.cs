@@ -1,0 +1,72 @@
+using System.Runtime.CompilerServices;
+using System.Text.Json.Nodes;
+
+namespace DurableSessions.AspNetCore.AiSdk;
+
+/// <summary>Reads a session's events in-process from a position and follows them live (woken by the store's fan-out).</summary>
+internal sealed class SessionFeed(StreamStore store)
+{
+    /// <summary>Yields each event with the position after it, until cancelled or the stream disappears.</summary>
+    public async IAsyncEnumerable<(JsonObject Event, long Position)> ReadAsync(string path, long from, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var lookup = await store.GetAsync(path, cancellationToken).ConfigureAwait(false);
+        if (lookup.Stream is not { } stream)
+        {
+            yield break;
+        }
+
+        using var subscription = store.Fanout.Subscribe(stream.Id);
+        var position = from;
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            var current = await store.GetAsync(path, cancellationToken).ConfigureAwait(false);
+            if (current.Stream?.Id != stream.Id)
+            {
+                yield break;
+            }
+
+            stream = current.Stream;
+            if (position < stream.TailPosition)
+            {
+                var read = await store.ReadAsync(stream, position, 1 << 20, cancellationToken).ConfigureAwait(false);
+                foreach (var chunk in read.Chunks)
+                {
+                    var wrapped = new byte[chunk.Data.Length + 2];
+                    wrapped[0] = (byte)'[';
+                    chunk.Data.Span.CopyTo(wrapped.AsSpan(1));
+                    wrapped[^1] = (byte)']';
+                    var events = JsonNode.Parse(wrapped)!.AsArray();
+                    var at = chunk.Start;
+                    foreach (var node in events)
+                    {
+                        at++;
+                        if (node is JsonObject e)
+                        {
+                            yield return (e, at);
+                        }
+                    }
+                }
+
+                position = read.NextPosition;
+                continue;
+            }
+
+            // Caught up: wait for the next committed change (or a fall-behind, after which the store is read again).
+            try
+            {
+                if (!await subscription.Reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    yield break;
+                }
+            }
+            catch (OperationCanceledException)
+            {
+                yield break;
+            }
+
+            while (subscription.Reader.TryRead(out _))
+            {
+            }
+        }
+    }
+}
