@@ -15,19 +15,7 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
     public static IEndpointConventionBuilder MapDurableSessions(this IEndpointRouteBuilder endpoints)
     {
         var sessions = endpoints.ServiceProvider.GetRequiredService<Sessions.SessionEndpoints>();
-        var options = endpoints.ServiceProvider.GetRequiredService<IOptions<DurableStreamsOptions>>().Value;
-        return endpoints.Map(Sessions.SessionEndpoints.Root + "/{**rest}", context =>
-        {
-            ApplyCommonHeaders(context, options);
-            if (HttpMethods.IsOptions(context.Request.Method))
-            {
-                return Preflight(context);
-            }
-
-            var raw = context.Request.Path.Value ?? string.Empty;
-            var rest = raw.Length > Sessions.SessionEndpoints.Root.Length + 1 ? raw[(Sessions.SessionEndpoints.Root.Length + 1)..] : string.Empty;
-            return sessions.HandleAsync(context, rest);
-        });
+        return MapUnder(endpoints, Sessions.SessionEndpoints.Root, sessions.HandleAsync);
     }
 
     /// <summary>
@@ -37,8 +25,14 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
     public static IEndpointConventionBuilder MapAiSdkChat(this IEndpointRouteBuilder endpoints)
     {
         var chat = endpoints.ServiceProvider.GetRequiredService<AiSdk.AiSdkChatEndpoints>();
+        return MapUnder(endpoints, AiSdk.AiSdkChatEndpoints.Root, chat.HandleAsync);
+    }
+
+    /// <summary>Maps a handler for everything under <paramref name="root"/>, with the common headers and CORS preflight.</summary>
+    private static IEndpointConventionBuilder MapUnder(IEndpointRouteBuilder endpoints, string root, Func<HttpContext, string, Task> handler)
+    {
         var options = endpoints.ServiceProvider.GetRequiredService<IOptions<DurableStreamsOptions>>().Value;
-        return endpoints.Map(AiSdk.AiSdkChatEndpoints.Root + "/{**rest}", context =>
+        return endpoints.Map(root + "/{**rest}", context =>
         {
             ApplyCommonHeaders(context, options);
             if (HttpMethods.IsOptions(context.Request.Method))
@@ -47,8 +41,7 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
             }
 
             var raw = context.Request.Path.Value ?? string.Empty;
-            var rest = raw.Length > AiSdk.AiSdkChatEndpoints.Root.Length + 1 ? raw[(AiSdk.AiSdkChatEndpoints.Root.Length + 1)..] : string.Empty;
-            return chat.HandleAsync(context, rest);
+            return handler(context, raw.Length > root.Length + 1 ? raw[(root.Length + 1)..] : string.Empty);
         });
     }
 
