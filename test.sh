@@ -48,15 +48,21 @@ CONF_LINE=$(sed -r 's/\x1b\[[0-9;]*m//g' "$WORK/conformance.log" | grep -E '^\s+
 CONF_PASSED=$(echo "$CONF_LINE" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
 CONF_FAILED=$(echo "$CONF_LINE" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
 
-echo "==> Vercel AI SDK chat tests (unmodified ai + @ai-sdk/react, pinned in tests/aisdk/package-lock.json)"
-(cd tests/aisdk && npm ci --no-audit --no-fund --loglevel=error)
-set +e
-(cd tests/aisdk && AISDK_BASE_URL="http://127.0.0.1:$PORT" npx vitest run 2>&1) | tee "$WORK/aisdk.log"
-AISDK_STATUS=${PIPESTATUS[0]}
-set -e
-AISDK_LINE=$(sed -r 's/\x1b\[[0-9;]*m//g' "$WORK/aisdk.log" | grep -E '^\s+Tests\s' | tail -1)
-AISDK_PASSED=$(echo "$AISDK_LINE" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
-AISDK_FAILED=$(echo "$AISDK_LINE" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
+AISDK_PASSED=0
+AISDK_FAILED=0
+AISDK_STATUS=0
+for suite in aisdk aisdk7; do
+  echo "==> Vercel AI SDK chat tests, tests/$suite (unmodified ai + @ai-sdk/react, pinned in its package-lock.json)"
+  (cd "tests/$suite" && npm ci --no-audit --no-fund --loglevel=error)
+  set +e
+  (cd "tests/$suite" && AISDK_BASE_URL="http://127.0.0.1:$PORT" npx vitest run 2>&1) | tee "$WORK/$suite.log"
+  status=${PIPESTATUS[0]}
+  set -e
+  if [[ $status -ne 0 ]]; then AISDK_STATUS=$status; fi
+  line=$(sed -r 's/\x1b\[[0-9;]*m//g' "$WORK/$suite.log" | grep -E '^\s+Tests\s' | tail -1)
+  AISDK_PASSED=$((AISDK_PASSED + $(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)))
+  AISDK_FAILED=$((AISDK_FAILED + $(echo "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)))
+done
 
 echo
 echo "Summary: .NET tests $DOTNET_PASSED passed, $DOTNET_FAILED failed; conformance $CONF_PASSED passed, $CONF_FAILED failed; AI SDK $AISDK_PASSED passed, $AISDK_FAILED failed"

@@ -1,0 +1,9 @@
+import { defineConfig } from "vitest/config"
+
+export default defineConfig({
+  test: {
+    include: ["*.test.mjs"],
+    testTimeout: 60_000,
+    fileParallelism: false,
+  },
+})
