@@ -64,9 +64,21 @@ for suite in aisdk aisdk7; do
   AISDK_FAILED=$((AISDK_FAILED + $(echo "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)))
 done
 
+echo "==> TypeScript client (clients/typescript): type-check, build, tests against the server"
+(cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error && npx tsc -p tsconfig.json)
+set +e
+(cd clients/typescript && CLIENT_TEST_BASE_URL="http://127.0.0.1:$PORT" npx vitest run 2>&1) | tee "$WORK/ts-client.log"
+TS_STATUS=${PIPESTATUS[0]}
+set -e
+TS_LINE=$(sed -r 's/\x1b\[[0-9;]*m//g' "$WORK/ts-client.log" | grep -E '^\s+Tests\s' | tail -1)
+TS_PASSED=$(echo "$TS_LINE" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
+TS_FAILED=$(echo "$TS_LINE" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
+
 echo
-echo "Summary: .NET tests $DOTNET_PASSED passed, $DOTNET_FAILED failed; conformance $CONF_PASSED passed, $CONF_FAILED failed; AI SDK $AISDK_PASSED passed, $AISDK_FAILED failed"
-echo "$((DOTNET_PASSED + CONF_PASSED + AISDK_PASSED)) passed, $((DOTNET_FAILED + CONF_FAILED + AISDK_FAILED)) failed"
-if [[ $DOTNET_STATUS -ne 0 || $CONFORMANCE_STATUS -ne 0 || $AISDK_STATUS -ne 0 || $((DOTNET_FAILED + CONF_FAILED + AISDK_FAILED)) -ne 0 || $CONF_PASSED -eq 0 || $DOTNET_PASSED -eq 0 || $AISDK_PASSED -eq 0 ]]; then
+echo "Summary: .NET tests $DOTNET_PASSED passed, $DOTNET_FAILED failed; conformance $CONF_PASSED passed, $CONF_FAILED failed; AI SDK $AISDK_PASSED passed, $AISDK_FAILED failed; TypeScript client $TS_PASSED passed, $TS_FAILED failed"
+PASSED=$((DOTNET_PASSED + CONF_PASSED + AISDK_PASSED + TS_PASSED))
+FAILED=$((DOTNET_FAILED + CONF_FAILED + AISDK_FAILED + TS_FAILED))
+echo "$PASSED passed, $FAILED failed"
+if [[ $DOTNET_STATUS -ne 0 || $CONFORMANCE_STATUS -ne 0 || $AISDK_STATUS -ne 0 || $TS_STATUS -ne 0 || $FAILED -ne 0 || $CONF_PASSED -eq 0 || $DOTNET_PASSED -eq 0 || $AISDK_PASSED -eq 0 || $TS_PASSED -eq 0 ]]; then
   exit 1
 fi
