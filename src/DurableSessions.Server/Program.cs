@@ -6,6 +6,7 @@ var builder = WebApplication.CreateBuilder(new WebApplicationOptions
 {
     Args = ServerCommandLine.Normalize(args),
     ContentRootPath = AppContext.BaseDirectory,
+    WebRootPath = Path.Combine(AppContext.BaseDirectory, "wwwroot"),
 });
 builder.WebHost.UseUrls(builder.Configuration["urls"] ?? "http://127.0.0.1:4437");
 builder.WebHost.ConfigureKestrel(kestrel =>
@@ -19,6 +20,8 @@ builder.Services.Configure<EmbeddedAgentOptions>(builder.Configuration.GetSectio
 builder.Services.AddHostedService<EmbeddedAgentHost>();
 
 var app = builder.Build();
+app.UseDefaultFiles();
+app.UseStaticFiles();
 app.MapGet("/health", (StreamStore store) => store.IsAvailable
     ? Results.Text("ok")
     : Results.Text("storage unavailable", statusCode: StatusCodes.Status503ServiceUnavailable));
