@@ -86,13 +86,15 @@ public static class JsonFraming
         }
     }
 
+    /// <summary>Parses framed JSON data (messages separated by commas) into its messages.</summary>
+    /// <exception cref="JsonException">The data is not framed JSON.</exception>
+    public static System.Text.Json.Nodes.JsonArray ParseMessages(ReadOnlySpan<byte> framed)
+        => framed.IsEmpty ? [] : (System.Text.Json.Nodes.JsonArray)System.Text.Json.Nodes.JsonNode.Parse(Wrap(framed))!;
+
     /// <summary>Returns the messages <c>[skip, skip + take)</c> of framed JSON data.</summary>
     public static ReadOnlyMemory<byte> Slice(ReadOnlyMemory<byte> data, long skip, long take)
     {
-        var wrapped = new byte[data.Length + 2];
-        wrapped[0] = (byte)'[';
-        data.Span.CopyTo(wrapped.AsSpan(1));
-        wrapped[^1] = (byte)']';
+        var wrapped = Wrap(data.Span);
 
         var reader = new Utf8JsonReader(wrapped, ReaderOptions);
         reader.Read();
@@ -118,6 +120,16 @@ public static class JsonFraming
         }
 
         return output.WrittenMemory;
+    }
+
+    /// <summary>Framed messages as one JSON array: <c>[</c> + data + <c>]</c>.</summary>
+    private static byte[] Wrap(ReadOnlySpan<byte> framed)
+    {
+        var wrapped = new byte[framed.Length + 2];
+        wrapped[0] = (byte)'[';
+        framed.CopyTo(wrapped.AsSpan(1));
+        wrapped[^1] = (byte)']';
+        return wrapped;
     }
 
     private static string FirstSentence(string message)

@@ -31,14 +31,14 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         {
             await SendAsync(context).ConfigureAwait(false);
         }
-        else if (segments.Length == 2 && segments[1] == "stream" && method == "GET" && IsValidId(segments[0]))
+        else if (segments.Length == 2 && segments[1] == "stream" && method == "GET" && Identifiers.IsValid(segments[0]))
         {
             if (await access.AuthorizeAsync(context, SessionService.StreamPath(segments[0]), Auth.Capability.Read).ConfigureAwait(false))
             {
                 await ResumeAsync(context, segments[0]).ConfigureAwait(false);
             }
         }
-        else if (segments.Length == 2 && segments[1] == "stop" && method == "POST" && IsValidId(segments[0]))
+        else if (segments.Length == 2 && segments[1] == "stop" && method == "POST" && Identifiers.IsValid(segments[0]))
         {
             if (await access.AuthorizeAsync(context, SessionService.StreamPath(segments[0]), Auth.Capability.Control).ConfigureAwait(false))
             {
@@ -63,7 +63,7 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         }
 
         var chatId = body?["id"] is JsonValue idValue && idValue.TryGetValue<string>(out var id) ? id : null;
-        if (body is null || chatId is null || !IsValidId(chatId))
+        if (body is null || chatId is null || !Identifiers.IsValid(chatId))
         {
             await Problem.Write(context, 400, "INVALID_CHAT_REQUEST", "The body must be a JSON object with id (the chat id) and messages or message.").ConfigureAwait(false);
             return;
@@ -227,8 +227,6 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         }
     }
 
-    private static bool IsValidId(string id)
-        => id.Length is > 0 and <= 128 && id.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
 
     /// <summary>Writes UI message stream chunks; fields that would be null are omitted (the client validates strictly).</summary>
     private sealed class ChunkWriter(HttpResponse response)

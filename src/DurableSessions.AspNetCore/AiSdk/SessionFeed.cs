@@ -31,11 +31,7 @@ internal sealed class SessionFeed(StreamStore store)
                 var read = await store.ReadAsync(stream, position, 1 << 20, cancellationToken).ConfigureAwait(false);
                 foreach (var chunk in read.Chunks)
                 {
-                    var wrapped = new byte[chunk.Data.Length + 2];
-                    wrapped[0] = (byte)'[';
-                    chunk.Data.Span.CopyTo(wrapped.AsSpan(1));
-                    wrapped[^1] = (byte)']';
-                    var events = JsonNode.Parse(wrapped)!.AsArray();
+                    var events = JsonFraming.ParseMessages(chunk.Data.Span);
                     var at = chunk.Start;
                     foreach (var node in events)
                     {

@@ -113,12 +113,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         JsonArray? events = null;
         try
         {
-            var data = change.Chunk.Data.Span;
-            var wrapped = new byte[data.Length + 2];
-            wrapped[0] = (byte)'[';
-            data.CopyTo(wrapped.AsSpan(1));
-            wrapped[^1] = (byte)']';
-            events = JsonNode.Parse(wrapped) as JsonArray;
+            events = JsonFraming.ParseMessages(change.Chunk.Data.Span);
         }
         catch (JsonException)
         {

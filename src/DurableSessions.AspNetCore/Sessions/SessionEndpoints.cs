@@ -16,7 +16,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
     public async Task HandleAsync(HttpContext context, string rest)
     {
         var segments = rest.Split('/');
-        if (segments.Length == 0 || !IsValidId(segments[0]))
+        if (segments.Length == 0 || !Identifiers.IsValid(segments[0]))
         {
             await Problem.Write(context, 400, "INVALID_SESSION_ID", "Session ids are 1-128 characters of letters, digits, '-', '_' or '.'.").ConfigureAwait(false);
             return;
@@ -53,7 +53,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             case (2, "POST") when segments[1] == "presence":
                 await HeartbeatAsync(context, id).ConfigureAwait(false);
                 return;
-            case (3, "DELETE") when segments[1] == "presence" && IsValidId(segments[2].Replace(':', '-')):
+            case (3, "DELETE") when segments[1] == "presence" && Identifiers.IsValid(segments[2].Replace(':', '-')):
                 var leaving = Uri.UnescapeDataString(segments[2]);
                 if (AccessControlOn(context) && leaving != Identity(context, null))
                 {
@@ -63,7 +63,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
 
                 await WriteResult(context, await presence.LeaveAsync(id, leaving, context.RequestAborted).ConfigureAwait(false), "participantId", created: false).ConfigureAwait(false);
                 return;
-            case (4, "POST") when segments[1] == "runs" && IsValidId(segments[2]) && segments[3] is "cancel" or "steer":
+            case (4, "POST") when segments[1] == "runs" && Identifiers.IsValid(segments[2]) && segments[3] is "cancel" or "steer":
                 await ControlAsync(context, id, segments[2], segments[3]).ConfigureAwait(false);
                 return;
             default:
@@ -181,7 +181,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         }
 
         var holder = Identity(context, Str(body, "holder"));
-        if (holder == "anonymous" || !IsValidId(holder.Replace(':', '-')))
+        if (holder == "anonymous" || !Identifiers.IsValid(holder.Replace(':', '-')))
         {
             await Problem.Write(context, 400, "INVALID_HANDOFF", "A handoff needs holder, the human participant's id.").ConfigureAwait(false);
             return;
@@ -203,7 +203,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
 
         var participant = AccessControlOn(context) ? Identity(context, null) : Str(body, "participantId");
         var kind = Str(body, "kind") ?? "client";
-        if (participant is null || !IsValidId(participant.Replace(':', '-')) || kind is not ("client" or "agent" or "human"))
+        if (participant is null || !Identifiers.IsValid(participant.Replace(':', '-')) || kind is not ("client" or "agent" or "human"))
         {
             await Problem.Write(context, 400, "INVALID_PRESENCE", "A heartbeat needs participantId (letters, digits, ':', '-', '_', '.') and kind client, agent or human.").ConfigureAwait(false);
             return;
@@ -313,7 +313,5 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
     private static string? Str(JsonObject body, string name)
         => body[name] is JsonValue value && value.TryGetValue<string>(out var s) ? s : null;
 
-    private static bool IsValidId(string id)
-        => id.Length is > 0 and <= 128 && id.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
 
 }

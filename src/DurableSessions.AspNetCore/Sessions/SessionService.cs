@@ -116,7 +116,10 @@ internal sealed partial class SessionService
         try
         {
             await CatchUpAsync(session, cancellationToken).ConfigureAwait(false);
-            if (!request.Data.IsEmpty && Check(session, request.Data) is { } rejection)
+
+            // Parsed once: checked against the fence, then applied to the materialized state.
+            var (messages, rejection) = Check(session, request.Data);
+            if (rejection is not null)
             {
                 return (null, rejection);
             }
@@ -124,7 +127,7 @@ internal sealed partial class SessionService
             var result = await _store.AppendAsync(request, cancellationToken).ConfigureAwait(false);
             if (result.Status == AppendStatus.Appended && session.State.Position == result.TailPosition - request.Data.Units)
             {
-                session.State.ApplyChunk(request.Data.Data.Span, result.TailPosition);
+                session.State.ApplyMessages(messages, result.TailPosition);
             }
 
             return (result, null);
@@ -353,20 +356,16 @@ internal sealed partial class SessionService
         => state.All(SessionEventTypes.Run).LastOrDefault(r => r["status"]?.GetValue<string>() == "started");
 
     /// <summary>Rejects content for cancelled runs. Control, presence and handoff events always pass.</summary>
-    private static SessionRejection? Check(Session session, StreamPayload payload)
+    private static (JsonArray Messages, SessionRejection? Rejection) Check(Session session, StreamPayload payload)
     {
         JsonArray messages;
         try
         {
-            var wrapped = new byte[payload.Data.Length + 2];
-            wrapped[0] = (byte)'[';
-            payload.Data.Span.CopyTo(wrapped.AsSpan(1));
-            wrapped[^1] = (byte)']';
-            messages = JsonNode.Parse(wrapped) as JsonArray ?? [];
+            messages = JsonFraming.ParseMessages(payload.Data.Span);
         }
         catch (JsonException)
         {
-            return new SessionRejection("INVALID_EVENT", "Session events must be JSON objects.", null);
+            return ([], new SessionRejection("INVALID_EVENT", "Session events must be JSON objects.", null));
         }
 
         var state = session.State;
@@ -374,7 +373,7 @@ internal sealed partial class SessionService
         {
             if (node is not JsonObject message)
             {
-                return new SessionRejection("INVALID_EVENT", "Session events must be JSON objects (State Protocol change or control messages).", null);
+                return (messages, new SessionRejection("INVALID_EVENT", "Session events must be JSON objects (State Protocol change or control messages).", null));
             }
 
             var type = message["type"] is JsonValue t && t.TryGetValue<string>(out var s) ? s : null;
@@ -388,11 +387,11 @@ internal sealed partial class SessionService
             };
             if (runId is not null && state.Get(SessionEventTypes.Run, runId) is { } run && run["status"]?.GetValue<string>() is "cancelled" or "interrupted" or "paused")
             {
-                return new SessionRejection("RUN_CANCELLED", $"Run {runId} was cancelled; nothing more is accepted for it.", runId);
+                return (messages, new SessionRejection("RUN_CANCELLED", $"Run {runId} was cancelled; nothing more is accepted for it.", runId));
             }
         }
 
-        return null;
+        return (messages, null);
     }
 
     private async Task<AppendResult?> AppendLockedAsync(Session session, List<JsonObject> events, CancellationToken cancellationToken)
@@ -406,7 +405,7 @@ internal sealed partial class SessionService
 
         if (session.State.Position == result.TailPosition - payload.Units)
         {
-            session.State.ApplyChunk(payload.Data.Span, result.TailPosition);
+            session.State.ApplyMessages(events, result.TailPosition);
         }
 
         return result;

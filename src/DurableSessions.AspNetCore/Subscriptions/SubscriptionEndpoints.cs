@@ -31,7 +31,7 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service)
         }
 
         var segments = rest.Split('/', 4);
-        if (segments.Length < 2 || segments[0] != "subscriptions" || !IsValidId(segments[1]))
+        if (segments.Length < 2 || segments[0] != "subscriptions" || !Identifiers.IsValid(segments[1]))
         {
             await Problem.Write(context, 404, "NOT_FOUND", "Unknown control API.").ConfigureAwait(false);
             return;
@@ -434,8 +434,6 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service)
         return header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? header[7..].Trim() : null;
     }
 
-    private static bool IsValidId(string id)
-        => id.Length is > 0 and <= 128 && id.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
 
     private static Task Invalid(HttpContext context, string message) => Problem.Write(context, 400, "INVALID_SUBSCRIPTION", message);
 

@@ -42,22 +42,16 @@ public sealed class SessionState
 
     /// <summary>Applies framed JSON stream data (messages separated by commas) ending at <paramref name="endPosition"/>.</summary>
     public void ApplyChunk(ReadOnlySpan<byte> framedMessages, long endPosition)
+        => ApplyMessages(JsonFraming.ParseMessages(framedMessages), endPosition);
+
+    /// <summary>Applies already-parsed messages ending at <paramref name="endPosition"/>.</summary>
+    public void ApplyMessages(IEnumerable<JsonNode?> messages, long endPosition)
     {
-        if (framedMessages.Length > 0)
+        foreach (var message in messages)
         {
-            var wrapped = new byte[framedMessages.Length + 2];
-            wrapped[0] = (byte)'[';
-            framedMessages.CopyTo(wrapped.AsSpan(1));
-            wrapped[^1] = (byte)']';
-            if (JsonNode.Parse(wrapped) is JsonArray messages)
+            if (message is JsonObject change)
             {
-                foreach (var message in messages)
-                {
-                    if (message is JsonObject change)
-                    {
-                        Apply(change);
-                    }
-                }
+                Apply(change);
             }
         }
 
