@@ -147,48 +147,26 @@ internal static class LatencyScenario
             try
             {
                 using var response = await readerClient.GetAsync($"{path}?offset=now&live=sse", HttpCompletionOption.ResponseHeadersRead, stop.Token);
-                using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(stop.Token), Encoding.UTF8);
-                var eventType = string.Empty;
-                var data = new StringBuilder();
-                while (await reader.ReadLineAsync(stop.Token) is { } line)
+                await foreach (var (eventType, data) in SseEvents.ReadAsync(await response.Content.ReadAsStreamAsync(stop.Token), stop.Token))
                 {
-                    if (line.Length == 0)
+                    if (eventType == "data")
                     {
-                        if (eventType == "data")
+                        var now = Stopwatch.GetTimestamp();
+                        using var json = JsonDocument.Parse(data);
+                        foreach (var item in json.RootElement.EnumerateArray())
                         {
-                            var now = Stopwatch.GetTimestamp();
-                            using var json = JsonDocument.Parse(data.ToString());
-                            foreach (var item in json.RootElement.EnumerateArray())
+                            var sent = item.GetProperty("t").GetInt64();
+                            if (Volatile.Read(ref measuring) == 1 && sent >= Volatile.Read(ref measureFrom))
                             {
-                                var sent = item.GetProperty("t").GetInt64();
-                                if (Volatile.Read(ref measuring) == 1 && sent >= Volatile.Read(ref measureFrom))
-                                {
-                                    mine.Add(Stopwatch.GetElapsedTime(sent, now).TotalMilliseconds);
-                                    Interlocked.Increment(ref delivered);
-                                }
+                                mine.Add(Stopwatch.GetElapsedTime(sent, now).TotalMilliseconds);
+                                Interlocked.Increment(ref delivered);
                             }
                         }
-                        else if (eventType == "control" && !signalled)
-                        {
-                            signalled = true;
-                            connected.Signal();
-                        }
-
-                        eventType = string.Empty;
-                        data.Clear();
                     }
-                    else if (line.StartsWith("event:", StringComparison.Ordinal))
+                    else if (eventType == "control" && !signalled)
                     {
-                        eventType = line[6..].Trim();
-                    }
-                    else if (line.StartsWith("data:", StringComparison.Ordinal))
-                    {
-                        if (data.Length > 0)
-                        {
-                            data.Append('\n');
-                        }
-
-                        data.Append(line.AsSpan(line.Length > 5 && line[5] == ' ' ? 6 : 5));
+                        signalled = true;
+                        connected.Signal();
                     }
                 }
             }

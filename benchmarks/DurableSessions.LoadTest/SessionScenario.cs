@@ -75,25 +75,8 @@ internal static class SessionScenario
             try
             {
                 using var response = await readers.GetAsync($"/v1/stream/sessions/{id}?offset=now&live=sse", HttpCompletionOption.ResponseHeadersRead, stop.Token);
-                using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(stop.Token), Encoding.UTF8);
-                var type = string.Empty;
-                var data = new StringBuilder();
-                while (await reader.ReadLineAsync(stop.Token) is { } line)
+                await foreach (var (type, data) in SseEvents.ReadAsync(await response.Content.ReadAsStreamAsync(stop.Token), stop.Token))
                 {
-                    if (line.Length > 0)
-                    {
-                        if (line.StartsWith("event:", StringComparison.Ordinal))
-                        {
-                            type = line[6..].Trim();
-                        }
-                        else if (line.StartsWith("data:", StringComparison.Ordinal))
-                        {
-                            data.Append(line.AsSpan(5));
-                        }
-
-                        continue;
-                    }
-
                     if (type == "control" && !signalled)
                     {
                         signalled = true;
@@ -102,7 +85,7 @@ internal static class SessionScenario
                     else if (type == "data")
                     {
                         var now = DateTimeOffset.UtcNow;
-                        using var json = JsonDocument.Parse(data.ToString());
+                        using var json = JsonDocument.Parse(data);
                         foreach (var e in json.RootElement.EnumerateArray())
                         {
                             var kind = e.GetProperty("type").GetString();
@@ -123,9 +106,6 @@ internal static class SessionScenario
                             }
                         }
                     }
-
-                    type = string.Empty;
-                    data.Clear();
                 }
             }
             catch (OperationCanceledException)
