@@ -32,7 +32,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
     private readonly SessionServiceOptions _options;
     private readonly SubscriptionOptions _webhookPolicy;
     private readonly ILogger _logger;
-    private readonly Channel<LiveAppend> _changes = Channel.CreateUnbounded<LiveAppend>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<(LiveAppend Change, bool Watched)> _changes = Channel.CreateUnbounded<(LiveAppend, bool)>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stopping = new();
     private readonly HttpClient _http = new() { Timeout = TimeSpan.FromSeconds(10) };
     private Task _loop = Task.CompletedTask;
@@ -53,7 +53,9 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         {
             if (!change.Deleted && change.Chunk.End > change.Chunk.Start && SessionService.IsSessionPath(change.Path))
             {
-                _changes.Writer.TryWrite(change);
+                // Whether anybody was watching is decided when the change commits, not when it is processed: a client
+                // that leaves right after seeing the answer must not turn that answer into a notification.
+                _changes.Writer.TryWrite((change, _presence.HasWatchers(change.Path[SessionService.Prefix.Length..])));
             }
         });
         _loop = Task.Run(ProcessAsync, CancellationToken.None);
@@ -71,12 +73,12 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
     {
         try
         {
-            await foreach (var change in _changes.Reader.ReadAllAsync(_stopping.Token).ConfigureAwait(false))
+            await foreach (var (change, watched) in _changes.Reader.ReadAllAsync(_stopping.Token).ConfigureAwait(false))
             {
                 foreach (var run in FinishedRuns(change))
                 {
                     var sessionId = change.Path[SessionService.Prefix.Length..];
-                    if (_presence.HasWatchers(sessionId))
+                    if (watched)
                     {
                         continue;
                     }

@@ -19,7 +19,8 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
     private readonly SessionServiceOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
-    private readonly ConcurrentDictionary<(string Session, string Participant), Participant> _present = new();
+    // Present participants per session, so per-session questions (who is watching?) never scan other sessions.
+    private readonly ConcurrentDictionary<string, ConcurrentDictionary<string, Participant>> _present = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _sweeping = new(1, 1);
     private ITimer? _timer;
 
@@ -37,9 +38,14 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
     public bool HasWatchers(string sessionId)
     {
         var now = _time.GetUtcNow();
-        foreach (var ((session, _), participant) in _present)
+        if (!_present.TryGetValue(sessionId, out var participants))
         {
-            if (session == sessionId && participant.Kind is "client" or "human" && now - participant.LastSeen < _options.PresenceTimeout)
+            return false;
+        }
+
+        foreach (var participant in participants.Values)
+        {
+            if (participant.Kind is "client" or "human" && now - participant.LastSeen < _options.PresenceTimeout)
             {
                 return true;
             }
@@ -52,8 +58,8 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
     public async Task<SessionOperationResult> HeartbeatAsync(string sessionId, string participantId, string kind, string? name, CancellationToken cancellationToken)
     {
         var now = _time.GetUtcNow();
-        var key = (sessionId, participantId);
-        if (_present.TryGetValue(key, out var existing))
+        var participants = _present.GetOrAdd(sessionId, static _ => new(StringComparer.Ordinal));
+        if (participants.TryGetValue(participantId, out var existing))
         {
             existing.LastSeen = now;
             return SessionOperationResult.Ok(participantId, 0);
@@ -62,7 +68,7 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
         var result = await _sessions.AppendEventsAsync(sessionId, [Presence(participantId, kind, name, "joined", now)], cancellationToken).ConfigureAwait(false);
         if (result.Status == 200)
         {
-            _present[key] = new Participant(kind, name) { LastSeen = now };
+            participants[participantId] = new Participant(kind, name) { LastSeen = now };
         }
 
         return result;
@@ -71,7 +77,7 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
     /// <summary>Marks a participant left at once.</summary>
     public async Task<SessionOperationResult> LeaveAsync(string sessionId, string participantId, CancellationToken cancellationToken)
     {
-        if (!_present.TryRemove((sessionId, participantId), out var participant))
+        if (!_present.TryGetValue(sessionId, out var participants) || !participants.TryRemove(participantId, out var participant))
         {
             return SessionOperationResult.Rejected("NOT_PRESENT", "That participant is not present in the session.");
         }
@@ -110,15 +116,18 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
         try
         {
             var now = _time.GetUtcNow();
-            foreach (var (key, participant) in _present)
+            foreach (var (sessionId, participants) in _present)
             {
-                if (now - participant.LastSeen < _options.PresenceTimeout || !_present.TryRemove(new KeyValuePair<(string, string), Participant>(key, participant)))
+                foreach (var (participantId, participant) in participants)
                 {
-                    continue;
-                }
+                    if (now - participant.LastSeen < _options.PresenceTimeout || !participants.TryRemove(new KeyValuePair<string, Participant>(participantId, participant)))
+                    {
+                        continue;
+                    }
 
-                Log.TimedOut(_logger, key.Session, key.Participant);
-                await _sessions.AppendEventsAsync(key.Session, [Presence(key.Participant, participant.Kind, participant.Name, "left", now)], CancellationToken.None).ConfigureAwait(false);
+                    Log.TimedOut(_logger, sessionId, participantId);
+                    await _sessions.AppendEventsAsync(sessionId, [Presence(participantId, participant.Kind, participant.Name, "left", now)], CancellationToken.None).ConfigureAwait(false);
+                }
             }
         }
         catch (Exception ex) when (ex is StreamStoreUnavailableException or ObjectDisposedException)
