@@ -20,11 +20,22 @@ export interface ClientOptions {
   reconnectDelayMs?: number
   /** Longest reconnect delay in ms. Default 5000. */
   maxReconnectDelayMs?: number
-  /** Where to remember the last offset per session (e.g. `localStorage`), so a reload resumes instead of re-hydrating. */
-  storage?: Pick<Storage, "getItem" | "setItem">
+  /**
+   * Where to keep each joined session's materialized state together with its offset (e.g. `sessionStorage` or
+   * `localStorage`), so a reload resumes the live tail from that offset instead of hydrating from the snapshot again.
+   */
+  storage?: Pick<Storage, "getItem" | "setItem" | "removeItem">
+  /**
+   * How to follow the live tail: `sse`, `long-poll`, or `auto` (the default): SSE, falling back to long-poll for the
+   * rest of the join when SSE fails three times in a row without delivering anything (e.g. a proxy that buffers it).
+   */
+  transport?: "auto" | "sse" | "long-poll"
 }
 
 export type ConnectionState = "connecting" | "catching-up" | "live" | "reconnecting"
+
+/** What `join` delivers: every event is applied together with the offset that follows it. */
+type Batch = { events: SessionEvent[]; offset: string; upToDate: boolean; closed: boolean }
 
 /** The materialized state of a session: entities by type and key, deltas rolled into their message. */
 export class SessionState {
@@ -64,9 +75,19 @@ export class SessionState {
     return this.order.filter((id) => id.startsWith(`${type}\u0000`)).map((id) => this.entities.get(id)!)
   }
 
-  /** A stable JSON form of the state, for comparing two clients. */
-  toJSON(): unknown {
-    return this.order.map((id) => [id, this.entities.get(id)])
+  /** A stable JSON form of the state, for comparing two clients and for `fromJSON`. */
+  toJSON(): [string, Record<string, unknown>][] {
+    return this.order.map((id) => [id, this.entities.get(id)!])
+  }
+
+  /** Restores a state saved with `toJSON`. */
+  static fromJSON(entries: [string, Record<string, unknown>][]): SessionState {
+    const state = new SessionState()
+    for (const [id, value] of entries) {
+      state.order.push(id)
+      state.entities.set(id, value)
+    }
+    return state
   }
 
   private applyDelta(delta: Record<string, unknown>): void {
@@ -179,62 +200,117 @@ export class SessionClient {
   }
 
   /**
-   * Joins the session: hydrates from the snapshot, then follows the live tail over SSE, reconnecting with backoff
-   * after any failure and resuming from the last offset it delivered. Events are delivered only together with the
-   * offset that follows them, so a connection cut mid-event never yields a partial or repeated batch.
+   * Joins the session: hydrates from the snapshot (or from the state `storage` kept, resuming at its offset), then
+   * follows the live tail, reconnecting with backoff after any failure and resuming from the last offset it delivered.
+   * Events are delivered only together with the offset that follows them, so a connection cut mid-event never yields a
+   * partial or repeated batch.
    */
   async *join(signal?: AbortSignal, onState?: (state: ConnectionState) => void): AsyncGenerator<SessionUpdate> {
     const settings = this.client.settings
-    const state = new SessionState()
+    const key = `durable-sessions:${this.id}`
     let delay = settings.reconnectDelayMs
     onState?.("connecting")
 
-    // Hydrate: the snapshot (retried until a complete one arrives).
+    let state: SessionState
     let offset: string
-    for (;;) {
-      try {
-        const response = await this.client.request("GET", `/v1/sessions/${this.id}`, undefined, signal)
-        const snapshot = (await response.json()) as SessionEvent[]
-        offset = response.headers.get("Stream-Next-Offset")!
-        for (const event of snapshot) state.apply(event)
-        break
-      } catch (error) {
-        if (error instanceof DurableSessionsError || signal?.aborted) throw error
-        await sleep(jitter(delay), signal)
-        delay = Math.min(settings.maxReconnectDelayMs, delay * 2)
+    const saved = restore(settings.storage?.getItem(key))
+    if (saved) {
+      ;({ state, offset } = saved)
+    } else {
+      // Hydrate: the snapshot (retried until a complete one arrives).
+      for (;;) {
+        try {
+          const response = await this.client.request("GET", `/v1/sessions/${this.id}`, undefined, signal)
+          const snapshot = (await response.json()) as SessionEvent[]
+          offset = response.headers.get("Stream-Next-Offset")!
+          state = new SessionState()
+          for (const event of snapshot) state.apply(event)
+          break
+        } catch (error) {
+          if (error instanceof DurableSessionsError || signal?.aborted) throw error
+          await backoff(delay, signal)
+          delay = Math.min(settings.maxReconnectDelayMs, delay * 2)
+        }
       }
     }
-    settings.storage?.setItem(`durable-sessions:${this.id}`, offset)
-    yield { state, events: [], offset, upToDate: false }
+    const persist = throttledSave(settings.storage, key)
+    try {
+      persist.now(state, offset)
+      yield { state, events: [], offset, upToDate: false }
 
-    onState?.("catching-up")
-    for (;;) {
-      try {
-        const response = await this.client.request("GET", `/v1/stream/sessions/${this.id}?offset=${encodeURIComponent(offset)}&live=sse`, undefined, signal)
-        if (!response.ok || !response.body) throw new Error(`stream answered ${response.status}`)
-        let pending: SessionEvent[] = []
-        for await (const { event, data } of readSse(response.body)) {
-          if (event === "data") {
-            pending.push(...(JSON.parse(data) as SessionEvent[]))
-          } else if (event === "control") {
-            const control = JSON.parse(data) as { streamNextOffset: string; upToDate?: boolean; streamClosed?: boolean }
-            for (const e of pending) state.apply(e)
-            offset = control.streamNextOffset
-            settings.storage?.setItem(`durable-sessions:${this.id}`, offset)
-            const upToDate = control.upToDate === true || control.streamClosed === true
-            onState?.(upToDate ? "live" : "catching-up")
-            yield { state, events: pending, offset, upToDate }
-            pending = []
+      onState?.("catching-up")
+      let transport = settings.transport === "long-poll" ? "long-poll" : "sse"
+      let silentFailures = 0
+      let resuming = saved !== undefined
+      for (;;) {
+        let delivered = false
+        try {
+          const batches = transport === "sse" ? this.readSse(offset, signal) : this.readLongPoll(offset, signal)
+          for await (const batch of batches) {
+            for (const e of batch.events) state.apply(e)
+            offset = batch.offset
+            delivered = true
+            resuming = false
+            silentFailures = 0
+            persist.soon(state, offset)
+            onState?.(batch.upToDate ? "live" : "catching-up")
+            yield { state, events: batch.events, offset, upToDate: batch.upToDate }
             delay = settings.reconnectDelayMs
-            if (control.streamClosed) return
+            if (batch.closed) return
+          }
+        } catch (error) {
+          if (signal?.aborted) throw error
+          if (error instanceof DurableSessionsError) {
+            if (!resuming) throw error
+            // The stored offset is no longer valid here (the session was deleted, expired or recreated): forget it
+            // and join again from the snapshot.
+            settings.storage?.removeItem(key)
+            persist.dispose()
+            yield* this.join(signal, onState)
+            return
           }
         }
-      } catch (error) {
-        if (error instanceof DurableSessionsError || signal?.aborted) throw error
+        if (!delivered && transport === "sse" && settings.transport !== "sse" && ++silentFailures >= 3) transport = "long-poll"
+        onState?.("reconnecting")
+        await backoff(delay, signal)
+        delay = Math.min(settings.maxReconnectDelayMs, delay * 2)
       }
-      onState?.("reconnecting")
-      await sleep(jitter(delay), signal)
-      delay = Math.min(settings.maxReconnectDelayMs, delay * 2)
+    } finally {
+      persist.dispose()
+    }
+  }
+
+  private async *readSse(offset: string, signal?: AbortSignal): AsyncGenerator<Batch> {
+    const response = await this.client.request("GET", `/v1/stream/sessions/${this.id}?offset=${encodeURIComponent(offset)}&live=sse`, undefined, signal)
+    if (!response.ok || !response.body) throw new Error(`stream answered ${response.status}`)
+    let pending: SessionEvent[] = []
+    for await (const { event, data } of readSse(response.body)) {
+      if (event === "data") {
+        pending.push(...(JSON.parse(data) as SessionEvent[]))
+      } else if (event === "control") {
+        const control = JSON.parse(data) as { streamNextOffset: string; upToDate?: boolean; streamClosed?: boolean }
+        const closed = control.streamClosed === true
+        yield { events: pending, offset: control.streamNextOffset, upToDate: control.upToDate === true || closed, closed }
+        pending = []
+      }
+    }
+  }
+
+  private async *readLongPoll(offset: string, signal?: AbortSignal): AsyncGenerator<Batch> {
+    let cursor: string | null = null
+    for (;;) {
+      const query = `offset=${encodeURIComponent(offset)}&live=long-poll${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`
+      const response = await this.client.request("GET", `/v1/stream/sessions/${this.id}?${query}`, undefined, signal)
+      if (response.status !== 200 && response.status !== 204) throw new Error(`stream answered ${response.status}`)
+      // The body is read completely before its offset is used: a cut mid-body throws and the poll is repeated.
+      const events = response.status === 200 ? ((await response.json()) as SessionEvent[]) : []
+      const next = response.headers.get("Stream-Next-Offset")
+      if (!next) throw new Error("stream answered without Stream-Next-Offset")
+      cursor = response.headers.get("Stream-Cursor") ?? cursor
+      const closed = response.headers.get("Stream-Closed") === "true"
+      offset = next
+      yield { events, offset, upToDate: closed || response.headers.has("Stream-Up-To-Date"), closed }
+      if (closed) return
     }
   }
 }
@@ -267,13 +343,77 @@ async function* readSse(body: ReadableStream<Uint8Array>): AsyncGenerator<{ even
   }
 }
 
+function restore(item: string | null | undefined): { state: SessionState; offset: string } | undefined {
+  if (!item) return undefined
+  try {
+    const saved = JSON.parse(item) as { offset?: unknown; state?: unknown }
+    if (typeof saved.offset !== "string" || !Array.isArray(saved.state)) return undefined
+    return { state: SessionState.fromJSON(saved.state as [string, Record<string, unknown>][]), offset: saved.offset }
+  } catch {
+    return undefined // unreadable: hydrate from the snapshot instead
+  }
+}
+
+/**
+ * Saves state and offset together (one item, so they always match): at most every 500 ms while a reply streams, the
+ * latest once things go quiet, and whenever the page is hidden, since a reload or a closed tab gives no other warning.
+ */
+function throttledSave(storage: ClientOptions["storage"], key: string) {
+  let latest: { state: SessionState; offset: string } | undefined
+  let last = 0
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const write = () => {
+    if (timer) clearTimeout(timer)
+    timer = undefined
+    if (!storage || !latest) return
+    try {
+      storage.setItem(key, JSON.stringify({ offset: latest.offset, state: latest.state.toJSON() }))
+    } catch {
+      // storage full or unavailable: the next join hydrates from the snapshot
+    }
+    latest = undefined
+    last = Date.now()
+  }
+  const onHidden = () => globalThis.document?.visibilityState === "hidden" && write()
+  if (storage) {
+    globalThis.addEventListener?.("pagehide", write)
+    globalThis.document?.addEventListener("visibilitychange", onHidden)
+  }
+  return {
+    now(state: SessionState, offset: string) {
+      latest = { state, offset }
+      write()
+    },
+    soon(state: SessionState, offset: string) {
+      if (!storage) return
+      latest = { state, offset }
+      const wait = 500 - (Date.now() - last)
+      if (wait <= 0) write()
+      else timer ??= setTimeout(write, wait)
+    },
+    dispose() {
+      write()
+      globalThis.removeEventListener?.("pagehide", write)
+      globalThis.document?.removeEventListener("visibilitychange", onHidden)
+    },
+  }
+}
+
 const jitter = (ms: number) => ms * (0.5 + Math.random() / 2)
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+/** Waits before a reconnect; the browser coming back online ends the wait early. */
+function backoff(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(resolve, ms)
+    const done = () => {
+      clearTimeout(timer)
+      globalThis.removeEventListener?.("online", done)
+      resolve()
+    }
+    const timer = setTimeout(done, jitter(ms))
+    globalThis.addEventListener?.("online", done)
     signal?.addEventListener("abort", () => {
       clearTimeout(timer)
+      globalThis.removeEventListener?.("online", done)
       reject(signal.reason)
     }, { once: true })
   })

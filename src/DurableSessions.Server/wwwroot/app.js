@@ -8,7 +8,8 @@ $("session-id").textContent = sessionId
 
 const participant = sessionStorage.getItem("participant") ?? `client:${Math.random().toString(36).slice(2, 8)}`
 sessionStorage.setItem("participant", participant)
-const client = new DurableSessionsClient({ baseUrl: location.origin, participantId: participant })
+// sessionStorage keeps the conversation and its offset per tab: a reload resumes the live tail where it was.
+const client = new DurableSessionsClient({ baseUrl: location.origin, participantId: participant, storage: sessionStorage })
 const session = client.session(sessionId)
 let human = false
 let state = null

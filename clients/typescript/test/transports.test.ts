@@ -1,0 +1,156 @@
+// Long-poll, the automatic fallback to it, and resuming from stored state, against a real server.
+import { createServer, request as httpRequest, type Server } from "node:http"
+import { afterAll, beforeAll, expect, test } from "vitest"
+import { DurableSessionsClient, type SessionState } from "../src/index"
+
+const base = process.env.CLIENT_TEST_BASE_URL
+if (!base) throw new Error("Set CLIENT_TEST_BASE_URL to the server under test, e.g. http://127.0.0.1:4437")
+const target = new URL(base)
+
+/** An HTTP proxy that records every request line and can refuse SSE reads (as a buffering proxy effectively does). */
+function recordingProxy(): Promise<{ server: Server; url: string; requests: string[]; refuseSse: { on: boolean } }> {
+  const requests: string[] = []
+  const refuseSse = { on: false }
+  const server = createServer((req, res) => {
+    requests.push(`${req.method} ${req.url}`)
+    if (refuseSse.on && req.url?.includes("live=sse")) {
+      res.writeHead(502).end()
+      return
+    }
+    const upstream = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
+      res.writeHead(up.statusCode ?? 502, up.headers)
+      up.pipe(res)
+    })
+    upstream.on("error", () => res.destroy())
+    req.pipe(upstream)
+  })
+  return new Promise((resolve) =>
+    server.listen(0, "127.0.0.1", () => resolve({ server, url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, requests, refuseSse })))
+}
+
+let proxy: Awaited<ReturnType<typeof recordingProxy>>
+beforeAll(async () => { proxy = await recordingProxy() })
+afterAll(() => { proxy.server.closeAllConnections(); proxy.server.close() })
+
+const change = (type: string, key: string, operation: string, value: unknown) => ({ type, key, value, headers: { operation } })
+
+/** Writes a reply of `tokens` deltas as an agent would (idempotent producer), `pauseMs` apart. */
+async function streamReply(id: string, tokens: number, pauseMs: number, onToken?: (i: number) => Promise<void> | void): Promise<string> {
+  let seq = 0
+  const write = async (events: unknown[]) => {
+    const response = await fetch(`${base}/v1/stream/sessions/${id}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "producer-id": "ts-transport-agent", "producer-epoch": "0", "producer-seq": String(seq++) },
+      body: JSON.stringify(events),
+    })
+    expect(response.status).toBe(200)
+  }
+  let text = ""
+  await write([
+    change("run", "r1", "insert", { id: "r1", agent: "agent:ts", messageId: "m1", status: "started" }),
+    change("message", "m1", "insert", { id: "m1", role: "assistant", runId: "r1", parts: [], status: "streaming" }),
+  ])
+  for (let i = 0; i < tokens; i++) {
+    text += `t${i} `
+    await write([change("delta", `m1:${i}`, "insert", { messageId: "m1", part: 0, text: `t${i} ` })])
+    await onToken?.(i)
+    await new Promise((r) => setTimeout(r, pauseMs))
+  }
+  await write([
+    change("message", "m1", "update", { id: "m1", role: "assistant", runId: "r1", parts: [{ type: "text", text }], status: "complete" }),
+    change("run", "r1", "update", { id: "r1", agent: "agent:ts", messageId: "m1", status: "finished" }),
+  ])
+  return text
+}
+
+const finished = (s: SessionState) => s.get("run", "r1")?.status === "finished"
+
+/** Follows a session until `done`; returns the final state's JSON and every delta key delivered (to spot duplicates). */
+async function follow(client: DurableSessionsClient, id: string, done: (s: SessionState) => boolean, stopAfter?: number) {
+  const abort = new AbortController()
+  const timer = setTimeout(() => abort.abort(), 50_000)
+  const deltas: string[] = []
+  try {
+    for await (const update of client.session(id).join(abort.signal)) {
+      deltas.push(...update.events.filter((e) => e.type === "delta").map((e) => e.key!))
+      if (stopAfter !== undefined && deltas.length >= stopAfter) return { json: JSON.stringify(update.state), deltas }
+      if (update.upToDate && done(update.state)) return { json: JSON.stringify(update.state), deltas }
+    }
+    throw new Error("session ended")
+  } finally {
+    clearTimeout(timer)
+    abort.abort()
+  }
+}
+
+test("long-poll delivers the same state as SSE", async () => {
+  const id = `ts-longpoll-${Date.now()}`
+  const sse = new DurableSessionsClient({ baseUrl: base })
+  const poll = new DurableSessionsClient({ baseUrl: proxy.url, transport: "long-poll" })
+  await sse.session(id).create()
+  const a = follow(sse, id, finished)
+  const b = follow(poll, id, finished)
+  const text = await streamReply(id, 120, 5)
+  const [viaSse, viaPoll] = await Promise.all([a, b])
+  expect(viaPoll.json).toBe(viaSse.json)
+  expect(viaPoll.json).toContain(text)
+  expect(new Set(viaPoll.deltas).size).toBe(viaPoll.deltas.length)
+  const reads = proxy.requests.filter((r) => r.includes(`/v1/stream/sessions/${id}?`))
+  expect(reads.length).toBeGreaterThan(1)
+  expect(reads.every((r) => r.includes("live=long-poll"))).toBe(true)
+})
+
+test("when SSE keeps failing the client falls back to long-poll", async () => {
+  const id = `ts-fallback-${Date.now()}`
+  proxy.refuseSse.on = true
+  try {
+    const steady = new DurableSessionsClient({ baseUrl: base })
+    const behindProxy = new DurableSessionsClient({ baseUrl: proxy.url, reconnectDelayMs: 5, maxReconnectDelayMs: 20 })
+    await steady.session(id).create()
+    const a = follow(steady, id, finished)
+    const b = follow(behindProxy, id, finished)
+    const text = await streamReply(id, 60, 5)
+    const [expected, actual] = await Promise.all([a, b])
+    expect(actual.json).toBe(expected.json)
+    expect(actual.json).toContain(text)
+    const reads = proxy.requests.filter((r) => r.includes(`/v1/stream/sessions/${id}?`))
+    expect(reads.filter((r) => r.includes("live=sse"))).toHaveLength(3)
+    expect(reads.some((r) => r.includes("live=long-poll"))).toBe(true)
+  } finally {
+    proxy.refuseSse.on = false
+  }
+})
+
+test("a new join with the same storage resumes from the stored offset, not the snapshot", async () => {
+  const id = `ts-stored-${Date.now()}`
+  const items = new Map<string, string>()
+  const storage = { getItem: (k: string) => items.get(k) ?? null, setItem: (k: string, v: string) => void items.set(k, v), removeItem: (k: string) => void items.delete(k) }
+  const steady = new DurableSessionsClient({ baseUrl: base })
+  await steady.session(id).create()
+  const expected = follow(steady, id, finished)
+
+  // The first "page" leaves after 40 deltas (as a reload would); the second one starts while the reply still streams.
+  let second: ReturnType<typeof follow> | undefined
+  const first = follow(new DurableSessionsClient({ baseUrl: proxy.url, storage }), id, finished, 40)
+  const text = await streamReply(id, 150, 8, async (i) => {
+    if (i === 90) {
+      await first
+      const stored = JSON.parse(items.get(`durable-sessions:${id}`)!) as { offset: string }
+      expect(stored.offset).toMatch(/^\d+_\d+$/)
+      proxy.requests.length = 0
+      second = follow(new DurableSessionsClient({ baseUrl: proxy.url, storage }), id, finished)
+    }
+  })
+  const [wanted, resumed] = await Promise.all([expected, second!])
+  expect(resumed.json).toBe(wanted.json)
+  expect(resumed.json).toContain(text)
+  expect(new Set(resumed.deltas).size).toBe(resumed.deltas.length)
+  expect(resumed.deltas.length).toBeLessThan(150) // what the first page had already seen was not read again
+  expect(proxy.requests.some((r) => r.startsWith(`GET /v1/sessions/${id}`))).toBe(false)
+  expect(proxy.requests.find((r) => r.includes(`/v1/stream/sessions/${id}?`))).not.toContain("offset=-1")
+
+  // A stored offset the server does not know (the session was deleted and made again) falls back to the snapshot.
+  items.set(`durable-sessions:${id}`, JSON.stringify({ offset: "9999999999999999_9999999999999999", state: [] }))
+  const recovered = await follow(new DurableSessionsClient({ baseUrl: base, storage }), id, finished)
+  expect(recovered.json).toBe(wanted.json)
+})
