@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: the .NET unit, storage and functional tests, then the official Durable Streams
-# conformance suite against a freshly started server. Installs what it needs (npm packages from the lock file).
+# Runs every test: the .NET unit, storage and functional tests, the official Durable Streams conformance suite, the
+# Vercel AI SDK suites, the TypeScript client's tests and the browser tests (headless Chromium), against freshly
+# started servers. Installs what it needs: npm packages from each suite's lock file, and Debian's chromium if missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT="$(pwd)"
@@ -17,6 +18,15 @@ require() { command -v "$1" >/dev/null 2>&1 || { echo "error: '$1' is required (
 require dotnet "install the .NET 10 SDK"
 require node "install Node.js 20 or newer"
 require npm "install npm"
+
+CHROMIUM="${CHROMIUM_PATH:-/usr/bin/chromium}"
+if [[ ! -x "$CHROMIUM" ]]; then
+  echo "==> installing chromium (Debian package) for the browser tests"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+export CHROMIUM_PATH="$CHROMIUM"
+export DURABLE_SESSIONS_SERVER_DLL="$ROOT/src/DurableSessions.Server/bin/$CONFIGURATION/net10.0/DurableSessions.Server.dll"
 
 echo "==> build"
 dotnet build DurableSessions.slnx -c "$CONFIGURATION" -nologo -v quiet
@@ -74,11 +84,22 @@ TS_LINE=$(sed -r 's/\x1b\[[0-9;]*m//g' "$WORK/ts-client.log" | grep -E '^\s+Test
 TS_PASSED=$(echo "$TS_LINE" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
 TS_FAILED=$(echo "$TS_LINE" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
 
+echo "==> browser tests (tests/browser): the demo page in headless Chromium ($CHROMIUM), playwright-core pinned in its package-lock.json"
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+set +e
+(cd tests/browser && npx vitest run 2>&1) | tee "$WORK/browser.log"
+BROWSER_STATUS=${PIPESTATUS[0]}
+set -e
+BROWSER_LINE=$(sed -r 's/\x1b\[[0-9;]*m//g' "$WORK/browser.log" | grep -E '^\s+Tests\s' | tail -1)
+BROWSER_PASSED=$(echo "$BROWSER_LINE" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
+BROWSER_FAILED=$(echo "$BROWSER_LINE" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
+[[ -f tests/browser/artifacts/demo-page.png ]] && echo "screenshot: tests/browser/artifacts/demo-page.png"
+
 echo
-echo "Summary: .NET tests $DOTNET_PASSED passed, $DOTNET_FAILED failed; conformance $CONF_PASSED passed, $CONF_FAILED failed; AI SDK $AISDK_PASSED passed, $AISDK_FAILED failed; TypeScript client $TS_PASSED passed, $TS_FAILED failed"
-PASSED=$((DOTNET_PASSED + CONF_PASSED + AISDK_PASSED + TS_PASSED))
-FAILED=$((DOTNET_FAILED + CONF_FAILED + AISDK_FAILED + TS_FAILED))
+echo "Summary: .NET tests $DOTNET_PASSED passed, $DOTNET_FAILED failed; conformance $CONF_PASSED passed, $CONF_FAILED failed; AI SDK $AISDK_PASSED passed, $AISDK_FAILED failed; TypeScript client $TS_PASSED passed, $TS_FAILED failed; browser $BROWSER_PASSED passed, $BROWSER_FAILED failed"
+PASSED=$((DOTNET_PASSED + CONF_PASSED + AISDK_PASSED + TS_PASSED + BROWSER_PASSED))
+FAILED=$((DOTNET_FAILED + CONF_FAILED + AISDK_FAILED + TS_FAILED + BROWSER_FAILED))
 echo "$PASSED passed, $FAILED failed"
-if [[ $DOTNET_STATUS -ne 0 || $CONFORMANCE_STATUS -ne 0 || $AISDK_STATUS -ne 0 || $TS_STATUS -ne 0 || $FAILED -ne 0 || $CONF_PASSED -eq 0 || $DOTNET_PASSED -eq 0 || $AISDK_PASSED -eq 0 || $TS_PASSED -eq 0 ]]; then
+if [[ $DOTNET_STATUS -ne 0 || $CONFORMANCE_STATUS -ne 0 || $AISDK_STATUS -ne 0 || $TS_STATUS -ne 0 || $BROWSER_STATUS -ne 0 || $FAILED -ne 0 || $CONF_PASSED -eq 0 || $DOTNET_PASSED -eq 0 || $AISDK_PASSED -eq 0 || $TS_PASSED -eq 0 || $BROWSER_PASSED -eq 0 ]]; then
   exit 1
 fi

@@ -24,6 +24,9 @@ public sealed class SessionAgentOptions
 
     /// <summary>Options passed to the chat client on every call.</summary>
     public ChatOptions? ChatOptions { get; set; }
+
+    /// <summary>Whether the agent shows in the session's presence (kind <c>agent</c>) while it serves it. Default true.</summary>
+    public bool AnnouncePresence { get; set; } = true;
 }
 
 /// <summary>
@@ -64,6 +67,7 @@ public sealed partial class SessionAgent
         ActiveRun? active = null;
         var recovered = false;
         var seenControls = new HashSet<string>(StringComparer.Ordinal);
+        var presence = _options.AnnouncePresence ? Task.Run(() => AnnouncePresenceAsync(session, cancellationToken), CancellationToken.None) : Task.CompletedTask;
         try
         {
             await foreach (var update in session.JoinAsync(cancellationToken).ConfigureAwait(false))
@@ -107,6 +111,38 @@ public sealed partial class SessionAgent
             active.Cancel();
             await active.Completion.ConfigureAwait(false);
             active.Dispose();
+        }
+
+        await presence.ConfigureAwait(false);
+    }
+
+    /// <summary>Heartbeats as an <c>agent</c> participant, three times per presence timeout, until the agent stops.</summary>
+    private async Task AnnouncePresenceAsync(SessionClient session, CancellationToken cancellationToken)
+    {
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            var wait = TimeSpan.FromSeconds(5);
+            try
+            {
+                wait = await session.HeartbeatAsync("agent", _options.AgentId, _options.AgentId, cancellationToken).ConfigureAwait(false) / 3;
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex) when (ex is HttpRequestException or DurableSessionsException)
+            {
+                Log.PresenceFailed(_logger, session.Id, ex);
+            }
+
+            try
+            {
+                await Task.Delay(wait, cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
         }
     }
 
@@ -410,5 +446,8 @@ public sealed partial class SessionAgent
 
         [LoggerMessage(404, LogLevel.Information, "Session {SessionId}: marked {Count} unfinished runs as interrupted")]
         public static partial void RunsInterrupted(ILogger logger, string sessionId, int count);
+
+        [LoggerMessage(405, LogLevel.Debug, "Session {SessionId}: presence heartbeat failed; retrying")]
+        public static partial void PresenceFailed(ILogger logger, string sessionId, Exception exception);
     }
 }

@@ -122,9 +122,19 @@ public sealed class SessionClient
     /// <param name="name">A display name.</param>
     /// <param name="cancellationToken">Cancels the request.</param>
     /// <returns>How long the server waits for the next heartbeat.</returns>
-    public async Task<TimeSpan> HeartbeatAsync(string kind = "client", string? name = null, CancellationToken cancellationToken = default)
+    public Task<TimeSpan> HeartbeatAsync(string kind = "client", string? name = null, CancellationToken cancellationToken = default)
+        => HeartbeatAsync(kind, name, participantId: null, cancellationToken);
+
+    /// <summary>Announces a participant other than this client's own id in the session (an agent announces its agent id).</summary>
+    /// <param name="kind"><c>client</c>, <c>agent</c> or <c>human</c>.</param>
+    /// <param name="name">A display name.</param>
+    /// <param name="participantId">Who is present; null for this client's participant id. A server with access control
+    /// takes it from the token instead.</param>
+    /// <param name="cancellationToken">Cancels the request.</param>
+    /// <returns>How long the server waits for the next heartbeat.</returns>
+    public async Task<TimeSpan> HeartbeatAsync(string kind, string? name, string? participantId, CancellationToken cancellationToken = default)
     {
-        var body = new JsonObject { ["participantId"] = _client.Options.ParticipantId, ["kind"] = kind, ["name"] = name }.ToJsonString();
+        var body = new JsonObject { ["participantId"] = participantId ?? _client.Options.ParticipantId, ["kind"] = kind, ["name"] = name }.ToJsonString();
         using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, $"/v1/sessions/{Id}/presence", body), cancellationToken).ConfigureAwait(false);
         using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false));
         return TimeSpan.FromMilliseconds(json.RootElement.GetProperty("timeoutMs").GetInt64());

@@ -53,6 +53,45 @@ public sealed class LiveReaderTests
 
     private const int Total = 3000;
 
+    [Fact]
+    public async Task A_stopping_server_ends_live_responses_and_exits_promptly()
+    {
+        // The hosted agent on, so its own live reads of the session are open too.
+        await using var server = await ServerProcess.StartAsync(null, "--Agent:Enabled=true", "--Agent:TokensPerSecond=20", "--long-poll-timeout-ms", "60000");
+        using var client = new HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromSeconds(90) };
+        Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/sessions/stopping", new StringContent("{}", Encoding.UTF8, "application/json"))).StatusCode);
+        Assert.True((await client.PostAsync("/v1/sessions/stopping/messages", new StringContent("""{"text":"hello","role":"user"}""", Encoding.UTF8, "application/json"))).IsSuccessStatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/stream/idle", new StringContent("[]", Encoding.UTF8, "application/json"))).StatusCode);
+
+        using var sse = await client.GetAsync("/v1/stream/sessions/stopping?offset=-1&live=sse", HttpCompletionOption.ResponseHeadersRead);
+        var sseEnded = new StreamReader(await sse.Content.ReadAsStreamAsync()).ReadToEndAsync();
+        var longPoll = client.GetAsync("/v1/stream/idle?offset=now&live=long-poll");
+        HttpResponseMessage chat;
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while ((chat = await client.GetAsync("/api/chat/stopping/stream", HttpCompletionOption.ResponseHeadersRead)).StatusCode != HttpStatusCode.OK && DateTime.UtcNow < deadline)
+        {
+            chat.Dispose();
+            await Task.Delay(50); // until the agent has started its reply
+        }
+
+        using var chatStream = chat;
+        Assert.Equal(HttpStatusCode.OK, chat.StatusCode);
+        var chatEnded = chat.Content.ReadAsStringAsync();
+        await Task.Delay(300);
+
+        var (exitCode, elapsed) = await server.StopAsync(TimeSpan.FromSeconds(60));
+        Assert.Equal(0, exitCode);
+        Assert.True(elapsed < TimeSpan.FromSeconds(5), $"the server took {elapsed} to stop");
+        Assert.Contains("event: control", await sseEnded.WaitAsync(TimeSpan.FromSeconds(5)));
+        var polled = await longPoll.WaitAsync(TimeSpan.FromSeconds(5));
+        Assert.Equal(HttpStatusCode.NoContent, polled.StatusCode);
+
+        // The AI SDK stream ends with an error, not a finish: the client must not take a partial reply for a whole one.
+        var chatText = await chatEnded.WaitAsync(TimeSpan.FromSeconds(5));
+        Assert.Contains("\"type\":\"error\"", chatText);
+        Assert.DoesNotContain("\"type\":\"finish\"", chatText);
+    }
+
     private static async Task<List<int>> ReadUntilCount(Stream body, int count)
     {
         var seen = new List<int>();

@@ -100,6 +100,24 @@ public sealed class ServerProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>Asks the process to stop (SIGTERM, as Ctrl+C or a container stop would) and waits for it to exit.</summary>
+    /// <returns>The exit code and how long the stop took.</returns>
+    public async Task<(int ExitCode, TimeSpan Elapsed)> StopAsync(TimeSpan timeout)
+    {
+        var process = _process ?? throw new InvalidOperationException("The server is not running.");
+        var started = Stopwatch.GetTimestamp();
+        if (SendSignal(process.Id, 15) != 0)
+        {
+            throw new InvalidOperationException("Could not signal the server process.");
+        }
+
+        await process.WaitForExitAsync().WaitAsync(timeout);
+        return (process.ExitCode, Stopwatch.GetElapsedTime(started));
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static extern int SendSignal(int pid, int signal);
+
     public async Task RestartAsync()
     {
         await KillAsync();

@@ -1,6 +1,8 @@
 // The unmodified AI SDK chat client (Chat from @ai-sdk/react, DefaultChatTransport from ai) against DurableSessions.
 // Shared by the ai@6 (tests/aisdk) and ai@7 (tests/aisdk7) runs: each passes in its own AI SDK and vitest.
-export function chatSuite({ describe, expect, test }, { Chat, DefaultChatTransport, version, expectedMajor }) {
+import { startServer } from "../server-process.mjs"
+
+export function chatSuite({ afterAll, beforeAll, describe, expect, test }, { Chat, DefaultChatTransport, version, expectedMajor }) {
 const base = process.env.AISDK_BASE_URL
 if (!base) throw new Error("Set AISDK_BASE_URL to the server under test, e.g. http://127.0.0.1:4437")
 
@@ -95,6 +97,107 @@ describe("AI SDK useChat protocol", () => {
       expect(res.status).toBeGreaterThanOrEqual(400)
       expect(res.status).toBeLessThan(500)
     }
+  })
+})
+
+// Replies written by the test itself, as an external agent writes them (plain Durable Streams appends with an
+// idempotent producer), on a server of its own without the hosted agent, so the test decides how a reply goes.
+describe("AI SDK useChat protocol with an external agent", () => {
+  let server
+  beforeAll(async () => { server = await startServer(["--no-agent"]) })
+  afterAll(async () => { await server?.stop() })
+
+  const chatAt = (id) => new Chat({ id, transport: new DefaultChatTransport({ api: `${server.url}/api/chat` }) })
+  const change = (type, key, operation, value) => ({ type, key, value, headers: { operation } })
+
+  /** An agent answering the session's user message; every write is retried with the same sequence number until acknowledged. */
+  async function agentFor(id) {
+    let trigger
+    await waitFor(async () => {
+      const snapshot = await (await fetch(`${server.url}/v1/sessions/${id}`).catch(() => ({ ok: false }))).json?.().catch(() => []) ?? []
+      trigger = Array.isArray(snapshot) ? snapshot.find((m) => m.type === "message" && m.value.role === "user")?.key : undefined
+      return trigger !== undefined
+    })
+    const producer = `agent-test-${Math.random().toString(36).slice(2)}`
+    let seq = 0
+    let text = ""
+    const run = { id: `r-${producer}`, agent: "agent:test", messageId: `m-${producer}`, trigger }
+    const write = async (events) => {
+      const body = JSON.stringify(events)
+      const headers = { "content-type": "application/json", "producer-id": producer, "producer-epoch": "0", "producer-seq": String(seq++) }
+      const deadline = Date.now() + 30_000
+      for (;;) {
+        const response = await fetch(`${server.url}/v1/stream/sessions/${id}`, { method: "POST", headers, body }).catch(() => undefined)
+        if (response?.ok) return
+        if (response && response.status < 500) throw new Error(`append answered ${response.status}: ${await response.text()}`)
+        if (Date.now() > deadline) throw new Error("the server did not come back")
+        await new Promise((r) => setTimeout(r, 50)) // server down: the same request again (the producer sequence dedupes)
+      }
+    }
+    return {
+      text: () => text,
+      start: () => write([
+        change("run", run.id, "insert", { ...run, status: "started" }),
+        change("message", run.messageId, "insert", { id: run.messageId, role: "assistant", runId: run.id, parts: [], status: "streaming" }),
+      ]),
+      async tokens(count, pauseMs) {
+        for (let i = 0; i < count; i++) {
+          const token = `word${text.length} `
+          text += token
+          await write([change("delta", `${run.messageId}:${text.length}`, "insert", { messageId: run.messageId, part: 0, text: token })])
+          await new Promise((r) => setTimeout(r, pauseMs))
+        }
+      },
+      finish: () => write([
+        change("message", run.messageId, "update", { id: run.messageId, role: "assistant", runId: run.id, parts: [{ type: "text", text }], status: "complete" }),
+        change("run", run.id, "update", { ...run, status: "finished", finishReason: "stop" }),
+      ]),
+      fail: (error) => write([
+        change("message", run.messageId, "update", { id: run.messageId, role: "assistant", runId: run.id, parts: [{ type: "text", text }], status: "failed" }),
+        change("run", run.id, "update", { ...run, status: "failed", error }),
+      ]),
+    }
+  }
+
+  test("an agent error surfaces as status error", async () => {
+    const id = chatId("agent-error")
+    const chat = chatAt(id)
+    const sending = chat.sendMessage({ text: "Ask the broken model" })
+    const agent = await agentFor(id)
+    await agent.start()
+    await agent.tokens(5, 10)
+    await agent.fail("The model provider is unavailable.")
+    await sending.catch(() => {})
+    expect(chat.status).toBe("error")
+    expect(chat.error?.message).toContain("The model provider is unavailable.")
+  })
+
+  test("a server restart mid-reply followed by resume still completes the reply", async () => {
+    const id = chatId("restart")
+    const chat = chatAt(id)
+    const sending = chat.sendMessage({ text: "Keep going through a restart" })
+    const agent = await agentFor(id)
+    await agent.start()
+    await agent.tokens(20, 15)
+    await waitFor(async () => chat.messages.some((m) => m.role === "assistant" && textOf(m).length > 0))
+
+    await server.kill() // kill -9, in the middle of the reply
+    const writing = agent.tokens(40, 25) // the agent keeps going; its writes retry until the server is back
+    await server.restart()
+    await sending.catch(() => {})
+    expect(chat.status).toBe("error") // the first stream was cut
+
+    const resumed = chatAt(id)
+    const resuming = resumed.resumeStream() // while the reply is still streaming
+    await writing
+    await agent.finish()
+    await resuming
+    expect(resumed.status).toBe("ready")
+    expect(resumed.error).toBeUndefined()
+    const assistant = resumed.messages.filter((m) => m.role === "assistant")
+    expect(assistant).toHaveLength(1)
+    expect(agent.text().split(" ").filter(Boolean)).toHaveLength(60)
+    expect(textOf(assistant[0])).toBe(agent.text())
   })
 })
 }

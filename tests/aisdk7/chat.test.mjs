@@ -1,8 +1,8 @@
 import { createRequire } from "node:module"
-import { describe, expect, test } from "vitest"
+import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { DefaultChatTransport } from "ai"
 import { Chat } from "@ai-sdk/react"
 import { chatSuite } from "../aisdk/chat-suite.mjs"
 
 const { version } = createRequire(import.meta.url)("ai/package.json")
-chatSuite({ describe, expect, test }, { Chat, DefaultChatTransport, version, expectedMajor: 7 })
+chatSuite({ afterAll, beforeAll, describe, expect, test }, { Chat, DefaultChatTransport, version, expectedMajor: 7 })

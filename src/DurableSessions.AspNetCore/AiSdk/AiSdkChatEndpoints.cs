@@ -17,7 +17,7 @@ namespace DurableSessions.AspNetCore.AiSdk;
 /// stream protocol (SSE <c>data:</c> frames, header <c>x-vercel-ai-ui-message-stream: v1</c>). Closing the HTTP response
 /// never cancels the run: only the stop endpoint does.
 /// </remarks>
-internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore store, Auth.AccessControl access)
+internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore store, Auth.AccessControl access, Microsoft.Extensions.Hosting.IHostApplicationLifetime lifetime)
 {
     public const string Root = "/api/chat";
     private static readonly TimeSpan RunStartTimeout = TimeSpan.FromSeconds(30);
@@ -168,7 +168,8 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
             }
         }
 
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+        // A stopping server ends the stream (the client resumes with GET .../stream) instead of holding up shutdown.
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, lifetime.ApplicationStopping);
         if (runId is null)
         {
             deadline.CancelAfter(RunStartTimeout);
@@ -220,13 +221,19 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         }
         catch (OperationCanceledException) when (!context.RequestAborted.IsCancellationRequested)
         {
-            if (runId is null)
-            {
-                await writer.ErrorAsync("No agent started a reply to this message.").ConfigureAwait(false);
-            }
         }
-    }
 
+        // The feed ended before the run did: say why, rather than end silently, which would read as a complete reply.
+        if (context.RequestAborted.IsCancellationRequested)
+        {
+            return;
+        }
+
+        await writer.ErrorAsync(
+            lifetime.ApplicationStopping.IsCancellationRequested ? "The server is restarting; resume the stream to continue the reply."
+            : runId is null ? "No agent started a reply to this message."
+            : "The chat was deleted.").ConfigureAwait(false);
+    }
 
     /// <summary>Writes UI message stream chunks; fields that would be null are omitted (the client validates strictly).</summary>
     private sealed class ChunkWriter(HttpResponse response)

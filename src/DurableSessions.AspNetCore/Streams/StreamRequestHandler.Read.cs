@@ -204,7 +204,7 @@ internal sealed partial class StreamRequestHandler
             stream = current.Stream;
             if (stream.TailPosition == from && !stream.Closed)
             {
-                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, _stopping);
                 timeout.CancelAfter(_options.LongPollTimeout);
                 try
                 {
@@ -268,7 +268,7 @@ internal sealed partial class StreamRequestHandler
         }
 
         context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
-        using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+        using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, _stopping);
         lifetime.CancelAfter(_options.SseConnectionLifetime);
         var token = lifetime.Token;
         var output = response.BodyWriter;
@@ -333,7 +333,7 @@ internal sealed partial class StreamRequestHandler
         }
         catch (OperationCanceledException)
         {
-            // Client went away or the connection reached its lifetime; it resumes from its last offset.
+            // Client went away, the connection reached its lifetime or the server is stopping; it resumes from its last offset.
         }
     }
 

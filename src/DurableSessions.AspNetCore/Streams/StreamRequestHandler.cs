@@ -3,6 +3,7 @@ using System.Globalization;
 using System.IO.Pipelines;
 using DurableSessions.Live;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Microsoft.Extensions.Primitives;
@@ -21,8 +22,13 @@ internal sealed partial class StreamRequestHandler
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
 
-    public StreamRequestHandler(StreamStore store, Sessions.SessionService sessions, IOptions<DurableStreamsOptions> options, ILogger<StreamRequestHandler> logger)
+    // Live responses (SSE, long-poll) end when the server begins to stop, so shutdown is not held up for the host's
+    // whole shutdown timeout; their clients resume from their last offset, here after a restart or on another node.
+    private readonly CancellationToken _stopping;
+
+    public StreamRequestHandler(StreamStore store, Sessions.SessionService sessions, IOptions<DurableStreamsOptions> options, IHostApplicationLifetime lifetime, ILogger<StreamRequestHandler> logger)
     {
+        _stopping = lifetime.ApplicationStopping;
         _store = store;
         _sessions = sessions;
         _options = options.Value;

@@ -84,7 +84,9 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 
         if (_loop is not null)
         {
-            await _loop.WaitAsync(cancellationToken).ConfigureAwait(false);
+            // The loop ends promptly once stopping is signalled; if the host's shutdown timeout passes first, stop
+            // without it rather than fail the shutdown (deliveries resume from their stored offsets on the next start).
+            await _loop.WaitAsync(cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
     }
 

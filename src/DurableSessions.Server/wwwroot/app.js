@@ -60,7 +60,6 @@ function render() {
 }
 
 async function follow() {
-  await session.create().catch(() => {})
   for await (const update of session.join(undefined, (c) => {
     $("connection").textContent = c
     $("connection").className = `pill ${c}`
@@ -89,7 +88,9 @@ window.addEventListener("hashchange", () => location.reload())
 
 // Presence: announce this tab and keep beating; a closed tab stops beating and is marked left after the timeout.
 const beat = () => session.heartbeat("client", `Tab ${participant.slice(-4)}`).catch(() => {})
+
+// Opening a link to a new session creates it; the heartbeat needs it to exist.
+await session.create().catch(() => {})
 beat()
 setInterval(beat, 10_000)
-
 follow()

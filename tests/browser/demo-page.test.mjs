@@ -1,0 +1,233 @@
+// The demo page in headless Chromium against a real server with the hosted demo agent: reload mid-reply, two tabs,
+// Stop from another tab, going offline mid-reply, and a screenshot.
+import { mkdirSync } from "node:fs"
+import { createConnection, createServer } from "node:net"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { chromium } from "playwright-core"
+import { afterAll, beforeAll, expect, test } from "vitest"
+import { startServer } from "../server-process.mjs"
+
+const artifacts = join(dirname(fileURLToPath(import.meta.url)), "artifacts")
+let server
+let browser
+
+beforeAll(async () => {
+  // 20 tokens/s makes a demo reply last a few seconds: long enough to act in the middle of it.
+  server = await startServer(["--Agent:TokensPerSecond=20"])
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync"],
+  })
+})
+
+afterAll(async () => {
+  await browser?.close()
+  await server?.stop()
+})
+
+const sessionId = (name) => `${name}-${Date.now().toString(36)}`
+
+/** A fresh browser profile (its own storage), like another device. */
+async function device() {
+  return browser.newContext({ viewport: { width: 1100, height: 720 } })
+}
+
+async function openPage(context, url) {
+  const page = await context.newPage()
+  await page.goto(url)
+  await page.locator("#connection.live").waitFor({ timeout: 15_000 })
+  return page
+}
+
+async function send(page, text) {
+  await page.locator("#input").fill(text)
+  await page.locator("#send").click()
+}
+
+const assistantTexts = (page) => page.locator("#conversation .message.assistant .text").allTextContents()
+const conversationText = (page) => page.locator("#conversation").innerText()
+
+/** The last run and its reply as stored by the server. */
+async function stored(id) {
+  const snapshot = await (await fetch(`${server.url}/v1/sessions/${id}`)).json()
+  const runs = snapshot.filter((m) => m.type === "run").map((m) => m.value)
+  const run = runs.at(-1)
+  const message = run && snapshot.find((m) => m.type === "message" && m.key === run.messageId)?.value
+  return { run, text: message ? message.parts.filter((p) => p.type === "text").map((p) => p.text).join("") : "" }
+}
+
+async function until(predicate, timeoutMs = 20_000, what = "condition") {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (await predicate()) return
+    await new Promise((r) => setTimeout(r, 25))
+  }
+  throw new Error(`timed out waiting for ${what}`)
+}
+
+const replyStreaming = async (page, minLength = 1) =>
+  (await page.locator("#conversation .message.assistant.streaming .text").allTextContents()).some((t) => t.length >= minLength)
+
+test("a reload in the middle of a reply shows the full reply exactly once, resumed from the stored offset", async () => {
+  const id = sessionId("reload")
+  const context = await device()
+  const page = await openPage(context, `${server.url}/#${id}`)
+  await send(page, "What happens when I reload the page?")
+  await until(() => replyStreaming(page, 30), 20_000, "the reply to start streaming")
+
+  const requests = []
+  page.on("request", (r) => requests.push(Object.assign(new URL(r.url()), { method: r.method() })))
+  await page.reload()
+  // Right after the reload the page already shows the part of the reply it had, from the stored state.
+  await page.locator("#conversation .message.assistant .text").first().waitFor()
+  expect((await assistantTexts(page))[0].length).toBeGreaterThan(0)
+
+  await until(async () => (await stored(id)).run?.status === "finished", 30_000, "the run to finish")
+  const { text } = await stored(id)
+  await until(async () => (await assistantTexts(page)).join("") === text, 10_000, "the page to show the stored reply")
+  expect(await assistantTexts(page)).toEqual([text])
+  expect(await page.locator("#conversation .message.user").count()).toBe(1)
+
+  // The reloaded page did not hydrate from the snapshot: it resumed the stream at the offset it had stored.
+  expect(requests.some((u) => u.method === "GET" && u.pathname === `/v1/sessions/${id}`)).toBe(false)
+  const firstRead = requests.find((u) => u.pathname === `/v1/stream/sessions/${id}`)
+  expect(firstRead.searchParams.get("offset")).toMatch(/^\d+_\d+$/)
+  expect(firstRead.searchParams.get("offset")).not.toBe("-1")
+  await context.close()
+})
+
+test("two tabs on one session stay identical while a reply streams", async () => {
+  const id = sessionId("tabs")
+  const context = await device()
+  const a = await openPage(context, `${server.url}/#${id}`)
+  const b = await openPage(context, `${server.url}/#${id}`)
+  await send(a, "Are my two tabs in step?")
+  await until(() => replyStreaming(b), 20_000, "the reply to reach tab B")
+
+  // While it streams, one tab may be a few milliseconds ahead of the other, never different.
+  let midReplySamples = 0
+  while ((await stored(id)).run?.status === "started") {
+    const [ta, tb] = await Promise.all([conversationText(a), conversationText(b)])
+    expect(ta.startsWith(tb) || tb.startsWith(ta), `tab A: ${ta}\ntab B: ${tb}`).toBe(true)
+    midReplySamples++
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  expect(midReplySamples).toBeGreaterThan(5)
+  const { text } = await stored(id)
+  await until(async () => (await assistantTexts(a)).join("") === text && (await assistantTexts(b)).join("") === text, 10_000, "both tabs to finish")
+  expect(await conversationText(a)).toBe(await conversationText(b))
+
+  // Each tab sees both tabs (and the agent) as present.
+  for (const page of [a, b]) {
+    await until(async () => (await page.locator("#presence li.client").count()) === 2, 10_000, "both tabs in the presence list")
+    expect(await page.locator("#presence li", { hasText: "(you)" }).count()).toBe(1)
+    expect(await page.locator("#presence li.agent").count()).toBeGreaterThan(0)
+  }
+  await context.close()
+})
+
+test("Stop pressed in tab B stops the reply tab A started within a second, and both show it cancelled", async () => {
+  const id = sessionId("stop")
+  const context = await device()
+  const a = await openPage(context, `${server.url}/#${id}`)
+  const b = await openPage(context, `${server.url}/#${id}`)
+  await send(a, "Please write a long answer.")
+  await b.locator("#stop").waitFor({ state: "visible", timeout: 20_000 })
+  await until(() => replyStreaming(b, 20), 20_000, "the reply to stream in tab B")
+
+  const pressed = Date.now()
+  await b.locator("#stop").click()
+  await Promise.all([a, b].map((page) => page.locator("#conversation .message.assistant.cancelled").waitFor({ timeout: 5_000 })))
+  const elapsed = Date.now() - pressed
+  expect(elapsed).toBeLessThan(1_000)
+
+  const { run, text } = await stored(id)
+  expect(run.status).toBe("cancelled")
+  for (const page of [a, b]) {
+    expect(await page.locator("#conversation .message.assistant .meta").innerText()).toBe("cancelled")
+    await expect.poll(() => page.locator("#stop").isHidden()).toBe(true)
+  }
+  // Nothing more arrives after the stop: the text stays what it was when the run was cancelled.
+  await new Promise((r) => setTimeout(r, 700))
+  expect((await stored(id)).text).toBe(text)
+  expect((await assistantTexts(a)).join("")).toBe(text)
+  expect((await assistantTexts(b)).join("")).toBe(text)
+  console.log(`stop pressed in tab B → both tabs show cancelled: ${elapsed} ms`)
+  await context.close()
+})
+
+/** A TCP proxy in front of the server whose "network" can be pulled: every connection is cut and new ones refused. */
+function networkProxy(port) {
+  const sockets = new Set()
+  let online = true
+  const proxy = createServer((client) => {
+    if (!online) return client.destroy()
+    const upstream = createConnection({ host: "127.0.0.1", port })
+    sockets.add(client).add(upstream)
+    client.pipe(upstream).pipe(client)
+    const close = () => { client.destroy(); upstream.destroy(); sockets.delete(client); sockets.delete(upstream) }
+    client.on("error", close).on("close", close)
+    upstream.on("error", close).on("close", close)
+  })
+  return new Promise((resolve) => proxy.listen(0, "127.0.0.1", () => resolve({
+    url: `http://127.0.0.1:${proxy.address().port}`,
+    offline() { online = false; for (const s of sockets) s.destroy() },
+    online() { online = true },
+    close() { for (const s of sockets) s.destroy(); proxy.close() },
+  })))
+}
+
+test("going offline mid-reply and back online completes the reply with no gap or duplicate", async () => {
+  const id = sessionId("offline")
+  const network = await networkProxy(server.port)
+  const context = await device()
+  const page = await openPage(context, `${network.url}/#${id}`)
+  await send(page, "What if my network drops?")
+  await until(() => replyStreaming(page, 20), 20_000, "the reply to start streaming")
+
+  await context.setOffline(true)
+  network.offline()
+  await page.locator("#connection.reconnecting").waitFor({ timeout: 5_000 })
+  const shownWhenOffline = (await assistantTexts(page)).join("")
+  await new Promise((r) => setTimeout(r, 1_500))
+  // The page really was cut off: the agent went on writing, the page did not see it.
+  expect((await assistantTexts(page)).join("")).toBe(shownWhenOffline)
+  expect((await stored(id)).text.length).toBeGreaterThan(shownWhenOffline.length)
+
+  network.online()
+  await context.setOffline(false)
+  await page.locator("#connection.live").waitFor({ timeout: 10_000 })
+  await until(async () => (await stored(id)).run?.status === "finished", 30_000, "the run to finish")
+  const { text } = await stored(id)
+  await until(async () => (await assistantTexts(page)).join("") === text, 10_000, "the page to show the stored reply")
+  expect(await assistantTexts(page)).toEqual([text])
+  expect(text.startsWith(shownWhenOffline)).toBe(true)
+  await context.close()
+  network.close()
+})
+
+test("a screenshot of the demo page", async () => {
+  const id = sessionId("demo")
+  const context = await device()
+  const page = await openPage(context, `${server.url}/#${id}`)
+  const phone = await device()
+  const other = await openPage(phone, `${server.url}/#${id}`)
+  await send(page, "What is a durable session?")
+  await until(async () => (await stored(id)).run?.status === "finished", 30_000, "the first reply")
+  await send(other, "Can I follow it from my phone?")
+  await until(async () => (await stored(id)).run?.status === "started" && (await stored(id)).text.length > 60, 30_000, "the second reply")
+  await until(() => replyStreaming(page, 60), 10_000, "the second reply on the page")
+  await until(async () => (await page.locator("#presence li.client").count()) === 2, 10_000, "both devices in the presence list")
+
+  mkdirSync(artifacts, { recursive: true })
+  const png = await page.screenshot({ path: join(artifacts, "demo-page.png") })
+  expect(png.subarray(1, 4).toString()).toBe("PNG")
+  expect(png.length).toBeGreaterThan(20_000)
+  expect(await page.locator("#stop").isVisible()).toBe(true)
+  expect(await page.locator("#conversation .message").count()).toBe(4)
+  expect(await page.locator("#presence li.client").count()).toBe(2)
+  await context.close()
+  await phone.close()
+})

@@ -1,0 +1,75 @@
+// Starts the real server as a child process for the Node test suites that need their own (a slower demo agent, no
+// agent, or a kill -9 and restart on the same port and data). The server is the built DurableSessions.Server.dll:
+// DURABLE_SESSIONS_SERVER_DLL, or the Release build of this checkout.
+import { spawn } from "node:child_process"
+import { mkdtempSync, rmSync } from "node:fs"
+import { createServer } from "node:net"
+import { tmpdir } from "node:os"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+
+const defaultDll = join(dirname(fileURLToPath(import.meta.url)), "../src/DurableSessions.Server/bin/Release/net10.0/DurableSessions.Server.dll")
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = probe.address()
+      probe.close(() => resolve(port))
+    })
+    probe.on("error", reject)
+  })
+}
+
+/** Starts a server; `args` are extra command-line settings, e.g. `["--no-agent"]`. */
+export async function startServer(args = []) {
+  const port = await freePort()
+  const dataDir = mkdtempSync(join(tmpdir(), "ds-node-test-"))
+  const url = `http://127.0.0.1:${port}`
+  let child
+  let log = ""
+
+  async function launch() {
+    log = ""
+    child = spawn("dotnet", [process.env.DURABLE_SESSIONS_SERVER_DLL ?? defaultDll, "--urls", url, "--data", dataDir, "--long-poll-timeout-ms", "1000", ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+    })
+    child.stdout.on("data", (d) => (log += d))
+    child.stderr.on("data", (d) => (log += d))
+    const exited = new Promise((resolve) => child.once("exit", resolve))
+    const deadline = Date.now() + 30_000
+    while (Date.now() < deadline) {
+      if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}:\n${log}`)
+      try {
+        // Wrapped: an async function returning a promise would wait for it (for the exit).
+        if ((await fetch(`${url}/health`)).ok) return { exited }
+      } catch {
+        // not listening yet
+      }
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    throw new Error(`server did not start:\n${log}`)
+  }
+
+  let { exited } = await launch()
+  return {
+    url,
+    port,
+    get log() { return log },
+    /** kill -9: no shutdown, no flush; only what was acknowledged must survive. */
+    async kill() {
+      child.kill("SIGKILL")
+      await exited
+    },
+    /** Starts the server again on the same port and data. */
+    async restart() {
+      ;({ exited } = await launch())
+    },
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill("SIGTERM")
+        await exited
+      }
+      rmSync(dataDir, { recursive: true, force: true })
+    },
+  }
+}
