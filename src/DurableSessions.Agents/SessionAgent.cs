@@ -75,7 +75,13 @@ public sealed partial class SessionAgent
                 var state = update.State;
                 if (active is not null)
                 {
-                    FollowControl(state, update.Events, active, seenControls);
+                    if (FollowControl(state, update.Events, active, seenControls))
+                    {
+                        // Stopped from outside (cancel, pause, handoff): let the run wind down now, because the update
+                        // that makes the next message answerable (a hand-back, say) may already be the last one.
+                        await active.Completion.WaitAsync(cancellationToken).ConfigureAwait(false);
+                    }
+
                     if (active.Completion.IsCompleted)
                     {
                         active.Dispose();
@@ -146,10 +152,12 @@ public sealed partial class SessionAgent
         }
     }
 
-    private static void FollowControl(SessionState state, IReadOnlyList<JsonElement> events, ActiveRun active, HashSet<string> seenControls)
+    /// <summary>Applies cancels and steers aimed at the active run; true when the run was stopped from outside.</summary>
+    private static bool FollowControl(SessionState state, IReadOnlyList<JsonElement> events, ActiveRun active, HashSet<string> seenControls)
     {
         var status = state.Get(SessionEventTypes.Run, active.RunId)?["status"]?.GetValue<string>();
-        if (status is "cancelled" or "interrupted" or "paused")
+        var stopped = status is "cancelled" or "interrupted" or "paused";
+        if (stopped)
         {
             active.Cancel();
         }
@@ -166,6 +174,8 @@ public sealed partial class SessionAgent
                 active.Steer(text.GetString()!);
             }
         }
+
+        return stopped;
     }
 
     private JsonObject? NextPendingMessage(SessionState state)
