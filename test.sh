@@ -19,11 +19,15 @@ require dotnet "install the .NET 10 SDK"
 require node "install Node.js 20 or newer"
 require npm "install npm"
 
+# Debian packages the tests need: chromium (browser tests) and redis-server (the Redis store and multi-node tests).
 CHROMIUM="${CHROMIUM_PATH:-/usr/bin/chromium}"
-if [[ ! -x "$CHROMIUM" ]]; then
-  echo "==> installing chromium (Debian package) for the browser tests"
+MISSING=()
+[[ -x "$CHROMIUM" ]] || MISSING+=(chromium)
+command -v redis-server >/dev/null 2>&1 || MISSING+=(redis-server)
+if [[ ${#MISSING[@]} -gt 0 ]]; then
+  echo "==> installing ${MISSING[*]} (Debian packages)"
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${MISSING[@]}" >/dev/null
 fi
 export CHROMIUM_PATH="$CHROMIUM"
 export DURABLE_SESSIONS_SERVER_DLL="$ROOT/src/DurableSessions.Server/bin/$CONFIGURATION/net10.0/DurableSessions.Server.dll"

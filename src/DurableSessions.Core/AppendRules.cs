@@ -79,6 +79,11 @@ public static class AppendRules
             return Reject(AppendStatus.SequenceConflict, tail);
         }
 
+        if (request.ExpectedTail is { } expected && expected != tail)
+        {
+            return Reject(AppendStatus.TailMoved, tail);
+        }
+
         var result = new AppendResult
         {
             Status = AppendStatus.Appended,

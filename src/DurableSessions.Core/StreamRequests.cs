@@ -97,6 +97,12 @@ public sealed record AppendRequest
 
     /// <summary>The idempotent producer stamp, if given.</summary>
     public ProducerStamp? Producer { get; init; }
+
+    /// <summary>
+    /// Append only if the stream's tail is still this position (an optimistic check: the caller decided on the stream
+    /// as it was there). Used by the session services so that their checks hold across server nodes.
+    /// </summary>
+    public long? ExpectedTail { get; init; }
 }
 
 /// <summary>The outcome of an append request.</summary>
@@ -134,6 +140,9 @@ public enum AppendStatus
 
     /// <summary>The producer sequence skipped ahead.</summary>
     ProducerSeqGap,
+
+    /// <summary>The stream's tail moved past <see cref="AppendRequest.ExpectedTail"/>; nothing was written.</summary>
+    TailMoved,
 }
 
 /// <summary>The result of <see cref="StreamStore.AppendAsync"/>.</summary>

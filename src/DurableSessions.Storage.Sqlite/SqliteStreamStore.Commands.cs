@@ -63,7 +63,7 @@ public sealed partial class SqliteStreamStore
             var existing = FindLive(context, request.Path);
             if (existing is not null)
             {
-                return new CreateStreamResult(SameConfiguration(existing, context) ? CreateStreamStatus.AlreadyExists : CreateStreamStatus.Conflict, existing);
+                return new CreateStreamResult(CreateRules.SameConfiguration(existing, request) ? CreateStreamStatus.AlreadyExists : CreateStreamStatus.Conflict, existing);
             }
 
             StreamInfo? source = null;
@@ -138,37 +138,6 @@ public sealed partial class SqliteStreamStore
             context.Published.Add(new LiveAppend(id, info.Path, new StreamChunk(forkPosition, tail, request.InitialData.Data), info.Closed));
             return new CreateStreamResult(CreateStreamStatus.Created, info);
         }
-
-        private bool SameConfiguration(StreamInfo existing, BatchContext context)
-        {
-            if (existing.SoftDeleted || existing.Closed != request.Closed)
-            {
-                return false;
-            }
-
-            if (request.ForkedFrom is null)
-            {
-                return existing.ForkSourcePath is null
-                    && StreamContentType.Matches(request.ContentType ?? StreamContentType.Default, existing.ContentType)
-                    && existing.TtlSeconds == request.TtlSeconds
-                    && SameInstant(existing.ExpiresAt, request.ExpiresAt);
-            }
-
-            if (!string.Equals(existing.ForkSourcePath, request.ForkedFrom, StringComparison.Ordinal)
-                || (request.ContentType is { } type && !StreamContentType.Matches(type, existing.ContentType))
-                || existing.ForkSubOffset != request.ForkSubOffset
-                || (request.ForkOffset is { } offset && offset != existing.ForkOffset))
-            {
-                return false;
-            }
-
-            // A fork without its own expiry inherited the source's; only an explicit request can differ.
-            return (request.TtlSeconds is null && request.ExpiresAt is null)
-                || (existing.TtlSeconds == request.TtlSeconds && SameInstant(existing.ExpiresAt, request.ExpiresAt));
-        }
-
-        private static bool SameInstant(DateTimeOffset? a, DateTimeOffset? b)
-            => a?.ToUnixTimeMilliseconds() == b?.ToUnixTimeMilliseconds();
     }
 
     private sealed class AppendCommand(AppendRequest request) : WriteCommand<AppendResult>

@@ -176,6 +176,23 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_append_expecting_a_tail_is_refused_once_the_tail_moved()
+    {
+        var store = await Open();
+        await Create(store, "t", initial: "ab");
+        var refused = await store.AppendAsync(new AppendRequest { Path = "t", ContentType = "text/plain", Data = Bytes("x"), ExpectedTail = 1 });
+        Assert.Equal(AppendStatus.TailMoved, refused.Status);
+        Assert.Equal(2, refused.TailPosition);
+        var accepted = await store.AppendAsync(new AppendRequest { Path = "t", ContentType = "text/plain", Data = Bytes("c"), ExpectedTail = 2 });
+        Assert.Equal(AppendStatus.Appended, accepted.Status);
+
+        // A producer's retry is recognised as a duplicate before the tail is compared.
+        Assert.Equal(AppendStatus.Appended, (await store.AppendAsync(new AppendRequest { Path = "t", ContentType = "text/plain", Data = Bytes("d"), Producer = new("w", 0, 0), ExpectedTail = 3 })).Status);
+        Assert.Equal(AppendStatus.Duplicate, (await store.AppendAsync(new AppendRequest { Path = "t", ContentType = "text/plain", Data = Bytes("d"), Producer = new("w", 0, 0), ExpectedTail = 3 })).Status);
+        Assert.Equal("abcd", await ReadAll(store, "t"));
+    }
+
+    [Fact]
     public async Task Close_is_durable_monotonic_and_rejects_later_appends()
     {
         var store = await Open();

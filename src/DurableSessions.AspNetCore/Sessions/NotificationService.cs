@@ -51,7 +51,8 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
     {
         _store.Fanout.AddObserver(change =>
         {
-            if (!change.Deleted && change.Chunk.End > change.Chunk.Start && SessionService.IsSessionPath(change.Path))
+            // Each change is judged once, by the node that committed it.
+            if (!change.IsRemote && !change.Deleted && change.Chunk.End > change.Chunk.Start && SessionService.IsSessionPath(change.Path))
             {
                 // Whether anybody was watching is decided when the change commits, not when it is processed: a client
                 // that leaves right after seeing the answer must not turn that answer into a notification.

@@ -115,22 +115,31 @@ internal sealed partial class SessionService
         await session.Lock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            await CatchUpAsync(session, cancellationToken).ConfigureAwait(false);
-
-            // Parsed once: checked against the fence, then applied to the materialized state.
-            var (messages, rejection) = Check(session, request.Data);
-            if (rejection is not null)
+            for (var attempt = 1; ; attempt++)
             {
-                return (null, rejection);
-            }
+                await CatchUpAsync(session, cancellationToken).ConfigureAwait(false);
 
-            var result = await _store.AppendAsync(request, cancellationToken).ConfigureAwait(false);
-            if (result.Status == AppendStatus.Appended && session.State.Position == result.TailPosition - request.Data.Units)
-            {
-                session.State.ApplyMessages(messages, result.TailPosition);
-            }
+                // Parsed once: checked against the fence, then applied to the materialized state.
+                var (messages, rejection) = Check(session, request.Data);
+                if (rejection is not null)
+                {
+                    return (null, rejection);
+                }
 
-            return (result, null);
+                // Written only onto the state just checked: another node may append to this session meanwhile.
+                var result = await _store.AppendAsync(request with { ExpectedTail = session.State.Position }, cancellationToken).ConfigureAwait(false);
+                if (result.Status == AppendStatus.TailMoved && attempt < MaxAttempts)
+                {
+                    continue;
+                }
+
+                if (result.Status == AppendStatus.Appended && session.State.Position == result.TailPosition - request.Data.Units)
+                {
+                    session.State.ApplyMessages(messages, result.TailPosition);
+                }
+
+                return (result, null);
+            }
         }
         finally
         {
@@ -304,9 +313,19 @@ internal sealed partial class SessionService
         await session.Lock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            return await CatchUpAsync(session, cancellationToken).ConfigureAwait(false)
-                ? await operation(session).ConfigureAwait(false)
-                : SessionOperationResult.NotFound;
+            for (var attempt = 1; ; attempt++)
+            {
+                try
+                {
+                    return await CatchUpAsync(session, cancellationToken).ConfigureAwait(false)
+                        ? await operation(session).ConfigureAwait(false)
+                        : SessionOperationResult.NotFound;
+                }
+                catch (TailMovedException) when (attempt < MaxAttempts)
+                {
+                    // Another node appended first: decide again on the caught-up state.
+                }
+            }
         }
         finally
         {
@@ -397,7 +416,13 @@ internal sealed partial class SessionService
     private async Task<AppendResult?> AppendLockedAsync(Session session, List<JsonObject> events, CancellationToken cancellationToken)
     {
         var payload = Frame(events);
-        var result = await _store.AppendAsync(new AppendRequest { Path = session.Path, ContentType = StreamContentType.Json, Data = payload }, cancellationToken).ConfigureAwait(false);
+        var request = new AppendRequest { Path = session.Path, ContentType = StreamContentType.Json, Data = payload, ExpectedTail = session.State.Position };
+        var result = await _store.AppendAsync(request, cancellationToken).ConfigureAwait(false);
+        if (result.Status == AppendStatus.TailMoved)
+        {
+            throw new TailMovedException();
+        }
+
         if (result.Status != AppendStatus.Appended)
         {
             return null;
@@ -482,6 +507,12 @@ internal sealed partial class SessionService
     private static string NewId(string prefix) => prefix + "_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
 
     private static string Now() => DateTimeOffset.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>How often a session write is decided again when other nodes keep appending first.</summary>
+    private const int MaxAttempts = 64;
+
+    /// <summary>A session write lost the race to another node's append; the operation is decided again.</summary>
+    private sealed class TailMovedException : Exception;
 
     private sealed class Session(string path)
     {

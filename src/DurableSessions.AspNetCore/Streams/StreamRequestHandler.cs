@@ -413,6 +413,9 @@ internal sealed partial class StreamRequestHandler
                 response.Headers[ProtocolHeaders.ProducerEpoch] = result.ProducerEpoch.ToString(CultureInfo.InvariantCulture);
                 await Problem.Write(context, 403, "STALE_PRODUCER_EPOCH", "A newer epoch of this producer has written to the stream.").ConfigureAwait(false);
                 return;
+            case AppendStatus.TailMoved:
+                await Problem.Write(context, 409, "CONFLICT", "The session changed while the append was decided; retry.").ConfigureAwait(false);
+                return;
             case AppendStatus.InvalidEpochSeq:
                 await Problem.Write(context, 400, "INVALID_EPOCH_SEQ", "A new producer epoch must start at Producer-Seq 0.").ConfigureAwait(false);
                 return;

@@ -64,7 +64,8 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 
         _store.Fanout.AddObserver(change =>
         {
-            if (!_subscriptions.IsEmpty)
+            // Each change is delivered once, by the node that committed it.
+            if (!change.IsRemote && !_subscriptions.IsEmpty)
             {
                 _appends.Writer.TryWrite(change);
             }

@@ -12,13 +12,14 @@ public sealed class LiveAppend
     private object? _encoding;
 
     /// <summary>Creates a notification.</summary>
-    public LiveAppend(long streamId, string path, StreamChunk chunk, bool closed, bool deleted = false)
+    public LiveAppend(long streamId, string path, StreamChunk chunk, bool closed, bool deleted = false, bool remote = false)
     {
         StreamId = streamId;
         Path = path;
         Chunk = chunk;
         Closed = closed;
         Deleted = deleted;
+        IsRemote = remote;
     }
 
     /// <summary>The stream's store id.</summary>
@@ -35,6 +36,13 @@ public sealed class LiveAppend
 
     /// <summary>Whether the stream was deleted or expired.</summary>
     public bool Deleted { get; }
+
+    /// <summary>
+    /// Whether another server node committed the change (a shared store told this node about it). Live readers take
+    /// every change; services that must act once per change (notifications, subscription deliveries) act on the node
+    /// that committed it.
+    /// </summary>
+    public bool IsRemote { get; }
 
     /// <summary>Returns the shared encoding of this change, creating it on first use.</summary>
     /// <remarks>Thread-safe; the factory may run more than once under a race, but one result wins for everybody.</remarks>

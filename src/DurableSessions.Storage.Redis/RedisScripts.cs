@@ -1,0 +1,186 @@
+namespace DurableSessions.Storage.Redis;
+
+/// <summary>
+/// The server-side Lua scripts. Each touches only the keys of one stream (one hash tag, so one Redis Cluster slot) and
+/// runs atomically, so no other writer can interleave between a check and the write it guards.
+/// </summary>
+/// <remarks>
+/// <para>Keys of a stream: <c>KEYS[1]</c> its metadata hash, <c>KEYS[2]</c> its records (a Redis stream whose entry
+/// ids are <c>{end position}-0</c>, with fields <c>s</c> = start position and <c>d</c> = data), <c>KEYS[3]</c> its
+/// producers hash (producer id → <c>epoch:seq</c>).</para>
+/// <para>Every change is published on the change channel as <c>header\n path data</c>, the header being
+/// <c>node|id|start|end|closed|deleted|pathBytes|dataBytes</c>. Data above the inline limit is left out (dataBytes -1)
+/// and the receiving nodes read it from the records.</para>
+/// <para>Positions stay far below 2^53, so Lua's doubles hold them exactly; <c>n2s</c> prints them without exponent.</para>
+/// </remarks>
+internal static class RedisScripts
+{
+    private const string Common = """
+        local function n2s(n) return string.format('%.0f', n) end
+        local function expired(m, now)
+          -- m: exp, ttl, access (strings or false)
+          if m[1] and m[1] ~= '' and now >= tonumber(m[1]) then return true end
+          if m[2] and m[2] ~= '' and now >= tonumber(m[3]) + tonumber(m[2]) * 1000 then return true end
+          return false
+        end
+        local function publish(channel, node, id, path, s, e, closed, deleted, data, inline)
+          local d = ''
+          local len = -1
+          if data and #data <= inline then d = data len = #data end
+          if not data then len = 0 end
+          redis.call('PUBLISH', channel, node .. '|' .. id .. '|' .. n2s(s) .. '|' .. n2s(e) .. '|' .. closed .. '|' .. deleted .. '|' .. #path .. '|' .. len .. '\n' .. path .. d)
+        end
+        """;
+
+    /// <summary>
+    /// Append: the same decision as <see cref="AppendRules.Decide"/> (closed, content type, producer, Stream-Seq,
+    /// expected tail), then the write, the producer state, the metadata and the notification, all at once.
+    /// ARGV: now, media type ('' = unchecked), data, units, close, stream-seq, producer id ('' = none), epoch, seq,
+    /// expected tail ('' = none), channel, node, inline limit.
+    /// Returns {status, tail, closed, producerEpoch, producerSeq} and, when appended, the stream id.
+    /// </summary>
+    public const string Append = Common + "\n" + """
+        local m = redis.call('HMGET', KEYS[1], 'id', 'tail', 'closed', 'media', 'seq', 'sdel', 'exp', 'ttl', 'access', 'cbp', 'cbe', 'cbs', 'path')
+        if not m[1] then return {'NotFound', 0, 0, 0, 0} end
+        local now = tonumber(ARGV[1])
+        if expired({m[7], m[8], m[9]}, now) then return {'Expired', 0, 0, 0, 0} end
+        if m[6] == '1' then return {'Gone', 0, 0, 0, 0} end
+        local tail = tonumber(m[2])
+        local units = tonumber(ARGV[4])
+        local close = ARGV[5] == '1'
+        local producer = ARGV[7]
+        local epoch = tonumber(ARGV[8])
+        local seq = tonumber(ARGV[9])
+        local function touch() if m[8] and m[8] ~= '' then redis.call('HSET', KEYS[1], 'access', ARGV[1]) end end
+        local state = nil
+        if producer ~= '' then state = redis.call('HGET', KEYS[3], producer) end
+        local se, ss = nil, nil
+        if state then
+          local colon = string.find(state, ':', 1, true)
+          se = tonumber(string.sub(state, 1, colon - 1))
+          ss = tonumber(string.sub(state, colon + 1))
+        end
+
+        if m[3] == '1' then
+          if producer ~= '' and m[10] == producer and tonumber(m[11]) == epoch and tonumber(m[12]) == seq then
+            touch()
+            return {'Duplicate', tail, 1, epoch, ss or seq}
+          end
+          if close and units == 0 then touch() return {'AlreadyClosed', tail, 1, 0, 0} end
+          return {'StreamClosed', tail, 1, 0, 0}
+        end
+        if units > 0 and ARGV[2] ~= '' and ARGV[2] ~= m[4] then return {'ContentTypeMismatch', tail, 0, 0, 0} end
+        if producer ~= '' then
+          if state then
+            if epoch < se then return {'StaleEpoch', tail, 0, se, 0} end
+            if epoch > se then
+              if seq ~= 0 then return {'InvalidEpochSeq', tail, 0, se, 0} end
+            elseif seq <= ss then
+              touch()
+              return {'Duplicate', tail, 0, se, ss}
+            elseif seq ~= ss + 1 then
+              return {'ProducerSeqGap', tail, 0, se, ss + 1}
+            end
+          elseif seq ~= 0 then
+            return {'ProducerSeqGap', tail, 0, epoch, 0}
+          end
+        end
+        if ARGV[6] ~= '' and m[5] and m[5] ~= '' then
+          -- Stream-Seq compares bytewise.
+          local a, b = ARGV[6], m[5]
+          local greater = nil
+          for i = 1, math.min(#a, #b) do
+            local x, y = string.byte(a, i), string.byte(b, i)
+            if x ~= y then greater = x > y break end
+          end
+          if greater == nil then greater = #a > #b end
+          if not greater then return {'SequenceConflict', tail, 0, 0, 0} end
+        end
+        if ARGV[10] ~= '' and tonumber(ARGV[10]) ~= tail then return {'TailMoved', tail, 0, 0, 0} end
+
+        local newTail = tail + units
+        if units > 0 then redis.call('XADD', KEYS[2], n2s(newTail) .. '-0', 's', n2s(tail), 'd', ARGV[3]) end
+        if producer ~= '' then redis.call('HSET', KEYS[3], producer, n2s(epoch) .. ':' .. n2s(seq)) end
+        redis.call('HSET', KEYS[1], 'tail', n2s(newTail), 'access', ARGV[1])
+        if close then
+          redis.call('HSET', KEYS[1], 'closed', '1')
+          if producer ~= '' then redis.call('HSET', KEYS[1], 'cbp', producer, 'cbe', n2s(epoch), 'cbs', n2s(seq)) end
+        end
+        if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'seq', ARGV[6]) end
+        local data = nil
+        if units > 0 then data = ARGV[3] end
+        publish(ARGV[11], ARGV[12], m[1], m[13], tail, newTail, close and '1' or '0', '0', data, tonumber(ARGV[13]))
+        local closedNow = 0
+        if close then closedNow = 1 end
+        return {'Appended', newTail, closedNow, epoch or 0, seq or 0, m[1]}
+        """;
+
+    /// <summary>
+    /// Create (or replace an expired incarnation): compare-and-set on the current incarnation id, then write the
+    /// metadata and the initial data. ARGV: expected id ('' = none may exist), channel, node, inline limit, initial
+    /// data, units, start, closed, then the metadata's field/value pairs. Returns 'OK' or 'Retry'.
+    /// </summary>
+    public const string Create = Common + "\n" + """
+        local current = redis.call('HGET', KEYS[1], 'id')
+        if (ARGV[1] == '' and current) or (ARGV[1] ~= '' and current ~= ARGV[1]) then return 'Retry' end
+        if current then redis.call('DEL', KEYS[1], KEYS[2], KEYS[3]) end
+        local fields = {}
+        for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+        redis.call('HSET', KEYS[1], unpack(fields))
+        local units = tonumber(ARGV[6])
+        local start = tonumber(ARGV[7])
+        local data = nil
+        if units > 0 then
+          redis.call('XADD', KEYS[2], n2s(start + units) .. '-0', 's', n2s(start), 'd', ARGV[5])
+          data = ARGV[5]
+        end
+        local id = redis.call('HGET', KEYS[1], 'id')
+        local path = redis.call('HGET', KEYS[1], 'path')
+        publish(ARGV[2], ARGV[3], id, path, start, start + units, ARGV[8], '0', data, tonumber(ARGV[4]))
+        return 'OK'
+        """;
+
+    /// <summary>
+    /// Delete one incarnation: soft when forks still read from it, otherwise remove its keys. ARGV: id, channel, node.
+    /// Returns {'Retry'} when the incarnation is no longer there, {'Soft'}, or {'Hard', fork source id, fork source path}.
+    /// </summary>
+    public const string Delete = Common + "\n" + """
+        local m = redis.call('HMGET', KEYS[1], 'id', 'forks', 'fsid', 'fspath', 'path', 'tail', 'closed')
+        if not m[1] or m[1] ~= ARGV[1] then return {'Retry'} end
+        local tail = tonumber(m[6])
+        if tonumber(m[2] or '0') > 0 then
+          redis.call('HSET', KEYS[1], 'sdel', '1')
+          publish(ARGV[2], ARGV[3], m[1], m[5], tail, tail, m[7] or '0', '1', nil, 0)
+          return {'Soft'}
+        end
+        redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+        publish(ARGV[2], ARGV[3], m[1], m[5], tail, tail, m[7] or '0', '1', nil, 0)
+        return {'Hard', m[3] or '', m[4] or ''}
+        """;
+
+    /// <summary>
+    /// Registers (+1) or releases (-1) a fork on its source. ARGV: source id, delta, channel, node. A release that
+    /// leaves a soft-deleted source without forks removes it. Returns {'Missing'}, {'Gone'}, {'OK'} or
+    /// {'Hard', its own source id, its own source path}.
+    /// </summary>
+    public const string Fork = Common + "\n" + """
+        local m = redis.call('HMGET', KEYS[1], 'id', 'sdel', 'fsid', 'fspath', 'path', 'tail', 'closed')
+        if not m[1] or m[1] ~= ARGV[1] then return {'Missing'} end
+        local delta = tonumber(ARGV[2])
+        if delta > 0 and m[2] == '1' then return {'Gone'} end
+        local forks = redis.call('HINCRBY', KEYS[1], 'forks', delta)
+        if forks <= 0 and m[2] == '1' then
+          redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+          local tail = tonumber(m[6])
+          publish(ARGV[3], ARGV[4], m[1], m[5], tail, tail, m[7] or '0', '1', nil, 0)
+          return {'Hard', m[3] or '', m[4] or ''}
+        end
+        return {'OK'}
+        """;
+
+    /// <summary>Resets the sliding TTL of one incarnation. ARGV: id, now.</summary>
+    public const string Touch = """
+        if redis.call('HGET', KEYS[1], 'id') == ARGV[1] then redis.call('HSET', KEYS[1], 'access', ARGV[2]) end
+        return 1
+        """;
+}

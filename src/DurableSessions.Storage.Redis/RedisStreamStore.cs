@@ -1,0 +1,680 @@
+using System.Globalization;
+using System.Runtime.CompilerServices;
+using System.Security.Cryptography;
+using System.Text;
+using DurableSessions.Live;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using StackExchange.Redis;
+
+namespace DurableSessions.Storage.Redis;
+
+/// <summary>
+/// A durable stream store on Redis, for running many server nodes over one shared store.
+/// </summary>
+/// <remarks>
+/// <para>A stream's metadata, records and producer state live under one hash tag, so they map to one Redis Cluster
+/// slot, and every append (its checks, offset assignment, write and notification) is one Lua script: atomic, whichever
+/// node runs it. Stream ids come from one counter, so an id names one incarnation of one stream on every node.</para>
+/// <para>Live readers are woken through Redis pub/sub: each change is published by the script that made it; every node
+/// hands it to its own live readers (reading the data from Redis when it was too large to travel in the message). A
+/// node publishes its own changes to its readers at once and ignores their echo. No node polls.</para>
+/// <para>What an acknowledged append survives is Redis's persistence (<c>appendfsync</c>) plus, optionally,
+/// <see cref="RedisStreamStoreOptions.WaitForReplicas"/>. Expiry is judged by this node's <see cref="TimeProvider"/>.</para>
+/// </remarks>
+public sealed partial class RedisStreamStore : StreamStore
+{
+    private const int ReadBatch = 128;
+    private readonly RedisStreamStoreOptions _options;
+    private readonly ConnectionMultiplexer _redis;
+    private readonly IDatabase _db;
+    private readonly ILogger _logger;
+    private readonly RedisChannel _channel;
+    private readonly string _node = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
+    private readonly string _prefix;
+    private ChannelMessageQueue? _changes;
+
+    private RedisStreamStore(RedisStreamStoreOptions options, ConnectionMultiplexer redis, TimeProvider timeProvider, StreamFanout fanout, ILogger logger)
+        : base(timeProvider, fanout)
+    {
+        _options = options;
+        _redis = redis;
+        _db = redis.GetDatabase();
+        _logger = logger;
+        _prefix = options.KeyPrefix;
+        _channel = RedisChannel.Literal(_prefix + ":changes");
+    }
+
+    /// <summary>Connects to Redis and subscribes to the change channel.</summary>
+    public static async Task<RedisStreamStore> ConnectAsync(RedisStreamStoreOptions options, TimeProvider? timeProvider = null, StreamFanout? fanout = null, ILogger<RedisStreamStore>? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var configuration = ConfigurationOptions.Parse(options.Configuration);
+        configuration.AbortOnConnectFail = false; // keep trying: Redis may start after us or restart under us
+        var redis = await ConnectionMultiplexer.ConnectAsync(configuration).ConfigureAwait(false);
+        var store = new RedisStreamStore(options, redis, timeProvider ?? TimeProvider.System, fanout ?? new StreamFanout(), (ILogger?)logger ?? NullLogger.Instance);
+        store._changes = await redis.GetSubscriber().SubscribeAsync(store._channel).ConfigureAwait(false);
+        store._changes.OnMessage(store.OnChangeAsync);
+        await store.LogPersistenceAsync().ConfigureAwait(false);
+        return store;
+    }
+
+    /// <inheritdoc />
+    public override bool IsAvailable => _redis.IsConnected;
+
+    /// <inheritdoc />
+    public override async ValueTask<CreateStreamResult> CreateAsync(CreateStreamRequest request, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        var keys = Keys(request.Path);
+        for (var attempt = 0; attempt < 16; attempt++)
+        {
+            var now = TimeProvider.GetUtcNow();
+            var existing = await LoadAsync(keys).ConfigureAwait(false);
+            string expectedId = string.Empty;
+            if (existing is not null)
+            {
+                if (!existing.IsExpiredAt(now) || existing.SoftDeleted || existing.ForkCount > 0)
+                {
+                    var live = existing.IsExpiredAt(now) ? existing with { SoftDeleted = true } : existing;
+                    return new CreateStreamResult(CreateRules.SameConfiguration(live, request) ? CreateStreamStatus.AlreadyExists : CreateStreamStatus.Conflict, live);
+                }
+
+                expectedId = Id(existing.Id);
+            }
+
+            StreamInfo? source = null;
+            var contentType = request.ContentType ?? StreamContentType.Default;
+            var ttl = request.TtlSeconds;
+            var expiresAt = request.ExpiresAt;
+            long forkPosition = 0;
+            long forkOffset = 0;
+            if (request.ForkedFrom is { } sourcePath)
+            {
+                source = await LoadAsync(Keys(sourcePath)).ConfigureAwait(false);
+                if (source is null || (source.IsExpiredAt(now) && !source.SoftDeleted && source.ForkCount == 0))
+                {
+                    return new CreateStreamResult(CreateStreamStatus.SourceNotFound, null);
+                }
+
+                if (source.SoftDeleted || source.IsExpiredAt(now))
+                {
+                    return new CreateStreamResult(CreateStreamStatus.SourceGone, null);
+                }
+
+                if (request.ContentType is { } requested && !StreamContentType.Matches(requested, source.ContentType))
+                {
+                    return new CreateStreamResult(CreateStreamStatus.ContentTypeMismatch, null);
+                }
+
+                contentType = source.ContentType;
+                forkOffset = request.ForkOffset ?? source.TailPosition;
+                forkPosition = forkOffset + request.ForkSubOffset;
+                if (forkOffset > source.TailPosition || forkPosition > source.TailPosition || (request.ForkSubOffset > 0 && request.ForkOffset is null))
+                {
+                    return new CreateStreamResult(CreateStreamStatus.InvalidForkOffset, null);
+                }
+
+                if (ttl is null && expiresAt is null)
+                {
+                    ttl = source.TtlSeconds;
+                    expiresAt = source.ExpiresAt;
+                }
+
+                // Registered on the source first, so the source cannot vanish underneath the fork.
+                var registered = (RedisResult[])(await ScriptAsync(RedisScripts.Fork, Keys(sourcePath), [Id(source.Id), 1, _channel.ToString(), _node]).ConfigureAwait(false))!;
+                var outcome = (string)registered[0]!;
+                if (outcome != "OK")
+                {
+                    return new CreateStreamResult(outcome == "Gone" ? CreateStreamStatus.SourceGone : CreateStreamStatus.SourceNotFound, null);
+                }
+            }
+
+            var id = await _db.StringIncrementAsync(_prefix + ":ids").ConfigureAwait(false);
+            var info = new StreamInfo
+            {
+                Id = id,
+                Path = request.Path,
+                ContentType = contentType,
+                TailPosition = forkPosition + request.InitialData.Units,
+                Closed = request.Closed,
+                TtlSeconds = ttl,
+                ExpiresAt = expiresAt,
+                CreatedAt = now,
+                LastAccessAt = now,
+                ForkSourceId = source?.Id,
+                ForkSourcePath = source?.Path,
+                ForkPosition = forkPosition,
+                ForkOffset = forkOffset,
+                ForkSubOffset = request.ForkSubOffset,
+            };
+
+            // Indexed before it exists, so the index is never missing a stream (a stale entry is checked and dropped).
+            await _db.SetAddAsync(_prefix + ":paths", request.Path).ConfigureAwait(false);
+            var args = new List<RedisValue>
+            {
+                expectedId, _channel.ToString(), _node, _options.InlineNotificationBytes,
+                request.InitialData.Data, request.InitialData.Units, forkPosition, request.Closed ? "1" : "0",
+            };
+            args.AddRange(MetaFields(info));
+            var created = (string)(await ScriptAsync(RedisScripts.Create, keys, [.. args]).ConfigureAwait(false))!;
+            if (created != "OK")
+            {
+                if (source is not null)
+                {
+                    await ReleaseForkAsync(source.Path, source.Id).ConfigureAwait(false);
+                }
+
+                continue; // another node created or replaced it meanwhile: look again
+            }
+
+            Fanout.Publish(new LiveAppend(id, info.Path, new StreamChunk(forkPosition, info.TailPosition, request.InitialData.Data), info.Closed));
+            return new CreateStreamResult(CreateStreamStatus.Created, info);
+        }
+
+        throw new StreamStoreUnavailableException("The stream kept changing while it was being created; try again.");
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask<AppendResult> AppendAsync(AppendRequest request, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        var now = TimeProvider.GetUtcNow();
+        var keys = Keys(request.Path);
+        var media = !request.Data.IsEmpty && request.ContentType is { } contentType ? StreamContentType.MediaType(contentType) : string.Empty;
+        var producer = request.Producer;
+        RedisValue[] args =
+        [
+            now.ToUnixTimeMilliseconds(), media, request.Data.Data, request.Data.Units, request.Close ? "1" : "0",
+            request.StreamSeq ?? string.Empty, producer?.ProducerId ?? string.Empty, producer?.Epoch ?? 0, producer?.Seq ?? 0,
+            request.ExpectedTail is { } expected ? expected : string.Empty, _channel.ToString(), _node, _options.InlineNotificationBytes,
+        ];
+        var reply = (RedisResult[])(await ScriptAsync(RedisScripts.Append, keys, args).ConfigureAwait(false))!;
+        var status = (string)reply[0]!;
+        var result = new AppendResult
+        {
+            Status = status == "Expired" ? AppendStatus.NotFound : Enum.Parse<AppendStatus>(status),
+            TailPosition = (long)reply[1],
+            Closed = (long)reply[2] == 1,
+            ProducerEpoch = (long)reply[3],
+            ProducerSeq = (long)reply[4],
+        };
+        if (status == "Expired")
+        {
+            _ = ExpireAsync(request.Path);
+            return result;
+        }
+
+        if (result.Status == AppendStatus.Appended)
+        {
+            await WaitForReplicasAsync().ConfigureAwait(false);
+            var start = result.TailPosition - request.Data.Units;
+            var id = long.Parse((string)reply[5]!, CultureInfo.InvariantCulture);
+            Fanout.Publish(new LiveAppend(id, request.Path, new StreamChunk(start, result.TailPosition, request.Data.Data), result.Closed));
+        }
+
+        return result;
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask<StreamLookup> GetAsync(string path, CancellationToken cancellationToken = default)
+    {
+        var info = await LoadAsync(Keys(path)).ConfigureAwait(false);
+        if (info is null)
+        {
+            return new StreamLookup(StreamLookupStatus.NotFound, null);
+        }
+
+        if (info.SoftDeleted)
+        {
+            return new StreamLookup(StreamLookupStatus.Gone, info);
+        }
+
+        if (info.IsExpiredAt(TimeProvider.GetUtcNow()))
+        {
+            _ = ExpireAsync(path);
+            return info.ForkCount > 0 ? new StreamLookup(StreamLookupStatus.Gone, info with { SoftDeleted = true }) : new StreamLookup(StreamLookupStatus.NotFound, null);
+        }
+
+        return new StreamLookup(StreamLookupStatus.Found, info);
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask<DeleteStreamStatus> DeleteAsync(string path, CancellationToken cancellationToken = default)
+    {
+        for (var attempt = 0; attempt < 16; attempt++)
+        {
+            var info = await LoadAsync(Keys(path)).ConfigureAwait(false);
+            if (info is null)
+            {
+                return DeleteStreamStatus.NotFound;
+            }
+
+            if (info.SoftDeleted)
+            {
+                return DeleteStreamStatus.Gone;
+            }
+
+            var expired = info.IsExpiredAt(TimeProvider.GetUtcNow());
+            var outcome = await DeleteIncarnationAsync(path, info.Id).ConfigureAwait(false);
+            if (outcome is null)
+            {
+                continue;
+            }
+
+            return expired ? DeleteStreamStatus.NotFound : DeleteStreamStatus.Deleted;
+        }
+
+        throw new StreamStoreUnavailableException("The stream kept changing while it was being deleted; try again.");
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask<ReadResult> ReadAsync(StreamInfo stream, long fromPosition, int maxBytes, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        var segments = new List<(StreamInfo Stream, long From, long To)>(2);
+        await CollectSegmentsAsync(stream, fromPosition, stream.TailPosition, segments).ConfigureAwait(false);
+        var chunks = new List<StreamChunk>();
+        long total = 0;
+        var next = fromPosition;
+        foreach (var (owner, from, to) in segments)
+        {
+            var position = Math.Max(from, next);
+            var data = Keys(owner.Path).Data;
+            while (position < to && total < maxBytes)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                var entries = await _db.StreamRangeAsync(data, "(" + Position(position) + "-0", "+", ReadBatch).ConfigureAwait(false);
+                if (entries.Length == 0)
+                {
+                    break;
+                }
+
+                foreach (var entry in entries)
+                {
+                    var end = ParsePosition(entry.Id);
+                    var start = (long)entry["s"];
+                    if (start >= to)
+                    {
+                        position = to;
+                        break;
+                    }
+
+                    var chunk = Slice(stream.IsJson, start, end, (byte[])entry["d"]!, position, to);
+                    chunks.Add(chunk);
+                    total += chunk.Data.Length;
+                    position = chunk.End;
+                    next = chunk.End;
+                    if (total >= maxBytes || position >= to)
+                    {
+                        break;
+                    }
+                }
+
+                if (entries.Length < ReadBatch)
+                {
+                    break;
+                }
+            }
+
+            if (total >= maxBytes)
+            {
+                break;
+            }
+
+            next = Math.Max(next, to);
+        }
+
+        return new ReadResult(chunks, segments.Count == 0 ? fromPosition : next, total);
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask TouchAsync(StreamInfo stream, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        if (stream.TtlSeconds is not null)
+        {
+            await ScriptAsync(RedisScripts.Touch, Keys(stream.Path), [Id(stream.Id), TimeProvider.GetUtcNow().ToUnixTimeMilliseconds()]).ConfigureAwait(false);
+        }
+    }
+
+    /// <inheritdoc />
+    public override async IAsyncEnumerable<string> ListPathsAsync([EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await foreach (var member in _db.SetScanAsync(_prefix + ":paths", pageSize: 500).WithCancellation(cancellationToken).ConfigureAwait(false))
+        {
+            var path = (string)member!;
+            var lookup = await GetAsync(path, cancellationToken).ConfigureAwait(false);
+            if (lookup.Status == StreamLookupStatus.Found)
+            {
+                yield return path;
+            }
+            else if (lookup.Status == StreamLookupStatus.NotFound && !await _db.KeyExistsAsync(Keys(path).Meta).ConfigureAwait(false))
+            {
+                await _db.SetRemoveAsync(_prefix + ":paths", path).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask<byte[]?> GetDocumentAsync(string collection, string key, CancellationToken cancellationToken = default)
+        => (byte[]?)await _db.HashGetAsync(DocumentKey(collection), key).ConfigureAwait(false);
+
+    /// <inheritdoc />
+    public override async ValueTask PutDocumentAsync(string collection, string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken = default)
+    {
+        await _db.HashSetAsync(DocumentKey(collection), key, value).ConfigureAwait(false);
+        await WaitForReplicasAsync().ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask DeleteDocumentAsync(string collection, string key, CancellationToken cancellationToken = default)
+        => await _db.HashDeleteAsync(DocumentKey(collection), key).ConfigureAwait(false);
+
+    /// <inheritdoc />
+    public override async IAsyncEnumerable<KeyValuePair<string, byte[]>> ListDocumentsAsync(string collection, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        foreach (var entry in await _db.HashGetAllAsync(DocumentKey(collection)).ConfigureAwait(false))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            yield return new KeyValuePair<string, byte[]>((string)entry.Name!, (byte[])entry.Value!);
+        }
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask DisposeAsync()
+    {
+        if (_changes is not null)
+        {
+            await _changes.UnsubscribeAsync().ConfigureAwait(false);
+        }
+
+        await _redis.CloseAsync().ConfigureAwait(false);
+        await _redis.DisposeAsync().ConfigureAwait(false);
+    }
+
+    // ---- internals ----
+
+    private readonly record struct StreamKeys(RedisKey Meta, RedisKey Data, RedisKey Producers)
+    {
+        public RedisKey[] All => [Meta, Data, Producers];
+    }
+
+    private StreamKeys Keys(string path)
+    {
+        // The hash tag puts a stream's keys in one cluster slot. A path with braces would break the tag, so it is hashed.
+        var tag = path.Contains('{', StringComparison.Ordinal) || path.Contains('}', StringComparison.Ordinal)
+            ? "#" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(path)))
+            : path;
+        var root = _prefix + ":s:{" + tag + "}:";
+        return new StreamKeys(root + "m", root + "d", root + "p");
+    }
+
+    private RedisKey DocumentKey(string collection) => _prefix + ":doc:" + collection;
+
+    private async Task<RedisResult> ScriptAsync(string script, StreamKeys keys, RedisValue[] args)
+    {
+        try
+        {
+            return await _db.ScriptEvaluateAsync(script, keys.All, args).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is RedisConnectionException or RedisTimeoutException)
+        {
+            throw new StreamStoreUnavailableException("Redis is unreachable; the request was not acknowledged.", ex);
+        }
+    }
+
+    private async Task WaitForReplicasAsync()
+    {
+        if (_options.WaitForReplicas <= 0)
+        {
+            return;
+        }
+
+        var confirmed = (long)await _db.ExecuteAsync("WAIT", _options.WaitForReplicas, (long)_options.WaitTimeout.TotalMilliseconds).ConfigureAwait(false);
+        if (confirmed < _options.WaitForReplicas)
+        {
+            throw new StreamStoreUnavailableException($"Only {confirmed} of {_options.WaitForReplicas} replicas confirmed the write in time; it is on the primary, and a producer's retry is deduplicated.");
+        }
+    }
+
+    private async Task<StreamInfo?> LoadAsync(StreamKeys keys)
+    {
+        HashEntry[] fields;
+        try
+        {
+            fields = await _db.HashGetAllAsync(keys.Meta).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is RedisConnectionException or RedisTimeoutException)
+        {
+            throw new StreamStoreUnavailableException("Redis is unreachable.", ex);
+        }
+
+        return fields.Length == 0 ? null : ParseMeta(fields);
+    }
+
+    private async Task CollectSegmentsAsync(StreamInfo stream, long from, long to, List<(StreamInfo, long, long)> segments)
+    {
+        if (from >= to)
+        {
+            return;
+        }
+
+        var ownStart = 0L;
+        if (stream.ForkSourceId is { } sourceId && stream.ForkSourcePath is { } sourcePath)
+        {
+            ownStart = stream.ForkPosition;
+            if (from < ownStart && await LoadAsync(Keys(sourcePath)).ConfigureAwait(false) is { } source && source.Id == sourceId)
+            {
+                await CollectSegmentsAsync(source, from, Math.Min(to, ownStart), segments).ConfigureAwait(false);
+            }
+        }
+
+        var start = Math.Max(from, ownStart);
+        if (start < to)
+        {
+            segments.Add((stream, start, to));
+        }
+    }
+
+    private static StreamChunk Slice(bool json, long rowStart, long rowEnd, byte[] data, long from, long to)
+    {
+        var start = Math.Max(rowStart, from);
+        var end = Math.Min(rowEnd, to);
+        if (start == rowStart && end == rowEnd)
+        {
+            return new StreamChunk(rowStart, rowEnd, data);
+        }
+
+        var skip = start - rowStart;
+        var take = end - start;
+        return new StreamChunk(start, end, json ? JsonFraming.Slice(data, skip, take) : data.AsMemory((int)skip, (int)take));
+    }
+
+    /// <summary>Removes an expired stream (soft when forks still read from it).</summary>
+    private async Task ExpireAsync(string path)
+    {
+        try
+        {
+            if (await LoadAsync(Keys(path)).ConfigureAwait(false) is { SoftDeleted: false } info && info.IsExpiredAt(TimeProvider.GetUtcNow()))
+            {
+                await DeleteIncarnationAsync(path, info.Id).ConfigureAwait(false);
+            }
+        }
+        catch (StreamStoreUnavailableException ex)
+        {
+            Log.ExpireFailed(_logger, path, ex);
+        }
+    }
+
+    /// <summary>Deletes one incarnation and releases its fork registration up the chain; null when it was already replaced.</summary>
+    private async Task<string?> DeleteIncarnationAsync(string path, long id)
+    {
+        var reply = (RedisResult[])(await ScriptAsync(RedisScripts.Delete, Keys(path), [Id(id), _channel.ToString(), _node]).ConfigureAwait(false))!;
+        var outcome = (string)reply[0]!;
+        if (outcome == "Retry")
+        {
+            return null;
+        }
+
+        Fanout.Publish(new LiveAppend(id, path, default, closed: false, deleted: true));
+        if (outcome == "Hard")
+        {
+            await _db.SetRemoveAsync(_prefix + ":paths", path).ConfigureAwait(false);
+            if ((string)reply[2]! is { Length: > 0 } sourcePath)
+            {
+                await ReleaseForkAsync(sourcePath, long.Parse((string)reply[1]!, CultureInfo.InvariantCulture)).ConfigureAwait(false);
+            }
+        }
+
+        return outcome;
+    }
+
+    private async Task ReleaseForkAsync(string sourcePath, long sourceId)
+    {
+        while (true)
+        {
+            var reply = (RedisResult[])(await ScriptAsync(RedisScripts.Fork, Keys(sourcePath), [Id(sourceId), -1, _channel.ToString(), _node]).ConfigureAwait(false))!;
+            if ((string)reply[0]! != "Hard")
+            {
+                return;
+            }
+
+            Fanout.Publish(new LiveAppend(sourceId, sourcePath, default, closed: false, deleted: true));
+            await _db.SetRemoveAsync(_prefix + ":paths", sourcePath).ConfigureAwait(false);
+            if ((string)reply[2]! is not { Length: > 0 } next)
+            {
+                return;
+            }
+
+            sourceId = long.Parse((string)reply[1]!, CultureInfo.InvariantCulture);
+            sourcePath = next;
+        }
+    }
+
+    /// <summary>A change committed by any node; this node's own were already published to its readers.</summary>
+    private async Task OnChangeAsync(ChannelMessage message)
+    {
+        try
+        {
+            var bytes = (byte[])message.Message!;
+            var newline = Array.IndexOf(bytes, (byte)'\n');
+            var header = Encoding.UTF8.GetString(bytes, 0, newline).Split('|');
+            if (header[0] == _node)
+            {
+                return;
+            }
+
+            var id = long.Parse(header[1], CultureInfo.InvariantCulture);
+            var start = long.Parse(header[2], CultureInfo.InvariantCulture);
+            var end = long.Parse(header[3], CultureInfo.InvariantCulture);
+            var pathBytes = int.Parse(header[6], CultureInfo.InvariantCulture);
+            var dataBytes = int.Parse(header[7], CultureInfo.InvariantCulture);
+            var path = Encoding.UTF8.GetString(bytes, newline + 1, pathBytes);
+            ReadOnlyMemory<byte> data = dataBytes >= 0
+                ? bytes.AsMemory(newline + 1 + pathBytes, dataBytes)
+                : (byte[])(await _db.StreamRangeAsync(Keys(path).Data, Position(end) + "-0", Position(end) + "-0", 1).ConfigureAwait(false)).FirstOrDefault()["d"]!;
+            Fanout.Publish(new LiveAppend(id, path, new StreamChunk(start, end, data), header[4] == "1", header[5] == "1", remote: true));
+        }
+        catch (Exception ex) when (ex is RedisException or FormatException or IndexOutOfRangeException or ArgumentException)
+        {
+            Log.ChangeFailed(_logger, ex);
+        }
+    }
+
+    private async Task LogPersistenceAsync()
+    {
+        try
+        {
+            var reply = (RedisResult[])(await _db.ExecuteAsync("CONFIG", "GET", "append*").ConfigureAwait(false))!;
+            var config = new Dictionary<string, string>(StringComparer.Ordinal);
+            for (var i = 0; i + 1 < reply.Length; i += 2)
+            {
+                config[(string)reply[i]!] = (string)reply[i + 1]!;
+            }
+
+            var aof = config.GetValueOrDefault("appendonly", "no");
+            var fsync = config.GetValueOrDefault("appendfsync", "everysec");
+            if (aof != "yes" || fsync != "always")
+            {
+                Log.WeakPersistence(_logger, aof, fsync);
+            }
+        }
+        catch (Exception ex) when (ex is RedisException or RedisCommandException or InvalidCastException)
+        {
+            // CONFIG may be disabled (managed Redis); the operator knows the settings.
+        }
+    }
+
+    private static IEnumerable<RedisValue> MetaFields(StreamInfo info)
+    {
+        yield return "id"; yield return Id(info.Id);
+        yield return "path"; yield return info.Path;
+        yield return "ct"; yield return info.ContentType;
+        yield return "media"; yield return StreamContentType.MediaType(info.ContentType);
+        yield return "tail"; yield return Position(info.TailPosition);
+        yield return "closed"; yield return info.Closed ? "1" : "0";
+        yield return "ttl"; yield return info.TtlSeconds is { } ttl ? ttl.ToString(CultureInfo.InvariantCulture) : string.Empty;
+        yield return "exp"; yield return info.ExpiresAt is { } at ? at.ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture) : string.Empty;
+        yield return "created"; yield return info.CreatedAt.ToUnixTimeMilliseconds();
+        yield return "access"; yield return info.LastAccessAt.ToUnixTimeMilliseconds();
+        yield return "fsid"; yield return info.ForkSourceId is { } sid ? Id(sid) : string.Empty;
+        yield return "fspath"; yield return info.ForkSourcePath ?? string.Empty;
+        yield return "fpos"; yield return info.ForkPosition;
+        yield return "foff"; yield return info.ForkOffset;
+        yield return "fsub"; yield return info.ForkSubOffset;
+        yield return "sdel"; yield return "0";
+        yield return "forks"; yield return 0;
+    }
+
+    private static StreamInfo ParseMeta(HashEntry[] fields)
+    {
+        var map = fields.ToDictionary(f => (string)f.Name!, f => (string?)f.Value ?? string.Empty, StringComparer.Ordinal);
+        string Get(string name) => map.GetValueOrDefault(name, string.Empty);
+        long Long(string name) => Get(name) is { Length: > 0 } v ? long.Parse(v, CultureInfo.InvariantCulture) : 0;
+        long? Optional(string name) => Get(name) is { Length: > 0 } v ? long.Parse(v, CultureInfo.InvariantCulture) : null;
+        return new StreamInfo
+        {
+            Id = Long("id"),
+            Path = Get("path"),
+            ContentType = Get("ct"),
+            TailPosition = Long("tail"),
+            Closed = Get("closed") == "1",
+            TtlSeconds = Optional("ttl"),
+            ExpiresAt = Optional("exp") is { } exp ? DateTimeOffset.FromUnixTimeMilliseconds(exp) : null,
+            CreatedAt = DateTimeOffset.FromUnixTimeMilliseconds(Long("created")),
+            LastAccessAt = DateTimeOffset.FromUnixTimeMilliseconds(Long("access")),
+            ForkSourceId = Optional("fsid"),
+            ForkSourcePath = Get("fspath") is { Length: > 0 } sp ? sp : null,
+            ForkPosition = Long("fpos"),
+            ForkOffset = Long("foff"),
+            ForkSubOffset = Long("fsub"),
+            SoftDeleted = Get("sdel") == "1",
+            ForkCount = (int)Long("forks"),
+            LastStreamSeq = Get("seq") is { Length: > 0 } seq ? seq : null,
+            ClosedBy = Get("cbp") is { Length: > 0 } closer ? new ProducerStamp(closer, Long("cbe"), Long("cbs")) : null,
+        };
+    }
+
+    private static string Id(long id) => id.ToString(CultureInfo.InvariantCulture);
+
+    private static string Position(long position) => position.ToString(CultureInfo.InvariantCulture);
+
+    private static long ParsePosition(RedisValue entryId)
+    {
+        var text = (string)entryId!;
+        return long.Parse(text.AsSpan(0, text.IndexOf('-', StringComparison.Ordinal)), CultureInfo.InvariantCulture);
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(700, LogLevel.Warning, "Redis persistence is appendonly={AppendOnly}, appendfsync={AppendFsync}: an acknowledged append can be lost if Redis stops abruptly. Use appendonly yes and appendfsync always for no loss (see docs/scale-out.md).")]
+        public static partial void WeakPersistence(ILogger logger, string appendOnly, string appendFsync);
+
+        [LoggerMessage(701, LogLevel.Warning, "Could not handle a change notification from Redis")]
+        public static partial void ChangeFailed(ILogger logger, Exception exception);
+
+        [LoggerMessage(702, LogLevel.Warning, "Could not remove expired stream {Path}")]
+        public static partial void ExpireFailed(ILogger logger, string path, Exception exception);
+    }
+}

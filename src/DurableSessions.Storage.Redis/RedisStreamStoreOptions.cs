@@ -1,0 +1,24 @@
+namespace DurableSessions.Storage.Redis;
+
+/// <summary>Settings of the Redis store (configuration section <c>Storage:Redis</c>).</summary>
+public sealed class RedisStreamStoreOptions
+{
+    /// <summary>A StackExchange.Redis configuration string, e.g. <c>127.0.0.1:6379</c> or <c>host1,host2,password=…</c>.</summary>
+    public string Configuration { get; set; } = "127.0.0.1:6379";
+
+    /// <summary>The prefix of every key and channel, so several deployments can share one Redis. Default <c>ds</c>.</summary>
+    public string KeyPrefix { get; set; } = "ds";
+
+    /// <summary>
+    /// How many replicas must confirm each write before it is acknowledged (Redis <c>WAIT</c>). 0 (the default)
+    /// acknowledges once the primary has applied it; what that survives then depends on the primary's
+    /// <c>appendonly</c>/<c>appendfsync</c> settings (see docs/scale-out.md).
+    /// </summary>
+    public int WaitForReplicas { get; set; }
+
+    /// <summary>How long to wait for <see cref="WaitForReplicas"/> confirmations before the write is reported as failed (503; a producer retry is deduplicated).</summary>
+    public TimeSpan WaitTimeout { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Appends up to this size travel inside the change notification; larger ones are read by each node from Redis.</summary>
+    public int InlineNotificationBytes { get; set; } = 16 * 1024;
+}

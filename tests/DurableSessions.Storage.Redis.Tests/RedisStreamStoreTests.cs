@@ -1,0 +1,131 @@
+using DurableSessions.Live;
+using DurableSessions.Storage.Specification;
+using DurableSessions.Testing;
+
+[assembly: AssemblyFixture(typeof(DurableSessions.Storage.Redis.Tests.RedisFixture))]
+
+namespace DurableSessions.Storage.Redis.Tests;
+
+/// <summary>One real redis-server for the test assembly.</summary>
+public sealed class RedisFixture : IAsyncLifetime
+{
+    public RedisServer Server { get; private set; } = null!;
+
+    public async ValueTask InitializeAsync() => Server = await RedisServer.StartAsync();
+
+    public async ValueTask DisposeAsync() => await Server.DisposeAsync();
+}
+
+/// <summary>The Redis store held to the storage specification; each test has its own key prefix.</summary>
+public sealed class RedisStreamStoreTests(RedisFixture redis) : StreamStoreSpecification
+{
+    private readonly string _prefix = "spec-" + Guid.NewGuid().ToString("N")[..12];
+
+    protected override async ValueTask<StreamStore> OpenStoreAsync(TimeProvider time)
+        => await RedisStreamStore.ConnectAsync(new RedisStreamStoreOptions { Configuration = redis.Server.Configuration, KeyPrefix = _prefix }, time);
+}
+
+/// <summary>Behaviour specific to running several nodes over one Redis.</summary>
+public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
+{
+    private readonly string _prefix = "nodes-" + Guid.NewGuid().ToString("N")[..12];
+    private readonly List<RedisStreamStore> _stores = [];
+
+    private async Task<RedisStreamStore> Node()
+    {
+        var store = await RedisStreamStore.ConnectAsync(new RedisStreamStoreOptions { Configuration = redis.Server.Configuration, KeyPrefix = _prefix, InlineNotificationBytes = 8 });
+        _stores.Add(store);
+        return store;
+    }
+
+    [Fact]
+    public async Task A_live_reader_on_one_node_is_woken_by_appends_on_another()
+    {
+        var a = await Node();
+        var b = await Node();
+        var created = await a.CreateAsync(new CreateStreamRequest { Path = "shared", ContentType = "text/plain" });
+        using var subscription = b.Fanout.Subscribe(created.Stream!.Id);
+
+        // Small appends travel inside the notification; this one is larger than the 8-byte inline limit and is read from Redis.
+        await a.AppendAsync(new AppendRequest { Path = "shared", ContentType = "text/plain", Data = new StreamPayload("hi"u8.ToArray(), 2) });
+        await a.AppendAsync(new AppendRequest { Path = "shared", ContentType = "text/plain", Data = new StreamPayload("a longer one"u8.ToArray(), 12) });
+
+        var first = await NextWithData(subscription);
+        var second = await NextWithData(subscription);
+        Assert.True(first.IsRemote);
+        Assert.Equal((0, 2, "hi"), (first.Chunk.Start, first.Chunk.End, System.Text.Encoding.UTF8.GetString(first.Chunk.Data.Span)));
+        Assert.Equal((2, 14, "a longer one"), (second.Chunk.Start, second.Chunk.End, System.Text.Encoding.UTF8.GetString(second.Chunk.Data.Span)));
+    }
+
+    // The create's own (empty) notification may arrive after the subscription started.
+    private static async Task<LiveAppend> NextWithData(LiveSubscription subscription)
+    {
+        while (true)
+        {
+            var change = await subscription.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+            if (change.Chunk.End > change.Chunk.Start)
+            {
+                return change;
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Concurrent_appends_from_two_nodes_get_distinct_offsets_and_producers_dedupe_across_nodes()
+    {
+        var a = await Node();
+        var b = await Node();
+        await a.CreateAsync(new CreateStreamRequest { Path = "race", ContentType = "text/plain" });
+        var one = new StreamPayload("x"u8.ToArray(), 1);
+        var results = await Task.WhenAll(Enumerable.Range(0, 400).Select(i => (i % 2 == 0 ? a : b).AppendAsync(new AppendRequest { Path = "race", Data = one }).AsTask()));
+        Assert.Equal(400, results.Select(r => r.TailPosition).Distinct().Count());
+        Assert.Equal(400, (await b.GetAsync("race")).Stream!.TailPosition);
+
+        // A producer's request retried through the other node is recognised.
+        var stamp = new ProducerStamp("p", 0, 0);
+        Assert.Equal(AppendStatus.Appended, (await a.AppendAsync(new AppendRequest { Path = "race", Data = one, Producer = stamp })).Status);
+        Assert.Equal(AppendStatus.Duplicate, (await b.AppendAsync(new AppendRequest { Path = "race", Data = one, Producer = stamp })).Status);
+    }
+
+    [Fact]
+    public async Task Acknowledged_appends_survive_a_redis_kill_and_restart()
+    {
+        // A separate server: this test kills it.
+        await using var own = await RedisServer.StartAsync();
+        var options = new RedisStreamStoreOptions { Configuration = own.Configuration + ",connectTimeout=2000,syncTimeout=2000", KeyPrefix = _prefix };
+        await using var store = await RedisStreamStore.ConnectAsync(options);
+        await store.CreateAsync(new CreateStreamRequest { Path = "kept", ContentType = "text/plain" });
+        for (var i = 0; i < 200; i++)
+        {
+            Assert.Equal(AppendStatus.Appended, (await store.AppendAsync(new AppendRequest { Path = "kept", Data = new StreamPayload("y"u8.ToArray(), 1) })).Status);
+        }
+
+        await own.RestartAsync(); // SIGKILL, then start on the same append-only file
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        StreamLookup lookup = default;
+        while (DateTime.UtcNow < deadline)
+        {
+            try
+            {
+                lookup = await store.GetAsync("kept");
+                break;
+            }
+            catch (StreamStoreUnavailableException)
+            {
+                await Task.Delay(100); // reconnecting
+            }
+        }
+
+        Assert.Equal(200, lookup.Stream!.TailPosition);
+        var read = await store.ReadAsync(lookup.Stream, 0, 1 << 20);
+        Assert.Equal(200, read.Chunks.Sum(c => c.Data.Length));
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var store in _stores)
+        {
+            await store.DisposeAsync();
+        }
+    }
+}
