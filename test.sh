@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Runs every test: the .NET unit, storage and functional tests, the official Durable Streams conformance suite, the
-# Vercel AI SDK suites, the TypeScript client's tests and the browser tests (headless Chromium), against freshly
-# started servers. Installs what it needs: npm packages from each suite's lock file, and Debian's chromium if missing.
+# Runs every test: the .NET unit, storage (SQLite and a real redis-server), functional and multi-node tests, the
+# official Durable Streams conformance suite (against the SQLite and the Redis store), the Vercel AI SDK suites, the
+# TypeScript client's tests and the browser tests (headless Chromium), against freshly started servers. Installs what
+# it needs: npm packages from each suite's lock file, and Debian's chromium and redis-server when missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT="$(pwd)"
 CONFIGURATION="${CONFIGURATION:-Release}"
 WORK="$(mktemp -d)"
-SERVER_PID=""
+PIDS=()
 cleanup() {
-  if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -34,6 +35,44 @@ export DURABLE_SESSIONS_SERVER_DLL="$ROOT/src/DurableSessions.Server/bin/$CONFIG
 
 echo "==> build"
 dotnet build DurableSessions.slnx -c "$CONFIGURATION" -nologo -v quiet
+SERVER_DLL="src/DurableSessions.Server/bin/$CONFIGURATION/net10.0/DurableSessions.Server.dll"
+
+free_port() { node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"; }
+
+# start_server NAME PORT ARGS...: starts the built server in the background and waits for /health; sets LAST_PID.
+start_server() {
+  local name=$1 port=$2; shift 2
+  dotnet "$SERVER_DLL" --urls "http://127.0.0.1:$port" --long-poll-timeout-ms 1000 "$@" > "$WORK/$name.log" 2>&1 &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && return 0
+    if ! kill -0 "$LAST_PID" 2>/dev/null; then cat "$WORK/$name.log"; echo "error: $name did not start" >&2; exit 1; fi
+    sleep 0.1
+  done
+  echo "error: $name did not answer /health" >&2; exit 1
+}
+
+# run_suite NAME DIR [ENV=VALUE...]: runs a vitest suite and adds its counts to the totals under NAME.
+SUMMARY=()
+PASSED=0
+FAILED=0
+STATUS=0
+run_suite() {
+  local name=$1 dir=$2; shift 2
+  set +e
+  (cd "$dir" && env "$@" npx vitest run 2>&1) | tee "$WORK/suite.log"
+  local status=${PIPESTATUS[0]}
+  set -e
+  local line passed failed
+  line=$(sed -r 's/\x1b\[[0-9;]*m//g' "$WORK/suite.log" | grep -E '^\s+Tests\s' | tail -1)
+  passed=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
+  failed=$(echo "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
+  # A suite that ran nothing is a failure too.
+  if [[ $status -ne 0 || $passed -eq 0 ]]; then STATUS=1; fi
+  PASSED=$((PASSED + passed)); FAILED=$((FAILED + failed))
+  SUMMARY+=("$name $passed passed, $failed failed")
+}
 
 echo "==> .NET tests"
 set +e
@@ -42,68 +81,44 @@ DOTNET_STATUS=${PIPESTATUS[0]}
 set -e
 DOTNET_PASSED=$(grep -E '^\s+succeeded: [0-9]+' "$WORK/dotnet-test.log" | tail -1 | grep -oE '[0-9]+' || echo 0)
 DOTNET_FAILED=$(grep -E '^\s+failed: [0-9]+' "$WORK/dotnet-test.log" | tail -1 | grep -oE '[0-9]+' || echo 0)
+if [[ $DOTNET_STATUS -ne 0 || $DOTNET_PASSED -eq 0 ]]; then STATUS=1; fi
+PASSED=$((PASSED + DOTNET_PASSED)); FAILED=$((FAILED + DOTNET_FAILED))
+SUMMARY+=(".NET tests $DOTNET_PASSED passed, $DOTNET_FAILED failed")
 
 echo "==> conformance suite (@durable-streams/server-conformance-tests, pinned in tests/conformance/package-lock.json)"
 (cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error)
-PORT=$(node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
-dotnet "src/DurableSessions.Server/bin/$CONFIGURATION/net10.0/DurableSessions.Server.dll" \
-  --urls "http://127.0.0.1:$PORT" --data "$WORK/data" --long-poll-timeout-ms 1000 --Agent:TokensPerSecond=100 > "$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
-  if ! kill -0 "$SERVER_PID" 2>/dev/null; then cat "$WORK/server.log"; echo "error: server did not start" >&2; exit 1; fi
-  sleep 0.1
-done
-set +e
-(cd tests/conformance && CONFORMANCE_BASE_URL="http://127.0.0.1:$PORT" CONFORMANCE_LONG_POLL_TIMEOUT_MS=1000 npx vitest run 2>&1) | tee "$WORK/conformance.log"
-CONFORMANCE_STATUS=${PIPESTATUS[0]}
-set -e
-CONF_LINE=$(sed -r 's/\x1b\[[0-9;]*m//g' "$WORK/conformance.log" | grep -E '^\s+Tests\s' | tail -1)
-CONF_PASSED=$(echo "$CONF_LINE" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
-CONF_FAILED=$(echo "$CONF_LINE" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
+PORT=$(free_port)
+start_server server "$PORT" --data "$WORK/data" --Agent:TokensPerSecond=100
+run_suite conformance tests/conformance CONFORMANCE_BASE_URL="http://127.0.0.1:$PORT" CONFORMANCE_LONG_POLL_TIMEOUT_MS=1000
 
-AISDK_PASSED=0
-AISDK_FAILED=0
-AISDK_STATUS=0
+echo "==> conformance suite again, against a server on the Redis store (a scratch redis-server with appendfsync always)"
+REDIS_PORT=$(free_port)
+mkdir -p "$WORK/redis"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK/redis" --save '' --appendonly yes --appendfsync always --loglevel warning > "$WORK/redis.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+REDIS_NODE_PORT=$(free_port)
+start_server server-redis "$REDIS_NODE_PORT" --store redis --redis "127.0.0.1:$REDIS_PORT" --no-agent
+run_suite "conformance on Redis" tests/conformance CONFORMANCE_BASE_URL="http://127.0.0.1:$REDIS_NODE_PORT" CONFORMANCE_LONG_POLL_TIMEOUT_MS=1000
+
 for suite in aisdk aisdk7; do
   echo "==> Vercel AI SDK chat tests, tests/$suite (unmodified ai + @ai-sdk/react, pinned in its package-lock.json)"
   (cd "tests/$suite" && npm ci --no-audit --no-fund --loglevel=error)
-  set +e
-  (cd "tests/$suite" && AISDK_BASE_URL="http://127.0.0.1:$PORT" npx vitest run 2>&1) | tee "$WORK/$suite.log"
-  status=${PIPESTATUS[0]}
-  set -e
-  if [[ $status -ne 0 ]]; then AISDK_STATUS=$status; fi
-  line=$(sed -r 's/\x1b\[[0-9;]*m//g' "$WORK/$suite.log" | grep -E '^\s+Tests\s' | tail -1)
-  AISDK_PASSED=$((AISDK_PASSED + $(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)))
-  AISDK_FAILED=$((AISDK_FAILED + $(echo "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)))
+  run_suite "AI SDK ($suite)" "tests/$suite" AISDK_BASE_URL="http://127.0.0.1:$PORT"
 done
 
 echo "==> TypeScript client (clients/typescript): type-check, build, tests against the server"
 (cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error && npx tsc -p tsconfig.json)
-set +e
-(cd clients/typescript && CLIENT_TEST_BASE_URL="http://127.0.0.1:$PORT" npx vitest run 2>&1) | tee "$WORK/ts-client.log"
-TS_STATUS=${PIPESTATUS[0]}
-set -e
-TS_LINE=$(sed -r 's/\x1b\[[0-9;]*m//g' "$WORK/ts-client.log" | grep -E '^\s+Tests\s' | tail -1)
-TS_PASSED=$(echo "$TS_LINE" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
-TS_FAILED=$(echo "$TS_LINE" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
+run_suite "TypeScript client" clients/typescript CLIENT_TEST_BASE_URL="http://127.0.0.1:$PORT"
 
 echo "==> browser tests (tests/browser): the demo page in headless Chromium ($CHROMIUM), playwright-core pinned in its package-lock.json"
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
-set +e
-(cd tests/browser && npx vitest run 2>&1) | tee "$WORK/browser.log"
-BROWSER_STATUS=${PIPESTATUS[0]}
-set -e
-BROWSER_LINE=$(sed -r 's/\x1b\[[0-9;]*m//g' "$WORK/browser.log" | grep -E '^\s+Tests\s' | tail -1)
-BROWSER_PASSED=$(echo "$BROWSER_LINE" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
-BROWSER_FAILED=$(echo "$BROWSER_LINE" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
+run_suite browser tests/browser
 [[ -f tests/browser/artifacts/demo-page.png ]] && echo "screenshot: tests/browser/artifacts/demo-page.png"
 
 echo
-echo "Summary: .NET tests $DOTNET_PASSED passed, $DOTNET_FAILED failed; conformance $CONF_PASSED passed, $CONF_FAILED failed; AI SDK $AISDK_PASSED passed, $AISDK_FAILED failed; TypeScript client $TS_PASSED passed, $TS_FAILED failed; browser $BROWSER_PASSED passed, $BROWSER_FAILED failed"
-PASSED=$((DOTNET_PASSED + CONF_PASSED + AISDK_PASSED + TS_PASSED + BROWSER_PASSED))
-FAILED=$((DOTNET_FAILED + CONF_FAILED + AISDK_FAILED + TS_FAILED + BROWSER_FAILED))
+echo "Summary: $(IFS=';'; echo "${SUMMARY[*]}" | sed 's/;/; /g')"
 echo "$PASSED passed, $FAILED failed"
-if [[ $DOTNET_STATUS -ne 0 || $CONFORMANCE_STATUS -ne 0 || $AISDK_STATUS -ne 0 || $TS_STATUS -ne 0 || $BROWSER_STATUS -ne 0 || $FAILED -ne 0 || $CONF_PASSED -eq 0 || $DOTNET_PASSED -eq 0 || $AISDK_PASSED -eq 0 || $TS_PASSED -eq 0 || $BROWSER_PASSED -eq 0 ]]; then
+if [[ $STATUS -ne 0 || $FAILED -ne 0 ]]; then
   exit 1
 fi

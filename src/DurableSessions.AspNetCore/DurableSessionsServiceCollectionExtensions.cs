@@ -1,6 +1,7 @@
 using DurableSessions.AspNetCore.Streams;
 using DurableSessions.AspNetCore.Subscriptions;
 using DurableSessions.Live;
+using DurableSessions.Storage.Redis;
 using DurableSessions.Storage.Sqlite;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -15,13 +16,16 @@ namespace DurableSessions.AspNetCore;
 public static class DurableSessionsServiceCollectionExtensions
 {
     /// <summary>
-    /// Adds the Durable Streams endpoints' services, bound to the <c>DurableStreams</c> and <c>Storage:Sqlite</c>
-    /// configuration sections. The embedded SQLite store is used unless a <see cref="StreamStore"/> is already registered.
+    /// Adds the Durable Streams endpoints' services, bound to the <c>DurableStreams</c>, <c>Storage</c>, <c>Sessions</c>,
+    /// <c>Subscriptions</c> and <c>Auth</c> configuration sections. <c>Storage:Store</c> selects the store: <c>sqlite</c>
+    /// (the embedded default, <c>Storage:Sqlite</c>) or <c>redis</c> (<c>Storage:Redis</c>, for many server nodes), unless
+    /// a <see cref="StreamStore"/> is already registered.
     /// </summary>
     public static IServiceCollection AddDurableSessions(this IServiceCollection services, IConfiguration? configuration = null)
     {
         var streams = services.AddOptions<DurableStreamsOptions>();
         var sqlite = services.AddOptions<SqliteStreamStoreOptions>();
+        var redis = services.AddOptions<RedisStreamStoreOptions>();
         var subscriptions = services.AddOptions<SubscriptionOptions>();
         var sessionOptions = services.AddOptions<Sessions.SessionServiceOptions>();
         var access = services.AddOptions<Auth.AccessOptions>();
@@ -29,6 +33,7 @@ public static class DurableSessionsServiceCollectionExtensions
         {
             streams.Bind(configuration.GetSection("DurableStreams"));
             sqlite.Bind(configuration.GetSection("Storage:Sqlite"));
+            redis.Bind(configuration.GetSection("Storage:Redis"));
             subscriptions.Bind(configuration.GetSection("Subscriptions"));
             sessionOptions.Bind(configuration.GetSection("Sessions"));
             access.Bind(configuration.GetSection("Auth"));
@@ -37,11 +42,28 @@ public static class DurableSessionsServiceCollectionExtensions
         streams.Validate(o => !o.Validate().Any(), "Invalid DurableStreams settings.").ValidateOnStart();
         services.TryAddSingleton(TimeProvider.System);
         services.TryAddSingleton(_ => new StreamFanout());
-        services.TryAddSingleton<StreamStore>(sp => SqliteStreamStore.Open(
-            sp.GetRequiredService<IOptions<SqliteStreamStoreOptions>>().Value,
-            sp.GetRequiredService<TimeProvider>(),
-            sp.GetRequiredService<StreamFanout>(),
-            sp.GetRequiredService<ILogger<SqliteStreamStore>>()));
+        var store = configuration?["Storage:Store"] ?? "sqlite";
+        if (store.Equals("redis", StringComparison.OrdinalIgnoreCase))
+        {
+            // Connected at start-up: a server that cannot reach its store should say so at once, not on the first request.
+            services.TryAddSingleton<StreamStore>(sp => RedisStreamStore.ConnectAsync(
+                sp.GetRequiredService<IOptions<RedisStreamStoreOptions>>().Value,
+                sp.GetRequiredService<TimeProvider>(),
+                sp.GetRequiredService<StreamFanout>(),
+                sp.GetRequiredService<ILogger<RedisStreamStore>>()).GetAwaiter().GetResult());
+        }
+        else if (store.Equals("sqlite", StringComparison.OrdinalIgnoreCase))
+        {
+            services.TryAddSingleton<StreamStore>(sp => SqliteStreamStore.Open(
+                sp.GetRequiredService<IOptions<SqliteStreamStoreOptions>>().Value,
+                sp.GetRequiredService<TimeProvider>(),
+                sp.GetRequiredService<StreamFanout>(),
+                sp.GetRequiredService<ILogger<SqliteStreamStore>>()));
+        }
+        else
+        {
+            throw new InvalidOperationException($"Storage:Store is '{store}'; use 'sqlite' (the default) or 'redis'.");
+        }
         services.TryAddSingleton<Auth.AccessControl>();
         services.TryAddSingleton(sp => sp.GetRequiredService<Auth.AccessControl>().Tokens);
         services.TryAddSingleton<StreamRequestHandler>();

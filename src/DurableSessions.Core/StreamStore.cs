@@ -35,6 +35,12 @@ public abstract class StreamStore : IAsyncDisposable
     /// <summary>Whether the store can currently accept writes (false after an unrecoverable storage failure).</summary>
     public virtual bool IsAvailable => true;
 
+    /// <summary>
+    /// Whether several server nodes may share this store. Services that keep per-process state (presence) then also
+    /// keep it in the store's documents, so every node sees it.
+    /// </summary>
+    public virtual bool IsShared => false;
+
     /// <summary>Creates a stream or a fork, or confirms an identical existing one.</summary>
     public abstract ValueTask<CreateStreamResult> CreateAsync(CreateStreamRequest request, CancellationToken cancellationToken = default);
 

@@ -3,6 +3,8 @@ internal static class ServerCommandLine
 {
     private static readonly Dictionary<string, string> Aliases = new(StringComparer.OrdinalIgnoreCase)
     {
+        ["--store"] = "--Storage:Store",
+        ["--redis"] = "--Storage:Redis:Configuration",
         ["--data"] = "--Storage:Sqlite:DataDirectory",
         ["--durability"] = "--Storage:Sqlite:Durability",
         ["--long-poll-timeout-ms"] = "--DurableStreams:LongPollTimeout",

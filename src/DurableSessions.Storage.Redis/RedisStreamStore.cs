@@ -63,6 +63,9 @@ public sealed partial class RedisStreamStore : StreamStore
     public override bool IsAvailable => _redis.IsConnected;
 
     /// <inheritdoc />
+    public override bool IsShared => true;
+
+    /// <inheritdoc />
     public override async ValueTask<CreateStreamResult> CreateAsync(CreateStreamRequest request, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(request);

@@ -1,3 +1,5 @@
+using System.Globalization;
+using System.Text;
 using System.Collections.Concurrent;
 using System.Text.Json.Nodes;
 using DurableSessions.Sessions;
@@ -12,21 +14,33 @@ namespace DurableSessions.AspNetCore.Sessions;
 /// <c>left</c> as <c>presence</c> events. A participant that stops beating is marked left after
 /// <see cref="SessionServiceOptions.PresenceTimeout"/>, judged by the injected <see cref="TimeProvider"/>.
 /// </summary>
-/// <remarks>Heartbeats update memory only; the stream records changes of status, not every beat.</remarks>
+/// <remarks>
+/// <para>Heartbeats update memory only; the stream records changes of status, not every beat. A status change is
+/// written only if the session does not already record it, so nodes deciding the same change write it once.</para>
+/// <para>On a store shared by several nodes (<see cref="StreamStore.IsShared"/>) each heartbeat is also kept in the
+/// store's documents (collection <c>presence:{session}</c>), so a participant whose beats reach different nodes is
+/// not timed out by any of them, and one whose node died is still timed out by the others. Every node sweeps those
+/// documents; the "watching" view used for notifications is refreshed by each sweep.</para>
+/// </remarks>
 internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
 {
+    private const string SessionsCollection = "presence-sessions";
     private readonly SessionService _sessions;
+    private readonly StreamStore _store;
     private readonly SessionServiceOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     // Present participants per session, so per-session questions (who is watching?) never scan other sessions.
     private readonly ConcurrentDictionary<string, ConcurrentDictionary<string, Participant>> _present = new(StringComparer.Ordinal);
+    // On a shared store: every node's participants, as of the last sweep.
+    private volatile Dictionary<string, List<Participant>> _shared = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _sweeping = new(1, 1);
     private ITimer? _timer;
 
     public PresenceService(SessionService sessions, StreamStore store, IOptions<SessionServiceOptions> options, ILogger<PresenceService> logger)
     {
         _sessions = sessions;
+        _store = store;
         _options = options.Value;
         _time = store.TimeProvider;
         _logger = logger;
@@ -38,37 +52,43 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
     public bool HasWatchers(string sessionId)
     {
         var now = _time.GetUtcNow();
-        if (!_present.TryGetValue(sessionId, out var participants))
+        if (_present.TryGetValue(sessionId, out var participants) && participants.Values.Any(p => Watches(p, now)))
         {
-            return false;
+            return true;
         }
 
-        foreach (var participant in participants.Values)
-        {
-            if (participant.Kind is "client" or "human" && now - participant.LastSeen < _options.PresenceTimeout)
-            {
-                return true;
-            }
-        }
-
-        return false;
+        return _shared.TryGetValue(sessionId, out var elsewhere) && elsewhere.Any(p => Watches(p, now));
     }
+
+    private bool Watches(Participant participant, DateTimeOffset now)
+        => participant.Kind is "client" or "human" && now - participant.LastSeen < _options.PresenceTimeout;
 
     /// <summary>Records a heartbeat; appends <c>joined</c> the first time (or after the participant left).</summary>
     public async Task<SessionOperationResult> HeartbeatAsync(string sessionId, string participantId, string kind, string? name, CancellationToken cancellationToken)
     {
         var now = _time.GetUtcNow();
         var participants = _present.GetOrAdd(sessionId, static _ => new(StringComparer.Ordinal));
+        if (_store.IsShared)
+        {
+            await _store.PutDocumentAsync(Collection(sessionId), participantId, Encode(kind, name, now), cancellationToken).ConfigureAwait(false);
+        }
+
         if (participants.TryGetValue(participantId, out var existing))
         {
             existing.LastSeen = now;
             return SessionOperationResult.Ok(participantId, 0);
         }
 
-        var result = await _sessions.AppendEventsAsync(sessionId, [Presence(participantId, kind, name, "joined", now)], cancellationToken).ConfigureAwait(false);
-        if (result.Status == 200)
+        if (_store.IsShared)
         {
-            participants[participantId] = new Participant(kind, name) { LastSeen = now };
+            await _store.PutDocumentAsync(SessionsCollection, sessionId, ReadOnlyMemory<byte>.Empty, cancellationToken).ConfigureAwait(false);
+        }
+
+        var result = await _sessions.AppendUnlessAsync(sessionId, state => StatusOf(state, participantId) == "joined", [Presence(participantId, kind, name, "joined", now)], cancellationToken).ConfigureAwait(false);
+        if (result.Status == 200 || result.Code == "ALREADY")
+        {
+            participants[participantId] = new Participant(participantId, kind, name) { LastSeen = now };
+            return SessionOperationResult.Ok(participantId, result.Offset);
         }
 
         return result;
@@ -77,12 +97,15 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
     /// <summary>Marks a participant left at once.</summary>
     public async Task<SessionOperationResult> LeaveAsync(string sessionId, string participantId, CancellationToken cancellationToken)
     {
-        if (!_present.TryGetValue(sessionId, out var participants) || !participants.TryRemove(participantId, out var participant))
+        _present.TryGetValue(sessionId, out var participants);
+        participants?.TryRemove(participantId, out _);
+        if (_store.IsShared)
         {
-            return SessionOperationResult.Rejected("NOT_PRESENT", "That participant is not present in the session.");
+            await _store.DeleteDocumentAsync(Collection(sessionId), participantId, cancellationToken).ConfigureAwait(false);
         }
 
-        return await _sessions.AppendEventsAsync(sessionId, [Presence(participantId, participant.Kind, participant.Name, "left", _time.GetUtcNow())], cancellationToken).ConfigureAwait(false);
+        var result = await MarkLeftAsync(sessionId, participantId, cancellationToken).ConfigureAwait(false);
+        return result.Code == "ALREADY" ? SessionOperationResult.Rejected("NOT_PRESENT", "That participant is not present in the session.") : result;
     }
 
     public Task StartAsync(CancellationToken cancellationToken)
@@ -116,18 +139,50 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
         try
         {
             var now = _time.GetUtcNow();
+            var shared = _store.IsShared ? await LoadSharedAsync().ConfigureAwait(false) : null;
+            var timedOut = new List<(string SessionId, string ParticipantId)>();
             foreach (var (sessionId, participants) in _present)
             {
                 foreach (var (participantId, participant) in participants)
                 {
-                    if (now - participant.LastSeen < _options.PresenceTimeout || !participants.TryRemove(new KeyValuePair<string, Participant>(participantId, participant)))
+                    // A beat that reached another node counts too.
+                    if (shared?.GetValueOrDefault(sessionId)?.Find(p => p.Id == participantId) is { } seen && seen.LastSeen > participant.LastSeen)
                     {
-                        continue;
+                        participant.LastSeen = seen.LastSeen;
                     }
 
-                    Log.TimedOut(_logger, sessionId, participantId);
-                    await _sessions.AppendEventsAsync(sessionId, [Presence(participantId, participant.Kind, participant.Name, "left", now)], CancellationToken.None).ConfigureAwait(false);
+                    if (now - participant.LastSeen >= _options.PresenceTimeout && participants.TryRemove(new KeyValuePair<string, Participant>(participantId, participant)))
+                    {
+                        timedOut.Add((sessionId, participantId));
+                    }
                 }
+            }
+
+            if (shared is not null)
+            {
+                // Every node's participants are in the shared documents, this node's included: judge those.
+                timedOut.Clear();
+                foreach (var (sessionId, participants) in shared)
+                {
+                    foreach (var participant in participants.Where(p => now - p.LastSeen >= _options.PresenceTimeout))
+                    {
+                        await _store.DeleteDocumentAsync(Collection(sessionId), participant.Id).ConfigureAwait(false);
+                        timedOut.Add((sessionId, participant.Id));
+                    }
+
+                    if (participants.TrueForAll(p => now - p.LastSeen >= _options.PresenceTimeout))
+                    {
+                        await _store.DeleteDocumentAsync(SessionsCollection, sessionId).ConfigureAwait(false);
+                    }
+                }
+
+                _shared = shared;
+            }
+
+            foreach (var (sessionId, participantId) in timedOut)
+            {
+                Log.TimedOut(_logger, sessionId, participantId);
+                await MarkLeftAsync(sessionId, participantId, CancellationToken.None).ConfigureAwait(false);
             }
         }
         catch (Exception ex) when (ex is StreamStoreUnavailableException or ObjectDisposedException)
@@ -140,6 +195,47 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
         }
     }
 
+    /// <summary>Appends <c>left</c> unless the session already records the participant as not joined.</summary>
+    private Task<SessionOperationResult> MarkLeftAsync(string sessionId, string participantId, CancellationToken cancellationToken)
+        => _sessions.AppendUnlessAsync(
+            sessionId,
+            state => StatusOf(state, participantId) != "joined",
+            state => [Presence(participantId, KindOf(state, participantId), NameOf(state, participantId), "left", _time.GetUtcNow())],
+            cancellationToken);
+
+    private static string? StatusOf(SessionState state, string participantId) => state.Get(SessionEventTypes.Presence, participantId)?["status"]?.GetValue<string>();
+
+    private static string KindOf(SessionState state, string participantId) => state.Get(SessionEventTypes.Presence, participantId)?["kind"]?.GetValue<string>() ?? "client";
+
+    private static string? NameOf(SessionState state, string participantId) => state.Get(SessionEventTypes.Presence, participantId)?["name"]?.GetValue<string>();
+
+    private static string Collection(string sessionId) => "presence:" + sessionId;
+
+    private static byte[] Encode(string kind, string? name, DateTimeOffset lastSeen)
+        => Encoding.UTF8.GetBytes(string.Create(CultureInfo.InvariantCulture, $"{lastSeen.ToUnixTimeMilliseconds()}|{kind}|{name}"));
+
+    /// <summary>Every node's participants, from the shared documents.</summary>
+    private async Task<Dictionary<string, List<Participant>>> LoadSharedAsync()
+    {
+        var result = new Dictionary<string, List<Participant>>(StringComparer.Ordinal);
+        await foreach (var (sessionId, _) in _store.ListDocumentsAsync(SessionsCollection).ConfigureAwait(false))
+        {
+            var participants = new List<Participant>();
+            await foreach (var (participantId, value) in _store.ListDocumentsAsync(Collection(sessionId)).ConfigureAwait(false))
+            {
+                var parts = Encoding.UTF8.GetString(value).Split('|', 3);
+                if (parts.Length == 3 && long.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out var ms))
+                {
+                    participants.Add(new Participant(participantId, parts[1], parts[2].Length == 0 ? null : parts[2]) { LastSeen = DateTimeOffset.FromUnixTimeMilliseconds(ms) });
+                }
+            }
+
+            result[sessionId] = participants;
+        }
+
+        return result;
+    }
+
     private static JsonObject Presence(string participantId, string kind, string? name, string status, DateTimeOffset at) => SessionService.Change(SessionEventTypes.Presence, participantId, status == "joined" ? "insert" : "update", new JsonObject
     {
         ["id"] = participantId,
@@ -149,8 +245,10 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
         ["lastSeen"] = at.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture),
     });
 
-    private sealed class Participant(string kind, string? name)
+    private sealed class Participant(string id, string kind, string? name)
     {
+        public string Id { get; } = id;
+
         public string Kind { get; } = kind;
 
         public string? Name { get; } = name;

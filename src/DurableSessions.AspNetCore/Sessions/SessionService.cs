@@ -294,6 +294,26 @@ internal sealed partial class SessionService
     }
 
     /// <summary>Appends server-generated events (presence, handoff) to a session.</summary>
+    /// <summary>
+    /// Appends <paramref name="events"/> unless <paramref name="alreadyDone"/> holds on the session's current state (so a
+    /// change decided on several nodes at once is written once). Answers <c>ALREADY</c> when nothing was written.
+    /// </summary>
+    public Task<SessionOperationResult> AppendUnlessAsync(string sessionId, Func<SessionState, bool> alreadyDone, List<JsonObject> events, CancellationToken cancellationToken)
+        => AppendUnlessAsync(sessionId, alreadyDone, _ => events, cancellationToken);
+
+    /// <inheritdoc cref="AppendUnlessAsync(string, Func{SessionState, bool}, List{JsonObject}, CancellationToken)"/>
+    public Task<SessionOperationResult> AppendUnlessAsync(string sessionId, Func<SessionState, bool> alreadyDone, Func<SessionState, List<JsonObject>> events, CancellationToken cancellationToken)
+        => UnderLockAsync(sessionId, async session =>
+        {
+            if (alreadyDone(session.State))
+            {
+                return SessionOperationResult.Rejected("ALREADY", "The session already records this.");
+            }
+
+            var result = await AppendLockedAsync(session, events(session.State), cancellationToken).ConfigureAwait(false);
+            return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(sessionId, result.Value.TailPosition);
+        }, cancellationToken);
+
     public Task<SessionOperationResult> AppendEventsAsync(string sessionId, List<JsonObject> events, CancellationToken cancellationToken)
         => UnderLockAsync(sessionId, async session =>
         {

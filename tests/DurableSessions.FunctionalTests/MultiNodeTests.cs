@@ -1,0 +1,231 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Runtime.CompilerServices;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using DurableSessions.Agents;
+using DurableSessions.Client;
+using DurableSessions.Sessions;
+using DurableSessions.Testing;
+using Microsoft.Extensions.AI;
+
+namespace DurableSessions.FunctionalTests;
+
+/// <summary>Three server processes sharing one real redis-server: a session's participants spread over the nodes.</summary>
+public sealed class MultiNodeTests : IAsyncLifetime
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);
+    private readonly CancellationTokenSource _stop = new();
+    private RedisServer _redis = null!;
+    private ServerProcess _a = null!;
+    private ServerProcess _b = null!;
+    private ServerProcess _c = null!;
+
+    public async ValueTask InitializeAsync()
+    {
+        _redis = await RedisServer.StartAsync();
+        string[] args = ["--store", "redis", "--redis", _redis.Configuration, "--Sessions:PresenceTimeout=00:00:02", "--Sessions:PresenceSweepInterval=00:00:00.200"];
+        _a = await ServerProcess.StartAsync(null, args);
+        _b = await ServerProcess.StartAsync(null, args);
+        _c = await ServerProcess.StartAsync(null, args);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        await _a.DisposeAsync();
+        await _b.DisposeAsync();
+        await _c.DisposeAsync();
+        await _redis.DisposeAsync();
+        _stop.Dispose();
+    }
+
+    private static DurableSessionsClient ClientOf(ServerProcess node, string participant)
+        => new(DurableSessionsClientOptions.Default with { BaseAddress = node.BaseAddress, ParticipantId = participant });
+
+    /// <summary>Records whether the model's cancellation token fired.</summary>
+    private sealed class WatchedChatClient(IChatClient inner) : DelegatingChatClient(inner)
+    {
+        public TaskCompletionSource TokenFired { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public override async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+        {
+            using var registration = cancellationToken.Register(() => TokenFired.TrySetResult());
+            await foreach (var update in base.GetStreamingResponseAsync(messages, options, cancellationToken))
+            {
+                yield return update;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Tails a session's stream over SSE through the given nodes in turn: when one dies, it resumes from its last offset
+    /// on the next. Returns every event it received, in order, once <paramref name="done"/> holds.
+    /// </summary>
+    private static async Task<List<JsonObject>> TailAsync(string sessionId, ServerProcess[] nodes, Func<SessionState, bool> done, Action<int>? onEvents = null)
+    {
+        using var http = new HttpClient { Timeout = System.Threading.Timeout.InfiniteTimeSpan };
+        using var cancel = new CancellationTokenSource(Timeout);
+        var events = new List<JsonObject>();
+        var state = new SessionState();
+        var offset = "-1";
+        var node = 0;
+        while (true)
+        {
+            try
+            {
+                using var response = await http.GetAsync(new Uri(nodes[node].BaseAddress, $"/v1/stream/sessions/{sessionId}?offset={offset}&live=sse"), HttpCompletionOption.ResponseHeadersRead, cancel.Token);
+                var pending = new List<JsonObject>();
+                await foreach (var (type, data) in SseClient.ReadEventsAsync(await response.Content.ReadAsStreamAsync(cancel.Token), cancel.Token))
+                {
+                    if (type == "data")
+                    {
+                        pending.AddRange(JsonNode.Parse(data)!.AsArray().Select(e => e!.AsObject()));
+                    }
+                    else if (type == "control")
+                    {
+                        var control = SseClient.ParseControl(data);
+                        foreach (var e in pending)
+                        {
+                            state.Apply(e);
+                            events.Add(e);
+                        }
+
+                        offset = control.NextOffset;
+                        pending.Clear();
+                        onEvents?.Invoke(events.Count);
+                        if (control.UpToDate && done(state))
+                        {
+                            return events;
+                        }
+                    }
+                }
+            }
+            catch (Exception ex) when (ex is HttpRequestException or IOException && !cancel.IsCancellationRequested)
+            {
+                node = Math.Min(node + 1, nodes.Length - 1); // that node is gone: go on from the same offset on the next
+            }
+        }
+    }
+
+    private static IEnumerable<JsonObject> Runs(SessionState state, string status)
+        => state.All(SessionEventTypes.Run).Where(r => r["status"]!.GetValue<string>() == status);
+
+    private static async Task<SessionState> SnapshotAsync(ServerProcess node, string sessionId)
+    {
+        using var http = new HttpClient();
+        var state = new SessionState();
+        foreach (var e in JsonNode.Parse(await http.GetStringAsync(new Uri(node.BaseAddress, $"/v1/sessions/{sessionId}")))!.AsArray())
+        {
+            state.Apply(e!.AsObject());
+        }
+
+        return state;
+    }
+
+    [Fact]
+    public async Task A_client_resumes_on_another_node_when_its_node_is_killed_mid_reply_and_a_cancel_on_a_third_node_stops_the_agent()
+    {
+        using var user = ClientOf(_c, "client:user");
+        using var agentClient = ClientOf(_b, "agent:b");
+        var session = user.Session("spread");
+        await session.CreateAsync();
+        var chat = new WatchedChatClient(new DemoChatClient(tokensPerSecond: 40));
+        var agent = new SessionAgent(chat, agentClient, new SessionAgentOptions { AgentId = "agent:b" });
+        _ = Task.Run(() => agent.RunAsync("spread", _stop.Token));
+
+        // An uninterrupted reader on C, and one on A that loses A mid-reply and goes on on C.
+        var finished = (SessionState s) => Runs(s, "finished").Any();
+        var killedA = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var steady = TailAsync("spread", [_c], finished);
+        var roaming = TailAsync("spread", [_a, _c], finished, count =>
+        {
+            if (count >= 12)
+            {
+                killedA.TrySetResult();
+            }
+        });
+        var question = await session.SendMessageAsync("What happens when a node dies?");
+        await killedA.Task.WaitAsync(Timeout);
+        await _a.KillAsync(); // SIGKILL, in the middle of the reply
+
+        var expected = await steady.WaitAsync(Timeout);
+        var resumed = await roaming.WaitAsync(Timeout);
+        Assert.Equal(Serialize(expected), Serialize(resumed));
+        var reply = new SessionState();
+        foreach (var e in resumed)
+        {
+            reply.Apply(e);
+        }
+
+        var run = Runs(reply, "finished").Single();
+        Assert.Equal(question, run["trigger"]!.GetValue<string>());
+        var text = reply.Get(SessionEventTypes.Message, run["messageId"]!.GetValue<string>())!["parts"]![0]!["text"]!.GetValue<string>();
+        Assert.Equal(DemoChatClient.ReplyTo([new ChatMessage(ChatRole.User, "What happens when a node dies?")]), text);
+
+        // A cancel sent to C stops the agent that is attached through B.
+        await session.SendMessageAsync("Now write a long answer");
+        var running = await WaitForAsync(_c, "spread", s => Runs(s, "started").Any(r => Text(s, r).Length > 10));
+        var runId = Runs(running, "started").Single()["id"]!.GetValue<string>();
+        var ack = await session.CancelAsync(runId);
+        await chat.TokenFired.Task.WaitAsync(TimeSpan.FromSeconds(5));
+        var cancelled = await WaitForAsync(_b, "spread", s => Runs(s, "cancelled").Any());
+        Assert.Equal(runId, Runs(cancelled, "cancelled").Single()["id"]!.GetValue<string>());
+        await Task.Delay(300); // a (wrongly) still-running agent would write after the fence by now
+        using var http = new HttpClient();
+        Assert.Equal("[]", await http.GetStringAsync(new Uri(_b.BaseAddress, $"/v1/stream/sessions/spread?offset={ack.Offset}")));
+    }
+
+    [Fact]
+    public async Task Presence_and_snapshots_agree_across_nodes_and_a_participant_beating_on_two_nodes_is_not_timed_out()
+    {
+        using var onA = ClientOf(_a, "client:phone");
+        using var alsoOnC = ClientOf(_c, "client:phone");
+        using var laptop = ClientOf(_b, "client:laptop");
+        await onA.Session("presence").CreateAsync();
+        await laptop.Session("presence").HeartbeatAsync();
+
+        // The phone's heartbeats alternate between A and C for three timeouts; the laptop stops beating.
+        for (var i = 0; i < 12; i++)
+        {
+            await (i % 2 == 0 ? onA : alsoOnC).Session("presence").HeartbeatAsync();
+            await Task.Delay(500);
+        }
+
+        var snapshots = await Task.WhenAll(new[] { _a, _b, _c }.Select(n => SnapshotAsync(n, "presence")));
+        foreach (var snapshot in snapshots)
+        {
+            Assert.Equal("joined", snapshot.Get(SessionEventTypes.Presence, "client:phone")!["status"]!.GetValue<string>());
+            Assert.Equal("left", snapshot.Get(SessionEventTypes.Presence, "client:laptop")!["status"]!.GetValue<string>());
+            Assert.Equal(snapshots[0].ToSnapshot().ToJsonString(), snapshot.ToSnapshot().ToJsonString());
+        }
+
+        // The laptop was marked left once, not once per node.
+        using var http = new HttpClient();
+        var history = JsonNode.Parse(await http.GetStringAsync(new Uri(_c.BaseAddress, "/v1/stream/sessions/presence?offset=-1")))!.AsArray();
+        Assert.Single(history, e => e!["type"]!.GetValue<string>() == "presence" && e["key"]!.GetValue<string>() == "client:laptop" && e["value"]!["status"]!.GetValue<string>() == "left");
+        Assert.Single(history, e => e!["type"]!.GetValue<string>() == "presence" && e["key"]!.GetValue<string>() == "client:phone");
+    }
+
+    private static string Serialize(List<JsonObject> events) => string.Join('\n', events.Select(e => e.ToJsonString()));
+
+    private static string Text(SessionState state, JsonObject run)
+        => state.Get(SessionEventTypes.Message, run["messageId"]!.GetValue<string>()) is { } m && m["parts"] is JsonArray { Count: > 0 } parts ? parts[0]!["text"]?.GetValue<string>() ?? string.Empty : string.Empty;
+
+    private static async Task<SessionState> WaitForAsync(ServerProcess node, string sessionId, Func<SessionState, bool> condition)
+    {
+        var deadline = DateTime.UtcNow + Timeout;
+        while (true)
+        {
+            var state = await SnapshotAsync(node, sessionId);
+            if (condition(state))
+            {
+                return state;
+            }
+
+            Assert.True(DateTime.UtcNow < deadline, "timed out");
+            await Task.Delay(50);
+        }
+    }
+}
