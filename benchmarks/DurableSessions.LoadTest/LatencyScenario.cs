@@ -18,7 +18,7 @@ internal static class LatencyScenario
         var paths = Enumerable.Range(0, options.Streams).Select(i => $"/v1/stream/latency/{run}/s{i}").ToList();
         var readerCount = options.Streams * options.Readers;
         using var writerClient = Http.Create(options.Url, options.Connections);
-        using var readerClient = Http.Create(options.Url, readerCount + 16);
+        using var readerClient = Http.Create(options.ReadUrl ?? options.Url, readerCount + 16);
         await Http.CreateStreamsAsync(writerClient, paths);
 
         var latencies = new ConcurrentBag<double[]>();

@@ -14,12 +14,16 @@ internal sealed record LoadOptions
           --event-bytes <n>      size of each JSON event (default 256)
           --duration <seconds>   measured time per scenario (default 10)
           --readers <n>          SSE readers per stream in the latency scenario (default 2)
+          --read-url <url>       where the latency scenario's readers connect (default --url; another node of a cluster)
           --rate <n>             appends per stream per second in the latency scenario (default 1)
           --label <text>         a label printed with the results (e.g. the server's name)
           --server-pid <pid>     the server's process id, to report its CPU use (sessions scenario)
         """;
 
     public string Url { get; init; } = "http://127.0.0.1:4437";
+
+    /// <summary>Where the latency scenario's readers connect; another node of the same cluster measures cross-node delivery.</summary>
+    public string? ReadUrl { get; init; }
 
     public string Scenario { get; init; } = "all";
 
@@ -55,6 +59,7 @@ internal sealed record LoadOptions
             options = args[i] switch
             {
                 "--url" => options with { Url = value.TrimEnd('/') },
+                "--read-url" => options with { ReadUrl = value.TrimEnd('/') },
                 "--scenario" => options with { Scenario = value },
                 "--streams" => options with { Streams = int.Parse(value, CultureInfo.InvariantCulture) },
                 "--connections" => options with { Connections = int.Parse(value, CultureInfo.InvariantCulture) },

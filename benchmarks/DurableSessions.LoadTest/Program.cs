@@ -16,7 +16,7 @@ if (options is null)
 }
 
 var target = new Uri(options.Url);
-if (!target.IsLoopback)
+if (!target.IsLoopback || (options.ReadUrl is { } readUrl && !new Uri(readUrl).IsLoopback))
 {
     Console.Error.WriteLine("Refusing to load a non-loopback address: load tests run against 127.0.0.1 only.");
     return 2;

@@ -55,6 +55,15 @@ public sealed partial class RedisStreamStore : StreamStore
         var store = new RedisStreamStore(options, redis, timeProvider ?? TimeProvider.System, fanout ?? new StreamFanout(), (ILogger?)logger ?? NullLogger.Instance);
         store._changes = await redis.GetSubscriber().SubscribeAsync(store._channel).ConfigureAwait(false);
         store._changes.OnMessage(store.OnChangeAsync);
+
+        // Notifications published while the subscription was down are lost: readers catch up from Redis instead.
+        redis.ConnectionRestored += (_, e) =>
+        {
+            if (e.ConnectionType == ConnectionType.Subscription)
+            {
+                store.Fanout.DisconnectAll();
+            }
+        };
         await store.LogPersistenceAsync().ConfigureAwait(false);
         return store;
     }

@@ -208,6 +208,105 @@ public sealed class MultiNodeTests : IAsyncLifetime
         Assert.Single(history, e => e!["type"]!.GetValue<string>() == "presence" && e["key"]!.GetValue<string>() == "client:phone");
     }
 
+    [Fact]
+    public async Task After_redis_is_killed_and_restarted_mid_stream_nothing_acknowledged_is_missing_and_readers_resume()
+    {
+        using var writer = new HttpClient { BaseAddress = _b.BaseAddress, Timeout = TimeSpan.FromSeconds(10) };
+        Assert.Equal(HttpStatusCode.Created, (await writer.PutAsync("/v1/stream/outage", new StringContent("[]", Encoding.UTF8, "application/json"))).StatusCode);
+        const int Total = 300;
+        var reader = ReadJsonAsync(_a, "outage", Total);
+
+        var acknowledged = new List<int>();
+        Task? restart = null;
+        for (var i = 0; i < Total; i++)
+        {
+            if (i == Total / 3)
+            {
+                restart = _redis.RestartAsync(); // SIGKILL, then start again on the same append-only file
+            }
+
+            // Retried until acknowledged; the producer sequence makes a retry of an applied request a duplicate.
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            while (true)
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/stream/outage") { Content = new StringContent($"[{{\"i\":{i}}}]", Encoding.UTF8, "application/json") };
+                request.Headers.Add("Producer-Id", "outage-writer");
+                request.Headers.Add("Producer-Epoch", "0");
+                request.Headers.Add("Producer-Seq", i.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                try
+                {
+                    using var response = await writer.SendAsync(request);
+                    if (response.IsSuccessStatusCode)
+                    {
+                        acknowledged.Add(i);
+                        break;
+                    }
+
+                    Assert.True((int)response.StatusCode >= 500, $"append {i} answered {response.StatusCode}");
+                }
+                catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException)
+                {
+                }
+
+                Assert.True(DateTime.UtcNow < deadline, $"append {i} was not acknowledged within 30 s of Redis coming back");
+                await Task.Delay(50);
+            }
+        }
+
+        await restart!;
+        Assert.Equal(Enumerable.Range(0, Total), acknowledged);
+        using var check = new HttpClient { BaseAddress = _c.BaseAddress };
+        var stored = JsonNode.Parse(await check.GetStringAsync("/v1/stream/outage?offset=-1"))!.AsArray().Select(e => e!["i"]!.GetValue<int>());
+        Assert.Equal(Enumerable.Range(0, Total), stored);
+        Assert.Equal(Enumerable.Range(0, Total), await reader.WaitAsync(Timeout));
+    }
+
+    /// <summary>Tails a JSON stream on one node over SSE, resuming from its last offset after any failure, until it has <paramref name="count"/> messages.</summary>
+    private static async Task<List<int>> ReadJsonAsync(ServerProcess node, string path, int count)
+    {
+        using var http = new HttpClient { Timeout = System.Threading.Timeout.InfiniteTimeSpan };
+        using var cancel = new CancellationTokenSource(Timeout);
+        var seen = new List<int>();
+        var offset = "-1";
+        while (seen.Count < count)
+        {
+            try
+            {
+                using var response = await http.GetAsync(new Uri(node.BaseAddress, $"/v1/stream/{path}?offset={offset}&live=sse"), HttpCompletionOption.ResponseHeadersRead, cancel.Token);
+                if (!response.IsSuccessStatusCode)
+                {
+                    await Task.Delay(100, cancel.Token); // the store is unavailable for now
+                    continue;
+                }
+
+                var pending = new List<int>();
+                await foreach (var (type, data) in SseClient.ReadEventsAsync(await response.Content.ReadAsStreamAsync(cancel.Token), cancel.Token))
+                {
+                    if (type == "data")
+                    {
+                        pending.AddRange(JsonNode.Parse(data)!.AsArray().Select(e => e!["i"]!.GetValue<int>()));
+                    }
+                    else if (type == "control")
+                    {
+                        seen.AddRange(pending);
+                        pending.Clear();
+                        offset = SseClient.ParseControl(data).NextOffset;
+                        if (seen.Count >= count)
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+            catch (Exception ex) when (ex is HttpRequestException or IOException && !cancel.IsCancellationRequested)
+            {
+                await Task.Delay(100, cancel.Token);
+            }
+        }
+
+        return seen;
+    }
+
     private static string Serialize(List<JsonObject> events) => string.Join('\n', events.Select(e => e.ToJsonString()));
 
     private static string Text(SessionState state, JsonObject run)

@@ -48,6 +48,7 @@ async function send(page, text) {
 
 const assistantTexts = (page) => page.locator("#conversation .message.assistant .text").allTextContents()
 const conversationText = (page) => page.locator("#conversation").innerText()
+const messageTexts = (page) => page.locator("#conversation .message .text").allTextContents()
 
 /** The last run and its reply as stored by the server. */
 async function stored(id) {
@@ -109,8 +110,10 @@ test("two tabs on one session stay identical while a reply streams", async () =>
   // While it streams, one tab may be a few milliseconds ahead of the other, never different.
   let midReplySamples = 0
   while ((await stored(id)).run?.status === "started") {
-    const [ta, tb] = await Promise.all([conversationText(a), conversationText(b)])
-    expect(ta.startsWith(tb) || tb.startsWith(ta), `tab A: ${ta}\ntab B: ${tb}`).toBe(true)
+    // The texts of the messages, in order: the same messages, the streaming one a prefix of the other tab's.
+    const [ta, tb] = await Promise.all([messageTexts(a), messageTexts(b)])
+    expect(ta.length, `tab A: ${ta}\ntab B: ${tb}`).toBe(tb.length)
+    ta.forEach((text, i) => expect(text.startsWith(tb[i]) || tb[i].startsWith(text), `message ${i}: "${text}" vs "${tb[i]}"`).toBe(true))
     midReplySamples++
     await new Promise((r) => setTimeout(r, 100))
   }

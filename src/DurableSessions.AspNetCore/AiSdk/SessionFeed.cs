@@ -15,54 +15,65 @@ internal sealed class SessionFeed(StreamStore store)
             yield break;
         }
 
-        using var subscription = store.Fanout.Subscribe(stream.Id);
+        var subscription = store.Fanout.Subscribe(stream.Id);
         var position = from;
-        while (!cancellationToken.IsCancellationRequested)
+        try
         {
-            var current = await store.GetAsync(path, cancellationToken).ConfigureAwait(false);
-            if (current.Stream?.Id != stream.Id)
+            while (!cancellationToken.IsCancellationRequested)
             {
-                yield break;
-            }
-
-            stream = current.Stream;
-            if (position < stream.TailPosition)
-            {
-                var read = await store.ReadAsync(stream, position, 1 << 20, cancellationToken).ConfigureAwait(false);
-                foreach (var chunk in read.Chunks)
-                {
-                    var events = JsonFraming.ParseMessages(chunk.Data.Span);
-                    var at = chunk.Start;
-                    foreach (var node in events)
-                    {
-                        at++;
-                        if (node is JsonObject e)
-                        {
-                            yield return (e, at);
-                        }
-                    }
-                }
-
-                position = read.NextPosition;
-                continue;
-            }
-
-            // Caught up: wait for the next committed change (or a fall-behind, after which the store is read again).
-            try
-            {
-                if (!await subscription.Reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
+                var current = await store.GetAsync(path, cancellationToken).ConfigureAwait(false);
+                if (current.Stream?.Id != stream.Id)
                 {
                     yield break;
                 }
-            }
-            catch (OperationCanceledException)
-            {
-                yield break;
-            }
 
-            while (subscription.Reader.TryRead(out _))
-            {
+                stream = current.Stream;
+                if (position < stream.TailPosition)
+                {
+                    var read = await store.ReadAsync(stream, position, 1 << 20, cancellationToken).ConfigureAwait(false);
+                    foreach (var chunk in read.Chunks)
+                    {
+                        var events = JsonFraming.ParseMessages(chunk.Data.Span);
+                        var at = chunk.Start;
+                        foreach (var node in events)
+                        {
+                            at++;
+                            if (node is JsonObject e)
+                            {
+                                yield return (e, at);
+                            }
+                        }
+                    }
+
+                    position = read.NextPosition;
+                    continue;
+                }
+
+                // Caught up: wait for the next committed change (or a fall-behind, after which the store is read again).
+                try
+                {
+                    if (!await subscription.Reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
+                    {
+                        // Cut off (fell behind, or the store's notifications were interrupted): subscribe again and
+                        // read from the store what was missed.
+                        subscription.Dispose();
+                        subscription = store.Fanout.Subscribe(stream.Id);
+                        continue;
+                    }
+                }
+                catch (OperationCanceledException)
+                {
+                    yield break;
+                }
+
+                while (subscription.Reader.TryRead(out _))
+                {
+                }
             }
+        }
+        finally
+        {
+            subscription.Dispose();
         }
     }
 }

@@ -78,6 +78,21 @@ public sealed class StreamFanout
         }
     }
 
+    /// <summary>
+    /// Cuts every live reader off, as if each had fallen behind, so each resumes from its own offset by reading the
+    /// store. A shared store calls this when its change notifications may have missed something (a lost connection).
+    /// </summary>
+    public void DisconnectAll()
+    {
+        foreach (var list in _streams.Values)
+        {
+            foreach (var subscription in list.Items)
+            {
+                subscription.CutOff();
+            }
+        }
+    }
+
     internal void Unsubscribe(LiveSubscription subscription)
     {
         if (!_streams.TryGetValue(subscription.StreamId, out var list))
@@ -133,7 +148,15 @@ public sealed class LiveSubscription : IDisposable
 
     internal void Offer(LiveAppend change)
     {
-        if (!_queue.Writer.TryWrite(change) && !FellBehind)
+        if (!_queue.Writer.TryWrite(change))
+        {
+            CutOff();
+        }
+    }
+
+    internal void CutOff()
+    {
+        if (!FellBehind)
         {
             FellBehind = true;
             _queue.Writer.TryComplete();
