@@ -181,6 +181,7 @@ public sealed partial class RedisStreamStore : StreamStore
             }
 
             Fanout.Publish(new LiveAppend(id, info.Path, new StreamChunk(forkPosition, info.TailPosition, request.InitialData.Data), info.Closed));
+            await WaitForReplicasAsync().ConfigureAwait(false);
             return new CreateStreamResult(CreateStreamStatus.Created, info);
         }
 
@@ -217,9 +218,14 @@ public sealed partial class RedisStreamStore : StreamStore
             return result;
         }
 
+        if (result.Status is AppendStatus.Appended or AppendStatus.Duplicate)
+        {
+            // A duplicate is acknowledged too, so it waits for the replicas as well: the original may not have.
+            await WaitForReplicasAsync().ConfigureAwait(false);
+        }
+
         if (result.Status == AppendStatus.Appended)
         {
-            await WaitForReplicasAsync().ConfigureAwait(false);
             var start = result.TailPosition - request.Data.Units;
             var id = long.Parse((string)reply[5]!, CultureInfo.InvariantCulture);
             Fanout.Publish(new LiveAppend(id, request.Path, new StreamChunk(start, result.TailPosition, request.Data.Data), result.Closed));

@@ -121,6 +121,41 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
         Assert.Equal(200, read.Chunks.Sum(c => c.Data.Length));
     }
 
+    [Fact]
+    public async Task With_wait_for_replicas_an_append_is_acknowledged_only_once_a_replica_has_it()
+    {
+        await using var primary = await RedisServer.StartAsync();
+        await using var plain = await RedisStreamStore.ConnectAsync(new RedisStreamStoreOptions { Configuration = primary.Configuration, KeyPrefix = _prefix });
+        await plain.CreateAsync(new CreateStreamRequest { Path = "replicated", ContentType = "text/plain" });
+        var options = new RedisStreamStoreOptions { Configuration = primary.Configuration, KeyPrefix = _prefix, WaitForReplicas = 1, WaitTimeout = TimeSpan.FromMilliseconds(300) };
+        await using var waiting = await RedisStreamStore.ConnectAsync(options);
+        var request = new AppendRequest { Path = "replicated", Data = new StreamPayload("z"u8.ToArray(), 1), Producer = new ProducerStamp("w", 0, 0) };
+
+        // No replica yet: the write is applied on the primary but not acknowledged.
+        await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => waiting.AppendAsync(request).AsTask());
+
+        // With a replica attached, the producer's retry is acknowledged, as the duplicate it is.
+        await using var replica = await RedisServer.StartAsync("--replicaof", "127.0.0.1", primary.Port.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        AppendResult retried;
+        while (true)
+        {
+            try
+            {
+                retried = await waiting.AppendAsync(request);
+                break;
+            }
+            catch (StreamStoreUnavailableException) when (DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(100); // the replica is still syncing
+            }
+        }
+
+        Assert.Equal(AppendStatus.Duplicate, retried.Status);
+        Assert.Equal(AppendStatus.Appended, (await waiting.AppendAsync(request with { Producer = new ProducerStamp("w", 0, 1) })).Status);
+        Assert.Equal(2, (await plain.GetAsync("replicated")).Stream!.TailPosition);
+    }
+
     public async ValueTask DisposeAsync()
     {
         foreach (var store in _stores)

@@ -13,10 +13,13 @@ public sealed class RedisServer : IAsyncDisposable
 {
     private Process? _process;
 
-    private RedisServer(int port, string directory)
+    private readonly string[] _extraArgs;
+
+    private RedisServer(int port, string directory, string[] extraArgs)
     {
         Port = port;
         Directory = directory;
+        _extraArgs = extraArgs;
     }
 
     public int Port { get; }
@@ -26,13 +29,14 @@ public sealed class RedisServer : IAsyncDisposable
     /// <summary>The StackExchange.Redis configuration string for this server.</summary>
     public string Configuration => $"127.0.0.1:{Port}";
 
-    public static async Task<RedisServer> StartAsync()
+    /// <summary>Starts a server; <paramref name="extraArgs"/> are more redis-server options (e.g. <c>--replicaof host port</c>).</summary>
+    public static async Task<RedisServer> StartAsync(params string[] extraArgs)
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
         var port = ((IPEndPoint)listener.LocalEndpoint).Port;
         listener.Stop();
-        var server = new RedisServer(port, Path.Combine(Path.GetTempPath(), "ds-redis-" + Guid.NewGuid().ToString("N")));
+        var server = new RedisServer(port, Path.Combine(Path.GetTempPath(), "ds-redis-" + Guid.NewGuid().ToString("N")), extraArgs);
         System.IO.Directory.CreateDirectory(server.Directory);
         await server.LaunchAsync();
         return server;
@@ -46,7 +50,7 @@ public sealed class RedisServer : IAsyncDisposable
         {
             "--port", Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--bind", "127.0.0.1", "--dir", Directory,
             "--save", string.Empty, "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no", "--loglevel", "warning",
-        })
+        }.Concat(_extraArgs))
         {
             info.ArgumentList.Add(arg);
         }
