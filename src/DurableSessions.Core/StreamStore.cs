@@ -65,6 +65,14 @@ public abstract class StreamStore : IAsyncDisposable
     /// <summary>Lists the paths of all live streams.</summary>
     public abstract IAsyncEnumerable<string> ListPathsAsync(CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// Takes a lock that excludes every node sharing this store (for services whose state lives in documents), held
+    /// until the result is disposed or <paramref name="lease"/> passes. A store used by one process needs none: the
+    /// default returns at once, and callers keep their own in-process lock.
+    /// </summary>
+    public virtual ValueTask<IAsyncDisposable> AcquireLockAsync(string name, TimeSpan lease, CancellationToken cancellationToken = default)
+        => ValueTask.FromResult<IAsyncDisposable>(NoLock.Instance);
+
     /// <summary>Reads a small metadata document (subscriptions, keys) from a named collection.</summary>
     public abstract ValueTask<byte[]?> GetDocumentAsync(string collection, string key, CancellationToken cancellationToken = default);
 
@@ -79,4 +87,11 @@ public abstract class StreamStore : IAsyncDisposable
 
     /// <inheritdoc />
     public abstract ValueTask DisposeAsync();
+
+    private sealed class NoLock : IAsyncDisposable
+    {
+        public static readonly NoLock Instance = new();
+
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    }
 }

@@ -375,6 +375,26 @@ public sealed partial class RedisStreamStore : StreamStore
     }
 
     /// <inheritdoc />
+    public override async ValueTask<IAsyncDisposable> AcquireLockAsync(string name, TimeSpan lease, CancellationToken cancellationToken = default)
+    {
+        RedisKey key = _prefix + ":lock:" + name;
+        var token = Guid.NewGuid().ToString("N");
+        var wait = TimeSpan.FromMilliseconds(2);
+        while (!await _db.LockTakeAsync(key, token, lease).ConfigureAwait(false))
+        {
+            await Task.Delay(wait, cancellationToken).ConfigureAwait(false);
+            wait = TimeSpan.FromMilliseconds(Math.Min(50, wait.TotalMilliseconds * 2));
+        }
+
+        return new Lock(_db, key, token);
+    }
+
+    private sealed class Lock(IDatabase db, RedisKey key, string token) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync() => await db.LockReleaseAsync(key, token).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
     public override async ValueTask<byte[]?> GetDocumentAsync(string collection, string key, CancellationToken cancellationToken = default)
         => (byte[]?)await _db.HashGetAsync(DocumentKey(collection), key).ConfigureAwait(false);
 

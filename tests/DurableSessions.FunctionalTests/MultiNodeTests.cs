@@ -8,7 +8,11 @@ using DurableSessions.Agents;
 using DurableSessions.Client;
 using DurableSessions.Sessions;
 using DurableSessions.Testing;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Logging;
 
 namespace DurableSessions.FunctionalTests;
 
@@ -305,6 +309,71 @@ public sealed class MultiNodeTests : IAsyncLifetime
         }
 
         return seen;
+    }
+
+    [Fact]
+    public async Task A_subscription_made_on_one_node_wakes_for_appends_through_every_node_once_per_change()
+    {
+        // The worker: answers every wake with done, which acknowledges the streams up to the wake's tails.
+        var wakes = new ConcurrentQueue<JsonObject>();
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        await using var worker = builder.Build();
+        worker.MapPost("/wake", async (HttpContext context) =>
+        {
+            wakes.Enqueue(JsonNode.Parse(await new StreamReader(context.Request.Body).ReadToEndAsync())!.AsObject());
+            return Results.Json(new { done = true });
+        });
+        await worker.StartAsync();
+        var workerUrl = worker.Urls.First() + "/wake";
+
+        using var a = new HttpClient { BaseAddress = _a.BaseAddress };
+        using var b = new HttpClient { BaseAddress = _b.BaseAddress };
+        using var c = new HttpClient { BaseAddress = _c.BaseAddress };
+        var created = await a.PutAsync("/v1/stream/__ds/subscriptions/orders", new StringContent(
+            new JsonObject { ["type"] = "webhook", ["pattern"] = "orders/*", ["webhook"] = new JsonObject { ["url"] = workerUrl } }.ToJsonString(), Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+
+        // Nodes B and C, which started before the subscription existed, take appends.
+        Assert.Equal(HttpStatusCode.Created, (await b.PutAsync("/v1/stream/orders/1", new StringContent("[]", Encoding.UTF8, "application/json"))).StatusCode);
+        const int Appends = 30;
+        for (var i = 0; i < Appends; i++)
+        {
+            var response = await (i % 2 == 0 ? b : c).PostAsync("/v1/stream/orders/1", new StringContent($"[{{\"n\":{i}}}]", Encoding.UTF8, "application/json"));
+            Assert.True(response.IsSuccessStatusCode);
+            await Task.Delay(20);
+        }
+
+        // Every append is acknowledged by some wake, and no two wakes cover the same range (no change delivered twice).
+        var deadline = DateTime.UtcNow + Timeout;
+        while (true)
+        {
+            using var description = JsonDocument.Parse(await c.GetStringAsync("/v1/stream/__ds/subscriptions/orders"));
+            var acked = description.RootElement.GetProperty("streams").EnumerateArray().Single(s => s.GetProperty("path").GetString() == "orders/1").GetProperty("acked_offset").GetString();
+            if (acked == StreamOffset.Format(Appends))
+            {
+                break;
+            }
+
+            Assert.True(DateTime.UtcNow < deadline, $"acked {acked} after {wakes.Count} wakes");
+            await Task.Delay(100);
+        }
+
+        var ranges = wakes
+            .Select(w => (Generation: w["generation"]!.GetValue<long>(), Stream: w["streams"]!.AsArray().Single(s => s!["path"]!.GetValue<string>() == "orders/1")!))
+            .Select(w => (w.Generation, From: w.Stream["acked_offset"]!.GetValue<string>(), To: w.Stream["tail_offset"]!.GetValue<string>()))
+            .Where(r => r.From != r.To)
+            .OrderBy(r => r.Generation)
+            .ToList();
+        Assert.Equal(ranges.Count, ranges.Select(r => r.Generation).Distinct().Count());
+        for (var i = 1; i < ranges.Count; i++)
+        {
+            Assert.Equal(ranges[i - 1].To, ranges[i].From); // contiguous: nothing skipped, nothing repeated
+        }
+
+        Assert.Equal(StreamOffset.Format(0), ranges[0].From);
+        Assert.Equal(StreamOffset.Format(Appends), ranges[^1].To);
     }
 
     private static string Serialize(List<JsonObject> events) => string.Join('\n', events.Select(e => e.ToJsonString()));

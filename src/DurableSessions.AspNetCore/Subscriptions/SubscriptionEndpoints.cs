@@ -185,7 +185,7 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service)
 
     private async Task GetAsync(HttpContext context, string id)
     {
-        if (service.Get(id) is not { } subscription)
+        if (await service.GetAsync(id, context.RequestAborted).ConfigureAwait(false) is not { } subscription)
         {
             await NotFound(context).ConfigureAwait(false);
             return;

@@ -23,6 +23,8 @@ namespace DurableSessions.AspNetCore.Subscriptions;
 internal sealed partial class SubscriptionService : IHostedService, IAsyncDisposable
 {
     private const string Collection = "subscriptions";
+    private const string MetaCollection = "subscriptions-meta";
+    private static readonly TimeSpan SharedLockLease = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan TickInterval = TimeSpan.FromMilliseconds(200);
 
     private readonly StreamStore _store;
@@ -35,6 +37,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
     private readonly HttpClient _http;
     private readonly CancellationTokenSource _stopping = new();
     private WebhookSigningKeys? _keys;
+    private string? _loadedVersion;
     private Task? _loop;
     private ITimer? _timer;
 
@@ -53,19 +56,19 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
-        _keys = await WebhookSigningKeys.LoadOrCreateAsync(_store, cancellationToken).ConfigureAwait(false);
-        await foreach (var (id, data) in _store.ListDocumentsAsync(Collection, cancellationToken).ConfigureAwait(false))
+        // Under the shared lock, so nodes starting together agree on one set of keys.
+        await using (await _store.AcquireLockAsync(Collection, SharedLockLease, cancellationToken).ConfigureAwait(false))
         {
-            if (Subscription.Deserialize(data) is { } subscription)
-            {
-                _subscriptions[id] = subscription;
-            }
+            _keys = await WebhookSigningKeys.LoadOrCreateAsync(_store, cancellationToken).ConfigureAwait(false);
+            await ReloadAsync(cancellationToken).ConfigureAwait(false);
+            _loadedVersion = await ReadVersionAsync(cancellationToken).ConfigureAwait(false);
         }
 
         _store.Fanout.AddObserver(change =>
         {
-            // Each change is delivered once, by the node that committed it.
-            if (!change.IsRemote && !_subscriptions.IsEmpty)
+            // Each change is delivered once, by the node that committed it. On a shared store another node may have
+            // created a subscription this node has not loaded yet, so every local change is looked at.
+            if (!change.IsRemote && (_store.IsShared || !_subscriptions.IsEmpty))
             {
                 _appends.Writer.TryWrite(change);
             }
@@ -109,7 +112,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 
     public async Task<(int Status, Subscription? Subscription)> PutAsync(string id, SubscriptionConfig config, string baseUrl, CancellationToken cancellationToken)
     {
-        await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             var hash = config.Hash();
@@ -151,15 +154,26 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         }
         finally
         {
-            _lock.Release();
+            await held.DisposeAsync().ConfigureAwait(false);
         }
     }
 
-    public Subscription? Get(string id) => _subscriptions.GetValueOrDefault(id);
+    public async Task<Subscription?> GetAsync(string id, CancellationToken cancellationToken)
+    {
+        if (_store.IsShared)
+        {
+            // Another node may have changed it.
+            await using (await EnterAsync(cancellationToken).ConfigureAwait(false))
+            {
+            }
+        }
+
+        return _subscriptions.GetValueOrDefault(id);
+    }
 
     public async Task<bool> DeleteAsync(string id, CancellationToken cancellationToken)
     {
-        await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             if (!_subscriptions.TryRemove(id, out var subscription))
@@ -169,17 +183,18 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 
             subscription.Deleted = true;
             await _store.DeleteDocumentAsync(Collection, id, cancellationToken).ConfigureAwait(false);
+            await BumpVersionAsync(cancellationToken).ConfigureAwait(false);
             return true;
         }
         finally
         {
-            _lock.Release();
+            await held.DisposeAsync().ConfigureAwait(false);
         }
     }
 
     public async Task<bool> AddStreamsAsync(string id, IReadOnlyList<string> paths, CancellationToken cancellationToken)
     {
-        await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             if (!_subscriptions.TryGetValue(id, out var subscription))
@@ -197,13 +212,13 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         }
         finally
         {
-            _lock.Release();
+            await held.DisposeAsync().ConfigureAwait(false);
         }
     }
 
     public async Task<bool> RemoveStreamAsync(string id, string path, CancellationToken cancellationToken)
     {
-        await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             if (!_subscriptions.TryGetValue(id, out var subscription))
@@ -231,14 +246,14 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         }
         finally
         {
-            _lock.Release();
+            await held.DisposeAsync().ConfigureAwait(false);
         }
     }
 
     /// <summary>Applies a webhook callback or a pull-wake ack. Returns null when fenced.</summary>
     public async Task<AckOutcome> AckAsync(string id, string? token, string? wakeId, long? generation, IReadOnlyList<(string Stream, string Offset)> acks, bool done, CancellationToken cancellationToken)
     {
-        await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             if (!_subscriptions.TryGetValue(id, out var subscription))
@@ -279,13 +294,13 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         }
         finally
         {
-            _lock.Release();
+            await held.DisposeAsync().ConfigureAwait(false);
         }
     }
 
     public async Task<AckOutcome> ReleaseAsync(string id, string? token, string? wakeId, long? generation, CancellationToken cancellationToken)
     {
-        await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             if (!_subscriptions.TryGetValue(id, out var subscription))
@@ -309,13 +324,13 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         }
         finally
         {
-            _lock.Release();
+            await held.DisposeAsync().ConfigureAwait(false);
         }
     }
 
     public async Task<ClaimOutcome> ClaimAsync(string id, string worker, CancellationToken cancellationToken)
     {
-        await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             if (!_subscriptions.TryGetValue(id, out var subscription))
@@ -352,7 +367,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         }
         finally
         {
-            _lock.Release();
+            await held.DisposeAsync().ConfigureAwait(false);
         }
     }
 
@@ -384,7 +399,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         {
             while (await _appends.Reader.WaitToReadAsync(token).ConfigureAwait(false))
             {
-                await _lock.WaitAsync(token).ConfigureAwait(false);
+                var held = await EnterAsync(token).ConfigureAwait(false);
                 try
                 {
                     var tick = false;
@@ -442,7 +457,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
                 }
                 finally
                 {
-                    _lock.Release();
+                    await held.DisposeAsync().ConfigureAwait(false);
                 }
             }
         }
@@ -642,9 +657,16 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             Log.WebhookFailed(_logger, subscription.Id, 0, ex);
         }
 
-        await _lock.WaitAsync().ConfigureAwait(false);
+        var held = await EnterAsync(CancellationToken.None).ConfigureAwait(false);
         try
         {
+            // The current instance: on a shared store it may have been reloaded while the webhook was out.
+            if (_subscriptions.GetValueOrDefault(subscription.Id) is not { } current)
+            {
+                return;
+            }
+
+            subscription = current;
             if (subscription.Deleted || subscription.Generation != generation || subscription.WakeId != wakeId)
             {
                 return;
@@ -690,7 +712,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         }
         finally
         {
-            _lock.Release();
+            await held.DisposeAsync().ConfigureAwait(false);
         }
     }
 
@@ -716,6 +738,104 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         if (!subscription.Deleted)
         {
             await _store.PutDocumentAsync(Collection, subscription.Id, subscription.Serialize(), cancellationToken).ConfigureAwait(false);
+            await BumpVersionAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Marks the stored subscriptions changed, so the other nodes reload them before their next operation.</summary>
+    private async Task BumpVersionAsync(CancellationToken cancellationToken)
+    {
+        if (_store.IsShared)
+        {
+            var version = Guid.NewGuid().ToString("N");
+            await _store.PutDocumentAsync(MetaCollection, "version", System.Text.Encoding.ASCII.GetBytes(version), cancellationToken).ConfigureAwait(false);
+            _loadedVersion = version;
+        }
+    }
+
+    /// <summary>
+    /// Enters the subscriptions' critical section: this process's lock and, on a shared store, the lock of every node,
+    /// with the subscriptions reloaded if another node changed them.
+    /// </summary>
+    private async Task<IAsyncDisposable> EnterAsync(CancellationToken cancellationToken)
+    {
+        await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        if (!_store.IsShared)
+        {
+            return new Held(this, null);
+        }
+
+        IAsyncDisposable? shared = null;
+        try
+        {
+            shared = await _store.AcquireLockAsync(Collection, SharedLockLease, cancellationToken).ConfigureAwait(false);
+            await RefreshAsync(cancellationToken).ConfigureAwait(false);
+            return new Held(this, shared);
+        }
+        catch
+        {
+            if (shared is not null)
+            {
+                await shared.DisposeAsync().ConfigureAwait(false);
+            }
+
+            _lock.Release();
+            throw;
+        }
+    }
+
+    private sealed class Held(SubscriptionService owner, IAsyncDisposable? shared) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            try
+            {
+                if (shared is not null)
+                {
+                    await shared.DisposeAsync().ConfigureAwait(false);
+                }
+            }
+            finally
+            {
+                owner._lock.Release();
+            }
+        }
+    }
+
+    private async Task<string?> ReadVersionAsync(CancellationToken cancellationToken)
+        => await _store.GetDocumentAsync(MetaCollection, "version", cancellationToken).ConfigureAwait(false) is { } stored ? System.Text.Encoding.ASCII.GetString(stored) : null;
+
+    private async Task RefreshAsync(CancellationToken cancellationToken)
+    {
+        var version = await ReadVersionAsync(cancellationToken).ConfigureAwait(false);
+        if (version != _loadedVersion)
+        {
+            await ReloadAsync(cancellationToken).ConfigureAwait(false);
+            _loadedVersion = version;
+        }
+    }
+
+    private async Task ReloadAsync(CancellationToken cancellationToken)
+    {
+        var loaded = new Dictionary<string, Subscription>(StringComparer.Ordinal);
+        await foreach (var (id, data) in _store.ListDocumentsAsync(Collection, cancellationToken).ConfigureAwait(false))
+        {
+            if (Subscription.Deserialize(data) is { } subscription)
+            {
+                loaded[id] = subscription;
+            }
+        }
+
+        // Instances still referenced by work in flight see themselves replaced, as if deleted, and stop.
+        foreach (var (id, old) in _subscriptions)
+        {
+            old.Deleted = true;
+            _subscriptions.TryRemove(id, out _);
+        }
+
+        foreach (var (id, subscription) in loaded)
+        {
+            _subscriptions[id] = subscription;
         }
     }
 
