@@ -21,6 +21,9 @@ public sealed class MultiNodeTests : IAsyncLifetime
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);
     private readonly CancellationTokenSource _stop = new();
+    private readonly ConcurrentQueue<JsonObject> _wakes = new();
+    private readonly ConcurrentQueue<JsonObject> _notifications = new();
+    private WebApplication _receiver = null!;
     private RedisServer _redis = null!;
     private ServerProcess _a = null!;
     private ServerProcess _b = null!;
@@ -28,8 +31,29 @@ public sealed class MultiNodeTests : IAsyncLifetime
 
     public async ValueTask InitializeAsync()
     {
+        // A subscription worker (answers every wake with done) and a notification receiver, for all nodes.
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        _receiver = builder.Build();
+        _receiver.MapPost("/wake", async (HttpContext context) =>
+        {
+            _wakes.Enqueue(JsonNode.Parse(await new StreamReader(context.Request.Body).ReadToEndAsync())!.AsObject());
+            return Results.Json(new { done = true });
+        });
+        _receiver.MapPost("/notify", async (HttpContext context) =>
+        {
+            _notifications.Enqueue(JsonNode.Parse(await new StreamReader(context.Request.Body).ReadToEndAsync())!.AsObject());
+            return Results.Ok();
+        });
+        await _receiver.StartAsync();
+
         _redis = await RedisServer.StartAsync();
-        string[] args = ["--store", "redis", "--redis", _redis.Configuration, "--Sessions:PresenceTimeout=00:00:02", "--Sessions:PresenceSweepInterval=00:00:00.200"];
+        string[] args =
+        [
+            "--store", "redis", "--redis", _redis.Configuration, "--Sessions:PresenceTimeout=00:00:02", "--Sessions:PresenceSweepInterval=00:00:00.200",
+            "--Sessions:NotificationUrl=" + ReceiverUrl("/notify"), "--Sessions:NotificationSecret=multi-node",
+        ];
         _a = await ServerProcess.StartAsync(null, args);
         _b = await ServerProcess.StartAsync(null, args);
         _c = await ServerProcess.StartAsync(null, args);
@@ -42,8 +66,11 @@ public sealed class MultiNodeTests : IAsyncLifetime
         await _b.DisposeAsync();
         await _c.DisposeAsync();
         await _redis.DisposeAsync();
+        await _receiver.DisposeAsync();
         _stop.Dispose();
     }
+
+    private string ReceiverUrl(string path) => _receiver.Urls.First() + path;
 
     private static DurableSessionsClient ClientOf(ServerProcess node, string participant)
         => new(DurableSessionsClientOptions.Default with { BaseAddress = node.BaseAddress, ParticipantId = participant });
@@ -314,19 +341,8 @@ public sealed class MultiNodeTests : IAsyncLifetime
     [Fact]
     public async Task A_subscription_made_on_one_node_wakes_for_appends_through_every_node_once_per_change()
     {
-        // The worker: answers every wake with done, which acknowledges the streams up to the wake's tails.
-        var wakes = new ConcurrentQueue<JsonObject>();
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        builder.Logging.SetMinimumLevel(LogLevel.Warning);
-        await using var worker = builder.Build();
-        worker.MapPost("/wake", async (HttpContext context) =>
-        {
-            wakes.Enqueue(JsonNode.Parse(await new StreamReader(context.Request.Body).ReadToEndAsync())!.AsObject());
-            return Results.Json(new { done = true });
-        });
-        await worker.StartAsync();
-        var workerUrl = worker.Urls.First() + "/wake";
+        var workerUrl = ReceiverUrl("/wake");
+        var wakes = _wakes;
 
         using var a = new HttpClient { BaseAddress = _a.BaseAddress };
         using var b = new HttpClient { BaseAddress = _b.BaseAddress };
@@ -374,6 +390,40 @@ public sealed class MultiNodeTests : IAsyncLifetime
 
         Assert.Equal(StreamOffset.Format(0), ranges[0].From);
         Assert.Equal(StreamOffset.Format(Appends), ranges[^1].To);
+    }
+
+    [Fact]
+    public async Task A_finished_run_is_notified_once_when_the_watcher_left_through_another_node()
+    {
+        using var user = ClientOf(_a, "client:user");
+        using var userOnC = ClientOf(_c, "client:user");
+        using var agentClient = ClientOf(_b, "agent:b");
+        var session = user.Session("notified");
+        await session.CreateAsync();
+        var agent = new SessionAgent(new DemoChatClient(tokensPerSecond: 40), agentClient, new SessionAgentOptions { AgentId = "agent:b" });
+        _ = Task.Run(() => agent.RunAsync("notified", _stop.Token));
+
+        // Watching through A: the run (committed through B) is not notified.
+        await session.HeartbeatAsync();
+        await session.SendMessageAsync("first, while I watch");
+        await WaitForAsync(_c, "notified", s => Runs(s, "finished").Count() == 1);
+
+        // Left through C: the next run is notified, once.
+        await userOnC.Session("notified").LeaveAsync();
+        await Task.Delay(500); // every node's view of presence is refreshed by its sweep (200 ms here)
+        await userOnC.Session("notified").SendMessageAsync("second, after I left");
+        var done = await WaitForAsync(_c, "notified", s => Runs(s, "finished").Count() == 2);
+        var second = Runs(done, "finished").Last()["id"]!.GetValue<string>();
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (_notifications.IsEmpty && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+
+        await Task.Delay(1000); // time for a (wrong) second notification from another node
+        var notification = Assert.Single(_notifications);
+        Assert.Equal(second, notification["runId"]!.GetValue<string>());
+        Assert.Equal("notified", notification["sessionId"]!.GetValue<string>());
     }
 
     private static string Serialize(List<JsonObject> events) => string.Join('\n', events.Select(e => e.ToJsonString()));
