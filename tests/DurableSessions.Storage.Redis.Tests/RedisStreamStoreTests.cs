@@ -127,7 +127,7 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
         await using var primary = await RedisServer.StartAsync();
         await using var plain = await RedisStreamStore.ConnectAsync(new RedisStreamStoreOptions { Configuration = primary.Configuration, KeyPrefix = _prefix });
         await plain.CreateAsync(new CreateStreamRequest { Path = "replicated", ContentType = "text/plain" });
-        var options = new RedisStreamStoreOptions { Configuration = primary.Configuration, KeyPrefix = _prefix, WaitForReplicas = 1, WaitTimeout = TimeSpan.FromMilliseconds(300) };
+        var options = new RedisStreamStoreOptions { Configuration = primary.Configuration, KeyPrefix = _prefix, WaitForReplicas = 1, WaitTimeout = TimeSpan.FromSeconds(2) };
         await using var waiting = await RedisStreamStore.ConnectAsync(options);
         var request = new AppendRequest { Path = "replicated", Data = new StreamPayload("z"u8.ToArray(), 1), Producer = new ProducerStamp("w", 0, 0) };
 
