@@ -41,8 +41,31 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
             }
 
             var raw = context.Request.Path.Value ?? string.Empty;
-            return handler(context, raw.Length > root.Length + 1 ? raw[(root.Length + 1)..] : string.Empty);
+            return Guarded(context, () => handler(context, raw.Length > root.Length + 1 ? raw[(root.Length + 1)..] : string.Empty));
         });
+    }
+
+    /// <summary>
+    /// Answers <c>503</c> with <c>Retry-After</c> when the store cannot be reached: nothing was acknowledged, and a
+    /// retry (deduplicated for idempotent producers) is the client's move. A response already under way is cut.
+    /// </summary>
+    private static async Task Guarded(HttpContext context, Func<Task> handler)
+    {
+        try
+        {
+            await handler().ConfigureAwait(false);
+        }
+        catch (StreamStoreUnavailableException ex)
+        {
+            if (context.Response.HasStarted)
+            {
+                context.Abort();
+                return;
+            }
+
+            context.Response.Headers.RetryAfter = "1";
+            await Problem.Write(context, 503, "STORE_UNAVAILABLE", ex.Message).ConfigureAwait(false);
+        }
     }
 
     /// <summary>Maps the Durable Streams protocol at <c>/v1/stream/{path}</c>, including the reserved <c>__ds</c> control APIs.</summary>
@@ -52,7 +75,7 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
         var control = endpoints.ServiceProvider.GetRequiredService<SubscriptionEndpoints>();
         var access = endpoints.ServiceProvider.GetRequiredService<Auth.AccessControl>();
         var options = endpoints.ServiceProvider.GetRequiredService<IOptions<DurableStreamsOptions>>().Value;
-        return endpoints.Map(StreamPaths.Root + "/{**path}", context => Dispatch(context, handler, control, access, options));
+        return endpoints.Map(StreamPaths.Root + "/{**path}", context => Guarded(context, () => Dispatch(context, handler, control, access, options)));
     }
 
     private static async Task Dispatch(HttpContext context, StreamRequestHandler handler, SubscriptionEndpoints control, Auth.AccessControl access, DurableStreamsOptions options)

@@ -142,7 +142,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 }
             }
 
-            var id = await _db.StringIncrementAsync(_prefix + ":ids").ConfigureAwait(false);
+            var id = await Call(_db.StringIncrementAsync(_prefix + ":ids")).ConfigureAwait(false);
             var info = new StreamInfo
             {
                 Id = id,
@@ -162,7 +162,7 @@ public sealed partial class RedisStreamStore : StreamStore
             };
 
             // Indexed before it exists, so the index is never missing a stream (a stale entry is checked and dropped).
-            await _db.SetAddAsync(_prefix + ":paths", request.Path).ConfigureAwait(false);
+            await Call(_db.SetAddAsync(_prefix + ":paths", request.Path)).ConfigureAwait(false);
             var args = new List<RedisValue>
             {
                 expectedId, _channel.ToString(), _node, _options.InlineNotificationBytes,
@@ -302,7 +302,7 @@ public sealed partial class RedisStreamStore : StreamStore
             while (position < to && total < maxBytes)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                var entries = await _db.StreamRangeAsync(data, "(" + Position(position) + "-0", "+", ReadBatch).ConfigureAwait(false);
+                var entries = await Call(_db.StreamRangeAsync(data, "(" + Position(position) + "-0", "+", ReadBatch)).ConfigureAwait(false);
                 if (entries.Length == 0)
                 {
                     break;
@@ -367,9 +367,9 @@ public sealed partial class RedisStreamStore : StreamStore
             {
                 yield return path;
             }
-            else if (lookup.Status == StreamLookupStatus.NotFound && !await _db.KeyExistsAsync(Keys(path).Meta).ConfigureAwait(false))
+            else if (lookup.Status == StreamLookupStatus.NotFound && !await Call(_db.KeyExistsAsync(Keys(path).Meta)).ConfigureAwait(false))
             {
-                await _db.SetRemoveAsync(_prefix + ":paths", path).ConfigureAwait(false);
+                await Call(_db.SetRemoveAsync(_prefix + ":paths", path)).ConfigureAwait(false);
             }
         }
     }
@@ -380,7 +380,7 @@ public sealed partial class RedisStreamStore : StreamStore
         RedisKey key = _prefix + ":lock:" + name;
         var token = Guid.NewGuid().ToString("N");
         var wait = TimeSpan.FromMilliseconds(2);
-        while (!await _db.LockTakeAsync(key, token, lease).ConfigureAwait(false))
+        while (!await Call(_db.LockTakeAsync(key, token, lease)).ConfigureAwait(false))
         {
             await Task.Delay(wait, cancellationToken).ConfigureAwait(false);
             wait = TimeSpan.FromMilliseconds(Math.Min(50, wait.TotalMilliseconds * 2));
@@ -396,23 +396,23 @@ public sealed partial class RedisStreamStore : StreamStore
 
     /// <inheritdoc />
     public override async ValueTask<byte[]?> GetDocumentAsync(string collection, string key, CancellationToken cancellationToken = default)
-        => (byte[]?)await _db.HashGetAsync(DocumentKey(collection), key).ConfigureAwait(false);
+        => (byte[]?)await Call(_db.HashGetAsync(DocumentKey(collection), key)).ConfigureAwait(false);
 
     /// <inheritdoc />
     public override async ValueTask PutDocumentAsync(string collection, string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken = default)
     {
-        await _db.HashSetAsync(DocumentKey(collection), key, value).ConfigureAwait(false);
+        await Call(_db.HashSetAsync(DocumentKey(collection), key, value)).ConfigureAwait(false);
         await WaitForReplicasAsync().ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     public override async ValueTask DeleteDocumentAsync(string collection, string key, CancellationToken cancellationToken = default)
-        => await _db.HashDeleteAsync(DocumentKey(collection), key).ConfigureAwait(false);
+        => await Call(_db.HashDeleteAsync(DocumentKey(collection), key)).ConfigureAwait(false);
 
     /// <inheritdoc />
     public override async IAsyncEnumerable<KeyValuePair<string, byte[]>> ListDocumentsAsync(string collection, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        foreach (var entry in await _db.HashGetAllAsync(DocumentKey(collection)).ConfigureAwait(false))
+        foreach (var entry in await Call(_db.HashGetAllAsync(DocumentKey(collection))).ConfigureAwait(false))
         {
             cancellationToken.ThrowIfCancellationRequested();
             yield return new KeyValuePair<string, byte[]>((string)entry.Name!, (byte[])entry.Value!);
@@ -462,6 +462,19 @@ public sealed partial class RedisStreamStore : StreamStore
         }
     }
 
+    /// <summary>Awaits a Redis call, reporting a lost or slow connection as the store being unavailable (503).</summary>
+    private static async Task<T> Call<T>(Task<T> call)
+    {
+        try
+        {
+            return await call.ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is RedisConnectionException or RedisTimeoutException)
+        {
+            throw new StreamStoreUnavailableException("Redis is unreachable; nothing was acknowledged.", ex);
+        }
+    }
+
     private async Task WaitForReplicasAsync()
     {
         if (_options.WaitForReplicas <= 0)
@@ -469,7 +482,7 @@ public sealed partial class RedisStreamStore : StreamStore
             return;
         }
 
-        var confirmed = (long)await _db.ExecuteAsync("WAIT", _options.WaitForReplicas, (long)_options.WaitTimeout.TotalMilliseconds).ConfigureAwait(false);
+        var confirmed = (long)await Call(_db.ExecuteAsync("WAIT", _options.WaitForReplicas, (long)_options.WaitTimeout.TotalMilliseconds)).ConfigureAwait(false);
         if (confirmed < _options.WaitForReplicas)
         {
             throw new StreamStoreUnavailableException($"Only {confirmed} of {_options.WaitForReplicas} replicas confirmed the write in time; it is on the primary, and a producer's retry is deduplicated.");
@@ -558,7 +571,7 @@ public sealed partial class RedisStreamStore : StreamStore
         Fanout.Publish(new LiveAppend(id, path, default, closed: false, deleted: true));
         if (outcome == "Hard")
         {
-            await _db.SetRemoveAsync(_prefix + ":paths", path).ConfigureAwait(false);
+            await Call(_db.SetRemoveAsync(_prefix + ":paths", path)).ConfigureAwait(false);
             if ((string)reply[2]! is { Length: > 0 } sourcePath)
             {
                 await ReleaseForkAsync(sourcePath, long.Parse((string)reply[1]!, CultureInfo.InvariantCulture)).ConfigureAwait(false);
@@ -579,7 +592,7 @@ public sealed partial class RedisStreamStore : StreamStore
             }
 
             Fanout.Publish(new LiveAppend(sourceId, sourcePath, default, closed: false, deleted: true));
-            await _db.SetRemoveAsync(_prefix + ":paths", sourcePath).ConfigureAwait(false);
+            await Call(_db.SetRemoveAsync(_prefix + ":paths", sourcePath)).ConfigureAwait(false);
             if ((string)reply[2]! is not { Length: > 0 } next)
             {
                 return;
@@ -611,10 +624,10 @@ public sealed partial class RedisStreamStore : StreamStore
             var path = Encoding.UTF8.GetString(bytes, newline + 1, pathBytes);
             ReadOnlyMemory<byte> data = dataBytes >= 0
                 ? bytes.AsMemory(newline + 1 + pathBytes, dataBytes)
-                : (byte[])(await _db.StreamRangeAsync(Keys(path).Data, Position(end) + "-0", Position(end) + "-0", 1).ConfigureAwait(false)).FirstOrDefault()["d"]!;
+                : (byte[])(await Call(_db.StreamRangeAsync(Keys(path).Data, Position(end) + "-0", Position(end) + "-0", 1)).ConfigureAwait(false)).FirstOrDefault()["d"]!;
             Fanout.Publish(new LiveAppend(id, path, new StreamChunk(start, end, data), header[4] == "1", header[5] == "1", remote: true));
         }
-        catch (Exception ex) when (ex is RedisException or FormatException or IndexOutOfRangeException or ArgumentException)
+        catch (Exception ex) when (ex is RedisException or StreamStoreUnavailableException or FormatException or IndexOutOfRangeException or ArgumentException)
         {
             Log.ChangeFailed(_logger, ex);
         }
@@ -624,7 +637,7 @@ public sealed partial class RedisStreamStore : StreamStore
     {
         try
         {
-            var reply = (RedisResult[])(await _db.ExecuteAsync("CONFIG", "GET", "append*").ConfigureAwait(false))!;
+            var reply = (RedisResult[])(await Call(_db.ExecuteAsync("CONFIG", "GET", "append*")).ConfigureAwait(false))!;
             var config = new Dictionary<string, string>(StringComparer.Ordinal);
             for (var i = 0; i + 1 < reply.Length; i += 2)
             {
@@ -638,7 +651,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 Log.WeakPersistence(_logger, aof, fsync);
             }
         }
-        catch (Exception ex) when (ex is RedisException or RedisCommandException or InvalidCastException)
+        catch (Exception ex) when (ex is RedisException or RedisCommandException or InvalidCastException or StreamStoreUnavailableException)
         {
             // CONFIG may be disabled (managed Redis); the operator knows the settings.
         }

@@ -97,6 +97,9 @@ public sealed class RedisServer : IAsyncDisposable
         }
     }
 
+    /// <summary>Starts the server again after <see cref="KillAsync"/>, on the same port and append-only file.</summary>
+    public Task StartAgainAsync() => LaunchAsync();
+
     public async Task RestartAsync()
     {
         await KillAsync();
