@@ -43,8 +43,8 @@ internal static class RedisScripts
         local m = redis.call('HMGET', KEYS[1], 'id', 'tail', 'closed', 'media', 'seq', 'sdel', 'exp', 'ttl', 'access', 'cbp', 'cbe', 'cbs', 'path')
         if not m[1] then return {'NotFound', 0, 0, 0, 0} end
         local now = tonumber(ARGV[1])
-        if expired({m[7], m[8], m[9]}, now) then return {'Expired', 0, 0, 0, 0} end
         if m[6] == '1' then return {'Gone', 0, 0, 0, 0} end
+        if expired({m[7], m[8], m[9]}, now) then return {'Expired', 0, 0, 0, 0} end
         local tail = tonumber(m[2])
         local units = tonumber(ARGV[4])
         local close = ARGV[5] == '1'
@@ -116,37 +116,37 @@ internal static class RedisScripts
         """;
 
     /// <summary>
-    /// Create (or replace an expired incarnation): compare-and-set on the current incarnation id, then write the
-    /// metadata and the initial data. ARGV: expected id ('' = none may exist), channel, node, inline limit, initial
-    /// data, units, start, closed, then the metadata's field/value pairs. Returns 'OK' or 'Retry'.
+    /// Create: only where no incarnation exists (an expired one is deleted first, through <see cref="Delete"/>, which
+    /// respects its forks and releases its own fork source). ARGV: channel, node, inline limit, initial data, units,
+    /// start, closed, then the metadata's field/value pairs. Returns 'OK' or 'Retry'.
     /// </summary>
     public const string Create = Common + "\n" + """
-        local current = redis.call('HGET', KEYS[1], 'id')
-        if (ARGV[1] == '' and current) or (ARGV[1] ~= '' and current ~= ARGV[1]) then return 'Retry' end
-        if current then redis.call('DEL', KEYS[1], KEYS[2], KEYS[3]) end
+        if redis.call('EXISTS', KEYS[1]) == 1 then return 'Retry' end
         local fields = {}
-        for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+        for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
         redis.call('HSET', KEYS[1], unpack(fields))
-        local units = tonumber(ARGV[6])
-        local start = tonumber(ARGV[7])
+        local units = tonumber(ARGV[5])
+        local start = tonumber(ARGV[6])
         local data = nil
         if units > 0 then
-          redis.call('XADD', KEYS[2], n2s(start + units) .. '-0', 's', n2s(start), 'd', ARGV[5])
-          data = ARGV[5]
+          redis.call('XADD', KEYS[2], n2s(start + units) .. '-0', 's', n2s(start), 'd', ARGV[4])
+          data = ARGV[4]
         end
         local id = redis.call('HGET', KEYS[1], 'id')
         local path = redis.call('HGET', KEYS[1], 'path')
-        publish(ARGV[2], ARGV[3], id, path, start, start + units, ARGV[8], '0', data, tonumber(ARGV[4]))
+        publish(ARGV[1], ARGV[2], id, path, start, start + units, ARGV[7], '0', data, tonumber(ARGV[3]))
         return 'OK'
         """;
 
     /// <summary>
     /// Delete one incarnation: soft when forks still read from it, otherwise remove its keys. ARGV: id, channel, node.
-    /// Returns {'Retry'} when the incarnation is no longer there, {'Soft'}, or {'Hard', fork source id, fork source path}.
+    /// Returns {'Retry'} when the incarnation is no longer there, {'Gone'} when it is already soft-deleted, {'Soft'}, or
+    /// {'Hard', fork source id, fork source path}.
     /// </summary>
     public const string Delete = Common + "\n" + """
-        local m = redis.call('HMGET', KEYS[1], 'id', 'forks', 'fsid', 'fspath', 'path', 'tail', 'closed')
+        local m = redis.call('HMGET', KEYS[1], 'id', 'forks', 'fsid', 'fspath', 'path', 'tail', 'closed', 'sdel')
         if not m[1] or m[1] ~= ARGV[1] then return {'Retry'} end
+        if m[8] == '1' then return {'Gone'} end
         local tail = tonumber(m[6])
         if tonumber(m[2] or '0') > 0 then
           redis.call('HSET', KEYS[1], 'sdel', '1')
@@ -159,15 +159,16 @@ internal static class RedisScripts
         """;
 
     /// <summary>
-    /// Registers (+1) or releases (-1) a fork on its source. ARGV: source id, delta, channel, node. A release that
+    /// Registers (+1) or releases (-1) a fork on its source. ARGV: source id, delta, channel, node, now. A release that
     /// leaves a soft-deleted source without forks removes it. Returns {'Missing'}, {'Gone'}, {'OK'} or
     /// {'Hard', its own source id, its own source path}.
     /// </summary>
     public const string Fork = Common + "\n" + """
-        local m = redis.call('HMGET', KEYS[1], 'id', 'sdel', 'fsid', 'fspath', 'path', 'tail', 'closed')
+        local m = redis.call('HMGET', KEYS[1], 'id', 'sdel', 'fsid', 'fspath', 'path', 'tail', 'closed', 'exp', 'ttl', 'access')
         if not m[1] or m[1] ~= ARGV[1] then return {'Missing'} end
         local delta = tonumber(ARGV[2])
         if delta > 0 and m[2] == '1' then return {'Gone'} end
+        if delta > 0 and expired({m[8], m[9], m[10]}, tonumber(ARGV[5])) then return {'Missing'} end
         local forks = redis.call('HINCRBY', KEYS[1], 'forks', delta)
         if forks <= 0 and m[2] == '1' then
           redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
@@ -176,6 +177,15 @@ internal static class RedisScripts
           return {'Hard', m[3] or '', m[4] or ''}
         end
         return {'OK'}
+        """;
+
+    /// <summary>
+    /// Reads records of one incarnation: nil when the stream at the path is no longer that incarnation (its records
+    /// would be another's). ARGV: id, exclusive start entry id, count.
+    /// </summary>
+    public const string Read = """
+        if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then return false end
+        return redis.call('XRANGE', KEYS[2], ARGV[2], '+', 'COUNT', ARGV[3])
         """;
 
     /// <summary>Resets the sliding TTL of one incarnation. ARGV: id, now.</summary>

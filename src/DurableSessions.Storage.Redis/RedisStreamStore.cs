@@ -83,7 +83,6 @@ public sealed partial class RedisStreamStore : StreamStore
         {
             var now = TimeProvider.GetUtcNow();
             var existing = await LoadAsync(keys).ConfigureAwait(false);
-            string expectedId = string.Empty;
             if (existing is not null)
             {
                 if (!existing.IsExpiredAt(now) || existing.SoftDeleted || existing.ForkCount > 0)
@@ -92,7 +91,9 @@ public sealed partial class RedisStreamStore : StreamStore
                     return new CreateStreamResult(CreateRules.SameConfiguration(live, request) ? CreateStreamStatus.AlreadyExists : CreateStreamStatus.Conflict, live);
                 }
 
-                expectedId = Id(existing.Id);
+                // Expired: removed the way a delete removes it (its forks, its own source, its readers), then created anew.
+                await DeleteIncarnationAsync(request.Path, existing.Id).ConfigureAwait(false);
+                continue;
             }
 
             StreamInfo? source = null;
@@ -134,7 +135,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 }
 
                 // Registered on the source first, so the source cannot vanish underneath the fork.
-                var registered = (RedisResult[])(await ScriptAsync(RedisScripts.Fork, Keys(sourcePath), [Id(source.Id), 1, _channel.ToString(), _node]).ConfigureAwait(false))!;
+                var registered = (RedisResult[])(await ScriptAsync(RedisScripts.Fork, Keys(sourcePath), [Id(source.Id), 1, _channel.ToString(), _node, now.ToUnixTimeMilliseconds()]).ConfigureAwait(false))!;
                 var outcome = (string)registered[0]!;
                 if (outcome != "OK")
                 {
@@ -142,6 +143,24 @@ public sealed partial class RedisStreamStore : StreamStore
                 }
             }
 
+            var created = await TryCreateAsync(request, keys, contentType, ttl, expiresAt, source, forkPosition, forkOffset, now).ConfigureAwait(false);
+            if (created is not null)
+            {
+                return new CreateStreamResult(CreateStreamStatus.Created, created);
+            }
+        }
+
+        throw new StreamStoreUnavailableException("The stream kept changing while it was being created; try again.");
+    }
+
+    /// <summary>Writes a new incarnation; null when another node created one at the path first.</summary>
+    private async Task<StreamInfo?> TryCreateAsync(CreateStreamRequest request, StreamKeys keys, string contentType, long? ttl, DateTimeOffset? expiresAt, StreamInfo? source, long forkPosition, long forkOffset, DateTimeOffset now)
+    {
+        var written = false;
+        try
+        {
+            // Indexed before it exists, so the index is never missing a stream (a stale entry is checked and dropped).
+            await Call(_db.SetAddAsync(_prefix + ":paths", request.Path)).ConfigureAwait(false);
             var id = await Call(_db.StringIncrementAsync(_prefix + ":ids")).ConfigureAwait(false);
             var info = new StreamInfo
             {
@@ -161,31 +180,32 @@ public sealed partial class RedisStreamStore : StreamStore
                 ForkSubOffset = request.ForkSubOffset,
             };
 
-            // Indexed before it exists, so the index is never missing a stream (a stale entry is checked and dropped).
-            await Call(_db.SetAddAsync(_prefix + ":paths", request.Path)).ConfigureAwait(false);
             var args = new List<RedisValue>
             {
-                expectedId, _channel.ToString(), _node, _options.InlineNotificationBytes,
+                _channel.ToString(), _node, _options.InlineNotificationBytes,
                 request.InitialData.Data, request.InitialData.Units, forkPosition, request.Closed ? "1" : "0",
             };
             args.AddRange(MetaFields(info));
-            var created = (string)(await ScriptAsync(RedisScripts.Create, keys, [.. args]).ConfigureAwait(false))!;
-            if (created != "OK")
+            written = (string)(await ScriptAsync(RedisScripts.Create, keys, [.. args]).ConfigureAwait(false))! == "OK";
+            if (!written)
             {
-                if (source is not null)
-                {
-                    await ReleaseForkAsync(source.Path, source.Id).ConfigureAwait(false);
-                }
-
-                continue; // another node created or replaced it meanwhile: look again
+                return null;
             }
 
+            // Again, in case a concurrent listing dropped the entry between the first add and the create.
+            await Call(_db.SetAddAsync(_prefix + ":paths", request.Path)).ConfigureAwait(false);
             Fanout.Publish(new LiveAppend(id, info.Path, new StreamChunk(forkPosition, info.TailPosition, request.InitialData.Data), info.Closed));
-            await WaitForReplicasAsync().ConfigureAwait(false);
-            return new CreateStreamResult(CreateStreamStatus.Created, info);
+            await WaitForReplicasAsync(keys.Meta).ConfigureAwait(false);
+            return info;
         }
-
-        throw new StreamStoreUnavailableException("The stream kept changing while it was being created; try again.");
+        finally
+        {
+            // A fork that was not created gives its registration on the source back, whatever went wrong.
+            if (!written && source is not null)
+            {
+                await ReleaseForkAsync(source.Path, source.Id).ConfigureAwait(false);
+            }
+        }
     }
 
     /// <inheritdoc />
@@ -214,21 +234,23 @@ public sealed partial class RedisStreamStore : StreamStore
         };
         if (status == "Expired")
         {
-            _ = ExpireAsync(request.Path);
-            return result;
+            // Removed now; one that forks still read from stays, soft-deleted, and answers Gone from here on.
+            await ExpireAsync(request.Path).ConfigureAwait(false);
+            return await LoadAsync(keys).ConfigureAwait(false) is { SoftDeleted: true } ? result with { Status = AppendStatus.Gone } : result;
+        }
+
+        if (result.Status == AppendStatus.Appended)
+        {
+            // Published here at once, whatever the replicas say: the other nodes already have the notification.
+            var start = result.TailPosition - request.Data.Units;
+            var id = long.Parse((string)reply[5]!, CultureInfo.InvariantCulture);
+            Fanout.Publish(new LiveAppend(id, request.Path, new StreamChunk(start, result.TailPosition, request.Data.Data), result.Closed));
         }
 
         if (result.Status is AppendStatus.Appended or AppendStatus.Duplicate)
         {
             // A duplicate is acknowledged too, so it waits for the replicas as well: the original may not have.
-            await WaitForReplicasAsync().ConfigureAwait(false);
-        }
-
-        if (result.Status == AppendStatus.Appended)
-        {
-            var start = result.TailPosition - request.Data.Units;
-            var id = long.Parse((string)reply[5]!, CultureInfo.InvariantCulture);
-            Fanout.Publish(new LiveAppend(id, request.Path, new StreamChunk(start, result.TailPosition, request.Data.Data), result.Closed));
+            await WaitForReplicasAsync(keys.Meta).ConfigureAwait(false);
         }
 
         return result;
@@ -280,6 +302,11 @@ public sealed partial class RedisStreamStore : StreamStore
                 continue;
             }
 
+            if (outcome == "Gone")
+            {
+                return DeleteStreamStatus.Gone; // another request soft-deleted it first
+            }
+
             return expired ? DeleteStreamStatus.NotFound : DeleteStreamStatus.Deleted;
         }
 
@@ -298,27 +325,24 @@ public sealed partial class RedisStreamStore : StreamStore
         foreach (var (owner, from, to) in segments)
         {
             var position = Math.Max(from, next);
-            var data = Keys(owner.Path).Data;
             while (position < to && total < maxBytes)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                var entries = await Call(_db.StreamRangeAsync(data, "(" + Position(position) + "-0", "+", ReadBatch)).ConfigureAwait(false);
-                if (entries.Length == 0)
+                var entries = await ReadRecordsAsync(owner, "(" + Position(position) + "-0", ReadBatch).ConfigureAwait(false);
+                if (entries.Count == 0)
                 {
                     break;
                 }
 
-                foreach (var entry in entries)
+                foreach (var (start, end, bytes) in entries)
                 {
-                    var end = ParsePosition(entry.Id);
-                    var start = (long)entry["s"];
                     if (start >= to)
                     {
                         position = to;
                         break;
                     }
 
-                    var chunk = Slice(stream.IsJson, start, end, (byte[])entry["d"]!, position, to);
+                    var chunk = Slice(stream.IsJson, start, end, bytes, position, to);
                     chunks.Add(chunk);
                     total += chunk.Data.Length;
                     position = chunk.End;
@@ -329,7 +353,7 @@ public sealed partial class RedisStreamStore : StreamStore
                     }
                 }
 
-                if (entries.Length < ReadBatch)
+                if (entries.Count < ReadBatch)
                 {
                     break;
                 }
@@ -369,7 +393,7 @@ public sealed partial class RedisStreamStore : StreamStore
             }
             else if (lookup.Status == StreamLookupStatus.NotFound && !await Call(_db.KeyExistsAsync(Keys(path).Meta)).ConfigureAwait(false))
             {
-                await Call(_db.SetRemoveAsync(_prefix + ":paths", path)).ConfigureAwait(false);
+                await UnindexAsync(path).ConfigureAwait(false);
             }
         }
     }
@@ -402,7 +426,7 @@ public sealed partial class RedisStreamStore : StreamStore
     public override async ValueTask PutDocumentAsync(string collection, string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken = default)
     {
         await Call(_db.HashSetAsync(DocumentKey(collection), key, value)).ConfigureAwait(false);
-        await WaitForReplicasAsync().ConfigureAwait(false);
+        await WaitForReplicasAsync(DocumentKey(collection)).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -475,14 +499,20 @@ public sealed partial class RedisStreamStore : StreamStore
         }
     }
 
-    private async Task WaitForReplicasAsync()
+    /// <summary>Waits for the replicas of the primary that holds <paramref name="key"/> (in a cluster, the key's own primary).</summary>
+    private async Task WaitForReplicasAsync(RedisKey key)
     {
         if (_options.WaitForReplicas <= 0)
         {
             return;
         }
 
-        var confirmed = (long)await Call(_db.ExecuteAsync("WAIT", _options.WaitForReplicas, (long)_options.WaitTimeout.TotalMilliseconds)).ConfigureAwait(false);
+        var endpoint = await Call(_db.IdentifyEndpointAsync(key)).ConfigureAwait(false);
+        var server = endpoint is null ? null : _redis.GetServer(endpoint);
+        var wait = server is null
+            ? _db.ExecuteAsync("WAIT", _options.WaitForReplicas, (long)_options.WaitTimeout.TotalMilliseconds)
+            : server.ExecuteAsync("WAIT", _options.WaitForReplicas, (long)_options.WaitTimeout.TotalMilliseconds);
+        var confirmed = (long)await Call(wait).ConfigureAwait(false);
         if (confirmed < _options.WaitForReplicas)
         {
             throw new StreamStoreUnavailableException($"Only {confirmed} of {_options.WaitForReplicas} replicas confirmed the write in time; it is on the primary, and a producer's retry is deduplicated.");
@@ -528,6 +558,41 @@ public sealed partial class RedisStreamStore : StreamStore
         }
     }
 
+    /// <summary>Records of one incarnation from an entry id (inclusive, or exclusive with a leading '('); none once the stream at its path is another incarnation.</summary>
+    private async Task<List<(long Start, long End, byte[] Data)>> ReadRecordsAsync(StreamInfo owner, string from, int count)
+    {
+        var records = new List<(long, long, byte[])>();
+        var reply = await ScriptAsync(RedisScripts.Read, Keys(owner.Path), [Id(owner.Id), from, count]).ConfigureAwait(false);
+        if (reply.IsNull || reply.Resp2Type != ResultType.Array)
+        {
+            return records;
+        }
+
+        foreach (var entry in (RedisResult[])reply!)
+        {
+            var parts = (RedisResult[])entry!;
+            var fields = (RedisResult[])parts[1]!;
+            long start = 0;
+            byte[]? data = null;
+            for (var i = 0; i + 1 < fields.Length; i += 2)
+            {
+                switch ((string)fields[i]!)
+                {
+                    case "s":
+                        start = long.Parse((string)fields[i + 1]!, CultureInfo.InvariantCulture);
+                        break;
+                    case "d":
+                        data = (byte[])fields[i + 1]!;
+                        break;
+                }
+            }
+
+            records.Add((start, ParsePosition((string)parts[0]!), data ?? []));
+        }
+
+        return records;
+    }
+
     private static StreamChunk Slice(bool json, long rowStart, long rowEnd, byte[] data, long from, long to)
     {
         var start = Math.Max(rowStart, from);
@@ -563,15 +628,15 @@ public sealed partial class RedisStreamStore : StreamStore
     {
         var reply = (RedisResult[])(await ScriptAsync(RedisScripts.Delete, Keys(path), [Id(id), _channel.ToString(), _node]).ConfigureAwait(false))!;
         var outcome = (string)reply[0]!;
-        if (outcome == "Retry")
+        if (outcome is "Retry" or "Gone")
         {
-            return null;
+            return outcome == "Gone" ? outcome : null;
         }
 
         Fanout.Publish(new LiveAppend(id, path, default, closed: false, deleted: true));
         if (outcome == "Hard")
         {
-            await Call(_db.SetRemoveAsync(_prefix + ":paths", path)).ConfigureAwait(false);
+            await UnindexAsync(path).ConfigureAwait(false);
             if ((string)reply[2]! is { Length: > 0 } sourcePath)
             {
                 await ReleaseForkAsync(sourcePath, long.Parse((string)reply[1]!, CultureInfo.InvariantCulture)).ConfigureAwait(false);
@@ -579,6 +644,16 @@ public sealed partial class RedisStreamStore : StreamStore
         }
 
         return outcome;
+    }
+
+    /// <summary>Drops a path from the index, unless a stream was created there meanwhile (then it stays listed).</summary>
+    private async Task UnindexAsync(string path)
+    {
+        await Call(_db.SetRemoveAsync(_prefix + ":paths", path)).ConfigureAwait(false);
+        if (await Call(_db.KeyExistsAsync(Keys(path).Meta)).ConfigureAwait(false))
+        {
+            await Call(_db.SetAddAsync(_prefix + ":paths", path)).ConfigureAwait(false);
+        }
     }
 
     private async Task ReleaseForkAsync(string sourcePath, long sourceId)
@@ -592,7 +667,7 @@ public sealed partial class RedisStreamStore : StreamStore
             }
 
             Fanout.Publish(new LiveAppend(sourceId, sourcePath, default, closed: false, deleted: true));
-            await Call(_db.SetRemoveAsync(_prefix + ":paths", sourcePath)).ConfigureAwait(false);
+            await UnindexAsync(sourcePath).ConfigureAwait(false);
             if ((string)reply[2]! is not { Length: > 0 } next)
             {
                 return;
@@ -622,9 +697,23 @@ public sealed partial class RedisStreamStore : StreamStore
             var pathBytes = int.Parse(header[6], CultureInfo.InvariantCulture);
             var dataBytes = int.Parse(header[7], CultureInfo.InvariantCulture);
             var path = Encoding.UTF8.GetString(bytes, newline + 1, pathBytes);
-            ReadOnlyMemory<byte> data = dataBytes >= 0
-                ? bytes.AsMemory(newline + 1 + pathBytes, dataBytes)
-                : (byte[])(await Call(_db.StreamRangeAsync(Keys(path).Data, Position(end) + "-0", Position(end) + "-0", 1)).ConfigureAwait(false)).FirstOrDefault()["d"]!;
+            ReadOnlyMemory<byte> data;
+            if (dataBytes >= 0)
+            {
+                data = bytes.AsMemory(newline + 1 + pathBytes, dataBytes);
+            }
+            else
+            {
+                var owner = new StreamInfo { Id = id, Path = path, ContentType = string.Empty, TailPosition = end };
+                var records = await ReadRecordsAsync(owner, Position(end) + "-0", 1).ConfigureAwait(false);
+                if (records.Count == 0 || records[0].End != end)
+                {
+                    return; // that incarnation is gone; its deletion is announced separately
+                }
+
+                data = records[0].Data;
+            }
+
             Fanout.Publish(new LiveAppend(id, path, new StreamChunk(start, end, data), header[4] == "1", header[5] == "1", remote: true));
         }
         catch (Exception ex) when (ex is RedisException or StreamStoreUnavailableException or FormatException or IndexOutOfRangeException or ArgumentException)

@@ -27,14 +27,17 @@ public sealed partial class SqliteStreamStore
 
         protected abstract T Run(BatchContext context);
 
-        /// <summary>Finds a live stream, removing it first (in this batch) if it has expired.</summary>
+        /// <summary>
+        /// Finds a live stream, removing it first (in this batch) if it has expired. One that expired while forks still
+        /// read from it is returned soft-deleted: its path stays taken until the last fork goes.
+        /// </summary>
         protected static StreamInfo? FindLive(BatchContext context, string path)
         {
             var info = context.Find(path);
             if (info is not null && !info.SoftDeleted && context.IsExpired(info))
             {
                 ExpireStream(context, info);
-                return null;
+                return info.ForkCount > 0 ? info with { SoftDeleted = true } : null;
             }
 
             return info;

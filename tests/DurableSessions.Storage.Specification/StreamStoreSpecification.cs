@@ -228,6 +228,22 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_source_that_expired_with_living_forks_is_gone_and_keeps_its_path()
+    {
+        var store = await Open();
+        await Create(store, "origin", ttl: 10);
+        Assert.Equal(CreateStreamStatus.Created, (await Create(store, "branch", contentType: "text/plain", ttl: 3600, forkedFrom: "origin")).Status);
+        Clock.Advance(TimeSpan.FromSeconds(11));
+
+        Assert.Equal(AppendStatus.Gone, (await Append(store, "origin", "late")).Status);
+        Assert.Equal(CreateStreamStatus.Conflict, (await Create(store, "origin")).Status);
+
+        // The store goes on serving everything else.
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "branch", "more")).Status);
+        Assert.Equal(CreateStreamStatus.Created, (await Create(store, "elsewhere")).Status);
+    }
+
+    [Fact]
     public async Task Absolute_expiry_is_not_extended_by_access()
     {
         var store = await Open();
