@@ -109,6 +109,13 @@ public sealed class BadInputTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_unknown_store_stops_the_server_at_start_instead_of_falling_back()
+    {
+        var failure = await Assert.ThrowsAsync<InvalidOperationException>(() => ServerProcess.StartAsync(null, "--store", "postgres"));
+        Assert.Contains("exited", failure.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Oversized_body_without_content_length_is_rejected_with_413()
     {
         await _server.Client.PutAsync("/v1/stream/bad/bytes", new ByteArrayContent([]) { Headers = { { "Content-Type", "application/octet-stream" } } });
