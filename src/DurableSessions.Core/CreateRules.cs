@@ -1,8 +1,40 @@
 namespace DurableSessions;
 
-/// <summary>When a create request for an existing stream is an idempotent repeat, shared by every store.</summary>
+/// <summary>
+/// The rules of a create request, shared by every store: what the new stream's settings are (a fork inherits from its
+/// source) and when a request for an existing stream is an idempotent repeat.
+/// </summary>
 public static class CreateRules
 {
+    /// <summary>
+    /// Decides the new stream's settings. <paramref name="source"/> is the live fork source (the store has already
+    /// answered a missing or soft-deleted one), or null for a plain stream.
+    /// </summary>
+    public static CreatePlan Plan(CreateStreamRequest request, StreamInfo? source)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (source is null)
+        {
+            return new CreatePlan(null, request.ContentType ?? StreamContentType.Default, request.TtlSeconds, request.ExpiresAt, 0, 0);
+        }
+
+        if (request.ContentType is { } requested && !StreamContentType.Matches(requested, source.ContentType))
+        {
+            return CreatePlan.Rejected(CreateStreamStatus.ContentTypeMismatch);
+        }
+
+        var forkOffset = request.ForkOffset ?? source.TailPosition;
+        var forkPosition = forkOffset + request.ForkSubOffset;
+        if (forkOffset > source.TailPosition || forkPosition > source.TailPosition || (request.ForkSubOffset > 0 && request.ForkOffset is null))
+        {
+            return CreatePlan.Rejected(CreateStreamStatus.InvalidForkOffset);
+        }
+
+        // A fork without its own expiry inherits the source's.
+        var inherit = request.TtlSeconds is null && request.ExpiresAt is null;
+        return new CreatePlan(null, source.ContentType, inherit ? source.TtlSeconds : request.TtlSeconds, inherit ? source.ExpiresAt : request.ExpiresAt, forkOffset, forkPosition);
+    }
+
     /// <summary>Whether <paramref name="request"/> asks for exactly the stream <paramref name="existing"/> already is.</summary>
     public static bool SameConfiguration(StreamInfo existing, CreateStreamRequest request)
     {
@@ -36,4 +68,16 @@ public static class CreateRules
 
     private static bool SameInstant(DateTimeOffset? a, DateTimeOffset? b)
         => a?.ToUnixTimeMilliseconds() == b?.ToUnixTimeMilliseconds();
+}
+
+/// <summary>The outcome of <see cref="CreateRules.Plan"/>.</summary>
+/// <param name="Rejection">Why the request is refused, or null.</param>
+/// <param name="ContentType">The new stream's content type.</param>
+/// <param name="TtlSeconds">Its sliding TTL.</param>
+/// <param name="ExpiresAt">Its absolute expiry.</param>
+/// <param name="ForkOffset">The fork anchor offset (0 for a plain stream).</param>
+/// <param name="ForkPosition">Where the fork's own data starts (0 for a plain stream).</param>
+public readonly record struct CreatePlan(CreateStreamStatus? Rejection, string ContentType, long? TtlSeconds, DateTimeOffset? ExpiresAt, long ForkOffset, long ForkPosition)
+{
+    internal static CreatePlan Rejected(CreateStreamStatus status) => new(status, string.Empty, null, null, 0, 0);
 }

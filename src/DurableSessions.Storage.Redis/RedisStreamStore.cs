@@ -97,11 +97,6 @@ public sealed partial class RedisStreamStore : StreamStore
             }
 
             StreamInfo? source = null;
-            var contentType = request.ContentType ?? StreamContentType.Default;
-            var ttl = request.TtlSeconds;
-            var expiresAt = request.ExpiresAt;
-            long forkPosition = 0;
-            long forkOffset = 0;
             if (request.ForkedFrom is { } sourcePath)
             {
                 source = await LoadAsync(Keys(sourcePath)).ConfigureAwait(false);
@@ -114,28 +109,18 @@ public sealed partial class RedisStreamStore : StreamStore
                 {
                     return new CreateStreamResult(CreateStreamStatus.SourceGone, null);
                 }
+            }
 
-                if (request.ContentType is { } requested && !StreamContentType.Matches(requested, source.ContentType))
-                {
-                    return new CreateStreamResult(CreateStreamStatus.ContentTypeMismatch, null);
-                }
+            var plan = CreateRules.Plan(request, source);
+            if (plan.Rejection is { } refused)
+            {
+                return new CreateStreamResult(refused, null);
+            }
 
-                contentType = source.ContentType;
-                forkOffset = request.ForkOffset ?? source.TailPosition;
-                forkPosition = forkOffset + request.ForkSubOffset;
-                if (forkOffset > source.TailPosition || forkPosition > source.TailPosition || (request.ForkSubOffset > 0 && request.ForkOffset is null))
-                {
-                    return new CreateStreamResult(CreateStreamStatus.InvalidForkOffset, null);
-                }
-
-                if (ttl is null && expiresAt is null)
-                {
-                    ttl = source.TtlSeconds;
-                    expiresAt = source.ExpiresAt;
-                }
-
+            if (source is not null)
+            {
                 // Registered on the source first, so the source cannot vanish underneath the fork.
-                var registered = (RedisResult[])(await ScriptAsync(RedisScripts.Fork, Keys(sourcePath), [Id(source.Id), 1, _channel.ToString(), _node, now.ToUnixTimeMilliseconds()]).ConfigureAwait(false))!;
+                var registered = (RedisResult[])(await ScriptAsync(RedisScripts.Fork, Keys(source.Path), [Id(source.Id), 1, _channel.ToString(), _node, now.ToUnixTimeMilliseconds()]).ConfigureAwait(false))!;
                 var outcome = (string)registered[0]!;
                 if (outcome != "OK")
                 {
@@ -143,7 +128,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 }
             }
 
-            var created = await TryCreateAsync(request, keys, contentType, ttl, expiresAt, source, forkPosition, forkOffset, now).ConfigureAwait(false);
+            var created = await TryCreateAsync(request, keys, plan, source, now).ConfigureAwait(false);
             if (created is not null)
             {
                 return new CreateStreamResult(CreateStreamStatus.Created, created);
@@ -154,8 +139,9 @@ public sealed partial class RedisStreamStore : StreamStore
     }
 
     /// <summary>Writes a new incarnation; null when another node created one at the path first.</summary>
-    private async Task<StreamInfo?> TryCreateAsync(CreateStreamRequest request, StreamKeys keys, string contentType, long? ttl, DateTimeOffset? expiresAt, StreamInfo? source, long forkPosition, long forkOffset, DateTimeOffset now)
+    private async Task<StreamInfo?> TryCreateAsync(CreateStreamRequest request, StreamKeys keys, CreatePlan plan, StreamInfo? source, DateTimeOffset now)
     {
+        var forkPosition = plan.ForkPosition;
         var written = false;
         try
         {
@@ -166,17 +152,17 @@ public sealed partial class RedisStreamStore : StreamStore
             {
                 Id = id,
                 Path = request.Path,
-                ContentType = contentType,
+                ContentType = plan.ContentType,
                 TailPosition = forkPosition + request.InitialData.Units,
                 Closed = request.Closed,
-                TtlSeconds = ttl,
-                ExpiresAt = expiresAt,
+                TtlSeconds = plan.TtlSeconds,
+                ExpiresAt = plan.ExpiresAt,
                 CreatedAt = now,
                 LastAccessAt = now,
                 ForkSourceId = source?.Id,
                 ForkSourcePath = source?.Path,
                 ForkPosition = forkPosition,
-                ForkOffset = forkOffset,
+                ForkOffset = plan.ForkOffset,
                 ForkSubOffset = request.ForkSubOffset,
             };
 

@@ -70,11 +70,6 @@ public sealed partial class SqliteStreamStore
             }
 
             StreamInfo? source = null;
-            var contentType = request.ContentType ?? StreamContentType.Default;
-            var ttl = request.TtlSeconds;
-            var expiresAt = request.ExpiresAt;
-            long forkPosition = 0;
-            long forkOffset = 0;
             if (request.ForkedFrom is { } sourcePath)
             {
                 source = FindLive(context, sourcePath);
@@ -87,25 +82,12 @@ public sealed partial class SqliteStreamStore
                 {
                     return new CreateStreamResult(CreateStreamStatus.SourceGone, null);
                 }
+            }
 
-                if (request.ContentType is { } requested && !StreamContentType.Matches(requested, source.ContentType))
-                {
-                    return new CreateStreamResult(CreateStreamStatus.ContentTypeMismatch, null);
-                }
-
-                contentType = source.ContentType;
-                forkOffset = request.ForkOffset ?? source.TailPosition;
-                forkPosition = forkOffset + request.ForkSubOffset;
-                if (forkOffset > source.TailPosition || forkPosition > source.TailPosition || (request.ForkSubOffset > 0 && request.ForkOffset is null))
-                {
-                    return new CreateStreamResult(CreateStreamStatus.InvalidForkOffset, null);
-                }
-
-                if (ttl is null && expiresAt is null)
-                {
-                    ttl = source.TtlSeconds;
-                    expiresAt = source.ExpiresAt;
-                }
+            var (rejection, contentType, ttl, expiresAt, forkOffset, forkPosition) = CreateRules.Plan(request, source);
+            if (rejection is { } refused)
+            {
+                return new CreateStreamResult(refused, null);
             }
 
             var tail = forkPosition + request.InitialData.Units;

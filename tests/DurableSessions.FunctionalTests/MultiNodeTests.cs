@@ -91,22 +91,28 @@ public sealed class MultiNodeTests : IAsyncLifetime
     }
 
     /// <summary>
-    /// Tails a session's stream over SSE through the given nodes in turn: when one dies, it resumes from its last offset
-    /// on the next. Returns every event it received, in order, once <paramref name="done"/> holds.
+    /// Tails a JSON stream over SSE through the given nodes in turn: when one dies it resumes from its last offset on the
+    /// next, and while the store is unavailable it retries. Returns every message it received, in order, once
+    /// <paramref name="done"/> holds for them at an up-to-date point.
     /// </summary>
-    private static async Task<List<JsonObject>> TailAsync(string sessionId, ServerProcess[] nodes, Func<SessionState, bool> done, Action<int>? onEvents = null)
+    private static async Task<List<JsonObject>> TailAsync(string path, ServerProcess[] nodes, Func<List<JsonObject>, bool> done, Action<int>? onEvents = null)
     {
         using var http = new HttpClient { Timeout = System.Threading.Timeout.InfiniteTimeSpan };
         using var cancel = new CancellationTokenSource(Timeout);
         var events = new List<JsonObject>();
-        var state = new SessionState();
         var offset = "-1";
         var node = 0;
         while (true)
         {
             try
             {
-                using var response = await http.GetAsync(new Uri(nodes[node].BaseAddress, $"/v1/stream/sessions/{sessionId}?offset={offset}&live=sse"), HttpCompletionOption.ResponseHeadersRead, cancel.Token);
+                using var response = await http.GetAsync(new Uri(nodes[node].BaseAddress, $"/v1/stream/{path}?offset={offset}&live=sse"), HttpCompletionOption.ResponseHeadersRead, cancel.Token);
+                if (!response.IsSuccessStatusCode)
+                {
+                    await Task.Delay(100, cancel.Token); // the store is unavailable for now
+                    continue;
+                }
+
                 var pending = new List<JsonObject>();
                 await foreach (var (type, data) in SseClient.ReadEventsAsync(await response.Content.ReadAsStreamAsync(cancel.Token), cancel.Token))
                 {
@@ -117,16 +123,11 @@ public sealed class MultiNodeTests : IAsyncLifetime
                     else if (type == "control")
                     {
                         var control = SseClient.ParseControl(data);
-                        foreach (var e in pending)
-                        {
-                            state.Apply(e);
-                            events.Add(e);
-                        }
-
-                        offset = control.NextOffset;
+                        events.AddRange(pending);
                         pending.Clear();
+                        offset = control.NextOffset;
                         onEvents?.Invoke(events.Count);
-                        if (control.UpToDate && done(state))
+                        if (control.UpToDate && done(events))
                         {
                             return events;
                         }
@@ -136,8 +137,24 @@ public sealed class MultiNodeTests : IAsyncLifetime
             catch (Exception ex) when (ex is HttpRequestException or IOException && !cancel.IsCancellationRequested)
             {
                 node = Math.Min(node + 1, nodes.Length - 1); // that node is gone: go on from the same offset on the next
+                await Task.Delay(100, cancel.Token);
             }
         }
+    }
+
+    /// <summary>Tails a session until <paramref name="done"/> holds for its materialized state.</summary>
+    private static Task<List<JsonObject>> TailSessionAsync(string sessionId, ServerProcess[] nodes, Func<SessionState, bool> done, Action<int>? onEvents = null)
+        => TailAsync("sessions/" + sessionId, nodes, events => done(Materialize(events)), onEvents);
+
+    private static SessionState Materialize(IEnumerable<JsonObject> events)
+    {
+        var state = new SessionState();
+        foreach (var e in events)
+        {
+            state.Apply(e);
+        }
+
+        return state;
     }
 
     private static IEnumerable<JsonObject> Runs(SessionState state, string status)
@@ -169,8 +186,8 @@ public sealed class MultiNodeTests : IAsyncLifetime
         // An uninterrupted reader on C, and one on A that loses A mid-reply and goes on on C.
         var finished = (SessionState s) => Runs(s, "finished").Any();
         var killedA = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var steady = TailAsync("spread", [_c], finished);
-        var roaming = TailAsync("spread", [_a, _c], finished, count =>
+        var steady = TailSessionAsync("spread", [_c], finished);
+        var roaming = TailSessionAsync("spread", [_a, _c], finished, count =>
         {
             if (count >= 12)
             {
@@ -184,11 +201,7 @@ public sealed class MultiNodeTests : IAsyncLifetime
         var expected = await steady.WaitAsync(Timeout);
         var resumed = await roaming.WaitAsync(Timeout);
         Assert.Equal(Serialize(expected), Serialize(resumed));
-        var reply = new SessionState();
-        foreach (var e in resumed)
-        {
-            reply.Apply(e);
-        }
+        var reply = Materialize(resumed);
 
         var run = Runs(reply, "finished").Single();
         Assert.Equal(question, run["trigger"]!.GetValue<string>());
@@ -245,7 +258,7 @@ public sealed class MultiNodeTests : IAsyncLifetime
         using var writer = new HttpClient { BaseAddress = _b.BaseAddress, Timeout = TimeSpan.FromSeconds(10) };
         Assert.Equal(HttpStatusCode.Created, (await writer.PutAsync("/v1/stream/outage", new StringContent("[]", Encoding.UTF8, "application/json"))).StatusCode);
         const int Total = 300;
-        var reader = ReadJsonAsync(_a, "outage", Total);
+        var reader = TailAsync("outage", [_a], events => events.Count >= Total);
 
         var acknowledged = new List<int>();
         var outageAnswers = 0;
@@ -303,53 +316,7 @@ public sealed class MultiNodeTests : IAsyncLifetime
         using var check = new HttpClient { BaseAddress = _c.BaseAddress };
         var stored = JsonNode.Parse(await check.GetStringAsync("/v1/stream/outage?offset=-1"))!.AsArray().Select(e => e!["i"]!.GetValue<int>());
         Assert.Equal(Enumerable.Range(0, Total), stored);
-        Assert.Equal(Enumerable.Range(0, Total), await reader.WaitAsync(Timeout));
-    }
-
-    /// <summary>Tails a JSON stream on one node over SSE, resuming from its last offset after any failure, until it has <paramref name="count"/> messages.</summary>
-    private static async Task<List<int>> ReadJsonAsync(ServerProcess node, string path, int count)
-    {
-        using var http = new HttpClient { Timeout = System.Threading.Timeout.InfiniteTimeSpan };
-        using var cancel = new CancellationTokenSource(Timeout);
-        var seen = new List<int>();
-        var offset = "-1";
-        while (seen.Count < count)
-        {
-            try
-            {
-                using var response = await http.GetAsync(new Uri(node.BaseAddress, $"/v1/stream/{path}?offset={offset}&live=sse"), HttpCompletionOption.ResponseHeadersRead, cancel.Token);
-                if (!response.IsSuccessStatusCode)
-                {
-                    await Task.Delay(100, cancel.Token); // the store is unavailable for now
-                    continue;
-                }
-
-                var pending = new List<int>();
-                await foreach (var (type, data) in SseClient.ReadEventsAsync(await response.Content.ReadAsStreamAsync(cancel.Token), cancel.Token))
-                {
-                    if (type == "data")
-                    {
-                        pending.AddRange(JsonNode.Parse(data)!.AsArray().Select(e => e!["i"]!.GetValue<int>()));
-                    }
-                    else if (type == "control")
-                    {
-                        seen.AddRange(pending);
-                        pending.Clear();
-                        offset = SseClient.ParseControl(data).NextOffset;
-                        if (seen.Count >= count)
-                        {
-                            break;
-                        }
-                    }
-                }
-            }
-            catch (Exception ex) when (ex is HttpRequestException or IOException && !cancel.IsCancellationRequested)
-            {
-                await Task.Delay(100, cancel.Token);
-            }
-        }
-
-        return seen;
+        Assert.Equal(Enumerable.Range(0, Total), (await reader.WaitAsync(Timeout)).Select(e => e["i"]!.GetValue<int>()));
     }
 
     [Fact]

@@ -112,50 +112,43 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 
     public async Task<(int Status, Subscription? Subscription)> PutAsync(string id, SubscriptionConfig config, string baseUrl, CancellationToken cancellationToken)
     {
-        var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
-        try
+        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
+        var hash = config.Hash();
+        if (_subscriptions.TryGetValue(id, out var existing))
         {
-            var hash = config.Hash();
-            if (_subscriptions.TryGetValue(id, out var existing))
-            {
-                return existing.ConfigHash == hash ? (200, existing) : (409, existing);
-            }
+            return existing.ConfigHash == hash ? (200, existing) : (409, existing);
+        }
 
-            var subscription = new Subscription
-            {
-                Id = id,
-                Config = config,
-                ConfigHash = hash,
-                BaseUrl = baseUrl,
-                CreatedAt = _time.GetUtcNow(),
-            };
+        var subscription = new Subscription
+        {
+            Id = id,
+            Config = config,
+            ConfigHash = hash,
+            BaseUrl = baseUrl,
+            CreatedAt = _time.GetUtcNow(),
+        };
 
-            // Existing matching streams are linked at their tail: creation does not replay history.
-            if (config.Pattern is { } pattern)
+        // Existing matching streams are linked at their tail: creation does not replay history.
+        if (config.Pattern is { } pattern)
+        {
+            await foreach (var path in _store.ListPathsAsync(cancellationToken).ConfigureAwait(false))
             {
-                await foreach (var path in _store.ListPathsAsync(cancellationToken).ConfigureAwait(false))
+                if (path != config.WakeStream && PathGlob.IsMatch(pattern, path))
                 {
-                    if (path != config.WakeStream && PathGlob.IsMatch(pattern, path))
-                    {
-                        subscription.Links[path] = new SubscriptionLink { Glob = true, AckedPosition = await TailOf(path, cancellationToken).ConfigureAwait(false) };
-                    }
+                    subscription.Links[path] = new SubscriptionLink { Glob = true, AckedPosition = await TailOf(path, cancellationToken).ConfigureAwait(false) };
                 }
             }
-
-            foreach (var path in config.Streams)
-            {
-                await LinkExplicit(subscription, path, cancellationToken).ConfigureAwait(false);
-            }
-
-            await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-            _subscriptions[id] = subscription;
-            Log.Created(_logger, id, config.Type);
-            return (201, subscription);
         }
-        finally
+
+        foreach (var path in config.Streams)
         {
-            await held.DisposeAsync().ConfigureAwait(false);
+            await LinkExplicit(subscription, path, cancellationToken).ConfigureAwait(false);
         }
+
+        await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
+        _subscriptions[id] = subscription;
+        Log.Created(_logger, id, config.Type);
+        return (201, subscription);
     }
 
     public async Task<Subscription?> GetAsync(string id, CancellationToken cancellationToken)
@@ -173,202 +166,160 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 
     public async Task<bool> DeleteAsync(string id, CancellationToken cancellationToken)
     {
-        var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
-        try
+        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
+        if (!_subscriptions.TryRemove(id, out var subscription))
         {
-            if (!_subscriptions.TryRemove(id, out var subscription))
-            {
-                return false;
-            }
+            return false;
+        }
 
-            subscription.Deleted = true;
-            await _store.DeleteDocumentAsync(Collection, id, cancellationToken).ConfigureAwait(false);
-            await BumpVersionAsync(cancellationToken).ConfigureAwait(false);
-            return true;
-        }
-        finally
-        {
-            await held.DisposeAsync().ConfigureAwait(false);
-        }
+        subscription.Deleted = true;
+        await _store.DeleteDocumentAsync(Collection, id, cancellationToken).ConfigureAwait(false);
+        await BumpVersionAsync(cancellationToken).ConfigureAwait(false);
+        return true;
     }
 
     public async Task<bool> AddStreamsAsync(string id, IReadOnlyList<string> paths, CancellationToken cancellationToken)
     {
-        var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
-        try
+        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
+        if (!_subscriptions.TryGetValue(id, out var subscription))
         {
-            if (!_subscriptions.TryGetValue(id, out var subscription))
-            {
-                return false;
-            }
-
-            foreach (var path in paths)
-            {
-                await LinkExplicit(subscription, path, cancellationToken).ConfigureAwait(false);
-            }
-
-            await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-            return true;
+            return false;
         }
-        finally
+
+        foreach (var path in paths)
         {
-            await held.DisposeAsync().ConfigureAwait(false);
+            await LinkExplicit(subscription, path, cancellationToken).ConfigureAwait(false);
         }
+
+        await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
+        return true;
     }
 
     public async Task<bool> RemoveStreamAsync(string id, string path, CancellationToken cancellationToken)
     {
-        var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
-        try
+        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
+        if (!_subscriptions.TryGetValue(id, out var subscription))
         {
-            if (!_subscriptions.TryGetValue(id, out var subscription))
+            return false;
+        }
+
+        if (subscription.Links.TryGetValue(path, out var link) && link.Explicit)
+        {
+            link.Explicit = false;
+            var stillGlob = subscription.Config.Pattern is { } pattern && PathGlob.IsMatch(pattern, path);
+            if (!stillGlob)
             {
-                return false;
+                subscription.Links.Remove(path);
+            }
+            else
+            {
+                link.Glob = true;
             }
 
-            if (subscription.Links.TryGetValue(path, out var link) && link.Explicit)
-            {
-                link.Explicit = false;
-                var stillGlob = subscription.Config.Pattern is { } pattern && PathGlob.IsMatch(pattern, path);
-                if (!stillGlob)
-                {
-                    subscription.Links.Remove(path);
-                }
-                else
-                {
-                    link.Glob = true;
-                }
-
-                await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-            }
-
-            return true;
+            await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
         }
-        finally
-        {
-            await held.DisposeAsync().ConfigureAwait(false);
-        }
+
+        return true;
     }
 
     /// <summary>Applies a webhook callback or a pull-wake ack. Returns null when fenced.</summary>
     public async Task<AckOutcome> AckAsync(string id, string? token, string? wakeId, long? generation, IReadOnlyList<(string Stream, string Offset)> acks, bool done, CancellationToken cancellationToken)
     {
-        var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
-        try
+        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
+        if (!_subscriptions.TryGetValue(id, out var subscription))
         {
-            if (!_subscriptions.TryGetValue(id, out var subscription))
-            {
-                return AckOutcome.NotFound;
-            }
+            return AckOutcome.NotFound;
+        }
 
-            if (!IsCurrent(subscription, token, wakeId, generation))
-            {
-                return AckOutcome.Fenced;
-            }
+        if (!IsCurrent(subscription, token, wakeId, generation))
+        {
+            return AckOutcome.Fenced;
+        }
 
-            foreach (var (stream, offset) in acks)
+        foreach (var (stream, offset) in acks)
+        {
+            if (subscription.Links.TryGetValue(stream, out var link) && StreamOffset.TryParse(offset, out var position) && position > link.AckedPosition)
             {
-                if (subscription.Links.TryGetValue(stream, out var link) && StreamOffset.TryParse(offset, out var position) && position > link.AckedPosition)
-                {
-                    link.AckedPosition = position;
-                }
+                link.AckedPosition = position;
             }
+        }
 
-            var now = _time.GetUtcNow();
-            if (!done)
-            {
-                subscription.LeaseExpiresAt = now.AddMilliseconds(subscription.Config.LeaseTtlMs);
-                await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-                return AckOutcome.Ok(nextWake: false);
-            }
-
-            ClearWake(subscription);
-            var pending = await HasPendingAsync(subscription, cancellationToken).ConfigureAwait(false);
+        var now = _time.GetUtcNow();
+        if (!done)
+        {
+            subscription.LeaseExpiresAt = now.AddMilliseconds(subscription.Config.LeaseTtlMs);
             await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-            if (pending)
-            {
-                await WakeAsync(subscription, cancellationToken).ConfigureAwait(false);
-            }
+            return AckOutcome.Ok(nextWake: false);
+        }
 
-            return AckOutcome.Ok(pending);
-        }
-        finally
+        ClearWake(subscription);
+        var pending = await HasPendingAsync(subscription, cancellationToken).ConfigureAwait(false);
+        await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
+        if (pending)
         {
-            await held.DisposeAsync().ConfigureAwait(false);
+            await WakeAsync(subscription, cancellationToken).ConfigureAwait(false);
         }
+
+        return AckOutcome.Ok(pending);
     }
 
     public async Task<AckOutcome> ReleaseAsync(string id, string? token, string? wakeId, long? generation, CancellationToken cancellationToken)
     {
-        var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
-        try
+        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
+        if (!_subscriptions.TryGetValue(id, out var subscription))
         {
-            if (!_subscriptions.TryGetValue(id, out var subscription))
-            {
-                return AckOutcome.NotFound;
-            }
-
-            if (!IsCurrent(subscription, token, wakeId, generation))
-            {
-                return AckOutcome.Fenced;
-            }
-
-            ClearWake(subscription);
-            await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-            if (await HasPendingAsync(subscription, cancellationToken).ConfigureAwait(false))
-            {
-                await WakeAsync(subscription, cancellationToken).ConfigureAwait(false);
-            }
-
-            return AckOutcome.Ok(nextWake: false);
+            return AckOutcome.NotFound;
         }
-        finally
+
+        if (!IsCurrent(subscription, token, wakeId, generation))
         {
-            await held.DisposeAsync().ConfigureAwait(false);
+            return AckOutcome.Fenced;
         }
+
+        ClearWake(subscription);
+        await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
+        if (await HasPendingAsync(subscription, cancellationToken).ConfigureAwait(false))
+        {
+            await WakeAsync(subscription, cancellationToken).ConfigureAwait(false);
+        }
+
+        return AckOutcome.Ok(nextWake: false);
     }
 
     public async Task<ClaimOutcome> ClaimAsync(string id, string worker, CancellationToken cancellationToken)
     {
-        var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
-        try
+        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
+        if (!_subscriptions.TryGetValue(id, out var subscription))
         {
-            if (!_subscriptions.TryGetValue(id, out var subscription))
-            {
-                return new ClaimOutcome(ClaimStatus.NotFound, null, null);
-            }
-
-            if (subscription.Config.IsWebhook)
-            {
-                return new ClaimOutcome(ClaimStatus.WrongType, subscription, null);
-            }
-
-            var now = _time.GetUtcNow();
-            if (subscription.Holder is not null && subscription.LeaseExpiresAt > now)
-            {
-                return new ClaimOutcome(ClaimStatus.AlreadyClaimed, subscription, null);
-            }
-
-            if (subscription.WakeId is null)
-            {
-                if (!await HasPendingAsync(subscription, cancellationToken).ConfigureAwait(false))
-                {
-                    return new ClaimOutcome(ClaimStatus.NothingPending, subscription, null);
-                }
-
-                await WakeAsync(subscription, cancellationToken).ConfigureAwait(false);
-            }
-
-            subscription.Holder = worker;
-            subscription.LeaseExpiresAt = now.AddMilliseconds(subscription.Config.LeaseTtlMs);
-            await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-            var streams = await DescribeStreamsAsync(subscription, cancellationToken).ConfigureAwait(false);
-            return new ClaimOutcome(ClaimStatus.Claimed, subscription, streams);
+            return new ClaimOutcome(ClaimStatus.NotFound, null, null);
         }
-        finally
+
+        if (subscription.Config.IsWebhook)
         {
-            await held.DisposeAsync().ConfigureAwait(false);
+            return new ClaimOutcome(ClaimStatus.WrongType, subscription, null);
         }
+
+        var now = _time.GetUtcNow();
+        if (subscription.Holder is not null && subscription.LeaseExpiresAt > now)
+        {
+            return new ClaimOutcome(ClaimStatus.AlreadyClaimed, subscription, null);
+        }
+
+        if (subscription.WakeId is null)
+        {
+            if (!await HasPendingAsync(subscription, cancellationToken).ConfigureAwait(false))
+            {
+                return new ClaimOutcome(ClaimStatus.NothingPending, subscription, null);
+            }
+
+            await WakeAsync(subscription, cancellationToken).ConfigureAwait(false);
+        }
+
+        subscription.Holder = worker;
+        subscription.LeaseExpiresAt = now.AddMilliseconds(subscription.Config.LeaseTtlMs);
+        await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
+        var streams = await DescribeStreamsAsync(subscription, cancellationToken).ConfigureAwait(false);
+        return new ClaimOutcome(ClaimStatus.Claimed, subscription, streams);
     }
 
     public async Task<List<JsonObject>> DescribeStreamsAsync(Subscription subscription, CancellationToken cancellationToken)
@@ -457,7 +408,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
                 }
                 finally
                 {
-                    await held.DisposeAsync().ConfigureAwait(false);
+                    await held.DisposeAsync();
                 }
             }
         }
@@ -657,63 +608,56 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             Log.WebhookFailed(_logger, subscription.Id, 0, ex);
         }
 
-        var held = await EnterAsync(CancellationToken.None).ConfigureAwait(false);
-        try
+        await using var held = await EnterAsync(CancellationToken.None).ConfigureAwait(false);
+        // The current instance: on a shared store it may have been reloaded while the webhook was out.
+        if (_subscriptions.GetValueOrDefault(subscription.Id) is not { } current)
         {
-            // The current instance: on a shared store it may have been reloaded while the webhook was out.
-            if (_subscriptions.GetValueOrDefault(subscription.Id) is not { } current)
-            {
-                return;
-            }
+            return;
+        }
 
-            subscription = current;
-            if (subscription.Deleted || subscription.Generation != generation || subscription.WakeId != wakeId)
-            {
-                return;
-            }
+        subscription = current;
+        if (subscription.Deleted || subscription.Generation != generation || subscription.WakeId != wakeId)
+        {
+            return;
+        }
 
-            if (done is null)
-            {
-                // Exponential backoff from 1 s to 60 s with 20% jitter; persisted so a restart honours it.
-                subscription.FailedAttempts++;
-                var delay = Math.Min(60, Math.Pow(2, subscription.FailedAttempts - 1));
-                delay *= 1 + ((Random.Shared.NextDouble() * 0.4) - 0.2);
-                subscription.Status = "failed";
-                subscription.NextAttemptAt = _time.GetUtcNow().AddSeconds(delay);
-                ClearWake(subscription);
-                await SaveAsync(subscription, CancellationToken.None).ConfigureAwait(false);
-                return;
-            }
-
-            subscription.Status = "active";
-            subscription.FailedAttempts = 0;
-            subscription.NextAttemptAt = null;
-            if (done == true)
-            {
-                foreach (var (path, tail) in subscription.WakeSnapshot ?? [])
-                {
-                    if (subscription.Links.TryGetValue(path, out var link) && tail > link.AckedPosition)
-                    {
-                        link.AckedPosition = tail;
-                    }
-                }
-
-                ClearWake(subscription);
-                await SaveAsync(subscription, CancellationToken.None).ConfigureAwait(false);
-                if (await HasPendingAsync(subscription, CancellationToken.None).ConfigureAwait(false))
-                {
-                    await WakeAsync(subscription, CancellationToken.None).ConfigureAwait(false);
-                }
-
-                return;
-            }
-
+        if (done is null)
+        {
+            // Exponential backoff from 1 s to 60 s with 20% jitter; persisted so a restart honours it.
+            subscription.FailedAttempts++;
+            var delay = Math.Min(60, Math.Pow(2, subscription.FailedAttempts - 1));
+            delay *= 1 + ((Random.Shared.NextDouble() * 0.4) - 0.2);
+            subscription.Status = "failed";
+            subscription.NextAttemptAt = _time.GetUtcNow().AddSeconds(delay);
+            ClearWake(subscription);
             await SaveAsync(subscription, CancellationToken.None).ConfigureAwait(false);
+            return;
         }
-        finally
+
+        subscription.Status = "active";
+        subscription.FailedAttempts = 0;
+        subscription.NextAttemptAt = null;
+        if (done == true)
         {
-            await held.DisposeAsync().ConfigureAwait(false);
+            foreach (var (path, tail) in subscription.WakeSnapshot ?? [])
+            {
+                if (subscription.Links.TryGetValue(path, out var link) && tail > link.AckedPosition)
+                {
+                    link.AckedPosition = tail;
+                }
+            }
+
+            ClearWake(subscription);
+            await SaveAsync(subscription, CancellationToken.None).ConfigureAwait(false);
+            if (await HasPendingAsync(subscription, CancellationToken.None).ConfigureAwait(false))
+            {
+                await WakeAsync(subscription, CancellationToken.None).ConfigureAwait(false);
+            }
+
+            return;
         }
+
+        await SaveAsync(subscription, CancellationToken.None).ConfigureAwait(false);
     }
 
     private async Task LinkExplicit(Subscription subscription, string path, CancellationToken cancellationToken)
@@ -757,12 +701,12 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
     /// Enters the subscriptions' critical section: this process's lock and, on a shared store, the lock of every node,
     /// with the subscriptions reloaded if another node changed them.
     /// </summary>
-    private async Task<IAsyncDisposable> EnterAsync(CancellationToken cancellationToken)
+    private async Task<System.Runtime.CompilerServices.ConfiguredAsyncDisposable> EnterAsync(CancellationToken cancellationToken)
     {
         await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
         if (!_store.IsShared)
         {
-            return new Held(this, null);
+            return new Held(this, null).ConfigureAwait(false);
         }
 
         IAsyncDisposable? shared = null;
@@ -770,7 +714,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         {
             shared = await _store.AcquireLockAsync(Collection, SharedLockLease, cancellationToken).ConfigureAwait(false);
             await RefreshAsync(cancellationToken).ConfigureAwait(false);
-            return new Held(this, shared);
+            return new Held(this, shared).ConfigureAwait(false);
         }
         catch
         {
