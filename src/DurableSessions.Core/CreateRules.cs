@@ -7,6 +7,12 @@ namespace DurableSessions;
 public static class CreateRules
 {
     /// <summary>
+    /// The longest TTL a stream may have: 100 years, in seconds. Longer ones are refused when the request arrives, so no
+    /// expiry computation can ever leave the range of a date.
+    /// </summary>
+    public const long MaxTtlSeconds = 3_155_760_000;
+
+    /// <summary>
     /// Decides the new stream's settings. <paramref name="source"/> is the live fork source (the store has already
     /// answered a missing or soft-deleted one), or null for a plain stream.
     /// </summary>

@@ -12,18 +12,38 @@ namespace DurableSessions;
 /// </remarks>
 public static class JsonFraming
 {
+    /// <summary>
+    /// The deepest nesting of objects and arrays a message may have. Deeper bodies are refused, so every stored message
+    /// can be parsed and re-serialized by the default settings of <c>System.Text.Json</c> and by browsers.
+    /// </summary>
+    public const int MaxDepth = 64;
+
+    // Framing reads one level above a message (the body's array); data stored before MaxDepth existed was framed with
+    // 512, and still has to parse.
     private static readonly JsonReaderOptions ReaderOptions = new() { MaxDepth = 512 };
+    private static readonly JsonDocumentOptions ParseOptions = new() { MaxDepth = 513 };
 
     /// <summary>Frames a request body: a top-level array is flattened one level; anything else is one message.</summary>
     /// <param name="body">The raw request body.</param>
     /// <param name="allowEmptyArray">Whether <c>[]</c> is accepted (PUT) or rejected (POST).</param>
     /// <param name="payload">The framed messages.</param>
     /// <param name="error">Why the body was rejected.</param>
+    /// <remarks>
+    /// A body is refused unless it is valid UTF-8, every string in it decodes (no lone surrogate escapes such as
+    /// <c>\ud800</c>), and no message nests deeper than <see cref="MaxDepth"/>: whatever is stored must be readable by
+    /// every reader.
+    /// </remarks>
     public static bool TryFrame(ReadOnlyMemory<byte> body, bool allowEmptyArray, out StreamPayload payload, out string? error)
     {
         payload = default;
         error = null;
         var span = body.Span;
+        if (!System.Text.Unicode.Utf8.IsValid(span))
+        {
+            error = "Body is not valid JSON: it is not valid UTF-8.";
+            return false;
+        }
+
         try
         {
             var reader = new Utf8JsonReader(span, ReaderOptions);
@@ -36,7 +56,11 @@ public static class JsonFraming
             if (reader.TokenType != JsonTokenType.StartArray)
             {
                 var start = (int)reader.TokenStartIndex;
-                reader.Skip();
+                if (!TrySkipMessage(ref reader, out error))
+                {
+                    return false;
+                }
+
                 var end = (int)reader.BytesConsumed;
                 if (reader.Read())
                 {
@@ -53,7 +77,11 @@ public static class JsonFraming
             while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
             {
                 var start = (int)reader.TokenStartIndex;
-                reader.Skip();
+                if (!TrySkipMessage(ref reader, out error))
+                {
+                    return false;
+                }
+
                 var end = (int)reader.BytesConsumed;
                 if (count > 0)
                 {
@@ -86,10 +114,97 @@ public static class JsonFraming
         }
     }
 
+    /// <summary>
+    /// Checks that <paramref name="json"/> is one JSON value that every reader can decode: valid UTF-8, no lone
+    /// surrogate escapes, nesting no deeper than <see cref="MaxDepth"/>. For request bodies of the JSON APIs.
+    /// </summary>
+    public static bool TryValidate(ReadOnlySpan<byte> json, out string? error)
+    {
+        if (!System.Text.Unicode.Utf8.IsValid(json))
+        {
+            error = "Body is not valid JSON: it is not valid UTF-8.";
+            return false;
+        }
+
+        try
+        {
+            var reader = new Utf8JsonReader(json, ReaderOptions);
+            if (!reader.Read())
+            {
+                error = "Body is not valid JSON: it is empty.";
+                return false;
+            }
+
+            if (!TrySkipMessage(ref reader, out error))
+            {
+                return false;
+            }
+
+            if (reader.Read())
+            {
+                error = "Body is not valid JSON: unexpected content after the value.";
+                return false;
+            }
+
+            return true;
+        }
+        catch (JsonException ex)
+        {
+            error = "Body is not valid JSON: " + FirstSentence(ex.Message);
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Moves past the message whose first token the reader is on, checking its depth and that its escaped strings
+    /// decode. Leaves the reader on the message's last token.
+    /// </summary>
+    private static bool TrySkipMessage(ref Utf8JsonReader reader, out string? error)
+    {
+        var baseDepth = reader.CurrentDepth;
+        while (true)
+        {
+            switch (reader.TokenType)
+            {
+                case JsonTokenType.StartObject or JsonTokenType.StartArray when reader.CurrentDepth - baseDepth >= MaxDepth:
+                    error = $"Body is not valid JSON: a message nests deeper than {MaxDepth} levels.";
+                    return false;
+                case JsonTokenType.String or JsonTokenType.PropertyName when reader.ValueIsEscaped && !Decodes(ref reader):
+                    error = "Body is not valid JSON: a string contains an escape that is not valid UTF-16 (a lone surrogate).";
+                    return false;
+            }
+
+            if (reader.CurrentDepth == baseDepth && reader.TokenType is not (JsonTokenType.StartObject or JsonTokenType.StartArray))
+            {
+                error = null;
+                return true;
+            }
+
+            if (!reader.Read())
+            {
+                error = "Body is not valid JSON: it ends inside a value.";
+                return false;
+            }
+        }
+    }
+
+    private static bool Decodes(ref Utf8JsonReader reader)
+    {
+        try
+        {
+            _ = reader.GetString();
+            return true;
+        }
+        catch (InvalidOperationException)
+        {
+            return false;
+        }
+    }
+
     /// <summary>Parses framed JSON data (messages separated by commas) into its messages.</summary>
     /// <exception cref="JsonException">The data is not framed JSON.</exception>
     public static System.Text.Json.Nodes.JsonArray ParseMessages(ReadOnlySpan<byte> framed)
-        => framed.IsEmpty ? [] : (System.Text.Json.Nodes.JsonArray)System.Text.Json.Nodes.JsonNode.Parse(Wrap(framed))!;
+        => framed.IsEmpty ? [] : (System.Text.Json.Nodes.JsonArray)System.Text.Json.Nodes.JsonNode.Parse(Wrap(framed), nodeOptions: null, ParseOptions)!;
 
     /// <summary>Returns the messages <c>[skip, skip + take)</c> of framed JSON data.</summary>
     public static ReadOnlyMemory<byte> Slice(ReadOnlyMemory<byte> data, long skip, long take)

@@ -71,8 +71,15 @@ public sealed record StreamInfo
             return true;
         }
 
-        return TtlSeconds is { } ttl && now >= LastAccessAt.AddSeconds(ttl);
+        return TtlSeconds is { } ttl && TtlElapsed(LastAccessAt, ttl, now);
     }
+
+    /// <summary>
+    /// Whether <paramref name="ttlSeconds"/> have passed since <paramref name="lastAccess"/> at <paramref name="now"/>.
+    /// Never overflows, whatever the TTL: the elapsed time is compared, not a computed expiry instant.
+    /// </summary>
+    public static bool TtlElapsed(DateTimeOffset lastAccess, long ttlSeconds, DateTimeOffset now)
+        => now >= lastAccess && (now - lastAccess).Ticks / TimeSpan.TicksPerSecond >= ttlSeconds;
 }
 
 /// <summary>Identifies one request of an idempotent producer.</summary>

@@ -75,8 +75,10 @@ public sealed partial class SqliteStreamStore
                 transaction.Commit();
             }
         }
-        catch (Exception ex) when (ex is SqliteException or InvalidOperationException or IOException)
+        catch (Exception ex)
         {
+            // Whatever went wrong fails this batch's requests, never the writer: a writer that stopped would leave every
+            // later write waiting forever.
             Log.CommitFailed(_logger, ex, batch.Count);
             foreach (var command in batch)
             {
@@ -340,7 +342,7 @@ public sealed partial class SqliteStreamStore
                 return true;
             }
 
-            return info.TtlSeconds is { } ttl && Now >= info.LastAccessAt.AddSeconds(ttl);
+            return info.TtlSeconds is { } ttl && StreamInfo.TtlElapsed(info.LastAccessAt, ttl, Now);
         }
 
         /// <summary>Stages a new version of a stream's metadata.</summary>

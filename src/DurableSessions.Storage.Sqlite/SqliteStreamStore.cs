@@ -338,7 +338,7 @@ public sealed partial class SqliteStreamStore : StreamStore
             return true;
         }
 
-        return info.TtlSeconds is { } ttl && now >= entry.LastAccess.AddSeconds(ttl);
+        return info.TtlSeconds is { } ttl && StreamInfo.TtlElapsed(entry.LastAccess, ttl, now);
     }
 
     private void CollectSegments(StreamInfo stream, long from, long to, List<Segment> segments)
@@ -411,23 +411,39 @@ public sealed partial class SqliteStreamStore : StreamStore
         }
     }
 
+    // Timer callbacks run on the thread pool, where an exception would end the process: each one logs and waits for
+    // its next tick instead.
     private void SweepExpired()
     {
-        var now = TimeProvider.GetUtcNow();
-        foreach (var (path, entry) in _byPath)
+        try
         {
-            if (!entry.Info.SoftDeleted && IsExpired(entry, now))
+            var now = TimeProvider.GetUtcNow();
+            foreach (var (path, entry) in _byPath)
             {
-                EnqueueExpire(path);
+                if (!entry.Info.SoftDeleted && IsExpired(entry, now))
+                {
+                    EnqueueExpire(path);
+                }
             }
+        }
+        catch (Exception ex)
+        {
+            Log.BackgroundTaskFailed(_logger, ex, "expiry sweep");
         }
     }
 
     private void FlushAccess()
     {
-        if (!_accessDirty.IsEmpty && !_commands.IsCompleted)
+        try
         {
-            _commands.TryEnqueue(new FlushAccessCommand());
+            if (!_accessDirty.IsEmpty && !_commands.IsCompleted)
+            {
+                _commands.TryEnqueue(new FlushAccessCommand());
+            }
+        }
+        catch (Exception ex)
+        {
+            Log.BackgroundTaskFailed(_logger, ex, "access flush");
         }
     }
 
@@ -546,5 +562,8 @@ public sealed partial class SqliteStreamStore : StreamStore
 
         [LoggerMessage(5, LogLevel.Warning, "SQLite checkpoint failed; it is retried later")]
         public static partial void CheckpointFailed(ILogger logger, Exception exception);
+
+        [LoggerMessage(6, LogLevel.Error, "SQLite store background task '{Task}' failed; it runs again at its next interval")]
+        public static partial void BackgroundTaskFailed(ILogger logger, Exception exception, string task);
     }
 }

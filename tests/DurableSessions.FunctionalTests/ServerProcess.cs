@@ -7,6 +7,7 @@ namespace DurableSessions.FunctionalTests;
 /// <summary>The real server executable running as a child process on a free loopback port.</summary>
 public sealed class ServerProcess : IAsyncDisposable
 {
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _output = new();
     private Process? _process;
 
     private ServerProcess(string dataDirectory, int port, string[] extraArgs)
@@ -23,6 +24,26 @@ public sealed class ServerProcess : IAsyncDisposable
     public string[] ExtraArgs { get; }
 
     public Uri BaseAddress => new($"http://127.0.0.1:{Port}");
+
+    /// <summary>The last lines the server printed (warnings and errors: it runs at log level Warning), for failure messages.</summary>
+    public string RecentOutput => string.Join('\n', _output);
+
+    private void Keep(string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+
+        _output.Enqueue(line);
+        while (_output.Count > 400)
+        {
+            _output.TryDequeue(out _);
+        }
+    }
+
+    /// <summary>Whether the process has ended (or was never started).</summary>
+    public bool HasExited => _process?.HasExited ?? true;
 
     public static async Task<ServerProcess> StartAsync(string? dataDirectory = null, params string[] extraArgs)
     {
@@ -56,8 +77,8 @@ public sealed class ServerProcess : IAsyncDisposable
         }
 
         _process = Process.Start(info) ?? throw new InvalidOperationException("Could not start the server process.");
-        _process.OutputDataReceived += (_, _) => { };
-        _process.ErrorDataReceived += (_, _) => { };
+        _process.OutputDataReceived += (_, e) => Keep(e.Data);
+        _process.ErrorDataReceived += (_, e) => Keep(e.Data);
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
 

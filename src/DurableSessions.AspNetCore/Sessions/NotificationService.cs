@@ -76,38 +76,51 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         {
             await foreach (var (change, watched) in _changes.Reader.ReadAllAsync(_stopping.Token).ConfigureAwait(false))
             {
-                foreach (var run in FinishedRuns(change))
+                if (watched)
                 {
-                    var sessionId = change.Path[SessionService.Prefix.Length..];
-                    if (watched)
-                    {
-                        continue;
-                    }
+                    continue;
+                }
 
-                    var session = await _sessions.SessionSettingsAsync(sessionId, _stopping.Token).ConfigureAwait(false);
-                    var url = session?["notifyUrl"]?.GetValue<string>() ?? _options.NotificationUrl;
-                    if (url is null || WebhookUrlPolicy.Check(url, _webhookPolicy.AllowLocalhostWebhooks) is not null)
-                    {
-                        continue;
-                    }
-
-                    var notification = new JsonObject
-                    {
-                        ["id"] = "n_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8)),
-                        ["type"] = "run." + run["status"]!.GetValue<string>(),
-                        ["sessionId"] = sessionId,
-                        ["runId"] = run["id"]?.DeepClone(),
-                        ["agent"] = run["agent"]?.DeepClone(),
-                        ["messageId"] = run["messageId"]?.DeepClone(),
-                        ["offset"] = StreamOffset.Format(change.Chunk.End),
-                        ["timestamp"] = DateTimeOffset.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture),
-                    };
-                    _ = Task.Run(() => DeliverAsync(url, notification), CancellationToken.None);
+                try
+                {
+                    await NotifyAsync(change).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    // One change that cannot be judged must not end notifications for every later one.
+                    Log.ChangeFailed(_logger, ex, change.Path);
                 }
             }
         }
         catch (OperationCanceledException)
         {
+        }
+    }
+
+    private async Task NotifyAsync(LiveAppend change)
+    {
+        foreach (var run in FinishedRuns(change))
+        {
+            var sessionId = change.Path[SessionService.Prefix.Length..];
+            var session = await _sessions.SessionSettingsAsync(sessionId, _stopping.Token).ConfigureAwait(false);
+            var url = session?["notifyUrl"]?.GetValue<string>() ?? _options.NotificationUrl;
+            if (url is null || WebhookUrlPolicy.Check(url, _webhookPolicy.AllowLocalhostWebhooks) is not null)
+            {
+                continue;
+            }
+
+            var notification = new JsonObject
+            {
+                ["id"] = "n_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8)),
+                ["type"] = "run." + run["status"]!.GetValue<string>(),
+                ["sessionId"] = sessionId,
+                ["runId"] = run["id"]?.DeepClone(),
+                ["agent"] = run["agent"]?.DeepClone(),
+                ["messageId"] = run["messageId"]?.DeepClone(),
+                ["offset"] = StreamOffset.Format(change.Chunk.End),
+                ["timestamp"] = DateTimeOffset.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture),
+            };
+            _ = Task.Run(() => DeliverAsync(url, notification), CancellationToken.None);
         }
     }
 
@@ -202,6 +215,9 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
 
         [LoggerMessage(321, LogLevel.Warning, "Notification {Id} attempt {Attempt} failed (status {Status})")]
         public static partial void AttemptFailed(ILogger logger, string id, int attempt, int status, Exception? exception);
+
+        [LoggerMessage(323, LogLevel.Error, "A change of {Path} could not be judged for notifications; it was skipped")]
+        public static partial void ChangeFailed(ILogger logger, Exception exception, string path);
 
         [LoggerMessage(322, LogLevel.Error, "Notification {Id} dropped after all attempts failed")]
         public static partial void Dropped(ILogger logger, string id);

@@ -95,9 +95,9 @@ internal sealed partial class StreamRequestHandler
 
         if (ttlHeader.Count > 0)
         {
-            if (ttlHeader.Count > 1 || !ProtocolParsing.TryParseCanonicalInteger(ttlHeader.ToString(), ProtocolParsing.MaxSafeInteger / 1000, out var seconds))
+            if (ttlHeader.Count > 1 || !ProtocolParsing.TryParseCanonicalInteger(ttlHeader.ToString(), CreateRules.MaxTtlSeconds, out var seconds))
             {
-                await Problem.Write(context, 400, "INVALID_TTL", "Stream-TTL must be a non-negative whole number of seconds without sign or leading zeros.").ConfigureAwait(false);
+                await Problem.Write(context, 400, "INVALID_TTL", $"Stream-TTL must be a whole number of seconds from 0 to {CreateRules.MaxTtlSeconds} (100 years), without sign or leading zeros.").ConfigureAwait(false);
                 return;
             }
 

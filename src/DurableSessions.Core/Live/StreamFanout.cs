@@ -64,7 +64,15 @@ public sealed class StreamFanout
     {
         foreach (var observer in _observers)
         {
-            observer(change);
+            try
+            {
+                observer(change);
+            }
+            catch (Exception)
+            {
+                // Publish runs on the commit path: an observer that breaks its contract and throws must not stop the
+                // store's sync thread, the other observers or the live readers. Observers log their own failures.
+            }
         }
 
         if (!_streams.TryGetValue(change.StreamId, out var list))
