@@ -31,6 +31,36 @@ public sealed class JsonFramingTests
         Assert.False(string.IsNullOrWhiteSpace(error));
     }
 
+    public static TheoryData<byte[]> Undecodable => new()
+    {
+        new byte[] { (byte)'{', (byte)'"', (byte)'a', (byte)'"', (byte)':', (byte)'"', 0xff, (byte)'"', (byte)'}' },
+        new byte[] { (byte)'[', (byte)'"', 0xc0, 0x80, (byte)'"', (byte)']' },
+        new byte[] { (byte)'"', 0xed, 0xa0, 0x80, (byte)'"' },
+        Encoding.UTF8.GetBytes("{\"a\":\"\\ud800\"}"),
+        Encoding.UTF8.GetBytes("[\"ok\",{\"\\udc00\":1}]"),
+        Encoding.UTF8.GetBytes(string.Concat(Enumerable.Repeat("{\"a\":", 65)) + "1" + new string('}', 65)),
+        Encoding.UTF8.GetBytes("[" + new string('[', 65) + new string(']', 65) + "]"),
+    };
+
+    [Theory]
+    [MemberData(nameof(Undecodable))]
+    public void TryFrame_RejectsInvalidUtf8LoneSurrogatesAndNestingPastTheLimit(byte[] body)
+    {
+        Assert.False(JsonFraming.TryFrame(body, allowEmptyArray: true, out _, out var error));
+        Assert.StartsWith("Body is not valid JSON", error);
+        Assert.False(JsonFraming.TryValidate(body, out _));
+    }
+
+    [Fact]
+    public void TryFrame_AcceptsPairedSurrogatesAndNestingAtTheLimit()
+    {
+        var deepest = string.Concat(Enumerable.Repeat("{\"a\":", 64)) + "1" + new string('}', 64);
+        Assert.True(JsonFraming.TryFrame(Encoding.UTF8.GetBytes("[" + deepest + ",\"\\ud83d\\ude00 é\"]"), allowEmptyArray: false, out var payload, out var error), error);
+        Assert.Equal(2, payload.Units);
+        var parsed = JsonFraming.ParseMessages(payload.Data.Span);
+        Assert.Equal("\U0001F600 é", parsed[1]!.GetValue<string>());
+    }
+
     [Fact]
     public void TryFrame_RejectsEmptyArrayOnAppendButAcceptsItOnCreate()
     {

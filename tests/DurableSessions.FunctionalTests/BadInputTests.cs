@@ -36,6 +36,11 @@ public sealed class BadInputTests : IAsyncLifetime
         { "POST", "/v1/stream/bad/json", "text/plain", "hello", [] },
         { "POST", "/v1/stream/bad/json", "not a media type", "{}", [] },
         { "POST", "/v1/stream/bad/json", "application/json", "{\"big\":\"" + new string('x', 2000) + "\"}", [] },
+        { "POST", "/v1/stream/bad/json", "application/json", "{\"a\":\"\\ud800\"}", [] },
+        { "POST", "/v1/stream/bad/json", "application/json", "[{\"ok\":1},{\"b\\udc00\":2}]", [] },
+        { "POST", "/v1/stream/bad/json", "application/json", string.Concat(Enumerable.Repeat("[", 70)) + string.Concat(Enumerable.Repeat("]", 70)), [] },
+        { "PUT", "/v1/stream/bad/other", "text/plain", null, ["Stream-TTL: 300000000000"] },
+        { "PUT", "/v1/stream/bad/other", "text/plain", null, ["Stream-TTL: 9007199254740"] },
         { "POST", "/v1/stream/bad/json", "application/json", "{}", ["Producer-Id: p"] },
         { "POST", "/v1/stream/bad/json", "application/json", "{}", ["Producer-Id: p", "Producer-Epoch: 0", "Producer-Seq: -1"] },
         { "POST", "/v1/stream/bad/json", "application/json", "{}", ["Producer-Id: p", "Producer-Epoch: 1e3", "Producer-Seq: 0"] },
@@ -106,6 +111,23 @@ public sealed class BadInputTests : IAsyncLifetime
         using var read = await client.GetAsync("/v1/stream/bad/json?offset=-1");
         Assert.Equal("[{\"keep\":1}]", await read.Content.ReadAsStringAsync());
         Assert.Equal("0000000000000000_0000000000000001", read.Headers.GetValues("Stream-Next-Offset").Single());
+    }
+
+    [Fact]
+    public async Task Invalid_utf8_in_a_json_append_is_refused_and_readers_keep_getting_valid_json()
+    {
+        var client = _server.Client;
+        Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/stream/bad/utf8", new StringContent("[{\"keep\":1}]", Encoding.UTF8, "application/json"))).StatusCode);
+        var content = new ByteArrayContent([.. "{\"a\":\""u8, 0xff, .. "\"}"u8]);
+        content.Headers.ContentType = new("application/json");
+        using var response = await client.PostAsync("/v1/stream/bad/utf8", content);
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Contains("UTF-8", await response.Content.ReadAsStringAsync());
+
+        using var read = await client.GetAsync("/v1/stream/bad/utf8?offset=-1");
+        var body = await read.Content.ReadAsByteArrayAsync();
+        Assert.True(System.Text.Unicode.Utf8.IsValid(body));
+        Assert.Equal("[{\"keep\":1}]", Encoding.UTF8.GetString(body));
     }
 
     [Fact]

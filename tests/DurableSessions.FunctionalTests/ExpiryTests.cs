@@ -37,6 +37,35 @@ public sealed class ExpiryTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/stream/ttl/a", new StringContent("[]", Encoding.UTF8, "application/json"))).StatusCode);
     }
 
+    [Theory]
+    [InlineData("300000000000")]
+    [InlineData("9007199254740")]
+    [InlineData("3155760001")]
+    public async Task A_ttl_past_a_hundred_years_is_refused_and_creates_nothing(string ttl)
+    {
+        var create = new HttpRequestMessage(HttpMethod.Put, "/v1/stream/ttl/huge") { Content = new StringContent("x", Encoding.UTF8, "text/plain") };
+        create.Headers.Add("Stream-TTL", ttl);
+        var response = await _server.Client.SendAsync(create);
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Contains("INVALID_TTL", await response.Content.ReadAsStringAsync());
+        Assert.Equal(HttpStatusCode.NotFound, (await Head("/v1/stream/ttl/huge")).StatusCode);
+    }
+
+    [Fact]
+    public async Task The_longest_ttl_is_served_and_survives_the_expiry_sweep()
+    {
+        var client = _server.Client;
+        var create = new HttpRequestMessage(HttpMethod.Put, "/v1/stream/ttl/longest") { Content = new StringContent("x", Encoding.UTF8, "text/plain") };
+        create.Headers.Add("Stream-TTL", "3155760000");
+        Assert.Equal(HttpStatusCode.Created, (await client.SendAsync(create)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/v1/stream/ttl/longest?offset=-1")).StatusCode);
+
+        // The fake clock runs the store's expiry sweep inline: a sweep that threw would fail this call.
+        _clock.Advance(TimeSpan.FromDays(400));
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/v1/stream/ttl/longest?offset=-1")).StatusCode);
+        Assert.Equal("3155760000", (await Head("/v1/stream/ttl/longest")).Headers.GetValues("Stream-TTL").Single());
+    }
+
     [Fact]
     public async Task Expires_at_is_absolute()
     {

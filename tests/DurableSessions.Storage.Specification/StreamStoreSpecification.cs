@@ -228,6 +228,19 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_ttl_too_long_for_any_date_never_breaks_expiry()
+    {
+        var store = await Open();
+        Assert.Equal(CreateStreamStatus.Created, (await Create(store, "forever", initial: "data", ttl: long.MaxValue)).Status);
+        Clock.Advance(TimeSpan.FromDays(3650));
+        var info = (await store.GetAsync("forever")).Stream!;
+        await store.TouchAsync(info);
+        Clock.Advance(TimeSpan.FromDays(3650));
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "forever", "more")).Status);
+        Assert.Equal("datamore", await ReadAll(store, "forever"));
+    }
+
+    [Fact]
     public async Task A_source_that_expired_with_living_forks_is_gone_and_keeps_its_path()
     {
         var store = await Open();
