@@ -96,9 +96,9 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
         {
             var rest = path[(StreamPaths.Reserved.Length + 1)..];
 
-            // The key set is public; callbacks, acks and releases carry their own wake-scoped tokens.
-            var selfAuthenticated = rest == "jwks.json" || rest.EndsWith("/callback", StringComparison.Ordinal)
-                || rest.EndsWith("/ack", StringComparison.Ordinal) || rest.EndsWith("/release", StringComparison.Ordinal);
+            // Decided from the route's exact shape: only the public key set and the routes that carry (and check) their
+            // own wake-scoped token skip the bearer check; everything else, claims included, needs admin on __ds.
+            var selfAuthenticated = SubscriptionEndpoints.Classify(rest, method) is ControlRoute.KeySet or ControlRoute.WakeScoped;
             if (selfAuthenticated || await access.AuthorizeAsync(context, StreamPaths.Reserved, Auth.Capability.Admin).ConfigureAwait(false))
             {
                 await control.HandleAsync(context, rest).ConfigureAwait(false);

@@ -40,6 +40,7 @@ public static class DurableSessionsServiceCollectionExtensions
         }
 
         streams.Validate(o => !o.Validate().Any(), "Invalid DurableStreams settings.").ValidateOnStart();
+        subscriptions.Validate(o => !o.Validate().Any(), "Invalid Subscriptions settings.").ValidateOnStart();
         services.TryAddSingleton(TimeProvider.System);
         services.TryAddSingleton(_ => new StreamFanout());
         var store = configuration?["Storage:Store"] ?? "sqlite";

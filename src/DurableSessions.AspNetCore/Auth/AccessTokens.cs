@@ -107,7 +107,7 @@ public sealed class AccessTokens
                 {
                     foreach (var item in grant.Value.EnumerateArray())
                     {
-                        if (Enum.TryParse<Capability>(item.GetString(), ignoreCase: true, out var capability))
+                        if (ParseCapability(item) is { } capability)
                         {
                             capabilities.Add(capability);
                         }
@@ -119,6 +119,28 @@ public sealed class AccessTokens
         }
 
         return (new Access(subject, grants), null);
+    }
+
+    /// <summary>
+    /// A capability named exactly, as a JSON string in lowercase. Anything else (another case, spaces, numbers, a
+    /// comma-separated list, a name this server does not know) grants nothing and is ignored, so a token minted for a
+    /// newer server with more capabilities still works here for the ones it shares.
+    /// </summary>
+    private static Capability? ParseCapability(JsonElement item)
+    {
+        if (item.ValueKind != JsonValueKind.String)
+        {
+            return null;
+        }
+
+        return item.GetString() switch
+        {
+            "read" => Capability.Read,
+            "write" => Capability.Write,
+            "control" => Capability.Control,
+            "admin" => Capability.Admin,
+            _ => null,
+        };
     }
 }
 
@@ -147,4 +169,12 @@ public sealed class Access
     /// <summary>Whether the token grants <paramref name="capability"/> on <paramref name="path"/>.</summary>
     public bool Allows(string path, Capability capability)
         => _everything || _grants.Any(g => g.Capabilities.Contains(capability) && Subscriptions.PathGlob.IsMatch(g.Pattern, path));
+
+    /// <summary>
+    /// Whether the token grants <paramref name="capability"/> on every path that <paramref name="pattern"/> can match,
+    /// now or in the future: one of its grant patterns must cover the whole pattern (<c>jobs/**</c> covers
+    /// <c>jobs/*/q</c>; <c>jobs/a</c> does not cover <c>jobs/*</c>). A plain path is checked as by <see cref="Allows"/>.
+    /// </summary>
+    public bool AllowsEvery(string pattern, Capability capability)
+        => _everything || _grants.Any(g => g.Capabilities.Contains(capability) && Subscriptions.PathGlob.Covers(g.Pattern, pattern));
 }

@@ -9,6 +9,8 @@ namespace DurableSessions.AspNetCore.Streams;
 
 internal sealed partial class StreamRequestHandler
 {
+    private string? _privateCacheControl;
+
     private enum LiveMode
     {
         None,
@@ -98,6 +100,20 @@ internal sealed partial class StreamRequestHandler
         }
     }
 
+    /// <summary>
+    /// The configured <c>Cache-Control</c> for one client only: <c>private</c> first, and without the directives that
+    /// speak to shared caches (<c>public</c>, <c>s-maxage</c>, <c>proxy-revalidate</c>); <c>max-age</c> and the rest stay.
+    /// </summary>
+    internal static string PrivateCacheControl(string configured)
+    {
+        var kept = configured.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+            .Where(d => !d.Equals("public", StringComparison.OrdinalIgnoreCase)
+                && !d.Equals("private", StringComparison.OrdinalIgnoreCase)
+                && !d.Equals("proxy-revalidate", StringComparison.OrdinalIgnoreCase)
+                && !d.StartsWith("s-maxage", StringComparison.OrdinalIgnoreCase));
+        return string.Join(", ", kept.Prepend("private"));
+    }
+
     private static Task WriteNowAsync(HttpContext context, StreamInfo stream)
     {
         var response = context.Response;
@@ -144,8 +160,14 @@ internal sealed partial class StreamRequestHandler
             response.Headers[ProtocolHeaders.Cursor] = cursor;
         }
 
-        // Data chunks are immutable and cacheable; an empty answer at the tail changes with the next append.
-        response.Headers.CacheControl = read.Chunks.Count > 0 ? _options.CacheControl : "no-store";
+        // Data chunks are immutable and cacheable; an empty answer at the tail changes with the next append. Under
+        // access control the answer depends on the caller's token, so only the caller's own cache may keep it.
+        var authenticated = !Auth.AccessControl.Current(context).IsAnonymous;
+        response.Headers.CacheControl = read.Chunks.Count == 0 ? "no-store" : authenticated ? _privateCacheControl ??= PrivateCacheControl(_options.CacheControl) : _options.CacheControl;
+        if (authenticated)
+        {
+            response.Headers.Vary = "Authorization";
+        }
         if (IfNoneMatch(context.Request.Headers.IfNoneMatch, etag))
         {
             response.StatusCode = 304;

@@ -139,6 +139,13 @@ internal sealed partial class StreamRequestHandler
                 return;
             }
 
+            // A fork serves the source's data under a new path, so it needs read on the source, not just write here.
+            if (!Auth.AccessControl.Current(context).Allows(forkedFrom, Auth.Capability.Read))
+            {
+                await Problem.Write(context, 403, "FORBIDDEN", $"The token does not grant read on the fork source {forkedFrom}.").ConfigureAwait(false);
+                return;
+            }
+
             if (forkOffsetHeader.Count > 0)
             {
                 var token = forkOffsetHeader.ToString();

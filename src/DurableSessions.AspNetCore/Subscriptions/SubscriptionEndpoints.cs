@@ -1,9 +1,30 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using DurableSessions.AspNetCore.Auth;
 using DurableSessions.AspNetCore.Streams;
 using Microsoft.AspNetCore.Http;
 
 namespace DurableSessions.AspNetCore.Subscriptions;
+
+/// <summary>How a request under <c>__ds/</c> is authenticated, decided from its exact route.</summary>
+internal enum ControlRoute
+{
+    /// <summary>No such control API (still behind the bearer check, so nothing about it leaks).</summary>
+    Unknown,
+
+    /// <summary><c>GET|HEAD jwks.json</c>: the public webhook signing keys.</summary>
+    KeySet,
+
+    /// <summary>
+    /// <c>POST subscriptions/{id}/callback|ack|release</c>: authenticated by the wake-scoped token the server issued with
+    /// the wake or the claim (in <c>Authorization: Bearer</c>), which the handler checks against the subscription's
+    /// current generation and wake.
+    /// </summary>
+    WakeScoped,
+
+    /// <summary>Creating, reading, changing, deleting and claiming subscriptions: a bearer access token with admin on <c>__ds</c>.</summary>
+    Managed,
+}
 
 /// <summary>
 /// HTTP surface of the reserved control APIs under <c>/v1/stream/__ds/</c> (protocol §6–7).
@@ -12,11 +33,30 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service)
 {
     private const int MaxBodyBytes = 256 * 1024;
 
+    /// <summary>Classifies <paramref name="rest"/> (the path after <c>__ds/</c>) by its exact segments, as <see cref="HandleAsync"/> routes it.</summary>
+    public static ControlRoute Classify(string rest, string method)
+    {
+        if (rest == "jwks.json")
+        {
+            return HttpMethods.IsGet(method) || HttpMethods.IsHead(method) ? ControlRoute.KeySet : ControlRoute.Unknown;
+        }
+
+        var segments = rest.Split('/', 4);
+        if (segments.Length < 2 || segments[0] != "subscriptions" || !Identifiers.IsValid(segments[1]))
+        {
+            return ControlRoute.Unknown;
+        }
+
+        return segments.Length == 3 && HttpMethods.IsPost(method) && segments[2] is "callback" or "ack" or "release"
+            ? ControlRoute.WakeScoped
+            : ControlRoute.Managed;
+    }
+
     /// <summary>Handles <paramref name="rest"/>, the path after <c>__ds/</c>.</summary>
     public async Task HandleAsync(HttpContext context, string rest)
     {
         var method = context.Request.Method;
-        if (rest == "jwks.json" && (HttpMethods.IsGet(method) || HttpMethods.IsHead(method)))
+        if (Classify(rest, method) == ControlRoute.KeySet)
         {
             var jwks = service.Keys.JwksDocument();
             context.Response.ContentType = "application/jwk-set+json";
@@ -68,14 +108,14 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service)
 
                 context.Response.StatusCode = 204;
                 return;
-            case ("callback", "POST"):
-            case ("ack", "POST"):
+            case ("callback", "POST") when segments.Length == 3:
+            case ("ack", "POST") when segments.Length == 3:
                 await AckAsync(context, id).ConfigureAwait(false);
                 return;
-            case ("release", "POST"):
+            case ("release", "POST") when segments.Length == 3:
                 await ReleaseAsync(context, id).ConfigureAwait(false);
                 return;
-            case ("claim", "POST"):
+            case ("claim", "POST") when segments.Length == 3:
                 await ClaimAsync(context, id).ConfigureAwait(false);
                 return;
             default:
@@ -129,6 +169,12 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service)
             return;
         }
 
+        if (!string.IsNullOrEmpty(pattern) && CheckPattern(pattern) is { } patternError)
+        {
+            await Problem.Write(context, 400, "PATTERN_TOO_LARGE", patternError).ConfigureAwait(false);
+            return;
+        }
+
         var leaseTtl = 30_000L;
         if (body["lease_ttl_ms"] is JsonValue leaseValue)
         {
@@ -158,6 +204,26 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service)
                 await Invalid(context, "A pull-wake subscription needs wake_stream, the path of a JSON stream.").ConfigureAwait(false);
                 return;
             }
+        }
+
+        // A subscription reports the paths and offsets of what it covers, and a pull-wake one appends to its wake
+        // stream on the creator's behalf: the creator's token must allow the same directly.
+        var access = AccessControl.Current(context);
+        if (!string.IsNullOrEmpty(pattern) && !access.AllowsEvery(pattern, Capability.Read))
+        {
+            await Forbidden(context, $"The token does not grant read on every stream the pattern {pattern} can match.").ConfigureAwait(false);
+            return;
+        }
+
+        if (!await AllowsReadOnEach(context, access, streams).ConfigureAwait(false))
+        {
+            return;
+        }
+
+        if (wakeStream is not null && !access.Allows(wakeStream, Capability.Write))
+        {
+            await Forbidden(context, $"The token does not grant write on the wake stream {wakeStream}.").ConfigureAwait(false);
+            return;
         }
 
         var config = new SubscriptionConfig
@@ -218,6 +284,11 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service)
             }
 
             paths.Add(path);
+        }
+
+        if (!await AllowsReadOnEach(context, AccessControl.Current(context), paths).ConfigureAwait(false))
+        {
+            return;
         }
 
         if (!await service.AddStreamsAsync(id, paths, context.RequestAborted).ConfigureAwait(false))
@@ -434,6 +505,35 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service)
         return header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? header[7..].Trim() : null;
     }
 
+
+    /// <summary>Why a subscription pattern is refused (past the configured size), or null when it is acceptable.</summary>
+    private string? CheckPattern(string pattern)
+    {
+        var options = service.Options;
+        if (pattern.Length > options.MaxPatternLength)
+        {
+            return $"pattern is longer than {options.MaxPatternLength} characters.";
+        }
+
+        var segments = pattern.AsSpan().Count('/') + 1;
+        return segments > options.MaxPatternSegments ? $"pattern has more than {options.MaxPatternSegments} segments." : null;
+    }
+
+    private static async Task<bool> AllowsReadOnEach(HttpContext context, Access access, IEnumerable<string> paths)
+    {
+        foreach (var path in paths)
+        {
+            if (!access.Allows(path, Capability.Read))
+            {
+                await Forbidden(context, $"The token does not grant read on {path}.").ConfigureAwait(false);
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    private static Task Forbidden(HttpContext context, string message) => Problem.Write(context, 403, "FORBIDDEN", message);
 
     private static Task Invalid(HttpContext context, string message) => Problem.Write(context, 400, "INVALID_SUBSCRIPTION", message);
 

@@ -1,0 +1,289 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Security.Claims;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using DurableSessions.AspNetCore.Auth;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.IdentityModel.JsonWebTokens;
+using Microsoft.IdentityModel.Tokens;
+
+namespace DurableSessions.FunctionalTests;
+
+/// <summary>
+/// Access control against an attacker (issue 9): subscription routes authorized by their exact shape, reads of other
+/// streams through forks and subscriptions, private caching, strict capability names and a glob matcher that cannot be
+/// made to spin.
+/// </summary>
+public sealed class AccessControlHardeningTests : IAsyncLifetime
+{
+    private const string Key = "test-signing-key-of-at-least-32-bytes!";
+    private static readonly Capability[] All = [Capability.Read, Capability.Write, Capability.Control, Capability.Admin];
+    private InProcessServer _server = null!;
+    private AccessTokens _tokens = null!;
+    private string _root = null!;
+
+    public async ValueTask InitializeAsync()
+    {
+        _server = await InProcessServer.StartAsync(services: s => s.Configure<AccessOptions>(o => o.SigningKey = Key));
+        _tokens = _server.Services.GetRequiredService<AccessTokens>();
+        _root = Token("admin:root", ("**", All), ("__ds", All));
+    }
+
+    public async ValueTask DisposeAsync() => await _server.DisposeAsync();
+
+    private string Token(string subject, params (string Pattern, Capability[] Capabilities)[] grants)
+        => _tokens.Issue(subject, grants.ToDictionary(g => g.Pattern, g => g.Capabilities), TimeSpan.FromMinutes(5));
+
+    private async Task<HttpResponseMessage> Send(HttpMethod method, string url, string? token, string? body = null, params (string Name, string Value)[] headers)
+    {
+        using var request = new HttpRequestMessage(method, url);
+        if (token is not null)
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        }
+
+        foreach (var (name, value) in headers)
+        {
+            request.Headers.TryAddWithoutValidation(name, value);
+        }
+
+        if (body is not null)
+        {
+            request.Content = new StringContent(body, Encoding.UTF8, "application/json");
+        }
+
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        return await _server.Client.SendAsync(request, timeout.Token);
+    }
+
+    private async Task CreateJsonStream(string path, string? body = null)
+        => Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Put, $"/v1/stream/{path}", _root, body ?? "[]")).StatusCode);
+
+    private static async Task<JsonObject> Json(HttpResponseMessage response)
+        => (JsonObject)JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
+
+    // ---- finding 2: subscription routes ----
+
+    /// <summary>A pull-wake subscription over jobs/* with pending work, so it can be claimed.</summary>
+    private async Task CreatePendingJobs(string id)
+    {
+        await CreateJsonStream("wake");
+        await CreateJsonStream("jobs/q1");
+        var put = await Send(HttpMethod.Put, $"/v1/stream/__ds/subscriptions/{id}", _root, "{\"type\":\"pull-wake\",\"pattern\":\"jobs/*\",\"wake_stream\":\"wake\"}");
+        Assert.Equal(HttpStatusCode.Created, put.StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await Send(HttpMethod.Post, "/v1/stream/jobs/q1", _root, "[{\"job\":1}]")).StatusCode);
+    }
+
+    [Fact]
+    public async Task A_claim_needs_an_admin_token_even_behind_a_path_that_ends_in_ack()
+    {
+        await CreatePendingJobs("work");
+        var writer = Token("user:writer", ("**", [Capability.Read, Capability.Write]));
+
+        Assert.Equal(HttpStatusCode.Unauthorized, (await Send(HttpMethod.Post, "/v1/stream/__ds/subscriptions/work/claim/ack", null, "{\"worker\":\"evil\"}")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await Send(HttpMethod.Post, "/v1/stream/__ds/subscriptions/work/claim", null, "{\"worker\":\"evil\"}")).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await Send(HttpMethod.Post, "/v1/stream/__ds/subscriptions/work/claim", writer, "{\"worker\":\"evil\"}")).StatusCode);
+
+        // The real worker's claim is untouched and its token still acknowledges the work.
+        var claim = await Send(HttpMethod.Post, "/v1/stream/__ds/subscriptions/work/claim", _root, "{\"worker\":\"real\"}");
+        Assert.Equal(HttpStatusCode.OK, claim.StatusCode);
+        var lease = await Json(claim);
+        var ack = new JsonObject { ["wake_id"] = lease["wake_id"]!.GetValue<string>(), ["generation"] = lease["generation"]!.GetValue<long>(), ["done"] = true }.ToJsonString();
+        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Post, "/v1/stream/__ds/subscriptions/work/ack", lease["token"]!.GetValue<string>(), ack)).StatusCode);
+    }
+
+    [Fact]
+    public async Task Acks_and_releases_are_checked_against_their_wake_token()
+    {
+        await CreatePendingJobs("fenced");
+        var lease = await Json(await Send(HttpMethod.Post, "/v1/stream/__ds/subscriptions/fenced/claim", _root, "{\"worker\":\"real\"}"));
+        var ack = new JsonObject { ["wake_id"] = lease["wake_id"]!.GetValue<string>(), ["generation"] = lease["generation"]!.GetValue<long>(), ["done"] = true }.ToJsonString();
+
+        // The route skips the bearer check, so its own token must be the proof: none, a forged one or an access token is fenced.
+        Assert.Equal(HttpStatusCode.Conflict, (await Send(HttpMethod.Post, "/v1/stream/__ds/subscriptions/fenced/ack", null, ack)).StatusCode);
+        Assert.Equal(HttpStatusCode.Conflict, (await Send(HttpMethod.Post, "/v1/stream/__ds/subscriptions/fenced/ack", "AAAA.BBBB", ack)).StatusCode);
+        Assert.Equal(HttpStatusCode.Conflict, (await Send(HttpMethod.Post, "/v1/stream/__ds/subscriptions/fenced/release", _root, ack)).StatusCode);
+        Assert.Equal(HttpStatusCode.Conflict, (await Send(HttpMethod.Post, "/v1/stream/__ds/subscriptions/fenced/callback", null, ack)).StatusCode);
+
+        // The same words one segment deeper are not the wake-scoped routes.
+        Assert.Equal(HttpStatusCode.Unauthorized, (await Send(HttpMethod.Post, "/v1/stream/__ds/subscriptions/fenced/ack/ack", null, ack)).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await Send(HttpMethod.Post, "/v1/stream/__ds/subscriptions/fenced/release/x/release", null, ack)).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await Send(HttpMethod.Get, "/v1/stream/__ds/subscriptions/fenced/ack", null)).StatusCode);
+
+        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Post, "/v1/stream/__ds/subscriptions/fenced/ack", lease["token"]!.GetValue<string>(), ack)).StatusCode);
+    }
+
+    [Fact]
+    public async Task Removing_a_stream_from_a_subscription_needs_a_token_whatever_its_path_ends_in()
+    {
+        await CreateJsonStream("jobs/ack");
+        var put = await Send(HttpMethod.Put, "/v1/stream/__ds/subscriptions/explicit", _root, "{\"type\":\"pull-wake\",\"streams\":[\"jobs/ack\"],\"wake_stream\":\"wake\"}");
+        Assert.Equal(HttpStatusCode.Created, put.StatusCode);
+
+        Assert.Equal(HttpStatusCode.Unauthorized, (await Send(HttpMethod.Delete, "/v1/stream/__ds/subscriptions/explicit/streams/jobs%2Fack", null)).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await Send(HttpMethod.Delete, "/v1/stream/__ds/subscriptions/explicit/streams/jobs/ack", null)).StatusCode);
+        var described = await Json(await Send(HttpMethod.Get, "/v1/stream/__ds/subscriptions/explicit", _root));
+        Assert.Single(described["streams"]!.AsArray());
+
+        Assert.Equal(HttpStatusCode.NoContent, (await Send(HttpMethod.Delete, "/v1/stream/__ds/subscriptions/explicit/streams/jobs%2Fack", _root)).StatusCode);
+    }
+
+    // ---- finding 3: reads of other streams ----
+
+    [Fact]
+    public async Task A_fork_needs_read_on_its_source_and_creates_nothing_without_it()
+    {
+        await CreateJsonStream("sessions/victim", "[{\"secret\":42}]");
+        var scratch = Token("user:mallory", ("scratch/**", [Capability.Read, Capability.Write]));
+        Assert.Equal(HttpStatusCode.Forbidden, (await Send(HttpMethod.Get, "/v1/stream/sessions/victim?offset=-1", scratch)).StatusCode);
+
+        var fork = await Send(HttpMethod.Put, "/v1/stream/scratch/c", scratch, headers: ("Stream-Forked-From", "sessions/victim"));
+        Assert.Equal(HttpStatusCode.Forbidden, fork.StatusCode);
+        Assert.Equal("FORBIDDEN", (await Json(fork))["error"]!["code"]!.GetValue<string>());
+        Assert.Equal(HttpStatusCode.NotFound, (await Send(HttpMethod.Get, "/v1/stream/scratch/c?offset=-1", scratch)).StatusCode);
+
+        var absolute = await Send(HttpMethod.Put, "/v1/stream/scratch/d", scratch, headers: ("Stream-Forked-From", $"{_server.BaseAddress}v1/stream/sessions%2Fvictim"));
+        Assert.Equal(HttpStatusCode.Forbidden, absolute.StatusCode);
+
+        var reader = Token("user:alice", ("scratch/**", [Capability.Read, Capability.Write]), ("sessions/victim", [Capability.Read]));
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Put, "/v1/stream/scratch/c", reader, headers: ("Stream-Forked-From", "sessions/victim"))).StatusCode);
+        Assert.Contains("42", await (await Send(HttpMethod.Get, "/v1/stream/scratch/c?offset=-1", reader)).Content.ReadAsStringAsync(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_subscription_needs_read_on_everything_it_covers_and_write_on_its_wake_stream()
+    {
+        await CreateJsonStream("wake");
+        await CreateJsonStream("sessions/victim");
+        var jobsAdmin = Token("svc:jobs", ("__ds", [Capability.Admin]), ("jobs/**", [Capability.Read]), ("wake", [Capability.Write]));
+        string Body(string selector, string wake = "wake") => $"{{\"type\":\"pull-wake\",{selector},\"wake_stream\":\"{wake}\"}}";
+
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Put, "/v1/stream/__ds/subscriptions/ok", jobsAdmin, Body("\"pattern\":\"jobs/*/q\""))).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Put, "/v1/stream/__ds/subscriptions/ok2", jobsAdmin, Body("\"streams\":[\"jobs/a\"]"))).StatusCode);
+
+        foreach (var selector in new[] { "\"pattern\":\"**\"", "\"pattern\":\"sessions/*\"", "\"pattern\":\"*/victim\"", "\"pattern\":\"jobs/*\",\"streams\":[\"sessions/victim\"]" })
+        {
+            var refused = await Send(HttpMethod.Put, "/v1/stream/__ds/subscriptions/spy", jobsAdmin, Body(selector));
+            Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+        }
+
+        Assert.Equal(HttpStatusCode.Forbidden, (await Send(HttpMethod.Put, "/v1/stream/__ds/subscriptions/spy", jobsAdmin, Body("\"pattern\":\"jobs/*\"", wake: "sessions/victim"))).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await Send(HttpMethod.Post, "/v1/stream/__ds/subscriptions/ok/streams", jobsAdmin, "{\"streams\":[\"sessions/victim\"]}")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await Send(HttpMethod.Get, "/v1/stream/__ds/subscriptions/spy", jobsAdmin)).StatusCode);
+        var ok = await Json(await Send(HttpMethod.Get, "/v1/stream/__ds/subscriptions/ok", jobsAdmin));
+        Assert.Empty(ok["streams"]!.AsArray());
+    }
+
+    // ---- finding 11: caching ----
+
+    [Fact]
+    public async Task Catch_up_reads_under_access_control_are_cached_only_privately_per_token()
+    {
+        await CreateJsonStream("cached", "[{\"a\":1}]");
+        var response = await Send(HttpMethod.Get, "/v1/stream/cached?offset=-1", _root);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.True(response.Headers.CacheControl!.Private);
+        Assert.False(response.Headers.CacheControl.Public);
+        Assert.Equal(TimeSpan.FromSeconds(60), response.Headers.CacheControl.MaxAge);
+        Assert.Contains("Authorization", response.Headers.Vary);
+
+        var etag = response.Headers.ETag!.Tag;
+        var revalidated = await Send(HttpMethod.Get, "/v1/stream/cached?offset=-1", _root, headers: ("If-None-Match", etag));
+        Assert.Equal(HttpStatusCode.NotModified, revalidated.StatusCode);
+        Assert.True(revalidated.Headers.CacheControl!.Private);
+        Assert.Contains("Authorization", revalidated.Headers.Vary);
+    }
+
+    [Fact]
+    public async Task Catch_up_reads_without_access_control_keep_the_configured_cache_control()
+    {
+        await using var open = await InProcessServer.StartAsync();
+        Assert.Equal(HttpStatusCode.Created, (await open.Client.PutAsync("/v1/stream/cached", new StringContent("[{\"a\":1}]", Encoding.UTF8, "application/json"))).StatusCode);
+        var response = await open.Client.GetAsync("/v1/stream/cached?offset=-1");
+        Assert.Equal("public, max-age=60, stale-while-revalidate=300", response.Headers.GetValues("Cache-Control").Single());
+        Assert.DoesNotContain("Authorization", response.Headers.Vary);
+    }
+
+    // ---- finding 13: capability names ----
+
+    private static string RawToken(string grants) => new JsonWebTokenHandler().CreateToken(new SecurityTokenDescriptor
+    {
+        Subject = new ClaimsIdentity([new Claim("sub", "user:mallory")]),
+        Claims = new Dictionary<string, object> { ["grants"] = JsonDocument.Parse(grants).RootElement.Clone() },
+        NotBefore = DateTime.UtcNow.AddMinutes(-1),
+        IssuedAt = DateTime.UtcNow.AddMinutes(-1),
+        Expires = DateTime.UtcNow.AddMinutes(5),
+        SigningCredentials = new SigningCredentials(new SymmetricSecurityKey(Encoding.UTF8.GetBytes(Key)), SecurityAlgorithms.HmacSha256),
+    });
+
+    public static TheoryData<string> LooseCapabilities => new()
+    {
+        "[\"write,control\"]",
+        "[\"3\"]",
+        "[\" admin \"]",
+        "[\"Admin\"]",
+        "[\"ADMIN\"]",
+        "[3]",
+        "[3.5, true, null, {\"admin\":true}, [\"admin\"]]",
+        "\"admin\"",
+        "3",
+    };
+
+    [Theory]
+    [MemberData(nameof(LooseCapabilities))]
+    public async Task A_capability_that_is_not_exactly_a_known_lowercase_name_grants_nothing(string capabilities)
+    {
+        await CreateJsonStream("loose/s", "[]");
+        var token = RawToken($"{{\"loose/**\":{capabilities}}}");
+        var delete = await Send(HttpMethod.Delete, "/v1/stream/loose/s", token);
+        Assert.Equal(HttpStatusCode.Forbidden, delete.StatusCode);
+    }
+
+    [Fact]
+    public async Task Unknown_capabilities_beside_known_ones_are_ignored()
+    {
+        await CreateJsonStream("mixed/s", "[]");
+        var token = RawToken("{\"mixed/**\":[\"read\", 7, \"teleport\", \"admin\"], \"other/**\": 5}");
+        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Get, "/v1/stream/mixed/s?offset=-1", token)).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await Send(HttpMethod.Post, "/v1/stream/mixed/s", token, "[1]")).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await Send(HttpMethod.Delete, "/v1/stream/mixed/s", token)).StatusCode);
+    }
+
+    // ---- finding 12: glob CPU ----
+
+    [Fact]
+    public async Task A_hostile_subscription_pattern_is_answered_promptly_and_the_server_stays_responsive()
+    {
+        var deep = string.Join('/', Enumerable.Repeat("a", 400));
+        await CreateJsonStream(deep);
+
+        var watch = Stopwatch.StartNew();
+        var put = await Send(HttpMethod.Put, "/v1/stream/__ds/subscriptions/hostile", _root, "{\"type\":\"pull-wake\",\"pattern\":\"**/**/**/**/**/z\",\"wake_stream\":\"wake\"}");
+        Assert.Equal(HttpStatusCode.Created, put.StatusCode);
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(2), $"The create took {watch.Elapsed}.");
+
+        // Appends are matched against the pattern too.
+        watch.Restart();
+        Assert.Equal(HttpStatusCode.NoContent, (await Send(HttpMethod.Post, $"/v1/stream/{deep}", _root, "[1]")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Get, $"/v1/stream/{deep}?offset=-1", _root)).StatusCode);
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(2), $"The append and read took {watch.Elapsed}.");
+    }
+
+    [Fact]
+    public async Task A_subscription_pattern_past_the_size_limits_gets_400()
+    {
+        var tooManySegments = string.Join('/', Enumerable.Repeat("**", 33));
+        var tooLong = new string('x', 1025);
+        foreach (var pattern in new[] { tooManySegments, tooLong })
+        {
+            var put = await Send(HttpMethod.Put, "/v1/stream/__ds/subscriptions/big", _root, $"{{\"type\":\"pull-wake\",\"pattern\":\"{pattern}\",\"wake_stream\":\"wake\"}}");
+            Assert.Equal(HttpStatusCode.BadRequest, put.StatusCode);
+            Assert.Equal("PATTERN_TOO_LARGE", (await Json(put))["error"]!["code"]!.GetValue<string>());
+        }
+
+        Assert.Equal(HttpStatusCode.NotFound, (await Send(HttpMethod.Get, "/v1/stream/__ds/subscriptions/big", _root)).StatusCode);
+    }
+}
