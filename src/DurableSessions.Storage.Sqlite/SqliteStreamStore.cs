@@ -51,6 +51,7 @@ public sealed partial class SqliteStreamStore : StreamStore
     private readonly Task _checkpointer = Task.CompletedTask;
 
     private readonly SqliteConnection _writer;
+    private readonly DataDirectoryLock _directoryLock;
     private readonly ITimer _sweepTimer;
     private readonly ITimer _accessTimer;
     private readonly DateTimeOffset _openedAt;
@@ -64,6 +65,10 @@ public sealed partial class SqliteStreamStore : StreamStore
         _options = options;
         _logger = logger;
         Directory.CreateDirectory(options.DataDirectory);
+
+        // Before anything is read: a second process on the same directory would keep its own view of the streams, and
+        // the two would overwrite each other's acknowledged appends.
+        _directoryLock = DataDirectoryLock.Acquire(options.DataDirectory);
         var path = Path.GetFullPath(Path.Combine(options.DataDirectory, "streams.db"));
         _walPath = path + "-wal";
         _connectionString = new SqliteConnectionStringBuilder
@@ -75,20 +80,18 @@ public sealed partial class SqliteStreamStore : StreamStore
 
         _openedAt = timeProvider.GetUtcNow();
         _writer = new SqliteConnection(_connectionString);
-        _writer.Open();
-        // With Fsync durability the sync thread flushes the WAL itself (see the writer pipeline), and checkpoints run
-        // explicitly with synchronous=FULL; Relaxed leaves syncing to SQLite's NORMAL mode.
-        var fsync = options.Durability == SqliteDurability.Fsync;
-        Execute(_writer, $"""
-            PRAGMA journal_mode=WAL;
-            PRAGMA synchronous={(fsync ? "OFF" : "NORMAL")};
-            PRAGMA busy_timeout=5000;
-            PRAGMA wal_autocheckpoint={(fsync ? 0 : 4000)};
-            PRAGMA journal_size_limit=67108864;
-            """);
-        Execute(_writer, Schema.Create);
-        LoadStreams();
+        try
+        {
+            OpenDatabase(options);
+        }
+        catch
+        {
+            _writer.Dispose();
+            _directoryLock.Dispose();
+            throw;
+        }
 
+        var fsync = options.Durability == SqliteDurability.Fsync;
         new Thread(WriterLoop) { IsBackground = true, Name = "DurableSessions SQLite writer" }.Start();
         new Thread(SyncLoop) { IsBackground = true, Name = "DurableSessions SQLite sync" }.Start();
         if (fsync)
@@ -105,6 +108,24 @@ public sealed partial class SqliteStreamStore : StreamStore
     {
         ArgumentNullException.ThrowIfNull(options);
         return new SqliteStreamStore(options, timeProvider ?? TimeProvider.System, fanout ?? new StreamFanout(), (ILogger?)logger ?? NullLogger.Instance);
+    }
+
+    private void OpenDatabase(SqliteStreamStoreOptions options)
+    {
+        _writer.Open();
+
+        // With Fsync durability the sync thread flushes the WAL itself (see the writer pipeline), and checkpoints run
+        // explicitly with synchronous=FULL; Relaxed leaves syncing to SQLite's NORMAL mode.
+        var fsync = options.Durability == SqliteDurability.Fsync;
+        Execute(_writer, $"""
+            PRAGMA journal_mode=WAL;
+            PRAGMA synchronous={(fsync ? "OFF" : "NORMAL")};
+            PRAGMA busy_timeout=5000;
+            PRAGMA wal_autocheckpoint={(fsync ? 0 : 4000)};
+            PRAGMA journal_size_limit=67108864;
+            """);
+        Execute(_writer, Schema.Create);
+        LoadStreams();
     }
 
     /// <inheritdoc />
@@ -328,6 +349,7 @@ public sealed partial class SqliteStreamStore : StreamStore
         }
 
         _writer.Dispose();
+        _directoryLock.Dispose();
     }
 
     private static bool IsExpired(StreamEntry entry, DateTimeOffset now)

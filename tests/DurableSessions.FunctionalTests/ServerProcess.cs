@@ -7,6 +7,7 @@ namespace DurableSessions.FunctionalTests;
 /// <summary>The real server executable running as a child process on a free loopback port.</summary>
 public sealed class ServerProcess : IAsyncDisposable
 {
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _errors = new();
     private Process? _process;
 
     private ServerProcess(string dataDirectory, int port, string[] extraArgs)
@@ -57,7 +58,13 @@ public sealed class ServerProcess : IAsyncDisposable
 
         _process = Process.Start(info) ?? throw new InvalidOperationException("Could not start the server process.");
         _process.OutputDataReceived += (_, _) => { };
-        _process.ErrorDataReceived += (_, _) => { };
+        _process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is { } line && _errors.Count < 200)
+            {
+                _errors.Enqueue(line);
+            }
+        };
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
 
@@ -67,7 +74,9 @@ public sealed class ServerProcess : IAsyncDisposable
         {
             if (_process.HasExited)
             {
-                throw new InvalidOperationException($"The server exited with code {_process.ExitCode} during start-up.");
+                // The error stream is drained asynchronously; wait for its end so the message has the server's last words.
+                await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10));
+                throw new InvalidOperationException($"The server exited with code {_process.ExitCode} during start-up: {string.Join('\n', _errors)}");
             }
 
             try
