@@ -206,6 +206,8 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
         Assert.Equal(AppendStatus.StreamClosed, rejected.Status);
         Assert.Equal(closed.TailPosition, rejected.TailPosition);
         Assert.Equal("xfinal", await ReadAll(store, "c"));
+        await store.DisposeAsync();
+        _opened.Remove(store);
 
         var reopened = await Open();
         Assert.True((await reopened.GetAsync("c")).Stream!.Closed);
