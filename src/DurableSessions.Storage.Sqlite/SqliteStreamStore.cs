@@ -43,7 +43,9 @@ public sealed partial class SqliteStreamStore : StreamStore
     // The writer thread's view: committed state, possibly not yet durable. Touched only by the writer thread.
     private readonly Dictionary<string, StreamInfo> _writerByPath = new(StringComparer.Ordinal);
     private readonly Dictionary<long, StreamInfo> _writerById = [];
-    private readonly Dictionary<(long StreamId, string ProducerId), ProducerState?> _writerProducers = [];
+    private readonly Dictionary<(long StreamId, string ProducerId), CachedProducer> _writerProducers = [];
+    private int _producerSweepPending;
+    private long _lastProducerSweepTicks;
     private readonly string _walPath;
     private SafeFileHandle? _walHandle;
     private volatile bool _broken;
@@ -107,6 +109,7 @@ public sealed partial class SqliteStreamStore : StreamStore
     public static SqliteStreamStore Open(SqliteStreamStoreOptions options, TimeProvider? timeProvider = null, StreamFanout? fanout = null, ILogger<SqliteStreamStore>? logger = null)
     {
         ArgumentNullException.ThrowIfNull(options);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(options.ProducerStateTtl, TimeSpan.Zero, "ProducerStateTtl");
         return new SqliteStreamStore(options, timeProvider ?? TimeProvider.System, fanout ?? new StreamFanout(), (ILogger?)logger ?? NullLogger.Instance);
     }
 
@@ -125,6 +128,19 @@ public sealed partial class SqliteStreamStore : StreamStore
             PRAGMA journal_size_limit=67108864;
             """);
         Execute(_writer, Schema.Create);
+        using (var check = _writer.CreateCommand())
+        {
+            check.CommandText = Schema.HasProducerLastUsed;
+            if (Convert.ToInt64(check.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture) == 0)
+            {
+                using var migrate = _writer.CreateCommand();
+                migrate.CommandText = Schema.AddProducerLastUsed;
+                migrate.Parameters.AddWithValue("$now", _openedAt.ToUnixTimeMilliseconds());
+                migrate.ExecuteNonQuery();
+            }
+        }
+
+        Execute(_writer, Schema.CreateProducerIndex);
         LoadStreams();
     }
 
@@ -436,6 +452,18 @@ public sealed partial class SqliteStreamStore : StreamStore
     private void SweepExpired()
     {
         var now = TimeProvider.GetUtcNow();
+
+        // Idle producers are forgotten at most once per sweep interval, however the clock moves.
+        if (now.UtcTicks - Interlocked.Read(ref _lastProducerSweepTicks) >= _options.ExpirySweepInterval.Ticks
+            && Volatile.Read(ref _disposed) == 0 && Interlocked.CompareExchange(ref _producerSweepPending, 1, 0) == 0)
+        {
+            Interlocked.Exchange(ref _lastProducerSweepTicks, now.UtcTicks);
+            if (!_commands.TryEnqueue(new ExpireProducersCommand()))
+            {
+                Volatile.Write(ref _producerSweepPending, 0);
+            }
+        }
+
         foreach (var (path, entry) in _byPath)
         {
             if (!entry.Info.SoftDeleted && IsExpired(entry, now))
@@ -510,6 +538,9 @@ public sealed partial class SqliteStreamStore : StreamStore
     }
 
     private readonly record struct Segment(long StreamId, long From, long To);
+
+    /// <summary>A producer's committed state and when it was last used (Unix milliseconds).</summary>
+    private readonly record struct CachedProducer(ProducerState State, long LastUsed);
 
     /// <summary>The store's in-memory view of one stream.</summary>
     private sealed class StreamEntry
