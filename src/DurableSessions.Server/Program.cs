@@ -20,6 +20,18 @@ builder.Services.Configure<EmbeddedAgentOptions>(builder.Configuration.GetSectio
 builder.Services.AddHostedService<EmbeddedAgentHost>();
 
 var app = builder.Build();
+try
+{
+    // Opened before the host starts, so a store that cannot open (a data directory another process holds) stops the
+    // server with one line and a non-zero exit code instead of a host start-up stack trace.
+    _ = app.Services.GetRequiredService<StreamStore>();
+}
+catch (IOException ex)
+{
+    Console.Error.WriteLine($"DurableSessions cannot start: {ex.Message}");
+    return 1;
+}
+
 app.UseDefaultFiles();
 app.UseStaticFiles();
 app.MapGet("/health", (StreamStore store) => store.IsAvailable
@@ -38,6 +50,7 @@ app.Lifetime.ApplicationStarted.Register(() =>
 });
 
 app.Run();
+return 0;
 
 internal static partial class ServerLog
 {

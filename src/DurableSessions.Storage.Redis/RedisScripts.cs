@@ -7,7 +7,7 @@ namespace DurableSessions.Storage.Redis;
 /// <remarks>
 /// <para>Keys of a stream: <c>KEYS[1]</c> its metadata hash, <c>KEYS[2]</c> its records (a Redis stream whose entry
 /// ids are <c>{end position}-0</c>, with fields <c>s</c> = start position and <c>d</c> = data), <c>KEYS[3]</c> its
-/// producers hash (producer id → <c>epoch:seq</c>).</para>
+/// producers hash (producer id → <c>epoch:seq:last used ms</c>; older entries lack the last part and count as in use).</para>
 /// <para>Every change is published on the change channel as <c>header\n path data</c>, the header being
 /// <c>node|id|start|end|closed|deleted|pathBytes|dataBytes</c>. Data above the inline limit is left out (dataBytes -1)
 /// and the receiving nodes read it from the records.</para>
@@ -36,7 +36,7 @@ internal static class RedisScripts
     /// Append: the same decision as <see cref="AppendRules.Decide"/> (closed, content type, producer, Stream-Seq,
     /// expected tail), then the write, the producer state, the metadata and the notification, all at once.
     /// ARGV: now, media type ('' = unchecked), data, units, close, stream-seq, producer id ('' = none), epoch, seq,
-    /// expected tail ('' = none), channel, node, inline limit.
+    /// expected tail ('' = none), channel, node, inline limit, producer state TTL in ms.
     /// Returns {status, tail, closed, producerEpoch, producerSeq} and, when appended, the stream id.
     /// </summary>
     public const string Append = Common + "\n" + """
@@ -55,10 +55,18 @@ internal static class RedisScripts
         local state = nil
         if producer ~= '' then state = redis.call('HGET', KEYS[3], producer) end
         local se, ss = nil, nil
+        local producerTtl = tonumber(ARGV[14])
+        local function idle(value)
+          local a = string.find(value, ':', 1, true)
+          local b = a and string.find(value, ':', a + 1, true)
+          return b ~= nil and now - tonumber(string.sub(value, b + 1)) >= producerTtl
+        end
+        if state and idle(state) then state = nil end
         if state then
           local colon = string.find(state, ':', 1, true)
+          local colon2 = string.find(state, ':', colon + 1, true)
           se = tonumber(string.sub(state, 1, colon - 1))
-          ss = tonumber(string.sub(state, colon + 1))
+          ss = tonumber(string.sub(state, colon + 1, (colon2 or 0) - 1))
         end
 
         if m[3] == '1' then
@@ -100,7 +108,22 @@ internal static class RedisScripts
 
         local newTail = tail + units
         if units > 0 then redis.call('XADD', KEYS[2], n2s(newTail) .. '-0', 's', n2s(tail), 'd', ARGV[3]) end
-        if producer ~= '' then redis.call('HSET', KEYS[3], producer, n2s(epoch) .. ':' .. n2s(seq)) end
+        if producer ~= '' then
+          redis.call('HSET', KEYS[3], producer, n2s(epoch) .. ':' .. n2s(seq) .. ':' .. ARGV[1])
+          -- A new producer may push the hash past its mark: then idle producers are removed and the mark doubles, so the
+          -- sweep costs O(1) per append amortized and the hash holds at most twice the producers in use.
+          if not state then
+            local count = redis.call('HLEN', KEYS[3])
+            local mark = tonumber(redis.call('HGET', KEYS[1], 'pmark') or '64')
+            if count > mark then
+              local all = redis.call('HGETALL', KEYS[3])
+              for i = 1, #all, 2 do
+                if idle(all[i + 1]) then redis.call('HDEL', KEYS[3], all[i]) count = count - 1 end
+              end
+              redis.call('HSET', KEYS[1], 'pmark', n2s(math.max(64, count * 2)))
+            end
+          end
+        end
         redis.call('HSET', KEYS[1], 'tail', n2s(newTail), 'access', ARGV[1])
         if close then
           redis.call('HSET', KEYS[1], 'closed', '1')

@@ -49,6 +49,7 @@ public sealed partial class RedisStreamStore : StreamStore
     public static async Task<RedisStreamStore> ConnectAsync(RedisStreamStoreOptions options, TimeProvider? timeProvider = null, StreamFanout? fanout = null, ILogger<RedisStreamStore>? logger = null)
     {
         ArgumentNullException.ThrowIfNull(options);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(options.ProducerStateTtl, TimeSpan.Zero, "ProducerStateTtl");
         var configuration = ConfigurationOptions.Parse(options.Configuration);
         configuration.AbortOnConnectFail = false; // keep trying: Redis may start after us or restart under us
         var redis = await ConnectionMultiplexer.ConnectAsync(configuration).ConfigureAwait(false);
@@ -207,6 +208,7 @@ public sealed partial class RedisStreamStore : StreamStore
             now.ToUnixTimeMilliseconds(), media, request.Data.Data, request.Data.Units, request.Close ? "1" : "0",
             request.StreamSeq ?? string.Empty, producer?.ProducerId ?? string.Empty, producer?.Epoch ?? 0, producer?.Seq ?? 0,
             request.ExpectedTail is { } expected ? expected : string.Empty, _channel.ToString(), _node, _options.InlineNotificationBytes,
+            (long)_options.ProducerStateTtl.TotalMilliseconds,
         ];
         var reply = (RedisResult[])(await ScriptAsync(RedisScripts.Append, keys, args).ConfigureAwait(false))!;
         var status = (string)reply[0]!;

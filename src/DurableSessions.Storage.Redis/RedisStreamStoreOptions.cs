@@ -10,6 +10,12 @@ public sealed class RedisStreamStoreOptions
     public string KeyPrefix { get; set; } = "ds";
 
     /// <summary>
+    /// How long an idle producer's state (<c>Producer-Id</c> epoch and sequence) is kept: after this long without an
+    /// accepted append the producer is treated as new (protocol §5.2.1, producer state cleanup). Default 7 days.
+    /// </summary>
+    public TimeSpan ProducerStateTtl { get; set; } = TimeSpan.FromDays(7);
+
+    /// <summary>
     /// How many replicas must confirm each write before it is acknowledged (Redis <c>WAIT</c>). 0 (the default)
     /// acknowledges once the primary has applied it; what that survives then depends on the primary's
     /// <c>appendonly</c>/<c>appendfsync</c> settings (see docs/scale-out.md).

@@ -39,6 +39,7 @@ internal static class Schema
             producer_id TEXT NOT NULL,
             epoch INTEGER NOT NULL,
             last_seq INTEGER NOT NULL,
+            last_used INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY (stream_id, producer_id)
         ) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS documents (
@@ -48,6 +49,15 @@ internal static class Schema
             PRIMARY KEY (collection, key)
         ) WITHOUT ROWID;
         """;
+
+    /// <summary>Databases from before producer state expired lack <c>last_used</c>; their producers count as used now.</summary>
+    public const string AddProducerLastUsed = "ALTER TABLE producers ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0; UPDATE producers SET last_used = $now";
+
+    public const string HasProducerLastUsed = "SELECT COUNT(*) FROM pragma_table_info('producers') WHERE name = 'last_used'";
+
+    public const string CreateProducerIndex = "CREATE INDEX IF NOT EXISTS producers_last_used ON producers (last_used)";
+
+    public const string DeleteIdleProducers = "DELETE FROM producers WHERE last_used < $cutoff";
 
     public const string SelectStreams = """
         SELECT id, path, content_type, tail, closed, closed_by_id, closed_by_epoch, closed_by_seq, ttl_seconds, expires_at,
@@ -76,11 +86,11 @@ internal static class Schema
     public const string InsertChunk = "INSERT INTO chunks (stream_id, end_pos, start_pos, data) VALUES ($id, $end, $start, $data)";
 
     public const string UpsertProducer = """
-        INSERT INTO producers (stream_id, producer_id, epoch, last_seq) VALUES ($id, $producer, $epoch, $seq)
-        ON CONFLICT (stream_id, producer_id) DO UPDATE SET epoch = excluded.epoch, last_seq = excluded.last_seq
+        INSERT INTO producers (stream_id, producer_id, epoch, last_seq, last_used) VALUES ($id, $producer, $epoch, $seq, $now)
+        ON CONFLICT (stream_id, producer_id) DO UPDATE SET epoch = excluded.epoch, last_seq = excluded.last_seq, last_used = excluded.last_used
         """;
 
-    public const string SelectProducer = "SELECT epoch, last_seq FROM producers WHERE stream_id = $id AND producer_id = $producer";
+    public const string SelectProducer = "SELECT epoch, last_seq, last_used FROM producers WHERE stream_id = $id AND producer_id = $producer";
 
     public const string DeleteStream = """
         DELETE FROM chunks WHERE stream_id = $id;

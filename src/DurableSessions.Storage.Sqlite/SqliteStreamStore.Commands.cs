@@ -244,4 +244,22 @@ public sealed partial class SqliteStreamStore
             return true;
         }
     }
+
+    /// <summary>Forgets producers idle for longer than <see cref="SqliteStreamStoreOptions.ProducerStateTtl"/>, on disk and in the cache.</summary>
+    private sealed class ExpireProducersCommand : WriteCommand<bool>
+    {
+        protected override bool Run(BatchContext context)
+        {
+            var store = context.Store;
+            Volatile.Write(ref store._producerSweepPending, 0);
+            var cutoff = context.Now.ToUnixTimeMilliseconds() - (long)store._options.ProducerStateTtl.TotalMilliseconds;
+            context.ExecuteSql(Schema.DeleteIdleProducers, ("$cutoff", cutoff));
+            foreach (var key in store._writerProducers.Where(p => p.Value.LastUsed <= cutoff).Select(p => p.Key).ToList())
+            {
+                store._writerProducers.Remove(key);
+            }
+
+            return true;
+        }
+    }
 }

@@ -283,7 +283,7 @@ public sealed partial class SqliteStreamStore
             _store = store;
             _insertChunk = Prepare(Schema.InsertChunk, "$id", "$end", "$start", "$data");
             _updateStream = Prepare(Schema.UpdateStream, "$id", "$tail", "$closed", "$closed_by_id", "$closed_by_epoch", "$closed_by_seq", "$last_access", "$last_stream_seq", "$soft_deleted");
-            _upsertProducer = Prepare(Schema.UpsertProducer, "$id", "$producer", "$epoch", "$seq");
+            _upsertProducer = Prepare(Schema.UpsertProducer, "$id", "$producer", "$epoch", "$seq", "$now");
         }
 
         public SqliteTransaction? Transaction { get; set; }
@@ -410,9 +410,11 @@ public sealed partial class SqliteStreamStore
                 return null;
             }
 
+            // State idle for longer than the producer TTL is treated as absent: the producer starts again as new.
+            var cutoff = Now.ToUnixTimeMilliseconds() - (long)_store._options.ProducerStateTtl.TotalMilliseconds;
             if (_store._writerProducers.TryGetValue((streamId, producerId), out var cached))
             {
-                return cached;
+                return cached.LastUsed > cutoff ? cached.State : null;
             }
 
             using var command = _store._writer.CreateCommand();
@@ -421,9 +423,15 @@ public sealed partial class SqliteStreamStore
             command.Parameters.AddWithValue("$id", streamId);
             command.Parameters.AddWithValue("$producer", producerId);
             using var reader = command.ExecuteReader();
-            ProducerState? state = reader.Read() ? new ProducerState(reader.GetInt64(0), reader.GetInt64(1)) : null;
-            _store._writerProducers[(streamId, producerId)] = state;
-            return state;
+            if (!reader.Read())
+            {
+                // Unknown producers are not cached: a flood of made-up producer ids must not grow memory.
+                return null;
+            }
+
+            var found = new CachedProducer(new ProducerState(reader.GetInt64(0), reader.GetInt64(1)), reader.GetInt64(2));
+            _store._writerProducers[(streamId, producerId)] = found;
+            return found.LastUsed > cutoff ? found.State : null;
         }
 
         public void SetProducer(long streamId, string producerId, ProducerState state)
@@ -434,6 +442,7 @@ public sealed partial class SqliteStreamStore
             _upsertProducer.Parameters[1].Value = producerId;
             _upsertProducer.Parameters[2].Value = state.Epoch;
             _upsertProducer.Parameters[3].Value = state.LastSeq;
+            _upsertProducer.Parameters[4].Value = Now.ToUnixTimeMilliseconds();
             _upsertProducer.ExecuteNonQuery();
         }
 
@@ -524,9 +533,10 @@ public sealed partial class SqliteStreamStore
                 }
             }
 
+            var used = Now.ToUnixTimeMilliseconds();
             foreach (var (key, state) in _producers)
             {
-                _store._writerProducers[key] = state;
+                _store._writerProducers[key] = new CachedProducer(state, used);
             }
 
             return new PublishBatch(commands, changes, Published);

@@ -43,7 +43,9 @@ public sealed partial class SqliteStreamStore : StreamStore
     // The writer thread's view: committed state, possibly not yet durable. Touched only by the writer thread.
     private readonly Dictionary<string, StreamInfo> _writerByPath = new(StringComparer.Ordinal);
     private readonly Dictionary<long, StreamInfo> _writerById = [];
-    private readonly Dictionary<(long StreamId, string ProducerId), ProducerState?> _writerProducers = [];
+    private readonly Dictionary<(long StreamId, string ProducerId), CachedProducer> _writerProducers = [];
+    private int _producerSweepPending;
+    private long _lastProducerSweepTicks;
     private readonly string _walPath;
     private SafeFileHandle? _walHandle;
     private volatile bool _broken;
@@ -51,6 +53,7 @@ public sealed partial class SqliteStreamStore : StreamStore
     private readonly Task _checkpointer = Task.CompletedTask;
 
     private readonly SqliteConnection _writer;
+    private readonly DataDirectoryLock _directoryLock;
     private readonly ITimer _sweepTimer;
     private readonly ITimer _accessTimer;
     private readonly DateTimeOffset _openedAt;
@@ -64,6 +67,10 @@ public sealed partial class SqliteStreamStore : StreamStore
         _options = options;
         _logger = logger;
         Directory.CreateDirectory(options.DataDirectory);
+
+        // Before anything is read: a second process on the same directory would keep its own view of the streams, and
+        // the two would overwrite each other's acknowledged appends.
+        _directoryLock = DataDirectoryLock.Acquire(options.DataDirectory);
         var path = Path.GetFullPath(Path.Combine(options.DataDirectory, "streams.db"));
         _walPath = path + "-wal";
         _connectionString = new SqliteConnectionStringBuilder
@@ -75,20 +82,18 @@ public sealed partial class SqliteStreamStore : StreamStore
 
         _openedAt = timeProvider.GetUtcNow();
         _writer = new SqliteConnection(_connectionString);
-        _writer.Open();
-        // With Fsync durability the sync thread flushes the WAL itself (see the writer pipeline), and checkpoints run
-        // explicitly with synchronous=FULL; Relaxed leaves syncing to SQLite's NORMAL mode.
-        var fsync = options.Durability == SqliteDurability.Fsync;
-        Execute(_writer, $"""
-            PRAGMA journal_mode=WAL;
-            PRAGMA synchronous={(fsync ? "OFF" : "NORMAL")};
-            PRAGMA busy_timeout=5000;
-            PRAGMA wal_autocheckpoint={(fsync ? 0 : 4000)};
-            PRAGMA journal_size_limit=67108864;
-            """);
-        Execute(_writer, Schema.Create);
-        LoadStreams();
+        try
+        {
+            OpenDatabase(options);
+        }
+        catch
+        {
+            _writer.Dispose();
+            _directoryLock.Dispose();
+            throw;
+        }
 
+        var fsync = options.Durability == SqliteDurability.Fsync;
         new Thread(WriterLoop) { IsBackground = true, Name = "DurableSessions SQLite writer" }.Start();
         new Thread(SyncLoop) { IsBackground = true, Name = "DurableSessions SQLite sync" }.Start();
         if (fsync)
@@ -104,7 +109,39 @@ public sealed partial class SqliteStreamStore : StreamStore
     public static SqliteStreamStore Open(SqliteStreamStoreOptions options, TimeProvider? timeProvider = null, StreamFanout? fanout = null, ILogger<SqliteStreamStore>? logger = null)
     {
         ArgumentNullException.ThrowIfNull(options);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(options.ProducerStateTtl, TimeSpan.Zero, "ProducerStateTtl");
         return new SqliteStreamStore(options, timeProvider ?? TimeProvider.System, fanout ?? new StreamFanout(), (ILogger?)logger ?? NullLogger.Instance);
+    }
+
+    private void OpenDatabase(SqliteStreamStoreOptions options)
+    {
+        _writer.Open();
+
+        // With Fsync durability the sync thread flushes the WAL itself (see the writer pipeline), and checkpoints run
+        // explicitly with synchronous=FULL; Relaxed leaves syncing to SQLite's NORMAL mode.
+        var fsync = options.Durability == SqliteDurability.Fsync;
+        Execute(_writer, $"""
+            PRAGMA journal_mode=WAL;
+            PRAGMA synchronous={(fsync ? "OFF" : "NORMAL")};
+            PRAGMA busy_timeout=5000;
+            PRAGMA wal_autocheckpoint={(fsync ? 0 : 4000)};
+            PRAGMA journal_size_limit=67108864;
+            """);
+        Execute(_writer, Schema.Create);
+        using (var check = _writer.CreateCommand())
+        {
+            check.CommandText = Schema.HasProducerLastUsed;
+            if (Convert.ToInt64(check.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture) == 0)
+            {
+                using var migrate = _writer.CreateCommand();
+                migrate.CommandText = Schema.AddProducerLastUsed;
+                migrate.Parameters.AddWithValue("$now", _openedAt.ToUnixTimeMilliseconds());
+                migrate.ExecuteNonQuery();
+            }
+        }
+
+        Execute(_writer, Schema.CreateProducerIndex);
+        LoadStreams();
     }
 
     /// <inheritdoc />
@@ -328,6 +365,7 @@ public sealed partial class SqliteStreamStore : StreamStore
         }
 
         _writer.Dispose();
+        _directoryLock.Dispose();
     }
 
     private static bool IsExpired(StreamEntry entry, DateTimeOffset now)
@@ -418,6 +456,18 @@ public sealed partial class SqliteStreamStore : StreamStore
         try
         {
             var now = TimeProvider.GetUtcNow();
+
+            // Idle producers are forgotten at most once per sweep interval, however the clock moves.
+            if (now.UtcTicks - Interlocked.Read(ref _lastProducerSweepTicks) >= _options.ExpirySweepInterval.Ticks
+                && Volatile.Read(ref _disposed) == 0 && Interlocked.CompareExchange(ref _producerSweepPending, 1, 0) == 0)
+            {
+                Interlocked.Exchange(ref _lastProducerSweepTicks, now.UtcTicks);
+                if (!_commands.TryEnqueue(new ExpireProducersCommand()))
+                {
+                    Volatile.Write(ref _producerSweepPending, 0);
+                }
+            }
+
             foreach (var (path, entry) in _byPath)
             {
                 if (!entry.Info.SoftDeleted && IsExpired(entry, now))
@@ -504,6 +554,9 @@ public sealed partial class SqliteStreamStore : StreamStore
     }
 
     private readonly record struct Segment(long StreamId, long From, long To);
+
+    /// <summary>A producer's committed state and when it was last used (Unix milliseconds).</summary>
+    private readonly record struct CachedProducer(ProducerState State, long LastUsed);
 
     /// <summary>The store's in-memory view of one stream.</summary>
     private sealed class StreamEntry

@@ -31,6 +31,12 @@ public sealed class SqliteStreamStoreOptions
     /// <summary>How often expired streams are swept from storage. Default 30 seconds.</summary>
     public TimeSpan ExpirySweepInterval { get; set; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// How long an idle producer's state (<c>Producer-Id</c> epoch and sequence) is kept: after this long without an
+    /// accepted append the producer is treated as new (protocol §5.2.1, producer state cleanup). Default 7 days.
+    /// </summary>
+    public TimeSpan ProducerStateTtl { get; set; } = TimeSpan.FromDays(7);
+
     /// <summary>How often read-driven TTL refreshes are persisted. Default 5 seconds.</summary>
     public TimeSpan AccessFlushInterval { get; set; } = TimeSpan.FromSeconds(5);
 }

@@ -88,7 +88,9 @@ public sealed class ServerProcess : IAsyncDisposable
         {
             if (_process.HasExited)
             {
-                throw new InvalidOperationException($"The server exited with code {_process.ExitCode} during start-up.");
+                // The error stream is drained asynchronously; wait for its end so the message has the server's last words.
+                await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10));
+                throw new InvalidOperationException($"The server exited with code {_process.ExitCode} during start-up: {RecentOutput}");
             }
 
             try

@@ -206,6 +206,8 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
         Assert.Equal(AppendStatus.StreamClosed, rejected.Status);
         Assert.Equal(closed.TailPosition, rejected.TailPosition);
         Assert.Equal("xfinal", await ReadAll(store, "c"));
+        await store.DisposeAsync();
+        _opened.Remove(store);
 
         var reopened = await Open();
         Assert.True((await reopened.GetAsync("c")).Stream!.Closed);
@@ -367,6 +369,30 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
                 last = at;
             }
         }
+    }
+
+    [Fact]
+    public async Task Producer_state_expires_after_seven_idle_days_and_the_producer_then_counts_as_new()
+    {
+        var store = await Open();
+        await Create(store, "producers");
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "producers", "a", new("idle", 0, 0))).Status);
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "producers", "b", new("busy", 0, 0))).Status);
+
+        Clock.Advance(TimeSpan.FromDays(6));
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "producers", "c", new("busy", 0, 1))).Status);
+        Clock.Advance(TimeSpan.FromDays(2));
+
+        // Eight days idle: forgotten, so a continuation is a gap, exactly as for a producer never seen.
+        var gap = await Append(store, "producers", "d", new("idle", 0, 1));
+        Assert.Equal(AppendStatus.ProducerSeqGap, gap.Status);
+        Assert.Equal(0, gap.ProducerSeq);
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "producers", "e", new("idle", 0, 0))).Status);
+
+        // Two days idle: still known, duplicates still recognised.
+        Assert.Equal(AppendStatus.Duplicate, (await Append(store, "producers", "c", new("busy", 0, 1))).Status);
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "producers", "f", new("busy", 0, 2))).Status);
+        Assert.Equal("abcef", await ReadAll(store, "producers"));
     }
 
     [Fact]

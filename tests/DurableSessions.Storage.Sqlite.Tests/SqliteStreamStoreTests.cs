@@ -50,6 +50,22 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
         Assert.Equal(Tasks * PerTask * 10, (await store.GetAsync("g")).Stream!.TailPosition);
     }
 
+    [Fact]
+    public async Task A_second_store_on_an_open_data_directory_is_refused_until_the_first_is_disposed()
+    {
+        var first = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
+        await first.CreateAsync(new CreateStreamRequest { Path = "owned", ContentType = "text/plain" });
+
+        var refused = Assert.Throws<DataDirectoryLockedException>(() => SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory }));
+        Assert.Equal(Path.GetFullPath(_directory), refused.Directory);
+        Assert.Contains(Path.GetFullPath(_directory), refused.Message, StringComparison.Ordinal);
+        Assert.Equal(StreamLookupStatus.Found, (await first.GetAsync("owned")).Status);
+
+        await first.DisposeAsync();
+        await using var second = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
+        Assert.Equal(StreamLookupStatus.Found, (await second.GetAsync("owned")).Status);
+    }
+
     public ValueTask DisposeAsync()
     {
         try

@@ -34,7 +34,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
     private readonly ILogger _logger;
     private readonly Channel<(LiveAppend Change, bool Watched)> _changes = Channel.CreateUnbounded<(LiveAppend, bool)>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stopping = new();
-    private readonly HttpClient _http = new() { Timeout = TimeSpan.FromSeconds(10) };
+    private readonly HttpClient _http;
     private Task _loop = Task.CompletedTask;
 
     public NotificationService(StreamStore store, SessionService sessions, PresenceService presence, IOptions<SessionServiceOptions> options, IOptions<SubscriptionOptions> webhookPolicy, ILogger<NotificationService> logger)
@@ -45,6 +45,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         _options = options.Value;
         _webhookPolicy = webhookPolicy.Value;
         _logger = logger;
+        _http = Outbound.OutboundHttpClientFactory.Create(_webhookPolicy.AllowLocalhostWebhooks, TimeSpan.FromSeconds(10));
     }
 
     public Task StartAsync(CancellationToken cancellationToken)

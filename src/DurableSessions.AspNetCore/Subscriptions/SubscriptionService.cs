@@ -47,7 +47,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         _options = options.Value;
         _logger = logger;
         _time = store.TimeProvider;
-        _http = new HttpClient { Timeout = _options.WebhookTimeout };
+        _http = Outbound.OutboundHttpClientFactory.Create(_options.AllowLocalhostWebhooks, _options.WebhookTimeout);
     }
 
     public WebhookSigningKeys Keys => _keys ?? throw new InvalidOperationException("Subscriptions have not started.");
@@ -808,7 +808,11 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 /// <summary>Settings of subscriptions. Bound from the <c>Subscriptions</c> configuration section.</summary>
 public sealed class SubscriptionOptions
 {
-    /// <summary>Whether webhooks may target <c>http://localhost</c> and <c>http://127.0.0.x</c> (development). Default true.</summary>
+    /// <summary>
+    /// Whether webhooks and session notifications may target <c>http://localhost</c> and <c>http://127.0.0.x</c>
+    /// (development), and so connect to loopback addresses. Private and special-purpose addresses are refused either way.
+    /// Default true; set it to false in production.
+    /// </summary>
     public bool AllowLocalhostWebhooks { get; set; } = true;
 
     /// <summary>How long one webhook delivery may take. Default 10 seconds.</summary>

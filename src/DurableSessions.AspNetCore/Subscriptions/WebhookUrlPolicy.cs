@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using DurableSessions.AspNetCore.Outbound;
 
 namespace DurableSessions.AspNetCore.Subscriptions;
 
@@ -30,7 +31,9 @@ internal static class WebhookUrlPolicy
             return "webhook.url must not target a private, loopback, link-local or metadata address.";
         }
 
-        if (uri.Host.EndsWith(".internal", StringComparison.OrdinalIgnoreCase) || uri.Host.EndsWith(".local", StringComparison.OrdinalIgnoreCase))
+        var name = uri.Host.TrimEnd('.');
+        if (name.EndsWith(".internal", StringComparison.OrdinalIgnoreCase) || name.EndsWith(".local", StringComparison.OrdinalIgnoreCase)
+            || name.EndsWith(".localhost", StringComparison.OrdinalIgnoreCase))
         {
             return "webhook.url must not target an internal host name.";
         }
@@ -38,9 +41,10 @@ internal static class WebhookUrlPolicy
         return null;
     }
 
-    /// <summary>The development exception: <c>localhost</c> and <c>127.0.0.x</c>.</summary>
-    private static bool IsLocalDevelopmentHost(string host)
+    /// <summary>The development exception: <c>localhost</c> and <c>127.0.0.x</c> (a trailing dot is the same name).</summary>
+    internal static bool IsLocalDevelopmentHost(string host)
     {
+        host = host.TrimEnd('.');
         if (string.Equals(host, "localhost", StringComparison.OrdinalIgnoreCase))
         {
             return true;
@@ -50,30 +54,6 @@ internal static class WebhookUrlPolicy
             && address.GetAddressBytes() is [127, 0, 0, _];
     }
 
-    internal static bool IsPublic(IPAddress address)
-    {
-        if (address.IsIPv4MappedToIPv6)
-        {
-            address = address.MapToIPv4();
-        }
-
-        if (IPAddress.IsLoopback(address) || address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any))
-        {
-            return false;
-        }
-
-        if (address.AddressFamily == AddressFamily.InterNetwork)
-        {
-            var b = address.GetAddressBytes();
-            return !(b[0] == 10
-                || (b[0] == 172 && b[1] >= 16 && b[1] <= 31)
-                || (b[0] == 192 && b[1] == 168)
-                || (b[0] == 169 && b[1] == 254)
-                || (b[0] == 100 && b[1] >= 64 && b[1] <= 127)
-                || b[0] == 0
-                || b[0] >= 224);
-        }
-
-        return !(address.IsIPv6LinkLocal || address.IsIPv6SiteLocal || address.IsIPv6UniqueLocal || address.IsIPv6Multicast);
-    }
+    /// <summary>A quick check of an IP literal; the check that holds is at connect time (<see cref="OutboundHttpClientFactory"/>).</summary>
+    internal static bool IsPublic(IPAddress address) => OutboundAddressPolicy.IsPublic(address);
 }
