@@ -144,4 +144,17 @@ public sealed class BadSessionEventTests : IAsyncLifetime
         Assert.Contains("\"type\":\"finish\"", stream, StringComparison.Ordinal);
         Assert.EndsWith("data: [DONE]\n\n", stream, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task A_posted_message_whose_parts_break_the_event_rules_is_refused_and_the_session_keeps_working()
+    {
+        var agent = await SessionWithActiveRun("parts");
+        foreach (var parts in new[] { "[{\"type\":5}]", "[{\"type\":\"text\",\"text\":{\"a\":1}}]", "[{\"type\":\"data\",\"data\":" + Nested(40) + "}]" })
+        {
+            var response = await Client.PostAsync("/v1/sessions/parts/messages", new StringContent($"{{\"parts\":{parts}}}", Encoding.UTF8, "application/json"), TestContext.Current.CancellationToken);
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        }
+
+        await AssertSessionWorks("parts", agent);
+    }
 }

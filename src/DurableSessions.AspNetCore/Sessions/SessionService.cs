@@ -201,7 +201,14 @@ internal sealed partial class SessionService : IDisposable
                 message["routedTo"] = human;
             }
 
-            events.Add(Change(SessionEventTypes.Message, messageId, "insert", message));
+            var change = Change(SessionEventTypes.Message, messageId, "insert", message);
+            if (SessionEventRules.Validate(change, strict: true) is { } problem)
+            {
+                // The parts come from the request: held to the rules every reader relies on.
+                return new SessionOperationResult(400, null, 0, "INVALID_MESSAGE", "Invalid message: " + problem);
+            }
+
+            events.Add(change);
             var result = await AppendLockedAsync(session, events, cancellationToken).ConfigureAwait(false);
             return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(messageId, result.Value.TailPosition);
         }, cancellationToken);
