@@ -102,7 +102,7 @@ public sealed partial class SessionAgent
 
                 if (active is null && NextPendingMessage(state) is { } message)
                 {
-                    active = new ActiveRun(NewId("r"), NewId("m"), message["id"]!.GetValue<string>(), cancellationToken);
+                    active = new ActiveRun(NewId("r"), NewId("m"), SessionJson.Text(message, "id")!, cancellationToken);
                     var history = BuildHistory(state);
                     active.Completion = Task.Run(() => ExecuteRunAsync(session, active, history), CancellationToken.None);
                 }
@@ -155,7 +155,7 @@ public sealed partial class SessionAgent
     /// <summary>Applies cancels and steers aimed at the active run; true when the run was stopped from outside.</summary>
     private static bool FollowControl(SessionState state, IReadOnlyList<JsonElement> events, ActiveRun active, HashSet<string> seenControls)
     {
-        var status = state.Get(SessionEventTypes.Run, active.RunId)?["status"]?.GetValue<string>();
+        var status = SessionJson.Text(state.Get(SessionEventTypes.Run, active.RunId), "status");
         var stopped = status is "cancelled" or "interrupted" or "paused";
         if (stopped)
         {
@@ -164,24 +164,42 @@ public sealed partial class SessionAgent
 
         foreach (var element in events)
         {
-            if (element.TryGetProperty("type", out var type) && type.GetString() == SessionEventTypes.Control
-                && element.TryGetProperty("value", out var value)
-                && value.TryGetProperty("runId", out var runId) && runId.GetString() == active.RunId
-                && value.TryGetProperty("action", out var action) && action.GetString() == "steer"
-                && value.TryGetProperty("id", out var id) && seenControls.Add(id.GetString()!)
-                && value.TryGetProperty("text", out var text))
+            // Events are read as stored: anything not of the expected kind is not a steer for this run.
+            if (element.ValueKind == JsonValueKind.Object
+                && element.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String && type.ValueEquals(SessionEventTypes.Control)
+                && element.TryGetProperty("value", out var value) && value.ValueKind == JsonValueKind.Object
+                && value.TryGetProperty("runId", out var runId) && runId.ValueKind == JsonValueKind.String && runId.ValueEquals(active.RunId)
+                && value.TryGetProperty("action", out var action) && action.ValueKind == JsonValueKind.String && action.ValueEquals("steer")
+                && value.TryGetProperty("id", out var id) && id.ValueKind == JsonValueKind.String
+                && value.TryGetProperty("text", out var text) && text.ValueKind == JsonValueKind.String
+                && TryRead(id, out var controlId) && TryRead(text, out var instruction) && seenControls.Add(controlId))
             {
-                active.Steer(text.GetString()!);
+                active.Steer(instruction);
             }
         }
 
         return stopped;
     }
 
+    private static bool TryRead(JsonElement element, out string value)
+    {
+        try
+        {
+            value = element.GetString() ?? string.Empty;
+            return true;
+        }
+        catch (InvalidOperationException)
+        {
+            // Not decodable (invalid UTF-8 or a lone surrogate stored before the server validated events).
+            value = string.Empty;
+            return false;
+        }
+    }
+
     private JsonObject? NextPendingMessage(SessionState state)
     {
         // While a human holds the session, agents stay quiet.
-        if (state.Get(SessionEventTypes.Handoff, "lease")?["kind"]?.GetValue<string>() == "human")
+        if (SessionJson.Text(state.Get(SessionEventTypes.Handoff, "lease"), "kind") == "human")
         {
             return null;
         }
@@ -190,16 +208,16 @@ public sealed partial class SessionAgent
         foreach (var run in state.All(SessionEventTypes.Run))
         {
             // A run paused by a handoff does not count: after hand-back the message is answered again.
-            if (run["agent"]?.GetValue<string>() == _options.AgentId && run["trigger"]?.GetValue<string>() is { } trigger
-                && run["status"]?.GetValue<string>() != "paused")
+            if (SessionJson.Text(run, "agent") == _options.AgentId && SessionJson.Text(run, "trigger") is { } trigger
+                && SessionJson.Text(run, "status") != "paused")
             {
                 answered.Add(trigger);
             }
         }
 
         return state.All(SessionEventTypes.Message).FirstOrDefault(m =>
-            m["role"]?.GetValue<string>() == "user" && m["routedTo"] is null
-            && m["id"]?.GetValue<string>() is { } id && !answered.Contains(id));
+            SessionJson.Text(m, "role") == "user" && m["routedTo"] is null
+            && SessionJson.Text(m, "id") is { } id && !answered.Contains(id));
     }
 
     private List<ChatMessage> BuildHistory(SessionState state)
@@ -212,14 +230,14 @@ public sealed partial class SessionAgent
 
         foreach (var message in state.All(SessionEventTypes.Message))
         {
-            var role = message["role"]?.GetValue<string>() switch
+            var role = SessionJson.Text(message, "role") switch
             {
                 "user" => ChatRole.User,
                 "assistant" => ChatRole.Assistant,
                 "system" => ChatRole.System,
                 _ => (ChatRole?)null,
             };
-            var text = string.Concat((message["parts"] as JsonArray ?? []).Select(p => p?["type"]?.GetValue<string>() == "text" ? p["text"]?.GetValue<string>() : null));
+            var text = string.Concat((message["parts"] as JsonArray ?? []).Select(p => SessionJson.Text(p, "type") == "text" ? SessionJson.Text(p, "text") : null));
             if (role is not null && text.Length > 0)
             {
                 history.Add(new ChatMessage(role.Value, text));
@@ -340,7 +358,7 @@ public sealed partial class SessionAgent
     private async Task MarkInterruptedAsync(SessionClient session, SessionState state, CancellationToken cancellationToken)
     {
         var stale = state.All(SessionEventTypes.Run)
-            .Where(r => r["agent"]?.GetValue<string>() == _options.AgentId && r["status"]?.GetValue<string>() == "started")
+            .Where(r => SessionJson.Text(r, "agent") == _options.AgentId && SessionJson.Text(r, "status") == "started" && SessionJson.Text(r, "id") is not null)
             .ToList();
         if (stale.Count == 0)
         {
@@ -352,14 +370,14 @@ public sealed partial class SessionAgent
         {
             var interrupted = (JsonObject)run.DeepClone();
             interrupted["status"] = "interrupted";
-            if (run["messageId"]?.GetValue<string>() is { } messageId && state.Get(SessionEventTypes.Message, messageId) is { } message)
+            if (SessionJson.Text(run, "messageId") is { } messageId && state.Get(SessionEventTypes.Message, messageId) is { } message)
             {
                 var partial = (JsonObject)message.DeepClone();
                 partial["status"] = "interrupted";
                 events.Add(Change(SessionEventTypes.Message, messageId, "update", partial));
             }
 
-            events.Add(Change(SessionEventTypes.Run, run["id"]!.GetValue<string>(), "update", interrupted));
+            events.Add(Change(SessionEventTypes.Run, SessionJson.Text(run, "id")!, "update", interrupted));
         }
 
         using var producer = new StreamProducer(_client, session.StreamPath, $"{_options.AgentId}/recovery/{NewId("p")}");

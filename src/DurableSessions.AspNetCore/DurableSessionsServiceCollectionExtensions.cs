@@ -41,6 +41,7 @@ public static class DurableSessionsServiceCollectionExtensions
 
         streams.Validate(o => !o.Validate().Any(), "Invalid DurableStreams settings.").ValidateOnStart();
         subscriptions.Validate(o => !o.Validate().Any(), "Invalid Subscriptions settings.").ValidateOnStart();
+        sessionOptions.Validate(o => !o.Validate().Any(), "Invalid Sessions settings: MemoryIdleTimeout must be from 1 ms to 1 day, MaxInMemory from 1 to 1000000.").ValidateOnStart();
         services.TryAddSingleton(TimeProvider.System);
         services.TryAddSingleton(_ => new StreamFanout());
         var store = configuration?["Storage:Store"] ?? "sqlite";

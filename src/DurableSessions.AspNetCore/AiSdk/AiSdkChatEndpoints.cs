@@ -74,8 +74,8 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
             return;
         }
 
-        var message = body["message"] as JsonObject ?? (body["messages"] as JsonArray)?.LastOrDefault(m => m?["role"]?.GetValue<string>() == "user") as JsonObject;
-        var text = string.Concat((message?["parts"] as JsonArray ?? []).Select(p => p?["type"]?.GetValue<string>() == "text" ? p["text"]?.GetValue<string>() : null));
+        var message = body["message"] as JsonObject ?? (body["messages"] as JsonArray)?.LastOrDefault(m => SessionJson.Text(m, "role") == "user") as JsonObject;
+        var text = string.Concat((message?["parts"] as JsonArray ?? []).Select(p => SessionJson.Text(p, "type") == "text" ? SessionJson.Text(p, "text") : null));
         if (string.IsNullOrEmpty(text))
         {
             await Problem.Write(context, 400, "INVALID_CHAT_REQUEST", "The last user message needs a text part.").ConfigureAwait(false);
@@ -103,7 +103,7 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
             state.Apply((JsonObject)node!);
         }
 
-        var active = state.All(SessionEventTypes.Run).LastOrDefault(r => r["status"]?.GetValue<string>() == "started");
+        var active = state.All(SessionEventTypes.Run).LastOrDefault(r => SessionJson.Text(r, "status") == "started" && SessionJson.Text(r, "id") is not null);
         if (snapshot is null || active is null)
         {
             context.Response.StatusCode = 204;
@@ -111,8 +111,8 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         }
 
         // Resume rebuilds the message from empty: replay it from its start, under the id it is stored with.
-        var reply = active["messageId"]?.GetValue<string>() is { } messageId ? state.Get(SessionEventTypes.Message, messageId) : null;
-        await StreamReplyAsync(context, chatId, snapshot.Value.Offset, trigger: active["trigger"]?.GetValue<string>(), replay: (active, reply)).ConfigureAwait(false);
+        var reply = SessionJson.Text(active, "messageId") is { } messageId ? state.Get(SessionEventTypes.Message, messageId) : null;
+        await StreamReplyAsync(context, chatId, snapshot.Value.Offset, trigger: SessionJson.Text(active, "trigger"), replay: (active, reply)).ConfigureAwait(false);
     }
 
     private async Task StopAsync(HttpContext context, string chatId)
@@ -124,14 +124,14 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
             state.Apply((JsonObject)node!);
         }
 
-        if (state.All(SessionEventTypes.Run).LastOrDefault(r => r["status"]?.GetValue<string>() == "started") is not { } active)
+        if (state.All(SessionEventTypes.Run).LastOrDefault(r => SessionJson.Text(r, "status") == "started" && SessionJson.Text(r, "id") is not null) is not { } active)
         {
             context.Response.StatusCode = 204;
             return;
         }
 
         var by = Auth.AccessControl.Current(context) is { IsAnonymous: false } who ? who.Subject : "user";
-        var result = await sessions.CancelAsync(chatId, active["id"]!.GetValue<string>(), by, context.RequestAborted).ConfigureAwait(false);
+        var result = await sessions.CancelAsync(chatId, SessionJson.Text(active, "id")!, by, context.RequestAborted).ConfigureAwait(false);
         if (result.Status != 200)
         {
             await Problem.Write(context, result.Status, result.Code!, result.Message!).ConfigureAwait(false);
@@ -159,8 +159,8 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         var toolCount = 0;
         if (replay is { } r)
         {
-            runId = r.Run["id"]!.GetValue<string>();
-            messageId = r.Run["messageId"]?.GetValue<string>();
+            runId = SessionJson.Text(r.Run, "id");
+            messageId = SessionJson.Text(r.Run, "messageId");
             await writer.StartAsync(messageId).ConfigureAwait(false);
             if (r.Message is { } message)
             {
@@ -179,29 +179,29 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         {
             await foreach (var (e, _) in _feed.ReadAsync(SessionService.StreamPath(chatId), from, deadline.Token).ConfigureAwait(false))
             {
-                var type = e["type"]?.GetValue<string>();
+                var type = SessionJson.Text(e, "type");
                 var value = e["value"] as JsonObject;
                 if (type == SessionEventTypes.Run && value is not null)
                 {
-                    if (runId is null && value["trigger"]?.GetValue<string>() == trigger && value["status"]?.GetValue<string>() == "started")
+                    if (runId is null && SessionJson.Text(value, "trigger") == trigger && SessionJson.Text(value, "status") == "started" && SessionJson.Text(value, "id") is not null)
                     {
-                        runId = value["id"]!.GetValue<string>();
-                        messageId = value["messageId"]?.GetValue<string>();
+                        runId = SessionJson.Text(value, "id");
+                        messageId = SessionJson.Text(value, "messageId");
                         deadline.CancelAfter(Timeout.InfiniteTimeSpan);
                         await writer.StartAsync(messageId).ConfigureAwait(false);
                         continue;
                     }
 
-                    if (runId is not null && value["id"]?.GetValue<string>() == runId && value["status"]?.GetValue<string>() is { } status && status != "started")
+                    if (runId is not null && SessionJson.Text(value, "id") == runId && SessionJson.Text(value, "status") is { } status && status != "started")
                     {
-                        await writer.EndAsync(status, value["finishReason"]?.GetValue<string>(), value["error"]?.GetValue<string>()).ConfigureAwait(false);
+                        await writer.EndAsync(status, SessionJson.Text(value, "finishReason"), SessionJson.Text(value, "error")).ConfigureAwait(false);
                         return;
                     }
                 }
-                else if (runId is not null && type == SessionEventTypes.Delta && value?["messageId"]?.GetValue<string>() == messageId)
+                else if (runId is not null && type == SessionEventTypes.Delta && SessionJson.Text(value, "messageId") == messageId)
                 {
-                    var text = value!["text"]?.GetValue<string>() ?? string.Empty;
-                    if (value["part"]?.GetValue<int>() == 1)
+                    var text = SessionJson.Text(value, "text") ?? string.Empty;
+                    if (SessionJson.Number(value, "part") == 1)
                     {
                         await writer.ReasoningAsync(text, reasoningLength == 0).ConfigureAwait(false);
                         reasoningLength += text.Length;
@@ -212,7 +212,7 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
                         textLength += text.Length;
                     }
                 }
-                else if (runId is not null && type == SessionEventTypes.Message && value?["id"]?.GetValue<string>() == messageId)
+                else if (runId is not null && type == SessionEventTypes.Message && SessionJson.Text(value, "id") == messageId)
                 {
                     // A message update carries the whole reply: emit only what the client has not seen yet.
                     (textLength, reasoningLength, toolCount) = await writer.PartsAsync(value!, textLength, reasoningLength, toolCount).ConfigureAwait(false);
@@ -288,10 +288,10 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
             var tools = 0;
             foreach (var part in parts.OfType<JsonObject>())
             {
-                switch (part["type"]?.GetValue<string>())
+                switch (SessionJson.Text(part, "type"))
                 {
                     case "text":
-                        var text = part["text"]?.GetValue<string>() ?? string.Empty;
+                        var text = SessionJson.Text(part, "text") ?? string.Empty;
                         if (text.Length > textLength)
                         {
                             await TextAsync(text[textLength..], textLength == 0).ConfigureAwait(false);
@@ -300,7 +300,7 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
                         break;
                     case "reasoning":
-                        var reasoning = part["text"]?.GetValue<string>() ?? string.Empty;
+                        var reasoning = SessionJson.Text(part, "text") ?? string.Empty;
                         if (reasoning.Length > reasoningLength)
                         {
                             await ReasoningAsync(reasoning[reasoningLength..], reasoningLength == 0).ConfigureAwait(false);
@@ -355,9 +355,9 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
         private Task ToolAsync(JsonObject part)
         {
-            var id = part["toolCallId"]?.GetValue<string>() ?? "tool";
-            return part["type"]!.GetValue<string>() == "tool-call"
-                ? WriteAsync(new JsonObject { ["type"] = "tool-input-available", ["toolCallId"] = id, ["toolName"] = part["name"]?.GetValue<string>() ?? "tool", ["input"] = part["input"]?.DeepClone() ?? new JsonObject() })
+            var id = SessionJson.Text(part, "toolCallId") ?? "tool";
+            return SessionJson.Text(part, "type") == "tool-call"
+                ? WriteAsync(new JsonObject { ["type"] = "tool-input-available", ["toolCallId"] = id, ["toolName"] = SessionJson.Text(part, "name") ?? "tool", ["input"] = part["input"]?.DeepClone() ?? new JsonObject() })
                 : WriteAsync(new JsonObject { ["type"] = "tool-output-available", ["toolCallId"] = id, ["output"] = part["output"]?.DeepClone() ?? new JsonObject() });
         }
 

@@ -33,7 +33,8 @@ internal sealed class SessionFeed(StreamStore store)
                     var read = await store.ReadAsync(stream, position, 1 << 20, cancellationToken).ConfigureAwait(false);
                     foreach (var chunk in read.Chunks)
                     {
-                        var events = JsonFraming.ParseMessages(chunk.Data.Span);
+                        // Unreadable events (stored before events were validated) are skipped, never thrown.
+                        var events = DurableSessions.Sessions.SessionState.ParseEvents(chunk.Data.Span);
                         var at = chunk.Start;
                         foreach (var node in events)
                         {

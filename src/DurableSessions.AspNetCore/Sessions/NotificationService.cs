@@ -104,7 +104,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         {
             var sessionId = change.Path[SessionService.Prefix.Length..];
             var session = await _sessions.SessionSettingsAsync(sessionId, _stopping.Token).ConfigureAwait(false);
-            var url = session?["notifyUrl"]?.GetValue<string>() ?? _options.NotificationUrl;
+            var url = SessionJson.Text(session, "notifyUrl") ?? _options.NotificationUrl;
             if (url is null || WebhookUrlPolicy.Check(url, _webhookPolicy.AllowLocalhostWebhooks) is not null)
             {
                 continue;
@@ -113,7 +113,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
             var notification = new JsonObject
             {
                 ["id"] = "n_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8)),
-                ["type"] = "run." + run["status"]!.GetValue<string>(),
+                ["type"] = "run." + SessionJson.Text(run, "status"),
                 ["sessionId"] = sessionId,
                 ["runId"] = run["id"]?.DeepClone(),
                 ["agent"] = run["agent"]?.DeepClone(),
@@ -127,19 +127,11 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
 
     private static IEnumerable<JsonObject> FinishedRuns(LiveAppend change)
     {
-        JsonArray? events = null;
-        try
+        // Tolerant of anything stored: an unreadable event is skipped, never thrown into the notification loop.
+        foreach (var node in SessionState.ParseEvents(change.Chunk.Data.Span))
         {
-            events = JsonFraming.ParseMessages(change.Chunk.Data.Span);
-        }
-        catch (JsonException)
-        {
-        }
-
-        foreach (var node in events ?? [])
-        {
-            if (node is JsonObject { } e && e["type"]?.GetValue<string>() == SessionEventTypes.Run
-                && e["value"] is JsonObject run && run["status"]?.GetValue<string>() is "finished" or "failed")
+            if (node is JsonObject { } e && SessionJson.Text(e, "type") == SessionEventTypes.Run
+                && e["value"] is JsonObject run && SessionJson.Text(run, "status") is "finished" or "failed")
             {
                 yield return run;
             }

@@ -203,11 +203,11 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
             state => [Presence(participantId, KindOf(state, participantId), NameOf(state, participantId), "left", _time.GetUtcNow())],
             cancellationToken);
 
-    private static string? StatusOf(SessionState state, string participantId) => state.Get(SessionEventTypes.Presence, participantId)?["status"]?.GetValue<string>();
+    private static string? StatusOf(SessionState state, string participantId) => SessionJson.Text(state.Get(SessionEventTypes.Presence, participantId), "status");
 
-    private static string KindOf(SessionState state, string participantId) => state.Get(SessionEventTypes.Presence, participantId)?["kind"]?.GetValue<string>() ?? "client";
+    private static string KindOf(SessionState state, string participantId) => SessionJson.Text(state.Get(SessionEventTypes.Presence, participantId), "kind") ?? "client";
 
-    private static string? NameOf(SessionState state, string participantId) => state.Get(SessionEventTypes.Presence, participantId)?["name"]?.GetValue<string>();
+    private static string? NameOf(SessionState state, string participantId) => SessionJson.Text(state.Get(SessionEventTypes.Presence, participantId), "name");
 
     private static string Collection(string sessionId) => "presence:" + sessionId;
 

@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using DurableSessions.Sessions;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 
 namespace DurableSessions.AspNetCore.Sessions;
 
@@ -12,11 +13,15 @@ namespace DurableSessions.AspNetCore.Sessions;
 /// fence that makes a cancel final, and the session operations (post a message, cancel, steer).
 /// </summary>
 /// <remarks>
-/// Every append to a session stream passes through <see cref="AppendAsync"/>, which holds the session's lock while it
-/// checks the fence and appends, so a cancel and an agent's write can never interleave: content for a cancelled run
-/// committed after the fence offset is impossible.
+/// <para>Every append to a session stream passes through <see cref="AppendAsync"/>, which holds the session's lock while it
+/// checks the events (<see cref="SessionEventRules"/>) and the fence and appends, so a cancel and an agent's write can
+/// never interleave: content for a cancelled run committed after the fence offset is impossible.</para>
+/// <para>Materialized sessions are kept in memory while they are used and evicted when idle for
+/// <see cref="SessionServiceOptions.MemoryIdleTimeout"/> or when more than
+/// <see cref="SessionServiceOptions.MaxInMemory"/> are held (least recently used first); an evicted session is
+/// rebuilt from its stream on next use.</para>
 /// </remarks>
-internal sealed partial class SessionService
+internal sealed partial class SessionService : IDisposable
 {
     /// <summary>The stream path prefix of sessions.</summary>
     public const string Prefix = "sessions/";
@@ -24,12 +29,25 @@ internal sealed partial class SessionService
     private readonly StreamStore _store;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<string, Session> _sessions = new(StringComparer.Ordinal);
+    private readonly SessionServiceOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ITimer _evictionTimer;
+    private int _trimming;
 
-    public SessionService(StreamStore store, ILogger<SessionService> logger)
+    public SessionService(StreamStore store, IOptions<SessionServiceOptions> options, ILogger<SessionService> logger)
     {
         _store = store;
         _logger = logger;
+        _options = options.Value;
+        _time = store.TimeProvider;
+        var period = TimeSpan.FromTicks(Math.Clamp(_options.MemoryIdleTimeout.Ticks / 4, TimeSpan.TicksPerMillisecond * 50, TimeSpan.TicksPerMinute));
+        _evictionTimer = _time.CreateTimer(_ => Trim(keep: null), null, period, period);
     }
+
+    /// <summary>How many sessions are materialized in memory now (for tests and diagnostics).</summary>
+    internal int CachedSessionCount => _sessions.Count;
+
+    public void Dispose() => _evictionTimer.Dispose();
 
     public static bool IsSessionPath(string path) => path.StartsWith(Prefix, StringComparison.Ordinal) && path.Length > Prefix.Length;
 
@@ -50,7 +68,7 @@ internal sealed partial class SessionService
             ["id"] = sessionId,
             ["title"] = settings?["title"]?.DeepClone(),
             ["newMessagePolicy"] = ReadPolicy(settings),
-            ["handoffPolicy"] = settings?["handoffPolicy"]?.GetValue<string>() == "pause" ? "pause" : "cancel",
+            ["handoffPolicy"] = SessionJson.Text(settings, "handoffPolicy") == "pause" ? "pause" : "cancel",
             ["notifyUrl"] = settings?["notifyUrl"]?.DeepClone(),
             ["createdAt"] = Now(),
         };
@@ -78,13 +96,12 @@ internal sealed partial class SessionService
     /// <summary>The session's materialized state, brought up to date with its stream.</summary>
     public async Task<(JsonArray Snapshot, long Offset)?> SnapshotAsync(string sessionId, CancellationToken cancellationToken)
     {
-        var session = await OpenAsync(sessionId, cancellationToken).ConfigureAwait(false);
+        var session = await AcquireAsync(sessionId, cancellationToken).ConfigureAwait(false);
         if (session is null)
         {
             return null;
         }
 
-        await session.Lock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             if (!await CatchUpAsync(session, cancellationToken).ConfigureAwait(false))
@@ -101,18 +118,18 @@ internal sealed partial class SessionService
     }
 
     /// <summary>
-    /// Appends to a session stream after checking its events: every message must be a JSON object, and nothing may add
-    /// content to a run that has been cancelled. Returns null with a reason when the append is refused.
+    /// Appends to a session stream after checking its events against <see cref="SessionEventRules"/> for
+    /// <paramref name="writer"/>, and that nothing adds content to a run that has been cancelled. Returns null with a
+    /// reason when the append is refused; nothing is written then.
     /// </summary>
-    public async Task<(AppendResult? Result, SessionRejection? Rejection)> AppendAsync(AppendRequest request, CancellationToken cancellationToken)
+    public async Task<(AppendResult? Result, SessionEventRejection? Rejection)> AppendAsync(AppendRequest request, SessionWriter writer, CancellationToken cancellationToken)
     {
-        var session = await OpenAsync(request.Path[Prefix.Length..], cancellationToken).ConfigureAwait(false);
+        var session = await AcquireAsync(request.Path[Prefix.Length..], cancellationToken).ConfigureAwait(false);
         if (session is null)
         {
             return (await _store.AppendAsync(request, cancellationToken).ConfigureAwait(false), null);
         }
 
-        await session.Lock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             for (var attempt = 1; ; attempt++)
@@ -120,7 +137,7 @@ internal sealed partial class SessionService
                 await CatchUpAsync(session, cancellationToken).ConfigureAwait(false);
 
                 // Parsed once: checked against the fence, then applied to the materialized state.
-                var (messages, rejection) = Check(session, request.Data);
+                var (messages, rejection) = Check(session, request.Data, writer);
                 if (rejection is not null)
                 {
                     return (null, rejection);
@@ -153,7 +170,7 @@ internal sealed partial class SessionService
         {
             var events = new List<JsonObject>();
             var active = ActiveRun(session.State);
-            var policy = session.State.Get(SessionEventTypes.Session, "session")?["newMessagePolicy"]?.GetValue<string>() ?? "queue";
+            var policy = SessionJson.Text(session.State.Get(SessionEventTypes.Session, "session"), "newMessagePolicy") ?? "queue";
             if (active is not null && role == "user")
             {
                 if (policy == "reject")
@@ -184,7 +201,14 @@ internal sealed partial class SessionService
                 message["routedTo"] = human;
             }
 
-            events.Add(Change(SessionEventTypes.Message, messageId, "insert", message));
+            var change = Change(SessionEventTypes.Message, messageId, "insert", message);
+            if (SessionEventRules.Validate(change, strict: true) is { } problem)
+            {
+                // The parts come from the request: held to the rules every reader relies on.
+                return new SessionOperationResult(400, null, 0, "INVALID_MESSAGE", "Invalid message: " + problem);
+            }
+
+            events.Add(change);
             var result = await AppendLockedAsync(session, events, cancellationToken).ConfigureAwait(false);
             return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(messageId, result.Value.TailPosition);
         }, cancellationToken);
@@ -202,7 +226,7 @@ internal sealed partial class SessionService
                 return SessionOperationResult.Rejected("RUN_NOT_FOUND", "No run with this id in the session.");
             }
 
-            if (run["status"]?.GetValue<string>() != "started")
+            if (SessionJson.Text(run, "status") != "started")
             {
                 return SessionOperationResult.Rejected("RUN_NOT_ACTIVE", $"The run is already {run["status"]}.");
             }
@@ -223,7 +247,7 @@ internal sealed partial class SessionService
         => UnderLockAsync(sessionId, async session =>
         {
             var run = session.State.Get(SessionEventTypes.Run, runId);
-            if (run?["status"]?.GetValue<string>() != "started")
+            if (SessionJson.Text(run, "status") != "started")
             {
                 return SessionOperationResult.Rejected("RUN_NOT_ACTIVE", "Only a running run can be steered.");
             }
@@ -266,7 +290,7 @@ internal sealed partial class SessionService
             };
             if (ActiveRun(session.State) is { } active)
             {
-                var pause = session.State.Get(SessionEventTypes.Session, "session")?["handoffPolicy"]?.GetValue<string>() == "pause";
+                var pause = SessionJson.Text(session.State.Get(SessionEventTypes.Session, "session"), "handoffPolicy") == "pause";
                 events.AddRange(CancelEvents(session.State, active, human, reason: "a human took over", out _, pause ? "paused" : "cancelled"));
             }
 
@@ -290,7 +314,7 @@ internal sealed partial class SessionService
     private static string? HumanHolder(SessionState state)
     {
         var lease = state.Get(SessionEventTypes.Handoff, "lease");
-        return lease?["kind"]?.GetValue<string>() == "human" ? lease["holder"]?.GetValue<string>() : null;
+        return SessionJson.Text(lease, "kind") == "human" ? SessionJson.Text(lease, "holder") : null;
     }
 
     /// <summary>Appends server-generated events (presence, handoff) to a session.</summary>
@@ -324,13 +348,12 @@ internal sealed partial class SessionService
     /// <summary>Runs a session operation under the session's lock, with its state caught up with the stream.</summary>
     private async Task<SessionOperationResult> UnderLockAsync(string sessionId, Func<Session, Task<SessionOperationResult>> operation, CancellationToken cancellationToken)
     {
-        var session = await OpenAsync(sessionId, cancellationToken).ConfigureAwait(false);
+        var session = await AcquireAsync(sessionId, cancellationToken).ConfigureAwait(false);
         if (session is null)
         {
             return SessionOperationResult.NotFound;
         }
 
-        await session.Lock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             for (var attempt = 1; ; attempt++)
@@ -359,7 +382,7 @@ internal sealed partial class SessionService
     /// </summary>
     private static List<JsonObject> CancelEvents(SessionState state, JsonObject run, string by, string? reason, out string controlId, string status = "cancelled")
     {
-        var runId = run["id"]!.GetValue<string>();
+        var runId = SessionJson.Text(run, "id") ?? string.Empty;
         controlId = NewId("c");
         var events = new List<JsonObject>
         {
@@ -376,7 +399,7 @@ internal sealed partial class SessionService
         };
 
         // The partial reply keeps what was streamed so far, rolled up, and is marked cancelled.
-        if (run["messageId"]?.GetValue<string>() is { } messageId && state.Get(SessionEventTypes.Message, messageId) is { } message)
+        if (SessionJson.Text(run, "messageId") is { } messageId && state.Get(SessionEventTypes.Message, messageId) is { } message)
         {
             var cancelled = (JsonObject)message.DeepClone();
             cancelled["status"] = status;
@@ -392,45 +415,77 @@ internal sealed partial class SessionService
     }
 
     private static JsonObject? ActiveRun(SessionState state)
-        => state.All(SessionEventTypes.Run).LastOrDefault(r => r["status"]?.GetValue<string>() == "started");
+        => state.All(SessionEventTypes.Run).LastOrDefault(r => SessionJson.Text(r, "status") == "started" && SessionJson.Text(r, "id") is not null);
 
-    /// <summary>Rejects content for cancelled runs. Control, presence and handoff events always pass.</summary>
-    private static (JsonArray Messages, SessionRejection? Rejection) Check(Session session, StreamPayload payload)
+    /// <summary>
+    /// Checks a direct append: every event must meet <see cref="SessionEventRules"/> for its writer, and nothing may add
+    /// content to a run that has been cancelled.
+    /// </summary>
+    private static (JsonArray Messages, SessionEventRejection? Rejection) Check(Session session, StreamPayload payload, SessionWriter writer)
     {
         JsonArray messages;
         try
         {
             messages = JsonFraming.ParseMessages(payload.Data.Span);
         }
-        catch (JsonException)
+        catch (JsonException ex)
         {
-            return ([], new SessionRejection("INVALID_EVENT", "Session events must be JSON objects.", null));
+            return ([], new SessionEventRejection(400, "INVALID_EVENT", "Session events must be JSON objects: " + ex.Message));
         }
 
         var state = session.State;
+        if (SessionEventRules.CheckAppend(state, messages, writer) is { } refused)
+        {
+            return (messages, refused);
+        }
+
         foreach (var node in messages)
         {
-            if (node is not JsonObject message)
-            {
-                return (messages, new SessionRejection("INVALID_EVENT", "Session events must be JSON objects (State Protocol change or control messages).", null));
-            }
-
-            var type = message["type"] is JsonValue t && t.TryGetValue<string>(out var s) ? s : null;
+            var message = (JsonObject)node!;
             var value = message["value"] as JsonObject;
-            var runId = type switch
+            var runId = SessionJson.Text(message, "type") switch
             {
-                SessionEventTypes.Run => message["key"]?.GetValue<string>(),
-                SessionEventTypes.Message => value?["runId"]?.GetValue<string>(),
-                SessionEventTypes.Delta => value?["messageId"]?.GetValue<string>() is { } id ? state.Get(SessionEventTypes.Message, id)?["runId"]?.GetValue<string>() : null,
+                SessionEventTypes.Run => SessionJson.Text(message, "key"),
+                SessionEventTypes.Message => SessionJson.Text(value, "runId"),
+                SessionEventTypes.Delta => SessionJson.Text(state.Get(SessionEventTypes.Message, SessionJson.Text(value, "messageId") ?? string.Empty), "runId"),
                 _ => null,
             };
-            if (runId is not null && state.Get(SessionEventTypes.Run, runId) is { } run && run["status"]?.GetValue<string>() is "cancelled" or "interrupted" or "paused")
+            if (runId is not null && SessionJson.Text(state.Get(SessionEventTypes.Run, runId), "status") is "cancelled" or "interrupted" or "paused")
             {
-                return (messages, new SessionRejection("RUN_CANCELLED", $"Run {runId} was cancelled; nothing more is accepted for it.", runId));
+                return (messages, new SessionEventRejection(409, "RUN_CANCELLED", $"Run {runId} was cancelled; nothing more is accepted for it."));
             }
         }
 
         return (messages, null);
+    }
+
+    /// <summary>
+    /// Checks the initial events of a session stream created by a raw <c>PUT /v1/stream/sessions/{id}</c>: the same rules
+    /// as an append to an empty session. A fork under <c>sessions/</c> must fork another session, whose events met them.
+    /// </summary>
+    public static SessionEventRejection? CheckCreate(string? forkedFrom, StreamPayload initialData, SessionWriter writer)
+    {
+        if (forkedFrom is not null && !IsSessionPath(forkedFrom))
+        {
+            return new SessionEventRejection(403, "SERVER_OWNED_EVENT", "A stream under sessions/ can only fork another session.");
+        }
+
+        if (initialData.IsEmpty)
+        {
+            return null;
+        }
+
+        JsonArray messages;
+        try
+        {
+            messages = JsonFraming.ParseMessages(initialData.Data.Span);
+        }
+        catch (JsonException ex)
+        {
+            return new SessionEventRejection(400, "INVALID_EVENT", "Session events must be JSON objects: " + ex.Message);
+        }
+
+        return SessionEventRules.CheckAppend(new SessionState(), messages, writer);
     }
 
     private async Task<AppendResult?> AppendLockedAsync(Session session, List<JsonObject> events, CancellationToken cancellationToken)
@@ -456,6 +511,31 @@ internal sealed partial class SessionService
         return result;
     }
 
+    /// <summary>
+    /// Opens the session and takes its lock; null when no session stream exists. The caller releases the lock. A session
+    /// evicted while this waited for the lock is opened again.
+    /// </summary>
+    private async Task<Session?> AcquireAsync(string sessionId, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var session = await OpenAsync(sessionId, cancellationToken).ConfigureAwait(false);
+            if (session is null)
+            {
+                return null;
+            }
+
+            await session.Lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+            if (!session.Evicted)
+            {
+                session.LastUsed = _time.GetTimestamp();
+                return session;
+            }
+
+            session.Lock.Release();
+        }
+    }
+
     private async Task<Session?> OpenAsync(string sessionId, CancellationToken cancellationToken)
     {
         var path = StreamPath(sessionId);
@@ -466,15 +546,91 @@ internal sealed partial class SessionService
             return null;
         }
 
-        var session = _sessions.GetOrAdd(sessionId, static (_, p) => new Session(p), path);
-        if (session.StreamId != lookup.Stream.Id)
+        if (_sessions.TryGetValue(sessionId, out var session) && session.StreamId == lookup.Stream.Id)
         {
-            // A new incarnation of the stream (deleted and re-created): start over.
-            var fresh = new Session(path) { StreamId = lookup.Stream.Id };
-            session = _sessions.AddOrUpdate(sessionId, fresh, (_, existing) => existing.StreamId == lookup.Stream.Id ? existing : fresh);
+            return session;
+        }
+
+        // New to memory, or a new incarnation of the stream (deleted and re-created): start over.
+        var fresh = new Session(path) { StreamId = lookup.Stream.Id, LastUsed = _time.GetTimestamp() };
+        session = _sessions.AddOrUpdate(sessionId, fresh, (_, existing) => existing.StreamId == lookup.Stream.Id ? existing : fresh);
+        if (ReferenceEquals(session, fresh) && _sessions.Count > _options.MaxInMemory)
+        {
+            Trim(keep: fresh);
         }
 
         return session;
+    }
+
+    /// <summary>
+    /// Evicts sessions idle for longer than the idle timeout, then the least recently used ones beyond the bound. A
+    /// session whose lock is held is in use and stays. Never throws: it runs on a timer.
+    /// </summary>
+    private void Trim(Session? keep)
+    {
+        if (Interlocked.Exchange(ref _trimming, 1) == 1)
+        {
+            return;
+        }
+
+        try
+        {
+            var now = _time.GetTimestamp();
+            var kept = new List<KeyValuePair<string, Session>>();
+            foreach (var entry in _sessions)
+            {
+                if (ReferenceEquals(entry.Value, keep) || _time.GetElapsedTime(entry.Value.LastUsed, now) < _options.MemoryIdleTimeout || !TryEvict(entry))
+                {
+                    kept.Add(entry);
+                }
+            }
+
+            var excess = kept.Count - _options.MaxInMemory;
+            if (excess > 0)
+            {
+                foreach (var entry in kept.Where(e => !ReferenceEquals(e.Value, keep)).OrderBy(e => e.Value.LastUsed))
+                {
+                    if (excess == 0)
+                    {
+                        break;
+                    }
+
+                    if (TryEvict(entry))
+                    {
+                        excess--;
+                    }
+                }
+            }
+        }
+        catch (Exception ex)
+        {
+            Log.TrimFailed(_logger, ex);
+        }
+        finally
+        {
+            Volatile.Write(ref _trimming, 0);
+        }
+    }
+
+    private bool TryEvict(KeyValuePair<string, Session> entry)
+    {
+        var session = entry.Value;
+        if (!session.Lock.Wait(0))
+        {
+            return false;
+        }
+
+        try
+        {
+            // Marked under the lock, so a request that found the session before its removal opens it again.
+            session.Evicted = true;
+            _sessions.TryRemove(entry);
+            return true;
+        }
+        finally
+        {
+            session.Lock.Release();
+        }
     }
 
     /// <summary>Applies whatever the stream has beyond the materialized position. Call under the session lock.</summary>
@@ -543,20 +699,22 @@ internal sealed partial class SessionService
         public SemaphoreSlim Lock { get; } = new(1, 1);
 
         public SessionState State { get; } = new();
+
+        /// <summary>When the session was last used (<see cref="TimeProvider.GetTimestamp"/>).</summary>
+        public long LastUsed { get; set; }
+
+        /// <summary>Set (under the lock) when the session was dropped from memory.</summary>
+        public bool Evicted { get; set; }
     }
 
     private static partial class Log
     {
         [LoggerMessage(300, LogLevel.Information, "Session {SessionId}: run {RunId} cancelled, fence at {Fence}")]
         public static partial void Cancelled(ILogger logger, string sessionId, string runId, string fence);
-    }
-}
 
-/// <summary>Why a session append or operation was refused.</summary>
-internal sealed record SessionRejection(string Code, string Message, string? RunId)
-{
-    /// <summary>400 for malformed events, 409 for content refused by a fence.</summary>
-    public int Status => RunId is null ? 400 : 409;
+        [LoggerMessage(301, LogLevel.Warning, "Evicting idle sessions from memory failed")]
+        public static partial void TrimFailed(ILogger logger, Exception exception);
+    }
 }
 
 /// <summary>The outcome of a session operation.</summary>

@@ -23,4 +23,30 @@ public sealed class SessionServiceOptions
 
     /// <summary>The delay before the first retry; doubled for each further one. Default 500 ms.</summary>
     public TimeSpan NotificationRetryDelay { get; set; } = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>
+    /// How long a session's materialized state stays in memory after its last use; it is rebuilt from the stream when
+    /// used again. Default 5 minutes; from 1 ms to 1 day.
+    /// </summary>
+    public TimeSpan MemoryIdleTimeout { get; set; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>
+    /// How many sessions' materialized states are kept in memory at most; the least recently used ones are evicted
+    /// first. Default 1,000; from 1 to 1,000,000.
+    /// </summary>
+    public int MaxInMemory { get; set; } = 1_000;
+
+    /// <summary>The settings' problems, if any.</summary>
+    public IEnumerable<string> Validate()
+    {
+        if (MemoryIdleTimeout < TimeSpan.FromMilliseconds(1) || MemoryIdleTimeout > TimeSpan.FromDays(1))
+        {
+            yield return "Sessions:MemoryIdleTimeout must be from 1 ms to 1 day.";
+        }
+
+        if (MaxInMemory is < 1 or > 1_000_000)
+        {
+            yield return "Sessions:MaxInMemory must be from 1 to 1000000.";
+        }
+    }
 }

@@ -178,6 +178,7 @@ internal sealed partial class StreamRequestHandler
         }
 
         var payload = StreamPayload.Empty;
+        var jsonBody = false;
         if (body.Value.Length > 0)
         {
             // A fork without a Content-Type takes the source's, which decides how the body is framed.
@@ -193,6 +194,16 @@ internal sealed partial class StreamRequestHandler
                 await Problem.Write(context, 400, "INVALID_JSON", error!).ConfigureAwait(false);
                 return;
             }
+
+            jsonBody = StreamContentType.IsJson(effectiveType ?? StreamContentType.Default);
+        }
+
+        // A raw create under sessions/ makes a session: its events meet the same rules as an append.
+        if (Sessions.SessionService.IsSessionPath(path)
+            && Sessions.SessionService.CheckCreate(forkedFrom, jsonBody ? payload : StreamPayload.Empty, SessionWriter(context, path)) is { } refused)
+        {
+            await Problem.Write(context, refused.Status, refused.Code, refused.Message).ConfigureAwait(false);
+            return;
         }
 
         var result = await _store.CreateAsync(new CreateStreamRequest
@@ -366,7 +377,7 @@ internal sealed partial class StreamRequestHandler
         if (Sessions.SessionService.IsSessionPath(path) && stream.IsJson && !stream.Closed)
         {
             // Session streams go through the session service, which enforces run fences atomically with the append.
-            var (sessionResult, rejection) = await _sessions.AppendAsync(appendRequest, context.RequestAborted).ConfigureAwait(false);
+            var (sessionResult, rejection) = await _sessions.AppendAsync(appendRequest, SessionWriter(context, path), context.RequestAborted).ConfigureAwait(false);
             if (rejection is not null)
             {
                 await Problem.Write(context, rejection.Status, rejection.Code, rejection.Message).ConfigureAwait(false);
@@ -432,6 +443,15 @@ internal sealed partial class StreamRequestHandler
                 await Problem.Write(context, 409, "PRODUCER_SEQ_GAP", "Producer-Seq skipped ahead; resend the missing sequence numbers first.").ConfigureAwait(false);
                 return;
         }
+    }
+
+    /// <summary>Who writes to a session stream: the token's subject and whether it may control the session; anyone when access control is off.</summary>
+    private static DurableSessions.Sessions.SessionWriter SessionWriter(HttpContext context, string path)
+    {
+        var access = Auth.AccessControl.Current(context);
+        return access.IsAnonymous
+            ? DurableSessions.Sessions.SessionWriter.Open
+            : new DurableSessions.Sessions.SessionWriter(access.Subject, access.Allows(path, Auth.Capability.Control));
     }
 
     private async Task HeadAsync(HttpContext context, string path)

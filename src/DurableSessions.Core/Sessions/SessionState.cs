@@ -41,8 +41,59 @@ public sealed class SessionState
     }
 
     /// <summary>Applies framed JSON stream data (messages separated by commas) ending at <paramref name="endPosition"/>.</summary>
+    /// <remarks>Never throws on what is stored: a message that cannot be read or materialized is skipped.</remarks>
     public void ApplyChunk(ReadOnlySpan<byte> framedMessages, long endPosition)
-        => ApplyMessages(JsonFraming.ParseMessages(framedMessages), endPosition);
+        => ApplyMessages(ParseEvents(framedMessages), endPosition);
+
+    /// <summary>
+    /// Parses framed JSON stream data into one entry per stored message: the event, or null for a message that is not
+    /// a readable session event (<see cref="SessionEventRules.IsReadable"/>). Never throws; data that cannot be split
+    /// into messages ends the list early.
+    /// </summary>
+    public static IReadOnlyList<JsonObject?> ParseEvents(ReadOnlySpan<byte> framedMessages)
+    {
+        var events = new List<JsonObject?>();
+        if (framedMessages.IsEmpty)
+        {
+            return events;
+        }
+
+        var wrapped = new byte[framedMessages.Length + 2];
+        wrapped[0] = (byte)'[';
+        framedMessages.CopyTo(wrapped.AsSpan(1));
+        wrapped[^1] = (byte)']';
+        try
+        {
+            // Deep enough for anything a store may hold: depth is judged per event below, not by the parser.
+            var reader = new Utf8JsonReader(wrapped, new JsonReaderOptions { MaxDepth = 1024 });
+            reader.Read();
+            while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+            {
+                var start = (int)reader.TokenStartIndex;
+                reader.Skip();
+                var end = (int)reader.BytesConsumed;
+                events.Add(ParseEvent(wrapped.AsMemory(start, end - start)));
+            }
+        }
+        catch (JsonException)
+        {
+        }
+
+        return events;
+    }
+
+    private static JsonObject? ParseEvent(ReadOnlyMemory<byte> json)
+    {
+        try
+        {
+            var node = JsonNode.Parse(json.Span, documentOptions: new JsonDocumentOptions { MaxDepth = 1024 });
+            return SessionEventRules.IsReadable(node) ? (JsonObject)node! : null;
+        }
+        catch (Exception ex) when (ex is JsonException or InvalidOperationException or ArgumentException)
+        {
+            return null;
+        }
+    }
 
     /// <summary>Applies already-parsed messages ending at <paramref name="endPosition"/>.</summary>
     public void ApplyMessages(IEnumerable<JsonNode?> messages, long endPosition)
@@ -58,9 +109,14 @@ public sealed class SessionState
         Position = endPosition;
     }
 
-    /// <summary>Applies one change or control message. Anything that is neither is ignored.</summary>
+    /// <summary>
+    /// Applies one change or control message. Anything that is neither, and any change that is not a readable session
+    /// event (<see cref="SessionEventRules.IsReadable"/>), is ignored, so readers of the state never meet a field of an
+    /// unexpected kind.
+    /// </summary>
     public void Apply(JsonObject message)
     {
+        ArgumentNullException.ThrowIfNull(message);
         if (message["headers"] is not JsonObject headers)
         {
             return;
@@ -74,7 +130,7 @@ public sealed class SessionState
         }
 
         if (!TryGetString(message, "type", out var type) || !TryGetString(message, "key", out var key)
-            || !TryGetString(headers, "operation", out var operation))
+            || !TryGetString(headers, "operation", out var operation) || !SessionEventRules.IsReadable(message))
         {
             return;
         }

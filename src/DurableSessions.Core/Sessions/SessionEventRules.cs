@@ -1,0 +1,434 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace DurableSessions.Sessions;
+
+/// <summary>Who appends events to a session stream directly (not through the sessions API).</summary>
+/// <param name="Subject">The token's subject, or null when the server runs open (no identities to check).</param>
+/// <param name="MayControl">Whether the writer holds <c>control</c> on the session.</param>
+public sealed record SessionWriter(string? Subject, bool MayControl)
+{
+    /// <summary>A writer on a server without access control: identities are taken as written.</summary>
+    public static SessionWriter Open { get; } = new(null, MayControl: true);
+}
+
+/// <summary>Why a session event was refused: an HTTP status, a stable code and a message naming the problem.</summary>
+public sealed record SessionEventRejection(int Status, string Code, string Message)
+{
+    internal static SessionEventRejection Invalid(int index, string problem) => new(400, "INVALID_EVENT", $"Event {index}: {problem}");
+
+    internal static SessionEventRejection Forbidden(int index, string code, string problem) => new(403, code, $"Event {index}: {problem}");
+}
+
+/// <summary>
+/// The rules every event of a session stream must meet: its shape (checked for every writer and every reader) and who
+/// may write it (checked on direct appends to <c>/v1/stream/sessions/{id}</c> and on raw creates under <c>sessions/</c>).
+/// </summary>
+/// <remarks>
+/// <para>Shape: a State Protocol change message (<c>type</c> and <c>key</c> strings, <c>headers.operation</c> insert,
+/// update or delete, <c>value</c> an object for insert and update), nested at most <see cref="MaxDepth"/> deep, with the
+/// fields of the known types (see <c>docs/sessions.md</c>) of the right JSON kind. Control messages (<c>reset</c> and
+/// the like) are not events.</para>
+/// <para>Writers: <c>session</c>, <c>presence</c> and <c>handoff</c> events, deletes of runs and controls, and runs set
+/// <c>cancelled</c> or <c>paused</c> are the server's own (written by the sessions API). With access control on, the
+/// identity fields (<c>message.author</c>, <c>run.agent</c>, <c>control.by</c>) must be the writer's subject, a message or
+/// run can be changed (and a message streamed into) only by the participant who wrote it, and controls need
+/// <c>control</c>. Raw events are stored exactly as sent, so a forged identity is refused, never rewritten.</para>
+/// <para>Stateless and thread-safe.</para>
+/// </remarks>
+public static class SessionEventRules
+{
+    /// <summary>How deep an event may nest (the event object is level 1).</summary>
+    public const int MaxDepth = 32;
+
+    /// <summary>The longest <c>key</c> (and <c>type</c>), in characters.</summary>
+    public const int MaxKeyLength = 256;
+
+    private static readonly string[] Roles = ["user", "assistant", "tool", "system"];
+    private static readonly string[] MessageStatuses = ["streaming", "complete", "cancelled", "failed", "interrupted", "paused"];
+    private static readonly string[] RunStatuses = ["started", "finished", "cancelled", "failed", "interrupted", "paused"];
+    private static readonly string[] ControlActions = ["cancel", "steer", "pause"];
+    private static readonly string[] PresenceKinds = ["client", "agent", "human"];
+    private static readonly string[] PresenceStatuses = ["joined", "left"];
+    private static readonly string[] HolderKinds = ["agent", "human"];
+    private static readonly string[] MessagePolicies = ["queue", "interrupt", "reject"];
+    private static readonly string[] HandoffPolicies = ["cancel", "pause"];
+
+    /// <summary>
+    /// Checks a batch of events a writer appends to a session whose current state is <paramref name="state"/>.
+    /// Returns null when every event may be written, else the first refusal.
+    /// </summary>
+    /// <remarks>Events earlier in the batch count as written for the ones after them (a run and its message in one append).</remarks>
+    public static SessionEventRejection? CheckAppend(SessionState state, IEnumerable<JsonNode?> events, SessionWriter writer)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(events);
+        ArgumentNullException.ThrowIfNull(writer);
+        var batch = new Dictionary<(string, string), JsonObject>();
+        JsonObject? Lookup(string type, string key) => batch.TryGetValue((type, key), out var pending) ? pending : state.Get(type, key);
+
+        var i = -1;
+        foreach (var node in events)
+        {
+            i++;
+            if (Validate(node, strict: true) is { } problem)
+            {
+                return SessionEventRejection.Invalid(i, problem);
+            }
+
+            var message = (JsonObject)node!;
+            if (Authorize(i, message, writer, Lookup) is { } refused)
+            {
+                return refused;
+            }
+
+            if (Str(message, "type") is { } type && Str(message, "key") is { } key && message["value"] is JsonObject value
+                && Str((JsonObject)message["headers"]!, "operation") is "insert" or "update")
+            {
+                batch[(type, key)] = value;
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>Whether a stored event can be materialized: its shape is sound (known values are not enforced, so older data still reads).</summary>
+    public static bool IsReadable(JsonNode? message) => Validate(message, strict: false) is null;
+
+    /// <summary>
+    /// Checks an event's shape. <paramref name="strict"/> also requires the known types' mandatory fields and known
+    /// values (statuses, roles, policies); without it only the JSON kinds are checked, which is what readers rely on.
+    /// Returns null when sound, else the problem.
+    /// </summary>
+    public static string? Validate(JsonNode? node, bool strict)
+    {
+        try
+        {
+            return ValidateCore(node, strict);
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or JsonException or FormatException or ArgumentException or DecoderFallbackException)
+        {
+            // Invalid UTF-8 or a lone surrogate in a string or name: System.Text.Json refuses to decode it.
+            return "contains text that is not valid UTF-8.";
+        }
+    }
+
+    private static string? ValidateCore(JsonNode? node, bool strict)
+    {
+        if (node is not JsonObject message)
+        {
+            return "session events must be JSON objects (State Protocol change messages).";
+        }
+
+        if (!WithinDepth(message, 1))
+        {
+            return $"events may nest at most {MaxDepth} levels deep.";
+        }
+
+        if (message["headers"] is not JsonObject headers)
+        {
+            return "headers must be an object with operation insert, update or delete.";
+        }
+
+        if (headers.ContainsKey("control"))
+        {
+            return "control messages (headers.control) are not session events.";
+        }
+
+        if (Str(headers, "operation") is not ("insert" or "update" or "delete") || !IsStringOrAbsent(headers, "timestamp"))
+        {
+            return "headers.operation must be insert, update or delete (and headers.timestamp a string).";
+        }
+
+        if (Str(message, "type") is not { Length: > 0 and <= MaxKeyLength } type)
+        {
+            return $"type must be a string of 1 to {MaxKeyLength} characters.";
+        }
+
+        if (Str(message, "key") is not { Length: > 0 and <= MaxKeyLength })
+        {
+            return $"key must be a string of 1 to {MaxKeyLength} characters.";
+        }
+
+        if (Str(headers, "operation") == "delete")
+        {
+            return null;
+        }
+
+        if (message["value"] is not JsonObject value)
+        {
+            return "value must be an object for insert and update.";
+        }
+
+        return type switch
+        {
+            SessionEventTypes.Message => CheckMessage(message, value, strict),
+            SessionEventTypes.Delta => CheckDelta(value, strict),
+            SessionEventTypes.Run => CheckRun(message, value, strict),
+            SessionEventTypes.Control => CheckControl(message, value, strict),
+            SessionEventTypes.Presence => Fields(value, strict, ("id", null, false), ("kind", PresenceKinds, true), ("name", null, false), ("status", PresenceStatuses, true), ("lastSeen", null, false)),
+            SessionEventTypes.Handoff => Str(message, "key") != "lease" ? "a handoff's key must be lease." : Fields(value, strict, ("holder", null, false), ("kind", HolderKinds, true), ("since", null, false)),
+            SessionEventTypes.Session => Str(message, "key") != "session" ? "a session event's key must be session." : Fields(value, strict, ("id", null, false), ("newMessagePolicy", MessagePolicies, false), ("handoffPolicy", HandoffPolicies, false), ("notifyUrl", null, false), ("createdAt", null, false)),
+            _ => null,
+        };
+    }
+
+    private static string? CheckMessage(JsonObject message, JsonObject value, bool strict)
+    {
+        if (Fields(value, strict, ("id", null, false), ("role", Roles, true), ("author", null, false), ("runId", null, false), ("status", MessageStatuses, false), ("routedTo", null, false), ("createdAt", null, false), ("error", null, false)) is { } problem)
+        {
+            return problem;
+        }
+
+        if (strict && Str(value, "id") is { } id && id != Str(message, "key"))
+        {
+            return "a message's id must equal its key.";
+        }
+
+        if (value["parts"] is null)
+        {
+            return null;
+        }
+
+        if (value["parts"] is not JsonArray parts || parts.Any(p => p is not JsonObject part || Str(part, "type") is null || !IsStringOrAbsent(part, "text")))
+        {
+            return "message.parts must be an array of objects with a string type (and text, if any, a string).";
+        }
+
+        return null;
+    }
+
+    private static string? CheckDelta(JsonObject value, bool strict)
+    {
+        if (Fields(value, strict, ("messageId", null, true), ("text", null, true), ("partType", null, false), ("at", null, false)) is { } problem)
+        {
+            return problem;
+        }
+
+        if (value["part"] is { } part && (part is not JsonValue number || !number.TryGetValue<int>(out var index) || index is < 0 or > 10_000))
+        {
+            return "delta.part must be a whole number from 0 to 10000.";
+        }
+
+        return null;
+    }
+
+    private static string? CheckRun(JsonObject message, JsonObject value, bool strict)
+    {
+        if (Fields(value, strict, ("id", null, false), ("agent", null, false), ("messageId", null, false), ("trigger", null, false), ("status", RunStatuses, true), ("startedAt", null, false), ("endedAt", null, false), ("finishReason", null, false), ("cancelledBy", null, false), ("error", null, false)) is { } problem)
+        {
+            return problem;
+        }
+
+        return strict && Str(value, "id") is { } id && id != Str(message, "key") ? "a run's id must equal its key." : null;
+    }
+
+    private static string? CheckControl(JsonObject message, JsonObject value, bool strict)
+    {
+        if (Fields(value, strict, ("id", null, false), ("action", ControlActions, true), ("runId", null, true), ("by", null, false), ("text", null, false), ("reason", null, false), ("status", null, false), ("createdAt", null, false)) is { } problem)
+        {
+            return problem;
+        }
+
+        return strict && Str(value, "id") is { } id && id != Str(message, "key") ? "a control's id must equal its key." : null;
+    }
+
+    /// <summary>
+    /// Checks fields that must be strings (or null) when present. In strict mode, required ones must be present and ones
+    /// with known values must have one of them.
+    /// </summary>
+    private static string? Fields(JsonObject value, bool strict, params (string Name, string[]? Known, bool Required)[] fields)
+    {
+        foreach (var (name, known, required) in fields)
+        {
+            if (!IsStringOrAbsent(value, name))
+            {
+                return $"{name} must be a string.";
+            }
+
+            if (!strict)
+            {
+                continue;
+            }
+
+            var text = Str(value, name);
+            if (required && text is null)
+            {
+                return known is null ? $"{name} is required." : $"{name} is required: {string.Join(", ", known)}.";
+            }
+
+            if (known is not null && text is not null && Array.IndexOf(known, text) < 0)
+            {
+                return $"{name} must be one of {string.Join(", ", known)}.";
+            }
+        }
+
+        return null;
+    }
+
+    private static SessionEventRejection? Authorize(int index, JsonObject message, SessionWriter writer, Func<string, string, JsonObject?> lookup)
+    {
+        var type = Str(message, "type")!;
+        var key = Str(message, "key")!;
+        var operation = Str((JsonObject)message["headers"]!, "operation")!;
+        var value = message["value"] as JsonObject;
+        var subject = writer.Subject;
+        switch (type)
+        {
+            case SessionEventTypes.Session:
+            case SessionEventTypes.Presence:
+            case SessionEventTypes.Handoff:
+                return SessionEventRejection.Forbidden(index, "SERVER_OWNED_EVENT", $"{type} events are written by the server; use the sessions API (/v1/sessions/{{id}}).");
+            case SessionEventTypes.Run:
+                if (operation == "delete")
+                {
+                    return SessionEventRejection.Forbidden(index, "SERVER_OWNED_EVENT", "runs cannot be deleted.");
+                }
+
+                if (Str(value!, "status") is "cancelled" or "paused")
+                {
+                    return SessionEventRejection.Forbidden(index, "SERVER_OWNED_EVENT", "a run is cancelled or paused through the sessions API (runs/{id}/cancel, handoff), which fences it.");
+                }
+
+                if (subject is not null)
+                {
+                    if (Str(value!, "agent") != subject)
+                    {
+                        return SessionEventRejection.Forbidden(index, "IDENTITY_MISMATCH", $"run.agent must be the token's subject ({subject}).");
+                    }
+
+                    if (lookup(SessionEventTypes.Run, key) is { } existing && Str(existing, "agent") != subject)
+                    {
+                        return SessionEventRejection.Forbidden(index, "NOT_OWNER", $"run {key} belongs to another participant.");
+                    }
+                }
+
+                return null;
+            case SessionEventTypes.Message:
+                if (subject is null)
+                {
+                    return null;
+                }
+
+                if (lookup(SessionEventTypes.Message, key) is { } written && Str(written, "author") != subject)
+                {
+                    return SessionEventRejection.Forbidden(index, "NOT_OWNER", $"message {key} belongs to another participant.");
+                }
+
+                if (operation != "delete")
+                {
+                    if (Str(value!, "author") != subject)
+                    {
+                        return SessionEventRejection.Forbidden(index, "IDENTITY_MISMATCH", $"message.author must be the token's subject ({subject}).");
+                    }
+
+                    if (Str(value!, "runId") is { } runId && lookup(SessionEventTypes.Run, runId) is { } run && Str(run, "agent") != subject)
+                    {
+                        return SessionEventRejection.Forbidden(index, "NOT_OWNER", $"run {runId} belongs to another participant.");
+                    }
+                }
+
+                return null;
+            case SessionEventTypes.Delta:
+                if (subject is not null && operation != "delete"
+                    && (lookup(SessionEventTypes.Message, Str(value!, "messageId")!) is not { } target || Str(target, "author") != subject))
+                {
+                    return SessionEventRejection.Forbidden(index, "NOT_OWNER", "deltas can only stream into a message the writer wrote.");
+                }
+
+                return null;
+            case SessionEventTypes.Control:
+                if (operation == "delete")
+                {
+                    return SessionEventRejection.Forbidden(index, "SERVER_OWNED_EVENT", "controls cannot be deleted.");
+                }
+
+                if (!writer.MayControl)
+                {
+                    return SessionEventRejection.Forbidden(index, "FORBIDDEN", "control events need the control capability.");
+                }
+
+                return subject is not null && Str(value!, "by") != subject
+                    ? SessionEventRejection.Forbidden(index, "IDENTITY_MISMATCH", $"control.by must be the token's subject ({subject}).")
+                    : null;
+            default:
+                return null;
+        }
+    }
+
+    private static bool WithinDepth(JsonNode node, int depth)
+    {
+        if (depth > MaxDepth)
+        {
+            return false;
+        }
+
+        switch (node)
+        {
+            case JsonObject obj:
+                foreach (var (name, child) in obj)
+                {
+                    _ = name.Length;
+                    if (child is not null && !WithinDepth(child, depth + 1))
+                    {
+                        return false;
+                    }
+                }
+
+                return true;
+            case JsonArray array:
+                foreach (var child in array)
+                {
+                    if (child is not null && !WithinDepth(child, depth + 1))
+                    {
+                        return false;
+                    }
+                }
+
+                return true;
+            default:
+                // Decoding every string here finds invalid UTF-8 and lone surrogates before anything else reads them.
+                if (node.GetValueKind() == JsonValueKind.String)
+                {
+                    _ = node.GetValue<string>();
+                }
+
+                return true;
+        }
+    }
+
+    private static bool IsStringOrAbsent(JsonObject obj, string name)
+        => obj[name] is null || obj[name]!.GetValueKind() == JsonValueKind.String;
+
+    private static string? Str(JsonObject obj, string name) => SessionJson.Text(obj, name);
+}
+
+/// <summary>Reads session event fields without throwing on values of an unexpected kind.</summary>
+public static class SessionJson
+{
+    /// <summary>The string value of <paramref name="node"/>, or null when it is absent or not a string.</summary>
+    public static string? Text(JsonNode? node)
+    {
+        if (node is not JsonValue value || value.GetValueKind() != JsonValueKind.String)
+        {
+            return null;
+        }
+
+        try
+        {
+            return value.GetValue<string>();
+        }
+        catch (InvalidOperationException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>The string field <paramref name="name"/> of <paramref name="obj"/>, or null when absent or not a string.</summary>
+    public static string? Text(JsonNode? obj, string name) => obj is JsonObject o ? Text(o[name]) : null;
+
+    /// <summary>The whole-number field <paramref name="name"/> of <paramref name="obj"/>, or null.</summary>
+    public static int? Number(JsonNode? obj, string name)
+        => obj is JsonObject o && o[name] is JsonValue value && value.GetValueKind() == JsonValueKind.Number && value.TryGetValue<int>(out var n) ? n : null;
+}
