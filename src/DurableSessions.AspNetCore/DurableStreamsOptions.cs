@@ -6,6 +6,12 @@ public sealed class DurableStreamsOptions
     /// <summary>How long a long-poll read waits for new data before answering 204. Default 30 seconds.</summary>
     public TimeSpan LongPollTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// The most streams (sessions included) the server holds; a create past it answers <c>403 STREAM_LIMIT_REACHED</c>.
+    /// Default 0: no limit. Exact on SQLite; on Redis, creates racing on several nodes may pass it by as many as race.
+    /// </summary>
+    public long MaxStreams { get; set; }
+
     /// <summary>The largest request body accepted by an append or create, in bytes. Default 16 MiB.</summary>
     public long MaxAppendBytes { get; set; } = 16 * 1024 * 1024;
 
@@ -33,6 +39,11 @@ public sealed class DurableStreamsOptions
         if (LongPollTimeout <= TimeSpan.Zero)
         {
             yield return "LongPollTimeout must be positive.";
+        }
+
+        if (MaxStreams < 0)
+        {
+            yield return "MaxStreams must be 0 (no limit) or more.";
         }
 
         if (MaxAppendBytes < 1)

@@ -21,6 +21,10 @@ internal static class Problem
         response.ContentLength = body.Length;
         return response.Body.WriteAsync(body, context.RequestAborted).AsTask();
     }
+
+    /// <summary>The answer to a create past <see cref="DurableStreamsOptions.MaxStreams"/>.</summary>
+    public static Task StreamLimitReached(HttpContext context, long limit)
+        => Write(context, 403, "STREAM_LIMIT_REACHED", $"This server holds its limit of {limit} streams; delete some first.");
 }
 
 /// <summary>Writes JSON responses that are not cacheable.</summary>

@@ -43,6 +43,13 @@ public sealed record CreateStreamRequest
     /// <summary>The fork anchor offset; <see langword="null"/> means the source's tail.</summary>
     public long? ForkOffset { get; init; }
 
+    /// <summary>
+    /// The most streams the store may hold for this create to succeed; <see langword="null"/> for no limit. A create
+    /// that would pass it answers <see cref="CreateStreamStatus.LimitReached"/>; an existing stream still answers as
+    /// usual.
+    /// </summary>
+    public long? MaxStreams { get; init; }
+
     /// <summary>Units past the anchor to inherit.</summary>
     public long ForkSubOffset { get; init; }
 }
@@ -70,6 +77,9 @@ public enum CreateStreamStatus
 
     /// <summary>The fork offset is beyond the source's tail.</summary>
     InvalidForkOffset,
+
+    /// <summary>The store already holds <see cref="CreateStreamRequest.MaxStreams"/> streams.</summary>
+    LimitReached,
 }
 
 /// <summary>The result of <see cref="StreamStore.CreateAsync"/>.</summary>

@@ -118,6 +118,13 @@ public sealed partial class RedisStreamStore : StreamStore
                 return new CreateStreamResult(refused, null);
             }
 
+            // The path index lives in a slot of its own, so the count is checked before the create script runs: under
+            // concurrent creates on several nodes the limit can be passed by as many creates as race.
+            if (request.MaxStreams is { } limit && await Call(_db.SetLengthAsync(_prefix + ":paths")).ConfigureAwait(false) >= limit)
+            {
+                return new CreateStreamResult(CreateStreamStatus.LimitReached, null);
+            }
+
             if (source is not null)
             {
                 // Registered on the source first, so the source cannot vanish underneath the fork.

@@ -90,6 +90,12 @@ public sealed partial class SqliteStreamStore
                 return new CreateStreamResult(refused, null);
             }
 
+            // Decided on the writer thread, where creates are serialized: the limit is exact.
+            if (request.MaxStreams is { } limit && context.StreamCount >= limit)
+            {
+                return new CreateStreamResult(CreateStreamStatus.LimitReached, null);
+            }
+
             var tail = forkPosition + request.InitialData.Units;
             var id = context.InsertStream(request, contentType, ttl, expiresAt, tail, source, forkPosition, forkOffset);
             if (!request.InitialData.IsEmpty)

@@ -335,6 +335,22 @@ public sealed partial class SqliteStreamStore
             return _store._writerById.TryGetValue(id, out var info) ? WithLiveAccess(info) : null;
         }
 
+        /// <summary>How many streams exist, counting what this batch has staged so far.</summary>
+        public int StreamCount
+        {
+            get
+            {
+                var count = _store._writerByPath.Count;
+                foreach (var (path, info) in _stagedByPath)
+                {
+                    var committed = _store._writerByPath.ContainsKey(path);
+                    count += info is null ? (committed ? -1 : 0) : (committed ? 0 : 1);
+                }
+
+                return count;
+            }
+        }
+
         public bool IsExpired(StreamInfo info)
         {
             if (info.ExpiresAt is { } expiresAt && Now >= expiresAt)

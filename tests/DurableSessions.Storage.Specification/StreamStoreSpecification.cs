@@ -230,6 +230,23 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_create_past_the_stream_limit_is_refused_and_existing_streams_still_answer()
+    {
+        var store = await Open();
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(CreateStreamStatus.Created, (await store.CreateAsync(new CreateStreamRequest { Path = $"limit/{i}", ContentType = "text/plain", MaxStreams = 3 })).Status);
+        }
+
+        Assert.Equal(CreateStreamStatus.LimitReached, (await store.CreateAsync(new CreateStreamRequest { Path = "limit/3", ContentType = "text/plain", MaxStreams = 3 })).Status);
+        Assert.Equal(StreamLookupStatus.NotFound, (await store.GetAsync("limit/3")).Status);
+        Assert.Equal(CreateStreamStatus.AlreadyExists, (await store.CreateAsync(new CreateStreamRequest { Path = "limit/0", ContentType = "text/plain", MaxStreams = 3 })).Status);
+
+        Assert.Equal(DeleteStreamStatus.Deleted, await store.DeleteAsync("limit/1"));
+        Assert.Equal(CreateStreamStatus.Created, (await store.CreateAsync(new CreateStreamRequest { Path = "limit/3", ContentType = "text/plain", MaxStreams = 3 })).Status);
+    }
+
+    [Fact]
     public async Task A_ttl_too_long_for_any_date_never_breaks_expiry()
     {
         var store = await Open();

@@ -82,7 +82,12 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
             return;
         }
 
-        await sessions.CreateAsync(chatId, null, context.RequestAborted).ConfigureAwait(false);
+        if (await sessions.CreateAsync(chatId, null, context.RequestAborted).ConfigureAwait(false) == CreateStreamStatus.LimitReached)
+        {
+            await Problem.StreamLimitReached(context, streamOptions.Value.MaxStreams).ConfigureAwait(false);
+            return;
+        }
+
         var author = Auth.AccessControl.Current(context) is { IsAnonymous: false } who ? who.Subject : "user";
         var posted = await sessions.PostMessageAsync(chatId, "user", author, [new JsonObject { ["type"] = "text", ["text"] = text }], context.RequestAborted).ConfigureAwait(false);
         if (posted.Status != 200)

@@ -112,6 +112,9 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
                     ["stream"] = $"/v1/stream/{SessionService.StreamPath(id)}",
                 }).ConfigureAwait(false);
                 return;
+            case CreateStreamStatus.LimitReached:
+                await Problem.StreamLimitReached(context, streamOptions.Value.MaxStreams).ConfigureAwait(false);
+                return;
             default:
                 await Problem.Write(context, 409, "SESSION_CONFLICT", "A stream that is not a session exists at this session's path.").ConfigureAwait(false);
                 return;

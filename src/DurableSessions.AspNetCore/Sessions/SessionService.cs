@@ -27,6 +27,7 @@ internal sealed partial class SessionService : IDisposable
     public const string Prefix = "sessions/";
 
     private readonly StreamStore _store;
+    private readonly long? _maxStreams;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<string, Session> _sessions = new(StringComparer.Ordinal);
     private readonly SessionServiceOptions _options;
@@ -34,8 +35,9 @@ internal sealed partial class SessionService : IDisposable
     private readonly ITimer _evictionTimer;
     private int _trimming;
 
-    public SessionService(StreamStore store, IOptions<SessionServiceOptions> options, ILogger<SessionService> logger)
+    public SessionService(StreamStore store, IOptions<SessionServiceOptions> options, IOptions<DurableStreamsOptions> streamOptions, ILogger<SessionService> logger)
     {
+        _maxStreams = streamOptions.Value.MaxStreams > 0 ? streamOptions.Value.MaxStreams : null;
         _store = store;
         _logger = logger;
         _options = options.Value;
@@ -77,6 +79,7 @@ internal sealed partial class SessionService : IDisposable
             Path = path,
             ContentType = StreamContentType.Json,
             InitialData = Frame([Change(SessionEventTypes.Session, "session", "insert", session)]),
+            MaxStreams = _maxStreams,
         }, cancellationToken).ConfigureAwait(false);
         return created.Status;
     }

@@ -217,6 +217,7 @@ internal sealed partial class StreamRequestHandler
             ForkedFrom = forkedFrom,
             ForkOffset = forkOffset,
             ForkSubOffset = forkSubOffset,
+            MaxStreams = _options.MaxStreams > 0 ? _options.MaxStreams : null,
         }, context.RequestAborted).ConfigureAwait(false);
 
         var response = context.Response;
@@ -249,6 +250,9 @@ internal sealed partial class StreamRequestHandler
                 return;
             case CreateStreamStatus.SourceGone:
                 await Problem.Write(context, 409, "FORK_SOURCE_DELETED", "The stream named by Stream-Forked-From has been deleted.").ConfigureAwait(false);
+                return;
+            case CreateStreamStatus.LimitReached:
+                await Problem.StreamLimitReached(context, _options.MaxStreams).ConfigureAwait(false);
                 return;
             case CreateStreamStatus.ContentTypeMismatch:
                 await Problem.Write(context, 409, "CONTENT_TYPE_MISMATCH", "A fork must have its source's content type.").ConfigureAwait(false);
