@@ -41,7 +41,7 @@ public static class DurableSessionsServiceCollectionExtensions
 
         streams.Validate(o => !o.Validate().Any(), "Invalid DurableStreams settings.").ValidateOnStart();
         services.TryAddSingleton(TimeProvider.System);
-        services.TryAddSingleton(_ => new StreamFanout());
+        services.TryAddSingleton(sp => new StreamFanout(queueBytes: sp.GetRequiredService<IOptions<DurableStreamsOptions>>().Value.MaxReaderQueueBytes));
         var store = configuration?["Storage:Store"] ?? "sqlite";
         if (store.Equals("redis", StringComparison.OrdinalIgnoreCase))
         {

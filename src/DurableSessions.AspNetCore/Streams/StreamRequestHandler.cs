@@ -489,42 +489,7 @@ internal sealed partial class StreamRequestHandler
     }
 
     /// <summary>Reads the whole body within <see cref="DurableStreamsOptions.MaxAppendBytes"/>; answers 413 and returns null past it.</summary>
-    private async Task<ReadOnlyMemory<byte>?> ReadBodyAsync(HttpContext context)
-    {
-        var request = context.Request;
-        var limit = _options.MaxAppendBytes;
-        if (request.ContentLength is { } declared && declared > limit)
-        {
-            await Problem.Write(context, 413, "PAYLOAD_TOO_LARGE", $"The body exceeds the limit of {limit} bytes.").ConfigureAwait(false);
-            return null;
-        }
-
-        if (request.ContentLength == 0)
-        {
-            return ReadOnlyMemory<byte>.Empty;
-        }
-
-        var reader = request.BodyReader;
-        while (true)
-        {
-            var read = await reader.ReadAsync(context.RequestAborted).ConfigureAwait(false);
-            if (read.Buffer.Length > limit)
-            {
-                reader.AdvanceTo(read.Buffer.Start, read.Buffer.End);
-                await Problem.Write(context, 413, "PAYLOAD_TOO_LARGE", $"The body exceeds the limit of {limit} bytes.").ConfigureAwait(false);
-                return null;
-            }
-
-            if (read.IsCompleted)
-            {
-                var bytes = read.Buffer.ToArray();
-                reader.AdvanceTo(read.Buffer.End);
-                return bytes;
-            }
-
-            reader.AdvanceTo(read.Buffer.Start, read.Buffer.End);
-        }
-    }
+    private Task<ReadOnlyMemory<byte>?> ReadBodyAsync(HttpContext context) => RequestBody.ReadAsync(context, _options.MaxAppendBytes);
 
     private static async Task<bool> WriteLookupFailure(HttpContext context, StreamLookup lookup)
     {
