@@ -187,6 +187,33 @@ public sealed class ResourceLimitTests
         }
     }
 
+    [Fact]
+    public async Task The_embedded_agent_on_1500_sessions_keeps_the_descriptor_headroom_and_the_server_restarts()
+    {
+        // An open-file limit of 2,048 caps the agent at 256 live sessions (two descriptors each); without a cap, 1,500
+        // followed sessions need some 3,000 descriptors.
+        await using var server = await ServerProcess.StartWithDescriptorLimitAsync(2048, "--Agent:Enabled=true");
+        using var client = KeepAliveClient(server);
+        for (var i = 0; i < 1500; i++)
+        {
+            using var created = await client.PutAsync($"/v1/sessions/s{i}", new StringContent("{}", Encoding.UTF8, "application/json"));
+            Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        }
+
+        // The agent reaches its cap and stays there.
+        await WaitUntilAsync(() => Task.FromResult(server.OpenDescriptors >= 2 * 256));
+        Assert.InRange(server.OpenDescriptors, 0, 2048 - 500);
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/health")).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/sessions/after", new StringContent("{}", Encoding.UTF8, "application/json"))).StatusCode);
+
+        await server.RestartAsync();
+        using var again = KeepAliveClient(server);
+        await WaitUntilAsync(() => Task.FromResult(server.OpenDescriptors >= 2 * 256));
+        Assert.InRange(server.OpenDescriptors, 0, 2048 - 500);
+        Assert.Equal(HttpStatusCode.OK, (await again.GetAsync("/health")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await again.GetAsync("/v1/sessions/s1499")).StatusCode);
+    }
+
     public static TheoryData<string, string, bool> Endpoints => new()
     {
         // Read before authorization (the chat id, the wake token are in the body).
