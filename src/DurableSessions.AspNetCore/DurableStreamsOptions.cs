@@ -10,6 +10,14 @@ public sealed class DurableStreamsOptions
     public long MaxAppendBytes { get; set; } = 16 * 1024 * 1024;
 
     /// <summary>
+    /// The most bytes of append and create bodies larger than 64 KiB held at once, while they are read and until they
+    /// are committed. Past it such a request is answered <c>503</c> with <c>Retry-After</c>, so many large appends in
+    /// parallel cannot delay everybody else's; smaller appends are always admitted. Raised to
+    /// <see cref="MaxAppendBytes"/> if lower. Default 64 MiB.
+    /// </summary>
+    public long MaxAppendBytesInFlight { get; set; } = 64 * 1024 * 1024;
+
+    /// <summary>
     /// The largest JSON request body of the sessions API, the AI SDK chat endpoint and the subscription control APIs,
     /// in bytes (subscription control requests are also capped at 256 KiB). Bodies are counted while they are read,
     /// chunked or not, before access control; past it the answer is 413. Default 1 MiB.
@@ -51,6 +59,11 @@ public sealed class DurableStreamsOptions
         if (MaxAppendBytes < 1)
         {
             yield return "MaxAppendBytes must be at least 1.";
+        }
+
+        if (MaxAppendBytesInFlight < 1)
+        {
+            yield return "MaxAppendBytesInFlight must be at least 1.";
         }
 
         if (MaxJsonBodyBytes < 1024)

@@ -214,6 +214,50 @@ public sealed class ResourceLimitTests
         Assert.Equal(HttpStatusCode.OK, (await again.GetAsync("/v1/sessions/s1499")).StatusCode);
     }
 
+    [Fact]
+    public async Task Large_appends_past_the_in_flight_budget_get_503_while_small_appends_go_through()
+    {
+        await using var server = await ServerProcess.StartAsync(null, "--DurableStreams:MaxAppendBytesInFlight=33554432");
+        using var client = KeepAliveClient(server);
+        Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/stream/t", Text(""))).StatusCode);
+
+        // Three 16 MB appends whose bodies have not arrived yet: two fit the 32 MiB budget, one is refused at once.
+        var sockets = new List<Socket>();
+        try
+        {
+            for (var i = 0; i < 3; i++)
+            {
+                sockets.Add(await ConnectAsync(server.Port));
+                await sockets[^1].SendAsync(Encoding.ASCII.GetBytes("POST /v1/stream/t HTTP/1.1\r\nHost: test\r\nContent-Type: text/plain\r\nContent-Length: 16777216\r\n\r\n"), SocketFlags.None);
+            }
+
+            var answers = sockets.Select(s => RequestAsync(s, string.Empty)).ToList();
+            var first = await Task.WhenAny(answers).WaitAsync(TimeSpan.FromSeconds(30));
+            var refused = await first;
+            Assert.StartsWith("HTTP/1.1 503", refused);
+            Assert.Contains("Retry-After: 1", refused);
+
+            // Small appends are not held to the budget.
+            Assert.Equal(HttpStatusCode.NoContent, (await client.PostAsync("/v1/stream/t", Text("small"))).StatusCode);
+        }
+        finally
+        {
+            foreach (var socket in sockets)
+            {
+                socket.Dispose();
+            }
+        }
+
+        // Once those requests end, the budget is free again.
+        await WaitUntilAsync(async () =>
+        {
+            using var big = new ByteArrayContent(new byte[16 * 1024 * 1024]);
+            big.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("text/plain");
+            using var response = await client.PostAsync("/v1/stream/t", big);
+            return response.StatusCode == HttpStatusCode.NoContent;
+        });
+    }
+
     public static TheoryData<string, string, bool> Endpoints => new()
     {
         // Read before authorization (the chat id, the wake token are in the body).

@@ -21,6 +21,7 @@ internal sealed partial class StreamRequestHandler
     private readonly DurableStreamsOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
+    private readonly AppendBudget _appendBudget;
 
     // Live responses (SSE, long-poll) end when the server begins to stop, so shutdown is not held up for the host's
     // whole shutdown timeout; their clients resume from their last offset, here after a restart or on another node.
@@ -32,6 +33,7 @@ internal sealed partial class StreamRequestHandler
         _store = store;
         _sessions = sessions;
         _options = options.Value;
+        _appendBudget = new AppendBudget(Math.Max(_options.MaxAppendBytesInFlight, _options.MaxAppendBytes));
         _time = store.TimeProvider;
         _logger = logger;
     }
@@ -489,7 +491,7 @@ internal sealed partial class StreamRequestHandler
     }
 
     /// <summary>Reads the whole body within <see cref="DurableStreamsOptions.MaxAppendBytes"/>; answers 413 and returns null past it.</summary>
-    private Task<ReadOnlyMemory<byte>?> ReadBodyAsync(HttpContext context) => RequestBody.ReadAsync(context, _options.MaxAppendBytes);
+    private Task<ReadOnlyMemory<byte>?> ReadBodyAsync(HttpContext context) => RequestBody.ReadAsync(context, _options.MaxAppendBytes, _appendBudget);
 
     private static async Task<bool> WriteLookupFailure(HttpContext context, StreamLookup lookup)
     {
