@@ -36,11 +36,11 @@ internal sealed class EmbeddedAgentOptions
     public string? Instructions { get; set; }
 
     /// <summary>
-    /// The most sessions the agent follows live at once. Each holds an SSE connection to this server, that is two
-    /// descriptors of this process, so it is also capped at an eighth of the open-file limit. Sessions past it wait
-    /// until a followed session ends. Default 500.
+    /// The most sessions the agent follows live at once. Each holds two connections to this server, four descriptors
+    /// of this process (two of them outside the connection limit, from its headroom), so it is also capped at a
+    /// sixteenth of the open-file limit. Sessions past it wait until a followed session ends. Default 250.
     /// </summary>
-    public int MaxLiveSessions { get; set; } = 500;
+    public int MaxLiveSessions { get; set; } = 250;
 }
 
 /// <summary>
@@ -61,10 +61,10 @@ internal sealed partial class EmbeddedAgentHost(
     private readonly ILogger _logger = loggerFactory.CreateLogger<EmbeddedAgentHost>();
     private int _capWarned;
 
-    /// <summary>The live-session cap in force: the setting, lowered to an eighth of the open-file limit.</summary>
+    /// <summary>The live-session cap in force: the setting, lowered to a sixteenth of the open-file limit.</summary>
     private static int EffectiveMaxLiveSessions(EmbeddedAgentOptions settings)
         => DurableSessions.AspNetCore.Connections.ConnectionLimitOptions.ReadDescriptorLimit() is { } fds
-            ? (int)Math.Clamp(Math.Min(settings.MaxLiveSessions, fds / 8), 1, int.MaxValue)
+            ? (int)Math.Clamp(Math.Min(settings.MaxLiveSessions, fds / 16), 1, int.MaxValue)
             : settings.MaxLiveSessions;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -131,7 +131,7 @@ internal sealed partial class EmbeddedAgentHost(
 
             if (_sessions.Count >= maxLive)
             {
-                // Following every session live would cost two descriptors each; the rest wait for a followed one to end.
+                // Following every session live would cost four descriptors each; the rest wait for a followed one to end.
                 if (Interlocked.Exchange(ref _capWarned, 1) == 0)
                 {
                     Log.LiveSessionCapReached(_logger, maxLive);

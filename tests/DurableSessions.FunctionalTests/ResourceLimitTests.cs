@@ -170,6 +170,7 @@ public sealed class ResourceLimitTests
             Assert.Equal(900 - served, refused);
 
             // The server keeps its descriptor headroom and stays healthy, with storage working.
+            TestContext.Current.TestOutputHelper?.WriteLine($"{served} served, {refused} refused, {server.OpenDescriptors} descriptors open");
             Assert.InRange(server.OpenDescriptors, 0, 1200 - 300);
             using var health = await ConnectAsync(server.Port);
             Assert.StartsWith("HTTP/1.1 200", await RequestAsync(health, "GET /health HTTP/1.1\r\nHost: test\r\n\r\n"));
@@ -190,8 +191,8 @@ public sealed class ResourceLimitTests
     [Fact]
     public async Task The_embedded_agent_on_1500_sessions_keeps_the_descriptor_headroom_and_the_server_restarts()
     {
-        // An open-file limit of 2,048 caps the agent at 256 live sessions (two descriptors each); without a cap, 1,500
-        // followed sessions need some 3,000 descriptors.
+        // An open-file limit of 2,048 caps the agent at 128 live sessions (four descriptors each); without a cap, 1,500
+        // followed sessions need some 6,000 descriptors.
         await using var server = await ServerProcess.StartWithDescriptorLimitAsync(2048, "--Agent:Enabled=true");
         using var client = KeepAliveClient(server);
         for (var i = 0; i < 1500; i++)
@@ -201,14 +202,15 @@ public sealed class ResourceLimitTests
         }
 
         // The agent reaches its cap and stays there.
-        await WaitUntilAsync(() => Task.FromResult(server.OpenDescriptors >= 2 * 256));
+        await WaitUntilAsync(() => Task.FromResult(server.OpenDescriptors >= 4 * 128));
+        TestContext.Current.TestOutputHelper?.WriteLine($"{server.OpenDescriptors} descriptors open with 1,500 sessions");
         Assert.InRange(server.OpenDescriptors, 0, 2048 - 500);
         Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/health")).StatusCode);
         Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/sessions/after", new StringContent("{}", Encoding.UTF8, "application/json"))).StatusCode);
 
         await server.RestartAsync();
         using var again = KeepAliveClient(server);
-        await WaitUntilAsync(() => Task.FromResult(server.OpenDescriptors >= 2 * 256));
+        await WaitUntilAsync(() => Task.FromResult(server.OpenDescriptors >= 4 * 128));
         Assert.InRange(server.OpenDescriptors, 0, 2048 - 500);
         Assert.Equal(HttpStatusCode.OK, (await again.GetAsync("/health")).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await again.GetAsync("/v1/sessions/s1499")).StatusCode);
@@ -299,6 +301,7 @@ public sealed class ResourceLimitTests
         }
 
         var growth = server.PeakResidentBytes - before;
+        TestContext.Current.TestOutputHelper?.WriteLine($"{path}: status {status?.ToString() ?? "connection closed"}, peak RSS +{growth / MiB} MB");
         Assert.True(growth < 100 * MiB, $"The server's peak memory grew by {growth / MiB} MB.");
         Assert.True(status is null or HttpStatusCode.RequestEntityTooLarge or HttpStatusCode.Unauthorized, $"Answered {status}.");
         using var health = await client.GetAsync("/health");
@@ -347,6 +350,7 @@ public sealed class ResourceLimitTests
         }
 
         var growth = server.ResidentBytes - before;
+        TestContext.Current.TestOutputHelper?.WriteLine($"RSS +{growth / MiB} MB with {Appends * AppendBytes / MiB} MB appended");
         // Without a byte bound the reader's queue would pin all 320 MB; with it the reader holds at most its 4 MiB queue
         // and the two appends in flight, and the rest is garbage the collector reclaims.
         Assert.True(growth < 200 * MiB, $"The server's memory grew by {growth / MiB} MB with {Appends * AppendBytes / MiB} MB appended.");
