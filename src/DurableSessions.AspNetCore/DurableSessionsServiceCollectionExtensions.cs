@@ -43,7 +43,7 @@ public static class DurableSessionsServiceCollectionExtensions
         subscriptions.Validate(o => !o.Validate().Any(), "Invalid Subscriptions settings.").ValidateOnStart();
         sessionOptions.Validate(o => !o.Validate().Any(), "Invalid Sessions settings: MemoryIdleTimeout must be from 1 ms to 1 day, MaxInMemory from 1 to 1000000.").ValidateOnStart();
         services.TryAddSingleton(TimeProvider.System);
-        services.TryAddSingleton(_ => new StreamFanout());
+        services.TryAddSingleton(sp => new StreamFanout(queueBytes: sp.GetRequiredService<IOptions<DurableStreamsOptions>>().Value.MaxReaderQueueBytes));
         var store = configuration?["Storage:Store"] ?? "sqlite";
         if (store.Equals("redis", StringComparison.OrdinalIgnoreCase))
         {

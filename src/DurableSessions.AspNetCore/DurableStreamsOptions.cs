@@ -15,6 +15,27 @@ public sealed class DurableStreamsOptions
     /// <summary>The largest request body accepted by an append or create, in bytes. Default 16 MiB.</summary>
     public long MaxAppendBytes { get; set; } = 16 * 1024 * 1024;
 
+    /// <summary>
+    /// The most bytes of append and create bodies larger than 64 KiB held at once, while they are read and until they
+    /// are committed. Past it such a request is answered <c>503</c> with <c>Retry-After</c>, so many large appends in
+    /// parallel cannot delay everybody else's; smaller appends are always admitted. Raised to
+    /// <see cref="MaxAppendBytes"/> if lower. Default 64 MiB.
+    /// </summary>
+    public long MaxAppendBytesInFlight { get; set; } = 64 * 1024 * 1024;
+
+    /// <summary>
+    /// The largest JSON request body of the sessions API, the AI SDK chat endpoint and the subscription control APIs,
+    /// in bytes (subscription control requests are also capped at 256 KiB). Bodies are counted while they are read,
+    /// chunked or not, before access control; past it the answer is 413. Default 1 MiB.
+    /// </summary>
+    public long MaxJsonBodyBytes { get; set; } = 1024 * 1024;
+
+    /// <summary>
+    /// The most appended bytes one live reader (SSE, long-poll) may have queued but not yet written. A reader that
+    /// does not keep up is cut off and resumes from its offset with a new request. Default 4 MiB.
+    /// </summary>
+    public long MaxReaderQueueBytes { get; set; } = Live.StreamFanout.DefaultQueueBytes;
+
     /// <summary>The longest stream path accepted, in characters. Default 1024.</summary>
     public int MaxPathLength { get; set; } = 1024;
 
@@ -49,6 +70,21 @@ public sealed class DurableStreamsOptions
         if (MaxAppendBytes < 1)
         {
             yield return "MaxAppendBytes must be at least 1.";
+        }
+
+        if (MaxAppendBytesInFlight < 1)
+        {
+            yield return "MaxAppendBytesInFlight must be at least 1.";
+        }
+
+        if (MaxJsonBodyBytes < 1024)
+        {
+            yield return "MaxJsonBodyBytes must be at least 1024.";
+        }
+
+        if (MaxReaderQueueBytes < 1024)
+        {
+            yield return "MaxReaderQueueBytes must be at least 1024.";
         }
 
         if (MaxPathLength is < 1 or > 8192)

@@ -34,6 +34,13 @@ internal sealed class EmbeddedAgentOptions
 
     /// <summary>The system prompt.</summary>
     public string? Instructions { get; set; }
+
+    /// <summary>
+    /// The most sessions the agent follows live at once. Each holds two connections to this server, four descriptors
+    /// of this process (two of them outside the connection limit, from its headroom), so it is also capped at a
+    /// sixteenth of the open-file limit. Sessions past it wait until a followed session ends. Default 250.
+    /// </summary>
+    public int MaxLiveSessions { get; set; } = 250;
 }
 
 /// <summary>
@@ -49,7 +56,16 @@ internal sealed partial class EmbeddedAgentHost(
     IHostApplicationLifetime lifetime) : BackgroundService
 {
     private readonly ConcurrentDictionary<string, Task> _sessions = new(StringComparer.Ordinal);
+    private readonly ConcurrentQueue<string> _waiting = new();
+    private readonly System.Threading.Channels.Channel<string> _discovered = System.Threading.Channels.Channel.CreateUnbounded<string>();
     private readonly ILogger _logger = loggerFactory.CreateLogger<EmbeddedAgentHost>();
+    private int _capWarned;
+
+    /// <summary>The live-session cap in force: the setting, lowered to a sixteenth of the open-file limit.</summary>
+    private static int EffectiveMaxLiveSessions(EmbeddedAgentOptions settings)
+        => DurableSessions.AspNetCore.Connections.ConnectionLimitOptions.ReadDescriptorLimit() is { } fds
+            ? (int)Math.Clamp(Math.Min(settings.MaxLiveSessions, fds / 16), 1, int.MaxValue)
+            : settings.MaxLiveSessions;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -58,6 +74,13 @@ internal sealed partial class EmbeddedAgentHost(
         {
             return;
         }
+
+        if (settings.MaxLiveSessions < 1)
+        {
+            throw new InvalidOperationException("Agent:MaxLiveSessions must be at least 1.");
+        }
+
+        var maxLive = EffectiveMaxLiveSessions(settings);
 
         // The agent connects to this server once it is listening.
         var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -86,7 +109,7 @@ internal sealed partial class EmbeddedAgentHost(
         var agent = new SessionAgent(chat, client, new SessionAgentOptions { AgentId = settings.Id, Instructions = settings.Instructions }, loggerFactory.CreateLogger<SessionAgent>());
         Log.Hosting(_logger, settings.Id, settings.Model);
 
-        var discovered = System.Threading.Channels.Channel.CreateUnbounded<string>();
+        var discovered = _discovered;
         store.Fanout.AddObserver(change =>
         {
             if (!change.Deleted && change.Path.StartsWith("sessions/", StringComparison.Ordinal) && !_sessions.ContainsKey(change.Path))
@@ -103,6 +126,18 @@ internal sealed partial class EmbeddedAgentHost(
         {
             if (!path.StartsWith("sessions/", StringComparison.Ordinal) || path.IndexOf('/', "sessions/".Length) >= 0 || _sessions.ContainsKey(path))
             {
+                continue;
+            }
+
+            if (_sessions.Count >= maxLive)
+            {
+                // Following every session live would cost four descriptors each; the rest wait for a followed one to end.
+                if (Interlocked.Exchange(ref _capWarned, 1) == 0)
+                {
+                    Log.LiveSessionCapReached(_logger, maxLive);
+                }
+
+                _waiting.Enqueue(path);
                 continue;
             }
 
@@ -128,6 +163,10 @@ internal sealed partial class EmbeddedAgentHost(
         finally
         {
             _sessions.TryRemove(path, out _);
+            if (_waiting.TryDequeue(out var next))
+            {
+                _discovered.Writer.TryWrite(next);
+            }
         }
     }
 
@@ -154,5 +193,8 @@ internal sealed partial class EmbeddedAgentHost(
 
         [LoggerMessage(11, LogLevel.Debug, "Agent stopped serving session {SessionId}: {Code}")]
         public static partial void SessionEnded(ILogger logger, string sessionId, string code);
+
+        [LoggerMessage(12, LogLevel.Warning, "The agent follows {MaxLiveSessions} sessions live (Agent:MaxLiveSessions); further sessions wait until one ends")]
+        public static partial void LiveSessionCapReached(ILogger logger, int maxLiveSessions);
     }
 }

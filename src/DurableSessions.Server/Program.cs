@@ -1,5 +1,6 @@
 using DurableSessions;
 using DurableSessions.AspNetCore;
+using DurableSessions.AspNetCore.Connections;
 
 // appsettings.json ships next to the executable; relative data paths resolve against the working directory.
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions
@@ -9,11 +10,15 @@ var builder = WebApplication.CreateBuilder(new WebApplicationOptions
     WebRootPath = Path.Combine(AppContext.BaseDirectory, "wwwroot"),
 });
 builder.WebHost.UseUrls(builder.Configuration["urls"] ?? "http://127.0.0.1:4437");
+var streamSettings = builder.Configuration.GetSection("DurableStreams").Get<DurableStreamsOptions>() ?? new DurableStreamsOptions();
+var connectionLimits = builder.Configuration.GetSection("Limits").Get<ConnectionLimitOptions>() ?? new ConnectionLimitOptions();
 builder.WebHost.ConfigureKestrel(kestrel =>
 {
-    // Appends enforce their own, configurable limit (DurableStreams:MaxAppendBytes) with a clear 413.
-    kestrel.Limits.MaxRequestBodySize = null;
+    // Each endpoint reads at most its own limit (DurableStreams:MaxAppendBytes, MaxJsonBodyBytes) and answers a clear 413;
+    // the server-wide limit is the largest of them, so no body is ever read or drained past it.
+    kestrel.Limits.MaxRequestBodySize = Math.Max(streamSettings.MaxAppendBytes, streamSettings.MaxJsonBodyBytes);
     kestrel.AddServerHeader = false;
+    kestrel.UseConnectionLimits(connectionLimits);
 });
 builder.Services.AddDurableSessions(builder.Configuration);
 builder.Services.Configure<EmbeddedAgentOptions>(builder.Configuration.GetSection("Agent"));

@@ -23,6 +23,42 @@ public sealed class ServerProcess : IAsyncDisposable
 
     public string[] ExtraArgs { get; }
 
+    /// <summary>The soft open-file limit (<c>ulimit -n</c>) the process is started with; null keeps the test's own.</summary>
+    public int? DescriptorLimit { get; private init; }
+
+    /// <summary>The process id.</summary>
+    public int Pid => _process?.Id ?? throw new InvalidOperationException("The server is not running.");
+
+    /// <summary>The descriptors the process has open now (<c>/proc/{pid}/fd</c>).</summary>
+    public int OpenDescriptors => Directory.GetFiles($"/proc/{Pid}/fd").Length;
+
+    /// <summary>The resident set size now, in bytes (<c>VmRSS</c>).</summary>
+    public long ResidentBytes => ReadStatus("VmRSS");
+
+    /// <summary>The peak resident set size so far, in bytes (<c>VmHWM</c>).</summary>
+    public long PeakResidentBytes => ReadStatus("VmHWM");
+
+    private long ReadStatus(string field)
+    {
+        foreach (var line in File.ReadLines($"/proc/{Pid}/status"))
+        {
+            if (line.StartsWith(field + ":", StringComparison.Ordinal))
+            {
+                return long.Parse(line[(field.Length + 1)..].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture) * 1024;
+            }
+        }
+
+        throw new InvalidOperationException($"No {field} in /proc/{Pid}/status.");
+    }
+
+    /// <summary>Starts the server with a soft open-file limit of <paramref name="descriptorLimit"/>.</summary>
+    public static async Task<ServerProcess> StartWithDescriptorLimitAsync(int descriptorLimit, params string[] extraArgs)
+    {
+        var server = new ServerProcess(TempDirectory(), FreePort(), extraArgs) { DescriptorLimit = descriptorLimit };
+        await server.StartAsync();
+        return server;
+    }
+
     public Uri BaseAddress => new($"http://127.0.0.1:{Port}");
 
     /// <summary>The last lines the server printed (warnings and errors: it runs at log level Warning), for failure messages.</summary>
@@ -64,12 +100,20 @@ public sealed class ServerProcess : IAsyncDisposable
     public async Task StartAsync()
     {
         var dll = LocateServer();
-        var info = new ProcessStartInfo("dotnet")
+        var info = new ProcessStartInfo(DescriptorLimit is null ? "dotnet" : "/bin/sh")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        if (DescriptorLimit is { } limit)
+        {
+            // exec keeps the server's pid the child's, so /proc/{pid} is the server's.
+            info.ArgumentList.Add("-c");
+            info.ArgumentList.Add($"ulimit -n {limit} && exec dotnet \"$@\"");
+            info.ArgumentList.Add("sh");
+        }
+
         info.ArgumentList.Add(dll);
         foreach (var arg in new[] { "--urls", BaseAddress.ToString().TrimEnd('/'), "--data", DataDirectory, "--Logging:LogLevel:Default=Warning", "--Agent:Enabled=false" }.Concat(ExtraArgs))
         {
@@ -181,7 +225,10 @@ public sealed class ServerProcess : IAsyncDisposable
 #else
         const string Configuration = "Release";
 #endif
-        var dll = Path.Combine(directory.FullName, "src", "DurableSessions.Server", "bin", Configuration, "net10.0", "DurableSessions.Server.dll");
+        // DS_SERVER_DLL runs the tests against another build of the server (such as the one before a fix).
+        var dll = Environment.GetEnvironmentVariable("DS_SERVER_DLL") is { Length: > 0 } other
+            ? other
+            : Path.Combine(directory.FullName, "src", "DurableSessions.Server", "bin", Configuration, "net10.0", "DurableSessions.Server.dll");
         return File.Exists(dll) ? dll : throw new FileNotFoundException("Build the server first (dotnet build).", dll);
     }
 }

@@ -17,7 +17,7 @@ namespace DurableSessions.AspNetCore.AiSdk;
 /// stream protocol (SSE <c>data:</c> frames, header <c>x-vercel-ai-ui-message-stream: v1</c>). Closing the HTTP response
 /// never cancels the run: only the stop endpoint does.
 /// </remarks>
-internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore store, Auth.AccessControl access, Microsoft.Extensions.Hosting.IHostApplicationLifetime lifetime)
+internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore store, Auth.AccessControl access, Microsoft.Extensions.Hosting.IHostApplicationLifetime lifetime, Microsoft.Extensions.Options.IOptions<DurableStreamsOptions> streamOptions)
 {
     public const string Root = "/api/chat";
     private static readonly TimeSpan RunStartTimeout = TimeSpan.FromSeconds(30);
@@ -53,10 +53,16 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
     private async Task SendAsync(HttpContext context)
     {
+        // Read within the limit before anything else: the chat id (and so the authorization) is in the body.
+        if (await RequestBody.ReadAsync(context, streamOptions.Value.MaxJsonBodyBytes).ConfigureAwait(false) is not { } bytes)
+        {
+            return;
+        }
+
         JsonObject? body = null;
         try
         {
-            body = await JsonNode.ParseAsync(context.Request.Body, cancellationToken: context.RequestAborted).ConfigureAwait(false) as JsonObject;
+            body = JsonNode.Parse(bytes.Span) as JsonObject;
         }
         catch (JsonException)
         {

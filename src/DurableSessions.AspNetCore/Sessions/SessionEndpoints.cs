@@ -8,10 +8,9 @@ namespace DurableSessions.AspNetCore.Sessions;
 /// The sessions API under <c>/v1/sessions/{id}</c>. The session's events themselves are read (and may be written) as the
 /// ordinary Durable Stream <c>/v1/stream/sessions/{id}</c>.
 /// </summary>
-internal sealed class SessionEndpoints(SessionService sessions, PresenceService presence, Auth.AccessControl access, Microsoft.Extensions.Options.IOptions<Subscriptions.SubscriptionOptions> webhookPolicy)
+internal sealed class SessionEndpoints(SessionService sessions, PresenceService presence, Auth.AccessControl access, Microsoft.Extensions.Options.IOptions<Subscriptions.SubscriptionOptions> webhookPolicy, Microsoft.Extensions.Options.IOptions<DurableStreamsOptions> streamOptions)
 {
     public const string Root = "/v1/sessions";
-    private const int MaxBodyBytes = 1024 * 1024;
 
     public async Task HandleAsync(HttpContext context, string rest)
     {
@@ -268,30 +267,21 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         });
     }
 
-    private static async Task<JsonObject?> ReadObjectAsync(HttpContext context, bool allowEmpty)
+    private async Task<JsonObject?> ReadObjectAsync(HttpContext context, bool allowEmpty)
     {
-        if (context.Request.ContentLength > MaxBodyBytes)
+        if (await RequestBody.ReadAsync(context, streamOptions.Value.MaxJsonBodyBytes).ConfigureAwait(false) is not { } buffer)
         {
-            await Problem.Write(context, 413, "PAYLOAD_TOO_LARGE", $"Session requests are limited to {MaxBodyBytes} bytes.").ConfigureAwait(false);
             return null;
         }
 
-        using var buffer = new MemoryStream();
-        await context.Request.Body.CopyToAsync(buffer, context.RequestAborted).ConfigureAwait(false);
         if (buffer.Length == 0 && allowEmpty)
         {
             return [];
         }
 
-        if (buffer.Length > MaxBodyBytes)
-        {
-            await Problem.Write(context, 413, "PAYLOAD_TOO_LARGE", $"Session requests are limited to {MaxBodyBytes} bytes.").ConfigureAwait(false);
-            return null;
-        }
-
         try
         {
-            if (JsonNode.Parse(buffer.ToArray()) is JsonObject body)
+            if (JsonNode.Parse(buffer.Span) is JsonObject body)
             {
                 return body;
             }

@@ -21,6 +21,7 @@ internal sealed partial class StreamRequestHandler
     private readonly DurableStreamsOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
+    private readonly AppendBudget _appendBudget;
 
     // Live responses (SSE, long-poll) end when the server begins to stop, so shutdown is not held up for the host's
     // whole shutdown timeout; their clients resume from their last offset, here after a restart or on another node.
@@ -32,6 +33,7 @@ internal sealed partial class StreamRequestHandler
         _store = store;
         _sessions = sessions;
         _options = options.Value;
+        _appendBudget = new AppendBudget(Math.Max(_options.MaxAppendBytesInFlight, _options.MaxAppendBytes));
         _time = store.TimeProvider;
         _logger = logger;
     }
@@ -520,42 +522,7 @@ internal sealed partial class StreamRequestHandler
     }
 
     /// <summary>Reads the whole body within <see cref="DurableStreamsOptions.MaxAppendBytes"/>; answers 413 and returns null past it.</summary>
-    private async Task<ReadOnlyMemory<byte>?> ReadBodyAsync(HttpContext context)
-    {
-        var request = context.Request;
-        var limit = _options.MaxAppendBytes;
-        if (request.ContentLength is { } declared && declared > limit)
-        {
-            await Problem.Write(context, 413, "PAYLOAD_TOO_LARGE", $"The body exceeds the limit of {limit} bytes.").ConfigureAwait(false);
-            return null;
-        }
-
-        if (request.ContentLength == 0)
-        {
-            return ReadOnlyMemory<byte>.Empty;
-        }
-
-        var reader = request.BodyReader;
-        while (true)
-        {
-            var read = await reader.ReadAsync(context.RequestAborted).ConfigureAwait(false);
-            if (read.Buffer.Length > limit)
-            {
-                reader.AdvanceTo(read.Buffer.Start, read.Buffer.End);
-                await Problem.Write(context, 413, "PAYLOAD_TOO_LARGE", $"The body exceeds the limit of {limit} bytes.").ConfigureAwait(false);
-                return null;
-            }
-
-            if (read.IsCompleted)
-            {
-                var bytes = read.Buffer.ToArray();
-                reader.AdvanceTo(read.Buffer.End);
-                return bytes;
-            }
-
-            reader.AdvanceTo(read.Buffer.Start, read.Buffer.End);
-        }
-    }
+    private Task<ReadOnlyMemory<byte>?> ReadBodyAsync(HttpContext context) => RequestBody.ReadAsync(context, _options.MaxAppendBytes, _appendBudget);
 
     private static async Task<bool> WriteLookupFailure(HttpContext context, StreamLookup lookup)
     {

@@ -29,8 +29,9 @@ internal enum ControlRoute
 /// <summary>
 /// HTTP surface of the reserved control APIs under <c>/v1/stream/__ds/</c> (protocol §6–7).
 /// </summary>
-internal sealed class SubscriptionEndpoints(SubscriptionService service)
+internal sealed class SubscriptionEndpoints(SubscriptionService service, Microsoft.Extensions.Options.IOptions<DurableStreamsOptions> options)
 {
+    // Control requests are small; they keep a tighter bound than the other JSON APIs.
     private const int MaxBodyBytes = 256 * 1024;
 
     /// <summary>Classifies <paramref name="rest"/> (the path after <c>__ds/</c>) by its exact segments, as <see cref="HandleAsync"/> routes it.</summary>
@@ -461,26 +462,16 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service)
         }
     }
 
-    private static async Task<JsonObject?> ReadJsonObjectAsync(HttpContext context)
+    private async Task<JsonObject?> ReadJsonObjectAsync(HttpContext context)
     {
-        var request = context.Request;
-        if (request.ContentLength > MaxBodyBytes)
+        if (await RequestBody.ReadAsync(context, Math.Min(MaxBodyBytes, options.Value.MaxJsonBodyBytes)).ConfigureAwait(false) is not { } buffer)
         {
-            await Problem.Write(context, 413, "PAYLOAD_TOO_LARGE", $"Control requests are limited to {MaxBodyBytes} bytes.").ConfigureAwait(false);
-            return null;
-        }
-
-        using var buffer = new MemoryStream();
-        await request.Body.CopyToAsync(buffer, context.RequestAborted).ConfigureAwait(false);
-        if (buffer.Length > MaxBodyBytes)
-        {
-            await Problem.Write(context, 413, "PAYLOAD_TOO_LARGE", $"Control requests are limited to {MaxBodyBytes} bytes.").ConfigureAwait(false);
             return null;
         }
 
         try
         {
-            if (JsonNode.Parse(buffer.ToArray()) is JsonObject body)
+            if (JsonNode.Parse(buffer.Span) is JsonObject body)
             {
                 return body;
             }

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics.CodeAnalysis;
 using System.Threading.Channels;
 
 namespace DurableSessions.Live;
@@ -7,21 +8,33 @@ namespace DurableSessions.Live;
 /// Hands committed appends to the live readers of each stream in this process.
 /// </summary>
 /// <remarks>
-/// Every subscriber has a bounded queue. <see cref="Publish"/> never blocks: a subscriber whose queue is full is cut
-/// off (its reader completes with <see cref="LiveSubscription.FellBehind"/> set) and resumes from its own offset with a
-/// new request, so a slow reader never slows the writer or the other readers. Thread-safe.
+/// Every subscriber has a queue bounded both in entries and in bytes of data. <see cref="Publish"/> never blocks: a
+/// subscriber whose queue is full is cut off (its reader completes with <see cref="LiveSubscription.FellBehind"/> set)
+/// and resumes from its own offset with a new request, so a slow reader never slows the writer or the other readers,
+/// and a reader that stops reading holds at most its byte bound (plus the one change it is writing). Thread-safe.
 /// </remarks>
 public sealed class StreamFanout
 {
+    /// <summary>The default bound of one subscriber's queue in bytes of queued data: 4 MiB.</summary>
+    public const long DefaultQueueBytes = 4 * 1024 * 1024;
+
     private readonly ConcurrentDictionary<long, Subscribers> _streams = new();
     private readonly int _queueCapacity;
+    private readonly long _queueBytes;
     private volatile Action<LiveAppend>[] _observers = [];
 
-    /// <summary>Creates a fan-out with the given per-subscriber queue capacity.</summary>
-    public StreamFanout(int queueCapacity = 1024)
+    /// <summary>Creates a fan-out with the given per-subscriber queue bounds.</summary>
+    /// <param name="queueCapacity">The most changes one subscriber may have queued.</param>
+    /// <param name="queueBytes">
+    /// The most bytes of data one subscriber may have queued. A single change larger than this is still delivered to a
+    /// subscriber whose queue is empty, so a reader that keeps up always gets every append.
+    /// </param>
+    public StreamFanout(int queueCapacity = 1024, long queueBytes = DefaultQueueBytes)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(queueCapacity, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(queueBytes, 1);
         _queueCapacity = queueCapacity;
+        _queueBytes = queueBytes;
     }
 
     /// <summary>The number of streams with at least one live reader.</summary>
@@ -30,7 +43,7 @@ public sealed class StreamFanout
     /// <summary>Registers a live reader of a stream. Dispose the subscription to unregister.</summary>
     public LiveSubscription Subscribe(long streamId)
     {
-        var subscription = new LiveSubscription(this, streamId, _queueCapacity);
+        var subscription = new LiveSubscription(this, streamId, _queueCapacity, _queueBytes);
         while (true)
         {
             var list = _streams.GetOrAdd(streamId, static _ => new Subscribers());
@@ -131,33 +144,47 @@ public sealed class LiveSubscription : IDisposable
 {
     private readonly StreamFanout _owner;
     private readonly Channel<LiveAppend> _queue;
+    private readonly long _maxBytes;
+    private readonly CountingReader _reader;
+    private long _queuedBytes;
     private int _disposed;
 
-    internal LiveSubscription(StreamFanout owner, long streamId, int capacity)
+    internal LiveSubscription(StreamFanout owner, long streamId, int capacity, long maxBytes)
     {
         _owner = owner;
         StreamId = streamId;
+        _maxBytes = maxBytes;
         _queue = Channel.CreateBounded<LiveAppend>(new BoundedChannelOptions(capacity)
         {
             SingleReader = true,
             SingleWriter = false,
             FullMode = BoundedChannelFullMode.Wait,
         });
+        _reader = new CountingReader(this);
     }
 
     /// <summary>The stream's store id.</summary>
     public long StreamId { get; }
 
     /// <summary>The queued changes, in commit order. Completes when the reader falls behind.</summary>
-    public ChannelReader<LiveAppend> Reader => _queue.Reader;
+    public ChannelReader<LiveAppend> Reader => _reader;
 
     /// <summary>Whether the queue overflowed and the reader must resume from its offset.</summary>
     public bool FellBehind { get; private set; }
 
+    /// <summary>The bytes of data currently queued for this reader.</summary>
+    public long QueuedBytes => Interlocked.Read(ref _queuedBytes);
+
     internal void Offer(LiveAppend change)
     {
-        if (!_queue.Writer.TryWrite(change))
+        var size = change.Chunk.Data.Length;
+
+        // The byte bound is what keeps a reader that stopped reading from pinning every large append in memory; an
+        // empty queue always takes the change so an oversized append still reaches a reader that keeps up.
+        var queued = Interlocked.Add(ref _queuedBytes, size);
+        if ((queued > _maxBytes && queued != size) || !_queue.Writer.TryWrite(change))
         {
+            Interlocked.Add(ref _queuedBytes, -size);
             CutOff();
         }
     }
@@ -178,6 +205,44 @@ public sealed class LiveSubscription : IDisposable
         {
             _queue.Writer.TryComplete();
             _owner.Unsubscribe(this);
+        }
+    }
+
+    private void Dequeued(LiveAppend change) => Interlocked.Add(ref _queuedBytes, -change.Chunk.Data.Length);
+
+    /// <summary>The channel's reader, releasing a change's bytes from the bound as it is taken.</summary>
+    private sealed class CountingReader(LiveSubscription owner) : ChannelReader<LiveAppend>
+    {
+        private ChannelReader<LiveAppend> Inner => owner._queue.Reader;
+
+        public override Task Completion => Inner.Completion;
+
+        public override bool CanCount => Inner.CanCount;
+
+        public override bool CanPeek => Inner.CanPeek;
+
+        public override int Count => Inner.Count;
+
+        public override bool TryRead([MaybeNullWhen(false)] out LiveAppend item)
+        {
+            if (Inner.TryRead(out item))
+            {
+                owner.Dequeued(item);
+                return true;
+            }
+
+            return false;
+        }
+
+        public override bool TryPeek([MaybeNullWhen(false)] out LiveAppend item) => Inner.TryPeek(out item);
+
+        public override ValueTask<bool> WaitToReadAsync(CancellationToken cancellationToken = default) => Inner.WaitToReadAsync(cancellationToken);
+
+        public override async ValueTask<LiveAppend> ReadAsync(CancellationToken cancellationToken = default)
+        {
+            var item = await Inner.ReadAsync(cancellationToken).ConfigureAwait(false);
+            owner.Dequeued(item);
+            return item;
         }
     }
 }

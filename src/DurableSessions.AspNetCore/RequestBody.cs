@@ -1,0 +1,135 @@
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+
+namespace DurableSessions.AspNetCore;
+
+/// <summary>Reads request bodies within a limit, while they arrive, whether they declare a length or are chunked.</summary>
+internal static class RequestBody
+{
+    /// <summary>
+    /// Reads the whole body, holding at most <paramref name="limit"/> bytes (plus one network read) in memory. Past the
+    /// limit it answers <c>413 PAYLOAD_TOO_LARGE</c>, asks the client to close the connection, and returns null without
+    /// reading the rest: a declared <c>Content-Length</c> is refused before anything is read.
+    /// </summary>
+    /// <remarks>
+    /// With a <paramref name="budget"/>, a body larger than <see cref="Streams.AppendBudget.SmallBody"/> takes its bytes
+    /// from it as they arrive (a declared length at once) and gives them back when the request ends; when the budget is
+    /// spent the answer is <c>503 SERVER_BUSY</c> with <c>Retry-After</c>.
+    /// </remarks>
+    public static async Task<ReadOnlyMemory<byte>?> ReadAsync(HttpContext context, long limit, Streams.AppendBudget? budget = null)
+    {
+        var request = context.Request;
+        if (request.ContentLength is { } declared && declared > limit)
+        {
+            await TooLarge(context, limit).ConfigureAwait(false);
+            return null;
+        }
+
+        if (request.ContentLength == 0)
+        {
+            return ReadOnlyMemory<byte>.Empty;
+        }
+
+        // The server enforces the same limit on its side, so the rest of an oversized body is never drained into memory
+        // by anything else either.
+        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } sizeFeature)
+        {
+            sizeFeature.MaxRequestBodySize = limit;
+        }
+
+        var held = budget is null ? null : new HeldBytes(budget);
+        if (held is not null)
+        {
+            context.Response.RegisterForDispose(held);
+            if (request.ContentLength is { } length && !held.TryHold(length, limit))
+            {
+                await Busy(context).ConfigureAwait(false);
+                return null;
+            }
+        }
+
+        var reader = request.BodyReader;
+        try
+        {
+            while (true)
+            {
+                var read = await reader.ReadAsync(context.RequestAborted).ConfigureAwait(false);
+                if (read.Buffer.Length > limit)
+                {
+                    reader.AdvanceTo(read.Buffer.End);
+                    await TooLarge(context, limit).ConfigureAwait(false);
+                    return null;
+                }
+
+                if (held is not null && !held.TryHold(read.Buffer.Length, limit))
+                {
+                    reader.AdvanceTo(read.Buffer.End);
+                    await Busy(context).ConfigureAwait(false);
+                    return null;
+                }
+
+                if (read.IsCompleted)
+                {
+                    var bytes = read.Buffer.IsEmpty ? [] : System.Buffers.BuffersExtensions.ToArray(read.Buffer);
+                    reader.AdvanceTo(read.Buffer.End);
+                    return bytes;
+                }
+
+                reader.AdvanceTo(read.Buffer.Start, read.Buffer.End);
+            }
+        }
+        catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            await TooLarge(context, limit).ConfigureAwait(false);
+            return null;
+        }
+    }
+
+    private static Task Busy(HttpContext context)
+    {
+        context.Response.Headers.Connection = "close";
+        context.Response.Headers.RetryAfter = "1";
+        return Problem.Write(context, StatusCodes.Status503ServiceUnavailable, "SERVER_BUSY", "Too many large appends are in progress; retry shortly.");
+    }
+
+    private static Task TooLarge(HttpContext context, long limit)
+    {
+        // The unread rest of the body is not wanted: closing is cheaper than draining it.
+        context.Response.Headers.Connection = "close";
+        return Problem.Write(context, StatusCodes.Status413PayloadTooLarge, "PAYLOAD_TOO_LARGE", $"The body exceeds the limit of {limit} bytes.");
+    }
+
+    /// <summary>The budget bytes one request holds, given back when the request ends.</summary>
+    private sealed class HeldBytes(Streams.AppendBudget budget) : IDisposable
+    {
+        private const long Step = 1024 * 1024;
+        private long _held;
+
+        /// <summary>Holds enough for <paramref name="bytes"/> (in steps, at most <paramref name="limit"/>); false when the budget is spent.</summary>
+        public bool TryHold(long bytes, long limit)
+        {
+            if (bytes <= Streams.AppendBudget.SmallBody || bytes <= _held)
+            {
+                return true;
+            }
+
+            var target = Math.Min(limit, ((bytes + Step - 1) / Step) * Step);
+            if (!budget.TryTake(target - _held))
+            {
+                return false;
+            }
+
+            _held = target;
+            return true;
+        }
+
+        public void Dispose()
+        {
+            var held = Interlocked.Exchange(ref _held, 0);
+            if (held > 0)
+            {
+                budget.Return(held);
+            }
+        }
+    }
+}
