@@ -1,3 +1,5 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 
@@ -6,6 +8,8 @@ namespace DurableSessions.AspNetCore;
 /// <summary>Reads request bodies within a limit, while they arrive, whether they declare a length or are chunked.</summary>
 internal static class RequestBody
 {
+    private static readonly JsonDocumentOptions NoDuplicates = new() { AllowDuplicateProperties = false };
+
     /// <summary>
     /// Reads the whole body, holding at most <paramref name="limit"/> bytes (plus one network read) in memory. Past the
     /// limit it answers <c>413 PAYLOAD_TOO_LARGE</c>, asks the client to close the connection, and returns null without
@@ -90,6 +94,48 @@ internal static class RequestBody
         context.Response.Headers.Connection = "close";
         context.Response.Headers.RetryAfter = "1";
         return Problem.Write(context, StatusCodes.Status503ServiceUnavailable, "SERVER_BUSY", "Too many large appends are in progress; retry shortly.");
+    }
+
+    /// <summary>
+    /// Reads the body within <paramref name="limit"/> (as <see cref="ReadAsync"/>) and parses it as a JSON object. The
+    /// body must be valid UTF-8 with decodable strings and bounded nesting (<see cref="JsonFraming.TryValidate"/>), so no
+    /// field read later can throw. Otherwise it answers <c>400</c> with <paramref name="code"/> and returns null. An
+    /// empty body is an empty object when <paramref name="allowEmpty"/> is set.
+    /// </summary>
+    public static async Task<JsonObject?> ReadJsonObjectAsync(HttpContext context, long limit, bool allowEmpty = false, string code = "INVALID_BODY", string message = "The body must be a JSON object.")
+    {
+        if (await ReadAsync(context, limit).ConfigureAwait(false) is not { } body)
+        {
+            return null;
+        }
+
+        if (body.IsEmpty && allowEmpty)
+        {
+            return [];
+        }
+
+        if (!JsonFraming.TryValidate(body.Span, out var error))
+        {
+            await Problem.Write(context, 400, code, error!).ConfigureAwait(false);
+            return null;
+        }
+
+        try
+        {
+            if (JsonNode.Parse(body.Span, documentOptions: NoDuplicates) is JsonObject parsed)
+            {
+                return parsed;
+            }
+        }
+        catch (JsonException)
+        {
+            // A property named twice: refused here rather than failing when the object is first read.
+            await Problem.Write(context, 400, code, "The body names a property twice.").ConfigureAwait(false);
+            return null;
+        }
+
+        await Problem.Write(context, 400, code, message).ConfigureAwait(false);
+        return null;
     }
 
     private static Task TooLarge(HttpContext context, long limit)

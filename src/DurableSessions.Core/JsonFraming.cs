@@ -13,15 +13,16 @@ namespace DurableSessions;
 public static class JsonFraming
 {
     /// <summary>
-    /// The deepest nesting of objects and arrays a message may have. Deeper bodies are refused, so every stored message
-    /// can be parsed and re-serialized by the default settings of <c>System.Text.Json</c> and by browsers.
+    /// The deepest nesting of objects and arrays a message may have: 32. Deeper bodies are refused, so every stored
+    /// message, and every read response that wraps messages in an array, parses with the default settings of
+    /// <c>System.Text.Json</c> (64) and in browsers.
     /// </summary>
-    public const int MaxDepth = 64;
+    public const int MaxDepth = 32;
 
     // Framing reads one level above a message (the body's array); data stored before MaxDepth existed was framed with
     // 512, and still has to parse.
     private static readonly JsonReaderOptions ReaderOptions = new() { MaxDepth = 512 };
-    private static readonly JsonDocumentOptions ParseOptions = new() { MaxDepth = 513 };
+    private static readonly JsonDocumentOptions ParseOptions = new() { MaxDepth = 513, AllowDuplicateProperties = false };
 
     /// <summary>Frames a request body: a top-level array is flattened one level; anything else is one message.</summary>
     /// <param name="body">The raw request body.</param>
@@ -202,7 +203,10 @@ public static class JsonFraming
     }
 
     /// <summary>Parses framed JSON data (messages separated by commas) into its messages.</summary>
-    /// <exception cref="JsonException">The data is not framed JSON.</exception>
+    /// <exception cref="JsonException">
+    /// The data is not framed JSON, or an object in it names a property twice (refused here, where a caller expects it,
+    /// rather than when the property is first read).
+    /// </exception>
     public static System.Text.Json.Nodes.JsonArray ParseMessages(ReadOnlySpan<byte> framed)
         => framed.IsEmpty ? [] : (System.Text.Json.Nodes.JsonArray)System.Text.Json.Nodes.JsonNode.Parse(Wrap(framed), nodeOptions: null, ParseOptions)!;
 

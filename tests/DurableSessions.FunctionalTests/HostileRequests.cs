@@ -317,12 +317,14 @@ public sealed class HostileRequests(int seed, IReadOnlyList<string?> tokens)
         6 => "\"a\\udc00b\"",
         7 => Str(new string('x', _random.Next(1, 5) * 1000)),
         8 => "\"\\u0000\"",
-        9 => Deep(_random.Next(60, 80)),
+        9 => Deep(_random.Next(28, 80)),
         10 => "[]",
         11 => "{}",
         12 => "[" + JunkJson(depth - 1) + "," + JunkJson(depth - 1) + "]",
         13 => "{\"type\":" + JunkJson(depth - 1) + ",\"value\":" + JunkJson(depth - 1) + "}",
-        14 => "{" + Str(Pick(["id", "text", "status", "__proto__", ""])) + ":" + JunkJson(depth - 1) + "}",
+        14 => Chance(0.3)
+            ? "{\"id\":\"x\",\"id\":" + JunkJson(depth - 1) + ",\"type\":\"run\",\"type\":\"message\"}"
+            : "{" + Str(Pick(["id", "text", "status", "__proto__", ""])) + ":" + JunkJson(depth - 1) + "}",
         _ => "{\"a\":" + JunkJson(depth - 1) + "}",
     };
 
@@ -332,7 +334,7 @@ public sealed class HostileRequests(int seed, IReadOnlyList<string?> tokens)
 
     /// <summary>A JSON object from a valid shape, with some fields left out and some replaced by junk.</summary>
     private string Template(params (string Name, string Json)[] fields)
-        => "{" + string.Join(',', fields.Where(_ => !Chance(0.15)).Select(f => $"{Str(f.Name)}:{(Chance(0.3) ? JunkJson(2) : f.Json)}")) + "}";
+        => "{" + string.Join(',', fields.Where(_ => !Chance(0.15)).SelectMany(f => Enumerable.Repeat(f, Chance(0.05) ? 2 : 1)).Select(f => $"{Str(f.Name)}:{(Chance(0.3) ? JunkJson(2) : f.Json)}")) + "}";
 
     private static string Str(string value) => System.Text.Json.JsonSerializer.Serialize(value);
 

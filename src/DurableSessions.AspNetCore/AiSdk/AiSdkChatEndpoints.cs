@@ -54,24 +54,17 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
     private async Task SendAsync(HttpContext context)
     {
         // Read within the limit before anything else: the chat id (and so the authorization) is in the body.
-        if (await RequestBody.ReadAsync(context, streamOptions.Value.MaxJsonBodyBytes).ConfigureAwait(false) is not { } bytes)
+        const string Invalid = "The body must be a JSON object with id (the chat id) and messages or message.";
+        var body = await RequestBody.ReadJsonObjectAsync(context, streamOptions.Value.MaxJsonBodyBytes, code: "INVALID_CHAT_REQUEST", message: Invalid).ConfigureAwait(false);
+        if (body is null)
         {
             return;
         }
 
-        JsonObject? body = null;
-        try
+        var chatId = body["id"] is JsonValue idValue && idValue.TryGetValue<string>(out var id) ? id : null;
+        if (chatId is null || !Identifiers.IsValid(chatId))
         {
-            body = JsonNode.Parse(bytes.Span) as JsonObject;
-        }
-        catch (JsonException)
-        {
-        }
-
-        var chatId = body?["id"] is JsonValue idValue && idValue.TryGetValue<string>(out var id) ? id : null;
-        if (body is null || chatId is null || !Identifiers.IsValid(chatId))
-        {
-            await Problem.Write(context, 400, "INVALID_CHAT_REQUEST", "The body must be a JSON object with id (the chat id) and messages or message.").ConfigureAwait(false);
+            await Problem.Write(context, 400, "INVALID_CHAT_REQUEST", Invalid).ConfigureAwait(false);
             return;
         }
 

@@ -267,32 +267,8 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         });
     }
 
-    private async Task<JsonObject?> ReadObjectAsync(HttpContext context, bool allowEmpty)
-    {
-        if (await RequestBody.ReadAsync(context, streamOptions.Value.MaxJsonBodyBytes).ConfigureAwait(false) is not { } buffer)
-        {
-            return null;
-        }
-
-        if (buffer.Length == 0 && allowEmpty)
-        {
-            return [];
-        }
-
-        try
-        {
-            if (JsonNode.Parse(buffer.Span) is JsonObject body)
-            {
-                return body;
-            }
-        }
-        catch (JsonException)
-        {
-        }
-
-        await Problem.Write(context, 400, "INVALID_BODY", "The body must be a JSON object.").ConfigureAwait(false);
-        return null;
-    }
+    private Task<JsonObject?> ReadObjectAsync(HttpContext context, bool allowEmpty)
+        => RequestBody.ReadJsonObjectAsync(context, streamOptions.Value.MaxJsonBodyBytes, allowEmpty);
 
     /// <summary>The acting participant: the token's subject when access control is on, otherwise what the body says.</summary>
     private static string Identity(HttpContext context, string? claimed)

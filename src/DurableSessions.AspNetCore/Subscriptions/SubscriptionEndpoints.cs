@@ -462,27 +462,8 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
         }
     }
 
-    private async Task<JsonObject?> ReadJsonObjectAsync(HttpContext context)
-    {
-        if (await RequestBody.ReadAsync(context, Math.Min(MaxBodyBytes, options.Value.MaxJsonBodyBytes)).ConfigureAwait(false) is not { } buffer)
-        {
-            return null;
-        }
-
-        try
-        {
-            if (JsonNode.Parse(buffer.Span) is JsonObject body)
-            {
-                return body;
-            }
-        }
-        catch (JsonException)
-        {
-        }
-
-        await Invalid(context, "The body must be a JSON object.").ConfigureAwait(false);
-        return null;
-    }
+    private Task<JsonObject?> ReadJsonObjectAsync(HttpContext context)
+        => RequestBody.ReadJsonObjectAsync(context, Math.Min(MaxBodyBytes, options.Value.MaxJsonBodyBytes), code: "INVALID_SUBSCRIPTION");
 
     private static string? Str(JsonObject body, string name)
         => body[name] is JsonValue value && value.TryGetValue<string>(out var s) ? s : null;
