@@ -136,7 +136,8 @@ public sealed class AccessControlHardeningTests : IAsyncLifetime
     [Fact]
     public async Task A_fork_needs_read_on_its_source_and_creates_nothing_without_it()
     {
-        await CreateJsonStream("sessions/victim", "[{\"secret\":42}]");
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Put, "/v1/sessions/victim", _root, "{}")).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Post, "/v1/sessions/victim/messages", _root, "{\"text\":\"the secret is 42\"}")).StatusCode);
         var scratch = Token("user:mallory", ("scratch/**", [Capability.Read, Capability.Write]));
         Assert.Equal(HttpStatusCode.Forbidden, (await Send(HttpMethod.Get, "/v1/stream/sessions/victim?offset=-1", scratch)).StatusCode);
 
