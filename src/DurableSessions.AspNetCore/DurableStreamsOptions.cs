@@ -12,6 +12,13 @@ public sealed class DurableStreamsOptions
     /// </summary>
     public long MaxStreams { get; set; }
 
+    /// <summary>
+    /// With access control on, the most streams (sessions included) one token subject may have created; a create past it
+    /// answers <c>403 STREAM_LIMIT_REACHED</c>. Default 0: no limit. Exact on SQLite; on Redis, creates racing on
+    /// several nodes may pass it by as many as race.
+    /// </summary>
+    public long MaxStreamsPerToken { get; set; }
+
     /// <summary>The largest request body accepted by an append or create, in bytes. Default 16 MiB.</summary>
     public long MaxAppendBytes { get; set; } = 16 * 1024 * 1024;
 
@@ -62,9 +69,9 @@ public sealed class DurableStreamsOptions
             yield return "LongPollTimeout must be positive.";
         }
 
-        if (MaxStreams < 0)
+        if (MaxStreams < 0 || MaxStreamsPerToken < 0)
         {
-            yield return "MaxStreams must be 0 (no limit) or more.";
+            yield return "MaxStreams and MaxStreamsPerToken must be 0 (no limit) or more.";
         }
 
         if (MaxAppendBytes < 1)

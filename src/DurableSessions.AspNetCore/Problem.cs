@@ -22,9 +22,23 @@ internal static class Problem
         return response.Body.WriteAsync(body, context.RequestAborted).AsTask();
     }
 
-    /// <summary>The answer to a create past <see cref="DurableStreamsOptions.MaxStreams"/>.</summary>
-    public static Task StreamLimitReached(HttpContext context, long limit)
-        => Write(context, 403, "STREAM_LIMIT_REACHED", $"This server holds its limit of {limit} streams; delete some first.");
+    /// <summary>
+    /// The answer to a create past <see cref="DurableStreamsOptions.MaxStreams"/> or
+    /// <see cref="DurableStreamsOptions.MaxStreamsPerToken"/>; null for any other outcome.
+    /// </summary>
+    public static Task? StreamLimitReached(HttpContext context, CreateStreamStatus status, DurableStreamsOptions options) => status switch
+    {
+        CreateStreamStatus.LimitReached => Write(context, 403, "STREAM_LIMIT_REACHED", $"This server holds its limit of {options.MaxStreams} streams; delete some first."),
+        CreateStreamStatus.OwnerLimitReached => Write(context, 403, "STREAM_LIMIT_REACHED", $"This token's subject has created its limit of {options.MaxStreamsPerToken} streams; delete some first."),
+        _ => null,
+    };
+
+    /// <summary>The stream limits of a create on behalf of the current request's token.</summary>
+    public static (long? MaxStreams, string? Owner, long? MaxStreamsPerOwner) StreamLimits(HttpContext context, DurableStreamsOptions options)
+    {
+        var subject = Auth.AccessControl.Current(context) is { IsAnonymous: false } access ? access.Subject : null;
+        return (options.MaxStreams > 0 ? options.MaxStreams : null, subject, subject is not null && options.MaxStreamsPerToken > 0 ? options.MaxStreamsPerToken : null);
+    }
 }
 
 /// <summary>Writes JSON responses that are not cacheable.</summary>

@@ -54,6 +54,9 @@ public sealed record StreamInfo
     /// <summary>The number of live forks whose source is this stream.</summary>
     public int ForkCount { get; init; }
 
+    /// <summary>Who created the stream (the access token's subject), when known; counted by per-owner stream limits.</summary>
+    public string? Owner { get; init; }
+
     /// <summary>The last <c>Stream-Seq</c> accepted, if any.</summary>
     public string? LastStreamSeq { get; init; }
 

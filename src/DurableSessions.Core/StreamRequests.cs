@@ -50,6 +50,15 @@ public sealed record CreateStreamRequest
     /// </summary>
     public long? MaxStreams { get; init; }
 
+    /// <summary>Who creates the stream (the access token's subject), recorded as <see cref="StreamInfo.Owner"/>.</summary>
+    public string? Owner { get; init; }
+
+    /// <summary>
+    /// The most streams <see cref="Owner"/> may hold for this create to succeed; <see langword="null"/> for no limit. A
+    /// create that would pass it answers <see cref="CreateStreamStatus.OwnerLimitReached"/>.
+    /// </summary>
+    public long? MaxStreamsPerOwner { get; init; }
+
     /// <summary>Units past the anchor to inherit.</summary>
     public long ForkSubOffset { get; init; }
 }
@@ -80,6 +89,9 @@ public enum CreateStreamStatus
 
     /// <summary>The store already holds <see cref="CreateStreamRequest.MaxStreams"/> streams.</summary>
     LimitReached,
+
+    /// <summary>The creator already holds <see cref="CreateStreamRequest.MaxStreamsPerOwner"/> streams.</summary>
+    OwnerLimitReached,
 }
 
 /// <summary>The result of <see cref="StreamStore.CreateAsync"/>.</summary>

@@ -125,6 +125,11 @@ public sealed partial class RedisStreamStore : StreamStore
                 return new CreateStreamResult(CreateStreamStatus.LimitReached, null);
             }
 
+            if (request.MaxStreamsPerOwner is { } ownerLimit && request.Owner is { } owner && await OwnedCountAsync(owner, ownerLimit, now).ConfigureAwait(false) >= ownerLimit)
+            {
+                return new CreateStreamResult(CreateStreamStatus.OwnerLimitReached, null);
+            }
+
             if (source is not null)
             {
                 // Registered on the source first, so the source cannot vanish underneath the fork.
@@ -145,6 +150,33 @@ public sealed partial class RedisStreamStore : StreamStore
 
         throw new StreamStoreUnavailableException("The stream kept changing while it was being created; try again.");
     }
+
+    /// <summary>
+    /// How many streams <paramref name="owner"/> holds. Each owner's set of paths only grows on create; deletes and
+    /// expiry (on any node, by any path) leave stale entries, which are dropped here when the set reaches the limit.
+    /// </summary>
+    private async Task<long> OwnedCountAsync(string owner, long limit, DateTimeOffset now)
+    {
+        var key = OwnerKey(owner);
+        var count = await Call(_db.SetLengthAsync(key)).ConfigureAwait(false);
+        if (count < limit)
+        {
+            return count;
+        }
+
+        foreach (var member in await Call(_db.SetMembersAsync(key)).ConfigureAwait(false))
+        {
+            var info = await LoadAsync(Keys((string)member!)).ConfigureAwait(false);
+            if (info is null || info.Owner != owner || (info.IsExpiredAt(now) && !info.SoftDeleted && info.ForkCount == 0))
+            {
+                await Call(_db.SetRemoveAsync(key, member)).ConfigureAwait(false);
+            }
+        }
+
+        return await Call(_db.SetLengthAsync(key)).ConfigureAwait(false);
+    }
+
+    private string OwnerKey(string owner) => _prefix + ":owner:" + owner;
 
     /// <summary>Writes a new incarnation; null when another node created one at the path first.</summary>
     private async Task<StreamInfo?> TryCreateAsync(CreateStreamRequest request, StreamKeys keys, CreatePlan plan, StreamInfo? source, DateTimeOffset now)
@@ -172,6 +204,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 ForkPosition = forkPosition,
                 ForkOffset = plan.ForkOffset,
                 ForkSubOffset = request.ForkSubOffset,
+                Owner = request.Owner,
             };
 
             var args = new List<RedisValue>
@@ -188,6 +221,11 @@ public sealed partial class RedisStreamStore : StreamStore
 
             // Again, in case a concurrent listing dropped the entry between the first add and the create.
             await Call(_db.SetAddAsync(_prefix + ":paths", request.Path)).ConfigureAwait(false);
+            if (request.Owner is { } owner)
+            {
+                await Call(_db.SetAddAsync(OwnerKey(owner), request.Path)).ConfigureAwait(false);
+            }
+
             Fanout.Publish(new LiveAppend(id, info.Path, new StreamChunk(forkPosition, info.TailPosition, request.InitialData.Data), info.Closed));
             await WaitForReplicasAsync(keys.Meta).ConfigureAwait(false);
             return info;
@@ -760,6 +798,7 @@ public sealed partial class RedisStreamStore : StreamStore
         yield return "fsub"; yield return info.ForkSubOffset;
         yield return "sdel"; yield return "0";
         yield return "forks"; yield return 0;
+        yield return "owner"; yield return info.Owner ?? string.Empty;
     }
 
     private static StreamInfo ParseMeta(HashEntry[] fields)
@@ -787,6 +826,7 @@ public sealed partial class RedisStreamStore : StreamStore
             SoftDeleted = Get("sdel") == "1",
             ForkCount = (int)Long("forks"),
             LastStreamSeq = Get("seq") is { Length: > 0 } seq ? seq : null,
+            Owner = Get("owner") is { Length: > 0 } creator ? creator : null,
             ClosedBy = Get("cbp") is { Length: > 0 } closer ? new ProducerStamp(closer, Long("cbe"), Long("cbs")) : null,
         };
     }

@@ -25,7 +25,8 @@ internal static class Schema
             fork_offset INTEGER NOT NULL DEFAULT 0,
             fork_sub_offset INTEGER NOT NULL DEFAULT 0,
             soft_deleted INTEGER NOT NULL DEFAULT 0,
-            last_stream_seq TEXT
+            last_stream_seq TEXT,
+            owner TEXT
         );
         CREATE TABLE IF NOT EXISTS chunks (
             stream_id INTEGER NOT NULL,
@@ -53,6 +54,11 @@ internal static class Schema
     /// <summary>Databases from before producer state expired lack <c>last_used</c>; their producers count as used now.</summary>
     public const string AddProducerLastUsed = "ALTER TABLE producers ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0; UPDATE producers SET last_used = $now";
 
+    /// <summary>Databases from before per-owner limits lack <c>owner</c>; their streams have no known owner.</summary>
+    public const string AddStreamOwner = "ALTER TABLE streams ADD COLUMN owner TEXT";
+
+    public const string HasStreamOwner = "SELECT COUNT(*) FROM pragma_table_info('streams') WHERE name = 'owner'";
+
     public const string HasProducerLastUsed = "SELECT COUNT(*) FROM pragma_table_info('producers') WHERE name = 'last_used'";
 
     public const string CreateProducerIndex = "CREATE INDEX IF NOT EXISTS producers_last_used ON producers (last_used)";
@@ -62,7 +68,7 @@ internal static class Schema
     public const string SelectStreams = """
         SELECT id, path, content_type, tail, closed, closed_by_id, closed_by_epoch, closed_by_seq, ttl_seconds, expires_at,
                created_at, last_access, fork_source_id, fork_source_path, fork_position, fork_offset, fork_sub_offset,
-               soft_deleted, last_stream_seq
+               soft_deleted, last_stream_seq, owner
         FROM streams
         """;
 
@@ -70,9 +76,9 @@ internal static class Schema
 
     public const string InsertStream = """
         INSERT INTO streams (path, content_type, tail, closed, ttl_seconds, expires_at, created_at, last_access,
-                             fork_source_id, fork_source_path, fork_position, fork_offset, fork_sub_offset)
+                             fork_source_id, fork_source_path, fork_position, fork_offset, fork_sub_offset, owner)
         VALUES ($path, $content_type, $tail, $closed, $ttl, $expires_at, $now, $now,
-                $fork_source_id, $fork_source_path, $fork_position, $fork_offset, $fork_sub_offset)
+                $fork_source_id, $fork_source_path, $fork_position, $fork_offset, $fork_sub_offset, $owner)
         RETURNING id
         """;
 
@@ -135,6 +141,7 @@ internal static class Schema
             ForkSubOffset = r.GetInt64(16),
             SoftDeleted = r.GetInt64(17) != 0,
             LastStreamSeq = r.IsDBNull(18) ? null : r.GetString(18),
+            Owner = r.IsDBNull(19) ? null : r.GetString(19),
         };
     }
 

@@ -96,6 +96,11 @@ public sealed partial class SqliteStreamStore
                 return new CreateStreamResult(CreateStreamStatus.LimitReached, null);
             }
 
+            if (request.MaxStreamsPerOwner is { } ownerLimit && request.Owner is { } owner && context.StreamsOwnedBy(owner) >= ownerLimit)
+            {
+                return new CreateStreamResult(CreateStreamStatus.OwnerLimitReached, null);
+            }
+
             var tail = forkPosition + request.InitialData.Units;
             var id = context.InsertStream(request, contentType, ttl, expiresAt, tail, source, forkPosition, forkOffset);
             if (!request.InitialData.IsEmpty)
@@ -119,6 +124,7 @@ public sealed partial class SqliteStreamStore
                 ForkPosition = forkPosition,
                 ForkOffset = forkOffset,
                 ForkSubOffset = request.ForkSubOffset,
+                Owner = request.Owner,
             };
             context.Stage(info);
             if (source is not null)

@@ -335,6 +335,26 @@ public sealed partial class SqliteStreamStore
             return _store._writerById.TryGetValue(id, out var info) ? WithLiveAccess(info) : null;
         }
 
+        /// <summary>How many streams <paramref name="owner"/> created, counting what this batch has staged so far.</summary>
+        public int StreamsOwnedBy(string owner)
+        {
+            var count = _store._ownerCounts.GetValueOrDefault(owner);
+            foreach (var (path, info) in _stagedByPath)
+            {
+                if (_store._writerByPath.TryGetValue(path, out var committed) && committed.Owner == owner)
+                {
+                    count--;
+                }
+
+                if (info?.Owner == owner)
+                {
+                    count++;
+                }
+            }
+
+            return count;
+        }
+
         /// <summary>How many streams exist, counting what this batch has staged so far.</summary>
         public int StreamCount
         {
@@ -398,6 +418,7 @@ public sealed partial class SqliteStreamStore
             command.Parameters.AddWithValue("$fork_position", forkPosition);
             command.Parameters.AddWithValue("$fork_offset", forkOffset);
             command.Parameters.AddWithValue("$fork_sub_offset", request.ForkSubOffset);
+            command.Parameters.AddWithValue("$owner", Schema.Db(request.Owner));
             var id = (long)command.ExecuteScalar()!;
             _created.Add(id);
             return id;
@@ -525,10 +546,17 @@ public sealed partial class SqliteStreamStore
                 {
                     if (_store._writerByPath.Remove(path, out var removed))
                     {
+                        _store.CountOwner(removed.Owner, -1);
                         changes.Add((path, null, removed.Id));
                     }
 
                     continue;
+                }
+
+                if (!_store._writerByPath.TryGetValue(path, out var replaced) || replaced.Id != info.Id)
+                {
+                    _store.CountOwner(replaced?.Owner, -1);
+                    _store.CountOwner(info.Owner, +1);
                 }
 
                 _store._writerByPath[path] = info;

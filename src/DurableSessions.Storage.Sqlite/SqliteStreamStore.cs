@@ -42,6 +42,9 @@ public sealed partial class SqliteStreamStore : StreamStore
 
     // The writer thread's view: committed state, possibly not yet durable. Touched only by the writer thread.
     private readonly Dictionary<string, StreamInfo> _writerByPath = new(StringComparer.Ordinal);
+
+    // Streams per owner, for per-owner limits; the writer's view, like the two maps around it.
+    private readonly Dictionary<string, int> _ownerCounts = new(StringComparer.Ordinal);
     private readonly Dictionary<long, StreamInfo> _writerById = [];
     private readonly Dictionary<(long StreamId, string ProducerId), CachedProducer> _writerProducers = [];
     private int _producerSweepPending;
@@ -137,6 +140,15 @@ public sealed partial class SqliteStreamStore : StreamStore
                 migrate.CommandText = Schema.AddProducerLastUsed;
                 migrate.Parameters.AddWithValue("$now", _openedAt.ToUnixTimeMilliseconds());
                 migrate.ExecuteNonQuery();
+            }
+        }
+
+        using (var check = _writer.CreateCommand())
+        {
+            check.CommandText = Schema.HasStreamOwner;
+            if (Convert.ToInt64(check.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture) == 0)
+            {
+                Execute(_writer, Schema.AddStreamOwner);
             }
         }
 
@@ -540,9 +552,28 @@ public sealed partial class SqliteStreamStore : StreamStore
             var loadedInfo = info with { ForkCount = forkCounts.GetValueOrDefault(info.Id), TailPosition = tail };
             _writerByPath[loadedInfo.Path] = loadedInfo;
             _writerById[loadedInfo.Id] = loadedInfo;
+            CountOwner(loadedInfo.Owner, +1);
             var entry = new StreamEntry(loadedInfo);
             _byPath[info.Path] = entry;
             _byId[info.Id] = entry;
+        }
+    }
+
+    private void CountOwner(string? owner, int delta)
+    {
+        if (owner is null)
+        {
+            return;
+        }
+
+        var count = _ownerCounts.GetValueOrDefault(owner) + delta;
+        if (count > 0)
+        {
+            _ownerCounts[owner] = count;
+        }
+        else
+        {
+            _ownerCounts.Remove(owner);
         }
     }
 

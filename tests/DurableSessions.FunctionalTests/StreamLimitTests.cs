@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using System.Net;
 using System.Text;
 
@@ -27,5 +28,35 @@ public sealed class StreamLimitTests
         Assert.Equal(HttpStatusCode.NoContent, (await client.PostAsync("/v1/stream/a", new StringContent("y", Encoding.UTF8, "text/plain"))).StatusCode);
         Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync("/v1/stream/a")).StatusCode);
         Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/stream/b", new StringContent("x", Encoding.UTF8, "text/plain"))).StatusCode);
+    }
+
+    [Fact]
+    public async Task Creates_past_a_tokens_stream_limit_get_403_while_other_tokens_still_create()
+    {
+        const string Key = "stream-limit-signing-key-of-32-bytes!!";
+        await using var server = await InProcessServer.StartAsync(
+            configure: o => o.MaxStreamsPerToken = 2,
+            services: s => s.Configure<DurableSessions.AspNetCore.Auth.AccessOptions>(o => o.SigningKey = Key));
+        var tokens = new DurableSessions.AspNetCore.Auth.AccessTokens(new DurableSessions.AspNetCore.Auth.AccessOptions { SigningKey = Key });
+        var everything = new Dictionary<string, DurableSessions.AspNetCore.Auth.Capability[]> { ["**"] = [DurableSessions.AspNetCore.Auth.Capability.Read, DurableSessions.AspNetCore.Auth.Capability.Write, DurableSessions.AspNetCore.Auth.Capability.Admin] };
+        var mallory = tokens.Issue("user:mallory", everything, TimeSpan.FromMinutes(5));
+        var alice = tokens.Issue("user:alice", everything, TimeSpan.FromMinutes(5));
+
+        async Task<HttpResponseMessage> Put(string url, string token, string body = "{}")
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Put, url) { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+            request.Headers.Authorization = new("Bearer", token);
+            return await server.Client.SendAsync(request);
+        }
+
+        Assert.Equal(HttpStatusCode.Created, (await Put("/v1/stream/m/1", mallory, "[]")).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Put("/v1/sessions/m2", mallory)).StatusCode);
+        using var refused = await Put("/v1/stream/m/3", mallory, "[]");
+        Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+        Assert.Contains("STREAM_LIMIT_REACHED", await refused.Content.ReadAsStringAsync());
+        Assert.Equal(HttpStatusCode.Forbidden, (await Put("/v1/sessions/m4", mallory)).StatusCode);
+
+        Assert.Equal(HttpStatusCode.Created, (await Put("/v1/stream/a/1", alice, "[]")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Put("/v1/stream/m/1", mallory, "[]")).StatusCode);
     }
 }

@@ -247,6 +247,27 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_create_past_its_owners_limit_is_refused_and_the_count_survives_reopening()
+    {
+        var store = await Open();
+        Task<CreateStreamResult> Create(string path, string owner) => store.CreateAsync(new CreateStreamRequest { Path = path, ContentType = "text/plain", Owner = owner, MaxStreamsPerOwner = 2 }).AsTask();
+        Assert.Equal(CreateStreamStatus.Created, (await Create("owned/a1", "alice")).Status);
+        Assert.Equal(CreateStreamStatus.Created, (await Create("owned/a2", "alice")).Status);
+        Assert.Equal(CreateStreamStatus.OwnerLimitReached, (await Create("owned/a3", "alice")).Status);
+        Assert.Equal(CreateStreamStatus.Created, (await Create("owned/b1", "bob")).Status);
+        Assert.Equal("alice", (await store.GetAsync("owned/a1")).Stream!.Owner);
+
+        Assert.Equal(DeleteStreamStatus.Deleted, await store.DeleteAsync("owned/a1"));
+        Assert.Equal(CreateStreamStatus.Created, (await Create("owned/a3", "alice")).Status);
+
+        await store.DisposeAsync();
+        _opened.Remove(store);
+        store = await Open();
+        Assert.Equal(CreateStreamStatus.OwnerLimitReached, (await Create("owned/a4", "alice")).Status);
+        Assert.Equal(CreateStreamStatus.Created, (await Create("owned/b2", "bob")).Status);
+    }
+
+    [Fact]
     public async Task A_ttl_too_long_for_any_date_never_breaks_expiry()
     {
         var store = await Open();

@@ -81,9 +81,10 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
             return;
         }
 
-        if (await sessions.CreateAsync(chatId, null, context.RequestAborted).ConfigureAwait(false) == CreateStreamStatus.LimitReached)
+        var created = await sessions.CreateAsync(chatId, null, Problem.StreamLimits(context, streamOptions.Value), context.RequestAborted).ConfigureAwait(false);
+        if (Problem.StreamLimitReached(context, created, streamOptions.Value) is { } refused)
         {
-            await Problem.StreamLimitReached(context, streamOptions.Value.MaxStreams).ConfigureAwait(false);
+            await refused.ConfigureAwait(false);
             return;
         }
 

@@ -100,7 +100,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             return;
         }
 
-        var status = await sessions.CreateAsync(id, body, context.RequestAborted).ConfigureAwait(false);
+        var status = await sessions.CreateAsync(id, body, Problem.StreamLimits(context, streamOptions.Value), context.RequestAborted).ConfigureAwait(false);
         switch (status)
         {
             case CreateStreamStatus.Created:
@@ -111,8 +111,8 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
                     ["stream"] = $"/v1/stream/{SessionService.StreamPath(id)}",
                 }).ConfigureAwait(false);
                 return;
-            case CreateStreamStatus.LimitReached:
-                await Problem.StreamLimitReached(context, streamOptions.Value.MaxStreams).ConfigureAwait(false);
+            case CreateStreamStatus.LimitReached or CreateStreamStatus.OwnerLimitReached:
+                await Problem.StreamLimitReached(context, status, streamOptions.Value)!.ConfigureAwait(false);
                 return;
             default:
                 await Problem.Write(context, 409, "SESSION_CONFLICT", "A stream that is not a session exists at this session's path.").ConfigureAwait(false);

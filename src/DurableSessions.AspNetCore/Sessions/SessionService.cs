@@ -27,7 +27,6 @@ internal sealed partial class SessionService : IDisposable
     public const string Prefix = "sessions/";
 
     private readonly StreamStore _store;
-    private readonly long? _maxStreams;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<string, Session> _sessions = new(StringComparer.Ordinal);
     private readonly SessionServiceOptions _options;
@@ -35,9 +34,8 @@ internal sealed partial class SessionService : IDisposable
     private readonly ITimer _evictionTimer;
     private int _trimming;
 
-    public SessionService(StreamStore store, IOptions<SessionServiceOptions> options, IOptions<DurableStreamsOptions> streamOptions, ILogger<SessionService> logger)
+    public SessionService(StreamStore store, IOptions<SessionServiceOptions> options, ILogger<SessionService> logger)
     {
-        _maxStreams = streamOptions.Value.MaxStreams > 0 ? streamOptions.Value.MaxStreams : null;
         _store = store;
         _logger = logger;
         _options = options.Value;
@@ -56,7 +54,7 @@ internal sealed partial class SessionService : IDisposable
     public static string StreamPath(string sessionId) => Prefix + sessionId;
 
     /// <summary>Creates the session's stream (idempotent) with a <c>session</c> entity.</summary>
-    public async Task<CreateStreamStatus> CreateAsync(string sessionId, JsonObject? settings, CancellationToken cancellationToken)
+    public async Task<CreateStreamStatus> CreateAsync(string sessionId, JsonObject? settings, (long? MaxStreams, string? Owner, long? MaxStreamsPerOwner) limits, CancellationToken cancellationToken)
     {
         var path = StreamPath(sessionId);
         var existing = await _store.GetAsync(path, cancellationToken).ConfigureAwait(false);
@@ -79,7 +77,9 @@ internal sealed partial class SessionService : IDisposable
             Path = path,
             ContentType = StreamContentType.Json,
             InitialData = Frame([Change(SessionEventTypes.Session, "session", "insert", session)]),
-            MaxStreams = _maxStreams,
+            MaxStreams = limits.MaxStreams,
+            Owner = limits.Owner,
+            MaxStreamsPerOwner = limits.MaxStreamsPerOwner,
         }, cancellationToken).ConfigureAwait(false);
         return created.Status;
     }

@@ -208,6 +208,7 @@ internal sealed partial class StreamRequestHandler
             return;
         }
 
+        var limits = Problem.StreamLimits(context, _options);
         var result = await _store.CreateAsync(new CreateStreamRequest
         {
             Path = path,
@@ -219,7 +220,9 @@ internal sealed partial class StreamRequestHandler
             ForkedFrom = forkedFrom,
             ForkOffset = forkOffset,
             ForkSubOffset = forkSubOffset,
-            MaxStreams = _options.MaxStreams > 0 ? _options.MaxStreams : null,
+            MaxStreams = limits.MaxStreams,
+            Owner = limits.Owner,
+            MaxStreamsPerOwner = limits.MaxStreamsPerOwner,
         }, context.RequestAborted).ConfigureAwait(false);
 
         var response = context.Response;
@@ -253,8 +256,8 @@ internal sealed partial class StreamRequestHandler
             case CreateStreamStatus.SourceGone:
                 await Problem.Write(context, 409, "FORK_SOURCE_DELETED", "The stream named by Stream-Forked-From has been deleted.").ConfigureAwait(false);
                 return;
-            case CreateStreamStatus.LimitReached:
-                await Problem.StreamLimitReached(context, _options.MaxStreams).ConfigureAwait(false);
+            case CreateStreamStatus.LimitReached or CreateStreamStatus.OwnerLimitReached:
+                await Problem.StreamLimitReached(context, result.Status, _options)!.ConfigureAwait(false);
                 return;
             case CreateStreamStatus.ContentTypeMismatch:
                 await Problem.Write(context, 409, "CONTENT_TYPE_MISMATCH", "A fork must have its source's content type.").ConfigureAwait(false);
