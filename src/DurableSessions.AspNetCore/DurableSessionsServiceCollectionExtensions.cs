@@ -41,7 +41,7 @@ public static class DurableSessionsServiceCollectionExtensions
 
         streams.Validate(o => !o.Validate().Any(), "Invalid DurableStreams settings.").ValidateOnStart();
         subscriptions.Validate(o => !o.Validate().Any(), "Invalid Subscriptions settings.").ValidateOnStart();
-        sessionOptions.Validate(o => !o.Validate().Any(), "Invalid Sessions settings: MemoryIdleTimeout must be from 1 ms to 1 day, MaxInMemory from 1 to 1000000.").ValidateOnStart();
+        sessionOptions.Validate(o => !o.Validate().Any(), "Invalid Sessions settings: MemoryIdleTimeout must be from 1 ms to 1 day, MaxInMemory from 1 to 1000000, MaxConcurrentNotifications from 1 to 10000.").ValidateOnStart();
         services.TryAddSingleton(TimeProvider.System);
         services.TryAddSingleton(sp => new StreamFanout(queueBytes: sp.GetRequiredService<IOptions<DurableStreamsOptions>>().Value.MaxReaderQueueBytes));
         var store = configuration?["Storage:Store"] ?? "sqlite";

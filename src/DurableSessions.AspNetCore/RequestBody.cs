@@ -17,7 +17,7 @@ internal static class RequestBody
     /// </summary>
     /// <remarks>
     /// With a <paramref name="budget"/>, a body larger than <see cref="Streams.AppendBudget.SmallBody"/> takes its bytes
-    /// from it as they arrive (a declared length at once) and gives them back when the request ends; when the budget is
+    /// from it as they arrive and gives them back when the request ends; when the budget is
     /// spent the answer is <c>503 SERVER_BUSY</c> with <c>Retry-After</c>.
     /// </remarks>
     public static async Task<ReadOnlyMemory<byte>?> ReadAsync(HttpContext context, long limit, Streams.AppendBudget? budget = null)
@@ -41,15 +41,12 @@ internal static class RequestBody
             sizeFeature.MaxRequestBodySize = limit;
         }
 
+        // Only bytes that have arrived are held, never a declared length: a client that declares a large body and then
+        // trickles it holds no more of the budget than it has sent.
         var held = budget is null ? null : new HeldBytes(budget);
         if (held is not null)
         {
             context.Response.RegisterForDispose(held);
-            if (request.ContentLength is { } length && !held.TryHold(length, limit))
-            {
-                await Busy(context).ConfigureAwait(false);
-                return null;
-            }
         }
 
         var reader = request.BodyReader;
@@ -148,7 +145,7 @@ internal static class RequestBody
     /// <summary>The budget bytes one request holds, given back when the request ends.</summary>
     private sealed class HeldBytes(Streams.AppendBudget budget) : IDisposable
     {
-        private const long Step = 1024 * 1024;
+        private const long Step = Streams.AppendBudget.SmallBody;
         private long _held;
 
         /// <summary>Holds enough for <paramref name="bytes"/> (in steps, at most <paramref name="limit"/>); false when the budget is spent.</summary>

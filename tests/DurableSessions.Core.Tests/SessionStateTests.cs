@@ -36,6 +36,20 @@ public sealed class SessionStateTests
     }
 
     [Fact]
+    public void A_delta_past_the_next_part_is_ignored_instead_of_padding_the_message()
+    {
+        var state = new SessionState();
+        state.Apply(Change("message", "m1", "insert", new JsonObject { ["id"] = "m1", ["role"] = "assistant", ["parts"] = new JsonArray() }));
+        state.Apply(Delta("m1", 10_000, "far"));
+        state.Apply(Delta("m1", 2, "skipped"));
+        Assert.Empty(state.Get("message", "m1")!["parts"]!.AsArray());
+
+        state.Apply(Delta("m1", 0, "first"));
+        state.Apply(Delta("m1", 1, "second"));
+        Assert.Equal(["first", "second"], state.Get("message", "m1")!["parts"]!.AsArray().Select(p => p!["text"]!.GetValue<string>()));
+    }
+
+    [Fact]
     public void Updates_replace_deletes_remove_and_reset_clears()
     {
         var state = new SessionState();

@@ -223,8 +223,10 @@ public sealed class ResourceLimitTests
         using var client = KeepAliveClient(server);
         Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/stream/t", Text(""))).StatusCode);
 
-        // Three 16 MB appends whose bodies have not arrived yet: two fit the 32 MiB budget, one is refused at once.
+        // Three 16 MB appends of which 12 MB each arrive, and no more: the budget holds what arrived, so two fit the
+        // 32 MiB budget and one is refused while its bytes come in. A declared length alone holds nothing.
         var sockets = new List<Socket>();
+        var sends = new List<Task>();
         try
         {
             for (var i = 0; i < 3; i++)
@@ -234,6 +236,7 @@ public sealed class ResourceLimitTests
             }
 
             var answers = sockets.Select(s => RequestAsync(s, string.Empty)).ToList();
+            sends.AddRange(sockets.Select(SendTwelveMegabytesAsync));
             var first = await Task.WhenAny(answers).WaitAsync(TimeSpan.FromSeconds(30));
             var refused = await first;
             Assert.StartsWith("HTTP/1.1 503", refused);
@@ -248,6 +251,8 @@ public sealed class ResourceLimitTests
             {
                 socket.Dispose();
             }
+
+            await Task.WhenAll(sends);
         }
 
         // Once those requests end, the budget is free again.
@@ -439,6 +444,22 @@ public sealed class ResourceLimitTests
         }
 
         throw new InvalidOperationException("The live reader ended.");
+    }
+
+    /// <summary>Sends 12 MiB of body bytes; a connection the server closes (after refusing it) just ends the sending.</summary>
+    private static async Task SendTwelveMegabytesAsync(Socket socket)
+    {
+        var chunk = new byte[64 * 1024];
+        try
+        {
+            for (var sent = 0; sent < 12 * 1024 * 1024; sent += chunk.Length)
+            {
+                await socket.SendAsync(chunk, SocketFlags.None).WaitAsync(Timeout);
+            }
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or TimeoutException)
+        {
+        }
     }
 
     private static async Task<Socket> ConnectAsync(int port, IPAddress? from = null)

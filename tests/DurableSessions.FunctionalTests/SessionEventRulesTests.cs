@@ -144,4 +144,28 @@ public sealed class SessionEventRulesTests : IAsyncLifetime
         var own = Change("message", "m", "insert", new JsonObject { ["id"] = "m", ["role"] = "user", ["author"] = "user:mallory" }).ToJsonString();
         Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Put, "/v1/stream/sessions/raw5", _mallory, $"[{own}]")).StatusCode);
     }
+
+    [Fact]
+    public async Task A_writer_cannot_close_a_session_stream_for_everyone()
+    {
+        using var refused = await Send(HttpMethod.Post, "/v1/stream/sessions/s2", _mallory, configure: r =>
+        {
+            r.Headers.Add("Stream-Closed", "true");
+            r.Content = new ByteArrayContent([]);
+        });
+        Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+
+        // The session still takes messages: nothing was closed.
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Post, "/v1/sessions/s2/messages", _alice, "{\"text\":\"still open?\"}")).StatusCode);
+        using var head = await Send(HttpMethod.Head, "/v1/stream/sessions/s2", _alice);
+        Assert.False(head.Headers.Contains("Stream-Closed"));
+
+        var admin = Token("admin:ops", ("sessions/**", [Capability.Read, Capability.Write, Capability.Admin]));
+        using var closed = await Send(HttpMethod.Post, "/v1/stream/sessions/s2", admin, configure: r =>
+        {
+            r.Headers.Add("Stream-Closed", "true");
+            r.Content = new ByteArrayContent([]);
+        });
+        Assert.Equal(HttpStatusCode.NoContent, closed.StatusCode);
+    }
 }

@@ -23,8 +23,11 @@ internal sealed partial class AccessControl
 
     public AccessTokens Tokens { get; }
 
-    /// <summary>The access of the current request (after <see cref="AuthorizeAsync"/> succeeded).</summary>
-    public static Access Current(HttpContext context) => context.Items[ItemKey] as Access ?? Access.Everything;
+    /// <summary>
+    /// The access of the current request, as <see cref="AuthorizeAsync"/> established it. A request that was never
+    /// authorized gets no access at all: a route that forgot to authorize fails closed, never open.
+    /// </summary>
+    public static Access Current(HttpContext context) => context.Items[ItemKey] as Access ?? Access.Nothing;
 
     /// <summary>Checks the request's token for <paramref name="capability"/> on <paramref name="path"/>; writes 401/403 and returns false when refused.</summary>
     public async Task<bool> AuthorizeAsync(HttpContext context, string path, Capability capability)

@@ -160,6 +160,9 @@ public sealed class Access
     /// <summary>Unrestricted access (the server runs without a signing key).</summary>
     public static Access Everything { get; } = new("anonymous", [], everything: true);
 
+    /// <summary>No access: what a request that was never authorized holds.</summary>
+    internal static Access Nothing { get; } = new("nobody", []);
+
     /// <summary>The participant the token names.</summary>
     public string Subject { get; }
 

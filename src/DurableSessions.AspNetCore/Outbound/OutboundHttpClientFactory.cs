@@ -17,6 +17,12 @@ namespace DurableSessions.AspNetCore.Outbound;
 /// </remarks>
 internal static class OutboundHttpClientFactory
 {
+    /// <summary>The most connections open at once to one receiver (host and port).</summary>
+    public const int MaxConnectionsPerTarget = 8;
+
+    /// <summary>The largest answer body read from a receiver; a larger one fails the delivery.</summary>
+    public const int MaxResponseBytes = 64 * 1024;
+
     /// <summary>Creates a client.</summary>
     /// <param name="allowLocalhost">
     /// Whether the development exception applies: a URL whose host is <c>localhost</c> or <c>127.0.0.x</c> may connect to
@@ -31,9 +37,15 @@ internal static class OutboundHttpClientFactory
             UseProxy = false,
             UseCookies = false,
             PooledConnectionLifetime = TimeSpan.FromMinutes(2),
+
+            // Receivers are chosen by clients: none may hold more than a few of the server's descriptors at once.
+            MaxConnectionsPerServer = MaxConnectionsPerTarget,
             ConnectCallback = (context, cancellationToken) => ConnectAsync(context.DnsEndPoint, allowLocalhost, cancellationToken),
         };
-        return new HttpClient(handler) { Timeout = timeout };
+
+        // Only the status of an answer matters (and a small JSON reply to a webhook): a receiver cannot make the server
+        // buffer a large body.
+        return new HttpClient(handler) { Timeout = timeout, MaxResponseContentBufferSize = MaxResponseBytes };
     }
 
     /// <summary>Resolves <paramref name="endpoint"/> once, checks every address, and connects to a checked one.</summary>

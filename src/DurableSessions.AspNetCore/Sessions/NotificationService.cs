@@ -32,7 +32,11 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
     private readonly SessionServiceOptions _options;
     private readonly SubscriptionOptions _webhookPolicy;
     private readonly ILogger _logger;
-    private readonly Channel<(LiveAppend Change, bool Watched)> _changes = Channel.CreateUnbounded<(LiveAppend, bool)>(new UnboundedChannelOptions { SingleReader = true });
+    // Bounded: the observer runs on the commit path and must never wait, so past the bound changes are dropped (and
+    // logged), not held in memory without end.
+    private readonly Channel<(LiveAppend Change, bool Watched)> _changes = Channel.CreateBounded<(LiveAppend, bool)>(new BoundedChannelOptions(4096) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
+    private readonly SemaphoreSlim _deliveries;
+    private int _dropping;
     private readonly CancellationTokenSource _stopping = new();
     private readonly HttpClient _http;
     private Task _loop = Task.CompletedTask;
@@ -46,6 +50,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         _webhookPolicy = webhookPolicy.Value;
         _logger = logger;
         _http = Outbound.OutboundHttpClientFactory.Create(_webhookPolicy.AllowLocalhostWebhooks, TimeSpan.FromSeconds(10));
+        _deliveries = new SemaphoreSlim(_options.MaxConcurrentNotifications);
     }
 
     public Task StartAsync(CancellationToken cancellationToken)
@@ -57,7 +62,14 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
             {
                 // Whether anybody was watching is decided when the change commits, not when it is processed: a client
                 // that leaves right after seeing the answer must not turn that answer into a notification.
-                _changes.Writer.TryWrite((change, _presence.HasWatchers(change.Path[SessionService.Prefix.Length..])));
+                if (_changes.Writer.TryWrite((change, _presence.HasWatchers(change.Path[SessionService.Prefix.Length..]))))
+                {
+                    Volatile.Write(ref _dropping, 0);
+                }
+                else if (Interlocked.Exchange(ref _dropping, 1) == 0)
+                {
+                    Log.ChangesDropped(_logger);
+                }
             }
         });
         _loop = Task.Run(ProcessAsync, CancellationToken.None);
@@ -86,7 +98,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
                 {
                     await NotifyAsync(change).ConfigureAwait(false);
                 }
-                catch (Exception ex) when (ex is not OperationCanceledException)
+                catch (Exception ex) when (!_stopping.IsCancellationRequested)
                 {
                     // One change that cannot be judged must not end notifications for every later one.
                     Log.ChangeFailed(_logger, ex, change.Path);
@@ -100,8 +112,15 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
 
     private async Task NotifyAsync(LiveAppend change)
     {
+        var notified = new HashSet<string>(StringComparer.Ordinal);
         foreach (var run in FinishedRuns(change))
         {
+            // One notification per run, however many times one change names it.
+            if (!notified.Add(SessionJson.Text(run, "id") ?? string.Empty))
+            {
+                continue;
+            }
+
             var sessionId = change.Path[SessionService.Prefix.Length..];
             var session = await _sessions.SessionSettingsAsync(sessionId, _stopping.Token).ConfigureAwait(false);
             var url = SessionJson.Text(session, "notifyUrl") ?? _options.NotificationUrl;
@@ -121,7 +140,28 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
                 ["offset"] = StreamOffset.Format(change.Chunk.End),
                 ["timestamp"] = DateTimeOffset.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture),
             };
-            _ = Task.Run(() => DeliverAsync(url, notification), CancellationToken.None);
+            if (!_deliveries.Wait(0))
+            {
+                Log.Dropped(_logger, SessionJson.Text(notification, "id") ?? string.Empty);
+                continue;
+            }
+
+            _ = Task.Run(async () =>
+            {
+                try
+                {
+                    await DeliverAsync(url, notification).ConfigureAwait(false);
+                }
+                catch (Exception ex)
+                {
+                    // A fire-and-forget delivery must never fault unobserved (shutdown cancels and disposes its token).
+                    Log.AttemptFailed(_logger, SessionJson.Text(notification, "id") ?? string.Empty, 0, 0, ex);
+                }
+                finally
+                {
+                    _deliveries.Release();
+                }
+            }, CancellationToken.None);
         }
     }
 
@@ -212,7 +252,10 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         [LoggerMessage(323, LogLevel.Error, "A change of {Path} could not be judged for notifications; it was skipped")]
         public static partial void ChangeFailed(ILogger logger, Exception exception, string path);
 
-        [LoggerMessage(322, LogLevel.Error, "Notification {Id} dropped after all attempts failed")]
+        [LoggerMessage(324, LogLevel.Warning, "Session changes arrive faster than notifications are judged; some are dropped until the backlog clears")]
+        public static partial void ChangesDropped(ILogger logger);
+
+        [LoggerMessage(322, LogLevel.Error, "Notification {Id} dropped: all attempts failed, or too many notifications are being delivered at once")]
         public static partial void Dropped(ILogger logger, string id);
     }
 }

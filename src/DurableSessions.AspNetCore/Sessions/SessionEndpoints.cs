@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Http;
+using DurableSessions.Sessions;
 
 namespace DurableSessions.AspNetCore.Sessions;
 
@@ -76,6 +77,12 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         var body = await ReadObjectAsync(context, allowEmpty: true).ConfigureAwait(false);
         if (body is null)
         {
+            return;
+        }
+
+        if (body["title"] is { } title && (SessionJson.Text(title) is not { } text || text.Length > 1024))
+        {
+            await Problem.Write(context, 400, "INVALID_TITLE", "title must be a string of at most 1024 characters.").ConfigureAwait(false);
             return;
         }
 

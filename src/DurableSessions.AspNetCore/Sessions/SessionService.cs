@@ -66,7 +66,7 @@ internal sealed partial class SessionService : IDisposable
         var session = new JsonObject
         {
             ["id"] = sessionId,
-            ["title"] = settings?["title"]?.DeepClone(),
+            ["title"] = SessionJson.Text(settings, "title"),
             ["newMessagePolicy"] = ReadPolicy(settings),
             ["handoffPolicy"] = SessionJson.Text(settings, "handoffPolicy") == "pause" ? "pause" : "cancel",
             ["notifyUrl"] = settings?["notifyUrl"]?.DeepClone(),
@@ -665,8 +665,12 @@ internal sealed partial class SessionService : IDisposable
     private static StreamPayload Frame(IReadOnlyList<JsonObject> events)
     {
         var bytes = JsonSerializer.SerializeToUtf8Bytes(new JsonArray([.. events]));
-        JsonFraming.TryFrame(bytes, allowEmptyArray: false, out var payload, out _);
-        return payload;
+
+        // Every field the server writes was checked where it came in; an event that cannot be framed is a server bug,
+        // and must never be committed as something else (or as nothing).
+        return JsonFraming.TryFrame(bytes, allowEmptyArray: false, out var payload, out var error)
+            ? payload
+            : throw new InvalidOperationException("A server-written session event could not be framed: " + error);
     }
 
     internal static JsonObject Change(string type, string key, string operation, JsonObject value) => new()

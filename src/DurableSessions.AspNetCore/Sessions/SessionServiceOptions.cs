@@ -25,6 +25,12 @@ public sealed class SessionServiceOptions
     public TimeSpan NotificationRetryDelay { get; set; } = TimeSpan.FromMilliseconds(500);
 
     /// <summary>
+    /// The most notifications being delivered (or waiting to retry) at once; past it a new notification is dropped and
+    /// logged. Default 64 (1 to 10,000). It bounds the descriptors and memory that runs finishing in bulk can take.
+    /// </summary>
+    public int MaxConcurrentNotifications { get; set; } = 64;
+
+    /// <summary>
     /// How long a session's materialized state stays in memory after its last use; it is rebuilt from the stream when
     /// used again. Default 5 minutes; from 1 ms to 1 day.
     /// </summary>
@@ -47,6 +53,11 @@ public sealed class SessionServiceOptions
         if (MaxInMemory is < 1 or > 1_000_000)
         {
             yield return "Sessions:MaxInMemory must be from 1 to 1000000.";
+        }
+
+        if (MaxConcurrentNotifications is < 1 or > 10_000)
+        {
+            yield return "Sessions:MaxConcurrentNotifications must be from 1 to 10000.";
         }
     }
 }

@@ -382,6 +382,13 @@ internal sealed partial class StreamRequestHandler
             StreamSeq = streamSeq,
             Producer = producer,
         };
+        // Closing a session ends it for every participant and every agent: that is an administrator's act, not a writer's.
+        if (close && Sessions.SessionService.IsSessionPath(path) && stream.IsJson && !Auth.AccessControl.Current(context).Allows(path, Auth.Capability.Admin))
+        {
+            await Problem.Write(context, 403, "FORBIDDEN", "Closing a session stream needs the admin capability on it.").ConfigureAwait(false);
+            return;
+        }
+
         AppendResult result;
         if (Sessions.SessionService.IsSessionPath(path) && stream.IsJson && !stream.Closed)
         {

@@ -536,7 +536,18 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
                 ["callback_token"] = Keys.IssueToken(subscription.Id, subscription.Generation, subscription.WakeId),
             };
             var bytes = JsonSerializer.SerializeToUtf8Bytes(body);
-            _ = Task.Run(() => DeliverAsync(subscription, subscription.Generation, subscription.WakeId, bytes), CancellationToken.None);
+            _ = Task.Run(async () =>
+            {
+                try
+                {
+                    await DeliverAsync(subscription, subscription.Generation, subscription.WakeId, bytes).ConfigureAwait(false);
+                }
+                catch (Exception ex)
+                {
+                    // A fire-and-forget delivery must never fault unobserved.
+                    Log.WebhookFailed(_logger, subscription.Id, 0, ex);
+                }
+            }, CancellationToken.None);
             return;
         }
 
@@ -588,8 +599,9 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
                     {
                         done = JsonNode.Parse(text) is JsonObject reply && reply["done"] is JsonValue value && value.TryGetValue<bool>(out var d) && d;
                     }
-                    catch (JsonException)
+                    catch (Exception ex) when (ex is JsonException or ArgumentException or InvalidOperationException)
                     {
+                        // Any reply that is not a well-formed {"done": true} means not done.
                     }
                 }
             }

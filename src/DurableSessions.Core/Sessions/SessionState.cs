@@ -122,7 +122,7 @@ public sealed class SessionState
             return;
         }
 
-        if (headers["control"] is JsonValue control && control.TryGetValue<string>(out var signal) && signal == "reset")
+        if (SessionJson.Text(headers, "control") == "reset")
         {
             _entities.Clear();
             _order.Clear();
@@ -200,16 +200,18 @@ public sealed class SessionState
             return;
         }
 
-        var index = delta["part"] is JsonValue partValue && partValue.TryGetValue<int>(out var part) ? part : 0;
-        if (index is < 0 or > 10_000)
-        {
-            return;
-        }
-
+        var index = SessionJson.Number(delta, "part") ?? 0;
         if (message["parts"] is not JsonArray parts)
         {
             parts = [];
             message["parts"] = parts;
+        }
+
+        // A delta names an existing part or the next one: a far index must not make one small event grow the message
+        // (and every snapshot of it) by thousands of empty parts.
+        if (index < 0 || index > parts.Count)
+        {
+            return;
         }
 
         while (parts.Count <= index)
@@ -219,7 +221,7 @@ public sealed class SessionState
 
         if (parts[index] is JsonObject target && TryGetString(delta, "text", out var text))
         {
-            var existing = target["text"] is JsonValue current && current.TryGetValue<string>(out var s) ? s : string.Empty;
+            var existing = SessionJson.Text(target, "text") ?? string.Empty;
             target["text"] = existing + text;
         }
     }
@@ -229,14 +231,9 @@ public sealed class SessionState
 
     private static bool TryGetString(JsonObject obj, string name, out string value)
     {
-        if (obj[name] is JsonValue node && node.GetValueKind() == JsonValueKind.String)
-        {
-            value = node.GetValue<string>();
-            return true;
-        }
-
-        value = string.Empty;
-        return false;
+        var text = SessionJson.Text(obj, name);
+        value = text ?? string.Empty;
+        return text is not null;
     }
 }
 
