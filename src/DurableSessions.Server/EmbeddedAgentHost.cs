@@ -57,6 +57,9 @@ internal sealed partial class EmbeddedAgentHost(
 {
     private readonly ConcurrentDictionary<string, Task> _sessions = new(StringComparer.Ordinal);
     private readonly ConcurrentQueue<string> _waiting = new();
+
+    // Each waiting session once, however often it is appended to while it waits.
+    private readonly ConcurrentDictionary<string, byte> _waitingPaths = new(StringComparer.Ordinal);
     private readonly System.Threading.Channels.Channel<string> _discovered = System.Threading.Channels.Channel.CreateUnbounded<string>();
     private readonly ILogger _logger = loggerFactory.CreateLogger<EmbeddedAgentHost>();
     private int _capWarned;
@@ -73,11 +76,6 @@ internal sealed partial class EmbeddedAgentHost(
         if (!settings.Enabled)
         {
             return;
-        }
-
-        if (settings.MaxLiveSessions < 1)
-        {
-            throw new InvalidOperationException("Agent:MaxLiveSessions must be at least 1.");
         }
 
         var maxLive = EffectiveMaxLiveSessions(settings);
@@ -137,17 +135,25 @@ internal sealed partial class EmbeddedAgentHost(
                     Log.LiveSessionCapReached(_logger, maxLive);
                 }
 
-                _waiting.Enqueue(path);
+                if (_waitingPaths.TryAdd(path, 0))
+                {
+                    _waiting.Enqueue(path);
+                }
+
                 continue;
             }
 
+            // Registered before it starts, so its own removal when it ends can never come first and leave it listed.
             var sessionId = path["sessions/".Length..];
-            _sessions[path] = Task.Run(() => ServeAsync(agent, path, sessionId, stoppingToken), CancellationToken.None);
+            var start = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _sessions[path] = ServeAsync(start.Task, agent, path, sessionId, stoppingToken);
+            start.SetResult();
         }
     }
 
-    private async Task ServeAsync(SessionAgent agent, string path, string sessionId, CancellationToken stoppingToken)
+    private async Task ServeAsync(Task start, SessionAgent agent, string path, string sessionId, CancellationToken stoppingToken)
     {
+        await start.ConfigureAwait(ConfigureAwaitOptions.ForceYielding);
         try
         {
             await agent.RunAsync(sessionId, stoppingToken);
@@ -160,11 +166,16 @@ internal sealed partial class EmbeddedAgentHost(
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
         }
+        catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
+        {
+            Log.SessionFailed(_logger, sessionId, ex);
+        }
         finally
         {
             _sessions.TryRemove(path, out _);
             if (_waiting.TryDequeue(out var next))
             {
+                _waitingPaths.TryRemove(next, out _);
                 _discovered.Writer.TryWrite(next);
             }
         }
@@ -193,6 +204,9 @@ internal sealed partial class EmbeddedAgentHost(
 
         [LoggerMessage(11, LogLevel.Debug, "Agent stopped serving session {SessionId}: {Code}")]
         public static partial void SessionEnded(ILogger logger, string sessionId, string code);
+
+        [LoggerMessage(13, LogLevel.Warning, "Agent stopped serving session {SessionId} after an unexpected error; it is served again on its next change")]
+        public static partial void SessionFailed(ILogger logger, string sessionId, Exception exception);
 
         [LoggerMessage(12, LogLevel.Warning, "The agent follows {MaxLiveSessions} sessions live (Agent:MaxLiveSessions); further sessions wait until one ends")]
         public static partial void LiveSessionCapReached(ILogger logger, int maxLiveSessions);

@@ -21,7 +21,10 @@ builder.WebHost.ConfigureKestrel(kestrel =>
     kestrel.UseConnectionLimits(connectionLimits);
 });
 builder.Services.AddDurableSessions(builder.Configuration);
-builder.Services.Configure<EmbeddedAgentOptions>(builder.Configuration.GetSection("Agent"));
+builder.Services.AddOptions<EmbeddedAgentOptions>()
+    .Bind(builder.Configuration.GetSection("Agent"))
+    .Validate(o => o.MaxLiveSessions >= 1, "Agent:MaxLiveSessions must be at least 1.")
+    .ValidateOnStart();
 builder.Services.AddHostedService<EmbeddedAgentHost>();
 
 var app = builder.Build();
