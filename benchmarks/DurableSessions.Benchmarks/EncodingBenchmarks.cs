@@ -31,6 +31,22 @@ public class EncodingBenchmarks
     [Benchmark]
     public long Frame100JsonEvents() => JsonFraming.TryFrame(_batch, false, out var payload, out _) ? payload.Units : -1;
 
+    /// <summary>The peer: a full System.Text.Json parse of the same event, what any JSON endpoint pays to accept it.</summary>
+    [Benchmark]
+    public int ParseOneJsonEventWithJsonDocument()
+    {
+        using var document = System.Text.Json.JsonDocument.Parse(_single);
+        return document.RootElement.ValueKind == System.Text.Json.JsonValueKind.Object ? 1 : 0;
+    }
+
+    /// <summary>The peer for the batch.</summary>
+    [Benchmark]
+    public int Parse100JsonEventsWithJsonDocument()
+    {
+        using var document = System.Text.Json.JsonDocument.Parse(_batch);
+        return document.RootElement.GetArrayLength();
+    }
+
     [Benchmark]
     public int SseEncodeOneJsonEvent()
     {
