@@ -34,7 +34,7 @@ try
     // server with one line and a non-zero exit code instead of a host start-up stack trace.
     _ = app.Services.GetRequiredService<StreamStore>();
 }
-catch (IOException ex)
+catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or Microsoft.Data.Sqlite.SqliteException or StreamStoreUnavailableException)
 {
     Console.Error.WriteLine($"DurableSessions cannot start: {ex.Message}");
     return 1;

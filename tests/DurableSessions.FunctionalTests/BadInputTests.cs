@@ -62,6 +62,8 @@ public sealed class BadInputTests : IAsyncLifetime
         { "PATCH", "/v1/stream/bad/json", "application/json", "{}", [] },
         { "PUT", "/v1/stream/__ds/subscriptions/s1", "application/json", "{\"type\":\"carrier-pigeon\",\"pattern\":\"x/*\"}", [] },
         { "PUT", "/v1/stream/__ds/subscriptions/s1", "application/json", "not json", [] },
+        { "PUT", "/v1/stream/__ds/subscriptions/s1", "application/json", "{\"type\":\"pull-wake\",\"pattern\":\"x/*\",\"wake_stream\":\"sessions/victim\"}", [] },
+        { "PUT", "/v1/stream/__ds/subscriptions/s1", "application/json", "{\"type\":\"pull-wake\",\"pattern\":\"x/*\",\"wake_stream\":\"w\",\"pattern\":\"y/*\"}", [] },
         { "PUT", "/v1/stream/__ds/subscriptions/s1", "application/json", "{\"type\":\"webhook\",\"pattern\":\"x/*\",\"webhook\":{\"url\":\"http://169.254.169.254/\"}}", [] },
         { "PUT", "/v1/stream/__ds/subscriptions/bad%20id", "application/json", "{}", [] },
         { "POST", "/v1/stream/__ds/subscriptions/none/callback", "application/json", "{}", [] },

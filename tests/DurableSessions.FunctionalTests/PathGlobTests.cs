@@ -82,6 +82,6 @@ public sealed class PathGlobTests
         Assert.False(PathGlob.IsMatch(pattern, deep));
         Assert.False(PathGlob.IsMatch("**/**/**/**/**/z", deep));
         Assert.False(PathGlob.Covers(pattern, deep));
-        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(1), $"Matching took {watch.Elapsed}.");
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(5), $"Matching took {watch.Elapsed}.");
     }
 }

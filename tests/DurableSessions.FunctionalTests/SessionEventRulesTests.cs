@@ -168,4 +168,16 @@ public sealed class SessionEventRulesTests : IAsyncLifetime
         });
         Assert.Equal(HttpStatusCode.NoContent, closed.StatusCode);
     }
+
+    [Fact]
+    public async Task A_fork_of_a_session_takes_no_initial_events()
+    {
+        var update = Change("message", "m1", "update", new JsonObject { ["id"] = "m1", ["role"] = "assistant", ["author"] = "user:mallory", ["runId"] = "r1", ["parts"] = new JsonArray(), ["status"] = "complete" });
+        using var refused = await Send(HttpMethod.Put, "/v1/stream/sessions/fork1", _mallory, $"[{update.ToJsonString()}]", r => r.Headers.Add("Stream-Forked-From", "sessions/s2"));
+        Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await Send(HttpMethod.Get, "/v1/stream/sessions/fork1?offset=-1", _mallory)).StatusCode);
+
+        using var fork = await Send(HttpMethod.Put, "/v1/stream/sessions/fork2", _mallory, configure: r => r.Headers.Add("Stream-Forked-From", "sessions/s2"));
+        Assert.Equal(HttpStatusCode.Created, fork.StatusCode);
+    }
 }

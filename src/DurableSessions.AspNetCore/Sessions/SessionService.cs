@@ -130,7 +130,9 @@ internal sealed partial class SessionService : IDisposable
         var session = await AcquireAsync(request.Path[Prefix.Length..], cancellationToken).ConfigureAwait(false);
         if (session is null)
         {
-            return (await _store.AppendAsync(request, cancellationToken).ConfigureAwait(false), null);
+            // Gone between the caller's lookup and here: answered as the store sees the path now, never appended unchecked.
+            var lookup = await _store.GetAsync(request.Path, cancellationToken).ConfigureAwait(false);
+            return (new AppendResult { Status = lookup.Status == StreamLookupStatus.Gone ? AppendStatus.Gone : AppendStatus.NotFound }, null);
         }
 
         try
@@ -476,6 +478,13 @@ internal sealed partial class SessionService : IDisposable
         if (initialData.IsEmpty)
         {
             return null;
+        }
+
+        // A fork's first events would be judged against its source's state (owners, fences), which a create does not
+        // materialize: a fork of a session starts as a copy, and anything new is appended afterwards.
+        if (forkedFrom is not null)
+        {
+            return new SessionEventRejection(400, "INVALID_EVENT", "A fork of a session takes no initial events; append them once it exists.");
         }
 
         JsonArray messages;

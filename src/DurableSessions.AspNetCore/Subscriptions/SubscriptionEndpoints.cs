@@ -205,6 +205,13 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
                 await Invalid(context, "A pull-wake subscription needs wake_stream, the path of a JSON stream.").ConfigureAwait(false);
                 return;
             }
+
+            // Wake events are appended by the server as they are, past the session rules: never into a session.
+            if (Sessions.SessionService.IsSessionPath(wakeStream) || wakeStream == "sessions")
+            {
+                await Invalid(context, "wake_stream cannot be a session stream (sessions/...).").ConfigureAwait(false);
+                return;
+            }
         }
 
         // A subscription reports the paths and offsets of what it covers, and a pull-wake one appends to its wake
