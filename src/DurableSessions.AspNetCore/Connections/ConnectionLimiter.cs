@@ -86,7 +86,8 @@ public sealed partial class ConnectionLimiter
         if (admitted && perClient)
         {
             counted = true;
-            admitted = _perClient.AddOrUpdate(address!, 1, static (_, n) => n + 1) <= _options.MaxConnectionsPerClient;
+            address = ClientKey(address!);
+            admitted = _perClient.AddOrUpdate(address, 1, static (_, n) => n + 1) <= _options.MaxConnectionsPerClient;
         }
 
         try
@@ -107,6 +108,23 @@ public sealed partial class ConnectionLimiter
         }
 
         await RefuseAsync(connection).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The client an address counts as: itself for IPv4, its /64 network for IPv6, since one subscriber line gets a
+    /// whole /64 and could otherwise open the per-client limit once per address in it.
+    /// </summary>
+    internal static IPAddress ClientKey(IPAddress address)
+    {
+        if (address.AddressFamily != System.Net.Sockets.AddressFamily.InterNetworkV6)
+        {
+            return address;
+        }
+
+        Span<byte> bytes = stackalloc byte[16];
+        address.TryWriteBytes(bytes, out _);
+        bytes[8..].Clear();
+        return new IPAddress(bytes);
     }
 
     private void Release(IPAddress address)
