@@ -16,6 +16,7 @@ namespace DurableSessions.FunctionalTests;
 /// read to its end without the connection being cut; and that afterwards the server is alive, healthy, serves every
 /// session, keeps what it acknowledged and restarts cleanly.
 /// </summary>
+[Collection(HeavyTests.Name)]
 public sealed class FuzzTests
 {
     private const string Key = "fuzz-signing-key-of-at-least-32-bytes!!";

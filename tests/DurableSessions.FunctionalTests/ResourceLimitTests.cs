@@ -9,6 +9,7 @@ namespace DurableSessions.FunctionalTests;
 /// Bounded resources against a real server process: connections (and so descriptors), request bodies read before
 /// authentication, and the memory a reader that never reads can hold.
 /// </summary>
+[Collection(HeavyTests.Name)]
 public sealed class ResourceLimitTests
 {
     private const long MiB = 1024 * 1024;
