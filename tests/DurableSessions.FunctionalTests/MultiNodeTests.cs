@@ -384,10 +384,28 @@ public sealed class MultiNodeTests : IAsyncLifetime
         var agent = new SessionAgent(new DemoChatClient(tokensPerSecond: 40), agentClient, new SessionAgentOptions { AgentId = "agent:b" });
         _ = Task.Run(() => agent.RunAsync("notified", _stop.Token));
 
-        // Watching through A: the run (committed through B) is not notified.
+        // Watching through A, heartbeating as a client does (well inside the 2 s presence timeout, however long the run
+        // takes on a loaded machine): the run (committed through B) is not notified.
         await session.HeartbeatAsync();
+        using var watching = new CancellationTokenSource();
+        var heartbeats = Task.Run(async () =>
+        {
+            while (!watching.IsCancellationRequested)
+            {
+                try
+                {
+                    await Task.Delay(400, watching.Token);
+                    await session.HeartbeatAsync(cancellationToken: watching.Token);
+                }
+                catch (OperationCanceledException)
+                {
+                }
+            }
+        });
         await session.SendMessageAsync("first, while I watch");
         await WaitForAsync(_c, "notified", s => Runs(s, "finished").Count() == 1);
+        await watching.CancelAsync();
+        await heartbeats;
 
         // Left through C: the next run is notified, once.
         await userOnC.Session("notified").LeaveAsync();
