@@ -48,6 +48,9 @@ public sealed partial class SessionAgent
     private readonly SessionAgentOptions _options;
     private readonly ILogger _logger;
 
+    // Sessions with a run in progress, for hosts that decide which sessions to keep serving.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, ActiveRun> _answering = new(StringComparer.Ordinal);
+
     /// <summary>Creates an agent.</summary>
     public SessionAgent(IChatClient chatClient, DurableSessionsClient client, SessionAgentOptions? options = null, ILogger<SessionAgent>? logger = null)
     {
@@ -58,6 +61,12 @@ public sealed partial class SessionAgent
         _options = options ?? new SessionAgentOptions();
         _logger = (ILogger?)logger ?? NullLogger.Instance;
     }
+
+    /// <summary>
+    /// Whether the agent is answering in <paramref name="sessionId"/> now: a run it started there has not ended. A host
+    /// that stops serving sessions to save resources keeps those. Thread-safe.
+    /// </summary>
+    public bool IsAnswering(string sessionId) => _answering.TryGetValue(sessionId, out var run) && !run.Completion.IsCompleted;
 
     /// <summary>Serves one session until <paramref name="cancellationToken"/> fires.</summary>
     public async Task RunAsync(string sessionId, CancellationToken cancellationToken = default)
@@ -86,6 +95,7 @@ public sealed partial class SessionAgent
                     {
                         active.Dispose();
                         active = null;
+                        _answering.TryRemove(sessionId, out _);
                     }
                 }
 
@@ -105,11 +115,16 @@ public sealed partial class SessionAgent
                     active = new ActiveRun(NewId("r"), NewId("m"), SessionJson.Text(message, "id")!, cancellationToken);
                     var history = BuildHistory(state);
                     active.Completion = Task.Run(() => ExecuteRunAsync(session, active, history), CancellationToken.None);
+                    _answering[sessionId] = active;
                 }
             }
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
+        }
+        finally
+        {
+            _answering.TryRemove(sessionId, out _);
         }
 
         if (active is not null)

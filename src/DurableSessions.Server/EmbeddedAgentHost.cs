@@ -38,9 +38,17 @@ internal sealed class EmbeddedAgentOptions
     /// <summary>
     /// The most sessions the agent follows live at once. Each holds two connections to this server, four descriptors
     /// of this process (two of them outside the connection limit, from its headroom), so it is also capped at a
-    /// sixteenth of the open-file limit. Sessions past it wait until a followed session ends. Default 250.
+    /// sixteenth of the open-file limit. Past it, a session that changes takes the place of the followed session that
+    /// has been quiet longest (at least <see cref="YieldAfterIdle"/>). Default 250.
     /// </summary>
     public int MaxLiveSessions { get; set; } = 250;
+
+    /// <summary>
+    /// How long a followed session must have been quiet before it gives its place to a session that changed, when
+    /// <see cref="MaxLiveSessions"/> are followed. A session it stops following is followed again on its next change.
+    /// A session where the agent is answering never gives its place. Default 2 seconds.
+    /// </summary>
+    public TimeSpan YieldAfterIdle { get; set; } = TimeSpan.FromSeconds(2);
 }
 
 /// <summary>
@@ -55,12 +63,14 @@ internal sealed partial class EmbeddedAgentHost(
     ILoggerFactory loggerFactory,
     IHostApplicationLifetime lifetime) : BackgroundService
 {
-    private readonly ConcurrentDictionary<string, Task> _sessions = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, Followed> _sessions = new(StringComparer.Ordinal);
     private readonly ConcurrentQueue<string> _waiting = new();
 
     // Each waiting session once, however often it is appended to while it waits.
     private readonly ConcurrentDictionary<string, byte> _waitingPaths = new(StringComparer.Ordinal);
-    private readonly System.Threading.Channels.Channel<string> _discovered = System.Threading.Channels.Channel.CreateUnbounded<string>();
+    // A path, and whether it changed (rather than being listed at start): only sessions with something new take a place
+    // from a quiet one or wait for one.
+    private readonly System.Threading.Channels.Channel<(string Path, bool Changed)> _discovered = System.Threading.Channels.Channel.CreateUnbounded<(string, bool)>();
     private readonly ILogger _logger = loggerFactory.CreateLogger<EmbeddedAgentHost>();
     private int _capWarned;
 
@@ -110,34 +120,48 @@ internal sealed partial class EmbeddedAgentHost(
         var discovered = _discovered;
         store.Fanout.AddObserver(change =>
         {
-            if (!change.Deleted && change.Path.StartsWith("sessions/", StringComparison.Ordinal) && !_sessions.ContainsKey(change.Path))
+            if (change.Deleted || !change.Path.StartsWith("sessions/", StringComparison.Ordinal))
             {
-                discovered.Writer.TryWrite(change.Path);
+                return;
+            }
+
+            if (_sessions.TryGetValue(change.Path, out var followed))
+            {
+                Volatile.Write(ref followed.LastActivity, Environment.TickCount64);
+            }
+            else if (!OnlyPresence(change))
+            {
+                // Presence alone (the agent itself marked left after it stopped following) is nothing to answer.
+                discovered.Writer.TryWrite((change.Path, true));
             }
         });
         await foreach (var path in store.ListPathsAsync(stoppingToken))
         {
-            discovered.Writer.TryWrite(path);
+            discovered.Writer.TryWrite((path, false));
         }
 
-        await foreach (var path in discovered.Reader.ReadAllAsync(stoppingToken))
+        await foreach (var (path, changed) in discovered.Reader.ReadAllAsync(stoppingToken))
         {
             if (!path.StartsWith("sessions/", StringComparison.Ordinal) || path.IndexOf('/', "sessions/".Length) >= 0 || _sessions.ContainsKey(path))
             {
                 continue;
             }
 
-            if (_sessions.Count >= maxLive)
+            // Following every session live would cost four descriptors each: past the cap, a session that changed takes
+            // the place of the quietest followed one; one listed at start waits for its next change.
+            if (_sessions.Count >= maxLive && !(changed && TryYieldQuietest(agent, settings.YieldAfterIdle)))
             {
-                // Following every session live would cost four descriptors each; the rest wait for a followed one to end.
                 if (Interlocked.Exchange(ref _capWarned, 1) == 0)
                 {
                     Log.LiveSessionCapReached(_logger, maxLive);
                 }
 
-                if (_waitingPaths.TryAdd(path, 0))
+                if (changed && _waitingPaths.TryAdd(path, 0))
                 {
+                    // It takes the first place that frees, or, once a followed session has had time to fall quiet, the
+                    // place of the quietest.
                     _waiting.Enqueue(path);
+                    _ = RetryAsync(path, settings.YieldAfterIdle, stoppingToken);
                 }
 
                 continue;
@@ -146,24 +170,80 @@ internal sealed partial class EmbeddedAgentHost(
             // Registered before it starts, so its own removal when it ends can never come first and leave it listed.
             var sessionId = path["sessions/".Length..];
             var start = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            _sessions[path] = ServeAsync(start.Task, agent, path, sessionId, stoppingToken);
+            var followedSession = new Followed(CancellationTokenSource.CreateLinkedTokenSource(stoppingToken)) { LastActivity = Environment.TickCount64 };
+            followedSession.Task = ServeAsync(start.Task, agent, path, sessionId, followedSession, stoppingToken);
+            _sessions[path] = followedSession;
             start.SetResult();
         }
     }
 
-    private async Task ServeAsync(Task start, SessionAgent agent, string path, string sessionId, CancellationToken stoppingToken)
+    private async Task RetryAsync(string path, TimeSpan delay, CancellationToken stoppingToken)
+    {
+        try
+        {
+            await Task.Delay(delay, stoppingToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+
+        if (_waitingPaths.TryRemove(path, out _))
+        {
+            _discovered.Writer.TryWrite((path, true));
+        }
+    }
+
+    /// <summary>Stops following the session quiet for longest, if one has been quiet for <paramref name="idle"/>.</summary>
+    private bool TryYieldQuietest(SessionAgent agent, TimeSpan idle)
+    {
+        var now = Environment.TickCount64;
+        KeyValuePair<string, Followed>? quietest = null;
+        foreach (var entry in _sessions)
+        {
+            // A session with a run in progress stays, however long its model has been quiet: stopping would cut the run.
+            var last = Volatile.Read(ref entry.Value.LastActivity);
+            if (now - last >= (long)idle.TotalMilliseconds && (quietest is null || last < quietest.Value.Value.LastActivity)
+                && !agent.IsAnswering(entry.Key["sessions/".Length..]))
+            {
+                quietest = entry;
+            }
+        }
+
+        if (quietest is not { } yielding || !_sessions.TryRemove(yielding))
+        {
+            return false;
+        }
+
+        try
+        {
+            yielding.Value.Stop.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // It ended on its own meanwhile: its place is free all the same.
+        }
+
+        return true;
+    }
+
+    private static bool OnlyPresence(DurableSessions.Live.LiveAppend change)
+        => DurableSessions.Sessions.SessionState.ParseEvents(change.Chunk.Data.Span) is { Count: > 0 } events
+            && events.All(e => DurableSessions.Sessions.SessionJson.Text(e, "type") == DurableSessions.Sessions.SessionEventTypes.Presence);
+
+    private async Task ServeAsync(Task start, SessionAgent agent, string path, string sessionId, Followed followed, CancellationToken stoppingToken)
     {
         await start.ConfigureAwait(ConfigureAwaitOptions.ForceYielding);
         try
         {
-            await agent.RunAsync(sessionId, stoppingToken);
+            await agent.RunAsync(sessionId, followed.Stop.Token);
         }
         catch (DurableSessionsException ex)
         {
             // The session was deleted (or is not a session): forget it so a re-created one is served again.
             Log.SessionEnded(_logger, sessionId, ex.Code);
         }
-        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        catch (OperationCanceledException) when (followed.Stop.IsCancellationRequested)
         {
         }
         catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
@@ -172,13 +252,25 @@ internal sealed partial class EmbeddedAgentHost(
         }
         finally
         {
-            _sessions.TryRemove(path, out _);
+            // Only this follow: the path may already be followed anew after it yielded its place.
+            _sessions.TryRemove(new KeyValuePair<string, Followed>(path, followed));
+            followed.Stop.Dispose();
             if (_waiting.TryDequeue(out var next))
             {
                 _waitingPaths.TryRemove(next, out _);
-                _discovered.Writer.TryWrite(next);
+                _discovered.Writer.TryWrite((next, true));
             }
         }
+    }
+
+    /// <summary>A session the agent follows: its serving task, how to stop it, and when it last changed.</summary>
+    private sealed class Followed(CancellationTokenSource stop)
+    {
+        public CancellationTokenSource Stop { get; } = stop;
+
+        public Task Task { get; set; } = Task.CompletedTask;
+
+        public long LastActivity;
     }
 
     private static IChatClient CreateChatClient(EmbeddedAgentOptions settings)

@@ -24,6 +24,7 @@ builder.Services.AddDurableSessions(builder.Configuration);
 builder.Services.AddOptions<EmbeddedAgentOptions>()
     .Bind(builder.Configuration.GetSection("Agent"))
     .Validate(o => o.MaxLiveSessions >= 1, "Agent:MaxLiveSessions must be at least 1.")
+    .Validate(o => o.YieldAfterIdle > TimeSpan.Zero, "Agent:YieldAfterIdle must be positive.")
     .ValidateOnStart();
 builder.Services.AddHostedService<EmbeddedAgentHost>();
 
