@@ -286,8 +286,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
 
     private static bool AccessControlOn(HttpContext context) => !Auth.AccessControl.Current(context).IsAnonymous;
 
-    private static string? Str(JsonObject body, string name)
-        => body[name] is JsonValue value && value.TryGetValue<string>(out var s) ? s : null;
+    private static string? Str(JsonObject body, string name) => DurableSessions.Sessions.SessionJson.Text(body, name);
 
 
 }

@@ -472,8 +472,7 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
     private Task<JsonObject?> ReadJsonObjectAsync(HttpContext context)
         => RequestBody.ReadJsonObjectAsync(context, Math.Min(MaxBodyBytes, options.Value.MaxJsonBodyBytes), code: "INVALID_SUBSCRIPTION");
 
-    private static string? Str(JsonObject body, string name)
-        => body[name] is JsonValue value && value.TryGetValue<string>(out var s) ? s : null;
+    private static string? Str(JsonObject body, string name) => DurableSessions.Sessions.SessionJson.Text(body, name);
 
     private static long? Generation(JsonObject body)
         => body["generation"] is JsonValue value && value.TryGetValue<long>(out var g) ? g : null;
