@@ -18,6 +18,16 @@ internal sealed class ActiveRun : IDisposable
 
     public string RunId { get; }
 
+    /// <summary>
+    /// The run this one answers again (a run of this agent cut by a crash or a lost lease, on the same message), or null.
+    /// The new run writes into the cut run's message, which it starts again from empty, so the session never shows two
+    /// answers to one message.
+    /// </summary>
+    public System.Text.Json.Nodes.JsonObject? Supersedes { get; init; }
+
+    /// <summary>The prefix of this run's delta keys: unique per run, also when it writes into a cut run's message.</summary>
+    public string DeltaKeyPrefix => Supersedes is null ? MessageId : MessageId + ":" + RunId;
+
     public string MessageId { get; }
 
     public string TriggerId { get; }

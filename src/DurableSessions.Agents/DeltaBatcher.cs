@@ -119,9 +119,12 @@ internal sealed class DeltaBatcher : IDisposable
             {
                 if (text.Length > 0)
                 {
-                    events.Add(SessionAgent.Change(SessionEventTypes.Delta, $"{_run.MessageId}:{_sequence++}", "insert", new JsonObject
+                    events.Add(SessionAgent.Change(SessionEventTypes.Delta, $"{_run.DeltaKeyPrefix}:{_sequence++}", "insert", new JsonObject
                     {
                         ["messageId"] = _run.MessageId,
+
+                        // Names its run, so a cut run's late writes are fenced even in a message a new run took over.
+                        ["runId"] = _run.RunId,
                         ["part"] = part,
                         ["partType"] = type,
                         ["text"] = text.ToString(),

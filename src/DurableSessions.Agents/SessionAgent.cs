@@ -48,6 +48,9 @@ public sealed partial class SessionAgent
     private readonly SessionAgentOptions _options;
     private readonly ILogger _logger;
 
+    // How long a run's last events may take to show in the session after its writer returned.
+    private static readonly TimeSpan RunEndGrace = TimeSpan.FromSeconds(5);
+
     // Sessions with a run in progress, for hosts that decide which sessions to keep serving.
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, ActiveRun> _answering = new(StringComparer.Ordinal);
 
@@ -68,26 +71,67 @@ public sealed partial class SessionAgent
     /// </summary>
     public bool IsAnswering(string sessionId) => _answering.TryGetValue(sessionId, out var run) && !run.Completion.IsCompleted;
 
-    /// <summary>Serves one session until <paramref name="cancellationToken"/> fires.</summary>
-    public async Task RunAsync(string sessionId, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Serves one session until <paramref name="cancellationToken"/> fires, holding a live connection to it all along.
+    /// A process that serves many sessions uses <see cref="SessionAgentHost"/> instead, which holds nothing per idle session.
+    /// </summary>
+    public Task RunAsync(string sessionId, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(sessionId);
+        return ServeAsync(sessionId, untilAnswered: false, cancellationToken);
+    }
+
+    /// <summary>
+    /// Serves one turn of a session: answers every user message waiting there (taking over runs of this agent that a
+    /// crash cut), then returns. The agent is present in the session only meanwhile. <see cref="SessionAgentHost"/>
+    /// calls it for each turn it claims; <paramref name="cancellationToken"/> fires when its lease is lost.
+    /// </summary>
+    public Task ServeTurnAsync(string sessionId, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(sessionId);
+        return ServeAsync(sessionId, untilAnswered: true, cancellationToken);
+    }
+
+    private async Task ServeAsync(string sessionId, bool untilAnswered, CancellationToken cancellationToken)
+    {
         var session = _client.Session(sessionId);
         ActiveRun? active = null;
         var recovered = false;
+        List<JsonObject> cut = [];
         var seenControls = new HashSet<string>(StringComparer.Ordinal);
-        var presence = _options.AnnouncePresence ? Task.Run(() => AnnouncePresenceAsync(session, cancellationToken), CancellationToken.None) : Task.CompletedTask;
+        using var serving = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var presence = _options.AnnouncePresence ? Task.Run(() => AnnouncePresenceAsync(session, serving.Token), CancellationToken.None) : Task.CompletedTask;
         try
         {
-            await foreach (var update in session.JoinAsync(cancellationToken).ConfigureAwait(false))
+            var updates = session.JoinAsync(serving.Token).GetAsyncEnumerator(serving.Token);
+            await using var updatesScope = updates.ConfigureAwait(false);
+            while (true)
             {
+                var next = updates.MoveNextAsync().AsTask();
+                if (active is not null && untilAnswered && await Task.WhenAny(next, active.Completion).ConfigureAwait(false) != next
+                    && await Task.WhenAny(next, Task.Delay(RunEndGrace, serving.Token)).ConfigureAwait(false) != next)
+                {
+                    // The run ended but its last events never showed (its final write failed): this turn cannot tell
+                    // what is answered, so it ends, and the host gives it back to be served again.
+                    await serving.CancelAsync().ConfigureAwait(false);
+                    await Task.WhenAny(next).ConfigureAwait(false);
+                    throw new InvalidOperationException($"Run {active.RunId} in session {sessionId} ended without its final events.");
+                }
+
+                if (!await next.ConfigureAwait(false))
+                {
+                    break;
+                }
+
+                var update = updates.Current;
                 var state = update.State;
                 if (active is not null)
                 {
-                    if (FollowControl(state, update.Events, active, seenControls))
+                    if (FollowControl(state, update.Events, active, seenControls)
+                        || SessionJson.Text(state.Get(SessionEventTypes.Run, active.RunId), "status") is not (null or "started"))
                     {
-                        // Stopped from outside (cancel, pause, handoff): let the run wind down now, because the update
-                        // that makes the next message answerable (a hand-back, say) may already be the last one.
+                        // Stopped from outside (cancel, pause, handoff), or its last events are in: let the run wind
+                        // down now, because this update (a hand-back, a finished reply) may be the last one for a while.
                         await active.Completion.WaitAsync(cancellationToken).ConfigureAwait(false);
                     }
 
@@ -106,16 +150,40 @@ public sealed partial class SessionAgent
 
                 if (!recovered)
                 {
+                    // Runs of this agent still "started" when it (re)joins were cut: by a crash, or by a lease that ran
+                    // out. Whoever serves the session now answers their messages again.
                     recovered = true;
-                    await MarkInterruptedAsync(session, state, cancellationToken).ConfigureAwait(false);
+                    cut = CutRuns(state);
                 }
 
-                if (active is null && NextPendingMessage(state) is { } message)
+                if (active is null && NextPendingMessage(state, cut) is { } message)
                 {
-                    active = new ActiveRun(NewId("r"), NewId("m"), SessionJson.Text(message, "id")!, cancellationToken);
-                    var history = BuildHistory(state);
+                    var trigger = SessionJson.Text(message, "id")!;
+                    var superseded = cut.FirstOrDefault(r => SessionJson.Text(r, "trigger") == trigger && SessionJson.Text(r, "messageId") is not null);
+                    cut.Remove(superseded!);
+                    if (cut.Count > 0)
+                    {
+                        await MarkInterruptedAsync(session, state, cut, serving.Token).ConfigureAwait(false);
+                        cut = [];
+                    }
+
+                    active = new ActiveRun(NewId("r"), SessionJson.Text(superseded, "messageId") ?? NewId("m"), trigger, serving.Token) { Supersedes = superseded };
+                    var history = BuildHistory(state, superseded);
                     active.Completion = Task.Run(() => ExecuteRunAsync(session, active, history), CancellationToken.None);
                     _answering[sessionId] = active;
+                }
+                else if (active is null)
+                {
+                    if (cut.Count > 0)
+                    {
+                        await MarkInterruptedAsync(session, state, cut, serving.Token).ConfigureAwait(false);
+                        cut = [];
+                    }
+
+                    if (untilAnswered)
+                    {
+                        break;
+                    }
                 }
             }
         }
@@ -134,7 +202,19 @@ public sealed partial class SessionAgent
             active.Dispose();
         }
 
+        await serving.CancelAsync().ConfigureAwait(false);
         await presence.ConfigureAwait(false);
+        if (_options.AnnouncePresence && untilAnswered && !cancellationToken.IsCancellationRequested)
+        {
+            try
+            {
+                await session.LeaveAsync(_options.AgentId, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is HttpRequestException or DurableSessionsException)
+            {
+                Log.PresenceFailed(_logger, session.Id, ex);
+            }
+        }
     }
 
     /// <summary>Heartbeats as an <c>agent</c> participant, three times per presence timeout, until the agent stops.</summary>
@@ -211,7 +291,13 @@ public sealed partial class SessionAgent
         }
     }
 
-    private JsonObject? NextPendingMessage(SessionState state)
+    /// <summary>This agent's runs still <c>started</c>: when it (re)joins a session, none of them is running any more.</summary>
+    private List<JsonObject> CutRuns(SessionState state)
+        => state.All(SessionEventTypes.Run)
+            .Where(r => SessionJson.Text(r, "agent") == _options.AgentId && SessionJson.Text(r, "status") == "started" && SessionJson.Text(r, "id") is not null)
+            .ToList();
+
+    private JsonObject? NextPendingMessage(SessionState state, List<JsonObject> cut)
     {
         // While a human holds the session, agents stay quiet.
         if (SessionJson.Text(state.Get(SessionEventTypes.Handoff, "lease"), "kind") == "human")
@@ -222,9 +308,9 @@ public sealed partial class SessionAgent
         var answered = new HashSet<string>(StringComparer.Ordinal);
         foreach (var run in state.All(SessionEventTypes.Run))
         {
-            // A run paused by a handoff does not count: after hand-back the message is answered again.
+            // A run paused by a handoff, or cut by a crash, does not count: its message is answered again.
             if (SessionJson.Text(run, "agent") == _options.AgentId && SessionJson.Text(run, "trigger") is { } trigger
-                && SessionJson.Text(run, "status") != "paused")
+                && SessionJson.Text(run, "status") is not ("paused" or "interrupted") && !cut.Contains(run))
             {
                 answered.Add(trigger);
             }
@@ -235,8 +321,10 @@ public sealed partial class SessionAgent
             && SessionJson.Text(m, "id") is { } id && !answered.Contains(id));
     }
 
-    private List<ChatMessage> BuildHistory(SessionState state)
+    private List<ChatMessage> BuildHistory(SessionState state, JsonObject? superseded)
     {
+        // The cut reply is answered again from the start, so its partial text is not part of the conversation.
+        var partial = SessionJson.Text(superseded, "messageId");
         var history = new List<ChatMessage>();
         if (_options.Instructions is { } instructions)
         {
@@ -245,6 +333,11 @@ public sealed partial class SessionAgent
 
         foreach (var message in state.All(SessionEventTypes.Message))
         {
+            if (partial is not null && SessionJson.Text(message, "id") == partial)
+            {
+                continue;
+            }
+
             var role = SessionJson.Text(message, "role") switch
             {
                 "user" => ChatRole.User,
@@ -270,11 +363,26 @@ public sealed partial class SessionAgent
         var tools = new List<JsonObject>();
         try
         {
-            await producer.AppendAsync(
-            [
-                Change(SessionEventTypes.Run, run.RunId, "insert", RunValue(run, "started")),
-                Change(SessionEventTypes.Message, run.MessageId, "insert", MessageValue(run, "streaming", text, reasoning)),
-            ], run.Token).ConfigureAwait(false);
+            var start = new List<JsonObject>(3);
+            if (run.Supersedes is { } cut)
+            {
+                // Taken over in one append: the cut run ends as interrupted, naming this run, and its message starts
+                // again from empty under this run, which the fence then holds it to.
+                var interrupted = (JsonObject)cut.DeepClone();
+                interrupted["status"] = "interrupted";
+                interrupted["endedAt"] = Now();
+                interrupted["supersededBy"] = run.RunId;
+                start.Add(Change(SessionEventTypes.Run, SessionJson.Text(cut, "id")!, "update", interrupted));
+            }
+
+            start.Add(Change(SessionEventTypes.Run, run.RunId, "insert", RunValue(run, "started")));
+            start.Add(Change(SessionEventTypes.Message, run.MessageId, run.Supersedes is null ? "insert" : "update", MessageValue(run, "streaming", text, reasoning)));
+            await producer.AppendAsync(new JsonArray([.. start]), run.Token).ConfigureAwait(false);
+            if (run.Supersedes is not null)
+            {
+                Log.RunTakenOver(_logger, session.Id, SessionJson.Text(run.Supersedes, "id")!, run.RunId);
+            }
+
             Log.RunStarted(_logger, session.Id, run.RunId, _options.AgentId);
 
             var finishReason = "stop";
@@ -369,19 +477,11 @@ public sealed partial class SessionAgent
         }
     }
 
-    /// <summary>Marks this agent's runs that are still <c>started</c> (left by a crashed instance) as interrupted.</summary>
-    private async Task MarkInterruptedAsync(SessionClient session, SessionState state, CancellationToken cancellationToken)
+    /// <summary>Marks cut runs that nothing answers again (their message was answered since) as interrupted.</summary>
+    private async Task MarkInterruptedAsync(SessionClient session, SessionState state, List<JsonObject> cut, CancellationToken cancellationToken)
     {
-        var stale = state.All(SessionEventTypes.Run)
-            .Where(r => SessionJson.Text(r, "agent") == _options.AgentId && SessionJson.Text(r, "status") == "started" && SessionJson.Text(r, "id") is not null)
-            .ToList();
-        if (stale.Count == 0)
-        {
-            return;
-        }
-
         var events = new JsonArray();
-        foreach (var run in stale)
+        foreach (var run in cut)
         {
             var interrupted = (JsonObject)run.DeepClone();
             interrupted["status"] = "interrupted";
@@ -397,7 +497,7 @@ public sealed partial class SessionAgent
 
         using var producer = new StreamProducer(_client, session.StreamPath, $"{_options.AgentId}/recovery/{NewId("p")}");
         await producer.AppendAsync(events, cancellationToken).ConfigureAwait(false);
-        Log.RunsInterrupted(_logger, session.Id, stale.Count);
+        Log.RunsInterrupted(_logger, session.Id, cut.Count);
     }
 
     private JsonObject RunValue(ActiveRun run, string status, string? finishReason = null, string? error = null)
@@ -489,6 +589,9 @@ public sealed partial class SessionAgent
 
         [LoggerMessage(404, LogLevel.Information, "Session {SessionId}: marked {Count} unfinished runs as interrupted")]
         public static partial void RunsInterrupted(ILogger logger, string sessionId, int count);
+
+        [LoggerMessage(406, LogLevel.Information, "Session {SessionId}: run {CutRunId} was cut; run {RunId} answers its message again")]
+        public static partial void RunTakenOver(ILogger logger, string sessionId, string cutRunId, string runId);
 
         [LoggerMessage(405, LogLevel.Debug, "Session {SessionId}: presence heartbeat failed; retrying")]
         public static partial void PresenceFailed(ILogger logger, string sessionId, Exception exception);

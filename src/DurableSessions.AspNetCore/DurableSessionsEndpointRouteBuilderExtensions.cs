@@ -11,9 +11,14 @@ namespace DurableSessions.AspNetCore;
 /// <summary>Maps the Durable Streams endpoints.</summary>
 public static class DurableSessionsEndpointRouteBuilderExtensions
 {
-    /// <summary>Maps the sessions API at <c>/v1/sessions/{id}</c> (snapshot, messages, cancel, steer).</summary>
+    /// <summary>
+    /// Maps the sessions API at <c>/v1/sessions/{id}</c> (snapshot, messages, cancel, steer) and the agents API at
+    /// <c>/v1/agents/{agent}</c> (register, claim, ack and release turns).
+    /// </summary>
     public static IEndpointConventionBuilder MapDurableSessions(this IEndpointRouteBuilder endpoints)
     {
+        var agents = endpoints.ServiceProvider.GetRequiredService<Agents.AgentTurnEndpoints>();
+        MapUnder(endpoints, Agents.AgentTurnEndpoints.Root, agents.HandleAsync);
         var sessions = endpoints.ServiceProvider.GetRequiredService<Sessions.SessionEndpoints>();
         return MapUnder(endpoints, Sessions.SessionEndpoints.Root, sessions.HandleAsync);
     }

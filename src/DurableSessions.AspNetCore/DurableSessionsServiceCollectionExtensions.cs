@@ -29,6 +29,7 @@ public static class DurableSessionsServiceCollectionExtensions
         var subscriptions = services.AddOptions<SubscriptionOptions>();
         var sessionOptions = services.AddOptions<Sessions.SessionServiceOptions>();
         var access = services.AddOptions<Auth.AccessOptions>();
+        var agents = services.AddOptions<Agents.AgentTurnOptions>();
         if (configuration is not null)
         {
             streams.Bind(configuration.GetSection("DurableStreams"));
@@ -37,9 +38,11 @@ public static class DurableSessionsServiceCollectionExtensions
             subscriptions.Bind(configuration.GetSection("Subscriptions"));
             sessionOptions.Bind(configuration.GetSection("Sessions"));
             access.Bind(configuration.GetSection("Auth"));
+            agents.Bind(configuration.GetSection("Agents"));
         }
 
         streams.Validate(o => !o.Validate().Any(), "Invalid DurableStreams settings.").ValidateOnStart();
+        agents.Validate(o => !o.Validate().Any(), "Invalid Agents settings: DefaultLeaseTtl must be from 1 s to 10 min, MaxClaimWait from 0 to 5 min, MaxAgents from 1 to 10000.").ValidateOnStart();
         subscriptions.Validate(o => !o.Validate().Any(), "Invalid Subscriptions settings.").ValidateOnStart();
         sessionOptions.Validate(o => !o.Validate().Any(), "Invalid Sessions settings: MemoryIdleTimeout must be from 1 ms to 1 day, MaxInMemory from 1 to 1000000, MaxConcurrentNotifications from 1 to 10000.").ValidateOnStart();
         services.TryAddSingleton(TimeProvider.System);
@@ -69,6 +72,9 @@ public static class DurableSessionsServiceCollectionExtensions
         services.TryAddSingleton<Auth.AccessControl>();
         services.TryAddSingleton(sp => sp.GetRequiredService<Auth.AccessControl>().Tokens);
         services.TryAddSingleton<StreamRequestHandler>();
+        services.TryAddSingleton<Agents.AgentTurnService>();
+        services.AddHostedService(sp => sp.GetRequiredService<Agents.AgentTurnService>());
+        services.TryAddSingleton<Agents.AgentTurnEndpoints>();
         services.TryAddSingleton<Sessions.SessionService>();
         services.TryAddSingleton<Sessions.SessionEndpoints>();
         services.TryAddSingleton<AiSdk.AiSdkChatEndpoints>();

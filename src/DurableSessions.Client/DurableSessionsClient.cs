@@ -31,6 +31,13 @@ public sealed class DurableSessionsClient : IDisposable
     /// <summary>The client's settings.</summary>
     public DurableSessionsClientOptions Options { get; }
 
+    /// <summary>The turns of agent <paramref name="agentId"/>: claim, heartbeat and complete them (see <see cref="AgentTurnClient"/>).</summary>
+    public AgentTurnClient Agent(string agentId)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(agentId);
+        return new AgentTurnClient(this, agentId);
+    }
+
     /// <summary>Returns a handle on a session (no request is made until it is used).</summary>
     public SessionClient Session(string sessionId)
     {

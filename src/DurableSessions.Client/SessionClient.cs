@@ -155,9 +155,13 @@ public sealed class SessionClient
     }
 
     /// <summary>Marks this client left at once.</summary>
-    public async Task LeaveAsync(CancellationToken cancellationToken = default)
+    public Task LeaveAsync(CancellationToken cancellationToken = default) => LeaveAsync(_client.Options.ParticipantId, cancellationToken);
+
+    /// <summary>Marks <paramref name="participantId"/> (this client's, or an agent's it heartbeats for) left at once.</summary>
+    public async Task LeaveAsync(string participantId, CancellationToken cancellationToken = default)
     {
-        using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Delete, $"/v1/sessions/{Id}/presence/{Uri.EscapeDataString(_client.Options.ParticipantId)}"), cancellationToken).ConfigureAwait(false);
+        ArgumentException.ThrowIfNullOrEmpty(participantId);
+        using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Delete, $"/v1/sessions/{Id}/presence/{Uri.EscapeDataString(participantId)}"), cancellationToken).ConfigureAwait(false);
     }
 
     private async Task<ControlAcknowledgement> ControlAsync(string runId, string action, string body, CancellationToken cancellationToken)

@@ -23,8 +23,7 @@ builder.WebHost.ConfigureKestrel(kestrel =>
 builder.Services.AddDurableSessions(builder.Configuration);
 builder.Services.AddOptions<EmbeddedAgentOptions>()
     .Bind(builder.Configuration.GetSection("Agent"))
-    .Validate(o => o.MaxLiveSessions >= 1, "Agent:MaxLiveSessions must be at least 1.")
-    .Validate(o => o.YieldAfterIdle > TimeSpan.Zero, "Agent:YieldAfterIdle must be positive.")
+    .Validate(o => o.MaxConcurrentRuns >= 1, "Agent:MaxConcurrentRuns must be at least 1.")
     .ValidateOnStart();
 builder.Services.AddHostedService<EmbeddedAgentHost>();
 

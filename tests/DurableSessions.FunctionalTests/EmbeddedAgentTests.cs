@@ -4,25 +4,43 @@ using System.Text.Json.Nodes;
 
 namespace DurableSessions.FunctionalTests;
 
-/// <summary>The agent the server hosts, past the number of sessions it follows live.</summary>
+/// <summary>The agent the server hosts: woken by turns, with bounded concurrency.</summary>
 public sealed class EmbeddedAgentTests
 {
     [Fact]
-    public async Task A_session_past_the_live_cap_is_answered_by_taking_the_place_of_the_quietest()
+    public async Task More_sessions_than_concurrent_runs_are_all_answered_once_and_the_agent_leaves_each()
     {
         await using var server = await ServerProcess.StartAsync(null,
-            "--Agent:Enabled=true", "--Agent:MaxLiveSessions=2", "--Agent:YieldAfterIdle=00:00:00.300", "--Agent:TokensPerSecond=500");
+            "--Agent:Enabled=true", "--Agent:MaxConcurrentRuns=2", "--Agent:TokensPerSecond=500");
         using var client = new HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
-        foreach (var id in new[] { "s1", "s2", "s3" })
+        var ids = Enumerable.Range(1, 5).Select(i => $"s{i}").ToArray();
+        foreach (var id in ids)
         {
             Assert.Equal(HttpStatusCode.Created, (await client.PutAsync($"/v1/sessions/{id}", Json("{}"))).StatusCode);
+            Assert.Equal(HttpStatusCode.Created, (await client.PostAsync($"/v1/sessions/{id}/messages", Json("{\"text\":\"hello\"}"))).StatusCode);
         }
 
-        // Two sessions fill the cap; the third is answered once one of them has been quiet, and so is the first again.
-        foreach (var (id, answers) in new[] { ("s1", 1), ("s2", 1), ("s3", 1), ("s1", 2) })
+        foreach (var id in ids)
         {
-            Assert.Equal(HttpStatusCode.Created, (await client.PostAsync($"/v1/sessions/{id}/messages", Json("{\"text\":\"hello\"}"))).StatusCode);
-            await WaitForFinishedRunsAsync(client, id, answers);
+            await WaitForFinishedRunsAsync(client, id, 1);
+        }
+
+        // Exactly one answer each, and the agent is present only while it answers: it has left every session.
+        foreach (var id in ids)
+        {
+            var snapshot = JsonNode.Parse(await client.GetStringAsync($"/v1/sessions/{id}"))!.AsArray();
+            Assert.Single(snapshot, e => e?["type"]?.GetValue<string>() == "message" && e["value"]?["role"]?.GetValue<string>() == "assistant");
+            await WaitForAsync(client, id, s => s.Any(e => e?["type"]?.GetValue<string>() == "presence" && e["value"]?["status"]?.GetValue<string>() == "left"), "the agent marked left");
+        }
+    }
+
+    private static async Task WaitForAsync(HttpClient client, string id, Func<JsonArray, bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (!condition(JsonNode.Parse(await client.GetStringAsync($"/v1/sessions/{id}"))!.AsArray()))
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"Session {id}: timed out waiting for {what}.");
+            await Task.Delay(50);
         }
     }
 

@@ -34,9 +34,12 @@ internal sealed partial class SessionService : IDisposable
     private readonly ITimer _evictionTimer;
     private int _trimming;
 
-    public SessionService(StreamStore store, IOptions<SessionServiceOptions> options, ILogger<SessionService> logger)
+    private readonly Agents.AgentTurnService _turns;
+
+    public SessionService(StreamStore store, Agents.AgentTurnService turns, IOptions<SessionServiceOptions> options, ILogger<SessionService> logger)
     {
         _store = store;
+        _turns = turns;
         _logger = logger;
         _options = options.Value;
         _time = store.TimeProvider;
@@ -158,6 +161,11 @@ internal sealed partial class SessionService : IDisposable
                 if (result.Status == AppendStatus.Appended && session.State.Position == result.TailPosition - request.Data.Units)
                 {
                     session.State.ApplyMessages(messages, result.TailPosition);
+                }
+
+                if (result.Status == AppendStatus.Appended && NeedsAnswer(messages))
+                {
+                    await _turns.MarkAsync(request.Path, cancellationToken).ConfigureAwait(false);
                 }
 
                 return (result, null);
@@ -452,9 +460,17 @@ internal sealed partial class SessionService : IDisposable
             {
                 SessionEventTypes.Run => SessionJson.Text(message, "key"),
                 SessionEventTypes.Message => SessionJson.Text(value, "runId"),
-                SessionEventTypes.Delta => SessionJson.Text(state.Get(SessionEventTypes.Message, SessionJson.Text(value, "messageId") ?? string.Empty), "runId"),
+                SessionEventTypes.Delta => SessionJson.Text(value, "runId") ?? SessionJson.Text(state.Get(SessionEventTypes.Message, SessionJson.Text(value, "messageId") ?? string.Empty), "runId"),
                 _ => null,
             };
+
+            // A delta of a run whose message another run has taken over (after a crash) adds nothing to it.
+            if (SessionJson.Text(message, "type") == SessionEventTypes.Delta && runId is not null
+                && SessionJson.Text(state.Get(SessionEventTypes.Message, SessionJson.Text(value, "messageId") ?? string.Empty), "runId") is { } owner && owner != runId)
+            {
+                return (messages, new SessionEventRejection(409, "RUN_CANCELLED", $"Run {runId} no longer writes this message; run {owner} answers it now."));
+            }
+
             if (runId is not null && SessionJson.Text(state.Get(SessionEventTypes.Run, runId), "status") is "cancelled" or "interrupted" or "paused")
             {
                 return (messages, new SessionEventRejection(409, "RUN_CANCELLED", $"Run {runId} was cancelled; nothing more is accepted for it."));
@@ -520,7 +536,32 @@ internal sealed partial class SessionService : IDisposable
             session.State.ApplyMessages(events, result.TailPosition);
         }
 
+        if (NeedsAnswer(events))
+        {
+            await _turns.MarkAsync(session.Path, cancellationToken).ConfigureAwait(false);
+        }
+
         return result;
+    }
+
+    /// <summary>
+    /// Whether committed events give agents something to answer: a user message not routed to a human, or the session
+    /// handed back to the agents. Such a session becomes a turn of every registered agent (<see cref="Agents.AgentTurnService"/>).
+    /// </summary>
+    private static bool NeedsAnswer(IEnumerable<JsonNode?> events)
+    {
+        foreach (var node in events)
+        {
+            var value = node?["value"];
+            var type = SessionJson.Text(node, "type");
+            if ((type == SessionEventTypes.Message && SessionJson.Text(node?["headers"], "operation") == "insert" && SessionJson.Text(value, "role") == "user" && value?["routedTo"] is null)
+                || (type == SessionEventTypes.Handoff && SessionJson.Text(value, "kind") == "agent"))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>

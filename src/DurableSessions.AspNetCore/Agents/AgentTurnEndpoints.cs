@@ -1,0 +1,261 @@
+using System.Text.Json.Nodes;
+using DurableSessions.AspNetCore.Sessions;
+using DurableSessions.Sessions;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Options;
+
+namespace DurableSessions.AspNetCore.Agents;
+
+/// <summary>
+/// The agents API under <c>/v1/agents/{agent}</c>: register an agent, then claim, heartbeat, ack and release its turns
+/// (see docs/sessions.md, "Agents woken by work"). The bodies follow protocol §7.2's claim, ack and release.
+/// </summary>
+internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessControl access, IOptions<DurableStreamsOptions> streamOptions)
+{
+    public const string Root = "/v1/agents";
+
+    public async Task HandleAsync(HttpContext context, string rest)
+    {
+        var segments = rest.Split('/');
+        var agent = segments.Length > 0 ? Uri.UnescapeDataString(segments[0]) : string.Empty;
+        if (!AgentTurnService.IsValidAgentId(agent) || segments.Length > 2)
+        {
+            await Problem.Write(context, segments.Length > 2 ? 404 : 400, segments.Length > 2 ? "NOT_FOUND" : "INVALID_AGENT_ID",
+                segments.Length > 2 ? "Unknown agents API route." : "Agent ids are 1-128 characters of letters, digits, '-', '_', '.' or ':'.").ConfigureAwait(false);
+            return;
+        }
+
+        // Serving an agent's turns is writing as it: the token needs write on agents/{agent}, and each session it is given
+        // must also be one it may read and write.
+        if (!await access.AuthorizeAsync(context, "agents/" + agent, Auth.Capability.Write).ConfigureAwait(false))
+        {
+            return;
+        }
+
+        var method = context.Request.Method;
+        switch (segments.Length == 1 ? string.Empty : segments[1], method)
+        {
+            case ("", "PUT"):
+                await RegisterAsync(context, agent).ConfigureAwait(false);
+                return;
+            case ("", "GET"):
+                await DescribeAsync(context, agent).ConfigureAwait(false);
+                return;
+            case ("claim", "POST"):
+                await ClaimAsync(context, agent).ConfigureAwait(false);
+                return;
+            case ("ack" or "release", "POST"):
+                await AckAsync(context, agent, release: segments[1] == "release").ConfigureAwait(false);
+                return;
+            default:
+                await Problem.Write(context, 404, "NOT_FOUND", "Unknown agents API route.").ConfigureAwait(false);
+                return;
+        }
+    }
+
+    private async Task RegisterAsync(HttpContext context, string agent)
+    {
+        if (await ReadAsync(context, allowEmpty: true).ConfigureAwait(false) is not { } body)
+        {
+            return;
+        }
+
+        long? lease = null;
+        if (body["lease_ttl_ms"] is { } leaseNode)
+        {
+            if (Whole(leaseNode) is not { } ms || ms < 1_000 || ms > 600_000)
+            {
+                await Problem.Write(context, 400, "INVALID_LEASE", "lease_ttl_ms must be a whole number from 1000 to 600000.").ConfigureAwait(false);
+                return;
+            }
+
+            lease = ms;
+        }
+
+        var description = body["description"] is { } d ? SessionJson.Text(d) : null;
+        if (body["description"] is not null && (description is null || description.Length > 1024))
+        {
+            await Problem.Write(context, 400, "INVALID_DESCRIPTION", "description must be a string of at most 1024 characters.").ConfigureAwait(false);
+            return;
+        }
+
+        var (created, registration) = await turns.RegisterAsync(agent, lease, description, context.RequestAborted).ConfigureAwait(false);
+        if (registration is null)
+        {
+            await Problem.Write(context, 403, "AGENT_LIMIT_REACHED", "This server holds its limit of registered agents (Agents:MaxAgents).").ConfigureAwait(false);
+            return;
+        }
+
+        await JsonResponse.Write(context, created ? 201 : 200, Describe(registration)).ConfigureAwait(false);
+    }
+
+    private async Task DescribeAsync(HttpContext context, string agent)
+    {
+        if (await turns.GetAgentAsync(agent, context.RequestAborted).ConfigureAwait(false) is not { } registration)
+        {
+            await Problem.Write(context, 404, "AGENT_NOT_FOUND", $"No agent {agent} is registered.").ConfigureAwait(false);
+            return;
+        }
+
+        await JsonResponse.Write(context, 200, Describe(registration)).ConfigureAwait(false);
+    }
+
+    private async Task ClaimAsync(HttpContext context, string agent)
+    {
+        if (await ReadAsync(context, allowEmpty: false).ConfigureAwait(false) is not { } body)
+        {
+            return;
+        }
+
+        var worker = SessionJson.Text(body, "worker");
+        if (worker is null || worker.Length is 0 or > 256)
+        {
+            await Problem.Write(context, 400, "INVALID_WORKER", "worker must be a string of 1-256 characters naming the claimer.").ConfigureAwait(false);
+            return;
+        }
+
+        string? stream = null;
+        if (body["stream"] is { } streamNode)
+        {
+            stream = SessionJson.Text(streamNode);
+            if (stream is null || !SessionService.IsSessionPath(stream) || !Identifiers.IsValid(stream[SessionService.Prefix.Length..]))
+            {
+                await Problem.Write(context, 400, "INVALID_STREAM", "stream must be a session's stream path, sessions/{id}.").ConfigureAwait(false);
+                return;
+            }
+        }
+
+        var wait = TimeSpan.Zero;
+        if (body["wait_ms"] is { } waitNode)
+        {
+            if (Whole(waitNode) is not { } ms || ms < 0 || ms > 300_000)
+            {
+                await Problem.Write(context, 400, "INVALID_WAIT", "wait_ms must be a whole number from 0 to 300000.").ConfigureAwait(false);
+                return;
+            }
+
+            wait = TimeSpan.FromMilliseconds(ms);
+        }
+
+        var caller = Auth.AccessControl.Current(context);
+        if (stream is not null && !(caller.Allows(stream, Auth.Capability.Read) && caller.Allows(stream, Auth.Capability.Write)))
+        {
+            await Problem.Write(context, 403, "FORBIDDEN", $"The token does not grant read and write on {stream}.").ConfigureAwait(false);
+            return;
+        }
+
+        TurnClaim claim;
+        try
+        {
+            claim = await turns.ClaimAsync(agent, worker, stream, wait, s => caller.Allows(s, Auth.Capability.Read) && caller.Allows(s, Auth.Capability.Write), context.RequestAborted).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+            return;
+        }
+
+        switch (claim.Status)
+        {
+            case TurnClaimStatus.Claimed:
+                var turn = claim.Turn!;
+                await JsonResponse.Write(context, 200, new JsonObject
+                {
+                    ["wake_id"] = turn.WakeId,
+                    ["generation"] = turn.Generation,
+                    ["token"] = claim.Token,
+                    ["stream"] = turn.Stream,
+                    ["streams"] = new JsonArray(new JsonObject
+                    {
+                        ["path"] = turn.Stream,
+                        ["link_type"] = "explicit",
+                        ["tail_offset"] = StreamOffset.Format(claim.TailPosition),
+                        ["has_pending"] = true,
+                    }),
+                    ["lease_ttl_ms"] = claim.LeaseTtlMs,
+                }).ConfigureAwait(false);
+                return;
+            case TurnClaimStatus.AlreadyClaimed:
+                await JsonResponse.Write(context, 409, new JsonObject
+                {
+                    ["error"] = new JsonObject
+                    {
+                        ["code"] = "ALREADY_CLAIMED",
+                        ["message"] = $"Another worker holds the turn of {stream}.",
+                        ["current_holder"] = claim.Turn!.Holder,
+                        ["generation"] = claim.Turn.Generation,
+                    },
+                }).ConfigureAwait(false);
+                return;
+            case TurnClaimStatus.UnknownAgent:
+                await Problem.Write(context, 404, "AGENT_NOT_FOUND", $"No agent {agent} is registered; PUT {Root}/{agent} first.").ConfigureAwait(false);
+                return;
+            case TurnClaimStatus.StreamNotFound:
+                await Problem.Write(context, 404, "STREAM_NOT_FOUND", $"The session {stream} does not exist.").ConfigureAwait(false);
+                return;
+            default:
+                context.Response.StatusCode = 204;
+                context.Response.Headers.CacheControl = "no-store";
+                return;
+        }
+    }
+
+    private async Task AckAsync(HttpContext context, string agent, bool release)
+    {
+        if (await ReadAsync(context, allowEmpty: false).ConfigureAwait(false) is not { } body)
+        {
+            return;
+        }
+
+        var stream = SessionJson.Text(body, "stream");
+        var token = SessionJson.Text(body, "token");
+        var wakeId = SessionJson.Text(body, "wake_id");
+        var generation = Whole(body["generation"]);
+        var done = body["done"] is JsonValue doneValue && doneValue.TryGetValue<bool>(out var d) && d;
+        if (stream is null || token is null || wakeId is null || generation is null || (body["done"] is { } doneNode && !(doneNode is JsonValue v && v.TryGetValue<bool>(out _))))
+        {
+            await Problem.Write(context, 400, "INVALID_ACK", "An ack or release needs stream, token, wake_id and generation from the claim (and done, a boolean, if given).").ConfigureAwait(false);
+            return;
+        }
+
+        var outcome = release
+            ? await turns.ReleaseAsync(agent, stream, token, wakeId, generation, context.RequestAborted).ConfigureAwait(false)
+            : await turns.AckAsync(agent, stream, token, wakeId, generation, done, context.RequestAborted).ConfigureAwait(false);
+        switch (outcome.Status)
+        {
+            case TurnAckStatus.Fenced:
+                await Problem.Write(context, 409, "FENCED", "This claim is no longer current: it was acked, released, or its lease ran out and the turn went to another claim.").ConfigureAwait(false);
+                return;
+            case TurnAckStatus.StreamNotFound:
+                await Problem.Write(context, 404, "STREAM_NOT_FOUND", $"The session {stream} no longer exists; its turn has ended.").ConfigureAwait(false);
+                return;
+        }
+
+        if (release)
+        {
+            context.Response.StatusCode = 204;
+            return;
+        }
+
+        var answer = new JsonObject { ["ok"] = true, ["next_wake"] = outcome.NextWake };
+        if (outcome.LeaseExpiresAt is { } expires)
+        {
+            answer["lease_expires_at"] = expires;
+        }
+
+        await JsonResponse.Write(context, 200, answer).ConfigureAwait(false);
+    }
+
+    private static JsonObject Describe(AgentRegistration registration) => new()
+    {
+        ["agent"] = registration.Agent,
+        ["lease_ttl_ms"] = registration.LeaseTtlMs,
+        ["wake_stream"] = registration.WakeStream,
+        ["description"] = registration.Description,
+    };
+
+    private static long? Whole(JsonNode? node)
+        => node is JsonValue value && value.GetValueKind() == System.Text.Json.JsonValueKind.Number && value.TryGetValue<long>(out var n) ? n : null;
+
+    private Task<JsonObject?> ReadAsync(HttpContext context, bool allowEmpty)
+        => RequestBody.ReadJsonObjectAsync(context, streamOptions.Value.MaxJsonBodyBytes, allowEmpty);
+}

@@ -1,0 +1,74 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace DurableSessions.AspNetCore.Agents;
+
+/// <summary>A registered agent: the pool of workers that answer turns under one agent id.</summary>
+internal sealed record AgentRegistration
+{
+    public required string Agent { get; init; }
+
+    public required long LeaseTtlMs { get; init; }
+
+    public required string WakeStream { get; init; }
+
+    public string? Description { get; init; }
+
+    public DateTimeOffset CreatedAt { get; init; }
+}
+
+/// <summary>
+/// A session that waits for one agent's answer: durable while it waits, deleted once a worker acks it with nothing new
+/// since its claim. Mutated only under <see cref="AgentTurnService"/>'s lock.
+/// </summary>
+internal sealed class TurnRecord
+{
+    public required string Agent { get; init; }
+
+    public required string Stream { get; init; }
+
+    /// <summary>Bumped by every change that may need an answer; an ack clears the turn only if none came since the claim.</summary>
+    public long Version { get; set; }
+
+    /// <summary>When the turn first waited, for oldest-first claims (Unix ms).</summary>
+    public long WaitingSince { get; set; }
+
+    /// <summary>The fencing counter of the turn's wakes (protocol §7.3); bumped by every wake.</summary>
+    public long Generation { get; set; }
+
+    public string? WakeId { get; set; }
+
+    public string? Holder { get; set; }
+
+    /// <summary>The SHA-256 of the current claim token (hex); the token itself is only ever in the claimer's hands.</summary>
+    public string? TokenHash { get; set; }
+
+    /// <summary>When the current lease ends (Unix ms).</summary>
+    public long? LeaseExpiresAt { get; set; }
+
+    /// <summary>The <see cref="Version"/> the current claim answers.</summary>
+    public long ClaimedVersion { get; set; }
+
+    [JsonIgnore]
+    public string Key => KeyOf(Agent, Stream);
+
+    public static string KeyOf(string agent, string stream) => agent + "\n" + stream;
+
+    public byte[] Serialize() => JsonSerializer.SerializeToUtf8Bytes(this, AgentTurnJsonContext.Default.TurnRecord);
+
+    public static TurnRecord? Deserialize(byte[] data)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(data, AgentTurnJsonContext.Default.TurnRecord);
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+    }
+}
+
+[JsonSerializable(typeof(TurnRecord))]
+[JsonSerializable(typeof(AgentRegistration))]
+internal sealed partial class AgentTurnJsonContext : JsonSerializerContext;

@@ -1,0 +1,565 @@
+using System.Collections.Concurrent;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using DurableSessions.Live;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace DurableSessions.AspNetCore.Agents;
+
+/// <summary>
+/// The durable record of turns waiting for agents, handed out with leases the way pull-wake subscriptions are
+/// (protocol §7.2–7.3): a user message an agent must answer makes its session a turn of every registered agent; a
+/// wake event goes to the agent's wake stream; one worker claims the turn with a lease, heartbeats and acks it, or
+/// releases it; a lease that runs out is woken again for another worker. Only waiting turns are stored, so an idle
+/// session costs nothing.
+/// </summary>
+/// <remarks>
+/// Unlike a subscription, whose single lease covers all its streams, every turn has its own lease, so any number of
+/// workers share one agent's turns and each turn is served by exactly one of them at a time. All state lives in the
+/// store's documents; on a shared store every operation runs under the store's lock and reads them first, so any node
+/// can answer any call. Thread-safe.
+/// </remarks>
+internal sealed partial class AgentTurnService : IHostedService, IDisposable
+{
+    internal const string TurnsCollection = "agent-turns";
+    internal const string AgentsCollection = "agents";
+    private static readonly TimeSpan SharedLockLease = TimeSpan.FromSeconds(30);
+
+    private readonly StreamStore _store;
+    private readonly TimeProvider _time;
+    private readonly AgentTurnOptions _options;
+    private readonly ILogger _logger;
+    private readonly Coordination.SharedSection _section;
+    private readonly Dictionary<string, TurnRecord> _turns = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, AgentRegistration> _agents = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, byte> _wakeStreams = new(StringComparer.Ordinal);
+    private readonly ITimer _expiry;
+    private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private long _scheduledExpiry = long.MaxValue;
+
+    public AgentTurnService(StreamStore store, IOptions<AgentTurnOptions> options, ILogger<AgentTurnService> logger)
+    {
+        _store = store;
+        _time = store.TimeProvider;
+        _options = options.Value;
+        _logger = logger;
+        _section = new Coordination.SharedSection(store, TurnsCollection, SharedLockLease);
+        _expiry = _time.CreateTimer(_ => _ = ExpireLeasesAsync(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+
+        // Claims waiting on this node wake when any node writes a wake event (the store's fan-out spans nodes).
+        _store.Fanout.AddObserver(change =>
+        {
+            if (_wakeStreams.ContainsKey(change.Path))
+            {
+                Signal();
+            }
+        });
+    }
+
+    /// <summary>How many turns wait or are claimed now (for tests and diagnostics).</summary>
+    internal int TurnCount => _turns.Count;
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        await using (await EnterAsync(cancellationToken).ConfigureAwait(false))
+        {
+            await ReloadAsync(cancellationToken).ConfigureAwait(false);
+            ScheduleExpiry();
+        }
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken)
+    {
+        _expiry.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        Signal();
+        return Task.CompletedTask;
+    }
+
+    public void Dispose()
+    {
+        _expiry.Dispose();
+        _section.Dispose();
+    }
+
+    /// <summary>Whether <paramref name="agent"/> is a valid agent id: 1–128 letters, digits, '-', '_', '.' or ':'.</summary>
+    public static bool IsValidAgentId(string agent)
+        => agent.Length is > 0 and <= 128 && agent.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or ':');
+
+    /// <summary>The wake stream of an agent: an ordinary JSON stream that receives one wake event per waiting turn.</summary>
+    public static string WakeStreamOf(string agent) => "agents/" + agent + "/wake";
+
+    /// <summary>Registers an agent (or re-confirms it, updating its lease); from then on, every user message is its turn.</summary>
+    public async Task<(bool Created, AgentRegistration? Agent)> RegisterAsync(string agent, long? leaseTtlMs, string? description, CancellationToken cancellationToken)
+    {
+        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
+        await RefreshAgentsAsync(cancellationToken).ConfigureAwait(false);
+        var existing = _agents.GetValueOrDefault(agent);
+        if (existing is null && _agents.Count >= _options.MaxAgents)
+        {
+            return (false, null);
+        }
+
+        var registration = new AgentRegistration
+        {
+            Agent = agent,
+            LeaseTtlMs = leaseTtlMs ?? existing?.LeaseTtlMs ?? (long)_options.DefaultLeaseTtl.TotalMilliseconds,
+            WakeStream = WakeStreamOf(agent),
+            Description = description ?? existing?.Description,
+            CreatedAt = existing?.CreatedAt ?? _time.GetUtcNow(),
+        };
+        await EnsureWakeStreamAsync(registration.WakeStream, cancellationToken).ConfigureAwait(false);
+        if (registration != existing)
+        {
+            await _store.PutDocumentAsync(AgentsCollection, agent, JsonSerializer.SerializeToUtf8Bytes(registration, AgentTurnJsonContext.Default.AgentRegistration), cancellationToken).ConfigureAwait(false);
+        }
+
+        _agents[agent] = registration;
+        _wakeStreams[registration.WakeStream] = 0;
+        if (existing is null)
+        {
+            Log.Registered(_logger, agent, registration.LeaseTtlMs);
+        }
+
+        return (existing is null, registration);
+    }
+
+    /// <summary>The registered agent, or null.</summary>
+    public async Task<AgentRegistration?> GetAgentAsync(string agent, CancellationToken cancellationToken)
+    {
+        if (_agents.TryGetValue(agent, out var known))
+        {
+            return known;
+        }
+
+        if (!_store.IsShared)
+        {
+            return null;
+        }
+
+        await RefreshAgentsAsync(cancellationToken).ConfigureAwait(false);
+        return _agents.GetValueOrDefault(agent);
+    }
+
+    /// <summary>
+    /// Records that <paramref name="stream"/> has something every registered agent must answer (a user message, a
+    /// session handed back), and wakes each agent whose turn there is not already claimed. Durable when it returns.
+    /// </summary>
+    public async Task MarkAsync(string stream, CancellationToken cancellationToken)
+    {
+        if (_agents.IsEmpty && !_store.IsShared)
+        {
+            return;
+        }
+
+        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
+        if (_store.IsShared)
+        {
+            await RefreshAgentsAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        foreach (var agent in _agents.Values)
+        {
+            var key = TurnRecord.KeyOf(agent.Agent, stream);
+            if (!_turns.TryGetValue(key, out var turn))
+            {
+                turn = new TurnRecord { Agent = agent.Agent, Stream = stream, WaitingSince = now };
+                _turns[key] = turn;
+            }
+
+            turn.Version++;
+            if (turn.Holder is null && turn.WakeId is null)
+            {
+                await WakeAsync(turn, cancellationToken).ConfigureAwait(false);
+            }
+
+            await SaveAsync(turn, cancellationToken).ConfigureAwait(false);
+        }
+
+        Signal();
+    }
+
+    /// <summary>
+    /// Claims the oldest waiting turn of <paramref name="agent"/> (or the turn of <paramref name="stream"/>) for
+    /// <paramref name="worker"/>, waiting up to <paramref name="wait"/> for one. <paramref name="canServe"/> limits the
+    /// sessions the caller may be given (its token's grants).
+    /// </summary>
+    public async Task<TurnClaim> ClaimAsync(string agent, string worker, string? stream, TimeSpan wait, Func<string, bool> canServe, CancellationToken cancellationToken)
+    {
+        var deadline = _time.GetUtcNow() + (wait > _options.MaxClaimWait ? _options.MaxClaimWait : wait);
+        while (true)
+        {
+            var changed = Volatile.Read(ref _changed).Task;
+            var outcome = await TryClaimAsync(agent, worker, stream, canServe, cancellationToken).ConfigureAwait(false);
+            if (outcome.Status != TurnClaimStatus.NothingWaiting)
+            {
+                return outcome;
+            }
+
+            var remaining = deadline - _time.GetUtcNow();
+            if (remaining <= TimeSpan.Zero)
+            {
+                return outcome;
+            }
+
+            try
+            {
+                await changed.WaitAsync(remaining, _time, cancellationToken).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                return outcome;
+            }
+        }
+    }
+
+    private async Task<TurnClaim> TryClaimAsync(string agent, string worker, string? stream, Func<string, bool> canServe, CancellationToken cancellationToken)
+    {
+        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
+        var registration = _agents.GetValueOrDefault(agent);
+        if (registration is null)
+        {
+            return new TurnClaim(TurnClaimStatus.UnknownAgent);
+        }
+
+        var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        if (stream is not null)
+        {
+            if (!_turns.TryGetValue(TurnRecord.KeyOf(agent, stream), out var wanted))
+            {
+                var lookup = await _store.GetAsync(stream, cancellationToken).ConfigureAwait(false);
+                return new TurnClaim(lookup.Status == StreamLookupStatus.Found ? TurnClaimStatus.NothingWaiting : TurnClaimStatus.StreamNotFound);
+            }
+
+            if (wanted.Holder is not null && wanted.LeaseExpiresAt > now)
+            {
+                return new TurnClaim(TurnClaimStatus.AlreadyClaimed, Turn: wanted);
+            }
+
+            return await GrantAsync(registration, wanted, worker, now, cancellationToken).ConfigureAwait(false)
+                ?? new TurnClaim(TurnClaimStatus.StreamNotFound);
+        }
+
+        var candidates = _turns.Values
+            .Where(t => t.Agent == agent && (t.Holder is null || t.LeaseExpiresAt <= now) && canServe(t.Stream))
+            .OrderBy(t => t.WaitingSince)
+            .ToList();
+        foreach (var candidate in candidates)
+        {
+            if (await GrantAsync(registration, candidate, worker, now, cancellationToken).ConfigureAwait(false) is { } claim)
+            {
+                return claim;
+            }
+        }
+
+        return new TurnClaim(TurnClaimStatus.NothingWaiting);
+    }
+
+    /// <summary>Gives the turn to <paramref name="worker"/>; null (and the turn dropped) when its session is gone.</summary>
+    private async Task<TurnClaim?> GrantAsync(AgentRegistration agent, TurnRecord turn, string worker, long now, CancellationToken cancellationToken)
+    {
+        var lookup = await _store.GetAsync(turn.Stream, cancellationToken).ConfigureAwait(false);
+        if (lookup.Status != StreamLookupStatus.Found)
+        {
+            await DropAsync(turn, cancellationToken).ConfigureAwait(false);
+            return null;
+        }
+
+        if (turn.Holder is not null)
+        {
+            Log.LeaseExpired(_logger, turn.Agent, turn.Stream, turn.Holder, turn.Generation);
+        }
+
+        // Every claim is a wake of its own (protocol §7.3): requests for an earlier one are fenced.
+        turn.Generation++;
+        turn.WakeId = NewWakeId();
+        var token = "ct_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24));
+        turn.Holder = worker;
+        turn.TokenHash = Hash(token);
+        turn.LeaseExpiresAt = now + agent.LeaseTtlMs;
+        turn.ClaimedVersion = turn.Version;
+        await SaveAsync(turn, cancellationToken).ConfigureAwait(false);
+        ScheduleExpiry();
+        return new TurnClaim(TurnClaimStatus.Claimed, turn, token, agent.LeaseTtlMs, lookup.Stream!.TailPosition);
+    }
+
+    /// <summary>
+    /// Heartbeats (<paramref name="done"/> false: the lease is extended) or completes a claim. A completed turn is
+    /// deleted unless something new came since the claim; then it is woken again.
+    /// </summary>
+    public async Task<TurnAckOutcome> AckAsync(string agent, string stream, string? token, string? wakeId, long? generation, bool done, CancellationToken cancellationToken)
+    {
+        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
+        if (await CurrentClaimAsync(agent, stream, token, wakeId, generation, cancellationToken).ConfigureAwait(false) is not { } turn)
+        {
+            return await EndedAsync(stream, cancellationToken).ConfigureAwait(false);
+        }
+
+        var registration = _agents.GetValueOrDefault(agent);
+        var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        if (!done)
+        {
+            turn.LeaseExpiresAt = now + (registration?.LeaseTtlMs ?? (long)_options.DefaultLeaseTtl.TotalMilliseconds);
+            await SaveAsync(turn, cancellationToken).ConfigureAwait(false);
+            ScheduleExpiry();
+            return new TurnAckOutcome(TurnAckStatus.Ok, false, turn.LeaseExpiresAt);
+        }
+
+        if (turn.Version == turn.ClaimedVersion)
+        {
+            await DropAsync(turn, cancellationToken).ConfigureAwait(false);
+            return new TurnAckOutcome(TurnAckStatus.Ok, false, null);
+        }
+
+        // Something new arrived while it was served: the turn waits again.
+        ClearClaim(turn);
+        await WakeAsync(turn, cancellationToken).ConfigureAwait(false);
+        await SaveAsync(turn, cancellationToken).ConfigureAwait(false);
+        Signal();
+        return new TurnAckOutcome(TurnAckStatus.Ok, true, null);
+    }
+
+    /// <summary>Gives a claimed turn back unanswered: it waits again, woken for the next worker.</summary>
+    public async Task<TurnAckOutcome> ReleaseAsync(string agent, string stream, string? token, string? wakeId, long? generation, CancellationToken cancellationToken)
+    {
+        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
+        if (await CurrentClaimAsync(agent, stream, token, wakeId, generation, cancellationToken).ConfigureAwait(false) is not { } turn)
+        {
+            return await EndedAsync(stream, cancellationToken).ConfigureAwait(false);
+        }
+
+        ClearClaim(turn);
+        await WakeAsync(turn, cancellationToken).ConfigureAwait(false);
+        await SaveAsync(turn, cancellationToken).ConfigureAwait(false);
+        Signal();
+        return new TurnAckOutcome(TurnAckStatus.Ok, true, null);
+    }
+
+    private async Task<TurnRecord?> CurrentClaimAsync(string agent, string stream, string? token, string? wakeId, long? generation, CancellationToken cancellationToken)
+    {
+        if (!_turns.TryGetValue(TurnRecord.KeyOf(agent, stream), out var turn) || token is null || turn.TokenHash is null)
+        {
+            return null;
+        }
+
+        var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        var matches = CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(Hash(token)), Encoding.ASCII.GetBytes(turn.TokenHash))
+            && wakeId == turn.WakeId && generation == turn.Generation && turn.LeaseExpiresAt > now;
+        if (!matches)
+        {
+            return null;
+        }
+
+        // A session deleted under a claim ends the turn: the claimer hears 404, not a fence.
+        var lookup = await _store.GetAsync(stream, cancellationToken).ConfigureAwait(false);
+        if (lookup.Status != StreamLookupStatus.Found)
+        {
+            await DropAsync(turn, cancellationToken).ConfigureAwait(false);
+            return null;
+        }
+
+        return turn;
+    }
+
+    private async Task<TurnAckOutcome> EndedAsync(string stream, CancellationToken cancellationToken)
+    {
+        var lookup = await _store.GetAsync(stream, cancellationToken).ConfigureAwait(false);
+        return new TurnAckOutcome(lookup.Status == StreamLookupStatus.Found ? TurnAckStatus.Fenced : TurnAckStatus.StreamNotFound, false, null);
+    }
+
+    private static void ClearClaim(TurnRecord turn)
+    {
+        turn.Holder = null;
+        turn.TokenHash = null;
+        turn.LeaseExpiresAt = null;
+        turn.WakeId = null;
+    }
+
+    /// <summary>Wakes the turns whose lease ran out, for another worker (protocol §7.3).</summary>
+    private async Task ExpireLeasesAsync()
+    {
+        try
+        {
+            await using var held = await EnterAsync(CancellationToken.None).ConfigureAwait(false);
+            Interlocked.Exchange(ref _scheduledExpiry, long.MaxValue);
+            var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+            foreach (var turn in _turns.Values.Where(t => t.Holder is not null && t.LeaseExpiresAt <= now).ToList())
+            {
+                Log.LeaseExpired(_logger, turn.Agent, turn.Stream, turn.Holder!, turn.Generation);
+                ClearClaim(turn);
+                await WakeAsync(turn, CancellationToken.None).ConfigureAwait(false);
+                await SaveAsync(turn, CancellationToken.None).ConfigureAwait(false);
+            }
+
+            ScheduleExpiry();
+            Signal();
+        }
+        catch (Exception ex)
+        {
+            // A timer callback must never throw; the next claim or tick retries.
+            Log.ExpiryFailed(_logger, ex);
+        }
+    }
+
+    /// <summary>Arms the expiry timer for the earliest lease held; no lease, no timer.</summary>
+    private void ScheduleExpiry()
+    {
+        var earliest = long.MaxValue;
+        foreach (var turn in _turns.Values)
+        {
+            if (turn.Holder is not null && turn.LeaseExpiresAt is { } expires && expires < earliest)
+            {
+                earliest = expires;
+            }
+        }
+
+        if (earliest == long.MaxValue || earliest >= Interlocked.Read(ref _scheduledExpiry))
+        {
+            return;
+        }
+
+        Interlocked.Exchange(ref _scheduledExpiry, earliest);
+        var due = TimeSpan.FromMilliseconds(Math.Max(0, earliest - _time.GetUtcNow().ToUnixTimeMilliseconds()));
+        _expiry.Change(due, Timeout.InfiniteTimeSpan);
+    }
+
+    /// <summary>Starts a new wake generation and writes its wake event to the agent's wake stream (protocol §7.2).</summary>
+    private async Task WakeAsync(TurnRecord turn, CancellationToken cancellationToken)
+    {
+        turn.Generation++;
+        turn.WakeId = NewWakeId();
+        var wakeStream = WakeStreamOf(turn.Agent);
+        var payload = JsonSerializer.SerializeToUtf8Bytes<WakeEvent[]>([new WakeEvent("wake", turn.Agent, turn.Stream, turn.Generation, _time.GetUtcNow().ToUnixTimeMilliseconds())], AgentWakeJsonContext.Default.WakeEventArray);
+        if (!JsonFraming.TryFrame(payload, allowEmptyArray: false, out var data, out _))
+        {
+            return;
+        }
+
+        var result = await _store.AppendAsync(new AppendRequest { Path = wakeStream, ContentType = StreamContentType.Json, Data = data }, cancellationToken).ConfigureAwait(false);
+        if (result.Status is AppendStatus.NotFound or AppendStatus.Gone)
+        {
+            // Deleted by someone: wakes are only hints, so the stream is simply created again.
+            await EnsureWakeStreamAsync(wakeStream, cancellationToken).ConfigureAwait(false);
+            result = await _store.AppendAsync(new AppendRequest { Path = wakeStream, ContentType = StreamContentType.Json, Data = data }, cancellationToken).ConfigureAwait(false);
+        }
+
+        if (result.Status != AppendStatus.Appended)
+        {
+            Log.WakeStreamRejected(_logger, turn.Agent, wakeStream, result.Status);
+        }
+    }
+
+    private async Task EnsureWakeStreamAsync(string path, CancellationToken cancellationToken)
+    {
+        var created = await _store.CreateAsync(new CreateStreamRequest { Path = path, ContentType = StreamContentType.Json }, cancellationToken).ConfigureAwait(false);
+        if (created.Status is not (CreateStreamStatus.Created or CreateStreamStatus.AlreadyExists))
+        {
+            Log.WakeStreamRejected(_logger, path, path, AppendStatus.NotFound);
+        }
+    }
+
+    private async Task DropAsync(TurnRecord turn, CancellationToken cancellationToken)
+    {
+        _turns.Remove(turn.Key);
+        await _store.DeleteDocumentAsync(TurnsCollection, turn.Key, cancellationToken).ConfigureAwait(false);
+    }
+
+    private ValueTask SaveAsync(TurnRecord turn, CancellationToken cancellationToken)
+        => _store.PutDocumentAsync(TurnsCollection, turn.Key, turn.Serialize(), cancellationToken);
+
+    private void Signal()
+    {
+        var previous = Interlocked.Exchange(ref _changed, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+        previous.TrySetResult();
+    }
+
+    private async Task ReloadAsync(CancellationToken cancellationToken)
+    {
+        _turns.Clear();
+        await foreach (var (key, data) in _store.ListDocumentsAsync(TurnsCollection, cancellationToken).ConfigureAwait(false))
+        {
+            if (TurnRecord.Deserialize(data) is { } turn && turn.Key == key)
+            {
+                _turns[key] = turn;
+            }
+        }
+
+        await RefreshAgentsAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task RefreshAgentsAsync(CancellationToken cancellationToken)
+    {
+        await foreach (var (key, data) in _store.ListDocumentsAsync(AgentsCollection, cancellationToken).ConfigureAwait(false))
+        {
+            try
+            {
+                if (JsonSerializer.Deserialize(data, AgentTurnJsonContext.Default.AgentRegistration) is { } agent && agent.Agent == key)
+                {
+                    _agents[key] = agent;
+                    _wakeStreams[agent.WakeStream] = 0;
+                }
+            }
+            catch (JsonException)
+            {
+            }
+        }
+    }
+
+    /// <summary>Enters the turns' critical section (on a shared store, with the turns read again first).</summary>
+    private Task<System.Runtime.CompilerServices.ConfiguredAsyncDisposable> EnterAsync(CancellationToken cancellationToken)
+        => _section.EnterAsync(ReloadAsync, cancellationToken);
+
+    private static string NewWakeId() => "w_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(12));
+
+    private static string Hash(string token) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(token)));
+
+    private static partial class Log
+    {
+        [LoggerMessage(700, LogLevel.Information, "Agent {Agent} registered (lease {LeaseTtlMs} ms)")]
+        public static partial void Registered(ILogger logger, string agent, long leaseTtlMs);
+
+        [LoggerMessage(701, LogLevel.Information, "Agent {Agent}: the lease of {Holder} on {Stream} (generation {Generation}) ran out; the turn waits for another worker")]
+        public static partial void LeaseExpired(ILogger logger, string agent, string stream, string holder, long generation);
+
+        [LoggerMessage(702, LogLevel.Warning, "Agent {Agent}: wake stream {WakeStream} refused a wake ({Status})")]
+        public static partial void WakeStreamRejected(ILogger logger, string agent, string wakeStream, AppendStatus status);
+
+        [LoggerMessage(703, LogLevel.Error, "Expiring agent leases failed; retried on the next claim")]
+        public static partial void ExpiryFailed(ILogger logger, Exception exception);
+    }
+}
+
+/// <summary>A wake event on an agent's wake stream, shaped as protocol §7.2's (the agent id is the subscription id).</summary>
+internal sealed record WakeEvent(
+    [property: System.Text.Json.Serialization.JsonPropertyName("type")] string Type,
+    [property: System.Text.Json.Serialization.JsonPropertyName("subscription_id")] string SubscriptionId,
+    [property: System.Text.Json.Serialization.JsonPropertyName("stream")] string Stream,
+    [property: System.Text.Json.Serialization.JsonPropertyName("generation")] long Generation,
+    [property: System.Text.Json.Serialization.JsonPropertyName("ts")] long Ts);
+
+[System.Text.Json.Serialization.JsonSerializable(typeof(WakeEvent[]))]
+internal sealed partial class AgentWakeJsonContext : System.Text.Json.Serialization.JsonSerializerContext;
+
+internal enum TurnClaimStatus
+{
+    Claimed,
+    NothingWaiting,
+    AlreadyClaimed,
+    UnknownAgent,
+    StreamNotFound,
+}
+
+/// <summary>The outcome of a claim: the turn, its claim token, lease and the session's tail when claimed.</summary>
+internal sealed record TurnClaim(TurnClaimStatus Status, TurnRecord? Turn = null, string? Token = null, long LeaseTtlMs = 0, long TailPosition = 0);
+
+internal enum TurnAckStatus
+{
+    Ok,
+    Fenced,
+    StreamNotFound,
+}
+
+internal readonly record struct TurnAckOutcome(TurnAckStatus Status, bool NextWake, long? LeaseExpiresAt);

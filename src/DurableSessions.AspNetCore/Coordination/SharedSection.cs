@@ -1,0 +1,60 @@
+using System.Runtime.CompilerServices;
+
+namespace DurableSessions.AspNetCore.Coordination;
+
+/// <summary>
+/// A critical section over state kept in the store's documents: this process's lock and, on a store that several nodes
+/// share, the store's lock every node takes, with the state read again on entry (another node may have changed it).
+/// </summary>
+internal sealed class SharedSection(StreamStore store, string name, TimeSpan lease) : IDisposable
+{
+    private readonly SemaphoreSlim _lock = new(1, 1);
+
+    /// <summary>Enters; <paramref name="refresh"/> runs on entry when the store is shared. Dispose the result to leave.</summary>
+    public async Task<ConfiguredAsyncDisposable> EnterAsync(Func<CancellationToken, Task> refresh, CancellationToken cancellationToken)
+    {
+        await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        if (!store.IsShared)
+        {
+            return new Held(this, null).ConfigureAwait(false);
+        }
+
+        IAsyncDisposable? shared = null;
+        try
+        {
+            shared = await store.AcquireLockAsync(name, lease, cancellationToken).ConfigureAwait(false);
+            await refresh(cancellationToken).ConfigureAwait(false);
+            return new Held(this, shared).ConfigureAwait(false);
+        }
+        catch
+        {
+            if (shared is not null)
+            {
+                await shared.DisposeAsync().ConfigureAwait(false);
+            }
+
+            _lock.Release();
+            throw;
+        }
+    }
+
+    public void Dispose() => _lock.Dispose();
+
+    private sealed class Held(SharedSection owner, IAsyncDisposable? shared) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            try
+            {
+                if (shared is not null)
+                {
+                    await shared.DisposeAsync().ConfigureAwait(false);
+                }
+            }
+            finally
+            {
+                owner._lock.Release();
+            }
+        }
+    }
+}

@@ -1,0 +1,224 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json.Nodes;
+using DurableSessions.AspNetCore.Auth;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
+
+namespace DurableSessions.FunctionalTests;
+
+/// <summary>The agents API: turns waiting for an agent, claimed with a lease, heartbeated, acked and released (protocol §7.2 shapes).</summary>
+public sealed class AgentTurnTests : IAsyncLifetime
+{
+    private readonly FakeTimeProvider _clock = new(new DateTimeOffset(2026, 6, 1, 12, 0, 0, TimeSpan.Zero));
+    private InProcessServer _server = null!;
+
+    public async ValueTask InitializeAsync()
+    {
+        _server = await InProcessServer.StartAsync(_clock);
+        var registered = await Post(HttpMethod.Put, "/v1/agents/agent:a", "{\"lease_ttl_ms\":5000}");
+        Assert.Equal(HttpStatusCode.Created, registered.StatusCode);
+        Assert.Equal("agents/agent:a/wake", (string?)JsonNode.Parse(await registered.Content.ReadAsStringAsync())!["wake_stream"]);
+    }
+
+    public async ValueTask DisposeAsync() => await _server.DisposeAsync();
+
+    [Fact]
+    public async Task A_user_message_is_a_turn_claimed_by_one_worker_and_gone_once_acked()
+    {
+        await Ask("s1");
+        var claim = await Claim("w1");
+        Assert.Equal("sessions/s1", (string?)claim["stream"]);
+        Assert.Equal(5000, (long)claim["lease_ttl_ms"]!);
+        Assert.True((bool)claim["streams"]![0]!["has_pending"]!);
+
+        // Claimed once: a second worker gets nothing, or ALREADY_CLAIMED when it names the session.
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\"}")).StatusCode);
+        var named = await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\",\"stream\":\"sessions/s1\"}");
+        Assert.Equal(HttpStatusCode.Conflict, named.StatusCode);
+        var conflict = JsonNode.Parse(await named.Content.ReadAsStringAsync())!["error"]!;
+        Assert.Equal("ALREADY_CLAIMED", (string?)conflict["code"]);
+        Assert.Equal("w1", (string?)conflict["current_holder"]);
+
+        var heartbeat = await Ack(claim, done: false);
+        Assert.Equal(HttpStatusCode.OK, heartbeat.StatusCode);
+        var done = await Ack(claim, done: true);
+        Assert.Equal(HttpStatusCode.OK, done.StatusCode);
+        Assert.False((bool)JsonNode.Parse(await done.Content.ReadAsStringAsync())!["next_wake"]!);
+
+        // A double ack is fenced; the turn is gone, and the wake stream holds the one wake, in protocol §7.2's shape.
+        await AssertFenced(await Ack(claim, done: true));
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\"}")).StatusCode);
+        var wakes = JsonNode.Parse(await _server.Client.GetStringAsync("/v1/stream/agents/agent:a/wake?offset=-1"))!.AsArray();
+        var wake = Assert.Single(wakes)!;
+        Assert.Equal("wake", (string?)wake["type"]);
+        Assert.Equal("agent:a", (string?)wake["subscription_id"]);
+        Assert.Equal("sessions/s1", (string?)wake["stream"]);
+    }
+
+    [Fact]
+    public async Task A_lease_that_runs_out_goes_to_another_worker_and_fences_the_first()
+    {
+        await Ask("s2");
+        var first = await Claim("w1");
+        _clock.Advance(TimeSpan.FromMilliseconds(5001));
+        var second = await Claim("w2");
+        Assert.Equal("sessions/s2", (string?)second["stream"]);
+        Assert.True((long)second["generation"]! > (long)first["generation"]!);
+
+        // The first worker's heartbeat, ack and release are all fenced now: nothing is answered twice.
+        await AssertFenced(await Ack(first, done: false));
+        await AssertFenced(await Ack(first, done: true));
+        await AssertFenced(await Post(HttpMethod.Post, "/v1/agents/agent:a/release", AckBody(first, done: false)));
+        Assert.Equal(HttpStatusCode.OK, (await Ack(second, done: true)).StatusCode);
+    }
+
+    [Fact]
+    public async Task A_heartbeat_keeps_the_lease_and_a_release_hands_the_turn_on_at_once()
+    {
+        await Ask("s3");
+        var first = await Claim("w1");
+        _clock.Advance(TimeSpan.FromSeconds(4));
+        Assert.Equal(HttpStatusCode.OK, (await Ack(first, done: false)).StatusCode);
+        _clock.Advance(TimeSpan.FromSeconds(4));
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\"}")).StatusCode);
+
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Post, "/v1/agents/agent:a/release", AckBody(first, done: false))).StatusCode);
+        var second = await Claim("w2");
+        Assert.Equal("sessions/s3", (string?)second["stream"]);
+    }
+
+    [Fact]
+    public async Task A_message_that_comes_while_a_turn_is_served_wakes_it_again()
+    {
+        await Ask("s4");
+        var claim = await Claim("w1");
+        await Ask("s4");
+        var done = await Ack(claim, done: true);
+        Assert.True((bool)JsonNode.Parse(await done.Content.ReadAsStringAsync())!["next_wake"]!);
+        Assert.Equal("sessions/s4", (string?)(await Claim("w2"))["stream"]);
+    }
+
+    [Fact]
+    public async Task A_deleted_session_ends_its_turn_with_404()
+    {
+        await Ask("s5");
+        var claim = await Claim("w1");
+        Assert.Equal(HttpStatusCode.NoContent, (await _server.Client.DeleteAsync("/v1/stream/sessions/s5")).StatusCode);
+        var ack = await Ack(claim, done: true);
+        Assert.Equal(HttpStatusCode.NotFound, ack.StatusCode);
+        Assert.Equal("STREAM_NOT_FOUND", (string?)JsonNode.Parse(await ack.Content.ReadAsStringAsync())!["error"]!["code"]);
+
+        var named = await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", "{\"worker\":\"w1\",\"stream\":\"sessions/never\"}");
+        Assert.Equal(HttpStatusCode.NotFound, named.StatusCode);
+
+        // A session deleted while it waited is skipped by claims.
+        await Ask("s6");
+        Assert.Equal(HttpStatusCode.NoContent, (await _server.Client.DeleteAsync("/v1/stream/sessions/s6")).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", "{\"worker\":\"w1\"}")).StatusCode);
+    }
+
+    [Theory]
+    [InlineData("PUT", "/v1/agents/agent:a", "{\"lease_ttl_ms\":10}", 400, "INVALID_LEASE")]
+    [InlineData("PUT", "/v1/agents/agent:a", "{\"lease_ttl_ms\":\"1000\"}", 400, "INVALID_LEASE")]
+    [InlineData("PUT", "/v1/agents/bad%20id", "{}", 400, "INVALID_AGENT_ID")]
+    [InlineData("POST", "/v1/agents/agent:a/claim", "{}", 400, "INVALID_WORKER")]
+    [InlineData("POST", "/v1/agents/agent:a/claim", "{\"worker\":\"w\",\"wait_ms\":-1}", 400, "INVALID_WAIT")]
+    [InlineData("POST", "/v1/agents/agent:a/claim", "{\"worker\":\"w\",\"stream\":\"other/x\"}", 400, "INVALID_STREAM")]
+    [InlineData("POST", "/v1/agents/agent:a/claim", "[1]", 400, "INVALID_BODY")]
+    [InlineData("POST", "/v1/agents/agent:nobody/claim", "{\"worker\":\"w\"}", 404, "AGENT_NOT_FOUND")]
+    [InlineData("POST", "/v1/agents/agent:a/ack", "{\"stream\":\"sessions/x\"}", 400, "INVALID_ACK")]
+    [InlineData("POST", "/v1/agents/agent:a/ack", "{\"stream\":\"sessions/x\",\"token\":\"t\",\"wake_id\":\"w\",\"generation\":1,\"done\":\"yes\"}", 400, "INVALID_ACK")]
+    [InlineData("POST", "/v1/agents/agent:a/ack", "{\"stream\":\"sessions/x\",\"token\":\"t\",\"wake_id\":\"w\",\"generation\":1}", 404, "STREAM_NOT_FOUND")]
+    [InlineData("POST", "/v1/agents/agent:a/elsewhere", "{}", 404, "NOT_FOUND")]
+    public async Task Bad_requests_get_a_clear_4xx(string method, string url, string body, int status, string code)
+    {
+        var response = await Post(new HttpMethod(method), url, body);
+        Assert.Equal(status, (int)response.StatusCode);
+        Assert.Equal(code, (string?)JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!["code"]);
+    }
+
+    [Fact]
+    public async Task Someone_elses_claim_token_is_fenced()
+    {
+        await Ask("s7");
+        await Ask("s8");
+        var mine = await Claim("w1");
+        var theirs = await Claim("w2");
+        var forged = (JsonObject)mine.DeepClone();
+        forged["token"] = (string?)theirs["token"];
+        await AssertFenced(await Ack(forged, done: true));
+        Assert.Equal(HttpStatusCode.OK, (await Ack(mine, done: true)).StatusCode);
+    }
+
+    [Fact]
+    public async Task With_access_control_claims_need_write_on_the_agent_and_only_give_granted_sessions()
+    {
+        const string key = "test-signing-key-of-at-least-32-bytes!";
+        await using var server = await InProcessServer.StartAsync(services: s => s.Configure<AccessOptions>(o => o.SigningKey = key));
+        var tokens = server.Services.GetRequiredService<AccessTokens>();
+        var admin = tokens.Issue("user:root", new Dictionary<string, Capability[]> { ["**"] = [Capability.Read, Capability.Write, Capability.Control, Capability.Admin] }, TimeSpan.FromMinutes(5));
+        var agent = tokens.Issue("agent:b", new Dictionary<string, Capability[]> { ["agents/agent:b"] = [Capability.Write], ["sessions/mine-*"] = [Capability.Read, Capability.Write] }, TimeSpan.FromMinutes(5));
+        var user = tokens.Issue("user:u", new Dictionary<string, Capability[]> { ["sessions/**"] = [Capability.Read, Capability.Write] }, TimeSpan.FromMinutes(5));
+
+        Assert.Equal(HttpStatusCode.Forbidden, (await Send(server, HttpMethod.Put, "/v1/agents/agent:b", user, "{}")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await Send(server, HttpMethod.Put, "/v1/agents/agent:b", null, "{}")).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Send(server, HttpMethod.Put, "/v1/agents/agent:b", agent, "{}")).StatusCode);
+        foreach (var id in new[] { "other-1", "mine-1" })
+        {
+            Assert.Equal(HttpStatusCode.Created, (await Send(server, HttpMethod.Put, $"/v1/sessions/{id}", admin, "{}")).StatusCode);
+            Assert.Equal(HttpStatusCode.Created, (await Send(server, HttpMethod.Post, $"/v1/sessions/{id}/messages", user, "{\"text\":\"hi\"}")).StatusCode);
+        }
+
+        var claimed = await Send(server, HttpMethod.Post, "/v1/agents/agent:b/claim", agent, "{\"worker\":\"w\"}");
+        Assert.Equal(HttpStatusCode.OK, claimed.StatusCode);
+        Assert.Equal("sessions/mine-1", (string?)JsonNode.Parse(await claimed.Content.ReadAsStringAsync())!["stream"]);
+        Assert.Equal(HttpStatusCode.NoContent, (await Send(server, HttpMethod.Post, "/v1/agents/agent:b/claim", agent, "{\"worker\":\"w\"}")).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await Send(server, HttpMethod.Post, "/v1/agents/agent:b/claim", agent, "{\"worker\":\"w\",\"stream\":\"sessions/other-1\"}")).StatusCode);
+    }
+
+    private static async Task<HttpResponseMessage> Send(InProcessServer server, HttpMethod method, string url, string? token, string body)
+    {
+        using var request = new HttpRequestMessage(method, url) { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+        if (token is not null)
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        }
+
+        return await server.Client.SendAsync(request);
+    }
+
+    private async Task Ask(string session)
+    {
+        await _server.Client.PutAsync($"/v1/sessions/{session}", new StringContent("{}", Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.Created, (await Post(HttpMethod.Post, $"/v1/sessions/{session}/messages", "{\"text\":\"hello\"}")).StatusCode);
+    }
+
+    private async Task<JsonObject> Claim(string worker)
+    {
+        var response = await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", $"{{\"worker\":\"{worker}\"}}");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        return JsonNode.Parse(await response.Content.ReadAsStringAsync())!.AsObject();
+    }
+
+    private Task<HttpResponseMessage> Ack(JsonObject claim, bool done) => Post(HttpMethod.Post, "/v1/agents/agent:a/ack", AckBody(claim, done));
+
+    private static string AckBody(JsonObject claim, bool done) => new JsonObject
+    {
+        ["stream"] = (string?)claim["stream"],
+        ["token"] = (string?)claim["token"],
+        ["wake_id"] = (string?)claim["wake_id"],
+        ["generation"] = (long)claim["generation"]!,
+        ["done"] = done,
+    }.ToJsonString();
+
+    private static async Task AssertFenced(HttpResponseMessage response)
+    {
+        Assert.Equal(HttpStatusCode.Conflict, response.StatusCode);
+        Assert.Equal("FENCED", (string?)JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!["code"]);
+    }
+
+    private Task<HttpResponseMessage> Post(HttpMethod method, string url, string body)
+        => _server.Client.SendAsync(new HttpRequestMessage(method, url) { Content = new StringContent(body, Encoding.UTF8, "application/json") });
+}
