@@ -1,6 +1,7 @@
 using System.Net.Http.Headers;
 using DurableSessions.AspNetCore.Subscriptions;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 
 namespace DurableSessions.AspNetCore.Outbound;
@@ -39,7 +40,7 @@ internal sealed class WebhookSender(IHttpClientFactory clients)
 
             // The default request logs would write every receiver's URL (which may carry a secret) at Information.
             .RemoveAllLoggers();
-        services.AddSingleton<WebhookSender>();
+        services.TryAddSingleton<WebhookSender>();
     }
 
     /// <summary>POSTs <paramref name="body"/> as JSON to <paramref name="url"/>.</summary>
