@@ -82,6 +82,10 @@ public static class DurableSessionsServiceCollectionExtensions
         services.AddHostedService(sp => sp.GetRequiredService<Sessions.PresenceService>());
         services.TryAddSingleton<Sessions.NotificationService>();
         services.AddHostedService(sp => sp.GetRequiredService<Sessions.NotificationService>());
+        Outbound.WebhookSender.Register(services);
+        services.TryAddSingleton(sp => new WakeScheduler(sp.GetRequiredService<StreamStore>().TimeProvider));
+        services.TryAddSingleton<SubscriptionRegistry>();
+        services.TryAddSingleton<SubscriptionDelivery>();
         services.TryAddSingleton<SubscriptionService>();
         services.AddHostedService(sp => sp.GetRequiredService<SubscriptionService>());
         services.TryAddSingleton<SubscriptionEndpoints>();

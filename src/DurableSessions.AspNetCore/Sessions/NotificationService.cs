@@ -26,6 +26,8 @@ namespace DurableSessions.AspNetCore.Sessions;
 /// </remarks>
 internal sealed partial class NotificationService : IHostedService, IDisposable
 {
+    private static readonly TimeSpan AttemptTimeout = TimeSpan.FromSeconds(10);
+
     private readonly StreamStore _store;
     private readonly SessionService _sessions;
     private readonly PresenceService _presence;
@@ -38,10 +40,10 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
     private readonly SemaphoreSlim _deliveries;
     private int _dropping;
     private readonly CancellationTokenSource _stopping = new();
-    private readonly HttpClient _http;
+    private readonly Outbound.WebhookSender _sender;
     private Task _loop = Task.CompletedTask;
 
-    public NotificationService(StreamStore store, SessionService sessions, PresenceService presence, IOptions<SessionServiceOptions> options, IOptions<SubscriptionOptions> webhookPolicy, ILogger<NotificationService> logger)
+    public NotificationService(StreamStore store, SessionService sessions, PresenceService presence, IOptions<SessionServiceOptions> options, IOptions<SubscriptionOptions> webhookPolicy, Outbound.WebhookSender sender, ILogger<NotificationService> logger)
     {
         _store = store;
         _sessions = sessions;
@@ -49,7 +51,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         _options = options.Value;
         _webhookPolicy = webhookPolicy.Value;
         _logger = logger;
-        _http = Outbound.OutboundHttpClientFactory.Create(_webhookPolicy.AllowLocalhostWebhooks, TimeSpan.FromSeconds(10));
+        _sender = sender;
         _deliveries = new SemaphoreSlim(_options.MaxConcurrentNotifications);
     }
 
@@ -185,29 +187,29 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         var delay = _options.NotificationRetryDelay;
         for (var attempt = 1; attempt <= _options.NotificationAttempts && !_stopping.IsCancellationRequested; attempt++)
         {
+            var headers = new List<KeyValuePair<string, string>>(2) { new("DurableSessions-Notification-Id", id) };
+            if (_options.NotificationSecret is { Length: > 0 } secret)
+            {
+                headers.Add(new("DurableSessions-Signature", Sign(secret, DateTimeOffset.UtcNow.ToUnixTimeSeconds(), body)));
+            }
+
+            Outbound.WebhookOutcome outcome;
             try
             {
-                using var request = new HttpRequestMessage(HttpMethod.Post, url) { Content = new ByteArrayContent(body) };
-                request.Content.Headers.ContentType = new("application/json");
-                request.Headers.Add("DurableSessions-Notification-Id", id);
-                if (_options.NotificationSecret is { Length: > 0 } secret)
-                {
-                    request.Headers.Add("DurableSessions-Signature", Sign(secret, DateTimeOffset.UtcNow.ToUnixTimeSeconds(), body));
-                }
-
-                using var response = await _http.SendAsync(request, _stopping.Token).ConfigureAwait(false);
-                if (response.IsSuccessStatusCode)
-                {
-                    Log.Delivered(_logger, id, attempt);
-                    return;
-                }
-
-                Log.AttemptFailed(_logger, id, attempt, (int)response.StatusCode, null);
+                outcome = await _sender.SendAsync(url, body, headers, AttemptTimeout, _stopping.Token).ConfigureAwait(false);
             }
-            catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException && !_stopping.IsCancellationRequested)
+            catch (OperationCanceledException)
             {
-                Log.AttemptFailed(_logger, id, attempt, 0, ex);
+                return;
             }
+
+            if (outcome.IsSuccess)
+            {
+                Log.Delivered(_logger, id, attempt);
+                return;
+            }
+
+            Log.AttemptFailed(_logger, id, attempt, outcome.Status, outcome.Failure);
 
             try
             {
@@ -238,7 +240,6 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
     public void Dispose()
     {
         _stopping.Dispose();
-        _http.Dispose();
     }
 
     private static partial class Log

@@ -1,10 +1,6 @@
-using System.Collections.Concurrent;
-using System.Net.Http.Headers;
 using System.Security.Cryptography;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Threading.Channels;
-using DurableSessions.AspNetCore.Streams;
 using DurableSessions.Live;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -14,76 +10,78 @@ namespace DurableSessions.AspNetCore.Subscriptions;
 
 /// <summary>
 /// Subscriptions (protocol §6–7): durable cursors over sets of streams that wake workers by webhook or by a wake
-/// event on a pull-wake stream, with generation fencing and leases.
+/// event on a pull-wake stream, with generation fencing and leases. Runs the operations of
+/// <see cref="SubscriptionEndpoints"/> and reacts to appends and deadlines, over the <see cref="SubscriptionRegistry"/>
+/// (state), the <see cref="WakeScheduler"/> (when) and the <see cref="SubscriptionDelivery"/> (how).
 /// </summary>
 /// <remarks>
-/// All state changes happen under one lock and are persisted to the store before they take effect for clients.
-/// Appends are observed through the store's fan-out, never by polling streams.
+/// All state changes happen inside the registry's lock and are persisted before they take effect for clients. Appends
+/// are observed through the store's fan-out, never by polling streams, and each is matched only against the
+/// subscriptions that can concern it. With no subscription nothing runs: no timer is armed unless a lease or a failure
+/// backoff is pending, and an append is looked at only when a subscription exists (on a shared store: one read of the
+/// version document per batch of appends, to learn of subscriptions other nodes created).
 /// </remarks>
 internal sealed partial class SubscriptionService : IHostedService, IAsyncDisposable
 {
-    private const string Collection = "subscriptions";
-    private const string MetaCollection = "subscriptions-meta";
-    private static readonly TimeSpan SharedLockLease = TimeSpan.FromSeconds(30);
-    private static readonly TimeSpan TickInterval = TimeSpan.FromMilliseconds(200);
+    private static readonly LiveAppend TickMarker = new(-1, string.Empty, default, closed: false);
 
     private readonly StreamStore _store;
+    private readonly SubscriptionRegistry _registry;
+    private readonly WakeScheduler _scheduler;
+    private readonly SubscriptionDelivery _delivery;
     private readonly SubscriptionOptions _options;
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
-    private readonly SemaphoreSlim _lock = new(1, 1);
-    private readonly ConcurrentDictionary<string, Subscription> _subscriptions = new(StringComparer.Ordinal);
     private readonly Channel<LiveAppend> _appends = Channel.CreateUnbounded<LiveAppend>(new UnboundedChannelOptions { SingleReader = true });
-    private readonly HttpClient _http;
     private readonly CancellationTokenSource _stopping = new();
-    private WebhookSigningKeys? _keys;
-    private string? _loadedVersion;
+    private readonly Lock _timerGate = new();
     private Task? _loop;
     private ITimer? _timer;
 
-    public SubscriptionService(StreamStore store, IOptions<SubscriptionOptions> options, ILogger<SubscriptionService> logger)
+    public SubscriptionService(StreamStore store, SubscriptionRegistry registry, WakeScheduler scheduler, SubscriptionDelivery delivery, IOptions<SubscriptionOptions> options, ILogger<SubscriptionService> logger)
     {
         _store = store;
+        _registry = registry;
+        _scheduler = scheduler;
+        _delivery = delivery;
         _options = options.Value;
         _logger = logger;
         _time = store.TimeProvider;
-        _http = Outbound.OutboundHttpClientFactory.Create(_options.AllowLocalhostWebhooks, _options.WebhookTimeout);
     }
 
-    public WebhookSigningKeys Keys => _keys ?? throw new InvalidOperationException("Subscriptions have not started.");
+    public WebhookSigningKeys Keys => _registry.Keys;
 
     public SubscriptionOptions Options => _options;
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
-        // Under the shared lock, so nodes starting together agree on one set of keys.
-        await using (await _store.AcquireLockAsync(Collection, SharedLockLease, cancellationToken).ConfigureAwait(false))
-        {
-            _keys = await WebhookSigningKeys.LoadOrCreateAsync(_store, cancellationToken).ConfigureAwait(false);
-            await ReloadAsync(cancellationToken).ConfigureAwait(false);
-            _loadedVersion = await ReadVersionAsync(cancellationToken).ConfigureAwait(false);
-        }
+        // One-shot, armed for the earliest lease expiry or backoff end and disarmed when there is none.
+        _timer = _time.CreateTimer(_ => _appends.Writer.TryWrite(TickMarker), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _scheduler.NextDeadlineChanged += ArmTimer;
+        await _registry.StartAsync(cancellationToken).ConfigureAwait(false);
+        ArmTimer();
 
         _store.Fanout.AddObserver(change =>
         {
             // Each change is delivered once, by the node that committed it. On a shared store another node may have
             // created a subscription this node has not loaded yet, so every local change is looked at.
-            if (!change.IsRemote && (_store.IsShared || !_subscriptions.IsEmpty))
+            if (!change.IsRemote && (_registry.IsShared || !_registry.IsEmpty))
             {
                 _appends.Writer.TryWrite(change);
             }
         });
         _loop = Task.Run(ProcessAppendsAsync, CancellationToken.None);
-        _timer = _time.CreateTimer(_ => _appends.Writer.TryWrite(TickMarker), null, TickInterval, TickInterval);
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         await _stopping.CancelAsync().ConfigureAwait(false);
         _appends.Writer.TryComplete();
-        if (_timer is not null)
+        _scheduler.NextDeadlineChanged -= ArmTimer;
+        lock (_timerGate)
         {
-            await _timer.DisposeAsync().ConfigureAwait(false);
+            _timer?.Dispose();
+            _timer = null;
         }
 
         if (_loop is not null)
@@ -101,132 +99,59 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             await StopAsync(CancellationToken.None).ConfigureAwait(false);
         }
 
-        _http.Dispose();
-        _lock.Dispose();
         _stopping.Dispose();
     }
-
-    private static readonly LiveAppend TickMarker = new(-1, string.Empty, default, closed: false);
 
     // ---- API operations (called by SubscriptionEndpoints) ----
 
     public async Task<(int Status, Subscription? Subscription)> PutAsync(string id, SubscriptionConfig config, string baseUrl, CancellationToken cancellationToken)
     {
-        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
-        var hash = config.Hash();
-        if (_subscriptions.TryGetValue(id, out var existing))
+        await using var held = await _registry.EnterAsync(cancellationToken).ConfigureAwait(false);
+        var (status, subscription) = await _registry.CreateAsync(id, config, baseUrl, cancellationToken).ConfigureAwait(false);
+        if (status == 201)
         {
-            return existing.ConfigHash == hash ? (200, existing) : (409, existing);
+            Log.Created(_logger, id, config.Type);
         }
 
-        var subscription = new Subscription
-        {
-            Id = id,
-            Config = config,
-            ConfigHash = hash,
-            BaseUrl = baseUrl,
-            CreatedAt = _time.GetUtcNow(),
-        };
-
-        // Existing matching streams are linked at their tail: creation does not replay history.
-        if (config.Pattern is { } pattern)
-        {
-            await foreach (var path in _store.ListPathsAsync(cancellationToken).ConfigureAwait(false))
-            {
-                if (path != config.WakeStream && PathGlob.IsMatch(pattern, path))
-                {
-                    subscription.Links[path] = new SubscriptionLink { Glob = true, AckedPosition = await TailOf(path, cancellationToken).ConfigureAwait(false) };
-                }
-            }
-        }
-
-        foreach (var path in config.Streams)
-        {
-            await LinkExplicit(subscription, path, cancellationToken).ConfigureAwait(false);
-        }
-
-        await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-        _subscriptions[id] = subscription;
-        Log.Created(_logger, id, config.Type);
-        return (201, subscription);
+        return (status, subscription);
     }
 
     public async Task<Subscription?> GetAsync(string id, CancellationToken cancellationToken)
     {
-        if (_store.IsShared)
+        if (_registry.IsShared)
         {
             // Another node may have changed it.
-            await using (await EnterAsync(cancellationToken).ConfigureAwait(false))
+            await using (await _registry.EnterAsync(cancellationToken).ConfigureAwait(false))
             {
             }
         }
 
-        return _subscriptions.GetValueOrDefault(id);
+        return _registry.Get(id);
     }
 
     public async Task<bool> DeleteAsync(string id, CancellationToken cancellationToken)
     {
-        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
-        if (!_subscriptions.TryRemove(id, out var subscription))
-        {
-            return false;
-        }
-
-        subscription.Deleted = true;
-        await _store.DeleteDocumentAsync(Collection, id, cancellationToken).ConfigureAwait(false);
-        await BumpVersionAsync(cancellationToken).ConfigureAwait(false);
-        return true;
+        await using var held = await _registry.EnterAsync(cancellationToken).ConfigureAwait(false);
+        return await _registry.DeleteAsync(id, cancellationToken).ConfigureAwait(false);
     }
 
     public async Task<bool> AddStreamsAsync(string id, IReadOnlyList<string> paths, CancellationToken cancellationToken)
     {
-        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
-        if (!_subscriptions.TryGetValue(id, out var subscription))
-        {
-            return false;
-        }
-
-        foreach (var path in paths)
-        {
-            await LinkExplicit(subscription, path, cancellationToken).ConfigureAwait(false);
-        }
-
-        await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-        return true;
+        await using var held = await _registry.EnterAsync(cancellationToken).ConfigureAwait(false);
+        return await _registry.AddStreamsAsync(id, paths, cancellationToken).ConfigureAwait(false);
     }
 
     public async Task<bool> RemoveStreamAsync(string id, string path, CancellationToken cancellationToken)
     {
-        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
-        if (!_subscriptions.TryGetValue(id, out var subscription))
-        {
-            return false;
-        }
-
-        if (subscription.Links.TryGetValue(path, out var link) && link.Explicit)
-        {
-            link.Explicit = false;
-            var stillGlob = subscription.Config.Pattern is { } pattern && PathGlob.IsMatch(pattern, path);
-            if (!stillGlob)
-            {
-                subscription.Links.Remove(path);
-            }
-            else
-            {
-                link.Glob = true;
-            }
-
-            await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-        }
-
-        return true;
+        await using var held = await _registry.EnterAsync(cancellationToken).ConfigureAwait(false);
+        return await _registry.RemoveStreamAsync(id, path, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Applies a webhook callback or a pull-wake ack. Returns null when fenced.</summary>
+    /// <summary>Applies a webhook callback or a pull-wake ack; <see cref="AckOutcome.Fenced"/> when the wake is not current.</summary>
     public async Task<AckOutcome> AckAsync(string id, string? token, string? wakeId, long? generation, IReadOnlyList<(string Stream, string Offset)> acks, bool done, CancellationToken cancellationToken)
     {
-        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
-        if (!_subscriptions.TryGetValue(id, out var subscription))
+        await using var held = await _registry.EnterAsync(cancellationToken).ConfigureAwait(false);
+        if (_registry.Get(id) is not { } subscription)
         {
             return AckOutcome.NotFound;
         }
@@ -244,17 +169,17 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             }
         }
 
-        var now = _time.GetUtcNow();
         if (!done)
         {
-            subscription.LeaseExpiresAt = now.AddMilliseconds(subscription.Config.LeaseTtlMs);
-            await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
+            // An ack that is not done is also the worker's heartbeat.
+            _scheduler.StartLease(subscription);
+            await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
             return AckOutcome.Ok(nextWake: false);
         }
 
-        ClearWake(subscription);
-        var pending = await HasPendingAsync(subscription, cancellationToken).ConfigureAwait(false);
-        await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
+        _scheduler.EndWake(subscription);
+        var pending = await _registry.HasPendingAsync(subscription, cancellationToken).ConfigureAwait(false);
+        await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
         if (pending)
         {
             await WakeAsync(subscription, cancellationToken).ConfigureAwait(false);
@@ -265,8 +190,8 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 
     public async Task<AckOutcome> ReleaseAsync(string id, string? token, string? wakeId, long? generation, CancellationToken cancellationToken)
     {
-        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
-        if (!_subscriptions.TryGetValue(id, out var subscription))
+        await using var held = await _registry.EnterAsync(cancellationToken).ConfigureAwait(false);
+        if (_registry.Get(id) is not { } subscription)
         {
             return AckOutcome.NotFound;
         }
@@ -276,9 +201,9 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             return AckOutcome.Fenced;
         }
 
-        ClearWake(subscription);
-        await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-        if (await HasPendingAsync(subscription, cancellationToken).ConfigureAwait(false))
+        _scheduler.EndWake(subscription);
+        await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
+        if (await _registry.HasPendingAsync(subscription, cancellationToken).ConfigureAwait(false))
         {
             await WakeAsync(subscription, cancellationToken).ConfigureAwait(false);
         }
@@ -288,8 +213,8 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 
     public async Task<ClaimOutcome> ClaimAsync(string id, string worker, CancellationToken cancellationToken)
     {
-        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
-        if (!_subscriptions.TryGetValue(id, out var subscription))
+        await using var held = await _registry.EnterAsync(cancellationToken).ConfigureAwait(false);
+        if (_registry.Get(id) is not { } subscription)
         {
             return new ClaimOutcome(ClaimStatus.NotFound, null, null);
         }
@@ -299,15 +224,14 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             return new ClaimOutcome(ClaimStatus.WrongType, subscription, null);
         }
 
-        var now = _time.GetUtcNow();
-        if (subscription.Holder is not null && subscription.LeaseExpiresAt > now)
+        if (_scheduler.IsHeld(subscription))
         {
             return new ClaimOutcome(ClaimStatus.AlreadyClaimed, subscription, null);
         }
 
         if (subscription.WakeId is null)
         {
-            if (!await HasPendingAsync(subscription, cancellationToken).ConfigureAwait(false))
+            if (!await _registry.HasPendingAsync(subscription, cancellationToken).ConfigureAwait(false))
             {
                 return new ClaimOutcome(ClaimStatus.NothingPending, subscription, null);
             }
@@ -315,100 +239,46 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             await WakeAsync(subscription, cancellationToken).ConfigureAwait(false);
         }
 
-        subscription.Holder = worker;
-        subscription.LeaseExpiresAt = now.AddMilliseconds(subscription.Config.LeaseTtlMs);
-        await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-        var streams = await DescribeStreamsAsync(subscription, cancellationToken).ConfigureAwait(false);
+        _scheduler.Claim(subscription, worker);
+        await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
+        var streams = await _registry.DescribeStreamsAsync(subscription, cancellationToken).ConfigureAwait(false);
         return new ClaimOutcome(ClaimStatus.Claimed, subscription, streams);
     }
 
-    public async Task<List<JsonObject>> DescribeStreamsAsync(Subscription subscription, CancellationToken cancellationToken)
-    {
-        var list = new List<JsonObject>(subscription.Links.Count);
-        foreach (var (path, link) in subscription.Links.OrderBy(l => l.Key, StringComparer.Ordinal))
-        {
-            var tail = await TailOf(path, cancellationToken).ConfigureAwait(false);
-            list.Add(new JsonObject
-            {
-                ["path"] = path,
-                ["link_type"] = link.Explicit ? "explicit" : "glob",
-                ["acked_offset"] = StreamOffset.Format(link.AckedPosition),
-                ["tail_offset"] = StreamOffset.Format(Math.Max(tail, link.AckedPosition)),
-                ["has_pending"] = tail > link.AckedPosition,
-            });
-        }
+    public Task<List<JsonObject>> DescribeStreamsAsync(Subscription subscription, CancellationToken cancellationToken)
+        => _registry.DescribeStreamsAsync(subscription, cancellationToken);
 
-        return list;
-    }
-
-    // ---- wake machinery ----
+    // ---- reacting to appends and deadlines ----
 
     private async Task ProcessAppendsAsync()
     {
         var token = _stopping.Token;
+        var changes = new List<LiveAppend>();
         try
         {
             while (await _appends.Reader.WaitToReadAsync(token).ConfigureAwait(false))
             {
-                var held = await EnterAsync(token).ConfigureAwait(false);
+                changes.Clear();
+                var tick = false;
+                while (_appends.Reader.TryRead(out var change))
+                {
+                    if (ReferenceEquals(change, TickMarker))
+                    {
+                        tick = true;
+                    }
+                    else
+                    {
+                        changes.Add(change);
+                    }
+                }
+
                 try
                 {
-                    var tick = false;
-                    var touched = new HashSet<Subscription>();
-                    var changed = new HashSet<Subscription>();
-                    while (_appends.Reader.TryRead(out var change))
-                    {
-                        if (ReferenceEquals(change, TickMarker))
-                        {
-                            tick = true;
-                            continue;
-                        }
-
-                        foreach (var subscription in _subscriptions.Values)
-                        {
-                            var observed = Observe(subscription, change);
-                            if (observed != Observation.Unrelated)
-                            {
-                                touched.Add(subscription);
-                            }
-
-                            if (observed == Observation.Linked)
-                            {
-                                changed.Add(subscription);
-                            }
-                        }
-                    }
-
-                    if (tick)
-                    {
-                        ExpireLeases(touched, changed);
-                    }
-
-                    foreach (var subscription in touched)
-                    {
-                        if (subscription.Deleted)
-                        {
-                            continue;
-                        }
-
-                        if (changed.Contains(subscription))
-                        {
-                            await SaveAsync(subscription, token).ConfigureAwait(false);
-                        }
-
-                        if (IsIdle(subscription) && await HasPendingAsync(subscription, token).ConfigureAwait(false))
-                        {
-                            await WakeAsync(subscription, token).ConfigureAwait(false);
-                        }
-                    }
+                    await ProcessAsync(changes, tick, token).ConfigureAwait(false);
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException)
                 {
                     Log.ProcessingFailed(_logger, ex);
-                }
-                finally
-                {
-                    await held.DisposeAsync();
                 }
             }
         }
@@ -417,14 +287,74 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         }
     }
 
-    /// <summary>Links a newly seen matching stream; returns whether the subscription may need a wake.</summary>
-    private static Observation Observe(Subscription subscription, LiveAppend change)
+    private async Task ProcessAsync(List<LiveAppend> changes, bool tick, CancellationToken cancellationToken)
     {
-        if (change.Path == subscription.Config.WakeStream)
+        // Neither the lock nor the store is touched unless a deadline has passed, an append concerns a subscription
+        // this node knows, or (on a shared store) another node changed the subscriptions.
+        var due = tick && _scheduler.AnyDue;
+        if (!due && !changes.Exists(change => _registry.Candidates(change).Count > 0)
+            && !(changes.Count > 0 && await _registry.IsStaleAsync(cancellationToken).ConfigureAwait(false)))
         {
-            return Observation.Unrelated;
+            if (tick)
+            {
+                // Woken before the deadline (or the deadline went away meanwhile): wait for the current one.
+                ArmTimer();
+            }
+
+            return;
         }
 
+        await using var held = await _registry.EnterAsync(cancellationToken).ConfigureAwait(false);
+        var touched = new HashSet<Subscription>();
+        var changed = new HashSet<Subscription>();
+        foreach (var change in changes)
+        {
+            foreach (var subscription in _registry.Candidates(change))
+            {
+                var observed = Observe(subscription, change);
+                if (observed != Observation.Unrelated)
+                {
+                    touched.Add(subscription);
+                }
+
+                if (observed == Observation.Linked)
+                {
+                    changed.Add(subscription);
+                }
+            }
+        }
+
+        var work = _scheduler.CollectDue();
+        foreach (var subscription in work.Expired)
+        {
+            Log.LeaseExpired(_logger, subscription.Id, subscription.Generation);
+            touched.Add(subscription);
+            changed.Add(subscription);
+        }
+
+        touched.UnionWith(work.Retry);
+        foreach (var subscription in touched)
+        {
+            if (subscription.Deleted)
+            {
+                continue;
+            }
+
+            if (changed.Contains(subscription))
+            {
+                await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
+            }
+
+            if (_scheduler.IsIdle(subscription) && await _registry.HasPendingAsync(subscription, cancellationToken).ConfigureAwait(false))
+            {
+                await WakeAsync(subscription, cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>Links a newly seen matching stream; says whether the subscription may need a wake.</summary>
+    private Observation Observe(Subscription subscription, LiveAppend change)
+    {
         if (subscription.Links.TryGetValue(change.Path, out var link))
         {
             if (change.Deleted)
@@ -443,7 +373,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         }
 
         // Linked "before" this append so the append itself is pending.
-        subscription.Links[change.Path] = new SubscriptionLink { Glob = true, AckedPosition = change.Chunk.Start };
+        _registry.LinkGlob(subscription, change.Path, change.Chunk.Start);
         return Observation.Linked;
     }
 
@@ -454,28 +384,23 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         Linked,
     }
 
-    private void ExpireLeases(HashSet<Subscription> touched, HashSet<Subscription> changed)
+    /// <summary>Arms the timer for the scheduler's earliest deadline, or disarms it when there is none.</summary>
+    private void ArmTimer()
     {
-        var now = _time.GetUtcNow();
-        foreach (var subscription in _subscriptions.Values)
+        // Serialized, so a stale deadline read by one caller cannot overwrite a newer one armed by another.
+        lock (_timerGate)
         {
-            if (subscription.LeaseExpiresAt is { } expires && expires <= now)
+            if (_timer is null)
             {
-                Log.LeaseExpired(_logger, subscription.Id, subscription.Generation);
-                ClearWake(subscription);
-                touched.Add(subscription);
-                changed.Add(subscription);
+                return;
             }
-            else if (subscription.Status == "failed" && subscription.WakeId is null && subscription.NextAttemptAt <= now)
-            {
-                touched.Add(subscription);
-            }
+
+            var due = _scheduler.NextDeadline is { } next
+                ? TimeSpan.FromTicks(Math.Max(0, (next - _time.GetUtcNow()).Ticks))
+                : Timeout.InfiniteTimeSpan;
+            _timer.Change(due, Timeout.InfiniteTimeSpan);
         }
     }
-
-    private bool IsIdle(Subscription subscription)
-        => subscription.WakeId is null && subscription.Holder is null
-           && (subscription.NextAttemptAt is not { } next || next <= _time.GetUtcNow());
 
     private bool IsCurrent(Subscription subscription, string? token, string? wakeId, long? generation)
     {
@@ -491,138 +416,61 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             && wakeId == subscription.WakeId;
     }
 
-    private static void ClearWake(Subscription subscription)
-    {
-        subscription.WakeId = null;
-        subscription.WakeSnapshot = null;
-        subscription.Holder = null;
-        subscription.LeaseExpiresAt = null;
-    }
-
-    private async Task<bool> HasPendingAsync(Subscription subscription, CancellationToken cancellationToken)
-    {
-        foreach (var (path, link) in subscription.Links)
-        {
-            if (await TailOf(path, cancellationToken).ConfigureAwait(false) > link.AckedPosition)
-            {
-                return true;
-            }
-        }
-
-        return false;
-    }
-
     /// <summary>Starts a new wake generation: a webhook delivery, or a wake event on the pull-wake stream.</summary>
     private async Task WakeAsync(Subscription subscription, CancellationToken cancellationToken)
     {
         subscription.Generation++;
         subscription.WakeId = "w_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(12));
-        var streams = await DescribeStreamsAsync(subscription, cancellationToken).ConfigureAwait(false);
+        var streams = await _registry.DescribeStreamsAsync(subscription, cancellationToken).ConfigureAwait(false);
         subscription.WakeSnapshot = streams.ToDictionary(s => (string)s["path"]!, s => StreamOffset.TryParse((string)s["tail_offset"]!, out var p) ? p : 0, StringComparer.Ordinal);
         Log.Waking(_logger, subscription.Id, subscription.Generation);
 
-        if (subscription.Config.IsWebhook)
+        if (!subscription.Config.IsWebhook)
         {
-            subscription.LeaseExpiresAt = _time.GetUtcNow().AddMilliseconds(subscription.Config.LeaseTtlMs);
-            await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-            var callbackUrl = $"{subscription.BaseUrl}{StreamPaths.Root}/{StreamPaths.Reserved}/subscriptions/{Uri.EscapeDataString(subscription.Id)}/callback";
-            var body = new JsonObject
-            {
-                ["subscription_id"] = subscription.Id,
-                ["wake_id"] = subscription.WakeId,
-                ["generation"] = subscription.Generation,
-                ["streams"] = new JsonArray([.. streams]),
-                ["callback_url"] = callbackUrl,
-                ["callback_token"] = Keys.IssueToken(subscription.Id, subscription.Generation, subscription.WakeId),
-            };
-            var bytes = JsonSerializer.SerializeToUtf8Bytes(body);
-            _ = Task.Run(async () =>
-            {
-                try
-                {
-                    await DeliverAsync(subscription, subscription.Generation, subscription.WakeId, bytes).ConfigureAwait(false);
-                }
-                catch (Exception ex)
-                {
-                    // A fire-and-forget delivery must never fault unobserved.
-                    Log.WebhookFailed(_logger, subscription.Id, 0, ex);
-                }
-            }, CancellationToken.None);
+            // A pull-wake lease starts when a worker claims the wake.
+            await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
+            await _delivery.AppendWakeEventsAsync(subscription, streams, cancellationToken).ConfigureAwait(false);
             return;
         }
 
-        await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-        var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
-        var events = new JsonArray();
-        foreach (var stream in streams.Where(s => (bool)s["has_pending"]!))
+        _scheduler.StartLease(subscription);
+        await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
+        var body = SubscriptionDelivery.WebhookBody(subscription, streams, Keys);
+        var (generation, wakeId) = (subscription.Generation, subscription.WakeId);
+        _ = Task.Run(async () =>
         {
-            events.Add(new JsonObject
+            try
             {
-                ["type"] = "wake",
-                ["subscription_id"] = subscription.Id,
-                ["stream"] = (string)stream["path"]!,
-                ["generation"] = subscription.Generation,
-                ["ts"] = now,
-            });
-        }
-
-        var payload = JsonSerializer.SerializeToUtf8Bytes(events);
-        if (!JsonFraming.TryFrame(payload, allowEmptyArray: false, out var framed, out _))
-        {
-            return;
-        }
-
-        var result = await _store.AppendAsync(new AppendRequest { Path = subscription.Config.WakeStream!, ContentType = StreamContentType.Json, Data = framed }, cancellationToken).ConfigureAwait(false);
-        if (result.Status != AppendStatus.Appended)
-        {
-            Log.WakeStreamRejected(_logger, subscription.Id, subscription.Config.WakeStream!, result.Status);
-        }
+                await DeliverAsync(subscription, generation, wakeId, body).ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                // A fire-and-forget delivery must never fault unobserved (at shutdown its failures are expected).
+                if (!_stopping.IsCancellationRequested)
+                {
+                    Log.DeliveryFailed(_logger, subscription.Id, ex);
+                }
+            }
+        }, CancellationToken.None);
     }
 
+    /// <summary>Sends one webhook wake and applies its outcome, if that wake is still current.</summary>
     private async Task DeliverAsync(Subscription subscription, long generation, string wakeId, byte[] body)
     {
-        bool? done = null;
+        bool? done;
         try
         {
-            using var request = new HttpRequestMessage(HttpMethod.Post, subscription.Config.WebhookUrl);
-            request.Content = new ByteArrayContent(body);
-            request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
-            request.Headers.TryAddWithoutValidation("Webhook-Signature", Keys.SignatureHeader(_time.GetUtcNow().ToUnixTimeSeconds(), body));
-            using var response = await _http.SendAsync(request, _stopping.Token).ConfigureAwait(false);
-            if (response.IsSuccessStatusCode)
-            {
-                done = false;
-                var text = await response.Content.ReadAsByteArrayAsync(_stopping.Token).ConfigureAwait(false);
-                if (text.Length > 0)
-                {
-                    try
-                    {
-                        done = JsonNode.Parse(text) is JsonObject reply && reply["done"] is JsonValue value && value.TryGetValue<bool>(out var d) && d;
-                    }
-                    catch (Exception ex) when (ex is JsonException or ArgumentException or InvalidOperationException)
-                    {
-                        // Any reply that is not a well-formed {"done": true} means not done.
-                    }
-                }
-            }
-            else
-            {
-                Log.WebhookFailed(_logger, subscription.Id, (int)response.StatusCode, null);
-            }
+            done = await _delivery.SendWebhookAsync(subscription.Id, subscription.Config.WebhookUrl!, body, Keys, _stopping.Token).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or OperationCanceledException)
+        catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
         {
-            if (_stopping.IsCancellationRequested)
-            {
-                return;
-            }
-
-            Log.WebhookFailed(_logger, subscription.Id, 0, ex);
+            return;
         }
 
-        await using var held = await EnterAsync(CancellationToken.None).ConfigureAwait(false);
+        await using var held = await _registry.EnterAsync(CancellationToken.None).ConfigureAwait(false);
+
         // The current instance: on a shared store it may have been reloaded while the webhook was out.
-        if (_subscriptions.GetValueOrDefault(subscription.Id) is not { } current)
+        if (_registry.Get(subscription.Id) is not { } current)
         {
             return;
         }
@@ -635,20 +483,13 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 
         if (done is null)
         {
-            // Exponential backoff from 1 s to 60 s with 20% jitter; persisted so a restart honours it.
-            subscription.FailedAttempts++;
-            var delay = Math.Min(60, Math.Pow(2, subscription.FailedAttempts - 1));
-            delay *= 1 + ((Random.Shared.NextDouble() * 0.4) - 0.2);
-            subscription.Status = "failed";
-            subscription.NextAttemptAt = _time.GetUtcNow().AddSeconds(delay);
-            ClearWake(subscription);
-            await SaveAsync(subscription, CancellationToken.None).ConfigureAwait(false);
+            // Persisted, so a restart honours the backoff.
+            _scheduler.DeliveryFailed(subscription);
+            await _registry.SaveAsync(subscription, CancellationToken.None).ConfigureAwait(false);
             return;
         }
 
-        subscription.Status = "active";
-        subscription.FailedAttempts = 0;
-        subscription.NextAttemptAt = null;
+        _scheduler.DeliverySucceeded(subscription);
         if (done == true)
         {
             foreach (var (path, tail) in subscription.WakeSnapshot ?? [])
@@ -659,9 +500,9 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
                 }
             }
 
-            ClearWake(subscription);
-            await SaveAsync(subscription, CancellationToken.None).ConfigureAwait(false);
-            if (await HasPendingAsync(subscription, CancellationToken.None).ConfigureAwait(false))
+            _scheduler.EndWake(subscription);
+            await _registry.SaveAsync(subscription, CancellationToken.None).ConfigureAwait(false);
+            if (await _registry.HasPendingAsync(subscription, CancellationToken.None).ConfigureAwait(false))
             {
                 await WakeAsync(subscription, CancellationToken.None).ConfigureAwait(false);
             }
@@ -669,130 +510,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             return;
         }
 
-        await SaveAsync(subscription, CancellationToken.None).ConfigureAwait(false);
-    }
-
-    private async Task LinkExplicit(Subscription subscription, string path, CancellationToken cancellationToken)
-    {
-        if (subscription.Links.TryGetValue(path, out var link))
-        {
-            link.Explicit = true;
-            return;
-        }
-
-        subscription.Links[path] = new SubscriptionLink { Explicit = true, AckedPosition = await TailOf(path, cancellationToken).ConfigureAwait(false) };
-    }
-
-    private async Task<long> TailOf(string path, CancellationToken cancellationToken)
-    {
-        var lookup = await _store.GetAsync(path, cancellationToken).ConfigureAwait(false);
-        return lookup.Stream?.TailPosition ?? 0;
-    }
-
-    private async Task SaveAsync(Subscription subscription, CancellationToken cancellationToken)
-    {
-        if (!subscription.Deleted)
-        {
-            await _store.PutDocumentAsync(Collection, subscription.Id, subscription.Serialize(), cancellationToken).ConfigureAwait(false);
-            await BumpVersionAsync(cancellationToken).ConfigureAwait(false);
-        }
-    }
-
-    /// <summary>Marks the stored subscriptions changed, so the other nodes reload them before their next operation.</summary>
-    private async Task BumpVersionAsync(CancellationToken cancellationToken)
-    {
-        if (_store.IsShared)
-        {
-            var version = Guid.NewGuid().ToString("N");
-            await _store.PutDocumentAsync(MetaCollection, "version", System.Text.Encoding.ASCII.GetBytes(version), cancellationToken).ConfigureAwait(false);
-            _loadedVersion = version;
-        }
-    }
-
-    /// <summary>
-    /// Enters the subscriptions' critical section: this process's lock and, on a shared store, the lock of every node,
-    /// with the subscriptions reloaded if another node changed them.
-    /// </summary>
-    private async Task<System.Runtime.CompilerServices.ConfiguredAsyncDisposable> EnterAsync(CancellationToken cancellationToken)
-    {
-        await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
-        if (!_store.IsShared)
-        {
-            return new Held(this, null).ConfigureAwait(false);
-        }
-
-        IAsyncDisposable? shared = null;
-        try
-        {
-            shared = await _store.AcquireLockAsync(Collection, SharedLockLease, cancellationToken).ConfigureAwait(false);
-            await RefreshAsync(cancellationToken).ConfigureAwait(false);
-            return new Held(this, shared).ConfigureAwait(false);
-        }
-        catch
-        {
-            if (shared is not null)
-            {
-                await shared.DisposeAsync().ConfigureAwait(false);
-            }
-
-            _lock.Release();
-            throw;
-        }
-    }
-
-    private sealed class Held(SubscriptionService owner, IAsyncDisposable? shared) : IAsyncDisposable
-    {
-        public async ValueTask DisposeAsync()
-        {
-            try
-            {
-                if (shared is not null)
-                {
-                    await shared.DisposeAsync().ConfigureAwait(false);
-                }
-            }
-            finally
-            {
-                owner._lock.Release();
-            }
-        }
-    }
-
-    private async Task<string?> ReadVersionAsync(CancellationToken cancellationToken)
-        => await _store.GetDocumentAsync(MetaCollection, "version", cancellationToken).ConfigureAwait(false) is { } stored ? System.Text.Encoding.ASCII.GetString(stored) : null;
-
-    private async Task RefreshAsync(CancellationToken cancellationToken)
-    {
-        var version = await ReadVersionAsync(cancellationToken).ConfigureAwait(false);
-        if (version != _loadedVersion)
-        {
-            await ReloadAsync(cancellationToken).ConfigureAwait(false);
-            _loadedVersion = version;
-        }
-    }
-
-    private async Task ReloadAsync(CancellationToken cancellationToken)
-    {
-        var loaded = new Dictionary<string, Subscription>(StringComparer.Ordinal);
-        await foreach (var (id, data) in _store.ListDocumentsAsync(Collection, cancellationToken).ConfigureAwait(false))
-        {
-            if (Subscription.Deserialize(data) is { } subscription)
-            {
-                loaded[id] = subscription;
-            }
-        }
-
-        // Instances still referenced by work in flight see themselves replaced, as if deleted, and stop.
-        foreach (var (id, old) in _subscriptions)
-        {
-            old.Deleted = true;
-            _subscriptions.TryRemove(id, out _);
-        }
-
-        foreach (var (id, subscription) in loaded)
-        {
-            _subscriptions[id] = subscription;
-        }
+        await _registry.SaveAsync(subscription, CancellationToken.None).ConfigureAwait(false);
     }
 
     private static partial class Log
@@ -803,51 +521,14 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         [LoggerMessage(201, LogLevel.Debug, "Subscription {Id} wake generation {Generation}")]
         public static partial void Waking(ILogger logger, string id, long generation);
 
-        [LoggerMessage(202, LogLevel.Warning, "Webhook delivery for subscription {Id} failed (status {Status}); retrying with backoff")]
-        public static partial void WebhookFailed(ILogger logger, string id, int status, Exception? exception);
-
         [LoggerMessage(203, LogLevel.Debug, "Subscription {Id} lease of generation {Generation} expired")]
         public static partial void LeaseExpired(ILogger logger, string id, long generation);
 
-        [LoggerMessage(204, LogLevel.Warning, "Subscription {Id} could not write to its wake stream {WakeStream}: {Status}")]
-        public static partial void WakeStreamRejected(ILogger logger, string id, string wakeStream, AppendStatus status);
-
         [LoggerMessage(205, LogLevel.Error, "Subscription processing failed")]
         public static partial void ProcessingFailed(ILogger logger, Exception exception);
-    }
-}
 
-/// <summary>Settings of subscriptions. Bound from the <c>Subscriptions</c> configuration section.</summary>
-public sealed class SubscriptionOptions
-{
-    /// <summary>
-    /// Whether webhooks and session notifications may target <c>http://localhost</c> and <c>http://127.0.0.x</c>
-    /// (development), and so connect to loopback addresses. Private and special-purpose addresses are refused either way.
-    /// Default true; set it to false in production.
-    /// </summary>
-    public bool AllowLocalhostWebhooks { get; set; } = true;
-
-    /// <summary>How long one webhook delivery may take. Default 10 seconds.</summary>
-    public TimeSpan WebhookTimeout { get; set; } = TimeSpan.FromSeconds(10);
-
-    /// <summary>The longest subscription pattern accepted, in characters; longer gets 400 <c>PATTERN_TOO_LARGE</c>. Default 1024.</summary>
-    public int MaxPatternLength { get; set; } = 1024;
-
-    /// <summary>The most segments in a subscription pattern; more gets 400 <c>PATTERN_TOO_LARGE</c>. Default 32.</summary>
-    public int MaxPatternSegments { get; set; } = 32;
-
-    /// <summary>Validates the settings; called at start-up.</summary>
-    public IEnumerable<string> Validate()
-    {
-        if (MaxPatternLength is < 1 or > 8192)
-        {
-            yield return "MaxPatternLength must be between 1 and 8192.";
-        }
-
-        if (MaxPatternSegments is < 1 or > 256)
-        {
-            yield return "MaxPatternSegments must be between 1 and 256.";
-        }
+        [LoggerMessage(206, LogLevel.Error, "Applying the webhook delivery of subscription {Id} failed")]
+        public static partial void DeliveryFailed(ILogger logger, string id, Exception exception);
     }
 }
 

@@ -54,6 +54,6 @@ internal static class WebhookUrlPolicy
             && address.GetAddressBytes() is [127, 0, 0, _];
     }
 
-    /// <summary>A quick check of an IP literal; the check that holds is at connect time (<see cref="OutboundHttpClientFactory"/>).</summary>
+    /// <summary>A quick check of an IP literal; the check that holds is at connect time (<see cref="OutboundHandler"/>).</summary>
     internal static bool IsPublic(IPAddress address) => OutboundAddressPolicy.IsPublic(address);
 }

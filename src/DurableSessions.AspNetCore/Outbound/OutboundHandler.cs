@@ -5,7 +5,7 @@ using DurableSessions.AspNetCore.Subscriptions;
 namespace DurableSessions.AspNetCore.Outbound;
 
 /// <summary>
-/// Creates the HTTP clients of the server's own outbound requests (subscription webhooks, run notifications), which go
+/// Creates the primary handler of the server's own outbound requests (subscription webhooks, run notifications), which go
 /// to URLs that API callers chose and so must not reach the server's own network.
 /// </summary>
 /// <remarks>
@@ -15,38 +15,27 @@ namespace DurableSessions.AspNetCore.Outbound;
 /// resolves differently a moment later (DNS rebinding) changes nothing. Redirects are not followed (a 3xx answer is a
 /// failed delivery) and no proxy is used, since either would connect somewhere that was never checked.
 /// </remarks>
-internal static class OutboundHttpClientFactory
+internal static class OutboundHandler
 {
     /// <summary>The most connections open at once to one receiver (host and port).</summary>
     public const int MaxConnectionsPerTarget = 8;
 
-    /// <summary>The largest answer body read from a receiver; a larger one fails the delivery.</summary>
-    public const int MaxResponseBytes = 64 * 1024;
-
-    /// <summary>Creates a client.</summary>
+    /// <summary>Creates a handler.</summary>
     /// <param name="allowLocalhost">
     /// Whether the development exception applies: a URL whose host is <c>localhost</c> or <c>127.0.0.x</c> may connect to
     /// loopback addresses. Private and special-purpose ranges stay blocked either way.
     /// </param>
-    /// <param name="timeout">How long one request may take.</param>
-    public static HttpClient Create(bool allowLocalhost, TimeSpan timeout)
+    public static SocketsHttpHandler Create(bool allowLocalhost) => new()
     {
-        var handler = new SocketsHttpHandler
-        {
-            AllowAutoRedirect = false,
-            UseProxy = false,
-            UseCookies = false,
-            PooledConnectionLifetime = TimeSpan.FromMinutes(2),
+        AllowAutoRedirect = false,
+        UseProxy = false,
+        UseCookies = false,
+        PooledConnectionLifetime = TimeSpan.FromMinutes(2),
 
-            // Receivers are chosen by clients: none may hold more than a few of the server's descriptors at once.
-            MaxConnectionsPerServer = MaxConnectionsPerTarget,
-            ConnectCallback = (context, cancellationToken) => ConnectAsync(context.DnsEndPoint, allowLocalhost, cancellationToken),
-        };
-
-        // Only the status of an answer matters (and a small JSON reply to a webhook): a receiver cannot make the server
-        // buffer a large body.
-        return new HttpClient(handler) { Timeout = timeout, MaxResponseContentBufferSize = MaxResponseBytes };
-    }
+        // Receivers are chosen by clients: none may hold more than a few of the server's descriptors at once.
+        MaxConnectionsPerServer = MaxConnectionsPerTarget,
+        ConnectCallback = (context, cancellationToken) => ConnectAsync(context.DnsEndPoint, allowLocalhost, cancellationToken),
+    };
 
     /// <summary>Resolves <paramref name="endpoint"/> once, checks every address, and connects to a checked one.</summary>
     internal static async ValueTask<Stream> ConnectAsync(DnsEndPoint endpoint, bool allowLocalhost, CancellationToken cancellationToken)

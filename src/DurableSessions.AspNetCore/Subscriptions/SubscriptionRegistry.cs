@@ -1,0 +1,421 @@
+using System.Collections.Concurrent;
+using System.Collections.Immutable;
+using System.Runtime.CompilerServices;
+using System.Text;
+using System.Text.Json.Nodes;
+using DurableSessions.Live;
+
+namespace DurableSessions.AspNetCore.Subscriptions;
+
+/// <summary>
+/// The subscriptions themselves: creating, reading, changing and deleting them and their links, their persistence in
+/// the store's documents, the lock their changes run under, and (on a shared store) reloading what other nodes changed.
+/// Keeps an index from stream paths to the subscriptions an append there can concern.
+/// </summary>
+/// <remarks>
+/// Mutations happen only inside <see cref="EnterAsync"/>, and are persisted before they take effect for clients.
+/// <see cref="Candidates"/> and <see cref="IsEmpty"/> read an immutable snapshot and may be called from any thread.
+/// </remarks>
+internal sealed class SubscriptionRegistry : IDisposable
+{
+    private const string Collection = "subscriptions";
+    private const string MetaCollection = "subscriptions-meta";
+    private static readonly TimeSpan SharedLockLease = TimeSpan.FromSeconds(30);
+
+    private readonly StreamStore _store;
+    private readonly WakeScheduler _scheduler;
+    private readonly SemaphoreSlim _lock = new(1, 1);
+    private readonly ConcurrentDictionary<string, Subscription> _subscriptions = new(StringComparer.Ordinal);
+
+    // Replaced, never changed in place (writers hold the lock), so the append path reads them without it.
+    private ImmutableDictionary<string, ImmutableHashSet<string>> _byPath = ImmutableDictionary.Create<string, ImmutableHashSet<string>>(StringComparer.Ordinal);
+    private ImmutableDictionary<string, string> _globs = ImmutableDictionary.Create<string, string>(StringComparer.Ordinal);
+    private WebhookSigningKeys? _keys;
+    private string? _loadedVersion;
+
+    public SubscriptionRegistry(StreamStore store, WakeScheduler scheduler)
+    {
+        _store = store;
+        _scheduler = scheduler;
+    }
+
+    /// <summary>The signing keys of webhooks and wake tokens, loaded by <see cref="StartAsync"/>.</summary>
+    public WebhookSigningKeys Keys => _keys ?? throw new InvalidOperationException("Subscriptions have not started.");
+
+    /// <summary>Whether the store is shared by several nodes, any of which may change subscriptions.</summary>
+    public bool IsShared => _store.IsShared;
+
+    /// <summary>Whether this node knows of no subscription.</summary>
+    public bool IsEmpty => _subscriptions.IsEmpty;
+
+    /// <summary>Loads the signing keys and the stored subscriptions.</summary>
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        // Under the shared lock, so nodes starting together agree on one set of keys.
+        await using (await _store.AcquireLockAsync(Collection, SharedLockLease, cancellationToken).ConfigureAwait(false))
+        {
+            _keys = await WebhookSigningKeys.LoadOrCreateAsync(_store, cancellationToken).ConfigureAwait(false);
+            await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+            try
+            {
+                await ReloadAsync(cancellationToken).ConfigureAwait(false);
+                _loadedVersion = await ReadVersionAsync(cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                _lock.Release();
+            }
+        }
+    }
+
+    /// <summary>The subscription <paramref name="id"/>, as last loaded.</summary>
+    public Subscription? Get(string id) => _subscriptions.GetValueOrDefault(id);
+
+    /// <summary>
+    /// Whether another node has changed the stored subscriptions since this node loaded them. One document read, no
+    /// lock; always false on a store of one node.
+    /// </summary>
+    public async ValueTask<bool> IsStaleAsync(CancellationToken cancellationToken)
+        => _store.IsShared && await ReadVersionAsync(cancellationToken).ConfigureAwait(false) != Volatile.Read(ref _loadedVersion);
+
+    /// <summary>
+    /// The subscriptions an append to (or deletion of) <paramref name="change"/>'s stream can concern: those linked to
+    /// the path, and those whose pattern matches it. Costs one lookup plus one match per pattern subscription.
+    /// </summary>
+    public List<Subscription> Candidates(LiveAppend change)
+    {
+        var found = new List<Subscription>();
+        var linked = _byPath.GetValueOrDefault(change.Path);
+        foreach (var id in linked ?? [])
+        {
+            if (_subscriptions.TryGetValue(id, out var subscription) && subscription.Config.WakeStream != change.Path)
+            {
+                found.Add(subscription);
+            }
+        }
+
+        if (!change.Deleted)
+        {
+            foreach (var (id, pattern) in _globs)
+            {
+                if (linked?.Contains(id) != true && PathGlob.IsMatch(pattern, change.Path)
+                    && _subscriptions.TryGetValue(id, out var subscription) && subscription.Config.WakeStream != change.Path)
+                {
+                    found.Add(subscription);
+                }
+            }
+        }
+
+        return found;
+    }
+
+    /// <summary>Creates a subscription, or confirms an identical one: 201, 200, or 409 for a different configuration.</summary>
+    public async Task<(int Status, Subscription Subscription)> CreateAsync(string id, SubscriptionConfig config, string baseUrl, CancellationToken cancellationToken)
+    {
+        var hash = config.Hash();
+        if (_subscriptions.TryGetValue(id, out var existing))
+        {
+            return existing.ConfigHash == hash ? (200, existing) : (409, existing);
+        }
+
+        var subscription = new Subscription
+        {
+            Id = id,
+            Config = config,
+            ConfigHash = hash,
+            BaseUrl = baseUrl,
+            CreatedAt = _store.TimeProvider.GetUtcNow(),
+        };
+
+        // Existing matching streams are linked at their tail: creation does not replay history.
+        if (config.Pattern is { } pattern)
+        {
+            await foreach (var path in _store.ListPathsAsync(cancellationToken).ConfigureAwait(false))
+            {
+                if (path != config.WakeStream && PathGlob.IsMatch(pattern, path))
+                {
+                    subscription.Links[path] = new SubscriptionLink { Glob = true, AckedPosition = await TailOfAsync(path, cancellationToken).ConfigureAwait(false) };
+                }
+            }
+        }
+
+        foreach (var path in config.Streams)
+        {
+            await LinkExplicitAsync(subscription, path, cancellationToken).ConfigureAwait(false);
+        }
+
+        await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
+        _subscriptions[id] = subscription;
+        Index(subscription);
+        return (201, subscription);
+    }
+
+    /// <summary>Deletes a subscription; false when there is none.</summary>
+    public async Task<bool> DeleteAsync(string id, CancellationToken cancellationToken)
+    {
+        if (!_subscriptions.TryRemove(id, out var subscription))
+        {
+            return false;
+        }
+
+        subscription.Deleted = true;
+        Unindex(subscription);
+        _scheduler.Forget(id);
+        await _store.DeleteDocumentAsync(Collection, id, cancellationToken).ConfigureAwait(false);
+        await BumpVersionAsync(cancellationToken).ConfigureAwait(false);
+        return true;
+    }
+
+    /// <summary>Links <paramref name="paths"/> explicitly (new links start at the stream's tail); false when there is no such subscription.</summary>
+    public async Task<bool> AddStreamsAsync(string id, IReadOnlyList<string> paths, CancellationToken cancellationToken)
+    {
+        if (!_subscriptions.TryGetValue(id, out var subscription))
+        {
+            return false;
+        }
+
+        foreach (var path in paths)
+        {
+            await LinkExplicitAsync(subscription, path, cancellationToken).ConfigureAwait(false);
+        }
+
+        await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
+        return true;
+    }
+
+    /// <summary>Removes the explicit link to <paramref name="path"/> (a pattern may keep it linked); false when there is no such subscription.</summary>
+    public async Task<bool> RemoveStreamAsync(string id, string path, CancellationToken cancellationToken)
+    {
+        if (!_subscriptions.TryGetValue(id, out var subscription))
+        {
+            return false;
+        }
+
+        if (subscription.Links.TryGetValue(path, out var link) && link.Explicit)
+        {
+            link.Explicit = false;
+            if (subscription.Config.Pattern is { } pattern && PathGlob.IsMatch(pattern, path))
+            {
+                link.Glob = true;
+            }
+            else
+            {
+                subscription.Links.Remove(path);
+                SetIndexed(subscription.Id, path, indexed: false);
+            }
+
+            await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
+        }
+
+        return true;
+    }
+
+    /// <summary>Links a stream the subscription's pattern newly matches.</summary>
+    public void LinkGlob(Subscription subscription, string path, long ackedPosition)
+    {
+        subscription.Links[path] = new SubscriptionLink { Glob = true, AckedPosition = ackedPosition };
+        SetIndexed(subscription.Id, path, indexed: true);
+    }
+
+    /// <summary>Describes every linked stream: path, link type, acked and tail offsets, whether data is pending.</summary>
+    public async Task<List<JsonObject>> DescribeStreamsAsync(Subscription subscription, CancellationToken cancellationToken)
+    {
+        var list = new List<JsonObject>(subscription.Links.Count);
+        foreach (var (path, link) in subscription.Links.OrderBy(l => l.Key, StringComparer.Ordinal))
+        {
+            var tail = await TailOfAsync(path, cancellationToken).ConfigureAwait(false);
+            list.Add(new JsonObject
+            {
+                ["path"] = path,
+                ["link_type"] = link.Explicit ? "explicit" : "glob",
+                ["acked_offset"] = StreamOffset.Format(link.AckedPosition),
+                ["tail_offset"] = StreamOffset.Format(Math.Max(tail, link.AckedPosition)),
+                ["has_pending"] = tail > link.AckedPosition,
+            });
+        }
+
+        return list;
+    }
+
+    /// <summary>Whether any linked stream has data past its acknowledged position.</summary>
+    public async Task<bool> HasPendingAsync(Subscription subscription, CancellationToken cancellationToken)
+    {
+        foreach (var (path, link) in subscription.Links)
+        {
+            if (await TailOfAsync(path, cancellationToken).ConfigureAwait(false) > link.AckedPosition)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>Persists <paramref name="subscription"/> (unless deleted) and tells the other nodes.</summary>
+    public async Task SaveAsync(Subscription subscription, CancellationToken cancellationToken)
+    {
+        if (!subscription.Deleted)
+        {
+            await _store.PutDocumentAsync(Collection, subscription.Id, subscription.Serialize(), cancellationToken).ConfigureAwait(false);
+            await BumpVersionAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Enters the subscriptions' critical section: this process's lock and, on a shared store, the lock of every node,
+    /// with the subscriptions reloaded if another node changed them.
+    /// </summary>
+    public async Task<ConfiguredAsyncDisposable> EnterAsync(CancellationToken cancellationToken)
+    {
+        await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        if (!_store.IsShared)
+        {
+            return new Held(this, null).ConfigureAwait(false);
+        }
+
+        IAsyncDisposable? shared = null;
+        try
+        {
+            shared = await _store.AcquireLockAsync(Collection, SharedLockLease, cancellationToken).ConfigureAwait(false);
+            var version = await ReadVersionAsync(cancellationToken).ConfigureAwait(false);
+            if (version != _loadedVersion)
+            {
+                await ReloadAsync(cancellationToken).ConfigureAwait(false);
+                Volatile.Write(ref _loadedVersion, version);
+            }
+
+            return new Held(this, shared).ConfigureAwait(false);
+        }
+        catch
+        {
+            if (shared is not null)
+            {
+                await shared.DisposeAsync().ConfigureAwait(false);
+            }
+
+            _lock.Release();
+            throw;
+        }
+    }
+
+    public void Dispose() => _lock.Dispose();
+
+    private async Task LinkExplicitAsync(Subscription subscription, string path, CancellationToken cancellationToken)
+    {
+        if (subscription.Links.TryGetValue(path, out var link))
+        {
+            link.Explicit = true;
+            return;
+        }
+
+        subscription.Links[path] = new SubscriptionLink { Explicit = true, AckedPosition = await TailOfAsync(path, cancellationToken).ConfigureAwait(false) };
+        SetIndexed(subscription.Id, path, indexed: true);
+    }
+
+    private async Task<long> TailOfAsync(string path, CancellationToken cancellationToken)
+    {
+        var lookup = await _store.GetAsync(path, cancellationToken).ConfigureAwait(false);
+        return lookup.Stream?.TailPosition ?? 0;
+    }
+
+    /// <summary>Marks the stored subscriptions changed, so the other nodes reload them before their next operation.</summary>
+    private async Task BumpVersionAsync(CancellationToken cancellationToken)
+    {
+        if (_store.IsShared)
+        {
+            var version = Guid.NewGuid().ToString("N");
+            await _store.PutDocumentAsync(MetaCollection, "version", Encoding.ASCII.GetBytes(version), cancellationToken).ConfigureAwait(false);
+            Volatile.Write(ref _loadedVersion, version);
+        }
+    }
+
+    private async Task<string?> ReadVersionAsync(CancellationToken cancellationToken)
+        => await _store.GetDocumentAsync(MetaCollection, "version", cancellationToken).ConfigureAwait(false) is { } stored ? Encoding.ASCII.GetString(stored) : null;
+
+    private async Task ReloadAsync(CancellationToken cancellationToken)
+    {
+        var loaded = new Dictionary<string, Subscription>(StringComparer.Ordinal);
+        await foreach (var (id, data) in _store.ListDocumentsAsync(Collection, cancellationToken).ConfigureAwait(false))
+        {
+            if (Subscription.Deserialize(data) is { } subscription)
+            {
+                loaded[id] = subscription;
+            }
+        }
+
+        // Instances still referenced by work in flight see themselves replaced, as if deleted, and stop.
+        foreach (var (id, old) in _subscriptions)
+        {
+            old.Deleted = true;
+            _subscriptions.TryRemove(id, out _);
+        }
+
+        var byPath = ImmutableDictionary.CreateBuilder<string, ImmutableHashSet<string>>(StringComparer.Ordinal);
+        var globs = ImmutableDictionary.CreateBuilder<string, string>(StringComparer.Ordinal);
+        foreach (var (id, subscription) in loaded)
+        {
+            _subscriptions[id] = subscription;
+            foreach (var path in subscription.Links.Keys)
+            {
+                byPath[path] = byPath.GetValueOrDefault(path, ImmutableHashSet.Create<string>(StringComparer.Ordinal)).Add(id);
+            }
+
+            if (subscription.Config.Pattern is { } pattern)
+            {
+                globs[id] = pattern;
+            }
+        }
+
+        _byPath = byPath.ToImmutable();
+        _globs = globs.ToImmutable();
+        _scheduler.Reset(loaded.Values);
+    }
+
+    private void Index(Subscription subscription)
+    {
+        foreach (var path in subscription.Links.Keys)
+        {
+            SetIndexed(subscription.Id, path, indexed: true);
+        }
+
+        if (subscription.Config.Pattern is { } pattern)
+        {
+            _globs = _globs.SetItem(subscription.Id, pattern);
+        }
+    }
+
+    private void Unindex(Subscription subscription)
+    {
+        foreach (var path in subscription.Links.Keys)
+        {
+            SetIndexed(subscription.Id, path, indexed: false);
+        }
+
+        _globs = _globs.Remove(subscription.Id);
+    }
+
+    private void SetIndexed(string id, string path, bool indexed)
+    {
+        var ids = _byPath.GetValueOrDefault(path) ?? ImmutableHashSet.Create<string>(StringComparer.Ordinal);
+        ids = indexed ? ids.Add(id) : ids.Remove(id);
+        _byPath = ids.IsEmpty ? _byPath.Remove(path) : _byPath.SetItem(path, ids);
+    }
+
+    private sealed class Held(SubscriptionRegistry owner, IAsyncDisposable? shared) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            try
+            {
+                if (shared is not null)
+                {
+                    await shared.DisposeAsync().ConfigureAwait(false);
+                }
+            }
+            finally
+            {
+                owner._lock.Release();
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+using System.Net;
+using System.Text;
+using System.Text.Json.Nodes;
+using DurableSessions.AspNetCore.Subscriptions;
+using DurableSessions.Live;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
+
+namespace DurableSessions.FunctionalTests;
+
+/// <summary>
+/// Subscriptions over HTTP on a fake clock: nothing is scheduled without them, a lease expires on the server's clock and
+/// wakes again, and an append concerns only the subscriptions linked to its path or matching it.
+/// </summary>
+public sealed class SubscriptionSchedulingTests : IAsyncLifetime
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
+    private readonly FakeTimeProvider _clock = new(new DateTimeOffset(2026, 6, 1, 12, 0, 0, TimeSpan.Zero));
+    private InProcessServer _server = null!;
+
+    public async ValueTask InitializeAsync() => _server = await InProcessServer.StartAsync(_clock);
+
+    public async ValueTask DisposeAsync() => await _server.DisposeAsync();
+
+    private WakeScheduler Scheduler => _server.Services.GetRequiredService<WakeScheduler>();
+
+    private SubscriptionRegistry Registry => _server.Services.GetRequiredService<SubscriptionRegistry>();
+
+    [Fact]
+    public async Task Without_subscriptions_appends_schedule_nothing()
+    {
+        await CreateStream("jobs/a");
+        await Append("jobs/a");
+        Assert.True(Registry.IsEmpty);
+        Assert.Null(Scheduler.NextDeadline);
+        Assert.Equal(0, Scheduler.ScheduledCount);
+    }
+
+    [Fact]
+    public async Task An_expired_lease_with_pending_work_wakes_a_new_generation_at_lease_ttl()
+    {
+        await CreateStream("jobs/a");
+        await CreateStream("wake/a");
+        await Put("lease", new JsonObject { ["type"] = "pull-wake", ["streams"] = new JsonArray("jobs/a"), ["wake_stream"] = "wake/a", ["lease_ttl_ms"] = 5_000 });
+
+        // An idle subscription has no deadline.
+        Assert.Null(Scheduler.NextDeadline);
+        await Append("jobs/a");
+        await WaitForWakeEvents("wake/a", 1);
+
+        var claim = await Claim("lease", "worker-1");
+        Assert.Equal(HttpStatusCode.OK, claim.Status);
+        Assert.Equal(1, claim.Body["generation"]!.GetValue<long>());
+        Assert.Equal(_clock.GetUtcNow().AddSeconds(5), Scheduler.NextDeadline);
+        Assert.Equal(HttpStatusCode.Conflict, (await Claim("lease", "worker-2")).Status);
+
+        _clock.Advance(TimeSpan.FromMilliseconds(4_999));
+        Assert.Equal(HttpStatusCode.Conflict, (await Claim("lease", "worker-2")).Status);
+
+        // The worker never acked: at lease_ttl the wake ends and, with the job still pending, a new one starts.
+        _clock.Advance(TimeSpan.FromMilliseconds(1));
+        var events = await WaitForWakeEvents("wake/a", 2);
+        Assert.Equal(2, events[^1]!["generation"]!.GetValue<long>());
+        Assert.Null(Scheduler.NextDeadline);
+
+        var second = await Claim("lease", "worker-2");
+        Assert.Equal(HttpStatusCode.OK, second.Status);
+        Assert.Equal(2, second.Body["generation"]!.GetValue<long>());
+    }
+
+    [Fact]
+    public async Task An_append_concerns_only_the_subscriptions_linked_to_its_path_or_whose_pattern_matches_it()
+    {
+        for (var i = 0; i < 20; i++)
+        {
+            await Put($"explicit-{i}", new JsonObject { ["type"] = "pull-wake", ["streams"] = new JsonArray($"s/{i}"), ["wake_stream"] = $"wake/{i}" });
+        }
+
+        await Put("glob", new JsonObject { ["type"] = "pull-wake", ["pattern"] = "g/*", ["wake_stream"] = "wake/g" });
+
+        Assert.Equal(["explicit-7"], Candidates("s/7"));
+        Assert.Equal(["glob"], Candidates("g/new"));
+        Assert.Empty(Candidates("g/new/deeper"));
+        Assert.Empty(Candidates("elsewhere"));
+
+        // A subscription's own wake stream never wakes it.
+        Assert.Empty(Candidates("wake/g"));
+
+        Assert.Equal(HttpStatusCode.NoContent, (await _server.Client.DeleteAsync("/v1/stream/__ds/subscriptions/explicit-7")).StatusCode);
+        Assert.Empty(Candidates("s/7"));
+    }
+
+    private string[] Candidates(string path)
+        => [.. Registry.Candidates(new LiveAppend(1, path, default, closed: false)).Select(s => s.Id).Order(StringComparer.Ordinal)];
+
+    private async Task CreateStream(string path)
+    {
+        using var response = await _server.Client.PutAsync($"/v1/stream/{path}", new StringContent("[]", Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+    }
+
+    private async Task Append(string path)
+    {
+        using var response = await _server.Client.PostAsync($"/v1/stream/{path}", new StringContent("{\"job\":1}", Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+    }
+
+    private async Task Put(string id, JsonObject body)
+    {
+        using var response = await _server.Client.PutAsync($"/v1/stream/__ds/subscriptions/{id}", new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json"));
+        Assert.True(response.StatusCode == HttpStatusCode.Created, $"{id}: {response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+    }
+
+    private async Task<(HttpStatusCode Status, JsonObject Body)> Claim(string id, string worker)
+    {
+        using var response = await _server.Client.PostAsync($"/v1/stream/__ds/subscriptions/{id}/claim", new StringContent(new JsonObject { ["worker"] = worker }.ToJsonString(), Encoding.UTF8, "application/json"));
+        return (response.StatusCode, JsonNode.Parse(await response.Content.ReadAsStringAsync())!.AsObject());
+    }
+
+    private async Task<JsonArray> WaitForWakeEvents(string path, int count)
+    {
+        using var cancel = new CancellationTokenSource(Timeout);
+        while (true)
+        {
+            var events = JsonNode.Parse(await _server.Client.GetStringAsync($"/v1/stream/{path}?offset=-1", cancel.Token))!.AsArray();
+            if (events.Count >= count)
+            {
+                return events;
+            }
+
+            await Task.Delay(20, cancel.Token);
+        }
+    }
+}
