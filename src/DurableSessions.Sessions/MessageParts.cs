@@ -150,31 +150,14 @@ internal sealed class MessagePartConverter : JsonConverter<MessagePart>
 
     public override void Write(Utf8JsonWriter writer, MessagePart value, JsonSerializerOptions options)
     {
-        switch (value)
+        if (value is OtherPart other)
         {
-            case TextPart text:
-                JsonSerializer.Serialize(writer, text, SessionJsonContext.Default.TextPart);
-                break;
-            case ReasoningPart reasoning:
-                JsonSerializer.Serialize(writer, reasoning, SessionJsonContext.Default.ReasoningPart);
-                break;
-            case ToolCallPart call:
-                JsonSerializer.Serialize(writer, call, SessionJsonContext.Default.ToolCallPart);
-                break;
-            case ToolResultPart result:
-                JsonSerializer.Serialize(writer, result, SessionJsonContext.Default.ToolResultPart);
-                break;
-            case DataPart data:
-                JsonSerializer.Serialize(writer, data, SessionJsonContext.Default.DataPart);
-                break;
-            case FilePart file:
-                JsonSerializer.Serialize(writer, file, SessionJsonContext.Default.FilePart);
-                break;
-            case OtherPart other:
-                other.Json.WriteTo(writer);
-                break;
-            default:
-                throw new NotSupportedException($"Unknown message part {value.GetType().Name}.");
+            other.Json.WriteTo(writer);
+            return;
         }
+
+        // The records' own metadata: this converter is only for the abstract MessagePart, so this never comes back here.
+        JsonSerializer.Serialize(writer, value, SessionJsonContext.Default.GetTypeInfo(value.GetType())
+            ?? throw new NotSupportedException($"Unknown message part {value.GetType().Name}."));
     }
 }

@@ -58,33 +58,11 @@ public sealed class SessionEvents
     /// <param name="role">Its role; <see cref="MessageRole.User"/> when null.</param>
     /// <param name="routedTo">The human holding the session, who answers it instead of the agents.</param>
     public SessionEvent PostedMessage(string author, IReadOnlyList<MessagePart> parts, MessageRole? role = null, string? routedTo = null)
-    {
-        var id = NewId("m");
-        return Change(SessionEventTypes.Message, id, ChangeOperation.Insert, new SessionMessage
-        {
-            Id = id,
-            Role = role ?? MessageRole.User,
-            Author = author,
-            Parts = parts,
-            Status = MessageStatus.Complete,
-            CreatedAt = Now(),
-            RoutedTo = routedTo,
-        });
-    }
+        => Message(ChangeOperation.Insert, NewId("m"), role ?? MessageRole.User, author, runId: null, parts, MessageStatus.Complete, Now(), routedTo, error: null);
 
     /// <summary>An agent's reply as it stands: inserted <see cref="MessageStatus.Streaming"/> when its run starts, updated as it grows and when it ends.</summary>
     public SessionEvent Reply(ChangeOperation operation, string messageId, string agent, string runId, IReadOnlyList<MessagePart> parts, MessageStatus status, string createdAt, string? error = null)
-        => Change(SessionEventTypes.Message, messageId, operation, new SessionMessage
-        {
-            Id = messageId,
-            Role = MessageRole.Assistant,
-            Author = agent,
-            RunId = runId,
-            Parts = parts,
-            Status = status,
-            CreatedAt = createdAt,
-            Error = error,
-        });
+        => Message(operation, messageId, MessageRole.Assistant, agent, runId, parts, status, createdAt, routedTo: null, error);
 
     /// <summary>Text appended to part <paramref name="part"/> of a streaming message (the <paramref name="sequence"/>th delta of it).</summary>
     /// <param name="messageId">The message streamed into.</param>
@@ -162,6 +140,20 @@ public sealed class SessionEvents
             Holder = holder,
             Kind = holder is null ? ParticipantKind.Agent : ParticipantKind.Human,
             Since = Now(),
+        });
+
+    private SessionEvent Message(ChangeOperation operation, string id, MessageRole role, string author, string? runId, IReadOnlyList<MessagePart> parts, MessageStatus status, string createdAt, string? routedTo, string? error)
+        => Change(SessionEventTypes.Message, id, operation, new SessionMessage
+        {
+            Id = id,
+            Role = role,
+            Author = author,
+            RunId = runId,
+            Parts = parts,
+            Status = status,
+            CreatedAt = createdAt,
+            RoutedTo = routedTo,
+            Error = error,
         });
 
     private SessionEvent Control(ControlAction action, string runId, string by, string? text, string? reason, ControlStatus status)
