@@ -12,12 +12,8 @@ namespace DurableSessions;
 /// </remarks>
 public static class JsonFraming
 {
-    /// <summary>
-    /// The deepest nesting of objects and arrays a message may have: 32. Deeper bodies are refused, so every stored
-    /// message, and every read response that wraps messages in an array, parses with the default settings of
-    /// <c>System.Text.Json</c> (64) and in browsers.
-    /// </summary>
-    public const int MaxDepth = 32;
+    /// <inheritdoc cref="JsonMessageLimits.MaxDepth"/>
+    public const int MaxDepth = JsonMessageLimits.MaxDepth;
 
     // Framing reads one level above a message (the body's array); data stored before MaxDepth existed was framed with
     // 512, and still has to parse.

@@ -89,7 +89,7 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         }
 
         var author = Auth.AccessControl.Current(context) is { IsAnonymous: false } who ? who.Subject : "user";
-        var posted = await sessions.PostMessageAsync(chatId, "user", author, [new JsonObject { ["type"] = "text", ["text"] = text }], context.RequestAborted).ConfigureAwait(false);
+        var posted = await sessions.PostMessageAsync(chatId, new PostMessageRequest(author, text), context.RequestAborted).ConfigureAwait(false);
         if (posted.Status != 200)
         {
             await Problem.Write(context, posted.Status, posted.Code!, posted.Message!).ConfigureAwait(false);
@@ -101,42 +101,31 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
     private async Task ResumeAsync(HttpContext context, string chatId)
     {
-        var snapshot = await sessions.SnapshotAsync(chatId, context.RequestAborted).ConfigureAwait(false);
-        var state = new SessionState();
-        foreach (var node in snapshot?.Snapshot ?? [])
-        {
-            state.Apply((JsonObject)node!);
-        }
+        var (snapshot, state) = await MaterializeAsync(chatId, context.RequestAborted).ConfigureAwait(false);
 
-        var active = state.All(SessionEventTypes.Run).LastOrDefault(r => SessionJson.Text(r, "status") == "started" && SessionJson.Text(r, "id") is not null);
-        if (snapshot is null || active is null)
+        if (snapshot is null || state.ActiveRun is not { } active)
         {
             context.Response.StatusCode = 204;
             return;
         }
 
         // Resume rebuilds the message from empty: replay it from its start, under the id it is stored with.
-        var reply = SessionJson.Text(active, "messageId") is { } messageId ? state.Get(SessionEventTypes.Message, messageId) : null;
-        await StreamReplyAsync(context, chatId, snapshot.Value.Offset, trigger: SessionJson.Text(active, "trigger"), replay: (active, reply)).ConfigureAwait(false);
+        var reply = active.MessageId is { } messageId ? state.Get(SessionEventTypes.Message, messageId) : null;
+        await StreamReplyAsync(context, chatId, snapshot.Value.Offset, trigger: active.Trigger, replay: (active, reply)).ConfigureAwait(false);
     }
 
     private async Task StopAsync(HttpContext context, string chatId)
     {
-        var snapshot = await sessions.SnapshotAsync(chatId, context.RequestAborted).ConfigureAwait(false);
-        var state = new SessionState();
-        foreach (var node in snapshot?.Snapshot ?? [])
-        {
-            state.Apply((JsonObject)node!);
-        }
+        var (snapshot, state) = await MaterializeAsync(chatId, context.RequestAborted).ConfigureAwait(false);
 
-        if (state.All(SessionEventTypes.Run).LastOrDefault(r => SessionJson.Text(r, "status") == "started" && SessionJson.Text(r, "id") is not null) is not { } active)
+        if (state.ActiveRun is not { } active)
         {
             context.Response.StatusCode = 204;
             return;
         }
 
         var by = Auth.AccessControl.Current(context) is { IsAnonymous: false } who ? who.Subject : "user";
-        var result = await sessions.CancelAsync(chatId, SessionJson.Text(active, "id")!, by, context.RequestAborted).ConfigureAwait(false);
+        var result = await sessions.CancelAsync(chatId, active.Id!, by, context.RequestAborted).ConfigureAwait(false);
         if (result.Status != 200)
         {
             await Problem.Write(context, result.Status, result.Code!, result.Message!).ConfigureAwait(false);
@@ -146,8 +135,21 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         await JsonResponse.Write(context, 200, new JsonObject { ["stopped"] = true, ["fence"] = StreamOffset.Format(result.Offset) }).ConfigureAwait(false);
     }
 
+    /// <summary>The session's snapshot and the state it materializes (empty when there is no session).</summary>
+    private async Task<((JsonArray Snapshot, long Offset)? Snapshot, SessionState State)> MaterializeAsync(string chatId, CancellationToken cancellationToken)
+    {
+        var snapshot = await sessions.SnapshotAsync(chatId, cancellationToken).ConfigureAwait(false);
+        var state = new SessionState();
+        foreach (var node in snapshot?.Snapshot ?? [])
+        {
+            state.Apply((JsonObject)node!);
+        }
+
+        return (snapshot, state);
+    }
+
     /// <summary>Streams the reply to <paramref name="trigger"/> as UI message chunks, from the session's events after <paramref name="from"/>.</summary>
-    private async Task StreamReplyAsync(HttpContext context, string chatId, long from, string? trigger, (JsonObject Run, JsonObject? Message)? replay)
+    private async Task StreamReplyAsync(HttpContext context, string chatId, long from, string? trigger, (SessionRun Run, JsonObject? Message)? replay)
     {
         var response = context.Response;
         response.StatusCode = 200;
@@ -164,8 +166,8 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         var toolCount = 0;
         if (replay is { } r)
         {
-            runId = SessionJson.Text(r.Run, "id");
-            messageId = SessionJson.Text(r.Run, "messageId");
+            runId = r.Run.Id;
+            messageId = r.Run.MessageId;
             await writer.StartAsync(messageId).ConfigureAwait(false);
             if (r.Message is { } message)
             {

@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Text;
 using System.Collections.Concurrent;
-using System.Text.Json.Nodes;
 using DurableSessions.Sessions;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -29,6 +28,7 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
     private readonly StreamStore _store;
     private readonly SessionServiceOptions _options;
     private readonly TimeProvider _time;
+    private readonly SessionEvents _events;
     private readonly ILogger _logger;
     // Present participants per session, so per-session questions (who is watching?) never scan other sessions.
     private readonly ConcurrentDictionary<string, ConcurrentDictionary<string, Participant>> _present = new(StringComparer.Ordinal);
@@ -43,6 +43,7 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
         _store = store;
         _options = options.Value;
         _time = store.TimeProvider;
+        _events = new SessionEvents(_time);
         _logger = logger;
     }
 
@@ -84,7 +85,7 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
             await _store.PutDocumentAsync(SessionsCollection, sessionId, ReadOnlyMemory<byte>.Empty, cancellationToken).ConfigureAwait(false);
         }
 
-        var result = await _sessions.AppendUnlessAsync(sessionId, state => StatusOf(state, participantId) == "joined", [Presence(participantId, kind, name, "joined", now)], cancellationToken).ConfigureAwait(false);
+        var result = await _sessions.AppendUnlessAsync(sessionId, state => state.GetPresence(participantId)?.Status == PresenceStatus.Joined, _ => [_events.Presence(participantId, new ParticipantKind(kind), name, PresenceStatus.Joined, now)], cancellationToken).ConfigureAwait(false);
         if (result.Status == 200 || result.Code == "ALREADY")
         {
             participants[participantId] = new Participant(participantId, kind, name) { LastSeen = now };
@@ -199,15 +200,9 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
     private Task<SessionOperationResult> MarkLeftAsync(string sessionId, string participantId, CancellationToken cancellationToken)
         => _sessions.AppendUnlessAsync(
             sessionId,
-            state => StatusOf(state, participantId) != "joined",
-            state => [Presence(participantId, KindOf(state, participantId), NameOf(state, participantId), "left", _time.GetUtcNow())],
+            state => state.GetPresence(participantId)?.Status != PresenceStatus.Joined,
+            state => [_events.Presence(participantId, state.GetPresence(participantId)?.Kind ?? ParticipantKind.Client, state.GetPresence(participantId)?.Name, PresenceStatus.Left, _time.GetUtcNow())],
             cancellationToken);
-
-    private static string? StatusOf(SessionState state, string participantId) => SessionJson.Text(state.Get(SessionEventTypes.Presence, participantId), "status");
-
-    private static string KindOf(SessionState state, string participantId) => SessionJson.Text(state.Get(SessionEventTypes.Presence, participantId), "kind") ?? "client";
-
-    private static string? NameOf(SessionState state, string participantId) => SessionJson.Text(state.Get(SessionEventTypes.Presence, participantId), "name");
 
     private static string Collection(string sessionId) => "presence:" + sessionId;
 
@@ -235,15 +230,6 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
 
         return result;
     }
-
-    private static JsonObject Presence(string participantId, string kind, string? name, string status, DateTimeOffset at) => SessionService.Change(SessionEventTypes.Presence, participantId, status == "joined" ? "insert" : "update", new JsonObject
-    {
-        ["id"] = participantId,
-        ["kind"] = kind,
-        ["name"] = name,
-        ["status"] = status,
-        ["lastSeen"] = at.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture),
-    });
 
     private sealed class Participant(string id, string kind, string? name)
     {

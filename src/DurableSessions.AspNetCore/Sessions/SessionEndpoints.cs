@@ -161,14 +161,14 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             return;
         }
 
-        JsonArray parts;
+        IReadOnlyList<MessagePart> parts;
         if (Str(body, "text") is { } text)
         {
-            parts = [new JsonObject { ["type"] = "text", ["text"] = text }];
+            parts = [new TextPart(text)];
         }
         else if (body["parts"] is JsonArray given && given.Count > 0 && given.All(p => p is JsonObject part && part["type"] is JsonValue))
         {
-            parts = (JsonArray)given.DeepClone();
+            parts = [.. given.Select(p => MessagePart.FromJson((JsonObject)p!))];
         }
         else
         {
@@ -177,7 +177,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         }
 
         var author = Identity(context, Str(body, "author"));
-        var result = await sessions.PostMessageAsync(id, role, author, parts, context.RequestAborted).ConfigureAwait(false);
+        var result = await sessions.PostMessageAsync(id, new PostMessageRequest(author, parts, new MessageRole(role)), context.RequestAborted).ConfigureAwait(false);
         await WriteResult(context, result, "messageId", created: true).ConfigureAwait(false);
     }
 

@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using DurableSessions.Sessions;
@@ -10,12 +9,14 @@ namespace DurableSessions.AspNetCore.Sessions;
 
 /// <summary>
 /// Server-side session services over the session streams (<c>sessions/{id}</c>): the materialized snapshot, the run
-/// fence that makes a cancel final, and the session operations (post a message, cancel, steer).
+/// fence that makes a cancel final, and the session operations (post a message, cancel, steer, handoff).
 /// </summary>
 /// <remarks>
 /// <para>Every append to a session stream passes through <see cref="AppendAsync"/>, which holds the session's lock while it
 /// checks the events (<see cref="SessionEventRules"/>) and the fence and appends, so a cancel and an agent's write can
 /// never interleave: content for a cancelled run committed after the fence offset is impossible.</para>
+/// <para>The operations are decided by <see cref="SessionRules"/> on the caught-up state; this service reads, locks,
+/// appends, and answers rejections.</para>
 /// <para>Materialized sessions are kept in memory while they are used and evicted when idle for
 /// <see cref="SessionServiceOptions.MemoryIdleTimeout"/> or when more than
 /// <see cref="SessionServiceOptions.MaxInMemory"/> are held (least recently used first); an evicted session is
@@ -31,6 +32,7 @@ internal sealed partial class SessionService : IDisposable
     private readonly ConcurrentDictionary<string, Session> _sessions = new(StringComparer.Ordinal);
     private readonly SessionServiceOptions _options;
     private readonly TimeProvider _time;
+    private readonly SessionEvents _events;
     private readonly ITimer _evictionTimer;
     private int _trimming;
 
@@ -43,6 +45,7 @@ internal sealed partial class SessionService : IDisposable
         _logger = logger;
         _options = options.Value;
         _time = store.TimeProvider;
+        _events = new SessionEvents(_time);
         var period = TimeSpan.FromTicks(Math.Clamp(_options.MemoryIdleTimeout.Ticks / 4, TimeSpan.TicksPerMillisecond * 50, TimeSpan.TicksPerMinute));
         _evictionTimer = _time.CreateTimer(_ => Trim(keep: null), null, period, period);
     }
@@ -66,20 +69,17 @@ internal sealed partial class SessionService : IDisposable
             return existing.Stream!.IsJson ? CreateStreamStatus.AlreadyExists : CreateStreamStatus.Conflict;
         }
 
-        var session = new JsonObject
-        {
-            ["id"] = sessionId,
-            ["title"] = SessionJson.Text(settings, "title"),
-            ["newMessagePolicy"] = ReadPolicy(settings),
-            ["handoffPolicy"] = SessionJson.Text(settings, "handoffPolicy") == "pause" ? "pause" : "cancel",
-            ["notifyUrl"] = settings?["notifyUrl"]?.DeepClone(),
-            ["createdAt"] = Now(),
-        };
+        var session = _events.SessionCreated(
+            sessionId,
+            SessionJson.Text(settings, "title"),
+            SessionJson.Text(settings, "newMessagePolicy") is "queue" or "interrupt" or "reject" ? new NewMessagePolicy(SessionJson.Text(settings, "newMessagePolicy")!) : NewMessagePolicy.Queue,
+            SessionJson.Text(settings, "handoffPolicy") == "pause" ? HandoffPolicy.Pause : HandoffPolicy.Cancel,
+            SessionJson.Text(settings, "notifyUrl"));
         var created = await _store.CreateAsync(new CreateStreamRequest
         {
             Path = path,
             ContentType = StreamContentType.Json,
-            InitialData = Frame([Change(SessionEventTypes.Session, "session", "insert", session)]),
+            InitialData = Frame([session.ToJson()]),
             MaxStreams = limits.MaxStreams,
             Owner = limits.Owner,
             MaxStreamsPerOwner = limits.MaxStreamsPerOwner,
@@ -178,168 +178,67 @@ internal sealed partial class SessionService : IDisposable
     }
 
     /// <summary>Posts a message from a participant, applying the session's policy when a run is active.</summary>
-    public Task<SessionOperationResult> PostMessageAsync(string sessionId, string role, string author, JsonArray parts, CancellationToken cancellationToken)
-        => UnderLockAsync(sessionId, async session =>
-        {
-            var events = new List<JsonObject>();
-            var active = ActiveRun(session.State);
-            var policy = SessionJson.Text(session.State.Get(SessionEventTypes.Session, "session"), "newMessagePolicy") ?? "queue";
-            if (active is not null && role == "user")
-            {
-                if (policy == "reject")
-                {
-                    return SessionOperationResult.Rejected("RUN_ACTIVE", $"Run {active["id"]} is still running; this session rejects new messages until it ends.");
-                }
-
-                if (policy == "interrupt")
-                {
-                    events.AddRange(CancelEvents(session.State, active, author, reason: "interrupted by a new message", out _));
-                }
-            }
-
-            var messageId = NewId("m");
-            var message = new JsonObject
-            {
-                ["id"] = messageId,
-                ["role"] = role,
-                ["author"] = author,
-                ["parts"] = parts,
-                ["status"] = "complete",
-                ["createdAt"] = Now(),
-            };
-
-            // While a human holds the session, new user messages are theirs to answer, not the agents'.
-            if (role == "user" && HumanHolder(session.State) is { } human && human != author)
-            {
-                message["routedTo"] = human;
-            }
-
-            var change = Change(SessionEventTypes.Message, messageId, "insert", message);
-            if (SessionEventRules.Validate(change, strict: true) is { } problem)
-            {
-                // The parts come from the request: held to the rules every reader relies on.
-                return new SessionOperationResult(400, null, 0, "INVALID_MESSAGE", "Invalid message: " + problem);
-            }
-
-            events.Add(change);
-            var result = await AppendLockedAsync(session, events, cancellationToken).ConfigureAwait(false);
-            return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(messageId, result.Value.TailPosition);
-        }, cancellationToken);
+    public Task<SessionOperationResult> PostMessageAsync(string sessionId, PostMessageRequest request, CancellationToken cancellationToken)
+        => DecideAsync(sessionId, state => SessionRules.PostMessage(state, request, _events), cancellationToken);
 
     /// <summary>
     /// Cancels an active run: records the cancel, marks the run and its partial reply cancelled, and fences the run so
     /// no further content for it is accepted. The returned offset is the fence.
     /// </summary>
-    public Task<SessionOperationResult> CancelAsync(string sessionId, string runId, string by, CancellationToken cancellationToken)
-        => UnderLockAsync(sessionId, async session =>
+    public async Task<SessionOperationResult> CancelAsync(string sessionId, string runId, string by, CancellationToken cancellationToken)
+    {
+        var result = await DecideAsync(sessionId, state => SessionRules.Cancel(state, runId, by, _events), cancellationToken).ConfigureAwait(false);
+        if (result.Status == 200)
         {
-            var run = session.State.Get(SessionEventTypes.Run, runId);
-            if (run is null)
-            {
-                return SessionOperationResult.Rejected("RUN_NOT_FOUND", "No run with this id in the session.");
-            }
+            Log.Cancelled(_logger, sessionId, runId, StreamOffset.Format(result.Offset));
+        }
 
-            if (SessionJson.Text(run, "status") != "started")
-            {
-                return SessionOperationResult.Rejected("RUN_NOT_ACTIVE", $"The run is already {run["status"]}.");
-            }
-
-            var events = CancelEvents(session.State, run, by, reason: null, out var controlId);
-            var result = await AppendLockedAsync(session, events, cancellationToken).ConfigureAwait(false);
-            if (result is null)
-            {
-                return SessionOperationResult.NotFound;
-            }
-
-            Log.Cancelled(_logger, sessionId, runId, StreamOffset.Format(result.Value.TailPosition));
-            return SessionOperationResult.Ok(controlId, result.Value.TailPosition);
-        }, cancellationToken);
+        return result;
+    }
 
     /// <summary>Delivers a new instruction to a running agent.</summary>
     public Task<SessionOperationResult> SteerAsync(string sessionId, string runId, string by, string text, CancellationToken cancellationToken)
-        => UnderLockAsync(sessionId, async session =>
-        {
-            var run = session.State.Get(SessionEventTypes.Run, runId);
-            if (SessionJson.Text(run, "status") != "started")
-            {
-                return SessionOperationResult.Rejected("RUN_NOT_ACTIVE", "Only a running run can be steered.");
-            }
-
-            var controlId = NewId("c");
-            var result = await AppendLockedAsync(session, [Change(SessionEventTypes.Control, controlId, "insert", new JsonObject
-            {
-                ["id"] = controlId,
-                ["action"] = "steer",
-                ["runId"] = runId,
-                ["by"] = by,
-                ["text"] = text,
-                ["status"] = "requested",
-                ["createdAt"] = Now(),
-            })], cancellationToken).ConfigureAwait(false);
-            return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(controlId, result.Value.TailPosition);
-        }, cancellationToken);
+        => DecideAsync(sessionId, state => SessionRules.Steer(state, runId, by, text, _events), cancellationToken);
 
     /// <summary>
-    /// A human takes the session's control lease: the active agent run is cancelled and new user messages are routed to
-    /// the human until control is handed back.
+    /// A human takes the session's control lease: the active agent run is stopped (per the session's handoff policy)
+    /// and new user messages are routed to the human until control is handed back.
     /// </summary>
     public Task<SessionOperationResult> TakeControlAsync(string sessionId, string human, CancellationToken cancellationToken)
-        => UnderLockAsync(sessionId, async session =>
-        {
-            var holder = HumanHolder(session.State);
-            if (holder == human)
-            {
-                return SessionOperationResult.Ok(human, session.State.Position);
-            }
-
-            if (holder is not null)
-            {
-                return SessionOperationResult.Rejected("LEASE_HELD", $"{holder} already holds this session.");
-            }
-
-            var events = new List<JsonObject>
-            {
-                Change(SessionEventTypes.Handoff, "lease", "update", new JsonObject { ["holder"] = human, ["kind"] = "human", ["since"] = Now() }),
-            };
-            if (ActiveRun(session.State) is { } active)
-            {
-                var pause = SessionJson.Text(session.State.Get(SessionEventTypes.Session, "session"), "handoffPolicy") == "pause";
-                events.AddRange(CancelEvents(session.State, active, human, reason: "a human took over", out _, pause ? "paused" : "cancelled"));
-            }
-
-            var result = await AppendLockedAsync(session, events, cancellationToken).ConfigureAwait(false);
-            return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(human, result.Value.TailPosition);
-        }, cancellationToken);
+        => DecideAsync(sessionId, state => SessionRules.TakeControl(state, human, _events), cancellationToken);
 
     /// <summary>Hands control back to the agents.</summary>
     public Task<SessionOperationResult> ReturnControlAsync(string sessionId, string human, CancellationToken cancellationToken)
+        => DecideAsync(sessionId, state => SessionRules.ReturnControl(state, human, _events), cancellationToken);
+
+    /// <summary>
+    /// Decides a session operation on the session's caught-up state and appends what it decided, under the lock. A
+    /// rejection is answered 400 for an invalid message, 409 otherwise.
+    /// </summary>
+    private Task<SessionOperationResult> DecideAsync(string sessionId, Func<SessionState, SessionDecision> decide, CancellationToken cancellationToken)
         => UnderLockAsync(sessionId, async session =>
         {
-            if (HumanHolder(session.State) != human)
+            var decision = decide(session.State);
+            if (decision.IsRejected)
             {
-                return SessionOperationResult.Rejected("NOT_HOLDER", "Only the participant holding the session can hand it back.");
+                var rejection = decision.Rejection;
+                return new SessionOperationResult(rejection.Code == SessionRejection.InvalidMessage ? 400 : 409, null, 0, rejection.Code, rejection.Message);
             }
 
-            var result = await AppendLockedAsync(session, [Change(SessionEventTypes.Handoff, "lease", "update", new JsonObject { ["holder"] = null, ["kind"] = "agent", ["since"] = Now() })], cancellationToken).ConfigureAwait(false);
-            return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(human, result.Value.TailPosition);
+            if (decision.Events.Count == 0)
+            {
+                return SessionOperationResult.Ok(decision.Id, session.State.Position);
+            }
+
+            var result = await AppendLockedAsync(session, decision.Events, cancellationToken).ConfigureAwait(false);
+            return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(decision.Id, result.Value.TailPosition);
         }, cancellationToken);
 
-    private static string? HumanHolder(SessionState state)
-    {
-        var lease = state.Get(SessionEventTypes.Handoff, "lease");
-        return SessionJson.Text(lease, "kind") == "human" ? SessionJson.Text(lease, "holder") : null;
-    }
-
-    /// <summary>Appends server-generated events (presence, handoff) to a session.</summary>
     /// <summary>
     /// Appends <paramref name="events"/> unless <paramref name="alreadyDone"/> holds on the session's current state (so a
     /// change decided on several nodes at once is written once). Answers <c>ALREADY</c> when nothing was written.
     /// </summary>
-    public Task<SessionOperationResult> AppendUnlessAsync(string sessionId, Func<SessionState, bool> alreadyDone, List<JsonObject> events, CancellationToken cancellationToken)
-        => AppendUnlessAsync(sessionId, alreadyDone, _ => events, cancellationToken);
-
-    /// <inheritdoc cref="AppendUnlessAsync(string, Func{SessionState, bool}, List{JsonObject}, CancellationToken)"/>
-    public Task<SessionOperationResult> AppendUnlessAsync(string sessionId, Func<SessionState, bool> alreadyDone, Func<SessionState, List<JsonObject>> events, CancellationToken cancellationToken)
+    public Task<SessionOperationResult> AppendUnlessAsync(string sessionId, Func<SessionState, bool> alreadyDone, Func<SessionState, IReadOnlyList<SessionEvent>> events, CancellationToken cancellationToken)
         => UnderLockAsync(sessionId, async session =>
         {
             if (alreadyDone(session.State))
@@ -348,13 +247,6 @@ internal sealed partial class SessionService : IDisposable
             }
 
             var result = await AppendLockedAsync(session, events(session.State), cancellationToken).ConfigureAwait(false);
-            return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(sessionId, result.Value.TailPosition);
-        }, cancellationToken);
-
-    public Task<SessionOperationResult> AppendEventsAsync(string sessionId, List<JsonObject> events, CancellationToken cancellationToken)
-        => UnderLockAsync(sessionId, async session =>
-        {
-            var result = await AppendLockedAsync(session, events, cancellationToken).ConfigureAwait(false);
             return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(sessionId, result.Value.TailPosition);
         }, cancellationToken);
 
@@ -390,47 +282,6 @@ internal sealed partial class SessionService : IDisposable
     }
 
     /// <summary>
-    /// The events that stop a run: a fenced control, the partial reply and the run marked <paramref name="status"/>
-    /// (<c>cancelled</c>, or <c>paused</c> for a handoff that lets the agent answer again after hand-back).
-    /// </summary>
-    private static List<JsonObject> CancelEvents(SessionState state, JsonObject run, string by, string? reason, out string controlId, string status = "cancelled")
-    {
-        var runId = SessionJson.Text(run, "id") ?? string.Empty;
-        controlId = NewId("c");
-        var events = new List<JsonObject>
-        {
-            Change(SessionEventTypes.Control, controlId, "insert", new JsonObject
-            {
-                ["id"] = controlId,
-                ["action"] = status == "paused" ? "pause" : "cancel",
-                ["runId"] = runId,
-                ["by"] = by,
-                ["reason"] = reason,
-                ["status"] = "fenced",
-                ["createdAt"] = Now(),
-            }),
-        };
-
-        // The partial reply keeps what was streamed so far, rolled up, and is marked cancelled.
-        if (SessionJson.Text(run, "messageId") is { } messageId && state.Get(SessionEventTypes.Message, messageId) is { } message)
-        {
-            var cancelled = (JsonObject)message.DeepClone();
-            cancelled["status"] = status;
-            events.Add(Change(SessionEventTypes.Message, messageId, "update", cancelled));
-        }
-
-        var updated = (JsonObject)run.DeepClone();
-        updated["status"] = status;
-        updated["cancelledBy"] = by;
-        updated["endedAt"] = Now();
-        events.Add(Change(SessionEventTypes.Run, runId, "update", updated));
-        return events;
-    }
-
-    private static JsonObject? ActiveRun(SessionState state)
-        => state.All(SessionEventTypes.Run).LastOrDefault(r => SessionJson.Text(r, "status") == "started" && SessionJson.Text(r, "id") is not null);
-
-    /// <summary>
     /// Checks a direct append: every event must meet <see cref="SessionEventRules"/> for its writer, and nothing may add
     /// content to a run that has been cancelled.
     /// </summary>
@@ -446,38 +297,8 @@ internal sealed partial class SessionService : IDisposable
             return ([], new SessionEventRejection(400, "INVALID_EVENT", "Session events must be JSON objects: " + ex.Message));
         }
 
-        var state = session.State;
-        if (SessionEventRules.CheckAppend(state, messages, writer) is { } refused)
-        {
-            return (messages, refused);
-        }
-
-        foreach (var node in messages)
-        {
-            var message = (JsonObject)node!;
-            var value = message["value"] as JsonObject;
-            var runId = SessionJson.Text(message, "type") switch
-            {
-                SessionEventTypes.Run => SessionJson.Text(message, "key"),
-                SessionEventTypes.Message => SessionJson.Text(value, "runId"),
-                SessionEventTypes.Delta => SessionJson.Text(value, "runId") ?? SessionJson.Text(state.Get(SessionEventTypes.Message, SessionJson.Text(value, "messageId") ?? string.Empty), "runId"),
-                _ => null,
-            };
-
-            // A delta of a run whose message another run has taken over (after a crash) adds nothing to it.
-            if (SessionJson.Text(message, "type") == SessionEventTypes.Delta && runId is not null
-                && SessionJson.Text(state.Get(SessionEventTypes.Message, SessionJson.Text(value, "messageId") ?? string.Empty), "runId") is { } owner && owner != runId)
-            {
-                return (messages, new SessionEventRejection(409, "RUN_CANCELLED", $"Run {runId} no longer writes this message; run {owner} answers it now."));
-            }
-
-            if (runId is not null && SessionJson.Text(state.Get(SessionEventTypes.Run, runId), "status") is "cancelled" or "interrupted" or "paused")
-            {
-                return (messages, new SessionEventRejection(409, "RUN_CANCELLED", $"Run {runId} was cancelled; nothing more is accepted for it."));
-            }
-        }
-
-        return (messages, null);
+        // The fence is checked once the events are known to be sound.
+        return (messages, SessionEventRules.CheckAppend(session.State, messages, writer) ?? SessionRules.CheckFence(session.State, messages));
     }
 
     /// <summary>
@@ -516,8 +337,9 @@ internal sealed partial class SessionService : IDisposable
         return SessionEventRules.CheckAppend(new SessionState(), messages, writer);
     }
 
-    private async Task<AppendResult?> AppendLockedAsync(Session session, List<JsonObject> events, CancellationToken cancellationToken)
+    private async Task<AppendResult?> AppendLockedAsync(Session session, IReadOnlyList<SessionEvent> decided, CancellationToken cancellationToken)
     {
+        var events = decided.Select(e => e.ToJson()).ToList();
         var payload = Frame(events);
         var request = new AppendRequest { Path = session.Path, ContentType = StreamContentType.Json, Data = payload, ExpectedTail = session.State.Position };
         var result = await _store.AppendAsync(request, cancellationToken).ConfigureAwait(false);
@@ -722,24 +544,6 @@ internal sealed partial class SessionService : IDisposable
             ? payload
             : throw new InvalidOperationException("A server-written session event could not be framed: " + error);
     }
-
-    internal static JsonObject Change(string type, string key, string operation, JsonObject value) => new()
-    {
-        ["type"] = type,
-        ["key"] = key,
-        ["value"] = value,
-        ["headers"] = new JsonObject { ["operation"] = operation, ["timestamp"] = Now() },
-    };
-
-    private static string ReadPolicy(JsonObject? settings)
-    {
-        var policy = settings?["newMessagePolicy"] is JsonValue value && value.TryGetValue<string>(out var s) ? s : "queue";
-        return policy is "queue" or "interrupt" or "reject" ? policy : "queue";
-    }
-
-    private static string NewId(string prefix) => prefix + "_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
-
-    private static string Now() => DateTimeOffset.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>How often a session write is decided again when other nodes keep appending first.</summary>
     private const int MaxAttempts = 64;

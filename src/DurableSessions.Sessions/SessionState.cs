@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.Json.Serialization.Metadata;
 
 namespace DurableSessions.Sessions;
 
@@ -12,12 +13,18 @@ namespace DurableSessions.Sessions;
 /// <c>delete</c> removes it. <c>delta</c> change messages are not kept as entities: their text is appended to the part
 /// they name of the message they name, so the state (and every snapshot of it) is bounded by the conversation, not by
 /// the number of tokens streamed.</para>
+/// <para>The state reads two ways: as stored JSON (<see cref="Get"/>, <see cref="All"/>) and typed
+/// (<see cref="Messages"/>, <see cref="Runs"/>, <see cref="Session"/>, ...). The typed view is built on first use after
+/// a change; an entity whose value does not read as its type is left out of it.</para>
 /// <para>Not thread-safe; callers serialize access.</para>
 /// </remarks>
 public sealed class SessionState
 {
     private readonly Dictionary<(string Type, string Key), JsonObject> _entities = [];
     private readonly List<(string Type, string Key)> _order = [];
+
+    // The typed lists, per entity type, built on first use and dropped by every change.
+    private readonly Dictionary<string, object> _typed = [];
 
     /// <summary>The stream position up to which events have been applied.</summary>
     public long Position { get; private set; }
@@ -38,6 +45,61 @@ public sealed class SessionState
                 yield return value;
             }
         }
+    }
+
+    /// <summary>The session's settings (title, policies), or null before it is created.</summary>
+    public SessionInfo? Session => SessionEvent.Read(Get(SessionEventTypes.Session, "session"), SessionJsonContext.Default.SessionInfo);
+
+    /// <summary>The messages, in order of first insertion, with streamed text rolled up.</summary>
+    public IReadOnlyList<SessionMessage> Messages => Typed(SessionEventTypes.Message, SessionJsonContext.Default.SessionMessage);
+
+    /// <summary>The runs, in order of first insertion.</summary>
+    public IReadOnlyList<SessionRun> Runs => Typed(SessionEventTypes.Run, SessionJsonContext.Default.SessionRun);
+
+    /// <summary>The controls (cancels, steers, pauses), in order of first insertion.</summary>
+    public IReadOnlyList<SessionControl> Controls => Typed(SessionEventTypes.Control, SessionJsonContext.Default.SessionControl);
+
+    /// <summary>The participants the session has seen, present or gone, in order of first insertion.</summary>
+    public IReadOnlyList<SessionPresence> Presence => Typed(SessionEventTypes.Presence, SessionJsonContext.Default.SessionPresence);
+
+    /// <summary>Who holds the session's control lease, or null when it was never handed off.</summary>
+    public SessionHandoff? Handoff => SessionEvent.Read(Get(SessionEventTypes.Handoff, "lease"), SessionJsonContext.Default.SessionHandoff);
+
+    /// <summary>The human holding the session, or null while the agents do.</summary>
+    public string? HumanHolder => Handoff is { } lease && lease.Kind == ParticipantKind.Human ? lease.Holder : null;
+
+    /// <summary>The latest run still <see cref="RunStatus.Started"/>, or null.</summary>
+    public SessionRun? ActiveRun => Runs.LastOrDefault(r => r.Status == RunStatus.Started && r.Id is not null);
+
+    /// <summary>The message <paramref name="id"/>, or null.</summary>
+    public SessionMessage? GetMessage(string id) => SessionEvent.Read(Get(SessionEventTypes.Message, id), SessionJsonContext.Default.SessionMessage);
+
+    /// <summary>The run <paramref name="id"/>, or null.</summary>
+    public SessionRun? GetRun(string id) => SessionEvent.Read(Get(SessionEventTypes.Run, id), SessionJsonContext.Default.SessionRun);
+
+    /// <summary>The presence of participant <paramref name="participantId"/>, or null.</summary>
+    public SessionPresence? GetPresence(string participantId) => SessionEvent.Read(Get(SessionEventTypes.Presence, participantId), SessionJsonContext.Default.SessionPresence);
+
+    private IReadOnlyList<T> Typed<T>(string type, JsonTypeInfo<T> info)
+        where T : class
+    {
+        if (_typed.TryGetValue(type, out var cached))
+        {
+            return (IReadOnlyList<T>)cached;
+        }
+
+        var list = new List<T>();
+        foreach (var value in All(type))
+        {
+            if (SessionEvent.Read(value, info) is { } entity)
+            {
+                list.Add(entity);
+            }
+        }
+
+        var view = list.AsReadOnly();
+        _typed[type] = view;
+        return view;
     }
 
     /// <summary>Applies framed JSON stream data (messages separated by commas) ending at <paramref name="endPosition"/>.</summary>
@@ -117,6 +179,7 @@ public sealed class SessionState
     public void Apply(JsonObject message)
     {
         ArgumentNullException.ThrowIfNull(message);
+        _typed.Clear();
         if (message["headers"] is not JsonObject headers)
         {
             return;
@@ -235,29 +298,4 @@ public sealed class SessionState
         value = text ?? string.Empty;
         return text is not null;
     }
-}
-
-/// <summary>The entity types of session events (see <c>docs/sessions.md</c>).</summary>
-public static class SessionEventTypes
-{
-    /// <summary>The session itself: title and policies. Key <c>session</c>.</summary>
-    public const string Session = "session";
-
-    /// <summary>A message (user, assistant, tool, system) made of parts.</summary>
-    public const string Message = "message";
-
-    /// <summary>Text appended to one part of a streaming message; rolled up, never kept as an entity.</summary>
-    public const string Delta = "delta";
-
-    /// <summary>An agent run: started, finished, cancelled, failed or interrupted.</summary>
-    public const string Run = "run";
-
-    /// <summary>A control request (cancel or steer) and its acknowledgement.</summary>
-    public const string Control = "control";
-
-    /// <summary>A participant's presence.</summary>
-    public const string Presence = "presence";
-
-    /// <summary>Who holds the session's control lease (agent or human). Key <c>lease</c>.</summary>
-    public const string Handoff = "handoff";
 }

@@ -40,7 +40,7 @@ public sealed record SessionEventRejection(int Status, string Code, string Messa
 public static class SessionEventRules
 {
     /// <summary>How deep an event may nest (the event object is level 1).</summary>
-    public const int MaxDepth = JsonFraming.MaxDepth;
+    public const int MaxDepth = JsonMessageLimits.MaxDepth;
 
     /// <summary>The longest <c>key</c> (and <c>type</c>), in characters.</summary>
     public const int MaxKeyLength = 256;

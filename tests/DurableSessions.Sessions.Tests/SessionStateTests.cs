@@ -2,7 +2,7 @@ using System.Text;
 using System.Text.Json.Nodes;
 using DurableSessions.Sessions;
 
-namespace DurableSessions.Core.Tests;
+namespace DurableSessions.Sessions.Tests;
 
 public sealed class SessionStateTests
 {

@@ -1,0 +1,332 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Text.Json.Nodes;
+
+namespace DurableSessions.Sessions;
+
+/// <summary>Why a session operation was refused: a stable code (see <see cref="SessionRejection"/>'s constants) and a message.</summary>
+/// <param name="Code">The stable code, e.g. <see cref="RunActive"/>.</param>
+/// <param name="Message">What was wrong, for people.</param>
+public sealed record SessionRejection(string Code, string Message)
+{
+    /// <summary>A run is active and the session's policy is <see cref="NewMessagePolicy.Reject"/>.</summary>
+    public const string RunActive = "RUN_ACTIVE";
+
+    /// <summary>The run was cancelled (or paused, or interrupted): nothing more is accepted for it.</summary>
+    public const string RunCancelled = "RUN_CANCELLED";
+
+    /// <summary>No run with that id.</summary>
+    public const string RunNotFound = "RUN_NOT_FOUND";
+
+    /// <summary>The run has already ended.</summary>
+    public const string RunNotActive = "RUN_NOT_ACTIVE";
+
+    /// <summary>Another human holds the session.</summary>
+    public const string LeaseHeld = "LEASE_HELD";
+
+    /// <summary>Only the holder can hand the session back.</summary>
+    public const string NotHolder = "NOT_HOLDER";
+
+    /// <summary>The message does not meet the event rules.</summary>
+    public const string InvalidMessage = "INVALID_MESSAGE";
+
+    /// <summary>The message a run would answer is not in the session.</summary>
+    public const string MessageNotFound = "MESSAGE_NOT_FOUND";
+}
+
+/// <summary>What a session operation decided: the events to append (in order, in one append), or a rejection.</summary>
+public sealed class SessionDecision
+{
+    private SessionDecision(string? id, IReadOnlyList<SessionEvent> events, SessionRejection? rejection)
+    {
+        Id = id;
+        Events = events;
+        Rejection = rejection;
+    }
+
+    /// <summary>The id of what the operation made: the message, the control, the run, or the lease holder.</summary>
+    public string? Id { get; }
+
+    /// <summary>The events to append; empty when nothing needs writing (or the operation was rejected).</summary>
+    public IReadOnlyList<SessionEvent> Events { get; }
+
+    /// <summary>Why the operation was refused, or null.</summary>
+    public SessionRejection? Rejection { get; }
+
+    /// <summary>Whether the operation was refused.</summary>
+    [MemberNotNullWhen(true, nameof(Rejection))]
+    [MemberNotNullWhen(false, nameof(Id))]
+    public bool IsRejected => Rejection is not null;
+
+    /// <summary>An accepted operation.</summary>
+    public static SessionDecision Accept(string id, IReadOnlyList<SessionEvent> events) => new(id, events, null);
+
+    /// <summary>A refused operation.</summary>
+    public static SessionDecision Reject(string code, string message) => new(null, [], new SessionRejection(code, message));
+}
+
+/// <summary>A participant posting a message.</summary>
+/// <param name="Author">Who posts it.</param>
+/// <param name="Parts">Its content.</param>
+/// <param name="Role">Its role; <see cref="MessageRole.Assistant"/> for a human answering in an agent's place.</param>
+public sealed record PostMessageRequest(string Author, IReadOnlyList<MessagePart> Parts, MessageRole Role)
+{
+    /// <summary>A user's text message.</summary>
+    public PostMessageRequest(string author, string text)
+        : this(author, [new TextPart(text)], MessageRole.User)
+    {
+    }
+}
+
+/// <summary>
+/// The session operations as pure functions of the session's state: each returns the events to append, or why the
+/// operation is refused. The caller appends the events atomically, on the state it decided on.
+/// </summary>
+/// <remarks>Stateless and thread-safe; the state passed in is only read.</remarks>
+public static class SessionRules
+{
+    /// <summary>
+    /// Posts a message. While a run is active, a user's message meets the session's <see cref="NewMessagePolicy"/>:
+    /// queued, interrupting the run (cancelled in the same append) or rejected (<see cref="SessionRejection.RunActive"/>).
+    /// While a human holds the session, a user's message is routed to them.
+    /// </summary>
+    public static SessionDecision PostMessage(SessionState state, PostMessageRequest request, SessionEvents events)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(request);
+        ArgumentNullException.ThrowIfNull(events);
+        var appended = new List<SessionEvent>();
+        var isUser = request.Role == MessageRole.User;
+        if (isUser && state.ActiveRun is { } active)
+        {
+            var policy = state.Session?.NewMessagePolicy ?? NewMessagePolicy.Queue;
+            if (policy == NewMessagePolicy.Reject)
+            {
+                return SessionDecision.Reject(SessionRejection.RunActive, $"Run {active.Id} is still running; this session rejects new messages until it ends.");
+            }
+
+            if (policy == NewMessagePolicy.Interrupt)
+            {
+                appended.AddRange(Stop(state, active, request.Author, "interrupted by a new message", pause: false, events, out _));
+            }
+        }
+
+        // While a human holds the session, new user messages are theirs to answer, not the agents'.
+        var routedTo = isUser && state.HumanHolder is { } human && human != request.Author ? human : null;
+        var message = events.PostedMessage(request.Author, request.Parts, request.Role, routedTo);
+
+        // The parts come from the poster: held to the rules every reader relies on.
+        if (SessionEventRules.Validate(message.ToJson(), strict: true) is { } problem)
+        {
+            return SessionDecision.Reject(SessionRejection.InvalidMessage, "Invalid message: " + problem);
+        }
+
+        appended.Add(message);
+        return SessionDecision.Accept(message.Key, appended);
+    }
+
+    /// <summary>
+    /// Cancels an active run: a fenced control, the partial reply and the run marked cancelled. Once appended, the
+    /// control's offset is the fence (see <see cref="CheckFence"/>). The decision's id is the control's.
+    /// </summary>
+    public static SessionDecision Cancel(SessionState state, string runId, string by, SessionEvents events)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(events);
+        if (state.GetRun(runId) is not { } run)
+        {
+            return SessionDecision.Reject(SessionRejection.RunNotFound, "No run with this id in the session.");
+        }
+
+        if (run.Status != RunStatus.Started)
+        {
+            return SessionDecision.Reject(SessionRejection.RunNotActive, $"The run is already {run.Status}.");
+        }
+
+        var stop = Stop(state, run, by, reason: null, pause: false, events, out var controlId);
+        return SessionDecision.Accept(controlId, stop);
+    }
+
+    /// <summary>Steers a running run with a new instruction. The decision's id is the control's.</summary>
+    public static SessionDecision Steer(SessionState state, string runId, string by, string text, SessionEvents events)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(events);
+        if (state.GetRun(runId)?.Status != RunStatus.Started)
+        {
+            return SessionDecision.Reject(SessionRejection.RunNotActive, "Only a running run can be steered.");
+        }
+
+        var steer = events.Steer(runId, by, text);
+        return SessionDecision.Accept(steer.Key, [steer]);
+    }
+
+    /// <summary>
+    /// A human takes the session's control lease. The active run is stopped per the session's
+    /// <see cref="HandoffPolicy"/> (cancelled, or paused to be answered again after hand-back), fenced either way. Taking
+    /// what one already holds writes nothing; a second human is refused (<see cref="SessionRejection.LeaseHeld"/>).
+    /// </summary>
+    public static SessionDecision TakeControl(SessionState state, string human, SessionEvents events)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(events);
+        var holder = state.HumanHolder;
+        if (holder == human)
+        {
+            return SessionDecision.Accept(human, []);
+        }
+
+        if (holder is not null)
+        {
+            return SessionDecision.Reject(SessionRejection.LeaseHeld, $"{holder} already holds this session.");
+        }
+
+        var appended = new List<SessionEvent> { events.Handoff(human) };
+        if (state.ActiveRun is { } active)
+        {
+            var pause = state.Session?.HandoffPolicy == HandoffPolicy.Pause;
+            appended.AddRange(Stop(state, active, human, "a human took over", pause, events, out _));
+        }
+
+        return SessionDecision.Accept(human, appended);
+    }
+
+    /// <summary>Hands control back to the agents; only the holder can (<see cref="SessionRejection.NotHolder"/>).</summary>
+    public static SessionDecision ReturnControl(SessionState state, string human, SessionEvents events)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(events);
+        return state.HumanHolder != human
+            ? SessionDecision.Reject(SessionRejection.NotHolder, "Only the participant holding the session can hand it back.")
+            : SessionDecision.Accept(human, [events.Handoff(null)]);
+    }
+
+    /// <summary>
+    /// An agent starts a run answering <paramref name="triggerMessageId"/>: the run <see cref="RunStatus.Started"/> and
+    /// its reply, empty and <see cref="MessageStatus.Streaming"/>. Refused while a human holds the session. The
+    /// decision's id is the run's; the reply's id is the run's <see cref="SessionRun.MessageId"/>.
+    /// </summary>
+    public static SessionDecision StartRun(SessionState state, string agent, string triggerMessageId, SessionEvents events)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(events);
+        if (state.GetMessage(triggerMessageId) is null)
+        {
+            return SessionDecision.Reject(SessionRejection.MessageNotFound, $"No message {triggerMessageId} in the session.");
+        }
+
+        if (state.HumanHolder is { } human)
+        {
+            return SessionDecision.Reject(SessionRejection.LeaseHeld, $"{human} holds this session; agents leave it alone.");
+        }
+
+        var run = events.RunStarted(events.NewId("r"), agent, events.NewId("m"), triggerMessageId);
+        var started = (SessionRun)run.Value!;
+        var reply = events.Reply(ChangeOperation.Insert, started.MessageId!, agent, run.Key, [new TextPart()], MessageStatus.Streaming, started.StartedAt!);
+        return SessionDecision.Accept(run.Key, [run, reply]);
+    }
+
+    /// <summary>
+    /// An agent ends its run: <see cref="RunStatus.Finished"/> with the reply complete, or <see cref="RunStatus.Failed"/>
+    /// with the reply failed. Refused for a run that was cancelled, paused or interrupted
+    /// (<see cref="SessionRejection.RunCancelled"/>, the fence) or has already ended.
+    /// </summary>
+    /// <param name="state">The session's state.</param>
+    /// <param name="runId">The run.</param>
+    /// <param name="status"><see cref="RunStatus.Finished"/> or <see cref="RunStatus.Failed"/>.</param>
+    /// <param name="parts">The reply's final content; null keeps what the session holds.</param>
+    /// <param name="events">The event factory.</param>
+    /// <param name="finishReason">The model's finish reason.</param>
+    /// <param name="error">Why the run failed.</param>
+    public static SessionDecision EndRun(SessionState state, string runId, RunStatus status, IReadOnlyList<MessagePart>? parts, SessionEvents events, string? finishReason = null, string? error = null)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(events);
+        if (status != RunStatus.Finished && status != RunStatus.Failed)
+        {
+            throw new ArgumentOutOfRangeException(nameof(status), status, "A run ends finished or failed; cancels and pauses go through Cancel and TakeControl.");
+        }
+
+        if (state.GetRun(runId) is not { } run)
+        {
+            return SessionDecision.Reject(SessionRejection.RunNotFound, "No run with this id in the session.");
+        }
+
+        if (IsFenced(run.Status?.Value))
+        {
+            return SessionDecision.Reject(SessionRejection.RunCancelled, $"Run {runId} was cancelled; nothing more is accepted for it.");
+        }
+
+        if (run.Status != RunStatus.Started)
+        {
+            return SessionDecision.Reject(SessionRejection.RunNotActive, $"The run is already {run.Status}.");
+        }
+
+        var appended = new List<SessionEvent>();
+        if (run.MessageId is { } messageId && state.GetMessage(messageId) is { } reply)
+        {
+            var ended = reply with { Parts = parts ?? reply.Parts, Error = error };
+            appended.Add(events.MessageStatusChanged(ended, status == RunStatus.Finished ? MessageStatus.Complete : MessageStatus.Failed));
+        }
+
+        appended.Add(events.RunEnded(run, status, finishReason, error));
+        return SessionDecision.Accept(runId, appended);
+    }
+
+    /// <summary>
+    /// The fence: refuses an append that adds content to a run that was cancelled, paused or interrupted (a
+    /// <c>delta</c> for its message, a <c>message</c> or <c>run</c> change for it). Null when the append may proceed.
+    /// </summary>
+    public static SessionEventRejection? CheckFence(SessionState state, IEnumerable<JsonNode?> changes)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(changes);
+        foreach (var change in changes)
+        {
+            var value = change?["value"] as JsonObject;
+            var runId = SessionJson.Text(change, "type") switch
+            {
+                SessionEventTypes.Run => SessionJson.Text(change, "key"),
+                SessionEventTypes.Message => SessionJson.Text(value, "runId"),
+                SessionEventTypes.Delta => SessionJson.Text(value, "runId") ?? SessionJson.Text(state.Get(SessionEventTypes.Message, SessionJson.Text(value, "messageId") ?? string.Empty), "runId"),
+                _ => null,
+            };
+
+            // A delta that names its run adds nothing to a message another run has taken over (after a crash cut it).
+            if (SessionJson.Text(change, "type") == SessionEventTypes.Delta && runId is not null
+                && SessionJson.Text(state.Get(SessionEventTypes.Message, SessionJson.Text(value, "messageId") ?? string.Empty), "runId") is { } owner && owner != runId)
+            {
+                return new SessionEventRejection(409, SessionRejection.RunCancelled, $"Run {runId} no longer writes this message; run {owner} answers it now.");
+            }
+
+            if (runId is not null && IsFenced(SessionJson.Text(state.Get(SessionEventTypes.Run, runId), "status")))
+            {
+                return new SessionEventRejection(409, SessionRejection.RunCancelled, $"Run {runId} was cancelled; nothing more is accepted for it.");
+            }
+        }
+
+        return null;
+    }
+
+    private static bool IsFenced(string? status) => status is "cancelled" or "interrupted" or "paused";
+
+    /// <summary>
+    /// The events that stop a run: a fenced control, the partial reply and the run marked cancelled (or paused, for a
+    /// handoff that lets the agent answer again after hand-back).
+    /// </summary>
+    private static List<SessionEvent> Stop(SessionState state, SessionRun run, string by, string? reason, bool pause, SessionEvents events, out string controlId)
+    {
+        var runId = run.Id ?? string.Empty;
+        var control = events.StopControl(runId, by, reason, pause ? ControlAction.Pause : ControlAction.Cancel);
+        controlId = control.Key;
+        var stop = new List<SessionEvent> { control };
+
+        // The partial reply keeps what was streamed so far, rolled up.
+        if (run.MessageId is { } messageId && state.GetMessage(messageId) is { } message)
+        {
+            stop.Add(events.MessageStatusChanged(message, pause ? MessageStatus.Paused : MessageStatus.Cancelled));
+        }
+
+        stop.Add(events.RunEnded(run, pause ? RunStatus.Paused : RunStatus.Cancelled, cancelledBy: by));
+        return stop;
+    }
+}

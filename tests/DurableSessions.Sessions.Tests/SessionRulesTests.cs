@@ -1,0 +1,273 @@
+using System.Text.Json.Nodes;
+
+namespace DurableSessions.Sessions.Tests;
+
+public sealed class SessionRulesTests
+{
+    [Fact]
+    public void PostMessage_queue_policy_with_an_active_run_appends_only_the_message()
+    {
+        var session = new SessionFixture(NewMessagePolicy.Queue);
+        var run = session.StartedRun();
+
+        var decision = SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "more"), session.Events);
+
+        var message = Assert.IsType<SessionMessage>(Assert.Single(decision.Events).Value);
+        Assert.Equal("more", message.Text);
+        Assert.Equal(message.Id, decision.Id);
+        session.Apply(decision);
+        Assert.Equal(RunStatus.Started, session.State.GetRun(run.Id!)!.Status);
+    }
+
+    [Fact]
+    public void PostMessage_interrupt_policy_cancels_the_active_run_in_the_same_append()
+    {
+        var session = new SessionFixture(NewMessagePolicy.Interrupt);
+        var run = session.StartedRun();
+
+        var decision = SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "stop that"), session.Events);
+
+        Assert.Equal([SessionEventTypes.Control, SessionEventTypes.Message, SessionEventTypes.Run, SessionEventTypes.Message], decision.Events.Select(e => e.Type));
+        var control = Assert.IsType<SessionControl>(decision.Events[0].Value);
+        Assert.Equal(ControlAction.Cancel, control.Action);
+        Assert.Equal("interrupted by a new message", control.Reason);
+        session.Apply(decision);
+        Assert.Equal(RunStatus.Cancelled, session.State.GetRun(run.Id!)!.Status);
+        Assert.Equal(MessageStatus.Cancelled, session.State.GetMessage(run.MessageId!)!.Status);
+        Assert.Equal("stop that", session.State.Messages[^1].Text);
+    }
+
+    [Fact]
+    public void PostMessage_reject_policy_refuses_a_user_message_while_a_run_is_active()
+    {
+        var session = new SessionFixture(NewMessagePolicy.Reject);
+        var run = session.StartedRun();
+
+        var decision = SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "again"), session.Events);
+
+        Assert.True(decision.IsRejected);
+        Assert.Equal(SessionRejection.RunActive, decision.Rejection.Code);
+        Assert.Contains(run.Id!, decision.Rejection.Message, StringComparison.Ordinal);
+        Assert.Empty(decision.Events);
+    }
+
+    [Fact]
+    public void PostMessage_reject_policy_still_takes_an_assistant_message()
+    {
+        var session = new SessionFixture(NewMessagePolicy.Reject);
+        session.StartedRun();
+
+        var decision = SessionRules.PostMessage(session.State, new PostMessageRequest("human:bob", [new TextPart("I can help")], MessageRole.Assistant), session.Events);
+
+        Assert.False(decision.IsRejected);
+        Assert.Equal(MessageRole.Assistant, ((SessionMessage)decision.Events[0].Value!).Role);
+    }
+
+    [Fact]
+    public void PostMessage_while_a_human_holds_the_session_routes_user_messages_to_them()
+    {
+        var session = new SessionFixture();
+        session.Apply(SessionRules.TakeControl(session.State, "human:bob", session.Events));
+
+        var fromUser = (SessionMessage)SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "hi"), session.Events).Events[0].Value!;
+        var fromHolder = (SessionMessage)SessionRules.PostMessage(session.State, new PostMessageRequest("human:bob", "hi yourself"), session.Events).Events[0].Value!;
+
+        Assert.Equal("human:bob", fromUser.RoutedTo);
+        Assert.Null(fromHolder.RoutedTo);
+    }
+
+    [Fact]
+    public void PostMessage_with_a_part_that_breaks_the_event_rules_is_an_invalid_message()
+    {
+        var session = new SessionFixture();
+        var part = MessagePart.FromJson(new JsonObject { ["type"] = "text", ["text"] = 5 });
+
+        var decision = SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", [part], MessageRole.User), session.Events);
+
+        Assert.True(decision.IsRejected);
+        Assert.Equal(SessionRejection.InvalidMessage, decision.Rejection.Code);
+        Assert.StartsWith("Invalid message: ", decision.Rejection.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Cancel_fences_the_run_and_the_fence_refuses_more_content_for_it()
+    {
+        var session = new SessionFixture();
+        var run = session.StartedRun();
+
+        var decision = SessionRules.Cancel(session.State, run.Id!, "user:alice", session.Events);
+        session.Apply(decision);
+
+        var control = session.State.Controls.Single();
+        Assert.Equal(decision.Id, control.Id);
+        Assert.Equal(ControlStatus.Fenced, control.Status);
+        var cancelled = session.State.GetRun(run.Id!)!;
+        Assert.Equal(RunStatus.Cancelled, cancelled.Status);
+        Assert.Equal("user:alice", cancelled.CancelledBy);
+        Assert.NotNull(cancelled.EndedAt);
+
+        var delta = session.Events.Delta(run.MessageId!, 0, 0, "text", "late").ToJson();
+        var refused = SessionRules.CheckFence(session.State, [delta]);
+        Assert.Equal(SessionRejection.RunCancelled, refused?.Code);
+        Assert.Equal(409, refused?.Status);
+        Assert.Null(SessionRules.CheckFence(session.State, [session.Events.Steer("r_other", "x", "y").ToJson()]));
+    }
+
+    [Fact]
+    public void Cancel_of_a_finished_run_is_refused_as_not_active()
+    {
+        var session = new SessionFixture();
+        var run = session.StartedRun();
+        session.Apply(SessionRules.EndRun(session.State, run.Id!, RunStatus.Finished, [new TextPart("done")], session.Events, finishReason: "stop"));
+
+        var decision = SessionRules.Cancel(session.State, run.Id!, "user:alice", session.Events);
+
+        Assert.Equal(SessionRejection.RunNotActive, decision.Rejection?.Code);
+        Assert.Equal("The run is already finished.", decision.Rejection?.Message);
+        Assert.Equal(SessionRejection.RunNotFound, SessionRules.Cancel(session.State, "r_missing", "user:alice", session.Events).Rejection?.Code);
+    }
+
+    [Fact]
+    public void Steer_applies_only_to_a_running_run()
+    {
+        var session = new SessionFixture();
+        var run = session.StartedRun();
+
+        var steer = SessionRules.Steer(session.State, run.Id!, "user:alice", "shorter", session.Events);
+        var control = Assert.IsType<SessionControl>(Assert.Single(steer.Events).Value);
+        Assert.Equal(ControlAction.Steer, control.Action);
+        Assert.Equal("shorter", control.Text);
+        Assert.Equal(ControlStatus.Requested, control.Status);
+
+        session.Apply(SessionRules.Cancel(session.State, run.Id!, "user:alice", session.Events));
+        Assert.Equal(SessionRejection.RunNotActive, SessionRules.Steer(session.State, run.Id!, "user:alice", "shorter", session.Events).Rejection?.Code);
+        Assert.Equal(SessionRejection.RunNotActive, SessionRules.Steer(session.State, "r_missing", "user:alice", "x", session.Events).Rejection?.Code);
+    }
+
+    [Fact]
+    public void TakeControl_under_the_cancel_policy_cancels_the_active_run()
+    {
+        var session = new SessionFixture(handoff: HandoffPolicy.Cancel);
+        var run = session.StartedRun();
+
+        session.Apply(SessionRules.TakeControl(session.State, "human:bob", session.Events));
+
+        Assert.Equal("human:bob", session.State.HumanHolder);
+        Assert.Equal(RunStatus.Cancelled, session.State.GetRun(run.Id!)!.Status);
+        Assert.Equal("a human took over", session.State.Controls.Single().Reason);
+    }
+
+    [Fact]
+    public void TakeControl_under_the_pause_policy_pauses_the_run_and_its_reply()
+    {
+        var session = new SessionFixture(handoff: HandoffPolicy.Pause);
+        var run = session.StartedRun();
+
+        session.Apply(SessionRules.TakeControl(session.State, "human:bob", session.Events));
+
+        Assert.Equal(RunStatus.Paused, session.State.GetRun(run.Id!)!.Status);
+        Assert.Equal(MessageStatus.Paused, session.State.GetMessage(run.MessageId!)!.Status);
+        Assert.Equal(ControlAction.Pause, session.State.Controls.Single().Action);
+        Assert.Equal(ParticipantKind.Human, session.State.Handoff!.Kind);
+    }
+
+    [Fact]
+    public void TakeControl_again_by_the_holder_writes_nothing_and_by_a_second_human_is_refused()
+    {
+        var session = new SessionFixture();
+        session.Apply(SessionRules.TakeControl(session.State, "human:bob", session.Events));
+
+        var again = SessionRules.TakeControl(session.State, "human:bob", session.Events);
+        var second = SessionRules.TakeControl(session.State, "human:carol", session.Events);
+
+        Assert.False(again.IsRejected);
+        Assert.Empty(again.Events);
+        Assert.Equal(SessionRejection.LeaseHeld, second.Rejection?.Code);
+        Assert.Equal("human:bob already holds this session.", second.Rejection?.Message);
+    }
+
+    [Fact]
+    public void ReturnControl_is_for_the_holder_only_and_gives_the_session_back_to_the_agents()
+    {
+        var session = new SessionFixture();
+        session.Apply(SessionRules.TakeControl(session.State, "human:bob", session.Events));
+
+        Assert.Equal(SessionRejection.NotHolder, SessionRules.ReturnControl(session.State, "human:carol", session.Events).Rejection?.Code);
+        session.Apply(SessionRules.ReturnControl(session.State, "human:bob", session.Events));
+
+        Assert.Null(session.State.HumanHolder);
+        Assert.Equal(ParticipantKind.Agent, session.State.Handoff!.Kind);
+        Assert.Null(session.State.Handoff.Holder);
+        Assert.Equal(SessionRejection.NotHolder, SessionRules.ReturnControl(session.State, "human:bob", session.Events).Rejection?.Code);
+    }
+
+    [Fact]
+    public void StartRun_writes_a_started_run_and_an_empty_streaming_reply()
+    {
+        var session = new SessionFixture();
+        var run = session.StartedRun();
+
+        Assert.Equal(RunStatus.Started, run.Status);
+        Assert.Equal("agent:helper", run.Agent);
+        Assert.Equal(run, session.State.ActiveRun);
+        var reply = session.State.GetMessage(run.MessageId!)!;
+        Assert.Equal(MessageStatus.Streaming, reply.Status);
+        Assert.Equal(MessageRole.Assistant, reply.Role);
+        Assert.Equal(run.Id, reply.RunId);
+        Assert.Equal(string.Empty, reply.Text);
+    }
+
+    [Fact]
+    public void StartRun_is_refused_for_a_missing_message_and_while_a_human_holds_the_session()
+    {
+        var session = new SessionFixture();
+        Assert.Equal(SessionRejection.MessageNotFound, SessionRules.StartRun(session.State, "agent:helper", "m_missing", session.Events).Rejection?.Code);
+
+        session.Apply(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "hi"), session.Events));
+        session.Apply(SessionRules.TakeControl(session.State, "human:bob", session.Events));
+        Assert.Equal(SessionRejection.LeaseHeld, SessionRules.StartRun(session.State, "agent:helper", session.State.Messages[0].Id!, session.Events).Rejection?.Code);
+    }
+
+    [Fact]
+    public void EndRun_completes_the_reply_and_finishes_the_run_once()
+    {
+        var session = new SessionFixture();
+        var run = session.StartedRun();
+
+        session.Apply(SessionRules.EndRun(session.State, run.Id!, RunStatus.Finished, [new TextPart("Hi there")], session.Events, finishReason: "stop"));
+
+        var finished = session.State.GetRun(run.Id!)!;
+        Assert.Equal(RunStatus.Finished, finished.Status);
+        Assert.Equal("stop", finished.FinishReason);
+        Assert.Null(session.State.ActiveRun);
+        Assert.Equal("Hi there", session.State.GetMessage(run.MessageId!)!.Text);
+        Assert.Equal(MessageStatus.Complete, session.State.GetMessage(run.MessageId!)!.Status);
+        Assert.Equal(SessionRejection.RunNotActive, SessionRules.EndRun(session.State, run.Id!, RunStatus.Finished, null, session.Events).Rejection?.Code);
+    }
+
+    [Fact]
+    public void EndRun_after_a_cancel_is_refused_by_the_fence()
+    {
+        var session = new SessionFixture();
+        var run = session.StartedRun();
+        session.Apply(SessionRules.Cancel(session.State, run.Id!, "user:alice", session.Events));
+
+        var decision = SessionRules.EndRun(session.State, run.Id!, RunStatus.Failed, null, session.Events, error: "boom");
+
+        Assert.Equal(SessionRejection.RunCancelled, decision.Rejection?.Code);
+        Assert.Throws<ArgumentOutOfRangeException>(() => SessionRules.EndRun(session.State, run.Id!, RunStatus.Cancelled, null, session.Events));
+    }
+
+    [Fact]
+    public void EndRun_failed_marks_the_reply_failed_with_the_error()
+    {
+        var session = new SessionFixture();
+        var run = session.StartedRun();
+
+        session.Apply(SessionRules.EndRun(session.State, run.Id!, RunStatus.Failed, null, session.Events, error: "boom"));
+
+        Assert.Equal("boom", session.State.GetRun(run.Id!)!.Error);
+        Assert.Equal(MessageStatus.Failed, session.State.GetMessage(run.MessageId!)!.Status);
+        Assert.Equal("boom", session.State.GetMessage(run.MessageId!)!.Error);
+    }
+}
