@@ -182,7 +182,9 @@ public sealed partial class SessionAgentHost
         try
         {
             // Stopping or failed: given back for another worker at once. Answered: completed (woken again if a message came meanwhile).
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            // On the way out only briefly: a server stopping with this process (the hosted agent) answers no more, and the
+            // lease then runs out on its own.
+            using var timeout = new CancellationTokenSource(stopping.IsCancellationRequested ? TimeSpan.FromSeconds(1) : TimeSpan.FromSeconds(10));
             if (stopping.IsCancellationRequested || failed)
             {
                 await _turns.ReleaseAsync(turn, timeout.Token).ConfigureAwait(false);

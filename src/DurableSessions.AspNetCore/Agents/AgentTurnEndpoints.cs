@@ -10,7 +10,7 @@ namespace DurableSessions.AspNetCore.Agents;
 /// The agents API under <c>/v1/agents/{agent}</c>: register an agent, then claim, heartbeat, ack and release its turns
 /// (see docs/sessions.md, "Agents woken by work"). The bodies follow protocol §7.2's claim, ack and release.
 /// </summary>
-internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessControl access, IOptions<DurableStreamsOptions> streamOptions)
+internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessControl access, IOptions<DurableStreamsOptions> streamOptions, Microsoft.Extensions.Hosting.IHostApplicationLifetime lifetime)
 {
     public const string Root = "/v1/agents";
 
@@ -144,13 +144,20 @@ internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessCont
             return;
         }
 
+        // A stopping server ends waiting claims at once (204), rather than holding up its shutdown.
+        using var waiting = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, lifetime.ApplicationStopping);
         TurnClaim claim;
         try
         {
-            claim = await turns.ClaimAsync(agent, worker, stream, wait, s => caller.Allows(s, Auth.Capability.Read) && caller.Allows(s, Auth.Capability.Write), context.RequestAborted).ConfigureAwait(false);
+            claim = await turns.ClaimAsync(agent, worker, stream, wait, s => caller.Allows(s, Auth.Capability.Read) && caller.Allows(s, Auth.Capability.Write), waiting.Token).ConfigureAwait(false);
         }
-        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        catch (OperationCanceledException) when (waiting.IsCancellationRequested)
         {
+            if (!context.RequestAborted.IsCancellationRequested)
+            {
+                context.Response.StatusCode = 204;
+            }
+
             return;
         }
 
