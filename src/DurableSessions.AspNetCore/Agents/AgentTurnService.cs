@@ -199,19 +199,25 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
                 return outcome;
             }
 
-            var remaining = deadline - _time.GetUtcNow();
+            var now = _time.GetUtcNow();
+            var remaining = deadline - now;
             if (remaining <= TimeSpan.Zero)
             {
                 return outcome;
             }
 
+            // A lease another node granted runs out unseen by this node's timer: look again when it does.
+            var untilExpiry = outcome.NextLeaseExpiry is { } expiry ? TimeSpan.FromMilliseconds(Math.Max(1, expiry - now.ToUnixTimeMilliseconds())) : remaining;
             try
             {
-                await changed.WaitAsync(remaining, _time, cancellationToken).ConfigureAwait(false);
+                await changed.WaitAsync(untilExpiry < remaining ? untilExpiry : remaining, _time, cancellationToken).ConfigureAwait(false);
             }
             catch (TimeoutException)
             {
-                return outcome;
+                if (untilExpiry >= remaining)
+                {
+                    return outcome;
+                }
             }
         }
     }
@@ -255,7 +261,8 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             }
         }
 
-        return new TurnClaim(TurnClaimStatus.NothingWaiting);
+        var nextExpiry = _turns.Values.Where(t => t.Agent == agent && t.Holder is not null && t.LeaseExpiresAt > now).Min(t => t.LeaseExpiresAt);
+        return new TurnClaim(TurnClaimStatus.NothingWaiting, NextLeaseExpiry: nextExpiry);
     }
 
     /// <summary>Gives the turn to <paramref name="worker"/>; null (and the turn dropped) when its session is gone.</summary>
@@ -552,8 +559,11 @@ internal enum TurnClaimStatus
     StreamNotFound,
 }
 
-/// <summary>The outcome of a claim: the turn, its claim token, lease and the session's tail when claimed.</summary>
-internal sealed record TurnClaim(TurnClaimStatus Status, TurnRecord? Turn = null, string? Token = null, long LeaseTtlMs = 0, long TailPosition = 0);
+/// <summary>
+/// The outcome of a claim: the turn, its claim token, lease and the session's tail when claimed; when nothing waits, the
+/// earliest lease of the agent's turns held now (Unix ms), when one of them may be claimed again.
+/// </summary>
+internal sealed record TurnClaim(TurnClaimStatus Status, TurnRecord? Turn = null, string? Token = null, long LeaseTtlMs = 0, long TailPosition = 0, long? NextLeaseExpiry = null);
 
 internal enum TurnAckStatus
 {
