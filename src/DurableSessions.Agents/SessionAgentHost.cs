@@ -39,8 +39,12 @@ public sealed class SessionAgentHostOptions
 /// dies mid-reply, its lease runs out and another process (or the same one after a restart) claims the turn, marks the
 /// cut run <c>interrupted</c> (<c>supersededBy</c> the new run) and answers the message again in the same message, so the
 /// session ends with one complete answer. A process stopping cleanly releases its turns at once.</para>
-/// <para>One <see cref="RunAsync"/> at a time.</para>
+/// <para>A long-running process calls <see cref="RunAsync"/>, which claims turns as they come; a host woken from outside
+/// (a webhook, a queue, a timer) calls <see cref="ServeWaitingTurnsAsync"/> on each wake instead. Both serve a turn the
+/// same way and share <see cref="SessionAgentHostOptions.MaxConcurrentRuns"/>. One <see cref="RunAsync"/> at a time;
+/// <see cref="ServeWaitingTurnsAsync"/> calls may overlap each other and <see cref="RunAsync"/>.</para>
 /// </remarks>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001:Types that own disposable fields should be disposable", Justification = "The semaphore's wait handle is never created, so it holds nothing to dispose.")]
 public sealed partial class SessionAgentHost
 {
     private readonly SessionAgent _agent;
@@ -48,6 +52,9 @@ public sealed partial class SessionAgentHost
     private readonly SessionAgentHostOptions _options;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<string, AgentTurn> _active = new(StringComparer.Ordinal);
+
+    // One slot per turn in progress, shared by every caller, so the process never answers more than MaxConcurrentRuns.
+    private readonly SemaphoreSlim _slots;
 
     /// <summary>Creates a host for <paramref name="agent"/>, claiming the turns of <paramref name="agentId"/> through <paramref name="client"/>.</summary>
     public SessionAgentHost(SessionAgent agent, DurableSessionsClient client, string agentId, SessionAgentHostOptions? options = null, ILogger<SessionAgentHost>? logger = null)
@@ -59,59 +66,49 @@ public sealed partial class SessionAgentHost
         _turns = client.Agent(agentId);
         _options = options ?? new SessionAgentHostOptions();
         ArgumentOutOfRangeException.ThrowIfLessThan(_options.MaxConcurrentRuns, 1, nameof(options));
+        _slots = new SemaphoreSlim(_options.MaxConcurrentRuns, _options.MaxConcurrentRuns);
         _logger = (ILogger?)logger ?? NullLogger.Instance;
     }
 
     /// <summary>The sessions whose turns this host is answering now. Thread-safe.</summary>
     public IReadOnlyCollection<string> ActiveSessions => [.. _active.Keys];
 
+    /// <summary>
+    /// Registers the agent on the server with <see cref="SessionAgentHostOptions.LeaseTtl"/> (idempotent): from then on,
+    /// every user message posted to a session is a turn of it. <see cref="RunAsync"/> does this itself.
+    /// </summary>
+    /// <returns>The registration, with the agent's wake stream (<c>agents/{agent}/wake</c>).</returns>
+    public Task<AgentRegistrationInfo> RegisterAsync(CancellationToken cancellationToken = default)
+        => _turns.RegisterAsync(_options.LeaseTtl, cancellationToken: cancellationToken);
+
     /// <summary>Registers the agent and serves its turns until <paramref name="cancellationToken"/> fires; then releases the turns in progress.</summary>
     public async Task RunAsync(CancellationToken cancellationToken = default)
     {
-        await _turns.RegisterAsync(_options.LeaseTtl, cancellationToken: cancellationToken).ConfigureAwait(false);
+        await RegisterAsync(cancellationToken).ConfigureAwait(false);
         Log.Serving(_logger, _turns.AgentId, _options.WorkerId, _options.MaxConcurrentRuns);
-        using var slots = new SemaphoreSlim(_options.MaxConcurrentRuns, _options.MaxConcurrentRuns);
-        var running = new ConcurrentDictionary<Task, byte>();
+        List<Task> running = [];
         try
         {
             while (!cancellationToken.IsCancellationRequested)
             {
-                await slots.WaitAsync(cancellationToken).ConfigureAwait(false);
-                AgentTurn? turn = null;
+                AgentTurn? turn;
                 try
                 {
-                    turn = await _turns.ClaimAsync(_options.WorkerId, _options.ClaimWait, cancellationToken).ConfigureAwait(false);
+                    turn = await ClaimIntoSlotAsync(_options.ClaimWait, cancellationToken).ConfigureAwait(false);
                 }
                 catch (DurableSessionsException ex)
                 {
                     // Refused (a token without the grant, say): said once per attempt, tried again after a pause.
                     Log.ClaimRefused(_logger, _turns.AgentId, ex.Code, ex);
                     await Task.Delay(TimeSpan.FromSeconds(5), cancellationToken).ConfigureAwait(false);
-                }
-                finally
-                {
-                    if (turn is null)
-                    {
-                        slots.Release();
-                    }
-                }
-
-                if (turn is null)
-                {
                     continue;
                 }
 
-                var serving = Task.Run(() => ServeAsync(turn, cancellationToken), CancellationToken.None);
-                running[serving] = 0;
-                _ = serving.ContinueWith(
-                    t =>
-                    {
-                        running.TryRemove(t, out _);
-                        slots.Release();
-                    },
-                    CancellationToken.None,
-                    TaskContinuationOptions.ExecuteSynchronously,
-                    TaskScheduler.Default);
+                if (turn is not null)
+                {
+                    running.RemoveAll(t => t.IsCompleted);
+                    running.Add(StartServing(turn, cancellationToken));
+                }
             }
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -119,9 +116,93 @@ public sealed partial class SessionAgentHost
         }
         finally
         {
-            await Task.WhenAll(running.Keys).ConfigureAwait(false);
+            await Task.WhenAll(running).ConfigureAwait(false);
         }
     }
+
+    /// <summary>
+    /// Serves the turns waiting now and returns: claims them without waiting, several at once up to
+    /// <see cref="SessionAgentHostOptions.MaxConcurrentRuns"/>, answers each exactly as <see cref="RunAsync"/> does, and
+    /// returns once a claim finds nothing left and none of its turns is in progress. For hosts that do not run a claim
+    /// loop but are woken from outside, such as an HTTP endpoint that receives the webhook of a subscription on the
+    /// agent's wake stream. The agent must be registered (<see cref="RegisterAsync"/>).
+    /// </summary>
+    /// <remarks>
+    /// A turn completed while a new message came waits again at once, and is served by the same call. A turn whose
+    /// serving fails is released, so this call or another worker claims it again. Thread-safe: calls may overlap (each
+    /// turn is claimed by one of them), sharing <see cref="SessionAgentHostOptions.MaxConcurrentRuns"/>.
+    /// </remarks>
+    /// <param name="cancellationToken">Stops claiming and releases the turns in progress (each goes to another worker at once).</param>
+    /// <returns>How many turns it claimed and served.</returns>
+    /// <exception cref="DurableSessionsException">The server refused a claim (an unregistered agent, a token without the grant).</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> fired; the turns in progress were released first.</exception>
+    public async Task<int> ServeWaitingTurnsAsync(CancellationToken cancellationToken = default)
+    {
+        List<Task> running = [];
+        var served = 0;
+        try
+        {
+            while (true)
+            {
+                if (await ClaimIntoSlotAsync(TimeSpan.Zero, cancellationToken).ConfigureAwait(false) is { } turn)
+                {
+                    served++;
+                    running.RemoveAll(t => t.IsCompleted);
+                    running.Add(StartServing(turn, cancellationToken));
+                    continue;
+                }
+
+                // Nothing waits now, but a turn served here waits again when a message came while it was answered:
+                // look once more after each of them ends.
+                running.RemoveAll(t => t.IsCompleted);
+                if (running.Count == 0)
+                {
+                    return served;
+                }
+
+                await Task.WhenAny(running).WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            await Task.WhenAll(running).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Takes a slot and claims a turn into it, waiting up to <paramref name="wait"/>; null (the slot given back) when none came.</summary>
+    private async Task<AgentTurn?> ClaimIntoSlotAsync(TimeSpan wait, CancellationToken cancellationToken)
+    {
+        await _slots.WaitAsync(cancellationToken).ConfigureAwait(false);
+        AgentTurn? turn = null;
+        try
+        {
+            turn = await _turns.ClaimAsync(_options.WorkerId, wait, cancellationToken).ConfigureAwait(false);
+            return turn;
+        }
+        finally
+        {
+            if (turn is null)
+            {
+                _slots.Release();
+            }
+        }
+    }
+
+    /// <summary>Serves a turn claimed into a slot on the thread pool; the slot is free again by the time the task ends.</summary>
+    private Task StartServing(AgentTurn turn, CancellationToken stopping)
+        => Task.Run(
+            async () =>
+            {
+                try
+                {
+                    await ServeAsync(turn, stopping).ConfigureAwait(false);
+                }
+                finally
+                {
+                    _slots.Release();
+                }
+            },
+            CancellationToken.None);
 
     /// <summary>Answers one claimed turn, keeping its lease alive, and completes or releases it.</summary>
     private async Task ServeAsync(AgentTurn turn, CancellationToken stopping)
