@@ -7,7 +7,8 @@ internal sealed record LoadOptions
 {
     public const string Usage = """
         usage: DurableSessions.LoadTest --url <http://127.0.0.1:port> [options]
-          --scenario append|batch|latency|sessions|all   (default all; sessions is not part of all)
+          --scenario append|batch|latency|sessions|seed|ask|all   (default all; sessions, seed and ask are not part of all)
+          --questions <n>        questions the ask scenario posts into random stored sessions (default 100)
           --streams <n>          streams to spread load over (default 100)
           --connections <n>      concurrent writers (default 64)
           --batch <n>            events per request in the batch scenario (default 100)
@@ -45,6 +46,8 @@ internal sealed record LoadOptions
 
     public int? ServerPid { get; init; }
 
+    public int Questions { get; init; } = 100;
+
     public static LoadOptions? Parse(string[] args)
     {
         var options = new LoadOptions();
@@ -70,6 +73,7 @@ internal sealed record LoadOptions
                 "--rate" => options with { Rate = double.Parse(value, CultureInfo.InvariantCulture) },
                 "--label" => options with { Label = value },
                 "--server-pid" => options with { ServerPid = int.Parse(value, CultureInfo.InvariantCulture) },
+                "--questions" => options with { Questions = int.Parse(value, CultureInfo.InvariantCulture) },
                 _ => null,
             };
             if (options is null)
@@ -80,7 +84,7 @@ internal sealed record LoadOptions
             i++;
         }
 
-        return options.Scenario is "append" or "batch" or "latency" or "sessions" or "all" && options.DurationSeconds is > 0 and <= 600 ? options : null;
+        return options.Scenario is "append" or "batch" or "latency" or "sessions" or "seed" or "ask" or "all" && options.DurationSeconds is > 0 and <= 600 ? options : null;
     }
 }
 

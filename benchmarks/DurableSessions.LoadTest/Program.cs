@@ -8,6 +8,7 @@ using DurableSessions.LoadTest;
 //   dotnet run -c Release --project benchmarks/DurableSessions.LoadTest -- --url http://127.0.0.1:4437 --scenario batch --streams 10000 --batch 100
 //   dotnet run -c Release --project benchmarks/DurableSessions.LoadTest -- --url http://127.0.0.1:4437 --scenario latency --streams 1000 --readers 2
 //   dotnet run -c Release --project benchmarks/DurableSessions.LoadTest -- --url http://127.0.0.1:4437 --scenario all
+//   benchmarks/run-stored-sessions.sh 100000      (seed, restart the default server, measure; see BENCHMARKS.md)
 var options = LoadOptions.Parse(args);
 if (options is null)
 {
@@ -43,6 +44,8 @@ foreach (var scenario in scenarios)
         "append" or "batch" => await AppendScenario.RunAsync(scenario),
         "latency" => await LatencyScenario.RunAsync(scenario),
         "sessions" => await SessionScenario.RunAsync(scenario),
+        "seed" => await StoredSessionScenario.SeedAsync(scenario),
+        "ask" => await StoredSessionScenario.AskAsync(scenario),
         _ => throw new InvalidOperationException("unknown scenario " + scenario.Scenario),
     };
     results.Add(result);
