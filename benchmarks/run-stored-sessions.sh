@@ -52,4 +52,5 @@ for _ in $(seq 1 30); do kill -0 "$PID" 2>/dev/null || { echo "the server died: 
 BEFORE=$(cpu_ticks); sleep 5; AFTER=$(cpu_ticks)
 echo "30 s later: $(ls /proc/$PID/fd | wc -l) descriptors, RSS $(awk '/VmRSS/{printf "%d MB", $2/1024}' /proc/$PID/status), CPU $(( (AFTER - BEFORE) * 100 / $(getconf CLK_TCK) / 5 ))% of a core over 5 s"
 $LOAD --url "$URL" --scenario ask --streams "$N" --questions 100 | grep '^#'
+if [[ -n "${ASK_AGAIN:-}" ]]; then $LOAD --url "$URL" --scenario ask --streams "$N" --questions 100 | grep '^#'; fi
 echo "after the questions: $(ls /proc/$PID/fd | wc -l) descriptors, RSS $(awk '/VmRSS/{printf "%d MB", $2/1024}' /proc/$PID/status)"

@@ -9,7 +9,7 @@ namespace DurableSessions.LoadTest;
 /// <summary>
 /// Stored sessions at product size. <c>seed</c> stores <c>--streams</c> sessions through the public API, each with one
 /// answered question: <c>PUT /v1/sessions/{id}</c>, <c>POST …/messages</c>, then the answer appended to the session
-/// stream as an agent writes it (a run and its complete assistant message). Seed against a server with no agent
+/// stream as an agent writes it (a run of the demo agent, agent:demo, and its complete assistant message). Seed against a server with no agent
 /// registered, so no turn waits. <c>ask</c> then posts <c>--questions</c> questions into random stored sessions, one at a
 /// time, and measures how long the first reply delta takes to reach a client following the session.
 /// </summary>
@@ -98,7 +98,7 @@ internal static class StoredSessionScenario
         static double At(double[] s, double p) => s.Length == 0 ? double.NaN : s[Math.Min(s.Length - 1, (int)Math.Ceiling(p * s.Length) - 1)];
         var name = string.Create(CultureInfo.InvariantCulture, $"{options.Questions} questions into random sessions of {options.Streams:N0}");
         return new ScenarioResult(name, string.Create(CultureInfo.InvariantCulture,
-            $"first reply delta p50 {At(sorted, 0.5):F0} ms, p99 {At(sorted, 0.99):F0} ms, max {At(sorted, 1):F0} ms; {errors} unanswered"), latencies.Count, errors);
+            $"first reply delta p50 {At(sorted, 0.5):F0} ms, p90 {At(sorted, 0.9):F0} ms, p99 {At(sorted, 0.99):F0} ms, max {At(sorted, 1):F0} ms; {errors} unanswered"), latencies.Count, errors);
     }
 
     private static string Id(int i) => "stored-" + i.ToString(CultureInfo.InvariantCulture);
@@ -111,8 +111,8 @@ internal static class StoredSessionScenario
         var now = DateTimeOffset.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture);
         var text = "A durable session keeps every token in an append-only log, so nothing is lost when a connection drops.";
         var builder = new StringBuilder();
-        builder.Append(CultureInfo.InvariantCulture, $"[{{\"type\":\"run\",\"key\":\"{run}\",\"value\":{{\"id\":\"{run}\",\"agent\":\"agent:seed\",\"messageId\":\"{message}\",\"trigger\":\"{question}\",\"status\":\"finished\",\"startedAt\":\"{now}\",\"endedAt\":\"{now}\",\"finishReason\":\"stop\"}},\"headers\":{{\"operation\":\"insert\",\"timestamp\":\"{now}\"}}}},");
-        builder.Append(CultureInfo.InvariantCulture, $"{{\"type\":\"message\",\"key\":\"{message}\",\"value\":{{\"id\":\"{message}\",\"role\":\"assistant\",\"author\":\"agent:seed\",\"runId\":\"{run}\",\"parts\":[{{\"type\":\"text\",\"text\":\"{text}\"}}],\"status\":\"complete\",\"createdAt\":\"{now}\"}},\"headers\":{{\"operation\":\"insert\",\"timestamp\":\"{now}\"}}}}]");
+        builder.Append(CultureInfo.InvariantCulture, $"[{{\"type\":\"run\",\"key\":\"{run}\",\"value\":{{\"id\":\"{run}\",\"agent\":\"agent:demo\",\"messageId\":\"{message}\",\"trigger\":\"{question}\",\"status\":\"finished\",\"startedAt\":\"{now}\",\"endedAt\":\"{now}\",\"finishReason\":\"stop\"}},\"headers\":{{\"operation\":\"insert\",\"timestamp\":\"{now}\"}}}},");
+        builder.Append(CultureInfo.InvariantCulture, $"{{\"type\":\"message\",\"key\":\"{message}\",\"value\":{{\"id\":\"{message}\",\"role\":\"assistant\",\"author\":\"agent:demo\",\"runId\":\"{run}\",\"parts\":[{{\"type\":\"text\",\"text\":\"{text}\"}}],\"status\":\"complete\",\"createdAt\":\"{now}\"}},\"headers\":{{\"operation\":\"insert\",\"timestamp\":\"{now}\"}}}}]");
         return builder.ToString();
     }
 }

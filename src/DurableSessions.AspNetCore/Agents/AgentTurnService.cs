@@ -33,6 +33,9 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     private readonly AgentTurnOptions _options;
     private readonly ILogger _logger;
     private readonly Coordination.SharedSection _section;
+
+    // The writes issued by the operation in the critical section; only touched under it.
+    private List<Task>? _writes;
     private readonly Dictionary<string, TurnRecord> _turns = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, AgentRegistration> _agents = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, byte> _wakeStreams = new(StringComparer.Ordinal);
@@ -147,14 +150,11 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     /// Records that <paramref name="stream"/> has something every registered agent must answer (a user message, a
     /// session handed back), and wakes each agent whose turn there is not already claimed. Durable when it returns.
     /// </summary>
-    public async Task MarkAsync(string stream, CancellationToken cancellationToken)
-    {
-        if (_agents.IsEmpty && !_store.IsShared)
-        {
-            return;
-        }
+    public Task MarkAsync(string stream, CancellationToken cancellationToken)
+        => _agents.IsEmpty && !_store.IsShared ? Task.CompletedTask : RunAsync(() => MarkLockedAsync(stream, cancellationToken), cancellationToken);
 
-        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
+    private async Task<bool> MarkLockedAsync(string stream, CancellationToken cancellationToken)
+    {
         if (_store.IsShared)
         {
             await RefreshAgentsAsync(cancellationToken).ConfigureAwait(false);
@@ -173,13 +173,14 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             turn.Version++;
             if (turn.Holder is null && turn.WakeId is null)
             {
-                await WakeAsync(turn, cancellationToken).ConfigureAwait(false);
+                Wake(turn);
             }
 
-            await SaveAsync(turn, cancellationToken).ConfigureAwait(false);
+            Save(turn);
         }
 
         Signal();
+        return true;
     }
 
     /// <summary>
@@ -222,9 +223,11 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         }
     }
 
-    private async Task<TurnClaim> TryClaimAsync(string agent, string worker, string? stream, Func<string, bool> canServe, CancellationToken cancellationToken)
+    private Task<TurnClaim> TryClaimAsync(string agent, string worker, string? stream, Func<string, bool> canServe, CancellationToken cancellationToken)
+        => RunAsync(() => TryClaimLockedAsync(agent, worker, stream, canServe, cancellationToken), cancellationToken);
+
+    private async Task<TurnClaim> TryClaimLockedAsync(string agent, string worker, string? stream, Func<string, bool> canServe, CancellationToken cancellationToken)
     {
-        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
         var registration = _agents.GetValueOrDefault(agent);
         if (registration is null)
         {
@@ -271,7 +274,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         var lookup = await _store.GetAsync(turn.Stream, cancellationToken).ConfigureAwait(false);
         if (lookup.Status != StreamLookupStatus.Found)
         {
-            await DropAsync(turn, cancellationToken).ConfigureAwait(false);
+            Drop(turn);
             return null;
         }
 
@@ -288,7 +291,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         turn.TokenHash = Hash(token);
         turn.LeaseExpiresAt = now + agent.LeaseTtlMs;
         turn.ClaimedVersion = turn.Version;
-        await SaveAsync(turn, cancellationToken).ConfigureAwait(false);
+        Save(turn);
         ScheduleExpiry();
         return new TurnClaim(TurnClaimStatus.Claimed, turn, token, agent.LeaseTtlMs, lookup.Stream!.TailPosition);
     }
@@ -297,9 +300,11 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     /// Heartbeats (<paramref name="done"/> false: the lease is extended) or completes a claim. A completed turn is
     /// deleted unless something new came since the claim; then it is woken again.
     /// </summary>
-    public async Task<TurnAckOutcome> AckAsync(string agent, string stream, string? token, string? wakeId, long? generation, bool done, CancellationToken cancellationToken)
+    public Task<TurnAckOutcome> AckAsync(string agent, string stream, string? token, string? wakeId, long? generation, bool done, CancellationToken cancellationToken)
+        => RunAsync(() => AckLockedAsync(agent, stream, token, wakeId, generation, done, cancellationToken), cancellationToken);
+
+    private async Task<TurnAckOutcome> AckLockedAsync(string agent, string stream, string? token, string? wakeId, long? generation, bool done, CancellationToken cancellationToken)
     {
-        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
         if (await CurrentClaimAsync(agent, stream, token, wakeId, generation, cancellationToken).ConfigureAwait(false) is not { } turn)
         {
             return await EndedAsync(stream, cancellationToken).ConfigureAwait(false);
@@ -310,37 +315,39 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         if (!done)
         {
             turn.LeaseExpiresAt = now + (registration?.LeaseTtlMs ?? (long)_options.DefaultLeaseTtl.TotalMilliseconds);
-            await SaveAsync(turn, cancellationToken).ConfigureAwait(false);
+            Save(turn);
             ScheduleExpiry();
             return new TurnAckOutcome(TurnAckStatus.Ok, false, turn.LeaseExpiresAt);
         }
 
         if (turn.Version == turn.ClaimedVersion)
         {
-            await DropAsync(turn, cancellationToken).ConfigureAwait(false);
+            Drop(turn);
             return new TurnAckOutcome(TurnAckStatus.Ok, false, null);
         }
 
         // Something new arrived while it was served: the turn waits again.
         ClearClaim(turn);
-        await WakeAsync(turn, cancellationToken).ConfigureAwait(false);
-        await SaveAsync(turn, cancellationToken).ConfigureAwait(false);
+        Wake(turn);
+        Save(turn);
         Signal();
         return new TurnAckOutcome(TurnAckStatus.Ok, true, null);
     }
 
     /// <summary>Gives a claimed turn back unanswered: it waits again, woken for the next worker.</summary>
-    public async Task<TurnAckOutcome> ReleaseAsync(string agent, string stream, string? token, string? wakeId, long? generation, CancellationToken cancellationToken)
+    public Task<TurnAckOutcome> ReleaseAsync(string agent, string stream, string? token, string? wakeId, long? generation, CancellationToken cancellationToken)
+        => RunAsync(() => ReleaseLockedAsync(agent, stream, token, wakeId, generation, cancellationToken), cancellationToken);
+
+    private async Task<TurnAckOutcome> ReleaseLockedAsync(string agent, string stream, string? token, string? wakeId, long? generation, CancellationToken cancellationToken)
     {
-        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
         if (await CurrentClaimAsync(agent, stream, token, wakeId, generation, cancellationToken).ConfigureAwait(false) is not { } turn)
         {
             return await EndedAsync(stream, cancellationToken).ConfigureAwait(false);
         }
 
         ClearClaim(turn);
-        await WakeAsync(turn, cancellationToken).ConfigureAwait(false);
-        await SaveAsync(turn, cancellationToken).ConfigureAwait(false);
+        Wake(turn);
+        Save(turn);
         Signal();
         return new TurnAckOutcome(TurnAckStatus.Ok, true, null);
     }
@@ -364,7 +371,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         var lookup = await _store.GetAsync(stream, cancellationToken).ConfigureAwait(false);
         if (lookup.Status != StreamLookupStatus.Found)
         {
-            await DropAsync(turn, cancellationToken).ConfigureAwait(false);
+            Drop(turn);
             return null;
         }
 
@@ -390,19 +397,24 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     {
         try
         {
-            await using var held = await EnterAsync(CancellationToken.None).ConfigureAwait(false);
-            Interlocked.Exchange(ref _scheduledExpiry, long.MaxValue);
-            var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
-            foreach (var turn in _turns.Values.Where(t => t.Holder is not null && t.LeaseExpiresAt <= now).ToList())
-            {
-                Log.LeaseExpired(_logger, turn.Agent, turn.Stream, turn.Holder!, turn.Generation);
-                ClearClaim(turn);
-                await WakeAsync(turn, CancellationToken.None).ConfigureAwait(false);
-                await SaveAsync(turn, CancellationToken.None).ConfigureAwait(false);
-            }
+            await RunAsync(
+                () =>
+                {
+                    Interlocked.Exchange(ref _scheduledExpiry, long.MaxValue);
+                    var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+                    foreach (var turn in _turns.Values.Where(t => t.Holder is not null && t.LeaseExpiresAt <= now).ToList())
+                    {
+                        Log.LeaseExpired(_logger, turn.Agent, turn.Stream, turn.Holder!, turn.Generation);
+                        ClearClaim(turn);
+                        Wake(turn);
+                        Save(turn);
+                    }
 
-            ScheduleExpiry();
-            Signal();
+                    ScheduleExpiry();
+                    Signal();
+                    return Task.FromResult(true);
+                },
+                CancellationToken.None).ConfigureAwait(false);
         }
         catch (Exception ex)
         {
@@ -434,28 +446,31 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     }
 
     /// <summary>Starts a new wake generation and writes its wake event to the agent's wake stream (protocol §7.2).</summary>
-    private async Task WakeAsync(TurnRecord turn, CancellationToken cancellationToken)
+    private void Wake(TurnRecord turn)
     {
         turn.Generation++;
         turn.WakeId = NewWakeId();
-        var wakeStream = WakeStreamOf(turn.Agent);
         var payload = JsonSerializer.SerializeToUtf8Bytes<WakeEvent[]>([new WakeEvent("wake", turn.Agent, turn.Stream, turn.Generation, _time.GetUtcNow().ToUnixTimeMilliseconds())], AgentWakeJsonContext.Default.WakeEventArray);
-        if (!JsonFraming.TryFrame(payload, allowEmptyArray: false, out var data, out _))
+        if (JsonFraming.TryFrame(payload, allowEmptyArray: false, out var data, out _))
         {
-            return;
+            Write(AppendWakeAsync(turn.Agent, data));
         }
+    }
 
-        var result = await _store.AppendAsync(new AppendRequest { Path = wakeStream, ContentType = StreamContentType.Json, Data = data }, cancellationToken).ConfigureAwait(false);
+    private async Task AppendWakeAsync(string agent, StreamPayload data)
+    {
+        var wakeStream = WakeStreamOf(agent);
+        var result = await _store.AppendAsync(new AppendRequest { Path = wakeStream, ContentType = StreamContentType.Json, Data = data }, CancellationToken.None).ConfigureAwait(false);
         if (result.Status is AppendStatus.NotFound or AppendStatus.Gone)
         {
             // Deleted by someone: wakes are only hints, so the stream is simply created again.
-            await EnsureWakeStreamAsync(wakeStream, cancellationToken).ConfigureAwait(false);
-            result = await _store.AppendAsync(new AppendRequest { Path = wakeStream, ContentType = StreamContentType.Json, Data = data }, cancellationToken).ConfigureAwait(false);
+            await EnsureWakeStreamAsync(wakeStream, CancellationToken.None).ConfigureAwait(false);
+            result = await _store.AppendAsync(new AppendRequest { Path = wakeStream, ContentType = StreamContentType.Json, Data = data }, CancellationToken.None).ConfigureAwait(false);
         }
 
         if (result.Status != AppendStatus.Appended)
         {
-            Log.WakeStreamRejected(_logger, turn.Agent, wakeStream, result.Status);
+            Log.WakeStreamRejected(_logger, agent, wakeStream, result.Status);
         }
     }
 
@@ -468,14 +483,13 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         }
     }
 
-    private async Task DropAsync(TurnRecord turn, CancellationToken cancellationToken)
+    private void Drop(TurnRecord turn)
     {
         _turns.Remove(turn.Key);
-        await _store.DeleteDocumentAsync(TurnsCollection, turn.Key, cancellationToken).ConfigureAwait(false);
+        Write(_store.DeleteDocumentAsync(TurnsCollection, turn.Key, CancellationToken.None).AsTask());
     }
 
-    private ValueTask SaveAsync(TurnRecord turn, CancellationToken cancellationToken)
-        => _store.PutDocumentAsync(TurnsCollection, turn.Key, turn.Serialize(), cancellationToken);
+    private void Save(TurnRecord turn) => Write(_store.PutDocumentAsync(TurnsCollection, turn.Key, turn.Serialize(), CancellationToken.None).AsTask());
 
     private void Signal()
     {
@@ -514,6 +528,46 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             }
         }
     }
+
+    /// <summary>
+    /// Runs <paramref name="operation"/> in the turns' critical section. The writes it issues are sent in order under the
+    /// lock, but awaited after it, so operations on different turns share the store's group commit instead of queueing
+    /// behind each other's flushes; the caller still hears back only once its writes are durable. On a shared store they
+    /// are awaited under the lock, because the next node to enter reads them.
+    /// </summary>
+    private async Task<T> RunAsync<T>(Func<Task<T>> operation, CancellationToken cancellationToken)
+    {
+        List<Task>? writes;
+        T result;
+        await using (await EnterAsync(cancellationToken).ConfigureAwait(false))
+        {
+            try
+            {
+                result = await operation().ConfigureAwait(false);
+            }
+            finally
+            {
+                writes = _writes;
+                _writes = null;
+            }
+
+            if (_store.IsShared && writes is not null)
+            {
+                await Task.WhenAll(writes).ConfigureAwait(false);
+                writes = null;
+            }
+        }
+
+        if (writes is not null)
+        {
+            await Task.WhenAll(writes).ConfigureAwait(false);
+        }
+
+        return result;
+    }
+
+    /// <summary>Issues a write of the current operation (see <see cref="RunAsync{T}"/>).</summary>
+    private void Write(Task write) => (_writes ??= []).Add(write);
 
     /// <summary>Enters the turns' critical section (on a shared store, with the turns read again first).</summary>
     private Task<System.Runtime.CompilerServices.ConfiguredAsyncDisposable> EnterAsync(CancellationToken cancellationToken)
