@@ -1,3 +1,5 @@
+using DurableSessions.Sessions;
+
 namespace DurableSessions.Agents;
 
 /// <summary>A run in progress: its ids, its cancellation, and steering instructions waiting to be applied.</summary>
@@ -7,32 +9,39 @@ internal sealed class ActiveRun : IDisposable
     private readonly Queue<string> _steers = new();
     private CancellationTokenSource _steer = new();
 
-    public ActiveRun(string runId, string messageId, string triggerId, CancellationToken agentStopping)
+    /// <summary>A run about to start.</summary>
+    /// <param name="run">The run as it starts (<see cref="RunStatus.Started"/>, with its ids and start time).</param>
+    /// <param name="start">The events that start it, appended at once before anything else of the run.</param>
+    /// <param name="supersedes">The cut run it answers again, or null.</param>
+    /// <param name="agentStopping">Fires when the agent stops serving the session.</param>
+    public ActiveRun(SessionRun run, IReadOnlyList<SessionEvent> start, SessionRun? supersedes, CancellationToken agentStopping)
     {
-        RunId = runId;
-        MessageId = messageId;
-        TriggerId = triggerId;
-        StartedAt = DateTimeOffset.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);
+        Run = run;
+        StartEvents = start;
+        Supersedes = supersedes;
         _cancel = CancellationTokenSource.CreateLinkedTokenSource(agentStopping);
     }
 
-    public string RunId { get; }
+    /// <summary>The run as it started; its end is written from it.</summary>
+    public SessionRun Run { get; }
+
+    /// <summary>The events that start the run.</summary>
+    public IReadOnlyList<SessionEvent> StartEvents { get; }
+
+    public string RunId => Run.Id!;
 
     /// <summary>
     /// The run this one answers again (a run of this agent cut by a crash or a lost lease, on the same message), or null.
     /// The new run writes into the cut run's message, which it starts again from empty, so the session never shows two
-    /// answers to one message.
+    /// answers to one message; its delta keys then name the run, to stay unique.
     /// </summary>
-    public System.Text.Json.Nodes.JsonObject? Supersedes { get; init; }
+    public SessionRun? Supersedes { get; }
 
-    /// <summary>The prefix of this run's delta keys: unique per run, also when it writes into a cut run's message.</summary>
-    public string DeltaKeyPrefix => Supersedes is null ? MessageId : MessageId + ":" + RunId;
+    public string MessageId => Run.MessageId!;
 
-    public string MessageId { get; }
+    public string TriggerId => Run.Trigger!;
 
-    public string TriggerId { get; }
-
-    public string StartedAt { get; }
+    public string StartedAt => Run.StartedAt!;
 
     /// <summary>Fires when the run is cancelled (or the agent stops): the token handed to the model.</summary>
     public CancellationToken Token => _cancel.Token;

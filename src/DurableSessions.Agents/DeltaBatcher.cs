@@ -1,5 +1,4 @@
 using System.Text;
-using System.Text.Json.Nodes;
 using DurableSessions.Client;
 using DurableSessions.Sessions;
 
@@ -14,6 +13,8 @@ internal sealed class DeltaBatcher : IDisposable
     private readonly StreamProducer _producer;
     private readonly ActiveRun _run;
     private readonly TimeSpan _linger;
+    private readonly SessionEvents _events;
+    private readonly TimeProvider _time;
     private readonly SortedDictionary<int, (string Type, StringBuilder Text)> _pending = [];
     private DateTimeOffset? _firstPendingAt;
     private readonly CancellationTokenSource _stop = new();
@@ -22,11 +23,13 @@ internal sealed class DeltaBatcher : IDisposable
     private int _sequence;
     private Exception? _failure;
 
-    public DeltaBatcher(StreamProducer producer, ActiveRun run, TimeSpan linger)
+    public DeltaBatcher(StreamProducer producer, ActiveRun run, TimeSpan linger, SessionEvents events, TimeProvider timeProvider)
     {
         _producer = producer;
         _run = run;
         _linger = linger;
+        _events = events;
+        _time = timeProvider;
         _loop = Task.Run(LoopAsync);
     }
 
@@ -39,7 +42,7 @@ internal sealed class DeltaBatcher : IDisposable
 
         lock (_pending)
         {
-            _firstPendingAt ??= DateTimeOffset.UtcNow;
+            _firstPendingAt ??= _time.GetUtcNow();
             if (!_pending.TryGetValue(part, out var entry))
             {
                 entry = (partType, new StringBuilder());
@@ -78,7 +81,7 @@ internal sealed class DeltaBatcher : IDisposable
     {
         try
         {
-            using var timer = new PeriodicTimer(_linger);
+            using var timer = new PeriodicTimer(_linger, _time);
             while (await timer.WaitForNextTickAsync(_stop.Token).ConfigureAwait(false))
             {
                 await WritePendingAsync().ConfigureAwait(false);
@@ -109,27 +112,18 @@ internal sealed class DeltaBatcher : IDisposable
 
     private async Task WritePendingCoreAsync()
     {
-        var events = new JsonArray();
+        var events = new List<SessionEvent>();
         lock (_pending)
         {
             // When the batch's first token was produced: readers can measure token-to-screen latency from it.
-            var at = _firstPendingAt?.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);
+            var at = _firstPendingAt;
             _firstPendingAt = null;
             foreach (var (part, (type, text)) in _pending)
             {
                 if (text.Length > 0)
                 {
-                    events.Add(SessionAgent.Change(SessionEventTypes.Delta, $"{_run.DeltaKeyPrefix}:{_sequence++}", "insert", new JsonObject
-                    {
-                        ["messageId"] = _run.MessageId,
-
-                        // Names its run, so a cut run's late writes are fenced even in a message a new run took over.
-                        ["runId"] = _run.RunId,
-                        ["part"] = part,
-                        ["partType"] = type,
-                        ["text"] = text.ToString(),
-                        ["at"] = at,
-                    }));
+                    // Each delta names its run, so a cut run's late writes are fenced even in a message a new run took over.
+                    events.Add(_events.RunDelta(_run.MessageId, _run.RunId, takenOver: _run.Supersedes is not null, _sequence++, part, type, text.ToString(), at));
                     text.Clear();
                 }
             }

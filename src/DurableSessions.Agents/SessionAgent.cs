@@ -1,7 +1,5 @@
-using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
-using System.Text.Json.Nodes;
 using DurableSessions.Client;
 using DurableSessions.Sessions;
 using Microsoft.Extensions.AI;
@@ -27,6 +25,9 @@ public sealed class SessionAgentOptions
 
     /// <summary>Whether the agent shows in the session's presence (kind <c>agent</c>) while it serves it. Default true.</summary>
     public bool AnnouncePresence { get; set; } = true;
+
+    /// <summary>The clock that stamps the events the agent writes and times its waits. Default <see cref="TimeProvider.System"/>.</summary>
+    public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 }
 
 /// <summary>
@@ -46,6 +47,7 @@ public sealed partial class SessionAgent
     private readonly IChatClient _chat;
     private readonly DurableSessionsClient _client;
     private readonly SessionAgentOptions _options;
+    private readonly SessionEvents _events;
     private readonly ILogger _logger;
 
     // How long a run's last events may take to show in the session after its writer returned.
@@ -62,6 +64,7 @@ public sealed partial class SessionAgent
         _chat = chatClient;
         _client = client;
         _options = options ?? new SessionAgentOptions();
+        _events = new SessionEvents(_options.TimeProvider);
         _logger = (ILogger?)logger ?? NullLogger.Instance;
     }
 
@@ -97,7 +100,7 @@ public sealed partial class SessionAgent
         var session = _client.Session(sessionId);
         ActiveRun? active = null;
         var recovered = false;
-        List<JsonObject> cut = [];
+        List<SessionRun> cut = [];
         var seenControls = new HashSet<string>(StringComparer.Ordinal);
         using var serving = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var presence = _options.AnnouncePresence ? Task.Run(() => AnnouncePresenceAsync(session, serving.Token), CancellationToken.None) : Task.CompletedTask;
@@ -109,7 +112,7 @@ public sealed partial class SessionAgent
             {
                 var next = updates.MoveNextAsync().AsTask();
                 if (active is not null && untilAnswered && await Task.WhenAny(next, active.Completion).ConfigureAwait(false) != next
-                    && await Task.WhenAny(next, Task.Delay(RunEndGrace, serving.Token)).ConfigureAwait(false) != next)
+                    && await Task.WhenAny(next, Task.Delay(RunEndGrace, _options.TimeProvider, serving.Token)).ConfigureAwait(false) != next)
                 {
                     // The run ended but its last events never showed (its final write failed): this turn cannot tell
                     // what is answered, so it ends, and the host gives it back to be served again.
@@ -127,8 +130,8 @@ public sealed partial class SessionAgent
                 var state = update.State;
                 if (active is not null)
                 {
-                    if (FollowControl(state, update.Events, active, seenControls)
-                        || SessionJson.Text(state.Get(SessionEventTypes.Run, active.RunId), "status") is not (null or "started"))
+                    var status = state.GetRun(active.RunId)?.Status;
+                    if (FollowControl(state, status, update.Events, active, seenControls) || (status is { } ended && ended != RunStatus.Started))
                     {
                         // Stopped from outside (cancel, pause, handoff), or its last events are in: let the run wind
                         // down now, because this update (a hand-back, a finished reply) may be the last one for a while.
@@ -158,16 +161,20 @@ public sealed partial class SessionAgent
 
                 if (active is null && NextPendingMessage(state, cut) is { } message)
                 {
-                    var trigger = SessionJson.Text(message, "id")!;
-                    var superseded = cut.FirstOrDefault(r => SessionJson.Text(r, "trigger") == trigger && SessionJson.Text(r, "messageId") is not null);
-                    cut.Remove(superseded!);
+                    var trigger = message.Id!;
+                    var superseded = cut.Find(r => r.Trigger == trigger && r.MessageId is not null);
+                    if (superseded is not null)
+                    {
+                        cut.Remove(superseded);
+                    }
+
                     if (cut.Count > 0)
                     {
                         await MarkInterruptedAsync(session, state, cut, serving.Token).ConfigureAwait(false);
                         cut = [];
                     }
 
-                    active = new ActiveRun(NewId("r"), SessionJson.Text(superseded, "messageId") ?? NewId("m"), trigger, serving.Token) { Supersedes = superseded };
+                    active = StartRun(trigger, superseded, serving.Token);
                     var history = BuildHistory(state, superseded);
                     active.Completion = Task.Run(() => ExecuteRunAsync(session, active, history), CancellationToken.None);
                     _answering[sessionId] = active;
@@ -238,7 +245,7 @@ public sealed partial class SessionAgent
 
             try
             {
-                await Task.Delay(wait, cancellationToken).ConfigureAwait(false);
+                await Task.Delay(wait, _options.TimeProvider, cancellationToken).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {
@@ -247,105 +254,101 @@ public sealed partial class SessionAgent
         }
     }
 
-    /// <summary>Applies cancels and steers aimed at the active run; true when the run was stopped from outside.</summary>
-    private static bool FollowControl(SessionState state, IReadOnlyList<JsonElement> events, ActiveRun active, HashSet<string> seenControls)
+    /// <summary>
+    /// Applies cancels and steers aimed at the active run (whose status in the session is <paramref name="status"/>);
+    /// true when the run was stopped from outside.
+    /// </summary>
+    private static bool FollowControl(SessionState state, RunStatus? status, IReadOnlyList<JsonElement> events, ActiveRun active, HashSet<string> seenControls)
     {
-        var status = SessionJson.Text(state.Get(SessionEventTypes.Run, active.RunId), "status");
-        var stopped = status is "cancelled" or "interrupted" or "paused";
+        var stopped = status == RunStatus.Cancelled || status == RunStatus.Interrupted || status == RunStatus.Paused;
         if (stopped)
         {
             active.Cancel();
         }
 
-        foreach (var element in events)
+        // Controls are looked up only when the update brings one: most updates are deltas.
+        if (events.Any(IsControl))
         {
-            // Events are read as stored: anything not of the expected kind is not a steer for this run.
-            if (element.ValueKind == JsonValueKind.Object
-                && element.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String && type.ValueEquals(SessionEventTypes.Control)
-                && element.TryGetProperty("value", out var value) && value.ValueKind == JsonValueKind.Object
-                && value.TryGetProperty("runId", out var runId) && runId.ValueKind == JsonValueKind.String && runId.ValueEquals(active.RunId)
-                && value.TryGetProperty("action", out var action) && action.ValueKind == JsonValueKind.String && action.ValueEquals("steer")
-                && value.TryGetProperty("id", out var id) && id.ValueKind == JsonValueKind.String
-                && value.TryGetProperty("text", out var text) && text.ValueKind == JsonValueKind.String
-                && TryRead(id, out var controlId) && TryRead(text, out var instruction) && seenControls.Add(controlId))
+            foreach (var control in state.Controls)
             {
-                active.Steer(instruction);
+                if (control.RunId == active.RunId && control.Action == ControlAction.Steer && control.Id is { } id && control.Text is { } instruction && seenControls.Add(id))
+                {
+                    active.Steer(instruction);
+                }
             }
         }
 
         return stopped;
     }
 
-    private static bool TryRead(JsonElement element, out string value)
-    {
-        try
-        {
-            value = element.GetString() ?? string.Empty;
-            return true;
-        }
-        catch (InvalidOperationException)
-        {
-            // Not decodable (invalid UTF-8 or a lone surrogate stored before the server validated events).
-            value = string.Empty;
-            return false;
-        }
-    }
+    // Events are read as stored: anything not of the expected kind is not a control.
+    private static bool IsControl(JsonElement element)
+        => element.ValueKind == JsonValueKind.Object
+            && element.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String && type.ValueEquals(SessionEventTypes.Control);
 
-    /// <summary>This agent's runs still <c>started</c>: when it (re)joins a session, none of them is running any more.</summary>
-    private List<JsonObject> CutRuns(SessionState state)
-        => state.All(SessionEventTypes.Run)
-            .Where(r => SessionJson.Text(r, "agent") == _options.AgentId && SessionJson.Text(r, "status") == "started" && SessionJson.Text(r, "id") is not null)
-            .ToList();
+    /// <summary>This agent's runs still <see cref="RunStatus.Started"/>: when it (re)joins a session, none of them is running any more.</summary>
+    private List<SessionRun> CutRuns(SessionState state)
+        => state.Runs.Where(r => r.Agent == _options.AgentId && r.Status == RunStatus.Started && r.Id is not null).ToList();
 
-    private JsonObject? NextPendingMessage(SessionState state, List<JsonObject> cut)
+    private SessionMessage? NextPendingMessage(SessionState state, List<SessionRun> cut)
     {
         // While a human holds the session, agents stay quiet.
-        if (SessionJson.Text(state.Get(SessionEventTypes.Handoff, "lease"), "kind") == "human")
+        if (state.Handoff?.Kind == ParticipantKind.Human)
         {
             return null;
         }
 
         var answered = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var run in state.All(SessionEventTypes.Run))
+        foreach (var run in state.Runs)
         {
             // A run paused by a handoff, or cut by a crash, does not count: its message is answered again.
-            if (SessionJson.Text(run, "agent") == _options.AgentId && SessionJson.Text(run, "trigger") is { } trigger
-                && SessionJson.Text(run, "status") is not ("paused" or "interrupted") && !cut.Contains(run))
+            if (run.Agent == _options.AgentId && run.Trigger is { } trigger
+                && run.Status != RunStatus.Paused && run.Status != RunStatus.Interrupted && !cut.Exists(c => c.Id == run.Id))
             {
                 answered.Add(trigger);
             }
         }
 
-        return state.All(SessionEventTypes.Message).FirstOrDefault(m =>
-            SessionJson.Text(m, "role") == "user" && m["routedTo"] is null
-            && SessionJson.Text(m, "id") is { } id && !answered.Contains(id));
+        return state.Messages.FirstOrDefault(m => m.Role == MessageRole.User && m.RoutedTo is null && m.Id is { } id && !answered.Contains(id));
     }
 
-    private List<ChatMessage> BuildHistory(SessionState state, JsonObject? superseded)
+    /// <summary>
+    /// A new run answering <paramref name="trigger"/>: its reply starts empty and streaming, as a new message, or (taking
+    /// over <paramref name="superseded"/>) as the cut run's message, with the cut run ending as interrupted and naming
+    /// the new run, in the same append, so the fence holds the cut run to nothing more.
+    /// </summary>
+    private ActiveRun StartRun(string trigger, SessionRun? superseded, CancellationToken agentStopping)
+    {
+        var runId = _events.NewId("r");
+        var started = _events.RunStarted(runId, _options.AgentId, superseded?.MessageId ?? _events.NewId("m"), trigger);
+        var run = (SessionRun)started.Value!;
+        var reply = _events.Reply(superseded is null ? ChangeOperation.Insert : ChangeOperation.Update, run.MessageId!, _options.AgentId, runId, [new TextPart()], MessageStatus.Streaming, run.StartedAt!);
+        IReadOnlyList<SessionEvent> start = superseded is null ? [started, reply] : [_events.RunSuperseded(superseded, runId), started, reply];
+        return new ActiveRun(run, start, superseded, agentStopping);
+    }
+
+    private List<ChatMessage> BuildHistory(SessionState state, SessionRun? superseded)
     {
         // The cut reply is answered again from the start, so its partial text is not part of the conversation.
-        var partial = SessionJson.Text(superseded, "messageId");
+        var partial = superseded?.MessageId;
         var history = new List<ChatMessage>();
         if (_options.Instructions is { } instructions)
         {
             history.Add(new ChatMessage(ChatRole.System, instructions));
         }
 
-        foreach (var message in state.All(SessionEventTypes.Message))
+        foreach (var message in state.Messages)
         {
-            if (partial is not null && SessionJson.Text(message, "id") == partial)
+            if (partial is not null && message.Id == partial)
             {
                 continue;
             }
 
-            var role = SessionJson.Text(message, "role") switch
-            {
-                "user" => ChatRole.User,
-                "assistant" => ChatRole.Assistant,
-                "system" => ChatRole.System,
-                _ => (ChatRole?)null,
-            };
-            var text = string.Concat((message["parts"] as JsonArray ?? []).Select(p => SessionJson.Text(p, "type") == "text" ? SessionJson.Text(p, "text") : null));
+            ChatRole? role = message.Role == MessageRole.User ? ChatRole.User
+                : message.Role == MessageRole.Assistant ? ChatRole.Assistant
+                : message.Role == MessageRole.System ? ChatRole.System
+                : null;
+            var text = message.Text;
             if (role is not null && text.Length > 0)
             {
                 history.Add(new ChatMessage(role.Value, text));
@@ -360,27 +363,13 @@ public sealed partial class SessionAgent
         using var producer = new StreamProducer(_client, session.StreamPath, $"{_options.AgentId}/{run.RunId}");
         var text = new StringBuilder();
         var reasoning = new StringBuilder();
-        var tools = new List<JsonObject>();
+        var tools = new List<MessagePart>();
         try
         {
-            var start = new List<JsonObject>(3);
+            await producer.AppendAsync(run.StartEvents, run.Token).ConfigureAwait(false);
             if (run.Supersedes is { } cut)
             {
-                // Taken over in one append: the cut run ends as interrupted, naming this run, and its message starts
-                // again from empty under this run, which the fence then holds it to.
-                var interrupted = (JsonObject)cut.DeepClone();
-                interrupted["status"] = "interrupted";
-                interrupted["endedAt"] = Now();
-                interrupted["supersededBy"] = run.RunId;
-                start.Add(Change(SessionEventTypes.Run, SessionJson.Text(cut, "id")!, "update", interrupted));
-            }
-
-            start.Add(Change(SessionEventTypes.Run, run.RunId, "insert", RunValue(run, "started")));
-            start.Add(Change(SessionEventTypes.Message, run.MessageId, run.Supersedes is null ? "insert" : "update", MessageValue(run, "streaming", text, reasoning)));
-            await producer.AppendAsync(new JsonArray([.. start]), run.Token).ConfigureAwait(false);
-            if (run.Supersedes is not null)
-            {
-                Log.RunTakenOver(_logger, session.Id, SessionJson.Text(run.Supersedes, "id")!, run.RunId);
+                Log.RunTakenOver(_logger, session.Id, cut.Id!, run.RunId);
             }
 
             Log.RunStarted(_logger, session.Id, run.RunId, _options.AgentId);
@@ -389,7 +378,7 @@ public sealed partial class SessionAgent
             while (true)
             {
                 using var generation = CancellationTokenSource.CreateLinkedTokenSource(run.Token, run.SteerToken);
-                using var deltas = new DeltaBatcher(producer, run, _options.DeltaLinger);
+                using var deltas = new DeltaBatcher(producer, run, _options.DeltaLinger, _events, _options.TimeProvider);
                 try
                 {
                     await foreach (var update in _chat.GetStreamingResponseAsync(history, _options.ChatOptions, generation.Token).ConfigureAwait(false))
@@ -407,22 +396,11 @@ public sealed partial class SessionAgent
                                     deltas.Add(1, "reasoning", r.Text);
                                     break;
                                 case FunctionCallContent call:
-                                    tools.Add(new JsonObject
-                                    {
-                                        ["type"] = "tool-call",
-                                        ["toolCallId"] = call.CallId,
-                                        ["name"] = call.Name,
-                                        ["input"] = JsonSerializer.SerializeToNode(call.Arguments),
-                                    });
+                                    tools.Add(new ToolCallPart(call.CallId, call.Name, JsonSerializer.SerializeToElement(call.Arguments)));
                                     await WriteToolPartsAsync(producer, deltas, run, text, reasoning, tools).ConfigureAwait(false);
                                     break;
                                 case FunctionResultContent result:
-                                    tools.Add(new JsonObject
-                                    {
-                                        ["type"] = "tool-result",
-                                        ["toolCallId"] = result.CallId,
-                                        ["output"] = JsonSerializer.SerializeToNode(result.Result),
-                                    });
+                                    tools.Add(new ToolResultPart(result.CallId, JsonSerializer.SerializeToElement(result.Result)));
                                     await WriteToolPartsAsync(producer, deltas, run, text, reasoning, tools).ConfigureAwait(false);
                                     break;
                             }
@@ -448,8 +426,8 @@ public sealed partial class SessionAgent
 
             await producer.AppendAsync(
             [
-                Change(SessionEventTypes.Message, run.MessageId, "update", MessageValue(run, "complete", text, reasoning, tools)),
-                Change(SessionEventTypes.Run, run.RunId, "update", RunValue(run, "finished", finishReason)),
+                Reply(run, MessageStatus.Complete, Parts(text, reasoning, tools)),
+                _events.RunEnded(run.Run, RunStatus.Finished, finishReason),
             ], CancellationToken.None).ConfigureAwait(false);
             Log.RunFinished(_logger, session.Id, run.RunId);
         }
@@ -463,12 +441,10 @@ public sealed partial class SessionAgent
             Log.RunFailed(_logger, ex, session.Id, run.RunId);
             try
             {
-                var failed = MessageValue(run, "failed", text, reasoning, tools);
-                failed["error"] = ex.Message;
                 await producer.AppendAsync(
                 [
-                    Change(SessionEventTypes.Message, run.MessageId, "update", failed),
-                    Change(SessionEventTypes.Run, run.RunId, "update", RunValue(run, "failed", error: ex.Message)),
+                    Reply(run, MessageStatus.Failed, Parts(text, reasoning, tools), ex.Message),
+                    _events.RunEnded(run.Run, RunStatus.Failed, error: ex.Message),
                 ], CancellationToken.None).ConfigureAwait(false);
             }
             catch (DurableSessionsException)
@@ -478,100 +454,46 @@ public sealed partial class SessionAgent
     }
 
     /// <summary>Marks cut runs that nothing answers again (their message was answered since) as interrupted.</summary>
-    private async Task MarkInterruptedAsync(SessionClient session, SessionState state, List<JsonObject> cut, CancellationToken cancellationToken)
+    private async Task MarkInterruptedAsync(SessionClient session, SessionState state, List<SessionRun> cut, CancellationToken cancellationToken)
     {
-        var events = new JsonArray();
+        var events = new List<SessionEvent>();
         foreach (var run in cut)
         {
-            var interrupted = (JsonObject)run.DeepClone();
-            interrupted["status"] = "interrupted";
-            if (SessionJson.Text(run, "messageId") is { } messageId && state.Get(SessionEventTypes.Message, messageId) is { } message)
+            if (run.MessageId is { } messageId && state.GetMessage(messageId) is { } message)
             {
-                var partial = (JsonObject)message.DeepClone();
-                partial["status"] = "interrupted";
-                events.Add(Change(SessionEventTypes.Message, messageId, "update", partial));
+                events.Add(_events.MessageStatusChanged(message, MessageStatus.Interrupted));
             }
 
-            events.Add(Change(SessionEventTypes.Run, SessionJson.Text(run, "id")!, "update", interrupted));
+            events.Add(_events.RunStatusChanged(run, RunStatus.Interrupted));
         }
 
-        using var producer = new StreamProducer(_client, session.StreamPath, $"{_options.AgentId}/recovery/{NewId("p")}");
+        using var producer = new StreamProducer(_client, session.StreamPath, $"{_options.AgentId}/recovery/{_events.NewId("p")}");
         await producer.AppendAsync(events, cancellationToken).ConfigureAwait(false);
         Log.RunsInterrupted(_logger, session.Id, cut.Count);
     }
 
-    private JsonObject RunValue(ActiveRun run, string status, string? finishReason = null, string? error = null)
-    {
-        var value = new JsonObject
-        {
-            ["id"] = run.RunId,
-            ["agent"] = _options.AgentId,
-            ["messageId"] = run.MessageId,
-            ["trigger"] = run.TriggerId,
-            ["status"] = status,
-            ["startedAt"] = run.StartedAt,
-        };
-        if (status != "started")
-        {
-            value["endedAt"] = Now();
-        }
-
-        if (finishReason is not null)
-        {
-            value["finishReason"] = finishReason;
-        }
-
-        if (error is not null)
-        {
-            value["error"] = error;
-        }
-
-        return value;
-    }
-
     /// <summary>Writes the message with its tool parts so far (text and reasoning deltas keep their part indexes 0 and 1).</summary>
-    private async Task WriteToolPartsAsync(StreamProducer producer, DeltaBatcher deltas, ActiveRun run, StringBuilder text, StringBuilder reasoning, List<JsonObject> tools)
+    private async Task WriteToolPartsAsync(StreamProducer producer, DeltaBatcher deltas, ActiveRun run, StringBuilder text, StringBuilder reasoning, List<MessagePart> tools)
     {
         await deltas.FlushPendingAsync().ConfigureAwait(false);
-        await producer.AppendAsync([Change(SessionEventTypes.Message, run.MessageId, "update", MessageValue(run, "streaming", text, reasoning, tools, keepReasoningSlot: true))], run.Token).ConfigureAwait(false);
+        await producer.AppendAsync([Reply(run, MessageStatus.Streaming, Parts(text, reasoning, tools, keepReasoningSlot: true))], run.Token).ConfigureAwait(false);
     }
 
-    private JsonObject MessageValue(ActiveRun run, string status, StringBuilder text, StringBuilder reasoning, List<JsonObject>? tools = null, bool keepReasoningSlot = false)
+    private SessionEvent Reply(ActiveRun run, MessageStatus status, IReadOnlyList<MessagePart> parts, string? error = null)
+        => _events.Reply(ChangeOperation.Update, run.MessageId, _options.AgentId, run.RunId, parts, status, run.StartedAt, error);
+
+    /// <summary>The reply's parts: its text, its reasoning (when there is any, or its slot is kept), then its tool parts.</summary>
+    private static List<MessagePart> Parts(StringBuilder text, StringBuilder reasoning, List<MessagePart> tools, bool keepReasoningSlot = false)
     {
-        var parts = new JsonArray { new JsonObject { ["type"] = "text", ["text"] = text.ToString() } };
-        if (reasoning.Length > 0 || (keepReasoningSlot && tools is { Count: > 0 }))
+        var parts = new List<MessagePart>(2 + tools.Count) { new TextPart(text.ToString()) };
+        if (reasoning.Length > 0 || (keepReasoningSlot && tools.Count > 0))
         {
-            parts.Add(new JsonObject { ["type"] = "reasoning", ["text"] = reasoning.ToString() });
+            parts.Add(new ReasoningPart(reasoning.ToString()));
         }
 
-        foreach (var tool in tools ?? [])
-        {
-            parts.Add(tool.DeepClone());
-        }
-
-        return new JsonObject
-        {
-            ["id"] = run.MessageId,
-            ["role"] = "assistant",
-            ["author"] = _options.AgentId,
-            ["runId"] = run.RunId,
-            ["parts"] = parts,
-            ["status"] = status,
-            ["createdAt"] = run.StartedAt,
-        };
+        parts.AddRange(tools);
+        return parts;
     }
-
-    internal static JsonObject Change(string type, string key, string operation, JsonObject value) => new()
-    {
-        ["type"] = type,
-        ["key"] = key,
-        ["value"] = value,
-        ["headers"] = new JsonObject { ["operation"] = operation, ["timestamp"] = Now() },
-    };
-
-    private static string NewId(string prefix) => prefix + "_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
-
-    private static string Now() => DateTimeOffset.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);
 
     private static partial class Log
     {

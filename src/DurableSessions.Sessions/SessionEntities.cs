@@ -84,6 +84,9 @@ public sealed record MessageDelta : SessionEntity
     /// <summary>The message streamed into.</summary>
     public string? MessageId { get; init; }
 
+    /// <summary>The run writing it, when the delta names it (an agent's deltas do, so the fence holds them to their run).</summary>
+    public string? RunId { get; init; }
+
     /// <summary>The index of the part appended to: an existing part, or the next one, which the delta starts.</summary>
     public int? Part { get; init; }
 

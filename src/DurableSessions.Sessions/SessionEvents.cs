@@ -72,14 +72,31 @@ public sealed class SessionEvents
     /// <param name="text">The text.</param>
     /// <param name="at">When the batch's first token was produced.</param>
     public SessionEvent Delta(string messageId, long sequence, int part, string partType, string text, DateTimeOffset? at = null)
-        => Change(SessionEventTypes.Delta, string.Create(CultureInfo.InvariantCulture, $"{messageId}:{sequence}"), ChangeOperation.Insert, new MessageDelta
-        {
-            MessageId = messageId,
-            Part = part,
-            PartType = partType,
-            Text = text,
-            At = at is { } time ? Format(time) : null,
-        });
+        => Delta(string.Create(CultureInfo.InvariantCulture, $"{messageId}:{sequence}"), messageId, runId: null, part, partType, text, at);
+
+    /// <summary>
+    /// Text run <paramref name="runId"/> appends to part <paramref name="part"/> of its reply (the
+    /// <paramref name="sequence"/>th delta of the run). The delta names its run, so the fence refuses a cut run's late
+    /// writes even in a message another run has taken over.
+    /// </summary>
+    /// <param name="messageId">The reply streamed into.</param>
+    /// <param name="runId">The run writing it.</param>
+    /// <param name="takenOver">
+    /// Whether the run writes into a message it took over from a cut run: its keys are then
+    /// <c>{messageId}:{runId}:{sequence}</c>, unique per run, instead of <c>{messageId}:{sequence}</c>.
+    /// </param>
+    /// <param name="sequence">The delta's number within the run.</param>
+    /// <param name="part">The part appended to.</param>
+    /// <param name="partType">The type of a part the delta starts.</param>
+    /// <param name="text">The text.</param>
+    /// <param name="at">When the batch's first token was produced.</param>
+    public SessionEvent RunDelta(string messageId, string runId, bool takenOver, long sequence, int part, string partType, string text, DateTimeOffset? at = null)
+    {
+        var key = takenOver
+            ? string.Create(CultureInfo.InvariantCulture, $"{messageId}:{runId}:{sequence}")
+            : string.Create(CultureInfo.InvariantCulture, $"{messageId}:{sequence}");
+        return Delta(key, messageId, runId, part, partType, text, at);
+    }
 
     /// <summary>A run starting: <see cref="RunStatus.Started"/> now.</summary>
     public SessionEvent RunStarted(string runId, string agent, string messageId, string trigger)
@@ -105,6 +122,31 @@ public sealed class SessionEvents
             Error = error ?? run.Error,
             CancelledBy = cancelledBy ?? run.CancelledBy,
         });
+    }
+
+    /// <summary>
+    /// A run cut (by a crash or a lost lease) that run <paramref name="supersedingRunId"/> answers again:
+    /// <see cref="RunStatus.Interrupted"/> now, naming its successor.
+    /// </summary>
+    public SessionEvent RunSuperseded(SessionRun run, string supersedingRunId)
+    {
+        ArgumentNullException.ThrowIfNull(run);
+        return Change(SessionEventTypes.Run, run.Id ?? string.Empty, ChangeOperation.Update, run with
+        {
+            Status = RunStatus.Interrupted,
+            EndedAt = Now(),
+            SupersededBy = supersedingRunId,
+        });
+    }
+
+    /// <summary>
+    /// A run marked <paramref name="status"/>, keeping everything else: for a run found cut, whose end time is not
+    /// known, marked <see cref="RunStatus.Interrupted"/>.
+    /// </summary>
+    public SessionEvent RunStatusChanged(SessionRun run, RunStatus status)
+    {
+        ArgumentNullException.ThrowIfNull(run);
+        return Change(SessionEventTypes.Run, run.Id ?? string.Empty, ChangeOperation.Update, run with { Status = status });
     }
 
     /// <summary>A message (a partial reply) marked <paramref name="status"/>, keeping its content.</summary>
@@ -140,6 +182,17 @@ public sealed class SessionEvents
             Holder = holder,
             Kind = holder is null ? ParticipantKind.Agent : ParticipantKind.Human,
             Since = Now(),
+        });
+
+    private SessionEvent Delta(string key, string messageId, string? runId, int part, string partType, string text, DateTimeOffset? at)
+        => Change(SessionEventTypes.Delta, key, ChangeOperation.Insert, new MessageDelta
+        {
+            MessageId = messageId,
+            RunId = runId,
+            Part = part,
+            PartType = partType,
+            Text = text,
+            At = at is { } time ? Format(time) : null,
         });
 
     private SessionEvent Message(ChangeOperation operation, string id, MessageRole role, string author, string? runId, IReadOnlyList<MessagePart> parts, MessageStatus status, string createdAt, string? routedTo, string? error)

@@ -45,6 +45,51 @@ public sealed class SessionEventsWireTests
             _session.Events.Delta("m_9", 3, 1, "reasoning", "hmm", _session.Clock.GetUtcNow()));
 
     [Fact]
+    public void RunDelta_names_its_run()
+        => AssertJson(
+            $$$"""{"type":"delta","key":"m_9:3","value":{"messageId":"m_9","runId":"r_9","part":0,"partType":"text","text":"hi","at":"{{{T}}}"},"headers":{"operation":"insert","timestamp":"{{{T}}}"}}""",
+            _session.Events.RunDelta("m_9", "r_9", takenOver: false, 3, 0, "text", "hi", _session.Clock.GetUtcNow()));
+
+    [Fact]
+    public void RunDelta_of_a_run_that_took_a_message_over_is_keyed_by_its_run()
+        => AssertJson(
+            $$$"""{"type":"delta","key":"m_9:r_10:0","value":{"messageId":"m_9","runId":"r_10","part":0,"partType":"text","text":"again","at":"{{{T}}}"},"headers":{"operation":"insert","timestamp":"{{{T}}}"}}""",
+            _session.Events.RunDelta("m_9", "r_10", takenOver: true, 0, 0, "text", "again", _session.Clock.GetUtcNow()));
+
+    [Fact]
+    public void RunSuperseded_is_interrupted_now_and_names_its_successor()
+    {
+        var cut = (SessionRun)_session.Events.RunStarted("r_9", "agent:a", "m_9", "m_1").Value!;
+        AssertJson(
+            $$$"""{"type":"run","key":"r_9","value":{"id":"r_9","agent":"agent:a","messageId":"m_9","trigger":"m_1","status":"interrupted","startedAt":"{{{T}}}","endedAt":"{{{T}}}","supersededBy":"r_10"},"headers":{"operation":"update","timestamp":"{{{T}}}"}}""",
+            _session.Events.RunSuperseded(cut, "r_10"));
+    }
+
+    [Fact]
+    public void RunStatusChanged_keeps_everything_but_the_status()
+    {
+        var cut = (SessionRun)_session.Events.RunStarted("r_9", "agent:a", "m_9", "m_1").Value!;
+        AssertJson(
+            $$$"""{"type":"run","key":"r_9","value":{"id":"r_9","agent":"agent:a","messageId":"m_9","trigger":"m_1","status":"interrupted","startedAt":"{{{T}}}"},"headers":{"operation":"update","timestamp":"{{{T}}}"}}""",
+            _session.Events.RunStatusChanged(cut, RunStatus.Interrupted));
+    }
+
+    [Fact]
+    public void A_delta_naming_another_run_than_its_message_is_fenced()
+    {
+        var state = new SessionState();
+        var cut = _session.Events.RunStarted("r_9", "agent:a", "m_9", "m_1");
+        var reply = _session.Events.Reply(ChangeOperation.Insert, "m_9", "agent:a", "r_9", [new TextPart()], MessageStatus.Streaming, T);
+        var takeover = _session.Events.Reply(ChangeOperation.Update, "m_9", "agent:a", "r_10", [new TextPart()], MessageStatus.Streaming, T);
+        state.ApplyMessages([cut.ToJson(), reply.ToJson(), _session.Events.RunSuperseded((SessionRun)cut.Value!, "r_10").ToJson(), takeover.ToJson()], 4);
+
+        var late = _session.Events.RunDelta("m_9", "r_9", takenOver: false, 5, 0, "text", "late").ToJson();
+        Assert.Equal(SessionRejection.RunCancelled, SessionRules.CheckFence(state, [late])?.Code);
+        var current = _session.Events.RunDelta("m_9", "r_10", takenOver: true, 0, 0, "text", "new").ToJson();
+        Assert.Null(SessionRules.CheckFence(state, [current]));
+    }
+
+    [Fact]
     public void RunStarted_and_RunEnded()
     {
         var started = _session.Events.RunStarted("r_9", "agent:a", "m_9", "m_1");

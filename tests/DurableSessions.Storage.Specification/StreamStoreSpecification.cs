@@ -374,6 +374,112 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
         Assert.True(close.Closed);
     }
 
+    /// <summary>Follows <paramref name="path"/> from 0, running the next of <paramref name="onCaughtUp"/> each time the follower waits.</summary>
+    private static async Task<(string Text, List<StreamFollowKind> Kinds, StreamFollower Follower)> Follow(StreamStore store, string path, StreamFollowOptions options, params Func<Task>[] onCaughtUp)
+    {
+        var follower = new StreamFollower(store, (await store.GetAsync(path)).Stream!, options);
+        var text = new StringBuilder();
+        var kinds = new List<StreamFollowKind>();
+        var actions = new Queue<Func<Task>>(onCaughtUp);
+        var position = 0L;
+        using var timeout = new CancellationTokenSource(Timeout);
+        await foreach (var item in follower.FollowAsync(0, timeout.Token))
+        {
+            kinds.Add(item.Kind);
+            var chunks = item.Kind switch
+            {
+                StreamFollowKind.Read => item.Read!.Chunks,
+                StreamFollowKind.Live => [item.Change!.Chunk],
+                _ => [],
+            };
+            foreach (var chunk in chunks)
+            {
+                Assert.Equal(position, chunk.Start);
+                position = chunk.End;
+                text.Append(Encoding.UTF8.GetString(chunk.Data.Span));
+            }
+
+            Assert.Equal(position, item.Position);
+            if (item.Kind == StreamFollowKind.CaughtUp && actions.TryDequeue(out var action))
+            {
+                await action();
+            }
+        }
+
+        return (text.ToString(), kinds, follower);
+    }
+
+    [Fact]
+    public async Task A_follower_reads_what_is_there_then_follows_live_until_the_stream_closes()
+    {
+        var store = await Open();
+        await Create(store, "follow", initial: "ab");
+        await Append(store, "follow", "cd");
+
+        var (text, kinds, follower) = await Follow(store, "follow", new StreamFollowOptions { MaxReadBytes = 1 }, async () =>
+        {
+            await Append(store, "follow", "ef");
+            await Append(store, "follow", "gh", close: true);
+        });
+
+        Assert.Equal("abcdefgh", text);
+        Assert.Equal(StreamFollowEnd.Closed, follower.End);
+        Assert.Equal(StreamFollowKind.Read, kinds[0]);
+        Assert.Contains(StreamFollowKind.CaughtUp, kinds);
+    }
+
+    [Fact]
+    public async Task A_follower_cut_off_from_the_live_queue_reads_what_it_missed_from_the_store()
+    {
+        var store = await Open();
+        await Create(store, "follow-cut", initial: "ab");
+
+        var (text, kinds, follower) = await Follow(
+            store,
+            "follow-cut",
+            StreamFollowOptions.Default,
+            async () =>
+            {
+                store.Fanout.DisconnectAll();
+                await Append(store, "follow-cut", "cd");
+            },
+            () => Append(store, "follow-cut", "ef", close: true));
+
+        Assert.Equal("abcdef", text);
+        Assert.Equal(StreamFollowEnd.Closed, follower.End);
+        Assert.True(kinds.Count(k => k == StreamFollowKind.CaughtUp) >= 2, "the follower catches up again after it was cut off");
+    }
+
+    [Fact]
+    public async Task A_follower_that_only_wakes_reads_every_change_from_the_store()
+    {
+        var store = await Open();
+        await Create(store, "follow-wake");
+
+        var (text, kinds, follower) = await Follow(store, "follow-wake", new StreamFollowOptions { LiveData = false }, () => Append(store, "follow-wake", "ab"), () => Append(store, "follow-wake", "cd", close: true));
+
+        Assert.Equal("abcd", text);
+        Assert.Equal(StreamFollowEnd.Closed, follower.End);
+        Assert.DoesNotContain(StreamFollowKind.Live, kinds);
+    }
+
+    [Fact]
+    public async Task A_follower_ends_when_its_stream_is_deleted_or_cut_off_with_EndOnFallBehind()
+    {
+        var store = await Open();
+        await Create(store, "follow-delete", initial: "ab");
+        var (_, _, deleted) = await Follow(store, "follow-delete", StreamFollowOptions.Default, async () => await store.DeleteAsync("follow-delete"));
+        Assert.Equal(StreamFollowEnd.Deleted, deleted.End);
+
+        await Create(store, "follow-behind");
+        var (_, _, behind) = await Follow(store, "follow-behind", new StreamFollowOptions { EndOnFallBehind = true }, () =>
+        {
+            store.Fanout.DisconnectAll();
+            return Task.CompletedTask;
+        });
+        Assert.Equal(StreamFollowEnd.FellBehind, behind.End);
+    }
+
     [Fact]
     public async Task Concurrent_appenders_are_serialized_without_loss()
     {

@@ -1,80 +1,79 @@
 using System.Runtime.CompilerServices;
 using System.Text.Json.Nodes;
+using DurableSessions.Live;
 
 namespace DurableSessions.AspNetCore.AiSdk;
 
-/// <summary>Reads a session's events in-process from a position and follows them live (woken by the store's fan-out).</summary>
+/// <summary>Reads a session's events in-process from a position and follows them live (a <see cref="StreamFollower"/>).</summary>
 internal sealed class SessionFeed(StreamStore store)
 {
-    /// <summary>Yields each event with the position after it, until cancelled or the stream disappears.</summary>
+    /// <summary>Yields each event with the position after it, until cancelled or the stream is deleted or closed.</summary>
     public async IAsyncEnumerable<(JsonObject Event, long Position)> ReadAsync(string path, long from, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var lookup = await store.GetAsync(path, cancellationToken).ConfigureAwait(false);
+        StreamLookup lookup;
+        try
+        {
+            lookup = await store.GetAsync(path, cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            yield break;
+        }
+
         if (lookup.Stream is not { } stream)
         {
             yield break;
         }
 
-        var subscription = store.Fanout.Subscribe(stream.Id);
-        var position = from;
-        try
+        var follow = new StreamFollower(store, stream).FollowAsync(from, cancellationToken).GetAsyncEnumerator(cancellationToken);
+        await using var followScope = follow.ConfigureAwait(false);
+        while (true)
         {
-            while (!cancellationToken.IsCancellationRequested)
+            try
             {
-                var current = await store.GetAsync(path, cancellationToken).ConfigureAwait(false);
-                if (current.Stream?.Id != stream.Id)
+                if (!await follow.MoveNextAsync().ConfigureAwait(false))
                 {
                     yield break;
                 }
+            }
+            catch (OperationCanceledException)
+            {
+                yield break;
+            }
 
-                stream = current.Stream;
-                if (position < stream.TailPosition)
+            var item = follow.Current;
+            if (item.Kind == StreamFollowKind.Read)
+            {
+                foreach (var chunk in item.Read!.Chunks)
                 {
-                    var read = await store.ReadAsync(stream, position, 1 << 20, cancellationToken).ConfigureAwait(false);
-                    foreach (var chunk in read.Chunks)
+                    foreach (var e in Events(chunk))
                     {
-                        // Unreadable events (stored before events were validated) are skipped, never thrown.
-                        var events = DurableSessions.Sessions.SessionState.ParseEvents(chunk.Data.Span);
-                        var at = chunk.Start;
-                        foreach (var node in events)
-                        {
-                            at++;
-                            if (node is JsonObject e)
-                            {
-                                yield return (e, at);
-                            }
-                        }
-                    }
-
-                    position = read.NextPosition;
-                    continue;
-                }
-
-                // Caught up: wait for the next committed change (or a fall-behind, after which the store is read again).
-                try
-                {
-                    if (!await subscription.Reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
-                    {
-                        // Cut off (fell behind, or the store's notifications were interrupted): subscribe again and
-                        // read from the store what was missed.
-                        subscription.Dispose();
-                        subscription = store.Fanout.Subscribe(stream.Id);
-                        continue;
+                        yield return e;
                     }
                 }
-                catch (OperationCanceledException)
+            }
+            else if (item.Kind == StreamFollowKind.Live)
+            {
+                foreach (var e in Events(item.Change!.Chunk))
                 {
-                    yield break;
-                }
-
-                while (subscription.Reader.TryRead(out _))
-                {
+                    yield return e;
                 }
             }
         }
-        finally
+    }
+
+    private static IEnumerable<(JsonObject Event, long Position)> Events(StreamChunk chunk)
+    {
+        // Unreadable events (stored before events were validated) are skipped, never thrown.
+        var events = DurableSessions.Sessions.SessionState.ParseEvents(chunk.Data.Span);
+        var at = chunk.Start;
+        foreach (var node in events)
         {
-            subscription.Dispose();
+            at++;
+            if (node is JsonObject e)
+            {
+                yield return (e, at);
+            }
         }
     }
 }

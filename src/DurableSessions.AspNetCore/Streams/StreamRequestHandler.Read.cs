@@ -2,7 +2,6 @@ using System.Buffers;
 using DurableSessions.Live;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
-using System.IO.Pipelines;
 using Microsoft.Extensions.Primitives;
 
 namespace DurableSessions.AspNetCore.Streams;
@@ -140,6 +139,12 @@ internal sealed partial class StreamRequestHandler
     private async Task WriteCatchUpAsync(HttpContext context, StreamInfo stream, long from, string? cursor)
     {
         var read = await _store.ReadAsync(stream, from, _options.MaxReadBytes, context.RequestAborted).ConfigureAwait(false);
+        await WriteReadAsync(context, stream, from, read, cursor).ConfigureAwait(false);
+    }
+
+    /// <summary>Answers a read of <paramref name="stream"/> from <paramref name="from"/> with what was read.</summary>
+    private async Task WriteReadAsync(HttpContext context, StreamInfo stream, long from, ReadResult read, string? cursor)
+    {
         var upToDate = read.NextPosition >= stream.TailPosition;
         var closedAtTail = upToDate && stream.Closed;
         var response = context.Response;
@@ -213,40 +218,48 @@ internal sealed partial class StreamRequestHandler
 
         if (!stream.Closed)
         {
-            using var subscription = _store.Fanout.Subscribe(stream.Id);
-
-            // Re-check after subscribing so an append committed in between is not missed.
-            var current = await _store.GetAsync(stream.Path, context.RequestAborted).ConfigureAwait(false);
-            if (current.Stream?.Id != stream.Id)
+            // Changes only wake the request, which then answers from the store with everything there is.
+            var follower = new StreamFollower(_store, stream, _longPollFollow);
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, _stopping);
+            timeout.CancelAfter(_options.LongPollTimeout);
+            var looked = false;
+            try
             {
-                await WriteLookupFailure(context, current.Status == StreamLookupStatus.Found ? new StreamLookup(StreamLookupStatus.NotFound, null) : current).ConfigureAwait(false);
-                return;
-            }
-
-            stream = current.Stream;
-            if (stream.TailPosition == from && !stream.Closed)
-            {
-                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, _stopping);
-                timeout.CancelAfter(_options.LongPollTimeout);
-                try
+                await foreach (var item in follower.FollowAsync(from, timeout.Token).ConfigureAwait(false))
                 {
-                    var change = await subscription.Reader.ReadAsync(timeout.Token).ConfigureAwait(false);
-                    if (change.Deleted)
+                    looked = true;
+                    stream = item.Stream;
+                    if (item.Kind == StreamFollowKind.Read)
                     {
-                        await Problem.Write(context, 404, "STREAM_NOT_FOUND", "The stream was deleted.").ConfigureAwait(false);
+                        await WriteReadAsync(context, stream, from, item.Read!, cursor).ConfigureAwait(false);
                         return;
                     }
                 }
-                catch (OperationCanceledException) when (!context.RequestAborted.IsCancellationRequested)
+            }
+            catch (OperationCanceledException) when (!context.RequestAborted.IsCancellationRequested)
+            {
+                // Timed out with nothing new.
+            }
+
+            if (follower.End == StreamFollowEnd.Deleted)
+            {
+                if (!looked && follower.EndLookup is { } lookup)
                 {
-                    // Timed out with nothing new.
+                    // Gone before the wait began (checked after subscribing, so an append in between is not missed).
+                    await WriteLookupFailure(context, lookup.Status == StreamLookupStatus.Found ? new StreamLookup(StreamLookupStatus.NotFound, null) : lookup).ConfigureAwait(false);
                 }
-                catch (System.Threading.Channels.ChannelClosedException)
+                else
                 {
-                    // Fell behind while waiting: the stream moved on; answer from the store.
+                    await Problem.Write(context, 404, "STREAM_NOT_FOUND", "The stream was deleted.").ConfigureAwait(false);
                 }
 
-                current = await _store.GetAsync(stream.Path, context.RequestAborted).ConfigureAwait(false);
+                return;
+            }
+
+            if (looked && follower.End != StreamFollowEnd.Closed)
+            {
+                // Timed out, or fell behind while waiting: answer from the store as it is now.
+                var current = await _store.GetAsync(stream.Path, context.RequestAborted).ConfigureAwait(false);
                 if (current.Stream?.Id != stream.Id)
                 {
                     await Problem.Write(context, 404, "STREAM_NOT_FOUND", "The stream was deleted.").ConfigureAwait(false);
@@ -295,129 +308,62 @@ internal sealed partial class StreamRequestHandler
         var token = lifetime.Token;
         var output = response.BodyWriter;
         var cursor = StreamCursor.Next(_time.GetUtcNow(), cursorParam);
-        var position = from;
+        var contentType = stream.ContentType;
 
-        // Subscribe before the first catch-up read so nothing committed in between is missed.
-        using var subscription = _store.Fanout.Subscribe(stream.Id);
+        // A reader that falls behind is disconnected and resumes from its offset with a new request.
+        var follower = new StreamFollower(_store, stream, _sseFollow);
         try
         {
             await response.StartAsync(token).ConfigureAwait(false);
             await output.FlushAsync(token).ConfigureAwait(false);
-            while (true)
+            var told = false;
+            await foreach (var item in follower.FollowAsync(from, token).ConfigureAwait(false))
             {
-                var current = await _store.GetAsync(stream.Path, token).ConfigureAwait(false);
-                if (current.Stream?.Id != stream.Id)
+                switch (item.Kind)
                 {
-                    return;
+                    case StreamFollowKind.Read:
+                        var chunks = new ReadOnlyMemory<byte>[item.Read!.Chunks.Count];
+                        for (var i = 0; i < chunks.Length; i++)
+                        {
+                            chunks[i] = item.Read.Chunks[i].Data;
+                        }
+
+                        SseEncoder.WriteDataEvent(output, contentType, chunks);
+                        SseEncoder.WriteControlEvent(output, item.Position, cursor, item.AtTail, item.ClosedAtTail);
+                        await output.FlushAsync(token).ConfigureAwait(false);
+                        told = true;
+                        break;
+                    case StreamFollowKind.CaughtUp when !told || item.ClosedAtTail:
+                        // Nothing was sent yet (or the stream is closed at the tail): say where the reader stands.
+                        SseEncoder.WriteControlEvent(output, item.Position, cursor, upToDate: true, closed: item.ClosedAtTail);
+                        await output.FlushAsync(token).ConfigureAwait(false);
+                        told = true;
+                        break;
+                    case StreamFollowKind.Live:
+                        var change = item.Change!;
+                        if (change.Chunk.End > change.Chunk.Start)
+                        {
+                            // Encoded once per change, shared by every live reader of the stream.
+                            output.Write(change.GetOrAddEncoding(c => EncodeDataFrame(contentType, c)));
+                        }
+
+                        SseEncoder.WriteControlEvent(output, item.Position, cursor, item.AtTail, change.Closed);
+                        await output.FlushAsync(token).ConfigureAwait(false);
+                        break;
+                    case StreamFollowKind.Idle:
+                        await output.WriteAsync(SseEncoder.KeepAlive, token).ConfigureAwait(false);
+                        break;
                 }
+            }
 
-                stream = current.Stream;
-                while (position < stream.TailPosition)
-                {
-                    var read = await _store.ReadAsync(stream, position, _options.MaxReadBytes, token).ConfigureAwait(false);
-                    position = read.NextPosition;
-                    var atTail = position >= stream.TailPosition;
-                    var chunks = new ReadOnlyMemory<byte>[read.Chunks.Count];
-                    for (var i = 0; i < chunks.Length; i++)
-                    {
-                        chunks[i] = read.Chunks[i].Data;
-                    }
-
-                    SseEncoder.WriteDataEvent(output, stream.ContentType, chunks);
-                    SseEncoder.WriteControlEvent(output, position, cursor, atTail, atTail && stream.Closed);
-                    await output.FlushAsync(token).ConfigureAwait(false);
-                    if (atTail && stream.Closed)
-                    {
-                        return;
-                    }
-                }
-
-                if (position == from || stream.Closed)
-                {
-                    // Nothing was sent yet (or the stream is closed at the tail): say where the reader stands.
-                    SseEncoder.WriteControlEvent(output, position, cursor, upToDate: true, closed: stream.Closed);
-                    await output.FlushAsync(token).ConfigureAwait(false);
-                    if (stream.Closed)
-                    {
-                        return;
-                    }
-                }
-
-                from = -1;
-                var (resume, resumeAt) = await FollowLiveAsync(output, subscription, stream, position, cursor, token).ConfigureAwait(false);
-                if (!resume)
-                {
-                    return;
-                }
-
-                position = resumeAt;
+            if (follower.End == StreamFollowEnd.FellBehind)
+            {
+                Log.ReaderFellBehind(_logger, stream.Path);
             }
         }
         catch (OperationCanceledException)
         {
             // Client went away, the connection reached its lifetime or the server is stopping; it resumes from its last offset.
-        }
-    }
-
-    /// <summary>Streams live changes until the stream closes or is deleted (resume: false), or until the live queue
-    /// cannot continue seamlessly and the caller must catch up from storage (resume: true).</summary>
-    private async Task<(bool Resume, long Position)> FollowLiveAsync(PipeWriter output, LiveSubscription subscription, StreamInfo stream, long position, string cursor, CancellationToken token)
-    {
-        var reader = subscription.Reader;
-        var contentType = stream.ContentType;
-        while (true)
-        {
-            using (var keepAlive = CancellationTokenSource.CreateLinkedTokenSource(token))
-            {
-                keepAlive.CancelAfter(_options.SseKeepAliveInterval);
-                try
-                {
-                    if (!await reader.WaitToReadAsync(keepAlive.Token).ConfigureAwait(false))
-                    {
-                        // The queue overflowed: this reader fell behind. End the response; the client resumes from its offset.
-                        Log.ReaderFellBehind(_logger, stream.Path);
-                        return (false, position);
-                    }
-                }
-                catch (OperationCanceledException) when (!token.IsCancellationRequested)
-                {
-                    await output.WriteAsync(SseEncoder.KeepAlive, token).ConfigureAwait(false);
-                    continue;
-                }
-            }
-
-            while (reader.TryRead(out var change))
-            {
-                if (change.Deleted)
-                {
-                    return (false, position);
-                }
-
-                var chunk = change.Chunk;
-                if (chunk.End < position || (chunk.End == position && !change.Closed))
-                {
-                    continue;
-                }
-
-                if (chunk.Start > position || (chunk.Start < position && chunk.End > position))
-                {
-                    return (true, position);
-                }
-
-                if (chunk.End > chunk.Start)
-                {
-                    var frame = change.GetOrAddEncoding(c => EncodeDataFrame(contentType, c));
-                    output.Write(frame);
-                }
-
-                position = chunk.End;
-                SseEncoder.WriteControlEvent(output, position, cursor, upToDate: reader.Count == 0 || change.Closed, change.Closed);
-                await output.FlushAsync(token).ConfigureAwait(false);
-                if (change.Closed)
-                {
-                    return (false, position);
-                }
-            }
         }
     }
 

@@ -19,6 +19,11 @@ internal sealed partial class StreamRequestHandler
     private readonly StreamStore _store;
     private readonly Sessions.SessionService _sessions;
     private readonly DurableStreamsOptions _options;
+
+    // How the live reads follow a stream: SSE hands on live changes and ends when the reader falls behind (it resumes
+    // with a new request); long-poll is only woken by a change and answers from the store.
+    private readonly StreamFollowOptions _sseFollow;
+    private readonly StreamFollowOptions _longPollFollow;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly AppendBudget _appendBudget;
@@ -33,6 +38,8 @@ internal sealed partial class StreamRequestHandler
         _store = store;
         _sessions = sessions;
         _options = options.Value;
+        _sseFollow = new StreamFollowOptions { MaxReadBytes = _options.MaxReadBytes, IdleTimeout = _options.SseKeepAliveInterval, EndOnFallBehind = true };
+        _longPollFollow = new StreamFollowOptions { MaxReadBytes = _options.MaxReadBytes, LiveData = false, EndOnFallBehind = true };
         _appendBudget = new AppendBudget(Math.Max(_options.MaxAppendBytesInFlight, _options.MaxAppendBytes));
         _time = store.TimeProvider;
         _logger = logger;
