@@ -190,11 +190,11 @@ public sealed class ResourceLimitTests
     }
 
     [Fact]
-    public async Task The_embedded_agent_on_1500_sessions_keeps_the_descriptor_headroom_and_the_server_restarts()
+    public async Task The_embedded_agent_holds_nothing_per_idle_session_and_answers_a_burst_within_the_descriptor_limit()
     {
-        // An open-file limit of 2,048 caps the agent at 128 live sessions (four descriptors each); without a cap, 1,500
-        // followed sessions need some 6,000 descriptors.
-        await using var server = await ServerProcess.StartWithDescriptorLimitAsync(2048, "--Agent:Enabled=true");
+        // An open-file limit of 2,048 caps the agent at 128 replies at once (a sixteenth of it); 1,500 stored sessions
+        // cost it nothing while idle, and 300 questions at once wait for a free place instead of opening more.
+        await using var server = await ServerProcess.StartWithDescriptorLimitAsync(2048, "--Agent:Enabled=true", "--Agent:TokensPerSecond=200");
         using var client = KeepAliveClient(server);
         for (var i = 0; i < 1500; i++)
         {
@@ -202,19 +202,37 @@ public sealed class ResourceLimitTests
             Assert.Equal(HttpStatusCode.Created, created.StatusCode);
         }
 
-        // The agent reaches its cap and stays there.
-        await WaitUntilAsync(() => Task.FromResult(server.OpenDescriptors >= 4 * 128));
-        TestContext.Current.TestOutputHelper?.WriteLine($"{server.OpenDescriptors} descriptors open with 1,500 sessions");
-        Assert.InRange(server.OpenDescriptors, 0, 2048 - 500);
+        var idle = server.OpenDescriptors;
+        TestContext.Current.TestOutputHelper?.WriteLine($"{idle} descriptors open with 1,500 idle sessions");
+        Assert.InRange(idle, 0, 400);
+
+        var asked = Enumerable.Range(0, 300).Select(i => $"s{i * 5}").ToList();
+        await Parallel.ForEachAsync(asked, new ParallelOptions { MaxDegreeOfParallelism = 32 }, async (id, ct) =>
+        {
+            using var posted = await client.PostAsync($"/v1/sessions/{id}/messages", new StringContent("{\"text\":\"hello\"}", Encoding.UTF8, "application/json"), ct);
+            Assert.Equal(HttpStatusCode.Created, posted.StatusCode);
+        });
+
+        var peak = 0;
+        foreach (var id in asked)
+        {
+            await WaitUntilAsync(async () =>
+            {
+                peak = Math.Max(peak, server.OpenDescriptors);
+                return (await client.GetStringAsync($"/v1/sessions/{id}")).Contains("\"status\":\"finished\"", StringComparison.Ordinal);
+            });
+        }
+
+        TestContext.Current.TestOutputHelper?.WriteLine($"at most {peak} descriptors open while answering 300 questions");
+        Assert.InRange(peak, 0, 2048 - 500);
         Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/health")).StatusCode);
-        Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/sessions/after", new StringContent("{}", Encoding.UTF8, "application/json"))).StatusCode);
 
         await server.RestartAsync();
         using var again = KeepAliveClient(server);
-        await WaitUntilAsync(() => Task.FromResult(server.OpenDescriptors >= 4 * 128));
-        Assert.InRange(server.OpenDescriptors, 0, 2048 - 500);
+        Assert.InRange(server.OpenDescriptors, 0, 400);
         Assert.Equal(HttpStatusCode.OK, (await again.GetAsync("/health")).StatusCode);
-        Assert.Equal(HttpStatusCode.OK, (await again.GetAsync("/v1/sessions/s1499")).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await again.PostAsync("/v1/sessions/s1499/messages", new StringContent("{\"text\":\"hello\"}", Encoding.UTF8, "application/json"))).StatusCode);
+        await WaitUntilAsync(async () => (await again.GetStringAsync("/v1/sessions/s1499")).Contains("\"status\":\"finished\"", StringComparison.Ordinal));
     }
 
     [Fact]
