@@ -51,6 +51,9 @@ public sealed partial class SessionAgentHost
     private readonly AgentTurnClient _turns;
     private readonly SessionAgentHostOptions _options;
     private readonly ILogger _logger;
+
+    // How many claims a running host keeps waiting on the server at once.
+    private const int ParallelClaims = 4;
     private readonly ConcurrentDictionary<string, AgentTurn> _active = new(StringComparer.Ordinal);
 
     // One slot per turn in progress, shared by every caller, so the process never answers more than MaxConcurrentRuns.
@@ -86,6 +89,15 @@ public sealed partial class SessionAgentHost
     {
         await RegisterAsync(cancellationToken).ConfigureAwait(false);
         Log.Serving(_logger, _turns.AgentId, _options.WorkerId, _options.MaxConcurrentRuns);
+
+        // A few claims wait on the server at once, so a burst of turns is handed out in parallel rather than one round
+        // trip at a time; the slots still bound the turns served.
+        var claimers = Math.Clamp(_options.MaxConcurrentRuns, 1, ParallelClaims);
+        await Task.WhenAll(Enumerable.Range(0, claimers).Select(_ => ClaimLoopAsync(cancellationToken))).ConfigureAwait(false);
+    }
+
+    private async Task ClaimLoopAsync(CancellationToken cancellationToken)
+    {
         List<Task> running = [];
         try
         {
