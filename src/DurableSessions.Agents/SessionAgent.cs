@@ -84,19 +84,37 @@ public sealed partial class SessionAgent
         return ServeAsync(sessionId, untilAnswered: false, cancellationToken);
     }
 
+    private async Task ServeAsync(string sessionId, bool untilAnswered, CancellationToken cancellationToken)
+    {
+        await ServeAsync(sessionId, untilAnswered, cancellationToken, TimeSpan.Zero).ConfigureAwait(false);
+    }
+
     /// <summary>
     /// Serves one turn of a session: answers every user message waiting there (taking over runs of this agent that a
     /// crash cut), then returns. The agent is present in the session only meanwhile. <see cref="SessionAgentHost"/>
     /// calls it for each turn it claims; <paramref name="cancellationToken"/> fires when its lease is lost.
     /// </summary>
-    public Task ServeTurnAsync(string sessionId, CancellationToken cancellationToken = default)
+    /// <returns>The session's offset up to which every message is answered (null if the turn was cut short).</returns>
+    public Task<string?> ServeTurnAsync(string sessionId, CancellationToken cancellationToken = default)
+        => ServeTurnAsync(sessionId, TimeSpan.Zero, cancellationToken);
+
+    /// <summary>
+    /// Serves one turn of a session as <see cref="ServeTurnAsync(string, CancellationToken)"/>, and once everything is
+    /// answered stays joined for up to <paramref name="followUpWait"/> more, answering a follow-up message in the same
+    /// turn instead of a new one.
+    /// </summary>
+    /// <returns>The session's offset up to which every message is answered (null if the turn was cut short).</returns>
+    public Task<string?> ServeTurnAsync(string sessionId, TimeSpan followUpWait, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(sessionId);
-        return ServeAsync(sessionId, untilAnswered: true, cancellationToken);
+        ArgumentOutOfRangeException.ThrowIfLessThan(followUpWait, TimeSpan.Zero);
+        return ServeAsync(sessionId, untilAnswered: true, cancellationToken, followUpWait);
     }
 
-    private async Task ServeAsync(string sessionId, bool untilAnswered, CancellationToken cancellationToken)
+    private async Task<string?> ServeAsync(string sessionId, bool untilAnswered, CancellationToken cancellationToken, TimeSpan followUpWait = default)
     {
+        string? answered = null;
+        var idle = false;
         var session = _client.Session(sessionId);
         ActiveRun? active = null;
         var recovered = false;
@@ -121,10 +139,20 @@ public sealed partial class SessionAgent
                     throw new InvalidOperationException($"Run {active.RunId} in session {sessionId} ended without its final events.");
                 }
 
+                if (idle && await Task.WhenAny(next, Task.Delay(followUpWait, _options.TimeProvider, serving.Token)).ConfigureAwait(false) != next)
+                {
+                    // Nothing more came: the turn is done.
+                    await serving.CancelAsync().ConfigureAwait(false);
+                    await Task.WhenAny(next).ConfigureAwait(false);
+                    break;
+                }
+
                 if (!await next.ConfigureAwait(false))
                 {
                     break;
                 }
+
+                idle = false;
 
                 var update = updates.Current;
                 var state = update.State;
@@ -189,13 +217,20 @@ public sealed partial class SessionAgent
 
                     if (untilAnswered)
                     {
-                        break;
+                        answered = update.Offset;
+                        if (followUpWait <= TimeSpan.Zero)
+                        {
+                            break;
+                        }
+
+                        idle = true;
                     }
                 }
             }
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
+            answered = null;
         }
         finally
         {
@@ -222,6 +257,8 @@ public sealed partial class SessionAgent
                 Log.PresenceFailed(_logger, session.Id, ex);
             }
         }
+
+        return answered;
     }
 
     /// <summary>Heartbeats as an <c>agent</c> participant, three times per presence timeout, until the agent stops.</summary>

@@ -84,20 +84,32 @@ public sealed class AgentTurnClient
     /// </summary>
     public Task<bool> CompleteAsync(AgentTurn turn, CancellationToken cancellationToken = default) => AckAsync(turn, "ack", done: true, cancellationToken);
 
+    /// <summary>
+    /// Completes <paramref name="turn"/>, answered up to the session's <paramref name="offset"/>: only a message after
+    /// it makes the session a turn again (null: any message since the claim does). False when the claim had already ended.
+    /// </summary>
+    public Task<bool> CompleteAsync(AgentTurn turn, string? offset, CancellationToken cancellationToken = default) => AckAsync(turn, "ack", done: true, cancellationToken, offset);
+
     /// <summary>Gives <paramref name="turn"/> back unanswered, at once, for another worker. False when the claim had already ended.</summary>
     public Task<bool> ReleaseAsync(AgentTurn turn, CancellationToken cancellationToken = default) => AckAsync(turn, "release", done: false, cancellationToken);
 
-    private async Task<bool> AckAsync(AgentTurn turn, string action, bool done, CancellationToken cancellationToken)
+    private async Task<bool> AckAsync(AgentTurn turn, string action, bool done, CancellationToken cancellationToken, string? offset = null)
     {
         ArgumentNullException.ThrowIfNull(turn);
-        var body = new JsonObject
+        var ack = new JsonObject
         {
             ["stream"] = turn.Stream,
             ["token"] = turn.Token,
             ["wake_id"] = turn.WakeId,
             ["generation"] = turn.Generation,
             ["done"] = done,
-        }.ToJsonString();
+        };
+        if (offset is not null)
+        {
+            ack["acks"] = new JsonArray(new JsonObject { ["stream"] = turn.Stream, ["offset"] = offset });
+        }
+
+        var body = ack.ToJsonString();
         try
         {
             using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, $"{Root}/{action}", body), cancellationToken).ConfigureAwait(false);

@@ -101,6 +101,28 @@ public sealed class AgentTurnTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_ack_names_how_far_it_answered_and_only_a_later_message_wakes_the_turn_again()
+    {
+        var first = await AskAt("s9");
+        var claim = await Claim("w1");
+        var second = await AskAt("s9");
+
+        // Answered up to the first message only: the second one wakes the turn again.
+        var partial = await Post(HttpMethod.Post, "/v1/agents/agent:a/ack", AckBody(claim, done: true, offset: first));
+        Assert.True((bool)JsonNode.Parse(await partial.Content.ReadAsStringAsync())!["next_wake"]!);
+
+        // Answered up to the second (as a turn that stayed for the follow-up would): nothing waits any more.
+        var again = await Claim("w1");
+        var full = await Post(HttpMethod.Post, "/v1/agents/agent:a/ack", AckBody(again, done: true, offset: second));
+        Assert.False((bool)JsonNode.Parse(await full.Content.ReadAsStringAsync())!["next_wake"]!);
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\"}")).StatusCode);
+
+        var other = JsonNode.Parse(AckBody(again, done: true, offset: second))!.AsObject();
+        other["acks"]![0]!["stream"] = "sessions/other";
+        Assert.Equal(HttpStatusCode.BadRequest, (await Post(HttpMethod.Post, "/v1/agents/agent:a/ack", other.ToJsonString())).StatusCode);
+    }
+
+    [Fact]
     public async Task A_deleted_session_ends_its_turn_with_404()
     {
         await Ask("s5");
@@ -195,6 +217,15 @@ public sealed class AgentTurnTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.Created, (await Post(HttpMethod.Post, $"/v1/sessions/{session}/messages", "{\"text\":\"hello\"}")).StatusCode);
     }
 
+    /// <summary>Asks a question and returns the session's offset after it.</summary>
+    private async Task<string> AskAt(string session)
+    {
+        await _server.Client.PutAsync($"/v1/sessions/{session}", new StringContent("{}", Encoding.UTF8, "application/json"));
+        var posted = await Post(HttpMethod.Post, $"/v1/sessions/{session}/messages", "{\"text\":\"hello\"}");
+        Assert.Equal(HttpStatusCode.Created, posted.StatusCode);
+        return (string)JsonNode.Parse(await posted.Content.ReadAsStringAsync())!["offset"]!;
+    }
+
     private async Task<JsonObject> Claim(string worker)
     {
         var response = await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", $"{{\"worker\":\"{worker}\"}}");
@@ -204,14 +235,23 @@ public sealed class AgentTurnTests : IAsyncLifetime
 
     private Task<HttpResponseMessage> Ack(JsonObject claim, bool done) => Post(HttpMethod.Post, "/v1/agents/agent:a/ack", AckBody(claim, done));
 
-    private static string AckBody(JsonObject claim, bool done) => new JsonObject
+    private static string AckBody(JsonObject claim, bool done, string? offset = null)
     {
-        ["stream"] = (string?)claim["stream"],
-        ["token"] = (string?)claim["token"],
-        ["wake_id"] = (string?)claim["wake_id"],
-        ["generation"] = (long)claim["generation"]!,
-        ["done"] = done,
-    }.ToJsonString();
+        var body = new JsonObject
+        {
+            ["stream"] = (string?)claim["stream"],
+            ["token"] = (string?)claim["token"],
+            ["wake_id"] = (string?)claim["wake_id"],
+            ["generation"] = (long)claim["generation"]!,
+            ["done"] = done,
+        };
+        if (offset is not null)
+        {
+            body["acks"] = new JsonArray(new JsonObject { ["stream"] = (string?)claim["stream"], ["offset"] = offset });
+        }
+
+        return body.ToJsonString();
+    }
 
     private static async Task AssertFenced(HttpResponseMessage response)
     {

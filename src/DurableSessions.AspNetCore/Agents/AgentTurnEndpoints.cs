@@ -224,9 +224,26 @@ internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessCont
             return;
         }
 
+        // acks: [{ stream, offset }] names how far the worker has answered the session (at most one entry, for its stream).
+        long? answered = null;
+        if (body["acks"] is { } acks)
+        {
+            if (acks is not JsonArray list || list.Count > 1
+                || (list.Count == 1 && (SessionJson.Text(list[0], "stream") != stream || !StreamOffset.TryParse(SessionJson.Text(list[0], "offset"), out var position))))
+            {
+                await Problem.Write(context, 400, "INVALID_ACK", "acks must be [{ \"stream\": <the claimed stream>, \"offset\": <an offset of it> }].").ConfigureAwait(false);
+                return;
+            }
+
+            if (list.Count == 1 && StreamOffset.TryParse(SessionJson.Text(list[0], "offset"), out var offset))
+            {
+                answered = offset;
+            }
+        }
+
         var outcome = release
             ? await turns.ReleaseAsync(agent, stream, token, wakeId, generation, context.RequestAborted).ConfigureAwait(false)
-            : await turns.AckAsync(agent, stream, token, wakeId, generation, done, context.RequestAborted).ConfigureAwait(false);
+            : await turns.AckAsync(agent, stream, token, wakeId, generation, done, answered, context.RequestAborted).ConfigureAwait(false);
         switch (outcome.Status)
         {
             case TurnAckStatus.Fenced:

@@ -30,6 +30,9 @@ internal sealed class TurnRecord
     /// <summary>Bumped by every change that may need an answer; an ack clears the turn only if none came since the claim.</summary>
     public long Version { get; set; }
 
+    /// <summary>The session's tail after the latest change that needs an answer: an ack up to it answers everything.</summary>
+    public long PendingPosition { get; set; }
+
     /// <summary>When the turn first waited, for oldest-first claims (Unix ms).</summary>
     public long WaitingSince { get; set; }
 

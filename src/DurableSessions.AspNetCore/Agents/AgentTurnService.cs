@@ -150,10 +150,10 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     /// Records that <paramref name="stream"/> has something every registered agent must answer (a user message, a
     /// session handed back), and wakes each agent whose turn there is not already claimed. Durable when it returns.
     /// </summary>
-    public Task MarkAsync(string stream, CancellationToken cancellationToken)
-        => _agents.IsEmpty && !_store.IsShared ? Task.CompletedTask : RunAsync(() => MarkLockedAsync(stream, cancellationToken), cancellationToken);
+    public Task MarkAsync(string stream, long position, CancellationToken cancellationToken)
+        => _agents.IsEmpty && !_store.IsShared ? Task.CompletedTask : RunAsync(() => MarkLockedAsync(stream, position, cancellationToken), cancellationToken);
 
-    private async Task<bool> MarkLockedAsync(string stream, CancellationToken cancellationToken)
+    private async Task<bool> MarkLockedAsync(string stream, long position, CancellationToken cancellationToken)
     {
         if (_store.IsShared)
         {
@@ -171,6 +171,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             }
 
             turn.Version++;
+            turn.PendingPosition = Math.Max(turn.PendingPosition, position);
             if (turn.Holder is null && turn.WakeId is null)
             {
                 Wake(turn);
@@ -300,10 +301,10 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     /// Heartbeats (<paramref name="done"/> false: the lease is extended) or completes a claim. A completed turn is
     /// deleted unless something new came since the claim; then it is woken again.
     /// </summary>
-    public Task<TurnAckOutcome> AckAsync(string agent, string stream, string? token, string? wakeId, long? generation, bool done, CancellationToken cancellationToken)
-        => RunAsync(() => AckLockedAsync(agent, stream, token, wakeId, generation, done, cancellationToken), cancellationToken);
+    public Task<TurnAckOutcome> AckAsync(string agent, string stream, string? token, string? wakeId, long? generation, bool done, long? answeredPosition, CancellationToken cancellationToken)
+        => RunAsync(() => AckLockedAsync(agent, stream, token, wakeId, generation, done, answeredPosition, cancellationToken), cancellationToken);
 
-    private async Task<TurnAckOutcome> AckLockedAsync(string agent, string stream, string? token, string? wakeId, long? generation, bool done, CancellationToken cancellationToken)
+    private async Task<TurnAckOutcome> AckLockedAsync(string agent, string stream, string? token, string? wakeId, long? generation, bool done, long? answeredPosition, CancellationToken cancellationToken)
     {
         if (await CurrentClaimAsync(agent, stream, token, wakeId, generation, cancellationToken).ConfigureAwait(false) is not { } turn)
         {
@@ -320,7 +321,8 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             return new TurnAckOutcome(TurnAckStatus.Ok, false, turn.LeaseExpiresAt);
         }
 
-        if (turn.Version == turn.ClaimedVersion)
+        // Answered up to an offset the worker names (its acks, protocol §7.2), or else everything as of its claim.
+        if (answeredPosition is { } answered ? answered >= turn.PendingPosition : turn.Version == turn.ClaimedVersion)
         {
             Drop(turn);
             return new TurnAckOutcome(TurnAckStatus.Ok, false, null);

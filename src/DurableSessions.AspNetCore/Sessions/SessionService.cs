@@ -165,7 +165,7 @@ internal sealed partial class SessionService : IDisposable
 
                 if (result.Status == AppendStatus.Appended && NeedsAnswer(messages))
                 {
-                    await _turns.MarkAsync(request.Path, cancellationToken).ConfigureAwait(false);
+                    await _turns.MarkAsync(request.Path, result.TailPosition, cancellationToken).ConfigureAwait(false);
                 }
 
                 return (result, null);
@@ -360,7 +360,7 @@ internal sealed partial class SessionService : IDisposable
 
         if (NeedsAnswer(events))
         {
-            await _turns.MarkAsync(session.Path, cancellationToken).ConfigureAwait(false);
+            await _turns.MarkAsync(session.Path, result.TailPosition, cancellationToken).ConfigureAwait(false);
         }
 
         return result;
