@@ -76,6 +76,7 @@ public static class DurableSessionsServiceCollectionExtensions
         services.AddHostedService(sp => sp.GetRequiredService<Agents.AgentTurnService>());
         services.TryAddSingleton<Agents.AgentTurnEndpoints>();
         services.TryAddSingleton<Sessions.SessionService>();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IStreamAppendPolicy, Sessions.SessionAppendPolicy>());
         services.TryAddSingleton<Sessions.SessionEndpoints>();
         services.TryAddSingleton<AiSdk.AiSdkChatEndpoints>();
         services.TryAddSingleton<Sessions.PresenceService>();

@@ -17,7 +17,7 @@ namespace DurableSessions.AspNetCore.Streams;
 internal sealed partial class StreamRequestHandler
 {
     private readonly StreamStore _store;
-    private readonly Sessions.SessionService _sessions;
+    private readonly IStreamAppendPolicy[] _policies;
     private readonly DurableStreamsOptions _options;
 
     // How the live reads follow a stream: SSE hands on live changes and ends when the reader falls behind (it resumes
@@ -32,11 +32,11 @@ internal sealed partial class StreamRequestHandler
     // whole shutdown timeout; their clients resume from their last offset, here after a restart or on another node.
     private readonly CancellationToken _stopping;
 
-    public StreamRequestHandler(StreamStore store, Sessions.SessionService sessions, IOptions<DurableStreamsOptions> options, IHostApplicationLifetime lifetime, ILogger<StreamRequestHandler> logger)
+    public StreamRequestHandler(StreamStore store, IEnumerable<IStreamAppendPolicy> policies, IOptions<DurableStreamsOptions> options, IHostApplicationLifetime lifetime, ILogger<StreamRequestHandler> logger)
     {
         _stopping = lifetime.ApplicationStopping;
         _store = store;
-        _sessions = sessions;
+        _policies = [.. policies];
         _options = options.Value;
         _sseFollow = new StreamFollowOptions { MaxReadBytes = _options.MaxReadBytes, IdleTimeout = _options.SseKeepAliveInterval, EndOnFallBehind = true };
         _longPollFollow = new StreamFollowOptions { MaxReadBytes = _options.MaxReadBytes, LiveData = false, EndOnFallBehind = true };
@@ -207,9 +207,8 @@ internal sealed partial class StreamRequestHandler
             jsonBody = StreamContentType.IsJson(effectiveType ?? StreamContentType.Default);
         }
 
-        // A raw create under sessions/ makes a session: its events meet the same rules as an append.
-        if (Sessions.SessionService.IsSessionPath(path)
-            && Sessions.SessionService.CheckCreate(forkedFrom, jsonBody ? payload : StreamPayload.Empty, SessionWriter(context, path)) is { } refused)
+        // A stream a policy governs (a raw create under sessions/ makes a session) meets its rules from its first events.
+        if (PolicyFor(path)?.CheckCreate(path, forkedFrom, jsonBody ? payload : StreamPayload.Empty, Auth.AccessControl.Current(context)) is { } refused)
         {
             await Problem.Write(context, refused.Status, refused.Code, refused.Message).ConfigureAwait(false);
             return;
@@ -389,25 +388,27 @@ internal sealed partial class StreamRequestHandler
             StreamSeq = streamSeq,
             Producer = producer,
         };
-        // Closing a session ends it for every participant and every agent: that is an administrator's act, not a writer's.
-        if (close && Sessions.SessionService.IsSessionPath(path) && stream.IsJson && !Auth.AccessControl.Current(context).Allows(path, Auth.Capability.Admin))
+        // A governed stream (a session: closing one ends it for everyone, an administrator's act) is held to its policy,
+        // which appends atomically with its checks.
+        var policy = PolicyFor(path);
+        var writer = Auth.AccessControl.Current(context);
+        if (close && policy?.CheckClose(stream, writer) is { } closeRefused)
         {
-            await Problem.Write(context, 403, "FORBIDDEN", "Closing a session stream needs the admin capability on it.").ConfigureAwait(false);
+            await Problem.Write(context, closeRefused.Status, closeRefused.Code, closeRefused.Message).ConfigureAwait(false);
             return;
         }
 
         AppendResult result;
-        if (Sessions.SessionService.IsSessionPath(path) && stream.IsJson && !stream.Closed)
+        if (policy?.AppendAsync(stream, appendRequest, writer, context.RequestAborted) is { } governed)
         {
-            // Session streams go through the session service, which enforces run fences atomically with the append.
-            var (sessionResult, rejection) = await _sessions.AppendAsync(appendRequest, SessionWriter(context, path), context.RequestAborted).ConfigureAwait(false);
-            if (rejection is not null)
+            var (governedResult, refusal) = await governed.ConfigureAwait(false);
+            if (refusal is not null)
             {
-                await Problem.Write(context, rejection.Status, rejection.Code, rejection.Message).ConfigureAwait(false);
+                await Problem.Write(context, refusal.Status, refusal.Code, refusal.Message).ConfigureAwait(false);
                 return;
             }
 
-            result = sessionResult!.Value;
+            result = governedResult;
         }
         else
         {
@@ -469,12 +470,18 @@ internal sealed partial class StreamRequestHandler
     }
 
     /// <summary>Who writes to a session stream: the token's subject and whether it may control the session; anyone when access control is off.</summary>
-    private static DurableSessions.Sessions.SessionWriter SessionWriter(HttpContext context, string path)
+    /// <summary>The first registered policy that governs <paramref name="path"/>, if any.</summary>
+    private IStreamAppendPolicy? PolicyFor(string path)
     {
-        var access = Auth.AccessControl.Current(context);
-        return access.IsAnonymous
-            ? DurableSessions.Sessions.SessionWriter.Open
-            : new DurableSessions.Sessions.SessionWriter(access.Subject, access.Allows(path, Auth.Capability.Control));
+        foreach (var policy in _policies)
+        {
+            if (policy.Governs(path))
+            {
+                return policy;
+            }
+        }
+
+        return null;
     }
 
     private async Task HeadAsync(HttpContext context, string path)

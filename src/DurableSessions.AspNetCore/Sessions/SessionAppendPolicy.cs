@@ -1,0 +1,35 @@
+using DurableSessions.AspNetCore.Streams;
+using DurableSessions.Sessions;
+
+namespace DurableSessions.AspNetCore.Sessions;
+
+/// <summary>
+/// Holds raw stream operations on <c>sessions/{id}</c> to the session rules: events checked by
+/// <see cref="SessionEventRules"/> and the run fences, under the session's lock (<see cref="SessionService.AppendAsync"/>);
+/// closing a session needs admin.
+/// </summary>
+internal sealed class SessionAppendPolicy(SessionService sessions) : IStreamAppendPolicy
+{
+    public bool Governs(string path) => SessionService.IsSessionPath(path);
+
+    public AppendRefusal? CheckCreate(string path, string? forkedFrom, StreamPayload initialData, Auth.Access writer)
+        => SessionService.CheckCreate(forkedFrom, initialData, Writer(writer, path)) is { } refused ? new AppendRefusal(refused.Status, refused.Code, refused.Message) : null;
+
+    public AppendRefusal? CheckClose(StreamInfo stream, Auth.Access writer)
+        => stream.IsJson && !writer.Allows(stream.Path, Auth.Capability.Admin)
+            ? new AppendRefusal(403, "FORBIDDEN", "Closing a session stream needs the admin capability on it.")
+            : null;
+
+    public Task<(AppendResult Result, AppendRefusal? Refusal)>? AppendAsync(StreamInfo stream, AppendRequest request, Auth.Access writer, CancellationToken cancellationToken)
+        => stream.IsJson && !stream.Closed ? AppendCoreAsync(request, writer, cancellationToken) : null;
+
+    private async Task<(AppendResult Result, AppendRefusal? Refusal)> AppendCoreAsync(AppendRequest request, Auth.Access writer, CancellationToken cancellationToken)
+    {
+        var (result, rejection) = await sessions.AppendAsync(request, Writer(writer, request.Path), cancellationToken).ConfigureAwait(false);
+        return rejection is not null ? (default, new AppendRefusal(rejection.Status, rejection.Code, rejection.Message)) : (result!.Value, null);
+    }
+
+    /// <summary>The writer as the session rules see it: its identity and whether it may control runs (open when access control is off).</summary>
+    private static SessionWriter Writer(Auth.Access access, string path)
+        => access.IsAnonymous ? SessionWriter.Open : new SessionWriter(access.Subject, access.Allows(path, Auth.Capability.Control));
+}

@@ -1,0 +1,27 @@
+namespace DurableSessions.AspNetCore.Streams;
+
+/// <summary>
+/// Rules that some streams are held to beyond the protocol's, on create, append and close. The stream endpoints know
+/// no such rules themselves: they ask each registered policy whether it governs a path, and the first that does decides.
+/// Sessions are the built-in one (<see cref="Sessions.SessionAppendPolicy"/>).
+/// </summary>
+internal interface IStreamAppendPolicy
+{
+    /// <summary>Whether this policy governs <paramref name="path"/>.</summary>
+    bool Governs(string path);
+
+    /// <summary>Checks a create (or fork) with its initial data; null when allowed. Nothing is created when refused.</summary>
+    AppendRefusal? CheckCreate(string path, string? forkedFrom, StreamPayload initialData, Auth.Access writer);
+
+    /// <summary>Checks a close of an existing stream; null when allowed.</summary>
+    AppendRefusal? CheckClose(StreamInfo stream, Auth.Access writer);
+
+    /// <summary>
+    /// Appends to an existing stream it governs under its rules, atomically with its checks; a refusal writes nothing.
+    /// Returns null (and the caller appends as usual) for a stream the policy leaves alone, such as one closed already.
+    /// </summary>
+    Task<(AppendResult Result, AppendRefusal? Refusal)>? AppendAsync(StreamInfo stream, AppendRequest request, Auth.Access writer, CancellationToken cancellationToken);
+}
+
+/// <summary>Why a policy refused a create, append or close: the HTTP status, a code and a message.</summary>
+internal sealed record AppendRefusal(int Status, string Code, string Message);
