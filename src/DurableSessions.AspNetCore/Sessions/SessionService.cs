@@ -37,11 +37,13 @@ internal sealed partial class SessionService : IDisposable
     private int _trimming;
 
     private readonly Agents.AgentTurnService _turns;
+    private readonly SessionCommitFeed _commits;
 
-    public SessionService(StreamStore store, Agents.AgentTurnService turns, IOptions<SessionServiceOptions> options, ILogger<SessionService> logger)
+    public SessionService(StreamStore store, Agents.AgentTurnService turns, SessionCommitFeed commits, IOptions<SessionServiceOptions> options, ILogger<SessionService> logger)
     {
         _store = store;
         _turns = turns;
+        _commits = commits;
         _logger = logger;
         _options = options.Value;
         _time = store.TimeProvider;
@@ -163,9 +165,9 @@ internal sealed partial class SessionService : IDisposable
                     session.State.ApplyMessages(messages, result.TailPosition);
                 }
 
-                if (result.Status == AppendStatus.Appended && NeedsAnswer(messages))
+                if (result.Status == AppendStatus.Appended)
                 {
-                    await _turns.MarkAsync(request.Path, result.TailPosition, cancellationToken).ConfigureAwait(false);
+                    await CommittedAsync(request.Path, messages, result.TailPosition, cancellationToken).ConfigureAwait(false);
                 }
 
                 return (result, null);
@@ -358,12 +360,21 @@ internal sealed partial class SessionService : IDisposable
             session.State.ApplyMessages(events, result.TailPosition);
         }
 
+        await CommittedAsync(session.Path, events, result.TailPosition, cancellationToken).ConfigureAwait(false);
+        return result;
+    }
+
+    /// <summary>
+    /// Shares a committed append's events, parsed once, with what reacts to them: the commit feed (notifications) and,
+    /// when they need an answer, the agents' turns (durable before the append is acknowledged).
+    /// </summary>
+    private async Task CommittedAsync(string path, IEnumerable<JsonNode?> events, long tailPosition, CancellationToken cancellationToken)
+    {
+        _commits.Publish(new SessionCommit(path, events, tailPosition));
         if (NeedsAnswer(events))
         {
-            await _turns.MarkAsync(session.Path, result.TailPosition, cancellationToken).ConfigureAwait(false);
+            await _turns.MarkAsync(path, tailPosition, cancellationToken).ConfigureAwait(false);
         }
-
-        return result;
     }
 
     /// <summary>
