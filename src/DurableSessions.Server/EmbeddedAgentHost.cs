@@ -40,6 +40,12 @@ internal sealed class EmbeddedAgentOptions
     /// open-file limit. Default 1000.
     /// </summary>
     public int MaxConcurrentRuns { get; set; } = 1000;
+
+    /// <summary>
+    /// Whether the agent calls this server in process (no socket: requests go straight to the application, through the
+    /// same routing, access control and endpoints) rather than over loopback HTTP. Default true.
+    /// </summary>
+    public bool InProcess { get; set; } = true;
 }
 
 /// <summary>
@@ -49,6 +55,7 @@ internal sealed class EmbeddedAgentOptions
 /// </summary>
 internal sealed partial class EmbeddedAgentHost(
     IServer server,
+    DurableSessions.AspNetCore.InProcess.InProcessTransport transport,
     DurableSessions.AspNetCore.Auth.AccessTokens tokens,
     Microsoft.Extensions.Options.IOptions<EmbeddedAgentOptions> options,
     ILoggerFactory loggerFactory,
@@ -89,7 +96,8 @@ internal sealed partial class EmbeddedAgentHost(
         }
 
         using var chat = CreateChatClient(settings);
-        using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with
+        using var http = settings.InProcess && transport.IsReady ? new HttpClient(transport.CreateHandler()) { Timeout = Timeout.InfiniteTimeSpan } : null;
+        using var client = new DurableSessionsClient(httpClient: http, options: DurableSessionsClientOptions.Default with
         {
             BaseAddress = new Uri(address.Replace("://+", "://127.0.0.1", StringComparison.Ordinal).Replace("://*", "://127.0.0.1", StringComparison.Ordinal).Replace("://0.0.0.0", "://127.0.0.1", StringComparison.Ordinal)),
             ParticipantId = settings.Id,

@@ -21,6 +21,9 @@ builder.WebHost.ConfigureKestrel(kestrel =>
     kestrel.UseConnectionLimits(connectionLimits);
 });
 builder.Services.AddDurableSessions(builder.Configuration);
+
+// The hosted agent calls this server in process, without a socket (Agent:InProcess).
+DurableSessions.AspNetCore.InProcess.InProcessTransport.AddTo(builder.Services);
 builder.Services.AddOptions<EmbeddedAgentOptions>()
     .Bind(builder.Configuration.GetSection("Agent"))
     .Validate(o => o.MaxConcurrentRuns >= 1, "Agent:MaxConcurrentRuns must be at least 1.")

@@ -1,0 +1,389 @@
+using System.IO.Pipelines;
+using System.Net;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Primitives;
+
+namespace DurableSessions.AspNetCore.InProcess;
+
+/// <summary>
+/// Lets clients in the server's own process (the hosted agent) call it without a socket: an <see cref="IServer"/>
+/// around the real one that keeps the application it starts, and an <see cref="HttpMessageHandler"/> that hands each
+/// request straight to that application. Requests go through the same pipeline (routing, access control, endpoints)
+/// as over the network; only the socket, the TCP stack and HTTP parsing are skipped.
+/// </summary>
+public sealed class InProcessTransport
+{
+    private Func<IFeatureCollection, CancellationToken, Task>? _process;
+
+    /// <summary>Whether the server has started, so requests can be handed to it.</summary>
+    public bool IsReady => _process is not null;
+
+    /// <summary>Replaces the registered <see cref="IServer"/> with one that also serves <see cref="CreateHandler"/>.</summary>
+    public static void AddTo(IServiceCollection services)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        var transport = new InProcessTransport();
+        services.AddSingleton(transport);
+        for (var i = services.Count - 1; i >= 0; i--)
+        {
+            if (services[i].ServiceType == typeof(IServer))
+            {
+                var inner = services[i];
+                services[i] = ServiceDescriptor.Singleton<IServer>(sp => new Server((IServer)Create(sp, inner), transport));
+                return;
+            }
+        }
+
+        throw new InvalidOperationException("No IServer is registered to carry the in-process transport.");
+    }
+
+    /// <summary>A handler for an <see cref="HttpClient"/> whose requests go to this server in process.</summary>
+    public HttpMessageHandler CreateHandler() => new Handler(this);
+
+    private static object Create(IServiceProvider services, ServiceDescriptor descriptor)
+        => descriptor.ImplementationInstance
+           ?? descriptor.ImplementationFactory?.Invoke(services)
+           ?? ActivatorUtilities.CreateInstance(services, descriptor.ImplementationType!);
+
+    private sealed class Server(IServer inner, InProcessTransport transport) : IServer
+    {
+        public IFeatureCollection Features => inner.Features;
+
+        public Task StartAsync<TContext>(IHttpApplication<TContext> application, CancellationToken cancellationToken)
+            where TContext : notnull
+        {
+            transport._process = async (features, aborted) =>
+            {
+                var context = application.CreateContext(features);
+                Exception? failure = null;
+                try
+                {
+                    await application.ProcessRequestAsync(context).ConfigureAwait(false);
+                }
+                catch (Exception ex)
+                {
+                    failure = ex;
+                    throw;
+                }
+                finally
+                {
+                    application.DisposeContext(context, failure);
+                }
+            };
+            return inner.StartAsync(application, cancellationToken);
+        }
+
+        // In-process requests keep being served while the host stops, until the application is disposed: the hosted
+        // agent stops after the network listener, and its last writes (a reply cut by the stop) must still land.
+        public Task StopAsync(CancellationToken cancellationToken) => inner.StopAsync(cancellationToken);
+
+        public void Dispose() => inner.Dispose();
+    }
+
+    private sealed class Handler(InProcessTransport transport) : HttpMessageHandler
+    {
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            var process = transport._process ?? throw new HttpRequestException("The server is not accepting requests.", null, HttpStatusCode.ServiceUnavailable);
+            var uri = request.RequestUri ?? throw new InvalidOperationException("The request has no URI.");
+            var exchange = new Exchange();
+            var requestFeature = new HttpRequestFeature
+            {
+                Protocol = "HTTP/1.1",
+                Scheme = uri.Scheme,
+                Method = request.Method.Method,
+                PathBase = string.Empty,
+                Path = PathString.FromUriComponent(uri),
+                QueryString = QueryString.FromUriComponent(uri).Value ?? string.Empty,
+                RawTarget = uri.PathAndQuery,
+            };
+            requestFeature.Headers.Host = uri.Authority;
+            foreach (var (name, values) in request.Headers)
+            {
+                requestFeature.Headers.Append(name, new StringValues([.. values]));
+            }
+
+            if (request.Content is { } content)
+            {
+                foreach (var (name, values) in content.Headers)
+                {
+                    requestFeature.Headers.Append(name, new StringValues([.. values]));
+                }
+
+                var body = await content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false);
+                requestFeature.Headers.ContentLength = body.Length;
+                requestFeature.Body = new MemoryStream(body, writable: false);
+            }
+
+            var features = new FeatureCollection();
+            features.Set<IHttpRequestFeature>(requestFeature);
+            features.Set<IHttpResponseFeature>(exchange);
+            features.Set<IHttpResponseBodyFeature>(exchange);
+            features.Set<IHttpRequestLifetimeFeature>(exchange);
+            features.Set<IHttpConnectionFeature>(new HttpConnectionFeature
+            {
+                ConnectionId = Guid.NewGuid().ToString("N"),
+                LocalIpAddress = IPAddress.Loopback,
+                RemoteIpAddress = IPAddress.Loopback,
+            });
+
+            using var registration = cancellationToken.Register(() => exchange.Abort());
+            _ = Task.Run(async () =>
+            {
+                try
+                {
+                    await process(features, exchange.RequestAborted).ConfigureAwait(false);
+                    await exchange.CompleteAsync().ConfigureAwait(false);
+                }
+                catch (Exception ex)
+                {
+                    exchange.Fail(ex);
+                }
+                finally
+                {
+                    exchange.Dispose();
+                }
+            }, CancellationToken.None);
+
+            await exchange.Started.WaitAsync(cancellationToken).ConfigureAwait(false);
+            var response = new HttpResponseMessage((HttpStatusCode)exchange.StatusCode)
+            {
+                RequestMessage = request,
+                Content = new StreamContent(new ResponseStream(exchange)),
+            };
+            foreach (var (name, values) in exchange.Headers)
+            {
+                var texts = values.Select(v => v ?? string.Empty).ToArray();
+                if (!response.Headers.TryAddWithoutValidation(name, texts))
+                {
+                    response.Content.Headers.TryAddWithoutValidation(name, texts);
+                }
+            }
+
+            return response;
+        }
+    }
+
+    /// <summary>One request in flight: the response's status, headers and body pipe, and its cancellation.</summary>
+    private sealed class Exchange : IHttpResponseFeature, IHttpResponseBodyFeature, IHttpRequestLifetimeFeature, IDisposable
+    {
+        private readonly Pipe _pipe = new(new PipeOptions(pauseWriterThreshold: 1 << 20, resumeWriterThreshold: 1 << 19, useSynchronizationContext: false));
+        private readonly TaskCompletionSource _started = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly CancellationTokenSource _aborted = new();
+        private readonly List<(Func<object, Task> Callback, object State)> _onStarting = [];
+        private readonly List<(Func<object, Task> Callback, object State)> _onCompleted = [];
+        private readonly Lock _gate = new();
+        private Stream? _stream;
+
+        public int StatusCode { get; set; } = 200;
+
+        public string? ReasonPhrase { get; set; }
+
+        public IHeaderDictionary Headers { get; set; } = new HeaderDictionary();
+
+        public Stream Body
+        {
+            get => Stream;
+            set => throw new NotSupportedException("The in-process response body cannot be replaced.");
+        }
+
+        public bool HasStarted { get; private set; }
+
+        public Task Started => _started.Task;
+
+        public Stream Stream => _stream ??= new BodyStream(this);
+
+        public PipeWriter Writer => _pipe.Writer;
+
+        public PipeReader Reader => _pipe.Reader;
+
+        public CancellationToken RequestAborted
+        {
+            get => _aborted.Token;
+            set => throw new NotSupportedException();
+        }
+
+        public void Abort()
+        {
+            try
+            {
+                _aborted.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+                // The application is done with it already.
+            }
+
+            // The reading side goes away, as a closed socket would: the application's next write or flush sees the
+            // response completed rather than failing.
+            _pipe.Reader.Complete();
+            _started.TrySetException(new OperationCanceledException("The request was aborted."));
+        }
+
+        /// <summary>Called once the application is done with the request.</summary>
+        public void Dispose() => _aborted.Dispose();
+
+        public void OnStarting(Func<object, Task> callback, object state)
+        {
+            lock (_gate)
+            {
+                _onStarting.Add((callback, state));
+            }
+        }
+
+        public void OnCompleted(Func<object, Task> callback, object state)
+        {
+            lock (_gate)
+            {
+                _onCompleted.Add((callback, state));
+            }
+        }
+
+        public void DisableBuffering()
+        {
+        }
+
+        public async Task StartAsync(CancellationToken cancellationToken = default)
+        {
+            if (HasStarted)
+            {
+                return;
+            }
+
+            (Func<object, Task> Callback, object State)[] callbacks;
+            lock (_gate)
+            {
+                callbacks = [.. _onStarting];
+            }
+
+            // Registered last, run first, as servers do.
+            for (var i = callbacks.Length - 1; i >= 0; i--)
+            {
+                await callbacks[i].Callback(callbacks[i].State).ConfigureAwait(false);
+            }
+
+            HasStarted = true;
+            _started.TrySetResult();
+        }
+
+        public async Task SendFileAsync(string path, long offset, long? count, CancellationToken cancellationToken = default)
+        {
+            await StartAsync(cancellationToken).ConfigureAwait(false);
+            using var file = File.OpenRead(path);
+            file.Seek(offset, SeekOrigin.Begin);
+            await file.CopyToAsync(Stream, cancellationToken).ConfigureAwait(false);
+        }
+
+        public async Task CompleteAsync()
+        {
+            await StartAsync().ConfigureAwait(false);
+            await _pipe.Writer.CompleteAsync().ConfigureAwait(false);
+            (Func<object, Task> Callback, object State)[] callbacks;
+            lock (_gate)
+            {
+                callbacks = [.. _onCompleted];
+            }
+
+            foreach (var (callback, state) in callbacks)
+            {
+                await callback(state).ConfigureAwait(false);
+            }
+        }
+
+        public void Fail(Exception exception)
+        {
+            if (!HasStarted)
+            {
+                StatusCode = 500;
+                HasStarted = true;
+                _started.TrySetResult();
+            }
+
+            _pipe.Writer.Complete(exception is OperationCanceledException ? null : exception);
+        }
+    }
+
+    /// <summary>The application's view of the response body: writes start the response and go into the pipe.</summary>
+    private sealed class BodyStream(Exchange exchange) : Stream
+    {
+        public override bool CanRead => false;
+
+        public override bool CanSeek => false;
+
+        public override bool CanWrite => true;
+
+        public override long Length => throw new NotSupportedException();
+
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override void Flush() => FlushAsync(CancellationToken.None).GetAwaiter().GetResult();
+
+        public override async Task FlushAsync(CancellationToken cancellationToken)
+        {
+            await exchange.StartAsync(cancellationToken).ConfigureAwait(false);
+            await exchange.Writer.FlushAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        public override void Write(byte[] buffer, int offset, int count) => WriteAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
+
+        public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            await exchange.StartAsync(cancellationToken).ConfigureAwait(false);
+            await exchange.Writer.WriteAsync(buffer, cancellationToken).ConfigureAwait(false);
+        }
+
+        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+    }
+
+    /// <summary>The client's view of the response body; disposing it before the end aborts the request, as closing a socket does.</summary>
+    private sealed class ResponseStream(Exchange exchange) : Stream
+    {
+        private readonly Stream _inner = exchange.Reader.AsStream();
+
+        public override bool CanRead => true;
+
+        public override bool CanSeek => false;
+
+        public override bool CanWrite => false;
+
+        public override long Length => throw new NotSupportedException();
+
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override void Flush()
+        {
+        }
+
+        public override int Read(byte[] buffer, int offset, int count) => _inner.Read(buffer, offset, count);
+
+        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => _inner.ReadAsync(buffer, cancellationToken);
+
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => _inner.ReadAsync(buffer, offset, count, cancellationToken);
+
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                exchange.Abort();
+                _inner.Dispose();
+            }
+
+            base.Dispose(disposing);
+        }
+    }
+}
