@@ -24,7 +24,7 @@ internal sealed class SubscriptionRegistry : IDisposable
 
     private readonly StreamStore _store;
     private readonly WakeScheduler _scheduler;
-    private readonly SemaphoreSlim _lock = new(1, 1);
+    private readonly Coordination.SharedSection _section;
     private readonly ConcurrentDictionary<string, Subscription> _subscriptions = new(StringComparer.Ordinal);
 
     // Replaced, never changed in place (writers hold the lock), so the append path reads them without it.
@@ -36,6 +36,7 @@ internal sealed class SubscriptionRegistry : IDisposable
     public SubscriptionRegistry(StreamStore store, WakeScheduler scheduler)
     {
         _store = store;
+        _section = new Coordination.SharedSection(store, Collection, SharedLockLease);
         _scheduler = scheduler;
     }
 
@@ -55,16 +56,12 @@ internal sealed class SubscriptionRegistry : IDisposable
         await using (await _store.AcquireLockAsync(Collection, SharedLockLease, cancellationToken).ConfigureAwait(false))
         {
             _keys = await WebhookSigningKeys.LoadOrCreateAsync(_store, cancellationToken).ConfigureAwait(false);
-            await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
-            try
-            {
-                await ReloadAsync(cancellationToken).ConfigureAwait(false);
-                _loadedVersion = await ReadVersionAsync(cancellationToken).ConfigureAwait(false);
-            }
-            finally
-            {
-                _lock.Release();
-            }
+        }
+
+        await using (await _section.EnterAsync(_ => Task.CompletedTask, cancellationToken).ConfigureAwait(false))
+        {
+            await ReloadAsync(cancellationToken).ConfigureAwait(false);
+            _loadedVersion = await ReadVersionAsync(cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -265,40 +262,20 @@ internal sealed class SubscriptionRegistry : IDisposable
     /// Enters the subscriptions' critical section: this process's lock and, on a shared store, the lock of every node,
     /// with the subscriptions reloaded if another node changed them.
     /// </summary>
-    public async Task<ConfiguredAsyncDisposable> EnterAsync(CancellationToken cancellationToken)
+    public Task<ConfiguredAsyncDisposable> EnterAsync(CancellationToken cancellationToken)
+        => _section.EnterAsync(ReloadIfChangedAsync, cancellationToken);
+
+    private async Task ReloadIfChangedAsync(CancellationToken cancellationToken)
     {
-        await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
-        if (!_store.IsShared)
+        var version = await ReadVersionAsync(cancellationToken).ConfigureAwait(false);
+        if (version != _loadedVersion)
         {
-            return new Held(this, null).ConfigureAwait(false);
-        }
-
-        IAsyncDisposable? shared = null;
-        try
-        {
-            shared = await _store.AcquireLockAsync(Collection, SharedLockLease, cancellationToken).ConfigureAwait(false);
-            var version = await ReadVersionAsync(cancellationToken).ConfigureAwait(false);
-            if (version != _loadedVersion)
-            {
-                await ReloadAsync(cancellationToken).ConfigureAwait(false);
-                Volatile.Write(ref _loadedVersion, version);
-            }
-
-            return new Held(this, shared).ConfigureAwait(false);
-        }
-        catch
-        {
-            if (shared is not null)
-            {
-                await shared.DisposeAsync().ConfigureAwait(false);
-            }
-
-            _lock.Release();
-            throw;
+            await ReloadAsync(cancellationToken).ConfigureAwait(false);
+            Volatile.Write(ref _loadedVersion, version);
         }
     }
 
-    public void Dispose() => _lock.Dispose();
+    public void Dispose() => _section.Dispose();
 
     private async Task LinkExplicitAsync(Subscription subscription, string path, CancellationToken cancellationToken)
     {
@@ -399,23 +376,5 @@ internal sealed class SubscriptionRegistry : IDisposable
         var ids = _byPath.GetValueOrDefault(path) ?? ImmutableHashSet.Create<string>(StringComparer.Ordinal);
         ids = indexed ? ids.Add(id) : ids.Remove(id);
         _byPath = ids.IsEmpty ? _byPath.Remove(path) : _byPath.SetItem(path, ids);
-    }
-
-    private sealed class Held(SubscriptionRegistry owner, IAsyncDisposable? shared) : IAsyncDisposable
-    {
-        public async ValueTask DisposeAsync()
-        {
-            try
-            {
-                if (shared is not null)
-                {
-                    await shared.DisposeAsync().ConfigureAwait(false);
-                }
-            }
-            finally
-            {
-                owner._lock.Release();
-            }
-        }
     }
 }
