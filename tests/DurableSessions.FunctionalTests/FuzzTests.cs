@@ -102,6 +102,10 @@ public sealed class FuzzTests
             Assert.Equal(HttpStatusCode.Created, (await client.SendAsync(create)).StatusCode);
         }
 
+        // A registered agent, so claims, acks and releases reach past the registry; the message below is its turn.
+        using var agent = Request(HttpMethod.Put, "/v1/agents/agent:fz", admin, "{}");
+        Assert.Equal(HttpStatusCode.Created, (await client.SendAsync(agent)).StatusCode);
+
         foreach (var id in HostileRequests.SessionIds)
         {
             using var create = Request(HttpMethod.Put, $"/v1/sessions/{id}", admin, "{}");
@@ -185,7 +189,7 @@ public sealed class FuzzTests
             return false;
         }
 
-        return target.StartsWith("/v1/stream/", StringComparison.Ordinal) || target.StartsWith("/v1/sessions/", StringComparison.Ordinal)
+        return target.StartsWith("/v1/stream/", StringComparison.Ordinal) || target.StartsWith("/v1/sessions/", StringComparison.Ordinal) || target.StartsWith("/v1/agents/", StringComparison.Ordinal)
             || target.StartsWith("/api/chat/", StringComparison.Ordinal) || target == "/api/chat";
     }
 

@@ -72,7 +72,7 @@ public sealed class HostileRequests(int seed, IReadOnlyList<string?> tokens)
         8 => Chat(),
         9 => Subscription(),
         10 => OddTarget(),
-        _ => Append(),
+        _ => Chance(0.5) ? AgentTurns() : Append(),
     };
 
     private HostileRequest CreateStream()
@@ -262,6 +262,20 @@ public sealed class HostileRequests(int seed, IReadOnlyList<string?> tokens)
         var (method, rest, body) = request;
         var headers = Chance(0.3) ? new[] { ("Authorization", "Bearer " + Pick(["x.y.z", "", "eyJhbGciOiJub25lIn0.e30."])) } : [];
         return new HostileRequest(method, "/v1/stream/__ds/subscriptions/" + id + rest, body is null ? null : Corrupt(Encoding.UTF8.GetBytes(body)), "application/json", headers, headers.Length > 0 ? null : Token());
+    }
+
+    private HostileRequest AgentTurns()
+    {
+        var agent = Chance(0.8) ? Pick(["agent:fz", "agent:demo"]) : Pick(["", "%ff", "a b", new string('a', 300), "x/y"]);
+        (string Method, string Suffix, string? Body) request = _random.Next(6) switch
+        {
+            0 => ("PUT", "", Template(("lease_ttl_ms", Pick(Numbers)), ("description", Str(Pick(["d", new string('d', 2000)]))))),
+            1 or 2 => ("POST", "/claim", Template(("worker", Str(Pick(["w1", "", new string('w', 300)]))), ("wait_ms", Pick(["0", "0", "-1", "1e3", "300001"])), ("stream", Str(Pick(["sessions/fz1", "sessions/never", "fuzz/json", "sessions/", "sessions/a/b"]))))),
+            3 or 4 => ("POST", "/" + Pick(["ack", "release"]), Template(("stream", Str(Pick(["sessions/fz1", "sessions/never"]))), ("token", Str("ct_x")), ("wake_id", Str("w_x")), ("generation", Pick(Numbers)), ("done", Pick(["true", "1", "\"yes\""])), ("acks", Pick(["[{\"stream\":\"sessions/fz1\",\"offset\":\"-1\"}]", "[]", "{}", "[1,2]"])))),
+            _ => (Pick(["GET", "POST", "DELETE"]), "/" + Pick(Segments), JsonText()),
+        };
+        var (method, rest, body) = request;
+        return new HostileRequest(method, "/v1/agents/" + agent + rest, body is null ? null : Corrupt(Encoding.UTF8.GetBytes(body)), "application/json", [], Token());
     }
 
     private HostileRequest OddTarget()
