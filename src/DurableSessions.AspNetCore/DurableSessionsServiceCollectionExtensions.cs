@@ -75,7 +75,6 @@ public static class DurableSessionsServiceCollectionExtensions
         services.TryAddSingleton<Agents.AgentTurnService>();
         services.AddHostedService(sp => sp.GetRequiredService<Agents.AgentTurnService>());
         services.TryAddSingleton<Agents.AgentTurnEndpoints>();
-        services.TryAddSingleton<Sessions.SessionCommitFeed>();
         services.TryAddSingleton<Sessions.SessionService>();
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IStreamAppendPolicy, Sessions.SessionAppendPolicy>());
         services.TryAddSingleton<Sessions.SessionEndpoints>();

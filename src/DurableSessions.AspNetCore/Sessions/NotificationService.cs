@@ -30,25 +30,23 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
 
     private readonly StreamStore _store;
     private readonly SessionService _sessions;
-    private readonly SessionCommitFeed _commits;
     private readonly PresenceService _presence;
     private readonly SessionServiceOptions _options;
     private readonly SubscriptionOptions _webhookPolicy;
     private readonly ILogger _logger;
     // Bounded: the observer runs on the commit path and must never wait, so past the bound changes are dropped (and
     // logged), not held in memory without end.
-    private readonly Channel<(EndedRuns Change, bool Watched)> _changes = Channel.CreateBounded<(EndedRuns, bool)>(new BoundedChannelOptions(4096) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
+    private readonly Channel<(LiveAppend Change, bool Watched)> _changes = Channel.CreateBounded<(LiveAppend, bool)>(new BoundedChannelOptions(4096) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
     private readonly SemaphoreSlim _deliveries;
     private int _dropping;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Outbound.WebhookSender _sender;
     private Task _loop = Task.CompletedTask;
 
-    public NotificationService(StreamStore store, SessionService sessions, SessionCommitFeed commits, PresenceService presence, IOptions<SessionServiceOptions> options, IOptions<SubscriptionOptions> webhookPolicy, Outbound.WebhookSender sender, ILogger<NotificationService> logger)
+    public NotificationService(StreamStore store, SessionService sessions, PresenceService presence, IOptions<SessionServiceOptions> options, IOptions<SubscriptionOptions> webhookPolicy, Outbound.WebhookSender sender, ILogger<NotificationService> logger)
     {
         _store = store;
         _sessions = sessions;
-        _commits = commits;
         _presence = presence;
         _options = options.Value;
         _webhookPolicy = webhookPolicy.Value;
@@ -59,25 +57,21 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        // Each commit is judged once, by the node that committed it, from the events the session service parsed: only
-        // a run that ends is copied out, so the stream of deltas costs nothing here.
-        _commits.Subscribe(commit =>
+        _store.Fanout.AddObserver(change =>
         {
-            var ended = FinishedRuns(commit.Events);
-            if (ended is null)
+            // Each change is judged once, by the node that committed it.
+            if (!change.IsRemote && !change.Deleted && change.Chunk.End > change.Chunk.Start && SessionService.IsSessionPath(change.Path))
             {
-                return;
-            }
-
-            // Whether anybody was watching is decided when the change commits, not when it is processed: a client
-            // that leaves right after seeing the answer must not turn that answer into a notification.
-            if (_changes.Writer.TryWrite((new EndedRuns(commit.SessionId, ended, commit.TailPosition), _presence.HasWatchers(commit.SessionId))))
-            {
-                Volatile.Write(ref _dropping, 0);
-            }
-            else if (Interlocked.Exchange(ref _dropping, 1) == 0)
-            {
-                Log.ChangesDropped(_logger);
+                // Whether anybody was watching is decided when the change commits, not when it is processed: a client
+                // that leaves right after seeing the answer must not turn that answer into a notification.
+                if (_changes.Writer.TryWrite((change, _presence.HasWatchers(change.Path[SessionService.Prefix.Length..]))))
+                {
+                    Volatile.Write(ref _dropping, 0);
+                }
+                else if (Interlocked.Exchange(ref _dropping, 1) == 0)
+                {
+                    Log.ChangesDropped(_logger);
+                }
             }
         });
         _loop = Task.Run(ProcessAsync, CancellationToken.None);
@@ -109,7 +103,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
                 catch (Exception ex) when (!_stopping.IsCancellationRequested)
                 {
                     // One change that cannot be judged must not end notifications for every later one.
-                    Log.ChangeFailed(_logger, ex, SessionService.StreamPath(change.SessionId));
+                    Log.ChangeFailed(_logger, ex, change.Path);
                 }
             }
         }
@@ -118,10 +112,10 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         }
     }
 
-    private async Task NotifyAsync(EndedRuns change)
+    private async Task NotifyAsync(LiveAppend change)
     {
         var notified = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var run in change.Runs)
+        foreach (var run in FinishedRuns(change))
         {
             // One notification per run, however many times one change names it.
             if (!notified.Add(SessionJson.Text(run, "id") ?? string.Empty))
@@ -129,7 +123,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
                 continue;
             }
 
-            var sessionId = change.SessionId;
+            var sessionId = change.Path[SessionService.Prefix.Length..];
             var session = await _sessions.SessionSettingsAsync(sessionId, _stopping.Token).ConfigureAwait(false);
             var url = SessionJson.Text(session, "notifyUrl") ?? _options.NotificationUrl;
             if (url is null || WebhookUrlPolicy.Check(url, _webhookPolicy.AllowLocalhostWebhooks) is not null)
@@ -145,7 +139,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
                 ["runId"] = run["id"]?.DeepClone(),
                 ["agent"] = run["agent"]?.DeepClone(),
                 ["messageId"] = run["messageId"]?.DeepClone(),
-                ["offset"] = StreamOffset.Format(change.TailPosition),
+                ["offset"] = StreamOffset.Format(change.Chunk.End),
                 ["timestamp"] = DateTimeOffset.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture),
             };
             if (!_deliveries.Wait(0))
@@ -173,25 +167,18 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         }
     }
 
-    /// <summary>Copies of the runs the events end (finished or failed); null when there are none (almost every commit).</summary>
-    private static List<JsonObject>? FinishedRuns(IEnumerable<JsonNode?> events)
+    private static IEnumerable<JsonObject> FinishedRuns(LiveAppend change)
     {
-        List<JsonObject>? ended = null;
-        foreach (var node in events)
+        // Tolerant of anything stored: an unreadable event is skipped, never thrown into the notification loop.
+        foreach (var node in SessionState.ParseEvents(change.Chunk.Data.Span))
         {
-            // Tolerant of anything: an event of another shape is skipped, never thrown into the commit.
             if (node is JsonObject { } e && SessionJson.Text(e, "type") == SessionEventTypes.Run
                 && e["value"] is JsonObject run && SessionJson.Text(run, "status") is "finished" or "failed")
             {
-                (ended ??= []).Add((JsonObject)run.DeepClone());
+                yield return run;
             }
         }
-
-        return ended;
     }
-
-    /// <summary>The runs one commit ended, in the session, and the stream's tail after it.</summary>
-    private sealed record EndedRuns(string SessionId, List<JsonObject> Runs, long TailPosition);
 
     private async Task DeliverAsync(string url, JsonObject notification)
     {

@@ -37,13 +37,11 @@ internal sealed partial class SessionService : IDisposable
     private int _trimming;
 
     private readonly Agents.AgentTurnService _turns;
-    private readonly SessionCommitFeed _commits;
 
-    public SessionService(StreamStore store, Agents.AgentTurnService turns, SessionCommitFeed commits, IOptions<SessionServiceOptions> options, ILogger<SessionService> logger)
+    public SessionService(StreamStore store, Agents.AgentTurnService turns, IOptions<SessionServiceOptions> options, ILogger<SessionService> logger)
     {
         _store = store;
         _turns = turns;
-        _commits = commits;
         _logger = logger;
         _options = options.Value;
         _time = store.TimeProvider;
@@ -365,12 +363,11 @@ internal sealed partial class SessionService : IDisposable
     }
 
     /// <summary>
-    /// Shares a committed append's events, parsed once, with what reacts to them: the commit feed (notifications) and,
-    /// when they need an answer, the agents' turns (durable before the append is acknowledged).
+    /// Hands a committed append's events, parsed once, to the agents' turns when they need an answer (durable before the
+    /// append is acknowledged).
     /// </summary>
     private async Task CommittedAsync(string path, IEnumerable<JsonNode?> events, long tailPosition, CancellationToken cancellationToken)
     {
-        _commits.Publish(new SessionCommit(path, events, tailPosition));
         if (NeedsAnswer(events))
         {
             await _turns.MarkAsync(path, tailPosition, cancellationToken).ConfigureAwait(false);
