@@ -54,7 +54,8 @@ public sealed class SessionClient
         {
             foreach (var message in batch.Messages)
             {
-                if (JsonNode.Parse(message.GetRawText()) is JsonObject change)
+                // A view over the already parsed element: the event is not parsed a second time.
+                if (message.ValueKind == JsonValueKind.Object && JsonObject.Create(message) is { } change)
                 {
                     state.Apply(change);
                 }

@@ -23,8 +23,11 @@ public sealed class SessionState
     private readonly Dictionary<(string Type, string Key), JsonObject> _entities = [];
     private readonly List<(string Type, string Key)> _order = [];
 
-    // The typed lists, per entity type, built on first use and dropped by every change.
+    // The typed lists, per entity type, built on first use and dropped by a change to an entity of that type; and each
+    // entity read as its type, dropped by a change to that entity. A reader that looks at the messages after every
+    // streamed delta reads again only the message the delta grew, not the whole conversation.
     private readonly Dictionary<string, object> _typed = [];
+    private readonly Dictionary<(string Type, string Key), object?> _typedEntities = [];
 
     /// <summary>The stream position up to which events have been applied.</summary>
     public long Position { get; private set; }
@@ -48,7 +51,7 @@ public sealed class SessionState
     }
 
     /// <summary>The session's settings (title, policies), or null before it is created.</summary>
-    public SessionInfo? Session => SessionEvent.Read(Get(SessionEventTypes.Session, "session"), SessionJsonContext.Default.SessionInfo);
+    public SessionInfo? Session => TypedEntity(SessionEventTypes.Session, "session", SessionJsonContext.Default.SessionInfo);
 
     /// <summary>The messages, in order of first insertion, with streamed text rolled up.</summary>
     public IReadOnlyList<SessionMessage> Messages => Typed(SessionEventTypes.Message, SessionJsonContext.Default.SessionMessage);
@@ -63,7 +66,7 @@ public sealed class SessionState
     public IReadOnlyList<SessionPresence> Presence => Typed(SessionEventTypes.Presence, SessionJsonContext.Default.SessionPresence);
 
     /// <summary>Who holds the session's control lease, or null when it was never handed off.</summary>
-    public SessionHandoff? Handoff => SessionEvent.Read(Get(SessionEventTypes.Handoff, "lease"), SessionJsonContext.Default.SessionHandoff);
+    public SessionHandoff? Handoff => TypedEntity(SessionEventTypes.Handoff, "lease", SessionJsonContext.Default.SessionHandoff);
 
     /// <summary>The human holding the session, or null while the agents do.</summary>
     public string? HumanHolder => Handoff is { } lease && lease.Kind == ParticipantKind.Human ? lease.Holder : null;
@@ -72,13 +75,32 @@ public sealed class SessionState
     public SessionRun? ActiveRun => Runs.LastOrDefault(r => r.Status == RunStatus.Started && r.Id is not null);
 
     /// <summary>The message <paramref name="id"/>, or null.</summary>
-    public SessionMessage? GetMessage(string id) => SessionEvent.Read(Get(SessionEventTypes.Message, id), SessionJsonContext.Default.SessionMessage);
+    public SessionMessage? GetMessage(string id) => TypedEntity(SessionEventTypes.Message, id, SessionJsonContext.Default.SessionMessage);
 
     /// <summary>The run <paramref name="id"/>, or null.</summary>
-    public SessionRun? GetRun(string id) => SessionEvent.Read(Get(SessionEventTypes.Run, id), SessionJsonContext.Default.SessionRun);
+    public SessionRun? GetRun(string id) => TypedEntity(SessionEventTypes.Run, id, SessionJsonContext.Default.SessionRun);
 
     /// <summary>The presence of participant <paramref name="participantId"/>, or null.</summary>
-    public SessionPresence? GetPresence(string participantId) => SessionEvent.Read(Get(SessionEventTypes.Presence, participantId), SessionJsonContext.Default.SessionPresence);
+    public SessionPresence? GetPresence(string participantId) => TypedEntity(SessionEventTypes.Presence, participantId, SessionJsonContext.Default.SessionPresence);
+
+    private T? TypedEntity<T>(string type, string key, JsonTypeInfo<T> info)
+        where T : class
+    {
+        var id = (type, key);
+        if (_typedEntities.TryGetValue(id, out var cached))
+        {
+            return (T?)cached;
+        }
+
+        if (!_entities.TryGetValue(id, out var value))
+        {
+            return null;
+        }
+
+        var entity = SessionEvent.Read(value, info);
+        _typedEntities[id] = entity;
+        return entity;
+    }
 
     private IReadOnlyList<T> Typed<T>(string type, JsonTypeInfo<T> info)
         where T : class
@@ -89,9 +111,9 @@ public sealed class SessionState
         }
 
         var list = new List<T>();
-        foreach (var value in All(type))
+        foreach (var id in _order)
         {
-            if (SessionEvent.Read(value, info) is { } entity)
+            if (id.Type == type && TypedEntity(type, id.Key, info) is { } entity)
             {
                 list.Add(entity);
             }
@@ -179,7 +201,6 @@ public sealed class SessionState
     public void Apply(JsonObject message)
     {
         ArgumentNullException.ThrowIfNull(message);
-        _typed.Clear();
         if (message["headers"] is not JsonObject headers)
         {
             return;
@@ -189,6 +210,8 @@ public sealed class SessionState
         {
             _entities.Clear();
             _order.Clear();
+            _typed.Clear();
+            _typedEntities.Clear();
             return;
         }
 
@@ -209,6 +232,7 @@ public sealed class SessionState
         }
 
         var id = (type, key);
+        Changed(id);
         switch (operation)
         {
             case "insert":
@@ -263,6 +287,8 @@ public sealed class SessionState
             return;
         }
 
+        Changed((SessionEventTypes.Message, messageId));
+
         var index = SessionJson.Number(delta, "part") ?? 0;
         if (message["parts"] is not JsonArray parts)
         {
@@ -287,6 +313,12 @@ public sealed class SessionState
             var existing = SessionJson.Text(target, "text") ?? string.Empty;
             target["text"] = existing + text;
         }
+    }
+
+    private void Changed((string Type, string Key) id)
+    {
+        _typedEntities.Remove(id);
+        _typed.Remove(id.Type);
     }
 
     private static JsonObject Control(string signal, string offset)

@@ -64,4 +64,23 @@ public sealed class SessionStateTypedViewTests
         Assert.Equal("file", part.Type);
         Assert.Equal(7, part.Json.GetProperty("url").GetInt32());
     }
+
+    [Fact]
+    public void A_delta_reads_again_only_the_message_it_grew()
+    {
+        var session = new SessionFixture();
+        var run = session.StartedRun("First question");
+        var before = session.State.Messages;
+        var runBefore = session.State.GetRun(run.Id!);
+
+        session.Append(session.Events.Delta(run.MessageId!, 0, 0, "text", "An answer"));
+        var after = session.State.Messages;
+
+        // The user's message is the same object; the assistant's is read again with the new text; runs are untouched.
+        Assert.Same(before[0], after[0]);
+        Assert.NotSame(before[^1], after[^1]);
+        Assert.Equal("An answer", after[^1].Text);
+        Assert.Same(runBefore, session.State.GetRun(run.Id!));
+        Assert.Same(after, session.State.Messages);
+    }
 }

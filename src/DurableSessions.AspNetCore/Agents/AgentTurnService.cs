@@ -161,6 +161,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         }
 
         var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        var claimable = false;
         foreach (var agent in _agents.Values)
         {
             var key = TurnRecord.KeyOf(agent.Agent, stream);
@@ -177,10 +178,17 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
                 Wake(turn);
             }
 
+            claimable |= turn.Holder is null || turn.LeaseExpiresAt <= now;
             Save(turn);
         }
 
-        Signal();
+        // A message into a session whose turn is held (a conversation answered in one turn) gives waiting claims
+        // nothing new: only a turn that can be claimed wakes them.
+        if (claimable)
+        {
+            Signal();
+        }
+
         return true;
     }
 
@@ -210,16 +218,20 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
             // A lease another node granted runs out unseen by this node's timer: look again when it does.
             var untilExpiry = outcome.NextLeaseExpiry is { } expiry ? TimeSpan.FromMilliseconds(Math.Max(1, expiry - now.ToUnixTimeMilliseconds())) : remaining;
-            try
+            // Waited without a timeout exception: claims that find nothing are the common case of an idle agent.
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            var delay = Task.Delay(untilExpiry < remaining ? untilExpiry : remaining, _time, timeout.Token);
+            if (await Task.WhenAny(changed, delay).ConfigureAwait(false) != changed)
             {
-                await changed.WaitAsync(untilExpiry < remaining ? untilExpiry : remaining, _time, cancellationToken).ConfigureAwait(false);
-            }
-            catch (TimeoutException)
-            {
+                cancellationToken.ThrowIfCancellationRequested();
                 if (untilExpiry >= remaining)
                 {
                     return outcome;
                 }
+            }
+            else
+            {
+                await timeout.CancelAsync().ConfigureAwait(false);
             }
         }
     }

@@ -177,6 +177,7 @@ public sealed class InProcessTransport
         private readonly List<(Func<object, Task> Callback, object State)> _onCompleted = [];
         private readonly Lock _gate = new();
         private Stream? _stream;
+        private int _done;
 
         public int StatusCode { get; set; } = 200;
 
@@ -208,23 +209,37 @@ public sealed class InProcessTransport
 
         public void Abort()
         {
-            try
+            // A response read to its end (the common case: every append's answer) has nothing left to abort; cancelling
+            // a finished request would only cost an exception per request.
+            if (Volatile.Read(ref _done) == 0)
             {
-                _aborted.Cancel();
-            }
-            catch (ObjectDisposedException)
-            {
-                // The application is done with it already.
+                lock (_gate)
+                {
+                    if (_done == 0)
+                    {
+                        _aborted.Cancel();
+                    }
+                }
             }
 
             // The reading side goes away, as a closed socket would: the application's next write or flush sees the
             // response completed rather than failing.
             _pipe.Reader.Complete();
-            _started.TrySetException(new OperationCanceledException("The request was aborted."));
+            if (!_started.Task.IsCompleted)
+            {
+                _started.TrySetException(new OperationCanceledException("The request was aborted."));
+            }
         }
 
         /// <summary>Called once the application is done with the request.</summary>
-        public void Dispose() => _aborted.Dispose();
+        public void Dispose()
+        {
+            lock (_gate)
+            {
+                _done = 1;
+                _aborted.Dispose();
+            }
+        }
 
         public void OnStarting(Func<object, Task> callback, object state)
         {
