@@ -93,10 +93,12 @@ public sealed class DurableSessionsClient : IDisposable
 
                         if (next.Value.Type == "data")
                         {
+                            // One detached copy of the whole event's array; its elements stay valid with it, so the
+                            // messages are not copied one by one.
                             using var json = JsonDocument.Parse(next.Value.Data);
-                            foreach (var message in json.RootElement.EnumerateArray())
+                            foreach (var message in json.RootElement.Clone().EnumerateArray())
                             {
-                                pending.Add(message.Clone());
+                                pending.Add(message);
                             }
                         }
                         else if (next.Value.Type == "control")

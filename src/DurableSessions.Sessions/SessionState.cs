@@ -127,7 +127,7 @@ public sealed class SessionState
     /// <summary>Applies framed JSON stream data (messages separated by commas) ending at <paramref name="endPosition"/>.</summary>
     /// <remarks>Never throws on what is stored: a message that cannot be read or materialized is skipped.</remarks>
     public void ApplyChunk(ReadOnlySpan<byte> framedMessages, long endPosition)
-        => ApplyMessages(ParseEvents(framedMessages), endPosition);
+        => ApplyReadableMessages(ParseEvents(framedMessages), endPosition);
 
     /// <summary>
     /// Parses framed JSON stream data into one entry per stored message: the event, or null for a message that is not
@@ -194,11 +194,30 @@ public sealed class SessionState
     }
 
     /// <summary>
+    /// Applies messages that already passed <see cref="SessionEventRules.Validate"/> (from <see cref="ParseEvents"/>, or
+    /// checked on append): each event is walked once, not once more here.
+    /// </summary>
+    internal void ApplyReadableMessages(IEnumerable<JsonNode?> messages, long endPosition)
+    {
+        foreach (var message in messages)
+        {
+            if (message is JsonObject change)
+            {
+                Apply(change, readable: true);
+            }
+        }
+
+        Position = endPosition;
+    }
+
+    /// <summary>
     /// Applies one change or control message. Anything that is neither, and any change that is not a readable session
     /// event (<see cref="SessionEventRules.IsReadable"/>), is ignored, so readers of the state never meet a field of an
     /// unexpected kind.
     /// </summary>
-    public void Apply(JsonObject message)
+    public void Apply(JsonObject message) => Apply(message, readable: false);
+
+    private void Apply(JsonObject message, bool readable)
     {
         ArgumentNullException.ThrowIfNull(message);
         if (message["headers"] is not JsonObject headers)
@@ -216,7 +235,7 @@ public sealed class SessionState
         }
 
         if (!TryGetString(message, "type", out var type) || !TryGetString(message, "key", out var key)
-            || !TryGetString(headers, "operation", out var operation) || !SessionEventRules.IsReadable(message))
+            || !TryGetString(headers, "operation", out var operation) || (!readable && !SessionEventRules.IsReadable(message)))
         {
             return;
         }
@@ -239,13 +258,14 @@ public sealed class SessionState
             case "update":
                 if (message["value"] is JsonObject value)
                 {
-                    if (_entities.TryAdd(id, (JsonObject)value.DeepClone()))
+                    var copy = (JsonObject)value.DeepClone();
+                    if (_entities.TryAdd(id, copy))
                     {
                         _order.Add(id);
                     }
                     else
                     {
-                        _entities[id] = (JsonObject)value.DeepClone();
+                        _entities[id] = copy;
                     }
                 }
 

@@ -60,7 +60,8 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         _store.Fanout.AddObserver(change =>
         {
             // Each change is judged once, by the node that committed it.
-            if (!change.IsRemote && !change.Deleted && change.Chunk.End > change.Chunk.Start && SessionService.IsSessionPath(change.Path))
+            if (!change.IsRemote && !change.Deleted && change.Chunk.End > change.Chunk.Start && SessionService.IsSessionPath(change.Path)
+                && MayNameARun(change.Chunk.Data.Span))
             {
                 // Whether anybody was watching is decided when the change commits, not when it is processed: a client
                 // that leaves right after seeing the answer must not turn that answer into a notification.
@@ -166,6 +167,13 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
             }, CancellationToken.None);
         }
     }
+
+    /// <summary>
+    /// Whether a change may hold a run event, by its bytes: a streamed delta (most changes) is neither parsed nor
+    /// judged. JSON may spell the type with escapes, so any escape counts as a maybe.
+    /// </summary>
+    private static bool MayNameARun(ReadOnlySpan<byte> data)
+        => data.IndexOf("\"run\""u8) >= 0 || data.IndexOf("\\u"u8) >= 0;
 
     private static IEnumerable<JsonObject> FinishedRuns(LiveAppend change)
     {

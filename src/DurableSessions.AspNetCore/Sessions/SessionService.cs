@@ -160,7 +160,7 @@ internal sealed partial class SessionService : IDisposable
 
                 if (result.Status == AppendStatus.Appended && session.State.Position == result.TailPosition - request.Data.Units)
                 {
-                    session.State.ApplyMessages(messages, result.TailPosition);
+                    session.State.ApplyReadableMessages(messages, result.TailPosition);
                 }
 
                 if (result.Status == AppendStatus.Appended)
@@ -355,7 +355,7 @@ internal sealed partial class SessionService : IDisposable
 
         if (session.State.Position == result.TailPosition - payload.Units)
         {
-            session.State.ApplyMessages(events, result.TailPosition);
+            session.State.ApplyReadableMessages(events, result.TailPosition);
         }
 
         await CommittedAsync(session.Path, events, result.TailPosition, cancellationToken).ConfigureAwait(false);
