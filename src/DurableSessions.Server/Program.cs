@@ -1,15 +1,31 @@
+using System.Net;
+using System.Net.Sockets;
 using DurableSessions;
 using DurableSessions.AspNetCore;
 using DurableSessions.AspNetCore.Connections;
 
+var (configurationArgs, exitCode) = ServerCommandLine.Parse(args, Console.Out, Console.Error);
+if (configurationArgs is null)
+{
+    return exitCode;
+}
+
 // appsettings.json ships next to the executable; relative data paths resolve against the working directory.
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions
 {
-    Args = ServerCommandLine.Normalize(args),
+    Args = configurationArgs,
     ContentRootPath = AppContext.BaseDirectory,
     WebRootPath = Path.Combine(AppContext.BaseDirectory, "wwwroot"),
 });
-builder.WebHost.UseUrls(builder.Configuration["urls"] ?? "http://127.0.0.1:4437");
+var urls = builder.Configuration["urls"] ?? "http://127.0.0.1:4437";
+builder.WebHost.UseUrls(urls);
+
+// Settings that would otherwise fail deep inside the host: one line each, before anything starts.
+if ((StartupChecks.Configuration(builder.Configuration) ?? StartupChecks.Ports(urls)) is { } problem)
+{
+    return StartupChecks.Fail(problem);
+}
+
 var streamSettings = builder.Configuration.GetSection("DurableStreams").Get<DurableStreamsOptions>() ?? new DurableStreamsOptions();
 var connectionLimits = builder.Configuration.GetSection("Limits").Get<ConnectionLimitOptions>() ?? new ConnectionLimitOptions();
 builder.WebHost.ConfigureKestrel(kestrel =>
@@ -37,10 +53,10 @@ try
     // server with one line and a non-zero exit code instead of a host start-up stack trace.
     _ = app.Services.GetRequiredService<StreamStore>();
 }
-catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or Microsoft.Data.Sqlite.SqliteException or StreamStoreUnavailableException)
+catch (Exception ex)
 {
-    Console.Error.WriteLine($"DurableSessions cannot start: {ex.Message}");
-    return 1;
+    ServerLog.StartFailed(app.Logger, ex);
+    return StartupChecks.Fail(StartupChecks.Describe(ex, builder.Configuration));
 }
 
 app.UseDefaultFiles();
@@ -58,13 +74,29 @@ app.Lifetime.ApplicationStarted.Register(() =>
     {
         ServerLog.Listening(app.Logger, url);
     }
+
+    // The last line of a good start: where to click.
+    Console.WriteLine($"DurableSessions is ready: open {app.Urls.First().TrimEnd('/')}/ for the demo chat.");
 });
 
-app.Run();
+try
+{
+    await app.RunAsync().ConfigureAwait(false);
+}
+catch (Exception ex) when (ex is IOException or SocketException or InvalidOperationException)
+{
+    // Bound by another process between the check and the start, or a setting the checks could not see.
+    ServerLog.StartFailed(app.Logger, ex);
+    return StartupChecks.Fail(StartupChecks.Describe(ex, builder.Configuration));
+}
+
 return 0;
 
 internal static partial class ServerLog
 {
     [LoggerMessage(1, LogLevel.Information, "DurableSessions is listening on {Url} (streams under {Url}/v1/stream/)")]
     public static partial void Listening(ILogger logger, string url);
+
+    [LoggerMessage(2, LogLevel.Debug, "Start-up failed")]
+    public static partial void StartFailed(ILogger logger, Exception exception);
 }

@@ -207,7 +207,7 @@ public sealed class ServerProcess : IAsyncDisposable
         }
     }
 
-    private static string LocateServer()
+    internal static string LocateServer()
     {
         var directory = new DirectoryInfo(AppContext.BaseDirectory);
         while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "DurableSessions.slnx")))
