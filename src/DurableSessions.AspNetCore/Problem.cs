@@ -6,6 +6,9 @@ namespace DurableSessions.AspNetCore;
 /// <summary>Writes error responses: a status code and a small JSON body <c>{"error":{"code","message"}}</c>.</summary>
 internal static class Problem
 {
+    // The generated serializer with the relaxed encoder: a message quoting a header reads "Stream-Seq", not \u0022.
+    private static readonly ProblemJsonContext Relaxed = new(new JsonSerializerOptions { Encoder = DurableJson.SerializerOptions.Encoder });
+
     public static Task Write(HttpContext context, int status, string code, string message)
     {
         var response = context.Response;
@@ -17,7 +20,7 @@ internal static class Problem
         response.StatusCode = status;
         response.ContentType = "application/json";
         response.Headers.CacheControl = "no-store";
-        var body = JsonSerializer.SerializeToUtf8Bytes(new ErrorBody(new ErrorDetail(code, message)), ProblemJsonContext.Default.ErrorBody);
+        var body = JsonSerializer.SerializeToUtf8Bytes(new ErrorBody(new ErrorDetail(code, message)), Relaxed.ErrorBody);
         response.ContentLength = body.Length;
         return response.Body.WriteAsync(body, context.RequestAborted).AsTask();
     }
@@ -46,7 +49,7 @@ internal static class JsonResponse
 {
     public static Task Write(HttpContext context, int status, System.Text.Json.Nodes.JsonNode body)
     {
-        var bytes = JsonSerializer.SerializeToUtf8Bytes(body);
+        var bytes = DurableJson.ToUtf8Bytes(body);
         context.Response.StatusCode = status;
         context.Response.ContentType = "application/json";
         context.Response.Headers.CacheControl = "no-store";

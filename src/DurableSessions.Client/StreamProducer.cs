@@ -40,7 +40,7 @@ public sealed class StreamProducer : IDisposable
     public async Task<string> AppendAsync(JsonArray messages, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(messages);
-        var body = messages.ToJsonString();
+        var body = DurableJson.ToJsonString(messages);
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {

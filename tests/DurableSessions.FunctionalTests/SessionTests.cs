@@ -185,4 +185,29 @@ public sealed class SessionTests : IAsyncLifetime
         Assert.Equal(beforeOffset, afterOffset);
         Assert.Equal(before.ToJsonString(), after.ToJsonString());
     }
+
+    [Fact]
+    public async Task Json_is_written_readably_without_unicode_escapes_for_quotes_markup_or_accents()
+    {
+        const string text = "Grüße — \"quoted\" <b>bold</b> & 'single'";
+        await CreateSession("readable-json");
+        using (var posted = await Client.PostAsJsonAsync("/v1/sessions/readable-json/messages", new { text }))
+        {
+            Assert.Equal(HttpStatusCode.Created, posted.StatusCode);
+        }
+
+        foreach (var path in new[] { "/v1/stream/sessions/readable-json?offset=-1", "/v1/sessions/readable-json" })
+        {
+            using var response = await Client.GetAsync(path);
+            var raw = Encoding.UTF8.GetString(await response.Content.ReadAsByteArrayAsync());
+            Assert.Contains("Grüße — \\\"quoted\\\" <b>bold</b> & 'single'", raw, StringComparison.Ordinal);
+            Assert.DoesNotContain("\\u00", raw, StringComparison.Ordinal);
+        }
+
+        // Error bodies too: a message naming a value in quotes keeps its quotes.
+        using var refused = await Client.PutAsJsonAsync("/v1/sessions/readable-json-2", new { newMessagePolicy = "sometimes" });
+        var error = await refused.Content.ReadAsStringAsync();
+        Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+        Assert.DoesNotContain("\\u00", error, StringComparison.Ordinal);
+    }
 }

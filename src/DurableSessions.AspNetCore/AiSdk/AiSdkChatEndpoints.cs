@@ -387,7 +387,7 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
         private async Task WriteAsync(JsonObject chunk)
         {
-            await response.WriteAsync("data: " + chunk.ToJsonString() + "\n\n", Encoding.UTF8).ConfigureAwait(false);
+            await response.WriteAsync("data: " + DurableJson.ToJsonString(chunk) + "\n\n", Encoding.UTF8).ConfigureAwait(false);
             await response.Body.FlushAsync().ConfigureAwait(false);
         }
     }

@@ -190,7 +190,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
 
     private async Task DeliverAsync(string url, JsonObject notification)
     {
-        var body = JsonSerializer.SerializeToUtf8Bytes(notification);
+        var body = DurableJson.ToUtf8Bytes(notification);
         var id = notification["id"]!.GetValue<string>();
         var delay = _options.NotificationRetryDelay;
         for (var attempt = 1; attempt <= _options.NotificationAttempts && !_stopping.IsCancellationRequested; attempt++)

@@ -138,7 +138,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
 
         // The snapshot is a State Protocol message array; continue with the stream from Stream-Next-Offset.
         context.Response.Headers["Stream-Next-Offset"] = StreamOffset.Format(found.Offset);
-        var bytes = JsonSerializer.SerializeToUtf8Bytes(found.Snapshot);
+        var bytes = DurableJson.ToUtf8Bytes(found.Snapshot);
         context.Response.StatusCode = 200;
         context.Response.ContentType = "application/json";
         context.Response.Headers.CacheControl = "no-store";

@@ -544,7 +544,7 @@ internal sealed partial class SessionService : IDisposable
 
     private static StreamPayload Frame(IReadOnlyList<JsonObject> events)
     {
-        var bytes = JsonSerializer.SerializeToUtf8Bytes(new JsonArray([.. events]));
+        var bytes = DurableJson.ToUtf8Bytes(new JsonArray([.. events]));
 
         // Every field the server writes was checked where it came in; an event that cannot be framed is a server bug,
         // and must never be committed as something else (or as nothing).

@@ -20,7 +20,7 @@ internal sealed partial class SubscriptionDelivery(StreamStore store, WebhookSen
     public static byte[] WebhookBody(Subscription subscription, List<JsonObject> streams, WebhookSigningKeys keys)
     {
         var callbackUrl = $"{subscription.BaseUrl}{StreamPaths.Root}/{StreamPaths.Reserved}/subscriptions/{Uri.EscapeDataString(subscription.Id)}/callback";
-        return JsonSerializer.SerializeToUtf8Bytes(new JsonObject
+        return DurableJson.ToUtf8Bytes(new JsonObject
         {
             ["subscription_id"] = subscription.Id,
             ["wake_id"] = subscription.WakeId,
@@ -78,7 +78,7 @@ internal sealed partial class SubscriptionDelivery(StreamStore store, WebhookSen
             });
         }
 
-        var payload = JsonSerializer.SerializeToUtf8Bytes(events);
+        var payload = DurableJson.ToUtf8Bytes(events);
         if (!JsonFraming.TryFrame(payload, allowEmptyArray: false, out var framed, out _))
         {
             return;
