@@ -111,9 +111,10 @@ echo "==> TypeScript client (clients/typescript): type-check, build, tests again
 (cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error && npx tsc -p tsconfig.json)
 run_suite "TypeScript client" clients/typescript CLIENT_TEST_BASE_URL="http://127.0.0.1:$PORT"
 
-echo "==> browser tests (tests/browser): the demo page in headless Chromium ($CHROMIUM), playwright-core pinned in its package-lock.json"
+echo "==> browser tests (tests/browser): the demo page in headless Chromium ($CHROMIUM), served by the output of dotnet publish, at a 1280 px desktop and a 390 px phone; playwright-core pinned in its package-lock.json"
+dotnet publish src/DurableSessions.Server -c "$CONFIGURATION" --no-build -o "$WORK/publish" -nologo -v quiet
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
-run_suite browser tests/browser
+run_suite browser tests/browser DURABLE_SESSIONS_SERVER_DLL="$WORK/publish/DurableSessions.Server.dll"
 [[ -f tests/browser/artifacts/demo-page.png ]] && echo "screenshot: tests/browser/artifacts/demo-page.png"
 
 echo

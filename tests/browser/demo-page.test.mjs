@@ -234,3 +234,72 @@ test("a screenshot of the demo page", async () => {
   await context.close()
   await phone.close()
 })
+
+/** Boxes of the page's parts that a user must reach, and how wide the document is, at the page's viewport. */
+async function layout(page) {
+  return page.evaluate(() => {
+    const box = (el) => { const r = el.getBoundingClientRect(); return { left: r.left, right: r.right, top: r.top, bottom: r.bottom, visible: r.width > 0 && r.height > 0 } }
+    const parts = {}
+    for (const id of ["input", "send", "stop", "connection", "new-session", "share", "take-over", "presence"]) {
+      const el = document.getElementById(id)
+      if (el && !el.hidden) parts[id] = box(el)
+    }
+    return {
+      width: window.innerWidth,
+      height: window.innerHeight,
+      scrollWidth: Math.max(document.documentElement.scrollWidth, document.body.scrollWidth),
+      parts,
+      messages: [...document.querySelectorAll("#conversation .message")].map(box),
+    }
+  })
+}
+
+function expectOnScreen(view, what) {
+  expect(view.scrollWidth, `${what}: the page scrolls sideways`).toBeLessThanOrEqual(view.width)
+  for (const [id, box] of Object.entries(view.parts)) {
+    expect(box.visible, `${what}: #${id} is visible`).toBe(true)
+    expect(box.left, `${what}: #${id} starts on screen`).toBeGreaterThanOrEqual(0)
+    expect(box.right, `${what}: #${id} ends on screen`).toBeLessThanOrEqual(view.width)
+    expect(box.bottom, `${what}: #${id} is above the bottom edge`).toBeLessThanOrEqual(view.height)
+  }
+  for (const box of view.messages) {
+    expect(box.left, `${what}: a message starts on screen`).toBeGreaterThanOrEqual(0)
+    expect(box.right, `${what}: a message ends on screen`).toBeLessThanOrEqual(view.width)
+  }
+}
+
+for (const [name, viewport, mobile] of [["a 390 px phone", { width: 390, height: 844 }, true], ["a 1280 px desktop", { width: 1280, height: 800 }, false]]) {
+  test(`on ${name} the page fits the screen: no sideways scroll, composer, Send, Stop and status on screen, no failed request`, async () => {
+    const id = sessionId(mobile ? "phone" : "desktop")
+    const context = await browser.newContext({ viewport, isMobile: mobile, hasTouch: mobile, deviceScaleFactor: mobile ? 3 : 1 })
+    const page = await context.newPage()
+    const failed = []
+    page.on("response", (r) => { if (r.status() >= 400) failed.push(`${r.status()} ${r.url()}`) })
+    await page.goto(`${server.url}/#${id}`)
+    await page.locator("#connection.live").waitFor({ timeout: 15_000 })
+
+    await send(page, "A question long enough to wrap across several lines on a narrow phone screen, with a_rather_long_unbroken_word_that_must_not_push_the_page_sideways_at_all_0123456789")
+    await until(() => replyStreaming(page, 20), 20_000, "the reply to start streaming")
+    const streaming = await layout(page)
+    expect(streaming.parts.stop, "Stop is shown while the reply streams").toBeDefined()
+    expect(streaming.parts["take-over"], "the takeover control is reachable").toBeDefined()
+    expectOnScreen(streaming, `${name}, streaming`)
+
+    await until(async () => (await stored(id)).run?.status === "finished", 30_000, "the reply to finish")
+    await until(async () => (await page.locator("#conversation .message.assistant.streaming").count()) === 0, 10_000, "the page to show it finished")
+    expectOnScreen(await layout(page), `${name}, finished`)
+    expect(await page.locator("#conversation .message").count()).toBe(2)
+    expect(failed, "requests that failed").toEqual([])
+    // The icon the page names and the one browsers ask for by default are both served.
+    const icon = await page.evaluate(() => document.querySelector("link[rel=icon]")?.href)
+    for (const url of [icon, `${server.url}/favicon.ico`]) {
+      const response = await fetch(url)
+      expect(response.status, url).toBe(200)
+      expect(response.headers.get("content-type"), url).toMatch(/^image\//)
+    }
+
+    mkdirSync(artifacts, { recursive: true })
+    await page.screenshot({ path: join(artifacts, mobile ? "demo-page-phone.png" : "demo-page-desktop.png") })
+    await context.close()
+  })
+}
