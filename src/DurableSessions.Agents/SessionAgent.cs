@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using DurableSessions.Client;
@@ -397,6 +398,24 @@ public sealed partial class SessionAgent
 
     private async Task ExecuteRunAsync(SessionClient session, ActiveRun run, List<ChatMessage> history)
     {
+        using var activity = AgentTelemetry.Source.StartActivity("durable_sessions.agent.run");
+        activity?.SetTag("durable_sessions.session", session.Id);
+        activity?.SetTag("durable_sessions.run_id", run.RunId);
+        var started = Stopwatch.GetTimestamp();
+        AgentTelemetry.ActiveRuns.Add(1);
+        try
+        {
+            await ExecuteRunCoreAsync(session, run, history).ConfigureAwait(false);
+        }
+        finally
+        {
+            AgentTelemetry.ActiveRuns.Add(-1);
+            AgentTelemetry.RunDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
+        }
+    }
+
+    private async Task ExecuteRunCoreAsync(SessionClient session, ActiveRun run, List<ChatMessage> history)
+    {
         using var producer = new StreamProducer(_client, session.StreamPath, $"{_options.AgentId}/{run.RunId}");
         var text = new StringBuilder();
         var reasoning = new StringBuilder();
@@ -425,6 +444,7 @@ public sealed partial class SessionAgent
                             switch (content)
                             {
                                 case TextContent t when t.Text.Length > 0:
+                                    AgentTelemetry.Tokens.Add(1);
                                     text.Append(t.Text);
                                     deltas.Add(0, "text", t.Text);
                                     break;

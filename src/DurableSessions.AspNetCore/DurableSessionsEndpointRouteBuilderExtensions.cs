@@ -62,6 +62,7 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
         }
         catch (StreamStoreUnavailableException ex)
         {
+            Telemetry.StoreUnavailable.Add(1);
             if (context.Response.HasStarted)
             {
                 context.Abort();

@@ -30,6 +30,7 @@ public static class DurableSessionsServiceCollectionExtensions
         var sessionOptions = services.AddOptions<Sessions.SessionServiceOptions>();
         var access = services.AddOptions<Auth.AccessOptions>();
         var agents = services.AddOptions<Agents.AgentTurnOptions>();
+        services.AddHealthChecks().AddCheck<StoreHealthCheck>("store", tags: [StoreHealthCheck.ReadyTag]);
         if (configuration is not null)
         {
             streams.Bind(configuration.GetSection("DurableStreams"));

@@ -37,6 +37,7 @@ builder.WebHost.ConfigureKestrel(kestrel =>
     kestrel.UseConnectionLimits(connectionLimits);
 });
 builder.Services.AddDurableSessions(builder.Configuration);
+ServerTelemetry.AddTo(builder);
 
 // The hosted agent calls this server in process, without a socket (Agent:InProcess).
 DurableSessions.AspNetCore.InProcess.InProcessTransport.AddTo(builder.Services);
@@ -64,6 +65,7 @@ app.UseStaticFiles();
 app.MapGet("/health", (StreamStore store) => store.IsAvailable
     ? Results.Text("ok")
     : Results.Text("storage unavailable", statusCode: StatusCodes.Status503ServiceUnavailable));
+ServerTelemetry.Map(app);
 app.MapDurableStreams();
 app.MapDurableSessions();
 app.MapAiSdkChat();

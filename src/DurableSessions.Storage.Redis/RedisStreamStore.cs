@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
@@ -226,7 +227,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 await Call(_db.SetAddAsync(OwnerKey(owner), request.Path)).ConfigureAwait(false);
             }
 
-            Fanout.Publish(new LiveAppend(id, info.Path, new StreamChunk(forkPosition, info.TailPosition, request.InitialData.Data), info.Closed));
+            Fanout.Publish(new LiveAppend(id, info.Path, new StreamChunk(forkPosition, info.TailPosition, request.InitialData.Data), info.Closed) { Parent = Activity.Current?.Context ?? default });
             await WaitForReplicasAsync(keys.Meta).ConfigureAwait(false);
             return info;
         }
@@ -255,7 +256,15 @@ public sealed partial class RedisStreamStore : StreamStore
             request.ExpectedTail is { } expected ? expected : string.Empty, _channel.ToString(), _node, _options.InlineNotificationBytes,
             (long)_options.ProducerStateTtl.TotalMilliseconds,
         ];
-        var reply = (RedisResult[])(await ScriptAsync(RedisScripts.Append, keys, args).ConfigureAwait(false))!;
+        var started = Stopwatch.GetTimestamp();
+        RedisResult[] reply;
+        using (var commit = RedisTelemetry.Source.StartActivity("durable_sessions.redis.commit"))
+        {
+            reply = (RedisResult[])(await ScriptAsync(RedisScripts.Append, keys, args).ConfigureAwait(false))!;
+            commit?.SetTag("durable_sessions.stream", request.Path);
+        }
+
+        RedisTelemetry.CommitDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
         var status = (string)reply[0]!;
         var result = new AppendResult
         {
@@ -277,7 +286,7 @@ public sealed partial class RedisStreamStore : StreamStore
             // Published here at once, whatever the replicas say: the other nodes already have the notification.
             var start = result.TailPosition - request.Data.Units;
             var id = long.Parse((string)reply[5]!, CultureInfo.InvariantCulture);
-            Fanout.Publish(new LiveAppend(id, request.Path, new StreamChunk(start, result.TailPosition, request.Data.Data), result.Closed));
+            Fanout.Publish(new LiveAppend(id, request.Path, new StreamChunk(start, result.TailPosition, request.Data.Data), result.Closed) { Parent = Activity.Current?.Context ?? default });
         }
 
         if (result.Status is AppendStatus.Appended or AppendStatus.Duplicate)

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using DurableSessions.Live;
 
 namespace DurableSessions.Storage.Sqlite;
@@ -6,6 +7,9 @@ public sealed partial class SqliteStreamStore
 {
     private abstract class WriteCommand
     {
+        /// <summary>The trace context of the request that issued the write (default when untraced).</summary>
+        public ActivityContext Parent { get; } = Activity.Current?.Context ?? default;
+
         public abstract void Execute(BatchContext context);
 
         public abstract void Acknowledge();
@@ -132,7 +136,7 @@ public sealed partial class SqliteStreamStore
                 context.Stage(source with { ForkCount = source.ForkCount + 1 }, persistRow: false);
             }
 
-            context.Published.Add(new LiveAppend(id, info.Path, new StreamChunk(forkPosition, tail, request.InitialData.Data), info.Closed));
+            context.Published.Add(new LiveAppend(id, info.Path, new StreamChunk(forkPosition, tail, request.InitialData.Data), info.Closed) { Parent = Parent });
             return new CreateStreamResult(CreateStreamStatus.Created, info);
         }
     }
@@ -177,7 +181,7 @@ public sealed partial class SqliteStreamStore
 
             var updated = AppendRules.Apply(stream, request, context.Now);
             context.Stage(updated, persistRow: updated.Closed != stream.Closed || updated.LastStreamSeq != stream.LastStreamSeq);
-            context.Published.Add(new LiveAppend(stream.Id, stream.Path, new StreamChunk(stream.TailPosition, updated.TailPosition, request.Data.Data), updated.Closed));
+            context.Published.Add(new LiveAppend(stream.Id, stream.Path, new StreamChunk(stream.TailPosition, updated.TailPosition, request.Data.Data), updated.Closed) { Parent = Parent });
             return decision.Result;
         }
     }

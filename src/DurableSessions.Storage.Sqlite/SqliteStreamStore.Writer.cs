@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using DurableSessions.Live;
 using Microsoft.Data.Sqlite;
 using Microsoft.Win32.SafeHandles;
@@ -60,6 +61,7 @@ public sealed partial class SqliteStreamStore
 
     private bool CommitBatch(List<WriteCommand> batch, BatchContext context)
     {
+        var started = Stopwatch.GetTimestamp();
         context.Reset(TimeProvider.GetUtcNow());
         try
         {
@@ -94,9 +96,11 @@ public sealed partial class SqliteStreamStore
 
         Interlocked.Increment(ref _commits);
         Interlocked.Add(ref _committedRequests, batch.Count);
-        StoreMetrics.Commits.Add(1);
-        StoreMetrics.GroupSize.Record(batch.Count);
-        _syncQueue.Enqueue(context.ApplyToWriterState([.. batch]));
+        StoreTelemetry.Commits.Add(1);
+        StoreTelemetry.GroupSize.Record(batch.Count);
+        var publish = context.ApplyToWriterState([.. batch]);
+        publish.Started = started;
+        _syncQueue.Enqueue(publish);
         return true;
     }
 
@@ -208,6 +212,7 @@ public sealed partial class SqliteStreamStore
                 }
 
                 batch.ApplyToReaders(this);
+                batch.Committed();
                 foreach (var change in batch.LiveChanges)
                 {
                     Fanout.Publish(change);
@@ -227,6 +232,32 @@ public sealed partial class SqliteStreamStore
     private sealed class PublishBatch(WriteCommand[] commands, List<(string Path, StreamInfo? Info, long Id)> streams, List<LiveAppend> liveChanges)
     {
         public WriteCommand[] Commands => commands;
+
+        /// <summary>When the group commit started (a <see cref="Stopwatch"/> timestamp).</summary>
+        public long Started { get; set; }
+
+        /// <summary>Records the commit's duration, and a commit span under each traced request of the group.</summary>
+        public void Committed()
+        {
+            var elapsed = Stopwatch.GetElapsedTime(Started);
+            StoreTelemetry.CommitDuration.Record(elapsed.TotalSeconds);
+            if (!StoreTelemetry.Source.HasListeners())
+            {
+                return;
+            }
+
+            var end = DateTimeOffset.UtcNow;
+            foreach (var command in commands)
+            {
+                if (command.Parent != default
+                    && StoreTelemetry.Source.StartActivity("durable_sessions.sqlite.commit", ActivityKind.Internal, command.Parent, startTime: end - elapsed) is { } activity)
+                {
+                    activity.SetTag("durable_sessions.sqlite.group_size", commands.Length);
+                    activity.SetEndTime(end.UtcDateTime);
+                    activity.Dispose();
+                }
+            }
+        }
 
         public List<LiveAppend> LiveChanges => liveChanges;
 

@@ -25,6 +25,7 @@ internal sealed class SessionFeed(StreamStore store)
             yield break;
         }
 
+        using var reader = Telemetry.Reader("ai-sdk");
         var follow = new StreamFollower(store, stream).FollowAsync(from, cancellationToken).GetAsyncEnumerator(cancellationToken);
         await using var followScope = follow.ConfigureAwait(false);
         while (true)

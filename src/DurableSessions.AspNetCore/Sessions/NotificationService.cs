@@ -213,6 +213,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
 
             if (outcome.IsSuccess)
             {
+                Telemetry.NotificationsSent.Add(1);
                 Log.Delivered(_logger, id, attempt);
                 return;
             }
@@ -231,6 +232,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
             delay *= 2;
         }
 
+        Telemetry.NotificationsFailed.Add(1);
         Log.Dropped(_logger, id);
     }
 

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Collections.Concurrent;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -48,7 +49,12 @@ internal sealed partial class SessionService : IDisposable
         _events = new SessionEvents(_time);
         var period = TimeSpan.FromTicks(Math.Clamp(_options.MemoryIdleTimeout.Ticks / 4, TimeSpan.TicksPerMillisecond * 50, TimeSpan.TicksPerMinute));
         _evictionTimer = _time.CreateTimer(_ => Trim(keep: null), null, period, period);
+        _activeSessions = () => _sessions.Count;
+        Telemetry.ObserveActiveSessions(_activeSessions);
     }
+
+    // Held here: the gauge holds its sources weakly, so it forgets a disposed service.
+    private readonly Func<long> _activeSessions;
 
     /// <summary>How many sessions are materialized in memory now (for tests and diagnostics).</summary>
     internal int CachedSessionCount => _sessions.Count;
@@ -165,7 +171,7 @@ internal sealed partial class SessionService : IDisposable
 
                 if (result.Status == AppendStatus.Appended)
                 {
-                    await CommittedAsync(request.Path, messages, result.TailPosition, cancellationToken).ConfigureAwait(false);
+                    await CommittedAsync(session, messages, result.TailPosition, cancellationToken).ConfigureAwait(false);
                 }
 
                 return (result, null);
@@ -190,6 +196,7 @@ internal sealed partial class SessionService : IDisposable
         var result = await DecideAsync(sessionId, state => SessionRules.Cancel(state, runId, by, _events), cancellationToken).ConfigureAwait(false);
         if (result.Status == 200)
         {
+            Telemetry.Cancels.Add(1);
             Log.Cancelled(_logger, sessionId, runId, StreamOffset.Format(result.Offset));
         }
 
@@ -358,7 +365,7 @@ internal sealed partial class SessionService : IDisposable
             session.State.ApplyReadableMessages(events, result.TailPosition);
         }
 
-        await CommittedAsync(session.Path, events, result.TailPosition, cancellationToken).ConfigureAwait(false);
+        await CommittedAsync(session, events, result.TailPosition, cancellationToken).ConfigureAwait(false);
         return result;
     }
 
@@ -366,8 +373,11 @@ internal sealed partial class SessionService : IDisposable
     /// Hands a committed append's events, parsed once, to the agents' turns when they need an answer (durable before the
     /// append is acknowledged).
     /// </summary>
-    private async Task CommittedAsync(string path, IEnumerable<JsonNode?> events, long tailPosition, CancellationToken cancellationToken)
+    private async Task CommittedAsync(Session session, IEnumerable<JsonNode?> events, long tailPosition, CancellationToken cancellationToken)
     {
+        var path = session.Path;
+        session.RememberMessageTraces(events);
+        Telemetry.SessionEventsCommitted(events, session.MessageTrace);
         if (NeedsAnswer(events))
         {
             await _turns.MarkAsync(path, tailPosition, cancellationToken).ConfigureAwait(false);
@@ -574,6 +584,47 @@ internal sealed partial class SessionService : IDisposable
 
         /// <summary>Set (under the lock) when the session was dropped from memory.</summary>
         public bool Evicted { get; set; }
+
+        // The trace of the request that posted each of the latest messages, for the span of the run that answers it.
+        private readonly Queue<(string MessageId, ActivityContext Trace)> _messageTraces = new();
+
+        /// <summary>Remembers (under the lock) the current trace for user messages inserted by these events.</summary>
+        public void RememberMessageTraces(IEnumerable<JsonNode?> events)
+        {
+            if (Activity.Current?.Context is not { } trace || trace == default)
+            {
+                return;
+            }
+
+            foreach (var node in events)
+            {
+                if (SessionJson.Text(node, "type") == SessionEventTypes.Message && SessionJson.Text(node?["headers"], "operation") == "insert"
+                    && SessionJson.Text(node?["value"], "role") == "user" && SessionJson.Text(node, "key") is { } id)
+                {
+                    _messageTraces.Enqueue((id, trace));
+                    if (_messageTraces.Count > MaxMessageTraces)
+                    {
+                        _messageTraces.Dequeue();
+                    }
+                }
+            }
+        }
+
+        /// <summary>The trace of the request that posted message <paramref name="messageId"/>, if it is remembered.</summary>
+        public ActivityContext MessageTrace(string messageId)
+        {
+            foreach (var (id, trace) in _messageTraces)
+            {
+                if (id == messageId)
+                {
+                    return trace;
+                }
+            }
+
+            return default;
+        }
+
+        private const int MaxMessageTraces = 8;
     }
 
     private static partial class Log

@@ -80,10 +80,18 @@ internal sealed partial class StreamRequestHandler
         switch (mode)
         {
             case LiveMode.Sse:
-                await ServeSseAsync(context, stream, from, cursor).ConfigureAwait(false);
+                using (Telemetry.Reader("sse"))
+                {
+                    await ServeSseAsync(context, stream, from, cursor).ConfigureAwait(false);
+                }
+
                 return;
             case LiveMode.LongPoll:
-                await ServeLongPollAsync(context, stream, from, cursor).ConfigureAwait(false);
+                using (Telemetry.Reader("long-poll"))
+                {
+                    await ServeLongPollAsync(context, stream, from, cursor).ConfigureAwait(false);
+                }
+
                 return;
             default:
                 if (fromNow)

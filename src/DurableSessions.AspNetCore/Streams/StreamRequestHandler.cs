@@ -276,6 +276,15 @@ internal sealed partial class StreamRequestHandler
 
     private async Task AppendAsync(HttpContext context, string path)
     {
+        // The append's span; the store's commit and the fan-out to live readers are its children.
+        using var activity = Telemetry.Source.StartActivity("durable_sessions.append");
+        activity?.SetTag("durable_sessions.stream", path);
+        await AppendCoreAsync(context, path).ConfigureAwait(false);
+        activity?.SetTag("http.response.status_code", context.Response.StatusCode);
+    }
+
+    private async Task AppendCoreAsync(HttpContext context, string path)
+    {
         var headers = context.Request.Headers;
         var producerIdHeader = headers[ProtocolHeaders.ProducerId];
         var producerEpochHeader = headers[ProtocolHeaders.ProducerEpoch];

@@ -1,3 +1,5 @@
+using System.Diagnostics;
+
 namespace DurableSessions.Live;
 
 /// <summary>
@@ -43,6 +45,12 @@ public sealed class LiveAppend
     /// that committed it.
     /// </summary>
     public bool IsRemote { get; }
+
+    /// <summary>
+    /// The trace context of the request that committed the change (default when it was not traced): the fan-out's span is
+    /// its child, so one trace runs from the HTTP append through the commit to the delivery.
+    /// </summary>
+    public ActivityContext Parent { get; init; }
 
     /// <summary>Returns the shared encoding of this change, creating it on first use.</summary>
     /// <remarks>Thread-safe; the factory may run more than once under a race, but one result wins for everybody.</remarks>

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Threading.Channels;
 
@@ -35,6 +36,7 @@ public sealed class StreamFanout
         ArgumentOutOfRangeException.ThrowIfLessThan(queueBytes, 1);
         _queueCapacity = queueCapacity;
         _queueBytes = queueBytes;
+        CoreTelemetry.Register(this);
     }
 
     /// <summary>The number of streams with at least one live reader.</summary>
@@ -75,6 +77,21 @@ public sealed class StreamFanout
     /// <summary>Delivers a committed change to every live reader of its stream.</summary>
     public void Publish(LiveAppend change)
     {
+        if (!change.IsRemote && !change.Deleted && change.Chunk.Data.Length > 0)
+        {
+            CoreTelemetry.Appends.Add(1);
+            CoreTelemetry.AppendBytes.Add(change.Chunk.Data.Length);
+        }
+
+        // A child of the request that committed the change, when it was traced (null, and free, otherwise).
+        using var activity = change.Parent == default ? null : CoreTelemetry.Source.StartActivity("durable_sessions.fanout", ActivityKind.Internal, change.Parent);
+        activity?.SetTag("durable_sessions.stream", change.Path);
+        PublishCore(change);
+        activity?.SetTag("durable_sessions.readers", _streams.TryGetValue(change.StreamId, out var readers) ? readers.Items.Length : 0);
+    }
+
+    private void PublishCore(LiveAppend change)
+    {
         foreach (var observer in _observers)
         {
             try
@@ -112,6 +129,21 @@ public sealed class StreamFanout
                 subscription.CutOff();
             }
         }
+    }
+
+    /// <summary>Sums <paramref name="measure"/> over the live readers (for the fan-out gauges).</summary>
+    internal long Sum(Func<LiveSubscription, long> measure)
+    {
+        long total = 0;
+        foreach (var list in _streams.Values)
+        {
+            foreach (var subscription in list.Items)
+            {
+                total += measure(subscription);
+            }
+        }
+
+        return total;
     }
 
     internal void Unsubscribe(LiveSubscription subscription)
@@ -194,6 +226,7 @@ public sealed class LiveSubscription : IDisposable
         if (!FellBehind)
         {
             FellBehind = true;
+            CoreTelemetry.ReadersCutOff.Add(1);
             _queue.Writer.TryComplete();
         }
     }

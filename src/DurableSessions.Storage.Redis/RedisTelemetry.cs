@@ -1,0 +1,17 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+
+namespace DurableSessions.Storage.Redis;
+
+/// <summary>Metrics and traces of the Redis store: meter and activity source <c>DurableSessions.Storage.Redis</c>.</summary>
+internal static class RedisTelemetry
+{
+    public const string Name = "DurableSessions.Storage.Redis";
+
+    public static readonly ActivitySource Source = new(Name, typeof(RedisTelemetry).Assembly.GetName().Version?.ToString());
+
+    private static readonly Meter Meter = new(Name, typeof(RedisTelemetry).Assembly.GetName().Version?.ToString());
+
+    public static readonly Histogram<double> CommitDuration = Meter.CreateHistogram<double>(
+        "durable_sessions.redis.commit.duration", "s", "One append's commit: the atomic append script on Redis, from send to reply.");
+}

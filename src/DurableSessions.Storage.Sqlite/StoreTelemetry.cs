@@ -1,0 +1,21 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+
+namespace DurableSessions.Storage.Sqlite;
+
+/// <summary>Metrics and traces of the SQLite store: meter and activity source <c>DurableSessions.Storage.Sqlite</c>.</summary>
+internal static class StoreTelemetry
+{
+    public const string Name = "DurableSessions.Storage.Sqlite";
+
+    public static readonly ActivitySource Source = new(Name, typeof(StoreTelemetry).Assembly.GetName().Version?.ToString());
+
+    private static readonly Meter Meter = new(Name, typeof(StoreTelemetry).Assembly.GetName().Version?.ToString());
+
+    public static readonly Counter<long> Commits = Meter.CreateCounter<long>("durable_sessions.sqlite.commits", "{commit}", "Group commits (transactions).");
+
+    public static readonly Histogram<int> GroupSize = Meter.CreateHistogram<int>("durable_sessions.sqlite.group_size", "{request}", "Write requests per group commit.");
+
+    public static readonly Histogram<double> CommitDuration = Meter.CreateHistogram<double>(
+        "durable_sessions.sqlite.commit.duration", "s", "From the start of a group commit until it is durable (flushed, with Durability=Fsync) and acknowledged.");
+}
