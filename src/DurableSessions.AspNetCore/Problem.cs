@@ -6,9 +6,6 @@ namespace DurableSessions.AspNetCore;
 /// <summary>Writes error responses: a status code and a small JSON body <c>{"error":{"code","message"}}</c>.</summary>
 internal static class Problem
 {
-    // The generated serializer with the relaxed encoder: a message quoting a header reads "Stream-Seq", not \u0022.
-    private static readonly ProblemJsonContext Relaxed = new(new JsonSerializerOptions { Encoder = DurableJson.SerializerOptions.Encoder });
-
     public static Task Write(HttpContext context, int status, string code, string message)
     {
         var response = context.Response;
@@ -20,7 +17,8 @@ internal static class Problem
         response.StatusCode = status;
         response.ContentType = "application/json";
         response.Headers.CacheControl = "no-store";
-        var body = JsonSerializer.SerializeToUtf8Bytes(new ErrorBody(new ErrorDetail(code, message)), Relaxed.ErrorBody);
+        // Written with the relaxed encoder: a message quoting a header reads "Stream-Seq", not \u0022Stream-Seq\u0022.
+        var body = DurableJson.ToUtf8Bytes(new System.Text.Json.Nodes.JsonObject { ["error"] = new System.Text.Json.Nodes.JsonObject { ["code"] = code, ["message"] = message } });
         response.ContentLength = body.Length;
         return response.Body.WriteAsync(body, context.RequestAborted).AsTask();
     }
@@ -57,11 +55,3 @@ internal static class JsonResponse
         return context.Response.Body.WriteAsync(bytes, context.RequestAborted).AsTask();
     }
 }
-
-internal sealed record ErrorBody(ErrorDetail Error);
-
-internal sealed record ErrorDetail(string Code, string Message);
-
-[System.Text.Json.Serialization.JsonSourceGenerationOptions(PropertyNamingPolicy = System.Text.Json.Serialization.JsonKnownNamingPolicy.CamelCase)]
-[System.Text.Json.Serialization.JsonSerializable(typeof(ErrorBody))]
-internal sealed partial class ProblemJsonContext : System.Text.Json.Serialization.JsonSerializerContext;
