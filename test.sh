@@ -111,6 +111,20 @@ echo "==> TypeScript client (clients/typescript): type-check, build, tests again
 (cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error && npx tsc -p tsconfig.json)
 run_suite "TypeScript client" clients/typescript CLIENT_TEST_BASE_URL="http://127.0.0.1:$PORT"
 
+echo "==> packages: dotnet pack of every library and npm pack of the TypeScript client; samples/PackageConsumer, a project outside the solution, restores them from that local feed, builds and asks the server's agent a question"
+PACKAGE_VERSION="0.9.0-ci.$(date +%s)"
+PACKAGES_OK=1
+dotnet pack DurableSessions.slnx -c "$CONFIGURATION" --no-build -o "$WORK/feed" -p:VersionSuffix="ci.${PACKAGE_VERSION##*-ci.}" -nologo -v quiet || PACKAGES_OK=0
+ls "$WORK/feed"/*.nupkg 2>/dev/null | sed 's|.*/|  |'
+(cd clients/typescript && npm pack --pack-destination "$WORK/feed" --silent >/dev/null) || PACKAGES_OK=0
+TARBALL=$(ls "$WORK/feed"/*.tgz 2>/dev/null | head -1)
+for entry in package/dist/index.js package/dist/index.d.ts package/package.json; do
+  tar -tzf "$TARBALL" | grep -qx "$entry" || { echo "error: $entry is missing from the npm package" >&2; PACKAGES_OK=0; }
+done
+dotnet run --project samples/PackageConsumer -c "$CONFIGURATION" -p:DurableSessionsVersion="$PACKAGE_VERSION" \
+  -p:RestoreAdditionalProjectSources="$WORK/feed" -- "http://127.0.0.1:$PORT" || PACKAGES_OK=0
+if [[ $PACKAGES_OK -eq 1 ]]; then PASSED=$((PASSED + 1)); SUMMARY+=("packages 1 passed, 0 failed"); else FAILED=$((FAILED + 1)); STATUS=1; SUMMARY+=("packages 0 passed, 1 failed"); fi
+
 echo "==> browser tests (tests/browser): the demo page in headless Chromium ($CHROMIUM), served by the output of dotnet publish, at a 1280 px desktop and a 390 px phone; playwright-core pinned in its package-lock.json"
 dotnet publish src/DurableSessions.Server -c "$CONFIGURATION" --no-build -o "$WORK/publish" -nologo -v quiet
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)

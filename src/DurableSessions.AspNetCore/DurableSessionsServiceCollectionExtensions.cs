@@ -1,8 +1,6 @@
 using DurableSessions.AspNetCore.Streams;
 using DurableSessions.AspNetCore.Subscriptions;
 using DurableSessions.Live;
-using DurableSessions.Storage.Redis;
-using DurableSessions.Storage.Sqlite;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -16,16 +14,14 @@ namespace DurableSessions.AspNetCore;
 public static class DurableSessionsServiceCollectionExtensions
 {
     /// <summary>
-    /// Adds the Durable Streams endpoints' services, bound to the <c>DurableStreams</c>, <c>Storage</c>, <c>Sessions</c>,
-    /// <c>Subscriptions</c> and <c>Auth</c> configuration sections. <c>Storage:Store</c> selects the store: <c>sqlite</c>
-    /// (the embedded default, <c>Storage:Sqlite</c>) or <c>redis</c> (<c>Storage:Redis</c>, for many server nodes), unless
-    /// a <see cref="StreamStore"/> is already registered.
+    /// Adds the Durable Streams endpoints' services, bound to the <c>DurableStreams</c>, <c>Sessions</c>,
+    /// <c>Subscriptions</c>, <c>Agents</c> and <c>Auth</c> configuration sections. Plug a store into the returned builder:
+    /// <c>.AddSqliteStore(…)</c> (package DurableSessions.Storage.Sqlite) or <c>.AddRedisStore(…)</c>
+    /// (DurableSessions.Storage.Redis), unless a <see cref="StreamStore"/> is registered already.
     /// </summary>
-    public static IServiceCollection AddDurableSessions(this IServiceCollection services, IConfiguration? configuration = null)
+    public static IDurableSessionsBuilder AddDurableSessions(this IServiceCollection services, IConfiguration? configuration = null)
     {
         var streams = services.AddOptions<DurableStreamsOptions>();
-        var sqlite = services.AddOptions<SqliteStreamStoreOptions>();
-        var redis = services.AddOptions<RedisStreamStoreOptions>();
         var subscriptions = services.AddOptions<SubscriptionOptions>();
         var sessionOptions = services.AddOptions<Sessions.SessionServiceOptions>();
         var access = services.AddOptions<Auth.AccessOptions>();
@@ -34,8 +30,6 @@ public static class DurableSessionsServiceCollectionExtensions
         if (configuration is not null)
         {
             streams.Bind(configuration.GetSection("DurableStreams"));
-            sqlite.Bind(configuration.GetSection("Storage:Sqlite"));
-            redis.Bind(configuration.GetSection("Storage:Redis"));
             subscriptions.Bind(configuration.GetSection("Subscriptions"));
             sessionOptions.Bind(configuration.GetSection("Sessions"));
             access.Bind(configuration.GetSection("Auth"));
@@ -48,28 +42,10 @@ public static class DurableSessionsServiceCollectionExtensions
         sessionOptions.Validate(o => !o.Validate().Any(), "Invalid Sessions settings: MemoryIdleTimeout must be from 1 ms to 1 day, MaxInMemory from 1 to 1000000, MaxConcurrentNotifications from 1 to 10000.").ValidateOnStart();
         services.TryAddSingleton(TimeProvider.System);
         services.TryAddSingleton(sp => new StreamFanout(queueBytes: sp.GetRequiredService<IOptions<DurableStreamsOptions>>().Value.MaxReaderQueueBytes));
-        var store = configuration?["Storage:Store"] ?? "sqlite";
-        if (store.Equals("redis", StringComparison.OrdinalIgnoreCase))
-        {
-            // Connected at start-up: a server that cannot reach its store should say so at once, not on the first request.
-            services.TryAddSingleton<StreamStore>(sp => RedisStreamStore.ConnectAsync(
-                sp.GetRequiredService<IOptions<RedisStreamStoreOptions>>().Value,
-                sp.GetRequiredService<TimeProvider>(),
-                sp.GetRequiredService<StreamFanout>(),
-                sp.GetRequiredService<ILogger<RedisStreamStore>>()).GetAwaiter().GetResult());
-        }
-        else if (store.Equals("sqlite", StringComparison.OrdinalIgnoreCase))
-        {
-            services.TryAddSingleton<StreamStore>(sp => SqliteStreamStore.Open(
-                sp.GetRequiredService<IOptions<SqliteStreamStoreOptions>>().Value,
-                sp.GetRequiredService<TimeProvider>(),
-                sp.GetRequiredService<StreamFanout>(),
-                sp.GetRequiredService<ILogger<SqliteStreamStore>>()));
-        }
-        else
-        {
-            throw new InvalidOperationException($"Storage:Store is '{store}'; use 'sqlite' (the default) or 'redis'.");
-        }
+
+        // Until a store is plugged in: a clear error at start instead of an unresolved service.
+        services.TryAddSingleton<StreamStore>(_ => throw new InvalidOperationException(
+            "DurableSessions has no store: call AddSqliteStore() or AddRedisStore() on the builder AddDurableSessions() returns."));
         services.TryAddSingleton<Auth.AccessControl>();
         services.TryAddSingleton(sp => sp.GetRequiredService<Auth.AccessControl>().Tokens);
         services.TryAddSingleton<StreamRequestHandler>();
@@ -91,6 +67,11 @@ public static class DurableSessionsServiceCollectionExtensions
         services.TryAddSingleton<SubscriptionService>();
         services.AddHostedService(sp => sp.GetRequiredService<SubscriptionService>());
         services.TryAddSingleton<SubscriptionEndpoints>();
-        return services;
+        return new Builder(services);
+    }
+
+    private sealed class Builder(IServiceCollection services) : IDurableSessionsBuilder
+    {
+        public IServiceCollection Services => services;
     }
 }

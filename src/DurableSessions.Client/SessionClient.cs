@@ -75,7 +75,7 @@ public sealed class SessionClient
             {
                 using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Get, $"/v1/sessions/{Id}"), cancellationToken).ConfigureAwait(false);
                 var body = await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false);
-                return (JsonNode.Parse(body)!.AsArray(), response.Headers.GetValues("Stream-Next-Offset").Single());
+                return (JsonNode.Parse(body)!.AsArray(), response.Headers.GetValues(StreamHeaders.NextOffset).Single());
             }
             catch (Exception ex) when (ex is HttpRequestException or IOException or JsonException && !cancellationToken.IsCancellationRequested)
             {

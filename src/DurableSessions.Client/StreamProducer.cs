@@ -48,13 +48,13 @@ public sealed class StreamProducer : IDisposable
             using var response = await _client.SendWithRetryAsync(() =>
             {
                 var request = _client.CreateRequest(HttpMethod.Post, $"/v1/stream/{Path}", body);
-                request.Headers.Add("Producer-Id", ProducerId);
-                request.Headers.Add("Producer-Epoch", Epoch.ToString(CultureInfo.InvariantCulture));
-                request.Headers.Add("Producer-Seq", seq);
+                request.Headers.Add(StreamHeaders.ProducerId, ProducerId);
+                request.Headers.Add(StreamHeaders.ProducerEpoch, Epoch.ToString(CultureInfo.InvariantCulture));
+                request.Headers.Add(StreamHeaders.ProducerSeq, seq);
                 return request;
             }, cancellationToken).ConfigureAwait(false);
             _seq++;
-            return response.Headers.TryGetValues("Stream-Next-Offset", out var offsets) ? offsets.First() : string.Empty;
+            return response.Headers.TryGetValues(StreamHeaders.NextOffset, out var offsets) ? offsets.First() : string.Empty;
         }
         finally
         {

@@ -3,6 +3,8 @@ using System.Net.Sockets;
 using DurableSessions;
 using DurableSessions.AspNetCore;
 using DurableSessions.AspNetCore.Connections;
+using DurableSessions.Storage.Redis;
+using DurableSessions.Storage.Sqlite;
 
 var (configurationArgs, exitCode) = ServerCommandLine.Parse(args, Console.Out, Console.Error);
 if (configurationArgs is null)
@@ -36,7 +38,16 @@ builder.WebHost.ConfigureKestrel(kestrel =>
     kestrel.AddServerHeader = false;
     kestrel.UseConnectionLimits(connectionLimits);
 });
-builder.Services.AddDurableSessions(builder.Configuration);
+var durableSessions = builder.Services.AddDurableSessions(builder.Configuration);
+if (string.Equals(builder.Configuration["Storage:Store"], "redis", StringComparison.OrdinalIgnoreCase))
+{
+    durableSessions.AddRedisStore(builder.Configuration.GetSection("Storage:Redis"));
+}
+else
+{
+    durableSessions.AddSqliteStore(builder.Configuration.GetSection("Storage:Sqlite"));
+}
+
 ServerTelemetry.AddTo(builder);
 
 // The hosted agent calls this server in process, without a socket (Agent:InProcess).

@@ -39,8 +39,7 @@ public sealed class InProcessServer : IAsyncDisposable
             builder.Services.AddSingleton(time);
         }
 
-        builder.Services.AddDurableSessions();
-        builder.Services.Configure<SqliteStreamStoreOptions>(o => o.DataDirectory = directory);
+        builder.Services.AddDurableSessions().AddSqliteStore(o => o.DataDirectory = directory);
         builder.Services.Configure<DurableStreamsOptions>(o =>
         {
             o.LongPollTimeout = TimeSpan.FromSeconds(2);

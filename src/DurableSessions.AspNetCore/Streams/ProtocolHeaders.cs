@@ -1,24 +1,24 @@
 namespace DurableSessions.AspNetCore.Streams;
 
-/// <summary>Header names of the Durable Streams protocol.</summary>
+/// <summary>Header names of the Durable Streams protocol (from <see cref="StreamHeaders"/>) and the server's CORS lists.</summary>
 internal static class ProtocolHeaders
 {
-    public const string NextOffset = "Stream-Next-Offset";
-    public const string UpToDate = "Stream-Up-To-Date";
-    public const string Cursor = "Stream-Cursor";
-    public const string Closed = "Stream-Closed";
-    public const string Ttl = "Stream-TTL";
-    public const string ExpiresAt = "Stream-Expires-At";
-    public const string Seq = "Stream-Seq";
-    public const string ForkedFrom = "Stream-Forked-From";
-    public const string ForkOffset = "Stream-Fork-Offset";
-    public const string ForkSubOffset = "Stream-Fork-Sub-Offset";
-    public const string ProducerId = "Producer-Id";
-    public const string ProducerEpoch = "Producer-Epoch";
-    public const string ProducerSeq = "Producer-Seq";
-    public const string ProducerExpectedSeq = "Producer-Expected-Seq";
-    public const string ProducerReceivedSeq = "Producer-Received-Seq";
-    public const string SseDataEncoding = "stream-sse-data-encoding";
+    public const string NextOffset = StreamHeaders.NextOffset;
+    public const string UpToDate = StreamHeaders.UpToDate;
+    public const string Cursor = StreamHeaders.Cursor;
+    public const string Closed = StreamHeaders.Closed;
+    public const string Ttl = StreamHeaders.Ttl;
+    public const string ExpiresAt = StreamHeaders.ExpiresAt;
+    public const string Seq = StreamHeaders.Seq;
+    public const string ForkedFrom = StreamHeaders.ForkedFrom;
+    public const string ForkOffset = StreamHeaders.ForkOffset;
+    public const string ForkSubOffset = StreamHeaders.ForkSubOffset;
+    public const string ProducerId = StreamHeaders.ProducerId;
+    public const string ProducerEpoch = StreamHeaders.ProducerEpoch;
+    public const string ProducerSeq = StreamHeaders.ProducerSeq;
+    public const string ProducerExpectedSeq = StreamHeaders.ProducerExpectedSeq;
+    public const string ProducerReceivedSeq = StreamHeaders.ProducerReceivedSeq;
+    public const string SseDataEncoding = StreamHeaders.SseDataEncoding;
 
     public const string ExposedHeaders =
         "Stream-Next-Offset, Stream-Up-To-Date, Stream-Cursor, Stream-Closed, Stream-TTL, Stream-Expires-At, ETag, Location, " +

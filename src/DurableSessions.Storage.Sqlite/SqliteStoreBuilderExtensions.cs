@@ -1,0 +1,39 @@
+using DurableSessions.Live;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace DurableSessions.Storage.Sqlite;
+
+/// <summary>Plugs the embedded SQLite store into DurableSessions.</summary>
+public static class SqliteStoreBuilderExtensions
+{
+    /// <summary>Stores streams in SQLite under <see cref="SqliteStreamStoreOptions.DataDirectory"/> (one process per directory).</summary>
+    public static IDurableSessionsBuilder AddSqliteStore(this IDurableSessionsBuilder builder, Action<SqliteStreamStoreOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        var options = builder.Services.AddOptions<SqliteStreamStoreOptions>();
+        if (configure is not null)
+        {
+            options.Configure(configure);
+        }
+
+        builder.Services.Replace(ServiceDescriptor.Singleton<StreamStore>(sp => SqliteStreamStore.Open(
+            sp.GetRequiredService<IOptions<SqliteStreamStoreOptions>>().Value,
+            sp.GetService<TimeProvider>() ?? TimeProvider.System,
+            sp.GetRequiredService<StreamFanout>(),
+            sp.GetRequiredService<ILogger<SqliteStreamStore>>())));
+        return builder;
+    }
+
+    /// <summary>Stores streams in SQLite, with settings bound from <paramref name="configuration"/> (e.g. <c>Storage:Sqlite</c>).</summary>
+    public static IDurableSessionsBuilder AddSqliteStore(this IDurableSessionsBuilder builder, IConfiguration configuration)
+    {
+        ArgumentNullException.ThrowIfNull(configuration);
+        builder.AddSqliteStore();
+        builder.Services.AddOptions<SqliteStreamStoreOptions>().Bind(configuration);
+        return builder;
+    }
+}
