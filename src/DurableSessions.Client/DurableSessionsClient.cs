@@ -130,16 +130,29 @@ public sealed class DurableSessionsClient : IDisposable
     /// <summary>Opens an SSE read; returns null on a transient failure, throws on a client error.</summary>
     private async Task<HttpResponseMessage?> TryOpenAsync(string path, string offset, CancellationToken cancellationToken)
     {
-        using var request = CreateRequest(HttpMethod.Get, $"/v1/stream/{path}?offset={Uri.EscapeDataString(offset)}&live=sse");
-        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
         HttpResponseMessage response;
-        try
+        for (var attempt = 1; ; attempt++)
         {
-            response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (IsTransient(ex) && !cancellationToken.IsCancellationRequested)
-        {
-            return null;
+            using var request = CreateRequest(HttpMethod.Get, $"/v1/stream/{path}?offset={Uri.EscapeDataString(offset)}&live=sse");
+            request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+            try
+            {
+                await AuthorizeAsync(request, cancellationToken).ConfigureAwait(false);
+                response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (IsTransient(ex) && !cancellationToken.IsCancellationRequested)
+            {
+                return null;
+            }
+
+            // A token that expired between the provider's answer and the server's check: ask once more.
+            if (response.StatusCode == HttpStatusCode.Unauthorized && Options.AccessTokenProvider is not null && attempt == 1)
+            {
+                response.Dispose();
+                continue;
+            }
+
+            break;
         }
 
         if (response.IsSuccessStatusCode)
@@ -174,16 +187,28 @@ public sealed class DurableSessionsClient : IDisposable
         return request;
     }
 
+    /// <summary>Sets the bearer token from <see cref="DurableSessionsClientOptions.AccessTokenProvider"/>, when there is one.</summary>
+    private async ValueTask AuthorizeAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+    {
+        if (Options.AccessTokenProvider is { } provider)
+        {
+            var token = await provider(cancellationToken).ConfigureAwait(false);
+            request.Headers.Authorization = token is null ? null : new AuthenticationHeaderValue("Bearer", token);
+        }
+    }
+
     /// <summary>Sends a request, retrying transient failures; throws <see cref="DurableSessionsException"/> on a 4xx.</summary>
     internal async Task<HttpResponseMessage> SendWithRetryAsync(Func<HttpRequestMessage> createRequest, CancellationToken cancellationToken)
     {
         var delay = Options.ReconnectDelay;
+        var refreshed = false;
         while (true)
         {
             using var request = createRequest();
             HttpResponseMessage? response = null;
             try
             {
+                await AuthorizeAsync(request, cancellationToken).ConfigureAwait(false);
                 response = await _http.SendAsync(request, cancellationToken).ConfigureAwait(false);
             }
             catch (Exception ex) when (IsTransient(ex) && !cancellationToken.IsCancellationRequested)
@@ -195,6 +220,14 @@ public sealed class DurableSessionsClient : IDisposable
                 if (response.IsSuccessStatusCode)
                 {
                     return response;
+                }
+
+                if (response.StatusCode == HttpStatusCode.Unauthorized && Options.AccessTokenProvider is not null && !refreshed)
+                {
+                    // Once more with the provider's next token: the last one may have expired in flight.
+                    refreshed = true;
+                    response.Dispose();
+                    continue;
                 }
 
                 if ((int)response.StatusCode is >= 400 and < 500 and not 408 and not 429)

@@ -12,6 +12,13 @@ public sealed record DurableSessionsClientOptions
     /// <summary>A bearer token sent with every request, if the server requires one.</summary>
     public string? AccessToken { get; init; }
 
+    /// <summary>
+    /// Gives the bearer token for each request, called on every connect and reconnect (and again after a <c>401</c>), so
+    /// a token that expires is replaced without losing the live tail: the server ends a live read when its token
+    /// expires, and the client resumes from its offset with a fresh one. Takes precedence over <see cref="AccessToken"/>.
+    /// </summary>
+    public Func<CancellationToken, ValueTask<string?>>? AccessTokenProvider { get; init; }
+
     /// <summary>The first delay before reconnecting after a dropped connection; doubled per failure, with jitter.</summary>
     public TimeSpan ReconnectDelay { get; init; } = TimeSpan.FromMilliseconds(100);
 

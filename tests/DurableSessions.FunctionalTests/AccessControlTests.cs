@@ -118,4 +118,93 @@ public sealed class AccessControlTests : IAsyncLifetime
         var message = snapshot.Single(m => m!["key"]?.GetValue<string>() == messageId)!["value"]!;
         Assert.Equal("user:writer", message["author"]!.GetValue<string>());
     }
+
+    [Fact]
+    public async Task A_token_that_expires_during_a_live_tail_is_refreshed_and_the_tail_resumes_from_its_offset_losing_nothing()
+    {
+        await using var server = await InProcessServer.StartAsync(services: s => s.Configure<AccessOptions>(o =>
+        {
+            o.SigningKey = Key;
+            o.ClockSkew = TimeSpan.Zero;
+        }));
+        var tokens = server.Services.GetRequiredService<AccessTokens>();
+        var writer = tokens.Issue("agent:w", new Dictionary<string, Capability[]> { ["refresh/**"] = [Capability.Read, Capability.Write] }, TimeSpan.FromMinutes(5));
+        var issued = 0;
+        using var client = new DurableSessions.Client.DurableSessionsClient(DurableSessions.Client.DurableSessionsClientOptions.Default with
+        {
+            BaseAddress = server.BaseAddress,
+
+            // Every token lives two seconds (a JWT's expiry is in whole seconds, so one to two): the tail outlives several.
+            AccessTokenProvider = _ =>
+            {
+                Interlocked.Increment(ref issued);
+                return ValueTask.FromResult<string?>(tokens.Issue("user:reader", new Dictionary<string, Capability[]> { ["refresh/**"] = [Capability.Read] }, TimeSpan.FromSeconds(2)));
+            },
+        });
+
+        async Task Append(int n)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/stream/refresh/tail") { Content = new StringContent($"{{\"n\":{n}}}", Encoding.UTF8, "application/json") };
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", writer);
+            Assert.Equal(HttpStatusCode.NoContent, (await server.Client.SendAsync(request)).StatusCode);
+        }
+
+        using (var create = new HttpRequestMessage(HttpMethod.Put, "/v1/stream/refresh/tail") { Content = new StringContent("[]", Encoding.UTF8, "application/json") })
+        {
+            create.Headers.Authorization = new AuthenticationHeaderValue("Bearer", writer);
+            Assert.Equal(HttpStatusCode.Created, (await server.Client.SendAsync(create)).StatusCode);
+        }
+
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        var received = new List<int>();
+        var tail = Task.Run(async () =>
+        {
+            await foreach (var batch in client.ReadStreamAsync("refresh/tail", "-1", stop.Token))
+            {
+                lock (received)
+                {
+                    received.AddRange(batch.Messages.Select(m => m.GetProperty("n").GetInt32()));
+                    if (received.Count >= 30)
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+
+        // Ten events, then ten more after each of two token refreshes: each live read ends when its token expires.
+        await WaitFor(() => Volatile.Read(ref issued) >= 1, "the tail to connect");
+        for (var round = 0; round < 3; round++)
+        {
+            var refreshes = Volatile.Read(ref issued);
+            for (var n = round * 10; n < (round + 1) * 10; n++)
+            {
+                await Append(n);
+            }
+
+            if (round < 2)
+            {
+                await WaitFor(() => Volatile.Read(ref issued) > refreshes, $"a reconnect with a fresh token after round {round}");
+            }
+        }
+
+        async Task WaitFor(Func<bool> condition, string what)
+        {
+            var deadline = DateTime.UtcNow.AddSeconds(20);
+            while (!condition())
+            {
+                if (tail.IsFaulted)
+                {
+                    await tail;
+                }
+
+                Assert.True(DateTime.UtcNow < deadline, $"timed out waiting for {what}");
+                await Task.Delay(20);
+            }
+        }
+
+        await tail.WaitAsync(stop.Token);
+        Assert.Equal(Enumerable.Range(0, 30), received);
+        Assert.True(issued >= 3, $"the token provider was asked {issued} times");
+    }
 }

@@ -12,8 +12,12 @@ export interface SessionEvent {
 export interface ClientOptions {
   /** The server, e.g. `http://127.0.0.1:4437`. */
   baseUrl: string
-  /** A bearer token, when the server requires one. */
-  token?: string
+  /**
+   * A bearer token, when the server requires one; or a function that gives one, called on every connect and reconnect
+   * (and once more after a 401). The server ends a live read when its token expires; the client then reconnects from
+   * its offset with the function's next token, so a tail outlives any number of short-lived tokens and loses nothing.
+   */
+  token?: string | (() => string | undefined | Promise<string | undefined>)
   /** The participant id this client writes as. */
   participantId?: string
   /** First reconnect delay in ms (doubled per failure, with jitter). Default 100. */
@@ -131,13 +135,22 @@ export class DurableSessionsClient {
 
   /** @internal */
   async request(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
-    const headers: Record<string, string> = {}
-    if (this.options.token) headers.authorization = `Bearer ${this.options.token}`
-    if (body !== undefined) headers["content-type"] = "application/json"
-    const init: RequestInit = { method, headers }
-    if (body !== undefined) init.body = JSON.stringify(body)
-    if (signal) init.signal = signal
-    const response = await fetch(`${this.base}${path}`, init)
+    const send = async () => {
+      const headers: Record<string, string> = {}
+      const token = typeof this.options.token === "function" ? await this.options.token() : this.options.token
+      if (token) headers.authorization = `Bearer ${token}`
+      if (body !== undefined) headers["content-type"] = "application/json"
+      const init: RequestInit = { method, headers }
+      if (body !== undefined) init.body = JSON.stringify(body)
+      if (signal) init.signal = signal
+      return fetch(`${this.base}${path}`, init)
+    }
+    let response = await send()
+    // A token that expired on its way: ask the function for the next one, once.
+    if (response.status === 401 && typeof this.options.token === "function") {
+      await response.body?.cancel()
+      response = await send()
+    }
     if (response.status >= 400 && response.status < 500) {
       let code = `HTTP_${response.status}`
       let message = `The server answered ${response.status}.`

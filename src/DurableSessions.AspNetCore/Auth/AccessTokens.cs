@@ -118,7 +118,7 @@ public sealed class AccessTokens
             }
         }
 
-        return (new Access(subject, grants), null);
+        return (new Access(subject, grants, expiresAt: new DateTimeOffset(jwt.ValidTo, TimeSpan.Zero) + _options.ClockSkew), null);
     }
 
     /// <summary>
@@ -150,12 +150,16 @@ public sealed class Access
     private readonly IReadOnlyList<(string Pattern, HashSet<Capability> Capabilities)> _grants;
     private readonly bool _everything;
 
-    internal Access(string subject, IReadOnlyList<(string Pattern, HashSet<Capability> Capabilities)> grants, bool everything = false)
+    internal Access(string subject, IReadOnlyList<(string Pattern, HashSet<Capability> Capabilities)> grants, bool everything = false, DateTimeOffset? expiresAt = null)
     {
         Subject = subject;
         _grants = grants;
         _everything = everything;
+        ExpiresAt = expiresAt;
     }
+
+    /// <summary>When the token stops being valid (null without one): live reads end then, and the client reconnects with a fresh token.</summary>
+    public DateTimeOffset? ExpiresAt { get; }
 
     /// <summary>Unrestricted access (the server runs without a signing key).</summary>
     public static Access Everything { get; } = new("anonymous", [], everything: true);

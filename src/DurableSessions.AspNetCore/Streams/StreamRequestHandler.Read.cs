@@ -229,7 +229,7 @@ internal sealed partial class StreamRequestHandler
             // Changes only wake the request, which then answers from the store with everything there is.
             var follower = new StreamFollower(_store, stream, _longPollFollow);
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, _stopping);
-            timeout.CancelAfter(_options.LongPollTimeout);
+            timeout.CancelAfter(LiveLifetime(context, _options.LongPollTimeout));
             var looked = false;
             try
             {
@@ -299,6 +299,21 @@ internal sealed partial class StreamRequestHandler
         }
     }
 
+    /// <summary>
+    /// How long a live response may last: <paramref name="limit"/>, or less when the request's token expires sooner.
+    /// An expired token reads nothing more; the client reconnects from its offset with a fresh one.
+    /// </summary>
+    private TimeSpan LiveLifetime(HttpContext context, TimeSpan limit)
+    {
+        if (Auth.AccessControl.Current(context) is { ExpiresAt: { } expiresAt })
+        {
+            var left = expiresAt - _time.GetUtcNow();
+            return left < limit ? (left > TimeSpan.Zero ? left : TimeSpan.FromMilliseconds(1)) : limit;
+        }
+
+        return limit;
+    }
+
     private async Task ServeSseAsync(HttpContext context, StreamInfo stream, long from, string cursorParam)
     {
         var response = context.Response;
@@ -312,7 +327,7 @@ internal sealed partial class StreamRequestHandler
 
         context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
         using var lifetime = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, _stopping);
-        lifetime.CancelAfter(_options.SseConnectionLifetime);
+        lifetime.CancelAfter(LiveLifetime(context, _options.SseConnectionLifetime));
         var token = lifetime.Token;
         var output = response.BodyWriter;
         var cursor = StreamCursor.Next(_time.GetUtcNow(), cursorParam);
