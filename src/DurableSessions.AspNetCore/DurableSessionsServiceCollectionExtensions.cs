@@ -1,6 +1,7 @@
 using DurableSessions.AspNetCore.Streams;
 using DurableSessions.AspNetCore.Subscriptions;
 using DurableSessions.Live;
+using Microsoft.AspNetCore.Authentication.JwtBearer;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -27,6 +28,24 @@ public static class DurableSessionsServiceCollectionExtensions
         var access = services.AddOptions<Auth.AccessOptions>();
         var agents = services.AddOptions<Agents.AgentTurnOptions>();
         services.AddHealthChecks().AddCheck<StoreHealthCheck>("store", tags: [StoreHealthCheck.ReadyTag]);
+        if (configuration?.GetSection("Authentication:Schemes:Bearer").Exists() == true)
+        {
+            // Tokens from an identity provider: JwtBearer reads Authentication:Schemes:Bearer itself (Authority or
+            // MetadataAddress for OIDC discovery and JWKS, ValidAudiences, keys as `dotnet user-jwts` writes them).
+            services.AddAuthentication().AddJwtBearer(o => o.MapInboundClaims = false);
+
+            // A key the provider stopped publishing is refused as soon as the new key set is fetched, not kept as "last
+            // known good" for another hour: a rotation is how a leaked key is withdrawn.
+            services.PostConfigure<JwtBearerOptions>(JwtBearerDefaults.AuthenticationScheme, o =>
+            {
+                if (o.ConfigurationManager is Microsoft.IdentityModel.Tokens.BaseConfigurationManager manager)
+                {
+                    manager.UseLastKnownGoodConfiguration = false;
+                }
+            });
+            access.Configure(o => o.Scheme ??= JwtBearerDefaults.AuthenticationScheme);
+        }
+
         if (configuration is not null)
         {
             streams.Bind(configuration.GetSection("DurableStreams"));

@@ -18,6 +18,23 @@ public sealed class AccessOptions
     /// <summary>Allowed clock difference when checking <c>exp</c> and <c>nbf</c>. Default 30 seconds.</summary>
     public TimeSpan ClockSkew { get; set; } = TimeSpan.FromSeconds(30);
 
-    /// <summary>Whether a signing key is configured.</summary>
-    public bool Enabled => !string.IsNullOrEmpty(SigningKey);
+    /// <summary>
+    /// The ASP.NET Core authentication scheme that validates tokens instead of the shared key, e.g. <c>Bearer</c> for
+    /// JwtBearer configured from <c>Authentication:Schemes:Bearer</c> (OIDC discovery, JWKS, RS256/ES256, key rotation).
+    /// Set automatically when that section exists. The token's <c>grants</c> claim, <see cref="ScopeGrants"/> and
+    /// <see cref="RoleGrants"/> give its capabilities.
+    /// </summary>
+    public string? Scheme { get; set; }
+
+    /// <summary>
+    /// Capabilities given by OAuth scopes (<c>scope</c> or <c>scp</c> claims): scope → stream-path glob → capabilities,
+    /// e.g. <c>Auth:ScopeGrants:chat:sessions/**:0=read</c>. Added to the token's own <c>grants</c>.
+    /// </summary>
+    public Dictionary<string, Dictionary<string, string[]>> ScopeGrants { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>Capabilities given by roles (<c>roles</c> or <c>role</c> claims), in the shape of <see cref="ScopeGrants"/>.</summary>
+    public Dictionary<string, Dictionary<string, string[]>> RoleGrants { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>Whether tokens are required: a signing key or an authentication scheme is configured.</summary>
+    public bool Enabled => !string.IsNullOrEmpty(SigningKey) || !string.IsNullOrEmpty(Scheme);
 }

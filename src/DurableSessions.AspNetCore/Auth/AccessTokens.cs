@@ -26,7 +26,7 @@ public sealed class AccessTokens
     {
         ArgumentNullException.ThrowIfNull(options);
         _options = options;
-        if (options.Enabled)
+        if (!string.IsNullOrEmpty(options.SigningKey))
         {
             var bytes = Encoding.UTF8.GetBytes(options.SigningKey!);
             if (bytes.Length < 32)
@@ -97,28 +97,37 @@ public sealed class AccessTokens
             return (null, "The access token has no subject.");
         }
 
-        var grants = new List<(string Pattern, HashSet<Capability> Capabilities)>();
-        if (jwt.TryGetPayloadValue<JsonElement>("grants", out var claim) && claim.ValueKind == JsonValueKind.Object)
-        {
-            foreach (var grant in claim.EnumerateObject())
-            {
-                var capabilities = new HashSet<Capability>();
-                if (grant.Value.ValueKind == JsonValueKind.Array)
-                {
-                    foreach (var item in grant.Value.EnumerateArray())
-                    {
-                        if (ParseCapability(item) is { } capability)
-                        {
-                            capabilities.Add(capability);
-                        }
-                    }
-                }
+        var grants = jwt.TryGetPayloadValue<JsonElement>("grants", out var claim) ? ParseGrants(claim) : [];
+        return (new Access(subject, grants, expiresAt: new DateTimeOffset(jwt.ValidTo, TimeSpan.Zero) + _options.ClockSkew), null);
+    }
 
-                grants.Add((grant.Name, capabilities));
-            }
+    /// <summary>The grants of a <c>grants</c> claim: an object of stream-path globs to arrays of capability names.</summary>
+    internal static List<(string Pattern, HashSet<Capability> Capabilities)> ParseGrants(JsonElement claim)
+    {
+        var grants = new List<(string Pattern, HashSet<Capability> Capabilities)>();
+        if (claim.ValueKind != JsonValueKind.Object)
+        {
+            return grants;
         }
 
-        return (new Access(subject, grants, expiresAt: new DateTimeOffset(jwt.ValidTo, TimeSpan.Zero) + _options.ClockSkew), null);
+        foreach (var grant in claim.EnumerateObject())
+        {
+            var capabilities = new HashSet<Capability>();
+            if (grant.Value.ValueKind == JsonValueKind.Array)
+            {
+                foreach (var item in grant.Value.EnumerateArray())
+                {
+                    if (ParseCapability(item) is { } capability)
+                    {
+                        capabilities.Add(capability);
+                    }
+                }
+            }
+
+            grants.Add((grant.Name, capabilities));
+        }
+
+        return grants;
     }
 
     /// <summary>
