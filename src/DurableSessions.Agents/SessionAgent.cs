@@ -96,7 +96,7 @@ public sealed partial class SessionAgent
     /// calls it for each turn it claims; <paramref name="cancellationToken"/> fires when its lease is lost.
     /// </summary>
     /// <returns>The session's offset up to which every message is answered (null if the turn was cut short).</returns>
-    public Task<string?> ServeTurnAsync(string sessionId, CancellationToken cancellationToken = default)
+    public Task<string?> ServeTurnAsync(string sessionId, CancellationToken cancellationToken)
         => ServeTurnAsync(sessionId, TimeSpan.Zero, cancellationToken);
 
     /// <summary>

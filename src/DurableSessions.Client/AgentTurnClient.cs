@@ -79,16 +79,11 @@ public sealed class AgentTurnClient
     public Task<bool> HeartbeatAsync(AgentTurn turn, CancellationToken cancellationToken = default) => AckAsync(turn, "ack", done: false, cancellationToken);
 
     /// <summary>
-    /// Completes <paramref name="turn"/>: everything waiting was answered. A message that came meanwhile makes the session
-    /// a turn again. False when the claim had already ended.
-    /// </summary>
-    public Task<bool> CompleteAsync(AgentTurn turn, CancellationToken cancellationToken = default) => AckAsync(turn, "ack", done: true, cancellationToken);
-
-    /// <summary>
     /// Completes <paramref name="turn"/>, answered up to the session's <paramref name="offset"/>: only a message after
-    /// it makes the session a turn again (null: any message since the claim does). False when the claim had already ended.
+    /// it makes the session a turn again (null: everything waiting was answered, and any message that came since the
+    /// claim makes it a turn again). False when the claim had already ended.
     /// </summary>
-    public Task<bool> CompleteAsync(AgentTurn turn, string? offset, CancellationToken cancellationToken = default) => AckAsync(turn, "ack", done: true, cancellationToken, offset);
+    public Task<bool> CompleteAsync(AgentTurn turn, string? offset = null, CancellationToken cancellationToken = default) => AckAsync(turn, "ack", done: true, cancellationToken, offset);
 
     /// <summary>Gives <paramref name="turn"/> back unanswered, at once, for another worker. False when the claim had already ended.</summary>
     public Task<bool> ReleaseAsync(AgentTurn turn, CancellationToken cancellationToken = default) => AckAsync(turn, "release", done: false, cancellationToken);

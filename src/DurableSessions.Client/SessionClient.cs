@@ -116,24 +116,17 @@ public sealed class SessionClient
     }
 
     /// <summary>
-    /// Announces this client in the session (or keeps it announced). Call at least once per returned timeout; a client
-    /// that stops is marked left.
+    /// Announces this client (or, with <paramref name="participantId"/>, another participant such as the agent it runs)
+    /// in the session, or keeps it announced. Call at least once per returned timeout; a participant that stops is marked
+    /// left.
     /// </summary>
-    /// <param name="kind"><c>client</c>, <c>agent</c> or <c>human</c>.</param>
-    /// <param name="name">A display name.</param>
-    /// <param name="cancellationToken">Cancels the request.</param>
-    /// <returns>How long the server waits for the next heartbeat.</returns>
-    public Task<TimeSpan> HeartbeatAsync(string kind = "client", string? name = null, CancellationToken cancellationToken = default)
-        => HeartbeatAsync(kind, name, participantId: null, cancellationToken);
-
-    /// <summary>Announces a participant other than this client's own id in the session (an agent announces its agent id).</summary>
     /// <param name="kind"><c>client</c>, <c>agent</c> or <c>human</c>.</param>
     /// <param name="name">A display name.</param>
     /// <param name="participantId">Who is present; null for this client's participant id. A server with access control
     /// takes it from the token instead.</param>
     /// <param name="cancellationToken">Cancels the request.</param>
     /// <returns>How long the server waits for the next heartbeat.</returns>
-    public async Task<TimeSpan> HeartbeatAsync(string kind, string? name, string? participantId, CancellationToken cancellationToken = default)
+    public async Task<TimeSpan> HeartbeatAsync(string kind = "client", string? name = null, string? participantId = null, CancellationToken cancellationToken = default)
     {
         var body = new JsonObject { ["participantId"] = participantId ?? _client.Options.ParticipantId, ["kind"] = kind, ["name"] = name }.ToJsonString();
         using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, $"/v1/sessions/{Id}/presence", body), cancellationToken).ConfigureAwait(false);
@@ -155,12 +148,10 @@ public sealed class SessionClient
         using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Delete, $"/v1/sessions/{Id}/handoff", body), cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Marks this client left at once.</summary>
-    public Task LeaveAsync(CancellationToken cancellationToken = default) => LeaveAsync(_client.Options.ParticipantId, cancellationToken);
-
-    /// <summary>Marks <paramref name="participantId"/> (this client's, or an agent's it heartbeats for) left at once.</summary>
-    public async Task LeaveAsync(string participantId, CancellationToken cancellationToken = default)
+    /// <summary>Marks this client, or <paramref name="participantId"/> (an agent it heartbeats for), left at once.</summary>
+    public async Task LeaveAsync(string? participantId = null, CancellationToken cancellationToken = default)
     {
+        participantId ??= _client.Options.ParticipantId;
         ArgumentException.ThrowIfNullOrEmpty(participantId);
         using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Delete, $"/v1/sessions/{Id}/presence/{Uri.EscapeDataString(participantId)}"), cancellationToken).ConfigureAwait(false);
     }

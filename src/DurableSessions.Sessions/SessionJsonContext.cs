@@ -33,7 +33,7 @@ namespace DurableSessions.Sessions;
 [JsonSerializable(typeof(PresenceStatus))]
 [JsonSerializable(typeof(ChangeOperation))]
 [JsonSerializable(typeof(System.Text.Json.Nodes.JsonObject))]
-public sealed partial class SessionJsonContext : JsonSerializerContext;
+internal sealed partial class SessionJsonContext : JsonSerializerContext;
 
 /// <summary>
 /// Reads a string field that holds another kind of value as absent. Only some fields are held to being strings by

@@ -12,14 +12,11 @@ public static class RedisStoreBuilderExtensions
 {
     /// <summary>Stores streams in Redis (<see cref="RedisStreamStoreOptions.Configuration"/>).</summary>
     /// <remarks>The store connects when it is first needed, which a server does at start-up: a Redis it cannot reach stops the start.</remarks>
-    public static IDurableSessionsBuilder AddRedisStore(this IDurableSessionsBuilder builder, Action<RedisStreamStoreOptions>? configure = null)
+    public static IDurableSessionsBuilder AddRedisStore(this IDurableSessionsBuilder builder, Action<RedisStreamStoreOptions> configure)
     {
         ArgumentNullException.ThrowIfNull(builder);
         var options = builder.Services.AddOptions<RedisStreamStoreOptions>();
-        if (configure is not null)
-        {
-            options.Configure(configure);
-        }
+        options.Configure(configure);
 
         builder.Services.Replace(ServiceDescriptor.Singleton<StreamStore>(sp => RedisStreamStore.ConnectAsync(
             sp.GetRequiredService<IOptions<RedisStreamStoreOptions>>().Value,
@@ -32,9 +29,9 @@ public static class RedisStoreBuilderExtensions
     /// <summary>Stores streams in Redis, with settings bound from <paramref name="configuration"/> (e.g. <c>Storage:Redis</c>).</summary>
     public static IDurableSessionsBuilder AddRedisStore(this IDurableSessionsBuilder builder, IConfiguration configuration)
     {
+        ArgumentNullException.ThrowIfNull(builder);
         ArgumentNullException.ThrowIfNull(configuration);
-        builder.AddRedisStore();
         builder.Services.AddOptions<RedisStreamStoreOptions>().Bind(configuration);
-        return builder;
+        return builder.AddRedisStore(_ => { });
     }
 }

@@ -11,14 +11,11 @@ namespace DurableSessions.Storage.Sqlite;
 public static class SqliteStoreBuilderExtensions
 {
     /// <summary>Stores streams in SQLite under <see cref="SqliteStreamStoreOptions.DataDirectory"/> (one process per directory).</summary>
-    public static IDurableSessionsBuilder AddSqliteStore(this IDurableSessionsBuilder builder, Action<SqliteStreamStoreOptions>? configure = null)
+    public static IDurableSessionsBuilder AddSqliteStore(this IDurableSessionsBuilder builder, Action<SqliteStreamStoreOptions> configure)
     {
         ArgumentNullException.ThrowIfNull(builder);
         var options = builder.Services.AddOptions<SqliteStreamStoreOptions>();
-        if (configure is not null)
-        {
-            options.Configure(configure);
-        }
+        options.Configure(configure);
 
         builder.Services.Replace(ServiceDescriptor.Singleton<StreamStore>(sp => SqliteStreamStore.Open(
             sp.GetRequiredService<IOptions<SqliteStreamStoreOptions>>().Value,
@@ -31,9 +28,9 @@ public static class SqliteStoreBuilderExtensions
     /// <summary>Stores streams in SQLite, with settings bound from <paramref name="configuration"/> (e.g. <c>Storage:Sqlite</c>).</summary>
     public static IDurableSessionsBuilder AddSqliteStore(this IDurableSessionsBuilder builder, IConfiguration configuration)
     {
+        ArgumentNullException.ThrowIfNull(builder);
         ArgumentNullException.ThrowIfNull(configuration);
-        builder.AddSqliteStore();
         builder.Services.AddOptions<SqliteStreamStoreOptions>().Bind(configuration);
-        return builder;
+        return builder.AddSqliteStore(_ => { });
     }
 }
