@@ -63,7 +63,12 @@ try
 {
     // Opened before the host starts, so a store that cannot open (a data directory another process holds) stops the
     // server with one line and a non-zero exit code instead of a host start-up stack trace.
-    _ = app.Services.GetRequiredService<StreamStore>();
+    var store = app.Services.GetRequiredService<StreamStore>();
+    if (store is RedisStreamStore redis)
+    {
+        // Connected here, asynchronously, so an unreachable Redis is one line too (the host would connect it at start).
+        await redis.ConnectAsync(CancellationToken.None).ConfigureAwait(false);
+    }
 }
 catch (Exception ex)
 {

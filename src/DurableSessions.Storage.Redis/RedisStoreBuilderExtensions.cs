@@ -11,18 +11,19 @@ namespace DurableSessions.Storage.Redis;
 public static class RedisStoreBuilderExtensions
 {
     /// <summary>Stores streams in Redis (<see cref="RedisStreamStoreOptions.Configuration"/>).</summary>
-    /// <remarks>The store connects when it is first needed, which a server does at start-up: a Redis it cannot reach stops the start.</remarks>
+    /// <remarks>The store connects asynchronously when the host starts (before any hosted service's start): a Redis it cannot reach stops the start.</remarks>
     public static IDurableSessionsBuilder AddRedisStore(this IDurableSessionsBuilder builder, Action<RedisStreamStoreOptions> configure)
     {
         ArgumentNullException.ThrowIfNull(builder);
         var options = builder.Services.AddOptions<RedisStreamStoreOptions>();
         options.Configure(configure);
 
-        builder.Services.Replace(ServiceDescriptor.Singleton<StreamStore>(sp => RedisStreamStore.ConnectAsync(
+        builder.Services.Replace(ServiceDescriptor.Singleton<StreamStore>(sp => RedisStreamStore.Create(
             sp.GetRequiredService<IOptions<RedisStreamStoreOptions>>().Value,
             sp.GetService<TimeProvider>() ?? TimeProvider.System,
             sp.GetRequiredService<StreamFanout>(),
-            sp.GetRequiredService<ILogger<RedisStreamStore>>()).GetAwaiter().GetResult()));
+            sp.GetRequiredService<ILogger<RedisStreamStore>>())));
+        builder.Services.AddHostedService<RedisStoreConnection>();
         return builder;
     }
 
@@ -34,4 +35,20 @@ public static class RedisStoreBuilderExtensions
         builder.Services.AddOptions<RedisStreamStoreOptions>().Bind(configuration);
         return builder.AddRedisStore(_ => { });
     }
+}
+
+/// <summary>Connects the Redis store when the host starts, before any hosted service starts (they read the store).</summary>
+internal sealed class RedisStoreConnection(StreamStore store) : Microsoft.Extensions.Hosting.IHostedLifecycleService
+{
+    public Task StartingAsync(CancellationToken cancellationToken) => store is RedisStreamStore redis ? redis.ConnectAsync(cancellationToken) : Task.CompletedTask;
+
+    public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StoppingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 }

@@ -27,51 +27,89 @@ public sealed partial class RedisStreamStore : StreamStore
 {
     private const int ReadBatch = 128;
     private readonly RedisStreamStoreOptions _options;
-    private readonly ConnectionMultiplexer _redis;
-    private readonly IDatabase _db;
+    private readonly SemaphoreSlim _connecting = new(1, 1);
+    private ConnectionMultiplexer? _redis;
+    private IDatabase _db = null!;
     private readonly ILogger _logger;
     private readonly RedisChannel _channel;
     private readonly string _node = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
     private readonly string _prefix;
     private ChannelMessageQueue? _changes;
 
-    private RedisStreamStore(RedisStreamStoreOptions options, ConnectionMultiplexer redis, TimeProvider timeProvider, StreamFanout fanout, ILogger logger)
+    private RedisStreamStore(RedisStreamStoreOptions options, TimeProvider timeProvider, StreamFanout fanout, ILogger logger)
         : base(timeProvider, fanout)
     {
         _options = options;
-        _redis = redis;
-        _db = redis.GetDatabase();
         _logger = logger;
         _prefix = options.KeyPrefix;
         _channel = RedisChannel.Literal(_prefix + ":changes");
     }
 
-    /// <summary>Connects to Redis and subscribes to the change channel.</summary>
-    public static async Task<RedisStreamStore> ConnectAsync(RedisStreamStoreOptions options, TimeProvider? timeProvider = null, StreamFanout? fanout = null, ILogger<RedisStreamStore>? logger = null)
+    /// <summary>
+    /// Creates the store without connecting it; <see cref="ConnectAsync(CancellationToken)"/> connects.
+    /// <c>AddRedisStore</c> connects it when the host starts, asynchronously.
+    /// </summary>
+    public static RedisStreamStore Create(RedisStreamStoreOptions options, TimeProvider? timeProvider = null, StreamFanout? fanout = null, ILogger<RedisStreamStore>? logger = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(options.ProducerStateTtl, TimeSpan.Zero, "ProducerStateTtl");
-        var configuration = ConfigurationOptions.Parse(options.Configuration);
-        configuration.AbortOnConnectFail = false; // keep trying: Redis may start after us or restart under us
-        var redis = await ConnectionMultiplexer.ConnectAsync(configuration).ConfigureAwait(false);
-        var store = new RedisStreamStore(options, redis, timeProvider ?? TimeProvider.System, fanout ?? new StreamFanout(), (ILogger?)logger ?? NullLogger.Instance);
-        store._changes = await redis.GetSubscriber().SubscribeAsync(store._channel).ConfigureAwait(false);
-        store._changes.OnMessage(store.OnChangeAsync);
+        return new RedisStreamStore(options, timeProvider ?? TimeProvider.System, fanout ?? new StreamFanout(), (ILogger?)logger ?? NullLogger.Instance);
+    }
 
-        // Notifications published while the subscription was down are lost: readers catch up from Redis instead.
-        redis.ConnectionRestored += (_, e) =>
-        {
-            if (e.ConnectionType == ConnectionType.Subscription)
-            {
-                store.Fanout.DisconnectAll();
-            }
-        };
-        await store.LogPersistenceAsync().ConfigureAwait(false);
+    /// <summary>Creates the store, connects to Redis and subscribes to the change channel.</summary>
+    public static async Task<RedisStreamStore> ConnectAsync(RedisStreamStoreOptions options, TimeProvider? timeProvider = null, StreamFanout? fanout = null, ILogger<RedisStreamStore>? logger = null)
+    {
+        var store = Create(options, timeProvider, fanout, logger);
+        await store.ConnectAsync(CancellationToken.None).ConfigureAwait(false);
         return store;
     }
 
+    /// <summary>Connects to Redis and subscribes to the change channel, once: later calls return when it is done.</summary>
+    public async Task ConnectAsync(CancellationToken cancellationToken)
+    {
+        await _connecting.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_redis is not null)
+            {
+                return;
+            }
+
+            var configuration = ConfigurationOptions.Parse(_options.Configuration);
+            configuration.AbortOnConnectFail = false; // keep trying: Redis may start after us or restart under us
+            var redis = await ConnectionMultiplexer.ConnectAsync(configuration).WaitAsync(cancellationToken).ConfigureAwait(false);
+            try
+            {
+                _db = redis.GetDatabase();
+                _changes = await redis.GetSubscriber().SubscribeAsync(_channel).ConfigureAwait(false);
+                _changes.OnMessage(OnChangeAsync);
+
+                // Notifications published while the subscription was down are lost: readers catch up from Redis instead.
+                redis.ConnectionRestored += (_, e) =>
+                {
+                    if (e.ConnectionType == ConnectionType.Subscription)
+                    {
+                        Fanout.DisconnectAll();
+                    }
+                };
+                _redis = redis;
+            }
+            catch
+            {
+                await redis.DisposeAsync().ConfigureAwait(false);
+                throw;
+            }
+
+            await LogPersistenceAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            _connecting.Release();
+        }
+    }
+
     /// <inheritdoc />
-    public override bool IsAvailable => _redis.IsConnected;
+    public override bool IsAvailable => _redis?.IsConnected == true;
 
     /// <inheritdoc />
     public override bool IsShared => true;
@@ -493,8 +531,13 @@ public sealed partial class RedisStreamStore : StreamStore
             await _changes.UnsubscribeAsync().ConfigureAwait(false);
         }
 
-        await _redis.CloseAsync().ConfigureAwait(false);
-        await _redis.DisposeAsync().ConfigureAwait(false);
+        if (_redis is not null)
+        {
+            await _redis.CloseAsync().ConfigureAwait(false);
+            await _redis.DisposeAsync().ConfigureAwait(false);
+        }
+
+        _connecting.Dispose();
     }
 
     // ---- internals ----
@@ -550,7 +593,7 @@ public sealed partial class RedisStreamStore : StreamStore
         }
 
         var endpoint = await Call(_db.IdentifyEndpointAsync(key)).ConfigureAwait(false);
-        var server = endpoint is null ? null : _redis.GetServer(endpoint);
+        var server = endpoint is null ? null : _redis!.GetServer(endpoint);
         var wait = server is null
             ? _db.ExecuteAsync("WAIT", _options.WaitForReplicas, (long)_options.WaitTimeout.TotalMilliseconds)
             : server.ExecuteAsync("WAIT", _options.WaitForReplicas, (long)_options.WaitTimeout.TotalMilliseconds);
