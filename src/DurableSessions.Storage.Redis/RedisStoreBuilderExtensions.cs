@@ -1,7 +1,5 @@
-using DurableSessions.Live;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
@@ -15,14 +13,9 @@ public static class RedisStoreBuilderExtensions
     public static IDurableSessionsBuilder AddRedisStore(this IDurableSessionsBuilder builder, Action<RedisStreamStoreOptions> configure)
     {
         ArgumentNullException.ThrowIfNull(builder);
-        var options = builder.Services.AddOptions<RedisStreamStoreOptions>();
-        options.Configure(configure);
-
-        builder.Services.Replace(ServiceDescriptor.Singleton<StreamStore>(sp => RedisStreamStore.Create(
-            sp.GetRequiredService<IOptions<RedisStreamStoreOptions>>().Value,
-            sp.GetService<TimeProvider>() ?? TimeProvider.System,
-            sp.GetRequiredService<StreamFanout>(),
-            sp.GetRequiredService<ILogger<RedisStreamStore>>())));
+        builder.Services.AddOptions<RedisStreamStoreOptions>().Configure(configure);
+        builder.UseStore((sp, fanout, time) => RedisStreamStore.Create(
+            sp.GetRequiredService<IOptions<RedisStreamStoreOptions>>().Value, time, fanout, sp.GetRequiredService<ILogger<RedisStreamStore>>()));
         builder.Services.AddHostedService<RedisStoreConnection>();
         return builder;
     }

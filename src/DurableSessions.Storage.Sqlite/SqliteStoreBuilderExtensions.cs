@@ -1,7 +1,5 @@
-using DurableSessions.Live;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
@@ -14,14 +12,9 @@ public static class SqliteStoreBuilderExtensions
     public static IDurableSessionsBuilder AddSqliteStore(this IDurableSessionsBuilder builder, Action<SqliteStreamStoreOptions> configure)
     {
         ArgumentNullException.ThrowIfNull(builder);
-        var options = builder.Services.AddOptions<SqliteStreamStoreOptions>();
-        options.Configure(configure);
-
-        builder.Services.Replace(ServiceDescriptor.Singleton<StreamStore>(sp => SqliteStreamStore.Open(
-            sp.GetRequiredService<IOptions<SqliteStreamStoreOptions>>().Value,
-            sp.GetService<TimeProvider>() ?? TimeProvider.System,
-            sp.GetRequiredService<StreamFanout>(),
-            sp.GetRequiredService<ILogger<SqliteStreamStore>>())));
+        builder.Services.AddOptions<SqliteStreamStoreOptions>().Configure(configure);
+        builder.UseStore((sp, fanout, time) => SqliteStreamStore.Open(
+            sp.GetRequiredService<IOptions<SqliteStreamStoreOptions>>().Value, time, fanout, sp.GetRequiredService<ILogger<SqliteStreamStore>>()));
         return builder;
     }
 
