@@ -118,8 +118,10 @@ dotnet pack DurableSessions.slnx -c "$CONFIGURATION" --no-build -o "$WORK/feed" 
 ls "$WORK/feed"/*.nupkg 2>/dev/null | sed 's|.*/|  |'
 (cd clients/typescript && npm pack --pack-destination "$WORK/feed" --silent >/dev/null) || PACKAGES_OK=0
 TARBALL=$(ls "$WORK/feed"/*.tgz 2>/dev/null | head -1)
+# Listed once: `tar | grep -q` under pipefail fails when grep stops reading early and tar gets SIGPIPE.
+LISTING=$(tar -tzf "$TARBALL" 2>/dev/null || true)
 for entry in package/dist/index.js package/dist/index.d.ts package/package.json; do
-  tar -tzf "$TARBALL" | grep -qx "$entry" || { echo "error: $entry is missing from the npm package" >&2; PACKAGES_OK=0; }
+  grep -qx "$entry" <<< "$LISTING" || { echo "error: $entry is missing from the npm package" >&2; PACKAGES_OK=0; }
 done
 dotnet run --project samples/PackageConsumer -c "$CONFIGURATION" -p:DurableSessionsVersion="$PACKAGE_VERSION" \
   -p:RestoreAdditionalProjectSources="$WORK/feed" -- "http://127.0.0.1:$PORT" || PACKAGES_OK=0
