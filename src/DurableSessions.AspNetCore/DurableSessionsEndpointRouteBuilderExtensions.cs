@@ -37,7 +37,7 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
     private static IEndpointConventionBuilder MapUnder(IEndpointRouteBuilder endpoints, string root, Func<HttpContext, string, Task> handler)
     {
         var options = endpoints.ServiceProvider.GetRequiredService<IOptions<DurableStreamsOptions>>().Value;
-        return endpoints.Map(root + "/{**rest}", context =>
+        var endpoint = endpoints.Map(root + "/{**rest}", context =>
         {
             ApplyCommonHeaders(context, options);
             if (HttpMethods.IsOptions(context.Request.Method))
@@ -48,6 +48,23 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
             var raw = context.Request.Path.Value ?? string.Empty;
             return Guarded(context, () => handler(context, raw.Length > root.Length + 1 ? raw[(root.Length + 1)..] : string.Empty));
         });
+        return Protect(endpoints, endpoint, context => HttpMethods.IsOptions(context.Request.Method));
+    }
+
+    /// <summary>
+    /// Requires <see cref="Auth.DurableSessionsAuthorization.Policy"/> on an endpoint when access control is on, except
+    /// for the requests <paramref name="isAnonymous"/> lets through (CORS preflight, routes that check their own token).
+    /// </summary>
+    private static IEndpointConventionBuilder Protect(IEndpointRouteBuilder endpoints, IEndpointConventionBuilder endpoint, Func<HttpContext, bool> isAnonymous)
+    {
+        var options = endpoints.ServiceProvider.GetRequiredService<IOptions<DurableStreamsOptions>>().Value;
+        endpoint.WithMetadata(new Auth.DurableSessionsEndpoint(isAnonymous, context => ApplyCommonHeaders(context, options)));
+        if (endpoints.ServiceProvider.GetRequiredService<Auth.AccessControl>().Enabled)
+        {
+            endpoint.RequireAuthorization(Auth.DurableSessionsAuthorization.Policy);
+        }
+
+        return endpoint;
     }
 
     /// <summary>
@@ -81,7 +98,20 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
         var control = endpoints.ServiceProvider.GetRequiredService<SubscriptionEndpoints>();
         var access = endpoints.ServiceProvider.GetRequiredService<Auth.AccessControl>();
         var options = endpoints.ServiceProvider.GetRequiredService<IOptions<DurableStreamsOptions>>().Value;
-        return endpoints.Map(StreamPaths.Root + "/{**path}", context => Guarded(context, () => Dispatch(context, handler, control, access, options)));
+        var endpoint = endpoints.Map(StreamPaths.Root + "/{**path}", context => Guarded(context, () => Dispatch(context, handler, control, access, options)));
+        return Protect(endpoints, endpoint, context => HttpMethods.IsOptions(context.Request.Method) || IsSelfAuthenticated(context));
+    }
+
+    /// <summary>
+    /// The control routes that need no bearer token, decided from the route's exact shape: the public key set, and the
+    /// routes that carry (and check) their own wake-scoped token. Everything else, claims included, needs admin on __ds.
+    /// </summary>
+    private static bool IsSelfAuthenticated(HttpContext context)
+    {
+        var raw = context.Request.Path.Value ?? string.Empty;
+        var prefix = StreamPaths.Root + "/" + StreamPaths.Reserved + "/";
+        return raw.StartsWith(prefix, StringComparison.Ordinal)
+               && SubscriptionEndpoints.Classify(raw[prefix.Length..], context.Request.Method) is ControlRoute.KeySet or ControlRoute.WakeScoped;
     }
 
     private static async Task Dispatch(HttpContext context, StreamRequestHandler handler, SubscriptionEndpoints control, Auth.AccessControl access, DurableStreamsOptions options)
@@ -101,11 +131,7 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
         if (path.StartsWith(StreamPaths.Reserved + "/", StringComparison.Ordinal))
         {
             var rest = path[(StreamPaths.Reserved.Length + 1)..];
-
-            // Decided from the route's exact shape: only the public key set and the routes that carry (and check) their
-            // own wake-scoped token skip the bearer check; everything else, claims included, needs admin on __ds.
-            var selfAuthenticated = SubscriptionEndpoints.Classify(rest, method) is ControlRoute.KeySet or ControlRoute.WakeScoped;
-            if (selfAuthenticated || await access.AuthorizeAsync(context, StreamPaths.Reserved, Auth.Capability.Admin).ConfigureAwait(false))
+            if (IsSelfAuthenticated(context) || await access.AuthorizeAsync(context, StreamPaths.Reserved, Auth.Capability.Admin).ConfigureAwait(false))
             {
                 await control.HandleAsync(context, rest).ConfigureAwait(false);
             }

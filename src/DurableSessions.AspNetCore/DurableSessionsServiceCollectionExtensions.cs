@@ -1,7 +1,9 @@
 using DurableSessions.AspNetCore.Streams;
 using DurableSessions.AspNetCore.Subscriptions;
 using DurableSessions.Live;
+using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
+using Microsoft.AspNetCore.Authorization;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -67,6 +69,7 @@ public static class DurableSessionsServiceCollectionExtensions
             "DurableSessions has no store: call AddSqliteStore() or AddRedisStore() on the builder AddDurableSessions() returns."));
         services.TryAddSingleton<Auth.AccessControl>();
         services.TryAddSingleton(sp => sp.GetRequiredService<Auth.AccessControl>().Tokens);
+        AddAccessControl(services);
         services.TryAddSingleton<StreamRequestHandler>();
         services.TryAddSingleton<Agents.AgentTurnService>();
         services.AddHostedService(sp => sp.GetRequiredService<Agents.AgentTurnService>());
@@ -87,6 +90,42 @@ public static class DurableSessionsServiceCollectionExtensions
         services.AddHostedService(sp => sp.GetRequiredService<SubscriptionService>());
         services.TryAddSingleton<SubscriptionEndpoints>();
         return new Builder(services);
+    }
+
+    /// <summary>
+    /// Access control through ASP.NET Core: the shared-key JwtBearer scheme, the endpoints' policy, the handlers of
+    /// <see cref="Auth.StreamAccessRequirement"/>, and the protocol's 401/403 bodies for refusals on these endpoints.
+    /// </summary>
+    private static void AddAccessControl(IServiceCollection services)
+    {
+        // The shared-key scheme exists only when a signing key is configured and no other scheme is named: an open server
+        // loads no token handler, and an identity provider's scheme stays the app's only (and so default) scheme.
+        // The core services only: AddAuthentication would also start Data Protection's key ring, which nothing here uses.
+        services.AddAuthenticationCore();
+        services.AddWebEncoders();
+        services.AddOptions<AuthenticationOptions>().Configure<IOptions<Auth.AccessOptions>>((o, access) =>
+        {
+            if (!string.IsNullOrEmpty(access.Value.SigningKey) && string.IsNullOrEmpty(access.Value.Scheme))
+            {
+                o.AddScheme(Auth.DurableSessionsAuthorization.SharedKeyScheme, scheme => scheme.HandlerType = typeof(JwtBearerHandler));
+            }
+        });
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IPostConfigureOptions<JwtBearerOptions>, JwtBearerPostConfigureOptions>());
+        services.AddOptions<JwtBearerOptions>(Auth.DurableSessionsAuthorization.SharedKeyScheme).Configure<Auth.AccessTokens, TimeProvider>((o, tokens, time) =>
+        {
+            o.TimeProvider = time;
+            o.MapInboundClaims = false;
+            o.TokenValidationParameters = tokens.ValidationParameters();
+        });
+        services.AddAuthorization();
+        services.AddOptions<AuthorizationOptions>().Configure<IOptions<Auth.AccessOptions>>((o, access) => o.AddPolicy(
+            Auth.DurableSessionsAuthorization.Policy,
+            policy => policy.AddAuthenticationSchemes(access.Value.EffectiveScheme).AddRequirements(Auth.AccessTokenRequirement.Instance)));
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IAuthorizationHandler, Auth.AccessTokenHandler>());
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IAuthorizationHandler, Auth.StreamAccessHandler>());
+
+        // Registered after AddAuthorization's default, so it answers; refusals elsewhere in the app go to the default.
+        services.AddSingleton<IAuthorizationMiddlewareResultHandler, Auth.AccessRefusalHandler>();
     }
 
     private sealed class Builder(IServiceCollection services) : IDurableSessionsBuilder

@@ -137,8 +137,9 @@ internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessCont
             wait = TimeSpan.FromMilliseconds(ms);
         }
 
-        var caller = Auth.AccessControl.Current(context);
-        if (stream is not null && !(caller.Allows(stream, Auth.Capability.Read) && caller.Allows(stream, Auth.Capability.Write)))
+        if (stream is not null
+            && !(await Auth.AccessControl.AllowsAsync(context, new Auth.StreamResource(stream), Auth.Capability.Read).ConfigureAwait(false)
+                 && await Auth.AccessControl.AllowsAsync(context, new Auth.StreamResource(stream), Auth.Capability.Write).ConfigureAwait(false)))
         {
             await Problem.Write(context, 403, "FORBIDDEN", $"The token does not grant read and write on {stream}.").ConfigureAwait(false);
             return;
@@ -147,6 +148,10 @@ internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessCont
         // A stopping server ends waiting claims at once (204), rather than holding up its shutdown.
         using var waiting = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, lifetime.ApplicationStopping);
         TurnClaim claim;
+
+        // Which waiting turns this caller may take is decided from its grants in memory, under the turn table's lock:
+        // thousands of candidates cannot each go through the authorization handlers.
+        var caller = Auth.AccessControl.Current(context);
         try
         {
             claim = await turns.ClaimAsync(agent, worker, stream, wait, s => caller.Allows(s, Auth.Capability.Read) && caller.Allows(s, Auth.Capability.Write), waiting.Token).ConfigureAwait(false);

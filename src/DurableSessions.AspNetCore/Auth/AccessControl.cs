@@ -1,23 +1,30 @@
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Security.Claims;
 using System.Text.Json;
-using Microsoft.AspNetCore.Authentication;
+using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
-using Microsoft.IdentityModel.Tokens;
 
 namespace DurableSessions.AspNetCore.Auth;
 
 /// <summary>
-/// Enforces access tokens on every stream and session endpoint: no or invalid token → 401, outside the token's grant → 403.
-/// With no signing key configured, everything is allowed (and a warning is logged at start).
+/// Access control on every stream and session endpoint, through ASP.NET Core authentication and authorization. The
+/// endpoints require <see cref="DurableSessionsAuthorization.Policy"/> (no or invalid token → 401), and each request
+/// checks its capability on its stream with a <see cref="StreamAccessRequirement"/> (outside the token's grant → 403).
+/// With no signing key and no scheme configured, everything is allowed (and a warning is logged at start).
 /// </summary>
 internal sealed partial class AccessControl
 {
     private const string ItemKey = "DurableSessions.Access";
 
     private readonly AccessOptions _options;
+
+    // What a principal may do, read from its claims once: a request checks its stream, and then perhaps a fork source or
+    // the streams of a subscription, with the same principal.
+    private readonly ConditionalWeakTable<ClaimsPrincipal, Access> _accessByPrincipal = [];
 
     public AccessControl(IOptions<AccessOptions> options, ILogger<AccessControl> logger)
     {
@@ -31,13 +38,16 @@ internal sealed partial class AccessControl
 
     public AccessTokens Tokens { get; }
 
+    /// <summary>Whether tokens are required.</summary>
+    public bool Enabled => _options.Enabled;
+
     /// <summary>
     /// The access of the current request, as <see cref="AuthorizeAsync"/> established it. A request that was never
     /// authorized gets no access at all: a route that forgot to authorize fails closed, never open.
     /// </summary>
     public static Access Current(HttpContext context) => context.Items[ItemKey] as Access ?? Access.Nothing;
 
-    /// <summary>Checks the request's token for <paramref name="capability"/> on <paramref name="path"/>; writes 401/403 and returns false when refused.</summary>
+    /// <summary>Checks the request for <paramref name="capability"/> on <paramref name="path"/>; writes 401/403 and returns false when refused.</summary>
     public async Task<bool> AuthorizeAsync(HttpContext context, string path, Capability capability)
     {
         if (!_options.Enabled)
@@ -46,25 +56,16 @@ internal sealed partial class AccessControl
             return true;
         }
 
-        var header = context.Request.Headers.Authorization.ToString();
-        if (!header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
+        // The endpoint's policy has authenticated the caller already; one reached without it (mapped by hand, say) is
+        // refused rather than let through.
+        if (AccessOf(context.User) is not { } access)
         {
             context.Response.Headers.WWWAuthenticate = "Bearer";
             await Problem.Write(context, 401, "UNAUTHENTICATED", "An access token is required (Authorization: Bearer <token>).").ConfigureAwait(false);
             return false;
         }
 
-        var (access, error) = _options.Scheme is { Length: > 0 } scheme
-            ? await AuthenticateAsync(context, scheme).ConfigureAwait(false)
-            : await Tokens.ValidateAsync(header[7..].Trim()).ConfigureAwait(false);
-        if (access is null)
-        {
-            context.Response.Headers.WWWAuthenticate = "Bearer error=\"invalid_token\"";
-            await Problem.Write(context, 401, "INVALID_TOKEN", error!).ConfigureAwait(false);
-            return false;
-        }
-
-        if (!access.Allows(path, capability))
+        if (!await AllowsAsync(context, new StreamResource(path), capability).ConfigureAwait(false))
         {
             await Problem.Write(context, 403, "FORBIDDEN", $"The token does not grant {capability.ToString().ToLowerInvariant()} on {path}.").ConfigureAwait(false);
             return false;
@@ -74,22 +75,42 @@ internal sealed partial class AccessControl
         return true;
     }
 
-    /// <summary>
-    /// Validates the token with an ASP.NET Core authentication scheme (JwtBearer with OIDC discovery and JWKS, or any
-    /// other) and reads the access from its claims: <c>sub</c>, <c>grants</c>, and the configured scope and role grants.
-    /// </summary>
-    private async Task<(Access? Access, string? Error)> AuthenticateAsync(HttpContext context, string scheme)
+    /// <summary>Whether the request's caller holds <paramref name="capability"/> on <paramref name="resource"/>, by the registered authorization handlers.</summary>
+    /// <remarks>For checks beyond the request's own path (a fork source, the streams of a subscription), after <see cref="AuthorizeAsync"/>.</remarks>
+    public static async Task<bool> AllowsAsync(HttpContext context, StreamResource resource, Capability capability)
     {
-        var result = await context.AuthenticateAsync(scheme).ConfigureAwait(false);
-        if (!result.Succeeded || result.Principal is not { } principal)
+        if (Current(context).IsAnonymous)
         {
-            return (null, result.Failure is SecurityTokenExpiredException ? "The access token has expired." : "The access token is not valid.");
+            // The server runs open.
+            return true;
+        }
+
+        // Resolved per request: an application's own handlers may be scoped.
+        var authorization = context.RequestServices.GetRequiredService<IAuthorizationService>();
+        var result = await authorization.AuthorizeAsync(context.User, resource, StreamAccessRequirement.For(capability)).ConfigureAwait(false);
+        return result.Succeeded;
+    }
+
+    /// <summary>
+    /// What an authenticated principal may do, from its claims: <c>sub</c> (or the name identifier), <c>grants</c>, and
+    /// the configured scope and role grants. Null when it is not authenticated or names no subject.
+    /// </summary>
+    public Access? AccessOf(ClaimsPrincipal principal)
+    {
+        if (principal.Identity?.IsAuthenticated != true)
+        {
+            return null;
+        }
+
+        if (_accessByPrincipal.TryGetValue(principal, out var known))
+        {
+            return known;
         }
 
         var subject = principal.FindFirst("sub")?.Value ?? principal.FindFirst(ClaimTypes.NameIdentifier)?.Value;
         if (string.IsNullOrEmpty(subject))
         {
-            return (null, "The access token has no subject.");
+            return null;
         }
 
         var grants = new List<(string Pattern, HashSet<Capability> Capabilities)>();
@@ -114,7 +135,9 @@ internal sealed partial class AccessControl
         DateTimeOffset? expiresAt = long.TryParse(principal.FindFirst("exp")?.Value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var exp)
             ? DateTimeOffset.FromUnixTimeSeconds(exp) + _options.ClockSkew
             : null;
-        return (new Access(subject, grants, expiresAt: expiresAt), null);
+        var access = new Access(subject, grants, expiresAt: expiresAt);
+        _accessByPrincipal.AddOrUpdate(principal, access);
+        return access;
     }
 
     private static IEnumerable<(string Pattern, HashSet<Capability> Capabilities)> Mapped(IEnumerable<string> names, Dictionary<string, Dictionary<string, string[]>> map)

@@ -35,6 +35,9 @@ public sealed class AccessOptions
     /// <summary>Capabilities given by roles (<c>roles</c> or <c>role</c> claims), in the shape of <see cref="ScopeGrants"/>.</summary>
     public Dictionary<string, Dictionary<string, string[]>> RoleGrants { get; set; } = new(StringComparer.Ordinal);
 
+    /// <summary>The scheme that validates tokens: <see cref="Scheme"/>, or the shared-key scheme when none is named.</summary>
+    public string EffectiveScheme => string.IsNullOrEmpty(Scheme) ? DurableSessionsAuthorization.SharedKeyScheme : Scheme;
+
     /// <summary>Whether tokens are required: a signing key or an authentication scheme is configured.</summary>
     public bool Enabled => !string.IsNullOrEmpty(SigningKey) || !string.IsNullOrEmpty(Scheme);
 }

@@ -7,7 +7,7 @@ using Microsoft.IdentityModel.Tokens;
 namespace DurableSessions.AspNetCore.Auth;
 
 /// <summary>
-/// Issues and validates access tokens: HS256 JWTs whose <c>sub</c> names the participant and whose <c>grants</c> claim
+/// Issues access tokens: HS256 JWTs whose <c>sub</c> names the participant and whose <c>grants</c> claim
 /// maps stream-path patterns to capabilities, e.g. <c>{"sessions/chat-42": ["read","write","control"], "sessions/team-*": ["read"]}</c>.
 /// </summary>
 /// <remarks>
@@ -66,40 +66,23 @@ public sealed class AccessTokens
         });
     }
 
-    /// <summary>Validates a token; returns the access it carries, or null with the reason.</summary>
-    public async Task<(Access? Access, string? Error)> ValidateAsync(string token)
+    /// <summary>
+    /// How the shared-key scheme (<see cref="DurableSessionsAuthorization.SharedKeyScheme"/>) validates a token: HS256 with
+    /// the signing key only, an expiry required, and the issuer and audience when configured.
+    /// </summary>
+    internal TokenValidationParameters ValidationParameters() => new()
     {
-        if (_key is null)
-        {
-            return (Access.Everything, null);
-        }
-
-        var result = await _handler.ValidateTokenAsync(token, new TokenValidationParameters
-        {
-            IssuerSigningKey = _key,
-            ValidAlgorithms = [SecurityAlgorithms.HmacSha256],
-            ValidateIssuer = _options.Issuer is not null,
-            ValidIssuer = _options.Issuer,
-            ValidateAudience = _options.Audience is not null,
-            ValidAudience = _options.Audience,
-            ValidateLifetime = true,
-            RequireExpirationTime = true,
-            ClockSkew = _options.ClockSkew,
-        }).ConfigureAwait(false);
-        if (!result.IsValid)
-        {
-            return (null, result.Exception is SecurityTokenExpiredException ? "The access token has expired." : "The access token is not valid.");
-        }
-
-        var jwt = (JsonWebToken)result.SecurityToken;
-        if (!jwt.TryGetPayloadValue<string>("sub", out var subject) || string.IsNullOrEmpty(subject))
-        {
-            return (null, "The access token has no subject.");
-        }
-
-        var grants = jwt.TryGetPayloadValue<JsonElement>("grants", out var claim) ? ParseGrants(claim) : [];
-        return (new Access(subject, grants, expiresAt: new DateTimeOffset(jwt.ValidTo, TimeSpan.Zero) + _options.ClockSkew), null);
-    }
+        IssuerSigningKey = _key,
+        ValidAlgorithms = [SecurityAlgorithms.HmacSha256],
+        ValidateIssuer = _options.Issuer is not null,
+        ValidIssuer = _options.Issuer,
+        ValidateAudience = _options.Audience is not null,
+        ValidAudience = _options.Audience,
+        ValidateLifetime = true,
+        RequireExpirationTime = true,
+        RequireSignedTokens = true,
+        ClockSkew = _options.ClockSkew,
+    };
 
     /// <summary>The grants of a <c>grants</c> claim: an object of stream-path globs to arrays of capability names.</summary>
     internal static List<(string Pattern, HashSet<Capability> Capabilities)> ParseGrants(JsonElement claim)

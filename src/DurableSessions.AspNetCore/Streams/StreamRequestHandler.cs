@@ -149,7 +149,7 @@ internal sealed partial class StreamRequestHandler
             }
 
             // A fork serves the source's data under a new path, so it needs read on the source, not just write here.
-            if (!Auth.AccessControl.Current(context).Allows(forkedFrom, Auth.Capability.Read))
+            if (!await Auth.AccessControl.AllowsAsync(context, new Auth.StreamResource(forkedFrom), Auth.Capability.Read).ConfigureAwait(false))
             {
                 await Problem.Write(context, 403, "FORBIDDEN", $"The token does not grant read on the fork source {forkedFrom}.").ConfigureAwait(false);
                 return;

@@ -216,19 +216,18 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
 
         // A subscription reports the paths and offsets of what it covers, and a pull-wake one appends to its wake
         // stream on the creator's behalf: the creator's token must allow the same directly.
-        var access = AccessControl.Current(context);
-        if (!string.IsNullOrEmpty(pattern) && !access.AllowsEvery(pattern, Capability.Read))
+        if (!string.IsNullOrEmpty(pattern) && !await AccessControl.AllowsAsync(context, new StreamResource(pattern, IsPattern: true), Capability.Read).ConfigureAwait(false))
         {
             await Forbidden(context, $"The token does not grant read on every stream the pattern {pattern} can match.").ConfigureAwait(false);
             return;
         }
 
-        if (!await AllowsReadOnEach(context, access, streams).ConfigureAwait(false))
+        if (!await AllowsReadOnEach(context, streams).ConfigureAwait(false))
         {
             return;
         }
 
-        if (wakeStream is not null && !access.Allows(wakeStream, Capability.Write))
+        if (wakeStream is not null && !await AccessControl.AllowsAsync(context, new StreamResource(wakeStream), Capability.Write).ConfigureAwait(false))
         {
             await Forbidden(context, $"The token does not grant write on the wake stream {wakeStream}.").ConfigureAwait(false);
             return;
@@ -294,7 +293,7 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
             paths.Add(path);
         }
 
-        if (!await AllowsReadOnEach(context, AccessControl.Current(context), paths).ConfigureAwait(false))
+        if (!await AllowsReadOnEach(context, paths).ConfigureAwait(false))
         {
             return;
         }
@@ -497,11 +496,11 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
         return segments > options.MaxPatternSegments ? $"pattern has more than {options.MaxPatternSegments} segments." : null;
     }
 
-    private static async Task<bool> AllowsReadOnEach(HttpContext context, Access access, IEnumerable<string> paths)
+    private static async Task<bool> AllowsReadOnEach(HttpContext context, IEnumerable<string> paths)
     {
         foreach (var path in paths)
         {
-            if (!access.Allows(path, Capability.Read))
+            if (!await AccessControl.AllowsAsync(context, new StreamResource(path), Capability.Read).ConfigureAwait(false))
             {
                 await Forbidden(context, $"The token does not grant read on {path}.").ConfigureAwait(false);
                 return false;
