@@ -7,7 +7,8 @@ internal sealed record LoadOptions
 {
     public const string Usage = """
         usage: DurableSessions.LoadTest --url <http://127.0.0.1:port> [options]
-          --scenario append|batch|latency|sessions|seed|ask|all   (default all; sessions, seed and ask are not part of all)
+          --scenario append|batch|ws-append|latency|sessions|seed|ask|all   (default all; ws-append, sessions, seed and ask are not part of all)
+          --pipeline <n>         appends in flight per WebSocket connection in the ws-append scenario (default 64)
           --questions <n>        questions the ask scenario posts into random stored sessions (default 100)
           --streams <n>          streams to spread load over (default 100)
           --connections <n>      concurrent writers (default 64)
@@ -48,6 +49,8 @@ internal sealed record LoadOptions
 
     public int Questions { get; init; } = 100;
 
+    public int Pipeline { get; init; } = 64;
+
     public static LoadOptions? Parse(string[] args)
     {
         var options = new LoadOptions();
@@ -74,6 +77,7 @@ internal sealed record LoadOptions
                 "--label" => options with { Label = value },
                 "--server-pid" => options with { ServerPid = int.Parse(value, CultureInfo.InvariantCulture) },
                 "--questions" => options with { Questions = int.Parse(value, CultureInfo.InvariantCulture) },
+                "--pipeline" => options with { Pipeline = int.Parse(value, CultureInfo.InvariantCulture) },
                 _ => null,
             };
             if (options is null)
@@ -84,7 +88,7 @@ internal sealed record LoadOptions
             i++;
         }
 
-        return options.Scenario is "append" or "batch" or "latency" or "sessions" or "seed" or "ask" or "all" && options.DurationSeconds is > 0 and <= 600 ? options : null;
+        return options.Scenario is "append" or "batch" or "ws-append" or "latency" or "sessions" or "seed" or "ask" or "all" && options.DurationSeconds is > 0 and <= 600 ? options : null;
     }
 }
 

@@ -42,6 +42,7 @@ foreach (var scenario in scenarios)
     var result = scenario.Scenario switch
     {
         "append" or "batch" => await AppendScenario.RunAsync(scenario),
+        "ws-append" => await SocketAppendScenario.RunAsync(scenario),
         "latency" => await LatencyScenario.RunAsync(scenario),
         "sessions" => await SessionScenario.RunAsync(scenario),
         "seed" => await StoredSessionScenario.SeedAsync(scenario),

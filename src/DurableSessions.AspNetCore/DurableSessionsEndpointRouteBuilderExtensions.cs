@@ -33,6 +33,17 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
         return MapUnder(endpoints, AiSdk.AiSdkChatEndpoints.Root, chat.HandleAsync);
     }
 
+    /// <summary>
+    /// Maps the WebSocket transport at <c>/v1/ws</c> (docs/websocket.md): one connection for any number of subscriptions,
+    /// pipelined appends and session operations. Needs <c>app.UseWebSockets()</c> earlier in the pipeline.
+    /// </summary>
+    public static IEndpointConventionBuilder MapDurableStreamsWebSocket(this IEndpointRouteBuilder endpoints)
+    {
+        var socket = endpoints.ServiceProvider.GetRequiredService<WebSockets.StreamSocketEndpoint>();
+        var endpoint = endpoints.MapGet(WebSockets.StreamSocketEndpoint.Path, socket.HandleAsync);
+        return Protect(endpoints, endpoint, _ => false);
+    }
+
     /// <summary>Maps a handler for everything under <paramref name="root"/>, with the common headers and CORS preflight.</summary>
     private static IEndpointConventionBuilder MapUnder(IEndpointRouteBuilder endpoints, string root, Func<HttpContext, string, Task> handler)
     {

@@ -29,12 +29,17 @@ public static class DurableSessionsServiceCollectionExtensions
         var sessionOptions = services.AddOptions<Sessions.SessionServiceOptions>();
         var access = services.AddOptions<Auth.AccessOptions>();
         var agents = services.AddOptions<Agents.AgentTurnOptions>();
+        var sockets = services.AddOptions<WebSockets.StreamSocketOptions>();
         services.AddHealthChecks().AddCheck<StoreHealthCheck>("store", tags: [StoreHealthCheck.ReadyTag]);
         if (configuration?.GetSection("Authentication:Schemes:Bearer").Exists() == true)
         {
             // Tokens from an identity provider: JwtBearer reads Authentication:Schemes:Bearer itself (Authority or
             // MetadataAddress for OIDC discovery and JWKS, ValidAudiences, keys as `dotnet user-jwts` writes them).
-            services.AddAuthentication().AddJwtBearer(o => o.MapInboundClaims = false);
+            services.AddAuthentication().AddJwtBearer(o =>
+            {
+                o.MapInboundClaims = false;
+                o.Events = new JwtBearerEvents { OnMessageReceived = WebSockets.StreamSocketEndpoint.TokenFromQuery };
+            });
 
             // A key the provider stopped publishing is refused as soon as the new key set is fetched, not kept as "last
             // known good" for another hour: a rotation is how a leaked key is withdrawn.
@@ -55,10 +60,12 @@ public static class DurableSessionsServiceCollectionExtensions
             sessionOptions.Bind(configuration.GetSection("Sessions"));
             access.Bind(configuration.GetSection("Auth"));
             agents.Bind(configuration.GetSection("Agents"));
+            sockets.Bind(configuration.GetSection("WebSockets"));
         }
 
         streams.Validate(o => !o.Validate().Any(), "Invalid DurableStreams settings.").ValidateOnStart();
         agents.Validate(o => !o.Validate().Any(), "Invalid Agents settings: DefaultLeaseTtl must be from 1 s to 10 min, MaxClaimWait from 0 to 5 min, MaxAgents from 1 to 10000.").ValidateOnStart();
+        sockets.Validate(o => !o.Validate().Any(), "Invalid WebSockets settings: MaxMessageBytes must be from 1 KiB to 64 MiB, MaxSendQueueBytes at least 1 KiB, MaxSubscriptions and MaxInFlight from 1 to 100000, and the times positive.").ValidateOnStart();
         subscriptions.Validate(o => !o.Validate().Any(), "Invalid Subscriptions settings.").ValidateOnStart();
         sessionOptions.Validate(o => !o.Validate().Any(), "Invalid Sessions settings: MemoryIdleTimeout must be from 1 ms to 1 day, MaxInMemory from 1 to 1000000, MaxConcurrentNotifications from 1 to 10000.").ValidateOnStart();
         services.TryAddSingleton(TimeProvider.System);
@@ -89,6 +96,8 @@ public static class DurableSessionsServiceCollectionExtensions
         services.TryAddSingleton<SubscriptionService>();
         services.AddHostedService(sp => sp.GetRequiredService<SubscriptionService>());
         services.TryAddSingleton<SubscriptionEndpoints>();
+        services.TryAddSingleton<WebSockets.StreamSocketServices>();
+        services.TryAddSingleton<WebSockets.StreamSocketEndpoint>();
         return new Builder(services);
     }
 
@@ -115,6 +124,7 @@ public static class DurableSessionsServiceCollectionExtensions
         {
             o.TimeProvider = time;
             o.MapInboundClaims = false;
+            o.Events = new JwtBearerEvents { OnMessageReceived = WebSockets.StreamSocketEndpoint.TokenFromQuery };
             o.TokenValidationParameters = tokens.ValidationParameters();
         });
         services.AddAuthorization();

@@ -78,6 +78,7 @@ catch (Exception ex)
 
 app.UseDefaultFiles();
 app.UseStaticFiles();
+app.UseWebSockets();
 app.MapGet("/health", (StreamStore store) => store.IsAvailable
     ? Results.Text("ok")
     : Results.Text("storage unavailable", statusCode: StatusCodes.Status503ServiceUnavailable));
@@ -85,6 +86,7 @@ ServerTelemetry.Map(app);
 app.MapDurableStreams();
 app.MapDurableSessions();
 app.MapAiSdkChat();
+app.MapDurableStreamsWebSocket();
 
 app.Lifetime.ApplicationStarted.Register(() =>
 {

@@ -47,9 +47,11 @@ public sealed class InProcessServer : IAsyncDisposable
         });
         services?.Invoke(builder.Services);
         var app = builder.Build();
+        app.UseWebSockets();
         app.MapDurableStreams();
         app.MapDurableSessions();
         app.MapAiSdkChat();
+        app.MapDurableStreamsWebSocket();
         await app.StartAsync();
         return new InProcessServer(app, directory);
     }

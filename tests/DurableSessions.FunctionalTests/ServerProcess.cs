@@ -154,7 +154,9 @@ public sealed class ServerProcess : IAsyncDisposable
             await Task.Delay(50);
         }
 
-        throw new TimeoutException("The server did not become healthy within 30 seconds.");
+        // A server that never became healthy is not left running after the test.
+        _process.Kill(entireProcessTree: true);
+        throw new TimeoutException($"The server did not become healthy within 30 seconds: {RecentOutput}");
     }
 
     /// <summary>Kills the process with SIGKILL: no shutdown code runs.</summary>

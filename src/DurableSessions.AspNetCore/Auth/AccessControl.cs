@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Security.Claims;
 using System.Text.Json;
+using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
@@ -18,7 +19,7 @@ namespace DurableSessions.AspNetCore.Auth;
 /// </summary>
 internal sealed partial class AccessControl
 {
-    private const string ItemKey = "DurableSessions.Access";
+    internal const string ItemKey = "DurableSessions.Access";
 
     private readonly AccessOptions _options;
 
@@ -73,6 +74,46 @@ internal sealed partial class AccessControl
 
         context.Items[ItemKey] = access;
         return true;
+    }
+
+    /// <summary>
+    /// Establishes the access of a request that is not about one path (a WebSocket connection, whose operations each name
+    /// their own): everything when access control is off, else what the authenticated caller's token grants.
+    /// </summary>
+    /// <returns>The access, or null when the caller is not authenticated (the endpoint's policy refuses it first).</returns>
+    public Access? Establish(HttpContext context)
+    {
+        var access = _options.Enabled ? AccessOf(context.User) : Access.Everything;
+        if (access is not null)
+        {
+            context.Items[ItemKey] = access;
+        }
+
+        return access;
+    }
+
+    /// <summary>
+    /// Validates a bearer token outside its own request (a token that replaces a WebSocket connection's) with the
+    /// configured scheme, as if it came in an <c>Authorization</c> header.
+    /// </summary>
+    public async Task<(ClaimsPrincipal? Principal, string Error)> ValidateAsync(IServiceProvider services, string token)
+    {
+        // A scope of its own: the authentication handlers of a scope keep the result of the request they first served.
+        var scope = services.GetRequiredService<IServiceScopeFactory>().CreateAsyncScope();
+        AuthenticateResult result;
+        await using (scope.ConfigureAwait(false))
+        {
+            var probe = new DefaultHttpContext { RequestServices = scope.ServiceProvider };
+            probe.Request.Headers.Authorization = "Bearer " + token;
+            result = await probe.AuthenticateAsync(_options.EffectiveScheme).ConfigureAwait(false);
+        }
+
+        if (!result.Succeeded || result.Principal is not { } principal)
+        {
+            return (null, result.Failure is Microsoft.IdentityModel.Tokens.SecurityTokenExpiredException ? "The access token has expired." : "The access token is not valid.");
+        }
+
+        return AccessOf(principal) is null ? (null, AccessTokenHandler.NoSubject) : (principal, string.Empty);
     }
 
     /// <summary>Whether the request's caller holds <paramref name="capability"/> on <paramref name="resource"/>, by the registered authorization handlers.</summary>

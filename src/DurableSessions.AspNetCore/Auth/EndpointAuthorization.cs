@@ -92,8 +92,9 @@ internal sealed class AccessRefusalHandler(IOptions<AccessOptions> options) : IA
             return;
         }
 
-        var header = context.Request.Headers.Authorization.ToString();
-        if (authorizeResult.Challenged && !header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
+        var presented = context.Request.Headers.Authorization.ToString().StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase)
+                        || (context.Request.Path.Equals(WebSockets.StreamSocketEndpoint.Path, StringComparison.Ordinal) && context.Request.Query.ContainsKey("access_token"));
+        if (authorizeResult.Challenged && !presented)
         {
             context.Response.Headers.WWWAuthenticate = "Bearer";
             await Problem.Write(context, 401, "UNAUTHENTICATED", "An access token is required (Authorization: Bearer <token>).").ConfigureAwait(false);

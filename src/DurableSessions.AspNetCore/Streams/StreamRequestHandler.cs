@@ -335,36 +335,76 @@ internal sealed partial class StreamRequestHandler
             return;
         }
 
-        var data = body.Value;
-        string? contentType = null;
+        var contentType = body.Value.Length > 0 ? headers.ContentType.ToString() : null;
+        var command = new AppendCommand(path, contentType, body.Value, close, streamSeq, producer);
+        var answer = await AppendAsync(command, Auth.AccessControl.Current(context), context.RequestAborted).ConfigureAwait(false);
+        var response = context.Response;
+        response.Headers.CacheControl = "no-store";
+        if (answer.Result is { } result)
+        {
+            // Headers that go with the answer, refusals included: where the tail is, the producer's state.
+            if (answer.Succeeded || result.Status == AppendStatus.StreamClosed)
+            {
+                response.Headers[ProtocolHeaders.NextOffset] = StreamOffset.Format(result.TailPosition);
+            }
+
+            if ((answer.Succeeded && result.Closed) || result.Status == AppendStatus.StreamClosed)
+            {
+                response.Headers[ProtocolHeaders.Closed] = "true";
+            }
+
+            if (producer is not null && (answer.Succeeded ? result.Status != AppendStatus.AlreadyClosed : result.Status == AppendStatus.StaleEpoch))
+            {
+                response.Headers[ProtocolHeaders.ProducerEpoch] = result.ProducerEpoch.ToString(CultureInfo.InvariantCulture);
+                if (answer.Succeeded)
+                {
+                    response.Headers[ProtocolHeaders.ProducerSeq] = result.ProducerSeq.ToString(CultureInfo.InvariantCulture);
+                }
+            }
+
+            if (answer.Code == "PRODUCER_SEQ_GAP")
+            {
+                response.Headers[ProtocolHeaders.ProducerExpectedSeq] = result.ProducerSeq.ToString(CultureInfo.InvariantCulture);
+                response.Headers[ProtocolHeaders.ProducerReceivedSeq] = producer!.Value.Seq.ToString(CultureInfo.InvariantCulture);
+            }
+        }
+
+        if (answer.Succeeded)
+        {
+            response.StatusCode = answer.Status;
+            return;
+        }
+
+        await Problem.Write(context, answer.Status, answer.Code!, answer.Message!).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Appends to a stream for any transport (an HTTP request, a WebSocket message): the same checks, the stream's
+    /// append policy (a session's rules) and the store, answered as the protocol's status, code and message.
+    /// </summary>
+    internal async Task<AppendAnswer> AppendAsync(AppendCommand command, Auth.Access writer, CancellationToken cancellationToken)
+    {
+        var (path, contentType, data, close, streamSeq, producer) = command;
         if (data.Length == 0)
         {
             if (!close)
             {
-                await Problem.Write(context, 400, "EMPTY_BODY", "An append needs a body (or Stream-Closed: true to close the stream).").ConfigureAwait(false);
-                return;
+                return AppendAnswer.Refused(400, "EMPTY_BODY", "An append needs a body (or Stream-Closed: true to close the stream).");
             }
         }
-        else
+        else if (string.IsNullOrEmpty(contentType))
         {
-            contentType = headers.ContentType.ToString();
-            if (string.IsNullOrEmpty(contentType))
-            {
-                await Problem.Write(context, 400, "MISSING_CONTENT_TYPE", "An append with a body needs a Content-Type.").ConfigureAwait(false);
-                return;
-            }
-
-            if (!StreamContentType.IsValid(contentType))
-            {
-                await Problem.Write(context, 400, "INVALID_CONTENT_TYPE", "Content-Type is not a valid media type.").ConfigureAwait(false);
-                return;
-            }
+            return AppendAnswer.Refused(400, "MISSING_CONTENT_TYPE", "An append with a body needs a Content-Type.");
+        }
+        else if (!StreamContentType.IsValid(contentType))
+        {
+            return AppendAnswer.Refused(400, "INVALID_CONTENT_TYPE", "Content-Type is not a valid media type.");
         }
 
-        var lookup = await _store.GetAsync(path, context.RequestAborted).ConfigureAwait(false);
-        if (await WriteLookupFailure(context, lookup).ConfigureAwait(false))
+        var lookup = await _store.GetAsync(path, cancellationToken).ConfigureAwait(false);
+        if (LookupFailure(lookup.Status) is { } missing)
         {
-            return;
+            return missing;
         }
 
         var stream = lookup.Stream!;
@@ -378,20 +418,18 @@ internal sealed partial class StreamRequestHandler
             }
             else if (!StreamContentType.Matches(contentType!, stream.ContentType))
             {
-                await Problem.Write(context, 409, "CONTENT_TYPE_MISMATCH", $"This stream's content type is {stream.ContentType}.").ConfigureAwait(false);
-                return;
+                return AppendAnswer.Refused(409, "CONTENT_TYPE_MISMATCH", $"This stream's content type is {stream.ContentType}.");
             }
             else if (!TryFrame(stream.ContentType, data, allowEmptyArray: false, out payload, out var error))
             {
-                await Problem.Write(context, 400, "INVALID_JSON", error!).ConfigureAwait(false);
-                return;
+                return AppendAnswer.Refused(400, "INVALID_JSON", error!);
             }
         }
 
         var appendRequest = new AppendRequest
         {
             Path = path,
-            ContentType = contentType,
+            ContentType = data.Length > 0 ? contentType : null,
             Data = payload,
             Close = close,
             StreamSeq = streamSeq,
@@ -400,85 +438,50 @@ internal sealed partial class StreamRequestHandler
         // A governed stream (a session: closing one ends it for everyone, an administrator's act) is held to its policy,
         // which appends atomically with its checks.
         var policy = PolicyFor(path);
-        var writer = Auth.AccessControl.Current(context);
         if (close && policy?.CheckClose(stream, writer) is { } closeRefused)
         {
-            await Problem.Write(context, closeRefused.Status, closeRefused.Code, closeRefused.Message).ConfigureAwait(false);
-            return;
+            return AppendAnswer.Refused(closeRefused.Status, closeRefused.Code, closeRefused.Message);
         }
 
         AppendResult result;
-        if (policy?.AppendAsync(stream, appendRequest, writer, context.RequestAborted) is { } governed)
+        if (policy?.AppendAsync(stream, appendRequest, writer, cancellationToken) is { } governed)
         {
             var (governedResult, refusal) = await governed.ConfigureAwait(false);
             if (refusal is not null)
             {
-                await Problem.Write(context, refusal.Status, refusal.Code, refusal.Message).ConfigureAwait(false);
-                return;
+                return AppendAnswer.Refused(refusal.Status, refusal.Code, refusal.Message);
             }
 
             result = governedResult;
         }
         else
         {
-            result = await _store.AppendAsync(appendRequest, context.RequestAborted).ConfigureAwait(false);
+            result = await _store.AppendAsync(appendRequest, cancellationToken).ConfigureAwait(false);
         }
 
-        var response = context.Response;
-        response.Headers.CacheControl = "no-store";
-        switch (result.Status)
+        return result.Status switch
         {
-            case AppendStatus.Appended:
-            case AppendStatus.Duplicate:
-            case AppendStatus.AlreadyClosed:
-                response.StatusCode = result.Status == AppendStatus.Appended && producer is not null && !payload.IsEmpty ? 200 : 204;
-                response.Headers[ProtocolHeaders.NextOffset] = StreamOffset.Format(result.TailPosition);
-                if (result.Closed)
-                {
-                    response.Headers[ProtocolHeaders.Closed] = "true";
-                }
-
-                if (producer is not null && result.Status != AppendStatus.AlreadyClosed)
-                {
-                    response.Headers[ProtocolHeaders.ProducerEpoch] = result.ProducerEpoch.ToString(CultureInfo.InvariantCulture);
-                    response.Headers[ProtocolHeaders.ProducerSeq] = result.ProducerSeq.ToString(CultureInfo.InvariantCulture);
-                }
-
-                return;
-            case AppendStatus.NotFound:
-            case AppendStatus.Gone:
-                await WriteLookupFailure(context, new StreamLookup(result.Status == AppendStatus.Gone ? StreamLookupStatus.Gone : StreamLookupStatus.NotFound, null)).ConfigureAwait(false);
-                return;
-            case AppendStatus.StreamClosed:
-                response.Headers[ProtocolHeaders.Closed] = "true";
-                response.Headers[ProtocolHeaders.NextOffset] = StreamOffset.Format(result.TailPosition);
-                await Problem.Write(context, 409, "STREAM_CLOSED", "The stream is closed; no further appends are accepted.").ConfigureAwait(false);
-                return;
-            case AppendStatus.ContentTypeMismatch:
-                await Problem.Write(context, 409, "CONTENT_TYPE_MISMATCH", "The Content-Type differs from the stream's.").ConfigureAwait(false);
-                return;
-            case AppendStatus.SequenceConflict:
-                await Problem.Write(context, 409, "SEQUENCE_CONFLICT", "Stream-Seq must be greater than the last one accepted.").ConfigureAwait(false);
-                return;
-            case AppendStatus.StaleEpoch:
-                response.Headers[ProtocolHeaders.ProducerEpoch] = result.ProducerEpoch.ToString(CultureInfo.InvariantCulture);
-                await Problem.Write(context, 403, "STALE_PRODUCER_EPOCH", "A newer epoch of this producer has written to the stream.").ConfigureAwait(false);
-                return;
-            case AppendStatus.TailMoved:
-                await Problem.Write(context, 409, "CONFLICT", "The session changed while the append was decided; retry.").ConfigureAwait(false);
-                return;
-            case AppendStatus.InvalidEpochSeq:
-                await Problem.Write(context, 400, "INVALID_EPOCH_SEQ", "A new producer epoch must start at Producer-Seq 0.").ConfigureAwait(false);
-                return;
-            default:
-                response.Headers[ProtocolHeaders.ProducerExpectedSeq] = result.ProducerSeq.ToString(CultureInfo.InvariantCulture);
-                response.Headers[ProtocolHeaders.ProducerReceivedSeq] = producer!.Value.Seq.ToString(CultureInfo.InvariantCulture);
-                await Problem.Write(context, 409, "PRODUCER_SEQ_GAP", "Producer-Seq skipped ahead; resend the missing sequence numbers first.").ConfigureAwait(false);
-                return;
-        }
+            AppendStatus.Appended or AppendStatus.Duplicate or AppendStatus.AlreadyClosed
+                => new AppendAnswer(result.Status == AppendStatus.Appended && producer is not null && !payload.IsEmpty ? 200 : 204, result),
+            AppendStatus.NotFound or AppendStatus.Gone
+                => LookupFailure(result.Status == AppendStatus.Gone ? StreamLookupStatus.Gone : StreamLookupStatus.NotFound)!.Value,
+            AppendStatus.StreamClosed => AppendAnswer.Refused(409, "STREAM_CLOSED", "The stream is closed; no further appends are accepted.", result),
+            AppendStatus.ContentTypeMismatch => AppendAnswer.Refused(409, "CONTENT_TYPE_MISMATCH", "The Content-Type differs from the stream's.", result),
+            AppendStatus.SequenceConflict => AppendAnswer.Refused(409, "SEQUENCE_CONFLICT", "Stream-Seq must be greater than the last one accepted.", result),
+            AppendStatus.StaleEpoch => AppendAnswer.Refused(403, "STALE_PRODUCER_EPOCH", "A newer epoch of this producer has written to the stream.", result),
+            AppendStatus.TailMoved => AppendAnswer.Refused(409, "CONFLICT", "The session changed while the append was decided; retry.", result),
+            AppendStatus.InvalidEpochSeq => AppendAnswer.Refused(400, "INVALID_EPOCH_SEQ", "A new producer epoch must start at Producer-Seq 0.", result),
+            _ => AppendAnswer.Refused(409, "PRODUCER_SEQ_GAP", "Producer-Seq skipped ahead; resend the missing sequence numbers first.", result),
+        };
     }
 
-    /// <summary>Who writes to a session stream: the token's subject and whether it may control the session; anyone when access control is off.</summary>
+    private static AppendAnswer? LookupFailure(StreamLookupStatus status) => status switch
+    {
+        StreamLookupStatus.Found => null,
+        StreamLookupStatus.Gone => AppendAnswer.Refused(410, "STREAM_DELETED", "The stream has been deleted."),
+        _ => AppendAnswer.Refused(404, "STREAM_NOT_FOUND", "No stream exists at this path."),
+    };
+
     /// <summary>The first registered policy that governs <paramref name="path"/>, if any.</summary>
     private IStreamAppendPolicy? PolicyFor(string path)
     {
@@ -559,17 +562,13 @@ internal sealed partial class StreamRequestHandler
 
     private static async Task<bool> WriteLookupFailure(HttpContext context, StreamLookup lookup)
     {
-        switch (lookup.Status)
+        if (LookupFailure(lookup.Status) is not { } failure)
         {
-            case StreamLookupStatus.Found:
-                return false;
-            case StreamLookupStatus.Gone:
-                await Problem.Write(context, 410, "STREAM_DELETED", "The stream has been deleted.").ConfigureAwait(false);
-                return true;
-            default:
-                await Problem.Write(context, 404, "STREAM_NOT_FOUND", "No stream exists at this path.").ConfigureAwait(false);
-                return true;
+            return false;
         }
+
+        await Problem.Write(context, failure.Status, failure.Code!, failure.Message!).ConfigureAwait(false);
+        return true;
     }
 
     private static partial class Log

@@ -1,0 +1,1052 @@
+using System.Buffers;
+using System.Globalization;
+using System.Net.WebSockets;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Json;
+using System.Threading.Channels;
+using DurableSessions.AspNetCore.Auth;
+using DurableSessions.AspNetCore.Streams;
+using DurableSessions.Live;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+
+namespace DurableSessions.AspNetCore.WebSockets;
+
+/// <summary>
+/// One WebSocket connection of the transport specified in docs/websocket.md: a receive loop that runs each client
+/// operation, a send loop that writes the server's messages from one queue bounded in bytes, and one follower per
+/// subscription. Appends go through <c>StreamRequestHandler.AppendAsync</c> and session operations through the
+/// session endpoints, so every rule and check is the one HTTP applies.
+/// </summary>
+internal sealed partial class StreamSocketConnection : IAsyncDisposable
+{
+    /// <summary>Close code for a frame that is not one JSON object with a string <c>op</c>.</summary>
+    public const WebSocketCloseStatus BadFrame = (WebSocketCloseStatus)4400;
+
+    /// <summary>Close code for a token that expired and was not replaced.</summary>
+    public const WebSocketCloseStatus TokenExpired = (WebSocketCloseStatus)4401;
+
+    private const int MaxIdLength = 128;
+
+    private static readonly JsonWriterOptions WriterOptions = DurableJson.WriterOptions with { SkipValidation = true };
+
+    private readonly WebSocket _socket;
+    private readonly HttpContext _http;
+    private readonly StreamSocketServices _services;
+    private readonly StreamSocketOptions _options;
+    private readonly CancellationTokenSource _closing;
+    private readonly Channel<byte[]> _outgoing = Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Dictionary<string, Subscription> _subscriptions = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Task> _pathTails = new(StringComparer.Ordinal);
+    private readonly SemaphoreSlim _inFlight;
+    private long _queuedBytes;
+    private int _pending;
+    private long _lastMessageAt;
+    private Access _access;
+    private readonly TaskCompletionSource _closeRequested = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private WebSocketCloseStatus? _closeStatus;
+    private string? _closeReason;
+
+    public StreamSocketConnection(WebSocket socket, HttpContext http, Access access, StreamSocketServices services)
+    {
+        _socket = socket;
+        _http = http;
+        _access = access;
+        _services = services;
+        _options = services.Options;
+        _inFlight = new SemaphoreSlim(_options.MaxInFlight, _options.MaxInFlight);
+        _closing = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted, services.Stopping);
+        _lastMessageAt = services.Time.GetTimestamp();
+    }
+
+    /// <summary>Serves the connection until either side closes it or the server stops.</summary>
+    /// <remarks>
+    /// No socket call is ever cancelled: a cancelled WebSocket send or receive aborts the connection, and a close code
+    /// could not be sent. The loops end by the close handshake instead; a peer that stops answering is cut by the
+    /// keep-alive timeout.
+    /// </remarks>
+    public async Task RunAsync()
+    {
+        var sending = SendLoopAsync();
+        var watching = WatchAsync();
+        using var stopping = _services.Stopping.Register(() => CloseWith(WebSocketCloseStatus.EndpointUnavailable, "The server is stopping."));
+        Enqueue(Hello());
+        var receiving = ReceiveLoopAsync();
+        await Task.WhenAny(receiving, _closeRequested.Task).ConfigureAwait(false);
+        CloseWith(WebSocketCloseStatus.NormalClosure, null);
+
+        // Operations and subscriptions end and queue their last messages; those are sent, then the close frame.
+        await DrainAsync().ConfigureAwait(false);
+        _outgoing.Writer.TryComplete();
+        await sending.ConfigureAwait(false);
+        await watching.ConfigureAwait(false);
+        await CloseAsync().ConfigureAwait(false);
+        if (await Task.WhenAny(receiving, Task.Delay(TimeSpan.FromSeconds(5), _services.Time)).ConfigureAwait(false) != receiving)
+        {
+            // The peer never answered the close: cut it.
+            _socket.Abort();
+        }
+
+        await receiving.ConfigureAwait(false);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _closing.Dispose();
+        _inFlight.Dispose();
+        await ValueTask.CompletedTask.ConfigureAwait(false);
+    }
+
+    private async Task ReceiveLoopAsync()
+    {
+        var buffer = ArrayPool<byte>.Shared.Rent(Math.Min(_options.MaxMessageBytes, 64 * 1024));
+        try
+        {
+            while (!_closing.IsCancellationRequested)
+            {
+                var length = 0;
+                ValueWebSocketReceiveResult received;
+                do
+                {
+                    if (length >= _options.MaxMessageBytes)
+                    {
+                        // More is coming and the message is already at its bound.
+                        CloseWith(WebSocketCloseStatus.MessageTooBig, $"A message is at most {_options.MaxMessageBytes} bytes.");
+                        return;
+                    }
+
+                    if (length == buffer.Length)
+                    {
+                        var larger = ArrayPool<byte>.Shared.Rent(Math.Min(buffer.Length * 2, _options.MaxMessageBytes));
+                        buffer.AsSpan(0, length).CopyTo(larger);
+                        ArrayPool<byte>.Shared.Return(buffer);
+                        buffer = larger;
+                    }
+
+                    var room = Math.Min(buffer.Length, _options.MaxMessageBytes) - length;
+                    received = await _socket.ReceiveAsync(buffer.AsMemory(length, room), CancellationToken.None).ConfigureAwait(false);
+                    length += received.Count;
+                }
+                while (!received.EndOfMessage && received.MessageType != WebSocketMessageType.Close);
+
+                switch (received.MessageType)
+                {
+                    case WebSocketMessageType.Close:
+                        CloseWith(WebSocketCloseStatus.NormalClosure, null);
+                        return;
+                    case WebSocketMessageType.Binary:
+                        CloseWith(WebSocketCloseStatus.InvalidMessageType, "Messages are JSON text frames.");
+                        return;
+                }
+
+                Volatile.Write(ref _lastMessageAt, _services.Time.GetTimestamp());
+                if (!await DispatchAsync(buffer.AsMemory(0, length)).ConfigureAwait(false))
+                {
+                    return;
+                }
+            }
+        }
+        catch (Exception ex) when (ex is WebSocketException or OperationCanceledException or IOException)
+        {
+            // The peer went away (or the connection was cut): nothing to answer.
+            CloseWith(WebSocketCloseStatus.NormalClosure, null);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>Parses one client message and starts its operation; false when the frame closes the connection.</summary>
+    private async Task<bool> DispatchAsync(ReadOnlyMemory<byte> message)
+    {
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(message, new JsonDocumentOptions { MaxDepth = JsonFraming.MaxDepth + 2 });
+        }
+        catch (JsonException)
+        {
+            CloseWith(BadFrame, "A message must be one JSON object.");
+            return false;
+        }
+
+        using (document)
+        {
+            var root = document.RootElement;
+            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("op", out var opElement) || opElement.ValueKind != JsonValueKind.String)
+            {
+                CloseWith(BadFrame, "A message must be a JSON object with a string \"op\".");
+                return false;
+            }
+
+            var op = opElement.GetString();
+            var id = OptionalString(root, "id");
+            if (id is { Length: 0 or > MaxIdLength })
+            {
+                Enqueue(Error("id", null, 400, "INVALID_ID", $"id must be a string of 1 to {MaxIdLength} characters."));
+                return true;
+            }
+
+            switch (op)
+            {
+                case "subscribe":
+                    await SubscribeAsync(root).ConfigureAwait(false);
+                    return true;
+                case "unsubscribe":
+                    Unsubscribe(root);
+                    return true;
+                case "append":
+                    await StartAsync(id, root, AppendAsync).ConfigureAwait(false);
+                    return true;
+                case "auth":
+                    await StartAsync(id, root, AuthAsync).ConfigureAwait(false);
+                    return true;
+                case "session.message" or "session.cancel" or "session.steer" or "session.presence":
+                    await StartAsync(id, root, (i, r) => SessionAsync(op, i, r)).ConfigureAwait(false);
+                    return true;
+                default:
+                    Enqueue(Error("id", id, 400, "UNKNOWN_OP", $"Unknown op \"{Truncate(op)}\"; see docs/websocket.md."));
+                    return true;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Starts an operation that answers its <c>id</c>, within <see cref="StreamSocketOptions.MaxInFlight"/>: the receive
+    /// loop waits for a slot, which is the connection's back-pressure. The message is parsed before this returns.
+    /// </summary>
+    private async Task StartAsync(string? id, JsonElement root, Func<string, JsonElement, Task<byte[]>> operation)
+    {
+        if (id is null)
+        {
+            Enqueue(Error("id", null, 400, "MISSING_ID", "This operation needs an id to answer."));
+            return;
+        }
+
+        await _inFlight.WaitAsync(_closing.Token).ConfigureAwait(false);
+        Interlocked.Increment(ref _pending);
+        Task<byte[]> work;
+        try
+        {
+            work = operation(id, root);
+        }
+        catch
+        {
+            Release();
+            throw;
+        }
+
+        _ = AnswerAsync(id, work);
+    }
+
+    private async Task AnswerAsync(string id, Task<byte[]> work)
+    {
+        try
+        {
+            Enqueue(await work.ConfigureAwait(false));
+        }
+        catch (OperationCanceledException)
+        {
+            // The connection is closing: the client retries after it reconnects (producers deduplicate).
+        }
+        catch (StreamStoreUnavailableException ex)
+        {
+            Enqueue(Error("id", id, 503, "STORE_UNAVAILABLE", ex.Message));
+        }
+        catch (Exception ex)
+        {
+            Log.OperationFailed(_services.Logger, ex);
+            Enqueue(Error("id", id, 500, "INTERNAL", "The operation failed."));
+        }
+        finally
+        {
+            Release();
+        }
+    }
+
+    private void Release()
+    {
+        Interlocked.Decrement(ref _pending);
+        _inFlight.Release();
+    }
+
+    // ---- appends ------------------------------------------------------------------------------------------------------
+
+    private Task<byte[]> AppendAsync(string id, JsonElement root)
+    {
+        var path = OptionalString(root, "path");
+        if (PathError(path) is { } pathError)
+        {
+            return Task.FromResult(pathError.WithId(id));
+        }
+
+        if (!TryReadAppend(root, out var contentType, out var data, out var close, out var seq, out var producer, out var error))
+        {
+            return Task.FromResult(Error("id", id, 400, error.Code, error.Message));
+        }
+
+        var command = new AppendCommand(path!, contentType, data, close, seq, producer);
+
+        // Appends to one path run in the order they were sent; appends to different paths run side by side.
+        Task<byte[]> work;
+        lock (_pathTails)
+        {
+            var previous = _pathTails.GetValueOrDefault(path!) ?? Task.CompletedTask;
+            work = AppendAfterAsync(previous, id, command);
+            _pathTails[path!] = work;
+        }
+
+        _ = work.ContinueWith(
+            (done, state) =>
+            {
+                var (connection, key) = ((StreamSocketConnection, string))state!;
+                lock (connection._pathTails)
+                {
+                    if (connection._pathTails.TryGetValue(key, out var tail) && tail == done)
+                    {
+                        connection._pathTails.Remove(key);
+                    }
+                }
+            },
+            (this, path!),
+            CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Default);
+        return work;
+    }
+
+    private async Task<byte[]> AppendAfterAsync(Task previous, string id, AppendCommand command)
+    {
+        try
+        {
+            await previous.ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // The earlier append answered its own failure; this one still runs.
+        }
+
+        if (!await AccessControl.AllowsAsync(_http, new StreamResource(command.Path), Capability.Write).ConfigureAwait(false))
+        {
+            return Error("id", id, 403, "FORBIDDEN", $"The token does not grant write on {command.Path}.");
+        }
+
+        var answer = await _services.Streams.AppendAsync(command, _access, _closing.Token).ConfigureAwait(false);
+        return Ack(id, answer, command.Producer);
+    }
+
+    private static bool TryReadAppend(JsonElement root, out string? contentType, out ReadOnlyMemory<byte> data, out bool close, out string? seq, out ProducerStamp? producer, out (string Code, string Message) error)
+    {
+        contentType = OptionalString(root, "contentType");
+        data = ReadOnlyMemory<byte>.Empty;
+        close = root.TryGetProperty("close", out var closeElement) && closeElement.ValueKind == JsonValueKind.True;
+        seq = null;
+        producer = null;
+        error = default;
+        var forms = 0;
+        if (root.TryGetProperty("data", out var json))
+        {
+            forms++;
+            data = JsonMarshal.GetRawUtf8Value(json).ToArray();
+            contentType ??= "application/json";
+        }
+
+        if (root.TryGetProperty("text", out var text))
+        {
+            forms++;
+            if (text.ValueKind != JsonValueKind.String)
+            {
+                error = ("INVALID_APPEND", "text must be a string.");
+                return false;
+            }
+
+            data = Encoding.UTF8.GetBytes(text.GetString()!);
+        }
+
+        if (root.TryGetProperty("base64", out var base64))
+        {
+            forms++;
+            if (base64.ValueKind != JsonValueKind.String || !base64.TryGetBytesFromBase64(out var bytes))
+            {
+                error = ("INVALID_APPEND", "base64 must be a base64 string.");
+                return false;
+            }
+
+            data = bytes;
+        }
+
+        if (forms > 1)
+        {
+            error = ("INVALID_APPEND", "An append carries one of data, text or base64.");
+            return false;
+        }
+
+        if (root.TryGetProperty("seq", out var seqElement))
+        {
+            seq = seqElement.ValueKind == JsonValueKind.String ? seqElement.GetString() : null;
+            if (seq is null or { Length: 0 or > 256 })
+            {
+                error = ("INVALID_STREAM_SEQ", "seq must be a non-empty string of at most 256 characters.");
+                return false;
+            }
+        }
+
+        if (root.TryGetProperty("producer", out var producerElement))
+        {
+            if (producerElement.ValueKind != JsonValueKind.Object
+                || OptionalString(producerElement, "id") is not { Length: > 0 and <= 256 } producerId
+                || !TryReadProducerInteger(producerElement, "epoch", out var epoch)
+                || !TryReadProducerInteger(producerElement, "seq", out var producerSeq))
+            {
+                error = ("INVALID_PRODUCER", "producer must be {\"id\": 1-256 characters, \"epoch\" and \"seq\": whole numbers from 0 to 2^53-1}.");
+                return false;
+            }
+
+            producer = new ProducerStamp(producerId, epoch, producerSeq);
+        }
+
+        return true;
+    }
+
+    private static bool TryReadProducerInteger(JsonElement parent, string name, out long value)
+    {
+        value = 0;
+        return parent.TryGetProperty(name, out var element)
+               && element.ValueKind == JsonValueKind.Number
+               && element.TryGetInt64(out value)
+               && value is >= 0 and <= (1L << 53) - 1;
+    }
+
+    // ---- subscriptions ------------------------------------------------------------------------------------------------
+
+    private async Task SubscribeAsync(JsonElement root)
+    {
+        var sub = OptionalString(root, "sub");
+        if (sub is not { Length: > 0 and <= MaxIdLength })
+        {
+            Enqueue(Error("sub", sub, 400, "INVALID_SUB", $"sub must be a string of 1 to {MaxIdLength} characters."));
+            return;
+        }
+
+        var path = OptionalString(root, "path");
+        if (PathError(path) is { } pathError)
+        {
+            Enqueue(pathError.WithSub(sub));
+            return;
+        }
+
+        var offset = OptionalString(root, "offset") ?? StreamOffset.Beginning;
+        long? requested = null;
+        if (offset != StreamOffset.Beginning && offset != StreamOffset.Now)
+        {
+            if (!StreamOffset.TryParse(offset, out var parsed))
+            {
+                Enqueue(Error("sub", sub, 400, "INVALID_OFFSET", "offset must be -1, now, or an offset returned by this server."));
+                return;
+            }
+
+            requested = parsed;
+        }
+
+        lock (_subscriptions)
+        {
+            if (_subscriptions.ContainsKey(sub))
+            {
+                Enqueue(Error("sub", sub, 409, "SUBSCRIPTION_EXISTS", "A subscription with this sub is live on this connection."));
+                return;
+            }
+
+            if (_subscriptions.Count >= _options.MaxSubscriptions)
+            {
+                Enqueue(Error("sub", sub, 429, "TOO_MANY_SUBSCRIPTIONS", $"A connection holds at most {_options.MaxSubscriptions} subscriptions."));
+                return;
+            }
+        }
+
+        if (!await AccessControl.AllowsAsync(_http, new StreamResource(path!), Capability.Read).ConfigureAwait(false))
+        {
+            Enqueue(Error("sub", sub, 403, "FORBIDDEN", $"The token does not grant read on {path}."));
+            return;
+        }
+
+        var lookup = await _services.Store.GetAsync(path!, _closing.Token).ConfigureAwait(false);
+        if (lookup.Status != StreamLookupStatus.Found)
+        {
+            Enqueue(lookup.Status == StreamLookupStatus.Gone
+                ? Error("sub", sub, 410, "STREAM_DELETED", "The stream has been deleted.")
+                : Error("sub", sub, 404, "STREAM_NOT_FOUND", "No stream exists at this path."));
+            return;
+        }
+
+        var stream = lookup.Stream!;
+        if (requested > stream.TailPosition)
+        {
+            Enqueue(Error("sub", sub, 400, "OFFSET_BEYOND_TAIL", "offset is beyond the end of this stream."));
+            return;
+        }
+
+        await _services.Store.TouchAsync(stream, _closing.Token).ConfigureAwait(false);
+        var from = offset == StreamOffset.Now ? stream.TailPosition : requested ?? 0;
+        var subscription = new Subscription(sub, CancellationTokenSource.CreateLinkedTokenSource(_closing.Token));
+        lock (_subscriptions)
+        {
+            // Checked again: the lookup awaited, and another subscribe with this sub may have started meanwhile.
+            if (!_subscriptions.TryAdd(sub, subscription))
+            {
+                subscription.Stop.Dispose();
+                Enqueue(Error("sub", sub, 409, "SUBSCRIPTION_EXISTS", "A subscription with this sub is live on this connection."));
+                return;
+            }
+        }
+
+        subscription.Task = FollowAsync(subscription, stream, from);
+    }
+
+    private void Unsubscribe(JsonElement root)
+    {
+        var sub = OptionalString(root, "sub");
+        Subscription? subscription;
+        lock (_subscriptions)
+        {
+            subscription = sub is null ? null : _subscriptions.GetValueOrDefault(sub);
+        }
+
+        if (subscription is null)
+        {
+            Enqueue(Error("sub", sub, 404, "SUBSCRIPTION_NOT_FOUND", "No live subscription with this sub."));
+            return;
+        }
+
+        subscription.Unsubscribed = true;
+        subscription.Stop.Cancel();
+    }
+
+    private async Task FollowAsync(Subscription subscription, StreamInfo stream, long from)
+    {
+        // Let the subscribe's caller go on reading messages: following is this task's alone.
+        await Task.Yield();
+        var position = from;
+        var follower = new StreamFollower(_services.Store, stream, _services.FollowOptions);
+        var toldUpToDate = false;
+        var ended = false;
+        try
+        {
+            using (Telemetry.Reader("websocket"))
+            {
+                await foreach (var item in follower.FollowAsync(from, subscription.Stop.Token).ConfigureAwait(false))
+                {
+                    switch (item.Kind)
+                    {
+                        case StreamFollowKind.Read:
+                            if (!EnqueueData(subscription.Sub, stream.ContentType, item.Read!.Chunks.Select(c => c.Data), position, item.Position))
+                            {
+                                ended = true;
+                                break;
+                            }
+
+                            position = item.Position;
+                            toldUpToDate = false;
+                            break;
+                        case StreamFollowKind.Live:
+                            var change = item.Change!;
+                            if (change.Chunk.End > change.Chunk.Start
+                                && !EnqueueData(subscription.Sub, stream.ContentType, [change.Chunk.Data], position, item.Position))
+                            {
+                                ended = true;
+                                break;
+                            }
+
+                            position = item.Position;
+                            break;
+                    }
+
+                    if (ended)
+                    {
+                        break;
+                    }
+
+                    if (item.ClosedAtTail)
+                    {
+                        Enqueue(Signal("closed", subscription.Sub, position));
+                        ended = true;
+                        break;
+                    }
+
+                    if (item.AtTail && !toldUpToDate && item.Kind != StreamFollowKind.Idle)
+                    {
+                        Enqueue(Signal("up-to-date", subscription.Sub, position));
+                        toldUpToDate = true;
+                    }
+                }
+            }
+
+            if (!ended)
+            {
+                if (follower.End == StreamFollowEnd.Deleted)
+                {
+                    Enqueue(Error("sub", subscription.Sub, 410, "STREAM_DELETED", "The stream has been deleted."));
+                }
+                else if (follower.End == StreamFollowEnd.Closed)
+                {
+                    Enqueue(Signal("closed", subscription.Sub, position));
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            if (subscription.Unsubscribed)
+            {
+                Enqueue(Signal("unsubscribed", subscription.Sub, position: null));
+            }
+        }
+        catch (StreamStoreUnavailableException)
+        {
+            Enqueue(Signal("fell-behind", subscription.Sub, position));
+        }
+        catch (Exception ex)
+        {
+            Log.OperationFailed(_services.Logger, ex);
+            Enqueue(Error("sub", subscription.Sub, 500, "INTERNAL", "The subscription failed; subscribe again from its offset."));
+        }
+        finally
+        {
+            lock (_subscriptions)
+            {
+                _subscriptions.Remove(subscription.Sub);
+            }
+
+            subscription.Stop.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Queues a data message, unless the connection's send queue is over its byte bound: then the subscription ends with
+    /// <c>fell-behind</c> at <paramref name="from"/>, where the reader stands, and the client resumes from there.
+    /// </summary>
+    private bool EnqueueData(string sub, string contentType, IEnumerable<ReadOnlyMemory<byte>> chunks, long from, long to)
+    {
+        var message = DataMessage(sub, contentType, chunks, to);
+        var queued = Interlocked.Add(ref _queuedBytes, message.Length);
+        if (queued > _options.MaxSendQueueBytes && queued != message.Length)
+        {
+            Interlocked.Add(ref _queuedBytes, -message.Length);
+            Enqueue(Signal("fell-behind", sub, from));
+            return false;
+        }
+
+        if (!_outgoing.Writer.TryWrite(message))
+        {
+            Interlocked.Add(ref _queuedBytes, -message.Length);
+        }
+
+        return true;
+    }
+
+    // ---- session operations and tokens ---------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Runs a session operation through the session endpoint itself, with this connection's identity: the same parsing,
+    /// rules, fence and answer as over HTTP. Only the transport differs.
+    /// </summary>
+    private async Task<byte[]> SessionAsync(string op, string id, JsonElement root)
+    {
+        var session = OptionalString(root, "session");
+        var run = OptionalString(root, "run");
+        if (session is null || !Identifiers.IsValid(session))
+        {
+            return Error("id", id, 400, "INVALID_SESSION_ID", "session must be a session id.");
+        }
+
+        if (op is "session.cancel" or "session.steer" && (run is null || !Identifiers.IsValid(run)))
+        {
+            return Error("id", id, 400, "INVALID_RUN_ID", "run must be a run id.");
+        }
+
+        var rest = op switch
+        {
+            "session.message" => session + "/messages",
+            "session.presence" => session + "/presence",
+            "session.cancel" => $"{session}/runs/{run}/cancel",
+            _ => $"{session}/runs/{run}/steer",
+        };
+        var body = root.TryGetProperty("body", out var bodyElement) ? JsonMarshal.GetRawUtf8Value(bodyElement).ToArray() : [];
+
+        var context = new DefaultHttpContext { RequestServices = _http.RequestServices, User = _http.User };
+        context.Items[AccessControl.ItemKey] = _access;
+        context.Request.Method = HttpMethods.Post;
+        context.Request.Path = Sessions.SessionEndpoints.Root + "/" + rest;
+        context.Request.ContentType = "application/json";
+        context.Request.ContentLength = body.Length;
+        context.Request.Body = new MemoryStream(body, writable: false);
+        using var response = new MemoryStream();
+        context.Response.Body = response;
+        context.RequestAborted = _closing.Token;
+        await _services.Sessions.HandleAsync(context, rest).ConfigureAwait(false);
+        return Response(id, context.Response.StatusCode, response.ToArray());
+    }
+
+    private async Task<byte[]> AuthAsync(string id, JsonElement root)
+    {
+        if (OptionalString(root, "token") is not { Length: > 0 and <= 16 * 1024 } token)
+        {
+            return Error("id", id, 400, "INVALID_TOKEN_FIELD", "token must be a non-empty string.");
+        }
+
+        if (!_services.Access.Enabled)
+        {
+            return Ack(id, new AppendAnswer(204), producer: null);
+        }
+
+        var (principal, error) = await _services.Access.ValidateAsync(_http.RequestServices, token).ConfigureAwait(false);
+        if (principal is null)
+        {
+            return Error("id", id, 401, "INVALID_TOKEN", error);
+        }
+
+        var access = _services.Access.AccessOf(principal)!;
+        if (access.Subject != _access.Subject)
+        {
+            return Error("id", id, 403, "SUBJECT_CHANGED", "A connection keeps its subject; connect again to act as another.");
+        }
+
+        // Each operation from now on is checked with the new token; subscriptions already granted go on.
+        _http.User = principal;
+        _access = _services.Access.Establish(_http)!;
+        return Ack(id, new AppendAnswer(204), producer: null);
+    }
+
+    // ---- sending, closing, keep-alive ---------------------------------------------------------------------------------
+
+    private void Enqueue(byte[] message) => _outgoing.Writer.TryWrite(message);
+
+    private async Task SendLoopAsync()
+    {
+        try
+        {
+            await foreach (var message in _outgoing.Reader.ReadAllAsync().ConfigureAwait(false))
+            {
+                if (_socket.State != WebSocketState.Open)
+                {
+                    continue;
+                }
+
+                try
+                {
+                    await _socket.SendAsync(message, WebSocketMessageType.Text, endOfMessage: true, CancellationToken.None).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is WebSocketException or IOException)
+                {
+                    CloseWith(WebSocketCloseStatus.NormalClosure, null);
+                }
+                finally
+                {
+                    Interlocked.Add(ref _queuedBytes, -message.Length);
+                }
+            }
+        }
+        catch (Exception ex) when (ex is ObjectDisposedException)
+        {
+        }
+    }
+
+    /// <summary>Closes the connection when its token expires unreplaced, or when it has been idle too long.</summary>
+    private async Task WatchAsync()
+    {
+        var time = _services.Time;
+        try
+        {
+            while (!_closing.IsCancellationRequested)
+            {
+                var wait = _options.IdleTimeout;
+                if (_access.ExpiresAt is { } expiresAt)
+                {
+                    var left = expiresAt - time.GetUtcNow();
+                    if (left <= TimeSpan.Zero)
+                    {
+                        CloseWith(TokenExpired, "The access token expired; connect again with a fresh one.");
+                        return;
+                    }
+
+                    wait = left < wait ? left : wait;
+                }
+
+                await Task.Delay(wait, time, _closing.Token).ConfigureAwait(false);
+                bool idle;
+                lock (_subscriptions)
+                {
+                    idle = _subscriptions.Count == 0 && Volatile.Read(ref _pending) == 0
+                           && time.GetElapsedTime(Volatile.Read(ref _lastMessageAt)) >= _options.IdleTimeout;
+                }
+
+                if (idle)
+                {
+                    CloseWith(WebSocketCloseStatus.NormalClosure, "Idle.");
+                    return;
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    /// <summary>Starts closing the connection with <paramref name="status"/>; the first reason given is the one sent.</summary>
+    private void CloseWith(WebSocketCloseStatus status, string? reason)
+    {
+        lock (_closeRequested)
+        {
+            if (_closeStatus is not null)
+            {
+                return;
+            }
+
+            _closeStatus = status;
+            _closeReason = reason;
+        }
+
+        try
+        {
+            _closing.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+
+        _closeRequested.TrySetResult();
+    }
+
+    /// <summary>Waits for the operations in flight and the subscriptions to end, so their last messages are queued.</summary>
+    private async Task DrainAsync()
+    {
+        Task[] followers;
+        lock (_subscriptions)
+        {
+            followers = _subscriptions.Values.Select(s => s.Task ?? Task.CompletedTask).ToArray();
+        }
+
+        try
+        {
+            await Task.WhenAll(followers).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // Each follower ended on the connection's cancellation.
+        }
+
+        for (var i = 0; i < _options.MaxInFlight; i++)
+        {
+            await _inFlight.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+    }
+
+    private async Task CloseAsync()
+    {
+        if (_socket.State is not (WebSocketState.Open or WebSocketState.CloseReceived))
+        {
+            return;
+        }
+
+        var status = _closeStatus ?? WebSocketCloseStatus.NormalClosure;
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            await _socket.CloseOutputAsync(status, _closeReason, timeout.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is WebSocketException or OperationCanceledException or IOException)
+        {
+        }
+    }
+
+    // ---- messages -----------------------------------------------------------------------------------------------------
+
+    private byte[] Hello() => Write(w =>
+    {
+        w.WriteString("type", "hello");
+        w.WriteString("protocol", StreamSocketOptions.SubProtocol);
+        w.WriteNumber("maxMessageBytes", _options.MaxMessageBytes);
+        w.WriteNumber("maxInFlight", _options.MaxInFlight);
+    });
+
+    private static byte[] DataMessage(string sub, string contentType, IEnumerable<ReadOnlyMemory<byte>> chunks, long to) => Write(w =>
+    {
+        w.WriteString("type", "data");
+        w.WriteString("sub", sub);
+        w.WriteString("offset", StreamOffset.Format(to));
+        if (StreamContentType.IsJson(contentType))
+        {
+            // Stored JSON is the messages' bytes joined by commas: the array is written without re-encoding them.
+            var joined = new ArrayBufferWriter<byte>();
+            joined.Write("["u8);
+            var first = true;
+            foreach (var chunk in chunks)
+            {
+                if (!first)
+                {
+                    joined.Write(","u8);
+                }
+
+                joined.Write(chunk.Span);
+                first = false;
+            }
+
+            joined.Write("]"u8);
+            w.WritePropertyName("data");
+            w.WriteRawValue(joined.WrittenSpan, skipInputValidation: true);
+        }
+        else
+        {
+            var all = new ArrayBufferWriter<byte>();
+            foreach (var chunk in chunks)
+            {
+                all.Write(chunk.Span);
+            }
+
+            if (StreamContentType.IsTextForSse(contentType) && System.Text.Unicode.Utf8.IsValid(all.WrittenSpan))
+            {
+                w.WriteString("text", all.WrittenSpan);
+            }
+            else
+            {
+                w.WriteBase64String("base64", all.WrittenSpan);
+            }
+        }
+    });
+
+    private static byte[] Signal(string type, string sub, long? position) => Write(w =>
+    {
+        w.WriteString("type", type);
+        w.WriteString("sub", sub);
+        if (position is { } at)
+        {
+            w.WriteString("offset", StreamOffset.Format(at));
+        }
+    });
+
+    private static byte[] Ack(string id, AppendAnswer answer, ProducerStamp? producer) => Write(w =>
+    {
+        if (!answer.Succeeded)
+        {
+            WriteError(w, "id", id, answer.Status, answer.Code!, answer.Message!);
+            if (answer.Code == "PRODUCER_SEQ_GAP" && answer.Result is { } gap)
+            {
+                w.WriteNumber("expectedSeq", gap.ProducerSeq);
+            }
+            else if (answer.Code == "STALE_PRODUCER_EPOCH" && answer.Result is { } stale)
+            {
+                w.WriteNumber("epoch", stale.ProducerEpoch);
+            }
+
+            return;
+        }
+
+        w.WriteString("type", "ack");
+        w.WriteString("id", id);
+        w.WriteNumber("status", answer.Status);
+        if (answer.Result is { } result)
+        {
+            w.WriteString("offset", StreamOffset.Format(result.TailPosition));
+            if (result.Closed)
+            {
+                w.WriteBoolean("closed", true);
+            }
+
+            if (producer is not null && result.Status != AppendStatus.AlreadyClosed)
+            {
+                w.WriteStartObject("producer");
+                w.WriteNumber("epoch", result.ProducerEpoch);
+                w.WriteNumber("seq", result.ProducerSeq);
+                w.WriteEndObject();
+            }
+        }
+    });
+
+    private static byte[] Response(string id, int status, byte[] body) => Write(w =>
+    {
+        w.WriteString("type", "response");
+        w.WriteString("id", id);
+        w.WriteNumber("status", status);
+        if (body.Length > 0)
+        {
+            w.WritePropertyName("body");
+            w.WriteRawValue(body, skipInputValidation: true);
+        }
+    });
+
+    private static byte[] Error(string key, string? value, int status, string code, string message) => Write(w => WriteError(w, key, value, status, code, message));
+
+    private static void WriteError(Utf8JsonWriter w, string key, string? value, int status, string code, string message)
+    {
+        w.WriteString("type", "error");
+        if (value is not null)
+        {
+            w.WriteString(key, value);
+        }
+
+        w.WriteNumber("status", status);
+        w.WriteString("code", code);
+        w.WriteString("message", message);
+    }
+
+    private static byte[] Write(Action<Utf8JsonWriter> body)
+    {
+        var buffer = new ArrayBufferWriter<byte>(256);
+        using (var writer = new Utf8JsonWriter(buffer, WriterOptions))
+        {
+            writer.WriteStartObject();
+            body(writer);
+            writer.WriteEndObject();
+        }
+
+        return buffer.WrittenSpan.ToArray();
+    }
+
+    // ---- parsing helpers ----------------------------------------------------------------------------------------------
+
+    private PathRefusal? PathError(string? path)
+    {
+        if (path is null)
+        {
+            return new PathRefusal(400, "INVALID_PATH", "path must be a stream path.");
+        }
+
+        if (StreamPaths.Validate(path, _services.StreamOptions.MaxPathLength) is { } error)
+        {
+            return new PathRefusal(400, "INVALID_PATH", error);
+        }
+
+        return path == StreamPaths.Reserved || path.StartsWith(StreamPaths.Reserved + "/", StringComparison.Ordinal)
+            ? new PathRefusal(400, "INVALID_PATH", "The control APIs are not streams.")
+            : null;
+    }
+
+    private static string? OptionalString(JsonElement parent, string name)
+        => parent.TryGetProperty(name, out var element) && element.ValueKind == JsonValueKind.String ? element.GetString() : null;
+
+    private static string Truncate(string? value) => value is { Length: > 64 } ? value[..64] + "…" : value ?? string.Empty;
+
+    private sealed record PathRefusal(int Status, string Code, string Message)
+    {
+        public byte[] WithId(string id) => Error("id", id, Status, Code, Message);
+
+        public byte[] WithSub(string sub) => Error("sub", sub, Status, Code, Message);
+    }
+
+    private sealed class Subscription(string sub, CancellationTokenSource stop)
+    {
+        public string Sub { get; } = sub;
+
+        public CancellationTokenSource Stop { get; } = stop;
+
+        public Task? Task { get; set; }
+
+        public volatile bool Unsubscribed;
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(1300, LogLevel.Error, "A WebSocket operation failed")]
+        public static partial void OperationFailed(ILogger logger, Exception exception);
+    }
+}

@@ -1,0 +1,284 @@
+using System.Net;
+using System.Net.WebSockets;
+using System.Text;
+using System.Text.Json.Nodes;
+using DurableSessions.AspNetCore.Auth;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace DurableSessions.FunctionalTests;
+
+/// <summary>The WebSocket transport (docs/websocket.md) against a real Kestrel server.</summary>
+public sealed class WebSocketTransportTests
+{
+    private const string Key = "websocket-tests-signing-key-0123456789abcdef";
+
+    [Fact]
+    public async Task One_connection_follows_many_streams_and_resumes_from_an_offset_exactly_as_http_does()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        var http = server.Client;
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(HttpStatusCode.Created, (await http.PutAsync(new Uri($"/v1/stream/ws/s{i}", UriKind.Relative), Json("[]"))).StatusCode);
+            Assert.Equal(HttpStatusCode.NoContent, (await http.PostAsync(new Uri($"/v1/stream/ws/s{i}", UriKind.Relative), Json($"{{\"n\":0,\"s\":{i}}}"))).StatusCode);
+        }
+
+        await using var socket = await SocketClient.ConnectAsync(server.BaseAddress);
+        for (var i = 0; i < 3; i++)
+        {
+            await socket.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = $"s{i}", ["path"] = $"ws/s{i}", ["offset"] = "-1" });
+        }
+
+        // Catch-up, then up-to-date, for each stream.
+        for (var i = 0; i < 3; i++)
+        {
+            var sub = $"s{i}";
+            var data = await socket.NextAsync(m => Type(m) == "data" && Sub(m) == sub);
+            Assert.Equal($"[{{\"n\":0,\"s\":{i}}}]", data["data"]!.ToJsonString());
+            await socket.NextAsync(m => Type(m) == "up-to-date" && Sub(m) == sub);
+        }
+
+        // Live: an HTTP append reaches the WebSocket subscriber; a WebSocket append reaches an HTTP reader.
+        await http.PostAsync(new Uri("/v1/stream/ws/s1", UriKind.Relative), Json("{\"n\":1}"));
+        var live = await socket.NextAsync(m => Type(m) == "data" && Sub(m) == "s1");
+        Assert.Equal("[{\"n\":1}]", live["data"]!.ToJsonString());
+        var resumeAt = live["offset"]!.GetValue<string>();
+
+        await socket.SendAsync(new JsonObject { ["op"] = "append", ["id"] = "a1", ["path"] = "ws/s1", ["data"] = new JsonObject { ["n"] = 2 } });
+        var ack = await socket.NextAsync(m => Type(m) == "ack" && m["id"]!.GetValue<string>() == "a1");
+        Assert.Equal(204, ack["status"]!.GetValue<int>());
+        await socket.NextAsync(m => Type(m) == "data" && Sub(m) == "s1" && m["data"]!.ToJsonString() == "[{\"n\":2}]");
+        var read = await http.GetStringAsync(new Uri("/v1/stream/ws/s1?offset=-1", UriKind.Relative));
+        Assert.Equal("[{\"n\":0,\"s\":1},{\"n\":1},{\"n\":2}]", read);
+
+        // A second connection resumes from the offset the first had reached and gets exactly what came after.
+        await using var second = await SocketClient.ConnectAsync(server.BaseAddress);
+        await second.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = "again", ["path"] = "ws/s1", ["offset"] = resumeAt });
+        var resumed = await second.NextAsync(m => Type(m) == "data");
+        Assert.Equal("[{\"n\":2}]", resumed["data"]!.ToJsonString());
+        var fromHttp = await http.GetAsync(new Uri($"/v1/stream/ws/s1?offset={resumeAt}", UriKind.Relative));
+        Assert.Equal(fromHttp.Headers.GetValues("Stream-Next-Offset").Single(), resumed["offset"]!.GetValue<string>());
+
+        // Closing the stream ends the subscription with "closed"; unsubscribing answers "unsubscribed".
+        await socket.SendAsync(new JsonObject { ["op"] = "append", ["id"] = "close", ["path"] = "ws/s2", ["close"] = true });
+        await socket.NextAsync(m => Type(m) == "closed" && Sub(m) == "s2");
+        await socket.SendAsync(new JsonObject { ["op"] = "unsubscribe", ["sub"] = "s0" });
+        await socket.NextAsync(m => Type(m) == "unsubscribed" && Sub(m) == "s0");
+    }
+
+    [Fact]
+    public async Task Pipelined_appends_are_stored_exactly_once_across_a_reconnect()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        const int Streams = 10;
+        const int PerStream = 60;
+        for (var i = 0; i < Streams; i++)
+        {
+            await server.Client.PutAsync(new Uri($"/v1/stream/pipe/{i}", UriKind.Relative), Json("[]"));
+        }
+
+        // Everything is sent at once without waiting for acknowledgements; the connection is cut part-way.
+        var first = await SocketClient.ConnectAsync(server.BaseAddress);
+        for (var seq = 0; seq < PerStream; seq++)
+        {
+            for (var i = 0; i < Streams; i++)
+            {
+                await first.SendAsync(Append($"{i}-{seq}", $"pipe/{i}", seq, new JsonObject { ["i"] = i, ["seq"] = seq }));
+            }
+        }
+
+        await first.NextAsync(m => Type(m) == "ack" && m["id"]!.GetValue<string>() == $"{Streams - 1}-{PerStream / 2}");
+        first.Abort();
+        await first.DisposeAsync();
+
+        // The producer resends everything on a new connection: what was stored is acknowledged again, not stored twice.
+        await using var second = await SocketClient.ConnectAsync(server.BaseAddress);
+        for (var seq = 0; seq < PerStream; seq++)
+        {
+            for (var i = 0; i < Streams; i++)
+            {
+                await second.SendAsync(Append($"{i}-{seq}", $"pipe/{i}", seq, new JsonObject { ["i"] = i, ["seq"] = seq }));
+            }
+        }
+
+        var acks = 0;
+        while (acks < Streams * PerStream)
+        {
+            var answer = await second.NextAsync(m => Type(m) is "ack" or "error");
+            Assert.Equal("ack", Type(answer));
+            Assert.Contains(answer["status"]!.GetValue<int>(), new[] { 200, 204 });
+            acks++;
+        }
+
+        for (var i = 0; i < Streams; i++)
+        {
+            var stored = JsonNode.Parse(await server.Client.GetStringAsync(new Uri($"/v1/stream/pipe/{i}?offset=-1", UriKind.Relative)))!.AsArray();
+            Assert.Equal(Enumerable.Range(0, PerStream), stored.Select(m => m!["seq"]!.GetValue<int>()));
+        }
+    }
+
+    [Fact]
+    public async Task Capabilities_are_checked_per_path_and_a_refreshed_token_keeps_the_subscriptions()
+    {
+        await using var server = await InProcessServer.StartAsync(services: s => s.Configure<AccessOptions>(o => o.SigningKey = Key));
+        var tokens = server.Services.GetRequiredService<AccessTokens>();
+        var admin = tokens.Issue("admin", new Dictionary<string, Capability[]> { ["**"] = [Capability.Read, Capability.Write] }, TimeSpan.FromMinutes(5));
+        foreach (var path in new[] { "team/a", "team/b", "other/c" })
+        {
+            using var put = new HttpRequestMessage(HttpMethod.Put, "/v1/stream/" + path) { Content = Json("[]") };
+            put.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", admin);
+            Assert.Equal(HttpStatusCode.Created, (await server.Client.SendAsync(put)).StatusCode);
+        }
+
+        // No token: the upgrade itself is refused with 401.
+        var refused = await Assert.ThrowsAsync<WebSocketException>(() => SocketClient.ConnectAsync(server.BaseAddress));
+        Assert.Contains("401", refused.Message, StringComparison.Ordinal);
+
+        var grants = new Dictionary<string, Capability[]> { ["team/*"] = [Capability.Read], ["team/b"] = [Capability.Write] };
+        var member = tokens.Issue("member", grants, TimeSpan.FromMinutes(5));
+        await using var socket = await SocketClient.ConnectAsync(server.BaseAddress, member, tokenInQuery: true);
+        await socket.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = "c", ["path"] = "other/c", ["offset"] = "-1" });
+        Assert.Equal(403, (await socket.NextAsync(m => Type(m) == "error" && Sub(m) == "c"))["status"]!.GetValue<int>());
+        await socket.SendAsync(new JsonObject { ["op"] = "append", ["id"] = "w", ["path"] = "team/a", ["data"] = new JsonObject() });
+        Assert.Equal(403, (await socket.NextAsync(m => Type(m) == "error" && m["id"]?.GetValue<string>() == "w"))["status"]!.GetValue<int>());
+
+        await socket.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = "a", ["path"] = "team/a", ["offset"] = "now" });
+        await socket.NextAsync(m => Type(m) == "up-to-date" && Sub(m) == "a");
+
+        // A new token for the same subject replaces the old one; the subscription goes on.
+        var refreshed = tokens.Issue("member", grants, TimeSpan.FromMinutes(10));
+        await socket.SendAsync(new JsonObject { ["op"] = "auth", ["id"] = "k", ["token"] = refreshed });
+        Assert.Equal("ack", Type(await socket.NextAsync(m => m["id"]?.GetValue<string>() == "k")));
+        await socket.SendAsync(new JsonObject { ["op"] = "append", ["id"] = "b", ["path"] = "team/b", ["data"] = new JsonObject { ["ok"] = true } });
+        Assert.Equal("ack", Type(await socket.NextAsync(m => m["id"]?.GetValue<string>() == "b")));
+
+        using (var post = new HttpRequestMessage(HttpMethod.Post, "/v1/stream/team/a") { Content = Json("{\"after\":\"refresh\"}") })
+        {
+            post.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", admin);
+            await server.Client.SendAsync(post);
+        }
+
+        Assert.Equal("[{\"after\":\"refresh\"}]", (await socket.NextAsync(m => Type(m) == "data" && Sub(m) == "a"))["data"]!.ToJsonString());
+
+        // A forged token and another subject's token are refused; the connection keeps its own.
+        await socket.SendAsync(new JsonObject { ["op"] = "auth", ["id"] = "bad", ["token"] = refreshed[..^4] + "AAAA" });
+        Assert.Equal(401, (await socket.NextAsync(m => m["id"]?.GetValue<string>() == "bad"))["status"]!.GetValue<int>());
+        await socket.SendAsync(new JsonObject { ["op"] = "auth", ["id"] = "other", ["token"] = admin });
+        Assert.Equal(403, (await socket.NextAsync(m => m["id"]?.GetValue<string>() == "other"))["status"]!.GetValue<int>());
+    }
+
+    [Fact]
+    public async Task A_token_that_expires_unreplaced_closes_the_connection_with_4401()
+    {
+        await using var server = await InProcessServer.StartAsync(services: s => s.Configure<AccessOptions>(o =>
+        {
+            o.SigningKey = Key;
+            o.ClockSkew = TimeSpan.Zero;
+        }));
+        var tokens = server.Services.GetRequiredService<AccessTokens>();
+        var shortLived = tokens.Issue("brief", new Dictionary<string, Capability[]> { ["**"] = [Capability.Read] }, TimeSpan.FromSeconds(2));
+        var socket = await SocketClient.ConnectAsync(server.BaseAddress, shortLived);
+        await socket.DrainUntilClosedAsync();
+        Assert.Equal((WebSocketCloseStatus)4401, socket.CloseStatus);
+        await socket.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task Bad_frames_close_with_their_code_unknown_operations_get_an_error_and_nothing_stored_changes()
+    {
+        await using var server = await InProcessServer.StartAsync(services: s => s.Configure<DurableSessions.AspNetCore.WebSockets.StreamSocketOptions>(o => o.MaxMessageBytes = 4096));
+        await server.Client.PutAsync(new Uri("/v1/stream/bad/s", UriKind.Relative), Json("[{\"kept\":true}]"));
+
+        async Task<WebSocketCloseStatus?> ClosedBy(Func<SocketClient, Task> send)
+        {
+            var socket = await SocketClient.ConnectAsync(server.BaseAddress);
+            await send(socket);
+            await socket.DrainUntilClosedAsync();
+            var status = socket.CloseStatus;
+            await socket.DisposeAsync();
+            return status;
+        }
+
+        Assert.Equal(WebSocketCloseStatus.InvalidMessageType, await ClosedBy(s => s.SendRawAsync([1, 2, 3], WebSocketMessageType.Binary)));
+        Assert.Equal((WebSocketCloseStatus)4400, await ClosedBy(s => s.SendRawAsync(Encoding.UTF8.GetBytes("{not json"))));
+        Assert.Equal((WebSocketCloseStatus)4400, await ClosedBy(s => s.SendRawAsync(Encoding.UTF8.GetBytes("[1,2]"))));
+        Assert.Equal((WebSocketCloseStatus)4400, await ClosedBy(s => s.SendRawAsync(Encoding.UTF8.GetBytes("{\"op\":7}"))));
+        Assert.Equal(WebSocketCloseStatus.InvalidPayloadData, await ClosedBy(s => s.SendRawAsync([0xC3, 0x28, 0x7B, 0x7D])));
+        var oversized = "{\"op\":\"append\",\"id\":\"x\",\"path\":\"bad/s\",\"data\":\"" + new string('a', 5000) + "\"}";
+        Assert.Equal(WebSocketCloseStatus.MessageTooBig, await ClosedBy(s => s.SendRawAsync(Encoding.UTF8.GetBytes(oversized))));
+
+        // Operations the server does not know, or with bad fields, are answered and the connection stays open.
+        await using var socket = await SocketClient.ConnectAsync(server.BaseAddress);
+        var cases = new (JsonObject Message, string Code)[]
+        {
+            (new JsonObject { ["op"] = "launch", ["id"] = "1" }, "UNKNOWN_OP"),
+            (new JsonObject { ["op"] = "append", ["path"] = "bad/s", ["data"] = 1 }, "MISSING_ID"),
+            (new JsonObject { ["op"] = "append", ["id"] = "3", ["path"] = "../etc", ["data"] = 1 }, "INVALID_PATH"),
+            (new JsonObject { ["op"] = "append", ["id"] = "4", ["path"] = "__ds/subscriptions", ["data"] = 1 }, "INVALID_PATH"),
+            (new JsonObject { ["op"] = "append", ["id"] = "5", ["path"] = "bad/s", ["text"] = "plain" }, "MISSING_CONTENT_TYPE"),
+            (new JsonObject { ["op"] = "append", ["id"] = "5b", ["path"] = "bad/s", ["text"] = "plain", ["contentType"] = "text/plain" }, "CONTENT_TYPE_MISMATCH"),
+            (new JsonObject { ["op"] = "append", ["id"] = "6", ["path"] = "bad/s", ["data"] = 1, ["text"] = "x" }, "INVALID_APPEND"),
+            (new JsonObject { ["op"] = "append", ["id"] = "7", ["path"] = "bad/s", ["data"] = new JsonArray() }, "INVALID_JSON"),
+            (new JsonObject { ["op"] = "append", ["id"] = "8", ["path"] = "bad/s", ["data"] = 1, ["producer"] = new JsonObject { ["id"] = "p", ["epoch"] = -1, ["seq"] = 0 } }, "INVALID_PRODUCER"),
+            (new JsonObject { ["op"] = "append", ["id"] = "9", ["path"] = "bad/missing", ["data"] = 1 }, "STREAM_NOT_FOUND"),
+            (new JsonObject { ["op"] = "append", ["id"] = new string('i', 200), ["path"] = "bad/s", ["data"] = 1 }, "INVALID_ID"),
+            (new JsonObject { ["op"] = "subscribe", ["sub"] = "s", ["path"] = "bad/s", ["offset"] = "banana" }, "INVALID_OFFSET"),
+            (new JsonObject { ["op"] = "unsubscribe", ["sub"] = "nobody" }, "SUBSCRIPTION_NOT_FOUND"),
+            (new JsonObject { ["op"] = "session.cancel", ["id"] = "10", ["session"] = "s-1" }, "INVALID_RUN_ID"),
+        };
+        foreach (var (message, code) in cases)
+        {
+            await socket.SendAsync(message);
+            var error = await socket.NextAsync(m => Type(m) == "error");
+            Assert.Equal(code, error["code"]!.GetValue<string>());
+        }
+
+        await socket.SendAsync(new JsonObject { ["op"] = "append", ["id"] = "ok", ["path"] = "bad/s", ["data"] = new JsonObject { ["ok"] = true } });
+        Assert.Equal("ack", Type(await socket.NextAsync(m => m["id"]?.GetValue<string>() == "ok")));
+        Assert.Equal("[{\"kept\":true},{\"ok\":true}]", await server.Client.GetStringAsync(new Uri("/v1/stream/bad/s?offset=-1", UriKind.Relative)));
+    }
+
+    [Fact]
+    public async Task Session_operations_answer_what_the_http_endpoints_answer()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        Assert.Equal(HttpStatusCode.Created, (await server.Client.PutAsync(new Uri("/v1/sessions/ws-chat", UriKind.Relative), Json("{}"))).StatusCode);
+        await using var socket = await SocketClient.ConnectAsync(server.BaseAddress);
+        await socket.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = "chat", ["path"] = "sessions/ws-chat", ["offset"] = "-1" });
+        await socket.SendAsync(new JsonObject
+        {
+            ["op"] = "session.message",
+            ["id"] = "m1",
+            ["session"] = "ws-chat",
+            ["body"] = new JsonObject { ["messageId"] = "u1", ["text"] = "hello over a socket" },
+        });
+        var response = await socket.NextAsync(m => Type(m) == "response" && m["id"]!.GetValue<string>() == "m1");
+        Assert.InRange(response["status"]!.GetValue<int>(), 200, 201);
+
+        // The message is in the session, as every reader sees it.
+        await socket.NextAsync(m => Type(m) == "data" && Sub(m) == "chat" && m["data"]!.ToJsonString().Contains("hello over a socket", StringComparison.Ordinal));
+        var snapshot = await server.Client.GetStringAsync(new Uri("/v1/sessions/ws-chat", UriKind.Relative));
+        Assert.Contains("hello over a socket", snapshot, StringComparison.Ordinal);
+
+        // A refusal carries the endpoint's own status and body.
+        await socket.SendAsync(new JsonObject { ["op"] = "session.message", ["id"] = "m2", ["session"] = "ws-chat", ["body"] = new JsonArray() });
+        var refused = await socket.NextAsync(m => Type(m) == "response" && m["id"]!.GetValue<string>() == "m2");
+        Assert.Equal(400, refused["status"]!.GetValue<int>());
+        Assert.NotNull(refused["body"]!["error"]!["code"]);
+    }
+
+    private static JsonObject Append(string id, string path, int seq, JsonNode data) => new()
+    {
+        ["op"] = "append",
+        ["id"] = id,
+        ["path"] = path,
+        ["data"] = data,
+        ["producer"] = new JsonObject { ["id"] = "pipeline", ["epoch"] = 0, ["seq"] = seq },
+    };
+
+    private static string? Type(JsonObject message) => message["type"]?.GetValue<string>();
+
+    private static string? Sub(JsonObject message) => message["sub"]?.GetValue<string>();
+
+    private static StringContent Json(string json) => new(json, Encoding.UTF8, "application/json");
+}
