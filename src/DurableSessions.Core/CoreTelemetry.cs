@@ -37,21 +37,9 @@ public static class CoreTelemetry
         Meter.CreateObservableGauge("durable_sessions.fanout.queue_depth", () => Sum(s => s.Reader.Count), "{change}", "Changes queued for live readers, not yet written to them.");
         Meter.CreateObservableGauge("durable_sessions.fanout.queued_bytes", () => Sum(s => s.QueuedBytes), "By", "Bytes queued for live readers, not yet written to them.");
         Meter.CreateObservableGauge("durable_sessions.fanout.readers", () => Sum(_ => 1), "{reader}", "Live readers registered with the fan-out.");
-        Meter.CreateObservableGauge("durable_sessions.fanout.dispatch_bytes", DispatchBytes, "By", "Bytes of committed changes handed to the fan-out's dispatchers and not yet offered to their readers.");
     }
 
     internal static void Register(StreamFanout fanout) => Fanouts.AddOrUpdate(fanout, null);
-
-    private static long DispatchBytes()
-    {
-        long total = 0;
-        foreach (var (fanout, _) in Fanouts)
-        {
-            total += fanout.DispatchBytes;
-        }
-
-        return total;
-    }
 
     private static long Sum(Func<LiveSubscription, long> measure)
     {

@@ -67,6 +67,66 @@ public sealed class WebSocketTransportTests
     }
 
     [Fact]
+    public async Task A_subscriber_cut_at_100_random_points_resumes_each_time_and_ends_byte_identical_to_an_uncut_reader()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        await server.Client.PutAsync(new Uri("/v1/stream/chaos/ws", UriKind.Relative), Json("[]"));
+        await using var proxy = new ChaosProxy(server.BaseAddress, maxCuts: 100, seed: 12, maxBytesBeforeCut: 3000);
+
+        // A writer appends events of varied sizes while the subscriber reads, then closes the stream.
+        var random = new Random(5);
+        var writer = Task.Run(async () =>
+        {
+            for (var i = 0; i < 400; i++)
+            {
+                var pad = new string((char)('a' + (i % 26)), random.Next(0, 2000));
+                var response = await server.Client.PostAsync(new Uri("/v1/stream/chaos/ws", UriKind.Relative), Json($"{{\"i\":{i},\"pad\":\"{pad}\"}}"));
+                Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+            }
+
+            using var close = new HttpRequestMessage(HttpMethod.Post, "/v1/stream/chaos/ws");
+            close.Headers.Add("Stream-Closed", "true");
+            Assert.Equal(HttpStatusCode.NoContent, (await server.Client.SendAsync(close)).StatusCode);
+        });
+
+        var items = new List<string>();
+        var offset = "-1";
+        var closed = false;
+        for (var attempt = 0; !closed; attempt++)
+        {
+            Assert.True(attempt < 2000, "the subscriber never finished");
+            try
+            {
+                await using var socket = await SocketClient.ConnectAsync(proxy.Address);
+                await socket.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = "r", ["path"] = "chaos/ws", ["offset"] = offset });
+                while (true)
+                {
+                    var message = await socket.NextAsync(m => Type(m) is "data" or "closed" or "error", TimeSpan.FromSeconds(20));
+                    Assert.NotEqual("error", Type(message));
+                    if (Type(message) == "closed")
+                    {
+                        closed = true;
+                        break;
+                    }
+
+                    items.AddRange(message["data"]!.AsArray().Select(item => item!.ToJsonString()));
+                    offset = message["offset"]!.GetValue<string>();
+                }
+            }
+            catch (Exception ex) when (ex is WebSocketException or InvalidOperationException or IOException or HttpRequestException)
+            {
+                // Cut by the proxy: connect again and resume from the last offset received.
+            }
+        }
+
+        await writer;
+        Assert.Equal(100, proxy.Cuts);
+        var uncut = await server.Client.GetStringAsync(new Uri("/v1/stream/chaos/ws?offset=-1", UriKind.Relative));
+        Assert.Equal(uncut, "[" + string.Join(",", items) + "]");
+        Assert.Equal(400, items.Count);
+    }
+
+    [Fact]
     public async Task Pipelined_appends_are_stored_exactly_once_across_a_reconnect()
     {
         await using var server = await InProcessServer.StartAsync();

@@ -9,42 +9,19 @@ namespace DurableSessions.Live;
 /// Hands committed appends to the live readers of each stream in this process.
 /// </summary>
 /// <remarks>
-/// <para>
 /// Every subscriber has a queue bounded both in entries and in bytes of data. <see cref="Publish"/> never blocks: a
 /// subscriber whose queue is full is cut off (its reader completes with <see cref="LiveSubscription.FellBehind"/> set)
 /// and resumes from its own offset with a new request, so a slow reader never slows the writer or the other readers,
-/// and a reader that stops reading holds at most its byte bound (plus the one change it is writing).
-/// </para>
-/// <para>
-/// The commit path does no per-reader work: a change for a stream with more than a few readers is handed to a
-/// dispatcher (one per core, chosen by stream, so each stream's changes stay in order) that offers it to each reader.
-/// What waits for the dispatchers is bounded in bytes too; past the bound, the readers of a change are cut off and
-/// resume from the store instead. Thread-safe.
-/// </para>
+/// and a reader that stops reading holds at most its byte bound (plus the one change it is writing). Thread-safe.
 /// </remarks>
-public sealed class StreamFanout : IDisposable
+public sealed class StreamFanout
 {
     /// <summary>The default bound of one subscriber's queue in bytes of queued data: 4 MiB.</summary>
     public const long DefaultQueueBytes = 4 * 1024 * 1024;
 
-    /// <summary>The most bytes of changes waiting for the dispatchers: 64 MiB.</summary>
-    public const long DefaultDispatchBytes = 64 * 1024 * 1024;
-
-    /// <summary>
-    /// A stream with at most this many readers, and nothing of it waiting for a dispatcher, is served on the commit
-    /// path: a hand-off costs more than offering a change to a reader or two.
-    /// </summary>
-    private const int InlineReaders = 2;
-
-    // What a waiting change costs beyond its data: the work item and its reader array reference.
-    private const int DispatchOverheadBytes = 64;
-
     private readonly ConcurrentDictionary<long, Subscribers> _streams = new();
     private readonly int _queueCapacity;
     private readonly long _queueBytes;
-    private readonly long _dispatchBytesLimit;
-    private readonly Channel<Dispatch>[] _dispatchers;
-    private long _dispatchBytes;
     private volatile Action<LiveAppend>[] _observers = [];
 
     /// <summary>Creates a fan-out with the given per-subscriber queue bounds.</summary>
@@ -53,29 +30,14 @@ public sealed class StreamFanout : IDisposable
     /// The most bytes of data one subscriber may have queued. A single change larger than this is still delivered to a
     /// subscriber whose queue is empty, so a reader that keeps up always gets every append.
     /// </param>
-    /// <param name="dispatchBytes">The most bytes of changes waiting for the dispatchers, across all streams.</param>
-    public StreamFanout(int queueCapacity = 1024, long queueBytes = DefaultQueueBytes, long dispatchBytes = DefaultDispatchBytes)
+    public StreamFanout(int queueCapacity = 1024, long queueBytes = DefaultQueueBytes)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(queueCapacity, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(queueBytes, 1);
-        ArgumentOutOfRangeException.ThrowIfLessThan(dispatchBytes, 1);
         _queueCapacity = queueCapacity;
         _queueBytes = queueBytes;
-        _dispatchBytesLimit = dispatchBytes;
-        _dispatchers = new Channel<Dispatch>[Math.Max(1, Environment.ProcessorCount)];
-        for (var i = 0; i < _dispatchers.Length; i++)
-        {
-            // Unbounded as a channel; bounded by _dispatchBytesLimit, which Publish checks before it writes.
-            var queue = Channel.CreateUnbounded<Dispatch>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = false });
-            _dispatchers[i] = queue;
-            _ = Task.Run(() => DispatchAsync(queue.Reader));
-        }
-
         CoreTelemetry.Register(this);
     }
-
-    /// <summary>The bytes of changes waiting for the dispatchers.</summary>
-    public long DispatchBytes => Interlocked.Read(ref _dispatchBytes);
 
     /// <summary>The number of streams with at least one live reader.</summary>
     public int ActiveStreams => _streams.Count;
@@ -148,72 +110,9 @@ public sealed class StreamFanout : IDisposable
             return;
         }
 
-        // The readers as of this commit: one that subscribes later reads this change from the store instead.
-        var readers = list.Items;
-        if (readers.Length == 0)
+        foreach (var subscription in list.Items)
         {
-            return;
-        }
-
-        // Inline only while nothing of this stream waits for its dispatcher, so each reader still sees commit order.
-        // Publish is called for one stream by one committer at a time, so the check cannot race with another publish.
-        if (readers.Length <= InlineReaders && Volatile.Read(ref list.Dispatching) == 0)
-        {
-            foreach (var subscription in readers)
-            {
-                subscription.Offer(change);
-            }
-
-            return;
-        }
-
-        var bytes = change.Chunk.Data.Length + DispatchOverheadBytes;
-        if (Interlocked.Add(ref _dispatchBytes, bytes) > _dispatchBytesLimit)
-        {
-            // The dispatchers are this far behind: the readers resume from the store rather than this process
-            // buffering without limit. Cutting off is per reader and costs no allocation.
-            Interlocked.Add(ref _dispatchBytes, -bytes);
-            foreach (var subscription in readers)
-            {
-                subscription.CutOff();
-            }
-
-            return;
-        }
-
-        Interlocked.Increment(ref list.Dispatching);
-        var dispatcher = _dispatchers[(int)((ulong)change.StreamId % (ulong)_dispatchers.Length)];
-        if (!dispatcher.Writer.TryWrite(new Dispatch(change, readers, list, bytes)))
-        {
-            // Only after Dispose: nobody is reading any more.
-            Interlocked.Decrement(ref list.Dispatching);
-            Interlocked.Add(ref _dispatchBytes, -bytes);
-        }
-    }
-
-    private async Task DispatchAsync(ChannelReader<Dispatch> queue)
-    {
-        while (await queue.WaitToReadAsync().ConfigureAwait(false))
-        {
-            while (queue.TryRead(out var work))
-            {
-                foreach (var subscription in work.Readers)
-                {
-                    subscription.Offer(work.Change);
-                }
-
-                Interlocked.Add(ref _dispatchBytes, -work.Bytes);
-                Interlocked.Decrement(ref work.Stream.Dispatching);
-            }
-        }
-    }
-
-    /// <summary>Stops the dispatchers. Changes published afterwards reach only streams served inline.</summary>
-    public void Dispose()
-    {
-        foreach (var dispatcher in _dispatchers)
-        {
-            dispatcher.Writer.TryComplete();
+            subscription.Offer(change);
         }
     }
 
@@ -269,13 +168,7 @@ public sealed class StreamFanout : IDisposable
     {
         public volatile LiveSubscription[] Items = [];
         public bool Removed;
-
-        /// <summary>Changes of this stream handed to its dispatcher and not yet offered to their readers.</summary>
-        public int Dispatching;
     }
-
-    /// <summary>A change and the readers it goes to, waiting for a dispatcher.</summary>
-    private readonly record struct Dispatch(LiveAppend Change, LiveSubscription[] Readers, Subscribers Stream, long Bytes);
 }
 
 /// <summary>A live reader's queue of changes to one stream.</summary>
