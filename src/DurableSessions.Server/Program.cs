@@ -19,8 +19,16 @@ var builder = WebApplication.CreateBuilder(new WebApplicationOptions
     ContentRootPath = AppContext.BaseDirectory,
     WebRootPath = Path.Combine(AppContext.BaseDirectory, "wwwroot"),
 });
-var urls = builder.Configuration["urls"] ?? "http://127.0.0.1:4437";
-builder.WebHost.UseUrls(urls);
+// Endpoints may also come from the standard Kestrel:Endpoints section (TLS with HTTP/2, h2c with Protocols=Http2);
+// then they are the server's only addresses, and --urls is not bound.
+var endpoints = builder.Configuration.GetSection("Kestrel:Endpoints").GetChildren().ToList();
+var urls = endpoints.Count > 0
+    ? string.Join(';', endpoints.Select(e => e["Url"]).Where(u => !string.IsNullOrEmpty(u)))
+    : builder.Configuration["urls"] ?? "http://127.0.0.1:4437";
+if (endpoints.Count == 0)
+{
+    builder.WebHost.UseUrls(urls);
+}
 
 // Settings that would otherwise fail deep inside the host: one line each, before anything starts.
 if ((StartupChecks.Configuration(builder.Configuration) ?? StartupChecks.Ports(urls)) is { } problem)
@@ -95,8 +103,13 @@ app.Lifetime.ApplicationStarted.Register(() =>
         ServerLog.Listening(app.Logger, url);
     }
 
-    // The last line of a good start: where to click.
-    Console.WriteLine($"DurableSessions is ready: open {app.Urls.First().TrimEnd('/')}/ for the demo chat.");
+    // The last line of a good start: where to click (an address a browser can open: not one that speaks only HTTP/2
+    // without TLS).
+    var h2cOnly = endpoints.Where(e => string.Equals(e["Protocols"], "Http2", StringComparison.OrdinalIgnoreCase) && e["Url"]?.StartsWith("http:", StringComparison.OrdinalIgnoreCase) == true)
+        .Select(e => new Uri(e["Url"]!).Port)
+        .ToHashSet();
+    var open = app.Urls.FirstOrDefault(u => !h2cOnly.Contains(new Uri(u.Replace("://+", "://0.0.0.0", StringComparison.Ordinal).Replace("://*", "://0.0.0.0", StringComparison.Ordinal)).Port)) ?? app.Urls.First();
+    Console.WriteLine($"DurableSessions is ready: open {open.TrimEnd('/')}/ for the demo chat.");
 });
 
 try

@@ -88,6 +88,17 @@ public sealed class ServerProcess : IAsyncDisposable
         return server;
     }
 
+    /// <summary>
+    /// Starts the server with its health checked at <paramref name="port"/> on 127.0.0.1 over HTTP/1.1: for servers whose
+    /// endpoints come from arguments (<c>Kestrel:Endpoints</c>), one of which must be that address.
+    /// </summary>
+    public static async Task<ServerProcess> StartOnAsync(string dataDirectory, int port, params string[] extraArgs)
+    {
+        var server = new ServerProcess(dataDirectory, port, extraArgs);
+        await server.StartAsync();
+        return server;
+    }
+
     public static string TempDirectory() => Path.Combine(Path.GetTempPath(), "ds-func-" + Guid.NewGuid().ToString("N"));
 
     public static int FreePort()
