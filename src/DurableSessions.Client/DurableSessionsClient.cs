@@ -26,7 +26,11 @@ public sealed class DurableSessionsClient : IDisposable
         {
             Timeout = Timeout.InfiniteTimeSpan,
         };
+        Sockets = Options.UseWebSocket ? new SocketAppender(this, _http) : null;
     }
+
+    /// <summary>The producers' WebSocket, when <see cref="DurableSessionsClientOptions.UseWebSocket"/> is on.</summary>
+    internal SocketAppender? Sockets { get; }
 
     /// <summary>The client's settings.</summary>
     public DurableSessionsClientOptions Options { get; }
@@ -251,6 +255,7 @@ public sealed class DurableSessionsClient : IDisposable
     /// <inheritdoc />
     public void Dispose()
     {
+        Sockets?.Dispose();
         if (_ownsHttp)
         {
             _http.Dispose();

@@ -25,6 +25,12 @@ public sealed record DurableSessionsClientOptions
     /// <summary>The longest delay between reconnection attempts.</summary>
     public TimeSpan MaxReconnectDelay { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// Whether producers append over one WebSocket per client (docs/websocket.md), many appends in flight at once.
+    /// Default true. A server or proxy that does not offer the transport is detected once, and appends go over HTTP.
+    /// </summary>
+    public bool UseWebSocket { get; init; } = true;
+
     /// <summary>The participant id this client writes as (messages, cancels, steering).</summary>
     public string ParticipantId { get; init; } = "client:" + Guid.NewGuid().ToString("N")[..8];
 }

@@ -44,6 +44,14 @@ public sealed class StreamProducer : IDisposable
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            // Over the client's WebSocket when it has one; over HTTP, with the same sequence number, when not.
+            if (_client.Sockets is { Unavailable: false } sockets
+                && await sockets.AppendAsync(Path, body, ProducerId, Epoch, _seq, cancellationToken).ConfigureAwait(false) is { } appended)
+            {
+                _seq++;
+                return appended;
+            }
+
             var seq = _seq.ToString(CultureInfo.InvariantCulture);
             using var response = await _client.SendWithRetryAsync(() =>
             {

@@ -28,7 +28,8 @@ public sealed class Http2Tests
             await File.WriteAllBytesAsync(certificatePath, certificate.Export(X509ContentType.Pfx, "test"));
         }
 
-        var (http, https, h2c) = (ServerProcess.FreePort(), ServerProcess.FreePort(), ServerProcess.FreePort());
+        var ports = ServerProcess.FreePorts(3);
+        var (http, https, h2c) = (ports[0], ports[1], ports[2]);
         await using var server = await ServerProcess.StartOnAsync(directory, http,
             $"--Kestrel:Endpoints:Http:Url=http://127.0.0.1:{http}",
             $"--Kestrel:Endpoints:Https:Url=https://127.0.0.1:{https}",

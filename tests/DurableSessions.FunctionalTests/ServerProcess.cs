@@ -101,6 +101,21 @@ public sealed class ServerProcess : IAsyncDisposable
 
     public static string TempDirectory() => Path.Combine(Path.GetTempPath(), "ds-func-" + Guid.NewGuid().ToString("N"));
 
+    /// <summary>Distinct free ports: their listeners are all open at once while they are chosen.</summary>
+    public static int[] FreePorts(int count)
+    {
+        var listeners = Enumerable.Range(0, count).Select(_ => new TcpListener(IPAddress.Loopback, 0)).ToList();
+        try
+        {
+            listeners.ForEach(l => l.Start());
+            return listeners.Select(l => ((IPEndPoint)l.LocalEndpoint).Port).ToArray();
+        }
+        finally
+        {
+            listeners.ForEach(l => l.Stop());
+        }
+    }
+
     public static int FreePort()
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);

@@ -127,6 +127,40 @@ public sealed class WebSocketTransportTests
     }
 
     [Fact]
+    public async Task The_dotnet_clients_producers_append_over_one_websocket_exactly_once_through_cut_connections()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        await server.Client.PutAsync(new Uri("/v1/stream/client/ws", UriKind.Relative), Json("[]"));
+        await using var proxy = new ChaosProxy(server.BaseAddress, maxCuts: 30, seed: 3, maxBytesBeforeCut: 2000);
+        using var client = new DurableSessions.Client.DurableSessionsClient(DurableSessions.Client.DurableSessionsClientOptions.Default with
+        {
+            BaseAddress = proxy.Address,
+            ReconnectDelay = TimeSpan.FromMilliseconds(10),
+        });
+
+        // Four producers write side by side on the client's one socket.
+        await Task.WhenAll(Enumerable.Range(0, 4).Select(p => Task.Run(async () =>
+        {
+            using var producer = new DurableSessions.Client.StreamProducer(client, "client/ws", $"producer-{p}");
+            for (var i = 0; i < 50; i++)
+            {
+                await producer.AppendAsync(new JsonArray(new JsonObject { ["p"] = p, ["i"] = i }));
+            }
+        })));
+
+        Assert.True(client.Sockets!.Appended > 0, "no append went over the WebSocket");
+        Assert.False(client.Sockets.Unavailable);
+        var stored = JsonNode.Parse(await server.Client.GetStringAsync(new Uri("/v1/stream/client/ws?offset=-1", UriKind.Relative)))!.AsArray();
+        Assert.Equal(200, stored.Count);
+        for (var p = 0; p < 4; p++)
+        {
+            Assert.Equal(Enumerable.Range(0, 50), stored.Where(m => m!["p"]!.GetValue<int>() == p).Select(m => m!["i"]!.GetValue<int>()));
+        }
+
+        Assert.Equal(30, proxy.Cuts);
+    }
+
+    [Fact]
     public async Task Pipelined_appends_are_stored_exactly_once_across_a_reconnect()
     {
         await using var server = await InProcessServer.StartAsync();

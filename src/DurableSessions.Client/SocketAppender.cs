@@ -1,0 +1,291 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Net;
+using System.Net.WebSockets;
+using System.Text;
+using System.Text.Json;
+
+namespace DurableSessions.Client;
+
+/// <summary>
+/// Appends of every producer of one client, pipelined on one WebSocket (docs/websocket.md): each append is a message
+/// answered by its acknowledgement, many in flight at once. When the connection drops, the appends without an answer
+/// are sent again on a new one; their producer sequence numbers make the store keep each exactly once.
+/// </summary>
+/// <remarks>
+/// When the server does not offer the transport (an older server, a proxy that refuses upgrades) the client stops
+/// trying and its producers append over HTTP. Thread-safe.
+/// </remarks>
+internal sealed class SocketAppender : IDisposable
+{
+    private const string SubProtocol = "durable-streams.v1";
+
+    private readonly DurableSessionsClient _client;
+    private readonly HttpMessageInvoker _invoker;
+    private readonly SemaphoreSlim _connectGate = new(1, 1);
+    private Connection? _connection;
+    private volatile bool _unavailable;
+    private long _nextId;
+    private long _appended;
+
+    public SocketAppender(DurableSessionsClient client, HttpMessageInvoker invoker)
+    {
+        _client = client;
+        _invoker = invoker;
+    }
+
+    /// <summary>Whether the server has shown it does not offer the WebSocket transport.</summary>
+    public bool Unavailable => _unavailable;
+
+    /// <summary>Appends acknowledged over the WebSocket so far.</summary>
+    public long Appended => Interlocked.Read(ref _appended);
+
+    /// <summary>
+    /// Appends a JSON array of messages as an idempotent producer. Returns the offset after it, or null when the
+    /// WebSocket cannot be used now: the caller appends over HTTP with the same sequence number.
+    /// </summary>
+    /// <exception cref="DurableSessionsException">The server refused the append.</exception>
+    public async Task<string?> AppendAsync(string path, string messagesJson, string producerId, long epoch, long seq, CancellationToken cancellationToken)
+    {
+        var message = Encoding.UTF8.GetBytes(string.Create(CultureInfo.InvariantCulture,
+            $"{{\"op\":\"append\",\"id\":\"{{0}}\",\"path\":\"{JsonEncodedText.Encode(path)}\",\"data\":{messagesJson},\"producer\":{{\"id\":\"{JsonEncodedText.Encode(producerId)}\",\"epoch\":{epoch},\"seq\":{seq}}}}}"));
+        var refreshed = false;
+        for (var attempt = 0; attempt < 3; attempt++)
+        {
+            var connection = await ConnectAsync(cancellationToken).ConfigureAwait(false);
+            if (connection is null)
+            {
+                return null;
+            }
+
+            var id = Interlocked.Increment(ref _nextId).ToString(CultureInfo.InvariantCulture);
+            var answer = await connection.SendAsync(id, message, cancellationToken).ConfigureAwait(false);
+            if (answer is null)
+            {
+                // The connection dropped before the answer: send it again on a new one.
+                continue;
+            }
+
+            using (answer)
+            {
+                var root = answer.RootElement;
+                if (root.GetProperty("type").GetString() == "ack")
+                {
+                    Interlocked.Increment(ref _appended);
+                    return root.TryGetProperty("offset", out var offset) ? offset.GetString() ?? string.Empty : string.Empty;
+                }
+
+                var status = root.TryGetProperty("status", out var s) && s.TryGetInt32(out var code) ? code : 400;
+                if (status == 401 && !refreshed && _client.Options.AccessTokenProvider is not null)
+                {
+                    // The token may have expired: connect again with the provider's next one.
+                    refreshed = true;
+                    connection.Abort();
+                    continue;
+                }
+
+                if (status is >= 500 or 408 or 429)
+                {
+                    return null;
+                }
+
+                throw new DurableSessionsException(
+                    (HttpStatusCode)status,
+                    root.TryGetProperty("code", out var c) ? c.GetString() ?? "UNKNOWN" : "UNKNOWN",
+                    root.TryGetProperty("message", out var m) ? m.GetString() ?? string.Empty : string.Empty);
+            }
+        }
+
+        return null;
+    }
+
+    private async Task<Connection?> ConnectAsync(CancellationToken cancellationToken)
+    {
+        if (_unavailable)
+        {
+            return null;
+        }
+
+        if (_connection is { IsOpen: true } open)
+        {
+            return open;
+        }
+
+        await _connectGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_connection is { IsOpen: true } current)
+            {
+                return current;
+            }
+
+            _connection?.Abort();
+            _connection = null;
+            var socket = new ClientWebSocket();
+            socket.Options.AddSubProtocol(SubProtocol);
+            socket.Options.CollectHttpResponseDetails = true;
+            var token = _client.Options.AccessTokenProvider is { } provider ? await provider(cancellationToken).ConfigureAwait(false) : _client.Options.AccessToken;
+            if (token is not null)
+            {
+                socket.Options.SetRequestHeader("Authorization", "Bearer " + token);
+            }
+
+            var baseAddress = _client.Options.BaseAddress;
+            var target = new UriBuilder(baseAddress) { Scheme = baseAddress.Scheme == Uri.UriSchemeHttps ? "wss" : "ws", Path = "/v1/ws" }.Uri;
+            try
+            {
+                await socket.ConnectAsync(target, _invoker, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is WebSocketException or HttpRequestException or IOException or NotSupportedException or ArgumentException)
+            {
+                // Answered, but not with an upgrade (an older server, a proxy) or over a handler that cannot upgrade:
+                // this client appends over HTTP from now on. A network failure is only this attempt's.
+                if (socket.HttpStatusCode is HttpStatusCode.BadRequest or HttpStatusCode.NotFound or HttpStatusCode.MethodNotAllowed or HttpStatusCode.UpgradeRequired
+                    || ex is NotSupportedException or ArgumentException)
+                {
+                    _unavailable = true;
+                }
+
+                socket.Dispose();
+                return null;
+            }
+
+            if (socket.SubProtocol != SubProtocol)
+            {
+                _unavailable = true;
+                socket.Dispose();
+                return null;
+            }
+
+            _connection = new Connection(socket);
+            return _connection;
+        }
+        finally
+        {
+            _connectGate.Release();
+        }
+    }
+
+    public void Dispose()
+    {
+        _connection?.Abort();
+        _connectGate.Dispose();
+    }
+
+    /// <summary>One WebSocket: one loop sends the appends in order, answers are matched to their append by id.</summary>
+    private sealed class Connection
+    {
+        private readonly ClientWebSocket _socket;
+        private readonly System.Threading.Channels.Channel<byte[]> _outgoing = System.Threading.Channels.Channel.CreateUnbounded<byte[]>(new System.Threading.Channels.UnboundedChannelOptions { SingleReader = true });
+        private readonly ConcurrentDictionary<string, TaskCompletionSource<JsonDocument?>> _pending = new(StringComparer.Ordinal);
+        private volatile bool _closed;
+
+        public Connection(ClientWebSocket socket)
+        {
+            _socket = socket;
+            _ = Task.Run(ReceiveAsync);
+            _ = Task.Run(SendLoopAsync);
+        }
+
+        public bool IsOpen => !_closed && _socket.State == WebSocketState.Open;
+
+        /// <summary>Sends one append and waits for its answer; null when the connection dropped first.</summary>
+        public async Task<JsonDocument?> SendAsync(string id, byte[] template, CancellationToken cancellationToken)
+        {
+            var answer = new TaskCompletionSource<JsonDocument?>(TaskCreationOptions.RunContinuationsAsynchronously);
+            _pending[id] = answer;
+            var marker = "{0}"u8;
+            var at = template.AsSpan().IndexOf(marker);
+            var message = new byte[template.Length - marker.Length + Encoding.UTF8.GetByteCount(id)];
+            template.AsSpan(0, at).CopyTo(message);
+            var written = at + Encoding.UTF8.GetBytes(id, message.AsSpan(at));
+            template.AsSpan(at + marker.Length).CopyTo(message.AsSpan(written));
+            if (_closed || !_outgoing.Writer.TryWrite(message))
+            {
+                _pending.TryRemove(id, out _);
+                return null;
+            }
+
+            // Only the wait is cancelled: a send cut part-way would abort the socket for every other append on it.
+            using var registration = cancellationToken.Register(() => answer.TrySetCanceled(cancellationToken));
+            try
+            {
+                return await answer.Task.ConfigureAwait(false);
+            }
+            finally
+            {
+                _pending.TryRemove(id, out _);
+            }
+        }
+
+        private async Task SendLoopAsync()
+        {
+            try
+            {
+                await foreach (var message in _outgoing.Reader.ReadAllAsync().ConfigureAwait(false))
+                {
+                    await _socket.SendAsync(message, WebSocketMessageType.Text, endOfMessage: true, CancellationToken.None).ConfigureAwait(false);
+                }
+            }
+            catch (Exception ex) when (ex is WebSocketException or IOException or ObjectDisposedException)
+            {
+                Abort();
+            }
+        }
+
+        public void Abort()
+        {
+            _closed = true;
+            _outgoing.Writer.TryComplete();
+            _socket.Abort();
+            foreach (var (_, pending) in _pending)
+            {
+                pending.TrySetResult(null);
+            }
+        }
+
+        private async Task ReceiveAsync()
+        {
+            var buffer = new byte[16 * 1024];
+            using var message = new MemoryStream();
+            try
+            {
+                while (true)
+                {
+                    var result = await _socket.ReceiveAsync(buffer, CancellationToken.None).ConfigureAwait(false);
+                    if (result.MessageType == WebSocketMessageType.Close)
+                    {
+                        break;
+                    }
+
+                    message.Write(buffer, 0, result.Count);
+                    if (!result.EndOfMessage)
+                    {
+                        continue;
+                    }
+
+                    var document = JsonDocument.Parse(message.ToArray());
+                    message.SetLength(0);
+                    if (document.RootElement.TryGetProperty("id", out var id) && id.GetString() is { } key && _pending.TryRemove(key, out var pending))
+                    {
+                        if (!pending.TrySetResult(document))
+                        {
+                            document.Dispose();
+                        }
+                    }
+                    else
+                    {
+                        document.Dispose();
+                    }
+                }
+            }
+            catch (Exception ex) when (ex is WebSocketException or IOException or JsonException or ObjectDisposedException)
+            {
+            }
+            finally
+            {
+                Abort();
+            }
+        }
+    }
+}
