@@ -13,18 +13,30 @@ public sealed class SocketClient : IAsyncDisposable
     private readonly Task _receiving;
     private readonly List<JsonObject> _backlog = [];
 
-    private SocketClient(ClientWebSocket socket)
+    private readonly TaskCompletionSource _resumed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly bool _pauseAfterHello;
+
+    private SocketClient(ClientWebSocket socket, bool pauseAfterHello)
     {
         _socket = socket;
+        _pauseAfterHello = pauseAfterHello;
+        if (!pauseAfterHello)
+        {
+            _resumed.TrySetResult();
+        }
+
         _receiving = ReceiveAsync();
     }
+
+    /// <summary>Starts reading the socket again after <c>pauseAfterHello</c>: until then the server's messages back up.</summary>
+    public void Resume() => _resumed.TrySetResult();
 
     /// <summary>How the server closed the connection, once it has.</summary>
     public WebSocketCloseStatus? CloseStatus => _socket.CloseStatus;
 
     public Task Closed => _receiving;
 
-    public static async Task<SocketClient> ConnectAsync(Uri server, string? token = null, bool tokenInQuery = false)
+    public static async Task<SocketClient> ConnectAsync(Uri server, string? token = null, bool tokenInQuery = false, bool pauseAfterHello = false)
     {
         var socket = new ClientWebSocket();
         socket.Options.AddSubProtocol("durable-streams.v1");
@@ -39,7 +51,7 @@ public sealed class SocketClient : IAsyncDisposable
         }
 
         await socket.ConnectAsync(uri.Uri, CancellationToken.None);
-        var client = new SocketClient(socket);
+        var client = new SocketClient(socket, pauseAfterHello);
         var hello = await client.NextAsync(m => m["type"]?.GetValue<string>() == "hello");
         Assert.Equal("durable-streams.v1", hello["protocol"]!.GetValue<string>());
         return client;
@@ -134,8 +146,13 @@ public sealed class SocketClient : IAsyncDisposable
                 message.Write(buffer, 0, result.Count);
                 if (result.EndOfMessage)
                 {
-                    _received.Writer.TryWrite((JsonObject)JsonNode.Parse(message.ToArray())!);
+                    var parsed = (JsonObject)JsonNode.Parse(message.ToArray())!;
+                    _received.Writer.TryWrite(parsed);
                     message.SetLength(0);
+                    if (parsed["type"]?.GetValue<string>() == "hello")
+                    {
+                        await _resumed.Task;
+                    }
                 }
             }
         }

@@ -161,6 +161,72 @@ public sealed class WebSocketTransportTests
     }
 
     [Fact]
+    public async Task A_subscriber_that_stops_reading_is_told_it_fell_behind_while_another_keeps_up_and_both_end_with_everything()
+    {
+        await using var server = await InProcessServer.StartAsync(services: s => s.Configure<DurableSessions.AspNetCore.WebSockets.StreamSocketOptions>(o =>
+        {
+            o.MaxSendQueueBytes = 256 * 1024;
+
+            // The paused reader answers no ping until it reads again.
+            o.KeepAliveInterval = TimeSpan.FromMinutes(5);
+        }));
+        await server.Client.PutAsync(new Uri("/v1/stream/slow/s", UriKind.Relative), new StringContent(string.Empty, Encoding.UTF8, "text/plain"));
+
+        // The slow connection subscribes and then reads nothing; the other reads everything as it comes.
+        await using var slow = await SocketClient.ConnectAsync(server.BaseAddress, pauseAfterHello: true);
+        await slow.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = "slow", ["path"] = "slow/s", ["offset"] = "-1" });
+        await using var fast = await SocketClient.ConnectAsync(server.BaseAddress);
+        await fast.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = "fast", ["path"] = "slow/s", ["offset"] = "-1" });
+        await fast.NextAsync(m => Type(m) == "up-to-date");
+
+        // Far more than the slow reader's socket buffers and its 256 KiB send queue can hold.
+        const int Appends = 400;
+        var chunk = new string('x', 64 * 1024);
+        var fastText = new StringBuilder();
+        for (var i = 0; i < Appends; i++)
+        {
+            var response = await server.Client.PostAsync(new Uri("/v1/stream/slow/s", UriKind.Relative), new StringContent(chunk, Encoding.UTF8, "text/plain"));
+            Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+
+            // The fast subscriber keeps up: each append reaches it before the next one is written.
+            while (fastText.Length < (i + 1) * chunk.Length)
+            {
+                fastText.Append((await fast.NextAsync(m => Type(m) == "data"))["text"]!.GetValue<string>());
+            }
+        }
+
+        // The slow one reads now: what it was sent, then fell-behind with the offset to resume from.
+        slow.Resume();
+        var slowText = new StringBuilder();
+        JsonObject told;
+        while (true)
+        {
+            told = await slow.NextAsync(m => Type(m) is "data" or "fell-behind");
+            if (Type(told) == "fell-behind")
+            {
+                break;
+            }
+
+            slowText.Append(told["text"]!.GetValue<string>());
+        }
+
+        Assert.True(slowText.Length < Appends * chunk.Length, "the slow subscriber was never cut off");
+
+        // Resuming from that offset gives exactly the rest.
+        await slow.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = "again", ["path"] = "slow/s", ["offset"] = told["offset"]!.GetValue<string>() });
+        while (slowText.Length < Appends * chunk.Length)
+        {
+            var next = await slow.NextAsync(m => Sub(m) == "again");
+            Assert.True(Type(next) == "data", next.ToJsonString());
+            slowText.Append(next["text"]!.GetValue<string>());
+        }
+
+        Assert.Equal(Appends * chunk.Length, slowText.Length);
+        Assert.Equal(Appends * chunk.Length, fastText.Length);
+        Assert.DoesNotContain(slowText.ToString(), c => c != 'x');
+    }
+
+    [Fact]
     public async Task Pipelined_appends_are_stored_exactly_once_across_a_reconnect()
     {
         await using var server = await InProcessServer.StartAsync();

@@ -36,11 +36,14 @@ internal sealed partial class StreamSocketConnection : IAsyncDisposable
     private readonly StreamSocketServices _services;
     private readonly StreamSocketOptions _options;
     private readonly CancellationTokenSource _closing;
-    private readonly Channel<byte[]> _outgoing = Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<Outgoing> _outgoing = Channel.CreateUnbounded<Outgoing>(new UnboundedChannelOptions { SingleReader = true });
     private readonly Dictionary<string, Subscription> _subscriptions = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Task> _pathTails = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _inFlight;
     private long _queuedBytes;
+
+    // Completed (and replaced) after each message is sent: what a catch-up waits on when the send queue is full.
+    private TaskCompletionSource _sent = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _pending;
     private long _lastMessageAt;
     private Access _access;
@@ -540,6 +543,8 @@ internal sealed partial class StreamSocketConnection : IAsyncDisposable
                     switch (item.Kind)
                     {
                         case StreamFollowKind.Read:
+                            // Catching up reads the store only as fast as the connection sends: no reason to give up.
+                            await WaitForRoomAsync(subscription.Stop.Token).ConfigureAwait(false);
                             if (!EnqueueData(subscription.Sub, stream.ContentType, item.Read!.Chunks.Select(c => c.Data), position, item.Position))
                             {
                                 ended = true;
@@ -621,6 +626,21 @@ internal sealed partial class StreamSocketConnection : IAsyncDisposable
         }
     }
 
+    /// <summary>Waits until the send queue is within its byte bound.</summary>
+    private async Task WaitForRoomAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var sent = Volatile.Read(ref _sent);
+            if (Interlocked.Read(ref _queuedBytes) <= _options.MaxSendQueueBytes)
+            {
+                return;
+            }
+
+            await sent.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
     /// <summary>
     /// Queues a data message, unless the connection's send queue is over its byte bound: then the subscription ends with
     /// <c>fell-behind</c> at <paramref name="from"/>, where the reader stands, and the client resumes from there.
@@ -636,7 +656,7 @@ internal sealed partial class StreamSocketConnection : IAsyncDisposable
             return false;
         }
 
-        if (!_outgoing.Writer.TryWrite(message))
+        if (!_outgoing.Writer.TryWrite(new Outgoing(message, IsData: true)))
         {
             Interlocked.Add(ref _queuedBytes, -message.Length);
         }
@@ -719,22 +739,21 @@ internal sealed partial class StreamSocketConnection : IAsyncDisposable
 
     // ---- sending, closing, keep-alive ---------------------------------------------------------------------------------
 
-    private void Enqueue(byte[] message) => _outgoing.Writer.TryWrite(message);
+    /// <summary>Queues a message that is always sent: an answer or a signal, small and bounded by the operations in flight.</summary>
+    private void Enqueue(byte[] message) => _outgoing.Writer.TryWrite(new Outgoing(message, IsData: false));
 
     private async Task SendLoopAsync()
     {
         try
         {
-            await foreach (var message in _outgoing.Reader.ReadAllAsync().ConfigureAwait(false))
+            await foreach (var (message, isData) in _outgoing.Reader.ReadAllAsync().ConfigureAwait(false))
             {
-                if (_socket.State != WebSocketState.Open)
-                {
-                    continue;
-                }
-
                 try
                 {
-                    await _socket.SendAsync(message, WebSocketMessageType.Text, endOfMessage: true, CancellationToken.None).ConfigureAwait(false);
+                    if (_socket.State == WebSocketState.Open)
+                    {
+                        await _socket.SendAsync(message, WebSocketMessageType.Text, endOfMessage: true, CancellationToken.None).ConfigureAwait(false);
+                    }
                 }
                 catch (Exception ex) when (ex is WebSocketException or IOException)
                 {
@@ -742,7 +761,11 @@ internal sealed partial class StreamSocketConnection : IAsyncDisposable
                 }
                 finally
                 {
-                    Interlocked.Add(ref _queuedBytes, -message.Length);
+                    if (isData)
+                    {
+                        Interlocked.Add(ref _queuedBytes, -message.Length);
+                        Interlocked.Exchange(ref _sent, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+                    }
                 }
             }
         }
@@ -1032,6 +1055,9 @@ internal sealed partial class StreamSocketConnection : IAsyncDisposable
 
         public byte[] WithSub(string sub) => Error("sub", sub, Status, Code, Message);
     }
+
+    /// <summary>A message waiting to be sent; stream data counts against the send queue's byte bound.</summary>
+    private readonly record struct Outgoing(byte[] Message, bool IsData);
 
     private sealed class Subscription(string sub, CancellationTokenSource stop)
     {
