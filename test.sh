@@ -110,6 +110,8 @@ done
 echo "==> TypeScript client (clients/typescript): type-check, build, tests against the server"
 (cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error && npx tsc -p tsconfig.json)
 run_suite "TypeScript client" clients/typescript CLIENT_TEST_BASE_URL="http://127.0.0.1:$PORT"
+# Again with a WebSocket global (Node 20 needs the flag): sessions follow over one WebSocket, as in a browser.
+run_suite "TypeScript client over WebSocket" clients/typescript CLIENT_TEST_BASE_URL="http://127.0.0.1:$PORT" NODE_OPTIONS=--experimental-websocket
 
 echo "==> packages: dotnet pack of every library and npm pack of the TypeScript client; samples/PackageConsumer, a project outside the solution, restores them from that local feed, builds and asks the server's agent a question"
 PACKAGE_VERSION="0.9.0-ci.$(date +%s)"

@@ -1,5 +1,6 @@
-// Client for DurableSessions: join a session (snapshot + live tail over SSE), resume after any disconnect from the last
-// offset (no gap, no duplicate), materialize the conversation, send messages, cancel and steer runs.
+// Client for DurableSessions: join a session (snapshot + live tail over one shared WebSocket, SSE or long-poll), resume
+// after any disconnect from the last offset (no gap, no duplicate), materialize the conversation, send messages, cancel
+// and steer runs.
 
 /** A State Protocol change or control message as it appears in a session stream. */
 export interface SessionEvent {
@@ -30,10 +31,12 @@ export interface ClientOptions {
    */
   storage?: Pick<Storage, "getItem" | "setItem" | "removeItem">
   /**
-   * How to follow the live tail: `sse`, `long-poll`, or `auto` (the default): SSE, falling back to long-poll for the
-   * rest of the join when SSE fails three times in a row without delivering anything (e.g. a proxy that buffers it).
+   * How to follow the live tail: `websocket`, `sse`, `long-poll`, or `auto` (the default): one WebSocket per client for
+   * every session it follows (docs/websocket.md), falling back to SSE and then to long-poll for the rest of the join when
+   * one fails three times in a row without delivering anything (WebSockets blocked, a proxy that buffers SSE). Without a
+   * `WebSocket` global (Node before 22 without `--experimental-websocket`), `auto` starts with SSE.
    */
-  transport?: "auto" | "sse" | "long-poll"
+  transport?: "auto" | "websocket" | "sse" | "long-poll"
 }
 
 export type ConnectionState = "connecting" | "catching-up" | "live" | "reconnecting"
@@ -122,6 +125,7 @@ export class DurableSessionsError extends Error {
 export class DurableSessionsClient {
   readonly participantId: string
   private readonly base: string
+  private hub: SocketHub | undefined
 
   constructor(private readonly options: ClientOptions) {
     this.base = options.baseUrl.replace(/\/$/, "")
@@ -164,6 +168,18 @@ export class DurableSessionsClient {
       throw new DurableSessionsError(response.status, code, message)
     }
     return response
+  }
+
+  /** @internal The client's one WebSocket, shared by every session it follows. */
+  get sockets(): SocketHub {
+    this.hub ??= new SocketHub(this.base, async () => (typeof this.options.token === "function" ? await this.options.token() : this.options.token))
+    return this.hub
+  }
+
+  /** Closes the client's WebSocket, if it opened one; the sessions joined over it end with an error. */
+  close(): void {
+    this.hub?.close()
+    this.hub = undefined
   }
 
   /** @internal */
@@ -252,13 +268,19 @@ export class SessionClient {
       yield { state, events: [], offset, upToDate: false }
 
       onState?.("catching-up")
-      let transport = settings.transport === "long-poll" ? "long-poll" : "sse"
+      const order: Transport[] = settings.transport === "websocket" ? ["websocket"]
+        : settings.transport === "sse" ? ["sse"]
+        : settings.transport === "long-poll" ? ["long-poll"]
+        : typeof WebSocket === "undefined" ? ["sse", "long-poll"] : ["websocket", "sse", "long-poll"]
+      let transport: Transport = order[0]!
       let silentFailures = 0
       let resuming = saved !== undefined
       for (;;) {
         let delivered = false
         try {
-          const batches = transport === "sse" ? this.readSse(offset, signal) : this.readLongPoll(offset, signal)
+          const batches = transport === "websocket" ? this.client.sockets.follow(`sessions/${this.id}`, offset, signal)
+            : transport === "sse" ? this.readSse(offset, signal)
+            : this.readLongPoll(offset, signal)
           for await (const batch of batches) {
             for (const e of batch.events) state.apply(e)
             offset = batch.offset
@@ -283,7 +305,11 @@ export class SessionClient {
             return
           }
         }
-        if (!delivered && transport === "sse" && settings.transport !== "sse" && ++silentFailures >= 3) transport = "long-poll"
+        // A transport that fails three times in a row without delivering anything gives way to the next one.
+        if (!delivered && ++silentFailures >= 3 && order.indexOf(transport) < order.length - 1) {
+          transport = order[order.indexOf(transport) + 1]!
+          silentFailures = 0
+        }
         onState?.("reconnecting")
         await backoff(delay, signal)
         delay = Math.min(settings.maxReconnectDelayMs, delay * 2)
@@ -325,6 +351,110 @@ export class SessionClient {
       yield { events, offset, upToDate: closed || response.headers.has("Stream-Up-To-Date"), closed }
       if (closed) return
     }
+  }
+}
+
+type Transport = "websocket" | "sse" | "long-poll"
+
+type SocketMessage = { type: string; sub?: string; offset?: string; data?: SessionEvent[]; upToDate?: boolean; status?: number; code?: string; message?: string }
+
+/**
+ * @internal One WebSocket (subprotocol `durable-streams.v1`) carrying the subscriptions of every session a client
+ * follows: a page that watches many conversations holds one connection, not one per conversation. Opened on first use
+ * and again after it drops; each subscription resumes from its own offset.
+ */
+export class SocketHub {
+  private socket: WebSocket | undefined
+  private opening: Promise<WebSocket> | undefined
+  private readonly listeners = new Map<string, (message: SocketMessage) => void>()
+  private next = 0
+
+  constructor(private readonly base: string, private readonly token: () => Promise<string | undefined>) {}
+
+  /** Follows `path` from `offset`: batches of events, each with the offset after it. Throws when the connection drops. */
+  async *follow(path: string, offset: string, signal?: AbortSignal): AsyncGenerator<Batch> {
+    const socket = await this.open()
+    const sub = `s${++this.next}`
+    const queue: SocketMessage[] = []
+    let wake: (() => void) | undefined
+    this.listeners.set(sub, (message) => { queue.push(message); wake?.() })
+    const abort = () => { queue.push({ type: "aborted" }); wake?.() }
+    signal?.addEventListener("abort", abort)
+    let ended = false
+    try {
+      socket.send(JSON.stringify({ op: "subscribe", sub, path, offset }))
+      for (;;) {
+        while (queue.length === 0) await new Promise<void>((resolve) => (wake = resolve))
+        const message = queue.shift()!
+        switch (message.type) {
+          case "data":
+            yield { events: message.data ?? [], offset: message.offset!, upToDate: message.upToDate === true, closed: false }
+            break
+          case "up-to-date":
+            yield { events: [], offset: message.offset!, upToDate: true, closed: false }
+            break
+          case "closed":
+            ended = true
+            yield { events: [], offset: message.offset!, upToDate: true, closed: true }
+            return
+          case "error":
+            ended = true
+            if (message.status !== undefined && message.status >= 400 && message.status < 500 && message.status !== 429) {
+              throw new DurableSessionsError(message.status, message.code ?? `HTTP_${message.status}`, message.message ?? "")
+            }
+            throw new Error(`subscription failed: ${message.code}`)
+          case "aborted":
+            throw signal?.reason ?? new Error("aborted")
+          default:
+            // fell-behind (resume from the offset already delivered) or the connection dropped.
+            ended = true
+            throw new Error(`subscription ended: ${message.type}`)
+        }
+      }
+    } finally {
+      signal?.removeEventListener("abort", abort)
+      this.listeners.delete(sub)
+      if (!ended && socket.readyState === 1) socket.send(JSON.stringify({ op: "unsubscribe", sub }))
+    }
+  }
+
+  close(): void {
+    this.socket?.close(1000)
+  }
+
+  private open(): Promise<WebSocket> {
+    if (this.socket && this.socket.readyState === 1) return Promise.resolve(this.socket)
+    this.opening ??= (async () => {
+      const token = await this.token()
+      const url = new URL(`${this.base}/v1/ws`)
+      url.protocol = url.protocol === "https:" ? "wss:" : "ws:"
+      if (token) url.searchParams.set("access_token", token)
+      const socket = new WebSocket(url, "durable-streams.v1")
+      return new Promise<WebSocket>((resolve, reject) => {
+        let ready = false
+        // An upgrade that a proxy swallows would otherwise never answer: give up, so the join can fall back.
+        const timer = setTimeout(() => { if (!ready) { reject(new Error("the WebSocket did not open in time")); socket.close() } }, 10_000)
+        socket.onmessage = (event) => {
+          const message = JSON.parse(String(event.data)) as SocketMessage
+          if (message.type === "hello") {
+            ready = true
+            clearTimeout(timer)
+            this.socket = socket
+            resolve(socket)
+          } else if (message.sub) {
+            this.listeners.get(message.sub)?.(message)
+          }
+        }
+        socket.onclose = () => {
+          clearTimeout(timer)
+          if (!ready) reject(new Error("the WebSocket closed before it was ready"))
+          if (this.socket === socket) this.socket = undefined
+          for (const listener of [...this.listeners.values()]) listener({ type: "connection-lost" })
+        }
+        socket.onerror = () => { if (!ready) reject(new Error("the WebSocket could not connect")) }
+      })
+    })().finally(() => { this.opening = undefined })
+    return this.opening
   }
 }
 

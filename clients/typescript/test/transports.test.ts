@@ -24,6 +24,8 @@ function recordingProxy(): Promise<{ server: Server; url: string; requests: stri
     upstream.on("error", () => res.destroy())
     req.pipe(upstream)
   })
+  // It does not pass WebSockets on, as many proxies do not: clients that try one fall back to SSE.
+  server.on("upgrade", (_req, socket) => socket.destroy())
   return new Promise((resolve) =>
     server.listen(0, "127.0.0.1", () => resolve({ server, url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, requests, refuseSse })))
 }

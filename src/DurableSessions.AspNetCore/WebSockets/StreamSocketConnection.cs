@@ -540,27 +540,34 @@ internal sealed partial class StreamSocketConnection : IAsyncDisposable
             {
                 await foreach (var item in follower.FollowAsync(from, subscription.Stop.Token).ConfigureAwait(false))
                 {
+                    // Data says itself whether the reader is at the tail; "up-to-date" alone is sent only when no data
+                    // told it (a subscription that starts at the tail, or a read that ends exactly there).
+                    var sentData = false;
                     switch (item.Kind)
                     {
                         case StreamFollowKind.Read:
                             // Catching up reads the store only as fast as the connection sends: no reason to give up.
                             await WaitForRoomAsync(subscription.Stop.Token).ConfigureAwait(false);
-                            if (!EnqueueData(subscription.Sub, stream.ContentType, item.Read!.Chunks.Select(c => c.Data), position, item.Position))
+                            if (!EnqueueData(subscription.Sub, stream.ContentType, item.Read!.Chunks.Select(c => c.Data), position, item.Position, item.AtTail && !item.ClosedAtTail))
                             {
                                 ended = true;
                                 break;
                             }
 
                             position = item.Position;
-                            toldUpToDate = false;
+                            sentData = true;
                             break;
                         case StreamFollowKind.Live:
                             var change = item.Change!;
-                            if (change.Chunk.End > change.Chunk.Start
-                                && !EnqueueData(subscription.Sub, stream.ContentType, [change.Chunk.Data], position, item.Position))
+                            if (change.Chunk.End > change.Chunk.Start)
                             {
-                                ended = true;
-                                break;
+                                if (!EnqueueData(subscription.Sub, stream.ContentType, [change.Chunk.Data], position, item.Position, item.AtTail && !change.Closed))
+                                {
+                                    ended = true;
+                                    break;
+                                }
+
+                                sentData = true;
                             }
 
                             position = item.Position;
@@ -579,7 +586,11 @@ internal sealed partial class StreamSocketConnection : IAsyncDisposable
                         break;
                     }
 
-                    if (item.AtTail && !toldUpToDate && item.Kind != StreamFollowKind.Idle)
+                    if (sentData)
+                    {
+                        toldUpToDate = item.AtTail;
+                    }
+                    else if (item.AtTail && !toldUpToDate && item.Kind != StreamFollowKind.Idle)
                     {
                         Enqueue(Signal("up-to-date", subscription.Sub, position));
                         toldUpToDate = true;
@@ -645,9 +656,9 @@ internal sealed partial class StreamSocketConnection : IAsyncDisposable
     /// Queues a data message, unless the connection's send queue is over its byte bound: then the subscription ends with
     /// <c>fell-behind</c> at <paramref name="from"/>, where the reader stands, and the client resumes from there.
     /// </summary>
-    private bool EnqueueData(string sub, string contentType, IEnumerable<ReadOnlyMemory<byte>> chunks, long from, long to)
+    private bool EnqueueData(string sub, string contentType, IEnumerable<ReadOnlyMemory<byte>> chunks, long from, long to, bool upToDate)
     {
-        var message = DataMessage(sub, contentType, chunks, to);
+        var message = DataMessage(sub, contentType, chunks, to, upToDate);
         var queued = Interlocked.Add(ref _queuedBytes, message.Length);
         if (queued > _options.MaxSendQueueBytes && queued != message.Length)
         {
@@ -892,11 +903,16 @@ internal sealed partial class StreamSocketConnection : IAsyncDisposable
         w.WriteNumber("maxInFlight", _options.MaxInFlight);
     });
 
-    private static byte[] DataMessage(string sub, string contentType, IEnumerable<ReadOnlyMemory<byte>> chunks, long to) => Write(w =>
+    private static byte[] DataMessage(string sub, string contentType, IEnumerable<ReadOnlyMemory<byte>> chunks, long to, bool upToDate) => Write(w =>
     {
         w.WriteString("type", "data");
         w.WriteString("sub", sub);
         w.WriteString("offset", StreamOffset.Format(to));
+        if (upToDate)
+        {
+            w.WriteBoolean("upToDate", true);
+        }
+
         if (StreamContentType.IsJson(contentType))
         {
             // Stored JSON is the messages' bytes joined by commas: the array is written without re-encoding them.

@@ -1,0 +1,68 @@
+// One WebSocket per client for every session it follows, resuming each from its offset after the socket drops.
+// Included where a WebSocket global exists (vitest.config.mjs): test.sh runs the suite once more with
+// NODE_OPTIONS=--experimental-websocket.
+import { expect, test } from "vitest"
+import { DurableSessionsClient, type SessionState } from "../src/index"
+
+const base = process.env.CLIENT_TEST_BASE_URL
+if (!base) throw new Error("Set CLIENT_TEST_BASE_URL to the server under test, e.g. http://127.0.0.1:4437")
+
+const change = (type: string, key: string, operation: string, value: unknown) => ({ type, key, value, headers: { operation } })
+
+async function write(id: string, producer: string, seq: number, events: unknown[]) {
+  const response = await fetch(`${base}/v1/stream/sessions/${id}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "producer-id": producer, "producer-epoch": "0", "producer-seq": String(seq) },
+    body: JSON.stringify(events),
+  })
+  expect(response.status).toBe(200)
+}
+
+test("twelve sessions follow live over one WebSocket and resume after it drops, each delta once", async () => {
+  const opened: string[] = []
+  const Native = globalThis.WebSocket
+  globalThis.WebSocket = class extends Native {
+    constructor(url: string | URL, protocols?: string | string[]) {
+      super(url, protocols)
+      opened.push(String(url))
+    }
+  } as typeof WebSocket
+  const client = new DurableSessionsClient({ baseUrl: base!, transport: "websocket", reconnectDelayMs: 5, maxReconnectDelayMs: 50 })
+  const ids = Array.from({ length: 12 }, (_, i) => `ts-ws-${Date.now()}-${i}`)
+  const abort = new AbortController()
+  const timer = setTimeout(() => abort.abort(), 50_000)
+  try {
+    for (const id of ids) await client.session(id).create()
+    const followers = ids.map(async (id) => {
+      const deltas: string[] = []
+      for await (const update of client.session(id).join(abort.signal)) {
+        deltas.push(...update.events.filter((e) => e.type === "delta").map((e) => e.key!))
+        if (update.upToDate && (update.state as SessionState).get("run", "r1")?.status === "finished") return deltas
+      }
+      throw new Error("session ended")
+    })
+
+    // Each session gets a reply of 40 deltas; the socket is dropped twice while they stream.
+    for (const [n, id] of ids.entries()) {
+      await write(id, `ws-agent-${n}`, 0, [change("run", "r1", "insert", { id: "r1", agent: "agent:ts", messageId: "m1", status: "started" })])
+    }
+    for (let i = 0; i < 40; i++) {
+      await Promise.all(ids.map((id, n) => write(id, `ws-agent-${n}`, i + 1, [change("delta", `m1:${i}`, "insert", { messageId: "m1", part: 0, text: `t${i} ` })])))
+      if (i === 10 || i === 25) client.close()
+    }
+    await Promise.all(ids.map((id, n) => write(id, `ws-agent-${n}`, 41, [change("run", "r1", "update", { id: "r1", agent: "agent:ts", messageId: "m1", status: "finished" })])))
+
+    const results = await Promise.all(followers)
+    for (const deltas of results) {
+      expect(deltas).toEqual(Array.from({ length: 40 }, (_, i) => `m1:${i}`))
+    }
+    // One socket at a time for all twelve: the first, and one after each drop.
+    expect(opened.length).toBe(3)
+    expect(opened.every((url) => url.endsWith("/v1/ws"))).toBe(true)
+  } finally {
+    clearTimeout(timer)
+    abort.abort()
+    client.close()
+    globalThis.WebSocket = Native
+  }
+})
