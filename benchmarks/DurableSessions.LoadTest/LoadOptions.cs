@@ -7,8 +7,9 @@ internal sealed record LoadOptions
 {
     public const string Usage = """
         usage: DurableSessions.LoadTest --url <http://127.0.0.1:port> [options]
-          --scenario append|batch|ws-append|latency|sessions|seed|ask|all   (default all; ws-append, sessions, seed and ask are not part of all)
+          --scenario append|batch|ws-append|idle|latency|sessions|seed|ask|all   (default all; ws-append, idle, sessions, seed and ask are not part of all)
           --pipeline <n>         appends in flight per WebSocket connection in the ws-append scenario (default 64)
+          --transport <sse|websocket>   how the idle scenario's --readers subscribe (default sse); with --server-pid
           --questions <n>        questions the ask scenario posts into random stored sessions (default 100)
           --streams <n>          streams to spread load over (default 100)
           --connections <n>      concurrent writers (default 64)
@@ -51,6 +52,8 @@ internal sealed record LoadOptions
 
     public int Pipeline { get; init; } = 64;
 
+    public string Transport { get; init; } = "sse";
+
     public static LoadOptions? Parse(string[] args)
     {
         var options = new LoadOptions();
@@ -78,6 +81,7 @@ internal sealed record LoadOptions
                 "--server-pid" => options with { ServerPid = int.Parse(value, CultureInfo.InvariantCulture) },
                 "--questions" => options with { Questions = int.Parse(value, CultureInfo.InvariantCulture) },
                 "--pipeline" => options with { Pipeline = int.Parse(value, CultureInfo.InvariantCulture) },
+                "--transport" => options with { Transport = value },
                 _ => null,
             };
             if (options is null)
@@ -88,7 +92,7 @@ internal sealed record LoadOptions
             i++;
         }
 
-        return options.Scenario is "append" or "batch" or "ws-append" or "latency" or "sessions" or "seed" or "ask" or "all" && options.DurationSeconds is > 0 and <= 600 ? options : null;
+        return options.Scenario is "append" or "batch" or "ws-append" or "idle" or "latency" or "sessions" or "seed" or "ask" or "all" && options.DurationSeconds is > 0 and <= 600 ? options : null;
     }
 }
 

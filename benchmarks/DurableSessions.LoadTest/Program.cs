@@ -43,6 +43,7 @@ foreach (var scenario in scenarios)
     {
         "append" or "batch" => await AppendScenario.RunAsync(scenario),
         "ws-append" => await SocketAppendScenario.RunAsync(scenario),
+        "idle" => await IdleScenario.RunAsync(scenario),
         "latency" => await LatencyScenario.RunAsync(scenario),
         "sessions" => await SessionScenario.RunAsync(scenario),
         "seed" => await StoredSessionScenario.SeedAsync(scenario),

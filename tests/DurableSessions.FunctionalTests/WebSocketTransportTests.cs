@@ -29,14 +29,18 @@ public sealed class WebSocketTransportTests
             await socket.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = $"s{i}", ["path"] = $"ws/s{i}", ["offset"] = "-1" });
         }
 
-        // Catch-up, then up-to-date, for each stream.
+        // Catch-up for each stream: its data, which says it reached the tail.
         for (var i = 0; i < 3; i++)
         {
             var sub = $"s{i}";
             var data = await socket.NextAsync(m => Type(m) == "data" && Sub(m) == sub);
             Assert.Equal($"[{{\"n\":0,\"s\":{i}}}]", data["data"]!.ToJsonString());
-            await socket.NextAsync(m => Type(m) == "up-to-date" && Sub(m) == sub);
+            Assert.True(data["upToDate"]?.GetValue<bool>());
         }
+
+        // Subscribed at the tail, nothing to send: up-to-date on its own.
+        await socket.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = "tail", ["path"] = "ws/s0", ["offset"] = "now" });
+        await socket.NextAsync(m => Type(m) == "up-to-date" && Sub(m) == "tail");
 
         // Live: an HTTP append reaches the WebSocket subscriber; a WebSocket append reaches an HTTP reader.
         await http.PostAsync(new Uri("/v1/stream/ws/s1", UriKind.Relative), Json("{\"n\":1}"));
