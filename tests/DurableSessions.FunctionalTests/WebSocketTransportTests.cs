@@ -63,6 +63,14 @@ public sealed class WebSocketTransportTests
         var fromHttp = await http.GetAsync(new Uri($"/v1/stream/ws/s1?offset={resumeAt}", UriKind.Relative));
         Assert.Equal(fromHttp.Headers.GetValues("Stream-Next-Offset").Single(), resumed["offset"]!.GetValue<string>());
 
+        // A message far larger than the connection's idle receive buffer, and a small one after it.
+        var large = new string('L', 200_000);
+        await socket.SendAsync(new JsonObject { ["op"] = "append", ["id"] = "large", ["path"] = "ws/s0", ["data"] = new JsonObject { ["large"] = large } });
+        Assert.Equal("ack", Type(await socket.NextAsync(m => m["id"]?.GetValue<string>() == "large")));
+        await socket.SendAsync(new JsonObject { ["op"] = "append", ["id"] = "small", ["path"] = "ws/s0", ["data"] = new JsonObject { ["small"] = 1 } });
+        Assert.Equal("ack", Type(await socket.NextAsync(m => m["id"]?.GetValue<string>() == "small")));
+        Assert.Equal($"[{{\"n\":0,\"s\":0}},{{\"large\":\"{large}\"}},{{\"small\":1}}]", await http.GetStringAsync(new Uri("/v1/stream/ws/s0?offset=-1", UriKind.Relative)));
+
         // Closing the stream ends the subscription with "closed"; unsubscribing answers "unsubscribed".
         await socket.SendAsync(new JsonObject { ["op"] = "append", ["id"] = "close", ["path"] = "ws/s2", ["close"] = true });
         await socket.NextAsync(m => Type(m) == "closed" && Sub(m) == "s2");

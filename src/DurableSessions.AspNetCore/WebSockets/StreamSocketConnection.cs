@@ -103,7 +103,10 @@ internal sealed partial class StreamSocketConnection : IAsyncDisposable
 
     private async Task ReceiveLoopAsync()
     {
-        var buffer = ArrayPool<byte>.Shared.Rent(Math.Min(_options.MaxMessageBytes, 64 * 1024));
+        // Small while idle: thousands of connections each hold this buffer while they wait for a message. It grows for
+        // a larger message and shrinks back after it.
+        const int IdleBufferBytes = 4096;
+        var buffer = ArrayPool<byte>.Shared.Rent(IdleBufferBytes);
         try
         {
             while (!_closing.IsCancellationRequested)
@@ -147,6 +150,12 @@ internal sealed partial class StreamSocketConnection : IAsyncDisposable
                 if (!await DispatchAsync(buffer.AsMemory(0, length)).ConfigureAwait(false))
                 {
                     return;
+                }
+
+                if (buffer.Length > IdleBufferBytes)
+                {
+                    ArrayPool<byte>.Shared.Return(buffer);
+                    buffer = ArrayPool<byte>.Shared.Rent(IdleBufferBytes);
                 }
             }
         }
