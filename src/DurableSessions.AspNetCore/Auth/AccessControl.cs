@@ -110,11 +110,15 @@ internal sealed partial class AccessControl
 
         if (!result.Succeeded || result.Principal is not { } principal)
         {
-            return (null, result.Failure is Microsoft.IdentityModel.Tokens.SecurityTokenExpiredException ? "The access token has expired." : "The access token is not valid.");
+            return (null, FailureReason(result));
         }
 
         return AccessOf(principal) is null ? (null, AccessTokenHandler.NoSubject) : (principal, string.Empty);
     }
+
+    /// <summary>Why a token was refused, as the 401 body and the WebSocket's <c>auth</c> answer say it.</summary>
+    internal static string FailureReason(AuthenticateResult result)
+        => result.Failure is Microsoft.IdentityModel.Tokens.SecurityTokenExpiredException ? "The access token has expired." : "The access token is not valid.";
 
     /// <summary>Whether the request's caller holds <paramref name="capability"/> on <paramref name="resource"/>, by the registered authorization handlers.</summary>
     /// <remarks>For checks beyond the request's own path (a fork source, the streams of a subscription), after <see cref="AuthorizeAsync"/>.</remarks>

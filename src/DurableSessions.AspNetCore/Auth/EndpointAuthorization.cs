@@ -3,7 +3,6 @@ using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.Authorization.Policy;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Options;
-using Microsoft.IdentityModel.Tokens;
 
 namespace DurableSessions.AspNetCore.Auth;
 
@@ -110,7 +109,7 @@ internal sealed class AccessRefusalHandler(IOptions<AccessOptions> options) : IA
         {
             // The scheme's handler keeps its result for the request, so this does not validate the token again.
             var result = await context.AuthenticateAsync(options.Value.EffectiveScheme).ConfigureAwait(false);
-            reason = result.Failure is SecurityTokenExpiredException ? "The access token has expired." : "The access token is not valid.";
+            reason = AccessControl.FailureReason(result);
         }
 
         context.Response.Headers.WWWAuthenticate = "Bearer error=\"invalid_token\"";

@@ -18,6 +18,28 @@ internal static class SseEncoder
 
     public static bool UsesBase64(string contentType) => !StreamContentType.IsTextForSse(contentType);
 
+    /// <summary>
+    /// Writes stored JSON chunks as one array. Stored JSON is the messages' bytes joined by commas, so the array is
+    /// written without re-encoding them.
+    /// </summary>
+    public static void WriteJsonArray(IBufferWriter<byte> output, IEnumerable<ReadOnlyMemory<byte>> chunks)
+    {
+        output.Write("["u8);
+        var first = true;
+        foreach (var chunk in chunks)
+        {
+            if (!first)
+            {
+                output.Write(","u8);
+            }
+
+            output.Write(chunk.Span);
+            first = false;
+        }
+
+        output.Write("]"u8);
+    }
+
     /// <summary>Writes one data event holding <paramref name="chunks"/>.</summary>
     public static void WriteDataEvent(IBufferWriter<byte> output, string contentType, IReadOnlyList<ReadOnlyMemory<byte>> chunks)
     {
@@ -25,18 +47,7 @@ internal static class SseEncoder
         if (StreamContentType.IsJson(contentType))
         {
             var joined = new ArrayBufferWriter<byte>();
-            joined.Write("["u8);
-            for (var i = 0; i < chunks.Count; i++)
-            {
-                if (i > 0)
-                {
-                    joined.Write(","u8);
-                }
-
-                joined.Write(chunks[i].Span);
-            }
-
-            joined.Write("]"u8);
+            WriteJsonArray(joined, chunks);
             WriteLines(output, joined.WrittenSpan);
         }
         else if (StreamContentType.IsTextForSse(contentType))

@@ -19,7 +19,7 @@ namespace DurableSessions.AspNetCore.WebSockets;
 /// subscription. Appends go through <c>StreamRequestHandler.AppendAsync</c> and session operations through the
 /// session endpoints, so every rule and check is the one HTTP applies.
 /// </summary>
-internal sealed partial class StreamSocketConnection : IAsyncDisposable
+internal sealed partial class StreamSocketConnection : IDisposable
 {
     /// <summary>Close code for a frame that is not one JSON object with a string <c>op</c>.</summary>
     public const WebSocketCloseStatus BadFrame = (WebSocketCloseStatus)4400;
@@ -94,11 +94,10 @@ internal sealed partial class StreamSocketConnection : IAsyncDisposable
         await receiving.ConfigureAwait(false);
     }
 
-    public async ValueTask DisposeAsync()
+    public void Dispose()
     {
         _closing.Dispose();
         _inFlight.Dispose();
-        await ValueTask.CompletedTask.ConfigureAwait(false);
     }
 
     private async Task ReceiveLoopAsync()
@@ -924,22 +923,8 @@ internal sealed partial class StreamSocketConnection : IAsyncDisposable
 
         if (StreamContentType.IsJson(contentType))
         {
-            // Stored JSON is the messages' bytes joined by commas: the array is written without re-encoding them.
             var joined = new ArrayBufferWriter<byte>();
-            joined.Write("["u8);
-            var first = true;
-            foreach (var chunk in chunks)
-            {
-                if (!first)
-                {
-                    joined.Write(","u8);
-                }
-
-                joined.Write(chunk.Span);
-                first = false;
-            }
-
-            joined.Write("]"u8);
+            SseEncoder.WriteJsonArray(joined, chunks);
             w.WritePropertyName("data");
             w.WriteRawValue(joined.WrittenSpan, skipInputValidation: true);
         }

@@ -86,11 +86,8 @@ internal sealed partial class StreamSocketEndpoint(StreamSocketServices services
             KeepAliveInterval = options.KeepAliveInterval,
             KeepAliveTimeout = options.KeepAliveTimeout,
         }).ConfigureAwait(false);
-        var connection = new StreamSocketConnection(socket, context, access, services);
-        await using (connection.ConfigureAwait(false))
-        {
-            await connection.RunAsync().ConfigureAwait(false);
-        }
+        using var connection = new StreamSocketConnection(socket, context, access, services);
+        await connection.RunAsync().ConfigureAwait(false);
     }
 
     /// <summary>
