@@ -53,6 +53,27 @@ public sealed class Http2Tests
                 DefaultRequestVersion = HttpVersion.Version20,
                 DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
             };
+            // Kestrel serves each endpoint as soon as it is bound: the HTTP one the start-up check used may be up before
+            // the TLS one has loaded its certificate.
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            while (true)
+            {
+                try
+                {
+                    using var health = await client.GetAsync(new Uri("/health", UriKind.Relative));
+                    if (health.IsSuccessStatusCode)
+                    {
+                        break;
+                    }
+                }
+                catch (HttpRequestException) when (DateTime.UtcNow < deadline)
+                {
+                }
+
+                Assert.True(DateTime.UtcNow < deadline, $"{address} never answered");
+                await Task.Delay(50);
+            }
+
             var run = Guid.NewGuid().ToString("N")[..8];
             const int Streams = 20;
             for (var i = 0; i < Streams; i++)
