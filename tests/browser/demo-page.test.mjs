@@ -218,9 +218,98 @@ test("going offline mid-reply and back online completes the reply with no gap or
   network.close()
 })
 
+test("one page follows twelve sessions live over one WebSocket and shows each one's state as it changes", async () => {
+  const ids = Array.from({ length: 12 }, (_, i) => sessionId(`list${i}`))
+  for (const id of ids) expect((await fetch(`${server.url}/v1/sessions/${id}`, { method: "PUT" })).status).toBe(201)
+  const context = await device()
+  // This browser opened these twelve conversations before.
+  await context.addInitScript((recent) => {
+    if (!localStorage.getItem("durable-sessions:recent")) localStorage.setItem("durable-sessions:recent", JSON.stringify(recent))
+  }, ids)
+  const page = await context.newPage()
+  const sockets = []
+  const streamReads = []
+  page.on("websocket", (socket) => sockets.push(socket.url()))
+  page.on("request", (r) => { if (new URL(r.url()).pathname.startsWith("/v1/stream/")) streamReads.push(r.url()) })
+  await page.goto(`${server.url}/#${ids[0]}`)
+  await page.locator("#connection.live").waitFor({ timeout: 15_000 })
+  await until(async () => (await page.locator("#conversations li").count()) === 12, 15_000, "twelve conversations listed")
+  // Every state each entry shows, as the page draws it.
+  await page.evaluate(() => {
+    window.seen = {}
+    const record = () => {
+      for (const li of document.querySelectorAll("#conversations li")) (window.seen[li.dataset.session] ??= []).push(li.dataset.status)
+    }
+    new MutationObserver(record).observe(document.getElementById("conversations"), { childList: true, subtree: true })
+    record()
+  })
+
+  // Another device asks a question in each conversation; the hosted agent answers all twelve at once.
+  for (const [i, id] of ids.entries()) {
+    const response = await fetch(`${server.url}/v1/sessions/${id}/messages`, {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ text: `Question ${i}`, author: "client:phone" }),
+    })
+    expect(response.status).toBe(201)
+  }
+  const cancelled = ids[5]
+  await until(async () => { const { run, text } = await stored(cancelled); return run?.status === "started" && text.length > 10 }, 20_000, "a reply to start")
+  const { run } = await stored(cancelled)
+  const cancel = await fetch(`${server.url}/v1/sessions/${cancelled}/runs/${run.id}/cancel`, {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ by: "client:phone" }),
+  })
+  expect(cancel.status).toBe(200)
+
+  const expected = async () => Promise.all(ids.map(async (id) => {
+    const status = (await stored(id)).run?.status
+    return status === "finished" ? "done" : status
+  }))
+  await until(async () => (await expected()).every((s) => s === "done" || s === "cancelled"), 60_000, "every reply to end")
+  const final = await expected()
+  expect(final[5]).toBe("cancelled")
+  expect(final.filter((s) => s === "done").length).toBe(11)
+  const shown = async () => page.locator("#conversations li").evaluateAll((items) => Object.fromEntries(items.map((li) => [li.dataset.session, li.dataset.status])))
+  await until(async () => { const s = await shown(); return ids.every((id, i) => s[id] === final[i]) }, 10_000, "the list to show how each reply ended")
+
+  const seen = await page.evaluate(() => window.seen)
+  for (const id of ids) expect(seen[id], `${id} was shown streaming`).toContain("streaming")
+  const titles = await page.locator("#conversations li .title").allTextContents()
+  expect(new Set(titles)).toEqual(new Set(ids.map((_, i) => `Question ${i}`)))
+  expect(await page.locator("#conversations li.current").getAttribute("data-session")).toBe(ids[0])
+  // All of it over one connection: one WebSocket, and no SSE or long-poll read that would hold one of the browser's six
+  // HTTP/1.1 connections per origin.
+  expect(sockets).toEqual([`${server.url.replace("http", "ws")}/v1/ws`])
+  expect(streamReads).toEqual([])
+
+  // Choosing a conversation opens it.
+  await page.locator(`#conversations li[data-session="${ids[7]}"] a`).click()
+  await until(async () => (await messageTexts(page)).includes("Question 7"), 15_000, "the chosen conversation to open")
+  await context.close()
+})
+
+/** Creates a session and asks it a question as another device; returns its id. */
+async function ask(name, text) {
+  const id = sessionId(name)
+  expect((await fetch(`${server.url}/v1/sessions/${id}`, { method: "PUT" })).status).toBe(201)
+  const response = await fetch(`${server.url}/v1/sessions/${id}/messages`, {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ text, author: "client:phone" }),
+  })
+  expect(response.status).toBe(201)
+  return id
+}
+
 test("a screenshot of the demo page", async () => {
   const id = sessionId("demo")
+  // Two conversations from before: one answered, one stopped mid-reply.
+  const earlier = [await ask("earlier", "How do offsets work?"), await ask("stopped", "Write me a long story")]
+  await until(async () => (await stored(earlier[1])).text.length > 10, 20_000, "the earlier reply to start")
+  const stop = await fetch(`${server.url}/v1/sessions/${earlier[1]}/runs/${(await stored(earlier[1])).run.id}/cancel`, {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ by: "client:phone" }),
+  })
+  expect(stop.status).toBe(200)
   const context = await device()
+  await context.addInitScript((recent) => {
+    if (!localStorage.getItem("durable-sessions:recent")) localStorage.setItem("durable-sessions:recent", JSON.stringify(recent))
+  }, earlier)
   const page = await openPage(context, `${server.url}/#${id}`)
   const phone = await device()
   const other = await openPage(phone, `${server.url}/#${id}`)
@@ -229,6 +318,7 @@ test("a screenshot of the demo page", async () => {
   await send(other, "Can I follow it from my phone?")
   await until(async () => (await stored(id)).run?.status === "started" && (await stored(id)).text.length > 60, 30_000, "the second reply")
   await until(() => replyStreaming(page, 60), 10_000, "the second reply on the page")
+  await until(async () => (await page.locator("#conversations li[data-status=done]").count()) === 1, 10_000, "the earlier conversation done")
   await until(async () => (await page.locator("#presence li.client").count()) === 2, 10_000, "both devices in the presence list")
 
   mkdirSync(artifacts, { recursive: true })
@@ -238,6 +328,8 @@ test("a screenshot of the demo page", async () => {
   expect(await page.locator("#stop").isVisible()).toBe(true)
   expect(await page.locator("#conversation .message").count()).toBe(4)
   expect(await page.locator("#presence li.client").count()).toBe(2)
+  expect(await page.locator("#conversations li").evaluateAll((items) => items.map((li) => li.dataset.status)))
+    .toEqual(["streaming", "done", "cancelled"])
   await context.close()
   await phone.close()
 })

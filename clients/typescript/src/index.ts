@@ -170,6 +170,30 @@ export class DurableSessionsClient {
     return response
   }
 
+  /**
+   * @internal Runs a session operation over the client's WebSocket when the client uses one and it opens, else over
+   * HTTP. Falling back is safe only before anything was sent: an operation whose socket drops before its answer fails,
+   * as a POST cut mid-flight does, and is not repeated.
+   */
+  async operate(op: string, session: string, run: string | undefined, rest: string, body: unknown): Promise<unknown> {
+    const transport = this.options.transport ?? "auto"
+    if ((transport === "auto" || transport === "websocket") && typeof WebSocket !== "undefined" && this.sockets.available) {
+      const answer = await this.sockets.call({ op, session, ...(run === undefined ? {} : { run }), body })
+      if (answer) {
+        if (answer.status >= 400) {
+          const error = (answer.body ?? {}) as { error?: { code?: string; message?: string } }
+          const code = error.error?.code ?? `HTTP_${answer.status}`
+          const message = error.error?.message ?? `The server answered ${answer.status}.`
+          if (answer.status < 500) throw new DurableSessionsError(answer.status, code, message)
+          throw new Error(message)
+        }
+        return answer.body
+      }
+    }
+    const response = await this.request("POST", `/v1/sessions/${session}/${rest}`, body)
+    return response.json()
+  }
+
   /** @internal The client's one WebSocket, shared by every session it follows. */
   get sockets(): SocketHub {
     this.hub ??= new SocketHub(this.base, async () => (typeof this.options.token === "function" ? await this.options.token() : this.options.token))
@@ -195,25 +219,27 @@ export class SessionClient {
     await this.client.request("PUT", `/v1/sessions/${this.id}`, settings)
   }
 
+  /**
+   * Sends a message. Like `cancel`, `steer` and `heartbeat` it goes over the client's WebSocket when the client uses
+   * one (the same endpoint, rules and answer as over HTTP), and over HTTP otherwise.
+   */
   async sendMessage(text: string, role: "user" | "assistant" = "user"): Promise<string> {
-    const response = await this.client.request("POST", `/v1/sessions/${this.id}/messages`, { text, role, author: this.client.participantId })
-    return ((await response.json()) as { messageId: string }).messageId
+    const body = { text, role, author: this.client.participantId }
+    return ((await this.client.operate("session.message", this.id, undefined, "messages", body)) as { messageId: string }).messageId
   }
 
   /** Cancels a running run; the returned offset is the fence after which nothing more is accepted for it. */
   async cancel(runId: string): Promise<{ controlId: string; offset: string }> {
-    const response = await this.client.request("POST", `/v1/sessions/${this.id}/runs/${runId}/cancel`, { by: this.client.participantId })
-    return (await response.json()) as { controlId: string; offset: string }
+    return (await this.client.operate("session.cancel", this.id, runId, `runs/${runId}/cancel`, { by: this.client.participantId })) as { controlId: string; offset: string }
   }
 
   async steer(runId: string, text: string): Promise<{ controlId: string; offset: string }> {
-    const response = await this.client.request("POST", `/v1/sessions/${this.id}/runs/${runId}/steer`, { by: this.client.participantId, text })
-    return (await response.json()) as { controlId: string; offset: string }
+    return (await this.client.operate("session.steer", this.id, runId, `runs/${runId}/steer`, { by: this.client.participantId, text })) as { controlId: string; offset: string }
   }
 
   async heartbeat(kind: "client" | "human" = "client", name?: string): Promise<number> {
-    const response = await this.client.request("POST", `/v1/sessions/${this.id}/presence`, { participantId: this.client.participantId, kind, name })
-    return ((await response.json()) as { timeoutMs: number }).timeoutMs
+    const body = { participantId: this.client.participantId, kind, name }
+    return ((await this.client.operate("session.presence", this.id, undefined, "presence", body)) as { timeoutMs: number }).timeoutMs
   }
 
   async leave(): Promise<void> {
@@ -356,7 +382,7 @@ export class SessionClient {
 
 type Transport = "websocket" | "sse" | "long-poll"
 
-type SocketMessage = { type: string; sub?: string; offset?: string; data?: SessionEvent[]; upToDate?: boolean; status?: number; code?: string; message?: string }
+type SocketMessage = { type: string; sub?: string; id?: string; offset?: string; data?: SessionEvent[]; upToDate?: boolean; status?: number; code?: string; message?: string; body?: unknown }
 
 /**
  * @internal One WebSocket (subprotocol `durable-streams.v1`) carrying the subscriptions of every session a client
@@ -368,8 +394,38 @@ export class SocketHub {
   private opening: Promise<WebSocket> | undefined
   private readonly listeners = new Map<string, (message: SocketMessage) => void>()
   private next = 0
+  private failedAt = Number.NEGATIVE_INFINITY
 
   constructor(private readonly base: string, private readonly token: () => Promise<string | undefined>) {}
+
+  /** False for 30 s after the socket could not be opened, so operations go straight to HTTP meanwhile. */
+  get available(): boolean {
+    return Date.now() - this.failedAt > 30_000
+  }
+
+  /**
+   * Sends one operation and waits for its answer (`response`, or `error` with the HTTP status and code). Resolves to
+   * `undefined` when the socket cannot be opened: nothing was sent and the caller may use HTTP. Throws when the socket
+   * drops after sending, since the operation may then have been applied.
+   */
+  async call(operation: Record<string, unknown>): Promise<{ status: number; body: unknown } | undefined> {
+    let socket: WebSocket
+    try {
+      socket = await this.open()
+    } catch {
+      return undefined
+    }
+    const id = `o${++this.next}`
+    return new Promise((resolve, reject) => {
+      this.listeners.set(id, (message) => {
+        this.listeners.delete(id)
+        if (message.type === "response") resolve({ status: message.status ?? 200, body: message.body })
+        else if (message.type === "error") resolve({ status: message.status ?? 400, body: { error: { code: message.code, message: message.message } } })
+        else reject(new Error("the WebSocket closed before the operation was answered; it may or may not have been applied"))
+      })
+      socket.send(JSON.stringify({ ...operation, id }))
+    })
+  }
 
   /** Follows `path` from `offset`: batches of events, each with the offset after it. Throws when the connection drops. */
   async *follow(path: string, offset: string, signal?: AbortSignal): AsyncGenerator<Batch> {
@@ -441,8 +497,8 @@ export class SocketHub {
             clearTimeout(timer)
             this.socket = socket
             resolve(socket)
-          } else if (message.sub) {
-            this.listeners.get(message.sub)?.(message)
+          } else if (message.sub ?? message.id) {
+            this.listeners.get((message.sub ?? message.id)!)?.(message)
           }
         }
         socket.onclose = () => {
@@ -453,7 +509,10 @@ export class SocketHub {
         }
         socket.onerror = () => { if (!ready) reject(new Error("the WebSocket could not connect")) }
       })
-    })().finally(() => { this.opening = undefined })
+    })().then(
+      (socket) => { this.failedAt = Number.NEGATIVE_INFINITY; return socket },
+      (error: unknown) => { this.failedAt = Date.now(); throw error },
+    ).finally(() => { this.opening = undefined })
     return this.opening
   }
 }

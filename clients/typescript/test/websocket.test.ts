@@ -2,7 +2,7 @@
 // Included where a WebSocket global exists (vitest.config.mjs): test.sh runs the suite once more with
 // NODE_OPTIONS=--experimental-websocket.
 import { expect, test } from "vitest"
-import { DurableSessionsClient, type SessionState } from "../src/index"
+import { DurableSessionsClient, type SessionEvent, type SessionState } from "../src/index"
 
 const base = process.env.CLIENT_TEST_BASE_URL
 if (!base) throw new Error("Set CLIENT_TEST_BASE_URL to the server under test, e.g. http://127.0.0.1:4437")
@@ -64,5 +64,62 @@ test("twelve sessions follow live over one WebSocket and resume after it drops, 
     abort.abort()
     client.close()
     globalThis.WebSocket = Native
+  }
+})
+
+test("messages, steer, cancel and presence go over the WebSocket and answer as over HTTP", async () => {
+  const native = { fetch: globalThis.fetch, WebSocket: globalThis.WebSocket }
+  const posted: string[] = []
+  let sockets = 0
+  globalThis.fetch = ((input: string | URL | Request, init?: RequestInit) => {
+    if ((init?.method ?? "GET") === "POST") posted.push(String(input))
+    return native.fetch(input, init)
+  }) as typeof fetch
+  globalThis.WebSocket = class extends native.WebSocket {
+    constructor(url: string | URL, protocols?: string | string[]) {
+      super(url, protocols)
+      sockets++
+    }
+  } as typeof WebSocket
+  const client = new DurableSessionsClient({ baseUrl: base!, participantId: "client:ts-ws" })
+  const id = `ts-ws-ops-${Date.now()}`
+  const session = client.session(id)
+  try {
+    await session.create()
+    const writeRun = native.fetch(`${base}/v1/stream/sessions/${id}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify([change("run", "r1", "insert", { id: "r1", agent: "agent:ts", messageId: "m-r1", status: "started" })]),
+    })
+    expect((await writeRun).status).toBe(204)
+    posted.length = 0
+
+    const messageId = await session.sendMessage("Hello over the socket")
+    expect(messageId).toMatch(/.+/)
+    expect(await session.heartbeat("client", "Socket tab")).toBeGreaterThan(0)
+    const steer = await session.steer("r1", "shorter, please")
+    expect(steer.offset).toMatch(/^\d+_\d+$/)
+    const cancel = await session.cancel("r1")
+    expect(cancel.offset).toMatch(/^\d+_\d+$/)
+    expect(cancel.offset > steer.offset).toBe(true)
+    // Refusals carry the endpoint's status and code, as over HTTP.
+    await expect(session.cancel("no-such-run")).rejects.toMatchObject({ status: 409, code: "RUN_NOT_FOUND" })
+    await expect(client.session("no-such-session-ws").sendMessage("anyone?")).rejects.toMatchObject({ status: 404 })
+
+    // After the socket drops, the next operation opens a new one.
+    client.close()
+    expect(await session.heartbeat("client", "Socket tab")).toBeGreaterThan(0)
+
+    expect(posted).toEqual([])
+    expect(sockets).toBe(2)
+    const snapshot = (await (await native.fetch(`${base}/v1/sessions/${id}`)).json()) as SessionEvent[]
+    const message = snapshot.find((e) => e.type === "message" && e.key === messageId)?.value as { parts: { text: string }[]; author: string }
+    expect(message.parts[0]!.text).toBe("Hello over the socket")
+    expect(message.author).toBe("client:ts-ws")
+    expect(snapshot.some((e) => e.type === "presence" && e.key === "client:ts-ws" && e.value?.status === "joined")).toBe(true)
+  } finally {
+    client.close()
+    globalThis.fetch = native.fetch
+    globalThis.WebSocket = native.WebSocket
   }
 })

@@ -53,11 +53,103 @@ function render() {
     return li
   }))
 
+  summaries.set(sessionId, summarize(state))
+  renderConversations()
+
   const lease = state.get("handoff", "lease")
   human = lease?.kind === "human" && lease.holder === participant
   $("lease").textContent = lease?.kind === "human" ? `${lease.holder} is answering.` : "The agent answers."
   $("take-over").textContent = human ? "Hand back to the agent" : "Take over as human"
 }
+
+// The conversations this browser opened, newest first. Each one is followed live on the page's one WebSocket (the
+// client shares it between every session it joins), so the list shows which replies are streaming, done or cancelled
+// without one connection per conversation.
+const recentKey = "durable-sessions:recent"
+const maxRecent = 20
+const summaries = new Map()
+const followed = new Set([sessionId])
+
+function recentSessions() {
+  try {
+    const ids = JSON.parse(localStorage.getItem(recentKey) ?? "[]")
+    return Array.isArray(ids) ? ids.filter((id) => typeof id === "string" && /^[A-Za-z0-9._-]{1,128}$/.test(id)) : []
+  } catch {
+    return []
+  }
+}
+
+function remember(id) {
+  const ids = [id, ...recentSessions().filter((other) => other !== id)].slice(0, maxRecent)
+  localStorage.setItem(recentKey, JSON.stringify(ids))
+  return ids
+}
+
+function forget(id) {
+  localStorage.setItem(recentKey, JSON.stringify(recentSessions().filter((other) => other !== id)))
+  summaries.delete(id)
+  renderConversations()
+}
+
+/** A session's title and the state of its latest run, from its materialized state. */
+function summarize(state) {
+  const first = state.all("message").find((m) => m.role === "user")
+  const text = (first?.parts ?? []).filter((p) => p.type === "text").map((p) => p.text).join("").trim()
+  const run = state.all("run").at(-1)
+  const status = !run ? "new" : run.status === "started" ? "streaming" : run.status === "finished" ? "done" : run.status
+  return { title: state.get("session", "session")?.title || text || null, status }
+}
+
+// Many sessions may stream at once: draw the list at most once per frame.
+let listFrame = 0
+function renderConversations() {
+  listFrame ||= requestAnimationFrame(() => {
+    listFrame = 0
+    drawConversations()
+  })
+}
+
+function drawConversations() {
+  const ids = recentSessions().filter((id) => summaries.has(id) || id === sessionId)
+  $("conversations").replaceChildren(...ids.map((id) => {
+    const summary = summaries.get(id) ?? { title: null, status: "new" }
+    const li = document.createElement("li")
+    li.dataset.session = id
+    li.dataset.status = summary.status
+    if (id === sessionId) li.className = "current"
+    const a = document.createElement("a")
+    a.href = `#${id}`
+    const title = document.createElement("span")
+    title.className = "title"
+    title.textContent = summary.title ?? id
+    const status = document.createElement("span")
+    status.className = "status"
+    status.textContent = summary.status
+    a.append(title, status)
+    li.append(a)
+    return li
+  }))
+}
+
+async function followSummary(id) {
+  followed.add(id)
+  try {
+    for await (const update of client.session(id).join()) {
+      summaries.set(id, summarize(update.state))
+      renderConversations()
+    }
+  } catch (error) {
+    if (error?.status === 404 || error?.status === 410) forget(id) // deleted or expired
+  }
+}
+
+function followRecent() {
+  for (const id of recentSessions()) if (!followed.has(id)) followSummary(id)
+  renderConversations()
+}
+
+// A conversation opened in another tab joins the list.
+window.addEventListener("storage", (e) => e.key === recentKey && followRecent())
 
 async function follow() {
   for await (const update of session.join(undefined, (c) => {
@@ -91,6 +183,8 @@ const beat = () => session.heartbeat("client", `Tab ${participant.slice(-4)}`).c
 
 // Opening a link to a new session creates it; the heartbeat needs it to exist.
 await session.create().catch(() => {})
+remember(sessionId)
 beat()
 setInterval(beat, 10_000)
 follow()
+followRecent()
