@@ -1,12 +1,16 @@
+using System.Globalization;
 using System.Net;
+using System.Net.WebSockets;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 
 namespace DurableSessions.FunctionalTests;
 
 /// <summary>
 /// A child server is killed with SIGKILL while writers stream acknowledged appends; after restart every acknowledged
-/// append is present exactly once, in order, and producer retries of unacknowledged requests never duplicate.
+/// append is present exactly once, in order, and producer retries of unacknowledged requests never duplicate. Over HTTP
+/// and over the WebSocket transport.
 /// </summary>
 public sealed class CrashSafetyTests
 {
@@ -78,6 +82,102 @@ public sealed class CrashSafetyTests
             }
         }
     }
+
+    [Fact]
+    public async Task Appends_acknowledged_over_a_websocket_survive_kill_9_and_a_resend_stores_each_once()
+    {
+        const int Streams = 4;
+        const int PerStream = 5_000;
+        await using var server = await ServerProcess.StartAsync();
+        using var http = new HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromSeconds(10) };
+        for (var i = 0; i < Streams; i++)
+        {
+            Assert.Equal(HttpStatusCode.Created, (await http.PutAsync($"/v1/stream/crash-ws/{i}", Json("[]"))).StatusCode);
+        }
+
+        // One connection pipelines appends to four streams without waiting for answers, until the server dies.
+        var socket = await SocketClient.ConnectAsync(server.BaseAddress);
+        var sent = new int[Streams];
+        var sender = Task.Run(async () =>
+        {
+            try
+            {
+                for (var seq = 0; seq < PerStream; seq++)
+                {
+                    for (var i = 0; i < Streams; i++)
+                    {
+                        await socket.SendAsync(SocketAppend(i, seq));
+                        sent[i] = seq + 1;
+                    }
+                }
+            }
+            catch (Exception ex) when (ex is WebSocketException or ObjectDisposedException or IOException or OperationCanceledException)
+            {
+            }
+        });
+
+        var early = await socket.NextAsync(m => m["id"]?.GetValue<string>() == "0-100");
+        await Task.Delay(new Random(20261202).Next(50, 300));
+        await server.KillAsync();
+        await sender.WaitAsync(TimeSpan.FromSeconds(30));
+        var answers = await socket.DrainUntilClosedAsync();
+        answers.Add(early);
+        await socket.DisposeAsync();
+        var acknowledged = answers.Where(m => m["type"]?.GetValue<string>() == "ack")
+            .Select(m => m["id"]!.GetValue<string>().Split('-'))
+            .Select(parts => (Stream: int.Parse(parts[0], CultureInfo.InvariantCulture), Seq: int.Parse(parts[1], CultureInfo.InvariantCulture)))
+            .ToList();
+        Assert.DoesNotContain(answers, m => m["type"]?.GetValue<string>() == "error");
+        Assert.True(acknowledged.Count > Streams * 100, $"only {acknowledged.Count} appends were acknowledged before the kill");
+        Assert.True(sent.Sum() > acknowledged.Count, $"the kill came after all {sent.Sum()} appends were answered");
+
+        await server.StartAsync();
+        using var client = new HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromSeconds(10) };
+        for (var i = 0; i < Streams; i++)
+        {
+            // Everything acknowledged is there: a prefix of what was sent, with no gap and nothing twice.
+            var stored = (await ReadAll(client, $"/v1/stream/crash-ws/{i}")).Select(m => m.Seq).ToList();
+            Assert.Equal(Enumerable.Range(0, stored.Count), stored);
+            var highest = acknowledged.Where(a => a.Stream == i).Max(a => a.Seq);
+            Assert.True(stored.Count > highest, $"stream {i}: seq {highest} was acknowledged, {stored.Count} stored");
+        }
+
+        // The producer sends everything again on a new connection: what is stored is acknowledged again, not stored twice.
+        await using (var again = await SocketClient.ConnectAsync(server.BaseAddress))
+        {
+            for (var seq = 0; seq < PerStream; seq++)
+            {
+                for (var i = 0; i < Streams; i++)
+                {
+                    if (seq < sent[i])
+                    {
+                        await again.SendAsync(SocketAppend(i, seq));
+                    }
+                }
+            }
+
+            for (var n = sent.Sum(); n > 0; n--)
+            {
+                var answer = await again.NextAsync(m => m["type"]?.GetValue<string>() is "ack" or "error");
+                Assert.Equal("ack", answer["type"]!.GetValue<string>());
+            }
+        }
+
+        for (var i = 0; i < Streams; i++)
+        {
+            var stored = (await ReadAll(client, $"/v1/stream/crash-ws/{i}")).Select(m => m.Seq).ToList();
+            Assert.Equal(Enumerable.Range(0, sent[i]), stored);
+        }
+    }
+
+    private static JsonObject SocketAppend(int stream, int seq) => new()
+    {
+        ["op"] = "append",
+        ["id"] = $"{stream}-{seq}",
+        ["path"] = $"crash-ws/{stream}",
+        ["data"] = new JsonObject { ["w"] = stream, ["n"] = seq, ["pad"] = new string('x', 200) },
+        ["producer"] = new JsonObject { ["id"] = "ws-writer", ["epoch"] = 0, ["seq"] = seq },
+    };
 
     private static HttpRequestMessage Post(string path, int writer, int seq)
     {
