@@ -401,28 +401,40 @@ internal sealed partial class StreamRequestHandler
             return AppendAnswer.Refused(400, "INVALID_CONTENT_TYPE", "Content-Type is not a valid media type.");
         }
 
-        var lookup = await _store.GetAsync(path, cancellationToken).ConfigureAwait(false);
-        if (LookupFailure(lookup.Status) is { } missing)
-        {
-            return missing;
-        }
-
-        var stream = lookup.Stream!;
+        // An append to an ungoverned stream goes straight to the store, which answers a missing, deleted or closed stream
+        // and a content-type mismatch itself, atomically with the write: no lookup first (for Redis, one round trip less).
+        // The body is framed by the request's own content type; when that does not match the stream's, the store refuses it.
+        // A governed stream (a session: closing one ends it for everyone, an administrator's act) is held to its policy,
+        // which needs the stream and appends atomically with its checks.
+        var policy = PolicyFor(path);
         var payload = StreamPayload.Empty;
-        if (data.Length > 0)
+        string? framingError = null;
+        var framed = data.Length == 0 || TryFrame(contentType!, data, allowEmptyArray: false, out payload, out framingError);
+        StreamInfo? stream = null;
+        if (policy is not null || !framed)
         {
-            if (stream.Closed)
+            var lookup = await _store.GetAsync(path, cancellationToken).ConfigureAwait(false);
+            if (LookupFailure(lookup.Status) is { } missing)
             {
-                // The store answers closed-stream requests (409, or 204 for a producer retry of the closing request).
-                payload = new StreamPayload(data, 1);
+                return missing;
             }
-            else if (!StreamContentType.Matches(contentType!, stream.ContentType))
+
+            stream = lookup.Stream!;
+            if (data.Length > 0)
             {
-                return AppendAnswer.Refused(409, "CONTENT_TYPE_MISMATCH", $"This stream's content type is {stream.ContentType}.");
-            }
-            else if (!TryFrame(stream.ContentType, data, allowEmptyArray: false, out payload, out var error))
-            {
-                return AppendAnswer.Refused(400, "INVALID_JSON", error!);
+                if (stream.Closed)
+                {
+                    // The store answers closed-stream requests (409, or 204 for a producer retry of the closing request).
+                    payload = new StreamPayload(data, 1);
+                }
+                else if (!StreamContentType.Matches(contentType!, stream.ContentType))
+                {
+                    return AppendAnswer.Refused(409, "CONTENT_TYPE_MISMATCH", $"This stream's content type is {stream.ContentType}.");
+                }
+                else if (!framed)
+                {
+                    return AppendAnswer.Refused(400, "INVALID_JSON", framingError!);
+                }
             }
         }
 
@@ -435,16 +447,13 @@ internal sealed partial class StreamRequestHandler
             StreamSeq = streamSeq,
             Producer = producer,
         };
-        // A governed stream (a session: closing one ends it for everyone, an administrator's act) is held to its policy,
-        // which appends atomically with its checks.
-        var policy = PolicyFor(path);
-        if (close && policy?.CheckClose(stream, writer) is { } closeRefused)
+        if (close && stream is not null && policy?.CheckClose(stream, writer) is { } closeRefused)
         {
             return AppendAnswer.Refused(closeRefused.Status, closeRefused.Code, closeRefused.Message);
         }
 
         AppendResult result;
-        if (policy?.AppendAsync(stream, appendRequest, writer, cancellationToken) is { } governed)
+        if (stream is not null && policy?.AppendAsync(stream, appendRequest, writer, cancellationToken) is { } governed)
         {
             var (governedResult, refusal) = await governed.ConfigureAwait(false);
             if (refusal is not null)
