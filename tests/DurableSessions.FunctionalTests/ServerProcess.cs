@@ -1,14 +1,14 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
+using DurableSessions.Testing;
 
 namespace DurableSessions.FunctionalTests;
 
 /// <summary>The real server executable running as a child process on a free loopback port.</summary>
 public sealed class ServerProcess : IAsyncDisposable
 {
-    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _output = new();
-    private Process? _process;
+    private ChildProcess? _child;
 
     private ServerProcess(string dataDirectory, int port, string[] extraArgs)
     {
@@ -27,7 +27,7 @@ public sealed class ServerProcess : IAsyncDisposable
     public int? DescriptorLimit { get; private init; }
 
     /// <summary>The process id.</summary>
-    public int Pid => _process?.Id ?? throw new InvalidOperationException("The server is not running.");
+    public int Pid => _child?.Process.Id ?? throw new InvalidOperationException("The server is not running.");
 
     /// <summary>The descriptors the process has open now (<c>/proc/{pid}/fd</c>).</summary>
     public int OpenDescriptors => Directory.GetFiles($"/proc/{Pid}/fd").Length;
@@ -62,24 +62,10 @@ public sealed class ServerProcess : IAsyncDisposable
     public Uri BaseAddress => new($"http://127.0.0.1:{Port}");
 
     /// <summary>The last lines the server printed (warnings and errors: it runs at log level Warning), for failure messages.</summary>
-    public string RecentOutput => string.Join('\n', _output);
-
-    private void Keep(string? line)
-    {
-        if (line is null)
-        {
-            return;
-        }
-
-        _output.Enqueue(line);
-        while (_output.Count > 400)
-        {
-            _output.TryDequeue(out _);
-        }
-    }
+    public string RecentOutput => _child?.RecentOutput ?? string.Empty;
 
     /// <summary>Whether the process has ended (or was never started).</summary>
-    public bool HasExited => _process?.HasExited ?? true;
+    public bool HasExited => _child?.HasExited ?? true;
 
     public static async Task<ServerProcess> StartAsync(string? dataDirectory = null, params string[] extraArgs)
     {
@@ -146,60 +132,19 @@ public sealed class ServerProcess : IAsyncDisposable
             info.ArgumentList.Add(arg);
         }
 
-        _process = Process.Start(info) ?? throw new InvalidOperationException("Could not start the server process.");
-        _process.OutputDataReceived += (_, e) => Keep(e.Data);
-        _process.ErrorDataReceived += (_, e) => Keep(e.Data);
-        _process.BeginOutputReadLine();
-        _process.BeginErrorReadLine();
-
-        using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while (DateTime.UtcNow < deadline)
-        {
-            if (_process.HasExited)
-            {
-                // The error stream is drained asynchronously; wait for its end so the message has the server's last words.
-                await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10));
-                throw new InvalidOperationException($"The server exited with code {_process.ExitCode} during start-up: {RecentOutput}");
-            }
-
-            try
-            {
-                if ((await client.GetAsync(new Uri(BaseAddress, "/health"))).IsSuccessStatusCode)
-                {
-                    return;
-                }
-            }
-            catch (HttpRequestException)
-            {
-            }
-            catch (TaskCanceledException)
-            {
-            }
-
-            await Task.Delay(50);
-        }
-
-        // A server that never became healthy is not left running after the test.
-        _process.Kill(entireProcessTree: true);
-        throw new TimeoutException($"The server did not become healthy within 30 seconds: {RecentOutput}");
+        _child?.Dispose();
+        _child = ChildProcess.Start(info);
+        await _child.WaitUntilHealthyAsync(new Uri(BaseAddress, "/health"), TimeSpan.FromSeconds(30), "The server");
     }
 
     /// <summary>Kills the process with SIGKILL: no shutdown code runs.</summary>
-    public async Task KillAsync()
-    {
-        if (_process is { HasExited: false } process)
-        {
-            process.Kill(entireProcessTree: true);
-            await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
-        }
-    }
+    public Task KillAsync() => _child?.KillAsync() ?? Task.CompletedTask;
 
     /// <summary>Asks the process to stop (SIGTERM, as Ctrl+C or a container stop would) and waits for it to exit.</summary>
     /// <returns>The exit code and how long the stop took.</returns>
     public async Task<(int ExitCode, TimeSpan Elapsed)> StopAsync(TimeSpan timeout)
     {
-        var process = _process ?? throw new InvalidOperationException("The server is not running.");
+        var process = _child?.Process ?? throw new InvalidOperationException("The server is not running.");
         var started = Stopwatch.GetTimestamp();
         if (SendSignal(process.Id, 15) != 0)
         {
@@ -222,7 +167,7 @@ public sealed class ServerProcess : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await KillAsync();
-        _process?.Dispose();
+        _child?.Dispose();
         try
         {
             Directory.Delete(DataDirectory, recursive: true);
@@ -236,27 +181,8 @@ public sealed class ServerProcess : IAsyncDisposable
     }
 
     internal static string LocateServer()
-    {
-        var directory = new DirectoryInfo(AppContext.BaseDirectory);
-        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "DurableSessions.slnx")))
-        {
-            directory = directory.Parent;
-        }
-
-        if (directory is null)
-        {
-            throw new InvalidOperationException("Could not find the repository root (DurableSessions.slnx).");
-        }
-
-#if DEBUG
-        const string Configuration = "Debug";
-#else
-        const string Configuration = "Release";
-#endif
         // DS_SERVER_DLL runs the tests against another build of the server (such as the one before a fix).
-        var dll = Environment.GetEnvironmentVariable("DS_SERVER_DLL") is { Length: > 0 } other
+        => Environment.GetEnvironmentVariable("DS_SERVER_DLL") is { Length: > 0 } other
             ? other
-            : Path.Combine(directory.FullName, "src", "DurableSessions.Server", "bin", Configuration, "net10.0", "DurableSessions.Server.dll");
-        return File.Exists(dll) ? dll : throw new FileNotFoundException("Build the server first (dotnet build).", dll);
-    }
+            : ChildProcess.Locate("src/DurableSessions.Server", "DurableSessions.Server.dll", "Build the server first (dotnet build).");
 }

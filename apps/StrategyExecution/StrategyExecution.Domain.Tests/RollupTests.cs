@@ -67,3 +67,43 @@ public sealed class RollupTests
         Assert.Throws<ArgumentException>(() => Rollup.Compute([new("A", weight, 50)], RollupMethod.Weighted));
     }
 }
+
+/// <summary>The roll-up up the cascade, docs/strategy.md "Roll-up".</summary>
+public sealed class CascadeTests
+{
+    [Fact]
+    public void An_objective_rolls_up_its_measures_and_the_objectives_aligned_to_it()
+    {
+        CascadeObjective[] objectives =
+        [
+            new(1, UnitId: 100, ParentObjectiveId: null, Weight: 1, RollupMethod.Weighted), // company: grow revenue
+            new(2, UnitId: 200, ParentObjectiveId: 1, Weight: 3, RollupMethod.Weighted),    // sales: win deals
+            new(3, UnitId: 300, ParentObjectiveId: 1, Weight: 1, RollupMethod.Weighted),    // service: keep customers
+            new(4, UnitId: 300, ParentObjectiveId: null, Weight: 0, RollupMethod.Weighted), // service: standalone, weight 0
+        ];
+        CascadeMeasure[] measures =
+        [
+            new(10, ObjectiveId: 1, Weight: 1, Score: 100),
+            new(20, ObjectiveId: 2, Weight: 1, Score: 120),
+            new(30, ObjectiveId: 3, Weight: 1, Score: 40),
+            new(31, ObjectiveId: 3, Weight: 1, Score: null),
+            new(40, ObjectiveId: 4, Weight: 1, Score: 10),
+        ];
+
+        var result = Cascade.Compute(objectives, measures);
+
+        Assert.Equal(40, result.Objectives[3].Score); // the measure with no score is left out
+        Assert.Equal((100 + (3 * 120) + 40) / 5.0, result.Objectives[1].Score); // measure 10, objective 2 (×3), objective 3
+        Assert.Equal(100, result.Units[100].Score);
+        Assert.Equal(40, result.Units[300].Score); // objective 4 has weight 0 on its unit's scorecard
+        Assert.Equal(["measure/10", "objective/2", "objective/3"], result.Objectives[1].Shares.Select(s => s.Id));
+    }
+
+    [Fact]
+    public void An_alignment_loop_gives_no_score_instead_of_failing()
+    {
+        CascadeObjective[] objectives = [new(1, 1, 2, 1, RollupMethod.Weighted), new(2, 2, 1, 1, RollupMethod.Weighted)];
+        var result = Cascade.Compute(objectives, [new(10, 1, 1, 80)]);
+        Assert.Equal(2, result.Objectives.Count);
+    }
+}

@@ -1,0 +1,51 @@
+using System.Text.Json;
+
+namespace StrategyExecution.Api;
+
+/// <summary>Reads a request's JSON body with a size limit and a clear error for anything else.</summary>
+public static class JsonBody
+{
+    /// <summary>The largest JSON body an endpoint reads.</summary>
+    public const int MaxBytes = 64 * 1024;
+
+    /// <summary>The body as <typeparamref name="T"/>, or the error to answer with.</summary>
+    public static async Task<(T? Value, IResult? Error)> ReadAsync<T>(HttpRequest request, CancellationToken cancellationToken)
+        where T : class
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (!request.HasJsonContentType())
+        {
+            return (null, Problems.Error(415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json."));
+        }
+
+        if (request.ContentLength > MaxBytes)
+        {
+            return (null, Problems.Error(413, "BODY_TOO_LARGE", $"A JSON body may be at most {MaxBytes} bytes."));
+        }
+
+        using var buffer = new MemoryStream();
+        var chunk = new byte[8192];
+        int read;
+        while ((read = await request.Body.ReadAsync(chunk, cancellationToken)) > 0)
+        {
+            if (buffer.Length + read > MaxBytes)
+            {
+                return (null, Problems.Error(413, "BODY_TOO_LARGE", $"A JSON body may be at most {MaxBytes} bytes."));
+            }
+
+            buffer.Write(chunk, 0, read);
+        }
+
+        try
+        {
+            var value = JsonSerializer.Deserialize<T>(buffer.ToArray(), Options);
+            return value is null ? (null, Problems.Error(400, "INVALID_BODY", "The body must be a JSON object.")) : (value, null);
+        }
+        catch (JsonException ex)
+        {
+            return (null, Problems.Error(400, "INVALID_JSON", $"The body is not valid: {ex.Message}"));
+        }
+    }
+
+    private static readonly JsonSerializerOptions Options = new(JsonSerializerDefaults.Web);
+}

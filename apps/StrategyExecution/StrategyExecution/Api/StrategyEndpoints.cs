@@ -1,0 +1,228 @@
+using System.Globalization;
+using System.Text.Json;
+using Microsoft.EntityFrameworkCore;
+using StrategyExecution.Data;
+using StrategyExecution.Live;
+
+namespace StrategyExecution.Api;
+
+/// <summary>The body of <c>POST /api/measures/{id}/actuals</c>.</summary>
+/// <param name="Month">The month it is for, <c>yyyy-MM</c>.</param>
+/// <param name="Value">The value.</param>
+/// <param name="Source">How it was entered: <c>form</c> (default), <c>grid</c> or <c>api</c>.</param>
+public sealed record RecordActualRequest(string? Month, double? Value, string? Source);
+
+/// <summary>An actual as recorded.</summary>
+public sealed record ActualView(long Id, int MeasureId, string Month, double Value, int RecordedBy, string RecordedByName, DateTimeOffset RecordedAt, string Source);
+
+/// <summary>The answer to a recorded actual: it, the measure's new score, and the scores it moved up the cascade.</summary>
+public sealed record ActualRecorded(ActualView Actual, MeasureView Measure, IReadOnlyList<UnitScoreView> Units);
+
+/// <summary>The acting person and their roles.</summary>
+public sealed record MeView(int Id, string Name, string Email, int UnitId, IReadOnlyList<RoleView> Roles);
+
+/// <summary>A role on a unit.</summary>
+public sealed record RoleView(int UnitId, string Role);
+
+/// <summary>The HTTP API of the strategy execution app, under <c>/api</c> (OpenAPI at <c>/openapi/v1.json</c>).</summary>
+public static class StrategyEndpoints
+{
+    private static readonly string[] Sources = ["form", "grid", "api"];
+
+    /// <summary>Maps the API.</summary>
+    public static RouteGroupBuilder MapStrategyApi(this IEndpointRouteBuilder endpoints)
+    {
+        var api = endpoints.MapGroup("/api");
+        api.MapGet("/me", MeAsync);
+        api.MapGet("/people", PeopleAsync);
+        api.MapGet("/roles", RolesAsync);
+        api.MapGet("/strategy", async (StrategyDb db, CancellationToken ct) => Results.Ok(new
+        {
+            Statement = await db.Strategy.AsNoTracking().FirstOrDefaultAsync(ct),
+            Themes = await db.Themes.AsNoTracking().OrderBy(t => t.Id).ToListAsync(ct),
+        }));
+        api.MapGet("/periods", async (StrategyDb db, CancellationToken ct) => Results.Ok(await db.Periods.AsNoTracking().OrderBy(p => p.Start).ToListAsync(ct)));
+        api.MapGet("/units", UnitsAsync);
+        api.MapGet("/scorecards/{unitId:int}", ScorecardAsync);
+        api.MapGet("/measures/{id:int}/actuals", HistoryAsync);
+        api.MapPost("/measures/{id:int}/actuals", RecordActualAsync);
+        api.MapGet("/audit", AuditAsync);
+        return api;
+    }
+
+    private static async Task<IResult> MeAsync(HttpContext context, Acting acting, StrategyDb db, CancellationToken ct)
+    {
+        if (await acting.PersonAsync(context, ct) is not { } person)
+        {
+            return Problems.Unauthenticated();
+        }
+
+        var roles = await db.Roles.AsNoTracking().Where(r => r.PersonId == person.Id).OrderBy(r => r.Role)
+            .Select(r => new RoleView(r.UnitId, r.Role.ToString().ToLowerInvariant())).ToListAsync(ct);
+        return Results.Ok(new MeView(person.Id, person.Name, person.Email, person.UnitId, roles));
+    }
+
+    private static async Task<IResult> PeopleAsync(StrategyDb db, int? unit, int? take, CancellationToken ct)
+    {
+        var query = db.People.AsNoTracking();
+        if (unit is { } u)
+        {
+            query = query.Where(p => p.UnitId == u);
+        }
+
+        return Results.Ok(await query.OrderBy(p => p.Id).Take(Math.Clamp(take ?? 500, 1, 500)).ToListAsync(ct));
+    }
+
+    private static async Task<IResult> RolesAsync(StrategyDb db, int? unit, CancellationToken ct)
+    {
+        var query = from r in db.Roles.AsNoTracking()
+                    join p in db.People.AsNoTracking() on r.PersonId equals p.Id
+                    select new { r.UnitId, r.PersonId, p.Name, r.Role };
+        if (unit is { } u)
+        {
+            query = query.Where(r => r.UnitId == u);
+        }
+
+        return Results.Ok(await query.OrderBy(r => r.UnitId).ThenBy(r => r.Role).ThenBy(r => r.PersonId).ToListAsync(ct));
+    }
+
+    private static async Task<int?> PeriodOrActiveAsync(StrategyDb db, int? period, CancellationToken ct)
+        => period ?? await db.Periods.AsNoTracking().Where(p => p.Status == PeriodStatus.Active).OrderByDescending(p => p.Start).Select(p => (int?)p.Id).FirstOrDefaultAsync(ct);
+
+    private static async Task<IResult> UnitsAsync(StrategyDb db, Scorecards scorecards, int? period, CancellationToken ct)
+    {
+        if (await PeriodOrActiveAsync(db, period, ct) is not { } periodId || await scorecards.ComputeAsync(periodId, ct) is not { } scores)
+        {
+            return Problems.NotFound("No such period.");
+        }
+
+        return Results.Ok(scores.Units.Select(scores.UnitView).ToList());
+    }
+
+    private static async Task<IResult> ScorecardAsync(int unitId, StrategyDb db, Scorecards scorecards, int? period, CancellationToken ct)
+    {
+        if (await PeriodOrActiveAsync(db, period, ct) is not { } periodId || await scorecards.ComputeAsync(periodId, ct) is not { } scores)
+        {
+            return Problems.NotFound("No such period.");
+        }
+
+        return Scorecards.Scorecard(scores, unitId) is { } card ? Results.Ok(card) : Problems.NotFound("No such unit.");
+    }
+
+    private static async Task<IResult> HistoryAsync(int id, StrategyDb db, CancellationToken ct)
+    {
+        if (!await db.Measures.AnyAsync(m => m.Id == id, ct))
+        {
+            return Problems.NotFound("No such measure.");
+        }
+
+        var rows = await (from a in db.Actuals.AsNoTracking()
+                          join p in db.People.AsNoTracking() on a.RecordedBy equals p.Id
+                          where a.MeasureId == id
+                          orderby a.Id descending
+                          select new { a, p.Name }).Take(500).ToListAsync(ct);
+        return Results.Ok(rows.Select(r => View(r.a, r.Name)).ToList());
+    }
+
+    private static async Task<IResult> RecordActualAsync(
+        int id, HttpContext context, Acting acting, StrategyDb db, Scorecards scorecards, AuditTrail audit, TimeProvider time, CancellationToken ct)
+    {
+        if (await acting.PersonAsync(context, ct) is not { } person)
+        {
+            return Problems.Unauthenticated();
+        }
+
+        var (body, error) = await JsonBody.ReadAsync<RecordActualRequest>(context.Request, ct);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        var problems = new List<string>();
+        if (!DateOnly.TryParseExact(body!.Month, "yyyy-MM", CultureInfo.InvariantCulture, DateTimeStyles.None, out var month))
+        {
+            problems.Add("month must be a month as yyyy-MM.");
+        }
+
+        if (body.Value is not { } value || !double.IsFinite(value) || Math.Abs(value) > 1e15)
+        {
+            problems.Add("value must be a finite number.");
+            value = 0;
+        }
+
+        var source = body.Source ?? "form";
+        if (!Sources.Contains(source))
+        {
+            problems.Add("source must be form, grid or api.");
+        }
+
+        if (problems.Count > 0)
+        {
+            return Problems.Error(400, "INVALID_ACTUAL", "The actual cannot be recorded.", problems);
+        }
+
+        var measure = await db.Measures.FirstOrDefaultAsync(m => m.Id == id, ct);
+        if (measure is null)
+        {
+            return Problems.NotFound("No such measure.");
+        }
+
+        var objective = await db.Objectives.AsNoTracking().FirstAsync(o => o.Id == measure.ObjectiveId, ct);
+        if (!await acting.HasRoleAsync(person, objective.UnitId, Role.Updater, ct))
+        {
+            return Problems.Forbidden("Recording actuals for this unit needs the updater, owner or admin role on it or a unit above it.");
+        }
+
+        var period = await db.Periods.AsNoTracking().FirstAsync(p => p.Id == objective.PeriodId, ct);
+        if (month < period.Start || month > period.End)
+        {
+            return Problems.Error(400, "MONTH_OUTSIDE_PERIOD", $"The measure belongs to {period.Name} ({period.Start:yyyy-MM} to {period.End:yyyy-MM}).");
+        }
+
+        if (period.Status != PeriodStatus.Active)
+        {
+            return Problems.Error(409, "PERIOD_NOT_ACTIVE", $"{period.Name} is {period.Status.ToString().ToLowerInvariant()}: actuals are recorded only in an active period.");
+        }
+
+        var now = time.GetUtcNow();
+        var actual = new Actual { MeasureId = id, Month = month, Value = value, RecordedBy = person.Id, RecordedAt = now, Source = source };
+        var previous = measure.LatestValue;
+        if (measure.LatestMonth is not { } latest || month >= latest)
+        {
+            measure.LatestValue = value;
+            measure.LatestMonth = month;
+            measure.LatestAt = now;
+        }
+
+        db.Actuals.Add(actual);
+        db.Audit.Add(new AuditEntry
+        {
+            At = now,
+            ActorId = person.Id,
+            Action = "actual.recorded",
+            Subject = $"measure/{id}",
+            Details = JsonSerializer.Serialize(new { measureId = id, unitId = objective.UnitId, month = body.Month, value, previous, source }),
+        });
+        await db.SaveChangesAsync(ct);
+        audit.Notify();
+
+        var scores = (await scorecards.ComputeAsync(period.Id, ct))!;
+        var moved = new List<UnitScoreView>();
+        var parents = scores.Units.ToDictionary(u => u.Id);
+        for (int? at = objective.UnitId; at is { } unitId && parents.TryGetValue(unitId, out var unit); at = unit.ParentId)
+        {
+            moved.Add(scores.UnitView(unit));
+        }
+
+        return Results.Created($"/api/measures/{id}/actuals", new ActualRecorded(View(actual, person.Name), scores.MeasureView(measure), moved));
+    }
+
+    private static async Task<IResult> AuditAsync(StrategyDb db, long? after, int? take, CancellationToken ct)
+    {
+        var rows = await db.Audit.AsNoTracking().Where(a => a.Id > (after ?? 0)).OrderBy(a => a.Id).Take(Math.Clamp(take ?? 100, 1, 1000)).ToListAsync(ct);
+        return Results.Ok(rows.Select(a => new { a.Id, a.At, a.ActorId, a.Action, a.Subject, Details = JsonSerializer.Deserialize<JsonElement>(a.Details) }));
+    }
+
+    private static ActualView View(Actual a, string name)
+        => new(a.Id, a.MeasureId, a.Month.ToString("yyyy-MM", CultureInfo.InvariantCulture), a.Value, a.RecordedBy, name, a.RecordedAt, a.Source);
+}

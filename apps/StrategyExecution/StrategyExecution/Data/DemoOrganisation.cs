@@ -1,0 +1,222 @@
+using StrategyExecution.Scoring;
+
+namespace StrategyExecution.Data;
+
+/// <summary>
+/// A realistic demo organisation, loaded into an empty database: a company of five divisions and twenty teams with
+/// about 200 people, its strategy and themes, a cascaded scorecard per unit for the active year with targets, and
+/// monthly actuals up to last month. Deterministic: the same data every time.
+/// </summary>
+public static class DemoOrganisation
+{
+    private static readonly string[] FirstNames = ["Ava", "Ben", "Chloe", "Daniel", "Elena", "Farid", "Grace", "Hugo", "Ines", "Jonas", "Kira", "Liam", "Maya", "Noah", "Olga", "Pedro", "Quinn", "Rosa", "Sami", "Tara", "Umar", "Vera", "Wen", "Ximena", "Yusuf", "Zoe"];
+    private static readonly string[] LastNames = ["Adler", "Brooks", "Castillo", "Dubois", "Eriksen", "Fischer", "Garcia", "Haddad", "Ito", "Jansen", "Kowalski", "Larsen", "Moreau", "Nakamura", "Okafor", "Petrov", "Quint", "Rossi", "Silva", "Tanaka", "Uribe", "Varga", "Weber", "Yilmaz", "Zimmer"];
+
+    private static readonly (string Division, string[] Teams)[] Structure =
+    [
+        ("Sales", ["Enterprise Sales", "Mid-Market Sales", "Partner Channel", "Sales Operations"]),
+        ("Customer Success", ["Onboarding", "Support", "Account Management", "Customer Education"]),
+        ("Product & Engineering", ["Platform", "Mobile", "Data", "Quality Engineering"]),
+        ("Operations", ["Supply Chain", "Facilities", "IT Services", "Procurement"]),
+        ("Finance & People", ["Finance", "People & Culture", "Legal", "Strategy Office"]),
+    ];
+
+    /// <summary>What a measure template is: name, unit, direction, and its thresholds around a base level.</summary>
+    private sealed record Template(string Name, string Unit, string Direction, double Base, double RedFlag, double Target, double? Stretch, double Spread);
+
+    private static readonly Dictionary<Perspective, Template[]> Templates = new()
+    {
+        [Perspective.Financial] =
+        [
+            new("Recurring revenue", "MEUR", "higher", 10, 9, 10, 11, 0.6),
+            new("Operating cost", "MEUR", "lower", 5, 5.5, 5, 4.6, 0.3),
+            new("Gross margin", "%", "higher", 62, 58, 62, 65, 2.5),
+        ],
+        [Perspective.Customer] =
+        [
+            new("Net promoter score", "points", "higher", 40, 30, 40, 50, 6),
+            new("Customer churn", "%", "lower", 3, 4, 3, 2, 0.6),
+            new("On-time delivery", "%", "higher", 95, 90, 95, 98, 2.5),
+        ],
+        [Perspective.InternalProcess] =
+        [
+            new("Cycle time", "days", "lower", 12, 16, 12, 9, 2),
+            new("First-time-right", "%", "higher", 92, 85, 92, 96, 3),
+            new("Inventory days", "days", "band", 30, 22, 27, null, 4),
+        ],
+        [Perspective.LearningAndGrowth] =
+        [
+            new("Training hours per person", "hours", "higher", 4, 2.5, 4, 6, 1),
+            new("Engagement score", "points", "higher", 72, 65, 72, 78, 3),
+            new("Regretted attrition", "%", "lower", 1, 1.5, 1, 0.7, 0.25),
+        ],
+    };
+
+    private static readonly (Perspective Perspective, string Name, int Theme)[] CompanyObjectives =
+    [
+        (Perspective.Financial, "Grow recurring revenue profitably", 1),
+        (Perspective.Customer, "Delight and keep our customers", 2),
+        (Perspective.InternalProcess, "Deliver faster with fewer defects", 3),
+        (Perspective.LearningAndGrowth, "Build the skills and culture to win", 4),
+    ];
+
+    /// <summary>Loads the demo organisation when the database has no units yet.</summary>
+    public static void Seed(StrategyDb db, DateOnly today)
+    {
+        ArgumentNullException.ThrowIfNull(db);
+        if (db.Units.Any())
+        {
+            return;
+        }
+
+        var random = new Random(2026);
+        db.Strategy.Add(new StrategyStatement
+        {
+            Id = 1,
+            Vision = "The most trusted partner for growing businesses in Europe by 2030.",
+            Mission = "We help our customers run and grow their business with dependable products, fast service and people who care.",
+        });
+        db.Themes.AddRange(
+            new Theme { Id = 1, Name = "Profitable growth", Description = "Grow recurring revenue faster than cost." },
+            new Theme { Id = 2, Name = "Customer intimacy", Description = "Know our customers and keep them." },
+            new Theme { Id = 3, Name = "Operational excellence", Description = "Right first time, on time, at lower cost." },
+            new Theme { Id = 4, Name = "People and capability", Description = "Grow the skills and engagement of our people." });
+
+        var year = today.Year;
+        var lastYear = new Period { Id = 1, Name = $"FY{year - 1}", Start = new DateOnly(year - 1, 1, 1), End = new DateOnly(year - 1, 12, 31), Status = PeriodStatus.Locked };
+        var active = new Period { Id = 2, Name = $"FY{year}", Start = new DateOnly(year, 1, 1), End = new DateOnly(year, 12, 31), Status = PeriodStatus.Active };
+        var next = new Period { Id = 3, Name = $"FY{year + 1}", Start = new DateOnly(year + 1, 1, 1), End = new DateOnly(year + 1, 12, 31), Status = PeriodStatus.Planning };
+        db.Periods.AddRange(lastYear, active, next);
+
+        var units = new List<OrgUnit>();
+        var unitId = 1;
+        units.Add(new OrgUnit { Id = unitId++, Name = "Northwind Group" });
+        foreach (var (division, teams) in Structure)
+        {
+            var d = new OrgUnit { Id = unitId++, Name = division, ParentId = 1 };
+            units.Add(d);
+            foreach (var team in teams)
+            {
+                units.Add(new OrgUnit { Id = unitId++, Name = team, ParentId = d.Id });
+            }
+        }
+
+        db.Units.AddRange(units);
+
+        // About 200 people: 9 or 10 per team, a head per division, an executive team at the top.
+        var people = new List<Person>();
+        var roles = new List<RoleAssignment>();
+        Person Hire(int unit)
+        {
+            var n = people.Count;
+            var first = FirstNames[n % FirstNames.Length];
+            var last = LastNames[(n / FirstNames.Length + n) % LastNames.Length];
+            var person = new Person { Id = n + 1, Name = $"{first} {last}", Email = $"{first}.{last}.{n + 1}@northwind.example".ToLowerInvariant(), UnitId = unit };
+            people.Add(person);
+            return person;
+        }
+
+        void Grant(Person person, int unit, Role role) => roles.Add(new RoleAssignment { PersonId = person.Id, UnitId = unit, Role = role });
+
+        var ceo = Hire(1);
+        Grant(ceo, 1, Role.Admin);
+        var strategyOfficer = Hire(1);
+        Grant(strategyOfficer, 1, Role.Owner);
+        foreach (var unit in units.Where(u => u.ParentId is not null))
+        {
+            var isDivision = unit.ParentId == 1;
+            var head = Hire(unit.Id);
+            Grant(head, unit.Id, Role.Owner);
+            var updater = Hire(unit.Id);
+            Grant(updater, unit.Id, Role.Updater);
+            var staff = isDivision ? 1 : 6 + random.Next(3);
+            for (var i = 0; i < staff; i++)
+            {
+                Grant(Hire(unit.Id), unit.Id, Role.Viewer);
+            }
+        }
+
+        db.People.AddRange(people);
+        db.Roles.AddRange(roles);
+
+        // The cascade: company objectives; each division aligns one objective per perspective to them; each team aligns
+        // two or three to its division's, and keeps one standalone objective with its reason.
+        var objectives = new List<Objective>();
+        var measures = new List<Measure>();
+        var targets = new List<MeasureTarget>();
+        var actuals = new List<Actual>();
+        var lastMonth = new DateOnly(today.Year, today.Month, 1).AddMonths(-1);
+
+        Objective Add(int unit, Perspective perspective, string name, int? parent, int? theme, string? standalone, double weight)
+        {
+            var objective = new Objective
+            {
+                Id = objectives.Count + 1, UnitId = unit, PeriodId = active.Id, Name = name, Perspective = perspective,
+                ParentObjectiveId = parent, ThemeId = theme, StandaloneReason = standalone, Weight = weight,
+            };
+            objectives.Add(objective);
+            var templates = Templates[perspective];
+            var count = 1 + random.Next(2);
+            for (var i = 0; i < count; i++)
+            {
+                var t = templates[(objective.Id + i) % templates.Length];
+                var scale = unit == 1 ? 1 : 0.2 + random.NextDouble();
+                var scaled = t.Unit is "MEUR" ? scale : 1;
+                var measure = new Measure
+                {
+                    Id = measures.Count + 1, ObjectiveId = objective.Id, Name = t.Name, Unit = t.Unit, Direction = t.Direction,
+                    Baseline = Math.Round(t.Base * scaled, 2), Weight = i == 0 ? 2 : 1,
+                };
+                measures.Add(measure);
+                targets.Add(t.Direction == "band"
+                    ? new MeasureTarget { MeasureId = measure.Id, PeriodId = active.Id, RedFlag = t.RedFlag, Target = t.Target, TargetHigh = t.Target + 6, RedFlagHigh = t.Target + 11 }
+                    : new MeasureTarget { MeasureId = measure.Id, PeriodId = active.Id, RedFlag = Math.Round(t.RedFlag * scaled, 2), Target = Math.Round(t.Target * scaled, 2), Stretch = t.Stretch is { } s ? Math.Round(s * scaled, 2) : null });
+
+                // Monthly actuals from January to last month, wandering around the target; some teams fall behind.
+                var drift = (random.NextDouble() - 0.5) * 2 * t.Spread;
+                var months = measure.Id % 11 == 0 ? Math.Max(0, lastMonth.Month - 3) : lastMonth.Month;
+                for (var m = 1; m <= months && lastMonth.Year == year; m++)
+                {
+                    var value = Math.Round((t.Direction == "band" ? t.Target + 3 : t.Target) * scaled + drift + ((random.NextDouble() - 0.5) * t.Spread), 2);
+                    var month = new DateOnly(year, m, 1);
+                    actuals.Add(new Actual { MeasureId = measure.Id, Month = month, Value = value, RecordedBy = ceo.Id, RecordedAt = new DateTimeOffset(month.AddMonths(1).ToDateTime(TimeOnly.MinValue), TimeSpan.Zero), Source = "seed" });
+                    measure.LatestValue = value;
+                    measure.LatestMonth = month;
+                    measure.LatestAt = actuals[^1].RecordedAt;
+                }
+            }
+
+            return objective;
+        }
+
+        var company = CompanyObjectives.Select(c => Add(1, c.Perspective, c.Name, null, c.Theme, null, 1)).ToList();
+        foreach (var division in units.Where(u => u.ParentId == 1))
+        {
+            var divisionObjectives = company.Select(c => Add(division.Id, c.Perspective, $"{division.Name}: {Verb(c.Perspective)}", c.Id, c.ThemeId, null, 1)).ToList();
+            foreach (var team in units.Where(u => u.ParentId == division.Id))
+            {
+                var picks = divisionObjectives.OrderBy(_ => random.Next()).Take(2 + random.Next(2)).ToList();
+                foreach (var parent in picks)
+                {
+                    Add(team.Id, parent.Perspective, $"{team.Name}: {Verb(parent.Perspective)}", parent.Id, parent.ThemeId, null, 1 + random.Next(2));
+                }
+
+                Add(team.Id, Perspective.InternalProcess, $"{team.Name}: keep the lights on", null, null, "Run-the-business work that no corporate objective covers.", 1);
+            }
+        }
+
+        db.Objectives.AddRange(objectives);
+        db.Measures.AddRange(measures);
+        db.Targets.AddRange(targets);
+        db.Actuals.AddRange(actuals);
+        db.SaveChanges();
+    }
+
+    private static string Verb(Perspective perspective) => perspective switch
+    {
+        Perspective.Financial => "grow revenue within budget",
+        Perspective.Customer => "keep customers and win their referrals",
+        Perspective.InternalProcess => "shorten cycle times and cut rework",
+        _ => "grow skills and engagement",
+    };
+}

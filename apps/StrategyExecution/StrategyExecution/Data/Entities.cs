@@ -1,0 +1,298 @@
+using StrategyExecution.Scoring;
+
+namespace StrategyExecution.Data;
+
+/// <summary>An org unit: the company at the root, divisions and teams below it.</summary>
+public sealed class OrgUnit
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The name.</summary>
+    public required string Name { get; set; }
+
+    /// <summary>The parent unit; <see langword="null"/> for the company.</summary>
+    public int? ParentId { get; set; }
+}
+
+/// <summary>A person in the organisation.</summary>
+public sealed class Person
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The full name.</summary>
+    public required string Name { get; set; }
+
+    /// <summary>The e-mail address.</summary>
+    public required string Email { get; set; }
+
+    /// <summary>The unit the person works in.</summary>
+    public int UnitId { get; set; }
+}
+
+/// <summary>What a person may do in a unit and every unit below it.</summary>
+public sealed class RoleAssignment
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The person.</summary>
+    public int PersonId { get; set; }
+
+    /// <summary>The unit (and its descendants).</summary>
+    public int UnitId { get; set; }
+
+    /// <summary>The role.</summary>
+    public Role Role { get; set; }
+}
+
+/// <summary>Roles, from most to least powerful; each includes what the ones after it may do.</summary>
+public enum Role
+{
+    /// <summary>Everything, including roles and periods.</summary>
+    Admin = 0,
+
+    /// <summary>Owns the unit's scorecard: objectives, measures, targets, budgets.</summary>
+    Owner = 1,
+
+    /// <summary>Enters actuals and updates initiatives.</summary>
+    Updater = 2,
+
+    /// <summary>Reads.</summary>
+    Viewer = 3,
+}
+
+/// <summary>A planning period, e.g. a year.</summary>
+public sealed class Period
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The name, e.g. <c>FY2026</c>.</summary>
+    public required string Name { get; set; }
+
+    /// <summary>The first day.</summary>
+    public DateOnly Start { get; set; }
+
+    /// <summary>The last day.</summary>
+    public DateOnly End { get; set; }
+
+    /// <summary>Planning, active or locked.</summary>
+    public PeriodStatus Status { get; set; }
+}
+
+/// <summary>Where a period is in its life.</summary>
+public enum PeriodStatus
+{
+    /// <summary>Scorecards and targets are being set.</summary>
+    Planning = 0,
+
+    /// <summary>Actuals are being recorded.</summary>
+    Active = 1,
+
+    /// <summary>Closed: nothing changes any more.</summary>
+    Locked = 2,
+}
+
+/// <summary>The strategy everyone sees: vision and mission (one row).</summary>
+public sealed class StrategyStatement
+{
+    /// <summary>The id (always 1).</summary>
+    public int Id { get; set; }
+
+    /// <summary>Where the organisation is going.</summary>
+    public required string Vision { get; set; }
+
+    /// <summary>What it does to get there.</summary>
+    public required string Mission { get; set; }
+}
+
+/// <summary>A strategic theme.</summary>
+public sealed class Theme
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The name.</summary>
+    public required string Name { get; set; }
+
+    /// <summary>What it means.</summary>
+    public required string Description { get; set; }
+}
+
+/// <summary>The four Balanced Scorecard perspectives.</summary>
+public enum Perspective
+{
+    /// <summary>Financial.</summary>
+    Financial = 0,
+
+    /// <summary>Customer.</summary>
+    Customer = 1,
+
+    /// <summary>Internal process.</summary>
+    InternalProcess = 2,
+
+    /// <summary>Learning and growth.</summary>
+    LearningAndGrowth = 3,
+}
+
+/// <summary>An objective on a unit's scorecard for a period.</summary>
+public sealed class Objective
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The unit whose scorecard it is on.</summary>
+    public int UnitId { get; set; }
+
+    /// <summary>The period.</summary>
+    public int PeriodId { get; set; }
+
+    /// <summary>The name.</summary>
+    public required string Name { get; set; }
+
+    /// <summary>The perspective.</summary>
+    public Perspective Perspective { get; set; }
+
+    /// <summary>The theme it serves, if any.</summary>
+    public int? ThemeId { get; set; }
+
+    /// <summary>The parent unit's objective it is aligned to (cascaded from).</summary>
+    public int? ParentObjectiveId { get; set; }
+
+    /// <summary>Why it stands alone, when it has no parent objective (required then, except on the company's scorecard).</summary>
+    public string? StandaloneReason { get; set; }
+
+    /// <summary>Its weight in its parent objective's and its unit's roll-up.</summary>
+    public double Weight { get; set; } = 1;
+
+    /// <summary>How its measures and aligned objectives roll up into it: <c>weighted</c> or <c>worst</c>.</summary>
+    public string RollupMethod { get; set; } = Scoring.RollupMethod.Weighted.Value;
+}
+
+/// <summary>A measure of an objective.</summary>
+public sealed class Measure
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The objective it measures.</summary>
+    public int ObjectiveId { get; set; }
+
+    /// <summary>The name.</summary>
+    public required string Name { get; set; }
+
+    /// <summary>The unit of the values, e.g. <c>%</c>, <c>EUR</c>, <c>days</c>.</summary>
+    public required string Unit { get; set; }
+
+    /// <summary><c>higher</c>, <c>lower</c> or <c>band</c>.</summary>
+    public required string Direction { get; set; }
+
+    /// <summary>Where it started.</summary>
+    public double? Baseline { get; set; }
+
+    /// <summary>Its weight in its objective's roll-up.</summary>
+    public double Weight { get; set; } = 1;
+
+    /// <summary>The latest actual's value (kept with every new actual, so scorecards read no history).</summary>
+    public double? LatestValue { get; set; }
+
+    /// <summary>The month of the latest actual.</summary>
+    public DateOnly? LatestMonth { get; set; }
+
+    /// <summary>When the latest actual was recorded.</summary>
+    public DateTimeOffset? LatestAt { get; set; }
+}
+
+/// <summary>A measure's thresholds for a period.</summary>
+public sealed class MeasureTarget
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The measure.</summary>
+    public int MeasureId { get; set; }
+
+    /// <summary>The period.</summary>
+    public int PeriodId { get; set; }
+
+    /// <summary>The red flag (for a band, the low one).</summary>
+    public double RedFlag { get; set; }
+
+    /// <summary>The target (for a band, the low end of the range).</summary>
+    public double Target { get; set; }
+
+    /// <summary>The stretch, if any.</summary>
+    public double? Stretch { get; set; }
+
+    /// <summary>For a band: the high end of the range.</summary>
+    public double? TargetHigh { get; set; }
+
+    /// <summary>For a band: the high red flag.</summary>
+    public double? RedFlagHigh { get; set; }
+
+    /// <summary>The thresholds as the scoring rules take them.</summary>
+    public TargetThresholds ToThresholds(string direction) => new()
+    {
+        Direction = new MeasureDirection(direction),
+        RedFlag = RedFlag,
+        Target = Target,
+        Stretch = Stretch,
+        TargetHigh = TargetHigh,
+        RedFlagHigh = RedFlagHigh,
+    };
+}
+
+/// <summary>One recorded actual. Never changed or deleted: a correction is a newer actual for the same month.</summary>
+public sealed class Actual
+{
+    /// <summary>The id, increasing in the order actuals were recorded.</summary>
+    public long Id { get; set; }
+
+    /// <summary>The measure.</summary>
+    public int MeasureId { get; set; }
+
+    /// <summary>The month it is for (its first day).</summary>
+    public DateOnly Month { get; set; }
+
+    /// <summary>The value.</summary>
+    public double Value { get; set; }
+
+    /// <summary>Who recorded it.</summary>
+    public int RecordedBy { get; set; }
+
+    /// <summary>When.</summary>
+    public DateTimeOffset RecordedAt { get; set; }
+
+    /// <summary>How: <c>form</c>, <c>grid</c>, <c>csv</c>, <c>api</c>, <c>seed</c>.</summary>
+    public required string Source { get; set; }
+}
+
+/// <summary>
+/// One change, recorded in the same transaction as the change itself and then appended to the audit stream with its id
+/// as the producer sequence, so the stream gets every entry exactly once even across a crash in between.
+/// </summary>
+public sealed class AuditEntry
+{
+    /// <summary>The id: the entry's sequence number in the audit stream.</summary>
+    public long Id { get; set; }
+
+    /// <summary>When.</summary>
+    public DateTimeOffset At { get; set; }
+
+    /// <summary>Who (a person id).</summary>
+    public int ActorId { get; set; }
+
+    /// <summary>What, e.g. <c>actual.recorded</c>.</summary>
+    public required string Action { get; set; }
+
+    /// <summary>The entity changed, e.g. <c>measure/42</c>.</summary>
+    public required string Subject { get; set; }
+
+    /// <summary>The change as JSON.</summary>
+    public required string Details { get; set; }
+
+    /// <summary>Whether it has been appended to the audit stream.</summary>
+    public bool Published { get; set; }
+}

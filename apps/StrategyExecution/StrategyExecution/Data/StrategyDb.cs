@@ -1,0 +1,57 @@
+using Microsoft.EntityFrameworkCore;
+
+namespace StrategyExecution.Data;
+
+/// <summary>The app's database: the organisation, its strategy and scorecards, actuals and the audit outbox.</summary>
+public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext(options)
+{
+    /// <summary>Org units.</summary>
+    public DbSet<OrgUnit> Units => Set<OrgUnit>();
+
+    /// <summary>People.</summary>
+    public DbSet<Person> People => Set<Person>();
+
+    /// <summary>Role assignments.</summary>
+    public DbSet<RoleAssignment> Roles => Set<RoleAssignment>();
+
+    /// <summary>Periods.</summary>
+    public DbSet<Period> Periods => Set<Period>();
+
+    /// <summary>The strategy statement.</summary>
+    public DbSet<StrategyStatement> Strategy => Set<StrategyStatement>();
+
+    /// <summary>Themes.</summary>
+    public DbSet<Theme> Themes => Set<Theme>();
+
+    /// <summary>Objectives.</summary>
+    public DbSet<Objective> Objectives => Set<Objective>();
+
+    /// <summary>Measures.</summary>
+    public DbSet<Measure> Measures => Set<Measure>();
+
+    /// <summary>Targets.</summary>
+    public DbSet<MeasureTarget> Targets => Set<MeasureTarget>();
+
+    /// <summary>Actuals (append-only).</summary>
+    public DbSet<Actual> Actuals => Set<Actual>();
+
+    /// <summary>The audit outbox.</summary>
+    public DbSet<AuditEntry> Audit => Set<AuditEntry>();
+
+    /// <inheritdoc/>
+    protected override void OnModelCreating(ModelBuilder modelBuilder)
+    {
+        ArgumentNullException.ThrowIfNull(modelBuilder);
+        modelBuilder.Entity<OrgUnit>().HasIndex(u => u.ParentId);
+        modelBuilder.Entity<OrgUnit>().Property(u => u.Name).HasMaxLength(200);
+        modelBuilder.Entity<Person>().HasIndex(p => p.Email).IsUnique();
+        modelBuilder.Entity<RoleAssignment>().HasIndex(r => new { r.PersonId, r.UnitId, r.Role }).IsUnique();
+        modelBuilder.Entity<Objective>().HasIndex(o => new { o.PeriodId, o.UnitId });
+        modelBuilder.Entity<Objective>().HasIndex(o => o.ParentObjectiveId);
+        modelBuilder.Entity<Measure>().HasIndex(m => m.ObjectiveId);
+        modelBuilder.Entity<MeasureTarget>().HasIndex(t => new { t.MeasureId, t.PeriodId }).IsUnique();
+        modelBuilder.Entity<Actual>().HasIndex(a => new { a.MeasureId, a.Month });
+        modelBuilder.Entity<AuditEntry>().HasIndex(a => a.Published);
+        modelBuilder.Entity<AuditEntry>().HasIndex(a => a.Subject);
+    }
+}
