@@ -129,7 +129,7 @@ dotnet run --project samples/PackageConsumer -c "$CONFIGURATION" -p:DurableSessi
   -p:RestoreAdditionalProjectSources="$WORK/feed" -- "http://127.0.0.1:$PORT" || PACKAGES_OK=0
 if [[ $PACKAGES_OK -eq 1 ]]; then PASSED=$((PASSED + 1)); SUMMARY+=("packages 1 passed, 0 failed"); else FAILED=$((FAILED + 1)); STATUS=1; SUMMARY+=("packages 0 passed, 1 failed"); fi
 
-echo "==> browser tests (tests/browser): the demo page in headless Chromium ($CHROMIUM), served by the output of dotnet publish, at a 1280 px desktop and a 390 px phone; playwright-core pinned in its package-lock.json"
+echo "==> browser tests (tests/browser): the demo page and the strategy execution app in headless Chromium ($CHROMIUM), served by the output of dotnet publish, at a 1280 px desktop and a 390 px phone; playwright-core pinned in its package-lock.json"
 dotnet publish src/DurableSessions.Server -c "$CONFIGURATION" --no-build -o "$WORK/publish" -nologo -v quiet
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 run_suite browser tests/browser DURABLE_SESSIONS_SERVER_DLL="$WORK/publish/DurableSessions.Server.dll"

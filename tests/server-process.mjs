@@ -1,6 +1,7 @@
 // Starts the real server as a child process for the Node test suites that need their own (a slower demo agent, no
 // agent, or a kill -9 and restart on the same port and data). The server is the built DurableSessions.Server.dll:
-// DURABLE_SESSIONS_SERVER_DLL, or the Release build of this checkout.
+// DURABLE_SESSIONS_SERVER_DLL, or the Release build of this checkout. The strategy execution app starts the same way
+// (STRATEGY_APP_DLL, or the Release build).
 import { spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
@@ -8,7 +9,9 @@ import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 
-const defaultDll = join(dirname(fileURLToPath(import.meta.url)), "../src/DurableSessions.Server/bin/Release/net10.0/DurableSessions.Server.dll")
+const root = join(dirname(fileURLToPath(import.meta.url)), "..")
+const defaultDll = join(root, "src/DurableSessions.Server/bin/Release/net10.0/DurableSessions.Server.dll")
+const strategyDll = join(root, "apps/StrategyExecution/StrategyExecution/bin/Release/net10.0/StrategyExecution.dll")
 
 export function freePort() {
   return new Promise((resolve, reject) => {
@@ -21,7 +24,17 @@ export function freePort() {
 }
 
 /** Starts a server; `args` are extra command-line settings, e.g. `["--no-agent"]`. */
-export async function startServer(args = []) {
+export function startServer(args = []) {
+  return startProgram(process.env.DURABLE_SESSIONS_SERVER_DLL ?? defaultDll, (url, dataDir) => ["--urls", url, "--data", dataDir, "--long-poll-timeout-ms", "1000", ...args])
+}
+
+/** Starts the strategy execution app with its demo organisation in a fresh data directory. */
+export function startStrategyApp(args = []) {
+  return startProgram(process.env.STRATEGY_APP_DLL ?? strategyDll, (url, dataDir) => ["--urls", url, "--Data", dataDir, ...args])
+}
+
+/** Starts a built program that answers `GET /health`, on a free port with a scratch data directory. */
+async function startProgram(dll, argsFor) {
   const port = await freePort()
   const dataDir = mkdtempSync(join(tmpdir(), "ds-node-test-"))
   const url = `http://127.0.0.1:${port}`
@@ -30,13 +43,13 @@ export async function startServer(args = []) {
 
   async function launch() {
     log = ""
-    child = spawn("dotnet", [process.env.DURABLE_SESSIONS_SERVER_DLL ?? defaultDll, "--urls", url, "--data", dataDir, "--long-poll-timeout-ms", "1000", ...args], {
+    child = spawn("dotnet", [dll, ...argsFor(url, dataDir)], {
       stdio: ["ignore", "pipe", "pipe"],
     })
     child.stdout.on("data", (d) => (log += d))
     child.stderr.on("data", (d) => (log += d))
     const exited = new Promise((resolve) => child.once("exit", resolve))
-    const deadline = Date.now() + 30_000
+    const deadline = Date.now() + 60_000
     while (Date.now() < deadline) {
       if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}:\n${log}`)
       try {

@@ -15,7 +15,7 @@ public sealed record MeasureView(
 
 /// <summary>An objective on a scorecard, with its measures and what its score is made of.</summary>
 public sealed record ObjectiveView(
-    int Id, string Name, Perspective Perspective, int? ThemeId, int? ParentObjectiveId, string? StandaloneReason,
+    int Id, string Name, Perspective Perspective, int? ThemeId, int? ParentObjectiveId, string? ParentObjectiveName, string? StandaloneReason,
     double Weight, string RollupMethod, double? Score, ScoreColor Color, IReadOnlyList<MeasureView> Measures, IReadOnlyList<RollupShare> Shares);
 
 /// <summary>A unit with its score.</summary>
@@ -107,10 +107,12 @@ public sealed class Scorecards(StrategyDb db, TimeProvider time)
         }
 
         var measuresOf = scores.Measures.ToLookup(m => m.ObjectiveId);
+        var names = scores.Objectives.ToDictionary(o => o.Id, o => o.Name);
         var objectives = scores.Objectives.Where(o => o.UnitId == unitId).Select(o =>
         {
             var rollup = scores.Cascade.Objectives[o.Id];
-            return new ObjectiveView(o.Id, o.Name, o.Perspective, o.ThemeId, o.ParentObjectiveId, o.StandaloneReason, o.Weight, o.RollupMethod,
+            var parent = o.ParentObjectiveId is { } p ? names.GetValueOrDefault(p) : null;
+            return new ObjectiveView(o.Id, o.Name, o.Perspective, o.ThemeId, o.ParentObjectiveId, parent, o.StandaloneReason, o.Weight, o.RollupMethod,
                 rollup.Score, rollup.Color, measuresOf[o.Id].Select(scores.MeasureView).ToList(), rollup.Shares);
         }).ToList();
         var children = scores.Units.Where(u => u.ParentId == unitId).Select(scores.UnitView).ToList();

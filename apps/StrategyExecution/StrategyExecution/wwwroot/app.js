@@ -45,7 +45,7 @@ function renderUnits() {
       const li = el("li", { className: u.id === unitId ? "current" : "" })
       li.dataset.unit = u.id
       li.dataset.color = u.color
-      li.append(el("a", { href: `#unit-${u.id}` }, el("span", { className: `dot ${u.color}` }), el("span", { className: "name", textContent: u.name }), el("span", { className: "score", textContent: fmt(u.score, 0) })))
+      li.append(el("a", { href: `#unit-${u.id}` }, el("span", { className: `dot ${u.color}` }), el("span", { className: "name", textContent: u.name }), el("span", { className: "score", textContent: fmt(u.score) })))
       if (children(u.id).length) li.append(tree(u.id))
       list.append(li)
     }
@@ -78,7 +78,7 @@ function renderObjective(o, editable) {
   const box = el("div", { className: `objective ${o.color}` })
   box.dataset.objective = o.id
   box.dataset.color = o.color
-  const aligned = o.parentObjectiveId ? `aligned to objective ${o.parentObjectiveId}` : o.standaloneReason ? `standalone: ${o.standaloneReason}` : ""
+  const aligned = o.parentObjectiveId ? `aligned to: ${o.parentObjectiveName}` : o.standaloneReason ? `standalone: ${o.standaloneReason}` : ""
   box.append(el("div", { className: "objective-head" },
     el("span", { className: "title", textContent: o.name }),
     el("span", { className: "aligned", textContent: aligned }),

@@ -1,0 +1,100 @@
+// The strategy execution app in headless Chromium against the real app with its demo organisation: record an actual
+// and watch the score, colour and roll-up change, while a second browser sees it live within a second.
+import { copyFileSync, mkdirSync } from "node:fs"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { chromium } from "playwright-core"
+import { afterAll, beforeAll, expect, test } from "vitest"
+import { startStrategyApp } from "../server-process.mjs"
+
+const here = dirname(fileURLToPath(import.meta.url))
+const artifacts = join(here, "artifacts")
+let app
+let browser
+
+beforeAll(async () => {
+  app = await startStrategyApp(["--Logging:LogLevel:Default=Warning"])
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  })
+})
+
+afterAll(async () => {
+  await browser?.close()
+  await app?.stop()
+})
+
+async function personWith(unit, role) {
+  const roles = await (await fetch(`${app.url}/api/roles?unit=${unit}`)).json()
+  return roles.find((r) => r.role === role).personId
+}
+
+/** A browser profile acting as `person`, showing `unit`'s scorecard. */
+async function open(person, unit) {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } })
+  await context.addCookies([{ name: "person", value: String(person), url: app.url }])
+  const page = await context.newPage()
+  await page.goto(`${app.url}/#unit-${unit}`)
+  await page.locator("#live.live").waitFor({ timeout: 15_000 })
+  await page.locator(`#units li[data-unit="${unit}"].current`).waitFor()
+  return { context, page }
+}
+
+const unitScore = (page, unit) => page.locator(`#units li[data-unit="${unit}"] > a .score`).first().textContent()
+
+test("recording an actual turns its measure red, moves the roll-up, and another browser sees it within a second", async () => {
+  const team = 3 // Enterprise Sales, under Sales (2), under the company (1)
+  const updater = await personWith(team, "updater")
+  const ceo = await personWith(1, "admin")
+  const a = await open(updater, team)
+  const b = await open(ceo, 1)
+
+  const card = await (await fetch(`${app.url}/api/scorecards/${team}`)).json()
+  const measure = card.objectives[0].measures[0]
+  const { redFlag, target } = measure.target
+  const worst = measure.direction === "lower" ? redFlag + 3 * (redFlag - target) : redFlag - 3 * Math.abs(target - redFlag)
+  const row = a.page.locator(`tr[data-measure="${measure.id}"]`)
+  const companyScore = async () => (await (await fetch(`${app.url}/api/units`)).json()).find((u) => u.id === 1).score
+  const before = { teamOnB: await unitScore(b.page, team), company: await companyScore(), unitOnA: await a.page.locator("#unit-score").textContent() }
+
+  await row.locator('input[type="number"]').fill(String(worst))
+  const saved = a.page.waitForResponse((r) => r.url().endsWith(`/api/measures/${measure.id}/actuals`) && r.request().method() === "POST")
+  await row.locator('button[type="submit"]').click()
+  expect((await saved).status()).toBe(201)
+  const acknowledged = Date.now()
+
+  // Browser B, on the company's scorecard, sees the team's and the company's scores move and the change in its live feed.
+  await b.page.waitForFunction(
+    ([unit, old]) => document.querySelector(`#units li[data-unit="${unit}"] > a .score`)?.textContent !== old,
+    [team, before.teamOnB], { timeout: 1000 })
+  const seenAfter = Date.now() - acknowledged
+  console.log(`actual recorded in browser A -> roll-up changed in browser B: ${seenAfter} ms after the acknowledgement`)
+  expect(seenAfter).toBeLessThan(1000)
+  await b.page.locator("#feed li[data-audit]").first().waitFor({ timeout: 1000 })
+  expect(await b.page.locator("#feed li").first().textContent()).toContain(`measure/${measure.id}`)
+  // The roll-up reached the company (by a little: one measure of one team), and B shows the company's new score.
+  const company = await companyScore()
+  expect(company).toBeLessThan(before.company)
+  expect(await unitScore(b.page, 1)).toBe(company.toLocaleString("en", { maximumFractionDigits: 1 }))
+
+  // Browser A: the measure is red with score 0, its unit's score dropped, and "why?" explains the colour.
+  await a.page.locator(`tr[data-measure="${measure.id}"][data-color="red"]`).waitFor({ timeout: 5000 })
+  expect(await row.locator(".measure-score").textContent()).toBe("0")
+  expect(await a.page.locator("#unit-score").textContent()).not.toBe(before.unitOnA)
+  await row.locator("button.link").click()
+  await a.page.locator(`tr[data-measure="${measure.id}"] .why`).waitFor()
+  const why = await a.page.locator(`tr[data-measure="${measure.id}"] .why`).textContent()
+  expect(why).toContain("clamped to 0")
+  expect(why).toContain("is red")
+
+  // The viewer sees no form to record actuals on a unit they hold no updater role for.
+  const viewer = await open(await personWith(team, "viewer"), team)
+  expect(await viewer.page.locator("form.record").count()).toBe(0)
+  expect(await a.page.locator("form.record").count()).toBeGreaterThan(0)
+
+  mkdirSync(artifacts, { recursive: true })
+  await a.page.screenshot({ path: join(artifacts, "strategy-scorecard.png") })
+  await b.page.screenshot({ path: join(artifacts, "strategy-company.png") })
+  for (const page of [a, b, viewer]) await page.context.close()
+})
