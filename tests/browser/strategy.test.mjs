@@ -98,3 +98,45 @@ test("recording an actual turns its measure red, moves the roll-up, and another 
   await b.page.screenshot({ path: join(artifacts, "strategy-company.png") })
   for (const page of [a, b, viewer]) await page.context.close()
 })
+
+test("an owner builds and cascades a scorecard in the page, and the health panel flags an orphan in both browsers", async () => {
+  const team = 3
+  const owner = await open(await personWith(team, "owner"), team)
+  const ceo = await open(await personWith(1, "admin"), 1)
+  const page = owner.page
+  const health = (p) => p.locator("#health li").evaluateAll((items) => items.map((li) => ({ kind: li.dataset.kind, text: li.textContent })))
+
+  // An objective aligned to one of Sales' objectives: flagged until it has a measure with a target.
+  const form = page.locator("form.add-objective")
+  await form.locator('input[name="name"]').fill("Open the Nordic market")
+  await form.locator('select[name="perspective"]').selectOption("customer")
+  const parentOption = await form.locator('select[name="parentObjectiveId"] option').nth(1).getAttribute("value")
+  await form.locator('select[name="parentObjectiveId"]').selectOption(parentOption)
+  await form.locator('button[type="submit"]').click()
+  const objective = page.locator(".objective", { hasText: "Open the Nordic market" })
+  await objective.waitFor()
+  await expect.poll(async () => (await health(page)).some((i) => i.kind === "objective-without-measures" && i.text.includes("Open the Nordic market"))).toBe(true)
+
+  const measureForm = objective.locator("form.add-measure")
+  await measureForm.locator('input[name="name"]').fill("Nordic customers")
+  await measureForm.locator('input[name="unit"]').fill("customers")
+  await measureForm.locator('button[type="submit"]').click()
+  await expect.poll(async () => (await health(page)).some((i) => i.kind === "measure-without-target" && i.text.includes("Nordic customers"))).toBe(true)
+  const targetForm = objective.locator("form.set-target")
+  await targetForm.locator('input[name="redFlag"]').fill("2")
+  await targetForm.locator('input[name="target"]').fill("5")
+  await targetForm.locator('input[name="stretch"]').fill("8")
+  await targetForm.locator('button[type="submit"]').click()
+  await expect.poll(async () => (await health(page)).filter((i) => i.text.includes("Nordic")).length).toBe(0)
+  expect(await objective.locator(".aligned").textContent()).toMatch(/^aligned to: /)
+
+  // An objective aligned to nothing and without a reason is an orphan, on the team's panel and live on the company's.
+  await form.locator('input[name="name"]').fill("Side project nobody asked for")
+  await form.locator('button[type="submit"]').click()
+  await expect.poll(async () => (await health(page)).some((i) => i.kind === "orphan" && i.text.includes("Side project nobody asked for"))).toBe(true)
+  await ceo.page.locator('#health li[data-kind="orphan"]', { hasText: "Side project nobody asked for" }).waitFor({ timeout: 1000 })
+
+  mkdirSync(artifacts, { recursive: true })
+  await page.screenshot({ path: join(artifacts, "strategy-build.png"), fullPage: true })
+  for (const p of [owner, ceo]) await p.context.close()
+})

@@ -2,6 +2,12 @@ using System.Text.Json;
 
 namespace StrategyExecution.Api;
 
+/// <summary>A request body with the person who sent it.</summary>
+/// <typeparam name="T">The body's type.</typeparam>
+/// <param name="Person">The acting person.</param>
+/// <param name="Body">The body.</param>
+public sealed record Authored<T>(Data.Person Person, T Body);
+
 /// <summary>Reads a request's JSON body with a size limit and a clear error for anything else.</summary>
 public static class JsonBody
 {
@@ -47,5 +53,26 @@ public static class JsonBody
         }
     }
 
-    private static readonly JsonSerializerOptions Options = new(JsonSerializerDefaults.Web);
+    /// <summary>
+    /// The acting person and the body of a request that changes something, or the error to answer with: 401 without a
+    /// person, before the body is read.
+    /// </summary>
+    public static async Task<(Authored<T>? Request, IResult? Error)> ReadAuthoredAsync<T>(HttpContext context, Acting acting, CancellationToken cancellationToken)
+        where T : class
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        ArgumentNullException.ThrowIfNull(acting);
+        if (await acting.PersonAsync(context, cancellationToken) is not { } person)
+        {
+            return (null, Problems.Unauthenticated());
+        }
+
+        var (body, error) = await ReadAsync<T>(context.Request, cancellationToken);
+        return error is null ? (new Authored<T>(person, body!), null) : (null, error);
+    }
+
+    private static readonly JsonSerializerOptions Options = new(JsonSerializerDefaults.Web)
+    {
+        Converters = { new System.Text.Json.Serialization.JsonStringEnumConverter(JsonNamingPolicy.KebabCaseLower, allowIntegerValues: false) },
+    };
 }

@@ -47,6 +47,7 @@ public static class StrategyEndpoints
         api.MapGet("/measures/{id:int}/actuals", HistoryAsync);
         api.MapPost("/measures/{id:int}/actuals", RecordActualAsync);
         api.MapGet("/audit", AuditAsync);
+        api.MapAlignmentApi();
         return api;
     }
 
@@ -127,19 +128,16 @@ public static class StrategyEndpoints
     private static async Task<IResult> RecordActualAsync(
         int id, HttpContext context, Acting acting, StrategyDb db, Scorecards scorecards, AuditTrail audit, TimeProvider time, CancellationToken ct)
     {
-        if (await acting.PersonAsync(context, ct) is not { } person)
-        {
-            return Problems.Unauthenticated();
-        }
-
-        var (body, error) = await JsonBody.ReadAsync<RecordActualRequest>(context.Request, ct);
+        var (request, error) = await JsonBody.ReadAuthoredAsync<RecordActualRequest>(context, acting, ct);
         if (error is not null)
         {
             return error;
         }
 
+        var (person, body) = request!;
+
         var problems = new List<string>();
-        if (!DateOnly.TryParseExact(body!.Month, "yyyy-MM", CultureInfo.InvariantCulture, DateTimeStyles.None, out var month))
+        if (!DateOnly.TryParseExact(body.Month, "yyyy-MM", CultureInfo.InvariantCulture, DateTimeStyles.None, out var month))
         {
             problems.Add("month must be a month as yyyy-MM.");
         }
@@ -195,14 +193,7 @@ public static class StrategyEndpoints
         }
 
         db.Actuals.Add(actual);
-        db.Audit.Add(new AuditEntry
-        {
-            At = now,
-            ActorId = person.Id,
-            Action = "actual.recorded",
-            Subject = $"measure/{id}",
-            Details = JsonSerializer.Serialize(new { measureId = id, unitId = objective.UnitId, month = body.Month, value, previous, source }),
-        });
+        db.AddAudit(person.Id, "actual.recorded", $"measure/{id}", new { measureId = id, unitId = objective.UnitId, month = body.Month, value, previous, source }, now);
         await db.SaveChangesAsync(ct);
         audit.Notify();
 

@@ -171,6 +171,19 @@ public sealed class Objective
     public string RollupMethod { get; set; } = Scoring.RollupMethod.Weighted.Value;
 }
 
+/// <summary>A cause→effect link of the strategy map: achieving the cause drives the effect.</summary>
+public sealed class ObjectiveLink
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The objective that drives.</summary>
+    public int CauseId { get; set; }
+
+    /// <summary>The objective it drives.</summary>
+    public int EffectId { get; set; }
+}
+
 /// <summary>A measure of an objective.</summary>
 public sealed class Measure
 {

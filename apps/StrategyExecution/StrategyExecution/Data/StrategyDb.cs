@@ -26,6 +26,9 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
     /// <summary>Objectives.</summary>
     public DbSet<Objective> Objectives => Set<Objective>();
 
+    /// <summary>Cause→effect links between objectives.</summary>
+    public DbSet<ObjectiveLink> Links => Set<ObjectiveLink>();
+
     /// <summary>Measures.</summary>
     public DbSet<Measure> Measures => Set<Measure>();
 
@@ -38,6 +41,10 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
     /// <summary>The audit outbox.</summary>
     public DbSet<AuditEntry> Audit => Set<AuditEntry>();
 
+    /// <summary>Adds an audit entry for a change, to be saved in the same transaction as the change.</summary>
+    public void AddAudit(int actorId, string action, string subject, object details, DateTimeOffset at)
+        => Audit.Add(new AuditEntry { At = at, ActorId = actorId, Action = action, Subject = subject, Details = System.Text.Json.JsonSerializer.Serialize(details, System.Text.Json.JsonSerializerOptions.Web) });
+
     /// <inheritdoc/>
     protected override void OnModelCreating(ModelBuilder modelBuilder)
     {
@@ -49,6 +56,7 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
         modelBuilder.Entity<Objective>().HasIndex(o => new { o.PeriodId, o.UnitId });
         modelBuilder.Entity<Objective>().HasIndex(o => o.ParentObjectiveId);
         modelBuilder.Entity<Measure>().HasIndex(m => m.ObjectiveId);
+        modelBuilder.Entity<ObjectiveLink>().HasIndex(l => new { l.CauseId, l.EffectId }).IsUnique();
         modelBuilder.Entity<MeasureTarget>().HasIndex(t => new { t.MeasureId, t.PeriodId }).IsUnique();
         modelBuilder.Entity<Actual>().HasIndex(a => new { a.MeasureId, a.Month });
         modelBuilder.Entity<AuditEntry>().HasIndex(a => a.Published);

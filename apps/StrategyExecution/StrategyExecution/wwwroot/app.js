@@ -27,14 +27,86 @@ async function api(path, init) {
   return body
 }
 
-/** Whether the acting person may record actuals for `unit`: updater or more on it or any unit above it. */
-function canUpdate(unit) {
+/** Whether the acting person holds `role` or a stronger one on `unit` or any unit above it. */
+function holds(unit, role) {
   if (!me) return false
   const parents = new Map(units.map((u) => [u.id, u.parentId]))
   for (let at = unit; at != null; at = parents.get(at)) {
-    if (me.roles.some((r) => r.unitId === at && rank[r.role] <= rank.updater)) return true
+    if (me.roles.some((r) => r.unitId === at && rank[r.role] <= rank[role])) return true
   }
   return false
+}
+const canUpdate = (unit) => holds(unit, "updater")
+const canOwn = (unit) => holds(unit, "owner")
+
+async function post(path, body, method = "POST") {
+  return api(path, { method, headers: { "content-type": "application/json" }, body: JSON.stringify(body) })
+}
+
+/** A small form whose errors (the API's details) show next to it; `submit` gets the form's values by name. */
+function smallForm(className, fields, label, submit) {
+  const error = el("span", { className: "error" })
+  const form = el("form", { className }, ...fields, el("button", { type: "submit", textContent: label }), error)
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault()
+    error.textContent = ""
+    try {
+      await submit(Object.fromEntries(fields.filter((f) => f.name).map((f) => [f.name, f.value])))
+      await refresh()
+    } catch (err) {
+      error.textContent = err.body?.error?.details?.join(" ") ?? err.message
+    }
+  })
+  return form
+}
+
+const input = (name, placeholder, props = {}) => el("input", { name, placeholder, ariaLabel: placeholder, ...props })
+const select = (name, label, options) => el("select", { name, ariaLabel: label }, ...options.map(([value, text]) => el("option", { value, textContent: text })))
+const num = (v) => (v === "" || v === undefined ? null : Number(v))
+
+function renderHealth(health) {
+  const box = el("div", { className: "health", id: "health" })
+  box.append(el("h3", { textContent: health.items.length ? `Alignment health: ${health.items.length} to fix` : "Alignment health: all aligned" }))
+  if (health.items.length) {
+    box.append(el("ul", {}, ...health.items.slice(0, 50).map((item) => {
+      const li = el("li", {}, el("span", { className: `kind ${item.kind}`, textContent: item.kind.replaceAll("-", " ") }), ` ${item.name} `, el("a", { href: `#unit-${item.unitId}`, textContent: units.find((u) => u.id === item.unitId)?.name ?? "" }), el("div", { className: "muted", textContent: item.message }))
+      li.dataset.kind = item.kind
+      li.dataset.id = item.id
+      return li
+    })))
+  }
+  return box
+}
+
+/** The owner's form to add an objective, aligned to one of the parent unit's or standalone with a reason. */
+function objectiveForm(card, parentObjectives) {
+  return smallForm("build add-objective", [
+    input("name", "New objective", { required: true }),
+    select("perspective", "Perspective", Object.entries(perspectives)),
+    select("parentObjectiveId", "Aligned to", [["", "aligned to nothing"], ...parentObjectives.map((o) => [o.id, o.name])]),
+    input("standaloneReason", "or standalone because…"),
+  ], "Add objective", (v) => post("/api/objectives", {
+    unitId: card.unit.id, periodId: card.periodId, name: v.name, perspective: v.perspective,
+    parentObjectiveId: num(v.parentObjectiveId), standaloneReason: v.standaloneReason || null,
+  }))
+}
+
+function measureForm(objective) {
+  return smallForm("build add-measure", [
+    input("name", "New measure", { required: true }),
+    input("unit", "Unit", { required: true, size: 6 }),
+    select("direction", "Direction", [["higher", "higher is better"], ["lower", "lower is better"], ["band", "in a band"]]),
+  ], "Add measure", (v) => post("/api/measures", { objectiveId: objective.id, name: v.name, unit: v.unit, direction: v.direction }))
+}
+
+function targetForm(m) {
+  const fields = [input("redFlag", "Red flag", { type: "number", step: "any", required: true, size: 6 }), input("target", m.direction === "band" ? "Target low" : "Target", { type: "number", step: "any", required: true, size: 6 })]
+  fields.push(m.direction === "band"
+    ? input("targetHigh", "Target high", { type: "number", step: "any", required: true, size: 6 })
+    : input("stretch", "Stretch", { type: "number", step: "any", size: 6 }))
+  if (m.direction === "band") fields.push(input("redFlagHigh", "Red flag high", { type: "number", step: "any", required: true, size: 6 }))
+  return smallForm("build set-target", fields, "Set target", (v) => post(`/api/measures/${m.id}/target`,
+    { redFlag: num(v.redFlag), target: num(v.target), stretch: num(v.stretch), targetHigh: num(v.targetHigh), redFlagHigh: num(v.redFlagHigh) }, "PUT"))
 }
 
 function renderUnits() {
@@ -54,7 +126,7 @@ function renderUnits() {
   $("units").replaceChildren(...tree(null).children)
 }
 
-function renderScorecard(card) {
+function renderScorecard(card, health, parentObjectives) {
   const head = el("div", { className: "card-head" },
     el("h1", { textContent: card.unit.name }),
     el("span", { className: `badge ${card.unit.color}`, id: "unit-score", textContent: card.unit.score === null ? "no score" : `${fmt(card.unit.score)} · ${card.unit.color}` }),
@@ -64,17 +136,18 @@ function renderScorecard(card) {
     const objectives = card.objectives.filter((o) => o.perspective === key)
     if (!objectives.length) continue
     sections.push(el("div", { className: "perspective", textContent: title }))
-    for (const o of objectives) sections.push(renderObjective(o, canUpdate(card.unit.id)))
+    for (const o of objectives) sections.push(renderObjective(o, canUpdate(card.unit.id), canOwn(card.unit.id)))
   }
   if (card.children.length) {
     sections.push(el("div", { className: "perspective", textContent: "Units below" }))
     sections.push(el("table", {}, ...card.children.map((c) => el("tr", {},
       el("td", {}, el("span", { className: `dot ${c.color}` })), el("td", {}, el("a", { href: `#unit-${c.id}`, textContent: c.name })), el("td", { className: "num", textContent: fmt(c.score) })))))
   }
-  $("scorecard").replaceChildren(head, ...sections)
+  if (canOwn(card.unit.id)) sections.push(el("div", { className: "perspective", textContent: "Build" }), objectiveForm(card, parentObjectives))
+  $("scorecard").replaceChildren(head, renderHealth(health), ...sections)
 }
 
-function renderObjective(o, editable) {
+function renderObjective(o, editable, owner) {
   const box = el("div", { className: `objective ${o.color}` })
   box.dataset.objective = o.id
   box.dataset.color = o.color
@@ -97,10 +170,11 @@ function renderObjective(o, editable) {
       el("td", { className: "num actual", textContent: `${fmt(m.actual, 2)}${m.month ? ` (${m.month})` : ""}` }),
       el("td", { className: "num", textContent: target }),
       el("td", { className: "num" }, el("span", { className: `dot ${m.color}` }), " ", el("span", { className: "measure-score", textContent: fmt(m.score) }), why))
-    if (editable) tr.append(el("td", {}, recordForm(m)))
+    if (editable) tr.append(el("td", {}, owner && !m.target ? targetForm(m) : recordForm(m)))
     return tr
   })
   box.append(el("table", {}, el("tr", {}, ...["Measure", "Actual", "Target", "Score", ...(editable ? ["Record"] : [])].map((h) => el("th", { textContent: h }))), ...rows))
+  if (owner) box.append(measureForm(o))
   return box
 }
 
@@ -132,10 +206,12 @@ async function refresh() {
   refreshing = (async () => {
     do {
       again = false
-      const [list, card] = await Promise.all([api("/api/units"), api(`/api/scorecards/${unitId}`)])
+      const [list, card, health] = await Promise.all([api("/api/units"), api(`/api/scorecards/${unitId}`), api(`/api/health?unit=${unitId}`)])
       units = list
+      const parent = card.unit.parentId
+      const parentObjectives = parent != null && canOwn(unitId) ? (await api(`/api/scorecards/${parent}`)).objectives : []
       renderUnits()
-      renderScorecard(card)
+      renderScorecard(card, health, parentObjectives)
     } while (again)
   })().finally(() => { refreshing = null })
   return refreshing
@@ -145,6 +221,9 @@ function describe(entry) {
   const who = people.get(entry.actorId)?.name ?? `person ${entry.actorId}`
   const d = entry.details ?? {}
   if (entry.action === "actual.recorded") return `${who} recorded ${fmt(d.value, 2)} for ${d.month} on ${entry.subject}`
+  if (entry.action === "objective.created") return `${who} added the objective "${d.name}"`
+  if (entry.action === "measure.created") return `${who} added the measure "${d.name}"`
+  if (entry.action === "target.set") return `${who} set the target of ${entry.subject}`
   return `${who}: ${entry.action} ${entry.subject}`
 }
 
