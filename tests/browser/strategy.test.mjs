@@ -140,3 +140,32 @@ test("an owner builds and cascades a scorecard in the page, and the health panel
   await page.screenshot({ path: join(artifacts, "strategy-build.png"), fullPage: true })
   for (const p of [owner, ceo]) await p.context.close()
 })
+
+test("allocating a ringfenced pool: refused when it would over-allocate, accepted within it, and seen live in a second browser", async () => {
+  const owner = await open(await personWith(1, "owner"), 1)
+  const ceo = await open(await personWith(1, "admin"), 1)
+  for (const p of [owner.page, ceo.page]) {
+    await p.locator("#budgets-link").click()
+    await p.locator("#pools tr[data-pool]").first().waitFor()
+  }
+  const budgets = await (await fetch(`${app.url}/api/budgets`)).json()
+  const pool = budgets.pools[0]
+  const form = owner.page.locator("form.allocate")
+  await form.locator('select[name="poolId"]').selectOption(String(pool.id))
+  await form.locator('select[name="initiativeId"]').selectOption(String(budgets.initiatives[0].id))
+
+  await form.locator('input[name="amount"]').fill(String(pool.available + 1000))
+  await form.locator('button[type="submit"]').click()
+  await expect.poll(() => form.locator(".error").textContent()).toContain("would over-allocate it by 1000.00")
+  expect((await (await fetch(`${app.url}/api/budgets`)).json()).pools[0].allocated).toBe(pool.allocated)
+
+  await form.locator('input[name="amount"]').fill("25000")
+  await form.locator('button[type="submit"]').click()
+  const shown = (pageOf) => pageOf.locator(`#pools tr[data-pool="${pool.id}"] .available`).textContent()
+  const expected = (pool.available - 25000).toLocaleString("en", { maximumFractionDigits: 0 })
+  await expect.poll(() => shown(owner.page)).toBe(expected)
+  await expect.poll(() => shown(ceo.page), { timeout: 1000 }).toBe(expected)
+  mkdirSync(artifacts, { recursive: true })
+  await owner.page.screenshot({ path: join(artifacts, "strategy-budgets.png"), fullPage: true })
+  for (const p of [owner, ceo]) await p.context.close()
+})

@@ -19,8 +19,8 @@ public sealed record SetTargetRequest(double? RedFlag, double? Target, double? S
 public sealed record CreateLinkRequest(int? Cause, int? Effect);
 
 /// <summary>An item the alignment health panel flags.</summary>
-/// <param name="Kind"><c>orphan</c>, <c>objective-without-measures</c> or <c>measure-without-target</c>.</param>
-/// <param name="Id">The objective or measure.</param>
+/// <param name="Kind"><c>orphan</c>, <c>objective-without-measures</c>, <c>measure-without-target</c>, <c>initiative-unlinked</c> or <c>spend-unlinked</c>.</param>
+/// <param name="Id">The objective, measure, initiative or spend entry.</param>
 /// <param name="Name">Its name.</param>
 /// <param name="UnitId">The unit whose scorecard it is on.</param>
 /// <param name="Message">What is wrong and what to do.</param>
@@ -53,17 +53,8 @@ public static class AlignmentEndpoints
         var (person, body) = request!;
 
         var problems = new List<string>();
-        var unit = body.UnitId is { } unitId ? await db.Units.AsNoTracking().FirstOrDefaultAsync(u => u.Id == unitId, ct) : null;
-        if (unit is null)
-        {
-            problems.Add("unitId must name an org unit.");
-        }
-
-        var name = body.Name?.Trim();
-        if (string.IsNullOrEmpty(name) || name.Length > 200)
-        {
-            problems.Add("name must be 1 to 200 characters.");
-        }
+        var unit = await Checks.UnitAsync(db, body.UnitId, problems, ct);
+        var name = Checks.Name(body.Name, problems);
 
         if (body.Perspective is not { } perspective || !Enum.IsDefined(perspective))
         {
@@ -124,7 +115,7 @@ public static class AlignmentEndpoints
 
         var objective = new Objective
         {
-            UnitId = unit.Id, PeriodId = period.Id, Name = name!, Perspective = perspective, ThemeId = body.ThemeId,
+            UnitId = unit.Id, PeriodId = period.Id, Name = name, Perspective = perspective, ThemeId = body.ThemeId,
             ParentObjectiveId = body.ParentObjectiveId, StandaloneReason = string.IsNullOrWhiteSpace(body.StandaloneReason) ? null : body.StandaloneReason.Trim(),
             Weight = body.Weight ?? 1, RollupMethod = method,
         };
@@ -156,11 +147,7 @@ public static class AlignmentEndpoints
             problems.Add("objectiveId must name an objective.");
         }
 
-        var name = body.Name?.Trim();
-        if (string.IsNullOrEmpty(name) || name.Length > 200)
-        {
-            problems.Add("name must be 1 to 200 characters.");
-        }
+        var name = Checks.Name(body.Name, problems);
 
         var unit = body.Unit?.Trim();
         if (string.IsNullOrEmpty(unit) || unit.Length > 40)
@@ -193,7 +180,7 @@ public static class AlignmentEndpoints
             return Problems.Forbidden("Adding measures needs the owner or admin role on the objective's unit or a unit above it.");
         }
 
-        var measure = new Measure { ObjectiveId = objective.Id, Name = name!, Unit = unit!, Direction = body.Direction!, Baseline = body.Baseline, Weight = body.Weight ?? 1 };
+        var measure = new Measure { ObjectiveId = objective.Id, Name = name, Unit = unit!, Direction = body.Direction!, Baseline = body.Baseline, Weight = body.Weight ?? 1 };
         await using var transaction = await db.Database.BeginTransactionAsync(ct);
         db.Measures.Add(measure);
         await db.SaveChangesAsync(ct);
@@ -360,6 +347,16 @@ public static class AlignmentEndpoints
             .Select(o => new HealthItem("objective-without-measures", o.Id, o.Name, o.UnitId, "No measure: nothing says whether it is achieved.")));
         items.AddRange(measures.Where(m => !targeted.Contains(m.Id))
             .Select(m => new HealthItem("measure-without-target", m.Id, m.Name, unitOf[m.ObjectiveId], $"No target for {p.Name}: it cannot be scored.")));
+        var initiatives = (await db.Initiatives.AsNoTracking().Where(i => i.PeriodId == p.Id).ToListAsync(ct)).Where(i => scope.Contains(i.UnitId)).ToList();
+        var linked = (await db.InitiativeLinks.AsNoTracking().Select(l => l.InitiativeId).Distinct().ToListAsync(ct)).ToHashSet();
+        items.AddRange(initiatives.Where(i => !linked.Contains(i.Id))
+            .Select(i => new HealthItem("initiative-unlinked", i.Id, i.Name, i.UnitId, "Linked to no objective or measure: nothing says what it is for.")));
+        if (root == companyId)
+        {
+            var unlinkedSpend = await db.Spend.AsNoTracking().Where(x => x.PeriodId == p.Id && x.InitiativeId == null).OrderBy(x => x.Id).ToListAsync(ct);
+            items.AddRange(unlinkedSpend.Select(x => new HealthItem("spend-unlinked", x.Id, x.Description, companyId, $"{x.Amount:N2} spent on {x.On:yyyy-MM-dd} on no initiative: not linked to strategy.")));
+        }
+
         return Results.Ok(new { UnitId = root, PeriodId = p.Id, Items = items });
     }
 

@@ -48,6 +48,7 @@ public static class StrategyEndpoints
         api.MapPost("/measures/{id:int}/actuals", RecordActualAsync);
         api.MapGet("/audit", AuditAsync);
         api.MapAlignmentApi();
+        api.MapBudgetApi();
         return api;
     }
 

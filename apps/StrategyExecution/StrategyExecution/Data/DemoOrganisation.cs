@@ -209,8 +209,60 @@ public static class DemoOrganisation
         db.Measures.AddRange(measures);
         db.Targets.AddRange(targets);
         db.Actuals.AddRange(actuals);
+        SeedBudgets(db, active, units, objectives, random, today);
         db.SaveChanges();
     }
+
+    /// <summary>
+    /// A ringfenced pool per theme; two initiatives per division linked to its objectives, funded from the pool of their
+    /// theme, with quarterly milestones and monthly spend; and two spend entries linked to no initiative.
+    /// </summary>
+    private static void SeedBudgets(StrategyDb db, Period active, List<OrgUnit> units, List<Objective> objectives, Random random, DateOnly today)
+    {
+        var pools = Enumerable.Range(1, 4).Select(theme => new Pool
+        {
+            Id = theme, PeriodId = active.Id, ThemeId = theme, Name = $"Strategic fund: {db.Themes.Local.First(t => t.Id == theme).Name}", Amount = 2_000_000m, Ringfenced = true,
+        }).ToList();
+        db.Pools.AddRange(pools);
+        var initiativeId = 1;
+        foreach (var division in units.Where(u => u.ParentId == 1))
+        {
+            foreach (var objective in objectives.Where(o => o.UnitId == division.Id).OrderBy(_ => random.Next()).Take(2))
+            {
+                var initiative = new Initiative { Id = initiativeId++, UnitId = division.Id, PeriodId = active.Id, Name = $"{division.Name}: {InitiativeName(objective.Perspective)}" };
+                db.Initiatives.Add(initiative);
+                db.InitiativeLinks.Add(new InitiativeLink { InitiativeId = initiative.Id, ObjectiveId = objective.Id });
+                var budget = 200_000m + (50_000m * random.Next(8));
+                db.Allocations.Add(new Allocation { PoolId = objective.ThemeId ?? 1, InitiativeId = initiative.Id, Amount = budget });
+                for (var q = 1; q <= 4; q++)
+                {
+                    var due = new DateOnly(active.Start.Year, q * 3, 15);
+                    var late = random.Next(4) == 0;
+                    db.Milestones.Add(new Milestone { InitiativeId = initiative.Id, Name = $"Q{q} milestone", Due = due, DoneOn = due < today && !late ? due.AddDays(random.Next(-5, 10)) : null });
+                }
+
+                for (var month = 1; month < today.Month && today.Year == active.Start.Year; month++)
+                {
+                    db.Spend.Add(new Spend
+                    {
+                        InitiativeId = initiative.Id, PeriodId = active.Id, On = new DateOnly(active.Start.Year, month, 28),
+                        Amount = Math.Round(budget / 12m * (decimal)(0.7 + (random.NextDouble() * 0.6)), 2), Description = "Monthly run cost",
+                    });
+                }
+            }
+        }
+
+        db.Spend.Add(new Spend { PeriodId = active.Id, On = new DateOnly(active.Start.Year, 3, 3), Amount = 48_500m, Description = "Trade fair stand (no initiative)" });
+        db.Spend.Add(new Spend { PeriodId = active.Id, On = new DateOnly(active.Start.Year, 6, 12), Amount = 12_900m, Description = "Office furniture (no initiative)" });
+    }
+
+    private static string InitiativeName(Perspective perspective) => perspective switch
+    {
+        Perspective.Financial => "pricing and packaging refresh",
+        Perspective.Customer => "customer journey programme",
+        Perspective.InternalProcess => "automation and quality programme",
+        _ => "skills academy",
+    };
 
     private static string Verb(Perspective perspective) => perspective switch
     {

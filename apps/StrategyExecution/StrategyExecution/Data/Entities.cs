@@ -282,6 +282,142 @@ public sealed class Actual
     public required string Source { get; set; }
 }
 
+/// <summary>A strategic-expenditure pool for a period and theme.</summary>
+public sealed class Pool
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The period.</summary>
+    public int PeriodId { get; set; }
+
+    /// <summary>The theme it funds.</summary>
+    public int ThemeId { get; set; }
+
+    /// <summary>The name.</summary>
+    public required string Name { get; set; }
+
+    /// <summary>The money in it (after releases).</summary>
+    public decimal Amount { get; set; }
+
+    /// <summary>Whether money leaves it only with an approval.</summary>
+    public bool Ringfenced { get; set; }
+}
+
+/// <summary>An initiative: a funded piece of work that moves objectives and measures.</summary>
+public sealed class Initiative
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The unit that runs it.</summary>
+    public int UnitId { get; set; }
+
+    /// <summary>The period.</summary>
+    public int PeriodId { get; set; }
+
+    /// <summary>The name.</summary>
+    public required string Name { get; set; }
+}
+
+/// <summary>A link from an initiative to an objective or a measure it moves (many to many).</summary>
+public sealed class InitiativeLink
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The initiative.</summary>
+    public int InitiativeId { get; set; }
+
+    /// <summary>The objective, for a link to an objective.</summary>
+    public int? ObjectiveId { get; set; }
+
+    /// <summary>The measure, for a link to a measure.</summary>
+    public int? MeasureId { get; set; }
+}
+
+/// <summary>A milestone of an initiative: its dates give the planned progress, the done ones the actual progress.</summary>
+public sealed class Milestone
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The initiative.</summary>
+    public int InitiativeId { get; set; }
+
+    /// <summary>The name.</summary>
+    public required string Name { get; set; }
+
+    /// <summary>When it is due.</summary>
+    public DateOnly Due { get; set; }
+
+    /// <summary>When it was done, if it is.</summary>
+    public DateOnly? DoneOn { get; set; }
+}
+
+/// <summary>Money allocated from a pool to an initiative.</summary>
+public sealed class Allocation
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The pool.</summary>
+    public int PoolId { get; set; }
+
+    /// <summary>The initiative.</summary>
+    public int InitiativeId { get; set; }
+
+    /// <summary>The amount.</summary>
+    public decimal Amount { get; set; }
+}
+
+/// <summary>Money spent, on an initiative or (not linked to strategy) on none.</summary>
+public sealed class Spend
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The initiative, if the spend is linked to one.</summary>
+    public int? InitiativeId { get; set; }
+
+    /// <summary>The period.</summary>
+    public int PeriodId { get; set; }
+
+    /// <summary>The amount.</summary>
+    public decimal Amount { get; set; }
+
+    /// <summary>The day.</summary>
+    public DateOnly On { get; set; }
+
+    /// <summary>What it was for.</summary>
+    public required string Description { get; set; }
+}
+
+/// <summary>A request to move money out of a pool; from a ringfenced pool it waits for an approval.</summary>
+public sealed class PoolRelease
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The pool.</summary>
+    public int PoolId { get; set; }
+
+    /// <summary>The amount.</summary>
+    public decimal Amount { get; set; }
+
+    /// <summary>Why.</summary>
+    public required string Reason { get; set; }
+
+    /// <summary>Who asked.</summary>
+    public int RequestedBy { get; set; }
+
+    /// <summary>Who approved, once approved.</summary>
+    public int? ApprovedBy { get; set; }
+
+    /// <summary>Whether the money has left the pool.</summary>
+    public bool Applied { get; set; }
+}
+
 /// <summary>
 /// One change, recorded in the same transaction as the change itself and then appended to the audit stream with its id
 /// as the producer sequence, so the stream gets every entry exactly once even across a crash in between.

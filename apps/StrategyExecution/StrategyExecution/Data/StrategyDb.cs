@@ -38,6 +38,27 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
     /// <summary>Actuals (append-only).</summary>
     public DbSet<Actual> Actuals => Set<Actual>();
 
+    /// <summary>Strategic-expenditure pools.</summary>
+    public DbSet<Pool> Pools => Set<Pool>();
+
+    /// <summary>Initiatives.</summary>
+    public DbSet<Initiative> Initiatives => Set<Initiative>();
+
+    /// <summary>Initiatives' links to objectives and measures.</summary>
+    public DbSet<InitiativeLink> InitiativeLinks => Set<InitiativeLink>();
+
+    /// <summary>Milestones.</summary>
+    public DbSet<Milestone> Milestones => Set<Milestone>();
+
+    /// <summary>Allocations from pools to initiatives.</summary>
+    public DbSet<Allocation> Allocations => Set<Allocation>();
+
+    /// <summary>Spend entries.</summary>
+    public DbSet<Spend> Spend => Set<Spend>();
+
+    /// <summary>Requests to move money out of pools.</summary>
+    public DbSet<PoolRelease> Releases => Set<PoolRelease>();
+
     /// <summary>The audit outbox.</summary>
     public DbSet<AuditEntry> Audit => Set<AuditEntry>();
 
@@ -59,6 +80,13 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
         modelBuilder.Entity<ObjectiveLink>().HasIndex(l => new { l.CauseId, l.EffectId }).IsUnique();
         modelBuilder.Entity<MeasureTarget>().HasIndex(t => new { t.MeasureId, t.PeriodId }).IsUnique();
         modelBuilder.Entity<Actual>().HasIndex(a => new { a.MeasureId, a.Month });
+        modelBuilder.Entity<Pool>().HasIndex(p => p.PeriodId);
+        modelBuilder.Entity<Initiative>().HasIndex(i => new { i.PeriodId, i.UnitId });
+        modelBuilder.Entity<InitiativeLink>().HasIndex(l => l.InitiativeId);
+        modelBuilder.Entity<Milestone>().HasIndex(m => m.InitiativeId);
+        modelBuilder.Entity<Allocation>().HasIndex(a => a.PoolId);
+        modelBuilder.Entity<Allocation>().HasIndex(a => a.InitiativeId);
+        modelBuilder.Entity<Spend>().HasIndex(s => new { s.PeriodId, s.InitiativeId });
         modelBuilder.Entity<AuditEntry>().HasIndex(a => a.Published);
         modelBuilder.Entity<AuditEntry>().HasIndex(a => a.Subject);
     }

@@ -198,6 +198,57 @@ function recordForm(m) {
   return form
 }
 
+const money = (n) => (n === null || n === undefined ? "—" : Number(n).toLocaleString("en", { minimumFractionDigits: 0, maximumFractionDigits: 0 }))
+const ratio = (n) => (n === null || n === undefined ? "—" : Number(n).toFixed(2))
+
+function renderBudgets(b) {
+  const head = el("div", { className: "card-head" }, el("h1", { textContent: "Budgets" }), el("span", { className: "muted", textContent: "strategic-expenditure pools, allocations, spend and earned value" }))
+  const pools = el("table", { id: "pools" }, el("tr", {}, ...["Pool", "Amount", "Allocated", "Available", ""].map((h) => el("th", { textContent: h }))),
+    ...b.pools.map((p) => {
+      const tr = el("tr", {}, el("td", { textContent: p.name }), el("td", { className: "num", textContent: money(p.amount) }), el("td", { className: "num", textContent: money(p.allocated) }),
+        el("td", { className: "num available", textContent: money(p.available) }), el("td", {}, p.ringfenced ? el("span", { className: "kind", textContent: "ringfenced" }) : null))
+      tr.dataset.pool = p.id
+      return tr
+    }))
+  const names = new Map(units.map((u) => [u.id, u.name]))
+  const initiatives = el("table", { id: "initiatives" }, el("tr", {}, ...["Initiative", "Allocated", "Spent", "Variance", "CPI", "SPI", "Milestones done / due"].map((h) => el("th", { textContent: h }))),
+    ...b.initiatives.map((i) => {
+      const tr = el("tr", {}, el("td", {}, i.name, el("div", { className: "muted", textContent: names.get(i.unitId) ?? "" })), el("td", { className: "num", textContent: money(i.allocated) }),
+        el("td", { className: "num", textContent: money(i.spent) }), el("td", { className: "num", textContent: money(i.variance.variance) }),
+        el("td", { className: "num", textContent: ratio(i.earnedValue.costPerformanceIndex) }), el("td", { className: "num", textContent: ratio(i.earnedValue.schedulePerformanceIndex) }),
+        el("td", { className: "num", textContent: `${i.milestonesDone} / ${i.milestonesDue} (of ${i.milestones})` }))
+      tr.dataset.initiative = i.id
+      return tr
+    }))
+  const sections = [head, el("div", { className: "perspective", textContent: "Pools" }), pools]
+  const company = units.find((u) => u.parentId == null)?.id
+  if (company && canOwn(company)) {
+    sections.push(smallForm("build allocate", [
+      select("poolId", "Pool", b.pools.map((p) => [p.id, p.name])),
+      select("initiativeId", "Initiative", b.initiatives.map((i) => [i.id, i.name])),
+      input("amount", "Amount", { type: "number", step: "0.01", min: "0.01", required: true }),
+    ], "Allocate", (v) => post(`/api/pools/${v.poolId}/allocations`, { initiativeId: Number(v.initiativeId), amount: Number(v.amount) })))
+  }
+  sections.push(el("div", { className: "perspective", textContent: "Initiatives" }), initiatives)
+  if (b.unlinkedSpend.length) {
+    sections.push(el("div", { className: "perspective", textContent: "Spend not linked to strategy" }),
+      el("ul", {}, ...b.unlinkedSpend.map((s) => el("li", { textContent: `${s.on}: ${money(s.amount)} — ${s.description}` }))))
+  }
+  const pending = b.releases.filter((r) => !r.applied)
+  if (pending.length) {
+    sections.push(el("div", { className: "perspective", textContent: "Releases waiting for approval" }), el("ul", {}, ...pending.map((r) => {
+      const li = el("li", { textContent: `${money(r.amount)} from pool ${r.poolId}: ${r.reason} ` })
+      if (company && holds(company, "admin")) {
+        const approve = el("button", { textContent: "Approve" })
+        approve.addEventListener("click", () => post(`/api/releases/${r.id}/approve`, {}).then(refresh, (e) => alert(e.message)))
+        li.append(approve)
+      }
+      return li
+    })))
+  }
+  $("scorecard").replaceChildren(...sections)
+}
+
 let refreshing = null
 let again = false
 /** Reloads the scores; calls that arrive while one runs are folded into one more. */
@@ -206,6 +257,13 @@ async function refresh() {
   refreshing = (async () => {
     do {
       again = false
+      if (location.hash === "#budgets") {
+        const [list, budgets] = await Promise.all([api("/api/units"), api("/api/budgets")])
+        units = list
+        renderUnits()
+        renderBudgets(budgets)
+        continue
+      }
       const [list, card, health] = await Promise.all([api("/api/units"), api(`/api/scorecards/${unitId}`), api(`/api/health?unit=${unitId}`)])
       units = list
       const parent = card.unit.parentId
@@ -224,6 +282,9 @@ function describe(entry) {
   if (entry.action === "objective.created") return `${who} added the objective "${d.name}"`
   if (entry.action === "measure.created") return `${who} added the measure "${d.name}"`
   if (entry.action === "target.set") return `${who} set the target of ${entry.subject}`
+  if (entry.action === "allocation.made") return `${who} allocated ${money(d.amount)} from ${entry.subject} to initiative ${d.initiativeId}`
+  if (entry.action === "spend.recorded") return `${who} recorded spend of ${money(d.amount)}`
+  if (entry.action.startsWith("release.")) return `${who}: ${entry.action.replace(".", " ")} of ${money(d.amount)} from ${entry.subject}`
   return `${who}: ${entry.action} ${entry.subject}`
 }
 
@@ -260,7 +321,7 @@ async function start() {
   if (strategy.statement) {
     $("strategy").replaceChildren(el("div", { className: "vision", textContent: strategy.statement.vision }), el("div", { className: "muted", textContent: strategy.statement.mission }))
   }
-  window.addEventListener("hashchange", () => { unitId = Number(location.hash.match(/^#unit-(\d+)$/)?.[1] ?? 1); refresh() })
+  window.addEventListener("hashchange", () => { unitId = Number(location.hash.match(/^#unit-(\d+)$/)?.[1] ?? unitId); refresh() })
   await refresh()
   follow()
 }

@@ -1,0 +1,123 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+
+namespace StrategyExecution.Tests;
+
+/// <summary>Step 3, ringfence: allocations never exceed a pool, money leaves a ringfenced pool only with an approval.</summary>
+public sealed class BudgetTests(AppFixture fixture) : IClassFixture<AppFixture>
+{
+    [Fact]
+    public async Task A_pool_is_allocated_up_to_its_amount_and_not_a_cent_more()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        using var owner = ApiClient.For(fixture.App, await reader.PersonWith(1, "owner"));
+        var (pool, available, initiative) = await PoolAndInitiative(reader, 1);
+
+        var over = await owner.PostAsJsonAsync(new Uri($"/api/pools/{pool}/allocations", UriKind.Relative), new { initiativeId = initiative, amount = available + 1 });
+        Assert.Equal(HttpStatusCode.Conflict, over.StatusCode);
+        var error = JsonNode.Parse(await over.Content.ReadAsStringAsync())!["error"]!;
+        Assert.Equal("OVER_ALLOCATED", error["code"]!.GetValue<string>());
+        Assert.Contains("would over-allocate it by 1.00", error["message"]!.GetValue<string>(), StringComparison.Ordinal);
+
+        var exact = await owner.PostAsJsonAsync(new Uri($"/api/pools/{pool}/allocations", UriKind.Relative), new { initiativeId = initiative, amount = available });
+        Assert.Equal(HttpStatusCode.Created, exact.StatusCode);
+        var cent = await owner.PostAsJsonAsync(new Uri($"/api/pools/{pool}/allocations", UriKind.Relative), new { initiativeId = initiative, amount = 0.01m });
+        Assert.Equal(HttpStatusCode.Conflict, cent.StatusCode);
+        var after = (await reader.GetJson("/api/budgets"))["pools"]!.AsArray().Single(p => p!["id"]!.GetValue<int>() == pool)!;
+        Assert.Equal(0m, after["available"]!.GetValue<decimal>());
+        Assert.Equal(after["amount"]!.GetValue<decimal>(), after["allocated"]!.GetValue<decimal>());
+
+        // Concurrent allocations never overshoot together either.
+        var (pool2, available2, initiative2) = await PoolAndInitiative(reader, 2);
+        var share = decimal.Round(available2 / 3, 2) + 0.01m;
+        var answers = await Task.WhenAll(Enumerable.Range(0, 6).Select(_ => owner.PostAsJsonAsync(new Uri($"/api/pools/{pool2}/allocations", UriKind.Relative), new { initiativeId = initiative2, amount = share })));
+        Assert.Equal(2, answers.Count(a => a.StatusCode == HttpStatusCode.Created));
+        Assert.Equal(4, answers.Count(a => a.StatusCode == HttpStatusCode.Conflict));
+    }
+
+    [Fact]
+    public async Task Only_company_owners_allocate_and_bad_amounts_are_refused()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        var (pool, _, initiative) = await PoolAndInitiative(reader, 3);
+        using var teamOwner = ApiClient.For(fixture.App, await reader.PersonWith(3, "owner"));
+        using var owner = ApiClient.For(fixture.App, await reader.PersonWith(1, "owner"));
+        Assert.Equal(HttpStatusCode.Forbidden, (await teamOwner.PostAsJsonAsync(new Uri($"/api/pools/{pool}/allocations", UriKind.Relative), new { initiativeId = initiative, amount = 10 })).StatusCode);
+        foreach (var amount in new object?[] { 0, -5, 0.001, 2e12, null })
+        {
+            using var response = await owner.PostAsJsonAsync(new Uri($"/api/pools/{pool}/allocations", UriKind.Relative), new { initiativeId = initiative, amount });
+            Assert.True(response.StatusCode == HttpStatusCode.BadRequest, $"amount {amount}: {response.StatusCode}");
+        }
+
+        Assert.Equal(HttpStatusCode.NotFound, (await owner.PostAsJsonAsync(new Uri("/api/pools/999/allocations", UriKind.Relative), new { initiativeId = initiative, amount = 10 })).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await owner.PostAsJsonAsync(new Uri($"/api/pools/{pool}/allocations", UriKind.Relative), new { initiativeId = 999, amount = 10 })).StatusCode);
+    }
+
+    [Fact]
+    public async Task Money_leaves_a_ringfenced_pool_only_when_someone_else_approves()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        var ownerId = await reader.PersonWith(1, "owner");
+        using var owner = ApiClient.For(fixture.App, ownerId);
+        using var admin = ApiClient.For(fixture.App, await reader.PersonWith(1, "admin"));
+        var (pool, available, _) = await PoolAndInitiative(reader, 4);
+        var amountBefore = await PoolAmount(reader, pool);
+
+        Assert.Equal(HttpStatusCode.Conflict, (await owner.PostAsJsonAsync(new Uri($"/api/pools/{pool}/releases", UriKind.Relative), new { amount = available + 1, reason = "Too much" })).StatusCode);
+        using var requested = await owner.PostAsJsonAsync(new Uri($"/api/pools/{pool}/releases", UriKind.Relative), new { amount = 1000, reason = "Fund the winter campaign" });
+        Assert.Equal(HttpStatusCode.Accepted, requested.StatusCode);
+        var release = JsonNode.Parse(await requested.Content.ReadAsStringAsync())!;
+        Assert.True(release["needsApproval"]!.GetValue<bool>());
+        var id = release["release"]!["id"]!.GetValue<int>();
+        Assert.Equal(amountBefore, await PoolAmount(reader, pool));
+
+        Assert.Equal(HttpStatusCode.Forbidden, (await owner.PostAsync(new Uri($"/api/releases/{id}/approve", UriKind.Relative), null)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await admin.PostAsync(new Uri($"/api/releases/{id}/approve", UriKind.Relative), null)).StatusCode);
+        Assert.Equal(amountBefore - 1000, await PoolAmount(reader, pool));
+        Assert.Equal(HttpStatusCode.Conflict, (await admin.PostAsync(new Uri($"/api/releases/{id}/approve", UriKind.Relative), null)).StatusCode);
+        var actions = (await reader.GetJson("/api/audit?take=1000")).AsArray().Where(a => a!["subject"]!.GetValue<string>() == $"pool/{pool}").Select(a => a!["action"]!.GetValue<string>());
+        Assert.Equal(["release.requested", "release.approved"], actions);
+    }
+
+    [Fact]
+    public async Task Variance_and_earned_value_follow_allocations_spend_and_milestones_and_unlinked_work_is_flagged()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        using var admin = ApiClient.For(fixture.App, await reader.PersonWith(1, "admin"));
+        var initiative = (await reader.GetJson("/api/budgets"))["initiatives"]![0]!;
+        var allocated = initiative["allocated"]!.GetValue<decimal>();
+        var spent = initiative["spent"]!.GetValue<decimal>();
+        Assert.Equal(allocated - spent, initiative["variance"]!["variance"]!.GetValue<decimal>());
+        var done = initiative["milestonesDone"]!.GetValue<int>();
+        var total = initiative["milestones"]!.GetValue<int>();
+        Assert.Equal(decimal.Round(allocated * done / total, 2), initiative["earnedValue"]!["earnedValue"]!.GetValue<decimal>());
+
+        var day = $"{DateTime.UtcNow.Year}-01-15";
+        using (var spend = await admin.PostAsJsonAsync(new Uri("/api/spend", UriKind.Relative), new { initiativeId = initiative["id"]!.GetValue<int>(), amount = 1234.5m, on = day, description = "Consultants" }))
+        {
+            Assert.Equal(HttpStatusCode.Created, spend.StatusCode);
+        }
+
+        var updated = (await reader.GetJson("/api/budgets"))["initiatives"]![0]!;
+        Assert.Equal(spent + 1234.5m, updated["spent"]!.GetValue<decimal>());
+        Assert.Equal(HttpStatusCode.BadRequest, (await admin.PostAsJsonAsync(new Uri("/api/spend", UriKind.Relative), new { amount = 0, on = day, description = "x" })).StatusCode);
+
+        var health = (await reader.GetJson("/api/health?unit=1"))["items"]!.AsArray();
+        Assert.Equal(2, health.Count(i => i!["kind"]!.GetValue<string>() == "spend-unlinked"));
+        using var created = await admin.PostAsJsonAsync(new Uri("/api/initiatives", UriKind.Relative), new { unitId = 2, name = "A pet project" });
+        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        var newId = JsonNode.Parse(await created.Content.ReadAsStringAsync())!["id"]!.GetValue<int>();
+        Assert.Contains((await reader.GetJson("/api/health?unit=2"))["items"]!.AsArray(), i => i!["kind"]!.GetValue<string>() == "initiative-unlinked" && i["id"]!.GetValue<int>() == newId);
+    }
+
+    private static async Task<(int Pool, decimal Available, int Initiative)> PoolAndInitiative(HttpClient reader, int pool)
+    {
+        var budgets = await reader.GetJson("/api/budgets");
+        var view = budgets["pools"]!.AsArray().Single(p => p!["id"]!.GetValue<int>() == pool)!;
+        return (pool, view["available"]!.GetValue<decimal>(), budgets["initiatives"]![pool]!["id"]!.GetValue<int>());
+    }
+
+    private static async Task<decimal> PoolAmount(HttpClient reader, int pool)
+        => (await reader.GetJson("/api/budgets"))["pools"]!.AsArray().Single(p => p!["id"]!.GetValue<int>() == pool)!["amount"]!.GetValue<decimal>();
+}

@@ -1,0 +1,32 @@
+using Microsoft.EntityFrameworkCore;
+using StrategyExecution.Data;
+
+namespace StrategyExecution.Api;
+
+/// <summary>Field checks shared by the endpoints that create things; each adds what is wrong to a list of problems.</summary>
+internal static class Checks
+{
+    /// <summary>The org unit <paramref name="unitId"/> names, or <see langword="null"/> with a problem noted.</summary>
+    public static async Task<OrgUnit?> UnitAsync(StrategyDb db, int? unitId, List<string> problems, CancellationToken ct)
+    {
+        var unit = unitId is { } id ? await db.Units.AsNoTracking().FirstOrDefaultAsync(u => u.Id == id, ct) : null;
+        if (unit is null)
+        {
+            problems.Add("unitId must name an org unit.");
+        }
+
+        return unit;
+    }
+
+    /// <summary>The trimmed name, with a problem noted unless it is 1 to 200 characters.</summary>
+    public static string Name(string? name, List<string> problems)
+    {
+        var trimmed = name?.Trim() ?? string.Empty;
+        if (trimmed.Length is 0 or > 200)
+        {
+            problems.Add("name must be 1 to 200 characters.");
+        }
+
+        return trimmed;
+    }
+}
