@@ -169,3 +169,53 @@ test("allocating a ringfenced pool: refused when it would over-allocate, accepte
   await owner.page.screenshot({ path: join(artifacts, "strategy-budgets.png"), fullPage: true })
   for (const p of [owner, ceo]) await p.context.close()
 })
+
+test("a live review in two browsers: the current item, a decision and an action reach the other browser within a second", async () => {
+  const reviews = await (await fetch(`${app.url}/api/reviews?unit=1`)).json()
+  const review = reviews.find((r) => r.status === "planned")
+  const chair = await open(await personWith(1, "owner"), 1)
+  const other = await open(await personWith(1, "admin"), 1)
+  for (const p of [chair.page, other.page]) {
+    await p.goto(`${app.url}/#review-${review.id}`)
+    await p.locator("#review-status").waitFor()
+  }
+  // From the chair's click to the other browser showing it.
+  let clicked = 0
+  const click = async (locator) => { clicked = Date.now(); await locator.click() }
+  const within = async (what, check) => {
+    await expect.poll(check, { timeout: 2000, interval: 10 }).toBe(true)
+    const elapsed = Date.now() - clicked
+    console.log(`${what}: seen in the other browser ${elapsed} ms after the chair's click`)
+    expect(elapsed).toBeLessThan(1000)
+  }
+
+  await click(chair.page.getByRole("button", { name: "Start the meeting" }))
+  await within("meeting started", async () => (await other.page.locator("#review-status").textContent()) === "live")
+  await chair.page.locator("#agenda li").first().waitFor()
+
+  const second = chair.page.locator("#agenda li").nth(1)
+  const secondTitle = (await second.textContent()).replace("Discuss", "").trim()
+  await click(second.getByRole("button", { name: "Discuss" }))
+  await within("current item", async () => ((await other.page.locator("#agenda li.current-item").textContent()) ?? "").includes(secondTitle.slice(secondTitle.indexOf(" ") + 1, 40)))
+
+  await chair.page.locator('form.record-decision input[name="text"]').fill("Fund a two-week recovery sprint")
+  await click(chair.page.locator("form.record-decision button[type=submit]"))
+  await within("decision", async () => (await other.page.locator("#decisions li").allTextContents()).includes("Fund a two-week recovery sprint"))
+
+  const form = chair.page.locator("form.add-action")
+  await form.locator('input[name="text"]').fill("Staff the recovery sprint")
+  const due = new Date(Date.now() + 14 * 86_400_000).toISOString().slice(0, 10)
+  await form.locator('input[name="due"]').fill(due)
+  await click(form.locator("button[type=submit]"))
+  await within("action", async () => (await other.page.locator("#actions li").allTextContents()).some((t) => t.startsWith("Staff the recovery sprint") && t.includes(due)))
+
+  // Someone joining late sees the whole meeting so far.
+  const late = await open(await personWith(2, "owner"), 2)
+  await late.page.goto(`${app.url}/#review-${review.id}`)
+  await expect.poll(async () => (await late.page.locator("#decisions li").allTextContents()).includes("Fund a two-week recovery sprint")).toBe(true)
+  expect(((await late.page.locator("#agenda li.current-item").textContent()) ?? "").length).toBeGreaterThan(0)
+
+  mkdirSync(artifacts, { recursive: true })
+  await other.page.screenshot({ path: join(artifacts, "strategy-review.png"), fullPage: true })
+  for (const p of [chair, other, late]) await p.context.close()
+})

@@ -39,13 +39,16 @@ public static class ApiClient
     }
 
     /// <summary>Everything in the audit stream, read over the Durable Streams protocol.</summary>
-    public static async Task<List<JsonNode>> AuditStream(this HttpClient client)
+    public static Task<List<JsonNode>> AuditStream(this HttpClient client) => ReadStream(client, "strategy/audit");
+
+    /// <summary>Everything in a stream of the app, read over the Durable Streams protocol.</summary>
+    public static async Task<List<JsonNode>> ReadStream(HttpClient client, string path)
     {
         var all = new List<JsonNode>();
         var offset = "-1";
         while (true)
         {
-            using var response = await client.GetAsync(new Uri($"/v1/stream/strategy/audit?offset={offset}", UriKind.Relative));
+            using var response = await client.GetAsync(new Uri($"/v1/stream/{path}?offset={offset}", UriKind.Relative));
             response.EnsureSuccessStatusCode();
             all.AddRange(JsonNode.Parse(await response.Content.ReadAsStringAsync())!.AsArray().Select(n => n!.DeepClone()));
             offset = response.Headers.GetValues("Stream-Next-Offset").Single();

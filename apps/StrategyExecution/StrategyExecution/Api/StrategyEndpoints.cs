@@ -49,6 +49,7 @@ public static class StrategyEndpoints
         api.MapGet("/audit", AuditAsync);
         api.MapAlignmentApi();
         api.MapBudgetApi();
+        api.MapReviewApi();
         return api;
     }
 

@@ -210,7 +210,69 @@ public static class DemoOrganisation
         db.Targets.AddRange(targets);
         db.Actuals.AddRange(actuals);
         SeedBudgets(db, active, units, objectives, random, today);
+        SeedReviews(db, active, company, people, random, today);
         db.SaveChanges();
+    }
+
+    /// <summary>
+    /// The company's review cadence for the year: a monthly operational review on each month's first Monday and a
+    /// quarterly strategy review on the first Thursday of each quarter. Those already held are closed, each with a
+    /// decision and an action (the last ones' actions still open, some overdue); the rest are planned.
+    /// </summary>
+    private static void SeedReviews(StrategyDb db, Period active, List<Objective> company, List<Person> people, Random random, DateOnly today)
+    {
+        var year = active.Start.Year;
+        var reviews = new List<Review>();
+        for (var month = 1; month <= 12; month++)
+        {
+            reviews.Add(Scheduled("monthly-operational", "monthly operational review", First(year, month, DayOfWeek.Monday)));
+            if (month % 3 == 1)
+            {
+                reviews.Add(Scheduled("quarterly-strategy", "quarterly strategy review", First(year, month, DayOfWeek.Thursday)));
+            }
+        }
+
+        Review Scheduled(string kind, string name, DateOnly day) => new()
+        {
+            UnitId = 1, PeriodId = active.Id, Kind = kind, Title = $"Northwind Group: {name}, {day:yyyy-MM-dd}", ScheduledFor = day,
+            Status = day < today ? "closed" : "planned",
+        };
+
+        var ordered = reviews.OrderBy(r => r.ScheduledFor).ToList();
+        for (var i = 0; i < ordered.Count; i++)
+        {
+            ordered[i].Id = i + 1;
+        }
+
+        db.Reviews.AddRange(ordered);
+        var held = ordered.Where(r => r.Status == "closed").ToList();
+        foreach (var (review, n) in held.Select((r, n) => (r, n)))
+        {
+            var objective = company[n % company.Count];
+            var owner = people[2 + random.Next(people.Count - 2)];
+            db.Decisions.Add(new Decision
+            {
+                ReviewId = review.Id, ObjectiveId = objective.Id, RecordedBy = 1, At = new DateTimeOffset(review.ScheduledFor.ToDateTime(new TimeOnly(10, 0)), TimeSpan.Zero),
+                Text = $"Keep \"{objective.Name}\" on track: the owners report the recovery plan next time.",
+            });
+            var due = review.ScheduledFor.AddDays(21);
+            db.Actions.Add(new ActionItem
+            {
+                ReviewId = review.Id, ObjectiveId = objective.Id, OwnerId = owner.Id, Due = due, Text = $"Recovery plan for \"{objective.Name}\"",
+                DoneOn = n < held.Count - 3 ? due.AddDays(-random.Next(1, 10)) : null,
+            });
+        }
+    }
+
+    private static DateOnly First(int year, int month, DayOfWeek day)
+    {
+        var date = new DateOnly(year, month, 1);
+        while (date.DayOfWeek != day)
+        {
+            date = date.AddDays(1);
+        }
+
+        return date;
     }
 
     /// <summary>

@@ -418,6 +418,118 @@ public sealed class PoolRelease
     public bool Applied { get; set; }
 }
 
+/// <summary>A review meeting: a monthly operational or a quarterly strategy review of a unit.</summary>
+public sealed class Review
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The unit reviewed (with every unit below it).</summary>
+    public int UnitId { get; set; }
+
+    /// <summary>The period.</summary>
+    public int PeriodId { get; set; }
+
+    /// <summary><c>monthly-operational</c> or <c>quarterly-strategy</c>.</summary>
+    public required string Kind { get; set; }
+
+    /// <summary>The title.</summary>
+    public required string Title { get; set; }
+
+    /// <summary>The day it is held.</summary>
+    public DateOnly ScheduledFor { get; set; }
+
+    /// <summary><c>planned</c>, <c>live</c> or <c>closed</c>.</summary>
+    public string Status { get; set; } = "planned";
+
+    /// <summary>The agenda item being discussed, while live.</summary>
+    public int? CurrentItemId { get; set; }
+}
+
+/// <summary>An agenda item of a review, generated from what needs attention.</summary>
+public sealed class AgendaItem
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The review.</summary>
+    public int ReviewId { get; set; }
+
+    /// <summary>Its place on the agenda.</summary>
+    public int Position { get; set; }
+
+    /// <summary>Why it is there: <c>overdue-action</c>, <c>red</c>, <c>amber</c> or <c>stale</c>.</summary>
+    public required string Reason { get; set; }
+
+    /// <summary>What it is about, e.g. <c>measure/12</c> or <c>action/3</c>.</summary>
+    public required string Subject { get; set; }
+
+    /// <summary>The objective it concerns, for decisions taken on it.</summary>
+    public int? ObjectiveId { get; set; }
+
+    /// <summary>The measure it concerns, if any.</summary>
+    public int? MeasureId { get; set; }
+
+    /// <summary>The title.</summary>
+    public required string Title { get; set; }
+}
+
+/// <summary>A decision taken in a review; it always names the objective or measure it is about.</summary>
+public sealed class Decision
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The review.</summary>
+    public int ReviewId { get; set; }
+
+    /// <summary>The agenda item it was taken on, if any.</summary>
+    public int? AgendaItemId { get; set; }
+
+    /// <summary>The objective it is about.</summary>
+    public int? ObjectiveId { get; set; }
+
+    /// <summary>The measure it is about.</summary>
+    public int? MeasureId { get; set; }
+
+    /// <summary>What was decided.</summary>
+    public required string Text { get; set; }
+
+    /// <summary>Who recorded it.</summary>
+    public int RecordedBy { get; set; }
+
+    /// <summary>When.</summary>
+    public DateTimeOffset At { get; set; }
+}
+
+/// <summary>An action item from a review, with an owner and a due date.</summary>
+public sealed class ActionItem
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The review it came from.</summary>
+    public int ReviewId { get; set; }
+
+    /// <summary>What to do.</summary>
+    public required string Text { get; set; }
+
+    /// <summary>Who does it.</summary>
+    public int OwnerId { get; set; }
+
+    /// <summary>By when.</summary>
+    public DateOnly Due { get; set; }
+
+    /// <summary>When it was done, if it is.</summary>
+    public DateOnly? DoneOn { get; set; }
+
+    /// <summary>The objective it serves, if any.</summary>
+    public int? ObjectiveId { get; set; }
+
+    /// <summary>The measure it serves, if any.</summary>
+    public int? MeasureId { get; set; }
+}
+
 /// <summary>
 /// One change, recorded in the same transaction as the change itself and then appended to the audit stream with its id
 /// as the producer sequence, so the stream gets every entry exactly once even across a crash in between.

@@ -59,6 +59,18 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
     /// <summary>Requests to move money out of pools.</summary>
     public DbSet<PoolRelease> Releases => Set<PoolRelease>();
 
+    /// <summary>Review meetings.</summary>
+    public DbSet<Review> Reviews => Set<Review>();
+
+    /// <summary>Agenda items.</summary>
+    public DbSet<AgendaItem> Agenda => Set<AgendaItem>();
+
+    /// <summary>Decisions.</summary>
+    public DbSet<Decision> Decisions => Set<Decision>();
+
+    /// <summary>Action items.</summary>
+    public DbSet<ActionItem> Actions => Set<ActionItem>();
+
     /// <summary>The audit outbox.</summary>
     public DbSet<AuditEntry> Audit => Set<AuditEntry>();
 
@@ -87,6 +99,10 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
         modelBuilder.Entity<Allocation>().HasIndex(a => a.PoolId);
         modelBuilder.Entity<Allocation>().HasIndex(a => a.InitiativeId);
         modelBuilder.Entity<Spend>().HasIndex(s => new { s.PeriodId, s.InitiativeId });
+        modelBuilder.Entity<Review>().HasIndex(r => new { r.UnitId, r.ScheduledFor });
+        modelBuilder.Entity<AgendaItem>().HasIndex(a => a.ReviewId);
+        modelBuilder.Entity<Decision>().HasIndex(d => d.ReviewId);
+        modelBuilder.Entity<ActionItem>().HasIndex(a => a.ReviewId);
         modelBuilder.Entity<AuditEntry>().HasIndex(a => a.Published);
         modelBuilder.Entity<AuditEntry>().HasIndex(a => a.Subject);
     }

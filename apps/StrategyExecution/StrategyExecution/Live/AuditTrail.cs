@@ -67,6 +67,8 @@ public sealed partial class AuditTrail(IServiceScopeFactory scopes, StreamStore 
                 return appended;
             }
 
+            // A review's entries also go to the review's own stream, first: its meeting page follows only that one.
+            await PublishToReviewsAsync(batch, cancellationToken);
             var result = await store.AppendAsync(new AppendRequest
             {
                 Path = StreamPath,
@@ -90,6 +92,48 @@ public sealed partial class AuditTrail(IServiceScopeFactory scopes, StreamStore 
             }
         }
     }
+
+    /// <summary>The stream of a review's meeting: every change to the review, its agenda, decisions and actions.</summary>
+    public static string ReviewStream(int reviewId) => $"strategy/reviews/{reviewId.ToString(CultureInfo.InvariantCulture)}";
+
+    /// <summary>Creates a review's stream, so its meeting page can follow it before anything happens.</summary>
+    public async Task CreateReviewStreamAsync(int reviewId, CancellationToken cancellationToken)
+        => await store.CreateAsync(new CreateStreamRequest { Path = ReviewStream(reviewId), ContentType = "application/json" }, cancellationToken);
+
+    /// <summary>
+    /// Appends each review's entries of <paramref name="batch"/> to the review's stream, skipping those it already holds
+    /// (by its last <c>Stream-Seq</c>): a retry after a crash appends each entry once.
+    /// </summary>
+    private async Task PublishToReviewsAsync(List<AuditEntry> batch, CancellationToken cancellationToken)
+    {
+        foreach (var group in batch.Select(e => (Entry: e, Review: ReviewOf(e))).Where(x => x.Review is not null).GroupBy(x => x.Review!.Value))
+        {
+            await CreateReviewStreamAsync(group.Key, cancellationToken);
+            var lookup = await store.GetAsync(ReviewStream(group.Key), cancellationToken);
+            var last = lookup.Stream?.LastStreamSeq is { } seq && long.TryParse(seq, NumberStyles.None, CultureInfo.InvariantCulture, out var parsed) ? parsed : 0;
+            var pending = group.Select(x => x.Entry).Where(e => e.Id > last).ToList();
+            if (pending.Count == 0)
+            {
+                continue;
+            }
+
+            var result = await store.AppendAsync(new AppendRequest
+            {
+                Path = ReviewStream(group.Key),
+                ContentType = "application/json",
+                Data = Frame(pending),
+                StreamSeq = Seq(pending[^1].Id),
+            }, cancellationToken);
+            if (result.Status is not (AppendStatus.Appended or AppendStatus.SequenceConflict))
+            {
+                throw new InvalidOperationException($"A review stream refused an append: {result.Status}.");
+            }
+        }
+    }
+
+    private static int? ReviewOf(AuditEntry entry)
+        => entry.Subject.StartsWith("review/", StringComparison.Ordinal)
+            && int.TryParse(entry.Subject.AsSpan("review/".Length), NumberStyles.None, CultureInfo.InvariantCulture, out var id) ? id : null;
 
     /// <summary>Marks the entries the stream already holds (up to its last <c>Stream-Seq</c>) as published.</summary>
     private async Task MarkStoredAsync(StrategyDb db, CancellationToken cancellationToken)

@@ -249,6 +249,103 @@ function renderBudgets(b) {
   $("scorecard").replaceChildren(...sections)
 }
 
+function renderReviews(list) {
+  const head = el("div", { className: "card-head" }, el("h1", { textContent: "Reviews" }), el("span", { className: "muted", textContent: "monthly operational and quarterly strategy reviews" }))
+  const table = el("table", { id: "review-list" }, el("tr", {}, ...["Day", "Review", "Status"].map((h) => el("th", { textContent: h }))),
+    ...list.map((r) => {
+      const tr = el("tr", {}, el("td", { className: "num", textContent: r.scheduledFor }), el("td", {}, el("a", { href: `#review-${r.id}`, textContent: r.title })), el("td", { textContent: r.status }))
+      tr.dataset.review = r.id
+      tr.dataset.status = r.status
+      return tr
+    }))
+  $("scorecard").replaceChildren(head, table)
+}
+
+// The meeting: its state is loaded once, then kept by following the review's durable stream from its start; every
+// event is applied by id, so replaying what the snapshot already holds changes nothing.
+let meeting = null
+function applyMeetingEvent(state, entry) {
+  const d = entry.details ?? {}
+  switch (entry.action) {
+    case "review.scheduled":
+    case "review.started":
+      if (d.agenda?.length) state.agenda = d.agenda
+      if (entry.action === "review.started") { state.review.status = "live"; state.review.currentItemId = d.currentItemId }
+      break
+    case "review.current": state.review.currentItemId = d.currentItemId; break
+    case "review.closed": state.review.status = "closed"; state.review.currentItemId = null; break
+    case "decision.recorded": state.decisions.set(d.decision.id, d.decision); break
+    case "action.created": state.actions.set(d.action.id, { ...d.action, ownerName: d.ownerName }); break
+    case "action.done": { const a = state.actions.get(d.actionId); if (a) a.doneOn = entry.at.slice(0, 10); break }
+  }
+}
+
+function followMeeting(id) {
+  meeting?.source.close()
+  const state = { id, review: null, agenda: [], decisions: new Map(), actions: new Map(), source: null }
+  meeting = state
+  api(`/api/reviews/${id}`).then((snapshot) => {
+    if (meeting !== state) return
+    state.review = snapshot.review
+    state.agenda = snapshot.agenda
+    for (const d of snapshot.decisions) state.decisions.set(d.id, d)
+    for (const a of snapshot.actions) state.actions.set(a.id, { ...a, ownerName: people.get(a.ownerId)?.name })
+    renderMeeting(state)
+    state.source = new EventSource(`/v1/stream/${snapshot.stream}?offset=-1&live=sse`)
+    state.source.addEventListener("data", (e) => {
+      for (const entry of JSON.parse(e.data)) applyMeetingEvent(state, entry)
+      if (meeting === state) renderMeeting(state)
+    })
+  }, (err) => $("scorecard").replaceChildren(el("p", { className: "error", textContent: err.message })))
+}
+
+function renderMeeting(state) {
+  const r = state.review
+  const chair = canOwn(r.unitId)
+  const member = canUpdate(r.unitId)
+  const live = r.status === "live"
+  const head = el("div", { className: "card-head" }, el("h1", { textContent: r.title }), el("span", { className: `pill ${live ? "live" : ""}`, id: "review-status", textContent: r.status }))
+  const controls = el("div", { className: "build" })
+  if (chair && r.status === "planned") controls.append(button("Start the meeting", () => post(`/api/reviews/${r.id}/start`, {})))
+  if (chair && live) controls.append(button("Close the meeting", () => post(`/api/reviews/${r.id}/close`, {})))
+  const current = state.agenda.find((a) => a.id === r.currentItemId)
+  const agenda = el("ol", { id: "agenda" }, ...state.agenda.map((a) => {
+    const li = el("li", { className: a.id === r.currentItemId ? "current-item" : "" }, el("span", { className: `kind ${a.reason}`, textContent: a.reason.replace("-", " ") }), ` ${a.title} `)
+    li.dataset.item = a.id
+    if (chair && live && a.id !== r.currentItemId) li.append(button("Discuss", () => post(`/api/reviews/${r.id}/current`, { itemId: a.id }), "link"))
+    return li
+  }))
+  const sections = [head, controls, el("div", { className: "perspective", textContent: "Now discussing" }),
+    el("div", { className: "now", id: "current-item", textContent: current ? current.title : live ? "—" : "The meeting is not live." })]
+  if (member && live && current) {
+    sections.push(smallForm("build record-decision", [input("text", "Decision", { required: true })], "Record decision",
+      (v) => post(`/api/reviews/${r.id}/decisions`, { text: v.text, agendaItemId: current.id })))
+    sections.push(smallForm("build add-action", [
+      input("text", "Action", { required: true }),
+      select("ownerId", "Owner", [...people.values()].map((p) => [p.id, p.name])),
+      input("due", "Due", { type: "date", required: true }),
+    ], "Add action", (v) => post(`/api/reviews/${r.id}/actions`, { text: v.text, ownerId: Number(v.ownerId), due: v.due, agendaItemId: current.id })))
+  }
+  sections.push(el("div", { className: "perspective", textContent: "Agenda" }), agenda)
+  sections.push(el("div", { className: "perspective", textContent: "Decisions" }), el("ul", { id: "decisions" }, ...[...state.decisions.values()].map((d) => {
+    const li = el("li", { textContent: d.text })
+    li.dataset.decision = d.id
+    return li
+  })))
+  sections.push(el("div", { className: "perspective", textContent: "Actions" }), el("ul", { id: "actions" }, ...[...state.actions.values()].map((a) => {
+    const li = el("li", { textContent: `${a.text} — ${a.ownerName ?? people.get(a.ownerId)?.name ?? a.ownerId}, due ${a.due}${a.doneOn ? ` (done ${a.doneOn})` : ""}` })
+    li.dataset.action = a.id
+    return li
+  })))
+  $("scorecard").replaceChildren(...sections)
+}
+
+function button(label, act, className = "") {
+  const b = el("button", { type: "button", textContent: label, className })
+  b.addEventListener("click", () => act().catch((e) => alert(e.body?.error?.message ?? e.message)))
+  return b
+}
+
 let refreshing = null
 let again = false
 /** Reloads the scores; calls that arrive while one runs are folded into one more. */
@@ -257,6 +354,23 @@ async function refresh() {
   refreshing = (async () => {
     do {
       again = false
+      const reviewId = Number(location.hash.match(/^#review-(\d+)$/)?.[1] ?? 0)
+      if (reviewId) {
+        units = await api("/api/units")
+        renderUnits()
+        // The meeting keeps itself current from its stream; only a different meeting is loaded afresh.
+        if (meeting?.id !== reviewId) followMeeting(reviewId)
+        continue
+      }
+      meeting?.source?.close()
+      meeting = null
+      if (location.hash === "#reviews") {
+        const [list, reviews] = await Promise.all([api("/api/units"), api("/api/reviews?unit=1")])
+        units = list
+        renderUnits()
+        renderReviews(reviews)
+        continue
+      }
       if (location.hash === "#budgets") {
         const [list, budgets] = await Promise.all([api("/api/units"), api("/api/budgets")])
         units = list
@@ -284,6 +398,9 @@ function describe(entry) {
   if (entry.action === "target.set") return `${who} set the target of ${entry.subject}`
   if (entry.action === "allocation.made") return `${who} allocated ${money(d.amount)} from ${entry.subject} to initiative ${d.initiativeId}`
   if (entry.action === "spend.recorded") return `${who} recorded spend of ${money(d.amount)}`
+  if (entry.action === "decision.recorded") return `${who} recorded a decision: ${d.decision.text}`
+  if (entry.action === "action.created") return `${who} added an action for ${d.ownerName}: ${d.action.text}`
+  if (entry.action.startsWith("review.")) return `${who}: ${entry.action.replace(".", " ")} (${entry.subject})`
   if (entry.action.startsWith("release.")) return `${who}: ${entry.action.replace(".", " ")} of ${money(d.amount)} from ${entry.subject}`
   return `${who}: ${entry.action} ${entry.subject}`
 }

@@ -1,0 +1,95 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+
+namespace StrategyExecution.Tests;
+
+/// <summary>Step 5, review: generated agendas, the live meeting on the review's durable stream, decisions and actions.</summary>
+public sealed class ReviewTests(AppFixture fixture) : IClassFixture<AppFixture>
+{
+    [Fact]
+    public async Task The_cadence_is_a_monthly_and_a_quarterly_review_and_the_agenda_puts_overdue_actions_and_reds_first()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        var reviews = (await reader.GetJson("/api/reviews?unit=1")).AsArray();
+        Assert.Equal(12, reviews.Count(r => r!["kind"]!.GetValue<string>() == "monthly-operational"));
+        Assert.Equal(4, reviews.Count(r => r!["kind"]!.GetValue<string>() == "quarterly-strategy"));
+
+        // A red measure in a team, so the agenda has one.
+        using var admin = ApiClient.For(fixture.App, await reader.PersonWith(1, "admin"));
+        var measure = (await reader.GetJson("/api/scorecards/3"))["objectives"]![0]!["measures"]![0]!;
+        var t = measure["target"]!;
+        var worst = measure["direction"]!.GetValue<string>() == "lower" ? t["redFlag"]!.GetValue<double>() * 10 : -1000;
+        Assert.Equal(HttpStatusCode.Created, (await admin.RecordActual(measure["id"]!.GetValue<int>(), ApiClient.LastMonth(), worst)).StatusCode);
+
+        using var created = await admin.PostAsJsonAsync(new Uri("/api/reviews", UriKind.Relative), new { unitId = 1, kind = "monthly-operational" });
+        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        var agenda = JsonNode.Parse(await created.Content.ReadAsStringAsync())!["agenda"]!.AsArray();
+        var reasons = agenda.Select(a => a!["reason"]!.GetValue<string>()).ToList();
+        Assert.Contains("overdue-action", reasons);
+        Assert.Contains("red", reasons);
+        Assert.Contains(agenda, a => a!["subject"]!.GetValue<string>() == $"measure/{measure["id"]}" && a["reason"]!.GetValue<string>() == "red");
+        // Overdue actions, then reds, then ambers, then stale.
+        var rank = new Dictionary<string, int> { ["overdue-action"] = 0, ["red"] = 1, ["amber"] = 2, ["stale"] = 3 };
+        Assert.Equal(reasons.OrderBy(r => rank[r]), reasons);
+        Assert.InRange(agenda.Count, 1, 30);
+    }
+
+    [Fact]
+    public async Task A_live_meeting_lands_on_the_reviews_stream_decisions_name_their_subject_and_actions_have_owners()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        var chairId = await reader.PersonWith(1, "owner");
+        using var chair = ApiClient.For(fixture.App, chairId);
+        using var member = ApiClient.For(fixture.App, await reader.PersonWith(1, "admin"));
+        using var divisionUpdater = ApiClient.For(fixture.App, await reader.PersonWith(2, "updater"));
+        using var viewer = ApiClient.For(fixture.App, await reader.PersonWith(3, "viewer"));
+        var review = (await reader.GetJson("/api/reviews?unit=1")).AsArray().First(r => r!["status"]!.GetValue<string>() == "planned")!["id"]!.GetValue<int>();
+
+        Assert.Equal(HttpStatusCode.Conflict, (await member.PostAsJsonAsync(new Uri($"/api/reviews/{review}/decisions", UriKind.Relative), new { text = "Too early", objectiveId = 1 })).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await divisionUpdater.PostAsync(new Uri($"/api/reviews/{review}/start", UriKind.Relative), null)).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await divisionUpdater.PostAsJsonAsync(new Uri($"/api/reviews/{review}/decisions", UriKind.Relative), new { text = "Not mine", objectiveId = 1 })).StatusCode);
+        using var started = await chair.PostAsync(new Uri($"/api/reviews/{review}/start", UriKind.Relative), null);
+        Assert.Equal(HttpStatusCode.OK, started.StatusCode);
+        var agenda = JsonNode.Parse(await started.Content.ReadAsStringAsync())!["agenda"]!.AsArray();
+        Assert.NotEmpty(agenda);
+        var second = agenda[Math.Min(1, agenda.Count - 1)]!["id"]!.GetValue<int>();
+        Assert.Equal(HttpStatusCode.OK, (await chair.PostAsJsonAsync(new Uri($"/api/reviews/{review}/current", UriKind.Relative), new { itemId = second })).StatusCode);
+
+        using var decided = await member.PostAsJsonAsync(new Uri($"/api/reviews/{review}/decisions", UriKind.Relative), new { text = "Fund a recovery sprint", agendaItemId = second });
+        Assert.Equal(HttpStatusCode.Created, decided.StatusCode);
+        var decision = JsonNode.Parse(await decided.Content.ReadAsStringAsync())!;
+        Assert.True(decision["objectiveId"] is not null || decision["measureId"] is not null);
+        var due = DateTime.UtcNow.AddDays(14).ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture);
+        var ownerId = await reader.PersonWith(3, "owner");
+        using var acted = await member.PostAsJsonAsync(new Uri($"/api/reviews/{review}/actions", UriKind.Relative), new { text = "Plan the sprint", ownerId, due, agendaItemId = second });
+        Assert.Equal(HttpStatusCode.Created, acted.StatusCode);
+
+        // Refusals: no subject, a viewer, bad fields.
+        var noSubject = await member.PostAsJsonAsync(new Uri($"/api/reviews/{review}/decisions", UriKind.Relative), new { text = "About nothing" });
+        Assert.Equal(HttpStatusCode.BadRequest, noSubject.StatusCode);
+        Assert.Contains("names the objective or measure", await noSubject.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        Assert.Equal(HttpStatusCode.Forbidden, (await viewer.PostAsJsonAsync(new Uri($"/api/reviews/{review}/decisions", UriKind.Relative), new { text = "x", objectiveId = 1 })).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await member.PostAsJsonAsync(new Uri($"/api/reviews/{review}/actions", UriKind.Relative), new { text = "", ownerId = 99999, due = "someday" })).StatusCode);
+
+        // The review's stream holds the meeting, in order, each change once.
+        var stream = await ApiClient.ReadStream(reader, $"strategy/reviews/{review}");
+        await ApiClient.Until(async () => (await ApiClient.ReadStream(reader, $"strategy/reviews/{review}")).Count >= 4, "the review stream to hold the meeting");
+        stream = await ApiClient.ReadStream(reader, $"strategy/reviews/{review}");
+        Assert.Equal(["review.started", "review.current", "decision.recorded", "action.created"], stream.Select(e => e["action"]!.GetValue<string>()));
+        Assert.Equal("Fund a recovery sprint", stream[2]["details"]!["decision"]!["text"]!.GetValue<string>());
+        Assert.Equal(ownerId, stream[3]["details"]!["action"]!["ownerId"]!.GetValue<int>());
+
+        // The action's owner marks it done; closing ends the meeting.
+        using var owner = ApiClient.For(fixture.App, ownerId);
+        var actionId = JsonNode.Parse(await acted.Content.ReadAsStringAsync())!["id"]!.GetValue<int>();
+        Assert.Equal(HttpStatusCode.Forbidden, (await viewer.PostAsync(new Uri($"/api/actions/{actionId}/done", UriKind.Relative), null)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await owner.PostAsync(new Uri($"/api/actions/{actionId}/done", UriKind.Relative), null)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await chair.PostAsync(new Uri($"/api/reviews/{review}/close", UriKind.Relative), null)).StatusCode);
+        Assert.Equal(HttpStatusCode.Conflict, (await member.PostAsJsonAsync(new Uri($"/api/reviews/{review}/decisions", UriKind.Relative), new { text = "Too late", objectiveId = 1 })).StatusCode);
+        var view = await reader.GetJson($"/api/reviews/{review}");
+        Assert.Equal("closed", view["review"]!["status"]!.GetValue<string>());
+        Assert.Single(view["decisions"]!.AsArray());
+        Assert.NotNull(view["actions"]![0]!["doneOn"]);
+    }
+}

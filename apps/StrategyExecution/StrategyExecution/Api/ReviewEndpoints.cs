@@ -1,0 +1,452 @@
+using Microsoft.EntityFrameworkCore;
+using StrategyExecution.Data;
+using StrategyExecution.Live;
+using StrategyExecution.Scoring;
+
+namespace StrategyExecution.Api;
+
+/// <summary>The body of <c>POST /api/reviews</c>.</summary>
+public sealed record CreateReviewRequest(int? UnitId, string? Kind, DateOnly? ScheduledFor);
+
+/// <summary>The body of <c>POST /api/reviews/{id}/current</c>.</summary>
+public sealed record CurrentItemRequest(int? ItemId);
+
+/// <summary>The body of <c>POST /api/reviews/{id}/decisions</c>.</summary>
+public sealed record DecisionRequest(string? Text, int? AgendaItemId, int? ObjectiveId, int? MeasureId);
+
+/// <summary>The body of <c>POST /api/reviews/{id}/actions</c>.</summary>
+public sealed record ActionRequest(string? Text, int? OwnerId, DateOnly? Due, int? AgendaItemId, int? ObjectiveId, int? MeasureId);
+
+/// <summary>
+/// Step 5, review: monthly operational and quarterly strategy reviews with agendas generated from what needs attention,
+/// a live meeting mode (every change goes to the review's own durable stream, which every participant's page follows),
+/// a decision log and action items.
+/// </summary>
+public static class ReviewEndpoints
+{
+    private static readonly string[] Kinds = ["monthly-operational", "quarterly-strategy"];
+    private const int MaxAgenda = 30;
+
+    /// <summary>Maps the review API under <c>/api</c>.</summary>
+    public static RouteGroupBuilder MapReviewApi(this RouteGroupBuilder api)
+    {
+        ArgumentNullException.ThrowIfNull(api);
+        api.MapGet("/reviews", ListAsync);
+        api.MapPost("/reviews", CreateAsync);
+        api.MapGet("/reviews/{id:int}", GetAsync);
+        api.MapPost("/reviews/{id:int}/start", StartAsync);
+        api.MapPost("/reviews/{id:int}/current", CurrentAsync);
+        api.MapPost("/reviews/{id:int}/decisions", DecideAsync);
+        api.MapPost("/reviews/{id:int}/actions", ActAsync);
+        api.MapPost("/reviews/{id:int}/close", CloseAsync);
+        api.MapPost("/actions/{id:int}/done", DoneAsync);
+        return api;
+    }
+
+    private static async Task<IResult> ListAsync(StrategyDb db, int? unit, CancellationToken ct)
+    {
+        var query = db.Reviews.AsNoTracking();
+        if (unit is { } u)
+        {
+            query = query.Where(r => r.UnitId == u);
+        }
+
+        return Results.Ok(await query.OrderBy(r => r.ScheduledFor).ThenBy(r => r.Id).ToListAsync(ct));
+    }
+
+    private static async Task<IResult> GetAsync(int id, StrategyDb db, AuditTrail audit, CancellationToken ct)
+    {
+        var review = await db.Reviews.AsNoTracking().FirstOrDefaultAsync(r => r.Id == id, ct);
+        if (review is null)
+        {
+            return Problems.NotFound("No such review.");
+        }
+
+        // The page follows the review's stream right after this answer: it exists from then on, even before the meeting.
+        await audit.CreateReviewStreamAsync(id, ct);
+
+        return Results.Ok(new
+        {
+            Review = review,
+            Stream = AuditTrail.ReviewStream(id),
+            Agenda = await db.Agenda.AsNoTracking().Where(a => a.ReviewId == id).OrderBy(a => a.Position).ToListAsync(ct),
+            Decisions = await db.Decisions.AsNoTracking().Where(d => d.ReviewId == id).OrderBy(d => d.Id).ToListAsync(ct),
+            Actions = await db.Actions.AsNoTracking().Where(a => a.ReviewId == id).OrderBy(a => a.Id).ToListAsync(ct),
+        });
+    }
+
+    private static async Task<IResult> CreateAsync(HttpContext context, Acting acting, StrategyDb db, Scorecards scorecards, AuditTrail audit, TimeProvider time, CancellationToken ct)
+    {
+        var (request, error) = await JsonBody.ReadAuthoredAsync<CreateReviewRequest>(context, acting, ct);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        var (person, body) = request!;
+        var problems = new List<string>();
+        var unit = await Checks.UnitAsync(db, body.UnitId, problems, ct);
+        if (!Kinds.Contains(body.Kind))
+        {
+            problems.Add("kind must be monthly-operational or quarterly-strategy.");
+        }
+
+        var period = await db.Periods.AsNoTracking().Where(p => p.Status == PeriodStatus.Active).OrderByDescending(p => p.Start).FirstOrDefaultAsync(ct);
+        var day = body.ScheduledFor ?? DateOnly.FromDateTime(time.GetUtcNow().UtcDateTime);
+        if (period is null || day < period.Start || day > period.End)
+        {
+            problems.Add("scheduledFor must fall in the active period.");
+        }
+
+        if (problems.Count > 0)
+        {
+            return Problems.Error(400, "INVALID_REVIEW", "The review cannot be scheduled.", problems);
+        }
+
+        if (!await acting.HasRoleAsync(person, unit!.Id, Role.Owner, ct))
+        {
+            return Problems.Forbidden("Scheduling a unit's reviews needs the owner or admin role on it or a unit above it.");
+        }
+
+        var title = $"{unit.Name}: {(body.Kind == "quarterly-strategy" ? "quarterly strategy review" : "monthly operational review")}, {day:yyyy-MM-dd}";
+        var review = new Review { UnitId = unit.Id, PeriodId = period!.Id, Kind = body.Kind!, Title = title, ScheduledFor = day };
+        await using var transaction = await db.Database.BeginTransactionAsync(ct);
+        db.Reviews.Add(review);
+        await db.SaveChangesAsync(ct);
+        var agenda = await GenerateAgendaAsync(db, scorecards, review, time, ct);
+        db.AddAudit(person.Id, "review.scheduled", $"review/{review.Id}", new { review.Id, review.Title, review.Kind, scheduledFor = day, agenda }, time.GetUtcNow());
+        await db.SaveChangesAsync(ct);
+        await transaction.CommitAsync(ct);
+        await audit.CreateReviewStreamAsync(review.Id, ct);
+        audit.Notify();
+        return Results.Created($"/api/reviews/{review.Id}", new { Review = review, Agenda = agenda });
+    }
+
+    /// <summary>
+    /// The agenda from what needs attention in the unit and every unit below it: overdue actions first, then red
+    /// measures, amber ones and stale ones (no recent actual), each worst first, at most <see cref="MaxAgenda"/> items.
+    /// </summary>
+    private static async Task<List<AgendaItem>> GenerateAgendaAsync(StrategyDb db, Scorecards scorecards, Review review, TimeProvider time, CancellationToken ct)
+    {
+        var scores = (await scorecards.ComputeAsync(review.PeriodId, ct))!;
+        var scope = Subtree(scores.Units, review.UnitId);
+        var objectives = scores.Objectives.Where(o => scope.Contains(o.UnitId)).ToDictionary(o => o.Id);
+        var today = DateOnly.FromDateTime(time.GetUtcNow().UtcDateTime);
+        var reviewsInScope = await db.Reviews.AsNoTracking().Where(r => r.Id != review.Id).Select(r => new { r.Id, r.UnitId }).ToListAsync(ct);
+        var scopeReviews = reviewsInScope.Where(r => scope.Contains(r.UnitId)).Select(r => r.Id).ToHashSet();
+        var overdue = (await db.Actions.AsNoTracking().Where(a => a.DoneOn == null && a.Due < today).OrderBy(a => a.Due).ToListAsync(ct))
+            .Where(a => scopeReviews.Contains(a.ReviewId)).ToList();
+
+        var items = new List<AgendaItem>();
+        items.AddRange(overdue.Select(a => new AgendaItem
+        {
+            ReviewId = review.Id, Reason = "overdue-action", Subject = $"action/{a.Id}", ObjectiveId = a.ObjectiveId, MeasureId = a.MeasureId,
+            Title = $"Overdue since {a.Due:yyyy-MM-dd}: {a.Text}",
+        }));
+        var measures = scores.Measures.Where(m => objectives.ContainsKey(m.ObjectiveId)).Select(m => (Measure: m, View: scores.MeasureView(m))).ToList();
+        foreach (var (reason, pick) in new (string, Func<MeasureView, bool>)[]
+        {
+            ("red", v => v.Color == ScoreColor.Red),
+            ("amber", v => v.Color == ScoreColor.Amber),
+            ("stale", v => v.Stale && v.Color != ScoreColor.Red && v.Color != ScoreColor.Amber),
+        })
+        {
+            items.AddRange(measures.Where(x => pick(x.View)).OrderBy(x => x.View.Score ?? double.MaxValue).Select(x => new AgendaItem
+            {
+                ReviewId = review.Id, Reason = reason, Subject = $"measure/{x.Measure.Id}", ObjectiveId = x.Measure.ObjectiveId, MeasureId = x.Measure.Id,
+                Title = $"{x.Measure.Name} ({objectives[x.Measure.ObjectiveId].Name}): {(reason == "stale" ? "no recent actual" : $"score {ScoreScale.Format(x.View.Score ?? 0)}")}",
+            }));
+        }
+
+        items = items.Take(MaxAgenda).ToList();
+        for (var i = 0; i < items.Count; i++)
+        {
+            items[i].Position = i + 1;
+        }
+
+        db.Agenda.AddRange(items);
+        await db.SaveChangesAsync(ct);
+        return items;
+    }
+
+    private static HashSet<int> Subtree(IReadOnlyList<OrgUnit> units, int root)
+    {
+        var scope = new HashSet<int> { root };
+        for (var grew = true; grew;)
+        {
+            grew = false;
+            foreach (var u in units.Where(u => u.ParentId is { } parent && scope.Contains(parent) && !scope.Contains(u.Id)))
+            {
+                grew = scope.Add(u.Id) || grew;
+            }
+        }
+
+        return scope;
+    }
+
+    /// <summary>Loads a review and checks who may act on it; the error to answer with, or the review.</summary>
+    private static async Task<(Review? Review, IResult? Error)> ReviewForAsync(StrategyDb db, Acting acting, Person person, int id, Role role, CancellationToken ct)
+    {
+        var review = await db.Reviews.FirstOrDefaultAsync(r => r.Id == id, ct);
+        if (review is null)
+        {
+            return (null, Problems.NotFound("No such review."));
+        }
+
+        return await acting.HasRoleAsync(person, review.UnitId, role, ct)
+            ? (review, null)
+            : (null, Problems.Forbidden(role == Role.Owner
+                ? "Chairing a review needs the owner or admin role on its unit or a unit above it."
+                : "Recording in a review needs the updater role on its unit or a unit above it."));
+    }
+
+    /// <summary>The acting person, the body and the review they may act on with <paramref name="role"/>; or the error.</summary>
+    private static async Task<(Person Person, T Body, Review Review, IResult? Error)> ReadForReviewAsync<T>(
+        HttpContext context, Acting acting, StrategyDb db, int id, Role role, CancellationToken ct)
+        where T : class
+    {
+        var (request, error) = await JsonBody.ReadAuthoredAsync<T>(context, acting, ct);
+        if (error is not null)
+        {
+            return (null!, null!, null!, error);
+        }
+
+        var (review, refused) = await ReviewForAsync(db, acting, request!.Person, id, role, ct);
+        return refused is not null ? (null!, null!, null!, refused) : (request.Person, request.Body, review!, null);
+    }
+
+    /// <summary>The chair (an owner of the review's unit) and the review, which must be <paramref name="status"/>; or the error.</summary>
+    private static async Task<(Person Person, Review Review, IResult? Error)> ChairAsync(HttpContext context, Acting acting, StrategyDb db, int id, string status, CancellationToken ct)
+    {
+        if (await acting.PersonAsync(context, ct) is not { } person)
+        {
+            return (null!, null!, Problems.Unauthenticated());
+        }
+
+        var (review, error) = await ReviewForAsync(db, acting, person, id, Role.Owner, ct);
+        if (error is not null)
+        {
+            return (null!, null!, error);
+        }
+
+        return review!.Status == status
+            ? (person, review, null)
+            : (null!, null!, Problems.Error(409, status == "planned" ? "REVIEW_NOT_PLANNED" : "REVIEW_NOT_LIVE", $"The review is {review.Status}."));
+    }
+
+    private static async Task<IResult> StartAsync(int id, HttpContext context, Acting acting, StrategyDb db, Scorecards scorecards, AuditTrail audit, TimeProvider time, CancellationToken ct)
+    {
+        var (person, review, error) = await ChairAsync(context, acting, db, id, "planned", ct);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        await using var transaction = await db.Database.BeginTransactionAsync(ct);
+        // The agenda is generated from the scores as they are when the meeting starts, unless one was made already.
+        var agenda = await db.Agenda.Where(a => a.ReviewId == id).OrderBy(a => a.Position).ToListAsync(ct);
+        if (agenda.Count == 0)
+        {
+            agenda = await GenerateAgendaAsync(db, scorecards, review, time, ct);
+        }
+
+        review.Status = "live";
+        review.CurrentItemId = agenda.FirstOrDefault()?.Id;
+        db.AddAudit(person.Id, "review.started", $"review/{id}", new { reviewId = id, currentItemId = review.CurrentItemId, agenda }, time.GetUtcNow());
+        await db.SaveChangesAsync(ct);
+        await transaction.CommitAsync(ct);
+        await audit.CreateReviewStreamAsync(id, ct);
+        audit.Notify();
+        return Results.Ok(new { Review = review, Agenda = agenda });
+    }
+
+    private static async Task<IResult> CurrentAsync(int id, HttpContext context, Acting acting, StrategyDb db, AuditTrail audit, TimeProvider time, CancellationToken ct)
+    {
+        var (person, body, review, error) = await ReadForReviewAsync<CurrentItemRequest>(context, acting, db, id, Role.Owner, ct);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        var item = body.ItemId is { } itemId ? await db.Agenda.AsNoTracking().FirstOrDefaultAsync(a => a.Id == itemId && a.ReviewId == id, ct) : null;
+        if (item is null)
+        {
+            return Problems.Error(400, "INVALID_ITEM", "itemId must name an item of this review's agenda.");
+        }
+
+        if (review!.Status != "live")
+        {
+            return Problems.Error(409, "REVIEW_NOT_LIVE", $"The review is {review.Status}: start it first.");
+        }
+
+        review.CurrentItemId = item.Id;
+        db.AddAudit(person.Id, "review.current", $"review/{id}", new { reviewId = id, currentItemId = item.Id, item.Title }, time.GetUtcNow());
+        await db.SaveChangesAsync(ct);
+        audit.Notify();
+        return Results.Ok(review);
+    }
+
+    private static async Task<IResult> DecideAsync(int id, HttpContext context, Acting acting, StrategyDb db, AuditTrail audit, TimeProvider time, CancellationToken ct)
+    {
+        var (person, body, review, error) = await ReadForReviewAsync<DecisionRequest>(context, acting, db, id, Role.Updater, ct);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        var (subject, problem) = await SubjectAsync(db, id, body.AgendaItemId, body.ObjectiveId, body.MeasureId, ct);
+        var problems = problem is null ? new List<string>() : [problem];
+        if (string.IsNullOrWhiteSpace(body.Text) || body.Text.Length > 2000)
+        {
+            problems.Add("text must be 1 to 2000 characters.");
+        }
+
+        if (problems.Count > 0)
+        {
+            return Problems.Error(400, "INVALID_DECISION", "The decision cannot be recorded.", problems);
+        }
+
+        if (review!.Status != "live")
+        {
+            return Problems.Error(409, "REVIEW_NOT_LIVE", $"The review is {review.Status}: decisions are recorded while it is live.");
+        }
+
+        var decision = new Decision
+        {
+            ReviewId = id, AgendaItemId = body.AgendaItemId, ObjectiveId = subject.ObjectiveId, MeasureId = subject.MeasureId,
+            Text = body.Text!.Trim(), RecordedBy = person.Id, At = time.GetUtcNow(),
+        };
+        await using var transaction = await db.Database.BeginTransactionAsync(ct);
+        db.Decisions.Add(decision);
+        await db.SaveChangesAsync(ct);
+        db.AddAudit(person.Id, "decision.recorded", $"review/{id}", new { reviewId = id, decision }, decision.At);
+        await db.SaveChangesAsync(ct);
+        await transaction.CommitAsync(ct);
+        audit.Notify();
+        return Results.Created($"/api/reviews/{id}/decisions/{decision.Id}", decision);
+    }
+
+    private static async Task<IResult> ActAsync(int id, HttpContext context, Acting acting, StrategyDb db, AuditTrail audit, TimeProvider time, CancellationToken ct)
+    {
+        var (person, body, review, error) = await ReadForReviewAsync<ActionRequest>(context, acting, db, id, Role.Updater, ct);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        var problems = new List<string>();
+        if (string.IsNullOrWhiteSpace(body.Text) || body.Text.Length > 2000)
+        {
+            problems.Add("text must be 1 to 2000 characters.");
+        }
+
+        var owner = body.OwnerId is { } ownerId ? await db.People.AsNoTracking().FirstOrDefaultAsync(p => p.Id == ownerId, ct) : null;
+        if (owner is null)
+        {
+            problems.Add("ownerId must name a person.");
+        }
+
+        if (body.Due is not { } due || due < review!.ScheduledFor.AddDays(-1) || due > review.ScheduledFor.AddYears(2))
+        {
+            problems.Add("due must be a date, yyyy-MM-dd, from the review's day to two years after it.");
+        }
+
+        var (subject, _) = await SubjectAsync(db, id, body.AgendaItemId, body.ObjectiveId, body.MeasureId, ct);
+        if (problems.Count > 0)
+        {
+            return Problems.Error(400, "INVALID_ACTION", "The action cannot be recorded.", problems);
+        }
+
+        if (review!.Status != "live")
+        {
+            return Problems.Error(409, "REVIEW_NOT_LIVE", $"The review is {review.Status}: actions are recorded while it is live.");
+        }
+
+        var action = new ActionItem { ReviewId = id, Text = body.Text!.Trim(), OwnerId = owner!.Id, Due = body.Due!.Value, ObjectiveId = subject.ObjectiveId, MeasureId = subject.MeasureId };
+        await using var transaction = await db.Database.BeginTransactionAsync(ct);
+        db.Actions.Add(action);
+        await db.SaveChangesAsync(ct);
+        db.AddAudit(person.Id, "action.created", $"review/{id}", new { reviewId = id, action, ownerName = owner.Name }, time.GetUtcNow());
+        await db.SaveChangesAsync(ct);
+        await transaction.CommitAsync(ct);
+        audit.Notify();
+        return Results.Created($"/api/actions/{action.Id}", action);
+    }
+
+    private static async Task<IResult> CloseAsync(int id, HttpContext context, Acting acting, StrategyDb db, AuditTrail audit, TimeProvider time, CancellationToken ct)
+    {
+        var (person, review, error) = await ChairAsync(context, acting, db, id, "live", ct);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        (review.Status, review.CurrentItemId) = ("closed", null);
+        db.AddAudit(person.Id, "review.closed", $"review/{id}", new { reviewId = id }, time.GetUtcNow());
+        await db.SaveChangesAsync(ct);
+        audit.Notify();
+        return Results.Ok(review);
+    }
+
+    private static async Task<IResult> DoneAsync(int id, HttpContext context, Acting acting, StrategyDb db, AuditTrail audit, TimeProvider time, CancellationToken ct)
+    {
+        if (await acting.PersonAsync(context, ct) is not { } person)
+        {
+            return Problems.Unauthenticated();
+        }
+
+        var action = await db.Actions.FirstOrDefaultAsync(a => a.Id == id, ct);
+        if (action is null)
+        {
+            return Problems.NotFound("No such action.");
+        }
+
+        var review = await db.Reviews.AsNoTracking().FirstAsync(r => r.Id == action.ReviewId, ct);
+        if (action.OwnerId != person.Id && !await acting.HasRoleAsync(person, review.UnitId, Role.Owner, ct))
+        {
+            return Problems.Forbidden("An action is marked done by its owner, or by an owner of the review's unit.");
+        }
+
+        if (action.DoneOn is not null)
+        {
+            return Problems.Error(409, "ALREADY_DONE", "The action is already done.");
+        }
+
+        action.DoneOn = DateOnly.FromDateTime(time.GetUtcNow().UtcDateTime);
+        db.AddAudit(person.Id, "action.done", $"review/{review.Id}", new { reviewId = review.Id, actionId = id }, time.GetUtcNow());
+        await db.SaveChangesAsync(ct);
+        audit.Notify();
+        return Results.Ok(action);
+    }
+
+    /// <summary>The objective or measure a decision or action is about: given, or taken from its agenda item.</summary>
+    private static async Task<((int? ObjectiveId, int? MeasureId) Subject, string? Problem)> SubjectAsync(
+        StrategyDb db, int reviewId, int? agendaItemId, int? objectiveId, int? measureId, CancellationToken ct)
+    {
+        if (agendaItemId is { } itemId)
+        {
+            var item = await db.Agenda.AsNoTracking().FirstOrDefaultAsync(a => a.Id == itemId && a.ReviewId == reviewId, ct);
+            if (item is null)
+            {
+                return ((null, null), "agendaItemId must name an item of this review's agenda.");
+            }
+
+            objectiveId ??= item.ObjectiveId;
+            measureId ??= item.MeasureId;
+        }
+
+        if (objectiveId is { } o && !await db.Objectives.AnyAsync(x => x.Id == o, ct))
+        {
+            return ((null, null), "objectiveId must name an objective.");
+        }
+
+        if (measureId is { } m && !await db.Measures.AnyAsync(x => x.Id == m, ct))
+        {
+            return ((null, null), "measureId must name a measure.");
+        }
+
+        return objectiveId is null && measureId is null
+            ? ((null, null), "a decision names the objective or measure it is about (objectiveId, measureId, or an agenda item that has one).")
+            : ((objectiveId, measureId), null);
+    }
+}
