@@ -52,12 +52,39 @@ function smallForm(className, fields, label, submit) {
     error.textContent = ""
     try {
       await submit(Object.fromEntries(fields.filter((f) => f.name).map((f) => [f.name, f.value])))
+      form.reset()
       await refresh()
     } catch (err) {
       error.textContent = err.body?.error?.details?.join(" ") ?? err.message
     }
   })
   return form
+}
+
+/** Where a form field lives, so the same field can be found again after the content is drawn anew. */
+function fieldKey(field) {
+  const owner = field.closest("[data-measure],[data-objective]")
+  return `${field.form?.className}|${owner?.dataset.measure ?? ""}|${owner?.dataset.objective ?? ""}|${field.name}`
+}
+
+/**
+ * Replaces the main content, keeping what the user is typing: every change anywhere redraws the page, and a half-filled
+ * form must survive it (values and focus are carried over to the same fields).
+ */
+function replaceContent(...nodes) {
+  const content = $("scorecard")
+  const kept = new Map()
+  let focused = null
+  for (const field of content.querySelectorAll("form input[name], form select[name]")) {
+    if (field.tagName === "SELECT" || field.value !== field.defaultValue) kept.set(fieldKey(field), field.value)
+    if (field === document.activeElement) focused = fieldKey(field)
+  }
+  content.replaceChildren(...nodes)
+  for (const field of content.querySelectorAll("form input[name], form select[name]")) {
+    const key = fieldKey(field)
+    if (kept.has(key)) field.value = kept.get(key)
+    if (key === focused) field.focus()
+  }
 }
 
 const input = (name, placeholder, props = {}) => el("input", { name, placeholder, ariaLabel: placeholder, ...props })
@@ -144,7 +171,7 @@ function renderScorecard(card, health, parentObjectives) {
       el("td", {}, el("span", { className: `dot ${c.color}` })), el("td", {}, el("a", { href: `#unit-${c.id}`, textContent: c.name })), el("td", { className: "num", textContent: fmt(c.score) })))))
   }
   if (canOwn(card.unit.id)) sections.push(el("div", { className: "perspective", textContent: "Build" }), objectiveForm(card, parentObjectives))
-  $("scorecard").replaceChildren(head, renderHealth(health), ...sections)
+  replaceContent(head, renderHealth(health), ...sections)
 }
 
 function renderObjective(o, editable, owner) {
@@ -181,8 +208,8 @@ function renderObjective(o, editable, owner) {
 function recordForm(m) {
   const now = new Date()
   const last = new Date(now.getFullYear(), now.getMonth() - 1, 1)
-  const month = el("input", { type: "month", value: `${last.getFullYear()}-${String(last.getMonth() + 1).padStart(2, "0")}`, ariaLabel: "Month" })
-  const value = el("input", { type: "number", step: "any", required: true, ariaLabel: "Value" })
+  const month = el("input", { name: "month", type: "month", defaultValue: `${last.getFullYear()}-${String(last.getMonth() + 1).padStart(2, "0")}`, ariaLabel: "Month" })
+  const value = el("input", { name: "value", type: "number", step: "any", required: true, ariaLabel: "Value" })
   const error = el("span", { className: "error" })
   const form = el("form", { className: "record" }, month, value, el("button", { type: "submit", textContent: "Save" }), error)
   form.addEventListener("submit", async (e) => {
@@ -190,6 +217,7 @@ function recordForm(m) {
     error.textContent = ""
     try {
       await api(`/api/measures/${m.id}/actuals`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ month: month.value, value: Number(value.value), source: "form" }) })
+      form.reset()
       await refresh()
     } catch (err) {
       error.textContent = err.body?.error?.details?.join(" ") ?? err.message
@@ -246,7 +274,7 @@ function renderBudgets(b) {
       return li
     })))
   }
-  $("scorecard").replaceChildren(...sections)
+  replaceContent(...sections)
 }
 
 function renderReviews(list) {
@@ -258,7 +286,7 @@ function renderReviews(list) {
       tr.dataset.status = r.status
       return tr
     }))
-  $("scorecard").replaceChildren(head, table)
+  replaceContent(head, table)
 }
 
 // The meeting: its state is loaded once, then kept by following the review's durable stream from its start; every
@@ -296,7 +324,7 @@ function followMeeting(id) {
       for (const entry of JSON.parse(e.data)) applyMeetingEvent(state, entry)
       if (meeting === state) renderMeeting(state)
     })
-  }, (err) => $("scorecard").replaceChildren(el("p", { className: "error", textContent: err.message })))
+  }, (err) => replaceContent(el("p", { className: "error", textContent: err.message })))
 }
 
 function renderMeeting(state) {
@@ -337,7 +365,7 @@ function renderMeeting(state) {
     li.dataset.action = a.id
     return li
   })))
-  $("scorecard").replaceChildren(...sections)
+  replaceContent(...sections)
 }
 
 function button(label, act, className = "") {
