@@ -219,3 +219,35 @@ test("a live review in two browsers: the current item, a decision and an action 
   await other.page.screenshot({ path: join(artifacts, "strategy-review.png"), fullPage: true })
   for (const p of [chair, other, late]) await p.context.close()
 })
+
+test("an announcement published to a division reaches its people live, two acknowledge it, and the author sees the coverage", async () => {
+  const author = await open(await personWith(1, "admin"), 1)
+  const readers = [await open(await personWith(3, "viewer"), 3), await open(await personWith(4, "updater"), 4)]
+  for (const p of [author, ...readers]) {
+    await p.page.locator("#strategy-link").click()
+    await p.page.locator("#strategy-map g[data-objective]").first().waitFor()
+  }
+  expect(await author.page.locator("#strategy-map line[data-link]").count()).toBe(3)
+
+  const form = author.page.locator("form.announce")
+  await form.locator('input[name="title"]').fill("Sales: lighthouse accounts first")
+  await form.locator('input[name="body"]').fill("Every team in Sales puts its lighthouse accounts first this quarter.")
+  await form.locator('select[name="unitId"]').selectOption("2")
+  await form.locator("button[type=submit]").click()
+  const published = Date.now()
+  const box = (p) => p.page.locator(".announcement", { hasText: "Sales: lighthouse accounts first" })
+  for (const r of readers) await box(r).getByRole("button", { name: "Acknowledge" }).waitFor({ timeout: 1000 })
+  console.log(`announcement reached both readers ${Date.now() - published} ms after publishing`)
+
+  for (const r of readers) {
+    await box(r).getByRole("button", { name: "Acknowledge" }).click()
+    await box(r).locator(".acknowledged").waitFor()
+  }
+  await expect.poll(async () => box(author).locator(".coverage").textContent(), { timeout: 1000 }).toMatch(/^2 of \d+ acknowledged$/)
+  const audit = await (await fetch(`${app.url}/api/audit?take=1000`)).json()
+  expect(audit.filter((a) => a.action === "announcement.acknowledged" && a.subject.startsWith("announcement/")).length).toBeGreaterThanOrEqual(2)
+
+  mkdirSync(artifacts, { recursive: true })
+  await author.page.screenshot({ path: join(artifacts, "strategy-communicate.png"), fullPage: true })
+  for (const p of [author, ...readers]) await p.context.close()
+})

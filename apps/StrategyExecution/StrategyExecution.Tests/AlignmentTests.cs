@@ -98,14 +98,19 @@ public sealed class AlignmentTests(AppFixture fixture) : IClassFixture<AppFixtur
         using var admin = ApiClient.For(fixture.App, await reader.PersonWith(1, "admin"));
         var map = await reader.GetJson("/api/strategy-map");
         var ids = map["objectives"]!.AsArray().Select(o => o!["id"]!.GetValue<int>()).ToList();
-        Assert.True(ids.Count >= 3);
-        await Created(admin, "/api/links", new { cause = ids[3], effect = ids[2] });
-        await Created(admin, "/api/links", new { cause = ids[2], effect = ids[1] });
-        await Refused(admin, "/api/links", new { cause = ids[1], effect = ids[3] }, 409, "CYCLE");
-        await Refused(admin, "/api/links", new { cause = ids[2], effect = ids[1] }, 409, "LINK_EXISTS");
+        // The demo map: learning → process → customer → financial.
+        Assert.Equal(3, map["links"]!.AsArray().Count);
+        Assert.Equal(4, ids.Count);
+
+        using var cycle = await admin.PostAsJsonAsync(new Uri("/api/links", UriKind.Relative), new { cause = ids[0], effect = ids[3] });
+        Assert.Equal(HttpStatusCode.Conflict, cycle.StatusCode);
+        var error = JsonNode.Parse(await cycle.Content.ReadAsStringAsync())!["error"]!;
+        Assert.Equal("CYCLE", error["code"]!.GetValue<string>());
+        Assert.Equal(new[] { ids[3], ids[2], ids[1], ids[0] }.Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture)), error["details"]!.AsArray().Select(d => d!.GetValue<string>()));
+        await Refused(admin, "/api/links", new { cause = ids[3], effect = ids[2] }, 409, "LINK_EXISTS");
         await Refused(admin, "/api/links", new { cause = ids[1], effect = 999_999 }, 400, "INVALID_LINK");
-        var links = (await reader.GetJson("/api/strategy-map"))["links"]!.AsArray();
-        Assert.Equal(2, links.Count);
+        await Created(admin, "/api/links", new { cause = ids[3], effect = ids[0] }); // a shortcut is not a loop
+        Assert.Equal(4, (await reader.GetJson("/api/strategy-map"))["links"]!.AsArray().Count);
     }
 
     private sealed record Flag(string Kind, int Id);

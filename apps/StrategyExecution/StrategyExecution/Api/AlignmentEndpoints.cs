@@ -320,17 +320,7 @@ public static class AlignmentEndpoints
             return Problems.NotFound("No such unit.");
         }
 
-        // The unit and every unit below it.
-        var scope = new HashSet<int> { root };
-        for (var grew = true; grew;)
-        {
-            grew = false;
-            foreach (var u in units.Where(u => u.ParentId is { } parent && scope.Contains(parent) && !scope.Contains(u.Id)))
-            {
-                grew = scope.Add(u.Id) || grew;
-            }
-        }
-
+        var scope = Checks.Subtree(units, root);
         var companyId = units.First(u => u.ParentId is null).Id;
         var objectives = await db.Objectives.AsNoTracking().Where(o => o.PeriodId == p.Id).ToListAsync(ct);
         objectives = objectives.Where(o => scope.Contains(o.UnitId)).ToList();

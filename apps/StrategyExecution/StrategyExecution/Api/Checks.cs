@@ -29,4 +29,21 @@ internal static class Checks
 
         return trimmed;
     }
+
+    /// <summary>The units <paramref name="roots"/> name and every unit below them.</summary>
+    public static HashSet<int> Subtree(IEnumerable<OrgUnit> units, params IEnumerable<int> roots)
+    {
+        var all = units.ToList();
+        var scope = roots.ToHashSet();
+        for (var grew = true; grew;)
+        {
+            grew = false;
+            foreach (var u in all.Where(u => u.ParentId is { } parent && scope.Contains(parent) && !scope.Contains(u.Id)))
+            {
+                grew = scope.Add(u.Id) || grew;
+            }
+        }
+
+        return scope;
+    }
 }

@@ -129,7 +129,7 @@ public static class ReviewEndpoints
     private static async Task<List<AgendaItem>> GenerateAgendaAsync(StrategyDb db, Scorecards scorecards, Review review, TimeProvider time, CancellationToken ct)
     {
         var scores = (await scorecards.ComputeAsync(review.PeriodId, ct))!;
-        var scope = Subtree(scores.Units, review.UnitId);
+        var scope = Checks.Subtree(scores.Units, review.UnitId);
         var objectives = scores.Objectives.Where(o => scope.Contains(o.UnitId)).ToDictionary(o => o.Id);
         var today = DateOnly.FromDateTime(time.GetUtcNow().UtcDateTime);
         var reviewsInScope = await db.Reviews.AsNoTracking().Where(r => r.Id != review.Id).Select(r => new { r.Id, r.UnitId }).ToListAsync(ct);
@@ -167,21 +167,6 @@ public static class ReviewEndpoints
         db.Agenda.AddRange(items);
         await db.SaveChangesAsync(ct);
         return items;
-    }
-
-    private static HashSet<int> Subtree(IReadOnlyList<OrgUnit> units, int root)
-    {
-        var scope = new HashSet<int> { root };
-        for (var grew = true; grew;)
-        {
-            grew = false;
-            foreach (var u in units.Where(u => u.ParentId is { } parent && scope.Contains(parent) && !scope.Contains(u.Id)))
-            {
-                grew = scope.Add(u.Id) || grew;
-            }
-        }
-
-        return scope;
     }
 
     /// <summary>Loads a review and checks who may act on it; the error to answer with, or the review.</summary>

@@ -50,6 +50,7 @@ public static class StrategyEndpoints
         api.MapAlignmentApi();
         api.MapBudgetApi();
         api.MapReviewApi();
+        api.MapCommunicationApi();
         return api;
     }
 

@@ -211,6 +211,21 @@ public static class DemoOrganisation
         db.Actuals.AddRange(actuals);
         SeedBudgets(db, active, units, objectives, random, today);
         SeedReviews(db, active, company, people, random, today);
+
+        // The company's strategy map: capability drives process, process drives customers, customers drive revenue.
+        for (var i = company.Count - 1; i > 0; i--)
+        {
+            db.Links.Add(new ObjectiveLink { CauseId = company[i].Id, EffectId = company[i - 1].Id });
+        }
+
+        // The year's strategy announcement, acknowledged by most of the company.
+        db.Announcements.Add(new Announcement
+        {
+            Id = 1, Title = $"Our strategy for {year}", AuthorId = ceo.Id, PublishedAt = new DateTimeOffset(year, 1, 8, 9, 0, 0, TimeSpan.Zero), RequiresAck = true,
+            Body = "Four themes carry our year: profitable growth, customer intimacy, operational excellence, people and capability. Every team's scorecard is aligned to them.",
+        });
+        db.Audiences.Add(new AnnouncementAudience { AnnouncementId = 1, UnitId = 1 });
+        db.Acknowledgements.AddRange(people.Where(_ => random.Next(10) < 7).Select(p => new Acknowledgement { AnnouncementId = 1, PersonId = p.Id, At = new DateTimeOffset(year, 1, 9, 12, 0, 0, TimeSpan.Zero) }));
         db.SaveChanges();
     }
 

@@ -418,6 +418,57 @@ public sealed class PoolRelease
     public bool Applied { get; set; }
 }
 
+/// <summary>An announcement of the strategy to chosen org units, which may require each person to acknowledge it.</summary>
+public sealed class Announcement
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The title.</summary>
+    public required string Title { get; set; }
+
+    /// <summary>The text.</summary>
+    public required string Body { get; set; }
+
+    /// <summary>Who published it.</summary>
+    public int AuthorId { get; set; }
+
+    /// <summary>When.</summary>
+    public DateTimeOffset PublishedAt { get; set; }
+
+    /// <summary>Whether everyone in the audience is asked to acknowledge it.</summary>
+    public bool RequiresAck { get; set; }
+}
+
+/// <summary>An org unit an announcement goes to (with every unit below it).</summary>
+public sealed class AnnouncementAudience
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The announcement.</summary>
+    public int AnnouncementId { get; set; }
+
+    /// <summary>The unit.</summary>
+    public int UnitId { get; set; }
+}
+
+/// <summary>A person's acknowledgement of an announcement.</summary>
+public sealed class Acknowledgement
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The announcement.</summary>
+    public int AnnouncementId { get; set; }
+
+    /// <summary>Who.</summary>
+    public int PersonId { get; set; }
+
+    /// <summary>When.</summary>
+    public DateTimeOffset At { get; set; }
+}
+
 /// <summary>A review meeting: a monthly operational or a quarterly strategy review of a unit.</summary>
 public sealed class Review
 {

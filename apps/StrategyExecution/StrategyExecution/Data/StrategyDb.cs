@@ -59,6 +59,15 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
     /// <summary>Requests to move money out of pools.</summary>
     public DbSet<PoolRelease> Releases => Set<PoolRelease>();
 
+    /// <summary>Announcements.</summary>
+    public DbSet<Announcement> Announcements => Set<Announcement>();
+
+    /// <summary>Announcements' audiences.</summary>
+    public DbSet<AnnouncementAudience> Audiences => Set<AnnouncementAudience>();
+
+    /// <summary>Acknowledgements.</summary>
+    public DbSet<Acknowledgement> Acknowledgements => Set<Acknowledgement>();
+
     /// <summary>Review meetings.</summary>
     public DbSet<Review> Reviews => Set<Review>();
 
@@ -99,6 +108,8 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
         modelBuilder.Entity<Allocation>().HasIndex(a => a.PoolId);
         modelBuilder.Entity<Allocation>().HasIndex(a => a.InitiativeId);
         modelBuilder.Entity<Spend>().HasIndex(s => new { s.PeriodId, s.InitiativeId });
+        modelBuilder.Entity<AnnouncementAudience>().HasIndex(a => a.AnnouncementId);
+        modelBuilder.Entity<Acknowledgement>().HasIndex(a => new { a.AnnouncementId, a.PersonId }).IsUnique();
         modelBuilder.Entity<Review>().HasIndex(r => new { r.UnitId, r.ScheduledFor });
         modelBuilder.Entity<AgendaItem>().HasIndex(a => a.ReviewId);
         modelBuilder.Entity<Decision>().HasIndex(d => d.ReviewId);

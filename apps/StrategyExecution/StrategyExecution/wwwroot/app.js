@@ -277,6 +277,74 @@ function renderBudgets(b) {
   replaceContent(...sections)
 }
 
+const svg = (tag, attrs = {}, ...children) => {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag)
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v)
+  node.append(...children)
+  return node
+}
+const colors = { red: "#d64545", amber: "#e0a100", green: "#2e9d5b", blue: "#2f6fd6", none: "#b9bfcc" }
+
+/** The strategy map: the company's objectives in the four perspectives, coloured by score, with cause→effect arrows. */
+function strategyMap(map) {
+  const rows = Object.keys(perspectives)
+  const width = 760, rowHeight = 96, boxW = 170, boxH = 54
+  const at = new Map()
+  rows.forEach((p, row) => {
+    const inRow = map.objectives.filter((o) => o.perspective === p)
+    inRow.forEach((o, i) => at.set(o.id, { x: ((i + 1) * width) / (inRow.length + 1), y: 20 + row * rowHeight + boxH / 2, o }))
+  })
+  const drawing = svg("svg", { viewBox: `0 0 ${width} ${rows.length * rowHeight + 10}`, id: "strategy-map", role: "img", "aria-label": "Strategy map" },
+    svg("defs", {}, svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "10", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" }, svg("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#6b7287" }))))
+  rows.forEach((p, row) => drawing.append(svg("text", { x: 4, y: 14 + row * rowHeight, "font-size": 11, fill: "#6b7287" }, perspectives[p].toUpperCase())))
+  for (const link of map.links) {
+    const from = at.get(link.causeId), to = at.get(link.effectId)
+    if (!from || !to) continue
+    const line = svg("line", { x1: from.x, y1: from.y - boxH / 2, x2: to.x, y2: to.y + boxH / 2, stroke: "#6b7287", "stroke-width": 1.5, "marker-end": "url(#arrow)" })
+    line.dataset.link = `${link.causeId}-${link.effectId}`
+    drawing.append(line)
+  }
+  for (const { x, y, o } of at.values()) {
+    const g = svg("g", {}, svg("rect", { x: x - boxW / 2, y: y - boxH / 2, width: boxW, height: boxH, rx: 8, fill: "#fff", stroke: colors[o.color] ?? colors.none, "stroke-width": 3 }))
+    const words = o.name.split(" ")
+    const lines = [words.slice(0, Math.ceil(words.length / 2)).join(" "), words.slice(Math.ceil(words.length / 2)).join(" ")]
+    lines.forEach((text, i) => g.append(svg("text", { x, y: y - 4 + i * 15, "text-anchor": "middle", "font-size": 12 }, text)))
+    g.dataset.objective = o.id
+    drawing.append(g)
+  }
+  return drawing
+}
+
+function renderStrategy(strategy, map, announcements) {
+  const sections = [el("div", { className: "card-head" }, el("h1", { textContent: "Strategy" }))]
+  if (strategy.statement) sections.push(el("p", { className: "vision", textContent: `Vision: ${strategy.statement.vision}` }), el("p", { textContent: `Mission: ${strategy.statement.mission}` }))
+  sections.push(el("div", { className: "perspective", textContent: "Themes" }), el("ul", {}, ...strategy.themes.map((t) => el("li", {}, el("strong", { textContent: t.name }), ` — ${t.description}`))))
+  sections.push(el("div", { className: "perspective", textContent: "Strategy map" }), strategyMap(map))
+  sections.push(el("div", { className: "perspective", textContent: "Announcements" }))
+  const company = units.find((u) => u.parentId == null)?.id
+  if (me && units.some((u) => canOwn(u.id))) {
+    sections.push(smallForm("build announce", [
+      input("title", "Title", { required: true }),
+      input("body", "What everyone should know", { required: true }),
+      select("unitId", "To", units.filter((u) => canOwn(u.id)).map((u) => [u.id, u.name])),
+    ], "Publish", (v) => post("/api/announcements", { title: v.title, body: v.body, unitIds: [Number(v.unitId)], requiresAck: true })))
+  }
+  for (const a of announcements) {
+    const box = el("div", { className: "announcement" })
+    box.dataset.announcement = a.id
+    box.append(el("div", { className: "objective-head" }, el("span", { className: "title", textContent: a.title }),
+      el("span", { className: "coverage", textContent: `${a.acknowledged} of ${a.audience} acknowledged` })))
+    box.append(el("p", { textContent: a.body }))
+    if (a.requiresAck && a.forMe && !a.acknowledgedByMe) box.append(button("Acknowledge", () => post(`/api/announcements/${a.id}/acknowledge`, {}).then(refresh)))
+    if (a.acknowledgedByMe) box.append(el("span", { className: "muted acknowledged", textContent: "You acknowledged this." }))
+    if (a.unitIds.every((u) => canOwn(u)) && a.acknowledged < a.audience) box.append(" ", button("Remind the rest", () => post(`/api/announcements/${a.id}/remind`, {}).then(refresh), "link"))
+    box.append(el("table", {}, el("tr", {}, ...["Unit", "People", "Acknowledged"].map((h) => el("th", { textContent: h }))),
+      ...a.coverage.map((c) => el("tr", {}, el("td", { textContent: c.name }), el("td", { className: "num", textContent: c.people }), el("td", { className: "num", textContent: `${c.acknowledged} (${c.percent}%)` })))))
+    sections.push(box)
+  }
+  replaceContent(...sections)
+}
+
 function renderReviews(list) {
   const head = el("div", { className: "card-head" }, el("h1", { textContent: "Reviews" }), el("span", { className: "muted", textContent: "monthly operational and quarterly strategy reviews" }))
   const table = el("table", { id: "review-list" }, el("tr", {}, ...["Day", "Review", "Status"].map((h) => el("th", { textContent: h }))),
@@ -392,6 +460,13 @@ async function refresh() {
       }
       meeting?.source?.close()
       meeting = null
+      if (location.hash === "#strategy") {
+        const [list, strategy, map, announcements] = await Promise.all([api("/api/units"), api("/api/strategy"), api("/api/strategy-map"), api("/api/announcements")])
+        units = list
+        renderUnits()
+        renderStrategy(strategy, map, announcements)
+        continue
+      }
       if (location.hash === "#reviews") {
         const [list, reviews] = await Promise.all([api("/api/units"), api("/api/reviews?unit=1")])
         units = list
@@ -426,6 +501,9 @@ function describe(entry) {
   if (entry.action === "target.set") return `${who} set the target of ${entry.subject}`
   if (entry.action === "allocation.made") return `${who} allocated ${money(d.amount)} from ${entry.subject} to initiative ${d.initiativeId}`
   if (entry.action === "spend.recorded") return `${who} recorded spend of ${money(d.amount)}`
+  if (entry.action === "announcement.published") return `${who} published "${d.title}"`
+  if (entry.action === "announcement.acknowledged") return `${who} acknowledged ${entry.subject}`
+  if (entry.action === "announcement.reminded") return `${who} reminded ${d.pending} people of ${entry.subject}`
   if (entry.action === "decision.recorded") return `${who} recorded a decision: ${d.decision.text}`
   if (entry.action === "action.created") return `${who} added an action for ${d.ownerName}: ${d.action.text}`
   if (entry.action.startsWith("review.")) return `${who}: ${entry.action.replace(".", " ")} (${entry.subject})`
