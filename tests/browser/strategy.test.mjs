@@ -251,3 +251,17 @@ test("an announcement published to a division reaches its people live, two ackno
   await author.page.screenshot({ path: join(artifacts, "strategy-communicate.png"), fullPage: true })
   for (const p of [author, ...readers]) await p.context.close()
 })
+
+test("the my-updates grid saves a month's values for several measures at once", async () => {
+  const updater = await open(await personWith(5, "updater"), 5)
+  await updater.page.locator("#my-updates-link").click()
+  await updater.page.locator("#grid tr[data-measure]").first().waitFor()
+  const ids = await updater.page.locator("#grid tr[data-measure]").evaluateAll((rows) => rows.slice(0, 2).map((r) => Number(r.dataset.measure)))
+  for (const [i, id] of ids.entries()) await updater.page.locator(`#grid input[name="value-${id}"]`).fill(String(40 + i))
+  await updater.page.getByRole("button", { name: "Save all" }).click()
+  for (const [i, id] of ids.entries()) {
+    await expect.poll(async () => (await (await fetch(`${app.url}/api/measures/${id}/actuals`)).json())[0]).toMatchObject({ value: 40 + i, source: "grid" })
+    await expect.poll(() => updater.page.locator(`#grid tr[data-measure="${id}"] td.num`).first().textContent()).toMatch(new RegExp(`^${40 + i} \\(`))
+  }
+  await updater.context.close()
+})

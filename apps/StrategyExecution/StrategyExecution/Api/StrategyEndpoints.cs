@@ -51,6 +51,7 @@ public static class StrategyEndpoints
         api.MapBudgetApi();
         api.MapReviewApi();
         api.MapCommunicationApi();
+        api.MapDataApi();
         return api;
     }
 

@@ -345,6 +345,39 @@ function renderStrategy(strategy, map, announcements) {
   replaceContent(...sections)
 }
 
+/** The "my updates" grid: every measure the acting person updates, one value each for a month, saved together. */
+function renderMyUpdates(rows) {
+  const head = el("div", { className: "card-head" }, el("h1", { textContent: "My updates" }), el("span", { className: "muted", textContent: `${rows.length} measures, stale ones first` }))
+  const now = new Date()
+  const last = new Date(now.getFullYear(), now.getMonth() - 1, 1)
+  const month = el("input", { name: "month", type: "month", defaultValue: `${last.getFullYear()}-${String(last.getMonth() + 1).padStart(2, "0")}`, ariaLabel: "Month" })
+  const error = el("div", { className: "error", id: "grid-errors" })
+  const table = el("table", { id: "grid" }, el("tr", {}, ...["Unit", "Measure", "Latest", "Target", "Score", "New value"].map((h) => el("th", { textContent: h }))),
+    ...rows.map((r, i) => {
+      const m = r.measure
+      const tr = el("tr", {}, el("td", { textContent: r.unit }), el("td", {}, m.name, m.stale ? el("div", { className: "stale", textContent: "stale" }) : null),
+        el("td", { className: "num", textContent: `${fmt(m.actual, 2)}${m.month ? ` (${m.month})` : ""}` }), el("td", { className: "num", textContent: m.target ? fmt(m.target.target, 2) : "—" }),
+        el("td", { className: "num" }, el("span", { className: `dot ${m.color}` }), ` ${fmt(m.score)}`),
+        el("td", {}, el("input", { name: `value-${m.id}`, type: "number", step: "any", ariaLabel: `New value for ${m.name}` })))
+      tr.dataset.measure = m.id
+      return tr
+    }))
+  const form = el("form", { className: "grid-form" }, el("div", { className: "build" }, "Month ", month, el("button", { type: "submit", textContent: "Save all" })), error, table)
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault()
+    error.textContent = ""
+    const values = rows.map((r) => ({ measureId: r.measure.id, field: form.querySelector(`input[name="value-${r.measure.id}"]`) })).filter((x) => x.field.value !== "")
+    try {
+      await post("/api/actuals/batch", { rows: values.map((x) => ({ measureId: x.measureId, month: month.value, value: Number(x.field.value) })) })
+      form.reset()
+      await refresh()
+    } catch (err) {
+      error.textContent = (err.body?.rows ?? []).map((r) => `row ${r.row}: ${r.message}`).join(" ") || err.message
+    }
+  })
+  replaceContent(head, form)
+}
+
 function renderReviews(list) {
   const head = el("div", { className: "card-head" }, el("h1", { textContent: "Reviews" }), el("span", { className: "muted", textContent: "monthly operational and quarterly strategy reviews" }))
   const table = el("table", { id: "review-list" }, el("tr", {}, ...["Day", "Review", "Status"].map((h) => el("th", { textContent: h }))),
@@ -460,6 +493,13 @@ async function refresh() {
       }
       meeting?.source?.close()
       meeting = null
+      if (location.hash === "#my-updates") {
+        const [list, rows] = await Promise.all([api("/api/units"), me ? api("/api/my-updates") : []])
+        units = list
+        renderUnits()
+        renderMyUpdates(rows)
+        continue
+      }
       if (location.hash === "#strategy") {
         const [list, strategy, map, announcements] = await Promise.all([api("/api/units"), api("/api/strategy"), api("/api/strategy-map"), api("/api/announcements")])
         units = list
@@ -501,6 +541,7 @@ function describe(entry) {
   if (entry.action === "target.set") return `${who} set the target of ${entry.subject}`
   if (entry.action === "allocation.made") return `${who} allocated ${money(d.amount)} from ${entry.subject} to initiative ${d.initiativeId}`
   if (entry.action === "spend.recorded") return `${who} recorded spend of ${money(d.amount)}`
+  if (entry.action === "actuals.imported") return `${who} recorded ${d.rows} actuals (${d.source})`
   if (entry.action === "announcement.published") return `${who} published "${d.title}"`
   if (entry.action === "announcement.acknowledged") return `${who} acknowledged ${entry.subject}`
   if (entry.action === "announcement.reminded") return `${who} reminded ${d.pending} people of ${entry.subject}`

@@ -1,0 +1,119 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json.Nodes;
+
+namespace StrategyExecution.Tests;
+
+/// <summary>Data entry and export: CSV import all or nothing, the "my updates" grid, JSON and CSV export, OpenAPI.</summary>
+public sealed class DataTests(AppFixture fixture) : IClassFixture<AppFixture>
+{
+    private static StringContent Csv(string text) => new(text, Encoding.UTF8, "text/csv");
+
+    [Fact]
+    public async Task A_csv_with_bad_rows_reports_each_of_them_and_imports_nothing()
+    {
+        using var admin = ApiClient.For(fixture.App, 1);
+        var month = ApiClient.LastMonth();
+        var before = (await admin.GetJson("/api/measures/1/actuals")).AsArray().Count;
+        var audit = (await admin.GetJson("/api/audit?take=1000")).AsArray().Count;
+        var csv = $"measure_id,month,value\n1,{month},10\n999999,{month},5\n2,May,5\n3,{month},lots\n4,1999-01,1\n5,{month},7\n";
+        using var response = await admin.PostAsync(new Uri("/api/actuals/import", UriKind.Relative), Csv(csv));
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var body = JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
+        Assert.Equal("INVALID_ROWS", body["error"]!["code"]!.GetValue<string>());
+        var rows = body["rows"]!.AsArray().Select(r => (Row: r!["row"]!.GetValue<int>(), Field: r["field"]!.GetValue<string>())).ToList();
+        Assert.Equal([(3, "measure_id"), (4, "month"), (5, "value"), (6, "month")], rows);
+        Assert.Equal(before, (await admin.GetJson("/api/measures/1/actuals")).AsArray().Count);
+        Assert.Equal(audit, (await admin.GetJson("/api/audit?take=1000")).AsArray().Count);
+    }
+
+    [Fact]
+    public async Task A_good_csv_is_recorded_in_one_go_with_its_source_and_one_audit_entry()
+    {
+        using var admin = ApiClient.For(fixture.App, 1);
+        var month = ApiClient.LastMonth();
+        var csv = $"\uFEFFvalue,month,measure_id\r\n11.5,{month},6\r\n\"12\",{month},7\r\n13,\"{month}\",6\r\n\r\n";
+        using var response = await admin.PostAsync(new Uri("/api/actuals/import", UriKind.Relative), Csv(csv));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(3, JsonNode.Parse(await response.Content.ReadAsStringAsync())!["recorded"]!.GetValue<int>());
+        var history = (await admin.GetJson("/api/measures/6/actuals")).AsArray();
+        Assert.Equal([13.0, 11.5], history.Take(2).Select(h => h!["value"]!.GetValue<double>()));
+        Assert.All(history.Take(2), h => Assert.Equal("csv", h!["source"]!.GetValue<string>()));
+        var card = await admin.GetJson("/api/scorecards/1");
+        var latest = (await admin.GetJson("/api/audit?take=1000")).AsArray().Last()!;
+        Assert.Equal("actuals.imported", latest["action"]!.GetValue<string>());
+        Assert.Equal(3, latest["details"]!["rows"]!.GetValue<int>());
+        Assert.NotNull(card);
+    }
+
+    [Fact]
+    public async Task Imports_are_held_to_the_same_roles_and_formats()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        var teamMeasure = (await reader.GetJson("/api/scorecards/3"))["objectives"]![0]!["measures"]![0]!["id"]!.GetValue<int>();
+        var otherMeasure = (await reader.GetJson("/api/scorecards/8"))["objectives"]![0]!["measures"]![0]!["id"]!.GetValue<int>();
+        using var updater = ApiClient.For(fixture.App, await reader.PersonWith(3, "updater"));
+        var month = ApiClient.LastMonth();
+        using var refused = await updater.PostAsync(new Uri("/api/actuals/import", UriKind.Relative), Csv($"measure_id,month,value\n{teamMeasure},{month},1\n{otherMeasure},{month},1\n"));
+        Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+        Assert.Contains("updater role", await refused.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        Assert.Equal(HttpStatusCode.UnsupportedMediaType, (await updater.PostAsync(new Uri("/api/actuals/import", UriKind.Relative), ApiClient.Json("[]"))).StatusCode);
+        using var noHeader = await updater.PostAsync(new Uri("/api/actuals/import", UriKind.Relative), Csv($"{teamMeasure},{month},1\n"));
+        Assert.Equal("INVALID_CSV", JsonNode.Parse(await noHeader.Content.ReadAsStringAsync())!["error"]!["code"]!.GetValue<string>());
+        using var anonymous = ApiClient.For(fixture.App);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.PostAsync(new Uri("/api/actuals/import", UriKind.Relative), Csv("measure_id,month,value\n"))).StatusCode);
+        using var binary = new ByteArrayContent([0xff, 0xfe, 0x00, 0x41]);
+        binary.Headers.ContentType = new("text/csv");
+        Assert.Equal(HttpStatusCode.BadRequest, (await updater.PostAsync(new Uri("/api/actuals/import", UriKind.Relative), binary)).StatusCode);
+    }
+
+    [Fact]
+    public async Task The_my_updates_grid_lists_the_persons_measures_and_saves_them_together()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        using var updater = ApiClient.For(fixture.App, await reader.PersonWith(3, "updater"));
+        var mine = (await updater.GetJson("/api/my-updates")).AsArray();
+        Assert.NotEmpty(mine);
+        Assert.All(mine, m => Assert.Equal(3, m!["unitId"]!.GetValue<int>()));
+        var ids = mine.Select(m => m!["measure"]!["id"]!.GetValue<int>()).Take(2).ToList();
+        var month = ApiClient.LastMonth();
+        using var saved = await updater.PostAsJsonAsync(new Uri("/api/actuals/batch", UriKind.Relative), new { rows = ids.Select(id => new { measureId = id, month, value = 42.5 }) });
+        Assert.Equal(HttpStatusCode.OK, saved.StatusCode);
+        foreach (var id in ids)
+        {
+            var last = (await reader.GetJson($"/api/measures/{id}/actuals"))[0]!;
+            Assert.Equal(42.5, last["value"]!.GetValue<double>());
+            Assert.Equal("grid", last["source"]!.GetValue<string>());
+        }
+
+        using var bad = await updater.PostAsJsonAsync(new Uri("/api/actuals/batch", UriKind.Relative), new { rows = new object[] { new { measureId = ids[0], month, value = 1 }, new { measureId = ids[0], month = "x", value = 1 } } });
+        Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+        Assert.Equal(42.5, (await reader.GetJson($"/api/measures/{ids[0]}/actuals"))[0]!["value"]!.GetValue<double>());
+    }
+
+    [Fact]
+    public async Task Everything_exports_as_json_and_each_table_as_csv_and_the_api_is_described_in_openapi()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        var export = await reader.GetJson("/api/export");
+        var people = (await reader.GetJson("/api/people")).AsArray().Count;
+        Assert.Equal(people, export["people"]!.AsArray().Count);
+        foreach (var table in new[] { "units", "objectives", "measures", "targets", "actuals", "pools", "reviews", "decisions", "actions", "audit" })
+        {
+            Assert.True(export[table] is JsonArray, table);
+        }
+
+        var csv = await reader.GetStringAsync(new Uri("/api/export/people.csv", UriKind.Relative));
+        var lines = csv.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("id,name,email,unit_id", lines[0].TrimEnd('\r'));
+        Assert.Equal(people + 1, lines.Length);
+        Assert.Equal(HttpStatusCode.NotFound, (await reader.GetAsync(new Uri("/api/export/passwords.csv", UriKind.Relative))).StatusCode);
+
+        var openApi = await reader.GetJson("/openapi/v1.json");
+        var paths = openApi["paths"]!.AsObject().Select(p => p.Key).ToList();
+        Assert.Contains("/api/measures/{id}/actuals", paths);
+        Assert.Contains("/api/actuals/import", paths);
+        Assert.Contains("/api/reviews/{id}/decisions", paths);
+    }
+}

@@ -1,0 +1,233 @@
+using System.Globalization;
+using System.Text;
+using Microsoft.EntityFrameworkCore;
+using StrategyExecution.Data;
+
+namespace StrategyExecution.Api;
+
+/// <summary>One row to import: a measure, a month and a value, with the row number it came from.</summary>
+public sealed record ImportRow(int Row, string? MeasureId, string? Month, string? Value);
+
+/// <summary>What is wrong with one row.</summary>
+public sealed record RowError(int Row, string Field, string Message);
+
+/// <summary>The body of <c>POST /api/actuals/batch</c> (the "my updates" grid).</summary>
+public sealed record BatchRequest(IReadOnlyList<BatchRow>? Rows);
+
+/// <summary>A row of the grid.</summary>
+public sealed record BatchRow(int? MeasureId, string? Month, double? Value);
+
+/// <summary>
+/// Records many actuals at once, from a CSV file or the "my updates" grid: every row is checked first (the measure,
+/// the month in an active period, the value, the person's role on the measure's unit) and either all rows are recorded
+/// in one transaction or none is, with a report of every bad row.
+/// </summary>
+public static class ActualImport
+{
+    /// <summary>The most rows one import takes.</summary>
+    public const int MaxRows = 200_000;
+
+    /// <summary>The most row errors reported.</summary>
+    public const int MaxErrors = 1_000;
+
+    /// <summary>Parses CSV with a header naming <c>measure_id</c>, <c>month</c> and <c>value</c> (RFC 4180 quoting).</summary>
+    public static (List<ImportRow> Rows, List<RowError> Errors) ParseCsv(string text)
+    {
+        var rows = new List<ImportRow>();
+        var errors = new List<RowError>();
+        var records = Records(text).ToList();
+        if (records.Count == 0)
+        {
+            errors.Add(new RowError(1, "header", "The file is empty: the first line names the columns measure_id, month and value."));
+            return (rows, errors);
+        }
+
+        var header = records[0].Select(h => h.Trim().ToLowerInvariant()).ToList();
+        int measure = header.IndexOf("measure_id"), month = header.IndexOf("month"), value = header.IndexOf("value");
+        if (measure < 0 || month < 0 || value < 0)
+        {
+            errors.Add(new RowError(1, "header", "The first line names the columns measure_id, month and value."));
+            return (rows, errors);
+        }
+
+        for (var i = 1; i < records.Count; i++)
+        {
+            var r = records[i];
+            if (r.Count == 1 && string.IsNullOrWhiteSpace(r[0]))
+            {
+                continue; // a blank line
+            }
+
+            string? Cell(int index) => index < r.Count ? r[index].Trim() : null;
+            rows.Add(new ImportRow(i + 1, Cell(measure), Cell(month), Cell(value)));
+        }
+
+        return (rows, errors);
+    }
+
+    /// <summary>Checks every row and records them all, or none; the errors say which rows are wrong and why.</summary>
+    public static async Task<(int Recorded, List<RowError> Errors)> ApplyAsync(
+        StrategyDb db, Acting acting, Person person, IReadOnlyList<ImportRow> rows, string source, TimeProvider time, CancellationToken ct)
+    {
+        var errors = new List<RowError>();
+        if (rows.Count > MaxRows)
+        {
+            errors.Add(new RowError(0, "rows", $"At most {MaxRows:N0} rows are imported at once; this has {rows.Count:N0}."));
+            return (0, errors);
+        }
+
+        var measures = await db.Measures.ToDictionaryAsync(m => m.Id, ct);
+        var unitOf = await db.Objectives.AsNoTracking().Select(o => new { o.Id, o.UnitId, o.PeriodId }).ToDictionaryAsync(o => o.Id, ct);
+        var periods = await db.Periods.AsNoTracking().ToDictionaryAsync(p => p.Id, ct);
+        var allowed = new Dictionary<int, bool>();
+        var parsed = new List<(Measure Measure, DateOnly Month, double Value)>(rows.Count);
+        foreach (var row in rows)
+        {
+            void Fail(string field, string message)
+            {
+                if (errors.Count < MaxErrors)
+                {
+                    errors.Add(new RowError(row.Row, field, message));
+                }
+            }
+
+            var ok = true;
+            Measure? measure = null;
+            if (!int.TryParse(row.MeasureId, NumberStyles.None, CultureInfo.InvariantCulture, out var measureId) || !measures.TryGetValue(measureId, out measure))
+            {
+                Fail("measure_id", $"'{row.MeasureId}' is not a measure.");
+                ok = false;
+            }
+
+            if (!DateOnly.TryParseExact(row.Month, "yyyy-MM", CultureInfo.InvariantCulture, DateTimeStyles.None, out var month))
+            {
+                Fail("month", $"'{row.Month}' is not a month as yyyy-MM.");
+                ok = false;
+            }
+
+            if (!double.TryParse(row.Value, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) || !double.IsFinite(value) || Math.Abs(value) > 1e15)
+            {
+                Fail("value", $"'{row.Value}' is not a number.");
+                ok = false;
+            }
+
+            if (measure is not null)
+            {
+                var objective = unitOf[measure.ObjectiveId];
+                if (!allowed.TryGetValue(objective.UnitId, out var may))
+                {
+                    allowed[objective.UnitId] = may = await acting.HasRoleAsync(person, objective.UnitId, Role.Updater, ct);
+                }
+
+                var period = periods[objective.PeriodId];
+                if (!may)
+                {
+                    Fail("measure_id", $"Recording actuals for measure {measure.Id} needs the updater role on its unit or a unit above it.");
+                    ok = false;
+                }
+                else if (ok && (month < period.Start || month > period.End))
+                {
+                    Fail("month", $"Measure {measure.Id} belongs to {period.Name} ({period.Start:yyyy-MM} to {period.End:yyyy-MM}).");
+                    ok = false;
+                }
+                else if (ok && period.Status != PeriodStatus.Active)
+                {
+                    Fail("month", $"{period.Name} is {period.Status.ToString().ToLowerInvariant()}: actuals are recorded only in an active period.");
+                    ok = false;
+                }
+            }
+
+            if (ok)
+            {
+                parsed.Add((measure!, month, value));
+            }
+        }
+
+        if (errors.Count > 0 || parsed.Count == 0)
+        {
+            if (parsed.Count == 0 && errors.Count == 0)
+            {
+                errors.Add(new RowError(0, "rows", "There is nothing to import."));
+            }
+
+            return (0, errors);
+        }
+
+        var now = time.GetUtcNow();
+        db.ChangeTracker.AutoDetectChangesEnabled = false;
+        await using var transaction = await db.Database.BeginTransactionAsync(ct);
+        foreach (var (measure, month, value) in parsed)
+        {
+            db.Actuals.Add(new Actual { MeasureId = measure.Id, Month = month, Value = value, RecordedBy = person.Id, RecordedAt = now, Source = source });
+            if (measure.LatestMonth is not { } latest || month >= latest)
+            {
+                (measure.LatestValue, measure.LatestMonth, measure.LatestAt) = (value, month, now);
+                db.Entry(measure).State = EntityState.Modified;
+            }
+        }
+
+        db.AddAudit(person.Id, "actuals.imported", "actuals", new { source, rows = parsed.Count, measures = parsed.Select(p => p.Measure.Id).Distinct().Count() }, now);
+        await db.SaveChangesAsync(ct);
+        await transaction.CommitAsync(ct);
+        return (parsed.Count, errors);
+    }
+
+    /// <summary>The records of a CSV text: fields split on commas, quoted fields may hold commas, quotes and line breaks.</summary>
+    private static IEnumerable<List<string>> Records(string text)
+    {
+        var record = new List<string>();
+        var field = new StringBuilder();
+        var quoted = false;
+        for (var i = 0; i < text.Length; i++)
+        {
+            var c = text[i];
+            if (quoted)
+            {
+                if (c == '"' && i + 1 < text.Length && text[i + 1] == '"')
+                {
+                    field.Append('"');
+                    i++;
+                }
+                else if (c == '"')
+                {
+                    quoted = false;
+                }
+                else
+                {
+                    field.Append(c);
+                }
+            }
+            else if (c == '"')
+            {
+                quoted = true;
+            }
+            else if (c == ',')
+            {
+                record.Add(field.ToString());
+                field.Clear();
+            }
+            else if (c is '\n' or '\r')
+            {
+                if (c == '\r' && i + 1 < text.Length && text[i + 1] == '\n')
+                {
+                    i++;
+                }
+
+                record.Add(field.ToString());
+                field.Clear();
+                yield return record;
+                record = [];
+            }
+            else
+            {
+                field.Append(c);
+            }
+        }
+
+        if (field.Length > 0 || record.Count > 0)
+        {
+            record.Add(field.ToString());
+            yield return record;
+        }
+    }
+}
