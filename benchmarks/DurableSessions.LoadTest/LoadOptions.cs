@@ -7,7 +7,7 @@ internal sealed record LoadOptions
 {
     public const string Usage = """
         usage: DurableSessions.LoadTest --url <http://127.0.0.1:port> [options]
-          --scenario append|batch|ws-append|idle|latency|sessions|seed|ask|all   (default all; ws-append, idle, sessions, seed and ask are not part of all)
+          --scenario append|batch|ws-append|idle|latency|sessions|seed|ask|strategy|all   (default all; ws-append, idle, sessions, seed, ask and strategy are not part of all)
           --pipeline <n>         appends in flight per WebSocket connection in the ws-append scenario (default 64)
           --transport <sse|websocket>   how the idle scenario's --readers subscribe (default sse); with --server-pid
           --questions <n>        questions the ask scenario posts into random stored sessions (default 100)
@@ -92,7 +92,7 @@ internal sealed record LoadOptions
             i++;
         }
 
-        return options.Scenario is "append" or "batch" or "ws-append" or "idle" or "latency" or "sessions" or "seed" or "ask" or "all" && options.DurationSeconds is > 0 and <= 600 ? options : null;
+        return options.Scenario is "append" or "batch" or "ws-append" or "idle" or "latency" or "sessions" or "seed" or "ask" or "strategy" or "all" && options.DurationSeconds is > 0 and <= 600 ? options : null;
     }
 }
 

@@ -48,6 +48,7 @@ foreach (var scenario in scenarios)
         "sessions" => await SessionScenario.RunAsync(scenario),
         "seed" => await StoredSessionScenario.SeedAsync(scenario),
         "ask" => await StoredSessionScenario.AskAsync(scenario),
+        "strategy" => await StrategyScenario.RunAsync(scenario),
         _ => throw new InvalidOperationException("unknown scenario " + scenario.Scenario),
     };
     results.Add(result);

@@ -47,6 +47,7 @@ public sealed class ScorerTests
         var result = Scorer.Evaluate(thresholds, actual);
         Assert.Equal(score, result.Value!.Value, 9);
         Assert.Equal(color, result.Color.Value);
+        Assert.Equal(result.Value, Scorer.ScoreOf(thresholds, actual)); // the roll-up's fast path agrees
     }
 
     [Fact]

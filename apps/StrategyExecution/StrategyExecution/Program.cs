@@ -17,7 +17,9 @@ if (builder.Configuration["urls"] is null && builder.Configuration["ASPNETCORE_U
 var dataDirectory = Path.GetFullPath(builder.Configuration["Data"] ?? "data-strategy", Environment.CurrentDirectory);
 Directory.CreateDirectory(dataDirectory);
 var connectionString = builder.Configuration.GetConnectionString("Strategy") ?? $"Data Source={Path.Combine(dataDirectory, "strategy.db")}";
-builder.Services.AddDbContext<StrategyDb>(o => o.UseSqlite(connectionString));
+builder.Services.AddSingleton<ScoreCache>();
+builder.Services.AddSingleton<ScoreCacheInvalidation>();
+builder.Services.AddDbContext<StrategyDb>((services, o) => o.UseSqlite(connectionString).AddInterceptors(services.GetRequiredService<ScoreCacheInvalidation>()));
 builder.Services.AddDurableSessions(builder.Configuration)
     .AddSqliteStore(o => o.DataDirectory = Path.Combine(dataDirectory, "streams"));
 builder.Services.AddSingleton(TimeProvider.System);
@@ -33,9 +35,17 @@ using (var scope = app.Services.CreateScope())
 {
     var db = scope.ServiceProvider.GetRequiredService<StrategyDb>();
     db.Database.EnsureCreated();
-    if (!app.Configuration.GetValue("Demo:Empty", false))
+    var today = DateOnly.FromDateTime(TimeProvider.System.GetUtcNow().UtcDateTime);
+    switch (app.Configuration["Demo:Size"] ?? "standard")
     {
-        DemoOrganisation.Seed(db, DateOnly.FromDateTime(TimeProvider.System.GetUtcNow().UtcDateTime));
+        case "none":
+            break;
+        case "large":
+            LargeOrganisation.Seed(db, today);
+            break;
+        default:
+            DemoOrganisation.Seed(db, today);
+            break;
     }
 }
 

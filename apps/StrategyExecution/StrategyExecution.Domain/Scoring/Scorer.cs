@@ -23,70 +23,90 @@ public static class Scorer
             return new MeasureScore(null, ScoreColor.None, new ScoreExplanation("No actual for this period.", "no score", ScoreScale.ColorRule(null)));
         }
 
-        var (score, position, formula) = thresholds.Direction == MeasureDirection.Band ? Band(thresholds, a) : Directional(thresholds, a);
-        return new MeasureScore(score, ScoreScale.ColorOf(score), new ScoreExplanation(position, formula, ScoreScale.ColorRule(score)));
+        var (score, position, formula) = thresholds.Direction == MeasureDirection.Band ? Band(thresholds, a, explain: true) : Directional(thresholds, a, explain: true);
+        return new MeasureScore(score, ScoreScale.ColorOf(score), new ScoreExplanation(position!, formula!, ScoreScale.ColorRule(score)));
     }
 
-    private static (double Score, string Position, string Formula) Directional(TargetThresholds t, double a)
+    /// <summary>
+    /// The score alone, without its explanation, for thresholds already known to be valid: what a roll-up over
+    /// thousands of measures needs. Same rules as <see cref="Evaluate"/>.
+    /// </summary>
+    public static double? ScoreOf(TargetThresholds thresholds, double? actual)
+    {
+        ArgumentNullException.ThrowIfNull(thresholds);
+        if (actual is not { } a || !double.IsFinite(a))
+        {
+            return null;
+        }
+
+        return (thresholds.Direction == MeasureDirection.Band ? Band(thresholds, a, explain: false) : Directional(thresholds, a, explain: false)).Score;
+    }
+
+    private static (double Score, string? Position, string? Formula) Directional(TargetThresholds t, double a, bool explain)
     {
         var better = t.Direction == MeasureDirection.Higher ? "above" : "below";
         var progress = (a - t.RedFlag) / (t.Target - t.RedFlag);
         if (progress < 1)
         {
             var raw = Line(ScoreScale.RedFlag, a, t.RedFlag, t.Target);
-            var position = progress < 0
-                ? $"Actual {F(a)} is worse than the red flag {F(t.RedFlag)}: the red-flag-to-target line is continued, down to 0."
+            var position = !explain ? null
+                : progress < 0 ? $"Actual {F(a)} is worse than the red flag {F(t.RedFlag)}: the red-flag-to-target line is continued, down to 0."
                 : $"Actual {F(a)} lies between the red flag {F(t.RedFlag)} (score 50) and the target {F(t.Target)} (score 100).";
-            return Clamped(raw, position, $"50 + 50 × ({F(a)} − {F(t.RedFlag)}) / ({F(t.Target)} − {F(t.RedFlag)})");
+            return Clamped(raw, position, (explain ? $"50 + 50 × ({F(a)} − {F(t.RedFlag)}) / ({F(t.Target)} − {F(t.RedFlag)})" : null));
         }
 
         if (t.Stretch is not { } stretch)
         {
-            return (ScoreScale.Target, $"Actual {F(a)} meets the target {F(t.Target)}; there is no stretch target, so the score stops at 100.", "100");
+            return (ScoreScale.Target, (explain ? $"Actual {F(a)} meets the target {F(t.Target)}; there is no stretch target, so the score stops at 100." : null), explain ? "100" : null);
         }
 
         var beyond = (a - t.Target) / (stretch - t.Target);
         if (beyond >= 1)
         {
-            return (ScoreScale.Stretch, $"Actual {F(a)} reaches the stretch {F(stretch)}: the score stops at 150.", "150");
+            return (ScoreScale.Stretch, (explain ? $"Actual {F(a)} reaches the stretch {F(stretch)}: the score stops at 150." : null), explain ? "150" : null);
         }
 
         return Clamped(
             Line(ScoreScale.Target, a, t.Target, stretch),
-            $"Actual {F(a)} is {better} the target {F(t.Target)} (score 100), short of the stretch {F(stretch)} (score 150).",
-            $"100 + 50 × ({F(a)} − {F(t.Target)}) / ({F(stretch)} − {F(t.Target)})");
+            (explain ? $"Actual {F(a)} is {better} the target {F(t.Target)} (score 100), short of the stretch {F(stretch)} (score 150)." : null),
+            (explain ? $"100 + 50 × ({F(a)} − {F(t.Target)}) / ({F(stretch)} − {F(t.Target)})" : null));
     }
 
-    private static (double Score, string Position, string Formula) Band(TargetThresholds t, double a)
+    private static (double Score, string? Position, string? Formula) Band(TargetThresholds t, double a, bool explain)
     {
         var high = t.TargetHigh!.Value;
         var redHigh = t.RedFlagHigh!.Value;
         if (a >= t.Target && a <= high)
         {
-            return (ScoreScale.Target, $"Actual {F(a)} is inside the target range {F(t.Target)}..{F(high)}.", "100");
+            return (ScoreScale.Target, (explain ? $"Actual {F(a)} is inside the target range {F(t.Target)}..{F(high)}." : null), explain ? "100" : null);
         }
 
         if (a < t.Target)
         {
             return Clamped(
                 Line(ScoreScale.RedFlag, a, t.RedFlag, t.Target),
-                $"Actual {F(a)} is below the target range, whose low red flag is {F(t.RedFlag)} (score 50) and low end {F(t.Target)} (score 100).",
-                $"50 + 50 × ({F(a)} − {F(t.RedFlag)}) / ({F(t.Target)} − {F(t.RedFlag)})");
+                (explain ? $"Actual {F(a)} is below the target range, whose low red flag is {F(t.RedFlag)} (score 50) and low end {F(t.Target)} (score 100)." : null),
+                (explain ? $"50 + 50 × ({F(a)} − {F(t.RedFlag)}) / ({F(t.Target)} − {F(t.RedFlag)})" : null));
         }
 
         return Clamped(
             Line(ScoreScale.RedFlag, a, redHigh, high),
-            $"Actual {F(a)} is above the target range, whose high end is {F(high)} (score 100) and high red flag {F(redHigh)} (score 50).",
-            $"50 + 50 × ({F(redHigh)} − {F(a)}) / ({F(redHigh)} − {F(high)})");
+            (explain ? $"Actual {F(a)} is above the target range, whose high end is {F(high)} (score 100) and high red flag {F(redHigh)} (score 50)." : null),
+            (explain ? $"50 + 50 × ({F(redHigh)} − {F(a)}) / ({F(redHigh)} − {F(high)})" : null));
     }
 
     /// <summary>The score on the line through (<paramref name="from"/>, <paramref name="baseScore"/>) and (<paramref name="to"/>, <paramref name="baseScore"/> + 50).</summary>
     private static double Line(double baseScore, double actual, double from, double to)
         => baseScore + (50 * (actual - from) / (to - from));
 
-    private static (double, string, string) Clamped(double raw, string position, string formula)
+    private static (double, string?, string?) Clamped(double raw, string? position, string? formula)
     {
         var score = Math.Clamp(raw, ScoreScale.Minimum, ScoreScale.Stretch);
+        if (formula is null)
+        {
+            return (score, position, null);
+        }
+
         var shown = score == raw ? $"{formula} = {F(score)}" : $"{formula} = {F(raw)}, clamped to {F(score)}";
         return (score, position, shown);
     }

@@ -155,14 +155,18 @@ public static class ActualImport
 
         var now = time.GetUtcNow();
         db.ChangeTracker.AutoDetectChangesEnabled = false;
+        await db.Database.OpenConnectionAsync(ct);
         await using var transaction = await db.Database.BeginTransactionAsync(ct);
-        foreach (var (measure, month, value) in parsed)
+        using (var writer = new ActualWriter(db, transaction))
         {
-            db.Actuals.Add(new Actual { MeasureId = measure.Id, Month = month, Value = value, RecordedBy = person.Id, RecordedAt = now, Source = source });
-            if (measure.LatestMonth is not { } latest || month >= latest)
+            foreach (var (measure, month, value) in parsed)
             {
-                (measure.LatestValue, measure.LatestMonth, measure.LatestAt) = (value, month, now);
-                db.Entry(measure).State = EntityState.Modified;
+                writer.Insert(measure.Id, month, value, person.Id, now, source);
+                if (measure.LatestMonth is not { } latest || month >= latest)
+                {
+                    (measure.LatestValue, measure.LatestMonth, measure.LatestAt) = (value, month, now);
+                    db.Entry(measure).State = EntityState.Modified;
+                }
             }
         }
 

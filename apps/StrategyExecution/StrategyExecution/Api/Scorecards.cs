@@ -30,12 +30,12 @@ public sealed record ScorecardView(UnitScoreView Unit, int PeriodId, string Peri
 /// <param name="Objectives">The period's objectives.</param>
 /// <param name="Measures">Their measures.</param>
 /// <param name="Targets">The targets by measure.</param>
-/// <param name="MeasureScores">The scores by measure.</param>
+/// <param name="MeasureScores">The scores by measure (without their explanation: <see cref="PeriodScores.MeasureView"/> gives it).</param>
 /// <param name="Cascade">The roll-ups.</param>
 /// <param name="Today">The day the scores were computed, for staleness.</param>
 public sealed record PeriodScores(
     Period Period, IReadOnlyList<OrgUnit> Units, IReadOnlyList<Objective> Objectives, IReadOnlyList<Measure> Measures,
-    IReadOnlyDictionary<int, MeasureTarget> Targets, IReadOnlyDictionary<int, MeasureScore> MeasureScores, CascadeResult Cascade, DateOnly Today)
+    IReadOnlyDictionary<int, MeasureTarget> Targets, IReadOnlyDictionary<int, double?> MeasureScores, CascadeResult Cascade, DateOnly Today)
 {
     /// <summary>A unit with its score.</summary>
     public UnitScoreView UnitView(OrgUnit unit)
@@ -50,8 +50,10 @@ public sealed record PeriodScores(
     {
         ArgumentNullException.ThrowIfNull(m);
         var t = Targets.GetValueOrDefault(m.Id);
-        var score = MeasureScores[m.Id];
         var inPeriod = m.LatestMonth is { } month && month >= Period.Start && month <= Period.End;
+        var score = t is not null && t.ToThresholds(m.Direction).Validate().Count == 0
+            ? Scorer.Evaluate(t.ToThresholds(m.Direction), inPeriod ? m.LatestValue : null)
+            : new MeasureScore(null, ScoreColor.None, new ScoreExplanation("No target for this period.", "no score", ScoreScale.ColorRule(null)));
         // Stale: the active period's latest actual is more than one full month old (or there is none).
         var stale = Period.Status == PeriodStatus.Active && (!inPeriod || m.LatestMonth!.Value.AddMonths(2) <= Today);
         return new MeasureView(
@@ -64,10 +66,13 @@ public sealed record PeriodScores(
 }
 
 /// <summary>Computes scorecards: measure scores from targets and actuals, then the roll-up up the cascade.</summary>
-public sealed class Scorecards(StrategyDb db, TimeProvider time)
+public sealed class Scorecards(StrategyDb db, TimeProvider time, ScoreCache cache)
 {
     /// <summary>Every score of <paramref name="periodId"/>, or <see langword="null"/> for an unknown period.</summary>
-    public async Task<PeriodScores?> ComputeAsync(int periodId, CancellationToken cancellationToken)
+    public Task<PeriodScores?> ComputeAsync(int periodId, CancellationToken cancellationToken)
+        => cache.GetOrComputeAsync(periodId, () => ComputeFreshAsync(periodId, cancellationToken));
+
+    private async Task<PeriodScores?> ComputeFreshAsync(int periodId, CancellationToken cancellationToken)
     {
         var period = await db.Periods.AsNoTracking().FirstOrDefaultAsync(p => p.Id == periodId, cancellationToken);
         if (period is null)
@@ -77,22 +82,21 @@ public sealed class Scorecards(StrategyDb db, TimeProvider time)
 
         var units = await db.Units.AsNoTracking().OrderBy(u => u.Id).ToListAsync(cancellationToken);
         var objectives = await db.Objectives.AsNoTracking().Where(o => o.PeriodId == periodId).OrderBy(o => o.Perspective).ThenBy(o => o.Id).ToListAsync(cancellationToken);
-        var measures = await db.Measures.AsNoTracking()
-            .Where(m => db.Objectives.Any(o => o.Id == m.ObjectiveId && o.PeriodId == periodId))
-            .OrderBy(m => m.Id).ToListAsync(cancellationToken);
+        var inPeriodObjectives = objectives.Select(o => o.Id).ToHashSet();
+        var measures = (await db.Measures.AsNoTracking().OrderBy(m => m.Id).ToListAsync(cancellationToken)).Where(m => inPeriodObjectives.Contains(m.ObjectiveId)).ToList();
         var targets = await db.Targets.AsNoTracking().Where(t => t.PeriodId == periodId).ToDictionaryAsync(t => t.MeasureId, cancellationToken);
-        var scores = new Dictionary<int, MeasureScore>(measures.Count);
+        var scores = new Dictionary<int, double?>(measures.Count);
         foreach (var m in measures)
         {
             var inPeriod = m.LatestMonth is { } month && month >= period.Start && month <= period.End;
-            scores[m.Id] = targets.TryGetValue(m.Id, out var target) && target.ToThresholds(m.Direction).Validate().Count == 0
-                ? Scorer.Evaluate(target.ToThresholds(m.Direction), inPeriod ? m.LatestValue : null)
-                : new MeasureScore(null, ScoreColor.None, new ScoreExplanation("No target for this period.", "no score", ScoreScale.ColorRule(null)));
+            scores[m.Id] = targets.TryGetValue(m.Id, out var target) && target.ToThresholds(m.Direction) is var thresholds && thresholds.Validate().Count == 0
+                ? Scorer.ScoreOf(thresholds, inPeriod ? m.LatestValue : null)
+                : null;
         }
 
         var cascade = Cascade.Compute(
             objectives.Select(o => new CascadeObjective(o.Id, o.UnitId, o.ParentObjectiveId, o.Weight, new RollupMethod(o.RollupMethod))).ToList(),
-            measures.Select(m => new CascadeMeasure(m.Id, m.ObjectiveId, m.Weight, scores[m.Id].Value)));
+            measures.Select(m => new CascadeMeasure(m.Id, m.ObjectiveId, m.Weight, scores[m.Id])));
         return new PeriodScores(period, units, objectives, measures, targets, scores, cascade, DateOnly.FromDateTime(time.GetUtcNow().UtcDateTime));
     }
 
