@@ -265,3 +265,22 @@ test("the my-updates grid saves a month's values for several measures at once", 
   }
   await updater.context.close()
 })
+
+test("the incentive simulator pays a what-if on the plan's curve", async () => {
+  const admin = await open(await personWith(1, "admin"), 1)
+  await admin.page.locator("#incentives-link").click()
+  const plan = admin.page.locator("[data-plan]").first()
+  await plan.locator('input[name="score-0"]').waitFor()
+  // Every component at the target score pays exactly the target incentive.
+  for (let i = 0; i < 4; i++) await plan.locator(`input[name="score-${i}"]`).fill("100")
+  await plan.getByRole("button", { name: "Simulate" }).click()
+  await expect.poll(() => plan.locator(".simulated").textContent()).toBe("What if: 100% of 20,000 = 20,000")
+  // All at the stretch pays the cap.
+  for (let i = 0; i < 4; i++) await plan.locator(`input[name="score-${i}"]`).fill("180")
+  await plan.getByRole("button", { name: "Simulate" }).click()
+  await expect.poll(() => plan.locator(".simulated").textContent()).toBe("What if: 200% of 20,000 = 40,000")
+  expect(await plan.locator(".payouts tr").count()).toBe(6)
+  mkdirSync(artifacts, { recursive: true })
+  await admin.page.screenshot({ path: join(artifacts, "strategy-incentives.png"), fullPage: true })
+  await admin.context.close()
+})

@@ -44,6 +44,9 @@ public static class DataEndpoints
         ["agenda"] = db => db.Agenda.AsNoTracking(),
         ["decisions"] = db => db.Decisions.AsNoTracking(),
         ["actions"] = db => db.Actions.AsNoTracking(),
+        ["plans"] = db => db.Plans.AsNoTracking(),
+        ["plan-components"] = db => db.PlanComponents.AsNoTracking(),
+        ["plan-participants"] = db => db.Participants.AsNoTracking(),
         ["audit"] = db => db.Audit.AsNoTracking(),
     };
 

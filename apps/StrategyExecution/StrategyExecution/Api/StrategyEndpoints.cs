@@ -52,6 +52,7 @@ public static class StrategyEndpoints
         api.MapReviewApi();
         api.MapCommunicationApi();
         api.MapDataApi();
+        api.MapIncentiveApi();
         return api;
     }
 

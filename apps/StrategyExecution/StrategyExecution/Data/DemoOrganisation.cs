@@ -218,6 +218,13 @@ public static class DemoOrganisation
             db.Links.Add(new ObjectiveLink { CauseId = company[i].Id, EffectId = company[i - 1].Id });
         }
 
+        // The leadership incentive plan: the company's four objectives, paid on the default curve, to the division heads.
+        db.Plans.Add(new IncentivePlan { Id = 1, PeriodId = active.Id, Name = $"Leadership incentive FY{year}" });
+        double[] weights = [0.4, 0.3, 0.2, 0.1];
+        db.PlanComponents.AddRange(company.Select((o, i) => new PlanComponent { PlanId = 1, ObjectiveId = o.Id, Weight = weights[i % weights.Length] }));
+        var heads = db.Roles.Local.Where(r => r.Role == Role.Owner && units.Any(u => u.Id == r.UnitId && u.ParentId == 1)).Select(r => r.PersonId).ToList();
+        db.Participants.AddRange(heads.Select(p => new PlanParticipant { PlanId = 1, PersonId = p, TargetIncentive = 20_000m }));
+
         // The year's strategy announcement, acknowledged by most of the company.
         db.Announcements.Add(new Announcement
         {

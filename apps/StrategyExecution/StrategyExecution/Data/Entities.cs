@@ -418,6 +418,81 @@ public sealed class PoolRelease
     public bool Applied { get; set; }
 }
 
+/// <summary>An incentive plan of a period: components weighted by measure or objective, and one payout curve.</summary>
+public sealed class IncentivePlan
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The period.</summary>
+    public int PeriodId { get; set; }
+
+    /// <summary>The name.</summary>
+    public required string Name { get; set; }
+
+    /// <summary>The lowest score that pays.</summary>
+    public double ThresholdScore { get; set; } = 50;
+
+    /// <summary>What the threshold pays, as a fraction of the target incentive.</summary>
+    public double ThresholdPayout { get; set; } = 0.5;
+
+    /// <summary>The score that pays the target payout.</summary>
+    public double TargetScore { get; set; } = 100;
+
+    /// <summary>The target payout.</summary>
+    public double TargetPayout { get; set; } = 1;
+
+    /// <summary>The score from which the payout stops rising.</summary>
+    public double MaximumScore { get; set; } = 150;
+
+    /// <summary>The cap.</summary>
+    public double MaximumPayout { get; set; } = 2;
+
+    /// <summary>The plan's curve as the payout rules take it.</summary>
+    public Incentives.PayoutCurve Curve => new(ThresholdScore, ThresholdPayout, TargetScore, TargetPayout, MaximumScore, MaximumPayout);
+}
+
+/// <summary>A component of a plan: a measure or an objective, weighted.</summary>
+public sealed class PlanComponent
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The plan.</summary>
+    public int PlanId { get; set; }
+
+    /// <summary>The objective, for a component on an objective.</summary>
+    public int? ObjectiveId { get; set; }
+
+    /// <summary>The measure, for a component on a measure.</summary>
+    public int? MeasureId { get; set; }
+
+    /// <summary>Its weight in the plan.</summary>
+    public double Weight { get; set; }
+}
+
+/// <summary>A person in a plan, with their target incentive.</summary>
+public sealed class PlanParticipant
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The plan.</summary>
+    public int PlanId { get; set; }
+
+    /// <summary>The person.</summary>
+    public int PersonId { get; set; }
+
+    /// <summary>What they earn at target.</summary>
+    public decimal TargetIncentive { get; set; }
+
+    /// <summary>The payout fraction, frozen when the period was locked.</summary>
+    public double? FrozenFraction { get; set; }
+
+    /// <summary>The payout, frozen when the period was locked.</summary>
+    public decimal? FrozenAmount { get; set; }
+}
+
 /// <summary>An announcement of the strategy to chosen org units, which may require each person to acknowledge it.</summary>
 public sealed class Announcement
 {

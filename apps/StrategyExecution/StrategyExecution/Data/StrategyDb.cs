@@ -59,6 +59,15 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
     /// <summary>Requests to move money out of pools.</summary>
     public DbSet<PoolRelease> Releases => Set<PoolRelease>();
 
+    /// <summary>Incentive plans.</summary>
+    public DbSet<IncentivePlan> Plans => Set<IncentivePlan>();
+
+    /// <summary>Plan components.</summary>
+    public DbSet<PlanComponent> PlanComponents => Set<PlanComponent>();
+
+    /// <summary>Plan participants.</summary>
+    public DbSet<PlanParticipant> Participants => Set<PlanParticipant>();
+
     /// <summary>Announcements.</summary>
     public DbSet<Announcement> Announcements => Set<Announcement>();
 
@@ -108,6 +117,9 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
         modelBuilder.Entity<Allocation>().HasIndex(a => a.PoolId);
         modelBuilder.Entity<Allocation>().HasIndex(a => a.InitiativeId);
         modelBuilder.Entity<Spend>().HasIndex(s => new { s.PeriodId, s.InitiativeId });
+        modelBuilder.Entity<IncentivePlan>().Ignore(p => p.Curve);
+        modelBuilder.Entity<PlanComponent>().HasIndex(c => c.PlanId);
+        modelBuilder.Entity<PlanParticipant>().HasIndex(p => new { p.PlanId, p.PersonId }).IsUnique();
         modelBuilder.Entity<AnnouncementAudience>().HasIndex(a => a.AnnouncementId);
         modelBuilder.Entity<Acknowledgement>().HasIndex(a => new { a.AnnouncementId, a.PersonId }).IsUnique();
         modelBuilder.Entity<Review>().HasIndex(r => new { r.UnitId, r.ScheduledFor });

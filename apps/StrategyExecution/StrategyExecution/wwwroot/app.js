@@ -378,6 +378,38 @@ function renderMyUpdates(rows) {
   replaceContent(head, form)
 }
 
+/** Incentive plans with each participant's payout, and a simulator that pays a what-if on the plan's curve. */
+function renderIncentives(plans) {
+  const sections = [el("div", { className: "card-head" }, el("h1", { textContent: "Incentives" }), el("span", { className: "muted", textContent: "payouts from the scores, frozen when the period is locked" }))]
+  for (const plan of plans) {
+    const box = el("div", { className: "announcement" })
+    box.dataset.plan = plan.id
+    box.append(el("div", { className: "objective-head" }, el("span", { className: "title", textContent: plan.name }),
+      el("span", { className: "coverage", textContent: `curve: ${plan.curve.thresholdScore} pays ${plan.curve.thresholdPayout * 100}%, ${plan.curve.targetScore} pays ${plan.curve.targetPayout * 100}%, ${plan.curve.maximumScore} pays ${plan.curve.maximumPayout * 100}% (cap)` })))
+    const names = new Map()
+    box.append(el("table", {}, el("tr", {}, ...["Component", "Weight", "Score", "What if"].map((h) => el("th", { textContent: h }))),
+      ...plan.components.map((c, i) => el("tr", {}, el("td", { textContent: c.id }), el("td", { className: "num", textContent: c.weight }), el("td", { className: "num", textContent: fmt(c.score) }),
+        el("td", {}, el("input", { name: `score-${i}`, type: "number", step: "any", defaultValue: c.score === null ? "" : String(Math.round(c.score * 10) / 10), ariaLabel: `What-if score for ${c.id}` }))))))
+    box.append(el("table", { className: "payouts" }, el("tr", {}, ...["Participant", "Target incentive", "Payout", "Amount", ""].map((h) => el("th", { textContent: h }))),
+      ...plan.participants.map((p) => el("tr", {}, el("td", { textContent: p.name }), el("td", { className: "num", textContent: money(p.targetIncentive) }),
+        el("td", { className: "num", textContent: `${fmt(p.payoutFraction * 100)}%` }), el("td", { className: "num amount", textContent: money(p.amount) }), el("td", { textContent: p.frozen ? "frozen" : "live" })))))
+    const result = el("span", { className: "simulated" })
+    const simulate = el("button", { type: "button", textContent: "Simulate" })
+    simulate.addEventListener("click", async () => {
+      const components = plan.components.map((c, i) => {
+        const v = box.querySelector(`input[name="score-${i}"]`).value
+        return { id: c.id, weight: c.weight, score: v === "" ? null : Number(v) }
+      })
+      const target = plan.participants[0]?.targetIncentive ?? 10000
+      const r = await post("/api/incentives/simulate", { curve: plan.curve, targetIncentive: target, components })
+      result.textContent = `What if: ${fmt(r.payoutFraction * 100)}% of ${money(target)} = ${money(r.amount)}`
+    })
+    box.append(el("div", { className: "build" }, simulate, result))
+    sections.push(box)
+  }
+  replaceContent(...sections)
+}
+
 function renderReviews(list) {
   const head = el("div", { className: "card-head" }, el("h1", { textContent: "Reviews" }), el("span", { className: "muted", textContent: "monthly operational and quarterly strategy reviews" }))
   const table = el("table", { id: "review-list" }, el("tr", {}, ...["Day", "Review", "Status"].map((h) => el("th", { textContent: h }))),
@@ -493,6 +525,13 @@ async function refresh() {
       }
       meeting?.source?.close()
       meeting = null
+      if (location.hash === "#incentives") {
+        const [list, plans] = await Promise.all([api("/api/units"), api("/api/incentives")])
+        units = list
+        renderUnits()
+        renderIncentives(plans)
+        continue
+      }
       if (location.hash === "#my-updates") {
         const [list, rows] = await Promise.all([api("/api/units"), me ? api("/api/my-updates") : []])
         units = list

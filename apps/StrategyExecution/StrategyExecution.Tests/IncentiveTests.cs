@@ -1,0 +1,90 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+
+namespace StrategyExecution.Tests;
+
+/// <summary>Step 4, incentives: the simulator, plans paid from the current scores.</summary>
+public sealed class IncentiveTests(AppFixture fixture) : IClassFixture<AppFixture>
+{
+    [Fact]
+    public async Task The_simulator_pays_the_documented_worked_example_and_refuses_a_bad_curve()
+    {
+        using var client = ApiClient.For(fixture.App, 1);
+        using var response = await client.PostAsJsonAsync(new Uri("/api/incentives/simulate", UriKind.Relative), new
+        {
+            targetIncentive = 10_000,
+            components = new object[] { new { id = "revenue", weight = 0.5, score = 125 }, new { id = "nps", weight = 0.3, score = 75 }, new { id = "cost", weight = 0.2 } },
+        });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var result = JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
+        Assert.Equal(9_750.00m, result["amount"]!.GetValue<decimal>());
+        Assert.Equal(0.975, result["payoutFraction"]!.GetValue<double>(), 9);
+
+        using var bad = await client.PostAsJsonAsync(new Uri("/api/incentives/simulate", UriKind.Relative), new
+        {
+            targetIncentive = 10_000,
+            curve = new { thresholdScore = 100, thresholdPayout = 1, targetScore = 50, targetPayout = 0.5, maximumScore = 150, maximumPayout = 2 },
+            components = new[] { new { weight = 1, score = 80 } },
+        });
+        Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+        Assert.Contains("threshold score < target score", await bad.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_plan_pays_each_participant_from_the_current_scores_of_its_components()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        var plan = (await reader.GetJson("/api/incentives"))[0]!;
+        var card = await reader.GetJson("/api/scorecards/1");
+        var objectiveScores = card["objectives"]!.AsArray().ToDictionary(o => $"objective/{o!["id"]}", o => o!["score"]!.GetValue<double>());
+        var components = plan["components"]!.AsArray();
+        Assert.Equal(4, components.Count);
+        double weighted = 0, weights = 0;
+        foreach (var c in components)
+        {
+            var score = c!["score"]!.GetValue<double>();
+            Assert.Equal(objectiveScores[c["id"]!.GetValue<string>()], score, 9);
+            weighted += c["weight"]!.GetValue<double>() * Payout(score);
+            weights += c["weight"]!.GetValue<double>();
+        }
+
+        var participants = plan["participants"]!.AsArray();
+        Assert.Equal(5, participants.Count);
+        Assert.All(participants, p =>
+        {
+            Assert.False(p!["frozen"]!.GetValue<bool>());
+            Assert.Equal(Math.Round(20_000m * (decimal)(weighted / weights), 2, MidpointRounding.AwayFromZero), p["amount"]!.GetValue<decimal>());
+        });
+    }
+
+    /// <summary>The default curve, as docs/strategy.md states it.</summary>
+    private static double Payout(double score) => score < 50 ? 0 : score >= 150 ? 2 : score < 100 ? 0.5 + (0.5 * (score - 50) / 50) : 1 + ((score - 100) / 50);
+}
+
+/// <summary>Locking a period freezes every plan's results and stops every change to the period.</summary>
+public sealed class PeriodLockTests(AppFixture fixture) : IClassFixture<AppFixture>
+{
+    [Fact]
+    public async Task Locking_the_period_freezes_the_payouts_and_refuses_new_actuals()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        using var admin = ApiClient.For(fixture.App, await reader.PersonWith(1, "admin"));
+        using var owner = ApiClient.For(fixture.App, await reader.PersonWith(1, "owner"));
+        var before = (await reader.GetJson("/api/incentives"))[0]!["participants"]!.AsArray().Select(p => p!["amount"]!.GetValue<decimal>()).ToList();
+
+        Assert.Equal(HttpStatusCode.Forbidden, (await owner.PostAsync(new Uri("/api/periods/2/lock", UriKind.Relative), null)).StatusCode);
+        using var locked = await admin.PostAsync(new Uri("/api/periods/2/lock", UriKind.Relative), null);
+        Assert.Equal(HttpStatusCode.OK, locked.StatusCode);
+        Assert.Equal(5, JsonNode.Parse(await locked.Content.ReadAsStringAsync())!["frozenPayouts"]!.GetValue<int>());
+
+        var after = (await reader.GetJson("/api/incentives"))[0]!["participants"]!.AsArray();
+        Assert.All(after, p => Assert.True(p!["frozen"]!.GetValue<bool>()));
+        Assert.Equal(before, after.Select(p => p!["amount"]!.GetValue<decimal>()));
+        Assert.Equal(HttpStatusCode.Conflict, (await admin.RecordActual(1, ApiClient.LastMonth(), 1)).StatusCode);
+        Assert.Equal(HttpStatusCode.Conflict, (await admin.PostAsync(new Uri("/api/periods/2/lock", UriKind.Relative), null)).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await admin.PostAsync(new Uri("/api/periods/99/lock", UriKind.Relative), null)).StatusCode);
+        var audit = (await reader.GetJson("/api/audit?take=1000")).AsArray().Last()!;
+        Assert.Equal("period.locked", audit["action"]!.GetValue<string>());
+    }
+}
