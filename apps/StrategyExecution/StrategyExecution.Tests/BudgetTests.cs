@@ -111,6 +111,36 @@ public sealed class BudgetTests(AppFixture fixture) : IClassFixture<AppFixture>
         Assert.Contains((await reader.GetJson("/api/health?unit=2"))["items"]!.AsArray(), i => i!["kind"]!.GetValue<string>() == "initiative-unlinked" && i["id"]!.GetValue<int>() == newId);
     }
 
+    [Fact]
+    public async Task Milestones_give_an_initiatives_planned_and_actual_progress()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        using var owner = ApiClient.For(fixture.App, await reader.PersonWith(2, "owner"));
+        using var updater = ApiClient.For(fixture.App, await reader.PersonWith(2, "updater"));
+        using var created = await owner.PostAsJsonAsync(new Uri("/api/initiatives", UriKind.Relative), new { unitId = 2, name = "Partner portal", objectiveIds = new[] { 5 } });
+        var initiative = JsonNode.Parse(await created.Content.ReadAsStringAsync())!["id"]!.GetValue<int>();
+        var year = DateTime.UtcNow.Year;
+        var today = DateOnly.FromDateTime(DateTime.UtcNow);
+        var past = new DateOnly(year, 1, 1) < today ? new DateOnly(year, 1, 1) : today;
+        var future = new DateOnly(year, 12, 31);
+        using var first = await owner.PostAsJsonAsync(new Uri($"/api/initiatives/{initiative}/milestones", UriKind.Relative), new { name = "Design", due = past.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture) });
+        Assert.Equal(HttpStatusCode.Created, first.StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await owner.PostAsJsonAsync(new Uri($"/api/initiatives/{initiative}/milestones", UriKind.Relative), new { name = "Launch", due = future.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture) })).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await owner.PostAsJsonAsync(new Uri($"/api/initiatives/{initiative}/milestones", UriKind.Relative), new { name = "Later", due = $"{year + 5}-01-01" })).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await updater.PostAsJsonAsync(new Uri($"/api/initiatives/{initiative}/milestones", UriKind.Relative), new { name = "x", due = future.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture) })).StatusCode);
+
+        async Task<JsonNode> Current() => (await reader.GetJson("/api/budgets"))["initiatives"]!.AsArray().Single(i => i!["id"]!.GetValue<int>() == initiative)!;
+        var before = await Current();
+        Assert.Equal(2, before["milestones"]!.GetValue<int>());
+        Assert.Equal(1, before["milestonesDue"]!.GetValue<int>());
+        Assert.Equal(0, before["milestonesDone"]!.GetValue<int>());
+
+        var milestone = JsonNode.Parse(await first.Content.ReadAsStringAsync())!["id"]!.GetValue<int>();
+        Assert.Equal(HttpStatusCode.OK, (await updater.PostAsync(new Uri($"/api/milestones/{milestone}/done", UriKind.Relative), null)).StatusCode);
+        Assert.Equal(HttpStatusCode.Conflict, (await updater.PostAsync(new Uri($"/api/milestones/{milestone}/done", UriKind.Relative), null)).StatusCode);
+        Assert.Equal(1, (await Current())["milestonesDone"]!.GetValue<int>());
+    }
+
     private static async Task<(int Pool, decimal Available, int Initiative)> PoolAndInitiative(HttpClient reader, int pool)
     {
         var budgets = await reader.GetJson("/api/budgets");

@@ -16,6 +16,9 @@ public sealed record SpendRequest(int? InitiativeId, decimal? Amount, DateOnly? 
 /// <summary>The body of <c>POST /api/initiatives</c>.</summary>
 public sealed record CreateInitiativeRequest(int? UnitId, string? Name, IReadOnlyList<int>? ObjectiveIds, IReadOnlyList<int>? MeasureIds);
 
+/// <summary>The body of <c>POST /api/initiatives/{id}/milestones</c>.</summary>
+public sealed record MilestoneRequest(string? Name, DateOnly? Due);
+
 /// <summary>A pool with what is allocated from it.</summary>
 public sealed record PoolView(int Id, string Name, int ThemeId, decimal Amount, decimal Allocated, decimal Available, bool Ringfenced);
 
@@ -57,6 +60,8 @@ public static class BudgetEndpoints
         api.MapPost("/releases/{id:int}/approve", ApproveAsync);
         api.MapPost("/spend", SpendAsync);
         api.MapPost("/initiatives", CreateInitiativeAsync);
+        api.MapPost("/initiatives/{id:int}/milestones", AddMilestoneAsync);
+        api.MapPost("/milestones/{id:int}/done", MilestoneDoneAsync);
         return api;
     }
 
@@ -379,6 +384,81 @@ public static class BudgetEndpoints
         await transaction.CommitAsync(ct);
         audit.Notify();
         return Results.Created($"/api/initiatives/{initiative.Id}", initiative);
+    }
+
+    private static async Task<IResult> AddMilestoneAsync(int id, HttpContext context, Acting acting, StrategyDb db, TimeProvider time, Live.AuditTrail audit, CancellationToken ct)
+    {
+        var (request, error) = await JsonBody.ReadAuthoredAsync<MilestoneRequest>(context, acting, ct);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        var (person, body) = request!;
+        var initiative = await db.Initiatives.AsNoTracking().FirstOrDefaultAsync(i => i.Id == id, ct);
+        if (initiative is null)
+        {
+            return Problems.NotFound("No such initiative.");
+        }
+
+        var problems = new List<string>();
+        var name = Checks.Name(body.Name, problems);
+        var period = await db.Periods.AsNoTracking().FirstAsync(p => p.Id == initiative.PeriodId, ct);
+        if (body.Due is not { } due || due < period.Start || due > period.End)
+        {
+            problems.Add($"due must be a date in {period.Name}, yyyy-MM-dd.");
+        }
+
+        if (problems.Count > 0)
+        {
+            return Problems.Error(400, "INVALID_MILESTONE", "The milestone cannot be added.", problems);
+        }
+
+        if (!await acting.HasRoleAsync(person, initiative.UnitId, Role.Owner, ct))
+        {
+            return Problems.Forbidden("Planning an initiative's milestones needs the owner role on its unit or a unit above it.");
+        }
+
+        var milestone = new Milestone { InitiativeId = id, Name = name, Due = body.Due!.Value };
+        await using var transaction = await db.Database.BeginTransactionAsync(ct);
+        db.Milestones.Add(milestone);
+        await db.SaveChangesAsync(ct);
+        db.AddAudit(person.Id, "milestone.added", $"initiative/{id}", new { milestone.Id, initiativeId = id, milestone.Name, milestone.Due }, time.GetUtcNow());
+        await db.SaveChangesAsync(ct);
+        await transaction.CommitAsync(ct);
+        audit.Notify();
+        return Results.Created($"/api/milestones/{milestone.Id}", milestone);
+    }
+
+    private static async Task<IResult> MilestoneDoneAsync(int id, HttpContext context, Acting acting, StrategyDb db, TimeProvider time, Live.AuditTrail audit, CancellationToken ct)
+    {
+        if (await acting.PersonAsync(context, ct) is not { } person)
+        {
+            return Problems.Unauthenticated();
+        }
+
+        var milestone = await db.Milestones.FirstOrDefaultAsync(m => m.Id == id, ct);
+        if (milestone is null)
+        {
+            return Problems.NotFound("No such milestone.");
+        }
+
+        var initiative = await db.Initiatives.AsNoTracking().FirstAsync(i => i.Id == milestone.InitiativeId, ct);
+        if (!await acting.HasRoleAsync(person, initiative.UnitId, Role.Updater, ct))
+        {
+            return Problems.Forbidden("Marking milestones done needs the updater role on the initiative's unit or a unit above it.");
+        }
+
+        if (milestone.DoneOn is not null)
+        {
+            return Problems.Error(409, "ALREADY_DONE", "The milestone is already done.");
+        }
+
+        milestone.DoneOn = DateOnly.FromDateTime(time.GetUtcNow().UtcDateTime);
+        db.AddAudit(person.Id, "milestone.done", $"initiative/{initiative.Id}", new { milestoneId = id, initiativeId = initiative.Id }, time.GetUtcNow());
+        await db.SaveChangesAsync(ct);
+        audit.Notify();
+        return Results.Ok(milestone);
     }
 
     private static string? AmountProblem(decimal? amount) => amount switch
