@@ -120,12 +120,7 @@ public static class AlignmentEndpoints
             Weight = body.Weight ?? 1, RollupMethod = method,
         };
         // The objective and its audit entry commit together; the entry needs the objective's id.
-        await using var transaction = await db.Database.BeginTransactionAsync(ct);
-        db.Objectives.Add(objective);
-        await db.SaveChangesAsync(ct);
-        db.AddAudit(person.Id, "objective.created", $"objective/{objective.Id}", new { objective.Id, unitId = unit.Id, periodId = period.Id, objective.Name, objective.ParentObjectiveId, objective.StandaloneReason }, time.GetUtcNow());
-        await db.SaveChangesAsync(ct);
-        await transaction.CommitAsync(ct);
+        await db.AddAuditedAsync(objective, person.Id, "objective.created", () => $"objective/{objective.Id}", () => new { objective.Id, unitId = unit.Id, periodId = period.Id, objective.Name, objective.ParentObjectiveId, objective.StandaloneReason }, time.GetUtcNow(), ct);
         context.RequestServices.GetRequiredService<Live.AuditTrail>().Notify();
         return Results.Created($"/api/objectives/{objective.Id}", objective);
     }
@@ -181,12 +176,7 @@ public static class AlignmentEndpoints
         }
 
         var measure = new Measure { ObjectiveId = objective.Id, Name = name, Unit = unit!, Direction = body.Direction!, Baseline = body.Baseline, Weight = body.Weight ?? 1 };
-        await using var transaction = await db.Database.BeginTransactionAsync(ct);
-        db.Measures.Add(measure);
-        await db.SaveChangesAsync(ct);
-        db.AddAudit(person.Id, "measure.created", $"measure/{measure.Id}", new { measure.Id, objectiveId = objective.Id, unitId = objective.UnitId, measure.Name, measure.Direction }, time.GetUtcNow());
-        await db.SaveChangesAsync(ct);
-        await transaction.CommitAsync(ct);
+        await db.AddAuditedAsync(measure, person.Id, "measure.created", () => $"measure/{measure.Id}", () => new { measure.Id, objectiveId = objective.Id, unitId = objective.UnitId, measure.Name, measure.Direction }, time.GetUtcNow(), ct);
         context.RequestServices.GetRequiredService<Live.AuditTrail>().Notify();
         return Results.Created($"/api/measures/{measure.Id}", measure);
     }

@@ -420,12 +420,7 @@ public static class BudgetEndpoints
         }
 
         var milestone = new Milestone { InitiativeId = id, Name = name, Due = body.Due!.Value };
-        await using var transaction = await db.Database.BeginTransactionAsync(ct);
-        db.Milestones.Add(milestone);
-        await db.SaveChangesAsync(ct);
-        db.AddAudit(person.Id, "milestone.added", $"initiative/{id}", new { milestone.Id, initiativeId = id, milestone.Name, milestone.Due }, time.GetUtcNow());
-        await db.SaveChangesAsync(ct);
-        await transaction.CommitAsync(ct);
+        await db.AddAuditedAsync(milestone, person.Id, "milestone.added", () => $"initiative/{id}", () => new { milestone.Id, initiativeId = id, milestone.Name, milestone.Due }, time.GetUtcNow(), ct);
         audit.Notify();
         return Results.Created($"/api/milestones/{milestone.Id}", milestone);
     }

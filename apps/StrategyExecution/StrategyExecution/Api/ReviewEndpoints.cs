@@ -301,12 +301,7 @@ public static class ReviewEndpoints
             ReviewId = id, AgendaItemId = body.AgendaItemId, ObjectiveId = subject.ObjectiveId, MeasureId = subject.MeasureId,
             Text = body.Text!.Trim(), RecordedBy = person.Id, At = time.GetUtcNow(),
         };
-        await using var transaction = await db.Database.BeginTransactionAsync(ct);
-        db.Decisions.Add(decision);
-        await db.SaveChangesAsync(ct);
-        db.AddAudit(person.Id, "decision.recorded", $"review/{id}", new { reviewId = id, decision }, decision.At);
-        await db.SaveChangesAsync(ct);
-        await transaction.CommitAsync(ct);
+        await db.AddAuditedAsync(decision, person.Id, "decision.recorded", () => $"review/{id}", () => new { reviewId = id, decision }, decision.At, ct);
         audit.Notify();
         return Results.Created($"/api/reviews/{id}/decisions/{decision.Id}", decision);
     }
@@ -348,12 +343,7 @@ public static class ReviewEndpoints
         }
 
         var action = new ActionItem { ReviewId = id, Text = body.Text!.Trim(), OwnerId = owner!.Id, Due = body.Due!.Value, ObjectiveId = subject.ObjectiveId, MeasureId = subject.MeasureId };
-        await using var transaction = await db.Database.BeginTransactionAsync(ct);
-        db.Actions.Add(action);
-        await db.SaveChangesAsync(ct);
-        db.AddAudit(person.Id, "action.created", $"review/{id}", new { reviewId = id, action, ownerName = owner.Name }, time.GetUtcNow());
-        await db.SaveChangesAsync(ct);
-        await transaction.CommitAsync(ct);
+        await db.AddAuditedAsync(action, person.Id, "action.created", () => $"review/{id}", () => new { reviewId = id, action, ownerName = owner.Name }, time.GetUtcNow(), ct);
         audit.Notify();
         return Results.Created($"/api/actions/{action.Id}", action);
     }

@@ -96,6 +96,23 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
     public void AddAudit(int actorId, string action, string subject, object details, DateTimeOffset at)
         => Audit.Add(new AuditEntry { At = at, ActorId = actorId, Action = action, Subject = subject, Details = System.Text.Json.JsonSerializer.Serialize(details, System.Text.Json.JsonSerializerOptions.Web) });
 
+    /// <summary>
+    /// Adds <paramref name="entity"/> and its audit entry in one transaction: the entry names the entity's id, which
+    /// exists only once the entity is saved.
+    /// </summary>
+    public async Task AddAuditedAsync<T>(T entity, int actorId, string action, Func<string> subject, Func<object> details, DateTimeOffset at, CancellationToken cancellationToken)
+        where T : class
+    {
+        ArgumentNullException.ThrowIfNull(subject);
+        ArgumentNullException.ThrowIfNull(details);
+        await using var transaction = await Database.BeginTransactionAsync(cancellationToken);
+        Add(entity);
+        await SaveChangesAsync(cancellationToken);
+        AddAudit(actorId, action, subject(), details(), at);
+        await SaveChangesAsync(cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+    }
+
     /// <inheritdoc/>
     protected override void OnModelCreating(ModelBuilder modelBuilder)
     {
