@@ -36,6 +36,24 @@ public sealed class ReviewTests(AppFixture fixture) : IClassFixture<AppFixture>
     }
 
     [Fact]
+    public async Task A_units_cadence_is_scheduled_once()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        using var owner = ApiClient.For(fixture.App, await reader.PersonWith(7, "owner"));
+        using var first = await owner.PostAsJsonAsync(new Uri("/api/reviews/cadence", UriKind.Relative), new { unitId = 7 });
+        Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        Assert.Equal(16, JsonNode.Parse(await first.Content.ReadAsStringAsync())!["scheduled"]!.GetValue<int>());
+        using var again = await owner.PostAsJsonAsync(new Uri("/api/reviews/cadence", UriKind.Relative), new { unitId = 7 });
+        Assert.Equal(0, JsonNode.Parse(await again.Content.ReadAsStringAsync())!["scheduled"]!.GetValue<int>());
+        var reviews = (await reader.GetJson("/api/reviews?unit=7")).AsArray();
+        Assert.Equal(16, reviews.Count);
+        Assert.All(reviews, r => Assert.StartsWith("Customer Success: ", r!["title"]!.GetValue<string>(), StringComparison.Ordinal));
+        using var teamOwner = ApiClient.For(fixture.App, await reader.PersonWith(8, "owner"));
+        Assert.Equal(HttpStatusCode.Forbidden, (await teamOwner.PostAsJsonAsync(new Uri("/api/reviews/cadence", UriKind.Relative), new { unitId = 7 })).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await owner.PostAsJsonAsync(new Uri("/api/reviews/cadence", UriKind.Relative), new { unitId = 999 })).StatusCode);
+    }
+
+    [Fact]
     public async Task A_live_meeting_lands_on_the_reviews_stream_decisions_name_their_subject_and_actions_have_owners()
     {
         using var reader = ApiClient.For(fixture.App);

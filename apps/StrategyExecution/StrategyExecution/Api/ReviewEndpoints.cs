@@ -8,6 +8,9 @@ namespace StrategyExecution.Api;
 /// <summary>The body of <c>POST /api/reviews</c>.</summary>
 public sealed record CreateReviewRequest(int? UnitId, string? Kind, DateOnly? ScheduledFor);
 
+/// <summary>The body of <c>POST /api/reviews/cadence</c>.</summary>
+public sealed record CadenceRequest(int? UnitId);
+
 /// <summary>The body of <c>POST /api/reviews/{id}/current</c>.</summary>
 public sealed record CurrentItemRequest(int? ItemId);
 
@@ -24,7 +27,7 @@ public sealed record ActionRequest(string? Text, int? OwnerId, DateOnly? Due, in
 /// </summary>
 public static class ReviewEndpoints
 {
-    private static readonly string[] Kinds = ["monthly-operational", "quarterly-strategy"];
+    private static readonly string[] Kinds = [Reviews.ReviewCadence.Monthly, Reviews.ReviewCadence.Quarterly];
     private const int MaxAgenda = 30;
 
     /// <summary>Maps the review API under <c>/api</c>.</summary>
@@ -33,6 +36,7 @@ public static class ReviewEndpoints
         ArgumentNullException.ThrowIfNull(api);
         api.MapGet("/reviews", ListAsync);
         api.MapPost("/reviews", CreateAsync);
+        api.MapPost("/reviews/cadence", CadenceAsync);
         api.MapGet("/reviews/{id:int}", GetAsync);
         api.MapPost("/reviews/{id:int}/start", StartAsync);
         api.MapPost("/reviews/{id:int}/current", CurrentAsync);
@@ -108,7 +112,7 @@ public static class ReviewEndpoints
             return Problems.Forbidden("Scheduling a unit's reviews needs the owner or admin role on it or a unit above it.");
         }
 
-        var title = $"{unit.Name}: {(body.Kind == "quarterly-strategy" ? "quarterly strategy review" : "monthly operational review")}, {day:yyyy-MM-dd}";
+        var title = Reviews.ReviewCadence.Title(unit.Name, body.Kind!, day);
         var review = new Review { UnitId = unit.Id, PeriodId = period!.Id, Kind = body.Kind!, Title = title, ScheduledFor = day };
         await using var transaction = await db.Database.BeginTransactionAsync(ct);
         db.Reviews.Add(review);
@@ -120,6 +124,47 @@ public static class ReviewEndpoints
         await audit.CreateReviewStreamAsync(review.Id, ct);
         audit.Notify();
         return Results.Created($"/api/reviews/{review.Id}", new { Review = review, Agenda = agenda });
+    }
+
+    /// <summary>Schedules the cadence's reviews of the active period for a unit, skipping those it already has.</summary>
+    private static async Task<IResult> CadenceAsync(HttpContext context, Acting acting, StrategyDb db, AuditTrail audit, TimeProvider time, CancellationToken ct)
+    {
+        var (request, error) = await JsonBody.ReadAuthoredAsync<CadenceRequest>(context, acting, ct);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        var (person, body) = request!;
+        var problems = new List<string>();
+        var unit = await Checks.UnitAsync(db, body.UnitId, problems, ct);
+        var period = await db.Periods.AsNoTracking().Where(p => p.Status == PeriodStatus.Active).OrderByDescending(p => p.Start).FirstOrDefaultAsync(ct);
+        if (period is null)
+        {
+            problems.Add("there is no active period.");
+        }
+
+        if (problems.Count > 0)
+        {
+            return Problems.Error(400, "INVALID_CADENCE", "The cadence cannot be scheduled.", problems);
+        }
+
+        if (!await acting.HasRoleAsync(person, unit!.Id, Role.Owner, ct))
+        {
+            return Problems.Forbidden("Scheduling a unit's reviews needs the owner or admin role on it or a unit above it.");
+        }
+
+        var existing = (await db.Reviews.AsNoTracking().Where(r => r.UnitId == unit.Id && r.PeriodId == period!.Id).Select(r => new { r.Kind, r.ScheduledFor }).ToListAsync(ct))
+            .Select(r => (r.Kind, r.ScheduledFor)).ToHashSet();
+        var created = Reviews.ReviewCadence.Between(period!.Start, period.End).Where(r => !existing.Contains((r.Kind, r.Day))).Select(r => new Review
+        {
+            UnitId = unit.Id, PeriodId = period.Id, Kind = r.Kind, ScheduledFor = r.Day, Title = Reviews.ReviewCadence.Title(unit.Name, r.Kind, r.Day),
+        }).ToList();
+        db.Reviews.AddRange(created);
+        db.AddAudit(person.Id, "reviews.scheduled", $"unit/{unit.Id}", new { unitId = unit.Id, periodId = period.Id, reviews = created.Count }, time.GetUtcNow());
+        await db.SaveChangesAsync(ct);
+        audit.Notify();
+        return Results.Ok(new { Scheduled = created.Count, Reviews = created });
     }
 
     /// <summary>

@@ -243,22 +243,11 @@ public static class DemoOrganisation
     /// </summary>
     private static void SeedReviews(StrategyDb db, Period active, List<Objective> company, List<Person> people, Random random, DateOnly today)
     {
-        var year = active.Start.Year;
-        var reviews = new List<Review>();
-        for (var month = 1; month <= 12; month++)
+        var reviews = Reviews.ReviewCadence.Between(active.Start, active.End).Select(r => new Review
         {
-            reviews.Add(Scheduled("monthly-operational", "monthly operational review", First(year, month, DayOfWeek.Monday)));
-            if (month % 3 == 1)
-            {
-                reviews.Add(Scheduled("quarterly-strategy", "quarterly strategy review", First(year, month, DayOfWeek.Thursday)));
-            }
-        }
-
-        Review Scheduled(string kind, string name, DateOnly day) => new()
-        {
-            UnitId = 1, PeriodId = active.Id, Kind = kind, Title = $"Northwind Group: {name}, {day:yyyy-MM-dd}", ScheduledFor = day,
-            Status = day < today ? "closed" : "planned",
-        };
+            UnitId = 1, PeriodId = active.Id, Kind = r.Kind, ScheduledFor = r.Day, Status = r.Day < today ? "closed" : "planned",
+            Title = Reviews.ReviewCadence.Title("Northwind Group", r.Kind, r.Day),
+        }).ToList();
 
         var ordered = reviews.OrderBy(r => r.ScheduledFor).ToList();
         for (var i = 0; i < ordered.Count; i++)
@@ -285,18 +274,6 @@ public static class DemoOrganisation
             });
         }
     }
-
-    private static DateOnly First(int year, int month, DayOfWeek day)
-    {
-        var date = new DateOnly(year, month, 1);
-        while (date.DayOfWeek != day)
-        {
-            date = date.AddDays(1);
-        }
-
-        return date;
-    }
-
     /// <summary>
     /// A ringfenced pool per theme; two initiatives per division linked to its objectives, funded from the pool of their
     /// theme, with quarterly milestones and monthly spend; and two spend entries linked to no initiative.
