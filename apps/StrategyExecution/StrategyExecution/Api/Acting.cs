@@ -29,24 +29,32 @@ public sealed class Acting(StrategyDb db)
     /// Whether <paramref name="person"/> holds <paramref name="role"/> (or a stronger one) on <paramref name="unitId"/> or
     /// any unit above it: a role on a unit covers the units below it.
     /// </summary>
-    public async Task<bool> HasRoleAsync(Person person, int unitId, Role role, CancellationToken cancellationToken)
+    public Task<bool> HasRoleAsync(Person person, int unitId, Role role, CancellationToken cancellationToken)
+        => HasRoleOnAllAsync(person, [unitId], role, cancellationToken);
+
+    /// <summary>Whether <paramref name="person"/> holds <paramref name="role"/> on every one of <paramref name="unitIds"/>, reading roles and units once.</summary>
+    public async Task<bool> HasRoleOnAllAsync(Person person, IReadOnlyCollection<int> unitIds, Role role, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(person);
-        var roles = await db.Roles.AsNoTracking().Where(r => r.PersonId == person.Id && r.Role <= role).Select(r => r.UnitId).ToListAsync(cancellationToken);
+        ArgumentNullException.ThrowIfNull(unitIds);
+        var roles = (await db.Roles.AsNoTracking().Where(r => r.PersonId == person.Id && r.Role <= role).Select(r => r.UnitId).ToListAsync(cancellationToken)).ToHashSet();
         if (roles.Count == 0)
         {
             return false;
         }
 
         var parents = await db.Units.AsNoTracking().ToDictionaryAsync(u => u.Id, u => u.ParentId, cancellationToken);
-        for (int? at = unitId; at is { } current; at = parents.GetValueOrDefault(current))
+        return unitIds.All(unitId =>
         {
-            if (roles.Contains(current))
+            for (int? at = unitId; at is { } current; at = parents.GetValueOrDefault(current))
             {
-                return true;
+                if (roles.Contains(current))
+                {
+                    return true;
+                }
             }
-        }
 
-        return false;
+            return false;
+        });
     }
 }

@@ -90,12 +90,9 @@ public static class CommunicationEndpoints
             return Problems.Error(400, "INVALID_ANNOUNCEMENT", "The announcement cannot be published.", problems);
         }
 
-        foreach (var unit in unitIds)
+        if (!await acting.HasRoleOnAllAsync(person, unitIds, Role.Owner, ct))
         {
-            if (!await acting.HasRoleAsync(person, unit, Role.Owner, ct))
-            {
-                return Problems.Forbidden("Announcing to a unit needs the owner or admin role on it or a unit above it.");
-            }
+            return Problems.Forbidden("Announcing to a unit needs the owner or admin role on it or a unit above it.");
         }
 
         var announcement = new Announcement { Title = title, Body = body.Body!.Trim(), AuthorId = person.Id, PublishedAt = time.GetUtcNow(), RequiresAck = body.RequiresAck ?? true };
@@ -164,12 +161,9 @@ public static class CommunicationEndpoints
         }
 
         var audienceUnits = await db.Audiences.AsNoTracking().Where(a => a.AnnouncementId == id).Select(a => a.UnitId).ToListAsync(ct);
-        foreach (var unit in audienceUnits)
+        if (!await acting.HasRoleOnAllAsync(person, audienceUnits, Role.Owner, ct))
         {
-            if (!await acting.HasRoleAsync(person, unit, Role.Owner, ct))
-            {
-                return Problems.Forbidden("Sending reminders needs the owner or admin role on the announcement's units.");
-            }
+            return Problems.Forbidden("Sending reminders needs the owner or admin role on the announcement's units.");
         }
 
         var scope = Checks.Subtree(await db.Units.AsNoTracking().ToListAsync(ct), audienceUnits);
