@@ -2,7 +2,7 @@
 # Runs every test: the .NET unit, storage (SQLite and a real redis-server), functional and multi-node tests, the
 # official Durable Streams conformance suite (against the SQLite and the Redis store), the Vercel AI SDK suites, the
 # TypeScript client's tests and the browser tests (headless Chromium), against freshly started servers. Installs what
-# it needs: npm packages from each suite's lock file, and Debian's chromium and redis-server when missing.
+# it needs: npm packages from each suite's lock file, and Debian's chromium, redis-server and postgresql when missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT="$(pwd)"
@@ -20,11 +20,13 @@ require dotnet "install the .NET 10 SDK"
 require node "install Node.js 20 or newer"
 require npm "install npm"
 
-# Debian packages the tests need: chromium (browser tests) and redis-server (the Redis store and multi-node tests).
+# Debian packages the tests need: chromium (browser tests), redis-server (the Redis store and multi-node tests) and
+# postgresql (the strategy app on PostgreSQL; the tests start a scratch cluster of their own).
 CHROMIUM="${CHROMIUM_PATH:-/usr/bin/chromium}"
 MISSING=()
 [[ -x "$CHROMIUM" ]] || MISSING+=(chromium)
 command -v redis-server >/dev/null 2>&1 || MISSING+=(redis-server)
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || MISSING+=(postgresql)
 if [[ ${#MISSING[@]} -gt 0 ]]; then
   echo "==> installing ${MISSING[*]} (Debian packages)"
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
@@ -74,16 +76,32 @@ run_suite() {
   SUMMARY+=("$name $passed passed, $failed failed")
 }
 
+# run_dotnet NAME [ENV=VALUE...] -- DOTNET_TEST_ARGS...: runs dotnet test, adds its counts to the totals under NAME and
+# keeps its output in $WORK/dotnet-test.log for the failure list at the end.
+DOTNET_FAILED=0
+run_dotnet() {
+  local name=$1; shift
+  local environment=()
+  while [[ $1 != -- ]]; do environment+=("$1"); shift; done
+  shift
+  set +e
+  env "${environment[@]}" dotnet test "$@" -c "$CONFIGURATION" --no-build 2>&1 | tee "$WORK/run.log"
+  local status=${PIPESTATUS[0]}
+  set -e
+  cat "$WORK/run.log" >> "$WORK/dotnet-test.log"
+  local passed failed
+  passed=$(grep -E '^\s+succeeded: [0-9]+' "$WORK/run.log" | tail -1 | grep -oE '[0-9]+' || echo 0)
+  failed=$(grep -E '^\s+failed: [0-9]+' "$WORK/run.log" | tail -1 | grep -oE '[0-9]+' || echo 0)
+  if [[ $status -ne 0 || $passed -eq 0 ]]; then STATUS=1; fi
+  PASSED=$((PASSED + passed)); FAILED=$((FAILED + failed)); DOTNET_FAILED=$((DOTNET_FAILED + failed))
+  SUMMARY+=("$name $passed passed, $failed failed")
+}
+
 echo "==> .NET tests"
-set +e
-dotnet test --solution DurableSessions.slnx -c "$CONFIGURATION" --no-build 2>&1 | tee "$WORK/dotnet-test.log"
-DOTNET_STATUS=${PIPESTATUS[0]}
-set -e
-DOTNET_PASSED=$(grep -E '^\s+succeeded: [0-9]+' "$WORK/dotnet-test.log" | tail -1 | grep -oE '[0-9]+' || echo 0)
-DOTNET_FAILED=$(grep -E '^\s+failed: [0-9]+' "$WORK/dotnet-test.log" | tail -1 | grep -oE '[0-9]+' || echo 0)
-if [[ $DOTNET_STATUS -ne 0 || $DOTNET_PASSED -eq 0 ]]; then STATUS=1; fi
-PASSED=$((PASSED + DOTNET_PASSED)); FAILED=$((FAILED + DOTNET_FAILED))
-SUMMARY+=(".NET tests $DOTNET_PASSED passed, $DOTNET_FAILED failed")
+run_dotnet ".NET tests" -- --solution DurableSessions.slnx
+
+echo "==> the strategy app's tests again, on PostgreSQL (a scratch cluster the tests start and remove)"
+run_dotnet "strategy app on PostgreSQL" STRATEGY_TEST_DATABASE=postgres -- --project apps/StrategyExecution/StrategyExecution.Tests
 
 echo "==> conformance suite (@durable-streams/server-conformance-tests, pinned in tests/conformance/package-lock.json)"
 (cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error)
@@ -136,6 +154,11 @@ run_suite browser tests/browser DURABLE_SESSIONS_SERVER_DLL="$WORK/publish/Durab
 [[ -f tests/browser/artifacts/demo-page.png ]] && echo "screenshot: tests/browser/artifacts/demo-page.png"
 
 echo
+# The failures again at the end, where a log cut to its tail still shows them.
+if [[ $DOTNET_FAILED -ne 0 ]]; then
+  echo "Failed .NET tests:"
+  sed -r 's/\x1b\[[0-9;]*m//g' "$WORK/dotnet-test.log" | grep -E -A 15 '^\s*failed [^:]' | head -120 || true
+fi
 echo "Summary: $(IFS=';'; echo "${SUMMARY[*]}" | sed 's/;/; /g')"
 echo "$PASSED passed, $FAILED failed"
 if [[ $STATUS -ne 0 || $FAILED -ne 0 ]]; then

@@ -11,6 +11,7 @@ internal sealed record LoadOptions
           --pipeline <n>         appends in flight per WebSocket connection in the ws-append scenario (default 64)
           --transport <sse|websocket>   how the idle scenario's --readers subscribe (default sse); with --server-pid
           --questions <n>        questions the ask scenario posts into random stored sessions (default 100)
+          --dashboards <n>       open dashboards in the strategy scenario, each following the audit stream (default 500)
           --streams <n>          streams to spread load over (default 100)
           --connections <n>      concurrent writers (default 64)
           --batch <n>            events per request in the batch scenario (default 100)
@@ -54,6 +55,8 @@ internal sealed record LoadOptions
 
     public string Transport { get; init; } = "sse";
 
+    public int Dashboards { get; init; } = 500;
+
     public static LoadOptions? Parse(string[] args)
     {
         var options = new LoadOptions();
@@ -82,6 +85,7 @@ internal sealed record LoadOptions
                 "--questions" => options with { Questions = int.Parse(value, CultureInfo.InvariantCulture) },
                 "--pipeline" => options with { Pipeline = int.Parse(value, CultureInfo.InvariantCulture) },
                 "--transport" => options with { Transport = value },
+                "--dashboards" => options with { Dashboards = int.Parse(value, CultureInfo.InvariantCulture) },
                 _ => null,
             };
             if (options is null)

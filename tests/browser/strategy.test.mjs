@@ -25,15 +25,31 @@ afterAll(async () => {
   await app?.stop()
 })
 
+/** Signs `person` (an id, or the first demo person) in with the demo password; returns the token. */
+async function signIn(person) {
+  const people = await (await fetch(`${app.url}/api/demo/people`)).json()
+  const who = people.find((p) => person === undefined || p.id === person)
+  const response = await fetch(`${app.url}/api/sign-in`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ email: who.email, password: "demo" }) })
+  expect(response.status).toBe(200)
+  return (await response.json()).token
+}
+
+let readerToken
+/** A fetch of the API by a signed-in reader, for the tests' own checks. */
+async function authed(url, init = {}) {
+  readerToken ??= await signIn()
+  return fetch(url, { ...init, headers: { ...init.headers, authorization: `Bearer ${readerToken}` } })
+}
+
 async function personWith(unit, role) {
-  const roles = await (await fetch(`${app.url}/api/roles?unit=${unit}`)).json()
+  const roles = await (await authed(`${app.url}/api/roles?unit=${unit}`)).json()
   return roles.find((r) => r.role === role).personId
 }
 
-/** A browser profile acting as `person`, showing `unit`'s scorecard. */
+/** A browser profile signed in as `person`, showing `unit`'s scorecard. */
 async function open(person, unit) {
   const context = await browser.newContext({ viewport: { width: 1400, height: 900 } })
-  await context.addCookies([{ name: "person", value: String(person), url: app.url }])
+  await context.addCookies([{ name: "strategy_token", value: await signIn(person), url: app.url, httpOnly: true, sameSite: "Strict" }])
   const page = await context.newPage()
   await page.goto(`${app.url}/#unit-${unit}`)
   await page.locator("#live.live").waitFor({ timeout: 15_000 })
@@ -50,12 +66,12 @@ test("recording an actual turns its measure red, moves the roll-up, and another 
   const a = await open(updater, team)
   const b = await open(ceo, 1)
 
-  const card = await (await fetch(`${app.url}/api/scorecards/${team}`)).json()
+  const card = await (await authed(`${app.url}/api/scorecards/${team}`)).json()
   const measure = card.objectives[0].measures[0]
   const { redFlag, target } = measure.target
   const worst = measure.direction === "lower" ? redFlag + 3 * (redFlag - target) : redFlag - 3 * Math.abs(target - redFlag)
   const row = a.page.locator(`tr[data-measure="${measure.id}"]`)
-  const companyScore = async () => (await (await fetch(`${app.url}/api/units`)).json()).find((u) => u.id === 1).score
+  const companyScore = async () => (await (await authed(`${app.url}/api/units`)).json()).find((u) => u.id === 1).score
   const before = { teamOnB: await unitScore(b.page, team), company: await companyScore(), unitOnA: await a.page.locator("#unit-score").textContent() }
 
   await row.locator('input[type="number"]').fill(String(worst))
@@ -148,7 +164,7 @@ test("allocating a ringfenced pool: refused when it would over-allocate, accepte
     await p.locator("#budgets-link").click()
     await p.locator("#pools tr[data-pool]").first().waitFor()
   }
-  const budgets = await (await fetch(`${app.url}/api/budgets`)).json()
+  const budgets = await (await authed(`${app.url}/api/budgets`)).json()
   const pool = budgets.pools[0]
   const form = owner.page.locator("form.allocate")
   await form.locator('select[name="poolId"]').selectOption(String(pool.id))
@@ -157,7 +173,7 @@ test("allocating a ringfenced pool: refused when it would over-allocate, accepte
   await form.locator('input[name="amount"]').fill(String(pool.available + 1000))
   await form.locator('button[type="submit"]').click()
   await expect.poll(() => form.locator(".error").textContent()).toContain("would over-allocate it by 1000.00")
-  expect((await (await fetch(`${app.url}/api/budgets`)).json()).pools[0].allocated).toBe(pool.allocated)
+  expect((await (await authed(`${app.url}/api/budgets`)).json()).pools[0].allocated).toBe(pool.allocated)
 
   await form.locator('input[name="amount"]').fill("25000")
   await form.locator('button[type="submit"]').click()
@@ -171,7 +187,7 @@ test("allocating a ringfenced pool: refused when it would over-allocate, accepte
 })
 
 test("a live review in two browsers: the current item, a decision and an action reach the other browser within a second", async () => {
-  const reviews = await (await fetch(`${app.url}/api/reviews?unit=1`)).json()
+  const reviews = await (await authed(`${app.url}/api/reviews?unit=1`)).json()
   const review = reviews.find((r) => r.status === "planned")
   const chair = await open(await personWith(1, "owner"), 1)
   const other = await open(await personWith(1, "admin"), 1)
@@ -244,7 +260,7 @@ test("an announcement published to a division reaches its people live, two ackno
     await box(r).locator(".acknowledged").waitFor()
   }
   await expect.poll(async () => box(author).locator(".coverage").textContent(), { timeout: 1000 }).toMatch(/^2 of \d+ acknowledged$/)
-  const audit = await (await fetch(`${app.url}/api/audit?take=1000`)).json()
+  const audit = await (await authed(`${app.url}/api/audit?take=1000`)).json()
   expect(audit.filter((a) => a.action === "announcement.acknowledged" && a.subject.startsWith("announcement/")).length).toBeGreaterThanOrEqual(2)
 
   mkdirSync(artifacts, { recursive: true })
@@ -260,7 +276,7 @@ test("the my-updates grid saves a month's values for several measures at once", 
   for (const [i, id] of ids.entries()) await updater.page.locator(`#grid input[name="value-${id}"]`).fill(String(40 + i))
   await updater.page.getByRole("button", { name: "Save all" }).click()
   for (const [i, id] of ids.entries()) {
-    await expect.poll(async () => (await (await fetch(`${app.url}/api/measures/${id}/actuals`)).json())[0]).toMatchObject({ value: 40 + i, source: "grid" })
+    await expect.poll(async () => (await (await authed(`${app.url}/api/measures/${id}/actuals`)).json())[0]).toMatchObject({ value: 40 + i, source: "grid" })
     await expect.poll(() => updater.page.locator(`#grid tr[data-measure="${id}"] td.num`).first().textContent()).toMatch(new RegExp(`^${40 + i} \\(`))
   }
   await updater.context.close()
@@ -283,4 +299,32 @@ test("the incentive simulator pays a what-if on the plan's curve", async () => {
   mkdirSync(artifacts, { recursive: true })
   await admin.page.screenshot({ path: join(artifacts, "strategy-incentives.png"), fullPage: true })
   await admin.context.close()
+})
+
+test("a visitor signs in with the form (a wrong password is refused in the form), sees their name, and signs out", async () => {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } })
+  const page = await context.newPage()
+  await page.goto(app.url)
+  await page.locator("#sign-in-form").waitFor()
+  expect(await page.locator("main").isHidden()).toBe(true)
+  const owner = await personWith(2, "owner")
+  const people = await (await fetch(`${app.url}/api/demo/people`)).json()
+  const who = people.find((p) => p.id === owner)
+
+  await page.locator("#email").fill(who.email)
+  await page.locator("#password").fill("wrong password")
+  await page.getByRole("button", { name: "Sign in" }).click()
+  await expect.poll(() => page.locator("#sign-in-error").textContent()).toMatch(/wrong/)
+
+  await page.locator("#demo-person").selectOption(who.email)
+  await page.getByRole("button", { name: "Sign in" }).click()
+  await page.locator("#live.live").waitFor({ timeout: 15_000 })
+  expect(await page.locator("#signed-in").textContent()).toBe(who.name)
+  const cookies = await context.cookies()
+  expect(cookies.find((c) => c.name === "strategy_token")).toMatchObject({ httpOnly: true, sameSite: "Strict" })
+
+  await page.locator("#sign-out").click()
+  await page.locator("#sign-in-form").waitFor()
+  expect((await context.cookies()).find((c) => c.name === "strategy_token")).toBeUndefined()
+  await context.close()
 })

@@ -1,3 +1,5 @@
+using System.Collections.Concurrent;
+using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
@@ -5,18 +7,50 @@ using System.Text.Json.Nodes;
 
 namespace StrategyExecution.Tests;
 
-/// <summary>Calls the app's API as a given person.</summary>
+/// <summary>Calls the app's API as a given person, signed in with the demo password.</summary>
 public static class ApiClient
 {
-    public static HttpClient For(AppProcess app, int? person = null)
-    {
-        var client = new HttpClient { BaseAddress = app.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
-        if (person is { } id)
-        {
-            client.DefaultRequestHeaders.Add("X-Person-Id", id.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        }
+    private static readonly ConcurrentDictionary<(Uri App, int? Person), Lazy<Task<string>>> Tokens = new();
 
-        return client;
+    /// <summary>
+    /// A client signed in as <paramref name="person"/>; without one, as a person who holds no role above viewer (a reader). The
+    /// sign-in happens on the first request and its token is kept for the app's later clients.
+    /// </summary>
+    public static HttpClient For(AppProcess app, int? person = null)
+        => new(new SignedIn(app, person) { InnerHandler = new SocketsHttpHandler() }) { BaseAddress = app.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
+
+    /// <summary>A client that is not signed in.</summary>
+    public static HttpClient Anonymous(AppProcess app) => new() { BaseAddress = app.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
+
+    /// <summary>A token of <paramref name="person"/> (or of a reader), signing in once per app.</summary>
+    public static Task<string> TokenFor(AppProcess app, int? person = null)
+        => Tokens.GetOrAdd((app.BaseAddress, person), key => new Lazy<Task<string>>(() => SignInAsync(app, key.Person))).Value;
+
+    /// <summary>The demo organisation's people, as listed for the sign-in page.</summary>
+    public static async Task<JsonArray> DemoPeople(AppProcess app)
+    {
+        using var anonymous = Anonymous(app);
+        return (await anonymous.GetJson("/api/demo/people")).AsArray();
+    }
+
+    private static async Task<string> SignInAsync(AppProcess app, int? person)
+    {
+        var people = await DemoPeople(app);
+        var who = people.First(p => person is { } id ? p!["id"]!.GetValue<int>() == id : p!["roles"]!.AsArray().All(r => r!.GetValue<string>().StartsWith("viewer", StringComparison.Ordinal)))!;
+        using var anonymous = Anonymous(app);
+        using var response = await anonymous.PostAsJsonAsync(new Uri("/api/sign-in", UriKind.Relative), new { email = who["email"]!.GetValue<string>(), password = "demo" });
+        Assert.True(response.IsSuccessStatusCode, $"Signing in as {who["email"]} answered {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync()}");
+        return JsonNode.Parse(await response.Content.ReadAsStringAsync())!["token"]!.GetValue<string>();
+    }
+
+    /// <summary>Adds the person's bearer token to every request.</summary>
+    private sealed class SignedIn(AppProcess app, int? person) : DelegatingHandler
+    {
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", await TokenFor(app, person));
+            return await base.SendAsync(request, cancellationToken);
+        }
     }
 
     public static async Task<JsonNode> GetJson(this HttpClient client, string path)

@@ -4,29 +4,41 @@ using DurableSessions.Testing;
 
 namespace StrategyExecution.Tests;
 
-/// <summary>The strategy execution app as a child process on a free loopback port, with its own data directory.</summary>
+/// <summary>
+/// The strategy execution app as a child process on a free loopback port, with its own data directory, and its own
+/// database: SQLite in that directory, or on a real PostgreSQL server when the run selects it
+/// (<c>STRATEGY_TEST_DATABASE=postgres</c>).
+/// </summary>
 public sealed class AppProcess : IAsyncDisposable
 {
+    private readonly string[] _databaseArgs;
     private ChildProcess? _process;
 
-    private AppProcess(string dataDirectory, int port)
+    private AppProcess(string dataDirectory, int port, string[] databaseArgs)
     {
         DataDirectory = dataDirectory;
         BaseAddress = new Uri($"http://127.0.0.1:{port}");
+        _databaseArgs = databaseArgs;
     }
+
+    /// <summary>More command-line settings, e.g. <c>--Demo:Size none</c>.</summary>
+    public IReadOnlyList<string> Settings { get; init; } = [];
 
     public string DataDirectory { get; }
 
     public Uri BaseAddress { get; }
 
     /// <summary>Starts the app with the demo organisation loaded into a fresh data directory.</summary>
-    public static async Task<AppProcess> StartNewAsync()
+    public static async Task<AppProcess> StartNewAsync(params string[] settings)
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
         var port = ((IPEndPoint)listener.LocalEndpoint).Port;
         listener.Stop();
-        var app = new AppProcess(Path.Combine(Path.GetTempPath(), "strategy-test-" + Guid.NewGuid().ToString("N")), port);
+        string[] databaseArgs = PostgresServer.Selected
+            ? ["--Database:Provider", "postgres", "--ConnectionStrings:Strategy", (await PostgresServer.GetAsync()).NewDatabase()]
+            : [];
+        var app = new AppProcess(Path.Combine(Path.GetTempPath(), "strategy-test-" + Guid.NewGuid().ToString("N")), port, databaseArgs) { Settings = settings };
         await app.StartAsync();
         return app;
     }
@@ -36,9 +48,12 @@ public sealed class AppProcess : IAsyncDisposable
     {
         var dll = ChildProcess.Locate("apps/StrategyExecution/StrategyExecution", "StrategyExecution.dll", "Build the app first (dotnet build).");
         _process?.Dispose();
-        _process = ChildProcess.Start(ChildProcess.Dotnet(dll, ["--urls", BaseAddress.ToString().TrimEnd('/'), "--Data", DataDirectory, "--Logging:LogLevel:Default=Warning"]));
+        _process = ChildProcess.Start(ChildProcess.Dotnet(dll, ["--urls", BaseAddress.ToString().TrimEnd('/'), "--Data", DataDirectory, "--Logging:LogLevel:Default=Warning", .. _databaseArgs, .. Settings]));
         await _process.WaitUntilHealthyAsync(new Uri(BaseAddress, "/health"), TimeSpan.FromSeconds(60), "The strategy app");
     }
+
+    /// <summary>What the process printed lately.</summary>
+    public string Output => _process?.RecentOutput ?? string.Empty;
 
     /// <summary>Kills the process with SIGKILL: no shutdown code runs.</summary>
     public Task KillAsync() => _process?.KillAsync() ?? Task.CompletedTask;

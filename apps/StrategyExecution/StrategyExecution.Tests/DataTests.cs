@@ -61,7 +61,7 @@ public sealed class DataTests(AppFixture fixture) : IClassFixture<AppFixture>
         Assert.Equal(HttpStatusCode.UnsupportedMediaType, (await updater.PostAsync(new Uri("/api/actuals/import", UriKind.Relative), ApiClient.Json("[]"))).StatusCode);
         using var noHeader = await updater.PostAsync(new Uri("/api/actuals/import", UriKind.Relative), Csv($"{teamMeasure},{month},1\n"));
         Assert.Equal("INVALID_CSV", JsonNode.Parse(await noHeader.Content.ReadAsStringAsync())!["error"]!["code"]!.GetValue<string>());
-        using var anonymous = ApiClient.For(fixture.App);
+        using var anonymous = ApiClient.Anonymous(fixture.App);
         Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.PostAsync(new Uri("/api/actuals/import", UriKind.Relative), Csv("measure_id,month,value\n"))).StatusCode);
         using var binary = new ByteArrayContent([0xff, 0xfe, 0x00, 0x41]);
         binary.Headers.ContentType = new("text/csv");
@@ -115,5 +115,12 @@ public sealed class DataTests(AppFixture fixture) : IClassFixture<AppFixture>
         Assert.Contains("/api/measures/{id}/actuals", paths);
         Assert.Contains("/api/actuals/import", paths);
         Assert.Contains("/api/reviews/{id}/decisions", paths);
+    }
+
+    [Fact]
+    public async Task The_data_lives_in_the_database_the_run_selected()
+    {
+        await ApiClient.Until(() => Task.FromResult(fixture.App.Output.Contains("with its data in", StringComparison.Ordinal)), "the start-up line");
+        Assert.Contains(PostgresServer.Selected ? "with its data in PostgreSQL database strategy_" : "with its data in SQLite " + fixture.App.DataDirectory, fixture.App.Output, StringComparison.Ordinal);
     }
 }

@@ -23,13 +23,14 @@ public sealed class HostileInputTests(AppFixture fixture) : IClassFixture<AppFix
         var openApi = await reader.GetJson("/openapi/v1.json");
         var operations = openApi["paths"]!.AsObject()
             .SelectMany(p => p.Value!.AsObject().Select(m => (Path: p.Key, Method: m.Key.ToUpperInvariant())))
+            .Where(o => o.Path != "/api/sign-out") // It would end the sign-ins the loop uses; SignInTests covers it.
             .ToList();
         Assert.True(operations.Count >= 40, $"only {operations.Count} operations documented");
         var auditBefore = (await reader.GetJson("/api/audit?take=1000")).AsArray().Count;
         var failures = new List<string>();
         foreach (var identity in new int?[] { null, 1 })
         {
-            using var client = ApiClient.For(fixture.App, identity);
+            using var client = identity is null ? ApiClient.Anonymous(fixture.App) : ApiClient.For(fixture.App, identity);
             foreach (var (path, method) in operations)
             {
                 // Ids that name nothing, or are not ids at all.

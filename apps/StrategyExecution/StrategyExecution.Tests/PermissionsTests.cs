@@ -40,16 +40,27 @@ public sealed class PermissionsTests(AppFixture fixture) : IClassFixture<AppFixt
             Assert.True(expected == response.StatusCode, $"{who} (person {person}): expected {expected}, got {response.StatusCode}");
         }
 
-        foreach (var header in new[] { null, "abc", "99999", "-1" })
+        // No sign-in, or one that is forged, names nobody: the header and cookie a page could set are not credentials.
+        (string Header, string Value)?[] forged =
+        [
+            null,
+            ("X-Person-Id", AllowedPerson(matrix)),
+            ("Cookie", $"person={AllowedPerson(matrix)}"),
+            ("Cookie", "strategy_token=st_not-a-token"),
+            ("Authorization", "Bearer st_not-a-token"),
+            ("Authorization", "Bearer " + new string('a', 5000)),
+            ("Authorization", "Basic YWRtaW46ZGVtbw=="),
+        ];
+        foreach (var header in forged)
         {
-            using var anonymous = ApiClient.For(fixture.App);
-            if (header is not null)
+            using var anonymous = ApiClient.Anonymous(fixture.App);
+            if (header is { } h)
             {
-                anonymous.DefaultRequestHeaders.Add("X-Person-Id", header);
+                anonymous.DefaultRequestHeaders.TryAddWithoutValidation(h.Header, h.Value);
             }
 
             using var response = await anonymous.RecordActual(measure, ApiClient.LastMonth(), 1);
-            Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+            Assert.True(HttpStatusCode.Unauthorized == response.StatusCode, $"{header}: expected 401, got {response.StatusCode}");
         }
 
         // Every accepted change is audited with its actor, in order; refused ones leave no trace.
@@ -60,4 +71,7 @@ public sealed class PermissionsTests(AppFixture fixture) : IClassFixture<AppFixt
         var history = (await reader.GetJson($"/api/measures/{measure}/actuals")).AsArray().Take(allowed.Count).Reverse();
         Assert.Equal(allowed, history.Select(h => h!["recordedBy"]!.GetValue<int>()));
     }
+
+    private static string AllowedPerson((string Who, int Person, HttpStatusCode Expected)[] matrix)
+        => matrix.First(m => m.Expected == HttpStatusCode.Created).Person.ToString(System.Globalization.CultureInfo.InvariantCulture);
 }

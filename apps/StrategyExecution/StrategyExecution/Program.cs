@@ -1,3 +1,4 @@
+using Microsoft.AspNetCore.RateLimiting;
 using System.Text.Json.Serialization;
 using DurableSessions.AspNetCore;
 using DurableSessions.Storage.Sqlite;
@@ -12,18 +13,28 @@ if (builder.Configuration["urls"] is null && builder.Configuration["ASPNETCORE_U
     builder.WebHost.UseUrls("http://127.0.0.1:4438");
 }
 
-// Everything the app keeps lives in one data directory: the database and the durable streams.
-// A relative path is taken from the working directory, as `dotnet run` users expect.
+// Everything the app keeps lives in one data directory: the database (unless it is PostgreSQL) and the durable
+// streams. A relative path is taken from the working directory, as `dotnet run` users expect.
 var dataDirectory = Path.GetFullPath(builder.Configuration["Data"] ?? "data-strategy", Environment.CurrentDirectory);
 Directory.CreateDirectory(dataDirectory);
-var connectionString = builder.Configuration.GetConnectionString("Strategy") ?? $"Data Source={Path.Combine(dataDirectory, "strategy.db")}";
+var database = StrategyDatabase.FromConfiguration(builder.Configuration, dataDirectory);
 builder.Services.AddSingleton<ScoreCache>();
 builder.Services.AddSingleton<ScoreCacheInvalidation>();
-builder.Services.AddDbContext<StrategyDb>((services, o) => o.UseSqlite(connectionString).AddInterceptors(services.GetRequiredService<ScoreCacheInvalidation>()));
+builder.Services.AddDbContext<StrategyDb>((services, o) => database.Configure(o.AddInterceptors(services.GetRequiredService<ScoreCacheInvalidation>())));
 builder.Services.AddDurableSessions(builder.Configuration)
     .AddSqliteStore(o => o.DataDirectory = Path.Combine(dataDirectory, "streams"));
 builder.Services.AddSingleton(TimeProvider.System);
 builder.Services.AddScoped<Acting>();
+builder.Services.AddSingleton<SignInThrottle>();
+builder.Services.AddSingleton<SignInCache>();
+
+// Each password check is a PBKDF2 run of a few hundred milliseconds: a few at a time, a short queue, then 429.
+builder.Services.AddRateLimiter(o =>
+{
+    o.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
+    o.AddConcurrencyLimiter(SignInEndpoints.PasswordPolicy, l => (l.PermitLimit, l.QueueLimit) = (Math.Max(2, Environment.ProcessorCount), 32));
+    o.OnRejected = (context, ct) => new ValueTask(Problems.Error(429, "TOO_MANY_REQUESTS", "Too many password checks at once: try again shortly.").ExecuteAsync(context.HttpContext));
+});
 builder.Services.AddScoped<Scorecards>();
 builder.Services.AddSingleton<AuditTrail>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<AuditTrail>());
@@ -47,16 +58,28 @@ using (var scope = app.Services.CreateScope())
             DemoOrganisation.Seed(db, today);
             break;
     }
+
+    StrategyDatabase.AfterSeeding(db);
+    FirstAdmin.Ensure(db, app.Configuration);
 }
 
-// The durable streams are read-only over HTTP: the app itself appends (the audit trail, live updates), nobody else.
+// The durable streams are read by signed-in people and written by the app only (the audit trail, live updates).
 app.Use(async (context, next) =>
 {
-    if (context.Request.Path.StartsWithSegments("/v1/stream") && !HttpMethods.IsGet(context.Request.Method)
-        && !HttpMethods.IsHead(context.Request.Method) && !HttpMethods.IsOptions(context.Request.Method))
+    if (context.Request.Path.StartsWithSegments("/v1/stream"))
     {
-        await Problems.Error(403, "READ_ONLY", "The strategy app's streams are written by the app only.").ExecuteAsync(context);
-        return;
+        if (!HttpMethods.IsGet(context.Request.Method) && !HttpMethods.IsHead(context.Request.Method) && !HttpMethods.IsOptions(context.Request.Method))
+        {
+            await Problems.Error(403, "READ_ONLY", "The strategy app's streams are written by the app only.").ExecuteAsync(context);
+            return;
+        }
+
+        if (!HttpMethods.IsOptions(context.Request.Method)
+            && await context.RequestServices.GetRequiredService<Acting>().PersonAsync(context, context.RequestAborted) is null)
+        {
+            await Problems.Unauthenticated().ExecuteAsync(context);
+            return;
+        }
     }
 
     await next(context);
@@ -65,9 +88,10 @@ app.UseDefaultFiles();
 app.UseStaticFiles();
 app.MapOpenApi();
 app.MapGet("/health", () => "ok");
+app.UseRateLimiter();
 app.MapDurableStreams();
 app.MapStrategyApi();
-app.Lifetime.ApplicationStarted.Register(() => Console.WriteLine($"Strategy execution is listening on {string.Join(", ", app.Urls)}"));
+app.Lifetime.ApplicationStarted.Register(() => Console.WriteLine($"Strategy execution is listening on {string.Join(", ", app.Urls)}, with its data in {database.Describe()}"));
 app.Run();
 
 /// <summary>The app's entry point, visible to the tests that host it.</summary>

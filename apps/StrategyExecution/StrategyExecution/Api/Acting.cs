@@ -4,25 +4,62 @@ using StrategyExecution.Data;
 namespace StrategyExecution.Api;
 
 /// <summary>
-/// Who is acting, and what they may do where. The demo identifies a person by the <c>X-Person-Id</c> header or the
-/// <c>person</c> cookie (the page's "acting as" choice); a deployment puts its sign-in in front and sets the same.
+/// Who is acting, and what they may do where. A request is made by the person whose token it carries: the
+/// <c>Authorization: Bearer</c> header (API tokens) or the <c>strategy_token</c> cookie (the page's sign-in). The person
+/// is looked up once per request.
 /// </summary>
-public sealed class Acting(StrategyDb db)
+public sealed class Acting(StrategyDb db, TimeProvider time, SignInCache cache)
 {
-    /// <summary>The header that names the acting person.</summary>
-    public const string Header = "X-Person-Id";
+    /// <summary>The cookie that carries a browser's sign-in token.</summary>
+    public const string Cookie = "strategy_token";
 
-    /// <summary>The cookie that names the acting person.</summary>
-    public const string Cookie = "person";
+    private Task<Person?>? _person;
 
-    /// <summary>The acting person, or <see langword="null"/> when the request names none that exists.</summary>
-    public async Task<Person?> PersonAsync(HttpContext context, CancellationToken cancellationToken)
+    /// <summary>The acting person, or <see langword="null"/> when the request carries no token that is valid now.</summary>
+    public Task<Person?> PersonAsync(HttpContext context, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(context);
-        var raw = context.Request.Headers[Header].FirstOrDefault() ?? context.Request.Cookies[Cookie];
-        return int.TryParse(raw, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var id)
-            ? await db.People.AsNoTracking().FirstOrDefaultAsync(p => p.Id == id, cancellationToken)
-            : null;
+        return _person ??= LookUpAsync(TokenOf(context.Request), cancellationToken);
+    }
+
+    /// <summary>The token a request carries, if any: the bearer token first, else the cookie.</summary>
+    public static string? TokenOf(HttpRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        var authorization = request.Headers.Authorization.FirstOrDefault();
+        if (authorization is not null)
+        {
+            return authorization.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? authorization["Bearer ".Length..].Trim() : null;
+        }
+
+        return request.Cookies[Cookie];
+    }
+
+    private async Task<Person?> LookUpAsync(string? token, CancellationToken cancellationToken)
+    {
+        // A token is ours only in its own shape; anything else is not worth a query.
+        if (token is not { Length: > 3 and <= 100 } || !token.StartsWith("st_", StringComparison.Ordinal))
+        {
+            return null;
+        }
+
+        var hash = Passwords.TokenHash(token);
+        if (cache.Find(hash) is { } known)
+        {
+            return known;
+        }
+
+        var found = await (from t in db.Tokens.AsNoTracking()
+                           join p in db.People.AsNoTracking() on t.PersonId equals p.Id
+                           where t.Hash == hash
+                           select new { Person = p, t.ExpiresAt }).FirstOrDefaultAsync(cancellationToken);
+        if (found is null || found.ExpiresAt <= time.GetUtcNow())
+        {
+            return null;
+        }
+
+        cache.Remember(hash, found.Person, found.ExpiresAt);
+        return found.Person;
     }
 
     /// <summary>

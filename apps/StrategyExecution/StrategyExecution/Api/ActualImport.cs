@@ -168,6 +168,8 @@ public static class ActualImport
                     db.Entry(measure).State = EntityState.Modified;
                 }
             }
+
+            writer.Complete();
         }
 
         db.AddAudit(person.Id, "actuals.imported", "actuals", new { source, rows = parsed.Count, measures = parsed.Select(p => p.Measure.Id).Distinct().Count() }, now);

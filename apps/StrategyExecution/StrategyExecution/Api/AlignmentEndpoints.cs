@@ -281,7 +281,7 @@ public static class AlignmentEndpoints
 
     private static async Task<IResult> StrategyMapAsync(StrategyDb db, Scorecards scorecards, int? period, int? unit, CancellationToken ct)
     {
-        if (await PeriodAsync(db, period, ct) is not { } p || await scorecards.ComputeAsync(p.Id, ct) is not { } scores)
+        if (await PeriodAsync(db, period, ct) is not { } p || await scorecards.ComputeAsync(p.Id) is not { } scores)
         {
             return Problems.NotFound("No such period.");
         }

@@ -70,7 +70,7 @@ public static class DataEndpoints
         }
 
         var period = await db.Periods.AsNoTracking().Where(p => p.Status == PeriodStatus.Active).OrderByDescending(p => p.Start).FirstOrDefaultAsync(ct);
-        if (period is null || await scorecards.ComputeAsync(period.Id, ct) is not { } scores)
+        if (period is null || await scorecards.ComputeAsync(period.Id) is not { } scores)
         {
             return Results.Ok(Array.Empty<object>());
         }

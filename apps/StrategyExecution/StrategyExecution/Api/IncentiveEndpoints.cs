@@ -46,7 +46,7 @@ public static class IncentiveEndpoints
     /// <summary>The plan's components with their current scores, and every participant's payout (frozen ones as frozen).</summary>
     private static async Task<(List<IncentiveComponent> Components, List<ParticipantPayout> Payouts)> ResultsAsync(StrategyDb db, Scorecards scorecards, IncentivePlan plan, CancellationToken ct)
     {
-        var scores = (await scorecards.ComputeAsync(plan.PeriodId, ct))!;
+        var scores = (await scorecards.ComputeAsync(plan.PeriodId))!;
         var components = (await db.PlanComponents.AsNoTracking().Where(c => c.PlanId == plan.Id).OrderBy(c => c.Id).ToListAsync(ct)).Select(c => new IncentiveComponent(
             c.ObjectiveId is { } o ? $"objective/{o}" : $"measure/{c.MeasureId}",
             c.Weight,

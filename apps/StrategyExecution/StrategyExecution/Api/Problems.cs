@@ -15,7 +15,7 @@ public static class Problems
 
     /// <summary>401: no acting person.</summary>
     public static IResult Unauthenticated()
-        => Error(401, "UNAUTHENTICATED", $"Name the acting person with the {Acting.Header} header or the '{Acting.Cookie}' cookie.");
+        => Error(401, "UNAUTHENTICATED", "Sign in first: POST /api/sign-in with an email and password, then send the token as 'Authorization: Bearer <token>' (the page keeps it in a cookie).");
 
     /// <summary>403: the acting person lacks the role.</summary>
     public static IResult Forbidden(string what) => Error(403, "FORBIDDEN", what);

@@ -173,7 +173,7 @@ public static class ReviewEndpoints
     /// </summary>
     private static async Task<List<AgendaItem>> GenerateAgendaAsync(StrategyDb db, Scorecards scorecards, Review review, TimeProvider time, CancellationToken ct)
     {
-        var scores = (await scorecards.ComputeAsync(review.PeriodId, ct))!;
+        var scores = (await scorecards.ComputeAsync(review.PeriodId))!;
         var scope = Checks.Subtree(scores.Units, review.UnitId);
         var objectives = scores.Objectives.Where(o => scope.Contains(o.UnitId)).ToDictionary(o => o.Id);
         var today = DateOnly.FromDateTime(time.GetUtcNow().UtcDateTime);

@@ -69,8 +69,12 @@ public sealed record PeriodScores(
 public sealed class Scorecards(StrategyDb db, TimeProvider time, ScoreCache cache)
 {
     /// <summary>Every score of <paramref name="periodId"/>, or <see langword="null"/> for an unknown period.</summary>
-    public Task<PeriodScores?> ComputeAsync(int periodId, CancellationToken cancellationToken)
-        => cache.GetOrComputeAsync(periodId, () => ComputeFreshAsync(periodId, cancellationToken));
+    /// <remarks>
+    /// A computation started here may be shared by other readers, and it runs on this request's database context: so it
+    /// takes no cancellation, and the request waits for its end, which keeps the context alive for them.
+    /// </remarks>
+    public Task<PeriodScores?> ComputeAsync(int periodId)
+        => cache.GetOrComputeAsync(periodId, () => ComputeFreshAsync(periodId, CancellationToken.None));
 
     private async Task<PeriodScores?> ComputeFreshAsync(int periodId, CancellationToken cancellationToken)
     {

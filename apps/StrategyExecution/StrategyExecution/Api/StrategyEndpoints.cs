@@ -33,6 +33,14 @@ public static class StrategyEndpoints
     public static RouteGroupBuilder MapStrategyApi(this IEndpointRouteBuilder endpoints)
     {
         var api = endpoints.MapGroup("/api");
+
+        // Everything needs a signed-in person, except what is marked anonymous (signing in, the demo's people).
+        api.AddEndpointFilter(async (context, next) =>
+            context.HttpContext.GetEndpoint()?.Metadata.GetMetadata<Microsoft.AspNetCore.Authorization.IAllowAnonymous>() is null
+            && await context.HttpContext.RequestServices.GetRequiredService<Acting>().PersonAsync(context.HttpContext, context.HttpContext.RequestAborted) is null
+                ? Problems.Unauthenticated()
+                : await next(context));
+        api.MapSignInApi();
         api.MapGet("/me", MeAsync);
         api.MapGet("/people", PeopleAsync);
         api.MapGet("/roles", RolesAsync);
@@ -92,12 +100,12 @@ public static class StrategyEndpoints
         return Results.Ok(await query.OrderBy(r => r.UnitId).ThenBy(r => r.Role).ThenBy(r => r.PersonId).ToListAsync(ct));
     }
 
-    private static async Task<int?> PeriodOrActiveAsync(StrategyDb db, int? period, CancellationToken ct)
-        => period ?? await db.Periods.AsNoTracking().Where(p => p.Status == PeriodStatus.Active).OrderByDescending(p => p.Start).Select(p => (int?)p.Id).FirstOrDefaultAsync(ct);
+    private static async Task<int?> PeriodOrActiveAsync(StrategyDb db, ScoreCache cache, int? period, CancellationToken ct)
+        => period ?? await cache.ActivePeriodAsync(() => db.Periods.AsNoTracking().Where(p => p.Status == PeriodStatus.Active).OrderByDescending(p => p.Start).Select(p => (int?)p.Id).FirstOrDefaultAsync(ct));
 
-    private static async Task<IResult> UnitsAsync(StrategyDb db, Scorecards scorecards, int? period, CancellationToken ct)
+    private static async Task<IResult> UnitsAsync(StrategyDb db, Scorecards scorecards, ScoreCache cache, int? period, CancellationToken ct)
     {
-        if (await PeriodOrActiveAsync(db, period, ct) is not { } periodId || await scorecards.ComputeAsync(periodId, ct) is not { } scores)
+        if (await PeriodOrActiveAsync(db, cache, period, ct) is not { } periodId || await scorecards.ComputeAsync(periodId) is not { } scores)
         {
             return Problems.NotFound("No such period.");
         }
@@ -105,9 +113,9 @@ public static class StrategyEndpoints
         return Results.Ok(scores.Units.Select(scores.UnitView).ToList());
     }
 
-    private static async Task<IResult> ScorecardAsync(int unitId, StrategyDb db, Scorecards scorecards, int? period, CancellationToken ct)
+    private static async Task<IResult> ScorecardAsync(int unitId, StrategyDb db, Scorecards scorecards, ScoreCache cache, int? period, CancellationToken ct)
     {
-        if (await PeriodOrActiveAsync(db, period, ct) is not { } periodId || await scorecards.ComputeAsync(periodId, ct) is not { } scores)
+        if (await PeriodOrActiveAsync(db, cache, period, ct) is not { } periodId || await scorecards.ComputeAsync(periodId) is not { } scores)
         {
             return Problems.NotFound("No such period.");
         }
@@ -202,7 +210,7 @@ public static class StrategyEndpoints
         await db.SaveChangesAsync(ct);
         audit.Notify();
 
-        var scores = (await scorecards.ComputeAsync(period.Id, ct))!;
+        var scores = (await scorecards.ComputeAsync(period.Id))!;
         var moved = new List<UnitScoreView>();
         var parents = scores.Units.ToDictionary(u => u.Id);
         for (int? at = objective.UnitId; at is { } unitId && parents.TryGetValue(unitId, out var unit); at = unit.ParentId)

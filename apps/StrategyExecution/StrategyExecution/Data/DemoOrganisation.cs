@@ -60,6 +60,9 @@ public static class DemoOrganisation
         (Perspective.LearningAndGrowth, "Build the skills and culture to win", 4),
     ];
 
+    /// <summary>The password of every demo person.</summary>
+    public const string Password = "demo";
+
     /// <summary>Loads the demo organisation when the database has no units yet.</summary>
     public static void Seed(StrategyDb db, DateOnly today)
     {
@@ -137,6 +140,10 @@ public static class DemoOrganisation
         }
 
         db.People.AddRange(people);
+
+        // Every demo person signs in with the password "demo": one hash (one salt) serves them all.
+        var demoPassword = Api.Passwords.Hash(Password);
+        db.Credentials.AddRange(people.Select(p => new Credential { PersonId = p.Id, PasswordHash = demoPassword }));
         db.Roles.AddRange(roles);
 
         // The cascade: company objectives; each division aligns one objective per perspective to them; each team aligns

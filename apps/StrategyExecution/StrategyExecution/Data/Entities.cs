@@ -31,6 +31,43 @@ public sealed class Person
     public int UnitId { get; set; }
 }
 
+/// <summary>
+/// A person's password, kept apart from <see cref="Person"/> so that nothing which lists or exports people can carry it.
+/// </summary>
+public sealed class Credential
+{
+    /// <summary>The person.</summary>
+    public int PersonId { get; set; }
+
+    /// <summary>The password's hash, in <see cref="Api.Passwords"/>' format.</summary>
+    public required string PasswordHash { get; set; }
+}
+
+/// <summary>
+/// A bearer token: a browser's sign-in (kept in a cookie) or an API token a person made for a script. Only its SHA-256
+/// hash is stored, so the database never holds a usable token.
+/// </summary>
+public sealed class AccessToken
+{
+    /// <summary>The id.</summary>
+    public int Id { get; set; }
+
+    /// <summary>The token's SHA-256, hex.</summary>
+    public required string Hash { get; set; }
+
+    /// <summary>Whose it is.</summary>
+    public int PersonId { get; set; }
+
+    /// <summary><c>sign-in</c>, or the name the person gave an API token.</summary>
+    public required string Name { get; set; }
+
+    /// <summary>When it was made.</summary>
+    public DateTimeOffset CreatedAt { get; set; }
+
+    /// <summary>When it stops working.</summary>
+    public DateTimeOffset ExpiresAt { get; set; }
+}
+
 /// <summary>What a person may do in a unit and every unit below it.</summary>
 public sealed class RoleAssignment
 {

@@ -44,6 +44,8 @@ public static class LargeOrganisation
         db.Units.AddRange(unitList);
         var personList = Enumerable.Range(1, people).Select(i => new Person { Id = i, Name = $"Person {i}", Email = $"person{i}@large.example", UnitId = unitList[(i - 1) % unitList.Count].Id }).ToList();
         db.People.AddRange(personList);
+        var demoPassword = Api.Passwords.Hash(DemoOrganisation.Password);
+        db.Credentials.AddRange(personList.Select(p => new Credential { PersonId = p.Id, PasswordHash = demoPassword }));
         db.Roles.Add(new RoleAssignment { PersonId = 1, UnitId = 1, Role = Role.Admin });
         foreach (var unit in unitList)
         {
@@ -96,7 +98,7 @@ public static class LargeOrganisation
         db.ChangeTracker.AutoDetectChangesEnabled = false;
         db.SaveChanges();
 
-        // The actuals: one prepared statement in one transaction, not 360,000 tracked entities.
+        // The actuals: written in bulk in one transaction, not as 360,000 tracked entities.
         using var transaction = db.Database.BeginTransaction();
         using (var writer = new ActualWriter(db, transaction))
         {
@@ -109,6 +111,8 @@ public static class LargeOrganisation
                     writer.Insert(m.Id, month, back == 0 ? values[m.Id - 1] : Math.Round(100 + ((random.NextDouble() - 0.5) * 24), 2), 1, at, "seed");
                 }
             }
+
+            writer.Complete();
         }
 
         transaction.Commit();

@@ -11,6 +11,12 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
     /// <summary>People.</summary>
     public DbSet<Person> People => Set<Person>();
 
+    /// <summary>Passwords.</summary>
+    public DbSet<Credential> Credentials => Set<Credential>();
+
+    /// <summary>Sign-ins and API tokens.</summary>
+    public DbSet<AccessToken> Tokens => Set<AccessToken>();
+
     /// <summary>Role assignments.</summary>
     public DbSet<RoleAssignment> Roles => Set<RoleAssignment>();
 
@@ -120,6 +126,10 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
         modelBuilder.Entity<OrgUnit>().HasIndex(u => u.ParentId);
         modelBuilder.Entity<OrgUnit>().Property(u => u.Name).HasMaxLength(200);
         modelBuilder.Entity<Person>().HasIndex(p => p.Email).IsUnique();
+        modelBuilder.Entity<Credential>().HasKey(c => c.PersonId);
+        modelBuilder.Entity<Credential>().Property(c => c.PersonId).ValueGeneratedNever();
+        modelBuilder.Entity<AccessToken>().HasIndex(t => t.Hash).IsUnique();
+        modelBuilder.Entity<AccessToken>().HasIndex(t => t.PersonId);
         modelBuilder.Entity<RoleAssignment>().HasIndex(r => new { r.PersonId, r.UnitId, r.Role }).IsUnique();
         modelBuilder.Entity<Objective>().HasIndex(o => new { o.PeriodId, o.UnitId });
         modelBuilder.Entity<Objective>().HasIndex(o => o.ParentObjectiveId);

@@ -16,10 +16,6 @@ let units = []
 let unitId = Number(location.hash.match(/^#unit-(\d+)$/)?.[1] ?? 1)
 const openWhy = new Set()
 
-function cookie(name) {
-  return document.cookie.split("; ").find((c) => c.startsWith(`${name}=`))?.slice(name.length + 1)
-}
-
 async function api(path, init) {
   const response = await fetch(path, init)
   const body = response.status === 204 ? null : await response.json()
@@ -607,18 +603,36 @@ function follow() {
   })
 }
 
+/** The sign-in form: shown when the browser holds no valid sign-in; the demo lists its people to pick from. */
+async function showSignIn() {
+  $("sign-in").hidden = false
+  document.querySelector("main").hidden = true
+  const demo = await api("/api/demo/people").catch(() => null)
+  if (demo) {
+    $("demo-people").hidden = false
+    $("demo-person").replaceChildren(el("option", { value: "", textContent: "—" }), ...demo.map((p) => el("option", { value: p.email, textContent: `${p.name}, ${p.unit}${p.roles.length ? ` (${p.roles.join(", ")})` : ""}` })))
+    $("demo-person").addEventListener("change", () => { $("email").value = $("demo-person").value; $("password").value = "demo" })
+  }
+  $("sign-in-form").addEventListener("submit", async (e) => {
+    e.preventDefault()
+    $("sign-in-error").textContent = ""
+    try {
+      await api("/api/sign-in", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ email: $("email").value, password: $("password").value }) })
+      location.reload()
+    } catch (err) {
+      $("sign-in-error").textContent = err.message
+    }
+  })
+}
+
 async function start() {
+  me = await api("/api/me").catch(() => null)
+  if (!me) return showSignIn()
+  $("signed-in").textContent = me.name
+  $("sign-out").hidden = false
+  $("sign-out").addEventListener("click", async () => { await api("/api/sign-out", { method: "POST" }).catch(() => null); location.reload() })
   const [list, strategy, periods] = await Promise.all([api("/api/people"), api("/api/strategy"), api("/api/periods")])
   people = new Map(list.map((p) => [p.id, p]))
-  const chosen = Number(cookie("person") ?? 1)
-  $("person").replaceChildren(...list.map((p) => el("option", { value: p.id, textContent: p.name, selected: p.id === chosen })))
-  document.cookie = `person=${chosen}; path=/; SameSite=Lax`
-  me = await api("/api/me").catch(() => null)
-  $("person").addEventListener("change", async () => {
-    document.cookie = `person=${$("person").value}; path=/; SameSite=Lax`
-    me = await api("/api/me").catch(() => null)
-    refresh()
-  })
   const active = periods.find((p) => p.status === "active")
   $("period").textContent = active ? `${active.name} (active)` : ""
   if (strategy.statement) {

@@ -1,0 +1,264 @@
+using System.Collections.Concurrent;
+using Microsoft.EntityFrameworkCore;
+using StrategyExecution.Data;
+
+namespace StrategyExecution.Api;
+
+/// <summary>The body of <c>POST /api/sign-in</c>.</summary>
+/// <param name="Email">The person's e-mail address.</param>
+/// <param name="Password">The password.</param>
+public sealed record SignInRequest(string? Email, string? Password);
+
+/// <summary>A signed-in person and the token that carries the sign-in.</summary>
+/// <param name="Token">The bearer token; the page gets it in the <c>strategy_token</c> cookie too.</param>
+/// <param name="ExpiresAt">When it stops working.</param>
+/// <param name="Person">Who signed in.</param>
+public sealed record SignedIn(string Token, DateTimeOffset ExpiresAt, Person Person);
+
+/// <summary>The body of <c>POST /api/tokens</c>.</summary>
+/// <param name="Name">What the token is for, e.g. "nightly import".</param>
+/// <param name="ExpiresInDays">Its lifetime, 1–365 days (90 by default).</param>
+public sealed record TokenRequest(string? Name, int? ExpiresInDays);
+
+/// <summary>An API token as listed: never the token itself, which is shown once when it is made.</summary>
+public sealed record TokenView(int Id, string Name, DateTimeOffset CreatedAt, DateTimeOffset ExpiresAt);
+
+/// <summary>The body of <c>POST /api/me/password</c>.</summary>
+/// <param name="Current">The current password.</param>
+/// <param name="New">The new one.</param>
+public sealed record PasswordChange(string? Current, string? New);
+
+/// <summary>A demo person to sign in as.</summary>
+public sealed record DemoPerson(int Id, string Name, string Email, int UnitId, string Unit, IReadOnlyList<string> Roles);
+
+/// <summary>
+/// Sign-in, sign-out, API tokens and passwords. A sign-in lasts 14 days; API tokens last what their maker chose (up
+/// to a year) and are revoked one by one. Failed sign-ins are throttled per e-mail address (5 in 15 minutes), and
+/// password checks are bounded across the app, because each one costs a PBKDF2 run.
+/// </summary>
+public static class SignInEndpoints
+{
+    /// <summary>How long a sign-in lasts.</summary>
+    public static readonly TimeSpan SignInLifetime = TimeSpan.FromDays(14);
+
+    /// <summary>The rate limiting policy of the endpoints that check passwords.</summary>
+    public const string PasswordPolicy = "passwords";
+
+    /// <summary>Maps the endpoints.</summary>
+    public static void MapSignInApi(this RouteGroupBuilder api)
+    {
+        api.MapPost("/sign-in", SignInAsync).AllowAnonymous().RequireRateLimiting(PasswordPolicy);
+        api.MapPost("/sign-out", SignOutAsync).AllowAnonymous();
+        api.MapPost("/me/password", ChangePasswordAsync).RequireRateLimiting(PasswordPolicy);
+        api.MapGet("/tokens", ListTokensAsync);
+        api.MapPost("/tokens", CreateTokenAsync);
+        api.MapDelete("/tokens/{id:int}", RevokeTokenAsync);
+        api.MapGet("/demo/people", DemoPeopleAsync).AllowAnonymous();
+    }
+
+    private static async Task<IResult> SignInAsync(HttpContext context, StrategyDb db, SignInThrottle throttle, TimeProvider time, CancellationToken ct)
+    {
+        var (body, error) = await JsonBody.ReadAsync<SignInRequest>(context.Request, ct);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        if (body!.Email is not { Length: > 0 and <= 320 } email || body.Password is not { Length: > 0 and <= Passwords.MaximumLength } password)
+        {
+            return Problems.Error(400, "INVALID_SIGN_IN", $"email (at most 320 characters) and password (at most {Passwords.MaximumLength}) are required.");
+        }
+
+        email = email.Trim().ToLowerInvariant();
+        if (throttle.RetryAfter(email) is { } wait)
+        {
+            context.Response.Headers.RetryAfter = ((int)Math.Ceiling(wait.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            return Problems.Error(429, "TOO_MANY_ATTEMPTS", $"Too many failed sign-ins for this address: try again in {Math.Ceiling(wait.TotalMinutes)} minutes.");
+        }
+
+        var person = await db.People.AsNoTracking().FirstOrDefaultAsync(p => p.Email == email, ct);
+        var stored = person is null ? null : await db.Credentials.AsNoTracking().Where(c => c.PersonId == person.Id).Select(c => c.PasswordHash).FirstOrDefaultAsync(ct);
+
+        // The same work whether or not the address exists, so the answer's timing does not tell which addresses do.
+        if (!Passwords.Verify(password, stored ?? Unknown.Value) || person is null || stored is null)
+        {
+            throttle.Failed(email);
+            return Problems.Error(401, "SIGN_IN_FAILED", "The e-mail address or the password is wrong.");
+        }
+
+        throttle.Succeeded(email);
+        var (token, expires) = await IssueAsync(db, person.Id, "sign-in", SignInLifetime, time, ct);
+        context.Response.Cookies.Append(Acting.Cookie, token, new CookieOptions
+        {
+            HttpOnly = true, SameSite = SameSiteMode.Strict, Secure = context.Request.IsHttps, Path = "/", Expires = expires, IsEssential = true,
+        });
+        return Results.Ok(new SignedIn(token, expires, person));
+    }
+
+    private static async Task<IResult> SignOutAsync(HttpContext context, StrategyDb db, SignInCache cache, CancellationToken ct)
+    {
+        if (Acting.TokenOf(context.Request) is { } token)
+        {
+            var hash = Passwords.TokenHash(token);
+            await db.Tokens.Where(t => t.Hash == hash).ExecuteDeleteAsync(ct);
+            cache.Forget(hash);
+        }
+
+        context.Response.Cookies.Delete(Acting.Cookie, new CookieOptions { Path = "/", HttpOnly = true, SameSite = SameSiteMode.Strict });
+        return Results.NoContent();
+    }
+
+    private static async Task<IResult> ChangePasswordAsync(HttpContext context, Acting acting, StrategyDb db, SignInCache cache, CancellationToken ct)
+    {
+        var person = (await acting.PersonAsync(context, ct))!;
+        var (body, error) = await JsonBody.ReadAsync<PasswordChange>(context.Request, ct);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        if (body!.Current is not { Length: <= Passwords.MaximumLength } current || body.New is not { Length: >= Passwords.MinimumLength and <= Passwords.MaximumLength } next)
+        {
+            return Problems.Error(400, "INVALID_PASSWORD", $"current is required, and new must be {Passwords.MinimumLength}–{Passwords.MaximumLength} characters.");
+        }
+
+        var credential = await db.Credentials.FirstOrDefaultAsync(c => c.PersonId == person.Id, ct);
+        if (credential is null || !Passwords.Verify(current, credential.PasswordHash))
+        {
+            return Problems.Error(403, "WRONG_PASSWORD", "The current password is wrong.");
+        }
+
+        // A new password ends every other sign-in (someone who knew the old one is out); API tokens stay.
+        credential.PasswordHash = Passwords.Hash(next);
+        await db.SaveChangesAsync(ct);
+        var thisSignIn = Passwords.TokenHash(Acting.TokenOf(context.Request)!);
+        await db.Tokens.Where(t => t.PersonId == person.Id && t.Name == "sign-in" && t.Hash != thisSignIn).ExecuteDeleteAsync(ct);
+        cache.ForgetPerson(person.Id);
+        return Results.NoContent();
+    }
+
+    private static async Task<IResult> ListTokensAsync(HttpContext context, Acting acting, StrategyDb db, CancellationToken ct)
+    {
+        var person = (await acting.PersonAsync(context, ct))!;
+        var tokens = await db.Tokens.AsNoTracking().Where(t => t.PersonId == person.Id && t.Name != "sign-in").OrderBy(t => t.Id)
+            .Select(t => new TokenView(t.Id, t.Name, t.CreatedAt, t.ExpiresAt)).ToListAsync(ct);
+        return Results.Ok(tokens);
+    }
+
+    private static async Task<IResult> CreateTokenAsync(HttpContext context, Acting acting, StrategyDb db, TimeProvider time, CancellationToken ct)
+    {
+        var person = (await acting.PersonAsync(context, ct))!;
+        var (body, error) = await JsonBody.ReadAsync<TokenRequest>(context.Request, ct);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        var problems = new List<string>();
+        var name = Checks.Name(body!.Name, problems);
+        if (name == "sign-in")
+        {
+            problems.Add("name 'sign-in' is kept for the page's sign-ins.");
+        }
+
+        if (body.ExpiresInDays is < 1 or > 365)
+        {
+            problems.Add("expiresInDays must be 1–365.");
+        }
+
+        if (await db.Tokens.CountAsync(t => t.PersonId == person.Id && t.Name != "sign-in", ct) >= 50)
+        {
+            problems.Add("a person holds at most 50 API tokens: revoke one first.");
+        }
+
+        if (problems.Count > 0)
+        {
+            return Problems.Error(400, "INVALID_TOKEN", "The token cannot be made.", problems);
+        }
+
+        var (token, expires) = await IssueAsync(db, person.Id, name, TimeSpan.FromDays(body.ExpiresInDays ?? 90), time, ct);
+        var id = await db.Tokens.AsNoTracking().Where(t => t.Hash == Passwords.TokenHash(token)).Select(t => t.Id).FirstAsync(ct);
+        return Results.Created($"/api/tokens/{id}", new { Id = id, Name = name, Token = token, ExpiresAt = expires });
+    }
+
+    private static async Task<IResult> RevokeTokenAsync(int id, HttpContext context, Acting acting, StrategyDb db, SignInCache cache, CancellationToken ct)
+    {
+        var person = (await acting.PersonAsync(context, ct))!;
+        var hash = await db.Tokens.AsNoTracking().Where(t => t.Id == id && t.PersonId == person.Id).Select(t => t.Hash).FirstOrDefaultAsync(ct);
+        if (hash is null)
+        {
+            return Problems.NotFound("No such token of yours.");
+        }
+
+        await db.Tokens.Where(t => t.Id == id).ExecuteDeleteAsync(ct);
+        cache.Forget(hash);
+        return Results.NoContent();
+    }
+
+    private static async Task<IResult> DemoPeopleAsync(StrategyDb db, IConfiguration configuration, CancellationToken ct)
+    {
+        if ((configuration["Demo:Size"] ?? "standard") == "none")
+        {
+            return Problems.NotFound("This app holds no demo organisation.");
+        }
+
+        var units = await db.Units.AsNoTracking().ToDictionaryAsync(u => u.Id, u => u.Name, ct);
+        var roles = (await db.Roles.AsNoTracking().ToListAsync(ct)).ToLookup(r => r.PersonId);
+        var people = await db.People.AsNoTracking().OrderBy(p => p.Id).Take(1000).ToListAsync(ct);
+        return Results.Ok(people.Select(p => new DemoPerson(p.Id, p.Name, p.Email, p.UnitId, units.GetValueOrDefault(p.UnitId) ?? "",
+            roles[p.Id].OrderBy(r => r.Role).Select(r => $"{r.Role.ToString().ToLowerInvariant()} of {units.GetValueOrDefault(r.UnitId)}").ToList())));
+    }
+
+    private static async Task<(string Token, DateTimeOffset Expires)> IssueAsync(StrategyDb db, int personId, string name, TimeSpan lifetime, TimeProvider time, CancellationToken ct)
+    {
+        var token = Passwords.NewToken();
+        var now = time.GetUtcNow();
+        db.Tokens.Add(new AccessToken { Hash = Passwords.TokenHash(token), PersonId = personId, Name = name, CreatedAt = now, ExpiresAt = now + lifetime });
+        await db.SaveChangesAsync(ct);
+        return (token, now + lifetime);
+    }
+
+    /// <summary>A hash no password matches, checked when the address is unknown so that both paths cost the same.</summary>
+    private static readonly Lazy<string> Unknown = new(() => Passwords.Hash(Passwords.NewToken()));
+}
+
+/// <summary>
+/// Counts failed sign-ins per e-mail address: after 5 within 15 minutes the address waits out the rest of the window.
+/// Bounded: at most 10,000 addresses are remembered, the oldest forgotten first.
+/// </summary>
+public sealed class SignInThrottle(TimeProvider time)
+{
+    private const int MaxFailures = 5;
+    private const int MaxAddresses = 10_000;
+    private static readonly TimeSpan Window = TimeSpan.FromMinutes(15);
+    private readonly ConcurrentDictionary<string, (int Failures, DateTimeOffset Since)> _failures = new(StringComparer.Ordinal);
+
+    /// <summary>How long <paramref name="email"/> must wait, or <see langword="null"/> when it may try now.</summary>
+    public TimeSpan? RetryAfter(string email)
+        => _failures.TryGetValue(email, out var entry) && entry.Failures >= MaxFailures && time.GetUtcNow() - entry.Since is var elapsed && elapsed < Window
+            ? Window - elapsed
+            : null;
+
+    /// <summary>Counts a failure.</summary>
+    public void Failed(string email)
+    {
+        var now = time.GetUtcNow();
+        if (_failures.Count >= MaxAddresses)
+        {
+            foreach (var old in _failures.Where(f => now - f.Value.Since >= Window).Select(f => f.Key).ToList())
+            {
+                _failures.TryRemove(old, out _);
+            }
+
+            if (_failures.Count >= MaxAddresses && _failures.MinBy(f => f.Value.Since) is { Key: { } oldest })
+            {
+                _failures.TryRemove(oldest, out _);
+            }
+        }
+
+        _failures.AddOrUpdate(email, (1, now), (_, entry) => now - entry.Since >= Window ? (1, now) : (entry.Failures + 1, entry.Since));
+    }
+
+    /// <summary>Forgets the failures of an address that signed in.</summary>
+    public void Succeeded(string email) => _failures.TryRemove(email, out _);
+}
