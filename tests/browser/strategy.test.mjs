@@ -186,6 +186,56 @@ test("allocating a ringfenced pool: refused when it would over-allocate, accepte
   for (const p of [owner, ceo]) await p.context.close()
 })
 
+test("a team owner creates an initiative linked to an objective and plans a milestone in the page, and the CEO sees both live", async () => {
+  const team = 5 // Partner Channel, under Sales
+  const owner = await open(await personWith(team, "owner"), team)
+  const ceo = await open(await personWith(1, "admin"), 1)
+  for (const p of [owner.page, ceo.page]) {
+    await p.locator("#budgets-link").click()
+    await p.locator("#pools tr[data-pool]").first().waitFor()
+  }
+  const objective = (await (await authed(`${app.url}/api/scorecards/${team}`)).json()).objectives[0]
+  const form = owner.page.locator("form.initiative")
+  await form.locator('select[name="unitId"]').selectOption(String(team))
+  await form.locator(`select[name="objectiveId"] option[value="${objective.id}"]`).waitFor({ state: "attached" })
+  await form.locator('select[name="objectiveId"]').selectOption(String(objective.id))
+  await form.locator('input[name="name"]').fill("Quote-to-cash automation")
+
+  // A change elsewhere redraws the page while the form is half done: the choices stay as they were.
+  const feedBefore = await owner.page.locator("#feed li").count()
+  const elsewhere = 4 // Mid-Market Sales: no other test reads its measures' values
+  const updaterToken = await signIn(await personWith(elsewhere, "updater"))
+  const measure = (await (await authed(`${app.url}/api/scorecards/${elsewhere}`)).json()).objectives[0].measures[0]
+  const recorded = await fetch(`${app.url}/api/measures/${measure.id}/actuals`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${updaterToken}` }, body: JSON.stringify({ month: measure.month ?? new Date().toISOString().slice(0, 7), value: measure.actual ?? 1 }) })
+  expect(recorded.status).toBe(201)
+  await expect.poll(() => owner.page.locator("#feed li").count()).toBeGreaterThan(feedBefore)
+  await expect.poll(() => owner.page.locator("form.initiative").count()).toBe(1)
+  expect(await form.locator('select[name="unitId"]').inputValue()).toBe(String(team))
+  expect(await form.locator('select[name="objectiveId"]').inputValue()).toBe(String(objective.id))
+  expect(await form.locator('input[name="name"]').inputValue()).toBe("Quote-to-cash automation")
+  await form.getByRole("button", { name: "Create initiative" }).click()
+
+  const row = (page) => page.locator("#initiatives tr[data-initiative]", { hasText: "Quote-to-cash automation" })
+  for (const p of [owner.page, ceo.page]) await row(p).waitFor({ timeout: 2000 })
+  const id = Number(await row(owner.page).getAttribute("data-initiative"))
+  const csv = await (await authed(`${app.url}/api/export/initiative-links.csv`)).text()
+  expect(csv.split("\n").some((line) => line.split(",")[1] === String(id) && line.includes(`,${objective.id},`))).toBe(true)
+
+  const due = `${new Date().getFullYear()}-12-15`
+  await row(owner.page).locator("details.plan summary").click()
+  await row(owner.page).locator('input[name="name"]').fill("Pilot in one region")
+  await row(owner.page).locator('input[name="due"]').fill(due)
+  await row(owner.page).getByRole("button", { name: "Add milestone" }).click()
+  for (const p of [owner.page, ceo.page]) await expect.poll(() => row(p).locator("td").nth(6).textContent(), { timeout: 2000 }).toMatch(/\(of 1\)$/)
+  // The CEO owns the company, so every initiative row offers them the milestone form; a viewer's rows offer none.
+  expect(await row(ceo.page).locator("form.milestone").count()).toBe(1)
+  const viewer = await open(await personWith(team, "viewer"), team)
+  await viewer.page.locator("#budgets-link").click()
+  await row(viewer.page).waitFor()
+  expect(await viewer.page.locator("form.milestone, form.initiative").count()).toBe(0)
+  for (const p of [owner, ceo, viewer]) await p.context.close()
+})
+
 test("a live review in two browsers: the current item, a decision and an action reach the other browser within a second", async () => {
   const reviews = await (await authed(`${app.url}/api/reviews?unit=1`)).json()
   const review = reviews.find((r) => r.status === "planned")

@@ -20,7 +20,8 @@ public static class ApiClient
         => new(new SignedIn(app, person) { InnerHandler = new SocketsHttpHandler() }) { BaseAddress = app.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
 
     /// <summary>A client that is not signed in.</summary>
-    public static HttpClient Anonymous(AppProcess app) => new() { BaseAddress = app.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
+    /// <remarks>It keeps no cookies, so a test can send the Cookie header it means to.</remarks>
+    public static HttpClient Anonymous(AppProcess app) => new(new SocketsHttpHandler { UseCookies = false }) { BaseAddress = app.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
 
     /// <summary>A token of <paramref name="person"/> (or of a reader), signing in once per app.</summary>
     public static Task<string> TokenFor(AppProcess app, int? person = null)

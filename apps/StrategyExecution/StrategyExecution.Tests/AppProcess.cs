@@ -22,7 +22,7 @@ public sealed class AppProcess : IAsyncDisposable
     }
 
     /// <summary>More command-line settings, e.g. <c>--Demo:Size none</c>.</summary>
-    public IReadOnlyList<string> Settings { get; init; } = [];
+    public IReadOnlyList<string> Settings { get; set; } = [];
 
     public string DataDirectory { get; }
 

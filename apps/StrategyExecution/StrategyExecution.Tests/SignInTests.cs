@@ -82,7 +82,14 @@ public sealed class SignInTests(AppFixture fixture) : IClassFixture<AppFixture>
     public async Task An_api_token_works_as_a_bearer_is_listed_without_its_secret_and_stops_when_revoked()
     {
         using var me = ApiClient.For(fixture.App);
-        using var created = await me.PostAsJsonAsync(new Uri("/api/tokens", UriKind.Relative), new { name = "nightly import", expiresInDays = 30 });
+        // Making a token takes the password, not only a sign-in.
+        foreach (var (password, status) in new[] { ((string?)null, HttpStatusCode.BadRequest), ("not it", HttpStatusCode.Forbidden) })
+        {
+            using var refused = await me.PostAsJsonAsync(new Uri("/api/tokens", UriKind.Relative), new { name = "nightly import", password });
+            Assert.Equal(status, refused.StatusCode);
+        }
+
+        using var created = await me.PostAsJsonAsync(new Uri("/api/tokens", UriKind.Relative), new { name = "nightly import", expiresInDays = 30, password = "demo" });
         Assert.Equal(HttpStatusCode.Created, created.StatusCode);
         var made = JsonNode.Parse(await created.Content.ReadAsStringAsync())!;
         var token = made["token"]!.GetValue<string>();
@@ -111,7 +118,7 @@ public sealed class SignInTests(AppFixture fixture) : IClassFixture<AppFixture>
         using var after = await script.GetAsync(new Uri("/api/me", UriKind.Relative));
         Assert.Equal(HttpStatusCode.Unauthorized, after.StatusCode);
 
-        foreach (var bad in new object[] { new { name = "" }, new { name = "sign-in" }, new { name = "x", expiresInDays = 0 }, new { name = "x", expiresInDays = 366 } })
+        foreach (var bad in new object[] { new { name = "", password = "demo" }, new { name = "sign-in", password = "demo" }, new { name = "x", expiresInDays = 0, password = "demo" }, new { name = "x", expiresInDays = 366, password = "demo" } })
         {
             using var refused = await me.PostAsJsonAsync(new Uri("/api/tokens", UriKind.Relative), bad);
             Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
@@ -190,7 +197,99 @@ public sealed class SignInTests(AppFixture fixture) : IClassFixture<AppFixture>
             Assert.Equal(HttpStatusCode.OK, fresh.StatusCode);
         }
 
-        using var tooShort = await client.PostAsJsonAsync(new Uri("/api/me/password", UriKind.Relative), new { current = "a longer new password", @new = "short" });
-        Assert.Equal(HttpStatusCode.BadRequest, tooShort.StatusCode);
+        using (var tooShort = await client.PostAsJsonAsync(new Uri("/api/me/password", UriKind.Relative), new { current = "a longer new password", @new = "short" }))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, tooShort.StatusCode);
+        }
+
+        // Five wrong current passwords, and the sixth try waits, right or wrong.
+        for (var i = 0; i < 5; i++)
+        {
+            using var wrong = await client.PostAsJsonAsync(new Uri("/api/me/password", UriKind.Relative), new { current = "guess " + i, @new = "another new password" });
+            Assert.Equal(HttpStatusCode.Forbidden, wrong.StatusCode);
+        }
+
+        using (var waits = await client.PostAsJsonAsync(new Uri("/api/me/password", UriKind.Relative), new { current = "a longer new password", @new = "another new password" }))
+        {
+            Assert.Equal(HttpStatusCode.TooManyRequests, waits.StatusCode);
+        }
+
+        // Started again without saying "no demo": the data says it holds real people, so nobody signed out sees them.
+        app.Settings = ["--Admin:Email", "founder@example.com", "--Admin:Password", "correct horse battery"];
+        await app.KillAsync();
+        await app.StartAsync();
+        using var afterRestart = await ApiClient.Anonymous(app).GetAsync(new Uri("/api/demo/people", UriKind.Relative));
+        Assert.Equal(HttpStatusCode.NotFound, afterRestart.StatusCode);
+        Assert.Equal("The Founder", (await client.GetJson("/api/me"))["name"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Every_endpoint_but_signing_in_needs_a_sign_in()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        var openApi = await reader.GetJson("/openapi/v1.json");
+        string[] open = ["/api/sign-in", "/api/sign-out", "/api/demo/people"];
+        var operations = openApi["paths"]!.AsObject().Where(p => p.Key.StartsWith("/api/", StringComparison.Ordinal) && !open.Contains(p.Key))
+            .SelectMany(p => p.Value!.AsObject().Select(m => (Path: p.Key.Replace("{id}", "1", StringComparison.Ordinal).Replace("{unitId}", "1", StringComparison.Ordinal).Replace("{table}", "units", StringComparison.Ordinal), Method: m.Key.ToUpperInvariant())))
+            .ToList();
+        Assert.True(operations.Count >= 40, $"only {operations.Count} operations documented");
+        using var anonymous = ApiClient.Anonymous(fixture.App);
+        foreach (var (path, method) in operations)
+        {
+            using var request = new HttpRequestMessage(new HttpMethod(method), path);
+            if (method is "POST" or "PUT")
+            {
+                request.Content = ApiClient.Json("{}");
+            }
+
+            using var response = await anonymous.SendAsync(request);
+            Assert.True(response.StatusCode == HttpStatusCode.Unauthorized, $"{method} {path} answered {(int)response.StatusCode} to nobody");
+        }
+
+        // The streams too, for every method that reads, with no token or a revoked one.
+        using var revoked = ApiClient.Anonymous(fixture.App);
+        revoked.DefaultRequestHeaders.Authorization = new("Bearer", "st_" + new string('A', 43));
+        foreach (var client in new[] { anonymous, revoked })
+        {
+            foreach (var method in new[] { HttpMethod.Get, HttpMethod.Head })
+            {
+                using var response = await client.SendAsync(new HttpRequestMessage(method, "/v1/stream/strategy/audit?offset=-1"));
+                Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+            }
+        }
+    }
+
+    [Fact]
+    public async Task A_change_sent_with_the_cookie_from_another_origin_is_refused_and_changes_nothing()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        var updater = await reader.PersonWith(3, "updater");
+        var token = await ApiClient.TokenFor(fixture.App, updater);
+        var measure = (await reader.GetJson("/api/scorecards/3"))["objectives"]![0]!["measures"]![0]!["id"]!.GetValue<int>();
+        var history = (await reader.GetJson($"/api/measures/{measure}/actuals")).AsArray().Count;
+        var origin = fixture.App.BaseAddress.GetLeftPart(UriPartial.Authority);
+        (string Header, string Value, HttpStatusCode Expected)[] cases =
+        [
+            ("Origin", "http://127.0.0.1:1", HttpStatusCode.Forbidden),
+            ("Origin", "null", HttpStatusCode.Forbidden),
+            ("Sec-Fetch-Site", "same-site", HttpStatusCode.Forbidden),
+            ("Sec-Fetch-Site", "cross-site", HttpStatusCode.Forbidden),
+            ("Origin", origin, HttpStatusCode.Created),
+            ("Sec-Fetch-Site", "same-origin", HttpStatusCode.Created),
+        ];
+        foreach (var (header, value, expected) in cases)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/measures/{measure}/actuals") { Content = JsonContent.Create(new { month = ApiClient.LastMonth(), value = 42 }) };
+            request.Headers.Add("Cookie", $"strategy_token={token}");
+            request.Headers.Add(header, value);
+            using var response = await ApiClient.Anonymous(fixture.App).SendAsync(request);
+            Assert.True(expected == response.StatusCode, $"{header}: {value} answered {(int)response.StatusCode}");
+            if (expected == HttpStatusCode.Forbidden)
+            {
+                Assert.Equal("CROSS_SITE", JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!["code"]!.GetValue<string>());
+            }
+        }
+
+        Assert.Equal(history + 2, (await reader.GetJson($"/api/measures/{measure}/actuals")).AsArray().Count);
     }
 }

@@ -1,3 +1,4 @@
+using System.Threading.RateLimiting;
 using Microsoft.AspNetCore.RateLimiting;
 using System.Text.Json.Serialization;
 using DurableSessions.AspNetCore;
@@ -25,14 +26,16 @@ builder.Services.AddDurableSessions(builder.Configuration)
     .AddSqliteStore(o => o.DataDirectory = Path.Combine(dataDirectory, "streams"));
 builder.Services.AddSingleton(TimeProvider.System);
 builder.Services.AddScoped<Acting>();
-builder.Services.AddSingleton<SignInThrottle>();
+builder.Services.AddSingleton<PasswordChecks>();
 builder.Services.AddSingleton<SignInCache>();
 
-// Each password check is a PBKDF2 run of a few hundred milliseconds: a few at a time, a short queue, then 429.
+// Each password check is a PBKDF2 run of a few hundred milliseconds: two at a time per client, a short queue, then 429
+// (PasswordChecks bounds them across all clients too).
 builder.Services.AddRateLimiter(o =>
 {
     o.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
-    o.AddConcurrencyLimiter(SignInEndpoints.PasswordPolicy, l => (l.PermitLimit, l.QueueLimit) = (Math.Max(2, Environment.ProcessorCount), 32));
+    o.AddPolicy(SignInEndpoints.PasswordPolicy, context => RateLimitPartition.GetConcurrencyLimiter(
+        context.Connection.RemoteIpAddress?.ToString() ?? "unknown", _ => new ConcurrencyLimiterOptions { PermitLimit = 2, QueueLimit = 8 }));
     o.OnRejected = (context, ct) => new ValueTask(Problems.Error(429, "TOO_MANY_REQUESTS", "Too many password checks at once: try again shortly.").ExecuteAsync(context.HttpContext));
 });
 builder.Services.AddScoped<Scorecards>();
@@ -46,6 +49,18 @@ using (var scope = app.Services.CreateScope())
 {
     var db = scope.ServiceProvider.GetRequiredService<StrategyDb>();
     db.Database.EnsureCreated();
+
+    // EnsureCreated makes a whole schema or nothing: a database made by an earlier version may lack tables.
+    try
+    {
+        _ = db.Settings.Any();
+        _ = db.Credentials.Any();
+        _ = db.Tokens.Any();
+    }
+    catch (System.Data.Common.DbException e)
+    {
+        throw new InvalidOperationException($"The database ({database.Describe()}) was made by an earlier version of the app and lacks tables this one needs: {e.Message} Start with a new --Data directory (or an empty PostgreSQL database); the demo organisation is loaded afresh.", e);
+    }
     var today = DateOnly.FromDateTime(TimeProvider.System.GetUtcNow().UtcDateTime);
     switch (app.Configuration["Demo:Size"] ?? "standard")
     {

@@ -35,6 +35,31 @@ public sealed class Acting(StrategyDb db, TimeProvider time, SignInCache cache)
         return request.Cookies[Cookie];
     }
 
+    /// <summary>
+    /// Whether <paramref name="request"/> is a change sent by another site's page with this browser's sign-in cookie.
+    /// <c>SameSite=Strict</c> keeps the cookie from other sites, but another port or subdomain of the same site still
+    /// sends it, and a plain HTML form needs no JSON. A browser says where a request comes from (<c>Sec-Fetch-Site</c>,
+    /// else <c>Origin</c>); a change that carries the cookie must come from this origin. Bearer tokens are not sent by
+    /// browsers on their own, so they are not asked.
+    /// </summary>
+    public static bool IsCrossSiteCookieWrite(HttpRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method) || HttpMethods.IsOptions(request.Method)
+            || request.Headers.Authorization.Count > 0 || !request.Cookies.ContainsKey(Cookie))
+        {
+            return false;
+        }
+
+        if (request.Headers["Sec-Fetch-Site"].FirstOrDefault() is { } site)
+        {
+            return !string.Equals(site, "same-origin", StringComparison.OrdinalIgnoreCase);
+        }
+
+        return request.Headers.Origin.FirstOrDefault() is { } origin
+            && !string.Equals(origin, $"{request.Scheme}://{request.Host}", StringComparison.OrdinalIgnoreCase);
+    }
+
     private async Task<Person?> LookUpAsync(string? token, CancellationToken cancellationToken)
     {
         // A token is ours only in its own shape; anything else is not worth a query.
@@ -49,6 +74,7 @@ public sealed class Acting(StrategyDb db, TimeProvider time, SignInCache cache)
             return known;
         }
 
+        var evictions = cache.Evictions;
         var found = await (from t in db.Tokens.AsNoTracking()
                            join p in db.People.AsNoTracking() on t.PersonId equals p.Id
                            where t.Hash == hash
@@ -58,7 +84,7 @@ public sealed class Acting(StrategyDb db, TimeProvider time, SignInCache cache)
             return null;
         }
 
-        cache.Remember(hash, found.Person, found.ExpiresAt);
+        cache.Remember(hash, found.Person, found.ExpiresAt, evictions);
         return found.Person;
     }
 

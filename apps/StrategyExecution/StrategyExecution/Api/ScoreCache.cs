@@ -27,9 +27,10 @@ public sealed class ScoreCache
         ArgumentNullException.ThrowIfNull(compute);
         var version = Interlocked.Read(ref _version);
         var entry = _periods.AddOrUpdate(periodId, _ => new Entry(version, compute), (_, existing) => existing.Version >= version ? existing : new Entry(version, compute));
+        PeriodScores? scores;
         try
         {
-            return await entry.Scores.Value;
+            scores = await entry.Scores.Value;
         }
         catch
         {
@@ -37,6 +38,14 @@ public sealed class ScoreCache
             _periods.TryRemove(KeyValuePair.Create(periodId, entry));
             throw;
         }
+
+        // Nor is the answer for a period that does not exist: any id can be asked for, and each would stay.
+        if (scores is null)
+        {
+            _periods.TryRemove(KeyValuePair.Create(periodId, entry));
+        }
+
+        return scores;
     }
 
     /// <summary>

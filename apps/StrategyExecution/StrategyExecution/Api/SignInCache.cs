@@ -14,6 +14,13 @@ public sealed class SignInCache(TimeProvider time)
     private const int MaxEntries = 50_000;
     private static readonly TimeSpan Lifetime = TimeSpan.FromSeconds(60);
     private readonly ConcurrentDictionary<string, (Person Person, DateTimeOffset Until)> _entries = new(StringComparer.Ordinal);
+    private long _evictions;
+
+    /// <summary>
+    /// A count of evictions: a lookup takes it before reading the database and hands it to <see cref="Remember"/>, so a
+    /// token read just before its revocation is not remembered just after it.
+    /// </summary>
+    public long Evictions => Interlocked.Read(ref _evictions);
 
     /// <summary>The person behind <paramref name="hash"/>, if remembered and still valid.</summary>
     public Person? Find(string hash)
@@ -31,9 +38,17 @@ public sealed class SignInCache(TimeProvider time)
         return null;
     }
 
-    /// <summary>Remembers that <paramref name="hash"/> is <paramref name="person"/>'s, until its expiry at the latest.</summary>
-    public void Remember(string hash, Person person, DateTimeOffset expiresAt)
+    /// <summary>
+    /// Remembers that <paramref name="hash"/> is <paramref name="person"/>'s, until its expiry at the latest, unless
+    /// anything was evicted since <paramref name="evictionsBefore"/> (then the next request looks it up again).
+    /// </summary>
+    public void Remember(string hash, Person person, DateTimeOffset expiresAt, long evictionsBefore)
     {
+        if (Evictions != evictionsBefore)
+        {
+            return;
+        }
+
         if (_entries.Count >= MaxEntries)
         {
             _entries.Clear();
@@ -41,14 +56,25 @@ public sealed class SignInCache(TimeProvider time)
 
         var until = time.GetUtcNow() + Lifetime;
         _entries[hash] = (person, until < expiresAt ? until : expiresAt);
+
+        // An eviction that ran while this entry was being stored may have missed it.
+        if (Evictions != evictionsBefore)
+        {
+            _entries.TryRemove(hash, out _);
+        }
     }
 
     /// <summary>Forgets one token.</summary>
-    public void Forget(string hash) => _entries.TryRemove(hash, out _);
+    public void Forget(string hash)
+    {
+        Interlocked.Increment(ref _evictions);
+        _entries.TryRemove(hash, out _);
+    }
 
     /// <summary>Forgets every token of <paramref name="personId"/>.</summary>
     public void ForgetPerson(int personId)
     {
+        Interlocked.Increment(ref _evictions);
         foreach (var entry in _entries.Where(e => e.Value.Person.Id == personId).ToList())
         {
             _entries.TryRemove(entry);

@@ -18,7 +18,8 @@ public sealed record SignedIn(string Token, DateTimeOffset ExpiresAt, Person Per
 /// <summary>The body of <c>POST /api/tokens</c>.</summary>
 /// <param name="Name">What the token is for, e.g. "nightly import".</param>
 /// <param name="ExpiresInDays">Its lifetime, 1–365 days (90 by default).</param>
-public sealed record TokenRequest(string? Name, int? ExpiresInDays);
+/// <param name="Password">The maker's password: a token outlives a sign-in, so a stolen cookie must not be enough.</param>
+public sealed record TokenRequest(string? Name, int? ExpiresInDays, string? Password);
 
 /// <summary>An API token as listed: never the token itself, which is shown once when it is made.</summary>
 public sealed record TokenView(int Id, string Name, DateTimeOffset CreatedAt, DateTimeOffset ExpiresAt);
@@ -33,8 +34,8 @@ public sealed record DemoPerson(int Id, string Name, string Email, int UnitId, s
 
 /// <summary>
 /// Sign-in, sign-out, API tokens and passwords. A sign-in lasts 14 days; API tokens last what their maker chose (up
-/// to a year) and are revoked one by one. Failed sign-ins are throttled per e-mail address (5 in 15 minutes), and
-/// password checks are bounded across the app, because each one costs a PBKDF2 run.
+/// to a year), need the maker's password to be made, and are revoked one by one. Password checks are throttled and
+/// bounded by <see cref="PasswordChecks"/>.
 /// </summary>
 public static class SignInEndpoints
 {
@@ -51,12 +52,12 @@ public static class SignInEndpoints
         api.MapPost("/sign-out", SignOutAsync).AllowAnonymous();
         api.MapPost("/me/password", ChangePasswordAsync).RequireRateLimiting(PasswordPolicy);
         api.MapGet("/tokens", ListTokensAsync);
-        api.MapPost("/tokens", CreateTokenAsync);
+        api.MapPost("/tokens", CreateTokenAsync).RequireRateLimiting(PasswordPolicy);
         api.MapDelete("/tokens/{id:int}", RevokeTokenAsync);
         api.MapGet("/demo/people", DemoPeopleAsync).AllowAnonymous();
     }
 
-    private static async Task<IResult> SignInAsync(HttpContext context, StrategyDb db, SignInThrottle throttle, TimeProvider time, CancellationToken ct)
+    private static async Task<IResult> SignInAsync(HttpContext context, StrategyDb db, PasswordChecks checks, TimeProvider time, CancellationToken ct)
     {
         var (body, error) = await JsonBody.ReadAsync<SignInRequest>(context.Request, ct);
         if (error is not null)
@@ -70,23 +71,17 @@ public static class SignInEndpoints
         }
 
         email = email.Trim().ToLowerInvariant();
-        if (throttle.RetryAfter(email) is { } wait)
-        {
-            context.Response.Headers.RetryAfter = ((int)Math.Ceiling(wait.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
-            return Problems.Error(429, "TOO_MANY_ATTEMPTS", $"Too many failed sign-ins for this address: try again in {Math.Ceiling(wait.TotalMinutes)} minutes.");
-        }
-
         var person = await db.People.AsNoTracking().FirstOrDefaultAsync(p => p.Email == email, ct);
         var stored = person is null ? null : await db.Credentials.AsNoTracking().Where(c => c.PersonId == person.Id).Select(c => c.PasswordHash).FirstOrDefaultAsync(ct);
 
-        // The same work whether or not the address exists, so the answer's timing does not tell which addresses do.
-        if (!Passwords.Verify(password, stored ?? Unknown.Value) || person is null || stored is null)
+        // Throttled per address and client, so that someone guessing from elsewhere cannot lock the owner out.
+        var failure = await checks.CheckAsync(context, $"sign-in:{email}|{context.Connection.RemoteIpAddress}", password, stored,
+            () => Problems.Error(401, "SIGN_IN_FAILED", "The e-mail address or the password is wrong."));
+        if (failure is not null || person is null)
         {
-            throttle.Failed(email);
-            return Problems.Error(401, "SIGN_IN_FAILED", "The e-mail address or the password is wrong.");
+            return failure ?? Problems.Error(401, "SIGN_IN_FAILED", "The e-mail address or the password is wrong.");
         }
 
-        throttle.Succeeded(email);
         var (token, expires) = await IssueAsync(db, person.Id, "sign-in", SignInLifetime, time, ct);
         context.Response.Cookies.Append(Acting.Cookie, token, new CookieOptions
         {
@@ -108,7 +103,7 @@ public static class SignInEndpoints
         return Results.NoContent();
     }
 
-    private static async Task<IResult> ChangePasswordAsync(HttpContext context, Acting acting, StrategyDb db, SignInCache cache, CancellationToken ct)
+    private static async Task<IResult> ChangePasswordAsync(HttpContext context, Acting acting, StrategyDb db, SignInCache cache, PasswordChecks checks, CancellationToken ct)
     {
         var person = (await acting.PersonAsync(context, ct))!;
         var (body, error) = await JsonBody.ReadAsync<PasswordChange>(context.Request, ct);
@@ -123,13 +118,13 @@ public static class SignInEndpoints
         }
 
         var credential = await db.Credentials.FirstOrDefaultAsync(c => c.PersonId == person.Id, ct);
-        if (credential is null || !Passwords.Verify(current, credential.PasswordHash))
+        if (await checks.CheckAsync(context, $"person:{person.Id}", current, credential?.PasswordHash, WrongPassword) is { } failure)
         {
-            return Problems.Error(403, "WRONG_PASSWORD", "The current password is wrong.");
+            return failure;
         }
 
         // A new password ends every other sign-in (someone who knew the old one is out); API tokens stay.
-        credential.PasswordHash = Passwords.Hash(next);
+        credential!.PasswordHash = Passwords.Hash(next);
         await db.SaveChangesAsync(ct);
         var thisSignIn = Passwords.TokenHash(Acting.TokenOf(context.Request)!);
         await db.Tokens.Where(t => t.PersonId == person.Id && t.Name == "sign-in" && t.Hash != thisSignIn).ExecuteDeleteAsync(ct);
@@ -145,7 +140,7 @@ public static class SignInEndpoints
         return Results.Ok(tokens);
     }
 
-    private static async Task<IResult> CreateTokenAsync(HttpContext context, Acting acting, StrategyDb db, TimeProvider time, CancellationToken ct)
+    private static async Task<IResult> CreateTokenAsync(HttpContext context, Acting acting, StrategyDb db, PasswordChecks checks, TimeProvider time, CancellationToken ct)
     {
         var person = (await acting.PersonAsync(context, ct))!;
         var (body, error) = await JsonBody.ReadAsync<TokenRequest>(context.Request, ct);
@@ -171,9 +166,20 @@ public static class SignInEndpoints
             problems.Add("a person holds at most 50 API tokens: revoke one first.");
         }
 
+        if (body.Password is not { Length: > 0 and <= Passwords.MaximumLength })
+        {
+            problems.Add("password (yours) is required: a token outlives a sign-in, so making one needs the password, not only the cookie.");
+        }
+
         if (problems.Count > 0)
         {
             return Problems.Error(400, "INVALID_TOKEN", "The token cannot be made.", problems);
+        }
+
+        var stored = await db.Credentials.AsNoTracking().Where(c => c.PersonId == person.Id).Select(c => c.PasswordHash).FirstOrDefaultAsync(ct);
+        if (await checks.CheckAsync(context, $"person:{person.Id}", body.Password!, stored, WrongPassword) is { } failure)
+        {
+            return failure;
         }
 
         var (token, expires) = await IssueAsync(db, person.Id, name, TimeSpan.FromDays(body.ExpiresInDays ?? 90), time, ct);
@@ -195,9 +201,10 @@ public static class SignInEndpoints
         return Results.NoContent();
     }
 
-    private static async Task<IResult> DemoPeopleAsync(StrategyDb db, IConfiguration configuration, CancellationToken ct)
+    private static async Task<IResult> DemoPeopleAsync(StrategyDb db, CancellationToken ct)
     {
-        if ((configuration["Demo:Size"] ?? "standard") == "none")
+        // Decided by the data, not by how the app was started: real people are never listed to anyone signed out.
+        if (!await db.Settings.AnyAsync(s => s.Key == DemoOrganisation.DemoKey, ct))
         {
             return Problems.NotFound("This app holds no demo organisation.");
         }
@@ -218,47 +225,93 @@ public static class SignInEndpoints
         return (token, now + lifetime);
     }
 
-    /// <summary>A hash no password matches, checked when the address is unknown so that both paths cost the same.</summary>
-    private static readonly Lazy<string> Unknown = new(() => Passwords.Hash(Passwords.NewToken()));
+    private static IResult WrongPassword() => Problems.Error(403, "WRONG_PASSWORD", "The current password is wrong.");
 }
 
 /// <summary>
-/// Counts failed sign-ins per e-mail address: after 5 within 15 minutes the address waits out the rest of the window.
-/// Bounded: at most 10,000 addresses are remembered, the oldest forgotten first.
+/// Every password check goes through here. Failures are counted per key (an address and a client for sign-ins, a
+/// person for password changes and new tokens): after 5 within 15 minutes the key waits out the rest of the window.
+/// Checks run a few at a time across the app (half the cores), because each is a PBKDF2 run of a few hundred
+/// milliseconds; a check that cannot start within 10 seconds is answered 429. Bounded: at most 10,000 keys are
+/// remembered, the oldest forgotten first.
 /// </summary>
-public sealed class SignInThrottle(TimeProvider time)
+public sealed class PasswordChecks(TimeProvider time) : IDisposable
 {
     private const int MaxFailures = 5;
-    private const int MaxAddresses = 10_000;
+    private const int MaxKeys = 10_000;
     private static readonly TimeSpan Window = TimeSpan.FromMinutes(15);
-    private readonly ConcurrentDictionary<string, (int Failures, DateTimeOffset Since)> _failures = new(StringComparer.Ordinal);
 
-    /// <summary>How long <paramref name="email"/> must wait, or <see langword="null"/> when it may try now.</summary>
-    public TimeSpan? RetryAfter(string email)
-        => _failures.TryGetValue(email, out var entry) && entry.Failures >= MaxFailures && time.GetUtcNow() - entry.Since is var elapsed && elapsed < Window
+    /// <summary>A hash no password matches, checked when there is no stored one, so that both paths cost the same.</summary>
+    private static readonly Lazy<string> Unknown = new(() => Passwords.Hash(Passwords.NewToken()));
+
+    private readonly ConcurrentDictionary<string, (int Failures, DateTimeOffset Since)> _failures = new(StringComparer.Ordinal);
+    private readonly SemaphoreSlim _running = new(Math.Max(1, Environment.ProcessorCount / 2));
+
+    /// <summary>
+    /// Checks <paramref name="password"/> against <paramref name="stored"/> (none: it fails, at the same cost).
+    /// Answers <see langword="null"/> when it matches, else the answer to send: 429 while <paramref name="key"/> waits or
+    /// the app is busy checking, else <paramref name="wrong"/>.
+    /// </summary>
+    public async Task<IResult?> CheckAsync(HttpContext context, string key, string password, string? stored, Func<IResult> wrong)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        ArgumentNullException.ThrowIfNull(wrong);
+        if (RetryAfter(key) is { } wait)
+        {
+            context.Response.Headers.RetryAfter = ((int)Math.Ceiling(wait.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            return Problems.Error(429, "TOO_MANY_ATTEMPTS", $"Too many wrong passwords: try again in {Math.Ceiling(wait.TotalMinutes)} minutes.");
+        }
+
+        if (!await _running.WaitAsync(TimeSpan.FromSeconds(10), context.RequestAborted))
+        {
+            context.Response.Headers.RetryAfter = "5";
+            return Problems.Error(429, "TOO_MANY_REQUESTS", "Too many password checks at once: try again shortly.");
+        }
+
+        bool matches;
+        try
+        {
+            matches = Passwords.Verify(password, stored ?? Unknown.Value) && stored is not null;
+        }
+        finally
+        {
+            _running.Release();
+        }
+
+        if (!matches)
+        {
+            Failed(key);
+            return wrong();
+        }
+
+        _failures.TryRemove(key, out _);
+        return null;
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() => _running.Dispose();
+
+    private TimeSpan? RetryAfter(string key)
+        => _failures.TryGetValue(key, out var entry) && entry.Failures >= MaxFailures && time.GetUtcNow() - entry.Since is var elapsed && elapsed < Window
             ? Window - elapsed
             : null;
 
-    /// <summary>Counts a failure.</summary>
-    public void Failed(string email)
+    private void Failed(string key)
     {
         var now = time.GetUtcNow();
-        if (_failures.Count >= MaxAddresses)
+        if (_failures.Count >= MaxKeys)
         {
             foreach (var old in _failures.Where(f => now - f.Value.Since >= Window).Select(f => f.Key).ToList())
             {
                 _failures.TryRemove(old, out _);
             }
 
-            if (_failures.Count >= MaxAddresses && _failures.MinBy(f => f.Value.Since) is { Key: { } oldest })
+            if (_failures.Count >= MaxKeys && _failures.MinBy(f => f.Value.Since) is { Key: { } oldest })
             {
                 _failures.TryRemove(oldest, out _);
             }
         }
 
-        _failures.AddOrUpdate(email, (1, now), (_, entry) => now - entry.Since >= Window ? (1, now) : (entry.Failures + 1, entry.Since));
+        _failures.AddOrUpdate(key, (1, now), (_, entry) => now - entry.Since >= Window ? (1, now) : (entry.Failures + 1, entry.Since));
     }
-
-    /// <summary>Forgets the failures of an address that signed in.</summary>
-    public void Succeeded(string email) => _failures.TryRemove(email, out _);
 }

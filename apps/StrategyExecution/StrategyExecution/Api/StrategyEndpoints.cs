@@ -34,12 +34,21 @@ public static class StrategyEndpoints
     {
         var api = endpoints.MapGroup("/api");
 
-        // Everything needs a signed-in person, except what is marked anonymous (signing in, the demo's people).
+        // Changes sent with the sign-in cookie come from this origin; everything needs a signed-in person, except what is
+        // marked anonymous (signing in, the demo's people).
         api.AddEndpointFilter(async (context, next) =>
-            context.HttpContext.GetEndpoint()?.Metadata.GetMetadata<Microsoft.AspNetCore.Authorization.IAllowAnonymous>() is null
-            && await context.HttpContext.RequestServices.GetRequiredService<Acting>().PersonAsync(context.HttpContext, context.HttpContext.RequestAborted) is null
-                ? Problems.Unauthenticated()
-                : await next(context));
+        {
+            var http = context.HttpContext;
+            if (Acting.IsCrossSiteCookieWrite(http.Request))
+            {
+                return Problems.Error(403, "CROSS_SITE", "A change sent with the sign-in cookie must come from this app's own pages.");
+            }
+
+            return http.GetEndpoint()?.Metadata.GetMetadata<Microsoft.AspNetCore.Authorization.IAllowAnonymous>() is null
+                && await http.RequestServices.GetRequiredService<Acting>().PersonAsync(http, http.RequestAborted) is null
+                    ? Problems.Unauthenticated()
+                    : await next(context);
+        });
         api.MapSignInApi();
         api.MapGet("/me", MeAsync);
         api.MapGet("/people", PeopleAsync);

@@ -63,6 +63,9 @@ public static class DemoOrganisation
     /// <summary>The password of every demo person.</summary>
     public const string Password = "demo";
 
+    /// <summary>The <see cref="AppSetting"/> that marks data holding a demo organisation.</summary>
+    public const string DemoKey = "demo";
+
     /// <summary>Loads the demo organisation when the database has no units yet.</summary>
     public static void Seed(StrategyDb db, DateOnly today)
     {
@@ -144,6 +147,7 @@ public static class DemoOrganisation
         // Every demo person signs in with the password "demo": one hash (one salt) serves them all.
         var demoPassword = Api.Passwords.Hash(Password);
         db.Credentials.AddRange(people.Select(p => new Credential { PersonId = p.Id, PasswordHash = demoPassword }));
+        db.Settings.Add(new AppSetting { Key = DemoKey, Value = "standard" });
         db.Roles.AddRange(roles);
 
         // The cascade: company objectives; each division aligns one objective per perspective to them; each team aligns

@@ -31,6 +31,16 @@ public sealed class Person
     public int UnitId { get; set; }
 }
 
+/// <summary>A fact about the app's data, by key: <c>demo</c> says which demo organisation was loaded into it.</summary>
+public sealed class AppSetting
+{
+    /// <summary>The key.</summary>
+    public required string Key { get; set; }
+
+    /// <summary>The value.</summary>
+    public required string Value { get; set; }
+}
+
 /// <summary>
 /// A person's password, kept apart from <see cref="Person"/> so that nothing which lists or exports people can carry it.
 /// </summary>

@@ -26,6 +26,11 @@ public static class FirstAdmin
             throw new InvalidOperationException($"Admin:Email and Admin:Password go together, and the password must be {Api.Passwords.MinimumLength}–{Api.Passwords.MaximumLength} characters.");
         }
 
+        if (db.Settings.Any(s => s.Key == DemoOrganisation.DemoKey))
+        {
+            throw new InvalidOperationException("Admin:Email and Admin:Password are for a real organisation, but this database holds the demo one, whose people all sign in with the password 'demo'. Start with --Demo:Size=none and a new --Data directory (or an empty PostgreSQL database).");
+        }
+
         var root = db.Units.Where(u => u.ParentId == null).OrderBy(u => u.Id).FirstOrDefault();
         if (root is null)
         {

@@ -46,6 +46,7 @@ public static class LargeOrganisation
         db.People.AddRange(personList);
         var demoPassword = Api.Passwords.Hash(DemoOrganisation.Password);
         db.Credentials.AddRange(personList.Select(p => new Credential { PersonId = p.Id, PasswordHash = demoPassword }));
+        db.Settings.Add(new AppSetting { Key = DemoOrganisation.DemoKey, Value = "large" });
         db.Roles.Add(new RoleAssignment { PersonId = 1, UnitId = 1, Role = Role.Admin });
         foreach (var unit in unitList)
         {

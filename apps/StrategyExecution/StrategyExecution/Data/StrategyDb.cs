@@ -11,6 +11,9 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
     /// <summary>People.</summary>
     public DbSet<Person> People => Set<Person>();
 
+    /// <summary>Facts about the data (which demo it holds).</summary>
+    public DbSet<AppSetting> Settings => Set<AppSetting>();
+
     /// <summary>Passwords.</summary>
     public DbSet<Credential> Credentials => Set<Credential>();
 
@@ -126,6 +129,8 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
         modelBuilder.Entity<OrgUnit>().HasIndex(u => u.ParentId);
         modelBuilder.Entity<OrgUnit>().Property(u => u.Name).HasMaxLength(200);
         modelBuilder.Entity<Person>().HasIndex(p => p.Email).IsUnique();
+        modelBuilder.Entity<AppSetting>().HasKey(s => s.Key);
+        modelBuilder.Entity<AppSetting>().Property(s => s.Key).HasMaxLength(100);
         modelBuilder.Entity<Credential>().HasKey(c => c.PersonId);
         modelBuilder.Entity<Credential>().Property(c => c.PersonId).ValueGeneratedNever();
         modelBuilder.Entity<AccessToken>().HasIndex(t => t.Hash).IsUnique();

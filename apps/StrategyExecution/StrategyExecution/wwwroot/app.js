@@ -59,8 +59,8 @@ function smallForm(className, fields, label, submit) {
 
 /** Where a form field lives, so the same field can be found again after the content is drawn anew. */
 function fieldKey(field) {
-  const owner = field.closest("[data-measure],[data-objective]")
-  return `${field.form?.className}|${owner?.dataset.measure ?? ""}|${owner?.dataset.objective ?? ""}|${field.name}`
+  const owner = field.closest("[data-measure],[data-objective],[data-initiative]")
+  return `${field.form?.className}|${owner?.dataset.measure ?? ""}|${owner?.dataset.objective ?? ""}|${owner?.dataset.initiative ?? ""}|${field.name}`
 }
 
 /**
@@ -235,13 +235,21 @@ function renderBudgets(b) {
       return tr
     }))
   const names = new Map(units.map((u) => [u.id, u.name]))
-  const initiatives = el("table", { id: "initiatives" }, el("tr", {}, ...["Initiative", "Allocated", "Spent", "Variance", "CPI", "SPI", "Milestones done / due"].map((h) => el("th", { textContent: h }))),
+  const initiatives = el("table", { id: "initiatives" }, el("tr", {}, ...["Initiative", "Allocated", "Spent", "Variance", "CPI", "SPI", "Milestones done / due", ""].map((h) => el("th", { textContent: h }))),
     ...b.initiatives.map((i) => {
       const tr = el("tr", {}, el("td", {}, i.name, el("div", { className: "muted", textContent: names.get(i.unitId) ?? "" })), el("td", { className: "num", textContent: money(i.allocated) }),
         el("td", { className: "num", textContent: money(i.spent) }), el("td", { className: "num", textContent: money(i.variance.variance) }),
         el("td", { className: "num", textContent: ratio(i.earnedValue.costPerformanceIndex) }), el("td", { className: "num", textContent: ratio(i.earnedValue.schedulePerformanceIndex) }),
         el("td", { className: "num", textContent: `${i.milestonesDone} / ${i.milestonesDue} (of ${i.milestones})` }))
       tr.dataset.initiative = i.id
+      if (canOwn(i.unitId)) {
+        const plan = el("details", { className: "plan", open: openPlans.has(i.id) }, el("summary", { textContent: "+ milestone" }), smallForm("build milestone", [
+          input("name", "Milestone", { required: true, maxLength: 200 }),
+          input("due", "Due", { type: "date", required: true }),
+        ], "Add milestone", (v) => post(`/api/initiatives/${i.id}/milestones`, { name: v.name, due: v.due })))
+        plan.addEventListener("toggle", () => (plan.open ? openPlans.add(i.id) : openPlans.delete(i.id)))
+        tr.append(el("td", {}, plan))
+      }
       return tr
     }))
   const sections = [head, el("div", { className: "perspective", textContent: "Pools" }), pools]
@@ -254,6 +262,8 @@ function renderBudgets(b) {
     ], "Allocate", (v) => post(`/api/pools/${v.poolId}/allocations`, { initiativeId: Number(v.initiativeId), amount: Number(v.amount) })))
   }
   sections.push(el("div", { className: "perspective", textContent: "Initiatives" }), initiatives)
+  const owned = units.filter((u) => canOwn(u.id))
+  if (owned.length) sections.push(initiativeForm(owned))
   if (b.unlinkedSpend.length) {
     sections.push(el("div", { className: "perspective", textContent: "Spend not linked to strategy" }),
       el("ul", {}, ...b.unlinkedSpend.map((s) => el("li", { textContent: `${s.on}: ${money(s.amount)} — ${s.description}` }))))
@@ -271,6 +281,44 @@ function renderBudgets(b) {
     })))
   }
   replaceContent(...sections)
+}
+
+/** The initiatives whose milestone form is open: it stays open across redraws. */
+const openPlans = new Set()
+
+/** What the new-initiative form holds across redraws (every live change redraws it): its unit and objective. */
+const initiativeDraft = { unitId: null, objectiveId: "" }
+/** Each unit's objectives, as last read: the form fills from here at once, then reads them again. */
+const objectivesOf = new Map()
+
+/**
+ * A new initiative in a unit the person owns, linked to one of that unit's objectives (or to nothing, which the
+ * health panel then flags); the objectives follow the chosen unit.
+ */
+function initiativeForm(owned) {
+  if (!owned.some((u) => u.id === initiativeDraft.unitId)) initiativeDraft.unitId = owned[0].id
+  const unit = select("unitId", "Unit", owned.map((u) => [u.id, u.name]))
+  unit.value = String(initiativeDraft.unitId)
+  const objective = el("select", { name: "objectiveId", ariaLabel: "Objective" })
+  const fill = () => {
+    const list = objectivesOf.get(initiativeDraft.unitId) ?? []
+    objective.replaceChildren(el("option", { value: "", textContent: "— linked to no objective —" }), ...list.map((o) => el("option", { value: o.id, textContent: o.name })))
+    objective.value = list.some((o) => String(o.id) === initiativeDraft.objectiveId) ? initiativeDraft.objectiveId : ""
+  }
+  const load = async () => {
+    const id = initiativeDraft.unitId
+    const card = await api(`/api/scorecards/${id}`).catch(() => null)
+    objectivesOf.set(id, (card?.objectives ?? []).map((o) => ({ id: o.id, name: o.name })))
+    if (id === initiativeDraft.unitId && objective.isConnected) fill()
+  }
+  unit.addEventListener("change", () => { initiativeDraft.unitId = Number(unit.value); initiativeDraft.objectiveId = ""; fill(); load() })
+  objective.addEventListener("change", () => { initiativeDraft.objectiveId = objective.value })
+  fill()
+  load()
+  return smallForm("build initiative", [unit, input("name", "New initiative", { required: true, maxLength: 200 }), objective], "Create initiative", async (v) => {
+    await post("/api/initiatives", { unitId: Number(v.unitId), name: v.name, objectiveIds: v.objectiveId ? [Number(v.objectiveId)] : [], measureIds: [] })
+    initiativeDraft.objectiveId = ""
+  })
 }
 
 const svg = (tag, attrs = {}, ...children) => {
