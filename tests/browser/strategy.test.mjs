@@ -157,7 +157,7 @@ test("an owner builds and cascades a scorecard in the page, and the health panel
   for (const p of [owner, ceo]) await p.context.close()
 })
 
-test("allocating a ringfenced pool: refused when it would over-allocate, accepted within it, and seen live in a second browser", async () => {
+test("allocating a ringfenced pool: refused when it would over-allocate, accepted within it, seen live in a second browser; a release asked by one and approved by another", async () => {
   const owner = await open(await personWith(1, "owner"), 1)
   const ceo = await open(await personWith(1, "admin"), 1)
   for (const p of [owner.page, ceo.page]) {
@@ -181,12 +181,24 @@ test("allocating a ringfenced pool: refused when it would over-allocate, accepte
   const expected = (pool.available - 25000).toLocaleString("en", { maximumFractionDigits: 0 })
   await expect.poll(() => shown(owner.page)).toBe(expected)
   await expect.poll(() => shown(ceo.page), { timeout: 1000 }).toBe(expected)
+
+  // Moving money out of the ringfenced pool: the owner asks, the CEO (someone else) approves, both see the pool shrink.
+  const release = owner.page.locator("form.release")
+  await release.locator('select[name="poolId"]').selectOption(String(pool.id))
+  await release.locator('input[name="amount"]').fill("1000")
+  await release.locator('input[name="reason"]').fill("Moved to the operating budget")
+  await release.getByRole("button", { name: "Request release" }).click()
+  expect(await owner.page.locator("li", { hasText: "Moved to the operating budget" }).getByRole("button", { name: "Approve" }).count()).toBe(0)
+  await ceo.page.locator("li", { hasText: "Moved to the operating budget" }).getByRole("button", { name: "Approve" }).click()
+  const amount = (page) => page.locator(`#pools tr[data-pool="${pool.id}"] td`).nth(1).textContent()
+  const reduced = (pool.amount - 1000).toLocaleString("en", { maximumFractionDigits: 0 })
+  for (const p of [owner.page, ceo.page]) await expect.poll(() => amount(p), { timeout: 2000 }).toBe(reduced)
   mkdirSync(artifacts, { recursive: true })
   await owner.page.screenshot({ path: join(artifacts, "strategy-budgets.png"), fullPage: true })
   for (const p of [owner, ceo]) await p.context.close()
 })
 
-test("a team owner creates an initiative linked to an objective and plans a milestone in the page, and the CEO sees both live", async () => {
+test("a team owner creates an initiative linked to an objective, plans a milestone, records spend and marks the milestone done in the page, and the CEO sees each live", async () => {
   const team = 5 // Partner Channel, under Sales
   const owner = await open(await personWith(team, "owner"), team)
   const ceo = await open(await personWith(1, "admin"), 1)
@@ -227,12 +239,22 @@ test("a team owner creates an initiative linked to an objective and plans a mile
   await row(owner.page).locator('input[name="due"]').fill(due)
   await row(owner.page).getByRole("button", { name: "Add milestone" }).click()
   for (const p of [owner.page, ceo.page]) await expect.poll(() => row(p).locator("td").nth(6).textContent(), { timeout: 2000 }).toMatch(/\(of 1\)$/)
+  // Its first spend, recorded in the page, shows as spent in both browsers; then the milestone is done.
+  const spend = owner.page.locator("form.spend")
+  await spend.locator('select[name="initiativeId"]').selectOption(String(id))
+  await spend.locator('input[name="amount"]').fill("1234")
+  await spend.locator('input[name="description"]').fill("Process mapping workshop")
+  await spend.getByRole("button", { name: "Record spend" }).click()
+  for (const p of [owner.page, ceo.page]) await expect.poll(() => row(p).locator("td").nth(2).textContent(), { timeout: 2000 }).toBe("1,234")
+  await row(owner.page).locator("li[data-milestone]").getByRole("button", { name: "Done" }).click()
+  for (const p of [owner.page, ceo.page]) await expect.poll(() => row(p).locator("td").nth(6).textContent(), { timeout: 2000 }).toMatch(/^1 \/ 0 \(of 1\)$/)
+
   // The CEO owns the company, so every initiative row offers them the milestone form; a viewer's rows offer none.
   expect(await row(ceo.page).locator("form.milestone").count()).toBe(1)
   const viewer = await open(await personWith(team, "viewer"), team)
   await viewer.page.locator("#budgets-link").click()
   await row(viewer.page).waitFor()
-  expect(await viewer.page.locator("form.milestone, form.initiative").count()).toBe(0)
+  expect(await viewer.page.locator("form.milestone, form.initiative, form.spend, form.release, form.allocate").count()).toBe(0)
   for (const p of [owner, ceo, viewer]) await p.context.close()
 })
 

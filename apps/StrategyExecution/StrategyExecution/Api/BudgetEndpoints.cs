@@ -25,7 +25,7 @@ public sealed record PoolView(int Id, string Name, int ThemeId, decimal Amount, 
 /// <summary>An initiative's money and progress.</summary>
 public sealed record InitiativeView(
     int Id, string Name, int UnitId, IReadOnlyList<int> ObjectiveIds, IReadOnlyList<int> MeasureIds, decimal Allocated, decimal Spent,
-    BudgetVariance Variance, EarnedValueResult EarnedValue, int Milestones, int MilestonesDue, int MilestonesDone);
+    BudgetVariance Variance, EarnedValueResult EarnedValue, int Milestones, int MilestonesDue, int MilestonesDone, IReadOnlyList<Milestone> Plan);
 
 /// <summary>Step 3, ringfence: pools, allocations that never exceed them, spend, variance and earned value, approved releases.</summary>
 public static class BudgetEndpoints
@@ -95,7 +95,7 @@ public static class BudgetEndpoints
             var done = ms.Count(m => m.DoneOn is not null);
             var ev = EarnedValueResult.Compute(allocated, ms.Count == 0 ? 0 : (double)due / ms.Count, ms.Count == 0 ? 0 : (double)done / ms.Count, spent);
             return new InitiativeView(i.Id, i.Name, i.UnitId, links[i.Id].Where(l => l.ObjectiveId is not null).Select(l => l.ObjectiveId!.Value).ToList(),
-                links[i.Id].Where(l => l.MeasureId is not null).Select(l => l.MeasureId!.Value).ToList(), allocated, spent, BudgetVariance.Of(allocated, spent), ev, ms.Count, due, done);
+                links[i.Id].Where(l => l.MeasureId is not null).Select(l => l.MeasureId!.Value).ToList(), allocated, spent, BudgetVariance.Of(allocated, spent), ev, ms.Count, due, done, ms.OrderBy(m => m.Due).ThenBy(m => m.Id).ToList());
         }).ToList();
         var poolViews = pools.Select(x =>
         {

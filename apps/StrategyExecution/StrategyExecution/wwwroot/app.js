@@ -242,14 +242,26 @@ function renderBudgets(b) {
         el("td", { className: "num", textContent: ratio(i.earnedValue.costPerformanceIndex) }), el("td", { className: "num", textContent: ratio(i.earnedValue.schedulePerformanceIndex) }),
         el("td", { className: "num", textContent: `${i.milestonesDone} / ${i.milestonesDue} (of ${i.milestones})` }))
       tr.dataset.initiative = i.id
+      // Its milestones for everyone; "Done" for its updaters, a new milestone for its owners.
+      const steps = el("ul", { className: "milestones" }, ...i.plan.map((m) => {
+        const li = el("li", { textContent: `${m.name}, due ${m.due}${m.doneOn ? `, done ${m.doneOn}` : ""} ` })
+        li.dataset.milestone = m.id
+        if (!m.doneOn && holds(i.unitId, "updater")) {
+          const done = el("button", { className: "link", textContent: "Done" })
+          done.addEventListener("click", () => post(`/api/milestones/${m.id}/done`, {}).then(refresh, (e) => alert(e.message)))
+          li.append(done)
+        }
+        return li
+      }))
+      const plan = el("details", { className: "plan", open: openPlans.has(i.id) }, el("summary", { textContent: "Milestones" }), steps)
       if (canOwn(i.unitId)) {
-        const plan = el("details", { className: "plan", open: openPlans.has(i.id) }, el("summary", { textContent: "+ milestone" }), smallForm("build milestone", [
+        plan.append(smallForm("build milestone", [
           input("name", "Milestone", { required: true, maxLength: 200 }),
           input("due", "Due", { type: "date", required: true }),
         ], "Add milestone", (v) => post(`/api/initiatives/${i.id}/milestones`, { name: v.name, due: v.due })))
-        plan.addEventListener("toggle", () => (plan.open ? openPlans.add(i.id) : openPlans.delete(i.id)))
-        tr.append(el("td", {}, plan))
       }
+      plan.addEventListener("toggle", () => (plan.open ? openPlans.add(i.id) : openPlans.delete(i.id)))
+      tr.append(el("td", {}, plan))
       return tr
     }))
   const sections = [head, el("div", { className: "perspective", textContent: "Pools" }), pools]
@@ -260,10 +272,26 @@ function renderBudgets(b) {
       select("initiativeId", "Initiative", b.initiatives.map((i) => [i.id, i.name])),
       input("amount", "Amount", { type: "number", step: "0.01", min: "0.01", required: true }),
     ], "Allocate", (v) => post(`/api/pools/${v.poolId}/allocations`, { initiativeId: Number(v.initiativeId), amount: Number(v.amount) })))
+    sections.push(smallForm("build release", [
+      select("poolId", "Pool", b.pools.map((p) => [p.id, p.name])),
+      input("amount", "Amount", { type: "number", step: "0.01", min: "0.01", required: true }),
+      input("reason", "Why the money leaves the pool", { required: true, maxLength: 300 }),
+    ], "Request release", (v) => post(`/api/pools/${v.poolId}/releases`, { amount: Number(v.amount), reason: v.reason })))
   }
   sections.push(el("div", { className: "perspective", textContent: "Initiatives" }), initiatives)
   const owned = units.filter((u) => canOwn(u.id))
   if (owned.length) sections.push(initiativeForm(owned))
+  // Spend on an initiative by its updaters; spend on no initiative by the company's owners.
+  const spendable = b.initiatives.filter((i) => holds(i.unitId, "updater")).map((i) => [i.id, i.name])
+  if (company && canOwn(company)) spendable.push(["", "— on no initiative —"])
+  if (spendable.length) {
+    sections.push(smallForm("build spend", [
+      select("initiativeId", "Spent on", spendable),
+      input("amount", "Amount", { type: "number", step: "0.01", min: "0.01", required: true }),
+      input("on", "On", { type: "date", required: true, defaultValue: new Date().toISOString().slice(0, 10) }),
+      input("description", "What for", { required: true, maxLength: 300 }),
+    ], "Record spend", (v) => post("/api/spend", { initiativeId: v.initiativeId ? Number(v.initiativeId) : null, amount: Number(v.amount), on: v.on, description: v.description })))
+  }
   if (b.unlinkedSpend.length) {
     sections.push(el("div", { className: "perspective", textContent: "Spend not linked to strategy" }),
       el("ul", {}, ...b.unlinkedSpend.map((s) => el("li", { textContent: `${s.on}: ${money(s.amount)} — ${s.description}` }))))
