@@ -308,10 +308,11 @@ test("a live review in two browsers: the current item, a decision and an action 
   for (const p of [chair, other, late]) await p.context.close()
 })
 
-test("an announcement published to a division reaches its people live, two acknowledge it, and the author sees the coverage", async () => {
+test("an announcement published to a division reaches its people live, two acknowledge it, the author sees the coverage and reminds the rest, and the reminder reaches them live", async () => {
   const author = await open(await personWith(1, "admin"), 1)
   const readers = [await open(await personWith(3, "viewer"), 3), await open(await personWith(4, "updater"), 4)]
-  for (const p of [author, ...readers]) {
+  const late = await open(await personWith(6, "viewer"), 6) // in Sales too, and does not acknowledge
+  for (const p of [author, ...readers, late]) {
     await p.page.locator("#strategy-link").click()
     await p.page.locator("#strategy-map g[data-objective]").first().waitFor()
   }
@@ -335,9 +336,18 @@ test("an announcement published to a division reaches its people live, two ackno
   const audit = await (await authed(`${app.url}/api/audit?take=1000`)).json()
   expect(audit.filter((a) => a.action === "announcement.acknowledged" && a.subject.startsWith("announcement/")).length).toBeGreaterThanOrEqual(2)
 
+  // The author reminds the rest: the one who has not acknowledged sees the reminder live; those who did see none.
+  await box(author).getByRole("button", { name: "Remind the rest" }).click()
+  await expect.poll(() => late.page.locator("#notice").textContent(), { timeout: 1000 }).toMatch(/reminds you: an announcement waits for your acknowledgement/)
+  await expect.poll(() => readers[0].page.locator("#feed li", { hasText: "reminded" }).count(), { timeout: 1000 }).toBe(1)
+  for (const r of readers) expect(await r.page.locator("#notice").isHidden()).toBe(true)
+  await late.page.locator("#notice").getByRole("link", { name: "Read it" }).click()
+  await box(late).getByRole("button", { name: "Acknowledge" }).click()
+  await box(late).locator(".acknowledged").waitFor()
+
   mkdirSync(artifacts, { recursive: true })
   await author.page.screenshot({ path: join(artifacts, "strategy-communicate.png"), fullPage: true })
-  for (const p of [author, ...readers]) await p.context.close()
+  for (const p of [author, ...readers, late]) await p.context.close()
 })
 
 test("the my-updates grid saves a month's values for several measures at once", async () => {

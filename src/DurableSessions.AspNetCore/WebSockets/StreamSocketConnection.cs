@@ -102,17 +102,19 @@ internal sealed partial class StreamSocketConnection : IDisposable
 
     private async Task ReceiveLoopAsync()
     {
-        // Small while idle: thousands of connections each hold this buffer while they wait for a message. It grows for
-        // a larger message and shrinks back after it.
-        const int IdleBufferBytes = 4096;
-        var buffer = ArrayPool<byte>.Shared.Rent(IdleBufferBytes);
+        // An idle connection holds no receive buffer: thousands of them wait at once. It waits with a zero-byte receive
+        // (the WebSocket and Kestrel then hold nothing either), rents a buffer when a message starts, grows it for a
+        // larger message and gives it back after each one.
+        const int FirstBufferBytes = 4096;
+        byte[]? buffer = null;
         try
         {
             while (!_closing.IsCancellationRequested)
             {
+                var received = await _socket.ReceiveAsync(Memory<byte>.Empty, CancellationToken.None).ConfigureAwait(false);
+                buffer = ArrayPool<byte>.Shared.Rent(FirstBufferBytes);
                 var length = 0;
-                ValueWebSocketReceiveResult received;
-                do
+                while (!received.EndOfMessage && received.MessageType != WebSocketMessageType.Close)
                 {
                     if (length >= _options.MaxMessageBytes)
                     {
@@ -133,7 +135,6 @@ internal sealed partial class StreamSocketConnection : IDisposable
                     received = await _socket.ReceiveAsync(buffer.AsMemory(length, room), CancellationToken.None).ConfigureAwait(false);
                     length += received.Count;
                 }
-                while (!received.EndOfMessage && received.MessageType != WebSocketMessageType.Close);
 
                 switch (received.MessageType)
                 {
@@ -146,15 +147,12 @@ internal sealed partial class StreamSocketConnection : IDisposable
                 }
 
                 Volatile.Write(ref _lastMessageAt, _services.Time.GetTimestamp());
-                if (!await DispatchAsync(buffer.AsMemory(0, length)).ConfigureAwait(false))
+                var dispatched = await DispatchAsync(buffer.AsMemory(0, length)).ConfigureAwait(false);
+                ArrayPool<byte>.Shared.Return(buffer);
+                buffer = null;
+                if (!dispatched)
                 {
                     return;
-                }
-
-                if (buffer.Length > IdleBufferBytes)
-                {
-                    ArrayPool<byte>.Shared.Return(buffer);
-                    buffer = ArrayPool<byte>.Shared.Rent(IdleBufferBytes);
                 }
             }
         }
@@ -165,7 +163,10 @@ internal sealed partial class StreamSocketConnection : IDisposable
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            if (buffer is not null)
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
         }
     }
 

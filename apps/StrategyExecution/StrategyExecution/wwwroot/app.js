@@ -663,6 +663,16 @@ function describe(entry) {
   return `${who}: ${entry.action} ${entry.subject}`
 }
 
+/** A reminder sent to this person shows at the top of the page, with the way to the announcement, until dismissed. */
+function remindMe(entry) {
+  if (entry.action !== "announcement.reminded" || !me || !(entry.details?.personIds ?? []).includes(me.id)) return
+  const who = people.get(entry.actorId)?.name ?? "An owner"
+  const dismiss = el("button", { className: "link", textContent: "Dismiss" })
+  dismiss.addEventListener("click", () => { $("notice").hidden = true })
+  $("notice").replaceChildren(`${who} reminds you: an announcement waits for your acknowledgement. `, el("a", { href: "#strategy", textContent: "Read it" }), " ", dismiss)
+  $("notice").hidden = false
+}
+
 /** Follows the audit stream live from now; each change refreshes the scores it may have moved. */
 function follow() {
   const source = new EventSource("/v1/stream/strategy/audit?offset=now&live=sse")
@@ -671,6 +681,7 @@ function follow() {
   source.addEventListener("data", (e) => {
     const entries = JSON.parse(e.data)
     for (const entry of entries) {
+      remindMe(entry)
       const li = el("li", {}, el("time", { textContent: new Date(entry.at).toLocaleTimeString() }), describe(entry))
       li.dataset.audit = entry.id
       $("feed").prepend(li)
