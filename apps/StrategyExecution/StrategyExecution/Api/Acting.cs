@@ -22,6 +22,13 @@ public sealed class Acting(StrategyDb db, TimeProvider time, SignInCache cache)
         return _person ??= LookUpAsync(TokenOf(context.Request), cancellationToken);
     }
 
+    /// <summary>
+    /// The signed-in person of a request under <c>/api</c>, where the group's filter has already answered 401 to
+    /// anyone else: endpoints take the person from here rather than checking again.
+    /// </summary>
+    public async Task<Person> SignedInAsync(HttpContext context, CancellationToken cancellationToken)
+        => await PersonAsync(context, cancellationToken) ?? throw new InvalidOperationException("No signed-in person: the endpoint is not behind the /api sign-in filter.");
+
     /// <summary>The token a request carries, if any: the bearer token first, else the cookie.</summary>
     public static string? TokenOf(HttpRequest request)
     {

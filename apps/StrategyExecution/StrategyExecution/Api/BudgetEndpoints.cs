@@ -226,10 +226,7 @@ public static class BudgetEndpoints
 
     private static async Task<IResult> ApproveAsync(int id, HttpContext context, Acting acting, StrategyDb db, TimeProvider time, Live.AuditTrail audit, CancellationToken ct)
     {
-        if (await acting.PersonAsync(context, ct) is not { } person)
-        {
-            return Problems.Unauthenticated();
-        }
+        var person = await acting.SignedInAsync(context, ct);
 
         if (!await acting.HasRoleAsync(person, await CompanyAsync(db, ct), Role.Admin, ct))
         {
@@ -427,10 +424,7 @@ public static class BudgetEndpoints
 
     private static async Task<IResult> MilestoneDoneAsync(int id, HttpContext context, Acting acting, StrategyDb db, TimeProvider time, Live.AuditTrail audit, CancellationToken ct)
     {
-        if (await acting.PersonAsync(context, ct) is not { } person)
-        {
-            return Problems.Unauthenticated();
-        }
+        var person = await acting.SignedInAsync(context, ct);
 
         var milestone = await db.Milestones.FirstOrDefaultAsync(m => m.Id == id, ct);
         if (milestone is null)

@@ -109,10 +109,7 @@ public static class CommunicationEndpoints
 
     private static async Task<IResult> AcknowledgeAsync(int id, HttpContext context, Acting acting, StrategyDb db, AuditTrail audit, TimeProvider time, CancellationToken ct)
     {
-        if (await acting.PersonAsync(context, ct) is not { } person)
-        {
-            return Problems.Unauthenticated();
-        }
+        var person = await acting.SignedInAsync(context, ct);
 
         var announcement = await db.Announcements.AsNoTracking().FirstOrDefaultAsync(a => a.Id == id, ct);
         if (announcement is null)
@@ -149,10 +146,7 @@ public static class CommunicationEndpoints
 
     private static async Task<IResult> RemindAsync(int id, HttpContext context, Acting acting, StrategyDb db, AuditTrail audit, TimeProvider time, CancellationToken ct)
     {
-        if (await acting.PersonAsync(context, ct) is not { } person)
-        {
-            return Problems.Unauthenticated();
-        }
+        var person = await acting.SignedInAsync(context, ct);
 
         var announcement = await db.Announcements.AsNoTracking().FirstOrDefaultAsync(a => a.Id == id, ct);
         if (announcement is null)

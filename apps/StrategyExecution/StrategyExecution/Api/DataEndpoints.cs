@@ -64,10 +64,7 @@ public static class DataEndpoints
 
     private static async Task<IResult> MyUpdatesAsync(HttpContext context, Acting acting, StrategyDb db, Scorecards scorecards, CancellationToken ct)
     {
-        if (await acting.PersonAsync(context, ct) is not { } person)
-        {
-            return Problems.Unauthenticated();
-        }
+        var person = await acting.SignedInAsync(context, ct);
 
         var period = await db.Periods.AsNoTracking().Where(p => p.Status == PeriodStatus.Active).OrderByDescending(p => p.Start).FirstOrDefaultAsync(ct);
         if (period is null || await scorecards.ComputeAsync(period.Id) is not { } scores)
@@ -107,10 +104,7 @@ public static class DataEndpoints
 
     private static async Task<IResult> ImportAsync(HttpContext context, Acting acting, StrategyDb db, AuditTrail audit, TimeProvider time, CancellationToken ct)
     {
-        if (await acting.PersonAsync(context, ct) is not { } person)
-        {
-            return Problems.Unauthenticated();
-        }
+        var person = await acting.SignedInAsync(context, ct);
 
         var type = context.Request.ContentType ?? string.Empty;
         if (!type.StartsWith("text/csv", StringComparison.OrdinalIgnoreCase))

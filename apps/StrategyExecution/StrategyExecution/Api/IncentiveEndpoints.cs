@@ -105,10 +105,7 @@ public static class IncentiveEndpoints
 
     private static async Task<IResult> LockAsync(int id, HttpContext context, Acting acting, StrategyDb db, Scorecards scorecards, AuditTrail audit, TimeProvider time, CancellationToken ct)
     {
-        if (await acting.PersonAsync(context, ct) is not { } person)
-        {
-            return Problems.Unauthenticated();
-        }
+        var person = await acting.SignedInAsync(context, ct);
 
         var company = await db.Units.AsNoTracking().Where(u => u.ParentId == null).Select(u => u.Id).FirstAsync(ct);
         if (!await acting.HasRoleAsync(person, company, Role.Admin, ct))

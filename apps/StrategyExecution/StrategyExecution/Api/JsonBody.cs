@@ -62,10 +62,7 @@ public static class JsonBody
     {
         ArgumentNullException.ThrowIfNull(context);
         ArgumentNullException.ThrowIfNull(acting);
-        if (await acting.PersonAsync(context, cancellationToken) is not { } person)
-        {
-            return (null, Problems.Unauthenticated());
-        }
+        var person = await acting.SignedInAsync(context, cancellationToken);
 
         var (body, error) = await ReadAsync<T>(context.Request, cancellationToken);
         return error is null ? (new Authored<T>(person, body!), null) : (null, error);

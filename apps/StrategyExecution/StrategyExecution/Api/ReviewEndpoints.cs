@@ -248,10 +248,7 @@ public static class ReviewEndpoints
     /// <summary>The chair (an owner of the review's unit) and the review, which must be <paramref name="status"/>; or the error.</summary>
     private static async Task<(Person Person, Review Review, IResult? Error)> ChairAsync(HttpContext context, Acting acting, StrategyDb db, int id, string status, CancellationToken ct)
     {
-        if (await acting.PersonAsync(context, ct) is not { } person)
-        {
-            return (null!, null!, Problems.Unauthenticated());
-        }
+        var person = await acting.SignedInAsync(context, ct);
 
         var (review, error) = await ReviewForAsync(db, acting, person, id, Role.Owner, ct);
         if (error is not null)
@@ -410,10 +407,7 @@ public static class ReviewEndpoints
 
     private static async Task<IResult> DoneAsync(int id, HttpContext context, Acting acting, StrategyDb db, AuditTrail audit, TimeProvider time, CancellationToken ct)
     {
-        if (await acting.PersonAsync(context, ct) is not { } person)
-        {
-            return Problems.Unauthenticated();
-        }
+        var person = await acting.SignedInAsync(context, ct);
 
         var action = await db.Actions.FirstOrDefaultAsync(a => a.Id == id, ct);
         if (action is null)

@@ -105,7 +105,7 @@ public static class SignInEndpoints
 
     private static async Task<IResult> ChangePasswordAsync(HttpContext context, Acting acting, StrategyDb db, SignInCache cache, PasswordChecks checks, CancellationToken ct)
     {
-        var person = (await acting.PersonAsync(context, ct))!;
+        var person = await acting.SignedInAsync(context, ct);
         var (body, error) = await JsonBody.ReadAsync<PasswordChange>(context.Request, ct);
         if (error is not null)
         {
@@ -134,7 +134,7 @@ public static class SignInEndpoints
 
     private static async Task<IResult> ListTokensAsync(HttpContext context, Acting acting, StrategyDb db, CancellationToken ct)
     {
-        var person = (await acting.PersonAsync(context, ct))!;
+        var person = await acting.SignedInAsync(context, ct);
         var tokens = await db.Tokens.AsNoTracking().Where(t => t.PersonId == person.Id && t.Name != "sign-in").OrderBy(t => t.Id)
             .Select(t => new TokenView(t.Id, t.Name, t.CreatedAt, t.ExpiresAt)).ToListAsync(ct);
         return Results.Ok(tokens);
@@ -142,7 +142,7 @@ public static class SignInEndpoints
 
     private static async Task<IResult> CreateTokenAsync(HttpContext context, Acting acting, StrategyDb db, PasswordChecks checks, TimeProvider time, CancellationToken ct)
     {
-        var person = (await acting.PersonAsync(context, ct))!;
+        var person = await acting.SignedInAsync(context, ct);
         var (body, error) = await JsonBody.ReadAsync<TokenRequest>(context.Request, ct);
         if (error is not null)
         {
@@ -189,7 +189,7 @@ public static class SignInEndpoints
 
     private static async Task<IResult> RevokeTokenAsync(int id, HttpContext context, Acting acting, StrategyDb db, SignInCache cache, CancellationToken ct)
     {
-        var person = (await acting.PersonAsync(context, ct))!;
+        var person = await acting.SignedInAsync(context, ct);
         var hash = await db.Tokens.AsNoTracking().Where(t => t.Id == id && t.PersonId == person.Id).Select(t => t.Hash).FirstOrDefaultAsync(ct);
         if (hash is null)
         {

@@ -75,10 +75,7 @@ public static class StrategyEndpoints
 
     private static async Task<IResult> MeAsync(HttpContext context, Acting acting, StrategyDb db, CancellationToken ct)
     {
-        if (await acting.PersonAsync(context, ct) is not { } person)
-        {
-            return Problems.Unauthenticated();
-        }
+        var person = await acting.SignedInAsync(context, ct);
 
         var roles = await db.Roles.AsNoTracking().Where(r => r.PersonId == person.Id).OrderBy(r => r.Role)
             .Select(r => new RoleView(r.UnitId, r.Role.ToString().ToLowerInvariant())).ToListAsync(ct);
