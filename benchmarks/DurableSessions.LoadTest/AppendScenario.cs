@@ -24,6 +24,7 @@ internal static class AppendScenario
         long completed = 0;
         long errors = 0;
         var errorStatuses = new System.Collections.Concurrent.ConcurrentDictionary<int, int>();
+        var latencies = new List<double>[options.Connections];
 
         // Warm up connections and the server's JIT for two seconds before measuring.
         await Drive(TimeSpan.FromSeconds(2), count: false);
@@ -32,7 +33,9 @@ internal static class AppendScenario
         var seconds = stopwatch.Elapsed.TotalSeconds;
 
         var name = string.Create(CultureInfo.InvariantCulture, $"{(batched ? $"batched x{perRequest}" : "one per request")}, {options.Streams} streams, {options.EventBytes} B events, {options.Connections} connections");
-        var summary = string.Create(CultureInfo.InvariantCulture, $"{events / seconds:N0} appends/s ({completed / seconds:N0} requests/s, {errors} errors{(errorStatuses.IsEmpty ? string.Empty : ": " + string.Join(", ", errorStatuses.OrderBy(e => e.Key).Select(e => $"{e.Value} x {e.Key}")))})");
+        var all = latencies.Where(l => l is not null).SelectMany(l => l).Order().ToArray();
+        double At(double p) => all.Length == 0 ? double.NaN : all[Math.Min(all.Length - 1, (int)Math.Ceiling(p * all.Length) - 1)];
+        var summary = string.Create(CultureInfo.InvariantCulture, $"{events / seconds:N0} appends/s ({completed / seconds:N0} requests/s, {errors} errors{(errorStatuses.IsEmpty ? string.Empty : ": " + string.Join(", ", errorStatuses.OrderBy(e => e.Key).Select(e => $"{e.Value} x {e.Key}")))}); ack p50 {At(0.5):F2} ms, p99 {At(0.99):F2} ms, max {At(1):F2} ms");
         foreach (var connection in connections)
         {
             connection.Dispose();
@@ -47,10 +50,12 @@ internal static class AppendScenario
             {
                 var next = w;
                 var connection = connections[w];
+                var mine = count ? latencies[w] = new List<double>(1 << 16) : null;
                 while (Stopwatch.GetTimestamp() < deadline)
                 {
                     var request = requests[next % requests.Length];
                     next += options.Connections;
+                    var sent = Stopwatch.GetTimestamp();
                     var status = await connection.SendAsync(request);
                     if (status is < 200 or > 299)
                     {
@@ -63,6 +68,7 @@ internal static class AppendScenario
                     {
                         Interlocked.Increment(ref completed);
                         Interlocked.Add(ref events, perRequest);
+                        mine!.Add(Stopwatch.GetElapsedTime(sent).TotalMilliseconds);
                     }
                 }
             }));

@@ -272,7 +272,8 @@ test("a live review in two browsers: the current item, a decision and an action 
   const other = await open(await personWith(1, "admin"), 1)
   for (const p of [chair.page, other.page]) {
     await p.goto(`${app.url}/#review-${review.id}`)
-    await p.locator("#review-status").waitFor()
+    // Timed from when both pages follow the meeting live.
+    await p.locator('#review-status[data-following="true"]').waitFor()
   }
   // From the chair's click to the other browser showing it.
   let clicked = 0

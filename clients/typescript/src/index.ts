@@ -332,7 +332,8 @@ export class SessionClient {
           }
         }
         // A transport that fails three times in a row without delivering anything gives way to the next one.
-        if (!delivered && ++silentFailures >= 3 && order.indexOf(transport) < order.length - 1) {
+        // Failures while the browser is offline say nothing about the transport.
+        if (!delivered && globalThis.navigator?.onLine !== false && ++silentFailures >= 3 && order.indexOf(transport) < order.length - 1) {
           transport = order[order.indexOf(transport) + 1]!
           silentFailures = 0
         }
@@ -395,8 +396,13 @@ export class SocketHub {
   private readonly listeners = new Map<string, (message: SocketMessage) => void>()
   private next = 0
   private failedAt = Number.NEGATIVE_INFINITY
+  private dropCurrent: (() => void) | undefined
 
-  constructor(private readonly base: string, private readonly token: () => Promise<string | undefined>) {}
+  constructor(private readonly base: string, private readonly token: () => Promise<string | undefined>) {
+    // A browser that goes offline may keep a dead socket open for a long time without a close event: drop it at once,
+    // so every subscription resumes as soon as the network is back.
+    globalThis.addEventListener?.("offline", () => this.dropCurrent?.())
+  }
 
   /** False for 30 s after the socket could not be opened, so operations go straight to HTTP meanwhile. */
   get available(): boolean {
@@ -488,6 +494,15 @@ export class SocketHub {
       const socket = new WebSocket(url, "durable-streams.v1")
       return new Promise<WebSocket>((resolve, reject) => {
         let ready = false
+        let lost = false
+        // Every subscription and pending call on this socket learns once that it is gone (a late close event of a
+        // socket already dropped must not reach those of the next one).
+        const loseConnection = () => {
+          if (lost) return
+          lost = true
+          if (this.socket === socket) this.socket = undefined
+          for (const listener of [...this.listeners.values()]) listener({ type: "connection-lost" })
+        }
         // An upgrade that a proxy swallows would otherwise never answer: give up, so the join can fall back.
         const timer = setTimeout(() => { if (!ready) { reject(new Error("the WebSocket did not open in time")); socket.close() } }, 10_000)
         socket.onmessage = (event) => {
@@ -496,6 +511,7 @@ export class SocketHub {
             ready = true
             clearTimeout(timer)
             this.socket = socket
+            this.dropCurrent = () => { loseConnection(); socket.close() }
             resolve(socket)
           } else if (message.sub ?? message.id) {
             this.listeners.get((message.sub ?? message.id)!)?.(message)
@@ -504,8 +520,7 @@ export class SocketHub {
         socket.onclose = () => {
           clearTimeout(timer)
           if (!ready) reject(new Error("the WebSocket closed before it was ready"))
-          if (this.socket === socket) this.socket = undefined
-          for (const listener of [...this.listeners.values()]) listener({ type: "connection-lost" })
+          loseConnection()
         }
         socket.onerror = () => { if (!ready) reject(new Error("the WebSocket could not connect")) }
       })

@@ -525,6 +525,10 @@ function followMeeting(id) {
     for (const a of snapshot.actions) state.actions.set(a.id, { ...a, ownerName: people.get(a.ownerId)?.name })
     renderMeeting(state)
     state.source = new EventSource(`/v1/stream/${snapshot.stream}?offset=-1&live=sse`)
+    // Whether the meeting is followed live right now, shown on its status pill (data-following).
+    const following = (on) => { state.following = on; if (meeting === state) renderMeeting(state) }
+    state.source.addEventListener("open", () => following(true))
+    state.source.addEventListener("error", () => following(false))
     state.source.addEventListener("data", (e) => {
       for (const entry of JSON.parse(e.data)) applyMeetingEvent(state, entry)
       if (meeting === state) renderMeeting(state)
@@ -537,7 +541,9 @@ function renderMeeting(state) {
   const chair = canOwn(r.unitId)
   const member = canUpdate(r.unitId)
   const live = r.status === "live"
-  const head = el("div", { className: "card-head" }, el("h1", { textContent: r.title }), el("span", { className: `pill ${live ? "live" : ""}`, id: "review-status", textContent: r.status }))
+  const status = el("span", { className: `pill ${live ? "live" : ""}`, id: "review-status", textContent: r.status })
+  if (state.following) status.dataset.following = "true"
+  const head = el("div", { className: "card-head" }, el("h1", { textContent: r.title }), status)
   const controls = el("div", { className: "build" })
   if (chair && r.status === "planned") controls.append(button("Start the meeting", () => post(`/api/reviews/${r.id}/start`, {})))
   if (chair && live) controls.append(button("Close the meeting", () => post(`/api/reviews/${r.id}/close`, {})))
