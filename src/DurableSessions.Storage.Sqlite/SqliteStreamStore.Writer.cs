@@ -20,12 +20,15 @@ namespace DurableSessions.Storage.Sqlite;
 /// </remarks>
 public sealed partial class SqliteStreamStore
 {
-    private static readonly TimeSpan CheckpointInterval = TimeSpan.FromSeconds(2);
+    // Background checkpoints run often, so the one on the writer (which pauses writes) has little left to copy.
+    private static readonly TimeSpan CheckpointInterval = TimeSpan.FromMilliseconds(500);
 
-    // The WAL grows by at least a couple of pages per commit plus the data; checkpoint on the writer when it may have
-    // grown by this much (each such checkpoint briefly pauses writes, so not too often).
-    private const long WriterCheckpointEveryBytes = 64 * 1024 * 1024;
-    private const long EstimatedBytesPerCommit = 8192;
+    // The writer checkpoints (and so lets the WAL start over) once the WAL file outgrows MaxWalBytes, which is also the
+    // journal size limit SQLite truncates it back to when it starts over. Checked every few commits, so the file
+    // overshoots by a few commits' pages at most: truncating a WAL that had grown far past the limit (hundreds of MB
+    // under a steady load of small appends, whose commits each rewrite whole pages) stalled the next commit for a third
+    // of a second. A larger limit means fewer of these pauses (each ~30-50 ms on the 2-core machine) for more disk.
+    private const int CommitsBetweenWalChecks = 8;
 
     private void WriterLoop()
     {
@@ -42,10 +45,13 @@ public sealed partial class SqliteStreamStore
                 }
 
                 if (batch.Count > 0 && CommitBatch(batch, context)
-                    && (context.BytesSinceCheckpoint += EstimatedBytesPerCommit) >= WriterCheckpointEveryBytes)
+                    && ++context.CommitsSinceWalCheck >= CommitsBetweenWalChecks)
                 {
-                    context.BytesSinceCheckpoint = 0;
-                    CheckpointOnWriter();
+                    context.CommitsSinceWalCheck = 0;
+                    if (WalLength() > _options.MaxWalBytes)
+                    {
+                        CheckpointOnWriter();
+                    }
                 }
             }
 
@@ -125,6 +131,18 @@ public sealed partial class SqliteStreamStore
         catch (SqliteException ex)
         {
             Log.CheckpointFailed(_logger, ex);
+        }
+    }
+
+    private long WalLength()
+    {
+        try
+        {
+            return new FileInfo(_walPath).Length;
+        }
+        catch (IOException)
+        {
+            return 0;
         }
     }
 
@@ -325,8 +343,8 @@ public sealed partial class SqliteStreamStore
 
         public SqliteStreamStore Store => _store;
 
-        /// <summary>Data bytes written since the writer's last checkpoint (a proxy for the WAL's growth).</summary>
-        public long BytesSinceCheckpoint { get; set; }
+        /// <summary>Commits since the writer last looked at the WAL's size.</summary>
+        public int CommitsSinceWalCheck { get; set; }
 
         public void Reset(DateTimeOffset now)
         {
@@ -463,7 +481,6 @@ public sealed partial class SqliteStreamStore
             _insertChunk.Parameters[2].Value = start;
             _insertChunk.Parameters[3].Value = payload.Data.ToArray();
             _insertChunk.ExecuteNonQuery();
-            BytesSinceCheckpoint += payload.Data.Length + 64;
         }
 
         public ProducerState? GetProducer(long streamId, string producerId)

@@ -113,6 +113,7 @@ public sealed partial class SqliteStreamStore : StreamStore
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(options.ProducerStateTtl, TimeSpan.Zero, "ProducerStateTtl");
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.MaxWalBytes, 1024 * 1024, "MaxWalBytes");
         return new SqliteStreamStore(options, timeProvider ?? TimeProvider.System, fanout ?? new StreamFanout(), (ILogger?)logger ?? NullLogger.Instance);
     }
 
@@ -128,7 +129,7 @@ public sealed partial class SqliteStreamStore : StreamStore
             PRAGMA synchronous={(fsync ? "OFF" : "NORMAL")};
             PRAGMA busy_timeout=5000;
             PRAGMA wal_autocheckpoint={(fsync ? 0 : 4000)};
-            PRAGMA journal_size_limit=67108864;
+            PRAGMA journal_size_limit={options.MaxWalBytes};
             """);
         Execute(_writer, Schema.Create);
         using (var check = _writer.CreateCommand())

@@ -37,6 +37,14 @@ public sealed class SqliteStreamStoreOptions
     /// </summary>
     public TimeSpan ProducerStateTtl { get; set; } = TimeSpan.FromDays(7);
 
+    /// <summary>
+    /// The size past which the write-ahead log starts over (after everything in it is copied into the database) and to
+    /// which SQLite truncates it then: the data directory holds the database plus about this much WAL. A smaller limit
+    /// means less disk and more frequent short write pauses (one checkpoint on the writer each time). Default 256 MiB;
+    /// at least 1 MiB.
+    /// </summary>
+    public long MaxWalBytes { get; set; } = 256 * 1024 * 1024;
+
     /// <summary>How often read-driven TTL refreshes are persisted. Default 5 seconds.</summary>
     public TimeSpan AccessFlushInterval { get; set; } = TimeSpan.FromSeconds(5);
 }

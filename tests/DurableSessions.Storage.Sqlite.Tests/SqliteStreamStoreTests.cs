@@ -51,6 +51,56 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task The_write_ahead_log_starts_over_near_its_limit_under_steady_appends_and_nothing_is_lost()
+    {
+        const long Limit = 1024 * 1024;
+        await using var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory, MaxWalBytes = Limit });
+        var wal = Path.Combine(_directory, "streams.db-wal");
+        const int Streams = 20;
+        const int PerStream = 300;
+        for (var s = 0; s < Streams; s++)
+        {
+            await store.CreateAsync(new CreateStreamRequest { Path = $"w{s}", ContentType = "text/plain" });
+        }
+
+        // Four writers, one append each at a time: many small commits, each rewriting whole pages of the WAL, far more
+        // WAL in all than the limit. The file is sampled after every append.
+        long largest = 0;
+        var shrank = false;
+        var gate = new object();
+        await Task.WhenAll(Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
+        {
+            for (var i = w; i < Streams * PerStream; i += 4)
+            {
+                var data = new byte[200];
+                BitConverter.TryWriteBytes(data, i);
+                var result = await store.AppendAsync(new AppendRequest { Path = $"w{i % Streams}", ContentType = "text/plain", Data = new StreamPayload(data, data.Length) });
+                Assert.Equal(AppendStatus.Appended, result.Status);
+                var length = new FileInfo(wal).Length;
+                lock (gate)
+                {
+                    shrank |= length < largest;
+                    largest = Math.Max(largest, length);
+                }
+            }
+        }))).WaitAsync(TimeSpan.FromSeconds(120));
+
+        // Past the limit by a few commits' pages at most (checked every 8 commits), and it did start over.
+        Assert.InRange(largest, Limit, Limit + (2 * 1024 * 1024));
+        Assert.True(shrank, "the WAL never started over");
+        for (var s = 0; s < Streams; s++)
+        {
+            var stream = (await store.GetAsync($"w{s}")).Stream!;
+            Assert.Equal(PerStream * 200, stream.TailPosition);
+            var read = await store.ReadAsync(stream, 0, int.MaxValue);
+            var bytes = read.Chunks.SelectMany(c => c.Data.ToArray()).ToArray();
+            Assert.Equal(PerStream * 200, bytes.Length);
+            var seen = Enumerable.Range(0, PerStream).Select(k => BitConverter.ToInt32(bytes, k * 200)).Order().ToArray();
+            Assert.Equal(Enumerable.Range(0, PerStream).Select(k => (k * Streams) + s), seen);
+        }
+    }
+
+    [Fact]
     public async Task A_second_store_on_an_open_data_directory_is_refused_until_the_first_is_disposed()
     {
         var first = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
