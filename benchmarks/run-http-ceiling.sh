@@ -9,8 +9,11 @@ cd "$(dirname "$0")/.."
 SECONDS_PER=${1:-10}
 ROUNDS=${2:-2}
 shift $(( $# > 2 ? 2 : $# ))
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+# The server's data goes on the repository's disk (a tmpfs /tmp would make fsync free).
+WORK=$(mktemp -d -p "$PWD" .bench-XXXXXX)
+PID=
+trap '[[ -n $PID ]] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; rm -rf "$WORK"' EXIT
+echo "data on: $(df -T "$WORK" | awk 'NR==2 {print $1, $2}')"
 
 dotnet build src/DurableSessions.Server -c Release -nologo -v quiet
 dotnet build benchmarks/DurableSessions.Ceiling -c Release -nologo -v quiet
@@ -18,14 +21,19 @@ dotnet build benchmarks/DurableSessions.LoadTest -c Release -nologo -v quiet
 LOAD=benchmarks/DurableSessions.LoadTest/bin/Release/net10.0/DurableSessions.LoadTest.dll
 
 run() {
-  local label=$1 port pid
+  local label=$1 port
   shift
   port=$(node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
   dotnet "$@" --urls "http://127.0.0.1:$port" > "$WORK/server.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  PID=$!
+  for _ in $(seq 1 300); do
+    curl -s -m 1 -o /dev/null "http://127.0.0.1:$port/" && break
+    kill -0 "$PID" 2>/dev/null || { echo "$label did not start:"; tail -20 "$WORK/server.log"; exit 1; }
+    sleep 0.1
+  done
   dotnet "$LOAD" --url "http://127.0.0.1:$port" --scenario append --streams 100 --connections 64 --duration "$SECONDS_PER" --label "$label" | grep '^|'
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  kill "$PID"; wait "$PID" 2>/dev/null || true
+  PID=
 }
 
 for round in $(seq 1 "$ROUNDS"); do

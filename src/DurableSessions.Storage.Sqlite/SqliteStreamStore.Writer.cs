@@ -25,16 +25,18 @@ public sealed partial class SqliteStreamStore
 
     // The writer checkpoints (and so lets the WAL start over) once the WAL file outgrows MaxWalBytes, which is also the
     // journal size limit SQLite truncates it back to when it starts over. Checked every few commits, so the file
-    // overshoots by a few commits' pages at most: truncating a WAL that had grown far past the limit (hundreds of MB
+    // overshoots by a few commits' pages (more when a checkpoint cannot complete at once): truncating a WAL that had grown far past the limit (hundreds of MB
     // under a steady load of small appends, whose commits each rewrite whole pages) stalled the next commit for a third
     // of a second. A larger limit means fewer of these pauses (each ~30-50 ms on the 2-core machine) for more disk.
     private const int CommitsBetweenWalChecks = 8;
+    private const int CommitsAfterIncompleteCheckpoint = 56;
 
     private void WriterLoop()
     {
         try
         {
             var batch = new List<WriteCommand>(_options.MaxBatchSize);
+            var fsync = _options.Durability == SqliteDurability.Fsync;
             var context = new BatchContext(this);
             while (_commands.WaitForItems())
             {
@@ -44,14 +46,14 @@ public sealed partial class SqliteStreamStore
                     batch.Add(command);
                 }
 
-                if (batch.Count > 0 && CommitBatch(batch, context)
+                if (batch.Count > 0 && CommitBatch(batch, context) && fsync
                     && ++context.CommitsSinceWalCheck >= CommitsBetweenWalChecks)
                 {
-                    context.CommitsSinceWalCheck = 0;
-                    if (WalLength() > _options.MaxWalBytes)
-                    {
-                        CheckpointOnWriter();
-                    }
+                    // A checkpoint that could not copy everything (the background one held the lock, a reader held an
+                    // old snapshot) does not let the WAL start over: try again after more commits, not after every few.
+                    context.CommitsSinceWalCheck = WalLength() > _options.MaxWalBytes && !CheckpointOnWriter()
+                        ? -CommitsAfterIncompleteCheckpoint
+                        : 0;
                 }
             }
 
@@ -115,22 +117,32 @@ public sealed partial class SqliteStreamStore
     /// from its start (the background checkpoints copy most frames but cannot finish while writes keep arriving, and
     /// then the WAL would only grow). Cheap, because the background checkpoints have already copied most frames.
     /// </summary>
-    private void CheckpointOnWriter()
+    /// <returns>Whether every frame of the WAL was copied, so that the next transaction starts it over.</returns>
+    private bool CheckpointOnWriter()
     {
-        if (_options.Durability != SqliteDurability.Fsync)
-        {
-            return;
-        }
-
         try
         {
             // Everything committed so far is made durable first; FULL then also syncs the database file.
             _syncQueue.WaitUntilDrained();
-            Execute(_writer, "PRAGMA synchronous=FULL; PRAGMA wal_checkpoint(PASSIVE); PRAGMA synchronous=OFF;");
+            Execute(_writer, "PRAGMA synchronous=FULL;");
+            try
+            {
+                using var command = _writer.CreateCommand();
+                command.CommandText = "PRAGMA wal_checkpoint(PASSIVE);";
+                using var result = command.ExecuteReader();
+
+                // busy, frames in the WAL, frames copied.
+                return result.Read() && result.GetInt64(0) == 0 && result.GetInt64(1) == result.GetInt64(2);
+            }
+            finally
+            {
+                Execute(_writer, "PRAGMA synchronous=OFF;");
+            }
         }
         catch (SqliteException ex)
         {
             Log.CheckpointFailed(_logger, ex);
+            return false;
         }
     }
 

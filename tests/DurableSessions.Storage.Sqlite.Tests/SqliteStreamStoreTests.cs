@@ -76,17 +76,19 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
                 BitConverter.TryWriteBytes(data, i);
                 var result = await store.AppendAsync(new AppendRequest { Path = $"w{i % Streams}", ContentType = "text/plain", Data = new StreamPayload(data, data.Length) });
                 Assert.Equal(AppendStatus.Appended, result.Status);
-                var length = new FileInfo(wal).Length;
                 lock (gate)
                 {
+                    // Read under the lock, so the readings are in order: a smaller one means the file really shrank.
+                    var length = new FileInfo(wal).Length;
                     shrank |= length < largest;
                     largest = Math.Max(largest, length);
                 }
             }
         }))).WaitAsync(TimeSpan.FromSeconds(120));
 
-        // Past the limit by a few commits' pages at most (checked every 8 commits), and it did start over.
-        Assert.InRange(largest, Limit, Limit + (2 * 1024 * 1024));
+        // Past the limit by some commits' pages at most (checked every 8 commits, and after 64 when a checkpoint could not
+        // complete at once), and it did start over.
+        Assert.InRange(largest, Limit, Limit + (4 * 1024 * 1024));
         Assert.True(shrank, "the WAL never started over");
         for (var s = 0; s < Streams; s++)
         {

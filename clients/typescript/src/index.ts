@@ -397,11 +397,12 @@ export class SocketHub {
   private next = 0
   private failedAt = Number.NEGATIVE_INFINITY
   private dropCurrent: (() => void) | undefined
+  private readonly closed = new AbortController()
 
   constructor(private readonly base: string, private readonly token: () => Promise<string | undefined>) {
     // A browser that goes offline may keep a dead socket open for a long time without a close event: drop it at once,
     // so every subscription resumes as soon as the network is back.
-    globalThis.addEventListener?.("offline", () => this.dropCurrent?.())
+    globalThis.addEventListener?.("offline", () => this.dropCurrent?.(), { signal: this.closed.signal })
   }
 
   /** False for 30 s after the socket could not be opened, so operations go straight to HTTP meanwhile. */
@@ -481,6 +482,7 @@ export class SocketHub {
   }
 
   close(): void {
+    this.closed.abort()
     this.socket?.close(1000)
   }
 
@@ -519,8 +521,9 @@ export class SocketHub {
         }
         socket.onclose = () => {
           clearTimeout(timer)
-          if (!ready) reject(new Error("the WebSocket closed before it was ready"))
-          loseConnection()
+          // A socket that never became ready has no subscriptions of its own to tell.
+          if (ready) loseConnection()
+          else reject(new Error("the WebSocket closed before it was ready"))
         }
         socket.onerror = () => { if (!ready) reject(new Error("the WebSocket could not connect")) }
       })
@@ -624,14 +627,16 @@ function backoff(ms: number, signal?: AbortSignal): Promise<void> {
     const done = () => {
       clearTimeout(timer)
       globalThis.removeEventListener?.("online", done)
+      signal?.removeEventListener("abort", aborted)
       resolve()
+    }
+    const aborted = () => {
+      clearTimeout(timer)
+      globalThis.removeEventListener?.("online", done)
+      reject(signal!.reason)
     }
     const timer = setTimeout(done, jitter(ms))
     globalThis.addEventListener?.("online", done)
-    signal?.addEventListener("abort", () => {
-      clearTimeout(timer)
-      globalThis.removeEventListener?.("online", done)
-      reject(signal.reason)
-    }, { once: true })
+    signal?.addEventListener("abort", aborted, { once: true })
   })
 }

@@ -514,7 +514,7 @@ function applyMeetingEvent(state, entry) {
 }
 
 function followMeeting(id) {
-  meeting?.source.close()
+  meeting?.source?.close()
   const state = { id, review: null, agenda: [], decisions: new Map(), actions: new Map(), source: null }
   meeting = state
   api(`/api/reviews/${id}`).then((snapshot) => {
@@ -525,8 +525,12 @@ function followMeeting(id) {
     for (const a of snapshot.actions) state.actions.set(a.id, { ...a, ownerName: people.get(a.ownerId)?.name })
     renderMeeting(state)
     state.source = new EventSource(`/v1/stream/${snapshot.stream}?offset=-1&live=sse`)
-    // Whether the meeting is followed live right now, shown on its status pill (data-following).
-    const following = (on) => { state.following = on; if (meeting === state) renderMeeting(state) }
+    // Whether the meeting is followed live right now, shown on its status pill (data-following). Only the pill changes:
+    // a redraw would lose a decision or action being typed.
+    const following = (on) => {
+      state.following = on
+      if (meeting === state) document.getElementById("review-status")?.toggleAttribute("data-following", on)
+    }
     state.source.addEventListener("open", () => following(true))
     state.source.addEventListener("error", () => following(false))
     state.source.addEventListener("data", (e) => {
@@ -542,7 +546,7 @@ function renderMeeting(state) {
   const member = canUpdate(r.unitId)
   const live = r.status === "live"
   const status = el("span", { className: `pill ${live ? "live" : ""}`, id: "review-status", textContent: r.status })
-  if (state.following) status.dataset.following = "true"
+  if (state.following) status.setAttribute("data-following", "")
   const head = el("div", { className: "card-head" }, el("h1", { textContent: r.title }), status)
   const controls = el("div", { className: "build" })
   if (chair && r.status === "planned") controls.append(button("Start the meeting", () => post(`/api/reviews/${r.id}/start`, {})))
