@@ -16,10 +16,18 @@ public sealed class CrashSafetyTests
 {
     private const int Writers = 6;
 
-    [Fact]
-    public async Task Acknowledged_appends_survive_kill_9_exactly_once_and_in_order()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Acknowledged_appends_survive_kill_9_exactly_once_and_in_order(bool smallWal)
     {
-        await using var server = await ServerProcess.StartAsync();
+        // With a 1 MiB WAL limit the writer's checkpoints, the WAL starting over and its truncation happen while the
+        // writers run, so the kill can land amid them.
+        await using var server = smallWal
+            ? await ServerProcess.StartAsync(null, "--Storage:Sqlite:MaxWalBytes=1048576")
+            : await ServerProcess.StartAsync();
+        var wal = Path.Combine(server.DataDirectory, "streams.db-wal");
+        var walStartedOver = false;
         var random = new Random(20261123);
         for (var round = 0; round < 3; round++)
         {
@@ -54,10 +62,24 @@ public sealed class CrashSafetyTests
                 }
             })).ToList();
 
+            // While the writers run: did the WAL file ever get smaller (start over)?
+            var watching = Task.Run(async () =>
+            {
+                long largest = 0;
+                while (!stop.IsCancellationRequested)
+                {
+                    var length = File.Exists(wal) ? new FileInfo(wal).Length : 0;
+                    walStartedOver |= length < largest;
+                    largest = Math.Max(largest, length);
+                    await Task.Delay(5, CancellationToken.None);
+                }
+            });
+
             await Task.Delay(random.Next(400, 1500));
             await server.KillAsync();
             await stop.CancelAsync();
             await Task.WhenAll(writers).WaitAsync(TimeSpan.FromSeconds(30));
+            await watching;
             await server.StartAsync();
 
             using var client = new HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromSeconds(10) };
@@ -81,6 +103,8 @@ public sealed class CrashSafetyTests
                 Assert.Contains(attempted[w], seen);
             }
         }
+
+        Assert.True(walStartedOver || !smallWal, "the WAL never started over while the writers ran");
     }
 
     [Fact]
