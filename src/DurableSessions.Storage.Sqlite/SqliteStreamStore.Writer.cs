@@ -25,9 +25,10 @@ public sealed partial class SqliteStreamStore
 
     // The writer checkpoints (and so lets the WAL start over) once the WAL file outgrows MaxWalBytes, which is also the
     // journal size limit SQLite truncates it back to when it starts over. Checked every few commits, so the file
-    // overshoots by a few commits' pages (more when a checkpoint cannot complete at once): truncating a WAL that had grown far past the limit (hundreds of MB
-    // under a steady load of small appends, whose commits each rewrite whole pages) stalled the next commit for a third
-    // of a second. A larger limit means fewer of these pauses (each ~30-50 ms on the 2-core machine) for more disk.
+    // overshoots by a few commits' pages (more when a checkpoint cannot complete at once): truncating a WAL that had
+    // grown far past the limit (hundreds of MB under a steady load of small appends, whose commits each rewrite whole
+    // pages) stalled the next commit for a third of a second. A larger limit means fewer of these pauses (each ~30-50 ms
+    // on the 2-core machine) for more disk.
     private const int CommitsBetweenWalChecks = 8;
     private const int CommitsAfterIncompleteCheckpoint = 56;
 
@@ -49,11 +50,13 @@ public sealed partial class SqliteStreamStore
                 if (batch.Count > 0 && CommitBatch(batch, context) && fsync
                     && ++context.CommitsSinceWalCheck >= CommitsBetweenWalChecks)
                 {
-                    // A checkpoint that could not copy everything (the background one held the lock, a reader held an
-                    // old snapshot) does not let the WAL start over: try again after more commits, not after every few.
-                    context.CommitsSinceWalCheck = WalLength() > _options.MaxWalBytes && !CheckpointOnWriter()
-                        ? -CommitsAfterIncompleteCheckpoint
-                        : 0;
+                    context.CommitsSinceWalCheck = 0;
+                    if (WalLength() > _options.MaxWalBytes && !CheckpointOnWriter())
+                    {
+                        // It could not copy everything (the background checkpoint held the lock, a reader an old
+                        // snapshot), so the WAL does not start over: try again after more commits, not after every few.
+                        context.CommitsSinceWalCheck = -CommitsAfterIncompleteCheckpoint;
+                    }
                 }
             }
 
