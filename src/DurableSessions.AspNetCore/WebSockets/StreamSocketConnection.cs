@@ -4,7 +4,6 @@ using System.Net.WebSockets;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
-using System.Threading.Channels;
 using DurableSessions.AspNetCore.Auth;
 using DurableSessions.AspNetCore.Streams;
 using DurableSessions.Live;
@@ -36,7 +35,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
     private readonly StreamSocketServices _services;
     private readonly StreamSocketOptions _options;
     private readonly CancellationTokenSource _closing;
-    private readonly Channel<Outgoing> _outgoing = Channel.CreateUnbounded<Outgoing>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly SendQueue<Outgoing> _outgoing = new();
     private readonly Dictionary<string, Subscription> _subscriptions = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Task> _pathTails = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _inFlight;
@@ -48,6 +47,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
     private long _lastMessageAt;
     private Access _access;
     private readonly TaskCompletionSource _closeRequested = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private ITimer? _watch;
     private WebSocketCloseStatus? _closeStatus;
     private string? _closeReason;
 
@@ -72,7 +72,8 @@ internal sealed partial class StreamSocketConnection : IDisposable
     public async Task RunAsync()
     {
         var sending = SendLoopAsync();
-        var watching = WatchAsync();
+        _watch = _services.Time.CreateTimer(static self => ((StreamSocketConnection)self!).Watch(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _watch.Change(TimeSpan.Zero, Timeout.InfiniteTimeSpan);
         using var stopping = _services.Stopping.Register(() => CloseWith(WebSocketCloseStatus.EndpointUnavailable, "The server is stopping."));
         Enqueue(Hello());
         var receiving = ReceiveLoopAsync();
@@ -81,9 +82,9 @@ internal sealed partial class StreamSocketConnection : IDisposable
 
         // Operations and subscriptions end and queue their last messages; those are sent, then the close frame.
         await DrainAsync().ConfigureAwait(false);
-        _outgoing.Writer.TryComplete();
+        _outgoing.Complete();
         await sending.ConfigureAwait(false);
-        await watching.ConfigureAwait(false);
+        await _watch.DisposeAsync().ConfigureAwait(false);
         await CloseAsync().ConfigureAwait(false);
         if (await Task.WhenAny(receiving, Task.Delay(TimeSpan.FromSeconds(5), _services.Time)).ConfigureAwait(false) != receiving)
         {
@@ -676,7 +677,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
             return false;
         }
 
-        if (!_outgoing.Writer.TryWrite(new Outgoing(message, IsData: true)))
+        if (!_outgoing.TryWrite(new Outgoing(message, IsData: true)))
         {
             Interlocked.Add(ref _queuedBytes, -message.Length);
         }
@@ -760,78 +761,88 @@ internal sealed partial class StreamSocketConnection : IDisposable
     // ---- sending, closing, keep-alive ---------------------------------------------------------------------------------
 
     /// <summary>Queues a message that is always sent: an answer or a signal, small and bounded by the operations in flight.</summary>
-    private void Enqueue(byte[] message) => _outgoing.Writer.TryWrite(new Outgoing(message, IsData: false));
+    private void Enqueue(byte[] message) => _outgoing.TryWrite(new Outgoing(message, IsData: false));
 
     private async Task SendLoopAsync()
     {
-        try
+        while (await _outgoing.WaitToReadAsync().ConfigureAwait(false))
         {
-            await foreach (var (message, isData) in _outgoing.Reader.ReadAllAsync().ConfigureAwait(false))
+            while (_outgoing.TryRead(out var outgoing))
             {
-                try
-                {
-                    if (_socket.State == WebSocketState.Open)
-                    {
-                        await _socket.SendAsync(message, WebSocketMessageType.Text, endOfMessage: true, CancellationToken.None).ConfigureAwait(false);
-                    }
-                }
-                catch (Exception ex) when (ex is WebSocketException or IOException)
-                {
-                    CloseWith(WebSocketCloseStatus.NormalClosure, null);
-                }
-                finally
-                {
-                    if (isData)
-                    {
-                        Interlocked.Add(ref _queuedBytes, -message.Length);
-                        Interlocked.Exchange(ref _sent, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
-                    }
-                }
+                await SendAsync(outgoing).ConfigureAwait(false);
             }
-        }
-        catch (Exception ex) when (ex is ObjectDisposedException)
-        {
         }
     }
 
-    /// <summary>Closes the connection when its token expires unreplaced, or when it has been idle too long.</summary>
-    private async Task WatchAsync()
+    private async ValueTask SendAsync(Outgoing outgoing)
     {
-        var time = _services.Time;
+        var (message, isData) = outgoing;
         try
         {
-            while (!_closing.IsCancellationRequested)
+            if (_socket.State == WebSocketState.Open)
             {
-                var wait = _options.IdleTimeout;
-                if (_access.ExpiresAt is { } expiresAt)
-                {
-                    var left = expiresAt - time.GetUtcNow();
-                    if (left <= TimeSpan.Zero)
-                    {
-                        CloseWith(TokenExpired, "The access token expired; connect again with a fresh one.");
-                        return;
-                    }
-
-                    wait = left < wait ? left : wait;
-                }
-
-                await Task.Delay(wait, time, _closing.Token).ConfigureAwait(false);
-                bool idle;
-                lock (_subscriptions)
-                {
-                    idle = _subscriptions.Count == 0 && Volatile.Read(ref _pending) == 0
-                           && time.GetElapsedTime(Volatile.Read(ref _lastMessageAt)) >= _options.IdleTimeout;
-                }
-
-                if (idle)
-                {
-                    CloseWith(WebSocketCloseStatus.NormalClosure, "Idle.");
-                    return;
-                }
+                await _socket.SendAsync(message, WebSocketMessageType.Text, endOfMessage: true, CancellationToken.None).ConfigureAwait(false);
             }
         }
-        catch (OperationCanceledException)
+        catch (Exception ex) when (ex is WebSocketException or IOException or ObjectDisposedException)
         {
+            CloseWith(WebSocketCloseStatus.NormalClosure, null);
+        }
+        finally
+        {
+            if (isData)
+            {
+                Interlocked.Add(ref _queuedBytes, -message.Length);
+                Interlocked.Exchange(ref _sent, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Closes the connection when its token expires unreplaced, or when it has been idle too long. Called by the
+    /// connection's one timer, which it re-arms: an idle connection waits on a timer only, not on a task.
+    /// </summary>
+    private void Watch()
+    {
+        if (_closing.IsCancellationRequested)
+        {
+            return;
+        }
+
+        var time = _services.Time;
+        var wait = _options.IdleTimeout;
+        if (_access.ExpiresAt is { } expiresAt)
+        {
+            var left = expiresAt - time.GetUtcNow();
+            if (left <= TimeSpan.Zero)
+            {
+                CloseWith(TokenExpired, "The access token expired; connect again with a fresh one.");
+                return;
+            }
+
+            wait = left < wait ? left : wait;
+        }
+
+        bool idle;
+        lock (_subscriptions)
+        {
+            idle = _subscriptions.Count == 0 && Volatile.Read(ref _pending) == 0
+                   && time.GetElapsedTime(Volatile.Read(ref _lastMessageAt)) >= _options.IdleTimeout;
+        }
+
+        if (idle)
+        {
+            CloseWith(WebSocketCloseStatus.NormalClosure, "Idle.");
+            return;
+        }
+
+        try
+        {
+            _watch?.Change(wait, Timeout.InfiniteTimeSpan);
+        }
+        catch (ObjectDisposedException)
+        {
+            // The connection ended meanwhile.
         }
     }
 
