@@ -41,15 +41,23 @@ internal sealed class RawHttpConnection : IDisposable
     }
 
     /// <summary>Sends one request and returns the response status code once the whole response has been read.</summary>
-    public async Task<int> SendAsync(ReadOnlyMemory<byte> request)
+    public Task<int> SendAsync(ReadOnlyMemory<byte> request) => SendCoreAsync(request, blocking: false).AsTask();
+
+    /// <summary>
+    /// <see cref="SendAsync"/> with blocking socket calls, for a writer on a thread of its own: its acknowledgement is
+    /// then timed without waiting behind the load tool's own thread pool queue (thousands of readers in the same process).
+    /// </summary>
+    public int Send(ReadOnlyMemory<byte> request) => SendCoreAsync(request, blocking: true).GetAwaiter().GetResult();
+
+    private async ValueTask<int> SendCoreAsync(ReadOnlyMemory<byte> request, bool blocking)
     {
         while (!request.IsEmpty)
         {
-            var sent = await _socket.SendAsync(request, SocketFlags.None);
+            var sent = blocking ? _socket.Send(request.Span, SocketFlags.None) : await _socket.SendAsync(request, SocketFlags.None);
             request = request[sent..];
         }
 
-        var headerEnd = await FillUntilAsync(HeaderEnd);
+        var headerEnd = await FillUntilAsync(HeaderEnd, blocking);
         var headers = Encoding.ASCII.GetString(_buffer, _start, headerEnd - _start);
         _start = headerEnd + 4;
         var status = int.Parse(headers.AsSpan(9, 3), System.Globalization.CultureInfo.InvariantCulture);
@@ -69,7 +77,7 @@ internal sealed class RawHttpConnection : IDisposable
 
         if (chunked)
         {
-            _start = await FillUntilAsync(LastChunk) + 5;
+            _start = await FillUntilAsync(LastChunk, blocking) + 5;
         }
         else
         {
@@ -77,7 +85,7 @@ internal sealed class RawHttpConnection : IDisposable
             {
                 length -= _end - _start;
                 _start = _end;
-                await ReceiveAsync();
+                await ReceiveAsync(blocking);
             }
 
             _start += length;
@@ -86,7 +94,7 @@ internal sealed class RawHttpConnection : IDisposable
         return status;
     }
 
-    private async Task<int> FillUntilAsync(ReadOnlyMemory<byte> marker)
+    private async ValueTask<int> FillUntilAsync(ReadOnlyMemory<byte> marker, bool blocking)
     {
         while (true)
         {
@@ -96,11 +104,11 @@ internal sealed class RawHttpConnection : IDisposable
                 return _start + index;
             }
 
-            await ReceiveAsync();
+            await ReceiveAsync(blocking);
         }
     }
 
-    private async Task ReceiveAsync()
+    private async ValueTask ReceiveAsync(bool blocking)
     {
         if (_start == _end)
         {
@@ -117,7 +125,7 @@ internal sealed class RawHttpConnection : IDisposable
             }
         }
 
-        var read = await _socket.ReceiveAsync(_buffer.AsMemory(_end), SocketFlags.None);
+        var read = blocking ? _socket.Receive(_buffer.AsSpan(_end), SocketFlags.None) : await _socket.ReceiveAsync(_buffer.AsMemory(_end), SocketFlags.None);
         if (read == 0)
         {
             throw new IOException("The server closed the connection.");

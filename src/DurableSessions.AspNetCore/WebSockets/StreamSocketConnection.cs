@@ -59,7 +59,8 @@ internal sealed partial class StreamSocketConnection : IDisposable
         _services = services;
         _options = services.Options;
         _inFlight = new SemaphoreSlim(_options.MaxInFlight, _options.MaxInFlight);
-        _closing = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted, services.Stopping);
+        // The server stopping reaches the connection through RunAsync's registration, which also names the close code.
+        _closing = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
         _lastMessageAt = services.Time.GetTimestamp();
     }
 
@@ -502,7 +503,8 @@ internal sealed partial class StreamSocketConnection : IDisposable
 
         await _services.Store.TouchAsync(stream, _closing.Token).ConfigureAwait(false);
         var from = offset == StreamOffset.Now ? stream.TailPosition : requested ?? 0;
-        var subscription = new Subscription(sub, CancellationTokenSource.CreateLinkedTokenSource(_closing.Token));
+        // Not linked to the connection's token (a registration per subscription): closing stops each one itself.
+        var subscription = new Subscription(sub, new CancellationTokenSource());
         lock (_subscriptions)
         {
             // Checked again: the lookup awaited, and another subscribe with this sub may have started meanwhile.
@@ -511,6 +513,12 @@ internal sealed partial class StreamSocketConnection : IDisposable
                 subscription.Stop.Dispose();
                 Enqueue(Error("sub", sub, 409, "SUBSCRIPTION_EXISTS", "A subscription with this sub is live on this connection."));
                 return;
+            }
+
+            if (_closing.IsCancellationRequested)
+            {
+                // The connection started closing while this subscribe looked the stream up.
+                subscription.Cancel();
             }
         }
 
@@ -533,7 +541,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
         }
 
         subscription.Unsubscribed = true;
-        subscription.Stop.Cancel();
+        subscription.Cancel();
     }
 
     private async Task FollowAsync(Subscription subscription, StreamInfo stream, long from)
@@ -868,6 +876,18 @@ internal sealed partial class StreamSocketConnection : IDisposable
         {
         }
 
+        // A subscribe that adds itself after this sees _closing cancelled and stops at once.
+        Subscription[] subscriptions;
+        lock (_subscriptions)
+        {
+            subscriptions = [.. _subscriptions.Values];
+        }
+
+        foreach (var subscription in subscriptions)
+        {
+            subscription.Cancel();
+        }
+
         _closeRequested.TrySetResult();
     }
 
@@ -1090,6 +1110,18 @@ internal sealed partial class StreamSocketConnection : IDisposable
         public Task? Task { get; set; }
 
         public volatile bool Unsubscribed;
+
+        /// <summary>Stops the subscription's follower; a no-op once it ended and released its token.</summary>
+        public void Cancel()
+        {
+            try
+            {
+                Stop.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+        }
     }
 
     private static partial class Log
