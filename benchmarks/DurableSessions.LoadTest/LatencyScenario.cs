@@ -1,14 +1,17 @@
+using System.Buffers.Text;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
-using System.Text.Json;
+using System.Net.Sockets;
+using System.Net.WebSockets;
 
 namespace DurableSessions.LoadTest;
 
 /// <summary>
-/// Append-to-delivery latency: many streams, each tailed by several SSE readers; writers append events stamped with
-/// the send time and readers record how long each took to arrive.
+/// Append-to-delivery latency: many streams, each tailed by several readers (SSE, or one WebSocket each with
+/// <c>--transport websocket</c>); writers append events stamped with the send time and readers record how long each
+/// took to arrive.
 /// </summary>
 internal static class LatencyScenario
 {
@@ -18,7 +21,8 @@ internal static class LatencyScenario
         var paths = Enumerable.Range(0, options.Streams).Select(i => $"/v1/stream/latency/{run}/s{i}").ToList();
         var readerCount = options.Streams * options.Readers;
         using var writerClient = Http.Create(options.Url, options.Connections);
-        using var readerClient = Http.Create(options.ReadUrl ?? options.Url, readerCount + 16);
+        var readAddress = new Uri(options.ReadUrl ?? options.Url);
+        var websocket = options.Transport == "websocket";
         await Http.CreateStreamsAsync(writerClient, paths);
 
         var latencies = new ConcurrentBag<double[]>();
@@ -75,7 +79,7 @@ internal static class LatencyScenario
         var writes = writeLatencies.Order().ToArray();
         double Percentile(double p) => At(all, p);
         static double At(double[] sorted, double p) => sorted.Length == 0 ? double.NaN : sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p * sorted.Length) - 1)];
-        var name = string.Create(CultureInfo.InvariantCulture, $"append->SSE latency, {options.Streams} streams x {options.Readers} readers, {options.Rate}/s per stream");
+        var name = string.Create(CultureInfo.InvariantCulture, $"append->{(websocket ? "WebSocket" : "SSE")} latency, {options.Streams} streams x {options.Readers} readers, {options.Rate}/s per stream");
         var summary = string.Create(CultureInfo.InvariantCulture,
             $"p50 {Percentile(0.50):F2} ms, p99 {Percentile(0.99):F2} ms, max {Percentile(1):F2} ms (append acknowledged: p50 {At(writes, 0.5):F2} ms, p99 {At(writes, 0.99):F2} ms); {appended} appends, {all.Length}/{expected} deliveries, {writeErrors + readerErrors} errors");
         return new ScenarioResult(name, summary, appended, writeErrors + readerErrors + Math.Max(0, expected - all.Length));
@@ -148,34 +152,31 @@ internal static class LatencyScenario
             var signalled = false;
             try
             {
-                using var response = await readerClient.GetAsync($"{path}?offset=now&live=sse", HttpCompletionOption.ResponseHeadersRead, stop.Token);
-                await foreach (var (eventType, data) in SseEvents.ReadAsync(await response.Content.ReadAsStreamAsync(stop.Token), stop.Token))
+                if (websocket)
                 {
-                    if (eventType == "data")
+                    await ReadSocketAsync(path, mine, () => signalled = true);
+                }
+                else
+                {
+                    using var reader = await RawSseReader.ConnectAsync(readAddress, $"{path}?offset=now&live=sse", stop.Token);
+                    await reader.RunAsync((type, data) =>
                     {
-                        var now = Stopwatch.GetTimestamp();
-                        using var json = JsonDocument.Parse(data);
-                        foreach (var item in json.RootElement.EnumerateArray())
+                        if (type.SequenceEqual("data"u8))
                         {
-                            var sent = item.GetProperty("t").GetInt64();
-                            if (Volatile.Read(ref measuring) == 1 && sent >= Volatile.Read(ref measureFrom))
-                            {
-                                mine.Add(Stopwatch.GetElapsedTime(sent, now).TotalMilliseconds);
-                                Interlocked.Increment(ref delivered);
-                            }
+                            Record(data, mine);
                         }
-                    }
-                    else if (eventType == "control" && !signalled)
-                    {
-                        signalled = true;
-                        connected.Signal();
-                    }
+                        else if (type.SequenceEqual("control"u8) && !signalled)
+                        {
+                            signalled = true;
+                            connected.Signal();
+                        }
+                    }, stop.Token);
                 }
             }
             catch (OperationCanceledException)
             {
             }
-            catch (Exception ex) when (ex is HttpRequestException or IOException)
+            catch (Exception ex) when (ex is SocketException or IOException or WebSocketException)
             {
                 Interlocked.Increment(ref readerErrors);
             }
@@ -187,6 +188,79 @@ internal static class LatencyScenario
                 }
 
                 latencies.Add([.. mine]);
+            }
+        }
+
+        // One WebSocket per reader, subscribed from the tail: `data` messages carry the events, the first
+        // `up-to-date` says the subscription is live.
+        async Task ReadSocketAsync(string path, List<double> mine, Action live)
+        {
+            using var socket = new ClientWebSocket();
+            socket.Options.AddSubProtocol("durable-streams.v1");
+            await socket.ConnectAsync(new UriBuilder(readAddress) { Scheme = "ws", Path = "/v1/ws" }.Uri, stop.Token);
+            var subscribe = Encoding.UTF8.GetBytes($"{{\"op\":\"subscribe\",\"sub\":\"s\",\"path\":\"{path["/v1/stream/".Length..]}\",\"offset\":\"now\"}}");
+            await socket.SendAsync(subscribe, WebSocketMessageType.Text, endOfMessage: true, stop.Token);
+            var buffer = new byte[8 * 1024];
+            var length = 0;
+            var signalled = false;
+            while (true)
+            {
+                if (length == buffer.Length)
+                {
+                    Array.Resize(ref buffer, buffer.Length * 2);
+                }
+
+                var result = await socket.ReceiveAsync(buffer.AsMemory(length), stop.Token);
+                if (result.MessageType == WebSocketMessageType.Close)
+                {
+                    return;
+                }
+
+                length += result.Count;
+                if (!result.EndOfMessage)
+                {
+                    continue;
+                }
+
+                var message = buffer.AsSpan(0, length);
+                length = 0;
+                if (message.StartsWith("{\"type\":\"data\""u8))
+                {
+                    Record(message, mine);
+                }
+                else if (message.StartsWith("{\"type\":\"up-to-date\""u8) && !signalled)
+                {
+                    signalled = true;
+                    live();
+                    connected.Signal();
+                }
+                else if (message.StartsWith("{\"type\":\"error\""u8) || message.StartsWith("{\"type\":\"fell-behind\""u8))
+                {
+                    throw new IOException($"subscription ended: {Encoding.UTF8.GetString(message)}");
+                }
+            }
+        }
+
+        // Each event carries its send time as "t": read straight from the bytes, no JSON document.
+        void Record(ReadOnlySpan<byte> data, List<double> mine)
+        {
+            var now = Stopwatch.GetTimestamp();
+            var measuringNow = Volatile.Read(ref measuring) == 1;
+            var from = Volatile.Read(ref measureFrom);
+            while (data.IndexOf("\"t\":"u8) is var at and >= 0)
+            {
+                data = data[(at + 4)..];
+                if (!Utf8Parser.TryParse(data, out long sent, out var used))
+                {
+                    throw new InvalidDataException("An event's \"t\" is not a number.");
+                }
+
+                data = data[used..];
+                if (measuringNow && sent >= from)
+                {
+                    mine.Add(Stopwatch.GetElapsedTime(sent, now).TotalMilliseconds);
+                    Interlocked.Increment(ref delivered);
+                }
             }
         }
     }

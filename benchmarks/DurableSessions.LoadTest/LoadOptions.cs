@@ -9,7 +9,7 @@ internal sealed record LoadOptions
         usage: DurableSessions.LoadTest --url <http://127.0.0.1:port> [options]
           --scenario append|batch|ws-append|idle|latency|sessions|seed|ask|strategy|all   (default all; ws-append, idle, sessions, seed, ask and strategy are not part of all)
           --pipeline <n>         appends in flight per WebSocket connection in the ws-append scenario (default 64)
-          --transport <sse|websocket>   how the idle scenario's --readers subscribe (default sse); with --server-pid
+          --transport <sse|websocket>   how the idle and latency scenarios' readers subscribe (default sse); idle needs --server-pid
           --questions <n>        questions the ask scenario posts into random stored sessions (default 100)
           --dashboards <n>       open dashboards in the strategy scenario, each following the audit stream (default 500)
           --streams <n>          streams to spread load over (default 100)
@@ -17,7 +17,7 @@ internal sealed record LoadOptions
           --batch <n>            events per request in the batch scenario (default 100)
           --event-bytes <n>      size of each JSON event (default 256)
           --duration <seconds>   measured time per scenario (default 10)
-          --readers <n>          SSE readers per stream in the latency scenario (default 2)
+          --readers <n>          readers per stream in the latency scenario (default 2)
           --read-url <url>       where the latency scenario's readers connect (default --url; another node of a cluster)
           --rate <n>             appends per stream per second in the latency scenario (default 1)
           --label <text>         a label printed with the results (e.g. the server's name)
@@ -84,7 +84,7 @@ internal sealed record LoadOptions
                 "--server-pid" => options with { ServerPid = int.Parse(value, CultureInfo.InvariantCulture) },
                 "--questions" => options with { Questions = int.Parse(value, CultureInfo.InvariantCulture) },
                 "--pipeline" => options with { Pipeline = int.Parse(value, CultureInfo.InvariantCulture) },
-                "--transport" => options with { Transport = value },
+                "--transport" when value is "sse" or "websocket" => options with { Transport = value },
                 "--dashboards" => options with { Dashboards = int.Parse(value, CultureInfo.InvariantCulture) },
                 _ => null,
             };

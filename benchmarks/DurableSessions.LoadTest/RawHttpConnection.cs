@@ -9,7 +9,7 @@ namespace DurableSessions.LoadTest;
 /// A minimal HTTP/1.1 keep-alive client connection for the write path: it sends prebuilt requests and reads only the
 /// status line and enough of the response to find its end. It costs far less CPU per request than HttpClient, so on a
 /// small machine the load generator takes less of the CPU that the server under test needs (the same reason tools such
-/// as wrk exist). Reads (SSE) still use HttpClient.
+/// as wrk exist). The latency scenario's SSE readers are <see cref="RawSseReader"/>, for the same reason.
 /// </summary>
 internal sealed class RawHttpConnection : IDisposable
 {
