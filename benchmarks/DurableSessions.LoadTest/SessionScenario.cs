@@ -9,7 +9,8 @@ namespace DurableSessions.LoadTest;
 /// <summary>
 /// Many sessions answered by the server's demo agent, each watched by several SSE clients: measures token-to-client
 /// latency (from when the agent produced a batch's first token, carried in the delta's <c>at</c>, to when a client
-/// parsed it) and the server's CPU.
+/// parsed it) and the server's CPU. The clients read raw sockets (<see cref="RawSseReader"/>), so that on a small
+/// machine the load tool takes as little as it can of the CPU the server needs.
 /// </summary>
 internal static class SessionScenario
 {
@@ -18,7 +19,7 @@ internal static class SessionScenario
         var run = Guid.NewGuid().ToString("N")[..8];
         var ids = Enumerable.Range(0, options.Streams).Select(i => $"bench-{run}-{i}").ToList();
         using var http = Http.Create(options.Url, options.Connections);
-        using var readers = Http.Create(options.Url, (options.Streams * options.Readers) + 16);
+        var baseAddress = new Uri(options.Url);
         await Parallel.ForEachAsync(ids, new ParallelOptions { MaxDegreeOfParallelism = 32 }, async (id, ct) =>
         {
             using var response = await http.PutAsync($"/v1/sessions/{id}", Http.Json("{}"), ct);
@@ -74,44 +75,43 @@ internal static class SessionScenario
             var signalled = false;
             try
             {
-                using var response = await readers.GetAsync($"/v1/stream/sessions/{id}?offset=now&live=sse", HttpCompletionOption.ResponseHeadersRead, stop.Token);
-                await foreach (var (type, data) in SseEvents.ReadAsync(await response.Content.ReadAsStreamAsync(stop.Token), stop.Token))
+                using var reader = await RawSseReader.ConnectAsync(baseAddress, $"/v1/stream/sessions/{id}?offset=now&live=sse", stop.Token);
+                await reader.RunAsync((type, data) =>
                 {
-                    if (type == "control" && !signalled)
+                    if (type.SequenceEqual("control"u8) && !signalled)
                     {
                         signalled = true;
                         connected.Signal();
                     }
-                    else if (type == "data")
+                    else if (type.SequenceEqual("data"u8))
                     {
                         var now = DateTimeOffset.UtcNow;
-                        using var json = JsonDocument.Parse(data);
+                        using var json = JsonDocument.Parse(data.ToArray());
                         foreach (var e in json.RootElement.EnumerateArray())
                         {
-                            var kind = e.GetProperty("type").GetString();
+                            var kind = e.GetProperty("type");
                             var value = e.GetProperty("value");
-                            if (kind == "delta" && value.TryGetProperty("at", out var at) && at.ValueKind == JsonValueKind.String)
+                            if (kind.ValueEquals("delta"u8) && value.TryGetProperty("at", out var at) && at.TryGetDateTimeOffset(out var produced))
                             {
-                                var produced = DateTimeOffset.Parse(at.GetString()!, CultureInfo.InvariantCulture);
                                 if (produced >= measureFrom)
                                 {
                                     mine.Add((now - produced).TotalMilliseconds);
                                     Interlocked.Increment(ref deltas);
                                 }
                             }
-                            else if (kind == "run" && value.GetProperty("status").GetString() == "finished" && asker)
+                            else if (kind.ValueEquals("run"u8) && value.GetProperty("status").ValueEquals("finished"u8) && asker)
                             {
                                 Interlocked.Increment(ref runsFinished);
                                 _ = AskAsync(id);
                             }
                         }
                     }
-                }
+                }, stop.Token);
             }
             catch (OperationCanceledException)
             {
             }
-            catch (Exception ex) when (ex is HttpRequestException or IOException)
+            catch (Exception ex) when (ex is System.Net.Sockets.SocketException or IOException)
             {
             }
             finally
