@@ -48,6 +48,85 @@ public sealed class StreamFanoutTests
         Assert.False(other.Reader.TryRead(out _));
     }
 
+    [Fact]
+    public async Task A_waiting_reader_wakes_for_each_change_offered_from_another_thread()
+    {
+        var fanout = new StreamFanout();
+        using var subscription = fanout.Subscribe(1);
+        var reader = subscription.Reader;
+        const int Changes = 500;
+        var publisher = Task.Run(async () =>
+        {
+            for (var i = 0; i < Changes; i++)
+            {
+                fanout.Publish(Change(1, i));
+                if (i % 7 == 0)
+                {
+                    // Let the reader catch up and wait, so that offers also find it waiting.
+                    await Task.Yield();
+                }
+            }
+        }, TestContext.Current.CancellationToken);
+
+        var expected = 0L;
+        while (expected < Changes && await reader.WaitToReadAsync(TestContext.Current.CancellationToken))
+        {
+            while (reader.TryRead(out var change))
+            {
+                Assert.Equal(expected, change.Chunk.Start);
+                expected = change.Chunk.End;
+            }
+        }
+
+        await publisher;
+        Assert.Equal(Changes, expected);
+        Assert.Equal(0, subscription.QueuedBytes);
+    }
+
+    [Fact]
+    public async Task A_cancelled_wait_leaves_the_subscription_whole()
+    {
+        var fanout = new StreamFanout();
+        using var subscription = fanout.Subscribe(1);
+        using var cancel = new CancellationTokenSource();
+        var waiting = subscription.Reader.WaitToReadAsync(cancel.Token).AsTask();
+        Assert.False(waiting.IsCompleted);
+        await cancel.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => waiting);
+
+        // The next wait, on another token, gets the next change; the first token's cancellation does not reach it.
+        var next = subscription.Reader.WaitToReadAsync(TestContext.Current.CancellationToken).AsTask();
+        fanout.Publish(Change(1, 0));
+        Assert.True(await next);
+        Assert.True(subscription.Reader.TryRead(out var change));
+        Assert.Equal(0, change.Chunk.Start);
+        Assert.False(subscription.FellBehind);
+    }
+
+    [Fact]
+    public async Task A_wait_ends_false_when_the_reader_falls_behind_or_is_disposed()
+    {
+        var fanout = new StreamFanout(queueCapacity: 2);
+        var slow = fanout.Subscribe(1);
+        fanout.Publish(Change(1, 0));
+        fanout.Publish(Change(1, 1));
+        fanout.Publish(Change(1, 2));
+        Assert.True(slow.FellBehind);
+
+        // What was queued before the cut stays readable; then the queue says it is done.
+        Assert.True(slow.Reader.TryRead(out _));
+        Assert.True(slow.Reader.TryRead(out _));
+        Assert.False(await slow.Reader.WaitToReadAsync(TestContext.Current.CancellationToken));
+        await slow.Reader.Completion.WaitAsync(TestContext.Current.CancellationToken);
+        slow.Dispose();
+
+        var idle = fanout.Subscribe(1);
+        var waiting = idle.Reader.WaitToReadAsync(TestContext.Current.CancellationToken).AsTask();
+        idle.Dispose();
+        Assert.False(await waiting);
+        Assert.False(idle.FellBehind);
+    }
+
     private static LiveAppend Change(long stream, long at, bool closed = false)
         => new(stream, "s" + stream, new StreamChunk(at, at + 1, new byte[] { (byte)'1' }), closed);
 }

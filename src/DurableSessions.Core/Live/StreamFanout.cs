@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Threading.Channels;
+using System.Threading.Tasks.Sources;
 
 namespace DurableSessions.Live;
 
@@ -172,62 +173,79 @@ public sealed class StreamFanout
 }
 
 /// <summary>A live reader's queue of changes to one stream.</summary>
+/// <remarks>
+/// One reader, many offers: a plain queue under a lock, with one reusable waiter. A subscription is held by every live
+/// reader for as long as it is connected (thousands per process), and a bounded channel held ~0.7 KB even while empty,
+/// and allocated a waiter for each cancellable wait.
+/// </remarks>
 public sealed class LiveSubscription : IDisposable
 {
     private readonly StreamFanout _owner;
-    private readonly Channel<LiveAppend> _queue;
+    private readonly int _capacity;
     private readonly long _maxBytes;
-    private readonly CountingReader _reader;
+    private readonly Queue<LiveAppend> _items = new();
+    private ManualResetValueTaskSourceCore<bool> _waiter = new() { RunContinuationsAsynchronously = true };
+    private CancellationTokenRegistration _waitRegistration;
+    private CancellationToken _waitToken;
+    private bool _waiting;
+    private bool _completed;
     private long _queuedBytes;
     private int _disposed;
+    private readonly QueueReader _reader;
+    private TaskCompletionSource? _drained;
 
     internal LiveSubscription(StreamFanout owner, long streamId, int capacity, long maxBytes)
     {
         _owner = owner;
         StreamId = streamId;
+        _capacity = capacity;
         _maxBytes = maxBytes;
-        _queue = Channel.CreateBounded<LiveAppend>(new BoundedChannelOptions(capacity)
-        {
-            SingleReader = true,
-            SingleWriter = false,
-            FullMode = BoundedChannelFullMode.Wait,
-        });
-        _reader = new CountingReader(this);
+        _reader = new QueueReader(this);
     }
 
     /// <summary>The stream's store id.</summary>
     public long StreamId { get; }
 
-    /// <summary>The queued changes, in commit order. Completes when the reader falls behind.</summary>
+    /// <summary>The queued changes, in commit order, for one reader. Completes when the reader falls behind.</summary>
     public ChannelReader<LiveAppend> Reader => _reader;
 
     /// <summary>Whether the queue overflowed and the reader must resume from its offset.</summary>
     public bool FellBehind { get; private set; }
 
     /// <summary>The bytes of data currently queued for this reader.</summary>
-    public long QueuedBytes => Interlocked.Read(ref _queuedBytes);
+    public long QueuedBytes => Volatile.Read(ref _queuedBytes);
+
+    private object Gate => _items;
 
     internal void Offer(LiveAppend change)
     {
         var size = change.Chunk.Data.Length;
-
-        // The byte bound is what keeps a reader that stopped reading from pinning every large append in memory; an
-        // empty queue always takes the change so an oversized append still reaches a reader that keeps up.
-        var queued = Interlocked.Add(ref _queuedBytes, size);
-        if ((queued > _maxBytes && queued != size) || !_queue.Writer.TryWrite(change))
+        lock (Gate)
         {
-            Interlocked.Add(ref _queuedBytes, -size);
-            CutOff();
+            if (_completed)
+            {
+                return;
+            }
+
+            // The byte bound is what keeps a reader that stopped reading from pinning every large append in memory; an
+            // empty queue always takes the change so an oversized append still reaches a reader that keeps up.
+            if (_items.Count >= _capacity || (_items.Count > 0 && _queuedBytes + size > _maxBytes))
+            {
+                CutOffLocked();
+                return;
+            }
+
+            _items.Enqueue(change);
+            Volatile.Write(ref _queuedBytes, _queuedBytes + size);
+            WakeLocked(true);
         }
     }
 
     internal void CutOff()
     {
-        if (!FellBehind)
+        lock (Gate)
         {
-            FellBehind = true;
-            CoreTelemetry.ReadersCutOff.Add(1);
-            _queue.Writer.TryComplete();
+            CutOffLocked();
         }
     }
 
@@ -236,46 +254,181 @@ public sealed class LiveSubscription : IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
-            _queue.Writer.TryComplete();
+            lock (Gate)
+            {
+                CompleteLocked();
+            }
+
             _owner.Unsubscribe(this);
         }
     }
 
-    private void Dequeued(LiveAppend change) => Interlocked.Add(ref _queuedBytes, -change.Chunk.Data.Length);
-
-    /// <summary>The channel's reader, releasing a change's bytes from the bound as it is taken.</summary>
-    private sealed class CountingReader(LiveSubscription owner) : ChannelReader<LiveAppend>
+    private void CutOffLocked()
     {
-        private ChannelReader<LiveAppend> Inner => owner._queue.Reader;
-
-        public override Task Completion => Inner.Completion;
-
-        public override bool CanCount => Inner.CanCount;
-
-        public override bool CanPeek => Inner.CanPeek;
-
-        public override int Count => Inner.Count;
-
-        public override bool TryRead([MaybeNullWhen(false)] out LiveAppend item)
+        if (!FellBehind && !_completed)
         {
-            if (Inner.TryRead(out item))
+            FellBehind = true;
+            CoreTelemetry.ReadersCutOff.Add(1);
+            CompleteLocked();
+        }
+    }
+
+    private void CompleteLocked()
+    {
+        _completed = true;
+        WakeLocked(false);
+        if (_items.Count == 0)
+        {
+            _drained?.TrySetResult();
+        }
+    }
+
+    // Completes a pending wait. Its continuation runs on the thread pool, never inline on the offering (commit) thread.
+    private void WakeLocked(bool result)
+    {
+        if (_waiting)
+        {
+            _waiting = false;
+
+            // Not Dispose: that would wait for a cancellation callback that is running and waiting for this lock.
+            _waitRegistration.Unregister();
+            _waiter.SetResult(result);
+        }
+    }
+
+    private ValueTask<bool> WaitToReadAsync(CancellationToken cancellationToken)
+    {
+        short version;
+        lock (Gate)
+        {
+            if (_items.Count > 0)
             {
-                owner.Dequeued(item);
-                return true;
+                return new ValueTask<bool>(true);
             }
 
-            return false;
+            if (_completed)
+            {
+                return new ValueTask<bool>(false);
+            }
+
+            if (cancellationToken.IsCancellationRequested)
+            {
+                return ValueTask.FromCanceled<bool>(cancellationToken);
+            }
+
+            if (_waiting)
+            {
+                throw new InvalidOperationException("A live subscription has one reader, which waits once at a time.");
+            }
+
+            _waiter.Reset();
+            _waiting = true;
+            _waitToken = cancellationToken;
+            version = _waiter.Version;
+            if (cancellationToken.CanBeCanceled)
+            {
+                // Registered under the lock: a token cancelled meanwhile runs the callback here, on this thread, which
+                // holds the lock already (re-entrant), so the wait cannot be left armed with its token cancelled.
+                _waitRegistration = cancellationToken.UnsafeRegister(static (state, token) => ((LiveSubscription)state!).CancelWait(token), this);
+            }
         }
 
-        public override bool TryPeek([MaybeNullWhen(false)] out LiveAppend item) => Inner.TryPeek(out item);
+        return new ValueTask<bool>(_reader, version);
+    }
 
-        public override ValueTask<bool> WaitToReadAsync(CancellationToken cancellationToken = default) => Inner.WaitToReadAsync(cancellationToken);
-
-        public override async ValueTask<LiveAppend> ReadAsync(CancellationToken cancellationToken = default)
+    private void CancelWait(CancellationToken token)
+    {
+        lock (Gate)
         {
-            var item = await Inner.ReadAsync(cancellationToken).ConfigureAwait(false);
-            owner.Dequeued(item);
-            return item;
+            // A callback of an earlier wait that lost the race to an offer finds no wait, or a wait on another token.
+            if (_waiting && _waitToken == token)
+            {
+                _waiting = false;
+                _waiter.SetException(new OperationCanceledException(token));
+            }
         }
+    }
+
+    private bool TryRead([MaybeNullWhen(false)] out LiveAppend item)
+    {
+        lock (Gate)
+        {
+            if (!_items.TryDequeue(out item))
+            {
+                return false;
+            }
+
+            Volatile.Write(ref _queuedBytes, _queuedBytes - item.Chunk.Data.Length);
+            if (_completed && _items.Count == 0)
+            {
+                _drained?.TrySetResult();
+            }
+
+            return true;
+        }
+    }
+
+    private bool TryPeek([MaybeNullWhen(false)] out LiveAppend item)
+    {
+        lock (Gate)
+        {
+            return _items.TryPeek(out item);
+        }
+    }
+
+    private int Count
+    {
+        get
+        {
+            lock (Gate)
+            {
+                return _items.Count;
+            }
+        }
+    }
+
+    private Task Completion
+    {
+        get
+        {
+            lock (Gate)
+            {
+                if (_drained is null)
+                {
+                    _drained = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    if (_completed && _items.Count == 0)
+                    {
+                        _drained.TrySetResult();
+                    }
+                }
+
+                return _drained.Task;
+            }
+        }
+    }
+
+    /// <summary>The one reader's view of the queue, and the source of its waits.</summary>
+    private sealed class QueueReader(LiveSubscription owner) : ChannelReader<LiveAppend>, IValueTaskSource<bool>
+    {
+        public override Task Completion => owner.Completion;
+
+        public override bool CanCount => true;
+
+        public override bool CanPeek => true;
+
+        public override int Count => owner.Count;
+
+        public override bool TryRead([MaybeNullWhen(false)] out LiveAppend item) => owner.TryRead(out item);
+
+        public override bool TryPeek([MaybeNullWhen(false)] out LiveAppend item) => owner.TryPeek(out item);
+
+        public override ValueTask<bool> WaitToReadAsync(CancellationToken cancellationToken = default) => owner.WaitToReadAsync(cancellationToken);
+
+        bool IValueTaskSource<bool>.GetResult(short token) => owner._waiter.GetResult(token);
+
+        ValueTaskSourceStatus IValueTaskSource<bool>.GetStatus(short token) => owner._waiter.GetStatus(token);
+
+        void IValueTaskSource<bool>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
+            => owner._waiter.OnCompleted(continuation, state, token, flags);
     }
 }

@@ -122,6 +122,7 @@ public sealed class StreamFollower
     private readonly StreamStore _store;
     private readonly StreamInfo _stream;
     private readonly StreamFollowOptions _options;
+    private CancellationTokenSource? _idleWait;
 
     /// <summary>A follower of <paramref name="stream"/> (as looked up) in <paramref name="store"/>.</summary>
     public StreamFollower(StreamStore store, StreamInfo stream, StreamFollowOptions? options = null)
@@ -258,6 +259,8 @@ public sealed class StreamFollower
         finally
         {
             subscription.Dispose();
+            _idleWait?.Dispose();
+            _idleWait = null;
         }
     }
 
@@ -275,11 +278,18 @@ public sealed class StreamFollower
             return await reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false) ? Wait.Ready : Wait.CutOff;
         }
 
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(idle);
+        // One timeout source for the whole follow, re-armed for each wait: a new linked source and timer for every
+        // delivered change cost more than the delivery's own bookkeeping. Only a wait that timed out needs a new one.
+        if (_idleWait is null || !_idleWait.TryReset())
+        {
+            _idleWait?.Dispose();
+            _idleWait = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        }
+
+        _idleWait.CancelAfter(idle);
         try
         {
-            return await reader.WaitToReadAsync(timeout.Token).ConfigureAwait(false) ? Wait.Ready : Wait.CutOff;
+            return await reader.WaitToReadAsync(_idleWait.Token).ConfigureAwait(false) ? Wait.Ready : Wait.CutOff;
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
