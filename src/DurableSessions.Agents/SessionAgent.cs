@@ -125,7 +125,9 @@ public sealed partial class SessionAgent
         var presence = _options.AnnouncePresence ? Task.Run(() => AnnouncePresenceAsync(session, serving.Token), CancellationToken.None) : Task.CompletedTask;
         try
         {
-            var updates = session.JoinAsync(serving.Token).GetAsyncEnumerator(serving.Token);
+            // Its own reply deltas are not read back: each reply's final event restates them, and reading every delta
+            // it wrote was a third of the agent's work per delta.
+            var updates = session.JoinAsWriterAsync(_options.AgentId + "/", serving.Token).GetAsyncEnumerator(serving.Token);
             await using var updatesScope = updates.ConfigureAwait(false);
             while (true)
             {

@@ -62,16 +62,23 @@ public sealed class DurableSessionsClient : IDisposable
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         ArgumentException.ThrowIfNullOrEmpty(offset);
-        return ReadStreamCoreAsync(path, offset, cancellationToken);
+        return ReadStreamCoreAsync(path, offset, skipProgressOf: null, cancellationToken);
     }
 
-    private async IAsyncEnumerable<StreamBatch> ReadStreamCoreAsync(string path, string offset, [EnumeratorCancellation] CancellationToken cancellationToken)
+    /// <param name="path">The stream's path.</param>
+    /// <param name="offset">Where to start.</param>
+    /// <param name="skipProgressOf">
+    /// A producer id prefix whose progress appends (a session's delta-only appends) the server does not send live, or null:
+    /// a writer that follows its own stream does not read its own progress back. Reads that catch up still carry them.
+    /// </param>
+    /// <param name="cancellationToken">Ends the read.</param>
+    internal async IAsyncEnumerable<StreamBatch> ReadStreamCoreAsync(string path, string offset, string? skipProgressOf, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         var delay = Options.ReconnectDelay;
         while (true)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var response = await TryOpenAsync(path, offset, cancellationToken).ConfigureAwait(false);
+            var response = await TryOpenAsync(path, offset, skipProgressOf, cancellationToken).ConfigureAwait(false);
             if (response is not null)
             {
                 using (response)
@@ -132,12 +139,13 @@ public sealed class DurableSessionsClient : IDisposable
     }
 
     /// <summary>Opens an SSE read; returns null on a transient failure, throws on a client error.</summary>
-    private async Task<HttpResponseMessage?> TryOpenAsync(string path, string offset, CancellationToken cancellationToken)
+    private async Task<HttpResponseMessage?> TryOpenAsync(string path, string offset, string? skipProgressOf, CancellationToken cancellationToken)
     {
         HttpResponseMessage response;
+        var skip = skipProgressOf is null ? string.Empty : "&skip-progress-of=" + Uri.EscapeDataString(skipProgressOf);
         for (var attempt = 1; ; attempt++)
         {
-            using var request = CreateRequest(HttpMethod.Get, $"/v1/stream/{path}?offset={Uri.EscapeDataString(offset)}&live=sse");
+            using var request = CreateRequest(HttpMethod.Get, $"/v1/stream/{path}?offset={Uri.EscapeDataString(offset)}&live=sse{skip}");
             request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
             try
             {

@@ -38,9 +38,21 @@ public sealed class SessionClient
     /// Joins the session: hydrates from the server's snapshot, then follows the live tail, resuming after any
     /// disconnect with no gap or duplicate. Each update carries the materialized state after it was applied.
     /// </summary>
-    public IAsyncEnumerable<SessionUpdate> JoinAsync(CancellationToken cancellationToken = default) => JoinCoreAsync(cancellationToken);
+    public IAsyncEnumerable<SessionUpdate> JoinAsync(CancellationToken cancellationToken = default) => JoinCoreAsync(skipDeltasOf: null, cancellationToken);
 
-    private async IAsyncEnumerable<SessionUpdate> JoinCoreAsync([EnumeratorCancellation] CancellationToken cancellationToken)
+    /// <summary>
+    /// Joins the session as a writer: as <see cref="JoinAsync"/>, but the delta-only appends of producers whose id starts
+    /// with <paramref name="producerPrefix"/> are not sent live. An agent following a session it writes to does not read
+    /// its own reply deltas back: its reply's final message event restates them in full, and until then the state holds
+    /// that reply as its last full event left it. Catching up after a reconnect still reads everything.
+    /// </summary>
+    public IAsyncEnumerable<SessionUpdate> JoinAsWriterAsync(string producerPrefix, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(producerPrefix);
+        return JoinCoreAsync(producerPrefix, cancellationToken);
+    }
+
+    private async IAsyncEnumerable<SessionUpdate> JoinCoreAsync(string? skipDeltasOf, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         var state = new SessionState();
         var (snapshot, offset) = await GetSnapshotAsync(cancellationToken).ConfigureAwait(false);
@@ -50,7 +62,7 @@ public sealed class SessionClient
         }
 
         yield return new SessionUpdate(state, [], offset, UpToDate: false, IsSnapshot: true);
-        await foreach (var batch in _client.ReadStreamAsync(StreamPath, offset, cancellationToken).ConfigureAwait(false))
+        await foreach (var batch in _client.ReadStreamCoreAsync(StreamPath, offset, skipDeltasOf, cancellationToken).ConfigureAwait(false))
         {
             foreach (var message in batch.Messages)
             {

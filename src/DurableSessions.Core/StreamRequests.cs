@@ -125,6 +125,13 @@ public sealed record AppendRequest
     /// as it was there). Used by the session services so that their checks hold across server nodes.
     /// </summary>
     public long? ExpectedTail { get; init; }
+
+    /// <summary>
+    /// Whether the append only carries progress that a later append of the same producer restates in full (a session's
+    /// reply deltas). Stored like any other append; live readers that asked not to be sent their own producer's
+    /// progress skip it (<see cref="Live.LiveAppend.IsProgress"/>).
+    /// </summary>
+    public bool Progress { get; init; }
 }
 
 /// <summary>The outcome of an append request.</summary>

@@ -324,7 +324,12 @@ public sealed partial class RedisStreamStore : StreamStore
             // Published here at once, whatever the replicas say: the other nodes already have the notification.
             var start = result.TailPosition - request.Data.Units;
             var id = long.Parse((string)reply[5]!, CultureInfo.InvariantCulture);
-            Fanout.Publish(new LiveAppend(id, request.Path, new StreamChunk(start, result.TailPosition, request.Data.Data), result.Closed) { Parent = Activity.Current?.Context ?? default });
+            Fanout.Publish(new LiveAppend(id, request.Path, new StreamChunk(start, result.TailPosition, request.Data.Data), result.Closed)
+            {
+                Parent = Activity.Current?.Context ?? default,
+                ProducerId = request.Producer?.ProducerId,
+                IsProgress = request.Progress,
+            });
         }
 
         if (result.Status is AppendStatus.Appended or AppendStatus.Duplicate)

@@ -181,7 +181,12 @@ public sealed partial class SqliteStreamStore
 
             var updated = AppendRules.Apply(stream, request, context.Now);
             context.Stage(updated, persistRow: updated.Closed != stream.Closed || updated.LastStreamSeq != stream.LastStreamSeq);
-            context.Published.Add(new LiveAppend(stream.Id, stream.Path, new StreamChunk(stream.TailPosition, updated.TailPosition, request.Data.Data), updated.Closed) { Parent = Parent });
+            context.Published.Add(new LiveAppend(stream.Id, stream.Path, new StreamChunk(stream.TailPosition, updated.TailPosition, request.Data.Data), updated.Closed)
+            {
+                Parent = Parent,
+                ProducerId = request.Producer?.ProducerId,
+                IsProgress = request.Progress,
+            });
             return decision.Result;
         }
     }

@@ -159,7 +159,7 @@ public sealed class HostileRequests(int seed, IReadOnlyList<string?> tokens)
 
         if (Chance(0.1))
         {
-            query.Add(Pick(["offset=-1", "live=sse", "x=%ff", "offset"]));
+            query.Add(Pick(["offset=-1", "live=sse", "x=%ff", "offset", "skip-progress-of=", "skip-progress-of=agent%2F", "skip-progress-of=" + new string('p', 300)]));
         }
 
         var headers = Chance(0.2) ? new[] { ("If-None-Match", Pick(["\"x\"", "*", "", "W/\"1\""])) } : [];

@@ -85,6 +85,75 @@ public sealed class SessionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_writer_following_its_session_is_not_sent_its_own_deltas_live_but_everything_else()
+    {
+        await CreateSession("echo");
+        var ct = TestContext.Current.CancellationToken;
+        var (_, tail, _) = await ReadStream("echo");
+
+        // Two live readers from the tail: one skips the progress of producers named "agent-r1…" (the first run's), one
+        // reads everything.
+        using var skipping = await Client.GetAsync($"/v1/stream/sessions/echo?offset={tail}&live=sse&skip-progress-of=agent-r1", HttpCompletionOption.ResponseHeadersRead, ct);
+        using var everything = await Client.GetAsync($"/v1/stream/sessions/echo?offset={tail}&live=sse", HttpCompletionOption.ResponseHeadersRead, ct);
+        Assert.Equal(HttpStatusCode.OK, skipping.StatusCode);
+        var skippingEvents = SseClient.ReadEventsAsync(await skipping.Content.ReadAsStreamAsync(ct), ct).GetAsyncEnumerator(ct);
+        var everythingEvents = SseClient.ReadEventsAsync(await everything.Content.ReadAsStreamAsync(ct), ct).GetAsyncEnumerator(ct);
+        await TypesUntil(skippingEvents, tail);
+        await TypesUntil(everythingEvents, tail);
+
+        var agent = new FakeAgent(Client, "echo", "r1", "m1");
+        Assert.True((await agent.StartAsync()).IsSuccessStatusCode);
+        Assert.True((await agent.DeltaAsync("hello ", "world")).IsSuccessStatusCode);
+        Assert.True((await agent.DeltaAsync("!")).IsSuccessStatusCode);
+        Assert.True((await agent.FinishAsync("hello world!")).IsSuccessStatusCode);
+        var (stored, end, _) = await ReadStream("echo", tail);
+
+        // Both end at the same offset; the skipping reader got every event but the deltas, whose text the final
+        // message restates, and the store still holds them for any reader that catches up.
+        Assert.Equal(["run", "message", "message", "run"], await TypesUntil(skippingEvents, end));
+        Assert.Equal(["run", "message", "delta", "delta", "delta", "message", "run"], await TypesUntil(everythingEvents, end));
+        Assert.Equal(3, stored.Count(e => e!["type"]!.GetValue<string>() == "delta"));
+
+        // Another producer's deltas are sent to it as usual.
+        var other = new FakeAgent(Client, "echo", "r2", "m2");
+        Assert.True((await other.StartAsync()).IsSuccessStatusCode);
+        Assert.True((await other.DeltaAsync("hi")).IsSuccessStatusCode);
+        (_, end, _) = await ReadStream("echo", end);
+        Assert.Equal(["run", "message", "delta"], await TypesUntil(skippingEvents, end));
+
+        static async Task<List<string>> TypesUntil(IAsyncEnumerator<(string Event, string Data)> events, string offset)
+        {
+            var types = new List<string>();
+            while (await events.MoveNextAsync())
+            {
+                var (type, data) = events.Current;
+                if (type == "data")
+                {
+                    types.AddRange(JsonNode.Parse(data)!.AsArray().Select(e => e!["type"]!.GetValue<string>()));
+                }
+                else if (type == "control" && SseClient.ParseControl(data) is { NextOffset: var next, UpToDate: true } && next == offset)
+                {
+                    return types;
+                }
+            }
+
+            throw new InvalidOperationException($"The read ended before offset {offset}.");
+        }
+    }
+
+    [Theory]
+    [InlineData("skip-progress-of=")]
+    [InlineData("skip-progress-of=a&skip-progress-of=b")]
+    public async Task A_bad_skip_progress_parameter_gets_a_400(string query)
+    {
+        await CreateSession("skipbad");
+        using var response = await Client.GetAsync($"/v1/stream/sessions/skipbad?offset=-1&live=sse&{query}", TestContext.Current.CancellationToken);
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        using var tooLong = await Client.GetAsync($"/v1/stream/sessions/skipbad?offset=-1&live=sse&skip-progress-of={new string('p', 257)}", TestContext.Current.CancellationToken);
+        Assert.Equal(HttpStatusCode.BadRequest, tooLong.StatusCode);
+    }
+
+    [Fact]
     public async Task Cancel_fences_the_run_and_marks_the_partial_reply_cancelled()
     {
         await CreateSession("cancel");

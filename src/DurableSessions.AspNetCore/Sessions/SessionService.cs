@@ -158,7 +158,7 @@ internal sealed partial class SessionService : IDisposable
                 }
 
                 // Written only onto the state just checked: another node may append to this session meanwhile.
-                var result = await _store.AppendAsync(request with { ExpectedTail = session.State.Position }, cancellationToken).ConfigureAwait(false);
+                var result = await _store.AppendAsync(request with { ExpectedTail = session.State.Position, Progress = OnlyDeltas(messages) }, cancellationToken).ConfigureAwait(false);
                 if (result.Status == AppendStatus.TailMoved && attempt < MaxAttempts)
                 {
                     continue;
@@ -292,6 +292,21 @@ internal sealed partial class SessionService : IDisposable
     /// Checks a direct append: every event must meet <see cref="SessionEventRules"/> for its writer, and nothing may add
     /// content to a run that has been cancelled.
     /// </summary>
+    // Deltas are restated in full by the reply's final message event: an append of nothing else is progress.
+    private static bool OnlyDeltas(JsonArray messages)
+    {
+        foreach (var message in messages)
+        {
+            if (message is not JsonObject change || change["type"] is not JsonValue type
+                || !type.TryGetValue<string>(out var name) || name != SessionEventTypes.Delta)
+            {
+                return false;
+            }
+        }
+
+        return messages.Count > 0;
+    }
+
     private static (JsonArray Messages, SessionEventRejection? Rejection) Check(Session session, StreamPayload payload, SessionWriter writer)
     {
         JsonArray messages;

@@ -22,9 +22,17 @@ internal sealed partial class StreamRequestHandler
         var query = context.Request.Query;
         var offsetValues = query["offset"];
         var liveValues = query["live"];
-        if (offsetValues.Count > 1 || liveValues.Count > 1)
+        var skipProgressValues = query[SkipProgressOfParameter];
+        if (offsetValues.Count > 1 || liveValues.Count > 1 || skipProgressValues.Count > 1)
         {
-            await Problem.Write(context, 400, "INVALID_QUERY", "Send offset and live at most once each.").ConfigureAwait(false);
+            await Problem.Write(context, 400, "INVALID_QUERY", $"Send offset, live and {SkipProgressOfParameter} at most once each.").ConfigureAwait(false);
+            return;
+        }
+
+        var skipProgressOf = skipProgressValues.Count == 0 ? null : skipProgressValues.ToString();
+        if (skipProgressOf is { Length: 0 or > MaxProducerIdLength })
+        {
+            await Problem.Write(context, 400, "INVALID_QUERY", $"{SkipProgressOfParameter} must be a producer id prefix of 1 to {MaxProducerIdLength} characters.").ConfigureAwait(false);
             return;
         }
 
@@ -82,7 +90,7 @@ internal sealed partial class StreamRequestHandler
             case LiveMode.Sse:
                 using (Telemetry.Reader("sse"))
                 {
-                    await ServeSseAsync(context, stream, from, cursor).ConfigureAwait(false);
+                    await ServeSseAsync(context, stream, from, cursor, skipProgressOf).ConfigureAwait(false);
                 }
 
                 return;
@@ -314,7 +322,7 @@ internal sealed partial class StreamRequestHandler
         return limit;
     }
 
-    private async Task ServeSseAsync(HttpContext context, StreamInfo stream, long from, string cursorParam)
+    private async Task ServeSseAsync(HttpContext context, StreamInfo stream, long from, string cursorParam, string? skipProgressOf)
     {
         var response = context.Response;
         response.StatusCode = 200;
@@ -340,6 +348,7 @@ internal sealed partial class StreamRequestHandler
             await response.StartAsync(token).ConfigureAwait(false);
             await output.FlushAsync(token).ConfigureAwait(false);
             var told = false;
+            var toldUpToDate = false;
             await foreach (var item in follower.FollowAsync(from, token).ConfigureAwait(false))
             {
                 switch (item.Kind)
@@ -355,15 +364,31 @@ internal sealed partial class StreamRequestHandler
                         SseEncoder.WriteControlEvent(output, item.Position, cursor, item.AtTail, item.ClosedAtTail);
                         await output.FlushAsync(token).ConfigureAwait(false);
                         told = true;
+                        toldUpToDate = item.AtTail;
                         break;
                     case StreamFollowKind.CaughtUp when !told || item.ClosedAtTail:
                         // Nothing was sent yet (or the stream is closed at the tail): say where the reader stands.
                         SseEncoder.WriteControlEvent(output, item.Position, cursor, upToDate: true, closed: item.ClosedAtTail);
                         await output.FlushAsync(token).ConfigureAwait(false);
                         told = true;
+                        toldUpToDate = true;
                         break;
                     case StreamFollowKind.Live:
                         var change = item.Change!;
+                        if (change.IsProgressOf(skipProgressOf))
+                        {
+                            // The reader's own progress, which it asked not to be sent. At the end of a burst it is
+                            // still told where it stands, so that it knows it is up to date.
+                            if (item.AtTail && !toldUpToDate)
+                            {
+                                SseEncoder.WriteControlEvent(output, item.Position, cursor, upToDate: true, closed: false);
+                                await output.FlushAsync(token).ConfigureAwait(false);
+                                toldUpToDate = true;
+                            }
+
+                            break;
+                        }
+
                         if (change.Chunk.End > change.Chunk.Start)
                         {
                             // Encoded once per change, shared by every live reader of the stream.
@@ -372,6 +397,7 @@ internal sealed partial class StreamRequestHandler
 
                         SseEncoder.WriteControlEvent(output, item.Position, cursor, item.AtTail, change.Closed);
                         await output.FlushAsync(token).ConfigureAwait(false);
+                        toldUpToDate = item.AtTail;
                         break;
                     case StreamFollowKind.Idle:
                         await output.WriteAsync(SseEncoder.KeepAlive, token).ConfigureAwait(false);

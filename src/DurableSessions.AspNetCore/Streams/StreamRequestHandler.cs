@@ -16,6 +16,14 @@ namespace DurableSessions.AspNetCore.Streams;
 /// </summary>
 internal sealed partial class StreamRequestHandler
 {
+    /// <summary>
+    /// The SSE read parameter naming a producer id prefix whose progress (<see cref="AppendRequest.Progress"/>) the reader
+    /// is not sent live: a writer following its own session does not read its own deltas back (docs/sessions.md).
+    /// </summary>
+    public const string SkipProgressOfParameter = "skip-progress-of";
+
+    private const int MaxProducerIdLength = 256;
+
     private readonly StreamStore _store;
     private readonly IStreamAppendPolicy[] _policies;
     private readonly DurableStreamsOptions _options;
@@ -300,7 +308,7 @@ internal sealed partial class StreamRequestHandler
         if (producerHeaders == 3)
         {
             var id = producerIdHeader.ToString();
-            if (producerIdHeader.Count > 1 || string.IsNullOrEmpty(id) || id.Length > 256)
+            if (producerIdHeader.Count > 1 || string.IsNullOrEmpty(id) || id.Length > MaxProducerIdLength)
             {
                 await Problem.Write(context, 400, "INVALID_PRODUCER_ID", "Producer-Id must be a non-empty string of at most 256 characters.").ConfigureAwait(false);
                 return;

@@ -52,6 +52,23 @@ public sealed class LiveAppend
     /// </summary>
     public ActivityContext Parent { get; init; }
 
+    /// <summary>The idempotent producer that wrote the change, if it was written by one on this node (else null).</summary>
+    public string? ProducerId { get; init; }
+
+    /// <summary>
+    /// Whether the change only carries progress that a later change of the same producer restates in full (see
+    /// <see cref="AppendRequest.Progress"/>). A live reader that follows its own writes skips its own progress.
+    /// </summary>
+    public bool IsProgress { get; init; }
+
+    /// <summary>
+    /// Whether a live reader that asked to skip the progress of producers whose id starts with
+    /// <paramref name="producerPrefix"/> skips this change. A change that closes the stream is never skipped.
+    /// </summary>
+    public bool IsProgressOf(string? producerPrefix)
+        => producerPrefix is not null && IsProgress && !Closed && ProducerId is { } producer
+           && producer.StartsWith(producerPrefix, StringComparison.Ordinal);
+
     /// <summary>Returns the shared encoding of this change, creating it on first use.</summary>
     /// <remarks>Thread-safe; the factory may run more than once under a race, but one result wins for everybody.</remarks>
     public T GetOrAddEncoding<T>(Func<LiveAppend, T> factory)
