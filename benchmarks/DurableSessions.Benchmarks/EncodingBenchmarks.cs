@@ -56,6 +56,15 @@ public class EncodingBenchmarks
         return _output.WrittenCount;
     }
 
+    /// <summary>What each live reader writes for itself per change: the data frame is encoded once and shared.</summary>
+    [Benchmark]
+    public int SseEncodeControlEvent()
+    {
+        _output.ResetWrittenCount();
+        SseEncoder.WriteControlEvent(_output, 4200, "123456", upToDate: true, closed: false);
+        return _output.WrittenCount;
+    }
+
     [Benchmark]
     public int SseEncode100JsonEvents()
     {

@@ -92,28 +92,49 @@ internal static class SseEncoder
     }
 
     /// <summary>Writes a control event. Fields that are false are omitted (clients stop at the text <c>streamClosed</c>).</summary>
+    /// <remarks>
+    /// Written straight into <paramref name="output"/>, with no string or array built: every live reader writes one for
+    /// each change it is sent (the change's data frame is encoded once and shared).
+    /// </remarks>
     public static void WriteControlEvent(IBufferWriter<byte> output, long nextPosition, string? cursor, bool upToDate, bool closed)
     {
-        output.Write(ControlEventHeader);
-        var text = new StringBuilder(96);
-        text.Append("{\"streamNextOffset\":\"").Append(StreamOffset.Format(nextPosition)).Append('"');
-        if (!closed && cursor is not null)
+        var withCursor = !closed && cursor is not null;
+        var span = output.GetSpan(ControlEventMaxBytes + (withCursor ? Encoding.UTF8.GetMaxByteCount(cursor!.Length) : 0));
+        var at = Put(span, 0, ControlEventHeader);
+        at = Put(span, at, "{\"streamNextOffset\":\""u8);
+        Span<char> offset = stackalloc char[StreamOffset.Width];
+        StreamOffset.TryFormat(nextPosition, offset, out _);
+        at += Encoding.ASCII.GetBytes(offset, span[at..]);
+        at = Put(span, at, "\""u8);
+        if (withCursor)
         {
-            text.Append(",\"streamCursor\":\"").Append(cursor).Append('"');
+            // The cursor is the server's own number (StreamCursor), never the client's text.
+            at = Put(span, at, ",\"streamCursor\":\""u8);
+            at += Encoding.UTF8.GetBytes(cursor, span[at..]);
+            at = Put(span, at, "\""u8);
         }
 
         if (upToDate || closed)
         {
-            text.Append(",\"upToDate\":true");
+            at = Put(span, at, ",\"upToDate\":true"u8);
         }
 
         if (closed)
         {
-            text.Append(",\"streamClosed\":true");
+            at = Put(span, at, ",\"streamClosed\":true"u8);
         }
 
-        text.Append("}\n\n");
-        output.Write(Encoding.ASCII.GetBytes(text.ToString()));
+        at = Put(span, at, "}\n\n"u8);
+        output.Advance(at);
+    }
+
+    // The header, the offset and every optional field but the cursor.
+    private const int ControlEventMaxBytes = 160;
+
+    private static int Put(Span<byte> span, int at, ReadOnlySpan<byte> bytes)
+    {
+        bytes.CopyTo(span[at..]);
+        return at + bytes.Length;
     }
 
     /// <summary>A comment line that keeps idle connections open through proxies.</summary>
