@@ -13,6 +13,8 @@ public class EncodingBenchmarks
     private ReadOnlyMemory<byte>[] _framedBatch = null!;
     private ReadOnlyMemory<byte>[] _framedSingle = null!;
     private readonly ArrayBufferWriter<byte> _output = new(64 * 1024);
+    private byte[] _socketPrefix = null!;
+    private DurableSessions.Live.LiveAppend _change = null!;
 
     [GlobalSetup]
     public void Setup()
@@ -23,6 +25,8 @@ public class EncodingBenchmarks
         JsonFraming.TryFrame(_batch, false, out var framed, out _);
         _framedBatch = [framed.Data];
         _framedSingle = [_single];
+        _socketPrefix = DurableSessions.AspNetCore.WebSockets.StreamSocketConnection.DataPrefix("s1");
+        _change = new DurableSessions.Live.LiveAppend(1, "p", new DurableSessions.StreamChunk(4199, 4200, _single), closed: false);
     }
 
     [Benchmark]
@@ -64,6 +68,16 @@ public class EncodingBenchmarks
         SseEncoder.WriteControlEvent(_output, 4200, "123456", upToDate: true, closed: false);
         return _output.WrittenCount;
     }
+
+    /// <summary>A WebSocket subscriber's data message for a live change, written with a JSON writer.</summary>
+    [Benchmark]
+    public int WebSocketDataMessageWritten()
+        => DurableSessions.AspNetCore.WebSockets.StreamSocketConnection.DataMessage("s1", "application/json", _framedSingle, 4200, upToDate: true).Length;
+
+    /// <summary>The same message assembled from the subscription's prefix and the change's shared array (the live path).</summary>
+    [Benchmark]
+    public int WebSocketDataMessageShared()
+        => DurableSessions.AspNetCore.WebSockets.StreamSocketConnection.LiveJsonMessage(_socketPrefix, _change, 4200, upToDate: true).Length;
 
     [Benchmark]
     public int SseEncode100JsonEvents()

@@ -579,7 +579,11 @@ internal sealed partial class StreamSocketConnection : IDisposable
                             var change = item.Change!;
                             if (change.Chunk.End > change.Chunk.Start)
                             {
-                                if (!EnqueueData(subscription.Sub, stream.ContentType, [change.Chunk.Data], position, item.Position, item.AtTail && !change.Closed))
+                                var upToDate = item.AtTail && !change.Closed;
+                                var message = StreamContentType.IsJson(stream.ContentType)
+                                    ? LiveJsonMessage(subscription.DataPrefix ??= DataPrefix(subscription.Sub), change, item.Position, upToDate)
+                                    : DataMessage(subscription.Sub, stream.ContentType, [change.Chunk.Data], item.Position, upToDate);
+                                if (!EnqueueData(subscription.Sub, message, position))
                                 {
                                     ended = true;
                                     break;
@@ -675,8 +679,10 @@ internal sealed partial class StreamSocketConnection : IDisposable
     /// <c>fell-behind</c> at <paramref name="from"/>, where the reader stands, and the client resumes from there.
     /// </summary>
     private bool EnqueueData(string sub, string contentType, IEnumerable<ReadOnlyMemory<byte>> chunks, long from, long to, bool upToDate)
+        => EnqueueData(sub, DataMessage(sub, contentType, chunks, to, upToDate), from);
+
+    private bool EnqueueData(string sub, byte[] message, long from)
     {
-        var message = DataMessage(sub, contentType, chunks, to, upToDate);
         var queued = Interlocked.Add(ref _queuedBytes, message.Length);
         if (queued > _options.MaxSendQueueBytes && queued != message.Length)
         {
@@ -943,7 +949,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
         w.WriteNumber("maxInFlight", _options.MaxInFlight);
     });
 
-    private static byte[] DataMessage(string sub, string contentType, IEnumerable<ReadOnlyMemory<byte>> chunks, long to, bool upToDate) => Write(w =>
+    internal static byte[] DataMessage(string sub, string contentType, IEnumerable<ReadOnlyMemory<byte>> chunks, long to, bool upToDate) => Write(w =>
     {
         w.WriteString("type", "data");
         w.WriteString("sub", sub);
@@ -978,6 +984,60 @@ internal sealed partial class StreamSocketConnection : IDisposable
             }
         }
     });
+
+    // The key of a live change's data as a JSON array, shared by every WebSocket subscriber of its stream.
+    private static readonly object JsonArrayEncoding = new();
+
+    /// <summary>
+    /// A <c>data</c> message for a live change of a JSON stream, as <see cref="DataMessage"/> writes it, assembled from
+    /// the subscription's encoded prefix and the change's JSON array, which is encoded once for every subscriber: one
+    /// array per delivery instead of a JSON writer, its buffers and a copy of the data.
+    /// </summary>
+    internal static byte[] LiveJsonMessage(byte[] prefix, LiveAppend change, long to, bool upToDate)
+    {
+        var data = change.GetOrAddEncoding(JsonArrayEncoding, static c =>
+        {
+            var joined = new ArrayBufferWriter<byte>(c.Chunk.Data.Length + 2);
+            SseEncoder.WriteJsonArray(joined, [c.Chunk.Data]);
+            return joined.WrittenSpan.ToArray();
+        });
+        var upToDateField = upToDate ? ",\"upToDate\":true"u8 : [];
+        var message = new byte[prefix.Length + StreamOffset.Width + 1 + upToDateField.Length + DataField.Length + data.Length + 1];
+        var at = 0;
+        Put(message, ref at, prefix);
+        Span<char> offset = stackalloc char[StreamOffset.Width];
+        StreamOffset.TryFormat(to, offset, out _);
+        at += Encoding.ASCII.GetBytes(offset, message.AsSpan(at));
+        Put(message, ref at, "\""u8);
+        Put(message, ref at, upToDateField);
+        Put(message, ref at, DataField);
+        Put(message, ref at, data);
+        Put(message, ref at, "}"u8);
+        return message;
+
+        static void Put(byte[] target, ref int at, ReadOnlySpan<byte> bytes)
+        {
+            bytes.CopyTo(target.AsSpan(at));
+            at += bytes.Length;
+        }
+    }
+
+    private static ReadOnlySpan<byte> DataField => ",\"data\":"u8;
+
+    // {"type":"data","sub":"<sub>","offset":" with the sub escaped as the JSON writer escapes it.
+    internal static byte[] DataPrefix(string sub)
+    {
+        var buffer = new ArrayBufferWriter<byte>(64);
+        using (var writer = new Utf8JsonWriter(buffer, WriterOptions))
+        {
+            writer.WriteStartObject();
+            writer.WriteString("type", "data");
+            writer.WriteString("sub", sub);
+            writer.Flush();
+        }
+
+        return [.. buffer.WrittenSpan, .. ",\"offset\":\""u8];
+    }
 
     private static byte[] Signal(string type, string sub, long? position) => Write(w =>
     {
@@ -1110,6 +1170,9 @@ internal sealed partial class StreamSocketConnection : IDisposable
         public Task? Task { get; set; }
 
         public volatile bool Unsubscribed;
+
+        /// <summary>The start of this subscription's <c>data</c> messages, encoded on its first live change.</summary>
+        public byte[]? DataPrefix { get; set; }
 
         /// <summary>Stops the subscription's follower; a no-op once it ended and released its token.</summary>
         public void Cancel()

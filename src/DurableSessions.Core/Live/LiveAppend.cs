@@ -7,11 +7,12 @@ namespace DurableSessions.Live;
 /// </summary>
 /// <remarks>
 /// One instance is shared by all subscribers; encodings derived from it (such as an SSE frame) are computed once
-/// through <see cref="GetOrAddEncoding"/> and reused.
+/// through <see cref="GetOrAddEncoding{T}(object, Func{LiveAppend, T})"/> and reused.
 /// </remarks>
 public sealed class LiveAppend
 {
-    private object? _encoding;
+    private static readonly object DefaultEncoding = new();
+    private KeyValuePair<object, object>[]? _encodings;
 
     /// <summary>Creates a notification.</summary>
     public LiveAppend(long streamId, string path, StreamChunk chunk, bool closed, bool deleted = false, bool remote = false)
@@ -73,13 +74,38 @@ public sealed class LiveAppend
     /// <remarks>Thread-safe; the factory may run more than once under a race, but one result wins for everybody.</remarks>
     public T GetOrAddEncoding<T>(Func<LiveAppend, T> factory)
         where T : class
-    {
-        if (Volatile.Read(ref _encoding) is T existing)
-        {
-            return existing;
-        }
+        => GetOrAddEncoding(DefaultEncoding, factory);
 
-        var created = factory(this);
-        return Interlocked.CompareExchange(ref _encoding, created, null) as T ?? created;
+    /// <summary>
+    /// Returns the shared encoding of this change named by <paramref name="key"/> (compared by reference), creating it on
+    /// first use, so that readers of different kinds (SSE, WebSocket) each share their own.
+    /// </summary>
+    /// <remarks>Thread-safe; the factory may run more than once under a race, but one result wins for everybody.</remarks>
+    public T GetOrAddEncoding<T>(object key, Func<LiveAppend, T> factory)
+        where T : class
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        ArgumentNullException.ThrowIfNull(factory);
+        while (true)
+        {
+            var current = Volatile.Read(ref _encodings);
+            if (current is not null)
+            {
+                foreach (var (existingKey, value) in current)
+                {
+                    if (ReferenceEquals(existingKey, key))
+                    {
+                        return (T)value;
+                    }
+                }
+            }
+
+            var created = factory(this);
+            KeyValuePair<object, object>[] next = current is null ? [new(key, created)] : [.. current, new(key, created)];
+            if (ReferenceEquals(Interlocked.CompareExchange(ref _encodings, next, current), current))
+            {
+                return created;
+            }
+        }
     }
 }

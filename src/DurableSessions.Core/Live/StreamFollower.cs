@@ -84,7 +84,7 @@ public readonly struct StreamFollowItem
     /// <summary>For <see cref="StreamFollowKind.Read"/>, what was read.</summary>
     public ReadResult? Read { get; }
 
-    /// <summary>For <see cref="StreamFollowKind.Live"/>, the change, shared with every live reader (encode it once with <see cref="LiveAppend.GetOrAddEncoding{T}"/>).</summary>
+    /// <summary>For <see cref="StreamFollowKind.Live"/>, the change, shared with every live reader (encode it once with <see cref="LiveAppend.GetOrAddEncoding{T}(object, Func{LiveAppend, T})"/>).</summary>
     public LiveAppend? Change { get; }
 
     /// <summary>For <see cref="StreamFollowKind.Live"/>, whether more changes are already queued behind this one.</summary>
