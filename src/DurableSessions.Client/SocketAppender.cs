@@ -138,9 +138,10 @@ internal sealed class SocketAppender : IDisposable
             }
             catch (Exception ex) when (ex is WebSocketException or HttpRequestException or IOException or NotSupportedException or ArgumentException)
             {
-                // Answered, but not with an upgrade (an older server, a proxy) or over a handler that cannot upgrade:
-                // this client appends over HTTP from now on. A network failure is only this attempt's.
-                if (socket.HttpStatusCode is HttpStatusCode.BadRequest or HttpStatusCode.NotFound or HttpStatusCode.MethodNotAllowed or HttpStatusCode.UpgradeRequired
+                // Answered, but not with an upgrade (an older server, a proxy, a page served for any path) or over a
+                // handler that cannot upgrade: this client appends over HTTP from now on. A network failure is only this
+                // attempt's.
+                if (socket.HttpStatusCode is HttpStatusCode.OK or HttpStatusCode.BadRequest or HttpStatusCode.NotFound or HttpStatusCode.MethodNotAllowed or HttpStatusCode.UpgradeRequired
                     || ex is NotSupportedException or ArgumentException)
                 {
                     _unavailable = true;

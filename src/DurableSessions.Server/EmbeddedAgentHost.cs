@@ -102,8 +102,9 @@ internal sealed partial class EmbeddedAgentHost(
             BaseAddress = new Uri(address.Replace("://+", "://127.0.0.1", StringComparison.Ordinal).Replace("://*", "://127.0.0.1", StringComparison.Ordinal).Replace("://0.0.0.0", "://127.0.0.1", StringComparison.Ordinal)),
             ParticipantId = settings.Id,
 
-            // In process there is no socket to save: requests already skip the network.
-            UseWebSocket = http is null,
+            // Its appends (every reply's delta batches) are pipelined on one WebSocket, in process as over the network:
+            // one message each instead of a request each.
+            UseWebSocket = true,
 
             // With access control on, the hosted agent gets a token for every session and its own turns, like any other
             // agent would.

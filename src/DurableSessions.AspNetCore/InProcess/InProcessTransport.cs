@@ -12,7 +12,9 @@ namespace DurableSessions.AspNetCore.InProcess;
 /// Lets clients in the server's own process (the hosted agent) call it without a socket: an <see cref="IServer"/>
 /// around the real one that keeps the application it starts, and an <see cref="HttpMessageHandler"/> that hands each
 /// request straight to that application. Requests go through the same pipeline (routing, access control, endpoints)
-/// as over the network; only the socket, the TCP stack and HTTP parsing are skipped.
+/// as over the network; only the socket, the TCP stack and HTTP parsing are skipped. A WebSocket handshake is upgraded
+/// too: the client and the application each get one end of an in-memory duplex pipe, so a <c>ClientWebSocket</c>
+/// connected through this handler pipelines its messages exactly as over a socket.
 /// </summary>
 public sealed class InProcessTransport
 {
@@ -120,6 +122,13 @@ public sealed class InProcessTransport
 
             var features = new FeatureCollection();
             features.Set<IHttpRequestFeature>(requestFeature);
+            if (IsUpgrade(request))
+            {
+                // A WebSocket handshake: the application's upgrade hands it one end of an in-memory duplex pipe, and the
+                // client gets the other end as the 101 response's content, as it would get a socket.
+                features.Set<IHttpUpgradeFeature>(exchange);
+            }
+
             features.Set<IHttpResponseFeature>(exchange);
             features.Set<IHttpResponseBodyFeature>(exchange);
             features.Set<IHttpRequestLifetimeFeature>(exchange);
@@ -152,7 +161,7 @@ public sealed class InProcessTransport
             var response = new HttpResponseMessage((HttpStatusCode)exchange.StatusCode)
             {
                 RequestMessage = request,
-                Content = new StreamContent(new ResponseStream(exchange)),
+                Content = exchange.Upgraded is { } upgraded ? new UpgradedContent(upgraded) : new StreamContent(new ResponseStream(exchange)),
             };
             foreach (var (name, values) in exchange.Headers)
             {
@@ -165,10 +174,95 @@ public sealed class InProcessTransport
 
             return response;
         }
+
+        private static bool IsUpgrade(HttpRequestMessage request)
+            => request.Method == HttpMethod.Get && request.Headers.Upgrade.Any(u => string.Equals(u.Name, "websocket", StringComparison.OrdinalIgnoreCase));
+    }
+
+    /// <summary>The client's end of an upgraded request: the duplex stream itself, readable and writable.</summary>
+    private sealed class UpgradedContent(Stream stream) : HttpContent
+    {
+        protected override Stream CreateContentReadStream(CancellationToken cancellationToken) => stream;
+
+        protected override Task<Stream> CreateContentReadStreamAsync() => Task.FromResult(stream);
+
+        protected override Task SerializeToStreamAsync(Stream target, System.Net.TransportContext? context) => stream.CopyToAsync(target);
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = 0;
+            return false;
+        }
+
+        // A client that refuses the handshake disposes the response: the connection ends, as its socket would close.
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                stream.Dispose();
+            }
+
+            base.Dispose(disposing);
+        }
+    }
+
+    /// <summary>
+    /// One end of an in-memory connection: reads what the other end writes and writes what it reads. Disposing it ends
+    /// both directions, as closing a socket does.
+    /// </summary>
+    private sealed class DuplexPipeStream(PipeReader input, PipeWriter output, Action? onDispose = null) : Stream
+    {
+        private readonly Stream _input = input.AsStream();
+        private readonly Stream _output = output.AsStream();
+        private int _disposed;
+
+        public override bool CanRead => true;
+
+        public override bool CanSeek => false;
+
+        public override bool CanWrite => true;
+
+        public override long Length => throw new NotSupportedException();
+
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override void Flush()
+        {
+        }
+
+        public override Task FlushAsync(CancellationToken cancellationToken) => _output.FlushAsync(cancellationToken);
+
+        public override int Read(byte[] buffer, int offset, int count) => _input.Read(buffer, offset, count);
+
+        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => _input.ReadAsync(buffer, cancellationToken);
+
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => _input.ReadAsync(buffer, offset, count, cancellationToken);
+
+        public override void Write(byte[] buffer, int offset, int count) => _output.Write(buffer, offset, count);
+
+        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default) => _output.WriteAsync(buffer, cancellationToken);
+
+        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => _output.WriteAsync(buffer, offset, count, cancellationToken);
+
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing && Interlocked.Exchange(ref _disposed, 1) == 0)
+            {
+                input.Complete();
+                output.Complete();
+                onDispose?.Invoke();
+            }
+
+            base.Dispose(disposing);
+        }
     }
 
     /// <summary>One request in flight: the response's status, headers and body pipe, and its cancellation.</summary>
-    private sealed class Exchange : IHttpResponseFeature, IHttpResponseBodyFeature, IHttpRequestLifetimeFeature, IDisposable
+    private sealed class Exchange : IHttpResponseFeature, IHttpResponseBodyFeature, IHttpRequestLifetimeFeature, IHttpUpgradeFeature, IDisposable
     {
         private readonly Pipe _pipe = new(new PipeOptions(pauseWriterThreshold: 1 << 20, resumeWriterThreshold: 1 << 19, useSynchronizationContext: false));
         private readonly TaskCompletionSource _started = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -198,6 +292,42 @@ public sealed class InProcessTransport
         public Stream Stream => _stream ??= new BodyStream(this);
 
         public PipeWriter Writer => _pipe.Writer;
+
+        /// <summary>The client's end of the connection, once the application has upgraded the request.</summary>
+        public Stream? Upgraded { get; private set; }
+
+        public bool IsUpgradableRequest => true;
+
+        public async Task<Stream> UpgradeAsync()
+        {
+            if (Upgraded is not null)
+            {
+                throw new InvalidOperationException("The request has already been upgraded.");
+            }
+
+            var toServer = new Pipe(new PipeOptions(useSynchronizationContext: false));
+            var toClient = new Pipe(new PipeOptions(useSynchronizationContext: false));
+
+            // Either end going away ends the connection for the other, and the application's RequestAborted fires.
+            Upgraded = new DuplexPipeStream(toClient.Reader, toServer.Writer, CancelRequest);
+            var server = new DuplexPipeStream(toServer.Reader, toClient.Writer);
+
+            // The 101 and its headers go to the client now; the body pipe is not used.
+            StatusCode = StatusCodes.Status101SwitchingProtocols;
+            await StartAsync().ConfigureAwait(false);
+            return server;
+        }
+
+        private void CancelRequest()
+        {
+            lock (_gate)
+            {
+                if (_done == 0)
+                {
+                    _aborted.Cancel();
+                }
+            }
+        }
 
         public PipeReader Reader => _pipe.Reader;
 
