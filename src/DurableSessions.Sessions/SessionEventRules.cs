@@ -61,6 +61,18 @@ public static class SessionEventRules
     /// </summary>
     /// <remarks>Events earlier in the batch count as written for the ones after them (a run and its message in one append).</remarks>
     public static SessionEventRejection? CheckAppend(SessionState state, IEnumerable<JsonNode?> events, SessionWriter writer)
+        => CheckAppend(state, events, writer, framed: false);
+
+    /// <inheritdoc cref="CheckAppend(SessionState, IEnumerable{JsonNode?}, SessionWriter)"/>
+    /// <param name="state">The session's current state.</param>
+    /// <param name="events">The events appended.</param>
+    /// <param name="writer">Who appends them.</param>
+    /// <param name="framed">
+    /// Whether the events were parsed from a body <c>JsonFraming.TryFrame</c> accepted, which has checked that it is
+    /// valid UTF-8, that no event nests deeper than <see cref="MaxDepth"/> and that every escaped string decodes. The
+    /// walk of every node that checks the same (and decodes every string, a string allocated per field) is then skipped.
+    /// </param>
+    internal static SessionEventRejection? CheckAppend(SessionState state, IEnumerable<JsonNode?> events, SessionWriter writer, bool framed)
     {
         ArgumentNullException.ThrowIfNull(state);
         ArgumentNullException.ThrowIfNull(events);
@@ -72,7 +84,7 @@ public static class SessionEventRules
         foreach (var node in events)
         {
             i++;
-            if (Validate(node, strict: true) is { } problem)
+            if (Validate(node, strict: true, walk: !framed) is { } problem)
             {
                 return SessionEventRejection.Invalid(i, problem);
             }
@@ -101,11 +113,13 @@ public static class SessionEventRules
     /// values (statuses, roles, policies); without it only the JSON kinds are checked, which is what readers rely on.
     /// Returns null when sound, else the problem.
     /// </summary>
-    public static string? Validate(JsonNode? node, bool strict)
+    public static string? Validate(JsonNode? node, bool strict) => Validate(node, strict, walk: true);
+
+    private static string? Validate(JsonNode? node, bool strict, bool walk)
     {
         try
         {
-            return ValidateCore(node, strict);
+            return ValidateCore(node, strict, walk);
         }
         catch (Exception ex) when (ex is InvalidOperationException or JsonException or FormatException or ArgumentException or DecoderFallbackException)
         {
@@ -114,14 +128,14 @@ public static class SessionEventRules
         }
     }
 
-    private static string? ValidateCore(JsonNode? node, bool strict)
+    private static string? ValidateCore(JsonNode? node, bool strict, bool walk)
     {
         if (node is not JsonObject message)
         {
             return "session events must be JSON objects (State Protocol change messages).";
         }
 
-        if (!WithinDepth(message, 1))
+        if (walk && !WithinDepth(message, 1))
         {
             return $"events may nest at most {MaxDepth} levels deep.";
         }

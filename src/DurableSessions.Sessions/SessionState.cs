@@ -194,7 +194,7 @@ public sealed class SessionState
     }
 
     /// <summary>
-    /// Applies messages that already passed <see cref="SessionEventRules.Validate"/> (from <see cref="ParseEvents"/>, or
+    /// Applies messages that already passed <see cref="SessionEventRules.Validate(JsonNode, bool)"/> (from <see cref="ParseEvents"/>, or
     /// checked on append): each event is walked once, not once more here.
     /// </summary>
     internal void ApplyReadableMessages(IEnumerable<JsonNode?> messages, long endPosition)

@@ -319,8 +319,9 @@ internal sealed partial class SessionService : IDisposable
             return ([], new SessionEventRejection(400, "INVALID_EVENT", "Session events must be JSON objects: " + ex.Message));
         }
 
-        // The fence is checked once the events are known to be sound.
-        return (messages, SessionEventRules.CheckAppend(session.State, messages, writer) ?? SessionRules.CheckFence(session.State, messages));
+        // The fence is checked once the events are known to be sound. The payload is an append's body to a JSON stream,
+        // framed (and so checked for depth and decodable text) by JsonFraming.TryFrame on its way in.
+        return (messages, SessionEventRules.CheckAppend(session.State, messages, writer, framed: true) ?? SessionRules.CheckFence(session.State, messages));
     }
 
     /// <summary>
