@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Collections.Concurrent;
 using System.Globalization;
 using System.Net;
@@ -19,6 +20,12 @@ namespace DurableSessions.Client;
 internal sealed class SocketAppender : IDisposable
 {
     private const string SubProtocol = "durable-streams.v1";
+
+    [ThreadStatic]
+    private static ArrayBufferWriter<byte>? t_buffer;
+
+    [ThreadStatic]
+    private static Utf8JsonWriter? t_writer;
 
     private readonly DurableSessionsClient _client;
     private readonly HttpMessageInvoker _invoker;
@@ -45,10 +52,8 @@ internal sealed class SocketAppender : IDisposable
     /// WebSocket cannot be used now: the caller appends over HTTP with the same sequence number.
     /// </summary>
     /// <exception cref="DurableSessionsException">The server refused the append.</exception>
-    public async Task<string?> AppendAsync(string path, string messagesJson, string producerId, long epoch, long seq, CancellationToken cancellationToken)
+    public async Task<string?> AppendAsync(string path, byte[] messages, string producerId, long epoch, long seq, CancellationToken cancellationToken)
     {
-        var message = Encoding.UTF8.GetBytes(string.Create(CultureInfo.InvariantCulture,
-            $"{{\"op\":\"append\",\"id\":\"{{0}}\",\"path\":\"{JsonEncodedText.Encode(path)}\",\"data\":{messagesJson},\"producer\":{{\"id\":\"{JsonEncodedText.Encode(producerId)}\",\"epoch\":{epoch},\"seq\":{seq}}}}}"));
         var refreshed = false;
         for (var attempt = 0; attempt < 3; attempt++)
         {
@@ -59,7 +64,7 @@ internal sealed class SocketAppender : IDisposable
             }
 
             var id = Interlocked.Increment(ref _nextId).ToString(CultureInfo.InvariantCulture);
-            var answer = await connection.SendAsync(id, message, cancellationToken).ConfigureAwait(false);
+            var answer = await connection.SendAsync(id, Append(id, path, messages, producerId, epoch, seq), cancellationToken).ConfigureAwait(false);
             if (answer is null)
             {
                 // The connection dropped before the answer: send it again on a new one.
@@ -97,6 +102,45 @@ internal sealed class SocketAppender : IDisposable
         }
 
         return null;
+    }
+
+    /// <summary>
+    /// The append message (docs/websocket.md) around the messages' JSON array, copied in as it is: the same bytes an HTTP
+    /// append's body carries.
+    /// </summary>
+    private static byte[] Append(string id, string path, byte[] messages, string producerId, long epoch, long seq)
+    {
+        // One buffer and writer per thread, reused: a new writer asks its buffer for 4 KiB at its first write.
+        var buffer = t_buffer ??= new ArrayBufferWriter<byte>(4096);
+        var writer = t_writer ??= new Utf8JsonWriter(buffer, DurableJson.WriterOptions);
+        buffer.ResetWrittenCount();
+        writer.Reset(buffer);
+        try
+        {
+            writer.WriteStartObject();
+            writer.WriteString("op"u8, "append"u8);
+            writer.WriteString("id"u8, id);
+            writer.WriteString("path"u8, path);
+            writer.WritePropertyName("data"u8);
+            writer.WriteRawValue(messages, skipInputValidation: true);
+            writer.WriteStartObject("producer"u8);
+            writer.WriteString("id"u8, producerId);
+            writer.WriteNumber("epoch"u8, epoch);
+            writer.WriteNumber("seq"u8, seq);
+            writer.WriteEndObject();
+            writer.WriteEndObject();
+            writer.Flush();
+            return buffer.WrittenSpan.ToArray();
+        }
+        finally
+        {
+            // A rare large append does not keep its buffer for the thread's life.
+            if (buffer.Capacity > 256 * 1024)
+            {
+                t_buffer = null;
+                t_writer = null;
+            }
+        }
     }
 
     private async Task<Connection?> ConnectAsync(CancellationToken cancellationToken)
@@ -191,16 +235,10 @@ internal sealed class SocketAppender : IDisposable
         public bool IsOpen => !_closed && _socket.State == WebSocketState.Open;
 
         /// <summary>Sends one append and waits for its answer; null when the connection dropped first.</summary>
-        public async Task<JsonDocument?> SendAsync(string id, byte[] template, CancellationToken cancellationToken)
+        public async Task<JsonDocument?> SendAsync(string id, byte[] message, CancellationToken cancellationToken)
         {
             var answer = new TaskCompletionSource<JsonDocument?>(TaskCreationOptions.RunContinuationsAsynchronously);
             _pending[id] = answer;
-            var marker = "{0}"u8;
-            var at = template.AsSpan().IndexOf(marker);
-            var message = new byte[template.Length - marker.Length + Encoding.UTF8.GetByteCount(id)];
-            template.AsSpan(0, at).CopyTo(message);
-            var written = at + Encoding.UTF8.GetBytes(id, message.AsSpan(at));
-            template.AsSpan(at + marker.Length).CopyTo(message.AsSpan(written));
             if (_closed || !_outgoing.Writer.TryWrite(message))
             {
                 _pending.TryRemove(id, out _);

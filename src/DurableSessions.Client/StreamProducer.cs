@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text;
 using System.Text.Json.Nodes;
 
 namespace DurableSessions.Client;
@@ -40,7 +41,8 @@ public sealed class StreamProducer : IDisposable
     public async Task<string> AppendAsync(JsonArray messages, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(messages);
-        var body = DurableJson.ToJsonString(messages);
+        // Serialized as an HTTP body is (the serializer's pooled buffer, one array of the exact size).
+        var body = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes<JsonNode>(messages, DurableJson.SerializerOptions);
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
@@ -52,10 +54,11 @@ public sealed class StreamProducer : IDisposable
                 return appended;
             }
 
+            var text = Encoding.UTF8.GetString(body);
             var seq = _seq.ToString(CultureInfo.InvariantCulture);
             using var response = await _client.SendWithRetryAsync(() =>
             {
-                var request = _client.CreateRequest(HttpMethod.Post, $"/v1/stream/{Path}", body);
+                var request = _client.CreateRequest(HttpMethod.Post, $"/v1/stream/{Path}", text);
                 request.Headers.Add(StreamHeaders.ProducerId, ProducerId);
                 request.Headers.Add(StreamHeaders.ProducerEpoch, Epoch.ToString(CultureInfo.InvariantCulture));
                 request.Headers.Add(StreamHeaders.ProducerSeq, seq);
