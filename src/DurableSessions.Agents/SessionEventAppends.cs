@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using DurableSessions.Client;
 using DurableSessions.Sessions;
 
@@ -7,7 +6,21 @@ namespace DurableSessions.Agents;
 /// <summary>Appends typed session events through a producer.</summary>
 internal static class SessionEventAppends
 {
-    /// <summary>Appends <paramref name="events"/> in order, in one append.</summary>
+    /// <summary>
+    /// Appends <paramref name="events"/> in order, in one append: a JSON array with each event written straight from its
+    /// typed value (no nodes built and serialized again).
+    /// </summary>
     public static Task<string> AppendAsync(this StreamProducer producer, IEnumerable<SessionEvent> events, CancellationToken cancellationToken)
-        => producer.AppendAsync(new JsonArray([.. events.Select(e => (JsonNode)e.ToJson())]), cancellationToken);
+        => producer.AppendJsonAsync(
+            DurableJson.Write(events, static (writer, events) =>
+            {
+                writer.WriteStartArray();
+                foreach (var change in events)
+                {
+                    change.WriteTo(writer);
+                }
+
+                writer.WriteEndArray();
+            }),
+            cancellationToken);
 }

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Collections.Concurrent;
 using System.Globalization;
 using System.Net;
@@ -20,12 +19,6 @@ namespace DurableSessions.Client;
 internal sealed class SocketAppender : IDisposable
 {
     private const string SubProtocol = "durable-streams.v1";
-
-    [ThreadStatic]
-    private static ArrayBufferWriter<byte>? t_buffer;
-
-    [ThreadStatic]
-    private static Utf8JsonWriter? t_writer;
 
     private readonly DurableSessionsClient _client;
     private readonly HttpMessageInvoker _invoker;
@@ -109,39 +102,21 @@ internal sealed class SocketAppender : IDisposable
     /// append's body carries.
     /// </summary>
     private static byte[] Append(string id, string path, byte[] messages, string producerId, long epoch, long seq)
-    {
-        // One buffer and writer per thread, reused: a new writer asks its buffer for 4 KiB at its first write.
-        var buffer = t_buffer ??= new ArrayBufferWriter<byte>(4096);
-        var writer = t_writer ??= new Utf8JsonWriter(buffer, DurableJson.WriterOptions);
-        buffer.ResetWrittenCount();
-        writer.Reset(buffer);
-        try
+        => DurableJson.Write((id, path, messages, producerId, epoch, seq), static (writer, append) =>
         {
             writer.WriteStartObject();
             writer.WriteString("op"u8, "append"u8);
-            writer.WriteString("id"u8, id);
-            writer.WriteString("path"u8, path);
+            writer.WriteString("id"u8, append.id);
+            writer.WriteString("path"u8, append.path);
             writer.WritePropertyName("data"u8);
-            writer.WriteRawValue(messages, skipInputValidation: true);
+            writer.WriteRawValue(append.messages, skipInputValidation: true);
             writer.WriteStartObject("producer"u8);
-            writer.WriteString("id"u8, producerId);
-            writer.WriteNumber("epoch"u8, epoch);
-            writer.WriteNumber("seq"u8, seq);
+            writer.WriteString("id"u8, append.producerId);
+            writer.WriteNumber("epoch"u8, append.epoch);
+            writer.WriteNumber("seq"u8, append.seq);
             writer.WriteEndObject();
             writer.WriteEndObject();
-            writer.Flush();
-            return buffer.WrittenSpan.ToArray();
-        }
-        finally
-        {
-            // A rare large append does not keep its buffer for the thread's life.
-            if (buffer.Capacity > 256 * 1024)
-            {
-                t_buffer = null;
-                t_writer = null;
-            }
-        }
-    }
+        });
 
     private async Task<Connection?> ConnectAsync(CancellationToken cancellationToken)
     {

@@ -38,11 +38,23 @@ public sealed class StreamProducer : IDisposable
 
     /// <summary>Appends one batch of messages; returns the stream offset after it.</summary>
     /// <exception cref="DurableSessionsException">The server refused the batch (for example <c>RUN_CANCELLED</c>).</exception>
-    public async Task<string> AppendAsync(JsonArray messages, CancellationToken cancellationToken = default)
+    public Task<string> AppendAsync(JsonArray messages, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(messages);
+
         // Serialized as an HTTP body is (the serializer's pooled buffer, one array of the exact size).
-        var body = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes<JsonNode>(messages, DurableJson.SerializerOptions);
+        return AppendJsonAsync(System.Text.Json.JsonSerializer.SerializeToUtf8Bytes<JsonNode>(messages, DurableJson.SerializerOptions), cancellationToken);
+    }
+
+    /// <summary>
+    /// Appends one batch of messages given as the UTF-8 text of a JSON array (for writers that serialize their messages
+    /// themselves); returns the stream offset after it. The server checks the text as it checks any append.
+    /// </summary>
+    /// <exception cref="DurableSessionsException">The server refused the batch (for example <c>RUN_CANCELLED</c>).</exception>
+    public async Task<string> AppendJsonAsync(byte[] messagesJson, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(messagesJson);
+        var body = messagesJson;
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {

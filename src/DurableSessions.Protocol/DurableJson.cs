@@ -39,6 +39,59 @@ public static class DurableJson
         return buffer.WrittenSpan.ToArray();
     }
 
+    /// <summary>
+    /// What <paramref name="write"/> writes, as UTF-8 JSON in an array of its exact size. The writer (with
+    /// <see cref="WriterOptions"/>) and its buffer are reused on each thread: a new writer asks its buffer for 4 KiB at
+    /// its first write, which would cost that much per small message.
+    /// </summary>
+    public static byte[] Write<TState>(TState state, Action<Utf8JsonWriter, TState> write)
+    {
+        ArgumentNullException.ThrowIfNull(write);
+        if (t_writing)
+        {
+            // Called from inside another write on this thread: that one holds the thread's buffer.
+            var own = new ArrayBufferWriter<byte>(256);
+            using (var nested = new Utf8JsonWriter(own, WriterOptions))
+            {
+                write(nested, state);
+            }
+
+            return own.WrittenSpan.ToArray();
+        }
+
+        var buffer = t_buffer ??= new ArrayBufferWriter<byte>(4096);
+        var writer = t_writer ??= new Utf8JsonWriter(buffer, WriterOptions);
+        buffer.ResetWrittenCount();
+        writer.Reset(buffer);
+        t_writing = true;
+        try
+        {
+            write(writer, state);
+            writer.Flush();
+            return buffer.WrittenSpan.ToArray();
+        }
+        finally
+        {
+            t_writing = false;
+
+            // A rare large message does not keep its buffer for the thread's life.
+            if (buffer.Capacity > 256 * 1024)
+            {
+                t_buffer = null;
+                t_writer = null;
+            }
+        }
+    }
+
+    [ThreadStatic]
+    private static ArrayBufferWriter<byte>? t_buffer;
+
+    [ThreadStatic]
+    private static Utf8JsonWriter? t_writer;
+
+    [ThreadStatic]
+    private static bool t_writing;
+
     /// <summary>The node as a JSON string.</summary>
     public static string ToJsonString(JsonNode? node) => node?.ToJsonString(SerializerOptions) ?? "null";
 

@@ -35,6 +35,33 @@ public sealed record SessionEvent(string Type, string Key, ChangeOperation Opera
     }
 
     /// <summary>
+    /// Writes the change message as <see cref="ToJson"/> builds it, straight into <paramref name="writer"/> (no
+    /// intermediate nodes): for writers that serialize events as they append them.
+    /// </summary>
+    public void WriteTo(Utf8JsonWriter writer)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        writer.WriteStartObject();
+        writer.WriteString("type"u8, Type);
+        writer.WriteString("key"u8, Key);
+        if (Value is not null)
+        {
+            writer.WritePropertyName("value"u8);
+            JsonSerializer.Serialize(writer, Value, Value.GetType(), SessionJsonContext.Default);
+        }
+
+        writer.WriteStartObject("headers"u8);
+        writer.WriteString("operation"u8, Operation.Value);
+        if (Timestamp is not null)
+        {
+            writer.WriteString("timestamp"u8, Timestamp);
+        }
+
+        writer.WriteEndObject();
+        writer.WriteEndObject();
+    }
+
+    /// <summary>
     /// Reads a change message of a known session type; null when it is not one (a control message, an unknown type, or
     /// anything that does not read). Never throws on what is stored.
     /// </summary>

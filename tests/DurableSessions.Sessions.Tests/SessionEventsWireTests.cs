@@ -14,6 +14,15 @@ public sealed class SessionEventsWireTests
         var json = actual.ToJson();
         Assert.True(JsonNode.DeepEquals(JsonNode.Parse(expected), json), $"Expected {expected}\nActual   {json.ToJsonString()}");
 
+        // Written straight to a writer, it is the same JSON.
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            actual.WriteTo(writer);
+        }
+
+        Assert.True(JsonNode.DeepEquals(json, JsonNode.Parse(buffer.WrittenSpan)), $"Written {System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan)}");
+
         // And back: the typed event read from its JSON writes the same JSON.
         var read = SessionEvent.FromJson(json);
         Assert.NotNull(read);
