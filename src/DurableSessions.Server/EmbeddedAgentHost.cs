@@ -46,6 +46,15 @@ internal sealed class EmbeddedAgentOptions
     /// same routing, access control and endpoints) rather than over loopback HTTP. Default true.
     /// </summary>
     public bool InProcess { get; set; } = true;
+
+    /// <summary>
+    /// Whether the agent's appends (every reply's delta batches) are pipelined on one WebSocket (in memory when
+    /// <see cref="InProcess"/>) rather than sent as a request each. Default: over the network yes, in process no. In
+    /// process, the one connection is faster with a few hundred replies streaming at once and slower with a thousand,
+    /// where its single receive and send loops fall behind and requests, each on its own, finish more replies
+    /// (BENCHMARKS.md).
+    /// </summary>
+    public bool? UseWebSocket { get; set; }
 }
 
 /// <summary>
@@ -102,9 +111,9 @@ internal sealed partial class EmbeddedAgentHost(
             BaseAddress = new Uri(address.Replace("://+", "://127.0.0.1", StringComparison.Ordinal).Replace("://*", "://127.0.0.1", StringComparison.Ordinal).Replace("://0.0.0.0", "://127.0.0.1", StringComparison.Ordinal)),
             ParticipantId = settings.Id,
 
-            // Its appends (every reply's delta batches) are pipelined on one WebSocket, in process as over the network:
-            // one message each instead of a request each.
-            UseWebSocket = true,
+            // Over the network its appends (every reply's delta batches) are pipelined on one WebSocket; in process they
+            // are requests, unless Agent:UseWebSocket says otherwise.
+            UseWebSocket = settings.UseWebSocket ?? http is null,
 
             // With access control on, the hosted agent gets a token for every session and its own turns, like any other
             // agent would.

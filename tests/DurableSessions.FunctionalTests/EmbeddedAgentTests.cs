@@ -7,11 +7,14 @@ namespace DurableSessions.FunctionalTests;
 /// <summary>The agent the server hosts: woken by turns, with bounded concurrency.</summary>
 public sealed class EmbeddedAgentTests
 {
-    [Fact]
-    public async Task More_sessions_than_concurrent_runs_are_all_answered_once_and_the_agent_leaves_each()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task More_sessions_than_concurrent_runs_are_all_answered_once_and_the_agent_leaves_each(bool overWebSocket)
     {
+        // In process, the agent appends with a request each by default, or pipelined on one in-memory WebSocket.
         await using var server = await ServerProcess.StartAsync(null,
-            "--Agent:Enabled=true", "--Agent:MaxConcurrentRuns=2", "--Agent:TokensPerSecond=500");
+            "--Agent:Enabled=true", "--Agent:MaxConcurrentRuns=2", "--Agent:TokensPerSecond=500", $"--Agent:UseWebSocket={overWebSocket}");
         using var client = new HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
         var ids = Enumerable.Range(1, 5).Select(i => $"s{i}").ToArray();
         foreach (var id in ids)
