@@ -199,6 +199,15 @@ public sealed class DurableSessionsClient : IDisposable
         return request;
     }
 
+    /// <summary>A request with a JSON body already encoded as UTF-8 (sent as it is, with the same content type).</summary>
+    internal HttpRequestMessage CreateRequest(HttpMethod method, string relativeUri, byte[] jsonBody)
+    {
+        var request = CreateRequest(method, relativeUri);
+        request.Content = new ByteArrayContent(jsonBody);
+        request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json") { CharSet = "utf-8" };
+        return request;
+    }
+
     /// <summary>Sets the bearer token from <see cref="DurableSessionsClientOptions.AccessTokenProvider"/>, when there is one.</summary>
     private async ValueTask AuthorizeAsync(HttpRequestMessage request, CancellationToken cancellationToken)
     {

@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text;
 using System.Text.Json.Nodes;
 
 namespace DurableSessions.Client;
@@ -54,23 +53,21 @@ public sealed class StreamProducer : IDisposable
     public async Task<string> AppendJsonAsync(byte[] messagesJson, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(messagesJson);
-        var body = messagesJson;
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             // Over the client's WebSocket when it has one; over HTTP, with the same sequence number, when not.
             if (_client.Sockets is { Unavailable: false } sockets
-                && await sockets.AppendAsync(Path, body, ProducerId, Epoch, _seq, cancellationToken).ConfigureAwait(false) is { } appended)
+                && await sockets.AppendAsync(Path, messagesJson, ProducerId, Epoch, _seq, cancellationToken).ConfigureAwait(false) is { } appended)
             {
                 _seq++;
                 return appended;
             }
 
-            var text = Encoding.UTF8.GetString(body);
             var seq = _seq.ToString(CultureInfo.InvariantCulture);
             using var response = await _client.SendWithRetryAsync(() =>
             {
-                var request = _client.CreateRequest(HttpMethod.Post, $"/v1/stream/{Path}", text);
+                var request = _client.CreateRequest(HttpMethod.Post, $"/v1/stream/{Path}", messagesJson);
                 request.Headers.Add(StreamHeaders.ProducerId, ProducerId);
                 request.Headers.Add(StreamHeaders.ProducerEpoch, Epoch.ToString(CultureInfo.InvariantCulture));
                 request.Headers.Add(StreamHeaders.ProducerSeq, seq);

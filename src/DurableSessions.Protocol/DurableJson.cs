@@ -22,9 +22,7 @@ public static class DurableJson
 
     /// <summary>The node as UTF-8 JSON.</summary>
     public static byte[] ToUtf8Bytes(JsonNode? node)
-    {
-        var buffer = new ArrayBufferWriter<byte>(256);
-        using (var writer = new Utf8JsonWriter(buffer, WriterOptions))
+        => Write(node, static (writer, node) =>
         {
             if (node is null)
             {
@@ -34,10 +32,7 @@ public static class DurableJson
             {
                 node.WriteTo(writer);
             }
-        }
-
-        return buffer.WrittenSpan.ToArray();
-    }
+        });
 
     /// <summary>
     /// What <paramref name="write"/> writes, as UTF-8 JSON in an array of its exact size. The writer (with
