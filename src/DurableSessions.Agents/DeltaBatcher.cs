@@ -5,20 +5,26 @@ using DurableSessions.Sessions;
 namespace DurableSessions.Agents;
 
 /// <summary>
-/// Gathers token deltas and writes them as one event per part every linger interval, so a reply is a few events per
-/// second instead of one per token.
+/// Writes a run's token deltas behind the model: the first token is written at once, and tokens that arrive while a
+/// write is in flight are gathered into the next one, one event per part.
 /// </summary>
-internal sealed class DeltaBatcher : IDisposable
+/// <remarks>
+/// Nothing waits on a timer when the server keeps up, so a token reaches readers one write after it was produced; when
+/// writes slow down, each carries more tokens, so the number of writes per reply falls instead of queueing up. An
+/// optional linger holds every write back to gather more tokens, trading latency for fewer events.
+/// </remarks>
+internal sealed class DeltaBatcher
 {
     private readonly StreamProducer _producer;
     private readonly ActiveRun _run;
     private readonly SessionEvents _events;
     private readonly TimeProvider _time;
+    private readonly TimeSpan _linger;
+    private readonly Lock _lock = new();
     private readonly SortedDictionary<int, (string Type, StringBuilder Text)> _pending = [];
     private DateTimeOffset? _firstPendingAt;
-    private readonly PeriodicTimer _timer;
-    private readonly SemaphoreSlim _writeGate = new(1, 1);
-    private readonly Task _loop;
+    private bool _writing;
+    private Task _writer = Task.CompletedTask;
     private int _sequence;
     private Exception? _failure;
 
@@ -28,8 +34,7 @@ internal sealed class DeltaBatcher : IDisposable
         _run = run;
         _events = events;
         _time = timeProvider;
-        _timer = new PeriodicTimer(linger, timeProvider);
-        _loop = Task.Run(LoopAsync);
+        _linger = linger;
     }
 
     public void Add(int part, string partType, string text)
@@ -39,7 +44,7 @@ internal sealed class DeltaBatcher : IDisposable
             throw failure;
         }
 
-        lock (_pending)
+        lock (_lock)
         {
             _firstPendingAt ??= _time.GetUtcNow();
             if (!_pending.TryGetValue(part, out var entry))
@@ -49,46 +54,56 @@ internal sealed class DeltaBatcher : IDisposable
             }
 
             entry.Text.Append(text);
+            if (!_writing)
+            {
+                // Off the caller's thread: an in-process append runs the server's whole write path before it yields.
+                _writing = true;
+                _writer = Task.Run(WriteLoopAsync);
+            }
         }
     }
 
-    /// <summary>Stops the timer and writes whatever is pending.</summary>
+    /// <summary>Waits until every delta added so far is written.</summary>
+    /// <exception cref="OperationCanceledException">The run was cancelled.</exception>
     public async Task FlushAsync()
     {
-        // A disposed timer ends the loop's wait with false rather than an exception: one less throw per reply.
-        _timer.Dispose();
-        await _loop.ConfigureAwait(false);
+        Task writer;
+        lock (_lock)
+        {
+            writer = _writer;
+        }
+
+        await writer.ConfigureAwait(false);
         if (_failure is { } failure)
         {
             throw failure;
         }
 
-        await WritePendingAsync().ConfigureAwait(false);
+        _run.Token.ThrowIfCancellationRequested();
     }
 
-    /// <summary>Writes whatever is pending now, keeping the timer running.</summary>
-    public Task FlushPendingAsync()
-    {
-        if (_failure is { } failure)
-        {
-            throw failure;
-        }
-
-        return WritePendingAsync();
-    }
-
-    private async Task LoopAsync()
+    private async Task WriteLoopAsync()
     {
         try
         {
-            while (await _timer.WaitForNextTickAsync().ConfigureAwait(false))
+            while (true)
             {
-                await WritePendingAsync().ConfigureAwait(false);
+                if (_linger > TimeSpan.Zero)
+                {
+                    await Task.Delay(_linger, _time, _run.Token).ConfigureAwait(false);
+                }
+
+                if (Take() is not { } events)
+                {
+                    return;
+                }
+
+                await _producer.AppendAsync(events, _run.Token).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException)
         {
-            // The run was cancelled mid-write: its end is handled by the run.
+            // The run was cancelled mid-write: its end is handled by the run, and its later writes would be fenced.
         }
         catch (Exception ex) when (ex is DurableSessionsException or HttpRequestException)
         {
@@ -96,48 +111,31 @@ internal sealed class DeltaBatcher : IDisposable
         }
     }
 
-    private async Task WritePendingAsync()
+    /// <summary>Takes everything pending as one event per part, or ends the write loop when nothing is.</summary>
+    private List<SessionEvent>? Take()
     {
-        // Taking the pending text and appending it happen under one gate, so batches land in the order they were taken.
-        await _writeGate.WaitAsync().ConfigureAwait(false);
-        try
-        {
-            await WritePendingCoreAsync().ConfigureAwait(false);
-        }
-        finally
-        {
-            _writeGate.Release();
-        }
-    }
-
-    private async Task WritePendingCoreAsync()
-    {
-        var events = new List<SessionEvent>();
-        lock (_pending)
+        lock (_lock)
         {
             // When the batch's first token was produced: readers can measure token-to-screen latency from it.
             var at = _firstPendingAt;
             _firstPendingAt = null;
+            List<SessionEvent>? events = null;
             foreach (var (part, (type, text)) in _pending)
             {
                 if (text.Length > 0)
                 {
                     // Each delta names its run, so a cut run's late writes are fenced even in a message a new run took over.
-                    events.Add(_events.RunDelta(_run.MessageId, _run.RunId, takenOver: _run.Supersedes is not null, _sequence++, part, type, text.ToString(), at));
+                    (events ??= []).Add(_events.RunDelta(_run.MessageId, _run.RunId, takenOver: _run.Supersedes is not null, _sequence++, part, type, text.ToString(), at));
                     text.Clear();
                 }
             }
-        }
 
-        if (events.Count > 0)
-        {
-            await _producer.AppendAsync(events, _run.Token).ConfigureAwait(false);
-        }
-    }
+            if (events is null)
+            {
+                _writing = false;
+            }
 
-    public void Dispose()
-    {
-        _timer.Dispose();
-        _writeGate.Dispose();
+            return events;
+        }
     }
 }

@@ -15,8 +15,18 @@ public sealed class SessionAgentOptions
     /// <summary>The agent's participant id, named by its runs. Default <c>agent:demo</c>.</summary>
     public string AgentId { get; set; } = "agent:demo";
 
-    /// <summary>How long token deltas are gathered before they are written as one event. Default 30 ms.</summary>
-    public TimeSpan DeltaLinger { get; set; } = TimeSpan.FromMilliseconds(30);
+    /// <summary>
+    /// How long each write of a reply's tokens waits to gather more before it goes out as one event per part. Default
+    /// zero: the first token is written at once, and tokens that arrive while a write is in flight go out together in
+    /// the next one, so writes carry more tokens exactly when the server is slower. At most one second.
+    /// </summary>
+    public TimeSpan DeltaLinger
+    {
+        get;
+        set => field = value >= TimeSpan.Zero && value <= TimeSpan.FromSeconds(1)
+            ? value
+            : throw new ArgumentOutOfRangeException(nameof(value), value, "DeltaLinger must be between zero and one second.");
+    }
 
     /// <summary>A system prompt put before the conversation, if any.</summary>
     public string? Instructions { get; set; }
@@ -436,7 +446,7 @@ public sealed partial class SessionAgent
             while (true)
             {
                 using var generation = CancellationTokenSource.CreateLinkedTokenSource(run.Token, run.SteerToken);
-                using var deltas = new DeltaBatcher(producer, run, _options.DeltaLinger, _events, _options.TimeProvider);
+                var deltas = new DeltaBatcher(producer, run, _options.DeltaLinger, _events, _options.TimeProvider);
                 try
                 {
                     await foreach (var update in _chat.GetStreamingResponseAsync(history, _options.ChatOptions, generation.Token).ConfigureAwait(false))
@@ -534,7 +544,7 @@ public sealed partial class SessionAgent
     /// <summary>Writes the message with its tool parts so far (text and reasoning deltas keep their part indexes 0 and 1).</summary>
     private async Task WriteToolPartsAsync(StreamProducer producer, DeltaBatcher deltas, ActiveRun run, StringBuilder text, StringBuilder reasoning, List<MessagePart> tools)
     {
-        await deltas.FlushPendingAsync().ConfigureAwait(false);
+        await deltas.FlushAsync().ConfigureAwait(false);
         await producer.AppendAsync([Reply(run, MessageStatus.Streaming, Parts(text, reasoning, tools, keepReasoningSlot: true))], run.Token).ConfigureAwait(false);
     }
 

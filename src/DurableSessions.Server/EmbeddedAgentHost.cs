@@ -22,6 +22,13 @@ internal sealed class EmbeddedAgentOptions
     /// <summary>Token rate of the demo model.</summary>
     public double TokensPerSecond { get; set; } = 25;
 
+    /// <summary>
+    /// How long each write of a reply's tokens waits to gather more (<see cref="SessionAgentOptions.DeltaLinger"/>), at
+    /// most one second. Default zero: a token is written as soon as the previous write is acknowledged, and tokens
+    /// gather only while a write is in flight.
+    /// </summary>
+    public TimeSpan DeltaLinger { get; set; }
+
     /// <summary>The OpenAI-compatible endpoint, e.g. <c>http://127.0.0.1:11434/v1</c> for Ollama.</summary>
     public string? Endpoint { get; set; }
 
@@ -55,6 +62,13 @@ internal sealed class EmbeddedAgentOptions
     /// (BENCHMARKS.md).
     /// </summary>
     public bool? UseWebSocket { get; set; }
+
+    /// <summary>What is out of range in these settings, in one line, or null. Checked before the server starts.</summary>
+    public string? Problem()
+        => MaxConcurrentRuns < 1 ? "Agent:MaxConcurrentRuns must be at least 1."
+            : DeltaLinger < TimeSpan.Zero || DeltaLinger > TimeSpan.FromSeconds(1) ? "Agent:DeltaLinger must be between 00:00:00 and 00:00:01."
+            : TokensPerSecond is < 0 or > 100_000 || double.IsNaN(TokensPerSecond) ? "Agent:TokensPerSecond must be between 0 and 100000."
+            : null;
 }
 
 /// <summary>
@@ -125,7 +139,7 @@ internal sealed partial class EmbeddedAgentHost(
                 }, TimeSpan.FromDays(365))
                 : null,
         });
-        var agent = new SessionAgent(chat, client, new SessionAgentOptions { AgentId = settings.Id, Instructions = settings.Instructions }, loggerFactory.CreateLogger<SessionAgent>());
+        var agent = new SessionAgent(chat, client, new SessionAgentOptions { AgentId = settings.Id, Instructions = settings.Instructions, DeltaLinger = settings.DeltaLinger }, loggerFactory.CreateLogger<SessionAgent>());
         var host = new SessionAgentHost(agent, client, settings.Id, new SessionAgentHostOptions { MaxConcurrentRuns = EffectiveMaxConcurrentRuns(settings) }, loggerFactory.CreateLogger<SessionAgentHost>());
         Log.Hosting(_logger, settings.Id, settings.Model);
         try

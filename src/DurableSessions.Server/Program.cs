@@ -62,7 +62,7 @@ ServerTelemetry.AddTo(builder);
 DurableSessions.AspNetCore.InProcess.InProcessTransport.AddTo(builder.Services);
 builder.Services.AddOptions<EmbeddedAgentOptions>()
     .Bind(builder.Configuration.GetSection("Agent"))
-    .Validate(o => o.MaxConcurrentRuns >= 1, "Agent:MaxConcurrentRuns must be at least 1.")
+    .Validate(o => o.Problem() is null, "Agent settings are out of range.")
     .ValidateOnStart();
 builder.Services.AddHostedService<EmbeddedAgentHost>();
 
@@ -116,9 +116,10 @@ try
 {
     await app.RunAsync().ConfigureAwait(false);
 }
-catch (Exception ex) when (ex is IOException or SocketException or InvalidOperationException)
+catch (Exception ex) when (ex is IOException or SocketException or InvalidOperationException or Microsoft.Extensions.Options.OptionsValidationException)
 {
-    // Bound by another process between the check and the start, or a setting the checks could not see.
+    // Bound by another process between the check and the start, or a setting the checks could not see (a value out of
+    // range, or one that is not of the setting's type).
     ServerLog.StartFailed(app.Logger, ex);
     return StartupChecks.Fail(StartupChecks.Describe(ex, builder.Configuration));
 }

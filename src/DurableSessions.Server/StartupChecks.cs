@@ -30,6 +30,19 @@ internal static class StartupChecks
         }
 
         problem = OneOf(configuration, "Agent:Model", "demo", "openai");
+        if (problem is null)
+        {
+            try
+            {
+                problem = (configuration.GetSection("Agent").Get<EmbeddedAgentOptions>() ?? new EmbeddedAgentOptions()).Problem();
+            }
+            catch (InvalidOperationException ex)
+            {
+                // A value that is not of the setting's type: the binder's message names the key and the type.
+                problem = ex.Message;
+            }
+        }
+
         if (problem is null && string.Equals(configuration["Agent:Model"], "openai", StringComparison.OrdinalIgnoreCase)
             && (string.IsNullOrEmpty(configuration["Agent:Endpoint"]) || string.IsNullOrEmpty(configuration["Agent:ModelId"])))
         {

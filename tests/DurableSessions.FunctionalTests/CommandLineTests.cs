@@ -94,6 +94,9 @@ public sealed class CommandLineTests
     [Theory]
     [InlineData(new[] { "--Agent:Model=gpt" }, "Agent:Model is 'gpt'; use one of: demo, openai.")]
     [InlineData(new[] { "--agent", "openai" }, "Agent:Model=openai needs Agent:Endpoint and Agent:ModelId")]
+    [InlineData(new[] { "--Agent:DeltaLinger=00:00:05" }, "Agent:DeltaLinger must be between 00:00:00 and 00:00:01.")]
+    [InlineData(new[] { "--Agent:DeltaLinger=soon" }, "Failed to convert configuration value")]
+    [InlineData(new[] { "--Agent:MaxConcurrentRuns=0" }, "Agent:MaxConcurrentRuns must be at least 1.")]
     [InlineData(new[] { "--Storage:Sqlite:Durability", "Sometimes" }, "Storage:Sqlite:Durability is 'Sometimes'; use one of: Fsync, Relaxed.")]
     public async Task A_misconfigured_setting_is_one_line_and_exits_1(string[] args, string expected)
     {

@@ -95,6 +95,73 @@ public sealed class SessionAgentTests : IAsyncLifetime
         Assert.InRange(deltas, 1, tokens / 3);
     }
 
+    /// <summary>Says one token, waits until its write is held, then says three more and lets the write go.</summary>
+    private sealed class TokensDuringAWriteChatClient(HoldFirstDeltaWrite gate) : IChatClient
+    {
+        public Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
+            => throw new NotSupportedException();
+
+        public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+        {
+            yield return new ChatResponseUpdate(ChatRole.Assistant, "one");
+            await gate.Held.Task.WaitAsync(cancellationToken);
+            yield return new ChatResponseUpdate(ChatRole.Assistant, " two");
+            yield return new ChatResponseUpdate(ChatRole.Assistant, " three");
+            yield return new ChatResponseUpdate(ChatRole.Assistant, " four");
+            // Runs when the agent asks for the next update, so after it took " four".
+            gate.Release.TrySetResult();
+            yield return new ChatResponseUpdate { Role = ChatRole.Assistant, FinishReason = ChatFinishReason.Stop };
+        }
+
+        public object? GetService(Type serviceType, object? serviceKey = null) => null;
+
+        public void Dispose()
+        {
+        }
+    }
+
+    /// <summary>Holds the first append that carries a delta until released.</summary>
+    private sealed class HoldFirstDeltaWrite() : DelegatingHandler(new SocketsHttpHandler())
+    {
+        private int _held;
+
+        public TaskCompletionSource Held { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            if (request.Method == HttpMethod.Post && request.Content is { } content
+                && (await content.ReadAsStringAsync(cancellationToken)).Contains("\"type\":\"delta\"", StringComparison.Ordinal)
+                && Interlocked.Exchange(ref _held, 1) == 0)
+            {
+                Held.TrySetResult();
+                await Release.Task.WaitAsync(Timeout, cancellationToken);
+            }
+
+            return await base.SendAsync(request, cancellationToken);
+        }
+    }
+
+    [Fact]
+    public async Task Without_a_linger_the_first_token_is_written_at_once_and_tokens_said_during_a_write_go_out_together_next()
+    {
+        var session = _client.Session("behind");
+        await session.CreateAsync();
+        var gate = new HoldFirstDeltaWrite();
+        using var http = new HttpClient(gate);
+        using var agentClient = new DurableSessionsClient(_client.Options with { ParticipantId = "agent:demo", UseWebSocket = false }, http);
+        var agent = new SessionAgent(new TokensDuringAWriteChatClient(gate), agentClient, new SessionAgentOptions { DeltaLinger = TimeSpan.Zero });
+        _ = Task.Run(() => agent.RunAsync("behind", _stop.Token));
+        await session.SendMessageAsync("Count to four");
+
+        var state = await WaitFor("behind", s => Runs(s, "finished").Any());
+        Assert.Equal("one two three four", Text(state.Get("message", Runs(state, "finished").Single()["messageId"]!.GetValue<string>())!));
+        var history = JsonNode.Parse(await _server.Client.GetStringAsync("/v1/stream/sessions/behind"))!.AsArray();
+        var deltas = history.Where(e => e!["type"]!.GetValue<string>() == "delta").Select(e => e!["value"]!["text"]!.GetValue<string>());
+        Assert.Equal(["one", " two three four"], deltas);
+    }
+
     [Fact]
     public async Task A_cancel_from_another_client_fires_the_models_token_and_fences_the_run()
     {
