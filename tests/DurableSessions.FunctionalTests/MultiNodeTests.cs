@@ -216,9 +216,15 @@ public sealed class MultiNodeTests : IAsyncLifetime
         await chat.TokenFired.Task.WaitAsync(TimeSpan.FromSeconds(5));
         var cancelled = await WaitForAsync(_b, "spread", s => Runs(s, "cancelled").Any());
         Assert.Equal(runId, Runs(cancelled, "cancelled").Single()["id"]!.GetValue<string>());
-        await Task.Delay(300); // a (wrongly) still-running agent would write after the fence by now
+
+        // The agent answers a whole next question after the fence: a still-running (wrongly unfenced) cancelled run
+        // would have written meanwhile, so everything after the cancel's acknowledgement belongs to the next run.
+        var next = await session.SendMessageAsync("Then a short one");
+        await WaitForAsync(_b, "spread", s => Runs(s, "finished").Any(r => r["trigger"]?.GetValue<string>() == next));
         using var http = new HttpClient();
-        Assert.Equal("[]", await http.GetStringAsync(new Uri(_b.BaseAddress, $"/v1/stream/sessions/spread?offset={ack.Offset}")));
+        var written = JsonNode.Parse(await http.GetStringAsync(new Uri(_b.BaseAddress, $"/v1/stream/sessions/spread?offset={ack.Offset}")))!.AsArray();
+        Assert.NotEmpty(written);
+        Assert.All(written, e => Assert.DoesNotContain(runId, e!.ToJsonString(), StringComparison.Ordinal));
     }
 
     [Fact]
@@ -419,10 +425,19 @@ public sealed class MultiNodeTests : IAsyncLifetime
             await Task.Delay(50);
         }
 
-        await Task.Delay(1000); // time for a (wrong) second notification from another node
-        var notification = Assert.Single(_notifications);
-        Assert.Equal(second, notification["runId"]!.GetValue<string>());
-        Assert.Equal("notified", notification["sessionId"]!.GetValue<string>());
+        // A third run, still unwatched, is notified too: a (wrong) second notification of the second run from another
+        // node would have come while it ran, so the notifications are exactly one per run, in order.
+        var thirdQuestion = await userOnC.Session("notified").SendMessageAsync("third, still away");
+        done = await WaitForAsync(_c, "notified", s => Runs(s, "finished").Any(r => r["trigger"]?.GetValue<string>() == thirdQuestion));
+        var third = Runs(done, "finished").Single(r => r["trigger"]?.GetValue<string>() == thirdQuestion)["id"]!.GetValue<string>();
+        deadline = DateTime.UtcNow.AddSeconds(20);
+        while (!_notifications.Any(n => n["runId"]!.GetValue<string>() == third) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+
+        Assert.Equal([second, third], _notifications.Select(n => n["runId"]!.GetValue<string>()));
+        Assert.All(_notifications, n => Assert.Equal("notified", n["sessionId"]!.GetValue<string>()));
     }
 
     private static string Serialize(List<JsonObject> events) => string.Join('\n', events.Select(e => e.ToJsonString()));

@@ -180,9 +180,15 @@ public sealed class SessionAgentTests : IAsyncLifetime
         var state = await WaitFor("stop", s => Runs(s, "cancelled").Any());
         var reply = state.Get("message", Runs(state, "cancelled").Single()["messageId"]!.GetValue<string>())!;
         Assert.Equal("cancelled", reply["status"]!.GetValue<string>());
-        // A negative check: give a (wrongly) still-running agent time to write after the fence, then look.
-        await Task.Delay(300);
-        Assert.Equal("[]", await _server.Client.GetStringAsync($"/v1/stream/sessions/stop?offset={ack.Offset}"));
+
+        // The agent answers a whole next question after the fence: a still-running (wrongly unfenced) cancelled run
+        // would have written meanwhile, so everything after the cancel's acknowledgement belongs to the next run.
+        var next = await a.SendMessageAsync("Then a short one");
+        var after = await WaitFor("stop", s => s.All("run").Any(r => r["trigger"]?.GetValue<string>() == next && r["status"]!.GetValue<string>() == "finished"));
+        var written = JsonNode.Parse(await _server.Client.GetStringAsync($"/v1/stream/sessions/stop?offset={ack.Offset}"))!.AsArray();
+        Assert.NotEmpty(written);
+        Assert.All(written, e => Assert.DoesNotContain(runId, e!.ToJsonString(), StringComparison.Ordinal));
+        Assert.Equal("cancelled", after.Get("message", reply["id"]!.GetValue<string>())!["status"]!.GetValue<string>());
     }
 
     [Fact]
