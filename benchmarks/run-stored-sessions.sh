@@ -6,6 +6,8 @@
 #   benchmarks/run-stored-sessions.sh [sessions, default 100000] [server dll, default this checkout's Release build]
 #
 # Pass another build's DurableSessions.Server.dll (e.g. one built from an older commit) to measure it the same way.
+# SERVER_ARGS adds settings to the restarted server (e.g. SERVER_ARGS=--Agent:DeltaLinger=00:00:00); ASK_AGAIN=1 asks
+# 100 more questions on the warmed-up server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-100000}"
@@ -41,7 +43,7 @@ kill -TERM "$PID"; wait "$PID" || true; PID=""
 
 echo "==> restarting the default server (built-in agent on)"
 START=$(date +%s.%N)
-dotnet "$DLL" --urls "$URL" --data "$DATA" > "$DATA.log" 2>&1 & PID=$!
+dotnet "$DLL" --urls "$URL" --data "$DATA" ${SERVER_ARGS:-} > "$DATA.log" 2>&1 & PID=$!
 if wait_healthy; then
   echo "healthy after $(echo "$(date +%s.%N) - $START" | bc) s"
 else

@@ -5,13 +5,13 @@ using DurableSessions.Sessions;
 namespace DurableSessions.Agents;
 
 /// <summary>
-/// Writes a run's token deltas behind the model: the first token is written at once, and tokens that arrive while a
-/// write is in flight are gathered into the next one, one event per part.
+/// Writes a run's token deltas behind the model, one event per part per write: each write waits the linger to gather
+/// tokens, and the tokens that arrive while a write is in flight go out together in the next one.
 /// </summary>
 /// <remarks>
-/// Nothing waits on a timer when the server keeps up, so a token reaches readers one write after it was produced; when
-/// writes slow down, each carries more tokens, so the number of writes per reply falls instead of queueing up. An
-/// optional linger holds every write back to gather more tokens, trading latency for fewer events.
+/// Only a run with tokens to write waits (no timer ticks between replies or after the last token), and when writes slow
+/// down each carries more tokens, so the number of writes per reply falls instead of queueing up. With no linger, a
+/// token is written as soon as the previous write is acknowledged.
 /// </remarks>
 internal sealed class DeltaBatcher
 {

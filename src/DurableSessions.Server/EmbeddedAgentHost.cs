@@ -24,10 +24,9 @@ internal sealed class EmbeddedAgentOptions
 
     /// <summary>
     /// How long each write of a reply's tokens waits to gather more (<see cref="SessionAgentOptions.DeltaLinger"/>), at
-    /// most one second. Default zero: a token is written as soon as the previous write is acknowledged, and tokens
-    /// gather only while a write is in flight.
+    /// most one second. Default 30 ms; zero writes a token as soon as the previous write is acknowledged.
     /// </summary>
-    public TimeSpan DeltaLinger { get; set; }
+    public TimeSpan DeltaLinger { get; set; } = TimeSpan.FromMilliseconds(30);
 
     /// <summary>The OpenAI-compatible endpoint, e.g. <c>http://127.0.0.1:11434/v1</c> for Ollama.</summary>
     public string? Endpoint { get; set; }
@@ -163,8 +162,16 @@ internal sealed partial class EmbeddedAgentHost(
             throw new InvalidOperationException("Agent:Model=openai needs Agent:Endpoint and Agent:ModelId (and Agent:ApiKey if the endpoint requires one).");
         }
 
-        var openAi = new OpenAIClient(new ApiKeyCredential(settings.ApiKey ?? "unused"), new OpenAIClientOptions { Endpoint = new Uri(settings.Endpoint) });
-        return openAi.GetChatClient(settings.ModelId).AsIChatClient();
+        return CreateOpenAIChatClient(settings.Endpoint, settings.ModelId, settings.ApiKey);
+    }
+
+    // A method of its own: compiling it loads the OpenAI assemblies (two descriptors each for the process's life), which
+    // a server running the demo model never needs.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static IChatClient CreateOpenAIChatClient(string endpoint, string modelId, string? apiKey)
+    {
+        var openAi = new OpenAIClient(new ApiKeyCredential(apiKey ?? "unused"), new OpenAIClientOptions { Endpoint = new Uri(endpoint) });
+        return openAi.GetChatClient(modelId).AsIChatClient();
     }
 
     private static partial class Log

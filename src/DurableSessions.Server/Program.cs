@@ -3,7 +3,6 @@ using System.Net.Sockets;
 using DurableSessions;
 using DurableSessions.AspNetCore;
 using DurableSessions.AspNetCore.Connections;
-using DurableSessions.Storage.Redis;
 using DurableSessions.Storage.Sqlite;
 
 var (configurationArgs, exitCode) = ServerCommandLine.Parse(args, Console.Out, Console.Error);
@@ -49,7 +48,7 @@ builder.WebHost.ConfigureKestrel(kestrel =>
 var durableSessions = builder.Services.AddDurableSessions(builder.Configuration);
 if (string.Equals(builder.Configuration["Storage:Store"], "redis", StringComparison.OrdinalIgnoreCase))
 {
-    durableSessions.AddRedisStore(builder.Configuration.GetSection("Storage:Redis"));
+    RedisStore.Add(durableSessions, builder.Configuration.GetSection("Storage:Redis"));
 }
 else
 {
@@ -72,10 +71,10 @@ try
     // Opened before the host starts, so a store that cannot open (a data directory another process holds) stops the
     // server with one line and a non-zero exit code instead of a host start-up stack trace.
     var store = app.Services.GetRequiredService<StreamStore>();
-    if (store is RedisStreamStore redis)
+    if (store.IsShared)
     {
         // Connected here, asynchronously, so an unreachable Redis is one line too (the host would connect it at start).
-        await redis.ConnectAsync(CancellationToken.None).ConfigureAwait(false);
+        await RedisStore.ConnectAsync(store).ConfigureAwait(false);
     }
 }
 catch (Exception ex)
@@ -133,4 +132,19 @@ internal static partial class ServerLog
 
     [LoggerMessage(2, LogLevel.Debug, "Start-up failed")]
     public static partial void StartFailed(ILogger logger, Exception exception);
+}
+
+/// <summary>
+/// The Redis store's calls, in methods of their own: compiling them loads the Redis assemblies (two descriptors each for
+/// the process's life), which a server on the embedded store never needs.
+/// </summary>
+internal static class RedisStore
+{
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    public static void Add(IDurableSessionsBuilder builder, IConfigurationSection section)
+        => DurableSessions.Storage.Redis.RedisStoreBuilderExtensions.AddRedisStore(builder, section);
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    public static Task ConnectAsync(StreamStore store)
+        => store is DurableSessions.Storage.Redis.RedisStreamStore redis ? redis.ConnectAsync(CancellationToken.None) : Task.CompletedTask;
 }

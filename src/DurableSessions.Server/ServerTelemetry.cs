@@ -22,6 +22,14 @@ internal static class ServerTelemetry
             return;
         }
 
+        AddOpenTelemetry(builder, otlp, prometheus);
+    }
+
+    // Methods of their own: compiling them loads the OpenTelemetry assemblies (two descriptors each for the process's
+    // life), which a server with telemetry off never needs.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void AddOpenTelemetry(WebApplicationBuilder builder, bool otlp, bool prometheus)
+    {
         var telemetry = builder.Services.AddOpenTelemetry()
             .ConfigureResource(resource => resource.AddService(builder.Configuration["OTEL_SERVICE_NAME"] ?? "durable-sessions"))
             .WithMetrics(metrics =>
@@ -46,7 +54,10 @@ internal static class ServerTelemetry
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = check => check.Tags.Contains(StoreHealthCheck.ReadyTag) });
         if (app.Configuration.GetValue("Telemetry:Prometheus", false))
         {
-            app.MapPrometheusScrapingEndpoint("/metrics");
+            MapPrometheus(app);
         }
     }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void MapPrometheus(WebApplication app) => app.MapPrometheusScrapingEndpoint("/metrics");
 }
