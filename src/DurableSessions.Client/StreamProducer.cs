@@ -40,9 +40,7 @@ public sealed class StreamProducer : IDisposable
     public Task<string> AppendAsync(JsonArray messages, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(messages);
-
-        // Serialized as an HTTP body is (the serializer's pooled buffer, one array of the exact size).
-        return AppendJsonAsync(System.Text.Json.JsonSerializer.SerializeToUtf8Bytes<JsonNode>(messages, DurableJson.SerializerOptions), cancellationToken);
+        return AppendJsonAsync(DurableJson.ToUtf8Bytes(messages), cancellationToken);
     }
 
     /// <summary>
