@@ -26,11 +26,15 @@ public sealed class DurableSessionsClient : IDisposable
         {
             Timeout = Timeout.InfiniteTimeSpan,
         };
-        Sockets = Options.UseWebSocket ? new SocketAppender(this, _http) : null;
+        Sockets = Options.UseWebSocket && Options.AppendTransport is null ? new SocketAppender(this, _http) : null;
+        Appends = Options.AppendTransport ?? Sockets;
     }
 
-    /// <summary>The producers' WebSocket, when <see cref="DurableSessionsClientOptions.UseWebSocket"/> is on.</summary>
+    /// <summary>The producers' WebSocket, when <see cref="DurableSessionsClientOptions.UseWebSocket"/> is on and no other transport is set.</summary>
     internal SocketAppender? Sockets { get; }
+
+    /// <summary>What carries producers' appends before HTTP: the configured transport, else the WebSocket, if any.</summary>
+    internal IProducerAppendTransport? Appends { get; }
 
     /// <summary>The client's settings.</summary>
     public DurableSessionsClientOptions Options { get; }

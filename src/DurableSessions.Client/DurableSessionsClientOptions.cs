@@ -31,6 +31,12 @@ public sealed record DurableSessionsClientOptions
     /// </summary>
     public bool UseWebSocket { get; init; } = true;
 
+    /// <summary>
+    /// What carries producers' appends instead of the WebSocket, before HTTP (for example a server's own process, which
+    /// hands them straight to its append path). Default null.
+    /// </summary>
+    public IProducerAppendTransport? AppendTransport { get; init; }
+
     /// <summary>The participant id this client writes as (messages, cancels, steering).</summary>
     public string ParticipantId { get; init; } = "client:" + Guid.NewGuid().ToString("N")[..8];
 }

@@ -15,7 +15,7 @@ namespace DurableSessions.Client;
 /// When the server does not offer the transport (an older server, a proxy that refuses upgrades) the client stops
 /// trying and its producers append over HTTP. Thread-safe.
 /// </remarks>
-internal sealed class SocketAppender : IDisposable
+internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
 {
     private const string SubProtocol = "durable-streams.v1";
 
@@ -44,7 +44,7 @@ internal sealed class SocketAppender : IDisposable
     /// WebSocket cannot be used now: the caller appends over HTTP with the same sequence number.
     /// </summary>
     /// <exception cref="DurableSessionsException">The server refused the append.</exception>
-    public async Task<string?> AppendAsync(string path, byte[] messages, string producerId, long epoch, long seq, CancellationToken cancellationToken)
+    public async Task<string?> AppendAsync(string path, ReadOnlyMemory<byte> messages, string producerId, long epoch, long seq, CancellationToken cancellationToken)
     {
         var refreshed = false;
         for (var attempt = 0; attempt < 3; attempt++)
@@ -100,7 +100,7 @@ internal sealed class SocketAppender : IDisposable
     /// The append message (docs/websocket.md) around the messages' JSON array, copied in as it is: the same bytes an HTTP
     /// append's body carries.
     /// </summary>
-    private static byte[] Append(string id, string path, byte[] messages, string producerId, long epoch, long seq)
+    private static byte[] Append(string id, string path, ReadOnlyMemory<byte> messages, string producerId, long epoch, long seq)
         => DurableJson.Write((id, path, messages, producerId, epoch, seq), static (writer, append) =>
         {
             writer.WriteStartObject();
@@ -108,7 +108,7 @@ internal sealed class SocketAppender : IDisposable
             writer.WriteString("id"u8, append.id);
             writer.WriteString("path"u8, append.path);
             writer.WritePropertyName("data"u8);
-            writer.WriteRawValue(append.messages, skipInputValidation: true);
+            writer.WriteRawValue(append.messages.Span, skipInputValidation: true);
             writer.WriteStartObject("producer"u8);
             writer.WriteString("id"u8, append.producerId);
             writer.WriteNumber("epoch"u8, append.epoch);

@@ -54,9 +54,10 @@ public sealed class StreamProducer : IDisposable
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            // Over the client's WebSocket when it has one; over HTTP, with the same sequence number, when not.
-            if (_client.Sockets is { Unavailable: false } sockets
-                && await sockets.AppendAsync(Path, messagesJson, ProducerId, Epoch, _seq, cancellationToken).ConfigureAwait(false) is { } appended)
+            // Over the client's append transport (its WebSocket) when it has one; over HTTP, with the same sequence number,
+            // when not.
+            if (_client.Appends is { } appends
+                && await appends.AppendAsync(Path, messagesJson, ProducerId, Epoch, _seq, cancellationToken).ConfigureAwait(false) is { } appended)
             {
                 _seq++;
                 return appended;

@@ -55,10 +55,8 @@ internal sealed class EmbeddedAgentOptions
 
     /// <summary>
     /// Whether the agent's appends (every reply's delta batches) are pipelined on one WebSocket (in memory when
-    /// <see cref="InProcess"/>) rather than sent as a request each. Default: over the network yes, in process no. In
-    /// process, the one connection is faster with a few hundred replies streaming at once and slower with a thousand,
-    /// where its single receive and send loops fall behind and requests, each on its own, finish more replies
-    /// (BENCHMARKS.md).
+    /// <see cref="InProcess"/>). Default: over the network yes; in process no, where each append goes straight to the
+    /// server's append path with no request or message around it (the same checks, session rules and access control).
     /// </summary>
     public bool? UseWebSocket { get; set; }
 
@@ -118,25 +116,31 @@ internal sealed partial class EmbeddedAgentHost(
         }
 
         using var chat = CreateChatClient(settings);
-        using var http = settings.InProcess && transport.IsReady ? new HttpClient(transport.CreateHandler()) { Timeout = Timeout.InfiniteTimeSpan } : null;
+        var inProcess = settings.InProcess && transport.IsReady;
+        using var http = inProcess ? new HttpClient(transport.CreateHandler()) { Timeout = Timeout.InfiniteTimeSpan } : null;
+
+        // With access control on, the hosted agent gets a token for every session and its own turns, like any other
+        // agent would.
+        var token = tokens.Enabled
+            ? tokens.Issue(settings.Id, new Dictionary<string, DurableSessions.AspNetCore.Auth.Capability[]>
+            {
+                ["sessions/*"] = [DurableSessions.AspNetCore.Auth.Capability.Read, DurableSessions.AspNetCore.Auth.Capability.Write, DurableSessions.AspNetCore.Auth.Capability.Control],
+                ["agents/" + settings.Id] = [DurableSessions.AspNetCore.Auth.Capability.Read, DurableSessions.AspNetCore.Auth.Capability.Write],
+            }, TimeSpan.FromDays(365))
+            : null;
+
+        // In process, its appends (every reply's delta batches) go straight to the append path, with no request each,
+        // unless Agent:UseWebSocket asks for the in-memory WebSocket.
+        var appender = inProcess && settings.UseWebSocket != true ? new InProcessAppendTransport(await transport.CreateAppenderAsync(token, stoppingToken)) : null;
         using var client = new DurableSessionsClient(httpClient: http, options: DurableSessionsClientOptions.Default with
         {
             BaseAddress = new Uri(address.Replace("://+", "://127.0.0.1", StringComparison.Ordinal).Replace("://*", "://127.0.0.1", StringComparison.Ordinal).Replace("://0.0.0.0", "://127.0.0.1", StringComparison.Ordinal)),
             ParticipantId = settings.Id,
 
-            // Over the network its appends (every reply's delta batches) are pipelined on one WebSocket; in process they
-            // are requests, unless Agent:UseWebSocket says otherwise.
+            // Over the network its appends are pipelined on one WebSocket.
             UseWebSocket = settings.UseWebSocket ?? http is null,
-
-            // With access control on, the hosted agent gets a token for every session and its own turns, like any other
-            // agent would.
-            AccessToken = tokens.Enabled
-                ? tokens.Issue(settings.Id, new Dictionary<string, DurableSessions.AspNetCore.Auth.Capability[]>
-                {
-                    ["sessions/*"] = [DurableSessions.AspNetCore.Auth.Capability.Read, DurableSessions.AspNetCore.Auth.Capability.Write, DurableSessions.AspNetCore.Auth.Capability.Control],
-                    ["agents/" + settings.Id] = [DurableSessions.AspNetCore.Auth.Capability.Read, DurableSessions.AspNetCore.Auth.Capability.Write],
-                }, TimeSpan.FromDays(365))
-                : null,
+            AppendTransport = appender,
+            AccessToken = token,
         });
         var agent = new SessionAgent(chat, client, new SessionAgentOptions { AgentId = settings.Id, Instructions = settings.Instructions, DeltaLinger = settings.DeltaLinger }, loggerFactory.CreateLogger<SessionAgent>());
         var host = new SessionAgentHost(agent, client, settings.Id, new SessionAgentHostOptions { MaxConcurrentRuns = EffectiveMaxConcurrentRuns(settings) }, loggerFactory.CreateLogger<SessionAgentHost>());
@@ -172,6 +176,28 @@ internal sealed partial class EmbeddedAgentHost(
     {
         var openAi = new OpenAIClient(new ApiKeyCredential(apiKey ?? "unused"), new OpenAIClientOptions { Endpoint = new Uri(endpoint) });
         return openAi.GetChatClient(modelId).AsIChatClient();
+    }
+
+    /// <summary>The client's append transport over the server's in-process appender.</summary>
+    private sealed class InProcessAppendTransport(DurableSessions.AspNetCore.InProcess.InProcessAppender appender) : IProducerAppendTransport
+    {
+        public async Task<string?> AppendAsync(string path, ReadOnlyMemory<byte> messagesJson, string producerId, long epoch, long seq, CancellationToken cancellationToken)
+        {
+            var result = await appender.AppendAsync(path, messagesJson, producerId, epoch, seq, cancellationToken).ConfigureAwait(false);
+            if (result.Succeeded)
+            {
+                return result.Offset ?? string.Empty;
+            }
+
+            // What a request would have been answered with again (the store unavailable, an expired token): the producer
+            // sends it as a request, which retries and reports as for any client.
+            if (result.Status is >= 500 or 401 or 408 or 429)
+            {
+                return null;
+            }
+
+            throw new DurableSessionsException((System.Net.HttpStatusCode)result.Status, result.Code!, result.Message!);
+        }
     }
 
     private static partial class Log

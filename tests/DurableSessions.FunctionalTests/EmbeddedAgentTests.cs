@@ -12,7 +12,8 @@ public sealed class EmbeddedAgentTests
     [InlineData(true)]
     public async Task More_sessions_than_concurrent_runs_are_all_answered_once_and_the_agent_leaves_each(bool overWebSocket)
     {
-        // In process, the agent appends with a request each by default, or pipelined on one in-memory WebSocket.
+        // In process, the agent's appends go straight to the append path by default, or pipelined on one in-memory
+        // WebSocket.
         await using var server = await ServerProcess.StartAsync(null,
             "--Agent:Enabled=true", "--Agent:MaxConcurrentRuns=2", "--Agent:TokensPerSecond=500", $"--Agent:UseWebSocket={overWebSocket}");
         using var client = new HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };

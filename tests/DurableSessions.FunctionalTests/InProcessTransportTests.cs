@@ -81,6 +81,74 @@ public sealed class InProcessTransportTests
         Assert.True((int)answer.StatusCode is >= 400 and < 500, $"got {(int)answer.StatusCode}");
     }
 
+    [Fact]
+    public async Task An_in_process_appender_stores_each_producer_seq_once_and_answers_refusals_as_the_protocol_does()
+    {
+        await using var server = await InProcessServer.StartAsync(services: InProcessTransport.AddTo);
+        var transport = server.Services.GetRequiredService<InProcessTransport>();
+        await server.Client.PutAsync(new Uri("/v1/stream/inproc/direct", UriKind.Relative), Json("[]"));
+        var appender = await transport.CreateAppenderAsync(accessToken: null);
+
+        var first = await appender.AppendAsync("inproc/direct", "[{\"n\":0}]"u8.ToArray(), "p", 0, 0, CancellationToken.None);
+        var second = await appender.AppendAsync("inproc/direct", "[{\"n\":1},{\"n\":2}]"u8.ToArray(), "p", 0, 1, CancellationToken.None);
+        Assert.True(first.Succeeded && second.Succeeded, $"{first} {second}");
+        Assert.NotEqual(first.Offset, second.Offset);
+
+        // A retried sequence number is answered as stored and kept once.
+        var retried = await appender.AppendAsync("inproc/direct", "[{\"n\":1},{\"n\":2}]"u8.ToArray(), "p", 0, 1, CancellationToken.None);
+        Assert.True(retried.Succeeded, retried.ToString());
+
+        // Refusals carry the status and code an HTTP append gets, and store nothing.
+        var gap = await appender.AppendAsync("inproc/direct", "[{\"n\":9}]"u8.ToArray(), "p", 0, 5, CancellationToken.None);
+        Assert.Equal((409, "PRODUCER_SEQ_GAP"), (gap.Status, gap.Code));
+        var next = await appender.AppendAsync("inproc/direct", "[{\"n\":9}]"u8.ToArray(), "p", 0, 2, CancellationToken.None);
+        var other = await appender.AppendAsync("inproc/direct", "[{\"n\":10}]"u8.ToArray(), "q", 3, 0, CancellationToken.None);
+        Assert.True(next.Succeeded && other.Succeeded, $"{next} {other}");
+        var stale = await appender.AppendAsync("inproc/direct", "[{\"n\":11}]"u8.ToArray(), "q", 2, 0, CancellationToken.None);
+        Assert.Equal((403, "STALE_PRODUCER_EPOCH"), (stale.Status, stale.Code));
+        var notJson = await appender.AppendAsync("inproc/direct", "[{\"n\":"u8.ToArray(), "p", 0, 3, CancellationToken.None);
+        Assert.Equal((400, "INVALID_JSON"), (notJson.Status, notJson.Code));
+        var missing = await appender.AppendAsync("inproc/nowhere", "[{\"n\":1}]"u8.ToArray(), "p", 0, 0, CancellationToken.None);
+        Assert.Equal(404, missing.Status);
+        Assert.False(missing.Succeeded);
+
+        var stored = JsonNode.Parse(await server.Client.GetStringAsync(new Uri("/v1/stream/inproc/direct?offset=-1", UriKind.Relative)))!.AsArray();
+        Assert.Equal([0, 1, 2, 9, 10], stored.Select(m => m!["n"]!.GetValue<int>()));
+    }
+
+    [Fact]
+    public async Task An_in_process_appender_holds_its_token_to_its_grants()
+    {
+        await using var server = await InProcessServer.StartAsync(services: s =>
+        {
+            InProcessTransport.AddTo(s);
+            s.Configure<DurableSessions.AspNetCore.Auth.AccessOptions>(o => o.SigningKey = "in-process-appender-test-key-of-32-bytes");
+        });
+        var transport = server.Services.GetRequiredService<InProcessTransport>();
+        var tokens = server.Services.GetRequiredService<DurableSessions.AspNetCore.Auth.AccessTokens>();
+        var admin = tokens.Issue("admin", new Dictionary<string, DurableSessions.AspNetCore.Auth.Capability[]> { ["**"] = [DurableSessions.AspNetCore.Auth.Capability.Read, DurableSessions.AspNetCore.Auth.Capability.Write] }, TimeSpan.FromMinutes(5));
+        using var adminClient = new HttpClient { BaseAddress = server.BaseAddress };
+        adminClient.DefaultRequestHeaders.Authorization = new("Bearer", admin);
+        foreach (var path in new[] { "granted/a", "other/b" })
+        {
+            Assert.Equal(HttpStatusCode.Created, (await adminClient.PutAsync(new Uri($"/v1/stream/{path}", UriKind.Relative), Json("[]"))).StatusCode);
+        }
+
+        // No token, or one the server did not sign: no appender at all.
+        await Assert.ThrowsAsync<UnauthorizedAccessException>(() => transport.CreateAppenderAsync(null));
+        await Assert.ThrowsAsync<UnauthorizedAccessException>(() => transport.CreateAppenderAsync(admin[..^4] + "AAAA"));
+
+        var writer = tokens.Issue("writer", new Dictionary<string, DurableSessions.AspNetCore.Auth.Capability[]> { ["granted/**"] = [DurableSessions.AspNetCore.Auth.Capability.Write] }, TimeSpan.FromMinutes(5));
+        var appender = await transport.CreateAppenderAsync(writer);
+        var allowed = await appender.AppendAsync("granted/a", "[{\"n\":1}]"u8.ToArray(), "p", 0, 0, CancellationToken.None);
+        Assert.True(allowed.Succeeded, allowed.ToString());
+        var refused = await appender.AppendAsync("other/b", "[{\"n\":1}]"u8.ToArray(), "p", 0, 0, CancellationToken.None);
+        Assert.Equal((403, "FORBIDDEN"), (refused.Status, refused.Code));
+
+        Assert.Equal("[{\"n\":1}]", await adminClient.GetStringAsync(new Uri("/v1/stream/granted/a?offset=-1", UriKind.Relative)));
+        Assert.Equal("[]", await adminClient.GetStringAsync(new Uri("/v1/stream/other/b?offset=-1", UriKind.Relative)));
+    }
+
     private static async Task Send(ClientWebSocket socket, string text)
         => await socket.SendAsync(Encoding.UTF8.GetBytes(text), WebSocketMessageType.Text, endOfMessage: true, CancellationToken.None);
 

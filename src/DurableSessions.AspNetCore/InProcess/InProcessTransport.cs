@@ -19,6 +19,7 @@ namespace DurableSessions.AspNetCore.InProcess;
 public sealed class InProcessTransport
 {
     private Func<IFeatureCollection, CancellationToken, Task>? _process;
+    private IServiceProvider? _services;
 
     /// <summary>Whether the server has started, so requests can be handed to it.</summary>
     public bool IsReady => _process is not null;
@@ -34,7 +35,11 @@ public sealed class InProcessTransport
             if (services[i].ServiceType == typeof(IServer))
             {
                 var inner = services[i];
-                services[i] = ServiceDescriptor.Singleton<IServer>(sp => new Server((IServer)Create(sp, inner), transport));
+                services[i] = ServiceDescriptor.Singleton<IServer>(sp =>
+                {
+                    transport._services = sp;
+                    return new Server((IServer)Create(sp, inner), transport);
+                });
                 return;
             }
         }
@@ -44,6 +49,36 @@ public sealed class InProcessTransport
 
     /// <summary>A handler for an <see cref="HttpClient"/> whose requests go to this server in process.</summary>
     public HttpMessageHandler CreateHandler() => new Handler(this);
+
+    /// <summary>
+    /// An appender that hands a producer's appends straight to this server's append path, with no request, as the
+    /// holder of <paramref name="accessToken"/> (none needed when access control is off).
+    /// </summary>
+    /// <exception cref="UnauthorizedAccessException">Access control is on and the token is missing or not valid.</exception>
+    /// <exception cref="InvalidOperationException">The server has not started.</exception>
+    public async Task<InProcessAppender> CreateAppenderAsync(string? accessToken, CancellationToken cancellationToken = default)
+    {
+        var services = _process is not null ? _services! : throw new InvalidOperationException("The server is not accepting requests.");
+        var control = services.GetRequiredService<Auth.AccessControl>();
+        if (!control.Enabled)
+        {
+            return new InProcessAppender(services, new ClaimsPrincipalAccess(new System.Security.Claims.ClaimsPrincipal(), Auth.Access.Everything));
+        }
+
+        if (string.IsNullOrEmpty(accessToken))
+        {
+            throw new UnauthorizedAccessException("An access token is required.");
+        }
+
+        cancellationToken.ThrowIfCancellationRequested();
+        var (principal, error) = await control.ValidateAsync(services, accessToken).ConfigureAwait(false);
+        if (principal is null || control.AccessOf(principal) is not { } access)
+        {
+            throw new UnauthorizedAccessException(error);
+        }
+
+        return new InProcessAppender(services, new ClaimsPrincipalAccess(principal, access));
+    }
 
     private static object Create(IServiceProvider services, ServiceDescriptor descriptor)
         => descriptor.ImplementationInstance

@@ -1,0 +1,74 @@
+using DurableSessions.AspNetCore.Auth;
+using DurableSessions.AspNetCore.Streams;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace DurableSessions.AspNetCore.InProcess;
+
+/// <summary>
+/// Appends as idempotent producers straight to this server's append path, with no request: the same checks, the
+/// stream's append policy (a session's rules), access control and store as an append over HTTP or the WebSocket. The
+/// hosted agent writes its replies' delta batches with it: a request each (headers, routing, the middleware, a response)
+/// cost more than the append itself.
+/// </summary>
+/// <remarks>Thread-safe; appends to one stream are stored in the order their calls complete, as over HTTP.</remarks>
+public sealed class InProcessAppender
+{
+    private const string JsonContentType = "application/json";
+
+    private readonly StreamRequestHandler _streams;
+    private readonly TimeProvider _time;
+    private readonly HttpContext _caller;
+    private readonly Access _access;
+
+    internal InProcessAppender(IServiceProvider services, ClaimsPrincipalAccess caller)
+    {
+        _streams = services.GetRequiredService<StreamRequestHandler>();
+        _time = services.GetRequiredService<StreamStore>().TimeProvider;
+        _access = caller.Access;
+
+        // The authorization handlers see the caller as they see a request's: its principal and access.
+        _caller = new DefaultHttpContext { RequestServices = services, User = caller.Principal };
+        _caller.Items[AccessControl.ItemKey] = caller.Access;
+    }
+
+    /// <summary>
+    /// Appends a JSON array of messages to <paramref name="path"/> as producer <paramref name="producerId"/>, epoch
+    /// <paramref name="epoch"/> and sequence number <paramref name="seq"/>.
+    /// </summary>
+    /// <returns>The status the protocol answers, with the offset after the append or the refusal's code and message.</returns>
+    public async Task<InProcessAppendResult> AppendAsync(string path, ReadOnlyMemory<byte> messagesJson, string producerId, long epoch, long seq, CancellationToken cancellationToken)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        ArgumentException.ThrowIfNullOrEmpty(producerId);
+        if (_access.ExpiresAt is { } expiresAt && _time.GetUtcNow() >= expiresAt)
+        {
+            return new InProcessAppendResult(401, null, "UNAUTHENTICATED", "The access token has expired.");
+        }
+
+        if (!await AccessControl.AllowsAsync(_caller, new StreamResource(path), Capability.Write).ConfigureAwait(false))
+        {
+            return new InProcessAppendResult(403, null, "FORBIDDEN", $"The token does not grant write on {path}.");
+        }
+
+        var command = new AppendCommand(path, JsonContentType, messagesJson, Close: false, StreamSeq: null, new ProducerStamp(producerId, epoch, seq));
+        var answer = await _streams.AppendAsync(command, _access, cancellationToken).ConfigureAwait(false);
+        return answer.Succeeded
+            ? new InProcessAppendResult(answer.Status, answer.Result is { } result ? StreamOffset.Format(result.TailPosition) : null, null, null)
+            : new InProcessAppendResult(answer.Status, null, answer.Code, answer.Message);
+    }
+}
+
+/// <summary>How the server answered an <see cref="InProcessAppender"/> append.</summary>
+/// <param name="Status">The HTTP status the same append would get: 200 or 204 when stored, 4xx when refused.</param>
+/// <param name="Offset">The stream's offset after the append, when stored.</param>
+/// <param name="Code">The refusal's error code (as in a problem response), or null when stored.</param>
+/// <param name="Message">The refusal's message, or null when stored.</param>
+public readonly record struct InProcessAppendResult(int Status, string? Offset, string? Code, string? Message)
+{
+    /// <summary>Whether the append was stored (or was already: a retried sequence number).</summary>
+    public bool Succeeded => Code is null;
+}
+
+/// <summary>A caller's principal and the access it holds.</summary>
+internal sealed record ClaimsPrincipalAccess(System.Security.Claims.ClaimsPrincipal Principal, Access Access);
