@@ -2,7 +2,8 @@
 # The sessions scenario (many conversations answered by the demo agent at 50 tokens/s, each watched by 2 SSE clients)
 # on two server nodes sharing one redis-server (appendonly yes, appendfsync always). Both nodes host the demo agent, as
 # workers of the same agent sharing its turns; the clients connect to node A. Loopback only; bounded by the duration.
-#   usage: benchmarks/run-sessions-redis.sh [sessions, default 300] [duration-seconds, default 10]
+#   usage: benchmarks/run-sessions-redis.sh [sessions, default 300] [duration-seconds, default 10] [server dll]
+# Pass another build's DurableSessions.Server.dll (e.g. one built from an older commit) to measure it the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SESSIONS="${1:-300}"
@@ -16,7 +17,7 @@ command -v redis-server >/dev/null || { echo "redis-server is required (Debian p
 
 dotnet build src/DurableSessions.Server -c Release -nologo -v quiet >/dev/null
 dotnet build benchmarks/DurableSessions.LoadTest -c Release -nologo -v quiet >/dev/null
-SERVER="dotnet src/DurableSessions.Server/bin/Release/net10.0/DurableSessions.Server.dll"
+SERVER="dotnet ${3:-src/DurableSessions.Server/bin/Release/net10.0/DurableSessions.Server.dll}"
 LOAD="dotnet benchmarks/DurableSessions.LoadTest/bin/Release/net10.0/DurableSessions.LoadTest.dll"
 
 mkdir -p "$WORK/redis"

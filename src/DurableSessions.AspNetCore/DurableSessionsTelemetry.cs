@@ -102,6 +102,19 @@ internal static class Telemetry
         }
     }
 
+    /// <summary>Measures the deltas of a committed append of plain delta inserts.</summary>
+    internal static void DeltasCommitted(IReadOnlyList<DeltaChange> deltas)
+    {
+        Deltas.Add(deltas.Count);
+        if (DeltaCharacters.Enabled)
+        {
+            foreach (var delta in deltas)
+            {
+                DeltaCharacters.Add(delta.Text.Length);
+            }
+        }
+    }
+
     private static void RunEnded(JsonObject run, string status, Func<string, ActivityContext> messageTrace)
     {
         var tag = new KeyValuePair<string, object?>("status", status);

@@ -105,6 +105,34 @@ public static class SessionEventRules
         return null;
     }
 
+    /// <summary>
+    /// Checks a batch of plain delta inserts (<see cref="SessionDeltas"/>) a writer appends: the same decision
+    /// <see cref="CheckAppend(SessionState, IEnumerable{JsonNode?}, SessionWriter)"/> reaches for those events.
+    /// </summary>
+    internal static SessionEventRejection? CheckDeltas(SessionState state, IReadOnlyList<DeltaChange> deltas, SessionWriter writer)
+    {
+        if (writer.Subject is null)
+        {
+            return null;
+        }
+
+        for (var i = 0; i < deltas.Count; i++)
+        {
+            if (AuthorizeDelta(i, writer.Subject, state.Get(SessionEventTypes.Message, deltas[i].MessageId)) is { } refused)
+            {
+                return refused;
+            }
+        }
+
+        return null;
+    }
+
+    // Text streams only into a message the writer wrote (when identities are checked).
+    private static SessionEventRejection? AuthorizeDelta(int index, string? subject, JsonObject? target)
+        => subject is not null && (target is null || Str(target, "author") != subject)
+            ? SessionEventRejection.Forbidden(index, "NOT_OWNER", "deltas can only stream into a message the writer wrote.")
+            : null;
+
     /// <summary>Whether a stored event can be materialized: its shape is sound (known values are not enforced, so older data still reads).</summary>
     public static bool IsReadable(JsonNode? message) => Validate(message, strict: false) is null;
 
@@ -345,13 +373,7 @@ public static class SessionEventRules
 
                 return null;
             case SessionEventTypes.Delta:
-                if (subject is not null && operation != "delete"
-                    && (lookup(SessionEventTypes.Message, Str(value!, "messageId")!) is not { } target || Str(target, "author") != subject))
-                {
-                    return SessionEventRejection.Forbidden(index, "NOT_OWNER", "deltas can only stream into a message the writer wrote.");
-                }
-
-                return null;
+                return operation != "delete" ? AuthorizeDelta(index, subject, lookup(SessionEventTypes.Message, Str(value!, "messageId")!)) : null;
             case SessionEventTypes.Control:
                 if (operation == "delete")
                 {

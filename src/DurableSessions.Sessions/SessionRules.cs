@@ -283,29 +283,54 @@ public static class SessionRules
         foreach (var change in changes)
         {
             var value = change?["value"] as JsonObject;
-            var runId = SessionJson.Text(change, "type") switch
+            var refused = SessionJson.Text(change, "type") switch
             {
-                SessionEventTypes.Run => SessionJson.Text(change, "key"),
-                SessionEventTypes.Message => SessionJson.Text(value, "runId"),
-                SessionEventTypes.Delta => SessionJson.Text(value, "runId") ?? SessionJson.Text(state.Get(SessionEventTypes.Message, SessionJson.Text(value, "messageId") ?? string.Empty), "runId"),
+                SessionEventTypes.Run => CheckRunFence(state, SessionJson.Text(change, "key")),
+                SessionEventTypes.Message => CheckRunFence(state, SessionJson.Text(value, "runId")),
+                SessionEventTypes.Delta => CheckDeltaFence(state, SessionJson.Text(value, "messageId") ?? string.Empty, SessionJson.Text(value, "runId")),
                 _ => null,
             };
-
-            // A delta that names its run adds nothing to a message another run has taken over (after a crash cut it).
-            if (SessionJson.Text(change, "type") == SessionEventTypes.Delta && runId is not null
-                && SessionJson.Text(state.Get(SessionEventTypes.Message, SessionJson.Text(value, "messageId") ?? string.Empty), "runId") is { } owner && owner != runId)
+            if (refused is not null)
             {
-                return new SessionEventRejection(409, SessionRejection.RunCancelled, $"Run {runId} no longer writes this message; run {owner} answers it now.");
-            }
-
-            if (runId is not null && IsFenced(SessionJson.Text(state.Get(SessionEventTypes.Run, runId), "status")))
-            {
-                return new SessionEventRejection(409, SessionRejection.RunCancelled, $"Run {runId} was cancelled; nothing more is accepted for it.");
+                return refused;
             }
         }
 
         return null;
     }
+
+    /// <summary>The fence for a batch of plain delta inserts (<see cref="SessionDeltas"/>): the decision of <see cref="CheckFence(SessionState, IEnumerable{JsonNode?})"/> for them.</summary>
+    internal static SessionEventRejection? CheckDeltasFence(SessionState state, IReadOnlyList<DeltaChange> deltas)
+    {
+        foreach (var delta in deltas)
+        {
+            if (CheckDeltaFence(state, delta.MessageId, delta.RunId) is { } refused)
+            {
+                return refused;
+            }
+        }
+
+        return null;
+    }
+
+    // A delta belongs to the run it names, else to its message's run.
+    private static SessionEventRejection? CheckDeltaFence(SessionState state, string messageId, string? namedRunId)
+    {
+        var owner = SessionJson.Text(state.Get(SessionEventTypes.Message, messageId), "runId");
+
+        // A delta that names its run adds nothing to a message another run has taken over (after a crash cut it).
+        if (namedRunId is not null && owner is not null && owner != namedRunId)
+        {
+            return new SessionEventRejection(409, SessionRejection.RunCancelled, $"Run {namedRunId} no longer writes this message; run {owner} answers it now.");
+        }
+
+        return CheckRunFence(state, namedRunId ?? owner);
+    }
+
+    private static SessionEventRejection? CheckRunFence(SessionState state, string? runId)
+        => runId is not null && IsFenced(SessionJson.Text(state.Get(SessionEventTypes.Run, runId), "status"))
+            ? new SessionEventRejection(409, SessionRejection.RunCancelled, $"Run {runId} was cancelled; nothing more is accepted for it.")
+            : null;
 
     private static bool IsFenced(string? status) => status is "cancelled" or "interrupted" or "paused";
 

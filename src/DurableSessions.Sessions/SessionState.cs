@@ -300,16 +300,37 @@ public sealed class SessionState
         return snapshot;
     }
 
+    /// <summary>
+    /// Applies a batch of plain delta inserts (<see cref="SessionDeltas"/>) that ends at <paramref name="endPosition"/>:
+    /// what <see cref="ApplyReadableMessages"/> does with the same events.
+    /// </summary>
+    internal void ApplyDeltas(IReadOnlyList<DeltaChange> deltas, long endPosition)
+    {
+        foreach (var delta in deltas)
+        {
+            ApplyDelta(delta.MessageId, delta.Part, delta.PartType, delta.Text);
+        }
+
+        Position = endPosition;
+    }
+
     private void ApplyDelta(JsonObject delta)
     {
-        if (!TryGetString(delta, "messageId", out var messageId) || !_entities.TryGetValue((SessionEventTypes.Message, messageId), out var message))
+        if (TryGetString(delta, "messageId", out var messageId))
+        {
+            ApplyDelta(messageId, SessionJson.Number(delta, "part") ?? 0, TryGetString(delta, "partType", out var partType) ? partType : null, TryGetString(delta, "text", out var text) ? text : null);
+        }
+    }
+
+    private void ApplyDelta(string messageId, int index, string? partType, string? text)
+    {
+        if (!_entities.TryGetValue((SessionEventTypes.Message, messageId), out var message))
         {
             return;
         }
 
         Changed((SessionEventTypes.Message, messageId));
 
-        var index = SessionJson.Number(delta, "part") ?? 0;
         if (message["parts"] is not JsonArray parts)
         {
             parts = [];
@@ -325,10 +346,10 @@ public sealed class SessionState
 
         while (parts.Count <= index)
         {
-            parts.Add(new JsonObject { ["type"] = TryGetString(delta, "partType", out var partType) ? partType : "text", ["text"] = string.Empty });
+            parts.Add(new JsonObject { ["type"] = partType ?? "text", ["text"] = string.Empty });
         }
 
-        if (parts[index] is JsonObject target && TryGetString(delta, "text", out var text))
+        if (parts[index] is JsonObject target && text is not null)
         {
             var existing = SessionJson.Text(target, "text") ?? string.Empty;
             target["text"] = existing + text;

@@ -146,6 +146,12 @@ internal sealed partial class SessionService : IDisposable
 
         try
         {
+            // Nearly every append is an agent's text streaming into its reply: read without JSON nodes, by the same rules.
+            if (SessionDeltas.TryRead(request.Data.Data.Span, out var deltas) && deltas.Count == request.Data.Units)
+            {
+                return await AppendDeltasAsync(session, request, deltas, writer, cancellationToken).ConfigureAwait(false);
+            }
+
             for (var attempt = 1; ; attempt++)
             {
                 await CatchUpAsync(session, cancellationToken).ConfigureAwait(false);
@@ -180,6 +186,41 @@ internal sealed partial class SessionService : IDisposable
         finally
         {
             session.Lock.Release();
+        }
+    }
+
+    /// <summary>
+    /// <see cref="AppendAsync"/> for an append of plain delta inserts, under the session's lock: the same checks, write
+    /// and state update on typed deltas. Deltas are progress (restated by the reply's final message event), and never
+    /// need an answer.
+    /// </summary>
+    private async Task<(AppendResult? Result, SessionEventRejection? Rejection)> AppendDeltasAsync(Session session, AppendRequest request, List<DeltaChange> deltas, SessionWriter writer, CancellationToken cancellationToken)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            await CatchUpAsync(session, cancellationToken).ConfigureAwait(false);
+            if ((SessionEventRules.CheckDeltas(session.State, deltas, writer) ?? SessionRules.CheckDeltasFence(session.State, deltas)) is { } rejection)
+            {
+                return (null, rejection);
+            }
+
+            var result = await _store.AppendAsync(request with { ExpectedTail = session.State.Position, Progress = true }, cancellationToken).ConfigureAwait(false);
+            if (result.Status == AppendStatus.TailMoved && attempt < MaxAttempts)
+            {
+                continue;
+            }
+
+            if (result.Status == AppendStatus.Appended)
+            {
+                if (session.State.Position == result.TailPosition - request.Data.Units)
+                {
+                    session.State.ApplyDeltas(deltas, result.TailPosition);
+                }
+
+                Telemetry.DeltasCommitted(deltas);
+            }
+
+            return (result, null);
         }
     }
 
