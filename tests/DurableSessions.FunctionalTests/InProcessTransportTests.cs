@@ -82,6 +82,24 @@ public sealed class InProcessTransportTests
     }
 
     [Fact]
+    public async Task A_read_of_a_disposed_in_process_response_fails_as_a_dropped_connection()
+    {
+        await using var server = await InProcessServer.StartAsync(services: InProcessTransport.AddTo);
+        var transport = server.Services.GetRequiredService<InProcessTransport>();
+        await server.Client.PutAsync(new Uri("/v1/stream/inproc/cut", UriKind.Relative), Json("[]"));
+        using var http = new HttpClient(transport.CreateHandler()) { BaseAddress = server.BaseAddress };
+
+        // HttpClient disposes a response whose read it cancels while its buffering loop may still read the body (an
+        // agent's long-poll claim when the server stops): that read fails as a read from a closed connection, which
+        // clients treat as a dropped connection, not as a misuse of the in-memory pipe.
+        var response = await http.GetAsync(new Uri("/v1/stream/inproc/cut?offset=-1&live=sse", UriKind.Relative), HttpCompletionOption.ResponseHeadersRead);
+        var body = await response.Content.ReadAsStreamAsync();
+        response.Dispose();
+        await Assert.ThrowsAsync<IOException>(async () => _ = await body.ReadAsync(new byte[4096]));
+        Assert.Throws<IOException>(() => body.ReadByte());
+    }
+
+    [Fact]
     public async Task An_in_process_appender_stores_each_producer_seq_once_and_answers_refusals_as_the_protocol_does()
     {
         await using var server = await InProcessServer.StartAsync(services: InProcessTransport.AddTo);

@@ -543,11 +543,36 @@ public sealed class InProcessTransport
         {
         }
 
-        public override int Read(byte[] buffer, int offset, int count) => _inner.Read(buffer, offset, count);
+        public override int Read(byte[] buffer, int offset, int count)
+        {
+            try
+            {
+                return _inner.Read(buffer, offset, count);
+            }
+            catch (InvalidOperationException ex)
+            {
+                throw Aborted(ex);
+            }
+        }
 
-        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => _inner.ReadAsync(buffer, cancellationToken);
+        public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            try
+            {
+                return await _inner.ReadAsync(buffer, cancellationToken).ConfigureAwait(false);
+            }
+            catch (InvalidOperationException ex)
+            {
+                throw Aborted(ex);
+            }
+        }
 
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => _inner.ReadAsync(buffer, offset, count, cancellationToken);
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
+            => ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        // An aborted request (its caller cancelled it, or the server is stopping) completes the pipe's reader; a read
+        // after that fails as a read from a closed connection does, which clients treat as a dropped connection.
+        private static IOException Aborted(InvalidOperationException inner) => new("The request was aborted.", inner);
 
         public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
 
