@@ -12,6 +12,12 @@ internal static class Http
         PooledConnectionLifetime = Timeout.InfiniteTimeSpan,
         AutomaticDecompression = DecompressionMethods.None,
         UseProxy = false,
+
+        // A live read the tool leaves (a follower that saw what it waited for) closes its connection. By default the
+        // handler drains the rest of a disposed response, up to 2 s, to reuse the connection: a live stream never ends,
+        // so each such connection would count against MaxConnectionsPerServer for those 2 s, and later requests would
+        // wait for a free one.
+        MaxResponseDrainSize = 0,
     })
     {
         BaseAddress = new Uri(url),

@@ -47,6 +47,7 @@ internal static class StoredSessionScenario
         var random = new Random(42);
         var latencies = new List<double>();
         long errors = 0;
+        (string Id, double Ms) slowest = (string.Empty, 0);
         for (var q = 0; q < options.Questions; q++)
         {
             var id = Id(random.Next(options.Streams));
@@ -91,14 +92,19 @@ internal static class StoredSessionScenario
                 continue;
             }
 
-            latencies.Add(Stopwatch.GetElapsedTime(asked, seen).TotalMilliseconds);
+            var latency = Stopwatch.GetElapsedTime(asked, seen).TotalMilliseconds;
+            latencies.Add(latency);
+            if (latency > slowest.Ms)
+            {
+                slowest = (id, latency);
+            }
         }
 
         var sorted = latencies.Order().ToArray();
         static double At(double[] s, double p) => s.Length == 0 ? double.NaN : s[Math.Min(s.Length - 1, (int)Math.Ceiling(p * s.Length) - 1)];
         var name = string.Create(CultureInfo.InvariantCulture, $"{options.Questions} questions into random sessions of {options.Streams:N0}");
         return new ScenarioResult(name, string.Create(CultureInfo.InvariantCulture,
-            $"first reply delta p50 {At(sorted, 0.5):F0} ms, p90 {At(sorted, 0.9):F0} ms, p99 {At(sorted, 0.99):F0} ms, max {At(sorted, 1):F0} ms; {errors} unanswered"), latencies.Count, errors);
+            $"first reply delta p50 {At(sorted, 0.5):F0} ms, p90 {At(sorted, 0.9):F0} ms, p99 {At(sorted, 0.99):F0} ms, max {At(sorted, 1):F0} ms (session {slowest.Id}); {errors} unanswered"), latencies.Count, errors);
     }
 
     private static string Id(int i) => "stored-" + i.ToString(CultureInfo.InvariantCulture);

@@ -5,8 +5,9 @@ using DurableSessions.Sessions;
 namespace DurableSessions.Agents;
 
 /// <summary>
-/// Writes a run's token deltas behind the model, one event per part per write: each write waits the linger to gather
-/// tokens, and the tokens that arrive while a write is in flight go out together in the next one.
+/// Writes a run's token deltas behind the model, one event per part per write: the run's first token goes out at once,
+/// each later write waits the linger to gather tokens, and the tokens that arrive while a write is in flight go out
+/// together in the next one.
 /// </summary>
 /// <remarks>
 /// Only a run with tokens to write waits (no timer ticks between replies or after the last token), and when writes slow
@@ -24,6 +25,7 @@ internal sealed class DeltaBatcher
     private readonly SortedDictionary<int, (string Type, StringBuilder Text)> _pending = [];
     private DateTimeOffset? _firstPendingAt;
     private bool _writing;
+    private bool _wroteFirst;
     private Task _writer = Task.CompletedTask;
     private int _sequence;
     private Exception? _failure;
@@ -88,10 +90,14 @@ internal sealed class DeltaBatcher
         {
             while (true)
             {
-                if (_linger > TimeSpan.Zero)
+                // The wait for a reply's first token is what its reader notices; after it, a linger of tens of
+                // milliseconds is not seen in a stream of text, and it keeps the writes per reply down under load.
+                if (_linger > TimeSpan.Zero && _wroteFirst)
                 {
                     await Task.Delay(_linger, _time, _run.Token).ConfigureAwait(false);
                 }
+
+                _wroteFirst = true;
 
                 if (Take() is not { } events)
                 {

@@ -16,10 +16,10 @@ public sealed class SessionAgentOptions
     public string AgentId { get; set; } = "agent:demo";
 
     /// <summary>
-    /// How long each write of a reply's tokens waits to gather more before it goes out as one event per part; the tokens
-    /// said while a write is in flight go out together in the next one. Default 30 ms. Zero writes a token as soon as
-    /// the previous write is acknowledged: the lowest latency while the server has room, and the most writes. At most
-    /// one second.
+    /// How long each write of a reply's tokens after its first waits to gather more before it goes out as one event per
+    /// part (the first token is written at once); the tokens said while a write is in flight go out together in the next
+    /// one. Default 30 ms. Zero writes every token as soon as the previous write is acknowledged: the lowest latency
+    /// while the server has room, and the most writes. At most one second.
     /// </summary>
     public TimeSpan DeltaLinger
     {

@@ -23,8 +23,9 @@ internal sealed class EmbeddedAgentOptions
     public double TokensPerSecond { get; set; } = 25;
 
     /// <summary>
-    /// How long each write of a reply's tokens waits to gather more (<see cref="SessionAgentOptions.DeltaLinger"/>), at
-    /// most one second. Default 30 ms; zero writes a token as soon as the previous write is acknowledged.
+    /// How long each write of a reply's tokens after its first waits to gather more
+    /// (<see cref="SessionAgentOptions.DeltaLinger"/>), at most one second. Default 30 ms; zero writes every token as soon
+    /// as the previous write is acknowledged.
     /// </summary>
     public TimeSpan DeltaLinger { get; set; } = TimeSpan.FromMilliseconds(30);
 

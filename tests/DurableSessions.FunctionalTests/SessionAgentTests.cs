@@ -163,6 +163,60 @@ public sealed class SessionAgentTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_replys_first_token_is_written_at_once_and_later_ones_wait_the_linger_together()
+    {
+        // The linger runs on a clock that only moves when told: the first token cannot have waited for it.
+        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        var model = new ThreeTokens();
+        var session = _client.Session("first");
+        await session.CreateAsync();
+        using var agentClient = new DurableSessionsClient(_client.Options with { ParticipantId = "agent:demo", UseWebSocket = false });
+        var agent = new SessionAgent(model, agentClient, new SessionAgentOptions { DeltaLinger = TimeSpan.FromSeconds(1), TimeProvider = clock });
+        _ = Task.Run(() => agent.RunAsync("first", _stop.Token));
+        await session.SendMessageAsync("Count to three");
+
+        await WaitFor("first", s => s.All("message").Any(m => m["role"]!.GetValue<string>() == "assistant" && Text(m) == "one"));
+        model.SayMore.TrySetResult();
+        await model.Said.Task.WaitAsync(Timeout);
+        clock.Advance(TimeSpan.FromSeconds(1));
+
+        await WaitFor("first", s => s.All("message").Any(m => m["role"]!.GetValue<string>() == "assistant" && Text(m) == "one two three"));
+        var history = JsonNode.Parse(await _server.Client.GetStringAsync("/v1/stream/sessions/first"))!.AsArray();
+        var deltas = history.Where(e => e!["type"]!.GetValue<string>() == "delta").Select(e => e!["value"]!["text"]!.GetValue<string>());
+        Assert.Equal(["one", " two three"], deltas);
+    }
+
+    /// <summary>Says one token, then two more when told.</summary>
+    private sealed class ThreeTokens : IChatClient
+    {
+        public TaskCompletionSource SayMore { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource Said { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
+            => throw new NotSupportedException();
+
+        public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+        {
+            yield return new ChatResponseUpdate(ChatRole.Assistant, "one");
+            await SayMore.Task.WaitAsync(cancellationToken);
+            yield return new ChatResponseUpdate(ChatRole.Assistant, " two");
+            yield return new ChatResponseUpdate(ChatRole.Assistant, " three");
+
+            // Runs when the agent asks for the next update, so after it took " three".
+            Said.TrySetResult();
+            await Task.Delay(System.Threading.Timeout.InfiniteTimeSpan, cancellationToken);
+            yield break;
+        }
+
+        public object? GetService(Type serviceType, object? serviceKey = null) => null;
+
+        public void Dispose()
+        {
+        }
+    }
+
+    [Fact]
     public async Task A_cancel_from_another_client_fires_the_models_token_and_fences_the_run()
     {
         var chat = new RecordingChatClient(new DemoChatClient(tokensPerSecond: 20));
