@@ -51,7 +51,9 @@ public sealed class InProcessAppender
             return new InProcessAppendResult(403, null, "FORBIDDEN", $"The token does not grant write on {path}.");
         }
 
-        var command = new AppendCommand(path, JsonContentType, messagesJson, Close: false, StreamSeq: null, new ProducerStamp(producerId, epoch, seq));
+        // A copy, as a request's body would be: the stored change is handed to live readers after this returns, and the
+        // caller's buffer is the caller's to reuse.
+        var command = new AppendCommand(path, JsonContentType, messagesJson.ToArray(), Close: false, StreamSeq: null, new ProducerStamp(producerId, epoch, seq));
         var answer = await _streams.AppendAsync(command, _access, cancellationToken).ConfigureAwait(false);
         return answer.Succeeded
             ? new InProcessAppendResult(answer.Status, answer.Result is { } result ? StreamOffset.Format(result.TailPosition) : null, null, null)
