@@ -130,9 +130,31 @@ internal sealed partial class EmbeddedAgentHost(
             }, TimeSpan.FromDays(365))
             : null;
 
+        // The token is checked as the server checks every caller's. One the configured scheme does not take (an identity
+        // provider's, with no Auth:SigningKey of the server's own) would be refused on every call: the agent is not
+        // hosted, and the server says so and keeps serving.
+        DurableSessions.AspNetCore.InProcess.InProcessAppender? checkedAppender = null;
+        try
+        {
+            if (transport.IsReady)
+            {
+                checkedAppender = await transport.CreateAppenderAsync(token, stoppingToken);
+            }
+        }
+        catch (UnauthorizedAccessException ex)
+        {
+            Log.TokenRefused(_logger, settings.Id, ex.Message);
+            return;
+        }
+
         // In process, its appends (every reply's delta batches) go straight to the append path, with no request each,
         // unless Agent:UseWebSocket asks for the in-memory WebSocket.
-        var appender = inProcess && settings.UseWebSocket != true ? new InProcessAppendTransport(await transport.CreateAppenderAsync(token, stoppingToken)) : null;
+        await using var appender = inProcess && settings.UseWebSocket != true ? checkedAppender : null;
+        if (appender is null && checkedAppender is not null)
+        {
+            await checkedAppender.DisposeAsync();
+        }
+
         using var client = new DurableSessionsClient(httpClient: http, options: DurableSessionsClientOptions.Default with
         {
             BaseAddress = new Uri(address.Replace("://+", "://127.0.0.1", StringComparison.Ordinal).Replace("://*", "://127.0.0.1", StringComparison.Ordinal).Replace("://0.0.0.0", "://127.0.0.1", StringComparison.Ordinal)),
@@ -140,7 +162,7 @@ internal sealed partial class EmbeddedAgentHost(
 
             // Over the network its appends are pipelined on one WebSocket.
             UseWebSocket = settings.UseWebSocket ?? http is null,
-            AppendTransport = appender,
+            AppendTransport = appender is null ? null : new InProcessAppendTransport(appender),
             AccessToken = token,
         });
         var agent = new SessionAgent(chat, client, new SessionAgentOptions { AgentId = settings.Id, Instructions = settings.Instructions, DeltaLinger = settings.DeltaLinger }, loggerFactory.CreateLogger<SessionAgent>());
@@ -205,6 +227,9 @@ internal sealed partial class EmbeddedAgentHost(
     {
         [LoggerMessage(10, LogLevel.Information, "Hosting agent {AgentId} (model: {Model}): it answers every session's new messages")]
         public static partial void Hosting(ILogger logger, string agentId, string model);
+
+        [LoggerMessage(11, LogLevel.Error, "The hosted agent {AgentId} is not started: access control does not accept the token the server issues it ({Reason}). Configure Auth:SigningKey so the server can issue tokens its scheme accepts, or run agents with tokens of your identity provider (Agent:Enabled=false).")]
+        public static partial void TokenRefused(ILogger logger, string agentId, string reason);
 
     }
 }

@@ -85,6 +85,24 @@ public sealed class IdentityProviderTests : IAsyncLifetime
         await Eventually(async () => await Send(client, HttpMethod.Get, "/v1/stream/idp/a?offset=-1", old) == HttpStatusCode.Unauthorized, "the dropped key to be refused");
     }
 
+    [Fact]
+    public async Task With_an_identity_provider_and_no_signing_key_the_hosted_agent_is_not_started_and_the_server_serves()
+    {
+        // The provider's scheme does not take a token the server could issue its own agent (it has no signing key): the
+        // agent is not hosted, which the server says, and it keeps serving. (The agent's first refused call used to stop
+        // the whole server.)
+        await using var server = await ServerProcess.StartAsync(null,
+            $"--Authentication:Schemes:Bearer:Authority={_issuer}",
+            "--Authentication:Schemes:Bearer:RequireHttpsMetadata=false",
+            $"--Authentication:Schemes:Bearer:ValidAudiences:0={Audience}",
+            "--Agent:Enabled=true");
+        await Eventually(() => Task.FromResult(server.RecentOutput.Contains("is not started: access control does not accept", StringComparison.Ordinal)), "the hosted agent to be refused");
+        using var client = new HttpClient { BaseAddress = server.BaseAddress };
+        var all = new JsonObject { ["idp/**"] = new JsonArray("read", "write", "admin") };
+        Assert.Equal(HttpStatusCode.Created, await Send(client, HttpMethod.Put, "/v1/stream/idp/up", Token(new RsaSecurityKey(_first) { KeyId = "k1" }, SecurityAlgorithms.RsaSha256, grants: all), "[]"));
+        Assert.DoesNotContain("BackgroundService failed", server.RecentOutput, StringComparison.Ordinal);
+    }
+
     private string Token(SecurityKey key, string algorithm, JsonObject? grants = null, string? scope = null, string audience = Audience, string? issuer = null)
     {
         var claims = new Dictionary<string, object> { ["sub"] = "user:idp" };

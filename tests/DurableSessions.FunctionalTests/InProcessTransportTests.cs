@@ -102,7 +102,7 @@ public sealed class InProcessTransportTests
     [Fact]
     public async Task An_in_process_appender_stores_each_producer_seq_once_and_answers_refusals_as_the_protocol_does()
     {
-        await using var server = await InProcessServer.StartAsync(services: InProcessTransport.AddTo);
+        await using var server = await InProcessServer.StartAsync(configure: o => o.MaxAppendBytes = 4096, services: InProcessTransport.AddTo);
         var transport = server.Services.GetRequiredService<InProcessTransport>();
         await server.Client.PutAsync(new Uri("/v1/stream/inproc/direct", UriKind.Relative), Json("[]"));
         var appender = await transport.CreateAppenderAsync(accessToken: null);
@@ -129,6 +129,15 @@ public sealed class InProcessTransportTests
         var missing = await appender.AppendAsync("inproc/nowhere", "[{\"n\":1}]"u8.ToArray(), "p", 0, 0, CancellationToken.None);
         Assert.Equal(404, missing.Status);
         Assert.False(missing.Succeeded);
+
+        // What a request or a WebSocket message is refused for before it reaches a stream: its path, its size, its producer.
+        Assert.Equal((400, "INVALID_PATH"), Refusal(await appender.AppendAsync("inproc//direct", "[{\"n\":1}]"u8.ToArray(), "p", 0, 6, CancellationToken.None)));
+        Assert.Equal((400, "INVALID_PATH"), Refusal(await appender.AppendAsync(DurableSessions.AspNetCore.Streams.StreamPaths.Reserved + "/x", "[{\"n\":1}]"u8.ToArray(), "p", 0, 6, CancellationToken.None)));
+        Assert.Equal((400, "INVALID_PRODUCER"), Refusal(await appender.AppendAsync("inproc/direct", "[{\"n\":1}]"u8.ToArray(), new string('p', 257), 0, 0, CancellationToken.None)));
+        Assert.Equal((400, "INVALID_PRODUCER"), Refusal(await appender.AppendAsync("inproc/direct", "[{\"n\":1}]"u8.ToArray(), "p", 0, -1, CancellationToken.None)));
+        Assert.Equal((400, "INVALID_PRODUCER"), Refusal(await appender.AppendAsync("inproc/direct", "[{\"n\":1}]"u8.ToArray(), "p", 1L << 53, 0, CancellationToken.None)));
+        var tooLarge = "[{\"pad\":\"" + new string('x', 4096) + "\"}]";
+        Assert.Equal((413, "PAYLOAD_TOO_LARGE"), Refusal(await appender.AppendAsync("inproc/direct", Encoding.UTF8.GetBytes(tooLarge), "p", 0, 6, CancellationToken.None)));
 
         var stored = JsonNode.Parse(await server.Client.GetStringAsync(new Uri("/v1/stream/inproc/direct?offset=-1", UriKind.Relative)))!.AsArray();
         Assert.Equal([0, 1, 2, 9, 10], stored.Select(m => m!["n"]!.GetValue<int>()));
@@ -166,6 +175,8 @@ public sealed class InProcessTransportTests
         Assert.Equal("[{\"n\":1}]", await adminClient.GetStringAsync(new Uri("/v1/stream/granted/a?offset=-1", UriKind.Relative)));
         Assert.Equal("[]", await adminClient.GetStringAsync(new Uri("/v1/stream/other/b?offset=-1", UriKind.Relative)));
     }
+
+    private static (int, string?) Refusal(InProcessAppendResult result) => (result.Status, result.Code);
 
     private static async Task Send(ClientWebSocket socket, string text)
         => await socket.SendAsync(Encoding.UTF8.GetBytes(text), WebSocketMessageType.Text, endOfMessage: true, CancellationToken.None);

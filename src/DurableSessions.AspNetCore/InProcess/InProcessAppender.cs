@@ -12,23 +12,30 @@ namespace DurableSessions.AspNetCore.InProcess;
 /// cost more than the append itself.
 /// </summary>
 /// <remarks>Thread-safe; appends to one stream are stored in the order their calls complete, as over HTTP.</remarks>
-public sealed class InProcessAppender
+public sealed class InProcessAppender : IAsyncDisposable
 {
     private const string JsonContentType = "application/json";
+    private const int MaxProducerIdLength = 256;
 
+    private readonly AsyncServiceScope _scope;
     private readonly StreamRequestHandler _streams;
+    private readonly DurableStreamsOptions _options;
     private readonly TimeProvider _time;
     private readonly HttpContext _caller;
     private readonly Access _access;
 
     internal InProcessAppender(IServiceProvider services, ClaimsPrincipalAccess caller)
     {
+        // A scope of its own for the appender's life, as a WebSocket connection has its request's: the application's
+        // authorization handlers may be scoped.
+        _scope = services.GetRequiredService<IServiceScopeFactory>().CreateAsyncScope();
         _streams = services.GetRequiredService<StreamRequestHandler>();
+        _options = services.GetRequiredService<Microsoft.Extensions.Options.IOptions<DurableStreamsOptions>>().Value;
         _time = services.GetRequiredService<StreamStore>().TimeProvider;
         _access = caller.Access;
 
         // The authorization handlers see the caller as they see a request's: its principal and access.
-        _caller = new DefaultHttpContext { RequestServices = services, User = caller.Principal };
+        _caller = new DefaultHttpContext { RequestServices = _scope.ServiceProvider, User = caller.Principal };
         _caller.Items[AccessControl.ItemKey] = caller.Access;
     }
 
@@ -36,11 +43,19 @@ public sealed class InProcessAppender
     /// Appends a JSON array of messages to <paramref name="path"/> as producer <paramref name="producerId"/>, epoch
     /// <paramref name="epoch"/> and sequence number <paramref name="seq"/>.
     /// </summary>
-    /// <returns>The status the protocol answers, with the offset after the append or the refusal's code and message.</returns>
+    /// <returns>
+    /// The status the protocol answers, with the offset after the append or the refusal's code and message (503
+    /// <c>STORE_UNAVAILABLE</c> when the store cannot be reached: nothing was stored, and the same append may be sent again).
+    /// </returns>
     public async Task<InProcessAppendResult> AppendAsync(string path, ReadOnlyMemory<byte> messagesJson, string producerId, long epoch, long seq, CancellationToken cancellationToken)
     {
-        ArgumentException.ThrowIfNullOrEmpty(path);
-        ArgumentException.ThrowIfNullOrEmpty(producerId);
+        ArgumentNullException.ThrowIfNull(path);
+        ArgumentNullException.ThrowIfNull(producerId);
+        if (Refusal(path, messagesJson.Length, producerId, epoch, seq) is { } refused)
+        {
+            return refused;
+        }
+
         if (_access.ExpiresAt is { } expiresAt && _time.GetUtcNow() >= expiresAt)
         {
             return new InProcessAppendResult(401, null, "UNAUTHENTICATED", "The access token has expired.");
@@ -54,10 +69,48 @@ public sealed class InProcessAppender
         // A copy, as a request's body would be: the stored change is handed to live readers after this returns, and the
         // caller's buffer is the caller's to reuse.
         var command = new AppendCommand(path, JsonContentType, messagesJson.ToArray(), Close: false, StreamSeq: null, new ProducerStamp(producerId, epoch, seq));
-        var answer = await _streams.AppendAsync(command, _access, cancellationToken).ConfigureAwait(false);
+        using var activity = Telemetry.Source.StartActivity("durable_sessions.append");
+        activity?.SetTag("durable_sessions.stream", path);
+        AppendAnswer answer;
+        try
+        {
+            answer = await _streams.AppendAsync(command, _access, cancellationToken).ConfigureAwait(false);
+        }
+        catch (StreamStoreUnavailableException ex)
+        {
+            Telemetry.StoreUnavailable.Add(1);
+            return new InProcessAppendResult(503, null, "STORE_UNAVAILABLE", ex.Message);
+        }
+
         return answer.Succeeded
             ? new InProcessAppendResult(answer.Status, answer.Result is { } result ? StreamOffset.Format(result.TailPosition) : null, null, null)
             : new InProcessAppendResult(answer.Status, null, answer.Code, answer.Message);
+    }
+
+    /// <inheritdoc />
+    public ValueTask DisposeAsync() => _scope.DisposeAsync();
+
+    // What an HTTP or WebSocket append is refused for before it reaches the stream: its path, its size, its producer.
+    private InProcessAppendResult? Refusal(string path, int length, string producerId, long epoch, long seq)
+    {
+        if (StreamPaths.Validate(path, _options.MaxPathLength) is { } error)
+        {
+            return new InProcessAppendResult(400, null, "INVALID_PATH", error);
+        }
+
+        if (path == StreamPaths.Reserved || path.StartsWith(StreamPaths.Reserved + "/", StringComparison.Ordinal))
+        {
+            return new InProcessAppendResult(400, null, "INVALID_PATH", "The control APIs are not streams.");
+        }
+
+        if (length > _options.MaxAppendBytes)
+        {
+            return new InProcessAppendResult(413, null, "PAYLOAD_TOO_LARGE", $"The body exceeds the limit of {_options.MaxAppendBytes} bytes.");
+        }
+
+        return producerId.Length is 0 or > MaxProducerIdLength || epoch is < 0 or > ProtocolParsing.MaxSafeInteger || seq is < 0 or > ProtocolParsing.MaxSafeInteger
+            ? new InProcessAppendResult(400, null, "INVALID_PRODUCER", "The producer id must be 1 to 256 characters, and its epoch and sequence number whole numbers from 0 to 2^53-1.")
+            : null;
     }
 }
 

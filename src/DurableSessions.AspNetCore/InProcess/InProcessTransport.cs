@@ -299,6 +299,7 @@ public sealed class InProcessTransport
     /// <summary>One request in flight: the response's status, headers and body pipe, and its cancellation.</summary>
     private sealed class Exchange : IHttpResponseFeature, IHttpResponseBodyFeature, IHttpRequestLifetimeFeature, IHttpUpgradeFeature, IDisposable
     {
+        private volatile bool _readerGone;
         private readonly Pipe _pipe = new(new PipeOptions(pauseWriterThreshold: 1 << 20, resumeWriterThreshold: 1 << 19, useSynchronizationContext: false));
         private readonly TaskCompletionSource _started = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private readonly CancellationTokenSource _aborted = new();
@@ -366,6 +367,9 @@ public sealed class InProcessTransport
 
         public PipeReader Reader => _pipe.Reader;
 
+        /// <summary>Whether the response's reading side was completed by an abort (a cancelled request, a disposed response).</summary>
+        public bool ReaderGone => _readerGone;
+
         public CancellationToken RequestAborted
         {
             get => _aborted.Token;
@@ -389,6 +393,7 @@ public sealed class InProcessTransport
 
             // The reading side goes away, as a closed socket would: the application's next write or flush sees the
             // response completed rather than failing.
+            _readerGone = true;
             _pipe.Reader.Complete();
             if (!_started.Task.IsCompleted)
             {
@@ -549,7 +554,7 @@ public sealed class InProcessTransport
             {
                 return _inner.Read(buffer, offset, count);
             }
-            catch (InvalidOperationException ex)
+            catch (InvalidOperationException ex) when (exchange.ReaderGone)
             {
                 throw Aborted(ex);
             }
@@ -561,7 +566,7 @@ public sealed class InProcessTransport
             {
                 return await _inner.ReadAsync(buffer, cancellationToken).ConfigureAwait(false);
             }
-            catch (InvalidOperationException ex)
+            catch (InvalidOperationException ex) when (exchange.ReaderGone)
             {
                 throw Aborted(ex);
             }
