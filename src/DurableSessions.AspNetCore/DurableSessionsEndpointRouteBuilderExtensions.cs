@@ -161,7 +161,7 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
             return;
         }
 
-        if (path == StreamPaths.Reserved || path.StartsWith(StreamPaths.Reserved + "/", StringComparison.Ordinal))
+        if (StreamPaths.IsReserved(path))
         {
             await Problem.Write(context, 404, "NOT_FOUND", "Unknown control API.").ConfigureAwait(false);
             return;

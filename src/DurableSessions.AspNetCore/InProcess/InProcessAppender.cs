@@ -98,7 +98,7 @@ public sealed class InProcessAppender : IAsyncDisposable
             return new InProcessAppendResult(400, null, "INVALID_PATH", error);
         }
 
-        if (path == StreamPaths.Reserved || path.StartsWith(StreamPaths.Reserved + "/", StringComparison.Ordinal))
+        if (StreamPaths.IsReserved(path))
         {
             return new InProcessAppendResult(400, null, "INVALID_PATH", "The control APIs are not streams.");
         }

@@ -8,6 +8,9 @@ internal static class StreamPaths
     /// <summary>The first segment reserved for control APIs (protocol §6).</summary>
     public const string Reserved = "__ds";
 
+    /// <summary>Whether <paramref name="path"/> is under the reserved prefix of the control APIs, which are not streams.</summary>
+    public static bool IsReserved(string path) => path == Reserved || path.StartsWith(Reserved + "/", StringComparison.Ordinal);
+
     /// <summary>Returns why <paramref name="path"/> is not an acceptable stream path, or null when it is.</summary>
     public static string? Validate(string path, int maxLength)
     {

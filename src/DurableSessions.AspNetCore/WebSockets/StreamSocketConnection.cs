@@ -1141,7 +1141,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
             return new PathRefusal(400, "INVALID_PATH", error);
         }
 
-        return path == StreamPaths.Reserved || path.StartsWith(StreamPaths.Reserved + "/", StringComparison.Ordinal)
+        return StreamPaths.IsReserved(path)
             ? new PathRefusal(400, "INVALID_PATH", "The control APIs are not streams.")
             : null;
     }
