@@ -1,4 +1,5 @@
 using DurableSessions.AspNetCore;
+using DurableSessions.Storage.Redis;
 using DurableSessions.Storage.Sqlite;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
@@ -27,7 +28,11 @@ public sealed class InProcessServer : IAsyncDisposable
 
     public IServiceProvider Services => _app.Services;
 
-    public static async Task<InProcessServer> StartAsync(TimeProvider? time = null, Action<DurableStreamsOptions>? configure = null, Action<IServiceCollection>? services = null)
+    /// <param name="time">The clock, or null for the system's.</param>
+    /// <param name="configure">Changes to the protocol options.</param>
+    /// <param name="services">More services.</param>
+    /// <param name="redis">A redis-server's configuration to store in (a node of a shared store), or null for SQLite.</param>
+    public static async Task<InProcessServer> StartAsync(TimeProvider? time = null, Action<DurableStreamsOptions>? configure = null, Action<IServiceCollection>? services = null, string? redis = null)
     {
         var directory = ServerProcess.TempDirectory();
         var builder = WebApplication.CreateSlimBuilder();
@@ -39,7 +44,16 @@ public sealed class InProcessServer : IAsyncDisposable
             builder.Services.AddSingleton(time);
         }
 
-        builder.Services.AddDurableSessions().AddSqliteStore(o => o.DataDirectory = directory);
+        var durable = builder.Services.AddDurableSessions();
+        if (redis is null)
+        {
+            durable.AddSqliteStore(o => o.DataDirectory = directory);
+        }
+        else
+        {
+            durable.AddRedisStore(o => o.Configuration = redis);
+        }
+
         builder.Services.Configure<DurableStreamsOptions>(o =>
         {
             o.LongPollTimeout = TimeSpan.FromSeconds(2);

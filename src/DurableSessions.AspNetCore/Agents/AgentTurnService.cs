@@ -19,8 +19,8 @@ namespace DurableSessions.AspNetCore.Agents;
 /// <remarks>
 /// Unlike a subscription, whose single lease covers all its streams, every turn has its own lease, so any number of
 /// workers share one agent's turns and each turn is served by exactly one of them at a time. All state lives in the
-/// store's documents; on a shared store every operation runs under the store's lock and reads them first, so any node
-/// can answer any call. Thread-safe.
+/// store's documents; on a shared store every operation runs under the store's lock and first reads the turns it works
+/// on (one, or all of them for a claim of the oldest), so any node can answer any call. Thread-safe.
 /// </remarks>
 internal sealed partial class AgentTurnService : IHostedService, IDisposable
 {
@@ -37,6 +37,10 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     // The writes issued by the operation in the critical section; only touched under it.
     private List<Task>? _writes;
     private readonly Dictionary<string, TurnRecord> _turns = new(StringComparer.Ordinal);
+
+    // On a shared store: each turn's document as this node last read or wrote it. Entering the section reads every
+    // turn again, and only those whose bytes differ are parsed: most entries find most turns unchanged.
+    private readonly Dictionary<string, byte[]> _loaded = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, AgentRegistration> _agents = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, byte> _wakeStreams = new(StringComparer.Ordinal);
     private readonly ITimer _expiry;
@@ -67,7 +71,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
-        await using (await EnterAsync(cancellationToken).ConfigureAwait(false))
+        await using (await EnterAsync(ReloadAsync, cancellationToken).ConfigureAwait(false))
         {
             await ReloadAsync(cancellationToken).ConfigureAwait(false);
             ScheduleExpiry();
@@ -97,7 +101,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     /// <summary>Registers an agent (or re-confirms it, updating its lease); from then on, every user message is its turn.</summary>
     public async Task<(bool Created, AgentRegistration? Agent)> RegisterAsync(string agent, long? leaseTtlMs, string? description, CancellationToken cancellationToken)
     {
-        await using var held = await EnterAsync(cancellationToken).ConfigureAwait(false);
+        await using var held = await EnterAsync(static _ => Task.CompletedTask, cancellationToken).ConfigureAwait(false);
         await RefreshAgentsAsync(cancellationToken).ConfigureAwait(false);
         var existing = _agents.GetValueOrDefault(agent);
         if (existing is null && _agents.Count >= _options.MaxAgents)
@@ -151,15 +155,10 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     /// session handed back), and wakes each agent whose turn there is not already claimed. Durable when it returns.
     /// </summary>
     public Task MarkAsync(string stream, long position, CancellationToken cancellationToken)
-        => _agents.IsEmpty && !_store.IsShared ? Task.CompletedTask : RunAsync(() => MarkLockedAsync(stream, position, cancellationToken), cancellationToken);
+        => _agents.IsEmpty && !_store.IsShared ? Task.CompletedTask : RunAsync(ct => LoadStreamTurnsAsync(stream, ct), () => MarkLockedAsync(stream, position), cancellationToken);
 
-    private async Task<bool> MarkLockedAsync(string stream, long position, CancellationToken cancellationToken)
+    private Task<bool> MarkLockedAsync(string stream, long position)
     {
-        if (_store.IsShared)
-        {
-            await RefreshAgentsAsync(cancellationToken).ConfigureAwait(false);
-        }
-
         var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
         var claimable = false;
         foreach (var agent in _agents.Values)
@@ -189,7 +188,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             Signal();
         }
 
-        return true;
+        return Task.FromResult(true);
     }
 
     /// <summary>
@@ -237,7 +236,11 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     }
 
     private Task<TurnClaim> TryClaimAsync(string agent, string worker, string? stream, Func<string, bool> canServe, CancellationToken cancellationToken)
-        => RunAsync(() => TryClaimLockedAsync(agent, worker, stream, canServe, cancellationToken), cancellationToken);
+        => RunAsync(
+            // A claim of one session reads only its turn; a claim of the oldest waiting one has to read them all.
+            stream is null ? ReloadAsync : ct => LoadTurnsAsync([TurnRecord.KeyOf(agent, stream)], ct),
+            () => TryClaimLockedAsync(agent, worker, stream, canServe, cancellationToken),
+            cancellationToken);
 
     private async Task<TurnClaim> TryClaimLockedAsync(string agent, string worker, string? stream, Func<string, bool> canServe, CancellationToken cancellationToken)
     {
@@ -314,7 +317,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     /// deleted unless something new came since the claim; then it is woken again.
     /// </summary>
     public Task<TurnAckOutcome> AckAsync(string agent, string stream, string? token, string? wakeId, long? generation, bool done, long? answeredPosition, CancellationToken cancellationToken)
-        => RunAsync(() => AckLockedAsync(agent, stream, token, wakeId, generation, done, answeredPosition, cancellationToken), cancellationToken);
+        => RunAsync(ct => LoadTurnsAsync([TurnRecord.KeyOf(agent, stream)], ct), () => AckLockedAsync(agent, stream, token, wakeId, generation, done, answeredPosition, cancellationToken), cancellationToken);
 
     private async Task<TurnAckOutcome> AckLockedAsync(string agent, string stream, string? token, string? wakeId, long? generation, bool done, long? answeredPosition, CancellationToken cancellationToken)
     {
@@ -350,7 +353,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
     /// <summary>Gives a claimed turn back unanswered: it waits again, woken for the next worker.</summary>
     public Task<TurnAckOutcome> ReleaseAsync(string agent, string stream, string? token, string? wakeId, long? generation, CancellationToken cancellationToken)
-        => RunAsync(() => ReleaseLockedAsync(agent, stream, token, wakeId, generation, cancellationToken), cancellationToken);
+        => RunAsync(ct => LoadTurnsAsync([TurnRecord.KeyOf(agent, stream)], ct), () => ReleaseLockedAsync(agent, stream, token, wakeId, generation, cancellationToken), cancellationToken);
 
     private async Task<TurnAckOutcome> ReleaseLockedAsync(string agent, string stream, string? token, string? wakeId, long? generation, CancellationToken cancellationToken)
     {
@@ -412,6 +415,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         try
         {
             await RunAsync(
+                ReloadAsync,
                 () =>
                 {
                     Interlocked.Exchange(ref _scheduledExpiry, long.MaxValue);
@@ -500,10 +504,20 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     private void Drop(TurnRecord turn)
     {
         _turns.Remove(turn.Key);
+        _loaded.Remove(turn.Key);
         Write(_store.DeleteDocumentAsync(TurnsCollection, turn.Key, CancellationToken.None).AsTask());
     }
 
-    private void Save(TurnRecord turn) => Write(_store.PutDocumentAsync(TurnsCollection, turn.Key, turn.Serialize(), CancellationToken.None).AsTask());
+    private void Save(TurnRecord turn)
+    {
+        var data = turn.Serialize();
+        if (_store.IsShared)
+        {
+            _loaded[turn.Key] = data;
+        }
+
+        Write(_store.PutDocumentAsync(TurnsCollection, turn.Key, data, CancellationToken.None).AsTask());
+    }
 
     private void Signal()
     {
@@ -511,18 +525,93 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         previous.TrySetResult();
     }
 
-    private async Task ReloadAsync(CancellationToken cancellationToken)
+    /// <summary>Reads the agents, then the turn of <paramref name="stream"/> for each of them (a shared store's entry for a mark).</summary>
+    private async Task LoadStreamTurnsAsync(string stream, CancellationToken cancellationToken)
     {
-        _turns.Clear();
-        await foreach (var (key, data) in _store.ListDocumentsAsync(TurnsCollection, cancellationToken).ConfigureAwait(false))
+        await RefreshAgentsAsync(cancellationToken).ConfigureAwait(false);
+        await LoadTurnsAsync([.. _agents.Keys.Select(agent => TurnRecord.KeyOf(agent, stream))], cancellationToken, refreshAgents: false).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Reads the named turns again, and the agents beside them (a shared store's entry for an operation on one turn):
+    /// another node may have changed them, and the operation needs no other turn.
+    /// </summary>
+    private async Task LoadTurnsAsync(string[] keys, CancellationToken cancellationToken, bool refreshAgents = true)
+    {
+        // Every read is sent before any is awaited: one round trip to a shared store, not one per read.
+        var agents = refreshAgents ? RefreshAgentsAsync(cancellationToken) : Task.CompletedTask;
+        var reads = keys.Select(key => _store.GetDocumentAsync(TurnsCollection, key, cancellationToken).AsTask()).ToArray();
+        try
+        {
+            for (var i = 0; i < keys.Length; i++)
+            {
+                Loaded(keys[i], await reads[i].ConfigureAwait(false));
+            }
+        }
+        catch
+        {
+            _loaded.Clear();
+            await Task.WhenAll(reads.Append(agents)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            throw;
+        }
+
+        await agents.ConfigureAwait(false);
+    }
+
+    /// <summary>Takes one turn's document as read from the store (null: there is no such turn).</summary>
+    private void Loaded(string key, byte[]? data)
+    {
+        if (data is null)
+        {
+            _turns.Remove(key);
+            _loaded.Remove(key);
+        }
+        else if (!(_loaded.TryGetValue(key, out var known) && known.AsSpan().SequenceEqual(data) && _turns.ContainsKey(key)))
         {
             if (TurnRecord.Deserialize(data) is { } turn && turn.Key == key)
             {
                 _turns[key] = turn;
+                _loaded[key] = data;
+            }
+            else
+            {
+                _turns.Remove(key);
+                _loaded.Remove(key);
             }
         }
+    }
 
-        await RefreshAgentsAsync(cancellationToken).ConfigureAwait(false);
+    private async Task ReloadAsync(CancellationToken cancellationToken)
+    {
+        // The agents are read beside the turns, not after them: one round trip to a shared store instead of two.
+        var agents = RefreshAgentsAsync(cancellationToken);
+        try
+        {
+            var seen = new HashSet<string>(_turns.Count, StringComparer.Ordinal);
+            await foreach (var (key, data) in _store.ListDocumentsAsync(TurnsCollection, cancellationToken).ConfigureAwait(false))
+            {
+                Loaded(key, data);
+                seen.Add(key);
+            }
+
+            if (seen.Count != _turns.Count)
+            {
+                foreach (var gone in _turns.Keys.Where(k => !seen.Contains(k)).ToList())
+                {
+                    _turns.Remove(gone);
+                    _loaded.Remove(gone);
+                }
+            }
+        }
+        catch
+        {
+            // Whatever was read half is not trusted: the next entry parses every turn again.
+            _loaded.Clear();
+            await agents.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            throw;
+        }
+
+        await agents.ConfigureAwait(false);
     }
 
     private async Task RefreshAgentsAsync(CancellationToken cancellationToken)
@@ -549,15 +638,24 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     /// behind each other's flushes; the caller still hears back only once its writes are durable. On a shared store they
     /// are awaited under the lock, because the next node to enter reads them.
     /// </summary>
-    private async Task<T> RunAsync<T>(Func<Task<T>> operation, CancellationToken cancellationToken)
+    /// <param name="refresh">What to read again on entry when the store is shared: the turns the operation works on.</param>
+    /// <param name="operation">The operation.</param>
+    /// <param name="cancellationToken">Cancels the wait to enter.</param>
+    private async Task<T> RunAsync<T>(Func<CancellationToken, Task> refresh, Func<Task<T>> operation, CancellationToken cancellationToken)
     {
         List<Task>? writes;
         T result;
-        await using (await EnterAsync(cancellationToken).ConfigureAwait(false))
+        await using (await EnterAsync(refresh, cancellationToken).ConfigureAwait(false))
         {
             try
             {
                 result = await operation().ConfigureAwait(false);
+            }
+            catch
+            {
+                // An operation cut short may have changed a turn it did not save: the next entry reads every turn afresh.
+                _loaded.Clear();
+                throw;
             }
             finally
             {
@@ -583,9 +681,9 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     /// <summary>Issues a write of the current operation (see <see cref="RunAsync{T}"/>).</summary>
     private void Write(Task write) => (_writes ??= []).Add(write);
 
-    /// <summary>Enters the turns' critical section (on a shared store, with the turns read again first).</summary>
-    private Task<System.Runtime.CompilerServices.ConfiguredAsyncDisposable> EnterAsync(CancellationToken cancellationToken)
-        => _section.EnterAsync(ReloadAsync, cancellationToken);
+    /// <summary>Enters the turns' critical section (on a shared store, with <paramref name="refresh"/> run first).</summary>
+    private Task<System.Runtime.CompilerServices.ConfiguredAsyncDisposable> EnterAsync(Func<CancellationToken, Task> refresh, CancellationToken cancellationToken)
+        => _section.EnterAsync(refresh, cancellationToken);
 
     private static string NewWakeId() => "w_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(12));
 

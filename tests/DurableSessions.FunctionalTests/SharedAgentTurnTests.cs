@@ -1,0 +1,125 @@
+using System.Net;
+using System.Text;
+using System.Text.Json.Nodes;
+using DurableSessions.Testing;
+using Microsoft.Extensions.Time.Testing;
+
+namespace DurableSessions.FunctionalTests;
+
+/// <summary>
+/// The agents API on two nodes sharing one Redis: every call goes to either node, and each node reads only the turns a
+/// call works on (all of them only for a claim of the oldest), so what one node changed must be what the other acts on.
+/// </summary>
+public sealed class SharedAgentTurnTests : IAsyncLifetime
+{
+    private readonly FakeTimeProvider _clock = new(new DateTimeOffset(2026, 6, 1, 12, 0, 0, TimeSpan.Zero));
+    private RedisServer _redis = null!;
+    private InProcessServer _a = null!;
+    private InProcessServer _b = null!;
+
+    public async ValueTask InitializeAsync()
+    {
+        _redis = await RedisServer.StartAsync();
+        _a = await InProcessServer.StartAsync(_clock, redis: _redis.Configuration);
+        _b = await InProcessServer.StartAsync(_clock, redis: _redis.Configuration);
+        Assert.Equal(HttpStatusCode.Created, (await Post(_a, "/v1/agents/agent:a", "{\"lease_ttl_ms\":5000}", HttpMethod.Put)).StatusCode);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _a.DisposeAsync();
+        await _b.DisposeAsync();
+        await _redis.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task Each_turn_call_on_either_node_sees_what_the_other_node_did()
+    {
+        // Asked on A, claimed on B; a second claim on A finds it held, by name and by age.
+        await Ask(_a, "x1");
+        var claim = await Claim(_b, "w1");
+        Assert.Equal("sessions/x1", (string?)claim["stream"]);
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(_a, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\"}")).StatusCode);
+        var named = await Post(_a, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\",\"stream\":\"sessions/x1\"}");
+        Assert.Equal(HttpStatusCode.Conflict, named.StatusCode);
+        Assert.Equal("w1", (string?)JsonNode.Parse(await named.Content.ReadAsStringAsync())!["error"]!["current_holder"]);
+
+        // A heartbeat on A extends the lease B granted: past the first lease's end, nobody else can claim it.
+        _clock.Advance(TimeSpan.FromSeconds(4));
+        Assert.Equal(HttpStatusCode.OK, (await Post(_a, "/v1/agents/agent:a/ack", AckBody(claim, done: false))).StatusCode);
+        _clock.Advance(TimeSpan.FromSeconds(4));
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(_b, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\"}")).StatusCode);
+
+        // A message on B while it is served: the ack on A says the turn waits again, and a claim on B gets it.
+        await Ask(_b, "x1");
+        var done = await Post(_a, "/v1/agents/agent:a/ack", AckBody(claim, done: true));
+        Assert.Equal(HttpStatusCode.OK, done.StatusCode);
+        Assert.True((bool)JsonNode.Parse(await done.Content.ReadAsStringAsync())!["next_wake"]!);
+        var again = await Claim(_b, "w2");
+        Assert.Equal("sessions/x1", (string?)again["stream"]);
+
+        // The first claim is fenced on both nodes; the second one's release on B hands the turn to a claim on A.
+        await AssertFenced(await Post(_a, "/v1/agents/agent:a/ack", AckBody(claim, done: true)));
+        await AssertFenced(await Post(_b, "/v1/agents/agent:a/ack", AckBody(claim, done: false)));
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(_b, "/v1/agents/agent:a/release", AckBody(again, done: false))).StatusCode);
+        var third = await Claim(_a, "w3", "sessions/x1");
+
+        // Its lease runs out unrenewed: a claim on B takes the turn over, and the third claim is fenced on A.
+        _clock.Advance(TimeSpan.FromMilliseconds(5001));
+        var fourth = await Claim(_b, "w4");
+        Assert.True((long)fourth["generation"]! > (long)third["generation"]!);
+        await AssertFenced(await Post(_a, "/v1/agents/agent:a/ack", AckBody(third, done: true)));
+
+        // Answered: gone for both nodes.
+        Assert.Equal(HttpStatusCode.OK, (await Post(_b, "/v1/agents/agent:a/ack", AckBody(fourth, done: true))).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(_a, "/v1/agents/agent:a/claim", "{\"worker\":\"w5\"}")).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(_b, "/v1/agents/agent:a/claim", "{\"worker\":\"w5\"}")).StatusCode);
+    }
+
+    [Fact]
+    public async Task A_session_deleted_through_one_node_ends_a_turn_claimed_through_the_other_with_404()
+    {
+        await Ask(_a, "x2");
+        var claim = await Claim(_a, "w1");
+        Assert.Equal(HttpStatusCode.NoContent, (await _b.Client.DeleteAsync("/v1/stream/sessions/x2")).StatusCode);
+
+        var ack = await Post(_b, "/v1/agents/agent:a/ack", AckBody(claim, done: true));
+        Assert.Equal(HttpStatusCode.NotFound, ack.StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(_a, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\"}")).StatusCode);
+    }
+
+    private static async Task<HttpResponseMessage> Post(InProcessServer node, string url, string body, HttpMethod? method = null)
+    {
+        using var request = new HttpRequestMessage(method ?? HttpMethod.Post, url) { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+        return await node.Client.SendAsync(request);
+    }
+
+    private static async Task Ask(InProcessServer node, string session)
+    {
+        await node.Client.PutAsync($"/v1/sessions/{session}", new StringContent("{}", Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.Created, (await Post(node, $"/v1/sessions/{session}/messages", "{\"text\":\"hello\"}")).StatusCode);
+    }
+
+    private static async Task<JsonObject> Claim(InProcessServer node, string worker, string? stream = null)
+    {
+        var body = stream is null ? $"{{\"worker\":\"{worker}\"}}" : $"{{\"worker\":\"{worker}\",\"stream\":\"{stream}\"}}";
+        var response = await Post(node, "/v1/agents/agent:a/claim", body);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        return JsonNode.Parse(await response.Content.ReadAsStringAsync())!.AsObject();
+    }
+
+    private static string AckBody(JsonObject claim, bool done) => new JsonObject
+    {
+        ["stream"] = (string?)claim["stream"],
+        ["token"] = (string?)claim["token"],
+        ["wake_id"] = (string?)claim["wake_id"],
+        ["generation"] = (long)claim["generation"]!,
+        ["done"] = done,
+    }.ToJsonString();
+
+    private static async Task AssertFenced(HttpResponseMessage response)
+    {
+        Assert.Equal(HttpStatusCode.Conflict, response.StatusCode);
+        Assert.Equal("FENCED", (string?)JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!["code"]);
+    }
+}
