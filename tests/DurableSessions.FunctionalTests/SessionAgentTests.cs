@@ -166,24 +166,45 @@ public sealed class SessionAgentTests : IAsyncLifetime
     public async Task A_replys_first_token_is_written_at_once_and_later_ones_wait_the_linger_together()
     {
         // The linger runs on a clock that only moves when told: the first token cannot have waited for it.
-        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        var linger = TimeSpan.FromMilliseconds(987);
+        var clock = new LingerClock(linger);
         var model = new ThreeTokens();
         var session = _client.Session("first");
         await session.CreateAsync();
         using var agentClient = new DurableSessionsClient(_client.Options with { ParticipantId = "agent:demo", UseWebSocket = false });
-        var agent = new SessionAgent(model, agentClient, new SessionAgentOptions { DeltaLinger = TimeSpan.FromSeconds(1), TimeProvider = clock });
+        var agent = new SessionAgent(model, agentClient, new SessionAgentOptions { DeltaLinger = linger, TimeProvider = clock });
         _ = Task.Run(() => agent.RunAsync("first", _stop.Token));
         await session.SendMessageAsync("Count to three");
 
         await WaitFor("first", s => s.All("message").Any(m => m["role"]!.GetValue<string>() == "assistant" && Text(m) == "one"));
         model.SayMore.TrySetResult();
         await model.Said.Task.WaitAsync(Timeout);
-        clock.Advance(TimeSpan.FromSeconds(1));
+
+        // The clock moves only once the linger is waiting on it: moved before, it would leave the wait for a later move.
+        await clock.LingerStarted.Task.WaitAsync(Timeout);
+        clock.Advance(linger);
 
         await WaitFor("first", s => s.All("message").Any(m => m["role"]!.GetValue<string>() == "assistant" && Text(m) == "one two three"));
         var history = JsonNode.Parse(await _server.Client.GetStringAsync("/v1/stream/sessions/first"))!.AsArray();
         var deltas = history.Where(e => e!["type"]!.GetValue<string>() == "delta").Select(e => e!["value"]!["text"]!.GetValue<string>());
         Assert.Equal(["one", " two three"], deltas);
+    }
+
+    /// <summary>A fake clock that tells when a wait of the linger's length starts on it.</summary>
+    private sealed class LingerClock(TimeSpan linger) : Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow)
+    {
+        public TaskCompletionSource LingerStarted { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            var timer = base.CreateTimer(callback, state, dueTime, period);
+            if (dueTime == linger)
+            {
+                LingerStarted.TrySetResult();
+            }
+
+            return timer;
+        }
     }
 
     /// <summary>Says one token, then two more when told.</summary>
