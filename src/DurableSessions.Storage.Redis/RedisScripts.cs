@@ -216,4 +216,13 @@ internal static class RedisScripts
         if redis.call('HGET', KEYS[1], 'id') == ARGV[1] then redis.call('HSET', KEYS[1], 'access', ARGV[2]) end
         return 1
         """;
+
+    /// <summary>
+    /// Releases a lock only if it is still held with this token (it may have run out and been taken by another node):
+    /// the check and the delete in one round trip. KEYS[1] the lock, ARGV[1] the token. Returns 1 when released.
+    /// </summary>
+    public const string ReleaseLock = """
+        if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+        return 0
+        """;
 }

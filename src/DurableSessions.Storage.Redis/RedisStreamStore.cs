@@ -500,7 +500,9 @@ public sealed partial class RedisStreamStore : StreamStore
 
     private sealed class Lock(IDatabase db, RedisKey key, string token) : IAsyncDisposable
     {
-        public async ValueTask DisposeAsync() => await db.LockReleaseAsync(key, token).ConfigureAwait(false);
+        // One script call, where the client's own release is a watched transaction: two round trips while every other
+        // node waits for the lock.
+        public async ValueTask DisposeAsync() => await db.ScriptEvaluateAsync(RedisScripts.ReleaseLock, [key], [token]).ConfigureAwait(false);
     }
 
     /// <inheritdoc />

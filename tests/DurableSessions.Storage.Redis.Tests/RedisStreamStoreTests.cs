@@ -39,6 +39,27 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_lock_waits_for_its_holder_and_a_release_after_the_lease_ran_out_leaves_the_next_holder_alone()
+    {
+        var a = await Node();
+        var b = await Node();
+        using var redisClient = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis.Server.Configuration);
+        var key = _prefix + ":lock:turns";
+
+        // B waits while A holds the lock, and gets it once A's short lease runs out.
+        var first = await a.AcquireLockAsync("turns", TimeSpan.FromMilliseconds(300));
+        var second = await b.AcquireLockAsync("turns", TimeSpan.FromSeconds(30)).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+
+        // A's late release must not free B's lock.
+        await first.DisposeAsync();
+        Assert.True((await redisClient.GetDatabase().StringGetAsync(key)).HasValue);
+
+        await second.DisposeAsync();
+        Assert.False((await redisClient.GetDatabase().StringGetAsync(key)).HasValue);
+        await using var third = await a.AcquireLockAsync("turns", TimeSpan.FromSeconds(30)).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
+    [Fact]
     public async Task A_live_reader_on_one_node_is_woken_by_appends_on_another()
     {
         var a = await Node();
