@@ -88,6 +88,23 @@ public sealed class SharedAgentTurnTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.NoContent, (await Post(_a, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\"}")).StatusCode);
     }
 
+    [Fact]
+    public async Task A_turn_answered_through_one_node_is_never_handed_out_again_by_the_other_whatever_else_is_stored()
+    {
+        // A holds the turn in memory; B answers it, which deletes it from the store.
+        await Ask(_a, "x3");
+        var claim = await Claim(_a, "w1");
+        Assert.Equal(HttpStatusCode.OK, (await Post(_b, "/v1/agents/agent:a/ack", AckBody(claim, done: true))).StatusCode);
+
+        // A turn document no node can read sits beside the others (a damaged or foreign one).
+        using var redisClient = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(_redis.Configuration);
+        await redisClient.GetDatabase().HashSetAsync("ds:doc:agent-turns", "agent:a\nsessions/unreadable", "{not a turn");
+
+        // Past the old lease, A's claim of the oldest reads every turn: the answered one must be gone from A too.
+        _clock.Advance(TimeSpan.FromMilliseconds(5001));
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(_a, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\"}")).StatusCode);
+    }
+
     private static async Task<HttpResponseMessage> Post(InProcessServer node, string url, string body, HttpMethod? method = null)
     {
         using var request = new HttpRequestMessage(method ?? HttpMethod.Post, url) { Content = new StringContent(body, Encoding.UTF8, "application/json") };

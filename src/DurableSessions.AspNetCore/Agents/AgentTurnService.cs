@@ -38,8 +38,8 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     private List<Task>? _writes;
     private readonly Dictionary<string, TurnRecord> _turns = new(StringComparer.Ordinal);
 
-    // On a shared store: each turn's document as this node last read or wrote it. Entering the section reads every
-    // turn again, and only those whose bytes differ are parsed: most entries find most turns unchanged.
+    // On a shared store: each turn's document as this node last read or wrote it. A call reads the turns it works on
+    // again (a claim of the oldest, all of them), and only those whose bytes differ are parsed.
     private readonly Dictionary<string, byte[]> _loaded = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, AgentRegistration> _agents = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, byte> _wakeStreams = new(StringComparer.Ordinal);
@@ -280,6 +280,9 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             }
         }
 
+        // Every turn was just read: leases granted on other nodes arm this node's timer too, so that their end is woken
+        // (a wake event written) even when the node that granted them is gone.
+        ScheduleExpiry();
         var nextExpiry = _turns.Values.Where(t => t.Agent == agent && t.Holder is not null && t.LeaseExpiresAt > now).Min(t => t.LeaseExpiresAt);
         return new TurnClaim(TurnClaimStatus.NothingWaiting, NextLeaseExpiry: nextExpiry);
     }
@@ -540,9 +543,14 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     {
         // Every read is sent before any is awaited: one round trip to a shared store, not one per read.
         var agents = refreshAgents ? RefreshAgentsAsync(cancellationToken) : Task.CompletedTask;
-        var reads = keys.Select(key => _store.GetDocumentAsync(TurnsCollection, key, cancellationToken).AsTask()).ToArray();
+        var reads = new Task<byte[]?>[keys.Length];
         try
         {
+            for (var i = 0; i < keys.Length; i++)
+            {
+                reads[i] = _store.GetDocumentAsync(TurnsCollection, keys[i], cancellationToken).AsTask();
+            }
+
             for (var i = 0; i < keys.Length; i++)
             {
                 Loaded(keys[i], await reads[i].ConfigureAwait(false));
@@ -551,7 +559,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         catch
         {
             _loaded.Clear();
-            await Task.WhenAll(reads.Append(agents)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            await Task.WhenAll(reads.Where(read => read is not null).Append(agents)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             throw;
         }
 
@@ -571,7 +579,10 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             if (TurnRecord.Deserialize(data) is { } turn && turn.Key == key)
             {
                 _turns[key] = turn;
-                _loaded[key] = data;
+                if (_store.IsShared)
+                {
+                    _loaded[key] = data;
+                }
             }
             else
             {
@@ -594,14 +605,14 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
                 seen.Add(key);
             }
 
-            if (seen.Count != _turns.Count)
+            // Always swept, not only when the counts differ: an unparseable document counted as seen could hide a turn
+            // another node deleted, which would then be handed out again.
+            foreach (var gone in _turns.Keys.Where(k => !seen.Contains(k)).ToList())
             {
-                foreach (var gone in _turns.Keys.Where(k => !seen.Contains(k)).ToList())
-                {
-                    _turns.Remove(gone);
-                    _loaded.Remove(gone);
-                }
+                _turns.Remove(gone);
+                _loaded.Remove(gone);
             }
+
         }
         catch
         {
