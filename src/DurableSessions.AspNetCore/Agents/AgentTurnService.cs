@@ -71,7 +71,8 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
-        await using (await EnterAsync(ReloadAsync, cancellationToken).ConfigureAwait(false))
+        // Read in full once, here: the section's own entry read would only do it twice.
+        await using (await EnterAsync(static _ => Task.CompletedTask, cancellationToken).ConfigureAwait(false))
         {
             await ReloadAsync(cancellationToken).ConfigureAwait(false);
             ScheduleExpiry();
@@ -506,8 +507,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
     private void Drop(TurnRecord turn)
     {
-        _turns.Remove(turn.Key);
-        _loaded.Remove(turn.Key);
+        Forget(turn.Key);
         Write(_store.DeleteDocumentAsync(TurnsCollection, turn.Key, CancellationToken.None).AsTask());
     }
 
@@ -571,8 +571,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     {
         if (data is null)
         {
-            _turns.Remove(key);
-            _loaded.Remove(key);
+            Forget(key);
         }
         else if (!(_loaded.TryGetValue(key, out var known) && known.AsSpan().SequenceEqual(data) && _turns.ContainsKey(key)))
         {
@@ -586,10 +585,15 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             }
             else
             {
-                _turns.Remove(key);
-                _loaded.Remove(key);
+                Forget(key);
             }
         }
+    }
+
+    private void Forget(string key)
+    {
+        _turns.Remove(key);
+        _loaded.Remove(key);
     }
 
     private async Task ReloadAsync(CancellationToken cancellationToken)
@@ -609,10 +613,8 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             // another node deleted, which would then be handed out again.
             foreach (var gone in _turns.Keys.Where(k => !seen.Contains(k)).ToList())
             {
-                _turns.Remove(gone);
-                _loaded.Remove(gone);
+                Forget(gone);
             }
-
         }
         catch
         {
