@@ -295,9 +295,17 @@ public sealed class SessionAgentTests : IAsyncLifetime
 
         var state = await WaitFor("duo", s => Runs(s, "finished").Count() == 2);
         Assert.Equal(["agent:alpha", "agent:beta"], Runs(state, "finished").Select(r => r["agent"]!.GetValue<string>()).Order());
-        foreach (var run in Runs(state, "finished"))
+        var replies = Runs(state, "finished").Select(r => Text(state.Get("message", r["messageId"]!.GetValue<string>())!)).ToArray();
+        var question = new ChatMessage(ChatRole.User, "Both of you, please answer");
+
+        // Each agent answers the session as it stood when its run started: the question alone, or the question
+        // followed by as much of the other agent's reply as had been written by then.
+        for (var i = 0; i < 2; i++)
         {
-            Assert.Equal(DemoChatClient.ReplyTo([new ChatMessage(ChatRole.User, "Both of you, please answer")]), Text(state.Get("message", run["messageId"]!.GetValue<string>())!));
+            var other = replies[1 - i];
+            var seen = Enumerable.Range(0, other.Length + 1).Any(k => DemoChatClient.ReplyTo(
+                k == 0 ? [question] : [question, new ChatMessage(ChatRole.Assistant, other[..k])]) == replies[i]);
+            Assert.True(seen, $"reply {i} is not the demo's answer to any history its agent could have read: {replies[i]}");
         }
     }
 
