@@ -38,6 +38,7 @@ internal static class SessionScenario
             throw new TimeoutException("SSE readers did not connect");
         }
 
+        // The window starts before the questions are asked: a server slow to take them in has less of it left to answer.
         var cpuBefore = ServerCpu(options.ServerPid);
         var wall = Stopwatch.StartNew();
         measureFrom = DateTimeOffset.UtcNow;
@@ -55,7 +56,7 @@ internal static class SessionScenario
         var cpu = cpuBefore is { } before && cpuAfter is { } after ? $", server CPU {(after - before) / seconds * 100:F0}% of one core" : string.Empty;
         var name = string.Create(CultureInfo.InvariantCulture, $"{ids.Count} sessions x {options.Readers} clients, demo agent");
         var summary = string.Create(CultureInfo.InvariantCulture,
-            $"token->client p50 {At(all, 0.5):F1} ms, p99 {At(all, 0.99):F1} ms; {deltas / seconds:N0} delta events/s delivered, {runsFinished} replies finished{cpu}");
+            $"token->client p50 {At(all, 0.5):F1} ms, p99 {At(all, 0.99):F1} ms; {deltas / seconds:N0} delta events/s delivered, {runsFinished} replies finished ({runsFinished / seconds:N0}/s over {seconds:F1} s){cpu}");
         return new ScenarioResult(name, summary, deltas, 0);
 
         async Task AskAsync(string id)

@@ -105,6 +105,40 @@ public sealed class SharedAgentTurnTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.NoContent, (await Post(_a, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\"}")).StatusCode);
     }
 
+    [Fact]
+    public async Task Calls_arriving_at_once_on_both_nodes_each_get_their_own_outcome()
+    {
+        // Calls that wait on one node run together in one entry; each must still hear its own outcome, as if alone.
+        const int Sessions = 40;
+        var node = (int i) => i % 2 == 0 ? _a : _b;
+        await Task.WhenAll(Enumerable.Range(0, Sessions).Select(i => Ask(node(i), $"many{i}")));
+
+        // More claims than turns, on both nodes at once: every turn goes to exactly one of them.
+        var claims = await Task.WhenAll(Enumerable.Range(0, Sessions + 10).Select(i => Post(node(i), "/v1/agents/agent:a/claim", $"{{\"worker\":\"w{i}\"}}")));
+        var granted = new List<JsonObject>();
+        foreach (var response in claims)
+        {
+            if (response.StatusCode == HttpStatusCode.OK)
+            {
+                granted.Add(JsonNode.Parse(await response.Content.ReadAsStringAsync())!.AsObject());
+            }
+            else
+            {
+                Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+            }
+        }
+
+        Assert.Equal(Enumerable.Range(0, Sessions).Select(i => $"sessions/many{i}").Order(), granted.Select(c => (string)c["stream"]!).Order());
+
+        // Acks at once, each through the node that did not grant it, beside a stale ack that must be fenced.
+        var acks = await Task.WhenAll(granted.Select((claim, i) => Post(node(i + 1), "/v1/agents/agent:a/ack", AckBody(claim, done: true)))
+            .Append(Post(_a, "/v1/agents/agent:a/ack", AckBody(granted[0], done: false))));
+        Assert.All(acks.Take(Sessions), ack => Assert.Equal(HttpStatusCode.OK, ack.StatusCode));
+        Assert.Contains(acks[^1].StatusCode, new[] { HttpStatusCode.OK, HttpStatusCode.Conflict });
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(_a, "/v1/agents/agent:a/claim", "{\"worker\":\"late\"}")).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(_b, "/v1/agents/agent:a/claim", "{\"worker\":\"late\"}")).StatusCode);
+    }
+
     private static async Task<HttpResponseMessage> Post(InProcessServer node, string url, string body, HttpMethod? method = null)
     {
         using var request = new HttpRequestMessage(method ?? HttpMethod.Post, url) { Content = new StringContent(body, Encoding.UTF8, "application/json") };

@@ -20,13 +20,17 @@ namespace DurableSessions.AspNetCore.Agents;
 /// Unlike a subscription, whose single lease covers all its streams, every turn has its own lease, so any number of
 /// workers share one agent's turns and each turn is served by exactly one of them at a time. All state lives in the
 /// store's documents; on a shared store every operation runs under the store's lock and first reads the turns it works
-/// on (one, or all of them for a claim of the oldest), so any node can answer any call. Thread-safe.
+/// on (one, or all of them for a claim of the oldest), so any node can answer any call. The operations waiting on one
+/// node enter together, as a batch that takes the lock and reads once. Thread-safe.
 /// </remarks>
 internal sealed partial class AgentTurnService : IHostedService, IDisposable
 {
     internal const string TurnsCollection = "agent-turns";
     internal const string AgentsCollection = "agents";
     private static readonly TimeSpan SharedLockLease = TimeSpan.FromSeconds(30);
+
+    // Bounds how long one batch holds the shared lock, so the other nodes' operations are not kept waiting for long.
+    private const int MaxBatch = 128;
 
     private readonly StreamStore _store;
     private readonly TimeProvider _time;
@@ -46,6 +50,10 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     private readonly ITimer _expiry;
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private long _scheduledExpiry = long.MaxValue;
+
+    // On a shared store: the operations waiting for the critical section, run in batches by one drain at a time.
+    private readonly ConcurrentQueue<PendingOperation> _pending = new();
+    private int _draining;
 
     public AgentTurnService(StreamStore store, IOptions<AgentTurnOptions> options, ILogger<AgentTurnService> logger)
     {
@@ -156,7 +164,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     /// session handed back), and wakes each agent whose turn there is not already claimed. Durable when it returns.
     /// </summary>
     public Task MarkAsync(string stream, long position, CancellationToken cancellationToken)
-        => _agents.IsEmpty && !_store.IsShared ? Task.CompletedTask : RunAsync(ct => LoadStreamTurnsAsync(stream, ct), () => MarkLockedAsync(stream, position), cancellationToken);
+        => _agents.IsEmpty && !_store.IsShared ? Task.CompletedTask : RunAsync(TurnReads.OfStream(stream), () => MarkLockedAsync(stream, position), cancellationToken);
 
     private Task<bool> MarkLockedAsync(string stream, long position)
     {
@@ -239,7 +247,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     private Task<TurnClaim> TryClaimAsync(string agent, string worker, string? stream, Func<string, bool> canServe, CancellationToken cancellationToken)
         => RunAsync(
             // A claim of one session reads only its turn; a claim of the oldest waiting one has to read them all.
-            stream is null ? ReloadAsync : ct => LoadTurnsAsync([TurnRecord.KeyOf(agent, stream)], ct),
+            stream is null ? TurnReads.Everything : TurnReads.Turn(agent, stream),
             () => TryClaimLockedAsync(agent, worker, stream, canServe, cancellationToken),
             cancellationToken);
 
@@ -321,7 +329,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     /// deleted unless something new came since the claim; then it is woken again.
     /// </summary>
     public Task<TurnAckOutcome> AckAsync(string agent, string stream, string? token, string? wakeId, long? generation, bool done, long? answeredPosition, CancellationToken cancellationToken)
-        => RunAsync(ct => LoadTurnsAsync([TurnRecord.KeyOf(agent, stream)], ct), () => AckLockedAsync(agent, stream, token, wakeId, generation, done, answeredPosition, cancellationToken), cancellationToken);
+        => RunAsync(TurnReads.Turn(agent, stream), () => AckLockedAsync(agent, stream, token, wakeId, generation, done, answeredPosition, cancellationToken), cancellationToken);
 
     private async Task<TurnAckOutcome> AckLockedAsync(string agent, string stream, string? token, string? wakeId, long? generation, bool done, long? answeredPosition, CancellationToken cancellationToken)
     {
@@ -357,7 +365,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
     /// <summary>Gives a claimed turn back unanswered: it waits again, woken for the next worker.</summary>
     public Task<TurnAckOutcome> ReleaseAsync(string agent, string stream, string? token, string? wakeId, long? generation, CancellationToken cancellationToken)
-        => RunAsync(ct => LoadTurnsAsync([TurnRecord.KeyOf(agent, stream)], ct), () => ReleaseLockedAsync(agent, stream, token, wakeId, generation, cancellationToken), cancellationToken);
+        => RunAsync(TurnReads.Turn(agent, stream), () => ReleaseLockedAsync(agent, stream, token, wakeId, generation, cancellationToken), cancellationToken);
 
     private async Task<TurnAckOutcome> ReleaseLockedAsync(string agent, string stream, string? token, string? wakeId, long? generation, CancellationToken cancellationToken)
     {
@@ -419,7 +427,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         try
         {
             await RunAsync(
-                ReloadAsync,
+                TurnReads.Everything,
                 () =>
                 {
                     Interlocked.Exchange(ref _scheduledExpiry, long.MaxValue);
@@ -528,11 +536,42 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         previous.TrySetResult();
     }
 
-    /// <summary>Reads the agents, then the turn of <paramref name="stream"/> for each of them (a shared store's entry for a mark).</summary>
-    private async Task LoadStreamTurnsAsync(string stream, CancellationToken cancellationToken)
+    /// <summary>
+    /// A shared store's entry for a batch of operations: everything if one of them needs it, else the agents and then the
+    /// turns the operations work on, all read in one round trip.
+    /// </summary>
+    private async Task RefreshAsync(List<PendingOperation> batch, CancellationToken cancellationToken)
     {
-        await RefreshAgentsAsync(cancellationToken).ConfigureAwait(false);
-        await LoadTurnsAsync([.. _agents.Keys.Select(agent => TurnRecord.KeyOf(agent, stream))], cancellationToken, refreshAgents: false).ConfigureAwait(false);
+        if (batch.Exists(operation => operation.Reads.All))
+        {
+            await ReloadAsync(cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        // A mark works on the turn of every agent, so the agents are read before its turns are known.
+        var ofStreams = batch.Exists(operation => operation.Reads.Stream is not null);
+        if (ofStreams)
+        {
+            await RefreshAgentsAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        var keys = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var operation in batch)
+        {
+            if (operation.Reads.Key is { } key)
+            {
+                keys.Add(key);
+            }
+            else if (operation.Reads.Stream is { } stream)
+            {
+                foreach (var agent in _agents.Keys)
+                {
+                    keys.Add(TurnRecord.KeyOf(agent, stream));
+                }
+            }
+        }
+
+        await LoadTurnsAsync([.. keys], cancellationToken, refreshAgents: !ofStreams).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -648,38 +687,38 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     /// <summary>
     /// Runs <paramref name="operation"/> in the turns' critical section. The writes it issues are sent in order under the
     /// lock, but awaited after it, so operations on different turns share the store's group commit instead of queueing
-    /// behind each other's flushes; the caller still hears back only once its writes are durable. On a shared store they
-    /// are awaited under the lock, because the next node to enter reads them.
+    /// behind each other's flushes; the caller still hears back only once its writes are durable. On a shared store the
+    /// operations waiting on this node run together, in a batch (see <see cref="RunBatchAsync"/>).
     /// </summary>
-    /// <param name="refresh">What to read again on entry when the store is shared: the turns the operation works on.</param>
+    /// <param name="reads">What a shared store's entry reads again: the turns the operation works on.</param>
     /// <param name="operation">The operation.</param>
     /// <param name="cancellationToken">Cancels the wait to enter.</param>
-    private async Task<T> RunAsync<T>(Func<CancellationToken, Task> refresh, Func<Task<T>> operation, CancellationToken cancellationToken)
+    private async Task<T> RunAsync<T>(TurnReads reads, Func<Task<T>> operation, CancellationToken cancellationToken)
     {
+        if (_store.IsShared)
+        {
+            var pending = new PendingOperation<T>(reads, operation, cancellationToken);
+            _pending.Enqueue(pending);
+            if (Interlocked.CompareExchange(ref _draining, 1, 0) == 0)
+            {
+                _ = DrainAsync();
+            }
+
+            return await pending.Task.ConfigureAwait(false);
+        }
+
         List<Task>? writes;
         T result;
-        await using (await EnterAsync(refresh, cancellationToken).ConfigureAwait(false))
+        await using (await EnterAsync(static _ => Task.CompletedTask, cancellationToken).ConfigureAwait(false))
         {
             try
             {
                 result = await operation().ConfigureAwait(false);
             }
-            catch
-            {
-                // An operation cut short may have changed a turn it did not save: the next entry reads every turn afresh.
-                _loaded.Clear();
-                throw;
-            }
             finally
             {
                 writes = _writes;
                 _writes = null;
-            }
-
-            if (_store.IsShared && writes is not null)
-            {
-                await Task.WhenAll(writes).ConfigureAwait(false);
-                writes = null;
             }
         }
 
@@ -691,6 +730,91 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         return result;
     }
 
+    /// <summary>Runs the waiting operations in batches until none waits; one drain runs at a time.</summary>
+    private async Task DrainAsync()
+    {
+        while (true)
+        {
+            var batch = new List<PendingOperation>();
+            while (batch.Count < MaxBatch && _pending.TryDequeue(out var next))
+            {
+                if (!next.TryCancel())
+                {
+                    batch.Add(next);
+                }
+            }
+
+            if (batch.Count > 0)
+            {
+                await RunBatchAsync(batch).ConfigureAwait(false);
+                continue;
+            }
+
+            // Nothing left: stop, unless an operation came between the last look and the flag going down.
+            Volatile.Write(ref _draining, 0);
+            if (_pending.IsEmpty || Interlocked.CompareExchange(ref _draining, 1, 0) != 0)
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Runs a batch on a shared store: one entry (the lock taken, and every turn the batch works on read in one round
+    /// trip), the operations one after the other as if each had entered alone, then all their writes awaited together
+    /// before the lock is let go, because the next node to enter reads them. Every node's operations then pay the
+    /// lock's and the store's round trips once per batch instead of once each. Never throws: each operation hears its
+    /// own outcome.
+    /// </summary>
+    private async Task RunBatchAsync(List<PendingOperation> batch)
+    {
+        try
+        {
+            await using (await EnterAsync(ct => RefreshAsync(batch, ct), CancellationToken.None).ConfigureAwait(false))
+            {
+                foreach (var operation in batch)
+                {
+                    if (operation.TryCancel())
+                    {
+                        continue;
+                    }
+
+                    try
+                    {
+                        await operation.RunAsync().ConfigureAwait(false);
+                    }
+                    catch (Exception ex)
+                    {
+                        // An operation cut short may have changed a turn it did not save: the next entry reads every
+                        // turn afresh.
+                        operation.Error = ex;
+                        _loaded.Clear();
+                    }
+                    finally
+                    {
+                        operation.Writes = _writes;
+                        _writes = null;
+                    }
+                }
+
+                await Task.WhenAll(batch.Where(operation => operation.Writes is not null).SelectMany(operation => operation.Writes!)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            }
+        }
+        catch (Exception ex)
+        {
+            // The lock could not be taken or the turns not read (none of the operations ran), or it could not be let go
+            // (they all ran, and their writes are durable: the lock's lease ends it).
+            foreach (var operation in batch)
+            {
+                operation.NotRun(ex);
+            }
+        }
+
+        foreach (var operation in batch)
+        {
+            operation.Finish();
+        }
+    }
     /// <summary>Issues a write of the current operation (see <see cref="RunAsync{T}"/>).</summary>
     private void Write(Task write) => (_writes ??= []).Add(write);
 
@@ -752,3 +876,85 @@ internal enum TurnAckStatus
 }
 
 internal readonly record struct TurnAckOutcome(TurnAckStatus Status, bool NextWake, long? LeaseExpiresAt);
+
+/// <summary>What an operation on the turns reads again when it enters on a shared store.</summary>
+/// <param name="All">Every turn (a claim of the oldest, the lease-expiry sweep).</param>
+/// <param name="Key">One turn.</param>
+/// <param name="Stream">The turn of every agent on one session (a mark).</param>
+internal readonly record struct TurnReads(bool All, string? Key, string? Stream)
+{
+    public static TurnReads Everything => new(true, null, null);
+
+    public static TurnReads Turn(string agent, string stream) => new(false, TurnRecord.KeyOf(agent, stream), null);
+
+    public static TurnReads OfStream(string stream) => new(false, null, stream);
+}
+
+/// <summary>An operation waiting for a batch on a shared store, with the writes it issued and its outcome.</summary>
+internal abstract class PendingOperation(TurnReads reads, CancellationToken cancellationToken)
+{
+    private bool _ran;
+
+    public TurnReads Reads => reads;
+
+    public List<Task>? Writes { get; set; }
+
+    public Exception? Error { get; set; }
+
+    protected CancellationToken CancellationToken => cancellationToken;
+
+    /// <summary>True, and the caller told, when the caller gave up before the operation ran.</summary>
+    public abstract bool TryCancel();
+
+    public Task RunAsync()
+    {
+        _ran = true;
+        return RunCoreAsync();
+    }
+
+    protected abstract Task RunCoreAsync();
+
+    /// <summary>The batch failed: an operation that did not run fails with <paramref name="error"/>.</summary>
+    public void NotRun(Exception error)
+    {
+        if (!_ran)
+        {
+            Error ??= error;
+        }
+    }
+
+    /// <summary>Tells the caller: the operation's error, its writes' error, or its result.</summary>
+    public abstract void Finish();
+}
+
+internal sealed class PendingOperation<T>(TurnReads reads, Func<Task<T>> operation, CancellationToken cancellationToken)
+    : PendingOperation(reads, cancellationToken)
+{
+    private readonly TaskCompletionSource<T> _outcome = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private T? _result;
+
+    public Task<T> Task => _outcome.Task;
+
+    public override bool TryCancel()
+        => CancellationToken.IsCancellationRequested && _outcome.TrySetCanceled(CancellationToken);
+
+    protected override async Task RunCoreAsync() => _result = await operation().ConfigureAwait(false);
+
+    public override void Finish()
+    {
+        if (_outcome.Task.IsCompleted)
+        {
+            return;
+        }
+
+        var failed = Error ?? Writes?.FirstOrDefault(write => write.IsFaulted)?.Exception?.InnerException;
+        if (failed is not null)
+        {
+            _outcome.TrySetException(failed);
+        }
+        else
+        {
+            _outcome.TrySetResult(_result!);
+        }
+    }
+}
