@@ -79,7 +79,7 @@ public static class AppendRules
             return Reject(AppendStatus.SequenceConflict, tail);
         }
 
-        if (request.ExpectedTail is { } expected && expected != tail)
+        if ((request.ExpectedTail is { } expected && expected != tail) || (request.ExpectedStreamId is { } id && id != stream.Id))
         {
             return Reject(AppendStatus.TailMoved, tail);
         }

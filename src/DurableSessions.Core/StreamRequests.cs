@@ -127,6 +127,13 @@ public sealed record AppendRequest
     public long? ExpectedTail { get; init; }
 
     /// <summary>
+    /// Append only if the stream at the path is still this one (its <see cref="StreamInfo.Id"/>), not another stream
+    /// created there since; otherwise <see cref="AppendStatus.TailMoved"/>, and nothing is written. Lets a caller that
+    /// decided on a stream it read earlier append without looking it up again.
+    /// </summary>
+    public long? ExpectedStreamId { get; init; }
+
+    /// <summary>
     /// Whether the append only carries progress that a later append of the same producer restates in full (a session's
     /// reply deltas). Stored like any other append; live readers that asked not to be sent their own producer's
     /// progress skip it (<see cref="Live.LiveAppend.IsProgress"/>).

@@ -36,7 +36,7 @@ internal static class RedisScripts
     /// Append: the same decision as <see cref="AppendRules.Decide"/> (closed, content type, producer, Stream-Seq,
     /// expected tail), then the write, the producer state, the metadata and the notification, all at once.
     /// ARGV: now, media type ('' = unchecked), data, units, close, stream-seq, producer id ('' = none), epoch, seq,
-    /// expected tail ('' = none), channel, node, inline limit, producer state TTL in ms.
+    /// expected tail ('' = none), channel, node, inline limit, producer state TTL in ms, expected stream id ('' = none).
     /// Returns {status, tail, closed, producerEpoch, producerSeq} and, when appended, the stream id.
     /// </summary>
     public const string Append = Common + "\n" + """
@@ -104,7 +104,7 @@ internal static class RedisScripts
           if greater == nil then greater = #a > #b end
           if not greater then return {'SequenceConflict', tail, 0, 0, 0} end
         end
-        if ARGV[10] ~= '' and tonumber(ARGV[10]) ~= tail then return {'TailMoved', tail, 0, 0, 0} end
+        if (ARGV[10] ~= '' and tonumber(ARGV[10]) ~= tail) or (ARGV[15] ~= '' and ARGV[15] ~= m[1]) then return {'TailMoved', tail, 0, 0, 0} end
 
         local newTail = tail + units
         if units > 0 then redis.call('XADD', KEYS[2], n2s(newTail) .. '-0', 's', n2s(tail), 'd', ARGV[3]) end

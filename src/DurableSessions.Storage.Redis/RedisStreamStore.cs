@@ -292,7 +292,7 @@ public sealed partial class RedisStreamStore : StreamStore
             now.ToUnixTimeMilliseconds(), media, request.Data.Data, request.Data.Units, request.Close ? "1" : "0",
             request.StreamSeq ?? string.Empty, producer?.ProducerId ?? string.Empty, producer?.Epoch ?? 0, producer?.Seq ?? 0,
             request.ExpectedTail is { } expected ? expected : string.Empty, _channel.ToString(), _node, _options.InlineNotificationBytes,
-            (long)_options.ProducerStateTtl.TotalMilliseconds,
+            (long)_options.ProducerStateTtl.TotalMilliseconds, request.ExpectedStreamId is { } expectedId ? Id(expectedId) : string.Empty,
         ];
         var started = Stopwatch.GetTimestamp();
         RedisResult[] reply;

@@ -52,6 +52,51 @@ public sealed class SessionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Deltas_decided_on_a_deleted_session_are_refused_by_the_one_created_again_at_its_path_even_at_the_same_offset()
+    {
+        // The server takes the deltas of a session it holds in memory without looking the stream up first. In the
+        // first session, run r1 streams.
+        await CreateSession("reborn");
+        var agent = new FakeAgent(Client, "reborn", "r1", "m1");
+        Assert.True((await agent.StartAsync()).IsSuccessStatusCode);
+        foreach (var token in new[] { "a", "b", "c", "d" })
+        {
+            Assert.True((await agent.DeltaAsync(token)).IsSuccessStatusCode);
+        }
+
+        var (_, oldTail, _) = await ReadStream("reborn");
+
+        // Deleted and created again as a raw stream (this server's sessions in memory are not told), where run r2 writes
+        // message m1, with as many events as the first one had: the same offset.
+        var (oldEvents, _, _) = await ReadStream("reborn");
+        Assert.Equal(HttpStatusCode.NoContent, (await Client.DeleteAsync("/v1/stream/sessions/reborn")).StatusCode);
+        static JsonObject Change(string type, string key, string op, JsonObject value) => new() { ["type"] = type, ["key"] = key, ["value"] = value, ["headers"] = new JsonObject { ["operation"] = op } };
+        var initial = new JsonArray(
+            Change("run", "r2", "insert", new JsonObject { ["id"] = "r2", ["agent"] = "agent:test", ["messageId"] = "m1", ["status"] = "started" }),
+            Change("message", "m1", "insert", new JsonObject { ["id"] = "m1", ["role"] = "assistant", ["runId"] = "r2", ["parts"] = new JsonArray(), ["status"] = "streaming" }));
+        while (initial.Count < oldEvents.Count)
+        {
+            initial.Add(Change("message", $"u{initial.Count}", "insert", new JsonObject { ["id"] = $"u{initial.Count}", ["role"] = "user", ["parts"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = "hi" }), ["status"] = "complete" }));
+        }
+
+        using (var create = await Client.PutAsync("/v1/stream/sessions/reborn", new StringContent(initial.ToJsonString(), Encoding.UTF8, "application/json")))
+        {
+            Assert.True(create.StatusCode == HttpStatusCode.Created, await create.Content.ReadAsStringAsync());
+        }
+
+        var (_, tail, _) = await ReadStream("reborn");
+        Assert.Equal(oldTail, tail);
+
+        // A delta of the first session's run r1, decided on its state in memory: in the new session, r2 owns the message.
+        var delta = new JsonArray(Change("delta", "m1:stale", "insert", new JsonObject { ["messageId"] = "m1", ["runId"] = "r1", ["part"] = 0, ["partType"] = "text", ["text"] = "stale" }));
+        using var stale = await Client.PostAsync("/v1/stream/sessions/reborn", new StringContent(delta.ToJsonString(), Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.Conflict, stale.StatusCode);
+        var (events, after, _) = await ReadStream("reborn");
+        Assert.DoesNotContain(events, e => (string?)e!["type"] == "delta");
+        Assert.Equal(tail, after);
+    }
+
+    [Fact]
     public async Task A_late_joiner_hydrates_from_a_snapshot_sized_by_the_conversation_not_the_tokens()
     {
         await CreateSession("late");

@@ -193,6 +193,25 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_append_expecting_a_stream_is_refused_by_another_stream_created_at_its_path()
+    {
+        var store = await Open();
+        await Create(store, "inc", initial: "ab");
+        var first = (await store.GetAsync("inc")).Stream!;
+        Assert.Equal(AppendStatus.Appended, (await store.AppendAsync(new AppendRequest { Path = "inc", ContentType = "text/plain", Data = Bytes("c"), ExpectedStreamId = first.Id, ExpectedTail = 2 })).Status);
+
+        // Deleted and created again with the same tail: only the stream's identity tells them apart.
+        Assert.Equal(DeleteStreamStatus.Deleted, await store.DeleteAsync("inc"));
+        await Create(store, "inc", initial: "xyz");
+        var second = (await store.GetAsync("inc")).Stream!;
+        Assert.NotEqual(first.Id, second.Id);
+        var refused = await store.AppendAsync(new AppendRequest { Path = "inc", ContentType = "text/plain", Data = Bytes("!"), ExpectedStreamId = first.Id, ExpectedTail = 3 });
+        Assert.Equal(AppendStatus.TailMoved, refused.Status);
+        Assert.Equal(AppendStatus.Appended, (await store.AppendAsync(new AppendRequest { Path = "inc", ContentType = "text/plain", Data = Bytes("!"), ExpectedStreamId = second.Id, ExpectedTail = 3 })).Status);
+        Assert.Equal("xyz!", await ReadAll(store, "inc"));
+    }
+
+    [Fact]
     public async Task Close_is_durable_monotonic_and_rejects_later_appends()
     {
         var store = await Open();

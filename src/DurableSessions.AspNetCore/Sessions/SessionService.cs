@@ -136,7 +136,31 @@ internal sealed partial class SessionService : IDisposable
     /// </summary>
     public async Task<(AppendResult? Result, SessionEventRejection? Rejection)> AppendAsync(AppendRequest request, SessionWriter writer, CancellationToken cancellationToken)
     {
-        var session = await AcquireAsync(request.Path[Prefix.Length..], cancellationToken).ConfigureAwait(false);
+        var sessionId = request.Path[Prefix.Length..];
+
+        // Nearly every append is an agent's text streaming into its reply: read without JSON nodes, by the same rules.
+        var deltas = SessionDeltas.TryRead(request.Data.Data.Span, out var read) && read.Count == request.Data.Units ? read : null;
+
+        // A session already in memory takes them with no lookup first (on Redis, round trips and parsing on every delta):
+        // the store appends only onto the stream and tail they were checked against, and the session catches up when
+        // either moved.
+        if (deltas is not null && _sessions.TryGetValue(sessionId, out var known))
+        {
+            await known.Lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+            try
+            {
+                if (!known.Evicted && await AppendDeltasAsync(known, request, deltas, writer, caughtUp: false, cancellationToken).ConfigureAwait(false) is { } outcome)
+                {
+                    return outcome;
+                }
+            }
+            finally
+            {
+                known.Lock.Release();
+            }
+        }
+
+        var session = await AcquireAsync(sessionId, cancellationToken).ConfigureAwait(false);
         if (session is null)
         {
             // Gone between the caller's lookup and here: answered as the store sees the path now, never appended unchecked.
@@ -146,10 +170,11 @@ internal sealed partial class SessionService : IDisposable
 
         try
         {
-            // Nearly every append is an agent's text streaming into its reply: read without JSON nodes, by the same rules.
-            if (SessionDeltas.TryRead(request.Data.Data.Span, out var deltas) && deltas.Count == request.Data.Units)
+            if (deltas is not null)
             {
-                return await AppendDeltasAsync(session, request, deltas, writer, cancellationToken).ConfigureAwait(false);
+                // Replaced by another stream at this path while it was opened: the caller is told the session changed.
+                return await AppendDeltasAsync(session, request, deltas, writer, caughtUp: true, cancellationToken).ConfigureAwait(false)
+                    ?? (new AppendResult { Status = AppendStatus.TailMoved }, null);
             }
 
             for (var attempt = 1; ; attempt++)
@@ -164,7 +189,7 @@ internal sealed partial class SessionService : IDisposable
                 }
 
                 // Written only onto the state just checked: another node may append to this session meanwhile.
-                var result = await _store.AppendAsync(request with { ExpectedTail = session.State.Position, Progress = OnlyDeltas(messages) }, cancellationToken).ConfigureAwait(false);
+                var result = await _store.AppendAsync(request with { ExpectedTail = session.State.Position, ExpectedStreamId = session.StreamId, Progress = OnlyDeltas(messages) }, cancellationToken).ConfigureAwait(false);
                 if (result.Status == AppendStatus.TailMoved && attempt < MaxAttempts)
                 {
                     continue;
@@ -192,22 +217,42 @@ internal sealed partial class SessionService : IDisposable
     /// <summary>
     /// <see cref="AppendAsync"/> for an append of plain delta inserts, under the session's lock: the same checks, write
     /// and state update on typed deltas. Deltas are progress (restated by the reply's final message event), and never
-    /// need an answer.
+    /// need an answer. Null when the stream at the session's path is no longer the one in memory (deleted, or deleted
+    /// and created again): the session is dropped from memory, to be opened afresh. With <c>caughtUp</c> false it
+    /// decides first on the state in memory, with no lookup: the store refuses the write if the stream's tail moved past
+    /// it, and the session then catches up.
     /// </summary>
-    private async Task<(AppendResult? Result, SessionEventRejection? Rejection)> AppendDeltasAsync(Session session, AppendRequest request, List<DeltaChange> deltas, SessionWriter writer, CancellationToken cancellationToken)
+    private async Task<(AppendResult? Result, SessionEventRejection? Rejection)?> AppendDeltasAsync(Session session, AppendRequest request, List<DeltaChange> deltas, SessionWriter writer, bool caughtUp, CancellationToken cancellationToken)
     {
         for (var attempt = 1; ; attempt++)
         {
-            await CatchUpAsync(session, cancellationToken).ConfigureAwait(false);
+            if (caughtUp && !await CatchUpAsync(session, cancellationToken).ConfigureAwait(false))
+            {
+                Forget(session);
+                return null;
+            }
+
+            caughtUp = true;
             if ((SessionEventRules.CheckDeltas(session.State, deltas, writer) ?? SessionRules.CheckDeltasFence(session.State, deltas)) is { } rejection)
             {
+                // Decided on the state in memory: a refusal stands only once that state is known to be the stream's.
+                if (attempt == 1 && await IsBehindAsync(session, cancellationToken).ConfigureAwait(false))
+                {
+                    continue;
+                }
+
                 return (null, rejection);
             }
 
-            var result = await _store.AppendAsync(request with { ExpectedTail = session.State.Position, Progress = true }, cancellationToken).ConfigureAwait(false);
+            var result = await _store.AppendAsync(request with { ExpectedTail = session.State.Position, ExpectedStreamId = session.StreamId, Progress = true }, cancellationToken).ConfigureAwait(false);
             if (result.Status == AppendStatus.TailMoved && attempt < MaxAttempts)
             {
                 continue;
+            }
+
+            if (result.Status is AppendStatus.NotFound or AppendStatus.Gone)
+            {
+                Forget(session);
             }
 
             if (result.Status == AppendStatus.Appended)
@@ -222,6 +267,20 @@ internal sealed partial class SessionService : IDisposable
 
             return (result, null);
         }
+    }
+
+    /// <summary>Whether the stream holds more than the session's state in memory (or is no longer its stream).</summary>
+    private async Task<bool> IsBehindAsync(Session session, CancellationToken cancellationToken)
+    {
+        var lookup = await _store.GetAsync(session.Path, cancellationToken).ConfigureAwait(false);
+        return lookup.Stream is not { } stream || stream.Id != session.StreamId || stream.TailPosition != session.State.Position;
+    }
+
+    /// <summary>Drops a session whose stream is gone from memory; call under its lock.</summary>
+    private void Forget(Session session)
+    {
+        session.Evicted = true;
+        _sessions.TryRemove(new KeyValuePair<string, Session>(session.Path[Prefix.Length..], session));
     }
 
     /// <summary>Posts a message from a participant, applying the session's policy when a run is active.</summary>
@@ -405,7 +464,7 @@ internal sealed partial class SessionService : IDisposable
     {
         var events = decided.Select(e => e.ToJson()).ToList();
         var payload = Frame(events);
-        var request = new AppendRequest { Path = session.Path, ContentType = StreamContentType.Json, Data = payload, ExpectedTail = session.State.Position };
+        var request = new AppendRequest { Path = session.Path, ContentType = StreamContentType.Json, Data = payload, ExpectedTail = session.State.Position, ExpectedStreamId = session.StreamId };
         var result = await _store.AppendAsync(request, cancellationToken).ConfigureAwait(false);
         if (result.Status == AppendStatus.TailMoved)
         {
