@@ -19,6 +19,12 @@ public static class AppendRules
     {
         var tail = stream.TailPosition;
 
+        // Before anything else: every other answer would be about a stream the caller did not decide on.
+        if (request.ExpectedStreamId is { } id && id != stream.Id)
+        {
+            return Reject(AppendStatus.TailMoved, tail);
+        }
+
         if (stream.Closed)
         {
             // A retry of the very request that closed the stream is a duplicate, not a conflict.
@@ -79,7 +85,7 @@ public static class AppendRules
             return Reject(AppendStatus.SequenceConflict, tail);
         }
 
-        if ((request.ExpectedTail is { } expected && expected != tail) || (request.ExpectedStreamId is { } id && id != stream.Id))
+        if (request.ExpectedTail is { } expected && expected != tail)
         {
             return Reject(AppendStatus.TailMoved, tail);
         }

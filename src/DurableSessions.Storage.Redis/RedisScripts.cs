@@ -46,6 +46,8 @@ internal static class RedisScripts
         if m[6] == '1' then return {'Gone', 0, 0, 0, 0} end
         if expired({m[7], m[8], m[9]}, now) then return {'Expired', 0, 0, 0, 0} end
         local tail = tonumber(m[2])
+        -- Before anything else: every other answer would be about a stream the caller did not decide on.
+        if ARGV[15] ~= '' and ARGV[15] ~= m[1] then return {'TailMoved', tail, 0, 0, 0} end
         local units = tonumber(ARGV[4])
         local close = ARGV[5] == '1'
         local producer = ARGV[7]
@@ -104,7 +106,7 @@ internal static class RedisScripts
           if greater == nil then greater = #a > #b end
           if not greater then return {'SequenceConflict', tail, 0, 0, 0} end
         end
-        if (ARGV[10] ~= '' and tonumber(ARGV[10]) ~= tail) or (ARGV[15] ~= '' and ARGV[15] ~= m[1]) then return {'TailMoved', tail, 0, 0, 0} end
+        if ARGV[10] ~= '' and tonumber(ARGV[10]) ~= tail then return {'TailMoved', tail, 0, 0, 0} end
 
         local newTail = tail + units
         if units > 0 then redis.call('XADD', KEYS[2], n2s(newTail) .. '-0', 's', n2s(tail), 'd', ARGV[3]) end

@@ -91,6 +91,7 @@ public sealed class SessionTests : IAsyncLifetime
         var delta = new JsonArray(Change("delta", "m1:stale", "insert", new JsonObject { ["messageId"] = "m1", ["runId"] = "r1", ["part"] = 0, ["partType"] = "text", ["text"] = "stale" }));
         using var stale = await Client.PostAsync("/v1/stream/sessions/reborn", new StringContent(delta.ToJsonString(), Encoding.UTF8, "application/json"));
         Assert.Equal(HttpStatusCode.Conflict, stale.StatusCode);
+        Assert.Equal("RUN_CANCELLED", (string?)JsonNode.Parse(await stale.Content.ReadAsStringAsync())!["error"]!["code"]);
         var (events, after, _) = await ReadStream("reborn");
         Assert.DoesNotContain(events, e => (string?)e!["type"] == "delta");
         Assert.Equal(tail, after);

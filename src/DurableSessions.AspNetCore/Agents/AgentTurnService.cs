@@ -54,6 +54,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     // On a shared store: the operations waiting for the critical section, run in batches by one drain at a time.
     private readonly ConcurrentQueue<PendingOperation> _pending = new();
     private int _draining;
+    private long _batches;
 
     public AgentTurnService(StreamStore store, IOptions<AgentTurnOptions> options, ILogger<AgentTurnService> logger)
     {
@@ -76,6 +77,9 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
     /// <summary>How many turns wait or are claimed now (for tests and diagnostics).</summary>
     internal int TurnCount => _turns.Count;
+
+    /// <summary>On a shared store: how many batches this node has run (for tests and diagnostics).</summary>
+    internal long BatchCount => Interlocked.Read(ref _batches);
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -698,6 +702,9 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         if (_store.IsShared)
         {
             var pending = new PendingOperation<T>(reads, operation, cancellationToken);
+
+            // A caller that gives up is told at once; its operation is skipped unless it already started.
+            using var registration = cancellationToken.Register(static state => ((PendingOperation)state!).TryCancel(), pending);
             _pending.Enqueue(pending);
             if (Interlocked.CompareExchange(ref _draining, 1, 0) == 0)
             {
@@ -733,9 +740,12 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     /// <summary>Runs the waiting operations in batches until none waits; one drain runs at a time.</summary>
     private async Task DrainAsync()
     {
+        List<PendingOperation>? carried = null;
         while (true)
         {
-            var batch = new List<PendingOperation>();
+            // What the last batch had no time left for goes first.
+            var batch = carried ?? [];
+            carried = null;
             while (batch.Count < MaxBatch && _pending.TryDequeue(out var next))
             {
                 if (!next.TryCancel())
@@ -746,12 +756,13 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
             if (batch.Count > 0)
             {
-                await RunBatchAsync(batch).ConfigureAwait(false);
+                carried = await RunBatchAsync(batch).ConfigureAwait(false);
                 continue;
             }
 
-            // Nothing left: stop, unless an operation came between the last look and the flag going down.
-            Volatile.Write(ref _draining, 0);
+            // Nothing left: stop, unless an operation came between the last look and the flag going down (a full fence:
+            // the look at the queue must not be ordered before the flag is down).
+            Interlocked.Exchange(ref _draining, 0);
             if (_pending.IsEmpty || Interlocked.CompareExchange(ref _draining, 1, 0) != 0)
             {
                 return;
@@ -764,16 +775,27 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     /// trip), the operations one after the other as if each had entered alone, then all their writes awaited together
     /// before the lock is let go, because the next node to enter reads them. Every node's operations then pay the
     /// lock's and the store's round trips once per batch instead of once each. Never throws: each operation hears its
-    /// own outcome.
+    /// own outcome. Returns the operations it left for the next batch, or null.
     /// </summary>
-    private async Task RunBatchAsync(List<PendingOperation> batch)
+    private async Task<List<PendingOperation>?> RunBatchAsync(List<PendingOperation> batch)
     {
+        List<PendingOperation>? left = null;
+        Interlocked.Increment(ref _batches);
         try
         {
             await using (await EnterAsync(ct => RefreshAsync(batch, ct), CancellationToken.None).ConfigureAwait(false))
             {
+                // Operations that make their own store calls are bounded in time, not only in number: the lock's lease
+                // must not run out under a batch on a slow store (another node would enter beside it).
+                var deadline = _time.GetTimestamp() + (long)(SharedLockLease.TotalSeconds / 3 * _time.TimestampFrequency);
                 foreach (var operation in batch)
                 {
+                    if (left is not null || _time.GetTimestamp() > deadline)
+                    {
+                        (left ??= []).Add(operation);
+                        continue;
+                    }
+
                     if (operation.TryCancel())
                     {
                         continue;
@@ -808,12 +830,19 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             {
                 operation.NotRun(ex);
             }
+
+            left = null;
         }
 
         foreach (var operation in batch)
         {
-            operation.Finish();
+            if (left?.Contains(operation) != true)
+            {
+                operation.Finish();
+            }
         }
+
+        return left;
     }
     /// <summary>Issues a write of the current operation (see <see cref="RunAsync{T}"/>).</summary>
     private void Write(Task write) => (_writes ??= []).Add(write);
@@ -903,7 +932,7 @@ internal abstract class PendingOperation(TurnReads reads, CancellationToken canc
 
     protected CancellationToken CancellationToken => cancellationToken;
 
-    /// <summary>True, and the caller told, when the caller gave up before the operation ran.</summary>
+    /// <summary>True, and the caller told, when the caller gave up (the operation is then skipped if it has not run).</summary>
     public abstract bool TryCancel();
 
     public Task RunAsync()
@@ -936,7 +965,15 @@ internal sealed class PendingOperation<T>(TurnReads reads, Func<Task<T>> operati
     public Task<T> Task => _outcome.Task;
 
     public override bool TryCancel()
-        => CancellationToken.IsCancellationRequested && _outcome.TrySetCanceled(CancellationToken);
+    {
+        if (!CancellationToken.IsCancellationRequested)
+        {
+            return false;
+        }
+
+        _outcome.TrySetCanceled(CancellationToken);
+        return true;
+    }
 
     protected override async Task RunCoreAsync() => _result = await operation().ConfigureAwait(false);
 

@@ -28,12 +28,22 @@ internal sealed class SharedSection(StreamStore store, string name, TimeSpan lea
         }
         catch
         {
-            if (shared is not null)
+            try
             {
-                await shared.DisposeAsync().ConfigureAwait(false);
+                if (shared is not null)
+                {
+                    // Best effort: a store that failed the read may fail this too, and the lease ends the lock anyway.
+                    await shared.DisposeAsync().ConfigureAwait(false);
+                }
+            }
+            catch (Exception)
+            {
+            }
+            finally
+            {
+                _lock.Release();
             }
 
-            _lock.Release();
             throw;
         }
     }

@@ -23,6 +23,11 @@ internal sealed class SessionAppendPolicy(SessionService sessions) : IStreamAppe
     public Task<(AppendResult Result, AppendRefusal? Refusal)>? AppendAsync(StreamInfo stream, AppendRequest request, Auth.Access writer, CancellationToken cancellationToken)
         => stream.IsJson && !stream.Closed ? AppendCoreAsync(request, writer, cancellationToken) : null;
 
+    public async Task<(AppendResult Result, AppendRefusal? Refusal)?> TryAppendWithoutLookupAsync(AppendRequest request, Auth.Access writer, CancellationToken cancellationToken)
+        => await sessions.TryAppendHeldAsync(request, Writer(writer, request.Path), cancellationToken).ConfigureAwait(false) is not { } outcome ? null
+            : outcome.Rejection is { } rejection ? (default, new AppendRefusal(rejection.Status, rejection.Code, rejection.Message))
+            : (outcome.Result!.Value, null);
+
     private async Task<(AppendResult Result, AppendRefusal? Refusal)> AppendCoreAsync(AppendRequest request, Auth.Access writer, CancellationToken cancellationToken)
     {
         var (result, rejection) = await sessions.AppendAsync(request, Writer(writer, request.Path), cancellationToken).ConfigureAwait(false);

@@ -136,30 +136,13 @@ internal sealed partial class SessionService : IDisposable
     /// </summary>
     public async Task<(AppendResult? Result, SessionEventRejection? Rejection)> AppendAsync(AppendRequest request, SessionWriter writer, CancellationToken cancellationToken)
     {
-        var sessionId = request.Path[Prefix.Length..];
-
-        // Nearly every append is an agent's text streaming into its reply: read without JSON nodes, by the same rules.
-        var deltas = SessionDeltas.TryRead(request.Data.Data.Span, out var read) && read.Count == request.Data.Units ? read : null;
-
-        // A session already in memory takes them with no lookup first (on Redis, round trips and parsing on every delta):
-        // the store appends only onto the stream and tail they were checked against, and the session catches up when
-        // either moved.
-        if (deltas is not null && _sessions.TryGetValue(sessionId, out var known))
+        if (await TryAppendHeldAsync(request, writer, cancellationToken).ConfigureAwait(false) is { } taken)
         {
-            await known.Lock.WaitAsync(cancellationToken).ConfigureAwait(false);
-            try
-            {
-                if (!known.Evicted && await AppendDeltasAsync(known, request, deltas, writer, caughtUp: false, cancellationToken).ConfigureAwait(false) is { } outcome)
-                {
-                    return outcome;
-                }
-            }
-            finally
-            {
-                known.Lock.Release();
-            }
+            return taken;
         }
 
+        var sessionId = request.Path[Prefix.Length..];
+        var deltas = SessionDeltas.TryRead(request.Data.Data.Span, out var read) && read.Count == request.Data.Units ? read : null;
         var session = await AcquireAsync(sessionId, cancellationToken).ConfigureAwait(false);
         if (session is null)
         {
@@ -172,14 +155,17 @@ internal sealed partial class SessionService : IDisposable
         {
             if (deltas is not null)
             {
-                // Replaced by another stream at this path while it was opened: the caller is told the session changed.
                 return await AppendDeltasAsync(session, request, deltas, writer, caughtUp: true, cancellationToken).ConfigureAwait(false)
-                    ?? (new AppendResult { Status = AppendStatus.TailMoved }, null);
+                    ?? (await ReplacedAsync(request.Path, cancellationToken).ConfigureAwait(false), null);
             }
 
             for (var attempt = 1; ; attempt++)
             {
-                await CatchUpAsync(session, cancellationToken).ConfigureAwait(false);
+                if (!await CatchUpAsync(session, cancellationToken).ConfigureAwait(false))
+                {
+                    Forget(session);
+                    return (await ReplacedAsync(request.Path, cancellationToken).ConfigureAwait(false), null);
+                }
 
                 // Parsed once: checked against the fence, then applied to the materialized state.
                 var (messages, rejection) = Check(session, request.Data, writer);
@@ -211,6 +197,38 @@ internal sealed partial class SessionService : IDisposable
         finally
         {
             session.Lock.Release();
+        }
+    }
+
+    /// <summary>
+    /// <see cref="AppendAsync"/> with no lookup of the stream first, for what nearly every append is: an agent's text
+    /// streaming into its reply (plain delta inserts, read without JSON nodes, by the same rules), into a session already
+    /// held in memory (on Redis, a lookup is a round trip and a parse on every delta). The store appends only onto the
+    /// stream and tail they were checked against, and the session catches up when either moved. Null when the append is
+    /// not that, or the session is not held (or no longer the stream at its path): the caller looks it up.
+    /// </summary>
+    public async Task<(AppendResult? Result, SessionEventRejection? Rejection)?> TryAppendHeldAsync(AppendRequest request, SessionWriter writer, CancellationToken cancellationToken)
+    {
+        if (!_sessions.TryGetValue(request.Path[Prefix.Length..], out var known)
+            || !SessionDeltas.TryRead(request.Data.Data.Span, out var deltas) || deltas.Count != request.Data.Units)
+        {
+            return null;
+        }
+
+        await known.Lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (known.Evicted)
+            {
+                return null;
+            }
+
+            known.LastUsed = _time.GetTimestamp();
+            return await AppendDeltasAsync(known, request, deltas, writer, caughtUp: false, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            known.Lock.Release();
         }
     }
 
@@ -274,6 +292,24 @@ internal sealed partial class SessionService : IDisposable
     {
         var lookup = await _store.GetAsync(session.Path, cancellationToken).ConfigureAwait(false);
         return lookup.Stream is not { } stream || stream.Id != session.StreamId || stream.TailPosition != session.State.Position;
+    }
+
+    /// <summary>
+    /// The answer to an append whose session stream went away while it was decided: deleted (as the store sees the path
+    /// now), or replaced by another stream, when the caller is told the session changed.
+    /// </summary>
+    private async Task<AppendResult> ReplacedAsync(string path, CancellationToken cancellationToken)
+    {
+        var lookup = await _store.GetAsync(path, cancellationToken).ConfigureAwait(false);
+        return new AppendResult
+        {
+            Status = lookup.Status switch
+            {
+                StreamLookupStatus.Gone => AppendStatus.Gone,
+                StreamLookupStatus.NotFound => AppendStatus.NotFound,
+                _ => AppendStatus.TailMoved,
+            },
+        };
     }
 
     /// <summary>Drops a session whose stream is gone from memory; call under its lock.</summary>

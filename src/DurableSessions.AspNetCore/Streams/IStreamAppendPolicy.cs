@@ -21,6 +21,13 @@ internal interface IStreamAppendPolicy
     /// Returns null (and the caller appends as usual) for a stream the policy leaves alone, such as one closed already.
     /// </summary>
     Task<(AppendResult Result, AppendRefusal? Refusal)>? AppendAsync(StreamInfo stream, AppendRequest request, Auth.Access writer, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Appends with no lookup of the stream first, when the policy can decide without it: it holds what its rules need in
+    /// memory, and the store refuses the write if the stream changed since. Null when it cannot; the caller then looks
+    /// the stream up and calls <see cref="AppendAsync"/>.
+    /// </summary>
+    Task<(AppendResult Result, AppendRefusal? Refusal)?> TryAppendWithoutLookupAsync(AppendRequest request, Auth.Access writer, CancellationToken cancellationToken);
 }
 
 /// <summary>Why a policy refused a create, append or close: the HTTP status, a code and a message.</summary>

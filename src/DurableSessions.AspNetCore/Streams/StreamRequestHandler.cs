@@ -418,6 +418,14 @@ internal sealed partial class StreamRequestHandler
         var payload = StreamPayload.Empty;
         string? framingError = null;
         var framed = data.Length == 0 || TryFrame(contentType!, data, allowEmptyArray: false, out payload, out framingError);
+
+        // A governed stream's policy may take the append with no lookup (a session held in memory takes its deltas so).
+        if (policy is not null && framed && !close && data.Length > 0 && StreamContentType.IsJson(contentType!)
+            && await policy.TryAppendWithoutLookupAsync(new AppendRequest { Path = path, ContentType = contentType, Data = payload, StreamSeq = streamSeq, Producer = producer }, writer, cancellationToken).ConfigureAwait(false) is { } taken)
+        {
+            return taken.Refusal is { } refusal ? AppendAnswer.Refused(refusal.Status, refusal.Code, refusal.Message) : Answer(taken.Result, producer, payload);
+        }
+
         StreamInfo? stream = null;
         if (policy is not null || !framed)
         {
@@ -476,7 +484,12 @@ internal sealed partial class StreamRequestHandler
             result = await _store.AppendAsync(appendRequest, cancellationToken).ConfigureAwait(false);
         }
 
-        return result.Status switch
+        return Answer(result, producer, payload);
+    }
+
+    /// <summary>An append's outcome as the protocol's status, code and message.</summary>
+    private static AppendAnswer Answer(AppendResult result, ProducerStamp? producer, StreamPayload payload)
+        => result.Status switch
         {
             AppendStatus.Appended or AppendStatus.Duplicate or AppendStatus.AlreadyClosed
                 => new AppendAnswer(result.Status == AppendStatus.Appended && producer is not null && !payload.IsEmpty ? 200 : 204, result),
@@ -490,7 +503,6 @@ internal sealed partial class StreamRequestHandler
             AppendStatus.InvalidEpochSeq => AppendAnswer.Refused(400, "INVALID_EPOCH_SEQ", "A new producer epoch must start at Producer-Seq 0.", result),
             _ => AppendAnswer.Refused(409, "PRODUCER_SEQ_GAP", "Producer-Seq skipped ahead; resend the missing sequence numbers first.", result),
         };
-    }
 
     private static AppendAnswer? LookupFailure(StreamLookupStatus status) => status switch
     {
