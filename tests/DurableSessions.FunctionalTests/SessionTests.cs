@@ -52,6 +52,27 @@ public sealed class SessionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_delta_the_rules_refuse_into_a_closed_session_held_in_memory_gets_the_closed_streams_answer()
+    {
+        await CreateSession("shut");
+        var agent = new FakeAgent(Client, "shut", "r1", "m1");
+        Assert.True((await agent.StartAsync()).IsSuccessStatusCode);
+        Assert.True((await agent.DeltaAsync("a")).IsSuccessStatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Client.PostAsJsonAsync("/v1/sessions/shut/runs/r1/cancel", new { by = "user:bob" })).StatusCode);
+        using (var close = new HttpRequestMessage(HttpMethod.Post, "/v1/stream/sessions/shut"))
+        {
+            close.Headers.Add("Stream-Closed", "true");
+            Assert.True((await Client.SendAsync(close)).IsSuccessStatusCode);
+        }
+
+        // The fence would refuse the delta too, but the stream is closed: writers are told that, so that they stop.
+        using var late = await agent.DeltaAsync("b");
+        Assert.Equal(HttpStatusCode.Conflict, late.StatusCode);
+        Assert.Equal("STREAM_CLOSED", (string?)JsonNode.Parse(await late.Content.ReadAsStringAsync())!["error"]!["code"]);
+        Assert.Equal("true", late.Headers.GetValues("Stream-Closed").Single());
+    }
+
+    [Fact]
     public async Task Deltas_decided_on_a_deleted_session_are_refused_by_the_one_created_again_at_its_path_even_at_the_same_offset()
     {
         // The server takes the deltas of a session it holds in memory without looking the stream up first. In the

@@ -824,14 +824,16 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         }
         catch (Exception ex)
         {
-            // The lock could not be taken or the turns not read (none of the operations ran), or it could not be let go
-            // (they all ran, and their writes are durable: the lock's lease ends it).
+            // The lock could not be taken or the turns not read (none of the operations ran: they fail), or it could not
+            // be let go (those that ran have their writes durable, and the lock's lease ends it; those left for the next
+            // batch stay left).
             foreach (var operation in batch)
             {
-                operation.NotRun(ex);
+                if (left?.Contains(operation) != true)
+                {
+                    operation.NotRun(ex);
+                }
             }
-
-            left = null;
         }
 
         foreach (var operation in batch)

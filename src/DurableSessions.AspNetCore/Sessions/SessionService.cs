@@ -236,12 +236,14 @@ internal sealed partial class SessionService : IDisposable
     /// <see cref="AppendAsync"/> for an append of plain delta inserts, under the session's lock: the same checks, write
     /// and state update on typed deltas. Deltas are progress (restated by the reply's final message event), and never
     /// need an answer. Null when the stream at the session's path is no longer the one in memory (deleted, or deleted
-    /// and created again): the session is dropped from memory, to be opened afresh. With <c>caughtUp</c> false it
+    /// and created again): the session is dropped from memory, to be opened afresh. Null too when a refusal decided in
+    /// memory meets a stream closed or deleted since: the caller answers through its lookup. With <c>caughtUp</c> false it
     /// decides first on the state in memory, with no lookup: the store refuses the write if the stream's tail moved past
     /// it, and the session then catches up.
     /// </summary>
     private async Task<(AppendResult? Result, SessionEventRejection? Rejection)?> AppendDeltasAsync(Session session, AppendRequest request, List<DeltaChange> deltas, SessionWriter writer, bool caughtUp, CancellationToken cancellationToken)
     {
+        var decidedInMemory = !caughtUp;
         for (var attempt = 1; ; attempt++)
         {
             if (caughtUp && !await CatchUpAsync(session, cancellationToken).ConfigureAwait(false))
@@ -254,9 +256,20 @@ internal sealed partial class SessionService : IDisposable
             if ((SessionEventRules.CheckDeltas(session.State, deltas, writer) ?? SessionRules.CheckDeltasFence(session.State, deltas)) is { } rejection)
             {
                 // Decided on the state in memory: a refusal stands only once that state is known to be the stream's.
-                if (attempt == 1 && await IsBehindAsync(session, cancellationToken).ConfigureAwait(false))
+                // A stream closed, deleted or replaced meanwhile is answered as the lookup path answers it (a closed
+                // stream's own 409, a deleted one's 410), not with a rule of the session it was.
+                if (decidedInMemory && attempt == 1)
                 {
-                    continue;
+                    var lookup = await _store.GetAsync(session.Path, cancellationToken).ConfigureAwait(false);
+                    if (lookup.Status != StreamLookupStatus.Found || lookup.Stream is not { } stream || stream.Closed || stream.Id != session.StreamId)
+                    {
+                        return null;
+                    }
+
+                    if (stream.TailPosition != session.State.Position)
+                    {
+                        continue;
+                    }
                 }
 
                 return (null, rejection);
@@ -285,13 +298,6 @@ internal sealed partial class SessionService : IDisposable
 
             return (result, null);
         }
-    }
-
-    /// <summary>Whether the stream holds more than the session's state in memory (or is no longer its stream).</summary>
-    private async Task<bool> IsBehindAsync(Session session, CancellationToken cancellationToken)
-    {
-        var lookup = await _store.GetAsync(session.Path, cancellationToken).ConfigureAwait(false);
-        return lookup.Stream is not { } stream || stream.Id != session.StreamId || stream.TailPosition != session.State.Position;
     }
 
     /// <summary>
