@@ -114,6 +114,7 @@ public sealed partial class SqliteStreamStore : StreamStore
         ArgumentNullException.ThrowIfNull(options);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(options.ProducerStateTtl, TimeSpan.Zero, "ProducerStateTtl");
         ArgumentOutOfRangeException.ThrowIfLessThan(options.MaxWalBytes, 1024 * 1024, "MaxWalBytes");
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.WriterCacheBytes, 1024 * 1024, "WriterCacheBytes");
         return new SqliteStreamStore(options, timeProvider ?? TimeProvider.System, fanout ?? new StreamFanout(), (ILogger?)logger ?? NullLogger.Instance);
     }
 
@@ -129,6 +130,7 @@ public sealed partial class SqliteStreamStore : StreamStore
             PRAGMA synchronous={(fsync ? "OFF" : "NORMAL")};
             PRAGMA busy_timeout=5000;
             PRAGMA wal_autocheckpoint={(fsync ? 0 : 4000)};
+            PRAGMA cache_size=-{options.WriterCacheBytes / 1024};
             PRAGMA journal_size_limit={options.MaxWalBytes};
             """);
         Execute(_writer, Schema.Create);

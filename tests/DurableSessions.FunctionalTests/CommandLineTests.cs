@@ -98,6 +98,7 @@ public sealed class CommandLineTests
     [InlineData(new[] { "--Agent:DeltaLinger=soon" }, "Failed to convert configuration value")]
     [InlineData(new[] { "--Agent:MaxConcurrentRuns=0" }, "Agent:MaxConcurrentRuns must be at least 1.")]
     [InlineData(new[] { "--Storage:Sqlite:Durability", "Sometimes" }, "Storage:Sqlite:Durability is 'Sometimes'; use one of: Fsync, Relaxed.")]
+    [InlineData(new[] { "--Storage:Sqlite:WriterCacheBytes=4096" }, "WriterCacheBytes ('4096') must be greater than or equal to '1048576'.")]
     public async Task A_misconfigured_setting_is_one_line_and_exits_1(string[] args, string expected)
     {
         var (code, output, error) = await RunAsync([.. args, "--data", ServerProcess.TempDirectory(), "--urls", $"http://127.0.0.1:{ServerProcess.FreePort()}"]);

@@ -136,13 +136,13 @@ internal sealed partial class SessionService : IDisposable
     /// </summary>
     public async Task<(AppendResult? Result, SessionEventRejection? Rejection)> AppendAsync(AppendRequest request, SessionWriter writer, CancellationToken cancellationToken)
     {
-        if (await TryAppendHeldAsync(request, writer, cancellationToken).ConfigureAwait(false) is { } taken)
+        var deltas = ReadDeltas(request);
+        if (deltas is not null && await TryAppendHeldAsync(request, deltas, writer, cancellationToken).ConfigureAwait(false) is { } taken)
         {
             return taken;
         }
 
         var sessionId = request.Path[Prefix.Length..];
-        var deltas = SessionDeltas.TryRead(request.Data.Data.Span, out var read) && read.Count == request.Data.Units ? read : null;
         var session = await AcquireAsync(sessionId, cancellationToken).ConfigureAwait(false);
         if (session is null)
         {
@@ -207,10 +207,16 @@ internal sealed partial class SessionService : IDisposable
     /// stream and tail they were checked against, and the session catches up when either moved. Null when the append is
     /// not that, or the session is not held (or no longer the stream at its path): the caller looks it up.
     /// </summary>
-    public async Task<(AppendResult? Result, SessionEventRejection? Rejection)?> TryAppendHeldAsync(AppendRequest request, SessionWriter writer, CancellationToken cancellationToken)
+    public Task<(AppendResult? Result, SessionEventRejection? Rejection)?> TryAppendHeldAsync(AppendRequest request, SessionWriter writer, CancellationToken cancellationToken)
+        => ReadDeltas(request) is { } deltas ? TryAppendHeldAsync(request, deltas, writer, cancellationToken) : Task.FromResult<(AppendResult?, SessionEventRejection?)?>(null);
+
+    /// <summary>An append's events as typed deltas, when it is made only of plain delta inserts; otherwise null.</summary>
+    private static List<DeltaChange>? ReadDeltas(AppendRequest request)
+        => SessionDeltas.TryRead(request.Data.Data.Span, out var deltas) && deltas.Count == request.Data.Units ? deltas : null;
+
+    private async Task<(AppendResult? Result, SessionEventRejection? Rejection)?> TryAppendHeldAsync(AppendRequest request, List<DeltaChange> deltas, SessionWriter writer, CancellationToken cancellationToken)
     {
-        if (!_sessions.TryGetValue(request.Path[Prefix.Length..], out var known)
-            || !SessionDeltas.TryRead(request.Data.Data.Span, out var deltas) || deltas.Count != request.Data.Units)
+        if (!_sessions.TryGetValue(request.Path[Prefix.Length..], out var known))
         {
             return null;
         }

@@ -418,10 +418,19 @@ internal sealed partial class StreamRequestHandler
         var payload = StreamPayload.Empty;
         string? framingError = null;
         var framed = data.Length == 0 || TryFrame(contentType!, data, allowEmptyArray: false, out payload, out framingError);
+        var appendRequest = new AppendRequest
+        {
+            Path = path,
+            ContentType = data.Length > 0 ? contentType : null,
+            Data = payload,
+            Close = close,
+            StreamSeq = streamSeq,
+            Producer = producer,
+        };
 
         // A governed stream's policy may take the append with no lookup (a session held in memory takes its deltas so).
         if (policy is not null && framed && !close && data.Length > 0 && StreamContentType.IsJson(contentType!)
-            && await policy.TryAppendWithoutLookupAsync(new AppendRequest { Path = path, ContentType = contentType, Data = payload, StreamSeq = streamSeq, Producer = producer }, writer, cancellationToken).ConfigureAwait(false) is { } taken)
+            && await policy.TryAppendWithoutLookupAsync(appendRequest, writer, cancellationToken).ConfigureAwait(false) is { } taken)
         {
             return taken.Refusal is { } refusal ? AppendAnswer.Refused(refusal.Status, refusal.Code, refusal.Message) : Answer(taken.Result, producer, payload);
         }
@@ -442,6 +451,7 @@ internal sealed partial class StreamRequestHandler
                 {
                     // The store answers closed-stream requests (409, or 204 for a producer retry of the closing request).
                     payload = new StreamPayload(data, 1);
+                    appendRequest = appendRequest with { Data = payload };
                 }
                 else if (!StreamContentType.Matches(contentType!, stream.ContentType))
                 {
@@ -454,15 +464,6 @@ internal sealed partial class StreamRequestHandler
             }
         }
 
-        var appendRequest = new AppendRequest
-        {
-            Path = path,
-            ContentType = data.Length > 0 ? contentType : null,
-            Data = payload,
-            Close = close,
-            StreamSeq = streamSeq,
-            Producer = producer,
-        };
         if (close && stream is not null && policy?.CheckClose(stream, writer) is { } closeRefused)
         {
             return AppendAnswer.Refused(closeRefused.Status, closeRefused.Code, closeRefused.Message);
