@@ -115,6 +115,7 @@ public sealed partial class SqliteStreamStore : StreamStore
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(options.ProducerStateTtl, TimeSpan.Zero, "ProducerStateTtl");
         ArgumentOutOfRangeException.ThrowIfLessThan(options.MaxWalBytes, 1024 * 1024, "MaxWalBytes");
         ArgumentOutOfRangeException.ThrowIfLessThan(options.WriterCacheBytes, 1024 * 1024, "WriterCacheBytes");
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(options.WriterCacheBytes, int.MaxValue * 1024L, "WriterCacheBytes");
         return new SqliteStreamStore(options, timeProvider ?? TimeProvider.System, fanout ?? new StreamFanout(), (ILogger?)logger ?? NullLogger.Instance);
     }
 
@@ -130,7 +131,6 @@ public sealed partial class SqliteStreamStore : StreamStore
             PRAGMA synchronous={(fsync ? "OFF" : "NORMAL")};
             PRAGMA busy_timeout=5000;
             PRAGMA wal_autocheckpoint={(fsync ? 0 : 4000)};
-            PRAGMA cache_size=-{options.WriterCacheBytes / 1024};
             PRAGMA journal_size_limit={options.MaxWalBytes};
             """);
         Execute(_writer, Schema.Create);
@@ -157,6 +157,10 @@ public sealed partial class SqliteStreamStore : StreamStore
 
         Execute(_writer, Schema.CreateProducerIndex);
         LoadStreams();
+
+        // Set only now: loading scans the streams table and every chunk once, and a large cache would keep those pages
+        // (tens of MB with 100,000 stored streams) although most streams are never appended to again.
+        Execute(_writer, $"PRAGMA cache_size=-{options.WriterCacheBytes / 1024};");
     }
 
     /// <inheritdoc />

@@ -47,9 +47,10 @@ public sealed class SqliteStreamStoreOptions
 
     /// <summary>
     /// The most memory the writer's page cache holds. Appends touch each stream's last pages and its producers' rows
-    /// over and over; a cache that holds them spares reading them back from disk (with SQLite's own 2 MiB default, a
-    /// few hundred active streams did so on nearly every commit). Pages are cached only once touched, so idle streams
-    /// cost nothing. Default 32 MiB; at least 1 MiB.
+    /// over and over; a cache that holds them spares reading them back from disk (with SQLite's own default of
+    /// 2,000 KiB, a few hundred active streams did so on nearly every commit). Pages are cached only once the writer
+    /// touches them (appends, and also expiry sweeps, deletes and forks), not when the store opens. Default 32 MiB;
+    /// from 1 MiB to 2 TiB.
     /// </summary>
     public long WriterCacheBytes { get; set; } = 32 * 1024 * 1024;
 

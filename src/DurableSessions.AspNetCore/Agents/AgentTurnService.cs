@@ -846,6 +846,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
         return left;
     }
+
     /// <summary>Issues a write of the current operation (see <see cref="RunAsync{T}"/>).</summary>
     private void Write(Task write) => (_writes ??= []).Add(write);
 

@@ -208,7 +208,9 @@ internal sealed partial class SessionService : IDisposable
     /// not that, or the session is not held (or no longer the stream at its path): the caller looks it up.
     /// </summary>
     public Task<(AppendResult? Result, SessionEventRejection? Rejection)?> TryAppendHeldAsync(AppendRequest request, SessionWriter writer, CancellationToken cancellationToken)
-        => ReadDeltas(request) is { } deltas ? TryAppendHeldAsync(request, deltas, writer, cancellationToken) : Task.FromResult<(AppendResult?, SessionEventRejection?)?>(null);
+        => _sessions.ContainsKey(request.Path[Prefix.Length..]) && ReadDeltas(request) is { } deltas
+            ? TryAppendHeldAsync(request, deltas, writer, cancellationToken)
+            : Task.FromResult<(AppendResult?, SessionEventRejection?)?>(null);
 
     /// <summary>An append's events as typed deltas, when it is made only of plain delta inserts; otherwise null.</summary>
     private static List<DeltaChange>? ReadDeltas(AppendRequest request)
