@@ -1,3 +1,7 @@
+using System.Security.Cryptography;
+using System.Text;
+using StackExchange.Redis;
+
 namespace DurableSessions.Storage.Redis;
 
 /// <summary>
@@ -39,7 +43,7 @@ internal static class RedisScripts
     /// expected tail ('' = none), channel, node, inline limit, producer state TTL in ms, expected stream id ('' = none).
     /// Returns {status, tail, closed, producerEpoch, producerSeq} and, when appended, the stream id.
     /// </summary>
-    public const string Append = Common + "\n" + """
+    public static readonly RedisScript Append = new(Common + "\n" + """
         local m = redis.call('HMGET', KEYS[1], 'id', 'tail', 'closed', 'media', 'seq', 'sdel', 'exp', 'ttl', 'access', 'cbp', 'cbe', 'cbs', 'path')
         if not m[1] then return {'NotFound', 0, 0, 0, 0} end
         local now = tonumber(ARGV[1])
@@ -138,14 +142,14 @@ internal static class RedisScripts
         local closedNow = 0
         if close then closedNow = 1 end
         return {'Appended', newTail, closedNow, epoch or 0, seq or 0, m[1]}
-        """;
+        """);
 
     /// <summary>
     /// Create: only where no incarnation exists (an expired one is deleted first, through <see cref="Delete"/>, which
     /// respects its forks and releases its own fork source). ARGV: channel, node, inline limit, initial data, units,
     /// start, closed, then the metadata's field/value pairs. Returns 'OK' or 'Retry'.
     /// </summary>
-    public const string Create = Common + "\n" + """
+    public static readonly RedisScript Create = new(Common + "\n" + """
         if redis.call('EXISTS', KEYS[1]) == 1 then return 'Retry' end
         local fields = {}
         for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
@@ -161,14 +165,14 @@ internal static class RedisScripts
         local path = redis.call('HGET', KEYS[1], 'path')
         publish(ARGV[1], ARGV[2], id, path, start, start + units, ARGV[7], '0', data, tonumber(ARGV[3]))
         return 'OK'
-        """;
+        """);
 
     /// <summary>
     /// Delete one incarnation: soft when forks still read from it, otherwise remove its keys. ARGV: id, channel, node.
     /// Returns {'Retry'} when the incarnation is no longer there, {'Gone'} when it is already soft-deleted, {'Soft'}, or
     /// {'Hard', fork source id, fork source path}.
     /// </summary>
-    public const string Delete = Common + "\n" + """
+    public static readonly RedisScript Delete = new(Common + "\n" + """
         local m = redis.call('HMGET', KEYS[1], 'id', 'forks', 'fsid', 'fspath', 'path', 'tail', 'closed', 'sdel')
         if not m[1] or m[1] ~= ARGV[1] then return {'Retry'} end
         if m[8] == '1' then return {'Gone'} end
@@ -181,14 +185,14 @@ internal static class RedisScripts
         redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
         publish(ARGV[2], ARGV[3], m[1], m[5], tail, tail, m[7] or '0', '1', nil, 0)
         return {'Hard', m[3] or '', m[4] or ''}
-        """;
+        """);
 
     /// <summary>
     /// Registers (+1) or releases (-1) a fork on its source. ARGV: source id, delta, channel, node, now. A release that
     /// leaves a soft-deleted source without forks removes it. Returns {'Missing'}, {'Gone'}, {'OK'} or
     /// {'Hard', its own source id, its own source path}.
     /// </summary>
-    public const string Fork = Common + "\n" + """
+    public static readonly RedisScript Fork = new(Common + "\n" + """
         local m = redis.call('HMGET', KEYS[1], 'id', 'sdel', 'fsid', 'fspath', 'path', 'tail', 'closed', 'exp', 'ttl', 'access')
         if not m[1] or m[1] ~= ARGV[1] then return {'Missing'} end
         local delta = tonumber(ARGV[2])
@@ -202,29 +206,60 @@ internal static class RedisScripts
           return {'Hard', m[3] or '', m[4] or ''}
         end
         return {'OK'}
-        """;
+        """);
 
     /// <summary>
     /// Reads records of one incarnation: nil when the stream at the path is no longer that incarnation (its records
     /// would be another's). ARGV: id, exclusive start entry id, count.
     /// </summary>
-    public const string Read = """
+    public static readonly RedisScript Read = new("""
         if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then return false end
         return redis.call('XRANGE', KEYS[2], ARGV[2], '+', 'COUNT', ARGV[3])
-        """;
+        """);
 
     /// <summary>Resets the sliding TTL of one incarnation. ARGV: id, now.</summary>
-    public const string Touch = """
+    public static readonly RedisScript Touch = new("""
         if redis.call('HGET', KEYS[1], 'id') == ARGV[1] then redis.call('HSET', KEYS[1], 'access', ARGV[2]) end
         return 1
-        """;
+        """);
 
     /// <summary>
     /// Releases a lock only if it is still held with this token (it may have run out and been taken by another node):
     /// the check and the delete in one round trip. KEYS[1] the lock, ARGV[1] the token. Returns 1 when released.
     /// </summary>
-    public const string ReleaseLock = """
+    public static readonly RedisScript ReleaseLock = new("""
         if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
         return 0
-        """;
+        """);
+}
+
+/// <summary>
+/// A Lua script and its SHA-1. It is run by hash (<c>EVALSHA</c>), so neither its text is sent nor is it hashed again on
+/// each call (the client's own lookup of a script's hash hashes its whole text, several KB, every time); the text is
+/// sent only when the server does not have the script (<c>NOSCRIPT</c>: its first use, or after a restart, a failover or
+/// <c>SCRIPT FLUSH</c>).
+/// </summary>
+internal sealed class RedisScript(string text)
+{
+    /// <summary>The script's text.</summary>
+    public string Text { get; } = text;
+
+    /// <summary>The script's SHA-1, the name Redis caches it by.</summary>
+#pragma warning disable CA5350 // SHA-1 is how Redis names scripts (EVALSHA), not a security measure.
+    public byte[] Hash { get; } = SHA1.HashData(Encoding.UTF8.GetBytes(text));
+#pragma warning restore CA5350
+
+    /// <summary>Runs the script by hash, or by text when the server does not have it yet.</summary>
+    public async Task<RedisResult> EvaluateAsync(IDatabaseAsync db, RedisKey[] keys, RedisValue[] values)
+    {
+        try
+        {
+            return await db.ScriptEvaluateAsync(Hash, keys, values).ConfigureAwait(false);
+        }
+        catch (RedisServerException ex) when (ex.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal))
+        {
+            // Nothing ran, so sending it again is safe; the client then runs it by text, and by hash once it knows it is loaded.
+            return await db.ScriptEvaluateAsync(Text, keys, values).ConfigureAwait(false);
+        }
+    }
 }

@@ -502,7 +502,7 @@ public sealed partial class RedisStreamStore : StreamStore
     {
         // One script call, where the client's own release is a watched transaction: two round trips while every other
         // node waits for the lock.
-        public async ValueTask DisposeAsync() => await db.ScriptEvaluateAsync(RedisScripts.ReleaseLock, [key], [token]).ConfigureAwait(false);
+        public async ValueTask DisposeAsync() => await RedisScripts.ReleaseLock.EvaluateAsync(db, [key], [token]).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -566,11 +566,11 @@ public sealed partial class RedisStreamStore : StreamStore
 
     private RedisKey DocumentKey(string collection) => _prefix + ":doc:" + collection;
 
-    private async Task<RedisResult> ScriptAsync(string script, StreamKeys keys, RedisValue[] args)
+    private async Task<RedisResult> ScriptAsync(RedisScript script, StreamKeys keys, RedisValue[] args)
     {
         try
         {
-            return await _db.ScriptEvaluateAsync(script, keys.All, args).ConfigureAwait(false);
+            return await script.EvaluateAsync(_db, keys.All, args).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is RedisConnectionException or RedisTimeoutException)
         {

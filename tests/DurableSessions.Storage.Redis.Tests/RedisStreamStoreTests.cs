@@ -109,6 +109,32 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Scripts_run_by_hash_are_sent_again_when_redis_no_longer_has_them()
+    {
+        var a = await Node();
+        await a.CreateAsync(new CreateStreamRequest { Path = "flushed", ContentType = "text/plain" });
+        using var admin = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis.Server.Configuration + ",allowAdmin=true");
+        var server = admin.GetServer(admin.GetEndPoints()[0]);
+        for (var i = 1; i <= 3; i++)
+        {
+            // What a restart or a failover to a replica does to the script cache.
+            await server.ScriptFlushAsync();
+            Assert.Equal(AppendStatus.Appended, (await a.AppendAsync(new AppendRequest { Path = "flushed", Data = new StreamPayload("z"u8.ToArray(), 1) })).Status);
+            var stream = (await a.GetAsync("flushed")).Stream!;
+            Assert.Equal(i, stream.TailPosition);
+
+            await server.ScriptFlushAsync();
+            Assert.Equal(i, (await a.ReadAsync(stream, 0, 1 << 20)).Chunks.Sum(c => c.Data.Length));
+        }
+
+        // A lock's release is a script too: after a flush it still frees the lock.
+        var held = await a.AcquireLockAsync("flushed", TimeSpan.FromSeconds(30));
+        await server.ScriptFlushAsync();
+        await held.DisposeAsync();
+        Assert.False((await admin.GetDatabase().StringGetAsync(_prefix + ":lock:flushed")).HasValue);
+    }
+
+    [Fact]
     public async Task Acknowledged_appends_survive_a_redis_kill_and_restart()
     {
         // A separate server: this test kills it.
