@@ -57,6 +57,9 @@ internal sealed class TurnRecord
 
     public static string KeyOf(string agent, string stream) => agent + "\n" + stream;
 
+    /// <summary>The stream part of a key made by <see cref="KeyOf"/> (agent ids hold no line break).</summary>
+    public static ReadOnlySpan<char> StreamOfKey(string key) => key.AsSpan(key.IndexOf('\n') + 1);
+
     public byte[] Serialize() => JsonSerializer.SerializeToUtf8Bytes(this, AgentTurnJsonContext.Default.TurnRecord);
 
     public static TurnRecord? Deserialize(byte[] data)

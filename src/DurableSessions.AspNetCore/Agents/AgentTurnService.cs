@@ -38,8 +38,9 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     private readonly ILogger _logger;
     private readonly Coordination.SharedSection _section;
 
-    // The writes issued by the operation in the critical section; only touched under it.
+    // The writes issued by the operation in the critical section, and the turns they write; only touched under it.
     private List<Task>? _writes;
+    private HashSet<string>? _written;
     private readonly Dictionary<string, TurnRecord> _turns = new(StringComparer.Ordinal);
 
     // On a shared store: each turn's document as this node last read or wrote it. A call reads the turns it works on
@@ -80,6 +81,9 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
     /// <summary>On a shared store: how many batches this node has run (for tests and diagnostics).</summary>
     internal long BatchCount => Interlocked.Read(ref _batches);
+
+    /// <summary>On a shared store: how many operations wait for the next batch (for tests and diagnostics).</summary>
+    internal int PendingCount => _pending.Count;
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -520,6 +524,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     private void Drop(TurnRecord turn)
     {
         Forget(turn.Key);
+        Wrote(turn.Key);
         Write(_store.DeleteDocumentAsync(TurnsCollection, turn.Key, CancellationToken.None).AsTask());
     }
 
@@ -531,6 +536,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             _loaded[turn.Key] = data;
         }
 
+        Wrote(turn.Key);
         Write(_store.PutDocumentAsync(TurnsCollection, turn.Key, data, CancellationToken.None).AsTask());
     }
 
@@ -726,6 +732,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             {
                 writes = _writes;
                 _writes = null;
+                _written = null;
             }
         }
 
@@ -803,6 +810,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
                     try
                     {
+                        await SettleEarlierWritesAsync(batch, operation).ConfigureAwait(false);
                         await operation.RunAsync().ConfigureAwait(false);
                     }
                     catch (Exception ex)
@@ -815,7 +823,9 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
                     finally
                     {
                         operation.Writes = _writes;
+                        operation.Written = _written;
                         _writes = null;
+                        _written = null;
                     }
                 }
 
@@ -849,6 +859,75 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
     /// <summary>Issues a write of the current operation (see <see cref="RunAsync{T}"/>).</summary>
     private void Write(Task write) => (_writes ??= []).Add(write);
+
+    /// <summary>Notes that the current operation changed the turn <paramref name="key"/> (and issues its write next).</summary>
+    private void Wrote(string key) => (_written ??= new(StringComparer.Ordinal)).Add(key);
+
+    /// <summary>
+    /// Before an operation of a batch that works on a turn an earlier operation of the same batch changed: waits for those
+    /// writes, and reads again the turns whose write failed. The operations of a batch issue their writes without
+    /// awaiting them, so without this a later operation would act on a change the store never took (a claim that failed
+    /// to save would make a second claim of the same turn find it taken, and the turn would wait for a lease that was
+    /// never granted). Operations on other turns do not wait.
+    /// </summary>
+    private async Task SettleEarlierWritesAsync(List<PendingOperation> batch, PendingOperation operation)
+    {
+        List<PendingOperation>? earlier = null;
+        foreach (var other in batch)
+        {
+            if (ReferenceEquals(other, operation))
+            {
+                break;
+            }
+
+            if (other.Written is { } written && other.Writes is not null && Overlaps(operation.Reads, written))
+            {
+                (earlier ??= []).Add(other);
+            }
+        }
+
+        if (earlier is null)
+        {
+            return;
+        }
+
+        await Task.WhenAll(earlier.SelectMany(other => other.Writes!)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        var failed = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var other in earlier)
+        {
+            if (other.Writes!.Exists(write => write.IsFaulted))
+            {
+                failed.UnionWith(other.Written!);
+            }
+        }
+
+        if (failed.Count > 0)
+        {
+            // Not compared with what this node wrote: what the store holds is taken as it is.
+            foreach (var key in failed)
+            {
+                _loaded.Remove(key);
+            }
+
+            await LoadTurnsAsync([.. failed], CancellationToken.None, refreshAgents: false).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Whether an operation that reads <paramref name="reads"/> works on any of the turns <paramref name="written"/>.</summary>
+    private static bool Overlaps(TurnReads reads, HashSet<string> written)
+    {
+        if (reads.All)
+        {
+            return true;
+        }
+
+        if (reads.Key is { } key)
+        {
+            return written.Contains(key);
+        }
+
+        return reads.Stream is { } stream && written.Any(key => TurnRecord.StreamOfKey(key).SequenceEqual(stream));
+    }
 
     /// <summary>Enters the turns' critical section (on a shared store, with <paramref name="refresh"/> run first).</summary>
     private Task<System.Runtime.CompilerServices.ConfiguredAsyncDisposable> EnterAsync(Func<CancellationToken, Task> refresh, CancellationToken cancellationToken)
@@ -930,6 +1009,9 @@ internal abstract class PendingOperation(TurnReads reads, CancellationToken canc
     public TurnReads Reads => reads;
 
     public List<Task>? Writes { get; set; }
+
+    /// <summary>The turns the operation changed (their writes are <see cref="Writes"/>).</summary>
+    public HashSet<string>? Written { get; set; }
 
     public Exception? Error { get; set; }
 
