@@ -32,7 +32,7 @@ run_line() {
     sleep 0.1
   done
   # shellcheck disable=SC2086 # the load arguments are a word list
-  dotnet "$LOAD" --url "http://127.0.0.1:$port" $load_args --label "$label" | grep '^| [A-Za-z0-9]' | grep -v '^| scenario '
+  dotnet "$LOAD" --url "http://127.0.0.1:$port" $load_args --label "$label" --server-pid "$PID" | grep '^| [A-Za-z0-9]' | grep -v '^| scenario '
   kill "$PID"; wait "$PID" 2>/dev/null || true
   PID=
 }

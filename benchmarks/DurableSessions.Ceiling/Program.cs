@@ -9,6 +9,11 @@
 //   appending request itself before answering: no queue, wake-up or task per reader, the least a fan-out can do.
 // - Appends over a WebSocket: `/v1/ws` (subprotocol `durable-streams.v1`) answers each `append` message with an `ack`
 //   carrying its id and the stream's next offset, from the loop that received it; nothing is stored or synced.
+// - Sessions answered by the demo model: `PUT /v1/sessions/{id}` makes the session's stream and `POST
+//   /v1/sessions/{id}/messages` writes the user's message and starts a reply by the same model the server's agent
+//   uses (`DemoChatClient`, `--TokensPerSecond`, default 50), written as the agent writes it (its first token at once,
+//   then what gathered over each 30 ms linger as one delta event, then the complete message and the run's end), with
+//   the same events. Each write goes to the session's SSE readers as above: no store, no turn, no fence, no request.
 //
 //   dotnet benchmarks/DurableSessions.Ceiling/bin/Release/net10.0/DurableSessions.Ceiling.dll --urls http://127.0.0.1:5302
 using System.Buffers;
@@ -16,7 +21,11 @@ using System.Collections.Concurrent;
 using System.Globalization;
 using System.IO.Pipelines;
 using System.Net.WebSockets;
+using System.Security.Cryptography;
 using System.Text;
+using System.Text.Json;
+using DurableSessions.Agents;
+using Microsoft.Extensions.AI;
 
 var builder = WebApplication.CreateSlimBuilder(args);
 builder.Logging.ClearProviders();
@@ -121,6 +130,40 @@ app.MapPost("/v1/stream/{**path}", async (string path, HttpContext context) =>
         return Results.NotFound();
     }
 
+    context.Response.Headers["Stream-Next-Offset"] = Publish(path, body).ToString("D16", CultureInfo.InvariantCulture);
+    return Results.NoContent();
+});
+
+var model = new DemoChatClient(app.Configuration.GetValue("TokensPerSecond", 50.0));
+
+app.MapPut("/v1/sessions/{id}", async (string id, HttpContext context) =>
+{
+    await Drain(context.Request.BodyReader, context.RequestAborted);
+    tails.TryAdd("sessions/" + id, 0);
+    return Results.StatusCode(201);
+});
+
+app.MapPost("/v1/sessions/{id}/messages", async (string id, HttpContext context) =>
+{
+    var body = await ReadBody(context.Request.BodyReader, context.RequestAborted);
+    var path = "sessions/" + id;
+    if (!tails.ContainsKey(path))
+    {
+        return Results.NotFound();
+    }
+
+    var text = JsonDocument.Parse(body).RootElement.GetProperty("text").GetString() ?? string.Empty;
+    var question = SessionEvent.NewId("m_");
+    var tail = Publish(path, SessionEvent.Array(w => SessionEvent.Message(w, question, "user", "anonymous", null, text, "complete", "insert")));
+    _ = Task.Run(() => ReplyAsync(path, question, text));
+    return Results.Json(new { messageId = question, offset = tail.ToString("D16", CultureInfo.InvariantCulture) }, statusCode: 201);
+});
+
+app.Run();
+
+// Writes one append to the stream's live readers; returns the stream's new tail.
+long Publish(string path, byte[] body)
+{
     var tail = tails.AddOrUpdate(path, body.Length, (_, t) => t + body.Length);
     if (live.TryGetValue(path, out var readers))
     {
@@ -134,11 +177,39 @@ app.MapPost("/v1/stream/{**path}", async (string path, HttpContext context) =>
         }
     }
 
-    context.Response.Headers["Stream-Next-Offset"] = tail.ToString("D16", CultureInfo.InvariantCulture);
-    return Results.NoContent();
-});
+    return tail;
+}
 
-app.Run();
+// One reply, as the server's agent writes it.
+async Task ReplyAsync(string path, string trigger, string question)
+{
+    var run = SessionEvent.NewId("r_");
+    var message = SessionEvent.NewId("m_");
+    var startedAt = DateTimeOffset.UtcNow;
+    Publish(path, SessionEvent.Array(w =>
+    {
+        SessionEvent.Run(w, run, message, trigger, "started", startedAt, null, "insert");
+        SessionEvent.Message(w, message, "assistant", "agent:demo", run, string.Empty, "streaming", "insert");
+    }));
+
+    var reply = new StringBuilder();
+    var deltas = new DeltaWriter(body => Publish(path, body), message, run, TimeSpan.FromMilliseconds(30));
+    await foreach (var update in model.GetStreamingResponseAsync([new ChatMessage(ChatRole.User, question)]))
+    {
+        if (update.Text is { Length: > 0 } token)
+        {
+            reply.Append(token);
+            deltas.Add(token);
+        }
+    }
+
+    await deltas.FlushAsync();
+    Publish(path, SessionEvent.Array(w =>
+    {
+        SessionEvent.Message(w, message, "assistant", "agent:demo", run, reply.ToString(), "complete", "update");
+        SessionEvent.Run(w, run, message, trigger, "finished", startedAt, DateTimeOffset.UtcNow, "update");
+    }));
+}
 
 // The value of a string field, found by its prefix (the load tool's messages have no escapes in these).
 static ReadOnlySpan<byte> Field(ReadOnlySpan<byte> message, ReadOnlySpan<byte> prefix)
@@ -219,5 +290,170 @@ internal sealed class LiveReader(PipeWriter output, HttpContext context)
 
         output.Write(frame);
         _flush = output.FlushAsync();
+    }
+}
+
+/// <summary>The session events the server writes for a reply, with the same fields.</summary>
+internal static class SessionEvent
+{
+    public static string NewId(string prefix) => prefix + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
+
+    /// <summary>
+    /// The events <paramref name="write"/> writes, as one append's body: comma-separated, since a live read wraps each
+    /// append's messages in one JSON array.
+    /// </summary>
+    public static byte[] Array(Action<Utf8JsonWriter> write)
+    {
+        var buffer = new ArrayBufferWriter<byte>(512);
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartArray();
+            write(writer);
+            writer.WriteEndArray();
+        }
+
+        return buffer.WrittenSpan[1..^1].ToArray();
+    }
+
+    public static void Message(Utf8JsonWriter w, string id, string role, string author, string? run, string text, string status, string operation)
+    {
+        Start(w, "message", id);
+        w.WriteString("id", id);
+        w.WriteString("role", role);
+        w.WriteString("author", author);
+        if (run is not null)
+        {
+            w.WriteString("runId", run);
+        }
+
+        w.WriteStartArray("parts");
+        w.WriteStartObject();
+        w.WriteString("type", "text");
+        w.WriteString("text", text);
+        w.WriteEndObject();
+        w.WriteEndArray();
+        w.WriteString("status", status);
+        Time(w, "createdAt", DateTimeOffset.UtcNow);
+        End(w, operation);
+    }
+
+    public static void Run(Utf8JsonWriter w, string id, string message, string trigger, string status, DateTimeOffset startedAt, DateTimeOffset? endedAt, string operation)
+    {
+        Start(w, "run", id);
+        w.WriteString("id", id);
+        w.WriteString("agent", "agent:demo");
+        w.WriteString("messageId", message);
+        w.WriteString("trigger", trigger);
+        w.WriteString("status", status);
+        Time(w, "startedAt", startedAt);
+        if (endedAt is { } ended)
+        {
+            Time(w, "endedAt", ended);
+            w.WriteString("finishReason", "stop");
+        }
+
+        End(w, operation);
+    }
+
+    public static void Delta(Utf8JsonWriter w, string message, string run, long sequence, string text, DateTimeOffset at)
+    {
+        Start(w, "delta", message + ":" + sequence.ToString(CultureInfo.InvariantCulture));
+        w.WriteString("messageId", message);
+        w.WriteString("runId", run);
+        w.WriteNumber("part", 0);
+        w.WriteString("partType", "text");
+        w.WriteString("text", text);
+        Time(w, "at", at);
+        End(w, "insert");
+    }
+
+    // As the server writes times: UTC, to the millisecond.
+    private static void Time(Utf8JsonWriter w, string name, DateTimeOffset time)
+        => w.WriteString(name, time.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture));
+
+    private static void Start(Utf8JsonWriter w, string type, string key)
+    {
+        w.WriteStartObject();
+        w.WriteString("type", type);
+        w.WriteString("key", key);
+        w.WriteStartObject("value");
+    }
+
+    private static void End(Utf8JsonWriter w, string operation)
+    {
+        w.WriteEndObject();
+        w.WriteStartObject("headers");
+        w.WriteString("operation", operation);
+        Time(w, "timestamp", DateTimeOffset.UtcNow);
+        w.WriteEndObject();
+        w.WriteEndObject();
+    }
+}
+
+/// <summary>
+/// A reply's token deltas written the way the server's agent batches them: the first token at once, then, a linger
+/// after each write, everything that gathered as one delta event. A write here cannot be waited on: it is done when
+/// <see cref="Add"/>'s publish returns.
+/// </summary>
+internal sealed class DeltaWriter(Action<byte[]> publish, string message, string run, TimeSpan linger)
+{
+    private readonly Lock _lock = new();
+    private readonly StringBuilder _pending = new();
+    private DateTimeOffset? _firstPendingAt;
+    private bool _writing;
+    private bool _wroteFirst;
+    private Task _writer = Task.CompletedTask;
+    private long _sequence;
+
+    public void Add(string text)
+    {
+        lock (_lock)
+        {
+            _firstPendingAt ??= DateTimeOffset.UtcNow;
+            _pending.Append(text);
+            if (!_writing)
+            {
+                _writing = true;
+                _writer = Task.Run(WriteLoopAsync);
+            }
+        }
+    }
+
+    public Task FlushAsync()
+    {
+        lock (_lock)
+        {
+            return _writer;
+        }
+    }
+
+    private async Task WriteLoopAsync()
+    {
+        while (true)
+        {
+            if (_wroteFirst)
+            {
+                await Task.Delay(linger);
+            }
+
+            _wroteFirst = true;
+            string text;
+            DateTimeOffset at;
+            lock (_lock)
+            {
+                if (_pending.Length == 0)
+                {
+                    _writing = false;
+                    return;
+                }
+
+                text = _pending.ToString();
+                at = _firstPendingAt!.Value;
+                _pending.Clear();
+                _firstPendingAt = null;
+            }
+
+            publish(SessionEvent.Array(w => SessionEvent.Delta(w, message, run, _sequence++, text, at)));
+        }
     }
 }
