@@ -136,6 +136,10 @@ app.MapPost("/v1/stream/{**path}", async (string path, HttpContext context) =>
 
 var model = new DemoChatClient(app.Configuration.GetValue("TokensPerSecond", 50.0));
 
+// Each session's conversation, which the model is given as the server's agent gives it: the same questions then get
+// different replies, of the same spread of lengths.
+var conversations = new ConcurrentDictionary<string, List<ChatMessage>>(StringComparer.Ordinal);
+
 app.MapPut("/v1/sessions/{id}", async (string id, HttpContext context) =>
 {
     await Drain(context.Request.BodyReader, context.RequestAborted);
@@ -158,6 +162,9 @@ app.MapPost("/v1/sessions/{id}/messages", async (string id, HttpContext context)
     _ = Task.Run(() => ReplyAsync(path, question, text));
     return Results.Json(new { messageId = question, offset = tail.ToString("D16", CultureInfo.InvariantCulture) }, statusCode: 201);
 });
+
+// How many live readers were cut off for falling behind: a cut reader of a session makes its load smaller.
+app.MapGet("/ceiling/cut", () => LiveReader.Cut);
 
 app.Run();
 
@@ -194,7 +201,15 @@ async Task ReplyAsync(string path, string trigger, string question)
 
     var reply = new StringBuilder();
     var deltas = new DeltaWriter(body => Publish(path, body), message, run, TimeSpan.FromMilliseconds(30));
-    await foreach (var update in model.GetStreamingResponseAsync([new ChatMessage(ChatRole.User, question)]))
+    var conversation = conversations.GetOrAdd(path, _ => []);
+    List<ChatMessage> history;
+    lock (conversation)
+    {
+        conversation.Add(new ChatMessage(ChatRole.User, question));
+        history = [.. conversation];
+    }
+
+    await foreach (var update in model.GetStreamingResponseAsync(history))
     {
         if (update.Text is { Length: > 0 } token)
         {
@@ -204,6 +219,11 @@ async Task ReplyAsync(string path, string trigger, string question)
     }
 
     await deltas.FlushAsync();
+    lock (conversation)
+    {
+        conversation.Add(new ChatMessage(ChatRole.Assistant, reply.ToString()));
+    }
+
     Publish(path, SessionEvent.Array(w =>
     {
         SessionEvent.Message(w, message, "assistant", "agent:demo", run, reply.ToString(), "complete", "update");
@@ -279,11 +299,17 @@ internal sealed class LiveReader(PipeWriter output, HttpContext context)
 {
     private ValueTask<FlushResult> _flush;
 
+    private static long s_cut;
+
+    /// <summary>How many readers were cut off for falling behind.</summary>
+    public static long Cut => Interlocked.Read(ref s_cut);
+
     /// <summary>Writes a frame unless the reader's last one is still waiting on its socket; then it is cut off.</summary>
     public void Offer(byte[] frame)
     {
         if (!_flush.IsCompleted)
         {
+            Interlocked.Increment(ref s_cut);
             context.Abort();
             return;
         }

@@ -35,48 +35,103 @@ public sealed class TurnBatchWriteFailureTests : IAsyncLifetime
     [Fact]
     public async Task A_claim_whose_save_failed_leaves_the_turn_to_the_next_claim_in_the_same_batch()
     {
-        await Send(HttpMethod.Put, "/v1/sessions/s1", "{}");
-        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Post, "/v1/sessions/s1/messages", "{\"text\":\"hello\"}")).StatusCode);
-        var turns = _server.Services.GetRequiredService<AgentTurnService>();
+        await Ask("s1");
+        var batch = await HoldBatchAsync(failSaveOf: "sessions/s1");
+        var first = Claim("w1", "sessions/s1");
+        await batch.Queued(1);
+        var second = Claim("w2", "sessions/s1");
+        await batch.Queued(2);
+        var answers = await batch.RunAsync(first, second);
 
-        // The next entry into the turns' lock waits, so that the two claims below queue up behind it and run as one batch;
-        // the first save of the turn fails.
+        // The first claim heard that its save failed; the second, in the same batch, was given the turn the store still
+        // held as waiting (not told that the failed claim holds it).
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, answers[0].StatusCode);
+        Assert.Equal(HttpStatusCode.OK, answers[1].StatusCode);
+        await AnswerAsync(answers[1]);
+    }
+
+    [Fact]
+    public async Task A_message_marked_after_a_claim_whose_save_failed_does_not_save_that_claim()
+    {
+        await Ask("s2");
+        var batch = await HoldBatchAsync(failSaveOf: "sessions/s2");
+        var claim = Claim("w1", "sessions/s2");
+        await batch.Queued(1);
+        var asked = Send(HttpMethod.Post, "/v1/sessions/s2/messages", "{\"text\":\"and another thing\"}");
+        await batch.Queued(2);
+        var answers = await batch.RunAsync(claim, asked);
+
+        // The claim failed; the message marked on the same turn right after it is stored with the turn as the store has
+        // it (waiting), not with the claim nobody was given: the next claim gets the turn at once.
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, answers[0].StatusCode);
+        Assert.Equal(HttpStatusCode.Created, answers[1].StatusCode);
+        var next = await Claim("w2", "sessions/s2");
+        Assert.Equal(HttpStatusCode.OK, next.StatusCode);
+        await AnswerAsync(next);
+    }
+
+    private async Task Ask(string session)
+    {
+        await Send(HttpMethod.Put, $"/v1/sessions/{session}", "{}");
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Post, $"/v1/sessions/{session}/messages", "{\"text\":\"hello\"}")).StatusCode);
+    }
+
+    private Task<HttpResponseMessage> Claim(string worker, string stream)
+        => Send(HttpMethod.Post, $"/v1/agents/{Agent}/claim", $"{{\"worker\":\"{worker}\",\"stream\":\"{stream}\"}}");
+
+    /// <summary>
+    /// Holds the next entry into the turns' lock with a call that finds nothing (so that the calls made next queue up
+    /// behind it and run as one batch), and arms the first save of <paramref name="failSaveOf"/>'s turn to fail.
+    /// </summary>
+    private async Task<HeldBatch> HoldBatchAsync(string failSaveOf)
+    {
         var gate = _store.HoldNextTurnLock();
-        _store.FailNextPut(TurnKey("sessions/s1"));
-        var blocker = Send(HttpMethod.Post, $"/v1/agents/{Agent}/claim", "{\"worker\":\"w0\",\"stream\":\"sessions/other\"}");
+        _store.FailNextPut(TurnKey(failSaveOf));
+        var blocker = Claim("w0", "sessions/other");
         await _store.TurnLockRequested.WaitAsync(TimeSpan.FromSeconds(30));
-        var claims = new[] { "w1", "w2" }.Select(worker => Send(HttpMethod.Post, $"/v1/agents/{Agent}/claim", $"{{\"worker\":\"{worker}\",\"stream\":\"sessions/s1\"}}")).ToArray();
-        var queued = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        while (turns.PendingCount < 2)
-        {
-            Assert.True(DateTime.UtcNow < queued, "The two claims never queued behind the held entry.");
-            await Task.Delay(5);
-        }
+        return new HeldBatch(_server.Services.GetRequiredService<AgentTurnService>(), gate, blocker);
+    }
 
-        // The blocker's batch is counted already; the two claims make one more.
-        var batches = turns.BatchCount;
-        gate.SetResult();
-        Assert.Equal(HttpStatusCode.NotFound, (await blocker).StatusCode);
-        var answers = await Task.WhenAll(claims);
-        Assert.Equal(batches + 1, turns.BatchCount);
-
-        // One claim heard that its save failed; the other, in the same batch, was given the turn the store still held
-        // as waiting (not told that the failed claim holds it).
-        Assert.Equal([HttpStatusCode.OK, HttpStatusCode.ServiceUnavailable], answers.Select(a => a.StatusCode).Order());
-        var granted = JsonNode.Parse(await answers.Single(a => a.StatusCode == HttpStatusCode.OK).Content.ReadAsStringAsync())!.AsObject();
-        Assert.Equal("sessions/s1", (string?)granted["stream"]);
-
-        // That claim holds the turn: it is answered with it, and then nothing is left.
+    /// <summary>Answers a granted claim with its turn done; then nothing is left to claim.</summary>
+    private async Task AnswerAsync(HttpResponseMessage granted)
+    {
+        var claim = JsonNode.Parse(await granted.Content.ReadAsStringAsync())!.AsObject();
         var ack = new JsonObject
         {
-            ["stream"] = "sessions/s1",
-            ["token"] = (string?)granted["token"],
-            ["wake_id"] = (string?)granted["wake_id"],
-            ["generation"] = (long)granted["generation"]!,
+            ["stream"] = (string?)claim["stream"],
+            ["token"] = (string?)claim["token"],
+            ["wake_id"] = (string?)claim["wake_id"],
+            ["generation"] = (long)claim["generation"]!,
             ["done"] = true,
         };
         Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Post, $"/v1/agents/{Agent}/ack", ack.ToJsonString())).StatusCode);
         Assert.Equal(HttpStatusCode.NoContent, (await Send(HttpMethod.Post, $"/v1/agents/{Agent}/claim", "{\"worker\":\"w3\"}")).StatusCode);
+    }
+
+    private sealed class HeldBatch(AgentTurnService turns, TaskCompletionSource gate, Task<HttpResponseMessage> blocker)
+    {
+        /// <summary>Waits until <paramref name="count"/> calls wait behind the held entry.</summary>
+        public async Task Queued(int count)
+        {
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+            while (turns.PendingCount < count)
+            {
+                Assert.True(DateTime.UtcNow < deadline, $"{count} calls never queued behind the held entry.");
+                await Task.Delay(5);
+            }
+        }
+
+        /// <summary>Lets the held entry go; the calls queued behind it run as one batch. Returns their answers.</summary>
+        public async Task<HttpResponseMessage[]> RunAsync(params Task<HttpResponseMessage>[] calls)
+        {
+            // The blocker's batch is counted already.
+            var before = turns.BatchCount;
+            gate.SetResult();
+            Assert.Equal(HttpStatusCode.NotFound, (await blocker).StatusCode);
+            var answers = await Task.WhenAll(calls);
+            Assert.Equal(before + 1, turns.BatchCount);
+            return answers;
+        }
     }
 
     private static string TurnKey(string stream) => Agent + "\n" + stream;

@@ -861,18 +861,26 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     private void Write(Task write) => (_writes ??= []).Add(write);
 
     /// <summary>Notes that the current operation changed the turn <paramref name="key"/> (and issues its write next).</summary>
-    private void Wrote(string key) => (_written ??= new(StringComparer.Ordinal)).Add(key);
+    private void Wrote(string key)
+    {
+        // Only batches (a shared store) look at it.
+        if (_store.IsShared)
+        {
+            (_written ??= new(StringComparer.Ordinal)).Add(key);
+        }
+    }
 
     /// <summary>
     /// Before an operation of a batch that works on a turn an earlier operation of the same batch changed: waits for those
-    /// writes, and reads again the turns whose write failed. The operations of a batch issue their writes without
-    /// awaiting them, so without this a later operation would act on a change the store never took (a claim that failed
-    /// to save would make a second claim of the same turn find it taken, and the turn would wait for a lease that was
-    /// never granted). Operations on other turns do not wait.
+    /// writes, and when one failed (or an earlier operation on these turns threw), reads this operation's turns again. The
+    /// operations of a batch issue their writes without awaiting them, so without this a later operation would act on a
+    /// change the store never took: a claim that failed to save would make a second claim of the same turn find it
+    /// taken, and a message marked on that turn would save the failed claim with it. Operations on other turns do not wait.
     /// </summary>
     private async Task SettleEarlierWritesAsync(List<PendingOperation> batch, PendingOperation operation)
     {
-        List<PendingOperation>? earlier = null;
+        List<PendingOperation>? writers = null;
+        var stale = false;
         foreach (var other in batch)
         {
             if (ReferenceEquals(other, operation))
@@ -880,53 +888,40 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
                 break;
             }
 
-            if (other.Written is { } written && other.Writes is not null && Overlaps(operation.Reads, written))
+            if (other.Error is not null && operation.Reads.Overlaps(other.Reads))
             {
-                (earlier ??= []).Add(other);
+                // It threw, perhaps after changing a turn it did not save (and every turn is parsed again on a read).
+                stale = true;
+            }
+            else if (other.Written is { Count: > 0 } written && other.Writes is not null && written.Any(operation.Reads.Covers))
+            {
+                (writers ??= []).Add(other);
             }
         }
 
-        if (earlier is null)
+        if (writers is not null)
+        {
+            await Task.WhenAll(writers.SelectMany(other => other.Writes!)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            stale |= writers.Exists(other => other.Writes!.Exists(write => write.IsFaulted));
+        }
+
+        if (!stale)
         {
             return;
         }
 
-        await Task.WhenAll(earlier.SelectMany(other => other.Writes!)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-        var failed = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var other in earlier)
+        // The entry's own read, for this operation's turns: a turn whose stored bytes differ from what this node last
+        // wrote (a save that failed) is parsed again; one the store took after all stays as this node has it.
+        await RefreshAsync([operation], CancellationToken.None).ConfigureAwait(false);
+
+        // Those turns match the store now: later operations need not read them again for the same failed writes.
+        foreach (var other in writers ?? [])
         {
             if (other.Writes!.Exists(write => write.IsFaulted))
             {
-                failed.UnionWith(other.Written!);
+                other.Written!.RemoveWhere(operation.Reads.Covers);
             }
         }
-
-        if (failed.Count > 0)
-        {
-            // Not compared with what this node wrote: what the store holds is taken as it is.
-            foreach (var key in failed)
-            {
-                _loaded.Remove(key);
-            }
-
-            await LoadTurnsAsync([.. failed], CancellationToken.None, refreshAgents: false).ConfigureAwait(false);
-        }
-    }
-
-    /// <summary>Whether an operation that reads <paramref name="reads"/> works on any of the turns <paramref name="written"/>.</summary>
-    private static bool Overlaps(TurnReads reads, HashSet<string> written)
-    {
-        if (reads.All)
-        {
-            return true;
-        }
-
-        if (reads.Key is { } key)
-        {
-            return written.Contains(key);
-        }
-
-        return reads.Stream is { } stream && written.Any(key => TurnRecord.StreamOfKey(key).SequenceEqual(stream));
     }
 
     /// <summary>Enters the turns' critical section (on a shared store, with <paramref name="refresh"/> run first).</summary>
@@ -999,6 +994,17 @@ internal readonly record struct TurnReads(bool All, string? Key, string? Stream)
     public static TurnReads Turn(string agent, string stream) => new(false, TurnRecord.KeyOf(agent, stream), null);
 
     public static TurnReads OfStream(string stream) => new(false, null, stream);
+
+    /// <summary>Whether the turn <paramref name="key"/> is among these.</summary>
+    public bool Covers(string key)
+        => All || (Key is not null ? Key == key : Stream is not null && TurnRecord.StreamOfKey(key).SequenceEqual(Stream));
+
+    /// <summary>Whether these and <paramref name="other"/> share a turn.</summary>
+    public bool Overlaps(TurnReads other)
+        => All || other.All
+            || (Key is not null ? other.Covers(Key)
+                : other.Key is not null ? Covers(other.Key)
+                : Stream is not null && Stream == other.Stream);
 }
 
 /// <summary>An operation waiting for a batch on a shared store, with the writes it issued and its outcome.</summary>
