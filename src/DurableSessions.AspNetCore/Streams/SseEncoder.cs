@@ -46,9 +46,27 @@ internal static class SseEncoder
         output.Write(DataEventHeader);
         if (StreamContentType.IsJson(contentType))
         {
-            var joined = new ArrayBufferWriter<byte>();
-            WriteJsonArray(joined, chunks);
-            WriteLines(output, joined.WrittenSpan);
+            var length = 2;
+            var oneLine = true;
+            foreach (var chunk in chunks)
+            {
+                length += chunk.Length + 1;
+                oneLine &= !chunk.Span.ContainsAny((byte)'\r', (byte)'\n');
+            }
+
+            if (oneLine)
+            {
+                // The common case (compact JSON): one data line, written straight to the output with no copy between.
+                output.Write("data:"u8);
+                WriteJsonArray(output, chunks);
+                output.Write("\n"u8);
+            }
+            else
+            {
+                var joined = new ArrayBufferWriter<byte>(length);
+                WriteJsonArray(joined, chunks);
+                WriteLines(output, joined.WrittenSpan);
+            }
         }
         else if (StreamContentType.IsTextForSse(contentType))
         {

@@ -8,6 +8,12 @@ namespace DurableSessions.AspNetCore.Streams;
 
 internal sealed partial class StreamRequestHandler
 {
+    // Live changes are encoded for SSE readers in a buffer each thread keeps, up to this size.
+    private const int MaxReusedFrameBuffer = 64 * 1024;
+
+    [ThreadStatic]
+    private static ArrayBufferWriter<byte>? t_frameBuffer;
+
     private string? _privateCacheControl;
 
     private enum LiveMode
@@ -418,9 +424,18 @@ internal sealed partial class StreamRequestHandler
 
     private static byte[] EncodeDataFrame(string contentType, LiveAppend change)
     {
-        var buffer = new ArrayBufferWriter<byte>(change.Chunk.Data.Length + 64);
+        // Encoded into this thread's buffer, then copied out at its size: one allocation per change.
+        var buffer = t_frameBuffer ??= new ArrayBufferWriter<byte>(1024);
+        buffer.ResetWrittenCount();
         SseEncoder.WriteDataEvent(buffer, contentType, [change.Chunk.Data]);
-        return buffer.WrittenSpan.ToArray();
+        var frame = buffer.WrittenSpan.ToArray();
+        if (buffer.Capacity > MaxReusedFrameBuffer)
+        {
+            // A large change is not kept alive by the thread that encoded it.
+            t_frameBuffer = null;
+        }
+
+        return frame;
     }
 
     private static bool IfNoneMatch(StringValues header, string etag)
