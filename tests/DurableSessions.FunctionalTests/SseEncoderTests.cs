@@ -16,6 +16,17 @@ public sealed class SseEncoderTests
         => Assert.Equal("event: data\ndata:[{\ndata:  \"a\": 1\ndata:},2]\n\n", Encode("application/json", "{\r\n  \"a\": 1\n}", "2"));
 
     [Fact]
+    public void No_chunks_and_empty_chunks_are_written_as_they_are()
+    {
+        Assert.Equal("event: data\ndata:[]\n\n", Encode("application/json"));
+        Assert.Equal("event: data\ndata:[,1]\n\n", Encode("application/json", string.Empty, "1"));
+    }
+
+    [Fact]
+    public void A_lone_carriage_return_also_ends_a_data_line()
+        => Assert.Equal("event: data\ndata:[1\ndata:,2]\n\n", Encode("application/json", "1\r", "2"));
+
+    [Fact]
     public void Text_is_split_into_data_lines()
         => Assert.Equal("event: data\ndata:one\ndata:two\n\n", Encode("text/plain", "one\ntwo"));
 

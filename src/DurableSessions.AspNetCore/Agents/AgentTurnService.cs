@@ -888,12 +888,13 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
                 break;
             }
 
-            if (other.Error is not null && operation.Reads.Overlaps(other.Reads))
+            if (other.Error is not null && !other.Settled && operation.Reads.Overlaps(other.Reads))
             {
                 // It threw, perhaps after changing a turn it did not save (and every turn is parsed again on a read).
                 stale = true;
             }
-            else if (other.Written is { Count: > 0 } written && other.Writes is not null && written.Any(operation.Reads.Covers))
+
+            if (other.Written is { Count: > 0 } written && other.Writes is not null && written.Any(operation.Reads.Covers))
             {
                 (writers ??= []).Add(other);
             }
@@ -914,12 +915,22 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         // wrote (a save that failed) is parsed again; one the store took after all stays as this node has it.
         await RefreshAsync([operation], CancellationToken.None).ConfigureAwait(false);
 
-        // Those turns match the store now: later operations need not read them again for the same failed writes.
-        foreach (var other in writers ?? [])
+        // Those turns match the store now: later operations need not read them again for the same failures.
+        foreach (var other in batch)
         {
-            if (other.Writes!.Exists(write => write.IsFaulted))
+            if (ReferenceEquals(other, operation))
             {
-                other.Written!.RemoveWhere(operation.Reads.Covers);
+                break;
+            }
+
+            if (other.Error is not null && operation.Reads.Includes(other.Reads))
+            {
+                other.Settled = true;
+            }
+
+            if (other.Written is not null && other.Writes is not null && other.Writes.Exists(write => write.IsFaulted))
+            {
+                other.Written.RemoveWhere(operation.Reads.Covers);
             }
         }
     }
@@ -999,6 +1010,10 @@ internal readonly record struct TurnReads(bool All, string? Key, string? Stream)
     public bool Covers(string key)
         => All || (Key is not null ? Key == key : Stream is not null && TurnRecord.StreamOfKey(key).SequenceEqual(Stream));
 
+    /// <summary>Whether every turn of <paramref name="other"/> is among these.</summary>
+    public bool Includes(TurnReads other)
+        => All || (!other.All && (other.Key is not null ? Covers(other.Key) : other.Stream is not null && Stream == other.Stream));
+
     /// <summary>Whether these and <paramref name="other"/> share a turn.</summary>
     public bool Overlaps(TurnReads other)
         => All || other.All
@@ -1018,6 +1033,9 @@ internal abstract class PendingOperation(TurnReads reads, CancellationToken canc
 
     /// <summary>The turns the operation changed (their writes are <see cref="Writes"/>).</summary>
     public HashSet<string>? Written { get; set; }
+
+    /// <summary>After the operation threw: whether a later operation of its batch has read all its turns again since.</summary>
+    public bool Settled { get; set; }
 
     public Exception? Error { get; set; }
 
