@@ -13,7 +13,8 @@
 //   /v1/sessions/{id}/messages` writes the user's message and starts a reply by the same model the server's agent
 //   uses (`DemoChatClient`, `--TokensPerSecond`, default 50), written as the agent writes it (its first token at once,
 //   then what gathered over each 30 ms linger as one delta event, then the complete message and the run's end), with
-//   the same events. Each write goes to the session's SSE readers as above: no store, no turn, no fence, no request.
+//   the same events, made by the server's own factory (`SessionEvents`). Each write goes to the session's SSE readers
+//   as above: no store, no turn, no fence, no request.
 //
 //   dotnet benchmarks/DurableSessions.Ceiling/bin/Release/net10.0/DurableSessions.Ceiling.dll --urls http://127.0.0.1:5302
 using System.Buffers;
@@ -21,10 +22,11 @@ using System.Collections.Concurrent;
 using System.Globalization;
 using System.IO.Pipelines;
 using System.Net.WebSockets;
-using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using DurableSessions;
 using DurableSessions.Agents;
+using DurableSessions.Sessions;
 using Microsoft.Extensions.AI;
 
 var builder = WebApplication.CreateSlimBuilder(args);
@@ -139,6 +141,7 @@ var model = new DemoChatClient(app.Configuration.GetValue("TokensPerSecond", 50.
 // Each session's conversation, which the model is given as the server's agent gives it: the same questions then get
 // different replies, of the same spread of lengths.
 var conversations = new ConcurrentDictionary<string, List<ChatMessage>>(StringComparer.Ordinal);
+const string Agent = "agent:demo";
 
 app.MapPut("/v1/sessions/{id}", async (string id, HttpContext context) =>
 {
@@ -157,8 +160,9 @@ app.MapPost("/v1/sessions/{id}/messages", async (string id, HttpContext context)
     }
 
     var text = JsonDocument.Parse(body).RootElement.GetProperty("text").GetString() ?? string.Empty;
-    var question = SessionEvent.NewId("m_");
-    var tail = Publish(path, SessionEvent.Array(w => SessionEvent.Message(w, question, "user", "anonymous", null, text, "complete", "insert")));
+    var posted = SessionEvents.System.PostedMessage("anonymous", [new TextPart(text)]);
+    var question = posted.Key;
+    var tail = Publish(path, Body(posted));
     _ = Task.Run(() => ReplyAsync(path, question, text));
     return Results.Json(new { messageId = question, offset = tail.ToString("D16", CultureInfo.InvariantCulture) }, statusCode: 201);
 });
@@ -190,17 +194,13 @@ long Publish(string path, byte[] body)
 // One reply, as the server's agent writes it.
 async Task ReplyAsync(string path, string trigger, string question)
 {
-    var run = SessionEvent.NewId("r_");
-    var message = SessionEvent.NewId("m_");
-    var startedAt = DateTimeOffset.UtcNow;
-    Publish(path, SessionEvent.Array(w =>
-    {
-        SessionEvent.Run(w, run, message, trigger, "started", startedAt, null, "insert");
-        SessionEvent.Message(w, message, "assistant", "agent:demo", run, string.Empty, "streaming", "insert");
-    }));
+    var events = SessionEvents.System;
+    var started = events.RunStarted(events.NewId("r"), Agent, events.NewId("m"), trigger);
+    var run = (SessionRun)started.Value!;
+    Publish(path, Body(started, events.Reply(ChangeOperation.Insert, run.MessageId!, Agent, run.Id!, [new TextPart()], MessageStatus.Streaming, run.StartedAt!)));
 
     var reply = new StringBuilder();
-    var deltas = new DeltaWriter(body => Publish(path, body), message, run, TimeSpan.FromMilliseconds(30));
+    var deltas = new DeltaWriter(delta => Publish(path, Body(delta)), run, TimeSpan.FromMilliseconds(30));
     var conversation = conversations.GetOrAdd(path, _ => []);
     List<ChatMessage> history;
     lock (conversation)
@@ -224,11 +224,26 @@ async Task ReplyAsync(string path, string trigger, string question)
         conversation.Add(new ChatMessage(ChatRole.Assistant, reply.ToString()));
     }
 
-    Publish(path, SessionEvent.Array(w =>
+    Publish(path, Body(
+        events.Reply(ChangeOperation.Update, run.MessageId!, Agent, run.Id!, [new TextPart(reply.ToString())], MessageStatus.Complete, run.StartedAt!),
+        events.RunEnded(run, RunStatus.Finished, "stop")));
+}
+
+// Events as one append's body, the way the agent writes them, without the array's brackets: a live read wraps each
+// append's messages in one JSON array.
+static byte[] Body(params SessionEvent[] events)
+{
+    var array = DurableJson.Write(events, static (writer, events) =>
     {
-        SessionEvent.Message(w, message, "assistant", "agent:demo", run, reply.ToString(), "complete", "update");
-        SessionEvent.Run(w, run, message, trigger, "finished", startedAt, DateTimeOffset.UtcNow, "update");
-    }));
+        writer.WriteStartArray();
+        foreach (var change in events)
+        {
+            change.WriteTo(writer);
+        }
+
+        writer.WriteEndArray();
+    });
+    return array[1..^1];
 }
 
 // The value of a string field, found by its prefix (the load tool's messages have no escapes in these).
@@ -319,109 +334,12 @@ internal sealed class LiveReader(PipeWriter output, HttpContext context)
     }
 }
 
-/// <summary>The session events the server writes for a reply, with the same fields.</summary>
-internal static class SessionEvent
-{
-    public static string NewId(string prefix) => prefix + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
-
-    /// <summary>
-    /// The events <paramref name="write"/> writes, as one append's body: comma-separated, since a live read wraps each
-    /// append's messages in one JSON array.
-    /// </summary>
-    public static byte[] Array(Action<Utf8JsonWriter> write)
-    {
-        var buffer = new ArrayBufferWriter<byte>(512);
-        using (var writer = new Utf8JsonWriter(buffer))
-        {
-            writer.WriteStartArray();
-            write(writer);
-            writer.WriteEndArray();
-        }
-
-        return buffer.WrittenSpan[1..^1].ToArray();
-    }
-
-    public static void Message(Utf8JsonWriter w, string id, string role, string author, string? run, string text, string status, string operation)
-    {
-        Start(w, "message", id);
-        w.WriteString("id", id);
-        w.WriteString("role", role);
-        w.WriteString("author", author);
-        if (run is not null)
-        {
-            w.WriteString("runId", run);
-        }
-
-        w.WriteStartArray("parts");
-        w.WriteStartObject();
-        w.WriteString("type", "text");
-        w.WriteString("text", text);
-        w.WriteEndObject();
-        w.WriteEndArray();
-        w.WriteString("status", status);
-        Time(w, "createdAt", DateTimeOffset.UtcNow);
-        End(w, operation);
-    }
-
-    public static void Run(Utf8JsonWriter w, string id, string message, string trigger, string status, DateTimeOffset startedAt, DateTimeOffset? endedAt, string operation)
-    {
-        Start(w, "run", id);
-        w.WriteString("id", id);
-        w.WriteString("agent", "agent:demo");
-        w.WriteString("messageId", message);
-        w.WriteString("trigger", trigger);
-        w.WriteString("status", status);
-        Time(w, "startedAt", startedAt);
-        if (endedAt is { } ended)
-        {
-            Time(w, "endedAt", ended);
-            w.WriteString("finishReason", "stop");
-        }
-
-        End(w, operation);
-    }
-
-    public static void Delta(Utf8JsonWriter w, string message, string run, long sequence, string text, DateTimeOffset at)
-    {
-        Start(w, "delta", message + ":" + sequence.ToString(CultureInfo.InvariantCulture));
-        w.WriteString("messageId", message);
-        w.WriteString("runId", run);
-        w.WriteNumber("part", 0);
-        w.WriteString("partType", "text");
-        w.WriteString("text", text);
-        Time(w, "at", at);
-        End(w, "insert");
-    }
-
-    // As the server writes times: UTC, to the millisecond.
-    private static void Time(Utf8JsonWriter w, string name, DateTimeOffset time)
-        => w.WriteString(name, time.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture));
-
-    private static void Start(Utf8JsonWriter w, string type, string key)
-    {
-        w.WriteStartObject();
-        w.WriteString("type", type);
-        w.WriteString("key", key);
-        w.WriteStartObject("value");
-    }
-
-    private static void End(Utf8JsonWriter w, string operation)
-    {
-        w.WriteEndObject();
-        w.WriteStartObject("headers");
-        w.WriteString("operation", operation);
-        Time(w, "timestamp", DateTimeOffset.UtcNow);
-        w.WriteEndObject();
-        w.WriteEndObject();
-    }
-}
-
 /// <summary>
 /// A reply's token deltas written the way the server's agent batches them: the first token at once, then, a linger
 /// after each write, everything that gathered as one delta event. A write here cannot be waited on: it is done when
 /// <see cref="Add"/>'s publish returns.
 /// </summary>
-internal sealed class DeltaWriter(Action<byte[]> publish, string message, string run, TimeSpan linger)
+internal sealed class DeltaWriter(Action<SessionEvent> publish, SessionRun run, TimeSpan linger)
 {
     private readonly Lock _lock = new();
     private readonly StringBuilder _pending = new();
@@ -479,7 +397,7 @@ internal sealed class DeltaWriter(Action<byte[]> publish, string message, string
                 _firstPendingAt = null;
             }
 
-            publish(SessionEvent.Array(w => SessionEvent.Delta(w, message, run, _sequence++, text, at)));
+            publish(SessionEvents.System.RunDelta(run.MessageId!, run.Id!, takenOver: false, _sequence++, 0, "text", text, at));
         }
     }
 }

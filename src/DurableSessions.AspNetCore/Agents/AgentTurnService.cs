@@ -524,8 +524,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     private void Drop(TurnRecord turn)
     {
         Forget(turn.Key);
-        Wrote(turn.Key);
-        Write(_store.DeleteDocumentAsync(TurnsCollection, turn.Key, CancellationToken.None).AsTask());
+        Write(_store.DeleteDocumentAsync(TurnsCollection, turn.Key, CancellationToken.None).AsTask(), turn.Key);
     }
 
     private void Save(TurnRecord turn)
@@ -536,8 +535,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             _loaded[turn.Key] = data;
         }
 
-        Wrote(turn.Key);
-        Write(_store.PutDocumentAsync(TurnsCollection, turn.Key, data, CancellationToken.None).AsTask());
+        Write(_store.PutDocumentAsync(TurnsCollection, turn.Key, data, CancellationToken.None).AsTask(), turn.Key);
     }
 
     private void Signal()
@@ -857,16 +855,18 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         return left;
     }
 
-    /// <summary>Issues a write of the current operation (see <see cref="RunAsync{T}"/>).</summary>
-    private void Write(Task write) => (_writes ??= []).Add(write);
-
-    /// <summary>Notes that the current operation changed the turn <paramref name="key"/> (and issues its write next).</summary>
-    private void Wrote(string key)
+    /// <summary>
+    /// Issues a write of the current operation (see <see cref="RunAsync{T}"/>), of the turn <paramref name="turn"/> if it
+    /// writes one.
+    /// </summary>
+    private void Write(Task write, string? turn = null)
     {
-        // Only batches (a shared store) look at it.
-        if (_store.IsShared)
+        (_writes ??= []).Add(write);
+
+        // Only batches (a shared store) look at which turns were written.
+        if (turn is not null && _store.IsShared)
         {
-            (_written ??= new(StringComparer.Ordinal)).Add(key);
+            (_written ??= new(StringComparer.Ordinal)).Add(turn);
         }
     }
 
