@@ -147,9 +147,11 @@ public sealed partial class SessionAgent
                     && await Task.WhenAny(next, Task.Delay(RunEndGrace, _options.TimeProvider, serving.Token)).ConfigureAwait(false) != next)
                 {
                     // The run ended but its last events never showed (its final write failed): this turn cannot tell
-                    // what is answered, so it ends, and the host gives it back to be served again.
+                    // what is answered, so it ends, and the host gives it back to be served again. A turn stopped from
+                    // outside (the host stopping, its lease lost) ends the same way, but that is no failure.
                     await serving.CancelAsync().ConfigureAwait(false);
                     await Task.WhenAny(next).ConfigureAwait(false);
+                    cancellationToken.ThrowIfCancellationRequested();
                     throw new InvalidOperationException($"Run {active.RunId} in session {sessionId} ended without its final events.");
                 }
 

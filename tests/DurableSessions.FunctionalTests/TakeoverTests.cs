@@ -49,6 +49,36 @@ public sealed class TakeoverTests
     }
 
     [Fact]
+    public async Task Replies_cut_by_stopping_the_server_are_given_back_without_a_failure_and_answered_after_restart()
+    {
+        const int sessions = 20;
+        await using var server = await ServerProcess.StartAsync(null, "--Agent:Enabled=true", "--Agent:TokensPerSecond=15", $"--Agents:DefaultLeaseTtl=00:00:0{LeaseMs / 1000}");
+        using var client = new HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
+        for (var i = 0; i < sessions; i++)
+        {
+            await AskAsync(client, $"stop-{i}", $"question stop-{i}");
+        }
+
+        for (var i = 0; i < sessions; i++)
+        {
+            await WaitForAsync(client, $"stop-{i}", s => s.Messages.Any(m => m.Role == MessageRole.Assistant && m.Text.Length > 20), "the reply to have started");
+        }
+
+        // A stop (SIGTERM, as a deployment sends) cuts the runs: their turns are given back, and none of that is a failure.
+        var (exitCode, _) = await server.StopAsync(Timeout);
+        Assert.Equal(0, exitCode);
+        Assert.DoesNotContain("the turn is given back", server.RecentOutput, StringComparison.Ordinal);
+        Assert.DoesNotContain("fail:", server.RecentOutput, StringComparison.Ordinal);
+
+        await server.StartAsync();
+        for (var i = 0; i < sessions; i++)
+        {
+            var state = await WaitForAsync(client, $"stop-{i}", s => s.Runs.Any(r => r.Status == RunStatus.Finished) && !s.Runs.Any(r => r.Status == RunStatus.Started), "one finished answer");
+            AssertOneCompleteAnswer(state, $"question stop-{i}", expectTakeover: false);
+        }
+    }
+
+    [Fact]
     public async Task A_reply_cut_by_killing_one_redis_node_is_answered_by_the_agent_of_another()
     {
         await using var redis = await RedisServer.StartAsync();
