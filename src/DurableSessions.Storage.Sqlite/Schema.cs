@@ -96,6 +96,9 @@ internal static class Schema
         ON CONFLICT (stream_id, producer_id) DO UPDATE SET epoch = excluded.epoch, last_seq = excluded.last_seq, last_used = excluded.last_used
         """;
 
+    /// <summary>A producer's new sequence number (and epoch), leaving <c>last_used</c> (and so its index) as it is.</summary>
+    public const string UpdateProducerSeq = "UPDATE producers SET epoch = $epoch, last_seq = $seq WHERE stream_id = $id AND producer_id = $producer";
+
     public const string SelectProducer = "SELECT epoch, last_seq, last_used FROM producers WHERE stream_id = $id AND producer_id = $producer";
 
     public const string DeleteStream = """

@@ -274,7 +274,7 @@ public sealed partial class SqliteStreamStore
             var store = context.Store;
             Volatile.Write(ref store._producerSweepPending, 0);
             var cutoff = context.Now.ToUnixTimeMilliseconds() - (long)store._options.ProducerStateTtl.TotalMilliseconds;
-            context.ExecuteSql(Schema.DeleteIdleProducers, ("$cutoff", cutoff));
+            context.ExecuteSql(Schema.DeleteIdleProducers, ("$cutoff", cutoff - store.LastUsedSlackMs));
             foreach (var key in store._writerProducers.Where(p => p.Value.LastUsed <= cutoff).Select(p => p.Key).ToList())
             {
                 store._writerProducers.Remove(key);

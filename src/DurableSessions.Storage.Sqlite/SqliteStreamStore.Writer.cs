@@ -337,10 +337,11 @@ public sealed partial class SqliteStreamStore
         private readonly HashSet<long> _dirty = [];
         private readonly HashSet<long> _created = [];
         private readonly HashSet<long> _deleted = [];
-        private readonly Dictionary<(long, string), ProducerState> _producers = [];
+        private readonly Dictionary<(long, string), (ProducerState State, long StoredLastUsed)> _producers = [];
         private readonly SqliteCommand _insertChunk;
         private readonly SqliteCommand _updateStream;
         private readonly SqliteCommand _upsertProducer;
+        private readonly SqliteCommand _updateProducerSeq;
 
         public BatchContext(SqliteStreamStore store)
         {
@@ -348,6 +349,7 @@ public sealed partial class SqliteStreamStore
             _insertChunk = Prepare(Schema.InsertChunk, "$id", "$end", "$start", "$data");
             _updateStream = Prepare(Schema.UpdateStream, "$id", "$tail", "$closed", "$closed_by_id", "$closed_by_epoch", "$closed_by_seq", "$last_access", "$last_stream_seq", "$soft_deleted");
             _upsertProducer = Prepare(Schema.UpsertProducer, "$id", "$producer", "$epoch", "$seq", "$now");
+            _updateProducerSeq = Prepare(Schema.UpdateProducerSeq, "$id", "$producer", "$epoch", "$seq");
         }
 
         public SqliteTransaction? Transaction { get; set; }
@@ -502,7 +504,7 @@ public sealed partial class SqliteStreamStore
         {
             if (_producers.TryGetValue((streamId, producerId), out var staged))
             {
-                return staged;
+                return staged.State;
             }
 
             if (_created.Contains(streamId))
@@ -529,20 +531,40 @@ public sealed partial class SqliteStreamStore
                 return null;
             }
 
-            var found = new CachedProducer(new ProducerState(reader.GetInt64(0), reader.GetInt64(1)), reader.GetInt64(2));
+            // Its last append may be up to the slack later than last_used says: it counts as used then.
+            var stored = reader.GetInt64(2);
+            var found = new CachedProducer(new ProducerState(reader.GetInt64(0), reader.GetInt64(1)), stored + _store.LastUsedSlackMs, stored);
             _store._writerProducers[(streamId, producerId)] = found;
             return found.LastUsed > cutoff ? found.State : null;
         }
 
         public void SetProducer(long streamId, string producerId, ProducerState state)
         {
-            _producers[(streamId, producerId)] = state;
+            var key = (streamId, producerId);
+            var now = Now.ToUnixTimeMilliseconds();
+            long? stored = _producers.TryGetValue(key, out var staged) ? staged.StoredLastUsed
+                : _store._writerProducers.TryGetValue(key, out var cached) ? cached.StoredLastUsed
+                : null;
+            if (stored is { } storedAt && now - storedAt < _store.LastUsedSlackMs)
+            {
+                // A row this writer knows is on disk, whose last_used is recent enough: only its sequence changes.
+                _producers[key] = (state, storedAt);
+                _updateProducerSeq.Transaction = Transaction;
+                _updateProducerSeq.Parameters[0].Value = streamId;
+                _updateProducerSeq.Parameters[1].Value = producerId;
+                _updateProducerSeq.Parameters[2].Value = state.Epoch;
+                _updateProducerSeq.Parameters[3].Value = state.LastSeq;
+                _updateProducerSeq.ExecuteNonQuery();
+                return;
+            }
+
+            _producers[key] = (state, now);
             _upsertProducer.Transaction = Transaction;
             _upsertProducer.Parameters[0].Value = streamId;
             _upsertProducer.Parameters[1].Value = producerId;
             _upsertProducer.Parameters[2].Value = state.Epoch;
             _upsertProducer.Parameters[3].Value = state.LastSeq;
-            _upsertProducer.Parameters[4].Value = Now.ToUnixTimeMilliseconds();
+            _upsertProducer.Parameters[4].Value = now;
             _upsertProducer.ExecuteNonQuery();
         }
 
@@ -641,9 +663,9 @@ public sealed partial class SqliteStreamStore
             }
 
             var used = Now.ToUnixTimeMilliseconds();
-            foreach (var (key, state) in _producers)
+            foreach (var (key, (state, stored)) in _producers)
             {
-                _store._writerProducers[key] = new CachedProducer(state, used);
+                _store._writerProducers[key] = new CachedProducer(state, used, stored);
             }
 
             return new PublishBatch(commands, changes, Published);

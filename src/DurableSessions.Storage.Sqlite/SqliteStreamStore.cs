@@ -594,7 +594,19 @@ public sealed partial class SqliteStreamStore : StreamStore
     private readonly record struct Segment(long StreamId, long From, long To);
 
     /// <summary>A producer's committed state and when it was last used (Unix milliseconds).</summary>
-    private readonly record struct CachedProducer(ProducerState State, long LastUsed);
+    /// <summary>
+    /// A producer's state as committed: <paramref name="LastUsed"/> is when it last appended, <paramref name="StoredLastUsed"/>
+    /// the <c>last_used</c> on disk, which is written again only once it is <see cref="LastUsedSlackMs"/> behind.
+    /// </summary>
+    private readonly record struct CachedProducer(ProducerState State, long LastUsed, long StoredLastUsed);
+
+    /// <summary>
+    /// How far a producer's <c>last_used</c> on disk may trail its last append: rewriting it (and its index entry) on every
+    /// append cost as much as storing the append's data. A producer read from disk counts as used this much later than
+    /// its <c>last_used</c>, and the sweep leaves it this much longer, so state is never dropped early. A hundredth of
+    /// the producer TTL, at most a minute.
+    /// </summary>
+    private long LastUsedSlackMs => Math.Min(60_000, (long)_options.ProducerStateTtl.TotalMilliseconds / 100);
 
     /// <summary>The store's in-memory view of one stream.</summary>
     private sealed class StreamEntry

@@ -33,7 +33,9 @@ public sealed class SqliteStreamStoreOptions
 
     /// <summary>
     /// How long an idle producer's state (<c>Producer-Id</c> epoch and sequence) is kept: after this long without an
-    /// accepted append the producer is treated as new (protocol §5.2.1, producer state cleanup). Default 7 days.
+    /// accepted append the producer is treated as new (protocol §5.2.1, producer state cleanup). Default 7 days. A
+    /// producer read back from disk (after a restart) may be kept up to a hundredth of this (at most a minute) longer,
+    /// never less: its last use is written to disk at that resolution.
     /// </summary>
     public TimeSpan ProducerStateTtl { get; set; } = TimeSpan.FromDays(7);
 

@@ -559,6 +559,34 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_producers_sequence_and_last_use_survive_reopening_and_it_expires_a_ttl_after_its_last_append()
+    {
+        var store = await Open();
+        await Create(store, "reopened-producer");
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "reopened-producer", "a", new("p", 0, 0))).Status);
+        Clock.Advance(TimeSpan.FromSeconds(10));
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "reopened-producer", "b", new("p", 0, 1))).Status);
+        await store.DisposeAsync();
+        _opened.Remove(store);
+
+        // Its last append is what counts, on disk too: a second short of seven days after it, the producer is known.
+        Clock.Advance(TimeSpan.FromDays(7) - TimeSpan.FromSeconds(1));
+        store = await Open();
+        Assert.Equal(AppendStatus.Duplicate, (await Append(store, "reopened-producer", "b", new("p", 0, 1))).Status);
+        Assert.Equal(AppendStatus.ProducerSeqGap, (await Append(store, "reopened-producer", "x", new("p", 0, 3))).Status);
+        await store.DisposeAsync();
+        _opened.Remove(store);
+
+        // Well past seven idle days (the duplicate above was no accepted append): forgotten.
+        Clock.Advance(TimeSpan.FromMinutes(2));
+        store = await Open();
+        var gap = await Append(store, "reopened-producer", "c", new("p", 0, 2));
+        Assert.Equal(AppendStatus.ProducerSeqGap, gap.Status);
+        Assert.Equal(0, gap.ProducerSeq);
+        Assert.Equal("ab", await ReadAll(store, "reopened-producer"));
+    }
+
+    [Fact]
     public async Task Everything_acknowledged_survives_reopening()
     {
         var store = await Open();
