@@ -492,12 +492,7 @@ public sealed partial class SqliteStreamStore
 
         public void InsertChunk(long streamId, long start, StreamPayload payload)
         {
-            _insertChunk.Transaction = Transaction;
-            _insertChunk.Parameters[0].Value = streamId;
-            _insertChunk.Parameters[1].Value = start + payload.Units;
-            _insertChunk.Parameters[2].Value = start;
-            _insertChunk.Parameters[3].Value = payload.Data.ToArray();
-            _insertChunk.ExecuteNonQuery();
+            Run(_insertChunk, streamId, start + payload.Units, start, payload.Data.ToArray());
         }
 
         public ProducerState? GetProducer(long streamId, string producerId)
@@ -549,23 +544,24 @@ public sealed partial class SqliteStreamStore
             {
                 // A row this writer knows is on disk, whose last_used is recent enough: only its sequence changes.
                 _producers[key] = (state, storedAt);
-                _updateProducerSeq.Transaction = Transaction;
-                _updateProducerSeq.Parameters[0].Value = streamId;
-                _updateProducerSeq.Parameters[1].Value = producerId;
-                _updateProducerSeq.Parameters[2].Value = state.Epoch;
-                _updateProducerSeq.Parameters[3].Value = state.LastSeq;
-                _updateProducerSeq.ExecuteNonQuery();
+                Run(_updateProducerSeq, streamId, producerId, state.Epoch, state.LastSeq);
                 return;
             }
 
             _producers[key] = (state, now);
-            _upsertProducer.Transaction = Transaction;
-            _upsertProducer.Parameters[0].Value = streamId;
-            _upsertProducer.Parameters[1].Value = producerId;
-            _upsertProducer.Parameters[2].Value = state.Epoch;
-            _upsertProducer.Parameters[3].Value = state.LastSeq;
-            _upsertProducer.Parameters[4].Value = now;
-            _upsertProducer.ExecuteNonQuery();
+            Run(_upsertProducer, streamId, producerId, state.Epoch, state.LastSeq, now);
+        }
+
+        /// <summary>Runs a prepared statement in this batch's transaction with its parameters in order.</summary>
+        private void Run(SqliteCommand command, params ReadOnlySpan<object> values)
+        {
+            command.Transaction = Transaction;
+            for (var i = 0; i < values.Length; i++)
+            {
+                command.Parameters[i].Value = values[i];
+            }
+
+            command.ExecuteNonQuery();
         }
 
         /// <summary>Removes a stream for good, releasing its fork source (and cascading to soft-deleted ancestors).</summary>
