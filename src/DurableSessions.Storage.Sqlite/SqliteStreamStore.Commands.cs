@@ -274,8 +274,12 @@ public sealed partial class SqliteStreamStore
             var store = context.Store;
             Volatile.Write(ref store._producerSweepPending, 0);
             var cutoff = context.Now.ToUnixTimeMilliseconds() - (long)store._options.ProducerStateTtl.TotalMilliseconds;
-            context.ExecuteSql(Schema.DeleteIdleProducers, ("$cutoff", cutoff - store.LastUsedSlackMs));
-            foreach (var key in store._writerProducers.Where(p => p.Value.LastUsed <= cutoff).Select(p => p.Key).ToList())
+            // The rows deleted and the entries forgotten are the same ones: an entry removed while its row stayed would be
+            // read back from disk as known again. One idle past the TTL but not yet past the slack stays, and answers
+            // as forgotten from memory.
+            var deleteBefore = cutoff - store.LastUsedSlackMs;
+            context.ExecuteSql(Schema.DeleteIdleProducers, ("$cutoff", deleteBefore));
+            foreach (var key in store._writerProducers.Where(p => p.Value.StoredLastUsed < deleteBefore).Select(p => p.Key).ToList())
             {
                 store._writerProducers.Remove(key);
             }

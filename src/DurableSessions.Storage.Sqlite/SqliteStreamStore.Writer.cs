@@ -542,10 +542,13 @@ public sealed partial class SqliteStreamStore
                 : null;
             if (stored is { } storedAt && now - storedAt < _store.LastUsedSlackMs)
             {
-                // A row this writer knows is on disk, whose last_used is recent enough: only its sequence changes.
+                // A row this writer knows is on disk, whose last_used is recent enough: only its sequence changes. Were
+                // the row gone after all, the full upsert below writes it again rather than losing the producer's state.
                 _producers[key] = (state, storedAt);
-                Run(_updateProducerSeq, streamId, producerId, state.Epoch, state.LastSeq);
-                return;
+                if (Run(_updateProducerSeq, streamId, producerId, state.Epoch, state.LastSeq) == 1)
+                {
+                    return;
+                }
             }
 
             _producers[key] = (state, now);
@@ -553,15 +556,17 @@ public sealed partial class SqliteStreamStore
         }
 
         /// <summary>Runs a prepared statement in this batch's transaction with its parameters in order.</summary>
-        private void Run(SqliteCommand command, params ReadOnlySpan<object> values)
+        /// <returns>The number of rows it changed.</returns>
+        private int Run(SqliteCommand command, params ReadOnlySpan<object> values)
         {
+            Debug.Assert(values.Length == command.Parameters.Count, "one value per parameter");
             command.Transaction = Transaction;
             for (var i = 0; i < values.Length; i++)
             {
                 command.Parameters[i].Value = values[i];
             }
 
-            command.ExecuteNonQuery();
+            return command.ExecuteNonQuery();
         }
 
         /// <summary>Removes a stream for good, releasing its fork source (and cascading to soft-deleted ancestors).</summary>

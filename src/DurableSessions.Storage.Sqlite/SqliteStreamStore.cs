@@ -593,10 +593,11 @@ public sealed partial class SqliteStreamStore : StreamStore
 
     private readonly record struct Segment(long StreamId, long From, long To);
 
-    /// <summary>A producer's committed state and when it was last used (Unix milliseconds).</summary>
     /// <summary>
-    /// A producer's state as committed: <paramref name="LastUsed"/> is when it last appended, <paramref name="StoredLastUsed"/>
-    /// the <c>last_used</c> on disk, which is written again only once it is <see cref="LastUsedSlackMs"/> behind.
+    /// A producer's state as committed (times in Unix milliseconds): <paramref name="LastUsed"/> is when it last appended
+    /// (for a producer read from disk, the latest that can have been), <paramref name="StoredLastUsed"/> the
+    /// <c>last_used</c> on disk, which is written again only once it is <see cref="LastUsedSlackMs"/> behind. An entry
+    /// stands for a row on disk: the sweep removes both together.
     /// </summary>
     private readonly record struct CachedProducer(ProducerState State, long LastUsed, long StoredLastUsed);
 
