@@ -50,14 +50,24 @@ internal sealed class WriteQueue<T> : IDisposable
         Add(item);
     }
 
+    /// <summary>Whether every item enqueued so far has been processed (see <see cref="MarkDone"/>).</summary>
+    public bool IsDrained => Volatile.Read(ref _outstanding) == 0;
+
     /// <summary>Called by the consumer when it has fully processed <paramref name="count"/> dequeued items.</summary>
-    public void MarkDone(int count)
+    /// <returns>Whether that left the queue drained.</returns>
+    public bool MarkDone(int count)
     {
         if (Interlocked.Add(ref _outstanding, -count) == 0)
         {
             _drained.Set();
+            return true;
         }
+
+        return false;
     }
+
+    /// <summary>Wakes a consumer waiting in <see cref="WaitForItems(Func{bool})"/> to look at its condition again.</summary>
+    public void Wake() => _signal.Set();
 
     /// <summary>Blocks until every item enqueued so far has been processed (see <see cref="MarkDone"/>).</summary>
     public void WaitUntilDrained()
@@ -76,11 +86,17 @@ internal sealed class WriteQueue<T> : IDisposable
     }
 
     /// <summary>Blocks the writer thread until an item is queued (true) or the queue is completed and empty (false).</summary>
-    public bool WaitForItems()
+    public bool WaitForItems() => WaitForItems(static () => false);
+
+    /// <summary>
+    /// Blocks the writer thread until an item is queued (true), <paramref name="until"/> holds (true), or the queue is
+    /// completed and empty (false). Whoever makes <paramref name="until"/> true calls <see cref="Wake"/> afterwards.
+    /// </summary>
+    public bool WaitForItems(Func<bool> until)
     {
         while (true)
         {
-            if (!_items.IsEmpty)
+            if (!_items.IsEmpty || until())
             {
                 return true;
             }
@@ -91,7 +107,7 @@ internal sealed class WriteQueue<T> : IDisposable
             }
 
             _signal.Reset();
-            if (!_items.IsEmpty || _completed)
+            if (!_items.IsEmpty || _completed || until())
             {
                 continue;
             }
