@@ -9,12 +9,15 @@ namespace DurableSessions.Storage.Sqlite;
 /// <remarks>
 /// <para>The write path is a two-stage pipeline:</para>
 /// <list type="number">
-/// <item>The <b>writer thread</b> takes every waiting request, applies them in one SQLite transaction and commits it
-/// (with <see cref="SqliteDurability.Fsync"/> SQLite itself does not sync: <c>synchronous=OFF</c>).</item>
-/// <item>The <b>sync thread</b> fsyncs the WAL once for all batches committed since its last sync, then publishes them
-/// to readers and acknowledges their requests, in commit order.</item>
+/// <item>The <b>writer thread</b> runs every waiting request in one SQLite transaction and commits it (with
+/// <see cref="SqliteDurability.Fsync"/> SQLite itself does not sync: <c>synchronous=OFF</c>). While the sync thread is
+/// still flushing the previous commit, the transaction stays open and takes in the requests that arrive meanwhile; it is
+/// committed once that flush is done, so every flush covers one commit and each page changed in that time is written to
+/// the WAL once.</item>
+/// <item>The <b>sync thread</b> fsyncs the WAL once for everything committed since its last sync, then publishes it to
+/// readers and acknowledges its requests, in commit order.</item>
 /// </list>
-/// While one batch is being flushed to disk the next is already being written, so the disk's flush latency bounds the
+/// While one batch is being flushed to disk the next is already being run, so the disk's flush latency bounds the
 /// acknowledgement latency but not the throughput. Nothing is visible to readers or acknowledged before it is on disk.
 /// Checkpoints run with <c>synchronous=FULL</c> (which syncs the database file before the WAL can be reused) and only
 /// after everything written so far has been synced.
@@ -40,7 +43,7 @@ public sealed partial class SqliteStreamStore
             var batch = new List<WriteCommand>(_options.MaxBatchSize);
             var fsync = _options.Durability == SqliteDurability.Fsync;
             var context = new BatchContext(this);
-            Func<bool> syncIdle = () => _syncQueue.IsDrained;
+            Func<bool> flushed = () => Volatile.Read(ref _unflushed) == 0;
             while (true)
             {
                 if (batch.Count == 0)
@@ -52,7 +55,9 @@ public sealed partial class SqliteStreamStore
                 }
                 else
                 {
-                    _commands.WaitForItems(syncIdle);
+                    // A transaction is open: wait for more requests, or for the flush to end (or the queue to complete,
+                    // which the check below sees).
+                    _commands.WaitForItems(flushed);
                 }
 
                 var executed = batch.Count;
@@ -67,11 +72,11 @@ public sealed partial class SqliteStreamStore
                     continue;
                 }
 
-                // While the sync thread is still flushing earlier commits, the transaction stays open and takes in what
+                // While the sync thread is still flushing the last commit, the transaction stays open and takes in what
                 // arrives meanwhile: its requests could not be acknowledged before the next flush anyway, and one commit
-                // per flush writes each dirty page to the WAL once instead of once per commit (with ~100 streams
+                // per flush writes each changed page to the WAL once instead of once per commit (with ~100 streams
                 // appended to, several commits per flush wrote the same streams' last pages several times).
-                if (fsync && !syncIdle() && batch.Count < _options.MaxBatchSize && !_commands.IsCompleted)
+                if (fsync && !flushed() && batch.Count < _options.MaxBatchSize && !_commands.IsCompleted)
                 {
                     continue;
                 }
@@ -112,7 +117,6 @@ public sealed partial class SqliteStreamStore
             if (first == 0)
             {
                 context.Reset(TimeProvider.GetUtcNow());
-                context.Started = Stopwatch.GetTimestamp();
                 context.Transaction = _writer.BeginTransaction();
             }
             else
@@ -136,6 +140,7 @@ public sealed partial class SqliteStreamStore
 
     private bool CommitBatch(List<WriteCommand> batch, BatchContext context)
     {
+        var started = Stopwatch.GetTimestamp();
         try
         {
             context.WriteDirtyStreams();
@@ -154,7 +159,8 @@ public sealed partial class SqliteStreamStore
         StoreTelemetry.Commits.Add(1);
         StoreTelemetry.GroupSize.Record(batch.Count);
         var publish = context.ApplyToWriterState([.. batch]);
-        publish.Started = context.Started;
+        publish.Started = started;
+        Interlocked.Increment(ref _unflushed);
         _syncQueue.Enqueue(publish);
         return true;
     }
@@ -281,13 +287,16 @@ public sealed partial class SqliteStreamStore
                 pending.Add(batch);
             }
 
-            Exception? failure = null;
-            if (_options.Durability == SqliteDurability.Fsync)
+            // After a failed flush nothing later is vouched for either: the kernel may have dropped the failed pages
+            // and report the error only once, so a later flush that succeeds says nothing about them.
+            Exception? failure = _broken ? new IOException("An earlier flush of the SQLite WAL to disk failed.") : null;
+            if (failure is null && _options.Durability == SqliteDurability.Fsync)
             {
                 try
                 {
                     _walHandle ??= File.OpenHandle(_walPath, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
                     RandomAccess.FlushToDisk(_walHandle);
+                    Interlocked.Increment(ref _flushes);
                 }
                 catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
                 {
@@ -298,6 +307,9 @@ public sealed partial class SqliteStreamStore
                 }
             }
 
+            // The writer holds its next transaction open until this flush is done: it can commit now, while these
+            // batches are published and acknowledged.
+            Flushed(pending.Count);
             foreach (var batch in pending)
             {
                 if (failure is not null)
@@ -323,11 +335,16 @@ public sealed partial class SqliteStreamStore
                 }
             }
 
-            // A writer holding its transaction open until this thread is free commits it now.
-            if (_syncQueue.MarkDone(pending.Count))
-            {
-                _commands.Wake();
-            }
+            _syncQueue.MarkDone(pending.Count);
+        }
+    }
+
+    /// <summary>Counts <paramref name="count"/> commits as flushed, and wakes the writer when none is left unflushed.</summary>
+    private void Flushed(int count)
+    {
+        if (Interlocked.Add(ref _unflushed, -count) == 0)
+        {
+            _commands.Wake();
         }
     }
 
@@ -425,9 +442,6 @@ public sealed partial class SqliteStreamStore
         public SqliteTransaction? Transaction { get; set; }
 
         public DateTimeOffset Now { get; private set; }
-
-        /// <summary>When the open transaction began (a <see cref="Stopwatch"/> timestamp).</summary>
-        public long Started { get; set; }
 
         public List<LiveAppend> Published { get; private set; } = [];
 

@@ -14,8 +14,9 @@ namespace DurableSessions.Storage.Sqlite;
 /// <remarks>
 /// <para>
 /// Every mutation goes through one writer loop. The loop takes all requests that are waiting (up to
-/// <see cref="SqliteStreamStoreOptions.MaxBatchSize"/>), applies them in one transaction and commits; only then are the
-/// requests acknowledged and the changes published to live readers. With <see cref="SqliteDurability.Fsync"/> the commit
+/// <see cref="SqliteStreamStoreOptions.MaxBatchSize"/>), applies them in one transaction and commits (keeping it open for
+/// the requests that arrive while the previous commit is still being flushed); only then are the requests acknowledged
+/// and the changes published to live readers. With <see cref="SqliteDurability.Fsync"/> the commit
 /// fsyncs the WAL, so an acknowledged append survives <c>kill -9</c> and power loss; a crash mid-transaction leaves no
 /// trace of it (SQLite's atomic commit), so there are no torn records and restart needs no repair.
 /// </para>
@@ -62,6 +63,10 @@ public sealed partial class SqliteStreamStore : StreamStore
     private readonly DateTimeOffset _openedAt;
     private int _disposed;
     private long _commits;
+    private long _flushes;
+
+    // Commits handed to the sync thread and not yet flushed (see the writer pipeline).
+    private int _unflushed;
     private long _committedRequests;
 
     private SqliteStreamStore(SqliteStreamStoreOptions options, TimeProvider timeProvider, StreamFanout fanout, ILogger logger)
@@ -114,6 +119,7 @@ public sealed partial class SqliteStreamStore : StreamStore
         ArgumentNullException.ThrowIfNull(options);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(options.ProducerStateTtl, TimeSpan.Zero, "ProducerStateTtl");
         ArgumentOutOfRangeException.ThrowIfLessThan(options.MaxWalBytes, 1024 * 1024, "MaxWalBytes");
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.MaxBatchSize, 1, "MaxBatchSize");
         ArgumentOutOfRangeException.ThrowIfLessThan(options.WriterCacheBytes, 1024 * 1024, "WriterCacheBytes");
         ArgumentOutOfRangeException.ThrowIfGreaterThan(options.WriterCacheBytes, int.MaxValue * 1024L, "WriterCacheBytes");
         return new SqliteStreamStore(options, timeProvider ?? TimeProvider.System, fanout ?? new StreamFanout(), (ILogger?)logger ?? NullLogger.Instance);
@@ -168,6 +174,12 @@ public sealed partial class SqliteStreamStore : StreamStore
 
     /// <summary>The number of group commits (transactions) so far.</summary>
     public long CommitCount => Interlocked.Read(ref _commits);
+
+    /// <summary>
+    /// The number of times the WAL was flushed to disk for commits so far (with <see cref="SqliteDurability.Fsync"/>).
+    /// A commit is made while no earlier one waits for its flush, so under load this is about <see cref="CommitCount"/>.
+    /// </summary>
+    public long FlushCount => Interlocked.Read(ref _flushes);
 
     /// <summary>The number of write requests acknowledged so far; divided by <see cref="CommitCount"/> it is the mean group size.</summary>
     public long CommittedRequestCount => Interlocked.Read(ref _committedRequests);

@@ -25,7 +25,7 @@ public sealed class SqliteStreamStoreOptions
     /// <summary>The durability of an acknowledged append. Default <see cref="SqliteDurability.Fsync"/>.</summary>
     public SqliteDurability Durability { get; set; } = SqliteDurability.Fsync;
 
-    /// <summary>The most write requests committed in one transaction. Default 4096.</summary>
+    /// <summary>The most write requests committed in one transaction. Default 4096; at least 1.</summary>
     public int MaxBatchSize { get; set; } = 4096;
 
     /// <summary>How often expired streams are swept from storage. Default 30 seconds.</summary>

@@ -15,6 +15,7 @@ internal sealed class WriteQueue<T> : IDisposable
     private readonly SemaphoreSlim _capacity;
     private readonly ManualResetEventSlim _signal = new(false, spinCount: 0);
     private readonly ManualResetEventSlim _drained = new(true, spinCount: 0);
+    private readonly Lock _gate = new();
     private volatile bool _completed;
     private int _outstanding;
 
@@ -29,7 +30,11 @@ internal sealed class WriteQueue<T> : IDisposable
             await _capacity.WaitAsync(cancellationToken).ConfigureAwait(false);
         }
 
-        Add(item);
+        if (!Add(item))
+        {
+            _capacity.Release();
+            throw new ObjectDisposedException(nameof(WriteQueue<T>), "The store is closing and takes no more writes.");
+        }
     }
 
     public bool TryEnqueue(T item)
@@ -39,7 +44,12 @@ internal sealed class WriteQueue<T> : IDisposable
             return false;
         }
 
-        Add(item);
+        if (!Add(item))
+        {
+            _capacity.Release();
+            return false;
+        }
+
         return true;
     }
 
@@ -47,23 +57,19 @@ internal sealed class WriteQueue<T> : IDisposable
     public void Enqueue(T item)
     {
         _capacity.Wait(0, CancellationToken.None);
-        Add(item);
+        if (!Add(item))
+        {
+            throw new InvalidOperationException("The queue was completed.");
+        }
     }
 
-    /// <summary>Whether every item enqueued so far has been processed (see <see cref="MarkDone"/>).</summary>
-    public bool IsDrained => Volatile.Read(ref _outstanding) == 0;
-
     /// <summary>Called by the consumer when it has fully processed <paramref name="count"/> dequeued items.</summary>
-    /// <returns>Whether that left the queue drained.</returns>
-    public bool MarkDone(int count)
+    public void MarkDone(int count)
     {
         if (Interlocked.Add(ref _outstanding, -count) == 0)
         {
             _drained.Set();
-            return true;
         }
-
-        return false;
     }
 
     /// <summary>Wakes a consumer waiting in <see cref="WaitForItems(Func{bool})"/> to look at its condition again.</summary>
@@ -81,7 +87,11 @@ internal sealed class WriteQueue<T> : IDisposable
     /// <summary>Stops accepting items; the writer drains what is queued and then sees the end.</summary>
     public void Complete()
     {
-        _completed = true;
+        lock (_gate)
+        {
+            _completed = true;
+        }
+
         _signal.Set();
     }
 
@@ -127,15 +137,28 @@ internal sealed class WriteQueue<T> : IDisposable
         return false;
     }
 
-    private void Add(T item)
+    /// <returns>False if the queue was completed first: then the item was not added.</returns>
+    private bool Add(T item)
     {
-        if (Interlocked.Increment(ref _outstanding) == 1)
+        // Under the lock that Complete takes, so an item is either added before the queue completes, and the consumer
+        // sees it before it sees the end, or refused: never left behind in a queue nobody reads any more.
+        lock (_gate)
         {
-            _drained.Reset();
+            if (_completed)
+            {
+                return false;
+            }
+
+            if (Interlocked.Increment(ref _outstanding) == 1)
+            {
+                _drained.Reset();
+            }
+
+            _items.Enqueue(item);
         }
 
-        _items.Enqueue(item);
         _signal.Set();
+        return true;
     }
 
     public void Dispose()
