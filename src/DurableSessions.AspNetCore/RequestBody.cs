@@ -84,6 +84,18 @@ internal static class RequestBody
             await TooLarge(context, limit).ConfigureAwait(false);
             return null;
         }
+        catch (BadHttpRequestException ex)
+        {
+            // A body the server could not read as HTTP (bad chunk framing, cut short): the client's fault, answered here
+            // rather than left to the server's unhandled-exception path, which logs every such request as an error.
+            context.Response.Headers.Connection = "close";
+            if (!context.RequestAborted.IsCancellationRequested)
+            {
+                await Problem.Write(context, ex.StatusCode, "BAD_REQUEST_BODY", $"The request body could not be read: {ex.Message}").ConfigureAwait(false);
+            }
+
+            return null;
+        }
     }
 
     private static Task Busy(HttpContext context)

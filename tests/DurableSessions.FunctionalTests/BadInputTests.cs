@@ -1,6 +1,8 @@
 using System.Net;
 using System.Text;
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 
 namespace DurableSessions.FunctionalTests;
 
@@ -113,6 +115,98 @@ public sealed class BadInputTests : IAsyncLifetime
         using var read = await client.GetAsync("/v1/stream/bad/json?offset=-1");
         Assert.Equal("[{\"keep\":1}]", await read.Content.ReadAsStringAsync());
         Assert.Equal("0000000000000000_0000000000000001", read.Headers.GetValues("Stream-Next-Offset").Single());
+    }
+
+    [Fact]
+    public async Task Session_operations_refuse_fields_of_the_wrong_kind_and_change_nothing()
+    {
+        var client = _server.Client;
+        Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/sessions/kinds", new StringContent("{}", Encoding.UTF8, "application/json"))).StatusCode);
+        var before = await TailAsync();
+        var cases = new (HttpMethod Method, string Operation, string? Body, string Code)[]
+        {
+            (HttpMethod.Post, "messages", "{\"text\":\"hi\",\"author\":[]}", "INVALID_FIELD"),
+            (HttpMethod.Post, "messages", "{\"text\":\"hi\",\"author\":\"\"}", "INVALID_AUTHOR"),
+            (HttpMethod.Post, "messages", "{\"text\":\"hi\",\"author\":\"" + new string('a', 200) + "\"}", "INVALID_AUTHOR"),
+            (HttpMethod.Post, "messages", "{\"text\":\"hi\",\"parts\":0}", "INVALID_MESSAGE"),
+            (HttpMethod.Post, "messages", "{\"text\":5}", "INVALID_FIELD"),
+            (HttpMethod.Post, "messages", "{\"role\":true,\"text\":\"hi\"}", "INVALID_FIELD"),
+            (HttpMethod.Post, "presence", "{\"participantId\":\"client:a\",\"kind\":0}", "INVALID_PRESENCE"),
+            (HttpMethod.Post, "presence", "{\"participantId\":\"client:a\",\"name\":{}}", "INVALID_PRESENCE"),
+            (HttpMethod.Post, "handoff", "{\"holder\":[\"human:x\"]}", "INVALID_HANDOFF"),
+            (HttpMethod.Delete, "handoff", null, "INVALID_HANDOFF"),
+            (HttpMethod.Post, "runs/r1/cancel", "{\"by\":5}", "INVALID_FIELD"),
+            (HttpMethod.Post, "runs/r1/steer", "{\"text\":{}}", "INVALID_FIELD"),
+        };
+        foreach (var (method, rest, body, code) in cases)
+        {
+            using var request = new HttpRequestMessage(method, "/v1/sessions/kinds/" + rest);
+            if (body is not null)
+            {
+                request.Content = new StringContent(body, Encoding.UTF8, "application/json");
+            }
+
+            using var response = await client.SendAsync(request);
+            var text = await response.Content.ReadAsStringAsync();
+            Assert.True(response.StatusCode == HttpStatusCode.BadRequest, $"{method} {rest} {body}: {(int)response.StatusCode} {text}");
+            Assert.Equal(code, JsonDocument.Parse(text).RootElement.GetProperty("error").GetProperty("code").GetString());
+        }
+
+        Assert.Equal(before, await TailAsync());
+
+        async Task<string> TailAsync()
+        {
+            using var head = await client.SendAsync(new HttpRequestMessage(HttpMethod.Head, "/v1/stream/sessions/kinds"));
+            return head.Headers.GetValues("Stream-Next-Offset").Single();
+        }
+    }
+
+    [Fact]
+    public async Task A_body_with_broken_chunk_framing_gets_a_400_and_is_not_logged_as_a_server_error()
+    {
+        var errors = new ErrorLog();
+        await using var server = await InProcessServer.StartAsync(services: s => s.AddSingleton<ILoggerProvider>(errors));
+        Assert.Equal(HttpStatusCode.Created, (await server.Client.PutAsync("/v1/stream/bad/chunks", new StringContent("[{\"keep\":1}]", Encoding.UTF8, "application/json"))).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await server.Client.PutAsync("/v1/sessions/chunks", new StringContent("{}", Encoding.UTF8, "application/json"))).StatusCode);
+        foreach (var target in new[] { "/v1/stream/bad/chunks", "/v1/sessions/chunks/messages" })
+        {
+            using var tcp = new System.Net.Sockets.TcpClient();
+            await tcp.ConnectAsync(server.BaseAddress.Host, server.BaseAddress.Port);
+            var stream = tcp.GetStream();
+            await stream.WriteAsync(Encoding.ASCII.GetBytes(
+                $"POST {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{{\"a\":1}}\r\n0\r\n\r\n"));
+            var response = await new StreamReader(stream).ReadToEndAsync().WaitAsync(TimeSpan.FromSeconds(10));
+            Assert.StartsWith("HTTP/1.1 400", response, StringComparison.Ordinal);
+            Assert.Contains("BAD_REQUEST_BODY", response, StringComparison.Ordinal);
+        }
+
+        Assert.Empty(errors.Entries);
+        Assert.Equal("[{\"keep\":1}]", await server.Client.GetStringAsync("/v1/stream/bad/chunks?offset=-1"));
+    }
+
+    /// <summary>Collects what the server logs at error level or above.</summary>
+    private sealed class ErrorLog : ILoggerProvider, ILogger
+    {
+        public System.Collections.Concurrent.ConcurrentQueue<string> Entries { get; } = new();
+
+        public ILogger CreateLogger(string categoryName) => this;
+
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Error;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (logLevel >= LogLevel.Error)
+            {
+                Entries.Enqueue(formatter(state, exception) + " " + exception?.Message);
+            }
+        }
+
+        public void Dispose()
+        {
+        }
     }
 
     [Fact]

@@ -400,6 +400,9 @@ public sealed class WebSocketTransportTests
             (new JsonObject { ["op"] = "subscribe", ["sub"] = "s", ["path"] = "bad/s", ["offset"] = "banana" }, "INVALID_OFFSET"),
             (new JsonObject { ["op"] = "unsubscribe", ["sub"] = "nobody" }, "SUBSCRIPTION_NOT_FOUND"),
             (new JsonObject { ["op"] = "session.cancel", ["id"] = "10", ["session"] = "s-1" }, "INVALID_RUN_ID"),
+            (new JsonObject { ["op"] = "subscribe", ["sub"] = "s5", ["path"] = "bad/s", ["offset"] = 5 }, "INVALID_FIELD"),
+            (new JsonObject { ["op"] = "append", ["id"] = "11", ["path"] = "bad/s", ["data"] = 1, ["close"] = "yes" }, "INVALID_FIELD"),
+            (new JsonObject { ["op"] = "append", ["id"] = 12, ["path"] = "bad/s", ["data"] = 1 }, "INVALID_ID"),
         };
         foreach (var (message, code) in cases)
         {

@@ -154,6 +154,12 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             return;
         }
 
+        if (FieldOfWrongKind(body, "role", "text", "author") is { } field)
+        {
+            await Problem.Write(context, 400, "INVALID_FIELD", $"{field} must be a string.").ConfigureAwait(false);
+            return;
+        }
+
         var role = Str(body, "role") ?? "user";
         if (role is not ("user" or "assistant" or "tool" or "system"))
         {
@@ -162,17 +168,24 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         }
 
         IReadOnlyList<MessagePart> parts;
-        if (Str(body, "text") is { } text)
+        var givenParts = body["parts"];
+        if (Str(body, "text") is { } text && givenParts is null)
         {
             parts = [new TextPart(text)];
         }
-        else if (body["parts"] is JsonArray given && given.Count > 0 && given.All(p => p is JsonObject part && part["type"] is JsonValue))
+        else if (!body.ContainsKey("text") && givenParts is JsonArray given && given.Count > 0 && given.All(p => p is JsonObject part && part["type"] is JsonValue))
         {
             parts = [.. given.Select(p => MessagePart.FromJson((JsonObject)p!))];
         }
         else
         {
-            await Problem.Write(context, 400, "INVALID_MESSAGE", "A message needs text, or parts: a non-empty array of objects with a type.").ConfigureAwait(false);
+            await Problem.Write(context, 400, "INVALID_MESSAGE", "A message needs text, or parts (not both): a non-empty array of objects with a type.").ConfigureAwait(false);
+            return;
+        }
+
+        if (!ValidClaimedIdentity(context, Str(body, "author")))
+        {
+            await Problem.Write(context, 400, "INVALID_AUTHOR", "author must be a participant id: 1 to 128 letters, digits, '-', '_', '.' or ':'.").ConfigureAwait(false);
             return;
         }
 
@@ -183,9 +196,16 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
 
     private async Task HandoffAsync(HttpContext context, string id, bool take)
     {
-        var body = await ReadObjectAsync(context, allowEmpty: false).ConfigureAwait(false);
+        // No body is needed when access control names the holder.
+        var body = await ReadObjectAsync(context, allowEmpty: true).ConfigureAwait(false);
         if (body is null)
         {
+            return;
+        }
+
+        if (FieldOfWrongKind(body, "holder") is { } field)
+        {
+            await Problem.Write(context, 400, "INVALID_HANDOFF", $"{field} must be a string.").ConfigureAwait(false);
             return;
         }
 
@@ -207,6 +227,12 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         var body = await ReadObjectAsync(context, allowEmpty: false).ConfigureAwait(false);
         if (body is null)
         {
+            return;
+        }
+
+        if (FieldOfWrongKind(body, "participantId", "kind", "name") is { } field)
+        {
+            await Problem.Write(context, 400, "INVALID_PRESENCE", $"{field} must be a string.").ConfigureAwait(false);
             return;
         }
 
@@ -237,6 +263,18 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         var body = await ReadObjectAsync(context, allowEmpty: action == "cancel").ConfigureAwait(false);
         if (body is null)
         {
+            return;
+        }
+
+        if (FieldOfWrongKind(body, "by", "text") is { } field)
+        {
+            await Problem.Write(context, 400, "INVALID_FIELD", $"{field} must be a string.").ConfigureAwait(false);
+            return;
+        }
+
+        if (!ValidClaimedIdentity(context, Str(body, "by")))
+        {
+            await Problem.Write(context, 400, "INVALID_FIELD", "by must be a participant id: 1 to 128 letters, digits, '-', '_', '.' or ':'.").ConfigureAwait(false);
             return;
         }
 
@@ -285,6 +323,27 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
     }
 
     private static bool AccessControlOn(HttpContext context) => !Auth.AccessControl.Current(context).IsAnonymous;
+
+    /// <summary>
+    /// Whether an identity the body claims (an author, who cancels) is one: absent, ignored under access control (the
+    /// token names the participant), or a participant id as presence takes it.
+    /// </summary>
+    private static bool ValidClaimedIdentity(HttpContext context, string? claimed)
+        => claimed is null || AccessControlOn(context) || Identifiers.IsValid(claimed.Replace(':', '-'));
+
+    /// <summary>The first of <paramref name="names"/> present with a value that is neither a string nor null, or null.</summary>
+    private static string? FieldOfWrongKind(JsonObject body, params ReadOnlySpan<string> names)
+    {
+        foreach (var name in names)
+        {
+            if (body[name] is { } value && Str(body, name) is null)
+            {
+                return name;
+            }
+        }
+
+        return null;
+    }
 
     private static string? Str(JsonObject body, string name) => DurableSessions.Sessions.SessionJson.Text(body, name);
 

@@ -197,9 +197,15 @@ internal sealed partial class StreamSocketConnection : IDisposable
 
             var op = opElement.GetString();
             var id = OptionalString(root, "id");
-            if (id is { Length: 0 or > MaxIdLength })
+            if (id is { Length: 0 or > MaxIdLength } || (id is null && root.TryGetProperty("id", out var given) && given.ValueKind != JsonValueKind.Null))
             {
                 Enqueue(Error("id", null, 400, "INVALID_ID", $"id must be a string of 1 to {MaxIdLength} characters."));
+                return true;
+            }
+
+            if (FieldOfWrongKind(root) is { } problem)
+            {
+                Enqueue(Error("id", id, 400, "INVALID_FIELD", problem));
                 return true;
             }
 
@@ -1145,6 +1151,27 @@ internal sealed partial class StreamSocketConnection : IDisposable
             ? new PathRefusal(400, "INVALID_PATH", "The control APIs are not streams.")
             : null;
     }
+
+    /// <summary>
+    /// The problem with a field the protocol defines that holds a value of the wrong kind (a number as an offset, a string
+    /// as <c>close</c>), or null. Such a field is refused, not read as absent: an offset of 5 must not mean the start.
+    /// </summary>
+    private static string? FieldOfWrongKind(JsonElement root)
+    {
+        foreach (var name in StringFields)
+        {
+            if (root.TryGetProperty(name, out var value) && value.ValueKind is not (JsonValueKind.String or JsonValueKind.Null))
+            {
+                return $"{name} must be a string.";
+            }
+        }
+
+        return root.TryGetProperty("close", out var close) && close.ValueKind is not (JsonValueKind.True or JsonValueKind.False or JsonValueKind.Null)
+            ? "close must be true or false."
+            : null;
+    }
+
+    private static readonly string[] StringFields = ["path", "contentType", "sub", "offset", "session", "run", "token"];
 
     private static string? OptionalString(JsonElement parent, string name)
         => parent.TryGetProperty(name, out var element) && element.ValueKind == JsonValueKind.String ? element.GetString() : null;
