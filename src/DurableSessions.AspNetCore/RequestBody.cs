@@ -88,6 +88,7 @@ internal static class RequestBody
         {
             // A body the server could not read as HTTP (bad chunk framing, cut short): the client's fault, answered here
             // rather than left to the server's unhandled-exception path, which logs every such request as an error.
+            context.Response.StatusCode = ex.StatusCode;
             context.Response.Headers.Connection = "close";
             if (!context.RequestAborted.IsCancellationRequested)
             {

@@ -154,6 +154,11 @@ public sealed class BadInputTests : IAsyncLifetime
 
         Assert.Equal(before, await TailAsync());
 
+        // null counts as absent: text null with parts is a message of those parts.
+        using var parts = await client.PostAsync("/v1/sessions/kinds/messages", new StringContent(
+            "{\"text\":null,\"parts\":[{\"type\":\"text\",\"text\":\"hi\"}],\"author\":null}", Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.Created, parts.StatusCode);
+
         async Task<string> TailAsync()
         {
             using var head = await client.SendAsync(new HttpRequestMessage(HttpMethod.Head, "/v1/stream/sessions/kinds"));

@@ -409,6 +409,12 @@ public sealed class WebSocketTransportTests
             await socket.SendAsync(message);
             var error = await socket.NextAsync(m => Type(m) == "error");
             Assert.Equal(code, error["code"]!.GetValue<string>());
+
+            // A subscription's error names its sub, so a client routing by sub gets it.
+            if (message["op"]!.GetValue<string>() is "subscribe" or "unsubscribe")
+            {
+                Assert.Equal(message["sub"]!.GetValue<string>(), error["sub"]?.GetValue<string>());
+            }
         }
 
         await socket.SendAsync(new JsonObject { ["op"] = "append", ["id"] = "ok", ["path"] = "bad/s", ["data"] = new JsonObject { ["ok"] = true } });

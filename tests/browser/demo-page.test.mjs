@@ -62,7 +62,12 @@ async function stored(id) {
 async function until(predicate, timeoutMs = 20_000, what = "condition") {
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
-    if (await predicate()) return
+    try {
+      if (await predicate()) return
+    } catch (error) {
+      // A page in the middle of a navigation has no state to look at yet: look again once it has loaded.
+      if (!/Execution context was destroyed|navigation/i.test(String(error?.message))) throw error
+    }
     await new Promise((r) => setTimeout(r, 25))
   }
   throw new Error(`timed out waiting for ${what}`)

@@ -173,7 +173,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         {
             parts = [new TextPart(text)];
         }
-        else if (!body.ContainsKey("text") && givenParts is JsonArray given && given.Count > 0 && given.All(p => p is JsonObject part && part["type"] is JsonValue))
+        else if (body["text"] is null && givenParts is JsonArray given && given.Count > 0 && given.All(p => p is JsonObject part && part["type"] is JsonValue))
         {
             parts = [.. given.Select(p => MessagePart.FromJson((JsonObject)p!))];
         }

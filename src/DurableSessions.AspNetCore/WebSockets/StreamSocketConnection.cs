@@ -205,7 +205,10 @@ internal sealed partial class StreamSocketConnection : IDisposable
 
             if (FieldOfWrongKind(root) is { } problem)
             {
-                Enqueue(Error("id", id, 400, "INVALID_FIELD", problem));
+                // Answered where the client looks for it: a subscription's errors carry its sub, an operation's its id.
+                Enqueue(op is "subscribe" or "unsubscribe" && OptionalString(root, "sub") is { } sub
+                    ? Error("sub", sub, 400, "INVALID_FIELD", problem)
+                    : Error("id", id, 400, "INVALID_FIELD", problem));
                 return true;
             }
 
