@@ -53,7 +53,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             case (2, "POST") when segments[1] == "presence":
                 await HeartbeatAsync(context, id).ConfigureAwait(false);
                 return;
-            case (3, "DELETE") when segments[1] == "presence" && Identifiers.IsValid(segments[2].Replace(':', '-')):
+            case (3, "DELETE") when segments[1] == "presence" && Identifiers.IsParticipant(segments[2]):
                 var leaving = Uri.UnescapeDataString(segments[2]);
                 if (AccessControlOn(context) && leaving != Identity(context, null))
                 {
@@ -210,7 +210,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         }
 
         var holder = Identity(context, Str(body, "holder"));
-        if (holder == "anonymous" || !Identifiers.IsValid(holder.Replace(':', '-')))
+        if (holder == "anonymous" || !Identifiers.IsParticipant(holder))
         {
             await Problem.Write(context, 400, "INVALID_HANDOFF", "A handoff needs holder, the human participant's id.").ConfigureAwait(false);
             return;
@@ -238,7 +238,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
 
         var participant = AccessControlOn(context) ? Identity(context, null) : Str(body, "participantId");
         var kind = Str(body, "kind") ?? "client";
-        if (participant is null || !Identifiers.IsValid(participant.Replace(':', '-')) || kind is not ("client" or "agent" or "human"))
+        if (participant is null || !Identifiers.IsParticipant(participant) || kind is not ("client" or "agent" or "human"))
         {
             await Problem.Write(context, 400, "INVALID_PRESENCE", "A heartbeat needs participantId (letters, digits, ':', '-', '_', '.') and kind client, agent or human.").ConfigureAwait(false);
             return;
@@ -329,7 +329,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
     /// token names the participant), or a participant id as presence takes it.
     /// </summary>
     private static bool ValidClaimedIdentity(HttpContext context, string? claimed)
-        => claimed is null || AccessControlOn(context) || Identifiers.IsValid(claimed.Replace(':', '-'));
+        => claimed is null || AccessControlOn(context) || Identifiers.IsParticipant(claimed);
 
     /// <summary>The first of <paramref name="names"/> present with a value that is neither a string nor null, or null.</summary>
     private static string? FieldOfWrongKind(JsonObject body, params ReadOnlySpan<string> names)
