@@ -335,17 +335,17 @@ internal sealed class LiveReader(PipeWriter output, HttpContext context)
 }
 
 /// <summary>
-/// A reply's token deltas written the way the server's agent batches them: the first token at once, then, a linger
-/// after each write, everything that gathered as one delta event. A write here cannot be waited on: it is done when
-/// <see cref="Add"/>'s publish returns.
+/// A reply's token deltas written the way the server's agent batches them: the first token at once, then everything
+/// that gathered as one delta event, a linger after the earlier of the write before it and its own first token. A write
+/// here cannot be waited on: it is done when its publish returns.
 /// </summary>
 internal sealed class DeltaWriter(Action<SessionEvent> publish, SessionRun run, TimeSpan linger)
 {
     private readonly Lock _lock = new();
     private readonly StringBuilder _pending = new();
     private DateTimeOffset? _firstPendingAt;
+    private DateTimeOffset? _lastWrittenAt;
     private bool _writing;
-    private bool _wroteFirst;
     private Task _writer = Task.CompletedTask;
     private long _sequence;
 
@@ -375,12 +375,22 @@ internal sealed class DeltaWriter(Action<SessionEvent> publish, SessionRun run, 
     {
         while (true)
         {
-            if (_wroteFirst)
+            TimeSpan? wait = null;
+            lock (_lock)
             {
-                await Task.Delay(linger);
+                if (_lastWrittenAt is { } written)
+                {
+                    var start = _firstPendingAt is { } first && first < written ? first : written;
+                    var left = start + linger - DateTimeOffset.UtcNow;
+                    wait = left > TimeSpan.Zero ? left : null;
+                }
             }
 
-            _wroteFirst = true;
+            if (wait is { } delay)
+            {
+                await Task.Delay(delay);
+            }
+
             string text;
             DateTimeOffset at;
             lock (_lock)
@@ -398,6 +408,10 @@ internal sealed class DeltaWriter(Action<SessionEvent> publish, SessionRun run, 
             }
 
             publish(SessionEvents.System.RunDelta(run.MessageId!, run.Id!, takenOver: false, _sequence++, 0, "text", text, at));
+            lock (_lock)
+            {
+                _lastWrittenAt = DateTimeOffset.UtcNow;
+            }
         }
     }
 }

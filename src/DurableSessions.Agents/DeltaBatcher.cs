@@ -6,13 +6,16 @@ namespace DurableSessions.Agents;
 
 /// <summary>
 /// Writes a run's token deltas behind the model, one event per part per write: the run's first token goes out at once,
-/// each later write waits the linger to gather tokens, and the tokens that arrive while a write is in flight go out
-/// together in the next one.
+/// and each later write gathers what was said since the write before it. It goes out a linger after the earlier of two
+/// moments, the acknowledgement of the write before it and its own first token, and never before that acknowledgement.
 /// </summary>
 /// <remarks>
-/// Only a run with tokens to write waits (no timer ticks between replies or after the last token), and when writes slow
-/// down each carries more tokens, so the number of writes per reply falls instead of queueing up. With no linger, a
-/// token is written as soon as the previous write is acknowledged.
+/// While writes are quick, a reply is written at most once per linger. When a write is slow, the tokens said during it
+/// have already waited when it is acknowledged: they wait out the rest of their linger, not a whole linger more, so a
+/// token waits at most the longer of the linger and one write, and each write carries more tokens instead of queueing
+/// up. A token said a linger or more after the last acknowledgement goes out at once. The loop ends once a linger
+/// passes with nothing to write, so no timer ticks between replies. With no linger, a token is written as soon as the
+/// previous write is acknowledged.
 /// </remarks>
 internal sealed class DeltaBatcher
 {
@@ -24,8 +27,8 @@ internal sealed class DeltaBatcher
     private readonly Lock _lock = new();
     private readonly SortedDictionary<int, (string Type, StringBuilder Text)> _pending = [];
     private DateTimeOffset? _firstPendingAt;
+    private DateTimeOffset? _lastWrittenAt;
     private bool _writing;
-    private bool _wroteFirst;
     private Task _writer = Task.CompletedTask;
     private int _sequence;
     private Exception? _failure;
@@ -92,12 +95,10 @@ internal sealed class DeltaBatcher
             {
                 // The wait for a reply's first token is what its reader notices; after it, a linger of tens of
                 // milliseconds is not seen in a stream of text, and it keeps the writes per reply down under load.
-                if (_linger > TimeSpan.Zero && _wroteFirst)
+                if (_linger > TimeSpan.Zero && LingerLeft() is { } wait)
                 {
-                    await Task.Delay(_linger, _time, _run.Token).ConfigureAwait(false);
+                    await Task.Delay(wait, _time, _run.Token).ConfigureAwait(false);
                 }
-
-                _wroteFirst = true;
 
                 if (Take() is not { } events)
                 {
@@ -105,6 +106,10 @@ internal sealed class DeltaBatcher
                 }
 
                 await _producer.AppendAsync(events, _run.Token).ConfigureAwait(false);
+                lock (_lock)
+                {
+                    _lastWrittenAt = _time.GetUtcNow();
+                }
             }
         }
         catch (OperationCanceledException)
@@ -114,6 +119,22 @@ internal sealed class DeltaBatcher
         catch (Exception ex) when (ex is DurableSessionsException or HttpRequestException)
         {
             _failure = ex;
+        }
+    }
+
+    /// <summary>How long the next write still waits, or null when it goes out now (a reply's first, or a linger is up).</summary>
+    private TimeSpan? LingerLeft()
+    {
+        lock (_lock)
+        {
+            if (_lastWrittenAt is not { } written)
+            {
+                return null;
+            }
+
+            var start = _firstPendingAt is { } first && first < written ? first : written;
+            var left = start + _linger - _time.GetUtcNow();
+            return left > TimeSpan.Zero ? left : null;
         }
     }
 

@@ -16,10 +16,11 @@ public sealed class SessionAgentOptions
     public string AgentId { get; set; } = "agent:demo";
 
     /// <summary>
-    /// How long each write of a reply's tokens after its first waits to gather more before it goes out as one event per
-    /// part (the first token is written at once); the tokens said while a write is in flight go out together in the next
-    /// one. Default 30 ms. Zero writes every token as soon as the previous write is acknowledged: the lowest latency
-    /// while the server has room, and the most writes. At most one second.
+    /// How long a reply's tokens after its first gather before they go out together as one event per part (the first
+    /// token is written at once). A write goes out this long after the earlier of the previous write's acknowledgement
+    /// and its own first token, and never before that acknowledgement: the tokens said during a slow write wait out the
+    /// rest of their linger, not a whole one more. Default 30 ms. Zero writes every token as soon as the previous write
+    /// is acknowledged: the lowest latency while the server has room, and the most writes. At most one second.
     /// </summary>
     public TimeSpan DeltaLinger
     {

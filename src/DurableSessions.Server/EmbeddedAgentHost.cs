@@ -23,7 +23,7 @@ internal sealed class EmbeddedAgentOptions
     public double TokensPerSecond { get; set; } = 25;
 
     /// <summary>
-    /// How long each write of a reply's tokens after its first waits to gather more
+    /// How long a reply's tokens after its first gather before they are written together
     /// (<see cref="SessionAgentOptions.DeltaLinger"/>), at most one second. Default 30 ms; zero writes every token as soon
     /// as the previous write is acknowledged.
     /// </summary>

@@ -95,13 +95,25 @@ public sealed class SessionAgentTests : IAsyncLifetime
         Assert.InRange(deltas, 1, tokens / 3);
     }
 
-    /// <summary>Says one token, waits until its write is held, then says three more and lets the write go.</summary>
-    private sealed class TokensDuringAWriteChatClient(HoldFirstDeltaWrite gate) : IChatClient
+    /// <summary>A model that only streams: what each test's model says is its <see cref="GetStreamingResponseAsync"/>.</summary>
+    private abstract class StreamingChatClient : IChatClient
     {
         public Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
             => throw new NotSupportedException();
 
-        public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+        public abstract IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default);
+
+        public object? GetService(Type serviceType, object? serviceKey = null) => null;
+
+        public void Dispose()
+        {
+        }
+    }
+
+    /// <summary>Says one token, waits until its write is held, then says three more and lets the write go.</summary>
+    private sealed class TokensDuringAWriteChatClient(HoldFirstDeltaWrite gate) : StreamingChatClient
+    {
+        public override async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
         {
             yield return new ChatResponseUpdate(ChatRole.Assistant, "one");
             await gate.Held.Task.WaitAsync(cancellationToken);
@@ -111,12 +123,6 @@ public sealed class SessionAgentTests : IAsyncLifetime
             // Runs when the agent asks for the next update, so after it took " four".
             gate.Release.TrySetResult();
             yield return new ChatResponseUpdate { Role = ChatRole.Assistant, FinishReason = ChatFinishReason.Stop };
-        }
-
-        public object? GetService(Type serviceType, object? serviceKey = null) => null;
-
-        public void Dispose()
-        {
         }
     }
 
@@ -190,6 +196,60 @@ public sealed class SessionAgentTests : IAsyncLifetime
         Assert.Equal(["one", " two three"], deltas);
     }
 
+    [Fact]
+    public async Task A_batch_goes_out_a_linger_after_its_first_token_not_a_linger_after_the_write_before_it()
+    {
+        // The clock moves only when told. The first token's write is held while the second token is said and a whole
+        // linger passes; once that write is acknowledged, the second token has waited its linger and goes out at once.
+        // Were the linger counted from the acknowledgement, it would wait on a clock that never moves again.
+        var linger = TimeSpan.FromMilliseconds(987);
+        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        var gate = new HoldFirstDeltaWrite();
+        var model = new TwoTokensDuringAWrite(gate);
+        var session = _client.Session("aged");
+        await session.CreateAsync();
+        using var http = new HttpClient(gate);
+        using var agentClient = new DurableSessionsClient(_client.Options with { ParticipantId = "agent:demo", UseWebSocket = false }, http);
+        var agent = new SessionAgent(model, agentClient, new SessionAgentOptions { DeltaLinger = linger, TimeProvider = clock });
+        _ = Task.Run(() => agent.RunAsync("aged", _stop.Token));
+        await session.SendMessageAsync("Count to two");
+
+        await model.Said.Task.WaitAsync(Timeout);
+        clock.Advance(linger);
+        gate.Release.TrySetResult();
+
+        await WaitFor("aged", s => s.All("message").Any(m => m["role"]!.GetValue<string>() == "assistant" && Text(m) == "one two"));
+
+        // The write loop ends once a linger passes with nothing more to write; the reply's end waits for it.
+        clock.Advance(linger);
+        model.End.TrySetResult();
+        var state = await WaitFor("aged", s => Runs(s, "finished").Any());
+        Assert.Equal("one two", Text(state.Get("message", Runs(state, "finished").Single()["messageId"]!.GetValue<string>())!));
+        var history = JsonNode.Parse(await _server.Client.GetStringAsync("/v1/stream/sessions/aged"))!.AsArray();
+        var deltas = history.Where(e => e!["type"]!.GetValue<string>() == "delta").Select(e => e!["value"]!["text"]!.GetValue<string>());
+        Assert.Equal(["one", " two"], deltas);
+    }
+
+    /// <summary>Says one token, waits until its write is held, says a second, and ends when told.</summary>
+    private sealed class TwoTokensDuringAWrite(HoldFirstDeltaWrite gate) : StreamingChatClient
+    {
+        public TaskCompletionSource Said { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource End { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public override async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+        {
+            yield return new ChatResponseUpdate(ChatRole.Assistant, "one");
+            await gate.Held.Task.WaitAsync(cancellationToken);
+            yield return new ChatResponseUpdate(ChatRole.Assistant, " two");
+
+            // Runs when the agent asks for the next update, so after it took " two".
+            Said.TrySetResult();
+            await End.Task.WaitAsync(cancellationToken);
+            yield return new ChatResponseUpdate { Role = ChatRole.Assistant, FinishReason = ChatFinishReason.Stop };
+        }
+    }
+
     /// <summary>A fake clock that tells when a wait of the linger's length starts on it.</summary>
     private sealed class LingerClock(TimeSpan linger) : Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow)
     {
@@ -208,16 +268,13 @@ public sealed class SessionAgentTests : IAsyncLifetime
     }
 
     /// <summary>Says one token, then two more when told.</summary>
-    private sealed class ThreeTokens : IChatClient
+    private sealed class ThreeTokens : StreamingChatClient
     {
         public TaskCompletionSource SayMore { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public TaskCompletionSource Said { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-        public Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
-            => throw new NotSupportedException();
-
-        public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+        public override async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
         {
             yield return new ChatResponseUpdate(ChatRole.Assistant, "one");
             await SayMore.Task.WaitAsync(cancellationToken);
@@ -228,12 +285,6 @@ public sealed class SessionAgentTests : IAsyncLifetime
             Said.TrySetResult();
             await Task.Delay(System.Threading.Timeout.InfiniteTimeSpan, cancellationToken);
             yield break;
-        }
-
-        public object? GetService(Type serviceType, object? serviceKey = null) => null;
-
-        public void Dispose()
-        {
         }
     }
 
@@ -360,12 +411,9 @@ public sealed class SessionAgentTests : IAsyncLifetime
     }
 
     /// <summary>A model that calls a tool, gets its result, then answers.</summary>
-    private sealed class ToolUsingChatClient : IChatClient
+    private sealed class ToolUsingChatClient : StreamingChatClient
     {
-        public Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
-            => throw new NotSupportedException();
-
-        public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+        public override async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
         {
             yield return new ChatResponseUpdate(ChatRole.Assistant, [new TextReasoningContent("need the weather")]);
             yield return new ChatResponseUpdate(ChatRole.Assistant, [new FunctionCallContent("call-1", "weather", new Dictionary<string, object?> { ["city"] = "Oslo" })]);
@@ -373,12 +421,6 @@ public sealed class SessionAgentTests : IAsyncLifetime
             yield return new ChatResponseUpdate(ChatRole.Tool, [new FunctionResultContent("call-1", "sunny, 18°C")]);
             yield return new ChatResponseUpdate(ChatRole.Assistant, "It is sunny in Oslo.");
             yield return new ChatResponseUpdate { FinishReason = ChatFinishReason.Stop };
-        }
-
-        public object? GetService(Type serviceType, object? serviceKey = null) => null;
-
-        public void Dispose()
-        {
         }
     }
 
