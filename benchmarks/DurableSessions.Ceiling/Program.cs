@@ -12,13 +12,14 @@
 // - Sessions answered by the demo model: `PUT /v1/sessions/{id}` makes the session's stream and `POST
 //   /v1/sessions/{id}/messages` writes the user's message and starts a reply by the same model the server's agent
 //   uses (`DemoChatClient`, `--TokensPerSecond`, default 50), written as the agent writes it (its first token at once,
-//   then what gathered over each 30 ms linger as one delta event, then the complete message and the run's end), with
-//   the same events, made by the server's own factory (`SessionEvents`). Each write goes to the session's SSE readers
-//   as above: no store, no turn, no fence, no request.
+//   then what gathered as one delta event, a 30 ms linger after the earlier of the write before and its first token,
+//   then the complete message and the run's end), with the same events, made by the server's own factory
+//   (`SessionEvents`). Each write goes to the session's SSE readers as above: no store, no turn, no fence, no request.
 //
 //   dotnet benchmarks/DurableSessions.Ceiling/bin/Release/net10.0/DurableSessions.Ceiling.dll --urls http://127.0.0.1:5302
 using System.Buffers;
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Globalization;
 using System.IO.Pipelines;
 using System.Net.WebSockets;
@@ -344,7 +345,8 @@ internal sealed class DeltaWriter(Action<SessionEvent> publish, SessionRun run, 
     private readonly Lock _lock = new();
     private readonly StringBuilder _pending = new();
     private DateTimeOffset? _firstPendingAt;
-    private DateTimeOffset? _lastWrittenAt;
+    private long _firstPendingTimestamp;
+    private long? _lastWrittenTimestamp;
     private bool _writing;
     private Task _writer = Task.CompletedTask;
     private long _sequence;
@@ -353,7 +355,11 @@ internal sealed class DeltaWriter(Action<SessionEvent> publish, SessionRun run, 
     {
         lock (_lock)
         {
-            _firstPendingAt ??= DateTimeOffset.UtcNow;
+            if (_firstPendingAt is null)
+            {
+                _firstPendingAt = DateTimeOffset.UtcNow;
+                _firstPendingTimestamp = Stopwatch.GetTimestamp();
+            }
             _pending.Append(text);
             if (!_writing)
             {
@@ -378,10 +384,10 @@ internal sealed class DeltaWriter(Action<SessionEvent> publish, SessionRun run, 
             TimeSpan? wait = null;
             lock (_lock)
             {
-                if (_lastWrittenAt is { } written)
+                if (_lastWrittenTimestamp is { } written)
                 {
-                    var start = _firstPendingAt is { } first && first < written ? first : written;
-                    var left = start + linger - DateTimeOffset.UtcNow;
+                    var start = _firstPendingAt is not null && _firstPendingTimestamp < written ? _firstPendingTimestamp : written;
+                    var left = linger - Stopwatch.GetElapsedTime(start);
                     wait = left > TimeSpan.Zero ? left : null;
                 }
             }
@@ -410,7 +416,7 @@ internal sealed class DeltaWriter(Action<SessionEvent> publish, SessionRun run, 
             publish(SessionEvents.System.RunDelta(run.MessageId!, run.Id!, takenOver: false, _sequence++, 0, "text", text, at));
             lock (_lock)
             {
-                _lastWrittenAt = DateTimeOffset.UtcNow;
+                _lastWrittenTimestamp = Stopwatch.GetTimestamp();
             }
         }
     }

@@ -12,10 +12,11 @@ namespace DurableSessions.Agents;
 /// <remarks>
 /// While writes are quick, a reply is written at most once per linger. When a write is slow, the tokens said during it
 /// have already waited when it is acknowledged: they wait out the rest of their linger, not a whole linger more, so a
-/// token waits at most the longer of the linger and one write, and each write carries more tokens instead of queueing
-/// up. A token said a linger or more after the last acknowledgement goes out at once. The loop ends once a linger
-/// passes with nothing to write, so no timer ticks between replies. With no linger, a token is written as soon as the
-/// previous write is acknowledged.
+/// token's own write starts at most the longer of the linger and the write in flight after it was said, and each write
+/// carries more tokens instead of queueing up. A token said a linger or more after the last acknowledgement goes out
+/// at once. The loop ends once a linger passes with nothing to write, so no timer ticks between replies. The linger is
+/// timed on the monotonic clock (<see cref="TimeProvider.GetTimestamp"/>). With no linger, a token is written as soon
+/// as the previous write is acknowledged.
 /// </remarks>
 internal sealed class DeltaBatcher
 {
@@ -27,7 +28,10 @@ internal sealed class DeltaBatcher
     private readonly Lock _lock = new();
     private readonly SortedDictionary<int, (string Type, StringBuilder Text)> _pending = [];
     private DateTimeOffset? _firstPendingAt;
-    private DateTimeOffset? _lastWrittenAt;
+
+    // The linger is timed on the monotonic clock: a wall clock stepped back must not hold a reply's text.
+    private long _firstPendingTimestamp;
+    private long? _lastWrittenTimestamp;
     private bool _writing;
     private Task _writer = Task.CompletedTask;
     private int _sequence;
@@ -51,7 +55,12 @@ internal sealed class DeltaBatcher
 
         lock (_lock)
         {
-            _firstPendingAt ??= _time.GetUtcNow();
+            if (_firstPendingAt is null)
+            {
+                _firstPendingAt = _time.GetUtcNow();
+                _firstPendingTimestamp = _time.GetTimestamp();
+            }
+
             if (!_pending.TryGetValue(part, out var entry))
             {
                 entry = (partType, new StringBuilder());
@@ -95,7 +104,7 @@ internal sealed class DeltaBatcher
             {
                 // The wait for a reply's first token is what its reader notices; after it, a linger of tens of
                 // milliseconds is not seen in a stream of text, and it keeps the writes per reply down under load.
-                if (_linger > TimeSpan.Zero && LingerLeft() is { } wait)
+                if (LingerLeft() is { } wait)
                 {
                     await Task.Delay(wait, _time, _run.Token).ConfigureAwait(false);
                 }
@@ -108,7 +117,7 @@ internal sealed class DeltaBatcher
                 await _producer.AppendAsync(events, _run.Token).ConfigureAwait(false);
                 lock (_lock)
                 {
-                    _lastWrittenAt = _time.GetUtcNow();
+                    _lastWrittenTimestamp = _time.GetTimestamp();
                 }
             }
         }
@@ -127,13 +136,13 @@ internal sealed class DeltaBatcher
     {
         lock (_lock)
         {
-            if (_lastWrittenAt is not { } written)
+            if (_linger <= TimeSpan.Zero || _lastWrittenTimestamp is not { } written)
             {
                 return null;
             }
 
-            var start = _firstPendingAt is { } first && first < written ? first : written;
-            var left = start + _linger - _time.GetUtcNow();
+            var start = _firstPendingAt is not null && _firstPendingTimestamp < written ? _firstPendingTimestamp : written;
+            var left = _linger - _time.GetElapsedTime(start);
             return left > TimeSpan.Zero ? left : null;
         }
     }
