@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Net;
 using System.Runtime.CompilerServices;
+using System.Text;
 using System.Text.Json.Nodes;
 using DurableSessions.Agents;
 using DurableSessions.Client;
@@ -350,6 +351,57 @@ public sealed class SessionAgentTests : IAsyncLifetime
                 k == 0 ? [question] : [question, new ChatMessage(ChatRole.Assistant, other[..k])]) == replies[i]);
             Assert.True(seen, $"reply {i} is not the demo's answer to any history its agent could have read: {replies[i]}");
         }
+    }
+
+    [Fact]
+    public async Task A_chat_message_to_a_session_a_human_holds_is_answered_in_the_chat_stream_by_that_human()
+    {
+        // No agent runs here: the reply can only be the human's. An agent's reply is waited for 30 s at most, and a
+        // stream that waited for one would end with an error instead of the human's text.
+        using var human = new DurableSessionsClient(_client.Options with { ParticipantId = "human:operator" });
+        var sent = await AskAHumanInChat(human, "held", "Is anyone there?");
+        await human.Session("held").SendMessageAsync("Yes, a person. How can I help?", role: "assistant");
+
+        var chunks = await ChatChunks(sent);
+        Assert.Equal("Yes, a person. How can I help?", string.Concat(chunks.Where(c => c["type"]!.GetValue<string>() == "text-delta").Select(c => c["delta"]!.GetValue<string>())));
+        Assert.Equal("finish", chunks[^1]["type"]!.GetValue<string>());
+        Assert.DoesNotContain(chunks, c => c["type"]!.GetValue<string>() == "error");
+    }
+
+    [Fact]
+    public async Task A_chat_message_to_a_human_who_hands_back_control_without_answering_ends_its_stream_with_an_error()
+    {
+        using var human = new DurableSessionsClient(_client.Options with { ParticipantId = "human:operator" });
+        var sent = await AskAHumanInChat(human, "dropped", "Hello?");
+        await human.Session("dropped").ReturnControlAsync();
+
+        var chunks = await ChatChunks(sent);
+        Assert.Equal("Control of the chat was handed back before human:operator answered this message.", chunks.Single(c => c["type"]!.GetValue<string>() == "error")["errorText"]!.GetValue<string>());
+        Assert.DoesNotContain(chunks, c => c["type"]!.GetValue<string>() == "finish");
+    }
+
+    /// <summary>
+    /// Creates a session that <paramref name="human"/> takes control of, and posts a user message to it through the AI
+    /// SDK chat endpoint. Returns the chat response to come (it starts with the reply's first chunk) once the message
+    /// is stored, routed to the human.
+    /// </summary>
+    private async Task<Task<HttpResponseMessage>> AskAHumanInChat(DurableSessionsClient human, string chatId, string text)
+    {
+        await _client.Session(chatId).CreateAsync();
+        await human.Session(chatId).TakeControlAsync();
+        var body = new JsonObject { ["id"] = chatId, ["messages"] = new JsonArray(new JsonObject { ["id"] = "u1", ["role"] = "user", ["parts"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = text }) }) };
+        var sent = _server.Client.PostAsync("/api/chat", new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json"));
+        await WaitFor(chatId, s => s.All("message").Any(m => SessionJson.Text(m, "routedTo") == human.Options.ParticipantId));
+        return sent;
+    }
+
+    /// <summary>The UI message chunks of a whole chat response.</summary>
+    private static async Task<List<JsonNode>> ChatChunks(Task<HttpResponseMessage> sent)
+    {
+        using var chat = await sent.WaitAsync(Timeout);
+        Assert.Equal(HttpStatusCode.OK, chat.StatusCode);
+        var body = await chat.Content.ReadAsStringAsync().WaitAsync(Timeout);
+        return [.. body.Split('\n').Where(l => l.StartsWith("data: {", StringComparison.Ordinal)).Select(l => JsonNode.Parse(l[6..])!)];
     }
 
     [Fact]

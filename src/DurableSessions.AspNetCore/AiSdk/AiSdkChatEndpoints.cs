@@ -96,7 +96,10 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
             return;
         }
 
-        await StreamReplyAsync(context, chatId, posted.Offset, trigger: posted.Id, replay: null).ConfigureAwait(false);
+        // A session a human has taken over routes the message to that human, who answers it instead of an agent.
+        var (_, state) = await MaterializeAsync(chatId, context.RequestAborted).ConfigureAwait(false);
+        var human = state.Get(SessionEventTypes.Message, posted.Id!) is { } stored ? SessionJson.Text(stored, "routedTo") : null;
+        await StreamReplyAsync(context, chatId, posted.Offset, trigger: posted.Id, replay: null, human).ConfigureAwait(false);
     }
 
     private async Task ResumeAsync(HttpContext context, string chatId)
@@ -111,7 +114,7 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
         // Resume rebuilds the message from empty: replay it from its start, under the id it is stored with.
         var reply = active.MessageId is { } messageId ? state.Get(SessionEventTypes.Message, messageId) : null;
-        await StreamReplyAsync(context, chatId, snapshot.Value.Offset, trigger: active.Trigger, replay: (active, reply)).ConfigureAwait(false);
+        await StreamReplyAsync(context, chatId, snapshot.Value.Offset, trigger: active.Trigger, replay: (active, reply), human: null).ConfigureAwait(false);
     }
 
     private async Task StopAsync(HttpContext context, string chatId)
@@ -148,8 +151,11 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         return (snapshot, state);
     }
 
-    /// <summary>Streams the reply to <paramref name="trigger"/> as UI message chunks, from the session's events after <paramref name="from"/>.</summary>
-    private async Task StreamReplyAsync(HttpContext context, string chatId, long from, string? trigger, (SessionRun Run, JsonObject? Message)? replay)
+    /// <summary>
+    /// Streams the reply to <paramref name="trigger"/> as UI message chunks, from the session's events after
+    /// <paramref name="from"/>: the agent's run, or, for a message routed to <paramref name="human"/>, that human's answer.
+    /// </summary>
+    private async Task StreamReplyAsync(HttpContext context, string chatId, long from, string? trigger, (SessionRun Run, JsonObject? Message)? replay, string? human)
     {
         var response = context.Response;
         response.StatusCode = 200;
@@ -177,8 +183,9 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
         // A stopping server ends the stream (the client resumes with GET .../stream) instead of holding up shutdown.
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, lifetime.ApplicationStopping);
-        if (runId is null)
+        if (runId is null && human is null)
         {
+            // A human answers when they do; an agent that has not started within this long is not coming.
             deadline.CancelAfter(RunStartTimeout);
         }
 
@@ -188,6 +195,24 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
             {
                 var type = SessionJson.Text(e, "type");
                 var value = e["value"] as JsonObject;
+                if (runId is null && human is not null && type == SessionEventTypes.Message && value is not null
+                    && SessionJson.Text(value, "role") == "assistant" && SessionJson.Text(value, "author") == human)
+                {
+                    // The human holding the session answered: theirs is the reply, whole in one message.
+                    await writer.StartAsync(SessionJson.Text(value, "id")).ConfigureAwait(false);
+                    await writer.PartsAsync(value, 0, 0, 0).ConfigureAwait(false);
+                    await writer.EndAsync("finished", "stop", error: null).ConfigureAwait(false);
+                    return;
+                }
+
+                if (runId is null && human is not null && type == SessionEventTypes.Handoff && SessionJson.Text(value, "holder") != human)
+                {
+                    // Agents leave a message routed to a human alone, also after control is handed back: say so now
+                    // rather than wait for an answer nobody will write.
+                    await writer.ErrorAsync($"Control of the chat was handed back before {human} answered this message.").ConfigureAwait(false);
+                    return;
+                }
+
                 if (type == SessionEventTypes.Run && value is not null)
                 {
                     if (runId is null && SessionJson.Text(value, "trigger") == trigger && SessionJson.Text(value, "status") == "started" && SessionJson.Text(value, "id") is not null)
