@@ -380,6 +380,30 @@ public sealed class SessionAgentTests : IAsyncLifetime
         Assert.DoesNotContain(chunks, c => c["type"]!.GetValue<string>() == "finish");
     }
 
+    [Fact]
+    public async Task A_chat_stream_waiting_for_a_human_sends_keep_alive_comments_until_the_answer()
+    {
+        await using var server = await InProcessServer.StartAsync(configure: o => o.SseKeepAliveInterval = TimeSpan.FromMilliseconds(100));
+        using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = "client:test" });
+        using var human = new DurableSessionsClient(client.Options with { ParticipantId = "human:operator" });
+        await client.Session("idle").CreateAsync();
+        await human.Session("idle").TakeControlAsync();
+        var body = new JsonObject { ["id"] = "idle", ["messages"] = new JsonArray(new JsonObject { ["id"] = "u1", ["role"] = "user", ["parts"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = "Hello?" }) }) };
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/api/chat") { Content = new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json") };
+
+        // Nothing but comments is written until the human answers: the headers come with the first of them.
+        using var chat = await server.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead).WaitAsync(Timeout);
+        Assert.Equal(HttpStatusCode.OK, chat.StatusCode);
+        using var reader = new StreamReader(await chat.Content.ReadAsStreamAsync());
+        Assert.Equal(":", await reader.ReadLineAsync().WaitAsync(Timeout));
+
+        await human.Session("idle").SendMessageAsync("Here.", role: "assistant");
+        var rest = await reader.ReadToEndAsync().WaitAsync(Timeout);
+        Assert.Contains("\"delta\":\"Here.\"", rest);
+        Assert.Contains("\"type\":\"finish\"", rest);
+        Assert.EndsWith("data: [DONE]\n\n", rest);
+    }
+
     /// <summary>
     /// Creates a session that <paramref name="human"/> takes control of, and posts a user message to it through the AI
     /// SDK chat endpoint. Returns the chat response to come (it starts with the reply's first chunk) once the message

@@ -97,8 +97,7 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         }
 
         // A session a human has taken over routes the message to that human, who answers it instead of an agent.
-        var (_, state) = await MaterializeAsync(chatId, context.RequestAborted).ConfigureAwait(false);
-        var human = state.Get(SessionEventTypes.Message, posted.Id!) is { } stored ? SessionJson.Text(stored, "routedTo") : null;
+        var human = await sessions.RoutedToAsync(chatId, posted.Id!, context.RequestAborted).ConfigureAwait(false);
         await StreamReplyAsync(context, chatId, posted.Offset, trigger: posted.Id, replay: null, human).ConfigureAwait(false);
     }
 
@@ -191,14 +190,40 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
         try
         {
-            await foreach (var (e, _) in _feed.ReadAsync(SessionService.StreamPath(chatId), from, deadline.Token).ConfigureAwait(false))
+            var events = _feed.ReadAsync(SessionService.StreamPath(chatId), from, deadline.Token).GetAsyncEnumerator(deadline.Token);
+            await using var eventsScope = events.ConfigureAwait(false);
+            Task? keepAlive = null;
+            while (true)
             {
+                // While nothing happens (a human yet to answer, an agent yet to start), a comment now and then keeps
+                // proxies from cutting the idle stream; the UI message stream's parser skips comments.
+                var next = events.MoveNextAsync().AsTask();
+                while (!next.IsCompleted && !deadline.IsCancellationRequested)
+                {
+                    keepAlive ??= Task.Delay(streamOptions.Value.SseKeepAliveInterval, deadline.Token);
+                    if (await Task.WhenAny(next, keepAlive).ConfigureAwait(false) == keepAlive)
+                    {
+                        keepAlive = null;
+                        if (!deadline.IsCancellationRequested)
+                        {
+                            await writer.CommentAsync().ConfigureAwait(false);
+                        }
+                    }
+                }
+
+                if (!await next.ConfigureAwait(false))
+                {
+                    break;
+                }
+
+                var (e, _) = events.Current;
                 var type = SessionJson.Text(e, "type");
                 var value = e["value"] as JsonObject;
                 if (runId is null && human is not null && type == SessionEventTypes.Message && value is not null
+                    && SessionJson.Text(e["headers"], "operation") == "insert" && SessionJson.Text(value, "status") == "complete"
                     && SessionJson.Text(value, "role") == "assistant" && SessionJson.Text(value, "author") == human)
                 {
-                    // The human holding the session answered: theirs is the reply, whole in one message.
+                    // The human holding the session answered (their next message): theirs is the reply, whole in one message.
                     await writer.StartAsync(SessionJson.Text(value, "id")).ConfigureAwait(false);
                     await writer.PartsAsync(value, 0, 0, 0).ConfigureAwait(false);
                     await writer.EndAsync("finished", "stop", error: null).ConfigureAwait(false);
@@ -263,7 +288,7 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
         await writer.ErrorAsync(
             lifetime.ApplicationStopping.IsCancellationRequested ? "The server is restarting; resume the stream to continue the reply."
-            : runId is null ? "No agent started a reply to this message."
+            : runId is null && human is null ? "No agent started a reply to this message."
             : "The chat was deleted.").ConfigureAwait(false);
     }
 
@@ -403,6 +428,12 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
             "error" => "error",
             _ => "other",
         };
+
+        public async Task CommentAsync()
+        {
+            await response.WriteAsync(":\n\n").ConfigureAwait(false);
+            await response.Body.FlushAsync().ConfigureAwait(false);
+        }
 
         private async Task DoneAsync()
         {

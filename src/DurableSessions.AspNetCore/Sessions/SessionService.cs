@@ -93,6 +93,18 @@ internal sealed partial class SessionService : IDisposable
         return created.Status;
     }
 
+    /// <summary>The human a message was routed to (posted while that human held the session), or null.</summary>
+    public async Task<string?> RoutedToAsync(string sessionId, string messageId, CancellationToken cancellationToken)
+    {
+        string? human = null;
+        await UnderLockAsync(sessionId, session =>
+        {
+            human = session.State.GetMessage(messageId)?.RoutedTo;
+            return Task.FromResult(SessionOperationResult.Ok(sessionId, session.State.Position));
+        }, cancellationToken).ConfigureAwait(false);
+        return human;
+    }
+
     /// <summary>The session's <c>session</c> entity (title, policies, notification URL), or null.</summary>
     public async Task<JsonObject?> SessionSettingsAsync(string sessionId, CancellationToken cancellationToken)
     {
