@@ -181,18 +181,34 @@ internal sealed class ReaderConnection : IDisposable
         _chunks.Prepare();
     }
 
-    public List<ChunkRow> Read(long streamId, long from, int limit)
+    /// <summary>
+    /// Reads up to <paramref name="limit"/> chunks from <paramref name="from"/>, and stops early once
+    /// <paramref name="maxBytes"/> are read: a row's data is loaded only when it is taken, so a read of large appends
+    /// holds about one read's worth of them, not the whole batch. <paramref name="more"/> says whether rows may follow.
+    /// </summary>
+    public List<ChunkRow> Read(long streamId, long from, int limit, long maxBytes, out bool more)
     {
         _id.Value = streamId;
         _from.Value = from;
         _limit.Value = limit;
         var rows = new List<ChunkRow>();
+        long bytes = 0;
+        more = false;
         using var reader = _chunks.ExecuteReader();
         while (reader.Read())
         {
-            rows.Add(new ChunkRow(reader.GetInt64(0), reader.GetInt64(1), (byte[])reader.GetValue(2)));
+            if (rows.Count > 0 && bytes >= maxBytes)
+            {
+                more = true;
+                break;
+            }
+
+            var data = (byte[])reader.GetValue(2);
+            rows.Add(new ChunkRow(reader.GetInt64(0), reader.GetInt64(1), data));
+            bytes += data.Length;
         }
 
+        more |= rows.Count == limit;
         return rows;
     }
 

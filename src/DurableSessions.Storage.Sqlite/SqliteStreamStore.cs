@@ -269,7 +269,7 @@ public sealed partial class SqliteStreamStore : StreamStore
                 while (position < segment.To)
                 {
                     cancellationToken.ThrowIfCancellationRequested();
-                    var rows = reader.Read(segment.StreamId, position, ReadBatchRows);
+                    var rows = reader.Read(segment.StreamId, position, ReadBatchRows, maxBytes - total, out var more);
                     if (rows.Count == 0)
                     {
                         break;
@@ -294,7 +294,7 @@ public sealed partial class SqliteStreamStore : StreamStore
                         }
                     }
 
-                    if (total >= maxBytes || rows.Count < ReadBatchRows)
+                    if (total >= maxBytes || !more)
                     {
                         break;
                     }

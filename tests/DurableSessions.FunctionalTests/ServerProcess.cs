@@ -26,6 +26,9 @@ public sealed class ServerProcess : IAsyncDisposable
     /// <summary>The soft open-file limit (<c>ulimit -n</c>) the process is started with; null keeps the test's own.</summary>
     public int? DescriptorLimit { get; private init; }
 
+    /// <summary>The hard limit of the process's managed heap (<c>DOTNET_GCHeapHardLimit</c>), in bytes; null sets none.</summary>
+    public long? HeapLimit { get; private init; }
+
     /// <summary>The process id.</summary>
     public int Pid => _child?.Process.Id ?? throw new InvalidOperationException("The server is not running.");
 
@@ -49,6 +52,17 @@ public sealed class ServerProcess : IAsyncDisposable
         }
 
         throw new InvalidOperationException($"No {field} in /proc/{Pid}/status.");
+    }
+
+    /// <summary>
+    /// Starts the server with its managed heap capped at <paramref name="heapLimit"/> bytes: what it holds on to beyond
+    /// that fails with out-of-memory, where a resident-size reading would also count garbage not yet collected.
+    /// </summary>
+    public static async Task<ServerProcess> StartWithHeapLimitAsync(long heapLimit, params string[] extraArgs)
+    {
+        var server = new ServerProcess(TempDirectory(), FreePort(), extraArgs) { HeapLimit = heapLimit };
+        await server.StartAsync();
+        return server;
     }
 
     /// <summary>Starts the server with a soft open-file limit of <paramref name="descriptorLimit"/>.</summary>
@@ -124,6 +138,11 @@ public sealed class ServerProcess : IAsyncDisposable
             info.ArgumentList.Add("-c");
             info.ArgumentList.Add($"ulimit -n {limit} && exec dotnet \"$@\"");
             info.ArgumentList.Add("sh");
+        }
+
+        if (HeapLimit is { } heapLimit)
+        {
+            info.Environment["DOTNET_GCHeapHardLimit"] = "0x" + heapLimit.ToString("X", System.Globalization.CultureInfo.InvariantCulture);
         }
 
         info.ArgumentList.Add(dll);
