@@ -63,10 +63,13 @@ public static class DurableSessionsServiceCollectionExtensions
             sockets.Bind(configuration.GetSection("WebSockets"));
         }
 
-        streams.Validate(o => !o.Validate().Any(), "Invalid DurableStreams settings.").ValidateOnStart();
+        // Each problem by name: a start that fails says which setting is wrong.
+        services.AddSingleton<IValidateOptions<DurableStreamsOptions>>(new SettingsValidator<DurableStreamsOptions>("DurableStreams", o => o.Validate()));
+        services.AddSingleton<IValidateOptions<SubscriptionOptions>>(new SettingsValidator<SubscriptionOptions>("Subscriptions", o => o.Validate()));
+        streams.ValidateOnStart();
         agents.Validate(o => !o.Validate().Any(), "Invalid Agents settings: DefaultLeaseTtl must be from 1 s to 10 min, MaxClaimWait from 0 to 5 min, MaxAgents from 1 to 10000.").ValidateOnStart();
         sockets.Validate(o => !o.Validate().Any(), "Invalid WebSockets settings: MaxMessageBytes must be from 1 KiB to 64 MiB, MaxSendQueueBytes at least 1 KiB, MaxSubscriptions and MaxInFlight from 1 to 100000, and the times positive.").ValidateOnStart();
-        subscriptions.Validate(o => !o.Validate().Any(), "Invalid Subscriptions settings.").ValidateOnStart();
+        subscriptions.ValidateOnStart();
         sessionOptions.Validate(o => !o.Validate().Any(), "Invalid Sessions settings: MemoryIdleTimeout must be from 1 ms to 1 day, MaxInMemory from 1 to 1000000, MaxConcurrentNotifications from 1 to 10000.").ValidateOnStart();
         services.TryAddSingleton(TimeProvider.System);
         services.TryAddSingleton(sp => new StreamFanout(queueBytes: sp.GetRequiredService<IOptions<DurableStreamsOptions>>().Value.MaxReaderQueueBytes));
@@ -141,5 +144,16 @@ public static class DurableSessionsServiceCollectionExtensions
     private sealed class Builder(IServiceCollection services) : IDurableSessionsBuilder
     {
         public IServiceCollection Services => services;
+    }
+}
+
+/// <summary>Validates a settings section with its own rules, each problem reported with the section's name.</summary>
+internal sealed class SettingsValidator<TOptions>(string section, Func<TOptions, IEnumerable<string>> validate) : IValidateOptions<TOptions>
+    where TOptions : class
+{
+    public ValidateOptionsResult Validate(string? name, TOptions options)
+    {
+        var problems = validate(options).Select(problem => $"{section}: {problem}").ToList();
+        return problems.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(problems);
     }
 }

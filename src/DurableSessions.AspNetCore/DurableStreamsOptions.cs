@@ -69,6 +69,11 @@ public sealed class DurableStreamsOptions
             yield return "LongPollTimeout must be positive.";
         }
 
+        if (SseKeepAliveInterval <= TimeSpan.Zero || SseKeepAliveInterval > TimeSpan.FromDays(1))
+        {
+            yield return "SseKeepAliveInterval must be positive and at most one day.";
+        }
+
         if (MaxStreams < 0 || MaxStreamsPerToken < 0)
         {
             yield return "MaxStreams and MaxStreamsPerToken must be 0 (no limit) or more.";

@@ -97,6 +97,7 @@ public sealed class CommandLineTests
     [InlineData(new[] { "--Agent:DeltaLinger=00:00:05" }, "Agent:DeltaLinger must be between 00:00:00 and 00:00:01.")]
     [InlineData(new[] { "--Agent:DeltaLinger=soon" }, "Failed to convert configuration value")]
     [InlineData(new[] { "--Agent:MaxConcurrentRuns=0" }, "Agent:MaxConcurrentRuns must be at least 1.")]
+    [InlineData(new[] { "--DurableStreams:SseKeepAliveInterval=00:00:00" }, "DurableStreams: SseKeepAliveInterval must be positive and at most one day.")]
     [InlineData(new[] { "--Storage:Sqlite:Durability", "Sometimes" }, "Storage:Sqlite:Durability is 'Sometimes'; use one of: Fsync, Relaxed.")]
     [InlineData(new[] { "--Storage:Sqlite:WriterCacheBytes=4096" }, "WriterCacheBytes ('4096') must be greater than or equal to '1048576'.")]
     public async Task A_misconfigured_setting_is_one_line_and_exits_1(string[] args, string expected)

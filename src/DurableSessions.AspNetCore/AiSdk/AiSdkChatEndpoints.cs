@@ -193,86 +193,99 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
             var events = _feed.ReadAsync(SessionService.StreamPath(chatId), from, deadline.Token).GetAsyncEnumerator(deadline.Token);
             await using var eventsScope = events.ConfigureAwait(false);
             Task? keepAlive = null;
-            while (true)
+            Task<bool>? next = null;
+            try
             {
-                // While nothing happens (a human yet to answer, an agent yet to start), a comment now and then keeps
-                // proxies from cutting the idle stream; the UI message stream's parser skips comments.
-                var next = events.MoveNextAsync().AsTask();
-                while (!next.IsCompleted && !deadline.IsCancellationRequested)
+                while (true)
                 {
-                    keepAlive ??= Task.Delay(streamOptions.Value.SseKeepAliveInterval, deadline.Token);
-                    if (await Task.WhenAny(next, keepAlive).ConfigureAwait(false) == keepAlive)
+                    // While nothing happens (a human yet to answer, an agent yet to start), a comment now and then keeps
+                    // proxies from cutting the idle stream; the UI message stream's parser skips comments.
+                    next = events.MoveNextAsync().AsTask();
+                    while (!next.IsCompleted && !deadline.IsCancellationRequested)
                     {
-                        keepAlive = null;
-                        if (!deadline.IsCancellationRequested)
+                        keepAlive ??= Task.Delay(streamOptions.Value.SseKeepAliveInterval, deadline.Token);
+                        if (await Task.WhenAny(next, keepAlive).ConfigureAwait(false) == keepAlive)
                         {
-                            await writer.CommentAsync().ConfigureAwait(false);
+                            keepAlive = null;
+                            if (!deadline.IsCancellationRequested)
+                            {
+                                await writer.CommentAsync().ConfigureAwait(false);
+                            }
                         }
                     }
-                }
 
-                if (!await next.ConfigureAwait(false))
-                {
-                    break;
-                }
-
-                var (e, _) = events.Current;
-                var type = SessionJson.Text(e, "type");
-                var value = e["value"] as JsonObject;
-                if (runId is null && human is not null && type == SessionEventTypes.Message && value is not null
-                    && SessionJson.Text(e["headers"], "operation") == "insert" && SessionJson.Text(value, "status") == "complete"
-                    && SessionJson.Text(value, "role") == "assistant" && SessionJson.Text(value, "author") == human)
-                {
-                    // The human holding the session answered (their next message): theirs is the reply, whole in one message.
-                    await writer.StartAsync(SessionJson.Text(value, "id")).ConfigureAwait(false);
-                    await writer.PartsAsync(value, 0, 0, 0).ConfigureAwait(false);
-                    await writer.EndAsync("finished", "stop", error: null).ConfigureAwait(false);
-                    return;
-                }
-
-                if (runId is null && human is not null && type == SessionEventTypes.Handoff && SessionJson.Text(value, "holder") != human)
-                {
-                    // Agents leave a message routed to a human alone, also after control is handed back: say so now
-                    // rather than wait for an answer nobody will write.
-                    await writer.ErrorAsync($"Control of the chat was handed back before {human} answered this message.").ConfigureAwait(false);
-                    return;
-                }
-
-                if (type == SessionEventTypes.Run && value is not null)
-                {
-                    if (runId is null && SessionJson.Text(value, "trigger") == trigger && SessionJson.Text(value, "status") == "started" && SessionJson.Text(value, "id") is not null)
+                    if (!await next.ConfigureAwait(false))
                     {
-                        runId = SessionJson.Text(value, "id");
-                        messageId = SessionJson.Text(value, "messageId");
-                        deadline.CancelAfter(Timeout.InfiniteTimeSpan);
-                        await writer.StartAsync(messageId).ConfigureAwait(false);
-                        continue;
+                        break;
                     }
 
-                    if (runId is not null && SessionJson.Text(value, "id") == runId && SessionJson.Text(value, "status") is { } status && status != "started")
+                    var (e, _) = events.Current;
+                    var type = SessionJson.Text(e, "type");
+                    var value = e["value"] as JsonObject;
+                    if (runId is null && human is not null && type == SessionEventTypes.Message && value is not null
+                        && SessionJson.Text(e["headers"], "operation") == "insert" && SessionJson.Text(value, "status") == "complete"
+                        && SessionJson.Text(value, "role") == "assistant" && SessionJson.Text(value, "author") == human)
                     {
-                        await writer.EndAsync(status, SessionJson.Text(value, "finishReason"), SessionJson.Text(value, "error")).ConfigureAwait(false);
+                        // The human holding the session answered (their next message): theirs is the reply, whole in one message.
+                        await writer.StartAsync(SessionJson.Text(value, "id")).ConfigureAwait(false);
+                        await writer.PartsAsync(value, 0, 0, 0).ConfigureAwait(false);
+                        await writer.EndAsync("finished", "stop", error: null).ConfigureAwait(false);
                         return;
                     }
-                }
-                else if (runId is not null && type == SessionEventTypes.Delta && SessionJson.Text(value, "messageId") == messageId)
-                {
-                    var text = SessionJson.Text(value, "text") ?? string.Empty;
-                    if (SessionJson.Number(value, "part") == 1)
+
+                    if (runId is null && human is not null && type == SessionEventTypes.Handoff && SessionJson.Text(value, "holder") != human)
                     {
-                        await writer.ReasoningAsync(text, reasoningLength == 0).ConfigureAwait(false);
-                        reasoningLength += text.Length;
+                        // Agents leave a message routed to a human alone, also after control is handed back: say so now
+                        // rather than wait for an answer nobody will write.
+                        await writer.ErrorAsync($"Control of the chat was handed back before {human} answered this message.").ConfigureAwait(false);
+                        return;
                     }
-                    else
+
+                    if (type == SessionEventTypes.Run && value is not null)
                     {
-                        await writer.TextAsync(text, textLength == 0).ConfigureAwait(false);
-                        textLength += text.Length;
+                        if (runId is null && SessionJson.Text(value, "trigger") == trigger && SessionJson.Text(value, "status") == "started" && SessionJson.Text(value, "id") is not null)
+                        {
+                            runId = SessionJson.Text(value, "id");
+                            messageId = SessionJson.Text(value, "messageId");
+                            deadline.CancelAfter(Timeout.InfiniteTimeSpan);
+                            await writer.StartAsync(messageId).ConfigureAwait(false);
+                            continue;
+                        }
+
+                        if (runId is not null && SessionJson.Text(value, "id") == runId && SessionJson.Text(value, "status") is { } status && status != "started")
+                        {
+                            await writer.EndAsync(status, SessionJson.Text(value, "finishReason"), SessionJson.Text(value, "error")).ConfigureAwait(false);
+                            return;
+                        }
+                    }
+                    else if (runId is not null && type == SessionEventTypes.Delta && SessionJson.Text(value, "messageId") == messageId)
+                    {
+                        var text = SessionJson.Text(value, "text") ?? string.Empty;
+                        if (SessionJson.Number(value, "part") == 1)
+                        {
+                            await writer.ReasoningAsync(text, reasoningLength == 0).ConfigureAwait(false);
+                            reasoningLength += text.Length;
+                        }
+                        else
+                        {
+                            await writer.TextAsync(text, textLength == 0).ConfigureAwait(false);
+                            textLength += text.Length;
+                        }
+                    }
+                    else if (runId is not null && type == SessionEventTypes.Message && SessionJson.Text(value, "id") == messageId)
+                    {
+                        // A message update carries the whole reply: emit only what the client has not seen yet.
+                        (textLength, reasoningLength, toolCount) = await writer.PartsAsync(value!, textLength, reasoningLength, toolCount).ConfigureAwait(false);
                     }
                 }
-                else if (runId is not null && type == SessionEventTypes.Message && SessionJson.Text(value, "id") == messageId)
+            }
+            finally
+            {
+                if (next is { IsCompleted: false })
                 {
-                    // A message update carries the whole reply: emit only what the client has not seen yet.
-                    (textLength, reasoningLength, toolCount) = await writer.PartsAsync(value!, textLength, reasoningLength, toolCount).ConfigureAwait(false);
+                    // An iterator cannot be disposed in the middle of a move: end the feed and let the move finish first.
+                    await deadline.CancelAsync().ConfigureAwait(false);
+                    await ((Task)next).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
                 }
             }
         }
