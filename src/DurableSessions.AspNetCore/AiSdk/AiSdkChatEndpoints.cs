@@ -190,102 +190,68 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
         try
         {
-            var events = _feed.ReadAsync(SessionService.StreamPath(chatId), from, deadline.Token).GetAsyncEnumerator(deadline.Token);
+            var events = new KeepAliveFeed(
+                _feed.ReadAsync(SessionService.StreamPath(chatId), from, deadline.Token), writer, deadline, streamOptions.Value.SseKeepAliveInterval);
             await using var eventsScope = events.ConfigureAwait(false);
-            Task? keepAlive = null;
-            Task<bool>? next = null;
-            try
+            while (await events.MoveNextAsync().ConfigureAwait(false))
             {
-                while (true)
+                var (e, _) = events.Current;
+                var type = SessionJson.Text(e, "type");
+                var value = e["value"] as JsonObject;
+                if (runId is null && human is not null && type == SessionEventTypes.Message && value is not null
+                    && SessionJson.Text(e["headers"], "operation") == "insert" && SessionJson.Text(value, "status") == "complete"
+                    && SessionJson.Text(value, "role") == "assistant" && SessionJson.Text(value, "author") == human)
                 {
-                    // While nothing happens (a human yet to answer, an agent yet to start), a comment now and then keeps
-                    // proxies from cutting the idle stream; the UI message stream's parser skips comments.
-                    next = events.MoveNextAsync().AsTask();
-                    while (!next.IsCompleted && !deadline.IsCancellationRequested)
+                    // The human holding the session answered (their next message): theirs is the reply, whole in one message.
+                    await writer.StartAsync(SessionJson.Text(value, "id")).ConfigureAwait(false);
+                    await writer.PartsAsync(value, 0, 0, 0).ConfigureAwait(false);
+                    await writer.EndAsync("finished", "stop", error: null).ConfigureAwait(false);
+                    return;
+                }
+
+                if (runId is null && human is not null && type == SessionEventTypes.Handoff && SessionJson.Text(value, "holder") != human)
+                {
+                    // Agents leave a message routed to a human alone, also after control is handed back: say so now
+                    // rather than wait for an answer nobody will write.
+                    await writer.ErrorAsync($"Control of the chat was handed back before {human} answered this message.").ConfigureAwait(false);
+                    return;
+                }
+
+                if (type == SessionEventTypes.Run && value is not null)
+                {
+                    if (runId is null && SessionJson.Text(value, "trigger") == trigger && SessionJson.Text(value, "status") == "started" && SessionJson.Text(value, "id") is not null)
                     {
-                        keepAlive ??= Task.Delay(streamOptions.Value.SseKeepAliveInterval, deadline.Token);
-                        if (await Task.WhenAny(next, keepAlive).ConfigureAwait(false) == keepAlive)
-                        {
-                            keepAlive = null;
-                            if (!deadline.IsCancellationRequested)
-                            {
-                                await writer.CommentAsync().ConfigureAwait(false);
-                            }
-                        }
+                        runId = SessionJson.Text(value, "id");
+                        messageId = SessionJson.Text(value, "messageId");
+                        deadline.CancelAfter(Timeout.InfiniteTimeSpan);
+                        await writer.StartAsync(messageId).ConfigureAwait(false);
+                        continue;
                     }
 
-                    if (!await next.ConfigureAwait(false))
+                    if (runId is not null && SessionJson.Text(value, "id") == runId && SessionJson.Text(value, "status") is { } status && status != "started")
                     {
-                        break;
-                    }
-
-                    var (e, _) = events.Current;
-                    var type = SessionJson.Text(e, "type");
-                    var value = e["value"] as JsonObject;
-                    if (runId is null && human is not null && type == SessionEventTypes.Message && value is not null
-                        && SessionJson.Text(e["headers"], "operation") == "insert" && SessionJson.Text(value, "status") == "complete"
-                        && SessionJson.Text(value, "role") == "assistant" && SessionJson.Text(value, "author") == human)
-                    {
-                        // The human holding the session answered (their next message): theirs is the reply, whole in one message.
-                        await writer.StartAsync(SessionJson.Text(value, "id")).ConfigureAwait(false);
-                        await writer.PartsAsync(value, 0, 0, 0).ConfigureAwait(false);
-                        await writer.EndAsync("finished", "stop", error: null).ConfigureAwait(false);
+                        await writer.EndAsync(status, SessionJson.Text(value, "finishReason"), SessionJson.Text(value, "error")).ConfigureAwait(false);
                         return;
-                    }
-
-                    if (runId is null && human is not null && type == SessionEventTypes.Handoff && SessionJson.Text(value, "holder") != human)
-                    {
-                        // Agents leave a message routed to a human alone, also after control is handed back: say so now
-                        // rather than wait for an answer nobody will write.
-                        await writer.ErrorAsync($"Control of the chat was handed back before {human} answered this message.").ConfigureAwait(false);
-                        return;
-                    }
-
-                    if (type == SessionEventTypes.Run && value is not null)
-                    {
-                        if (runId is null && SessionJson.Text(value, "trigger") == trigger && SessionJson.Text(value, "status") == "started" && SessionJson.Text(value, "id") is not null)
-                        {
-                            runId = SessionJson.Text(value, "id");
-                            messageId = SessionJson.Text(value, "messageId");
-                            deadline.CancelAfter(Timeout.InfiniteTimeSpan);
-                            await writer.StartAsync(messageId).ConfigureAwait(false);
-                            continue;
-                        }
-
-                        if (runId is not null && SessionJson.Text(value, "id") == runId && SessionJson.Text(value, "status") is { } status && status != "started")
-                        {
-                            await writer.EndAsync(status, SessionJson.Text(value, "finishReason"), SessionJson.Text(value, "error")).ConfigureAwait(false);
-                            return;
-                        }
-                    }
-                    else if (runId is not null && type == SessionEventTypes.Delta && SessionJson.Text(value, "messageId") == messageId)
-                    {
-                        var text = SessionJson.Text(value, "text") ?? string.Empty;
-                        if (SessionJson.Number(value, "part") == 1)
-                        {
-                            await writer.ReasoningAsync(text, reasoningLength == 0).ConfigureAwait(false);
-                            reasoningLength += text.Length;
-                        }
-                        else
-                        {
-                            await writer.TextAsync(text, textLength == 0).ConfigureAwait(false);
-                            textLength += text.Length;
-                        }
-                    }
-                    else if (runId is not null && type == SessionEventTypes.Message && SessionJson.Text(value, "id") == messageId)
-                    {
-                        // A message update carries the whole reply: emit only what the client has not seen yet.
-                        (textLength, reasoningLength, toolCount) = await writer.PartsAsync(value!, textLength, reasoningLength, toolCount).ConfigureAwait(false);
                     }
                 }
-            }
-            finally
-            {
-                if (next is { IsCompleted: false })
+                else if (runId is not null && type == SessionEventTypes.Delta && SessionJson.Text(value, "messageId") == messageId)
                 {
-                    // An iterator cannot be disposed in the middle of a move: end the feed and let the move finish first.
-                    await deadline.CancelAsync().ConfigureAwait(false);
-                    await ((Task)next).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                    var text = SessionJson.Text(value, "text") ?? string.Empty;
+                    if (SessionJson.Number(value, "part") == 1)
+                    {
+                        await writer.ReasoningAsync(text, reasoningLength == 0).ConfigureAwait(false);
+                        reasoningLength += text.Length;
+                    }
+                    else
+                    {
+                        await writer.TextAsync(text, textLength == 0).ConfigureAwait(false);
+                        textLength += text.Length;
+                    }
+                }
+                else if (runId is not null && type == SessionEventTypes.Message && SessionJson.Text(value, "id") == messageId)
+                {
+                    // A message update carries the whole reply: emit only what the client has not seen yet.
+                    (textLength, reasoningLength, toolCount) = await writer.PartsAsync(value!, textLength, reasoningLength, toolCount).ConfigureAwait(false);
                 }
             }
         }
@@ -303,6 +269,51 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
             lifetime.ApplicationStopping.IsCancellationRequested ? "The server is restarting; resume the stream to continue the reply."
             : runId is null && human is null ? "No agent started a reply to this message."
             : "The chat was deleted.").ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// A session's events for one reply stream, with a comment written whenever none has come for the keep-alive
+    /// interval: while nothing happens (a human yet to answer, an agent yet to start), proxies would otherwise cut the idle
+    /// stream. The UI message stream's parser skips comments.
+    /// </summary>
+    private sealed class KeepAliveFeed(IAsyncEnumerable<(JsonObject Event, long Position)> feed, ChunkWriter writer, CancellationTokenSource deadline, TimeSpan interval) : IAsyncDisposable
+    {
+        private readonly IAsyncEnumerator<(JsonObject Event, long Position)> _events = feed.GetAsyncEnumerator(deadline.Token);
+        private Task? _keepAlive;
+        private Task<bool>? _next;
+
+        public (JsonObject Event, long Position) Current => _events.Current;
+
+        public async Task<bool> MoveNextAsync()
+        {
+            _next = _events.MoveNextAsync().AsTask();
+            while (!_next.IsCompleted && !deadline.IsCancellationRequested)
+            {
+                _keepAlive ??= Task.Delay(interval, deadline.Token);
+                if (await Task.WhenAny(_next, _keepAlive).ConfigureAwait(false) == _keepAlive)
+                {
+                    _keepAlive = null;
+                    if (!deadline.IsCancellationRequested)
+                    {
+                        await writer.CommentAsync().ConfigureAwait(false);
+                    }
+                }
+            }
+
+            return await _next.ConfigureAwait(false);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            if (_next is { IsCompleted: false })
+            {
+                // An iterator cannot be disposed in the middle of a move: end the feed and let the move finish first.
+                await deadline.CancelAsync().ConfigureAwait(false);
+                await ((Task)_next).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            }
+
+            await _events.DisposeAsync().ConfigureAwait(false);
+        }
     }
 
     /// <summary>Writes UI message stream chunks; fields that would be null are omitted (the client validates strictly).</summary>
