@@ -210,11 +210,29 @@ internal static class RedisScripts
 
     /// <summary>
     /// Reads records of one incarnation: nil when the stream at the path is no longer that incarnation (its records
-    /// would be another's). ARGV: id, exclusive start entry id, count.
+    /// would be another's). ARGV: id, start entry id (exclusive with a leading '('), most records, byte budget. Records
+    /// are returned until their data reaches the budget, so a read of large records moves about a read's worth out of
+    /// Redis, not the whole count of them (128 records of 8 MiB would be 1 GiB). They are ranged 8 at a time: that
+    /// bounds what the script holds to 8 records, and costs no more than one range of 128 small records.
     /// </summary>
     public static readonly RedisScript Read = new("""
         if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then return false end
-        return redis.call('XRANGE', KEYS[2], ARGV[2], '+', 'COUNT', ARGV[3])
+        local out, from, count, budget, total = {}, ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), 0
+        while #out < count and total < budget do
+          local want = math.min(8, count - #out)
+          local batch = redis.call('XRANGE', KEYS[2], from, '+', 'COUNT', want)
+          for _, entry in ipairs(batch) do
+            out[#out + 1] = entry
+            local fields = entry[2]
+            for i = 1, #fields - 1, 2 do
+              if fields[i] == 'd' then total = total + #fields[i + 1] end
+            end
+            from = '(' .. entry[1]
+            if total >= budget then break end
+          end
+          if #batch < want then break end
+        end
+        return out
         """);
 
     /// <summary>Resets the sliding TTL of one incarnation. ARGV: id, now.</summary>

@@ -413,7 +413,8 @@ public sealed partial class RedisStreamStore : StreamStore
             while (position < to && total < maxBytes)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                var entries = await ReadRecordsAsync(owner, "(" + Position(position) + "-0", ReadBatch).ConfigureAwait(false);
+                var budget = maxBytes - total;
+                var entries = await ReadRecordsAsync(owner, "(" + Position(position) + "-0", ReadBatch, budget).ConfigureAwait(false);
                 if (entries.Count == 0)
                 {
                     break;
@@ -438,7 +439,9 @@ public sealed partial class RedisStreamStore : StreamStore
                     }
                 }
 
-                if (entries.Count < ReadBatch)
+                // Fewer records than asked for and under the budget: the incarnation has no more. A reply cut by the
+                // budget may still count fewer bytes here, when its first record was sliced at the read's start.
+                if (entries.Count < ReadBatch && entries.Sum(e => (long)e.Data.Length) < budget)
                 {
                     break;
                 }
@@ -650,11 +653,15 @@ public sealed partial class RedisStreamStore : StreamStore
         }
     }
 
-    /// <summary>Records of one incarnation from an entry id (inclusive, or exclusive with a leading '('); none once the stream at its path is another incarnation.</summary>
-    private async Task<List<(long Start, long End, byte[] Data)>> ReadRecordsAsync(StreamInfo owner, string from, int count)
+    /// <summary>
+    /// Records of one incarnation from an entry id (inclusive, or exclusive with a leading '('), at most
+    /// <paramref name="count"/> and no more once their data reaches <paramref name="budget"/> bytes; none once the stream
+    /// at its path is another incarnation.
+    /// </summary>
+    private async Task<List<(long Start, long End, byte[] Data)>> ReadRecordsAsync(StreamInfo owner, string from, int count, long budget = long.MaxValue)
     {
         var records = new List<(long, long, byte[])>();
-        var reply = await ScriptAsync(RedisScripts.Read, Keys(owner.Path), [Id(owner.Id), from, count]).ConfigureAwait(false);
+        var reply = await ScriptAsync(RedisScripts.Read, Keys(owner.Path), [Id(owner.Id), from, count, budget]).ConfigureAwait(false);
         if (reply.IsNull || reply.Resp2Type != ResultType.Array)
         {
             return records;

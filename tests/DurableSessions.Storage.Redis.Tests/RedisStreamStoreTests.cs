@@ -169,6 +169,48 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_read_of_large_records_takes_about_a_reads_worth_from_redis_not_a_whole_batch()
+    {
+        const int Records = 24;
+        const int RecordBytes = 4 * 1024 * 1024;
+        const int ReadBytes = 1024 * 1024;
+
+        // A separate server: its output counter then counts this test's reads alone.
+        await using var own = await RedisServer.StartAsync();
+        await using var store = await RedisStreamStore.ConnectAsync(new RedisStreamStoreOptions { Configuration = own.Configuration, KeyPrefix = _prefix });
+        await store.CreateAsync(new CreateStreamRequest { Path = "large", ContentType = "application/octet-stream" });
+        var record = new byte[RecordBytes];
+        for (var i = 0; i < Records; i++)
+        {
+            record.AsSpan().Fill((byte)('a' + i));
+            Assert.Equal(AppendStatus.Appended, (await store.AppendAsync(new AppendRequest { Path = "large", Data = new StreamPayload(record, RecordBytes) })).Status);
+        }
+
+        using var admin = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(own.Configuration + ",allowAdmin=true");
+        var server = admin.GetServer(admin.GetEndPoints()[0]);
+        async Task<long> SentBytes() => long.Parse(
+            (await server.InfoAsync("stats")).SelectMany(g => g).Single(p => p.Key == "total_net_output_bytes").Value,
+            System.Globalization.CultureInfo.InvariantCulture);
+
+        // Each read of a 1 MiB budget takes one 4 MiB record; fetched 128 at a time it took all 96 MiB at once.
+        var stream = (await store.GetAsync("large")).Stream!;
+        long position = 0;
+        for (var i = 0; i < Records; i++)
+        {
+            var before = await SentBytes();
+            var read = await store.ReadAsync(stream, position, ReadBytes);
+            var sent = await SentBytes() - before;
+            var chunk = Assert.Single(read.Chunks);
+            Assert.Equal((byte)('a' + i), chunk.Data.Span[0]);
+            Assert.Equal(RecordBytes, chunk.Data.Length);
+            Assert.InRange(sent, RecordBytes, RecordBytes + (64 * 1024));
+            position = read.NextPosition;
+        }
+
+        Assert.Equal((long)Records * RecordBytes, position);
+    }
+
+    [Fact]
     public async Task With_wait_for_replicas_an_append_is_acknowledged_only_once_a_replica_has_it()
     {
         await using var primary = await RedisServer.StartAsync();
