@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization.Metadata;
@@ -258,7 +259,7 @@ public sealed class SessionState
             case "update":
                 if (message["value"] is JsonObject value)
                 {
-                    var copy = (JsonObject)value.DeepClone();
+                    var copy = Compact(value);
                     if (_entities.TryAdd(id, copy))
                     {
                         _order.Add(id);
@@ -355,6 +356,38 @@ public sealed class SessionState
             target["text"] = existing + text;
         }
     }
+
+    /// <summary>
+    /// A copy of <paramref name="value"/> that holds its JSON text and nothing else until it is read: a parsed event's
+    /// values point into the event's whole document, and a materialized copy is a tree of nodes per property. Kept for
+    /// the life of the session, either would make each stored entity several times its size for the collector to trace.
+    /// </summary>
+    private static JsonObject Compact(JsonObject value)
+    {
+        // The parse copies what it keeps, so the text is written to a buffer reused per thread.
+        var buffer = t_compactBuffer ??= new ArrayBufferWriter<byte>(1024);
+        buffer.ResetWrittenCount();
+        using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { MaxDepth = MaxDepth, SkipValidation = true }))
+        {
+            value.WriteTo(writer);
+        }
+
+        var compact = (JsonObject)JsonNode.Parse(buffer.WrittenSpan, documentOptions: new JsonDocumentOptions { MaxDepth = MaxDepth })!;
+        if (buffer.Capacity > MaxReusedBuffer)
+        {
+            t_compactBuffer = null; // one large entity does not keep its buffer alive on the thread
+        }
+
+        return compact;
+    }
+
+    [ThreadStatic]
+    private static ArrayBufferWriter<byte>? t_compactBuffer;
+
+    private const int MaxReusedBuffer = 64 * 1024;
+
+    // Deep enough for anything a store may hold: depth is judged per event on append, not by the parser.
+    private const int MaxDepth = 1024;
 
     private void Changed((string Type, string Key) id)
     {
