@@ -78,7 +78,7 @@ public static class SessionEventRules
         ArgumentNullException.ThrowIfNull(events);
         ArgumentNullException.ThrowIfNull(writer);
         var batch = new Dictionary<(string, string), JsonObject>();
-        JsonObject? Lookup(string type, string key) => batch.TryGetValue((type, key), out var pending) ? pending : state.Get(type, key);
+        JsonObject? Lookup(string type, string key) => batch.TryGetValue((type, key), out var pending) ? pending : state.Peek(type, key);
 
         var i = -1;
         foreach (var node in events)
@@ -118,7 +118,7 @@ public static class SessionEventRules
 
         for (var i = 0; i < deltas.Count; i++)
         {
-            if (AuthorizeDelta(i, writer.Subject, state.Get(SessionEventTypes.Message, deltas[i].MessageId)) is { } refused)
+            if (AuthorizeDelta(i, writer.Subject, state.Peek(SessionEventTypes.Message, deltas[i].MessageId)) is { } refused)
             {
                 return refused;
             }

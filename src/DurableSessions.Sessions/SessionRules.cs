@@ -316,7 +316,7 @@ public static class SessionRules
     // A delta belongs to the run it names, else to its message's run.
     private static SessionEventRejection? CheckDeltaFence(SessionState state, string messageId, string? namedRunId)
     {
-        var owner = SessionJson.Text(state.Get(SessionEventTypes.Message, messageId), "runId");
+        var owner = SessionJson.Text(state.Peek(SessionEventTypes.Message, messageId), "runId");
 
         // A delta that names its run adds nothing to a message another run has taken over (after a crash cut it).
         if (namedRunId is not null && owner is not null && owner != namedRunId)

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization.Metadata;
@@ -30,6 +31,11 @@ public sealed class SessionState
     private readonly Dictionary<string, object> _typed = [];
     private readonly Dictionary<(string Type, string Key), object?> _typedEntities = [];
 
+    // Text streamed into a message's parts since the message was last read: appended here, and written into the part
+    // when the message is read. Concatenating each delta onto the part's text instead copies the whole text so far per
+    // delta, quadratic in a reply's length (a 100,000-character reply streamed 10 characters at a time copied 1 GB).
+    private readonly Dictionary<string, Dictionary<int, StringBuilder>> _pendingText = new(StringComparer.Ordinal);
+
     /// <summary>The stream position up to which events have been applied.</summary>
     public long Position { get; private set; }
 
@@ -37,11 +43,30 @@ public sealed class SessionState
     public int Count => _entities.Count;
 
     /// <summary>Returns an entity's value, or null.</summary>
-    public JsonObject? Get(string type, string key) => _entities.GetValueOrDefault((type, key));
+    public JsonObject? Get(string type, string key)
+    {
+        if (type == SessionEventTypes.Message)
+        {
+            WritePendingText(key);
+        }
+
+        return _entities.GetValueOrDefault((type, key));
+    }
+
+    /// <summary>
+    /// Returns an entity's value, or null, without writing text streamed since its last read into it: for rules that
+    /// read a message's author or run but never its text, once per appended delta.
+    /// </summary>
+    internal JsonObject? Peek(string type, string key) => _entities.GetValueOrDefault((type, key));
 
     /// <summary>All entities of one type, in order of first insertion.</summary>
     public IEnumerable<JsonObject> All(string type)
     {
+        if (type == SessionEventTypes.Message)
+        {
+            WriteAllPendingText();
+        }
+
         foreach (var id in _order)
         {
             if (id.Type == type && _entities.TryGetValue(id, out var value))
@@ -91,6 +116,11 @@ public sealed class SessionState
         if (_typedEntities.TryGetValue(id, out var cached))
         {
             return (T?)cached;
+        }
+
+        if (type == SessionEventTypes.Message)
+        {
+            WritePendingText(key);
         }
 
         if (!_entities.TryGetValue(id, out var value))
@@ -232,6 +262,7 @@ public sealed class SessionState
             _order.Clear();
             _typed.Clear();
             _typedEntities.Clear();
+            _pendingText.Clear();
             return;
         }
 
@@ -253,6 +284,11 @@ public sealed class SessionState
 
         var id = (type, key);
         Changed(id);
+        if (type == SessionEventTypes.Message)
+        {
+            _pendingText.Remove(key); // the new value states the message's text in full
+        }
+
         switch (operation)
         {
             case "insert":
@@ -284,6 +320,7 @@ public sealed class SessionState
     /// </summary>
     public JsonArray ToSnapshot()
     {
+        WriteAllPendingText();
         var offset = StreamOffset.Format(Position);
         var snapshot = new JsonArray { Control("snapshot-start", offset) };
         foreach (var id in _order)
@@ -352,8 +389,46 @@ public sealed class SessionState
 
         if (parts[index] is JsonObject target && text is not null)
         {
-            var existing = SessionJson.Text(target, "text") ?? string.Empty;
-            target["text"] = existing + text;
+            if (!_pendingText.TryGetValue(messageId, out var pending))
+            {
+                pending = [];
+                _pendingText[messageId] = pending;
+            }
+
+            if (!pending.TryGetValue(index, out var builder))
+            {
+                builder = new StringBuilder(SessionJson.Text(target, "text"));
+                pending[index] = builder;
+            }
+
+            builder.Append(text);
+        }
+    }
+
+    /// <summary>Writes the text streamed into message <paramref name="messageId"/> since its last read into its parts.</summary>
+    private void WritePendingText(string messageId)
+    {
+        if (!_pendingText.Remove(messageId, out var pending)
+            || !_entities.TryGetValue((SessionEventTypes.Message, messageId), out var message)
+            || message["parts"] is not JsonArray parts)
+        {
+            return;
+        }
+
+        foreach (var (index, builder) in pending)
+        {
+            if (index < parts.Count && parts[index] is JsonObject part)
+            {
+                part["text"] = builder.ToString();
+            }
+        }
+    }
+
+    private void WriteAllPendingText()
+    {
+        while (_pendingText.Count > 0)
+        {
+            WritePendingText(_pendingText.Keys.First());
         }
     }
 

@@ -55,4 +55,63 @@ public sealed class SessionStateMemoryTests
         Assert.Equal(Messages, state.Count);
         Assert.Equal(text, state.Messages[^1].Text);
     }
+
+    [Fact]
+    public void Streaming_a_long_reply_costs_its_length_not_its_length_squared()
+    {
+        const int Deltas = 10_000;
+        const string Token = "0123456789";
+        var state = new SessionState();
+        state.Apply(Change("m1", "insert", """{"id":"m1","role":"assistant","parts":[]}"""));
+        var deltas = Enumerable.Range(0, Deltas).Select(_ => new DeltaChange("m1", Token, 0, "text", null)).ToArray();
+
+        // Read now and then, as a late joiner's snapshot does.
+        var allocated = GC.GetAllocatedBytesForCurrentThread();
+        for (var i = 0; i < Deltas; i++)
+        {
+            state.ApplyDeltas([deltas[i]], i + 2);
+            if (i % 1_000 == 999)
+            {
+                Assert.Equal((i + 1) * Token.Length, state.Messages[0].Text.Length);
+            }
+        }
+
+        allocated = GC.GetAllocatedBytesForCurrentThread() - allocated;
+
+        // The reply is 100,000 characters (200 KB as a string). Copying the text so far on each delta would allocate
+        // about 1 GB; appending allocates a few times the reply, and each read a copy of it.
+        Assert.InRange(allocated, 0, 16 * 1024 * 1024);
+        Assert.Equal(string.Concat(Enumerable.Repeat(Token, Deltas)), state.Get("message", "m1")!["parts"]![0]!["text"]!.GetValue<string>());
+        Assert.Equal(string.Concat(Enumerable.Repeat(Token, Deltas)), state.ToSnapshot()[1]!["value"]!["parts"]![0]!["text"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public void Text_streamed_since_the_last_read_is_in_every_view_and_a_full_message_event_replaces_it()
+    {
+        var state = new SessionState();
+        state.Apply(Change("m1", "insert", """{"id":"m1","role":"assistant","parts":[{"type":"text","text":"Hel"}]}"""));
+        state.ApplyDeltas([new DeltaChange("m1", "lo", 0, "text", null), new DeltaChange("m1", "hm", 1, "reasoning", null)], 2);
+
+        Assert.Equal("Hello", state.Messages[0].Text);
+        state.ApplyDeltas([new DeltaChange("m1", ", world", 0, "text", null)], 3);
+        Assert.Equal("Hello, world", state.All("message").Single()["parts"]![0]!["text"]!.GetValue<string>());
+        state.ApplyDeltas([new DeltaChange("m1", "m", 1, "reasoning", null)], 4);
+        Assert.Equal("hmm", state.GetMessage("m1")!.Parts![1] is ReasoningPart r ? r.Text : null);
+        state.ApplyDeltas([new DeltaChange("m1", "!", 0, "text", null)], 5);
+        Assert.Contains("Hello, world!", state.ToSnapshot().ToJsonString(), StringComparison.Ordinal);
+
+        // A delta after the full message continues from the full message's text, not from what was streamed before it.
+        state.ApplyDeltas([new DeltaChange("m1", " (replaced)", 0, "text", null)], 6);
+        state.Apply(Change("m1", "update", """{"id":"m1","role":"assistant","parts":[{"type":"text","text":"Final"}]}"""));
+        state.ApplyDeltas([new DeltaChange("m1", " words", 0, "text", null)], 7);
+        Assert.Equal("Final words", state.Messages[0].Text);
+    }
+
+    private static System.Text.Json.Nodes.JsonObject Change(string key, string operation, string value) => new()
+    {
+        ["type"] = "message",
+        ["key"] = key,
+        ["value"] = System.Text.Json.Nodes.JsonNode.Parse(value),
+        ["headers"] = new System.Text.Json.Nodes.JsonObject { ["operation"] = operation },
+    };
 }
