@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Text;
+using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization.Metadata;
@@ -43,6 +44,10 @@ public sealed class SessionState
     public int Count => _entities.Count;
 
     /// <summary>Returns an entity's value, or null.</summary>
+    /// <remarks>
+    /// The value is the state's own, as of this call: text streamed into a message afterwards is written into it on the
+    /// message's next read, not as each delta is applied.
+    /// </remarks>
     public JsonObject? Get(string type, string key)
     {
         if (type == SessionEventTypes.Message)
@@ -59,7 +64,7 @@ public sealed class SessionState
     /// </summary>
     internal JsonObject? Peek(string type, string key) => _entities.GetValueOrDefault((type, key));
 
-    /// <summary>All entities of one type, in order of first insertion.</summary>
+    /// <summary>All entities of one type, in order of first insertion; as of the enumeration's start, as <see cref="Get"/>.</summary>
     public IEnumerable<JsonObject> All(string type)
     {
         if (type == SessionEventTypes.Message)
@@ -426,9 +431,14 @@ public sealed class SessionState
 
     private void WriteAllPendingText()
     {
-        while (_pendingText.Count > 0)
+        if (_pendingText.Count == 0)
         {
-            WritePendingText(_pendingText.Keys.First());
+            return;
+        }
+
+        foreach (var messageId in _pendingText.Keys.ToList())
+        {
+            WritePendingText(messageId);
         }
     }
 
@@ -442,18 +452,29 @@ public sealed class SessionState
         // The parse copies what it keeps, so the text is written to a buffer reused per thread.
         var buffer = t_compactBuffer ??= new ArrayBufferWriter<byte>(1024);
         buffer.ResetWrittenCount();
-        using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { MaxDepth = MaxDepth, SkipValidation = true }))
+        try
         {
-            value.WriteTo(writer);
-        }
+            // Escaped only where JSON requires it: the default encoder would keep non-ASCII text as \u escapes, two to
+            // three times its size. What is written out of the state is escaped by its own writer.
+            using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { MaxDepth = MaxDepth, SkipValidation = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+            {
+                value.WriteTo(writer);
+            }
 
-        var compact = (JsonObject)JsonNode.Parse(buffer.WrittenSpan, documentOptions: new JsonDocumentOptions { MaxDepth = MaxDepth })!;
-        if (buffer.Capacity > MaxReusedBuffer)
+            return (JsonObject)JsonNode.Parse(buffer.WrittenSpan, documentOptions: new JsonDocumentOptions { MaxDepth = MaxDepth })!;
+        }
+        catch (Exception ex) when (ex is ArgumentException or InvalidOperationException or JsonException)
         {
-            t_compactBuffer = null; // one large entity does not keep its buffer alive on the thread
+            // A node built in memory can hold what JSON text cannot (a NaN): kept as a copy of the nodes instead.
+            return (JsonObject)value.DeepClone();
         }
-
-        return compact;
+        finally
+        {
+            if (buffer.Capacity > MaxReusedBuffer)
+            {
+                t_compactBuffer = null; // one large entity does not keep its buffer alive on the thread
+            }
+        }
     }
 
     [ThreadStatic]

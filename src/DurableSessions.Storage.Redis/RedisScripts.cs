@@ -213,7 +213,7 @@ internal static class RedisScripts
     /// would be another's). ARGV: id, start entry id (exclusive with a leading '('), most records, byte budget. Records
     /// are returned until their data reaches the budget, so a read of large records moves about a read's worth out of
     /// Redis, not the whole count of them (128 records of 8 MiB would be 1 GiB). They are ranged 8 at a time: that
-    /// bounds what the script holds to 8 records, and costs no more than one range of 128 small records.
+    /// bounds what the script reads past the budget to 7 records, and costs no more than one range of 128 small records.
     /// </summary>
     public static readonly RedisScript Read = new("""
         if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then return false end

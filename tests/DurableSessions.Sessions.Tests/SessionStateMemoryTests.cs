@@ -21,7 +21,8 @@ public sealed class SessionStateMemoryTests
     {
         const int Messages = 2_000;
         const int EventsPerChunk = 10;
-        var text = new string('x', 1_000);
+        // Text as people write it, not only ASCII: kept escaped (\uXXXX), it would take two to three times its size.
+        var text = string.Concat(Enumerable.Repeat("Text, テキスト, 文字 <b>&'+ 😀 ", 40));
 
         // Stored chunks of ten events each, the way a session is read back from its stream; each is dropped once read.
         long entityBytes = 0;
@@ -31,7 +32,7 @@ public sealed class SessionStateMemoryTests
             for (var j = first; j < first + EventsPerChunk; j++)
             {
                 var value = $$"""{"id":"m{{j}}","role":"user","parts":[{"type":"text","text":"{{text}}"}],"createdAt":"2026-01-02T03:04:05.678Z","author":"user-{{j % 7}}"}""";
-                entityBytes += value.Length;
+                entityBytes += Encoding.UTF8.GetByteCount(value);
                 chunk.Append(chunk.Length > 0 ? "," : string.Empty)
                     .Append($$"""{"type":"message","key":"m{{j}}","value":{{value}},"headers":{"operation":"insert","timestamp":"2026-01-02T03:04:05.678Z","txid":"t{{j}}"},"padding":"{{new string('p', 2_000)}}"}""");
             }
@@ -49,8 +50,8 @@ public sealed class SessionStateMemoryTests
         var held = GC.GetTotalMemory(forceFullCollection: true) - before;
         TestContext.Current.TestOutputHelper?.WriteLine($"{held / 1024} KiB held for {entityBytes / 1024} KiB of entity JSON");
 
-        // The events carry twice their entities' size besides them, and none of it may stay: an entity that pointed
-        // into its parsed event would keep the event's whole document (4.7 times the entities' JSON here).
+        // The events carry about their entities' size again besides them, and none of it may stay: an entity that
+        // pointed into its parsed event would keep the event's whole document.
         Assert.InRange(held, entityBytes, 5 * entityBytes / 2);
         Assert.Equal(Messages, state.Count);
         Assert.Equal(text, state.Messages[^1].Text);
@@ -100,11 +101,27 @@ public sealed class SessionStateMemoryTests
         state.ApplyDeltas([new DeltaChange("m1", "!", 0, "text", null)], 5);
         Assert.Contains("Hello, world!", state.ToSnapshot().ToJsonString(), StringComparison.Ordinal);
 
+        // The rules' lookup leaves streamed text where it is; the next read writes it.
+        state.ApplyDeltas([new DeltaChange("m1", "?", 0, "text", null)], 6);
+        Assert.Equal("Hello, world!", state.Peek("message", "m1")!["parts"]![0]!["text"]!.GetValue<string>());
+        Assert.Equal("Hello, world!?", state.Get("message", "m1")!["parts"]![0]!["text"]!.GetValue<string>());
+
         // A delta after the full message continues from the full message's text, not from what was streamed before it.
-        state.ApplyDeltas([new DeltaChange("m1", " (replaced)", 0, "text", null)], 6);
+        state.ApplyDeltas([new DeltaChange("m1", " (replaced)", 0, "text", null)], 7);
         state.Apply(Change("m1", "update", """{"id":"m1","role":"assistant","parts":[{"type":"text","text":"Final"}]}"""));
-        state.ApplyDeltas([new DeltaChange("m1", " words", 0, "text", null)], 7);
+        state.ApplyDeltas([new DeltaChange("m1", " words", 0, "text", null)], 8);
         Assert.Equal("Final words", state.Messages[0].Text);
+
+        // Text streamed into a message that is then deleted, or into a state that is then reset, is gone with it.
+        state.ApplyDeltas([new DeltaChange("m1", " (deleted)", 0, "text", null)], 9);
+        state.Apply(Change("m1", "delete", "{}"));
+        state.Apply(Change("m1", "insert", """{"id":"m1","role":"assistant","parts":[{"type":"text","text":"Again"}]}"""));
+        Assert.Equal("Again", state.Messages[0].Text);
+        state.ApplyDeltas([new DeltaChange("m1", " (reset)", 0, "text", null)], 10);
+        state.Apply(new System.Text.Json.Nodes.JsonObject { ["headers"] = new System.Text.Json.Nodes.JsonObject { ["control"] = "reset" } });
+        state.Apply(Change("m1", "insert", """{"id":"m1","role":"assistant","parts":[{"type":"text","text":"Anew"}]}"""));
+        Assert.Equal("Anew", state.Messages[0].Text);
+        Assert.DoesNotContain("(", state.ToSnapshot().ToJsonString(), StringComparison.Ordinal);
     }
 
     private static System.Text.Json.Nodes.JsonObject Change(string key, string operation, string value) => new()

@@ -36,6 +36,15 @@ public sealed class SessionStateTests
     }
 
     [Fact]
+    public void A_value_built_in_memory_that_json_text_cannot_hold_is_kept_as_it_is()
+    {
+        var state = new SessionState();
+        state.Apply(Change("presence", "p1", "insert", new JsonObject { ["status"] = "joined", ["score"] = double.NaN }));
+        Assert.Equal("joined", state.Get("presence", "p1")!["status"]!.GetValue<string>());
+        Assert.True(double.IsNaN(state.Get("presence", "p1")!["score"]!.GetValue<double>()));
+    }
+
+    [Fact]
     public void A_delta_past_the_next_part_is_ignored_instead_of_padding_the_message()
     {
         var state = new SessionState();
