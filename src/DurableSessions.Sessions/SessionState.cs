@@ -184,8 +184,7 @@ public sealed class SessionState
         wrapped[^1] = (byte)']';
         try
         {
-            // Deep enough for anything a store may hold: depth is judged per event below, not by the parser.
-            var reader = new Utf8JsonReader(wrapped, new JsonReaderOptions { MaxDepth = 1024 });
+            var reader = new Utf8JsonReader(wrapped, new JsonReaderOptions { MaxDepth = MaxDepth });
             reader.Read();
             while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
             {
@@ -206,7 +205,7 @@ public sealed class SessionState
     {
         try
         {
-            var node = JsonNode.Parse(json.Span, documentOptions: new JsonDocumentOptions { MaxDepth = 1024 });
+            var node = JsonNode.Parse(json.Span, documentOptions: new JsonDocumentOptions { MaxDepth = MaxDepth });
             return SessionEventRules.IsReadable(node) ? (JsonObject)node! : null;
         }
         catch (Exception ex) when (ex is JsonException or InvalidOperationException or ArgumentException)
@@ -482,7 +481,8 @@ public sealed class SessionState
 
     private const int MaxReusedBuffer = 64 * 1024;
 
-    // Deep enough for anything a store may hold: depth is judged per event on append, not by the parser.
+    // Deep enough for anything a store may hold: depth is judged per event (on append, and as events are read), not by
+    // the parser.
     private const int MaxDepth = 1024;
 
     private void Changed((string Type, string Key) id)
