@@ -14,7 +14,11 @@ namespace DurableSessions.FunctionalTests;
 /// <summary>
 /// Traces and metrics through OpenTelemetry's in-memory exporters, and the server's health and Prometheus endpoints.
 /// Meters and activity sources are process-wide, so each assertion picks this test's trace or waits for a counter to move.
+/// The tests run alone: an up-down counter such as the live reader gauge sums what every in-process server adds from the
+/// moment this test's meter provider attaches, so a test beside it closing readers it opened earlier could hold the sum
+/// below this test's one reader.
 /// </summary>
+[Collection(ProcessWideTelemetry.Name)]
 public sealed class TelemetryTests : IAsyncLifetime
 {
     private readonly List<Activity> _spans = [];
@@ -183,4 +187,10 @@ public sealed class TelemetryTests : IAsyncLifetime
             await Task.Delay(20);
         }
     }
+}
+
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class ProcessWideTelemetry
+{
+    public const string Name = "Process-wide telemetry";
 }
