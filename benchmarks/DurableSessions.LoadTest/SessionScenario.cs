@@ -74,40 +74,60 @@ internal static class SessionScenario
         {
             var mine = new List<double>();
             var signalled = false;
+            var offset = "now";
             try
             {
-                using var reader = await RawSseReader.ConnectAsync(baseAddress, $"/v1/stream/sessions/{id}?offset=now&live=sse", stop.Token);
-                await reader.RunAsync((type, data) =>
+                // The server ends each SSE response after its connection lifetime (60 s by default); the follower resumes
+                // from the last offset it was given, as every client does, so a long run keeps its whole load.
+                var closed = false;
+                while (!stop.IsCancellationRequested && !closed)
                 {
-                    if (type.SequenceEqual("control"u8) && !signalled)
+                    var events = 0;
+                    using var reader = await RawSseReader.ConnectAsync(baseAddress, $"/v1/stream/sessions/{id}?offset={Uri.EscapeDataString(offset)}&live=sse", stop.Token);
+                    await reader.RunAsync((type, data) =>
                     {
-                        signalled = true;
-                        connected.Signal();
-                    }
-                    else if (type.SequenceEqual("data"u8))
-                    {
-                        var now = DateTimeOffset.UtcNow;
-                        using var json = JsonDocument.Parse(data.ToArray());
-                        foreach (var e in json.RootElement.EnumerateArray())
+                        events++;
+                        if (type.SequenceEqual("control"u8))
                         {
-                            var kind = e.GetProperty("type");
-                            var value = e.GetProperty("value");
-                            if (kind.ValueEquals("delta"u8) && value.TryGetProperty("at", out var at) && at.TryGetDateTimeOffset(out var produced))
+                            offset = NextOffset(data) ?? offset;
+                            closed |= data.IndexOf("\"streamClosed\":true"u8) >= 0;
+
+                            if (!signalled)
                             {
-                                if (produced >= measureFrom)
-                                {
-                                    mine.Add((now - produced).TotalMilliseconds);
-                                    Interlocked.Increment(ref deltas);
-                                }
-                            }
-                            else if (kind.ValueEquals("run"u8) && value.GetProperty("status").ValueEquals("finished"u8) && asker)
-                            {
-                                Interlocked.Increment(ref runsFinished);
-                                _ = AskAsync(id);
+                                signalled = true;
+                                connected.Signal();
                             }
                         }
+                        else if (type.SequenceEqual("data"u8))
+                        {
+                            var now = DateTimeOffset.UtcNow;
+                            using var json = JsonDocument.Parse(data.ToArray());
+                            foreach (var e in json.RootElement.EnumerateArray())
+                            {
+                                var kind = e.GetProperty("type");
+                                var value = e.GetProperty("value");
+                                if (kind.ValueEquals("delta"u8) && value.TryGetProperty("at", out var at) && at.TryGetDateTimeOffset(out var produced))
+                                {
+                                    if (produced >= measureFrom)
+                                    {
+                                        mine.Add((now - produced).TotalMilliseconds);
+                                        Interlocked.Increment(ref deltas);
+                                    }
+                                }
+                                else if (kind.ValueEquals("run"u8) && value.GetProperty("status").ValueEquals("finished"u8) && asker)
+                                {
+                                    Interlocked.Increment(ref runsFinished);
+                                    _ = AskAsync(id);
+                                }
+                            }
+                        }
+                    }, stop.Token);
+                    if (events == 0)
+                    {
+                        // Answered and ended with nothing in it: a server going away. Try again, but not in a hot loop.
+                        await Task.Delay(TimeSpan.FromMilliseconds(200), stop.Token);
                     }
-                }, stop.Token);
+                }
             }
             catch (OperationCanceledException)
             {
@@ -125,6 +145,21 @@ internal static class SessionScenario
                 latencies.Add([.. mine]);
             }
         }
+    }
+
+    /// <summary>A control event's <c>streamNextOffset</c>, read without a document (one control event per change).</summary>
+    private static string? NextOffset(ReadOnlySpan<byte> control)
+    {
+        var reader = new Utf8JsonReader(control);
+        while (reader.Read())
+        {
+            if (reader.TokenType == JsonTokenType.PropertyName && reader.CurrentDepth == 1 && reader.ValueTextEquals("streamNextOffset"u8))
+            {
+                return reader.Read() && reader.TokenType == JsonTokenType.String ? reader.GetString() : null;
+            }
+        }
+
+        return null;
     }
 
     /// <summary>The server process's total CPU time in seconds, from /proc (Linux), or null.</summary>

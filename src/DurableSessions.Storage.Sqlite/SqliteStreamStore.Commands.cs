@@ -266,24 +266,45 @@ public sealed partial class SqliteStreamStore
         }
     }
 
-    /// <summary>Forgets producers idle for longer than <see cref="SqliteStreamStoreOptions.ProducerStateTtl"/>, on disk and in the cache.</summary>
+    /// <summary>
+    /// Forgets producers idle for longer than <see cref="SqliteStreamStoreOptions.ProducerStateTtl"/>, on disk and in the
+    /// cache, and drops producers idle for <see cref="ProducerCacheIdle"/> from the cache alone.
+    /// </summary>
     private sealed class ExpireProducersCommand : WriteCommand<bool>
     {
         protected override bool Run(BatchContext context)
         {
             var store = context.Store;
             Volatile.Write(ref store._producerSweepPending, 0);
-            var cutoff = context.Now.ToUnixTimeMilliseconds() - (long)store._options.ProducerStateTtl.TotalMilliseconds;
+            var now = context.Now.ToUnixTimeMilliseconds();
+            var cutoff = now - (long)store._options.ProducerStateTtl.TotalMilliseconds;
+
             // The rows deleted and the entries forgotten are the same ones: an entry removed while its row stayed would be
             // read back from disk as known again. One idle past the TTL but not yet past the slack stays, and answers
             // as forgotten from memory.
             var deleteBefore = cutoff - store.LastUsedSlackMs;
             context.ExecuteSql(Schema.DeleteIdleProducers, ("$cutoff", deleteBefore));
-            foreach (var key in store._writerProducers.Where(p => p.Value.StoredLastUsed < deleteBefore).Select(p => p.Key).ToList())
+
+            // A producer still known but idle for a while leaves memory and keeps its row: an agent writes each run as a
+            // producer of its own, so caching every producer for the whole TTL grew memory by every run the store had
+            // seen in a week. Read back on its next append, it counts as used up to the slack later than it was (as
+            // after a restart), so it is never forgotten early, and it still answers as known until its row goes.
+            var idleBefore = now - (long)ProducerCacheIdle.TotalMilliseconds;
+            var left = store._writerProducers
+                .Where(p => p.Value.StoredLastUsed < deleteBefore || (p.Value.LastUsed < idleBefore && p.Value.LastUsed > cutoff))
+                .Select(p => p.Key).ToList();
+            foreach (var key in left)
             {
                 store._writerProducers.Remove(key);
             }
 
+            // A dictionary keeps the capacity of its largest size: after a burst of runs, give it back.
+            if (left.Count > 0 && store._writerProducers.Count < store._writerProducers.Capacity / 4)
+            {
+                store._writerProducers.TrimExcess();
+            }
+
+            Volatile.Write(ref store._cachedProducers, store._writerProducers.Count);
             return true;
         }
     }

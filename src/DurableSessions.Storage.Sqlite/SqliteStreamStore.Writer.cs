@@ -766,6 +766,8 @@ public sealed partial class SqliteStreamStore
                 _store._writerProducers[key] = new CachedProducer(state, used, stored);
             }
 
+            Volatile.Write(ref _store._cachedProducers, _store._writerProducers.Count);
+
             return new PublishBatch(commands, changes, Published);
         }
 

@@ -48,6 +48,7 @@ public sealed partial class SqliteStreamStore : StreamStore
     private readonly Dictionary<string, int> _ownerCounts = new(StringComparer.Ordinal);
     private readonly Dictionary<long, StreamInfo> _writerById = [];
     private readonly Dictionary<(long StreamId, string ProducerId), CachedProducer> _writerProducers = [];
+    private int _cachedProducers;
     private int _producerSweepPending;
     private long _lastProducerSweepTicks;
     private readonly string _walPath;
@@ -110,6 +111,7 @@ public sealed partial class SqliteStreamStore : StreamStore
         }
         _sweepTimer = timeProvider.CreateTimer(_ => SweepExpired(), null, options.ExpirySweepInterval, options.ExpirySweepInterval);
         _accessTimer = timeProvider.CreateTimer(_ => FlushAccess(), null, options.AccessFlushInterval, options.AccessFlushInterval);
+        StoreTelemetry.Register(this);
         Log.Opened(_logger, path, options.Durability, _byPath.Count);
     }
 
@@ -180,6 +182,13 @@ public sealed partial class SqliteStreamStore : StreamStore
     /// A commit is made while no earlier one waits for its flush, so under load this is about <see cref="CommitCount"/>.
     /// </summary>
     public long FlushCount => Interlocked.Read(ref _flushes);
+
+    /// <summary>
+    /// The number of producers whose state the writer holds in memory: those that appended or were looked up within
+    /// about a minute plus <see cref="SqliteStreamStoreOptions.ExpirySweepInterval"/>, never every producer the store
+    /// remembers. Each expiry sweep drops the ones idle for a minute; their state stays on disk until the producer TTL.
+    /// </summary>
+    public int CachedProducerCount => Volatile.Read(ref _cachedProducers);
 
     /// <summary>The number of write requests acknowledged so far; divided by <see cref="CommitCount"/> it is the mean group size.</summary>
     public long CommittedRequestCount => Interlocked.Read(ref _committedRequests);
@@ -379,6 +388,7 @@ public sealed partial class SqliteStreamStore : StreamStore
         _commands.Complete();
         await _writerStopped.Task.ConfigureAwait(false);
         await _syncStopped.Task.ConfigureAwait(false);
+        Volatile.Write(ref _cachedProducers, 0);
         _commands.Dispose();
         _syncQueue.Dispose();
         _walHandle?.Dispose();
@@ -609,9 +619,17 @@ public sealed partial class SqliteStreamStore : StreamStore
     /// A producer's state as committed (times in Unix milliseconds): <paramref name="LastUsed"/> is when it last appended
     /// (for a producer read from disk, the latest that can have been), <paramref name="StoredLastUsed"/> the
     /// <c>last_used</c> on disk, which is written again only once it is <see cref="LastUsedSlackMs"/> behind. An entry
-    /// stands for a row on disk: the sweep removes both together.
+    /// stands for a row on disk: the sweep removes both together once the producer is forgotten, and the entry alone once
+    /// the producer has been idle for <see cref="ProducerCacheIdle"/>.
     /// </summary>
     private readonly record struct CachedProducer(ProducerState State, long LastUsed, long StoredLastUsed);
+
+    /// <summary>
+    /// How long the writer keeps an idle producer's state in memory; after that it is read from disk on the producer's
+    /// next append. Memory then holds the producers used within about this plus a sweep interval, not every producer the
+    /// TTL still remembers.
+    /// </summary>
+    private static readonly TimeSpan ProducerCacheIdle = TimeSpan.FromMinutes(1);
 
     /// <summary>
     /// How far a producer's <c>last_used</c> on disk may trail its last append: rewriting it (and its index entry) on every

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using System.Runtime.CompilerServices;
 
 namespace DurableSessions.Storage.Sqlite;
 
@@ -18,4 +19,23 @@ internal static class StoreTelemetry
 
     public static readonly Histogram<double> CommitDuration = Meter.CreateHistogram<double>(
         "durable_sessions.sqlite.commit.duration", "s", "From the start of a group commit until it is durable (flushed, with Durability=Fsync) and acknowledged.");
+
+    private static readonly ConditionalWeakTable<SqliteStreamStore, object?> Stores = [];
+
+    static StoreTelemetry()
+    {
+        Meter.CreateObservableGauge("durable_sessions.sqlite.producers.cached", () =>
+        {
+            long total = 0;
+            foreach (var (store, _) in Stores)
+            {
+                total += store.CachedProducerCount;
+            }
+
+            return total;
+        }, "{producer}", "Producers whose state the SQLite writer holds in memory (those used within about a minute plus the expiry sweep interval).");
+    }
+
+    /// <summary>Adds a store to the gauges (held weakly).</summary>
+    public static void Register(SqliteStreamStore store) => Stores.AddOrUpdate(store, null);
 }

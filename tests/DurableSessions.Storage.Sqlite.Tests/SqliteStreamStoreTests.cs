@@ -1,4 +1,5 @@
 using DurableSessions.Storage.Specification;
+using Microsoft.Extensions.Time.Testing;
 
 namespace DurableSessions.Storage.Sqlite.Tests;
 
@@ -201,6 +202,75 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
         await using var second = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
         Assert.Equal(StreamLookupStatus.Found, (await second.GetAsync("owned")).Status);
     }
+
+    public ValueTask DisposeAsync()
+    {
+        try
+        {
+            Directory.Delete(_directory, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+
+        return ValueTask.CompletedTask;
+    }
+}
+
+/// <summary>What the SQLite writer keeps of producers in memory.</summary>
+public sealed class SqliteProducerCacheTests : IAsyncDisposable
+{
+    private readonly string _directory = Path.Combine(Path.GetTempPath(), "ds-sqlite-" + Guid.NewGuid().ToString("N"));
+
+    [Fact]
+    public async Task Producers_idle_for_a_minute_leave_memory_and_are_read_back_from_disk_as_they_were()
+    {
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        await using var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory }, clock);
+        await store.CreateAsync(new CreateStreamRequest { Path = "runs", ContentType = "text/plain" });
+
+        // An agent writes each run as a producer of its own: the store sees a new producer for every reply.
+        const int Runs = 2000;
+        for (var i = 0; i < Runs; i++)
+        {
+            Assert.Equal(AppendStatus.Appended, (await Append(store, $"agent/run-{i}", 0)).Status);
+        }
+
+        Assert.Equal(Runs, store.CachedProducerCount);
+
+        // One run goes on appending; the others are done. The sweeps at 30 and 60 s find nothing idle for a minute (each
+        // is queued before the append after it, so that append returns once it has run); the one at 90 s drops them.
+        clock.Advance(TimeSpan.FromSeconds(45));
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "agent/run-0", 1)).Status);
+        clock.Advance(TimeSpan.FromSeconds(15));
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "agent/run-0", 2)).Status);
+        Assert.Equal(Runs, store.CachedProducerCount);
+        clock.Advance(TimeSpan.FromSeconds(30));
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (store.CachedProducerCount != 1 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.Equal(1, store.CachedProducerCount);
+
+        // Read back from disk as they were: a retry is still a duplicate, the next sequence number is taken, a gap is one.
+        Assert.Equal(AppendStatus.Duplicate, (await Append(store, "agent/run-5", 0)).Status);
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "agent/run-6", 1)).Status);
+        var gap = await Append(store, "agent/run-7", 2);
+        Assert.Equal(AppendStatus.ProducerSeqGap, gap.Status);
+        Assert.Equal(1, gap.ProducerSeq);
+
+        // And still forgotten once the TTL has passed since their last append, as if they had never left memory.
+        clock.Advance(TimeSpan.FromDays(7) + TimeSpan.FromMinutes(2));
+        var forgotten = await Append(store, "agent/run-8", 1);
+        Assert.Equal(AppendStatus.ProducerSeqGap, forgotten.Status);
+        Assert.Equal(0, forgotten.ProducerSeq);
+        Assert.Equal(Runs + 3, (await store.GetAsync("runs")).Stream!.TailPosition);
+    }
+
+    private static Task<AppendResult> Append(StreamStore store, string producer, long seq)
+        => store.AppendAsync(new AppendRequest { Path = "runs", ContentType = "text/plain", Data = new StreamPayload("x"u8.ToArray(), 1), Producer = new ProducerStamp(producer, 0, seq) }).AsTask();
 
     public ValueTask DisposeAsync()
     {
