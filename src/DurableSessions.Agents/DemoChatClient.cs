@@ -40,14 +40,16 @@ public sealed class DemoChatClient : IChatClient
     public static string ReplyTo(IEnumerable<ChatMessage> messages)
     {
         ArgumentNullException.ThrowIfNull(messages);
-        var list = messages.ToList();
+        var list = messages as IReadOnlyList<ChatMessage> ?? messages.ToList();
         var hash = 2166136261u;
         foreach (var message in list)
         {
-            foreach (var c in message.Role.Value + ":" + message.Text + "\n")
-            {
-                hash = (hash ^ c) * 16777619u;
-            }
+            // FNV-1a over "role:text\n" of each message, without building that string: the whole conversation is hashed
+            // for every reply, so a long one would otherwise allocate its length again on every turn.
+            hash = Fnv(hash, message.Role.Value);
+            hash = Fnv(hash, ":");
+            hash = Fnv(hash, message.Text);
+            hash = Fnv(hash, "\n");
         }
 
         var question = list.LastOrDefault(m => m.Role == ChatRole.User)?.Text.Trim() ?? string.Empty;
@@ -61,6 +63,16 @@ public sealed class DemoChatClient : IChatClient
         }
 
         return reply.ToString().TrimEnd();
+    }
+
+    private static uint Fnv(uint hash, string text)
+    {
+        foreach (var c in text)
+        {
+            hash = (hash ^ c) * 16777619u;
+        }
+
+        return hash;
     }
 
     /// <inheritdoc />
