@@ -89,9 +89,7 @@ internal static class SessionScenario
                         events++;
                         if (type.SequenceEqual("control"u8))
                         {
-                            offset = NextOffset(data) ?? offset;
-                            closed |= data.IndexOf("\"streamClosed\":true"u8) >= 0;
-
+                            offset = ReadControl(data, ref closed) ?? offset;
                             if (!signalled)
                             {
                                 signalled = true;
@@ -147,19 +145,32 @@ internal static class SessionScenario
         }
     }
 
-    /// <summary>A control event's <c>streamNextOffset</c>, read without a document (one control event per change).</summary>
-    private static string? NextOffset(ReadOnlySpan<byte> control)
+    /// <summary>
+    /// A control event's <c>streamNextOffset</c>, and whether it says <c>streamClosed</c>, in one pass without a document
+    /// (there is one control event per change).
+    /// </summary>
+    private static string? ReadControl(ReadOnlySpan<byte> control, ref bool closed)
     {
+        string? next = null;
         var reader = new Utf8JsonReader(control);
         while (reader.Read())
         {
-            if (reader.TokenType == JsonTokenType.PropertyName && reader.CurrentDepth == 1 && reader.ValueTextEquals("streamNextOffset"u8))
+            if (reader.TokenType != JsonTokenType.PropertyName || reader.CurrentDepth != 1)
             {
-                return reader.Read() && reader.TokenType == JsonTokenType.String ? reader.GetString() : null;
+                continue;
+            }
+
+            if (reader.ValueTextEquals("streamNextOffset"u8) && reader.Read() && reader.TokenType == JsonTokenType.String)
+            {
+                next = reader.GetString();
+            }
+            else if (reader.ValueTextEquals("streamClosed"u8) && reader.Read() && reader.TokenType == JsonTokenType.True)
+            {
+                closed = true;
             }
         }
 
-        return null;
+        return next;
     }
 
     /// <summary>The server process's total CPU time in seconds, from /proc (Linux), or null.</summary>

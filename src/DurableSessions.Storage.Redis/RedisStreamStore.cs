@@ -439,8 +439,9 @@ public sealed partial class RedisStreamStore : StreamStore
                     }
                 }
 
-                // Fewer records than asked for and under the budget: the incarnation has no more. A reply cut by the
-                // budget may still count fewer bytes here, when its first record was sliced at the read's start.
+                // Fewer records than asked for and under the budget: the incarnation has no more. Judged by the records'
+                // whole size, as the script judged them: what was kept of them may be under the budget although the
+                // script stopped at it, when the first record was sliced at the read's start.
                 if (entries.Count < ReadBatch && entries.Sum(e => (long)e.Data.Length) < budget)
                 {
                     break;
