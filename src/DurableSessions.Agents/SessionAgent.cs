@@ -249,6 +249,22 @@ public sealed partial class SessionAgent
         {
             answered = null;
         }
+        catch (Exception)
+        {
+            // A turn that fails (its session deleted, a write refused) stops its run and its presence heartbeats before
+            // it reports the failure: nothing of it may go on announcing the agent in a session it no longer serves.
+            _answering.TryRemove(sessionId, out _);
+            active?.Cancel();
+            await serving.CancelAsync().ConfigureAwait(false);
+            if (active is not null)
+            {
+                await active.Completion.ConfigureAwait(false);
+                active.Dispose();
+            }
+
+            await presence.ConfigureAwait(false);
+            throw;
+        }
         finally
         {
             _answering.TryRemove(sessionId, out _);

@@ -26,6 +26,7 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
     private volatile bool _unavailable;
     private long _nextId;
     private long _appended;
+    private long _connects;
 
     public SocketAppender(DurableSessionsClient client, HttpMessageInvoker invoker)
     {
@@ -38,6 +39,9 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
 
     /// <summary>Appends acknowledged over the WebSocket so far.</summary>
     public long Appended => Interlocked.Read(ref _appended);
+
+    /// <summary>WebSocket connections opened so far.</summary>
+    public long Connects => Interlocked.Read(ref _connects);
 
     /// <summary>
     /// Appends a JSON array of messages as an idempotent producer. Returns the offset after it, or null when the
@@ -56,7 +60,14 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
             }
 
             var id = Interlocked.Increment(ref _nextId).ToString(CultureInfo.InvariantCulture);
-            var answer = await connection.SendAsync(id, Append(id, path, messages, producerId, epoch, seq), cancellationToken).ConfigureAwait(false);
+            var append = Append(id, path, messages, producerId, epoch, seq);
+            if (append.Length > connection.MaxMessageBytes)
+            {
+                // The server would close the socket (1009), cutting every other append on it: this one goes over HTTP.
+                return null;
+            }
+
+            var answer = await connection.SendAsync(id, append, cancellationToken).ConfigureAwait(false);
             if (answer is null)
             {
                 // The connection dropped before the answer: send it again on a new one.
@@ -176,6 +187,7 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
                 return null;
             }
 
+            Interlocked.Increment(ref _connects);
             _connection = new Connection(socket);
             return _connection;
         }
@@ -207,6 +219,12 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
         }
 
         public bool IsOpen => !_closed && _socket.State == WebSocketState.Open;
+
+        /// <summary>
+        /// The largest message the server takes, from its <c>hello</c>; until that arrives, the documented default
+        /// (docs/websocket.md).
+        /// </summary>
+        public int MaxMessageBytes { get; private set; } = 1024 * 1024;
 
         /// <summary>Sends one append and waits for its answer; null when the connection dropped first.</summary>
         public async Task<JsonDocument?> SendAsync(string id, byte[] message, CancellationToken cancellationToken)
@@ -279,6 +297,12 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
 
                     var document = JsonDocument.Parse(message.ToArray());
                     message.SetLength(0);
+                    if (document.RootElement.TryGetProperty("type", out var type) && type.ValueEquals("hello"u8)
+                        && document.RootElement.TryGetProperty("maxMessageBytes", out var max) && max.TryGetInt32(out var bytes) && bytes > 0)
+                    {
+                        MaxMessageBytes = bytes;
+                    }
+
                     if (document.RootElement.TryGetProperty("id", out var id) && id.GetString() is { } key && _pending.TryRemove(key, out var pending))
                     {
                         if (!pending.TrySetResult(document))

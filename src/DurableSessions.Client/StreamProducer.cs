@@ -14,6 +14,10 @@ public sealed class StreamProducer : IDisposable
     private readonly SemaphoreSlim _gate = new(1, 1);
     private long _seq;
 
+    // Set when an append may or may not have been stored (cancelled, or cut off, after it may have been sent): the next
+    // batch must not reuse its sequence number, or the server would take it for a retry of that one and drop it.
+    private bool _inDoubt;
+
     /// <summary>Creates a producer. Use a new <paramref name="epoch"/> (or a new id) after a restart.</summary>
     public StreamProducer(DurableSessionsClient client, string path, string producerId, long epoch = 0)
     {
@@ -32,8 +36,12 @@ public sealed class StreamProducer : IDisposable
     /// <summary>The producer id.</summary>
     public string ProducerId { get; }
 
-    /// <summary>The producer epoch.</summary>
-    public long Epoch { get; }
+    /// <summary>
+    /// The producer epoch. Raised by one when an append's outcome is unknown (it was cancelled, or its connection was cut,
+    /// after it may have been sent): the next batch starts the new epoch at sequence 0, which the server takes whatever
+    /// became of that append, and which fences any late copy of it.
+    /// </summary>
+    public long Epoch { get; private set; }
 
     /// <summary>Appends one batch of messages; returns the stream offset after it.</summary>
     /// <exception cref="DurableSessionsException">The server refused the batch (for example <c>RUN_CANCELLED</c>).</exception>
@@ -54,6 +62,13 @@ public sealed class StreamProducer : IDisposable
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            if (_inDoubt)
+            {
+                _inDoubt = false;
+                Epoch++;
+                _seq = 0;
+            }
+
             // Over the client's append transport (its WebSocket) when it has one; over HTTP, with the same sequence number,
             // when not.
             if (_client.Appends is { } appends
@@ -74,6 +89,13 @@ public sealed class StreamProducer : IDisposable
             }, cancellationToken).ConfigureAwait(false);
             _seq++;
             return response.Headers.TryGetValues(StreamHeaders.NextOffset, out var offsets) ? offsets.First() : string.Empty;
+        }
+        catch (Exception ex) when (ex is not DurableSessionsException { Status: < System.Net.HttpStatusCode.InternalServerError })
+        {
+            // The server did not answer this batch, or failed it: it may be stored or not. (A refusal is an answer:
+            // nothing was stored, and the sequence number is free for the next batch.)
+            _inDoubt = true;
+            throw;
         }
         finally
         {

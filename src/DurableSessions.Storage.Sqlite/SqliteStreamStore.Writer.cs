@@ -753,8 +753,13 @@ public sealed partial class SqliteStreamStore
                 {
                     changes.Add((removed.Path, null, id));
                 }
+            }
 
-                foreach (var key in _store._writerProducers.Keys.Where(k => k.StreamId == id).ToList())
+            if (_deleted.Count > 0 && _store._writerProducers.Count > 0)
+            {
+                // One pass over the cached producers for the whole batch, not one per deleted stream: an expiry sweep
+                // deletes thousands of streams in one batch.
+                foreach (var key in _store._writerProducers.Keys.Where(k => _deleted.Contains(k.StreamId)).ToList())
                 {
                     _store._writerProducers.Remove(key);
                 }

@@ -211,6 +211,91 @@ public sealed class AgentTurnTests : IAsyncLifetime
         return await server.Client.SendAsync(request);
     }
 
+    [Fact]
+    public async Task A_session_created_again_after_a_delete_is_done_once_answered_not_woken_by_its_old_turn()
+    {
+        // The first session at the path grows a long tail while nobody answers, and is deleted.
+        for (var i = 0; i < 5; i++)
+        {
+            await Ask("again");
+        }
+
+        Assert.Equal(HttpStatusCode.NoContent, (await _server.Client.DeleteAsync("/v1/stream/sessions/again")).StatusCode);
+
+        // Created again, with one question: answered up to it, the turn is done. The old session's larger offsets count
+        // for nothing in the new one.
+        var offset = await AskAt("again");
+        var claim = await Claim("w1");
+        Assert.Equal("sessions/again", (string?)claim["stream"]);
+        var ack = await Post(HttpMethod.Post, "/v1/agents/agent:a/ack", AckBody(claim, done: true, offset: offset));
+        Assert.False((bool)JsonNode.Parse(await ack.Content.ReadAsStringAsync())!["next_wake"]!);
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\"}")).StatusCode);
+    }
+
+    [Fact]
+    public async Task A_session_created_as_a_raw_stream_with_a_user_message_is_a_turn()
+    {
+        static JsonObject Message(string id, string role) => new()
+        {
+            ["type"] = "message",
+            ["key"] = id,
+            ["value"] = new JsonObject { ["id"] = id, ["role"] = role, ["parts"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = "hi" }), ["status"] = "complete" },
+            ["headers"] = new JsonObject { ["operation"] = "insert" },
+        };
+
+        // Its first events are an assistant's greeting only: nothing to answer.
+        var greeting = await _server.Client.PutAsync("/v1/stream/sessions/raw0", new StringContent(new JsonArray(Message("a0", "assistant")).ToJsonString(), Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.Created, greeting.StatusCode);
+
+        // With a user's question among them: answered as if it had been appended.
+        var asked = await _server.Client.PutAsync("/v1/stream/sessions/raw1", new StringContent(new JsonArray(Message("a1", "assistant"), Message("u1", "user")).ToJsonString(), Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.Created, asked.StatusCode);
+        Assert.Equal("sessions/raw1", (string?)(await Claim("w1"))["stream"]);
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\"}")).StatusCode);
+    }
+
+    [Fact]
+    public async Task A_message_whose_client_hangs_up_right_after_sending_it_is_still_a_turn_once_stored()
+    {
+        // The client resets its connection at varying moments after its message went out (a closed tab, a "stop"):
+        // whenever the message was stored, it must be a turn, or no agent would ever answer it.
+        var stored = 0;
+        for (var attempt = 0; attempt < 40; attempt++)
+        {
+            var session = "cut" + attempt;
+            Assert.Equal(HttpStatusCode.Created, (await _server.Client.PutAsync($"/v1/sessions/{session}", new StringContent("{}", Encoding.UTF8, "application/json"))).StatusCode);
+            using (var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp))
+            {
+                socket.NoDelay = true;
+                socket.LingerState = new System.Net.Sockets.LingerOption(true, 0);
+                await socket.ConnectAsync(IPAddress.Loopback, _server.BaseAddress.Port);
+                const string Body = "{\"text\":\"hello\"}";
+                await socket.SendAsync(Encoding.ASCII.GetBytes($"POST /v1/sessions/{session}/messages HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {Body.Length}\r\n\r\n{Body}"));
+
+                // Spreads the reset over the request's path (reading it, the session's lock, the store's flush).
+                if (attempt % 8 > 0)
+                {
+                    await Task.Delay(TimeSpan.FromMilliseconds(attempt % 8));
+                }
+            }
+
+            // A session operation takes the session's lock after the cut message did, if that got so far: once it is
+            // answered, the message is stored (with its turn) or never will be.
+            var marker = await Post(HttpMethod.Post, $"/v1/sessions/{session}/runs/none/cancel", "{}");
+            Assert.True((int)marker.StatusCode is >= 400 and < 500, $"cancel of no run answered {(int)marker.StatusCode}");
+            if (!(await _server.Client.GetStringAsync($"/v1/sessions/{session}")).Contains("\"hello\"", StringComparison.Ordinal))
+            {
+                continue;
+            }
+
+            stored++;
+            var claim = await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", $"{{\"worker\":\"w\",\"stream\":\"sessions/{session}\"}}");
+            Assert.True(claim.StatusCode == HttpStatusCode.OK, $"Attempt {attempt}: the stored message is no turn (claim answered {(int)claim.StatusCode}).");
+        }
+
+        Assert.True(stored > 0, "No cut message was stored in 40 attempts: the test did not reach its case.");
+    }
+
     private async Task Ask(string session)
     {
         await _server.Client.PutAsync($"/v1/sessions/{session}", new StringContent("{}", Encoding.UTF8, "application/json"));

@@ -509,6 +509,56 @@ public sealed class SessionAgentTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_turn_that_fails_stops_its_presence_heartbeats_before_it_reports_the_failure()
+    {
+        // The session is gone (deleted while its turn was claimed) while a presence heartbeat is in flight.
+        var handler = new HeartbeatHeldSessionGone();
+        var address = new Uri("http://127.0.0.1:9/");
+        using var http = new HttpClient(handler) { BaseAddress = address };
+        using var client = new DurableSessionsClient(httpClient: http, options: DurableSessionsClientOptions.Default with { BaseAddress = address, ParticipantId = "agent:gone" });
+        var agent = new SessionAgent(new DemoChatClient(1000), client, new SessionAgentOptions { AgentId = "agent:gone" });
+
+        var failure = await Assert.ThrowsAsync<DurableSessionsException>(() => agent.ServeTurnAsync("gone", CancellationToken.None).WaitAsync(Timeout));
+        Assert.Equal(HttpStatusCode.NotFound, failure.Status);
+
+        // By the time the failure is reported, the heartbeat loop has been stopped (its request cancelled): it does not
+        // go on announcing the agent in a session nobody serves.
+        Assert.True(handler.HeartbeatCancelled);
+    }
+
+    /// <summary>Holds every presence heartbeat until it is cancelled, and answers everything else 404 once one is held.</summary>
+    private sealed class HeartbeatHeldSessionGone : HttpMessageHandler
+    {
+        private readonly TaskCompletionSource _heartbeatHeld = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private volatile bool _heartbeatCancelled;
+
+        public bool HeartbeatCancelled => _heartbeatCancelled;
+
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            if (request.Method == HttpMethod.Post && request.RequestUri!.AbsolutePath.EndsWith("/presence", StringComparison.Ordinal))
+            {
+                _heartbeatHeld.TrySetResult();
+                try
+                {
+                    await Task.Delay(System.Threading.Timeout.Infinite, cancellationToken);
+                }
+                catch (OperationCanceledException)
+                {
+                    _heartbeatCancelled = true;
+                    throw;
+                }
+            }
+
+            await _heartbeatHeld.Task.WaitAsync(cancellationToken);
+            return new HttpResponseMessage(HttpStatusCode.NotFound)
+            {
+                Content = new StringContent("{\"code\":\"SESSION_NOT_FOUND\",\"message\":\"No session here.\"}", Encoding.UTF8, "application/problem+json"),
+            };
+        }
+    }
+
+    [Fact]
     public async Task A_restarted_agent_marks_the_run_it_could_not_finish_as_interrupted()
     {
         var session = _client.Session("crash");

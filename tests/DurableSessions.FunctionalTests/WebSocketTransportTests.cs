@@ -173,6 +173,53 @@ public sealed class WebSocketTransportTests
     }
 
     [Fact]
+    public async Task A_batch_after_a_cancelled_append_is_stored_not_taken_for_a_retry_of_it()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        await server.Client.PutAsync(new Uri("/v1/stream/client/cancel", UriKind.Relative), Json("[]"));
+        using var client = new DurableSessions.Client.DurableSessionsClient(DurableSessions.Client.DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress });
+        using var producer = new DurableSessions.Client.StreamProducer(client, "client/cancel", "p");
+        await producer.AppendAsync(new JsonArray(new JsonObject { ["n"] = 1 }));
+        Assert.True(client.Sockets!.Appended > 0, "the first append did not go over the WebSocket");
+
+        // The second batch goes out on the socket; only its wait is cancelled, so the server may well store it.
+        using (var cancel = new CancellationTokenSource())
+        {
+            var cancelled = producer.AppendAsync(new JsonArray(new JsonObject { ["n"] = 2 }), cancel.Token);
+            await cancel.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled);
+        }
+
+        // The next batch must be stored, whatever became of the cancelled one, and nothing twice.
+        await producer.AppendAsync(new JsonArray(new JsonObject { ["n"] = 3 }));
+        var stored = JsonNode.Parse(await server.Client.GetStringAsync(new Uri("/v1/stream/client/cancel?offset=-1", UriKind.Relative)))!.AsArray()
+            .Select(m => m!["n"]!.GetValue<int>()).ToList();
+        Assert.Equal(3, stored[^1]);
+        Assert.Equal(stored.Distinct(), stored);
+        Assert.Equal(1, stored[0]);
+        Assert.Equal(1, producer.Epoch);
+    }
+
+    [Fact]
+    public async Task An_append_larger_than_the_servers_message_limit_goes_over_http_and_leaves_the_socket_open()
+    {
+        await using var server = await InProcessServer.StartAsync(services: s => s.Configure<DurableSessions.AspNetCore.WebSockets.StreamSocketOptions>(o => o.MaxMessageBytes = 64 * 1024));
+        await server.Client.PutAsync(new Uri("/v1/stream/client/large", UriKind.Relative), Json("[]"));
+        using var client = new DurableSessions.Client.DurableSessionsClient(DurableSessions.Client.DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress });
+        using var producer = new DurableSessions.Client.StreamProducer(client, "client/large", "p");
+        await producer.AppendAsync(new JsonArray(new JsonObject { ["n"] = 1 }));
+        Assert.Equal(1, client.Sockets!.Appended);
+
+        // Larger than the 64 KiB the server's hello announced: over HTTP, with no close of the shared socket.
+        await producer.AppendAsync(new JsonArray(new JsonObject { ["n"] = 2, ["text"] = new string('x', 200_000) }));
+        await producer.AppendAsync(new JsonArray(new JsonObject { ["n"] = 3 }));
+        Assert.Equal(2, client.Sockets.Appended);
+        Assert.Equal(1, client.Sockets.Connects);
+        var stored = JsonNode.Parse(await server.Client.GetStringAsync(new Uri("/v1/stream/client/large?offset=-1", UriKind.Relative)))!.AsArray();
+        Assert.Equal([1, 2, 3], stored.Select(m => m!["n"]!.GetValue<int>()));
+    }
+
+    [Fact]
     public async Task A_subscriber_that_stops_reading_is_told_it_fell_behind_while_another_keeps_up_and_both_end_with_everything()
     {
         await using var server = await InProcessServer.StartAsync(services: s => s.Configure<DurableSessions.AspNetCore.WebSockets.StreamSocketOptions>(o =>
@@ -339,18 +386,38 @@ public sealed class WebSocketTransportTests
         Assert.Equal(403, (await socket.NextAsync(m => m["id"]?.GetValue<string>() == "other"))["status"]!.GetValue<int>());
     }
 
-    [Fact]
-    public async Task A_token_that_expires_unreplaced_closes_the_connection_with_4401()
-    {
-        await using var server = await InProcessServer.StartAsync(services: s => s.Configure<AccessOptions>(o =>
+    /// <summary>A server with access control whose tokens expire to the second (no clock skew allowed).</summary>
+    private static Task<InProcessServer> StartWithExactExpiryAsync()
+        => InProcessServer.StartAsync(services: s => s.Configure<AccessOptions>(o =>
         {
             o.SigningKey = Key;
             o.ClockSkew = TimeSpan.Zero;
         }));
+
+    [Fact]
+    public async Task A_token_that_expires_unreplaced_closes_the_connection_with_4401()
+    {
+        await using var server = await StartWithExactExpiryAsync();
         var tokens = server.Services.GetRequiredService<AccessTokens>();
         var shortLived = tokens.Issue("brief", new Dictionary<string, Capability[]> { ["**"] = [Capability.Read] }, TimeSpan.FromSeconds(2));
         var socket = await SocketClient.ConnectAsync(server.BaseAddress, shortLived);
         await socket.DrainUntilClosedAsync();
+        Assert.Equal((WebSocketCloseStatus)4401, socket.CloseStatus);
+        await socket.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task A_refreshed_token_that_expires_sooner_closes_the_connection_when_it_expires()
+    {
+        await using var server = await StartWithExactExpiryAsync();
+        var tokens = server.Services.GetRequiredService<AccessTokens>();
+        var grants = new Dictionary<string, Capability[]> { ["**"] = [Capability.Read] };
+        var socket = await SocketClient.ConnectAsync(server.BaseAddress, tokens.Issue("brief", grants, TimeSpan.FromMinutes(10)));
+        await socket.SendAsync(new JsonObject { ["op"] = "auth", ["id"] = "k", ["token"] = tokens.Issue("brief", grants, TimeSpan.FromSeconds(2)) });
+        Assert.Equal("ack", Type(await socket.NextAsync(m => m["id"]?.GetValue<string>() == "k")));
+
+        // The token in force now expires in two seconds, not ten minutes: that is when the connection closes.
+        await socket.DrainUntilClosedAsync(TimeSpan.FromSeconds(60));
         Assert.Equal((WebSocketCloseStatus)4401, socket.CloseStatus);
         await socket.DisposeAsync();
     }
@@ -375,6 +442,9 @@ public sealed class WebSocketTransportTests
         Assert.Equal((WebSocketCloseStatus)4400, await ClosedBy(s => s.SendRawAsync(Encoding.UTF8.GetBytes("{not json"))));
         Assert.Equal((WebSocketCloseStatus)4400, await ClosedBy(s => s.SendRawAsync(Encoding.UTF8.GetBytes("[1,2]"))));
         Assert.Equal((WebSocketCloseStatus)4400, await ClosedBy(s => s.SendRawAsync(Encoding.UTF8.GetBytes("{\"op\":7}"))));
+
+        // A lone surrogate escaped in a string is valid JSON and UTF-8, but no text: as an op it is a bad frame.
+        Assert.Equal((WebSocketCloseStatus)4400, await ClosedBy(s => s.SendRawAsync(Encoding.UTF8.GetBytes("{\"op\":\"\\ud800\"}"))));
         // Invalid UTF-8 is caught by .NET's WebSocket itself, which sends 1007 and then aborts the connection at once:
         // on a loaded machine the abort can overtake the close frame, so the peer sees 1007 or a cut, never anything else.
         var invalidUtf8 = await ClosedBy(s => s.SendRawAsync([0xC3, 0x28, 0x7B, 0x7D]));
@@ -415,6 +485,25 @@ public sealed class WebSocketTransportTests
             {
                 Assert.Equal(message["sub"]!.GetValue<string>(), error["sub"]?.GetValue<string>());
             }
+        }
+
+        // Lone surrogates in any other string are refused like any malformed field, and the connection stays open.
+        var surrogates = new (string Message, string Code)[]
+        {
+            ("{\"op\":\"append\",\"id\":\"\\ud800\",\"path\":\"bad/s\",\"data\":1}", "INVALID_ID"),
+            ("{\"op\":\"subscribe\",\"sub\":\"u1\",\"path\":\"bad/\\udc00\"}", "INVALID_FIELD"),
+            ("{\"op\":\"append\",\"id\":\"u2\",\"path\":\"bad/s\",\"text\":\"a\\ud800\",\"contentType\":\"text/plain\"}", "INVALID_APPEND"),
+            ("{\"op\":\"append\",\"id\":\"u3\",\"path\":\"bad/s\",\"data\":1,\"seq\":\"\\udfff\"}", "INVALID_STREAM_SEQ"),
+            ("{\"op\":\"append\",\"id\":\"u4\",\"path\":\"bad/s\",\"data\":1,\"producer\":{\"id\":\"\\ud800\",\"epoch\":0,\"seq\":0}}", "INVALID_PRODUCER"),
+            ("{\"op\":\"auth\",\"id\":\"u5\",\"token\":\"\\ud800\"}", "INVALID_FIELD"),
+            ("{\"op\":\"session.message\",\"id\":\"u6\",\"session\":\"\\ud800\"}", "INVALID_FIELD"),
+            ("{\"op\":\"unsubscribe\",\"sub\":\"\\ud800\"}", "INVALID_FIELD"),
+        };
+        foreach (var (message, code) in surrogates)
+        {
+            await socket.SendRawAsync(Encoding.UTF8.GetBytes(message));
+            var error = await socket.NextAsync(m => Type(m) == "error");
+            Assert.Equal(code, error["code"]!.GetValue<string>());
         }
 
         await socket.SendAsync(new JsonObject { ["op"] = "append", ["id"] = "ok", ["path"] = "bad/s", ["data"] = new JsonObject { ["ok"] = true } });

@@ -33,6 +33,12 @@ internal sealed class TurnRecord
     /// <summary>The session's tail after the latest change that needs an answer: an ack up to it answers everything.</summary>
     public long PendingPosition { get; set; }
 
+    /// <summary>
+    /// The store's id of the stream <see cref="PendingPosition"/> is a position in: a session deleted and created again at
+    /// its path is another stream, whose positions start over. Zero in turns stored before it was kept.
+    /// </summary>
+    public long StreamId { get; set; }
+
     /// <summary>When the turn first waited, for oldest-first claims (Unix ms).</summary>
     public long WaitingSince { get; set; }
 

@@ -171,10 +171,10 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     /// Records that <paramref name="stream"/> has something every registered agent must answer (a user message, a
     /// session handed back), and wakes each agent whose turn there is not already claimed. Durable when it returns.
     /// </summary>
-    public Task MarkAsync(string stream, long position, CancellationToken cancellationToken)
-        => _agents.IsEmpty && !_store.IsShared ? Task.CompletedTask : RunAsync(TurnReads.OfStream(stream), () => MarkLockedAsync(stream, position), cancellationToken);
+    public Task MarkAsync(string stream, long streamId, long position, CancellationToken cancellationToken)
+        => _agents.IsEmpty && !_store.IsShared ? Task.CompletedTask : RunAsync(TurnReads.OfStream(stream), () => MarkLockedAsync(stream, streamId, position), cancellationToken);
 
-    private Task<bool> MarkLockedAsync(string stream, long position)
+    private Task<bool> MarkLockedAsync(string stream, long streamId, long position)
     {
         var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
         var claimable = false;
@@ -188,7 +188,12 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             }
 
             turn.Version++;
-            turn.PendingPosition = Math.Max(turn.PendingPosition, position);
+
+            // A turn left from a session deleted since (and created again at its path) keeps no position of it: the new
+            // stream's positions start over, and an answer in it would never reach the old one's, so the turn would be
+            // woken again after every answer.
+            turn.PendingPosition = turn.StreamId == streamId ? Math.Max(turn.PendingPosition, position) : position;
+            turn.StreamId = streamId;
             if (turn.Holder is null && turn.WakeId is null)
             {
                 Wake(turn);
@@ -456,10 +461,23 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         }
         catch (Exception ex)
         {
-            // A timer callback must never throw; the next claim or tick retries.
+            // A timer callback must never throw. The store failed (a shared store's blip): the sweep is tried again
+            // shortly. A schedule left in the past would keep every later lease from arming the timer again.
             Log.ExpiryFailed(_logger, ex);
+            Interlocked.Exchange(ref _scheduledExpiry, _time.GetUtcNow().ToUnixTimeMilliseconds() + (long)ExpiryRetry.TotalMilliseconds);
+            try
+            {
+                _expiry.Change(ExpiryRetry, Timeout.InfiniteTimeSpan);
+            }
+            catch (ObjectDisposedException)
+            {
+                // The service is stopping.
+            }
         }
     }
+
+    /// <summary>How soon a lease sweep that failed is tried again.</summary>
+    private static readonly TimeSpan ExpiryRetry = TimeSpan.FromSeconds(1);
 
     /// <summary>Arms the expiry timer for the earliest lease held; no lease, no timer.</summary>
     private void ScheduleExpiry()

@@ -15,6 +15,8 @@ internal sealed class SessionAppendPolicy(SessionService sessions) : IStreamAppe
     public AppendRefusal? CheckCreate(string path, string? forkedFrom, StreamPayload initialData, Auth.Access writer)
         => SessionService.CheckCreate(forkedFrom, initialData, Writer(writer, path)) is { } refused ? new AppendRefusal(refused.Status, refused.Code, refused.Message) : null;
 
+    public Task CreatedAsync(StreamInfo stream, StreamPayload initialData) => sessions.CreatedAsync(stream, initialData);
+
     public AppendRefusal? CheckClose(StreamInfo stream, Auth.Access writer)
         => stream.IsJson && !writer.Allows(stream.Path, Auth.Capability.Admin)
             ? new AppendRefusal(403, "FORBIDDEN", "Closing a session stream needs the admin capability on it.")

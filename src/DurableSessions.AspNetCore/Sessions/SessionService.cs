@@ -186,8 +186,9 @@ internal sealed partial class SessionService : IDisposable
                     return (null, rejection);
                 }
 
-                // Written only onto the state just checked: another node may append to this session meanwhile.
-                var result = await _store.AppendAsync(request with { ExpectedTail = session.State.Position, ExpectedStreamId = session.StreamId, Progress = OnlyDeltas(messages) }, cancellationToken).ConfigureAwait(false);
+                // Written only onto the state just checked: another node may append to this session meanwhile. Seen
+                // through whoever stops waiting (see AppendLockedAsync).
+                var result = await _store.AppendAsync(request with { ExpectedTail = session.State.Position, ExpectedStreamId = session.StreamId, Progress = OnlyDeltas(messages) }, CancellationToken.None).ConfigureAwait(false);
                 if (result.Status == AppendStatus.TailMoved && attempt < MaxAttempts)
                 {
                     continue;
@@ -200,7 +201,7 @@ internal sealed partial class SessionService : IDisposable
 
                 if (result.Status == AppendStatus.Appended)
                 {
-                    await CommittedAsync(session, messages, result.TailPosition, cancellationToken).ConfigureAwait(false);
+                    await CommittedAsync(session, messages, result.TailPosition).ConfigureAwait(false);
                 }
 
                 return (result, null);
@@ -295,7 +296,8 @@ internal sealed partial class SessionService : IDisposable
                 return (null, rejection);
             }
 
-            var result = await _store.AppendAsync(request with { ExpectedTail = session.State.Position, ExpectedStreamId = session.StreamId, Progress = true }, cancellationToken).ConfigureAwait(false);
+            // Seen through whoever stops waiting (see AppendLockedAsync): the held state must learn what was stored.
+            var result = await _store.AppendAsync(request with { ExpectedTail = session.State.Position, ExpectedStreamId = session.StreamId, Progress = true }, CancellationToken.None).ConfigureAwait(false);
             if (result.Status == AppendStatus.TailMoved && attempt < MaxAttempts)
             {
                 continue;
@@ -399,7 +401,7 @@ internal sealed partial class SessionService : IDisposable
                 return SessionOperationResult.Ok(decision.Id, session.State.Position);
             }
 
-            var result = await AppendLockedAsync(session, decision.Events, cancellationToken).ConfigureAwait(false);
+            var result = await AppendLockedAsync(session, decision.Events).ConfigureAwait(false);
             return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(decision.Id, result.Value.TailPosition);
         }, cancellationToken);
 
@@ -415,7 +417,7 @@ internal sealed partial class SessionService : IDisposable
                 return SessionOperationResult.Rejected("ALREADY", "The session already records this.");
             }
 
-            var result = await AppendLockedAsync(session, events(session.State), cancellationToken).ConfigureAwait(false);
+            var result = await AppendLockedAsync(session, events(session.State)).ConfigureAwait(false);
             return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(sessionId, result.Value.TailPosition);
         }, cancellationToken);
 
@@ -522,12 +524,15 @@ internal sealed partial class SessionService : IDisposable
         return SessionEventRules.CheckAppend(new SessionState(), messages, writer);
     }
 
-    private async Task<AppendResult?> AppendLockedAsync(Session session, IReadOnlyList<SessionEvent> decided, CancellationToken cancellationToken)
+    private async Task<AppendResult?> AppendLockedAsync(Session session, IReadOnlyList<SessionEvent> decided)
     {
         var events = decided.Select(e => e.ToJson()).ToList();
         var payload = Frame(events);
         var request = new AppendRequest { Path = session.Path, ContentType = StreamContentType.Json, Data = payload, ExpectedTail = session.State.Position, ExpectedStreamId = session.StreamId };
-        var result = await _store.AppendAsync(request, cancellationToken).ConfigureAwait(false);
+
+        // Seen through whoever stops waiting: the store commits a queued append anyway, and what follows a commit (the
+        // held state, the agents' turn) must not be skipped because a client hung up right after sending its message.
+        var result = await _store.AppendAsync(request, CancellationToken.None).ConfigureAwait(false);
         if (result.Status == AppendStatus.TailMoved)
         {
             throw new TailMovedException();
@@ -543,22 +548,36 @@ internal sealed partial class SessionService : IDisposable
             session.State.ApplyReadableMessages(events, result.TailPosition);
         }
 
-        await CommittedAsync(session, events, result.TailPosition, cancellationToken).ConfigureAwait(false);
+        await CommittedAsync(session, events, result.TailPosition).ConfigureAwait(false);
         return result;
+    }
+
+    /// <summary>
+    /// A session created as a raw stream with its first events (checked by <see cref="CheckCreate"/> before it was
+    /// stored): when they hold something to answer, it becomes a turn, as an append of them would have.
+    /// </summary>
+    public async Task CreatedAsync(StreamInfo stream, StreamPayload initialData)
+    {
+        if (NeedsAnswer(JsonFraming.ParseMessages(initialData.Data.Span)))
+        {
+            await _turns.MarkAsync(stream.Path, stream.Id, stream.TailPosition, CancellationToken.None).ConfigureAwait(false);
+        }
     }
 
     /// <summary>
     /// Hands a committed append's events, parsed once, to the agents' turns when they need an answer (durable before the
     /// append is acknowledged).
     /// </summary>
-    private async Task CommittedAsync(Session session, IEnumerable<JsonNode?> events, long tailPosition, CancellationToken cancellationToken)
+    private async Task CommittedAsync(Session session, IEnumerable<JsonNode?> events, long tailPosition)
     {
         var path = session.Path;
         session.RememberMessageTraces(events);
         Telemetry.SessionEventsCommitted(events, session.MessageTrace);
         if (NeedsAnswer(events))
         {
-            await _turns.MarkAsync(path, tailPosition, cancellationToken).ConfigureAwait(false);
+            // Not the caller's token: the events are stored, and a client that hangs up now (a closed tab, a "stop" in
+            // the chat) must not leave its message without a turn, which no agent would ever answer.
+            await _turns.MarkAsync(path, session.StreamId, tailPosition, CancellationToken.None).ConfigureAwait(false);
         }
     }
 

@@ -13,6 +13,12 @@ internal interface IStreamAppendPolicy
     /// <summary>Checks a create (or fork) with its initial data; null when allowed. Nothing is created when refused.</summary>
     AppendRefusal? CheckCreate(string path, string? forkedFrom, StreamPayload initialData, Auth.Access writer);
 
+    /// <summary>
+    /// Called once a create it governs has stored initial data (not for a fork, nor for a create that found the stream
+    /// already there), with that data: what its rules do after an append, they do after it too.
+    /// </summary>
+    Task CreatedAsync(StreamInfo stream, StreamPayload initialData);
+
     /// <summary>Checks a close of an existing stream; null when allowed.</summary>
     AppendRefusal? CheckClose(StreamInfo stream, Auth.Access writer);
 

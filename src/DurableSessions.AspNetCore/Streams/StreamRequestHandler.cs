@@ -36,6 +36,9 @@ internal sealed partial class StreamRequestHandler
     private readonly ILogger _logger;
     private readonly AppendBudget _appendBudget;
 
+    /// <summary>The bytes of large appends held at once, over HTTP and WebSockets alike.</summary>
+    internal AppendBudget AppendBudget => _appendBudget;
+
     // Live responses (SSE, long-poll) end when the server begins to stop, so shutdown is not held up for the host's
     // whole shutdown timeout; their clients resume from their last offset, here after a restart or on another node.
     private readonly CancellationToken _stopping;
@@ -250,6 +253,12 @@ internal sealed partial class StreamRequestHandler
                 {
                     response.Headers.Location = $"{request.Scheme}://{request.Host}{request.PathBase}{request.Path}";
                     Log.Created(_logger, path, stream.ContentType, forkedFrom);
+
+                    // A session created with its first events (a user message among them) is answered like one appended to.
+                    if (forkedFrom is null && jsonBody && !payload.IsEmpty && PolicyFor(path) is { } policy)
+                    {
+                        await policy.CreatedAsync(stream, payload).ConfigureAwait(false);
+                    }
                 }
 
                 response.ContentType = stream.ContentType;
@@ -482,7 +491,9 @@ internal sealed partial class StreamRequestHandler
         }
         else
         {
-            result = await _store.AppendAsync(appendRequest, cancellationToken).ConfigureAwait(false);
+            // Seen through once handed to the store, whoever stops waiting: the store commits a queued append anyway, and
+            // until it does the request keeps its body's share of the append budget.
+            result = await _store.AppendAsync(appendRequest, CancellationToken.None).ConfigureAwait(false);
         }
 
         return Answer(result, producer, payload);

@@ -41,7 +41,12 @@ internal sealed partial class StreamSocketConnection : IDisposable
     private readonly SemaphoreSlim _inFlight;
     private long _queuedBytes;
 
-    // Completed (and replaced) after each message is sent: what a catch-up waits on when the send queue is full.
+    // Bytes of answers and signals queued: the receive loop stops reading while more than MaxSendQueueBytes wait, so a
+    // client that sends without reading its answers cannot grow the queue.
+    private long _answerBytes;
+
+    // Completed (and replaced) after each data message is sent, and after an answer while answers are over their bound:
+    // what a catch-up waits on when the send queue is full, and the receive loop while answers are not being read.
     private TaskCompletionSource _sent = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _pending;
     private long _lastMessageAt;
@@ -113,6 +118,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
         {
             while (!_closing.IsCancellationRequested)
             {
+                await WaitForAnswersToDrainAsync().ConfigureAwait(false);
                 var received = await _socket.ReceiveAsync(Memory<byte>.Empty, CancellationToken.None).ConfigureAwait(false);
                 buffer = ArrayPool<byte>.Shared.Rent(FirstBufferBytes);
                 var length = 0;
@@ -189,13 +195,13 @@ internal sealed partial class StreamSocketConnection : IDisposable
         using (document)
         {
             var root = document.RootElement;
-            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("op", out var opElement) || opElement.ValueKind != JsonValueKind.String)
+            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("op", out var opElement) || opElement.ValueKind != JsonValueKind.String
+                || !TryGetText(opElement, out var op))
             {
                 CloseWith(BadFrame, "A message must be a JSON object with a string \"op\".");
                 return false;
             }
 
-            var op = opElement.GetString();
             var id = OptionalString(root, "id");
             if (id is { Length: 0 or > MaxIdLength } || (id is null && root.TryGetProperty("id", out var given) && given.ValueKind != JsonValueKind.Null))
             {
@@ -310,6 +316,15 @@ internal sealed partial class StreamSocketConnection : IDisposable
             return Task.FromResult(Error("id", id, 400, error.Code, error.Message));
         }
 
+        // A large append is held until it is stored, possibly behind others to its path: it takes its bytes from the
+        // server's append budget, shared with HTTP appends, as an HTTP body would (DurableStreams:MaxAppendBytesInFlight).
+        var budget = _services.Streams.AppendBudget;
+        var held = data.Length > AppendBudget.SmallBody ? data.Length : 0;
+        if (held > 0 && !budget.TryTake(held))
+        {
+            return Task.FromResult(Error("id", id, 503, "SERVER_BUSY", "Too many large appends are in progress; retry shortly."));
+        }
+
         var command = new AppendCommand(path!, contentType, data, close, seq, producer);
 
         // Appends to one path run in the order they were sent; appends to different paths run side by side.
@@ -317,7 +332,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
         lock (_pathTails)
         {
             var previous = _pathTails.GetValueOrDefault(path!) ?? Task.CompletedTask;
-            work = AppendAfterAsync(previous, id, command);
+            work = AppendAfterAsync(previous, id, command, held);
             _pathTails[path!] = work;
         }
 
@@ -340,24 +355,34 @@ internal sealed partial class StreamSocketConnection : IDisposable
         return work;
     }
 
-    private async Task<byte[]> AppendAfterAsync(Task previous, string id, AppendCommand command)
+    private async Task<byte[]> AppendAfterAsync(Task previous, string id, AppendCommand command, long heldBytes)
     {
         try
         {
-            await previous.ConfigureAwait(false);
-        }
-        catch (Exception)
-        {
-            // The earlier append answered its own failure; this one still runs.
-        }
+            try
+            {
+                await previous.ConfigureAwait(false);
+            }
+            catch (Exception)
+            {
+                // The earlier append answered its own failure; this one still runs.
+            }
 
-        if (!await AccessControl.AllowsAsync(_http, new StreamResource(command.Path), Capability.Write).ConfigureAwait(false))
-        {
-            return Error("id", id, 403, "FORBIDDEN", $"The token does not grant write on {command.Path}.");
-        }
+            if (!await AccessControl.AllowsAsync(_http, new StreamResource(command.Path), Capability.Write).ConfigureAwait(false))
+            {
+                return Error("id", id, 403, "FORBIDDEN", $"The token does not grant write on {command.Path}.");
+            }
 
-        var answer = await _services.Streams.AppendAsync(command, _access, _closing.Token).ConfigureAwait(false);
-        return Ack(id, answer, command.Producer);
+            var answer = await _services.Streams.AppendAsync(command, _access, _closing.Token).ConfigureAwait(false);
+            return Ack(id, answer, command.Producer);
+        }
+        finally
+        {
+            if (heldBytes > 0)
+            {
+                _services.Streams.AppendBudget.Return(heldBytes);
+            }
+        }
     }
 
     private static bool TryReadAppend(JsonElement root, out string? contentType, out ReadOnlyMemory<byte> data, out bool close, out string? seq, out ProducerStamp? producer, out (string Code, string Message) error)
@@ -379,13 +404,13 @@ internal sealed partial class StreamSocketConnection : IDisposable
         if (root.TryGetProperty("text", out var text))
         {
             forms++;
-            if (text.ValueKind != JsonValueKind.String)
+            if (text.ValueKind != JsonValueKind.String || !TryGetText(text, out var value))
             {
-                error = ("INVALID_APPEND", "text must be a string.");
+                error = ("INVALID_APPEND", "text must be a string of Unicode text.");
                 return false;
             }
 
-            data = Encoding.UTF8.GetBytes(text.GetString()!);
+            data = Encoding.UTF8.GetBytes(value);
         }
 
         if (root.TryGetProperty("base64", out var base64))
@@ -408,7 +433,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
 
         if (root.TryGetProperty("seq", out var seqElement))
         {
-            seq = seqElement.ValueKind == JsonValueKind.String ? seqElement.GetString() : null;
+            seq = seqElement.ValueKind == JsonValueKind.String && TryGetText(seqElement, out var given) ? given : null;
             if (seq is null or { Length: 0 or > 256 })
             {
                 error = ("INVALID_STREAM_SEQ", "seq must be a non-empty string of at most 256 characters.");
@@ -449,7 +474,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
         var sub = OptionalString(root, "sub");
         if (sub is not { Length: > 0 and <= MaxIdLength })
         {
-            Enqueue(Error("sub", sub, 400, "INVALID_SUB", $"sub must be a string of 1 to {MaxIdLength} characters."));
+            Enqueue(Error("sub", sub is null ? null : Truncate(sub), 400, "INVALID_SUB", $"sub must be a string of 1 to {MaxIdLength} characters."));
             return;
         }
 
@@ -494,7 +519,21 @@ internal sealed partial class StreamSocketConnection : IDisposable
             return;
         }
 
-        var lookup = await _services.Store.GetAsync(path!, _closing.Token).ConfigureAwait(false);
+        StreamLookup lookup;
+        try
+        {
+            lookup = await _services.Store.GetAsync(path!, _closing.Token).ConfigureAwait(false);
+            if (lookup.Status == StreamLookupStatus.Found)
+            {
+                await _services.Store.TouchAsync(lookup.Stream!, _closing.Token).ConfigureAwait(false);
+            }
+        }
+        catch (StreamStoreUnavailableException ex)
+        {
+            Enqueue(Error("sub", sub, 503, "STORE_UNAVAILABLE", ex.Message));
+            return;
+        }
+
         if (lookup.Status != StreamLookupStatus.Found)
         {
             Enqueue(lookup.Status == StreamLookupStatus.Gone
@@ -510,7 +549,6 @@ internal sealed partial class StreamSocketConnection : IDisposable
             return;
         }
 
-        await _services.Store.TouchAsync(stream, _closing.Token).ConfigureAwait(false);
         var from = offset == StreamOffset.Now ? stream.TailPosition : requested ?? 0;
         // Not linked to the connection's token (a registration per subscription): closing stops each one itself.
         var subscription = new Subscription(sub, new CancellationTokenSource());
@@ -545,7 +583,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
 
         if (subscription is null)
         {
-            Enqueue(Error("sub", sub, 404, "SUBSCRIPTION_NOT_FOUND", "No live subscription with this sub."));
+            Enqueue(Error("sub", sub is { Length: > MaxIdLength } ? Truncate(sub) : sub, 404, "SUBSCRIPTION_NOT_FOUND", "No live subscription with this sub."));
             return;
         }
 
@@ -574,12 +612,10 @@ internal sealed partial class StreamSocketConnection : IDisposable
                     {
                         case StreamFollowKind.Read:
                             // Catching up reads the store only as fast as the connection sends: no reason to give up.
+                            // Once the queue is within its bound, the read (at most MaxReadBytes, already in memory) is
+                            // queued whole, so the queue passes its bound by at most one read.
                             await WaitForRoomAsync(subscription.Stop.Token).ConfigureAwait(false);
-                            if (!EnqueueData(subscription.Sub, stream.ContentType, item.Read!.Chunks.Select(c => c.Data), position, item.Position, item.AtTail && !item.ClosedAtTail))
-                            {
-                                ended = true;
-                                break;
-                            }
+                            EnqueueCatchUp(DataMessage(subscription.Sub, stream.ContentType, item.Read!.Chunks.Select(c => c.Data), item.Position, item.AtTail && !item.ClosedAtTail));
 
                             position = item.Position;
                             sentData = true;
@@ -683,13 +719,20 @@ internal sealed partial class StreamSocketConnection : IDisposable
         }
     }
 
+    /// <summary>Queues a catch-up read's data message; the caller has waited for room (<see cref="WaitForRoomAsync"/>).</summary>
+    private void EnqueueCatchUp(byte[] message)
+    {
+        Interlocked.Add(ref _queuedBytes, message.Length);
+        if (!_outgoing.TryWrite(new Outgoing(message, IsData: true)))
+        {
+            Interlocked.Add(ref _queuedBytes, -message.Length);
+        }
+    }
+
     /// <summary>
     /// Queues a data message, unless the connection's send queue is over its byte bound: then the subscription ends with
     /// <c>fell-behind</c> at <paramref name="from"/>, where the reader stands, and the client resumes from there.
     /// </summary>
-    private bool EnqueueData(string sub, string contentType, IEnumerable<ReadOnlyMemory<byte>> chunks, long from, long to, bool upToDate)
-        => EnqueueData(sub, DataMessage(sub, contentType, chunks, to, upToDate), from);
-
     private bool EnqueueData(string sub, byte[] message, long from)
     {
         var queued = Interlocked.Add(ref _queuedBytes, message.Length);
@@ -778,13 +821,52 @@ internal sealed partial class StreamSocketConnection : IDisposable
         // Each operation from now on is checked with the new token; subscriptions already granted go on.
         _http.User = principal;
         _access = _services.Access.Establish(_http)!;
+
+        // The connection now closes when this token expires, sooner or later than the one before it.
+        try
+        {
+            _watch?.Change(TimeSpan.Zero, Timeout.InfiniteTimeSpan);
+        }
+        catch (ObjectDisposedException)
+        {
+            // The connection ended meanwhile.
+        }
+
         return Ack(id, new AppendAnswer(204), producer: null);
     }
 
     // ---- sending, closing, keep-alive ---------------------------------------------------------------------------------
 
-    /// <summary>Queues a message that is always sent: an answer or a signal, small and bounded by the operations in flight.</summary>
-    private void Enqueue(byte[] message) => _outgoing.TryWrite(new Outgoing(message, IsData: false));
+    /// <summary>
+    /// Queues a message that is always sent: an answer or a signal. Their bytes are bounded by the receive loop, which
+    /// reads nothing more while more than <see cref="StreamSocketOptions.MaxSendQueueBytes"/> of them wait.
+    /// </summary>
+    private void Enqueue(byte[] message)
+    {
+        Interlocked.Add(ref _answerBytes, message.Length);
+        if (!_outgoing.TryWrite(new Outgoing(message, IsData: false)))
+        {
+            Interlocked.Add(ref _answerBytes, -message.Length);
+        }
+    }
+
+    /// <summary>
+    /// Waits while the answers queued are over the send queue's bound: the client is not reading them, so its next
+    /// message is not read either (TCP back-pressure), and the keep-alive closes a peer that stops reading altogether.
+    /// </summary>
+    private async ValueTask WaitForAnswersToDrainAsync()
+    {
+        while (true)
+        {
+            var sent = Volatile.Read(ref _sent);
+            if (Interlocked.Read(ref _answerBytes) <= _options.MaxSendQueueBytes)
+            {
+                return;
+            }
+
+            await sent.Task.WaitAsync(_closing.Token).ConfigureAwait(false);
+        }
+    }
 
     private async Task SendLoopAsync()
     {
@@ -816,6 +898,11 @@ internal sealed partial class StreamSocketConnection : IDisposable
             if (isData)
             {
                 Interlocked.Add(ref _queuedBytes, -message.Length);
+                Interlocked.Exchange(ref _sent, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+            }
+            else if (Interlocked.Add(ref _answerBytes, -message.Length) + message.Length > _options.MaxSendQueueBytes)
+            {
+                // The receive loop may be waiting for the answers to drain.
                 Interlocked.Exchange(ref _sent, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
             }
         }
@@ -1167,6 +1254,11 @@ internal sealed partial class StreamSocketConnection : IDisposable
             {
                 return $"{name} must be a string.";
             }
+
+            if (value.ValueKind == JsonValueKind.String && !TryGetText(value, out _))
+            {
+                return $"{name} must be a string of Unicode text (it escapes a lone surrogate).";
+            }
         }
 
         return root.TryGetProperty("close", out var close) && close.ValueKind is not (JsonValueKind.True or JsonValueKind.False or JsonValueKind.Null)
@@ -1176,8 +1268,27 @@ internal sealed partial class StreamSocketConnection : IDisposable
 
     private static readonly string[] StringFields = ["path", "contentType", "sub", "offset", "session", "run", "token"];
 
+    /// <summary>A string field's value; null when it is absent, not a string, or not text (see <see cref="TryGetText"/>).</summary>
     private static string? OptionalString(JsonElement parent, string name)
-        => parent.TryGetProperty(name, out var element) && element.ValueKind == JsonValueKind.String ? element.GetString() : null;
+        => parent.TryGetProperty(name, out var element) && element.ValueKind == JsonValueKind.String && TryGetText(element, out var text) ? text : null;
+
+    /// <summary>
+    /// Reads a JSON string as text. JSON lets a string escape a lone surrogate (<c>"\ud800"</c>), which is valid UTF-8 on
+    /// the wire but no .NET string can hold; reading one throws, so every string a client sends is read through here.
+    /// </summary>
+    private static bool TryGetText(JsonElement element, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out string? text)
+    {
+        try
+        {
+            text = element.GetString()!;
+            return true;
+        }
+        catch (InvalidOperationException)
+        {
+            text = null;
+            return false;
+        }
+    }
 
     private static string Truncate(string? value) => value is { Length: > 64 } ? value[..64] + "…" : value ?? string.Empty;
 

@@ -162,8 +162,9 @@ public sealed class StreamFollower
             while (true)
             {
                 // Catch up from the store.
+                // A soft-deleted stream (one with forks) is still found, as Gone: it is deleted all the same.
                 var lookup = await _store.GetAsync(stream.Path, cancellationToken).ConfigureAwait(false);
-                if (lookup.Stream?.Id != stream.Id)
+                if (lookup.Status != StreamLookupStatus.Found || lookup.Stream?.Id != stream.Id)
                 {
                     End = StreamFollowEnd.Deleted;
                     EndLookup = lookup;
