@@ -9,6 +9,10 @@ internal sealed class ActiveRun : IDisposable
     private readonly Queue<string> _steers = new();
     private CancellationTokenSource _steer = new();
 
+    // The number of the run's last delta: each delta's key is {messageId}:{number}, unique over the whole reply,
+    // across the generations a steer restarts.
+    private int _deltaSequence = -1;
+
     /// <summary>A run about to start.</summary>
     /// <param name="run">The run as it starts (<see cref="RunStatus.Started"/>, with its ids and start time).</param>
     /// <param name="start">The events that start it, appended at once before anything else of the run.</param>
@@ -79,6 +83,9 @@ internal sealed class ActiveRun : IDisposable
             _steer.Cancel();
         }
     }
+
+    /// <summary>The number of the run's next delta (thread-safe).</summary>
+    public int NextDeltaSequence() => Interlocked.Increment(ref _deltaSequence);
 
     public void Dispose()
     {

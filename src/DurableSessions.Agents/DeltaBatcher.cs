@@ -34,7 +34,6 @@ internal sealed class DeltaBatcher
     private long? _lastWrittenTimestamp;
     private bool _writing;
     private Task _writer = Task.CompletedTask;
-    private int _sequence;
     private Exception? _failure;
 
     public DeltaBatcher(StreamProducer producer, ActiveRun run, TimeSpan linger, SessionEvents events, TimeProvider timeProvider)
@@ -161,7 +160,7 @@ internal sealed class DeltaBatcher
                 if (text.Length > 0)
                 {
                     // Each delta names its run, so a cut run's late writes are fenced even in a message a new run took over.
-                    (events ??= []).Add(_events.RunDelta(_run.MessageId, _run.RunId, takenOver: _run.Supersedes is not null, _sequence++, part, type, text.ToString(), at));
+                    (events ??= []).Add(_events.RunDelta(_run.MessageId, _run.RunId, takenOver: _run.Supersedes is not null, _run.NextDeltaSequence(), part, type, text.ToString(), at));
                     text.Clear();
                 }
             }

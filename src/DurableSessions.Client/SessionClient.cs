@@ -98,13 +98,17 @@ public sealed class SessionClient
     }
 
     /// <summary>Posts a message (by default as the user); returns its id.</summary>
+    /// <remarks>
+    /// The message's id is chosen here and sent with it, so the request's retries (after a lost answer or a server
+    /// error) post it once: the server answers a message it already holds as it did the first time.
+    /// </remarks>
     /// <param name="text">The text.</param>
     /// <param name="role"><c>user</c>, or <c>assistant</c> for a human answering in an agent's place.</param>
     /// <param name="cancellationToken">Cancels the request.</param>
     public async Task<string> SendMessageAsync(string text, string role = "user", CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(text);
-        var body = new JsonObject { ["text"] = text, ["role"] = role, ["author"] = _client.Options.ParticipantId }.ToJsonString();
+        var body = new JsonObject { ["id"] = "m-" + Guid.NewGuid().ToString("N"), ["text"] = text, ["role"] = role, ["author"] = _client.Options.ParticipantId }.ToJsonString();
         using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, $"/v1/sessions/{Id}/messages", body), cancellationToken).ConfigureAwait(false);
         using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false));
         return json.RootElement.GetProperty("messageId").GetString()!;

@@ -52,13 +52,14 @@ public sealed class SessionEvents
             CreatedAt = Now(),
         });
 
-    /// <summary>A complete message posted by a participant (by default a user's), with a new id.</summary>
+    /// <summary>A complete message posted by a participant (by default a user's), with the id given or a new one.</summary>
     /// <param name="author">Who posts it.</param>
     /// <param name="parts">Its content.</param>
     /// <param name="role">Its role; <see cref="MessageRole.User"/> when null.</param>
     /// <param name="routedTo">The human holding the session, who answers it instead of the agents.</param>
-    public SessionEvent PostedMessage(string author, IReadOnlyList<MessagePart> parts, MessageRole? role = null, string? routedTo = null)
-        => Message(ChangeOperation.Insert, NewId("m"), role ?? MessageRole.User, author, runId: null, parts, MessageStatus.Complete, Now(), routedTo, error: null);
+    /// <param name="id">The id its poster chose (see <see cref="PostMessageRequest.Id"/>); null for a new one.</param>
+    public SessionEvent PostedMessage(string author, IReadOnlyList<MessagePart> parts, MessageRole? role = null, string? routedTo = null, string? id = null)
+        => Message(ChangeOperation.Insert, id ?? NewId("m"), role ?? MessageRole.User, author, runId: null, parts, MessageStatus.Complete, Now(), routedTo, error: null);
 
     /// <summary>An agent's reply as it stands: inserted <see cref="MessageStatus.Streaming"/> when its run starts, updated as it grows and when it ends.</summary>
     public SessionEvent Reply(ChangeOperation operation, string messageId, string agent, string runId, IReadOnlyList<MessagePart> parts, MessageStatus status, string createdAt, string? error = null)

@@ -31,6 +31,9 @@ public sealed record SessionRejection(string Code, string Message)
 
     /// <summary>The message a run would answer is not in the session.</summary>
     public const string MessageNotFound = "MESSAGE_NOT_FOUND";
+
+    /// <summary>A message posted with an id the session already holds for another participant's message.</summary>
+    public const string MessageIdTaken = "MESSAGE_ID_TAKEN";
 }
 
 /// <summary>What a session operation decided: the events to append (in order, in one append), or a rejection.</summary>
@@ -75,6 +78,12 @@ public sealed record PostMessageRequest(string Author, IReadOnlyList<MessagePart
         : this(author, [new TextPart(text)], MessageRole.User)
     {
     }
+
+    /// <summary>
+    /// The message's id, chosen by the poster so that posting it again (a retry after a lost answer) is not a second
+    /// message; null for an id the session picks.
+    /// </summary>
+    public string? Id { get; init; }
 }
 
 /// <summary>
@@ -94,6 +103,15 @@ public static class SessionRules
         ArgumentNullException.ThrowIfNull(state);
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(events);
+        // A message the poster names, already in the session, is answered as it was when first posted: it is not stored,
+        // answered or met by the new-message policy a second time.
+        if (request.Id is { } given && state.GetMessage(given) is { } existing)
+        {
+            return existing.Author == request.Author && existing.Role == request.Role && existing.RunId is null
+                ? SessionDecision.Accept(given, [])
+                : SessionDecision.Reject(SessionRejection.MessageIdTaken, $"Message {given} in this session is another message.");
+        }
+
         var appended = new List<SessionEvent>();
         var isUser = request.Role == MessageRole.User;
         if (isUser && state.ActiveRun is { } active)
@@ -112,7 +130,7 @@ public static class SessionRules
 
         // While a human holds the session, new user messages are theirs to answer, not the agents'.
         var routedTo = isUser && state.HumanHolder is { } human && human != request.Author ? human : null;
-        var message = events.PostedMessage(request.Author, request.Parts, request.Role, routedTo);
+        var message = events.PostedMessage(request.Author, request.Parts, request.Role, routedTo, request.Id);
 
         // The parts come from the poster: held to the rules every reader relies on.
         if (SessionEventRules.Validate(message.ToJson(), strict: true) is { } problem)

@@ -326,6 +326,13 @@ public sealed class SessionAgentTests : IAsyncLifetime
         Assert.Single(state.All("run"));
         Assert.True(chat.Calls.Count >= 2, "the model should have been called again after the steer");
         Assert.Equal("Answer in one sentence", chat.Calls.Last().Last().Text);
+
+        // The generation the steer restarted goes on numbering the reply's deltas: no delta key is written twice.
+        using var stream = await _server.Client.GetAsync("/v1/stream/sessions/steer?offset=-1");
+        var deltaKeys = JsonNode.Parse(await stream.Content.ReadAsStringAsync())!.AsArray()
+            .Where(e => (string?)e!["type"] == "delta").Select(e => (string?)e!["key"]).ToList();
+        Assert.NotEmpty(deltaKeys);
+        Assert.Equal(deltaKeys.Distinct().Count(), deltaKeys.Count);
     }
 
     [Fact]

@@ -52,6 +52,43 @@ public sealed class SessionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_message_posted_again_with_the_id_its_client_chose_is_stored_once()
+    {
+        await CreateSession("idem");
+        async Task<(HttpStatusCode Status, JsonNode? Body)> Post(string body)
+        {
+            using var response = await Client.PostAsync("/v1/sessions/idem/messages", new StringContent(body, System.Text.Encoding.UTF8, "application/json"));
+            return (response.StatusCode, JsonNode.Parse(await response.Content.ReadAsStringAsync()));
+        }
+
+        // Posted, then posted again (a retry after a lost answer): the same message, stored once.
+        var first = await Post("{\"id\":\"m-client-1\",\"text\":\"hello\",\"author\":\"user:alice\"}");
+        var again = await Post("{\"id\":\"m-client-1\",\"text\":\"hello\",\"author\":\"user:alice\"}");
+        Assert.Equal(HttpStatusCode.Created, first.Status);
+        Assert.Equal(HttpStatusCode.Created, again.Status);
+        Assert.Equal("m-client-1", (string?)first.Body!["messageId"]);
+        Assert.Equal("m-client-1", (string?)again.Body!["messageId"]);
+
+        // The id of another's message is refused, and so is an id that is not one.
+        var taken = await Post("{\"id\":\"m-client-1\",\"text\":\"hello\",\"author\":\"user:bob\"}");
+        Assert.Equal(HttpStatusCode.Conflict, taken.Status);
+        Assert.Equal("MESSAGE_ID_TAKEN", (string?)taken.Body!["error"]!["code"]);
+        var invalid = await Post("{\"id\":\"no spaces\",\"text\":\"hello\"}");
+        Assert.Equal(HttpStatusCode.BadRequest, invalid.Status);
+        Assert.Equal("INVALID_MESSAGE_ID", (string?)invalid.Body!["error"]!["code"]);
+        Assert.Equal(HttpStatusCode.BadRequest, (await Post("{\"id\":7,\"text\":\"hello\"}")).Status);
+
+        var (events, _, _) = await ReadStream("idem");
+        Assert.Single(events, e => (string?)e!["type"] == "message" && (string?)e["key"] == "m-client-1");
+
+        // The .NET client chooses an id for each message it sends.
+        using var client = new DurableSessions.Client.DurableSessionsClient(DurableSessions.Client.DurableSessionsClientOptions.Default with { BaseAddress = _server.BaseAddress });
+        var sent = await client.Session("idem").SendMessageAsync("from the client");
+        Assert.StartsWith("m-", sent, StringComparison.Ordinal);
+        Assert.Single((await ReadStream("idem")).Events, e => (string?)e!["key"] == sent);
+    }
+
+    [Fact]
     public async Task A_delta_the_rules_refuse_into_a_closed_session_held_in_memory_gets_the_closed_streams_answer()
     {
         await CreateSession("shut");

@@ -20,6 +20,31 @@ public sealed class SessionRulesTests
     }
 
     [Fact]
+    public void PostMessage_with_an_id_already_posted_by_the_same_author_is_accepted_again_with_nothing_to_append()
+    {
+        var session = new SessionFixture(NewMessagePolicy.Interrupt);
+        var first = SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "hello") { Id = "m-client-1" }, session.Events);
+        Assert.Equal("m-client-1", first.Id);
+        Assert.Equal("m-client-1", Assert.IsType<SessionMessage>(Assert.Single(first.Events).Value).Id);
+        session.Apply(first);
+        var run = session.StartedRun("a later question");
+
+        // A retry of the first post, while a run is active under the interrupt policy: answered as before, and the run
+        // is not interrupted by it.
+        var retry = SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "hello") { Id = "m-client-1" }, session.Events);
+        Assert.False(retry.IsRejected);
+        Assert.Equal("m-client-1", retry.Id);
+        Assert.Empty(retry.Events);
+        Assert.Equal(RunStatus.Started, session.State.GetRun(run.Id!)!.Status);
+
+        // The same id from someone else, or for an agent's reply, is another message: refused.
+        var other = SessionRules.PostMessage(session.State, new PostMessageRequest("user:bob", "hello") { Id = "m-client-1" }, session.Events);
+        Assert.Equal(SessionRejection.MessageIdTaken, other.Rejection?.Code);
+        var reply = SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "hello") { Id = run.MessageId }, session.Events);
+        Assert.Equal(SessionRejection.MessageIdTaken, reply.Rejection?.Code);
+    }
+
+    [Fact]
     public void PostMessage_interrupt_policy_cancels_the_active_run_in_the_same_append()
     {
         var session = new SessionFixture(NewMessagePolicy.Interrupt);

@@ -154,9 +154,18 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             return;
         }
 
-        if (FieldOfWrongKind(body, "role", "text", "author") is { } field)
+        if (FieldOfWrongKind(body, "role", "text", "author", "id") is { } field)
         {
             await Problem.Write(context, 400, "INVALID_FIELD", $"{field} must be a string.").ConfigureAwait(false);
+            return;
+        }
+
+        // An id the client chooses makes the post idempotent: sent again (a retry after a lost answer), the message is
+        // answered as before and not stored twice.
+        var messageId = Str(body, "id");
+        if (messageId is not null && !Identifiers.IsValid(messageId))
+        {
+            await Problem.Write(context, 400, "INVALID_MESSAGE_ID", "id must be 1 to 128 letters, digits, '-', '_' or '.'.").ConfigureAwait(false);
             return;
         }
 
@@ -190,7 +199,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         }
 
         var author = Identity(context, Str(body, "author"));
-        var result = await sessions.PostMessageAsync(id, new PostMessageRequest(author, parts, new MessageRole(role)), context.RequestAborted).ConfigureAwait(false);
+        var result = await sessions.PostMessageAsync(id, new PostMessageRequest(author, parts, new MessageRole(role)) { Id = messageId }, context.RequestAborted).ConfigureAwait(false);
         await WriteResult(context, result, "messageId", created: true).ConfigureAwait(false);
     }
 
