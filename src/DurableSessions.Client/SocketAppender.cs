@@ -19,6 +19,9 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
 {
     private const string SubProtocol = "durable-streams.v1";
 
+    // The least a server may set as its largest message (docs/websocket.md): appends up to it need not wait for hello.
+    private const int MinMessageBytes = 1024;
+
     private readonly DurableSessionsClient _client;
     private readonly HttpMessageInvoker _invoker;
     private readonly SemaphoreSlim _connectGate = new(1, 1);
@@ -61,6 +64,12 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
 
             var id = Interlocked.Increment(ref _nextId).ToString(CultureInfo.InvariantCulture);
             var append = Append(id, path, messages, producerId, epoch, seq);
+            if (append.Length > MinMessageBytes)
+            {
+                // The server's limit is known from its hello, the first message on a connection.
+                await connection.Hello.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+
             if (append.Length > connection.MaxMessageBytes)
             {
                 // The server would close the socket (1009), cutting every other append on it: this one goes over HTTP.
@@ -210,6 +219,7 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
         private readonly System.Threading.Channels.Channel<byte[]> _outgoing = System.Threading.Channels.Channel.CreateUnbounded<byte[]>(new System.Threading.Channels.UnboundedChannelOptions { SingleReader = true });
         private readonly ConcurrentDictionary<string, TaskCompletionSource<JsonDocument?>> _pending = new(StringComparer.Ordinal);
         private volatile bool _closed;
+        private readonly TaskCompletionSource _hello = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public Connection(ClientWebSocket socket)
         {
@@ -225,6 +235,9 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
         /// (docs/websocket.md).
         /// </summary>
         public int MaxMessageBytes { get; private set; } = 1024 * 1024;
+
+        /// <summary>Completes when the server's hello has arrived, or the connection has ended without one.</summary>
+        public Task Hello => _hello.Task;
 
         /// <summary>Sends one append and waits for its answer; null when the connection dropped first.</summary>
         public async Task<JsonDocument?> SendAsync(string id, byte[] message, CancellationToken cancellationToken)
@@ -267,6 +280,7 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
         public void Abort()
         {
             _closed = true;
+            _hello.TrySetResult();
             _outgoing.Writer.TryComplete();
             _socket.Abort();
             foreach (var (_, pending) in _pending)
@@ -302,6 +316,8 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
                     {
                         MaxMessageBytes = bytes;
                     }
+
+                    _hello.TrySetResult();
 
                     if (document.RootElement.TryGetProperty("id", out var id) && id.GetString() is { } key && _pending.TryRemove(key, out var pending))
                     {

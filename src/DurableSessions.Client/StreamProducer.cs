@@ -14,8 +14,9 @@ public sealed class StreamProducer : IDisposable
     private readonly SemaphoreSlim _gate = new(1, 1);
     private long _seq;
 
-    // Set when an append may or may not have been stored (cancelled, or cut off, after it may have been sent): the next
-    // batch must not reuse its sequence number, or the server would take it for a retry of that one and drop it.
+    // Set when an append failed: it may still have been stored (cancelled after it was sent, or refused on a retry after an
+    // earlier attempt was stored). The next batch must not reuse its sequence number, or the server would take it for a
+    // retry of that one and drop it.
     private bool _inDoubt;
 
     /// <summary>Creates a producer. Use a new <paramref name="epoch"/> (or a new id) after a restart.</summary>
@@ -37,9 +38,9 @@ public sealed class StreamProducer : IDisposable
     public string ProducerId { get; }
 
     /// <summary>
-    /// The producer epoch. Raised by one when an append's outcome is unknown (it was cancelled, or its connection was cut,
-    /// after it may have been sent): the next batch starts the new epoch at sequence 0, which the server takes whatever
-    /// became of that append, and which fences any late copy of it.
+    /// The producer epoch. Raised by one after an append that failed (it was cancelled, possibly after it was sent, or
+    /// it was refused, possibly after an earlier attempt of it was stored): the next batch starts the new epoch at
+    /// sequence 0, which the server takes whatever became of that append, and which fences any late copy of it.
     /// </summary>
     public long Epoch { get; private set; }
 
@@ -90,10 +91,10 @@ public sealed class StreamProducer : IDisposable
             _seq++;
             return response.Headers.TryGetValues(StreamHeaders.NextOffset, out var offsets) ? offsets.First() : string.Empty;
         }
-        catch (Exception ex) when (ex is not DurableSessionsException { Status: < System.Net.HttpStatusCode.InternalServerError })
+        catch (Exception)
         {
-            // The server did not answer this batch, or failed it: it may be stored or not. (A refusal is an answer:
-            // nothing was stored, and the sequence number is free for the next batch.)
+            // Even a refusal does not say that nothing was stored: the request is retried after a cut connection, and
+            // the attempt before the refused one may have been stored. A new epoch costs nothing.
             _inDoubt = true;
             throw;
         }

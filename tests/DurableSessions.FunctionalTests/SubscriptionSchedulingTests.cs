@@ -90,6 +90,61 @@ public sealed class SubscriptionSchedulingTests : IAsyncLifetime
         Assert.Empty(Candidates("s/7"));
     }
 
+    [Fact]
+    public async Task A_claim_after_a_lease_ran_out_is_a_new_generation_and_the_old_holder_is_fenced()
+    {
+        await CreateStream("jobs/b");
+        await CreateStream("wake/b");
+        await Put("expiring", new JsonObject { ["type"] = "pull-wake", ["streams"] = new JsonArray("jobs/b"), ["wake_stream"] = "wake/b", ["lease_ttl_ms"] = 5_000 });
+        await Append("jobs/b");
+        await WaitForWakeEvents("wake/b", 1);
+        var first = await Claim("expiring", "worker-1");
+        Assert.Equal(1, first.Body["generation"]!.GetValue<long>());
+
+        // The lease runs out; whether or not the deadline pass has ended the wake yet, the next claim is a new generation.
+        _clock.Advance(TimeSpan.FromSeconds(6));
+        var second = await Claim("expiring", "worker-2");
+        Assert.Equal(HttpStatusCode.OK, second.Status);
+        Assert.Equal(2, second.Body["generation"]!.GetValue<long>());
+        Assert.NotEqual(first.Body["token"]!.GetValue<string>(), second.Body["token"]!.GetValue<string>());
+
+        // The first holder's ack is refused, and the second's work stays claimed.
+        using var stale = new HttpRequestMessage(HttpMethod.Post, "/v1/stream/__ds/subscriptions/expiring/ack")
+        {
+            Content = new StringContent(new JsonObject { ["wake_id"] = first.Body["wake_id"]!.GetValue<string>(), ["generation"] = 1, ["done"] = true }.ToJsonString(), Encoding.UTF8, "application/json"),
+        };
+        stale.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", first.Body["token"]!.GetValue<string>());
+        Assert.Equal(HttpStatusCode.Conflict, (await _server.Client.SendAsync(stale)).StatusCode);
+        Assert.Equal(HttpStatusCode.Conflict, (await Claim("expiring", "worker-3")).Status);
+    }
+
+    [Fact]
+    public async Task A_deleted_stream_that_only_a_pattern_linked_leaves_the_subscription()
+    {
+        await Put("pattern", new JsonObject { ["type"] = "pull-wake", ["pattern"] = "temp/*", ["wake_stream"] = "wake/temp" });
+        await CreateStream("temp/one");
+        await Append("temp/one");
+        await WaitFor(() => Registry.Get("pattern")!.Links.ContainsKey("temp/one"));
+
+        // Deleted: the link goes with it, so a subscription does not keep every stream its pattern ever matched.
+        Assert.Equal(HttpStatusCode.NoContent, (await _server.Client.DeleteAsync("/v1/stream/temp/one")).StatusCode);
+        await WaitFor(() => !Registry.Get("pattern")!.Links.ContainsKey("temp/one"));
+
+        // Created again, it is linked again by its first append.
+        await CreateStream("temp/one");
+        await Append("temp/one");
+        await WaitFor(() => Registry.Get("pattern")!.Links.ContainsKey("temp/one"));
+    }
+
+    private static async Task WaitFor(Func<bool> condition)
+    {
+        using var cancel = new CancellationTokenSource(Timeout);
+        while (!condition())
+        {
+            await Task.Delay(20, cancel.Token);
+        }
+    }
+
     private string[] Candidates(string path)
         => [.. Registry.Candidates(new LiveAppend(1, path, default, closed: false)).Select(s => s.Id).Order(StringComparer.Ordinal)];
 

@@ -189,11 +189,24 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
             turn.Version++;
 
-            // A turn left from a session deleted since (and created again at its path) keeps no position of it: the new
-            // stream's positions start over, and an answer in it would never reach the old one's, so the turn would be
-            // woken again after every answer.
-            turn.PendingPosition = turn.StreamId == streamId ? Math.Max(turn.PendingPosition, position) : position;
-            turn.StreamId = streamId;
+            // A turn left from a session deleted since (and created again at its path) keeps nothing of it: the new
+            // stream's positions start over (an answer in it would never reach the old one's, and the turn would be
+            // woken after every answer), and a worker still serving the old one is fenced (its answer up to an old
+            // offset would end the new message's turn).
+            if (turn.StreamId != streamId)
+            {
+                if (turn.StreamId != 0)
+                {
+                    ClearClaim(turn);
+                }
+
+                turn.PendingPosition = position;
+                turn.StreamId = streamId;
+            }
+            else
+            {
+                turn.PendingPosition = Math.Max(turn.PendingPosition, position);
+            }
             if (turn.Holder is null && turn.WakeId is null)
             {
                 Wake(turn);
@@ -313,8 +326,10 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     private async Task<TurnClaim?> GrantAsync(AgentRegistration agent, TurnRecord turn, string worker, long now, CancellationToken cancellationToken)
     {
         var lookup = await _store.GetAsync(turn.Stream, cancellationToken).ConfigureAwait(false);
-        if (lookup.Status != StreamLookupStatus.Found)
+        if (lookup.Status != StreamLookupStatus.Found || (turn.StreamId != 0 && lookup.Stream!.Id != turn.StreamId))
         {
+            // Its session is gone; one created again at the path since has asked nothing yet (a message would have
+            // made the turn its own).
             Drop(turn);
             return null;
         }

@@ -349,7 +349,20 @@ internal sealed partial class SessionService : IDisposable
 
     /// <summary>Posts a message from a participant, applying the session's policy when a run is active.</summary>
     public Task<SessionOperationResult> PostMessageAsync(string sessionId, PostMessageRequest request, CancellationToken cancellationToken)
-        => DecideAsync(sessionId, state => SessionRules.PostMessage(state, request, _events), cancellationToken);
+        => DecideAsync(sessionId, state => SessionRules.PostMessage(state, request, _events), cancellationToken, RetriedMessageAsync);
+
+    /// <summary>
+    /// A message posted again with its id, already stored: the request that stored it may have failed after that, before
+    /// the message was made a turn, so one that no run answers yet is made one again (a turn marked twice is one turn).
+    /// </summary>
+    private async Task RetriedMessageAsync(Session session, string messageId)
+    {
+        if (session.State.GetMessage(messageId) is { RoutedTo: null } message && message.Role == MessageRole.User
+            && !session.State.Runs.Any(run => run.Trigger == messageId))
+        {
+            await _turns.MarkAsync(session.Path, session.StreamId, session.State.Position, CancellationToken.None).ConfigureAwait(false);
+        }
+    }
 
     /// <summary>
     /// Cancels an active run: records the cancel, marks the run and its partial reply cancelled, and fences the run so
@@ -386,7 +399,11 @@ internal sealed partial class SessionService : IDisposable
     /// Decides a session operation on the session's caught-up state and appends what it decided, under the lock. A
     /// rejection is answered 400 for an invalid message, 409 otherwise.
     /// </summary>
-    private Task<SessionOperationResult> DecideAsync(string sessionId, Func<SessionState, SessionDecision> decide, CancellationToken cancellationToken)
+    /// <param name="sessionId">The session.</param>
+    /// <param name="decide">The rule.</param>
+    /// <param name="cancellationToken">Cancels the wait for the session's lock.</param>
+    /// <param name="nothingToAppend">Runs under the lock when the rule accepts with nothing to append, with the decision's id.</param>
+    private Task<SessionOperationResult> DecideAsync(string sessionId, Func<SessionState, SessionDecision> decide, CancellationToken cancellationToken, Func<Session, string, Task>? nothingToAppend = null)
         => UnderLockAsync(sessionId, async session =>
         {
             var decision = decide(session.State);
@@ -398,6 +415,11 @@ internal sealed partial class SessionService : IDisposable
 
             if (decision.Events.Count == 0)
             {
+                if (nothingToAppend is not null)
+                {
+                    await nothingToAppend(session, decision.Id).ConfigureAwait(false);
+                }
+
                 return SessionOperationResult.Ok(decision.Id, session.State.Position);
             }
 

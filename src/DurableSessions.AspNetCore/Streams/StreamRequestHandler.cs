@@ -225,6 +225,9 @@ internal sealed partial class StreamRequestHandler
             return;
         }
 
+        // A governed stream's first events are seen through once handed to the store, as an append's are: what the policy
+        // does after them (a session's turn) must not be skipped because the client hung up.
+        var governed = forkedFrom is null && jsonBody && !payload.IsEmpty ? PolicyFor(path) : null;
         var limits = Problem.StreamLimits(context, _options);
         var result = await _store.CreateAsync(new CreateStreamRequest
         {
@@ -240,7 +243,7 @@ internal sealed partial class StreamRequestHandler
             MaxStreams = limits.MaxStreams,
             Owner = limits.Owner,
             MaxStreamsPerOwner = limits.MaxStreamsPerOwner,
-        }, context.RequestAborted).ConfigureAwait(false);
+        }, governed is null ? context.RequestAborted : CancellationToken.None).ConfigureAwait(false);
 
         var response = context.Response;
         switch (result.Status)
@@ -255,9 +258,9 @@ internal sealed partial class StreamRequestHandler
                     Log.Created(_logger, path, stream.ContentType, forkedFrom);
 
                     // A session created with its first events (a user message among them) is answered like one appended to.
-                    if (forkedFrom is null && jsonBody && !payload.IsEmpty && PolicyFor(path) is { } policy)
+                    if (governed is not null)
                     {
-                        await policy.CreatedAsync(stream, payload).ConfigureAwait(false);
+                        await governed.CreatedAsync(stream, payload).ConfigureAwait(false);
                     }
                 }
 

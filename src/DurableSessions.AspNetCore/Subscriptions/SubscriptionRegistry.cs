@@ -68,6 +68,9 @@ internal sealed class SubscriptionRegistry : IDisposable
     /// <summary>The subscription <paramref name="id"/>, as last loaded.</summary>
     public Subscription? Get(string id) => _subscriptions.GetValueOrDefault(id);
 
+    /// <summary>Every subscription this node knows.</summary>
+    public IEnumerable<Subscription> All => _subscriptions.Values;
+
     /// <summary>
     /// Whether another node has changed the stored subscriptions since this node loaded them. One document read, no
     /// lock; always false on a store of one node.
@@ -204,6 +207,23 @@ internal sealed class SubscriptionRegistry : IDisposable
             await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
         }
 
+        return true;
+    }
+
+    /// <summary>
+    /// Drops the link of a deleted stream that only the pattern linked: a stream created again at the path is linked
+    /// anew by its first append, and a link kept for every stream that ever matched would be read on every wake.
+    /// </summary>
+    /// <returns>Whether the link was dropped (an explicit link stays, starting the recreated stream from its beginning).</returns>
+    public bool UnlinkDeleted(Subscription subscription, string path)
+    {
+        if (!subscription.Links.TryGetValue(path, out var link) || link.Explicit)
+        {
+            return false;
+        }
+
+        subscription.Links.Remove(path);
+        SetIndexed(subscription.Id, path, indexed: false);
         return true;
     }
 

@@ -35,6 +35,9 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
     private readonly Channel<LiveAppend> _appends = Channel.CreateUnbounded<LiveAppend>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stopping = new();
     private readonly Lock _timerGate = new();
+
+    // Set when a pass failed: the next one looks at every subscription, whatever that pass had taken.
+    private volatile bool _recheckAll;
     private Task? _loop;
     private ITimer? _timer;
 
@@ -229,6 +232,14 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             return new ClaimOutcome(ClaimStatus.AlreadyClaimed, subscription, null);
         }
 
+        if (subscription.WakeId is not null && subscription.Holder is not null)
+        {
+            // The holder's lease ran out and the deadline pass has not ended its wake yet: it ends now, so this claim is
+            // a new generation and the old holder's token is fenced, as it would be a moment later.
+            Log.LeaseExpired(_logger, subscription.Id, subscription.Generation);
+            _scheduler.EndWake(subscription);
+        }
+
         if (subscription.WakeId is null)
         {
             if (!await _registry.HasPendingAsync(subscription, cancellationToken).ConfigureAwait(false))
@@ -278,7 +289,10 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException)
                 {
+                    // The store failed (a shared store's blip). Deadlines this pass took are not lost: everything is
+                    // read again and the pass tried once more shortly.
                     Log.ProcessingFailed(_logger, ex);
+                    RetryProcessingSoon();
                 }
             }
         }
@@ -291,7 +305,8 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
     {
         // Neither the lock nor the store is touched unless a deadline has passed, an append concerns a subscription
         // this node knows, or (on a shared store) another node changed the subscriptions.
-        var due = tick && _scheduler.AnyDue;
+        var recheck = _recheckAll;
+        var due = (tick && _scheduler.AnyDue) || recheck;
         if (!due && !changes.Exists(change => _registry.Candidates(change).Count > 0)
             && !(changes.Count > 0 && await _registry.IsStaleAsync(cancellationToken).ConfigureAwait(false)))
         {
@@ -324,6 +339,14 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             }
         }
 
+        if (recheck)
+        {
+            // After a failed pass: deadlines it took from the scheduler are taken again from the subscriptions, and each
+            // one idle with data pending is woken below.
+            _scheduler.Reset(_registry.All);
+            touched.UnionWith(_registry.All);
+        }
+
         var work = _scheduler.CollectDue();
         foreach (var subscription in work.Expired)
         {
@@ -350,6 +373,21 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
                 await WakeAsync(subscription, cancellationToken).ConfigureAwait(false);
             }
         }
+
+        if (recheck)
+        {
+            _recheckAll = false;
+        }
+    }
+
+    /// <summary>After a failed pass: the next one, a second from now, looks at every subscription.</summary>
+    private void RetryProcessingSoon()
+    {
+        _recheckAll = true;
+        lock (_timerGate)
+        {
+            _timer?.Change(TimeSpan.FromSeconds(1), Timeout.InfiniteTimeSpan);
+        }
     }
 
     /// <summary>Links a newly seen matching stream; says whether the subscription may need a wake.</summary>
@@ -359,8 +397,13 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         {
             if (change.Deleted)
             {
-                // A recreated stream starts again from its beginning.
-                link.AckedPosition = 0;
+                // A link only the pattern made goes with its stream; an explicit one stays, and a recreated stream
+                // starts again from its beginning.
+                if (!_registry.UnlinkDeleted(subscription, change.Path))
+                {
+                    link.AckedPosition = 0;
+                }
+
                 return Observation.Linked;
             }
 
@@ -437,6 +480,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
         var body = SubscriptionDelivery.WebhookBody(subscription, streams, Keys);
         var (generation, wakeId) = (subscription.Generation, subscription.WakeId);
+        subscription.WebhookInFlight = generation;
         _ = Task.Run(async () =>
         {
             try
@@ -476,6 +520,33 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         }
 
         subscription = current;
+        if (subscription.WebhookInFlight == generation)
+        {
+            subscription.WebhookInFlight = null;
+        }
+
+        if (!subscription.Deleted && subscription.Generation == generation && subscription.WakeId is null)
+        {
+            // Its lease ran out while the POST was out, and no other wake started meanwhile (none does while a POST is
+            // out). A failure waits for the backoff. An answer clears the failures; what that wake offered, no longer
+            // acknowledged by it, is offered again by a new wake at once.
+            if (done is null)
+            {
+                _scheduler.DeliveryFailed(subscription);
+                await _registry.SaveAsync(subscription, CancellationToken.None).ConfigureAwait(false);
+                return;
+            }
+
+            _scheduler.DeliverySucceeded(subscription);
+            await _registry.SaveAsync(subscription, CancellationToken.None).ConfigureAwait(false);
+            if (_scheduler.IsIdle(subscription) && await _registry.HasPendingAsync(subscription, CancellationToken.None).ConfigureAwait(false))
+            {
+                await WakeAsync(subscription, CancellationToken.None).ConfigureAwait(false);
+            }
+
+            return;
+        }
+
         if (subscription.Deleted || subscription.Generation != generation || subscription.WakeId != wakeId)
         {
             return;
