@@ -168,13 +168,15 @@ internal static class RedisScripts
         """);
 
     /// <summary>
-    /// Delete one incarnation: soft when forks still read from it, otherwise remove its keys. ARGV: id, channel, node.
-    /// Returns {'Retry'} when the incarnation is no longer there, {'Gone'} when it is already soft-deleted, {'Soft'}, or
-    /// {'Hard', fork source id, fork source path}.
+    /// Delete one incarnation: soft when forks still read from it, otherwise remove its keys. ARGV: id, channel, node,
+    /// and for a delete because it expired, now: then it deletes only what is still expired (an append or a read since the
+    /// caller looked may have renewed its sliding TTL). Returns {'Retry'} when the incarnation is no longer there or no
+    /// longer expired, {'Gone'} when it is already soft-deleted, {'Soft'}, or {'Hard', fork source id, fork source path}.
     /// </summary>
     public static readonly RedisScript Delete = new(Common + "\n" + """
-        local m = redis.call('HMGET', KEYS[1], 'id', 'forks', 'fsid', 'fspath', 'path', 'tail', 'closed', 'sdel')
+        local m = redis.call('HMGET', KEYS[1], 'id', 'forks', 'fsid', 'fspath', 'path', 'tail', 'closed', 'sdel', 'exp', 'ttl', 'access')
         if not m[1] or m[1] ~= ARGV[1] then return {'Retry'} end
+        if ARGV[4] and not expired({m[9], m[10], m[11]}, tonumber(ARGV[4])) then return {'Retry'} end
         if m[8] == '1' then return {'Gone'} end
         local tail = tonumber(m[6])
         if tonumber(m[2] or '0') > 0 then

@@ -132,7 +132,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 }
 
                 // Expired: removed the way a delete removes it (its forks, its own source, its readers), then created anew.
-                await DeleteIncarnationAsync(request.Path, existing.Id).ConfigureAwait(false);
+                await DeleteIncarnationAsync(request.Path, existing.Id, expiredAt: now).ConfigureAwait(false);
                 continue;
             }
 
@@ -712,9 +712,10 @@ public sealed partial class RedisStreamStore : StreamStore
     {
         try
         {
-            if (await LoadAsync(Keys(path)).ConfigureAwait(false) is { SoftDeleted: false } info && info.IsExpiredAt(TimeProvider.GetUtcNow()))
+            var now = TimeProvider.GetUtcNow();
+            if (await LoadAsync(Keys(path)).ConfigureAwait(false) is { SoftDeleted: false } info && info.IsExpiredAt(now))
             {
-                await DeleteIncarnationAsync(path, info.Id).ConfigureAwait(false);
+                await DeleteIncarnationAsync(path, info.Id, expiredAt: now).ConfigureAwait(false);
             }
         }
         catch (StreamStoreUnavailableException ex)
@@ -723,10 +724,16 @@ public sealed partial class RedisStreamStore : StreamStore
         }
     }
 
-    /// <summary>Deletes one incarnation and releases its fork registration up the chain; null when it was already replaced.</summary>
-    private async Task<string?> DeleteIncarnationAsync(string path, long id)
+    /// <summary>
+    /// Deletes one incarnation and releases its fork registration up the chain; null when it was already replaced. With
+    /// <paramref name="expiredAt"/>, only if it is still expired then, checked atomically with the delete.
+    /// </summary>
+    private async Task<string?> DeleteIncarnationAsync(string path, long id, DateTimeOffset? expiredAt = null)
     {
-        var reply = (RedisResult[])(await ScriptAsync(RedisScripts.Delete, Keys(path), [Id(id), _channel.ToString(), _node]).ConfigureAwait(false))!;
+        RedisValue[] args = expiredAt is { } now
+            ? [Id(id), _channel.ToString(), _node, now.ToUnixTimeMilliseconds()]
+            : [Id(id), _channel.ToString(), _node];
+        var reply = (RedisResult[])(await ScriptAsync(RedisScripts.Delete, Keys(path), args).ConfigureAwait(false))!;
         var outcome = (string)reply[0]!;
         if (outcome is "Retry" or "Gone")
         {
