@@ -80,12 +80,6 @@ internal sealed class Subscription
     [JsonIgnore]
     public bool Deleted { get; set; }
 
-    /// <summary>
-    /// The generation whose webhook POST is still out, or null. No other wake starts meanwhile: a lease shorter than the
-    /// webhook's timeout would otherwise start a new POST each time it ran out, with the late answers thrown away.
-    /// </summary>
-    [JsonIgnore]
-    public long? WebhookInFlight { get; set; }
 
     public byte[] Serialize() => JsonSerializer.SerializeToUtf8Bytes(this);
 

@@ -36,7 +36,8 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
     private readonly CancellationTokenSource _stopping = new();
     private readonly Lock _timerGate = new();
 
-    // Set when a pass failed: the next one looks at every subscription, whatever that pass had taken.
+    // Set when a pass failed: the next one, RecheckDelay later, looks at every subscription, whatever that pass had taken.
+    private static readonly TimeSpan RecheckDelay = TimeSpan.FromSeconds(1);
     private volatile bool _recheckAll;
     private Task? _loop;
     private ITimer? _timer;
@@ -238,6 +239,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             // a new generation and the old holder's token is fenced, as it would be a moment later.
             Log.LeaseExpired(_logger, subscription.Id, subscription.Generation);
             _scheduler.EndWake(subscription);
+            await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
         }
 
         if (subscription.WakeId is null)
@@ -386,7 +388,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         _recheckAll = true;
         lock (_timerGate)
         {
-            _timer?.Change(TimeSpan.FromSeconds(1), Timeout.InfiniteTimeSpan);
+            _timer?.Change(RecheckDelay, Timeout.InfiniteTimeSpan);
         }
     }
 
@@ -441,6 +443,11 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             var due = _scheduler.NextDeadline is { } next
                 ? TimeSpan.FromTicks(Math.Max(0, (next - _time.GetUtcNow()).Ticks))
                 : Timeout.InfiniteTimeSpan;
+            if (_recheckAll && (due == Timeout.InfiniteTimeSpan || due > RecheckDelay))
+            {
+                // A pass failed: the one that looks at every subscription is due whatever the deadlines say.
+                due = RecheckDelay;
+            }
             _timer.Change(due, Timeout.InfiniteTimeSpan);
         }
     }
@@ -480,7 +487,6 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
         var body = SubscriptionDelivery.WebhookBody(subscription, streams, Keys);
         var (generation, wakeId) = (subscription.Generation, subscription.WakeId);
-        subscription.WebhookInFlight = generation;
         _ = Task.Run(async () =>
         {
             try
@@ -520,33 +526,6 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         }
 
         subscription = current;
-        if (subscription.WebhookInFlight == generation)
-        {
-            subscription.WebhookInFlight = null;
-        }
-
-        if (!subscription.Deleted && subscription.Generation == generation && subscription.WakeId is null)
-        {
-            // Its lease ran out while the POST was out, and no other wake started meanwhile (none does while a POST is
-            // out). A failure waits for the backoff. An answer clears the failures; what that wake offered, no longer
-            // acknowledged by it, is offered again by a new wake at once.
-            if (done is null)
-            {
-                _scheduler.DeliveryFailed(subscription);
-                await _registry.SaveAsync(subscription, CancellationToken.None).ConfigureAwait(false);
-                return;
-            }
-
-            _scheduler.DeliverySucceeded(subscription);
-            await _registry.SaveAsync(subscription, CancellationToken.None).ConfigureAwait(false);
-            if (_scheduler.IsIdle(subscription) && await _registry.HasPendingAsync(subscription, CancellationToken.None).ConfigureAwait(false))
-            {
-                await WakeAsync(subscription, CancellationToken.None).ConfigureAwait(false);
-            }
-
-            return;
-        }
-
         if (subscription.Deleted || subscription.Generation != generation || subscription.WakeId != wakeId)
         {
             return;

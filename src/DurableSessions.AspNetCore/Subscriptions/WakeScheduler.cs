@@ -56,7 +56,7 @@ internal sealed class WakeScheduler
 
     /// <summary>Whether a wake may start now: none in flight, no holder, and no failure backoff pending.</summary>
     public bool IsIdle(Subscription subscription)
-        => subscription.WakeId is null && subscription.Holder is null && subscription.WebhookInFlight is null
+        => subscription.WakeId is null && subscription.Holder is null
            && (subscription.NextAttemptAt is not { } next || next <= _time.GetUtcNow());
 
     /// <summary>Whether the subscription should be woken now, given whether it has unacknowledged data.</summary>
