@@ -1255,7 +1255,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
                 return $"{name} must be a string.";
             }
 
-            if (value.ValueKind == JsonValueKind.String && !TryGetText(value, out _))
+            if (value.ValueKind == JsonValueKind.String && !IsText(value))
             {
                 return $"{name} must be a string of Unicode text (it escapes a lone surrogate).";
             }
@@ -1289,6 +1289,15 @@ internal sealed partial class StreamSocketConnection : IDisposable
             return false;
         }
     }
+
+    /// <summary>
+    /// Whether a JSON string holds text, checked without reading it into a string when it has no escape (the parser has
+    /// already checked its UTF-8; only an escape can spell a lone surrogate), so fields checked here and read later are
+    /// decoded once.
+    /// </summary>
+    private static bool IsText(JsonElement element) => !IsEscaped(element) || TryGetText(element, out _);
+
+    private static bool IsEscaped(JsonElement element) => JsonMarshal.GetRawUtf8Value(element).Contains((byte)'\\');
 
     private static string Truncate(string? value) => value is { Length: > 64 } ? value[..64] + "…" : value ?? string.Empty;
 
