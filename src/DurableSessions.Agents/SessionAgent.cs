@@ -253,16 +253,7 @@ public sealed partial class SessionAgent
         {
             // A turn that fails (its session deleted, a write refused) stops its run and its presence heartbeats before
             // it reports the failure: nothing of it may go on announcing the agent in a session it no longer serves.
-            _answering.TryRemove(sessionId, out _);
-            active?.Cancel();
-            await serving.CancelAsync().ConfigureAwait(false);
-            if (active is not null)
-            {
-                await active.Completion.ConfigureAwait(false);
-                active.Dispose();
-            }
-
-            await presence.ConfigureAwait(false);
+            await StopAsync().ConfigureAwait(false);
             throw;
         }
         finally
@@ -270,15 +261,7 @@ public sealed partial class SessionAgent
             _answering.TryRemove(sessionId, out _);
         }
 
-        if (active is not null)
-        {
-            active.Cancel();
-            await active.Completion.ConfigureAwait(false);
-            active.Dispose();
-        }
-
-        await serving.CancelAsync().ConfigureAwait(false);
-        await presence.ConfigureAwait(false);
+        await StopAsync().ConfigureAwait(false);
         if (_options.AnnouncePresence && untilAnswered && !cancellationToken.IsCancellationRequested)
         {
             try
@@ -292,6 +275,21 @@ public sealed partial class SessionAgent
         }
 
         return answered;
+
+        // Ends what the turn started: its run, then its presence heartbeats.
+        async Task StopAsync()
+        {
+            if (active is not null)
+            {
+                active.Cancel();
+                await active.Completion.ConfigureAwait(false);
+                active.Dispose();
+                active = null;
+            }
+
+            await serving.CancelAsync().ConfigureAwait(false);
+            await presence.ConfigureAwait(false);
+        }
     }
 
     /// <summary>Heartbeats as an <c>agent</c> participant, three times per presence timeout, until the agent stops.</summary>
