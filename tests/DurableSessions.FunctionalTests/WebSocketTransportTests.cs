@@ -386,6 +386,55 @@ public sealed class WebSocketTransportTests
         Assert.Equal(403, (await socket.NextAsync(m => m["id"]?.GetValue<string>() == "other"))["status"]!.GetValue<int>());
     }
 
+    [Fact]
+    public async Task A_refreshed_token_that_no_longer_grants_read_ends_those_subscriptions_with_403_and_their_offset()
+    {
+        await using var server = await InProcessServer.StartAsync(services: s => s.Configure<AccessOptions>(o => o.SigningKey = Key));
+        var tokens = server.Services.GetRequiredService<AccessTokens>();
+        var admin = tokens.Issue("admin", new Dictionary<string, Capability[]> { ["**"] = [Capability.Read, Capability.Write] }, TimeSpan.FromMinutes(5));
+        async Task PostAsync(string path, string body)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/stream/" + path) { Content = Json(body) };
+            request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", admin);
+            Assert.Equal(HttpStatusCode.NoContent, (await server.Client.SendAsync(request)).StatusCode);
+        }
+
+        foreach (var path in new[] { "team/a", "team/b" })
+        {
+            using var put = new HttpRequestMessage(HttpMethod.Put, "/v1/stream/" + path) { Content = Json("[]") };
+            put.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", admin);
+            Assert.Equal(HttpStatusCode.Created, (await server.Client.SendAsync(put)).StatusCode);
+        }
+
+        var member = tokens.Issue("member", new Dictionary<string, Capability[]> { ["team/*"] = [Capability.Read] }, TimeSpan.FromMinutes(5));
+        await using var socket = await SocketClient.ConnectAsync(server.BaseAddress, member);
+        await socket.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = "a", ["path"] = "team/a", ["offset"] = "now" });
+        await socket.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = "b", ["path"] = "team/b", ["offset"] = "now" });
+        await socket.NextAsync(m => Type(m) == "up-to-date" && Sub(m) == "a");
+        await socket.NextAsync(m => Type(m) == "up-to-date" && Sub(m) == "b");
+        await PostAsync("team/b", "{\"n\":1}");
+        var seen = await socket.NextAsync(m => Type(m) == "data" && Sub(m) == "b");
+
+        // The same subject, now granted read on team/a alone: the subscription to team/b ends where it stood.
+        await socket.SendAsync(new JsonObject { ["op"] = "auth", ["id"] = "k", ["token"] = tokens.Issue("member", new Dictionary<string, Capability[]> { ["team/a"] = [Capability.Read] }, TimeSpan.FromMinutes(5)) });
+        Assert.Equal("ack", Type(await socket.NextAsync(m => m["id"]?.GetValue<string>() == "k")));
+        var ended = await socket.NextAsync(m => Type(m) == "error" && Sub(m) == "b");
+        Assert.Equal(403, ended["status"]!.GetValue<int>());
+        Assert.Equal("FORBIDDEN", ended["code"]!.GetValue<string>());
+        Assert.Equal(seen["offset"]!.GetValue<string>(), ended["offset"]!.GetValue<string>());
+
+        // Written to b, then to a: the first data to arrive is a's, so nothing of b's reached the connection.
+        await PostAsync("team/b", "{\"n\":2}");
+        await PostAsync("team/a", "{\"n\":3}");
+        var next = await socket.NextAsync(m => Type(m) == "data");
+        Assert.Equal("a", Sub(next));
+        Assert.Equal("[{\"n\":3}]", next["data"]!.ToJsonString());
+
+        // The ended subscription's sub is free again, and read on team/b is refused now.
+        await socket.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = "b", ["path"] = "team/b", ["offset"] = ended["offset"]!.GetValue<string>() });
+        Assert.Equal(403, (await socket.NextAsync(m => Type(m) == "error" && Sub(m) == "b"))["status"]!.GetValue<int>());
+    }
+
     /// <summary>A server with access control whose tokens expire to the second (no clock skew allowed).</summary>
     private static Task<InProcessServer> StartWithExactExpiryAsync()
         => InProcessServer.StartAsync(services: s => s.Configure<AccessOptions>(o =>

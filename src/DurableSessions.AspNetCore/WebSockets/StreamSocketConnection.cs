@@ -551,7 +551,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
 
         var from = offset == StreamOffset.Now ? stream.TailPosition : requested ?? 0;
         // Not linked to the connection's token (a registration per subscription): closing stops each one itself.
-        var subscription = new Subscription(sub, new CancellationTokenSource());
+        var subscription = new Subscription(sub, path!, new CancellationTokenSource());
         lock (_subscriptions)
         {
             // Checked again: the lookup awaited, and another subscribe with this sub may have started meanwhile.
@@ -679,7 +679,16 @@ internal sealed partial class StreamSocketConnection : IDisposable
         }
         catch (OperationCanceledException)
         {
-            if (subscription.Unsubscribed)
+            if (subscription.Revoked)
+            {
+                // The offset reached, as with fell-behind: a client given read again resumes from there.
+                Enqueue(Write(w =>
+                {
+                    WriteError(w, "sub", subscription.Sub, 403, "FORBIDDEN", $"The token now in force does not grant read on {stream.Path}.");
+                    w.WriteString("offset", StreamOffset.Format(position));
+                }));
+            }
+            else if (subscription.Unsubscribed)
             {
                 Enqueue(Signal("unsubscribed", subscription.Sub, position: null));
             }
@@ -818,9 +827,25 @@ internal sealed partial class StreamSocketConnection : IDisposable
             return Error("id", id, 403, "SUBJECT_CHANGED", "A connection keeps its subject; connect again to act as another.");
         }
 
-        // Each operation from now on is checked with the new token; subscriptions already granted go on.
+        // Each operation from now on is checked with the new token. A subscription goes on only while the token in
+        // force grants read on its path: a refresh that narrows the grants ends the others (403 on their sub), so
+        // taking a right away from a token takes it away from the connections that already use it.
         _http.User = principal;
         _access = _services.Access.Establish(_http)!;
+        Subscription[] live;
+        lock (_subscriptions)
+        {
+            live = [.. _subscriptions.Values];
+        }
+
+        foreach (var subscription in live)
+        {
+            if (!await AccessControl.AllowsAsync(_http, new StreamResource(subscription.Path), Capability.Read).ConfigureAwait(false))
+            {
+                subscription.Revoked = true;
+                subscription.Cancel();
+            }
+        }
 
         // The connection now closes when this token expires, sooner or later than the one before it.
         try
@@ -1311,15 +1336,20 @@ internal sealed partial class StreamSocketConnection : IDisposable
     /// <summary>A message waiting to be sent; stream data counts against the send queue's byte bound.</summary>
     private readonly record struct Outgoing(byte[] Message, bool IsData);
 
-    private sealed class Subscription(string sub, CancellationTokenSource stop)
+    private sealed class Subscription(string sub, string path, CancellationTokenSource stop)
     {
         public string Sub { get; } = sub;
+
+        public string Path { get; } = path;
 
         public CancellationTokenSource Stop { get; } = stop;
 
         public Task? Task { get; set; }
 
         public volatile bool Unsubscribed;
+
+        /// <summary>Set when a refreshed token no longer grants read on <see cref="Path"/>.</summary>
+        public volatile bool Revoked;
 
         /// <summary>The start of this subscription's <c>data</c> messages, encoded on its first live change.</summary>
         public byte[]? DataPrefix { get; set; }
