@@ -168,6 +168,16 @@ internal static class RedisScripts
         """);
 
     /// <summary>
+    /// Removes member ARGV[1] from the sorted set KEYS[1] only while its score is still ARGV[2] (an index entry that was
+    /// read, not one written again since). Returns 1 when removed.
+    /// </summary>
+    public static readonly RedisScript RemoveIndexEntry = new("""
+        local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+        if score and tonumber(score) == tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
+        return 0
+        """);
+
+    /// <summary>
     /// Delete one incarnation: soft when forks still read from it, otherwise remove its keys. ARGV: id, channel, node,
     /// and for a delete because it expired, now: then it deletes only what is still expired (an append or a read since the
     /// caller looked may have renewed its sliding TTL). Returns {'Retry'} when the incarnation is no longer there or no

@@ -35,6 +35,9 @@ public sealed partial class RedisStreamStore : StreamStore
     private readonly string _node = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
     private readonly string _prefix;
     private ChannelMessageQueue? _changes;
+    private ITimer? _sweepTimer;
+    private int _sweeping;
+    private int _sweepRequested;
 
     private RedisStreamStore(RedisStreamStoreOptions options, TimeProvider timeProvider, StreamFanout fanout, ILogger logger)
         : base(timeProvider, fanout)
@@ -53,6 +56,7 @@ public sealed partial class RedisStreamStore : StreamStore
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(options.ProducerStateTtl, TimeSpan.Zero, "ProducerStateTtl");
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(options.ExpirySweepInterval, TimeSpan.Zero, "ExpirySweepInterval");
         return new RedisStreamStore(options, timeProvider ?? TimeProvider.System, fanout ?? new StreamFanout(), (ILogger?)logger ?? NullLogger.Instance);
     }
 
@@ -99,6 +103,10 @@ public sealed partial class RedisStreamStore : StreamStore
                 await redis.DisposeAsync().ConfigureAwait(false);
                 throw;
             }
+
+            // Every node sweeps; the delete script removes a stream only if it is still expired, so two sweeping the same
+            // entry do no harm.
+            _sweepTimer = TimeProvider.CreateTimer(_ => _ = SweepTickAsync(), null, _options.ExpirySweepInterval, _options.ExpirySweepInterval);
 
             await LogPersistenceAsync().ConfigureAwait(false);
         }
@@ -159,7 +167,10 @@ public sealed partial class RedisStreamStore : StreamStore
 
             // The path index lives in a slot of its own, so the count is checked before the create script runs: under
             // concurrent creates on several nodes the limit can be passed by as many creates as race.
-            if (request.MaxStreams is { } limit && await Call(_db.SetLengthAsync(_prefix + ":paths")).ConfigureAwait(false) >= limit)
+            // Streams whose time has come count only until they are removed: at the limit, the due ones are removed first.
+            if (request.MaxStreams is { } limit && await Call(_db.SetLengthAsync(_prefix + ":paths")).ConfigureAwait(false) >= limit
+                && (await SweepExpiredAsync(SweepBatch, CancellationToken.None).ConfigureAwait(false) == 0
+                    || await Call(_db.SetLengthAsync(_prefix + ":paths")).ConfigureAwait(false) >= limit))
             {
                 return new CreateStreamResult(CreateStreamStatus.LimitReached, null);
             }
@@ -226,6 +237,11 @@ public sealed partial class RedisStreamStore : StreamStore
         {
             // Indexed before it exists, so the index is never missing a stream (a stale entry is checked and dropped).
             await Call(_db.SetAddAsync(_prefix + ":paths", request.Path)).ConfigureAwait(false);
+            if (ExpiryScore(plan.TtlSeconds, plan.ExpiresAt, now) is { } expiry)
+            {
+                await Call(_db.SortedSetAddAsync(ExpiriesKey, request.Path, expiry)).ConfigureAwait(false);
+            }
+
             var id = await Call(_db.StringIncrementAsync(_prefix + ":ids")).ConfigureAwait(false);
             var info = new StreamInfo
             {
@@ -537,6 +553,11 @@ public sealed partial class RedisStreamStore : StreamStore
     /// <inheritdoc />
     public override async ValueTask DisposeAsync()
     {
+        if (_sweepTimer is not null)
+        {
+            await _sweepTimer.DisposeAsync().ConfigureAwait(false);
+        }
+
         if (_changes is not null)
         {
             await _changes.UnsubscribeAsync().ConfigureAwait(false);
@@ -705,6 +726,90 @@ public sealed partial class RedisStreamStore : StreamStore
         var skip = start - rowStart;
         var take = end - start;
         return new StreamChunk(start, end, json ? JsonFraming.Slice(data, skip, take) : data.AsMemory((int)skip, (int)take));
+    }
+
+    private const int SweepBatch = 256;
+
+    /// <summary>Streams that may expire, by the earliest moment each can (Unix milliseconds); in a slot of its own.</summary>
+    private RedisKey ExpiriesKey => _prefix + ":expiries";
+
+    /// <summary>
+    /// When a stream expires if nothing touches it: the earlier of its absolute expiry and its sliding TTL from
+    /// <paramref name="lastAccess"/>, in Unix milliseconds; null when it never expires.
+    /// </summary>
+    private static double? ExpiryScore(long? ttlSeconds, DateTimeOffset? expiresAt, DateTimeOffset lastAccess)
+    {
+        double? score = expiresAt?.ToUnixTimeMilliseconds();
+        if (ttlSeconds is { } ttl)
+        {
+            // In doubles: a TTL too long for any date is just far away, never an overflow.
+            var sliding = lastAccess.ToUnixTimeMilliseconds() + (ttl * 1000.0);
+            score = score is { } at ? Math.Min(at, sliding) : sliding;
+        }
+
+        return score;
+    }
+
+    private async Task SweepTickAsync()
+    {
+        // One sweep at a time per node: a tick during a sweep asks the running one to go again rather than start another,
+        // so a slow Redis makes sweeps longer, never more of them.
+        Volatile.Write(ref _sweepRequested, 1);
+        while (Volatile.Read(ref _sweepRequested) == 1 && Interlocked.Exchange(ref _sweeping, 1) == 0)
+        {
+            try
+            {
+                while (Interlocked.Exchange(ref _sweepRequested, 0) == 1)
+                {
+                    // Bounded per pass: what is left is due at the next tick.
+                    for (var round = 0; round < 40 && await SweepExpiredAsync(SweepBatch, CancellationToken.None).ConfigureAwait(false) == SweepBatch; round++)
+                    {
+                    }
+                }
+            }
+            catch (Exception ex) when (ex is StreamStoreUnavailableException or RedisException or ObjectDisposedException)
+            {
+                Log.SweepFailed(_logger, ex);
+            }
+            finally
+            {
+                Volatile.Write(ref _sweeping, 0);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Removes streams whose expiry has come and nobody touched since, up to <paramref name="max"/> entries of the
+    /// expiry index: a stream read or appended to since it was indexed is indexed again at its new expiry.
+    /// </summary>
+    /// <returns>How many entries were due (removed or moved).</returns>
+    internal async Task<int> SweepExpiredAsync(int max, CancellationToken cancellationToken)
+    {
+        var now = TimeProvider.GetUtcNow();
+        var due = await Call(_db.SortedSetRangeByScoreWithScoresAsync(ExpiriesKey, double.NegativeInfinity, now.ToUnixTimeMilliseconds(), take: max)).ConfigureAwait(false);
+        foreach (var entry in due)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var path = (string)entry.Element!;
+            if (await LoadAsync(Keys(path)).ConfigureAwait(false) is { SoftDeleted: false } info && info.IsExpiredAt(now))
+            {
+                await DeleteIncarnationAsync(path, info.Id, expiredAt: now).ConfigureAwait(false);
+            }
+
+            // What stands there now: a stream renewed by a read, or created anew meanwhile, keeps an entry at its own expiry.
+            if (await LoadAsync(Keys(path)).ConfigureAwait(false) is { SoftDeleted: false } live
+                && ExpiryScore(live.TtlSeconds, live.ExpiresAt, live.LastAccessAt) is { } next)
+            {
+                await Call(_db.SortedSetAddAsync(ExpiriesKey, path, next)).ConfigureAwait(false);
+            }
+            else
+            {
+                // Only the entry that was read: a create at this path since then indexed itself with another score.
+                await Call(RedisScripts.RemoveIndexEntry.EvaluateAsync(_db, [ExpiriesKey], [path, entry.Score])).ConfigureAwait(false);
+            }
+        }
+
+        return due.Length;
     }
 
     /// <summary>Removes an expired stream (soft when forks still read from it).</summary>
@@ -922,6 +1027,9 @@ public sealed partial class RedisStreamStore : StreamStore
 
         [LoggerMessage(701, LogLevel.Warning, "Could not handle a change notification from Redis")]
         public static partial void ChangeFailed(ILogger logger, Exception exception);
+
+        [LoggerMessage(703, LogLevel.Warning, "The expiry sweep failed; the next tick tries again")]
+        public static partial void SweepFailed(ILogger logger, Exception exception);
 
         [LoggerMessage(702, LogLevel.Warning, "Could not remove expired stream {Path}")]
         public static partial void ExpireFailed(ILogger logger, string path, Exception exception);

@@ -25,6 +25,13 @@ public sealed class RedisStreamStoreOptions
     /// <summary>How long to wait for <see cref="WaitForReplicas"/> confirmations before the write is reported as failed (503; a producer retry is deduplicated).</summary>
     public TimeSpan WaitTimeout { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// How often each node removes streams whose TTL or <c>Stream-Expires-At</c> has passed and that nobody has touched
+    /// since (an expired stream is also removed when it is next accessed, and before a create is refused at the stream
+    /// limit). Default 30 seconds.
+    /// </summary>
+    public TimeSpan ExpirySweepInterval { get; set; } = TimeSpan.FromSeconds(30);
+
     /// <summary>Appends up to this size travel inside the change notification; larger ones are read by each node from Redis.</summary>
     public int InlineNotificationBytes { get; set; } = 16 * 1024;
 }

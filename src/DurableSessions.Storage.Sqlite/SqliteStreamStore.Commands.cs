@@ -47,6 +47,44 @@ public sealed partial class SqliteStreamStore
             return info;
         }
 
+        /// <summary>
+        /// Removes, in this batch, every stream that has expired and not been removed yet (the expiry sweep's work, done
+        /// now). It scans every stream, so it runs at most once a second: a client creating at the limit over and over
+        /// must not make the writer scan on each request.
+        /// </summary>
+        /// <returns>How many streams were removed.</returns>
+        protected static int ExpireDue(BatchContext context)
+        {
+            var store = context.Store;
+            var now = store.TimeProvider.GetTimestamp();
+            if (store._lastLimitSweep != 0 && store.TimeProvider.GetElapsedTime(store._lastLimitSweep, now) < TimeSpan.FromSeconds(1))
+            {
+                return 0;
+            }
+
+            store._lastLimitSweep = now;
+            var due = new List<string>();
+            foreach (var (path, info) in store._writerByPath)
+            {
+                if ((info.TtlSeconds is not null || info.ExpiresAt is not null) && !info.SoftDeleted)
+                {
+                    due.Add(path);
+                }
+            }
+
+            var removed = 0;
+            foreach (var path in due)
+            {
+                if (context.Find(path) is { SoftDeleted: false } info && context.IsExpired(info))
+                {
+                    ExpireStream(context, info);
+                    removed++;
+                }
+            }
+
+            return removed;
+        }
+
         protected static void ExpireStream(BatchContext context, StreamInfo info)
         {
             if (info.ForkCount > 0)
@@ -94,8 +132,9 @@ public sealed partial class SqliteStreamStore
                 return new CreateStreamResult(refused, null);
             }
 
-            // Decided on the writer thread, where creates are serialized: the limit is exact.
-            if (request.MaxStreams is { } limit && context.StreamCount >= limit)
+            // Decided on the writer thread, where creates are serialized: the limit is exact. Streams whose time has come
+            // count only until they are removed, so at the limit the due ones are removed first.
+            if (request.MaxStreams is { } limit && context.StreamCount >= limit && (ExpireDue(context) == 0 || context.StreamCount >= limit))
             {
                 return new CreateStreamResult(CreateStreamStatus.LimitReached, null);
             }

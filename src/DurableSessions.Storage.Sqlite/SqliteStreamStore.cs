@@ -51,6 +51,9 @@ public sealed partial class SqliteStreamStore : StreamStore
     private int _cachedProducers;
     private int _producerSweepPending;
     private long _lastProducerSweepTicks;
+
+    // Writer thread only: when a create at the stream limit last removed what had expired (a timestamp; 0 never).
+    private long _lastLimitSweep;
     private readonly string _walPath;
     private SafeFileHandle? _walHandle;
     private volatile bool _broken;

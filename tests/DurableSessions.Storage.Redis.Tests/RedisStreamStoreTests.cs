@@ -109,6 +109,55 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
     }
 
     [Fact]
+    public async Task The_sweep_removes_streams_that_expired_unread_and_keeps_those_a_read_renewed()
+    {
+        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        await using var store = await RedisStreamStore.ConnectAsync(new RedisStreamStoreOptions { Configuration = redis.Server.Configuration, KeyPrefix = _prefix, ExpirySweepInterval = TimeSpan.FromSeconds(5) }, clock);
+        using var redisClient = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis.Server.Configuration);
+        var db = redisClient.GetDatabase();
+        const int Lapsing = 600;
+        for (var i = 0; i < Lapsing; i++)
+        {
+            await store.CreateAsync(new CreateStreamRequest { Path = $"lapse/{i}", ContentType = "text/plain", TtlSeconds = 10, InitialData = new StreamPayload("x"u8.ToArray(), 1) });
+        }
+
+        await store.CreateAsync(new CreateStreamRequest { Path = "renewed", ContentType = "text/plain", TtlSeconds = 10 });
+        await store.CreateAsync(new CreateStreamRequest { Path = "forever", ContentType = "text/plain" });
+        Assert.Equal(Lapsing + 2, await db.SetLengthAsync(_prefix + ":paths"));
+
+        // "renewed" is read at 8 s; at 12 s the others have been idle past their TTL. Nobody touches them: the sweep
+        // (every 5 s here, several batches per tick) removes them, keys and all.
+        clock.Advance(TimeSpan.FromSeconds(8));
+        await store.TouchAsync((await store.GetAsync("renewed")).Stream!);
+        clock.Advance(TimeSpan.FromSeconds(4));
+        using (var wait = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
+        {
+            while (await db.SetLengthAsync(_prefix + ":paths") > 2)
+            {
+                await Task.Delay(20, wait.Token);
+            }
+        }
+
+        Assert.Equal(["forever", "renewed"], (await db.SetMembersAsync(_prefix + ":paths")).Select(m => (string)m!).Order(StringComparer.Ordinal));
+        Assert.False(await db.KeyExistsAsync(_prefix + ":s:{lapse/0}:m"));
+        Assert.False(await db.KeyExistsAsync(_prefix + ":s:{lapse/599}:d"));
+
+        // The renewed stream is indexed again at its new expiry (8 s + 10 s), and removed once that passes unread.
+        Assert.Equal(new DateTimeOffset(2026, 1, 1, 0, 0, 18, TimeSpan.Zero).ToUnixTimeMilliseconds(), await db.SortedSetScoreAsync(_prefix + ":expiries", "renewed"));
+        clock.Advance(TimeSpan.FromSeconds(7));
+        using (var wait = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
+        {
+            while (await db.KeyExistsAsync(_prefix + ":s:{renewed}:m"))
+            {
+                await Task.Delay(20, wait.Token);
+            }
+        }
+
+        Assert.Equal(StreamLookupStatus.Found, (await store.GetAsync("forever")).Status);
+        Assert.Equal(0, await db.SortedSetLengthAsync(_prefix + ":expiries"));
+    }
+
+    [Fact]
     public async Task Scripts_run_by_hash_are_sent_again_when_redis_no_longer_has_them()
     {
         var a = await Node();

@@ -269,6 +269,25 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Streams_that_expired_unread_no_longer_count_toward_the_stream_limit()
+    {
+        var store = await Open();
+        Task<CreateStreamResult> Create(string path, long? ttl) => store.CreateAsync(new CreateStreamRequest { Path = path, ContentType = "text/plain", TtlSeconds = ttl, MaxStreams = 3 }).AsTask();
+        Assert.Equal(CreateStreamStatus.Created, (await Create("lapse/0", 10)).Status);
+        Assert.Equal(CreateStreamStatus.Created, (await Create("lapse/1", 10)).Status);
+        Assert.Equal(CreateStreamStatus.Created, (await Create("lapse/kept", null)).Status);
+        Assert.Equal(CreateStreamStatus.LimitReached, (await Create("lapse/3", null)).Status);
+
+        // Nobody reads the two with a TTL after it runs out: they stop counting, the one without a TTL still counts.
+        Clock.Advance(TimeSpan.FromSeconds(11));
+        Assert.Equal(CreateStreamStatus.Created, (await Create("lapse/3", null)).Status);
+        Assert.Equal(CreateStreamStatus.Created, (await Create("lapse/4", null)).Status);
+        Assert.Equal(CreateStreamStatus.LimitReached, (await Create("lapse/5", null)).Status);
+        Assert.Equal(StreamLookupStatus.NotFound, (await store.GetAsync("lapse/0")).Status);
+        Assert.Equal(StreamLookupStatus.Found, (await store.GetAsync("lapse/kept")).Status);
+    }
+
+    [Fact]
     public async Task A_create_past_its_owners_limit_is_refused_and_the_count_survives_reopening()
     {
         var store = await Open();
