@@ -3,7 +3,10 @@ using System.Text;
 using System.Text.Json.Nodes;
 using DurableSessions.AspNetCore.Subscriptions;
 using DurableSessions.Live;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Time.Testing;
 
 namespace DurableSessions.FunctionalTests;
@@ -134,6 +137,44 @@ public sealed class SubscriptionSchedulingTests : IAsyncLifetime
         await CreateStream("temp/one");
         await Append("temp/one");
         await WaitFor(() => Registry.Get("pattern")!.Links.ContainsKey("temp/one"));
+    }
+
+    [Fact]
+    public async Task A_webhook_wakes_lease_outlasts_its_post_so_a_receiver_slower_than_lease_ttl_gets_one_post_and_its_answer_counts()
+    {
+        // The receiver answers each POST only when the test lets it, so the POST is still out when lease_ttl runs out.
+        var posts = System.Threading.Channels.Channel.CreateUnbounded<TaskCompletionSource>();
+        var builder = Microsoft.AspNetCore.Builder.WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.SetMinimumLevel(Microsoft.Extensions.Logging.LogLevel.Warning);
+        await using var receiver = builder.Build();
+        var received = 0;
+        receiver.MapPost("/hook", async () =>
+        {
+            Interlocked.Increment(ref received);
+            var answer = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            await posts.Writer.WriteAsync(answer);
+            await answer.Task;
+            return Microsoft.AspNetCore.Http.Results.Json(new { done = true });
+        });
+        await receiver.StartAsync();
+
+        await CreateStream("jobs/w");
+        await Put("slow", new JsonObject { ["type"] = "webhook", ["streams"] = new JsonArray("jobs/w"), ["webhook"] = new JsonObject { ["url"] = receiver.Urls.First() + "/hook" }, ["lease_ttl_ms"] = 1_000 });
+        await Append("jobs/w");
+        using var cancel = new CancellationTokenSource(Timeout);
+        var first = await posts.Reader.ReadAsync(cancel.Token);
+
+        // The lease runs the webhook timeout (10 s) and a margin from the wake, not lease_ttl_ms (1 s).
+        var options = _server.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<SubscriptionOptions>>().Value;
+        Assert.True(Registry.Get("slow")!.LeaseExpiresAt >= _clock.GetUtcNow() + options.WebhookTimeout, $"lease {Registry.Get("slow")!.LeaseExpiresAt}");
+
+        // Past lease_ttl_ms with the POST still out: the wake stays, and the receiver's answer, when it comes, acks it.
+        _clock.Advance(TimeSpan.FromSeconds(3));
+        first.SetResult();
+        await WaitFor(() => Registry.Get("slow") is { WakeId: null } done && done.Links["jobs/w"].AckedPosition > 0);
+        Assert.Equal(1, Volatile.Read(ref received));
+        Assert.Equal(1, Registry.Get("slow")!.Generation);
     }
 
     private static async Task WaitFor(Func<bool> condition)

@@ -38,6 +38,9 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 
     // Set when a pass failed: the next one, RecheckDelay later, looks at every subscription, whatever that pass had taken.
     private static readonly TimeSpan RecheckDelay = TimeSpan.FromSeconds(1);
+
+    // Between the wake's save and its POST going out (a shared store's round trips, a busy thread pool).
+    private static readonly TimeSpan WebhookLeaseMargin = TimeSpan.FromSeconds(2);
     private volatile bool _recheckAll;
     private Task? _loop;
     private ITimer? _timer;
@@ -483,7 +486,10 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             return;
         }
 
-        _scheduler.StartLease(subscription);
+        // The lease outlasts the POST that carries the wake: one that ran out while the POST was still out would start
+        // the next wake, and its POST, beside it, so a receiver slower than a short lease_ttl_ms would get a POST per
+        // lease, each answer discarded as late. Each wake sends one POST; a failed one ends the wake, retried after the backoff.
+        _scheduler.StartLease(subscription, atLeast: _options.WebhookTimeout + WebhookLeaseMargin);
         await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
         var body = SubscriptionDelivery.WebhookBody(subscription, streams, Keys);
         var (generation, wakeId) = (subscription.Generation, subscription.WakeId);

@@ -62,10 +62,14 @@ internal sealed class WakeScheduler
     /// <summary>Whether the subscription should be woken now, given whether it has unacknowledged data.</summary>
     public bool ShouldWake(Subscription subscription, bool hasPending) => hasPending && IsIdle(subscription);
 
-    /// <summary>Starts (or, for an ack that is not done, extends) the lease of the current wake: it expires lease_ttl from now.</summary>
-    public void StartLease(Subscription subscription)
+    /// <summary>
+    /// Starts (or, for an ack that is not done, extends) the lease of the current wake: it expires lease_ttl from now, or
+    /// <paramref name="atLeast"/> from now when that is longer.
+    /// </summary>
+    public void StartLease(Subscription subscription, TimeSpan atLeast = default)
     {
-        subscription.LeaseExpiresAt = _time.GetUtcNow().AddMilliseconds(subscription.Config.LeaseTtlMs);
+        var ttl = TimeSpan.FromMilliseconds(subscription.Config.LeaseTtlMs);
+        subscription.LeaseExpiresAt = _time.GetUtcNow() + (atLeast > ttl ? atLeast : ttl);
         Track(subscription);
     }
 
