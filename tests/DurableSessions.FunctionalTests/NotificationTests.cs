@@ -137,6 +137,66 @@ public sealed class NotificationTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_receiver_that_never_answers_holds_up_only_its_own_notifications()
+    {
+        // A receiver that accepts connections and never answers: each attempt waits out its whole timeout.
+        using var blackhole = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        blackhole.Start();
+        var held = new ConcurrentBag<System.Net.Sockets.Socket>();
+        _ = Task.Run(async () =>
+        {
+            while (!_stop.IsCancellationRequested)
+            {
+                held.Add(await blackhole.AcceptSocketAsync(_stop.Token));
+            }
+        });
+        var silent = $"http://127.0.0.1:{((System.Net.IPEndPoint)blackhole.LocalEndpoint).Port}/hook";
+
+        // Four POSTs at once in all, so one per receiver.
+        await using var server = await InProcessServer.StartAsync(services: s => s.Configure<SessionServiceOptions>(o => o.MaxConcurrentNotifications = 4));
+        using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = "client:phone" });
+        async Task AnswerOn(string id, string url)
+        {
+            var response = await server.Client.PutAsync($"/v1/sessions/{id}", new StringContent(new JsonObject { ["notifyUrl"] = url }.ToJsonString(), Encoding.UTF8, "application/json"));
+            Assert.True(response.IsSuccessStatusCode);
+            var agent = new SessionAgent(new DemoChatClient(tokensPerSecond: 0), client, new SessionAgentOptions { AgentId = "agent:n" });
+            _ = Task.Run(() => agent.RunAsync(id, _stop.Token));
+            var session = client.Session(id);
+            var messageId = await session.SendMessageAsync("nobody is watching");
+            using var cancel = new CancellationTokenSource(Timeout);
+            await foreach (var update in session.JoinAsync(cancel.Token))
+            {
+                if (update.UpToDate && update.State.All(SessionEventTypes.Run).Any(r => r["trigger"]!.GetValue<string>() == messageId && r["status"]!.GetValue<string>() == "finished"))
+                {
+                    return;
+                }
+            }
+        }
+
+        // Four runs finish for the silent receiver: enough to take every slot if one receiver could.
+        for (var i = 0; i < 4; i++)
+        {
+            await AnswerOn($"silent-{i}", silent);
+        }
+
+        await WaitForAsync(() => !held.IsEmpty);
+
+        // Another receiver's notification goes out at once, while the silent one's first attempt still waits.
+        await AnswerOn("heard", HookUrl);
+        await WaitForRequests(1);
+        Assert.Equal("heard", JsonNode.Parse(_received.Single().Body)!["sessionId"]!.GetValue<string>());
+    }
+
+    private static async Task WaitForAsync(Func<bool> condition)
+    {
+        using var cancel = new CancellationTokenSource(Timeout);
+        while (!condition())
+        {
+            await Task.Delay(20, cancel.Token);
+        }
+    }
+
+    [Fact]
     public async Task A_private_notify_url_is_rejected()
     {
         var response = await _server.Client.PutAsync("/v1/sessions/ssrf", new StringContent("{\"notifyUrl\":\"http://10.1.2.3/hook\"}", Encoding.UTF8, "application/json"));

@@ -38,6 +38,10 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
     // logged), not held in memory without end.
     private readonly Channel<(LiveAppend Change, bool Watched)> _changes = Channel.CreateBounded<(LiveAppend, bool)>(new BoundedChannelOptions(4096) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
     private readonly SemaphoreSlim _deliveries;
+
+    // Notifications admitted and not yet delivered or given up (in flight or waiting to retry), in all and per receiver.
+    private readonly Dictionary<string, int> _admitted = new(StringComparer.Ordinal);
+    private int _admittedCount;
     private int _dropping;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Outbound.WebhookSender _sender;
@@ -143,7 +147,8 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
                 ["offset"] = StreamOffset.Format(change.Chunk.End),
                 ["timestamp"] = DateTimeOffset.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture),
             };
-            if (!_deliveries.Wait(0))
+            var destination = DestinationOf(url);
+            if (!TryAdmit(destination))
             {
                 Log.Dropped(_logger, SessionJson.Text(notification, "id") ?? string.Empty);
                 continue;
@@ -162,7 +167,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
                 }
                 finally
                 {
-                    _deliveries.Release();
+                    Finish(destination);
                 }
             }, CancellationToken.None);
         }
@@ -188,6 +193,48 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         }
     }
 
+    /// <summary>The receiver a URL names, for the per-receiver bound: scheme, host and port.</summary>
+    private static string DestinationOf(string url)
+        => Uri.TryCreate(url, UriKind.Absolute, out var uri) ? uri.GetLeftPart(UriPartial.Authority).ToLowerInvariant() : url;
+
+    /// <summary>
+    /// Admits a notification if the server holds fewer than four times <see cref="SessionServiceOptions.MaxConcurrentNotifications"/>
+    /// (in flight or waiting to retry), and its receiver fewer than a quarter of that bound: one receiver that is slow or
+    /// down only ever holds up its own notifications, never another receiver's.
+    /// </summary>
+    private bool TryAdmit(string destination)
+    {
+        lock (_admitted)
+        {
+            var perDestination = Math.Max(1, _options.MaxConcurrentNotifications / 4);
+            if (_admittedCount >= _options.MaxConcurrentNotifications * 4
+                || (_admitted.TryGetValue(destination, out var held) && held >= perDestination))
+            {
+                return false;
+            }
+
+            _admitted[destination] = held + 1;
+            _admittedCount++;
+            return true;
+        }
+    }
+
+    private void Finish(string destination)
+    {
+        lock (_admitted)
+        {
+            _admittedCount--;
+            if (_admitted[destination] == 1)
+            {
+                _admitted.Remove(destination);
+            }
+            else
+            {
+                _admitted[destination]--;
+            }
+        }
+    }
+
     private async Task DeliverAsync(string url, JsonObject notification)
     {
         var body = DurableJson.ToUtf8Bytes(notification);
@@ -201,10 +248,19 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
                 headers.Add(new("DurableSessions-Signature", Sign(secret, DateTimeOffset.UtcNow.ToUnixTimeSeconds(), body)));
             }
 
+            // A slot is held for each POST, not while waiting to retry: a receiver that is down does not keep slots idle.
             Outbound.WebhookOutcome outcome;
             try
             {
-                outcome = await _sender.SendAsync(url, body, headers, AttemptTimeout, _stopping.Token).ConfigureAwait(false);
+                await _deliveries.WaitAsync(_stopping.Token).ConfigureAwait(false);
+                try
+                {
+                    outcome = await _sender.SendAsync(url, body, headers, AttemptTimeout, _stopping.Token).ConfigureAwait(false);
+                }
+                finally
+                {
+                    _deliveries.Release();
+                }
             }
             catch (OperationCanceledException)
             {

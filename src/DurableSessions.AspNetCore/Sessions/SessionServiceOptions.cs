@@ -25,8 +25,10 @@ public sealed class SessionServiceOptions
     public TimeSpan NotificationRetryDelay { get; set; } = TimeSpan.FromMilliseconds(500);
 
     /// <summary>
-    /// The most notifications being delivered (or waiting to retry) at once; past it a new notification is dropped and
-    /// logged. Default 64 (1 to 10,000). It bounds the descriptors and memory that runs finishing in bulk can take.
+    /// The most notification POSTs in flight at once. Default 64 (1 to 10,000). At most four times as many notifications
+    /// are held (in flight or waiting to retry), and a quarter of this many for one receiver (scheme, host and port);
+    /// past either bound a new notification is dropped and logged. It bounds the descriptors and memory that runs
+    /// finishing in bulk can take, and keeps one slow or failing receiver from holding up the others' notifications.
     /// </summary>
     public int MaxConcurrentNotifications { get; set; } = 64;
 
