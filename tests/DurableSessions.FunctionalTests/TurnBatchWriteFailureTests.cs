@@ -143,7 +143,7 @@ public sealed class TurnBatchWriteFailureTests : IAsyncLifetime
     }
 
     /// <summary>A store that passes everything to another, says it is shared, and fails or holds what a test arms.</summary>
-    private sealed class FaultyStore(StreamStore inner) : StreamStore(inner.TimeProvider, inner.Fanout)
+    private sealed class FaultyStore(StreamStore inner) : DelegatingStore(inner)
     {
         private readonly Lock _lock = new();
         private TaskCompletionSource? _hold;
@@ -190,7 +190,7 @@ public sealed class TurnBatchWriteFailureTests : IAsyncLifetime
                 await hold.WaitAsync(cancellationToken);
             }
 
-            return await inner.AcquireLockAsync(name, lease, cancellationToken);
+            return await Inner.AcquireLockAsync(name, lease, cancellationToken);
         }
 
         public override ValueTask PutDocumentAsync(string collection, string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken = default)
@@ -204,29 +204,7 @@ public sealed class TurnBatchWriteFailureTests : IAsyncLifetime
                 }
             }
 
-            return inner.PutDocumentAsync(collection, key, value, cancellationToken);
+            return Inner.PutDocumentAsync(collection, key, value, cancellationToken);
         }
-
-        public override ValueTask<CreateStreamResult> CreateAsync(CreateStreamRequest request, CancellationToken cancellationToken = default) => inner.CreateAsync(request, cancellationToken);
-
-        public override ValueTask<AppendResult> AppendAsync(AppendRequest request, CancellationToken cancellationToken = default) => inner.AppendAsync(request, cancellationToken);
-
-        public override ValueTask<StreamLookup> GetAsync(string path, CancellationToken cancellationToken = default) => inner.GetAsync(path, cancellationToken);
-
-        public override ValueTask<DeleteStreamStatus> DeleteAsync(string path, CancellationToken cancellationToken = default) => inner.DeleteAsync(path, cancellationToken);
-
-        public override ValueTask<ReadResult> ReadAsync(StreamInfo stream, long fromPosition, int maxBytes, CancellationToken cancellationToken = default) => inner.ReadAsync(stream, fromPosition, maxBytes, cancellationToken);
-
-        public override ValueTask TouchAsync(StreamInfo stream, CancellationToken cancellationToken = default) => inner.TouchAsync(stream, cancellationToken);
-
-        public override IAsyncEnumerable<string> ListPathsAsync(CancellationToken cancellationToken = default) => inner.ListPathsAsync(cancellationToken);
-
-        public override ValueTask<byte[]?> GetDocumentAsync(string collection, string key, CancellationToken cancellationToken = default) => inner.GetDocumentAsync(collection, key, cancellationToken);
-
-        public override ValueTask DeleteDocumentAsync(string collection, string key, CancellationToken cancellationToken = default) => inner.DeleteDocumentAsync(collection, key, cancellationToken);
-
-        public override IAsyncEnumerable<KeyValuePair<string, byte[]>> ListDocumentsAsync(string collection, CancellationToken cancellationToken = default) => inner.ListDocumentsAsync(collection, cancellationToken);
-
-        public override ValueTask DisposeAsync() => inner.DisposeAsync();
     }
 }

@@ -472,12 +472,28 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
     /// <summary>Starts a new wake generation: a webhook delivery, or a wake event on the pull-wake stream.</summary>
     private async Task WakeAsync(Subscription subscription, CancellationToken cancellationToken)
     {
+        // Read before anything changes: a failure here leaves the subscription idle, to be woken by the pass's retry.
+        var streams = await _registry.DescribeStreamsAsync(subscription, cancellationToken).ConfigureAwait(false);
         subscription.Generation++;
         subscription.WakeId = "w_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(12));
-        var streams = await _registry.DescribeStreamsAsync(subscription, cancellationToken).ConfigureAwait(false);
         subscription.WakeSnapshot = streams.ToDictionary(s => (string)s["path"]!, s => StreamOffset.TryParse((string)s["tail_offset"]!, out var p) ? p : 0, StringComparer.Ordinal);
         Log.Waking(_logger, subscription.Id, subscription.Generation);
+        try
+        {
+            await StartWakeAsync(subscription, streams, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            // The wake did not go out (its save or its wake event failed). Left in flight, it would have no lease and no
+            // event: nothing would ever end it, and the subscription would never wake again. Undone, it is idle, and the
+            // failed pass's retry (or the failed call's caller) wakes it anew, as a later generation.
+            _scheduler.EndWake(subscription);
+            throw;
+        }
+    }
 
+    private async Task StartWakeAsync(Subscription subscription, List<JsonObject> streams, CancellationToken cancellationToken)
+    {
         if (!subscription.Config.IsWebhook)
         {
             // A pull-wake lease starts when a worker claims the wake.
@@ -492,7 +508,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         _scheduler.StartLease(subscription, atLeast: _options.WebhookTimeout + WebhookLeaseMargin);
         await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
         var body = SubscriptionDelivery.WebhookBody(subscription, streams, Keys);
-        var (generation, wakeId) = (subscription.Generation, subscription.WakeId);
+        var (generation, wakeId) = (subscription.Generation, subscription.WakeId!);
         _ = Task.Run(async () =>
         {
             try

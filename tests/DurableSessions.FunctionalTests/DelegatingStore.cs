@@ -1,0 +1,39 @@
+using DurableSessions.Live;
+
+namespace DurableSessions.FunctionalTests;
+
+/// <summary>A store that passes every call to another, for tests that derive it to fail or hold the calls they choose.</summary>
+internal class DelegatingStore(StreamStore inner) : StreamStore(inner.TimeProvider, inner.Fanout)
+{
+    protected StreamStore Inner => inner;
+
+    public override bool IsAvailable => inner.IsAvailable;
+
+    public override bool IsShared => inner.IsShared;
+
+    public override ValueTask<CreateStreamResult> CreateAsync(CreateStreamRequest request, CancellationToken cancellationToken = default) => inner.CreateAsync(request, cancellationToken);
+
+    public override ValueTask<AppendResult> AppendAsync(AppendRequest request, CancellationToken cancellationToken = default) => inner.AppendAsync(request, cancellationToken);
+
+    public override ValueTask<StreamLookup> GetAsync(string path, CancellationToken cancellationToken = default) => inner.GetAsync(path, cancellationToken);
+
+    public override ValueTask<DeleteStreamStatus> DeleteAsync(string path, CancellationToken cancellationToken = default) => inner.DeleteAsync(path, cancellationToken);
+
+    public override ValueTask<ReadResult> ReadAsync(StreamInfo stream, long fromPosition, int maxBytes, CancellationToken cancellationToken = default) => inner.ReadAsync(stream, fromPosition, maxBytes, cancellationToken);
+
+    public override ValueTask TouchAsync(StreamInfo stream, CancellationToken cancellationToken = default) => inner.TouchAsync(stream, cancellationToken);
+
+    public override IAsyncEnumerable<string> ListPathsAsync(CancellationToken cancellationToken = default) => inner.ListPathsAsync(cancellationToken);
+
+    public override ValueTask<IAsyncDisposable> AcquireLockAsync(string name, TimeSpan lease, CancellationToken cancellationToken = default) => inner.AcquireLockAsync(name, lease, cancellationToken);
+
+    public override ValueTask<byte[]?> GetDocumentAsync(string collection, string key, CancellationToken cancellationToken = default) => inner.GetDocumentAsync(collection, key, cancellationToken);
+
+    public override ValueTask PutDocumentAsync(string collection, string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken = default) => inner.PutDocumentAsync(collection, key, value, cancellationToken);
+
+    public override ValueTask DeleteDocumentAsync(string collection, string key, CancellationToken cancellationToken = default) => inner.DeleteDocumentAsync(collection, key, cancellationToken);
+
+    public override IAsyncEnumerable<KeyValuePair<string, byte[]>> ListDocumentsAsync(string collection, CancellationToken cancellationToken = default) => inner.ListDocumentsAsync(collection, cancellationToken);
+
+    public override ValueTask DisposeAsync() => inner.DisposeAsync();
+}
