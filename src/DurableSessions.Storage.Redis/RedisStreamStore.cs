@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.CompilerServices;
@@ -314,7 +315,18 @@ public sealed partial class RedisStreamStore : StreamStore
         RedisResult[] reply;
         using (var commit = RedisTelemetry.Source.StartActivity("durable_sessions.redis.commit"))
         {
-            reply = (RedisResult[])(await ScriptAsync(RedisScripts.Append, keys, args).ConfigureAwait(false))!;
+            try
+            {
+                reply = (RedisResult[])(await ScriptAsync(RedisScripts.Append, keys, args).ConfigureAwait(false))!;
+            }
+            catch (StreamStoreUnavailableException)
+            {
+                // The script may still run (it was sent, and only its answer is missing): its change notification is
+                // then the only word of it this node gets.
+                ExpectEcho(request.Path);
+                throw;
+            }
+
             commit?.SetTag("durable_sessions.stream", request.Path);
         }
 
@@ -891,6 +903,36 @@ public sealed partial class RedisStreamStore : StreamStore
     }
 
     /// <summary>A change committed by any node; this node's own were already published to its readers.</summary>
+    // Paths with an append whose script's answer was lost, until when this node passes on its own notifications for them
+    // (as another node's: readers skip what they already have by offset, and each change is judged once elsewhere).
+    private readonly ConcurrentDictionary<string, long> _echoExpected = new(StringComparer.Ordinal);
+    private static readonly TimeSpan EchoWindow = TimeSpan.FromSeconds(60);
+    private const int MaxEchoExpected = 10_000;
+
+    private void ExpectEcho(string path)
+    {
+        if (_echoExpected.Count < MaxEchoExpected || _echoExpected.ContainsKey(path))
+        {
+            _echoExpected[path] = Stopwatch.GetTimestamp() + (long)(EchoWindow.TotalSeconds * Stopwatch.Frequency);
+        }
+    }
+
+    private bool IsEchoExpected(string path)
+    {
+        if (_echoExpected.IsEmpty || !_echoExpected.TryGetValue(path, out var until))
+        {
+            return false;
+        }
+
+        if (Stopwatch.GetTimestamp() < until)
+        {
+            return true;
+        }
+
+        _echoExpected.TryRemove(new KeyValuePair<string, long>(path, until));
+        return false;
+    }
+
     private async Task OnChangeAsync(ChannelMessage message)
     {
         try
@@ -898,7 +940,11 @@ public sealed partial class RedisStreamStore : StreamStore
             var bytes = (byte[])message.Message!;
             var newline = Array.IndexOf(bytes, (byte)'\n');
             var header = Encoding.UTF8.GetString(bytes, 0, newline).Split('|');
-            if (header[0] == _node)
+            var pathBytes = int.Parse(header[6], CultureInfo.InvariantCulture);
+            var path = Encoding.UTF8.GetString(bytes, newline + 1, pathBytes);
+
+            // This node published its own changes when their scripts answered, except any whose answer was lost.
+            if (header[0] == _node && !IsEchoExpected(path))
             {
                 return;
             }
@@ -906,9 +952,7 @@ public sealed partial class RedisStreamStore : StreamStore
             var id = long.Parse(header[1], CultureInfo.InvariantCulture);
             var start = long.Parse(header[2], CultureInfo.InvariantCulture);
             var end = long.Parse(header[3], CultureInfo.InvariantCulture);
-            var pathBytes = int.Parse(header[6], CultureInfo.InvariantCulture);
             var dataBytes = int.Parse(header[7], CultureInfo.InvariantCulture);
-            var path = Encoding.UTF8.GetString(bytes, newline + 1, pathBytes);
             ReadOnlyMemory<byte> data;
             if (dataBytes >= 0)
             {

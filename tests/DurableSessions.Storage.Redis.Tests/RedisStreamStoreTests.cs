@@ -158,6 +158,31 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
     }
 
     [Fact]
+    public async Task An_append_whose_answer_was_lost_still_reaches_this_nodes_live_readers_once_redis_runs_it()
+    {
+        // A redis-server of its own (the pause below holds every client's writes), and short client timeouts, so an append
+        // held up by Redis fails on the client while Redis still has it to run.
+        await using var own = await RedisServer.StartAsync();
+        await using var store = await RedisStreamStore.ConnectAsync(new RedisStreamStoreOptions { Configuration = own.Configuration + ",asyncTimeout=300,syncTimeout=300", KeyPrefix = _prefix });
+        using var admin = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(own.Configuration + ",allowAdmin=true");
+        var created = await store.CreateAsync(new CreateStreamRequest { Path = "lost", ContentType = "text/plain" });
+        using var subscription = store.Fanout.Subscribe(created.Stream!.Id);
+
+        // One append answered (Redis now has the append script, so the held one needs no second round trip).
+        await store.AppendAsync(new AppendRequest { Path = "lost", ContentType = "text/plain", Data = new StreamPayload("a"u8.ToArray(), 1) });
+        Assert.Equal("a", System.Text.Encoding.UTF8.GetString((await NextWithData(subscription)).Chunk.Data.Span));
+
+        // Redis holds writes for 1.5 s: the append's answer does not come within its timeout, so it is not acknowledged.
+        await admin.GetDatabase().ExecuteAsync("CLIENT", "PAUSE", "1500", "WRITE");
+        await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => store.AppendAsync(new AppendRequest { Path = "lost", ContentType = "text/plain", Data = new StreamPayload("x"u8.ToArray(), 1) }).AsTask());
+
+        // Redis runs it when the pause ends; this node's readers hear of it from its notification, not at the next append.
+        var change = await NextWithData(subscription).WaitAsync(TimeSpan.FromSeconds(15));
+        Assert.Equal((1, 2, "x"), (change.Chunk.Start, change.Chunk.End, System.Text.Encoding.UTF8.GetString(change.Chunk.Data.Span)));
+        Assert.Equal(2, (await store.GetAsync("lost")).Stream!.TailPosition);
+    }
+
+    [Fact]
     public async Task Scripts_run_by_hash_are_sent_again_when_redis_no_longer_has_them()
     {
         var a = await Node();
