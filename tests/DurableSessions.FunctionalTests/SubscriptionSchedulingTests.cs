@@ -177,6 +177,40 @@ public sealed class SubscriptionSchedulingTests : IAsyncLifetime
         Assert.Equal(1, Registry.Get("slow")!.Generation);
     }
 
+    [Fact]
+    public async Task Appends_waiting_for_a_held_pass_are_bounded_and_a_subscription_whose_appends_were_dropped_still_wakes()
+    {
+        var service = _server.Services.GetRequiredService<SubscriptionService>();
+        service.MaxQueuedChanges = 10;
+        foreach (var path in new[] { "jobs/held", "jobs/dropped", "jobs/other", "wake/held", "wake/dropped" })
+        {
+            await CreateStream(path);
+        }
+
+        await Put("held", new JsonObject { ["type"] = "pull-wake", ["streams"] = new JsonArray("jobs/held"), ["wake_stream"] = "wake/held" });
+        await Put("dropped", new JsonObject { ["type"] = "pull-wake", ["streams"] = new JsonArray("jobs/dropped"), ["wake_stream"] = "wake/dropped" });
+
+        // The subscriptions' lock is held, so the pass for "held"'s append waits, and appends after it queue up.
+        await using (await Registry.EnterAsync(CancellationToken.None))
+        {
+            await Append("jobs/held");
+            await WaitFor(() => service.QueuedChanges == 0);
+            for (var i = 0; i < 30; i++)
+            {
+                await Append("jobs/other");
+            }
+
+            // Past the bound the rest are dropped, including the only append to "dropped"'s stream.
+            await Append("jobs/dropped");
+            Assert.Equal(10, service.QueuedChanges);
+        }
+
+        // Once the pass can go on, both subscriptions wake: "dropped" because the pass after the overflow looks at all.
+        await WaitForWakeEvents("wake/held", 1);
+        var woken = await WaitForWakeEvents("wake/dropped", 1);
+        Assert.Equal("jobs/dropped", woken[0]!["stream"]!.GetValue<string>());
+    }
+
     private static async Task WaitFor(Func<bool> condition)
     {
         using var cancel = new CancellationTokenSource(Timeout);

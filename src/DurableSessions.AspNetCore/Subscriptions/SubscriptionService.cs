@@ -39,6 +39,9 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
     // Set when a pass failed: the next one, RecheckDelay later, looks at every subscription, whatever that pass had taken.
     private static readonly TimeSpan RecheckDelay = TimeSpan.FromSeconds(1);
 
+    private int _queued;
+    private int _overflowed;
+
     // Between the wake's save and its POST going out (a shared store's round trips, a busy thread pool).
     private static readonly TimeSpan WebhookLeaseMargin = TimeSpan.FromSeconds(2);
     private volatile bool _recheckAll;
@@ -60,6 +63,12 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 
     public SubscriptionOptions Options => _options;
 
+    /// <summary>The most appends waiting for the next pass; past it they are dropped and the pass looks at every subscription.</summary>
+    internal int MaxQueuedChanges { get; set; } = 100_000;
+
+    /// <summary>How many appends wait for the next pass now (for tests and diagnostics).</summary>
+    internal int QueuedChanges => Volatile.Read(ref _queued);
+
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         // One-shot, armed for the earliest lease expiry or backoff end and disarmed when there is none.
@@ -74,7 +83,22 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             // created a subscription this node has not loaded yet, so every local change is looked at.
             if (!change.IsRemote && (_registry.IsShared || !_registry.IsEmpty))
             {
-                _appends.Writer.TryWrite(change);
+                // Bounded, and without the appended data (only where it starts is looked at): while a pass waits (a
+                // shared store's lock held elsewhere, a slow store), appends must not pile up in memory. Past the bound
+                // the next pass looks at every subscription instead of at the changes it missed.
+                if (Interlocked.Increment(ref _queued) > MaxQueuedChanges)
+                {
+                    Interlocked.Decrement(ref _queued);
+                    if (Interlocked.Exchange(ref _overflowed, 1) == 0)
+                    {
+                        Log.ChangesOverflowed(_logger, MaxQueuedChanges);
+                        _appends.Writer.TryWrite(TickMarker);
+                    }
+
+                    return;
+                }
+
+                _appends.Writer.TryWrite(new LiveAppend(change.StreamId, change.Path, new StreamChunk(change.Chunk.Start, change.Chunk.End, default), change.Closed, change.Deleted));
             }
         });
         _loop = Task.Run(ProcessAppendsAsync, CancellationToken.None);
@@ -284,8 +308,16 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
                     }
                     else
                     {
+                        Interlocked.Decrement(ref _queued);
                         changes.Add(change);
                     }
+                }
+
+                if (Interlocked.Exchange(ref _overflowed, 0) == 1)
+                {
+                    // Changes were dropped: every subscription is looked at again (a stream only a pattern matches, seen
+                    // in none of the changes kept, is linked at its next append).
+                    _recheckAll = true;
                 }
 
                 try
@@ -601,6 +633,9 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 
         [LoggerMessage(206, LogLevel.Error, "Applying the webhook delivery of subscription {Id} failed")]
         public static partial void DeliveryFailed(ILogger logger, string id, Exception exception);
+
+        [LoggerMessage(207, LogLevel.Warning, "More than {Max} appends wait for subscription processing; the next pass looks at every subscription instead")]
+        public static partial void ChangesOverflowed(ILogger logger, int max);
     }
 }
 
