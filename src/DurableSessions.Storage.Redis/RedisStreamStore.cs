@@ -37,8 +37,11 @@ public sealed partial class RedisStreamStore : StreamStore
     private readonly string _prefix;
     private ChannelMessageQueue? _changes;
     private ITimer? _sweepTimer;
+    private readonly CancellationTokenSource _sweepStop = new();
+    private Task _sweepTask = Task.CompletedTask;
     private int _sweeping;
     private int _sweepRequested;
+    private long _lastLimitSweep;
 
     private RedisStreamStore(RedisStreamStoreOptions options, TimeProvider timeProvider, StreamFanout fanout, ILogger logger)
         : base(timeProvider, fanout)
@@ -107,7 +110,8 @@ public sealed partial class RedisStreamStore : StreamStore
 
             // Every node sweeps; the delete script removes a stream only if it is still expired, so two sweeping the same
             // entry do no harm.
-            _sweepTimer = TimeProvider.CreateTimer(_ => _ = SweepTickAsync(), null, _options.ExpirySweepInterval, _options.ExpirySweepInterval);
+            _sweepTimer = TimeProvider.CreateTimer(_ => RequestSweep(), null, _options.ExpirySweepInterval, _options.ExpirySweepInterval);
+            _ = IndexExpiriesOnceAsync();
 
             await LogPersistenceAsync().ConfigureAwait(false);
         }
@@ -170,7 +174,7 @@ public sealed partial class RedisStreamStore : StreamStore
             // concurrent creates on several nodes the limit can be passed by as many creates as race.
             // Streams whose time has come count only until they are removed: at the limit, the due ones are removed first.
             if (request.MaxStreams is { } limit && await Call(_db.SetLengthAsync(_prefix + ":paths")).ConfigureAwait(false) >= limit
-                && (await SweepExpiredAsync(SweepBatch, CancellationToken.None).ConfigureAwait(false) == 0
+                && (await SweepAtLimitAsync().ConfigureAwait(false) == 0
                     || await Call(_db.SetLengthAsync(_prefix + ":paths")).ConfigureAwait(false) >= limit))
             {
                 return new CreateStreamResult(CreateStreamStatus.LimitReached, null);
@@ -570,6 +574,11 @@ public sealed partial class RedisStreamStore : StreamStore
             await _sweepTimer.DisposeAsync().ConfigureAwait(false);
         }
 
+        // A sweep under way stops between entries; it must be done before the connection goes.
+        await _sweepStop.CancelAsync().ConfigureAwait(false);
+        await _sweepTask.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        _sweepStop.Dispose();
+
         if (_changes is not null)
         {
             await _changes.UnsubscribeAsync().ConfigureAwait(false);
@@ -762,30 +771,121 @@ public sealed partial class RedisStreamStore : StreamStore
         return score;
     }
 
-    private async Task SweepTickAsync()
+    /// <summary>The timer's tick: starts a sweep, or asks the one running to go again when it ends.</summary>
+    private void RequestSweep()
     {
-        // One sweep at a time per node: a tick during a sweep asks the running one to go again rather than start another,
-        // so a slow Redis makes sweeps longer, never more of them.
+        // One sweep at a time per node: a slow Redis makes sweeps longer, never more of them.
         Volatile.Write(ref _sweepRequested, 1);
-        while (Volatile.Read(ref _sweepRequested) == 1 && Interlocked.Exchange(ref _sweeping, 1) == 0)
+        if (Interlocked.Exchange(ref _sweeping, 1) == 0)
+        {
+            _sweepTask = Task.Run(SweepLoopAsync);
+        }
+    }
+
+    private async Task SweepLoopAsync()
+    {
+        while (true)
         {
             try
             {
-                while (Interlocked.Exchange(ref _sweepRequested, 0) == 1)
+                while (Interlocked.Exchange(ref _sweepRequested, 0) == 1 && !_sweepStop.IsCancellationRequested)
                 {
                     // Bounded per pass: what is left is due at the next tick.
-                    for (var round = 0; round < 40 && await SweepExpiredAsync(SweepBatch, CancellationToken.None).ConfigureAwait(false) == SweepBatch; round++)
+                    for (var round = 0; round < 40 && await SweepExpiredAsync(SweepBatch, _sweepStop.Token).ConfigureAwait(false) == SweepBatch; round++)
                     {
                     }
                 }
             }
-            catch (Exception ex) when (ex is StreamStoreUnavailableException or RedisException or ObjectDisposedException)
+            catch (OperationCanceledException) when (_sweepStop.IsCancellationRequested)
+            {
+            }
+            catch (Exception ex)
+            {
+                // Whatever went wrong, the next tick tries again; nothing escapes a background task unobserved.
+                Log.SweepFailed(_logger, ex);
+            }
+
+            Volatile.Write(ref _sweeping, 0);
+
+            // A tick that came after the last pass looked, and found this sweep still running, is served now.
+            if (Volatile.Read(ref _sweepRequested) == 0 || _sweepStop.IsCancellationRequested || Interlocked.Exchange(ref _sweeping, 1) == 1)
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>
+    /// At the stream limit: removes what has expired, at most once a second per node (creates refused over and over
+    /// must not each run a sweep) and at most one batch.
+    /// </summary>
+    private async Task<int> SweepAtLimitAsync()
+    {
+        var now = TimeProvider.GetTimestamp();
+        var last = Interlocked.Read(ref _lastLimitSweep);
+        if ((last != 0 && TimeProvider.GetElapsedTime(last, now) < TimeSpan.FromSeconds(1)) || Interlocked.CompareExchange(ref _lastLimitSweep, now, last) != last)
+        {
+            return 0;
+        }
+
+        return await SweepExpiredAsync(SweepBatch, CancellationToken.None).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Indexes, once per Redis (a marker key records it), the expiry of every stream created before the store kept an
+    /// expiry index, so that they are swept too. In the background, in pages; a failure leaves the marker unset, for the
+    /// next start to try again.
+    /// </summary>
+    private async Task IndexExpiriesOnceAsync()
+    {
+        var marker = _prefix + ":expiries:indexed";
+        try
+        {
+            if (!await Call(_db.StringSetAsync(marker, "running", TimeSpan.FromMinutes(10), When.NotExists)).ConfigureAwait(false))
+            {
+                return;
+            }
+
+            var page = new List<string>(256);
+            await foreach (var member in _db.SetScanAsync(_prefix + ":paths", pageSize: 256).WithCancellation(_sweepStop.Token).ConfigureAwait(false))
+            {
+                page.Add((string)member!);
+                if (page.Count == 256)
+                {
+                    await IndexPageAsync(page).ConfigureAwait(false);
+                    page.Clear();
+                }
+            }
+
+            await IndexPageAsync(page).ConfigureAwait(false);
+            await Call(_db.StringSetAsync(marker, "done")).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            if (!_sweepStop.IsCancellationRequested)
             {
                 Log.SweepFailed(_logger, ex);
             }
-            finally
+
+            try
             {
-                Volatile.Write(ref _sweeping, 0);
+                await _db.KeyDeleteAsync(marker).ConfigureAwait(false);
+            }
+            catch (RedisException)
+            {
+                // It runs out by itself (10 minutes).
+            }
+        }
+    }
+
+    private async Task IndexPageAsync(List<string> paths)
+    {
+        var metas = await Task.WhenAll(paths.Select(path => LoadAsync(Keys(path)))).ConfigureAwait(false);
+        foreach (var info in metas)
+        {
+            if (info is { SoftDeleted: false } && ExpiryScore(info.TtlSeconds, info.ExpiresAt, info.LastAccessAt) is { } score)
+            {
+                await Call(_db.SortedSetAddAsync(ExpiriesKey, info.Path, score, SortedSetWhen.NotExists)).ConfigureAwait(false);
             }
         }
     }
@@ -803,7 +903,20 @@ public sealed partial class RedisStreamStore : StreamStore
         {
             cancellationToken.ThrowIfCancellationRequested();
             var path = (string)entry.Element!;
-            if (await LoadAsync(Keys(path)).ConfigureAwait(false) is { SoftDeleted: false } info && info.IsExpiredAt(now))
+            StreamInfo? current;
+            try
+            {
+                current = await LoadAsync(Keys(path)).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is FormatException or OverflowException or InvalidCastException or KeyNotFoundException)
+            {
+                // Metadata this store cannot read: it cannot expire, and its entry must not stop every sweep after it.
+                Log.UnreadableMeta(_logger, path, ex);
+                await Call(RedisScripts.RemoveIndexEntry.EvaluateAsync(_db, [ExpiriesKey], [path, entry.Score])).ConfigureAwait(false);
+                continue;
+            }
+
+            if (current is { SoftDeleted: false } info && info.IsExpiredAt(now))
             {
                 await DeleteIncarnationAsync(path, info.Id, expiredAt: now).ConfigureAwait(false);
             }
@@ -874,9 +987,14 @@ public sealed partial class RedisStreamStore : StreamStore
     private async Task UnindexAsync(string path)
     {
         await Call(_db.SetRemoveAsync(_prefix + ":paths", path)).ConfigureAwait(false);
-        if (await Call(_db.KeyExistsAsync(Keys(path).Meta)).ConfigureAwait(false))
+        await Call(_db.SortedSetRemoveAsync(ExpiriesKey, path)).ConfigureAwait(false);
+        if (await LoadAsync(Keys(path)).ConfigureAwait(false) is { } recreated)
         {
             await Call(_db.SetAddAsync(_prefix + ":paths", path)).ConfigureAwait(false);
+            if (ExpiryScore(recreated.TtlSeconds, recreated.ExpiresAt, recreated.LastAccessAt) is { } score)
+            {
+                await Call(_db.SortedSetAddAsync(ExpiriesKey, path, score)).ConfigureAwait(false);
+            }
         }
     }
 
@@ -904,16 +1022,31 @@ public sealed partial class RedisStreamStore : StreamStore
 
     /// <summary>A change committed by any node; this node's own were already published to its readers.</summary>
     // Paths with an append whose script's answer was lost, until when this node passes on its own notifications for them
-    // (as another node's: readers skip what they already have by offset, and each change is judged once elsewhere).
+    // to its live readers, marked remote like another node's: readers skip what they already have by offset. (Being
+    // remote, such a change is not judged by subscriptions or notifications, which act on the committing node's own
+    // publish; a notification that came before the answer was given up is not caught either.)
     private readonly ConcurrentDictionary<string, long> _echoExpected = new(StringComparer.Ordinal);
     private static readonly TimeSpan EchoWindow = TimeSpan.FromSeconds(60);
     private const int MaxEchoExpected = 10_000;
 
     private void ExpectEcho(string path)
     {
+        var now = Stopwatch.GetTimestamp();
+        if (_echoExpected.Count >= MaxEchoExpected)
+        {
+            // Full (a long outage fails many appends): what has run out makes room.
+            foreach (var (expected, until) in _echoExpected)
+            {
+                if (until <= now)
+                {
+                    _echoExpected.TryRemove(new KeyValuePair<string, long>(expected, until));
+                }
+            }
+        }
+
         if (_echoExpected.Count < MaxEchoExpected || _echoExpected.ContainsKey(path))
         {
-            _echoExpected[path] = Stopwatch.GetTimestamp() + (long)(EchoWindow.TotalSeconds * Stopwatch.Frequency);
+            _echoExpected[path] = now + (long)(EchoWindow.TotalSeconds * Stopwatch.Frequency);
         }
     }
 
@@ -1074,6 +1207,9 @@ public sealed partial class RedisStreamStore : StreamStore
 
         [LoggerMessage(703, LogLevel.Warning, "The expiry sweep failed; the next tick tries again")]
         public static partial void SweepFailed(ILogger logger, Exception exception);
+
+        [LoggerMessage(704, LogLevel.Warning, "Stream {Path} has metadata this store cannot read; it is left out of expiry")]
+        public static partial void UnreadableMeta(ILogger logger, string path, Exception exception);
 
         [LoggerMessage(702, LogLevel.Warning, "Could not remove expired stream {Path}")]
         public static partial void ExpireFailed(ILogger logger, string path, Exception exception);

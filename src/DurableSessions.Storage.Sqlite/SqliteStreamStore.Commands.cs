@@ -53,6 +53,8 @@ public sealed partial class SqliteStreamStore
         /// must not make the writer scan on each request.
         /// </summary>
         /// <returns>How many streams were removed.</returns>
+        private const int MaxExpiredAtLimit = 256;
+
         protected static int ExpireDue(BatchContext context)
         {
             var store = context.Store;
@@ -72,13 +74,17 @@ public sealed partial class SqliteStreamStore
                 }
             }
 
+            // At most a batch's worth in this request's transaction; the expiry sweep removes the rest.
             var removed = 0;
             foreach (var path in due)
             {
                 if (context.Find(path) is { SoftDeleted: false } info && context.IsExpired(info))
                 {
                     ExpireStream(context, info);
-                    removed++;
+                    if (++removed == MaxExpiredAtLimit)
+                    {
+                        break;
+                    }
                 }
             }
 

@@ -140,7 +140,8 @@ public sealed class NotificationTests : IAsyncLifetime
     public async Task A_receiver_that_never_answers_holds_up_only_its_own_notifications()
     {
         // A receiver that accepts connections and never answers: each attempt waits out its whole timeout.
-        using var blackhole = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        // Another host than the receiver that answers (127.0.0.2; loopback answers the whole 127.0.0.0/8).
+        using var blackhole = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Parse("127.0.0.2"), 0);
         blackhole.Start();
         var held = new ConcurrentBag<System.Net.Sockets.Socket>();
         _ = Task.Run(async () =>
@@ -150,9 +151,9 @@ public sealed class NotificationTests : IAsyncLifetime
                 held.Add(await blackhole.AcceptSocketAsync(_stop.Token));
             }
         });
-        var silent = $"http://127.0.0.1:{((System.Net.IPEndPoint)blackhole.LocalEndpoint).Port}/hook";
+        var silent = $"http://127.0.0.2:{((System.Net.IPEndPoint)blackhole.LocalEndpoint).Port}/hook";
 
-        // Four POSTs at once in all, so one per receiver.
+        // Four POSTs at once in all, so one per host.
         await using var server = await InProcessServer.StartAsync(services: s => s.Configure<SessionServiceOptions>(o => o.MaxConcurrentNotifications = 4));
         using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = "client:phone" });
         async Task AnswerOn(string id, string url)

@@ -130,9 +130,12 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
         clock.Advance(TimeSpan.FromSeconds(8));
         await store.TouchAsync((await store.GetAsync("renewed")).Stream!);
         clock.Advance(TimeSpan.FromSeconds(4));
+
+        // The renewed stream is indexed again at its new expiry (8 s + 10 s); the others are gone.
+        var renewedAt = new DateTimeOffset(2026, 1, 1, 0, 0, 18, TimeSpan.Zero).ToUnixTimeMilliseconds();
         using (var wait = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
         {
-            while (await db.SetLengthAsync(_prefix + ":paths") > 2)
+            while (await db.SetLengthAsync(_prefix + ":paths") > 2 || await db.SortedSetScoreAsync(_prefix + ":expiries", "renewed") != renewedAt)
             {
                 await Task.Delay(20, wait.Token);
             }
@@ -142,9 +145,8 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
         Assert.False(await db.KeyExistsAsync(_prefix + ":s:{lapse/0}:m"));
         Assert.False(await db.KeyExistsAsync(_prefix + ":s:{lapse/599}:d"));
 
-        // The renewed stream is indexed again at its new expiry (8 s + 10 s), and removed once that passes unread.
-        Assert.Equal(new DateTimeOffset(2026, 1, 1, 0, 0, 18, TimeSpan.Zero).ToUnixTimeMilliseconds(), await db.SortedSetScoreAsync(_prefix + ":expiries", "renewed"));
-        clock.Advance(TimeSpan.FromSeconds(7));
+        // Once that passes unread (the sweeps at 15 and 20 s), it is removed too.
+        clock.Advance(TimeSpan.FromSeconds(9));
         using (var wait = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
         {
             while (await db.KeyExistsAsync(_prefix + ":s:{renewed}:m"))
@@ -155,6 +157,39 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
 
         Assert.Equal(StreamLookupStatus.Found, (await store.GetAsync("forever")).Status);
         Assert.Equal(0, await db.SortedSetLengthAsync(_prefix + ":expiries"));
+    }
+
+    [Fact]
+    public async Task The_expiry_index_drops_deleted_streams_and_is_filled_once_for_streams_stored_before_it()
+    {
+        using var redisClient = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis.Server.Configuration);
+        var db = redisClient.GetDatabase();
+        var first = await Node();
+        await first.CreateAsync(new CreateStreamRequest { Path = "ttl/deleted", ContentType = "text/plain", TtlSeconds = 3600 });
+        await first.CreateAsync(new CreateStreamRequest { Path = "ttl/older", ContentType = "text/plain", TtlSeconds = 3600 });
+        await first.CreateAsync(new CreateStreamRequest { Path = "no-ttl", ContentType = "text/plain" });
+        Assert.NotNull(await db.SortedSetScoreAsync(_prefix + ":expiries", "ttl/deleted"));
+
+        // A delete takes the stream's entry with it, not only when it would have come due.
+        Assert.Equal(DeleteStreamStatus.Deleted, await first.DeleteAsync("ttl/deleted"));
+        Assert.Null(await db.SortedSetScoreAsync(_prefix + ":expiries", "ttl/deleted"));
+
+        // As a Redis from before the index: "ttl/older" is not in it, and no node has filled it yet. The next node to
+        // start fills it, once.
+        await db.SortedSetRemoveAsync(_prefix + ":expiries", "ttl/older");
+        await db.KeyDeleteAsync(_prefix + ":expiries:indexed");
+        await Node();
+        using (var wait = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
+        {
+            while (await db.StringGetAsync(_prefix + ":expiries:indexed") != "done")
+            {
+                await Task.Delay(20, wait.Token);
+            }
+        }
+
+        Assert.NotNull(await db.SortedSetScoreAsync(_prefix + ":expiries", "ttl/older"));
+        Assert.Null(await db.SortedSetScoreAsync(_prefix + ":expiries", "no-ttl"));
+        Assert.Equal(1, await db.SortedSetLengthAsync(_prefix + ":expiries"));
     }
 
     [Fact]
@@ -172,8 +207,10 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
         await store.AppendAsync(new AppendRequest { Path = "lost", ContentType = "text/plain", Data = new StreamPayload("a"u8.ToArray(), 1) });
         Assert.Equal("a", System.Text.Encoding.UTF8.GetString((await NextWithData(subscription)).Chunk.Data.Span));
 
-        // Redis holds writes for 1.5 s: the append's answer does not come within its timeout, so it is not acknowledged.
-        await admin.GetDatabase().ExecuteAsync("CLIENT", "PAUSE", "1500", "WRITE");
+        // Redis holds writes for 2.5 s: the append's answer does not come within its timeout, so it is not acknowledged.
+        // (Long enough for the client's timeout, which it checks about once a second, to fire; a much longer pause makes
+        // the client drop its connection, and the paused command goes with it, never run.)
+        await admin.GetDatabase().ExecuteAsync("CLIENT", "PAUSE", "2500", "WRITE");
         await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => store.AppendAsync(new AppendRequest { Path = "lost", ContentType = "text/plain", Data = new StreamPayload("x"u8.ToArray(), 1) }).AsTask());
 
         // Redis runs it when the pause ends; this node's readers hear of it from its notification, not at the next append.

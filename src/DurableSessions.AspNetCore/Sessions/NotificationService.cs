@@ -147,7 +147,8 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
                 ["offset"] = StreamOffset.Format(change.Chunk.End),
                 ["timestamp"] = DateTimeOffset.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture),
             };
-            var destination = DestinationOf(url);
+            // The operator's own notification URL is not bounded per receiver: every notification may go there.
+            var destination = SessionJson.Text(session, "notifyUrl") is null ? null : HostOf(url);
             if (!TryAdmit(destination))
             {
                 Log.Dropped(_logger, SessionJson.Text(notification, "id") ?? string.Empty);
@@ -193,37 +194,46 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         }
     }
 
-    /// <summary>The receiver a URL names, for the per-receiver bound: scheme, host and port.</summary>
-    private static string DestinationOf(string url)
-        => Uri.TryCreate(url, UriKind.Absolute, out var uri) ? uri.GetLeftPart(UriPartial.Authority).ToLowerInvariant() : url;
+    /// <summary>The receiver a session's notify URL names, for the per-receiver bound: its host (not its port or user info, which cost nothing to vary).</summary>
+    private static string HostOf(string url)
+        => Uri.TryCreate(url, UriKind.Absolute, out var uri) ? uri.IdnHost.ToLowerInvariant() : url;
 
     /// <summary>
     /// Admits a notification if the server holds fewer than four times <see cref="SessionServiceOptions.MaxConcurrentNotifications"/>
-    /// (in flight or waiting to retry), and its receiver fewer than a quarter of that bound: one receiver that is slow or
-    /// down only ever holds up its own notifications, never another receiver's.
+    /// (in flight or waiting to retry) and, for a session's own notify URL, its host fewer than a quarter of
+    /// <see cref="SessionServiceOptions.MaxConcurrentNotifications"/>: a host that is slow or down holds at most that share.
     /// </summary>
-    private bool TryAdmit(string destination)
+    private bool TryAdmit(string? destination)
     {
         lock (_admitted)
         {
-            var perDestination = Math.Max(1, _options.MaxConcurrentNotifications / 4);
+            var held = 0;
             if (_admittedCount >= _options.MaxConcurrentNotifications * 4
-                || (_admitted.TryGetValue(destination, out var held) && held >= perDestination))
+                || (destination is not null && _admitted.TryGetValue(destination, out held) && held >= Math.Max(1, _options.MaxConcurrentNotifications / 4)))
             {
                 return false;
             }
 
-            _admitted[destination] = held + 1;
+            if (destination is not null)
+            {
+                _admitted[destination] = held + 1;
+            }
+
             _admittedCount++;
             return true;
         }
     }
 
-    private void Finish(string destination)
+    private void Finish(string? destination)
     {
         lock (_admitted)
         {
             _admittedCount--;
+            if (destination is null)
+            {
+                return;
+            }
+
             if (_admitted[destination] == 1)
             {
                 _admitted.Remove(destination);

@@ -26,9 +26,9 @@ public sealed class SessionServiceOptions
 
     /// <summary>
     /// The most notification POSTs in flight at once. Default 64 (1 to 10,000). At most four times as many notifications
-    /// are held (in flight or waiting to retry), and a quarter of this many for one receiver (scheme, host and port);
+    /// are held (in flight or waiting to retry), and, for sessions' own notify URLs, a quarter of this many for one host;
     /// past either bound a new notification is dropped and logged. It bounds the descriptors and memory that runs
-    /// finishing in bulk can take, and keeps one slow or failing receiver from holding up the others' notifications.
+    /// finishing in bulk can take, and how much of them one slow or failing notify URL can hold up.
     /// </summary>
     public int MaxConcurrentNotifications { get; set; } = 64;
 

@@ -517,9 +517,20 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         catch
         {
             // The wake did not go out (its save or its wake event failed). Left in flight, it would have no lease and no
-            // event: nothing would ever end it, and the subscription would never wake again. Undone, it is idle, and the
-            // failed pass's retry (or the failed call's caller) wakes it anew, as a later generation.
+            // event: nothing would ever end it, and the subscription would never wake again. Undone (and saved so, if the
+            // store takes it: a reload must not bring the half-done wake back), it is idle, and a pass a second from now
+            // looks at every subscription and wakes it anew, as a later generation, whoever called this.
             _scheduler.EndWake(subscription);
+            try
+            {
+                await _registry.SaveAsync(subscription, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is StreamStoreUnavailableException or OperationCanceledException)
+            {
+                // The store is failing; the retry below saves the next wake.
+            }
+
+            RetryProcessingSoon();
             throw;
         }
     }
@@ -614,6 +625,9 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             return;
         }
 
+        // Answered, not done: the receiver holds the wake from now on (it acks through the callback), on lease_ttl_ms
+        // from its answer, like a pull-wake worker's claim; the longer lease only covered the POST.
+        _scheduler.StartLease(subscription);
         await _registry.SaveAsync(subscription, CancellationToken.None).ConfigureAwait(false);
     }
 

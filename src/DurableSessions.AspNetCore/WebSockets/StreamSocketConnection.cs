@@ -37,6 +37,9 @@ internal sealed partial class StreamSocketConnection : IDisposable
     private readonly CancellationTokenSource _closing;
     private readonly SendQueue<Outgoing> _outgoing = new();
     private readonly Dictionary<string, Subscription> _subscriptions = new(StringComparer.Ordinal);
+
+    // Counts token replacements, so a subscribe granted under a token replaced meanwhile is checked again.
+    private int _authEpoch;
     private readonly Dictionary<string, Task> _pathTails = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _inFlight;
     private long _queuedBytes;
@@ -513,6 +516,8 @@ internal sealed partial class StreamSocketConnection : IDisposable
             }
         }
 
+        // An auth running beside this subscribe changes the token: read its count first, check again below if it moved.
+        var authEpoch = Volatile.Read(ref _authEpoch);
         if (!await AccessControl.AllowsAsync(_http, new StreamResource(path!), Capability.Read).ConfigureAwait(false))
         {
             Enqueue(Error("sub", sub, 403, "FORBIDDEN", $"The token does not grant read on {path}."));
@@ -567,6 +572,15 @@ internal sealed partial class StreamSocketConnection : IDisposable
                 // The connection started closing while this subscribe looked the stream up.
                 subscription.Cancel();
             }
+        }
+
+        // Granted under a token that an auth replaced meanwhile, after that auth looked at the live subscriptions: the
+        // token in force decides.
+        if (Volatile.Read(ref _authEpoch) != authEpoch
+            && !await AccessControl.AllowsAsync(_http, new StreamResource(path!), Capability.Read).ConfigureAwait(false))
+        {
+            subscription.Revoked = true;
+            subscription.Cancel();
         }
 
         subscription.Task = FollowAsync(subscription, stream, from);
@@ -832,6 +846,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
         // taking a right away from a token takes it away from the connections that already use it.
         _http.User = principal;
         _access = _services.Access.Establish(_http)!;
+        Interlocked.Increment(ref _authEpoch);
         Subscription[] live;
         lock (_subscriptions)
         {
