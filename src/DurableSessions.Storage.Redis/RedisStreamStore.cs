@@ -39,6 +39,8 @@ public sealed partial class RedisStreamStore : StreamStore
     private ITimer? _sweepTimer;
     private readonly CancellationTokenSource _sweepStop = new();
     private Task _sweepTask = Task.CompletedTask;
+    private Task _indexing = Task.CompletedTask;
+    private int _disposed;
     private int _sweeping;
     private int _sweepRequested;
     private long _lastLimitSweep;
@@ -111,7 +113,7 @@ public sealed partial class RedisStreamStore : StreamStore
             // Every node sweeps; the delete script removes a stream only if it is still expired, so two sweeping the same
             // entry do no harm.
             _sweepTimer = TimeProvider.CreateTimer(_ => RequestSweep(), null, _options.ExpirySweepInterval, _options.ExpirySweepInterval);
-            _ = IndexExpiriesOnceAsync();
+            _indexing = IndexExpiriesOnceAsync();
 
             await LogPersistenceAsync().ConfigureAwait(false);
         }
@@ -279,8 +281,14 @@ public sealed partial class RedisStreamStore : StreamStore
                 return null;
             }
 
-            // Again, in case a concurrent listing dropped the entry between the first add and the create.
+            // Again, in case a concurrent listing (or a delete's unindexing) dropped the entries between the first add and
+            // the create.
             await Call(_db.SetAddAsync(_prefix + ":paths", request.Path)).ConfigureAwait(false);
+            if (ExpiryScore(plan.TtlSeconds, plan.ExpiresAt, now) is { } expiresAt)
+            {
+                await Call(_db.SortedSetAddAsync(ExpiriesKey, request.Path, expiresAt)).ConfigureAwait(false);
+            }
+
             if (request.Owner is { } owner)
             {
                 await Call(_db.SetAddAsync(OwnerKey(owner), request.Path)).ConfigureAwait(false);
@@ -325,9 +333,12 @@ public sealed partial class RedisStreamStore : StreamStore
             }
             catch (StreamStoreUnavailableException)
             {
-                // The script may still run (it was sent, and only its answer is missing): its change notification is
-                // then the only word of it this node gets.
+                // The script may have run, or may still run (it was sent, and only its answer is missing). Its change
+                // notification, which this node ignores for its own appends, is then the only word of it this node
+                // gets: it is passed on for a while, and the readers are nudged to look at the stream in Redis now
+                // (its notification may have come before the answer was given up).
                 ExpectEcho(request.Path);
+                _ = NudgeReadersAsync(request.Path);
                 throw;
             }
 
@@ -569,14 +580,20 @@ public sealed partial class RedisStreamStore : StreamStore
     /// <inheritdoc />
     public override async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
+
         if (_sweepTimer is not null)
         {
             await _sweepTimer.DisposeAsync().ConfigureAwait(false);
         }
 
-        // A sweep under way stops between entries; it must be done before the connection goes.
+        // A sweep or the index fill under way stops between entries; both must be done before the connection goes.
         await _sweepStop.CancelAsync().ConfigureAwait(false);
         await _sweepTask.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        await _indexing.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         _sweepStop.Dispose();
 
         if (_changes is not null)
@@ -805,7 +822,8 @@ public sealed partial class RedisStreamStore : StreamStore
                 Log.SweepFailed(_logger, ex);
             }
 
-            Volatile.Write(ref _sweeping, 0);
+            // A full fence (not a plain store): the read of the request flag below must not be moved before it.
+            Interlocked.Exchange(ref _sweeping, 0);
 
             // A tick that came after the last pass looked, and found this sweep still running, is served now.
             if (Volatile.Read(ref _sweepRequested) == 0 || _sweepStop.IsCancellationRequested || Interlocked.Exchange(ref _sweeping, 1) == 1)
@@ -839,9 +857,11 @@ public sealed partial class RedisStreamStore : StreamStore
     private async Task IndexExpiriesOnceAsync()
     {
         var marker = _prefix + ":expiries:indexed";
+        var mine = false;
         try
         {
-            if (!await Call(_db.StringSetAsync(marker, "running", TimeSpan.FromMinutes(10), When.NotExists)).ConfigureAwait(false))
+            mine = await Call(_db.StringSetAsync(marker, "running", TimeSpan.FromMinutes(10), When.NotExists)).ConfigureAwait(false);
+            if (!mine)
             {
                 return;
             }
@@ -867,28 +887,52 @@ public sealed partial class RedisStreamStore : StreamStore
                 Log.SweepFailed(_logger, ex);
             }
 
-            try
+            if (mine)
             {
-                await _db.KeyDeleteAsync(marker).ConfigureAwait(false);
-            }
-            catch (RedisException)
-            {
-                // It runs out by itself (10 minutes).
+                try
+                {
+                    await _db.KeyDeleteAsync(marker).ConfigureAwait(false);
+                }
+                catch (Exception cleanup) when (cleanup is RedisException or TimeoutException or ObjectDisposedException)
+                {
+                    // It runs out by itself (10 minutes); the next start fills the index then.
+                }
             }
         }
     }
 
     private async Task IndexPageAsync(List<string> paths)
     {
-        var metas = await Task.WhenAll(paths.Select(path => LoadAsync(Keys(path)))).ConfigureAwait(false);
-        foreach (var info in metas)
+        var entries = new List<SortedSetEntry>(paths.Count);
+        var loads = paths.Select(path => (path, Load: LoadAsync(Keys(path)))).ToList();
+
+        // Every load is awaited before any fails this page, so none is left to fault unobserved.
+        await ((Task)Task.WhenAll(loads.Select(l => l.Load))).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        foreach (var (path, load) in loads)
         {
-            if (info is { SoftDeleted: false } && ExpiryScore(info.TtlSeconds, info.ExpiresAt, info.LastAccessAt) is { } score)
+            try
             {
-                await Call(_db.SortedSetAddAsync(ExpiriesKey, info.Path, score, SortedSetWhen.NotExists)).ConfigureAwait(false);
+                if (await load.ConfigureAwait(false) is { SoftDeleted: false } info && ExpiryScore(info.TtlSeconds, info.ExpiresAt, info.LastAccessAt) is { } score)
+                {
+                    entries.Add(new SortedSetEntry(info.Path, score));
+                }
+            }
+            catch (Exception ex) when (IsUnreadable(ex))
+            {
+                Log.UnreadableMeta(_logger, path, ex);
             }
         }
+
+        if (entries.Count > 0)
+        {
+            // Never over a fresher score: a stream created or renewed meanwhile indexed itself.
+            await Call(_db.SortedSetAddAsync(ExpiriesKey, [.. entries], SortedSetWhen.NotExists)).ConfigureAwait(false);
+        }
     }
+
+    /// <summary>Whether an exception says a stream's metadata cannot be read as this store writes it (not that Redis is away).</summary>
+    private static bool IsUnreadable(Exception ex)
+        => ex is FormatException or OverflowException or InvalidCastException or KeyNotFoundException or ArgumentException or RedisServerException;
 
     /// <summary>
     /// Removes streams whose expiry has come and nobody touched since, up to <paramref name="max"/> entries of the
@@ -908,7 +952,7 @@ public sealed partial class RedisStreamStore : StreamStore
             {
                 current = await LoadAsync(Keys(path)).ConfigureAwait(false);
             }
-            catch (Exception ex) when (ex is FormatException or OverflowException or InvalidCastException or KeyNotFoundException)
+            catch (Exception ex) when (IsUnreadable(ex))
             {
                 // Metadata this store cannot read: it cannot expire, and its entry must not stop every sweep after it.
                 Log.UnreadableMeta(_logger, path, ex);
@@ -1047,6 +1091,25 @@ public sealed partial class RedisStreamStore : StreamStore
         if (_echoExpected.Count < MaxEchoExpected || _echoExpected.ContainsKey(path))
         {
             _echoExpected[path] = now + (long)(EchoWindow.TotalSeconds * Stopwatch.Frequency);
+        }
+    }
+
+    /// <summary>
+    /// Tells this node's live readers of <paramref name="path"/> where its tail stands in Redis, as an empty change at the
+    /// tail: a reader short of it reads what it lacks from Redis (a gap), one at it skips it.
+    /// </summary>
+    private async Task NudgeReadersAsync(string path)
+    {
+        try
+        {
+            if (await LoadAsync(Keys(path)).ConfigureAwait(false) is { SoftDeleted: false } info)
+            {
+                Fanout.Publish(new LiveAppend(info.Id, path, new StreamChunk(info.TailPosition, info.TailPosition, default), info.Closed, remote: true));
+            }
+        }
+        catch (Exception ex) when (ex is StreamStoreUnavailableException or ObjectDisposedException || IsUnreadable(ex))
+        {
+            // Redis is away: the notification, if the append ran, is still passed on when it comes.
         }
     }
 

@@ -47,14 +47,14 @@ public sealed partial class SqliteStreamStore
             return info;
         }
 
+        private const int MaxExpiredAtLimit = 256;
+
         /// <summary>
         /// Removes, in this batch, every stream that has expired and not been removed yet (the expiry sweep's work, done
         /// now). It scans every stream, so it runs at most once a second: a client creating at the limit over and over
         /// must not make the writer scan on each request.
         /// </summary>
-        /// <returns>How many streams were removed.</returns>
-        private const int MaxExpiredAtLimit = 256;
-
+        /// <returns>How many streams were removed (at most 256; the expiry sweep removes the rest).</returns>
         protected static int ExpireDue(BatchContext context)
         {
             var store = context.Store;

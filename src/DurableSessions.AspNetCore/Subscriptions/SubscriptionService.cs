@@ -213,7 +213,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
         if (pending)
         {
-            await WakeAsync(subscription, cancellationToken).ConfigureAwait(false);
+            await WakeAfterAsync(subscription, pending: true).ConfigureAwait(false);
         }
 
         return AckOutcome.Ok(pending);
@@ -234,11 +234,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 
         _scheduler.EndWake(subscription);
         await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-        if (await _registry.HasPendingAsync(subscription, cancellationToken).ConfigureAwait(false))
-        {
-            await WakeAsync(subscription, cancellationToken).ConfigureAwait(false);
-        }
-
+        await WakeAfterAsync(subscription, pending: null).ConfigureAwait(false);
         return AckOutcome.Ok(nextWake: false);
     }
 
@@ -504,8 +500,18 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
     /// <summary>Starts a new wake generation: a webhook delivery, or a wake event on the pull-wake stream.</summary>
     private async Task WakeAsync(Subscription subscription, CancellationToken cancellationToken)
     {
-        // Read before anything changes: a failure here leaves the subscription idle, to be woken by the pass's retry.
-        var streams = await _registry.DescribeStreamsAsync(subscription, cancellationToken).ConfigureAwait(false);
+        // Read before anything changes: a failure here leaves the subscription idle, for the retry a second from now.
+        List<JsonObject> streams;
+        try
+        {
+            streams = await _registry.DescribeStreamsAsync(subscription, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            RetryProcessingSoon();
+            throw;
+        }
+
         subscription.Generation++;
         subscription.WakeId = "w_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(12));
         subscription.WakeSnapshot = streams.ToDictionary(s => (string)s["path"]!, s => StreamOffset.TryParse((string)s["tail_offset"]!, out var p) ? p : 0, StringComparer.Ordinal);
@@ -521,17 +527,38 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             // store takes it: a reload must not bring the half-done wake back), it is idle, and a pass a second from now
             // looks at every subscription and wakes it anew, as a later generation, whoever called this.
             _scheduler.EndWake(subscription);
+            RetryProcessingSoon();
             try
             {
                 await _registry.SaveAsync(subscription, CancellationToken.None).ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is StreamStoreUnavailableException or OperationCanceledException)
             {
-                // The store is failing; the retry below saves the next wake.
+                // The store is failing; the retry saves the next wake.
             }
 
-            RetryProcessingSoon();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// After a wake ended and was saved (an ack, a release, a webhook's done): the next wake, if data is pending
+    /// (<paramref name="pending"/>, or looked up when null). What ended is durable, so a failure here is not the caller's:
+    /// it is left to the retry a second from now (which looks at every subscription).
+    /// </summary>
+    private async Task WakeAfterAsync(Subscription subscription, bool? pending)
+    {
+        try
+        {
+            if (pending ?? await _registry.HasPendingAsync(subscription, CancellationToken.None).ConfigureAwait(false))
+            {
+                await WakeAsync(subscription, CancellationToken.None).ConfigureAwait(false);
+            }
+        }
+        catch (StreamStoreUnavailableException ex)
+        {
+            Log.ProcessingFailed(_logger, ex);
+            RetryProcessingSoon();
         }
     }
 
@@ -617,11 +644,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 
             _scheduler.EndWake(subscription);
             await _registry.SaveAsync(subscription, CancellationToken.None).ConfigureAwait(false);
-            if (await _registry.HasPendingAsync(subscription, CancellationToken.None).ConfigureAwait(false))
-            {
-                await WakeAsync(subscription, CancellationToken.None).ConfigureAwait(false);
-            }
-
+            await WakeAfterAsync(subscription, pending: null).ConfigureAwait(false);
             return;
         }
 

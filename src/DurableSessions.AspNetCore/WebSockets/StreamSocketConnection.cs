@@ -574,16 +574,35 @@ internal sealed partial class StreamSocketConnection : IDisposable
             }
         }
 
-        // Granted under a token that an auth replaced meanwhile, after that auth looked at the live subscriptions: the
-        // token in force decides.
-        if (Volatile.Read(ref _authEpoch) != authEpoch
-            && !await AccessControl.AllowsAsync(_http, new StreamResource(path!), Capability.Read).ConfigureAwait(false))
+        // Granted under a token that an auth replaced meanwhile, perhaps after that auth looked at the live
+        // subscriptions: the token in force decides, before anything is sent.
+        if (Volatile.Read(ref _authEpoch) != authEpoch && !await StillAllowedAsync(path!).ConfigureAwait(false))
         {
-            subscription.Revoked = true;
-            subscription.Cancel();
+            lock (_subscriptions)
+            {
+                _subscriptions.Remove(sub);
+            }
+
+            subscription.Stop.Dispose();
+            Enqueue(Error("sub", sub, 403, "FORBIDDEN", $"The token now in force does not grant read on {path}."));
+            return;
         }
 
         subscription.Task = FollowAsync(subscription, stream, from);
+    }
+
+    private async Task<bool> StillAllowedAsync(string path)
+    {
+        try
+        {
+            return await AccessControl.AllowsAsync(_http, new StreamResource(path), Capability.Read).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // An authorization handler that fails grants nothing.
+            Log.OperationFailed(_services.Logger, ex);
+            return false;
+        }
     }
 
     private void Unsubscribe(JsonElement root)
