@@ -11,7 +11,8 @@ namespace DurableSessions.Storage.Redis;
 /// <remarks>
 /// <para>Keys of a stream: <c>KEYS[1]</c> its metadata hash, <c>KEYS[2]</c> its records (a Redis stream whose entry
 /// ids are <c>{end position}-0</c>, with fields <c>s</c> = start position and <c>d</c> = data), <c>KEYS[3]</c> its
-/// producers hash (producer id → <c>epoch:seq:last used ms</c>; older entries lack the last part and count as in use).</para>
+/// producers hash (producer id → <c>epoch:seq:last used ms</c>; older entries lack the last part and count as in use),
+/// <c>KEYS[4]</c> the id of an incarnation whose create was given up (<see cref="Abandon"/>), for an hour.</para>
 /// <para>Every change is published on the change channel as <c>header\n path data</c>, the header being
 /// <c>node|id|start|end|closed|deleted|pathBytes|dataBytes</c>. Data above the inline limit is left out (dataBytes -1)
 /// and the receiving nodes read it from the records.</para>
@@ -151,6 +152,12 @@ internal static class RedisScripts
     /// </summary>
     public static readonly RedisScript Create = new(Common + "\n" + """
         if redis.call('EXISTS', KEYS[1]) == 1 then return 'Retry' end
+        local abandoned = redis.call('GET', KEYS[4])
+        if abandoned then
+          for i = 8, #ARGV - 1, 2 do
+            if ARGV[i] == 'id' and ARGV[i + 1] == abandoned then return 'Abandoned' end
+          end
+        end
         local fields = {}
         for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
         redis.call('HSET', KEYS[1], unpack(fields))
@@ -165,6 +172,18 @@ internal static class RedisScripts
         local path = redis.call('HGET', KEYS[1], 'path')
         publish(ARGV[1], ARGV[2], id, path, start, start + units, ARGV[7], '0', data, tonumber(ARGV[3]))
         return 'OK'
+        """);
+
+    /// <summary>
+    /// Settles a create whose answer was lost. ARGV: the incarnation id it was creating. Returns 'Created' when that
+    /// incarnation exists (the create ran); otherwise marks the id abandoned for an hour in KEYS[4], so that the create,
+    /// should it still run (sent, but held up), refuses, and returns 'Abandoned'. Scripts on one stream's keys run one
+    /// at a time, so the create either ran before this or will find the mark.
+    /// </summary>
+    public static readonly RedisScript Abandon = new("""
+        if redis.call('HGET', KEYS[1], 'id') == ARGV[1] then return 'Created' end
+        redis.call('SET', KEYS[4], ARGV[1], 'PX', 3600000)
+        return 'Abandoned'
         """);
 
     /// <summary>

@@ -240,6 +240,9 @@ public sealed partial class RedisStreamStore : StreamStore
     {
         var forkPosition = plan.ForkPosition;
         var written = false;
+        var sent = false;
+        var refused = false;
+        long id = 0;
         try
         {
             // Indexed before it exists, so the index is never missing a stream (a stale entry is checked and dropped).
@@ -249,7 +252,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 await Call(_db.SortedSetAddAsync(ExpiriesKey, request.Path, expiry)).ConfigureAwait(false);
             }
 
-            var id = await Call(_db.StringIncrementAsync(_prefix + ":ids")).ConfigureAwait(false);
+            id = await Call(_db.StringIncrementAsync(_prefix + ":ids")).ConfigureAwait(false);
             var info = new StreamInfo
             {
                 Id = id,
@@ -275,9 +278,16 @@ public sealed partial class RedisStreamStore : StreamStore
                 request.InitialData.Data, request.InitialData.Units, forkPosition, request.Closed ? "1" : "0",
             };
             args.AddRange(MetaFields(info));
+            if (BeforeCreateScript is { } hook)
+            {
+                await hook().ConfigureAwait(false);
+            }
+
+            sent = true;
             written = (string)(await ScriptAsync(RedisScripts.Create, keys, [.. args]).ConfigureAwait(false))! == "OK";
             if (!written)
             {
+                refused = true;
                 return null;
             }
 
@@ -300,11 +310,30 @@ public sealed partial class RedisStreamStore : StreamStore
         }
         finally
         {
-            // A fork that was not created gives its registration on the source back, whatever went wrong.
-            if (!written && source is not null)
+            // A fork that was not created gives its registration on the source back. When the create's answer was lost,
+            // it may have run, or may still run: the registration is given back only once the create is settled as
+            // abandoned. Given back for a fork that exists, it would let the source be removed under the fork's reads;
+            // kept when that cannot be settled, it only keeps a deleted source's records until its last fork goes.
+            if (!written && source is not null && (!sent || refused || await AbandonAsync(keys, id).ConfigureAwait(false)))
             {
                 await ReleaseForkAsync(source.Path, source.Id).ConfigureAwait(false);
             }
+        }
+    }
+
+    /// <summary>For tests: runs just before a create's script is sent (to hold Redis up at that moment).</summary>
+    internal Func<Task>? BeforeCreateScript { get; set; }
+
+    /// <summary>Whether a create whose answer was lost is now settled as not done (and can never be done).</summary>
+    private async Task<bool> AbandonAsync(StreamKeys keys, long id)
+    {
+        try
+        {
+            return (string)(await ScriptAsync(RedisScripts.Abandon, keys, [Id(id)]).ConfigureAwait(false))! == "Abandoned";
+        }
+        catch (StreamStoreUnavailableException)
+        {
+            return false;
         }
     }
 
@@ -612,9 +641,9 @@ public sealed partial class RedisStreamStore : StreamStore
 
     // ---- internals ----
 
-    private readonly record struct StreamKeys(RedisKey Meta, RedisKey Data, RedisKey Producers)
+    private readonly record struct StreamKeys(RedisKey Meta, RedisKey Data, RedisKey Producers, RedisKey Abandoned)
     {
-        public RedisKey[] All => [Meta, Data, Producers];
+        public RedisKey[] All => [Meta, Data, Producers, Abandoned];
     }
 
     private StreamKeys Keys(string path)
@@ -624,7 +653,7 @@ public sealed partial class RedisStreamStore : StreamStore
             ? "#" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(path)))
             : path;
         var root = _prefix + ":s:{" + tag + "}:";
-        return new StreamKeys(root + "m", root + "d", root + "p");
+        return new StreamKeys(root + "m", root + "d", root + "p", root + "x");
     }
 
     private RedisKey DocumentKey(string collection) => _prefix + ":doc:" + collection;

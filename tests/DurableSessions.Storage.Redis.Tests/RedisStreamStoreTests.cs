@@ -209,6 +209,56 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_fork_whose_create_answer_was_lost_keeps_its_hold_on_the_source_so_the_source_cannot_go_under_it()
+    {
+        // Its own redis-server (the pause holds every client's writes), short client timeouts.
+        await using var own = await RedisServer.StartAsync();
+        await using var store = await RedisStreamStore.ConnectAsync(new RedisStreamStoreOptions { Configuration = own.Configuration + ",asyncTimeout=300,syncTimeout=300", KeyPrefix = _prefix });
+        using var admin = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(own.Configuration + ",allowAdmin=true");
+        await store.CreateAsync(new CreateStreamRequest { Path = "source", ContentType = "text/plain", InitialData = new StreamPayload("hello"u8.ToArray(), 5) });
+
+        // Redis holds writes from the moment the fork's create script is sent: its answer is lost, and it runs when the
+        // pause ends. (As in the lost-append test, a pause can cost the client its connection and the command with it;
+        // then the fork was never made, and the attempt is made again.)
+        var created = false;
+        for (var attempt = 0; attempt < 3 && !created; attempt++)
+        {
+            store.BeforeCreateScript = async () =>
+            {
+                store.BeforeCreateScript = null;
+                await admin.GetDatabase().ExecuteAsync("CLIENT", "PAUSE", "2500", "WRITE");
+            };
+            await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => store.CreateAsync(new CreateStreamRequest { Path = "fork", ContentType = "text/plain", ForkedFrom = "source", ForkOffset = 5 }).AsTask());
+            await admin.GetDatabase().ExecuteAsync("CLIENT", "UNPAUSE");
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(6);
+            while (!(created = (await store.GetAsync("fork")).Status == StreamLookupStatus.Found) && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(50);
+            }
+        }
+
+        Assert.True(created, "the held-up create ran once Redis let it");
+
+        // The fork exists though its create was answered 503, and it still holds its source: deleted, the source is only
+        // soft-deleted, and the fork reads the source's records.
+        var fork = (await store.GetAsync("fork")).Stream!;
+        Assert.Equal(DeleteStreamStatus.Deleted, await store.DeleteAsync("source"));
+        var read = await store.ReadAsync(fork, 0, 1024);
+        Assert.Equal("hello", string.Concat(read.Chunks.Select(c => System.Text.Encoding.UTF8.GetString(c.Data.Span))));
+
+        // A create settled as abandoned refuses to run (as one held up past the settling would): the store gives its hold
+        // back and creates the fork under a new id, and the source holds exactly one fork.
+        var db = admin.GetDatabase();
+        await store.CreateAsync(new CreateStreamRequest { Path = "source2", ContentType = "text/plain", InitialData = new StreamPayload("hi"u8.ToArray(), 2) });
+        var nextId = (long)await db.StringGetAsync(_prefix + ":ids") + 1;
+        await db.StringSetAsync(_prefix + ":s:{fork2}:x", nextId.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        var fork2 = await store.CreateAsync(new CreateStreamRequest { Path = "fork2", ContentType = "text/plain", ForkedFrom = "source2", ForkOffset = 2 });
+        Assert.Equal(CreateStreamStatus.Created, fork2.Status);
+        Assert.NotEqual(nextId, fork2.Stream!.Id);
+        Assert.Equal("1", (string?)await db.HashGetAsync(_prefix + ":s:{source2}:m", "forks"));
+    }
+
+    [Fact]
     public async Task An_append_whose_answer_was_lost_still_reaches_this_nodes_live_readers_once_redis_runs_it()
     {
         // A redis-server of its own (the pause below holds every client's writes), and short client timeouts, so an append
