@@ -12,7 +12,7 @@ namespace DurableSessions.Storage.Redis;
 /// <para>Keys of a stream: <c>KEYS[1]</c> its metadata hash, <c>KEYS[2]</c> its records (a Redis stream whose entry
 /// ids are <c>{end position}-0</c>, with fields <c>s</c> = start position and <c>d</c> = data), <c>KEYS[3]</c> its
 /// producers hash (producer id → <c>epoch:seq:last used ms</c>; older entries lack the last part and count as in use),
-/// <c>KEYS[4]</c> the id of an incarnation whose create was given up (<see cref="Abandon"/>), for an hour.</para>
+/// <c>KEYS[4]</c> how recent fork creates were settled (incarnation id → 'c' made, 'a' given up; an hour).</para>
 /// <para>Every change is published on the change channel as <c>header\n path data</c>, the header being
 /// <c>node|id|start|end|closed|deleted|pathBytes|dataBytes</c>. Data above the inline limit is left out (dataBytes -1)
 /// and the receiving nodes read it from the records.</para>
@@ -148,18 +148,19 @@ internal static class RedisScripts
     /// <summary>
     /// Create: only where no incarnation exists (an expired one is deleted first, through <see cref="Delete"/>, which
     /// respects its forks and releases its own fork source). ARGV: channel, node, inline limit, initial data, units,
-    /// start, closed, then the metadata's field/value pairs. Returns 'OK' or 'Retry'.
+    /// start, closed, for a fork its incarnation id (else empty), then the metadata's field/value pairs. A fork's create
+    /// is recorded in KEYS[4] ('c', for an hour), and refused when <see cref="Abandon"/> gave it up first. Returns 'OK',
+    /// 'Retry' or 'Abandoned'.
     /// </summary>
     public static readonly RedisScript Create = new(Common + "\n" + """
         if redis.call('EXISTS', KEYS[1]) == 1 then return 'Retry' end
-        local abandoned = redis.call('GET', KEYS[4])
-        if abandoned then
-          for i = 8, #ARGV - 1, 2 do
-            if ARGV[i] == 'id' and ARGV[i + 1] == abandoned then return 'Abandoned' end
-          end
+        if ARGV[8] ~= '' then
+          if redis.call('HGET', KEYS[4], ARGV[8]) == 'a' then return 'Abandoned' end
+          redis.call('HSET', KEYS[4], ARGV[8], 'c')
+          redis.call('PEXPIRE', KEYS[4], 3600000)
         end
         local fields = {}
-        for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+        for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
         redis.call('HSET', KEYS[1], unpack(fields))
         local units = tonumber(ARGV[5])
         local start = tonumber(ARGV[6])
@@ -175,14 +176,19 @@ internal static class RedisScripts
         """);
 
     /// <summary>
-    /// Settles a create whose answer was lost. ARGV: the incarnation id it was creating. Returns 'Created' when that
-    /// incarnation exists (the create ran); otherwise marks the id abandoned for an hour in KEYS[4], so that the create,
-    /// should it still run (sent, but held up), refuses, and returns 'Abandoned'. Scripts on one stream's keys run one
-    /// at a time, so the create either ran before this or will find the mark.
+    /// Settles a fork's create whose answer was lost. ARGV: the incarnation id it was creating. Returns 'Created' when
+    /// that create ran (its mark in KEYS[4], whether or not the fork still exists); otherwise marks the id abandoned for
+    /// an hour, so that the create, should it still run (sent, but held up), refuses, and returns 'Abandoned'. Scripts
+    /// on one stream's keys run one at a time, so the create either ran before this or will find the mark; settling
+    /// again answers the same.
     /// </summary>
     public static readonly RedisScript Abandon = new("""
-        if redis.call('HGET', KEYS[1], 'id') == ARGV[1] then return 'Created' end
-        redis.call('SET', KEYS[4], ARGV[1], 'PX', 3600000)
+        local mark = redis.call('HGET', KEYS[4], ARGV[1])
+        if mark == 'c' then return 'Created' end
+        if mark ~= 'a' then
+          redis.call('HSET', KEYS[4], ARGV[1], 'a')
+          redis.call('PEXPIRE', KEYS[4], 3600000)
+        end
         return 'Abandoned'
         """);
 

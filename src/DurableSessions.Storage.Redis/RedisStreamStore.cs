@@ -276,6 +276,7 @@ public sealed partial class RedisStreamStore : StreamStore
             {
                 _channel.ToString(), _node, _options.InlineNotificationBytes,
                 request.InitialData.Data, request.InitialData.Units, forkPosition, request.Closed ? "1" : "0",
+                source is null ? string.Empty : Id(id),
             };
             args.AddRange(MetaFields(info));
             if (BeforeCreateScript is { } hook)
@@ -314,9 +315,17 @@ public sealed partial class RedisStreamStore : StreamStore
             // it may have run, or may still run: the registration is given back only once the create is settled as
             // abandoned. Given back for a fork that exists, it would let the source be removed under the fork's reads;
             // kept when that cannot be settled, it only keeps a deleted source's records until its last fork goes.
-            if (!written && source is not null && (!sent || refused || await AbandonAsync(keys, id).ConfigureAwait(false)))
+            if (!written && source is not null)
             {
-                await ReleaseForkAsync(source.Path, source.Id).ConfigureAwait(false);
+                var abandoned = !sent || refused ? true : await AbandonAsync(keys, id).ConfigureAwait(false);
+                if (abandoned == true)
+                {
+                    await ReleaseForkAsync(source.Path, source.Id).ConfigureAwait(false);
+                }
+                else if (abandoned is null)
+                {
+                    _ = SettleLaterAsync(keys, id, source);
+                }
             }
         }
     }
@@ -324,8 +333,11 @@ public sealed partial class RedisStreamStore : StreamStore
     /// <summary>For tests: runs just before a create's script is sent (to hold Redis up at that moment).</summary>
     internal Func<Task>? BeforeCreateScript { get; set; }
 
-    /// <summary>Whether a create whose answer was lost is now settled as not done (and can never be done).</summary>
-    private async Task<bool> AbandonAsync(StreamKeys keys, long id)
+    /// <summary>
+    /// Settles a fork's create whose answer was lost: true when it is given up (and can never run), false when it ran,
+    /// null when Redis could not be asked.
+    /// </summary>
+    private async Task<bool?> AbandonAsync(StreamKeys keys, long id)
     {
         try
         {
@@ -333,9 +345,44 @@ public sealed partial class RedisStreamStore : StreamStore
         }
         catch (StreamStoreUnavailableException)
         {
-            return false;
+            return null;
         }
     }
+
+    /// <summary>
+    /// Asks again, for a few minutes, whether a fork's create that could not be settled ran, and gives its hold on the
+    /// source back if it did not: until then the source is kept (at most soft-deleted), never removed under a fork.
+    /// </summary>
+    private async Task SettleLaterAsync(StreamKeys keys, long id, StreamInfo source)
+    {
+        try
+        {
+            foreach (var wait in SettleRetries)
+            {
+                await Task.Delay(wait, TimeProvider, _sweepStop.Token).ConfigureAwait(false);
+                switch (await AbandonAsync(keys, id).ConfigureAwait(false))
+                {
+                    case true:
+                        await ReleaseForkAsync(source.Path, source.Id).ConfigureAwait(false);
+                        return;
+                    case false:
+                        return;
+                }
+            }
+
+            Log.ForkHoldKept(_logger, id, source.Path);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException)
+        {
+            // The store is closing.
+        }
+        catch (Exception ex)
+        {
+            Log.ForkHoldKept(_logger, id, source.Path, ex);
+        }
+    }
+
+    private static readonly TimeSpan[] SettleRetries = [TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(15), TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(4)];
 
     /// <inheritdoc />
     public override async ValueTask<AppendResult> AppendAsync(AppendRequest request, CancellationToken cancellationToken = default)
@@ -1299,6 +1346,9 @@ public sealed partial class RedisStreamStore : StreamStore
 
         [LoggerMessage(703, LogLevel.Warning, "The expiry sweep failed; the next tick tries again")]
         public static partial void SweepFailed(ILogger logger, Exception exception);
+
+        [LoggerMessage(705, LogLevel.Warning, "A fork (incarnation {Id}) whose create could not be settled keeps its hold on {Path}: deleted, that source stays soft-deleted, its path taken, until its other forks go and this hold is released by hand")]
+        public static partial void ForkHoldKept(ILogger logger, long id, string path, Exception? exception = null);
 
         [LoggerMessage(704, LogLevel.Warning, "Stream {Path} has metadata this store cannot read; it is left out of expiry")]
         public static partial void UnreadableMeta(ILogger logger, string path, Exception exception);

@@ -251,11 +251,25 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
         var db = admin.GetDatabase();
         await store.CreateAsync(new CreateStreamRequest { Path = "source2", ContentType = "text/plain", InitialData = new StreamPayload("hi"u8.ToArray(), 2) });
         var nextId = (long)await db.StringGetAsync(_prefix + ":ids") + 1;
-        await db.StringSetAsync(_prefix + ":s:{fork2}:x", nextId.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        await db.HashSetAsync(_prefix + ":s:{fork2}:x", nextId.ToString(System.Globalization.CultureInfo.InvariantCulture), "a");
         var fork2 = await store.CreateAsync(new CreateStreamRequest { Path = "fork2", ContentType = "text/plain", ForkedFrom = "source2", ForkOffset = 2 });
         Assert.Equal(CreateStreamStatus.Created, fork2.Status);
         Assert.NotEqual(nextId, fork2.Stream!.Id);
         Assert.Equal("1", (string?)await db.HashGetAsync(_prefix + ":s:{source2}:m", "forks"));
+
+        // Settling a fork's create: one that ran answers "made" even after the fork was deleted (it gave its hold back
+        // itself, so the hold must not be given back twice); one that never ran is marked given up, for an hour, and
+        // settling it again answers the same.
+        StackExchange.Redis.RedisKey[] KeysOf(string path) => [.. new[] { "m", "d", "p", "x" }.Select(k => (StackExchange.Redis.RedisKey)$"{_prefix}:s:{{{path}}}:{k}")];
+        async Task<string> SettleAsync(string path, long id) => (string)(await RedisScripts.Abandon.EvaluateAsync(db, KeysOf(path), [id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))!;
+        Assert.Equal("Created", await SettleAsync("fork2", fork2.Stream.Id));
+        Assert.Equal(DeleteStreamStatus.Deleted, await store.DeleteAsync("fork2"));
+        Assert.Equal("Created", await SettleAsync("fork2", fork2.Stream.Id));
+        Assert.Equal("0", (string?)await db.HashGetAsync(_prefix + ":s:{source2}:m", "forks"));
+        Assert.Equal("Abandoned", await SettleAsync("never", 12345));
+        Assert.Equal("Abandoned", await SettleAsync("never", 12345));
+        Assert.Equal("a", (string?)await db.HashGetAsync(KeysOf("never")[3], "12345"));
+        Assert.True(await db.KeyTimeToLiveAsync(KeysOf("never")[3]) > TimeSpan.FromMinutes(59));
     }
 
     [Fact]
