@@ -84,15 +84,17 @@ internal static class RequestBody
             await TooLarge(context, limit).ConfigureAwait(false);
             return null;
         }
-        catch (BadHttpRequestException ex)
+        catch (Exception ex) when (ex is BadHttpRequestException || (ex is IOException && !context.RequestAborted.IsCancellationRequested))
         {
-            // A body the server could not read as HTTP (bad chunk framing, cut short): the client's fault, answered here
-            // rather than left to the server's unhandled-exception path, which logs every such request as an error.
-            context.Response.StatusCode = ex.StatusCode;
+            // A body the server could not read as HTTP (bad chunk framing, cut short, a chunk size past what a length
+            // can hold, which Kestrel reports as a plain IOException): the client's fault, answered here rather than left
+            // to the server's unhandled-exception path, which logs every such request as an error.
+            var status = ex is BadHttpRequestException bad ? bad.StatusCode : StatusCodes.Status400BadRequest;
+            context.Response.StatusCode = status;
             context.Response.Headers.Connection = "close";
             if (!context.RequestAborted.IsCancellationRequested)
             {
-                await Problem.Write(context, ex.StatusCode, "BAD_REQUEST_BODY", $"The request body could not be read: {ex.Message}").ConfigureAwait(false);
+                await Problem.Write(context, status, "BAD_REQUEST_BODY", $"The request body could not be read: {ex.Message}").ConfigureAwait(false);
             }
 
             return null;

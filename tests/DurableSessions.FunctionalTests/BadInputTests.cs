@@ -57,6 +57,7 @@ public sealed class BadInputTests : IAsyncLifetime
         { "PUT", "/v1/stream/bad/other", "text/plain", null, ["Stream-Fork-Offset: 0000000000000000_0000000000000000"] },
         { "PUT", "/v1/stream/bad/other", "text/plain", null, ["Stream-Forked-From: /v1/stream/bad/json", "Stream-Fork-Sub-Offset: +1"] },
         { "PUT", "/v1/stream/bad/other", "text/plain", null, ["Stream-Forked-From: /v1/stream/bad/nothing"] },
+        { "PUT", "/v1/stream/bad/other", "application/json", null, ["Stream-Forked-From: http://elsewhere.example/v1/stream/bad/json"] },
         { "PUT", "/v1/stream/bad/other", null, null, ["Stream-Forked-From: /v1/stream/bad/json", "Stream-Fork-Offset: 0000000000000000_0000000000000999"] },
         { "PUT", "/v1/stream/bad/%01control", "text/plain", null, [] },
         { "PUT", "/v1/stream/bad//double", "text/plain", null, [] },
@@ -129,6 +130,7 @@ public sealed class BadInputTests : IAsyncLifetime
             (HttpMethod.Post, "messages", "{\"text\":\"hi\",\"author\":\"\"}", "INVALID_AUTHOR"),
             (HttpMethod.Post, "messages", "{\"text\":\"hi\",\"author\":\"" + new string('a', 200) + "\"}", "INVALID_AUTHOR"),
             (HttpMethod.Post, "messages", "{\"text\":\"hi\",\"parts\":0}", "INVALID_MESSAGE"),
+            (HttpMethod.Post, "messages", "{\"text\":\"\"}", "INVALID_MESSAGE"),
             (HttpMethod.Post, "messages", "{\"text\":5}", "INVALID_FIELD"),
             (HttpMethod.Post, "messages", "{\"role\":true,\"text\":\"hi\"}", "INVALID_FIELD"),
             (HttpMethod.Post, "presence", "{\"participantId\":\"client:a\",\"kind\":0}", "INVALID_PRESENCE"),
@@ -167,22 +169,40 @@ public sealed class BadInputTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_fork_source_given_as_a_whole_url_of_this_server_is_forked()
+    {
+        var client = _server.Client;
+        Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/stream/bad/source", new StringContent("[{\"n\":1}]", Encoding.UTF8, "application/json"))).StatusCode);
+        using var request = new HttpRequestMessage(HttpMethod.Put, "/v1/stream/bad/fork") { Content = new ByteArrayContent([]) };
+        request.Content.Headers.TryAddWithoutValidation("Content-Type", "application/json");
+        request.Headers.TryAddWithoutValidation("Stream-Forked-From", new Uri(_server.BaseAddress, "/v1/stream/bad/source").ToString());
+        using var response = await client.SendAsync(request);
+        Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+        Assert.Equal("[{\"n\":1}]", await client.GetStringAsync("/v1/stream/bad/fork?offset=-1"));
+    }
+
+    [Fact]
     public async Task A_body_with_broken_chunk_framing_gets_a_400_and_is_not_logged_as_a_server_error()
     {
         var errors = new ErrorLog();
         await using var server = await InProcessServer.StartAsync(services: s => s.AddSingleton<ILoggerProvider>(errors));
         Assert.Equal(HttpStatusCode.Created, (await server.Client.PutAsync("/v1/stream/bad/chunks", new StringContent("[{\"keep\":1}]", Encoding.UTF8, "application/json"))).StatusCode);
         Assert.Equal(HttpStatusCode.Created, (await server.Client.PutAsync("/v1/sessions/chunks", new StringContent("{}", Encoding.UTF8, "application/json"))).StatusCode);
-        foreach (var target in new[] { "/v1/stream/bad/chunks", "/v1/sessions/chunks/messages" })
+        // A chunk size that is not hex, and one past what a 64-bit length holds (which Kestrel reports as a plain I/O
+        // error rather than a bad request).
+        foreach (var size in new[] { "zz", "ffffffffffffffffff" })
         {
-            using var tcp = new System.Net.Sockets.TcpClient();
-            await tcp.ConnectAsync(server.BaseAddress.Host, server.BaseAddress.Port);
-            var stream = tcp.GetStream();
-            await stream.WriteAsync(Encoding.ASCII.GetBytes(
-                $"POST {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{{\"a\":1}}\r\n0\r\n\r\n"));
-            var response = await new StreamReader(stream).ReadToEndAsync().WaitAsync(TimeSpan.FromSeconds(10));
-            Assert.StartsWith("HTTP/1.1 400", response, StringComparison.Ordinal);
-            Assert.Contains("BAD_REQUEST_BODY", response, StringComparison.Ordinal);
+            foreach (var target in new[] { "/v1/stream/bad/chunks", "/v1/sessions/chunks/messages", "/v1/stream/__ds/subscriptions/none/ack", "/api/chat" })
+            {
+                using var tcp = new System.Net.Sockets.TcpClient();
+                await tcp.ConnectAsync(server.BaseAddress.Host, server.BaseAddress.Port);
+                var stream = tcp.GetStream();
+                await stream.WriteAsync(Encoding.ASCII.GetBytes(
+                    $"POST {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\n{{\"a\":1}}\r\n0\r\n\r\n"));
+                var response = await new StreamReader(stream).ReadToEndAsync().WaitAsync(TimeSpan.FromSeconds(10));
+                Assert.True(response.StartsWith("HTTP/1.1 400", StringComparison.Ordinal), $"{target}, chunk size {size}: {response}");
+                Assert.Contains("BAD_REQUEST_BODY", response, StringComparison.Ordinal);
+            }
         }
 
         Assert.Empty(errors.Entries);

@@ -547,6 +547,7 @@ public sealed class WebSocketTransportTests
             ("{\"op\":\"auth\",\"id\":\"u5\",\"token\":\"\\ud800\"}", "INVALID_FIELD"),
             ("{\"op\":\"session.message\",\"id\":\"u6\",\"session\":\"\\ud800\"}", "INVALID_FIELD"),
             ("{\"op\":\"unsubscribe\",\"sub\":\"\\ud800\"}", "INVALID_FIELD"),
+            ("{\"op\":\"append\",\"id\":\"u7\",\"path\":\"bad/s\",\"base64\":\"\\ud800\",\"contentType\":\"application/octet-stream\"}", "INVALID_APPEND"),
         };
         foreach (var (message, code) in surrogates)
         {
@@ -558,6 +559,43 @@ public sealed class WebSocketTransportTests
         await socket.SendAsync(new JsonObject { ["op"] = "append", ["id"] = "ok", ["path"] = "bad/s", ["data"] = new JsonObject { ["ok"] = true } });
         Assert.Equal("ack", Type(await socket.NextAsync(m => m["id"]?.GetValue<string>() == "ok")));
         Assert.Equal("[{\"kept\":true},{\"ok\":true}]", await server.Client.GetStringAsync(new Uri("/v1/stream/bad/s?offset=-1", UriKind.Relative)));
+    }
+
+    [Fact]
+    public async Task Every_unsubscribe_is_answered_and_a_sub_subscribed_again_at_once_starts_after_its_old_self_ended()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        await server.Client.PutAsync(new Uri("/v1/stream/churn/s", UriKind.Relative), Json("[{\"n\":0}]"));
+        await using var socket = await SocketClient.ConnectAsync(server.BaseAddress);
+
+        // Sent back to back, without waiting for answers: each subscribe names the sub its unsubscribe just ended.
+        for (var i = 0; i < 5; i++)
+        {
+            await socket.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = "r", ["path"] = "churn/s", ["offset"] = "now" });
+            await socket.SendAsync(new JsonObject { ["op"] = "unsubscribe", ["sub"] = "r" });
+        }
+
+        for (var i = 0; i < 5; i++)
+        {
+            var answer = await socket.NextAsync(m => m["sub"]?.GetValue<string>() == "r" && Type(m) is "unsubscribed" or "error");
+            Assert.True(Type(answer) == "unsubscribed", answer.ToJsonString());
+        }
+
+        // Two unsubscribes of one subscription: each answered, the second by unsubscribed or, if the first had already
+        // ended it, by SUBSCRIPTION_NOT_FOUND.
+        await socket.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = "twice", ["path"] = "churn/s", ["offset"] = "now" });
+        await socket.SendAsync(new JsonObject { ["op"] = "unsubscribe", ["sub"] = "twice" });
+        await socket.SendAsync(new JsonObject { ["op"] = "unsubscribe", ["sub"] = "twice" });
+        Assert.Equal("unsubscribed", Type(await socket.NextAsync(m => m["sub"]?.GetValue<string>() == "twice" && Type(m) is "unsubscribed" or "error")));
+        var second = await socket.NextAsync(m => m["sub"]?.GetValue<string>() == "twice" && Type(m) is "unsubscribed" or "error");
+        Assert.True(Type(second) == "unsubscribed" || second["code"]?.GetValue<string>() == "SUBSCRIPTION_NOT_FOUND", second.ToJsonString());
+
+        // The sub is free again, and its last subscription follows live.
+        await socket.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = "r", ["path"] = "churn/s", ["offset"] = "now" });
+        await socket.NextAsync(m => m["sub"]?.GetValue<string>() == "r" && Type(m) == "up-to-date");
+        await server.Client.PostAsync(new Uri("/v1/stream/churn/s", UriKind.Relative), Json("{\"n\":1}"));
+        var data = await socket.NextAsync(m => m["sub"]?.GetValue<string>() == "r" && Type(m) is "data" or "error");
+        Assert.Equal("data", Type(data));
     }
 
     [Fact]

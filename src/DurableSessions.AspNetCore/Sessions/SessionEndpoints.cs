@@ -178,7 +178,8 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
 
         IReadOnlyList<MessagePart> parts;
         var givenParts = body["parts"];
-        if (Str(body, "text") is { } text && givenParts is null)
+        // An empty text says nothing for an agent to answer (the AI SDK endpoint refuses it too).
+        if (Str(body, "text") is { Length: > 0 } text && givenParts is null)
         {
             parts = [new TextPart(text)];
         }
@@ -188,7 +189,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         }
         else
         {
-            await Problem.Write(context, 400, "INVALID_MESSAGE", "A message needs text, or parts (not both): a non-empty array of objects with a type.").ConfigureAwait(false);
+            await Problem.Write(context, 400, "INVALID_MESSAGE", "A message needs text (not empty), or parts (not both): a non-empty array of objects with a type.").ConfigureAwait(false);
             return;
         }
 

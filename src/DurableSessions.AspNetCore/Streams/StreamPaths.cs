@@ -48,12 +48,23 @@ internal static class StreamPaths
         return null;
     }
 
-    /// <summary>Turns a <c>Stream-Forked-From</c> value (a URL path, or a path relative to the stream root) into a stream path.</summary>
-    public static string? FromForkHeader(string value)
+    /// <summary>
+    /// Turns a <c>Stream-Forked-From</c> value (a URL path, or a path relative to the stream root) into a stream path.
+    /// A whole URL is taken only when it names this server (<paramref name="host"/>, the request's own): forks are made
+    /// from streams of the same server (protocol §4.2), and one naming another server is refused rather than read as a
+    /// local path.
+    /// </summary>
+    public static string? FromForkHeader(string value, string host)
     {
         var path = value;
         if (Uri.TryCreate(value, UriKind.Absolute, out var absolute) && absolute.Scheme is "http" or "https")
         {
+            if (!string.Equals(absolute.Authority, host, StringComparison.OrdinalIgnoreCase)
+                && !string.Equals(absolute.Host, host, StringComparison.OrdinalIgnoreCase))
+            {
+                return null;
+            }
+
             path = absolute.AbsolutePath;
         }
 

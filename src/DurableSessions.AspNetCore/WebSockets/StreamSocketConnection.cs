@@ -172,6 +172,13 @@ internal sealed partial class StreamSocketConnection : IDisposable
             // The peer went away (or the connection was cut): nothing to answer.
             CloseWith(WebSocketCloseStatus.NormalClosure, null);
         }
+        catch (Exception ex)
+        {
+            // A message the server failed on (its own fault: client input is answered with an error and the connection
+            // goes on). Logged, and said as such to the client rather than as a normal closure.
+            Log.OperationFailed(_services.Logger, ex);
+            CloseWith(WebSocketCloseStatus.InternalServerError, "The server failed to handle a message.");
+        }
         finally
         {
             if (buffer is not null)
@@ -264,10 +271,10 @@ internal sealed partial class StreamSocketConnection : IDisposable
         {
             work = operation(id, root);
         }
-        catch
+        catch (Exception ex)
         {
-            Release();
-            throw;
+            // Whatever a message makes fail is that operation's answer: the connection and its subscriptions go on.
+            work = Task.FromException<byte[]>(ex);
         }
 
         _ = AnswerAsync(id, work);
@@ -419,7 +426,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
         if (root.TryGetProperty("base64", out var base64))
         {
             forms++;
-            if (base64.ValueKind != JsonValueKind.String || !base64.TryGetBytesFromBase64(out var bytes))
+            if (base64.ValueKind != JsonValueKind.String || !TryGetBase64(base64, out var bytes))
             {
                 error = ("INVALID_APPEND", "base64 must be a base64 string.");
                 return false;
@@ -499,6 +506,19 @@ internal sealed partial class StreamSocketConnection : IDisposable
             }
 
             requested = parsed;
+        }
+
+        Subscription? ending;
+        lock (_subscriptions)
+        {
+            ending = _subscriptions.GetValueOrDefault(sub) is { Unsubscribed: true } unsubscribing ? unsubscribing : null;
+        }
+
+        if (ending?.Task is { } endingTask)
+        {
+            // Unsubscribed just before and still ending (its follower stops at its next step): this one starts after it,
+            // so the client sees the old one's unsubscribed first and nothing of it after.
+            await endingTask.WaitAsync(_closing.Token).ConfigureAwait(false);
         }
 
         lock (_subscriptions)
@@ -612,6 +632,12 @@ internal sealed partial class StreamSocketConnection : IDisposable
         lock (_subscriptions)
         {
             subscription = sub is null ? null : _subscriptions.GetValueOrDefault(sub);
+
+            // Counted under the lock that its follower takes to leave: each unsubscribe it counts is answered when it ends.
+            if (subscription is not null)
+            {
+                subscription.UnsubscribeRequests++;
+            }
         }
 
         if (subscription is null)
@@ -721,10 +747,6 @@ internal sealed partial class StreamSocketConnection : IDisposable
                     w.WriteString("offset", StreamOffset.Format(position));
                 }));
             }
-            else if (subscription.Unsubscribed)
-            {
-                Enqueue(Signal("unsubscribed", subscription.Sub, position: null));
-            }
         }
         catch (StreamStoreUnavailableException)
         {
@@ -737,9 +759,17 @@ internal sealed partial class StreamSocketConnection : IDisposable
         }
         finally
         {
+            int unsubscribes;
             lock (_subscriptions)
             {
                 _subscriptions.Remove(subscription.Sub);
+                unsubscribes = subscription.UnsubscribeRequests;
+            }
+
+            // Last of all for this sub: nothing of it follows its unsubscribed. One per unsubscribe the client sent.
+            for (var i = 0; i < unsubscribes; i++)
+            {
+                Enqueue(Signal("unsubscribed", subscription.Sub, position: null));
             }
 
             subscription.Stop.Dispose();
@@ -1327,6 +1357,23 @@ internal sealed partial class StreamSocketConnection : IDisposable
 
     private static readonly string[] StringFields = ["path", "contentType", "sub", "offset", "session", "run", "token"];
 
+    /// <summary>
+    /// Decodes a JSON string as base64. Like <see cref="TryGetText"/>, a string that escapes a lone surrogate throws when
+    /// read; it is not base64 either.
+    /// </summary>
+    private static bool TryGetBase64(JsonElement element, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out byte[]? bytes)
+    {
+        try
+        {
+            return element.TryGetBytesFromBase64(out bytes);
+        }
+        catch (InvalidOperationException)
+        {
+            bytes = null;
+            return false;
+        }
+    }
+
     /// <summary>A string field's value; null when it is absent, not a string, or not text (see <see cref="TryGetText"/>).</summary>
     private static string? OptionalString(JsonElement parent, string name)
         => parent.TryGetProperty(name, out var element) && element.ValueKind == JsonValueKind.String && TryGetText(element, out var text) ? text : null;
@@ -1381,6 +1428,9 @@ internal sealed partial class StreamSocketConnection : IDisposable
         public Task? Task { get; set; }
 
         public volatile bool Unsubscribed;
+
+        /// <summary>The unsubscribes received for it, each answered once it ends (guarded by the subscriptions' lock).</summary>
+        public int UnsubscribeRequests;
 
         /// <summary>Set when a refreshed token no longer grants read on <see cref="Path"/>.</summary>
         public volatile bool Revoked;
