@@ -1142,9 +1142,10 @@ public sealed partial class RedisStreamStore : StreamStore
 
     /// <summary>A change committed by any node; this node's own were already published to its readers.</summary>
     // Paths with an append whose script's answer was lost, until when this node passes on its own notifications for them
-    // to its live readers, marked remote like another node's: readers skip what they already have by offset. (Being
-    // remote, such a change is not judged by subscriptions or notifications, which act on the committing node's own
-    // publish; a notification that came before the answer was given up is not caught either.)
+    // to its live readers (who skip what they already have by offset), as changes of its own: this node committed them,
+    // so its subscriptions and notifications judge them, as they would have on the answer. Another append of this node
+    // to the same path within the window is then published twice; subscriptions judge a change again to no effect, and
+    // a notification is at least once anyway. (A notification that came before the answer was given up is not caught.)
     private readonly ConcurrentDictionary<string, long> _echoExpected = new(StringComparer.Ordinal);
     private static readonly TimeSpan EchoWindow = TimeSpan.FromSeconds(60);
     private const int MaxEchoExpected = 10_000;
@@ -1216,7 +1217,8 @@ public sealed partial class RedisStreamStore : StreamStore
             var path = Encoding.UTF8.GetString(bytes, newline + 1, pathBytes);
 
             // This node published its own changes when their scripts answered, except any whose answer was lost.
-            if (header[0] == _node && !IsEchoExpected(path))
+            var own = header[0] == _node;
+            if (own && !IsEchoExpected(path))
             {
                 return;
             }
@@ -1242,7 +1244,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 data = records[0].Data;
             }
 
-            Fanout.Publish(new LiveAppend(id, path, new StreamChunk(start, end, data), header[4] == "1", header[5] == "1", remote: true));
+            Fanout.Publish(new LiveAppend(id, path, new StreamChunk(start, end, data), header[4] == "1", header[5] == "1", remote: !own));
         }
         catch (Exception ex) when (ex is RedisException or StreamStoreUnavailableException or FormatException or IndexOutOfRangeException or ArgumentException)
         {

@@ -283,6 +283,16 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
         var created = await store.CreateAsync(new CreateStreamRequest { Path = "lost", ContentType = "text/plain" });
         using var subscription = store.Fanout.Subscribe(created.Stream!.Id);
 
+        // What services that act once per change (subscriptions, notifications) are shown: changes of this node's own.
+        var judged = System.Threading.Channels.Channel.CreateUnbounded<LiveAppend>();
+        store.Fanout.AddObserver(change =>
+        {
+            if (!change.IsRemote && change.Path == "lost")
+            {
+                judged.Writer.TryWrite(change);
+            }
+        });
+
         // A live reader, as an SSE or WebSocket subscriber has, from the start: it reports each position it reaches.
         using var stop = new CancellationTokenSource();
         var positions = System.Threading.Channels.Channel.CreateUnbounded<long>();
@@ -327,6 +337,20 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
             while (await positions.Reader.ReadAsync(cancel.Token) < 2)
             {
             }
+        }
+
+        // And it is judged here, as this node's own change, with its data: a subscription on this stream is woken by it
+        // (the client's retry of it is a duplicate, which changes nothing to judge).
+        using (var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(15)))
+        {
+            LiveAppend change;
+            do
+            {
+                change = await judged.Reader.ReadAsync(cancel.Token);
+            }
+            while (change.Chunk.End < 2);
+
+            Assert.Equal((1L, 2L, "x"), (change.Chunk.Start, change.Chunk.End, System.Text.Encoding.UTF8.GetString(change.Chunk.Data.Span)));
         }
 
         await stop.CancelAsync();
