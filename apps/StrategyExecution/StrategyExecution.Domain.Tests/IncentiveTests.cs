@@ -61,4 +61,15 @@ public sealed class IncentiveTests
         Assert.Throws<ArgumentException>(() => IncentiveCalculator.Calculate(new PayoutCurve(100, 1, 50, 0.5, 150, 2), 1m, [new("a", 1, 80)]));
         Assert.NotEmpty(new PayoutCurve(50, 1.5, 100, 1, 150, 2).Validate());
     }
+
+    [Fact]
+    public void Weights_whose_sum_overflows_share_the_plan_and_curves_past_their_bounds_are_refused()
+    {
+        var result = IncentiveCalculator.Calculate(PayoutCurve.Default, 1000m, [new IncentiveComponent("a", 1e308, 100), new IncentiveComponent("b", 1e308, 150)]);
+        Assert.Equal(1.5, result.PayoutFraction, precision: 9);
+        Assert.Equal(1500m, result.Amount);
+        Assert.NotEmpty((PayoutCurve.Default with { MaximumPayout = 1e21 }).Validate());
+        Assert.NotEmpty((PayoutCurve.Default with { ThresholdScore = -1.7e308 }).Validate());
+        Assert.Throws<ArgumentException>(() => IncentiveCalculator.Calculate(PayoutCurve.Default, IncentiveCalculator.MaxTargetIncentive + 1, [new IncentiveComponent("a", 1, 100)]));
+    }
 }

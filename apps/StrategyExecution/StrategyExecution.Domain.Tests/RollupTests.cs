@@ -106,4 +106,13 @@ public sealed class CascadeTests
         var result = Cascade.Compute(objectives, [new(10, 1, 1, 80)]);
         Assert.Equal(2, result.Objectives.Count);
     }
+
+    [Fact]
+    public void Weights_whose_sum_overflows_still_roll_up_to_their_weighted_mean()
+    {
+        var result = Rollup.Compute([new WeightedScore("a", 1.7e308, 40), new WeightedScore("b", 1.7e308, 80), new WeightedScore("c", 0.85e308, 120)], RollupMethod.Weighted);
+        Assert.Equal(72, result.Score!.Value, precision: 6);
+        Assert.Equal(0.4, result.Shares[0].Share, precision: 9);
+        Assert.Equal(0.2, result.Shares[2].Share, precision: 9);
+    }
 }

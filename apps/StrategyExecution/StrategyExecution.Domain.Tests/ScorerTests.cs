@@ -98,4 +98,18 @@ public sealed class ScorerTests
         { TargetThresholds.HigherIsBetter(double.NaN, 100), "finite" },
         { new TargetThresholds { Direction = new MeasureDirection("sideways"), RedFlag = 1, Target = 2 }, "higher, lower or band" },
     };
+
+    [Fact]
+    public void Thresholds_whose_differences_overflow_still_give_a_score_on_the_scale()
+    {
+        // (actual - red flag) and (target - red flag) are both infinite in plain arithmetic: their ratio was NaN, which
+        // no clamp catches and no JSON can hold.
+        var extreme = TargetThresholds.HigherIsBetter(redFlag: -1.7e308, target: 1.7e308);
+        Assert.Equal(75, Scorer.ScoreOf(extreme, 0)!.Value, precision: 6);
+        Assert.Equal(75, Scorer.Evaluate(extreme, 0).Value!.Value, precision: 6);
+        Assert.Equal(100, Scorer.ScoreOf(extreme, 1.7e308));
+        Assert.Equal(0, Scorer.ScoreOf(TargetThresholds.HigherIsBetter(redFlag: 0, target: 1), -1.7e308));
+        Assert.False(TargetThresholds.HigherIsBetter(redFlag: -1.7e308, target: 1.7e308).IsWithinRange);
+        Assert.True(TargetThresholds.HigherIsBetter(redFlag: -1e15, target: 1e15).IsWithinRange);
+    }
 }

@@ -55,6 +55,9 @@ public sealed class AppProcess : IAsyncDisposable
     /// <summary>What the process printed lately.</summary>
     public string Output => _process?.RecentOutput ?? string.Empty;
 
+    /// <summary>The app's process id, while it runs.</summary>
+    public int? ProcessId => _process?.Process.Id;
+
     /// <summary>Kills the process with SIGKILL: no shutdown code runs.</summary>
     public Task KillAsync() => _process?.KillAsync() ?? Task.CompletedTask;
 

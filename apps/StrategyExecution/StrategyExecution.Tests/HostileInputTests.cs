@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json.Nodes;
 
@@ -59,5 +60,110 @@ public sealed class HostileInputTests(AppFixture fixture) : IClassFixture<AppFix
         // Some bodies are valid for some endpoints with id 0 or 999999 (none exists), so nothing can have been recorded.
         Assert.Equal(auditBefore, (await reader.GetJson("/api/audit?take=1000")).AsArray().Count);
         Assert.Equal(HttpStatusCode.OK, (await reader.GetAsync(new Uri("/health", UriKind.Relative))).StatusCode);
+    }
+
+    [Fact]
+    public async Task Numbers_too_large_to_score_are_refused_and_every_view_still_answers()
+    {
+        using var admin = ApiClient.For(fixture.App, 1);
+        var measure = (await admin.GetJson("/api/scorecards/1"))["objectives"]![0]!["measures"]![0]!["id"]!.GetValue<int>();
+        var objective = (await admin.GetJson("/api/scorecards/1"))["objectives"]![0]!["id"]!.GetValue<int>();
+        async Task Refused(HttpMethod method, string path, string body, string code)
+        {
+            using var request = new HttpRequestMessage(method, path) { Content = ApiClient.Json(body) };
+            using var response = await admin.SendAsync(request);
+            var text = await response.Content.ReadAsStringAsync();
+            Assert.True(response.StatusCode == HttpStatusCode.BadRequest, $"{method} {path} {body}: {(int)response.StatusCode} {text}");
+            Assert.Equal(code, JsonNode.Parse(text)!["error"]!["code"]!.GetValue<string>());
+        }
+
+        // Thresholds and weights whose arithmetic overflows a double made every later scorecard view fail.
+        await Refused(HttpMethod.Put, $"/api/measures/{measure}/target", "{\"redFlag\":-1.7e308,\"target\":1.7e308}", "INVALID_THRESHOLDS");
+        await Refused(HttpMethod.Post, "/api/objectives", "{\"unitId\":1,\"name\":\"Huge\",\"perspective\":\"financial\",\"weight\":1.7e308}", "INVALID_OBJECTIVE");
+        await Refused(HttpMethod.Post, "/api/measures", $"{{\"objectiveId\":{objective},\"name\":\"Huge\",\"unit\":\"x\",\"direction\":\"higher\",\"weight\":1e307}}", "INVALID_MEASURE");
+        await Refused(HttpMethod.Post, "/api/measures", $"{{\"objectiveId\":{objective},\"name\":\"Huge\",\"unit\":\"x\",\"direction\":\"higher\",\"baseline\":1e300}}", "INVALID_MEASURE");
+
+        // A payout past what a decimal holds, and null in place of an object, were answered 500.
+        await Refused(HttpMethod.Post, "/api/incentives/simulate", "{\"curve\":{\"thresholdScore\":50,\"thresholdPayout\":0.5,\"targetScore\":100,\"targetPayout\":1,\"maximumScore\":150,\"maximumPayout\":1e21},\"targetIncentive\":1000000000,\"components\":[{\"id\":\"a\",\"weight\":1,\"score\":150}]}", "INVALID_SIMULATION");
+        await Refused(HttpMethod.Post, "/api/incentives/simulate", "{\"targetIncentive\":1000,\"components\":[null]}", "INVALID_SIMULATION");
+        await Refused(HttpMethod.Post, "/api/incentives/simulate", "{\"targetIncentive\":1000,\"components\":[{\"weight\":1e308,\"score\":100},{\"weight\":1e308,\"score\":100}]}", "INVALID_SIMULATION");
+        await Refused(HttpMethod.Post, "/api/actuals/batch", "{\"rows\":[null]}", "INVALID_ROWS");
+
+        foreach (var path in new[] { "/api/units", "/api/scorecards/1", "/api/strategy-map", "/api/incentives", "/api/my-updates" })
+        {
+            using var response = await admin.GetAsync(new Uri(path, UriKind.Relative));
+            Assert.True(response.StatusCode == HttpStatusCode.OK, $"GET {path}: {(int)response.StatusCode}");
+        }
+    }
+
+    [Fact]
+    public async Task Links_drawn_at_the_same_moment_are_stored_once_and_never_close_a_loop()
+    {
+        using var admin = ApiClient.For(fixture.App, 1);
+        async Task<int> Objective(string name)
+        {
+            using var response = await admin.PostAsJsonAsync(new Uri("/api/objectives", UriKind.Relative), new { unitId = 1, name, perspective = "financial" });
+            var text = await response.Content.ReadAsStringAsync();
+            Assert.True(response.StatusCode == HttpStatusCode.Created, text);
+            return JsonNode.Parse(text)!["id"]!.GetValue<int>();
+        }
+
+        async Task<HttpStatusCode[]> Together(params object[] bodies)
+        {
+            var answers = await Task.WhenAll(bodies.Select(async body =>
+            {
+                using var response = await admin.PostAsJsonAsync(new Uri("/api/links", UriKind.Relative), body);
+                return response.StatusCode;
+            }));
+            Assert.DoesNotContain(answers, a => (int)a >= 500);
+            return answers;
+        }
+
+        var (a, b) = (await Objective("Race a"), await Objective("Race b"));
+        var same = await Together([.. Enumerable.Repeat<object>(new { cause = a, effect = b }, 6)]);
+        Assert.Equal(1, same.Count(s => s == HttpStatusCode.Created));
+        Assert.Equal(5, same.Count(s => s == HttpStatusCode.Conflict));
+
+        for (var i = 0; i < 3; i++)
+        {
+            var (c, d) = (await Objective($"Loop c{i}"), await Objective($"Loop d{i}"));
+            var opposite = await Together(new { cause = c, effect = d }, new { cause = d, effect = c });
+            Assert.Equal(1, opposite.Count(s => s == HttpStatusCode.Created));
+            Assert.Equal(1, opposite.Count(s => s == HttpStatusCode.Conflict));
+        }
+    }
+
+    [Fact]
+    public async Task A_csv_of_millions_of_empty_lines_is_refused_without_holding_a_list_per_line()
+    {
+        await using var app = await AppProcess.StartNewAsync();
+        using var admin = ApiClient.For(app, 1);
+        long PeakRss() => long.Parse(File.ReadAllLines($"/proc/{app.ProcessId}/status").Single(l => l.StartsWith("VmHWM:", StringComparison.Ordinal)).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
+        var before = PeakRss();
+
+        // 23 MiB of line breaks after the header: 24 million records, each of which used to become a list of its own.
+        var csv = new byte[23 * 1024 * 1024];
+        Array.Fill(csv, (byte)'\n');
+        var header = "measure_id,month,value\n"u8.ToArray();
+        using var content = new ByteArrayContent([.. header, .. csv]);
+        content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("text/csv");
+        using var response = await admin.PostAsync(new Uri("/api/actuals/import", UriKind.Relative), content);
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+
+        // The body itself (24 MiB, and twice that as text) is held; a list per line took gigabytes.
+        var grown = PeakRss() - before;
+        Assert.True(grown < 1024L * 1024 * 1024, $"peak memory grew {grown / (1024 * 1024)} MiB");
+
+        // As many rows as the limit allows, and one more, is refused for the row that is one too many.
+        var rows = new StringBuilder("measure_id,month,value\n");
+        for (var i = 0; i <= 200_000; i++)
+        {
+            rows.Append("1,2020-01,1\n");
+        }
+
+        using var tooMany = await admin.PostAsync(new Uri("/api/actuals/import", UriKind.Relative), new StringContent(rows.ToString(), Encoding.UTF8, "text/csv"));
+        var text = await tooMany.Content.ReadAsStringAsync();
+        Assert.Equal(HttpStatusCode.BadRequest, tooMany.StatusCode);
+        Assert.Contains("At most 200,000 rows", text, StringComparison.Ordinal);
     }
 }

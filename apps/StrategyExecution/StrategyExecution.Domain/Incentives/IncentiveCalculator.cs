@@ -25,6 +25,9 @@ public sealed record IncentiveResult(double PayoutFraction, decimal Amount, IRea
 /// <remarks>Pure and thread-safe. docs/strategy.md has the formulas with worked examples.</remarks>
 public static class IncentiveCalculator
 {
+    /// <summary>The largest target incentive: with a curve's payouts at most <see cref="PayoutCurve.MaxValue"/>, any payout fits a decimal.</summary>
+    public const decimal MaxTargetIncentive = 1_000_000_000_000m;
+
     /// <summary>The payout of <paramref name="components"/> under <paramref name="curve"/> for a target incentive of <paramref name="targetIncentive"/>.</summary>
     /// <exception cref="ArgumentException">No component, a weight that is not above 0, a negative target incentive or an invalid curve.</exception>
     public static IncentiveResult Calculate(PayoutCurve curve, decimal targetIncentive, IEnumerable<IncentiveComponent> components)
@@ -42,9 +45,9 @@ public static class IncentiveCalculator
             throw new ArgumentException($"The weight of {bad.Id} must be above 0.", nameof(components));
         }
 
-        if (targetIncentive < 0)
+        if (targetIncentive < 0 || targetIncentive > MaxTargetIncentive)
         {
-            throw new ArgumentException("The target incentive cannot be negative.", nameof(targetIncentive));
+            throw new ArgumentException($"The target incentive must be from 0 to {MaxTargetIncentive:0}.", nameof(targetIncentive));
         }
 
         foreach (var c in list.Select(c => c.Curve ?? curve).Distinct())
@@ -55,10 +58,14 @@ public static class IncentiveCalculator
             }
         }
 
-        var total = list.Sum(c => c.Weight);
+        // Finite weights can still add up past what a double holds: then they are taken relative to the largest.
+        var largest = list.Max(c => c.Weight);
+        var sum = list.Sum(c => c.Weight);
+        Func<IncentiveComponent, double> weightOf = double.IsFinite(sum) ? c => c.Weight : c => c.Weight / largest;
+        var total = list.Sum(weightOf);
         var parts = list.Select(c =>
         {
-            var share = c.Weight / total;
+            var share = weightOf(c) / total;
             var payout = (c.Curve ?? curve).PayoutAt(c.Score);
             return new ComponentPayout(c.Id, share, payout, share * payout, c.Score is null);
         }).ToList();

@@ -15,6 +15,12 @@ public sealed record PayoutCurve(double ThresholdScore, double ThresholdPayout, 
     /// <summary>50 pays 50 %, 100 pays 100 %, 150 pays 200 % (the red flag, target and stretch of the score scale).</summary>
     public static PayoutCurve Default { get; } = new(50, 0.5, 100, 1.0, 150, 2.0);
 
+    /// <summary>
+    /// The largest magnitude of a curve's scores and payouts: far beyond the score scale (0 to 150) and any payout a plan
+    /// makes, small enough that a payout times a target incentive stays a number.
+    /// </summary>
+    public const double MaxValue = 1000;
+
     /// <summary>What is wrong with the curve, in words a user can act on; empty when it can be used.</summary>
     public IReadOnlyList<string> Validate()
     {
@@ -23,6 +29,12 @@ public sealed record PayoutCurve(double ThresholdScore, double ThresholdPayout, 
         if (values.Any(v => !double.IsFinite(v)))
         {
             errors.Add("Every point of a payout curve must be a finite number.");
+            return errors;
+        }
+
+        if (values.Any(v => Math.Abs(v) > MaxValue))
+        {
+            errors.Add($"Every point of a payout curve must be between -{MaxValue:0} and {MaxValue:0} (a payout of 1000 is 100,000 %).");
             return errors;
         }
 

@@ -71,16 +71,22 @@ public static class Rollup
         var counted = list.Where(Counts).ToList();
         var countedWeight = counted.Sum(c => c.Weight);
         var totalWeight = list.Sum(c => c.Weight);
+
+        // Finite weights can still add up past what a double holds: then they are taken relative to the largest.
+        var largest = counted.Count == 0 ? 1 : counted.Max(c => c.Weight);
+        var overflows = !double.IsFinite(countedWeight) || !double.IsFinite(counted.Sum(c => c.Weight * ScoreScale.Stretch));
+        Func<WeightedScore, double> weightOf = overflows ? c => c.Weight / largest : c => c.Weight;
+        var countedBy = counted.Sum(weightOf);
         double? score = counted.Count == 0 ? null
             : method == RollupMethod.Worst ? counted.Min(c => c.Score!.Value)
-            : counted.Sum(c => c.Weight * c.Score!.Value) / countedWeight;
+            : counted.Sum(c => weightOf(c) * c.Score!.Value) / countedBy;
 
         var worst = method == RollupMethod.Worst && score is not null ? counted.First(c => c.Score == score).Id : null;
         var shares = list.Select(c => new RollupShare(
             c.Id,
             c.Weight,
             c.Score,
-            !Counts(c) ? 0 : method == RollupMethod.Worst ? (c.Id == worst ? 1 : 0) : c.Weight / countedWeight,
+            !Counts(c) ? 0 : method == RollupMethod.Worst ? (c.Id == worst ? 1 : 0) : weightOf(c) / countedBy,
             c.Weight == 0 ? "weight 0" : c.Score is null ? "no score" : null)).ToList();
         return new RollupResult(score, ScoreScale.ColorOf(score), countedWeight, totalWeight, shares);
     }

@@ -18,6 +18,15 @@ public static class ScoreScale
     /// <summary>The score of the stretch target and beyond: blue, and the highest score.</summary>
     public const double Stretch = 150;
 
+    /// <summary>
+    /// The largest magnitude of a threshold, baseline or actual: 10^15, beyond any quantity a scorecard tracks (money
+    /// in cents included) and far inside what a double holds, so no score is computed from numbers that overflow.
+    /// </summary>
+    public const double MaxMagnitude = 1e15;
+
+    /// <summary>The largest weight of a measure, an objective or an incentive component: 10^6.</summary>
+    public const double MaxWeight = 1e6;
+
     /// <summary>The colour of <paramref name="score"/>: red below 50, amber to 100, green to 150, blue at 150.</summary>
     public static ScoreColor ColorOf(double? score) => score switch
     {

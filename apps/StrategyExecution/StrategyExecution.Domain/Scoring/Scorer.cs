@@ -45,7 +45,7 @@ public static class Scorer
     private static (double Score, string? Position, string? Formula) Directional(TargetThresholds t, double a, bool explain)
     {
         var better = t.Direction == MeasureDirection.Higher ? "above" : "below";
-        var progress = (a - t.RedFlag) / (t.Target - t.RedFlag);
+        var progress = Fraction(a, t.RedFlag, t.Target);
         if (progress < 1)
         {
             var raw = Line(ScoreScale.RedFlag, a, t.RedFlag, t.Target);
@@ -60,7 +60,7 @@ public static class Scorer
             return (ScoreScale.Target, (explain ? $"Actual {F(a)} meets the target {F(t.Target)}; there is no stretch target, so the score stops at 100." : null), explain ? "100" : null);
         }
 
-        var beyond = (a - t.Target) / (stretch - t.Target);
+        var beyond = Fraction(a, t.Target, stretch);
         if (beyond >= 1)
         {
             return (ScoreScale.Stretch, (explain ? $"Actual {F(a)} reaches the stretch {F(stretch)}: the score stops at 150." : null), explain ? "150" : null);
@@ -97,11 +97,30 @@ public static class Scorer
 
     /// <summary>The score on the line through (<paramref name="from"/>, <paramref name="baseScore"/>) and (<paramref name="to"/>, <paramref name="baseScore"/> + 50).</summary>
     private static double Line(double baseScore, double actual, double from, double to)
-        => baseScore + (50 * (actual - from) / (to - from));
+        => baseScore + (50 * Fraction(actual, from, to));
+
+    /// <summary>
+    /// How far <paramref name="actual"/> lies from <paramref name="from"/> towards <paramref name="to"/> (0 at from, 1 at
+    /// to). Computed on values scaled down first when they are large, so that no difference overflows to infinity
+    /// (which would make the score NaN) whatever finite numbers are stored.
+    /// </summary>
+    private static double Fraction(double actual, double from, double to)
+    {
+        var scale = Math.Max(Math.Abs(actual), Math.Max(Math.Abs(from), Math.Abs(to)));
+        if (scale > 1e300)
+        {
+            actual /= scale;
+            from /= scale;
+            to /= scale;
+        }
+
+        return (actual - from) / (to - from);
+    }
 
     private static (double, string?, string?) Clamped(double raw, string? position, string? formula)
     {
-        var score = Math.Clamp(raw, ScoreScale.Minimum, ScoreScale.Stretch);
+        // NaN compares false with everything, so Math.Clamp would pass it on: it scores as the bottom of the scale.
+        var score = double.IsNaN(raw) ? ScoreScale.Minimum : Math.Clamp(raw, ScoreScale.Minimum, ScoreScale.Stretch);
         if (formula is null)
         {
             return (score, position, null);

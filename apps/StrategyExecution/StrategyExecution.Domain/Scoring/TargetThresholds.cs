@@ -37,6 +37,10 @@ public sealed record TargetThresholds
     public static TargetThresholds Band(double redFlagLow, double targetLow, double targetHigh, double redFlagHigh)
         => new() { Direction = MeasureDirection.Band, RedFlag = redFlagLow, Target = targetLow, TargetHigh = targetHigh, RedFlagHigh = redFlagHigh };
 
+    /// <summary>Whether every value set is within ±<see cref="ScoreScale.MaxMagnitude"/>, as a new target must be.</summary>
+    public bool IsWithinRange
+        => new[] { RedFlag, Target, Stretch, TargetHigh, RedFlagHigh }.All(v => v is not { } x || Math.Abs(x) <= ScoreScale.MaxMagnitude);
+
     /// <summary>What is wrong with these thresholds, in words a user can act on; empty when they can be scored.</summary>
     public IReadOnlyList<string> Validate()
     {

@@ -35,14 +35,17 @@ public static class ActualImport
     {
         var rows = new List<ImportRow>();
         var errors = new List<RowError>();
-        var records = Records(text).ToList();
-        if (records.Count == 0)
+
+        // Record by record, never all of them at once: a file of millions of short or empty lines must not cost a
+        // list per line before the row limit is checked.
+        using var records = Records(text).GetEnumerator();
+        if (!records.MoveNext())
         {
             errors.Add(new RowError(1, "header", "The file is empty: the first line names the columns measure_id, month and value."));
             return (rows, errors);
         }
 
-        var header = records[0].Select(h => h.Trim().ToLowerInvariant()).ToList();
+        var header = records.Current.Select(h => h.Trim().ToLowerInvariant()).ToList();
         int measure = header.IndexOf("measure_id"), month = header.IndexOf("month"), value = header.IndexOf("value");
         if (measure < 0 || month < 0 || value < 0)
         {
@@ -50,16 +53,24 @@ public static class ActualImport
             return (rows, errors);
         }
 
-        for (var i = 1; i < records.Count; i++)
+        var line = 1;
+        while (records.MoveNext())
         {
-            var r = records[i];
+            line++;
+            var r = records.Current;
             if (r.Count == 1 && string.IsNullOrWhiteSpace(r[0]))
             {
                 continue; // a blank line
             }
 
+            if (rows.Count == MaxRows)
+            {
+                errors.Add(new RowError(line, "rows", $"At most {MaxRows:N0} rows are imported at once; this file has more."));
+                return ([], errors);
+            }
+
             string? Cell(int index) => index < r.Count ? r[index].Trim() : null;
-            rows.Add(new ImportRow(i + 1, Cell(measure), Cell(month), Cell(value)));
+            rows.Add(new ImportRow(line, Cell(measure), Cell(month), Cell(value)));
         }
 
         return (rows, errors);

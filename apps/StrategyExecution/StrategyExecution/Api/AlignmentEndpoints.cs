@@ -62,9 +62,9 @@ public static class AlignmentEndpoints
             perspective = default;
         }
 
-        if (body.Weight is { } w && (!double.IsFinite(w) || w < 0))
+        if (body.Weight is { } w && (!double.IsFinite(w) || w < 0 || w > ScoreScale.MaxWeight))
         {
-            problems.Add("weight must be a number of at least 0.");
+            problems.Add($"weight must be a number from 0 to {ScoreScale.MaxWeight:0}.");
         }
 
         var method = body.RollupMethod ?? RollupMethod.Weighted.Value;
@@ -155,14 +155,14 @@ public static class AlignmentEndpoints
             problems.Add("direction must be higher, lower or band.");
         }
 
-        if (body.Weight is { } w && (!double.IsFinite(w) || w < 0))
+        if (body.Weight is { } w && (!double.IsFinite(w) || w < 0 || w > ScoreScale.MaxWeight))
         {
-            problems.Add("weight must be a number of at least 0.");
+            problems.Add($"weight must be a number from 0 to {ScoreScale.MaxWeight:0}.");
         }
 
-        if (body.Baseline is { } b && !double.IsFinite(b))
+        if (body.Baseline is { } b && (!double.IsFinite(b) || Math.Abs(b) > ScoreScale.MaxMagnitude))
         {
-            problems.Add("baseline must be a finite number.");
+            problems.Add("baseline must be a number between -1e15 and 1e15.");
         }
 
         if (problems.Count > 0)
@@ -206,6 +206,11 @@ public static class AlignmentEndpoints
         {
             Direction = new MeasureDirection(measure.Direction), RedFlag = redFlag, Target = target, Stretch = body.Stretch, TargetHigh = body.TargetHigh, RedFlagHigh = body.RedFlagHigh,
         };
+        if (!thresholds.IsWithinRange)
+        {
+            return Problems.Error(400, "INVALID_THRESHOLDS", "The target cannot be set.", ["Thresholds must be numbers between -1e15 and 1e15."]);
+        }
+
         if (thresholds.Validate() is { Count: > 0 } problems)
         {
             return Problems.Error(400, "INVALID_THRESHOLDS", "The target cannot be set.", problems);
@@ -259,6 +264,23 @@ public static class AlignmentEndpoints
             return Problems.Forbidden("Drawing the strategy map needs the owner or admin role on the effect's unit or a unit above it.");
         }
 
+        // The check for a loop reads every link and then writes one: one at a time per process, so two links drawn at
+        // once (a→b and b→a) cannot each pass the check and close a loop together, nor the same link be stored twice.
+        await MapEdits.WaitAsync(ct);
+        try
+        {
+            return await AddLinkAsync(context, db, person, cause, effect, time, ct);
+        }
+        finally
+        {
+            MapEdits.Release();
+        }
+    }
+
+    private static readonly SemaphoreSlim MapEdits = new(1, 1);
+
+    private static async Task<IResult> AddLinkAsync(HttpContext context, StrategyDb db, Person person, Objective cause, Objective effect, TimeProvider time, CancellationToken ct)
+    {
         var links = await db.Links.AsNoTracking().Select(l => new CauseEffectLink(l.CauseId.ToString(System.Globalization.CultureInfo.InvariantCulture), l.EffectId.ToString(System.Globalization.CultureInfo.InvariantCulture))).ToListAsync(ct);
         var proposed = new CauseEffectLink(cause.Id.ToString(System.Globalization.CultureInfo.InvariantCulture), effect.Id.ToString(System.Globalization.CultureInfo.InvariantCulture));
         if (links.Contains(proposed))
@@ -274,7 +296,21 @@ public static class AlignmentEndpoints
         var link = new ObjectiveLink { CauseId = cause.Id, EffectId = effect.Id };
         db.Links.Add(link);
         db.AddAudit(person.Id, "link.created", $"objective/{effect.Id}", new { cause = cause.Id, effect = effect.Id }, time.GetUtcNow());
-        await db.SaveChangesAsync(ct);
+        try
+        {
+            await db.SaveChangesAsync(ct);
+        }
+        catch (DbUpdateException)
+        {
+            // Another process of the same database stored it meanwhile (the unique index on cause and effect).
+            if (!await db.Links.AsNoTracking().AnyAsync(l => l.CauseId == cause.Id && l.EffectId == effect.Id, ct))
+            {
+                throw;
+            }
+
+            return Problems.Error(409, "LINK_EXISTS", "These objectives are already linked.");
+        }
+
         context.RequestServices.GetRequiredService<Live.AuditTrail>().Notify();
         return Results.Created($"/api/links/{link.Id}", link);
     }

@@ -342,22 +342,24 @@ public static class BudgetEndpoints
         var unit = await Checks.UnitAsync(db, body.UnitId, problems, ct);
         var name = Checks.Name(body.Name, problems);
 
-        var objectiveIds = body.ObjectiveIds?.Distinct().ToList() ?? [];
-        var measureIds = body.MeasureIds?.Distinct().ToList() ?? [];
-        if (objectiveIds.Count + measureIds.Count > 100)
-        {
-            problems.Add("an initiative links to at most 100 objectives and measures.");
-        }
-        else if (await db.Objectives.CountAsync(o => objectiveIds.Contains(o.Id), ct) != objectiveIds.Count
-            || await db.Measures.CountAsync(m => measureIds.Contains(m.Id), ct) != measureIds.Count)
-        {
-            problems.Add("objectiveIds and measureIds must name existing objectives and measures.");
-        }
-
         var period = await db.Periods.AsNoTracking().Where(p => p.Status == PeriodStatus.Active).OrderByDescending(p => p.Start).FirstOrDefaultAsync(ct);
         if (period is null)
         {
             problems.Add("there is no active period.");
+        }
+
+        // An initiative belongs to the active period: what it serves must be of that period too.
+        var objectiveIds = body.ObjectiveIds?.Distinct().ToList() ?? [];
+        var measureIds = body.MeasureIds?.Distinct().ToList() ?? [];
+        var periodId = period?.Id ?? 0;
+        if (objectiveIds.Count + measureIds.Count > 100)
+        {
+            problems.Add("an initiative links to at most 100 objectives and measures.");
+        }
+        else if (await db.Objectives.CountAsync(o => objectiveIds.Contains(o.Id) && o.PeriodId == periodId, ct) != objectiveIds.Count
+            || await db.Measures.CountAsync(m => measureIds.Contains(m.Id) && db.Objectives.Any(o => o.Id == m.ObjectiveId && o.PeriodId == periodId), ct) != measureIds.Count)
+        {
+            problems.Add("objectiveIds and measureIds must name objectives and measures of the active period.");
         }
 
         if (problems.Count > 0)

@@ -94,11 +94,12 @@ public static class DataEndpoints
         }
 
         var (person, body) = request!;
+        // A row sent as null is a row with nothing in it: reported as such, with the rest.
         var rows = (body.Rows ?? []).Select((r, i) => new ImportRow(
             i + 1,
-            r.MeasureId?.ToString(CultureInfo.InvariantCulture),
-            r.Month,
-            r.Value?.ToString("R", CultureInfo.InvariantCulture))).ToList();
+            r?.MeasureId?.ToString(CultureInfo.InvariantCulture),
+            r?.Month,
+            r?.Value?.ToString("R", CultureInfo.InvariantCulture))).ToList();
         return await ApplyAsync(db, acting, person, rows, "grid", audit, time, ct);
     }
 
@@ -120,14 +121,21 @@ public static class DataEndpoints
         using var buffer = new MemoryStream();
         var chunk = new byte[64 * 1024];
         int read;
-        while ((read = await context.Request.Body.ReadAsync(chunk, ct)) > 0)
+        try
         {
-            if (buffer.Length + read > MaxCsvBytes)
+            while ((read = await context.Request.Body.ReadAsync(chunk, ct)) > 0)
             {
-                return Problems.Error(413, "BODY_TOO_LARGE", $"A CSV import may be at most {MaxCsvBytes / (1024 * 1024)} MiB.");
-            }
+                if (buffer.Length + read > MaxCsvBytes)
+                {
+                    return Problems.Error(413, "BODY_TOO_LARGE", $"A CSV import may be at most {MaxCsvBytes / (1024 * 1024)} MiB.");
+                }
 
-            buffer.Write(chunk, 0, read);
+                buffer.Write(chunk, 0, read);
+            }
+        }
+        catch (Exception ex) when (JsonBody.UnreadableBody(ex, context) is { } error)
+        {
+            return error;
         }
 
         string text;

@@ -2,6 +2,7 @@ using Microsoft.EntityFrameworkCore;
 using StrategyExecution.Data;
 using StrategyExecution.Incentives;
 using StrategyExecution.Live;
+using StrategyExecution.Scoring;
 
 namespace StrategyExecution.Api;
 
@@ -80,19 +81,26 @@ public static class IncentiveEndpoints
             problems.Add("components must list 1 to 50 components.");
         }
 
-        if (components.Any(c => c.Weight is not { } w || !double.IsFinite(w) || w <= 0))
+        if (components.Any(c => c is null))
         {
-            problems.Add("every component needs a weight above 0.");
+            problems.Add("every component must be an object with a weight.");
         }
-
-        if (components.Any(c => c.Score is { } s && (!double.IsFinite(s) || s < 0)))
+        else
         {
-            problems.Add("a score is a number of at least 0, or left out for no score.");
+            if (components.Any(c => c.Weight is not { } w || !double.IsFinite(w) || w <= 0 || w > ScoreScale.MaxWeight))
+            {
+                problems.Add($"every component needs a weight above 0, at most {ScoreScale.MaxWeight:0}.");
+            }
+
+            if (components.Any(c => c.Score is { } s && (!double.IsFinite(s) || s < 0)))
+            {
+                problems.Add("a score is a number of at least 0, or left out for no score.");
+            }
         }
 
         if (body?.TargetIncentive is not { } target || target < 0 || target > 1_000_000_000m)
         {
-            problems.Add("targetIncentive must be an amount from 0.");
+            problems.Add("targetIncentive must be an amount from 0 to 1000000000.");
         }
 
         if (problems.Count > 0)

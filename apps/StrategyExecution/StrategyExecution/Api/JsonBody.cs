@@ -32,14 +32,21 @@ public static class JsonBody
         using var buffer = new MemoryStream();
         var chunk = new byte[8192];
         int read;
-        while ((read = await request.Body.ReadAsync(chunk, cancellationToken)) > 0)
+        try
         {
-            if (buffer.Length + read > MaxBytes)
+            while ((read = await request.Body.ReadAsync(chunk, cancellationToken)) > 0)
             {
-                return (null, Problems.Error(413, "BODY_TOO_LARGE", $"A JSON body may be at most {MaxBytes} bytes."));
-            }
+                if (buffer.Length + read > MaxBytes)
+                {
+                    return (null, Problems.Error(413, "BODY_TOO_LARGE", $"A JSON body may be at most {MaxBytes} bytes."));
+                }
 
-            buffer.Write(chunk, 0, read);
+                buffer.Write(chunk, 0, read);
+            }
+        }
+        catch (Exception ex) when (UnreadableBody(ex, request.HttpContext) is { } error)
+        {
+            return (null, error);
         }
 
         try
@@ -51,6 +58,23 @@ public static class JsonBody
         {
             return (null, Problems.Error(400, "INVALID_JSON", $"The body is not valid: {ex.Message}"));
         }
+    }
+
+    /// <summary>
+    /// The answer to a body the server could not read as HTTP (bad chunk framing, cut short, too slow): the client's
+    /// fault, answered as such instead of left to the unhandled-exception path, which logs every one as an error. Null for
+    /// anything else, and for a client that has gone.
+    /// </summary>
+    public static IResult? UnreadableBody(Exception exception, HttpContext context)
+    {
+        ArgumentNullException.ThrowIfNull(exception);
+        ArgumentNullException.ThrowIfNull(context);
+        return exception switch
+        {
+            BadHttpRequestException bad => Problems.Error(bad.StatusCode, "BAD_REQUEST_BODY", $"The request body could not be read: {bad.Message}"),
+            IOException io when !context.RequestAborted.IsCancellationRequested => Problems.Error(400, "BAD_REQUEST_BODY", $"The request body could not be read: {io.Message}"),
+            _ => null,
+        };
     }
 
     /// <summary>
