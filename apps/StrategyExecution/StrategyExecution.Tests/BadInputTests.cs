@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text.Json.Nodes;
+using DurableSessions.Testing;
 
 namespace StrategyExecution.Tests;
 
@@ -76,5 +77,29 @@ public sealed class BadInputTests(AppFixture fixture) : IClassFixture<AppFixture
         Assert.Equal(before, (await client.AuditStream()).Count);
         using var forged = await client.GetAsync(new Uri("/v1/stream/strategy/forged", UriKind.Relative));
         Assert.Equal(HttpStatusCode.NotFound, forged.StatusCode);
+    }
+
+    [Fact]
+    public async Task A_port_taken_by_another_process_stops_the_app_with_a_clear_message_and_exit_code_1()
+    {
+        using var taken = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        taken.Start();
+        var url = $"http://127.0.0.1:{((IPEndPoint)taken.LocalEndpoint).Port}";
+        var dll = ChildProcess.Locate("apps/StrategyExecution/StrategyExecution", "StrategyExecution.dll", "Build the app first (dotnet build).");
+        var data = Path.Combine(Path.GetTempPath(), "strategy-test-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            using var app = ChildProcess.Start(ChildProcess.Dotnet(dll, ["--urls", url, "--Data", data]));
+            await app.Process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+            Assert.Equal(1, app.Process.ExitCode);
+            await ApiClient.Until(() => Task.FromResult(app.RecentOutput.Contains($"{url} is already in use by another process", StringComparison.Ordinal)), "the message");
+        }
+        finally
+        {
+            if (Directory.Exists(data))
+            {
+                Directory.Delete(data, recursive: true);
+            }
+        }
     }
 }

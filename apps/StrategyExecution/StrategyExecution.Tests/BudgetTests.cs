@@ -135,10 +135,19 @@ public sealed class BudgetTests(AppFixture fixture) : IClassFixture<AppFixture>
         Assert.Equal(1, before["milestonesDue"]!.GetValue<int>());
         Assert.Equal(0, before["milestonesDone"]!.GetValue<int>());
 
+        // Marked done by several requests at once: one marks it, the others find it done, and it is audited once.
         var milestone = JsonNode.Parse(await first.Content.ReadAsStringAsync())!["id"]!.GetValue<int>();
-        Assert.Equal(HttpStatusCode.OK, (await updater.PostAsync(new Uri($"/api/milestones/{milestone}/done", UriKind.Relative), null)).StatusCode);
+        var audited = (await reader.GetJson("/api/audit?take=1000")).AsArray().Count(a => a!["action"]!.GetValue<string>() == "milestone.done");
+        var answers = await Task.WhenAll(Enumerable.Range(0, 6).Select(async _ =>
+        {
+            using var response = await updater.PostAsync(new Uri($"/api/milestones/{milestone}/done", UriKind.Relative), null);
+            return response.StatusCode;
+        }));
+        Assert.Equal(1, answers.Count(a => a == HttpStatusCode.OK));
+        Assert.Equal(5, answers.Count(a => a == HttpStatusCode.Conflict));
         Assert.Equal(HttpStatusCode.Conflict, (await updater.PostAsync(new Uri($"/api/milestones/{milestone}/done", UriKind.Relative), null)).StatusCode);
         Assert.Equal(1, (await Current())["milestonesDone"]!.GetValue<int>());
+        Assert.Equal(audited + 1, (await reader.GetJson("/api/audit?take=1000")).AsArray().Count(a => a!["action"]!.GetValue<string>() == "milestone.done"));
     }
 
     private static async Task<(int Pool, decimal Available, int Initiative)> PoolAndInitiative(HttpClient reader, int pool)

@@ -107,7 +107,19 @@ app.UseRateLimiter();
 app.MapDurableStreams();
 app.MapStrategyApi();
 app.Lifetime.ApplicationStarted.Register(() => Console.WriteLine($"Strategy execution is listening on {string.Join(", ", app.Urls)}, with its data in {database.Describe()}"));
-app.Run();
+var listenOn = app.Configuration["urls"] ?? app.Configuration["ASPNETCORE_URLS"] ?? "http://127.0.0.1:4438";
+try
+{
+    app.Run();
+}
+catch (IOException ex) when (ex.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException)
+{
+    // A port taken by another process is a setting to change, not a crash.
+    Console.Error.WriteLine($"Strategy execution cannot start: {listenOn} is already in use by another process (choose another address with --urls).");
+    return 1;
+}
+
+return 0;
 
 /// <summary>The app's entry point, visible to the tests that host it.</summary>
 public partial class Program;

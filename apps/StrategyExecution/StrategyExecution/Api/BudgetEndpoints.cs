@@ -440,14 +440,21 @@ public static class BudgetEndpoints
             return Problems.Forbidden("Marking milestones done needs the updater role on the initiative's unit or a unit above it.");
         }
 
-        if (milestone.DoneOn is not null)
+        // Marked done only if it is not yet, in the same statement: of two requests at once, one marks it and the other
+        // finds it done, so it is audited once.
+        var today = DateOnly.FromDateTime(time.GetUtcNow().UtcDateTime);
+        await using var transaction = await db.Database.BeginTransactionAsync(ct);
+        if (milestone.DoneOn is not null
+            || await db.Milestones.Where(m => m.Id == id && m.DoneOn == null).ExecuteUpdateAsync(m => m.SetProperty(x => x.DoneOn, today), ct) == 0)
         {
             return Problems.Error(409, "ALREADY_DONE", "The milestone is already done.");
         }
 
-        milestone.DoneOn = DateOnly.FromDateTime(time.GetUtcNow().UtcDateTime);
+        milestone.DoneOn = today;
+        db.Entry(milestone).State = EntityState.Unchanged;
         db.AddAudit(person.Id, "milestone.done", $"initiative/{initiative.Id}", new { milestoneId = id, initiativeId = initiative.Id }, time.GetUtcNow());
         await db.SaveChangesAsync(ct);
+        await transaction.CommitAsync(ct);
         audit.Notify();
         return Results.Ok(milestone);
     }

@@ -47,8 +47,15 @@ public sealed partial class AuditTrail(IServiceScopeFactory scopes, StreamStore 
                 Log.PublishFailed(logger, ex);
             }
 
-            // Woken by each change; the timeout retries after a failure.
-            await _wake.WaitAsync(TimeSpan.FromSeconds(5), stoppingToken);
+            // Woken by each change; the timeout retries after a failure. Stopping ends the wait, and the loop with it.
+            try
+            {
+                await _wake.WaitAsync(TimeSpan.FromSeconds(5), stoppingToken);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
         }
     }
 
