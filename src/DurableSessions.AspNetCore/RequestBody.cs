@@ -84,7 +84,8 @@ internal static class RequestBody
             await TooLarge(context, limit).ConfigureAwait(false);
             return null;
         }
-        catch (Exception ex) when (ex is BadHttpRequestException || (ex is IOException && !context.RequestAborted.IsCancellationRequested))
+        catch (Exception ex) when (!context.Response.HasStarted
+            && (ex is BadHttpRequestException || (ex is IOException && !context.RequestAborted.IsCancellationRequested)))
         {
             // A body the server could not read as HTTP (bad chunk framing, cut short, a chunk size past what a length
             // can hold, which Kestrel reports as a plain IOException): the client's fault, answered here rather than left

@@ -443,7 +443,7 @@ public sealed partial class RedisStreamStore : StreamStore
             // Published here at once, whatever the replicas say: the other nodes already have the notification.
             var start = result.TailPosition - request.Data.Units;
             var id = long.Parse((string)reply[5]!, CultureInfo.InvariantCulture);
-            Fanout.Publish(new LiveAppend(id, request.Path, new StreamChunk(start, result.TailPosition, request.Data.Data), result.Closed)
+            Fanout.Publish(new LiveAppend(id, request.Path, new StreamChunk(start, result.TailPosition, request.Data.Data), result.Closed, remote: !ClaimJudgement(request.Path, id, start, result.TailPosition, result.Closed, echo: false))
             {
                 Parent = Activity.Current?.Context ?? default,
                 ProducerId = request.Producer?.ProducerId,
@@ -1143,16 +1143,57 @@ public sealed partial class RedisStreamStore : StreamStore
     /// <summary>A change committed by any node; this node's own were already published to its readers.</summary>
     // Paths with an append whose script's answer was lost, until when this node passes on its own notifications for them
     // to its live readers (who skip what they already have by offset), as changes of its own: this node committed them,
-    // so its subscriptions and notifications judge them, as they would have on the answer. Another append of this node
-    // to the same path within the window is then published twice; subscriptions judge a change again to no effect, and
-    // a notification is at least once anyway. (A notification that came before the answer was given up is not caught.)
+    // so its subscriptions and notifications judge them, as they would have on the answer. A change of this node to such
+    // a path that is answered too is judged once, at the answer or at its notification, whichever comes first
+    // (_judged). (A notification that came before the answer was given up is not caught.)
     private readonly ConcurrentDictionary<string, long> _echoExpected = new(StringComparer.Ordinal);
     private static readonly TimeSpan EchoWindow = TimeSpan.FromSeconds(60);
     private const int MaxEchoExpected = 10_000;
 
+    // This node's changes to paths in the echo window that were judged here, each until the window ends.
+    private readonly ConcurrentDictionary<(string Path, long Id, long Start, long End, bool Closed), long> _judged = new();
+    private const int MaxJudged = 100_000;
+
+    /// <summary>
+    /// Whether this node's change is judged here now (published as its own) rather than passed on as remote: outside an
+    /// echo window at its answer only; inside one at its answer or its notification, whichever claims it first.
+    /// </summary>
+    private bool ClaimJudgement(string path, long id, long start, long end, bool closed, bool echo)
+    {
+        if (!IsEchoExpected(path))
+        {
+            return !echo;
+        }
+
+        var now = Stopwatch.GetTimestamp();
+        if (_judged.Count >= MaxJudged)
+        {
+            PruneJudged(now);
+            if (_judged.Count >= MaxJudged)
+            {
+                // Full (a long outage within a minute): judged at the answer, as outside a window.
+                return !echo;
+            }
+        }
+
+        return _judged.TryAdd((path, id, start, end, closed), now + (long)(EchoWindow.TotalSeconds * Stopwatch.Frequency));
+    }
+
+    private void PruneJudged(long now)
+    {
+        foreach (var (key, until) in _judged)
+        {
+            if (until <= now)
+            {
+                _judged.TryRemove(new KeyValuePair<(string, long, long, long, bool), long>(key, until));
+            }
+        }
+    }
+
     private void ExpectEcho(string path)
     {
         var now = Stopwatch.GetTimestamp();
+        PruneJudged(now);
         if (_echoExpected.Count >= MaxEchoExpected)
         {
             // Full (a long outage fails many appends): what has run out makes room.
@@ -1244,7 +1285,10 @@ public sealed partial class RedisStreamStore : StreamStore
                 data = records[0].Data;
             }
 
-            Fanout.Publish(new LiveAppend(id, path, new StreamChunk(start, end, data), header[4] == "1", header[5] == "1", remote: !own));
+            var closed = header[4] == "1";
+            var deleted = header[5] == "1";
+            var judgedHere = own && !deleted && ClaimJudgement(path, id, start, end, closed, echo: true);
+            Fanout.Publish(new LiveAppend(id, path, new StreamChunk(start, end, data), closed, deleted, remote: !judgedHere));
         }
         catch (Exception ex) when (ex is RedisException or StreamStoreUnavailableException or FormatException or IndexOutOfRangeException or ArgumentException)
         {

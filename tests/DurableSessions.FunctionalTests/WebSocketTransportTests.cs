@@ -596,6 +596,21 @@ public sealed class WebSocketTransportTests
         await server.Client.PostAsync(new Uri("/v1/stream/churn/s", UriKind.Relative), Json("{\"n\":1}"));
         var data = await socket.NextAsync(m => m["sub"]?.GetValue<string>() == "r" && Type(m) is "data" or "error");
         Assert.Equal("data", Type(data));
+
+        // A subscription that ends by itself (here: the stream is closed) frees its sub before its last message: a
+        // client subscribing again on seeing it is never refused as a duplicate.
+        using (var close = new HttpRequestMessage(HttpMethod.Post, new Uri("/v1/stream/churn/s", UriKind.Relative)) { Content = Json("{\"n\":2}") })
+        {
+            close.Headers.Add("Stream-Closed", "true");
+            Assert.True((await server.Client.SendAsync(close)).IsSuccessStatusCode);
+        }
+
+        for (var i = 0; i < 20; i++)
+        {
+            var end = await socket.NextAsync(m => m["sub"]?.GetValue<string>() == "r" && Type(m) is "closed" or "error");
+            Assert.True(Type(end) == "closed", end.ToJsonString());
+            await socket.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = "r", ["path"] = "churn/s", ["offset"] = "-1" });
+        }
     }
 
     [Fact]

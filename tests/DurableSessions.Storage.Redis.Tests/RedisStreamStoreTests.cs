@@ -285,11 +285,16 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
 
         // What services that act once per change (subscriptions, notifications) are shown: changes of this node's own.
         var judged = System.Threading.Channels.Channel.CreateUnbounded<LiveAppend>();
+        var published = new System.Collections.Concurrent.ConcurrentQueue<LiveAppend>();
         store.Fanout.AddObserver(change =>
         {
-            if (!change.IsRemote && change.Path == "lost")
+            if (change.Path == "lost")
             {
-                judged.Writer.TryWrite(change);
+                published.Enqueue(change);
+                if (!change.IsRemote)
+                {
+                    judged.Writer.TryWrite(change);
+                }
             }
         });
 
@@ -352,6 +357,20 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
 
             Assert.Equal((1L, 2L, "x"), (change.Chunk.Start, change.Chunk.End, System.Text.Encoding.UTF8.GetString(change.Chunk.Data.Span)));
         }
+
+        // An append answered within that path's window reaches this node twice, by its answer and by its notification:
+        // it is judged here once, the other passed on as remote (readers skip it by offset).
+        await store.AppendAsync(new AppendRequest { Path = "lost", ContentType = "text/plain", Data = new StreamPayload("y"u8.ToArray(), 1) });
+        using (var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(15)))
+        {
+            while (published.Count(c => c.Chunk.End == 3 && c.Chunk.Start == 2) < 2)
+            {
+                await Task.Delay(20, cancel.Token);
+            }
+        }
+
+        Assert.Single(published, c => c.Chunk.End == 3 && c.Chunk.Start == 2 && !c.IsRemote);
+        Assert.Single(published, c => c.Chunk.End == 2 && c.Chunk.Start == 1 && !c.IsRemote);
 
         await stop.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => reader);

@@ -50,7 +50,7 @@ internal static class StreamPaths
 
     /// <summary>
     /// Turns a <c>Stream-Forked-From</c> value (a URL path, or a path relative to the stream root) into a stream path.
-    /// A whole URL is taken only when it names this server (<paramref name="host"/>, the request's own): forks are made
+    /// A whole URL is taken only when it names this server (<paramref name="host"/>, the request's host name): forks are made
     /// from streams of the same server (protocol §4.2), and one naming another server is refused rather than read as a
     /// local path.
     /// </summary>
@@ -59,8 +59,9 @@ internal static class StreamPaths
         var path = value;
         if (Uri.TryCreate(value, UriKind.Absolute, out var absolute) && absolute.Scheme is "http" or "https")
         {
-            if (!string.Equals(absolute.Authority, host, StringComparison.OrdinalIgnoreCase)
-                && !string.Equals(absolute.Host, host, StringComparison.OrdinalIgnoreCase))
+            // By host name alone: a default port is left out of one and written in the other, and a proxy in front
+            // may move the port.
+            if (!string.Equals(absolute.IdnHost, host, StringComparison.OrdinalIgnoreCase))
             {
                 return null;
             }

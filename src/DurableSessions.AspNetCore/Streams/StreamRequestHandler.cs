@@ -152,7 +152,7 @@ internal sealed partial class StreamRequestHandler
         }
         else
         {
-            forkedFrom = StreamPaths.FromForkHeader(forkedFromHeader.ToString(), context.Request.Host.Value ?? string.Empty);
+            forkedFrom = StreamPaths.FromForkHeader(forkedFromHeader.ToString(), context.Request.Host.Host);
             if (forkedFrom is null || StreamPaths.Validate(forkedFrom, _options.MaxPathLength) is not null)
             {
                 await Problem.Write(context, 400, "INVALID_FORK_SOURCE", "Stream-Forked-From must be the path of a stream on this server (a whole URL must name this server).").ConfigureAwait(false);

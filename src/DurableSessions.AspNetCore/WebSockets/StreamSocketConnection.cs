@@ -658,6 +658,37 @@ internal sealed partial class StreamSocketConnection : IDisposable
         var follower = new StreamFollower(_services.Store, stream, _services.FollowOptions);
         var toldUpToDate = false;
         var ended = false;
+
+        // The subscription leaves the connection's table before its last message is queued: a client that subscribes
+        // the same sub again on seeing that message (closed, fell-behind, an error) is not refused as a duplicate.
+        // Unsubscribes counted until then are answered after that message; later ones find no subscription.
+        var left = false;
+        var unsubscribes = 0;
+        void Leave()
+        {
+            if (left)
+            {
+                return;
+            }
+
+            left = true;
+            lock (_subscriptions)
+            {
+                if (_subscriptions.TryGetValue(subscription.Sub, out var current) && ReferenceEquals(current, subscription))
+                {
+                    _subscriptions.Remove(subscription.Sub);
+                }
+
+                unsubscribes = subscription.UnsubscribeRequests;
+            }
+        }
+
+        void Final(byte[] message)
+        {
+            Leave();
+            Enqueue(message);
+        }
+
         try
         {
             using (Telemetry.Reader("websocket"))
@@ -687,8 +718,9 @@ internal sealed partial class StreamSocketConnection : IDisposable
                                 var message = StreamContentType.IsJson(stream.ContentType)
                                     ? LiveJsonMessage(subscription.DataPrefix ??= DataPrefix(subscription.Sub), change, item.Position, upToDate)
                                     : DataMessage(subscription.Sub, stream.ContentType, [change.Chunk.Data], item.Position, upToDate);
-                                if (!EnqueueData(subscription.Sub, message, position))
+                                if (!EnqueueData(message))
                                 {
+                                    Final(Signal("fell-behind", subscription.Sub, position));
                                     ended = true;
                                     break;
                                 }
@@ -707,7 +739,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
 
                     if (item.ClosedAtTail)
                     {
-                        Enqueue(Signal("closed", subscription.Sub, position));
+                        Final(Signal("closed", subscription.Sub, position));
                         ended = true;
                         break;
                     }
@@ -728,11 +760,11 @@ internal sealed partial class StreamSocketConnection : IDisposable
             {
                 if (follower.End == StreamFollowEnd.Deleted)
                 {
-                    Enqueue(Error("sub", subscription.Sub, 410, "STREAM_DELETED", "The stream has been deleted."));
+                    Final(Error("sub", subscription.Sub, 410, "STREAM_DELETED", "The stream has been deleted."));
                 }
                 else if (follower.End == StreamFollowEnd.Closed)
                 {
-                    Enqueue(Signal("closed", subscription.Sub, position));
+                    Final(Signal("closed", subscription.Sub, position));
                 }
             }
         }
@@ -741,7 +773,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
             if (subscription.Revoked)
             {
                 // The offset reached, as with fell-behind: a client given read again resumes from there.
-                Enqueue(Write(w =>
+                Final(Write(w =>
                 {
                     WriteError(w, "sub", subscription.Sub, 403, "FORBIDDEN", $"The token now in force does not grant read on {stream.Path}.");
                     w.WriteString("offset", StreamOffset.Format(position));
@@ -750,21 +782,16 @@ internal sealed partial class StreamSocketConnection : IDisposable
         }
         catch (StreamStoreUnavailableException)
         {
-            Enqueue(Signal("fell-behind", subscription.Sub, position));
+            Final(Signal("fell-behind", subscription.Sub, position));
         }
         catch (Exception ex)
         {
             Log.OperationFailed(_services.Logger, ex);
-            Enqueue(Error("sub", subscription.Sub, 500, "INTERNAL", "The subscription failed; subscribe again from its offset."));
+            Final(Error("sub", subscription.Sub, 500, "INTERNAL", "The subscription failed; subscribe again from its offset."));
         }
         finally
         {
-            int unsubscribes;
-            lock (_subscriptions)
-            {
-                _subscriptions.Remove(subscription.Sub);
-                unsubscribes = subscription.UnsubscribeRequests;
-            }
+            Leave();
 
             // Last of all for this sub: nothing of it follows its unsubscribed. One per unsubscribe the client sent.
             for (var i = 0; i < unsubscribes; i++)
@@ -802,16 +829,15 @@ internal sealed partial class StreamSocketConnection : IDisposable
     }
 
     /// <summary>
-    /// Queues a data message, unless the connection's send queue is over its byte bound: then the subscription ends with
-    /// <c>fell-behind</c> at <paramref name="from"/>, where the reader stands, and the client resumes from there.
+    /// Queues a live data message, unless the connection's send queue is over its byte bound: then it queues nothing and
+    /// answers false, and the subscription ends with <c>fell-behind</c> where the reader stands, to resume from there.
     /// </summary>
-    private bool EnqueueData(string sub, byte[] message, long from)
+    private bool EnqueueData(byte[] message)
     {
         var queued = Interlocked.Add(ref _queuedBytes, message.Length);
         if (queued > _options.MaxSendQueueBytes && queued != message.Length)
         {
             Interlocked.Add(ref _queuedBytes, -message.Length);
-            Enqueue(Signal("fell-behind", sub, from));
             return false;
         }
 

@@ -264,12 +264,23 @@ public static class AlignmentEndpoints
             return Problems.Forbidden("Drawing the strategy map needs the owner or admin role on the effect's unit or a unit above it.");
         }
 
-        // The check for a loop reads every link and then writes one: one at a time per process, so two links drawn at
-        // once (a→b and b→a) cannot each pass the check and close a loop together, nor the same link be stored twice.
+        // The check for a loop reads every link and then writes one: one at a time, so two links drawn at once (a→b and
+        // b→a) cannot each pass the check and close a loop together, nor the same link be stored twice. Within a
+        // process by a semaphore; across processes sharing the database by a transaction that takes the database's
+        // write lock at its start (SQLite) or an advisory lock (PostgreSQL).
         await MapEdits.WaitAsync(ct);
         try
         {
-            return await AddLinkAsync(context, db, person, cause, effect, time, ct);
+            await using var transaction = await db.Database.BeginTransactionAsync(ct);
+            if (db.Database.IsNpgsql())
+            {
+                await db.Database.ExecuteSqlRawAsync("SELECT pg_advisory_xact_lock(5101)", ct);
+            }
+
+            var result = await AddLinkAsync(db, person, cause, effect, time, ct);
+            await transaction.CommitAsync(ct);
+            context.RequestServices.GetRequiredService<Live.AuditTrail>().Notify();
+            return result;
         }
         finally
         {
@@ -279,7 +290,7 @@ public static class AlignmentEndpoints
 
     private static readonly SemaphoreSlim MapEdits = new(1, 1);
 
-    private static async Task<IResult> AddLinkAsync(HttpContext context, StrategyDb db, Person person, Objective cause, Objective effect, TimeProvider time, CancellationToken ct)
+    private static async Task<IResult> AddLinkAsync(StrategyDb db, Person person, Objective cause, Objective effect, TimeProvider time, CancellationToken ct)
     {
         var links = await db.Links.AsNoTracking().Select(l => new CauseEffectLink(l.CauseId.ToString(System.Globalization.CultureInfo.InvariantCulture), l.EffectId.ToString(System.Globalization.CultureInfo.InvariantCulture))).ToListAsync(ct);
         var proposed = new CauseEffectLink(cause.Id.ToString(System.Globalization.CultureInfo.InvariantCulture), effect.Id.ToString(System.Globalization.CultureInfo.InvariantCulture));
@@ -296,22 +307,7 @@ public static class AlignmentEndpoints
         var link = new ObjectiveLink { CauseId = cause.Id, EffectId = effect.Id };
         db.Links.Add(link);
         db.AddAudit(person.Id, "link.created", $"objective/{effect.Id}", new { cause = cause.Id, effect = effect.Id }, time.GetUtcNow());
-        try
-        {
-            await db.SaveChangesAsync(ct);
-        }
-        catch (DbUpdateException)
-        {
-            // Another process of the same database stored it meanwhile (the unique index on cause and effect).
-            if (!await db.Links.AsNoTracking().AnyAsync(l => l.CauseId == cause.Id && l.EffectId == effect.Id, ct))
-            {
-                throw;
-            }
-
-            return Problems.Error(409, "LINK_EXISTS", "These objectives are already linked.");
-        }
-
-        context.RequestServices.GetRequiredService<Live.AuditTrail>().Notify();
+        await db.SaveChangesAsync(ct);
         return Results.Created($"/api/links/{link.Id}", link);
     }
 
