@@ -79,7 +79,7 @@ internal static class RequestBody
                 reader.AdvanceTo(read.Buffer.Start, read.Buffer.End);
             }
         }
-        catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge && !context.Response.HasStarted)
         {
             await TooLarge(context, limit).ConfigureAwait(false);
             return null;

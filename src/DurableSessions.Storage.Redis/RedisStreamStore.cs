@@ -305,7 +305,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 await Call(_db.SetAddAsync(OwnerKey(owner), request.Path)).ConfigureAwait(false);
             }
 
-            Fanout.Publish(new LiveAppend(id, info.Path, new StreamChunk(forkPosition, info.TailPosition, request.InitialData.Data), info.Closed) { Parent = Activity.Current?.Context ?? default });
+            Fanout.Publish(new LiveAppend(id, info.Path, new StreamChunk(forkPosition, info.TailPosition, request.InitialData.Data), info.Closed, remote: !ClaimJudgement(info.Path, id, forkPosition, info.TailPosition, info.Closed, echo: false)) { Parent = Activity.Current?.Context ?? default });
             await WaitForReplicasAsync(keys.Meta).ConfigureAwait(false);
             return info;
         }
@@ -1150,9 +1150,12 @@ public sealed partial class RedisStreamStore : StreamStore
     private static readonly TimeSpan EchoWindow = TimeSpan.FromSeconds(60);
     private const int MaxEchoExpected = 10_000;
 
-    // This node's changes to paths in the echo window that were judged here, each until the window ends.
+    // This node's changes to paths in the echo window that were judged here, each until the window ends (and a little
+    // longer, so an answer that comes after its window still finds what its notification claimed).
     private readonly ConcurrentDictionary<(string Path, long Id, long Start, long End, bool Closed), long> _judged = new();
-    private const int MaxJudged = 100_000;
+    private const int MaxJudged = 20_000;
+    private int _judgedCount;
+    private long _lastJudgedPrune;
 
     /// <summary>
     /// Whether this node's change is judged here now (published as its own) rather than passed on as remote: outside an
@@ -1160,32 +1163,49 @@ public sealed partial class RedisStreamStore : StreamStore
     /// </summary>
     private bool ClaimJudgement(string path, long id, long start, long end, bool closed, bool echo)
     {
+        var key = (path, id, start, end, closed);
         if (!IsEchoExpected(path))
         {
-            return !echo;
+            // Its notification may have claimed it while the window was open.
+            return !echo && (Volatile.Read(ref _judgedCount) == 0 || !_judged.ContainsKey(key));
         }
 
         var now = Stopwatch.GetTimestamp();
-        if (_judged.Count >= MaxJudged)
+        if (Volatile.Read(ref _judgedCount) >= MaxJudged)
         {
             PruneJudged(now);
-            if (_judged.Count >= MaxJudged)
+            if (Volatile.Read(ref _judgedCount) >= MaxJudged)
             {
-                // Full (a long outage within a minute): judged at the answer, as outside a window.
+                // Full (a long outage within a minute): judged at the answer, as outside a window. A notification for
+                // an answer that was lost is then passed on to readers only.
                 return !echo;
             }
         }
 
-        return _judged.TryAdd((path, id, start, end, closed), now + (long)(EchoWindow.TotalSeconds * Stopwatch.Frequency));
+        if (!_judged.TryAdd(key, now + (long)(2 * EchoWindow.TotalSeconds * Stopwatch.Frequency)))
+        {
+            return false;
+        }
+
+        Interlocked.Increment(ref _judgedCount);
+        return true;
     }
 
+    /// <summary>Drops what has run out, at most once a second.</summary>
     private void PruneJudged(long now)
     {
+        var last = Volatile.Read(ref _lastJudgedPrune);
+        if (Volatile.Read(ref _judgedCount) == 0 || now - last < Stopwatch.Frequency
+            || Interlocked.CompareExchange(ref _lastJudgedPrune, now, last) != last)
+        {
+            return;
+        }
+
         foreach (var (key, until) in _judged)
         {
-            if (until <= now)
+            if (until <= now && _judged.TryRemove(new KeyValuePair<(string, long, long, long, bool), long>(key, until)))
             {
-                _judged.TryRemove(new KeyValuePair<(string, long, long, long, bool), long>(key, until));
+                Interlocked.Decrement(ref _judgedCount);
             }
         }
     }

@@ -61,7 +61,8 @@ internal static class StreamPaths
         {
             // By host name alone: a default port is left out of one and written in the other, and a proxy in front
             // may move the port.
-            if (!string.Equals(absolute.IdnHost, host, StringComparison.OrdinalIgnoreCase))
+            if (!string.Equals(absolute.IdnHost, host, StringComparison.OrdinalIgnoreCase)
+                && !string.Equals(absolute.Host, host, StringComparison.OrdinalIgnoreCase))
             {
                 return null;
             }

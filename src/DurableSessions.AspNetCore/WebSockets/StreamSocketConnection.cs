@@ -662,9 +662,10 @@ internal sealed partial class StreamSocketConnection : IDisposable
         // The subscription leaves the connection's table before its last message is queued: a client that subscribes
         // the same sub again on seeing that message (closed, fell-behind, an error) is not refused as a duplicate.
         // Unsubscribes counted until then are answered after that message; later ones find no subscription.
+        // Its last message and the unsubscribed answers are queued under the same lock, so nothing of a new
+        // subscription of that sub, nor the connection's closing drain, can come between.
         var left = false;
-        var unsubscribes = 0;
-        void Leave()
+        void Final(byte[]? message)
         {
             if (left)
             {
@@ -679,14 +680,17 @@ internal sealed partial class StreamSocketConnection : IDisposable
                     _subscriptions.Remove(subscription.Sub);
                 }
 
-                unsubscribes = subscription.UnsubscribeRequests;
-            }
-        }
+                if (message is not null)
+                {
+                    Enqueue(message);
+                }
 
-        void Final(byte[] message)
-        {
-            Leave();
-            Enqueue(message);
+                // One per unsubscribe the client sent: nothing of this subscription follows its unsubscribed.
+                for (var i = 0; i < subscription.UnsubscribeRequests; i++)
+                {
+                    Enqueue(Signal("unsubscribed", subscription.Sub, position: null));
+                }
+            }
         }
 
         try
@@ -791,14 +795,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
         }
         finally
         {
-            Leave();
-
-            // Last of all for this sub: nothing of it follows its unsubscribed. One per unsubscribe the client sent.
-            for (var i = 0; i < unsubscribes; i++)
-            {
-                Enqueue(Signal("unsubscribed", subscription.Sub, position: null));
-            }
-
+            Final(null);
             subscription.Stop.Dispose();
         }
     }

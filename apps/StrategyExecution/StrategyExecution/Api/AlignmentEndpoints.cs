@@ -278,8 +278,14 @@ public static class AlignmentEndpoints
             }
 
             var result = await AddLinkAsync(db, person, cause, effect, time, ct);
-            await transaction.CommitAsync(ct);
-            context.RequestServices.GetRequiredService<Live.AuditTrail>().Notify();
+
+            // Not cancelled half way: once the link is written, the commit decides, not the client leaving.
+            await transaction.CommitAsync(CancellationToken.None);
+            if (result is IStatusCodeHttpResult { StatusCode: StatusCodes.Status201Created })
+            {
+                context.RequestServices.GetRequiredService<Live.AuditTrail>().Notify();
+            }
+
             return result;
         }
         finally
