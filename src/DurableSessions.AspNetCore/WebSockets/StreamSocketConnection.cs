@@ -659,11 +659,10 @@ internal sealed partial class StreamSocketConnection : IDisposable
         var toldUpToDate = false;
         var ended = false;
 
-        // The subscription leaves the connection's table before its last message is queued: a client that subscribes
-        // the same sub again on seeing that message (closed, fell-behind, an error) is not refused as a duplicate.
-        // Unsubscribes counted until then are answered after that message; later ones find no subscription.
-        // Its last message and the unsubscribed answers are queued under the same lock, so nothing of a new
-        // subscription of that sub, nor the connection's closing drain, can come between.
+        // The subscription leaves the connection's table as its last message is queued, under the table's lock: a
+        // client that subscribes the same sub again on seeing that message (closed, fell-behind, an error) is not
+        // refused as a duplicate, and nothing of that new subscription, nor the connection's closing drain, comes
+        // between. Unsubscribes counted until then are answered right after that message; later ones find none.
         var left = false;
         void Final(byte[]? message)
         {
