@@ -58,10 +58,7 @@ public static class IncentiveCalculator
             }
         }
 
-        // Finite weights can still add up past what a double holds: then they are taken relative to the largest.
-        var largest = list.Max(c => c.Weight);
-        var sum = list.Sum(c => c.Weight);
-        Func<IncentiveComponent, double> weightOf = double.IsFinite(sum) ? c => c.Weight : c => c.Weight / largest;
+        var weightOf = Scoring.Weights.Summable(list, c => c.Weight);
         var total = list.Sum(weightOf);
         var parts = list.Select(c =>
         {

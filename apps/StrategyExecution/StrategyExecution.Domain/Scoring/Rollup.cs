@@ -72,10 +72,7 @@ public static class Rollup
         var countedWeight = counted.Sum(c => c.Weight);
         var totalWeight = list.Sum(c => c.Weight);
 
-        // Finite weights can still add up past what a double holds: then they are taken relative to the largest.
-        var largest = counted.Count == 0 ? 1 : counted.Max(c => c.Weight);
-        var overflows = !double.IsFinite(countedWeight) || !double.IsFinite(counted.Sum(c => c.Weight * ScoreScale.Stretch));
-        Func<WeightedScore, double> weightOf = overflows ? c => c.Weight / largest : c => c.Weight;
+        var weightOf = Weights.Summable(counted, c => c.Weight, ScoreScale.Stretch);
         var countedBy = counted.Sum(weightOf);
         double? score = counted.Count == 0 ? null
             : method == RollupMethod.Worst ? counted.Min(c => c.Score!.Value)

@@ -113,27 +113,8 @@ public static class DataEndpoints
             return Problems.Error(415, "UNSUPPORTED_MEDIA_TYPE", "Send the file as text/csv.");
         }
 
-        if (context.Request.ContentLength > MaxCsvBytes)
-        {
-            return Problems.Error(413, "BODY_TOO_LARGE", $"A CSV import may be at most {MaxCsvBytes / (1024 * 1024)} MiB.");
-        }
-
-        using var buffer = new MemoryStream();
-        var chunk = new byte[64 * 1024];
-        int read;
-        try
-        {
-            while ((read = await context.Request.Body.ReadAsync(chunk, ct)) > 0)
-            {
-                if (buffer.Length + read > MaxCsvBytes)
-                {
-                    return Problems.Error(413, "BODY_TOO_LARGE", $"A CSV import may be at most {MaxCsvBytes / (1024 * 1024)} MiB.");
-                }
-
-                buffer.Write(chunk, 0, read);
-            }
-        }
-        catch (Exception ex) when (JsonBody.UnreadableBody(ex, context) is { } error)
+        var (body, error) = await JsonBody.ReadBoundedAsync(context.Request, MaxCsvBytes, $"A CSV import may be at most {MaxCsvBytes / (1024 * 1024)} MiB.", ct);
+        if (error is not null)
         {
             return error;
         }
@@ -141,7 +122,7 @@ public static class DataEndpoints
         string text;
         try
         {
-            text = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true).GetString(buffer.GetBuffer(), 0, (int)buffer.Length).TrimStart('\uFEFF');
+            text = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true).GetString(body.Span).TrimStart('\uFEFF');
         }
         catch (DecoderFallbackException)
         {

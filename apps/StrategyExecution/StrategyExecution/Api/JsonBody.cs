@@ -24,21 +24,47 @@ public static class JsonBody
             return (null, Problems.Error(415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json."));
         }
 
-        if (request.ContentLength > MaxBytes)
+        var (body, error) = await ReadBoundedAsync(request, MaxBytes, $"A JSON body may be at most {MaxBytes} bytes.", cancellationToken);
+        if (error is not null)
         {
-            return (null, Problems.Error(413, "BODY_TOO_LARGE", $"A JSON body may be at most {MaxBytes} bytes."));
+            return (null, error);
         }
 
-        using var buffer = new MemoryStream();
-        var chunk = new byte[8192];
+        try
+        {
+            var value = JsonSerializer.Deserialize<T>(body.Span, Options);
+            return value is null ? (null, Problems.Error(400, "INVALID_BODY", "The body must be a JSON object.")) : (value, null);
+        }
+        catch (JsonException ex)
+        {
+            return (null, Problems.Error(400, "INVALID_JSON", $"The body is not valid: {ex.Message}"));
+        }
+    }
+
+    /// <summary>
+    /// The whole body, at most <paramref name="maxBytes"/> (a declared length past it is refused before anything is
+    /// read), or the error to answer with: <c>413</c> with <paramref name="tooLarge"/>, or <c>400</c> for a body the server
+    /// could not read (<see cref="UnreadableBody"/>).
+    /// </summary>
+    public static async Task<(ReadOnlyMemory<byte> Body, IResult? Error)> ReadBoundedAsync(HttpRequest request, int maxBytes, string tooLarge, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (request.ContentLength > maxBytes)
+        {
+            return (default, Problems.Error(413, "BODY_TOO_LARGE", tooLarge));
+        }
+
+        // Not disposed: a memory stream holds nothing but its buffer, which the caller reads without a copy.
+        var buffer = new MemoryStream();
+        var chunk = new byte[64 * 1024];
         int read;
         try
         {
             while ((read = await request.Body.ReadAsync(chunk, cancellationToken)) > 0)
             {
-                if (buffer.Length + read > MaxBytes)
+                if (buffer.Length + read > maxBytes)
                 {
-                    return (null, Problems.Error(413, "BODY_TOO_LARGE", $"A JSON body may be at most {MaxBytes} bytes."));
+                    return (default, Problems.Error(413, "BODY_TOO_LARGE", tooLarge));
                 }
 
                 buffer.Write(chunk, 0, read);
@@ -46,18 +72,10 @@ public static class JsonBody
         }
         catch (Exception ex) when (UnreadableBody(ex, request.HttpContext) is { } error)
         {
-            return (null, error);
+            return (default, error);
         }
 
-        try
-        {
-            var value = JsonSerializer.Deserialize<T>(buffer.ToArray(), Options);
-            return value is null ? (null, Problems.Error(400, "INVALID_BODY", "The body must be a JSON object.")) : (value, null);
-        }
-        catch (JsonException ex)
-        {
-            return (null, Problems.Error(400, "INVALID_JSON", $"The body is not valid: {ex.Message}"));
-        }
+        return (buffer.GetBuffer().AsMemory(0, (int)buffer.Length), null);
     }
 
     /// <summary>
