@@ -70,7 +70,9 @@ public sealed class ReviewMeetingTests(AppFixture fixture) : IClassFixture<AppFi
         // A review of its own: which seeded review sorts first depends on today's date and on other tests.
         using var scheduled = await chair.PostAsJsonAsync(new Uri("/api/reviews", UriKind.Relative), new { unitId = 1, kind = "quarterly-strategy" });
         Assert.Equal(HttpStatusCode.Created, scheduled.StatusCode);
-        var review = JsonNode.Parse(await scheduled.Content.ReadAsStringAsync())!["review"]!["id"]!.GetValue<int>();
+        var scheduledReview = JsonNode.Parse(await scheduled.Content.ReadAsStringAsync())!["review"]!;
+        var review = scheduledReview["id"]!.GetValue<int>();
+        var dayBefore = DateOnly.Parse(scheduledReview["scheduledFor"]!.GetValue<string>(), System.Globalization.CultureInfo.InvariantCulture).AddDays(-1);
 
         Assert.Equal(HttpStatusCode.Conflict, (await member.PostAsJsonAsync(new Uri($"/api/reviews/{review}/decisions", UriKind.Relative), new { text = "Too early", objectiveId = 1 })).StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, (await divisionUpdater.PostAsync(new Uri($"/api/reviews/{review}/start", UriKind.Relative), null)).StatusCode);
@@ -97,6 +99,9 @@ public sealed class ReviewMeetingTests(AppFixture fixture) : IClassFixture<AppFi
         Assert.Contains("names the objective or measure", await noSubject.Content.ReadAsStringAsync(), StringComparison.Ordinal);
         Assert.Equal(HttpStatusCode.Forbidden, (await viewer.PostAsJsonAsync(new Uri($"/api/reviews/{review}/decisions", UriKind.Relative), new { text = "x", objectiveId = 1 })).StatusCode);
         Assert.Equal(HttpStatusCode.BadRequest, (await member.PostAsJsonAsync(new Uri($"/api/reviews/{review}/actions", UriKind.Relative), new { text = "", ownerId = 99999, due = "someday" })).StatusCode);
+        using var dueBefore = await member.PostAsJsonAsync(new Uri($"/api/reviews/{review}/actions", UriKind.Relative), new { text = "Too late already", ownerId, due = dayBefore.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture), agendaItemId = second });
+        Assert.Equal(HttpStatusCode.BadRequest, dueBefore.StatusCode);
+        Assert.Contains("from the review's day", await dueBefore.Content.ReadAsStringAsync(), StringComparison.Ordinal);
 
         // The review's stream holds the meeting, in order, each change once.
         var stream = await ApiClient.ReadStream(reader, $"strategy/reviews/{review}");

@@ -110,6 +110,18 @@ public sealed class SignInTests(AppFixture fixture) : IClassFixture<AppFixture>
             Assert.Equal(HttpStatusCode.NotFound, foreign.StatusCode);
         }
 
+        // Sign-ins are not API tokens: one's own (made before this token) cannot be revoked here.
+        for (var id = 1; id < made["id"]!.GetValue<int>(); id++)
+        {
+            using var notAnApiToken = await me.DeleteAsync(new Uri($"/api/tokens/{id}", UriKind.Relative));
+            Assert.Equal(HttpStatusCode.NotFound, notAnApiToken.StatusCode);
+        }
+
+        using (var stillSignedIn = await me.GetAsync(new Uri("/api/me", UriKind.Relative)))
+        {
+            Assert.Equal(HttpStatusCode.OK, stillSignedIn.StatusCode);
+        }
+
         using (var revoked = await me.DeleteAsync(new Uri($"/api/tokens/{made["id"]}", UriKind.Relative)))
         {
             Assert.Equal(HttpStatusCode.NoContent, revoked.StatusCode);

@@ -368,7 +368,7 @@ public static class ReviewEndpoints
             problems.Add("ownerId must name a person.");
         }
 
-        if (body.Due is not { } due || due < review!.ScheduledFor.AddDays(-1) || due > review.ScheduledFor.AddYears(2))
+        if (body.Due is not { } due || due < review!.ScheduledFor || due > review.ScheduledFor.AddYears(2))
         {
             problems.Add("due must be a date, yyyy-MM-dd, from the review's day to two years after it.");
         }

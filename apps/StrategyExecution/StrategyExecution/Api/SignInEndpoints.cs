@@ -190,10 +190,11 @@ public static class SignInEndpoints
     private static async Task<IResult> RevokeTokenAsync(int id, HttpContext context, Acting acting, StrategyDb db, SignInCache cache, CancellationToken ct)
     {
         var person = await acting.SignedInAsync(context, ct);
-        var hash = await db.Tokens.AsNoTracking().Where(t => t.Id == id && t.PersonId == person.Id).Select(t => t.Hash).FirstOrDefaultAsync(ct);
+        // Sign-ins are not API tokens: the list does not show them, and they end by signing out (or changing the password).
+        var hash = await db.Tokens.AsNoTracking().Where(t => t.Id == id && t.PersonId == person.Id && t.Name != "sign-in").Select(t => t.Hash).FirstOrDefaultAsync(ct);
         if (hash is null)
         {
-            return Problems.NotFound("No such token of yours.");
+            return Problems.NotFound("No such API token of yours.");
         }
 
         await db.Tokens.Where(t => t.Id == id).ExecuteDeleteAsync(ct);
