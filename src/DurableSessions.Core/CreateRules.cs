@@ -36,6 +36,11 @@ public static class CreateRules
             return CreatePlan.Rejected(CreateStreamStatus.InvalidForkOffset);
         }
 
+        if (forkPosition < source.RetainedFrom)
+        {
+            return CreatePlan.Rejected(CreateStreamStatus.ForkOffsetGone);
+        }
+
         // A fork without its own expiry inherits the source's.
         var inherit = request.TtlSeconds is null && request.ExpiresAt is null;
         return new CreatePlan(null, source.ContentType, inherit ? source.TtlSeconds : request.TtlSeconds, inherit ? source.ExpiresAt : request.ExpiresAt, forkOffset, forkPosition);

@@ -18,6 +18,12 @@ public sealed record StreamInfo
     /// <summary>The position after the last unit (byte or JSON message) of the stream.</summary>
     public required long TailPosition { get; init; }
 
+    /// <summary>
+    /// The first position the stream still holds: data before it was removed by retention
+    /// (<see cref="StreamStore.TrimAsync"/>), and a read from before it is answered as gone. 0 for a stream never trimmed.
+    /// </summary>
+    public long RetainedFrom { get; init; }
+
     /// <summary>Whether the stream has been closed (no further appends).</summary>
     public bool Closed { get; init; }
 

@@ -92,6 +92,9 @@ public enum CreateStreamStatus
 
     /// <summary>The creator already holds <see cref="CreateStreamRequest.MaxStreamsPerOwner"/> streams.</summary>
     OwnerLimitReached,
+
+    /// <summary>The fork point lies before the source's <see cref="StreamInfo.RetainedFrom"/>: that data is gone.</summary>
+    ForkOffsetGone,
 }
 
 /// <summary>The result of <see cref="StreamStore.CreateAsync"/>.</summary>
@@ -223,7 +226,38 @@ public readonly record struct StreamChunk(long Start, long End, ReadOnlyMemory<b
 /// <param name="Chunks">The data, in order, covering [from, <paramref name="NextPosition"/>).</param>
 /// <param name="NextPosition">Where the next read starts.</param>
 /// <param name="TotalBytes">The sum of the chunks' lengths.</param>
-public sealed record ReadResult(IReadOnlyList<StreamChunk> Chunks, long NextPosition, long TotalBytes);
+public sealed record ReadResult(IReadOnlyList<StreamChunk> Chunks, long NextPosition, long TotalBytes)
+{
+    /// <summary>
+    /// Set when the read started before the stream's <see cref="StreamInfo.RetainedFrom"/>: nothing was read, and the
+    /// stream's data now starts at this position.
+    /// </summary>
+    public long? GoneBefore { get; init; }
+
+    /// <summary>The answer to a read from before <paramref name="retainedFrom"/>.</summary>
+    public static ReadResult BeforeRetention(long from, long retainedFrom) => new([], from, 0) { GoneBefore = retainedFrom };
+}
+
+/// <summary>The outcome of <see cref="StreamStore.TrimAsync"/>.</summary>
+public enum TrimStatus
+{
+    /// <summary>The stream's <see cref="StreamInfo.RetainedFrom"/> is now the result's position (it may not have moved).</summary>
+    Trimmed,
+
+    /// <summary>No stream at that path (or it expired).</summary>
+    NotFound,
+
+    /// <summary>The stream is soft-deleted.</summary>
+    Gone,
+
+    /// <summary>Forks read this stream's data below their fork points, so nothing was removed.</summary>
+    HasForks,
+}
+
+/// <summary>The result of <see cref="StreamStore.TrimAsync"/>.</summary>
+/// <param name="Status">What happened.</param>
+/// <param name="RetainedFrom">The stream's first retained position after the request.</param>
+public readonly record struct TrimResult(TrimStatus Status, long RetainedFrom);
 
 /// <summary>Whether a path names a live stream, a soft-deleted one, or nothing.</summary>
 public enum StreamLookupStatus

@@ -59,6 +59,14 @@ public abstract class StreamStore : IAsyncDisposable
     /// </summary>
     public abstract ValueTask<ReadResult> ReadAsync(StreamInfo stream, long fromPosition, int maxBytes, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// Removes the stream's data before <paramref name="beforePosition"/> (retention), down to the last whole append at
+    /// or before it, so that the stream continues with less history: <see cref="StreamInfo.RetainedFrom"/> moves there,
+    /// and reads from before it are answered <see cref="ReadResult.GoneBefore"/>. Durable once it returns. A stream with
+    /// forks keeps everything (<see cref="TrimStatus.HasForks"/>). Never moves backward.
+    /// </summary>
+    public abstract ValueTask<TrimResult> TrimAsync(string path, long beforePosition, CancellationToken cancellationToken = default);
+
     /// <summary>Resets the sliding TTL of a stream (a read reached the server).</summary>
     public abstract ValueTask TouchAsync(StreamInfo stream, CancellationToken cancellationToken = default);
 

@@ -225,16 +225,18 @@ internal static class RedisScripts
         """);
 
     /// <summary>
-    /// Registers (+1) or releases (-1) a fork on its source. ARGV: source id, delta, channel, node, now. A release that
-    /// leaves a soft-deleted source without forks removes it. Returns {'Missing'}, {'Gone'}, {'OK'} or
-    /// {'Hard', its own source id, its own source path}.
+    /// Registers (+1) or releases (-1) a fork on its source. ARGV: source id, delta, channel, node, now, and for a
+    /// registration the fork position. A release that leaves a soft-deleted source without forks removes it. Returns
+    /// {'Missing'}, {'Gone'}, {'Trimmed'} (the fork position is before the source's retained start), {'OK', retained
+    /// start} or {'Hard', its own source id, its own source path}.
     /// </summary>
     public static readonly RedisScript Fork = new(Common + "\n" + """
-        local m = redis.call('HMGET', KEYS[1], 'id', 'sdel', 'fsid', 'fspath', 'path', 'tail', 'closed', 'exp', 'ttl', 'access')
+        local m = redis.call('HMGET', KEYS[1], 'id', 'sdel', 'fsid', 'fspath', 'path', 'tail', 'closed', 'exp', 'ttl', 'access', 'rfrom')
         if not m[1] or m[1] ~= ARGV[1] then return {'Missing'} end
         local delta = tonumber(ARGV[2])
         if delta > 0 and m[2] == '1' then return {'Gone'} end
         if delta > 0 and expired({m[8], m[9], m[10]}, tonumber(ARGV[5])) then return {'Missing'} end
+        if delta > 0 and tonumber(ARGV[6]) < tonumber(m[11] or '0') then return {'Trimmed'} end
         local forks = redis.call('HINCRBY', KEYS[1], 'forks', delta)
         if forks <= 0 and m[2] == '1' then
           redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
@@ -242,7 +244,28 @@ internal static class RedisScripts
           publish(ARGV[3], ARGV[4], m[1], m[5], tail, tail, m[7] or '0', '1', nil, 0)
           return {'Hard', m[3] or '', m[4] or ''}
         end
-        return {'OK'}
+        return {'OK', m[11] or '0'}
+        """);
+
+    /// <summary>
+    /// Retention: removes the records that end at or before the last record end at or before ARGV[2] (never inside a
+    /// record), and moves the retained start there. ARGV: id, before. Returns {'Retry'} when the incarnation is no longer
+    /// there, {'Gone'} when soft-deleted, {'HasForks', retained start}, or {'Trimmed', retained start}.
+    /// </summary>
+    public static readonly RedisScript Trim = new(Common + "\n" + """
+        local m = redis.call('HMGET', KEYS[1], 'id', 'sdel', 'forks', 'rfrom', 'tail')
+        if not m[1] or m[1] ~= ARGV[1] then return {'Retry'} end
+        local rfrom = tonumber(m[4] or '0')
+        if m[2] == '1' then return {'Gone', n2s(rfrom)} end
+        if tonumber(m[3] or '0') > 0 then return {'HasForks', n2s(rfrom)} end
+        local before = math.min(tonumber(ARGV[2]), tonumber(m[5]))
+        local last = redis.call('XREVRANGE', KEYS[2], n2s(before) .. '-0', '-', 'COUNT', 1)
+        if #last == 0 then return {'Trimmed', n2s(rfrom)} end
+        local cut = tonumber(string.match(last[1][1], '^(%d+)'))
+        if cut <= rfrom then return {'Trimmed', n2s(rfrom)} end
+        redis.call('XTRIM', KEYS[2], 'MINID', n2s(cut + 1) .. '-0')
+        redis.call('HSET', KEYS[1], 'rfrom', n2s(cut))
+        return {'Trimmed', n2s(cut)}
         """);
 
     /// <summary>

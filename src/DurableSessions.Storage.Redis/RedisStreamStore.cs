@@ -190,12 +190,20 @@ public sealed partial class RedisStreamStore : StreamStore
             if (source is not null)
             {
                 // Registered on the source first, so the source cannot vanish underneath the fork.
-                var registered = (RedisResult[])(await ScriptAsync(RedisScripts.Fork, Keys(source.Path), [Id(source.Id), 1, _channel.ToString(), _node, now.ToUnixTimeMilliseconds()]).ConfigureAwait(false))!;
+                var registered = (RedisResult[])(await ScriptAsync(RedisScripts.Fork, Keys(source.Path), [Id(source.Id), 1, _channel.ToString(), _node, now.ToUnixTimeMilliseconds(), plan.ForkPosition]).ConfigureAwait(false))!;
                 var outcome = (string)registered[0]!;
                 if (outcome != "OK")
                 {
-                    return new CreateStreamResult(outcome == "Gone" ? CreateStreamStatus.SourceGone : CreateStreamStatus.SourceNotFound, null);
+                    return new CreateStreamResult(outcome switch
+                    {
+                        "Gone" => CreateStreamStatus.SourceGone,
+                        "Trimmed" => CreateStreamStatus.ForkOffsetGone,
+                        _ => CreateStreamStatus.SourceNotFound,
+                    }, null);
                 }
+
+                // Trims stop once a fork is registered: the fork's inherited data starts where the source's does now.
+                source = source with { RetainedFrom = long.Parse((string)registered[1]!, CultureInfo.InvariantCulture) };
             }
 
             var created = await TryCreateAsync(request, keys, plan, source, now).ConfigureAwait(false);
@@ -270,6 +278,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 ForkOffset = plan.ForkOffset,
                 ForkSubOffset = request.ForkSubOffset,
                 Owner = request.Owner,
+                RetainedFrom = source?.RetainedFrom ?? 0,
             };
 
             var args = new List<RedisValue>
@@ -518,9 +527,39 @@ public sealed partial class RedisStreamStore : StreamStore
     }
 
     /// <inheritdoc />
+    public override async ValueTask<TrimResult> TrimAsync(string path, long beforePosition, CancellationToken cancellationToken = default)
+    {
+        for (var attempt = 0; attempt < 16; attempt++)
+        {
+            var info = await LoadAsync(Keys(path)).ConfigureAwait(false);
+            if (info is null || (info.IsExpiredAt(TimeProvider.GetUtcNow()) && !info.SoftDeleted))
+            {
+                return new TrimResult(TrimStatus.NotFound, 0);
+            }
+
+            var reply = (RedisResult[])(await ScriptAsync(RedisScripts.Trim, Keys(path), [Id(info.Id), Math.Max(0, beforePosition)]).ConfigureAwait(false))!;
+            var outcome = (string)reply[0]!;
+            if (outcome == "Retry")
+            {
+                continue;
+            }
+
+            var retained = long.Parse((string)reply[1]!, CultureInfo.InvariantCulture);
+            return new TrimResult(outcome switch { "Gone" => TrimStatus.Gone, "HasForks" => TrimStatus.HasForks, _ => TrimStatus.Trimmed }, retained);
+        }
+
+        throw new StreamStoreUnavailableException("The stream kept changing while it was being trimmed; try again.");
+    }
+
+    /// <inheritdoc />
     public override async ValueTask<ReadResult> ReadAsync(StreamInfo stream, long fromPosition, int maxBytes, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(stream);
+        if (fromPosition < stream.RetainedFrom)
+        {
+            return ReadResult.BeforeRetention(fromPosition, stream.RetainedFrom);
+        }
+
         var segments = new List<(StreamInfo Stream, long From, long To)>(2);
         await CollectSegmentsAsync(stream, fromPosition, stream.TailPosition, segments).ConfigureAwait(false);
         var chunks = new List<StreamChunk>();
@@ -545,6 +584,12 @@ public sealed partial class RedisStreamStore : StreamStore
                     {
                         position = to;
                         break;
+                    }
+
+                    if (start > position)
+                    {
+                        // A stream's records are contiguous: a gap is a trim since the caller looked the stream up.
+                        return ReadResult.BeforeRetention(fromPosition, start);
                     }
 
                     var chunk = Slice(stream.IsJson, start, end, bytes, position, to);
@@ -1360,6 +1405,7 @@ public sealed partial class RedisStreamStore : StreamStore
         yield return "sdel"; yield return "0";
         yield return "forks"; yield return 0;
         yield return "owner"; yield return info.Owner ?? string.Empty;
+        yield return "rfrom"; yield return info.RetainedFrom;
     }
 
     private static StreamInfo ParseMeta(HashEntry[] fields)
@@ -1389,6 +1435,7 @@ public sealed partial class RedisStreamStore : StreamStore
             LastStreamSeq = Get("seq") is { Length: > 0 } seq ? seq : null,
             Owner = Get("owner") is { Length: > 0 } creator ? creator : null,
             ClosedBy = Get("cbp") is { Length: > 0 } closer ? new ProducerStamp(closer, Long("cbe"), Long("cbs")) : null,
+            RetainedFrom = Long("rfrom"),
         };
     }
 

@@ -26,7 +26,8 @@ internal static class Schema
             fork_sub_offset INTEGER NOT NULL DEFAULT 0,
             soft_deleted INTEGER NOT NULL DEFAULT 0,
             last_stream_seq TEXT,
-            owner TEXT
+            owner TEXT,
+            retained_from INTEGER NOT NULL DEFAULT 0
         );
         CREATE TABLE IF NOT EXISTS chunks (
             stream_id INTEGER NOT NULL,
@@ -59,6 +60,16 @@ internal static class Schema
 
     public const string HasStreamOwner = "SELECT COUNT(*) FROM pragma_table_info('streams') WHERE name = 'owner'";
 
+    /// <summary>Databases from before retention lack <c>retained_from</c>; their streams hold all their data.</summary>
+    public const string AddRetainedFrom = "ALTER TABLE streams ADD COLUMN retained_from INTEGER NOT NULL DEFAULT 0";
+
+    public const string HasRetainedFrom = "SELECT COUNT(*) FROM pragma_table_info('streams') WHERE name = 'retained_from'";
+
+    /// <summary>The end of the stream's last chunk at or before <c>$before</c>: where a trim can cut.</summary>
+    public const string SelectTrimPoint = "SELECT MAX(end_pos) FROM chunks WHERE stream_id = $id AND end_pos <= $before";
+
+    public const string DeleteChunksBefore = "DELETE FROM chunks WHERE stream_id = $id AND end_pos <= $cut";
+
     public const string HasProducerLastUsed = "SELECT COUNT(*) FROM pragma_table_info('producers') WHERE name = 'last_used'";
 
     public const string CreateProducerIndex = "CREATE INDEX IF NOT EXISTS producers_last_used ON producers (last_used)";
@@ -68,7 +79,7 @@ internal static class Schema
     public const string SelectStreams = """
         SELECT id, path, content_type, tail, closed, closed_by_id, closed_by_epoch, closed_by_seq, ttl_seconds, expires_at,
                created_at, last_access, fork_source_id, fork_source_path, fork_position, fork_offset, fork_sub_offset,
-               soft_deleted, last_stream_seq, owner
+               soft_deleted, last_stream_seq, owner, retained_from
         FROM streams
         """;
 
@@ -76,16 +87,16 @@ internal static class Schema
 
     public const string InsertStream = """
         INSERT INTO streams (path, content_type, tail, closed, ttl_seconds, expires_at, created_at, last_access,
-                             fork_source_id, fork_source_path, fork_position, fork_offset, fork_sub_offset, owner)
+                             fork_source_id, fork_source_path, fork_position, fork_offset, fork_sub_offset, owner, retained_from)
         VALUES ($path, $content_type, $tail, $closed, $ttl, $expires_at, $now, $now,
-                $fork_source_id, $fork_source_path, $fork_position, $fork_offset, $fork_sub_offset, $owner)
+                $fork_source_id, $fork_source_path, $fork_position, $fork_offset, $fork_sub_offset, $owner, $retained_from)
         RETURNING id
         """;
 
     public const string UpdateStream = """
         UPDATE streams SET tail = $tail, closed = $closed, closed_by_id = $closed_by_id, closed_by_epoch = $closed_by_epoch,
                            closed_by_seq = $closed_by_seq, last_access = $last_access, last_stream_seq = $last_stream_seq,
-                           soft_deleted = $soft_deleted
+                           soft_deleted = $soft_deleted, retained_from = $retained_from
         WHERE id = $id
         """;
 
@@ -145,6 +156,7 @@ internal static class Schema
             SoftDeleted = r.GetInt64(17) != 0,
             LastStreamSeq = r.IsDBNull(18) ? null : r.GetString(18),
             Owner = r.IsDBNull(19) ? null : r.GetString(19),
+            RetainedFrom = r.GetInt64(20),
         };
     }
 

@@ -173,6 +173,7 @@ public sealed partial class SqliteStreamStore
                 ForkPosition = forkPosition,
                 ForkOffset = forkOffset,
                 ForkSubOffset = request.ForkSubOffset,
+                RetainedFrom = source?.RetainedFrom ?? 0,
                 Owner = request.Owner,
             };
             context.Stage(info);
@@ -273,6 +274,39 @@ public sealed partial class SqliteStreamStore
             }
 
             return DeleteStreamStatus.Deleted;
+        }
+    }
+
+    private sealed class TrimCommand(string path, long before) : WriteCommand<TrimResult>
+    {
+        protected override TrimResult Run(BatchContext context)
+        {
+            var info = FindLive(context, path);
+            if (info is null)
+            {
+                return new TrimResult(TrimStatus.NotFound, 0);
+            }
+
+            if (info.SoftDeleted)
+            {
+                return new TrimResult(TrimStatus.Gone, info.RetainedFrom);
+            }
+
+            if (info.ForkCount > 0)
+            {
+                return new TrimResult(TrimStatus.HasForks, info.RetainedFrom);
+            }
+
+            // Only at the end of a whole chunk: a cut inside one would leave part of an append behind.
+            var cut = context.QueryScalar(Schema.SelectTrimPoint, ("$id", info.Id), ("$before", Math.Min(before, info.TailPosition))) is long end ? end : 0;
+            if (cut <= info.RetainedFrom)
+            {
+                return new TrimResult(TrimStatus.Trimmed, info.RetainedFrom);
+            }
+
+            context.ExecuteSql(Schema.DeleteChunksBefore, ("$id", info.Id), ("$cut", cut));
+            context.Stage(info with { RetainedFrom = cut });
+            return new TrimResult(TrimStatus.Trimmed, cut);
         }
     }
 

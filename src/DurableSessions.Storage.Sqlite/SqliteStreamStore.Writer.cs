@@ -434,7 +434,7 @@ public sealed partial class SqliteStreamStore
         {
             _store = store;
             _insertChunk = Prepare(Schema.InsertChunk, "$id", "$end", "$start", "$data");
-            _updateStream = Prepare(Schema.UpdateStream, "$id", "$tail", "$closed", "$closed_by_id", "$closed_by_epoch", "$closed_by_seq", "$last_access", "$last_stream_seq", "$soft_deleted");
+            _updateStream = Prepare(Schema.UpdateStream, "$id", "$tail", "$closed", "$closed_by_id", "$closed_by_epoch", "$closed_by_seq", "$last_access", "$last_stream_seq", "$soft_deleted", "$retained_from");
             _upsertProducer = Prepare(Schema.UpsertProducer, "$id", "$producer", "$epoch", "$seq", "$now");
             _updateProducerSeq = Prepare(Schema.UpdateProducerSeq, "$id", "$producer", "$epoch", "$seq");
         }
@@ -575,6 +575,7 @@ public sealed partial class SqliteStreamStore
             command.Parameters.AddWithValue("$fork_offset", forkOffset);
             command.Parameters.AddWithValue("$fork_sub_offset", request.ForkSubOffset);
             command.Parameters.AddWithValue("$owner", Schema.Db(request.Owner));
+            command.Parameters.AddWithValue("$retained_from", source?.RetainedFrom ?? 0);
             var id = (long)command.ExecuteScalar()!;
             _created.Add(id);
             return id;
@@ -715,6 +716,7 @@ public sealed partial class SqliteStreamStore
                 p[6].Value = info.LastAccessAt.ToUnixTimeMilliseconds();
                 p[7].Value = Schema.Db(info.LastStreamSeq);
                 p[8].Value = info.SoftDeleted ? 1 : 0;
+                p[9].Value = info.RetainedFrom;
                 _updateStream.ExecuteNonQuery();
             }
         }
@@ -778,7 +780,20 @@ public sealed partial class SqliteStreamStore
 
         public void ExecuteSql(string sql, params (string Name, object? Value)[] parameters)
         {
-            using var command = _store._writer.CreateCommand();
+            using var command = Command(sql, parameters);
+            command.ExecuteNonQuery();
+        }
+
+        /// <summary>Runs a query in this batch's transaction and returns its first value (null for SQL NULL or no row).</summary>
+        public object? QueryScalar(string sql, params (string Name, object? Value)[] parameters)
+        {
+            using var command = Command(sql, parameters);
+            return command.ExecuteScalar() is { } value and not DBNull ? value : null;
+        }
+
+        private SqliteCommand Command(string sql, (string Name, object? Value)[] parameters)
+        {
+            var command = _store._writer.CreateCommand();
             command.Transaction = Transaction;
             command.CommandText = sql;
             foreach (var (name, value) in parameters)
@@ -786,7 +801,7 @@ public sealed partial class SqliteStreamStore
                 command.Parameters.AddWithValue(name, Schema.Db(value));
             }
 
-            command.ExecuteNonQuery();
+            return command;
         }
 
         /// <summary>Reads refresh the TTL on the published entry; the writer's view takes the later of the two.</summary>

@@ -166,6 +166,15 @@ public sealed partial class SqliteStreamStore : StreamStore
             }
         }
 
+        using (var check = _writer.CreateCommand())
+        {
+            check.CommandText = Schema.HasRetainedFrom;
+            if (Convert.ToInt64(check.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture) == 0)
+            {
+                Execute(_writer, Schema.AddRetainedFrom);
+            }
+        }
+
         Execute(_writer, Schema.CreateProducerIndex);
         LoadStreams();
 
@@ -207,6 +216,10 @@ public sealed partial class SqliteStreamStore : StreamStore
     /// <inheritdoc />
     public override ValueTask<DeleteStreamStatus> DeleteAsync(string path, CancellationToken cancellationToken = default)
         => Enqueue(new DeleteCommand(path, expireOnly: false), cancellationToken);
+
+    /// <inheritdoc />
+    public override ValueTask<TrimResult> TrimAsync(string path, long beforePosition, CancellationToken cancellationToken = default)
+        => Enqueue(new TrimCommand(path, beforePosition), cancellationToken);
 
     /// <inheritdoc />
     public override ValueTask<StreamLookup> GetAsync(string path, CancellationToken cancellationToken = default)
@@ -262,6 +275,13 @@ public sealed partial class SqliteStreamStore : StreamStore
     /// <inheritdoc />
     public override async ValueTask<ReadResult> ReadAsync(StreamInfo stream, long fromPosition, int maxBytes, CancellationToken cancellationToken = default)
     {
+        // The caller's snapshot may predate a trim: the published one says where the stream starts now.
+        var retained = Math.Max(stream.RetainedFrom, _byId.TryGetValue(stream.Id, out var current) ? current.Info.RetainedFrom : 0);
+        if (fromPosition < retained)
+        {
+            return ReadResult.BeforeRetention(fromPosition, retained);
+        }
+
         var segments = new List<Segment>(2);
         CollectSegments(stream, fromPosition, stream.TailPosition, segments);
         var chunks = new List<StreamChunk>();
@@ -293,6 +313,12 @@ public sealed partial class SqliteStreamStore : StreamStore
                         {
                             position = segment.To;
                             break;
+                        }
+
+                        if (row.Start > position)
+                        {
+                            // A stream's chunks are contiguous: a gap is a trim committed but not yet published.
+                            return ReadResult.BeforeRetention(fromPosition, row.Start);
                         }
 
                         var chunk = Slice(stream.IsJson, row, position, segment.To);

@@ -18,6 +18,7 @@ internal class DelegatingStore(StreamStore inner) : StreamStore(inner.TimeProvid
     public override ValueTask<StreamLookup> GetAsync(string path, CancellationToken cancellationToken = default) => inner.GetAsync(path, cancellationToken);
 
     public override ValueTask<DeleteStreamStatus> DeleteAsync(string path, CancellationToken cancellationToken = default) => inner.DeleteAsync(path, cancellationToken);
+    public override ValueTask<TrimResult> TrimAsync(string path, long beforePosition, CancellationToken cancellationToken = default) => inner.TrimAsync(path, beforePosition, cancellationToken);
 
     public override ValueTask<ReadResult> ReadAsync(StreamInfo stream, long fromPosition, int maxBytes, CancellationToken cancellationToken = default) => inner.ReadAsync(stream, fromPosition, maxBytes, cancellationToken);
 

@@ -368,6 +368,129 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Trimming_removes_whole_appends_before_a_position_and_reads_from_before_it_are_gone()
+    {
+        var store = await Open();
+        await Create(store, "trim", initial: "ab");
+        await Append(store, "trim", "cd");
+        await Append(store, "trim", "ef");
+        var before = (await store.GetAsync("trim")).Stream!;
+        Assert.Equal(0, before.RetainedFrom);
+
+        // Only whole appends go: 3 lies inside "cd", so the cut is after "ab".
+        Assert.Equal(new TrimResult(TrimStatus.Trimmed, 2), await store.TrimAsync("trim", 3));
+        var after = (await store.GetAsync("trim")).Stream!;
+        Assert.Equal(2, after.RetainedFrom);
+        Assert.Equal(6, after.TailPosition);
+        Assert.Equal(2, (await store.ReadAsync(after, 0, 1 << 20)).GoneBefore);
+        Assert.Equal(2, (await store.ReadAsync(after, 1, 1 << 20)).GoneBefore);
+        Assert.Equal(2, (await store.ReadAsync(before, 0, 1 << 20)).GoneBefore);
+        Assert.Equal("cdef", await ReadAll(store, "trim", from: 2));
+
+        // Never backward; up to the tail at most, and the stream goes on.
+        Assert.Equal(new TrimResult(TrimStatus.Trimmed, 2), await store.TrimAsync("trim", 1));
+        Assert.Equal(new TrimResult(TrimStatus.Trimmed, 6), await store.TrimAsync("trim", 1_000));
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "trim", "gh")).Status);
+        Assert.Equal("gh", await ReadAll(store, "trim", from: 6));
+        Assert.Equal(6, (await store.ReadAsync((await store.GetAsync("trim")).Stream!, 4, 1 << 20)).GoneBefore);
+
+        // JSON streams keep message boundaries: positions count messages.
+        await Create(store, "trim-json", "application/json", initial: "[1,2,3]");
+        Assert.Equal(new TrimResult(TrimStatus.Trimmed, 0), await store.TrimAsync("trim-json", 2));
+        Assert.Equal(AppendStatus.Appended, (await store.AppendAsync(new AppendRequest { Path = "trim-json", ContentType = "application/json", Data = Json("4") })).Status);
+        Assert.Equal(new TrimResult(TrimStatus.Trimmed, 3), await store.TrimAsync("trim-json", 3));
+        Assert.Equal("[4]", await ReadAll(store, "trim-json", from: 3));
+
+        Assert.Equal(TrimStatus.NotFound, (await store.TrimAsync("trim-missing", 1)).Status);
+
+        // Survives reopening.
+        await store.DisposeAsync();
+        _opened.Remove(store);
+        var reopened = await Open();
+        var reloaded = (await reopened.GetAsync("trim")).Stream!;
+        Assert.Equal(6, reloaded.RetainedFrom);
+        Assert.Equal(8, reloaded.TailPosition);
+        Assert.Equal(6, (await reopened.ReadAsync(reloaded, 0, 1 << 20)).GoneBefore);
+        Assert.Equal("gh", await ReadAll(reopened, "trim", from: 6));
+        Assert.Equal("[4]", await ReadAll(reopened, "trim-json", from: 3));
+    }
+
+    [Fact]
+    public async Task A_stream_with_forks_is_not_trimmed_and_a_fork_cannot_start_before_what_is_retained()
+    {
+        var store = await Open();
+        await Create(store, "trim-src", initial: "ab");
+        await Append(store, "trim-src", "cd");
+        await Create(store, "trim-fork", forkedFrom: "trim-src", forkOffset: 0, subOffset: 2);
+        Assert.Equal(new TrimResult(TrimStatus.HasForks, 0), await store.TrimAsync("trim-src", 4));
+        Assert.Equal("abcd", await ReadAll(store, "trim-src"));
+        Assert.Equal("ab", await ReadAll(store, "trim-fork"));
+
+        await Create(store, "trim-later", initial: "ab");
+        await Append(store, "trim-later", "cd");
+        await store.TrimAsync("trim-later", 2);
+        Assert.Equal(CreateStreamStatus.ForkOffsetGone, (await Create(store, "trim-fork-early", forkedFrom: "trim-later", forkOffset: 0, subOffset: 1)).Status);
+        Assert.Equal(CreateStreamStatus.Created, (await Create(store, "trim-fork-late", forkedFrom: "trim-later")).Status);
+        var fork = (await store.GetAsync("trim-fork-late")).Stream!;
+        Assert.Equal(2, fork.RetainedFrom);
+        Assert.Equal(2, (await store.ReadAsync(fork, 0, 1 << 20)).GoneBefore);
+        Assert.Equal("cd", await ReadAll(store, "trim-fork-late", from: 2));
+        Assert.Equal(TrimStatus.HasForks, (await store.TrimAsync("trim-later", 4)).Status);
+    }
+
+    [Fact]
+    public async Task A_follower_whose_next_read_was_trimmed_away_ends_Trimmed()
+    {
+        var store = await Open();
+        await Create(store, "follow-trim", initial: "ab");
+        await Append(store, "follow-trim", "cd");
+        await Append(store, "follow-trim", "ef");
+        var follower = new StreamFollower(store, (await store.GetAsync("follow-trim")).Stream!, new StreamFollowOptions { MaxReadBytes = 1 });
+        var read = new StringBuilder();
+        using (var timeout = new CancellationTokenSource(Timeout))
+        {
+            await foreach (var item in follower.FollowAsync(0, timeout.Token))
+            {
+                foreach (var chunk in item.Read?.Chunks ?? [])
+                {
+                    read.Append(Encoding.UTF8.GetString(chunk.Data.Span));
+                }
+
+                if (item.Kind == StreamFollowKind.Read && item.Position == 2)
+                {
+                    Assert.Equal(4, (await store.TrimAsync("follow-trim", 4)).RetainedFrom);
+                }
+            }
+        }
+
+        Assert.Equal("ab", read.ToString());
+        Assert.Equal(StreamFollowEnd.Trimmed, follower.End);
+        Assert.Equal(4, follower.EndRetainedFrom);
+
+        // One that starts before the retained data ends at once; one from there reads on.
+        var early = new StreamFollower(store, (await store.GetAsync("follow-trim")).Stream!);
+        await foreach (var _ in early.FollowAsync(0))
+        {
+            Assert.Fail("nothing is read from before the retained data");
+        }
+
+        Assert.Equal(StreamFollowEnd.Trimmed, early.End);
+        await Append(store, "follow-trim", "gh", close: true);
+        var rest = new StreamFollower(store, (await store.GetAsync("follow-trim")).Stream!);
+        var text = new StringBuilder();
+        await foreach (var item in rest.FollowAsync(4))
+        {
+            foreach (var chunk in item.Read?.Chunks ?? [])
+            {
+                text.Append(Encoding.UTF8.GetString(chunk.Data.Span));
+            }
+        }
+
+        Assert.Equal("efgh", text.ToString());
+        Assert.Equal(StreamFollowEnd.Closed, rest.End);
+    }
+
+    [Fact]
     public async Task Deleting_a_forked_source_soft_deletes_it_until_the_last_fork_goes()
     {
         var store = await Open();

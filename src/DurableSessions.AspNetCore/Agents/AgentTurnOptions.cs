@@ -15,6 +15,14 @@ public sealed class AgentTurnOptions
     /// <summary>How many agents may register. Default 64.</summary>
     public int MaxAgents { get; set; } = 64;
 
+    /// <summary>
+    /// How many of the latest wake events an agent's wake stream keeps. Each waiting turn adds one; once the stream holds
+    /// twice this many, the older ones are removed (retention: reads from before them answer <c>410 OFFSET_GONE</c>), so
+    /// the stream stays between this and twice this long however many turns an agent serves. Wakes are only hints: the
+    /// turns themselves stay claimable. Default 10,000.
+    /// </summary>
+    public int WakeStreamRetention { get; set; } = 10_000;
+
     /// <summary>The problems with these settings, if any.</summary>
     public IEnumerable<string> Validate()
     {
@@ -31,6 +39,11 @@ public sealed class AgentTurnOptions
         if (MaxAgents is < 1 or > 10_000)
         {
             yield return "Agents:MaxAgents must be from 1 to 10000.";
+        }
+
+        if (WakeStreamRetention is < 10 or > 10_000_000)
+        {
+            yield return "Agents:WakeStreamRetention must be from 10 to 10000000.";
         }
     }
 }

@@ -48,6 +48,10 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     private readonly Dictionary<string, byte[]> _loaded = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, AgentRegistration> _agents = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, byte> _wakeStreams = new(StringComparer.Ordinal);
+
+    // Per wake stream, where this node last trimmed it to (0 until it has, also after a restart: the first long stream
+    // seen is trimmed then).
+    private readonly ConcurrentDictionary<string, long> _wakeRetained = new(StringComparer.Ordinal);
     private readonly ITimer _expiry;
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private long _scheduledExpiry = long.MaxValue;
@@ -542,6 +546,15 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         if (result.Status != AppendStatus.Appended)
         {
             Log.WakeStreamRejected(_logger, agent, wakeStream, result.Status);
+            return;
+        }
+
+        // Retention: at twice the events kept, the older half goes. One trim per WakeStreamRetention wakes.
+        var keep = _options.WakeStreamRetention;
+        if (result.TailPosition - _wakeRetained.GetValueOrDefault(wakeStream) >= 2L * keep)
+        {
+            var trimmed = await _store.TrimAsync(wakeStream, result.TailPosition - keep, CancellationToken.None).ConfigureAwait(false);
+            _wakeRetained[wakeStream] = trimmed.Status == TrimStatus.Trimmed ? trimmed.RetainedFrom : result.TailPosition;
         }
     }
 

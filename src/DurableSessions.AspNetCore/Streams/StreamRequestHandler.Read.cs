@@ -88,8 +88,14 @@ internal sealed partial class StreamRequestHandler
             return;
         }
 
+        if (requested < stream.RetainedFrom)
+        {
+            await WriteOffsetGone(context, stream.RetainedFrom).ConfigureAwait(false);
+            return;
+        }
+
         await _store.TouchAsync(stream, context.RequestAborted).ConfigureAwait(false);
-        var from = fromNow ? stream.TailPosition : requested ?? 0;
+        var from = fromNow ? stream.TailPosition : requested ?? stream.RetainedFrom;
         var cursor = query["cursor"].ToString();
         switch (mode)
         {
@@ -161,7 +167,20 @@ internal sealed partial class StreamRequestHandler
     private async Task WriteCatchUpAsync(HttpContext context, StreamInfo stream, long from, string? cursor)
     {
         var read = await _store.ReadAsync(stream, from, _options.MaxReadBytes, context.RequestAborted).ConfigureAwait(false);
+        if (read.GoneBefore is { } retainedFrom)
+        {
+            await WriteOffsetGone(context, retainedFrom).ConfigureAwait(false);
+            return;
+        }
+
         await WriteReadAsync(context, stream, from, read, cursor).ConfigureAwait(false);
+    }
+
+    /// <summary>The answer to a read from before the stream's retained start (protocol §5.6: 410 Gone).</summary>
+    private static Task WriteOffsetGone(HttpContext context, long retainedFrom)
+    {
+        context.Response.Headers.CacheControl = "no-store";
+        return Problem.Write(context, 410, "OFFSET_GONE", $"The data at this offset was removed by retention: the stream now starts at offset {StreamOffset.Format(retainedFrom)} (read from -1 to start there).");
     }
 
     /// <summary>Answers a read of <paramref name="stream"/> from <paramref name="from"/> with what was read.</summary>
@@ -253,6 +272,12 @@ internal sealed partial class StreamRequestHandler
                     stream = item.Stream;
                     if (item.Kind == StreamFollowKind.Read)
                     {
+                        if (item.Read!.GoneBefore is { } retainedFrom)
+                        {
+                            await WriteOffsetGone(context, retainedFrom).ConfigureAwait(false);
+                            return;
+                        }
+
                         await WriteReadAsync(context, stream, from, item.Read!, cursor).ConfigureAwait(false);
                         return;
                     }

@@ -288,6 +288,9 @@ internal sealed partial class StreamRequestHandler
             case CreateStreamStatus.ContentTypeMismatch:
                 await Problem.Write(context, 409, "CONTENT_TYPE_MISMATCH", "A fork must have its source's content type.").ConfigureAwait(false);
                 return;
+            case CreateStreamStatus.ForkOffsetGone:
+                await Problem.Write(context, 410, "OFFSET_GONE", "The fork point lies before the source's retained data: that part of the source was removed by retention.").ConfigureAwait(false);
+                return;
             default:
                 await Problem.Write(context, 400, "INVALID_FORK_OFFSET", "The fork point is beyond the source stream's tail.").ConfigureAwait(false);
                 return;

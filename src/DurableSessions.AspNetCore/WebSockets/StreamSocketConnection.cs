@@ -574,7 +574,13 @@ internal sealed partial class StreamSocketConnection : IDisposable
             return;
         }
 
-        var from = offset == StreamOffset.Now ? stream.TailPosition : requested ?? 0;
+        if (requested < stream.RetainedFrom)
+        {
+            Enqueue(OffsetGone(sub, stream.RetainedFrom));
+            return;
+        }
+
+        var from = offset == StreamOffset.Now ? stream.TailPosition : requested ?? stream.RetainedFrom;
         // Not linked to the connection's token (a registration per subscription): closing stops each one itself.
         var subscription = new Subscription(sub, path!, new CancellationTokenSource());
         lock (_subscriptions)
@@ -768,6 +774,10 @@ internal sealed partial class StreamSocketConnection : IDisposable
                 else if (follower.End == StreamFollowEnd.Closed)
                 {
                     Final(Signal("closed", subscription.Sub, position));
+                }
+                else if (follower.End == StreamFollowEnd.Trimmed)
+                {
+                    Final(OffsetGone(subscription.Sub, follower.EndRetainedFrom ?? position));
                 }
             }
         }
@@ -1307,6 +1317,13 @@ internal sealed partial class StreamSocketConnection : IDisposable
     });
 
     private static byte[] Error(string key, string? value, int status, string code, string message) => Write(w => WriteError(w, key, value, status, code, message));
+
+    /// <summary>A subscription's start, or its next read, lies before the stream's retained data (as HTTP's 410).</summary>
+    private static byte[] OffsetGone(string sub, long retainedFrom) => Write(w =>
+    {
+        WriteError(w, "sub", sub, 410, "OFFSET_GONE", "The data at this offset was removed by retention; subscribe again from -1 or a later offset.");
+        w.WriteString("retainedFrom", StreamOffset.Format(retainedFrom));
+    });
 
     private static void WriteError(Utf8JsonWriter w, string key, string? value, int status, string code, string message)
     {

@@ -56,6 +56,12 @@ public enum StreamFollowEnd
 
     /// <summary>The live queue was cut off and <see cref="StreamFollowOptions.EndOnFallBehind"/> is set.</summary>
     FellBehind,
+
+    /// <summary>
+    /// The reader's position is before the stream's <see cref="StreamInfo.RetainedFrom"/>: the data it would read next was
+    /// removed by retention.
+    /// </summary>
+    Trimmed,
 }
 
 /// <summary>One step of a followed stream: data from the store, a live change, or a signal.</summary>
@@ -141,6 +147,9 @@ public sealed class StreamFollower
     /// <summary>When the follow ended because a store lookup no longer found the stream, that lookup; else null.</summary>
     public StreamLookup? EndLookup { get; private set; }
 
+    /// <summary>When the follow ended <see cref="StreamFollowEnd.Trimmed"/>, where the stream's data now starts; else null.</summary>
+    public long? EndRetainedFrom { get; private set; }
+
     /// <summary>
     /// Follows the stream from <paramref name="from"/>: store reads until the tail, <see cref="StreamFollowKind.CaughtUp"/>,
     /// then live changes (or, without <see cref="StreamFollowOptions.LiveData"/>, store reads after each wake-up).
@@ -172,9 +181,27 @@ public sealed class StreamFollower
                 }
 
                 stream = lookup.Stream;
+                var changed = false;
                 while (position < stream.TailPosition)
                 {
-                    var read = await _store.ReadAsync(stream, position, _options.MaxReadBytes, cancellationToken).ConfigureAwait(false);
+                    var read = position < stream.RetainedFrom
+                        ? ReadResult.BeforeRetention(position, stream.RetainedFrom)
+                        : await _store.ReadAsync(stream, position, _options.MaxReadBytes, cancellationToken).ConfigureAwait(false);
+                    if (read.GoneBefore is { } retainedFrom)
+                    {
+                        End = StreamFollowEnd.Trimmed;
+                        EndRetainedFrom = retainedFrom;
+                        yield break;
+                    }
+
+                    if (read.NextPosition == position)
+                    {
+                        // Nothing where the tail said there was data: the stream changed since it was looked up (deleted
+                        // or trimmed, not yet published). Look it up again rather than read the same nothing.
+                        changed = true;
+                        break;
+                    }
+
                     position = read.NextPosition;
                     var item = new StreamFollowItem(StreamFollowKind.Read, stream, position, read);
                     yield return item;
@@ -183,6 +210,12 @@ public sealed class StreamFollower
                         End = StreamFollowEnd.Closed;
                         yield break;
                     }
+                }
+
+                if (changed)
+                {
+                    await Task.Yield();
+                    continue;
                 }
 
                 yield return new StreamFollowItem(StreamFollowKind.CaughtUp, stream, position);

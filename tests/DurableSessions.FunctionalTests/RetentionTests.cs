@@ -1,0 +1,123 @@
+using System.Net;
+using System.Text;
+using System.Text.Json.Nodes;
+using DurableSessions.AspNetCore.Agents;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace DurableSessions.FunctionalTests;
+
+/// <summary>
+/// Retention over the wire: a stream whose older data was removed answers reads from before it with 410 OFFSET_GONE
+/// (protocol §5.6) on every read path, and an agent's wake stream keeps only its latest wakes.
+/// </summary>
+public sealed class RetentionTests
+{
+    [Fact]
+    public async Task Reads_from_before_the_retained_data_are_410_on_every_path_and_minus_one_starts_where_it_begins()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        var http = server.Client;
+        Assert.Equal(HttpStatusCode.Created, (await http.PutAsync(new Uri("/v1/stream/kept", UriKind.Relative), Json("[]"))).StatusCode);
+        var offsets = new List<string>();
+        for (var i = 0; i < 4; i++)
+        {
+            using var appended = await http.PostAsync(new Uri("/v1/stream/kept", UriKind.Relative), Json($"{{\"n\":{i}}}"));
+            offsets.Add(appended.Headers.GetValues("Stream-Next-Offset").Single());
+        }
+
+        var store = server.Services.GetRequiredService<StreamStore>();
+        Assert.Equal(new TrimResult(TrimStatus.Trimmed, 2), await store.TrimAsync("kept", 2));
+
+        // Catch-up, long-poll and SSE from an offset before it: 410, with the offset to start from.
+        foreach (var query in new[] { $"offset={StreamOffset.Format(0)}", $"offset={offsets[0]}", $"offset={offsets[0]}&live=long-poll", $"offset={offsets[0]}&live=sse" })
+        {
+            using var gone = await http.GetAsync(new Uri($"/v1/stream/kept?{query}", UriKind.Relative));
+            Assert.Equal(HttpStatusCode.Gone, gone.StatusCode);
+            var error = JsonNode.Parse(await gone.Content.ReadAsStringAsync())!["error"]!;
+            Assert.Equal("OFFSET_GONE", (string?)error["code"]);
+            Assert.Contains(offsets[1], (string?)error["message"], StringComparison.Ordinal);
+        }
+
+        // -1 starts at the retained data; its offset and every later one read as before.
+        Assert.Equal("[{\"n\":2},{\"n\":3}]", await http.GetStringAsync(new Uri("/v1/stream/kept?offset=-1", UriKind.Relative)));
+        Assert.Equal("[{\"n\":2},{\"n\":3}]", await http.GetStringAsync(new Uri($"/v1/stream/kept?offset={offsets[1]}", UriKind.Relative)));
+        Assert.Equal("[{\"n\":3}]", await http.GetStringAsync(new Uri($"/v1/stream/kept?offset={offsets[2]}", UriKind.Relative)));
+
+        // A fork cannot start in what was removed.
+        using var earlyFork = new HttpRequestMessage(HttpMethod.Put, new Uri("/v1/stream/kept-fork", UriKind.Relative)) { Content = Json("[]") };
+        earlyFork.Headers.Add("Stream-Forked-From", "/v1/stream/kept");
+        earlyFork.Headers.Add("Stream-Fork-Offset", offsets[0]);
+        using var refusedFork = await http.SendAsync(earlyFork);
+        Assert.Equal(HttpStatusCode.Gone, refusedFork.StatusCode);
+        Assert.Equal("OFFSET_GONE", (string?)JsonNode.Parse(await refusedFork.Content.ReadAsStringAsync())!["error"]!["code"]);
+
+        // Over WebSocket: a subscription from before it is refused with the offset to start from; from -1 it reads
+        // the retained data.
+        await using var socket = await SocketClient.ConnectAsync(server.BaseAddress);
+        await socket.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = "old", ["path"] = "kept", ["offset"] = offsets[0] });
+        var refused = await socket.NextAsync(m => Type(m) == "error" && Sub(m) == "old");
+        Assert.Equal(410, refused["status"]!.GetValue<int>());
+        Assert.Equal("OFFSET_GONE", refused["code"]!.GetValue<string>());
+        Assert.Equal(offsets[1], refused["retainedFrom"]!.GetValue<string>());
+        await socket.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = "all", ["path"] = "kept", ["offset"] = "-1" });
+        var data = await socket.NextAsync(m => Type(m) == "data" && Sub(m) == "all");
+        Assert.Equal("[{\"n\":2},{\"n\":3}]", data["data"]!.ToJsonString());
+        Assert.Equal(offsets[3], data["offset"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task An_agents_wake_stream_keeps_its_latest_wakes_and_every_turn_stays_claimable()
+    {
+        const int Keep = 10;
+        const int Turns = 35;
+        await using var server = await InProcessServer.StartAsync(services: s => s.Configure<AgentTurnOptions>(o => o.WakeStreamRetention = Keep));
+        var http = server.Client;
+        Assert.Equal(HttpStatusCode.Created, (await http.PutAsync(new Uri("/v1/agents/agent:kept", UriKind.Relative), Json("{}"))).StatusCode);
+        for (var i = 0; i < Turns; i++)
+        {
+            Assert.Equal(HttpStatusCode.Created, (await http.PutAsync(new Uri($"/v1/sessions/kept-{i}", UriKind.Relative), Json("{}"))).StatusCode);
+            Assert.Equal(HttpStatusCode.Created, (await http.PostAsync(new Uri($"/v1/sessions/kept-{i}/messages", UriKind.Relative), Json("{\"text\":\"hello\"}"))).StatusCode);
+        }
+
+        // The wake events are written after each message's answer: wait until the last one is there.
+        var store = server.Services.GetRequiredService<StreamStore>();
+        StreamInfo wake = null!;
+        await Until(async () => (wake = (await store.GetAsync("agents/agent:kept/wake")).Stream!) is { TailPosition: Turns }, "every turn's wake event");
+
+        // Between Keep and twice Keep wakes are kept, the latest among them; reading from the start is 410.
+        var held = wake.TailPosition - wake.RetainedFrom;
+        Assert.InRange(held, Keep, 2 * Keep - 1);
+        var wakes = JsonNode.Parse(await http.GetStringAsync(new Uri("/v1/stream/agents/agent:kept/wake?offset=-1", UriKind.Relative)))!.AsArray();
+        Assert.Equal(held, wakes.Count);
+        Assert.Equal($"sessions/kept-{Turns - 1}", (string?)wakes[^1]!["stream"]);
+        using var fromStart = await http.GetAsync(new Uri($"/v1/stream/agents/agent:kept/wake?offset={StreamOffset.Format(0)}", UriKind.Relative));
+        Assert.Equal(HttpStatusCode.Gone, fromStart.StatusCode);
+
+        // Wakes are hints: every turn, also those whose wake was removed, is still claimed once.
+        var claimed = new HashSet<string>();
+        for (var i = 0; i < Turns; i++)
+        {
+            using var claim = await http.PostAsync(new Uri("/v1/agents/agent:kept/claim", UriKind.Relative), Json("{\"worker\":\"w\"}"));
+            Assert.Equal(HttpStatusCode.OK, claim.StatusCode);
+            Assert.True(claimed.Add((string)JsonNode.Parse(await claim.Content.ReadAsStringAsync())!["stream"]!));
+        }
+
+        Assert.Equal(Turns, claimed.Count);
+    }
+
+    private static async Task Until(Func<Task<bool>> condition, string what)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (!await condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"timed out waiting for {what}");
+            await Task.Delay(20);
+        }
+    }
+
+    private static StringContent Json(string body) => new(body, Encoding.UTF8, "application/json");
+
+    private static string? Type(JsonObject message) => message["type"]?.GetValue<string>();
+
+    private static string? Sub(JsonObject message) => message["sub"]?.GetValue<string>();
+}
