@@ -573,9 +573,12 @@ public sealed partial class RedisStreamStore : StreamStore
                 cancellationToken.ThrowIfCancellationRequested();
                 var budget = maxBytes - total;
                 var entries = await ReadRecordsAsync(owner, "(" + Position(position) + "-0", ReadBatch, budget).ConfigureAwait(false);
-                if (entries.Count == 0)
+
+                // A stream's records are contiguous up to the tail the caller was given: a gap, or nothing at all, is a
+                // trim since the caller looked the stream up, never data to skip.
+                if (entries.Count == 0 || entries[0].Start > position)
                 {
-                    break;
+                    return ReadResult.BeforeRetention(fromPosition, entries.Count == 0 ? to : entries[0].Start);
                 }
 
                 foreach (var (start, end, bytes) in entries)
@@ -584,12 +587,6 @@ public sealed partial class RedisStreamStore : StreamStore
                     {
                         position = to;
                         break;
-                    }
-
-                    if (start > position)
-                    {
-                        // A stream's records are contiguous: a gap is a trim since the caller looked the stream up.
-                        return ReadResult.BeforeRetention(fromPosition, start);
                     }
 
                     var chunk = Slice(stream.IsJson, start, end, bytes, position, to);

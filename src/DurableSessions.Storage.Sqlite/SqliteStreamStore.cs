@@ -302,9 +302,13 @@ public sealed partial class SqliteStreamStore : StreamStore
                 {
                     cancellationToken.ThrowIfCancellationRequested();
                     var rows = reader.Read(segment.StreamId, position, ReadBatchRows, maxBytes - total, out var more);
-                    if (rows.Count == 0)
+
+                    // A stream's chunks are contiguous up to the tail the caller was given: a gap, or nothing at all, is
+                    // a trim committed since (maybe not yet published), never data to skip.
+                    if (rows.Count == 0 || rows[0].Start > position)
                     {
-                        break;
+                        var published = _byId.TryGetValue(stream.Id, out var now) ? now.Info.RetainedFrom : 0;
+                        return ReadResult.BeforeRetention(fromPosition, Math.Max(published, rows.Count == 0 ? segment.To : rows[0].Start));
                     }
 
                     foreach (var row in rows)
@@ -313,12 +317,6 @@ public sealed partial class SqliteStreamStore : StreamStore
                         {
                             position = segment.To;
                             break;
-                        }
-
-                        if (row.Start > position)
-                        {
-                            // A stream's chunks are contiguous: a gap is a trim committed but not yet published.
-                            return ReadResult.BeforeRetention(fromPosition, row.Start);
                         }
 
                         var chunk = Slice(stream.IsJson, row, position, segment.To);

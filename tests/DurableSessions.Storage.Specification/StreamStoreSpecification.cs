@@ -390,6 +390,8 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
         // Never backward; up to the tail at most, and the stream goes on.
         Assert.Equal(new TrimResult(TrimStatus.Trimmed, 2), await store.TrimAsync("trim", 1));
         Assert.Equal(new TrimResult(TrimStatus.Trimmed, 6), await store.TrimAsync("trim", 1_000));
+        Assert.Equal(6, (await store.ReadAsync(before, 2, 1 << 20)).GoneBefore);
+        Assert.Equal(6, (await store.ReadAsync(after, 4, 1 << 20)).GoneBefore);
         Assert.Equal(AppendStatus.Appended, (await Append(store, "trim", "gh")).Status);
         Assert.Equal("gh", await ReadAll(store, "trim", from: 6));
         Assert.Equal(6, (await store.ReadAsync((await store.GetAsync("trim")).Stream!, 4, 1 << 20)).GoneBefore);

@@ -549,12 +549,29 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             return;
         }
 
-        // Retention: at twice the events kept, the older half goes. One trim per WakeStreamRetention wakes.
+        // Retention: at twice the events kept, the older half goes. One trim per WakeStreamRetention wakes. A tail below
+        // where this node last trimmed is a new stream at the path (deleted and created again).
         var keep = _options.WakeStreamRetention;
-        if (result.TailPosition - _wakeRetained.GetValueOrDefault(wakeStream) >= 2L * keep)
+        var retained = _wakeRetained.GetValueOrDefault(wakeStream);
+        if (result.TailPosition < retained)
         {
-            var trimmed = await _store.TrimAsync(wakeStream, result.TailPosition - keep, CancellationToken.None).ConfigureAwait(false);
-            _wakeRetained[wakeStream] = trimmed.Status == TrimStatus.Trimmed ? trimmed.RetainedFrom : result.TailPosition;
+            _wakeRetained[wakeStream] = retained = 0;
+        }
+
+        if (result.TailPosition - retained >= 2L * keep)
+        {
+            try
+            {
+                var trimmed = await _store.TrimAsync(wakeStream, result.TailPosition - keep, CancellationToken.None).ConfigureAwait(false);
+
+                // A stream with forks is not trimmed: tried again only after another WakeStreamRetention wakes.
+                _wakeRetained[wakeStream] = trimmed.Status == TrimStatus.Trimmed ? trimmed.RetainedFrom : result.TailPosition - keep;
+            }
+            catch (StreamStoreUnavailableException ex)
+            {
+                // Wakes are hints and the wake was written: a trim that failed is tried again on a later wake.
+                Log.WakeStreamTrimFailed(_logger, wakeStream, ex);
+            }
         }
     }
 
@@ -1002,6 +1019,9 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
         [LoggerMessage(703, LogLevel.Error, "Expiring agent leases failed; retried on the next claim")]
         public static partial void ExpiryFailed(ILogger logger, Exception exception);
+
+        [LoggerMessage(704, LogLevel.Warning, "Trimming the wake stream {WakeStream} failed; tried again on a later wake")]
+        public static partial void WakeStreamTrimFailed(ILogger logger, string wakeStream, Exception exception);
     }
 }
 

@@ -120,7 +120,7 @@ internal sealed partial class StreamRequestHandler
                 }
                 else
                 {
-                    await WriteCatchUpAsync(context, stream, from, cursor: null).ConfigureAwait(false);
+                    await WriteCatchUpAsync(context, stream, from, cursor: null, startMoves: requested is null && stream.RetainedFrom > 0).ConfigureAwait(false);
                 }
 
                 return;
@@ -164,7 +164,16 @@ internal sealed partial class StreamRequestHandler
         return Task.CompletedTask;
     }
 
-    private async Task WriteCatchUpAsync(HttpContext context, StreamInfo stream, long from, string? cursor)
+    /// <summary>Answers a read of <paramref name="stream"/> from <paramref name="from"/> from the store.</summary>
+    /// <param name="context">The request.</param>
+    /// <param name="stream">The stream as looked up.</param>
+    /// <param name="from">Where the read starts.</param>
+    /// <param name="cursor">The cursor to send back, for live reads.</param>
+    /// <param name="startMoves">
+    /// Whether <paramref name="from"/> is the start of a trimmed stream (a read from -1): where that is moves with the next
+    /// trim, so the answer must not be cached, or a client sent back to -1 by a 410 would be given the old one again.
+    /// </param>
+    private async Task WriteCatchUpAsync(HttpContext context, StreamInfo stream, long from, string? cursor, bool startMoves = false)
     {
         var read = await _store.ReadAsync(stream, from, _options.MaxReadBytes, context.RequestAborted).ConfigureAwait(false);
         if (read.GoneBefore is { } retainedFrom)
@@ -173,18 +182,34 @@ internal sealed partial class StreamRequestHandler
             return;
         }
 
-        await WriteReadAsync(context, stream, from, read, cursor).ConfigureAwait(false);
+        await WriteReadAsync(context, stream, from, read, cursor, startMoves).ConfigureAwait(false);
     }
 
-    /// <summary>The answer to a read from before the stream's retained start (protocol §5.6: 410 Gone).</summary>
+    /// <summary>
+    /// The answer to a read from before the stream's retained start (protocol §5.6: 410 Gone), with the offset it now
+    /// starts at (<c>retainedFrom</c>).
+    /// </summary>
     private static Task WriteOffsetGone(HttpContext context, long retainedFrom)
     {
-        context.Response.Headers.CacheControl = "no-store";
-        return Problem.Write(context, 410, "OFFSET_GONE", $"The data at this offset was removed by retention: the stream now starts at offset {StreamOffset.Format(retainedFrom)} (read from -1 to start there).");
+        if (context.Response.HasStarted)
+        {
+            return Task.CompletedTask;
+        }
+
+        var offset = StreamOffset.Format(retainedFrom);
+        return JsonResponse.Write(context, 410, new System.Text.Json.Nodes.JsonObject
+        {
+            ["error"] = new System.Text.Json.Nodes.JsonObject
+            {
+                ["code"] = "OFFSET_GONE",
+                ["message"] = $"The data at this offset was removed by retention: the stream now starts at offset {offset} (read from -1 to start there).",
+                ["retainedFrom"] = offset,
+            },
+        });
     }
 
     /// <summary>Answers a read of <paramref name="stream"/> from <paramref name="from"/> with what was read.</summary>
-    private async Task WriteReadAsync(HttpContext context, StreamInfo stream, long from, ReadResult read, string? cursor)
+    private async Task WriteReadAsync(HttpContext context, StreamInfo stream, long from, ReadResult read, string? cursor, bool uncacheable = false)
     {
         var upToDate = read.NextPosition >= stream.TailPosition;
         var closedAtTail = upToDate && stream.Closed;
@@ -209,7 +234,7 @@ internal sealed partial class StreamRequestHandler
         // Data chunks are immutable and cacheable; an empty answer at the tail changes with the next append. Under
         // access control the answer depends on the caller's token, so only the caller's own cache may keep it.
         var authenticated = !Auth.AccessControl.Current(context).IsAnonymous;
-        response.Headers.CacheControl = read.Chunks.Count == 0 ? "no-store" : authenticated ? _privateCacheControl ??= PrivateCacheControl(_options.CacheControl) : _options.CacheControl;
+        response.Headers.CacheControl = read.Chunks.Count == 0 || uncacheable ? "no-store" : authenticated ? _privateCacheControl ??= PrivateCacheControl(_options.CacheControl) : _options.CacheControl;
         if (authenticated)
         {
             response.Headers.Vary = "Authorization";
@@ -272,12 +297,6 @@ internal sealed partial class StreamRequestHandler
                     stream = item.Stream;
                     if (item.Kind == StreamFollowKind.Read)
                     {
-                        if (item.Read!.GoneBefore is { } retainedFrom)
-                        {
-                            await WriteOffsetGone(context, retainedFrom).ConfigureAwait(false);
-                            return;
-                        }
-
                         await WriteReadAsync(context, stream, from, item.Read!, cursor).ConfigureAwait(false);
                         return;
                     }

@@ -165,6 +165,7 @@ public sealed class StreamFollower
     {
         var stream = _stream;
         var position = from;
+        var stalls = 0;
         var subscription = _store.Fanout.Subscribe(stream.Id);
         try
         {
@@ -214,9 +215,13 @@ public sealed class StreamFollower
 
                 if (changed)
                 {
-                    await Task.Yield();
+                    // The stores answer a removed range as GoneBefore; this guards a store that answers nothing instead,
+                    // which must not turn into a hot loop.
+                    await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(100, 1 << Math.Min(++stalls, 7))), cancellationToken).ConfigureAwait(false);
                     continue;
                 }
+
+                stalls = 0;
 
                 yield return new StreamFollowItem(StreamFollowKind.CaughtUp, stream, position);
                 if (stream.Closed)
