@@ -206,7 +206,8 @@ internal static class RedisScripts
     /// Delete one incarnation: soft when forks still read from it, otherwise remove its keys. ARGV: id, channel, node,
     /// and for a delete because it expired, now: then it deletes only what is still expired (an append or a read since the
     /// caller looked may have renewed its sliding TTL). Returns {'Retry'} when the incarnation is no longer there or no
-    /// longer expired, {'Gone'} when it is already soft-deleted, {'Soft'}, or {'Hard', fork source id, fork source path}.
+    /// longer expired, {'Gone'} when it is already soft-deleted, {'Soft', tail, closed}, or {'Hard', fork source id, fork
+    /// source path, tail, closed} (the tail and closed flag its notification carries).
     /// </summary>
     public static readonly RedisScript Delete = new(Common + "\n" + """
         local m = redis.call('HMGET', KEYS[1], 'id', 'forks', 'fsid', 'fspath', 'path', 'tail', 'closed', 'sdel', 'exp', 'ttl', 'access')
@@ -217,11 +218,11 @@ internal static class RedisScripts
         if tonumber(m[2] or '0') > 0 then
           redis.call('HSET', KEYS[1], 'sdel', '1')
           publish(ARGV[2], ARGV[3], m[1], m[5], tail, tail, m[7] or '0', '1', nil, 0)
-          return {'Soft'}
+          return {'Soft', n2s(tail), m[7] or '0'}
         end
         redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
         publish(ARGV[2], ARGV[3], m[1], m[5], tail, tail, m[7] or '0', '1', nil, 0)
-        return {'Hard', m[3] or '', m[4] or ''}
+        return {'Hard', m[3] or '', m[4] or '', n2s(tail), m[7] or '0'}
         """);
 
     /// <summary>

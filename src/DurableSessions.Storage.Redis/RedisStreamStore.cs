@@ -314,7 +314,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 await Call(_db.SetAddAsync(OwnerKey(owner), request.Path)).ConfigureAwait(false);
             }
 
-            Fanout.Publish(new LiveAppend(id, info.Path, new StreamChunk(forkPosition, info.TailPosition, request.InitialData.Data), info.Closed, remote: !ClaimJudgement(info.Path, id, forkPosition, info.TailPosition, info.Closed, echo: false)) { Parent = Activity.Current?.Context ?? default });
+            Fanout.Publish(new LiveAppend(id, info.Path, new StreamChunk(forkPosition, info.TailPosition, request.InitialData.Data), info.Closed, remote: !ClaimJudgement(info.Path, id, forkPosition, info.TailPosition, info.Closed, deleted: false, echo: false)) { Parent = Activity.Current?.Context ?? default });
             await WaitForReplicasAsync(keys.Meta).ConfigureAwait(false);
             return info;
         }
@@ -452,7 +452,7 @@ public sealed partial class RedisStreamStore : StreamStore
             // Published here at once, whatever the replicas say: the other nodes already have the notification.
             var start = result.TailPosition - request.Data.Units;
             var id = long.Parse((string)reply[5]!, CultureInfo.InvariantCulture);
-            Fanout.Publish(new LiveAppend(id, request.Path, new StreamChunk(start, result.TailPosition, request.Data.Data), result.Closed, remote: !ClaimJudgement(request.Path, id, start, result.TailPosition, result.Closed, echo: false))
+            Fanout.Publish(new LiveAppend(id, request.Path, new StreamChunk(start, result.TailPosition, request.Data.Data), result.Closed, remote: !ClaimJudgement(request.Path, id, start, result.TailPosition, result.Closed, deleted: false, echo: false))
             {
                 Parent = Activity.Current?.Context ?? default,
                 ProducerId = request.Producer?.ProducerId,
@@ -1125,14 +1125,28 @@ public sealed partial class RedisStreamStore : StreamStore
         RedisValue[] args = expiredAt is { } now
             ? [Id(id), _channel.ToString(), _node, now.ToUnixTimeMilliseconds()]
             : [Id(id), _channel.ToString(), _node];
-        var reply = (RedisResult[])(await ScriptAsync(RedisScripts.Delete, Keys(path), args).ConfigureAwait(false))!;
+        RedisResult[] reply;
+        try
+        {
+            reply = (RedisResult[])(await ScriptAsync(RedisScripts.Delete, Keys(path), args).ConfigureAwait(false))!;
+        }
+        catch (StreamStoreUnavailableException)
+        {
+            // As with an append whose answer was lost: the delete may have run, and its notification is then the only
+            // word of it this node gets, judged here like this node's own.
+            ExpectEcho(path);
+            throw;
+        }
+
         var outcome = (string)reply[0]!;
         if (outcome is "Retry" or "Gone")
         {
             return outcome == "Gone" ? outcome : null;
         }
 
-        Fanout.Publish(new LiveAppend(id, path, default, closed: false, deleted: true));
+        var tail = long.Parse((string)reply[outcome == "Hard" ? 3 : 1]!, CultureInfo.InvariantCulture);
+        var closed = (string)reply[outcome == "Hard" ? 4 : 2]! == "1";
+        Fanout.Publish(new LiveAppend(id, path, new StreamChunk(tail, tail, default), closed, deleted: true, remote: !ClaimJudgement(path, id, tail, tail, closed, deleted: true, echo: false)));
         if (outcome == "Hard")
         {
             await UnindexAsync(path).ConfigureAwait(false);
@@ -1194,7 +1208,7 @@ public sealed partial class RedisStreamStore : StreamStore
 
     // This node's changes to paths in the echo window that were judged here, each until the window ends (and a little
     // longer, so an answer that comes after its window still finds what its notification claimed).
-    private readonly ConcurrentDictionary<(string Path, long Id, long Start, long End, bool Closed), long> _judged = new();
+    private readonly ConcurrentDictionary<(string Path, long Id, long Start, long End, bool Closed, bool Deleted), long> _judged = new();
     private const int MaxJudged = 20_000;
     private int _judgedCount;
     private long _lastJudgedPrune;
@@ -1203,9 +1217,9 @@ public sealed partial class RedisStreamStore : StreamStore
     /// Whether this node's change is judged here now (published as its own) rather than passed on as remote: outside an
     /// echo window at its answer only; inside one at its answer or its notification, whichever claims it first.
     /// </summary>
-    private bool ClaimJudgement(string path, long id, long start, long end, bool closed, bool echo)
+    private bool ClaimJudgement(string path, long id, long start, long end, bool closed, bool deleted, bool echo)
     {
-        var key = (path, id, start, end, closed);
+        var key = (path, id, start, end, closed, deleted);
         if (!IsEchoExpected(path))
         {
             // Its notification may have claimed it while the window was open.
@@ -1245,7 +1259,7 @@ public sealed partial class RedisStreamStore : StreamStore
 
         foreach (var (key, until) in _judged)
         {
-            if (until <= now && _judged.TryRemove(new KeyValuePair<(string, long, long, long, bool), long>(key, until)))
+            if (until <= now && _judged.TryRemove(new KeyValuePair<(string, long, long, long, bool, bool), long>(key, until)))
             {
                 Interlocked.Decrement(ref _judgedCount);
             }
@@ -1349,7 +1363,7 @@ public sealed partial class RedisStreamStore : StreamStore
 
             var closed = header[4] == "1";
             var deleted = header[5] == "1";
-            var judgedHere = own && !deleted && ClaimJudgement(path, id, start, end, closed, echo: true);
+            var judgedHere = own && ClaimJudgement(path, id, start, end, closed, deleted, echo: true);
             Fanout.Publish(new LiveAppend(id, path, new StreamChunk(start, end, data), closed, deleted, remote: !judgedHere));
         }
         catch (Exception ex) when (ex is RedisException or StreamStoreUnavailableException or FormatException or IndexOutOfRangeException or ArgumentException)

@@ -377,6 +377,58 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_delete_whose_answer_was_lost_is_judged_on_this_node_once_redis_runs_it()
+    {
+        // As above: a redis-server of its own, paused, and short client timeouts.
+        await using var own = await RedisServer.StartAsync();
+        await using var store = await RedisStreamStore.ConnectAsync(new RedisStreamStoreOptions { Configuration = own.Configuration + ",asyncTimeout=300,syncTimeout=300", KeyPrefix = _prefix });
+        using var admin = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(own.Configuration + ",allowAdmin=true");
+
+        // What services that act once per change (subscriptions unlinking a deleted stream) are shown.
+        var judged = System.Threading.Channels.Channel.CreateUnbounded<LiveAppend>();
+        store.Fanout.AddObserver(change =>
+        {
+            if (change.Path == "lost-delete" && change.Deleted && !change.IsRemote)
+            {
+                judged.Writer.TryWrite(change);
+            }
+        });
+
+        // A delete answered is judged here at its answer.
+        var first = (await store.CreateAsync(new CreateStreamRequest { Path = "lost-delete", ContentType = "text/plain" })).Stream!;
+        Assert.Equal(DeleteStreamStatus.Deleted, await store.DeleteAsync("lost-delete"));
+        Assert.Equal(first.Id, (await judged.Reader.ReadAsync(new CancellationTokenSource(TimeSpan.FromSeconds(10)).Token)).StreamId);
+
+        // One whose answer does not come within the client's timeout, which Redis runs when the pause ends: judged here
+        // from its notification. (A client that gives up on its connection takes the paused command with it: then it
+        // never ran, and the attempt is made again.)
+        StreamInfo? deleted = null;
+        for (var attempt = 0; attempt < 3 && deleted is null; attempt++)
+        {
+            var created = (await store.CreateAsync(new CreateStreamRequest { Path = "lost-delete", ContentType = "text/plain" })).Stream!;
+            await store.AppendAsync(new AppendRequest { Path = "lost-delete", ContentType = "text/plain", Data = new StreamPayload("a"u8.ToArray(), 1) });
+            await admin.GetDatabase().ExecuteAsync("CLIENT", "PAUSE", "2500", "WRITE");
+            await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => store.DeleteAsync("lost-delete").AsTask());
+            await admin.GetDatabase().ExecuteAsync("CLIENT", "UNPAUSE");
+            var until = DateTime.UtcNow.AddSeconds(6);
+            while (DateTime.UtcNow < until && (await store.GetAsync("lost-delete")).Stream?.Id == created.Id)
+            {
+                await Task.Delay(20);
+            }
+
+            if ((await store.GetAsync("lost-delete")).Stream?.Id != created.Id)
+            {
+                deleted = created;
+            }
+        }
+
+        Assert.NotNull(deleted);
+        using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        var change = await judged.Reader.ReadAsync(cancel.Token);
+        Assert.Equal((deleted.Id, 1L, 1L), (change.StreamId, change.Chunk.Start, change.Chunk.End));
+    }
+
+    [Fact]
     public async Task Scripts_run_by_hash_are_sent_again_when_redis_no_longer_has_them()
     {
         var a = await Node();
