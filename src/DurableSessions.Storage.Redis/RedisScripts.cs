@@ -229,7 +229,7 @@ internal static class RedisScripts
     /// Registers (+1) or releases (-1) a fork on its source. ARGV: source id, delta, channel, node, now, and for a
     /// registration the fork position. A release that leaves a soft-deleted source without forks removes it. Returns
     /// {'Missing'}, {'Gone'}, {'Trimmed'} (the fork position is before the source's retained start), {'OK', retained
-    /// start} or {'Hard', its own source id, its own source path}.
+    /// start} or {'Hard', its own source id, its own source path, tail, closed}.
     /// </summary>
     public static readonly RedisScript Fork = new(Common + "\n" + """
         local m = redis.call('HMGET', KEYS[1], 'id', 'sdel', 'fsid', 'fspath', 'path', 'tail', 'closed', 'exp', 'ttl', 'access', 'rfrom')
@@ -243,7 +243,7 @@ internal static class RedisScripts
           redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
           local tail = tonumber(m[6])
           publish(ARGV[3], ARGV[4], m[1], m[5], tail, tail, m[7] or '0', '1', nil, 0)
-          return {'Hard', m[3] or '', m[4] or ''}
+          return {'Hard', m[3] or '', m[4] or '', n2s(tail), m[7] or '0'}
         end
         return {'OK', m[11] or '0'}
         """);

@@ -575,10 +575,14 @@ public sealed partial class RedisStreamStore : StreamStore
                 var entries = await ReadRecordsAsync(owner, "(" + Position(position) + "-0", ReadBatch, budget).ConfigureAwait(false);
 
                 // A stream's records are contiguous up to the tail the caller was given: a gap, or nothing at all, is a
-                // trim since the caller looked the stream up, never data to skip.
-                if (entries.Count == 0 || entries[0].Start > position)
+                // trim or a delete since the caller looked the stream up, never data to skip. A trim is answered gone; a
+                // delete makes no progress, so that a follower looks the stream up again and ends.
+                if (entries is null || entries.Count == 0 || entries[0].Start > position)
                 {
-                    return ReadResult.BeforeRetention(fromPosition, entries.Count == 0 ? to : entries[0].Start);
+                    var current = entries is null ? null : await LoadAsync(Keys(owner.Path)).ConfigureAwait(false);
+                    return current is null || current.Id != owner.Id
+                        ? new ReadResult([], fromPosition, 0)
+                        : ReadResult.BeforeRetention(fromPosition, Math.Max(current.RetainedFrom, entries!.Count == 0 ? to : entries[0].Start));
                 }
 
                 foreach (var (start, end, bytes) in entries)
@@ -836,13 +840,14 @@ public sealed partial class RedisStreamStore : StreamStore
     /// <paramref name="count"/> and no more once their data reaches <paramref name="budget"/> bytes; none once the stream
     /// at its path is another incarnation.
     /// </summary>
-    private async Task<List<(long Start, long End, byte[] Data)>> ReadRecordsAsync(StreamInfo owner, string from, int count, long budget = long.MaxValue)
+    /// <returns>The records, or null when the stream at the path is no longer that incarnation.</returns>
+    private async Task<List<(long Start, long End, byte[] Data)>?> ReadRecordsAsync(StreamInfo owner, string from, int count, long budget = long.MaxValue)
     {
         var records = new List<(long, long, byte[])>();
         var reply = await ScriptAsync(RedisScripts.Read, Keys(owner.Path), [Id(owner.Id), from, count, budget]).ConfigureAwait(false);
         if (reply.IsNull || reply.Resp2Type != ResultType.Array)
         {
-            return records;
+            return null;
         }
 
         foreach (var entry in (RedisResult[])reply!)
@@ -1178,13 +1183,26 @@ public sealed partial class RedisStreamStore : StreamStore
     {
         while (true)
         {
-            var reply = (RedisResult[])(await ScriptAsync(RedisScripts.Fork, Keys(sourcePath), [Id(sourceId), -1, _channel.ToString(), _node]).ConfigureAwait(false))!;
+            RedisResult[] reply;
+            try
+            {
+                reply = (RedisResult[])(await ScriptAsync(RedisScripts.Fork, Keys(sourcePath), [Id(sourceId), -1, _channel.ToString(), _node]).ConfigureAwait(false))!;
+            }
+            catch (StreamStoreUnavailableException)
+            {
+                // Its removal of the source, if it ran, is judged from its notification (as a delete's).
+                ExpectEcho(sourcePath);
+                throw;
+            }
+
             if ((string)reply[0]! != "Hard")
             {
                 return;
             }
 
-            Fanout.Publish(new LiveAppend(sourceId, sourcePath, default, closed: false, deleted: true));
+            var tail = long.Parse((string)reply[3]!, CultureInfo.InvariantCulture);
+            var closed = (string)reply[4]! == "1";
+            Fanout.Publish(new LiveAppend(sourceId, sourcePath, new StreamChunk(tail, tail, default), closed, deleted: true, remote: !ClaimJudgement(sourcePath, sourceId, tail, tail, closed, deleted: true, echo: false)));
             await UnindexAsync(sourcePath).ConfigureAwait(false);
             if ((string)reply[2]! is not { Length: > 0 } next)
             {
@@ -1353,7 +1371,7 @@ public sealed partial class RedisStreamStore : StreamStore
             {
                 var owner = new StreamInfo { Id = id, Path = path, ContentType = string.Empty, TailPosition = end };
                 var records = await ReadRecordsAsync(owner, Position(end) + "-0", 1).ConfigureAwait(false);
-                if (records.Count == 0 || records[0].End != end)
+                if (records is null || records.Count == 0 || records[0].End != end)
                 {
                     return; // that incarnation is gone; its deletion is announced separately
                 }

@@ -70,6 +70,8 @@ internal static class Schema
 
     public const string DeleteChunksBefore = "DELETE FROM chunks WHERE stream_id = $id AND end_pos <= $cut";
 
+    public const string SelectRetainedFrom = "SELECT retained_from FROM streams WHERE id = $id";
+
     public const string HasProducerLastUsed = "SELECT COUNT(*) FROM pragma_table_info('producers') WHERE name = 'last_used'";
 
     public const string CreateProducerIndex = "CREATE INDEX IF NOT EXISTS producers_last_used ON producers (last_used)";
@@ -222,6 +224,15 @@ internal sealed class ReaderConnection : IDisposable
 
         more |= rows.Count == limit;
         return rows;
+    }
+
+    /// <summary>Where a stream's data starts as committed now, or null when the stream was deleted.</summary>
+    public long? RetainedFrom(long streamId)
+    {
+        using var command = _connection.CreateCommand();
+        command.CommandText = Schema.SelectRetainedFrom;
+        command.Parameters.AddWithValue("$id", streamId);
+        return command.ExecuteScalar() is long retainedFrom ? retainedFrom : null;
     }
 
     public byte[]? GetDocument(string collection, string key)

@@ -303,12 +303,14 @@ public sealed partial class SqliteStreamStore : StreamStore
                     cancellationToken.ThrowIfCancellationRequested();
                     var rows = reader.Read(segment.StreamId, position, ReadBatchRows, maxBytes - total, out var more);
 
-                    // A stream's chunks are contiguous up to the tail the caller was given: a gap, or nothing at all, is
-                    // a trim committed since (maybe not yet published), never data to skip.
+                    // A stream's chunks are contiguous up to the tail the caller was given: a gap, or nothing at all, is a
+                    // trim or a delete committed since (maybe not yet published), never data to skip. A trim is answered
+                    // gone; a delete makes no progress, so that a follower looks the stream up again and ends.
                     if (rows.Count == 0 || rows[0].Start > position)
                     {
-                        var published = _byId.TryGetValue(stream.Id, out var now) ? now.Info.RetainedFrom : 0;
-                        return ReadResult.BeforeRetention(fromPosition, Math.Max(published, rows.Count == 0 ? segment.To : rows[0].Start));
+                        return reader.RetainedFrom(segment.StreamId) is { } retainedFrom
+                            ? ReadResult.BeforeRetention(fromPosition, Math.Max(retainedFrom, rows.Count == 0 ? segment.To : rows[0].Start))
+                            : new ReadResult([], fromPosition, 0);
                     }
 
                     foreach (var row in rows)

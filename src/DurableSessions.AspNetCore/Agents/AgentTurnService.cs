@@ -567,9 +567,10 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
                 // A stream with forks is not trimmed: tried again only after another WakeStreamRetention wakes.
                 _wakeRetained[wakeStream] = trimmed.Status == TrimStatus.Trimmed ? trimmed.RetainedFrom : result.TailPosition - keep;
             }
-            catch (StreamStoreUnavailableException ex)
+            catch (Exception ex) when (ex is StreamStoreUnavailableException or ObjectDisposedException)
             {
-                // Wakes are hints and the wake was written: a trim that failed is tried again on a later wake.
+                // Wakes are hints and the wake was written: a trim that failed (or met the store closing) is tried
+                // again on a later wake.
                 Log.WakeStreamTrimFailed(_logger, wakeStream, ex);
             }
         }

@@ -202,7 +202,7 @@ internal sealed partial class StreamRequestHandler
             ["error"] = new System.Text.Json.Nodes.JsonObject
             {
                 ["code"] = "OFFSET_GONE",
-                ["message"] = $"The data at this offset was removed by retention: the stream now starts at offset {offset} (read from -1 to start there).",
+                ["message"] = $"The data at this offset was removed by retention: the stream now starts at offset {offset}; read on from there.",
                 ["retainedFrom"] = offset,
             },
         });

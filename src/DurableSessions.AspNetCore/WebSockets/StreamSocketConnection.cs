@@ -1321,7 +1321,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
     /// <summary>A subscription's start, or its next read, lies before the stream's retained data (as HTTP's 410).</summary>
     private static byte[] OffsetGone(string sub, long retainedFrom) => Write(w =>
     {
-        WriteError(w, "sub", sub, 410, "OFFSET_GONE", "The data at this offset was removed by retention; subscribe again from -1 or a later offset.");
+        WriteError(w, "sub", sub, 410, "OFFSET_GONE", "The data at this offset was removed by retention; subscribe again from retainedFrom.");
         w.WriteString("retainedFrom", StreamOffset.Format(retainedFrom));
     });
 
