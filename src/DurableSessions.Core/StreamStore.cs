@@ -55,7 +55,10 @@ public abstract class StreamStore : IAsyncDisposable
 
     /// <summary>
     /// Reads the stream's data from <paramref name="fromPosition"/> up to its tail as given in <paramref name="stream"/>,
-    /// stitching inherited data for forks, returning at most about <paramref name="maxBytes"/> bytes (at least one chunk).
+    /// stitching inherited data for forks, returning at most about <paramref name="maxBytes"/> bytes (at least one chunk
+    /// below that tail). Data removed since <paramref name="stream"/> was looked up is never skipped: a trimmed range is
+    /// answered <see cref="ReadResult.GoneBefore"/>, and a stream deleted meanwhile gives a read with no chunks and
+    /// <see cref="ReadResult.NextPosition"/> at <paramref name="fromPosition"/> (look the stream up again).
     /// </summary>
     public abstract ValueTask<ReadResult> ReadAsync(StreamInfo stream, long fromPosition, int maxBytes, CancellationToken cancellationToken = default);
 

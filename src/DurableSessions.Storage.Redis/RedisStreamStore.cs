@@ -575,14 +575,15 @@ public sealed partial class RedisStreamStore : StreamStore
                 var entries = await ReadRecordsAsync(owner, "(" + Position(position) + "-0", ReadBatch, budget).ConfigureAwait(false);
 
                 // A stream's records are contiguous up to the tail the caller was given: a gap, or nothing at all, is a
-                // trim or a delete since the caller looked the stream up, never data to skip. A trim is answered gone; a
-                // delete makes no progress, so that a follower looks the stream up again and ends.
+                // trim or a delete since the caller looked the stream up, never data to skip. A trim is answered gone,
+                // from where it cut; anything else (a delete) makes no progress, so that a follower looks the stream up
+                // again and ends.
                 if (entries is null || entries.Count == 0 || entries[0].Start > position)
                 {
                     var current = entries is null ? null : await LoadAsync(Keys(owner.Path)).ConfigureAwait(false);
-                    return current is null || current.Id != owner.Id
-                        ? new ReadResult([], fromPosition, 0)
-                        : ReadResult.BeforeRetention(fromPosition, Math.Max(current.RetainedFrom, entries!.Count == 0 ? to : entries[0].Start));
+                    return current is not null && current.Id == owner.Id && current.RetainedFrom > position
+                        ? ReadResult.BeforeRetention(fromPosition, current.RetainedFrom)
+                        : new ReadResult([], fromPosition, 0);
                 }
 
                 foreach (var (start, end, bytes) in entries)
@@ -837,7 +838,7 @@ public sealed partial class RedisStreamStore : StreamStore
 
     /// <summary>
     /// Records of one incarnation from an entry id (inclusive, or exclusive with a leading '('), at most
-    /// <paramref name="count"/> and no more once their data reaches <paramref name="budget"/> bytes; none once the stream
+    /// <paramref name="count"/> and no more once their data reaches <paramref name="budget"/> bytes; null once the stream
     /// at its path is another incarnation.
     /// </summary>
     /// <returns>The records, or null when the stream at the path is no longer that incarnation.</returns>
@@ -1200,6 +1201,8 @@ public sealed partial class RedisStreamStore : StreamStore
                 return;
             }
 
+            // Its notification carries what the soft delete's did: when that was judged here within the echo window, this
+            // removal goes out as remote, since this node's services already acted on the deletion.
             var tail = long.Parse((string)reply[3]!, CultureInfo.InvariantCulture);
             var closed = (string)reply[4]! == "1";
             Fanout.Publish(new LiveAppend(sourceId, sourcePath, new StreamChunk(tail, tail, default), closed, deleted: true, remote: !ClaimJudgement(sourcePath, sourceId, tail, tail, closed, deleted: true, echo: false)));

@@ -305,11 +305,12 @@ public sealed partial class SqliteStreamStore : StreamStore
 
                     // A stream's chunks are contiguous up to the tail the caller was given: a gap, or nothing at all, is a
                     // trim or a delete committed since (maybe not yet published), never data to skip. A trim is answered
-                    // gone; a delete makes no progress, so that a follower looks the stream up again and ends.
+                    // gone, from where it cut; anything else (a delete) makes no progress, so that a follower looks the
+                    // stream up again and ends.
                     if (rows.Count == 0 || rows[0].Start > position)
                     {
-                        return reader.RetainedFrom(segment.StreamId) is { } retainedFrom
-                            ? ReadResult.BeforeRetention(fromPosition, Math.Max(retainedFrom, rows.Count == 0 ? segment.To : rows[0].Start))
+                        return reader.RetainedFrom(segment.StreamId) is { } retainedFrom && retainedFrom > position
+                            ? ReadResult.BeforeRetention(fromPosition, retainedFrom)
                             : new ReadResult([], fromPosition, 0);
                     }
 

@@ -114,6 +114,39 @@ public sealed class RetentionTests
         Assert.Equal(Turns, claimed.Count);
     }
 
+    [Fact]
+    public async Task A_read_that_races_a_delete_is_answered_as_deleted_not_as_gone_or_empty()
+    {
+        await using var server = await InProcessServer.StartAsync(services: services =>
+        {
+            var original = services.Single(d => d.ServiceType == typeof(StreamStore));
+            services.Remove(original);
+            services.AddSingleton<StreamStore>(sp => new DeletingBeforeReadStore((StreamStore)original.ImplementationFactory!(sp)));
+        });
+        var http = server.Client;
+        Assert.Equal(HttpStatusCode.Created, (await http.PutAsync(new Uri("/v1/stream/racing", UriKind.Relative), Json("[]"))).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await http.PostAsync(new Uri("/v1/stream/racing", UriKind.Relative), Json("{\"n\":1}"))).StatusCode);
+
+        // Looked up, then deleted before the store is read: the rows are gone, and so is the stream.
+        using var read = await http.GetAsync(new Uri("/v1/stream/racing?offset=-1", UriKind.Relative));
+        Assert.Equal(HttpStatusCode.NotFound, read.StatusCode);
+        Assert.Equal("STREAM_NOT_FOUND", (string?)JsonNode.Parse(await read.Content.ReadAsStringAsync())!["error"]!["code"]);
+    }
+
+    /// <summary>Deletes the stream between the handler's lookup and its read, as a concurrent delete can.</summary>
+    private sealed class DeletingBeforeReadStore(StreamStore inner) : DelegatingStore(inner)
+    {
+        public override async ValueTask<ReadResult> ReadAsync(StreamInfo stream, long fromPosition, int maxBytes, CancellationToken cancellationToken = default)
+        {
+            if (stream.Path == "racing")
+            {
+                Assert.Equal(DeleteStreamStatus.Deleted, await DeleteAsync(stream.Path, cancellationToken));
+            }
+
+            return await base.ReadAsync(stream, fromPosition, maxBytes, cancellationToken);
+        }
+    }
+
     private static async Task Until(Func<Task<bool>> condition, string what)
     {
         var deadline = DateTime.UtcNow.AddSeconds(20);

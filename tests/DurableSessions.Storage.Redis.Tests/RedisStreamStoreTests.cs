@@ -400,11 +400,13 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
             }
         });
 
-        // A delete answered is judged here at its answer.
-        using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        // A delete answered is judged here at its answer. (Each wait below has 15 s of its own.)
         var first = (await store.CreateAsync(new CreateStreamRequest { Path = "lost-delete", ContentType = "text/plain" })).Stream!;
         Assert.Equal(DeleteStreamStatus.Deleted, await store.DeleteAsync("lost-delete"));
-        Assert.Equal(first.Id, (await judged.Reader.ReadAsync(cancel.Token)).StreamId);
+        using (var wait = new CancellationTokenSource(TimeSpan.FromSeconds(15)))
+        {
+            Assert.Equal(first.Id, (await judged.Reader.ReadAsync(wait.Token)).StreamId);
+        }
 
         // One whose answer does not come within the client's timeout, which Redis runs when the pause ends: judged here
         // from its notification. (A client that gives up on its connection takes the paused command with it: then it
@@ -431,16 +433,22 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
         }
 
         Assert.NotNull(deleted);
-        var change = await judged.Reader.ReadAsync(cancel.Token);
-        Assert.Equal((deleted.Id, deleted.TailPosition, deleted.TailPosition), (change.StreamId, change.Chunk.Start, change.Chunk.End));
+        using (var wait = new CancellationTokenSource(TimeSpan.FromSeconds(15)))
+        {
+            var change = await judged.Reader.ReadAsync(wait.Token);
+            Assert.Equal((deleted.Id, deleted.TailPosition, deleted.TailPosition), (change.StreamId, change.Chunk.Start, change.Chunk.End));
+        }
 
         // A delete answered within that path's window reaches this node twice, by its answer and by its notification:
         // it is judged here once, the other passed on as remote.
         var again = (await store.CreateAsync(new CreateStreamRequest { Path = "lost-delete", ContentType = "text/plain" })).Stream!;
         Assert.Equal(DeleteStreamStatus.Deleted, await store.DeleteAsync("lost-delete"));
-        while (published.Count(c => c.StreamId == again.Id) < 2)
+        using (var wait = new CancellationTokenSource(TimeSpan.FromSeconds(15)))
         {
-            await Task.Delay(20, cancel.Token);
+            while (published.Count(c => c.StreamId == again.Id) < 2)
+            {
+                await Task.Delay(20, wait.Token);
+            }
         }
 
         Assert.Single(published, c => c.StreamId == again.Id && !c.IsRemote);

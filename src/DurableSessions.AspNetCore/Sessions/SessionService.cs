@@ -757,6 +757,12 @@ internal sealed partial class SessionService : IDisposable
         while (session.State.Position < stream.TailPosition)
         {
             var read = await _store.ReadAsync(stream, session.State.Position, 1 << 20, cancellationToken).ConfigureAwait(false);
+            if (read.GoneBefore is not null || read.NextPosition == session.State.Position)
+            {
+                // Deleted since the lookup (or its history removed): this session cannot be caught up.
+                return false;
+            }
+
             foreach (var chunk in read.Chunks)
             {
                 session.State.ApplyChunk(chunk.Data.Span, chunk.End);

@@ -182,6 +182,14 @@ internal sealed partial class StreamRequestHandler
             return;
         }
 
+        if (read.Chunks.Count == 0 && read.NextPosition == from && from < stream.TailPosition)
+        {
+            // Deleted (or replaced) since the lookup: answered as a lookup now would be.
+            var current = await _store.GetAsync(stream.Path, context.RequestAborted).ConfigureAwait(false);
+            await WriteLookupFailure(context, current.Status == StreamLookupStatus.Found ? new StreamLookup(StreamLookupStatus.NotFound, null) : current).ConfigureAwait(false);
+            return;
+        }
+
         await WriteReadAsync(context, stream, from, read, cursor, startMoves).ConfigureAwait(false);
     }
 

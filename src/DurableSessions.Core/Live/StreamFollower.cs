@@ -215,8 +215,8 @@ public sealed class StreamFollower
 
                 if (changed)
                 {
-                    // The stores answer a removed range as GoneBefore; this guards a store that answers nothing instead,
-                    // which must not turn into a hot loop.
+                    // The stream was deleted (or replaced) since the lookup: the next lookup says so, once published.
+                    // Backing off keeps that wait (and a store that keeps answering nothing) from turning into a hot loop.
                     await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(100, 1 << Math.Min(++stalls, 7))), cancellationToken).ConfigureAwait(false);
                     continue;
                 }
