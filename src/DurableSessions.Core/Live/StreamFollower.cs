@@ -197,8 +197,8 @@ public sealed class StreamFollower
 
                     if (read.NextPosition == position)
                     {
-                        // Nothing where the tail said there was data: the stream changed since it was looked up (deleted
-                        // or trimmed, not yet published). Look it up again rather than read the same nothing.
+                        // Nothing where the tail said there was data: the stream was deleted or replaced since it was
+                        // looked up (a trim is answered GoneBefore). Look it up again rather than read the same nothing.
                         changed = true;
                         break;
                     }
