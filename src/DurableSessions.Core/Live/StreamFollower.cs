@@ -185,9 +185,7 @@ public sealed class StreamFollower
                 var changed = false;
                 while (position < stream.TailPosition)
                 {
-                    var read = position < stream.RetainedFrom
-                        ? ReadResult.BeforeRetention(position, stream.RetainedFrom)
-                        : await _store.ReadAsync(stream, position, _options.MaxReadBytes, cancellationToken).ConfigureAwait(false);
+                    var read = await _store.ReadAsync(stream, position, _options.MaxReadBytes, cancellationToken).ConfigureAwait(false);
                     if (read.GoneBefore is { } retainedFrom)
                     {
                         End = StreamFollowEnd.Trimmed;
