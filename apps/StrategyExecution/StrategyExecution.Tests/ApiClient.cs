@@ -10,7 +10,9 @@ namespace StrategyExecution.Tests;
 /// <summary>Calls the app's API as a given person, signed in with the demo password.</summary>
 public static class ApiClient
 {
-    private static readonly ConcurrentDictionary<(Uri App, int? Person), Lazy<Task<string>>> Tokens = new();
+    // Keyed by the app process itself, not its address: a later app may be given the port of one already stopped, and
+    // that app's tokens mean nothing to it.
+    private static readonly ConcurrentDictionary<(AppProcess App, int? Person), Lazy<Task<string>>> Tokens = new();
 
     /// <summary>
     /// A client signed in as <paramref name="person"/>; without one, as a person who holds no role above viewer (a reader). The
@@ -25,7 +27,7 @@ public static class ApiClient
 
     /// <summary>A token of <paramref name="person"/> (or of a reader), signing in once per app.</summary>
     public static Task<string> TokenFor(AppProcess app, int? person = null)
-        => Tokens.GetOrAdd((app.BaseAddress, person), key => new Lazy<Task<string>>(() => SignInAsync(app, key.Person))).Value;
+        => Tokens.GetOrAdd((app, person), key => new Lazy<Task<string>>(() => SignInAsync(key.App, key.Person))).Value;
 
     /// <summary>The demo organisation's people, as listed for the sign-in page.</summary>
     public static async Task<JsonArray> DemoPeople(AppProcess app)
