@@ -2,13 +2,17 @@ using System.Net;
 using System.Text;
 using System.Text.Json.Nodes;
 using DurableSessions.AspNetCore.Agents;
+using DurableSessions.AspNetCore.Auth;
+using DurableSessions.AspNetCore.Streams;
+using DurableSessions.AspNetCore.Subscriptions;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
 
 namespace DurableSessions.FunctionalTests;
 
 /// <summary>
 /// Retention over the wire: a stream whose older data was removed answers reads from before it with 410 OFFSET_GONE
-/// (protocol §5.6) on every read path, and an agent's wake stream keeps only its latest wakes.
+/// (protocol §5.6) on every read path, and wake streams (an agent's, a pull-wake subscription's) keep only their latest wakes.
 /// </summary>
 public sealed class RetentionTests
 {
@@ -113,6 +117,86 @@ public sealed class RetentionTests
 
         Assert.Equal(Turns, claimed.Count);
     }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_pull_wake_subscriptions_wake_stream_keeps_its_latest_wakes_when_its_creator_may_delete_it(bool creatorMayDelete)
+    {
+        const int Keep = 10;
+        const int Wakes = 35;
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 6, 1, 12, 0, 0, TimeSpan.Zero));
+        await using var server = await InProcessServer.StartAsync(clock, services: s =>
+        {
+            s.Configure<SubscriptionOptions>(o => o.WakeStreamRetention = Keep);
+            s.Configure<AccessOptions>(o => o.SigningKey = "test-signing-key-of-at-least-32-bytes!");
+        });
+        var tokens = server.Services.GetRequiredService<AccessTokens>();
+        Capability[] all = [Capability.Read, Capability.Write, Capability.Control, Capability.Admin];
+        var root = tokens.Issue("admin:root", new Dictionary<string, Capability[]> { ["**"] = all }, TimeSpan.FromMinutes(5));
+
+        // The creator always holds write on the wake stream (what a pull-wake subscription needs); only one that may
+        // also delete it (admin) has it trimmed, since a trim removes whatever the stream holds.
+        var creator = tokens.Issue("user:creator", new Dictionary<string, Capability[]>
+        {
+            ["__ds"] = all,
+            ["jobs/**"] = [Capability.Read],
+            ["wake/kept"] = creatorMayDelete ? [Capability.Write, Capability.Admin] : [Capability.Write],
+        }, TimeSpan.FromMinutes(5));
+        var http = server.Client;
+        async Task<HttpResponseMessage> Send(HttpMethod method, string url, string token, string? body = null)
+        {
+            using var request = new HttpRequestMessage(method, new Uri(url, UriKind.Relative)) { Content = body is null ? null : Json(body) };
+            request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", token);
+            return await http.SendAsync(request);
+        }
+
+        foreach (var path in new[] { "jobs/kept", "wake/kept" })
+        {
+            Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Put, $"/v1/stream/{path}", root, "[]")).StatusCode);
+        }
+
+        var subscription = new JsonObject { ["type"] = "pull-wake", ["streams"] = new JsonArray("jobs/kept"), ["wake_stream"] = "wake/kept", ["lease_ttl_ms"] = 5_000 };
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Put, "/v1/stream/__ds/subscriptions/kept", creator, subscription.ToJsonString())).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await Send(HttpMethod.Post, "/v1/stream/jobs/kept", root, "{\"job\":1}")).StatusCode);
+
+        // Each generation wakes once: claimed, and its lease left to run out with the job still pending, it wakes the
+        // next. Without retention the wake stream holds all 35 wakes.
+        var store = server.Services.GetRequiredService<StreamStore>();
+        for (var generation = 1; generation <= Wakes; generation++)
+        {
+            await Until(async () => (await store.GetAsync("wake/kept")).Stream!.TailPosition == generation, $"wake {generation}");
+            using var claim = await Send(HttpMethod.Post, "/v1/stream/__ds/subscriptions/kept/claim", root, "{\"worker\":\"w\"}");
+            Assert.Equal(HttpStatusCode.OK, claim.StatusCode);
+            Assert.Equal(generation, JsonNode.Parse(await claim.Content.ReadAsStringAsync())!["generation"]!.GetValue<int>());
+            if (generation < Wakes)
+            {
+                clock.Advance(TimeSpan.FromSeconds(6));
+            }
+        }
+
+        StreamInfo wake = null!;
+        await Until(
+            async () => (wake = (await store.GetAsync("wake/kept")).Stream!) is { TailPosition: Wakes } w && (creatorMayDelete ? w.TailPosition - w.RetainedFrom is >= Keep and < 2 * Keep : w.RetainedFrom == 0),
+            creatorMayDelete ? "the older wakes trimmed" : "every wake");
+        using var fromMinusOne = await Send(HttpMethod.Get, "/v1/stream/wake/kept?offset=-1", root);
+        var wakes = JsonNode.Parse(await fromMinusOne.Content.ReadAsStringAsync())!.AsArray();
+        Assert.Equal(wake.TailPosition - wake.RetainedFrom, wakes.Count);
+        Assert.Equal(Wakes, wakes[^1]!["generation"]!.GetValue<int>());
+        using var fromStart = await Send(HttpMethod.Get, $"/v1/stream/wake/kept?offset={StreamOffset.Format(0)}", root);
+        Assert.Equal(creatorMayDelete ? HttpStatusCode.Gone : HttpStatusCode.OK, fromStart.StatusCode);
+    }
+
+    [Theory]
+    [InlineData(19, 1, 10, null)] // short of twice what is kept
+    [InlineData(10, 1, 10, null)] // the first multiple: the stream holds only what it keeps
+    [InlineData(20, 1, 10, 10L)] // the second: trimmed back to what it keeps
+    [InlineData(21, 1, 10, null)] // crossed already, by an earlier append
+    [InlineData(30, 1, 10, 20L)]
+    [InlineData(22, 5, 10, 10L)] // an append of several wakes that carries the tail past a multiple
+    [InlineData(40, 25, 10, 30L)] // one that passes several: trimmed once, to the last one's
+    public void A_wake_stream_is_trimmed_by_the_append_that_carries_its_tail_past_a_multiple_of_what_it_keeps(long tail, long units, int keep, long? expected)
+        => Assert.Equal(expected, WakeStreamRetention.TrimPoint(tail, units, keep));
 
     [Fact]
     public async Task A_read_that_races_a_delete_is_answered_as_deleted_not_as_gone_or_empty()

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using DurableSessions.AspNetCore.Streams;
 using DurableSessions.Live;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -49,9 +50,6 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     private readonly ConcurrentDictionary<string, AgentRegistration> _agents = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, byte> _wakeStreams = new(StringComparer.Ordinal);
 
-    // Per wake stream, where this node last trimmed it to (0 until it has, also after a restart: the first long stream
-    // seen is trimmed then).
-    private readonly ConcurrentDictionary<string, long> _wakeRetained = new(StringComparer.Ordinal);
     private readonly ITimer _expiry;
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private long _scheduledExpiry = long.MaxValue;
@@ -549,31 +547,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             return;
         }
 
-        // Retention: at twice the events kept, the older half goes. One trim per WakeStreamRetention wakes. A tail below
-        // where this node last trimmed is a new stream at the path (deleted and created again).
-        var keep = _options.WakeStreamRetention;
-        var retained = _wakeRetained.GetValueOrDefault(wakeStream);
-        if (result.TailPosition < retained)
-        {
-            _wakeRetained[wakeStream] = retained = 0;
-        }
-
-        if (result.TailPosition - retained >= 2L * keep)
-        {
-            try
-            {
-                var trimmed = await _store.TrimAsync(wakeStream, result.TailPosition - keep, CancellationToken.None).ConfigureAwait(false);
-
-                // A stream with forks is not trimmed: tried again only after another WakeStreamRetention wakes.
-                _wakeRetained[wakeStream] = trimmed.Status == TrimStatus.Trimmed ? trimmed.RetainedFrom : result.TailPosition - keep;
-            }
-            catch (Exception ex) when (ex is StreamStoreUnavailableException or ObjectDisposedException)
-            {
-                // Wakes are hints and the wake was written: a trim that failed (or met the store closing) is tried
-                // again on a later wake.
-                Log.WakeStreamTrimFailed(_logger, wakeStream, ex);
-            }
-        }
+        await WakeStreamRetention.TrimAfterAppendAsync(_store, _logger, wakeStream, result.TailPosition, data.Units, _options.WakeStreamRetention).ConfigureAwait(false);
     }
 
     private async Task EnsureWakeStreamAsync(string path, CancellationToken cancellationToken)
@@ -1020,9 +994,6 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
         [LoggerMessage(703, LogLevel.Error, "Expiring agent leases failed; retried on the next claim")]
         public static partial void ExpiryFailed(ILogger logger, Exception exception);
-
-        [LoggerMessage(704, LogLevel.Warning, "Trimming the wake stream {WakeStream} failed; tried again on a later wake")]
-        public static partial void WakeStreamTrimFailed(ILogger logger, string wakeStream, Exception exception);
     }
 }
 

@@ -18,6 +18,14 @@ internal sealed record SubscriptionConfig
 
     public string? WakeStream { get; init; }
 
+    /// <summary>
+    /// Whether the server keeps the wake stream to its latest wakes (<see cref="SubscriptionOptions.WakeStreamRetention"/>).
+    /// Only when the subscription's creator may delete the wake stream (<c>admin</c> on it), since a trim removes whatever
+    /// the stream holds: a grant to write to a stream must not become a way to erase its history. Not part of
+    /// <see cref="Hash"/>: it follows from the creator's token, not from what the client declared.
+    /// </summary>
+    public bool TrimWakeStream { get; init; }
+
     public long LeaseTtlMs { get; init; } = 30_000;
 
     public string? Description { get; init; }

@@ -88,6 +88,12 @@ internal sealed partial class SubscriptionDelivery(StreamStore store, WebhookSen
         if (result.Status != AppendStatus.Appended)
         {
             Log.WakeStreamRejected(logger, subscription.Id, subscription.Config.WakeStream!, result.Status);
+            return;
+        }
+
+        if (subscription.Config.TrimWakeStream)
+        {
+            await WakeStreamRetention.TrimAfterAppendAsync(store, logger, subscription.Config.WakeStream!, result.TailPosition, framed.Units, _options.WakeStreamRetention).ConfigureAwait(false);
         }
     }
 

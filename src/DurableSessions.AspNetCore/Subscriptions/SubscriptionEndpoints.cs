@@ -240,6 +240,7 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
             Streams = streams,
             WebhookUrl = webhookUrl,
             WakeStream = wakeStream,
+            TrimWakeStream = wakeStream is not null && await AccessControl.AllowsAsync(context, new StreamResource(wakeStream), Capability.Admin).ConfigureAwait(false),
             LeaseTtlMs = leaseTtl,
             Description = Str(body, "description"),
         };

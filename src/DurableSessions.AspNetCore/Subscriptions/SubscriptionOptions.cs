@@ -19,6 +19,15 @@ public sealed class SubscriptionOptions
     /// <summary>The most segments in a subscription pattern; more gets 400 <c>PATTERN_TOO_LARGE</c>. Default 32.</summary>
     public int MaxPatternSegments { get; set; } = 32;
 
+    /// <summary>
+    /// How many of its latest wake events a pull-wake subscription's wake stream keeps, when the subscription's creator may
+    /// delete that stream (<c>admin</c> on it). Once it holds twice this many, the older half is removed, so it stays
+    /// between this and twice this long however many wakes it is sent; reads from before what it keeps get
+    /// <c>410 OFFSET_GONE</c>. Wakes are only hints: the subscription's streams and leases do not depend on them. A fork of
+    /// the wake stream holds its trimming back while it exists. Default 10,000.
+    /// </summary>
+    public int WakeStreamRetention { get; set; } = 10_000;
+
     /// <summary>Validates the settings; called at start-up.</summary>
     public IEnumerable<string> Validate()
     {
@@ -30,6 +39,11 @@ public sealed class SubscriptionOptions
         if (MaxPatternSegments is < 1 or > 256)
         {
             yield return "MaxPatternSegments must be between 1 and 256.";
+        }
+
+        if (WakeStreamRetention is < 10 or > 10_000_000)
+        {
+            yield return "WakeStreamRetention must be between 10 and 10000000.";
         }
     }
 }

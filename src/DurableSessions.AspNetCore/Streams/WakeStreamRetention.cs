@@ -1,0 +1,54 @@
+using Microsoft.Extensions.Logging;
+
+namespace DurableSessions.AspNetCore.Streams;
+
+/// <summary>
+/// Keeps a stream of wake events (an agent's, or a pull-wake subscription's) to its latest wakes. Wakes are hints: what
+/// they point at stays claimable whether or not its wake is still there, so a wake stream need not grow with every wake
+/// it was ever sent.
+/// </summary>
+/// <remarks>
+/// The stream is trimmed each time an append carries its tail past a multiple of the events kept, to the multiple before.
+/// It then holds between the events kept and twice that (one trim per that many wakes). The decision is taken from the
+/// append's own positions, so it needs no state: exactly one append makes each crossing, on whichever node made it, and
+/// after a restart too. A trim that fails, or that a fork of the stream holds back, is tried at the next crossing.
+/// </remarks>
+internal static partial class WakeStreamRetention
+{
+    /// <summary>
+    /// Where to trim the stream after an append of <paramref name="units"/> events that ended at
+    /// <paramref name="tail"/>, or null when the append crossed no multiple of <paramref name="keep"/> past the second.
+    /// </summary>
+    public static long? TrimPoint(long tail, long units, int keep)
+    {
+        var crossed = tail / keep;
+        return crossed >= 2 && (tail - units) / keep < crossed ? (crossed - 1) * keep : null;
+    }
+
+    /// <summary>
+    /// Trims <paramref name="path"/> if the append that ended at <paramref name="tail"/> calls for it. Never throws for a
+    /// store that is unavailable or closing: the wake was written, and the trim is tried again at the next crossing.
+    /// </summary>
+    public static async Task TrimAfterAppendAsync(StreamStore store, ILogger logger, string path, long tail, long units, int keep)
+    {
+        if (TrimPoint(tail, units, keep) is not { } before)
+        {
+            return;
+        }
+
+        try
+        {
+            await store.TrimAsync(path, before, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is StreamStoreUnavailableException or ObjectDisposedException)
+        {
+            Log.TrimFailed(logger, path, ex);
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(900, LogLevel.Warning, "Trimming the wake stream {WakeStream} failed; tried again when it has grown by its retention")]
+        public static partial void TrimFailed(ILogger logger, string wakeStream, Exception exception);
+    }
+}
