@@ -119,9 +119,10 @@ public sealed class RetentionTests
     }
 
     [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public async Task A_pull_wake_subscriptions_wake_stream_keeps_its_latest_wakes_when_its_creator_may_delete_it(bool creatorMayDelete)
+    [InlineData(true, true)]
+    [InlineData(false, true)]
+    [InlineData(true, false)]
+    public async Task A_pull_wake_subscriptions_wake_stream_keeps_its_latest_wakes_when_asked_by_a_creator_who_may_delete_it(bool asked, bool creatorMayDelete)
     {
         const int Keep = 10;
         const int Wakes = 35;
@@ -135,8 +136,8 @@ public sealed class RetentionTests
         Capability[] all = [Capability.Read, Capability.Write, Capability.Control, Capability.Admin];
         var root = tokens.Issue("admin:root", new Dictionary<string, Capability[]> { ["**"] = all }, TimeSpan.FromMinutes(5));
 
-        // The creator always holds write on the wake stream (what a pull-wake subscription needs); only one that may
-        // also delete it (admin) has it trimmed, since a trim removes whatever the stream holds.
+        // The creator always holds write on the wake stream (what a pull-wake subscription needs). A trim removes
+        // whatever the stream holds, so it is asked for, never implied, and only by a creator who may delete the stream.
         var creator = tokens.Issue("user:creator", new Dictionary<string, Capability[]>
         {
             ["__ds"] = all,
@@ -157,7 +158,39 @@ public sealed class RetentionTests
         }
 
         var subscription = new JsonObject { ["type"] = "pull-wake", ["streams"] = new JsonArray("jobs/kept"), ["wake_stream"] = "wake/kept", ["lease_ttl_ms"] = 5_000 };
-        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Put, "/v1/stream/__ds/subscriptions/kept", creator, subscription.ToJsonString())).StatusCode);
+        foreach (var bad in new JsonNode?[] { "yes", 1, new JsonObject() })
+        {
+            subscription["trim_wake_stream"] = bad;
+            Assert.Equal(HttpStatusCode.BadRequest, (await Send(HttpMethod.Put, "/v1/stream/__ds/subscriptions/kept", creator, subscription.ToJsonString())).StatusCode);
+        }
+
+        subscription["trim_wake_stream"] = asked;
+        using (var created = await Send(HttpMethod.Put, "/v1/stream/__ds/subscriptions/kept", creator, subscription.ToJsonString()))
+        {
+            if (asked && !creatorMayDelete)
+            {
+                Assert.Equal(HttpStatusCode.Forbidden, created.StatusCode);
+                using var none = await Send(HttpMethod.Get, "/v1/stream/__ds/subscriptions/kept", root);
+                Assert.Equal(HttpStatusCode.NotFound, none.StatusCode);
+                return;
+            }
+
+            Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+            Assert.Equal(asked, JsonNode.Parse(await created.Content.ReadAsStringAsync())!["trim_wake_stream"]!.GetValue<bool>());
+        }
+
+        // The same request again is the same subscription; the other choice is a different one.
+        using (var again = await Send(HttpMethod.Put, "/v1/stream/__ds/subscriptions/kept", creator, subscription.ToJsonString()))
+        {
+            Assert.Equal(HttpStatusCode.OK, again.StatusCode);
+        }
+
+        subscription["trim_wake_stream"] = !asked;
+        using (var other = await Send(HttpMethod.Put, "/v1/stream/__ds/subscriptions/kept", creator, subscription.ToJsonString()))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, other.StatusCode);
+        }
+
         Assert.Equal(HttpStatusCode.NoContent, (await Send(HttpMethod.Post, "/v1/stream/jobs/kept", root, "{\"job\":1}")).StatusCode);
 
         // Each generation wakes once: claimed, and its lease left to run out with the job still pending, it wakes the
@@ -177,14 +210,29 @@ public sealed class RetentionTests
 
         StreamInfo wake = null!;
         await Until(
-            async () => (wake = (await store.GetAsync("wake/kept")).Stream!) is { TailPosition: Wakes } w && (creatorMayDelete ? w.TailPosition - w.RetainedFrom is >= Keep and < 2 * Keep : w.RetainedFrom == 0),
-            creatorMayDelete ? "the older wakes trimmed" : "every wake");
+            async () => (wake = (await store.GetAsync("wake/kept")).Stream!) is { TailPosition: Wakes } w && (asked ? w.TailPosition - w.RetainedFrom is >= Keep and < 2 * Keep : w.RetainedFrom == 0),
+            asked ? "the older wakes trimmed" : "every wake");
         using var fromMinusOne = await Send(HttpMethod.Get, "/v1/stream/wake/kept?offset=-1", root);
         var wakes = JsonNode.Parse(await fromMinusOne.Content.ReadAsStringAsync())!.AsArray();
         Assert.Equal(wake.TailPosition - wake.RetainedFrom, wakes.Count);
         Assert.Equal(Wakes, wakes[^1]!["generation"]!.GetValue<int>());
         using var fromStart = await Send(HttpMethod.Get, $"/v1/stream/wake/kept?offset={StreamOffset.Format(0)}", root);
-        Assert.Equal(creatorMayDelete ? HttpStatusCode.Gone : HttpStatusCode.OK, fromStart.StatusCode);
+        Assert.Equal(asked ? HttpStatusCode.Gone : HttpStatusCode.OK, fromStart.StatusCode);
+    }
+
+    [Fact]
+    public void A_stored_subscription_keeps_its_trim_choice_and_one_stored_before_the_choice_existed_does_not_trim()
+    {
+        var config = new SubscriptionConfig { Type = "pull-wake", Streams = ["jobs/a"], WakeStream = "wake/a", TrimWakeStream = true };
+        var stored = new Subscription { Id = "s", Config = config, ConfigHash = config.Hash(), BaseUrl = "http://127.0.0.1" };
+        var loaded = Subscription.Deserialize(stored.Serialize())!;
+        Assert.True(loaded.Config.TrimWakeStream);
+        Assert.Equal(stored.ConfigHash, loaded.Config.Hash());
+        Assert.NotEqual(config.Hash(), (config with { TrimWakeStream = false }).Hash());
+
+        var older = JsonNode.Parse(stored.Serialize())!;
+        Assert.True(older["Config"]!.AsObject().Remove("TrimWakeStream"));
+        Assert.False(Subscription.Deserialize(Encoding.UTF8.GetBytes(older.ToJsonString()))!.Config.TrimWakeStream);
     }
 
     [Theory]
@@ -195,6 +243,7 @@ public sealed class RetentionTests
     [InlineData(30, 1, 10, 20L)]
     [InlineData(22, 5, 10, 10L)] // an append of several wakes that carries the tail past a multiple
     [InlineData(40, 25, 10, 30L)] // one that passes several: trimmed once, to the last one's
+    [InlineData(20, 20, 10, 10L)] // the stream's first append, already twice what is kept
     public void A_wake_stream_is_trimmed_by_the_append_that_carries_its_tail_past_a_multiple_of_what_it_keeps(long tail, long units, int keep, long? expected)
         => Assert.Equal(expected, WakeStreamRetention.TrimPoint(tail, units, keep));
 

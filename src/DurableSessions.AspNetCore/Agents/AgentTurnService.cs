@@ -547,7 +547,10 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             return;
         }
 
-        await WakeStreamRetention.TrimAfterAppendAsync(_store, _logger, wakeStream, result.TailPosition, data.Units, _options.WakeStreamRetention).ConfigureAwait(false);
+        if (await WakeStreamRetention.TrimAfterAppendAsync(_store, wakeStream, result.TailPosition, data.Units, _options.WakeStreamRetention).ConfigureAwait(false) is { } failure)
+        {
+            Log.WakeStreamTrimFailed(_logger, wakeStream, failure);
+        }
     }
 
     private async Task EnsureWakeStreamAsync(string path, CancellationToken cancellationToken)
@@ -994,6 +997,9 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
         [LoggerMessage(703, LogLevel.Error, "Expiring agent leases failed; retried on the next claim")]
         public static partial void ExpiryFailed(ILogger logger, Exception exception);
+
+        [LoggerMessage(704, LogLevel.Warning, "Trimming the wake stream {WakeStream} failed; tried again when it has grown by its retention")]
+        public static partial void WakeStreamTrimFailed(ILogger logger, string wakeStream, Exception exception);
     }
 }
 

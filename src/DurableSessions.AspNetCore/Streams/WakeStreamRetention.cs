@@ -1,5 +1,3 @@
-using Microsoft.Extensions.Logging;
-
 namespace DurableSessions.AspNetCore.Streams;
 
 /// <summary>
@@ -11,13 +9,15 @@ namespace DurableSessions.AspNetCore.Streams;
 /// The stream is trimmed each time an append carries its tail past a multiple of the events kept, to the multiple before.
 /// It then holds between the events kept and twice that (one trim per that many wakes). The decision is taken from the
 /// append's own positions, so it needs no state: exactly one append makes each crossing, on whichever node made it, and
-/// after a restart too. A trim that fails, or that a fork of the stream holds back, is tried at the next crossing.
+/// after a restart too. A trim that fails, or that a fork of the stream holds back, is tried at the next crossing. A
+/// crossing made by an append that does not come through here (a client's append to the same stream) is skipped, so a
+/// stream that others write to as well can reach about three times what it keeps before the next trim.
 /// </remarks>
-internal static partial class WakeStreamRetention
+internal static class WakeStreamRetention
 {
     /// <summary>
     /// Where to trim the stream after an append of <paramref name="units"/> events that ended at
-    /// <paramref name="tail"/>, or null when the append crossed no multiple of <paramref name="keep"/> past the second.
+    /// <paramref name="tail"/>, or null when the append crossed no multiple of <paramref name="keep"/> from the second on.
     /// </summary>
     public static long? TrimPoint(long tail, long units, int keep)
     {
@@ -26,29 +26,27 @@ internal static partial class WakeStreamRetention
     }
 
     /// <summary>
-    /// Trims <paramref name="path"/> if the append that ended at <paramref name="tail"/> calls for it. Never throws for a
-    /// store that is unavailable or closing: the wake was written, and the trim is tried again at the next crossing.
+    /// Trims <paramref name="path"/> if the append that ended at <paramref name="tail"/> calls for it. Returns what made
+    /// the trim fail, for the caller to log, and never throws: the wake was written, and a trim is best effort, tried
+    /// again at the next crossing.
     /// </summary>
-    public static async Task TrimAfterAppendAsync(StreamStore store, ILogger logger, string path, long tail, long units, int keep)
+    public static async Task<Exception?> TrimAfterAppendAsync(StreamStore store, string path, long tail, long units, int keep)
     {
         if (TrimPoint(tail, units, keep) is not { } before)
         {
-            return;
+            return null;
         }
 
         try
         {
             await store.TrimAsync(path, before, CancellationToken.None).ConfigureAwait(false);
+            return null;
         }
-        catch (Exception ex) when (ex is StreamStoreUnavailableException or ObjectDisposedException)
+        catch (Exception ex)
         {
-            Log.TrimFailed(logger, path, ex);
+            // Whatever it was, it must not undo the wake that was written (a subscription's wake would be taken back
+            // and sent again).
+            return ex;
         }
-    }
-
-    private static partial class Log
-    {
-        [LoggerMessage(900, LogLevel.Warning, "Trimming the wake stream {WakeStream} failed; tried again when it has grown by its retention")]
-        public static partial void TrimFailed(ILogger logger, string wakeStream, Exception exception);
     }
 }

@@ -19,10 +19,9 @@ internal sealed record SubscriptionConfig
     public string? WakeStream { get; init; }
 
     /// <summary>
-    /// Whether the server keeps the wake stream to its latest wakes (<see cref="SubscriptionOptions.WakeStreamRetention"/>).
-    /// Only when the subscription's creator may delete the wake stream (<c>admin</c> on it), since a trim removes whatever
-    /// the stream holds: a grant to write to a stream must not become a way to erase its history. Not part of
-    /// <see cref="Hash"/>: it follows from the creator's token, not from what the client declared.
+    /// Whether the server keeps the wake stream to its latest wakes (<see cref="SubscriptionOptions.WakeStreamRetention"/>),
+    /// as the client asked with <c>trim_wake_stream</c>. Never implied, since a trim removes whatever the stream holds; and
+    /// accepted only from a creator who may delete the wake stream (<c>admin</c> on it).
     /// </summary>
     public bool TrimWakeStream { get; init; }
 
@@ -37,6 +36,14 @@ internal sealed record SubscriptionConfig
     {
         var normalized = string.Join('\n', Type, Pattern ?? string.Empty, string.Join('\u001f', Streams.Order(StringComparer.Ordinal)),
             WebhookUrl ?? string.Empty, WakeStream ?? string.Empty, LeaseTtlMs, Description ?? string.Empty);
+
+        // Marked only when asked for, so that the hashes stored before trim_wake_stream existed still match; in front,
+        // where no type can be confused with it.
+        if (TrimWakeStream)
+        {
+            normalized = "trim_wake_stream\n" + normalized;
+        }
+
         return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(normalized)));
     }
 }

@@ -91,9 +91,10 @@ internal sealed partial class SubscriptionDelivery(StreamStore store, WebhookSen
             return;
         }
 
-        if (subscription.Config.TrimWakeStream)
+        if (subscription.Config.TrimWakeStream
+            && await WakeStreamRetention.TrimAfterAppendAsync(store, subscription.Config.WakeStream!, result.TailPosition, framed.Units, _options.WakeStreamRetention).ConfigureAwait(false) is { } failure)
         {
-            await WakeStreamRetention.TrimAfterAppendAsync(store, logger, subscription.Config.WakeStream!, result.TailPosition, framed.Units, _options.WakeStreamRetention).ConfigureAwait(false);
+            Log.WakeStreamTrimFailed(logger, subscription.Id, subscription.Config.WakeStream!, failure);
         }
     }
 
@@ -104,5 +105,8 @@ internal sealed partial class SubscriptionDelivery(StreamStore store, WebhookSen
 
         [LoggerMessage(204, LogLevel.Warning, "Subscription {Id} could not write to its wake stream {WakeStream}: {Status}")]
         public static partial void WakeStreamRejected(ILogger logger, string id, string wakeStream, AppendStatus status);
+
+        [LoggerMessage(208, LogLevel.Warning, "Subscription {Id} could not trim its wake stream {WakeStream}; tried again when it has grown by its retention")]
+        public static partial void WakeStreamTrimFailed(ILogger logger, string id, string wakeStream, Exception exception);
     }
 }

@@ -188,6 +188,7 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
 
         string? webhookUrl = null;
         string? wakeStream = null;
+        var trimWakeStream = false;
         if (type == "webhook")
         {
             webhookUrl = (body["webhook"] as JsonObject) is { } webhook ? Str(webhook, "url") : null;
@@ -212,6 +213,19 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
                 await Invalid(context, "wake_stream cannot be a session stream (sessions/...).").ConfigureAwait(false);
                 return;
             }
+
+            // An extension of the protocol: keep the wake stream to its latest wakes (Subscriptions:WakeStreamRetention).
+            // Asked for, never implied, since a trim removes whatever the stream holds.
+            if (body["trim_wake_stream"] is { } trim)
+            {
+                if (trim.GetValueKind() is not (JsonValueKind.True or JsonValueKind.False))
+                {
+                    await Invalid(context, "trim_wake_stream must be true or false.").ConfigureAwait(false);
+                    return;
+                }
+
+                trimWakeStream = trim.GetValue<bool>();
+            }
         }
 
         // A subscription reports the paths and offsets of what it covers, and a pull-wake one appends to its wake
@@ -233,6 +247,13 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
             return;
         }
 
+        // A trim removes older data, as a delete would: only for a creator who may delete the stream.
+        if (trimWakeStream && !await AccessControl.AllowsAsync(context, new StreamResource(wakeStream!), Capability.Admin).ConfigureAwait(false))
+        {
+            await Forbidden(context, $"trim_wake_stream needs admin on the wake stream {wakeStream}: a trim removes its older data.").ConfigureAwait(false);
+            return;
+        }
+
         var config = new SubscriptionConfig
         {
             Type = type,
@@ -240,7 +261,7 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
             Streams = streams,
             WebhookUrl = webhookUrl,
             WakeStream = wakeStream,
-            TrimWakeStream = wakeStream is not null && await AccessControl.AllowsAsync(context, new StreamResource(wakeStream), Capability.Admin).ConfigureAwait(false),
+            TrimWakeStream = trimWakeStream,
             LeaseTtlMs = leaseTtl,
             Description = Str(body, "description"),
         };
@@ -438,6 +459,7 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
             ["streams"] = new JsonArray([.. streams]),
             ["webhook"] = webhook,
             ["wake_stream"] = config.WakeStream,
+            ["trim_wake_stream"] = config.WakeStream is null ? null : config.TrimWakeStream,
             ["lease_ttl_ms"] = config.LeaseTtlMs,
             ["created_at"] = ProtocolParsing.FormatRfc3339(subscription.CreatedAt),
             ["status"] = subscription.Status,

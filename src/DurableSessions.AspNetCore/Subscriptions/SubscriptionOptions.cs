@@ -20,8 +20,8 @@ public sealed class SubscriptionOptions
     public int MaxPatternSegments { get; set; } = 32;
 
     /// <summary>
-    /// How many of its latest wake events a pull-wake subscription's wake stream keeps, when the subscription's creator may
-    /// delete that stream (<c>admin</c> on it). Once it holds twice this many, the older half is removed, so it stays
+    /// How many of its latest wake events a pull-wake subscription's wake stream keeps, when the subscription asks for it
+    /// with <c>"trim_wake_stream": true</c> (its creator needs <c>admin</c> on the wake stream). Once it holds twice this many, the older half is removed, so it stays
     /// between this and twice this long however many wakes it is sent; reads from before what it keeps get
     /// <c>410 OFFSET_GONE</c>. Wakes are only hints: the subscription's streams and leases do not depend on them. A fork of
     /// the wake stream holds its trimming back while it exists. Default 10,000.
