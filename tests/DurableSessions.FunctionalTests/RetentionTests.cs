@@ -164,6 +164,14 @@ public sealed class RetentionTests
             Assert.Equal(HttpStatusCode.BadRequest, (await Send(HttpMethod.Put, "/v1/stream/__ds/subscriptions/kept", creator, subscription.ToJsonString())).StatusCode);
         }
 
+        // A webhook subscription has no wake stream to trim.
+        var webhook = new JsonObject { ["type"] = "webhook", ["streams"] = new JsonArray("jobs/kept"), ["webhook"] = new JsonObject { ["url"] = "http://127.0.0.1:9/hook" } };
+        foreach (var bad in new JsonNode?[] { true, "yes" })
+        {
+            webhook["trim_wake_stream"] = bad;
+            Assert.Equal(HttpStatusCode.BadRequest, (await Send(HttpMethod.Put, "/v1/stream/__ds/subscriptions/hook", creator, webhook.ToJsonString())).StatusCode);
+        }
+
         subscription["trim_wake_stream"] = asked;
         using (var created = await Send(HttpMethod.Put, "/v1/stream/__ds/subscriptions/kept", creator, subscription.ToJsonString()))
         {
@@ -179,10 +187,18 @@ public sealed class RetentionTests
             Assert.Equal(asked, JsonNode.Parse(await created.Content.ReadAsStringAsync())!["trim_wake_stream"]!.GetValue<bool>());
         }
 
-        // The same request again is the same subscription; the other choice is a different one.
-        using (var again = await Send(HttpMethod.Put, "/v1/stream/__ds/subscriptions/kept", creator, subscription.ToJsonString()))
+        // The same request again is the same subscription (false and absent alike); the other choice is a different one.
+        using (var read = await Send(HttpMethod.Get, "/v1/stream/__ds/subscriptions/kept", root))
         {
+            Assert.Equal(asked, JsonNode.Parse(await read.Content.ReadAsStringAsync())!["trim_wake_stream"]!.GetValue<bool>());
+        }
+
+        foreach (var same in asked ? new JsonNode?[] { true } : [false, null])
+        {
+            subscription["trim_wake_stream"] = same;
+            using var again = await Send(HttpMethod.Put, "/v1/stream/__ds/subscriptions/kept", creator, subscription.ToJsonString());
             Assert.Equal(HttpStatusCode.OK, again.StatusCode);
+            Assert.Equal(asked, JsonNode.Parse(await again.Content.ReadAsStringAsync())!["trim_wake_stream"]!.GetValue<bool>());
         }
 
         subscription["trim_wake_stream"] = !asked;
@@ -230,9 +246,13 @@ public sealed class RetentionTests
         Assert.Equal(stored.ConfigHash, loaded.Config.Hash());
         Assert.NotEqual(config.Hash(), (config with { TrimWakeStream = false }).Hash());
 
-        var older = JsonNode.Parse(stored.Serialize())!;
+        // A subscription stored before the choice existed: no such field, and its hash as it was then (pinned, so that
+        // its idempotent re-PUT keeps answering 200, not 409).
+        var older = JsonNode.Parse(new Subscription { Id = "s", Config = config with { TrimWakeStream = false }, ConfigHash = "x", BaseUrl = "http://127.0.0.1" }.Serialize())!;
         Assert.True(older["Config"]!.AsObject().Remove("TrimWakeStream"));
-        Assert.False(Subscription.Deserialize(Encoding.UTF8.GetBytes(older.ToJsonString()))!.Config.TrimWakeStream);
+        var loadedOlder = Subscription.Deserialize(Encoding.UTF8.GetBytes(older.ToJsonString()))!.Config;
+        Assert.False(loadedOlder.TrimWakeStream);
+        Assert.Equal("6231D005252D2AC2169016584A39767DEFBC6896C3749D226D4046A6990F44B7", loadedOlder.Hash());
     }
 
     [Theory]

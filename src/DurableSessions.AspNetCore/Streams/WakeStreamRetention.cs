@@ -9,9 +9,9 @@ namespace DurableSessions.AspNetCore.Streams;
 /// The stream is trimmed each time an append carries its tail past a multiple of the events kept, to the multiple before.
 /// It then holds between the events kept and twice that (one trim per that many wakes). The decision is taken from the
 /// append's own positions, so it needs no state: exactly one append makes each crossing, on whichever node made it, and
-/// after a restart too. A trim that fails, or that a fork of the stream holds back, is tried at the next crossing. A
-/// crossing made by an append that does not come through here (a client's append to the same stream) is skipped, so a
-/// stream that others write to as well can reach about three times what it keeps before the next trim.
+/// after a restart too. A trim that fails, or that a fork of the stream holds back, is tried at the next crossing. The
+/// bound holds for a stream only the caller writes to: a crossing made by another writer's append (a client's, or a
+/// subscription that does not trim) is skipped, and the trim waits for the next crossing made here.
 /// </remarks>
 internal static class WakeStreamRetention
 {

@@ -186,9 +186,27 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
             }
         }
 
+        // An extension of the protocol: keep the wake stream to its latest wakes (Subscriptions:WakeStreamRetention).
+        // Asked for, never implied, since a trim removes whatever the stream holds. Absent or null is false.
+        var trimWakeStream = false;
+        if (body["trim_wake_stream"] is { } trim)
+        {
+            if (trim.GetValueKind() is not (JsonValueKind.True or JsonValueKind.False))
+            {
+                await Invalid(context, "trim_wake_stream must be true or false.").ConfigureAwait(false);
+                return;
+            }
+
+            trimWakeStream = trim.GetValue<bool>();
+            if (trimWakeStream && type == "webhook")
+            {
+                await Invalid(context, "trim_wake_stream applies to pull-wake subscriptions only: a webhook subscription has no wake stream.").ConfigureAwait(false);
+                return;
+            }
+        }
+
         string? webhookUrl = null;
         string? wakeStream = null;
-        var trimWakeStream = false;
         if (type == "webhook")
         {
             webhookUrl = (body["webhook"] as JsonObject) is { } webhook ? Str(webhook, "url") : null;
@@ -212,19 +230,6 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
             {
                 await Invalid(context, "wake_stream cannot be a session stream (sessions/...).").ConfigureAwait(false);
                 return;
-            }
-
-            // An extension of the protocol: keep the wake stream to its latest wakes (Subscriptions:WakeStreamRetention).
-            // Asked for, never implied, since a trim removes whatever the stream holds.
-            if (body["trim_wake_stream"] is { } trim)
-            {
-                if (trim.GetValueKind() is not (JsonValueKind.True or JsonValueKind.False))
-                {
-                    await Invalid(context, "trim_wake_stream must be true or false.").ConfigureAwait(false);
-                    return;
-                }
-
-                trimWakeStream = trim.GetValue<bool>();
             }
         }
 

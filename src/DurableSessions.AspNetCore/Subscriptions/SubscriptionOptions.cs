@@ -21,10 +21,11 @@ public sealed class SubscriptionOptions
 
     /// <summary>
     /// How many of its latest wake events a pull-wake subscription's wake stream keeps, when the subscription asks for it
-    /// with <c>"trim_wake_stream": true</c> (its creator needs <c>admin</c> on the wake stream). Once it holds twice this many, the older half is removed, so it stays
-    /// between this and twice this long however many wakes it is sent; reads from before what it keeps get
-    /// <c>410 OFFSET_GONE</c>. Wakes are only hints: the subscription's streams and leases do not depend on them. A fork of
-    /// the wake stream holds its trimming back while it exists. Default 10,000.
+    /// with <c>"trim_wake_stream": true</c> (its creator needs <c>admin</c> on the wake stream). Once it holds twice this
+    /// many, the older half is removed, so a wake stream that only its subscription writes to stays between this and twice
+    /// this long however many wakes it is sent; reads from before what it keeps get <c>410 OFFSET_GONE</c>. Wakes are only
+    /// hints: the subscription's streams and leases do not depend on them. A fork of the wake stream holds its trimming
+    /// back while it exists. Default 10,000.
     /// </summary>
     public int WakeStreamRetention { get; set; } = 10_000;
 
