@@ -252,6 +252,35 @@ public sealed class BadInputTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_path_under_the_api_that_names_no_endpoint_gets_a_json_404_and_every_endpoint_still_answers()
+    {
+        await using var server = await ServerProcess.StartAsync();
+        using var client = new HttpClient { BaseAddress = server.BaseAddress };
+
+        // "/v1/stream/.." is folded to "/v1/" before routing.
+        foreach (var (method, path) in new[] { ("GET", "/v1/"), ("GET", "/v1"), ("POST", "/v1/sesions/a/messages"), ("GET", "/v1/stream/.."), ("DELETE", "/v1/nothing/here?x=1") })
+        {
+            using var response = await client.SendAsync(new HttpRequestMessage(new HttpMethod(method), path));
+            Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+            Assert.Equal("application/json", response.Content.Headers.ContentType?.MediaType);
+            using var body = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+            Assert.Equal("NOT_FOUND", body.RootElement.GetProperty("error").GetProperty("code").GetString());
+        }
+
+        // Only paths no endpoint takes: a missing stream is still the stream endpoint's own 404, and the rest answer.
+        using (var missing = await client.GetAsync("/v1/stream/missing?offset=-1"))
+        {
+            Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+            using var body = JsonDocument.Parse(await missing.Content.ReadAsStringAsync());
+            Assert.NotEqual("NOT_FOUND", body.RootElement.GetProperty("error").GetProperty("code").GetString());
+        }
+
+        Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/sessions/routed", new StringContent("{}", Encoding.UTF8, "application/json"))).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/v1/sessions/routed")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/health")).StatusCode);
+    }
+
+    [Fact]
     public async Task An_unknown_store_stops_the_server_at_start_instead_of_falling_back()
     {
         var failure = await Assert.ThrowsAsync<InvalidOperationException>(() => ServerProcess.StartAsync(null, "--store", "postgres"));

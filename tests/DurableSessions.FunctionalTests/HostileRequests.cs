@@ -251,6 +251,8 @@ public sealed class HostileRequests(int seed, IReadOnlyList<string?> tokens)
                 ("pattern", Str(Pick(["fuzz/*", "**/**/**/**/**/z", "sessions/**", "**", "*", "", new string('*', 500), string.Concat(Enumerable.Repeat("**/", 100)) + "z"]))),
                 ("streams", "[" + Str(Pick(["fuzz/json", "sessions/fz1", "../x"])) + "]"),
                 ("webhook", Template(("url", Str(Pick(["http://127.0.0.1:1/hook", "http://localhost./", "http://[::ffff:127.0.0.1]/", "https://example.com/", "ftp://x", "http://169.254.169.254/"]))))),
+                ("wake_stream", Str(Pick(["fuzz/wake", "fuzz/json", "sessions/fz1", "", "__ds/x", "../x"]))),
+                ("trim_wake_stream", Pick(["true", "false", "null", "\"yes\"", "1"])),
                 ("lease_ttl_ms", Pick(Numbers)))),
             2 => (Pick(["GET", "DELETE"]), "", null),
             3 => ("POST", "/claim", Template(("worker", Str("w1")))),
