@@ -40,8 +40,23 @@ public static class DurableSessionsEndpointRouteBuilderExtensions
     public static IEndpointConventionBuilder MapDurableStreamsWebSocket(this IEndpointRouteBuilder endpoints)
     {
         var socket = endpoints.ServiceProvider.GetRequiredService<WebSockets.StreamSocketEndpoint>();
-        var endpoint = endpoints.MapGet(WebSockets.StreamSocketEndpoint.Path, socket.HandleAsync);
+        var endpoint = endpoints.Map(WebSockets.StreamSocketEndpoint.Path, socket.HandleAsync);
         return Protect(endpoints, endpoint, _ => false);
+    }
+
+    /// <summary>
+    /// Answers a request under <c>/v1/</c> that no endpoint takes (a typo, or dot segments folded away) with the API's
+    /// JSON error, <c>404 NOT_FOUND</c>, instead of an empty 404. A fallback: every endpoint mapped, by this library or
+    /// the host, wins over it. Map it once, after the others.
+    /// </summary>
+    public static IEndpointConventionBuilder MapDurableSessionsNotFound(this IEndpointRouteBuilder endpoints)
+    {
+        var options = endpoints.ServiceProvider.GetRequiredService<IOptions<DurableStreamsOptions>>().Value;
+        return endpoints.MapFallback("/v1/{**path}", context =>
+        {
+            ApplyCommonHeaders(context, options);
+            return Problem.Write(context, 404, "NOT_FOUND", $"No endpoint at this path: the API's paths are {StreamPaths.Root}/{{path}}, {Sessions.SessionEndpoints.Root}/{{id}}, {Agents.AgentTurnEndpoints.Root}/{{agent}} and {WebSockets.StreamSocketEndpoint.Path}.");
+        });
     }
 
     /// <summary>Maps a handler for everything under <paramref name="root"/>, with the common headers and CORS preflight.</summary>

@@ -94,13 +94,7 @@ app.MapDurableStreams();
 app.MapDurableSessions();
 app.MapAiSdkChat();
 app.MapDurableStreamsWebSocket();
-
-// A path under the API that names no endpoint (a typo, or dot segments folded away) gets the API's JSON error, not an
-// empty 404. Only when no endpoint matches: every route above wins.
-app.MapFallback("/v1/{**path}", () => Results.Text(
-    "{\"error\":{\"code\":\"NOT_FOUND\",\"message\":\"No endpoint at this path: the API's paths are /v1/stream/{path}, /v1/sessions/{id}, /v1/agents/{agent} and /v1/ws.\"}}",
-    "application/json",
-    statusCode: StatusCodes.Status404NotFound));
+app.MapDurableSessionsNotFound();
 
 app.Lifetime.ApplicationStarted.Register(() =>
 {

@@ -251,18 +251,32 @@ public sealed class BadInputTests : IAsyncLifetime
         Assert.Equal("[{\"keep\":1}]", Encoding.UTF8.GetString(body));
     }
 
+    [Theory]
+    [InlineData("__ds")]
+    [InlineData("__ds/wake")]
+    public async Task A_pull_wake_subscription_cannot_name_a_reserved_path_as_its_wake_stream(string wakeStream)
+    {
+        var body = "{\"type\":\"pull-wake\",\"streams\":[\"bad/jobs\"],\"wake_stream\":\"" + wakeStream + "\"}";
+        using var response = await _server.Client.PutAsync("/v1/stream/__ds/subscriptions/reserved-wake", new StringContent(body, Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Contains("__ds/", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        Assert.Equal(HttpStatusCode.NotFound, (await _server.Client.GetAsync("/v1/stream/__ds/subscriptions/reserved-wake")).StatusCode);
+    }
+
     [Fact]
     public async Task A_path_under_the_api_that_names_no_endpoint_gets_a_json_404_and_every_endpoint_still_answers()
     {
         await using var server = await ServerProcess.StartAsync();
         using var client = new HttpClient { BaseAddress = server.BaseAddress };
 
-        // "/v1/stream/.." is folded to "/v1/" before routing.
-        foreach (var (method, path) in new[] { ("GET", "/v1/"), ("GET", "/v1"), ("POST", "/v1/sesions/a/messages"), ("GET", "/v1/stream/.."), ("DELETE", "/v1/nothing/here?x=1") })
+        // "/v1/stream/%2E%2E" is folded to "/v1/" by the server before routing.
+        foreach (var (method, path) in new[] { ("GET", "/v1/"), ("GET", "/v1"), ("POST", "/v1/sesions/a/messages"), ("GET", "/v1/stream/%2E%2E"), ("DELETE", "/v1/nothing/here?x=1") })
         {
             using var response = await client.SendAsync(new HttpRequestMessage(new HttpMethod(method), path));
             Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
             Assert.Equal("application/json", response.Content.Headers.ContentType?.MediaType);
+            Assert.Equal("no-store", response.Headers.CacheControl?.ToString());
+            Assert.Equal("nosniff", response.Headers.GetValues("X-Content-Type-Options").Single());
             using var body = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
             Assert.Equal("NOT_FOUND", body.RootElement.GetProperty("error").GetProperty("code").GetString());
         }
@@ -275,7 +289,31 @@ public sealed class BadInputTests : IAsyncLifetime
             Assert.NotEqual("NOT_FOUND", body.RootElement.GetProperty("error").GetProperty("code").GetString());
         }
 
+        // The WebSocket endpoint: a GET that is no WebSocket is told so, another method is 405 (not the fallback's 404).
+        using (var plain = await client.GetAsync("/v1/ws"))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, plain.StatusCode);
+            Assert.Contains("WEBSOCKET_REQUIRED", await plain.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        using (var posted = await client.PostAsync("/v1/ws", new StringContent("{}", Encoding.UTF8, "application/json")))
+        {
+            Assert.Equal(HttpStatusCode.MethodNotAllowed, posted.StatusCode);
+            Assert.Equal("GET", posted.Content.Headers.Allow.Single());
+            Assert.Contains("METHOD_NOT_ALLOWED", await posted.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        // A CORS preflight still gets its answer.
+        using (var preflight = new HttpRequestMessage(HttpMethod.Options, "/v1/stream/x"))
+        {
+            preflight.Headers.Add("Origin", "https://app.example");
+            preflight.Headers.Add("Access-Control-Request-Method", "POST");
+            using var answer = await client.SendAsync(preflight);
+            Assert.Equal(HttpStatusCode.NoContent, answer.StatusCode);
+        }
+
         Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/sessions/routed", new StringContent("{}", Encoding.UTF8, "application/json"))).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/agents/agent:routed", new StringContent("{}", Encoding.UTF8, "application/json"))).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/v1/sessions/routed")).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/health")).StatusCode);
     }

@@ -190,8 +190,8 @@ public sealed class FuzzTests
             return false;
         }
 
-        return target.StartsWith("/v1/stream/", StringComparison.Ordinal) || target.StartsWith("/v1/sessions/", StringComparison.Ordinal) || target.StartsWith("/v1/agents/", StringComparison.Ordinal)
-            || target.StartsWith("/api/chat/", StringComparison.Ordinal) || target == "/api/chat";
+        // Everything under /v1/ is ours: a path no endpoint takes gets the JSON 404 too.
+        return target.StartsWith("/v1/", StringComparison.Ordinal) || target.StartsWith("/api/chat/", StringComparison.Ordinal) || target == "/api/chat";
     }
 
     private static bool IsProblem(byte[] body)

@@ -225,6 +225,12 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
                 return;
             }
 
+            if (StreamPaths.IsReserved(wakeStream))
+            {
+                await Invalid(context, $"wake_stream cannot be under {StreamPaths.Reserved}/, which holds the control APIs, not streams.").ConfigureAwait(false);
+                return;
+            }
+
             // Wake events are appended by the server as they are, past the session rules: never into a session.
             if (Sessions.SessionService.IsSessionPath(wakeStream) || wakeStream == "sessions")
             {

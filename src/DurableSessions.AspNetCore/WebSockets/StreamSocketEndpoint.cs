@@ -54,6 +54,14 @@ internal sealed partial class StreamSocketEndpoint(StreamSocketServices services
 
     public async Task HandleAsync(HttpContext context)
     {
+        if (!context.WebSockets.IsWebSocketRequest && !HttpMethods.IsGet(context.Request.Method))
+        {
+            // Mapped for every method, so that one the endpoint does not take is told so (not left to the /v1 fallback).
+            context.Response.Headers.Allow = "GET";
+            await Problem.Write(context, 405, "METHOD_NOT_ALLOWED", $"This endpoint is a WebSocket: open it with GET and the subprotocol {StreamSocketOptions.SubProtocol}; see docs/websocket.md.").ConfigureAwait(false);
+            return;
+        }
+
         if (!context.WebSockets.IsWebSocketRequest)
         {
             if (context.Request.Headers.Upgrade.ToString().Contains("websocket", StringComparison.OrdinalIgnoreCase)
