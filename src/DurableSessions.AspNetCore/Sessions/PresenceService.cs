@@ -130,6 +130,10 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
     }
 
     /// <summary>Marks every participant whose last heartbeat is older than the timeout as left.</summary>
+    /// <remarks>
+    /// A participant is forgotten (dropped from memory, its shared document deleted) only once its <c>left</c> event is
+    /// written: when the store fails meanwhile it stays as it was, and the next sweep marks it left.
+    /// </remarks>
     internal async Task SweepAsync()
     {
         if (!await _sweeping.WaitAsync(0).ConfigureAwait(false))
@@ -141,53 +145,68 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
         {
             var now = _time.GetUtcNow();
             var shared = _store.IsShared ? await LoadSharedAsync().ConfigureAwait(false) : null;
-            var timedOut = new List<(string SessionId, string ParticipantId)>();
+            if (shared is null)
+            {
+                foreach (var (sessionId, participants) in _present)
+                {
+                    foreach (var (participantId, participant) in participants)
+                    {
+                        if (now - participant.LastSeen < _options.PresenceTimeout)
+                        {
+                            continue;
+                        }
+
+                        Log.TimedOut(_logger, sessionId, participantId);
+                        await MarkLeftAsync(sessionId, participantId, CancellationToken.None).ConfigureAwait(false);
+
+                        // The entry judged, even if a heartbeat refreshed it meanwhile: that participant's next beat
+                        // then finds no entry and announces it joined again after the left event.
+                        participants.TryRemove(new KeyValuePair<string, Participant>(participantId, participant));
+                    }
+                }
+
+                return;
+            }
+
             foreach (var (sessionId, participants) in _present)
             {
                 foreach (var (participantId, participant) in participants)
                 {
                     // A beat that reached another node counts too.
-                    if (shared?.GetValueOrDefault(sessionId)?.Find(p => p.Id == participantId) is { } seen && seen.LastSeen > participant.LastSeen)
+                    if (shared.GetValueOrDefault(sessionId)?.Find(p => p.Id == participantId) is { } seen && seen.LastSeen > participant.LastSeen)
                     {
                         participant.LastSeen = seen.LastSeen;
                     }
 
-                    if (now - participant.LastSeen >= _options.PresenceTimeout && participants.TryRemove(new KeyValuePair<string, Participant>(participantId, participant)))
+                    if (now - participant.LastSeen >= _options.PresenceTimeout)
                     {
-                        timedOut.Add((sessionId, participantId));
+                        participants.TryRemove(new KeyValuePair<string, Participant>(participantId, participant));
                     }
                 }
             }
 
-            if (shared is not null)
+            // Every node's participants are in the shared documents, this node's included: judge those.
+            foreach (var (sessionId, participants) in shared)
             {
-                // Every node's participants are in the shared documents, this node's included: judge those.
-                timedOut.Clear();
-                foreach (var (sessionId, participants) in shared)
+                foreach (var participant in participants.Where(p => now - p.LastSeen >= _options.PresenceTimeout))
                 {
-                    foreach (var participant in participants.Where(p => now - p.LastSeen >= _options.PresenceTimeout))
-                    {
-                        await _store.DeleteDocumentAsync(Collection(sessionId), participant.Id).ConfigureAwait(false);
-                        timedOut.Add((sessionId, participant.Id));
-                    }
-
-                    if (participants.TrueForAll(p => now - p.LastSeen >= _options.PresenceTimeout))
-                    {
-                        await _store.DeleteDocumentAsync(SessionsCollection, sessionId).ConfigureAwait(false);
-                    }
+                    Log.TimedOut(_logger, sessionId, participant.Id);
+                    await MarkLeftAsync(sessionId, participant.Id, CancellationToken.None).ConfigureAwait(false);
+                    await _store.DeleteDocumentAsync(Collection(sessionId), participant.Id).ConfigureAwait(false);
                 }
 
-                _shared = shared;
+                if (participants.TrueForAll(p => now - p.LastSeen >= _options.PresenceTimeout))
+                {
+                    await _store.DeleteDocumentAsync(SessionsCollection, sessionId).ConfigureAwait(false);
+                }
             }
 
-            foreach (var (sessionId, participantId) in timedOut)
-            {
-                Log.TimedOut(_logger, sessionId, participantId);
-                await MarkLeftAsync(sessionId, participantId, CancellationToken.None).ConfigureAwait(false);
-            }
+            _shared = shared;
         }
-        catch (Exception ex) when (ex is StreamStoreUnavailableException or ObjectDisposedException)
+        catch (Exception ex)
         {
+            // The timer's callback does not observe this task: every failure is logged here, and the next sweep
+            // starts over from what is still recorded.
             Log.SweepFailed(_logger, ex);
         }
         finally
