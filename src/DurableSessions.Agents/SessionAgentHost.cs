@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Security.Cryptography;
 using DurableSessions.Client;
 using Microsoft.Extensions.Logging;
@@ -215,12 +216,19 @@ public sealed partial class SessionAgentHost
                 {
                     await ServeAsync(turn, stopping).ConfigureAwait(false);
                 }
+                catch (Exception ex) when (ex is not OperationCanceledException || !stopping.IsCancellationRequested)
+                {
+                    // Nobody awaits this task for its outcome: whatever escaped is said here.
+                    Log.ServingFailed(_logger, turn.Stream, ex);
+                }
                 finally
                 {
                     _slots.Release();
                 }
             },
             CancellationToken.None);
+
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
 
     /// <summary>Answers one claimed turn, keeping its lease alive, and completes or releases it.</summary>
     private async Task ServeAsync(AgentTurn turn, CancellationToken stopping)
@@ -231,22 +239,42 @@ public sealed partial class SessionAgentHost
         var heartbeat = Task.Run(
             async () =>
             {
+                // Each renewal must land before the lease it renews runs out: past that the turn may be another
+                // worker's, so a heartbeat the server refuses, or one still retrying when the lease ends, stops the run.
+                var renewed = Stopwatch.GetTimestamp();
                 try
                 {
                     while (true)
                     {
                         await Task.Delay(turn.LeaseTtl / 3, lease.Token).ConfigureAwait(false);
-                        if (!await _turns.HeartbeatAsync(turn, lease.Token).ConfigureAwait(false))
+                        var attempt = Stopwatch.GetTimestamp();
+                        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(lease.Token);
+                        deadline.CancelAfter(Max(turn.LeaseTtl - Stopwatch.GetElapsedTime(renewed), TimeSpan.Zero));
+                        bool held;
+                        try
                         {
-                            // The lease ran out (a long pause) and the turn may be another worker's now: stop writing.
+                            held = await _turns.HeartbeatAsync(turn, deadline.Token).ConfigureAwait(false);
+                        }
+                        catch (Exception ex) when (!lease.IsCancellationRequested)
+                        {
+                            Log.HeartbeatFailed(_logger, turn.Stream, ex);
+                            held = false;
+                        }
+
+                        if (!held)
+                        {
+                            // The lease ran out (a long pause) or could not be renewed: stop writing.
                             lost = true;
                             Log.LeaseLost(_logger, turn.Stream);
                             await lease.CancelAsync().ConfigureAwait(false);
                             return;
                         }
+
+                        // Counted from the request, not its answer: the server renewed the lease somewhere in between.
+                        renewed = attempt;
                     }
                 }
-                catch (OperationCanceledException)
+                catch (OperationCanceledException) when (lease.IsCancellationRequested)
                 {
                 }
             },
@@ -308,6 +336,12 @@ public sealed partial class SessionAgentHost
 
         [LoggerMessage(421, LogLevel.Warning, "Agent {AgentId}: the server refused a claim ({Code}); trying again shortly")]
         public static partial void ClaimRefused(ILogger logger, string agentId, string code, Exception exception);
+
+        [LoggerMessage(426, LogLevel.Error, "Serving {Stream} failed unexpectedly; its lease runs out and the turn is served again")]
+        public static partial void ServingFailed(ILogger logger, string stream, Exception exception);
+
+        [LoggerMessage(425, LogLevel.Warning, "Renewing the lease on {Stream} failed")]
+        public static partial void HeartbeatFailed(ILogger logger, string stream, Exception exception);
 
         [LoggerMessage(422, LogLevel.Warning, "The lease on {Stream} was lost; the turn goes to another worker")]
         public static partial void LeaseLost(ILogger logger, string stream);
