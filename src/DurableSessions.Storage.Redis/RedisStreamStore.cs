@@ -671,8 +671,8 @@ public sealed partial class RedisStreamStore : StreamStore
     private sealed class Lock(IDatabase db, RedisKey key, string token) : IAsyncDisposable
     {
         // One script call, where the client's own release is a watched transaction: two round trips while every other
-        // node waits for the lock.
-        public async ValueTask DisposeAsync() => await RedisScripts.ReleaseLock.EvaluateAsync(db, [key], [token]).ConfigureAwait(false);
+        // node waits for the lock. A lost connection is the store being unavailable, as for every other call.
+        public async ValueTask DisposeAsync() => await Call(RedisScripts.ReleaseLock.EvaluateAsync(db, [key], [token])).ConfigureAwait(false);
     }
 
     /// <inheritdoc />

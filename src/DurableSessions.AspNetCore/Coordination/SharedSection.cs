@@ -61,6 +61,11 @@ internal sealed class SharedSection(StreamStore store, string name, TimeSpan lea
                     await shared.DisposeAsync().ConfigureAwait(false);
                 }
             }
+            catch (Exception)
+            {
+                // What ran inside is done and saved: a store that cannot release the lock now must not turn that into
+                // a failed request (which a client would retry). The lock's lease ends it anyway.
+            }
             finally
             {
                 owner._lock.Release();
