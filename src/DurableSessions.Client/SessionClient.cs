@@ -115,19 +115,24 @@ public sealed class SessionClient
     }
 
     /// <summary>Cancels a running run. The acknowledgement names the fence: nothing for the run is accepted after it.</summary>
+    /// <remarks>
+    /// Sent with a control id of its own, so a retry after a lost answer is acknowledged as the cancel it repeats (with
+    /// the session's offset then, at or after the fence), not refused because the run has ended since.
+    /// </remarks>
     public async Task<ControlAcknowledgement> CancelAsync(string runId, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(runId);
-        var body = new JsonObject { ["by"] = _client.Options.ParticipantId }.ToJsonString();
+        var body = new JsonObject { ["id"] = NewControlId(), ["by"] = _client.Options.ParticipantId }.ToJsonString();
         return await ControlAsync(runId, "cancel", body, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Sends a new instruction to a running agent.</summary>
+    /// <remarks>Sent with a control id of its own, so a retry after a lost answer never steers the run twice.</remarks>
     public async Task<ControlAcknowledgement> SteerAsync(string runId, string text, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(runId);
         ArgumentException.ThrowIfNullOrEmpty(text);
-        var body = new JsonObject { ["by"] = _client.Options.ParticipantId, ["text"] = text }.ToJsonString();
+        var body = new JsonObject { ["id"] = NewControlId(), ["by"] = _client.Options.ParticipantId, ["text"] = text }.ToJsonString();
         return await ControlAsync(runId, "steer", body, cancellationToken).ConfigureAwait(false);
     }
 
@@ -164,13 +169,25 @@ public sealed class SessionClient
         using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Delete, $"/v1/sessions/{Id}/handoff", body), cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Marks this client, or <paramref name="participantId"/> (an agent it heartbeats for), left at once.</summary>
+    /// <summary>
+    /// Marks this client, or <paramref name="participantId"/> (an agent it heartbeats for), left at once. A participant
+    /// that is not present (gone already, or never announced) is no error.
+    /// </summary>
     public async Task LeaveAsync(string? participantId = null, CancellationToken cancellationToken = default)
     {
         participantId ??= _client.Options.ParticipantId;
         ArgumentException.ThrowIfNullOrEmpty(participantId);
-        using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Delete, $"/v1/sessions/{Id}/presence/{Uri.EscapeDataString(participantId)}"), cancellationToken).ConfigureAwait(false);
+        try
+        {
+            using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Delete, $"/v1/sessions/{Id}/presence/{Uri.EscapeDataString(participantId)}"), cancellationToken).ConfigureAwait(false);
+        }
+        catch (DurableSessionsException ex) when (ex.Code == "NOT_PRESENT")
+        {
+            // Gone already: by this call's first attempt (its answer lost), a timeout, or another surface.
+        }
     }
+
+    private static string NewControlId() => "c-" + Guid.NewGuid().ToString("N");
 
     private async Task<ControlAcknowledgement> ControlAsync(string runId, string action, string body, CancellationToken cancellationToken)
     {

@@ -157,13 +157,16 @@ public sealed class SessionEvents
         return Change(SessionEventTypes.Message, message.Id ?? string.Empty, ChangeOperation.Update, message with { Status = status });
     }
 
-    /// <summary>A fenced control stopping a run: <see cref="ControlAction.Cancel"/>, or <see cref="ControlAction.Pause"/> for a handoff.</summary>
-    public SessionEvent StopControl(string runId, string by, string? reason = null, ControlAction? action = null)
-        => Control(action ?? ControlAction.Cancel, runId, by, text: null, reason, ControlStatus.Fenced);
+    /// <summary>
+    /// A fenced control stopping a run: <see cref="ControlAction.Cancel"/>, or <see cref="ControlAction.Pause"/> for a
+    /// handoff. Its id is <paramref name="id"/>, or a new one.
+    /// </summary>
+    public SessionEvent StopControl(string runId, string by, string? reason = null, ControlAction? action = null, string? id = null)
+        => Control(action ?? ControlAction.Cancel, runId, by, text: null, reason, ControlStatus.Fenced, id);
 
-    /// <summary>A steer: a new instruction for a running run.</summary>
-    public SessionEvent Steer(string runId, string by, string text)
-        => Control(ControlAction.Steer, runId, by, text, reason: null, ControlStatus.Requested);
+    /// <summary>A steer: a new instruction for a running run. Its id is <paramref name="id"/>, or a new one.</summary>
+    public SessionEvent Steer(string runId, string by, string text, string? id = null)
+        => Control(ControlAction.Steer, runId, by, text, reason: null, ControlStatus.Requested, id);
 
     /// <summary>A participant joined (inserted) or left (updated).</summary>
     public SessionEvent Presence(string participantId, ParticipantKind kind, string? name, PresenceStatus status, DateTimeOffset lastSeen)
@@ -210,9 +213,9 @@ public sealed class SessionEvents
             Error = error,
         });
 
-    private SessionEvent Control(ControlAction action, string runId, string by, string? text, string? reason, ControlStatus status)
+    private SessionEvent Control(ControlAction action, string runId, string by, string? text, string? reason, ControlStatus status, string? id)
     {
-        var id = NewId("c");
+        id ??= NewId("c");
         return Change(SessionEventTypes.Control, id, ChangeOperation.Insert, new SessionControl
         {
             Id = id,

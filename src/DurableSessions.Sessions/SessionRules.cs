@@ -34,6 +34,9 @@ public sealed record SessionRejection(string Code, string Message)
 
     /// <summary>A message posted with an id the session already holds for another participant's message.</summary>
     public const string MessageIdTaken = "MESSAGE_ID_TAKEN";
+
+    /// <summary>A cancel or steer sent with an id the session already holds for another control.</summary>
+    public const string ControlIdTaken = "CONTROL_ID_TAKEN";
 }
 
 /// <summary>What a session operation decided: the events to append (in order, in one append), or a rejection.</summary>
@@ -144,12 +147,19 @@ public static class SessionRules
 
     /// <summary>
     /// Cancels an active run: a fenced control, the partial reply and the run marked cancelled. Once appended, the
-    /// control's offset is the fence (see <see cref="CheckFence"/>). The decision's id is the control's.
+    /// control's offset is the fence (see <see cref="CheckFence"/>). The decision's id is the control's:
+    /// <paramref name="controlId"/> when the caller names it, which makes a repeated cancel (a retry) accepted with nothing
+    /// appended, even though the run has ended since.
     /// </summary>
-    public static SessionDecision Cancel(SessionState state, string runId, string by, SessionEvents events)
+    public static SessionDecision Cancel(SessionState state, string runId, string by, SessionEvents events, string? controlId = null)
     {
         ArgumentNullException.ThrowIfNull(state);
         ArgumentNullException.ThrowIfNull(events);
+        if (Repeated(state, controlId, ControlAction.Cancel, runId, by) is { } repeated)
+        {
+            return repeated;
+        }
+
         if (state.GetRun(runId) is not { } run)
         {
             return SessionDecision.Reject(SessionRejection.RunNotFound, "No run with this id in the session.");
@@ -160,22 +170,46 @@ public static class SessionRules
             return SessionDecision.Reject(SessionRejection.RunNotActive, $"The run is already {run.Status}.");
         }
 
-        var stop = Stop(state, run, by, reason: null, pause: false, events, out var controlId);
-        return SessionDecision.Accept(controlId, stop);
+        var stop = Stop(state, run, by, reason: null, pause: false, events, controlId, out var id);
+        return SessionDecision.Accept(id, stop);
     }
 
-    /// <summary>Steers a running run with a new instruction. The decision's id is the control's.</summary>
-    public static SessionDecision Steer(SessionState state, string runId, string by, string text, SessionEvents events)
+    /// <summary>
+    /// Steers a running run with a new instruction. The decision's id is the control's: <paramref name="controlId"/>
+    /// when the caller names it, which makes a repeated steer (a retry) accepted with nothing appended.
+    /// </summary>
+    public static SessionDecision Steer(SessionState state, string runId, string by, string text, SessionEvents events, string? controlId = null)
     {
         ArgumentNullException.ThrowIfNull(state);
         ArgumentNullException.ThrowIfNull(events);
+        if (Repeated(state, controlId, ControlAction.Steer, runId, by) is { } repeated)
+        {
+            return repeated;
+        }
+
         if (state.GetRun(runId)?.Status != RunStatus.Started)
         {
             return SessionDecision.Reject(SessionRejection.RunNotActive, "Only a running run can be steered.");
         }
 
-        var steer = events.Steer(runId, by, text);
+        var steer = events.Steer(runId, by, text, controlId);
         return SessionDecision.Accept(steer.Key, [steer]);
+    }
+
+    /// <summary>
+    /// A control the caller names that the session already holds: the same request sent again (accepted, nothing to
+    /// append, whatever the run's state is now), or another control's id (refused). Null when it is new.
+    /// </summary>
+    private static SessionDecision? Repeated(SessionState state, string? controlId, ControlAction action, string runId, string by)
+    {
+        if (controlId is null || state.Controls.FirstOrDefault(c => c.Id == controlId) is not { } existing)
+        {
+            return null;
+        }
+
+        return existing.Action == action && existing.RunId == runId && existing.By == by
+            ? SessionDecision.Accept(controlId, [])
+            : SessionDecision.Reject(SessionRejection.ControlIdTaken, $"Control {controlId} in this session is another control.");
     }
 
     /// <summary>
@@ -357,9 +391,12 @@ public static class SessionRules
     /// handoff that lets the agent answer again after hand-back).
     /// </summary>
     private static List<SessionEvent> Stop(SessionState state, SessionRun run, string by, string? reason, bool pause, SessionEvents events, out string controlId)
+        => Stop(state, run, by, reason, pause, events, given: null, out controlId);
+
+    private static List<SessionEvent> Stop(SessionState state, SessionRun run, string by, string? reason, bool pause, SessionEvents events, string? given, out string controlId)
     {
         var runId = run.Id ?? string.Empty;
-        var control = events.StopControl(runId, by, reason, pause ? ControlAction.Pause : ControlAction.Cancel);
+        var control = events.StopControl(runId, by, reason, pause ? ControlAction.Pause : ControlAction.Cancel, given);
         controlId = control.Key;
         var stop = new List<SessionEvent> { control };
 

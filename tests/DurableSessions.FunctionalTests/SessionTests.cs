@@ -323,6 +323,96 @@ public sealed class SessionTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.Conflict, (await Client.PostAsJsonAsync("/v1/sessions/steer/runs/r1/steer", new { text = "again" })).StatusCode);
     }
 
+    [Fact]
+    public async Task A_cancel_or_steer_sent_again_with_its_id_is_answered_again_and_stored_once()
+    {
+        await CreateSession("control-ids");
+        var agent = new FakeAgent(Client, "control-ids", "r1", "m1");
+        await agent.StartAsync();
+
+        var first = await Client.PostAsJsonAsync("/v1/sessions/control-ids/runs/r1/steer", new { id = "c-s1", text = "shorter", by = "user:alice" });
+        var again = await Client.PostAsJsonAsync("/v1/sessions/control-ids/runs/r1/steer", new { id = "c-s1", text = "shorter", by = "user:alice" });
+        Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, again.StatusCode);
+        Assert.Equal("c-s1", (await again.Content.ReadFromJsonAsync<JsonObject>())!["controlId"]!.GetValue<string>());
+
+        var cancel = await Client.PostAsJsonAsync("/v1/sessions/control-ids/runs/r1/cancel", new { id = "c-c1", by = "user:alice" });
+        Assert.Equal(HttpStatusCode.OK, cancel.StatusCode);
+        Assert.True(StreamOffset.TryParse((await cancel.Content.ReadFromJsonAsync<JsonObject>())!["offset"]!.GetValue<string>(), out var fence));
+
+        // The run is cancelled now: the same cancel is acknowledged again, at or after its fence; another is refused.
+        var repeated = await Client.PostAsJsonAsync("/v1/sessions/control-ids/runs/r1/cancel", new { id = "c-c1", by = "user:alice" });
+        Assert.Equal(HttpStatusCode.OK, repeated.StatusCode);
+        var answer = (await repeated.Content.ReadFromJsonAsync<JsonObject>())!;
+        Assert.Equal("c-c1", answer["controlId"]!.GetValue<string>());
+        Assert.True(StreamOffset.TryParse(answer["offset"]!.GetValue<string>(), out var repeatedAt) && repeatedAt >= fence);
+        Assert.Equal(HttpStatusCode.Conflict, (await Client.PostAsJsonAsync("/v1/sessions/control-ids/runs/r1/cancel", new { by = "user:alice" })).StatusCode);
+
+        var taken = await Client.PostAsJsonAsync("/v1/sessions/control-ids/runs/r1/cancel", new { id = "c-s1", by = "user:alice" });
+        Assert.Equal(HttpStatusCode.Conflict, taken.StatusCode);
+        Assert.Equal("CONTROL_ID_TAKEN", (await taken.Content.ReadFromJsonAsync<JsonObject>())!["error"]!["code"]!.GetValue<string>());
+        var bad = await Client.PostAsJsonAsync("/v1/sessions/control-ids/runs/r1/steer", new { id = "not ok", text = "x" });
+        Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+        Assert.Equal("INVALID_CONTROL_ID", (await bad.Content.ReadFromJsonAsync<JsonObject>())!["error"]!["code"]!.GetValue<string>());
+
+        var (events, _, _) = await ReadStream("control-ids");
+        Assert.Equal(["c-s1", "c-c1"], events.Where(e => e!["type"]?.GetValue<string>() == "control").Select(e => e!["key"]!.GetValue<string>()));
+    }
+
+    [Fact]
+    public async Task The_clients_steer_and_cancel_retried_after_a_lost_answer_are_stored_once_and_acknowledged()
+    {
+        await CreateSession("lost-answers");
+        var agent = new FakeAgent(Client, "lost-answers", "r1", "m1");
+        await agent.StartAsync();
+        var lossy = new LoseFirstAnswer(new SocketsHttpHandler());
+        using var http = new HttpClient(lossy) { BaseAddress = _server.BaseAddress };
+        using var client = new DurableSessions.Client.DurableSessionsClient(DurableSessions.Client.DurableSessionsClientOptions.Default with
+        {
+            BaseAddress = _server.BaseAddress,
+            ParticipantId = "user:alice",
+            ReconnectDelay = TimeSpan.FromMilliseconds(10),
+        }, http);
+
+        // Each request reaches the server, which stores it; its answer is lost, and the client sends it again.
+        var steer = await client.Session("lost-answers").SteerAsync("r1", "shorter");
+        var cancel = await client.Session("lost-answers").CancelAsync("r1");
+        Assert.Equal(2, lossy.Lost);
+
+        var (events, _, _) = await ReadStream("lost-answers");
+        var controls = events.Where(e => e!["type"]?.GetValue<string>() == "control").Select(e => e!["value"]!).ToList();
+        Assert.Equal([steer.ControlId, cancel.ControlId], controls.Select(c => c["id"]!.GetValue<string>()));
+        Assert.Equal(["steer", "cancel"], controls.Select(c => c["action"]!.GetValue<string>()));
+
+        // Leaving twice (the second finds the participant gone) is no error either.
+        await client.Session("lost-answers").HeartbeatAsync();
+        await client.Session("lost-answers").LeaveAsync();
+        await client.Session("lost-answers").LeaveAsync();
+    }
+
+    /// <summary>Sends each control request on, then loses its answer once (as a dropped connection would).</summary>
+    private sealed class LoseFirstAnswer(HttpMessageHandler inner) : DelegatingHandler(inner)
+    {
+        private readonly HashSet<string> _seen = [];
+        private int _lost;
+
+        public int Lost => Volatile.Read(ref _lost);
+
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            var response = await base.SendAsync(request, cancellationToken);
+            var path = request.RequestUri!.AbsolutePath;
+            if (path.Contains("/runs/", StringComparison.Ordinal) && _seen.Add(path))
+            {
+                response.Dispose();
+                Interlocked.Increment(ref _lost);
+                throw new HttpRequestException("The connection dropped before the answer (test).");
+            }
+
+            return response;
+        }
+    }
+
     [Theory]
     [InlineData("PUT", "/v1/sessions/bad%20id", "{}")]
     [InlineData("PUT", "/v1/sessions/s1", "{\"newMessagePolicy\":\"sometimes\"}")]

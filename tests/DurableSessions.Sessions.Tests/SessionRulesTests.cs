@@ -170,6 +170,56 @@ public sealed class SessionRulesTests
     }
 
     [Fact]
+    public void A_cancel_or_steer_sent_again_with_its_control_id_is_accepted_with_nothing_appended()
+    {
+        var session = new SessionFixture();
+        var run = session.StartedRun();
+
+        var steer = SessionRules.Steer(session.State, run.Id!, "user:alice", "shorter", session.Events, controlId: "c-steer");
+        Assert.Equal("c-steer", steer.Id);
+        session.Apply(steer);
+        var again = SessionRules.Steer(session.State, run.Id!, "user:alice", "shorter", session.Events, controlId: "c-steer");
+        Assert.False(again.IsRejected);
+        Assert.Equal("c-steer", again.Id);
+        Assert.Empty(again.Events);
+
+        var cancel = SessionRules.Cancel(session.State, run.Id!, "user:alice", session.Events, controlId: "c-cancel");
+        Assert.Equal("c-cancel", cancel.Id);
+        session.Apply(cancel);
+
+        // The run has ended since the first cancel; its repeat is still the same cancel, not a refusal.
+        var repeated = SessionRules.Cancel(session.State, run.Id!, "user:alice", session.Events, controlId: "c-cancel");
+        Assert.False(repeated.IsRejected);
+        Assert.Equal("c-cancel", repeated.Id);
+        Assert.Empty(repeated.Events);
+        Assert.Equal(["c-steer", "c-cancel"], session.State.Controls.Select(c => c.Id));
+
+        // Without its id, a cancel of the ended run is refused as before.
+        Assert.Equal(SessionRejection.RunNotActive, SessionRules.Cancel(session.State, run.Id!, "user:alice", session.Events).Rejection?.Code);
+    }
+
+    [Theory]
+    [InlineData("cancel", "user:bob")]
+    [InlineData("steer", "user:alice")]
+    [InlineData("cancel", "user:alice")]
+    public void A_control_id_the_session_holds_for_another_control_is_refused(string action, string by)
+    {
+        var session = new SessionFixture();
+        var run = session.StartedRun();
+        var other = session.StartedRun();
+        session.Apply(SessionRules.Steer(session.State, run.Id!, "user:alice", "shorter", session.Events, controlId: "c-1"));
+
+        // Another participant, another action, or another run under the same id: a different control.
+        var runId = action == "cancel" && by == "user:alice" ? other.Id! : run.Id!;
+        var decision = action == "cancel"
+            ? SessionRules.Cancel(session.State, runId, by, session.Events, controlId: "c-1")
+            : SessionRules.Steer(session.State, other.Id!, by, "shorter", session.Events, controlId: "c-1");
+
+        Assert.Equal(SessionRejection.ControlIdTaken, decision.Rejection?.Code);
+        Assert.Equal(RunStatus.Started, session.State.GetRun(run.Id!)!.Status);
+    }
+
+    [Fact]
     public void TakeControl_under_the_cancel_policy_cancels_the_active_run()
     {
         var session = new SessionFixture(handoff: HandoffPolicy.Cancel);

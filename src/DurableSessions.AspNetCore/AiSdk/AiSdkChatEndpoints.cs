@@ -127,7 +127,7 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         }
 
         var by = Auth.AccessControl.Current(context) is { IsAnonymous: false } who ? who.Subject : "user";
-        var result = await sessions.CancelAsync(chatId, active.Id!, by, context.RequestAborted).ConfigureAwait(false);
+        var result = await sessions.CancelAsync(chatId, active.Id!, by, controlId: null, context.RequestAborted).ConfigureAwait(false);
         if (result.Status != 200)
         {
             await Problem.Write(context, result.Status, result.Code!, result.Message!).ConfigureAwait(false);

@@ -276,9 +276,17 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             return;
         }
 
-        if (FieldOfWrongKind(body, "by", "text") is { } field)
+        if (FieldOfWrongKind(body, "by", "text", "id") is { } field)
         {
             await Problem.Write(context, 400, "INVALID_FIELD", $"{field} must be a string.").ConfigureAwait(false);
+            return;
+        }
+
+        // As for a message: a control id the client chooses makes the request safe to send again after a lost answer.
+        var controlId = Str(body, "id");
+        if (controlId is not null && !Identifiers.IsValid(controlId))
+        {
+            await Problem.Write(context, 400, "INVALID_CONTROL_ID", "id must be 1 to 128 letters, digits, '-', '_' or '.'.").ConfigureAwait(false);
             return;
         }
 
@@ -292,7 +300,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         SessionOperationResult result;
         if (action == "cancel")
         {
-            result = await sessions.CancelAsync(id, runId, by, context.RequestAborted).ConfigureAwait(false);
+            result = await sessions.CancelAsync(id, runId, by, controlId, context.RequestAborted).ConfigureAwait(false);
         }
         else
         {
@@ -302,7 +310,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
                 return;
             }
 
-            result = await sessions.SteerAsync(id, runId, by, text, context.RequestAborted).ConfigureAwait(false);
+            result = await sessions.SteerAsync(id, runId, by, text, controlId, context.RequestAborted).ConfigureAwait(false);
         }
 
         await WriteResult(context, result, "controlId", created: false).ConfigureAwait(false);

@@ -368,9 +368,9 @@ internal sealed partial class SessionService : IDisposable
     /// Cancels an active run: records the cancel, marks the run and its partial reply cancelled, and fences the run so
     /// no further content for it is accepted. The returned offset is the fence.
     /// </summary>
-    public async Task<SessionOperationResult> CancelAsync(string sessionId, string runId, string by, CancellationToken cancellationToken)
+    public async Task<SessionOperationResult> CancelAsync(string sessionId, string runId, string by, string? controlId, CancellationToken cancellationToken)
     {
-        var result = await DecideAsync(sessionId, state => SessionRules.Cancel(state, runId, by, _events), cancellationToken).ConfigureAwait(false);
+        var result = await DecideAsync(sessionId, state => SessionRules.Cancel(state, runId, by, _events, controlId), cancellationToken).ConfigureAwait(false);
         if (result.Status == 200)
         {
             Telemetry.Cancels.Add(1);
@@ -381,8 +381,8 @@ internal sealed partial class SessionService : IDisposable
     }
 
     /// <summary>Delivers a new instruction to a running agent.</summary>
-    public Task<SessionOperationResult> SteerAsync(string sessionId, string runId, string by, string text, CancellationToken cancellationToken)
-        => DecideAsync(sessionId, state => SessionRules.Steer(state, runId, by, text, _events), cancellationToken);
+    public Task<SessionOperationResult> SteerAsync(string sessionId, string runId, string by, string text, string? controlId, CancellationToken cancellationToken)
+        => DecideAsync(sessionId, state => SessionRules.Steer(state, runId, by, text, _events, controlId), cancellationToken);
 
     /// <summary>
     /// A human takes the session's control lease: the active agent run is stopped (per the session's handoff policy)
