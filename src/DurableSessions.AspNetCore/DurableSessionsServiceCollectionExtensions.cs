@@ -70,7 +70,9 @@ public static class DurableSessionsServiceCollectionExtensions
         agents.Validate(o => !o.Validate().Any(), "Invalid Agents settings: DefaultLeaseTtl must be from 1 s to 10 min, MaxClaimWait from 0 to 5 min, MaxAgents from 1 to 10000, WakeStreamRetention from 10 to 10000000.").ValidateOnStart();
         sockets.Validate(o => !o.Validate().Any(), "Invalid WebSockets settings: MaxMessageBytes must be from 1 KiB to 64 MiB, MaxSendQueueBytes at least 1 KiB, MaxSubscriptions and MaxInFlight from 1 to 100000, and the times positive.").ValidateOnStart();
         subscriptions.ValidateOnStart();
-        sessionOptions.Validate(o => !o.Validate().Any(), "Invalid Sessions settings: MemoryIdleTimeout must be from 1 ms to 1 day, MaxInMemory from 1 to 1000000, MaxConcurrentNotifications from 1 to 10000.").ValidateOnStart();
+        services.AddSingleton<IValidateOptions<Sessions.SessionServiceOptions>>(new SettingsValidator<Sessions.SessionServiceOptions>("Sessions", o => o.Validate()));
+        sessionOptions.ValidateOnStart();
+        access.Validate(o => o.ClockSkew >= TimeSpan.Zero && o.ClockSkew <= TimeSpan.FromHours(1), "Auth: ClockSkew must be from 0 to 1 hour.").ValidateOnStart();
         services.TryAddSingleton(TimeProvider.System);
         services.TryAddSingleton(sp => new StreamFanout(queueBytes: sp.GetRequiredService<IOptions<DurableStreamsOptions>>().Value.MaxReaderQueueBytes));
 

@@ -37,6 +37,12 @@ if ((StartupChecks.Configuration(builder.Configuration) ?? StartupChecks.Ports(u
 
 var streamSettings = builder.Configuration.GetSection("DurableStreams").Get<DurableStreamsOptions>() ?? new DurableStreamsOptions();
 var connectionLimits = builder.Configuration.GetSection("Limits").Get<ConnectionLimitOptions>() ?? new ConnectionLimitOptions();
+if (connectionLimits.Validate().FirstOrDefault() is { } limitProblem)
+{
+    // Checked here: Kestrel applies the limits while the host starts, where a bad value could not be one line.
+    return StartupChecks.Fail(limitProblem);
+}
+
 builder.WebHost.ConfigureKestrel(kestrel =>
 {
     // Each endpoint reads at most its own limit (DurableStreams:MaxAppendBytes, MaxJsonBodyBytes) and answers a clear 413;
@@ -66,6 +72,9 @@ builder.Services.AddOptions<EmbeddedAgentOptions>()
 builder.Services.AddHostedService<EmbeddedAgentHost>();
 
 var app = builder.Build();
+app.UseDefaultFiles();
+app.UseStaticFiles();
+app.UseWebSockets();
 try
 {
     // Opened before the host starts, so a store that cannot open (a data directory another process holds) stops the
@@ -76,25 +85,25 @@ try
         // Connected here, asynchronously, so an unreachable Redis is one line too (the host would connect it at start).
         await RedisStore.ConnectAsync(store).ConfigureAwait(false);
     }
+
+    // Every setting validated at start, and (mapping the endpoints builds the services behind them) every one those
+    // services read: a value out of range is one line too, before anything else starts.
+    app.Services.GetService<Microsoft.Extensions.Options.IStartupValidator>()?.Validate();
+    app.MapGet("/health", (StreamStore streams) => streams.IsAvailable
+        ? Results.Text("ok")
+        : Results.Text("storage unavailable", statusCode: StatusCodes.Status503ServiceUnavailable));
+    ServerTelemetry.Map(app);
+    app.MapDurableStreams();
+    app.MapDurableSessions();
+    app.MapAiSdkChat();
+    app.MapDurableStreamsWebSocket();
+    app.MapDurableSessionsNotFound();
 }
 catch (Exception ex)
 {
     ServerLog.StartFailed(app.Logger, ex);
     return StartupChecks.Fail(StartupChecks.Describe(ex, builder.Configuration));
 }
-
-app.UseDefaultFiles();
-app.UseStaticFiles();
-app.UseWebSockets();
-app.MapGet("/health", (StreamStore store) => store.IsAvailable
-    ? Results.Text("ok")
-    : Results.Text("storage unavailable", statusCode: StatusCodes.Status503ServiceUnavailable));
-ServerTelemetry.Map(app);
-app.MapDurableStreams();
-app.MapDurableSessions();
-app.MapAiSdkChat();
-app.MapDurableStreamsWebSocket();
-app.MapDurableSessionsNotFound();
 
 app.Lifetime.ApplicationStarted.Register(() =>
 {

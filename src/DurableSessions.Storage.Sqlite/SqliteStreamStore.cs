@@ -127,6 +127,11 @@ public sealed partial class SqliteStreamStore : StreamStore
         ArgumentOutOfRangeException.ThrowIfLessThan(options.MaxBatchSize, 1, "MaxBatchSize");
         ArgumentOutOfRangeException.ThrowIfLessThan(options.WriterCacheBytes, 1024 * 1024, "WriterCacheBytes");
         ArgumentOutOfRangeException.ThrowIfGreaterThan(options.WriterCacheBytes, int.MaxValue * 1024L, "WriterCacheBytes");
+        // A timer period of zero fires once: the sweep (or the flush of read times) would then never run again.
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.ExpirySweepInterval, TimeSpan.FromMilliseconds(10), "ExpirySweepInterval");
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(options.ExpirySweepInterval, TimeSpan.FromDays(1), "ExpirySweepInterval");
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.AccessFlushInterval, TimeSpan.FromMilliseconds(10), "AccessFlushInterval");
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(options.AccessFlushInterval, TimeSpan.FromDays(1), "AccessFlushInterval");
         return new SqliteStreamStore(options, timeProvider ?? TimeProvider.System, fanout ?? new StreamFanout(), (ILogger?)logger ?? NullLogger.Instance);
     }
 

@@ -28,7 +28,7 @@ public sealed class SqliteStreamStoreOptions
     /// <summary>The most write requests committed in one transaction. Default 4096; at least 1.</summary>
     public int MaxBatchSize { get; set; } = 4096;
 
-    /// <summary>How often expired streams are swept from storage. Default 30 seconds.</summary>
+    /// <summary>How often expired streams are swept from storage. Default 30 seconds; from 10 ms to 1 day.</summary>
     public TimeSpan ExpirySweepInterval { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>
@@ -56,6 +56,6 @@ public sealed class SqliteStreamStoreOptions
     /// </summary>
     public long WriterCacheBytes { get; set; } = 32 * 1024 * 1024;
 
-    /// <summary>How often read-driven TTL refreshes are persisted. Default 5 seconds.</summary>
+    /// <summary>How often read-driven TTL refreshes are persisted. Default 5 seconds; from 10 ms to 1 day.</summary>
     public TimeSpan AccessFlushInterval { get; set; } = TimeSpan.FromSeconds(5);
 }

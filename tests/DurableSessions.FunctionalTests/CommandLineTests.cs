@@ -100,6 +100,15 @@ public sealed class CommandLineTests
     [InlineData(new[] { "--DurableStreams:SseKeepAliveInterval=00:00:00" }, "DurableStreams: SseKeepAliveInterval must be positive and at most one day.")]
     [InlineData(new[] { "--Storage:Sqlite:Durability", "Sometimes" }, "Storage:Sqlite:Durability is 'Sometimes'; use one of: Fsync, Relaxed.")]
     [InlineData(new[] { "--Storage:Sqlite:WriterCacheBytes=4096" }, "WriterCacheBytes ('4096') must be greater than or equal to '1048576'.")]
+    [InlineData(new[] { "--Sessions:NotificationRetryDelay=-00:00:01" }, "Sessions: NotificationRetryDelay must be from 1 ms to 1 minute.")]
+    [InlineData(new[] { "--Sessions:NotificationAttempts=0" }, "Sessions: NotificationAttempts must be from 1 to 20.")]
+    [InlineData(new[] { "--Sessions:PresenceSweepInterval=00:00:00" }, "Sessions: PresenceSweepInterval must be from 10 ms to 1 day.")]
+    [InlineData(new[] { "--Sessions:MaxInMemory=0" }, "Sessions: MaxInMemory must be from 1 to 1000000.")]
+    [InlineData(new[] { "--Limits:RetryAfterSeconds=0" }, "Limits:RetryAfterSeconds must be between 1 and 3600.")]
+    [InlineData(new[] { "--Limits:MaxConnections=-5" }, "Limits:MaxConnections must be 0 (derived from the open-file limit) or positive.")]
+    [InlineData(new[] { "--WebSockets:MaxInFlight=0" }, "Invalid WebSockets settings")]
+    [InlineData(new[] { "--Auth:ClockSkew=-00:01:00" }, "Auth: ClockSkew must be from 0 to 1 hour.")]
+    [InlineData(new[] { "--Storage:Sqlite:ExpirySweepInterval=00:00:00" }, "ExpirySweepInterval ('00:00:00') must be greater than or equal to '00:00:00.0100000'.")]
     public async Task A_misconfigured_setting_is_one_line_and_exits_1(string[] args, string expected)
     {
         var (code, output, error) = await RunAsync([.. args, "--data", ServerProcess.TempDirectory(), "--urls", $"http://127.0.0.1:{ServerProcess.FreePort()}"]);

@@ -15,7 +15,7 @@ public sealed class AccessOptions
     /// <summary>The required <c>aud</c> claim, if any.</summary>
     public string? Audience { get; set; }
 
-    /// <summary>Allowed clock difference when checking <c>exp</c> and <c>nbf</c>. Default 30 seconds.</summary>
+    /// <summary>Allowed clock difference when checking <c>exp</c> and <c>nbf</c>. Default 30 seconds; from 0 to 1 hour.</summary>
     public TimeSpan ClockSkew { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>

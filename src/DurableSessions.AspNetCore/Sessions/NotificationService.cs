@@ -29,6 +29,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
     private static readonly TimeSpan AttemptTimeout = TimeSpan.FromSeconds(10);
 
     private readonly StreamStore _store;
+    private readonly TimeProvider _time;
     private readonly SessionService _sessions;
     private readonly PresenceService _presence;
     private readonly SessionServiceOptions _options;
@@ -49,6 +50,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
 
     public NotificationService(StreamStore store, SessionService sessions, PresenceService presence, IOptions<SessionServiceOptions> options, IOptions<SubscriptionOptions> webhookPolicy, Outbound.WebhookSender sender, ILogger<NotificationService> logger)
     {
+        _time = store.TimeProvider;
         _store = store;
         _sessions = sessions;
         _presence = presence;
@@ -145,7 +147,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
                 ["agent"] = run["agent"]?.DeepClone(),
                 ["messageId"] = run["messageId"]?.DeepClone(),
                 ["offset"] = StreamOffset.Format(change.Chunk.End),
-                ["timestamp"] = DateTimeOffset.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture),
+                ["timestamp"] = _time.GetUtcNow().ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture),
             };
             // The operator's own notification URL is not bounded per receiver: every notification may go there.
             var destination = SessionJson.Text(session, "notifyUrl") is null ? null : HostOf(url);
@@ -255,7 +257,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
             var headers = new List<KeyValuePair<string, string>>(2) { new("DurableSessions-Notification-Id", id) };
             if (_options.NotificationSecret is { Length: > 0 } secret)
             {
-                headers.Add(new("DurableSessions-Signature", Sign(secret, DateTimeOffset.UtcNow.ToUnixTimeSeconds(), body)));
+                headers.Add(new("DurableSessions-Signature", Sign(secret, _time.GetUtcNow().ToUnixTimeSeconds(), body)));
             }
 
             // A slot is held for each POST, not while waiting to retry: a receiver that is down does not keep slots idle.
@@ -285,17 +287,22 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
             }
 
             Log.AttemptFailed(_logger, id, attempt, outcome.Status, outcome.Failure);
+            if (attempt == _options.NotificationAttempts)
+            {
+                // The last attempt: nothing to wait for, and the notification's place among those held is freed now.
+                break;
+            }
 
             try
             {
-                await Task.Delay(delay, _stopping.Token).ConfigureAwait(false);
+                await Task.Delay(delay, _time, _stopping.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {
                 return;
             }
 
-            delay *= 2;
+            delay = delay * 2 < SessionServiceOptions.MaxNotificationRetryDelay ? delay * 2 : SessionServiceOptions.MaxNotificationRetryDelay;
         }
 
         Telemetry.NotificationsFailed.Add(1);

@@ -3,10 +3,16 @@ namespace DurableSessions.AspNetCore.Sessions;
 /// <summary>Settings of the session services. Bound from the <c>Sessions</c> configuration section.</summary>
 public sealed class SessionServiceOptions
 {
-    /// <summary>How long a participant stays present without a heartbeat before it is marked left. Default 30 seconds.</summary>
+    /// <summary>The longest wait between two attempts of a notification, however many came before.</summary>
+    internal static readonly TimeSpan MaxNotificationRetryDelay = TimeSpan.FromMinutes(1);
+
+    /// <summary>
+    /// How long a participant stays present without a heartbeat before it is marked left. Default 30 seconds; from 1
+    /// second to 1 day.
+    /// </summary>
     public TimeSpan PresenceTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
-    /// <summary>How often presence timeouts are checked. Default 1 second.</summary>
+    /// <summary>How often presence timeouts are checked. Default 1 second; from 10 ms to 1 day.</summary>
     public TimeSpan PresenceSweepInterval { get; set; } = TimeSpan.FromSeconds(1);
 
     /// <summary>
@@ -18,10 +24,13 @@ public sealed class SessionServiceOptions
     /// <summary>The HMAC-SHA256 key that signs notifications (header <c>DurableSessions-Signature</c>).</summary>
     public string? NotificationSecret { get; set; }
 
-    /// <summary>How many times a notification is attempted before it is dropped. Default 6.</summary>
+    /// <summary>How many times a notification is attempted before it is dropped. Default 6; from 1 to 20.</summary>
     public int NotificationAttempts { get; set; } = 6;
 
-    /// <summary>The delay before the first retry; doubled for each further one. Default 500 ms.</summary>
+    /// <summary>
+    /// The delay before the first retry; doubled for each further one, up to a minute. Default 500 ms; from 1 ms to 1
+    /// minute.
+    /// </summary>
     public TimeSpan NotificationRetryDelay { get; set; } = TimeSpan.FromMilliseconds(500);
 
     /// <summary>
@@ -47,19 +56,39 @@ public sealed class SessionServiceOptions
     /// <summary>The settings' problems, if any.</summary>
     public IEnumerable<string> Validate()
     {
+        if (PresenceTimeout < TimeSpan.FromSeconds(1) || PresenceTimeout > TimeSpan.FromDays(1))
+        {
+            yield return "PresenceTimeout must be from 1 second to 1 day.";
+        }
+
+        if (PresenceSweepInterval < TimeSpan.FromMilliseconds(10) || PresenceSweepInterval > TimeSpan.FromDays(1))
+        {
+            yield return "PresenceSweepInterval must be from 10 ms to 1 day.";
+        }
+
+        if (NotificationAttempts is < 1 or > 20)
+        {
+            yield return "NotificationAttempts must be from 1 to 20.";
+        }
+
+        if (NotificationRetryDelay < TimeSpan.FromMilliseconds(1) || NotificationRetryDelay > MaxNotificationRetryDelay)
+        {
+            yield return "NotificationRetryDelay must be from 1 ms to 1 minute.";
+        }
+
         if (MemoryIdleTimeout < TimeSpan.FromMilliseconds(1) || MemoryIdleTimeout > TimeSpan.FromDays(1))
         {
-            yield return "Sessions:MemoryIdleTimeout must be from 1 ms to 1 day.";
+            yield return "MemoryIdleTimeout must be from 1 ms to 1 day.";
         }
 
         if (MaxInMemory is < 1 or > 1_000_000)
         {
-            yield return "Sessions:MaxInMemory must be from 1 to 1000000.";
+            yield return "MaxInMemory must be from 1 to 1000000.";
         }
 
         if (MaxConcurrentNotifications is < 1 or > 10_000)
         {
-            yield return "Sessions:MaxConcurrentNotifications must be from 1 to 10000.";
+            yield return "MaxConcurrentNotifications must be from 1 to 10000.";
         }
     }
 }
