@@ -155,6 +155,9 @@ internal static class RedisStore
         => DurableSessions.Storage.Redis.RedisStoreBuilderExtensions.AddRedisStore(builder, section);
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    public static IEnumerable<string> SettingNames() => StartupChecks.Settings(typeof(DurableSessions.Storage.Redis.RedisStreamStoreOptions));
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
     public static Task ConnectAsync(StreamStore store)
         => store is DurableSessions.Storage.Redis.RedisStreamStore redis ? redis.ConnectAsync(CancellationToken.None) : Task.CompletedTask;
 }

@@ -22,7 +22,8 @@ internal static class StartupChecks
                 ? $"{key} is '{value}'; use one of: {string.Join(", ", values)}."
                 : null;
 
-        var problem = OneOf(configuration, "Storage:Store", "sqlite", "redis")
+        var problem = UnknownSetting(configuration)
+            ?? OneOf(configuration, "Storage:Store", "sqlite", "redis")
             ?? OneOf(configuration, "Storage:Sqlite:Durability", "Fsync", "Relaxed");
         if (problem is not null || !configuration.GetValue("Agent:Enabled", true))
         {
@@ -51,6 +52,50 @@ internal static class StartupChecks
 
         return problem;
     }
+
+    /// <summary>
+    /// A key in one of the server's own sections that no setting has (a typo in <c>--Agent:TokensPerSecnd</c>, an
+    /// environment variable or <c>appsettings.json</c>), or null. Without this check it would be ignored without a word.
+    /// Only each section's own keys are checked; the values under a dictionary setting (<c>Auth:ScopeGrants</c>) are free.
+    /// </summary>
+    public static string? UnknownSetting(IConfiguration configuration)
+    {
+        var sections = new List<(string Section, IEnumerable<string> Keys)>
+        {
+            ("DurableStreams", Settings(typeof(DurableSessions.AspNetCore.DurableStreamsOptions))),
+            ("Subscriptions", Settings(typeof(DurableSessions.AspNetCore.Subscriptions.SubscriptionOptions))),
+            ("Sessions", Settings(typeof(DurableSessions.AspNetCore.Sessions.SessionServiceOptions))),
+            ("Auth", Settings(typeof(DurableSessions.AspNetCore.Auth.AccessOptions))),
+            ("Agents", Settings(typeof(DurableSessions.AspNetCore.Agents.AgentTurnOptions))),
+            ("WebSockets", Settings(typeof(DurableSessions.AspNetCore.WebSockets.StreamSocketOptions))),
+            ("Limits", Settings(typeof(DurableSessions.AspNetCore.Connections.ConnectionLimitOptions))),
+            ("Agent", Settings(typeof(EmbeddedAgentOptions))),
+            ("Storage", ["Store", "Sqlite", "Redis"]),
+            ("Storage:Sqlite", Settings(typeof(DurableSessions.Storage.Sqlite.SqliteStreamStoreOptions))),
+            ("Telemetry", ["Prometheus"]),
+        };
+        if (string.Equals(configuration["Storage:Store"], "redis", StringComparison.OrdinalIgnoreCase))
+        {
+            sections.Add(("Storage:Redis", RedisStore.SettingNames()));
+        }
+
+        foreach (var (section, keys) in sections)
+        {
+            var known = new HashSet<string>(keys, StringComparer.OrdinalIgnoreCase);
+            if (configuration.GetSection(section).GetChildren().FirstOrDefault(child => !known.Contains(child.Key)) is { } unknown)
+            {
+                return $"{section}:{unknown.Key} is not a setting; {section} has: {string.Join(", ", known.Order(StringComparer.Ordinal))}.";
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>The names configuration binds on <paramref name="options"/>: its public properties that can be set.</summary>
+    public static IEnumerable<string> Settings([System.Diagnostics.CodeAnalysis.DynamicallyAccessedMembers(System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.PublicProperties)] Type options)
+        => options.GetProperties(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Instance)
+            .Where(p => p.SetMethod is { IsPublic: true })
+            .Select(p => p.Name);
 
     /// <summary>A listen address another process already holds (checked by binding it for a moment), or null.</summary>
     public static string? Ports(string urls)
