@@ -441,7 +441,7 @@ public static class SessionEventRules
 }
 
 /// <summary>Reads session event fields without throwing on values of an unexpected kind.</summary>
-public static class SessionJson
+internal static class SessionJson
 {
     /// <summary>The string value of <paramref name="node"/>, or null when it is absent or not a string.</summary>
     public static string? Text(JsonNode? node)

@@ -380,7 +380,7 @@ public static class SessionRules
     }
 
     private static SessionEventRejection? CheckRunFence(SessionState state, string? runId)
-        => runId is not null && IsFenced(SessionJson.Text(state.Get(SessionEventTypes.Run, runId), "status"))
+        => runId is not null && IsFenced(SessionJson.Text(state.Peek(SessionEventTypes.Run, runId), "status"))
             ? new SessionEventRejection(409, SessionRejection.RunCancelled, $"Run {runId} was cancelled; nothing more is accepted for it.")
             : null;
 

@@ -43,10 +43,10 @@ public sealed class SessionState
     /// <summary>The number of entities in the state.</summary>
     public int Count => _entities.Count;
 
-    /// <summary>Returns an entity's value, or null.</summary>
+    /// <summary>Returns a copy of an entity's value as of this call, or null.</summary>
     /// <remarks>
-    /// The value is the state's own, as of this call: text streamed into a message afterwards is written into it on the
-    /// message's next read, not as each delta is applied.
+    /// A copy: changing it changes nothing in the state (nor in its typed views). Text streamed into a message later is
+    /// in the value a later call returns.
     /// </remarks>
     public JsonObject? Get(string type, string key)
     {
@@ -55,7 +55,7 @@ public sealed class SessionState
             WritePendingText(key);
         }
 
-        return _entities.GetValueOrDefault((type, key));
+        return _entities.GetValueOrDefault((type, key))?.DeepClone().AsObject();
     }
 
     /// <summary>
@@ -64,7 +64,7 @@ public sealed class SessionState
     /// </summary>
     internal JsonObject? Peek(string type, string key) => _entities.GetValueOrDefault((type, key));
 
-    /// <summary>All entities of one type, in order of first insertion; as of the enumeration's start, as <see cref="Get"/>.</summary>
+    /// <summary>Copies of all entities of one type, in order of first insertion, as <see cref="Get"/> returns them.</summary>
     public IEnumerable<JsonObject> All(string type)
     {
         if (type == SessionEventTypes.Message)
@@ -76,7 +76,7 @@ public sealed class SessionState
         {
             if (id.Type == type && _entities.TryGetValue(id, out var value))
             {
-                yield return value;
+                yield return value.DeepClone().AsObject();
             }
         }
     }

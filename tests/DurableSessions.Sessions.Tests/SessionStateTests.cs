@@ -36,6 +36,30 @@ public sealed class SessionStateTests
     }
 
     [Fact]
+    public void Values_read_from_the_state_are_copies_that_cannot_change_it()
+    {
+        var state = new SessionState();
+        state.Apply(Change("message", "m1", "insert", new JsonObject { ["id"] = "m1", ["role"] = "assistant", ["status"] = "streaming", ["parts"] = new JsonArray() }));
+        state.Apply(Delta("m1", 0, "Hello"));
+
+        var read = state.Get("message", "m1")!;
+        read["status"] = "complete";
+        read["parts"]![0]!["text"] = "forged";
+        foreach (var message in state.All("message"))
+        {
+            message["role"] = "system";
+        }
+
+        Assert.Equal("streaming", state.Get("message", "m1")!["status"]!.GetValue<string>());
+        Assert.Equal("assistant", state.All("message").Single()["role"]!.GetValue<string>());
+        var typed = state.GetMessage("m1")!;
+        Assert.Equal(MessageStatus.Streaming, typed.Status);
+        Assert.Equal("Hello", typed.Text);
+        Assert.Contains("Hello", state.ToSnapshot().ToJsonString(), StringComparison.Ordinal);
+        Assert.DoesNotContain("forged", state.ToSnapshot().ToJsonString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void A_value_built_in_memory_that_json_text_cannot_hold_is_kept_as_it_is()
     {
         var state = new SessionState();

@@ -111,7 +111,7 @@ internal sealed partial class SessionService : IDisposable
         JsonObject? settings = null;
         await UnderLockAsync(sessionId, session =>
         {
-            settings = session.State.Get(SessionEventTypes.Session, "session")?.DeepClone() as JsonObject;
+            settings = session.State.Get(SessionEventTypes.Session, "session");
             return Task.FromResult(SessionOperationResult.Ok(sessionId, session.State.Position));
         }, cancellationToken).ConfigureAwait(false);
         return settings;
