@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 using System.Security.Cryptography;
 using DurableSessions.Client;
 using Microsoft.Extensions.Logging;
@@ -33,6 +32,9 @@ public sealed class SessionAgentHostOptions
 
     /// <summary>How long one claim request waits on the server for a turn to come. Default 20 seconds.</summary>
     public TimeSpan ClaimWait { get; set; } = TimeSpan.FromSeconds(20);
+
+    /// <summary>The clock of the lease's heartbeats and deadlines, and of the pause after a refused claim. Default the system's.</summary>
+    public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 }
 
 /// <summary>
@@ -119,7 +121,7 @@ public sealed partial class SessionAgentHost
                 {
                     // Refused (a token without the grant, say): said once per attempt, tried again after a pause.
                     Log.ClaimRefused(_logger, _turns.AgentId, ex.Code, ex);
-                    await Task.Delay(TimeSpan.FromSeconds(5), cancellationToken).ConfigureAwait(false);
+                    await Task.Delay(TimeSpan.FromSeconds(5), _options.TimeProvider, cancellationToken).ConfigureAwait(false);
                     continue;
                 }
 
@@ -241,15 +243,16 @@ public sealed partial class SessionAgentHost
             {
                 // Each renewal must land before the lease it renews runs out: past that the turn may be another
                 // worker's, so a heartbeat the server refuses, or one still retrying when the lease ends, stops the run.
-                var renewed = Stopwatch.GetTimestamp();
+                var time = _options.TimeProvider;
+                var renewed = time.GetTimestamp();
                 try
                 {
                     while (true)
                     {
-                        await Task.Delay(turn.LeaseTtl / 3, lease.Token).ConfigureAwait(false);
-                        var attempt = Stopwatch.GetTimestamp();
-                        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(lease.Token);
-                        deadline.CancelAfter(Max(turn.LeaseTtl - Stopwatch.GetElapsedTime(renewed), TimeSpan.Zero));
+                        await Task.Delay(turn.LeaseTtl / 3, time, lease.Token).ConfigureAwait(false);
+                        var attempt = time.GetTimestamp();
+                        using var leaseEnds = new CancellationTokenSource(Max(turn.LeaseTtl - time.GetElapsedTime(renewed), TimeSpan.Zero), time);
+                        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(lease.Token, leaseEnds.Token);
                         bool held;
                         try
                         {

@@ -190,12 +190,16 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
         try
         {
-            var events = new KeepAliveFeed(
-                _feed.ReadAsync(SessionService.StreamPath(chatId), from, deadline.Token), writer, deadline, streamOptions.Value.SseKeepAliveInterval);
-            await using var eventsScope = events.ConfigureAwait(false);
-            while (await events.MoveNextAsync().ConfigureAwait(false))
+            await foreach (var (e, _) in _feed.ReadAsync(SessionService.StreamPath(chatId), from, streamOptions.Value.SseKeepAliveInterval, deadline.Token).ConfigureAwait(false))
             {
-                var (e, _) = events.Current;
+                if (e is null)
+                {
+                    // Nothing for the keep-alive interval (a human yet to answer, an agent yet to start): a comment, or
+                    // proxies would cut the idle stream. The UI message stream's parser skips comments.
+                    await writer.CommentAsync().ConfigureAwait(false);
+                    continue;
+                }
+
                 var type = SessionJson.Text(e, "type");
                 var value = e["value"] as JsonObject;
                 if (runId is null && human is not null && type == SessionEventTypes.Message && value is not null
@@ -269,51 +273,6 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
             lifetime.ApplicationStopping.IsCancellationRequested ? "The server is restarting; resume the stream to continue the reply."
             : runId is null && human is null ? "No agent started a reply to this message."
             : "The chat was deleted.").ConfigureAwait(false);
-    }
-
-    /// <summary>
-    /// A session's events for one reply stream, with a comment written whenever none has come for the keep-alive
-    /// interval: while nothing happens (a human yet to answer, an agent yet to start), proxies would otherwise cut the idle
-    /// stream. The UI message stream's parser skips comments.
-    /// </summary>
-    private sealed class KeepAliveFeed(IAsyncEnumerable<(JsonObject Event, long Position)> feed, ChunkWriter writer, CancellationTokenSource deadline, TimeSpan interval) : IAsyncDisposable
-    {
-        private readonly IAsyncEnumerator<(JsonObject Event, long Position)> _events = feed.GetAsyncEnumerator(deadline.Token);
-        private Task? _keepAlive;
-        private Task<bool>? _next;
-
-        public (JsonObject Event, long Position) Current => _events.Current;
-
-        public async Task<bool> MoveNextAsync()
-        {
-            _next = _events.MoveNextAsync().AsTask();
-            while (!_next.IsCompleted && !deadline.IsCancellationRequested)
-            {
-                _keepAlive ??= Task.Delay(interval, deadline.Token);
-                if (await Task.WhenAny(_next, _keepAlive).ConfigureAwait(false) == _keepAlive)
-                {
-                    _keepAlive = null;
-                    if (!deadline.IsCancellationRequested)
-                    {
-                        await writer.CommentAsync().ConfigureAwait(false);
-                    }
-                }
-            }
-
-            return await _next.ConfigureAwait(false);
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            if (_next is { IsCompleted: false })
-            {
-                // An iterator cannot be disposed in the middle of a move: end the feed and let the move finish first.
-                await deadline.CancelAsync().ConfigureAwait(false);
-                await ((Task)_next).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-            }
-
-            await _events.DisposeAsync().ConfigureAwait(false);
-        }
     }
 
     /// <summary>Writes UI message stream chunks; fields that would be null are omitted (the client validates strictly).</summary>

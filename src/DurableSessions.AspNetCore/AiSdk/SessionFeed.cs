@@ -7,8 +7,11 @@ namespace DurableSessions.AspNetCore.AiSdk;
 /// <summary>Reads a session's events in-process from a position and follows them live (a <see cref="StreamFollower"/>).</summary>
 internal sealed class SessionFeed(StreamStore store)
 {
-    /// <summary>Yields each event with the position after it, until cancelled or the stream is deleted or closed.</summary>
-    public async IAsyncEnumerable<(JsonObject Event, long Position)> ReadAsync(string path, long from, [EnumeratorCancellation] CancellationToken cancellationToken)
+    /// <summary>
+    /// Yields each event with the position after it, until cancelled or the stream is deleted or closed; and, once
+    /// caught up, a null event whenever nothing came for <paramref name="idle"/>.
+    /// </summary>
+    public async IAsyncEnumerable<(JsonObject? Event, long Position)> ReadAsync(string path, long from, TimeSpan idle, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         StreamLookup lookup;
         try
@@ -26,7 +29,7 @@ internal sealed class SessionFeed(StreamStore store)
         }
 
         using var reader = Telemetry.Reader("ai-sdk");
-        var follow = new StreamFollower(store, stream).FollowAsync(from, cancellationToken).GetAsyncEnumerator(cancellationToken);
+        var follow = new StreamFollower(store, stream, new StreamFollowOptions { IdleTimeout = idle }).FollowAsync(from, cancellationToken).GetAsyncEnumerator(cancellationToken);
         await using var followScope = follow.ConfigureAwait(false);
         while (true)
         {
@@ -60,10 +63,14 @@ internal sealed class SessionFeed(StreamStore store)
                     yield return e;
                 }
             }
+            else if (item.Kind == StreamFollowKind.Idle)
+            {
+                yield return (null, item.Position);
+            }
         }
     }
 
-    private static IEnumerable<(JsonObject Event, long Position)> Events(StreamChunk chunk)
+    private static IEnumerable<(JsonObject? Event, long Position)> Events(StreamChunk chunk)
     {
         // Unreadable events (stored before events were validated) are skipped, never thrown.
         var events = DurableSessions.Sessions.SessionState.ParseEvents(chunk.Data.Span);

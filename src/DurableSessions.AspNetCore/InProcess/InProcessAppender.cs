@@ -15,7 +15,6 @@ namespace DurableSessions.AspNetCore.InProcess;
 public sealed class InProcessAppender : IAsyncDisposable
 {
     private const string JsonContentType = "application/json";
-    private const int MaxProducerIdLength = 256;
 
     private readonly AsyncServiceScope _scope;
     private readonly StreamRequestHandler _streams;
@@ -108,7 +107,7 @@ public sealed class InProcessAppender : IAsyncDisposable
             return new InProcessAppendResult(413, null, "PAYLOAD_TOO_LARGE", $"The body exceeds the limit of {_options.MaxAppendBytes} bytes.");
         }
 
-        return producerId.Length is 0 or > MaxProducerIdLength || epoch is < 0 or > ProtocolParsing.MaxSafeInteger || seq is < 0 or > ProtocolParsing.MaxSafeInteger
+        return producerId.Length is 0 or > ProtocolParsing.MaxProducerIdLength || epoch is < 0 or > ProtocolParsing.MaxSafeInteger || seq is < 0 or > ProtocolParsing.MaxSafeInteger
             ? new InProcessAppendResult(400, null, "INVALID_PRODUCER", "The producer id must be 1 to 256 characters, and its epoch and sequence number whole numbers from 0 to 2^53-1.")
             : null;
     }

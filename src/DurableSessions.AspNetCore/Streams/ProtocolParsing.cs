@@ -8,6 +8,9 @@ internal static class ProtocolParsing
     /// <summary>The largest integer JavaScript clients can represent exactly (2^53 - 1).</summary>
     public const long MaxSafeInteger = 9_007_199_254_740_991;
 
+    /// <summary>The longest producer id an append may carry, over every transport (HTTP, WebSocket, in process).</summary>
+    public const int MaxProducerIdLength = 256;
+
     private static readonly string[] Rfc3339Formats =
     [
         "yyyy-MM-dd'T'HH:mm:ssK",

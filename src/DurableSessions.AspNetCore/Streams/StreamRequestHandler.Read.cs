@@ -36,9 +36,9 @@ internal sealed partial class StreamRequestHandler
         }
 
         var skipProgressOf = skipProgressValues.Count == 0 ? null : skipProgressValues.ToString();
-        if (skipProgressOf is { Length: 0 or > MaxProducerIdLength })
+        if (skipProgressOf is { Length: 0 or > ProtocolParsing.MaxProducerIdLength })
         {
-            await Problem.Write(context, 400, "INVALID_QUERY", $"{SkipProgressOfParameter} must be a producer id prefix of 1 to {MaxProducerIdLength} characters.").ConfigureAwait(false);
+            await Problem.Write(context, 400, "INVALID_QUERY", $"{SkipProgressOfParameter} must be a producer id prefix of 1 to {ProtocolParsing.MaxProducerIdLength} characters.").ConfigureAwait(false);
             return;
         }
 

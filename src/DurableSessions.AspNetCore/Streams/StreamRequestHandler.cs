@@ -22,7 +22,6 @@ internal sealed partial class StreamRequestHandler
     /// </summary>
     public const string SkipProgressOfParameter = "skip-progress-of";
 
-    private const int MaxProducerIdLength = 256;
 
     private readonly StreamStore _store;
     private readonly IStreamAppendPolicy[] _policies;
@@ -323,7 +322,7 @@ internal sealed partial class StreamRequestHandler
         if (producerHeaders == 3)
         {
             var id = producerIdHeader.ToString();
-            if (producerIdHeader.Count > 1 || string.IsNullOrEmpty(id) || id.Length > MaxProducerIdLength)
+            if (producerIdHeader.Count > 1 || string.IsNullOrEmpty(id) || id.Length > ProtocolParsing.MaxProducerIdLength)
             {
                 await Problem.Write(context, 400, "INVALID_PRODUCER_ID", "Producer-Id must be a non-empty string of at most 256 characters.").ConfigureAwait(false);
                 return;

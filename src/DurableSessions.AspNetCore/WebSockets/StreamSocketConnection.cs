@@ -454,7 +454,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
         if (root.TryGetProperty("producer", out var producerElement))
         {
             if (producerElement.ValueKind != JsonValueKind.Object
-                || OptionalString(producerElement, "id") is not { Length: > 0 and <= 256 } producerId
+                || OptionalString(producerElement, "id") is not { Length: > 0 and <= ProtocolParsing.MaxProducerIdLength } producerId
                 || !TryReadProducerInteger(producerElement, "epoch", out var epoch)
                 || !TryReadProducerInteger(producerElement, "seq", out var producerSeq))
             {
