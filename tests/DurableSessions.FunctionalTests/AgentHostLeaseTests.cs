@@ -41,7 +41,7 @@ public sealed class AgentHostLeaseTests
         refusals.Refuse = false;
 
         // Once the lease has run out the turn is claimed again: the cut run is marked and one complete answer follows.
-        var state = await StateAsync(user, s => s.Runs.Any(r => r.Status == RunStatus.Finished));
+        var state = await SessionWaits.StateAsync(user, "s", s => s.Runs.Any(r => r.Status == RunStatus.Finished), TimeSpan.FromSeconds(60));
         var runs = state.Runs;
         Assert.Single(runs, r => r.Status == RunStatus.Finished);
         Assert.All(runs.Where(r => r.Status != RunStatus.Finished), r => Assert.Equal(RunStatus.Interrupted, r.Status));
@@ -51,20 +51,6 @@ public sealed class AgentHostLeaseTests
         await stop.CancelAsync();
         await running;
         Assert.DoesNotContain(426, log.EventIds);
-    }
-
-    private static async Task<SessionState> StateAsync(DurableSessionsClient client, Func<SessionState, bool> condition)
-    {
-        using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        await foreach (var update in client.Session("s").JoinAsync(cancel.Token))
-        {
-            if (update.UpToDate && condition(update.State))
-            {
-                return update.State;
-            }
-        }
-
-        throw new InvalidOperationException("session ended");
     }
 
     /// <summary>Answers a turn's heartbeats (an ack that is not done) 403 while armed; passes everything else on.</summary>

@@ -32,7 +32,7 @@ public sealed class PresenceSweepFailureTests
         using var bob = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = "client:bob" });
         await bob.Session("room").CreateAsync();
         await bob.Session("room").HeartbeatAsync();
-        Assert.Equal(PresenceStatus.Joined, (await StateAsync(bob, s => s.GetPresence("client:bob") is not null)).GetPresence("client:bob")!.Status);
+        Assert.Equal(PresenceStatus.Joined, (await SessionWaits.StateAsync(bob, "room", s => s.GetPresence("client:bob") is not null)).GetPresence("client:bob")!.Status);
 
         _clock.Advance(TimeSpan.FromSeconds(31));
         store.FailAppends = true;
@@ -41,24 +41,10 @@ public sealed class PresenceSweepFailureTests
         store.FailAppends = false;
 
         // Nothing was written, and the participant is still known: the next sweep marks it left.
-        Assert.Equal(PresenceStatus.Joined, (await StateAsync(bob, _ => true)).GetPresence("client:bob")!.Status);
+        Assert.Equal(PresenceStatus.Joined, (await SessionWaits.StateAsync(bob, "room", _ => true)).GetPresence("client:bob")!.Status);
         await presence.SweepAsync();
-        var state = await StateAsync(bob, s => s.GetPresence("client:bob")?.Status == PresenceStatus.Left);
+        var state = await SessionWaits.StateAsync(bob, "room", s => s.GetPresence("client:bob")?.Status == PresenceStatus.Left);
         Assert.Equal(PresenceStatus.Left, state.GetPresence("client:bob")!.Status);
-    }
-
-    private static async Task<SessionState> StateAsync(DurableSessionsClient client, Func<SessionState, bool> condition)
-    {
-        using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        await foreach (var update in client.Session("room").JoinAsync(cancel.Token))
-        {
-            if (update.UpToDate && condition(update.State))
-            {
-                return update.State;
-            }
-        }
-
-        throw new InvalidOperationException("session ended");
     }
 
     /// <summary>A store that fails every append while armed, and says it is shared when asked to.</summary>
