@@ -28,6 +28,9 @@ public sealed class AgentHostLeaseTests
         var agent = new SessionAgent(new DemoChatClient(tokensPerSecond: 20), client, new SessionAgentOptions { AgentId = Agent });
         var host = new SessionAgentHost(agent, client, Agent, new SessionAgentHostOptions { LeaseTtl = TimeSpan.FromMilliseconds(1500), FollowUpWait = TimeSpan.Zero }, log);
         using var stop = new CancellationTokenSource();
+
+        // Registered before the question: only a message posted after it is a turn of the agent.
+        await host.RegisterAsync();
         var running = host.RunAsync(stop.Token);
 
         refusals.Refuse = true;

@@ -65,7 +65,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         _time = store.TimeProvider;
         _options = options.Value;
         _logger = logger;
-        _section = new Coordination.SharedSection(store, TurnsCollection, SharedLockLease);
+        _section = new Coordination.SharedSection(store, TurnsCollection, SharedLockLease, logger);
         _expiry = _time.CreateTimer(_ => _ = ExpireLeasesAsync(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
 
         // Claims waiting on this node wake when any node writes a wake event (the store's fan-out spans nodes).

@@ -190,14 +190,19 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
         try
         {
-            await foreach (var (e, _) in _feed.ReadAsync(SessionService.StreamPath(chatId), from, streamOptions.Value.SseKeepAliveInterval, deadline.Token).ConfigureAwait(false))
+            var keepAlive = streamOptions.Value.SseKeepAliveInterval;
+            await foreach (var (e, _) in _feed.ReadAsync(SessionService.StreamPath(chatId), from, keepAlive, deadline.Token).ConfigureAwait(false))
             {
-                if (e is null)
+                if (e is null || writer.QuietFor(keepAlive))
                 {
-                    // Nothing for the keep-alive interval (a human yet to answer, an agent yet to start): a comment, or
-                    // proxies would cut the idle stream. The UI message stream's parser skips comments.
+                    // Nothing written for the keep-alive interval (a human yet to answer, an agent yet to start; or only
+                    // events this reply does not show): a comment, or proxies would cut the idle stream. The UI message
+                    // stream's parser skips comments.
                     await writer.CommentAsync().ConfigureAwait(false);
-                    continue;
+                    if (e is null)
+                    {
+                        continue;
+                    }
                 }
 
                 var type = SessionJson.Text(e, "type");
@@ -280,6 +285,7 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
     {
         private bool _textOpen;
         private bool _reasoningOpen;
+        private long _lastWrite = System.Diagnostics.Stopwatch.GetTimestamp();
 
         public async Task StartAsync(string? messageId)
         {
@@ -412,10 +418,14 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
             _ => "other",
         };
 
+        /// <summary>Whether nothing was written for at least <paramref name="interval"/>.</summary>
+        public bool QuietFor(TimeSpan interval) => System.Diagnostics.Stopwatch.GetElapsedTime(_lastWrite) >= interval;
+
         public async Task CommentAsync()
         {
             await response.WriteAsync(":\n\n").ConfigureAwait(false);
             await response.Body.FlushAsync().ConfigureAwait(false);
+            _lastWrite = System.Diagnostics.Stopwatch.GetTimestamp();
         }
 
         private async Task DoneAsync()
@@ -428,6 +438,7 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         {
             await response.WriteAsync("data: " + DurableJson.ToJsonString(chunk) + "\n\n", Encoding.UTF8).ConfigureAwait(false);
             await response.Body.FlushAsync().ConfigureAwait(false);
+            _lastWrite = System.Diagnostics.Stopwatch.GetTimestamp();
         }
     }
 }

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Microsoft.Extensions.Logging;
 
 namespace DurableSessions.AspNetCore.Coordination;
 
@@ -6,9 +7,12 @@ namespace DurableSessions.AspNetCore.Coordination;
 /// A critical section over state kept in the store's documents: this process's lock and, on a store that several nodes
 /// share, the store's lock every node takes, with the state read again on entry (another node may have changed it).
 /// </summary>
-internal sealed class SharedSection(StreamStore store, string name, TimeSpan lease) : IDisposable
+internal sealed partial class SharedSection(StreamStore store, string name, TimeSpan lease, ILogger logger) : IDisposable
 {
     private readonly SemaphoreSlim _lock = new(1, 1);
+    private readonly ILogger _logger = logger;
+    private readonly string _name = name;
+    private readonly TimeSpan _lease = lease;
 
     /// <summary>Enters; <paramref name="refresh"/> runs on entry when the store is shared. Dispose the result to leave.</summary>
     public async Task<ConfiguredAsyncDisposable> EnterAsync(Func<CancellationToken, Task> refresh, CancellationToken cancellationToken)
@@ -22,7 +26,7 @@ internal sealed class SharedSection(StreamStore store, string name, TimeSpan lea
         IAsyncDisposable? shared = null;
         try
         {
-            shared = await store.AcquireLockAsync(name, lease, cancellationToken).ConfigureAwait(false);
+            shared = await store.AcquireLockAsync(_name, _lease, cancellationToken).ConfigureAwait(false);
             await refresh(cancellationToken).ConfigureAwait(false);
             return new Held(this, shared).ConfigureAwait(false);
         }
@@ -61,15 +65,23 @@ internal sealed class SharedSection(StreamStore store, string name, TimeSpan lea
                     await shared.DisposeAsync().ConfigureAwait(false);
                 }
             }
-            catch (Exception)
+            catch (Exception ex)
             {
                 // What ran inside is done and saved: a store that cannot release the lock now must not turn that into
-                // a failed request (which a client would retry). The lock's lease ends it anyway.
+                // a failed request (which a client would retry). The lock's lease ends it anyway, and every node's next
+                // change here waits until then: said, so that wait has a cause in the log.
+                Log.ReleaseFailed(owner._logger, owner._name, owner._lease, ex);
             }
             finally
             {
                 owner._lock.Release();
             }
         }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(1310, LogLevel.Warning, "Releasing the shared lock {Name} failed; it ends with its lease ({Lease}), and changes under it wait until then")]
+        public static partial void ReleaseFailed(ILogger logger, string name, TimeSpan lease, Exception exception);
     }
 }

@@ -131,8 +131,11 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
 
     /// <summary>Marks every participant whose last heartbeat is older than the timeout as left.</summary>
     /// <remarks>
-    /// A participant is forgotten (dropped from memory, its shared document deleted) only once its <c>left</c> event is
-    /// written: when the store fails meanwhile it stays as it was, and the next sweep marks it left.
+    /// A participant is forgotten only once its <c>left</c> event is written: on one node it stays in memory, on a shared
+    /// store its document stays, until then, so when the store fails meanwhile the next sweep marks it left. On a shared
+    /// store a node also drops a participant of its own whose document another node's sweep deleted: the participant's
+    /// next heartbeat then announces it joined again, even if it beat on this node between that sweep's <c>left</c>
+    /// and its delete.
     /// </remarks>
     internal async Task SweepAsync()
     {
@@ -173,12 +176,15 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
                 foreach (var (participantId, participant) in participants)
                 {
                     // A beat that reached another node counts too.
-                    if (shared.GetValueOrDefault(sessionId)?.Find(p => p.Id == participantId) is { } seen && seen.LastSeen > participant.LastSeen)
+                    var seen = shared.GetValueOrDefault(sessionId)?.Find(p => p.Id == participantId);
+                    if (seen is not null && seen.LastSeen > participant.LastSeen)
                     {
                         participant.LastSeen = seen.LastSeen;
                     }
 
-                    if (now - participant.LastSeen >= _options.PresenceTimeout)
+                    // No document: a sweep marked the participant left and deleted it (a heartbeat writes its document
+                    // before it records the participant here). Forgotten here too, so its next beat joins it again.
+                    if (seen is null || now - participant.LastSeen >= _options.PresenceTimeout)
                     {
                         participants.TryRemove(new KeyValuePair<string, Participant>(participantId, participant));
                     }

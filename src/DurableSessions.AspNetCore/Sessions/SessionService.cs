@@ -370,8 +370,18 @@ internal sealed partial class SessionService : IDisposable
     /// </summary>
     public async Task<SessionOperationResult> CancelAsync(string sessionId, string runId, string by, string? controlId, CancellationToken cancellationToken)
     {
-        var result = await DecideAsync(sessionId, state => SessionRules.Cancel(state, runId, by, _events, controlId), cancellationToken).ConfigureAwait(false);
-        if (result.Status == 200)
+        var repeated = false;
+        var result = await DecideAsync(
+            sessionId,
+            state => SessionRules.Cancel(state, runId, by, _events, controlId),
+            cancellationToken,
+            nothingToAppend: (_, _) =>
+            {
+                // The same cancel again (a retry): acknowledged, but nothing was cancelled now.
+                repeated = true;
+                return Task.CompletedTask;
+            }).ConfigureAwait(false);
+        if (result.Status == 200 && !repeated)
         {
             Telemetry.Cancels.Add(1);
             Log.Cancelled(_logger, sessionId, runId, StreamOffset.Format(result.Offset));

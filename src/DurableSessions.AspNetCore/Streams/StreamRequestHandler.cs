@@ -22,7 +22,6 @@ internal sealed partial class StreamRequestHandler
     /// </summary>
     public const string SkipProgressOfParameter = "skip-progress-of";
 
-
     private readonly StreamStore _store;
     private readonly IStreamAppendPolicy[] _policies;
     private readonly DurableStreamsOptions _options;

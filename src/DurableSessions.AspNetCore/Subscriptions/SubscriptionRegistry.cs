@@ -33,10 +33,10 @@ internal sealed class SubscriptionRegistry : IDisposable
     private WebhookSigningKeys? _keys;
     private string? _loadedVersion;
 
-    public SubscriptionRegistry(StreamStore store, WakeScheduler scheduler)
+    public SubscriptionRegistry(StreamStore store, WakeScheduler scheduler, Microsoft.Extensions.Logging.ILogger<SubscriptionRegistry> logger)
     {
         _store = store;
-        _section = new Coordination.SharedSection(store, Collection, SharedLockLease);
+        _section = new Coordination.SharedSection(store, Collection, SharedLockLease, logger);
         _scheduler = scheduler;
     }
 
