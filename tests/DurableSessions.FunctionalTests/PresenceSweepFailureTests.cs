@@ -47,6 +47,38 @@ public sealed class PresenceSweepFailureTests
         Assert.Equal(PresenceStatus.Left, state.GetPresence("client:bob")!.Status);
     }
 
+    [Fact]
+    public async Task On_a_shared_store_a_participant_marked_left_elsewhere_while_it_beat_here_is_joined_again_by_its_next_beat()
+    {
+        FailingStore store = null!;
+        await using var server = await InProcessServer.StartAsync(_clock, services: services =>
+        {
+            services.Configure<SessionServiceOptions>(o => o.PresenceSweepInterval = TimeSpan.FromDays(1));
+            var original = services.Single(d => d.ServiceType == typeof(StreamStore));
+            services.Remove(original);
+            services.AddSingleton<StreamStore>(sp => store = new FailingStore((StreamStore)original.ImplementationFactory!(sp), shared: true));
+        });
+        var presence = server.Services.GetRequiredService<PresenceService>();
+        var sessions = server.Services.GetRequiredService<SessionService>();
+        using var bob = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = "client:bob" });
+        await bob.Session("room").CreateAsync();
+        await bob.Session("room").HeartbeatAsync();
+
+        // Another node's sweep: it writes bob's left event; bob beats here meanwhile (this node knows bob, so the beat
+        // only refreshes it); then that sweep deletes bob's document.
+        var events = new SessionEvents(_clock);
+        var left = await sessions.AppendUnlessAsync("room", _ => false, _ => [events.Presence("client:bob", ParticipantKind.Client, null, PresenceStatus.Left, _clock.GetUtcNow())], CancellationToken.None);
+        Assert.Equal(200, left.Status);
+        await bob.Session("room").HeartbeatAsync();
+        await store.DeleteDocumentAsync("presence:room", "client:bob");
+
+        // This node's sweep finds bob's document gone and forgets bob here: bob's next beat announces it joined again.
+        await presence.SweepAsync();
+        await bob.Session("room").HeartbeatAsync();
+        var state = await SessionWaits.StateAsync(bob, "room", s => s.GetPresence("client:bob")?.Status == PresenceStatus.Joined);
+        Assert.Equal(PresenceStatus.Joined, state.GetPresence("client:bob")!.Status);
+    }
+
     /// <summary>A store that fails every append while armed, and says it is shared when asked to.</summary>
     private sealed class FailingStore(StreamStore inner, bool shared) : DelegatingStore(inner)
     {
