@@ -212,6 +212,16 @@ export class DurableSessionsClient {
   }
 }
 
+/** Options of a message, cancel or steer. */
+export interface OperationOptions {
+  /**
+   * The message's or control's id: 1-128 letters, digits, `-`, `_` or `.`. Sent again with the same id after an error
+   * whose outcome is unknown (a dropped connection), the operation is answered as the first time and applied once.
+   * The server chooses one when it is left out.
+   */
+  id?: string
+}
+
 export class SessionClient {
   constructor(private readonly client: DurableSessionsClient, readonly id: string) {}
 
@@ -223,18 +233,24 @@ export class SessionClient {
    * Sends a message. Like `cancel`, `steer` and `heartbeat` it goes over the client's WebSocket when the client uses
    * one (the same endpoint, rules and answer as over HTTP), and over HTTP otherwise.
    */
-  async sendMessage(text: string, role: "user" | "assistant" = "user"): Promise<string> {
-    const body = { text, role, author: this.client.participantId }
+  async sendMessage(text: string, role: "user" | "assistant" = "user", options: OperationOptions = {}): Promise<string> {
+    const body = { text, role, author: this.client.participantId, ...(options.id === undefined ? {} : { id: options.id }) }
     return ((await this.client.operate("session.message", this.id, undefined, "messages", body)) as { messageId: string }).messageId
   }
 
-  /** Cancels a running run; the returned offset is the fence after which nothing more is accepted for it. */
-  async cancel(runId: string): Promise<{ controlId: string; offset: string }> {
-    return (await this.client.operate("session.cancel", this.id, runId, `runs/${runId}/cancel`, { by: this.client.participantId })) as { controlId: string; offset: string }
+  /**
+   * Cancels a running run; the returned offset is the fence after which nothing more is accepted for it. Sent again
+   * with the same `options.id`, it is acknowledged again even though the run has ended since.
+   */
+  async cancel(runId: string, options: OperationOptions = {}): Promise<{ controlId: string; offset: string }> {
+    const body = { by: this.client.participantId, ...(options.id === undefined ? {} : { id: options.id }) }
+    return (await this.client.operate("session.cancel", this.id, runId, `runs/${runId}/cancel`, body)) as { controlId: string; offset: string }
   }
 
-  async steer(runId: string, text: string): Promise<{ controlId: string; offset: string }> {
-    return (await this.client.operate("session.steer", this.id, runId, `runs/${runId}/steer`, { by: this.client.participantId, text })) as { controlId: string; offset: string }
+  /** Steers a running run with a new instruction; sent again with the same `options.id`, it steers once. */
+  async steer(runId: string, text: string, options: OperationOptions = {}): Promise<{ controlId: string; offset: string }> {
+    const body = { by: this.client.participantId, text, ...(options.id === undefined ? {} : { id: options.id }) }
+    return (await this.client.operate("session.steer", this.id, runId, `runs/${runId}/steer`, body)) as { controlId: string; offset: string }
   }
 
   async heartbeat(kind: "client" | "human" = "client", name?: string): Promise<number> {

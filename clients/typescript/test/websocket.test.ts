@@ -99,9 +99,16 @@ test("messages, steer, cancel and presence go over the WebSocket and answer as o
     expect(await session.heartbeat("client", "Socket tab")).toBeGreaterThan(0)
     const steer = await session.steer("r1", "shorter, please")
     expect(steer.offset).toMatch(/^\d+_\d+$/)
-    const cancel = await session.cancel("r1")
+    // With an id of its own, a control sent again (after an unknown outcome) is answered again and stored once.
+    expect((await session.steer("r1", "again, once", { id: "c-ts-1" })).controlId).toBe("c-ts-1")
+    expect((await session.steer("r1", "again, once", { id: "c-ts-1" })).controlId).toBe("c-ts-1")
+    await expect(session.steer("r1", "x", { id: "not ok" })).rejects.toMatchObject({ status: 400, code: "INVALID_CONTROL_ID" })
+    const cancel = await session.cancel("r1", { id: "c-ts-2" })
+    expect(cancel.controlId).toBe("c-ts-2")
     expect(cancel.offset).toMatch(/^\d+_\d+$/)
     expect(cancel.offset > steer.offset).toBe(true)
+    // The run has ended since; the same cancel is still acknowledged.
+    expect((await session.cancel("r1", { id: "c-ts-2" })).controlId).toBe("c-ts-2")
     // Refusals carry the endpoint's status and code, as over HTTP.
     await expect(session.cancel("no-such-run")).rejects.toMatchObject({ status: 409, code: "RUN_NOT_FOUND" })
     await expect(client.session("no-such-session-ws").sendMessage("anyone?")).rejects.toMatchObject({ status: 404 })
@@ -117,6 +124,7 @@ test("messages, steer, cancel and presence go over the WebSocket and answer as o
     expect(message.parts[0]!.text).toBe("Hello over the socket")
     expect(message.author).toBe("client:ts-ws")
     expect(snapshot.some((e) => e.type === "presence" && e.key === "client:ts-ws" && e.value?.status === "joined")).toBe(true)
+    expect(snapshot.filter((e) => e.type === "control").map((e) => e.key)).toEqual([steer.controlId, "c-ts-1", "c-ts-2"])
   } finally {
     client.close()
     globalThis.fetch = native.fetch
