@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Net;
 using System.Text;
 using DurableSessions.Agents;
@@ -24,9 +23,9 @@ public sealed class AgentHostLeaseTests
         using var http = new HttpClient(refusals) { BaseAddress = server.BaseAddress };
         using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = Agent }, http);
         using var user = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = "client:u" });
-        var log = new EventLog<SessionAgentHost>();
+        var log = new LogCapture();
         var agent = new SessionAgent(new DemoChatClient(tokensPerSecond: 20), client, new SessionAgentOptions { AgentId = Agent });
-        var host = new SessionAgentHost(agent, client, Agent, new SessionAgentHostOptions { LeaseTtl = TimeSpan.FromMilliseconds(1500), FollowUpWait = TimeSpan.Zero }, log);
+        var host = new SessionAgentHost(agent, client, Agent, new SessionAgentHostOptions { LeaseTtl = TimeSpan.FromMilliseconds(1500), FollowUpWait = TimeSpan.Zero }, log.For<SessionAgentHost>());
         using var stop = new CancellationTokenSource();
 
         // Registered before the question: only a message posted after it is a turn of the agent.
@@ -38,7 +37,7 @@ public sealed class AgentHostLeaseTests
         await user.Session("s").SendMessageAsync("Tell me about durable sessions");
 
         // The first heartbeat is refused: the host says so and gives the run up (event 422, the lease lost).
-        await log.Logged(422).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(await log.WaitFor(422, count: 1, TimeSpan.FromSeconds(30)));
         Assert.True(refusals.Refused > 0);
         Assert.Contains(425, log.EventIds);
         refusals.Refuse = false;
@@ -79,23 +78,5 @@ public sealed class AgentHostLeaseTests
 
             return await base.SendAsync(request, cancellationToken);
         }
-    }
-
-    /// <summary>Records the event ids a logger was given, and completes a wait for one.</summary>
-    private sealed class EventLog<T> : ILogger<T>
-    {
-        private readonly ConcurrentDictionary<int, TaskCompletionSource> _seen = new();
-
-        public IEnumerable<int> EventIds => _seen.Where(e => e.Value.Task.IsCompleted).Select(e => e.Key);
-
-        public Task Logged(int eventId) => _seen.GetOrAdd(eventId, _ => new(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
-
-        public IDisposable? BeginScope<TState>(TState state)
-            where TState : notnull => null;
-
-        public bool IsEnabled(LogLevel logLevel) => true;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-            => _seen.GetOrAdd(eventId.Id, _ => new(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
     }
 }

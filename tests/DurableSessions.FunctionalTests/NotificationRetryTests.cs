@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Text;
 using System.Text.Json.Nodes;
 using DurableSessions.Agents;
@@ -36,7 +35,7 @@ public sealed class NotificationRetryTests
         });
         await receiver.StartAsync();
 
-        var log = new NotificationLog();
+        var log = new LogCapture(category => category.EndsWith(nameof(NotificationService), StringComparison.Ordinal));
         await using var server = await InProcessServer.StartAsync(_clock, services: s =>
         {
             s.AddSingleton<ILoggerProvider>(log);
@@ -69,7 +68,7 @@ public sealed class NotificationRetryTests
     }
 
     /// <summary>Moves the server's clock a second at a time until the receiver has seen <paramref name="attempts"/>; the seconds it took.</summary>
-    private async Task<int> SecondsUntil(NotificationLog log, int attempts)
+    private async Task<int> SecondsUntil(LogCapture log, int attempts)
     {
         for (var seconds = 1; seconds <= 120; seconds++)
         {
@@ -81,47 +80,5 @@ public sealed class NotificationRetryTests
         }
 
         return int.MaxValue;
-    }
-
-    /// <summary>Counts the notification service's log events by id, and waits for a count of one.</summary>
-    private sealed class NotificationLog : ILoggerProvider, ILogger
-    {
-        private readonly ConcurrentDictionary<int, int> _counts = new();
-        private readonly SemaphoreSlim _logged = new(0);
-
-        public async Task<bool> WaitFor(int eventId, int count, TimeSpan timeout)
-        {
-            using var cancel = new CancellationTokenSource(timeout);
-            try
-            {
-                while (_counts.GetValueOrDefault(eventId) < count)
-                {
-                    await _logged.WaitAsync(cancel.Token);
-                }
-
-                return true;
-            }
-            catch (OperationCanceledException)
-            {
-                return _counts.GetValueOrDefault(eventId) >= count;
-            }
-        }
-
-        public ILogger CreateLogger(string categoryName) => categoryName.EndsWith(nameof(NotificationService), StringComparison.Ordinal) ? this : Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
-
-        public IDisposable? BeginScope<TState>(TState state)
-            where TState : notnull => null;
-
-        public bool IsEnabled(LogLevel logLevel) => true;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-        {
-            _counts.AddOrUpdate(eventId.Id, 1, (_, n) => n + 1);
-            _logged.Release();
-        }
-
-        public void Dispose()
-        {
-        }
     }
 }

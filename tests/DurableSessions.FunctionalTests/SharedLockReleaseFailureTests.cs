@@ -16,7 +16,7 @@ public sealed class SharedLockReleaseFailureTests
     public async Task A_change_saved_under_the_shared_lock_is_answered_as_saved_when_the_lock_cannot_be_released()
     {
         ReleaseFailingStore store = null!;
-        var log = new EventIds();
+        var log = new LogCapture();
         await using var server = await InProcessServer.StartAsync(services: services =>
         {
             services.AddSingleton<ILoggerProvider>(log);
@@ -42,7 +42,7 @@ public sealed class SharedLockReleaseFailureTests
 
         // Said in the log (every node's next change waits for the lock's lease), and both were saved: read back with the
         // lock released normally.
-        Assert.Contains(1310, log.Seen);
+        Assert.Contains(1310, log.EventIds);
         store.FailReleases = false;
         Assert.Equal(HttpStatusCode.OK, (await server.Client.GetAsync("/v1/agents/agent:a")).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await server.Client.GetAsync("/v1/stream/__ds/subscriptions/s1")).StatusCode);
@@ -73,25 +73,6 @@ public sealed class SharedLockReleaseFailureTests
                     throw new StreamStoreUnavailableException("The store dropped the connection (test).");
                 }
             }
-        }
-    }
-
-    /// <summary>The event ids logged, from every category.</summary>
-    private sealed class EventIds : ILoggerProvider, ILogger
-    {
-        public System.Collections.Concurrent.ConcurrentBag<int> Seen { get; } = [];
-
-        public ILogger CreateLogger(string categoryName) => this;
-
-        public IDisposable? BeginScope<TState>(TState state)
-            where TState : notnull => null;
-
-        public bool IsEnabled(LogLevel logLevel) => true;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) => Seen.Add(eventId.Id);
-
-        public void Dispose()
-        {
         }
     }
 }
