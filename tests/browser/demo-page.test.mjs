@@ -256,8 +256,12 @@ test("one page follows twelve sessions live over one WebSocket and shows each on
     })
     expect(response.status).toBe(201)
   }
+  const shown = async () => page.locator("#conversations li").evaluateAll((items) => Object.fromEntries(items.map((li) => [li.dataset.session, li.dataset.status])))
   const cancelled = ids[5]
   await until(async () => { const { run, text } = await stored(cancelled); return run?.status === "started" && text.length > 10 }, 20_000, "a reply to start")
+  // The reply is cancelled once the page shows it streaming: on a loaded machine the page may take a moment longer
+  // than the store, and a cancel in that moment would reach it together with the reply's start.
+  await until(async () => (await shown())[cancelled] === "streaming", 20_000, "the page to show that reply streaming")
   const { run } = await stored(cancelled)
   const cancel = await fetch(`${server.url}/v1/sessions/${cancelled}/runs/${run.id}/cancel`, {
     method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ by: "client:phone" }),
@@ -272,7 +276,6 @@ test("one page follows twelve sessions live over one WebSocket and shows each on
   const final = await expected()
   expect(final[5]).toBe("cancelled")
   expect(final.filter((s) => s === "done").length).toBe(11)
-  const shown = async () => page.locator("#conversations li").evaluateAll((items) => Object.fromEntries(items.map((li) => [li.dataset.session, li.dataset.status])))
   await until(async () => { const s = await shown(); return ids.every((id, i) => s[id] === final[i]) }, 10_000, "the list to show how each reply ended")
 
   const seen = await page.evaluate(() => window.seen)
