@@ -75,17 +75,29 @@ public sealed class MultiNodeTests : IAsyncLifetime
     private static DurableSessionsClient ClientOf(ServerProcess node, string participant)
         => new(DurableSessionsClientOptions.Default with { BaseAddress = node.BaseAddress, ParticipantId = participant });
 
-    /// <summary>Records whether the model's cancellation token fired.</summary>
+    /// <summary>
+    /// Records whether the model's cancellation token fired. A reply to a question that asks for a long answer does not
+    /// end by itself: it stays open after its text until it is cancelled, so a cancel always reaches a running reply,
+    /// however slowly a loaded machine carries it.
+    /// </summary>
     private sealed class WatchedChatClient(IChatClient inner) : DelegatingChatClient(inner)
     {
+        public const string EndlessQuestion = "Now write a long answer";
+
         public TaskCompletionSource TokenFired { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public override async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
         {
             using var registration = cancellationToken.Register(() => TokenFired.TrySetResult());
+            var endless = messages.LastOrDefault(m => m.Role == ChatRole.User)?.Text == EndlessQuestion;
             await foreach (var update in base.GetStreamingResponseAsync(messages, options, cancellationToken))
             {
                 yield return update;
+            }
+
+            if (endless)
+            {
+                await Task.Delay(System.Threading.Timeout.Infinite, cancellationToken);
             }
         }
     }
@@ -209,11 +221,11 @@ public sealed class MultiNodeTests : IAsyncLifetime
         Assert.Equal(DemoChatClient.ReplyTo([new ChatMessage(ChatRole.User, "What happens when a node dies?")]), text);
 
         // A cancel sent to C stops the agent that is attached through B.
-        await session.SendMessageAsync("Now write a long answer");
+        await session.SendMessageAsync(WatchedChatClient.EndlessQuestion);
         var running = await WaitForAsync(_c, "spread", s => Runs(s, "started").Any(r => Text(s, r).Length > 10));
         var runId = Runs(running, "started").Single()["id"]!.GetValue<string>();
         var ack = await session.CancelAsync(runId);
-        await chat.TokenFired.Task.WaitAsync(TimeSpan.FromSeconds(5));
+        await chat.TokenFired.Task.WaitAsync(Timeout);
         var cancelled = await WaitForAsync(_b, "spread", s => Runs(s, "cancelled").Any());
         Assert.Equal(runId, Runs(cancelled, "cancelled").Single()["id"]!.GetValue<string>());
 
