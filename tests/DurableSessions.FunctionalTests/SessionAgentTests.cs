@@ -33,8 +33,15 @@ public sealed class SessionAgentTests : IAsyncLifetime
     }
 
     /// <summary>Records every model call and whether its cancellation token fired.</summary>
-    private sealed class RecordingChatClient(IChatClient inner) : DelegatingChatClient(inner)
+    /// <summary>
+    /// Records the model's calls and whether its cancellation token fired. The first <paramref name="heldOpen"/> calls
+    /// stay open after their text until they are cancelled: a test that stops a reply from outside (cancel, steer,
+    /// handoff) then always reaches a running one, however slowly a loaded machine carries the stop.
+    /// </summary>
+    private sealed class RecordingChatClient(IChatClient inner, int heldOpen = 0) : DelegatingChatClient(inner)
     {
+        private int _calls;
+
         public ConcurrentQueue<List<ChatMessage>> Calls { get; } = new();
 
         public TaskCompletionSource TokenFired { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -42,10 +49,16 @@ public sealed class SessionAgentTests : IAsyncLifetime
         public override async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
         {
             Calls.Enqueue([.. messages]);
+            var holdOpen = Interlocked.Increment(ref _calls) <= heldOpen;
             using var registration = cancellationToken.Register(() => TokenFired.TrySetResult());
             await foreach (var update in base.GetStreamingResponseAsync(messages, options, cancellationToken))
             {
                 yield return update;
+            }
+
+            if (holdOpen)
+            {
+                await Task.Delay(System.Threading.Timeout.InfiniteTimeSpan, cancellationToken);
             }
         }
     }
@@ -284,7 +297,7 @@ public sealed class SessionAgentTests : IAsyncLifetime
     [Fact]
     public async Task A_cancel_from_another_client_fires_the_models_token_and_fences_the_run()
     {
-        var chat = new RecordingChatClient(new DemoChatClient(tokensPerSecond: 20));
+        var chat = new RecordingChatClient(new DemoChatClient(tokensPerSecond: 20), heldOpen: 1);
         var a = _client.Session("stop");
         await a.CreateAsync();
         _ = StartAgent(chat, "stop");
@@ -313,7 +326,7 @@ public sealed class SessionAgentTests : IAsyncLifetime
     [Fact]
     public async Task Steering_restarts_generation_with_the_new_instruction_in_the_same_reply()
     {
-        var chat = new RecordingChatClient(new DemoChatClient(tokensPerSecond: 20));
+        var chat = new RecordingChatClient(new DemoChatClient(tokensPerSecond: 20), heldOpen: 1);
         var session = _client.Session("steer");
         await session.CreateAsync();
         _ = StartAgent(chat, "steer");
@@ -441,7 +454,7 @@ public sealed class SessionAgentTests : IAsyncLifetime
         using var human = new DurableSessionsClient(_client.Options with { ParticipantId = "human:operator" });
         var user = _client.Session("handoff");
         await user.CreateAsync();
-        _ = StartAgent(new DemoChatClient(tokensPerSecond: 20), "handoff");
+        _ = StartAgent(new RecordingChatClient(new DemoChatClient(tokensPerSecond: 20), heldOpen: 1), "handoff");
         await user.SendMessageAsync("First question");
         await WaitFor("handoff", s => Runs(s, "started").Any());
 
@@ -471,7 +484,7 @@ public sealed class SessionAgentTests : IAsyncLifetime
         using var human = new DurableSessionsClient(_client.Options with { ParticipantId = "human:operator" });
         var user = _client.Session("pause");
         await user.CreateAsync(handoffPolicy: "pause");
-        _ = StartAgent(new DemoChatClient(tokensPerSecond: 20), "pause");
+        _ = StartAgent(new RecordingChatClient(new DemoChatClient(tokensPerSecond: 20), heldOpen: 1), "pause");
         var question = await user.SendMessageAsync("Explain offsets");
         await WaitFor("pause", s => Runs(s, "started").Any());
 

@@ -38,7 +38,7 @@ public sealed class TakeoverTests
     [Fact]
     public async Task A_reply_cut_by_killing_the_server_is_answered_again_after_restart()
     {
-        await using var server = await ServerProcess.StartAsync(null, "--Agent:Enabled=true", "--Agent:TokensPerSecond=15", $"--Agents:DefaultLeaseTtl=00:00:0{LeaseMs / 1000}");
+        await using var server = await ServerProcess.StartAsync(null, "--Agent:Enabled=true", "--Agent:TokensPerSecond=6", $"--Agents:DefaultLeaseTtl=00:00:0{LeaseMs / 1000}");
         using var client = new HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
         await AskAsync(client, "crash", "question crash");
         await WaitForAsync(client, "crash", s => s.Messages.Any(m => m.Role == MessageRole.Assistant && m.Text.Length > 20), "the reply to have started");
@@ -52,7 +52,7 @@ public sealed class TakeoverTests
     public async Task Replies_cut_by_stopping_the_server_are_given_back_without_a_failure_and_answered_after_restart()
     {
         const int sessions = 20;
-        await using var server = await ServerProcess.StartAsync(null, "--Agent:Enabled=true", "--Agent:TokensPerSecond=15", $"--Agents:DefaultLeaseTtl=00:00:0{LeaseMs / 1000}");
+        await using var server = await ServerProcess.StartAsync(null, "--Agent:Enabled=true", "--Agent:TokensPerSecond=6", $"--Agents:DefaultLeaseTtl=00:00:0{LeaseMs / 1000}");
         using var client = new HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
         for (var i = 0; i < sessions; i++)
         {
@@ -82,7 +82,7 @@ public sealed class TakeoverTests
     public async Task A_reply_cut_by_killing_one_redis_node_is_answered_by_the_agent_of_another()
     {
         await using var redis = await RedisServer.StartAsync();
-        string[] args = ["--store", "redis", "--redis", redis.Configuration, "--Agent:Enabled=true", "--Agent:TokensPerSecond=15", $"--Agents:DefaultLeaseTtl=00:00:0{LeaseMs / 1000}"];
+        string[] args = ["--store", "redis", "--redis", redis.Configuration, "--Agent:Enabled=true", "--Agent:TokensPerSecond=6", $"--Agents:DefaultLeaseTtl=00:00:0{LeaseMs / 1000}"];
         await using var a = await ServerProcess.StartAsync(null, args);
         await using var b = await ServerProcess.StartAsync(null, args);
         using var viaA = new HttpClient { BaseAddress = a.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
@@ -111,7 +111,7 @@ public sealed class TakeoverTests
 
     private static async Task KillAWorkerMidReplyAsync(ServerProcess[] nodes, int sessions)
     {
-        var workerArgs = new[] { "--MaxConcurrentRuns=" + sessions, "--TokensPerSecond=15", "--LeaseTtlMs=" + LeaseMs };
+        var workerArgs = new[] { "--MaxConcurrentRuns=" + sessions, "--TokensPerSecond=6", "--LeaseTtlMs=" + LeaseMs };
         await using var first = AgentWorkerProcess.Start(nodes[0].BaseAddress, "agent:w", workerArgs);
         await using var second = AgentWorkerProcess.Start(nodes[1].BaseAddress, "agent:w", workerArgs);
         using var client = new HttpClient { BaseAddress = nodes[0].BaseAddress, Timeout = TimeSpan.FromSeconds(30) };

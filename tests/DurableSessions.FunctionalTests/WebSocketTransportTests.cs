@@ -448,7 +448,7 @@ public sealed class WebSocketTransportTests
     {
         await using var server = await StartWithExactExpiryAsync();
         var tokens = server.Services.GetRequiredService<AccessTokens>();
-        var shortLived = tokens.Issue("brief", new Dictionary<string, Capability[]> { ["**"] = [Capability.Read] }, TimeSpan.FromSeconds(2));
+        var shortLived = tokens.Issue("brief", new Dictionary<string, Capability[]> { ["**"] = [Capability.Read] }, TimeSpan.FromSeconds(5));
         var socket = await SocketClient.ConnectAsync(server.BaseAddress, shortLived);
         await socket.DrainUntilClosedAsync();
         Assert.Equal((WebSocketCloseStatus)4401, socket.CloseStatus);
@@ -462,10 +462,10 @@ public sealed class WebSocketTransportTests
         var tokens = server.Services.GetRequiredService<AccessTokens>();
         var grants = new Dictionary<string, Capability[]> { ["**"] = [Capability.Read] };
         var socket = await SocketClient.ConnectAsync(server.BaseAddress, tokens.Issue("brief", grants, TimeSpan.FromMinutes(10)));
-        await socket.SendAsync(new JsonObject { ["op"] = "auth", ["id"] = "k", ["token"] = tokens.Issue("brief", grants, TimeSpan.FromSeconds(2)) });
+        await socket.SendAsync(new JsonObject { ["op"] = "auth", ["id"] = "k", ["token"] = tokens.Issue("brief", grants, TimeSpan.FromSeconds(5)) });
         Assert.Equal("ack", Type(await socket.NextAsync(m => m["id"]?.GetValue<string>() == "k")));
 
-        // The token in force now expires in two seconds, not ten minutes: that is when the connection closes.
+        // The token in force now expires in five seconds, not ten minutes: that is when the connection closes.
         await socket.DrainUntilClosedAsync(TimeSpan.FromSeconds(60));
         Assert.Equal((WebSocketCloseStatus)4401, socket.CloseStatus);
         await socket.DisposeAsync();

@@ -226,7 +226,7 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
             store.BeforeCreateScript = async () =>
             {
                 store.BeforeCreateScript = null;
-                await admin.GetDatabase().ExecuteAsync("CLIENT", "PAUSE", "2500", "WRITE");
+                await admin.GetDatabase().ExecuteAsync("CLIENT", "PAUSE", "10000", "WRITE");
             };
             await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => store.CreateAsync(new CreateStreamRequest { Path = "fork", ContentType = "text/plain", ForkedFrom = "source", ForkOffset = 5 }).AsTask());
             await admin.GetDatabase().ExecuteAsync("CLIENT", "UNPAUSE");
@@ -321,14 +321,14 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
             }
         }
 
-        // Redis holds writes for 2.5 s: the append's answer does not come within its timeout, so it is not acknowledged,
-        // and Redis runs it when the pause ends. (Long enough for the client's timeout, which it checks about once a
-        // second, to fire. A client that gives up on its connection during the pause takes the paused command with it,
+        // Redis holds writes until the append's answer has failed to come within its timeout, so it is not acknowledged,
+        // and Redis runs it when the pause is lifted. (The client checks its timeout about once a second; the pause's
+        // 10 s only bounds it on a slow machine, and it is lifted as soon as the append has failed. A client that gives up on its connection during the pause takes the paused command with it,
         // never run: then nothing was written, nothing is owed to the readers, and the attempt is made again.)
         var tail = 1L;
         for (var attempt = 0; attempt < 3 && tail == 1; attempt++)
         {
-            await admin.GetDatabase().ExecuteAsync("CLIENT", "PAUSE", "2500", "WRITE");
+            await admin.GetDatabase().ExecuteAsync("CLIENT", "PAUSE", "10000", "WRITE");
             await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => store.AppendAsync(new AppendRequest { Path = "lost", ContentType = "text/plain", Data = new StreamPayload("x"u8.ToArray(), 1) }).AsTask());
             await admin.GetDatabase().ExecuteAsync("CLIENT", "UNPAUSE");
             tail = await WaitForTailAsync(store, "lost", 2, TimeSpan.FromSeconds(6));
@@ -417,7 +417,7 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
             await store.CreateAsync(new CreateStreamRequest { Path = "lost-delete", ContentType = "text/plain" });
             await store.AppendAsync(new AppendRequest { Path = "lost-delete", ContentType = "text/plain", Data = new StreamPayload("a"u8.ToArray(), 1) });
             var held = (await store.GetAsync("lost-delete")).Stream!;
-            await admin.GetDatabase().ExecuteAsync("CLIENT", "PAUSE", "2500", "WRITE");
+            await admin.GetDatabase().ExecuteAsync("CLIENT", "PAUSE", "10000", "WRITE");
             await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => store.DeleteAsync("lost-delete").AsTask());
             await admin.GetDatabase().ExecuteAsync("CLIENT", "UNPAUSE");
             var until = DateTime.UtcNow.AddSeconds(6);

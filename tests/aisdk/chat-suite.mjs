@@ -11,8 +11,8 @@ const chatId = (name) => `${name}-${Date.now()}-${Math.floor(Math.random() * 1e6
 const textOf = (message) => message.parts.filter((p) => p.type === "text").map((p) => p.text).join("")
 
 // The stored reply, as every durable-sessions client sees it.
-async function storedReply(id) {
-  const res = await fetch(`${base}/v1/sessions/${id}`)
+async function storedReply(id, url = base) {
+  const res = await fetch(`${url}/v1/sessions/${id}`)
   const snapshot = await res.json()
   const runs = snapshot.filter((m) => m.type === "run").map((m) => m.value)
   const run = runs[runs.length - 1]
@@ -49,25 +49,6 @@ describe("AI SDK useChat protocol", () => {
     expect(stored.text.length).toBeGreaterThan(20)
   })
 
-  test("a reply aborted by the client is resumed by a new Chat exactly once", async () => {
-    const id = chatId("resume")
-    const first = newChat(id)
-    const sending = first.sendMessage({ text: "Tell me about offsets" })
-    await waitFor(async () => first.messages.some((m) => m.role === "assistant" && textOf(m).length > 0))
-    await first.stop() // aborts the fetch only; the reply keeps streaming on the server
-    await sending.catch(() => {})
-
-    const second = newChat(id)
-    await second.resumeStream()
-    expect(second.status).toBe("ready")
-    const assistant = second.messages.filter((m) => m.role === "assistant")
-    expect(assistant).toHaveLength(1)
-    await waitFor(async () => (await storedReply(id)).run.status === "finished")
-    const stored = await storedReply(id)
-    expect(assistant[0].id).toBe(stored.message.id)
-    expect(textOf(assistant[0])).toBe(stored.text)
-  })
-
   test("resuming with nothing streaming answers 204 and leaves the chat ready", async () => {
     const id = chatId("idle")
     const res = await fetch(`${base}/api/chat/${id}/stream`)
@@ -76,19 +57,6 @@ describe("AI SDK useChat protocol", () => {
     await chat.resumeStream()
     expect(chat.status).toBe("ready")
     expect(chat.messages).toHaveLength(0)
-  })
-
-  test("the stop endpoint cancels the run and a later resume gets 204", async () => {
-    const id = chatId("stop")
-    const chat = newChat(id)
-    const sending = chat.sendMessage({ text: "Write a long answer" })
-    await waitFor(async () => chat.messages.some((m) => m.role === "assistant" && textOf(m).length > 0))
-    const stop = await fetch(`${base}/api/chat/${id}/stop`, { method: "POST" })
-    expect(stop.status).toBe(200)
-    await sending
-    expect(chat.status).toBe("ready")
-    expect((await storedReply(id)).run.status).toBe("cancelled")
-    expect((await fetch(`${base}/api/chat/${id}/stream`)).status).toBe(204)
   })
 
   test("bad requests get a 4xx", async () => {
@@ -158,6 +126,50 @@ describe("AI SDK useChat protocol with an external agent", () => {
       ]),
     }
   }
+
+  // The replies below are written by the test, so each is still streaming when the client stops, resumes or cancels it.
+  test("a reply aborted by the client is resumed by a new Chat exactly once", async () => {
+    const id = chatId("resume")
+    const first = chatAt(id)
+    const sending = first.sendMessage({ text: "Tell me about offsets" })
+    const agent = await agentFor(id)
+    await agent.start()
+    await agent.tokens(5, 10)
+    await waitFor(async () => first.messages.some((m) => m.role === "assistant" && textOf(m).length > 0))
+    await first.stop() // aborts the fetch only; the reply keeps streaming on the server
+    await sending.catch(() => {})
+
+    const second = chatAt(id)
+    const resuming = second.resumeStream() // while the reply is still streaming
+    await agent.tokens(10, 10)
+    await agent.finish()
+    await resuming
+    expect(second.status).toBe("ready")
+    const assistant = second.messages.filter((m) => m.role === "assistant")
+    expect(assistant).toHaveLength(1)
+    const stored = await storedReply(id, server.url)
+    expect(stored.run.status).toBe("finished")
+    expect(assistant[0].id).toBe(stored.message.id)
+    expect(textOf(assistant[0])).toBe(agent.text())
+    expect(agent.text().split(" ").filter(Boolean)).toHaveLength(15)
+  })
+
+  test("the stop endpoint cancels the run, fences the agent's next write, and a later resume gets 204", async () => {
+    const id = chatId("stop")
+    const chat = chatAt(id)
+    const sending = chat.sendMessage({ text: "Write a long answer" })
+    const agent = await agentFor(id)
+    await agent.start()
+    await agent.tokens(5, 10)
+    await waitFor(async () => chat.messages.some((m) => m.role === "assistant" && textOf(m).length > 0))
+    const stop = await fetch(`${server.url}/api/chat/${id}/stop`, { method: "POST" })
+    expect(stop.status).toBe(200)
+    await sending
+    expect(chat.status).toBe("ready")
+    expect((await storedReply(id, server.url)).run.status).toBe("cancelled")
+    await expect(agent.tokens(1, 0)).rejects.toThrow(/append answered 409/)
+    expect((await fetch(`${server.url}/api/chat/${id}/stream`)).status).toBe(204)
+  })
 
   test("an agent error surfaces as status error", async () => {
     const id = chatId("agent-error")

@@ -13,8 +13,8 @@ let server
 let browser
 
 beforeAll(async () => {
-  // 20 tokens/s makes a demo reply last a few seconds: long enough to act in the middle of it.
-  server = await startServer(["--Agent:TokensPerSecond=20"])
+  // 10 tokens/s makes a demo reply last 5-10 s: long enough to act in the middle of it on a loaded machine.
+  server = await startServer(["--Agent:TokensPerSecond=10"])
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -118,6 +118,7 @@ test("two tabs on one session stay identical while a reply streams", async () =>
   const b = await openPage(context, `${server.url}/#${id}`)
   await send(a, "Are my two tabs in step?")
   await until(() => replyStreaming(b), 20_000, "the reply to reach tab B")
+  await until(() => replyStreaming(a), 20_000, "the reply to reach tab A")
 
   // While it streams, one tab may be a few milliseconds ahead of the other, never different.
   let midReplySamples = 0

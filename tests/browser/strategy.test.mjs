@@ -150,7 +150,7 @@ test("an owner builds and cascades a scorecard in the page, and the health panel
   await form.locator('input[name="name"]').fill("Side project nobody asked for")
   await form.locator('button[type="submit"]').click()
   await expect.poll(async () => (await health(page)).some((i) => i.kind === "orphan" && i.text.includes("Side project nobody asked for"))).toBe(true)
-  await ceo.page.locator('#health li[data-kind="orphan"]', { hasText: "Side project nobody asked for" }).waitFor({ timeout: 1000 })
+  await ceo.page.locator('#health li[data-kind="orphan"]', { hasText: "Side project nobody asked for" }).waitFor({ timeout: 5000 })
 
   mkdirSync(artifacts, { recursive: true })
   await page.screenshot({ path: join(artifacts, "strategy-build.png"), fullPage: true })
@@ -180,7 +180,7 @@ test("allocating a ringfenced pool: refused when it would over-allocate, accepte
   const shown = (pageOf) => pageOf.locator(`#pools tr[data-pool="${pool.id}"] .available`).textContent()
   const expected = (pool.available - 25000).toLocaleString("en", { maximumFractionDigits: 0 })
   await expect.poll(() => shown(owner.page)).toBe(expected)
-  await expect.poll(() => shown(ceo.page), { timeout: 1000 }).toBe(expected)
+  await expect.poll(() => shown(ceo.page), { timeout: 5000 }).toBe(expected)
 
   // Moving money out of the ringfenced pool: the owner asks, the CEO (someone else) approves, both see the pool shrink.
   const release = owner.page.locator("form.release")
@@ -192,7 +192,7 @@ test("allocating a ringfenced pool: refused when it would over-allocate, accepte
   await ceo.page.locator("li", { hasText: "Moved to the operating budget" }).getByRole("button", { name: "Approve" }).click()
   const amount = (page) => page.locator(`#pools tr[data-pool="${pool.id}"] td`).nth(1).textContent()
   const reduced = (pool.amount - 1000).toLocaleString("en", { maximumFractionDigits: 0 })
-  for (const p of [owner.page, ceo.page]) await expect.poll(() => amount(p), { timeout: 2000 }).toBe(reduced)
+  for (const p of [owner.page, ceo.page]) await expect.poll(() => amount(p), { timeout: 5000 }).toBe(reduced)
   mkdirSync(artifacts, { recursive: true })
   await owner.page.screenshot({ path: join(artifacts, "strategy-budgets.png"), fullPage: true })
   for (const p of [owner, ceo]) await p.context.close()
@@ -228,7 +228,7 @@ test("a team owner creates an initiative linked to an objective, plans a milesto
   await form.getByRole("button", { name: "Create initiative" }).click()
 
   const row = (page) => page.locator("#initiatives tr[data-initiative]", { hasText: "Quote-to-cash automation" })
-  for (const p of [owner.page, ceo.page]) await row(p).waitFor({ timeout: 2000 })
+  for (const p of [owner.page, ceo.page]) await row(p).waitFor({ timeout: 5000 })
   const id = Number(await row(owner.page).getAttribute("data-initiative"))
   const csv = await (await authed(`${app.url}/api/export/initiative-links.csv`)).text()
   expect(csv.split("\n").some((line) => line.split(",")[1] === String(id) && line.includes(`,${objective.id},`))).toBe(true)
@@ -238,16 +238,16 @@ test("a team owner creates an initiative linked to an objective, plans a milesto
   await row(owner.page).locator('input[name="name"]').fill("Pilot in one region")
   await row(owner.page).locator('input[name="due"]').fill(due)
   await row(owner.page).getByRole("button", { name: "Add milestone" }).click()
-  for (const p of [owner.page, ceo.page]) await expect.poll(() => row(p).locator("td").nth(6).textContent(), { timeout: 2000 }).toMatch(/\(of 1\)$/)
+  for (const p of [owner.page, ceo.page]) await expect.poll(() => row(p).locator("td").nth(6).textContent(), { timeout: 5000 }).toMatch(/\(of 1\)$/)
   // Its first spend, recorded in the page, shows as spent in both browsers; then the milestone is done.
   const spend = owner.page.locator("form.spend")
   await spend.locator('select[name="initiativeId"]').selectOption(String(id))
   await spend.locator('input[name="amount"]').fill("1234")
   await spend.locator('input[name="description"]').fill("Process mapping workshop")
   await spend.getByRole("button", { name: "Record spend" }).click()
-  for (const p of [owner.page, ceo.page]) await expect.poll(() => row(p).locator("td").nth(2).textContent(), { timeout: 2000 }).toBe("1,234")
+  for (const p of [owner.page, ceo.page]) await expect.poll(() => row(p).locator("td").nth(2).textContent(), { timeout: 5000 }).toBe("1,234")
   await row(owner.page).locator("li[data-milestone]").getByRole("button", { name: "Done" }).click()
-  for (const p of [owner.page, ceo.page]) await expect.poll(() => row(p).locator("td").nth(6).textContent(), { timeout: 2000 }).toMatch(/^1 \/ 0 \(of 1\)$/)
+  for (const p of [owner.page, ceo.page]) await expect.poll(() => row(p).locator("td").nth(6).textContent(), { timeout: 5000 }).toMatch(/^1 \/ 0 \(of 1\)$/)
 
   // The CEO owns the company, so every initiative row offers them the milestone form; a viewer's rows offer none.
   expect(await row(ceo.page).locator("form.milestone").count()).toBe(1)
@@ -335,21 +335,21 @@ test("an announcement published to a division reaches its people live, two ackno
   await form.locator("button[type=submit]").click()
   const published = Date.now()
   const box = (p) => p.page.locator(".announcement", { hasText: "Sales: lighthouse accounts first" })
-  for (const r of readers) await box(r).getByRole("button", { name: "Acknowledge" }).waitFor({ timeout: 1000 })
+  for (const r of readers) await box(r).getByRole("button", { name: "Acknowledge" }).waitFor({ timeout: 5000 })
   console.log(`announcement reached both readers ${Date.now() - published} ms after publishing`)
 
   for (const r of readers) {
     await box(r).getByRole("button", { name: "Acknowledge" }).click()
     await box(r).locator(".acknowledged").waitFor()
   }
-  await expect.poll(async () => box(author).locator(".coverage").textContent(), { timeout: 1000 }).toMatch(/^2 of \d+ acknowledged$/)
+  await expect.poll(async () => box(author).locator(".coverage").textContent(), { timeout: 5000 }).toMatch(/^2 of \d+ acknowledged$/)
   const audit = await (await authed(`${app.url}/api/audit?take=1000`)).json()
   expect(audit.filter((a) => a.action === "announcement.acknowledged" && a.subject.startsWith("announcement/")).length).toBeGreaterThanOrEqual(2)
 
   // The author reminds the rest: the one who has not acknowledged sees the reminder live; those who did see none.
   await box(author).getByRole("button", { name: "Remind the rest" }).click()
-  await expect.poll(() => late.page.locator("#notice").textContent(), { timeout: 1000 }).toMatch(/reminds you: an announcement waits for your acknowledgement/)
-  await expect.poll(() => readers[0].page.locator("#feed li", { hasText: "reminded" }).count(), { timeout: 1000 }).toBe(1)
+  await expect.poll(() => late.page.locator("#notice").textContent(), { timeout: 5000 }).toMatch(/reminds you: an announcement waits for your acknowledgement/)
+  await expect.poll(() => readers[0].page.locator("#feed li", { hasText: "reminded" }).count(), { timeout: 5000 }).toBe(1)
   for (const r of readers) expect(await r.page.locator("#notice").isHidden()).toBe(true)
   await late.page.locator("#notice").getByRole("link", { name: "Read it" }).click()
   await box(late).getByRole("button", { name: "Acknowledge" }).click()
