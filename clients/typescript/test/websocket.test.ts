@@ -33,14 +33,20 @@ test("twelve sessions follow live over one WebSocket and resume after it drops, 
   const timer = setTimeout(() => abort.abort(), 50_000)
   try {
     for (const id of ids) await client.session(id).create()
-    const followers = ids.map(async (id) => {
+    // Each follower has its snapshot before anything is written, so every delta reaches it as an event.
+    const joined: (() => void)[] = []
+    const allJoined = Promise.all(ids.map(() => new Promise<void>((resolve) => joined.push(resolve))))
+    const followers = ids.map(async (id, n) => {
       const deltas: string[] = []
       for await (const update of client.session(id).join(abort.signal)) {
+        joined[n]()
         deltas.push(...update.events.filter((e) => e.type === "delta").map((e) => e.key!))
         if (update.upToDate && (update.state as SessionState).get("run", "r1")?.status === "finished") return deltas
       }
       throw new Error("session ended")
     })
+
+    await allJoined
 
     // Each session gets a reply of 40 deltas; the socket is dropped twice while they stream.
     for (const [n, id] of ids.entries()) {
