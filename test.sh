@@ -39,7 +39,7 @@ echo "==> build"
 dotnet build DurableSessions.slnx -c "$CONFIGURATION" -nologo -v quiet
 SERVER_DLL="src/DurableSessions.Server/bin/$CONFIGURATION/net10.0/DurableSessions.Server.dll"
 
-free_port() { node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"; }
+free_port() { node --input-type=module -e "import { freePort } from './tests/server-process.mjs'; console.log(await freePort())"; }
 
 # start_server NAME PORT ARGS...: starts the built server in the background and waits for /health; sets LAST_PID.
 start_server() {

@@ -13,14 +13,21 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const defaultDll = join(root, "src/DurableSessions.Server/bin/Release/net10.0/DurableSessions.Server.dll")
 const strategyDll = join(root, "apps/StrategyExecution/StrategyExecution/bin/Release/net10.0/StrategyExecution.dll")
 
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = probe.address()
-      probe.close(() => resolve(port))
+/**
+ * A loopback port nothing listens on now, below the kernel's ephemeral range (32768-60999 on Linux): a port from that
+ * range can be given to any outgoing connection while a server restarts on it, and the server then cannot bind it.
+ */
+export async function freePort() {
+  for (let tries = 0; tries < 1000; tries++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_768)
+    const free = await new Promise((resolve) => {
+      const probe = createServer()
+      probe.once("error", () => resolve(false))
+      probe.listen(port, "127.0.0.1", () => probe.close(() => resolve(true)))
     })
-    probe.on("error", reject)
-  })
+    if (free) return port
+  }
+  throw new Error("no free loopback port in 20000-32767")
 }
 
 /** Starts a server; `args` are extra command-line settings, e.g. `["--no-agent"]`. */

@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 using DurableSessions.Testing;
 
 namespace DurableSessions.FunctionalTests;
@@ -101,27 +99,11 @@ public sealed class ServerProcess : IAsyncDisposable
 
     public static string TempDirectory() => Path.Combine(Path.GetTempPath(), "ds-func-" + Guid.NewGuid().ToString("N"));
 
-    /// <summary>Distinct free ports: their listeners are all open at once while they are chosen.</summary>
-    public static int[] FreePorts(int count)
-    {
-        var listeners = Enumerable.Range(0, count).Select(_ => new TcpListener(IPAddress.Loopback, 0)).ToList();
-        try
-        {
-            listeners.ForEach(l => l.Start());
-            return listeners.Select(l => ((IPEndPoint)l.LocalEndpoint).Port).ToArray();
-        }
-        finally
-        {
-            listeners.ForEach(l => l.Stop());
-        }
-    }
+    /// <summary>Distinct free ports (<see cref="LoopbackPorts"/>).</summary>
+    public static int[] FreePorts(int count) => LoopbackPorts.Free(count);
 
-    public static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
+    /// <summary>A free port (<see cref="LoopbackPorts"/>).</summary>
+    public static int FreePort() => LoopbackPorts.Free();
 
     public async Task StartAsync()
     {

@@ -32,11 +32,7 @@ public sealed class RedisServer : IAsyncDisposable
     /// <summary>Starts a server; <paramref name="extraArgs"/> are more redis-server options (e.g. <c>--replicaof host port</c>).</summary>
     public static async Task<RedisServer> StartAsync(params string[] extraArgs)
     {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        var server = new RedisServer(port, Path.Combine(Path.GetTempPath(), "ds-redis-" + Guid.NewGuid().ToString("N")), extraArgs);
+        var server = new RedisServer(LoopbackPorts.Free(), Path.Combine(Path.GetTempPath(), "ds-redis-" + Guid.NewGuid().ToString("N")), extraArgs);
         System.IO.Directory.CreateDirectory(server.Directory);
         await server.LaunchAsync();
         return server;

@@ -1,5 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
 using DurableSessions.Testing;
 
 namespace StrategyExecution.Tests;
@@ -31,10 +29,7 @@ public sealed class AppProcess : IAsyncDisposable
     /// <summary>Starts the app with the demo organisation loaded into a fresh data directory.</summary>
     public static async Task<AppProcess> StartNewAsync(params string[] settings)
     {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
+        var port = LoopbackPorts.Free();
         string[] databaseArgs = PostgresServer.Selected
             ? ["--Database:Provider", "postgres", "--ConnectionStrings:Strategy", (await PostgresServer.GetAsync()).NewDatabase()]
             : [];

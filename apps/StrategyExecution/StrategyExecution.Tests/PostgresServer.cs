@@ -1,6 +1,5 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
+using DurableSessions.Testing;
 
 namespace StrategyExecution.Tests;
 
@@ -52,10 +51,7 @@ public sealed class PostgresServer
         var data = Path.Combine(directory, "data");
         await RunAsync(Path.Combine(bin, "initdb"), ["-D", data, "-U", "strategy", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"], asRoot);
 
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
+        var port = LoopbackPorts.Free();
 
         var postmaster = Process.Start(Info(Path.Combine(bin, "postgres"),
             ["-D", data, "-p", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "-k", directory, "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"], asRoot))!;
