@@ -342,6 +342,9 @@ public sealed partial class RedisStreamStore : StreamStore
     /// <summary>For tests: runs just before a create's script is sent (to hold Redis up at that moment).</summary>
     internal Func<Task>? BeforeCreateScript { get; set; }
 
+    /// <summary>For tests: runs just before this node reads the data of a change too large to travel in its notification.</summary>
+    internal Func<Task>? BeforeChangeFetch { get; set; }
+
     /// <summary>
     /// Settles a fork's create whose answer was lost: true when it is given up (and can never run), false when it ran,
     /// null when Redis could not be asked.
@@ -638,18 +641,41 @@ public sealed partial class RedisStreamStore : StreamStore
     /// <inheritdoc />
     public override async IAsyncEnumerable<string> ListPathsAsync([EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        await foreach (var member in _db.SetScanAsync(_prefix + ":paths", pageSize: 500).WithCancellation(cancellationToken).ConfigureAwait(false))
+        var members = _db.SetScanAsync(_prefix + ":paths", pageSize: 500).GetAsyncEnumerator(cancellationToken);
+        try
         {
-            var path = (string)member!;
-            var lookup = await GetAsync(path, cancellationToken).ConfigureAwait(false);
-            if (lookup.Status == StreamLookupStatus.Found)
+            while (true)
             {
-                yield return path;
+                bool more;
+                try
+                {
+                    more = await members.MoveNextAsync().ConfigureAwait(false);
+                }
+                catch (Exception ex) when (IsUnavailable(ex))
+                {
+                    throw new StreamStoreUnavailableException("Redis is unreachable.", ex);
+                }
+
+                if (!more)
+                {
+                    break;
+                }
+
+                var path = (string)members.Current!;
+                var lookup = await GetAsync(path, cancellationToken).ConfigureAwait(false);
+                if (lookup.Status == StreamLookupStatus.Found)
+                {
+                    yield return path;
+                }
+                else if (lookup.Status == StreamLookupStatus.NotFound && !await Call(_db.KeyExistsAsync(Keys(path).Meta)).ConfigureAwait(false))
+                {
+                    await UnindexAsync(path).ConfigureAwait(false);
+                }
             }
-            else if (lookup.Status == StreamLookupStatus.NotFound && !await Call(_db.KeyExistsAsync(Keys(path).Meta)).ConfigureAwait(false))
-            {
-                await UnindexAsync(path).ConfigureAwait(false);
-            }
+        }
+        finally
+        {
+            await members.DisposeAsync().ConfigureAwait(false);
         }
     }
 
@@ -758,7 +784,7 @@ public sealed partial class RedisStreamStore : StreamStore
         {
             return await script.EvaluateAsync(_db, keys.All, args).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is RedisConnectionException or RedisTimeoutException)
+        catch (Exception ex) when (IsUnavailable(ex))
         {
             throw new StreamStoreUnavailableException("Redis is unreachable; the request was not acknowledged.", ex);
         }
@@ -771,11 +797,24 @@ public sealed partial class RedisStreamStore : StreamStore
         {
             return await call.ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is RedisConnectionException or RedisTimeoutException)
+        catch (Exception ex) when (IsUnavailable(ex))
         {
             throw new StreamStoreUnavailableException("Redis is unreachable; nothing was acknowledged.", ex);
         }
     }
+
+    /// <summary>
+    /// Whether a Redis failure means the store cannot serve for now (503, worth a retry): a lost or slow connection, or
+    /// an error Redis answers while it takes no commands of this kind. That is a replica during a failover, a server
+    /// loading its data, memory full, a script running too long, a cluster reconfiguring, too few replicas, or a failed
+    /// snapshot. Redis refuses such a command before running any of it. Other server errors are not availability: they
+    /// stay what they are.
+    /// </summary>
+    internal static bool IsUnavailable(Exception ex)
+        => ex is RedisConnectionException or RedisTimeoutException
+            || (ex is RedisServerException server && Array.Exists(UnavailableErrors, code => server.Message.StartsWith(code, StringComparison.Ordinal)));
+
+    private static readonly string[] UnavailableErrors = ["READONLY", "LOADING", "OOM", "BUSY", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "NOREPLICAS", "MISCONF"];
 
     /// <summary>Waits for the replicas of the primary that holds <paramref name="key"/> (in a cluster, the key's own primary).</summary>
     private async Task WaitForReplicasAsync(RedisKey key)
@@ -804,7 +843,7 @@ public sealed partial class RedisStreamStore : StreamStore
         {
             fields = await _db.HashGetAllAsync(keys.Meta).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is RedisConnectionException or RedisTimeoutException)
+        catch (Exception ex) when (IsUnavailable(ex))
         {
             throw new StreamStoreUnavailableException("Redis is unreachable.", ex);
         }
@@ -1365,31 +1404,57 @@ public sealed partial class RedisStreamStore : StreamStore
             var start = long.Parse(header[2], CultureInfo.InvariantCulture);
             var end = long.Parse(header[3], CultureInfo.InvariantCulture);
             var dataBytes = int.Parse(header[7], CultureInfo.InvariantCulture);
+            var closed = header[4] == "1";
+            var deleted = header[5] == "1";
             ReadOnlyMemory<byte> data;
             if (dataBytes >= 0)
             {
                 data = bytes.AsMemory(newline + 1 + pathBytes, dataBytes);
             }
+            else if (await FetchChangeAsync(id, path, end).ConfigureAwait(false) is { } fetched)
+            {
+                data = fetched;
+            }
             else
             {
-                var owner = new StreamInfo { Id = id, Path = path, ContentType = string.Empty, TailPosition = end };
-                var records = await ReadRecordsAsync(owner, Position(end) + "-0", 1).ConfigureAwait(false);
-                if (records is null || records.Count == 0 || records[0].End != end)
-                {
-                    return; // that incarnation is gone; its deletion is announced separately
-                }
-
-                data = records[0].Data;
+                // Its data could not be had here (Redis away, or the stream trimmed or deleted since): the readers are
+                // told the tail moved, and read what they miss from Redis themselves rather than wait for a next change.
+                Fanout.Publish(new LiveAppend(id, path, new StreamChunk(end, end, default), closed, remote: true));
+                return;
             }
 
-            var closed = header[4] == "1";
-            var deleted = header[5] == "1";
             var judgedHere = own && ClaimJudgement(path, id, start, end, closed, deleted, echo: true);
             Fanout.Publish(new LiveAppend(id, path, new StreamChunk(start, end, data), closed, deleted, remote: !judgedHere));
         }
         catch (Exception ex) when (ex is RedisException or StreamStoreUnavailableException or FormatException or IndexOutOfRangeException or ArgumentException)
         {
             Log.ChangeFailed(_logger, ex);
+        }
+    }
+
+    /// <summary>The data of the change ending at <paramref name="end"/>, left out of its notification for its size; null when it cannot be read now.</summary>
+    private async Task<ReadOnlyMemory<byte>?> FetchChangeAsync(long id, string path, long end)
+    {
+        try
+        {
+            if (BeforeChangeFetch is { } hook)
+            {
+                await hook().ConfigureAwait(false);
+            }
+
+            var owner = new StreamInfo { Id = id, Path = path, ContentType = string.Empty, TailPosition = end };
+            var records = await ReadRecordsAsync(owner, Position(end) + "-0", 1).ConfigureAwait(false);
+            if (records is { Count: > 0 } && records[0].End == end)
+            {
+                return records[0].Data;
+            }
+
+            return null;
+        }
+        catch (Exception ex) when (ex is StreamStoreUnavailableException or RedisException or InvalidCastException or FormatException)
+        {
+            Log.ChangeFailed(_logger, ex);
+            return null;
         }
     }
 

@@ -78,6 +78,84 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
         Assert.Equal((2, 14, "a longer one"), (second.Chunk.Start, second.Chunk.End, System.Text.Encoding.UTF8.GetString(second.Chunk.Data.Span)));
     }
 
+    [Fact]
+    public async Task A_redis_that_refuses_writes_during_a_failover_is_answered_as_unavailable_and_nothing_is_written()
+    {
+        await using var own = await RedisServer.StartAsync();
+        await using var store = await RedisStreamStore.ConnectAsync(new RedisStreamStoreOptions { Configuration = own.Configuration, KeyPrefix = _prefix });
+        using var admin = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(own.Configuration + ",allowAdmin=true");
+        await store.CreateAsync(new CreateStreamRequest { Path = "demoted", ContentType = "text/plain" });
+        await store.AppendAsync(new AppendRequest { Path = "demoted", ContentType = "text/plain", Data = new StreamPayload("a"u8.ToArray(), 1) });
+
+        // Demoted to a replica (of a primary that is not there), as in a failover: Redis answers writes READONLY.
+        await admin.GetDatabase().ExecuteAsync("REPLICAOF", "127.0.0.1", "1");
+        try
+        {
+            await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => store.AppendAsync(new AppendRequest { Path = "demoted", ContentType = "text/plain", Data = new StreamPayload("b"u8.ToArray(), 1) }).AsTask());
+            await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => store.CreateAsync(new CreateStreamRequest { Path = "new-one", ContentType = "text/plain" }).AsTask());
+            await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => store.DeleteAsync("demoted").AsTask());
+        }
+        finally
+        {
+            await admin.GetDatabase().ExecuteAsync("REPLICAOF", "NO", "ONE");
+        }
+
+        // Nothing of the refused writes happened, and the store serves again.
+        var stream = (await store.GetAsync("demoted")).Stream!;
+        Assert.Equal(1, stream.TailPosition);
+        Assert.Equal(StreamLookupStatus.NotFound, (await store.GetAsync("new-one")).Status);
+        Assert.Equal(AppendStatus.Appended, (await store.AppendAsync(new AppendRequest { Path = "demoted", ContentType = "text/plain", Data = new StreamPayload("c"u8.ToArray(), 1) })).Status);
+        var read = await store.ReadAsync((await store.GetAsync("demoted")).Stream!, 0, 1 << 20);
+        Assert.Equal("ac", string.Concat(read.Chunks.Select(c => System.Text.Encoding.UTF8.GetString(c.Data.Span))));
+    }
+
+    [Fact]
+    public async Task A_change_whose_data_cannot_be_read_on_another_node_still_reaches_a_live_reader_there()
+    {
+        var a = await Node();
+        var b = await Node();
+        var created = await a.CreateAsync(new CreateStreamRequest { Path = "unfetched", ContentType = "text/plain" });
+
+        // B cannot read the change's data when its notification comes: Redis is away for it at that moment.
+        var refused = 0;
+        b.BeforeChangeFetch = () =>
+        {
+            Interlocked.Increment(ref refused);
+            throw new StreamStoreUnavailableException("Redis is unreachable (test).");
+        };
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var follower = new StreamFollower(b, created.Stream!);
+        var reached = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var text = new System.Text.StringBuilder();
+        var reading = Task.Run(async () =>
+        {
+            await foreach (var item in follower.FollowAsync(0, stop.Token))
+            {
+                if (item.Kind == StreamFollowKind.CaughtUp && item.Position == 0)
+                {
+                    // Following live from here: the append below comes through the notification, not the first read.
+                    await a.AppendAsync(new AppendRequest { Path = "unfetched", ContentType = "text/plain", Data = new StreamPayload("a longer one"u8.ToArray(), 12) });
+                }
+
+                foreach (var chunk in item.Read?.Chunks ?? (item.Change is { } change ? [change.Chunk] : []))
+                {
+                    text.Append(System.Text.Encoding.UTF8.GetString(chunk.Data.Span));
+                }
+
+                if (item.Position == 12)
+                {
+                    reached.TrySetResult(text.ToString());
+                    return;
+                }
+            }
+        });
+
+        // The reader is told the tail moved, and reads the change from Redis itself rather than wait for a next one.
+        Assert.Equal("a longer one", await reached.Task.WaitAsync(stop.Token));
+        Assert.True(Volatile.Read(ref refused) > 0, "the notification's data was to be read on B");
+        await reading;
+    }
+
     /// <summary>The stream's tail once it reaches <paramref name="expected"/>, or where it stands when the time is up.</summary>
     private static async Task<long> WaitForTailAsync(StreamStore store, string path, long expected, TimeSpan within)
     {
