@@ -114,8 +114,9 @@ public sealed class SocketClient : IAsyncDisposable
             {
                 await _socket.CloseAsync(WebSocketCloseStatus.NormalClosure, null, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(5));
             }
-            catch (Exception ex) when (ex is WebSocketException or TimeoutException)
+            catch (Exception ex) when (ex is WebSocketException or TimeoutException or OperationCanceledException)
             {
+                // The server cut the connection meanwhile (a send on a socket cut under it fails as cancelled).
             }
         }
 

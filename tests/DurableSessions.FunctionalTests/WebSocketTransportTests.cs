@@ -3,6 +3,8 @@ using System.Net.WebSockets;
 using System.Text;
 using System.Text.Json.Nodes;
 using DurableSessions.AspNetCore.Auth;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace DurableSessions.FunctionalTests;
@@ -217,6 +219,72 @@ public sealed class WebSocketTransportTests
         Assert.Equal(1, client.Sockets.Connects);
         var stored = JsonNode.Parse(await server.Client.GetStringAsync(new Uri("/v1/stream/client/large?offset=-1", UriKind.Relative)))!.AsArray();
         Assert.Equal([1, 2, 3], stored.Select(m => m!["n"]!.GetValue<int>()));
+    }
+
+    [Fact]
+    public async Task A_client_that_stops_reading_and_answering_pings_is_cut_by_the_keep_alive_and_its_connection_ends_cleanly()
+    {
+        var ended = new TaskCompletionSource<Exception?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var server = await InProcessServer.StartAsync(services: s =>
+        {
+            s.Configure<DurableSessions.AspNetCore.WebSockets.StreamSocketOptions>(o =>
+            {
+                o.KeepAliveInterval = TimeSpan.FromMilliseconds(200);
+                o.KeepAliveTimeout = TimeSpan.FromMilliseconds(500);
+            });
+            s.AddSingleton<Microsoft.AspNetCore.Hosting.IStartupFilter>(new WebSocketRequestEnd(ended));
+        });
+        await server.Client.PutAsync(new Uri("/v1/stream/unread/s", UriKind.Relative), new StringContent(string.Empty, Encoding.UTF8, "text/plain"));
+        var chunk = new string('x', 1024 * 1024);
+        for (var i = 0; i < 24; i++)
+        {
+            Assert.Equal(HttpStatusCode.NoContent, (await server.Client.PostAsync(new Uri("/v1/stream/unread/s", UriKind.Relative), new StringContent(chunk, Encoding.UTF8, "text/plain"))).StatusCode);
+        }
+
+        // The client subscribes to far more than the socket buffers hold, then reads nothing (so it answers no ping):
+        // the server's send blocks until the keep-alive gives up on the peer and aborts the socket under it.
+        await using var client = await SocketClient.ConnectAsync(server.BaseAddress, pauseAfterHello: true);
+        await client.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = "all", ["path"] = "unread/s", ["offset"] = "-1" });
+
+        try
+        {
+            // The connection's request ends by itself, with nothing escaping it, and its subscription is released.
+            Assert.Null(await ended.Task.WaitAsync(TimeSpan.FromSeconds(30)));
+            Assert.Equal(0, server.Services.GetRequiredService<StreamStore>().Fanout.ActiveStreams);
+        }
+        finally
+        {
+            // The client's own reading resumes, so it sees the connection gone and can be disposed.
+            client.Resume();
+        }
+    }
+
+    /// <summary>Reports how the WebSocket endpoint's request ended: the exception that escaped it, or null.</summary>
+    private sealed class WebSocketRequestEnd(TaskCompletionSource<Exception?> ended) : Microsoft.AspNetCore.Hosting.IStartupFilter
+    {
+        public Action<IApplicationBuilder> Configure(Action<IApplicationBuilder> next) => app =>
+        {
+            app.Use(async (HttpContext context, RequestDelegate inner) =>
+            {
+                if (!context.Request.Path.StartsWithSegments("/v1/ws", StringComparison.Ordinal))
+                {
+                    await inner(context);
+                    return;
+                }
+
+                try
+                {
+                    await inner(context);
+                    ended.TrySetResult(null);
+                }
+                catch (Exception ex)
+                {
+                    ended.TrySetResult(ex);
+                    throw;
+                }
+            });
+            next(app);
+        };
     }
 
     [Fact]

@@ -1010,8 +1010,10 @@ internal sealed partial class StreamSocketConnection : IDisposable
                 await _socket.SendAsync(message, WebSocketMessageType.Text, endOfMessage: true, CancellationToken.None).ConfigureAwait(false);
             }
         }
-        catch (Exception ex) when (ex is WebSocketException or IOException or ObjectDisposedException)
+        catch (Exception ex) when (ex is WebSocketException or IOException or ObjectDisposedException or OperationCanceledException)
         {
+            // The WebSocket reports a write that fails after it aborted itself (the keep-alive giving up on a peer) as
+            // OperationCanceledException: the connection ends as for any broken send, and the loop goes on discarding.
             CloseWith(WebSocketCloseStatus.NormalClosure, null);
         }
         finally
