@@ -21,6 +21,7 @@ public sealed class DurableSessionsClient : IDisposable
     public DurableSessionsClient(DurableSessionsClientOptions? options = null, HttpClient? httpClient = null)
     {
         Options = options ?? DurableSessionsClientOptions.Default;
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(Options.WebSocketKeepAlive, TimeSpan.Zero, nameof(options));
         _ownsHttp = httpClient is null;
         _http = httpClient ?? new HttpClient(new SocketsHttpHandler { PooledConnectionIdleTimeout = TimeSpan.FromMinutes(1) })
         {

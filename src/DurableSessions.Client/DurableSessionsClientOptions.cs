@@ -32,6 +32,14 @@ public sealed record DurableSessionsClientOptions
     public bool UseWebSocket { get; init; } = true;
 
     /// <summary>
+    /// How often the WebSocket pings the server, and how long it waits for the answer before it gives the connection
+    /// up (default 15 s). A connection the network dropped without a reset (a NAT timeout, a host gone) is then noticed
+    /// within twice this, and the appends in flight on it are sent again on a new one, instead of waiting on TCP for many
+    /// minutes. Must be positive.
+    /// </summary>
+    public TimeSpan WebSocketKeepAlive { get; init; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>
     /// What carries producers' appends instead of the WebSocket, before HTTP (for example a server's own process, which
     /// hands them straight to its append path). Default null.
     /// </summary>

@@ -162,6 +162,12 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
             var socket = new ClientWebSocket();
             socket.Options.AddSubProtocol(SubProtocol);
             socket.Options.CollectHttpResponseDetails = true;
+
+            // Pings that must be answered: a connection dropped without a reset is given up, and what was in flight on
+            // it is sent again, rather than waiting on TCP.
+            var keepAlive = _client.Options.WebSocketKeepAlive;
+            socket.Options.KeepAliveInterval = keepAlive;
+            socket.Options.KeepAliveTimeout = keepAlive;
             var token = _client.Options.AccessTokenProvider is { } provider ? await provider(cancellationToken).ConfigureAwait(false) : _client.Options.AccessToken;
             if (token is not null)
             {

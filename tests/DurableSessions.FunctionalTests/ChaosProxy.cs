@@ -16,6 +16,7 @@ public sealed class ChaosProxy : IAsyncDisposable
     private readonly int _maxBytesBeforeCut;
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _accepting;
+    private CancellationTokenSource _freeze = new();
     private int _cuts;
     private long _bytesDown;
 
@@ -54,10 +55,18 @@ public sealed class ChaosProxy : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Stops forwarding on the connections open now, both ways, and keeps them open: a network that drops everything
+    /// and sends no reset. Connections made later pass as before.
+    /// </summary>
+    public void Freeze() => Interlocked.Exchange(ref _freeze, new CancellationTokenSource()).Cancel();
+
     private async Task ServeAsync(TcpClient client)
     {
+        var frozen = Volatile.Read(ref _freeze).Token;
         using (client)
         using (var server = new TcpClient())
+        using (var copying = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token, frozen))
         {
             try
             {
@@ -68,9 +77,13 @@ public sealed class ChaosProxy : IAsyncDisposable
                     budget = Cuts < _maxCuts ? _random.Next(1, _maxBytesBeforeCut) : int.MaxValue;
                 }
 
-                var upstream = client.GetStream().CopyToAsync(server.GetStream(), _stop.Token);
-                var downstream = CopyWithBudgetAsync(server.GetStream(), client.GetStream(), budget);
+                var upstream = client.GetStream().CopyToAsync(server.GetStream(), copying.Token);
+                var downstream = CopyWithBudgetAsync(server.GetStream(), client.GetStream(), budget, copying.Token);
                 await Task.WhenAny(upstream, downstream);
+                if (frozen.IsCancellationRequested)
+                {
+                    await Task.Delay(Timeout.Infinite, _stop.Token);
+                }
             }
             catch (Exception ex) when (ex is IOException or SocketException or OperationCanceledException or ObjectDisposedException)
             {
@@ -81,12 +94,12 @@ public sealed class ChaosProxy : IAsyncDisposable
         }
     }
 
-    private async Task CopyWithBudgetAsync(Stream from, Stream to, int budget)
+    private async Task CopyWithBudgetAsync(Stream from, Stream to, int budget, CancellationToken cancellationToken)
     {
         var buffer = new byte[8192];
         while (true)
         {
-            var read = await from.ReadAsync(buffer, _stop.Token);
+            var read = await from.ReadAsync(buffer, cancellationToken);
             if (read == 0)
             {
                 return;
@@ -97,7 +110,7 @@ public sealed class ChaosProxy : IAsyncDisposable
                 if (Interlocked.Increment(ref _cuts) <= _maxCuts)
                 {
                     Interlocked.Add(ref _bytesDown, budget);
-                    await to.WriteAsync(buffer.AsMemory(0, budget), _stop.Token);
+                    await to.WriteAsync(buffer.AsMemory(0, budget), cancellationToken);
                     return;
                 }
 
@@ -106,7 +119,7 @@ public sealed class ChaosProxy : IAsyncDisposable
 
             // Counted before forwarding, so a client that has the bytes always sees them counted.
             Interlocked.Add(ref _bytesDown, read);
-            await to.WriteAsync(buffer.AsMemory(0, read), _stop.Token);
+            await to.WriteAsync(buffer.AsMemory(0, read), cancellationToken);
             if (budget != int.MaxValue)
             {
                 budget -= read;

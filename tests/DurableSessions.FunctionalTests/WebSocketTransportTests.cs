@@ -175,6 +175,32 @@ public sealed class WebSocketTransportTests
     }
 
     [Fact]
+    public async Task Appends_in_flight_on_a_websocket_the_network_dropped_silently_are_sent_again_on_a_new_one_once_each()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        await server.Client.PutAsync(new Uri("/v1/stream/client/silent", UriKind.Relative), Json("[]"));
+        await using var proxy = new ChaosProxy(server.BaseAddress, maxCuts: 0, seed: 1);
+        using var client = new DurableSessions.Client.DurableSessionsClient(DurableSessions.Client.DurableSessionsClientOptions.Default with
+        {
+            BaseAddress = proxy.Address,
+            WebSocketKeepAlive = TimeSpan.FromMilliseconds(500),
+        });
+        using var producer = new DurableSessions.Client.StreamProducer(client, "client/silent", "p");
+        await producer.AppendAsync(new JsonArray(new JsonObject { ["n"] = 1 }));
+        Assert.Equal(1, client.Sockets!.Connects);
+
+        // The network drops the socket's traffic with no reset: the next append waits on it until the unanswered ping
+        // gives the socket up, then goes out on a new one.
+        proxy.Freeze();
+        var second = producer.AppendAsync(new JsonArray(new JsonObject { ["n"] = 2 }));
+        await second.WaitAsync(TimeSpan.FromSeconds(30));
+        await producer.AppendAsync(new JsonArray(new JsonObject { ["n"] = 3 }));
+        Assert.True(client.Sockets.Connects >= 2, "the silent socket was never given up");
+        var stored = JsonNode.Parse(await server.Client.GetStringAsync(new Uri("/v1/stream/client/silent?offset=-1", UriKind.Relative)))!.AsArray();
+        Assert.Equal([1, 2, 3], stored.Select(m => m!["n"]!.GetValue<int>()));
+    }
+
+    [Fact]
     public async Task A_batch_after_a_cancelled_append_is_stored_not_taken_for_a_retry_of_it()
     {
         await using var server = await InProcessServer.StartAsync();
