@@ -203,11 +203,12 @@ internal static class RedisScripts
         """);
 
     /// <summary>
-    /// Delete one incarnation: soft when forks still read from it, otherwise remove its keys. ARGV: id, channel, node,
-    /// and for a delete because it expired, now: then it deletes only what is still expired (an append or a read since the
-    /// caller looked may have renewed its sliding TTL). Returns {'Retry'} when the incarnation is no longer there or no
-    /// longer expired, {'Gone'} when it is already soft-deleted, {'Soft', tail, closed}, or {'Hard', fork source id, fork
-    /// source path, tail, closed} (the tail and closed flag its notification carries).
+    /// Delete one incarnation: soft when forks still read from it, otherwise remove its keys (UNLINK: a long stream is
+    /// freed off Redis's command thread). ARGV: id, channel, node, and for a delete because it expired, now: then it
+    /// deletes only what is still expired (an append or a read since the caller looked may have renewed its sliding TTL).
+    /// Returns {'Retry'} when the incarnation is no longer there or no longer expired, {'Gone'} when it is already
+    /// soft-deleted, {'Soft', tail, closed}, or {'Hard', fork source id, fork source path, tail, closed} (the tail and closed
+    /// flag its notification carries).
     /// </summary>
     public static readonly RedisScript Delete = new(Common + "\n" + """
         local m = redis.call('HMGET', KEYS[1], 'id', 'forks', 'fsid', 'fspath', 'path', 'tail', 'closed', 'sdel', 'exp', 'ttl', 'access')
@@ -220,7 +221,7 @@ internal static class RedisScripts
           publish(ARGV[2], ARGV[3], m[1], m[5], tail, tail, m[7] or '0', '1', nil, 0)
           return {'Soft', n2s(tail), m[7] or '0'}
         end
-        redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+        redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3])
         publish(ARGV[2], ARGV[3], m[1], m[5], tail, tail, m[7] or '0', '1', nil, 0)
         return {'Hard', m[3] or '', m[4] or '', n2s(tail), m[7] or '0'}
         """);
@@ -240,7 +241,7 @@ internal static class RedisScripts
         if delta > 0 and tonumber(ARGV[6]) < tonumber(m[11] or '0') then return {'Trimmed'} end
         local forks = redis.call('HINCRBY', KEYS[1], 'forks', delta)
         if forks <= 0 and m[2] == '1' then
-          redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+          redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3])
           local tail = tonumber(m[6])
           publish(ARGV[3], ARGV[4], m[1], m[5], tail, tail, m[7] or '0', '1', nil, 0)
           return {'Hard', m[3] or '', m[4] or '', n2s(tail), m[7] or '0'}
