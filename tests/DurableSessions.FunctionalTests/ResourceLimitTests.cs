@@ -395,6 +395,50 @@ public sealed class ResourceLimitTests
         Assert.Equal((long)Appends * AppendBytes, position + await CatchUpBytesAsync(client, resumeAt));
     }
 
+    [Fact]
+    public async Task One_websocket_with_150_subscriptions_catching_up_on_a_long_stream_holds_a_few_reads_and_each_gets_every_byte()
+    {
+        const int Subscriptions = 150;
+        const int Appends = 2;
+        var chunk = new string('s', 1024 * 1024);
+
+        // Each subscription's first store read is 1 MiB: were they all held at once while the connection's send queue
+        // is full, 150 MiB would not fit in the 128 MiB heap.
+        await using var server = await ServerProcess.StartWithHeapLimitAsync(128L * MiB);
+        using var client = new HttpClient { BaseAddress = server.BaseAddress, Timeout = Timeout };
+        Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/stream/long", new StringContent(string.Empty, Encoding.UTF8, "text/plain"))).StatusCode);
+        for (var i = 0; i < Appends; i++)
+        {
+            Assert.Equal(HttpStatusCode.NoContent, (await client.PostAsync("/v1/stream/long", new StringContent(chunk, Encoding.UTF8, "text/plain"))).StatusCode);
+        }
+
+        // The client subscribes 150 times and reads nothing for a while, then reads everything.
+        await using var socket = await SocketClient.ConnectAsync(server.BaseAddress, pauseAfterHello: true);
+        for (var i = 0; i < Subscriptions; i++)
+        {
+            await socket.SendAsync(new System.Text.Json.Nodes.JsonObject { ["op"] = "subscribe", ["sub"] = $"s{i}", ["path"] = "long", ["offset"] = "-1" });
+        }
+
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/health")).StatusCode);
+        socket.Resume();
+        var received = new long[Subscriptions];
+        var complete = 0;
+        while (complete < Subscriptions)
+        {
+            var message = await socket.NextAsync(m => m["type"]?.GetValue<string>() is "data" or "error", TimeSpan.FromSeconds(60));
+            Assert.Equal("data", message["type"]!.GetValue<string>());
+            var sub = int.Parse(message["sub"]!.GetValue<string>()[1..], System.Globalization.CultureInfo.InvariantCulture);
+            received[sub] += message["text"]!.GetValue<string>().Length;
+            if (received[sub] == (long)Appends * chunk.Length)
+            {
+                complete++;
+            }
+        }
+
+        Assert.All(received, bytes => Assert.Equal((long)Appends * chunk.Length, bytes));
+        Assert.False(server.HasExited, "The server exited.");
+    }
+
     private static async Task<long> CatchUpBytesAsync(HttpClient client, string offset)
     {
         long total = 0;

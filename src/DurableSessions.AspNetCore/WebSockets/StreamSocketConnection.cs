@@ -42,6 +42,11 @@ internal sealed partial class StreamSocketConnection : IDisposable
     private int _authEpoch;
     private readonly Dictionary<string, Task> _pathTails = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _inFlight;
+
+    // A connection's subscriptions hold at most this many store reads in memory at once, however many of them catch
+    // up: without it, a thousand subscriptions to long streams would each hold a read while the queue is full.
+    private const int CatchUpReads = 4;
+    private readonly StreamFollowOptions _followOptions;
     private long _queuedBytes;
 
     // Bytes of answers and signals queued: the receive loop stops reading while more than MaxSendQueueBytes wait, so a
@@ -67,6 +72,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
         _services = services;
         _options = services.Options;
         _inFlight = new SemaphoreSlim(_options.MaxInFlight, _options.MaxInFlight);
+        _followOptions = services.FollowOptions with { ReadGate = new SemaphoreSlim(CatchUpReads, CatchUpReads) };
         // The server stopping reaches the connection through RunAsync's registration, which also names the close code.
         _closing = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
         _lastMessageAt = services.Time.GetTimestamp();
@@ -661,7 +667,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
         // Let the subscribe's caller go on reading messages: following is this task's alone.
         await Task.Yield();
         var position = from;
-        var follower = new StreamFollower(_services.Store, stream, _services.FollowOptions);
+        var follower = new StreamFollower(_services.Store, stream, _followOptions);
         var toldUpToDate = false;
         var ended = false;
 
@@ -712,7 +718,8 @@ internal sealed partial class StreamSocketConnection : IDisposable
                         case StreamFollowKind.Read:
                             // Catching up reads the store only as fast as the connection sends: no reason to give up.
                             // Once the queue is within its bound, the read (at most MaxReadBytes, already in memory) is
-                            // queued whole, so the queue passes its bound by at most one read.
+                            // queued whole, so the queue passes its bound by at most one read per read slot of the
+                            // connection (CatchUpReads), which the read holds until it is queued.
                             await WaitForRoomAsync(subscription.Stop.Token).ConfigureAwait(false);
                             EnqueueCatchUp(DataMessage(subscription.Sub, stream.ContentType, item.Read!.Chunks.Select(c => c.Data), item.Position, item.AtTail && !item.ClosedAtTail));
 

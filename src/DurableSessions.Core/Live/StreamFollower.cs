@@ -27,6 +27,12 @@ public sealed record StreamFollowOptions
     /// reads what it missed from the store. Default false.
     /// </summary>
     public bool EndOnFallBehind { get; init; }
+
+    /// <summary>
+    /// Taken for each store read and held until the reader asks for what follows it, so followers that share it hold at
+    /// most its count of reads in memory at once (a connection's many subscriptions catching up). Null: no limit. Default null.
+    /// </summary>
+    public SemaphoreSlim? ReadGate { get; init; }
 }
 
 /// <summary>What a <see cref="StreamFollowItem"/> is.</summary>
@@ -185,29 +191,44 @@ public sealed class StreamFollower
                 var changed = false;
                 while (position < stream.TailPosition)
                 {
-                    var read = await _store.ReadAsync(stream, position, _options.MaxReadBytes, cancellationToken).ConfigureAwait(false);
-                    if (read.GoneBefore is { } retainedFrom)
+                    var gate = _options.ReadGate;
+                    if (gate is not null)
                     {
-                        End = StreamFollowEnd.Trimmed;
-                        EndRetainedFrom = retainedFrom;
-                        yield break;
+                        await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
                     }
 
-                    if (read.NextPosition == position)
+                    try
                     {
-                        // Nothing where the tail said there was data: the stream was deleted or replaced since it was
-                        // looked up (a trim is answered GoneBefore). Look it up again rather than read the same nothing.
-                        changed = true;
-                        break;
-                    }
+                        var read = await _store.ReadAsync(stream, position, _options.MaxReadBytes, cancellationToken).ConfigureAwait(false);
+                        if (read.GoneBefore is { } retainedFrom)
+                        {
+                            End = StreamFollowEnd.Trimmed;
+                            EndRetainedFrom = retainedFrom;
+                            yield break;
+                        }
 
-                    position = read.NextPosition;
-                    var item = new StreamFollowItem(StreamFollowKind.Read, stream, position, read);
-                    yield return item;
-                    if (item.ClosedAtTail)
+                        if (read.NextPosition == position)
+                        {
+                            // Nothing where the tail said there was data: the stream was deleted or replaced since it was
+                            // looked up (a trim is answered GoneBefore). Look it up again rather than read the same nothing.
+                            changed = true;
+                            break;
+                        }
+
+                        position = read.NextPosition;
+                        var item = new StreamFollowItem(StreamFollowKind.Read, stream, position, read);
+
+                        // The gate stays taken while the reader holds the read: until it asks for what follows.
+                        yield return item;
+                        if (item.ClosedAtTail)
+                        {
+                            End = StreamFollowEnd.Closed;
+                            yield break;
+                        }
+                    }
+                    finally
                     {
-                        End = StreamFollowEnd.Closed;
-                        yield break;
+                        gate?.Release();
                     }
                 }
 
