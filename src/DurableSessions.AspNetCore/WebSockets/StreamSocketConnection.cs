@@ -42,6 +42,8 @@ internal sealed partial class StreamSocketConnection : IDisposable
     private int _authEpoch;
     private readonly Dictionary<string, Task> _pathTails = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _inFlight;
+    private readonly SemaphoreSlim _auth = new(1, 1);
+    private readonly Lock _watchLock = new();
 
     // A connection's subscriptions hold at most this many store reads in memory at once, however many of them catch
     // up: without it, a thousand subscriptions to long streams would each hold a read while the queue is full.
@@ -917,50 +919,59 @@ internal sealed partial class StreamSocketConnection : IDisposable
             return Ack(id, new AppendAnswer(204), producer: null);
         }
 
-        var (principal, error) = await _services.Access.ValidateAsync(_http.RequestServices, token).ConfigureAwait(false);
-        if (principal is null)
-        {
-            return Error("id", id, 401, "INVALID_TOKEN", error);
-        }
-
-        var access = _services.Access.AccessOf(principal)!;
-        if (access.Subject != _access.Subject)
-        {
-            return Error("id", id, 403, "SUBJECT_CHANGED", "A connection keeps its subject; connect again to act as another.");
-        }
-
-        // Each operation from now on is checked with the new token. A subscription goes on only while the token in
-        // force grants read on its path: a refresh that narrows the grants ends the others (403 on their sub), so
-        // taking a right away from a token takes it away from the connections that already use it.
-        _http.User = principal;
-        _access = _services.Access.Establish(_http)!;
-        Interlocked.Increment(ref _authEpoch);
-        Subscription[] live;
-        lock (_subscriptions)
-        {
-            live = [.. _subscriptions.Values];
-        }
-
-        foreach (var subscription in live)
-        {
-            if (!await AccessControl.AllowsAsync(_http, new StreamResource(subscription.Path), Capability.Read).ConfigureAwait(false))
-            {
-                subscription.Revoked = true;
-                subscription.Cancel();
-            }
-        }
-
-        // The connection now closes when this token expires, sooner or later than the one before it.
+        // One refresh at a time, in the order sent: two pipelined refreshes leave the later token in force.
+        await _auth.WaitAsync(CancellationToken.None).ConfigureAwait(false);
         try
         {
-            _watch?.Change(TimeSpan.Zero, Timeout.InfiniteTimeSpan);
-        }
-        catch (ObjectDisposedException)
-        {
-            // The connection ended meanwhile.
-        }
+            var (principal, error) = await _services.Access.ValidateAsync(_http.RequestServices, token).ConfigureAwait(false);
+            if (principal is null)
+            {
+                return Error("id", id, 401, "INVALID_TOKEN", error);
+            }
 
-        return Ack(id, new AppendAnswer(204), producer: null);
+            var access = _services.Access.AccessOf(principal)!;
+            if (access.Subject != _access.Subject)
+            {
+                return Error("id", id, 403, "SUBJECT_CHANGED", "A connection keeps its subject; connect again to act as another.");
+            }
+
+            // Each operation from now on is checked with the new token. A subscription goes on only while the token in
+            // force grants read on its path: a refresh that narrows the grants ends the others (403 on their sub), so
+            // taking a right away from a token takes it away from the connections that already use it.
+            _http.User = principal;
+            _access = _services.Access.Establish(_http)!;
+            Interlocked.Increment(ref _authEpoch);
+            Subscription[] live;
+            lock (_subscriptions)
+            {
+                live = [.. _subscriptions.Values];
+            }
+
+            foreach (var subscription in live)
+            {
+                if (!await AccessControl.AllowsAsync(_http, new StreamResource(subscription.Path), Capability.Read).ConfigureAwait(false))
+                {
+                    subscription.Revoked = true;
+                    subscription.Cancel();
+                }
+            }
+
+            // The connection now closes when this token expires, sooner or later than the one before it.
+            try
+            {
+                _watch?.Change(TimeSpan.Zero, Timeout.InfiniteTimeSpan);
+            }
+            catch (ObjectDisposedException)
+            {
+                // The connection ended meanwhile.
+            }
+
+            return Ack(id, new AppendAnswer(204), producer: null);
+        }
+        finally
+        {
+            _auth.Release();
+        }
     }
 
     // ---- sending, closing, keep-alive ---------------------------------------------------------------------------------
@@ -1044,45 +1055,50 @@ internal sealed partial class StreamSocketConnection : IDisposable
     /// </summary>
     private void Watch()
     {
-        if (_closing.IsCancellationRequested)
+        // One check at a time, each reading the token in force when it runs: a check under way when a refresh re-arms
+        // the timer cannot re-arm it afterwards for the token that was replaced.
+        lock (_watchLock)
         {
-            return;
-        }
-
-        var time = _services.Time;
-        var wait = _options.IdleTimeout;
-        if (_access.ExpiresAt is { } expiresAt)
-        {
-            var left = expiresAt - time.GetUtcNow();
-            if (left <= TimeSpan.Zero)
+            if (_closing.IsCancellationRequested)
             {
-                CloseWith(TokenExpired, "The access token expired; connect again with a fresh one.");
                 return;
             }
 
-            wait = left < wait ? left : wait;
-        }
+            var time = _services.Time;
+            var wait = _options.IdleTimeout;
+            if (_access.ExpiresAt is { } expiresAt)
+            {
+                var left = expiresAt - time.GetUtcNow();
+                if (left <= TimeSpan.Zero)
+                {
+                    CloseWith(TokenExpired, "The access token expired; connect again with a fresh one.");
+                    return;
+                }
 
-        bool idle;
-        lock (_subscriptions)
-        {
-            idle = _subscriptions.Count == 0 && Volatile.Read(ref _pending) == 0
-                   && time.GetElapsedTime(Volatile.Read(ref _lastMessageAt)) >= _options.IdleTimeout;
-        }
+                wait = left < wait ? left : wait;
+            }
 
-        if (idle)
-        {
-            CloseWith(WebSocketCloseStatus.NormalClosure, "Idle.");
-            return;
-        }
+            bool idle;
+            lock (_subscriptions)
+            {
+                idle = _subscriptions.Count == 0 && Volatile.Read(ref _pending) == 0
+                       && time.GetElapsedTime(Volatile.Read(ref _lastMessageAt)) >= _options.IdleTimeout;
+            }
 
-        try
-        {
-            _watch?.Change(wait, Timeout.InfiniteTimeSpan);
-        }
-        catch (ObjectDisposedException)
-        {
-            // The connection ended meanwhile.
+            if (idle)
+            {
+                CloseWith(WebSocketCloseStatus.NormalClosure, "Idle.");
+                return;
+            }
+
+            try
+            {
+                _watch?.Change(wait, Timeout.InfiniteTimeSpan);
+            }
+            catch (ObjectDisposedException)
+            {
+                // The connection ended meanwhile.
+            }
         }
     }
 
