@@ -217,8 +217,9 @@ public sealed partial class RedisStreamStore : StreamStore
     }
 
     /// <summary>
-    /// How many streams <paramref name="owner"/> holds. Each owner's set of paths only grows on create; deletes and
-    /// expiry (on any node, by any path) leave stale entries, which are dropped here when the set reaches the limit.
+    /// How many streams <paramref name="owner"/> holds. Each owner's set of paths grows on create and shrinks when a
+    /// stream is removed; a removal whose cleanup did not complete (Redis away at that moment) leaves a stale entry,
+    /// dropped here when the set reaches the limit.
     /// </summary>
     private async Task<long> OwnedCountAsync(string owner, long limit, DateTimeOffset now)
     {
@@ -1194,7 +1195,7 @@ public sealed partial class RedisStreamStore : StreamStore
         Fanout.Publish(new LiveAppend(id, path, new StreamChunk(tail, tail, default), closed, deleted: true, remote: !ClaimJudgement(path, id, tail, tail, closed, deleted: true, echo: false)));
         if (outcome == "Hard")
         {
-            await UnindexAsync(path).ConfigureAwait(false);
+            await UnindexAsync(path, (string)reply[5]!).ConfigureAwait(false);
             if ((string)reply[2]! is { Length: > 0 } sourcePath)
             {
                 await ReleaseForkAsync(sourcePath, long.Parse((string)reply[1]!, CultureInfo.InvariantCulture)).ConfigureAwait(false);
@@ -1204,14 +1205,27 @@ public sealed partial class RedisStreamStore : StreamStore
         return outcome;
     }
 
-    /// <summary>Drops a path from the index, unless a stream was created there meanwhile (then it stays listed).</summary>
-    private async Task UnindexAsync(string path)
+    /// <summary>
+    /// Drops a path from the index, and from its owner's set of paths (<paramref name="owner"/>, empty for none), unless a
+    /// stream was created there meanwhile (then it stays listed, under its own owner).
+    /// </summary>
+    private async Task UnindexAsync(string path, string owner = "")
     {
         await Call(_db.SetRemoveAsync(_prefix + ":paths", path)).ConfigureAwait(false);
         await Call(_db.SortedSetRemoveAsync(ExpiriesKey, path)).ConfigureAwait(false);
+        if (owner.Length > 0)
+        {
+            await Call(_db.SetRemoveAsync(OwnerKey(owner), path)).ConfigureAwait(false);
+        }
+
         if (await LoadAsync(Keys(path)).ConfigureAwait(false) is { } recreated)
         {
             await Call(_db.SetAddAsync(_prefix + ":paths", path)).ConfigureAwait(false);
+            if (recreated.Owner is { } recreatedBy)
+            {
+                await Call(_db.SetAddAsync(OwnerKey(recreatedBy), path)).ConfigureAwait(false);
+            }
+
             if (ExpiryScore(recreated.TtlSeconds, recreated.ExpiresAt, recreated.LastAccessAt) is { } score)
             {
                 await Call(_db.SortedSetAddAsync(ExpiriesKey, path, score)).ConfigureAwait(false);
@@ -1245,7 +1259,7 @@ public sealed partial class RedisStreamStore : StreamStore
             var tail = long.Parse((string)reply[3]!, CultureInfo.InvariantCulture);
             var closed = (string)reply[4]! == "1";
             Fanout.Publish(new LiveAppend(sourceId, sourcePath, new StreamChunk(tail, tail, default), closed, deleted: true, remote: !ClaimJudgement(sourcePath, sourceId, tail, tail, closed, deleted: true, echo: false)));
-            await UnindexAsync(sourcePath).ConfigureAwait(false);
+            await UnindexAsync(sourcePath, (string)reply[5]!).ConfigureAwait(false);
             if ((string)reply[2]! is not { Length: > 0 } next)
             {
                 return;

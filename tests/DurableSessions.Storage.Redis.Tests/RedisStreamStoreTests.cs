@@ -110,6 +110,38 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_removed_stream_leaves_its_owners_set_of_paths_and_one_created_again_there_joins_its_own_owners()
+    {
+        var a = await Node();
+        using var redisClient = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis.Server.Configuration);
+        var db = redisClient.GetDatabase();
+        for (var i = 0; i < 5; i++)
+        {
+            await a.CreateAsync(new CreateStreamRequest { Path = $"owned/{i}", ContentType = "text/plain", Owner = "user:o" });
+        }
+
+        // A source deleted while a fork reads from it is removed when the fork goes: its owner's set loses it then.
+        await a.CreateAsync(new CreateStreamRequest { Path = "owned/source", ContentType = "text/plain", Owner = "user:o", InitialData = new StreamPayload("abc"u8.ToArray(), 3) });
+        await a.CreateAsync(new CreateStreamRequest { Path = "owned/fork", ContentType = "text/plain", Owner = "user:o", ForkedFrom = "owned/source", ForkOffset = 3 });
+        Assert.Equal(7, await db.SetLengthAsync(_prefix + ":owner:user:o"));
+
+        for (var i = 0; i < 5; i++)
+        {
+            await a.DeleteAsync($"owned/{i}");
+        }
+
+        await a.DeleteAsync("owned/source");
+        Assert.Equal(2, await db.SetLengthAsync(_prefix + ":owner:user:o"));
+        await a.DeleteAsync("owned/fork");
+        Assert.Equal(0, await db.SetLengthAsync(_prefix + ":owner:user:o"));
+
+        // Created again by someone else: counted for them, not for the first owner.
+        await a.CreateAsync(new CreateStreamRequest { Path = "owned/0", ContentType = "text/plain", Owner = "user:p" });
+        Assert.Equal(0, await db.SetLengthAsync(_prefix + ":owner:user:o"));
+        Assert.Equal(["owned/0"], (await db.SetMembersAsync(_prefix + ":owner:user:p")).Select(m => (string)m!));
+    }
+
+    [Fact]
     public async Task A_change_whose_data_cannot_be_read_on_another_node_still_reaches_a_live_reader_there()
     {
         var a = await Node();
