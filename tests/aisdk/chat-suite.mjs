@@ -127,15 +127,21 @@ describe("AI SDK useChat protocol with an external agent", () => {
     }
   }
 
-  // The replies below are written by the test, so each is still streaming when the client stops, resumes or cancels it.
-  test("a reply aborted by the client is resumed by a new Chat exactly once", async () => {
-    const id = chatId("resume")
-    const first = chatAt(id)
-    const sending = first.sendMessage({ text: "Tell me about offsets" })
+  /** A chat whose question the test's agent is answering: five tokens in, shown by the chat, and still streaming. */
+  async function replyStreaming(name, question) {
+    const id = chatId(name)
+    const chat = chatAt(id)
+    const sending = chat.sendMessage({ text: question })
     const agent = await agentFor(id)
     await agent.start()
     await agent.tokens(5, 10)
-    await waitFor(async () => first.messages.some((m) => m.role === "assistant" && textOf(m).length > 0))
+    await waitFor(async () => chat.messages.some((m) => m.role === "assistant" && textOf(m).length > 0))
+    return { id, chat, sending, agent }
+  }
+
+  // The replies below are written by the test, so each is still streaming when the client stops, resumes or cancels it.
+  test("a reply aborted by the client is resumed by a new Chat exactly once", async () => {
+    const { id, chat: first, sending, agent } = await replyStreaming("resume", "Tell me about offsets")
     await first.stop() // aborts the fetch only; the reply keeps streaming on the server
     await sending.catch(() => {})
 
@@ -155,13 +161,7 @@ describe("AI SDK useChat protocol with an external agent", () => {
   })
 
   test("the stop endpoint cancels the run, fences the agent's next write, and a later resume gets 204", async () => {
-    const id = chatId("stop")
-    const chat = chatAt(id)
-    const sending = chat.sendMessage({ text: "Write a long answer" })
-    const agent = await agentFor(id)
-    await agent.start()
-    await agent.tokens(5, 10)
-    await waitFor(async () => chat.messages.some((m) => m.role === "assistant" && textOf(m).length > 0))
+    const { id, chat, sending, agent } = await replyStreaming("stop", "Write a long answer")
     const stop = await fetch(`${server.url}/api/chat/${id}/stop`, { method: "POST" })
     expect(stop.status).toBe(200)
     await sending
