@@ -277,8 +277,9 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
                     await _socket.SendAsync(message, WebSocketMessageType.Text, endOfMessage: true, CancellationToken.None).ConfigureAwait(false);
                 }
             }
-            catch (Exception ex) when (ex is WebSocketException or IOException or ObjectDisposedException)
+            catch (Exception ex) when (ex is WebSocketException or IOException or ObjectDisposedException or OperationCanceledException)
             {
+                // A socket the keep-alive gave up fails its pending send as cancelled.
                 Abort();
             }
         }
@@ -338,7 +339,7 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
                     }
                 }
             }
-            catch (Exception ex) when (ex is WebSocketException or IOException or JsonException or ObjectDisposedException)
+            catch (Exception ex) when (ex is WebSocketException or IOException or JsonException or ObjectDisposedException or OperationCanceledException)
             {
             }
             finally

@@ -787,7 +787,7 @@ public sealed partial class RedisStreamStore : StreamStore
         }
         catch (Exception ex) when (IsUnavailable(ex))
         {
-            throw new StreamStoreUnavailableException("Redis is unreachable; the request was not acknowledged.", ex);
+            throw new StreamStoreUnavailableException("Redis is unreachable or refusing commands for now; the request was not acknowledged.", ex);
         }
     }
 
@@ -800,7 +800,7 @@ public sealed partial class RedisStreamStore : StreamStore
         }
         catch (Exception ex) when (IsUnavailable(ex))
         {
-            throw new StreamStoreUnavailableException("Redis is unreachable; nothing was acknowledged.", ex);
+            throw new StreamStoreUnavailableException("Redis is unreachable or refusing commands for now; nothing was acknowledged.", ex);
         }
     }
 
@@ -813,7 +813,9 @@ public sealed partial class RedisStreamStore : StreamStore
     /// </summary>
     internal static bool IsUnavailable(Exception ex)
         => ex is RedisConnectionException or RedisTimeoutException
-            || (ex is RedisServerException server && Array.Exists(UnavailableErrors, code => server.Message.StartsWith(code, StringComparison.Ordinal)));
+            || (ex is RedisServerException server && Array.Exists(UnavailableErrors, code => server.Message.StartsWith(code, StringComparison.Ordinal)
+                // Before Redis 7 an error inside a script comes wrapped: "ERR Error running script (…): … -READONLY …".
+                || (server.Message.StartsWith("ERR Error running script", StringComparison.Ordinal) && server.Message.Contains(" -" + code + " ", StringComparison.Ordinal))));
 
     private static readonly string[] UnavailableErrors = ["READONLY", "LOADING", "OOM", "BUSY", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "NOREPLICAS", "MISCONF"];
 

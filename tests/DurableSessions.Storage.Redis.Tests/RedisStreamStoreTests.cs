@@ -78,6 +78,21 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
         Assert.Equal((2, 14, "a longer one"), (second.Chunk.Start, second.Chunk.End, System.Text.Encoding.UTF8.GetString(second.Chunk.Data.Span)));
     }
 
+    [Theory]
+    [InlineData("READONLY You can't write against a read only replica.", true)]
+    [InlineData("OOM command not allowed when used memory > 'maxmemory'.", true)]
+    [InlineData("ERR Error running script (call to f_0123): @user_script:4: @user_script: 4: -READONLY You can't write against a read only replica.", true)]
+    [InlineData("ERR Error running script (call to f_0123): @user_script:9: -NOREPLICAS Not enough good replicas to write.", true)]
+    [InlineData("WRONGTYPE Operation against a key holding the wrong kind of value", false)]
+    [InlineData("ERR Error running script (call to f_0123): @user_script:4: user_script:4: attempt to compare nil with number", false)]
+    public void Errors_redis_gives_while_it_takes_no_commands_are_unavailability_bare_or_wrapped_by_a_script(string message, bool unavailable)
+    {
+#pragma warning disable CS0618 // The message is all this classification reads.
+        var error = new StackExchange.Redis.RedisServerException(message);
+#pragma warning restore CS0618
+        Assert.Equal(unavailable, RedisStreamStore.IsUnavailable(error));
+    }
+
     [Fact]
     public async Task A_redis_that_refuses_writes_during_a_failover_is_answered_as_unavailable_and_nothing_is_written()
     {

@@ -46,7 +46,8 @@ test("twelve sessions follow live over one WebSocket and resume after it drops, 
       throw new Error("session ended")
     })
 
-    await allJoined
+    // A follower that fails before its snapshot fails the test here, rather than leave it waiting.
+    await Promise.race([allJoined, Promise.all(followers)])
 
     // Each session gets a reply of 40 deltas; the socket is dropped twice while they stream.
     for (const [n, id] of ids.entries()) {

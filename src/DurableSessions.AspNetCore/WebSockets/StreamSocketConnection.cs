@@ -956,15 +956,9 @@ internal sealed partial class StreamSocketConnection : IDisposable
                 }
             }
 
-            // The connection now closes when this token expires, sooner or later than the one before it.
-            try
-            {
-                _watch?.Change(TimeSpan.Zero, Timeout.InfiniteTimeSpan);
-            }
-            catch (ObjectDisposedException)
-            {
-                // The connection ended meanwhile.
-            }
+            // The connection now closes when this token expires, sooner or later than the one before it: the check
+            // runs here, after any under way for the token before, and re-arms the timer for this one.
+            Watch();
 
             return Ack(id, new AppendAnswer(204), producer: null);
         }
@@ -1055,8 +1049,8 @@ internal sealed partial class StreamSocketConnection : IDisposable
     /// </summary>
     private void Watch()
     {
-        // One check at a time, each reading the token in force when it runs: a check under way when a refresh re-arms
-        // the timer cannot re-arm it afterwards for the token that was replaced.
+        // One check at a time, each reading the token in force when it runs. A refresh runs one itself once the new
+        // token is in force, so a check under way for the token before cannot re-arm the timer after it.
         lock (_watchLock)
         {
             if (_closing.IsCancellationRequested)
