@@ -30,7 +30,7 @@ public sealed record StreamFollowOptions
 
     /// <summary>
     /// Taken for each store read and held until the reader asks for what follows it, so followers that share it hold at
-    /// most its count of reads in memory at once (a connection's many subscriptions catching up). Null: no limit. Default null.
+    /// most its count of reads in memory at once (a connection's many subscriptions catching up). Default null: no limit.
     /// </summary>
     public SemaphoreSlim? ReadGate { get; init; }
 }
