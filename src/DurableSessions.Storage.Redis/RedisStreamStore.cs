@@ -645,23 +645,8 @@ public sealed partial class RedisStreamStore : StreamStore
         var members = _db.SetScanAsync(_prefix + ":paths", pageSize: 500).GetAsyncEnumerator(cancellationToken);
         try
         {
-            while (true)
+            while (await Call(members.MoveNextAsync().AsTask()).ConfigureAwait(false))
             {
-                bool more;
-                try
-                {
-                    more = await members.MoveNextAsync().ConfigureAwait(false);
-                }
-                catch (Exception ex) when (IsUnavailable(ex))
-                {
-                    throw new StreamStoreUnavailableException("Redis is unreachable.", ex);
-                }
-
-                if (!more)
-                {
-                    break;
-                }
-
                 var path = (string)members.Current!;
                 var lookup = await GetAsync(path, cancellationToken).ConfigureAwait(false);
                 if (lookup.Status == StreamLookupStatus.Found)
@@ -841,16 +826,7 @@ public sealed partial class RedisStreamStore : StreamStore
 
     private async Task<StreamInfo?> LoadAsync(StreamKeys keys)
     {
-        HashEntry[] fields;
-        try
-        {
-            fields = await _db.HashGetAllAsync(keys.Meta).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (IsUnavailable(ex))
-        {
-            throw new StreamStoreUnavailableException("Redis is unreachable.", ex);
-        }
-
+        var fields = await Call(_db.HashGetAllAsync(keys.Meta)).ConfigureAwait(false);
         return fields.Length == 0 ? null : ParseMeta(fields);
     }
 
