@@ -27,6 +27,10 @@ namespace DurableSessions.Storage.Redis;
 public sealed partial class RedisStreamStore : StreamStore
 {
     private const int ReadBatch = 128;
+
+    // Probes of the changes subscription after a reconnect: how many, and how long each waits to come back.
+    private const int ProbeAttempts = 5;
+    private static readonly TimeSpan ProbeWait = TimeSpan.FromSeconds(1);
     private readonly RedisStreamStoreOptions _options;
     private readonly SemaphoreSlim _connecting = new(1, 1);
     private ConnectionMultiplexer? _redis;
@@ -36,6 +40,8 @@ public sealed partial class RedisStreamStore : StreamStore
     private readonly string _node = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
     private readonly string _prefix;
     private ChannelMessageQueue? _changes;
+    private readonly ConcurrentDictionary<string, TaskCompletionSource> _probes = new(StringComparer.Ordinal);
+    private int _probesHeard;
     private ITimer? _sweepTimer;
     private readonly CancellationTokenSource _sweepStop = new();
     private Task _sweepTask = Task.CompletedTask;
@@ -94,12 +100,13 @@ public sealed partial class RedisStreamStore : StreamStore
                 _changes = await redis.GetSubscriber().SubscribeAsync(_channel).ConfigureAwait(false);
                 _changes.OnMessage(OnChangeAsync);
 
-                // Notifications published while the subscription was down are lost: readers catch up from Redis instead.
+                // Notifications published while the subscription was down are lost: readers catch up from Redis instead,
+                // once the subscription is in force again.
                 redis.ConnectionRestored += (_, e) =>
                 {
                     if (e.ConnectionType == ConnectionType.Subscription)
                     {
-                        Fanout.DisconnectAll();
+                        _ = CutReadersOnceSubscribedAsync();
                     }
                 };
                 _redis = redis;
@@ -1380,6 +1387,12 @@ public sealed partial class RedisStreamStore : StreamStore
         try
         {
             var bytes = (byte[])message.Message!;
+            if (bytes.AsSpan().StartsWith(ProbePrefix))
+            {
+                OnProbe(bytes);
+                return;
+            }
+
             var newline = Array.IndexOf(bytes, (byte)'\n');
             var header = Encoding.UTF8.GetString(bytes, 0, newline).Split('|');
             var pathBytes = int.Parse(header[6], CultureInfo.InvariantCulture);
@@ -1403,14 +1416,18 @@ public sealed partial class RedisStreamStore : StreamStore
             {
                 data = bytes.AsMemory(newline + 1 + pathBytes, dataBytes);
             }
-            else if (await FetchChangeAsync(id, path, end).ConfigureAwait(false) is { } fetched)
+            else if ((own || Fanout.HasReaders(id)) && await FetchChangeAsync(id, path, end).ConfigureAwait(false) is { } fetched)
             {
+                // Only live readers use another node's data (the observers judge a change on the node that made it, and
+                // need only its path), so it is read only where the stream has one: every node fetching every large
+                // append, one notification after another, would hold up the notifications behind it for nothing.
                 data = fetched;
             }
             else
             {
-                // Its data could not be had here (Redis away, or the stream trimmed or deleted since): the readers are
-                // told the tail moved, and read what they miss from Redis themselves rather than wait for a next change.
+                // Its data is not read here (no live reader of it on this node, or Redis away, or the stream trimmed or
+                // deleted since): readers are told the tail moved, and read what they miss from Redis themselves rather
+                // than wait for a next change.
                 Fanout.Publish(new LiveAppend(id, path, new StreamChunk(end, end, default), closed, remote: true));
                 return;
             }
@@ -1421,6 +1438,64 @@ public sealed partial class RedisStreamStore : StreamStore
         catch (Exception ex) when (ex is RedisException or StreamStoreUnavailableException or FormatException or IndexOutOfRangeException or ArgumentException)
         {
             Log.ChangeFailed(_logger, ex);
+        }
+    }
+
+    /// <summary>
+    /// Cuts every live reader, so that each reads from Redis what the lost subscription missed, once a probe published
+    /// on the changes channel has come back through the subscription. The connection is restored before the client
+    /// library has subscribed again: a reader cut at once could catch up, wait live, and never hear of a change made
+    /// before the subscription was back in force. Cuts anyway after a few tries (at most ten seconds), since Redis may be
+    /// gone again (and then its next restore cuts again).
+    /// </summary>
+    private async Task CutReadersOnceSubscribedAsync()
+    {
+        try
+        {
+            for (var attempt = 0; attempt < ProbeAttempts; attempt++)
+            {
+                var nonce = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
+                var heard = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                _probes[nonce] = heard;
+                try
+                {
+                    // Network round trips, timed on the real clock whatever the store's clock is, and each bounded so that
+                    // the readers are cut within ProbeAttempts × 2 × ProbeWait however Redis behaves.
+                    await _db.PublishAsync(_channel, ProbeMessage(_node, nonce)).WaitAsync(ProbeWait).ConfigureAwait(false);
+                    await heard.Task.WaitAsync(ProbeWait).ConfigureAwait(false);
+                    Interlocked.Increment(ref _probesHeard);
+                    return;
+                }
+                catch (Exception ex) when (ex is TimeoutException or RedisException or ObjectDisposedException)
+                {
+                    // Not heard yet (the subscription is still coming back) or not sent: try again.
+                }
+                finally
+                {
+                    _probes.TryRemove(nonce, out _);
+                }
+            }
+        }
+        finally
+        {
+            Fanout.DisconnectAll();
+        }
+    }
+
+    /// <summary>For tests: how many subscription probes this node has heard back.</summary>
+    internal int ProbesHeard => Volatile.Read(ref _probesHeard);
+
+    private static ReadOnlySpan<byte> ProbePrefix => "probe|"u8;
+
+    private static byte[] ProbeMessage(string node, string nonce) => Encoding.UTF8.GetBytes($"probe|{node}|{nonce}");
+
+    /// <summary>Completes this node's probe that <paramref name="message"/> carries; another node's is ignored.</summary>
+    private void OnProbe(byte[] message)
+    {
+        var parts = Encoding.UTF8.GetString(message).Split('|');
+        if (parts.Length == 3 && parts[1] == _node && _probes.TryGetValue(parts[2], out var heard))
+        {
+            heard.TrySetResult();
         }
     }
 

@@ -203,6 +203,71 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
         await reading;
     }
 
+    [Fact]
+    public async Task Another_nodes_large_append_is_read_only_on_a_node_with_a_live_reader_of_its_stream()
+    {
+        var a = await Node();
+        var b = await Node();
+        var created = await a.CreateAsync(new CreateStreamRequest { Path = "fetched", ContentType = "text/plain" });
+        var fetches = 0;
+        b.BeforeChangeFetch = () =>
+        {
+            Interlocked.Increment(ref fetches);
+            return Task.CompletedTask;
+        };
+
+        // No live reader of the stream on B: B's fan-out hears the change (its observers look at every change) without
+        // its data, which B does not read.
+        var heard = new TaskCompletionSource<LiveAppend>(TaskCreationOptions.RunContinuationsAsynchronously);
+        b.Fanout.AddObserver(change =>
+        {
+            if (change.Path == "fetched" && change.Chunk.End == 12)
+            {
+                heard.TrySetResult(change);
+            }
+        });
+        await a.AppendAsync(new AppendRequest { Path = "fetched", ContentType = "text/plain", Data = new StreamPayload("a longer one"u8.ToArray(), 12) });
+        var unread = await heard.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(unread.Chunk.End, unread.Chunk.Start);
+        Assert.Equal(0, Volatile.Read(ref fetches));
+
+        // With a live reader there, the next one is read once and handed to it.
+        using var subscription = b.Fanout.Subscribe(created.Stream!.Id);
+        await a.AppendAsync(new AppendRequest { Path = "fetched", ContentType = "text/plain", Data = new StreamPayload("and one more"u8.ToArray(), 12) });
+        var change = await NextWithData(subscription);
+        Assert.Equal("and one more", System.Text.Encoding.UTF8.GetString(change.Chunk.Data.Span));
+        Assert.Equal(1, Volatile.Read(ref fetches));
+    }
+
+    [Fact]
+    public async Task After_its_subscription_comes_back_a_node_cuts_its_readers_once_the_subscription_is_in_force_and_they_hear_later_changes()
+    {
+        // A Redis of its own: dropping every subscription connection of the shared one would cut other tests' readers.
+        await using var own = await RedisServer.StartAsync();
+        var options = new RedisStreamStoreOptions { Configuration = own.Configuration, KeyPrefix = _prefix };
+        await using var a = await RedisStreamStore.ConnectAsync(options);
+        await using var b = await RedisStreamStore.ConnectAsync(options);
+        var created = await a.CreateAsync(new CreateStreamRequest { Path = "resubscribed", ContentType = "text/plain" });
+        var reader = b.Fanout.Subscribe(created.Stream!.Id);
+
+        // Redis drops every subscription connection; the client library connects them again.
+        using var admin = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(own.Configuration + ",allowAdmin=true");
+        await admin.GetDatabase().ExecuteAsync("CLIENT", "KILL", "TYPE", "pubsub");
+
+        // B's reader is cut (so it would read what the drop missed from Redis), and only after B heard its own probe
+        // back through the subscription.
+        await reader.Reader.Completion.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(reader.FellBehind);
+        Assert.True(b.ProbesHeard >= 1, "the subscription was to be proven back before the readers were cut");
+        reader.Dispose();
+
+        // A reader that resumes now hears the next change made on A.
+        using var resumed = b.Fanout.Subscribe(created.Stream.Id);
+        await a.AppendAsync(new AppendRequest { Path = "resubscribed", ContentType = "text/plain", Data = new StreamPayload("after"u8.ToArray(), 5) });
+        var change = await NextWithData(resumed);
+        Assert.Equal("after", System.Text.Encoding.UTF8.GetString(change.Chunk.Data.Span));
+    }
+
     /// <summary>The stream's tail once it reaches <paramref name="expected"/>, or where it stands when the time is up.</summary>
     private static async Task<long> WaitForTailAsync(StreamStore store, string path, long expected, TimeSpan within)
     {

@@ -37,6 +37,12 @@ export interface ClientOptions {
    * `WebSocket` global (Node before 22 without `--experimental-websocket`), `auto` starts with SSE.
    */
   transport?: "auto" | "websocket" | "sse" | "long-poll"
+  /**
+   * How long a session operation sent over the WebSocket waits for its answer, in ms. Past it the operation fails (it
+   * may or may not have been applied, as with a cut connection) and the socket is dropped, so every session following
+   * over it resumes on a new one: a socket can die without a close event, and a browser cannot ping. Default 30000.
+   */
+  operationTimeoutMs?: number
 }
 
 export type ConnectionState = "connecting" | "catching-up" | "live" | "reconnecting"
@@ -129,6 +135,9 @@ export class DurableSessionsClient {
 
   constructor(private readonly options: ClientOptions) {
     this.base = options.baseUrl.replace(/\/$/, "")
+    if (options.operationTimeoutMs !== undefined && !(options.operationTimeoutMs > 0 && Number.isFinite(options.operationTimeoutMs))) {
+      throw new Error(`operationTimeoutMs must be a positive number of milliseconds, not ${options.operationTimeoutMs}`)
+    }
     this.participantId = options.participantId ?? `client:${Math.random().toString(36).slice(2, 10)}`
   }
 
@@ -196,7 +205,7 @@ export class DurableSessionsClient {
 
   /** @internal The client's one WebSocket, shared by every session it follows. */
   get sockets(): SocketHub {
-    this.hub ??= new SocketHub(this.base, async () => (typeof this.options.token === "function" ? await this.options.token() : this.options.token))
+    this.hub ??= new SocketHub(this.base, async () => (typeof this.options.token === "function" ? await this.options.token() : this.options.token), this.options.operationTimeoutMs ?? 30_000)
     return this.hub
   }
 
@@ -415,7 +424,7 @@ export class SocketHub {
   private dropCurrent: (() => void) | undefined
   private readonly closed = new AbortController()
 
-  constructor(private readonly base: string, private readonly token: () => Promise<string | undefined>) {
+  constructor(private readonly base: string, private readonly token: () => Promise<string | undefined>, private readonly answerTimeoutMs = 30_000) {
     // A browser that goes offline may keep a dead socket open for a long time without a close event: drop it at once,
     // so every subscription resumes as soon as the network is back.
     globalThis.addEventListener?.("offline", () => this.dropCurrent?.(), { signal: this.closed.signal })
@@ -429,7 +438,8 @@ export class SocketHub {
   /**
    * Sends one operation and waits for its answer (`response`, or `error` with the HTTP status and code). Resolves to
    * `undefined` when the socket cannot be opened: nothing was sent and the caller may use HTTP. Throws when the socket
-   * drops after sending, since the operation may then have been applied.
+   * drops after sending, or when no answer comes within the answer timeout (the socket is then dropped), since the
+   * operation may then have been applied.
    */
   async call(operation: Record<string, unknown>): Promise<{ status: number; body: unknown } | undefined> {
     let socket: WebSocket
@@ -440,7 +450,14 @@ export class SocketHub {
     }
     const id = `o${++this.next}`
     return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.listeners.delete(id)
+        reject(new Error("the WebSocket did not answer the operation in time; it may or may not have been applied"))
+        // A socket that answers nothing is taken for dead: its sessions resume on a new one.
+        if (this.socket === socket) this.dropCurrent?.()
+      }, this.answerTimeoutMs)
       this.listeners.set(id, (message) => {
+        clearTimeout(timer)
         this.listeners.delete(id)
         if (message.type === "response") resolve({ status: message.status ?? 200, body: message.body })
         else if (message.type === "error") resolve({ status: message.status ?? 400, body: { error: { code: message.code, message: message.message } } })

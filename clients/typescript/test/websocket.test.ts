@@ -1,6 +1,7 @@
 // One WebSocket per client for every session it follows, resuming each from its offset after the socket drops.
 // Included where a WebSocket global exists (vitest.config.mjs): test.sh runs the suite once more with
 // NODE_OPTIONS=--experimental-websocket.
+import { connect, createServer, type Socket } from "node:net"
 import { expect, test } from "vitest"
 import { DurableSessionsClient, type SessionEvent, type SessionState } from "../src/index"
 
@@ -137,4 +138,77 @@ test("messages, steer, cancel and presence go over the WebSocket and answer as o
     globalThis.fetch = native.fetch
     globalThis.WebSocket = native.WebSocket
   }
+})
+
+/**
+ * A TCP proxy to the server that can silence the connections it holds: from then on they carry nothing either way and
+ * never close, as a link that died without a word. Connections made after that pass.
+ */
+function silencingProxy(): Promise<{ url: string; silence: () => void; connections: () => number; close: () => void }> {
+  const target = new URL(base!)
+  const open: { silenced: boolean; sockets: Socket[] }[] = []
+  let connections = 0
+  const server = createServer((client) => {
+    connections++
+    const upstream = connect(Number(target.port), target.hostname)
+    const pair = { silenced: false, sockets: [client, upstream] }
+    open.push(pair)
+    client.on("data", (chunk) => { if (!pair.silenced) upstream.write(chunk) })
+    upstream.on("data", (chunk) => { if (!pair.silenced) client.write(chunk) })
+    const end = () => { client.destroy(); upstream.destroy() }
+    client.on("error", end).on("close", end)
+    upstream.on("error", end).on("close", end)
+  })
+  return new Promise((resolve) =>
+    server.listen(0, "127.0.0.1", () => resolve({
+      url: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+      silence: () => { for (const pair of open) pair.silenced = true },
+      connections: () => connections,
+      close: () => { for (const pair of open) for (const socket of pair.sockets) socket.destroy(); server.close() },
+    })))
+}
+
+test("an operation the WebSocket never answers fails in time, and the sessions on that socket resume on a new one", async () => {
+  const proxy = await silencingProxy()
+  const client = new DurableSessionsClient({ baseUrl: proxy.url, transport: "websocket", operationTimeoutMs: 1000, reconnectDelayMs: 5, maxReconnectDelayMs: 50 })
+  const id = `ts-ws-silent-${Date.now()}`
+  const abort = new AbortController()
+  const timer = setTimeout(() => abort.abort(), 50_000)
+  try {
+    await client.session(id).create()
+    let joined!: () => void
+    const ready = new Promise<void>((resolve) => (joined = resolve))
+    const follower = (async () => {
+      for await (const update of client.session(id).join(abort.signal)) {
+        // Up to date over the socket, not only hydrated from the snapshot (which comes over HTTP before it opens).
+        if (update.upToDate) joined()
+        if (update.upToDate && (update.state as SessionState).get("run", "r1")?.status === "finished") return update.state as SessionState
+      }
+      throw new Error("session ended")
+    })()
+    await Promise.race([ready, follower])
+    const before = proxy.connections()
+
+    // The socket goes silent: no answer and no close ever come on it.
+    proxy.silence()
+    const sent = Date.now()
+    await expect(client.session(id).sendMessage("anyone there?")).rejects.toThrow(/did not answer the operation in time/)
+    expect(Date.now() - sent).toBeLessThan(10_000)
+
+    // The follower moved to a new socket: it sees what is written now.
+    await write(id, "ws-silent-agent", 0, [change("run", "r1", "insert", { id: "r1", agent: "agent:ts", messageId: "m1", status: "started" })])
+    await write(id, "ws-silent-agent", 1, [change("run", "r1", "update", { id: "r1", agent: "agent:ts", messageId: "m1", status: "finished" })])
+    const state = await follower
+    expect(state.get("run", "r1")?.status).toBe("finished")
+    expect(proxy.connections()).toBeGreaterThan(before)
+  } finally {
+    clearTimeout(timer)
+    abort.abort()
+    client.close()
+    proxy.close()
+  }
+})
+
+test("an operation timeout that is not a positive number is refused", () => {
+  expect(() => new DurableSessionsClient({ baseUrl: base!, operationTimeoutMs: 0 })).toThrow(/operationTimeoutMs/)
 })

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
 using System.Net.WebSockets;
 using System.Runtime.InteropServices;
@@ -490,9 +491,8 @@ internal sealed partial class StreamSocketConnection : IDisposable
     private async Task SubscribeAsync(JsonElement root)
     {
         var sub = OptionalString(root, "sub");
-        if (sub is not { Length: > 0 and <= MaxIdLength })
+        if (RefusedSub(sub))
         {
-            Enqueue(Error("sub", sub is null ? null : Truncate(sub), 400, "INVALID_SUB", $"sub must be a string of 1 to {MaxIdLength} characters."));
             return;
         }
 
@@ -639,13 +639,30 @@ internal sealed partial class StreamSocketConnection : IDisposable
         }
     }
 
+    /// <summary>Answers a missing or malformed sub with <c>400 INVALID_SUB</c>, for subscribe and unsubscribe alike.</summary>
+    private bool RefusedSub([NotNullWhen(false)] string? sub)
+    {
+        if (sub is { Length: > 0 and <= MaxIdLength })
+        {
+            return false;
+        }
+
+        Enqueue(Error("sub", sub is null ? null : Truncate(sub), 400, "INVALID_SUB", $"sub must be a string of 1 to {MaxIdLength} characters."));
+        return true;
+    }
+
     private void Unsubscribe(JsonElement root)
     {
         var sub = OptionalString(root, "sub");
+        if (RefusedSub(sub))
+        {
+            return;
+        }
+
         Subscription? subscription;
         lock (_subscriptions)
         {
-            subscription = sub is null ? null : _subscriptions.GetValueOrDefault(sub);
+            subscription = _subscriptions.GetValueOrDefault(sub);
 
             // Counted under the lock that its follower takes to leave: each unsubscribe it counts is answered when it ends.
             if (subscription is not null)
@@ -656,7 +673,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
 
         if (subscription is null)
         {
-            Enqueue(Error("sub", sub is { Length: > MaxIdLength } ? Truncate(sub) : sub, 404, "SUBSCRIPTION_NOT_FOUND", "No live subscription with this sub."));
+            Enqueue(Error("sub", sub, 404, "SUBSCRIPTION_NOT_FOUND", "No live subscription with this sub."));
             return;
         }
 

@@ -43,6 +43,13 @@ public sealed class StreamFanout
     /// <summary>The number of streams with at least one live reader.</summary>
     public int ActiveStreams => _streams.Count;
 
+    /// <summary>Whether the stream has a live reader in this process now.</summary>
+    /// <remarks>
+    /// A shared store uses it to skip work that only live readers need (reading the data of another node's change);
+    /// a reader that subscribes just after must not depend on that work, so it reads the store once it has subscribed.
+    /// </remarks>
+    public bool HasReaders(long streamId) => _streams.TryGetValue(streamId, out var list) && list.Items.Length > 0;
+
     /// <summary>Registers a live reader of a stream. Dispose the subscription to unregister.</summary>
     public LiveSubscription Subscribe(long streamId)
     {
