@@ -586,6 +586,8 @@ public sealed class WebSocketTransportTests
         Assert.Equal((WebSocketCloseStatus)4400, await ClosedBy(s => s.SendRawAsync(Encoding.UTF8.GetBytes("{not json"))));
         Assert.Equal((WebSocketCloseStatus)4400, await ClosedBy(s => s.SendRawAsync(Encoding.UTF8.GetBytes("[1,2]"))));
         Assert.Equal((WebSocketCloseStatus)4400, await ClosedBy(s => s.SendRawAsync(Encoding.UTF8.GetBytes("{\"op\":7}"))));
+        var tooDeepToRead = "{\"op\":\"append\",\"id\":\"d\",\"path\":\"bad/s\",\"data\":" + new string('[', 600) + new string(']', 600) + "}";
+        Assert.Equal((WebSocketCloseStatus)4400, await ClosedBy(s => s.SendRawAsync(Encoding.UTF8.GetBytes(tooDeepToRead))));
 
         // A lone surrogate escaped in a string is valid JSON and UTF-8, but no text: as an op it is a bad frame.
         Assert.Equal((WebSocketCloseStatus)4400, await ClosedBy(s => s.SendRawAsync(Encoding.UTF8.GetBytes("{\"op\":\"\\ud800\"}"))));
@@ -598,8 +600,15 @@ public sealed class WebSocketTransportTests
 
         // Operations the server does not know, or with bad fields, are answered and the connection stays open.
         await using var socket = await SocketClient.ConnectAsync(server.BaseAddress);
+        JsonNode tooDeepToStore = 1;
+        for (var i = 0; i < JsonFraming.MaxDepth + 8; i++)
+        {
+            tooDeepToStore = new JsonArray(tooDeepToStore);
+        }
+
         var cases = new (JsonObject Message, string Code)[]
         {
+            (new JsonObject { ["op"] = "append", ["id"] = "deep", ["path"] = "bad/s", ["data"] = tooDeepToStore }, "INVALID_JSON"),
             (new JsonObject { ["op"] = "launch", ["id"] = "1" }, "UNKNOWN_OP"),
             (new JsonObject { ["op"] = "append", ["path"] = "bad/s", ["data"] = 1 }, "MISSING_ID"),
             (new JsonObject { ["op"] = "append", ["id"] = "3", ["path"] = "../etc", ["data"] = 1 }, "INVALID_PATH"),

@@ -29,6 +29,9 @@ internal sealed partial class StreamSocketConnection : IDisposable
 
     private const int MaxIdLength = 128;
 
+    // The envelope and one message's data: JSON past this depth is no frame at all (closed with 4400).
+    private static readonly JsonDocumentOptions FrameOptions = new() { MaxDepth = 512 };
+
     private static readonly JsonWriterOptions WriterOptions = DurableJson.WriterOptions with { SkipValidation = true };
 
     private readonly WebSocket _socket;
@@ -203,7 +206,9 @@ internal sealed partial class StreamSocketConnection : IDisposable
         JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(message, new JsonDocumentOptions { MaxDepth = JsonFraming.MaxDepth + 2 });
+            // Read as deep as any JSON the server reads at all, so that data nested past what may be stored is refused by
+            // the operation that carries it (as over HTTP), not by closing the connection.
+            document = JsonDocument.Parse(message, FrameOptions);
         }
         catch (JsonException)
         {
