@@ -15,7 +15,7 @@ namespace DurableSessions.Storage.Redis;
 /// <c>KEYS[4]</c> how recent fork creates were settled (incarnation id → 'c' made, 'a' given up; an hour).</para>
 /// <para>Every change is published on the change channel as <c>header\n path data</c>, the header being
 /// <c>node|id|start|end|closed|deleted|pathBytes|dataBytes</c>. Data above the inline limit is left out (dataBytes -1)
-/// and the receiving nodes read it from the records.</para>
+/// and a receiving node with a live reader of the stream reads it from the records.</para>
 /// <para>Positions stay far below 2^53, so Lua's doubles hold them exactly; <c>n2s</c> prints them without exponent.</para>
 /// </remarks>
 internal static class RedisScripts

@@ -29,7 +29,7 @@ public sealed partial class RedisStreamStore : StreamStore
     private const int ReadBatch = 128;
 
     // Probes of the changes subscription after a reconnect: how many, and how long each waits to come back.
-    private const int ProbeAttempts = 5;
+    private const int ProbeAttempts = 10;
     private static readonly TimeSpan ProbeWait = TimeSpan.FromSeconds(1);
     private readonly RedisStreamStoreOptions _options;
     private readonly SemaphoreSlim _connecting = new(1, 1);
@@ -1445,30 +1445,44 @@ public sealed partial class RedisStreamStore : StreamStore
     /// Cuts every live reader, so that each reads from Redis what the lost subscription missed, once a probe published
     /// on the changes channel has come back through the subscription. The connection is restored before the client
     /// library has subscribed again: a reader cut at once could catch up, wait live, and never hear of a change made
-    /// before the subscription was back in force. Cuts anyway after a few tries (at most ten seconds), since Redis may be
-    /// gone again (and then its next restore cuts again).
+    /// before the subscription was back in force. Cuts anyway after a few tries (at most ten seconds, logged), since Redis
+    /// may be gone again (and then its next restore cuts again).
     /// </summary>
     private async Task CutReadersOnceSubscribedAsync()
     {
+        Exception? failure = null;
+        var proven = false;
         try
         {
-            for (var attempt = 0; attempt < ProbeAttempts; attempt++)
+            for (var attempt = 0; attempt < ProbeAttempts && Volatile.Read(ref _disposed) == 0; attempt++)
             {
                 var nonce = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
                 var heard = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                 _probes[nonce] = heard;
                 try
                 {
-                    // Network round trips, timed on the real clock whatever the store's clock is, and each bounded so that
-                    // the readers are cut within ProbeAttempts × 2 × ProbeWait however Redis behaves.
-                    await _db.PublishAsync(_channel, ProbeMessage(_node, nonce)).WaitAsync(ProbeWait).ConfigureAwait(false);
-                    await heard.Task.WaitAsync(ProbeWait).ConfigureAwait(false);
-                    Interlocked.Increment(ref _probesHeard);
-                    return;
-                }
-                catch (Exception ex) when (ex is TimeoutException or RedisException or ObjectDisposedException)
-                {
-                    // Not heard yet (the subscription is still coming back) or not sent: try again.
+                    Task publish;
+                    try
+                    {
+                        publish = _db.PublishAsync(_channel, ProbeMessage(_node, nonce));
+                    }
+                    catch (Exception ex) when (ex is RedisException or ObjectDisposedException)
+                    {
+                        publish = Task.FromException(ex);
+                    }
+
+                    // A publish given up on below may still fail later: its failure is observed here, not left unobserved.
+                    _ = publish.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+
+                    // Each try waits the same, on the real clock whatever the store's clock is, even when the publish fails
+                    // at once: the readers are cut within ProbeAttempts × ProbeWait however Redis behaves.
+                    await Task.WhenAny(heard.Task, Task.Delay(ProbeWait)).ConfigureAwait(false);
+                    if (heard.Task.IsCompleted)
+                    {
+                        proven = true;
+                        Interlocked.Increment(ref _probesHeard);
+                        return;
+                    }
                 }
                 finally
                 {
@@ -1476,9 +1490,22 @@ public sealed partial class RedisStreamStore : StreamStore
                 }
             }
         }
+        catch (Exception ex)
+        {
+            failure = ex;
+        }
         finally
         {
-            Fanout.DisconnectAll();
+            // A disposed store's fan-out is not its readers' any more (a new store may share it).
+            if (Volatile.Read(ref _disposed) == 0)
+            {
+                if (!proven)
+                {
+                    Log.SubscriptionUnproven(_logger, failure);
+                }
+
+                Fanout.DisconnectAll();
+            }
         }
     }
 
@@ -1626,6 +1653,9 @@ public sealed partial class RedisStreamStore : StreamStore
 
         [LoggerMessage(705, LogLevel.Warning, "A fork (incarnation {Id}) whose create could not be settled keeps its hold on {Path}: deleted, that source stays soft-deleted, its path taken, until its other forks go and this hold is released by hand")]
         public static partial void ForkHoldKept(ILogger logger, long id, string path, Exception? exception = null);
+
+        [LoggerMessage(706, LogLevel.Warning, "After Redis reconnected, the changes subscription could not be heard back; live readers are cut anyway and read what they missed from Redis")]
+        public static partial void SubscriptionUnproven(ILogger logger, Exception? exception);
 
         [LoggerMessage(704, LogLevel.Warning, "Stream {Path} has metadata this store cannot read; it is left out of expiry")]
         public static partial void UnreadableMeta(ILogger logger, string path, Exception exception);

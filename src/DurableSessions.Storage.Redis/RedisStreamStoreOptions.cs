@@ -32,6 +32,6 @@ public sealed class RedisStreamStoreOptions
     /// </summary>
     public TimeSpan ExpirySweepInterval { get; set; } = TimeSpan.FromSeconds(30);
 
-    /// <summary>Appends up to this size travel inside the change notification; larger ones are read by each node from Redis.</summary>
+    /// <summary>Appends up to this size travel inside the change notification; larger ones are read from Redis by each node with a live reader of the stream.</summary>
     public int InlineNotificationBytes { get; set; } = 16 * 1024;
 }

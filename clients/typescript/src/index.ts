@@ -135,8 +135,9 @@ export class DurableSessionsClient {
 
   constructor(private readonly options: ClientOptions) {
     this.base = options.baseUrl.replace(/\/$/, "")
-    if (options.operationTimeoutMs !== undefined && !(options.operationTimeoutMs > 0 && Number.isFinite(options.operationTimeoutMs))) {
-      throw new Error(`operationTimeoutMs must be a positive number of milliseconds, not ${options.operationTimeoutMs}`)
+    // setTimeout takes at most 2^31-1 ms; a longer timeout would fire at once.
+    if (options.operationTimeoutMs !== undefined && !(options.operationTimeoutMs > 0 && options.operationTimeoutMs <= 2 ** 31 - 1)) {
+      throw new Error(`operationTimeoutMs must be a number of milliseconds from 1 to 2147483647, not ${options.operationTimeoutMs}`)
     }
     this.participantId = options.participantId ?? `client:${Math.random().toString(36).slice(2, 10)}`
   }
@@ -463,7 +464,14 @@ export class SocketHub {
         else if (message.type === "error") resolve({ status: message.status ?? 400, body: { error: { code: message.code, message: message.message } } })
         else reject(new Error("the WebSocket closed before the operation was answered; it may or may not have been applied"))
       })
-      socket.send(JSON.stringify({ ...operation, id }))
+      try {
+        socket.send(JSON.stringify({ ...operation, id }))
+      } catch (error) {
+        // Not sent (the socket closed meanwhile): nothing of it waits on.
+        clearTimeout(timer)
+        this.listeners.delete(id)
+        reject(error)
+      }
     })
   }
 
@@ -516,7 +524,9 @@ export class SocketHub {
 
   close(): void {
     this.closed.abort()
+    // Its subscriptions and calls learn now, not when a close event comes (a dead link may never send one).
     this.socket?.close(1000)
+    this.dropCurrent?.()
   }
 
   private open(): Promise<WebSocket> {

@@ -209,6 +209,9 @@ test("an operation the WebSocket never answers fails in time, and the sessions o
   }
 })
 
-test("an operation timeout that is not a positive number is refused", () => {
-  expect(() => new DurableSessionsClient({ baseUrl: base!, operationTimeoutMs: 0 })).toThrow(/operationTimeoutMs/)
+test("an operation timeout that setTimeout cannot hold is refused", () => {
+  for (const operationTimeoutMs of [0, -5, Number.NaN, 2 ** 31]) {
+    expect(() => new DurableSessionsClient({ baseUrl: base!, operationTimeoutMs })).toThrow(/operationTimeoutMs/)
+  }
+  expect(() => new DurableSessionsClient({ baseUrl: base!, operationTimeoutMs: 2 ** 31 - 1 })).not.toThrow()
 })
