@@ -750,6 +750,26 @@ public sealed class WebSocketTransportTests
         Assert.NotNull(refused["body"]!["error"]!["code"]);
     }
 
+    [Fact]
+    public async Task An_idle_connection_is_closed_once_its_idle_timeout_since_the_last_message_is_up()
+    {
+        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(new DateTimeOffset(2026, 6, 1, 12, 0, 0, TimeSpan.Zero));
+        await using var server = await InProcessServer.StartAsync(clock, services: s => s.Configure<DurableSessions.AspNetCore.WebSockets.StreamSocketOptions>(o => o.IdleTimeout = TimeSpan.FromSeconds(10)));
+        await using var socket = await SocketClient.ConnectAsync(server.BaseAddress);
+
+        // A message 6 s in (answered, so the server has it): the idle time counts from it.
+        clock.Advance(TimeSpan.FromSeconds(6));
+        await socket.SendAsync(new JsonObject { ["op"] = "launch", ["id"] = "still-here" });
+        await socket.NextAsync(m => Type(m) == "error");
+
+        // 10 s after the connect the connection is checked and is not idle (its last message was 4 s ago); 10 s after the
+        // message it is, and it is closed then, not a whole idle timeout after that check.
+        clock.Advance(TimeSpan.FromSeconds(4));
+        clock.Advance(TimeSpan.FromSeconds(6));
+        await socket.DrainUntilClosedAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(WebSocketCloseStatus.NormalClosure, socket.CloseStatus);
+    }
+
     private static JsonObject Append(string id, string path, int seq, JsonNode data) => new()
     {
         ["op"] = "append",

@@ -1094,17 +1094,25 @@ internal sealed partial class StreamSocketConnection : IDisposable
                 wait = left < wait ? left : wait;
             }
 
-            bool idle;
+            // Idle: no subscription, no operation under way, and no message for IdleTimeout. A connection that may become
+            // idle is checked again when its IdleTimeout since the last message is up, not a whole IdleTimeout later.
+            TimeSpan? idleLeft;
             lock (_subscriptions)
             {
-                idle = _subscriptions.Count == 0 && Volatile.Read(ref _pending) == 0
-                       && time.GetElapsedTime(Volatile.Read(ref _lastMessageAt)) >= _options.IdleTimeout;
+                idleLeft = _subscriptions.Count == 0 && Volatile.Read(ref _pending) == 0
+                    ? _options.IdleTimeout - time.GetElapsedTime(Volatile.Read(ref _lastMessageAt))
+                    : null;
             }
 
-            if (idle)
+            if (idleLeft <= TimeSpan.Zero)
             {
                 CloseWith(WebSocketCloseStatus.NormalClosure, "Idle.");
                 return;
+            }
+
+            if (idleLeft < wait)
+            {
+                wait = idleLeft.Value;
             }
 
             try
