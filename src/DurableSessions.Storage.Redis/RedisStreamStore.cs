@@ -1443,9 +1443,9 @@ public sealed partial class RedisStreamStore : StreamStore
 
     /// <summary>
     /// Cuts every live reader, so that each reads from Redis what the lost subscription missed, once a probe published
-    /// on the changes channel has come back through the subscription. The connection is restored before the client
-    /// library has subscribed again: a reader cut at once could catch up, wait live, and never hear of a change made
-    /// before the subscription was back in force. Cuts anyway after a few tries (at most ten seconds, logged), since Redis
+    /// on the changes channel has come back through the subscription. The connection may be reported restored before the
+    /// client library has subscribed again: a reader cut at once could catch up, wait live, and never hear of a change
+    /// made before the subscription was back in force. Cuts anyway after a few tries (at most ten seconds, logged), since Redis
     /// may be gone again (and then its next restore cuts again).
     /// </summary>
     private async Task CutReadersOnceSubscribedAsync()
