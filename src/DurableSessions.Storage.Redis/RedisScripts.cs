@@ -207,11 +207,12 @@ internal static class RedisScripts
     /// freed off Redis's command thread). ARGV: id, channel, node, and for a delete because it expired, now: then it
     /// deletes only what is still expired (an append or a read since the caller looked may have renewed its sliding TTL).
     /// Returns {'Retry'} when the incarnation is no longer there or no longer expired, {'Gone'} when it is already
-    /// soft-deleted, {'Soft', tail, closed}, or {'Hard', fork source id, fork source path, tail, closed, owner} (the tail
-    /// and closed flag its notification carries; the owner whose set of paths it leaves, or empty).
+    /// soft-deleted, {'Soft', tail, closed}, or {'Hard', fork source id, fork source path, tail, closed, owner, fsreg} (the
+    /// tail and closed flag its notification carries; the owner whose set of paths it leaves, or empty; '1' when it was
+    /// registered on its source by its id, see <see cref="Fork"/>).
     /// </summary>
     public static readonly RedisScript Delete = new(Common + "\n" + """
-        local m = redis.call('HMGET', KEYS[1], 'id', 'forks', 'fsid', 'fspath', 'path', 'tail', 'closed', 'sdel', 'exp', 'ttl', 'access', 'owner')
+        local m = redis.call('HMGET', KEYS[1], 'id', 'forks', 'fsid', 'fspath', 'path', 'tail', 'closed', 'sdel', 'exp', 'ttl', 'access', 'owner', 'fsreg')
         if not m[1] or m[1] ~= ARGV[1] then return {'Retry'} end
         if ARGV[4] and not expired({m[9], m[10], m[11]}, tonumber(ARGV[4])) then return {'Retry'} end
         if m[8] == '1' then return {'Gone'} end
@@ -223,28 +224,34 @@ internal static class RedisScripts
         end
         redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3])
         publish(ARGV[2], ARGV[3], m[1], m[5], tail, tail, m[7] or '0', '1', nil, 0)
-        return {'Hard', m[3] or '', m[4] or '', n2s(tail), m[7] or '0', m[12] or ''}
+        return {'Hard', m[3] or '', m[4] or '', n2s(tail), m[7] or '0', m[12] or '', m[13] or ''}
         """);
 
     /// <summary>
-    /// Registers (+1) or releases (-1) a fork on its source. ARGV: source id, delta, channel, node, now, and for a
-    /// registration the fork position. A release that leaves a soft-deleted source without forks removes it. Returns
-    /// {'Missing'}, {'Gone'}, {'Trimmed'} (the fork position is before the source's retained start), {'OK', retained
-    /// start} or {'Hard', its own source id, its own source path, tail, closed, owner}.
+    /// Registers (+1) or releases (-1) a fork on its source, by the fork's incarnation id: each id counts once in the
+    /// source's 'forks', however often it is registered or released (a call whose answer was lost is sent again safely).
+    /// ARGV: source id, delta, channel, node, now, the fork position (for a registration), the fork's id, and for a
+    /// release '1' when the fork was registered by its id (a fork registered before ids were kept is released by count).
+    /// A release that leaves a soft-deleted source without forks removes it. Returns {'Missing'}, {'Gone'},
+    /// {'Trimmed'} (the fork position is before the source's retained start), {'OK', retained start} or {'Hard', its own
+    /// source id, its own source path, tail, closed, owner, fsreg}.
     /// </summary>
     public static readonly RedisScript Fork = new(Common + "\n" + """
-        local m = redis.call('HMGET', KEYS[1], 'id', 'sdel', 'fsid', 'fspath', 'path', 'tail', 'closed', 'exp', 'ttl', 'access', 'rfrom', 'owner')
+        local m = redis.call('HMGET', KEYS[1], 'id', 'sdel', 'fsid', 'fspath', 'path', 'tail', 'closed', 'exp', 'ttl', 'access', 'rfrom', 'owner', 'fsreg')
         if not m[1] or m[1] ~= ARGV[1] then return {'Missing'} end
         local delta = tonumber(ARGV[2])
+        local field = 'fork:' .. ARGV[7]
         if delta > 0 and m[2] == '1' then return {'Gone'} end
         if delta > 0 and expired({m[8], m[9], m[10]}, tonumber(ARGV[5])) then return {'Missing'} end
         if delta > 0 and tonumber(ARGV[6]) < tonumber(m[11] or '0') then return {'Trimmed'} end
+        if delta > 0 and redis.call('HSETNX', KEYS[1], field, '1') == 0 then return {'OK', m[11] or '0'} end
+        if delta < 0 and redis.call('HDEL', KEYS[1], field) == 0 and ARGV[8] == '1' then return {'OK', m[11] or '0'} end
         local forks = redis.call('HINCRBY', KEYS[1], 'forks', delta)
         if forks <= 0 and m[2] == '1' then
           redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3])
           local tail = tonumber(m[6])
           publish(ARGV[3], ARGV[4], m[1], m[5], tail, tail, m[7] or '0', '1', nil, 0)
-          return {'Hard', m[3] or '', m[4] or '', n2s(tail), m[7] or '0', m[12] or ''}
+          return {'Hard', m[3] or '', m[4] or '', n2s(tail), m[7] or '0', m[12] or '', m[13] or ''}
         end
         return {'OK', m[11] or '0'}
         """);

@@ -194,10 +194,28 @@ public sealed partial class RedisStreamStore : StreamStore
                 return new CreateStreamResult(CreateStreamStatus.OwnerLimitReached, null);
             }
 
+            long? forkId = null;
             if (source is not null)
             {
-                // Registered on the source first, so the source cannot vanish underneath the fork.
-                var registered = (RedisResult[])(await ScriptAsync(RedisScripts.Fork, Keys(source.Path), [Id(source.Id), 1, _channel.ToString(), _node, now.ToUnixTimeMilliseconds(), plan.ForkPosition]).ConfigureAwait(false))!;
+                // Registered on the source first, by the fork's own id, so the source cannot vanish underneath the fork.
+                forkId = await Call(_db.StringIncrementAsync(_prefix + ":ids")).ConfigureAwait(false);
+                RedisResult[] registered;
+                try
+                {
+                    registered = (RedisResult[])(await ScriptAsync(RedisScripts.Fork, Keys(source.Path), [Id(source.Id), 1, _channel.ToString(), _node, now.ToUnixTimeMilliseconds(), plan.ForkPosition, Id(forkId.Value), "1"]).ConfigureAwait(false))!;
+                    if (AfterForkRegistered is { } hook)
+                    {
+                        await hook().ConfigureAwait(false);
+                    }
+                }
+                catch (StreamStoreUnavailableException)
+                {
+                    // The registration may have run: it is given back by the fork's id (a no-op if it did not), since the
+                    // fork is not created now. Until Redis answers, it is asked again for a few minutes.
+                    await GiveBackRegistrationAsync(keys, forkId.Value, source).ConfigureAwait(false);
+                    throw;
+                }
+
                 var outcome = (string)registered[0]!;
                 if (outcome != "OK")
                 {
@@ -213,7 +231,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 source = source with { RetainedFrom = long.Parse((string)registered[1]!, CultureInfo.InvariantCulture) };
             }
 
-            var created = await TryCreateAsync(request, keys, plan, source, now).ConfigureAwait(false);
+            var created = await TryCreateAsync(request, keys, plan, source, forkId, now).ConfigureAwait(false);
             if (created is not null)
             {
                 return new CreateStreamResult(CreateStreamStatus.Created, created);
@@ -252,13 +270,13 @@ public sealed partial class RedisStreamStore : StreamStore
     private string OwnerKey(string owner) => _prefix + ":owner:" + owner;
 
     /// <summary>Writes a new incarnation; null when another node created one at the path first.</summary>
-    private async Task<StreamInfo?> TryCreateAsync(CreateStreamRequest request, StreamKeys keys, CreatePlan plan, StreamInfo? source, DateTimeOffset now)
+    private async Task<StreamInfo?> TryCreateAsync(CreateStreamRequest request, StreamKeys keys, CreatePlan plan, StreamInfo? source, long? forkId, DateTimeOffset now)
     {
         var forkPosition = plan.ForkPosition;
         var written = false;
         var sent = false;
         var refused = false;
-        long id = 0;
+        long id = forkId ?? 0;
         try
         {
             // Indexed before it exists, so the index is never missing a stream (a stale entry is checked and dropped).
@@ -268,7 +286,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 await Call(_db.SortedSetAddAsync(ExpiriesKey, request.Path, expiry)).ConfigureAwait(false);
             }
 
-            id = await Call(_db.StringIncrementAsync(_prefix + ":ids")).ConfigureAwait(false);
+            id = forkId ?? await Call(_db.StringIncrementAsync(_prefix + ":ids")).ConfigureAwait(false);
             var info = new StreamInfo
             {
                 Id = id,
@@ -337,7 +355,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 var abandoned = !sent || refused ? true : await AbandonAsync(keys, id).ConfigureAwait(false);
                 if (abandoned == true)
                 {
-                    await ReleaseForkAsync(source.Path, source.Id).ConfigureAwait(false);
+                    await GiveBackRegistrationAsync(keys, id, source).ConfigureAwait(false);
                 }
                 else if (abandoned is null)
                 {
@@ -349,6 +367,26 @@ public sealed partial class RedisStreamStore : StreamStore
 
     /// <summary>For tests: runs just before a create's script is sent (to hold Redis up at that moment).</summary>
     internal Func<Task>? BeforeCreateScript { get; set; }
+
+    /// <summary>For tests: runs just after a fork's registration on its source is answered (to lose that answer).</summary>
+    internal Func<Task>? AfterForkRegistered { get; set; }
+
+    /// <summary>
+    /// Gives back the registration of a fork that is not created (its create not sent, refused, or settled as abandoned):
+    /// at once, or, when Redis does not answer, through the settling of the create, which finds it never ran. Released
+    /// by the fork's id, it counts once however often it is sent.
+    /// </summary>
+    private async Task GiveBackRegistrationAsync(StreamKeys keys, long forkId, StreamInfo source)
+    {
+        try
+        {
+            await ReleaseForkAsync(source.Path, source.Id, forkId, byId: true).ConfigureAwait(false);
+        }
+        catch (StreamStoreUnavailableException)
+        {
+            _ = SettleLaterAsync(keys, forkId, source);
+        }
+    }
 
     /// <summary>For tests: runs just before this node reads the data of a change too large to travel in its notification.</summary>
     internal Func<Task>? BeforeChangeFetch { get; set; }
@@ -383,7 +421,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 switch (await AbandonAsync(keys, id).ConfigureAwait(false))
                 {
                     case true:
-                        await ReleaseForkAsync(source.Path, source.Id).ConfigureAwait(false);
+                        await ReleaseForkAsync(source.Path, source.Id, id, byId: true).ConfigureAwait(false);
                         return;
                     case false:
                         return;
@@ -1183,7 +1221,7 @@ public sealed partial class RedisStreamStore : StreamStore
             await UnindexAsync(path, (string)reply[5]!).ConfigureAwait(false);
             if ((string)reply[2]! is { Length: > 0 } sourcePath)
             {
-                await ReleaseForkAsync(sourcePath, long.Parse((string)reply[1]!, CultureInfo.InvariantCulture)).ConfigureAwait(false);
+                await ReleaseForkAsync(sourcePath, long.Parse((string)reply[1]!, CultureInfo.InvariantCulture), id, byId: (string)reply[6]! == "1").ConfigureAwait(false);
             }
         }
 
@@ -1218,14 +1256,19 @@ public sealed partial class RedisStreamStore : StreamStore
         }
     }
 
-    private async Task ReleaseForkAsync(string sourcePath, long sourceId)
+    /// <summary>
+    /// Releases fork <paramref name="forkId"/>'s registration on its source, and up the chain when that removes a
+    /// soft-deleted source that was a fork itself. <paramref name="byId"/>: the fork was registered by its id (so a
+    /// release sent again counts once); false for a fork registered before ids were kept, released by count.
+    /// </summary>
+    private async Task ReleaseForkAsync(string sourcePath, long sourceId, long forkId, bool byId)
     {
         while (true)
         {
             RedisResult[] reply;
             try
             {
-                reply = (RedisResult[])(await ScriptAsync(RedisScripts.Fork, Keys(sourcePath), [Id(sourceId), -1, _channel.ToString(), _node]).ConfigureAwait(false))!;
+                reply = (RedisResult[])(await ScriptAsync(RedisScripts.Fork, Keys(sourcePath), [Id(sourceId), -1, _channel.ToString(), _node, 0, 0, Id(forkId), byId ? "1" : string.Empty]).ConfigureAwait(false))!;
             }
             catch (StreamStoreUnavailableException)
             {
@@ -1250,6 +1293,9 @@ public sealed partial class RedisStreamStore : StreamStore
                 return;
             }
 
+            // The source just removed was a fork itself: its own registration goes next.
+            forkId = sourceId;
+            byId = (string)reply[6]! == "1";
             sourceId = long.Parse((string)reply[1]!, CultureInfo.InvariantCulture);
             sourcePath = next;
         }
@@ -1590,6 +1636,7 @@ public sealed partial class RedisStreamStore : StreamStore
         yield return "access"; yield return info.LastAccessAt.ToUnixTimeMilliseconds();
         yield return "fsid"; yield return info.ForkSourceId is { } sid ? Id(sid) : string.Empty;
         yield return "fspath"; yield return info.ForkSourcePath ?? string.Empty;
+        yield return "fsreg"; yield return info.ForkSourceId is null ? string.Empty : "1";
         yield return "fpos"; yield return info.ForkPosition;
         yield return "foff"; yield return info.ForkOffset;
         yield return "fsub"; yield return info.ForkSubOffset;

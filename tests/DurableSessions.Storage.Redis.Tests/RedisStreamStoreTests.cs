@@ -275,6 +275,46 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
         Assert.Equal("after", System.Text.Encoding.UTF8.GetString(change.Chunk.Data.Span));
     }
 
+    [Fact]
+    public async Task A_fork_registration_whose_answer_is_lost_is_given_back_so_its_source_can_still_be_removed()
+    {
+        var a = await Node();
+        await a.CreateAsync(new CreateStreamRequest { Path = "held/source", ContentType = "text/plain" });
+
+        // The registration on the source runs, but its answer is lost: the fork is not created.
+        a.AfterForkRegistered = () => throw new StreamStoreUnavailableException("The answer was lost (test).");
+        await Assert.ThrowsAsync<StreamStoreUnavailableException>(async () =>
+            await a.CreateAsync(new CreateStreamRequest { Path = "held/fork", ContentType = "text/plain", ForkedFrom = "held/source", ForkOffset = 0 }));
+        a.AfterForkRegistered = null;
+        Assert.Equal(StreamLookupStatus.NotFound, (await a.GetAsync("held/fork")).Status);
+
+        // No hold is left: the source counts no fork, and a delete removes it for good (its path is free again).
+        Assert.Equal(0, (await a.GetAsync("held/source")).Stream!.ForkCount);
+        await a.DeleteAsync("held/source");
+        Assert.Equal(CreateStreamStatus.Created, (await a.CreateAsync(new CreateStreamRequest { Path = "held/source", ContentType = "text/plain" })).Status);
+    }
+
+    [Fact]
+    public async Task A_fork_registered_before_forks_were_kept_by_id_is_still_released_when_it_is_deleted()
+    {
+        var a = await Node();
+        using var redisClient = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis.Server.Configuration);
+        var db = redisClient.GetDatabase();
+        await a.CreateAsync(new CreateStreamRequest { Path = "old/source", ContentType = "text/plain" });
+        var fork = (await a.CreateAsync(new CreateStreamRequest { Path = "old/fork", ContentType = "text/plain", ForkedFrom = "old/source", ForkOffset = 0 })).Stream!;
+        Assert.Equal(1, (await a.GetAsync("old/source")).Stream!.ForkCount);
+
+        // As an older version left them: the source counts the fork without its id, and the fork has no mark of it.
+        Assert.True(await db.HashDeleteAsync(_prefix + ":s:{old/source}:m", "fork:" + fork.Id));
+        Assert.True(await db.HashDeleteAsync(_prefix + ":s:{old/fork}:m", "fsreg"));
+
+        // Deleting the fork releases it by count, so the source can then be removed for good.
+        await a.DeleteAsync("old/fork");
+        Assert.Equal(0, (await a.GetAsync("old/source")).Stream!.ForkCount);
+        await a.DeleteAsync("old/source");
+        Assert.Equal(CreateStreamStatus.Created, (await a.CreateAsync(new CreateStreamRequest { Path = "old/source", ContentType = "text/plain" })).Status);
+    }
+
     /// <summary>The stream's tail once it reaches <paramref name="expected"/>, or where it stands when the time is up.</summary>
     private static async Task<long> WaitForTailAsync(StreamStore store, string path, long expected, TimeSpan within)
     {
