@@ -12,7 +12,8 @@ namespace DurableSessions.Storage.Redis;
 /// <para>Keys of a stream: <c>KEYS[1]</c> its metadata hash, <c>KEYS[2]</c> its records (a Redis stream whose entry
 /// ids are <c>{end position}-0</c>, with fields <c>s</c> = start position and <c>d</c> = data), <c>KEYS[3]</c> its
 /// producers hash (producer id → <c>epoch:seq:last used ms</c>; older entries lack the last part and count as in use),
-/// <c>KEYS[4]</c> how recent fork creates were settled (incarnation id → 'c' made, 'a' given up; an hour).</para>
+/// <c>KEYS[4]</c> how recent fork creates were settled (incarnation id → 'c' made, 'a' given up; an hour), <c>KEYS[5]</c>
+/// the forks registered on it (fork incarnation id → '1' registered, '0' given back before its registration was seen).</para>
 /// <para>Every change is published on the change channel as <c>header\n path data</c>, the header being
 /// <c>node|id|start|end|closed|deleted|pathBytes|dataBytes</c>. Data above the inline limit is left out (dataBytes -1)
 /// and a receiving node with a live reader of the stream reads it from the records.</para>
@@ -222,14 +223,15 @@ internal static class RedisScripts
           publish(ARGV[2], ARGV[3], m[1], m[5], tail, tail, m[7] or '0', '1', nil, 0)
           return {'Soft', n2s(tail), m[7] or '0'}
         end
-        redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3])
+        redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[5])
         publish(ARGV[2], ARGV[3], m[1], m[5], tail, tail, m[7] or '0', '1', nil, 0)
         return {'Hard', m[3] or '', m[4] or '', n2s(tail), m[7] or '0', m[12] or '', m[13] or ''}
         """);
 
     /// <summary>
-    /// Registers (+1) or releases (-1) a fork on its source, by the fork's incarnation id: each id counts once in the
-    /// source's 'forks', however often it is registered or released (a call whose answer was lost is sent again safely).
+    /// Registers (+1) or releases (-1) a fork on its source, by the fork's incarnation id (in KEYS[5]): each id counts
+    /// once in the source's 'forks', however often it is registered or released (a call whose answer was lost is sent
+    /// again safely), and a registration that arrives after its give-back counts nothing.
     /// ARGV: source id, delta, channel, node, now, the fork position (for a registration), the fork's id, and for a
     /// release '1' when the fork was registered by its id (a fork registered before ids were kept is released by count).
     /// A release that leaves a soft-deleted source without forks removes it. Returns {'Missing'}, {'Gone'},
@@ -240,15 +242,26 @@ internal static class RedisScripts
         local m = redis.call('HMGET', KEYS[1], 'id', 'sdel', 'fsid', 'fspath', 'path', 'tail', 'closed', 'exp', 'ttl', 'access', 'rfrom', 'owner', 'fsreg')
         if not m[1] or m[1] ~= ARGV[1] then return {'Missing'} end
         local delta = tonumber(ARGV[2])
-        local field = 'fork:' .. ARGV[7]
         if delta > 0 and m[2] == '1' then return {'Gone'} end
         if delta > 0 and expired({m[8], m[9], m[10]}, tonumber(ARGV[5])) then return {'Missing'} end
         if delta > 0 and tonumber(ARGV[6]) < tonumber(m[11] or '0') then return {'Trimmed'} end
-        if delta > 0 and redis.call('HSETNX', KEYS[1], field, '1') == 0 then return {'OK', m[11] or '0'} end
-        if delta < 0 and redis.call('HDEL', KEYS[1], field) == 0 and ARGV[8] == '1' then return {'OK', m[11] or '0'} end
+        local was = redis.call('HGET', KEYS[5], ARGV[7])
+        if delta > 0 then
+          -- Registered already ('1'), or given back before this registration arrived ('0': it counts nothing).
+          if was == '0' then return {'Gone'} end
+          if was == '1' then return {'OK', m[11] or '0'} end
+          redis.call('HSET', KEYS[5], ARGV[7], '1')
+        elseif was == '1' then
+          redis.call('HDEL', KEYS[5], ARGV[7])
+        elseif ARGV[8] == '1' then
+          -- Released already, or never registered (a give-back after a lost answer): a registration still on its way
+          -- must find it given back.
+          if not was then redis.call('HSET', KEYS[5], ARGV[7], '0') end
+          return {'OK', m[11] or '0'}
+        end
         local forks = redis.call('HINCRBY', KEYS[1], 'forks', delta)
         if forks <= 0 and m[2] == '1' then
-          redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3])
+          redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[5])
           local tail = tonumber(m[6])
           publish(ARGV[3], ARGV[4], m[1], m[5], tail, tail, m[7] or '0', '1', nil, 0)
           return {'Hard', m[3] or '', m[4] or '', n2s(tail), m[7] or '0', m[12] or '', m[13] or ''}

@@ -202,6 +202,11 @@ public sealed partial class RedisStreamStore : StreamStore
                 RedisResult[] registered;
                 try
                 {
+                    if (BeforeForkRegistration is { } before)
+                    {
+                        await before().ConfigureAwait(false);
+                    }
+
                     registered = (RedisResult[])(await ScriptAsync(RedisScripts.Fork, Keys(source.Path), [Id(source.Id), 1, _channel.ToString(), _node, now.ToUnixTimeMilliseconds(), plan.ForkPosition, Id(forkId.Value), "1"]).ConfigureAwait(false))!;
                     if (AfterForkRegistered is { } hook)
                     {
@@ -368,6 +373,9 @@ public sealed partial class RedisStreamStore : StreamStore
     /// <summary>For tests: runs just before a create's script is sent (to hold Redis up at that moment).</summary>
     internal Func<Task>? BeforeCreateScript { get; set; }
 
+    /// <summary>For tests: runs just before a fork's registration on its source is sent (to fail it unsent).</summary>
+    internal Func<Task>? BeforeForkRegistration { get; set; }
+
     /// <summary>For tests: runs just after a fork's registration on its source is answered (to lose that answer).</summary>
     internal Func<Task>? AfterForkRegistered { get; set; }
 
@@ -421,8 +429,17 @@ public sealed partial class RedisStreamStore : StreamStore
                 switch (await AbandonAsync(keys, id).ConfigureAwait(false))
                 {
                     case true:
-                        await ReleaseForkAsync(source.Path, source.Id, id, byId: true).ConfigureAwait(false);
-                        return;
+                        try
+                        {
+                            await ReleaseForkAsync(source.Path, source.Id, id, byId: true).ConfigureAwait(false);
+                            return;
+                        }
+                        catch (StreamStoreUnavailableException)
+                        {
+                            // Asked again at the next try: settling again answers the same, and a release by id counts once.
+                            break;
+                        }
+
                     case false:
                         return;
                 }
@@ -437,6 +454,40 @@ public sealed partial class RedisStreamStore : StreamStore
         catch (Exception ex)
         {
             Log.ForkHoldKept(_logger, id, source.Path, ex);
+        }
+    }
+
+    /// <summary>
+    /// Releases a deleted fork's registration that Redis did not take when the fork was deleted, asking again for a few
+    /// minutes: released by the fork's id, it counts once however often it is sent.
+    /// </summary>
+    private async Task ReleaseLaterAsync(string sourcePath, long sourceId, long forkId)
+    {
+        try
+        {
+            foreach (var wait in SettleRetries)
+            {
+                await Task.Delay(wait, TimeProvider, _sweepStop.Token).ConfigureAwait(false);
+                try
+                {
+                    await ReleaseForkAsync(sourcePath, sourceId, forkId, byId: true).ConfigureAwait(false);
+                    return;
+                }
+                catch (StreamStoreUnavailableException)
+                {
+                    // Redis still away: the next try.
+                }
+            }
+
+            Log.ForkHoldKept(_logger, forkId, sourcePath);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException)
+        {
+            // The store is closing.
+        }
+        catch (Exception ex)
+        {
+            Log.ForkHoldKept(_logger, forkId, sourcePath, ex);
         }
     }
 
@@ -792,9 +843,9 @@ public sealed partial class RedisStreamStore : StreamStore
 
     // ---- internals ----
 
-    private readonly record struct StreamKeys(RedisKey Meta, RedisKey Data, RedisKey Producers, RedisKey Abandoned)
+    private readonly record struct StreamKeys(RedisKey Meta, RedisKey Data, RedisKey Producers, RedisKey Abandoned, RedisKey Forks)
     {
-        public RedisKey[] All => [Meta, Data, Producers, Abandoned];
+        public RedisKey[] All => [Meta, Data, Producers, Abandoned, Forks];
     }
 
     private StreamKeys Keys(string path)
@@ -804,7 +855,7 @@ public sealed partial class RedisStreamStore : StreamStore
             ? "#" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(path)))
             : path;
         var root = _prefix + ":s:{" + tag + "}:";
-        return new StreamKeys(root + "m", root + "d", root + "p", root + "x");
+        return new StreamKeys(root + "m", root + "d", root + "p", root + "x", root + "f");
     }
 
     private RedisKey DocumentKey(string collection) => _prefix + ":doc:" + collection;
@@ -1221,7 +1272,18 @@ public sealed partial class RedisStreamStore : StreamStore
             await UnindexAsync(path, (string)reply[5]!).ConfigureAwait(false);
             if ((string)reply[2]! is { Length: > 0 } sourcePath)
             {
-                await ReleaseForkAsync(sourcePath, long.Parse((string)reply[1]!, CultureInfo.InvariantCulture), id, byId: (string)reply[6]! == "1").ConfigureAwait(false);
+                var sourceId = long.Parse((string)reply[1]!, CultureInfo.InvariantCulture);
+                var byId = (string)reply[6]! == "1";
+                try
+                {
+                    await ReleaseForkAsync(sourcePath, sourceId, id, byId).ConfigureAwait(false);
+                }
+                catch (StreamStoreUnavailableException) when (byId)
+                {
+                    // The fork is deleted; its hold on the source is given back when Redis answers (a release by id may be
+                    // sent again). One registered by count is not: sent twice, it would free a source another fork reads.
+                    _ = ReleaseLaterAsync(sourcePath, sourceId, id);
+                }
             }
         }
 
@@ -1698,7 +1760,7 @@ public sealed partial class RedisStreamStore : StreamStore
         [LoggerMessage(703, LogLevel.Warning, "The expiry sweep failed; the next tick tries again")]
         public static partial void SweepFailed(ILogger logger, Exception exception);
 
-        [LoggerMessage(705, LogLevel.Warning, "A fork (incarnation {Id}) whose create could not be settled keeps its hold on {Path}: deleted, that source stays soft-deleted, its path taken, until its other forks go and this hold is released by hand")]
+        [LoggerMessage(705, LogLevel.Warning, "A fork (incarnation {Id}) whose registration could not be given back keeps its hold on {Path}: deleted, that source stays soft-deleted, its path taken, until its other forks go and this hold is released by hand")]
         public static partial void ForkHoldKept(ILogger logger, long id, string path, Exception? exception = null);
 
         [LoggerMessage(706, LogLevel.Warning, "After Redis reconnected, the changes subscription could not be heard back; live readers are cut anyway and read what they missed from Redis")]

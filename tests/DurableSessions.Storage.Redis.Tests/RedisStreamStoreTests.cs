@@ -295,6 +295,26 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Giving_back_a_registration_that_never_ran_leaves_the_other_forks_hold_on_the_source()
+    {
+        var a = await Node();
+        await a.CreateAsync(new CreateStreamRequest { Path = "kept/source", ContentType = "text/plain" });
+        await a.CreateAsync(new CreateStreamRequest { Path = "kept/fork", ContentType = "text/plain", ForkedFrom = "kept/source", ForkOffset = 0 });
+
+        // Redis is away before a second fork's registration is sent: it is given back all the same, as the node cannot tell.
+        a.BeforeForkRegistration = () => throw new StreamStoreUnavailableException("Redis is away (test).");
+        await Assert.ThrowsAsync<StreamStoreUnavailableException>(async () =>
+            await a.CreateAsync(new CreateStreamRequest { Path = "kept/never", ContentType = "text/plain", ForkedFrom = "kept/source", ForkOffset = 0 }));
+        a.BeforeForkRegistration = null;
+
+        // The first fork still holds the source: deleted, it stays for that fork's reads (gone, not removed).
+        Assert.Equal(1, (await a.GetAsync("kept/source")).Stream!.ForkCount);
+        await a.DeleteAsync("kept/source");
+        Assert.Equal(StreamLookupStatus.Gone, (await a.GetAsync("kept/source")).Status);
+        Assert.Equal(StreamLookupStatus.Found, (await a.GetAsync("kept/fork")).Status);
+    }
+
+    [Fact]
     public async Task A_fork_registered_before_forks_were_kept_by_id_is_still_released_when_it_is_deleted()
     {
         var a = await Node();
@@ -305,7 +325,7 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
         Assert.Equal(1, (await a.GetAsync("old/source")).Stream!.ForkCount);
 
         // As an older version left them: the source counts the fork without its id, and the fork has no mark of it.
-        Assert.True(await db.HashDeleteAsync(_prefix + ":s:{old/source}:m", "fork:" + fork.Id));
+        Assert.True(await db.HashDeleteAsync(_prefix + ":s:{old/source}:f", fork.Id));
         Assert.True(await db.HashDeleteAsync(_prefix + ":s:{old/fork}:m", "fsreg"));
 
         // Deleting the fork releases it by count, so the source can then be removed for good.
