@@ -419,49 +419,38 @@ public sealed partial class RedisStreamStore : StreamStore
     /// Asks again, for a few minutes, whether a fork's create that could not be settled ran, and gives its hold on the
     /// source back if it did not: until then the source is kept (at most soft-deleted), never removed under a fork.
     /// </summary>
-    private async Task SettleLaterAsync(StreamKeys keys, long id, StreamInfo source)
-    {
-        try
+    private Task SettleLaterAsync(StreamKeys keys, long id, StreamInfo source)
+        => RetryHoldAsync(id, source.Path, async () =>
         {
-            foreach (var wait in SettleRetries)
+            switch (await AbandonAsync(keys, id).ConfigureAwait(false))
             {
-                await Task.Delay(wait, TimeProvider, _sweepStop.Token).ConfigureAwait(false);
-                switch (await AbandonAsync(keys, id).ConfigureAwait(false))
-                {
-                    case true:
-                        try
-                        {
-                            await ReleaseForkAsync(source.Path, source.Id, id, byId: true).ConfigureAwait(false);
-                            return;
-                        }
-                        catch (StreamStoreUnavailableException)
-                        {
-                            // Asked again at the next try: settling again answers the same, and a release by id counts once.
-                            break;
-                        }
-
-                    case false:
-                        return;
-                }
+                case true:
+                    // Settling again answers the same, and a release by id counts once: both may be asked again.
+                    await ReleaseForkAsync(source.Path, source.Id, id, byId: true).ConfigureAwait(false);
+                    return true;
+                case false:
+                    return true;
+                default:
+                    return false;
             }
-
-            Log.ForkHoldKept(_logger, id, source.Path);
-        }
-        catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException)
-        {
-            // The store is closing.
-        }
-        catch (Exception ex)
-        {
-            Log.ForkHoldKept(_logger, id, source.Path, ex);
-        }
-    }
+        });
 
     /// <summary>
     /// Releases a deleted fork's registration that Redis did not take when the fork was deleted, asking again for a few
     /// minutes: released by the fork's id, it counts once however often it is sent.
     /// </summary>
-    private async Task ReleaseLaterAsync(string sourcePath, long sourceId, long forkId)
+    private Task ReleaseLaterAsync(string sourcePath, long sourceId, long forkId)
+        => RetryHoldAsync(forkId, sourcePath, async () =>
+        {
+            await ReleaseForkAsync(sourcePath, sourceId, forkId, byId: true).ConfigureAwait(false);
+            return true;
+        });
+
+    /// <summary>
+    /// Runs <paramref name="attempt"/> on the settling schedule (about five minutes in all) until it is done, Redis
+    /// being away counting as not done; a fork hold it never settles is logged, for an operator to release.
+    /// </summary>
+    private async Task RetryHoldAsync(long forkId, string sourcePath, Func<Task<bool>> attempt)
     {
         try
         {
@@ -470,8 +459,10 @@ public sealed partial class RedisStreamStore : StreamStore
                 await Task.Delay(wait, TimeProvider, _sweepStop.Token).ConfigureAwait(false);
                 try
                 {
-                    await ReleaseForkAsync(sourcePath, sourceId, forkId, byId: true).ConfigureAwait(false);
-                    return;
+                    if (await attempt().ConfigureAwait(false))
+                    {
+                        return;
+                    }
                 }
                 catch (StreamStoreUnavailableException)
                 {
