@@ -69,40 +69,52 @@ public static class JsonFraming
                 return true;
             }
 
-            var output = new ArrayBufferWriter<byte>(Math.Max(16, span.Length));
+            // Written into a rented buffer, then copied once into an array of exactly its length: a store binds a whole
+            // array as it is, and would copy a slice of a larger one again.
+            var rented = ArrayPool<byte>.Shared.Rent(span.Length);
+            var written = 0;
             long count = 0;
-            while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+            try
             {
-                var start = (int)reader.TokenStartIndex;
-                if (!TrySkipMessage(ref reader, out error))
+                while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
                 {
+                    var start = (int)reader.TokenStartIndex;
+                    if (!TrySkipMessage(ref reader, out error))
+                    {
+                        return false;
+                    }
+
+                    var end = (int)reader.BytesConsumed;
+                    if (count > 0)
+                    {
+                        rented[written++] = (byte)',';
+                    }
+
+                    span[start..end].CopyTo(rented.AsSpan(written));
+                    written += end - start;
+                    count++;
+                }
+
+                if (reader.Read())
+                {
+                    error = "Body is not valid JSON: unexpected content after the array.";
                     return false;
                 }
 
-                var end = (int)reader.BytesConsumed;
-                if (count > 0)
+                if (count == 0 && !allowEmptyArray)
                 {
-                    output.Write(","u8);
+                    error = "An empty JSON array appends nothing; send at least one message.";
+                    return false;
                 }
 
-                output.Write(span[start..end]);
-                count++;
+                // Never the body itself: callers may hand in a buffer they reuse once the append returns.
+                payload = new StreamPayload(rented.AsSpan(0, written).ToArray(), count);
+                return true;
             }
-
-            if (reader.Read())
+            finally
             {
-                error = "Body is not valid JSON: unexpected content after the array.";
-                return false;
+                ArrayPool<byte>.Shared.Return(rented);
             }
-
-            if (count == 0 && !allowEmptyArray)
-            {
-                error = "An empty JSON array appends nothing; send at least one message.";
-                return false;
-            }
-
-            payload = new StreamPayload(output.WrittenMemory, count);
-            return true;
         }
         catch (JsonException ex)
         {

@@ -19,6 +19,22 @@ public sealed class JsonFramingTests
     }
 
     [Theory]
+    [InlineData("[{\"a\":1}, {\"b\":2}]")]
+    [InlineData("[ 1 ,\n 2 ]")]
+    [InlineData("[]")]
+    public void TryFrame_FramesAnArrayIntoAWholeArrayOfItsOwn(string body)
+    {
+        // A store binds a whole array as it is (a slice of a larger one is copied again), and the caller's buffer is
+        // the caller's to reuse.
+        var bytes = Encoding.UTF8.GetBytes(body);
+        Assert.True(JsonFraming.TryFrame(bytes, allowEmptyArray: true, out var payload, out var error), error);
+        Assert.True(System.Runtime.InteropServices.MemoryMarshal.TryGetArray(payload.Data, out var segment));
+        Assert.NotSame(bytes, segment.Array);
+        Assert.Equal(0, segment.Offset);
+        Assert.Equal(segment.Array!.Length, segment.Count);
+    }
+
+    [Theory]
     [InlineData("{ invalid json }")]
     [InlineData("")]
     [InlineData("   ")]

@@ -144,6 +144,43 @@ public sealed class InProcessTransportTests
     }
 
     [Fact]
+    public async Task An_in_process_appender_keeps_what_it_stored_and_handed_to_live_readers_when_the_caller_reuses_its_buffer()
+    {
+        await using var server = await InProcessServer.StartAsync(services: InProcessTransport.AddTo);
+        var transport = server.Services.GetRequiredService<InProcessTransport>();
+        await server.Client.PutAsync(new Uri("/v1/stream/inproc/reuse", UriKind.Relative), Json("[]"));
+
+        // What live readers are handed, kept to be read after the caller has reused its buffer (an SSE reader may encode a
+        // change only then).
+        var handed = new System.Collections.Concurrent.ConcurrentQueue<DurableSessions.Live.LiveAppend>();
+        server.Services.GetRequiredService<StreamStore>().Fanout.AddObserver(change =>
+        {
+            if (change.Path == "inproc/reuse")
+            {
+                handed.Enqueue(change);
+            }
+        });
+        await using var appender = await transport.CreateAppenderAsync(accessToken: null);
+
+        // One buffer for every append, overwritten as soon as each returns, as a producer reusing a pooled buffer does:
+        // an array of messages and a single message (which framing would otherwise keep as the caller's own bytes).
+        var buffer = new byte[64];
+        var seq = 0;
+        foreach (var json in new[] { "[{\"n\":1},{\"n\":2}]", "{\"n\":3}", "  [{\"n\":4}]" })
+        {
+            var length = Encoding.UTF8.GetBytes(json, buffer);
+            var result = await appender.AppendAsync("inproc/reuse", buffer.AsMemory(0, length), "p", 0, seq++, CancellationToken.None);
+            Assert.True(result.Succeeded, result.ToString());
+            Array.Fill(buffer, (byte)'x');
+        }
+
+        var stored = JsonNode.Parse(await server.Client.GetStringAsync(new Uri("/v1/stream/inproc/reuse?offset=-1", UriKind.Relative)))!.AsArray();
+        Assert.Equal([1, 2, 3, 4], stored.Select(m => m!["n"]!.GetValue<int>()));
+        var live = handed.Select(change => Encoding.UTF8.GetString(change.Chunk.Data.Span));
+        Assert.Equal(["{\"n\":1},{\"n\":2}", "{\"n\":3}", "{\"n\":4}"], live);
+    }
+
+    [Fact]
     public async Task An_in_process_appender_holds_its_token_to_its_grants()
     {
         await using var server = await InProcessServer.StartAsync(services: s =>

@@ -198,6 +198,35 @@ public sealed class NotificationTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_run_spelled_with_escapes_is_notified_and_escaped_text_in_a_delta_is_not_a_run()
+    {
+        var created = await _server.Client.PutAsync("/v1/sessions/escaped", new StringContent(new JsonObject { ["notifyUrl"] = HookUrl }.ToJsonString(), Encoding.UTF8, "application/json"));
+        Assert.True(created.IsSuccessStatusCode);
+        async Task Append(string events)
+        {
+            var response = await _server.Client.PostAsync("/v1/stream/sessions/escaped", new StringContent(events, Encoding.UTF8, "application/json"));
+            Assert.True(response.IsSuccessStatusCode, await response.Content.ReadAsStringAsync());
+        }
+
+        // Text with escapes (an apostrophe as a JSON writer escapes it by default) that names no run: no notification.
+        await Append("""
+            [{"type":"message","key":"m_a","value":{"id":"m_a","role":"assistant","author":"agent:x","parts":[{"type":"text","text":""}],"status":"streaming"},"headers":{"operation":"insert"}},
+             {"type":"delta","key":"m_a:0","value":{"messageId":"m_a","part":0,"text":"it\u0027s \"run\" time","at":"2026-01-01T00:00:00.000Z"},"headers":{"operation":"insert"}}]
+            """);
+
+        // A finished run whose type and status are spelled with escapes is a finished run all the same.
+        await Append("""
+            [{"type":"\u0072un","key":"r_esc","value":{"id":"r_esc","agent":"agent:x","messageId":"m_a","status":"fini\u0073hed"},"headers":{"operation":"insert"}}]
+            """);
+
+        // Changes are judged in order, so by the time the run's notification is in, the delta's turn has passed.
+        await WaitForRequests(1);
+        var notification = JsonNode.Parse(Assert.Single(_received).Body)!;
+        Assert.Equal("run.finished", notification["type"]!.GetValue<string>());
+        Assert.Equal("r_esc", notification["runId"]!.GetValue<string>());
+    }
+
+    [Fact]
     public async Task A_private_notify_url_is_rejected()
     {
         var response = await _server.Client.PutAsync("/v1/sessions/ssrf", new StringContent("{\"notifyUrl\":\"http://10.1.2.3/hook\"}", Encoding.UTF8, "application/json"));

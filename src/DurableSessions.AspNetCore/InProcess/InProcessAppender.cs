@@ -65,9 +65,11 @@ public sealed class InProcessAppender : IAsyncDisposable
             return new InProcessAppendResult(403, null, "FORBIDDEN", $"The token does not grant write on {path}.");
         }
 
-        // A copy, as a request's body would be: the stored change is handed to live readers after this returns, and the
-        // caller's buffer is the caller's to reuse.
-        var command = new AppendCommand(path, JsonContentType, messagesJson.ToArray(), Close: false, StreamSeq: null, new ProducerStamp(producerId, epoch, seq));
+        // The stored change is handed to live readers after this returns, and the caller's buffer is the caller's to
+        // reuse. An array of messages (what producers send) is framed into a buffer of its own (JsonFraming.TryFrame),
+        // so only a single message, which framing stores as it is, is copied first.
+        var body = IsArray(messagesJson.Span) ? messagesJson : messagesJson.ToArray();
+        var command = new AppendCommand(path, JsonContentType, body, Close: false, StreamSeq: null, new ProducerStamp(producerId, epoch, seq));
         using var activity = Telemetry.Source.StartActivity("durable_sessions.append");
         activity?.SetTag("durable_sessions.stream", path);
         AppendAnswer answer;
@@ -88,6 +90,12 @@ public sealed class InProcessAppender : IAsyncDisposable
 
     /// <inheritdoc />
     public ValueTask DisposeAsync() => _scope.DisposeAsync();
+
+    private static bool IsArray(ReadOnlySpan<byte> json)
+    {
+        var start = json.IndexOfAnyExcept(" \t\r\n"u8);
+        return start >= 0 && json[start] == (byte)'[';
+    }
 
     // What an HTTP or WebSocket append is refused for before it reaches the stream: its path, its size, its producer.
     private InProcessAppendResult? Refusal(string path, int length, string producerId, long epoch, long seq)

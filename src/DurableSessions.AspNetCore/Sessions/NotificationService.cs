@@ -177,11 +177,58 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
     }
 
     /// <summary>
-    /// Whether a change may hold a run event, by its bytes: a streamed delta (most changes) is neither parsed nor
-    /// judged. JSON may spell the type with escapes, so any escape counts as a maybe.
+    /// Whether a change may hold a run event: whether any string in it reads <c>run</c> once unescaped. A streamed delta
+    /// (most changes) has none, so it is neither parsed nor judged; one read of its tokens allocates nothing. Text that
+    /// JSON writers escape (an apostrophe is <c>\u0027</c> by default) no longer makes a delta a maybe. Data that does not
+    /// read as JSON counts as a maybe, and the parse after it skips what it cannot read.
     /// </summary>
     private static bool MayNameARun(ReadOnlySpan<byte> data)
-        => data.IndexOf("\"run\""u8) >= 0 || data.IndexOf("\\u"u8) >= 0;
+    {
+        // Stored JSON data is messages joined by commas: each is read as a value of its own.
+        var options = new JsonReaderOptions { MaxDepth = 512 };
+        try
+        {
+            while (true)
+            {
+                var reader = new Utf8JsonReader(data, isFinalBlock: false, new JsonReaderState(options));
+                while (true)
+                {
+                    if (!reader.Read())
+                    {
+                        return true;
+                    }
+
+                    if (reader.TokenType == JsonTokenType.String && reader.ValueTextEquals("run"u8))
+                    {
+                        return true;
+                    }
+
+                    // The message ends with the token that brings the reader back to the top level.
+                    if (reader.CurrentDepth == 0 && reader.TokenType is not (JsonTokenType.StartObject or JsonTokenType.StartArray))
+                    {
+                        break;
+                    }
+                }
+
+                data = data[(int)reader.BytesConsumed..].TrimStart(" \t\r\n"u8);
+                if (data.IsEmpty)
+                {
+                    return false;
+                }
+
+                if (data[0] != (byte)',')
+                {
+                    return true;
+                }
+
+                data = data[1..];
+            }
+        }
+        catch (JsonException)
+        {
+            return true;
+        }
+    }
 
     private static IEnumerable<JsonObject> FinishedRuns(LiveAppend change)
     {
