@@ -101,6 +101,8 @@ public static class DurableSessionsServiceCollectionExtensions
         services.TryAddSingleton<SubscriptionService>();
         services.AddHostedService(sp => sp.GetRequiredService<SubscriptionService>());
         services.TryAddSingleton<SubscriptionEndpoints>();
+        services.TryAddSingleton<ThreadPoolDelayProbe>();
+        services.AddHostedService(sp => sp.GetRequiredService<ThreadPoolDelayProbe>());
         services.TryAddSingleton<WebSockets.StreamSocketServices>();
         services.TryAddSingleton<WebSockets.StreamSocketEndpoint>();
         return new Builder(services);

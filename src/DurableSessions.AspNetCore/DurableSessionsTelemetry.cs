@@ -52,6 +52,10 @@ internal static class Telemetry
 
     public static readonly Counter<long> NotificationsSent = Meter.CreateCounter<long>("durable_sessions.notifications.sent", "{notification}", "Notifications a receiver accepted.");
 
+    public static readonly Histogram<double> ThreadPoolDelay = Meter.CreateHistogram<double>(
+        "durable_sessions.thread_pool.queue_delay", "s",
+        "How long a work item queued to the thread pool waited before it ran (probed ten times a second): every request, acknowledgement and delivery waits so at each step.");
+
     public static readonly Counter<long> NotificationsFailed = Meter.CreateCounter<long>("durable_sessions.notifications.failed", "{notification}", "Notifications given up on after every attempt.");
 
     static Telemetry()
