@@ -17,6 +17,7 @@ internal sealed record LoadOptions
           --batch <n>            events per request in the batch scenario (default 100)
           --event-bytes <n>      size of each JSON event (default 256)
           --duration <seconds>   measured time per scenario (default 10)
+          --warmup <seconds>     load run before the sessions scenario's window, not measured (default 0)
           --readers <n>          readers per stream in the latency scenario (default 2)
           --read-url <url>       where the latency scenario's readers connect (default --url; another node of a cluster)
           --rate <n>             appends per stream per second in the latency scenario (default 1)
@@ -40,6 +41,9 @@ internal sealed record LoadOptions
     public int EventBytes { get; init; } = 256;
 
     public int DurationSeconds { get; init; } = 10;
+
+    /// <summary>Seconds the sessions scenario runs its load before it starts measuring.</summary>
+    public int WarmupSeconds { get; init; }
 
     public int Readers { get; init; } = 2;
 
@@ -78,6 +82,7 @@ internal sealed record LoadOptions
                 "--batch" => options with { Batch = int.Parse(value, CultureInfo.InvariantCulture) },
                 "--event-bytes" => options with { EventBytes = int.Parse(value, CultureInfo.InvariantCulture) },
                 "--duration" => options with { DurationSeconds = int.Parse(value, CultureInfo.InvariantCulture) },
+                "--warmup" => options with { WarmupSeconds = int.Parse(value, CultureInfo.InvariantCulture) },
                 "--readers" => options with { Readers = int.Parse(value, CultureInfo.InvariantCulture) },
                 "--rate" => options with { Rate = double.Parse(value, CultureInfo.InvariantCulture) },
                 "--label" => options with { Label = value },
@@ -96,7 +101,7 @@ internal sealed record LoadOptions
             i++;
         }
 
-        return options.Scenario is "append" or "batch" or "ws-append" or "idle" or "latency" or "sessions" or "seed" or "ask" or "strategy" or "all" && options.DurationSeconds is > 0 and <= 600 ? options : null;
+        return options.Scenario is "append" or "batch" or "ws-append" or "idle" or "latency" or "sessions" or "seed" or "ask" or "strategy" or "all" && options.DurationSeconds is > 0 and <= 600 && options.WarmupSeconds is >= 0 and <= 600 ? options : null;
     }
 }
 
