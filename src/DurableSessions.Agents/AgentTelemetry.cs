@@ -18,5 +18,6 @@ public static class AgentTelemetry
 
     internal static readonly UpDownCounter<long> ActiveRuns = Meter.CreateUpDownCounter<long>("durable_sessions.agent.runs.active", "{run}", "Runs this agent process is answering now.");
 
-    internal static readonly Histogram<double> RunDuration = Meter.CreateHistogram<double>("durable_sessions.agent.run.duration", "s", "From a run's start to its end, in the agent.");
+    internal static readonly Histogram<double> RunDuration = Meter.CreateHistogram<double>(
+        "durable_sessions.agent.run.duration", "s", "From a run's start to its end, in the agent.", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800] });
 }

@@ -42,7 +42,8 @@ internal static class Telemetry
     public static readonly UpDownCounter<long> ActiveRuns = Meter.CreateUpDownCounter<long>(
         "durable_sessions.runs.active", "{run}", "Runs started and not yet ended, as seen by this node since it started.");
 
-    public static readonly Histogram<double> RunDuration = Meter.CreateHistogram<double>("durable_sessions.run.duration", "s", "From a run's start to its end.");
+    public static readonly Histogram<double> RunDuration = Meter.CreateHistogram<double>(
+        "durable_sessions.run.duration", "s", "From a run's start to its end.", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800] });
 
     public static readonly Counter<long> Deltas = Meter.CreateCounter<long>("durable_sessions.session.deltas", "{delta}", "Streamed text deltas committed to sessions.");
 
@@ -54,7 +55,8 @@ internal static class Telemetry
 
     public static readonly Histogram<double> ThreadPoolDelay = Meter.CreateHistogram<double>(
         "durable_sessions.thread_pool.queue_delay", "s",
-        "How long a work item queued to the thread pool waited before it ran (probed ten times a second): every request, acknowledgement and delivery waits so at each step.");
+        "How long a work item queued to the thread pool waited before it ran (probed at most ten times a second): every request, acknowledgement and delivery waits so at each step.",
+        advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5] });
 
     public static readonly Counter<long> NotificationsFailed = Meter.CreateCounter<long>("durable_sessions.notifications.failed", "{notification}", "Notifications given up on after every attempt.");
 

@@ -4,8 +4,8 @@ namespace DurableSessions.AspNetCore;
 
 /// <summary>
 /// Measures how long work queued to the thread pool waits before a thread runs it
-/// (<c>durable_sessions.thread_pool.queue_delay</c>): one probe every <see cref="Interval"/>, queued as I/O completions,
-/// timers and the store's acknowledgements queue theirs.
+/// (<c>durable_sessions.thread_pool.queue_delay</c>): one probe every <see cref="Interval"/> at most (the timer that
+/// sends it waits for a thread too), queued as I/O completions, timers and the store's acknowledgements queue theirs.
 /// </summary>
 /// <remarks>
 /// Every step of a request, an acknowledgement and a delivery to a live reader waits its turn there, so this wait adds
@@ -20,8 +20,9 @@ internal sealed class ThreadPoolDelayProbe : BackgroundService
     private readonly TimeProvider _time;
     private readonly Action<Action<long>, long> _queue;
 
-    public ThreadPoolDelayProbe(TimeProvider time)
-        : this(time, static (probe, queuedAt) => ThreadPool.UnsafeQueueUserWorkItem(probe, queuedAt, preferLocal: false))
+    // The real clock, whatever clock the host's services run on: what is measured is the real pool's real wait.
+    public ThreadPoolDelayProbe()
+        : this(TimeProvider.System, static (probe, queuedAt) => ThreadPool.UnsafeQueueUserWorkItem(probe, queuedAt, preferLocal: false))
     {
     }
 

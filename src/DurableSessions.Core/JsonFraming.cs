@@ -17,6 +17,9 @@ public static class JsonFraming
 
     // Framing reads one level above a message (the body's array); data stored before MaxDepth existed was framed with
     // 512, and still has to parse.
+    // Bodies up to this size are framed in a pooled buffer; larger ones (rare, up to the append limit) in their own.
+    private const int MaxRentedBytes = 64 * 1024;
+
     private static readonly JsonReaderOptions ReaderOptions = new() { MaxDepth = 512 };
     private static readonly JsonDocumentOptions ParseOptions = new() { MaxDepth = 513, AllowDuplicateProperties = false };
 
@@ -70,8 +73,10 @@ public static class JsonFraming
             }
 
             // Written into a rented buffer, then copied once into an array of exactly its length: a store binds a whole
-            // array as it is, and would copy a slice of a larger one again.
-            var rented = ArrayPool<byte>.Shared.Rent(span.Length);
+            // array as it is, and would copy a slice of a larger one again. A large body is written into an array of its
+            // own instead, so that the shared pool does not keep buffers of many megabytes.
+            var rented = span.Length <= MaxRentedBytes ? ArrayPool<byte>.Shared.Rent(span.Length) : null;
+            var output = rented ?? new byte[span.Length];
             var written = 0;
             long count = 0;
             try
@@ -87,10 +92,10 @@ public static class JsonFraming
                     var end = (int)reader.BytesConsumed;
                     if (count > 0)
                     {
-                        rented[written++] = (byte)',';
+                        output[written++] = (byte)',';
                     }
 
-                    span[start..end].CopyTo(rented.AsSpan(written));
+                    span[start..end].CopyTo(output.AsSpan(written));
                     written += end - start;
                     count++;
                 }
@@ -108,12 +113,15 @@ public static class JsonFraming
                 }
 
                 // Never the body itself: callers may hand in a buffer they reuse once the append returns.
-                payload = new StreamPayload(rented.AsSpan(0, written).ToArray(), count);
+                payload = new StreamPayload(rented is null ? output.AsMemory(0, written) : rented.AsSpan(0, written).ToArray(), count);
                 return true;
             }
             finally
             {
-                ArrayPool<byte>.Shared.Return(rented);
+                if (rented is not null)
+                {
+                    ArrayPool<byte>.Shared.Return(rented);
+                }
             }
         }
         catch (JsonException ex)

@@ -13,5 +13,6 @@ internal static class RedisTelemetry
     private static readonly Meter Meter = new(Name, typeof(RedisTelemetry).Assembly.GetName().Version?.ToString());
 
     public static readonly Histogram<double> CommitDuration = Meter.CreateHistogram<double>(
-        "durable_sessions.redis.commit.duration", "s", "One append's commit: the atomic append script on Redis, from send to reply.");
+        "durable_sessions.redis.commit.duration", "s", "One append's commit: the atomic append script on Redis, from send to reply.",
+        advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5] });
 }

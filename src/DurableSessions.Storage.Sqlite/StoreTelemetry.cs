@@ -18,7 +18,8 @@ internal static class StoreTelemetry
     public static readonly Histogram<int> GroupSize = Meter.CreateHistogram<int>("durable_sessions.sqlite.group_size", "{request}", "Write requests per group commit.");
 
     public static readonly Histogram<double> CommitDuration = Meter.CreateHistogram<double>(
-        "durable_sessions.sqlite.commit.duration", "s", "From the start of a group commit until it is durable (flushed, with Durability=Fsync) and acknowledged.");
+        "durable_sessions.sqlite.commit.duration", "s", "From the start of a group commit until it is durable (flushed, with Durability=Fsync) and acknowledged.",
+        advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5] });
 
     private static readonly ConditionalWeakTable<SqliteStreamStore, object?> Stores = [];
 

@@ -34,6 +34,17 @@ public sealed class JsonFramingTests
         Assert.Equal(segment.Array!.Length, segment.Count);
     }
 
+    [Fact]
+    public void TryFrame_FramesALargeArrayOutsideTheCallersBuffer()
+    {
+        var body = Encoding.UTF8.GetBytes("[\"" + new string('x', 200_000) + "\",1]");
+        Assert.True(JsonFraming.TryFrame(body, allowEmptyArray: false, out var payload, out var error), error);
+        Assert.True(System.Runtime.InteropServices.MemoryMarshal.TryGetArray(payload.Data, out var segment));
+        Assert.NotSame(body, segment.Array);
+        Assert.Equal(2, payload.Units);
+        Assert.Equal(body.Length - 2, payload.Data.Length);
+    }
+
     [Theory]
     [InlineData("{ invalid json }")]
     [InlineData("")]

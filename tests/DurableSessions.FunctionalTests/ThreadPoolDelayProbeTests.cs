@@ -1,6 +1,8 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using DurableSessions.AspNetCore;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Time.Testing;
 
 namespace DurableSessions.FunctionalTests;
@@ -61,6 +63,9 @@ public sealed class ThreadPoolDelayProbeTests
         var measured = new ConcurrentQueue<double>();
         using var listener = Listen(measured);
         await using var server = await InProcessServer.StartAsync();
+
+        // Other servers in this process probe their pool too: this one's is found among its own services.
+        Assert.Single(server.Services.GetServices<IHostedService>().OfType<ThreadPoolDelayProbe>());
         using var cancel = new CancellationTokenSource(Timeout);
         while (measured.IsEmpty)
         {

@@ -463,8 +463,10 @@ internal sealed partial class StreamRequestHandler
                 if (stream.Closed)
                 {
                     // The store answers closed-stream requests (409, or 204 for a producer retry of the closing request).
+                    // Only for this stream: one deleted and created again since the lookup must not take the body as
+                    // it came, unframed.
                     payload = new StreamPayload(data, 1);
-                    appendRequest = appendRequest with { Data = payload };
+                    appendRequest = appendRequest with { Data = payload, ExpectedStreamId = stream.Id };
                 }
                 else if (!StreamContentType.Matches(contentType!, stream.ContentType))
                 {
@@ -515,7 +517,7 @@ internal sealed partial class StreamRequestHandler
             AppendStatus.ContentTypeMismatch => AppendAnswer.Refused(409, "CONTENT_TYPE_MISMATCH", "The Content-Type differs from the stream's.", result),
             AppendStatus.SequenceConflict => AppendAnswer.Refused(409, "SEQUENCE_CONFLICT", "Stream-Seq must be greater than the last one accepted.", result),
             AppendStatus.StaleEpoch => AppendAnswer.Refused(403, "STALE_PRODUCER_EPOCH", "A newer epoch of this producer has written to the stream.", result),
-            AppendStatus.TailMoved => AppendAnswer.Refused(409, "CONFLICT", "The session changed while the append was decided; retry.", result),
+            AppendStatus.TailMoved => AppendAnswer.Refused(409, "CONFLICT", "The stream changed while the append was decided; retry.", result),
             AppendStatus.InvalidEpochSeq => AppendAnswer.Refused(400, "INVALID_EPOCH_SEQ", "A new producer epoch must start at Producer-Seq 0.", result),
             _ => AppendAnswer.Refused(409, "PRODUCER_SEQ_GAP", "Producer-Seq skipped ahead; resend the missing sequence numbers first.", result),
         };
