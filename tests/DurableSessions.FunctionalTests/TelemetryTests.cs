@@ -112,8 +112,16 @@ public sealed class TelemetryTests : IAsyncLifetime
 
         // The exporter caches a scrape briefly: wait until one includes the append.
         var text = string.Empty;
-        await Until(async () => (text = await client.GetStringAsync("/metrics")).Contains("durable_sessions_appends_total", StringComparison.Ordinal), "the appends counter in a scrape");
+        await Until(async () => (text = await client.GetStringAsync("/metrics")).Contains("durable_sessions_appends_total", StringComparison.Ordinal)
+            && text.Contains("durable_sessions_thread_pool_queue_delay_seconds_bucket", StringComparison.Ordinal), "the appends counter and the pool's probes in a scrape");
         Assert.Contains("# TYPE durable_sessions_sqlite_commit_duration_seconds histogram", text, StringComparison.Ordinal);
+
+        // Durations in seconds are bucketed in milliseconds and below, not by the exporter's defaults (0, 5, 10, ... seconds).
+        foreach (var histogram in new[] { "durable_sessions_sqlite_commit_duration_seconds_bucket", "durable_sessions_thread_pool_queue_delay_seconds_bucket" })
+        {
+            Assert.Contains(text.Split('\n'), line => line.StartsWith(histogram, StringComparison.Ordinal) && line.Contains("le=\"0.001\"", StringComparison.Ordinal));
+        }
+
         Assert.Contains("kestrel_", text, StringComparison.Ordinal);
 
         await using var plain = await ServerProcess.StartAsync();
