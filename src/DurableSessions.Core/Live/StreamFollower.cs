@@ -304,7 +304,7 @@ public sealed class StreamFollower
                         }
 
                         position = chunk.End;
-                        yield return new StreamFollowItem(StreamFollowKind.Live, stream, position, change: change, moreQueued: reader.Count > 0);
+                        yield return new StreamFollowItem(StreamFollowKind.Live, stream, position, change: change, moreQueued: NextFollows(reader, position));
                         if (change.Closed)
                         {
                             End = StreamFollowEnd.Closed;
@@ -321,6 +321,15 @@ public sealed class StreamFollower
             _idleWait = null;
         }
     }
+
+    /// <summary>
+    /// Whether the change queued next yields an item (or ends the follow) before the follower waits again. A change it
+    /// would skip (one the reader already has) does not count: a reader told it is not at the tail expects more to come,
+    /// and would wait for an item that never does.
+    /// </summary>
+    private bool NextFollows(System.Threading.Channels.ChannelReader<LiveAppend> reader, long position)
+        => reader.TryPeek(out var next)
+           && (next.Deleted || !_options.LiveData || next.Chunk.End > position || (next.Chunk.End == position && next.Closed));
 
     private enum Wait
     {
