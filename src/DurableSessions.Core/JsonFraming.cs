@@ -15,11 +15,11 @@ public static class JsonFraming
     /// <inheritdoc cref="JsonMessageLimits.MaxDepth"/>
     public const int MaxDepth = JsonMessageLimits.MaxDepth;
 
-    // Framing reads one level above a message (the body's array); data stored before MaxDepth existed was framed with
-    // 512, and still has to parse.
     // Bodies up to this size are framed in a pooled buffer; larger ones (rare, up to the append limit) in their own.
     private const int MaxRentedBytes = 64 * 1024;
 
+    // Framing reads one level above a message (the body's array); data stored before MaxDepth existed was framed with
+    // 512, and still has to parse.
     private static readonly JsonReaderOptions ReaderOptions = new() { MaxDepth = 512 };
     private static readonly JsonDocumentOptions ParseOptions = new() { MaxDepth = 513, AllowDuplicateProperties = false };
 
@@ -73,10 +73,11 @@ public static class JsonFraming
             }
 
             // Written into a rented buffer, then copied once into an array of exactly its length: a store binds a whole
-            // array as it is, and would copy a slice of a larger one again. A large body is written into an array of its
-            // own instead, so that the shared pool does not keep buffers of many megabytes.
+            // array as it is, and would copy a slice of a larger one again. A large body is not written into the shared
+            // pool (which would keep buffers of many megabytes): where its messages lie is noted, then they are copied
+            // into an array of exactly their length.
             var rented = span.Length <= MaxRentedBytes ? ArrayPool<byte>.Shared.Rent(span.Length) : null;
-            var output = rented ?? new byte[span.Length];
+            var ranges = rented is null ? new List<Range>() : null;
             var written = 0;
             long count = 0;
             try
@@ -90,13 +91,22 @@ public static class JsonFraming
                     }
 
                     var end = (int)reader.BytesConsumed;
-                    if (count > 0)
+                    if (ranges is not null)
                     {
-                        output[written++] = (byte)',';
+                        ranges.Add(start..end);
+                        written += (count > 0 ? 1 : 0) + end - start;
+                    }
+                    else
+                    {
+                        if (count > 0)
+                        {
+                            rented![written++] = (byte)',';
+                        }
+
+                        span[start..end].CopyTo(rented.AsSpan(written));
+                        written += end - start;
                     }
 
-                    span[start..end].CopyTo(output.AsSpan(written));
-                    written += end - start;
                     count++;
                 }
 
@@ -113,7 +123,7 @@ public static class JsonFraming
                 }
 
                 // Never the body itself: callers may hand in a buffer they reuse once the append returns.
-                payload = new StreamPayload(rented is null ? output.AsMemory(0, written) : rented.AsSpan(0, written).ToArray(), count);
+                payload = new StreamPayload(rented is null ? Join(span, ranges!, written) : rented.AsSpan(0, written).ToArray(), count);
                 return true;
             }
             finally
@@ -129,6 +139,26 @@ public static class JsonFraming
             error = "Body is not valid JSON: " + FirstSentence(ex.Message);
             return false;
         }
+    }
+
+    /// <summary>The messages at <paramref name="ranges"/> of <paramref name="body"/>, joined by commas into an array of <paramref name="length"/> bytes.</summary>
+    private static byte[] Join(ReadOnlySpan<byte> body, List<Range> ranges, int length)
+    {
+        var joined = new byte[length];
+        var at = 0;
+        foreach (var range in ranges)
+        {
+            if (at > 0)
+            {
+                joined[at++] = (byte)',';
+            }
+
+            var message = body[range];
+            message.CopyTo(joined.AsSpan(at));
+            at += message.Length;
+        }
+
+        return joined;
     }
 
     /// <summary>

@@ -30,6 +30,7 @@ public sealed class ClosedStreamRaceTests
         store.ReplaceAfterLookupOf = "race/x";
         var append = await server.Client.PostAsync(new Uri("/v1/stream/race/x", UriKind.Relative), Json("[{\"a\":1},"));
         Assert.Equal(HttpStatusCode.Conflict, append.StatusCode);
+        Assert.Contains("\"CONFLICT\"", await append.Content.ReadAsStringAsync(), StringComparison.Ordinal);
         Assert.True(store.Replaced, "the stream was not replaced");
         Assert.Equal("[]", await server.Client.GetStringAsync(new Uri("/v1/stream/race/x?offset=-1", UriKind.Relative)));
     }

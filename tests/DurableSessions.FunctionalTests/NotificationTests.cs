@@ -226,20 +226,6 @@ public sealed class NotificationTests : IAsyncLifetime
         Assert.Equal("r_esc", notification["runId"]!.GetValue<string>());
     }
 
-    [Theory]
-    [InlineData("""{"type":"delta","value":{"text":"it\u0027s done"}}""", false)]
-    [InlineData("""{"type":"delta","value":{"text":"plain"}},{"type":"message","value":{"text":"a \"quote\""}}""", false)]
-    [InlineData("""{"type":"delta","value":{"run":1,"text":"x\u0027"}}""", false)]
-    [InlineData("""{"type":"delta"},{"type":"\u0072un","value":{"status":"finished"}}""", true)]
-    [InlineData("""{"type":"run","value":{"status":"finished"}}""", true)]
-    [InlineData("""{"type":"delta","value":{"text":"\u0027"}},""", true)]
-    [InlineData("""{"type":"delta","value":{"text":"\u0027"}} {"type":"delta"}""", true)]
-    [InlineData("""{"type":"delta","value":{"text":"\u0027"}},42""", true)]
-    [InlineData("""{"type":"delta","value":{"text":"\udc00"}}""", true)]
-    [InlineData("""{"type":"delta","value":{"text":"\u0027""", true)]
-    public void A_change_may_name_a_run_only_if_a_string_in_it_reads_run_or_it_cannot_be_read(string data, bool maybe)
-        => Assert.Equal(maybe, NotificationService.MayNameARun(Encoding.UTF8.GetBytes(data)));
-
     [Fact]
     public async Task A_private_notify_url_is_rejected()
     {

@@ -65,7 +65,7 @@ public sealed class ThreadPoolDelayProbeTests
         await using var server = await InProcessServer.StartAsync();
 
         // Other servers in this process probe their pool too: this one's is found among its own services.
-        Assert.Single(server.Services.GetServices<IHostedService>().OfType<ThreadPoolDelayProbe>());
+        var probe = Assert.Single(server.Services.GetServices<IHostedService>().OfType<ThreadPoolDelayProbe>());
         using var cancel = new CancellationTokenSource(Timeout);
         while (measured.IsEmpty)
         {
@@ -73,5 +73,9 @@ public sealed class ThreadPoolDelayProbeTests
         }
 
         Assert.All(measured, v => Assert.InRange(v, 0, Timeout.TotalSeconds));
+
+        // This server's probe keeps running (another server's probes could have filled the queue above).
+        Assert.NotNull(probe.ExecuteTask);
+        Assert.False(probe.ExecuteTask.IsCompleted);
     }
 }

@@ -179,13 +179,14 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
     /// <summary>
     /// Whether a change may hold a run event: whether any string in it reads <c>run</c> once unescaped. A streamed delta
     /// (most changes) has none, so it is neither parsed nor judged, even when its text has escapes (JSON writers escape an
-    /// apostrophe as <c>\u0027</c> by default); reading its tokens allocates nothing. Data that does not read as JSON
-    /// counts as a maybe, and the parse after it skips what it cannot read.
+    /// apostrophe as <c>\u0027</c> by default); reading its tokens allocates nothing. Data with <c>\u</c> escapes that
+    /// does not read as JSON counts as a maybe, and the parse after it skips what it cannot read.
     /// </summary>
     internal static bool MayNameARun(ReadOnlySpan<byte> data)
     {
-        // Without a backslash, a string reading run is spelled "run": one vectorized search settles most changes.
-        if (data.IndexOf((byte)'\\') < 0)
+        // Only a \u escape can spell r, u or n: without one, a string reading run is the bytes "run", and one vectorized
+        // search settles the change (text escapes such as \n or \" included).
+        if (data.IndexOf("\\u"u8) < 0)
         {
             return data.IndexOf("\"run\""u8) >= 0;
         }

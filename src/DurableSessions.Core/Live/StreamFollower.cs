@@ -99,7 +99,10 @@ public readonly struct StreamFollowItem
     /// <summary>For <see cref="StreamFollowKind.Live"/>, the change, shared with every live reader (encode it once with <see cref="LiveAppend.GetOrAddEncoding{T}(object, Func{LiveAppend, T})"/>).</summary>
     public LiveAppend? Change { get; }
 
-    /// <summary>For <see cref="StreamFollowKind.Live"/>, whether more changes are already queued behind this one.</summary>
+    /// <summary>
+    /// For <see cref="StreamFollowKind.Live"/>, whether the change queued behind this one yields another item (or ends the
+    /// follow) before the follower waits: a queued change the reader already has does not count.
+    /// </summary>
     public bool MoreQueued { get; }
 
     /// <summary>Whether the reader has reached the tail of the stream as last looked up (or, live, has nothing more queued).</summary>
@@ -327,9 +330,9 @@ public sealed class StreamFollower
     /// would skip (one the reader already has) does not count: a reader told it is not at the tail expects more to come,
     /// and would wait for an item that never does.
     /// </summary>
-    private bool NextFollows(System.Threading.Channels.ChannelReader<LiveAppend> reader, long position)
+    private static bool NextFollows(System.Threading.Channels.ChannelReader<LiveAppend> reader, long position)
         => reader.TryPeek(out var next)
-           && (next.Deleted || !_options.LiveData || next.Chunk.End > position || (next.Chunk.End == position && next.Closed));
+           && (next.Deleted || next.Chunk.End > position || (next.Chunk.End == position && next.Closed));
 
     private enum Wait
     {
