@@ -3,7 +3,7 @@
 // DURABLE_SESSIONS_SERVER_DLL, or the Release build of this checkout. The strategy execution app starts the same way
 // (STRATEGY_APP_DLL, or the Release build).
 import { spawn } from "node:child_process"
-import { mkdtempSync, rmSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
@@ -14,12 +14,29 @@ const defaultDll = join(root, "src/DurableSessions.Server/bin/Release/net10.0/Du
 const strategyDll = join(root, "apps/StrategyExecution/StrategyExecution/bin/Release/net10.0/StrategyExecution.dll")
 
 /**
- * A loopback port nothing listens on now, below the kernel's ephemeral range (32768-60999 on Linux): a port from that
- * range can be given to any outgoing connection while a server restarts on it, and the server then cannot bind it.
+ * Where free ports are taken: outside the kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range,
+ * 32768-60999 by default). A port from that range can be given to any outgoing connection while a server restarts on
+ * it, and the server then cannot bind it. Up to 12,768 ports below the range, or above it when there is no room below.
  */
+function portRange() {
+  let [first, last] = [32_768, 60_999]
+  try {
+    const parts = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/).map(Number)
+    if (parts.length === 2 && parts.every(Number.isInteger) && parts[0] <= parts[1]) [first, last] = parts
+  } catch {
+    // Not Linux, or not readable: the default range.
+  }
+  if (first - 1_024 >= 1_000) return [Math.max(1_024, first - 12_768), first]
+  if (65_536 - (last + 1) >= 1_000) return [last + 1, Math.min(65_536, last + 1 + 12_768)]
+  return [20_000, 32_768]
+}
+
+const [portsFirst, portsEnd] = portRange()
+
+/** A loopback port nothing listens on now, outside the kernel's ephemeral range (see portRange). */
 export async function freePort() {
   for (let tries = 0; tries < 1000; tries++) {
-    const port = 20_000 + Math.floor(Math.random() * 12_768)
+    const port = portsFirst + Math.floor(Math.random() * (portsEnd - portsFirst))
     const free = await new Promise((resolve) => {
       const probe = createServer()
       probe.once("error", () => resolve(false))
@@ -27,7 +44,7 @@ export async function freePort() {
     })
     if (free) return port
   }
-  throw new Error("no free loopback port in 20000-32767")
+  throw new Error(`no free loopback port in ${portsFirst}-${portsEnd - 1}`)
 }
 
 /** Starts a server; `args` are extra command-line settings, e.g. `["--no-agent"]`. */

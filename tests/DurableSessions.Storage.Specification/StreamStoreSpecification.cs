@@ -215,6 +215,25 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_append_expecting_a_closed_stream_gets_its_closed_answers_and_is_refused_by_a_stream_created_in_its_place()
+    {
+        var store = await Open();
+        await Create(store, "shut", initial: "ab");
+        var closed = (await store.GetAsync("shut")).Stream!;
+        Assert.Equal(AppendStatus.Appended, (await store.AppendAsync(new AppendRequest { Path = "shut", ContentType = "text/plain", Data = Bytes("c"), Close = true, Producer = new("w", 0, 0) })).Status);
+
+        // The stream it expects: a later append is refused as closed, and the closing request's retry is a duplicate.
+        Assert.Equal(AppendStatus.StreamClosed, (await store.AppendAsync(new AppendRequest { Path = "shut", ContentType = "text/plain", Data = Bytes("x"), ExpectedStreamId = closed.Id })).Status);
+        Assert.Equal(AppendStatus.Duplicate, (await store.AppendAsync(new AppendRequest { Path = "shut", ContentType = "text/plain", Data = Bytes("c"), Close = true, Producer = new("w", 0, 0), ExpectedStreamId = closed.Id })).Status);
+
+        // Another stream at its path, open: the append that expected the closed one writes nothing there.
+        Assert.Equal(DeleteStreamStatus.Deleted, await store.DeleteAsync("shut"));
+        await Create(store, "shut", initial: "xyz");
+        Assert.Equal(AppendStatus.TailMoved, (await store.AppendAsync(new AppendRequest { Path = "shut", ContentType = "text/plain", Data = Bytes("!"), ExpectedStreamId = closed.Id })).Status);
+        Assert.Equal("xyz", await ReadAll(store, "shut"));
+    }
+
+    [Fact]
     public async Task Close_is_durable_monotonic_and_rejects_later_appends()
     {
         var store = await Open();
