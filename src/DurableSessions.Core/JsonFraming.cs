@@ -15,9 +15,6 @@ public static class JsonFraming
     /// <inheritdoc cref="JsonMessageLimits.MaxDepth"/>
     public const int MaxDepth = JsonMessageLimits.MaxDepth;
 
-    // Bodies up to this size are framed in a pooled buffer; larger ones (rare, up to the append limit) in their own.
-    private const int MaxRentedBytes = 64 * 1024;
-
     // Framing reads one level above a message (the body's array); data stored before MaxDepth existed was framed with
     // 512, and still has to parse.
     private static readonly JsonReaderOptions ReaderOptions = new() { MaxDepth = 512 };
@@ -72,67 +69,38 @@ public static class JsonFraming
                 return true;
             }
 
-            // Written into a rented buffer, then copied once into an array of exactly its length: a store binds a whole
-            // array as it is, and would copy a slice of a larger one again. A large body is not written into the shared
-            // pool (which would keep buffers of many megabytes): where its messages lie is noted, then they are copied
-            // into an array of exactly their length.
-            var rented = span.Length <= MaxRentedBytes ? ArrayPool<byte>.Shared.Rent(span.Length) : null;
-            var ranges = rented is null ? new List<Range>() : null;
-            var written = 0;
-            long count = 0;
-            try
+            // Where each message lies is noted, then the messages are copied once into an array of exactly their length:
+            // a store binds a whole array as it is, and would copy a slice of a larger one again.
+            var ranges = new List<Range>();
+            var length = 0;
+            while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
             {
-                while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+                var start = (int)reader.TokenStartIndex;
+                if (!TrySkipMessage(ref reader, out error))
                 {
-                    var start = (int)reader.TokenStartIndex;
-                    if (!TrySkipMessage(ref reader, out error))
-                    {
-                        return false;
-                    }
-
-                    var end = (int)reader.BytesConsumed;
-                    if (ranges is not null)
-                    {
-                        ranges.Add(start..end);
-                        written += (count > 0 ? 1 : 0) + end - start;
-                    }
-                    else
-                    {
-                        if (count > 0)
-                        {
-                            rented![written++] = (byte)',';
-                        }
-
-                        span[start..end].CopyTo(rented.AsSpan(written));
-                        written += end - start;
-                    }
-
-                    count++;
-                }
-
-                if (reader.Read())
-                {
-                    error = "Body is not valid JSON: unexpected content after the array.";
                     return false;
                 }
 
-                if (count == 0 && !allowEmptyArray)
-                {
-                    error = "An empty JSON array appends nothing; send at least one message.";
-                    return false;
-                }
+                var end = (int)reader.BytesConsumed;
+                length += (ranges.Count > 0 ? 1 : 0) + end - start;
+                ranges.Add(start..end);
+            }
 
-                // Never the body itself: callers may hand in a buffer they reuse once the append returns.
-                payload = new StreamPayload(rented is null ? Join(span, ranges!, written) : rented.AsSpan(0, written).ToArray(), count);
-                return true;
-            }
-            finally
+            if (reader.Read())
             {
-                if (rented is not null)
-                {
-                    ArrayPool<byte>.Shared.Return(rented);
-                }
+                error = "Body is not valid JSON: unexpected content after the array.";
+                return false;
             }
+
+            if (ranges.Count == 0 && !allowEmptyArray)
+            {
+                error = "An empty JSON array appends nothing; send at least one message.";
+                return false;
+            }
+
+            // Never the body itself: callers may hand in a buffer they reuse once the append returns.
+            payload = new StreamPayload(Join(span, ranges, length), ranges.Count);
+            return true;
         }
         catch (JsonException ex)
         {
