@@ -770,6 +770,23 @@ public sealed class WebSocketTransportTests
         Assert.Equal(WebSocketCloseStatus.NormalClosure, socket.CloseStatus);
     }
 
+    [Fact]
+    public async Task A_ping_is_answered_with_a_pong_that_repeats_its_id_and_the_connection_stays_open()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        await using var socket = await SocketClient.ConnectAsync(server.BaseAddress);
+        await socket.SendAsync(new JsonObject { ["op"] = "ping", ["id"] = "k1" });
+        Assert.Equal("k1", (await socket.NextAsync(m => Type(m) == "pong"))["id"]!.GetValue<string>());
+
+        // The id is optional; a malformed one is refused as for any operation, and the connection stays open.
+        await socket.SendAsync(new JsonObject { ["op"] = "ping" });
+        Assert.Null((await socket.NextAsync(m => Type(m) == "pong"))["id"]);
+        await socket.SendAsync(new JsonObject { ["op"] = "ping", ["id"] = 7 });
+        Assert.Equal("INVALID_ID", (await socket.NextAsync(m => Type(m) == "error"))["code"]!.GetValue<string>());
+        await socket.SendAsync(new JsonObject { ["op"] = "ping", ["id"] = "k2" });
+        Assert.Equal("k2", (await socket.NextAsync(m => Type(m) == "pong"))["id"]!.GetValue<string>());
+    }
+
     private static JsonObject Append(string id, string path, int seq, JsonNode data) => new()
     {
         ["op"] = "append",

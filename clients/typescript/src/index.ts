@@ -43,6 +43,14 @@ export interface ClientOptions {
    * over it resumes on a new one: a socket can die without a close event, and a browser cannot ping. Default 30000.
    */
   operationTimeoutMs?: number
+  /**
+   * How long the shared WebSocket may stay silent while sessions follow over it or operations wait on it, in ms. Past it
+   * the client sends a `ping`; a socket that then answers nothing for as long again is dropped, and every session on it
+   * resumes on a new one. A browser cannot send WebSocket pings of its own, and a link that died without a close (a
+   * phone changing networks, a NAT that forgot the connection) would otherwise hold a follower that sends nothing
+   * forever. A dead socket is noticed within about two and a half times this. Default 15000.
+   */
+  keepAliveMs?: number
 }
 
 export type ConnectionState = "connecting" | "catching-up" | "live" | "reconnecting"
@@ -136,8 +144,11 @@ export class DurableSessionsClient {
   constructor(private readonly options: ClientOptions) {
     this.base = options.baseUrl.replace(/\/$/, "")
     // setTimeout takes at most 2^31-1 ms; a longer timeout would fire at once.
-    if (options.operationTimeoutMs !== undefined && !(options.operationTimeoutMs > 0 && options.operationTimeoutMs <= 2 ** 31 - 1)) {
-      throw new Error(`operationTimeoutMs must be a number of milliseconds from 1 to 2147483647, not ${options.operationTimeoutMs}`)
+    for (const name of ["operationTimeoutMs", "keepAliveMs"] as const) {
+      const value = options[name]
+      if (value !== undefined && !(value > 0 && value <= 2 ** 31 - 1)) {
+        throw new Error(`${name} must be a number of milliseconds from 1 to 2147483647, not ${value}`)
+      }
     }
     this.participantId = options.participantId ?? `client:${Math.random().toString(36).slice(2, 10)}`
   }
@@ -206,7 +217,7 @@ export class DurableSessionsClient {
 
   /** @internal The client's one WebSocket, shared by every session it follows. */
   get sockets(): SocketHub {
-    this.hub ??= new SocketHub(this.base, async () => (typeof this.options.token === "function" ? await this.options.token() : this.options.token), this.options.operationTimeoutMs ?? 30_000)
+    this.hub ??= new SocketHub(this.base, async () => (typeof this.options.token === "function" ? await this.options.token() : this.options.token), this.options.operationTimeoutMs ?? 30_000, this.options.keepAliveMs ?? 15_000)
     return this.hub
   }
 
@@ -425,7 +436,12 @@ export class SocketHub {
   private dropCurrent: (() => void) | undefined
   private readonly closed = new AbortController()
 
-  constructor(private readonly base: string, private readonly token: () => Promise<string | undefined>, private readonly answerTimeoutMs = 30_000) {
+  constructor(
+    private readonly base: string,
+    private readonly token: () => Promise<string | undefined>,
+    private readonly answerTimeoutMs = 30_000,
+    private readonly keepAliveMs = 15_000,
+  ) {
     // A browser that goes offline may keep a dead socket open for a long time without a close event: drop it at once,
     // so every subscription resumes as soon as the network is back.
     globalThis.addEventListener?.("offline", () => this.dropCurrent?.(), { signal: this.closed.signal })
@@ -540,23 +556,49 @@ export class SocketHub {
       return new Promise<WebSocket>((resolve, reject) => {
         let ready = false
         let lost = false
+        let heardAt = Date.now()
+        let pingedAt: number | undefined
+        let keepAlive: ReturnType<typeof setInterval> | undefined
         // Every subscription and pending call on this socket learns once that it is gone (a late close event of a
         // socket already dropped must not reach those of the next one).
         const loseConnection = () => {
           if (lost) return
           lost = true
+          clearInterval(keepAlive)
           if (this.socket === socket) this.socket = undefined
           for (const listener of [...this.listeners.values()]) listener({ type: "connection-lost" })
         }
         // An upgrade that a proxy swallows would otherwise never answer: give up, so the join can fall back.
         const timer = setTimeout(() => { if (!ready) { reject(new Error("the WebSocket did not open in time")); socket.close() } }, 10_000)
+        // While anyone waits on the socket, silence is checked with a ping (answered by a pong, or by an UNKNOWN_OP error
+        // from a server that predates it: anything heard will do). Nobody waiting, nothing is sent, so the server can
+        // still close the socket as idle.
+        const checkAlive = () => {
+          const now = Date.now()
+          if (this.listeners.size === 0) {
+            pingedAt = undefined
+            heardAt = now
+          } else if (pingedAt !== undefined) {
+            if (now - pingedAt >= this.keepAliveMs && this.socket === socket) this.dropCurrent?.()
+          } else if (now - heardAt >= this.keepAliveMs) {
+            pingedAt = now
+            try {
+              socket.send(JSON.stringify({ op: "ping", id: `k${++this.next}` }))
+            } catch {
+              // Closing: its close event tells everyone waiting.
+            }
+          }
+        }
         socket.onmessage = (event) => {
+          heardAt = Date.now()
+          pingedAt = undefined
           const message = JSON.parse(String(event.data)) as SocketMessage
           if (message.type === "hello") {
             ready = true
             clearTimeout(timer)
             this.socket = socket
             this.dropCurrent = () => { loseConnection(); socket.close() }
+            keepAlive = setInterval(checkAlive, Math.max(1, Math.floor(this.keepAliveMs / 4)))
             resolve(socket)
           } else if (message.sub ?? message.id) {
             this.listeners.get((message.sub ?? message.id)!)?.(message)

@@ -209,6 +209,53 @@ test("an operation the WebSocket never answers fails in time, and the sessions o
   }
 })
 
+test("a follower that sends nothing notices a silent socket by its keep-alive and resumes on a new one", async () => {
+  const proxy = await silencingProxy()
+  const client = new DurableSessionsClient({ baseUrl: proxy.url, transport: "websocket", keepAliveMs: 300, reconnectDelayMs: 5, maxReconnectDelayMs: 50 })
+  const id = `ts-ws-keepalive-${Date.now()}`
+  const abort = new AbortController()
+  const timer = setTimeout(() => abort.abort(new Error("the follower never resumed")), 20_000)
+  try {
+    await client.session(id).create()
+    let joined!: () => void
+    const ready = new Promise<void>((resolve) => (joined = resolve))
+    const runEvents: string[] = []
+    const follower = (async () => {
+      for await (const update of client.session(id).join(abort.signal)) {
+        runEvents.push(...update.events.filter((e) => e.type === "run").map((e) => e.headers.operation!))
+        if (update.upToDate) joined()
+        if (update.upToDate && (update.state as SessionState).get("run", "r1")?.status === "finished") return update.state as SessionState
+      }
+      throw new Error("session ended")
+    })()
+    await Promise.race([ready, follower])
+    const before = proxy.connections()
+
+    // The socket goes silent and the page sends nothing: only its keep-alive can tell. What is written meanwhile (over
+    // HTTP, not through the proxy) reaches the follower on a new socket, once each.
+    proxy.silence()
+    const silenced = Date.now()
+    await write(id, "ws-keepalive-agent", 0, [change("run", "r1", "insert", { id: "r1", agent: "agent:ts", messageId: "m1", status: "started" })])
+    await write(id, "ws-keepalive-agent", 1, [change("run", "r1", "update", { id: "r1", agent: "agent:ts", messageId: "m1", status: "finished" })])
+    const state = await follower
+    expect(state.get("run", "r1")?.status).toBe("finished")
+    expect(runEvents).toEqual(["insert", "update"])
+    expect(proxy.connections()).toBeGreaterThan(before)
+    expect(Date.now() - silenced).toBeLessThan(10_000)
+  } finally {
+    clearTimeout(timer)
+    abort.abort()
+    client.close()
+    proxy.close()
+  }
+})
+
+test("a keep-alive that setInterval cannot hold is refused", () => {
+  for (const keepAliveMs of [0, -1, Number.NaN, 2 ** 31]) {
+    expect(() => new DurableSessionsClient({ baseUrl: base!, keepAliveMs })).toThrow(/keepAliveMs/)
+  }
+})
+
 test("an operation timeout that setTimeout cannot hold is refused", () => {
   for (const operationTimeoutMs of [0, -5, Number.NaN, 2 ** 31]) {
     expect(() => new DurableSessionsClient({ baseUrl: base!, operationTimeoutMs })).toThrow(/operationTimeoutMs/)

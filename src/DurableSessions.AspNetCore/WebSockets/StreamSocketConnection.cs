@@ -259,6 +259,11 @@ internal sealed partial class StreamSocketConnection : IDisposable
                 case "session.message" or "session.cancel" or "session.steer" or "session.presence":
                     await StartAsync(id, root, (i, r) => SessionAsync(op, i, r)).ConfigureAwait(false);
                     return true;
+                case "ping":
+                    // For clients that cannot send WebSocket pings (browsers): an answer proves the path both ways is
+                    // alive. Answered in order behind what is already queued, and bounded as every answer is.
+                    Enqueue(Pong(id));
+                    return true;
                 default:
                     Enqueue(Error("id", id, 400, "UNKNOWN_OP", $"Unknown op \"{Truncate(op)}\"; see docs/websocket.md."));
                     return true;
@@ -1312,6 +1317,15 @@ internal sealed partial class StreamSocketConnection : IDisposable
         if (position is { } at)
         {
             w.WriteString("offset", StreamOffset.Format(at));
+        }
+    });
+
+    private static byte[] Pong(string? id) => Write(w =>
+    {
+        w.WriteString("type", "pong");
+        if (id is not null)
+        {
+            w.WriteString("id", id);
         }
     });
 
