@@ -168,6 +168,26 @@ function silencingProxy(): Promise<{ url: string; silence: () => void; connectio
     })))
 }
 
+/**
+ * Joins a session and follows it until run r1 is finished, collecting the operations of the run events it sees. Returns
+ * once the join is up to date over the socket, not only hydrated from the snapshot (which comes over HTTP before it opens).
+ */
+async function followUntilRunFinished(client: DurableSessionsClient, id: string, signal: AbortSignal) {
+  let joined!: () => void
+  const ready = new Promise<void>((resolve) => (joined = resolve))
+  const runEvents: string[] = []
+  const follower = (async () => {
+    for await (const update of client.session(id).join(signal)) {
+      runEvents.push(...update.events.filter((e) => e.type === "run").map((e) => e.headers.operation!))
+      if (update.upToDate) joined()
+      if (update.upToDate && (update.state as SessionState).get("run", "r1")?.status === "finished") return update.state as SessionState
+    }
+    throw new Error("session ended")
+  })()
+  await Promise.race([ready, follower])
+  return { follower, runEvents }
+}
+
 test("an operation the WebSocket never answers fails in time, and the sessions on that socket resume on a new one", async () => {
   const proxy = await silencingProxy()
   const client = new DurableSessionsClient({ baseUrl: proxy.url, transport: "websocket", operationTimeoutMs: 1000, reconnectDelayMs: 5, maxReconnectDelayMs: 50 })
@@ -176,17 +196,7 @@ test("an operation the WebSocket never answers fails in time, and the sessions o
   const timer = setTimeout(() => abort.abort(), 50_000)
   try {
     await client.session(id).create()
-    let joined!: () => void
-    const ready = new Promise<void>((resolve) => (joined = resolve))
-    const follower = (async () => {
-      for await (const update of client.session(id).join(abort.signal)) {
-        // Up to date over the socket, not only hydrated from the snapshot (which comes over HTTP before it opens).
-        if (update.upToDate) joined()
-        if (update.upToDate && (update.state as SessionState).get("run", "r1")?.status === "finished") return update.state as SessionState
-      }
-      throw new Error("session ended")
-    })()
-    await Promise.race([ready, follower])
+    const { follower } = await followUntilRunFinished(client, id, abort.signal)
     const before = proxy.connections()
 
     // The socket goes silent: no answer and no close ever come on it.
@@ -217,18 +227,7 @@ test("a follower that sends nothing notices a silent socket by its keep-alive an
   const timer = setTimeout(() => abort.abort(new Error("the follower never resumed")), 20_000)
   try {
     await client.session(id).create()
-    let joined!: () => void
-    const ready = new Promise<void>((resolve) => (joined = resolve))
-    const runEvents: string[] = []
-    const follower = (async () => {
-      for await (const update of client.session(id).join(abort.signal)) {
-        runEvents.push(...update.events.filter((e) => e.type === "run").map((e) => e.headers.operation!))
-        if (update.upToDate) joined()
-        if (update.upToDate && (update.state as SessionState).get("run", "r1")?.status === "finished") return update.state as SessionState
-      }
-      throw new Error("session ended")
-    })()
-    await Promise.race([ready, follower])
+    const { follower, runEvents } = await followUntilRunFinished(client, id, abort.signal)
     const before = proxy.connections()
 
     // The socket goes silent and the page sends nothing: only its keep-alive can tell. What is written meanwhile (over
