@@ -236,12 +236,21 @@ internal static class RedisScripts
     /// release '1' when the fork was registered by its id (a fork registered before ids were kept is released by count).
     /// A release that leaves a soft-deleted source without forks removes it. Returns {'Missing'}, {'Gone'},
     /// {'Trimmed'} (the fork position is before the source's retained start), {'OK', retained start} or {'Hard', its own
-    /// source id, its own source path, tail, closed, owner, fsreg}.
+    /// source id, its own source path, tail, closed, owner, fsreg}. A source so removed that was a fork itself leaves a
+    /// note in KEYS[4] for an hour (fields <c>rsid:</c>, <c>rspath:</c> and <c>rsreg:</c> and its id): a release sent
+    /// again after its answer was lost gets {'Removed', its own source id, its own source path, fsreg}, so the caller
+    /// still gives that source's hold back up the chain.
     /// </summary>
     public static readonly RedisScript Fork = new(Common + "\n" + """
         local m = redis.call('HMGET', KEYS[1], 'id', 'sdel', 'fsid', 'fspath', 'path', 'tail', 'closed', 'exp', 'ttl', 'access', 'rfrom', 'owner', 'fsreg')
-        if not m[1] or m[1] ~= ARGV[1] then return {'Missing'} end
         local delta = tonumber(ARGV[2])
+        if not m[1] or m[1] ~= ARGV[1] then
+          if delta < 0 then
+            local r = redis.call('HMGET', KEYS[4], 'rsid:' .. ARGV[1], 'rspath:' .. ARGV[1], 'rsreg:' .. ARGV[1])
+            if r[2] then return {'Removed', r[1], r[2], r[3] or ''} end
+          end
+          return {'Missing'}
+        end
         if delta > 0 and m[2] == '1' then return {'Gone'} end
         if delta > 0 and expired({m[8], m[9], m[10]}, tonumber(ARGV[5])) then return {'Missing'} end
         if delta > 0 and tonumber(ARGV[6]) < tonumber(m[11] or '0') then return {'Trimmed'} end
@@ -262,6 +271,10 @@ internal static class RedisScripts
         local forks = redis.call('HINCRBY', KEYS[1], 'forks', delta)
         if forks <= 0 and m[2] == '1' then
           redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[5])
+          if m[4] and m[4] ~= '' then
+            redis.call('HSET', KEYS[4], 'rsid:' .. m[1], m[3] or '', 'rspath:' .. m[1], m[4], 'rsreg:' .. m[1], m[13] or '')
+            redis.call('PEXPIRE', KEYS[4], 3600000)
+          end
           local tail = tonumber(m[6])
           publish(ARGV[3], ARGV[4], m[1], m[5], tail, tail, m[7] or '0', '1', nil, 0)
           return {'Hard', m[3] or '', m[4] or '', n2s(tail), m[7] or '0', m[12] or '', m[13] or ''}

@@ -379,6 +379,9 @@ public sealed partial class RedisStreamStore : StreamStore
     /// <summary>For tests: runs just after a fork's registration on its source is answered (to lose that answer).</summary>
     internal Func<Task>? AfterForkRegistered { get; set; }
 
+    /// <summary>For tests: runs just after a release that removed a soft-deleted source is answered (to lose that answer).</summary>
+    internal Func<Task>? AfterForkReleased { get; set; }
+
     /// <summary>
     /// Gives back the registration of a fork that is not created (its create not sent, refused, or settled as abandoned):
     /// at once, or, when Redis does not answer, through the settling of the create, which finds it never ran. Released
@@ -1322,12 +1325,35 @@ public sealed partial class RedisStreamStore : StreamStore
             try
             {
                 reply = (RedisResult[])(await ScriptAsync(RedisScripts.Fork, Keys(sourcePath), [Id(sourceId), -1, _channel.ToString(), _node, 0, 0, Id(forkId), byId ? "1" : string.Empty]).ConfigureAwait(false))!;
+                if (AfterForkReleased is { } hook && (string)reply[0]! == "Hard")
+                {
+                    await hook().ConfigureAwait(false);
+                }
             }
             catch (StreamStoreUnavailableException)
             {
                 // Its removal of the source, if it ran, is judged from its notification (as a delete's).
                 ExpectEcho(sourcePath);
                 throw;
+            }
+
+            if ((string)reply[0]! == "Removed")
+            {
+                // An earlier release removed this source, and its answer was lost before the source's own hold went up
+                // the chain: it goes now. Only a hold kept by id, which counts once however often it is given back; one
+                // kept by count may have been given back already, and giving it again would free a source another fork
+                // reads, so it is left to an operator.
+                if ((string)reply[3]! != "1")
+                {
+                    Log.ForkHoldKept(_logger, sourceId, (string)reply[2]!);
+                    return;
+                }
+
+                forkId = sourceId;
+                sourceId = long.Parse((string)reply[1]!, CultureInfo.InvariantCulture);
+                sourcePath = (string)reply[2]!;
+                byId = true;
+                continue;
             }
 
             if ((string)reply[0]! != "Hard")

@@ -295,6 +295,39 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_release_that_removed_a_soft_deleted_fork_but_lost_its_answer_still_gives_that_forks_hold_back_up_the_chain()
+    {
+        var a = await Node();
+        await a.CreateAsync(new CreateStreamRequest { Path = "chain/root", ContentType = "text/plain", InitialData = new StreamPayload("r"u8.ToArray(), 1) });
+        await a.CreateAsync(new CreateStreamRequest { Path = "chain/middle", ContentType = "text/plain", ForkedFrom = "chain/root", ForkOffset = 1 });
+        await a.CreateAsync(new CreateStreamRequest { Path = "chain/leaf", ContentType = "text/plain", ForkedFrom = "chain/middle", ForkOffset = 1 });
+
+        // Root and middle are deleted while a fork reads from each: both stay, soft-deleted.
+        Assert.Equal(DeleteStreamStatus.Deleted, await a.DeleteAsync("chain/root"));
+        Assert.Equal(DeleteStreamStatus.Deleted, await a.DeleteAsync("chain/middle"));
+        Assert.Equal(StreamLookupStatus.Gone, (await a.GetAsync("chain/root")).Status);
+        Assert.Equal(StreamLookupStatus.Gone, (await a.GetAsync("chain/middle")).Status);
+
+        // Deleting the leaf gives its hold on middle back, which removes middle; the answer of that release is lost, so
+        // middle's own hold on root is not given back then. The release is sent again (a second later): it finds middle
+        // removed, and gives middle's hold on root back in its place.
+        var lost = 0;
+        a.AfterForkReleased = () => Interlocked.Increment(ref lost) == 1 ? throw new StreamStoreUnavailableException("The answer was lost (test).") : Task.CompletedTask;
+        Assert.Equal(DeleteStreamStatus.Deleted, await a.DeleteAsync("chain/leaf"));
+        Assert.Equal(StreamLookupStatus.NotFound, (await a.GetAsync("chain/middle")).Status);
+
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while ((await a.GetAsync("chain/root")).Status != StreamLookupStatus.NotFound && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+
+        Assert.Equal(StreamLookupStatus.NotFound, (await a.GetAsync("chain/root")).Status);
+        Assert.True(lost >= 2, "the release up the chain was sent again");
+        Assert.Equal(CreateStreamStatus.Created, (await a.CreateAsync(new CreateStreamRequest { Path = "chain/root", ContentType = "text/plain" })).Status);
+    }
+
+    [Fact]
     public async Task Giving_back_a_registration_that_never_ran_leaves_the_other_forks_hold_on_the_source()
     {
         var a = await Node();
