@@ -237,17 +237,19 @@ internal static class RedisScripts
     /// A release that leaves a soft-deleted source without forks removes it. Returns {'Missing'}, {'Gone'},
     /// {'Trimmed'} (the fork position is before the source's retained start), {'OK', retained start} or {'Hard', its own
     /// source id, its own source path, tail, closed, owner, fsreg}. A source so removed that was a fork itself leaves a
-    /// note in KEYS[4] for an hour (fields <c>rsid:</c>, <c>rspath:</c> and <c>rsreg:</c> and its id): a release sent
-    /// again after its answer was lost gets {'Removed', its own source id, its own source path, fsreg}, so the caller
-    /// still gives that source's hold back up the chain.
+    /// note in KEYS[4] for at least an hour (fields <c>rsid:</c>, <c>rspath:</c>, <c>rsreg:</c>, <c>rsown:</c> and
+    /// <c>rsby:</c>, each followed by its id): the same release sent again after its answer was lost gets {'Removed', its
+    /// own source id, its own source path, fsreg, owner}, so the caller still does what the answer would have had it do.
     /// </summary>
     public static readonly RedisScript Fork = new(Common + "\n" + """
         local m = redis.call('HMGET', KEYS[1], 'id', 'sdel', 'fsid', 'fspath', 'path', 'tail', 'closed', 'exp', 'ttl', 'access', 'rfrom', 'owner', 'fsreg')
         local delta = tonumber(ARGV[2])
         if not m[1] or m[1] ~= ARGV[1] then
           if delta < 0 then
-            local r = redis.call('HMGET', KEYS[4], 'rsid:' .. ARGV[1], 'rspath:' .. ARGV[1], 'rsreg:' .. ARGV[1])
-            if r[2] then return {'Removed', r[1], r[2], r[3] or ''} end
+            -- Only the release that removed it is answered from the note: another fork's release that comes late found
+            -- the chain carried on already.
+            local r = redis.call('HMGET', KEYS[4], 'rsid:' .. ARGV[1], 'rspath:' .. ARGV[1], 'rsreg:' .. ARGV[1], 'rsown:' .. ARGV[1], 'rsby:' .. ARGV[1])
+            if r[1] and r[1] ~= '' and r[2] and r[5] == ARGV[7] then return {'Removed', r[1], r[2], r[3] or '', r[4] or ''} end
           end
           return {'Missing'}
         end
@@ -272,7 +274,8 @@ internal static class RedisScripts
         if forks <= 0 and m[2] == '1' then
           redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[5])
           if m[4] and m[4] ~= '' then
-            redis.call('HSET', KEYS[4], 'rsid:' .. m[1], m[3] or '', 'rspath:' .. m[1], m[4], 'rsreg:' .. m[1], m[13] or '')
+            redis.call('HSET', KEYS[4], 'rsid:' .. m[1], m[3] or '', 'rspath:' .. m[1], m[4], 'rsreg:' .. m[1], m[13] or '',
+              'rsown:' .. m[1], m[12] or '', 'rsby:' .. m[1], ARGV[7])
             redis.call('PEXPIRE', KEYS[4], 3600000)
           end
           local tail = tonumber(m[6])

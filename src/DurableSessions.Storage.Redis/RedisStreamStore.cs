@@ -1339,10 +1339,11 @@ public sealed partial class RedisStreamStore : StreamStore
 
             if ((string)reply[0]! == "Removed")
             {
-                // An earlier release removed this source, and its answer was lost before the source's own hold went up
-                // the chain: it goes now. Only a hold kept by id, which counts once however often it is given back; one
-                // kept by count may have been given back already, and giving it again would free a source another fork
-                // reads, so it is left to an operator.
+                // This release removed the source before, and its answer was lost: the source leaves the index now, and
+                // its own hold goes up the chain. Only a hold kept by id, which counts once however often it is given
+                // back; one kept by count may have been given back already, and giving it again would free a source
+                // another fork reads, so it is left to an operator.
+                await UnindexAsync(sourcePath, (string)reply[4]!).ConfigureAwait(false);
                 if ((string)reply[3]! != "1")
                 {
                     Log.ForkHoldKept(_logger, sourceId, (string)reply[2]!);

@@ -324,6 +324,12 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
 
         Assert.Equal(StreamLookupStatus.NotFound, (await a.GetAsync("chain/root")).Status);
         Assert.True(lost >= 2, "the release up the chain was sent again");
+
+        // Both left the index too, middle though its removal's answer was lost; root's path is free again.
+        using var redisClient = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis.Server.Configuration);
+        var listed = (await redisClient.GetDatabase().SetMembersAsync(_prefix + ":paths")).Select(p => (string)p!).ToList();
+        Assert.DoesNotContain("chain/middle", listed);
+        Assert.DoesNotContain("chain/root", listed);
         Assert.Equal(CreateStreamStatus.Created, (await a.CreateAsync(new CreateStreamRequest { Path = "chain/root", ContentType = "text/plain" })).Status);
     }
 

@@ -48,9 +48,18 @@ export interface ClientOptions {
    * the client sends a `ping`; a socket that then answers nothing for as long again is dropped, and every session on it
    * resumes on a new one. A browser cannot send WebSocket pings of its own, and a link that died without a close (a
    * phone changing networks, a NAT that forgot the connection) would otherwise hold a follower that sends nothing
-   * forever. A dead socket is noticed within about two and a half times this. Default 15000.
+   * forever. A dead socket is noticed within about two and a half times this. The server answers a ping in turn with
+   * the socket's other messages, so a socket kept busy by slow operations can go unanswered for a while: raise this
+   * together with `operationTimeoutMs`. Default 15000.
    */
   keepAliveMs?: number
+  /**
+   * How long a live read over SSE or long-poll may hear nothing at all (no event, none of the server's keep-alive
+   * comments, no answer to a poll) before it is taken for dead and resumed from its offset on a new request, in ms. A
+   * link that died without a close would otherwise hold the read forever. Keep it above the server's SSE keep-alive
+   * interval (15 s by default) and long-poll timeout (30 s by default). Default 45000.
+   */
+  idleTimeoutMs?: number
 }
 
 export type ConnectionState = "connecting" | "catching-up" | "live" | "reconnecting"
@@ -144,7 +153,7 @@ export class DurableSessionsClient {
   constructor(private readonly options: ClientOptions) {
     this.base = options.baseUrl.replace(/\/$/, "")
     // setTimeout takes at most 2^31-1 ms; a longer timeout would fire at once.
-    for (const name of ["operationTimeoutMs", "keepAliveMs"] as const) {
+    for (const name of ["operationTimeoutMs", "keepAliveMs", "idleTimeoutMs"] as const) {
       const value = options[name]
       if (value !== undefined && !(value > 0 && value <= 2 ** 31 - 1)) {
         throw new Error(`${name} must be a number of milliseconds from 1 to 2147483647, not ${value}`)
@@ -228,8 +237,8 @@ export class DurableSessionsClient {
   }
 
   /** @internal */
-  get settings(): Required<Pick<ClientOptions, "reconnectDelayMs" | "maxReconnectDelayMs">> & ClientOptions {
-    return { reconnectDelayMs: 100, maxReconnectDelayMs: 5000, ...this.options }
+  get settings(): Required<Pick<ClientOptions, "reconnectDelayMs" | "maxReconnectDelayMs" | "idleTimeoutMs">> & ClientOptions {
+    return { reconnectDelayMs: 100, maxReconnectDelayMs: 5000, idleTimeoutMs: 45_000, ...this.options }
   }
 }
 
@@ -384,18 +393,23 @@ export class SessionClient {
   }
 
   private async *readSse(offset: string, signal?: AbortSignal): AsyncGenerator<Batch> {
-    const response = await this.client.request("GET", `/v1/stream/sessions/${this.id}?offset=${encodeURIComponent(offset)}&live=sse`, undefined, signal)
-    if (!response.ok || !response.body) throw new Error(`stream answered ${response.status}`)
-    let pending: SessionEvent[] = []
-    for await (const { event, data } of readSse(response.body)) {
-      if (event === "data") {
-        pending.push(...(JSON.parse(data) as SessionEvent[]))
-      } else if (event === "control") {
-        const control = JSON.parse(data) as { streamNextOffset: string; upToDate?: boolean; streamClosed?: boolean }
-        const closed = control.streamClosed === true
-        yield { events: pending, offset: control.streamNextOffset, upToDate: control.upToDate === true || closed, closed }
-        pending = []
+    const idle = idleWatch(this.client.settings.idleTimeoutMs, signal)
+    try {
+      const response = await this.client.request("GET", `/v1/stream/sessions/${this.id}?offset=${encodeURIComponent(offset)}&live=sse`, undefined, idle.signal)
+      if (!response.ok || !response.body) throw new Error(`stream answered ${response.status}`)
+      let pending: SessionEvent[] = []
+      for await (const { event, data } of readSse(response.body, idle.heard)) {
+        if (event === "data") {
+          pending.push(...(JSON.parse(data) as SessionEvent[]))
+        } else if (event === "control") {
+          const control = JSON.parse(data) as { streamNextOffset: string; upToDate?: boolean; streamClosed?: boolean }
+          const closed = control.streamClosed === true
+          yield { events: pending, offset: control.streamNextOffset, upToDate: control.upToDate === true || closed, closed }
+          pending = []
+        }
       }
+    } finally {
+      idle.dispose()
     }
   }
 
@@ -403,10 +417,18 @@ export class SessionClient {
     let cursor: string | null = null
     for (;;) {
       const query = `offset=${encodeURIComponent(offset)}&live=long-poll${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`
-      const response = await this.client.request("GET", `/v1/stream/sessions/${this.id}?${query}`, undefined, signal)
-      if (response.status !== 200 && response.status !== 204) throw new Error(`stream answered ${response.status}`)
-      // The body is read completely before its offset is used: a cut mid-body throws and the poll is repeated.
-      const events = response.status === 200 ? ((await response.json()) as SessionEvent[]) : []
+      // Each poll is answered within the server's long-poll timeout: one that hears nothing for longer is dead.
+      const idle = idleWatch(this.client.settings.idleTimeoutMs, signal)
+      let response: Response
+      let events: SessionEvent[]
+      try {
+        response = await this.client.request("GET", `/v1/stream/sessions/${this.id}?${query}`, undefined, idle.signal)
+        if (response.status !== 200 && response.status !== 204) throw new Error(`stream answered ${response.status}`)
+        // The body is read completely before its offset is used: a cut mid-body throws and the poll is repeated.
+        events = response.status === 200 ? ((await response.json()) as SessionEvent[]) : []
+      } finally {
+        idle.dispose()
+      }
       const next = response.headers.get("Stream-Next-Offset")
       if (!next) throw new Error("stream answered without Stream-Next-Offset")
       cursor = response.headers.get("Stream-Cursor") ?? cursor
@@ -497,7 +519,12 @@ export class SocketHub {
     const sub = `s${++this.next}`
     const queue: SocketMessage[] = []
     let wake: (() => void) | undefined
-    this.listeners.set(sub, (message) => { queue.push(message); wake?.() })
+    this.listeners.set(sub, (message) => {
+      // A subscription the server ended no longer waits on the socket, even before its reader takes the message.
+      if (message.type === "closed" || message.type === "error" || message.type === "fell-behind" || message.type === "connection-lost") this.listeners.delete(sub)
+      queue.push(message)
+      wake?.()
+    })
     const abort = () => { queue.push({ type: "aborted" }); wake?.() }
     signal?.addEventListener("abort", abort)
     let ended = false
@@ -575,11 +602,14 @@ export class SocketHub {
         // still close the socket as idle.
         const checkAlive = () => {
           const now = Date.now()
-          if (this.listeners.size === 0) {
+          if (this.socket !== socket) {
+            // Replaced (it is closing, and its close event is still on its way): nothing of this socket waits any more.
+            clearInterval(keepAlive)
+          } else if (this.listeners.size === 0) {
             pingedAt = undefined
             heardAt = now
           } else if (pingedAt !== undefined) {
-            if (now - pingedAt >= this.keepAliveMs && this.socket === socket) this.dropCurrent?.()
+            if (now - pingedAt >= this.keepAliveMs) this.dropCurrent?.()
           } else if (now - heardAt >= this.keepAliveMs) {
             pingedAt = now
             try {
@@ -620,8 +650,35 @@ export class SocketHub {
   }
 }
 
-/** Parses an SSE body into events; `data:` lines are joined with `\n`, one leading space is stripped. */
-async function* readSse(body: ReadableStream<Uint8Array>): AsyncGenerator<{ event: string; data: string }> {
+/**
+ * Aborts a live read that hears nothing for `ms`: its `signal` follows `outer` and also aborts once `ms` pass without a
+ * call of `heard`. A link that died without a close never ends a read by itself.
+ */
+function idleWatch(ms: number, outer?: AbortSignal) {
+  const controller = new AbortController()
+  const follow = () => controller.abort(outer?.reason)
+  if (outer?.aborted) follow()
+  else outer?.addEventListener("abort", follow, { once: true })
+  const expire = () => controller.abort(new Error("the live read heard nothing in time; it resumes on a new request"))
+  let timer = setTimeout(expire, ms)
+  return {
+    signal: controller.signal,
+    heard: () => {
+      clearTimeout(timer)
+      timer = setTimeout(expire, ms)
+    },
+    dispose: () => {
+      clearTimeout(timer)
+      outer?.removeEventListener("abort", follow)
+    },
+  }
+}
+
+/**
+ * Parses an SSE body into events; `data:` lines are joined with `\n`, one leading space is stripped. `heard` is called
+ * for every piece of the body that arrives, keep-alive comments included.
+ */
+async function* readSse(body: ReadableStream<Uint8Array>, heard?: () => void): AsyncGenerator<{ event: string; data: string }> {
   const reader = body.getReader()
   const decoder = new TextDecoder()
   let buffer = ""
@@ -630,6 +687,7 @@ async function* readSse(body: ReadableStream<Uint8Array>): AsyncGenerator<{ even
   for (;;) {
     const { value, done } = await reader.read()
     if (done) return
+    heard?.()
     buffer += decoder.decode(value, { stream: true })
     let newline: number
     while ((newline = buffer.indexOf("\n")) >= 0) {

@@ -2,6 +2,7 @@
 import { createServer, request as httpRequest, type Server } from "node:http"
 import { afterAll, beforeAll, expect, test } from "vitest"
 import { DurableSessionsClient, type SessionState } from "../src/index"
+import { followUntilRunFinished, silencingProxy } from "./silence"
 
 const base = process.env.CLIENT_TEST_BASE_URL
 if (!base) throw new Error("Set CLIENT_TEST_BASE_URL to the server under test, e.g. http://127.0.0.1:4437")
@@ -155,4 +156,48 @@ test("a new join with the same storage resumes from the stored offset, not the s
   items.set(`durable-sessions:${id}`, JSON.stringify({ offset: "9999999999999999_9999999999999999", state: [] }))
   const recovered = await follow(new DurableSessionsClient({ baseUrl: base, storage }), id, finished)
   expect(recovered.json).toBe(wanted.json)
+})
+
+// The test server answers a long-poll within 1 s, well inside the 2.5 s idle timeout: only the silenced link is taken for
+// dead. (An SSE read between events may be resumed too, as its keep-alive comes every 15 s: that costs a request, and
+// nothing is delivered twice.)
+test.each(["sse", "long-poll"] as const)("a %s read on a link that went silent without closing resumes on a new request", async (transport) => {
+  const silent = await silencingProxy(base!)
+  const client = new DurableSessionsClient({ baseUrl: silent.url, transport, idleTimeoutMs: 2500, reconnectDelayMs: 5, maxReconnectDelayMs: 50 })
+  const id = `ts-idle-${transport}-${Date.now()}`
+  const abort = new AbortController()
+  const timer = setTimeout(() => abort.abort(new Error("the read never resumed")), 30_000)
+  try {
+    await new DurableSessionsClient({ baseUrl: base! }).session(id).create()
+    const { follower, runEvents } = await followUntilRunFinished(client, id, abort.signal)
+    const before = silent.connections()
+
+    // Nothing passes either way from now on, and nothing closes: only the client's idle timeout can tell.
+    silent.silence()
+    const silenced = Date.now()
+    let seq = 0
+    for (const operation of ["insert", "update"] as const) {
+      const response = await fetch(`${base}/v1/stream/sessions/${id}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "producer-id": "ts-idle-agent", "producer-epoch": "0", "producer-seq": String(seq++) },
+        body: JSON.stringify([change("run", "r1", operation, { id: "r1", agent: "agent:ts", messageId: "m1", status: operation === "insert" ? "started" : "finished" })]),
+      })
+      expect(response.status).toBe(200)
+    }
+    const state = await follower
+    expect(state.get("run", "r1")?.status).toBe("finished")
+    expect(runEvents).toEqual(["insert", "update"])
+    expect(silent.connections()).toBeGreaterThan(before)
+    expect(Date.now() - silenced).toBeLessThan(15_000)
+  } finally {
+    clearTimeout(timer)
+    abort.abort()
+    silent.close()
+  }
+})
+
+test("an idle timeout that setTimeout cannot hold is refused", () => {
+  for (const idleTimeoutMs of [0, -1, Number.NaN, 2 ** 31]) {
+    expect(() => new DurableSessionsClient({ baseUrl: base!, idleTimeoutMs })).toThrow(/idleTimeoutMs/)
+  }
 })

@@ -1,9 +1,9 @@
 // One WebSocket per client for every session it follows, resuming each from its offset after the socket drops.
 // Included where a WebSocket global exists (vitest.config.mjs): test.sh runs the suite once more with
 // NODE_OPTIONS=--experimental-websocket.
-import { connect, createServer, type Socket } from "node:net"
 import { expect, test } from "vitest"
 import { DurableSessionsClient, type SessionEvent, type SessionState } from "../src/index"
+import { followUntilRunFinished, silencingProxy } from "./silence"
 
 const base = process.env.CLIENT_TEST_BASE_URL
 if (!base) throw new Error("Set CLIENT_TEST_BASE_URL to the server under test, e.g. http://127.0.0.1:4437")
@@ -140,56 +140,8 @@ test("messages, steer, cancel and presence go over the WebSocket and answer as o
   }
 })
 
-/**
- * A TCP proxy to the server that can silence the connections it holds: from then on they carry nothing either way and
- * never close, as a link that died without a word. Connections made after that pass.
- */
-function silencingProxy(): Promise<{ url: string; silence: () => void; connections: () => number; close: () => void }> {
-  const target = new URL(base!)
-  const open: { silenced: boolean; sockets: Socket[] }[] = []
-  let connections = 0
-  const server = createServer((client) => {
-    connections++
-    const upstream = connect(Number(target.port), target.hostname)
-    const pair = { silenced: false, sockets: [client, upstream] }
-    open.push(pair)
-    client.on("data", (chunk) => { if (!pair.silenced) upstream.write(chunk) })
-    upstream.on("data", (chunk) => { if (!pair.silenced) client.write(chunk) })
-    const end = () => { client.destroy(); upstream.destroy() }
-    client.on("error", end).on("close", end)
-    upstream.on("error", end).on("close", end)
-  })
-  return new Promise((resolve) =>
-    server.listen(0, "127.0.0.1", () => resolve({
-      url: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
-      silence: () => { for (const pair of open) pair.silenced = true },
-      connections: () => connections,
-      close: () => { for (const pair of open) for (const socket of pair.sockets) socket.destroy(); server.close() },
-    })))
-}
-
-/**
- * Joins a session and follows it until run r1 is finished, collecting the operations of the run events it sees. Returns
- * once the join is up to date over the socket, not only hydrated from the snapshot (which comes over HTTP before it opens).
- */
-async function followUntilRunFinished(client: DurableSessionsClient, id: string, signal: AbortSignal) {
-  let joined!: () => void
-  const ready = new Promise<void>((resolve) => (joined = resolve))
-  const runEvents: string[] = []
-  const follower = (async () => {
-    for await (const update of client.session(id).join(signal)) {
-      runEvents.push(...update.events.filter((e) => e.type === "run").map((e) => e.headers.operation!))
-      if (update.upToDate) joined()
-      if (update.upToDate && (update.state as SessionState).get("run", "r1")?.status === "finished") return update.state as SessionState
-    }
-    throw new Error("session ended")
-  })()
-  await Promise.race([ready, follower])
-  return { follower, runEvents }
-}
-
 test("an operation the WebSocket never answers fails in time, and the sessions on that socket resume on a new one", async () => {
-  const proxy = await silencingProxy()
+  const proxy = await silencingProxy(base!)
   const client = new DurableSessionsClient({ baseUrl: proxy.url, transport: "websocket", operationTimeoutMs: 1000, reconnectDelayMs: 5, maxReconnectDelayMs: 50 })
   const id = `ts-ws-silent-${Date.now()}`
   const abort = new AbortController()
@@ -220,7 +172,7 @@ test("an operation the WebSocket never answers fails in time, and the sessions o
 })
 
 test("a follower that sends nothing notices a silent socket by its keep-alive and resumes on a new one", async () => {
-  const proxy = await silencingProxy()
+  const proxy = await silencingProxy(base!)
   const client = new DurableSessionsClient({ baseUrl: proxy.url, transport: "websocket", keepAliveMs: 300, reconnectDelayMs: 5, maxReconnectDelayMs: 50 })
   const id = `ts-ws-keepalive-${Date.now()}`
   const abort = new AbortController()
