@@ -1,5 +1,6 @@
 // Links that die without a word, for the tests of how clients notice them.
 import { connect, createServer, type Socket } from "node:net"
+import { expect } from "vitest"
 import { type DurableSessionsClient, type SessionState } from "../src/index"
 
 /**
@@ -48,4 +49,35 @@ export async function followUntilRunFinished(client: DurableSessionsClient, id: 
   })()
   await Promise.race([ready, follower])
   return { follower, runEvents }
+}
+
+/** Starts and finishes run r1 of session `id` over HTTP straight to the server (not through any proxy). */
+export async function writeRun(base: string, id: string, producer: string) {
+  let seq = 0
+  for (const operation of ["insert", "update"] as const) {
+    const response = await fetch(`${base}/v1/stream/sessions/${id}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "producer-id": producer, "producer-epoch": "0", "producer-seq": String(seq++) },
+      body: JSON.stringify([{ type: "run", key: "r1", value: { id: "r1", agent: "agent:ts", messageId: "m1", status: operation === "insert" ? "started" : "finished" }, headers: { operation } }]),
+    })
+    expect(response.status).toBe(200)
+  }
+}
+
+/**
+ * Waits for a follower of `followUntilRunFinished` to see run r1 finished after its link went silent, and checks it got
+ * there on a new connection, each run event once, within `withinMs` of the silence.
+ */
+export async function expectResumed(
+  followed: { follower: Promise<SessionState>; runEvents: string[] },
+  connections: () => number,
+  before: number,
+  silencedAt: number,
+  withinMs: number,
+) {
+  const state = await followed.follower
+  expect(state.get("run", "r1")?.status).toBe("finished")
+  expect(followed.runEvents).toEqual(["insert", "update"])
+  expect(connections()).toBeGreaterThan(before)
+  expect(Date.now() - silencedAt).toBeLessThan(withinMs)
 }

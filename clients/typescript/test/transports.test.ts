@@ -2,7 +2,7 @@
 import { createServer, request as httpRequest, type Server } from "node:http"
 import { afterAll, beforeAll, expect, test } from "vitest"
 import { DurableSessionsClient, type SessionState } from "../src/index"
-import { followUntilRunFinished, silencingProxy } from "./silence"
+import { expectResumed, followUntilRunFinished, silencingProxy, writeRun } from "./silence"
 
 const base = process.env.CLIENT_TEST_BASE_URL
 if (!base) throw new Error("Set CLIENT_TEST_BASE_URL to the server under test, e.g. http://127.0.0.1:4437")
@@ -169,26 +169,14 @@ test.each(["sse", "long-poll"] as const)("a %s read on a link that went silent w
   const timer = setTimeout(() => abort.abort(new Error("the read never resumed")), 30_000)
   try {
     await new DurableSessionsClient({ baseUrl: base! }).session(id).create()
-    const { follower, runEvents } = await followUntilRunFinished(client, id, abort.signal)
+    const followed = await followUntilRunFinished(client, id, abort.signal)
     const before = silent.connections()
 
     // Nothing passes either way from now on, and nothing closes: only the client's idle timeout can tell.
     silent.silence()
     const silenced = Date.now()
-    let seq = 0
-    for (const operation of ["insert", "update"] as const) {
-      const response = await fetch(`${base}/v1/stream/sessions/${id}`, {
-        method: "POST",
-        headers: { "content-type": "application/json", "producer-id": "ts-idle-agent", "producer-epoch": "0", "producer-seq": String(seq++) },
-        body: JSON.stringify([change("run", "r1", operation, { id: "r1", agent: "agent:ts", messageId: "m1", status: operation === "insert" ? "started" : "finished" })]),
-      })
-      expect(response.status).toBe(200)
-    }
-    const state = await follower
-    expect(state.get("run", "r1")?.status).toBe("finished")
-    expect(runEvents).toEqual(["insert", "update"])
-    expect(silent.connections()).toBeGreaterThan(before)
-    expect(Date.now() - silenced).toBeLessThan(15_000)
+    await writeRun(base!, id, "ts-idle-agent")
+    await expectResumed(followed, silent.connections, before, silenced, 15_000)
   } finally {
     clearTimeout(timer)
     abort.abort()

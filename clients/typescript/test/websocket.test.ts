@@ -3,7 +3,7 @@
 // NODE_OPTIONS=--experimental-websocket.
 import { expect, test } from "vitest"
 import { DurableSessionsClient, type SessionEvent, type SessionState } from "../src/index"
-import { followUntilRunFinished, silencingProxy } from "./silence"
+import { expectResumed, followUntilRunFinished, silencingProxy, writeRun } from "./silence"
 
 const base = process.env.CLIENT_TEST_BASE_URL
 if (!base) throw new Error("Set CLIENT_TEST_BASE_URL to the server under test, e.g. http://127.0.0.1:4437")
@@ -179,20 +179,15 @@ test("a follower that sends nothing notices a silent socket by its keep-alive an
   const timer = setTimeout(() => abort.abort(new Error("the follower never resumed")), 20_000)
   try {
     await client.session(id).create()
-    const { follower, runEvents } = await followUntilRunFinished(client, id, abort.signal)
+    const followed = await followUntilRunFinished(client, id, abort.signal)
     const before = proxy.connections()
 
     // The socket goes silent and the page sends nothing: only its keep-alive can tell. What is written meanwhile (over
     // HTTP, not through the proxy) reaches the follower on a new socket, once each.
     proxy.silence()
     const silenced = Date.now()
-    await write(id, "ws-keepalive-agent", 0, [change("run", "r1", "insert", { id: "r1", agent: "agent:ts", messageId: "m1", status: "started" })])
-    await write(id, "ws-keepalive-agent", 1, [change("run", "r1", "update", { id: "r1", agent: "agent:ts", messageId: "m1", status: "finished" })])
-    const state = await follower
-    expect(state.get("run", "r1")?.status).toBe("finished")
-    expect(runEvents).toEqual(["insert", "update"])
-    expect(proxy.connections()).toBeGreaterThan(before)
-    expect(Date.now() - silenced).toBeLessThan(10_000)
+    await writeRun(base!, id, "ws-keepalive-agent")
+    await expectResumed(followed, proxy.connections, before, silenced, 10_000)
   } finally {
     clearTimeout(timer)
     abort.abort()
