@@ -22,6 +22,10 @@ public sealed class DurableSessionsClient : IDisposable
     {
         Options = options ?? DurableSessionsClientOptions.Default;
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(Options.WebSocketKeepAlive, TimeSpan.Zero, nameof(options));
+        if (Options.SseIdleTimeout != Timeout.InfiniteTimeSpan)
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(Options.SseIdleTimeout, TimeSpan.Zero, nameof(options));
+        }
         _ownsHttp = httpClient is null;
         _http = httpClient ?? new HttpClient(new SocketsHttpHandler { PooledConnectionIdleTimeout = TimeSpan.FromMinutes(1) })
         {
@@ -88,16 +92,20 @@ public sealed class DurableSessionsClient : IDisposable
             {
                 using (response)
                 {
-                    using var events = new SseEventReader(await response.Content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false));
+                    // A read that hears nothing, not even a keep-alive comment, for SseIdleTimeout is cancelled: the link
+                    // died without a close, and the read resumes from its offset on a new request.
+                    using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                    var body = await response.Content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
+                    using var events = new SseEventReader(Options.SseIdleTimeout == Timeout.InfiniteTimeSpan ? body : new IdleTimeoutStream(body, idle, Options.SseIdleTimeout));
                     var pending = new List<JsonElement>();
                     while (true)
                     {
                         SseEvent? next;
                         try
                         {
-                            next = await events.NextAsync(cancellationToken).ConfigureAwait(false);
+                            next = await events.NextAsync(idle.Token).ConfigureAwait(false);
                         }
-                        catch (Exception ex) when (IsTransient(ex) && !cancellationToken.IsCancellationRequested)
+                        catch (Exception ex) when ((IsTransient(ex) || (ex is OperationCanceledException && idle.IsCancellationRequested)) && !cancellationToken.IsCancellationRequested)
                         {
                             next = null;
                         }

@@ -40,6 +40,15 @@ public sealed record DurableSessionsClientOptions
     public TimeSpan WebSocketKeepAlive { get; init; } = TimeSpan.FromSeconds(15);
 
     /// <summary>
+    /// How long a live read may hear nothing at all, not even the server's keep-alive comments, before it is taken for
+    /// dead and resumed from its offset on a new request (default 45 s). A connection the network dropped without a reset
+    /// (a NAT timeout, a host gone) would otherwise hold the read for as long as TCP takes to notice, which can be hours.
+    /// Keep it above the server's SSE keep-alive interval (15 s by default). <see cref="Timeout.InfiniteTimeSpan"/>
+    /// turns it off; otherwise it must be positive.
+    /// </summary>
+    public TimeSpan SseIdleTimeout { get; init; } = TimeSpan.FromSeconds(45);
+
+    /// <summary>
     /// What carries producers' appends instead of the WebSocket, before HTTP (for example a server's own process, which
     /// hands them straight to its append path). Default null.
     /// </summary>

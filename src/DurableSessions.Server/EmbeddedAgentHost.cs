@@ -164,6 +164,10 @@ internal sealed partial class EmbeddedAgentHost(
             UseWebSocket = settings.UseWebSocket ?? http is null,
             AppendTransport = appender is null ? null : new InProcessAppendTransport(appender),
             AccessToken = token,
+
+            // A read over the in-process pipe cannot go silent while the server lives: no idle timeout, so a server whose
+            // SSE keep-alive interval is set long does not have its own agent resume its reads for nothing.
+            SseIdleTimeout = http is null ? DurableSessionsClientOptions.Default.SseIdleTimeout : Timeout.InfiniteTimeSpan,
         });
         var agent = new SessionAgent(chat, client, new SessionAgentOptions { AgentId = settings.Id, Instructions = settings.Instructions, DeltaLinger = settings.DeltaLinger }, loggerFactory.CreateLogger<SessionAgent>());
         var host = new SessionAgentHost(agent, client, settings.Id, new SessionAgentHostOptions { MaxConcurrentRuns = EffectiveMaxConcurrentRuns(settings) }, loggerFactory.CreateLogger<SessionAgentHost>());

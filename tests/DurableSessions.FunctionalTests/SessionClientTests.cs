@@ -60,6 +60,61 @@ public sealed class SessionClientTests
     }
 
     [Fact]
+    public async Task A_live_read_on_a_link_that_went_silent_without_closing_resumes_from_its_offset_on_a_new_request()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        StringContent Message(int n) => new($"{{\"n\":{n}}}", Encoding.UTF8, "application/json");
+        Assert.Equal(HttpStatusCode.Created, (await server.Client.PutAsync(new Uri("/v1/stream/client/idle", UriKind.Relative), new StringContent("[]", Encoding.UTF8, "application/json"))).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await server.Client.PostAsync(new Uri("/v1/stream/client/idle", UriKind.Relative), Message(1))).StatusCode);
+        await using var proxy = new ChaosProxy(server.BaseAddress, maxCuts: 0, seed: 1);
+        using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with
+        {
+            BaseAddress = proxy.Address,
+            ReconnectDelay = TimeSpan.FromMilliseconds(5),
+            SseIdleTimeout = TimeSpan.FromSeconds(1),
+        });
+
+        var seen = new List<int>();
+        var upToDate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var stop = new CancellationTokenSource(Timeout);
+        var reading = Task.Run(async () =>
+        {
+            await foreach (var batch in client.ReadStreamAsync("client/idle", "-1", stop.Token))
+            {
+                seen.AddRange(batch.Messages.Select(m => m.GetProperty("n").GetInt32()));
+                if (batch.UpToDate)
+                {
+                    upToDate.TrySetResult();
+                }
+
+                if (seen.Contains(3))
+                {
+                    return;
+                }
+            }
+        });
+        await upToDate.Task.WaitAsync(Timeout);
+
+        // The link carries nothing either way from now on and never closes: only the read's idle timeout can tell. What
+        // is written meanwhile (straight to the server) reaches the reader on a new request, each message once.
+        proxy.Freeze();
+        var frozenAt = DateTime.UtcNow;
+        Assert.Equal(HttpStatusCode.NoContent, (await server.Client.PostAsync(new Uri("/v1/stream/client/idle", UriKind.Relative), Message(2))).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await server.Client.PostAsync(new Uri("/v1/stream/client/idle", UriKind.Relative), Message(3))).StatusCode);
+        await reading.WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.Equal([1, 2, 3], seen);
+        Assert.True(DateTime.UtcNow - frozenAt < TimeSpan.FromSeconds(15), "the silent read was not given up within its idle timeout");
+    }
+
+    [Fact]
+    public void An_sse_idle_timeout_must_be_positive_or_infinite()
+    {
+        Assert.Throws<ArgumentOutOfRangeException>(() => new DurableSessionsClient(DurableSessionsClientOptions.Default with { SseIdleTimeout = TimeSpan.Zero }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new DurableSessionsClient(DurableSessionsClientOptions.Default with { SseIdleTimeout = TimeSpan.FromSeconds(-2) }));
+        using var off = new DurableSessionsClient(DurableSessionsClientOptions.Default with { SseIdleTimeout = System.Threading.Timeout.InfiniteTimeSpan });
+    }
+
+    [Fact]
     public async Task A_client_cut_at_100_random_points_ends_identical_to_an_uninterrupted_one()
     {
         await using var server = await InProcessServer.StartAsync();
