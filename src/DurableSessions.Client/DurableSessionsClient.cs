@@ -24,7 +24,9 @@ public sealed class DurableSessionsClient : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(Options.WebSocketKeepAlive, TimeSpan.Zero, nameof(options));
         if (Options.SseIdleTimeout != Timeout.InfiniteTimeSpan)
         {
+            // A timer holds at most 2^32-2 ms (about 49 days).
             ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(Options.SseIdleTimeout, TimeSpan.Zero, nameof(options));
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(Options.SseIdleTimeout, TimeSpan.FromMilliseconds(uint.MaxValue - 1), nameof(options));
         }
         _ownsHttp = httpClient is null;
         _http = httpClient ?? new HttpClient(new SocketsHttpHandler { PooledConnectionIdleTimeout = TimeSpan.FromMinutes(1) })
@@ -87,14 +89,15 @@ public sealed class DurableSessionsClient : IDisposable
         while (true)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var response = await TryOpenAsync(path, offset, skipProgressOf, cancellationToken).ConfigureAwait(false);
+
+            // A request or read that hears nothing, not even a keep-alive comment, for SseIdleTimeout is cancelled: the
+            // link died without a close, and the read resumes from its offset on a new request.
+            using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            var response = await TryOpenAsync(path, offset, skipProgressOf, idle, cancellationToken).ConfigureAwait(false);
             if (response is not null)
             {
                 using (response)
                 {
-                    // A read that hears nothing, not even a keep-alive comment, for SseIdleTimeout is cancelled: the link
-                    // died without a close, and the read resumes from its offset on a new request.
-                    using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
                     var body = await response.Content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
                     using var events = new SseEventReader(Options.SseIdleTimeout == Timeout.InfiniteTimeSpan ? body : new IdleTimeoutStream(body, idle, Options.SseIdleTimeout));
                     var pending = new List<JsonElement>();
@@ -105,7 +108,7 @@ public sealed class DurableSessionsClient : IDisposable
                         {
                             next = await events.NextAsync(idle.Token).ConfigureAwait(false);
                         }
-                        catch (Exception ex) when ((IsTransient(ex) || (ex is OperationCanceledException && idle.IsCancellationRequested)) && !cancellationToken.IsCancellationRequested)
+                        catch (Exception ex) when (IsTransient(ex) && !cancellationToken.IsCancellationRequested)
                         {
                             next = null;
                         }
@@ -151,8 +154,11 @@ public sealed class DurableSessionsClient : IDisposable
         }
     }
 
-    /// <summary>Opens an SSE read; returns null on a transient failure, throws on a client error.</summary>
-    private async Task<HttpResponseMessage?> TryOpenAsync(string path, string offset, string? skipProgressOf, CancellationToken cancellationToken)
+    /// <summary>
+    /// Opens an SSE read; returns null on a transient failure, throws on a client error. <paramref name="idle"/> is
+    /// cancelled when the server takes longer than the idle timeout to answer.
+    /// </summary>
+    private async Task<HttpResponseMessage?> TryOpenAsync(string path, string offset, string? skipProgressOf, CancellationTokenSource idle, CancellationToken cancellationToken)
     {
         HttpResponseMessage response;
         var skip = skipProgressOf is null ? string.Empty : "&skip-progress-of=" + Uri.EscapeDataString(skipProgressOf);
@@ -163,7 +169,13 @@ public sealed class DurableSessionsClient : IDisposable
             try
             {
                 await AuthorizeAsync(request, cancellationToken).ConfigureAwait(false);
-                response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken).ConfigureAwait(false);
+                if (Options.SseIdleTimeout != Timeout.InfiniteTimeSpan)
+                {
+                    idle.CancelAfter(Options.SseIdleTimeout);
+                }
+
+                response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, idle.Token).ConfigureAwait(false);
+                idle.CancelAfter(Timeout.InfiniteTimeSpan);
             }
             catch (Exception ex) when (IsTransient(ex) && !cancellationToken.IsCancellationRequested)
             {

@@ -79,6 +79,7 @@ internal sealed partial class EmbeddedAgentHost(
     DurableSessions.AspNetCore.InProcess.InProcessTransport transport,
     DurableSessions.AspNetCore.Auth.AccessTokens tokens,
     Microsoft.Extensions.Options.IOptions<EmbeddedAgentOptions> options,
+    Microsoft.Extensions.Options.IOptions<DurableSessions.AspNetCore.DurableStreamsOptions> streams,
     ILoggerFactory loggerFactory,
     IHostApplicationLifetime lifetime) : BackgroundService
 {
@@ -165,9 +166,11 @@ internal sealed partial class EmbeddedAgentHost(
             AppendTransport = appender is null ? null : new InProcessAppendTransport(appender),
             AccessToken = token,
 
-            // A read over the in-process pipe cannot go silent while the server lives: no idle timeout, so a server whose
-            // SSE keep-alive interval is set long does not have its own agent resume its reads for nothing.
-            SseIdleTimeout = http is null ? DurableSessionsClientOptions.Default.SseIdleTimeout : Timeout.InfiniteTimeSpan,
+            // A read over the in-process pipe cannot go silent while the server lives: no idle timeout. Over the network,
+            // three of this server's keep-alive intervals (at least the default), so a keep-alive set long does not have
+            // its own agent resume its reads for nothing.
+            SseIdleTimeout = http is not null ? Timeout.InfiniteTimeSpan
+                : TimeSpan.FromTicks(Math.Min(TimeSpan.FromDays(40).Ticks, Math.Max(DurableSessionsClientOptions.Default.SseIdleTimeout.Ticks, streams.Value.SseKeepAliveInterval.Ticks * 3))),
         });
         var agent = new SessionAgent(chat, client, new SessionAgentOptions { AgentId = settings.Id, Instructions = settings.Instructions, DeltaLinger = settings.DeltaLinger }, loggerFactory.CreateLogger<SessionAgent>());
         var host = new SessionAgentHost(agent, client, settings.Id, new SessionAgentHostOptions { MaxConcurrentRuns = EffectiveMaxConcurrentRuns(settings) }, loggerFactory.CreateLogger<SessionAgentHost>());

@@ -19,6 +19,7 @@ public sealed class ChaosProxy : IAsyncDisposable
     private CancellationTokenSource _freeze = new();
     private int _cuts;
     private long _bytesDown;
+    private int _connections;
 
     public ChaosProxy(Uri target, int maxCuts, int seed, int maxBytesBeforeCut = 4000)
     {
@@ -37,6 +38,9 @@ public sealed class ChaosProxy : IAsyncDisposable
     /// <summary>Response bytes passed to clients.</summary>
     public long BytesDown => Interlocked.Read(ref _bytesDown);
 
+    /// <summary>Connections accepted so far.</summary>
+    public int Connections => Volatile.Read(ref _connections);
+
     private async Task AcceptAsync()
     {
         try
@@ -44,6 +48,7 @@ public sealed class ChaosProxy : IAsyncDisposable
             while (!_stop.IsCancellationRequested)
             {
                 var client = await _listener.AcceptTcpClientAsync(_stop.Token);
+                Interlocked.Increment(ref _connections);
                 _ = Task.Run(() => ServeAsync(client));
             }
         }

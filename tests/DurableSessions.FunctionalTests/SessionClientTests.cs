@@ -107,6 +107,59 @@ public sealed class SessionClientTests
     }
 
     [Fact]
+    public async Task A_live_read_kept_alive_by_the_server_or_paused_by_its_consumer_is_not_taken_for_a_dead_link()
+    {
+        await using var server = await InProcessServer.StartAsync(configure: o => o.SseKeepAliveInterval = TimeSpan.FromMilliseconds(200));
+        StringContent Message(int n) => new($"{{\"n\":{n}}}", Encoding.UTF8, "application/json");
+        Assert.Equal(HttpStatusCode.Created, (await server.Client.PutAsync(new Uri("/v1/stream/client/alive", UriKind.Relative), new StringContent("[]", Encoding.UTF8, "application/json"))).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await server.Client.PostAsync(new Uri("/v1/stream/client/alive", UriKind.Relative), Message(1))).StatusCode);
+        await using var proxy = new ChaosProxy(server.BaseAddress, maxCuts: 0, seed: 1);
+        using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with
+        {
+            BaseAddress = proxy.Address,
+            ReconnectDelay = TimeSpan.FromMilliseconds(5),
+            SseIdleTimeout = TimeSpan.FromSeconds(1),
+        });
+
+        var seen = new List<int>();
+        var resumed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var stop = new CancellationTokenSource(Timeout);
+        var reading = Task.Run(async () =>
+        {
+            await foreach (var batch in client.ReadStreamAsync("client/alive", "-1", stop.Token))
+            {
+                seen.AddRange(batch.Messages.Select(m => m.GetProperty("n").GetInt32()));
+                if (seen.Count == 1 && batch.UpToDate)
+                {
+                    // A consumer that takes longer than the idle timeout before it asks for more: only time the read
+                    // spends waiting on the network counts.
+                    await Task.Delay(TimeSpan.FromSeconds(2.5), stop.Token);
+                    resumed.TrySetResult();
+                }
+
+                if (seen.Contains(2))
+                {
+                    return;
+                }
+            }
+        });
+        await resumed.Task.WaitAsync(Timeout);
+
+        // Then a quiet stream: each keep-alive is at least 3 bytes plus its chunk's framing (about 10 bytes in all), so
+        // 150 more bytes down are well over a second of nothing but keep-alives.
+        var before = proxy.BytesDown;
+        while (proxy.BytesDown < before + 150)
+        {
+            await Task.Delay(50, stop.Token);
+        }
+
+        Assert.Equal(HttpStatusCode.NoContent, (await server.Client.PostAsync(new Uri("/v1/stream/client/alive", UriKind.Relative), Message(2))).StatusCode);
+        await reading.WaitAsync(Timeout);
+        Assert.Equal([1, 2], seen);
+        Assert.Equal(1, proxy.Connections);
+    }
+
+    [Fact]
     public void An_sse_idle_timeout_must_be_positive_or_infinite()
     {
         Assert.Throws<ArgumentOutOfRangeException>(() => new DurableSessionsClient(DurableSessionsClientOptions.Default with { SseIdleTimeout = TimeSpan.Zero }));

@@ -395,10 +395,12 @@ export class SessionClient {
   private async *readSse(offset: string, signal?: AbortSignal): AsyncGenerator<Batch> {
     const idle = idleWatch(this.client.settings.idleTimeoutMs, signal)
     try {
+      idle.waiting()
       const response = await this.client.request("GET", `/v1/stream/sessions/${this.id}?offset=${encodeURIComponent(offset)}&live=sse`, undefined, idle.signal)
+      idle.heard()
       if (!response.ok || !response.body) throw new Error(`stream answered ${response.status}`)
       let pending: SessionEvent[] = []
-      for await (const { event, data } of readSse(response.body, idle.heard)) {
+      for await (const { event, data } of readSse(response.body, idle)) {
         if (event === "data") {
           pending.push(...(JSON.parse(data) as SessionEvent[]))
         } else if (event === "control") {
@@ -422,6 +424,7 @@ export class SessionClient {
       let response: Response
       let events: SessionEvent[]
       try {
+        idle.waiting()
         response = await this.client.request("GET", `/v1/stream/sessions/${this.id}?${query}`, undefined, idle.signal)
         if (response.status !== 200 && response.status !== 204) throw new Error(`stream answered ${response.status}`)
         // The body is read completely before its offset is used: a cut mid-body throws and the poll is repeated.
@@ -651,43 +654,46 @@ export class SocketHub {
 }
 
 /**
- * Aborts a live read that hears nothing for `ms`: its `signal` follows `outer` and also aborts once `ms` pass without a
- * call of `heard`. A link that died without a close never ends a read by itself.
+ * Aborts a live read that waits on the network for `ms` at a stretch: its `signal` follows `outer`, and also aborts when
+ * one wait (from `waiting` to `heard`) lasts `ms`. Only time spent waiting for the network counts, so a consumer slow to
+ * ask for the next update is never taken for a dead link. `dispose` aborts whatever of the read is still open.
  */
 function idleWatch(ms: number, outer?: AbortSignal) {
   const controller = new AbortController()
   const follow = () => controller.abort(outer?.reason)
   if (outer?.aborted) follow()
   else outer?.addEventListener("abort", follow, { once: true })
-  const expire = () => controller.abort(new Error("the live read heard nothing in time; it resumes on a new request"))
-  let timer = setTimeout(expire, ms)
+  let timer: ReturnType<typeof setTimeout> | undefined
   return {
     signal: controller.signal,
-    heard: () => {
+    waiting: () => {
       clearTimeout(timer)
-      timer = setTimeout(expire, ms)
+      timer = setTimeout(() => controller.abort(new Error("the live read heard nothing in time; it resumes on a new request")), ms)
     },
+    heard: () => clearTimeout(timer),
     dispose: () => {
       clearTimeout(timer)
       outer?.removeEventListener("abort", follow)
+      controller.abort(new Error("the read ended"))
     },
   }
 }
 
 /**
- * Parses an SSE body into events; `data:` lines are joined with `\n`, one leading space is stripped. `heard` is called
- * for every piece of the body that arrives, keep-alive comments included.
+ * Parses an SSE body into events; `data:` lines are joined with `\n`, one leading space is stripped. `idle` is told when
+ * the parser waits for more of the body and when some arrives (keep-alive comments included).
  */
-async function* readSse(body: ReadableStream<Uint8Array>, heard?: () => void): AsyncGenerator<{ event: string; data: string }> {
+async function* readSse(body: ReadableStream<Uint8Array>, idle?: { waiting: () => void; heard: () => void }): AsyncGenerator<{ event: string; data: string }> {
   const reader = body.getReader()
   const decoder = new TextDecoder()
   let buffer = ""
   let event = ""
   let data: string[] = []
   for (;;) {
+    idle?.waiting()
     const { value, done } = await reader.read()
+    idle?.heard()
     if (done) return
-    heard?.()
     buffer += decoder.decode(value, { stream: true })
     let newline: number
     while ((newline = buffer.indexOf("\n")) >= 0) {
