@@ -62,24 +62,14 @@ public sealed class SessionClientTests
     [Fact]
     public async Task A_live_read_on_a_link_that_went_silent_without_closing_resumes_from_its_offset_on_a_new_request()
     {
-        await using var server = await InProcessServer.StartAsync();
-        StringContent Message(int n) => new($"{{\"n\":{n}}}", Encoding.UTF8, "application/json");
-        Assert.Equal(HttpStatusCode.Created, (await server.Client.PutAsync(new Uri("/v1/stream/client/idle", UriKind.Relative), new StringContent("[]", Encoding.UTF8, "application/json"))).StatusCode);
-        Assert.Equal(HttpStatusCode.NoContent, (await server.Client.PostAsync(new Uri("/v1/stream/client/idle", UriKind.Relative), Message(1))).StatusCode);
-        await using var proxy = new ChaosProxy(server.BaseAddress, maxCuts: 0, seed: 1);
-        using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with
-        {
-            BaseAddress = proxy.Address,
-            ReconnectDelay = TimeSpan.FromMilliseconds(5),
-            SseIdleTimeout = TimeSpan.FromSeconds(1),
-        });
-
+        await using var link = await IdleLink.StartAsync(null);
+        var (proxy, client) = (link.Proxy, link.Client);
         var seen = new List<int>();
         var upToDate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using var stop = new CancellationTokenSource(Timeout);
         var reading = Task.Run(async () =>
         {
-            await foreach (var batch in client.ReadStreamAsync("client/idle", "-1", stop.Token))
+            await foreach (var batch in client.ReadStreamAsync(IdleLink.Path, "-1", stop.Token))
             {
                 seen.AddRange(batch.Messages.Select(m => m.GetProperty("n").GetInt32()));
                 if (batch.UpToDate)
@@ -99,8 +89,8 @@ public sealed class SessionClientTests
         // is written meanwhile (straight to the server) reaches the reader on a new request, each message once.
         proxy.Freeze();
         var frozenAt = DateTime.UtcNow;
-        Assert.Equal(HttpStatusCode.NoContent, (await server.Client.PostAsync(new Uri("/v1/stream/client/idle", UriKind.Relative), Message(2))).StatusCode);
-        Assert.Equal(HttpStatusCode.NoContent, (await server.Client.PostAsync(new Uri("/v1/stream/client/idle", UriKind.Relative), Message(3))).StatusCode);
+        await link.PostAsync(2);
+        await link.PostAsync(3);
         await reading.WaitAsync(TimeSpan.FromSeconds(20));
         Assert.Equal([1, 2, 3], seen);
         Assert.True(DateTime.UtcNow - frozenAt < TimeSpan.FromSeconds(15), "the silent read was not given up within its idle timeout");
@@ -109,24 +99,15 @@ public sealed class SessionClientTests
     [Fact]
     public async Task A_live_read_kept_alive_by_the_server_or_paused_by_its_consumer_is_not_taken_for_a_dead_link()
     {
-        await using var server = await InProcessServer.StartAsync(configure: o => o.SseKeepAliveInterval = TimeSpan.FromMilliseconds(200));
-        StringContent Message(int n) => new($"{{\"n\":{n}}}", Encoding.UTF8, "application/json");
-        Assert.Equal(HttpStatusCode.Created, (await server.Client.PutAsync(new Uri("/v1/stream/client/alive", UriKind.Relative), new StringContent("[]", Encoding.UTF8, "application/json"))).StatusCode);
-        Assert.Equal(HttpStatusCode.NoContent, (await server.Client.PostAsync(new Uri("/v1/stream/client/alive", UriKind.Relative), Message(1))).StatusCode);
-        await using var proxy = new ChaosProxy(server.BaseAddress, maxCuts: 0, seed: 1);
-        using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with
-        {
-            BaseAddress = proxy.Address,
-            ReconnectDelay = TimeSpan.FromMilliseconds(5),
-            SseIdleTimeout = TimeSpan.FromSeconds(1),
-        });
+        await using var link = await IdleLink.StartAsync(o => o.SseKeepAliveInterval = TimeSpan.FromMilliseconds(200));
+        var (proxy, client) = (link.Proxy, link.Client);
 
         var seen = new List<int>();
         var resumed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using var stop = new CancellationTokenSource(Timeout);
         var reading = Task.Run(async () =>
         {
-            await foreach (var batch in client.ReadStreamAsync("client/alive", "-1", stop.Token))
+            await foreach (var batch in client.ReadStreamAsync(IdleLink.Path, "-1", stop.Token))
             {
                 seen.AddRange(batch.Messages.Select(m => m.GetProperty("n").GetInt32()));
                 if (seen.Count == 1 && batch.UpToDate)
@@ -153,10 +134,54 @@ public sealed class SessionClientTests
             await Task.Delay(50, stop.Token);
         }
 
-        Assert.Equal(HttpStatusCode.NoContent, (await server.Client.PostAsync(new Uri("/v1/stream/client/alive", UriKind.Relative), Message(2))).StatusCode);
+        await link.PostAsync(2);
         await reading.WaitAsync(Timeout);
         Assert.Equal([1, 2], seen);
         Assert.Equal(1, proxy.Connections);
+    }
+
+    /// <summary>
+    /// A server holding a stream with message 1, a proxy in front of it, and a client reading through the proxy with a
+    /// one-second idle timeout.
+    /// </summary>
+    private sealed class IdleLink : IAsyncDisposable
+    {
+        public const string Path = "client/idle";
+
+        private IdleLink(InProcessServer server, ChaosProxy proxy, DurableSessionsClient client) => (Server, Proxy, Client) = (server, proxy, client);
+
+        public InProcessServer Server { get; }
+
+        public ChaosProxy Proxy { get; }
+
+        public DurableSessionsClient Client { get; }
+
+        public static async Task<IdleLink> StartAsync(Action<AspNetCore.DurableStreamsOptions>? configure)
+        {
+            var server = await InProcessServer.StartAsync(configure: configure);
+            Assert.Equal(HttpStatusCode.Created, (await server.Client.PutAsync(new Uri("/v1/stream/" + Path, UriKind.Relative), new StringContent("[]", Encoding.UTF8, "application/json"))).StatusCode);
+            var proxy = new ChaosProxy(server.BaseAddress, maxCuts: 0, seed: 1);
+            var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with
+            {
+                BaseAddress = proxy.Address,
+                ReconnectDelay = TimeSpan.FromMilliseconds(5),
+                SseIdleTimeout = TimeSpan.FromSeconds(1),
+            });
+            var link = new IdleLink(server, proxy, client);
+            await link.PostAsync(1);
+            return link;
+        }
+
+        /// <summary>Appends message <paramref name="n"/> straight to the server, not through the proxy.</summary>
+        public async Task PostAsync(int n)
+            => Assert.Equal(HttpStatusCode.NoContent, (await Server.Client.PostAsync(new Uri("/v1/stream/" + Path, UriKind.Relative), new StringContent($"{{\"n\":{n}}}", Encoding.UTF8, "application/json"))).StatusCode);
+
+        public async ValueTask DisposeAsync()
+        {
+            Client.Dispose();
+            await Proxy.DisposeAsync();
+            await Server.DisposeAsync();
+        }
     }
 
     [Fact]
