@@ -347,6 +347,15 @@ internal static class RedisScripts
         if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
         return 0
         """);
+
+    /// <summary>
+    /// Extends a lock's lease only if it is still held with this token. KEYS[1] the lock, ARGV[1] the token, ARGV[2] the
+    /// lease in ms. Returns 1 when extended, 0 when the lock ran out (and may be another node's now).
+    /// </summary>
+    public static readonly RedisScript RenewLock = new("""
+        if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+        return 0
+        """);
 }
 
 /// <summary>

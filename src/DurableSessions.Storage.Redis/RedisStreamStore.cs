@@ -767,14 +767,75 @@ public sealed partial class RedisStreamStore : StreamStore
             wait = TimeSpan.FromMilliseconds(Math.Min(50, wait.TotalMilliseconds * 2));
         }
 
-        return new Lock(_db, key, token);
+        return new Lock(this, name, key, token, lease);
     }
 
-    private sealed class Lock(IDatabase db, RedisKey key, string token) : IAsyncDisposable
+    /// <summary>For tests: runs each time a held lock's lease is renewed.</summary>
+    internal Action? OnLockRenewed { get; set; }
+
+    /// <summary>For tests: false makes the locks taken from now on not renew their lease (a holder held up past it).</summary>
+    internal bool RenewLocks { get; set; } = true;
+
+    /// <summary>
+    /// A lock held by this node. Its lease is renewed every third of it while held, so a section that runs long (a slow
+    /// store, a long batch) keeps the lock instead of another node entering beside it when the lease runs out; a lease
+    /// still ends the lock of a node that stopped without letting it go.
+    /// </summary>
+    private sealed class Lock : IAsyncDisposable
     {
+        private readonly RedisStreamStore _store;
+        private readonly RedisKey _key;
+        private readonly string _token;
+        private readonly CancellationTokenSource _stop = new();
+        private readonly Task _renewing;
+
+        public Lock(RedisStreamStore store, string name, RedisKey key, string token, TimeSpan lease)
+        {
+            _store = store;
+            _key = key;
+            _token = token;
+            _renewing = store.RenewLocks ? RenewAsync(name, lease) : Task.CompletedTask;
+        }
+
         // One script call, where the client's own release is a watched transaction: two round trips while every other
         // node waits for the lock. A lost connection is the store being unavailable, as for every other call.
-        public async ValueTask DisposeAsync() => await Call(RedisScripts.ReleaseLock.EvaluateAsync(db, [key], [token])).ConfigureAwait(false);
+        public async ValueTask DisposeAsync()
+        {
+            await _stop.CancelAsync().ConfigureAwait(false);
+            await _renewing.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            _stop.Dispose();
+            await Call(RedisScripts.ReleaseLock.EvaluateAsync(_store._db, [_key], [_token])).ConfigureAwait(false);
+        }
+
+        private async Task RenewAsync(string name, TimeSpan lease)
+        {
+            var every = lease / 3;
+            var leaseMs = (long)Math.Ceiling(lease.TotalMilliseconds);
+            while (true)
+            {
+                try
+                {
+                    await Task.Delay(every, _store.TimeProvider, _stop.Token).ConfigureAwait(false);
+                    if ((long)await Call(RedisScripts.RenewLock.EvaluateAsync(_store._db, [_key], [_token, leaseMs])).ConfigureAwait(false) == 0)
+                    {
+                        // It ran out before this renewal (Redis away longer than the lease, or this process held up): the
+                        // section may no longer be alone. Said, so a write that another node's overwrote has a cause.
+                        Log.LockLost(_store._logger, name, lease);
+                        return;
+                    }
+
+                    _store.OnLockRenewed?.Invoke();
+                }
+                catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+                {
+                    return;
+                }
+                catch (StreamStoreUnavailableException)
+                {
+                    // Redis away: the next renewal tries again, within the lease.
+                }
+            }
+        }
     }
 
     /// <inheritdoc />
@@ -1780,6 +1841,9 @@ public sealed partial class RedisStreamStore : StreamStore
 
         [LoggerMessage(705, LogLevel.Warning, "A fork (incarnation {Id}) whose registration could not be given back keeps its hold on {Path}: deleted, that source stays soft-deleted, its path taken, until its other forks go and this hold is released by hand")]
         public static partial void ForkHoldKept(ILogger logger, long id, string path, Exception? exception = null);
+
+        [LoggerMessage(707, LogLevel.Warning, "The shared lock {Name} ran out while held (lease {Lease}): another node may have entered its section beside this one")]
+        public static partial void LockLost(ILogger logger, string name, TimeSpan lease);
 
         [LoggerMessage(706, LogLevel.Warning, "After Redis reconnected, the changes subscription could not be heard back; live readers are cut anyway and read what they missed from Redis")]
         public static partial void SubscriptionUnproven(ILogger logger, Exception? exception);

@@ -46,8 +46,10 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
         using var redisClient = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis.Server.Configuration);
         var key = _prefix + ":lock:turns";
 
-        // B waits while A holds the lock, and gets it once A's short lease runs out.
+        // B waits while A holds the lock, and gets it once A's short lease runs out (A held up: it does not renew it).
+        a.RenewLocks = false;
         var first = await a.AcquireLockAsync("turns", TimeSpan.FromMilliseconds(300));
+        a.RenewLocks = true;
         var second = await b.AcquireLockAsync("turns", TimeSpan.FromSeconds(30)).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
 
         // A's late release must not free B's lock.
@@ -331,6 +333,32 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
         Assert.DoesNotContain("chain/middle", listed);
         Assert.DoesNotContain("chain/root", listed);
         Assert.Equal(CreateStreamStatus.Created, (await a.CreateAsync(new CreateStreamRequest { Path = "chain/root", ContentType = "text/plain" })).Status);
+    }
+
+    [Fact]
+    public async Task A_shared_lock_held_past_its_lease_is_renewed_and_no_other_node_takes_it_until_it_is_let_go()
+    {
+        var a = await Node();
+        var b = await Node();
+        var renewals = 0;
+        var twoLeases = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        a.OnLockRenewed = () =>
+        {
+            // Renewed every third of the lease: six renewals are two whole leases.
+            if (Interlocked.Increment(ref renewals) == 6)
+            {
+                twoLeases.TrySetResult();
+            }
+        };
+
+        var held = await a.AcquireLockAsync("renewed", TimeSpan.FromMilliseconds(300));
+        var other = b.AcquireLockAsync("renewed", TimeSpan.FromSeconds(5)).AsTask();
+        await twoLeases.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.False(other.IsCompleted, "another node took the lock while it was held past its lease");
+
+        // Let go, it is the other node's at once (not a lease later).
+        await held.DisposeAsync();
+        await using var taken = await other.WaitAsync(TimeSpan.FromSeconds(10));
     }
 
     [Fact]
