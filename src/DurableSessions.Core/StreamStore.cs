@@ -78,7 +78,9 @@ public abstract class StreamStore : IAsyncDisposable
 
     /// <summary>
     /// Takes a lock that excludes every node sharing this store (for services whose state lives in documents), held
-    /// until the result is disposed or <paramref name="lease"/> passes. A store used by one process needs none: the
+    /// until the result is disposed or <paramref name="lease"/> passes without the holder renewing it. A store may renew
+    /// the lease while the lock is held (the Redis store does, for up to ten leases), so the lease ends the lock of a
+    /// holder that stopped or stalled, not of one that is merely slow. A store used by one process needs none: the
     /// default returns at once, and callers keep their own in-process lock.
     /// </summary>
     public virtual ValueTask<IAsyncDisposable> AcquireLockAsync(string name, TimeSpan lease, CancellationToken cancellationToken = default)

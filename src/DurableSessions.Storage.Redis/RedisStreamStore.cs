@@ -758,6 +758,10 @@ public sealed partial class RedisStreamStore : StreamStore
     /// <inheritdoc />
     public override async ValueTask<IAsyncDisposable> AcquireLockAsync(string name, TimeSpan lease, CancellationToken cancellationToken = default)
     {
+        // Renewed a third of it at a time: a timer's wait is bounded, and a lease of days would hold a dead node's lock
+        // for as long.
+        ArgumentOutOfRangeException.ThrowIfLessThan(lease, TimeSpan.FromMilliseconds(30));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(lease, TimeSpan.FromDays(1));
         RedisKey key = _prefix + ":lock:" + name;
         var token = Guid.NewGuid().ToString("N");
         var wait = TimeSpan.FromMilliseconds(2);
@@ -777,50 +781,69 @@ public sealed partial class RedisStreamStore : StreamStore
     internal bool RenewLocks { get; set; } = true;
 
     /// <summary>
-    /// A lock held by this node. Its lease is renewed every third of it while held, so a section that runs long (a slow
-    /// store, a long batch) keeps the lock instead of another node entering beside it when the lease runs out; a lease
-    /// still ends the lock of a node that stopped without letting it go.
+    /// A lock held by this node. Its lease is renewed every third of it while held, for up to <see cref="MaxRenewals"/>
+    /// renewals, so a section that runs long (a slow store, a long batch) keeps the lock instead of another node entering
+    /// beside it when the lease runs out. A lease still ends the lock of a node that stopped, and of a section stuck for
+    /// ten leases, rather than every node waiting on it for good.
     /// </summary>
     private sealed class Lock : IAsyncDisposable
     {
+        private const int MaxRenewals = 30;
+
         private readonly RedisStreamStore _store;
+        private readonly string _name;
         private readonly RedisKey _key;
         private readonly string _token;
-        private readonly CancellationTokenSource _stop = new();
+        private readonly TimeSpan _lease;
+        private readonly CancellationTokenSource _stop;
         private readonly Task _renewing;
+        private int _disposed;
 
         public Lock(RedisStreamStore store, string name, RedisKey key, string token, TimeSpan lease)
         {
             _store = store;
+            _name = name;
             _key = key;
             _token = token;
-            _renewing = store.RenewLocks ? RenewAsync(name, lease) : Task.CompletedTask;
+            _lease = lease;
+
+            // The store's closing stops the renewals of locks still held.
+            _stop = CancellationTokenSource.CreateLinkedTokenSource(store._sweepStop.Token);
+            _renewing = store.RenewLocks ? RenewAsync() : Task.CompletedTask;
         }
 
         // One script call, where the client's own release is a watched transaction: two round trips while every other
-        // node waits for the lock. A lost connection is the store being unavailable, as for every other call.
+        // node waits for the lock. A lost connection is the store being unavailable, as for every other call. A renewal
+        // under way is waited for first (it cannot be called back once sent), so none runs after the release.
         public async ValueTask DisposeAsync()
         {
+            if (Interlocked.Exchange(ref _disposed, 1) == 1)
+            {
+                return;
+            }
+
             await _stop.CancelAsync().ConfigureAwait(false);
             await _renewing.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             _stop.Dispose();
-            await Call(RedisScripts.ReleaseLock.EvaluateAsync(_store._db, [_key], [_token])).ConfigureAwait(false);
+            if ((long)await Call(RedisScripts.ReleaseLock.EvaluateAsync(_store._db, [_key], [_token])).ConfigureAwait(false) == 0)
+            {
+                Log.LockLost(_store._logger, _name, _lease);
+            }
         }
 
-        private async Task RenewAsync(string name, TimeSpan lease)
+        private async Task RenewAsync()
         {
-            var every = lease / 3;
-            var leaseMs = (long)Math.Ceiling(lease.TotalMilliseconds);
-            while (true)
+            var leaseMs = (long)Math.Ceiling(_lease.TotalMilliseconds);
+            for (var renewals = 0; renewals < MaxRenewals; renewals++)
             {
                 try
                 {
-                    await Task.Delay(every, _store.TimeProvider, _stop.Token).ConfigureAwait(false);
+                    await Task.Delay(_lease / 3, _store.TimeProvider, _stop.Token).ConfigureAwait(false);
                     if ((long)await Call(RedisScripts.RenewLock.EvaluateAsync(_store._db, [_key], [_token, leaseMs])).ConfigureAwait(false) == 0)
                     {
                         // It ran out before this renewal (Redis away longer than the lease, or this process held up): the
                         // section may no longer be alone. Said, so a write that another node's overwrote has a cause.
-                        Log.LockLost(_store._logger, name, lease);
+                        Log.LockLost(_store._logger, _name, _lease);
                         return;
                     }
 
@@ -834,7 +857,15 @@ public sealed partial class RedisStreamStore : StreamStore
                 {
                     // Redis away: the next renewal tries again, within the lease.
                 }
+                catch (Exception ex)
+                {
+                    // Nothing else is expected (the store closed under it, say); the lease then ends the lock.
+                    Log.RenewalFailed(_store._logger, _name, ex);
+                    return;
+                }
             }
+
+            Log.HeldTooLong(_store._logger, _name, _lease * (MaxRenewals / 3.0));
         }
     }
 
@@ -1842,11 +1873,17 @@ public sealed partial class RedisStreamStore : StreamStore
         [LoggerMessage(705, LogLevel.Warning, "A fork (incarnation {Id}) whose registration could not be given back keeps its hold on {Path}: deleted, that source stays soft-deleted, its path taken, until its other forks go and this hold is released by hand")]
         public static partial void ForkHoldKept(ILogger logger, long id, string path, Exception? exception = null);
 
+        [LoggerMessage(706, LogLevel.Warning, "After Redis reconnected, the changes subscription could not be heard back; live readers are cut anyway and read what they missed from Redis")]
+        public static partial void SubscriptionUnproven(ILogger logger, Exception? exception);
+
         [LoggerMessage(707, LogLevel.Warning, "The shared lock {Name} ran out while held (lease {Lease}): another node may have entered its section beside this one")]
         public static partial void LockLost(ILogger logger, string name, TimeSpan lease);
 
-        [LoggerMessage(706, LogLevel.Warning, "After Redis reconnected, the changes subscription could not be heard back; live readers are cut anyway and read what they missed from Redis")]
-        public static partial void SubscriptionUnproven(ILogger logger, Exception? exception);
+        [LoggerMessage(708, LogLevel.Warning, "Renewing the shared lock {Name} failed; it ends with its lease")]
+        public static partial void RenewalFailed(ILogger logger, string name, Exception exception);
+
+        [LoggerMessage(709, LogLevel.Warning, "The shared lock {Name} has been held for {Held} and is no longer renewed: a section that long is taken for stuck, and its lease ends the lock")]
+        public static partial void HeldTooLong(ILogger logger, string name, TimeSpan held);
 
         [LoggerMessage(704, LogLevel.Warning, "Stream {Path} has metadata this store cannot read; it is left out of expiry")]
         public static partial void UnreadableMeta(ILogger logger, string path, Exception exception);

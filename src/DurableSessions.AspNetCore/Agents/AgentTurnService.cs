@@ -831,8 +831,9 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         {
             await using (await EnterAsync(ct => RefreshAsync(batch, ct), CancellationToken.None).ConfigureAwait(false))
             {
-                // Operations that make their own store calls are bounded in time, not only in number: the lock's lease
-                // must not run out under a batch on a slow store (another node would enter beside it).
+                // Operations that make their own store calls are bounded in time, not only in number: the store renews
+                // the lock's lease while it is held, but every other node's operations wait for the batch, and a lease
+                // that ran out anyway (Redis away) must find little still to run.
                 var deadline = _time.GetTimestamp() + (long)(SharedLockLease.TotalSeconds / 3 * _time.TimestampFrequency);
                 foreach (var operation in batch)
                 {
