@@ -54,10 +54,11 @@ export interface ClientOptions {
    */
   keepAliveMs?: number
   /**
-   * How long a live read over SSE or long-poll may hear nothing at all (no event, none of the server's keep-alive
-   * comments, no answer to a poll) before it is taken for dead and resumed from its offset on a new request, in ms. A
-   * link that died without a close would otherwise hold the read forever. Keep it above the server's SSE keep-alive
-   * interval (15 s by default) and long-poll timeout (30 s by default). Default 45000.
+   * How long a live read over SSE or long-poll may wait on the network without hearing anything (no event, none of the
+   * server's keep-alive comments, no answer to a poll) before it is taken for dead and resumed from its offset on a new
+   * request, in ms. A link that died without a close would otherwise hold the read forever. Only time spent waiting on
+   * the network counts, not time the page takes over an update. Keep it above the server's SSE keep-alive interval
+   * (15 s by default) and long-poll timeout (30 s by default). Default 45000.
    */
   idleTimeoutMs?: number
 }
