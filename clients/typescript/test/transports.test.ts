@@ -1,6 +1,7 @@
 // Long-poll, the automatic fallback to it, and resuming from stored state, against a real server.
 import { createServer, request as httpRequest, type Server } from "node:http"
 import { afterAll, beforeAll, expect, test } from "vitest"
+import { startServer } from "../../../tests/server-process.mjs"
 import { DurableSessionsClient, type SessionState } from "../src/index"
 import { expectResumed, followUntilRunFinished, silencingProxy, writeRun } from "./silence"
 
@@ -8,18 +9,23 @@ const base = process.env.CLIENT_TEST_BASE_URL
 if (!base) throw new Error("Set CLIENT_TEST_BASE_URL to the server under test, e.g. http://127.0.0.1:4437")
 const target = new URL(base)
 
-/** An HTTP proxy that records every request line and can refuse SSE reads (as a buffering proxy effectively does). */
-function recordingProxy(): Promise<{ server: Server; url: string; requests: string[]; refuseSse: { on: boolean } }> {
+/**
+ * An HTTP proxy to `to` that records every request line, counts the response bytes it passes, and can refuse SSE reads
+ * (as a buffering proxy effectively does).
+ */
+function recordingProxy(to: URL = target): Promise<{ server: Server; url: string; requests: string[]; bytesDown: () => number; refuseSse: { on: boolean } }> {
   const requests: string[] = []
   const refuseSse = { on: false }
+  let bytesDown = 0
   const server = createServer((req, res) => {
     requests.push(`${req.method} ${req.url}`)
     if (refuseSse.on && req.url?.includes("live=sse")) {
       res.writeHead(502).end()
       return
     }
-    const upstream = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
+    const upstream = httpRequest({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
       res.writeHead(up.statusCode ?? 502, up.headers)
+      up.on("data", (chunk: Buffer) => (bytesDown += chunk.length))
       up.pipe(res)
     })
     upstream.on("error", () => res.destroy())
@@ -28,7 +34,7 @@ function recordingProxy(): Promise<{ server: Server; url: string; requests: stri
   // It does not pass WebSockets on, as many proxies do not: clients that try one fall back to SSE.
   server.on("upgrade", (_req, socket) => socket.destroy())
   return new Promise((resolve) =>
-    server.listen(0, "127.0.0.1", () => resolve({ server, url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, requests, refuseSse })))
+    server.listen(0, "127.0.0.1", () => resolve({ server, url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, requests, bytesDown: () => bytesDown, refuseSse })))
 }
 
 let proxy: Awaited<ReturnType<typeof recordingProxy>>
@@ -181,6 +187,48 @@ test.each(["sse", "long-poll"] as const)("a %s read on a link that went silent w
     clearTimeout(timer)
     abort.abort()
     silent.close()
+  }
+})
+
+test("an SSE read kept alive by the server's keep-alives, or paused by a busy page, keeps its one request", async () => {
+  // A server of its own, with a keep-alive every 200 ms: well inside the 1 s idle timeout, which only a dead link passes.
+  const server = await startServer(["--no-agent", "--DurableStreams:SseKeepAliveInterval=00:00:00.200"])
+  const recorder = await recordingProxy(new URL(server.url))
+  const client = new DurableSessionsClient({ baseUrl: recorder.url, transport: "sse", idleTimeoutMs: 1000 })
+  const id = `ts-alive-${Date.now()}`
+  const abort = new AbortController()
+  const timer = setTimeout(() => abort.abort(new Error("the run never finished")), 30_000)
+  try {
+    await new DurableSessionsClient({ baseUrl: server.url }).session(id).create()
+    let resumed!: (bytes: number) => void
+    const busyDone = new Promise<number>((resolve) => (resumed = resolve))
+    const follower = (async () => {
+      let busy = false
+      for await (const update of client.session(id).join(abort.signal)) {
+        if (update.upToDate && !busy) {
+          // A page busy with an update for 2.5 s: only time spent waiting on the network counts.
+          busy = true
+          await new Promise((r) => setTimeout(r, 2500))
+          resumed(recorder.bytesDown())
+        }
+        if (update.upToDate && (update.state as SessionState).get("run", "r1")?.status === "finished") return
+      }
+      throw new Error("session ended")
+    })()
+    const bytes = await Promise.race([busyDone, follower.then(() => 0)])
+
+    // Then a quiet stream: nothing but keep-alives (each at least 3 bytes, about 10 with its chunk's framing) until
+    // 150 more bytes have passed, well over a second.
+    while (recorder.bytesDown() < bytes + 150) await new Promise((r) => setTimeout(r, 50))
+    await writeRun(server.url, id, "ts-alive-agent")
+    await follower
+    expect(recorder.requests.filter((r) => r.includes(`/v1/stream/sessions/${id}?`))).toHaveLength(1)
+  } finally {
+    clearTimeout(timer)
+    abort.abort()
+    recorder.server.closeAllConnections()
+    recorder.server.close()
+    await server.stop()
   }
 })
 
