@@ -1,7 +1,7 @@
 // Links that die without a word, for the tests of how clients notice them.
 import { connect, createServer, type Socket } from "node:net"
 import { expect } from "vitest"
-import { type DurableSessionsClient, type SessionState } from "../src/index"
+import { type ClientOptions, DurableSessionsClient, type SessionState } from "../src/index"
 
 /**
  * A TCP proxy to the server that can silence the connections it holds: from then on they carry nothing either way and
@@ -80,4 +80,35 @@ export async function expectResumed(
   expect(followed.runEvents).toEqual(["insert", "update"])
   expect(connections()).toBeGreaterThan(before)
   expect(Date.now() - silencedAt).toBeLessThan(withinMs)
+}
+
+/**
+ * The whole silent-link scenario: a client with `options` follows a new session through a silencing proxy until it is
+ * up to date; the link then goes silent without closing, and run r1 is written straight to the server. The follower
+ * must see the run finished on a new connection, each run event once, within `withinMs` of the silence; the test gives
+ * up after `limitMs`.
+ */
+export async function expectResumedAfterSilence(base: string, options: Omit<ClientOptions, "baseUrl">, name: string, withinMs: number, limitMs: number) {
+  const proxy = await silencingProxy(base)
+  const client = new DurableSessionsClient({ ...options, baseUrl: proxy.url, reconnectDelayMs: 5, maxReconnectDelayMs: 50 })
+  const id = `${name}-${Date.now()}`
+  const abort = new AbortController()
+  const timer = setTimeout(() => abort.abort(new Error("the follower never resumed")), limitMs)
+  try {
+    await client.session(id).create()
+    const followed = await followUntilRunFinished(client, id, abort.signal)
+    const before = proxy.connections()
+
+    // Nothing passes either way from now on, and nothing closes: only the client's own checks can tell. What is written
+    // meanwhile (over HTTP, not through the proxy) must reach the follower on a new connection, once each.
+    proxy.silence()
+    const silenced = Date.now()
+    await writeRun(base, id, `${name}-agent`)
+    await expectResumed(followed, proxy.connections, before, silenced, withinMs)
+  } finally {
+    clearTimeout(timer)
+    abort.abort()
+    client.close()
+    proxy.close()
+  }
 }

@@ -3,7 +3,7 @@ import { createServer, request as httpRequest, type Server } from "node:http"
 import { afterAll, beforeAll, expect, test } from "vitest"
 import { startServer } from "../../../tests/server-process.mjs"
 import { DurableSessionsClient, type SessionState } from "../src/index"
-import { expectResumed, followUntilRunFinished, silencingProxy, writeRun } from "./silence"
+import { expectResumedAfterSilence, writeRun } from "./silence"
 
 const base = process.env.CLIENT_TEST_BASE_URL
 if (!base) throw new Error("Set CLIENT_TEST_BASE_URL to the server under test, e.g. http://127.0.0.1:4437")
@@ -168,26 +168,7 @@ test("a new join with the same storage resumes from the stored offset, not the s
 // dead. (An SSE read between events may be resumed too, as its keep-alive comes every 15 s: that costs a request, and
 // nothing is delivered twice.)
 test.each(["sse", "long-poll"] as const)("a %s read on a link that went silent without closing resumes on a new request", async (transport) => {
-  const silent = await silencingProxy(base!)
-  const client = new DurableSessionsClient({ baseUrl: silent.url, transport, idleTimeoutMs: 2500, reconnectDelayMs: 5, maxReconnectDelayMs: 50 })
-  const id = `ts-idle-${transport}-${Date.now()}`
-  const abort = new AbortController()
-  const timer = setTimeout(() => abort.abort(new Error("the read never resumed")), 30_000)
-  try {
-    await new DurableSessionsClient({ baseUrl: base! }).session(id).create()
-    const followed = await followUntilRunFinished(client, id, abort.signal)
-    const before = silent.connections()
-
-    // Nothing passes either way from now on, and nothing closes: only the client's idle timeout can tell.
-    silent.silence()
-    const silenced = Date.now()
-    await writeRun(base!, id, "ts-idle-agent")
-    await expectResumed(followed, silent.connections, before, silenced, 15_000)
-  } finally {
-    clearTimeout(timer)
-    abort.abort()
-    silent.close()
-  }
+  await expectResumedAfterSilence(base!, { transport, idleTimeoutMs: 2500 }, `ts-idle-${transport}`, 15_000, 30_000)
 })
 
 test("an SSE read kept alive by the server's keep-alives, or paused by a busy page, keeps its one request", async () => {

@@ -3,7 +3,7 @@
 // NODE_OPTIONS=--experimental-websocket.
 import { expect, test } from "vitest"
 import { DurableSessionsClient, type SessionEvent, type SessionState } from "../src/index"
-import { expectResumed, followUntilRunFinished, silencingProxy, writeRun } from "./silence"
+import { expectResumedAfterSilence, followUntilRunFinished, silencingProxy } from "./silence"
 
 const base = process.env.CLIENT_TEST_BASE_URL
 if (!base) throw new Error("Set CLIENT_TEST_BASE_URL to the server under test, e.g. http://127.0.0.1:4437")
@@ -172,28 +172,8 @@ test("an operation the WebSocket never answers fails in time, and the sessions o
 })
 
 test("a follower that sends nothing notices a silent socket by its keep-alive and resumes on a new one", async () => {
-  const proxy = await silencingProxy(base!)
-  const client = new DurableSessionsClient({ baseUrl: proxy.url, transport: "websocket", keepAliveMs: 300, reconnectDelayMs: 5, maxReconnectDelayMs: 50 })
-  const id = `ts-ws-keepalive-${Date.now()}`
-  const abort = new AbortController()
-  const timer = setTimeout(() => abort.abort(new Error("the follower never resumed")), 20_000)
-  try {
-    await client.session(id).create()
-    const followed = await followUntilRunFinished(client, id, abort.signal)
-    const before = proxy.connections()
-
-    // The socket goes silent and the page sends nothing: only its keep-alive can tell. What is written meanwhile (over
-    // HTTP, not through the proxy) reaches the follower on a new socket, once each.
-    proxy.silence()
-    const silenced = Date.now()
-    await writeRun(base!, id, "ws-keepalive-agent")
-    await expectResumed(followed, proxy.connections, before, silenced, 10_000)
-  } finally {
-    clearTimeout(timer)
-    abort.abort()
-    client.close()
-    proxy.close()
-  }
+  // The page sends nothing: only its keep-alive can tell the socket went silent.
+  await expectResumedAfterSilence(base!, { transport: "websocket", keepAliveMs: 300 }, "ts-ws-keepalive", 10_000, 20_000)
 })
 
 test("a keep-alive that setInterval cannot hold is refused", () => {
