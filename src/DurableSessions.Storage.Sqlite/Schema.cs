@@ -29,21 +29,6 @@ internal static class Schema
             owner TEXT,
             retained_from INTEGER NOT NULL DEFAULT 0
         );
-        CREATE TABLE IF NOT EXISTS chunks (
-            stream_id INTEGER NOT NULL,
-            end_pos INTEGER NOT NULL,
-            start_pos INTEGER NOT NULL,
-            data BLOB NOT NULL,
-            PRIMARY KEY (stream_id, end_pos)
-        ) WITHOUT ROWID;
-        CREATE TABLE IF NOT EXISTS producers (
-            stream_id INTEGER NOT NULL,
-            producer_id TEXT NOT NULL,
-            epoch INTEGER NOT NULL,
-            last_seq INTEGER NOT NULL,
-            last_used INTEGER NOT NULL DEFAULT 0,
-            PRIMARY KEY (stream_id, producer_id)
-        ) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS documents (
             collection TEXT NOT NULL,
             key TEXT NOT NULL,
@@ -51,6 +36,38 @@ internal static class Schema
             PRIMARY KEY (collection, key)
         ) WITHOUT ROWID;
         """;
+
+    /// <summary>
+    /// Tables that hold one row per append and one per producer. Each is a rowid table in the order its rows were written,
+    /// with an index by stream: a group commit then writes its new rows into the last pages of the table, and a producer's
+    /// update lands on the pages of recent producers, which the commits share. Keyed by stream instead (as databases
+    /// created before kept them, <c>WITHOUT ROWID</c>), each append rewrote the last page of its stream, a split rewrote
+    /// its neighbours too, and a commit of appends to many streams wrote about three pages per append. Those databases keep
+    /// their tables as they are: every statement here works on both.
+    /// </summary>
+    public const string CreateChunks = """
+        CREATE TABLE chunks (
+            stream_id INTEGER NOT NULL,
+            end_pos INTEGER NOT NULL,
+            start_pos INTEGER NOT NULL,
+            data BLOB NOT NULL
+        );
+        CREATE UNIQUE INDEX chunks_by_stream ON chunks (stream_id, end_pos);
+        """;
+
+    /// <inheritdoc cref="CreateChunks"/>
+    public const string CreateProducers = """
+        CREATE TABLE producers (
+            stream_id INTEGER NOT NULL,
+            producer_id TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            last_seq INTEGER NOT NULL,
+            last_used INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE UNIQUE INDEX producers_by_stream ON producers (stream_id, producer_id);
+        """;
+
+    public const string HasTable = "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = $name";
 
     /// <summary>Databases from before producer state expired lack <c>last_used</c>; their producers count as used now.</summary>
     public const string AddProducerLastUsed = "ALTER TABLE producers ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0; UPDATE producers SET last_used = $now";

@@ -150,6 +150,8 @@ public sealed partial class SqliteStreamStore : StreamStore
             PRAGMA journal_size_limit={options.MaxWalBytes};
             """);
         Execute(_writer, Schema.Create);
+        CreateTableIfMissing("chunks", Schema.CreateChunks);
+        CreateTableIfMissing("producers", Schema.CreateProducers);
         using (var check = _writer.CreateCommand())
         {
             check.CommandText = Schema.HasProducerLastUsed;
@@ -638,6 +640,23 @@ public sealed partial class SqliteStreamStore : StreamStore
         else
         {
             _ownerCounts.Remove(owner);
+        }
+    }
+
+    private void CreateTableIfMissing(string table, string sql)
+    {
+        using var check = _writer.CreateCommand();
+        check.CommandText = Schema.HasTable;
+        check.Parameters.AddWithValue("$name", table);
+        if (Convert.ToInt64(check.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture) == 0)
+        {
+            // The table and its index at once: a table found without its index would be scanned by every read.
+            using var transaction = _writer.BeginTransaction();
+            using var create = _writer.CreateCommand();
+            create.Transaction = transaction;
+            create.CommandText = sql;
+            create.ExecuteNonQuery();
+            transaction.Commit();
         }
     }
 

@@ -1,4 +1,5 @@
 using DurableSessions.Storage.Specification;
+using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Time.Testing;
 
 namespace DurableSessions.Storage.Sqlite.Tests;
@@ -21,6 +22,135 @@ public sealed class SqliteStreamStoreTests : StreamStoreSpecification
         catch (IOException)
         {
         }
+    }
+}
+
+/// <summary>
+/// The SQLite store held to the storage specification on a database whose chunk and producer tables are keyed by stream
+/// (<c>WITHOUT ROWID</c>), as databases created by earlier versions are: the store keeps those tables as they are.
+/// </summary>
+public sealed class SqliteStreamKeyedTablesTests : StreamStoreSpecification
+{
+    private readonly string _directory = Path.Combine(Path.GetTempPath(), "ds-sqlite-" + Guid.NewGuid().ToString("N"));
+
+    protected override ValueTask<StreamStore> OpenStoreAsync(TimeProvider time)
+    {
+        StreamKeyedDatabase.CreateIfMissing(_directory);
+        return ValueTask.FromResult<StreamStore>(SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory }, time));
+    }
+
+    [Fact]
+    public async Task The_tables_keep_their_layout_and_gain_no_index()
+    {
+        await using (var store = (SqliteStreamStore)await OpenStoreAsync(TimeProvider.System))
+        {
+            await store.CreateAsync(new CreateStreamRequest { Path = "s", ContentType = "text/plain" });
+            var append = await store.AppendAsync(new AppendRequest { Path = "s", ContentType = "text/plain", Data = new StreamPayload("x"u8.ToArray(), 1), Producer = new ProducerStamp("p", 0, 0) });
+            Assert.Equal(AppendStatus.Appended, append.Status);
+        }
+
+        var schema = StreamKeyedDatabase.Schema(_directory);
+        Assert.Contains(schema, e => e.Name == "chunks" && e.Sql.Contains("WITHOUT ROWID", StringComparison.Ordinal));
+        Assert.Contains(schema, e => e.Name == "producers" && e.Sql.Contains("WITHOUT ROWID", StringComparison.Ordinal));
+        Assert.DoesNotContain(schema, e => e.Name is "chunks_by_stream" or "producers_by_stream");
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        await base.DisposeAsync();
+        try
+        {
+            Directory.Delete(_directory, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
+
+/// <summary>The layout of a database the SQLite store creates.</summary>
+public sealed class SqliteLayoutTests : IAsyncDisposable
+{
+    private readonly string _directory = Path.Combine(Path.GetTempPath(), "ds-sqlite-" + Guid.NewGuid().ToString("N"));
+
+    [Fact]
+    public async Task A_new_database_keeps_appends_and_producers_in_write_order_with_an_index_by_stream()
+    {
+        await using (var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory }))
+        {
+            await store.CreateAsync(new CreateStreamRequest { Path = "s", ContentType = "text/plain" });
+        }
+
+        var schema = StreamKeyedDatabase.Schema(_directory);
+        Assert.Contains(schema, e => e.Name == "chunks" && e.Type == "table" && !e.Sql.Contains("WITHOUT ROWID", StringComparison.Ordinal));
+        Assert.Contains(schema, e => e.Name == "producers" && e.Type == "table" && !e.Sql.Contains("WITHOUT ROWID", StringComparison.Ordinal));
+        Assert.Contains(schema, e => e.Name == "chunks_by_stream" && e.Type == "index" && e.Sql.Contains("UNIQUE", StringComparison.Ordinal));
+        Assert.Contains(schema, e => e.Name == "producers_by_stream" && e.Type == "index" && e.Sql.Contains("UNIQUE", StringComparison.Ordinal));
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        try
+        {
+            Directory.Delete(_directory, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+
+        return ValueTask.CompletedTask;
+    }
+}
+
+/// <summary>A database as earlier versions of the store created it, and a look at any database's schema.</summary>
+internal static class StreamKeyedDatabase
+{
+    public static void CreateIfMissing(string directory)
+    {
+        var file = Path.Combine(directory, "streams.db");
+        if (File.Exists(file))
+        {
+            return;
+        }
+
+        Directory.CreateDirectory(directory);
+        using var connection = new SqliteConnection($"Data Source={file};Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = """
+            CREATE TABLE chunks (
+                stream_id INTEGER NOT NULL,
+                end_pos INTEGER NOT NULL,
+                start_pos INTEGER NOT NULL,
+                data BLOB NOT NULL,
+                PRIMARY KEY (stream_id, end_pos)
+            ) WITHOUT ROWID;
+            CREATE TABLE producers (
+                stream_id INTEGER NOT NULL,
+                producer_id TEXT NOT NULL,
+                epoch INTEGER NOT NULL,
+                last_seq INTEGER NOT NULL,
+                last_used INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (stream_id, producer_id)
+            ) WITHOUT ROWID;
+            """;
+        command.ExecuteNonQuery();
+    }
+
+    public static List<(string Type, string Name, string Sql)> Schema(string directory)
+    {
+        using var connection = new SqliteConnection($"Data Source={Path.Combine(directory, "streams.db")};Mode=ReadOnly;Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT type, name, COALESCE(sql, '') FROM sqlite_schema";
+        using var reader = command.ExecuteReader();
+        var entries = new List<(string Type, string Name, string Sql)>();
+        while (reader.Read())
+        {
+            entries.Add((reader.GetString(0), reader.GetString(1), reader.GetString(2)));
+        }
+
+        return entries;
     }
 }
 
