@@ -69,6 +69,16 @@ internal static class Schema
 
     public const string HasTable = "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = $name";
 
+    public const string TableSql = "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = $name";
+
+    /// <summary>The statements that rewrite a table keyed by stream into the layout <paramref name="create"/> makes, keeping every row.</summary>
+    public static string ConvertTable(string table, string create, string columns, string key) => $"""
+        ALTER TABLE {table} RENAME TO {table}_stream_keyed;
+        {create}
+        INSERT INTO {table} ({columns}) SELECT {columns} FROM {table}_stream_keyed ORDER BY {key};
+        DROP TABLE {table}_stream_keyed;
+        """;
+
     /// <summary>Databases from before producer state expired lack <c>last_used</c>; their producers count as used now.</summary>
     public const string AddProducerLastUsed = "ALTER TABLE producers ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0; UPDATE producers SET last_used = $now";
 

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using DurableSessions.Live;
 using Microsoft.Data.Sqlite;
@@ -179,6 +180,19 @@ public sealed partial class SqliteStreamStore : StreamStore
             if (Convert.ToInt64(check.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture) == 0)
             {
                 Execute(_writer, Schema.AddRetainedFrom);
+            }
+        }
+
+        if (options.ConvertTables)
+        {
+            var converted = ConvertIfStreamKeyed("chunks", Schema.CreateChunks, "stream_id, end_pos, start_pos, data", "stream_id, end_pos")
+                | ConvertIfStreamKeyed("producers", Schema.CreateProducers, "stream_id, producer_id, epoch, last_seq, last_used", "stream_id, producer_id");
+            if (converted)
+            {
+                // The rewrite went to the WAL unsynced (synchronous=OFF): FULL syncs it, copies it into the database,
+                // syncs that, and only then empties the WAL, which would otherwise hold a copy of every append.
+                Execute(_writer, "PRAGMA synchronous=FULL; PRAGMA wal_checkpoint(TRUNCATE);");
+                Execute(_writer, $"PRAGMA synchronous={(fsync ? "OFF" : "NORMAL")};");
             }
         }
 
@@ -643,6 +657,33 @@ public sealed partial class SqliteStreamStore : StreamStore
         }
     }
 
+    /// <summary>Rewrites <paramref name="table"/> into the layout of <paramref name="create"/> if it is keyed by stream.</summary>
+    /// <returns>Whether it was rewritten.</returns>
+    private bool ConvertIfStreamKeyed(string table, string create, string columns, string key)
+    {
+        using (var check = _writer.CreateCommand())
+        {
+            check.CommandText = Schema.TableSql;
+            check.Parameters.AddWithValue("$name", table);
+            if (check.ExecuteScalar() is not string sql || !sql.Contains("WITHOUT ROWID", StringComparison.OrdinalIgnoreCase))
+            {
+                return false;
+            }
+        }
+
+        var started = Stopwatch.GetTimestamp();
+        Log.ConvertingTable(_logger, table);
+        using var transaction = _writer.BeginTransaction();
+        using var convert = _writer.CreateCommand();
+        convert.Transaction = transaction;
+        convert.CommandText = Schema.ConvertTable(table, create, columns, key);
+        convert.CommandTimeout = 0;
+        convert.ExecuteNonQuery();
+        transaction.Commit();
+        Log.ConvertedTable(_logger, table, Stopwatch.GetElapsedTime(started).TotalSeconds);
+        return true;
+    }
+
     private void CreateTableIfMissing(string table, string sql)
     {
         using var check = _writer.CreateCommand();
@@ -753,5 +794,11 @@ public sealed partial class SqliteStreamStore : StreamStore
 
         [LoggerMessage(6, LogLevel.Error, "SQLite store background task '{Task}' failed; it runs again at its next interval")]
         public static partial void BackgroundTaskFailed(ILogger logger, Exception exception, string task);
+
+        [LoggerMessage(7, LogLevel.Warning, "Rewriting the SQLite table '{Table}' into rows in write order (Storage:Sqlite:ConvertTables); the store serves nothing until it is done")]
+        public static partial void ConvertingTable(ILogger logger, string table);
+
+        [LoggerMessage(8, LogLevel.Information, "Rewrote the SQLite table '{Table}' in {Seconds:F1} s")]
+        public static partial void ConvertedTable(ILogger logger, string table, double seconds);
     }
 }

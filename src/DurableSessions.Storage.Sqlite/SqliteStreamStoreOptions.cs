@@ -56,6 +56,17 @@ public sealed class SqliteStreamStoreOptions
     /// </summary>
     public long WriterCacheBytes { get; set; } = 32 * 1024 * 1024;
 
+    /// <summary>
+    /// Whether the store rewrites the append and producer tables of a database created by an earlier version (keyed by
+    /// stream, <c>WITHOUT ROWID</c>) into the layout new databases have (rows in write order with an index by stream,
+    /// about half the pages written per append) when it opens. Default false: such a database is used as it is. The
+    /// rewrite copies every append in one transaction before the store serves anything, so it takes time and free
+    /// disk in proportion to the data (the database file grows to about twice its size, and the pages the old tables
+    /// held are reused by later writes); once done, opening again does nothing more. A rewrite cut short (a crash, a
+    /// full disk) is rolled back, leaving the database as it was.
+    /// </summary>
+    public bool ConvertTables { get; set; }
+
     /// <summary>How often read-driven TTL refreshes are persisted. Default 5 seconds; from 10 ms to 1 day.</summary>
     public TimeSpan AccessFlushInterval { get; set; } = TimeSpan.FromSeconds(5);
 }

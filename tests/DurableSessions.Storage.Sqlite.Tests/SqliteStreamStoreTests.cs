@@ -55,6 +55,74 @@ public sealed class SqliteStreamKeyedTablesTests : StreamStoreSpecification
         Assert.DoesNotContain(schema, e => e.Name is "chunks_by_stream" or "producers_by_stream");
     }
 
+    [Fact]
+    public async Task Converting_rewrites_both_tables_in_write_order_and_keeps_every_append_and_producer()
+    {
+        const int Appends = 300;
+        await using (var store = await OpenStoreAsync(TimeProvider.System))
+        {
+            foreach (var path in new[] { "a", "b" })
+            {
+                await store.CreateAsync(new CreateStreamRequest { Path = path, ContentType = "text/plain" });
+            }
+
+            for (var i = 0; i < Appends; i++)
+            {
+                Assert.Equal(AppendStatus.Appended, (await Append(store, "a", $"a{i};", "pa", i)).Status);
+                Assert.Equal(AppendStatus.Appended, (await Append(store, "b", $"b{i};", "pb", i)).Status);
+            }
+        }
+
+        var options = new SqliteStreamStoreOptions { DataDirectory = _directory, ConvertTables = true };
+        await using (var store = SqliteStreamStore.Open(options))
+        {
+            var schema = StreamKeyedDatabase.Schema(_directory);
+            Assert.Contains(schema, e => e.Name == "chunks" && e.Type == "table" && !e.Sql.Contains("WITHOUT ROWID", StringComparison.Ordinal));
+            Assert.Contains(schema, e => e.Name == "producers" && e.Type == "table" && !e.Sql.Contains("WITHOUT ROWID", StringComparison.Ordinal));
+            Assert.Equal(3, schema.Count(e => e.Name is "chunks_by_stream" or "producers_by_stream" or "producers_last_used"));
+            Assert.DoesNotContain(schema, e => e.Name.EndsWith("_stream_keyed", StringComparison.Ordinal));
+
+            // Every append as it was, read back in pieces, and each producer where it stood.
+            Assert.Equal(string.Concat(Enumerable.Range(0, Appends).Select(i => $"a{i};")), await ReadAll(store, "a"));
+            Assert.Equal(string.Concat(Enumerable.Range(0, Appends).Select(i => $"b{i};")), await ReadAll(store, "b"));
+            Assert.Equal(AppendStatus.Duplicate, (await Append(store, "a", "again", "pa", Appends - 1)).Status);
+            Assert.Equal(AppendStatus.Appended, (await Append(store, "b", "next", "pb", Appends)).Status);
+            var gap = await Append(store, "a", "gap", "pa", Appends + 1);
+            Assert.Equal(AppendStatus.ProducerSeqGap, gap.Status);
+            Assert.Equal(Appends, gap.ProducerSeq);
+        }
+
+        // Once converted, opening again changes nothing.
+        await using (var store = SqliteStreamStore.Open(options))
+        {
+            Assert.EndsWith($"b{Appends - 1};next", await ReadAll(store, "b"), StringComparison.Ordinal);
+        }
+
+        Assert.DoesNotContain(StreamKeyedDatabase.Schema(_directory), e => e.Name is "chunks" or "producers" && e.Sql.Contains("WITHOUT ROWID", StringComparison.Ordinal));
+    }
+
+    private static Task<AppendResult> Append(StreamStore store, string path, string text, string producer, long seq)
+        => store.AppendAsync(new AppendRequest { Path = path, ContentType = "text/plain", Data = new StreamPayload(System.Text.Encoding.UTF8.GetBytes(text), text.Length), Producer = new ProducerStamp(producer, 0, seq) }).AsTask();
+
+    private static async Task<string> ReadAll(StreamStore store, string path)
+    {
+        var info = (await store.GetAsync(path)).Stream!;
+        var text = new System.Text.StringBuilder();
+        for (var from = 0L; from < info.TailPosition;)
+        {
+            var read = await store.ReadAsync(info, from, 256);
+            Assert.True(read.NextPosition > from);
+            foreach (var chunk in read.Chunks)
+            {
+                text.Append(System.Text.Encoding.UTF8.GetString(chunk.Data.Span));
+            }
+
+            from = read.NextPosition;
+        }
+
+        return text.ToString();
+    }
+
     public override async ValueTask DisposeAsync()
     {
         await base.DisposeAsync();
