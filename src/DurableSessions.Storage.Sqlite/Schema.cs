@@ -43,7 +43,8 @@ internal static class Schema
     /// update lands on the pages of recent producers, which the commits share. Keyed by stream instead (as databases
     /// created before kept them, <c>WITHOUT ROWID</c>), each append rewrote the last page of its stream, a split rewrote
     /// its neighbours too, and a commit of appends to many streams wrote about three pages per append. Those databases keep
-    /// their tables as they are: every statement here works on both.
+    /// their tables as they are (unless <see cref="SqliteStreamStoreOptions.ConvertTables"/> rewrites them): every
+    /// statement here works on both.
     /// </summary>
     public const string CreateChunks = """
         CREATE TABLE chunks (
@@ -71,7 +72,19 @@ internal static class Schema
 
     public const string TableSql = "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = $name";
 
-    /// <summary>The statements that rewrite a table keyed by stream into the layout <paramref name="create"/> makes, keeping every row.</summary>
+    public const string ChunkColumns = "stream_id, end_pos, start_pos, data";
+
+    public const string ChunkKey = "stream_id, end_pos";
+
+    public const string ProducerColumns = "stream_id, producer_id, epoch, last_seq, last_used";
+
+    public const string ProducerKey = "stream_id, producer_id";
+
+    /// <summary>
+    /// The statements that rewrite a table keyed by stream into the layout <paramref name="create"/> makes, keeping every
+    /// row. The rows already there go in grouped by stream (as they lay before, which suits reading old streams back);
+    /// rows written afterwards go in write order.
+    /// </summary>
     public static string ConvertTable(string table, string create, string columns, string key) => $"""
         ALTER TABLE {table} RENAME TO {table}_stream_keyed;
         {create}

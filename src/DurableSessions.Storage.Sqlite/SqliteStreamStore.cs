@@ -158,10 +158,15 @@ public sealed partial class SqliteStreamStore : StreamStore
             check.CommandText = Schema.HasProducerLastUsed;
             if (Convert.ToInt64(check.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture) == 0)
             {
+                // Both at once: a column added but never set would read as unused since 1970, and the first sweep
+                // would forget every producer.
+                using var transaction = _writer.BeginTransaction();
                 using var migrate = _writer.CreateCommand();
+                migrate.Transaction = transaction;
                 migrate.CommandText = Schema.AddProducerLastUsed;
                 migrate.Parameters.AddWithValue("$now", _openedAt.ToUnixTimeMilliseconds());
                 migrate.ExecuteNonQuery();
+                transaction.Commit();
             }
         }
 
@@ -185,21 +190,13 @@ public sealed partial class SqliteStreamStore : StreamStore
 
         if (options.ConvertTables)
         {
-            var converted = ConvertIfStreamKeyed("chunks", Schema.CreateChunks, "stream_id, end_pos, start_pos, data", "stream_id, end_pos")
-                | ConvertIfStreamKeyed("producers", Schema.CreateProducers, "stream_id, producer_id, epoch, last_seq, last_used", "stream_id, producer_id");
-            if (converted)
-            {
-                // The rewrite went to the WAL unsynced (synchronous=OFF): FULL syncs it, copies it into the database,
-                // syncs that, and only then empties the WAL, which would otherwise hold a copy of every append.
-                Execute(_writer, "PRAGMA synchronous=FULL; PRAGMA wal_checkpoint(TRUNCATE);");
-                Execute(_writer, $"PRAGMA synchronous={(fsync ? "OFF" : "NORMAL")};");
-            }
+            ConvertStreamKeyedTables(fsync);
         }
 
         Execute(_writer, Schema.CreateProducerIndex);
         LoadStreams();
 
-        // Set only now: loading scans the streams table and every chunk once, and a large cache would keep those pages
+        // Set only now: loading scans the streams table and the index of every chunk once, and a large cache would keep those pages
         // (tens of MB with 100,000 stored streams) although most streams are never appended to again.
         Execute(_writer, $"PRAGMA cache_size=-{options.WriterCacheBytes / 1024};");
     }
@@ -657,31 +654,81 @@ public sealed partial class SqliteStreamStore : StreamStore
         }
     }
 
-    /// <summary>Rewrites <paramref name="table"/> into the layout of <paramref name="create"/> if it is keyed by stream.</summary>
-    /// <returns>Whether it was rewritten.</returns>
-    private bool ConvertIfStreamKeyed(string table, string create, string columns, string key)
+    /// <summary>
+    /// Rewrites the append and producer tables of a database created by an earlier version, keyed by stream, into the
+    /// layout new databases have (<see cref="SqliteStreamStoreOptions.ConvertTables"/>): both in one transaction, so a
+    /// rewrite cut short leaves the database as it was.
+    /// </summary>
+    private void ConvertStreamKeyedTables(bool fsync)
     {
-        using (var check = _writer.CreateCommand())
+        var tables = new List<(string Table, string Create, string Columns, string Key)>(2);
+        if (IsStreamKeyed("chunks"))
         {
-            check.CommandText = Schema.TableSql;
-            check.Parameters.AddWithValue("$name", table);
-            if (check.ExecuteScalar() is not string sql || !sql.Contains("WITHOUT ROWID", StringComparison.OrdinalIgnoreCase))
-            {
-                return false;
-            }
+            tables.Add(("chunks", Schema.CreateChunks, Schema.ChunkColumns, Schema.ChunkKey));
+        }
+
+        if (IsStreamKeyed("producers"))
+        {
+            tables.Add(("producers", Schema.CreateProducers, Schema.ProducerColumns, Schema.ProducerKey));
+        }
+
+        if (tables.Count == 0)
+        {
+            return;
         }
 
         var started = Stopwatch.GetTimestamp();
-        Log.ConvertingTable(_logger, table);
-        using var transaction = _writer.BeginTransaction();
-        using var convert = _writer.CreateCommand();
-        convert.Transaction = transaction;
-        convert.CommandText = Schema.ConvertTable(table, create, columns, key);
-        convert.CommandTimeout = 0;
-        convert.ExecuteNonQuery();
-        transaction.Commit();
-        Log.ConvertedTable(_logger, table, Stopwatch.GetElapsedTime(started).TotalSeconds);
-        return true;
+        Log.ConvertingTables(_logger, tables.Count);
+        using (var transaction = _writer.BeginTransaction())
+        {
+            foreach (var (table, create, columns, key) in tables)
+            {
+                using var convert = _writer.CreateCommand();
+                convert.Transaction = transaction;
+                convert.CommandTimeout = 0;
+                convert.CommandText = Schema.ConvertTable(table, create, columns, key);
+                convert.ExecuteNonQuery();
+            }
+
+            // The old producers table took its last_used index with it; the new one gets it here, inside the rewrite.
+            using var index = _writer.CreateCommand();
+            index.Transaction = transaction;
+            index.CommandTimeout = 0;
+            index.CommandText = Schema.CreateProducerIndex;
+            index.ExecuteNonQuery();
+            transaction.Commit();
+        }
+
+        // The rewrite is in the WAL, not synced (synchronous OFF or NORMAL): FULL syncs it, copies it into the database,
+        // syncs that, and only then empties the WAL, which would otherwise keep a copy of every append.
+        Execute(_writer, "PRAGMA synchronous=FULL;");
+        try
+        {
+            using var checkpoint = _writer.CreateCommand();
+            checkpoint.CommandText = "PRAGMA wal_checkpoint(TRUNCATE);";
+            using var result = checkpoint.ExecuteReader();
+
+            // busy, frames in the WAL, frames copied. Nothing else has the database open yet, so this is not expected;
+            // the background checkpoints would then copy the rewrite later.
+            if (!result.Read() || result.GetInt64(0) != 0)
+            {
+                Log.ConvertCheckpointIncomplete(_logger);
+            }
+        }
+        finally
+        {
+            Execute(_writer, $"PRAGMA synchronous={(fsync ? "OFF" : "NORMAL")};");
+        }
+
+        Log.ConvertedTables(_logger, tables.Count, Stopwatch.GetElapsedTime(started).TotalSeconds);
+    }
+
+    private bool IsStreamKeyed(string table)
+    {
+        using var check = _writer.CreateCommand();
+        check.CommandText = Schema.TableSql;
+        check.Parameters.AddWithValue("$name", table);
+        return check.ExecuteScalar() is string sql && sql.Contains("WITHOUT ROWID", StringComparison.OrdinalIgnoreCase);
     }
 
     private void CreateTableIfMissing(string table, string sql)
@@ -795,10 +842,13 @@ public sealed partial class SqliteStreamStore : StreamStore
         [LoggerMessage(6, LogLevel.Error, "SQLite store background task '{Task}' failed; it runs again at its next interval")]
         public static partial void BackgroundTaskFailed(ILogger logger, Exception exception, string task);
 
-        [LoggerMessage(7, LogLevel.Warning, "Rewriting the SQLite table '{Table}' into rows in write order (Storage:Sqlite:ConvertTables); the store serves nothing until it is done")]
-        public static partial void ConvertingTable(ILogger logger, string table);
+        [LoggerMessage(7, LogLevel.Warning, "Rewriting {Count} SQLite tables keyed by stream into rows with an index by stream (Storage:Sqlite:ConvertTables); the store serves nothing until it is done")]
+        public static partial void ConvertingTables(ILogger logger, int count);
 
-        [LoggerMessage(8, LogLevel.Information, "Rewrote the SQLite table '{Table}' in {Seconds:F1} s")]
-        public static partial void ConvertedTable(ILogger logger, string table, double seconds);
+        [LoggerMessage(8, LogLevel.Information, "Rewrote {Count} SQLite tables in {Seconds:F1} s")]
+        public static partial void ConvertedTables(ILogger logger, int count, double seconds);
+
+        [LoggerMessage(9, LogLevel.Warning, "The checkpoint after rewriting the SQLite tables did not complete; the background checkpoints copy the rest")]
+        public static partial void ConvertCheckpointIncomplete(ILogger logger);
     }
 }

@@ -58,12 +58,14 @@ public sealed class SqliteStreamStoreOptions
 
     /// <summary>
     /// Whether the store rewrites the append and producer tables of a database created by an earlier version (keyed by
-    /// stream, <c>WITHOUT ROWID</c>) into the layout new databases have (rows in write order with an index by stream,
-    /// about half the pages written per append) when it opens. Default false: such a database is used as it is. The
-    /// rewrite copies every append in one transaction before the store serves anything, so it takes time and free
-    /// disk in proportion to the data (the database file grows to about twice its size, and the pages the old tables
-    /// held are reused by later writes); once done, opening again does nothing more. A rewrite cut short (a crash, a
-    /// full disk) is rolled back, leaving the database as it was.
+    /// stream, <c>WITHOUT ROWID</c>) into the layout new databases have (rowid tables with an index by stream: new rows go
+    /// in write order, about half the pages written per append; the rows already there stay grouped by stream) when it
+    /// opens. Default false: such a database is used as it is. The rewrite copies every append, both tables in one
+    /// transaction, before the store serves anything, so it takes time and disk in proportion to the data: the database
+    /// file grows to about twice its size and keeps it (later writes reuse the pages the old tables held), and the WAL
+    /// holds another copy until the rewrite is checkpointed, so allow about three times the database's size in all.
+    /// Once done, opening again does nothing more. A rewrite cut short (a crash, a full disk) is rolled back, leaving the
+    /// database as it was.
     /// </summary>
     public bool ConvertTables { get; set; }
 

@@ -93,7 +93,7 @@ public sealed class CommandLineTests
 
     [Theory]
     [InlineData(new[] { "--Agent:TokensPerSecnd=50" }, "Agent:TokensPerSecnd is not a setting; Agent has: ApiKey, DeltaLinger, Enabled, Endpoint, Id, ")]
-    [InlineData(new[] { "--Storage:Sqlite:Durabilty", "Relaxed" }, "Storage:Sqlite:Durabilty is not a setting; Storage:Sqlite has: AccessFlushInterval, DataDirectory, Durability, ")]
+    [InlineData(new[] { "--Storage:Sqlite:Durabilty", "Relaxed" }, "Storage:Sqlite:Durabilty is not a setting; Storage:Sqlite has: AccessFlushInterval, ConvertTables, DataDirectory, Durability, ")]
     [InlineData(new[] { "--Agent:Model=gpt" }, "Agent:Model is 'gpt'; use one of: demo, openai.")]
     [InlineData(new[] { "--agent", "openai" }, "Agent:Model=openai needs Agent:Endpoint and Agent:ModelId")]
     [InlineData(new[] { "--Agent:DeltaLinger=00:00:05" }, "Agent:DeltaLinger must be between 00:00:00 and 00:00:01.")]

@@ -56,23 +56,9 @@ public sealed class SqliteStreamKeyedTablesTests : StreamStoreSpecification
     }
 
     [Fact]
-    public async Task Converting_rewrites_both_tables_in_write_order_and_keeps_every_append_and_producer()
+    public async Task Converting_rewrites_both_tables_with_an_index_by_stream_and_keeps_every_append_and_producer()
     {
-        const int Appends = 300;
-        await using (var store = await OpenStoreAsync(TimeProvider.System))
-        {
-            foreach (var path in new[] { "a", "b" })
-            {
-                await store.CreateAsync(new CreateStreamRequest { Path = path, ContentType = "text/plain" });
-            }
-
-            for (var i = 0; i < Appends; i++)
-            {
-                Assert.Equal(AppendStatus.Appended, (await Append(store, "a", $"a{i};", "pa", i)).Status);
-                Assert.Equal(AppendStatus.Appended, (await Append(store, "b", $"b{i};", "pb", i)).Status);
-            }
-        }
-
+        await SeedAsync();
         var options = new SqliteStreamStoreOptions { DataDirectory = _directory, ConvertTables = true };
         await using (var store = SqliteStreamStore.Open(options))
         {
@@ -82,14 +68,15 @@ public sealed class SqliteStreamKeyedTablesTests : StreamStoreSpecification
             Assert.Equal(3, schema.Count(e => e.Name is "chunks_by_stream" or "producers_by_stream" or "producers_last_used"));
             Assert.DoesNotContain(schema, e => e.Name.EndsWith("_stream_keyed", StringComparison.Ordinal));
 
-            // Every append as it was, read back in pieces, and each producer where it stood.
-            Assert.Equal(string.Concat(Enumerable.Range(0, Appends).Select(i => $"a{i};")), await ReadAll(store, "a"));
-            Assert.Equal(string.Concat(Enumerable.Range(0, Appends).Select(i => $"b{i};")), await ReadAll(store, "b"));
-            Assert.Equal(AppendStatus.Duplicate, (await Append(store, "a", "again", "pa", Appends - 1)).Status);
-            Assert.Equal(AppendStatus.Appended, (await Append(store, "b", "next", "pb", Appends)).Status);
-            var gap = await Append(store, "a", "gap", "pa", Appends + 1);
-            Assert.Equal(AppendStatus.ProducerSeqGap, gap.Status);
-            Assert.Equal(Appends, gap.ProducerSeq);
+            // The rewrite went through the WAL and was checkpointed out of it.
+            Assert.Equal(0, new FileInfo(Path.Combine(_directory, "streams.db-wal")).Length);
+
+            // The rows already there lie grouped by stream, as they did.
+            Assert.Equal(
+                StreamKeyedDatabase.Query(_directory, "SELECT stream_id, end_pos FROM chunks ORDER BY stream_id, end_pos"),
+                StreamKeyedDatabase.Query(_directory, "SELECT stream_id, end_pos FROM chunks ORDER BY rowid"));
+
+            await ExpectSeededAsync(store);
         }
 
         // Once converted, opening again changes nothing.
@@ -99,6 +86,66 @@ public sealed class SqliteStreamKeyedTablesTests : StreamStoreSpecification
         }
 
         Assert.DoesNotContain(StreamKeyedDatabase.Schema(_directory), e => e.Name is "chunks" or "producers" && e.Sql.Contains("WITHOUT ROWID", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task Converting_a_database_from_before_producer_expiry_adds_its_column_first()
+    {
+        await SeedAsync();
+        StreamKeyedDatabase.Execute(_directory, "DROP INDEX producers_last_used; ALTER TABLE producers DROP COLUMN last_used;");
+
+        await using var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory, ConvertTables = true });
+        Assert.Contains(StreamKeyedDatabase.Schema(_directory), e => e.Name == "producers" && e.Type == "table" && e.Sql.Contains("last_used", StringComparison.Ordinal) && !e.Sql.Contains("WITHOUT ROWID", StringComparison.Ordinal));
+        await ExpectSeededAsync(store);
+    }
+
+    [Fact]
+    public async Task A_conversion_that_fails_on_its_second_table_leaves_both_as_they_were()
+    {
+        await SeedAsync();
+
+        // A table in the way of the producers' rename makes the rewrite fail after the chunks were rewritten.
+        StreamKeyedDatabase.Execute(_directory, "CREATE TABLE producers_stream_keyed (x INTEGER)");
+        Assert.ThrowsAny<SqliteException>(() => SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory, ConvertTables = true }));
+
+        var schema = StreamKeyedDatabase.Schema(_directory);
+        Assert.Contains(schema, e => e.Name == "chunks" && e.Sql.Contains("WITHOUT ROWID", StringComparison.Ordinal));
+        Assert.Contains(schema, e => e.Name == "producers" && e.Sql.Contains("WITHOUT ROWID", StringComparison.Ordinal));
+        Assert.DoesNotContain(schema, e => e.Name is "chunks_stream_keyed" or "chunks_by_stream");
+
+        StreamKeyedDatabase.Execute(_directory, "DROP TABLE producers_stream_keyed");
+        await using var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
+        await ExpectSeededAsync(store);
+    }
+
+    private const int Appends = 300;
+
+    /// <summary>Two streams of <see cref="Appends"/> appends each, by a producer each, in the stream-keyed layout.</summary>
+    private async Task SeedAsync()
+    {
+        await using var store = await OpenStoreAsync(TimeProvider.System);
+        foreach (var path in new[] { "a", "b" })
+        {
+            await store.CreateAsync(new CreateStreamRequest { Path = path, ContentType = "text/plain" });
+        }
+
+        for (var i = 0; i < Appends; i++)
+        {
+            Assert.Equal(AppendStatus.Appended, (await Append(store, "a", $"a{i};", "pa", i)).Status);
+            Assert.Equal(AppendStatus.Appended, (await Append(store, "b", $"b{i};", "pb", i)).Status);
+        }
+    }
+
+    /// <summary>Every seeded append as it was, read back in pieces, and each producer where it stood.</summary>
+    private static async Task ExpectSeededAsync(StreamStore store)
+    {
+        Assert.Equal(string.Concat(Enumerable.Range(0, Appends).Select(i => $"a{i};")), await ReadAll(store, "a"));
+        Assert.Equal(string.Concat(Enumerable.Range(0, Appends).Select(i => $"b{i};")), await ReadAll(store, "b"));
+        Assert.Equal(AppendStatus.Duplicate, (await Append(store, "a", "again", "pa", Appends - 1)).Status);
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "b", "next", "pb", Appends)).Status);
+        var gap = await Append(store, "a", "gap", "pa", Appends + 1);
+        Assert.Equal(AppendStatus.ProducerSeqGap, gap.Status);
+        Assert.Equal(Appends, gap.ProducerSeq);
     }
 
     private static Task<AppendResult> Append(StreamStore store, string path, string text, string producer, long seq)
@@ -203,6 +250,32 @@ internal static class StreamKeyedDatabase
             ) WITHOUT ROWID;
             """;
         command.ExecuteNonQuery();
+    }
+
+    public static void Execute(string directory, string sql)
+    {
+        using var connection = new SqliteConnection($"Data Source={Path.Combine(directory, "streams.db")};Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
+
+    /// <summary>The rows of a query on two integer columns.</summary>
+    public static List<(long, long)> Query(string directory, string sql)
+    {
+        using var connection = new SqliteConnection($"Data Source={Path.Combine(directory, "streams.db")};Mode=ReadOnly;Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        using var reader = command.ExecuteReader();
+        var rows = new List<(long, long)>();
+        while (reader.Read())
+        {
+            rows.Add((reader.GetInt64(0), reader.GetInt64(1)));
+        }
+
+        return rows;
     }
 
     public static List<(string Type, string Name, string Sql)> Schema(string directory)
