@@ -199,25 +199,35 @@ public sealed partial class SqliteStreamStore
         {
             // Everything committed so far is made durable first; FULL then also syncs the database file.
             _syncQueue.WaitUntilDrained();
-            Execute(_writer, "PRAGMA synchronous=FULL;");
-            try
-            {
-                using var command = _writer.CreateCommand();
-                command.CommandText = "PRAGMA wal_checkpoint(PASSIVE);";
-                using var result = command.ExecuteReader();
-
-                // busy, frames in the WAL, frames copied.
-                return result.Read() && result.GetInt64(0) == 0 && result.GetInt64(1) == result.GetInt64(2);
-            }
-            finally
-            {
-                Execute(_writer, "PRAGMA synchronous=OFF;");
-            }
+            return CheckpointWithFullSync("PASSIVE", "OFF");
         }
         catch (SqliteException ex)
         {
             Log.CheckpointFailed(_logger, ex);
             return false;
+        }
+    }
+
+    /// <summary>
+    /// A checkpoint on the writer connection with <c>synchronous=FULL</c> (the WAL synced before it is copied, the
+    /// database after), then <paramref name="synchronous"/> again.
+    /// </summary>
+    /// <returns>Whether every frame of the WAL was copied.</returns>
+    private bool CheckpointWithFullSync(string mode, string synchronous)
+    {
+        Execute(_writer, "PRAGMA synchronous=FULL;");
+        try
+        {
+            using var command = _writer.CreateCommand();
+            command.CommandText = $"PRAGMA wal_checkpoint({mode});";
+            using var result = command.ExecuteReader();
+
+            // busy, frames in the WAL, frames copied.
+            return result.Read() && result.GetInt64(0) == 0 && result.GetInt64(1) == result.GetInt64(2);
+        }
+        finally
+        {
+            Execute(_writer, $"PRAGMA synchronous={synchronous};");
         }
     }
 

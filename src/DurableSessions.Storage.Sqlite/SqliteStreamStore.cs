@@ -700,24 +700,11 @@ public sealed partial class SqliteStreamStore : StreamStore
         }
 
         // The rewrite is in the WAL, not synced (synchronous OFF or NORMAL): FULL syncs it, copies it into the database,
-        // syncs that, and only then empties the WAL, which would otherwise keep a copy of every append.
-        Execute(_writer, "PRAGMA synchronous=FULL;");
-        try
+        // syncs that, and only then empties the WAL, which would otherwise keep a copy of every append. Nothing else has
+        // the database open yet, so it should complete; if not, the background checkpoints copy the rest later.
+        if (!CheckpointWithFullSync("TRUNCATE", fsync ? "OFF" : "NORMAL"))
         {
-            using var checkpoint = _writer.CreateCommand();
-            checkpoint.CommandText = "PRAGMA wal_checkpoint(TRUNCATE);";
-            using var result = checkpoint.ExecuteReader();
-
-            // busy, frames in the WAL, frames copied. Nothing else has the database open yet, so this is not expected;
-            // the background checkpoints would then copy the rewrite later.
-            if (!result.Read() || result.GetInt64(0) != 0)
-            {
-                Log.ConvertCheckpointIncomplete(_logger);
-            }
-        }
-        finally
-        {
-            Execute(_writer, $"PRAGMA synchronous={(fsync ? "OFF" : "NORMAL")};");
+            Log.ConvertCheckpointIncomplete(_logger);
         }
 
         Log.ConvertedTables(_logger, tables.Count, Stopwatch.GetElapsedTime(started).TotalSeconds);
