@@ -196,8 +196,8 @@ public sealed partial class SqliteStreamStore : StreamStore
         Execute(_writer, Schema.CreateProducerIndex);
         LoadStreams();
 
-        // Set only now: loading scans the streams table and the index of every chunk once, and a large cache would keep those pages
-        // (tens of MB with 100,000 stored streams) although most streams are never appended to again.
+        // Set only now: loading scans the streams table and the index of every chunk once, and a large cache would keep
+        // those pages (tens of MB with 100,000 stored streams) although most streams are never appended to again.
         Execute(_writer, $"PRAGMA cache_size=-{options.WriterCacheBytes / 1024};");
     }
 
