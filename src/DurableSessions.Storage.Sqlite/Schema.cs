@@ -68,8 +68,6 @@ internal static class Schema
         CREATE UNIQUE INDEX producers_by_stream ON producers (stream_id, producer_id);
         """;
 
-    public const string HasTable = "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = $name";
-
     public const string TableSql = "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = $name";
 
     public const string ChunkColumns = "stream_id, end_pos, start_pos, data";

@@ -711,19 +711,11 @@ public sealed partial class SqliteStreamStore : StreamStore
     }
 
     private bool IsStreamKeyed(string table)
-    {
-        using var check = _writer.CreateCommand();
-        check.CommandText = Schema.TableSql;
-        check.Parameters.AddWithValue("$name", table);
-        return check.ExecuteScalar() is string sql && sql.Contains("WITHOUT ROWID", StringComparison.OrdinalIgnoreCase);
-    }
+        => TableSql(table) is { } sql && sql.Contains("WITHOUT ROWID", StringComparison.OrdinalIgnoreCase);
 
     private void CreateTableIfMissing(string table, string sql)
     {
-        using var check = _writer.CreateCommand();
-        check.CommandText = Schema.HasTable;
-        check.Parameters.AddWithValue("$name", table);
-        if (Convert.ToInt64(check.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture) == 0)
+        if (TableSql(table) is null)
         {
             // The table and its index at once: a table found without its index would be scanned by every read.
             using var transaction = _writer.BeginTransaction();
@@ -733,6 +725,15 @@ public sealed partial class SqliteStreamStore : StreamStore
             create.ExecuteNonQuery();
             transaction.Commit();
         }
+    }
+
+    /// <summary>The statement that created <paramref name="table"/>, or null if the database has no such table.</summary>
+    private string? TableSql(string table)
+    {
+        using var check = _writer.CreateCommand();
+        check.CommandText = Schema.TableSql;
+        check.Parameters.AddWithValue("$name", table);
+        return check.ExecuteScalar() as string;
     }
 
     private static void Execute(SqliteConnection connection, string sql)
