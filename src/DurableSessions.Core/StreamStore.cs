@@ -80,11 +80,12 @@ public abstract class StreamStore : IAsyncDisposable
     /// Takes a lock that excludes every node sharing this store (for services whose state lives in documents), held
     /// until the result is disposed or <paramref name="lease"/> passes without the holder renewing it. A store may renew
     /// the lease while the lock is held (the Redis store does, for up to ten leases), so the lease ends the lock of a
-    /// holder that stopped or stalled, not of one that is merely slow. A store used by one process needs none: the
-    /// default returns at once, and callers keep their own in-process lock.
+    /// holder that stopped or stalled, not of one that is merely slow. Documents written through the lock
+    /// (<see cref="StoreLock.PutDocumentAsync"/>) are taken only while it is held. A store used by one process needs no
+    /// lock: the default returns at once, its writes go straight to the store, and callers keep their own in-process lock.
     /// </summary>
-    public virtual ValueTask<IAsyncDisposable> AcquireLockAsync(string name, TimeSpan lease, CancellationToken cancellationToken = default)
-        => ValueTask.FromResult<IAsyncDisposable>(NoLock.Instance);
+    public virtual ValueTask<StoreLock> AcquireLockAsync(string name, TimeSpan lease, CancellationToken cancellationToken = default)
+        => ValueTask.FromResult<StoreLock>(new StoreLock.Unshared(this));
 
     /// <summary>Reads a small metadata document (subscriptions, keys) from a named collection.</summary>
     public abstract ValueTask<byte[]?> GetDocumentAsync(string collection, string key, CancellationToken cancellationToken = default);
@@ -100,11 +101,4 @@ public abstract class StreamStore : IAsyncDisposable
 
     /// <inheritdoc />
     public abstract ValueTask DisposeAsync();
-
-    private sealed class NoLock : IAsyncDisposable
-    {
-        public static readonly NoLock Instance = new();
-
-        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
-    }
 }

@@ -356,6 +356,18 @@ internal static class RedisScripts
         if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
         return 0
         """);
+
+    /// <summary>
+    /// Writes a document only while a lock is held with this token: the check and the write in one step, so a holder
+    /// whose lease ran out cannot overwrite what the lock's next holder wrote. KEYS[1] the lock, KEYS[2] the collection's
+    /// hash, ARGV[1] the token, ARGV[2] the document's key, ARGV[3] its value (none: the document is removed). Returns 1
+    /// when written, 0 when the lock is not held with this token (nothing written).
+    /// </summary>
+    public static readonly RedisScript FencedDocumentWrite = new("""
+        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+        if #ARGV >= 3 then redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) else redis.call('HDEL', KEYS[2], ARGV[2]) end
+        return 1
+        """);
 }
 
 /// <summary>

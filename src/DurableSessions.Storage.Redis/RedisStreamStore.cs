@@ -756,7 +756,7 @@ public sealed partial class RedisStreamStore : StreamStore
     }
 
     /// <inheritdoc />
-    public override async ValueTask<IAsyncDisposable> AcquireLockAsync(string name, TimeSpan lease, CancellationToken cancellationToken = default)
+    public override async ValueTask<StoreLock> AcquireLockAsync(string name, TimeSpan lease, CancellationToken cancellationToken = default)
     {
         // Renewed a third of it at a time: a timer's wait is bounded, and a lease of days would hold a dead node's lock
         // for as long.
@@ -784,9 +784,10 @@ public sealed partial class RedisStreamStore : StreamStore
     /// A lock held by this node. Its lease is renewed every third of it while held, for up to <see cref="MaxRenewals"/>
     /// renewals, so a section that runs long (a slow store, a long batch) keeps the lock instead of another node entering
     /// beside it when the lease runs out. A lease still ends the lock of a node that stopped, and of a section stuck for
-    /// ten leases, rather than every node waiting on it for good.
+    /// ten leases, rather than every node waiting on it for good. Its document writes are fenced: each is one script that
+    /// checks the lock still holds this node's token, so a write sent after the lease ran out changes nothing.
     /// </summary>
-    private sealed class Lock : IAsyncDisposable
+    private sealed class Lock : StoreLock
     {
         private const int MaxRenewals = 30;
 
@@ -815,7 +816,7 @@ public sealed partial class RedisStreamStore : StreamStore
         // One script call, where the client's own release is a watched transaction: two round trips while every other
         // node waits for the lock. A lost connection is the store being unavailable, as for every other call. A renewal
         // under way is waited for first (it cannot be called back once sent), so none runs after the release.
-        public async ValueTask DisposeAsync()
+        public override async ValueTask DisposeAsync()
         {
             if (Interlocked.Exchange(ref _disposed, 1) == 1)
             {
@@ -828,6 +829,25 @@ public sealed partial class RedisStreamStore : StreamStore
             if ((long)await Call(RedisScripts.ReleaseLock.EvaluateAsync(_store._db, [_key], [_token])).ConfigureAwait(false) == 0)
             {
                 Log.LockLost(_store._logger, _name, _lease);
+            }
+        }
+
+        public override async ValueTask PutDocumentAsync(string collection, string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken = default)
+        {
+            var documents = _store.DocumentKey(collection);
+            await WriteAsync(documents, [_token, key, value]).ConfigureAwait(false);
+            await _store.WaitForReplicasAsync(documents).ConfigureAwait(false);
+        }
+
+        public override async ValueTask DeleteDocumentAsync(string collection, string key, CancellationToken cancellationToken = default)
+            => await WriteAsync(_store.DocumentKey(collection), [_token, key]).ConfigureAwait(false);
+
+        private async Task WriteAsync(RedisKey documents, RedisValue[] args)
+        {
+            if ((long)await Call(RedisScripts.FencedDocumentWrite.EvaluateAsync(_store._db, [_key, documents], args)).ConfigureAwait(false) == 0)
+            {
+                Log.FencedWriteRefused(_store._logger, _name, _lease);
+                throw new StreamStoreUnavailableException($"The store's lock '{_name}' is no longer held (its {_lease.TotalMilliseconds:0} ms lease ran out): the write was refused. Retry the request.");
             }
         }
 
@@ -1878,6 +1898,9 @@ public sealed partial class RedisStreamStore : StreamStore
 
         [LoggerMessage(707, LogLevel.Warning, "The shared lock {Name} ran out while held (lease {Lease}): another node may have entered its section beside this one")]
         public static partial void LockLost(ILogger logger, string name, TimeSpan lease);
+
+        [LoggerMessage(710, LogLevel.Warning, "A write under the shared lock {Name} was refused: the lock ran out (lease {Lease}) and another node may hold it; the write's request fails and may be retried")]
+        public static partial void FencedWriteRefused(ILogger logger, string name, TimeSpan lease);
 
         [LoggerMessage(708, LogLevel.Warning, "Renewing the shared lock {Name} failed; it ends with its lease")]
         public static partial void RenewalFailed(ILogger logger, string name, Exception exception);

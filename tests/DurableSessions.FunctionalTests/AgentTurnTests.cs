@@ -320,23 +320,7 @@ public sealed class AgentTurnTests : IAsyncLifetime
 
     private Task<HttpResponseMessage> Ack(JsonObject claim, bool done) => Post(HttpMethod.Post, "/v1/agents/agent:a/ack", AckBody(claim, done));
 
-    private static string AckBody(JsonObject claim, bool done, string? offset = null)
-    {
-        var body = new JsonObject
-        {
-            ["stream"] = (string?)claim["stream"],
-            ["token"] = (string?)claim["token"],
-            ["wake_id"] = (string?)claim["wake_id"],
-            ["generation"] = (long)claim["generation"]!,
-            ["done"] = done,
-        };
-        if (offset is not null)
-        {
-            body["acks"] = new JsonArray(new JsonObject { ["stream"] = (string?)claim["stream"], ["offset"] = offset });
-        }
-
-        return body.ToJsonString();
-    }
+    private static string AckBody(JsonObject claim, bool done, string? offset = null) => AgentTurnBodies.Ack(claim, done, offset);
 
     private static async Task AssertFenced(HttpResponseMessage response)
     {

@@ -26,7 +26,10 @@ internal class DelegatingStore(StreamStore inner) : StreamStore(inner.TimeProvid
 
     public override IAsyncEnumerable<string> ListPathsAsync(CancellationToken cancellationToken = default) => inner.ListPathsAsync(cancellationToken);
 
-    public override ValueTask<IAsyncDisposable> AcquireLockAsync(string name, TimeSpan lease, CancellationToken cancellationToken = default) => inner.AcquireLockAsync(name, lease, cancellationToken);
+    // An inner store used by one process has no lock of its own: the base lock writes through this store, so what a
+    // derived store fails or holds reaches the documents written under a lock too.
+    public override ValueTask<StoreLock> AcquireLockAsync(string name, TimeSpan lease, CancellationToken cancellationToken = default)
+        => inner.IsShared ? inner.AcquireLockAsync(name, lease, cancellationToken) : base.AcquireLockAsync(name, lease, cancellationToken);
 
     public override ValueTask<byte[]?> GetDocumentAsync(string collection, string key, CancellationToken cancellationToken = default) => inner.GetDocumentAsync(collection, key, cancellationToken);
 

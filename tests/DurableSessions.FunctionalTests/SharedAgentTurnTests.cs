@@ -168,14 +168,7 @@ public sealed class SharedAgentTurnTests : IAsyncLifetime
         return JsonNode.Parse(await response.Content.ReadAsStringAsync())!.AsObject();
     }
 
-    private static string AckBody(JsonObject claim, bool done) => new JsonObject
-    {
-        ["stream"] = (string?)claim["stream"],
-        ["token"] = (string?)claim["token"],
-        ["wake_id"] = (string?)claim["wake_id"],
-        ["generation"] = (long)claim["generation"]!,
-        ["done"] = done,
-    }.ToJsonString();
+    private static string AckBody(JsonObject claim, bool done) => AgentTurnBodies.Ack(claim, done);
 
     private static async Task AssertFenced(HttpResponseMessage response)
     {

@@ -59,12 +59,18 @@ public sealed class SharedLockReleaseFailureTests
 
         public override bool IsShared => true;
 
-        public override async ValueTask<IAsyncDisposable> AcquireLockAsync(string name, TimeSpan lease, CancellationToken cancellationToken = default)
-            => new Release(this, await Inner.AcquireLockAsync(name, lease, cancellationToken));
+        public override async ValueTask<StoreLock> AcquireLockAsync(string name, TimeSpan lease, CancellationToken cancellationToken = default)
+            => new Release(this, await base.AcquireLockAsync(name, lease, cancellationToken));
 
-        private sealed class Release(ReleaseFailingStore store, IAsyncDisposable held) : IAsyncDisposable
+        private sealed class Release(ReleaseFailingStore store, StoreLock held) : StoreLock
         {
-            public async ValueTask DisposeAsync()
+            public override ValueTask PutDocumentAsync(string collection, string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken = default)
+                => held.PutDocumentAsync(collection, key, value, cancellationToken);
+
+            public override ValueTask DeleteDocumentAsync(string collection, string key, CancellationToken cancellationToken = default)
+                => held.DeleteDocumentAsync(collection, key, cancellationToken);
+
+            public override async ValueTask DisposeAsync()
             {
                 await held.DisposeAsync();
                 if (store.FailReleases)

@@ -96,15 +96,7 @@ public sealed class TurnBatchWriteFailureTests : IAsyncLifetime
     private async Task AnswerAsync(HttpResponseMessage granted)
     {
         var claim = JsonNode.Parse(await granted.Content.ReadAsStringAsync())!.AsObject();
-        var ack = new JsonObject
-        {
-            ["stream"] = (string?)claim["stream"],
-            ["token"] = (string?)claim["token"],
-            ["wake_id"] = (string?)claim["wake_id"],
-            ["generation"] = (long)claim["generation"]!,
-            ["done"] = true,
-        };
-        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Post, $"/v1/agents/{Agent}/ack", ack.ToJsonString())).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Post, $"/v1/agents/{Agent}/ack", AgentTurnBodies.Ack(claim, done: true))).StatusCode);
         Assert.Equal(HttpStatusCode.NoContent, (await Send(HttpMethod.Post, $"/v1/agents/{Agent}/claim", "{\"worker\":\"w3\"}")).StatusCode);
     }
 
@@ -172,7 +164,7 @@ public sealed class TurnBatchWriteFailureTests : IAsyncLifetime
             }
         }
 
-        public override async ValueTask<IAsyncDisposable> AcquireLockAsync(string name, TimeSpan lease, CancellationToken cancellationToken = default)
+        public override async ValueTask<StoreLock> AcquireLockAsync(string name, TimeSpan lease, CancellationToken cancellationToken = default)
         {
             Task? hold = null;
             lock (_lock)
@@ -190,7 +182,7 @@ public sealed class TurnBatchWriteFailureTests : IAsyncLifetime
                 await hold.WaitAsync(cancellationToken);
             }
 
-            return await Inner.AcquireLockAsync(name, lease, cancellationToken);
+            return await base.AcquireLockAsync(name, lease, cancellationToken);
         }
 
         public override ValueTask PutDocumentAsync(string collection, string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken = default)

@@ -62,6 +62,40 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Documents_written_through_a_lock_whose_lease_ran_out_are_refused_and_leave_the_next_holders_alone()
+    {
+        var a = await Node();
+        var b = await Node();
+
+        // A writes under its lock, then is held up past its lease (it does not renew it).
+        a.RenewLocks = false;
+        var first = await a.AcquireLockAsync("registry", TimeSpan.FromMilliseconds(300));
+        a.RenewLocks = true;
+        await first.PutDocumentAsync("items", "one", "a1"u8.ToArray());
+        await first.PutDocumentAsync("items", "two", "a2"u8.ToArray());
+
+        // B gets the lock once A's lease ran out, and writes.
+        var second = await b.AcquireLockAsync("registry", TimeSpan.FromSeconds(30)).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+        await second.PutDocumentAsync("items", "one", "b1"u8.ToArray());
+
+        // A's late writes and delete change nothing, and say so.
+        await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => first.PutDocumentAsync("items", "one", "a1-late"u8.ToArray()).AsTask());
+        await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => first.PutDocumentAsync("items", "three", "a3-late"u8.ToArray()).AsTask());
+        await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => first.DeleteDocumentAsync("items", "two").AsTask());
+        await first.DisposeAsync();
+        Assert.Equal("b1"u8.ToArray(), await a.GetDocumentAsync("items", "one"));
+        Assert.Equal("a2"u8.ToArray(), await a.GetDocumentAsync("items", "two"));
+        Assert.Null(await a.GetDocumentAsync("items", "three"));
+
+        // B's lock still holds, and its own delete goes through; once released, its writes are refused too.
+        await second.DeleteDocumentAsync("items", "two");
+        Assert.Null(await b.GetDocumentAsync("items", "two"));
+        await second.DisposeAsync();
+        await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => second.PutDocumentAsync("items", "one", "b1-late"u8.ToArray()).AsTask());
+        Assert.Equal("b1"u8.ToArray(), await b.GetDocumentAsync("items", "one"));
+    }
+
+    [Fact]
     public async Task A_live_reader_on_one_node_is_woken_by_appends_on_another()
     {
         var a = await Node();

@@ -791,4 +791,28 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
         Assert.Null(await store.GetDocumentAsync("c1", "a"));
         Assert.Equal("3"u8.ToArray(), await store.GetDocumentAsync("c2", "a"));
     }
+
+    [Fact]
+    public async Task Documents_written_through_a_held_lock_are_stored_like_any_other()
+    {
+        var store = await Open();
+        await store.PutDocumentAsync("locked", "kept", "0"u8.ToArray());
+        await using (var held = await store.AcquireLockAsync("locked-section", TimeSpan.FromSeconds(30)))
+        {
+            await held.PutDocumentAsync("locked", "a", "1"u8.ToArray());
+            await held.PutDocumentAsync("locked", "b", "2"u8.ToArray());
+            await held.PutDocumentAsync("locked", "a", "3"u8.ToArray());
+            await held.DeleteDocumentAsync("locked", "b");
+        }
+
+        var listed = new Dictionary<string, byte[]>();
+        await foreach (var (key, value) in store.ListDocumentsAsync("locked"))
+        {
+            listed[key] = value;
+        }
+
+        Assert.Equal(["a", "kept"], listed.Keys.Order());
+        Assert.Equal("3"u8.ToArray(), listed["a"]);
+        Assert.Equal("0"u8.ToArray(), listed["kept"]);
+    }
 }

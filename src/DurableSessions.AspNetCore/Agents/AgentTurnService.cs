@@ -139,7 +139,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         await EnsureWakeStreamAsync(registration.WakeStream, cancellationToken).ConfigureAwait(false);
         if (registration != existing)
         {
-            await _store.PutDocumentAsync(AgentsCollection, agent, JsonSerializer.SerializeToUtf8Bytes(registration, AgentTurnJsonContext.Default.AgentRegistration), cancellationToken).ConfigureAwait(false);
+            await _section.PutDocumentAsync(AgentsCollection, agent, JsonSerializer.SerializeToUtf8Bytes(registration, AgentTurnJsonContext.Default.AgentRegistration), cancellationToken).ConfigureAwait(false);
         }
 
         _agents[agent] = registration;
@@ -565,7 +565,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     private void Drop(TurnRecord turn)
     {
         Forget(turn.Key);
-        Write(_store.DeleteDocumentAsync(TurnsCollection, turn.Key, CancellationToken.None).AsTask(), turn.Key);
+        Write(_section.DeleteDocumentAsync(TurnsCollection, turn.Key, CancellationToken.None).AsTask(), turn.Key);
     }
 
     private void Save(TurnRecord turn)
@@ -576,7 +576,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             _loaded[turn.Key] = data;
         }
 
-        Write(_store.PutDocumentAsync(TurnsCollection, turn.Key, data, CancellationToken.None).AsTask(), turn.Key);
+        Write(_section.PutDocumentAsync(TurnsCollection, turn.Key, data, CancellationToken.None).AsTask(), turn.Key);
     }
 
     private void Signal()

@@ -14,6 +14,10 @@ internal sealed partial class SharedSection(StreamStore store, string name, Time
     private readonly string _name = name;
     private readonly TimeSpan _lease = lease;
 
+    // The store's lock while this process is inside on a shared store. Set and cleared inside the in-process lock, whose
+    // waits and releases order it for whatever runs inside.
+    private StoreLock? _held;
+
     /// <summary>Enters; <paramref name="refresh"/> runs on entry when the store is shared. Dispose the result to leave.</summary>
     public async Task<ConfiguredAsyncDisposable> EnterAsync(Func<CancellationToken, Task> refresh, CancellationToken cancellationToken)
     {
@@ -23,15 +27,17 @@ internal sealed partial class SharedSection(StreamStore store, string name, Time
             return new Held(this, null).ConfigureAwait(false);
         }
 
-        IAsyncDisposable? shared = null;
+        StoreLock? shared = null;
         try
         {
             shared = await store.AcquireLockAsync(_name, _lease, cancellationToken).ConfigureAwait(false);
+            _held = shared;
             await refresh(cancellationToken).ConfigureAwait(false);
             return new Held(this, shared).ConfigureAwait(false);
         }
         catch
         {
+            _held = null;
             try
             {
                 if (shared is not null)
@@ -52,12 +58,25 @@ internal sealed partial class SharedSection(StreamStore store, string name, Time
         }
     }
 
+    /// <summary>
+    /// Writes a document from inside the section: through the store's lock on a shared store (refused with
+    /// <see cref="StreamStoreUnavailableException"/> once that lock is no longer this node's), straight to the store
+    /// otherwise.
+    /// </summary>
+    public ValueTask PutDocumentAsync(string collection, string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken)
+        => _held is { } held ? held.PutDocumentAsync(collection, key, value, cancellationToken) : store.PutDocumentAsync(collection, key, value, cancellationToken);
+
+    /// <summary>Removes a document from inside the section, fenced as <see cref="PutDocumentAsync"/> is.</summary>
+    public ValueTask DeleteDocumentAsync(string collection, string key, CancellationToken cancellationToken)
+        => _held is { } held ? held.DeleteDocumentAsync(collection, key, cancellationToken) : store.DeleteDocumentAsync(collection, key, cancellationToken);
+
     public void Dispose() => _lock.Dispose();
 
-    private sealed class Held(SharedSection owner, IAsyncDisposable? shared) : IAsyncDisposable
+    private sealed class Held(SharedSection owner, StoreLock? shared) : IAsyncDisposable
     {
         public async ValueTask DisposeAsync()
         {
+            owner._held = null;
             try
             {
                 if (shared is not null)

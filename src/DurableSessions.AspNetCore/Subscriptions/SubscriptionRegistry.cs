@@ -53,9 +53,10 @@ internal sealed class SubscriptionRegistry : IDisposable
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         // Under the shared lock, so nodes starting together agree on one set of keys.
-        await using (await _store.AcquireLockAsync(Collection, SharedLockLease, cancellationToken).ConfigureAwait(false))
+        var held = await _store.AcquireLockAsync(Collection, SharedLockLease, cancellationToken).ConfigureAwait(false);
+        await using (held.ConfigureAwait(false))
         {
-            _keys = await WebhookSigningKeys.LoadOrCreateAsync(_store, cancellationToken).ConfigureAwait(false);
+            _keys = await WebhookSigningKeys.LoadOrCreateAsync(_store, held, cancellationToken).ConfigureAwait(false);
         }
 
         await using (await _section.EnterAsync(_ => Task.CompletedTask, cancellationToken).ConfigureAwait(false))
@@ -161,7 +162,7 @@ internal sealed class SubscriptionRegistry : IDisposable
         subscription.Deleted = true;
         Unindex(subscription);
         _scheduler.Forget(id);
-        await _store.DeleteDocumentAsync(Collection, id, cancellationToken).ConfigureAwait(false);
+        await _section.DeleteDocumentAsync(Collection, id, cancellationToken).ConfigureAwait(false);
         await BumpVersionAsync(cancellationToken).ConfigureAwait(false);
         return true;
     }
@@ -273,7 +274,7 @@ internal sealed class SubscriptionRegistry : IDisposable
     {
         if (!subscription.Deleted)
         {
-            await _store.PutDocumentAsync(Collection, subscription.Id, subscription.Serialize(), cancellationToken).ConfigureAwait(false);
+            await _section.PutDocumentAsync(Collection, subscription.Id, subscription.Serialize(), cancellationToken).ConfigureAwait(false);
             await BumpVersionAsync(cancellationToken).ConfigureAwait(false);
         }
     }
@@ -321,7 +322,7 @@ internal sealed class SubscriptionRegistry : IDisposable
         if (_store.IsShared)
         {
             var version = Guid.NewGuid().ToString("N");
-            await _store.PutDocumentAsync(MetaCollection, "version", Encoding.ASCII.GetBytes(version), cancellationToken).ConfigureAwait(false);
+            await _section.PutDocumentAsync(MetaCollection, "version", Encoding.ASCII.GetBytes(version), cancellationToken).ConfigureAwait(false);
             Volatile.Write(ref _loadedVersion, version);
         }
     }

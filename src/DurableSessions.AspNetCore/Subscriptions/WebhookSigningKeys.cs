@@ -34,20 +34,24 @@ internal sealed class WebhookSigningKeys
     /// <summary>The public key, base64url.</summary>
     public string PublicKey { get; }
 
-    public static async Task<WebhookSigningKeys> LoadOrCreateAsync(StreamStore store, CancellationToken cancellationToken)
+    /// <summary>
+    /// Reads the keys, creating those missing. Called under the store's lock, through which the new keys are written, so
+    /// nodes starting together agree on one set: a node held up past the lock's lease has its write refused.
+    /// </summary>
+    public static async Task<WebhookSigningKeys> LoadOrCreateAsync(StreamStore store, StoreLock held, CancellationToken cancellationToken)
     {
         var signing = await store.GetDocumentAsync(Collection, "webhook-ed25519", cancellationToken).ConfigureAwait(false);
         if (signing is null)
         {
             signing = new Ed25519PrivateKeyParameters(new SecureRandom()).GetEncoded();
-            await store.PutDocumentAsync(Collection, "webhook-ed25519", signing, cancellationToken).ConfigureAwait(false);
+            await held.PutDocumentAsync(Collection, "webhook-ed25519", signing, cancellationToken).ConfigureAwait(false);
         }
 
         var secret = await store.GetDocumentAsync(Collection, "token-hmac", cancellationToken).ConfigureAwait(false);
         if (secret is null)
         {
             secret = RandomNumberGenerator.GetBytes(32);
-            await store.PutDocumentAsync(Collection, "token-hmac", secret, cancellationToken).ConfigureAwait(false);
+            await held.PutDocumentAsync(Collection, "token-hmac", secret, cancellationToken).ConfigureAwait(false);
         }
 
         return new WebhookSigningKeys(new Ed25519PrivateKeyParameters(signing), secret);
