@@ -50,7 +50,8 @@ export interface ClientOptions {
    * phone changing networks, a NAT that forgot the connection) would otherwise hold a follower that sends nothing
    * forever. A dead socket is noticed within about two and a half times this. The server answers a ping in turn with
    * the socket's other messages, so a socket kept busy by slow operations can go unanswered for a while: raise this
-   * together with `operationTimeoutMs`. Default 15000.
+   * together with `operationTimeoutMs`. A new socket that has not finished its handshake within twice this (at most
+   * 10 s) is given up and opened again. Default 15000.
    */
   keepAliveMs?: number
   /**
@@ -599,8 +600,11 @@ export class SocketHub {
           if (this.socket === socket) this.socket = undefined
           for (const listener of [...this.listeners.values()]) listener({ type: "connection-lost" })
         }
-        // An upgrade that a proxy swallows would otherwise never answer: give up, so the join can fall back.
-        const timer = setTimeout(() => { if (!ready) { reject(new Error("the WebSocket did not open in time")); socket.close() } }, 10_000)
+        // An upgrade that a proxy swallows would otherwise never answer: give up, so the join can fall back. A handshake
+        // is held to the keep-alive's bound too, as an open socket is: in Node the upgrade may go out on a pooled HTTP
+        // connection, and after a link died without a close that connection is as dead as the socket it replaces.
+        const openTimeoutMs = Math.min(10_000, 2 * this.keepAliveMs)
+        const timer = setTimeout(() => { if (!ready) { reject(new Error("the WebSocket did not open in time")); socket.close() } }, openTimeoutMs)
         // While anyone waits on the socket, silence is checked with a ping (answered by a pong, or by an UNKNOWN_OP error
         // from a server that predates it: anything heard will do). Nobody waiting, nothing is sent, so the server can
         // still close the socket as idle.

@@ -86,7 +86,8 @@ export async function expectResumed(
  * The whole silent-link scenario: a client with `options` follows a new session through a silencing proxy until it is
  * up to date; the link then goes silent without closing, and run r1 is written straight to the server. The follower
  * must see the run finished on a new connection, each run event once, within `withinMs` of the silence; the test gives
- * up after `limitMs`.
+ * up after `limitMs`. The session is created elsewhere (straight to the server), so the follower's own snapshot read
+ * leaves a pooled HTTP connection on the link, which goes silent with it: in Node, a reconnect may be sent on it.
  */
 export async function expectResumedAfterSilence(base: string, options: Omit<ClientOptions, "baseUrl">, name: string, withinMs: number, limitMs: number) {
   const proxy = await silencingProxy(base)
@@ -95,7 +96,7 @@ export async function expectResumedAfterSilence(base: string, options: Omit<Clie
   const abort = new AbortController()
   const timer = setTimeout(() => abort.abort(new Error("the follower never resumed")), limitMs)
   try {
-    await client.session(id).create()
+    await new DurableSessionsClient({ baseUrl: base }).session(id).create()
     const followed = await followUntilRunFinished(client, id, abort.signal)
     const before = proxy.connections()
 
