@@ -12,6 +12,11 @@ namespace DurableSessions;
 /// </remarks>
 public abstract class StoreLock : IAsyncDisposable
 {
+    /// <summary>Creates a lock; stores create them in <see cref="StreamStore.AcquireLockAsync"/>.</summary>
+    protected StoreLock()
+    {
+    }
+
     /// <summary>
     /// Writes a metadata document durably, only while this lock is held.
     /// </summary>

@@ -96,6 +96,13 @@ public sealed partial class RedisStreamStore : StreamStore
             var redis = await ConnectionMultiplexer.ConnectAsync(configuration).WaitAsync(cancellationToken).ConfigureAwait(false);
             try
             {
+                // A stream's keys share one slot, but the shared locks fence their document writes in scripts that name the
+                // lock's key and a collection's key together, which a cluster refuses when they fall in different slots.
+                if (redis.GetServers().Any(server => server.IsConnected && server.ServerType == ServerType.Cluster))
+                {
+                    throw new InvalidOperationException($"Redis at '{configuration}' runs as a cluster; the Redis store needs one primary (with or without replicas).");
+                }
+
                 _db = redis.GetDatabase();
                 _changes = await redis.GetSubscriber().SubscribeAsync(_channel).ConfigureAwait(false);
                 _changes.OnMessage(OnChangeAsync);
@@ -847,7 +854,7 @@ public sealed partial class RedisStreamStore : StreamStore
             if ((long)await Call(RedisScripts.FencedDocumentWrite.EvaluateAsync(_store._db, [_key, documents], args)).ConfigureAwait(false) == 0)
             {
                 Log.FencedWriteRefused(_store._logger, _name, _lease);
-                throw new StreamStoreUnavailableException($"The store's lock '{_name}' is no longer held (its {_lease.TotalMilliseconds:0} ms lease ran out): the write was refused. Retry the request.");
+                throw new StreamStoreUnavailableException($"The store's lock '{_name}' is no longer held by this node (released, or its {_lease.TotalMilliseconds:0} ms lease ran out): the write was refused. Retry the request.");
             }
         }
 

@@ -54,7 +54,7 @@ public sealed class SharedLockFencingTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.Created, (await Post(_b, "/v1/sessions/fenced/messages", "{\"text\":\"hello\"}")).StatusCode);
 
         // A claims the waiting turn and is held up just before it writes its claim, inside the lock.
-        var gate = _stalling.StallNextTurnWrite();
+        var gate = _stalling.StallNextWrite(AspNetCore.Agents.AgentTurnService.TurnsCollection);
         var claimOnA = Post(_a, "/v1/agents/agent:a/claim", "{\"worker\":\"w-a\"}");
         await _stalling.Stalled.Task.WaitAsync(TimeSpan.FromSeconds(30));
 
@@ -73,6 +73,7 @@ public sealed class SharedLockFencingTests : IAsyncLifetime
         gate.SetResult();
         var refused = await claimOnA;
         Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+        Assert.Equal("STORE_UNAVAILABLE", (string?)JsonNode.Parse(await refused.Content.ReadAsStringAsync())!["error"]!["code"]);
         Assert.Equal(1, _stalling.RefusedWrites);
 
         // Both nodes see B's worker holding the turn, whose claim goes on to answer it.
@@ -87,27 +88,61 @@ public sealed class SharedLockFencingTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.NoContent, (await Post(_b, "/v1/agents/agent:a/claim", "{\"worker\":\"w-d\"}")).StatusCode);
     }
 
+    [Fact]
+    public async Task A_subscription_deleted_after_its_node_lost_the_shared_lock_stays_and_a_retried_delete_removes_it()
+    {
+        foreach (var path in new[] { "chats/fenced", "wakes/fenced" })
+        {
+            Assert.Equal(HttpStatusCode.Created, (await _b.Client.PutAsync($"/v1/stream/{path}", new StringContent("[]", Encoding.UTF8, "application/json"))).StatusCode);
+        }
+
+        const string Subscription = "/v1/stream/__ds/subscriptions/fenced";
+        Assert.Equal(HttpStatusCode.Created, (await Post(_b, Subscription, "{\"type\":\"pull-wake\",\"streams\":[\"chats/fenced\"],\"wake_stream\":\"wakes/fenced\"}", HttpMethod.Put)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await _a.Client.GetAsync(Subscription)).StatusCode);
+
+        // A deletes it and is held up before its first write, until the subscriptions' lock is no longer its own.
+        var gate = _stalling.StallNextWrite("subscriptions-meta");
+        var deleteOnA = _a.Client.DeleteAsync(Subscription);
+        await _stalling.Stalled.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        using (var redisClient = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(_redis.Configuration))
+        {
+            Assert.True(await redisClient.GetDatabase().KeyDeleteAsync("ds:lock:subscriptions"));
+        }
+
+        gate.SetResult();
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await deleteOnA).StatusCode);
+        Assert.Equal(1, _stalling.RefusedWrites);
+
+        // Nothing was deleted, on either node; A acts on what the store holds, so the retried delete finds and removes it.
+        Assert.Equal(HttpStatusCode.OK, (await _b.Client.GetAsync(Subscription)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await _a.Client.GetAsync(Subscription)).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await _a.Client.DeleteAsync(Subscription)).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await _b.Client.GetAsync(Subscription)).StatusCode);
+    }
+
     private static async Task<HttpResponseMessage> Post(InProcessServer node, string url, string body, HttpMethod? method = null)
     {
         using var request = new HttpRequestMessage(method ?? HttpMethod.Post, url) { Content = new StringContent(body, Encoding.UTF8, "application/json") };
         return await node.Client.SendAsync(request);
     }
 
-    /// <summary>A shared store whose locks, when armed, hold the next agent turn written under them until let go.</summary>
+    /// <summary>A shared store whose locks, when armed, hold the next document of a collection written under them until let go.</summary>
     private sealed class StallingStore(StreamStore inner) : DelegatingStore(inner)
     {
         private readonly Lock _lock = new();
         private TaskCompletionSource? _gate;
+        private string? _collection;
         private int _refused;
 
         public TaskCompletionSource Stalled { get; private set; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public int RefusedWrites => Volatile.Read(ref _refused);
 
-        public TaskCompletionSource StallNextTurnWrite()
+        public TaskCompletionSource StallNextWrite(string collection)
         {
             lock (_lock)
             {
+                _collection = collection;
                 Stalled = new(TaskCreationOptions.RunContinuationsAsynchronously);
                 return _gate = new(TaskCreationOptions.RunContinuationsAsynchronously);
             }
@@ -123,7 +158,7 @@ public sealed class SharedLockFencingTests : IAsyncLifetime
                 Task? gate = null;
                 lock (store._lock)
                 {
-                    if (collection == AspNetCore.Agents.AgentTurnService.TurnsCollection && store._gate is { } armed)
+                    if (collection == store._collection && store._gate is { } armed)
                     {
                         store._gate = null;
                         gate = armed.Task;

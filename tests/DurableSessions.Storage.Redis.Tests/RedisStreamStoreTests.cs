@@ -66,15 +66,15 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
     {
         var a = await Node();
         var b = await Node();
+        using var redisClient = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis.Server.Configuration);
 
-        // A writes under its lock, then is held up past its lease (it does not renew it).
-        a.RenewLocks = false;
-        var first = await a.AcquireLockAsync("registry", TimeSpan.FromMilliseconds(300));
-        a.RenewLocks = true;
+        // A writes under its lock, then is held up past its lease: the lock's key expires.
+        var first = await a.AcquireLockAsync("registry", TimeSpan.FromSeconds(30));
         await first.PutDocumentAsync("items", "one", "a1"u8.ToArray());
         await first.PutDocumentAsync("items", "two", "a2"u8.ToArray());
+        Assert.True(await redisClient.GetDatabase().KeyDeleteAsync(_prefix + ":lock:registry"));
 
-        // B gets the lock once A's lease ran out, and writes.
+        // B gets the lock, and writes.
         var second = await b.AcquireLockAsync("registry", TimeSpan.FromSeconds(30)).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
         await second.PutDocumentAsync("items", "one", "b1"u8.ToArray());
 
@@ -93,6 +93,19 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
         await second.DisposeAsync();
         await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => second.PutDocumentAsync("items", "one", "b1-late"u8.ToArray()).AsTask());
         Assert.Equal("b1"u8.ToArray(), await b.GetDocumentAsync("items", "one"));
+    }
+
+    [Fact]
+    public async Task A_redis_cluster_is_refused_at_connect_with_a_clear_error()
+    {
+        await using var cluster = await RedisServer.StartAsync("--cluster-enabled", "yes", "--cluster-config-file", "nodes-" + Guid.NewGuid().ToString("N") + ".conf");
+        var store = RedisStreamStore.Create(new RedisStreamStoreOptions { Configuration = cluster.Configuration, KeyPrefix = _prefix });
+        await using (store)
+        {
+            var refused = await Assert.ThrowsAsync<InvalidOperationException>(() => store.ConnectAsync(CancellationToken.None));
+            Assert.Contains("cluster", refused.Message, StringComparison.Ordinal);
+            Assert.Contains("one primary", refused.Message, StringComparison.Ordinal);
+        }
     }
 
     [Fact]

@@ -803,6 +803,7 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
             await held.PutDocumentAsync("locked", "b", "2"u8.ToArray());
             await held.PutDocumentAsync("locked", "a", "3"u8.ToArray());
             await held.DeleteDocumentAsync("locked", "b");
+            await held.PutDocumentAsync("locked", "empty", ReadOnlyMemory<byte>.Empty);
         }
 
         var listed = new Dictionary<string, byte[]>();
@@ -811,8 +812,9 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
             listed[key] = value;
         }
 
-        Assert.Equal(["a", "kept"], listed.Keys.Order());
+        Assert.Equal(["a", "empty", "kept"], listed.Keys.Order());
         Assert.Equal("3"u8.ToArray(), listed["a"]);
+        Assert.Empty(listed["empty"]);
         Assert.Equal("0"u8.ToArray(), listed["kept"]);
     }
 }

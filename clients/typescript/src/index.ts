@@ -50,8 +50,9 @@ export interface ClientOptions {
    * phone changing networks, a NAT that forgot the connection) would otherwise hold a follower that sends nothing
    * forever. A dead socket is noticed within about two and a half times this. The server answers a ping in turn with
    * the socket's other messages, so a socket kept busy by slow operations can go unanswered for a while: raise this
-   * together with `operationTimeoutMs`. A new socket that has not finished its handshake within twice this (at most
-   * 10 s) is given up and opened again. Default 15000.
+   * together with `operationTimeoutMs`. The first socket opened after one was dropped so is given up if the server has
+   * not greeted it within twice this (at most 10 s; otherwise 10 s), and the sessions retry on another: in Node, that
+   * open may be sent on a pooled connection of the same dead link. Default 15000.
    */
   keepAliveMs?: number
   /**
@@ -461,6 +462,8 @@ export class SocketHub {
   private next = 0
   private failedAt = Number.NEGATIVE_INFINITY
   private dropCurrent: (() => void) | undefined
+  // Set when a socket is dropped as dead (silent, unanswered, or the page offline): the link it ran on may be dead too.
+  private linkSuspect = false
   private readonly closed = new AbortController()
 
   constructor(
@@ -600,10 +603,12 @@ export class SocketHub {
           if (this.socket === socket) this.socket = undefined
           for (const listener of [...this.listeners.values()]) listener({ type: "connection-lost" })
         }
-        // An upgrade that a proxy swallows would otherwise never answer: give up, so the join can fall back. A handshake
-        // is held to the keep-alive's bound too, as an open socket is: in Node the upgrade may go out on a pooled HTTP
-        // connection, and after a link died without a close that connection is as dead as the socket it replaces.
-        const openTimeoutMs = Math.min(10_000, 2 * this.keepAliveMs)
+        // An upgrade that a proxy swallows would otherwise never answer: give up, so the join can fall back. The first
+        // open after a socket was dropped as dead is held to the keep-alive's bound, as an open socket is: in Node the
+        // upgrade may go out on a pooled HTTP connection of the same dead link. Giving up closes that connection, so the
+        // next attempt gets a new one and the full 10 s, which a slow network may need.
+        const openTimeoutMs = this.linkSuspect ? Math.min(10_000, 2 * this.keepAliveMs) : 10_000
+        this.linkSuspect = false
         const timer = setTimeout(() => { if (!ready) { reject(new Error("the WebSocket did not open in time")); socket.close() } }, openTimeoutMs)
         // While anyone waits on the socket, silence is checked with a ping (answered by a pong, or by an UNKNOWN_OP error
         // from a server that predates it: anything heard will do). Nobody waiting, nothing is sent, so the server can
@@ -635,7 +640,7 @@ export class SocketHub {
             ready = true
             clearTimeout(timer)
             this.socket = socket
-            this.dropCurrent = () => { loseConnection(); socket.close() }
+            this.dropCurrent = () => { this.linkSuspect = true; loseConnection(); socket.close() }
             keepAlive = setInterval(checkAlive, Math.max(1, Math.floor(this.keepAliveMs / 4)))
             resolve(socket)
           } else if (message.sub ?? message.id) {

@@ -64,11 +64,16 @@ internal sealed partial class SharedSection(StreamStore store, string name, Time
     /// otherwise.
     /// </summary>
     public ValueTask PutDocumentAsync(string collection, string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken)
-        => _held is { } held ? held.PutDocumentAsync(collection, key, value, cancellationToken) : store.PutDocumentAsync(collection, key, value, cancellationToken);
+        => Fence() is { } held ? held.PutDocumentAsync(collection, key, value, cancellationToken) : store.PutDocumentAsync(collection, key, value, cancellationToken);
 
     /// <summary>Removes a document from inside the section, fenced as <see cref="PutDocumentAsync"/> is.</summary>
     public ValueTask DeleteDocumentAsync(string collection, string key, CancellationToken cancellationToken)
-        => _held is { } held ? held.DeleteDocumentAsync(collection, key, cancellationToken) : store.DeleteDocumentAsync(collection, key, cancellationToken);
+        => Fence() is { } held ? held.DeleteDocumentAsync(collection, key, cancellationToken) : store.DeleteDocumentAsync(collection, key, cancellationToken);
+
+    // On a shared store a write from outside the section would go unfenced beside another node's section: a caller's bug,
+    // so it fails instead of writing.
+    private StoreLock? Fence()
+        => _held ?? (store.IsShared ? throw new InvalidOperationException($"A document of the shared section '{_name}' is written outside the section.") : null);
 
     public void Dispose() => _lock.Dispose();
 

@@ -33,6 +33,9 @@ internal sealed class SubscriptionRegistry : IDisposable
     private WebhookSigningKeys? _keys;
     private string? _loadedVersion;
 
+    // A version no stored one equals: the next entry (or staleness check) reloads every subscription.
+    private const string NotLoaded = "\u0000not-loaded";
+
     public SubscriptionRegistry(StreamStore store, WakeScheduler scheduler, Microsoft.Extensions.Logging.ILogger<SubscriptionRegistry> logger)
     {
         _store = store;
@@ -162,8 +165,7 @@ internal sealed class SubscriptionRegistry : IDisposable
         subscription.Deleted = true;
         Unindex(subscription);
         _scheduler.Forget(id);
-        await _section.DeleteDocumentAsync(Collection, id, cancellationToken).ConfigureAwait(false);
-        await BumpVersionAsync(cancellationToken).ConfigureAwait(false);
+        await WriteChangeAsync(ct => _section.DeleteDocumentAsync(Collection, id, ct), cancellationToken).ConfigureAwait(false);
         return true;
     }
 
@@ -274,8 +276,28 @@ internal sealed class SubscriptionRegistry : IDisposable
     {
         if (!subscription.Deleted)
         {
-            await _section.PutDocumentAsync(Collection, subscription.Id, subscription.Serialize(), cancellationToken).ConfigureAwait(false);
+            var data = subscription.Serialize();
+            await WriteChangeAsync(ct => _section.PutDocumentAsync(Collection, subscription.Id, data, ct), cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Stores a change made in memory: first the new version, so that whatever of it the store takes, the other nodes
+    /// reload; then the change. When either write fails (the store away, or the shared lock no longer this node's), this
+    /// node's copy may hold a change the store never took, so it is read again at the next entry, and a retried call acts
+    /// on what the store holds.
+    /// </summary>
+    private async Task WriteChangeAsync(Func<CancellationToken, ValueTask> write, CancellationToken cancellationToken)
+    {
+        try
+        {
             await BumpVersionAsync(cancellationToken).ConfigureAwait(false);
+            await write(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            Volatile.Write(ref _loadedVersion, NotLoaded);
+            throw;
         }
     }
 
