@@ -23,6 +23,8 @@ internal sealed record LoadOptions
           --rate <n>             appends per stream per second in the latency scenario (default 1)
           --label <text>         a label printed with the results (e.g. the server's name)
           --server-pid <pid>     the server's process id, to report its CPU use (sessions scenario)
+          --timeline <file>      the sessions scenario writes each delivery there as "<produced, unix ms> <token->client ms>",
+                                 to find when its slowest deliveries happened
         """;
 
     public string Url { get; init; } = "http://127.0.0.1:4437";
@@ -61,6 +63,8 @@ internal sealed record LoadOptions
 
     public int Dashboards { get; init; } = 500;
 
+    public string? Timeline { get; init; }
+
     public static LoadOptions? Parse(string[] args)
     {
         var options = new LoadOptions();
@@ -91,6 +95,7 @@ internal sealed record LoadOptions
                 "--pipeline" => options with { Pipeline = int.Parse(value, CultureInfo.InvariantCulture) },
                 "--transport" when value is "sse" or "websocket" => options with { Transport = value },
                 "--dashboards" => options with { Dashboards = int.Parse(value, CultureInfo.InvariantCulture) },
+                "--timeline" => options with { Timeline = value },
                 _ => null,
             };
             if (options is null)

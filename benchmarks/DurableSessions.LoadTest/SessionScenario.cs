@@ -27,6 +27,7 @@ internal static class SessionScenario
         });
 
         var latencies = new ConcurrentBag<double[]>();
+        var timeline = new ConcurrentBag<(long[] At, double[] Ms)>();
         long deltas = 0;
         long runsFinished = 0;
         var connected = new CountdownEvent(ids.Count * options.Readers);
@@ -66,6 +67,11 @@ internal static class SessionScenario
         await Task.WhenAll(tasks).WaitAsync(TimeSpan.FromSeconds(30)).ContinueWith(_ => { }, TaskScheduler.Default);
 
         var all = latencies.SelectMany(l => l).Order().ToArray();
+        if (options.Timeline is { } path)
+        {
+            await File.WriteAllLinesAsync(path, timeline.SelectMany(t => t.At.Zip(t.Ms, (at, ms) => string.Create(CultureInfo.InvariantCulture, $"{at} {ms:F2}"))));
+        }
+
         static double At(double[] sorted, double p) => sorted.Length == 0 ? double.NaN : sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p * sorted.Length) - 1)];
         var cpu = cpuBefore is { } before && cpuAfter is { } after ? $", server CPU {(after - before) / seconds * 100:F0}% of one core" : string.Empty;
         var name = string.Create(CultureInfo.InvariantCulture, $"{ids.Count} sessions x {options.Readers} clients, demo agent");
@@ -87,6 +93,7 @@ internal static class SessionScenario
         async Task FollowAsync(string id, bool asker)
         {
             var mine = new List<double>();
+            var mineAt = options.Timeline is null ? null : new List<long>();
             var signalled = false;
             var offset = "now";
             try
@@ -123,6 +130,7 @@ internal static class SessionScenario
                                     if (produced >= measureFrom)
                                     {
                                         mine.Add((now - produced).TotalMilliseconds);
+                                        mineAt?.Add(produced.ToUnixTimeMilliseconds());
                                         Interlocked.Increment(ref deltas);
                                     }
                                 }
@@ -155,6 +163,10 @@ internal static class SessionScenario
                 }
 
                 latencies.Add([.. mine]);
+                if (mineAt is not null)
+                {
+                    timeline.Add(([.. mineAt], [.. mine]));
+                }
             }
         }
     }
