@@ -100,7 +100,8 @@ public sealed partial class RedisStreamStore : StreamStore
                 // lock's key and a collection's key together, which a cluster refuses when they fall in different slots.
                 if (redis.GetServers().Any(server => server.IsConnected && server.ServerType == ServerType.Cluster))
                 {
-                    throw new InvalidOperationException($"Redis at '{configuration}' runs as a cluster; the Redis store needs one primary (with or without replicas).");
+                    // The endpoints only: the configuration string may carry a password.
+                    throw new InvalidOperationException($"Redis at {string.Join(", ", configuration.EndPoints)} runs as a cluster; the Redis store needs one primary (with or without replicas).");
                 }
 
                 _db = redis.GetDatabase();

@@ -105,6 +105,10 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
             var refused = await Assert.ThrowsAsync<InvalidOperationException>(() => store.ConnectAsync(CancellationToken.None));
             Assert.Contains("cluster", refused.Message, StringComparison.Ordinal);
             Assert.Contains("one primary", refused.Message, StringComparison.Ordinal);
+
+            // Its endpoints, not its whole configuration, which may carry a password.
+            Assert.Contains(cluster.Configuration, refused.Message, StringComparison.Ordinal);
+            Assert.DoesNotContain("abortConnect", refused.Message, StringComparison.OrdinalIgnoreCase);
         }
     }
 
