@@ -1907,7 +1907,7 @@ public sealed partial class RedisStreamStore : StreamStore
         [LoggerMessage(707, LogLevel.Warning, "The shared lock {Name} ran out while held (lease {Lease}): another node may have entered its section beside this one")]
         public static partial void LockLost(ILogger logger, string name, TimeSpan lease);
 
-        [LoggerMessage(710, LogLevel.Warning, "A write under the shared lock {Name} was refused: the lock ran out (lease {Lease}) and another node may hold it; the write's request fails and may be retried")]
+        [LoggerMessage(710, LogLevel.Warning, "A write under the shared lock {Name} was refused: the lock is no longer this node's (released, or its lease {Lease} ran out) and another node may hold it; the write's request fails and may be retried")]
         public static partial void FencedWriteRefused(ILogger logger, string name, TimeSpan lease);
 
         [LoggerMessage(708, LogLevel.Warning, "Renewing the shared lock {Name} failed; it ends with its lease")]
