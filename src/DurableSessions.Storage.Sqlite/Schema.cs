@@ -38,7 +38,8 @@ internal static class Schema
         """;
 
     /// <summary>
-    /// Tables that hold one row per append and one per producer. Each is a rowid table in the order its rows were written,
+    /// Tables that hold the appended data (one row per append, or per run of appends to one stream in one group commit,
+    /// up to 64 KiB) and one row per producer. Each is a rowid table in the order its rows were written,
     /// with an index by stream: a group commit then writes its new rows into the last pages of the table, and a producer's
     /// update lands on the pages of recent producers, which the commits share. Keyed by stream instead (as databases
     /// created before kept them, <c>WITHOUT ROWID</c>), each append rewrote the last page of its stream, a split rewrote

@@ -154,7 +154,7 @@ public sealed partial class SqliteStreamStore
             var id = context.InsertStream(request, contentType, ttl, expiresAt, tail, source, forkPosition, forkOffset);
             if (!request.InitialData.IsEmpty)
             {
-                context.InsertChunk(id, forkPosition, request.InitialData);
+                context.InsertChunk(id, forkPosition, request.InitialData, StreamContentType.IsJson(contentType));
             }
 
             var info = new StreamInfo
@@ -217,7 +217,7 @@ public sealed partial class SqliteStreamStore
 
             if (!request.Data.IsEmpty)
             {
-                context.InsertChunk(stream.Id, stream.TailPosition, request.Data);
+                context.InsertChunk(stream.Id, stream.TailPosition, request.Data, stream.IsJson);
             }
 
             if (decision.NewProducerState is { } newState)

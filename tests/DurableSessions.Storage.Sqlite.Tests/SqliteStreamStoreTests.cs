@@ -322,6 +322,100 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
         Assert.Equal(Tasks * PerTask * 10, (await store.GetAsync("g")).Stream!.TailPosition);
     }
 
+    [Theory]
+    [InlineData("application/json", 0)]
+    [InlineData("text/plain", 8)]
+    [InlineData("text/plain", 9000)]
+    public async Task Appends_to_one_stream_in_one_commit_share_a_row_and_read_back_from_every_offset_after_reopening(string contentType, int textBytes)
+    {
+        var json = contentType == "application/json";
+        const int Tasks = 64;
+        const int PerTask = 20;
+
+        // Each append is one JSON message, or textBytes of text: the units just before its acknowledged tail are its own.
+        var owners = new string?[Tasks * PerTask * (json ? 1 : textBytes)];
+        await using (var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory }))
+        {
+            await store.CreateAsync(new CreateStreamRequest { Path = "s", ContentType = contentType });
+            await Task.WhenAll(Enumerable.Range(0, Tasks).Select(t => Task.Run(async () =>
+            {
+                for (var i = 0; i < PerTask; i++)
+                {
+                    var unit = json ? $$"""{"t":{{t}},"i":{{i}}}""" : $"{t:D4}{i:D4}".PadRight(textBytes, (char)('a' + ((t + i) % 26)));
+                    var data = System.Text.Encoding.UTF8.GetBytes(unit);
+                    var result = await store.AppendAsync(new AppendRequest { Path = "s", ContentType = contentType, Data = new StreamPayload(data, json ? 1 : data.Length) });
+                    Assert.Equal(AppendStatus.Appended, result.Status);
+                    if (json)
+                    {
+                        owners[result.TailPosition - 1] = unit;
+                    }
+                    else
+                    {
+                        for (var k = 0; k < unit.Length; k++)
+                        {
+                            owners[result.TailPosition - unit.Length + k] = unit[k].ToString();
+                        }
+                    }
+                }
+            }))).WaitAsync(TimeSpan.FromSeconds(60));
+        }
+
+        Assert.All(owners, Assert.NotNull);
+        using (var connection = new SqliteConnection($"Data Source={Path.Combine(_directory, "streams.db")};Mode=ReadOnly;Pooling=False"))
+        {
+            connection.Open();
+            using var command = connection.CreateCommand();
+            command.CommandText = "SELECT COUNT(*), MAX(LENGTH(data)) FROM chunks";
+            using var reader = command.ExecuteReader();
+            Assert.True(reader.Read());
+            var (rows, longest) = (reader.GetInt64(0), reader.GetInt64(1));
+
+            // A row takes appends up to 64 KiB: small ones share a row per commit, large ones a few to a row.
+            Assert.True(rows < Tasks * PerTask / (textBytes > 1000 ? 2 : 4), $"{Tasks * PerTask} appends to one stream took {rows} rows; those of one commit should share rows");
+            Assert.InRange(longest, 1, 64 * 1024);
+        }
+
+        // Read back on a store opened afresh, from offsets all through the stream: a row is sliced wherever a read starts
+        // in it. Every JSON message is a start; text is read from about 300 offsets, none on an append's boundary.
+        await using var reopened = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
+        var info = (await reopened.GetAsync("s")).Stream!;
+        Assert.Equal(owners.Length, info.TailPosition);
+        var all = json ? null : string.Concat(owners);
+        for (var from = 0; from < owners.Length; from += json ? 1 : (owners.Length / 300) + 3)
+        {
+            var messages = new List<string>();
+            var text = new System.Text.StringBuilder();
+            var position = (long)from;
+            while (position < info.TailPosition)
+            {
+                var read = await reopened.ReadAsync(info, position, 4096);
+                Assert.True(read.NextPosition > position, "a read below the tail must make progress");
+                foreach (var chunk in read.Chunks)
+                {
+                    if (json)
+                    {
+                        messages.AddRange(JsonFraming.ParseMessages(chunk.Data.Span).Select(m => m!.ToJsonString()));
+                    }
+                    else
+                    {
+                        text.Append(System.Text.Encoding.UTF8.GetString(chunk.Data.Span));
+                    }
+                }
+
+                position = read.NextPosition;
+            }
+
+            if (json)
+            {
+                Assert.Equal(owners[from..], messages);
+            }
+            else
+            {
+                Assert.True(all.AsSpan(from).SequenceEqual(text.ToString()), $"the text read from {from} differs from what was appended there");
+            }
+        }
+    }
+
     [Fact]
     public async Task Appends_that_arrive_while_a_commit_is_flushed_wait_in_one_transaction_so_each_flush_covers_one_commit()
     {
