@@ -97,9 +97,12 @@ public sealed class DemoChatClient : IChatClient
     private async IAsyncEnumerable<ChatResponseUpdate> StreamAsync(string reply, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         var interval = TokensPerSecond > 0 ? TimeSpan.FromSeconds(1 / TokensPerSecond) : TimeSpan.Zero;
-        var words = reply.Split(' ');
         var started = DateTimeOffset.UtcNow;
-        for (var i = 0; i < words.Length; i++)
+
+        // Each token (a word, with the space before it) is cut from the reply when it is said: split up front, a reply's
+        // words would all outlive the collections run while it streams, for thousands of replies at once.
+        var start = 0;
+        for (var i = 0; start <= reply.Length; i++)
         {
             if (interval > TimeSpan.Zero)
             {
@@ -113,7 +116,10 @@ public sealed class DemoChatClient : IChatClient
             }
 
             cancellationToken.ThrowIfCancellationRequested();
-            yield return new ChatResponseUpdate(ChatRole.Assistant, i == 0 ? words[i] : " " + words[i]);
+            var end = reply.IndexOf(' ', start + (i == 0 ? 0 : 1));
+            end = end < 0 ? reply.Length : end;
+            yield return new ChatResponseUpdate(ChatRole.Assistant, reply[start..end]);
+            start = end == reply.Length ? reply.Length + 1 : end;
         }
 
         yield return new ChatResponseUpdate { Role = ChatRole.Assistant, FinishReason = ChatFinishReason.Stop };

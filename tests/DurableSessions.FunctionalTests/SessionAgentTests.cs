@@ -109,6 +109,23 @@ public sealed class SessionAgentTests : IAsyncLifetime
         Assert.InRange(deltas, 1, tokens / 3);
     }
 
+    [Fact]
+    public async Task The_demo_model_streams_its_reply_one_word_at_a_time_each_after_its_space()
+    {
+        var question = new ChatMessage(ChatRole.User, "How are tokens cut?");
+        var tokens = new List<string>();
+        await foreach (var update in new DemoChatClient(tokensPerSecond: 0).GetStreamingResponseAsync([question]))
+        {
+            if (update.FinishReason is null)
+            {
+                tokens.Add(update.Text);
+            }
+        }
+
+        var words = DemoChatClient.ReplyTo([question]).Split(' ');
+        Assert.Equal([words[0], .. words.Skip(1).Select(w => " " + w)], tokens);
+    }
+
     /// <summary>A model that only streams: what each test's model says is its <see cref="GetStreamingResponseAsync"/>.</summary>
     private abstract class StreamingChatClient : IChatClient
     {
