@@ -31,7 +31,8 @@ internal static class SessionDeltas
     /// </summary>
     public static bool TryRead(ReadOnlySpan<byte> framedMessages, out List<DeltaChange> deltas)
     {
-        deltas = [];
+        // An agent's write is one delta per part it streams into: nearly always one.
+        deltas = new List<DeltaChange>(1);
         if (framedMessages.IsEmpty)
         {
             return false;

@@ -354,9 +354,9 @@ public static class SessionRules
     /// <summary>The fence for a batch of plain delta inserts (<see cref="SessionDeltas"/>): the decision of <see cref="CheckFence(SessionState, IEnumerable{JsonNode?})"/> for them.</summary>
     internal static SessionEventRejection? CheckDeltasFence(SessionState state, IReadOnlyList<DeltaChange> deltas)
     {
-        foreach (var delta in deltas)
+        for (var i = 0; i < deltas.Count; i++)
         {
-            if (CheckDeltaFence(state, delta.MessageId, delta.RunId) is { } refused)
+            if (CheckDeltaFence(state, deltas[i].MessageId, deltas[i].RunId) is { } refused)
             {
                 return refused;
             }

@@ -348,8 +348,9 @@ public sealed class SessionState
     /// </summary>
     internal void ApplyDeltas(IReadOnlyList<DeltaChange> deltas, long endPosition)
     {
-        foreach (var delta in deltas)
+        for (var i = 0; i < deltas.Count; i++)
         {
+            var delta = deltas[i];
             ApplyDelta(delta.MessageId, delta.Part, delta.PartType, delta.Text);
         }
 

@@ -22,19 +22,18 @@ internal static class SseEncoder
     /// Writes stored JSON chunks as one array. Stored JSON is the messages' bytes joined by commas, so the array is
     /// written without re-encoding them.
     /// </summary>
-    public static void WriteJsonArray(IBufferWriter<byte> output, IEnumerable<ReadOnlyMemory<byte>> chunks)
+    public static void WriteJsonArray(IBufferWriter<byte> output, IReadOnlyList<ReadOnlyMemory<byte>> chunks)
     {
+        // Indexed, not enumerated: an enumerator taken through the interface is an allocation per delivered change.
         output.Write("["u8);
-        var first = true;
-        foreach (var chunk in chunks)
+        for (var i = 0; i < chunks.Count; i++)
         {
-            if (!first)
+            if (i > 0)
             {
                 output.Write(","u8);
             }
 
-            output.Write(chunk.Span);
-            first = false;
+            output.Write(chunks[i].Span);
         }
 
         output.Write("]"u8);
@@ -48,8 +47,9 @@ internal static class SseEncoder
         {
             var length = 2;
             var oneLine = true;
-            foreach (var chunk in chunks)
+            for (var i = 0; i < chunks.Count; i++)
             {
+                var chunk = chunks[i];
                 length += chunk.Length + 1;
                 oneLine &= !chunk.Span.ContainsAny((byte)'\r', (byte)'\n');
             }
@@ -77,8 +77,9 @@ internal static class SseEncoder
             else
             {
                 var joined = new ArrayBufferWriter<byte>();
-                foreach (var chunk in chunks)
+                for (var i = 0; i < chunks.Count; i++)
                 {
+                    var chunk = chunks[i];
                     joined.Write(chunk.Span);
                 }
 
@@ -88,15 +89,17 @@ internal static class SseEncoder
         else
         {
             var length = 0;
-            foreach (var chunk in chunks)
+            for (var i = 0; i < chunks.Count; i++)
             {
+                var chunk = chunks[i];
                 length += chunk.Length;
             }
 
             var bytes = new byte[length];
             var at = 0;
-            foreach (var chunk in chunks)
+            for (var i = 0; i < chunks.Count; i++)
             {
+                var chunk = chunks[i];
                 chunk.Span.CopyTo(bytes.AsSpan(at));
                 at += chunk.Length;
             }

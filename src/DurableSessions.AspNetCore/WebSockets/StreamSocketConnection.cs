@@ -750,7 +750,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
                             // queued whole, so the queue passes its bound by at most one read per read slot of the
                             // connection (CatchUpReads), which the read holds until it is queued.
                             await WaitForRoomAsync(subscription.Stop.Token).ConfigureAwait(false);
-                            EnqueueCatchUp(DataMessage(subscription.Sub, stream.ContentType, item.Read!.Chunks.Select(c => c.Data), item.Position, item.AtTail && !item.ClosedAtTail));
+                            EnqueueCatchUp(DataMessage(subscription.Sub, stream.ContentType, [.. item.Read!.Chunks.Select(c => c.Data)], item.Position, item.AtTail && !item.ClosedAtTail));
 
                             position = item.Position;
                             sentData = true;
@@ -1220,7 +1220,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
         w.WriteNumber("maxInFlight", _options.MaxInFlight);
     });
 
-    internal static byte[] DataMessage(string sub, string contentType, IEnumerable<ReadOnlyMemory<byte>> chunks, long to, bool upToDate) => Write(w =>
+    internal static byte[] DataMessage(string sub, string contentType, IReadOnlyList<ReadOnlyMemory<byte>> chunks, long to, bool upToDate) => Write(w =>
     {
         w.WriteString("type", "data");
         w.WriteString("sub", sub);

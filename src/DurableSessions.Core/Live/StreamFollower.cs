@@ -341,6 +341,9 @@ public sealed class StreamFollower
         CutOff,
     }
 
+    // Pooled: a follower waits once per delivered change, and each wait is taken up as soon as it ends, so its state
+    // comes back to the pool before the follower waits again (an allocation per delivery per reader before).
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<Wait> WaitAsync(System.Threading.Channels.ChannelReader<LiveAppend> reader, CancellationToken cancellationToken)
     {
         if (_options.IdleTimeout is not { } idle)
