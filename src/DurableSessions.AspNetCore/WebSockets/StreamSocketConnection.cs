@@ -1439,9 +1439,27 @@ internal sealed partial class StreamSocketConnection : IDisposable
     /// </summary>
     private static string? FieldOfWrongKind(JsonElement root)
     {
-        foreach (var name in StringFields)
+        // One pass over the message's properties: looking each field up by name scanned them all once per field, for every
+        // append received.
+        foreach (var property in root.EnumerateObject())
         {
-            if (root.TryGetProperty(name, out var value) && value.ValueKind is not (JsonValueKind.String or JsonValueKind.Null))
+            var value = property.Value;
+            if (property.NameEquals("close"u8))
+            {
+                if (value.ValueKind is not (JsonValueKind.True or JsonValueKind.False or JsonValueKind.Null))
+                {
+                    return "close must be true or false.";
+                }
+
+                continue;
+            }
+
+            if (StringField(property) is not { } name)
+            {
+                continue;
+            }
+
+            if (value.ValueKind is not (JsonValueKind.String or JsonValueKind.Null))
             {
                 return $"{name} must be a string.";
             }
@@ -1452,12 +1470,25 @@ internal sealed partial class StreamSocketConnection : IDisposable
             }
         }
 
-        return root.TryGetProperty("close", out var close) && close.ValueKind is not (JsonValueKind.True or JsonValueKind.False or JsonValueKind.Null)
-            ? "close must be true or false."
-            : null;
+        return null;
     }
 
-    private static readonly string[] StringFields = ["path", "contentType", "sub", "offset", "session", "run", "token"];
+    /// <summary>The name of the protocol's string field <paramref name="property"/> is, or null for any other property.</summary>
+    private static string? StringField(JsonProperty property)
+    {
+        foreach (var (name, utf8) in StringFields)
+        {
+            if (property.NameEquals(utf8))
+            {
+                return name;
+            }
+        }
+
+        return null;
+    }
+
+    private static readonly (string Name, byte[] Utf8)[] StringFields =
+        [.. new[] { "path", "contentType", "sub", "offset", "session", "run", "token" }.Select(n => (n, System.Text.Encoding.UTF8.GetBytes(n)))];
 
     /// <summary>
     /// Decodes a JSON string as base64. Like <see cref="TryGetText"/>, a string that escapes a lone surrogate throws when
