@@ -112,6 +112,10 @@ public sealed record AppendRequest
     public string? ContentType { get; init; }
 
     /// <summary>The data to append; empty only for a close-only request.</summary>
+    /// <remarks>
+    /// The store may read it until the append completes (a store that writes at group commit reads it then), also after
+    /// a caller that cancelled stopped waiting: its memory must not be reused before that.
+    /// </remarks>
     public StreamPayload Data { get; init; }
 
     /// <summary>Whether to close the stream after appending.</summary>

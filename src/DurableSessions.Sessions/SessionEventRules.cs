@@ -276,10 +276,6 @@ public static class SessionEventRules
         return strict && Str(value, "id") is { } id && id != Str(message, "key") ? "a control's id must equal its key." : null;
     }
 
-    /// <summary>
-    /// Checks fields that must be strings (or null) when present. In strict mode, required ones must be present and ones
-    /// with known values must have one of them.
-    /// </summary>
     // The fields each entity type may hold, made once: a new array per validated event was a tenth of what checking one cost.
     private static readonly (string Name, string[]? Known, bool Required)[] PresenceFields = [("id", null, false), ("kind", PresenceKinds, true), ("name", null, false), ("status", PresenceStatuses, true), ("lastSeen", null, false)];
     private static readonly (string Name, string[]? Known, bool Required)[] HandoffFields = [("holder", null, false), ("kind", HolderKinds, true), ("since", null, false)];
@@ -289,6 +285,10 @@ public static class SessionEventRules
     private static readonly (string Name, string[]? Known, bool Required)[] RunFields = [("id", null, false), ("agent", null, false), ("messageId", null, false), ("trigger", null, false), ("status", RunStatuses, true), ("startedAt", null, false), ("endedAt", null, false), ("finishReason", null, false), ("cancelledBy", null, false), ("error", null, false)];
     private static readonly (string Name, string[]? Known, bool Required)[] ControlFields = [("id", null, false), ("action", ControlActions, true), ("runId", null, true), ("by", null, false), ("text", null, false), ("reason", null, false), ("status", null, false), ("createdAt", null, false)];
 
+    /// <summary>
+    /// Checks fields that must be strings (or null) when present. In strict mode, required ones must be present and ones
+    /// with known values must have one of them.
+    /// </summary>
     private static string? Fields(JsonObject value, bool strict, params (string Name, string[]? Known, bool Required)[] fields)
     {
         foreach (var (name, known, required) in fields)

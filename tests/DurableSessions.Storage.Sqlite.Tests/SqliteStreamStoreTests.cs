@@ -1,3 +1,4 @@
+using System.Text;
 using DurableSessions.Storage.Specification;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Time.Testing;
@@ -332,8 +333,9 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
         const int Tasks = 64;
         const int PerTask = 20;
 
-        // Each append is one JSON message, or textBytes of text: the units just before its acknowledged tail are its own.
-        var owners = new string?[Tasks * PerTask * (json ? 1 : textBytes)];
+        // Each append is one JSON message, or textBytes of text, put where its acknowledged tail says it went.
+        var messages = new string?[json ? Tasks * PerTask : 0];
+        var text = new byte[json ? 0 : Tasks * PerTask * textBytes];
         await using (var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory }))
         {
             await store.CreateAsync(new CreateStreamRequest { Path = "s", ContentType = contentType });
@@ -342,25 +344,22 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
                 for (var i = 0; i < PerTask; i++)
                 {
                     var unit = json ? $$"""{"t":{{t}},"i":{{i}}}""" : $"{t:D4}{i:D4}".PadRight(textBytes, (char)('a' + ((t + i) % 26)));
-                    var data = System.Text.Encoding.UTF8.GetBytes(unit);
+                    var data = Encoding.UTF8.GetBytes(unit);
                     var result = await store.AppendAsync(new AppendRequest { Path = "s", ContentType = contentType, Data = new StreamPayload(data, json ? 1 : data.Length) });
                     Assert.Equal(AppendStatus.Appended, result.Status);
                     if (json)
                     {
-                        owners[result.TailPosition - 1] = unit;
+                        messages[result.TailPosition - 1] = unit;
                     }
                     else
                     {
-                        for (var k = 0; k < unit.Length; k++)
-                        {
-                            owners[result.TailPosition - unit.Length + k] = unit[k].ToString();
-                        }
+                        data.CopyTo(text, result.TailPosition - data.Length);
                     }
                 }
             }))).WaitAsync(TimeSpan.FromSeconds(60));
         }
 
-        Assert.All(owners, Assert.NotNull);
+        Assert.All(messages, Assert.NotNull);
         using (var connection = new SqliteConnection($"Data Source={Path.Combine(_directory, "streams.db")};Mode=ReadOnly;Pooling=False"))
         {
             connection.Open();
@@ -375,18 +374,19 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
             Assert.InRange(longest, 1, 64 * 1024);
         }
 
-        // Read back on a store opened afresh, from offsets all through the stream: a row is sliced wherever a read starts
-        // in it. Every JSON message is a start; text is read from about 300 offsets, none on an append's boundary.
+        // Read back on a store opened afresh, from offsets all through the stream, each up to 128 KiB on: a row is sliced
+        // wherever a read starts in it. Every JSON message is a start; text is read from ~300 offsets, most of them inside
+        // an append.
         await using var reopened = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
         var info = (await reopened.GetAsync("s")).Stream!;
-        Assert.Equal(owners.Length, info.TailPosition);
-        var all = json ? null : string.Concat(owners);
-        for (var from = 0; from < owners.Length; from += json ? 1 : (owners.Length / 300) + 3)
+        var length = json ? messages.Length : text.Length;
+        Assert.Equal(length, info.TailPosition);
+        for (var from = 0; from < length; from += json ? 1 : (length / 300) + 3)
         {
-            var messages = new List<string>();
-            var text = new System.Text.StringBuilder();
+            var units = new List<string>();
+            var bytes = new List<byte>();
             var position = (long)from;
-            while (position < info.TailPosition)
+            while (position < info.TailPosition && (json || bytes.Count < 128 * 1024))
             {
                 var read = await reopened.ReadAsync(info, position, 4096);
                 Assert.True(read.NextPosition > position, "a read below the tail must make progress");
@@ -394,11 +394,11 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
                 {
                     if (json)
                     {
-                        messages.AddRange(JsonFraming.ParseMessages(chunk.Data.Span).Select(m => m!.ToJsonString()));
+                        units.AddRange(JsonFraming.ParseMessages(chunk.Data.Span).Select(m => m!.ToJsonString()));
                     }
                     else
                     {
-                        text.Append(System.Text.Encoding.UTF8.GetString(chunk.Data.Span));
+                        bytes.AddRange(chunk.Data.Span);
                     }
                 }
 
@@ -407,13 +407,91 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
 
             if (json)
             {
-                Assert.Equal(owners[from..], messages);
+                Assert.Equal(messages[from..], units);
             }
             else
             {
-                Assert.True(all.AsSpan(from).SequenceEqual(text.ToString()), $"the text read from {from} differs from what was appended there");
+                Assert.True(text.AsSpan(from, bytes.Count).SequenceEqual(bytes.ToArray()), $"the text read from {from} differs from what was appended there");
             }
         }
+    }
+
+    [Fact]
+    public async Task Trims_queued_with_the_appends_they_cut_leave_a_stream_that_reads_back_whole_from_where_they_cut()
+    {
+        const int Appends = 200;
+        var messages = new string?[Appends];
+        await using (var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory }))
+        {
+            await store.CreateAsync(new CreateStreamRequest { Path = "t", ContentType = "application/json" });
+
+            // Appends and trims queued together, unawaited, so that trims land in the commits of appends before them.
+            var appends = Enumerable.Range(0, Appends).Select(async i =>
+            {
+                var unit = $$"""{"i":{{i}}}""";
+                var result = await store.AppendAsync(new AppendRequest { Path = "t", ContentType = "application/json", Data = new StreamPayload(Encoding.UTF8.GetBytes(unit), 1) });
+                Assert.Equal(AppendStatus.Appended, result.Status);
+                messages[result.TailPosition - 1] = unit;
+            }).ToList();
+            var trims = new List<Task<TrimResult>>();
+            for (var before = 20; before < Appends; before += 40)
+            {
+                trims.Add(store.TrimAsync("t", before).AsTask());
+            }
+
+            await Task.WhenAll(appends).WaitAsync(TimeSpan.FromSeconds(60));
+            await Task.WhenAll(trims).WaitAsync(TimeSpan.FromSeconds(60));
+            Assert.All(trims, t => Assert.Equal(TrimStatus.Trimmed, t.Result.Status));
+        }
+
+        await using var reopened = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
+        var info = (await reopened.GetAsync("t")).Stream!;
+        Assert.Equal(Appends, info.TailPosition);
+        Assert.InRange(info.RetainedFrom, 0, 180);
+        if (info.RetainedFrom > 0)
+        {
+            Assert.Equal(info.RetainedFrom, (await reopened.ReadAsync(info, 0, 4096)).GoneBefore);
+        }
+
+        // Whatever the trims left is there whole, in order, from where they cut to the tail.
+        var units = new List<string>();
+        var position = info.RetainedFrom;
+        while (position < info.TailPosition)
+        {
+            var read = await reopened.ReadAsync(info, position, 4096);
+            Assert.True(read.NextPosition > position, "a read below the tail must make progress");
+            units.AddRange(read.Chunks.SelectMany(c => JsonFraming.ParseMessages(c.Data.Span)).Select(m => m!.ToJsonString()));
+            position = read.NextPosition;
+        }
+
+        Assert.Equal(messages[(int)info.RetainedFrom..], units);
+    }
+
+    [Fact]
+    public async Task A_stream_deleted_in_the_commit_of_its_appends_leaves_no_rows_behind()
+    {
+        await using (var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory }))
+        {
+            for (var round = 0; round < 20; round++)
+            {
+                await store.CreateAsync(new CreateStreamRequest { Path = "d", ContentType = "text/plain" });
+
+                // Queued together, unawaited: the delete lands in the commit of appends before it, whose row is not
+                // written yet when it runs.
+                var appends = Enumerable.Range(0, 50)
+                    .Select(_ => store.AppendAsync(new AppendRequest { Path = "d", ContentType = "text/plain", Data = new StreamPayload(new byte[16], 16) }).AsTask())
+                    .ToList();
+                var deleted = store.DeleteAsync("d").AsTask();
+                await Task.WhenAll(appends).WaitAsync(TimeSpan.FromSeconds(60));
+                Assert.Equal(DeleteStreamStatus.Deleted, await deleted.WaitAsync(TimeSpan.FromSeconds(60)));
+            }
+        }
+
+        using var connection = new SqliteConnection($"Data Source={Path.Combine(_directory, "streams.db")};Mode=ReadOnly;Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT COUNT(*) FROM chunks WHERE stream_id NOT IN (SELECT id FROM streams)";
+        Assert.Equal(0L, (long)command.ExecuteScalar()!);
     }
 
     [Fact]

@@ -1240,9 +1240,9 @@ internal sealed partial class StreamSocketConnection : IDisposable
         else
         {
             var all = new ArrayBufferWriter<byte>();
-            foreach (var chunk in chunks)
+            for (var i = 0; i < chunks.Count; i++)
             {
-                all.Write(chunk.Span);
+                all.Write(chunks[i].Span);
             }
 
             if (StreamContentType.IsTextForSse(contentType) && System.Text.Unicode.Utf8.IsValid(all.WrittenSpan))
