@@ -132,6 +132,11 @@ public sealed class InProcessTransportTests
 
         // What a request or a WebSocket message is refused for before it reaches a stream: its path, its size, its producer.
         Assert.Equal((400, "INVALID_PATH"), Refusal(await appender.AppendAsync("inproc//direct", "[{\"n\":1}]"u8.ToArray(), "p", 0, 6, CancellationToken.None)));
+        foreach (var bad in new[] { "inproc/./direct", "inproc/..", "inproc/direct/", "/inproc" })
+        {
+            Assert.Equal((400, "INVALID_PATH"), Refusal(await appender.AppendAsync(bad, "[{\"n\":1}]"u8.ToArray(), "p", 0, 6, CancellationToken.None)));
+        }
+
         Assert.Equal((400, "INVALID_PATH"), Refusal(await appender.AppendAsync(DurableSessions.AspNetCore.Streams.StreamPaths.Reserved + "/x", "[{\"n\":1}]"u8.ToArray(), "p", 0, 6, CancellationToken.None)));
         Assert.Equal((400, "INVALID_PRODUCER"), Refusal(await appender.AppendAsync("inproc/direct", "[{\"n\":1}]"u8.ToArray(), new string('p', 257), 0, 0, CancellationToken.None)));
         Assert.Equal((400, "INVALID_PRODUCER"), Refusal(await appender.AppendAsync("inproc/direct", "[{\"n\":1}]"u8.ToArray(), "p", 0, -1, CancellationToken.None)));

@@ -24,9 +24,11 @@ internal static class StreamPaths
             return $"The stream path is longer than {maxLength} characters.";
         }
 
-        foreach (var segment in path.Split('/'))
+        // Segments as ranges of the path, not strings: every append's path is checked.
+        foreach (var range in path.AsSpan().Split('/'))
         {
-            if (segment.Length == 0)
+            var segment = path.AsSpan(range);
+            if (segment.IsEmpty)
             {
                 return "The stream path has an empty segment.";
             }
