@@ -65,9 +65,10 @@ public abstract class StreamStore : IAsyncDisposable
     /// <summary>
     /// Removes the stream's data before <paramref name="beforePosition"/> (retention), down to the last whole append at
     /// or before it (a store that keeps the appends one commit made to a stream together, as SQLite does, cuts at the end
-    /// of the last such group at or before it), so that the stream continues with less history: <see cref="StreamInfo.RetainedFrom"/> moves there,
-    /// and reads from before it are answered <see cref="ReadResult.GoneBefore"/>. Durable once it returns. A stream with
-    /// forks keeps everything (<see cref="TrimStatus.HasForks"/>). Never moves backward.
+    /// of the last such group at or before it), so that the stream continues with less history:
+    /// <see cref="StreamInfo.RetainedFrom"/> moves there, and reads from before it are answered
+    /// <see cref="ReadResult.GoneBefore"/>. Durable once it returns. A stream with forks keeps everything
+    /// (<see cref="TrimStatus.HasForks"/>). Never moves backward.
     /// </summary>
     public abstract ValueTask<TrimResult> TrimAsync(string path, long beforePosition, CancellationToken cancellationToken = default);
 

@@ -651,8 +651,8 @@ public sealed partial class SqliteStreamStore
         /// Stores <paramref name="payload"/> at <paramref name="start"/> of a stream. The row is written when the batch
         /// commits (or before any other statement that could read or delete it), and appends to the same stream that
         /// follow each other in one batch share a row, up to <see cref="MaxSharedChunkBytes"/>: each row costs its own
-        /// B-tree cells and index entry, and with many small appends to few streams (pipelined writers) inserting rows
-        /// took a seventh of the writer's and sync thread's time. Readers slice a row at any offset; a trim cuts at a
+        /// B-tree cells and index entry, and with many small appends to few streams (pipelined writers) a row per append
+        /// makes inserting rows a large share of the writer's time. Readers slice a row at any offset; a trim cuts at a
         /// row's end, so it keeps the rest of a row it falls inside (see <see cref="StreamStore.TrimAsync"/>).
         /// </summary>
         public void InsertChunk(long streamId, long start, StreamPayload payload, bool json)

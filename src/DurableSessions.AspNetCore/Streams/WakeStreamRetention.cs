@@ -8,11 +8,12 @@ namespace DurableSessions.AspNetCore.Streams;
 /// <remarks>
 /// The stream is trimmed each time an append carries its tail past a multiple of the events kept, to the multiple before.
 /// It then holds between the events kept and twice that (one trim per that many wakes), plus, on a store that keeps one
-/// commit's appends to a stream together (SQLite), the wakes committed together with the one the trim falls inside. The decision is taken from the
-/// append's own positions, so it needs no state: exactly one append makes each crossing, on whichever node made it, and
-/// after a restart too. A trim that fails, or that a fork of the stream holds back, is tried at the next crossing. The
-/// bound holds for a stream only the caller writes to: a crossing made by another writer's append (a client's, or a
-/// subscription that does not trim) is skipped, and the trim waits for the next crossing made here.
+/// commit's appends to a stream together (SQLite), the wakes committed together with the one the trim falls inside.
+/// The decision is taken from the append's own positions, so it needs no state: exactly one append makes each crossing,
+/// on whichever node made it, and after a restart too. A trim that fails, or that a fork of the stream holds back, is
+/// tried at the next crossing. The bound holds for a stream only the caller writes to: a crossing made by another
+/// writer's append (a client's, or a subscription that does not trim) is skipped, and the trim waits for the next
+/// crossing made here.
 /// </remarks>
 internal static class WakeStreamRetention
 {

@@ -1439,8 +1439,8 @@ internal sealed partial class StreamSocketConnection : IDisposable
     /// </summary>
     private static string? FieldOfWrongKind(JsonElement root)
     {
-        // One pass over the message's properties: looking each field up by name scanned them all once per field, for every
-        // append received.
+        // One pass over the message's properties: looking each field up by name would scan them all once per field, for
+        // every append received.
         foreach (var property in root.EnumerateObject())
         {
             var value = property.Value;

@@ -342,7 +342,7 @@ public sealed class StreamFollower
     }
 
     // Pooled: a follower waits once per delivered change, and each wait is taken up as soon as it ends, so its state
-    // comes back to the pool before the follower waits again (an allocation per delivery per reader before).
+    // is back in the pool before the follower waits again, instead of being allocated per delivery per reader.
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<Wait> WaitAsync(System.Threading.Channels.ChannelReader<LiveAppend> reader, CancellationToken cancellationToken)
     {
