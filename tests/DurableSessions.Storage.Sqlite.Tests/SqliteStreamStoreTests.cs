@@ -360,19 +360,11 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
         }
 
         Assert.All(messages, Assert.NotNull);
-        using (var connection = new SqliteConnection($"Data Source={Path.Combine(_directory, "streams.db")};Mode=ReadOnly;Pooling=False"))
-        {
-            connection.Open();
-            using var command = connection.CreateCommand();
-            command.CommandText = "SELECT COUNT(*), MAX(LENGTH(data)) FROM chunks";
-            using var reader = command.ExecuteReader();
-            Assert.True(reader.Read());
-            var (rows, longest) = (reader.GetInt64(0), reader.GetInt64(1));
+        var (rows, longest) = StreamKeyedDatabase.Query(_directory, "SELECT COUNT(*), MAX(LENGTH(data)) FROM chunks").Single();
 
-            // A row takes appends up to 64 KiB: small ones share a row per commit, large ones a few to a row.
-            Assert.True(rows < Tasks * PerTask / (textBytes > 1000 ? 2 : 4), $"{Tasks * PerTask} appends to one stream took {rows} rows; those of one commit should share rows");
-            Assert.InRange(longest, 1, 64 * 1024);
-        }
+        // A row takes appends up to 64 KiB: small ones share a row per commit, large ones a few to a row.
+        Assert.True(rows < Tasks * PerTask / (textBytes > 1000 ? 2 : 4), $"{Tasks * PerTask} appends to one stream took {rows} rows; those of one commit should share rows");
+        Assert.InRange(longest, 1, 64 * 1024);
 
         // Read back on a store opened afresh, from offsets all through the stream, each up to 128 KiB on: a row is sliced
         // wherever a read starts in it. Every JSON message is a start; text is read from ~300 offsets, most of them inside
@@ -487,11 +479,7 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
             }
         }
 
-        using var connection = new SqliteConnection($"Data Source={Path.Combine(_directory, "streams.db")};Mode=ReadOnly;Pooling=False");
-        connection.Open();
-        using var command = connection.CreateCommand();
-        command.CommandText = "SELECT COUNT(*) FROM chunks WHERE stream_id NOT IN (SELECT id FROM streams)";
-        Assert.Equal(0L, (long)command.ExecuteScalar()!);
+        Assert.Equal((0L, 0L), StreamKeyedDatabase.Query(_directory, "SELECT COUNT(*), 0 FROM chunks WHERE stream_id NOT IN (SELECT id FROM streams)").Single());
     }
 
     [Fact]
