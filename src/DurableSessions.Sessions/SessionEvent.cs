@@ -110,4 +110,18 @@ public sealed record SessionEvent(string Type, string Key, ChangeOperation Opera
             return null;
         }
     }
+
+    /// <inheritdoc cref="Read{T}(JsonNode?, JsonTypeInfo{T})"/>
+    internal static T? Read<T>(ReadOnlySpan<byte> json, JsonTypeInfo<T> info)
+        where T : class
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(json, info);
+        }
+        catch (Exception ex) when (ex is JsonException or InvalidOperationException or FormatException or ArgumentException)
+        {
+            return null;
+        }
+    }
 }

@@ -78,7 +78,16 @@ public static class SessionEventRules
         ArgumentNullException.ThrowIfNull(events);
         ArgumentNullException.ThrowIfNull(writer);
         var batch = new Dictionary<(string, string), JsonObject>();
-        JsonObject? Lookup(string type, string key) => batch.TryGetValue((type, key), out var pending) ? pending : state.Peek(type, key);
+        bool Lookup(string type, string key, string field, out string? value)
+        {
+            if (batch.TryGetValue((type, key), out var pending))
+            {
+                value = Str(pending, field);
+                return true;
+            }
+
+            return state.TryPeekText(type, key, field, out value);
+        }
 
         var i = -1;
         foreach (var node in events)
@@ -118,7 +127,8 @@ public static class SessionEventRules
 
         for (var i = 0; i < deltas.Count; i++)
         {
-            if (AuthorizeDelta(i, writer.Subject, state.Peek(SessionEventTypes.Message, deltas[i].MessageId)) is { } refused)
+            var exists = state.TryPeekText(SessionEventTypes.Message, deltas[i].MessageId, "author", out var author);
+            if (AuthorizeDelta(i, writer.Subject, exists, author) is { } refused)
             {
                 return refused;
             }
@@ -128,8 +138,8 @@ public static class SessionEventRules
     }
 
     // Text streams only into a message the writer wrote (when identities are checked).
-    private static SessionEventRejection? AuthorizeDelta(int index, string? subject, JsonObject? target)
-        => subject is not null && (target is null || Str(target, "author") != subject)
+    private static SessionEventRejection? AuthorizeDelta(int index, string? subject, bool exists, string? author)
+        => subject is not null && (!exists || author != subject)
             ? SessionEventRejection.Forbidden(index, "NOT_OWNER", "deltas can only stream into a message the writer wrote.")
             : null;
 
@@ -318,7 +328,7 @@ public static class SessionEventRules
         return null;
     }
 
-    private static SessionEventRejection? Authorize(int index, JsonObject message, SessionWriter writer, Func<string, string, JsonObject?> lookup)
+    private static SessionEventRejection? Authorize(int index, JsonObject message, SessionWriter writer, EntityLookup lookup)
     {
         var type = Str(message, "type")!;
         var key = Str(message, "key")!;
@@ -349,7 +359,7 @@ public static class SessionEventRules
                         return SessionEventRejection.Forbidden(index, "IDENTITY_MISMATCH", $"run.agent must be the token's subject ({subject}).");
                     }
 
-                    if (lookup(SessionEventTypes.Run, key) is { } existing && Str(existing, "agent") != subject)
+                    if (lookup(SessionEventTypes.Run, key, "agent", out var owner) && owner != subject)
                     {
                         return SessionEventRejection.Forbidden(index, "NOT_OWNER", $"run {key} belongs to another participant.");
                     }
@@ -362,7 +372,7 @@ public static class SessionEventRules
                     return null;
                 }
 
-                if (lookup(SessionEventTypes.Message, key) is { } written && Str(written, "author") != subject)
+                if (lookup(SessionEventTypes.Message, key, "author", out var author) && author != subject)
                 {
                     return SessionEventRejection.Forbidden(index, "NOT_OWNER", $"message {key} belongs to another participant.");
                 }
@@ -374,7 +384,7 @@ public static class SessionEventRules
                         return SessionEventRejection.Forbidden(index, "IDENTITY_MISMATCH", $"message.author must be the token's subject ({subject}).");
                     }
 
-                    if (Str(value!, "runId") is { } runId && lookup(SessionEventTypes.Run, runId) is { } run && Str(run, "agent") != subject)
+                    if (Str(value!, "runId") is { } runId && lookup(SessionEventTypes.Run, runId, "agent", out var runOwner) && runOwner != subject)
                     {
                         return SessionEventRejection.Forbidden(index, "NOT_OWNER", $"run {runId} belongs to another participant.");
                     }
@@ -382,7 +392,13 @@ public static class SessionEventRules
 
                 return null;
             case SessionEventTypes.Delta:
-                return operation != "delete" ? AuthorizeDelta(index, subject, lookup(SessionEventTypes.Message, Str(value!, "messageId")!)) : null;
+                if (operation == "delete")
+                {
+                    return null;
+                }
+
+                var exists = lookup(SessionEventTypes.Message, Str(value!, "messageId")!, "author", out var writtenBy);
+                return AuthorizeDelta(index, subject, exists, writtenBy);
             case SessionEventTypes.Control:
                 if (operation == "delete")
                 {
@@ -447,6 +463,9 @@ public static class SessionEventRules
         => obj[name] is null || obj[name]!.GetValueKind() == JsonValueKind.String;
 
     private static string? Str(JsonObject obj, string name) => SessionJson.Text(obj, name);
+
+    // Whether an entity exists (written earlier in the batch, or in the state), with one string field of its value.
+    private delegate bool EntityLookup(string type, string key, string field, out string? value);
 }
 
 /// <summary>Reads session event fields without throwing on values of an unexpected kind.</summary>

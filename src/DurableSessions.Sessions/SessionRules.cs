@@ -368,7 +368,7 @@ public static class SessionRules
     // A delta belongs to the run it names, else to its message's run.
     private static SessionEventRejection? CheckDeltaFence(SessionState state, string messageId, string? namedRunId)
     {
-        var owner = SessionJson.Text(state.Peek(SessionEventTypes.Message, messageId), "runId");
+        state.TryPeekText(SessionEventTypes.Message, messageId, "runId", out var owner);
 
         // A delta that names its run adds nothing to a message another run has taken over (after a crash cut it).
         if (namedRunId is not null && owner is not null && owner != namedRunId)
@@ -380,7 +380,7 @@ public static class SessionRules
     }
 
     private static SessionEventRejection? CheckRunFence(SessionState state, string? runId)
-        => runId is not null && IsFenced(SessionJson.Text(state.Peek(SessionEventTypes.Run, runId), "status"))
+        => runId is not null && state.TryPeekText(SessionEventTypes.Run, runId, "status", out var status) && IsFenced(status)
             ? new SessionEventRejection(409, SessionRejection.RunCancelled, $"Run {runId} was cancelled; nothing more is accepted for it.")
             : null;
 

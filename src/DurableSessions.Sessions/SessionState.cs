@@ -1,6 +1,4 @@
-using System.Buffers;
 using System.Text;
-using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization.Metadata;
@@ -21,21 +19,15 @@ namespace DurableSessions.Sessions;
 /// a change; an entity whose value does not read as its type is left out of it.</para>
 /// <para>Not thread-safe; callers serialize access.</para>
 /// </remarks>
-public sealed class SessionState
+public sealed partial class SessionState
 {
-    private readonly Dictionary<(string Type, string Key), JsonObject> _entities = [];
+    private readonly Dictionary<(string Type, string Key), Entity> _entities = [];
     private readonly List<(string Type, string Key)> _order = [];
 
-    // The typed lists, per entity type, built on first use and dropped by a change to an entity of that type; and each
-    // entity read as its type, dropped by a change to that entity. A reader that looks at the messages after every
-    // streamed delta reads again only the message the delta grew, not the whole conversation.
+    // The typed lists, per entity type, built on first use and dropped by a change to an entity of that type. Each
+    // entity's own typed view is cached on the entity and dropped by a change to it: a reader that looks at the
+    // messages after every streamed delta reads again only the message the delta grew, not the whole conversation.
     private readonly Dictionary<string, object> _typed = [];
-    private readonly Dictionary<(string Type, string Key), object?> _typedEntities = [];
-
-    // Text streamed into a message's parts since the message was last read: appended here, and written into the part
-    // when the message is read. Concatenating each delta onto the part's text instead copies the whole text so far per
-    // delta, quadratic in a reply's length (a 100,000-character reply streamed 10 characters at a time copied 1 GB).
-    private readonly Dictionary<string, Dictionary<int, StringBuilder>> _pendingText = new(StringComparer.Ordinal);
 
     /// <summary>The stream position up to which events have been applied.</summary>
     public long Position { get; private set; }
@@ -49,34 +41,33 @@ public sealed class SessionState
     /// in the value a later call returns.
     /// </remarks>
     public JsonObject? Get(string type, string key)
-    {
-        if (type == SessionEventTypes.Message)
-        {
-            WritePendingText(key);
-        }
-
-        return _entities.GetValueOrDefault((type, key))?.DeepClone().AsObject();
-    }
+        => _entities.TryGetValue((type, key), out var entity) ? Written(entity).ToNode() : null;
 
     /// <summary>
-    /// Returns an entity's value, or null, without writing text streamed since its last read into it: for rules that
-    /// read a message's author or run but never its text, once per appended delta.
+    /// Whether entity (<paramref name="type"/>, <paramref name="key"/>) exists, with the string field
+    /// <paramref name="field"/> of its value (null when absent or not a string). Reads no text streamed since the last
+    /// read: for rules that read a message's author or run, never its text, once per appended delta.
     /// </summary>
-    internal JsonObject? Peek(string type, string key) => _entities.GetValueOrDefault((type, key));
+    internal bool TryPeekText(string type, string key, string field, out string? value)
+    {
+        if (!_entities.TryGetValue((type, key), out var entity))
+        {
+            value = null;
+            return false;
+        }
+
+        value = entity.Text(field);
+        return true;
+    }
 
     /// <summary>Copies of all entities of one type, in order of first insertion, as <see cref="Get"/> returns them.</summary>
     public IEnumerable<JsonObject> All(string type)
     {
-        if (type == SessionEventTypes.Message)
-        {
-            WriteAllPendingText();
-        }
-
         foreach (var id in _order)
         {
-            if (id.Type == type && _entities.TryGetValue(id, out var value))
+            if (id.Type == type && _entities.TryGetValue(id, out var entity))
             {
-                yield return value.DeepClone().AsObject();
+                yield return Written(entity).ToNode();
             }
         }
     }
@@ -117,25 +108,17 @@ public sealed class SessionState
     private T? TypedEntity<T>(string type, string key, JsonTypeInfo<T> info)
         where T : class
     {
-        var id = (type, key);
-        if (_typedEntities.TryGetValue(id, out var cached))
-        {
-            return (T?)cached;
-        }
-
-        if (type == SessionEventTypes.Message)
-        {
-            WritePendingText(key);
-        }
-
-        if (!_entities.TryGetValue(id, out var value))
+        if (!_entities.TryGetValue((type, key), out var entity))
         {
             return null;
         }
 
-        var entity = SessionEvent.Read(value, info);
-        _typedEntities[id] = entity;
-        return entity;
+        if (!entity.HasTyped)
+        {
+            entity.SetTyped(Written(entity).Read(info));
+        }
+
+        return (T?)entity.Typed;
     }
 
     private IReadOnlyList<T> Typed<T>(string type, JsonTypeInfo<T> info)
@@ -265,8 +248,6 @@ public sealed class SessionState
             _entities.Clear();
             _order.Clear();
             _typed.Clear();
-            _typedEntities.Clear();
-            _pendingText.Clear();
             return;
         }
 
@@ -287,33 +268,31 @@ public sealed class SessionState
         }
 
         var id = (type, key);
-        Changed(id);
-        if (type == SessionEventTypes.Message)
-        {
-            _pendingText.Remove(key); // the new value states the message's text in full
-        }
-
+        _typed.Remove(type);
         switch (operation)
         {
             case "insert":
             case "update":
                 if (message["value"] is JsonObject value)
                 {
-                    var copy = Compact(value);
-                    if (_entities.TryAdd(id, copy))
+                    if (_entities.TryGetValue(id, out var entity))
                     {
-                        _order.Add(id);
+                        entity.Replace(value); // the new value states a message's text in full
                     }
                     else
                     {
-                        _entities[id] = copy;
+                        _entities.Add(id, new Entity(value));
+                        _order.Add(id);
                     }
                 }
 
                 break;
             case "delete":
-                _entities.Remove(id);
-                _order.Remove(id);
+                if (_entities.Remove(id))
+                {
+                    _order.Remove(id);
+                }
+
                 break;
         }
     }
@@ -324,7 +303,6 @@ public sealed class SessionState
     /// </summary>
     public JsonArray ToSnapshot()
     {
-        WriteAllPendingText();
         var offset = StreamOffset.Format(Position);
         var snapshot = new JsonArray { Control("snapshot-start", offset) };
         foreach (var id in _order)
@@ -333,7 +311,7 @@ public sealed class SessionState
             {
                 ["type"] = id.Type,
                 ["key"] = id.Key,
-                ["value"] = _entities[id].DeepClone(),
+                ["value"] = Written(_entities[id]).ToNode(),
                 ["headers"] = new JsonObject { ["operation"] = "insert" },
             });
         }
@@ -372,125 +350,20 @@ public sealed class SessionState
             return;
         }
 
-        Changed((SessionEventTypes.Message, messageId));
-
-        if (message["parts"] is not JsonArray parts)
-        {
-            parts = [];
-            message["parts"] = parts;
-        }
-
-        // A delta names an existing part or the next one: a far index must not make one small event grow the message
-        // (and every snapshot of it) by thousands of empty parts.
-        if (index < 0 || index > parts.Count)
-        {
-            return;
-        }
-
-        while (parts.Count <= index)
-        {
-            parts.Add(new JsonObject { ["type"] = partType ?? "text", ["text"] = string.Empty });
-        }
-
-        if (parts[index] is JsonObject target && text is not null)
-        {
-            if (!_pendingText.TryGetValue(messageId, out var pending))
-            {
-                pending = [];
-                _pendingText[messageId] = pending;
-            }
-
-            if (!pending.TryGetValue(index, out var builder))
-            {
-                builder = new StringBuilder(SessionJson.Text(target, "text"));
-                pending[index] = builder;
-            }
-
-            builder.Append(text);
-        }
+        _typed.Remove(SessionEventTypes.Message);
+        message.Stream(index, partType, text);
     }
 
-    /// <summary>Writes the text streamed into message <paramref name="messageId"/> since its last read into its parts.</summary>
-    private void WritePendingText(string messageId)
+    /// <summary>Writes the text streamed into <paramref name="entity"/> since its last read into its value.</summary>
+    private static Entity Written(Entity entity)
     {
-        if (!_pendingText.Remove(messageId, out var pending)
-            || !_entities.TryGetValue((SessionEventTypes.Message, messageId), out var message)
-            || message["parts"] is not JsonArray parts)
-        {
-            return;
-        }
-
-        foreach (var (index, builder) in pending)
-        {
-            if (index < parts.Count && parts[index] is JsonObject part)
-            {
-                part["text"] = builder.ToString();
-            }
-        }
+        entity.WriteStreamedText();
+        return entity;
     }
-
-    private void WriteAllPendingText()
-    {
-        if (_pendingText.Count == 0)
-        {
-            return;
-        }
-
-        foreach (var messageId in _pendingText.Keys.ToList())
-        {
-            WritePendingText(messageId);
-        }
-    }
-
-    /// <summary>
-    /// A copy of <paramref name="value"/> that holds its JSON text and nothing else until it is read: a parsed event's
-    /// values point into the event's whole document, and a materialized copy is a tree of nodes per property. Kept for
-    /// the life of the session, either would make each stored entity several times its size for the collector to trace.
-    /// </summary>
-    private static JsonObject Compact(JsonObject value)
-    {
-        // The parse copies what it keeps, so the text is written to a buffer reused per thread.
-        var buffer = t_compactBuffer ??= new ArrayBufferWriter<byte>(1024);
-        buffer.ResetWrittenCount();
-        try
-        {
-            // Escaped only where JSON requires it: the default encoder would keep non-ASCII text as \u escapes, two to
-            // three times its size. What is written out of the state is escaped by its own writer.
-            using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { MaxDepth = MaxDepth, SkipValidation = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
-            {
-                value.WriteTo(writer);
-            }
-
-            return (JsonObject)JsonNode.Parse(buffer.WrittenSpan, documentOptions: new JsonDocumentOptions { MaxDepth = MaxDepth })!;
-        }
-        catch (Exception ex) when (ex is ArgumentException or InvalidOperationException or JsonException)
-        {
-            // A node built in memory can hold what JSON text cannot (a NaN): kept as a copy of the nodes instead.
-            return (JsonObject)value.DeepClone();
-        }
-        finally
-        {
-            if (buffer.Capacity > MaxReusedBuffer)
-            {
-                t_compactBuffer = null; // one large entity does not keep its buffer alive on the thread
-            }
-        }
-    }
-
-    [ThreadStatic]
-    private static ArrayBufferWriter<byte>? t_compactBuffer;
-
-    private const int MaxReusedBuffer = 64 * 1024;
 
     // Deep enough for anything a store may hold: depth is judged per event (on append, and as events are read), not by
     // the parser.
     private const int MaxDepth = 1024;
-
-    private void Changed((string Type, string Key) id)
-    {
-        _typedEntities.Remove(id);
-        _typed.Remove(id.Type);
-    }
 
     private static JsonObject Control(string signal, string offset)
         => new() { ["headers"] = new JsonObject { ["control"] = signal, ["offset"] = offset } };
