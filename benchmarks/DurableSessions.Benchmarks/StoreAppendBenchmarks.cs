@@ -5,13 +5,15 @@ namespace DurableSessions.Benchmarks;
 
 /// <summary>
 /// Appends into the SQLite store without HTTP: one append at a time (latency of a group commit of one) and 64
-/// concurrent appends (group commit), with and without fsync.
+/// concurrent appends (group commit), plain and as idempotent producers (a producer's sequence number is stored with
+/// each append), with and without fsync.
 /// </summary>
 public class StoreAppendBenchmarks
 {
     private SqliteStreamStore _store = null!;
     private string _directory = null!;
     private StreamPayload _event;
+    private long _seq;
 
     [Params(SqliteDurability.Fsync, SqliteDurability.Relaxed)]
     public SqliteDurability Durability { get; set; }
@@ -25,7 +27,6 @@ public class StoreAppendBenchmarks
         {
             await _store.CreateAsync(new CreateStreamRequest { Path = $"s{i}", ContentType = "application/json" });
         }
-
 
         _event = new StreamPayload(System.Text.Encoding.UTF8.GetBytes("{\"text\":\"" + new string('x', 240) + "\"}"), 1);
 
@@ -49,6 +50,25 @@ public class StoreAppendBenchmarks
         for (var i = 0; i < tasks.Length; i++)
         {
             tasks[i] = _store.AppendAsync(new AppendRequest { Path = $"s{i}", ContentType = "application/json", Data = _event }).AsTask();
+        }
+
+        await Task.WhenAll(tasks);
+    }
+
+    [Benchmark(OperationsPerInvoke = 64)]
+    public async Task Append64ConcurrentlyAsProducers()
+    {
+        var seq = _seq++;
+        var tasks = new Task<AppendResult>[64];
+        for (var i = 0; i < tasks.Length; i++)
+        {
+            tasks[i] = _store.AppendAsync(new AppendRequest
+            {
+                Path = $"s{i}",
+                ContentType = "application/json",
+                Data = _event,
+                Producer = new ProducerStamp($"producer-{i}", 0, seq),
+            }).AsTask();
         }
 
         await Task.WhenAll(tasks);

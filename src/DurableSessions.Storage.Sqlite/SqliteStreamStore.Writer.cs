@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Runtime.InteropServices;
 using DurableSessions.Live;
 using Microsoft.Data.Sqlite;
 using Microsoft.Win32.SafeHandles;
@@ -43,56 +42,65 @@ public sealed partial class SqliteStreamStore
             var batch = new List<WriteCommand>(_options.MaxBatchSize);
             var fsync = _options.Durability == SqliteDurability.Fsync;
             var context = new BatchContext(this);
-            Func<bool> flushed = () => Volatile.Read(ref _unflushed) == 0;
-            while (true)
+            try
             {
-                if (batch.Count == 0)
+                Func<bool> flushed = () => Volatile.Read(ref _unflushed) == 0;
+                while (true)
                 {
-                    if (!_commands.WaitForItems())
+                    if (batch.Count == 0)
                     {
-                        break;
+                        if (!_commands.WaitForItems())
+                        {
+                            break;
+                        }
                     }
-                }
-                else
-                {
-                    // A transaction is open: wait for more requests, or for the flush to end (or the queue to complete,
-                    // which the check below sees).
-                    _commands.WaitForItems(flushed);
-                }
+                    else
+                    {
+                        // A transaction is open: wait for more requests, or for the flush to end (or the queue to
+                        // complete, which the check below sees).
+                        _commands.WaitForItems(flushed);
+                    }
 
-                var executed = batch.Count;
-                while (batch.Count < _options.MaxBatchSize && _commands.TryDequeue(out var command))
-                {
-                    batch.Add(command);
-                }
+                    var executed = batch.Count;
+                    while (batch.Count < _options.MaxBatchSize && _commands.TryDequeue(out var command))
+                    {
+                        batch.Add(command);
+                    }
 
-                if (batch.Count > executed && !ExecuteInTransaction(batch, executed, context))
-                {
+                    if (batch.Count > executed && !ExecuteInTransaction(batch, executed, context))
+                    {
+                        batch.Clear();
+                        continue;
+                    }
+
+                    // While the sync thread is still flushing the last commit, the transaction stays open and takes in
+                    // what arrives meanwhile: its requests could not be acknowledged before the next flush anyway, and
+                    // one commit per flush writes each changed page to the WAL once instead of once per commit (with ~100
+                    // streams appended to, several commits per flush wrote the same streams' last pages several times).
+                    if (fsync && !flushed() && batch.Count < _options.MaxBatchSize && !_commands.IsCompleted)
+                    {
+                        continue;
+                    }
+
+                    var committed = CommitBatch(batch, context);
                     batch.Clear();
-                    continue;
-                }
-
-                // While the sync thread is still flushing the last commit, the transaction stays open and takes in what
-                // arrives meanwhile: its requests could not be acknowledged before the next flush anyway, and one commit
-                // per flush writes each changed page to the WAL once instead of once per commit (with ~100 streams
-                // appended to, several commits per flush wrote the same streams' last pages several times).
-                if (fsync && !flushed() && batch.Count < _options.MaxBatchSize && !_commands.IsCompleted)
-                {
-                    continue;
-                }
-
-                var committed = CommitBatch(batch, context);
-                batch.Clear();
-                if (committed && fsync && ++context.CommitsSinceWalCheck >= CommitsBetweenWalChecks)
-                {
-                    context.CommitsSinceWalCheck = 0;
-                    if (WalLength() > _options.MaxWalBytes && !CheckpointOnWriter())
+                    if (committed && fsync && ++context.CommitsSinceWalCheck >= CommitsBetweenWalChecks)
                     {
-                        // It could not copy everything (the background checkpoint held the lock, a reader an old
-                        // snapshot), so the WAL does not start over: try again after more commits, not after every few.
-                        context.CommitsSinceWalCheck = -CommitsAfterIncompleteCheckpoint;
+                        context.CommitsSinceWalCheck = 0;
+                        if (WalLength() > _options.MaxWalBytes && !CheckpointOnWriter())
+                        {
+                            // It could not copy everything (the background checkpoint held the lock, a reader an old
+                            // snapshot), so the WAL does not start over: try again after more commits, not after every
+                            // few.
+                            context.CommitsSinceWalCheck = -CommitsAfterIncompleteCheckpoint;
+                        }
                     }
                 }
+            }
+            finally
+            {
+                // Before the connection can close: the store closes it once the writer has stopped.
+                context.Dispose();
             }
 
             _syncQueue.Complete();
@@ -449,16 +457,20 @@ public sealed partial class SqliteStreamStore
             Length += (json ? 1 : 0) + payload.Data.Length;
         }
 
-        public byte[] ToArray()
+        /// <summary>The row's data: the one append's where it lies, or the appends joined in <paramref name="buffer"/> (grown as needed).</summary>
+        public ReadOnlySpan<byte> Joined(ref byte[] buffer)
         {
             if (_more is null)
             {
-                return MemoryMarshal.TryGetArray(_first, out var whole) && whole.Offset == 0 && whole.Count == whole.Array!.Length
-                    ? whole.Array
-                    : _first.ToArray();
+                return _first.Span;
             }
 
-            var data = new byte[Length];
+            if (buffer.Length < Length)
+            {
+                buffer = new byte[Math.Max(Length, Math.Min(2 * buffer.Length, MaxSharedChunkBytes))];
+            }
+
+            var data = buffer.AsSpan(0, Length);
             _first.Span.CopyTo(data);
             var written = _first.Length;
             foreach (var part in _more)
@@ -468,7 +480,7 @@ public sealed partial class SqliteStreamStore
                     data[written++] = (byte)',';
                 }
 
-                part.Span.CopyTo(data.AsSpan(written));
+                part.Span.CopyTo(data[written..]);
                 written += part.Length;
             }
 
@@ -480,7 +492,7 @@ public sealed partial class SqliteStreamStore
     /// The staged state of one group commit. Lookups see staged changes first, then the writer's view (committed, maybe not
     /// yet durable). Nothing here is visible to readers until the sync thread publishes it.
     /// </summary>
-    private sealed class BatchContext
+    private sealed class BatchContext : IDisposable
     {
         private readonly SqliteStreamStore _store;
         private readonly Dictionary<string, StreamInfo?> _stagedByPath = new(StringComparer.Ordinal);
@@ -490,18 +502,30 @@ public sealed partial class SqliteStreamStore
         private readonly HashSet<long> _deleted = [];
         private readonly Dictionary<(long, string), (ProducerState State, long StoredLastUsed)> _producers = [];
         private readonly Dictionary<long, PendingChunk> _pendingChunks = [];
-        private readonly SqliteCommand _insertChunk;
-        private readonly SqliteCommand _updateStream;
-        private readonly SqliteCommand _upsertProducer;
-        private readonly SqliteCommand _updateProducerSeq;
+        private readonly PreparedStatement _insertChunk;
+        private readonly PreparedStatement _updateStream;
+        private readonly PreparedStatement _upsertProducer;
+        private readonly PreparedStatement _updateProducerSeq;
+
+        // Where a row joined from several appends is laid out for binding (SQLite copies what it binds).
+        private byte[] _rowBuffer = [];
 
         public BatchContext(SqliteStreamStore store)
         {
             _store = store;
-            _insertChunk = Prepare(Schema.InsertChunk, "$id", "$end", "$start", "$data");
-            _updateStream = Prepare(Schema.UpdateStream, "$id", "$tail", "$closed", "$closed_by_id", "$closed_by_epoch", "$closed_by_seq", "$last_access", "$last_stream_seq", "$soft_deleted", "$retained_from");
-            _upsertProducer = Prepare(Schema.UpsertProducer, "$id", "$producer", "$epoch", "$seq", "$now");
-            _updateProducerSeq = Prepare(Schema.UpdateProducerSeq, "$id", "$producer", "$epoch", "$seq");
+            _insertChunk = new PreparedStatement(store._writer, Schema.InsertChunk, "$id", "$end", "$start", "$data");
+            _updateStream = new PreparedStatement(store._writer, Schema.UpdateStream, "$id", "$tail", "$closed", "$closed_by_id", "$closed_by_epoch", "$closed_by_seq", "$last_access", "$last_stream_seq", "$soft_deleted", "$retained_from");
+            _upsertProducer = new PreparedStatement(store._writer, Schema.UpsertProducer, "$id", "$producer", "$epoch", "$seq", "$now");
+            _updateProducerSeq = new PreparedStatement(store._writer, Schema.UpdateProducerSeq, "$id", "$producer", "$epoch", "$seq");
+        }
+
+        /// <summary>Finalizes the prepared statements, which must happen before the writer's connection closes.</summary>
+        public void Dispose()
+        {
+            _insertChunk.Dispose();
+            _updateStream.Dispose();
+            _upsertProducer.Dispose();
+            _updateProducerSeq.Dispose();
         }
 
         public SqliteTransaction? Transaction { get; set; }
@@ -692,12 +716,14 @@ public sealed partial class SqliteStreamStore
 
         private void WriteChunk(long streamId, PendingChunk pending)
         {
-            // SQLite copies what it binds, so a payload that is a whole array (a request's body) is bound as it is, not
-            // copied first: an 8 MiB append left 8 MiB of garbage behind on the large object heap. The parameter lets
-            // go of it afterwards.
-            var data = pending.ToArray();
-            Run(_insertChunk, streamId, pending.End, pending.Start, data);
-            _insertChunk.Parameters[3].Value = null;
+            // SQLite copies what it binds, so a single append (up to a request's whole body) is bound where it lies, and
+            // appends joined into one row are laid out in a buffer the writer keeps (a row that joins appends is at
+            // most MaxSharedChunkBytes).
+            _insertChunk.Bind(0, streamId);
+            _insertChunk.Bind(1, pending.End);
+            _insertChunk.Bind(2, pending.Start);
+            _insertChunk.Bind(3, pending.Joined(ref _rowBuffer));
+            _insertChunk.Execute();
         }
 
         public ProducerState? GetProducer(long streamId, string producerId)
@@ -750,28 +776,23 @@ public sealed partial class SqliteStreamStore
                 // A row this writer knows is on disk, whose last_used is recent enough: only its sequence changes. Were
                 // the row gone after all, the full upsert below writes it again rather than losing the producer's state.
                 _producers[key] = (state, storedAt);
-                if (Run(_updateProducerSeq, streamId, producerId, state.Epoch, state.LastSeq) == 1)
+                _updateProducerSeq.Bind(0, streamId);
+                _updateProducerSeq.Bind(1, producerId);
+                _updateProducerSeq.Bind(2, state.Epoch);
+                _updateProducerSeq.Bind(3, state.LastSeq);
+                if (_updateProducerSeq.Execute() == 1)
                 {
                     return;
                 }
             }
 
             _producers[key] = (state, now);
-            Run(_upsertProducer, streamId, producerId, state.Epoch, state.LastSeq, now);
-        }
-
-        /// <summary>Runs a prepared statement in this batch's transaction with its parameters in order.</summary>
-        /// <returns>The number of rows it changed.</returns>
-        private int Run(SqliteCommand command, params ReadOnlySpan<object> values)
-        {
-            Debug.Assert(values.Length == command.Parameters.Count, "one value per parameter");
-            command.Transaction = Transaction;
-            for (var i = 0; i < values.Length; i++)
-            {
-                command.Parameters[i].Value = values[i];
-            }
-
-            return command.ExecuteNonQuery();
+            _upsertProducer.Bind(0, streamId);
+            _upsertProducer.Bind(1, producerId);
+            _upsertProducer.Bind(2, state.Epoch);
+            _upsertProducer.Bind(3, state.LastSeq);
+            _upsertProducer.Bind(4, now);
+            _upsertProducer.Execute();
         }
 
         /// <summary>Removes a stream for good, releasing its fork source (and cascading to soft-deleted ancestors).</summary>
@@ -811,22 +832,20 @@ public sealed partial class SqliteStreamStore
         public void WriteDirtyStreams()
         {
             FlushChunks();
-            _updateStream.Transaction = Transaction;
             foreach (var id in _dirty)
             {
                 var info = _stagedById[id];
-                var p = _updateStream.Parameters;
-                p[0].Value = info.Id;
-                p[1].Value = info.TailPosition;
-                p[2].Value = info.Closed ? 1 : 0;
-                p[3].Value = Schema.Db(info.ClosedBy?.ProducerId);
-                p[4].Value = Schema.Db(info.ClosedBy?.Epoch);
-                p[5].Value = Schema.Db(info.ClosedBy?.Seq);
-                p[6].Value = info.LastAccessAt.ToUnixTimeMilliseconds();
-                p[7].Value = Schema.Db(info.LastStreamSeq);
-                p[8].Value = info.SoftDeleted ? 1 : 0;
-                p[9].Value = info.RetainedFrom;
-                _updateStream.ExecuteNonQuery();
+                _updateStream.Bind(0, info.Id);
+                _updateStream.Bind(1, info.TailPosition);
+                _updateStream.Bind(2, info.Closed ? 1 : 0);
+                _updateStream.Bind(3, info.ClosedBy?.ProducerId);
+                _updateStream.Bind(4, info.ClosedBy?.Epoch);
+                _updateStream.Bind(5, info.ClosedBy?.Seq);
+                _updateStream.Bind(6, info.LastAccessAt.ToUnixTimeMilliseconds());
+                _updateStream.Bind(7, info.LastStreamSeq);
+                _updateStream.Bind(8, info.SoftDeleted ? 1 : 0);
+                _updateStream.Bind(9, info.RetainedFrom);
+                _updateStream.Execute();
             }
         }
 

@@ -409,6 +409,43 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_commit_SQLite_refuses_fails_its_appends_alone_and_the_writer_goes_on_with_the_next()
+    {
+        AppendRequest Append(string path, string text, long seq)
+            => new() { Path = path, ContentType = "text/plain", Data = new StreamPayload(Encoding.UTF8.GetBytes(text), text.Length), Producer = new ProducerStamp("p-" + path, 0, seq) };
+
+        await using (var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory }))
+        {
+            await store.CreateAsync(new CreateStreamRequest { Path = "a", ContentType = "text/plain" });
+            await store.CreateAsync(new CreateStreamRequest { Path = "b", ContentType = "text/plain" });
+            Assert.Equal(3, (await store.AppendAsync(Append("a", "one", 0))).TailPosition);
+
+            // Another connection takes the row the next append to "a" writes (its stream and end): SQLite refuses that
+            // append's row with a constraint error when its group commits.
+            var id = StreamKeyedDatabase.Query(_directory, "SELECT id, tail FROM streams WHERE path = 'a'").Single().Item1;
+            StreamKeyedDatabase.Execute(_directory, $"INSERT INTO chunks (stream_id, end_pos, start_pos, data) VALUES ({id}, 6, 3, x'21')");
+            var refused = await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => store.AppendAsync(Append("a", "two", 1)).AsTask());
+            Assert.IsType<SqliteException>(refused.InnerException);
+
+            // The writer and its statements go on: other streams, then the same append once the row is free.
+            Assert.Equal(3, (await store.AppendAsync(Append("b", "bee", 0))).TailPosition);
+            StreamKeyedDatabase.Execute(_directory, $"DELETE FROM chunks WHERE stream_id = {id} AND end_pos = 6");
+            var retried = await store.AppendAsync(Append("a", "two", 1));
+            Assert.Equal((AppendStatus.Appended, 6L), (retried.Status, retried.TailPosition));
+        }
+
+        // What was acknowledged is on disk, producers included (a retry is a duplicate); the refused commit left nothing.
+        await using var reopened = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
+        foreach (var (path, text, seq) in new[] { ("a", "onetwo", 1L), ("b", "bee", 0L) })
+        {
+            var info = (await reopened.GetAsync(path)).Stream!;
+            var read = await reopened.ReadAsync(info, 0, 4096);
+            Assert.Equal(text, string.Concat(read.Chunks.Select(c => Encoding.UTF8.GetString(c.Data.Span))));
+            Assert.Equal(AppendStatus.Duplicate, (await reopened.AppendAsync(Append(path, "again", seq))).Status);
+        }
+    }
+
+    [Fact]
     public async Task Trims_queued_with_the_appends_they_cut_leave_a_stream_that_reads_back_whole_from_where_they_cut()
     {
         const int Appends = 200;
