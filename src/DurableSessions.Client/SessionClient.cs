@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using DurableSessions.Sessions;
@@ -54,11 +55,16 @@ public sealed class SessionClient
 
     private async IAsyncEnumerable<SessionUpdate> JoinCoreAsync(string? skipDeltasOf, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
+        // Each event is applied from its text as it came in: checked in one pass over the text, not by a walk of its
+        // parsed nodes.
         var state = new SessionState();
         var (snapshot, offset) = await GetSnapshotAsync(cancellationToken).ConfigureAwait(false);
-        foreach (var message in snapshot)
+        using (snapshot)
         {
-            state.Apply((JsonObject)message!);
+            foreach (var message in snapshot.RootElement.EnumerateArray())
+            {
+                state.ApplyEvent(JsonMarshal.GetRawUtf8Value(message));
+            }
         }
 
         yield return new SessionUpdate(state, [], offset, UpToDate: false, IsSnapshot: true);
@@ -66,11 +72,7 @@ public sealed class SessionClient
         {
             foreach (var message in batch.Messages)
             {
-                // A view over the already parsed element: the event is not parsed a second time.
-                if (message.ValueKind == JsonValueKind.Object && JsonObject.Create(message) is { } change)
-                {
-                    state.Apply(change);
-                }
+                state.ApplyEvent(JsonMarshal.GetRawUtf8Value(message));
             }
 
             yield return new SessionUpdate(state, batch.Messages, batch.NextOffset, batch.UpToDate, IsSnapshot: false);
@@ -78,7 +80,7 @@ public sealed class SessionClient
     }
 
     /// <summary>Fetches the snapshot, retrying until a complete one arrives (a cut connection mid-body is retried).</summary>
-    private async Task<(JsonArray Snapshot, string Offset)> GetSnapshotAsync(CancellationToken cancellationToken)
+    private async Task<(JsonDocument Snapshot, string Offset)> GetSnapshotAsync(CancellationToken cancellationToken)
     {
         var delay = _client.Options.ReconnectDelay;
         while (true)
@@ -86,8 +88,15 @@ public sealed class SessionClient
             try
             {
                 using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Get, $"/v1/sessions/{Id}"), cancellationToken).ConfigureAwait(false);
-                var body = await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false);
-                return (JsonNode.Parse(body)!.AsArray(), response.Headers.GetValues(StreamHeaders.NextOffset).Single());
+                var body = await response.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false);
+                var snapshot = JsonDocument.Parse(body);
+                if (snapshot.RootElement.ValueKind != JsonValueKind.Array)
+                {
+                    snapshot.Dispose();
+                    throw new JsonException("A session snapshot is a JSON array.");
+                }
+
+                return (snapshot, response.Headers.GetValues(StreamHeaders.NextOffset).Single());
             }
             catch (Exception ex) when (ex is HttpRequestException or IOException or JsonException && !cancellationToken.IsCancellationRequested)
             {

@@ -129,92 +129,9 @@ public static class JsonFraming
         return joined;
     }
 
-    /// <summary>
-    /// Checks that <paramref name="json"/> is one JSON value that every reader can decode: valid UTF-8, no lone
-    /// surrogate escapes, nesting no deeper than <see cref="MaxDepth"/>. For request bodies of the JSON APIs.
-    /// </summary>
-    public static bool TryValidate(ReadOnlySpan<byte> json, out string? error)
-    {
-        if (!System.Text.Unicode.Utf8.IsValid(json))
-        {
-            error = "Body is not valid JSON: it is not valid UTF-8.";
-            return false;
-        }
-
-        try
-        {
-            var reader = new Utf8JsonReader(json, ReaderOptions);
-            if (!reader.Read())
-            {
-                error = "Body is not valid JSON: it is empty.";
-                return false;
-            }
-
-            if (!TrySkipMessage(ref reader, out error))
-            {
-                return false;
-            }
-
-            if (reader.Read())
-            {
-                error = "Body is not valid JSON: unexpected content after the value.";
-                return false;
-            }
-
-            return true;
-        }
-        catch (JsonException ex)
-        {
-            error = "Body is not valid JSON: " + FirstSentence(ex.Message);
-            return false;
-        }
-    }
-
-    /// <summary>
-    /// Moves past the message whose first token the reader is on, checking its depth and that its escaped strings
-    /// decode. Leaves the reader on the message's last token.
-    /// </summary>
-    private static bool TrySkipMessage(ref Utf8JsonReader reader, out string? error)
-    {
-        var baseDepth = reader.CurrentDepth;
-        while (true)
-        {
-            switch (reader.TokenType)
-            {
-                case JsonTokenType.StartObject or JsonTokenType.StartArray when reader.CurrentDepth - baseDepth >= MaxDepth:
-                    error = $"Body is not valid JSON: a message nests deeper than {MaxDepth} levels.";
-                    return false;
-                case JsonTokenType.String or JsonTokenType.PropertyName when reader.ValueIsEscaped && !Decodes(ref reader):
-                    error = "Body is not valid JSON: a string contains an escape that is not valid UTF-16 (a lone surrogate).";
-                    return false;
-            }
-
-            if (reader.CurrentDepth == baseDepth && reader.TokenType is not (JsonTokenType.StartObject or JsonTokenType.StartArray))
-            {
-                error = null;
-                return true;
-            }
-
-            if (!reader.Read())
-            {
-                error = "Body is not valid JSON: it ends inside a value.";
-                return false;
-            }
-        }
-    }
-
-    private static bool Decodes(ref Utf8JsonReader reader)
-    {
-        try
-        {
-            _ = reader.GetString();
-            return true;
-        }
-        catch (InvalidOperationException)
-        {
-            return false;
-        }
-    }
+    /// <inheritdoc cref="JsonMessageLimits.TryValidate(ReadOnlySpan{byte}, out string?)"/>
+    /// <remarks>For request bodies of the JSON APIs.</remarks>
+    public static bool TryValidate(ReadOnlySpan<byte> json, out string? error) => JsonMessageLimits.TryValidate(json, out error);
 
     /// <summary>Parses framed JSON data (messages separated by commas) into its messages.</summary>
     /// <exception cref="JsonException">
@@ -265,9 +182,7 @@ public static class JsonFraming
         return wrapped;
     }
 
-    private static string FirstSentence(string message)
-    {
-        var dot = message.IndexOf(". ", StringComparison.Ordinal);
-        return dot > 0 ? message[..(dot + 1)] : message;
-    }
+    private static bool TrySkipMessage(ref Utf8JsonReader reader, out string? error) => JsonMessageLimits.TrySkipMessage(ref reader, out error);
+
+    private static string FirstSentence(string message) => JsonMessageLimits.FirstSentence(message);
 }

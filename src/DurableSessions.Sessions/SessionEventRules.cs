@@ -147,6 +147,12 @@ public static class SessionEventRules
     public static bool IsReadable(JsonNode? message) => Validate(message, strict: false) is null;
 
     /// <summary>
+    /// <see cref="IsReadable"/> for an event parsed from text that passed <see cref="JsonMessageLimits.TryValidate"/>, by a
+    /// parse that refused duplicate names: its depth, strings and names are known good, so only its shape is checked.
+    /// </summary>
+    internal static bool IsReadableParsed(JsonNode? message) => Validate(message, strict: false, walk: false) is null;
+
+    /// <summary>
     /// Checks an event's shape. <paramref name="strict"/> also requires the known types' mandatory fields and known
     /// values (statuses, roles, policies); without it only the JSON kinds are checked, which is what readers rely on.
     /// Returns null when sound, else the problem.

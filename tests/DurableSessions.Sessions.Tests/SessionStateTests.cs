@@ -97,6 +97,43 @@ public sealed class SessionStateTests
     }
 
     [Fact]
+    public void Stored_events_no_reader_can_decode_are_skipped_and_the_rest_materialize()
+    {
+        static string Event(string key, string value) => "{\"type\":\"message\",\"key\":\"" + key + "\",\"value\":" + value + ",\"headers\":{\"operation\":\"insert\"}}";
+        var deep = new string('[', JsonMessageLimits.MaxDepth) + new string(']', JsonMessageLimits.MaxDepth);
+        string[] unreadable =
+        [
+            Event("surrogate", """{"id":"x","text":"\ud800"}"""),
+            Event("deep", $$"""{"id":"x","nested":{{deep}}}"""),
+            Event("twice", """{"id":"x","parts":[{"type":"text","text":"a","text":"b"}]}"""),
+            """{"headers":{"control":"snapshot-start","offset":"0"}}""",
+            """{"type":"message","key":"no-value","headers":{"operation":"insert"}}""",
+            "[1,2]",
+        ];
+        var readable = new[] { Event("m1", """{"id":"m1","role":"user"}"""), Event("m2", """{"id":"m2","role":"assistant"}""") };
+
+        // In one stored chunk, and one event at a time as a client applies them.
+        var chunk = new SessionState();
+        chunk.ApplyChunk(Encoding.UTF8.GetBytes(string.Join(",", [readable[0], .. unreadable, readable[1]])), endPosition: 8);
+        var single = new SessionState();
+        foreach (var text in (string[])[readable[0], .. unreadable, readable[1]])
+        {
+            single.ApplyEvent(Encoding.UTF8.GetBytes(text));
+        }
+
+        // Text that is not UTF-8 at all, which a chunk could not be split around.
+        var notUtf8 = Encoding.UTF8.GetBytes(Event("bad-utf8", """{"id":"x?"}"""));
+        notUtf8[Array.IndexOf(notUtf8, (byte)'?')] = 0xC3;
+        single.ApplyEvent(notUtf8);
+        foreach (var state in new[] { chunk, single })
+        {
+            Assert.Equal(2, state.Count);
+            Assert.Equal(["m1", "m2"], state.Messages.Select(m => m.Id));
+            Assert.Equal("assistant", state.Get("message", "m2")!["role"]!.GetValue<string>());
+        }
+    }
+
+    [Fact]
     public void A_snapshot_replayed_into_a_new_state_materializes_identically()
     {
         var state = new SessionState();
