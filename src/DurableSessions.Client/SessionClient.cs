@@ -88,15 +88,17 @@ public sealed class SessionClient
             try
             {
                 using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Get, $"/v1/sessions/{Id}"), cancellationToken).ConfigureAwait(false);
+                var offset = response.Headers.GetValues(StreamHeaders.NextOffset).Single();
                 var body = await response.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false);
                 var snapshot = JsonDocument.Parse(body);
                 if (snapshot.RootElement.ValueKind != JsonValueKind.Array)
                 {
+                    // Not a body cut short (that is retried): an answer that is no snapshot goes to the caller.
                     snapshot.Dispose();
-                    throw new JsonException("A session snapshot is a JSON array.");
+                    throw new InvalidOperationException("The server's session snapshot is not a JSON array.");
                 }
 
-                return (snapshot, response.Headers.GetValues(StreamHeaders.NextOffset).Single());
+                return (snapshot, offset);
             }
             catch (Exception ex) when (ex is HttpRequestException or IOException or JsonException && !cancellationToken.IsCancellationRequested)
             {

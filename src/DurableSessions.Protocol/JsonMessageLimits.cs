@@ -12,8 +12,7 @@ public static class JsonMessageLimits
     /// </summary>
     public const int MaxDepth = 32;
 
-    // Checks read one level above a message (a body's array); data stored before MaxDepth existed nested up to 512, and
-    // still has to parse.
+    // Deeper than any message may nest, so that the check below, not the reader, decides what is too deep and says so.
     private static readonly JsonReaderOptions ReaderOptions = new() { MaxDepth = 512 };
 
     /// <summary>

@@ -426,7 +426,9 @@ public static class SessionEventRules
 
     private static bool WithinDepth(JsonNode node, int depth)
     {
-        if (depth > MaxDepth)
+        // Counted as framing counts on append (JsonMessageLimits.TryValidate): objects and arrays nest at most MaxDepth
+        // levels, the event itself the first; a value inside the deepest of them is within it.
+        if (depth > MaxDepth && node is JsonObject or JsonArray)
         {
             return false;
         }

@@ -187,9 +187,10 @@ public sealed partial class SessionState
     /// <summary>Applies one stored event given as its JSON text, as <see cref="ApplyChunk"/> applies each of its messages.</summary>
     internal void ApplyEvent(ReadOnlySpan<byte> json)
     {
-        if (ParseEvent(json) is { } change)
+        if (Parse(json) is { } message)
         {
-            Apply(change, readable: true);
+            // A control message is no event, but a reset still clears the state, as Apply does with it.
+            Apply(message, readable: SessionEventRules.IsReadableParsed(message));
         }
     }
 
@@ -201,6 +202,10 @@ public sealed partial class SessionState
     /// streamed replies.
     /// </summary>
     private static JsonObject? ParseEvent(ReadOnlySpan<byte> json)
+        => Parse(json) is { } message && SessionEventRules.IsReadableParsed(message) ? message : null;
+
+    /// <summary>The JSON object <paramref name="json"/> holds, when its text passes <see cref="JsonMessageLimits.TryValidate"/> and names nothing twice.</summary>
+    private static JsonObject? Parse(ReadOnlySpan<byte> json)
     {
         if (!JsonMessageLimits.TryValidate(json, out _))
         {
@@ -209,8 +214,7 @@ public sealed partial class SessionState
 
         try
         {
-            var node = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { MaxDepth = MaxDepth, AllowDuplicateProperties = false });
-            return SessionEventRules.IsReadableParsed(node) ? (JsonObject)node! : null;
+            return JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { MaxDepth = MaxDepth, AllowDuplicateProperties = false }) as JsonObject;
         }
         catch (Exception ex) when (ex is JsonException or InvalidOperationException or ArgumentException)
         {
@@ -233,8 +237,8 @@ public sealed partial class SessionState
     }
 
     /// <summary>
-    /// Applies messages that already passed <see cref="SessionEventRules.Validate(JsonNode, bool)"/> (from <see cref="ParseEvents"/>, or
-    /// checked on append): each event is walked once, not once more here.
+    /// Applies messages already known to be readable session events (from <see cref="ParseEvents"/>, or checked on
+    /// append): their checks are not run once more here.
     /// </summary>
     internal void ApplyReadableMessages(IEnumerable<JsonNode?> messages, long endPosition)
     {

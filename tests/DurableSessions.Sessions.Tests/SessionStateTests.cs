@@ -134,6 +134,47 @@ public sealed class SessionStateTests
     }
 
     [Fact]
+    public void Every_reader_draws_the_depth_limit_where_appends_do()
+    {
+        // The event is the first level and its value the second; arrays fill the levels below, the last holding a number.
+        static string Nested(int levels) => new string('[', levels - 2) + "1" + new string(']', levels - 2);
+        static string Event(string key, int levels)
+            => "{\"type\":\"note\",\"key\":\"" + key + "\",\"value\":{\"v\":" + Nested(levels) + "},\"headers\":{\"operation\":\"insert\"}}";
+
+        var deepest = Event("deepest", JsonMessageLimits.MaxDepth);
+        var tooDeep = Event("too-deep", JsonMessageLimits.MaxDepth + 1);
+        Assert.True(JsonMessageLimits.TryValidate(Encoding.UTF8.GetBytes(deepest), out _));
+        Assert.False(JsonMessageLimits.TryValidate(Encoding.UTF8.GetBytes(tooDeep), out _));
+
+        var chunk = new SessionState();
+        chunk.ApplyChunk(Encoding.UTF8.GetBytes(deepest + "," + tooDeep), endPosition: 2);
+        var single = new SessionState();
+        var nodes = new SessionState();
+        foreach (var text in new[] { deepest, tooDeep })
+        {
+            single.ApplyEvent(Encoding.UTF8.GetBytes(text));
+            nodes.Apply((JsonObject)JsonNode.Parse(text, documentOptions: new System.Text.Json.JsonDocumentOptions { MaxDepth = 64 })!);
+        }
+
+        foreach (var state in new[] { chunk, single, nodes })
+        {
+            Assert.NotNull(state.Get("note", "deepest"));
+            Assert.Null(state.Get("note", "too-deep"));
+        }
+    }
+
+    [Fact]
+    public void A_reset_read_as_text_clears_the_state_as_the_same_message_applied_as_nodes_does()
+    {
+        var state = new SessionState();
+        state.ApplyEvent(Encoding.UTF8.GetBytes("""{"type":"message","key":"m1","value":{"id":"m1"},"headers":{"operation":"insert"}}"""));
+        state.ApplyEvent(Encoding.UTF8.GetBytes("""{"headers":{"control":"snapshot-end","offset":"0"}}"""));
+        Assert.Equal(1, state.Count);
+        state.ApplyEvent(Encoding.UTF8.GetBytes("""{"headers":{"control":"reset"}}"""));
+        Assert.Equal(0, state.Count);
+    }
+
+    [Fact]
     public void A_snapshot_replayed_into_a_new_state_materializes_identically()
     {
         var state = new SessionState();

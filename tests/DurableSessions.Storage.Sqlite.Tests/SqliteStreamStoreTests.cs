@@ -446,6 +446,26 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task An_empty_producer_id_is_stored_as_given_with_its_close_and_read_back_after_reopening()
+    {
+        // An empty string is text, not NULL: the producer's row and the stream's closer both keep it.
+        var append = new AppendRequest { Path = "e", ContentType = "text/plain", Data = new StreamPayload("x"u8.ToArray(), 1), Close = true, Producer = new ProducerStamp(string.Empty, 0, 0) };
+        await using (var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory }))
+        {
+            await store.CreateAsync(new CreateStreamRequest { Path = "e", ContentType = "text/plain" });
+            Assert.Equal(AppendStatus.Appended, (await store.AppendAsync(append)).Status);
+        }
+
+        await using var reopened = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
+        var info = (await reopened.GetAsync("e")).Stream!;
+        Assert.True(info.Closed);
+        Assert.Equal(string.Empty, info.ClosedBy?.ProducerId);
+
+        // The same append again is the one that closed the stream, not a write to a closed stream.
+        Assert.Equal(AppendStatus.Duplicate, (await reopened.AppendAsync(append)).Status);
+    }
+
+    [Fact]
     public async Task Trims_queued_with_the_appends_they_cut_leave_a_stream_that_reads_back_whole_from_where_they_cut()
     {
         const int Appends = 200;
