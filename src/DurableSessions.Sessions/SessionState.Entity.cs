@@ -16,8 +16,8 @@ public sealed partial class SessionState
     /// <remarks>
     /// A server holds the state of every active session, and an agent a copy of each it answers, for as long as they
     /// are active. Kept as one array per value, an entity is about its JSON's size and one object for the collector to
-    /// trace; a parsed document with a node per property, as values were kept before, was several objects per field,
-    /// and each new version of a streamed reply's message moved all of them into the older generations.
+    /// trace; a parsed document with a node per property would be several objects per field, and each new version of a
+    /// streamed reply's message would move all of them into the older generations.
     /// </remarks>
     private sealed class Entity
     {

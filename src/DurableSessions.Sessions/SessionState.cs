@@ -197,9 +197,8 @@ public sealed partial class SessionState
     /// <summary>
     /// The event <paramref name="json"/> holds, when it is a readable session event (<see cref="SessionEventRules.IsReadable"/>).
     /// One pass over the text checks what every reader relies on (UTF-8, escapes that decode, depth) and the parse
-    /// refuses names given twice, so only the event's shape is checked on the nodes: a walk of every node that checked
-    /// them again built each object's properties and decoded each string, a tenth of what a server allocated while it
-    /// streamed replies.
+    /// refuses names given twice, so only the event's shape is checked on the nodes: walking every node to check them
+    /// again would build each object's properties and decode each string, for every event every reader reads.
     /// </summary>
     private static JsonObject? ParseEvent(ReadOnlySpan<byte> json)
         => Parse(json) is { } message && SessionEventRules.IsReadableParsed(message) ? message : null;

@@ -9,8 +9,8 @@ namespace DurableSessions.Storage.Sqlite;
 /// the writer's connection and run through SQLite's own API, in whatever transaction the connection has open.
 /// </summary>
 /// <remarks>
-/// Run as a <see cref="SqliteCommand"/>, each execution allocated a binder per parameter, a boxed value per number, a
-/// data reader and the enumerators that find its statements: about a tenth of what the server allocated under a load
+/// Run as a <see cref="SqliteCommand"/>, each execution allocates a binder per parameter, a boxed value per number, a
+/// data reader and the enumerators that find its statements: about a tenth of what the server allocates under a load
 /// of streamed replies. Not thread-safe: the writer thread alone uses it. Dispose it before the connection closes.
 /// </remarks>
 internal sealed class PreparedStatement : IDisposable
