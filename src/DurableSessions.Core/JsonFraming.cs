@@ -53,7 +53,7 @@ public static class JsonFraming
             if (reader.TokenType != JsonTokenType.StartArray)
             {
                 var start = (int)reader.TokenStartIndex;
-                if (!TrySkipMessage(ref reader, out error))
+                if (!JsonMessageLimits.TrySkipMessage(ref reader, out error))
                 {
                     return false;
                 }
@@ -76,7 +76,7 @@ public static class JsonFraming
             while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
             {
                 var start = (int)reader.TokenStartIndex;
-                if (!TrySkipMessage(ref reader, out error))
+                if (!JsonMessageLimits.TrySkipMessage(ref reader, out error))
                 {
                     return false;
                 }
@@ -104,7 +104,7 @@ public static class JsonFraming
         }
         catch (JsonException ex)
         {
-            error = "Body is not valid JSON: " + FirstSentence(ex.Message);
+            error = "Body is not valid JSON: " + JsonMessageLimits.FirstSentence(ex.Message);
             return false;
         }
     }
@@ -181,8 +181,4 @@ public static class JsonFraming
         wrapped[^1] = (byte)']';
         return wrapped;
     }
-
-    private static bool TrySkipMessage(ref Utf8JsonReader reader, out string? error) => JsonMessageLimits.TrySkipMessage(ref reader, out error);
-
-    private static string FirstSentence(string message) => JsonMessageLimits.FirstSentence(message);
 }
