@@ -18,20 +18,8 @@ public sealed class AgentHostLeaseTests
     [Fact]
     public async Task A_run_whose_heartbeat_is_refused_stops_and_its_turn_ends_with_one_complete_answer()
     {
-        await using var server = await InProcessServer.StartAsync();
-        var refusals = new HeartbeatRefusal(new SocketsHttpHandler());
-        using var http = new HttpClient(refusals) { BaseAddress = server.BaseAddress };
-        using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = Agent }, http);
-        using var user = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = "client:u" });
-        var log = new LogCapture();
-        var agent = new SessionAgent(new DemoChatClient(tokensPerSecond: 20), client, new SessionAgentOptions { AgentId = Agent });
-        var host = new SessionAgentHost(agent, client, Agent, new SessionAgentHostOptions { LeaseTtl = TimeSpan.FromMilliseconds(1500), FollowUpWait = TimeSpan.Zero }, log.For<SessionAgentHost>());
-        using var stop = new CancellationTokenSource();
-
-        // Registered before the question: only a message posted after it is a turn of the agent.
-        await host.RegisterAsync();
-        var running = host.RunAsync(stop.Token);
-
+        await using var bench = await Bench.StartAsync(new DemoChatClient(tokensPerSecond: 20));
+        var (refusals, user, log) = (bench.Refusals, bench.User, bench.Log);
         refusals.Refuse = true;
         await user.Session("s").CreateAsync();
         await user.Session("s").SendMessageAsync("Tell me about durable sessions");
@@ -50,9 +38,126 @@ public sealed class AgentHostLeaseTests
         Assert.True(runs.Count >= 2, "the run whose heartbeat was refused was taken over, not finished");
         Assert.Single(state.Messages, m => m.Role == MessageRole.Assistant && m.Status == MessageStatus.Complete);
 
-        await stop.CancelAsync();
-        await running;
+        await bench.StopAsync();
         Assert.DoesNotContain(426, log.EventIds);
+    }
+
+    [Fact]
+    public async Task A_chat_stream_following_a_run_taken_over_ends_with_an_error_and_a_resume_streams_the_new_answer_under_the_same_message()
+    {
+        var model = new SecondCallGate(new DemoChatClient(tokensPerSecond: 20));
+        await using var bench = await Bench.StartAsync(model);
+        var (server, refusals, user, log) = (bench.Server, bench.Refusals, bench.User, bench.Log);
+
+        // The chat's question is answered by a run whose first heartbeat is refused: it stops, and once its lease has run
+        // out the turn is taken over by a second run, held back until the test lets it answer.
+        refusals.Refuse = true;
+        var body = """{"id":"c","messages":[{"id":"u1","role":"user","parts":[{"type":"text","text":"Tell me about durable sessions"}]}]}""";
+        using var chat = await server.Client.PostAsync("/api/chat", new StringContent(body, Encoding.UTF8, "application/json"), TestContext.Current.CancellationToken);
+        Assert.True(await log.WaitFor(422, count: 1, TimeSpan.FromSeconds(30)));
+        refusals.Refuse = false;
+        var first = Chunks(await chat.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
+
+        // The cut reply's stream says the answer is coming again, rather than ending as a reply stopped on purpose.
+        Assert.Equal("error", first[^1]["type"]!.GetValue<string>());
+        Assert.Contains("answered again", first[^1]["errorText"]!.GetValue<string>(), StringComparison.Ordinal);
+        Assert.DoesNotContain(first, c => c["type"]!.GetValue<string>() is "abort" or "finish");
+        var messageId = first.Single(c => c["type"]!.GetValue<string>() == "start")["messageId"]!.GetValue<string>();
+
+        // Resumed while the new run is held, the stream follows that run under the same message id to its finish.
+        using var resume = await server.Client.GetAsync("/api/chat/c/stream", HttpCompletionOption.ResponseHeadersRead, TestContext.Current.CancellationToken);
+        Assert.Equal(HttpStatusCode.OK, resume.StatusCode);
+        model.Release.SetResult();
+        var second = Chunks(await resume.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
+        Assert.Equal(messageId, second.Single(c => c["type"]!.GetValue<string>() == "start")["messageId"]!.GetValue<string>());
+        Assert.Equal("finish", second[^1]["type"]!.GetValue<string>());
+
+        var state = await SessionWaits.StateAsync(user, "c", s => s.Runs.Any(r => r.Status == RunStatus.Finished), TimeSpan.FromSeconds(60));
+        var answer = Assert.Single(state.Messages, m => m.Role == MessageRole.Assistant);
+        Assert.Equal(messageId, answer.Id);
+        Assert.Equal(answer.Text, string.Concat(second.Where(c => c["type"]!.GetValue<string>() == "text-delta").Select(c => c["delta"]!.GetValue<string>())));
+        Assert.Contains(state.Runs, r => r.Status == RunStatus.Interrupted && r.SupersededBy is not null);
+        await bench.StopAsync();
+    }
+
+    /// <summary>
+    /// A server without an agent, and a host of <see cref="Agent"/> whose heartbeats go through a <see cref="HeartbeatRefusal"/>
+    /// (leases of 1.5 s, no follow-up wait), registered before any question so that every later message is its turn.
+    /// </summary>
+    private sealed class Bench : IAsyncDisposable
+    {
+        private readonly HttpClient _http;
+        private readonly DurableSessionsClient _agentClient;
+        private readonly CancellationTokenSource _stop = new();
+        private Task _running = Task.CompletedTask;
+
+        private Bench(InProcessServer server)
+        {
+            Server = server;
+            Refusals = new HeartbeatRefusal(new SocketsHttpHandler());
+            _http = new HttpClient(Refusals) { BaseAddress = server.BaseAddress };
+            _agentClient = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = Agent }, _http);
+            User = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = "client:u" });
+        }
+
+        public InProcessServer Server { get; }
+
+        public HeartbeatRefusal Refusals { get; }
+
+        public DurableSessionsClient User { get; }
+
+        public LogCapture Log { get; } = new();
+
+        public static async Task<Bench> StartAsync(Microsoft.Extensions.AI.IChatClient model)
+        {
+            var bench = new Bench(await InProcessServer.StartAsync());
+            var agent = new SessionAgent(model, bench._agentClient, new SessionAgentOptions { AgentId = Agent });
+            var host = new SessionAgentHost(agent, bench._agentClient, Agent, new SessionAgentHostOptions { LeaseTtl = TimeSpan.FromMilliseconds(1500), FollowUpWait = TimeSpan.Zero }, bench.Log.For<SessionAgentHost>());
+            await host.RegisterAsync();
+            bench._running = host.RunAsync(bench._stop.Token);
+            return bench;
+        }
+
+        /// <summary>Stops the host and waits for it.</summary>
+        public async Task StopAsync()
+        {
+            await _stop.CancelAsync();
+            await _running;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await StopAsync();
+            User.Dispose();
+            _agentClient.Dispose();
+            _http.Dispose();
+            await Server.DisposeAsync();
+            _stop.Dispose();
+        }
+    }
+
+    private static List<System.Text.Json.Nodes.JsonNode> Chunks(string body)
+        => [.. body.Split('\n').Where(l => l.StartsWith("data: {", StringComparison.Ordinal)).Select(l => System.Text.Json.Nodes.JsonNode.Parse(l[6..])!)];
+
+    /// <summary>Answers the first call at once; the second waits for <see cref="Release"/> before its first token.</summary>
+    private sealed class SecondCallGate(Microsoft.Extensions.AI.IChatClient inner) : Microsoft.Extensions.AI.DelegatingChatClient(inner)
+    {
+        private int _calls;
+
+        public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public override async IAsyncEnumerable<Microsoft.Extensions.AI.ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<Microsoft.Extensions.AI.ChatMessage> messages, Microsoft.Extensions.AI.ChatOptions? options = null, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
+        {
+            if (Interlocked.Increment(ref _calls) == 2)
+            {
+                await Release.Task.WaitAsync(cancellationToken);
+            }
+
+            await foreach (var update in base.GetStreamingResponseAsync(messages, options, cancellationToken))
+            {
+                yield return update;
+            }
+        }
     }
 
     /// <summary>Answers a turn's heartbeats (an ack that is not done) 403 while armed; passes everything else on.</summary>

@@ -283,6 +283,9 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
     /// <summary>Writes UI message stream chunks; fields that would be null are omitted (the client validates strictly).</summary>
     private sealed class ChunkWriter(HttpResponse response)
     {
+        /// <summary>The error a stream ends with when the run it follows was cut and another run answers again.</summary>
+        public const string InterruptedText = "The agent writing this reply stopped, and the message is being answered again from the start: resume the stream to follow the new answer.";
+
         private bool _textOpen;
         private bool _reasoningOpen;
         private long _lastWrite = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -384,6 +387,12 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
                     break;
                 case "failed":
                     await WriteAsync(new JsonObject { ["type"] = "error", ["errorText"] = error ?? "The agent failed." }).ConfigureAwait(false);
+                    break;
+                case "interrupted":
+                    // A takeover: another run answers the same message again from empty, and a UI message stream cannot
+                    // take back the text it sent. An abort would read as a reply stopped on purpose, and nothing would
+                    // say that the answer is still coming.
+                    await WriteAsync(new JsonObject { ["type"] = "error", ["errorText"] = InterruptedText }).ConfigureAwait(false);
                     break;
                 default:
                     await WriteAsync(new JsonObject { ["type"] = "abort" }).ConfigureAwait(false);
