@@ -78,8 +78,12 @@ describe("AI SDK useChat protocol with an external agent", () => {
   const chatAt = (id) => new Chat({ id, transport: new DefaultChatTransport({ api: `${server.url}/api/chat` }) })
   const change = (type, key, operation, value) => ({ type, key, value, headers: { operation } })
 
-  /** An agent answering the session's user message; every write is retried with the same sequence number until acknowledged. */
-  async function agentFor(id) {
+  /**
+   * An agent answering the session's user message; every write is retried with the same sequence number until
+   * acknowledged. Given a cut run, it takes that run over as the agent host does: the cut run is marked interrupted and
+   * superseded, and the new run answers the same message again from empty.
+   */
+  async function agentFor(id, cut) {
     let trigger
     await waitFor(async () => {
       const snapshot = await (await fetch(`${server.url}/v1/sessions/${id}`).catch(() => ({ ok: false }))).json?.().catch(() => []) ?? []
@@ -89,7 +93,8 @@ describe("AI SDK useChat protocol with an external agent", () => {
     const producer = `agent-test-${Math.random().toString(36).slice(2)}`
     let seq = 0
     let text = ""
-    const run = { id: `r-${producer}`, agent: "agent:test", messageId: `m-${producer}`, trigger }
+    const run = { id: `r-${producer}`, agent: "agent:test", messageId: cut?.messageId ?? `m-${producer}`, trigger }
+    const deltaKey = () => (cut ? `${run.messageId}:${run.id}:${text.length}` : `${run.messageId}:${text.length}`)
     const write = async (events) => {
       const body = JSON.stringify(events)
       const headers = { "content-type": "application/json", "producer-id": producer, "producer-epoch": "0", "producer-seq": String(seq++) }
@@ -104,15 +109,23 @@ describe("AI SDK useChat protocol with an external agent", () => {
     }
     return {
       text: () => text,
-      start: () => write([
-        change("run", run.id, "insert", { ...run, status: "started" }),
-        change("message", run.messageId, "insert", { id: run.messageId, role: "assistant", runId: run.id, parts: [], status: "streaming" }),
-      ]),
+      start: () => write(cut
+        ? [
+            change("run", cut.id, "update", { ...cut, status: "interrupted", supersededBy: run.id }),
+            change("run", run.id, "insert", { ...run, status: "started" }),
+            change("message", run.messageId, "update", { id: run.messageId, role: "assistant", runId: run.id, parts: [], status: "streaming" }),
+          ]
+        : [
+            change("run", run.id, "insert", { ...run, status: "started" }),
+            change("message", run.messageId, "insert", { id: run.messageId, role: "assistant", runId: run.id, parts: [], status: "streaming" }),
+          ]),
+      /** Another agent taking this run over, as after this one's crash. */
+      takeOver: () => agentFor(id, { ...run, status: "started" }),
       async tokens(count, pauseMs) {
         for (let i = 0; i < count; i++) {
           const token = `word${text.length} `
           text += token
-          await write([change("delta", `${run.messageId}:${text.length}`, "insert", { messageId: run.messageId, part: 0, text: token })])
+          await write([change("delta", deltaKey(), "insert", { messageId: run.messageId, part: 0, text: token })])
           await new Promise((r) => setTimeout(r, pauseMs))
         }
       },
@@ -139,25 +152,46 @@ describe("AI SDK useChat protocol with an external agent", () => {
     return { id, chat, sending, agent }
   }
 
+  /**
+   * A new Chat resumes the chat while the agent writes `tokens` more tokens and finishes: it ends ready, with one
+   * assistant message, the stored one, holding the agent's whole text once.
+   */
+  async function resumeToTheEnd(id, agent, tokens) {
+    const resumed = chatAt(id)
+    const resuming = resumed.resumeStream() // while the reply is still streaming
+    await agent.tokens(tokens, 10)
+    await agent.finish()
+    await resuming
+    expect(resumed.status).toBe("ready")
+    expect(resumed.error).toBeUndefined()
+    const assistant = resumed.messages.filter((m) => m.role === "assistant")
+    expect(assistant).toHaveLength(1)
+    const stored = await storedReply(id, server.url)
+    expect(stored.run.status).toBe("finished")
+    expect(assistant[0].id).toBe(stored.message.id)
+    expect(textOf(assistant[0])).toBe(agent.text())
+  }
+
   // The replies below are written by the test, so each is still streaming when the client stops, resumes or cancels it.
   test("a reply aborted by the client is resumed by a new Chat exactly once", async () => {
     const { id, chat: first, sending, agent } = await replyStreaming("resume", "Tell me about offsets")
     await first.stop() // aborts the fetch only; the reply keeps streaming on the server
     await sending.catch(() => {})
 
-    const second = chatAt(id)
-    const resuming = second.resumeStream() // while the reply is still streaming
-    await agent.tokens(10, 10)
-    await agent.finish()
-    await resuming
-    expect(second.status).toBe("ready")
-    const assistant = second.messages.filter((m) => m.role === "assistant")
-    expect(assistant).toHaveLength(1)
-    const stored = await storedReply(id, server.url)
-    expect(stored.run.status).toBe("finished")
-    expect(assistant[0].id).toBe(stored.message.id)
-    expect(textOf(assistant[0])).toBe(agent.text())
+    await resumeToTheEnd(id, agent, 10)
     expect(agent.text().split(" ").filter(Boolean)).toHaveLength(15)
+  })
+
+  test("a reply taken over by another run ends the chat with an error, and a new Chat resumes the new answer once", async () => {
+    const { id, chat, sending, agent } = await replyStreaming("takeover", "Tell me about leases")
+    const next = await agent.takeOver()
+    await next.start() // the cut run interrupted and superseded, the message started again from empty
+    await sending.catch(() => {})
+    expect(chat.status).toBe("error")
+    expect(chat.error?.message).toContain("answered again")
+
+    await resumeToTheEnd(id, next, 10)
+    expect(next.text().split(" ").filter(Boolean)).toHaveLength(10)
   })
 
   test("the stop endpoint cancels the run, fences the agent's next write, and a later resume gets 204", async () => {
