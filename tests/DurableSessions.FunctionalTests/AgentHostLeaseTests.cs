@@ -9,7 +9,8 @@ namespace DurableSessions.FunctionalTests;
 
 /// <summary>
 /// A worker that cannot renew its lease (the server refuses the heartbeat) must stop writing at once, not go on
-/// answering a turn that may be another worker's by then; the turn is answered again once the lease has run out.
+/// answering a turn that may be another worker's by then; the turn is answered again once the lease has run out. An AI
+/// SDK chat stream following the cut run says whether the message is being answered again.
 /// </summary>
 public sealed class AgentHostLeaseTests
 {
@@ -51,9 +52,11 @@ public sealed class AgentHostLeaseTests
 
         // The chat's question is answered by a run whose first heartbeat is refused: it stops, and once its lease has run
         // out the turn is taken over by a second run, held back until the test lets it answer.
+        // Heartbeats are refused only until the first run has given its turn up, so the second run keeps its lease.
         refusals.Refuse = true;
         var body = """{"id":"c","messages":[{"id":"u1","role":"user","parts":[{"type":"text","text":"Tell me about durable sessions"}]}]}""";
-        using var chat = await server.Client.PostAsync("/api/chat", new StringContent(body, Encoding.UTF8, "application/json"), TestContext.Current.CancellationToken);
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/api/chat") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+        using var chat = await server.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, TestContext.Current.CancellationToken);
         Assert.True(await log.WaitFor(422, count: 1, TimeSpan.FromSeconds(30)));
         refusals.Refuse = false;
         var first = Chunks(await chat.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
@@ -111,11 +114,19 @@ public sealed class AgentHostLeaseTests
         public static async Task<Bench> StartAsync(Microsoft.Extensions.AI.IChatClient model)
         {
             var bench = new Bench(await InProcessServer.StartAsync());
-            var agent = new SessionAgent(model, bench._agentClient, new SessionAgentOptions { AgentId = Agent });
-            var host = new SessionAgentHost(agent, bench._agentClient, Agent, new SessionAgentHostOptions { LeaseTtl = TimeSpan.FromMilliseconds(1500), FollowUpWait = TimeSpan.Zero }, bench.Log.For<SessionAgentHost>());
-            await host.RegisterAsync();
-            bench._running = host.RunAsync(bench._stop.Token);
-            return bench;
+            try
+            {
+                var agent = new SessionAgent(model, bench._agentClient, new SessionAgentOptions { AgentId = Agent });
+                var host = new SessionAgentHost(agent, bench._agentClient, Agent, new SessionAgentHostOptions { LeaseTtl = TimeSpan.FromMilliseconds(1500), FollowUpWait = TimeSpan.Zero }, bench.Log.For<SessionAgentHost>());
+                await host.RegisterAsync();
+                bench._running = host.RunAsync(bench._stop.Token);
+                return bench;
+            }
+            catch
+            {
+                await bench.DisposeAsync();
+                throw;
+            }
         }
 
         /// <summary>Stops the host and waits for it.</summary>
@@ -127,13 +138,39 @@ public sealed class AgentHostLeaseTests
 
         public async ValueTask DisposeAsync()
         {
-            await StopAsync();
-            User.Dispose();
-            _agentClient.Dispose();
-            _http.Dispose();
-            await Server.DisposeAsync();
-            _stop.Dispose();
+            try
+            {
+                await StopAsync();
+            }
+            finally
+            {
+                User.Dispose();
+                _agentClient.Dispose();
+                _http.Dispose();
+                await Server.DisposeAsync();
+                _stop.Dispose();
+            }
         }
+    }
+
+    [Fact]
+    public async Task A_chat_stream_following_a_run_cut_with_nothing_to_answer_again_ends_with_an_error_saying_the_reply_is_incomplete()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        using var user = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = "client:u" });
+        await user.Session("cut").CreateAsync();
+        var agent = new FakeAgent(server.Client, "cut", "r1", "m1");
+        Assert.True((await agent.StartAsync()).IsSuccessStatusCode);
+        Assert.True((await agent.DeltaAsync("partial")).IsSuccessStatusCode);
+        using var chat = await server.Client.GetAsync("/api/chat/cut/stream", HttpCompletionOption.ResponseHeadersRead, TestContext.Current.CancellationToken);
+        Assert.Equal(HttpStatusCode.OK, chat.StatusCode);
+
+        Assert.True((await agent.InterruptedAsync()).IsSuccessStatusCode);
+        var chunks = Chunks(await chat.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
+        Assert.Equal("partial", string.Concat(chunks.Where(c => c["type"]!.GetValue<string>() == "text-delta").Select(c => c["delta"]!.GetValue<string>())));
+        Assert.Equal("error", chunks[^1]["type"]!.GetValue<string>());
+        Assert.Contains("incomplete", chunks[^1]["errorText"]!.GetValue<string>(), StringComparison.Ordinal);
+        Assert.DoesNotContain("answered again", chunks[^1]["errorText"]!.GetValue<string>(), StringComparison.Ordinal);
     }
 
     private static List<System.Text.Json.Nodes.JsonNode> Chunks(string body)

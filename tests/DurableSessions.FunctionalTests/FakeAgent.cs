@@ -19,6 +19,11 @@ internal sealed class FakeAgent(HttpClient client, string sessionId, string runI
         Change("message", messageId, "update", new JsonObject { ["id"] = messageId, ["role"] = "assistant", ["runId"] = runId, ["parts"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = text }), ["status"] = "complete" }),
         Change("run", runId, "update", new JsonObject { ["id"] = runId, ["agent"] = "agent:test", ["messageId"] = messageId, ["status"] = "finished" }));
 
+    /// <summary>Marks the run and its message interrupted with no run to answer again, as a recovering agent marks a cut run whose message was answered since.</summary>
+    public Task<HttpResponseMessage> InterruptedAsync() => WriteAsync(
+        Change("message", messageId, "update", new JsonObject { ["id"] = messageId, ["role"] = "assistant", ["runId"] = runId, ["parts"] = new JsonArray(), ["status"] = "interrupted" }),
+        Change("run", runId, "update", new JsonObject { ["id"] = runId, ["agent"] = "agent:test", ["messageId"] = messageId, ["status"] = "interrupted" }));
+
     private async Task<HttpResponseMessage> WriteAsync(params JsonObject[] events)
     {
         using var request = new HttpRequestMessage(HttpMethod.Post, $"/v1/stream/sessions/{sessionId}")

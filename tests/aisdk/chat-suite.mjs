@@ -153,13 +153,15 @@ describe("AI SDK useChat protocol with an external agent", () => {
   }
 
   /**
-   * A new Chat resumes the chat while the agent writes `tokens` more tokens and finishes: it ends ready, with one
+   * `resumed` resumes chat `id` while the agent writes `tokens` more tokens and finishes: it ends ready, with one
    * assistant message, the stored one, holding the agent's whole text once.
    */
-  async function resumeToTheEnd(id, agent, tokens) {
-    const resumed = chatAt(id)
-    const resuming = resumed.resumeStream() // while the reply is still streaming
-    await agent.tokens(tokens, 10)
+  async function resumeToTheEnd(resumed, id, agent, tokens) {
+    const resuming = resumed.resumeStream()
+    // The resumed stream shows the first token, however late it connects: then the rest is written while it follows.
+    await agent.tokens(1, 0)
+    await waitFor(async () => resumed.status === "streaming")
+    await agent.tokens(tokens - 1, 10)
     await agent.finish()
     await resuming
     expect(resumed.status).toBe("ready")
@@ -178,11 +180,11 @@ describe("AI SDK useChat protocol with an external agent", () => {
     await first.stop() // aborts the fetch only; the reply keeps streaming on the server
     await sending.catch(() => {})
 
-    await resumeToTheEnd(id, agent, 10)
+    await resumeToTheEnd(chatAt(id), id, agent, 10)
     expect(agent.text().split(" ").filter(Boolean)).toHaveLength(15)
   })
 
-  test("a reply taken over by another run ends the chat with an error, and a new Chat resumes the new answer once", async () => {
+  test("a reply taken over by another run ends the chat with an error, and resuming it replaces the cut text with the new answer", async () => {
     const { id, chat, sending, agent } = await replyStreaming("takeover", "Tell me about leases")
     const next = await agent.takeOver()
     await next.start() // the cut run interrupted and superseded, the message started again from empty
@@ -190,7 +192,8 @@ describe("AI SDK useChat protocol with an external agent", () => {
     expect(chat.status).toBe("error")
     expect(chat.error?.message).toContain("answered again")
 
-    await resumeToTheEnd(id, next, 10)
+    // The same Chat resumes: the resumed stream is a replay, which takes the place of the cut text under the same message id.
+    await resumeToTheEnd(chat, id, next, 10)
     expect(next.text().split(" ").filter(Boolean)).toHaveLength(10)
   })
 

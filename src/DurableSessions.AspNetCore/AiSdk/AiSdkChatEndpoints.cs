@@ -214,7 +214,7 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
                     // The human holding the session answered (their next message): theirs is the reply, whole in one message.
                     await writer.StartAsync(SessionJson.Text(value, "id")).ConfigureAwait(false);
                     await writer.PartsAsync(value, 0, 0, 0).ConfigureAwait(false);
-                    await writer.EndAsync("finished", "stop", error: null).ConfigureAwait(false);
+                    await writer.EndAsync("finished", "stop", error: null, supersededBy: null).ConfigureAwait(false);
                     return;
                 }
 
@@ -239,7 +239,7 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
                     if (runId is not null && SessionJson.Text(value, "id") == runId && SessionJson.Text(value, "status") is { } status && status != "started")
                     {
-                        await writer.EndAsync(status, SessionJson.Text(value, "finishReason"), SessionJson.Text(value, "error")).ConfigureAwait(false);
+                        await writer.EndAsync(status, SessionJson.Text(value, "finishReason"), SessionJson.Text(value, "error"), SessionJson.Text(value, "supersededBy")).ConfigureAwait(false);
                         return;
                     }
                 }
@@ -284,7 +284,10 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
     private sealed class ChunkWriter(HttpResponse response)
     {
         /// <summary>The error a stream ends with when the run it follows was cut and another run answers again.</summary>
-        public const string InterruptedText = "The agent writing this reply stopped, and the message is being answered again from the start: resume the stream to follow the new answer.";
+        private const string TakenOverText = "The agent writing this reply stopped, and the message is being answered again from the start: resume the stream to follow the new answer.";
+
+        /// <summary>The error a stream ends with when the run it follows was cut and nothing answers again.</summary>
+        private const string CutText = "The agent writing this reply stopped before it finished; the reply is incomplete.";
 
         private bool _textOpen;
         private bool _reasoningOpen;
@@ -367,7 +370,7 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
             return (textLength, reasoningLength, toolCount);
         }
 
-        public async Task EndAsync(string status, string? finishReason, string? error)
+        public async Task EndAsync(string status, string? finishReason, string? error, string? supersededBy)
         {
             if (_textOpen)
             {
@@ -389,10 +392,10 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
                     await WriteAsync(new JsonObject { ["type"] = "error", ["errorText"] = error ?? "The agent failed." }).ConfigureAwait(false);
                     break;
                 case "interrupted":
-                    // A takeover: another run answers the same message again from empty, and a UI message stream cannot
-                    // take back the text it sent. An abort would read as a reply stopped on purpose, and nothing would
-                    // say that the answer is still coming.
-                    await WriteAsync(new JsonObject { ["type"] = "error", ["errorText"] = InterruptedText }).ConfigureAwait(false);
+                    // An abort would read as a reply stopped on purpose. In a takeover another run answers the same
+                    // message again from empty, and a UI message stream cannot take back the text it sent: the client
+                    // is told to resume, which replays the new answer in place of the cut one.
+                    await WriteAsync(new JsonObject { ["type"] = "error", ["errorText"] = supersededBy is null ? CutText : TakenOverText }).ConfigureAwait(false);
                     break;
                 default:
                     await WriteAsync(new JsonObject { ["type"] = "abort" }).ConfigureAwait(false);
