@@ -17,12 +17,14 @@ internal sealed class ActiveRun : IDisposable
     /// <param name="run">The run as it starts (<see cref="RunStatus.Started"/>, with its ids and start time).</param>
     /// <param name="start">The events that start it, appended at once before anything else of the run.</param>
     /// <param name="supersedes">The cut run it answers again, or null.</param>
+    /// <param name="rewritesMessage">Whether it writes its reply into a message an earlier run wrote.</param>
     /// <param name="agentStopping">Fires when the agent stops serving the session.</param>
-    public ActiveRun(SessionRun run, IReadOnlyList<SessionEvent> start, SessionRun? supersedes, CancellationToken agentStopping)
+    public ActiveRun(SessionRun run, IReadOnlyList<SessionEvent> start, SessionRun? supersedes, bool rewritesMessage, CancellationToken agentStopping)
     {
         Run = run;
         StartEvents = start;
         Supersedes = supersedes;
+        RewritesMessage = rewritesMessage;
         _cancel = CancellationTokenSource.CreateLinkedTokenSource(agentStopping);
     }
 
@@ -37,9 +39,15 @@ internal sealed class ActiveRun : IDisposable
     /// <summary>
     /// The run this one answers again (a run of this agent cut by a crash or a lost lease, on the same message), or null.
     /// The new run writes into the cut run's message, which it starts again from empty, so the session never shows two
-    /// answers to one message; its delta keys then name the run, to stay unique.
+    /// answers to one message.
     /// </summary>
     public SessionRun? Supersedes { get; }
+
+    /// <summary>
+    /// Whether the run writes into a message an earlier run wrote (one it took over, or a reply asked to be written
+    /// again), starting it again from empty: its delta keys then name the run, to stay unique.
+    /// </summary>
+    public bool RewritesMessage { get; }
 
     public string MessageId => Run.MessageId!;
 

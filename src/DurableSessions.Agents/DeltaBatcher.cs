@@ -160,7 +160,7 @@ internal sealed class DeltaBatcher
                 if (text.Length > 0)
                 {
                     // Each delta names its run, so a cut run's late writes are fenced even in a message a new run took over.
-                    (events ??= []).Add(_events.RunDelta(_run.MessageId, _run.RunId, takenOver: _run.Supersedes is not null, _run.NextDeltaSequence(), part, type, text.ToString(), at));
+                    (events ??= []).Add(_events.RunDelta(_run.MessageId, _run.RunId, takenOver: _run.RewritesMessage, _run.NextDeltaSequence(), part, type, text.ToString(), at));
                     text.Clear();
                 }
             }

@@ -213,14 +213,18 @@ public sealed partial class SessionAgent
                         cut.Remove(superseded);
                     }
 
+                    // A reply asked to be written again is written again in its own message (a cut run's takes precedence:
+                    // it is the one writing that message now).
+                    var rewritten = superseded?.MessageId ?? ReplyToWriteAgain(state, trigger);
+
                     if (cut.Count > 0)
                     {
                         await MarkInterruptedAsync(session, state, cut, serving.Token).ConfigureAwait(false);
                         cut = [];
                     }
 
-                    active = StartRun(trigger, superseded, serving.Token);
-                    var history = BuildHistory(state, superseded);
+                    active = StartRun(trigger, superseded, rewritten, serving.Token);
+                    var history = BuildHistory(state, rewritten);
                     active.Completion = Task.Run(() => ExecuteRunAsync(session, active, history), CancellationToken.None);
                     _answering[sessionId] = active;
                 }
@@ -367,11 +371,14 @@ public sealed partial class SessionAgent
         }
 
         var answered = new HashSet<string>(StringComparer.Ordinal);
+        var rewritten = RunsWrittenAgain(state);
         foreach (var run in state.Runs)
         {
-            // A run paused by a handoff, or cut by a crash, does not count: its message is answered again.
-            if (run.Agent == _options.AgentId && run.Trigger is { } trigger
-                && run.Status != RunStatus.Paused && run.Status != RunStatus.Interrupted && !cut.Exists(c => c.Id == run.Id))
+            // A run paused by a handoff, cut by a crash, or whose reply was asked to be written again does not count:
+            // its message is answered again (by the run that writes it again, which counts).
+            if (run.Agent == _options.AgentId && run.Trigger is { } trigger && run.Id is { } runId
+                && run.Status != RunStatus.Paused && run.Status != RunStatus.Interrupted && !cut.Exists(c => c.Id == runId)
+                && !rewritten.Contains(runId))
             {
                 answered.Add(trigger);
             }
@@ -380,25 +387,41 @@ public sealed partial class SessionAgent
         return state.Messages.FirstOrDefault(m => m.Role == MessageRole.User && m.RoutedTo is null && m.Id is { } id && !answered.Contains(id));
     }
 
+    /// <summary>The runs whose reply a regenerate control asked to be written again.</summary>
+    private static HashSet<string> RunsWrittenAgain(SessionState state)
+        => [.. state.Controls.Where(c => c.Action == ControlAction.Regenerate && c.RunId is not null).Select(c => c.RunId!)];
+
     /// <summary>
-    /// A new run answering <paramref name="trigger"/>: its reply starts empty and streaming, as a new message, or (taking
-    /// over <paramref name="superseded"/>) as the cut run's message, with the cut run ending as interrupted and naming
-    /// the new run, in the same append, so the fence holds the cut run to nothing more.
+    /// The message of this agent's latest reply to <paramref name="trigger"/> if a regenerate control asked for it to be
+    /// written again, or null.
     /// </summary>
-    private ActiveRun StartRun(string trigger, SessionRun? superseded, CancellationToken agentStopping)
+    private string? ReplyToWriteAgain(SessionState state, string trigger)
     {
-        var runId = _events.NewId("r");
-        var started = _events.RunStarted(runId, _options.AgentId, superseded?.MessageId ?? _events.NewId("m"), trigger);
-        var run = (SessionRun)started.Value!;
-        var reply = _events.Reply(superseded is null ? ChangeOperation.Insert : ChangeOperation.Update, run.MessageId!, _options.AgentId, runId, [new TextPart()], MessageStatus.Streaming, run.StartedAt!);
-        IReadOnlyList<SessionEvent> start = superseded is null ? [started, reply] : [_events.RunSuperseded(superseded, runId), started, reply];
-        return new ActiveRun(run, start, superseded, agentStopping);
+        var latest = state.Runs.LastOrDefault(r => r.Agent == _options.AgentId && r.Trigger == trigger && r.Id is not null);
+        return latest is not null && RunsWrittenAgain(state).Contains(latest.Id!) ? latest.MessageId : null;
     }
 
-    private List<ChatMessage> BuildHistory(SessionState state, SessionRun? superseded)
+    /// <summary>
+    /// A new run answering <paramref name="trigger"/>: its reply starts empty and streaming, as a new message, or in the
+    /// message <paramref name="rewritten"/> an earlier reply to it was written in: taking over <paramref name="superseded"/>
+    /// (the cut run ends as interrupted and names the new run, in the same append, so the fence holds it to nothing more),
+    /// or writing a reply again that a regenerate control asks for.
+    /// </summary>
+    private ActiveRun StartRun(string trigger, SessionRun? superseded, string? rewritten, CancellationToken agentStopping)
     {
-        // The cut reply is answered again from the start, so its partial text is not part of the conversation.
-        var partial = superseded?.MessageId;
+        var runId = _events.NewId("r");
+        var started = _events.RunStarted(runId, _options.AgentId, rewritten ?? _events.NewId("m"), trigger);
+        var run = (SessionRun)started.Value!;
+        var reply = _events.Reply(rewritten is null ? ChangeOperation.Insert : ChangeOperation.Update, run.MessageId!, _options.AgentId, runId, [new TextPart()], MessageStatus.Streaming, run.StartedAt!);
+        IReadOnlyList<SessionEvent> start = superseded is null ? [started, reply] : [_events.RunSuperseded(superseded, runId), started, reply];
+        return new ActiveRun(run, start, superseded, rewritesMessage: rewritten is not null, agentStopping);
+    }
+
+    private List<ChatMessage> BuildHistory(SessionState state, string? rewritten)
+    {
+        // A reply written again (after a crash cut it, or on request) is answered from the start: its text so far is not
+        // part of the conversation.
+        var partial = rewritten;
         var history = new List<ChatMessage>();
         if (_options.Instructions is { } instructions)
         {

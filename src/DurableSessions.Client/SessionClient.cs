@@ -148,6 +148,23 @@ public sealed class SessionClient
     }
 
     /// <summary>
+    /// Asks for a reply to be written again: the agent that wrote it answers its message anew, in the same message, which
+    /// starts again from empty (a reply still being written is cancelled first, in the same append). Only the reply to
+    /// the session's latest user message can be written again.
+    /// </summary>
+    /// <param name="messageId">The reply, or the user message it answers (which stands for its latest reply).</param>
+    /// <param name="cancellationToken">Cancels the request.</param>
+    /// <returns>The regenerate control's id and the session's offset after it.</returns>
+    /// <remarks>Sent with a control id of its own, so a retry after a lost answer asks once.</remarks>
+    public async Task<ControlAcknowledgement> RegenerateAsync(string messageId, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(messageId);
+        var body = new JsonObject { ["id"] = NewControlId(), ["by"] = _client.Options.ParticipantId }.ToJsonString();
+        using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, $"/v1/sessions/{Id}/messages/{Uri.EscapeDataString(messageId)}/regenerate", body), cancellationToken).ConfigureAwait(false);
+        return await AcknowledgementAsync(response, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
     /// Announces this client (or, with <paramref name="participantId"/>, another participant such as the agent it runs)
     /// in the session, or keeps it announced. Call at least once per returned timeout; a participant that stops is marked
     /// left.
@@ -203,6 +220,11 @@ public sealed class SessionClient
     private async Task<ControlAcknowledgement> ControlAsync(string runId, string action, string body, CancellationToken cancellationToken)
     {
         using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, $"/v1/sessions/{Id}/runs/{runId}/{action}", body), cancellationToken).ConfigureAwait(false);
+        return await AcknowledgementAsync(response, cancellationToken).ConfigureAwait(false);
+    }
+
+    private static async Task<ControlAcknowledgement> AcknowledgementAsync(HttpResponseMessage response, CancellationToken cancellationToken)
+    {
         using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false));
         return new ControlAcknowledgement(json.RootElement.GetProperty("controlId").GetString()!, json.RootElement.GetProperty("offset").GetString()!);
     }

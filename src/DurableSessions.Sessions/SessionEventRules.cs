@@ -48,7 +48,7 @@ public static class SessionEventRules
     private static readonly string[] Roles = ["user", "assistant", "tool", "system"];
     private static readonly string[] MessageStatuses = ["streaming", "complete", "cancelled", "failed", "interrupted", "paused"];
     private static readonly string[] RunStatuses = ["started", "finished", "cancelled", "failed", "interrupted", "paused"];
-    private static readonly string[] ControlActions = ["cancel", "steer", "pause"];
+    private static readonly string[] ControlActions = ["cancel", "steer", "pause", "regenerate"];
     private static readonly string[] PresenceKinds = ["client", "agent", "human"];
     private static readonly string[] PresenceStatuses = ["joined", "left"];
     private static readonly string[] HolderKinds = ["agent", "human"];

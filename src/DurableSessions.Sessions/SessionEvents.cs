@@ -83,7 +83,8 @@ public sealed class SessionEvents
     /// <param name="messageId">The reply streamed into.</param>
     /// <param name="runId">The run writing it.</param>
     /// <param name="takenOver">
-    /// Whether the run writes into a message it took over from a cut run: its keys are then
+    /// Whether the run writes into a message an earlier run wrote (taken over from a cut run, or a reply written again
+    /// on request): its keys are then
     /// <c>{messageId}:{runId}:{sequence}</c>, unique per run, instead of <c>{messageId}:{sequence}</c>.
     /// </param>
     /// <param name="sequence">The delta's number within the run.</param>
@@ -167,6 +168,13 @@ public sealed class SessionEvents
     /// <summary>A steer: a new instruction for a running run. Its id is <paramref name="id"/>, or a new one.</summary>
     public SessionEvent Steer(string runId, string by, string text, string? id = null)
         => Control(ControlAction.Steer, runId, by, text, reason: null, ControlStatus.Requested, id);
+
+    /// <summary>
+    /// A request that the agent which wrote run <paramref name="runId"/>'s reply answer its message again, in place of that
+    /// reply. Its id is <paramref name="id"/>, or a new one.
+    /// </summary>
+    public SessionEvent RegenerateControl(string runId, string by, string? id = null)
+        => Control(ControlAction.Regenerate, runId, by, text: null, reason: null, ControlStatus.Requested, id);
 
     /// <summary>A participant joined (inserted) or left (updated).</summary>
     public SessionEvent Presence(string participantId, ParticipantKind kind, string? name, PresenceStatus status, DateTimeOffset lastSeen)

@@ -35,8 +35,14 @@ public sealed record SessionRejection(string Code, string Message)
     /// <summary>A message posted with an id the session already holds for another participant's message.</summary>
     public const string MessageIdTaken = "MESSAGE_ID_TAKEN";
 
-    /// <summary>A cancel or steer sent with an id the session already holds for another control.</summary>
+    /// <summary>A cancel, steer or regenerate sent with an id the session already holds for another control.</summary>
     public const string ControlIdTaken = "CONTROL_ID_TAKEN";
+
+    /// <summary>A regenerate names a message that is not an agent's reply.</summary>
+    public const string NotAReply = "NOT_A_REPLY";
+
+    /// <summary>A regenerate names a reply to a message that is not the session's latest user message.</summary>
+    public const string NotLatestReply = "NOT_LATEST_REPLY";
 }
 
 /// <summary>What a session operation decided: the events to append (in order, in one append), or a rejection.</summary>
@@ -194,6 +200,90 @@ public static class SessionRules
 
         var steer = events.Steer(runId, by, text, controlId);
         return SessionDecision.Accept(steer.Key, [steer]);
+    }
+
+    /// <summary>
+    /// Asks for the reply <paramref name="replyId"/> to be written again: the agent that wrote it answers its message anew,
+    /// in the same message, which starts again from empty. Only the reply to the session's latest user message can be,
+    /// since an answer is written from the conversation before it; a reply still being written is cancelled (and fenced)
+    /// in the same append. The decision's id is the regenerate control's: <paramref name="controlId"/> when the caller
+    /// names it, which makes a repeated request (a retry) accepted with nothing appended; a request for a reply already
+    /// waiting to be written again is accepted with that request's id, also with nothing appended.
+    /// </summary>
+    /// <param name="state">The session's state.</param>
+    /// <param name="replyId">
+    /// The reply, or the user message it answers (which stands for its latest reply); null for the session's latest user
+    /// message.
+    /// </param>
+    /// <param name="by">Who asks.</param>
+    /// <param name="events">The event factory.</param>
+    /// <param name="controlId">The control's id, chosen by the caller; null for a new one.</param>
+    public static SessionDecision Regenerate(SessionState state, string? replyId, string by, SessionEvents events, string? controlId = null)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(events);
+        if (controlId is not null && state.Controls.FirstOrDefault(c => c.Id == controlId) is { } existing)
+        {
+            // The run a retry names may have been succeeded since: the control is the same request if it came from the
+            // same participant for a run that wrote (or writes) the same reply.
+            var asked = state.GetRun(existing.RunId ?? string.Empty);
+            return existing.Action == ControlAction.Regenerate && existing.By == by
+                && (replyId is null || asked?.MessageId == replyId || asked?.Trigger == replyId)
+                ? SessionDecision.Accept(controlId, [])
+                : SessionDecision.Reject(SessionRejection.ControlIdTaken, $"Control {controlId} in this session is another control.");
+        }
+
+        var latest = state.Messages.LastOrDefault(m => m.Role == MessageRole.User);
+        var reply = replyId is null ? latest : state.GetMessage(replyId);
+        if (reply is null)
+        {
+            return replyId is null
+                ? SessionDecision.Reject(SessionRejection.NotAReply, "The session has no message to answer again.")
+                : SessionDecision.Reject(SessionRejection.MessageNotFound, $"No message {replyId} in the session.");
+        }
+
+        if (reply.Role == MessageRole.User)
+        {
+            // A user message stands for its latest reply.
+            var asked = reply.Id;
+            var answering = state.Runs.LastOrDefault(r => r.Trigger == asked && r.MessageId is not null);
+            reply = answering is null ? null : state.GetMessage(answering.MessageId!);
+            if (reply is null)
+            {
+                return SessionDecision.Reject(SessionRejection.NotAReply, $"Message {asked} has no reply to write again.");
+            }
+        }
+
+        if (reply.Role != MessageRole.Assistant || reply.RunId is not { } runId || state.GetRun(runId) is not { Trigger: { } trigger } run)
+        {
+            return SessionDecision.Reject(SessionRejection.NotAReply, $"Message {reply.Id} is not an agent's reply.");
+        }
+
+        if (state.HumanHolder is { } human)
+        {
+            return SessionDecision.Reject(SessionRejection.LeaseHeld, $"{human} holds this session; agents answer again after it is handed back.");
+        }
+
+        if (latest?.Id != trigger)
+        {
+            return SessionDecision.Reject(SessionRejection.NotLatestReply, $"Message {reply.Id} answers an earlier message; only the reply to the latest one can be written again.");
+        }
+
+        // Asked already, and no run has taken it up yet: the same request.
+        if (state.Controls.LastOrDefault(c => c.Action == ControlAction.Regenerate && c.RunId == runId) is { Id: { } pending })
+        {
+            return SessionDecision.Accept(pending, []);
+        }
+
+        var appended = new List<SessionEvent>();
+        if (run.Status == RunStatus.Started)
+        {
+            appended.AddRange(Stop(state, run, by, "the reply is being written again", pause: false, events, out _));
+        }
+
+        var control = events.RegenerateControl(runId, by, controlId);
+        appended.Add(control);
+        return SessionDecision.Accept(control.Key, appended);
     }
 
     /// <summary>

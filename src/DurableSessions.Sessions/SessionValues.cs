@@ -195,6 +195,9 @@ public readonly record struct ControlAction(string Value) : IStringValue<Control
     /// <summary><c>pause</c>: Stop the run for a handoff; it is answered again after hand-back.</summary>
     public static ControlAction Pause { get; } = new("pause");
 
+    /// <summary><c>regenerate</c>: Answer the run's message again, in place of the run's reply.</summary>
+    public static ControlAction Regenerate { get; } = new("regenerate");
+
     /// <inheritdoc/>
     static ControlAction IStringValue<ControlAction>.Create(string value) => new(value);
 

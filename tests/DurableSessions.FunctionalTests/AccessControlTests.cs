@@ -103,6 +103,13 @@ public sealed class AccessControlTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Post, "/v1/sessions/a/messages", writer, "{\"text\":\"hi\"}")).StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, (await Send(HttpMethod.Post, "/v1/sessions/a/runs/r1/cancel", writer, "{}")).StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, (await Send(HttpMethod.Post, "/v1/sessions/a/handoff", writer, "{}")).StatusCode);
+
+        // Asking for a reply again needs write, as asking a question does: a reader is refused before the session is
+        // looked at, a writer is answered by the session's rules (no reply to write again here).
+        Assert.Equal(HttpStatusCode.Forbidden, (await Send(HttpMethod.Post, "/v1/sessions/a/messages/m1/regenerate", reader, "{}")).StatusCode);
+        var regenerate = await Send(HttpMethod.Post, "/v1/sessions/a/messages/m1/regenerate", writer, "{}");
+        Assert.Equal(HttpStatusCode.Conflict, regenerate.StatusCode);
+        Assert.Contains("MESSAGE_NOT_FOUND", await regenerate.Content.ReadAsStringAsync(), StringComparison.Ordinal);
         Assert.Equal(HttpStatusCode.Forbidden, (await Send(HttpMethod.Delete, "/v1/stream/sessions/a", writer)).StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, (await Send(HttpMethod.Get, "/v1/stream/__ds/subscriptions/s1", writer)).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Get, "/v1/stream/__ds/jwks.json", null)).StatusCode);

@@ -139,6 +139,8 @@ public sealed class BadInputTests : IAsyncLifetime
             (HttpMethod.Delete, "handoff", null, "INVALID_HANDOFF"),
             (HttpMethod.Post, "runs/r1/cancel", "{\"by\":5}", "INVALID_FIELD"),
             (HttpMethod.Post, "runs/r1/steer", "{\"text\":{}}", "INVALID_FIELD"),
+            (HttpMethod.Post, "messages/m1/regenerate", "{\"by\":5}", "INVALID_FIELD"),
+            (HttpMethod.Post, "messages/m1/regenerate", "{\"id\":\"not an id\"}", "INVALID_CONTROL_ID"),
         };
         foreach (var (method, rest, body, code) in cases)
         {
@@ -166,6 +168,32 @@ public sealed class BadInputTests : IAsyncLifetime
             using var head = await client.SendAsync(new HttpRequestMessage(HttpMethod.Head, "/v1/stream/sessions/kinds"));
             return head.Headers.GetValues("Stream-Next-Offset").Single();
         }
+    }
+
+    [Fact]
+    public async Task A_regenerate_of_a_reply_there_is_no_writing_again_is_refused_with_its_reason_and_changes_nothing()
+    {
+        var client = _server.Client;
+        Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/sessions/regen", new StringContent("{}", Encoding.UTF8, "application/json"))).StatusCode);
+        using var posted = await client.PostAsync("/v1/sessions/regen/messages", new StringContent("{\"text\":\"hi\"}", Encoding.UTF8, "application/json"));
+        var question = JsonDocument.Parse(await posted.Content.ReadAsStringAsync()).RootElement.GetProperty("messageId").GetString();
+        var before = await client.GetStringAsync("/v1/stream/sessions/regen?offset=-1");
+        var cases = new (string Path, int Status, string Code)[]
+        {
+            ("/v1/sessions/regen/messages/m-missing/regenerate", 409, "MESSAGE_NOT_FOUND"),
+            ($"/v1/sessions/regen/messages/{question}/regenerate", 409, "NOT_A_REPLY"),
+            ("/v1/sessions/missing/messages/m1/regenerate", 404, "SESSION_NOT_FOUND"),
+            ("/v1/sessions/regen/messages/not%20an%20id/regenerate", 404, "NOT_FOUND"),
+        };
+        foreach (var (path, status, code) in cases)
+        {
+            using var response = await client.PostAsync(path, new StringContent("{}", Encoding.UTF8, "application/json"));
+            var text = await response.Content.ReadAsStringAsync();
+            Assert.True((int)response.StatusCode == status, $"{path}: {(int)response.StatusCode} {text}");
+            Assert.Equal(code, JsonDocument.Parse(text).RootElement.GetProperty("error").GetProperty("code").GetString());
+        }
+
+        Assert.Equal(before, await client.GetStringAsync("/v1/stream/sessions/regen?offset=-1"));
     }
 
     [Fact]

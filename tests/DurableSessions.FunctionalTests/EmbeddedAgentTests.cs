@@ -38,6 +38,36 @@ public sealed class EmbeddedAgentTests
         }
     }
 
+    [Fact]
+    public async Task A_reply_asked_to_be_written_again_wakes_the_agent_after_it_left_and_is_written_again_in_the_same_message()
+    {
+        await using var server = await ServerProcess.StartAsync(null, "--Agent:Enabled=true", "--Agent:TokensPerSecond=500");
+        using var client = new HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
+        Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/sessions/again", Json("{}"))).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await client.PostAsync("/v1/sessions/again/messages", Json("{\"text\":\"hello\"}"))).StatusCode);
+        await WaitForFinishedRunsAsync(client, "again", 1);
+        await WaitForAsync(client, "again", s => s.Any(e => e?["type"]?.GetValue<string>() == "presence" && e["value"]?["status"]?.GetValue<string>() == "left"), "the agent marked left");
+        var before = JsonNode.Parse(await client.GetStringAsync("/v1/sessions/again"))!.AsArray();
+        var reply = before.Single(e => e?["type"]?.GetValue<string>() == "message" && e["value"]?["role"]?.GetValue<string>() == "assistant")!["value"]!;
+        var replyId = reply["id"]!.GetValue<string>();
+
+        // Nothing serves the session now: the request alone must bring an agent back.
+        using var regenerate = await client.PostAsync($"/v1/sessions/again/messages/{replyId}/regenerate", Json("{}"));
+        Assert.Equal(HttpStatusCode.OK, regenerate.StatusCode);
+        var controlId = JsonNode.Parse(await regenerate.Content.ReadAsStringAsync())!["controlId"]!.GetValue<string>();
+        await WaitForFinishedRunsAsync(client, "again", 2);
+
+        var after = JsonNode.Parse(await client.GetStringAsync("/v1/sessions/again"))!.AsArray();
+        var replies = after.Where(e => e?["type"]?.GetValue<string>() == "message" && e["value"]?["role"]?.GetValue<string>() == "assistant").Select(e => e!["value"]!).ToList();
+        var rewritten = Assert.Single(replies);
+        Assert.Equal(replyId, rewritten["id"]!.GetValue<string>());
+        Assert.Equal("complete", rewritten["status"]!.GetValue<string>());
+        Assert.Equal(reply["parts"]!.ToJsonString(), rewritten["parts"]!.ToJsonString());
+        Assert.NotEqual(reply["runId"]!.GetValue<string>(), rewritten["runId"]!.GetValue<string>());
+        var control = after.Single(e => e?["type"]?.GetValue<string>() == "control")!["value"]!;
+        Assert.Equal((controlId, "regenerate", reply["runId"]!.GetValue<string>()), (control["id"]!.GetValue<string>(), control["action"]!.GetValue<string>(), control["runId"]!.GetValue<string>()));
+    }
+
     private static async Task WaitForAsync(HttpClient client, string id, Func<JsonArray, bool> condition, string what)
     {
         var deadline = DateTime.UtcNow.AddSeconds(30);

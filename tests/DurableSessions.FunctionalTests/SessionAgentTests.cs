@@ -365,6 +365,104 @@ public sealed class SessionAgentTests : IAsyncLifetime
         Assert.Equal(deltaKeys.Distinct().Count(), deltaKeys.Count);
     }
 
+    /// <summary>
+    /// Answers "Answer N." for its Nth call, a word at a time, and records what each call was given; the calls named in
+    /// <paramref name="heldOpen"/> stay open after their text until they are cancelled.
+    /// </summary>
+    private sealed class NumberedAnswers(params int[] heldOpen) : StreamingChatClient
+    {
+        private int _calls;
+
+        public ConcurrentQueue<List<ChatMessage>> Calls { get; } = new();
+
+        public override async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+        {
+            Calls.Enqueue([.. messages]);
+            var call = Interlocked.Increment(ref _calls);
+            yield return new ChatResponseUpdate(ChatRole.Assistant, "Answer");
+            await Task.Yield();
+            yield return new ChatResponseUpdate(ChatRole.Assistant, $" {call}.");
+            if (heldOpen.Contains(call))
+            {
+                await Task.Delay(System.Threading.Timeout.InfiniteTimeSpan, cancellationToken);
+            }
+
+            yield return new ChatResponseUpdate { Role = ChatRole.Assistant, FinishReason = ChatFinishReason.Stop };
+        }
+    }
+
+    private static IEnumerable<SessionMessage> Replies(SessionState state) => state.Messages.Where(m => m.Role == MessageRole.Assistant);
+
+    [Fact]
+    public async Task A_reply_asked_to_be_written_again_is_answered_anew_in_the_same_message_from_the_conversation_before_it()
+    {
+        var model = new NumberedAnswers();
+        var session = _client.Session("again");
+        await session.CreateAsync();
+        _ = StartAgent(model, "again");
+        var question = await session.SendMessageAsync("What is a fence?");
+        var first = await WaitFor("again", s => s.Runs.Any(r => r.Status == RunStatus.Finished));
+        var replyId = Assert.Single(Replies(first)).Id!;
+        Assert.Equal("Answer 1.", first.GetMessage(replyId)!.Text);
+
+        // By the reply, then by the question it answers (which stands for its latest reply).
+        await session.RegenerateAsync(replyId);
+        var second = await WaitFor("again", s => s.Runs.Count(r => r.Status == RunStatus.Finished) == 2);
+        await session.RegenerateAsync(question);
+        var third = await WaitFor("again", s => s.Runs.Count(r => r.Status == RunStatus.Finished) == 3);
+
+        foreach (var (state, text) in new[] { (second, "Answer 2."), (third, "Answer 3.") })
+        {
+            // One answer to the one question, in the same message, written by the newest run; the runs before it stay
+            // as they ended.
+            var reply = Assert.Single(Replies(state));
+            Assert.Equal(replyId, reply.Id);
+            Assert.Equal(text, reply.Text);
+            Assert.Equal(MessageStatus.Complete, reply.Status);
+            Assert.Equal(state.Runs[^1].Id, reply.RunId);
+            Assert.All(state.Runs, r => Assert.Equal(question, r.Trigger));
+            Assert.All(state.Runs, r => Assert.Equal(RunStatus.Finished, r.Status));
+            Assert.Equal(2, state.Messages.Count);
+        }
+
+        // Each answer is written from the conversation before the reply, without the answer it replaces.
+        Assert.Equal(3, model.Calls.Count);
+        Assert.All(model.Calls, call => Assert.Equal(["What is a fence?"], call.Select(m => m.Text)));
+
+        // Every delta key stays unique across the three runs writing one message.
+        var deltaKeys = JsonNode.Parse(await _server.Client.GetStringAsync("/v1/stream/sessions/again?offset=-1"))!.AsArray()
+            .Where(e => (string?)e!["type"] == "delta").Select(e => (string?)e!["key"]).ToList();
+        Assert.True(deltaKeys.Count >= 3);
+        Assert.Equal(deltaKeys.Count, deltaKeys.Distinct().Count());
+    }
+
+    [Fact]
+    public async Task A_reply_asked_to_be_written_again_while_it_is_written_is_cancelled_and_fenced_and_answered_anew_in_the_same_message()
+    {
+        var model = new NumberedAnswers(heldOpen: 1);
+        var session = _client.Session("again-running");
+        await session.CreateAsync();
+        _ = StartAgent(model, "again-running");
+        await session.SendMessageAsync("Write at length");
+        var running = await WaitFor("again-running", s => Replies(s).Any(m => m.Text == "Answer 1."));
+        var cut = Assert.Single(running.Runs);
+
+        var ack = await session.RegenerateAsync(cut.MessageId!);
+
+        var state = await WaitFor("again-running", s => s.Runs.Any(r => r.Status == RunStatus.Finished));
+        Assert.Equal(RunStatus.Cancelled, state.GetRun(cut.Id!)!.Status);
+        var reply = Assert.Single(Replies(state));
+        Assert.Equal(cut.MessageId, reply.Id);
+        Assert.Equal("Answer 2.", reply.Text);
+        Assert.Equal(MessageStatus.Complete, reply.Status);
+        Assert.Equal(["Write at length"], model.Calls.Last().Select(m => m.Text));
+
+        // Nothing of the cancelled run after the acknowledgement: its fence held.
+        var written = JsonNode.Parse(await _server.Client.GetStringAsync($"/v1/stream/sessions/again-running?offset={ack.Offset}"))!.AsArray();
+        Assert.NotEmpty(written);
+        Assert.All(written, e => Assert.DoesNotContain(cut.Id!, e!.ToJsonString(), StringComparison.Ordinal));
+    }
+
     [Fact]
     public async Task Two_agents_write_to_one_session_at_once_without_an_orchestrator()
     {

@@ -347,4 +347,107 @@ public sealed class SessionRulesTests
         Assert.Equal(MessageStatus.Failed, session.State.GetMessage(run.MessageId!)!.Status);
         Assert.Equal("boom", session.State.GetMessage(run.MessageId!)!.Error);
     }
+
+    [Fact]
+    public void Regenerate_of_a_finished_reply_asks_for_it_again_and_the_reply_the_user_message_or_none_name_the_same()
+    {
+        var session = new SessionFixture();
+        var run = session.StartedRun("What is a fence?");
+        session.Apply(SessionRules.EndRun(session.State, run.Id!, RunStatus.Finished, [new TextPart("First answer")], session.Events));
+
+        var decision = SessionRules.Regenerate(session.State, run.MessageId, "user:alice", session.Events);
+
+        var control = Assert.IsType<SessionControl>(Assert.Single(decision.Events).Value);
+        Assert.Equal(ControlAction.Regenerate, control.Action);
+        Assert.Equal(ControlStatus.Requested, control.Status);
+        Assert.Equal(run.Id, control.RunId);
+        Assert.Equal("user:alice", control.By);
+        Assert.Equal(control.Id, decision.Id);
+        session.Apply(decision);
+
+        // Asked again before any run takes it up, by the reply, the question or neither: the same request, nothing new.
+        foreach (var named in new[] { run.MessageId, run.Trigger, null })
+        {
+            var again = SessionRules.Regenerate(session.State, named, "user:bob", session.Events);
+            Assert.False(again.IsRejected, again.Rejection?.Message);
+            Assert.Equal(control.Id, again.Id);
+            Assert.Empty(again.Events);
+        }
+
+        // The run keeps what it was: the reply is written again by a new run, not by changing this one.
+        Assert.Equal(RunStatus.Finished, session.State.GetRun(run.Id!)!.Status);
+        Assert.Equal("First answer", session.State.GetMessage(run.MessageId!)!.Text);
+    }
+
+    [Fact]
+    public void Regenerate_of_a_reply_still_being_written_cancels_its_run_in_the_same_append_and_the_fence_lets_only_a_new_run_write_the_message()
+    {
+        var session = new SessionFixture();
+        var run = session.StartedRun();
+
+        var decision = SessionRules.Regenerate(session.State, run.MessageId, "user:alice", session.Events);
+
+        Assert.Equal([SessionEventTypes.Control, SessionEventTypes.Message, SessionEventTypes.Run, SessionEventTypes.Control], decision.Events.Select(e => e.Type));
+        Assert.Equal(ControlAction.Cancel, Assert.IsType<SessionControl>(decision.Events[0].Value).Action);
+        Assert.Equal(ControlAction.Regenerate, Assert.IsType<SessionControl>(decision.Events[3].Value).Action);
+        session.Apply(decision);
+        Assert.Equal(RunStatus.Cancelled, session.State.GetRun(run.Id!)!.Status);
+
+        // The cancelled run's late writes are fenced; a new run answering the same message again, in the same message, is
+        // not (its start, as an agent writes it: the run, the reply reset under the new run, then its deltas).
+        var late = session.Events.RunDelta(run.MessageId!, run.Id!, takenOver: false, 7, 0, "text", " late");
+        Assert.Equal(SessionRejection.RunCancelled, SessionRules.CheckFence(session.State, [late.ToJson()])?.Code);
+        var started = session.Events.RunStarted("r_again", "agent:helper", run.MessageId!, run.Trigger!);
+        var reset = session.Events.Reply(ChangeOperation.Update, run.MessageId!, "agent:helper", "r_again", [new TextPart()], MessageStatus.Streaming, SessionFixture.Time);
+        Assert.Null(SessionRules.CheckFence(session.State, [started.ToJson(), reset.ToJson()]));
+        session.Append(started, reset);
+        var delta = session.Events.RunDelta(run.MessageId!, "r_again", takenOver: true, 0, 0, "text", "New");
+        Assert.Null(SessionRules.CheckFence(session.State, [delta.ToJson()]));
+        Assert.Equal(SessionRejection.RunCancelled, SessionRules.CheckFence(session.State, [late.ToJson()])?.Code);
+
+        // Once a new run writes the reply, the request is taken up: another one is a new request, for the new run.
+        var next = SessionRules.Regenerate(session.State, run.MessageId, "user:alice", session.Events);
+        Assert.Equal("r_again", Assert.IsType<SessionControl>(next.Events[^1].Value).RunId);
+    }
+
+    [Fact]
+    public void Regenerate_sent_again_with_its_control_id_is_accepted_with_nothing_appended_and_another_controls_id_is_refused()
+    {
+        var session = new SessionFixture();
+        var run = session.StartedRun();
+        session.Apply(SessionRules.EndRun(session.State, run.Id!, RunStatus.Finished, null, session.Events));
+        session.Apply(SessionRules.Regenerate(session.State, run.MessageId, "user:alice", session.Events, controlId: "c-client-1"));
+        session.Append(session.Events.RunStarted("r_again", "agent:helper", run.MessageId!, run.Trigger!));
+
+        var retry = SessionRules.Regenerate(session.State, run.MessageId, "user:alice", session.Events, controlId: "c-client-1");
+        Assert.Equal("c-client-1", retry.Id);
+        Assert.Empty(retry.Events);
+        Assert.Equal(SessionRejection.ControlIdTaken, SessionRules.Regenerate(session.State, run.MessageId, "user:bob", session.Events, controlId: "c-client-1").Rejection?.Code);
+    }
+
+    [Fact]
+    public void Regenerate_is_refused_for_a_missing_message_a_message_no_agent_wrote_an_earlier_reply_and_while_a_human_holds_the_session()
+    {
+        var session = new SessionFixture();
+        Assert.Equal(SessionRejection.NotAReply, SessionRules.Regenerate(session.State, null, "user:alice", session.Events).Rejection?.Code);
+        var first = session.StartedRun("first");
+        session.Apply(SessionRules.EndRun(session.State, first.Id!, RunStatus.Finished, null, session.Events));
+        session.Apply(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "second"), session.Events));
+        var unanswered = session.State.Messages[^1].Id!;
+
+        Assert.Equal(SessionRejection.MessageNotFound, SessionRules.Regenerate(session.State, "m_missing", "user:alice", session.Events).Rejection?.Code);
+        Assert.Equal(SessionRejection.NotAReply, SessionRules.Regenerate(session.State, unanswered, "user:alice", session.Events).Rejection?.Code);
+        Assert.Equal(SessionRejection.NotAReply, SessionRules.Regenerate(session.State, null, "user:alice", session.Events).Rejection?.Code);
+        Assert.Equal(SessionRejection.NotLatestReply, SessionRules.Regenerate(session.State, first.MessageId, "user:alice", session.Events).Rejection?.Code);
+        Assert.Equal(SessionRejection.NotLatestReply, SessionRules.Regenerate(session.State, first.Trigger, "user:alice", session.Events).Rejection?.Code);
+
+        var human = new PostMessageRequest("human:bob", [new TextPart("A person's answer")], MessageRole.Assistant);
+        session.Apply(SessionRules.PostMessage(session.State, human, session.Events));
+        Assert.Equal(SessionRejection.NotAReply, SessionRules.Regenerate(session.State, session.State.Messages[^1].Id, "user:alice", session.Events).Rejection?.Code);
+
+        var second = SessionRules.StartRun(session.State, "agent:helper", unanswered, session.Events);
+        session.Apply(second);
+        session.Apply(SessionRules.TakeControl(session.State, "human:bob", session.Events));
+        Assert.Equal(SessionRejection.LeaseHeld, SessionRules.Regenerate(session.State, unanswered, "user:alice", session.Events).Rejection?.Code);
+    }
 }

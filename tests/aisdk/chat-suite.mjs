@@ -49,6 +49,35 @@ describe("AI SDK useChat protocol", () => {
     expect(stored.text.length).toBeGreaterThan(20)
   })
 
+  test("regenerate writes the reply again in place: one question, one answer, under the same message id", async () => {
+    const id = chatId("regen")
+    const chat = newChat(id)
+    await chat.sendMessage({ text: "What is a durable session?" })
+    const first = await storedReply(id)
+    const runs = [first.run.id]
+
+    // As useChat's regenerate button does (the latest reply), then naming the reply.
+    for (const options of [undefined, { messageId: first.message.id }]) {
+      await chat.regenerate(options)
+      expect(chat.status).toBe("ready")
+      expect(chat.error).toBeUndefined()
+      const stored = await storedReply(id)
+      expect(runs).not.toContain(stored.run.id)
+      runs.push(stored.run.id)
+      expect(stored.run.status).toBe("finished")
+      expect(stored.message.id).toBe(first.message.id)
+      expect(stored.message.runId).toBe(stored.run.id)
+      expect(chat.messages.map((m) => m.role)).toEqual(["user", "assistant"])
+      expect(chat.messages[1].id).toBe(first.message.id)
+      expect(textOf(chat.messages[1])).toBe(stored.text)
+      expect(stored.text.length).toBeGreaterThan(20)
+
+      // The session holds the question once and one answer to it.
+      const snapshot = await (await fetch(`${base}/v1/sessions/${id}`)).json()
+      expect(snapshot.filter((m) => m.type === "message").map((m) => m.value.role)).toEqual(["user", "assistant"])
+    }
+  })
+
   test("resuming with nothing streaming answers 204 and leaves the chat ready", async () => {
     const id = chatId("idle")
     const res = await fetch(`${base}/api/chat/${id}/stream`)

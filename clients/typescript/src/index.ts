@@ -208,10 +208,10 @@ export class DurableSessionsClient {
    * HTTP. Falling back is safe only before anything was sent: an operation whose socket drops before its answer fails,
    * as a POST cut mid-flight does, and is not repeated.
    */
-  async operate(op: string, session: string, run: string | undefined, rest: string, body: unknown): Promise<unknown> {
+  async operate(op: string, session: string, target: { run?: string; message?: string }, rest: string, body: unknown): Promise<unknown> {
     const transport = this.options.transport ?? "auto"
     if ((transport === "auto" || transport === "websocket") && typeof WebSocket !== "undefined" && this.sockets.available) {
-      const answer = await this.sockets.call({ op, session, ...(run === undefined ? {} : { run }), body })
+      const answer = await this.sockets.call({ op, session, ...target, body })
       if (answer) {
         if (answer.status >= 400) {
           const error = (answer.body ?? {}) as { error?: { code?: string; message?: string } }
@@ -245,7 +245,7 @@ export class DurableSessionsClient {
   }
 }
 
-/** Options of a message, cancel or steer. */
+/** Options of a message, cancel, steer or regenerate. */
 export interface OperationOptions {
   /**
    * The message's or control's id: 1-128 letters, digits, `-`, `_` or `.`. Sent again with the same id after an error
@@ -268,7 +268,7 @@ export class SessionClient {
    */
   async sendMessage(text: string, role: "user" | "assistant" = "user", options: OperationOptions = {}): Promise<string> {
     const body = { text, role, author: this.client.participantId, ...(options.id === undefined ? {} : { id: options.id }) }
-    return ((await this.client.operate("session.message", this.id, undefined, "messages", body)) as { messageId: string }).messageId
+    return ((await this.client.operate("session.message", this.id, {}, "messages", body)) as { messageId: string }).messageId
   }
 
   /**
@@ -277,18 +277,29 @@ export class SessionClient {
    */
   async cancel(runId: string, options: OperationOptions = {}): Promise<{ controlId: string; offset: string }> {
     const body = { by: this.client.participantId, ...(options.id === undefined ? {} : { id: options.id }) }
-    return (await this.client.operate("session.cancel", this.id, runId, `runs/${runId}/cancel`, body)) as { controlId: string; offset: string }
+    return (await this.client.operate("session.cancel", this.id, { run: runId }, `runs/${runId}/cancel`, body)) as { controlId: string; offset: string }
   }
 
   /** Steers a running run with a new instruction; sent again with the same `options.id`, it steers once. */
   async steer(runId: string, text: string, options: OperationOptions = {}): Promise<{ controlId: string; offset: string }> {
     const body = { by: this.client.participantId, text, ...(options.id === undefined ? {} : { id: options.id }) }
-    return (await this.client.operate("session.steer", this.id, runId, `runs/${runId}/steer`, body)) as { controlId: string; offset: string }
+    return (await this.client.operate("session.steer", this.id, { run: runId }, `runs/${runId}/steer`, body)) as { controlId: string; offset: string }
+  }
+
+  /**
+   * Asks for a reply to be written again: the agent that wrote it answers its message anew, in the same message, which
+   * starts again from empty (a reply still being written is cancelled first). `messageId` is the reply, or the user
+   * message it answers; only the reply to the session's latest user message can be written again. Sent again with the
+   * same `options.id`, it is applied once.
+   */
+  async regenerate(messageId: string, options: OperationOptions = {}): Promise<{ controlId: string; offset: string }> {
+    const body = { by: this.client.participantId, ...(options.id === undefined ? {} : { id: options.id }) }
+    return (await this.client.operate("session.regenerate", this.id, { message: messageId }, `messages/${messageId}/regenerate`, body)) as { controlId: string; offset: string }
   }
 
   async heartbeat(kind: "client" | "human" = "client", name?: string): Promise<number> {
     const body = { participantId: this.client.participantId, kind, name }
-    return ((await this.client.operate("session.presence", this.id, undefined, "presence", body)) as { timeoutMs: number }).timeoutMs
+    return ((await this.client.operate("session.presence", this.id, {}, "presence", body)) as { timeoutMs: number }).timeoutMs
   }
 
   async leave(): Promise<void> {

@@ -140,6 +140,54 @@ test("messages, steer, cancel and presence go over the WebSocket and answer as o
   }
 })
 
+test("regenerate goes over the WebSocket: the agent writes the reply again in the same message", async () => {
+  const native = globalThis.fetch
+  const posted: string[] = []
+  globalThis.fetch = ((input: string | URL | Request, init?: RequestInit) => {
+    if ((init?.method ?? "GET") === "POST") posted.push(String(input))
+    return native(input, init)
+  }) as typeof fetch
+  const client = new DurableSessionsClient({ baseUrl: base!, participantId: "client:ts-regen" })
+  const id = `ts-ws-regen-${Date.now()}`
+  const session = client.session(id)
+  const snapshot = async () => (await (await native(`${base}/v1/sessions/${id}`)).json()) as SessionEvent[]
+  const finishedRuns = async (count: number) => {
+    const deadline = Date.now() + 30_000
+    for (;;) {
+      const events = await snapshot()
+      if (events.filter((e) => e.type === "run" && e.value?.status === "finished").length >= count) return events
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${count} finished runs`)
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  }
+  try {
+    await session.create()
+    const question = await session.sendMessage("What is an offset?")
+    const first = await finishedRuns(1)
+    const reply = first.find((e) => e.type === "message" && e.value?.role === "assistant")!
+    posted.length = 0
+
+    const ack = await session.regenerate(reply.key, { id: "c-ts-regen" })
+    expect(ack.controlId).toBe("c-ts-regen")
+    // The same request again, and one naming the question, are the request already made: nothing new is stored.
+    expect((await session.regenerate(reply.key, { id: "c-ts-regen" })).controlId).toBe("c-ts-regen")
+    await expect(session.regenerate("m-missing")).rejects.toMatchObject({ status: 409, code: "MESSAGE_NOT_FOUND" })
+    await expect(session.regenerate("not ok")).rejects.toMatchObject({ status: 400, code: "INVALID_MESSAGE_ID" })
+
+    const after = await finishedRuns(2)
+    const replies = after.filter((e) => e.type === "message" && e.value?.role === "assistant")
+    expect(replies.map((e) => e.key)).toEqual([reply.key])
+    const runs = after.filter((e) => e.type === "run").map((e) => e.value as { id: string; trigger: string; status: string })
+    expect(runs.map((r) => [r.trigger, r.status])).toEqual([[question, "finished"], [question, "finished"]])
+    expect((replies[0]!.value as { runId: string }).runId).toBe(runs[1]!.id)
+    expect(after.filter((e) => e.type === "control").map((e) => [e.key, e.value?.action, e.value?.runId])).toEqual([["c-ts-regen", "regenerate", runs[0]!.id]])
+    expect(posted).toEqual([])
+  } finally {
+    client.close()
+    globalThis.fetch = native
+  }
+})
+
 test("an operation the WebSocket never answers fails in time, and the sessions on that socket resume on a new one", async () => {
   const proxy = await silencingProxy(base!)
   const client = new DurableSessionsClient({ baseUrl: proxy.url, transport: "websocket", operationTimeoutMs: 1000, reconnectDelayMs: 5, maxReconnectDelayMs: 50 })

@@ -73,6 +73,14 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
             return;
         }
 
+        // useChat's regenerate(): the session already holds the question, so its reply is written again in place rather
+        // than the question asked a second time.
+        if (SessionJson.Text(body, "trigger") == "regenerate-message")
+        {
+            await RegenerateAsync(context, chatId, body).ConfigureAwait(false);
+            return;
+        }
+
         var message = body["message"] as JsonObject ?? (body["messages"] as JsonArray)?.LastOrDefault(m => SessionJson.Text(m, "role") == "user") as JsonObject;
         var text = string.Concat((message?["parts"] as JsonArray ?? []).Select(p => SessionJson.Text(p, "type") == "text" ? SessionJson.Text(p, "text") : null));
         if (string.IsNullOrEmpty(text))
@@ -99,6 +107,33 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         // A session a human has taken over routes the message to that human, who answers it instead of an agent.
         var human = await sessions.RoutedToAsync(chatId, posted.Id!, context.RequestAborted).ConfigureAwait(false);
         await StreamReplyAsync(context, chatId, posted.Offset, trigger: posted.Id, replay: null, human).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Writes a reply again (the one <c>messageId</c> names, a reply or the user message it answers; else the reply to the
+    /// latest user message) and streams the new answer, under the same message id.
+    /// </summary>
+    private async Task RegenerateAsync(HttpContext context, string chatId, JsonObject body)
+    {
+        var replyId = SessionJson.Text(body, "messageId");
+        if ((body["messageId"] is not null && replyId is null) || (replyId is not null && !Identifiers.IsValid(replyId)))
+        {
+            await Problem.Write(context, 400, "INVALID_CHAT_REQUEST", "messageId must be the id of a message in the chat.").ConfigureAwait(false);
+            return;
+        }
+
+        var by = Auth.AccessControl.Current(context) is { IsAnonymous: false } who ? who.Subject : "user";
+        var result = await sessions.RegenerateAsync(chatId, replyId, by, controlId: null, context.RequestAborted).ConfigureAwait(false);
+        if (result.Status != 200)
+        {
+            await Problem.Write(context, result.Status, result.Code!, result.Message!).ConfigureAwait(false);
+            return;
+        }
+
+        // The new run answers the message the regenerated reply answered.
+        var (_, state) = await MaterializeAsync(chatId, context.RequestAborted).ConfigureAwait(false);
+        var trigger = state.Controls.FirstOrDefault(c => c.Id == result.Id)?.RunId is { } runId ? state.GetRun(runId)?.Trigger : null;
+        await StreamReplyAsync(context, chatId, result.Offset, trigger, replay: null, human: null).ConfigureAwait(false);
     }
 
     private async Task ResumeAsync(HttpContext context, string chatId)

@@ -66,6 +66,9 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             case (4, "POST") when segments[1] == "runs" && Identifiers.IsValid(segments[2]) && segments[3] is "cancel" or "steer":
                 await ControlAsync(context, id, segments[2], segments[3]).ConfigureAwait(false);
                 return;
+            case (4, "POST") when segments[1] == "messages" && Identifiers.IsValid(segments[2]) && segments[3] == "regenerate":
+                await RegenerateAsync(context, id, segments[2]).ConfigureAwait(false);
+                return;
             default:
                 await Problem.Write(context, 404, "NOT_FOUND", "Unknown sessions API route.").ConfigureAwait(false);
                 return;
@@ -276,27 +279,13 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             return;
         }
 
-        if (FieldOfWrongKind(body, "by", "text", "id") is { } field)
+        if (await ControlFieldsAsync(context, body).ConfigureAwait(false) is not { } fields)
         {
-            await Problem.Write(context, 400, "INVALID_FIELD", $"{field} must be a string.").ConfigureAwait(false);
             return;
         }
 
-        // As for a message: a control id the client chooses makes the request safe to send again after a lost answer.
-        var controlId = Str(body, "id");
-        if (controlId is not null && !Identifiers.IsValid(controlId))
-        {
-            await Problem.Write(context, 400, "INVALID_CONTROL_ID", "id must be 1 to 128 letters, digits, '-', '_' or '.'.").ConfigureAwait(false);
-            return;
-        }
+        var (by, controlId) = fields;
 
-        if (!ValidClaimedIdentity(context, Str(body, "by")))
-        {
-            await Problem.Write(context, 400, "INVALID_FIELD", "by must be a participant id: 1 to 128 letters, digits, '-', '_', '.' or ':'.").ConfigureAwait(false);
-            return;
-        }
-
-        var by = Identity(context, Str(body, "by"));
         SessionOperationResult result;
         if (action == "cancel")
         {
@@ -314,6 +303,47 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         }
 
         await WriteResult(context, result, "controlId", created: false).ConfigureAwait(false);
+    }
+
+    private async Task RegenerateAsync(HttpContext context, string id, string replyId)
+    {
+        var body = await ReadObjectAsync(context, allowEmpty: true).ConfigureAwait(false);
+        if (body is null || await ControlFieldsAsync(context, body).ConfigureAwait(false) is not { } fields)
+        {
+            return;
+        }
+
+        var result = await sessions.RegenerateAsync(id, replyId, fields.By, fields.ControlId, context.RequestAborted).ConfigureAwait(false);
+        await WriteResult(context, result, "controlId", created: false).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The fields every control request shares: its own id and who sends it. Null, with the problem answered, when one is
+    /// not valid.
+    /// </summary>
+    private static async Task<(string By, string? ControlId)?> ControlFieldsAsync(HttpContext context, JsonObject body)
+    {
+        if (FieldOfWrongKind(body, "by", "text", "id") is { } field)
+        {
+            await Problem.Write(context, 400, "INVALID_FIELD", $"{field} must be a string.").ConfigureAwait(false);
+            return null;
+        }
+
+        // As for a message: a control id the client chooses makes the request safe to send again after a lost answer.
+        var controlId = Str(body, "id");
+        if (controlId is not null && !Identifiers.IsValid(controlId))
+        {
+            await Problem.Write(context, 400, "INVALID_CONTROL_ID", "id must be 1 to 128 letters, digits, '-', '_' or '.'.").ConfigureAwait(false);
+            return null;
+        }
+
+        if (!ValidClaimedIdentity(context, Str(body, "by")))
+        {
+            await Problem.Write(context, 400, "INVALID_FIELD", "by must be a participant id: 1 to 128 letters, digits, '-', '_', '.' or ':'.").ConfigureAwait(false);
+            return null;
+        }
+
+        return (Identity(context, Str(body, "by")), controlId);
     }
 
     private static Task WriteResult(HttpContext context, SessionOperationResult result, string idName, bool created)

@@ -390,6 +390,27 @@ internal sealed partial class SessionService : IDisposable
         return result;
     }
 
+    /// <summary>
+    /// Asks for a reply to be written again (see <see cref="SessionRules.Regenerate"/>): a regenerate control, after a
+    /// cancel of the reply's run when it is still running. The session becomes a turn for its agents.
+    /// </summary>
+    public Task<SessionOperationResult> RegenerateAsync(string sessionId, string? replyId, string by, string? controlId, CancellationToken cancellationToken)
+        => DecideAsync(sessionId, state => SessionRules.Regenerate(state, replyId, by, _events, controlId), cancellationToken, RepeatedRegenerateAsync);
+
+    /// <summary>
+    /// A regenerate accepted with nothing appended (a retry, or a request already waiting): the request that stored it may
+    /// have failed after that, before the session was made a turn, so one that no run has taken up yet is made one again.
+    /// </summary>
+    private async Task RepeatedRegenerateAsync(Session session, string controlId)
+    {
+        var state = session.State;
+        if (state.Controls.FirstOrDefault(c => c.Id == controlId) is { RunId: { } runId }
+            && state.GetRun(runId)?.MessageId is { } replyId && state.GetMessage(replyId)?.RunId == runId)
+        {
+            await _turns.MarkAsync(session.Path, session.StreamId, state.Position, CancellationToken.None).ConfigureAwait(false);
+        }
+    }
+
     /// <summary>Delivers a new instruction to a running agent.</summary>
     public Task<SessionOperationResult> SteerAsync(string sessionId, string runId, string by, string text, string? controlId, CancellationToken cancellationToken)
         => DecideAsync(sessionId, state => SessionRules.Steer(state, runId, by, text, _events, controlId), cancellationToken);
@@ -614,8 +635,8 @@ internal sealed partial class SessionService : IDisposable
     }
 
     /// <summary>
-    /// Whether committed events give agents something to answer: a user message not routed to a human, or the session
-    /// handed back to the agents. Such a session becomes a turn of every registered agent (<see cref="Agents.AgentTurnService"/>).
+    /// Whether committed events give agents something to answer: a user message not routed to a human, a reply to write
+    /// again, or the session handed back to the agents. Such a session becomes a turn of every registered agent (<see cref="Agents.AgentTurnService"/>).
     /// </summary>
     private static bool NeedsAnswer(IEnumerable<JsonNode?> events)
     {
@@ -624,7 +645,8 @@ internal sealed partial class SessionService : IDisposable
             var value = node?["value"];
             var type = SessionJson.Text(node, "type");
             if ((type == SessionEventTypes.Message && SessionJson.Text(node?["headers"], "operation") == "insert" && SessionJson.Text(value, "role") == "user" && value?["routedTo"] is null)
-                || (type == SessionEventTypes.Handoff && SessionJson.Text(value, "kind") == "agent"))
+                || (type == SessionEventTypes.Handoff && SessionJson.Text(value, "kind") == "agent")
+                || (type == SessionEventTypes.Control && SessionJson.Text(value, "action") == "regenerate"))
             {
                 return true;
             }

@@ -256,7 +256,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
                 case "auth":
                     await StartAsync(id, root, AuthAsync).ConfigureAwait(false);
                     return true;
-                case "session.message" or "session.cancel" or "session.steer" or "session.presence":
+                case "session.message" or "session.cancel" or "session.steer" or "session.regenerate" or "session.presence":
                     await StartAsync(id, root, (i, r) => SessionAsync(op, i, r)).ConfigureAwait(false);
                     return true;
                 case "ping":
@@ -911,11 +911,18 @@ internal sealed partial class StreamSocketConnection : IDisposable
             return Error("id", id, 400, "INVALID_RUN_ID", "run must be a run id.");
         }
 
+        var message = OptionalString(root, "message");
+        if (op is "session.regenerate" && (message is null || !Identifiers.IsValid(message)))
+        {
+            return Error("id", id, 400, "INVALID_MESSAGE_ID", "message must be a message id.");
+        }
+
         var rest = op switch
         {
             "session.message" => session + "/messages",
             "session.presence" => session + "/presence",
             "session.cancel" => $"{session}/runs/{run}/cancel",
+            "session.regenerate" => $"{session}/messages/{message}/regenerate",
             _ => $"{session}/runs/{run}/steer",
         };
         var body = root.TryGetProperty("body", out var bodyElement) ? JsonMarshal.GetRawUtf8Value(bodyElement).ToArray() : [];
@@ -1488,7 +1495,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
     }
 
     private static readonly (string Name, byte[] Utf8)[] StringFields =
-        [.. new[] { "path", "contentType", "sub", "offset", "session", "run", "token" }.Select(n => (n, System.Text.Encoding.UTF8.GetBytes(n)))];
+        [.. new[] { "path", "contentType", "sub", "offset", "session", "run", "message", "token" }.Select(n => (n, System.Text.Encoding.UTF8.GetBytes(n)))];
 
     /// <summary>
     /// Decodes a JSON string as base64. Like <see cref="TryGetText"/>, a string that escapes a lone surrogate throws when
