@@ -224,7 +224,7 @@ public sealed partial class SessionAgent
                     }
 
                     active = StartRun(trigger, superseded, rewritten, serving.Token);
-                    var history = BuildHistory(state, rewritten);
+                    var history = BuildHistory(state, trigger, rewritten);
                     active.Completion = Task.Run(() => ExecuteRunAsync(session, active, history), CancellationToken.None);
                     _answering[sessionId] = active;
                 }
@@ -417,22 +417,68 @@ public sealed partial class SessionAgent
         return new ActiveRun(run, start, superseded, rewritesMessage: rewritten is not null, agentStopping);
     }
 
-    private List<ChatMessage> BuildHistory(SessionState state, string? rewritten)
+    /// <summary>
+    /// The conversation a reply to <paramref name="trigger"/> is written from: the messages in the session's order, each
+    /// agent reply placed right after the message it answers (a reply to a question queued behind another is stored after
+    /// that later question), up to the next user message after <paramref name="trigger"/> (a question queued behind it,
+    /// or asked after a reply to it was asked to be written again, is not part of its answer). Without
+    /// <paramref name="rewritten"/>, the reply being written again, whose text so far is replaced.
+    /// </summary>
+    private List<ChatMessage> BuildHistory(SessionState state, string trigger, string? rewritten)
     {
-        // A reply written again (after a crash cut it, or on request) is answered from the start: its text so far is not
-        // part of the conversation.
-        var partial = rewritten;
         var history = new List<ChatMessage>();
         if (_options.Instructions is { } instructions)
         {
             history.Add(new ChatMessage(ChatRole.System, instructions));
         }
 
-        foreach (var message in state.Messages)
+        var messages = state.Messages;
+        var asked = messages.Where(m => m.Role == MessageRole.User && m.Id is not null).Select(m => m.Id!).ToHashSet(StringComparer.Ordinal);
+        var replies = new Dictionary<string, List<SessionMessage>>(StringComparer.Ordinal);
+        foreach (var message in messages)
         {
-            if (partial is not null && message.Id == partial)
+            if (AnsweredBy(message) is { } answered)
             {
-                continue;
+                (replies.TryGetValue(answered, out var list) ? list : replies[answered] = []).Add(message);
+            }
+        }
+
+        var reached = false;
+        foreach (var message in messages)
+        {
+            if (message.Role == MessageRole.User)
+            {
+                if (reached)
+                {
+                    break;
+                }
+
+                reached = message.Id == trigger;
+                Add(message);
+                foreach (var reply in message.Id is { } id && replies.TryGetValue(id, out var answers) ? answers : [])
+                {
+                    Add(reply);
+                }
+            }
+            else if (AnsweredBy(message) is null)
+            {
+                Add(message);
+            }
+        }
+
+        return history;
+
+        // The user message an agent's reply answers, when the session holds it.
+        string? AnsweredBy(SessionMessage message)
+            => message.Role == MessageRole.Assistant && message.RunId is { } runId && state.GetRun(runId)?.Trigger is { } answered && asked.Contains(answered)
+                ? answered
+                : null;
+
+        void Add(SessionMessage message)
+        {
+            if (rewritten is not null && message.Id == rewritten)
+            {
+                return;
             }
 
             ChatRole? role = message.Role == MessageRole.User ? ChatRole.User
@@ -445,8 +491,6 @@ public sealed partial class SessionAgent
                 history.Add(new ChatMessage(role.Value, text));
             }
         }
-
-        return history;
     }
 
     private async Task ExecuteRunAsync(SessionClient session, ActiveRun run, List<ChatMessage> history)

@@ -411,6 +411,12 @@ public static class SessionEventRules
                     return SessionEventRejection.Forbidden(index, "SERVER_OWNED_EVENT", "controls cannot be deleted.");
                 }
 
+                if (Str(value!, "action") == "regenerate")
+                {
+                    // Agents act on it: only the sessions API, which checks which reply may be written again, writes one.
+                    return SessionEventRejection.Forbidden(index, "SERVER_OWNED_EVENT", "a reply is asked to be written again through the sessions API (messages/{id}/regenerate).");
+                }
+
                 if (!writer.MayControl)
                 {
                     return SessionEventRejection.Forbidden(index, "FORBIDDEN", "control events need the control capability.");

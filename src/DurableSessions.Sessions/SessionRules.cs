@@ -204,11 +204,12 @@ public static class SessionRules
 
     /// <summary>
     /// Asks for the reply <paramref name="replyId"/> to be written again: the agent that wrote it answers its message anew,
-    /// in the same message, which starts again from empty. Only the reply to the session's latest user message can be,
-    /// since an answer is written from the conversation before it; a reply still being written is cancelled (and fenced)
-    /// in the same append. The decision's id is the regenerate control's: <paramref name="controlId"/> when the caller
-    /// names it, which makes a repeated request (a retry) accepted with nothing appended; a request for a reply already
-    /// waiting to be written again is accepted with that request's id, also with nothing appended.
+    /// in the same message, which starts again from empty. Only that agent's latest reply to the session's latest user
+    /// message can be, since an answer is written from the conversation before it; a reply still being written is
+    /// cancelled (and fenced) in the same append, when <paramref name="mayStop"/>. The decision's id is the regenerate
+    /// control's: <paramref name="controlId"/> when the caller names it, which makes a repeated request (a retry)
+    /// accepted with nothing appended. Without one, a request for a reply already waiting to be written again is
+    /// accepted with that request's id, with nothing appended.
     /// </summary>
     /// <param name="state">The session's state.</param>
     /// <param name="replyId">
@@ -218,7 +219,11 @@ public static class SessionRules
     /// <param name="by">Who asks.</param>
     /// <param name="events">The event factory.</param>
     /// <param name="controlId">The control's id, chosen by the caller; null for a new one.</param>
-    public static SessionDecision Regenerate(SessionState state, string? replyId, string by, SessionEvents events, string? controlId = null)
+    /// <param name="mayStop">
+    /// Whether the caller may stop a run (cancelling needs the <c>control</c> capability): without it, a reply still
+    /// being written is refused (<see cref="SessionRejection.RunActive"/>).
+    /// </param>
+    public static SessionDecision Regenerate(SessionState state, string? replyId, string by, SessionEvents events, string? controlId = null, bool mayStop = true)
     {
         ArgumentNullException.ThrowIfNull(state);
         ArgumentNullException.ThrowIfNull(events);
@@ -269,8 +274,16 @@ public static class SessionRules
             return SessionDecision.Reject(SessionRejection.NotLatestReply, $"Message {reply.Id} answers an earlier message; only the reply to the latest one can be written again.");
         }
 
-        // Asked already, and no run has taken it up yet: the same request.
-        if (state.Controls.LastOrDefault(c => c.Action == ControlAction.Regenerate && c.RunId == runId) is { Id: { } pending })
+        // The agent answers its message again from its latest run: an earlier reply (one paused by a handoff, say, and
+        // answered again since in a message of its own) is not what it would write again.
+        if (state.Runs.LastOrDefault(r => r.Agent == run.Agent && r.Trigger == trigger && r.Id is not null)?.Id != runId)
+        {
+            return SessionDecision.Reject(SessionRejection.NotLatestReply, $"Message {reply.Id} is not {run.Agent}'s latest reply to message {trigger}.");
+        }
+
+        // Asked already, and no run has taken it up yet: the same request, unless the caller names its own (which is then
+        // stored, so that a retry of it after the new run starts is known as the request it repeats).
+        if (controlId is null && state.Controls.LastOrDefault(c => c.Action == ControlAction.Regenerate && c.RunId == runId) is { Id: { } pending })
         {
             return SessionDecision.Accept(pending, []);
         }
@@ -278,6 +291,11 @@ public static class SessionRules
         var appended = new List<SessionEvent>();
         if (run.Status == RunStatus.Started)
         {
+            if (!mayStop)
+            {
+                return SessionDecision.Reject(SessionRejection.RunActive, $"Run {runId} is still writing this reply, and stopping it needs the control capability; ask again once it ends.");
+            }
+
             appended.AddRange(Stop(state, run, by, "the reply is being written again", pause: false, events, out _));
         }
 

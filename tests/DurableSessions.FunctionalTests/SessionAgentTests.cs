@@ -437,6 +437,21 @@ public sealed class SessionAgentTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_question_queued_behind_another_is_not_part_of_the_conversation_the_one_before_it_is_answered_from()
+    {
+        var model = new NumberedAnswers();
+        var session = _client.Session("queued");
+        await session.CreateAsync();
+        await session.SendMessageAsync("First question");
+        await session.SendMessageAsync("Second question");
+        _ = StartAgent(model, "queued");
+
+        await WaitFor("queued", s => s.Runs.Count(r => r.Status == RunStatus.Finished) == 2);
+
+        Assert.Equal([["First question"], ["First question", "Answer 1.", "Second question"]], model.Calls.Select(call => call.Select(m => m.Text).ToArray()));
+    }
+
+    [Fact]
     public async Task A_reply_asked_to_be_written_again_while_it_is_written_is_cancelled_and_fenced_and_answered_anew_in_the_same_message()
     {
         var model = new NumberedAnswers(heldOpen: 1);

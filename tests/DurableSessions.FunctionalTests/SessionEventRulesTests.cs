@@ -97,6 +97,30 @@ public sealed class SessionEventRulesTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_reply_is_asked_to_be_written_again_only_through_the_sessions_api_and_stopping_it_there_needs_control()
+    {
+        using var posted = await Send(HttpMethod.Post, "/v1/sessions/s2/messages", _alice, "{\"text\":\"a question\"}");
+        var question = JsonNode.Parse(await posted.Content.ReadAsStringAsync(TestContext.Current.CancellationToken))!["messageId"]!.GetValue<string>();
+        Assert.Equal(HttpStatusCode.NoContent, (await Append("s2", _agent,
+            Change("run", "r2", "insert", new JsonObject { ["id"] = "r2", ["agent"] = "agent:real", ["messageId"] = "m2", ["trigger"] = question, ["status"] = "started" }),
+            Change("message", "m2", "insert", new JsonObject { ["id"] = "m2", ["role"] = "assistant", ["author"] = "agent:real", ["runId"] = "r2", ["parts"] = new JsonArray(), ["status"] = "streaming" }))).StatusCode);
+
+        // Not as a raw control, which the agent would act on unchecked: not even by a participant who holds control.
+        var regenerate = new JsonObject { ["id"] = "c-raw", ["action"] = "regenerate", ["runId"] = "r2", ["by"] = "user:alice", ["status"] = "requested" };
+        await AssertRefused(await Append("s2", _alice, Change("control", "c-raw", "insert", regenerate)), HttpStatusCode.Forbidden, "SERVER_OWNED_EVENT");
+
+        // Through the API, a writer may ask, but not stop the reply still being written; a participant with control may.
+        await AssertRefused(await Send(HttpMethod.Post, "/v1/sessions/s2/messages/m2/regenerate", _mallory, "{}"), HttpStatusCode.Conflict, "RUN_ACTIVE");
+        Assert.Equal("started", (await Entity("run", "r2"))!["status"]!.GetValue<string>());
+        Assert.Null(await Entity("control", "c-raw"));
+        using var asked = await Send(HttpMethod.Post, "/v1/sessions/s2/messages/m2/regenerate", _alice, "{}");
+        Assert.Equal(HttpStatusCode.OK, asked.StatusCode);
+        Assert.Equal("cancelled", (await Entity("run", "r2"))!["status"]!.GetValue<string>());
+        var control = await Entity("control", JsonNode.Parse(await asked.Content.ReadAsStringAsync(TestContext.Current.CancellationToken))!["controlId"]!.GetValue<string>());
+        Assert.Equal(("regenerate", "r2", "user:alice"), (control!["action"]!.GetValue<string>(), control["runId"]!.GetValue<string>(), control["by"]!.GetValue<string>()));
+    }
+
+    [Fact]
     public async Task A_writer_cannot_forge_a_handoff_lease_presence_or_session_settings()
     {
         await AssertRefused(await Append("s2", _mallory, Change("handoff", "lease", "update", new JsonObject { ["holder"] = "human:mallory", ["kind"] = "human", ["since"] = "2026-01-01T00:00:00.000Z" })), HttpStatusCode.Forbidden, "SERVER_OWNED_EVENT");

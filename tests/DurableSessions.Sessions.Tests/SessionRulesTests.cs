@@ -450,4 +450,46 @@ public sealed class SessionRulesTests
         session.Apply(SessionRules.TakeControl(session.State, "human:bob", session.Events));
         Assert.Equal(SessionRejection.LeaseHeld, SessionRules.Regenerate(session.State, unanswered, "user:alice", session.Events).Rejection?.Code);
     }
+
+    [Fact]
+    public void Regenerate_names_the_agents_latest_reply_only_and_a_caller_without_control_cannot_stop_one_being_written()
+    {
+        var session = new SessionFixture(handoff: HandoffPolicy.Pause);
+        var paused = session.StartedRun("question");
+        session.Apply(SessionRules.TakeControl(session.State, "human:bob", session.Events));
+        session.Apply(SessionRules.ReturnControl(session.State, "human:bob", session.Events));
+
+        // Answered again after the hand-back, in a message of its own: the paused reply is not what would be written again.
+        var again = SessionRules.StartRun(session.State, "agent:helper", paused.Trigger!, session.Events);
+        session.Apply(again);
+        var latest = session.State.GetRun(again.Id!)!;
+        Assert.Equal(SessionRejection.NotLatestReply, SessionRules.Regenerate(session.State, paused.MessageId, "user:alice", session.Events).Rejection?.Code);
+
+        // Still being written: a caller who may not stop it is refused, with nothing appended.
+        var refused = SessionRules.Regenerate(session.State, latest.MessageId, "user:alice", session.Events, mayStop: false);
+        Assert.Equal(SessionRejection.RunActive, refused.Rejection?.Code);
+        Assert.Empty(refused.Events);
+        Assert.False(SessionRules.Regenerate(session.State, latest.MessageId, "user:alice", session.Events).IsRejected);
+    }
+
+    [Fact]
+    public void Regenerate_with_a_control_id_of_its_own_is_stored_under_that_id_even_while_another_request_waits()
+    {
+        var session = new SessionFixture();
+        var run = session.StartedRun();
+        session.Apply(SessionRules.EndRun(session.State, run.Id!, RunStatus.Finished, null, session.Events));
+        session.Apply(SessionRules.Regenerate(session.State, run.MessageId, "user:alice", session.Events));
+
+        var mine = SessionRules.Regenerate(session.State, run.MessageId, "user:bob", session.Events, controlId: "c-bob");
+
+        var control = Assert.IsType<SessionControl>(Assert.Single(mine.Events).Value);
+        Assert.Equal(("c-bob", run.Id), (control.Id, control.RunId));
+        session.Apply(mine);
+
+        // Once a new run writes the reply, bob's retry is known as the request it repeats, not asked a second time.
+        session.Append(session.Events.RunStarted("r_again", "agent:helper", run.MessageId!, run.Trigger!));
+        var retry = SessionRules.Regenerate(session.State, run.MessageId, "user:bob", session.Events, controlId: "c-bob");
+        Assert.Equal("c-bob", retry.Id);
+        Assert.Empty(retry.Events);
+    }
 }

@@ -169,7 +169,7 @@ test("regenerate goes over the WebSocket: the agent writes the reply again in th
 
     const ack = await session.regenerate(reply.key, { id: "c-ts-regen" })
     expect(ack.controlId).toBe("c-ts-regen")
-    // The same request again, and one naming the question, are the request already made: nothing new is stored.
+    // The same request again (a retry with its id) is the request already made: nothing new is stored.
     expect((await session.regenerate(reply.key, { id: "c-ts-regen" })).controlId).toBe("c-ts-regen")
     await expect(session.regenerate("m-missing")).rejects.toMatchObject({ status: 409, code: "MESSAGE_NOT_FOUND" })
     await expect(session.regenerate("not ok")).rejects.toMatchObject({ status: 400, code: "INVALID_MESSAGE_ID" })

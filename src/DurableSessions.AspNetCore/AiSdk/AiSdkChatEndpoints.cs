@@ -123,7 +123,8 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         }
 
         var by = Auth.AccessControl.Current(context) is { IsAnonymous: false } who ? who.Subject : "user";
-        var result = await sessions.RegenerateAsync(chatId, replyId, by, controlId: null, context.RequestAborted).ConfigureAwait(false);
+        var mayStop = await Auth.AccessControl.AllowsAsync(context, new Auth.StreamResource(SessionService.StreamPath(chatId)), Auth.Capability.Control).ConfigureAwait(false);
+        var (result, trigger) = await sessions.RegenerateAsync(chatId, replyId, by, controlId: null, mayStop, context.RequestAborted).ConfigureAwait(false);
         if (result.Status != 200)
         {
             await Problem.Write(context, result.Status, result.Code!, result.Message!).ConfigureAwait(false);
@@ -131,8 +132,6 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         }
 
         // The new run answers the message the regenerated reply answered.
-        var (_, state) = await MaterializeAsync(chatId, context.RequestAborted).ConfigureAwait(false);
-        var trigger = state.Controls.FirstOrDefault(c => c.Id == result.Id)?.RunId is { } runId ? state.GetRun(runId)?.Trigger : null;
         await StreamReplyAsync(context, chatId, result.Offset, trigger, replay: null, human: null).ConfigureAwait(false);
     }
 

@@ -313,7 +313,9 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             return;
         }
 
-        var result = await sessions.RegenerateAsync(id, replyId, fields.By, fields.ControlId, context.RequestAborted).ConfigureAwait(false);
+        // Asking needs write (checked with the route); stopping a reply still being written needs control, as a cancel does.
+        var mayStop = await Auth.AccessControl.AllowsAsync(context, new Auth.StreamResource(SessionService.StreamPath(id)), Auth.Capability.Control).ConfigureAwait(false);
+        var (result, _) = await sessions.RegenerateAsync(id, replyId, fields.By, fields.ControlId, mayStop, context.RequestAborted).ConfigureAwait(false);
         await WriteResult(context, result, "controlId", created: false).ConfigureAwait(false);
     }
 

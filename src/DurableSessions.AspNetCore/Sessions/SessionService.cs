@@ -392,10 +392,31 @@ internal sealed partial class SessionService : IDisposable
 
     /// <summary>
     /// Asks for a reply to be written again (see <see cref="SessionRules.Regenerate"/>): a regenerate control, after a
-    /// cancel of the reply's run when it is still running. The session becomes a turn for its agents.
+    /// cancel of the reply's run when it is still running and <paramref name="mayStop"/>. The session becomes a turn for
+    /// its agents. Also answers the message the reply answers, which the new run answers again.
     /// </summary>
-    public Task<SessionOperationResult> RegenerateAsync(string sessionId, string? replyId, string by, string? controlId, CancellationToken cancellationToken)
-        => DecideAsync(sessionId, state => SessionRules.Regenerate(state, replyId, by, _events, controlId), cancellationToken, RepeatedRegenerateAsync);
+    public async Task<(SessionOperationResult Result, string? Trigger)> RegenerateAsync(string sessionId, string? replyId, string by, string? controlId, bool mayStop, CancellationToken cancellationToken)
+    {
+        string? trigger = null;
+        var result = await DecideAsync(
+            sessionId,
+            state =>
+            {
+                var decision = SessionRules.Regenerate(state, replyId, by, _events, controlId, mayStop);
+                if (!decision.IsRejected)
+                {
+                    // Under the lock: the control is the one just decided, or one the session holds.
+                    var control = decision.Events.Select(e => e.Value).OfType<SessionControl>().FirstOrDefault(c => c.Id == decision.Id)
+                        ?? state.Controls.FirstOrDefault(c => c.Id == decision.Id);
+                    trigger = control?.RunId is { } runId ? state.GetRun(runId)?.Trigger : null;
+                }
+
+                return decision;
+            },
+            cancellationToken,
+            RepeatedRegenerateAsync).ConfigureAwait(false);
+        return (result, trigger);
+    }
 
     /// <summary>
     /// A regenerate accepted with nothing appended (a retry, or a request already waiting): the request that stored it may
