@@ -148,6 +148,22 @@ public sealed class SessionClient
     }
 
     /// <summary>
+    /// Edits this client's latest message in the session: its text is replaced, and every agent's reply to it is written
+    /// again, in place, from the new text (a reply still being written is cancelled first).
+    /// </summary>
+    /// <param name="messageId">The message: this client's own, and the session's latest user message.</param>
+    /// <param name="text">Its new text.</param>
+    /// <param name="cancellationToken">Cancels the request.</param>
+    /// <remarks>Safe to send again: the same edit repeated is answered as done, and the replies are asked for once.</remarks>
+    public async Task EditMessageAsync(string messageId, string text, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(messageId);
+        ArgumentException.ThrowIfNullOrEmpty(text);
+        var body = new JsonObject { ["text"] = text, ["author"] = _client.Options.ParticipantId }.ToJsonString();
+        using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, $"/v1/sessions/{Id}/messages/{Uri.EscapeDataString(messageId)}/edit", body), cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
     /// Asks for a reply to be written again: the agent that wrote it answers its message anew, in the same message, which
     /// starts again from empty (a reply still being written is cancelled first, in the same append). Only the reply to
     /// the session's latest user message can be written again.

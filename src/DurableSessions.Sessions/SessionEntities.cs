@@ -64,6 +64,9 @@ public sealed record SessionMessage : SessionEntity
     /// <summary>When the message was created.</summary>
     public string? CreatedAt { get; init; }
 
+    /// <summary>When its author last edited it, if ever.</summary>
+    public string? EditedAt { get; init; }
+
     /// <summary>The human holding the session when the message was posted: it is theirs to answer, not the agents'.</summary>
     public string? RoutedTo { get; init; }
 

@@ -169,6 +169,13 @@ public sealed class SessionEvents
     public SessionEvent Steer(string runId, string by, string text, string? id = null)
         => Control(ControlAction.Steer, runId, by, text, reason: null, ControlStatus.Requested, id);
 
+    /// <summary>A user's message with new content, edited by its author now.</summary>
+    public SessionEvent MessageEdited(SessionMessage message, IReadOnlyList<MessagePart> parts)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        return Change(SessionEventTypes.Message, message.Id ?? string.Empty, ChangeOperation.Update, message with { Parts = parts, EditedAt = Now() });
+    }
+
     /// <summary>
     /// A request that the agent which wrote run <paramref name="runId"/>'s reply answer its message again, in place of that
     /// reply. Its id is <paramref name="id"/>, or a new one.

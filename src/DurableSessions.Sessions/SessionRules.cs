@@ -1,4 +1,5 @@
 using System.Diagnostics.CodeAnalysis;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 
 namespace DurableSessions.Sessions;
@@ -43,6 +44,12 @@ public sealed record SessionRejection(string Code, string Message)
 
     /// <summary>A regenerate names a reply to a message that is not the session's latest user message.</summary>
     public const string NotLatestReply = "NOT_LATEST_REPLY";
+
+    /// <summary>An edit names a message that is not the editor's own user message.</summary>
+    public const string NotEditable = "NOT_EDITABLE";
+
+    /// <summary>An edit names a message that is not the session's latest user message.</summary>
+    public const string NotLatestMessage = "NOT_LATEST_MESSAGE";
 }
 
 /// <summary>What a session operation decided: the events to append (in order, in one append), or a rejection.</summary>
@@ -303,6 +310,89 @@ public static class SessionRules
         appended.Add(control);
         return SessionDecision.Accept(control.Key, appended);
     }
+
+    /// <summary>
+    /// Edits the session's latest user message: its content is replaced (and <c>editedAt</c> set), and every agent's
+    /// latest reply to it is asked to be written again (see <see cref="Regenerate"/>), in the same append, so each agent
+    /// answers the edited message anew in place of what it said. Only the author's own message can be edited, and only
+    /// the latest, since later answers were written from it. The same edit of an edited message again (a retry) is
+    /// accepted with nothing appended.
+    /// </summary>
+    /// <param name="state">The session's state.</param>
+    /// <param name="messageId">The message.</param>
+    /// <param name="author">Who edits it: its author.</param>
+    /// <param name="parts">Its new content.</param>
+    /// <param name="events">The event factory.</param>
+    /// <param name="mayStop">Whether the caller may stop a reply still being written (see <see cref="Regenerate"/>).</param>
+    public static SessionDecision EditMessage(SessionState state, string messageId, string author, IReadOnlyList<MessagePart> parts, SessionEvents events, bool mayStop = true)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(parts);
+        ArgumentNullException.ThrowIfNull(events);
+        if (state.GetMessage(messageId) is not { } message)
+        {
+            return SessionDecision.Reject(SessionRejection.MessageNotFound, $"No message {messageId} in the session.");
+        }
+
+        if (message.Role != MessageRole.User || message.Author != author)
+        {
+            return SessionDecision.Reject(SessionRejection.NotEditable, $"Message {messageId} is not {author}'s own message.");
+        }
+
+        if (state.Messages.LastOrDefault(m => m.Role == MessageRole.User)?.Id != messageId)
+        {
+            return SessionDecision.Reject(SessionRejection.NotLatestMessage, $"Message {messageId} has later messages after it; only the latest can be edited.");
+        }
+
+        if (state.HumanHolder is { } human)
+        {
+            return SessionDecision.Reject(SessionRejection.LeaseHeld, $"{human} holds this session; edit the message after it is handed back.");
+        }
+
+        // The same edit again (a retry after a lost answer): its replies were asked for already, and are not again.
+        if (message.EditedAt is not null && SameParts(message.Parts ?? [], parts))
+        {
+            return SessionDecision.Accept(messageId, []);
+        }
+
+        var edited = events.MessageEdited(message, parts);
+        if (SessionEventRules.Validate(edited.ToJson(), strict: true) is { } problem)
+        {
+            return SessionDecision.Reject(SessionRejection.InvalidMessage, "Invalid message: " + problem);
+        }
+
+        var appended = new List<SessionEvent> { edited };
+
+        // Every agent that answered it answers the new text again, each in its own latest reply.
+        foreach (var agent in state.Runs.Where(r => r.Trigger == messageId && r.Agent is not null).Select(r => r.Agent!).Distinct(StringComparer.Ordinal))
+        {
+            var run = state.Runs.Last(r => r.Trigger == messageId && r.Agent == agent);
+            if (run.Id is not { } runId || run.MessageId is null || state.Controls.Any(c => c.Action == ControlAction.Regenerate && c.RunId == runId))
+            {
+                // No reply to write again, or already asked for.
+                continue;
+            }
+
+            if (run.Status == RunStatus.Started)
+            {
+                if (!mayStop)
+                {
+                    return SessionDecision.Reject(SessionRejection.RunActive, $"Run {runId} is still answering this message, and stopping it needs the control capability; edit it once the reply ends.");
+                }
+
+                appended.AddRange(Stop(state, run, author, "the message was edited", pause: false, events, out _));
+            }
+
+            appended.Add(events.RegenerateControl(runId, author));
+        }
+
+        return SessionDecision.Accept(messageId, appended);
+    }
+
+    private static bool SameParts(IReadOnlyList<MessagePart> stored, IReadOnlyList<MessagePart> given)
+        => stored.Count == given.Count && stored.Zip(given).All(pair => JsonElement.DeepEquals(
+            JsonSerializer.SerializeToElement(pair.First, SessionJsonContext.Default.MessagePart),
+            JsonSerializer.SerializeToElement(pair.Second, SessionJsonContext.Default.MessagePart)));
 
     /// <summary>
     /// A control the caller names that the session already holds: the same request sent again (accepted, nothing to

@@ -141,6 +141,9 @@ public sealed class BadInputTests : IAsyncLifetime
             (HttpMethod.Post, "runs/r1/steer", "{\"text\":{}}", "INVALID_FIELD"),
             (HttpMethod.Post, "messages/m1/regenerate", "{\"by\":5}", "INVALID_FIELD"),
             (HttpMethod.Post, "messages/m1/regenerate", "{\"id\":\"not an id\"}", "INVALID_CONTROL_ID"),
+            (HttpMethod.Post, "messages/m1/edit", "{\"text\":7}", "INVALID_FIELD"),
+            (HttpMethod.Post, "messages/m1/edit", "{\"text\":\"\"}", "INVALID_MESSAGE"),
+            (HttpMethod.Post, "messages/m1/edit", "{\"text\":\"hi\",\"author\":\"\"}", "INVALID_AUTHOR"),
         };
         foreach (var (method, rest, body, code) in cases)
         {
@@ -171,7 +174,7 @@ public sealed class BadInputTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task A_regenerate_of_a_reply_there_is_no_writing_again_is_refused_with_its_reason_and_changes_nothing()
+    public async Task A_regenerate_or_edit_the_session_cannot_carry_out_is_refused_with_its_reason_and_changes_nothing()
     {
         var client = _server.Client;
         Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/sessions/regen", new StringContent("{}", Encoding.UTF8, "application/json"))).StatusCode);
@@ -184,10 +187,14 @@ public sealed class BadInputTests : IAsyncLifetime
             ($"/v1/sessions/regen/messages/{question}/regenerate", 409, "NOT_A_REPLY"),
             ("/v1/sessions/missing/messages/m1/regenerate", 404, "SESSION_NOT_FOUND"),
             ("/v1/sessions/regen/messages/not%20an%20id/regenerate", 404, "NOT_FOUND"),
+            ("/v1/sessions/regen/messages/m-missing/edit", 409, "MESSAGE_NOT_FOUND"),
+            ($"/v1/sessions/regen/messages/{question}/edit", 409, "NOT_EDITABLE"),
         };
         foreach (var (path, status, code) in cases)
         {
-            using var response = await client.PostAsync(path, new StringContent("{}", Encoding.UTF8, "application/json"));
+            // An edit as another participant than the message's author.
+            var body = path.Contains("/edit", StringComparison.Ordinal) ? "{\"text\":\"changed\",\"author\":\"user:someone-else\"}" : "{}";
+            using var response = await client.PostAsync(path, new StringContent(body, Encoding.UTF8, "application/json"));
             var text = await response.Content.ReadAsStringAsync();
             Assert.True((int)response.StatusCode == status, $"{path}: {(int)response.StatusCode} {text}");
             Assert.Equal(code, JsonDocument.Parse(text).RootElement.GetProperty("error").GetProperty("code").GetString());

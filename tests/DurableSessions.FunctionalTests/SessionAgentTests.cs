@@ -437,6 +437,26 @@ public sealed class SessionAgentTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_edited_question_is_answered_anew_from_its_new_text_in_the_same_reply()
+    {
+        var model = new NumberedAnswers();
+        var session = _client.Session("edit");
+        await session.CreateAsync();
+        _ = StartAgent(model, "edit");
+        var question = await session.SendMessageAsync("Waht is a fence?");
+        var first = await WaitFor("edit", s => s.Runs.Any(r => r.Status == RunStatus.Finished));
+        var replyId = Assert.Single(Replies(first)).Id!;
+
+        await session.EditMessageAsync(question, "What is a fence?");
+
+        var state = await WaitFor("edit", s => s.Runs.Count(r => r.Status == RunStatus.Finished) == 2);
+        Assert.Equal(["What is a fence?", "Answer 2."], state.Messages.Select(m => m.Text));
+        Assert.Equal(replyId, Assert.Single(Replies(state)).Id);
+        Assert.NotNull(state.GetMessage(question)!.EditedAt);
+        Assert.Equal(["What is a fence?"], model.Calls.Last().Select(m => m.Text));
+    }
+
+    [Fact]
     public async Task A_question_queued_behind_another_is_not_part_of_the_conversation_the_one_before_it_is_answered_from()
     {
         var model = new NumberedAnswers();

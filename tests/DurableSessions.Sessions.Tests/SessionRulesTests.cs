@@ -492,4 +492,61 @@ public sealed class SessionRulesTests
         Assert.Equal("c-bob", retry.Id);
         Assert.Empty(retry.Events);
     }
+
+    [Fact]
+    public void EditMessage_replaces_the_latest_message_and_asks_each_agents_latest_reply_again_stopping_one_still_written()
+    {
+        var session = new SessionFixture();
+        var first = session.StartedRun("Waht is a fence?");
+        session.Apply(SessionRules.EndRun(session.State, first.Id!, RunStatus.Finished, null, session.Events));
+        var other = SessionRules.StartRun(session.State, "agent:other", first.Trigger!, session.Events);
+        session.Apply(other);
+
+        // A caller who may not stop the other agent's reply, still being written, is refused, with nothing appended.
+        var refused = SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence?")], session.Events, mayStop: false);
+        Assert.Equal(SessionRejection.RunActive, refused.Rejection?.Code);
+        Assert.Empty(refused.Events);
+
+        var decision = SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence?")], session.Events);
+
+        Assert.Equal(first.Trigger, decision.Id);
+        Assert.Equal(
+            [SessionEventTypes.Message, SessionEventTypes.Control, SessionEventTypes.Control, SessionEventTypes.Message, SessionEventTypes.Run, SessionEventTypes.Control],
+            decision.Events.Select(e => e.Type));
+        session.Apply(decision);
+        var question = session.State.GetMessage(first.Trigger!)!;
+        Assert.Equal("What is a fence?", question.Text);
+        Assert.Equal(SessionFixture.Time, question.EditedAt);
+        Assert.Equal(RunStatus.Cancelled, session.State.GetRun(other.Id!)!.Status);
+        var asked = session.State.Controls.Where(c => c.Action == ControlAction.Regenerate).Select(c => c.RunId).ToList();
+        Assert.Equal([first.Id, other.Id], asked);
+
+        // The same edit again (a retry) appends nothing, and asks for no reply a second time.
+        var retry = SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence?")], session.Events);
+        Assert.False(retry.IsRejected);
+        Assert.Empty(retry.Events);
+    }
+
+    [Fact]
+    public void EditMessage_is_refused_for_a_missing_message_anothers_message_an_earlier_one_and_while_a_human_holds_the_session()
+    {
+        var session = new SessionFixture();
+        var run = session.StartedRun("first");
+        session.Apply(SessionRules.EndRun(session.State, run.Id!, RunStatus.Finished, null, session.Events));
+        session.Apply(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "second"), session.Events));
+        var second = session.State.Messages[^1].Id!;
+        TextPart[] text = [new TextPart("edited")];
+
+        Assert.Equal(SessionRejection.MessageNotFound, SessionRules.EditMessage(session.State, "m_missing", "user:alice", text, session.Events).Rejection?.Code);
+        Assert.Equal(SessionRejection.NotEditable, SessionRules.EditMessage(session.State, second, "user:bob", text, session.Events).Rejection?.Code);
+        Assert.Equal(SessionRejection.NotEditable, SessionRules.EditMessage(session.State, run.MessageId!, "agent:helper", text, session.Events).Rejection?.Code);
+        Assert.Equal(SessionRejection.NotLatestMessage, SessionRules.EditMessage(session.State, run.Trigger!, "user:alice", text, session.Events).Rejection?.Code);
+
+        // A message not yet answered is edited alone: nothing to write again.
+        var edited = SessionRules.EditMessage(session.State, second, "user:alice", text, session.Events);
+        Assert.Equal([SessionEventTypes.Message], edited.Events.Select(e => e.Type));
+
+        session.Apply(SessionRules.TakeControl(session.State, "human:bob", session.Events));
+        Assert.Equal(SessionRejection.LeaseHeld, SessionRules.EditMessage(session.State, second, "user:alice", text, session.Events).Rejection?.Code);
+    }
 }

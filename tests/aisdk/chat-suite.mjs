@@ -78,6 +78,54 @@ describe("AI SDK useChat protocol", () => {
     }
   })
 
+  test("the chat's message ids are the session's, and an edit answers the edited question again in place", async () => {
+    const id = chatId("edit")
+    const chat = newChat(id)
+    await chat.sendMessage({ text: "Waht is a durable session?" })
+    const first = await storedReply(id)
+    const question = chat.messages[0]
+    expect(first.run.trigger).toBe(question.id)
+
+    // As useChat edits a message: sendMessage with the id of the message it replaces.
+    await chat.sendMessage({ text: "What is a durable session?", messageId: question.id })
+    expect(chat.status).toBe("ready")
+    expect(chat.error).toBeUndefined()
+    const stored = await storedReply(id)
+    expect(stored.run.id).not.toBe(first.run.id)
+    expect(stored.run.status).toBe("finished")
+    expect(stored.message.id).toBe(first.message.id)
+    expect(chat.messages.map((m) => [m.role, m.id])).toEqual([["user", question.id], ["assistant", first.message.id]])
+    expect(textOf(chat.messages[1])).toBe(stored.text)
+
+    const snapshot = await (await fetch(`${base}/v1/sessions/${id}`)).json()
+    const messages = snapshot.filter((m) => m.type === "message").map((m) => m.value)
+    expect(messages.map((m) => m.role)).toEqual(["user", "assistant"])
+    expect(messages[0].parts[0].text).toBe("What is a durable session?")
+    expect(messages[0].editedAt).toBeTruthy()
+  })
+
+  test("the same message sent again is answered with its reply, not asked twice", async () => {
+    const id = chatId("twice")
+    const body = JSON.stringify({ id, trigger: "submit-message", messages: [{ id: "u-once", role: "user", parts: [{ type: "text", text: "Only once, please" }] }] })
+    const send = async () => {
+      const res = await fetch(`${base}/api/chat`, { method: "POST", headers: { "content-type": "application/json" }, body })
+      expect(res.status).toBe(200)
+      const chunks = (await res.text()).split("\n").filter((l) => l.startsWith("data: {")).map((l) => JSON.parse(l.slice(6)))
+      return { chunks, text: chunks.filter((c) => c.type === "text-delta").map((c) => c.delta).join("") }
+    }
+    const first = await send()
+    const again = await send()
+    const stored = await storedReply(id)
+    for (const answer of [first, again]) {
+      expect(answer.chunks[0]).toMatchObject({ type: "start", messageId: stored.message.id })
+      expect(answer.chunks.at(-1).type).toBe("finish")
+      expect(answer.text).toBe(stored.text)
+    }
+    const snapshot = await (await fetch(`${base}/v1/sessions/${id}`)).json()
+    expect(snapshot.filter((m) => m.type === "message").map((m) => [m.value.role, m.value.role === "user" ? m.key : "reply"])).toEqual([["user", "u-once"], ["assistant", "reply"]])
+    expect(snapshot.filter((m) => m.type === "run")).toHaveLength(1)
+  })
+
   test("resuming with nothing streaming answers 204 and leaves the chat ready", async () => {
     const id = chatId("idle")
     const res = await fetch(`${base}/api/chat/${id}/stream`)

@@ -297,6 +297,15 @@ export class SessionClient {
     return (await this.client.operate("session.regenerate", this.id, { message: messageId }, `messages/${messageId}/regenerate`, body)) as { controlId: string; offset: string }
   }
 
+  /**
+   * Edits this client's latest message: its text is replaced, and every agent's reply to it is written again, in place,
+   * from the new text (a reply still being written is cancelled first).
+   */
+  async edit(messageId: string, text: string): Promise<{ messageId: string; offset: string }> {
+    const body = { text, author: this.client.participantId }
+    return (await this.client.operate("session.edit", this.id, { message: messageId }, `messages/${messageId}/edit`, body)) as { messageId: string; offset: string }
+  }
+
   async heartbeat(kind: "client" | "human" = "client", name?: string): Promise<number> {
     const body = { participantId: this.client.participantId, kind, name }
     return ((await this.client.operate("session.presence", this.id, {}, "presence", body)) as { timeoutMs: number }).timeoutMs

@@ -140,7 +140,7 @@ test("messages, steer, cancel and presence go over the WebSocket and answer as o
   }
 })
 
-test("regenerate goes over the WebSocket: the agent writes the reply again in the same message", async () => {
+test("regenerate and edit go over the WebSocket: the agent writes the reply again in the same message", async () => {
   const native = globalThis.fetch
   const posted: string[] = []
   globalThis.fetch = ((input: string | URL | Request, init?: RequestInit) => {
@@ -181,6 +181,13 @@ test("regenerate goes over the WebSocket: the agent writes the reply again in th
     expect(runs.map((r) => [r.trigger, r.status])).toEqual([[question, "finished"], [question, "finished"]])
     expect((replies[0]!.value as { runId: string }).runId).toBe(runs[1]!.id)
     expect(after.filter((e) => e.type === "control").map((e) => [e.key, e.value?.action, e.value?.runId])).toEqual([["c-ts-regen", "regenerate", runs[0]!.id]])
+
+    // An edit of the question: its text replaced, and its reply written again in the same message.
+    expect((await session.edit(question, "What is an offset, exactly?")).messageId).toBe(question)
+    await expect(session.edit("m-missing", "x")).rejects.toMatchObject({ status: 409, code: "MESSAGE_NOT_FOUND" })
+    const edited = await finishedRuns(3)
+    expect(edited.filter((e) => e.type === "message").map((e) => [e.key, (e.value as { parts: { text: string }[] }).parts[0]!.text.length > 0])).toEqual([[question, true], [reply.key, true]])
+    expect((edited.find((e) => e.key === question)!.value as { parts: { text: string }[] }).parts[0]!.text).toBe("What is an offset, exactly?")
     expect(posted).toEqual([])
   } finally {
     client.close()

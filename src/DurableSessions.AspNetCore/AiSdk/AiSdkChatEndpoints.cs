@@ -97,10 +97,44 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         }
 
         var author = Auth.AccessControl.Current(context) is { IsAnonymous: false } who ? who.Subject : "user";
-        var posted = await sessions.PostMessageAsync(chatId, new PostMessageRequest(author, text), context.RequestAborted).ConfigureAwait(false);
+
+        // useChat's sendMessage({ text, messageId }) replaces a message the chat sent: an edit, when the session holds it.
+        if (SessionJson.Text(body, "messageId") is { } editedId && Identifiers.IsValid(editedId))
+        {
+            var mayStop = await Auth.AccessControl.AllowsAsync(context, new Auth.StreamResource(SessionService.StreamPath(chatId)), Auth.Capability.Control).ConfigureAwait(false);
+            var edited = await sessions.EditMessageAsync(chatId, editedId, author, [new TextPart(text)], mayStop, context.RequestAborted).ConfigureAwait(false);
+            if (edited.Status == 200)
+            {
+                // The same edit again (a retry) asks for nothing new: its reply is streamed as it stands.
+                await (edited.NothingAppended
+                    ? StreamAnswerToAsync(context, chatId, editedId)
+                    : StreamReplyAsync(context, chatId, edited.Offset, trigger: editedId, replay: null, human: null)).ConfigureAwait(false);
+                return;
+            }
+
+            if (edited.Code != SessionRejection.MessageNotFound)
+            {
+                await Problem.Write(context, edited.Status, edited.Code!, edited.Message!).ConfigureAwait(false);
+                return;
+            }
+
+            // Not a message the session holds under that id: it is asked as a new one, below.
+        }
+
+        // The chat's own id for the message, when the session can hold it: the chat and the session then name it alike
+        // (a chat loaded from the session can regenerate and edit by it), and the same message sent again is answered
+        // with its reply instead of being asked twice.
+        var clientId = SessionJson.Text(message, "id") is { } given && Identifiers.IsValid(given) ? given : null;
+        var posted = await sessions.PostMessageAsync(chatId, new PostMessageRequest(author, text) { Id = clientId }, context.RequestAborted).ConfigureAwait(false);
         if (posted.Status != 200)
         {
             await Problem.Write(context, posted.Status, posted.Code!, posted.Message!).ConfigureAwait(false);
+            return;
+        }
+
+        if (posted.NothingAppended)
+        {
+            await StreamAnswerToAsync(context, chatId, posted.Id!).ConfigureAwait(false);
             return;
         }
 
@@ -133,6 +167,28 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
         // The new run answers the message the regenerated reply answered.
         await StreamReplyAsync(context, chatId, result.Offset, trigger, replay: null, human: null).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Streams the reply to a message the session already held when it was sent again: the reply in progress from its
+    /// start, a reply that has ended whole, or the reply still to come.
+    /// </summary>
+    private async Task StreamAnswerToAsync(HttpContext context, string chatId, string messageId)
+    {
+        var (snapshot, state) = await MaterializeAsync(chatId, context.RequestAborted).ConfigureAwait(false);
+        var run = state.Runs.LastOrDefault(r => r.Trigger == messageId && r.Id is not null && r.MessageId is not null);
+        var reply = run is null ? null : state.Get(SessionEventTypes.Message, run.MessageId!);
+        if (run is null || run.Status == RunStatus.Started || reply is null)
+        {
+            var replay = run is { Status: var status } && status == RunStatus.Started ? (run, reply) : ((SessionRun, JsonObject?)?)null;
+            await StreamReplyAsync(context, chatId, snapshot?.Offset ?? 0, messageId, replay, human: state.GetMessage(messageId)?.RoutedTo).ConfigureAwait(false);
+            return;
+        }
+
+        var writer = await StartStreamAsync(context.Response, context.RequestAborted).ConfigureAwait(false);
+        await writer.StartAsync(run.MessageId).ConfigureAwait(false);
+        await writer.PartsAsync(reply, 0, 0, 0).ConfigureAwait(false);
+        await writer.EndAsync(run.Status?.Value ?? "finished", run.FinishReason, run.Error, run.SupersededBy).ConfigureAwait(false);
     }
 
     private async Task ResumeAsync(HttpContext context, string chatId)
@@ -190,13 +246,7 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
     /// </summary>
     private async Task StreamReplyAsync(HttpContext context, string chatId, long from, string? trigger, (SessionRun Run, JsonObject? Message)? replay, string? human)
     {
-        var response = context.Response;
-        response.StatusCode = 200;
-        response.ContentType = "text/event-stream";
-        response.Headers.CacheControl = "no-cache";
-        response.Headers["x-vercel-ai-ui-message-stream"] = "v1";
-        await response.StartAsync(context.RequestAborted).ConfigureAwait(false);
-        var writer = new ChunkWriter(response);
+        var writer = await StartStreamAsync(context.Response, context.RequestAborted).ConfigureAwait(false);
 
         string? runId = null;
         string? messageId = null;
@@ -312,6 +362,17 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
             lifetime.ApplicationStopping.IsCancellationRequested ? "The server is restarting; resume the stream to continue the reply."
             : runId is null && human is null ? "No agent started a reply to this message."
             : "The chat was deleted.").ConfigureAwait(false);
+    }
+
+    /// <summary>Starts a UI message stream response.</summary>
+    private static async Task<ChunkWriter> StartStreamAsync(HttpResponse response, CancellationToken cancellationToken)
+    {
+        response.StatusCode = 200;
+        response.ContentType = "text/event-stream";
+        response.Headers.CacheControl = "no-cache";
+        response.Headers["x-vercel-ai-ui-message-stream"] = "v1";
+        await response.StartAsync(cancellationToken).ConfigureAwait(false);
+        return new ChunkWriter(response);
     }
 
     /// <summary>Writes UI message stream chunks; fields that would be null are omitted (the client validates strictly).</summary>

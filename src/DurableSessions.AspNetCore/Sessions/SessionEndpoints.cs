@@ -69,6 +69,9 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             case (4, "POST") when segments[1] == "messages" && Identifiers.IsValid(segments[2]) && segments[3] == "regenerate":
                 await RegenerateAsync(context, id, segments[2]).ConfigureAwait(false);
                 return;
+            case (4, "POST") when segments[1] == "messages" && Identifiers.IsValid(segments[2]) && segments[3] == "edit":
+                await EditMessageAsync(context, id, segments[2]).ConfigureAwait(false);
+                return;
             default:
                 await Problem.Write(context, 404, "NOT_FOUND", "Unknown sessions API route.").ConfigureAwait(false);
                 return;
@@ -179,20 +182,8 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             return;
         }
 
-        IReadOnlyList<MessagePart> parts;
-        var givenParts = body["parts"];
-        // An empty text says nothing for an agent to answer (the AI SDK endpoint refuses it too).
-        if (Str(body, "text") is { Length: > 0 } text && givenParts is null)
+        if (await ReadPartsAsync(context, body).ConfigureAwait(false) is not { } parts)
         {
-            parts = [new TextPart(text)];
-        }
-        else if (body["text"] is null && givenParts is JsonArray given && given.Count > 0 && given.All(p => p is JsonObject part && part["type"] is JsonValue))
-        {
-            parts = [.. given.Select(p => MessagePart.FromJson((JsonObject)p!))];
-        }
-        else
-        {
-            await Problem.Write(context, 400, "INVALID_MESSAGE", "A message needs text (not empty), or parts (not both): a non-empty array of objects with a type.").ConfigureAwait(false);
             return;
         }
 
@@ -205,6 +196,57 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         var author = Identity(context, Str(body, "author"));
         var result = await sessions.PostMessageAsync(id, new PostMessageRequest(author, parts, new MessageRole(role)) { Id = messageId }, context.RequestAborted).ConfigureAwait(false);
         await WriteResult(context, result, "messageId", created: true).ConfigureAwait(false);
+    }
+
+    /// <summary>A message's content: its text, or its parts. Null, with the problem answered, when neither is valid.</summary>
+    private static async Task<IReadOnlyList<MessagePart>?> ReadPartsAsync(HttpContext context, JsonObject body)
+    {
+        var givenParts = body["parts"];
+
+        // An empty text says nothing for an agent to answer (the AI SDK endpoint refuses it too).
+        if (Str(body, "text") is { Length: > 0 } text && givenParts is null)
+        {
+            return [new TextPart(text)];
+        }
+
+        if (body["text"] is null && givenParts is JsonArray given && given.Count > 0 && given.All(p => p is JsonObject part && part["type"] is JsonValue))
+        {
+            return [.. given.Select(p => MessagePart.FromJson((JsonObject)p!))];
+        }
+
+        await Problem.Write(context, 400, "INVALID_MESSAGE", "A message needs text (not empty), or parts (not both): a non-empty array of objects with a type.").ConfigureAwait(false);
+        return null;
+    }
+
+    private async Task EditMessageAsync(HttpContext context, string id, string messageId)
+    {
+        var body = await ReadObjectAsync(context, allowEmpty: false).ConfigureAwait(false);
+        if (body is null)
+        {
+            return;
+        }
+
+        if (FieldOfWrongKind(body, "text", "author") is { } field)
+        {
+            await Problem.Write(context, 400, "INVALID_FIELD", $"{field} must be a string.").ConfigureAwait(false);
+            return;
+        }
+
+        if (await ReadPartsAsync(context, body).ConfigureAwait(false) is not { } parts)
+        {
+            return;
+        }
+
+        if (!ValidClaimedIdentity(context, Str(body, "author")))
+        {
+            await Problem.Write(context, 400, "INVALID_AUTHOR", "author must be a participant id: 1 to 128 letters, digits, '-', '_', '.' or ':'.").ConfigureAwait(false);
+            return;
+        }
+
+        // As for a regenerate: stopping a reply still being written to the message needs control.
+        var mayStop = await Auth.AccessControl.AllowsAsync(context, new Auth.StreamResource(SessionService.StreamPath(id)), Auth.Capability.Control).ConfigureAwait(false);
+        var result = await sessions.EditMessageAsync(id, messageId, Identity(context, Str(body, "author")), parts, mayStop, context.RequestAborted).ConfigureAwait(false);
+        await WriteResult(context, result, "messageId", created: false).ConfigureAwait(false);
     }
 
     private async Task HandoffAsync(HttpContext context, string id, bool take)

@@ -432,6 +432,13 @@ internal sealed partial class SessionService : IDisposable
         }
     }
 
+    /// <summary>
+    /// Edits the session's latest user message (see <see cref="SessionRules.EditMessage"/>): its content is replaced and
+    /// every agent's reply to it asked to be written again, which makes the session a turn for its agents.
+    /// </summary>
+    public Task<SessionOperationResult> EditMessageAsync(string sessionId, string messageId, string author, IReadOnlyList<MessagePart> parts, bool mayStop, CancellationToken cancellationToken)
+        => DecideAsync(sessionId, state => SessionRules.EditMessage(state, messageId, author, parts, _events, mayStop), cancellationToken);
+
     /// <summary>Delivers a new instruction to a running agent.</summary>
     public Task<SessionOperationResult> SteerAsync(string sessionId, string runId, string by, string text, string? controlId, CancellationToken cancellationToken)
         => DecideAsync(sessionId, state => SessionRules.Steer(state, runId, by, text, _events, controlId), cancellationToken);
@@ -472,7 +479,7 @@ internal sealed partial class SessionService : IDisposable
                     await nothingToAppend(session, decision.Id).ConfigureAwait(false);
                 }
 
-                return SessionOperationResult.Ok(decision.Id, session.State.Position);
+                return SessionOperationResult.Ok(decision.Id, session.State.Position) with { NothingAppended = true };
             }
 
             var result = await AppendLockedAsync(session, decision.Events).ConfigureAwait(false);
@@ -918,6 +925,9 @@ internal sealed partial class SessionService : IDisposable
 /// <summary>The outcome of a session operation.</summary>
 internal readonly record struct SessionOperationResult(int Status, string? Id, long Offset, string? Code, string? Message)
 {
+    /// <summary>Whether the operation was accepted with nothing to append (the same request again, say).</summary>
+    public bool NothingAppended { get; init; }
+
     public static SessionOperationResult NotFound => new(404, null, 0, "SESSION_NOT_FOUND", "No session with this id.");
 
     public static SessionOperationResult Ok(string id, long offset) => new(200, id, offset, null, null);

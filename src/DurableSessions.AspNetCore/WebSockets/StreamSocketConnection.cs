@@ -256,7 +256,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
                 case "auth":
                     await StartAsync(id, root, AuthAsync).ConfigureAwait(false);
                     return true;
-                case "session.message" or "session.cancel" or "session.steer" or "session.regenerate" or "session.presence":
+                case "session.message" or "session.cancel" or "session.steer" or "session.regenerate" or "session.edit" or "session.presence":
                     await StartAsync(id, root, (i, r) => SessionAsync(op, i, r)).ConfigureAwait(false);
                     return true;
                 case "ping":
@@ -912,7 +912,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
         }
 
         var message = OptionalString(root, "message");
-        if (op is "session.regenerate" && (message is null || !Identifiers.IsValid(message)))
+        if (op is "session.regenerate" or "session.edit" && (message is null || !Identifiers.IsValid(message)))
         {
             return Error("id", id, 400, "INVALID_MESSAGE_ID", "message must be a message id.");
         }
@@ -923,6 +923,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
             "session.presence" => session + "/presence",
             "session.cancel" => $"{session}/runs/{run}/cancel",
             "session.regenerate" => $"{session}/messages/{message}/regenerate",
+            "session.edit" => $"{session}/messages/{message}/edit",
             _ => $"{session}/runs/{run}/steer",
         };
         var body = root.TryGetProperty("body", out var bodyElement) ? JsonMarshal.GetRawUtf8Value(bodyElement).ToArray() : [];
