@@ -53,6 +53,9 @@ internal sealed class ActiveRun : IDisposable
 
     public string TriggerId => Run.Trigger!;
 
+    /// <summary>When the message it answers was last edited as the run read it (null if never): an edit after that makes its answer stale.</summary>
+    public string? TriggerEditedAt { get; init; }
+
     public string StartedAt => Run.StartedAt!;
 
     /// <summary>Fires when the run is cancelled (or the agent stops): the token handed to the model.</summary>

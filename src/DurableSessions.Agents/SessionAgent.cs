@@ -176,7 +176,16 @@ public sealed partial class SessionAgent
                 if (active is not null)
                 {
                     var status = state.GetRun(active.RunId)?.Status;
-                    if (FollowControl(state, status, update.Events, active, seenControls) || (status is { } ended && ended != RunStatus.Started))
+                    if (AnswersAnEditedMessage(state, status, active))
+                    {
+                        // The message was edited after the run read it, before the run's first write showed (an edit that
+                        // sees the run stops it and asks for its reply again): the run answers text that is gone. It stops
+                        // (or has ended), and is taken over as a cut run is, so its reply is written again from the new text.
+                        active.Cancel();
+                        await active.Completion.WaitAsync(cancellationToken).ConfigureAwait(false);
+                        cut.Add(state.GetRun(active.RunId)!);
+                    }
+                    else if (FollowControl(state, status, update.Events, active, seenControls) || (status is { } ended && ended != RunStatus.Started))
                     {
                         // Stopped from outside (cancel, pause, handoff), or its last events are in: let the run wind
                         // down now, because this update (a hand-back, a finished reply) may be the last one for a while.
@@ -223,7 +232,7 @@ public sealed partial class SessionAgent
                         cut = [];
                     }
 
-                    active = StartRun(trigger, superseded, rewritten, serving.Token);
+                    active = StartRun(trigger, message.EditedAt, superseded, rewritten, serving.Token);
                     var history = BuildHistory(state, trigger, rewritten);
                     active.Completion = Task.Run(() => ExecuteRunAsync(session, active, history), CancellationToken.None);
                     _answering[sessionId] = active;
@@ -387,6 +396,15 @@ public sealed partial class SessionAgent
         return state.Messages.FirstOrDefault(m => m.Role == MessageRole.User && m.RoutedTo is null && m.Id is { } id && !answered.Contains(id));
     }
 
+    /// <summary>
+    /// Whether <paramref name="active"/>, started or finished, answers its message as it was before an edit that did not
+    /// see the run (one that did stopped it, or asked for its reply again).
+    /// </summary>
+    private static bool AnswersAnEditedMessage(SessionState state, RunStatus? status, ActiveRun active)
+        => (status == RunStatus.Started || status == RunStatus.Finished)
+            && state.GetMessage(active.TriggerId)?.EditedAt != active.TriggerEditedAt
+            && !state.Controls.Any(c => c.Action == ControlAction.Regenerate && c.RunId == active.RunId);
+
     /// <summary>The runs whose reply a regenerate control asked to be written again.</summary>
     private static HashSet<string> RunsWrittenAgain(SessionState state)
         => [.. state.Controls.Where(c => c.Action == ControlAction.Regenerate && c.RunId is not null).Select(c => c.RunId!)];
@@ -407,14 +425,14 @@ public sealed partial class SessionAgent
     /// (the cut run ends as interrupted and names the new run, in the same append, so the fence holds it to nothing more),
     /// or writing a reply again that a regenerate control asks for.
     /// </summary>
-    private ActiveRun StartRun(string trigger, SessionRun? superseded, string? rewritten, CancellationToken agentStopping)
+    private ActiveRun StartRun(string trigger, string? triggerEditedAt, SessionRun? superseded, string? rewritten, CancellationToken agentStopping)
     {
         var runId = _events.NewId("r");
         var started = _events.RunStarted(runId, _options.AgentId, rewritten ?? _events.NewId("m"), trigger);
         var run = (SessionRun)started.Value!;
         var reply = _events.Reply(rewritten is null ? ChangeOperation.Insert : ChangeOperation.Update, run.MessageId!, _options.AgentId, runId, [new TextPart()], MessageStatus.Streaming, run.StartedAt!);
         IReadOnlyList<SessionEvent> start = superseded is null ? [started, reply] : [_events.RunSuperseded(superseded, runId), started, reply];
-        return new ActiveRun(run, start, superseded, rewritesMessage: rewritten is not null, agentStopping);
+        return new ActiveRun(run, start, superseded, rewritesMessage: rewritten is not null, agentStopping) { TriggerEditedAt = triggerEditedAt };
     }
 
     /// <summary>
@@ -422,7 +440,8 @@ public sealed partial class SessionAgent
     /// agent reply placed right after the message it answers (a reply to a question queued behind another is stored after
     /// that later question), up to the next user message after <paramref name="trigger"/> (a question queued behind it,
     /// or asked after a reply to it was asked to be written again, is not part of its answer). Without
-    /// <paramref name="rewritten"/>, the reply being written again, whose text so far is replaced.
+    /// <paramref name="rewritten"/>, the reply being written again, and any reply asked to be written again, whose text
+    /// is being replaced.
     /// </summary>
     private List<ChatMessage> BuildHistory(SessionState state, string trigger, string? rewritten)
     {
@@ -434,6 +453,7 @@ public sealed partial class SessionAgent
 
         var messages = state.Messages;
         var asked = messages.Where(m => m.Role == MessageRole.User && m.Id is not null).Select(m => m.Id!).ToHashSet(StringComparer.Ordinal);
+        var writtenAgain = RunsWrittenAgain(state);
         var replies = new Dictionary<string, List<SessionMessage>>(StringComparer.Ordinal);
         foreach (var message in messages)
         {
@@ -476,7 +496,9 @@ public sealed partial class SessionAgent
 
         void Add(SessionMessage message)
         {
-            if (rewritten is not null && message.Id == rewritten)
+            // The reply being written again, and any other waiting to be (another agent's, after an edit): what they say
+            // is being replaced.
+            if ((rewritten is not null && message.Id == rewritten) || (message.RunId is { } runId && writtenAgain.Contains(runId)))
             {
                 return;
             }

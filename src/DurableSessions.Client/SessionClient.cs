@@ -154,13 +154,16 @@ public sealed class SessionClient
     /// <param name="messageId">The message: this client's own, and the session's latest user message.</param>
     /// <param name="text">Its new text.</param>
     /// <param name="cancellationToken">Cancels the request.</param>
+    /// <returns>The session's offset after the edit.</returns>
     /// <remarks>Safe to send again: the same edit repeated is answered as done, and the replies are asked for once.</remarks>
-    public async Task EditMessageAsync(string messageId, string text, CancellationToken cancellationToken = default)
+    public async Task<string> EditMessageAsync(string messageId, string text, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(messageId);
         ArgumentException.ThrowIfNullOrEmpty(text);
         var body = new JsonObject { ["text"] = text, ["author"] = _client.Options.ParticipantId }.ToJsonString();
         using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, $"/v1/sessions/{Id}/messages/{Uri.EscapeDataString(messageId)}/edit", body), cancellationToken).ConfigureAwait(false);
+        using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false));
+        return json.RootElement.GetProperty("offset").GetString()!;
     }
 
     /// <summary>

@@ -120,10 +120,12 @@ public static class SessionRules
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(events);
         // A message the poster names, already in the session, is answered as it was when first posted: it is not stored,
-        // answered or met by the new-message policy a second time.
+        // answered or met by the new-message policy a second time. The same id with other content (unless the message
+        // was edited since) is another message.
         if (request.Id is { } given && state.GetMessage(given) is { } existing)
         {
             return existing.Author == request.Author && existing.Role == request.Role && existing.RunId is null
+                && (existing.EditedAt is not null || SameParts(existing.Parts ?? [], request.Parts))
                 ? SessionDecision.Accept(given, [])
                 : SessionDecision.Reject(SessionRejection.MessageIdTaken, $"Message {given} in this session is another message.");
         }
@@ -314,9 +316,9 @@ public static class SessionRules
     /// <summary>
     /// Edits the session's latest user message: its content is replaced (and <c>editedAt</c> set), and every agent's
     /// latest reply to it is asked to be written again (see <see cref="Regenerate"/>), in the same append, so each agent
-    /// answers the edited message anew in place of what it said. Only the author's own message can be edited, and only
-    /// the latest, since later answers were written from it. The same edit of an edited message again (a retry) is
-    /// accepted with nothing appended.
+    /// answers the edited message anew in place of what it said. Only the author's own message can be edited, only the
+    /// latest, since later answers were written from it, and not one routed to a human. The same edit of an edited
+    /// message again (a retry) is accepted with nothing appended.
     /// </summary>
     /// <param name="state">The session's state.</param>
     /// <param name="messageId">The message.</param>
@@ -339,6 +341,18 @@ public static class SessionRules
             return SessionDecision.Reject(SessionRejection.NotEditable, $"Message {messageId} is not {author}'s own message.");
         }
 
+        // The same edit again (a retry after a lost answer), whatever came since: its replies were asked for already.
+        if (message.EditedAt is not null && SameParts(message.Parts ?? [], parts))
+        {
+            return SessionDecision.Accept(messageId, []);
+        }
+
+        if (message.RoutedTo is { } routedTo)
+        {
+            // Agents leave a message routed to a human alone: edited, it would be answered by nobody.
+            return SessionDecision.Reject(SessionRejection.NotEditable, $"Message {messageId} was routed to {routedTo}, who answers it; send a new message instead.");
+        }
+
         if (state.Messages.LastOrDefault(m => m.Role == MessageRole.User)?.Id != messageId)
         {
             return SessionDecision.Reject(SessionRejection.NotLatestMessage, $"Message {messageId} has later messages after it; only the latest can be edited.");
@@ -347,12 +361,6 @@ public static class SessionRules
         if (state.HumanHolder is { } human)
         {
             return SessionDecision.Reject(SessionRejection.LeaseHeld, $"{human} holds this session; edit the message after it is handed back.");
-        }
-
-        // The same edit again (a retry after a lost answer): its replies were asked for already, and are not again.
-        if (message.EditedAt is not null && SameParts(message.Parts ?? [], parts))
-        {
-            return SessionDecision.Accept(messageId, []);
         }
 
         var edited = events.MessageEdited(message, parts);

@@ -456,6 +456,57 @@ public sealed class SessionAgentTests : IAsyncLifetime
         Assert.Equal(["What is a fence?"], model.Calls.Last().Select(m => m.Text));
     }
 
+    /// <summary>Holds the first append that starts a run until released.</summary>
+    private sealed class HoldRunStart() : DelegatingHandler(new SocketsHttpHandler())
+    {
+        private int _held;
+
+        public TaskCompletionSource Held { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            if (request.Method == HttpMethod.Post && request.Content is { } content
+                && (await content.ReadAsStringAsync(cancellationToken)) is var body
+                && body.Contains("\"type\":\"run\"", StringComparison.Ordinal) && body.Contains("\"status\":\"started\"", StringComparison.Ordinal)
+                && Interlocked.Exchange(ref _held, 1) == 0)
+            {
+                Held.TrySetResult();
+                await Release.Task.WaitAsync(Timeout, cancellationToken);
+            }
+
+            return await base.SendAsync(request, cancellationToken);
+        }
+    }
+
+    [Fact]
+    public async Task A_question_edited_before_the_run_answering_it_showed_is_answered_again_from_its_new_text()
+    {
+        var model = new NumberedAnswers();
+        var session = _client.Session("edit-race");
+        await session.CreateAsync();
+        var gate = new HoldRunStart();
+        using var http = new HttpClient(gate);
+        using var agentClient = new DurableSessionsClient(_client.Options with { ParticipantId = "agent:demo", UseWebSocket = false }, http);
+        var agent = new SessionAgent(model, agentClient, new SessionAgentOptions { AgentId = "agent:demo" });
+        _ = Task.Run(() => agent.RunAsync("edit-race", _stop.Token));
+        var question = await session.SendMessageAsync("Waht is a fence?");
+
+        // The agent has read the question and is writing its run's start: the edit sees no run to stop.
+        await gate.Held.Task.WaitAsync(Timeout);
+        await session.EditMessageAsync(question, "What is a fence?");
+        gate.Release.TrySetResult();
+
+        // The stale run is taken over (whether its model call had begun, or even ended, when the agent saw the edit).
+        var state = await WaitFor("edit-race", s => s.Runs.Count == 2 && s.Runs[1].Status == RunStatus.Finished);
+        var (stale, answer) = (state.Runs[0], state.Runs[1]);
+        Assert.Equal((RunStatus.Interrupted, answer.Id), (stale.Status, stale.SupersededBy));
+        var reply = Assert.Single(Replies(state));
+        Assert.Equal((stale.MessageId, answer.Id, $"Answer {model.Calls.Count}."), (reply.Id, reply.RunId, reply.Text));
+        Assert.Equal(["What is a fence?"], model.Calls.Last().Select(m => m.Text));
+    }
+
     [Fact]
     public async Task A_question_queued_behind_another_is_not_part_of_the_conversation_the_one_before_it_is_answered_from()
     {

@@ -549,4 +549,37 @@ public sealed class SessionRulesTests
         session.Apply(SessionRules.TakeControl(session.State, "human:bob", session.Events));
         Assert.Equal(SessionRejection.LeaseHeld, SessionRules.EditMessage(session.State, second, "user:alice", text, session.Events).Rejection?.Code);
     }
+
+    [Fact]
+    public void A_message_id_sent_again_with_other_content_is_another_message_and_a_retried_edit_stays_accepted()
+    {
+        var session = new SessionFixture();
+        session.Apply(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "hello") { Id = "m-client-1" }, session.Events));
+        var other = SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "something else") { Id = "m-client-1" }, session.Events);
+        Assert.Equal(SessionRejection.MessageIdTaken, other.Rejection?.Code);
+
+        session.Apply(SessionRules.EditMessage(session.State, "m-client-1", "user:alice", [new TextPart("hello there")], session.Events));
+        session.Apply(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "a later question"), session.Events));
+
+        // After an edit, the first post sent again (a retry) is still the message it was; the edit sent again too, though
+        // a message came since.
+        Assert.Empty(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "hello") { Id = "m-client-1" }, session.Events).Events);
+        var retry = SessionRules.EditMessage(session.State, "m-client-1", "user:alice", [new TextPart("hello there")], session.Events);
+        Assert.False(retry.IsRejected, retry.Rejection?.Message);
+        Assert.Empty(retry.Events);
+        Assert.Equal(SessionRejection.NotLatestMessage, SessionRules.EditMessage(session.State, "m-client-1", "user:alice", [new TextPart("hello again")], session.Events).Rejection?.Code);
+    }
+
+    [Fact]
+    public void EditMessage_of_a_message_routed_to_a_human_is_refused()
+    {
+        var session = new SessionFixture();
+        session.Apply(SessionRules.TakeControl(session.State, "human:bob", session.Events));
+        session.Apply(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "for bob"), session.Events));
+        var routed = session.State.Messages[^1];
+        Assert.Equal("human:bob", routed.RoutedTo);
+        session.Apply(SessionRules.ReturnControl(session.State, "human:bob", session.Events));
+
+        Assert.Equal(SessionRejection.NotEditable, SessionRules.EditMessage(session.State, routed.Id!, "user:alice", [new TextPart("for anyone")], session.Events).Rejection?.Code);
+    }
 }

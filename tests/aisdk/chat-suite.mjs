@@ -285,6 +285,76 @@ describe("AI SDK useChat protocol with an external agent", () => {
     expect((await fetch(`${server.url}/api/chat/${id}/stream`)).status).toBe(204)
   })
 
+  /**
+   * A POST /api/chat of one user message with the chat's own id for it. `started` resolves once its stream has sent its
+   * `start` chunk; `read()` gives the stream's chunks once it ends.
+   */
+  function sendRaw(id, messageId, text) {
+    const body = JSON.stringify({ id, trigger: "submit-message", messages: [{ id: messageId, role: "user", parts: [{ type: "text", text }] }] })
+    let onStart
+    const started = new Promise((resolve) => { onStart = resolve })
+    const done = (async () => {
+      const res = await fetch(`${server.url}/api/chat`, { method: "POST", headers: { "content-type": "application/json" }, body })
+      expect(res.status).toBe(200)
+      const decoder = new TextDecoder()
+      let all = ""
+      for await (const bytes of res.body) {
+        all += decoder.decode(bytes, { stream: true })
+        if (all.includes('"type":"start"')) onStart()
+      }
+      const chunks = all.split("\n").filter((l) => l.startsWith("data: {")).map((l) => JSON.parse(l.slice(6)))
+      return { chunks, text: chunks.filter((c) => c.type === "text-delta").map((c) => c.delta).join("") }
+    })()
+    return { started, read: () => done }
+  }
+
+  test("the same message sent again while its reply is written gets that reply from its start, and once it has ended, whole", async () => {
+    const id = chatId("again-streaming")
+    const first = sendRaw(id, "u-again", "Only once")
+    const agent = await agentFor(id)
+    await agent.start()
+    await agent.tokens(3, 5)
+    // Sent again while the reply is written: its stream starts (replaying what is written so far), then the rest comes.
+    const during = sendRaw(id, "u-again", "Only once")
+    await during.started
+    await agent.tokens(2, 5)
+    await agent.finish()
+    const after = sendRaw(id, "u-again", "Only once")
+
+    const stored = await storedReply(id, server.url)
+    for (const answer of await Promise.all([first.read(), during.read(), after.read()])) {
+      expect(answer.chunks[0]).toMatchObject({ type: "start", messageId: stored.message.id })
+      expect(answer.chunks.at(-1).type).toBe("finish")
+      expect(answer.text).toBe(agent.text())
+    }
+    const snapshot = await (await fetch(`${server.url}/v1/sessions/${id}`)).json()
+    expect(snapshot.filter((m) => m.type === "message" && m.value.role === "user").map((m) => m.key)).toEqual(["u-again"])
+    expect(snapshot.filter((m) => m.type === "run")).toHaveLength(1)
+  })
+
+  test("a message routed to a human, sent again, gets the human's answer, or at once an error once control was handed back", async () => {
+    const id = chatId("again-human")
+    const json = (method, path, body) => fetch(`${server.url}/v1/sessions/${id}${path}`, { method, headers: { "content-type": "application/json" }, body: JSON.stringify(body) })
+    expect((await json("PUT", "", {})).status).toBe(201)
+    expect((await json("POST", "/handoff", { holder: "human:bob" })).status).toBe(200)
+
+    const answered = sendRaw(id, "u-bob", "Are you a person?")
+    await waitFor(async () => (await fetch(`${server.url}/v1/sessions/${id}`).then((r) => r.json())).some((m) => m.key === "u-bob"))
+    expect((await json("POST", "/messages", { text: "Yes, Bob here.", role: "assistant", author: "human:bob" })).status).toBe(201)
+    for (const answer of [await answered.read(), await sendRaw(id, "u-bob", "Are you a person?").read()]) {
+      expect(answer.text).toBe("Yes, Bob here.")
+      expect(answer.chunks.at(-1).type).toBe("finish")
+    }
+
+    const unanswered = sendRaw(id, "u-later", "Still there?")
+    await waitFor(async () => (await fetch(`${server.url}/v1/sessions/${id}`).then((r) => r.json())).some((m) => m.key === "u-later"))
+    expect((await json("DELETE", "/handoff", { holder: "human:bob" })).status).toBe(200)
+    for (const answer of [await unanswered.read(), await sendRaw(id, "u-later", "Still there?").read()]) {
+      expect(answer.chunks.at(-1)).toMatchObject({ type: "error" })
+      expect(answer.chunks.at(-1).errorText).toContain("handed back")
+    }
+  })
+
   test("an agent error surfaces as status error", async () => {
     const id = chatId("agent-error")
     const chat = chatAt(id)

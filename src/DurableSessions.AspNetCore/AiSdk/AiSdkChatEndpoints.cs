@@ -99,7 +99,14 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         var author = Auth.AccessControl.Current(context) is { IsAnonymous: false } who ? who.Subject : "user";
 
         // useChat's sendMessage({ text, messageId }) replaces a message the chat sent: an edit, when the session holds it.
-        if (SessionJson.Text(body, "messageId") is { } editedId && Identifiers.IsValid(editedId))
+        var editedId = SessionJson.Text(body, "messageId");
+        if ((body["messageId"] is not null && editedId is null) || (editedId is not null && !Identifiers.IsValid(editedId)))
+        {
+            await Problem.Write(context, 400, "INVALID_CHAT_REQUEST", "messageId must be the id of a message in the chat.").ConfigureAwait(false);
+            return;
+        }
+
+        if (editedId is not null)
         {
             var mayStop = await Auth.AccessControl.AllowsAsync(context, new Auth.StreamResource(SessionService.StreamPath(chatId)), Auth.Capability.Control).ConfigureAwait(false);
             var edited = await sessions.EditMessageAsync(chatId, editedId, author, [new TextPart(text)], mayStop, context.RequestAborted).ConfigureAwait(false);
@@ -171,24 +178,60 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
     /// <summary>
     /// Streams the reply to a message the session already held when it was sent again: the reply in progress from its
-    /// start, a reply that has ended whole, or the reply still to come.
+    /// start, a reply that has ended whole, or the reply still to come (none yet, or one asked to be written again); for a
+    /// message routed to a human, that human's answer.
     /// </summary>
     private async Task StreamAnswerToAsync(HttpContext context, string chatId, string messageId)
     {
         var (snapshot, state) = await MaterializeAsync(chatId, context.RequestAborted).ConfigureAwait(false);
-        var run = state.Runs.LastOrDefault(r => r.Trigger == messageId && r.Id is not null && r.MessageId is not null);
-        var reply = run is null ? null : state.Get(SessionEventTypes.Message, run.MessageId!);
-        if (run is null || run.Status == RunStatus.Started || reply is null)
+        var from = snapshot?.Offset ?? 0;
+        if (state.GetMessage(messageId)?.RoutedTo is { } human)
         {
-            var replay = run is { Status: var status } && status == RunStatus.Started ? (run, reply) : ((SessionRun, JsonObject?)?)null;
-            await StreamReplyAsync(context, chatId, snapshot?.Offset ?? 0, messageId, replay, human: state.GetMessage(messageId)?.RoutedTo).ConfigureAwait(false);
+            // The human's answer is the first message they wrote after it, as when it was first sent.
+            var answer = state.Messages.SkipWhile(m => m.Id != messageId).Skip(1)
+                .FirstOrDefault(m => m.Role == MessageRole.Assistant && m.Author == human && m.Status == MessageStatus.Complete);
+            if (answer?.Id is { } answerId && state.Get(SessionEventTypes.Message, answerId) is { } answered)
+            {
+                await StreamWholeAsync(context, answerId, answered, "finished", "stop", error: null, supersededBy: null).ConfigureAwait(false);
+            }
+            else if (state.HumanHolder != human)
+            {
+                var ended = await StartStreamAsync(context.Response, context.RequestAborted).ConfigureAwait(false);
+                await ended.ErrorAsync($"Control of the chat was handed back before {human} answered this message.").ConfigureAwait(false);
+            }
+            else
+            {
+                await StreamReplyAsync(context, chatId, from, messageId, replay: null, human).ConfigureAwait(false);
+            }
+
             return;
         }
 
+        var run = state.Runs.LastOrDefault(r => r.Trigger == messageId && r.Id is not null && r.MessageId is not null);
+        var reply = run is null ? null : state.Get(SessionEventTypes.Message, run.MessageId!);
+        var waiting = run is not null && state.Controls.Any(c => c.Action == ControlAction.Regenerate && c.RunId == run.Id);
+        if (run is null || waiting || reply is null)
+        {
+            // No reply yet, or the one there is about to be written again: the next run's.
+            await StreamReplyAsync(context, chatId, from, messageId, replay: null, human: null).ConfigureAwait(false);
+        }
+        else if (run.Status == RunStatus.Started)
+        {
+            await StreamReplyAsync(context, chatId, from, messageId, (run, reply), human: null).ConfigureAwait(false);
+        }
+        else
+        {
+            await StreamWholeAsync(context, run.MessageId!, reply, run.Status?.Value ?? "finished", run.FinishReason, run.Error, run.SupersededBy).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>A reply that has ended, streamed whole: its start, its parts, and how it ended.</summary>
+    private static async Task StreamWholeAsync(HttpContext context, string messageId, JsonObject message, string status, string? finishReason, string? error, string? supersededBy)
+    {
         var writer = await StartStreamAsync(context.Response, context.RequestAborted).ConfigureAwait(false);
-        await writer.StartAsync(run.MessageId).ConfigureAwait(false);
-        await writer.PartsAsync(reply, 0, 0, 0).ConfigureAwait(false);
-        await writer.EndAsync(run.Status?.Value ?? "finished", run.FinishReason, run.Error, run.SupersededBy).ConfigureAwait(false);
+        await writer.StartAsync(messageId).ConfigureAwait(false);
+        await writer.PartsAsync(message, 0, 0, 0).ConfigureAwait(false);
+        await writer.EndAsync(status, finishReason, error, supersededBy).ConfigureAwait(false);
     }
 
     private async Task ResumeAsync(HttpContext context, string chatId)

@@ -437,7 +437,22 @@ internal sealed partial class SessionService : IDisposable
     /// every agent's reply to it asked to be written again, which makes the session a turn for its agents.
     /// </summary>
     public Task<SessionOperationResult> EditMessageAsync(string sessionId, string messageId, string author, IReadOnlyList<MessagePart> parts, bool mayStop, CancellationToken cancellationToken)
-        => DecideAsync(sessionId, state => SessionRules.EditMessage(state, messageId, author, parts, _events, mayStop), cancellationToken);
+        => DecideAsync(sessionId, state => SessionRules.EditMessage(state, messageId, author, parts, _events, mayStop), cancellationToken, RepeatedEditAsync);
+
+    /// <summary>
+    /// An edit accepted with nothing appended (a retry): the request that stored it may have failed after that, before the
+    /// session was made a turn, so replies to it still waiting to be written again make it one again.
+    /// </summary>
+    private async Task RepeatedEditAsync(Session session, string messageId)
+    {
+        var state = session.State;
+        var waiting = state.Runs.Where(r => r.Trigger == messageId && r.Id is not null).GroupBy(r => r.Agent).Select(g => g.Last())
+            .Any(run => state.Controls.Any(c => c.Action == ControlAction.Regenerate && c.RunId == run.Id));
+        if (waiting)
+        {
+            await _turns.MarkAsync(session.Path, session.StreamId, state.Position, CancellationToken.None).ConfigureAwait(false);
+        }
+    }
 
     /// <summary>Delivers a new instruction to a running agent.</summary>
     public Task<SessionOperationResult> SteerAsync(string sessionId, string runId, string by, string text, string? controlId, CancellationToken cancellationToken)
