@@ -142,7 +142,7 @@ public sealed class SessionAgentTests : IAsyncLifetime
     }
 
     /// <summary>Says one token, waits until its write is held, then says three more and lets the write go.</summary>
-    private sealed class TokensDuringAWriteChatClient(HoldFirstDeltaWrite gate) : StreamingChatClient
+    private sealed class TokensDuringAWriteChatClient(HoldFirstWrite gate) : StreamingChatClient
     {
         public override async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
         {
@@ -157,10 +157,16 @@ public sealed class SessionAgentTests : IAsyncLifetime
         }
     }
 
-    /// <summary>Holds the first append that carries a delta until released.</summary>
-    private sealed class HoldFirstDeltaWrite() : DelegatingHandler(new SocketsHttpHandler())
+    /// <summary>Holds the first append whose body <paramref name="matches"/> until released.</summary>
+    private sealed class HoldFirstWrite(Func<string, bool> matches) : DelegatingHandler(new SocketsHttpHandler())
     {
         private int _held;
+
+        /// <summary>Holds the first append that carries a delta.</summary>
+        public static HoldFirstWrite OfDelta() => new(body => body.Contains("\"type\":\"delta\"", StringComparison.Ordinal));
+
+        /// <summary>Holds the first append that starts a run.</summary>
+        public static HoldFirstWrite OfRunStart() => new(body => body.Contains("\"type\":\"run\"", StringComparison.Ordinal) && body.Contains("\"status\":\"started\"", StringComparison.Ordinal));
 
         public TaskCompletionSource Held { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -169,7 +175,7 @@ public sealed class SessionAgentTests : IAsyncLifetime
         protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
         {
             if (request.Method == HttpMethod.Post && request.Content is { } content
-                && (await content.ReadAsStringAsync(cancellationToken)).Contains("\"type\":\"delta\"", StringComparison.Ordinal)
+                && matches(await content.ReadAsStringAsync(cancellationToken))
                 && Interlocked.Exchange(ref _held, 1) == 0)
             {
                 Held.TrySetResult();
@@ -185,7 +191,7 @@ public sealed class SessionAgentTests : IAsyncLifetime
     {
         var session = _client.Session("behind");
         await session.CreateAsync();
-        var gate = new HoldFirstDeltaWrite();
+        var gate = HoldFirstWrite.OfDelta();
         using var http = new HttpClient(gate);
         using var agentClient = new DurableSessionsClient(_client.Options with { ParticipantId = "agent:demo", UseWebSocket = false }, http);
         var agent = new SessionAgent(new TokensDuringAWriteChatClient(gate), agentClient, new SessionAgentOptions { DeltaLinger = TimeSpan.Zero });
@@ -235,7 +241,7 @@ public sealed class SessionAgentTests : IAsyncLifetime
         // Were the linger counted from the acknowledgement, it would wait on a clock that never moves again.
         var linger = TimeSpan.FromMilliseconds(987);
         var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
-        var gate = new HoldFirstDeltaWrite();
+        var gate = HoldFirstWrite.OfDelta();
         var model = new TwoTokensDuringAWrite(gate);
         var session = _client.Session("aged");
         await session.CreateAsync();
@@ -256,7 +262,7 @@ public sealed class SessionAgentTests : IAsyncLifetime
     }
 
     /// <summary>Says one token, waits until its write is held, says a second, and then nothing more.</summary>
-    private sealed class TwoTokensDuringAWrite(HoldFirstDeltaWrite gate) : StreamingChatClient
+    private sealed class TwoTokensDuringAWrite(HoldFirstWrite gate) : StreamingChatClient
     {
         public TaskCompletionSource Said { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -456,37 +462,13 @@ public sealed class SessionAgentTests : IAsyncLifetime
         Assert.Equal(["What is a fence?"], model.Calls.Last().Select(m => m.Text));
     }
 
-    /// <summary>Holds the first append that starts a run until released.</summary>
-    private sealed class HoldRunStart() : DelegatingHandler(new SocketsHttpHandler())
-    {
-        private int _held;
-
-        public TaskCompletionSource Held { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
-        {
-            if (request.Method == HttpMethod.Post && request.Content is { } content
-                && (await content.ReadAsStringAsync(cancellationToken)) is var body
-                && body.Contains("\"type\":\"run\"", StringComparison.Ordinal) && body.Contains("\"status\":\"started\"", StringComparison.Ordinal)
-                && Interlocked.Exchange(ref _held, 1) == 0)
-            {
-                Held.TrySetResult();
-                await Release.Task.WaitAsync(Timeout, cancellationToken);
-            }
-
-            return await base.SendAsync(request, cancellationToken);
-        }
-    }
-
     [Fact]
     public async Task A_question_edited_before_the_run_answering_it_showed_is_answered_again_from_its_new_text()
     {
         var model = new NumberedAnswers();
         var session = _client.Session("edit-race");
         await session.CreateAsync();
-        var gate = new HoldRunStart();
+        var gate = HoldFirstWrite.OfRunStart();
         using var http = new HttpClient(gate);
         using var agentClient = new DurableSessionsClient(_client.Options with { ParticipantId = "agent:demo", UseWebSocket = false }, http);
         var agent = new SessionAgent(model, agentClient, new SessionAgentOptions { AgentId = "agent:demo" });
