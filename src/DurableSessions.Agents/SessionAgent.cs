@@ -213,6 +213,13 @@ public sealed partial class SessionAgent
                     cut = CutRuns(state);
                 }
 
+                // A run set aside as cut may have been stopped since (cancelled, paused by a handoff): it is no longer
+                // this agent's to take over or to mark, and is read as it stands now.
+                if (cut.Count > 0)
+                {
+                    cut = [.. cut.Select(r => state.GetRun(r.Id!)).Where(r => r is not null && (r.Status == RunStatus.Started || r.Status == RunStatus.Finished)).Select(r => r!)];
+                }
+
                 if (active is null && NextPendingMessage(state, cut) is { } message)
                 {
                     var trigger = message.Id!;

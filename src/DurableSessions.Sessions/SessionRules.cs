@@ -120,12 +120,12 @@ public static class SessionRules
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(events);
         // A message the poster names, already in the session, is answered as it was when first posted: it is not stored,
-        // answered or met by the new-message policy a second time. The same id with other content (unless the message
-        // was edited since) is another message.
+        // answered or met by the new-message policy a second time. The same id with other content than the message
+        // holds now is another message.
         if (request.Id is { } given && state.GetMessage(given) is { } existing)
         {
             return existing.Author == request.Author && existing.Role == request.Role && existing.RunId is null
-                && (existing.EditedAt is not null || SameParts(existing.Parts ?? [], request.Parts))
+                && SameParts(existing.Parts ?? [], request.Parts)
                 ? SessionDecision.Accept(given, [])
                 : SessionDecision.Reject(SessionRejection.MessageIdTaken, $"Message {given} in this session is another message.");
         }

@@ -561,9 +561,10 @@ public sealed class SessionRulesTests
         session.Apply(SessionRules.EditMessage(session.State, "m-client-1", "user:alice", [new TextPart("hello there")], session.Events));
         session.Apply(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "a later question"), session.Events));
 
-        // After an edit, the first post sent again (a retry) is still the message it was; the edit sent again too, though
-        // a message came since.
-        Assert.Empty(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "hello") { Id = "m-client-1" }, session.Events).Events);
+        // After an edit, the id stands for the edited message: the first post sent again is another message, the edited
+        // content is the same message; and the edit sent again is accepted, though a message came since.
+        Assert.Equal(SessionRejection.MessageIdTaken, SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "hello") { Id = "m-client-1" }, session.Events).Rejection?.Code);
+        Assert.Empty(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "hello there") { Id = "m-client-1" }, session.Events).Events);
         var retry = SessionRules.EditMessage(session.State, "m-client-1", "user:alice", [new TextPart("hello there")], session.Events);
         Assert.False(retry.IsRejected, retry.Rejection?.Message);
         Assert.Empty(retry.Events);

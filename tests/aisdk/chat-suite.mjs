@@ -286,15 +286,17 @@ describe("AI SDK useChat protocol with an external agent", () => {
   })
 
   /**
-   * A POST /api/chat of one user message with the chat's own id for it. `started` resolves once its stream has sent its
-   * `start` chunk; `read()` gives the stream's chunks once it ends.
+   * A POST /api/chat of one user message with the chat's own id for it. `responded` resolves once the response has
+   * begun (the server has chosen what the stream follows), `started` once its stream has sent its `start` chunk;
+   * `read()` gives the stream's chunks once it ends.
    */
   function sendRaw(id, messageId, text) {
     const body = JSON.stringify({ id, trigger: "submit-message", messages: [{ id: messageId, role: "user", parts: [{ type: "text", text }] }] })
     let onStart
     const started = new Promise((resolve) => { onStart = resolve })
+    const responded = fetch(`${server.url}/api/chat`, { method: "POST", headers: { "content-type": "application/json" }, body })
     const done = (async () => {
-      const res = await fetch(`${server.url}/api/chat`, { method: "POST", headers: { "content-type": "application/json" }, body })
+      const res = await responded
       expect(res.status).toBe(200)
       const decoder = new TextDecoder()
       let all = ""
@@ -305,7 +307,7 @@ describe("AI SDK useChat protocol with an external agent", () => {
       const chunks = all.split("\n").filter((l) => l.startsWith("data: {")).map((l) => JSON.parse(l.slice(6)))
       return { chunks, text: chunks.filter((c) => c.type === "text-delta").map((c) => c.delta).join("") }
     })()
-    return { started, read: () => done }
+    return { responded, started, read: () => done }
   }
 
   test("the same message sent again while its reply is written gets that reply from its start, and once it has ended, whole", async () => {
@@ -330,6 +332,32 @@ describe("AI SDK useChat protocol with an external agent", () => {
     const snapshot = await (await fetch(`${server.url}/v1/sessions/${id}`)).json()
     expect(snapshot.filter((m) => m.type === "message" && m.value.role === "user").map((m) => m.key)).toEqual(["u-again"])
     expect(snapshot.filter((m) => m.type === "run")).toHaveLength(1)
+  })
+
+  test("a message sent again after its reply was asked to be written again gets the new reply, not the old one", async () => {
+    const id = chatId("again-regenerate")
+    const first = sendRaw(id, "u-regen", "Once more")
+    const agent = await agentFor(id)
+    await agent.start()
+    await agent.tokens(3, 5)
+    await agent.finish()
+    await first.read()
+    const stored = await storedReply(id, server.url)
+    const asked = await fetch(`${server.url}/v1/sessions/${id}/messages/${stored.message.id}/regenerate`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" })
+    expect(asked.status).toBe(200)
+
+    // Sent again while the reply waits to be written again: the stream follows the run still to come.
+    const again = sendRaw(id, "u-regen", "Once more")
+    await again.responded
+    const next = await agent.takeOver() // the new run writes the same message, from empty
+    await next.start()
+    await next.tokens(4, 5)
+    await next.finish()
+    const answer = await again.read()
+    expect(answer.chunks[0]).toMatchObject({ type: "start", messageId: stored.message.id })
+    expect(answer.chunks.at(-1).type).toBe("finish")
+    expect(answer.text).toBe(next.text())
+    expect(answer.text).not.toBe(agent.text())
   })
 
   test("a message routed to a human, sent again, gets the human's answer, or at once an error once control was handed back", async () => {
