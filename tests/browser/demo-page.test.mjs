@@ -144,6 +144,30 @@ test("two tabs on one session stay identical while a reply streams", async () =>
   await context.close()
 })
 
+test("Answer again in one tab writes the reply again in place, and both tabs show one question and its new answer", async () => {
+  const id = sessionId("again")
+  const context = await device()
+  const a = await openPage(context, `${server.url}/#${id}`)
+  const b = await openPage(context, `${server.url}/#${id}`)
+  await send(a, "Say it once more")
+  await b.locator("#conversation .again").waitFor({ timeout: 30_000 })
+  const first = await stored(id)
+  expect(first.run.status).toBe("finished")
+
+  await b.locator("#conversation .again").click()
+  await until(async () => {
+    const now = await stored(id)
+    return now.run.id !== first.run.id && now.run.status === "finished"
+  }, 30_000, "the reply to be written again")
+  const { text } = await stored(id)
+  for (const page of [a, b]) {
+    await until(async () => (await assistantTexts(page)).join("") === text && (await page.locator("#conversation .again").count()) === 1, 10_000, "the new answer in both tabs")
+    expect(await page.locator("#conversation .message.assistant").count()).toBe(1)
+    expect(await page.locator("#conversation .message.user").count()).toBe(1)
+  }
+  await context.close()
+})
+
 test("Stop pressed in tab B stops the reply tab A started within a second, and both show it cancelled", async () => {
   const id = sessionId("stop")
   const context = await device()

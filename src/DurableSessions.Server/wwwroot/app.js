@@ -19,6 +19,11 @@ function render() {
   const conversation = $("conversation")
   const nearBottom = conversation.scrollHeight - conversation.scrollTop - conversation.clientHeight < 80
   const messages = state.all("message")
+  const active = state.all("run").findLast((r) => r.status === "started")
+  // The latest reply, when nothing is being written, can be answered again: the agent rewrites it in place.
+  const latestUser = messages.findLast((m) => m.role === "user")
+  const again = !active && state.get("handoff", "lease")?.kind !== "human" && messages.at(-1)?.role === "assistant" && messages.at(-1).runId
+    && state.all("run").some((r) => r.id === messages.at(-1).runId && r.trigger === latestUser?.id) ? messages.at(-1) : null
   conversation.replaceChildren(...messages.map((m) => {
     const el = document.createElement("div")
     el.className = `message ${m.role} ${m.status ?? ""}`
@@ -37,11 +42,18 @@ function render() {
       meta.textContent = m.author
       el.append(meta)
     }
+    if (m === again) {
+      const button = document.createElement("button")
+      button.type = "button"
+      button.className = "again ghost"
+      button.textContent = "Answer again"
+      button.addEventListener("click", () => session.regenerate(m.id).catch(() => {}))
+      el.append(button)
+    }
     return el
   }))
   if (nearBottom) conversation.scrollTop = conversation.scrollHeight
 
-  const active = state.all("run").findLast((r) => r.status === "started")
   $("stop").hidden = !active
   $("stop").dataset.run = active?.id ?? ""
 
