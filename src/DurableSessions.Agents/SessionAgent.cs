@@ -410,7 +410,7 @@ public sealed partial class SessionAgent
     private static bool AnswersAnEditedMessage(SessionState state, RunStatus? status, ActiveRun active)
         => (status == RunStatus.Started || status == RunStatus.Finished)
             && state.GetMessage(active.TriggerId)?.EditedAt != active.TriggerEditedAt
-            && !state.Controls.Any(c => c.Action == ControlAction.Regenerate && c.RunId == active.RunId);
+            && !SessionRules.IsAskedToWriteAgain(state, active.RunId);
 
     /// <summary>The runs whose reply a regenerate control asked to be written again.</summary>
     private static HashSet<string> RunsWrittenAgain(SessionState state)

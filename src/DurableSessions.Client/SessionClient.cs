@@ -119,9 +119,8 @@ public sealed class SessionClient
     public async Task<string> SendMessageAsync(string text, string role = "user", CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(text);
-        var body = new JsonObject { ["id"] = "m-" + Guid.NewGuid().ToString("N"), ["text"] = text, ["role"] = role, ["author"] = _client.Options.ParticipantId }.ToJsonString();
-        using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, $"/v1/sessions/{Id}/messages", body), cancellationToken).ConfigureAwait(false);
-        using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false));
+        var body = new JsonObject { ["id"] = "m-" + Guid.NewGuid().ToString("N"), ["text"] = text, ["role"] = role, ["author"] = _client.Options.ParticipantId };
+        using var json = await PostAsync("messages", body, cancellationToken).ConfigureAwait(false);
         return json.RootElement.GetProperty("messageId").GetString()!;
     }
 
@@ -133,8 +132,8 @@ public sealed class SessionClient
     public async Task<ControlAcknowledgement> CancelAsync(string runId, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(runId);
-        var body = new JsonObject { ["id"] = NewControlId(), ["by"] = _client.Options.ParticipantId }.ToJsonString();
-        return await ControlAsync(runId, "cancel", body, cancellationToken).ConfigureAwait(false);
+        var body = new JsonObject { ["id"] = NewControlId(), ["by"] = _client.Options.ParticipantId };
+        return await AcknowledgeAsync($"runs/{runId}/cancel", body, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Sends a new instruction to a running agent.</summary>
@@ -143,8 +142,8 @@ public sealed class SessionClient
     {
         ArgumentException.ThrowIfNullOrEmpty(runId);
         ArgumentException.ThrowIfNullOrEmpty(text);
-        var body = new JsonObject { ["id"] = NewControlId(), ["by"] = _client.Options.ParticipantId, ["text"] = text }.ToJsonString();
-        return await ControlAsync(runId, "steer", body, cancellationToken).ConfigureAwait(false);
+        var body = new JsonObject { ["id"] = NewControlId(), ["by"] = _client.Options.ParticipantId, ["text"] = text };
+        return await AcknowledgeAsync($"runs/{runId}/steer", body, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -160,9 +159,8 @@ public sealed class SessionClient
     {
         ArgumentException.ThrowIfNullOrEmpty(messageId);
         ArgumentException.ThrowIfNullOrEmpty(text);
-        var body = new JsonObject { ["text"] = text, ["author"] = _client.Options.ParticipantId }.ToJsonString();
-        using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, $"/v1/sessions/{Id}/messages/{Uri.EscapeDataString(messageId)}/edit", body), cancellationToken).ConfigureAwait(false);
-        using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false));
+        var body = new JsonObject { ["text"] = text, ["author"] = _client.Options.ParticipantId };
+        using var json = await PostAsync($"messages/{Uri.EscapeDataString(messageId)}/edit", body, cancellationToken).ConfigureAwait(false);
         return json.RootElement.GetProperty("offset").GetString()!;
     }
 
@@ -178,9 +176,8 @@ public sealed class SessionClient
     public async Task<ControlAcknowledgement> RegenerateAsync(string messageId, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(messageId);
-        var body = new JsonObject { ["id"] = NewControlId(), ["by"] = _client.Options.ParticipantId }.ToJsonString();
-        using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, $"/v1/sessions/{Id}/messages/{Uri.EscapeDataString(messageId)}/regenerate", body), cancellationToken).ConfigureAwait(false);
-        return await AcknowledgementAsync(response, cancellationToken).ConfigureAwait(false);
+        var body = new JsonObject { ["id"] = NewControlId(), ["by"] = _client.Options.ParticipantId };
+        return await AcknowledgeAsync($"messages/{Uri.EscapeDataString(messageId)}/regenerate", body, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -236,15 +233,18 @@ public sealed class SessionClient
 
     private static string NewControlId() => "c-" + Guid.NewGuid().ToString("N");
 
-    private async Task<ControlAcknowledgement> ControlAsync(string runId, string action, string body, CancellationToken cancellationToken)
+    /// <summary>Posts <paramref name="body"/> to the session's operation <paramref name="operation"/> (retried as the client retries) and reads the answer.</summary>
+    private async Task<JsonDocument> PostAsync(string operation, JsonObject body, CancellationToken cancellationToken)
     {
-        using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, $"/v1/sessions/{Id}/runs/{runId}/{action}", body), cancellationToken).ConfigureAwait(false);
-        return await AcknowledgementAsync(response, cancellationToken).ConfigureAwait(false);
+        var json = body.ToJsonString();
+        using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, $"/v1/sessions/{Id}/{operation}", json), cancellationToken).ConfigureAwait(false);
+        return JsonDocument.Parse(await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false));
     }
 
-    private static async Task<ControlAcknowledgement> AcknowledgementAsync(HttpResponseMessage response, CancellationToken cancellationToken)
+    /// <summary>Posts a control operation and reads its acknowledgement.</summary>
+    private async Task<ControlAcknowledgement> AcknowledgeAsync(string operation, JsonObject body, CancellationToken cancellationToken)
     {
-        using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false));
+        using var json = await PostAsync(operation, body, cancellationToken).ConfigureAwait(false);
         return new ControlAcknowledgement(json.RootElement.GetProperty("controlId").GetString()!, json.RootElement.GetProperty("offset").GetString()!);
     }
 }

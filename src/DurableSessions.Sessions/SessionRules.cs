@@ -375,7 +375,7 @@ public static class SessionRules
         foreach (var agent in state.Runs.Where(r => r.Trigger == messageId && r.Agent is not null).Select(r => r.Agent!).Distinct(StringComparer.Ordinal))
         {
             var run = state.Runs.Last(r => r.Trigger == messageId && r.Agent == agent);
-            if (run.Id is not { } runId || run.MessageId is null || state.Controls.Any(c => c.Action == ControlAction.Regenerate && c.RunId == runId))
+            if (run.Id is not { } runId || run.MessageId is null || IsAskedToWriteAgain(state, runId))
             {
                 // No reply to write again, or already asked for.
                 continue;
@@ -395,6 +395,13 @@ public static class SessionRules
         }
 
         return SessionDecision.Accept(messageId, appended);
+    }
+
+    /// <summary>Whether a regenerate control asks for the reply run <paramref name="runId"/> wrote to be written again.</summary>
+    public static bool IsAskedToWriteAgain(SessionState state, string? runId)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        return runId is not null && state.Controls.Any(c => c.Action == ControlAction.Regenerate && c.RunId == runId);
     }
 
     private static bool SameParts(IReadOnlyList<MessagePart> stored, IReadOnlyList<MessagePart> given)

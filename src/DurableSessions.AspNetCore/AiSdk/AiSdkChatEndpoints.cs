@@ -211,7 +211,7 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         var reply = run is null ? null : state.Get(SessionEventTypes.Message, run.MessageId!);
         // A reply asked to be written again, paused by a handoff, or cut, is answered again by a run still to come.
         var waiting = run is not null && (run.Status == RunStatus.Paused || run.Status == RunStatus.Interrupted
-            || state.Controls.Any(c => c.Action == ControlAction.Regenerate && c.RunId == run.Id));
+            || SessionRules.IsAskedToWriteAgain(state, run.Id));
         if (run is null || waiting || reply is null)
         {
             // No reply yet, or the one there is about to be written again: the next run's.

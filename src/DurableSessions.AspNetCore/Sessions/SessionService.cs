@@ -447,7 +447,7 @@ internal sealed partial class SessionService : IDisposable
     {
         var state = session.State;
         var waiting = state.Runs.Where(r => r.Trigger == messageId && r.Id is not null).GroupBy(r => r.Agent).Select(g => g.Last())
-            .Any(run => state.Controls.Any(c => c.Action == ControlAction.Regenerate && c.RunId == run.Id));
+            .Any(run => SessionRules.IsAskedToWriteAgain(state, run.Id));
         if (waiting)
         {
             await _turns.MarkAsync(session.Path, session.StreamId, state.Position, CancellationToken.None).ConfigureAwait(false);
