@@ -405,11 +405,12 @@ public sealed partial class SessionAgent
 
     /// <summary>
     /// Whether <paramref name="active"/>, started or finished, answers its message as it was before an edit that did not
-    /// see the run (one that did stopped it, or asked for its reply again).
+    /// see the run (one that did stopped it, or asked for its reply again), or a message an edit of an earlier one took
+    /// out of the conversation.
     /// </summary>
     private static bool AnswersAnEditedMessage(SessionState state, RunStatus? status, ActiveRun active)
         => (status == RunStatus.Started || status == RunStatus.Finished)
-            && state.GetMessage(active.TriggerId)?.EditedAt != active.TriggerEditedAt
+            && (state.GetMessage(active.TriggerId) is not { } trigger || trigger.EditedAt != active.TriggerEditedAt)
             && !SessionRules.IsAskedToWriteAgain(state, active.RunId);
 
     /// <summary>The runs whose reply a regenerate control asked to be written again.</summary>
@@ -644,7 +645,10 @@ public sealed partial class SessionAgent
         {
             if (run.MessageId is { } messageId && state.GetMessage(messageId) is { } message)
             {
-                events.Add(_events.MessageStatusChanged(message, MessageStatus.Interrupted));
+                // A reply to a message that an edit of an earlier one took out of the conversation goes with it.
+                events.Add(run.Trigger is { } trigger && state.GetMessage(trigger) is null
+                    ? _events.MessageRemoved(messageId)
+                    : _events.MessageStatusChanged(message, MessageStatus.Interrupted));
             }
 
             events.Add(_events.RunStatusChanged(run, RunStatus.Interrupted));

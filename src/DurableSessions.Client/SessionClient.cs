@@ -147,10 +147,12 @@ public sealed class SessionClient
     }
 
     /// <summary>
-    /// Edits this client's latest message in the session: its text is replaced, and every agent's reply to it is written
-    /// again, in place, from the new text (a reply still being written is cancelled first).
+    /// Edits one of this client's messages in the session: its text is replaced, and every agent's reply to it is written
+    /// again, in place, from the new text (a reply still being written is cancelled first). An earlier message takes the
+    /// conversation after it out of the session (its later messages are deleted), unless another participant's message is
+    /// among them.
     /// </summary>
-    /// <param name="messageId">The message: this client's own, and the session's latest user message.</param>
+    /// <param name="messageId">The message: this client's own, with no other participant's message after it.</param>
     /// <param name="text">Its new text.</param>
     /// <param name="cancellationToken">Cancels the request.</param>
     /// <returns>The session's offset after the edit.</returns>

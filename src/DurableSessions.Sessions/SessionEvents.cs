@@ -176,6 +176,13 @@ public sealed class SessionEvents
         return Change(SessionEventTypes.Message, message.Id ?? string.Empty, ChangeOperation.Update, message with { Parts = parts, EditedAt = Now() });
     }
 
+    /// <summary>A message taken out of the conversation (a State Protocol delete): an edit of an earlier message removes what came after it.</summary>
+    public SessionEvent MessageRemoved(string messageId)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(messageId);
+        return new(SessionEventTypes.Message, messageId, ChangeOperation.Delete, null, Now());
+    }
+
     /// <summary>
     /// A request that the agent which wrote run <paramref name="runId"/>'s reply answer its message again, in place of that
     /// reply. Its id is <paramref name="id"/>, or a new one.

@@ -48,7 +48,7 @@ public sealed record SessionRejection(string Code, string Message)
     /// <summary>An edit names a message that is not the editor's own user message.</summary>
     public const string NotEditable = "NOT_EDITABLE";
 
-    /// <summary>An edit names a message that is not the session's latest user message.</summary>
+    /// <summary>An edit names a message with another participant's message after it, which the edit would take out.</summary>
     public const string NotLatestMessage = "NOT_LATEST_MESSAGE";
 }
 
@@ -314,10 +314,13 @@ public static class SessionRules
     }
 
     /// <summary>
-    /// Edits the session's latest user message: its content is replaced (and <c>editedAt</c> set), and every agent's
-    /// latest reply to it is asked to be written again (see <see cref="Regenerate"/>), in the same append, so each agent
-    /// answers the edited message anew in place of what it said. Only the author's own message can be edited, only the
-    /// latest, since later answers were written from it, and not one routed to a human. The same edit of an edited
+    /// Edits a user message: its content is replaced (and <c>editedAt</c> set), and every agent's latest reply to it is
+    /// asked to be written again (see <see cref="Regenerate"/>), in the same append, so each agent answers the edited
+    /// message anew in place of what it said. An earlier message takes what came after it out of the conversation (a
+    /// delete of each later message, its replies to it excepted; replies still being written to them are stopped first),
+    /// since those questions and answers were written from the text it replaces: the conversation then continues from
+    /// the edited message, as a chat's edit of an earlier message does. Only the author's own message can be edited, not
+    /// one routed to a human, and not one with another participant's message after it. The same edit of an edited
     /// message again (a retry) is accepted with nothing appended.
     /// </summary>
     /// <param name="state">The session's state.</param>
@@ -353,9 +356,15 @@ public static class SessionRules
             return SessionDecision.Reject(SessionRejection.NotEditable, $"Message {messageId} was routed to {routedTo}, who answers it; send a new message instead.");
         }
 
-        if (state.Messages.LastOrDefault(m => m.Role == MessageRole.User)?.Id != messageId)
+        // What came after the message leaves the conversation, except its own replies, which are written again: the
+        // author's later questions and the agents' replies to them were asked and written from the text being replaced.
+        var after = state.Messages.SkipWhile(m => m.Id != messageId).Skip(1)
+            .Where(m => !(m.RunId is { } replyRun && state.GetRun(replyRun)?.Trigger == messageId))
+            .ToList();
+        if (after.Find(m => m.RunId is null && m.Author != author) is { } others)
         {
-            return SessionDecision.Reject(SessionRejection.NotLatestMessage, $"Message {messageId} has later messages after it; only the latest can be edited.");
+            // Another participant's message is theirs to keep.
+            return SessionDecision.Reject(SessionRejection.NotLatestMessage, $"Message {messageId} has {others.Author}'s message {others.Id} after it; only a message with nobody else's after it can be edited.");
         }
 
         if (state.HumanHolder is { } human)
@@ -369,7 +378,21 @@ public static class SessionRules
             return SessionDecision.Reject(SessionRejection.InvalidMessage, "Invalid message: " + problem);
         }
 
-        var appended = new List<SessionEvent> { edited };
+        var appended = new List<SessionEvent>();
+        var removed = after.Where(m => m.Id is not null).Select(m => m.Id!).ToHashSet(StringComparer.Ordinal);
+        foreach (var run in state.Runs.Where(r => r.Status == RunStatus.Started && (removed.Contains(r.Trigger ?? string.Empty) || removed.Contains(r.MessageId ?? string.Empty))))
+        {
+            // A reply still being written to a question that is taken out is stopped, and fenced, before its message goes.
+            if (!mayStop)
+            {
+                return SessionDecision.Reject(SessionRejection.RunActive, $"Run {run.Id} is still answering a later message, and stopping it needs the control capability; edit once the reply ends.");
+            }
+
+            appended.AddRange(Stop(state, run, author, "an earlier message was edited", pause: false, events, out _));
+        }
+
+        appended.AddRange(after.Where(m => m.Id is not null).Select(m => events.MessageRemoved(m.Id!)));
+        appended.Add(edited);
 
         // Every agent that answered it answers the new text again, each in its own latest reply.
         foreach (var agent in state.Runs.Where(r => r.Trigger == messageId && r.Agent is not null).Select(r => r.Agent!).Distinct(StringComparer.Ordinal))

@@ -178,22 +178,25 @@ public sealed class BadInputTests : IAsyncLifetime
     {
         var client = _server.Client;
         Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/sessions/regen", new StringContent("{}", Encoding.UTF8, "application/json"))).StatusCode);
-        using var posted = await client.PostAsync("/v1/sessions/regen/messages", new StringContent("{\"text\":\"hi\"}", Encoding.UTF8, "application/json"));
+        using var posted = await client.PostAsync("/v1/sessions/regen/messages", new StringContent("{\"text\":\"hi\",\"author\":\"user:alice\"}", Encoding.UTF8, "application/json"));
         var question = JsonDocument.Parse(await posted.Content.ReadAsStringAsync()).RootElement.GetProperty("messageId").GetString();
+        (await client.PostAsync("/v1/sessions/regen/messages", new StringContent("{\"text\":\"mine\",\"author\":\"user:bob\"}", Encoding.UTF8, "application/json"))).EnsureSuccessStatusCode();
         var before = await client.GetStringAsync("/v1/stream/sessions/regen?offset=-1");
-        var cases = new (string Path, int Status, string Code)[]
+        const string AsAnother = "{\"text\":\"changed\",\"author\":\"user:someone-else\"}";
+        var cases = new (string Path, string Body, int Status, string Code)[]
         {
-            ("/v1/sessions/regen/messages/m-missing/regenerate", 409, "MESSAGE_NOT_FOUND"),
-            ($"/v1/sessions/regen/messages/{question}/regenerate", 409, "NOT_A_REPLY"),
-            ("/v1/sessions/missing/messages/m1/regenerate", 404, "SESSION_NOT_FOUND"),
-            ("/v1/sessions/regen/messages/not%20an%20id/regenerate", 404, "NOT_FOUND"),
-            ("/v1/sessions/regen/messages/m-missing/edit", 409, "MESSAGE_NOT_FOUND"),
-            ($"/v1/sessions/regen/messages/{question}/edit", 409, "NOT_EDITABLE"),
+            ("/v1/sessions/regen/messages/m-missing/regenerate", "{}", 409, "MESSAGE_NOT_FOUND"),
+            ($"/v1/sessions/regen/messages/{question}/regenerate", "{}", 409, "NOT_A_REPLY"),
+            ("/v1/sessions/missing/messages/m1/regenerate", "{}", 404, "SESSION_NOT_FOUND"),
+            ("/v1/sessions/regen/messages/not%20an%20id/regenerate", "{}", 404, "NOT_FOUND"),
+            ("/v1/sessions/regen/messages/m-missing/edit", AsAnother, 409, "MESSAGE_NOT_FOUND"),
+            ($"/v1/sessions/regen/messages/{question}/edit", AsAnother, 409, "NOT_EDITABLE"),
+
+            // Its author's edit would take bob's later message out.
+            ($"/v1/sessions/regen/messages/{question}/edit", "{\"text\":\"changed\",\"author\":\"user:alice\"}", 409, "NOT_LATEST_MESSAGE"),
         };
-        foreach (var (path, status, code) in cases)
+        foreach (var (path, body, status, code) in cases)
         {
-            // An edit as another participant than the message's author.
-            var body = path.Contains("/edit", StringComparison.Ordinal) ? "{\"text\":\"changed\",\"author\":\"user:someone-else\"}" : "{}";
             using var response = await client.PostAsync(path, new StringContent(body, Encoding.UTF8, "application/json"));
             var text = await response.Content.ReadAsStringAsync();
             Assert.True((int)response.StatusCode == status, $"{path}: {(int)response.StatusCode} {text}");

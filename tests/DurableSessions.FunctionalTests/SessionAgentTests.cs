@@ -490,6 +490,64 @@ public sealed class SessionAgentTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_earlier_question_edited_takes_the_conversation_after_it_out_stops_the_reply_still_written_and_is_answered_anew()
+    {
+        var model = new NumberedAnswers(heldOpen: 2);
+        var session = _client.Session("edit-earlier");
+        await session.CreateAsync();
+        _ = StartAgent(model, "edit-earlier");
+        var question = await session.SendMessageAsync("Waht is a fence?");
+        var first = await WaitFor("edit-earlier", s => s.Runs.Any(r => r.Status == RunStatus.Finished));
+        var replyId = Assert.Single(Replies(first)).Id!;
+        await session.SendMessageAsync("And a lease?");
+        var writing = await WaitFor("edit-earlier", s => Replies(s).Any(m => m.Text == "Answer 2."));
+        var stopped = writing.Runs[^1];
+        Assert.Equal(RunStatus.Started, stopped.Status);
+
+        await session.EditMessageAsync(question, "What is a fence?");
+
+        // One question and one answer, in the first reply's message; the later question and the reply still written to
+        // it are gone, and that run was cancelled (fenced: its held model call never writes again).
+        var state = await WaitFor("edit-earlier", s => s.Runs.Count(r => r.Status == RunStatus.Finished) == 2);
+        Assert.Equal(["What is a fence?", "Answer 3."], state.Messages.Select(m => m.Text));
+        Assert.Equal([question, replyId], state.Messages.Select(m => m.Id));
+        Assert.Equal(RunStatus.Cancelled, state.GetRun(stopped.Id!)!.Status);
+        Assert.Equal(["What is a fence?"], model.Calls.Last().Select(m => m.Text));
+    }
+
+    [Fact]
+    public async Task A_run_started_for_a_question_an_edit_of_an_earlier_one_took_out_is_taken_back_and_the_edited_one_answered_anew()
+    {
+        var model = new NumberedAnswers();
+        var session = _client.Session("edit-earlier-race");
+        await session.CreateAsync();
+        var starts = 0;
+        var gate = new HoldFirstWrite(body => body.Contains("\"type\":\"run\"", StringComparison.Ordinal) && body.Contains("\"status\":\"started\"", StringComparison.Ordinal)
+            && Interlocked.Increment(ref starts) == 2);
+        using var http = new HttpClient(gate);
+        using var agentClient = new DurableSessionsClient(_client.Options with { ParticipantId = "agent:demo", UseWebSocket = false }, http);
+        var agent = new SessionAgent(model, agentClient, new SessionAgentOptions { AgentId = "agent:demo" });
+        _ = Task.Run(() => agent.RunAsync("edit-earlier-race", _stop.Token));
+        var question = await session.SendMessageAsync("Waht is a fence?");
+        await WaitFor("edit-earlier-race", s => s.Runs.Any(r => r.Status == RunStatus.Finished));
+        await session.SendMessageAsync("And a lease?");
+
+        // The agent has read the later question and is writing its run's start: the edit sees no run to stop, and takes
+        // the question out.
+        await gate.Held.Task.WaitAsync(Timeout);
+        await session.EditMessageAsync(question, "What is a fence?");
+        gate.Release.TrySetResult();
+
+        // The run for the question that is gone is marked interrupted and its reply taken out with it; the edited question
+        // is answered again in its own reply's message.
+        var state = await WaitFor("edit-earlier-race", s => s.Runs.Count == 3 && s.Runs[2].Status == RunStatus.Finished && s.Runs[1].Status == RunStatus.Interrupted);
+        Assert.Equal(["What is a fence?", $"Answer {model.Calls.Count}."], state.Messages.Select(m => m.Text));
+        Assert.Equal([state.Runs[0].MessageId, state.Runs[2].Id], [Replies(state).Single().Id, Replies(state).Single().RunId]);
+        Assert.Null(state.GetMessage(state.Runs[1].MessageId!));
+        Assert.Equal(["What is a fence?"], model.Calls.Last().Select(m => m.Text));
+    }
+
+    [Fact]
     public async Task A_question_queued_behind_another_is_not_part_of_the_conversation_the_one_before_it_is_answered_from()
     {
         var model = new NumberedAnswers();

@@ -540,14 +540,57 @@ public sealed class SessionRulesTests
         Assert.Equal(SessionRejection.MessageNotFound, SessionRules.EditMessage(session.State, "m_missing", "user:alice", text, session.Events).Rejection?.Code);
         Assert.Equal(SessionRejection.NotEditable, SessionRules.EditMessage(session.State, second, "user:bob", text, session.Events).Rejection?.Code);
         Assert.Equal(SessionRejection.NotEditable, SessionRules.EditMessage(session.State, run.MessageId!, "agent:helper", text, session.Events).Rejection?.Code);
-        Assert.Equal(SessionRejection.NotLatestMessage, SessionRules.EditMessage(session.State, run.Trigger!, "user:alice", text, session.Events).Rejection?.Code);
 
         // A message not yet answered is edited alone: nothing to write again.
         var edited = SessionRules.EditMessage(session.State, second, "user:alice", text, session.Events);
         Assert.Equal([SessionEventTypes.Message], edited.Events.Select(e => e.Type));
 
+        // Another participant's message after it is theirs: the edit, which would take it out, is refused.
+        session.Apply(SessionRules.PostMessage(session.State, new PostMessageRequest("user:bob", "bob's question"), session.Events));
+        var bobs = session.State.Messages[^1].Id!;
+        Assert.Equal(SessionRejection.NotLatestMessage, SessionRules.EditMessage(session.State, run.Trigger!, "user:alice", text, session.Events).Rejection?.Code);
+        Assert.Equal(SessionRejection.NotLatestMessage, SessionRules.EditMessage(session.State, second, "user:alice", text, session.Events).Rejection?.Code);
+
         session.Apply(SessionRules.TakeControl(session.State, "human:bob", session.Events));
-        Assert.Equal(SessionRejection.LeaseHeld, SessionRules.EditMessage(session.State, second, "user:alice", text, session.Events).Rejection?.Code);
+        Assert.Equal(SessionRejection.LeaseHeld, SessionRules.EditMessage(session.State, bobs, "user:bob", text, session.Events).Rejection?.Code);
+    }
+
+    [Fact]
+    public void EditMessage_of_an_earlier_message_takes_what_came_after_it_out_stops_a_reply_still_written_and_keeps_its_own_reply()
+    {
+        var session = new SessionFixture();
+        var first = session.StartedRun("Waht is a fence?");
+        session.Apply(SessionRules.EndRun(session.State, first.Id!, RunStatus.Finished, [new TextPart("A fence is...")], session.Events));
+        var later = session.StartedRun("And a lease?");
+        Assert.Equal(4, session.State.Messages.Count);
+
+        // Stopping the reply still written to the later question needs the control capability.
+        var refused = SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence?")], session.Events, mayStop: false);
+        Assert.Equal(SessionRejection.RunActive, refused.Rejection?.Code);
+        Assert.Empty(refused.Events);
+
+        var decision = SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence?")], session.Events);
+
+        Assert.Equal(first.Trigger, decision.Id);
+        Assert.Equal(
+            [(SessionEventTypes.Control, "insert"), (SessionEventTypes.Message, "update"), (SessionEventTypes.Run, "update"),
+             (SessionEventTypes.Message, "delete"), (SessionEventTypes.Message, "delete"), (SessionEventTypes.Message, "update"), (SessionEventTypes.Control, "insert")],
+            decision.Events.Select(e => (e.Type, e.Operation.Value)));
+        Assert.Equal([later.Trigger, later.MessageId], decision.Events.Where(e => e.Operation == ChangeOperation.Delete).Select(e => e.Key));
+        session.Apply(decision);
+
+        // The conversation continues from the edited question: it and its reply, which is asked to be written again.
+        Assert.Equal([first.Trigger, first.MessageId], session.State.Messages.Select(m => m.Id));
+        Assert.Equal("What is a fence?", session.State.Messages[0].Text);
+        Assert.Equal(RunStatus.Cancelled, session.State.GetRun(later.Id!)!.Status);
+        Assert.True(SessionRules.IsAskedToWriteAgain(session.State, first.Id));
+
+        // The stopped run is fenced: it cannot write its reply back.
+        var late = session.Events.Reply(ChangeOperation.Insert, later.MessageId!, "agent:helper", later.Id!, [new TextPart("A lease is...")], MessageStatus.Complete, later.StartedAt!);
+        Assert.Equal(SessionRejection.RunCancelled, SessionRules.CheckFence(session.State, [late.ToJson()])?.Code);
+
+        // The same edit again appends nothing.
+        Assert.Empty(SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence?")], session.Events).Events);
     }
 
     [Fact]
@@ -568,7 +611,12 @@ public sealed class SessionRulesTests
         var retry = SessionRules.EditMessage(session.State, "m-client-1", "user:alice", [new TextPart("hello there")], session.Events);
         Assert.False(retry.IsRejected, retry.Rejection?.Message);
         Assert.Empty(retry.Events);
-        Assert.Equal(SessionRejection.NotLatestMessage, SessionRules.EditMessage(session.State, "m-client-1", "user:alice", [new TextPart("hello again")], session.Events).Rejection?.Code);
+
+        // Edited again with other content, it takes the later question out.
+        var again = SessionRules.EditMessage(session.State, "m-client-1", "user:alice", [new TextPart("hello again")], session.Events);
+        Assert.Equal([(SessionEventTypes.Message, "delete"), (SessionEventTypes.Message, "update")], again.Events.Select(e => (e.Type, e.Operation.Value)));
+        session.Apply(again);
+        Assert.Equal(["m-client-1"], session.State.Messages.Select(m => m.Id));
     }
 
     [Fact]

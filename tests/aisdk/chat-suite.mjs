@@ -20,6 +20,26 @@ async function storedReply(id, url = base) {
   return { run, message, text: message.parts.filter((p) => p.type === "text").map((p) => p.text).join("") }
 }
 
+// After an edit of `question` to "What is a durable session?": the chat and the session hold the same two messages, the
+// edited question and its one answer, written again by a new run in the message of the first answer.
+async function expectAnsweredAgainInPlace(chat, id, question, first) {
+  expect(chat.status).toBe("ready")
+  expect(chat.error).toBeUndefined()
+  const stored = await storedReply(id)
+  expect(stored.run.id).not.toBe(first.run.id)
+  expect(stored.run.trigger).toBe(question.id)
+  expect(stored.run.status).toBe("finished")
+  expect(stored.message.id).toBe(first.message.id)
+  expect(chat.messages.map((m) => [m.role, m.id])).toEqual([["user", question.id], ["assistant", first.message.id]])
+  expect(textOf(chat.messages[1])).toBe(stored.text)
+
+  const snapshot = await (await fetch(`${base}/v1/sessions/${id}`)).json()
+  const messages = snapshot.filter((m) => m.type === "message").map((m) => m.value)
+  expect(messages.map((m) => m.id)).toEqual([question.id, first.message.id])
+  expect(messages[0].parts[0].text).toBe("What is a durable session?")
+  expect(messages[0].editedAt).toBeTruthy()
+}
+
 async function waitFor(predicate, timeoutMs = 30_000) {
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
@@ -88,20 +108,20 @@ describe("AI SDK useChat protocol", () => {
 
     // As useChat edits a message: sendMessage with the id of the message it replaces.
     await chat.sendMessage({ text: "What is a durable session?", messageId: question.id })
-    expect(chat.status).toBe("ready")
-    expect(chat.error).toBeUndefined()
-    const stored = await storedReply(id)
-    expect(stored.run.id).not.toBe(first.run.id)
-    expect(stored.run.status).toBe("finished")
-    expect(stored.message.id).toBe(first.message.id)
-    expect(chat.messages.map((m) => [m.role, m.id])).toEqual([["user", question.id], ["assistant", first.message.id]])
-    expect(textOf(chat.messages[1])).toBe(stored.text)
+    await expectAnsweredAgainInPlace(chat, id, question, first)
+  })
 
-    const snapshot = await (await fetch(`${base}/v1/sessions/${id}`)).json()
-    const messages = snapshot.filter((m) => m.type === "message").map((m) => m.value)
-    expect(messages.map((m) => m.role)).toEqual(["user", "assistant"])
-    expect(messages[0].parts[0].text).toBe("What is a durable session?")
-    expect(messages[0].editedAt).toBeTruthy()
+  test("an edit of an earlier message takes the turns after it out, as the chat does, and answers it again in place", async () => {
+    const id = chatId("edit-earlier")
+    const chat = newChat(id)
+    await chat.sendMessage({ text: "Waht is a durable session?" })
+    const first = await storedReply(id)
+    const question = chat.messages[0]
+    await chat.sendMessage({ text: "And what is a fence?" })
+    expect(chat.messages.map((m) => m.role)).toEqual(["user", "assistant", "user", "assistant"])
+
+    await chat.sendMessage({ text: "What is a durable session?", messageId: question.id })
+    await expectAnsweredAgainInPlace(chat, id, question, first)
   })
 
   test("the same message sent again is answered with its reply, not asked twice", async () => {

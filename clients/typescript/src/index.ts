@@ -298,8 +298,9 @@ export class SessionClient {
   }
 
   /**
-   * Edits this client's latest message: its text is replaced, and every agent's reply to it is written again, in place,
-   * from the new text (a reply still being written is cancelled first).
+   * Edits one of this client's messages: its text is replaced, and every agent's reply to it is written again, in place,
+   * from the new text (a reply still being written is cancelled first). An earlier message takes the conversation after
+   * it out of the session (its later messages are deleted), unless another participant's message is among them.
    */
   async edit(messageId: string, text: string): Promise<{ messageId: string; offset: string }> {
     const body = { text, author: this.client.participantId }

@@ -433,8 +433,8 @@ internal sealed partial class SessionService : IDisposable
     }
 
     /// <summary>
-    /// Edits the session's latest user message (see <see cref="SessionRules.EditMessage"/>): its content is replaced and
-    /// every agent's reply to it asked to be written again, which makes the session a turn for its agents.
+    /// Edits a user message (see <see cref="SessionRules.EditMessage"/>): its content is replaced, what came after it taken
+    /// out, and every agent's reply to it asked to be written again, which makes the session a turn for its agents.
     /// </summary>
     public Task<SessionOperationResult> EditMessageAsync(string sessionId, string messageId, string author, IReadOnlyList<MessagePart> parts, bool mayStop, CancellationToken cancellationToken)
         => DecideAsync(sessionId, state => SessionRules.EditMessage(state, messageId, author, parts, _events, mayStop), cancellationToken, RepeatedEditAsync);
