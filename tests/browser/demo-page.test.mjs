@@ -168,6 +168,36 @@ test("Answer again in one tab writes the reply again in place, and both tabs sho
   await context.close()
 })
 
+test("Edit on an earlier question in one tab takes the conversation after it out, and both tabs show it answered anew", async () => {
+  const id = sessionId("edit")
+  const context = await device()
+  const a = await openPage(context, `${server.url}/#${id}`)
+  const b = await openPage(context, `${server.url}/#${id}`)
+  await send(a, "Waht is a fence?")
+  await until(async () => (await stored(id)).run?.status === "finished", 30_000, "the first answer")
+  const first = await stored(id)
+  await send(a, "And a lease?")
+  await until(async () => (await stored(id)).run?.id !== first.run.id, 30_000, "the second question's run")
+
+  // Only the tab that asked can edit its questions.
+  await until(async () => (await a.locator("#conversation .message.user .edit").count()) === 2, 10_000, "both questions editable in tab A")
+  expect(await b.locator("#conversation .edit").count()).toBe(0)
+
+  await a.locator("#conversation .message.user .edit").first().click()
+  expect(await a.locator("#input").inputValue()).toBe("Waht is a fence?")
+  await send(a, "What is a fence?")
+  await until(async () => {
+    const now = await stored(id)
+    return now.run.trigger === first.run.trigger && now.run.id !== first.run.id && now.run.status === "finished"
+  }, 30_000, "the edited question to be answered again")
+  const { text } = await stored(id)
+  for (const page of [a, b]) {
+    await until(async () => (await messageTexts(page)).join("|") === `What is a fence?|${text}`, 10_000, "one question and its new answer in both tabs")
+  }
+  expect(await a.locator("#editing").isHidden()).toBe(true)
+  await context.close()
+})
+
 test("Stop pressed in tab B stops the reply tab A started within a second, and both show it cancelled", async () => {
   const id = sessionId("stop")
   const context = await device()

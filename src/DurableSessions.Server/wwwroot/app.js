@@ -13,6 +13,16 @@ const client = new DurableSessionsClient({ baseUrl: location.origin, participant
 const session = client.session(sessionId)
 let human = false
 let state = null
+// The id of this tab's message being edited in the composer, or null.
+let editing = null
+
+function setEditing(id, text = "") {
+  editing = id
+  $("editing").hidden = !id
+  $("input").value = text
+  $("send").textContent = id ? "Save" : "Send"
+  if (id) $("input").focus()
+}
 
 function render() {
   if (!state) return
@@ -24,6 +34,9 @@ function render() {
   const latestUser = messages.findLast((m) => m.role === "user")
   const again = !active && state.get("handoff", "lease")?.kind !== "human" && messages.at(-1)?.role === "assistant" && messages.at(-1).runId
     && state.all("run").some((r) => r.id === messages.at(-1).runId && r.trigger === latestUser?.id) ? messages.at(-1) : null
+  // This tab's own questions can be edited (an earlier one takes the conversation after it out), unless a human answers.
+  const editable = state.get("handoff", "lease")?.kind !== "human"
+  if (editing && !messages.some((m) => m.id === editing)) setEditing(null)
   conversation.replaceChildren(...messages.map((m) => {
     const el = document.createElement("div")
     el.className = `message ${m.role} ${m.status ?? ""}`
@@ -31,6 +44,14 @@ function render() {
     text.className = "text"
     text.textContent = (m.parts ?? []).filter((p) => p.type === "text").map((p) => p.text).join("")
     el.append(text)
+    if (editable && m.role === "user" && m.author === participant) {
+      const button = document.createElement("button")
+      button.type = "button"
+      button.className = "edit ghost"
+      button.textContent = "Edit"
+      button.addEventListener("click", () => setEditing(m.id, text.textContent))
+      el.append(button)
+    }
     if (m.role === "assistant" && m.status && m.status !== "complete" && m.status !== "streaming") {
       const meta = document.createElement("div")
       meta.className = "meta"
@@ -177,9 +198,12 @@ $("composer").addEventListener("submit", async (e) => {
   e.preventDefault()
   const text = $("input").value.trim()
   if (!text) return
-  $("input").value = ""
-  await session.sendMessage(text, human ? "assistant" : "user")
+  const edited = editing
+  setEditing(null)
+  if (edited) await session.edit(edited, text).catch(() => {})
+  else await session.sendMessage(text, human ? "assistant" : "user")
 })
+$("cancel-edit").addEventListener("click", () => setEditing(null))
 $("stop").addEventListener("click", () => $("stop").dataset.run && session.cancel($("stop").dataset.run).catch(() => {}))
 $("take-over").addEventListener("click", () => (human ? session.returnControl() : session.takeControl()).catch(() => {}))
 $("share").addEventListener("click", async () => {
