@@ -195,6 +195,44 @@ test("regenerate and edit go over the WebSocket: the agent writes the reply agai
   }
 })
 
+test("an edit of an earlier question takes the conversation after it out of a follower's state, live", async () => {
+  const client = new DurableSessionsClient({ baseUrl: base!, participantId: "client:ts-edit" })
+  const id = `ts-ws-edit-${Date.now()}`
+  const session = client.session(id)
+  const abort = new AbortController()
+  const timer = setTimeout(() => abort.abort(), 50_000)
+  type Message = { id: string; role: string; parts: { text: string }[] }
+  const messages = (s: SessionState) => s.all("message") as Message[]
+  const runs = (s: SessionState) => s.all("run") as { status: string; trigger: string }[]
+  const finished = (s: SessionState) => runs(s).filter((r) => r.status === "finished").length
+  try {
+    await session.create()
+    const updates = session.join(abort.signal)
+    // One follower throughout (a for-await that returns would end it).
+    const until = async (done: (s: SessionState) => boolean) => {
+      for (let next = await updates.next(); !next.done; next = await updates.next()) {
+        if (next.value.upToDate && done(next.value.state)) return next.value.state
+      }
+      throw new Error("session ended")
+    }
+    const question = await session.sendMessage("What is an offset?")
+    await until((s) => finished(s) === 1)
+    await session.sendMessage("And a producer?")
+    const before = await until((s) => finished(s) === 2)
+    const reply = messages(before).find((m) => m.role === "assistant")!
+
+    await session.edit(question, "What is an offset, exactly?")
+    const after = await until((s) => finished(s) === 3)
+    expect(messages(after).map((m) => m.id)).toEqual([question, reply.id])
+    expect(messages(after)[0]!.parts[0]!.text).toBe("What is an offset, exactly?")
+    expect(runs(after).at(-1)!.trigger).toBe(question)
+  } finally {
+    clearTimeout(timer)
+    abort.abort()
+    client.close()
+  }
+})
+
 test("an operation the WebSocket never answers fails in time, and the sessions on that socket resume on a new one", async () => {
   const proxy = await silencingProxy(base!)
   const client = new DurableSessionsClient({ baseUrl: proxy.url, transport: "websocket", operationTimeoutMs: 1000, reconnectDelayMs: 5, maxReconnectDelayMs: 50 })
