@@ -128,7 +128,8 @@ public static class SessionEventRules
         for (var i = 0; i < deltas.Count; i++)
         {
             var exists = state.TryPeekText(SessionEventTypes.Message, deltas[i].MessageId, "author", out var author);
-            if (AuthorizeDelta(i, writer.Subject, exists, author) is { } refused)
+            var runStatus = !exists && deltas[i].RunId is { } runId && state.TryPeekText(SessionEventTypes.Run, runId, "status", out var status) ? status : null;
+            if (AuthorizeDelta(i, writer.Subject, exists, author, deltas[i].RunId, runStatus) is { } refused)
             {
                 return refused;
             }
@@ -137,11 +138,15 @@ public static class SessionEventRules
         return null;
     }
 
-    // Text streams only into a message the writer wrote (when identities are checked).
-    private static SessionEventRejection? AuthorizeDelta(int index, string? subject, bool exists, string? author)
-        => subject is not null && (!exists || author != subject)
-            ? SessionEventRejection.Forbidden(index, "NOT_OWNER", "deltas can only stream into a message the writer wrote.")
-            : null;
+    // Text streams only into a message the writer wrote (when identities are checked). A message gone with its run
+    // stopped (taken out by an edit of an earlier one) answers as the fence does, so the run's writer knows it was stopped.
+    private static SessionEventRejection? AuthorizeDelta(int index, string? subject, bool exists, string? author, string? runId, string? runStatus)
+        => subject is null ? null
+            : !exists && SessionRules.IsFenced(runStatus)
+                ? new SessionEventRejection(409, SessionRejection.RunCancelled, $"Run {runId} was cancelled; nothing more is accepted for it.")
+            : !exists || author != subject
+                ? SessionEventRejection.Forbidden(index, "NOT_OWNER", "deltas can only stream into a message the writer wrote.")
+                : null;
 
     /// <summary>Whether a stored event can be materialized: its shape is sound (known values are not enforced, so older data still reads).</summary>
     public static bool IsReadable(JsonNode? message) => Validate(message, strict: false) is null;
@@ -404,7 +409,9 @@ public static class SessionEventRules
                 }
 
                 var exists = lookup(SessionEventTypes.Message, Str(value!, "messageId")!, "author", out var writtenBy);
-                return AuthorizeDelta(index, subject, exists, writtenBy);
+                var deltaRun = Str(value!, "runId");
+                var deltaRunStatus = !exists && deltaRun is not null && lookup(SessionEventTypes.Run, deltaRun, "status", out var runStatus) ? runStatus : null;
+                return AuthorizeDelta(index, subject, exists, writtenBy, deltaRun, deltaRunStatus);
             case SessionEventTypes.Control:
                 if (operation == "delete")
                 {

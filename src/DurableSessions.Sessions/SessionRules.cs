@@ -130,6 +130,12 @@ public static class SessionRules
                 : SessionDecision.Reject(SessionRejection.MessageIdTaken, $"Message {given} in this session is another message.");
         }
 
+        if (request.Id is { } removed && state.IsMessageRemoved(removed))
+        {
+            // A retry of a post whose message an edit of an earlier one took out since: asking it again would answer it again.
+            return SessionDecision.Reject(SessionRejection.MessageIdTaken, $"Message {removed} was taken out of this session by an edit of an earlier message; send it under a new id to ask it again.");
+        }
+
         var appended = new List<SessionEvent>();
         var isUser = request.Role == MessageRole.User;
         if (isUser && state.ActiveRun is { } active)
@@ -316,12 +322,13 @@ public static class SessionRules
     /// <summary>
     /// Edits a user message: its content is replaced (and <c>editedAt</c> set), and every agent's latest reply to it is
     /// asked to be written again (see <see cref="Regenerate"/>), in the same append, so each agent answers the edited
-    /// message anew in place of what it said. An earlier message takes what came after it out of the conversation (a
-    /// delete of each later message, its replies to it excepted; replies still being written to them are stopped first),
-    /// since those questions and answers were written from the text it replaces: the conversation then continues from
-    /// the edited message, as a chat's edit of an earlier message does. Only the author's own message can be edited, not
-    /// one routed to a human, and not one with another participant's message after it. The same edit of an edited
-    /// message again (a retry) is accepted with nothing appended.
+    /// message anew in place of what it said. An earlier message takes what came after it out of the conversation: a
+    /// delete of each of the author's later questions and of the agents' replies to them (replies still being written to
+    /// them are stopped first), since those were asked and written from the text it replaces; the conversation then
+    /// continues from the edited message, as a chat's edit of an earlier message does. Replies to the edited message and
+    /// to earlier ones stay. Only the author's own message can be edited, not one routed to a human, and not one with
+    /// another participant's message after it. The same edit of an edited message again (a retry) is accepted with
+    /// nothing appended.
     /// </summary>
     /// <param name="state">The session's state.</param>
     /// <param name="messageId">The message.</param>
@@ -356,15 +363,27 @@ public static class SessionRules
             return SessionDecision.Reject(SessionRejection.NotEditable, $"Message {messageId} was routed to {routedTo}, who answers it; send a new message instead.");
         }
 
-        // What came after the message leaves the conversation, except its own replies, which are written again: the
-        // author's later questions and the agents' replies to them were asked and written from the text being replaced.
-        var after = state.Messages.SkipWhile(m => m.Id != messageId).Skip(1)
-            .Where(m => !(m.RunId is { } replyRun && state.GetRun(replyRun)?.Trigger == messageId))
-            .ToList();
-        if (after.Find(m => m.RunId is null && m.Author != author) is { } others)
+        // The author's later questions leave the conversation with the agents' replies to them: they were asked and answered
+        // from the text being replaced. Replies to the edited message (written again) and to earlier ones (a reply can be
+        // stored after a question queued behind its own) stay.
+        var later = state.Messages.SkipWhile(m => m.Id != messageId).Skip(1).ToList();
+        var questions = later.Where(m => m.Role == MessageRole.User && m.Id is not null).Select(m => m.Id!).ToHashSet(StringComparer.Ordinal);
+        var after = new List<SessionMessage>();
+        foreach (var m in later)
         {
-            // Another participant's message is theirs to keep.
-            return SessionDecision.Reject(SessionRejection.NotLatestMessage, $"Message {messageId} has {others.Author}'s message {others.Id} after it; only a message with nobody else's after it can be edited.");
+            var answers = m.Role == MessageRole.User ? null : m.RunId is { } replyRun ? state.GetRun(replyRun)?.Trigger : null;
+            if (answers is not null && !questions.Contains(answers))
+            {
+                continue;
+            }
+
+            if (answers is null && m.Author != author)
+            {
+                // Another participant's message (their question, a human's answer, one no known run wrote) is theirs to keep.
+                return SessionDecision.Reject(SessionRejection.NotLatestMessage, $"Message {messageId} has {m.Author}'s message {m.Id} after it; only a message with nobody else's after it can be edited.");
+            }
+
+            after.Add(m);
         }
 
         if (state.HumanHolder is { } human)
@@ -379,8 +398,7 @@ public static class SessionRules
         }
 
         var appended = new List<SessionEvent>();
-        var removed = after.Where(m => m.Id is not null).Select(m => m.Id!).ToHashSet(StringComparer.Ordinal);
-        foreach (var run in state.Runs.Where(r => r.Status == RunStatus.Started && (removed.Contains(r.Trigger ?? string.Empty) || removed.Contains(r.MessageId ?? string.Empty))))
+        foreach (var run in state.Runs.Where(r => r.Status == RunStatus.Started && questions.Contains(r.Trigger ?? string.Empty)))
         {
             // A reply still being written to a question that is taken out is stopped, and fenced, before its message goes.
             if (!mayStop)
@@ -620,7 +638,7 @@ public static class SessionRules
             ? new SessionEventRejection(409, SessionRejection.RunCancelled, $"Run {runId} was cancelled; nothing more is accepted for it.")
             : null;
 
-    private static bool IsFenced(string? status) => status is "cancelled" or "interrupted" or "paused";
+    internal static bool IsFenced(string? status) => status is "cancelled" or "interrupted" or "paused";
 
     /// <summary>
     /// The events that stop a run: a fenced control, the partial reply and the run marked cancelled (or paused, for a

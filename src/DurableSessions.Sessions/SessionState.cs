@@ -24,6 +24,10 @@ public sealed partial class SessionState
     private readonly Dictionary<(string Type, string Key), Entity> _entities = [];
     private readonly List<(string Type, string Key)> _order = [];
 
+    // Messages deleted from the session (an edit of an earlier message takes later ones out), so that their ids are not
+    // taken for a new message by a retry of the post that stored them.
+    private readonly HashSet<string> _removedMessages = new(StringComparer.Ordinal);
+
     // The typed lists, per entity type, built on first use and dropped by a change to an entity of that type. Each
     // entity's own typed view is cached on the entity and dropped by a change to it: a reader that looks at the
     // messages after every streamed delta reads again only the message the delta grew, not the whole conversation.
@@ -98,6 +102,9 @@ public sealed partial class SessionState
 
     /// <summary>The message <paramref name="id"/>, or null.</summary>
     public SessionMessage? GetMessage(string id) => TypedEntity(SessionEventTypes.Message, id, SessionJsonContext.Default.SessionMessage);
+
+    /// <summary>Whether the session held a message <paramref name="id"/> that was deleted since (and not written again).</summary>
+    public bool IsMessageRemoved(string id) => _removedMessages.Contains(id);
 
     /// <summary>The run <paramref name="id"/>, or null.</summary>
     public SessionRun? GetRun(string id) => TypedEntity(SessionEventTypes.Run, id, SessionJsonContext.Default.SessionRun);
@@ -307,6 +314,10 @@ public sealed partial class SessionState
                     {
                         _entities.Add(id, new Entity(value));
                         _order.Add(id);
+                        if (type == SessionEventTypes.Message)
+                        {
+                            _removedMessages.Remove(key);
+                        }
                     }
                 }
 
@@ -315,6 +326,10 @@ public sealed partial class SessionState
                 if (_entities.Remove(id))
                 {
                     _order.Remove(id);
+                    if (type == SessionEventTypes.Message)
+                    {
+                        _removedMessages.Add(key);
+                    }
                 }
 
                 break;

@@ -665,6 +665,29 @@ public sealed class SessionAgentTests : IAsyncLifetime
         Assert.EndsWith("data: [DONE]\n\n", rest);
     }
 
+    [Fact]
+    public async Task A_chat_message_an_edit_of_an_earlier_one_takes_out_before_it_is_answered_ends_its_stream_with_an_error()
+    {
+        await _client.Session("taken-out").CreateAsync();
+        _ = StartAgent(new RecordingChatClient(new DemoChatClient(tokensPerSecond: 50), heldOpen: 1), "taken-out");
+        Task<HttpResponseMessage> Ask(string id, string text) => _server.Client.PostAsync("/api/chat", new StringContent(
+            new JsonObject { ["id"] = "taken-out", ["messages"] = new JsonArray(new JsonObject { ["id"] = id, ["role"] = "user", ["parts"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = text }) }) }.ToJsonString(),
+            Encoding.UTF8, "application/json"));
+        var first = Ask("u0", "Waht is a fence?");
+        await WaitFor("taken-out", s => Runs(s, "started").Any());
+
+        // Queued behind the reply still written to the first, the second waits for a run.
+        var second = Ask("u1", "And a lease?");
+        await WaitFor("taken-out", s => s.GetMessage("u1") is not null);
+        using var edit = await _server.Client.PostAsync("/v1/sessions/taken-out/messages/u0/edit", new StringContent("{\"text\":\"What is a fence?\",\"author\":\"user\"}", Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.OK, edit.StatusCode);
+
+        var chunks = await ChatChunks(second);
+        Assert.Equal("This message was taken out of the chat by an edit of an earlier message.", chunks.Single(c => c["type"]!.GetValue<string>() == "error")["errorText"]!.GetValue<string>());
+        Assert.DoesNotContain(chunks, c => c["type"]!.GetValue<string>() is "start" or "finish");
+        Assert.Equal("abort", (await ChatChunks(first))[^1]["type"]!.GetValue<string>());
+    }
+
     /// <summary>
     /// Creates a session that <paramref name="human"/> takes control of, and posts a user message to it through the AI
     /// SDK chat endpoint. Returns the chat response to come (it starts with the reply's first chunk) once the message

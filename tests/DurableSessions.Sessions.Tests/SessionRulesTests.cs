@@ -585,12 +585,49 @@ public sealed class SessionRulesTests
         Assert.Equal(RunStatus.Cancelled, session.State.GetRun(later.Id!)!.Status);
         Assert.True(SessionRules.IsAskedToWriteAgain(session.State, first.Id));
 
-        // The stopped run is fenced: it cannot write its reply back.
+        // The stopped run is fenced: it cannot write its reply back; a late delta into the reply that is gone is told the
+        // run was stopped (409, not a 403 for a message it no longer owns), through both append paths, when identities
+        // are checked.
         var late = session.Events.Reply(ChangeOperation.Insert, later.MessageId!, "agent:helper", later.Id!, [new TextPart("A lease is...")], MessageStatus.Complete, later.StartedAt!);
         Assert.Equal(SessionRejection.RunCancelled, SessionRules.CheckFence(session.State, [late.ToJson()])?.Code);
+        var writer = new SessionWriter("agent:helper", MayControl: false);
+        var delta = session.Events.RunDelta(later.MessageId!, later.Id!, takenOver: false, 3, 0, "text", " late");
+        Assert.Equal((409, SessionRejection.RunCancelled), SessionEventRules.CheckAppend(session.State, [delta.ToJson()], writer) is { } a ? (a.Status, a.Code) : default);
+        Assert.True(SessionDeltas.TryRead(System.Text.Encoding.UTF8.GetBytes(delta.ToJson().ToJsonString()), out var deltas));
+        Assert.Equal((409, SessionRejection.RunCancelled), SessionEventRules.CheckDeltas(session.State, deltas, writer) is { } b ? (b.Status, b.Code) : default);
+
+        // The later question's id is not taken again by a retry of the post that stored it.
+        Assert.Equal(SessionRejection.MessageIdTaken, SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "And a lease?") { Id = later.Trigger }, session.Events).Rejection?.Code);
 
         // The same edit again appends nothing.
         Assert.Empty(SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence?")], session.Events).Events);
+    }
+
+    [Fact]
+    public void EditMessage_keeps_a_reply_to_an_earlier_question_stored_after_the_edited_one_and_leaves_it_running()
+    {
+        // A question queued behind another is stored before the reply to the first: q0, q1, then q0's reply.
+        var session = new SessionFixture(NewMessagePolicy.Queue);
+        session.Apply(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "first"), session.Events));
+        var q0 = session.State.Messages[^1].Id!;
+        session.Apply(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "second"), session.Events));
+        var q1 = session.State.Messages[^1].Id!;
+        var run = SessionRules.StartRun(session.State, "agent:helper", q0, session.Events);
+        session.Apply(run);
+        var reply = session.State.GetRun(run.Id!)!.MessageId;
+        Assert.Equal([q0, q1, reply], session.State.Messages.Select(m => m.Id));
+
+        // The edit of q1 touches neither q0's reply nor the run writing it, so it needs no control capability.
+        var decision = SessionRules.EditMessage(session.State, q1, "user:alice", [new TextPart("second, edited")], session.Events, mayStop: false);
+        Assert.False(decision.IsRejected, decision.Rejection?.Message);
+        Assert.Equal([(SessionEventTypes.Message, q1)], decision.Events.Select(e => (e.Type, e.Key)));
+        session.Apply(decision);
+
+        // Nor does an edit of q0 take its own reply out: it takes q1 out, and asks for the reply again.
+        var earlier = SessionRules.EditMessage(session.State, q0, "user:alice", [new TextPart("first, edited")], session.Events);
+        Assert.Equal([q1], earlier.Events.Where(e => e.Operation == ChangeOperation.Delete).Select(e => e.Key));
+        session.Apply(earlier);
+        Assert.Equal([q0, reply], session.State.Messages.Select(m => m.Id));
     }
 
     [Fact]

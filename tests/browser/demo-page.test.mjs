@@ -195,6 +195,16 @@ test("Edit on an earlier question in one tab takes the conversation after it out
     await until(async () => (await messageTexts(page)).join("|") === `What is a fence?|${text}`, 10_000, "one question and its new answer in both tabs")
   }
   expect(await a.locator("#editing").isHidden()).toBe(true)
+
+  // Once another tab has asked after it, the question is not tab A's alone to take back: the edit is refused, and the
+  // text stays in the composer with the reason.
+  await send(b, "A question from tab B")
+  await until(async () => (await messageTexts(a)).includes("A question from tab B"), 10_000, "tab B's question in tab A")
+  await a.locator("#conversation .message.user .edit").first().click()
+  await send(a, "What is a fence, really?")
+  await a.locator("#edit-problem", { hasText: "Not saved" }).waitFor({ timeout: 10_000 })
+  expect(await a.locator("#input").inputValue()).toBe("What is a fence, really?")
+  expect((await messageTexts(a))[0]).toBe("What is a fence?")
   await context.close()
 })
 

@@ -355,6 +355,14 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
                     return;
                 }
 
+                if (runId is null && trigger is not null && type == SessionEventTypes.Message && SessionJson.Text(e, "key") == trigger
+                    && SessionJson.Text(e["headers"], "operation") == "delete")
+                {
+                    // An edit of an earlier message took this one out before anyone answered it: nobody will.
+                    await writer.ErrorAsync("This message was taken out of the chat by an edit of an earlier message.").ConfigureAwait(false);
+                    return;
+                }
+
                 if (type == SessionEventTypes.Run && value is not null)
                 {
                     if (runId is null && SessionJson.Text(value, "trigger") == trigger && SessionJson.Text(value, "status") == "started" && SessionJson.Text(value, "id") is not null)

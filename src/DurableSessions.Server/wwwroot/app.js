@@ -16,9 +16,10 @@ let state = null
 // The id of this tab's message being edited in the composer, or null.
 let editing = null
 
-function setEditing(id, text = "") {
+function setEditing(id, text = "", problem = "") {
   editing = id
   $("editing").hidden = !id
+  $("edit-problem").textContent = problem
   $("input").value = text
   $("send").textContent = id ? "Save" : "Send"
   if (id) $("input").focus()
@@ -200,8 +201,12 @@ $("composer").addEventListener("submit", async (e) => {
   if (!text) return
   const edited = editing
   setEditing(null)
-  if (edited) await session.edit(edited, text).catch(() => {})
-  else await session.sendMessage(text, human ? "assistant" : "user")
+  if (edited) {
+    // Not saved (another participant wrote after it, say): the text goes back into the composer, with the reason.
+    await session.edit(edited, text).catch((error) => setEditing(edited, text, `Not saved: ${error?.message ?? error}`))
+  } else {
+    await session.sendMessage(text, human ? "assistant" : "user")
+  }
 })
 $("cancel-edit").addEventListener("click", () => setEditing(null))
 $("stop").addEventListener("click", () => $("stop").dataset.run && session.cancel($("stop").dataset.run).catch(() => {}))
