@@ -488,13 +488,17 @@ public sealed partial class SessionAgent
                     Add(reply);
                 }
             }
-            else if (AnsweredBy(message) is null)
+            else if (AnsweredBy(message) is null && !AnswersATakenOutMessage(message))
             {
                 Add(message);
             }
         }
 
         return history;
+
+        // A reply to a question an edit took out (written by an agent that did not see it go) answers nothing that is left.
+        bool AnswersATakenOutMessage(SessionMessage message)
+            => message.RunId is { } runId && state.GetRun(runId)?.Trigger is { } answered && state.IsMessageRemoved(answered);
 
         // The user message an agent's reply answers, when the session holds it.
         string? AnsweredBy(SessionMessage message)

@@ -24,8 +24,9 @@ public sealed partial class SessionState
     private readonly Dictionary<(string Type, string Key), Entity> _entities = [];
     private readonly List<(string Type, string Key)> _order = [];
 
-    // Messages deleted from the session (an edit of an earlier message takes later ones out), so that their ids are not
-    // taken for a new message by a retry of the post that stored them.
+    // User messages deleted from the session (an edit of an earlier message takes later ones out), so that their ids are
+    // not taken for a new message by a retry of the post that stored them. Only posted messages are kept: a retry is
+    // only ever of a post.
     private readonly HashSet<string> _removedMessages = new(StringComparer.Ordinal);
 
     // The typed lists, per entity type, built on first use and dropped by a change to an entity of that type. Each
@@ -103,7 +104,7 @@ public sealed partial class SessionState
     /// <summary>The message <paramref name="id"/>, or null.</summary>
     public SessionMessage? GetMessage(string id) => TypedEntity(SessionEventTypes.Message, id, SessionJsonContext.Default.SessionMessage);
 
-    /// <summary>Whether the session held a message <paramref name="id"/> that was deleted since (and not written again).</summary>
+    /// <summary>Whether the session held a user message <paramref name="id"/> that was deleted since (and not written again).</summary>
     public bool IsMessageRemoved(string id) => _removedMessages.Contains(id);
 
     /// <summary>The run <paramref name="id"/>, or null.</summary>
@@ -323,10 +324,11 @@ public sealed partial class SessionState
 
                 break;
             case "delete":
+                var posted = type == SessionEventTypes.Message && TryPeekText(type, key, "role", out var role) && role == "user";
                 if (_entities.Remove(id))
                 {
                     _order.Remove(id);
-                    if (type == SessionEventTypes.Message)
+                    if (posted)
                     {
                         _removedMessages.Add(key);
                     }

@@ -499,7 +499,7 @@ public sealed class SessionAgentTests : IAsyncLifetime
         var question = await session.SendMessageAsync("Waht is a fence?");
         var first = await WaitFor("edit-earlier", s => s.Runs.Any(r => r.Status == RunStatus.Finished));
         var replyId = Assert.Single(Replies(first)).Id!;
-        await session.SendMessageAsync("And a lease?");
+        var later = await session.SendMessageAsync("And a lease?");
         var writing = await WaitFor("edit-earlier", s => Replies(s).Any(m => m.Text == "Answer 2."));
         var stopped = writing.Runs[^1];
         Assert.Equal(RunStatus.Started, stopped.Status);
@@ -513,6 +513,17 @@ public sealed class SessionAgentTests : IAsyncLifetime
         Assert.Equal([question, replyId], state.Messages.Select(m => m.Id));
         Assert.Equal(RunStatus.Cancelled, state.GetRun(stopped.Id!)!.Status);
         Assert.Equal(["What is a fence?"], model.Calls.Last().Select(m => m.Text));
+
+        // Another agent that did not see the later question go answers it anyway: its reply answers nothing left, and is
+        // not part of the conversation the next question is answered from.
+        var orphan = new JsonArray(
+            new JsonObject { ["type"] = "run", ["key"] = "r-other", ["value"] = new JsonObject { ["id"] = "r-other", ["agent"] = "agent:other", ["messageId"] = "m-other", ["trigger"] = later, ["status"] = "finished" }, ["headers"] = new JsonObject { ["operation"] = "insert" } },
+            new JsonObject { ["type"] = "message", ["key"] = "m-other", ["value"] = new JsonObject { ["id"] = "m-other", ["role"] = "assistant", ["author"] = "agent:other", ["runId"] = "r-other", ["parts"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = "A lease is..." }), ["status"] = "complete" }, ["headers"] = new JsonObject { ["operation"] = "insert" } });
+        using var appended = await _server.Client.PostAsync("/v1/stream/sessions/edit-earlier", new StringContent(orphan.ToJsonString(), Encoding.UTF8, "application/json"));
+        Assert.True(appended.IsSuccessStatusCode, await appended.Content.ReadAsStringAsync());
+        var next = await session.SendMessageAsync("And a fence post?");
+        await WaitFor("edit-earlier", s => s.Runs.Any(r => r.Trigger == next && r.Status == RunStatus.Finished));
+        Assert.Equal(["What is a fence?", "Answer 3.", "And a fence post?"], model.Calls.Last().Select(m => m.Text));
     }
 
     [Fact]

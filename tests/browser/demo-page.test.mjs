@@ -47,7 +47,6 @@ async function send(page, text) {
 }
 
 const assistantTexts = (page) => page.locator("#conversation .message.assistant .text").allTextContents()
-const conversationText = (page) => page.locator("#conversation").innerText()
 const messageTexts = (page) => page.locator("#conversation .message .text").allTextContents()
 
 /** The last run and its reply as stored by the server. */
@@ -133,7 +132,11 @@ test("two tabs on one session stay identical while a reply streams", async () =>
   expect(midReplySamples).toBeGreaterThan(5)
   const { text } = await stored(id)
   await until(async () => (await assistantTexts(a)).join("") === text && (await assistantTexts(b)).join("") === text, 10_000, "both tabs to finish")
-  expect(await conversationText(a)).toBe(await conversationText(b))
+  // The same messages, with the same status lines (the asking tab alone has an Edit button on its question).
+  const shown = (page) => page.locator("#conversation .message").evaluateAll((all) => all.map((m) => [m.className, m.querySelector(".text")?.textContent, m.querySelector(".meta")?.textContent ?? null]))
+  expect(await shown(a)).toEqual(await shown(b))
+  expect(await a.locator("#conversation .edit").count()).toBe(1)
+  expect(await b.locator("#conversation .edit").count()).toBe(0)
 
   // Each tab sees both tabs (and the agent) as present.
   for (const page of [a, b]) {
