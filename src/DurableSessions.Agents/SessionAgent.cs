@@ -498,7 +498,7 @@ public sealed partial class SessionAgent
 
         // A reply to a question an edit took out (written by an agent that did not see it go) answers nothing that is left.
         bool AnswersATakenOutMessage(SessionMessage message)
-            => message.RunId is { } runId && state.GetRun(runId)?.Trigger is { } answered && state.IsMessageRemoved(answered);
+            => message.RunId is { } runId && state.GetRun(runId)?.Trigger is { } answered && state.GetMessage(answered) is null;
 
         // The user message an agent's reply answers, when the session holds it.
         string? AnsweredBy(SessionMessage message)

@@ -149,8 +149,8 @@ public sealed class SessionClient
     /// <summary>
     /// Edits one of this client's messages in the session: its text is replaced, and every agent's reply to it is written
     /// again, in place, from the new text (a reply still being written is cancelled first). An earlier message takes the
-    /// conversation after it out of the session (its later messages are deleted), unless another participant's message is
-    /// among them.
+    /// conversation after it out of the session (its later messages are deleted); with another participant's message among
+    /// them, the edit is refused (409 <c>NOT_LATEST_MESSAGE</c>).
     /// </summary>
     /// <param name="messageId">The message: this client's own, with no other participant's message after it.</param>
     /// <param name="text">Its new text.</param>

@@ -128,8 +128,14 @@ public static class SessionEventRules
         for (var i = 0; i < deltas.Count; i++)
         {
             var exists = state.TryPeekText(SessionEventTypes.Message, deltas[i].MessageId, "author", out var author);
-            var runStatus = !exists && deltas[i].RunId is { } runId && state.TryPeekText(SessionEventTypes.Run, runId, "status", out var status) ? status : null;
-            if (AuthorizeDelta(i, writer.Subject, exists, author, deltas[i].RunId, runStatus) is { } refused)
+            string? runStatus = null, runAgent = null;
+            if (!exists && deltas[i].RunId is { } runId)
+            {
+                state.TryPeekText(SessionEventTypes.Run, runId, "status", out runStatus);
+                state.TryPeekText(SessionEventTypes.Run, runId, "agent", out runAgent);
+            }
+
+            if (AuthorizeDelta(i, writer.Subject, exists, author, deltas[i].RunId, runStatus, runAgent) is { } refused)
             {
                 return refused;
             }
@@ -139,10 +145,11 @@ public static class SessionEventRules
     }
 
     // Text streams only into a message the writer wrote (when identities are checked). A message gone with its run
-    // stopped (taken out by an edit of an earlier one) answers as the fence does, so the run's writer knows it was stopped.
-    private static SessionEventRejection? AuthorizeDelta(int index, string? subject, bool exists, string? author, string? runId, string? runStatus)
+    // stopped (taken out by an edit of an earlier one) answers the run's own agent as the fence does, so it knows it was
+    // stopped.
+    private static SessionEventRejection? AuthorizeDelta(int index, string? subject, bool exists, string? author, string? runId, string? runStatus, string? runAgent)
         => subject is null ? null
-            : !exists && SessionRules.IsFenced(runStatus)
+            : !exists && SessionRules.IsFenced(runStatus) && runAgent == subject
                 ? new SessionEventRejection(409, SessionRejection.RunCancelled, $"Run {runId} was cancelled; nothing more is accepted for it.")
             : !exists || author != subject
                 ? SessionEventRejection.Forbidden(index, "NOT_OWNER", "deltas can only stream into a message the writer wrote.")
@@ -410,8 +417,14 @@ public static class SessionEventRules
 
                 var exists = lookup(SessionEventTypes.Message, Str(value!, "messageId")!, "author", out var writtenBy);
                 var deltaRun = Str(value!, "runId");
-                var deltaRunStatus = !exists && deltaRun is not null && lookup(SessionEventTypes.Run, deltaRun, "status", out var runStatus) ? runStatus : null;
-                return AuthorizeDelta(index, subject, exists, writtenBy, deltaRun, deltaRunStatus);
+                string? deltaRunStatus = null, deltaRunAgent = null;
+                if (!exists && deltaRun is not null)
+                {
+                    lookup(SessionEventTypes.Run, deltaRun, "status", out deltaRunStatus);
+                    lookup(SessionEventTypes.Run, deltaRun, "agent", out deltaRunAgent);
+                }
+
+                return AuthorizeDelta(index, subject, exists, writtenBy, deltaRun, deltaRunStatus, deltaRunAgent);
             case SessionEventTypes.Control:
                 if (operation == "delete")
                 {

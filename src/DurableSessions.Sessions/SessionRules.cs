@@ -372,8 +372,9 @@ public static class SessionRules
         foreach (var m in later)
         {
             var answers = m.Role == MessageRole.User ? null : m.RunId is { } replyRun ? state.GetRun(replyRun)?.Trigger : null;
-            if (answers is not null && !questions.Contains(answers))
+            if (answers is not null && !questions.Contains(answers) && state.GetMessage(answers) is not null)
             {
+                // A reply to the edited message or to an earlier one stays (a reply to a question taken out before goes).
                 continue;
             }
 

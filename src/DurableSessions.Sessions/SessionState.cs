@@ -24,9 +24,9 @@ public sealed partial class SessionState
     private readonly Dictionary<(string Type, string Key), Entity> _entities = [];
     private readonly List<(string Type, string Key)> _order = [];
 
-    // User messages deleted from the session (an edit of an earlier message takes later ones out), so that their ids are
-    // not taken for a new message by a retry of the post that stored them. Only posted messages are kept: a retry is
-    // only ever of a post.
+    // Posted messages (those no run wrote) deleted from the session (an edit of an earlier message takes later ones out),
+    // so that their ids are not taken for a new message by a retry of the post that stored them. Replayed from the
+    // stream's start, as the server's state is; a state built from a snapshot does not know deletions before it.
     private readonly HashSet<string> _removedMessages = new(StringComparer.Ordinal);
 
     // The typed lists, per entity type, built on first use and dropped by a change to an entity of that type. Each
@@ -104,8 +104,11 @@ public sealed partial class SessionState
     /// <summary>The message <paramref name="id"/>, or null.</summary>
     public SessionMessage? GetMessage(string id) => TypedEntity(SessionEventTypes.Message, id, SessionJsonContext.Default.SessionMessage);
 
-    /// <summary>Whether the session held a user message <paramref name="id"/> that was deleted since (and not written again).</summary>
-    public bool IsMessageRemoved(string id) => _removedMessages.Contains(id);
+    /// <summary>
+    /// Whether the session held a posted message <paramref name="id"/> (one no run wrote) that was deleted since, and not
+    /// written again. Known to a state replayed from the stream's start (the server's), not to one built from a snapshot.
+    /// </summary>
+    internal bool IsMessageRemoved(string id) => _removedMessages.Contains(id);
 
     /// <summary>The run <paramref name="id"/>, or null.</summary>
     public SessionRun? GetRun(string id) => TypedEntity(SessionEventTypes.Run, id, SessionJsonContext.Default.SessionRun);
@@ -280,6 +283,7 @@ public sealed partial class SessionState
             _entities.Clear();
             _order.Clear();
             _typed.Clear();
+            _removedMessages.Clear();
             return;
         }
 
@@ -324,7 +328,7 @@ public sealed partial class SessionState
 
                 break;
             case "delete":
-                var posted = type == SessionEventTypes.Message && TryPeekText(type, key, "role", out var role) && role == "user";
+                var posted = type == SessionEventTypes.Message && TryPeekText(type, key, "runId", out var replyRun) && replyRun is null;
                 if (_entities.Remove(id))
                 {
                     _order.Remove(id);

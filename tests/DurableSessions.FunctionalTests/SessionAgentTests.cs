@@ -495,7 +495,8 @@ public sealed class SessionAgentTests : IAsyncLifetime
         var model = new NumberedAnswers(heldOpen: 2);
         var session = _client.Session("edit-earlier");
         await session.CreateAsync();
-        _ = StartAgent(model, "edit-earlier");
+        using var firstAgent = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+        var serving = Task.Run(() => new SessionAgent(model, _client, new SessionAgentOptions { AgentId = "agent:demo" }).RunAsync("edit-earlier", firstAgent.Token));
         var question = await session.SendMessageAsync("Waht is a fence?");
         var first = await WaitFor("edit-earlier", s => s.Runs.Any(r => r.Status == RunStatus.Finished));
         var replyId = Assert.Single(Replies(first)).Id!;
@@ -515,12 +516,16 @@ public sealed class SessionAgentTests : IAsyncLifetime
         Assert.Equal(["What is a fence?"], model.Calls.Last().Select(m => m.Text));
 
         // Another agent that did not see the later question go answers it anyway: its reply answers nothing left, and is
-        // not part of the conversation the next question is answered from.
+        // not part of the conversation the next question is answered from, by an agent that joins afresh (from the
+        // session's snapshot, which holds no trace of the deleted question).
+        await firstAgent.CancelAsync();
+        await Task.WhenAny(serving);
         var orphan = new JsonArray(
             new JsonObject { ["type"] = "run", ["key"] = "r-other", ["value"] = new JsonObject { ["id"] = "r-other", ["agent"] = "agent:other", ["messageId"] = "m-other", ["trigger"] = later, ["status"] = "finished" }, ["headers"] = new JsonObject { ["operation"] = "insert" } },
             new JsonObject { ["type"] = "message", ["key"] = "m-other", ["value"] = new JsonObject { ["id"] = "m-other", ["role"] = "assistant", ["author"] = "agent:other", ["runId"] = "r-other", ["parts"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = "A lease is..." }), ["status"] = "complete" }, ["headers"] = new JsonObject { ["operation"] = "insert" } });
         using var appended = await _server.Client.PostAsync("/v1/stream/sessions/edit-earlier", new StringContent(orphan.ToJsonString(), Encoding.UTF8, "application/json"));
         Assert.True(appended.IsSuccessStatusCode, await appended.Content.ReadAsStringAsync());
+        _ = StartAgent(model, "edit-earlier");
         var next = await session.SendMessageAsync("And a fence post?");
         await WaitFor("edit-earlier", s => s.Runs.Any(r => r.Trigger == next && r.Status == RunStatus.Finished));
         Assert.Equal(["What is a fence?", "Answer 3.", "And a fence post?"], model.Calls.Last().Select(m => m.Text));

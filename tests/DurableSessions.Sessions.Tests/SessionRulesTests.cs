@@ -556,6 +556,19 @@ public sealed class SessionRulesTests
     }
 
     [Fact]
+    public void EditMessage_is_refused_when_a_later_message_names_a_run_the_session_does_not_hold()
+    {
+        var session = new SessionFixture();
+        var run = session.StartedRun("first");
+        session.Apply(SessionRules.EndRun(session.State, run.Id!, RunStatus.Finished, null, session.Events));
+        session.Apply(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "second"), session.Events));
+
+        // A reply no known run wrote: nothing says what it answers, so it is its author's to keep.
+        session.Append(session.Events.Reply(ChangeOperation.Insert, "m-stray", "agent:other", "r-unknown", [new TextPart("stray")], MessageStatus.Complete, SessionFixture.Time));
+        Assert.Equal(SessionRejection.NotLatestMessage, SessionRules.EditMessage(session.State, run.Trigger!, "user:alice", [new TextPart("edited")], session.Events).Rejection?.Code);
+    }
+
+    [Fact]
     public void EditMessage_of_an_earlier_message_takes_what_came_after_it_out_stops_a_reply_still_written_and_keeps_its_own_reply()
     {
         var session = new SessionFixture();
@@ -585,9 +598,8 @@ public sealed class SessionRulesTests
         Assert.Equal(RunStatus.Cancelled, session.State.GetRun(later.Id!)!.Status);
         Assert.True(SessionRules.IsAskedToWriteAgain(session.State, first.Id));
 
-        // The stopped run is fenced: it cannot write its reply back; a late delta into the reply that is gone is told the
-        // run was stopped (409, not a 403 for a message it no longer owns), through both append paths, when identities
-        // are checked.
+        // The stopped run is fenced: it cannot write its reply back; a late delta of its agent into the reply that is gone
+        // is answered 409 RUN_CANCELLED, through both append paths, when identities are checked, and another writer's 403.
         var late = session.Events.Reply(ChangeOperation.Insert, later.MessageId!, "agent:helper", later.Id!, [new TextPart("A lease is...")], MessageStatus.Complete, later.StartedAt!);
         Assert.Equal(SessionRejection.RunCancelled, SessionRules.CheckFence(session.State, [late.ToJson()])?.Code);
         var writer = new SessionWriter("agent:helper", MayControl: false);
@@ -595,9 +607,19 @@ public sealed class SessionRulesTests
         Assert.Equal((409, SessionRejection.RunCancelled), SessionEventRules.CheckAppend(session.State, [delta.ToJson()], writer) is { } a ? (a.Status, a.Code) : default);
         Assert.True(SessionDeltas.TryRead(System.Text.Encoding.UTF8.GetBytes(delta.ToJson().ToJsonString()), out var deltas));
         Assert.Equal((409, SessionRejection.RunCancelled), SessionEventRules.CheckDeltas(session.State, deltas, writer) is { } b ? (b.Status, b.Code) : default);
+        var other = new SessionWriter("agent:other", MayControl: false);
+        Assert.Equal((403, "NOT_OWNER"), SessionEventRules.CheckAppend(session.State, [delta.ToJson()], other) is { } c ? (c.Status, c.Code) : default);
+        Assert.Equal((403, "NOT_OWNER"), SessionEventRules.CheckDeltas(session.State, deltas, other) is { } d ? (d.Status, d.Code) : default);
 
         // The later question's id is not taken again by a retry of the post that stored it.
         Assert.Equal(SessionRejection.MessageIdTaken, SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "And a lease?") { Id = later.Trigger }, session.Events).Rejection?.Code);
+
+        // A reply to the question taken out, by a run that did not see it go, goes with the next edit before it.
+        session.Append(
+            session.Events.RunStarted("r-stray", "agent:other", "m-stray", later.Trigger!),
+            session.Events.Reply(ChangeOperation.Insert, "m-stray", "agent:other", "r-stray", [new TextPart("A lease is...")], MessageStatus.Complete, SessionFixture.Time));
+        var again = SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence, then?")], session.Events);
+        Assert.Equal(["m-stray"], again.Events.Where(e => e.Operation == ChangeOperation.Delete).Select(e => e.Key));
 
         // The same edit again appends nothing.
         Assert.Empty(SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence?")], session.Events).Events);

@@ -205,7 +205,7 @@ test("Edit on an earlier question in one tab takes the conversation after it out
   await until(async () => (await messageTexts(a)).includes("A question from tab B"), 10_000, "tab B's question in tab A")
   await a.locator("#conversation .message.user .edit").first().click()
   await send(a, "What is a fence, really?")
-  await a.locator("#edit-problem", { hasText: "Not saved" }).waitFor({ timeout: 10_000 })
+  await a.locator("#edit-problem", { hasText: "only a message with nobody else's after it can be edited" }).waitFor({ timeout: 10_000 })
   expect(await a.locator("#input").inputValue()).toBe("What is a fence, really?")
   expect((await messageTexts(a))[0]).toBe("What is a fence?")
   await context.close()

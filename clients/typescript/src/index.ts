@@ -300,7 +300,8 @@ export class SessionClient {
   /**
    * Edits one of this client's messages: its text is replaced, and every agent's reply to it is written again, in place,
    * from the new text (a reply still being written is cancelled first). An earlier message takes the conversation after
-   * it out of the session (its later messages are deleted), unless another participant's message is among them.
+   * it out of the session (its later messages are deleted); with another participant's message among them, the edit is
+   * refused (409 `NOT_LATEST_MESSAGE`).
    */
   async edit(messageId: string, text: string): Promise<{ messageId: string; offset: string }> {
     const body = { text, author: this.client.participantId }

@@ -37,7 +37,8 @@ function render() {
     && state.all("run").some((r) => r.id === messages.at(-1).runId && r.trigger === latestUser?.id) ? messages.at(-1) : null
   // This tab's own questions can be edited (an earlier one takes the conversation after it out), unless a human answers.
   const editable = state.get("handoff", "lease")?.kind !== "human"
-  if (editing && !messages.some((m) => m.id === editing)) setEditing(null)
+  // The message being edited is gone (an edit in another tab took it out): what is typed stays, as a new message.
+  if (editing && !messages.some((m) => m.id === editing)) setEditing(null, $("input").value)
   conversation.replaceChildren(...messages.map((m) => {
     const el = document.createElement("div")
     el.className = `message ${m.role} ${m.status ?? ""}`
