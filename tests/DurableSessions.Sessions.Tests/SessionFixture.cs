@@ -36,6 +36,14 @@ internal sealed class SessionFixture
         Append(decision.Events);
     }
 
+    /// <summary>A user message and an agent run that answered it, finished with <paramref name="parts"/>; returns the run as it started.</summary>
+    public SessionRun AnsweredRun(string text = "hello", IReadOnlyList<MessagePart>? parts = null)
+    {
+        var run = StartedRun(text);
+        Apply(SessionRules.EndRun(State, run.Id!, RunStatus.Finished, parts, Events));
+        return run;
+    }
+
     /// <summary>A user message and an agent run answering it, still streaming; returns the run.</summary>
     public SessionRun StartedRun(string text = "hello")
     {

@@ -352,8 +352,7 @@ public sealed class SessionRulesTests
     public void Regenerate_of_a_finished_reply_asks_for_it_again_and_the_reply_the_user_message_or_none_name_the_same()
     {
         var session = new SessionFixture();
-        var run = session.StartedRun("What is a fence?");
-        session.Apply(SessionRules.EndRun(session.State, run.Id!, RunStatus.Finished, [new TextPart("First answer")], session.Events));
+        var run = session.AnsweredRun("What is a fence?", [new TextPart("First answer")]);
 
         var decision = SessionRules.Regenerate(session.State, run.MessageId, "user:alice", session.Events);
 
@@ -414,8 +413,7 @@ public sealed class SessionRulesTests
     public void Regenerate_sent_again_with_its_control_id_is_accepted_with_nothing_appended_and_another_controls_id_is_refused()
     {
         var session = new SessionFixture();
-        var run = session.StartedRun();
-        session.Apply(SessionRules.EndRun(session.State, run.Id!, RunStatus.Finished, null, session.Events));
+        var run = session.AnsweredRun();
         session.Apply(SessionRules.Regenerate(session.State, run.MessageId, "user:alice", session.Events, controlId: "c-client-1"));
         session.Append(session.Events.RunStarted("r_again", "agent:helper", run.MessageId!, run.Trigger!));
 
@@ -430,8 +428,7 @@ public sealed class SessionRulesTests
     {
         var session = new SessionFixture();
         Assert.Equal(SessionRejection.NotAReply, SessionRules.Regenerate(session.State, null, "user:alice", session.Events).Rejection?.Code);
-        var first = session.StartedRun("first");
-        session.Apply(SessionRules.EndRun(session.State, first.Id!, RunStatus.Finished, null, session.Events));
+        var first = session.AnsweredRun("first");
         session.Apply(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "second"), session.Events));
         var unanswered = session.State.Messages[^1].Id!;
 
@@ -476,8 +473,7 @@ public sealed class SessionRulesTests
     public void Regenerate_with_a_control_id_of_its_own_is_stored_under_that_id_even_while_another_request_waits()
     {
         var session = new SessionFixture();
-        var run = session.StartedRun();
-        session.Apply(SessionRules.EndRun(session.State, run.Id!, RunStatus.Finished, null, session.Events));
+        var run = session.AnsweredRun();
         session.Apply(SessionRules.Regenerate(session.State, run.MessageId, "user:alice", session.Events));
 
         var mine = SessionRules.Regenerate(session.State, run.MessageId, "user:bob", session.Events, controlId: "c-bob");
@@ -497,8 +493,7 @@ public sealed class SessionRulesTests
     public void EditMessage_replaces_the_latest_message_and_asks_each_agents_latest_reply_again_stopping_one_still_written()
     {
         var session = new SessionFixture();
-        var first = session.StartedRun("Waht is a fence?");
-        session.Apply(SessionRules.EndRun(session.State, first.Id!, RunStatus.Finished, null, session.Events));
+        var first = session.AnsweredRun("Waht is a fence?");
         var other = SessionRules.StartRun(session.State, "agent:other", first.Trigger!, session.Events);
         session.Apply(other);
 
@@ -531,8 +526,7 @@ public sealed class SessionRulesTests
     public void EditMessage_is_refused_for_a_missing_message_anothers_message_an_earlier_one_and_while_a_human_holds_the_session()
     {
         var session = new SessionFixture();
-        var run = session.StartedRun("first");
-        session.Apply(SessionRules.EndRun(session.State, run.Id!, RunStatus.Finished, null, session.Events));
+        var run = session.AnsweredRun("first");
         session.Apply(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "second"), session.Events));
         var second = session.State.Messages[^1].Id!;
         TextPart[] text = [new TextPart("edited")];
@@ -559,8 +553,7 @@ public sealed class SessionRulesTests
     public void EditMessage_is_refused_when_a_later_message_names_a_run_the_session_does_not_hold()
     {
         var session = new SessionFixture();
-        var run = session.StartedRun("first");
-        session.Apply(SessionRules.EndRun(session.State, run.Id!, RunStatus.Finished, null, session.Events));
+        var run = session.AnsweredRun("first");
         session.Apply(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "second"), session.Events));
 
         // A reply no known run wrote: nothing says what it answers, so it is its author's to keep.
@@ -572,8 +565,7 @@ public sealed class SessionRulesTests
     public void EditMessage_of_an_earlier_message_takes_what_came_after_it_out_stops_a_reply_still_written_and_keeps_its_own_reply()
     {
         var session = new SessionFixture();
-        var first = session.StartedRun("Waht is a fence?");
-        session.Apply(SessionRules.EndRun(session.State, first.Id!, RunStatus.Finished, [new TextPart("A fence is...")], session.Events));
+        var first = session.AnsweredRun("Waht is a fence?", [new TextPart("A fence is...")]);
         var later = session.StartedRun("And a lease?");
         Assert.Equal(4, session.State.Messages.Count);
 
