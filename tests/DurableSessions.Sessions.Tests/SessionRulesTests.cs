@@ -489,6 +489,18 @@ public sealed class SessionRulesTests
         Assert.Empty(retry.Events);
     }
 
+    /// <summary>
+    /// Alice's edit of <paramref name="messageId"/> that stops a reply still being written: refused with nothing appended
+    /// for a caller who may not stop a run, then decided for one who may.
+    /// </summary>
+    private static SessionDecision EditStoppingAReply(SessionFixture session, string messageId, string text)
+    {
+        var refused = SessionRules.EditMessage(session.State, messageId, "user:alice", [new TextPart(text)], session.Events, mayStop: false);
+        Assert.Equal(SessionRejection.RunActive, refused.Rejection?.Code);
+        Assert.Empty(refused.Events);
+        return SessionRules.EditMessage(session.State, messageId, "user:alice", [new TextPart(text)], session.Events);
+    }
+
     [Fact]
     public void EditMessage_replaces_the_latest_message_and_asks_each_agents_latest_reply_again_stopping_one_still_written()
     {
@@ -498,11 +510,7 @@ public sealed class SessionRulesTests
         session.Apply(other);
 
         // A caller who may not stop the other agent's reply, still being written, is refused, with nothing appended.
-        var refused = SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence?")], session.Events, mayStop: false);
-        Assert.Equal(SessionRejection.RunActive, refused.Rejection?.Code);
-        Assert.Empty(refused.Events);
-
-        var decision = SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence?")], session.Events);
+        var decision = EditStoppingAReply(session, first.Trigger!, "What is a fence?");
 
         Assert.Equal(first.Trigger, decision.Id);
         Assert.Equal(
@@ -570,11 +578,7 @@ public sealed class SessionRulesTests
         Assert.Equal(4, session.State.Messages.Count);
 
         // Stopping the reply still written to the later question needs the control capability.
-        var refused = SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence?")], session.Events, mayStop: false);
-        Assert.Equal(SessionRejection.RunActive, refused.Rejection?.Code);
-        Assert.Empty(refused.Events);
-
-        var decision = SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence?")], session.Events);
+        var decision = EditStoppingAReply(session, first.Trigger!, "What is a fence?");
 
         Assert.Equal(first.Trigger, decision.Id);
         Assert.Equal(
