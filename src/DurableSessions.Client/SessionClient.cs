@@ -156,7 +156,10 @@ public sealed class SessionClient
     /// <param name="text">Its new text.</param>
     /// <param name="cancellationToken">Cancels the request.</param>
     /// <returns>The session's offset after the edit.</returns>
-    /// <remarks>Safe to send again: the same edit repeated is answered as done, and the replies are asked for once.</remarks>
+    /// <remarks>
+    /// Safe to send again: the same edit repeated is answered as done, and the replies are asked for once. Once its author
+    /// has asked something after it, the same text is a new edit, which takes those later turns out.
+    /// </remarks>
     public async Task<string> EditMessageAsync(string messageId, string text, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(messageId);

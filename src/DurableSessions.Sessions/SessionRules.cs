@@ -328,7 +328,7 @@ public static class SessionRules
     /// continues from the edited message, as a chat's edit of an earlier message does. Replies to the edited message and
     /// to earlier ones stay. Only the author's own message can be edited, not one routed to a human, and not one with
     /// another participant's message after it. The same edit of an edited message again (a retry) is accepted with
-    /// nothing appended.
+    /// nothing appended, unless the author has asked something since (then it is an edit like any other).
     /// </summary>
     /// <param name="state">The session's state.</param>
     /// <param name="messageId">The message.</param>
@@ -351,8 +351,10 @@ public static class SessionRules
             return SessionDecision.Reject(SessionRejection.NotEditable, $"Message {messageId} is not {author}'s own message.");
         }
 
-        // The same edit again (a retry after a lost answer), whatever came since: its replies were asked for already.
-        if (message.EditedAt is not null && SameParts(message.Parts ?? [], parts))
+        // The same edit again (a retry after a lost answer): its replies were asked for already. Once the author has asked
+        // something after it, the same text is a new edit (a chat's edit that takes those later turns out), not a retry.
+        if (message.EditedAt is not null && SameParts(message.Parts ?? [], parts)
+            && !state.Messages.SkipWhile(m => m.Id != messageId).Skip(1).Any(m => m.Role == MessageRole.User && m.Author == author))
         {
             return SessionDecision.Accept(messageId, []);
         }
@@ -398,10 +400,13 @@ public static class SessionRules
             return SessionDecision.Reject(SessionRejection.InvalidMessage, "Invalid message: " + problem);
         }
 
+        var removed = after.Where(m => m.Id is not null).Select(m => m.Id!).ToHashSet(StringComparer.Ordinal);
         var appended = new List<SessionEvent>();
-        foreach (var run in state.Runs.Where(r => r.Status == RunStatus.Started && questions.Contains(r.Trigger ?? string.Empty)))
+        foreach (var run in state.Runs.Where(r => r.Status == RunStatus.Started && AnswersWhatGoes(state, r, questions, removed)))
         {
-            // A reply still being written to a question that is taken out is stopped, and fenced, before its message goes.
+            // A reply still being written to a question that is taken out is stopped, and fenced, before its message goes:
+            // so is one whose question an earlier edit took out (its agent had not seen it go), which would otherwise
+            // write the deleted reply back and, still started, hold the session's active run.
             if (!mayStop)
             {
                 return SessionDecision.Reject(SessionRejection.RunActive, $"Run {run.Id} is still answering a later message, and stopping it needs the control capability; edit once the reply ends.");
@@ -438,6 +443,14 @@ public static class SessionRules
 
         return SessionDecision.Accept(messageId, appended);
     }
+
+    /// <summary>
+    /// Whether <paramref name="run"/> answers something an edit takes out: one of the <paramref name="questions"/> it takes
+    /// out, a question an earlier edit took out, or into a reply among the <paramref name="removed"/> messages.
+    /// </summary>
+    private static bool AnswersWhatGoes(SessionState state, SessionRun run, HashSet<string> questions, HashSet<string> removed)
+        => (run.Trigger is { } trigger && (questions.Contains(trigger) || state.IsMessageRemoved(trigger)))
+           || (run.MessageId is { } reply && removed.Contains(reply));
 
     /// <summary>Whether a regenerate control asks for the reply run <paramref name="runId"/> wrote to be written again.</summary>
     public static bool IsAskedToWriteAgain(SessionState state, string? runId)

@@ -610,15 +610,54 @@ public sealed class SessionRulesTests
         // The later question's id is not taken again by a retry of the post that stored it.
         Assert.Equal(SessionRejection.MessageIdTaken, SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "And a lease?") { Id = later.Trigger }, session.Events).Rejection?.Code);
 
-        // A reply to the question taken out, by a run that did not see it go, goes with the next edit before it.
-        session.Append(
-            session.Events.RunStarted("r-stray", "agent:other", "m-stray", later.Trigger!),
-            session.Events.Reply(ChangeOperation.Insert, "m-stray", "agent:other", "r-stray", [new TextPart("A lease is...")], MessageStatus.Complete, SessionFixture.Time));
-        var again = SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence, then?")], session.Events);
-        Assert.Equal(["m-stray"], again.Events.Where(e => e.Operation == ChangeOperation.Delete).Select(e => e.Key));
-
         // The same edit again appends nothing.
         Assert.Empty(SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence?")], session.Events).Events);
+
+        // Runs that did not see the question go: one still writing a reply to it, one started with no reply written yet.
+        // The next edit before it stops (and fences) both, and takes the reply out with them.
+        session.Append(
+            session.Events.RunStarted("r-stray", "agent:other", "m-stray", later.Trigger!),
+            session.Events.Reply(ChangeOperation.Insert, "m-stray", "agent:other", "r-stray", [new TextPart("A lease is...")], MessageStatus.Streaming, SessionFixture.Time),
+            session.Events.RunStarted("r-quiet", "agent:quiet", "m-quiet", later.Trigger!));
+        Assert.Equal(SessionRejection.RunActive, SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence, then?")], session.Events, mayStop: false).Rejection?.Code);
+        var again = SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence, then?")], session.Events);
+        Assert.Equal(["m-stray"], again.Events.Where(e => e.Operation == ChangeOperation.Delete).Select(e => e.Key));
+        session.Apply(again);
+        Assert.Equal(RunStatus.Cancelled, session.State.GetRun("r-stray")!.Status);
+        Assert.Equal(RunStatus.Cancelled, session.State.GetRun("r-quiet")!.Status);
+        Assert.Null(session.State.ActiveRun);
+        Assert.Equal([first.Trigger, first.MessageId], session.State.Messages.Select(m => m.Id));
+
+        // Neither writes the reply back: its final update, its first message and a late delta are each refused as a
+        // stopped run's.
+        var back = session.Events.Reply(ChangeOperation.Update, "m-stray", "agent:other", "r-stray", [new TextPart("A lease is a grant.")], MessageStatus.Complete, SessionFixture.Time);
+        Assert.Equal(SessionRejection.RunCancelled, SessionRules.CheckFence(session.State, [back.ToJson()])?.Code);
+        var quiet = session.Events.Reply(ChangeOperation.Insert, "m-quiet", "agent:quiet", "r-quiet", [new TextPart("Leases...")], MessageStatus.Streaming, SessionFixture.Time);
+        Assert.Equal(SessionRejection.RunCancelled, SessionRules.CheckFence(session.State, [quiet.ToJson()])?.Code);
+        var strayDelta = session.Events.RunDelta("m-stray", "r-stray", takenOver: false, 1, 0, "text", " late");
+        Assert.Equal((409, SessionRejection.RunCancelled), SessionEventRules.CheckAppend(session.State, [strayDelta.ToJson()], new SessionWriter("agent:other", MayControl: false)) is { } e ? (e.Status, e.Code) : default);
+    }
+
+    [Fact]
+    public void The_same_edit_again_is_a_retry_until_the_author_asks_something_after_it_then_it_takes_that_out()
+    {
+        var session = new SessionFixture();
+        var first = session.AnsweredRun("What is a fence?");
+        session.AnsweredRun("And a lease?");
+        session.Apply(SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence, exactly?")], session.Events));
+        Assert.Equal([first.Trigger, first.MessageId], session.State.Messages.Select(m => m.Id));
+
+        // Sent again right away (its answer was lost): nothing more is appended.
+        Assert.Empty(SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence, exactly?")], session.Events).Events);
+
+        // Once the author has asked something after it, the same text is an edit again: it takes that question and its
+        // reply out, and asks for the edited message's reply to be written again.
+        var next = session.AnsweredRun("And a token?");
+        var again = SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence, exactly?")], session.Events);
+        Assert.Equal([next.Trigger, next.MessageId], again.Events.Where(e => e.Operation == ChangeOperation.Delete).Select(e => e.Key));
+        session.Apply(again);
+        Assert.Equal([first.Trigger, first.MessageId], session.State.Messages.Select(m => m.Id));
+        Assert.Equal("What is a fence, exactly?", session.State.Messages[0].Text);
     }
 
     [Fact]
@@ -657,17 +696,17 @@ public sealed class SessionRulesTests
         Assert.Equal(SessionRejection.MessageIdTaken, other.Rejection?.Code);
 
         session.Apply(SessionRules.EditMessage(session.State, "m-client-1", "user:alice", [new TextPart("hello there")], session.Events));
-        session.Apply(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "a later question"), session.Events));
 
         // After an edit, the id stands for the edited message: the first post sent again is another message, the edited
-        // content is the same message; and the edit sent again is accepted, though a message came since.
+        // content is the same message; and the edit sent again is accepted with nothing appended.
         Assert.Equal(SessionRejection.MessageIdTaken, SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "hello") { Id = "m-client-1" }, session.Events).Rejection?.Code);
         Assert.Empty(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "hello there") { Id = "m-client-1" }, session.Events).Events);
         var retry = SessionRules.EditMessage(session.State, "m-client-1", "user:alice", [new TextPart("hello there")], session.Events);
         Assert.False(retry.IsRejected, retry.Rejection?.Message);
         Assert.Empty(retry.Events);
 
-        // Edited again with other content, it takes the later question out.
+        // Edited again with other content once a later question came, it takes that question out.
+        session.Apply(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "a later question"), session.Events));
         var again = SessionRules.EditMessage(session.State, "m-client-1", "user:alice", [new TextPart("hello again")], session.Events);
         Assert.Equal([(SessionEventTypes.Message, "delete"), (SessionEventTypes.Message, "update")], again.Events.Select(e => (e.Type, e.Operation.Value)));
         session.Apply(again);
