@@ -28,6 +28,9 @@ public sealed partial class SessionState
 
         public Entity(JsonObject value) => Store(value);
 
+        /// <summary>Where the entity stands in the state's order of first insertion (its index there).</summary>
+        public int Order { get; set; }
+
         /// <summary>The typed view, once read and until the entity changes.</summary>
         public object? Typed { get; private set; }
 

@@ -22,7 +22,12 @@ namespace DurableSessions.Sessions;
 public sealed partial class SessionState
 {
     private readonly Dictionary<(string Type, string Key), Entity> _entities = [];
+
+    // The entities in order of first insertion. A delete leaves its slot behind (an entity counts only at its own slot,
+    // Entity.Order), and the list is compacted once most slots are left: an edit of an early message deletes every later
+    // one in one append, and removing each from a list would cost the whole list per delete.
     private readonly List<(string Type, string Key)> _order = [];
+    private int _leftSlots;
 
     // Posted messages (those no run wrote) deleted from the session (an edit of an earlier message takes later ones out),
     // so that their ids are not taken for a new message by a retry of the post that stored them. Replayed from the
@@ -68,9 +73,9 @@ public sealed partial class SessionState
     /// <summary>Copies of all entities of one type, in order of first insertion, as <see cref="Get"/> returns them.</summary>
     public IEnumerable<JsonObject> All(string type)
     {
-        foreach (var id in _order)
+        foreach (var (id, entity) in Ordered())
         {
-            if (id.Type == type && _entities.TryGetValue(id, out var entity))
+            if (id.Type == type)
             {
                 yield return Written(entity).ToNode();
             }
@@ -141,7 +146,7 @@ public sealed partial class SessionState
         }
 
         var list = new List<T>();
-        foreach (var id in _order)
+        foreach (var (id, _) in Ordered())
         {
             if (id.Type == type && TypedEntity(type, id.Key, info) is { } entity)
             {
@@ -282,6 +287,7 @@ public sealed partial class SessionState
         {
             _entities.Clear();
             _order.Clear();
+            _leftSlots = 0;
             _typed.Clear();
             _removedMessages.Clear();
             return;
@@ -317,7 +323,7 @@ public sealed partial class SessionState
                     }
                     else
                     {
-                        _entities.Add(id, new Entity(value));
+                        _entities.Add(id, new Entity(value) { Order = _order.Count });
                         _order.Add(id);
                         if (type == SessionEventTypes.Message)
                         {
@@ -331,7 +337,7 @@ public sealed partial class SessionState
                 var posted = type == SessionEventTypes.Message && TryPeekText(type, key, "runId", out var replyRun) && replyRun is null;
                 if (_entities.Remove(id))
                 {
-                    _order.Remove(id);
+                    LeaveSlot();
                     if (posted)
                     {
                         _removedMessages.Add(key);
@@ -350,13 +356,13 @@ public sealed partial class SessionState
     {
         var offset = StreamOffset.Format(Position);
         var snapshot = new JsonArray { Control("snapshot-start", offset) };
-        foreach (var id in _order)
+        foreach (var (id, entity) in Ordered())
         {
             snapshot.Add(new JsonObject
             {
                 ["type"] = id.Type,
                 ["key"] = id.Key,
-                ["value"] = Written(_entities[id]).ToNode(),
+                ["value"] = Written(entity).ToNode(),
                 ["headers"] = new JsonObject { ["operation"] = "insert" },
             });
         }
@@ -397,6 +403,42 @@ public sealed partial class SessionState
 
         _typed.Remove(SessionEventTypes.Message);
         message.Stream(index, partType, text);
+    }
+
+    /// <summary>The entities in order of first insertion, each at its own slot.</summary>
+    private IEnumerable<((string Type, string Key) Id, Entity Entity)> Ordered()
+    {
+        for (var i = 0; i < _order.Count; i++)
+        {
+            var id = _order[i];
+            if (_entities.TryGetValue(id, out var entity) && entity.Order == i)
+            {
+                yield return (id, entity);
+            }
+        }
+    }
+
+    /// <summary>Counts a deleted entity's slot as left, and compacts the order once most of its slots are.</summary>
+    private void LeaveSlot()
+    {
+        if (++_leftSlots <= 32 || _leftSlots <= _order.Count / 2)
+        {
+            return;
+        }
+
+        var kept = 0;
+        for (var i = 0; i < _order.Count; i++)
+        {
+            var id = _order[i];
+            if (_entities.TryGetValue(id, out var entity) && entity.Order == i)
+            {
+                entity.Order = kept;
+                _order[kept++] = id;
+            }
+        }
+
+        _order.RemoveRange(kept, _order.Count - kept);
+        _leftSlots = 0;
     }
 
     /// <summary>Writes the text streamed into <paramref name="entity"/> since its last read into its value.</summary>

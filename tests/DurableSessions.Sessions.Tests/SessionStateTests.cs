@@ -97,6 +97,54 @@ public sealed class SessionStateTests
     }
 
     [Fact]
+    public void Entities_keep_their_order_of_first_insertion_through_deletes_updates_and_inserts_again()
+    {
+        // Enough deletes that the order is compacted several times on the way, with updates and inserts between them.
+        var state = new SessionState();
+        var expected = new List<string>();
+        for (var i = 0; i < 300; i++)
+        {
+            state.Apply(Change("message", $"m{i}", "insert", new JsonObject { ["id"] = $"m{i}", ["n"] = i }));
+            expected.Add($"m{i}");
+        }
+
+        for (var i = 0; i < 300; i++)
+        {
+            if (i % 4 != 0)
+            {
+                state.Apply(Change("message", $"m{i}", "delete", null));
+                expected.Remove($"m{i}");
+            }
+
+            if (i % 50 == 49)
+            {
+                // One deleted message is written again (last now), and one that stays is updated (in place).
+                state.Apply(Change("message", $"m{i - 2}", "insert", new JsonObject { ["id"] = $"m{i - 2}", ["again"] = true }));
+                expected.Add($"m{i - 2}");
+                var kept = i - 49 - ((i - 49) % 4);
+                state.Apply(Change("message", $"m{kept}", "update", new JsonObject { ["id"] = $"m{kept}", ["updated"] = true }));
+            }
+        }
+
+        // A delete of what is not there, and a second delete of the same message, change nothing.
+        state.Apply(Change("message", "m-none", "delete", null));
+        state.Apply(Change("message", "m1", "delete", null));
+
+        Assert.Equal(expected, state.Messages.Select(m => m.Id));
+        Assert.Equal(expected, state.All("message").Select(m => m["id"]!.GetValue<string>()));
+        Assert.Equal(expected.Count, state.Count);
+        Assert.Equal(expected, state.ToSnapshot().Skip(1).SkipLast(1).Select(e => e!["key"]!.GetValue<string>()));
+        Assert.True(state.Get("message", "m47")!["again"]!.GetValue<bool>());
+        Assert.True(state.Get("message", "m0")!["updated"]!.GetValue<bool>());
+
+        // Inserted after a reset, entities start a new order.
+        state.Apply(new JsonObject { ["headers"] = new JsonObject { ["control"] = "reset" } });
+        state.Apply(Change("message", "m5", "insert", new JsonObject { ["id"] = "m5" }));
+        state.Apply(Change("message", "m4", "insert", new JsonObject { ["id"] = "m4" }));
+        Assert.Equal(["m5", "m4"], state.Messages.Select(m => m.Id));
+    }
+
+    [Fact]
     public void Stored_events_no_reader_can_decode_are_skipped_and_the_rest_materialize()
     {
         static string Event(string key, string value) => "{\"type\":\"message\",\"key\":\"" + key + "\",\"value\":" + value + ",\"headers\":{\"operation\":\"insert\"}}";
