@@ -409,9 +409,21 @@ public sealed partial class SessionAgent
     /// out of the conversation.
     /// </summary>
     private static bool AnswersAnEditedMessage(SessionState state, RunStatus? status, ActiveRun active)
-        => (status == RunStatus.Started || status == RunStatus.Finished)
-            && (state.GetMessage(active.TriggerId) is not { } trigger || trigger.EditedAt != active.TriggerEditedAt)
-            && !SessionRules.IsAskedToWriteAgain(state, active.RunId);
+    {
+        if ((status != RunStatus.Started && status != RunStatus.Finished) || SessionRules.IsAskedToWriteAgain(state, active.RunId))
+        {
+            return false;
+        }
+
+        if (state.GetMessage(active.TriggerId) is { } trigger)
+        {
+            return trigger.EditedAt != active.TriggerEditedAt;
+        }
+
+        // The question is gone. A reply that finished and went with it was seen by the edit that took it out: it stays
+        // finished, with nothing to answer again.
+        return status == RunStatus.Started || state.GetMessage(active.MessageId) is not null;
+    }
 
     /// <summary>The runs whose reply a regenerate control asked to be written again.</summary>
     private static HashSet<string> RunsWrittenAgain(SessionState state)
