@@ -59,6 +59,39 @@ public sealed class SessionMemoryTests
     }
 
     [Fact]
+    public async Task A_message_an_edit_took_out_stays_out_after_its_session_left_memory_a_retried_post_of_it_is_still_refused()
+    {
+        await using var server = await InProcessServer.StartAsync(services: s => s.Configure<SessionServiceOptions>(o => o.MaxInMemory = 1));
+        var sessions = server.Services.GetRequiredService<SessionService>();
+        var ct = TestContext.Current.CancellationToken;
+        async Task<HttpResponseMessage> Post(string path, string body) => await server.Client.PostAsync(path, new StringContent(body, Encoding.UTF8, "application/json"), ct);
+
+        Assert.Equal(HttpStatusCode.Created, (await server.Client.PutAsync("/v1/sessions/e0", new StringContent("{}", Encoding.UTF8, "application/json"), ct)).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Post("/v1/sessions/e0/messages", "{\"id\":\"q1\",\"text\":\"Waht is a fence?\"}")).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Post("/v1/sessions/e0/messages", "{\"id\":\"q2\",\"text\":\"And a lease?\"}")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Post("/v1/sessions/e0/messages/q1/edit", "{\"text\":\"What is a fence?\"}")).StatusCode);
+
+        // The later question is gone; its post sent again is refused, while the session is in memory and once it was
+        // rebuilt from its stream.
+        async Task RetryIsRefused()
+        {
+            using var retried = await Post("/v1/sessions/e0/messages", "{\"id\":\"q2\",\"text\":\"And a lease?\"}");
+            Assert.Equal(HttpStatusCode.Conflict, retried.StatusCode);
+            Assert.Contains("MESSAGE_ID_TAKEN", await retried.Content.ReadAsStringAsync(ct), StringComparison.Ordinal);
+        }
+
+        await RetryIsRefused();
+        Assert.Equal(HttpStatusCode.Created, (await server.Client.PutAsync("/v1/sessions/e1", new StringContent("{}", Encoding.UTF8, "application/json"), ct)).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Post("/v1/sessions/e1/messages", "{\"text\":\"another session\"}")).StatusCode);
+        Assert.Equal(1, sessions.CachedSessionCount);
+        await RetryIsRefused();
+
+        var snapshot = await Snapshot(server.Client, "e0");
+        Assert.Contains("What is a fence?", snapshot, StringComparison.Ordinal);
+        Assert.DoesNotContain("And a lease?", snapshot, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Idle_sessions_leave_memory_and_are_rebuilt_on_next_use()
     {
         await using var server = await InProcessServer.StartAsync(services: s => s.Configure<SessionServiceOptions>(o => o.MemoryIdleTimeout = TimeSpan.FromMilliseconds(200)));
