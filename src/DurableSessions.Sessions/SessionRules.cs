@@ -409,7 +409,7 @@ public static class SessionRules
             // write the deleted reply back and, still started, hold the session's active run.
             if (!mayStop)
             {
-                return SessionDecision.Reject(SessionRejection.RunActive, $"Run {run.Id} is still answering a later message, and stopping it needs the control capability; edit once the reply ends.");
+                return SessionDecision.Reject(SessionRejection.RunActive, $"Run {run.Id} is still answering a later message (or one an earlier edit took out), and stopping it needs the control capability; edit once the reply ends.");
             }
 
             appended.AddRange(Stop(state, run, author, "an earlier message was edited", pause: false, events, out _));

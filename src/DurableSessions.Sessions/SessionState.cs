@@ -28,6 +28,7 @@ public sealed partial class SessionState
     // one in one append, and removing each from a list would cost the whole list per delete.
     private readonly List<(string Type, string Key)> _order = [];
     private int _leftSlots;
+    private int _orderVersion;
 
     // Posted messages (those no run wrote) deleted from the session (an edit of an earlier message takes later ones out),
     // so that their ids are not taken for a new message by a retry of the post that stored them. Replayed from the
@@ -288,6 +289,7 @@ public sealed partial class SessionState
             _entities.Clear();
             _order.Clear();
             _leftSlots = 0;
+            _orderVersion++;
             _typed.Clear();
             _removedMessages.Clear();
             return;
@@ -325,6 +327,7 @@ public sealed partial class SessionState
                     {
                         _entities.Add(id, new Entity(value) { Order = _order.Count });
                         _order.Add(id);
+                        _orderVersion++;
                         if (type == SessionEventTypes.Message)
                         {
                             _removedMessages.Remove(key);
@@ -406,10 +409,17 @@ public sealed partial class SessionState
     }
 
     /// <summary>The entities in order of first insertion, each at its own slot.</summary>
+    /// <exception cref="InvalidOperationException">The state gained or lost entities while it was enumerated.</exception>
     private IEnumerable<((string Type, string Key) Id, Entity Entity)> Ordered()
     {
+        var version = _orderVersion;
         for (var i = 0; i < _order.Count; i++)
         {
+            if (version != _orderVersion)
+            {
+                throw new InvalidOperationException("The session's state changed while its entities were enumerated.");
+            }
+
             var id = _order[i];
             if (_entities.TryGetValue(id, out var entity) && entity.Order == i)
             {
@@ -421,6 +431,7 @@ public sealed partial class SessionState
     /// <summary>Counts a deleted entity's slot as left, and compacts the order once most of its slots are.</summary>
     private void LeaveSlot()
     {
+        _orderVersion++;
         if (++_leftSlots <= 32 || _leftSlots <= _order.Count / 2)
         {
             return;

@@ -651,10 +651,11 @@ public sealed class SessionRulesTests
         Assert.Empty(SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence, exactly?")], session.Events).Events);
 
         // Once the author has asked something after it, the same text is an edit again: it takes that question and its
-        // reply out, and asks for the edited message's reply to be written again.
+        // reply out (the edited message's reply is already asked to be written again, by the first edit).
         var next = session.AnsweredRun("And a token?");
         var again = SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence, exactly?")], session.Events);
         Assert.Equal([next.Trigger, next.MessageId], again.Events.Where(e => e.Operation == ChangeOperation.Delete).Select(e => e.Key));
+        Assert.True(SessionRules.IsAskedToWriteAgain(session.State, first.Id));
         session.Apply(again);
         Assert.Equal([first.Trigger, first.MessageId], session.State.Messages.Select(m => m.Id));
         Assert.Equal("What is a fence, exactly?", session.State.Messages[0].Text);

@@ -99,7 +99,8 @@ public sealed class SessionStateTests
     [Fact]
     public void Entities_keep_their_order_of_first_insertion_through_deletes_updates_and_inserts_again()
     {
-        // Enough deletes that the order is compacted several times on the way, with updates and inserts between them.
+        // Enough deletes that the order is compacted on the way (a message inserted again has a slot before and after
+        // it), with updates and inserts between them.
         var state = new SessionState();
         var expected = new List<string>();
         for (var i = 0; i < 300; i++)
@@ -142,6 +143,15 @@ public sealed class SessionStateTests
         state.Apply(Change("message", "m5", "insert", new JsonObject { ["id"] = "m5" }));
         state.Apply(Change("message", "m4", "insert", new JsonObject { ["id"] = "m4" }));
         Assert.Equal(["m5", "m4"], state.Messages.Select(m => m.Id));
+
+        // The state is not for changing while its entities are enumerated: that is refused, as a collection's is.
+        Assert.Throws<InvalidOperationException>(() =>
+        {
+            foreach (var message in state.All("message"))
+            {
+                state.Apply(Change("message", "m-during", "insert", new JsonObject { ["id"] = "m-during" }));
+            }
+        });
     }
 
     [Fact]
