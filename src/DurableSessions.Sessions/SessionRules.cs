@@ -445,8 +445,9 @@ public static class SessionRules
     }
 
     /// <summary>
-    /// Whether <paramref name="run"/> answers something an edit takes out: one of the <paramref name="questions"/> it takes
-    /// out, a question an earlier edit took out, or into a reply among the <paramref name="removed"/> messages.
+    /// Whether <paramref name="run"/> answers something an edit takes out: it answers one of the <paramref name="questions"/>
+    /// the edit takes out or a question an earlier edit took out, or it writes a reply among the <paramref name="removed"/>
+    /// messages.
     /// </summary>
     private static bool AnswersWhatGoes(SessionState state, SessionRun run, HashSet<string> questions, HashSet<string> removed)
         => (run.Trigger is { } trigger && (questions.Contains(trigger) || state.IsMessageRemoved(trigger)))
