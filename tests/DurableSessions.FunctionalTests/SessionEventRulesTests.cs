@@ -204,4 +204,40 @@ public sealed class SessionEventRulesTests : IAsyncLifetime
         using var fork = await Send(HttpMethod.Put, "/v1/stream/sessions/fork2", _mallory, configure: r => r.Headers.Add("Stream-Forked-From", "sessions/s2"));
         Assert.Equal(HttpStatusCode.Created, fork.StatusCode);
     }
+
+    [Fact]
+    public async Task An_edit_that_would_stop_a_run_answering_a_question_an_earlier_edit_took_out_needs_control_and_then_fences_it()
+    {
+        var bob = Token("user:bob", ("sessions/**", [Capability.Read, Capability.Write]));
+        var bobWithControl = Token("user:bob", ("sessions/**", [Capability.Read, Capability.Write, Capability.Control]));
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Put, "/v1/sessions/s3", _alice, "{}")).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Post, "/v1/sessions/s3/messages", bob, "{\"id\":\"q1\",\"text\":\"Waht is a fence?\"}")).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Post, "/v1/sessions/s3/messages", bob, "{\"id\":\"q2\",\"text\":\"And a lease?\"}")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Post, "/v1/sessions/s3/messages/q1/edit", bob, "{\"text\":\"What is a fence?\"}")).StatusCode);
+
+        // An agent that did not see q2 go starts answering it.
+        Assert.Equal(HttpStatusCode.NoContent, (await Append("s3", _agent,
+            Change("run", "r3", "insert", new JsonObject { ["id"] = "r3", ["agent"] = "agent:real", ["messageId"] = "m3", ["trigger"] = "q2", ["status"] = "started" }),
+            Change("message", "m3", "insert", new JsonObject { ["id"] = "m3", ["role"] = "assistant", ["author"] = "agent:real", ["runId"] = "r3", ["parts"] = new JsonArray(), ["status"] = "streaming" }))).StatusCode);
+
+        // Editing again would stop that run: refused without control, and nothing changes.
+        async Task<JsonObject?> In(string type, string key)
+        {
+            var snapshot = JsonNode.Parse(await (await Send(HttpMethod.Get, "/v1/sessions/s3", _alice)).Content.ReadAsStringAsync(TestContext.Current.CancellationToken))!.AsArray();
+            return snapshot.FirstOrDefault(m => m!["type"]?.GetValue<string>() == type && m["key"]?.GetValue<string>() == key)?["value"] as JsonObject;
+        }
+
+        await AssertRefused(await Send(HttpMethod.Post, "/v1/sessions/s3/messages/q1/edit", bob, "{\"text\":\"What is a fence, then?\"}"), HttpStatusCode.Conflict, "RUN_ACTIVE");
+        Assert.Equal("started", (await In("run", "r3"))!["status"]!.GetValue<string>());
+        Assert.NotNull(await In("message", "m3"));
+        Assert.Equal("What is a fence?", (await In("message", "q1"))!["parts"]![0]!["text"]!.GetValue<string>());
+
+        // With control, the edit stops and fences the run and takes its reply out; the run cannot write it back.
+        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Post, "/v1/sessions/s3/messages/q1/edit", bobWithControl, "{\"text\":\"What is a fence, then?\"}")).StatusCode);
+        Assert.Equal("cancelled", (await In("run", "r3"))!["status"]!.GetValue<string>());
+        Assert.Null(await In("message", "m3"));
+        await AssertRefused(await Append("s3", _agent, Change("delta", "m3:late", "insert", new JsonObject { ["messageId"] = "m3", ["runId"] = "r3", ["part"] = 0, ["text"] = "late" })), HttpStatusCode.Conflict, "RUN_CANCELLED");
+        await AssertRefused(await Append("s3", _agent, Change("message", "m3", "update", new JsonObject { ["id"] = "m3", ["role"] = "assistant", ["author"] = "agent:real", ["runId"] = "r3", ["parts"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = "A lease is..." }), ["status"] = "complete" })), HttpStatusCode.Conflict, "RUN_CANCELLED");
+        Assert.Null(await In("message", "m3"));
+    }
 }
