@@ -425,6 +425,13 @@ public sealed partial class SessionAgent
         return status == RunStatus.Started || state.GetMessage(active.MessageId) is not null;
     }
 
+    /// <summary>
+    /// Whether <paramref name="run"/> answers a question the session no longer holds (an edit of an earlier message took it
+    /// out). Read from the messages, so it holds for a state built from a snapshot too.
+    /// </summary>
+    private static bool AnswersAGoneQuestion(SessionState state, SessionRun? run)
+        => run?.Trigger is { } trigger && state.GetMessage(trigger) is null;
+
     /// <summary>The runs whose reply a regenerate control asked to be written again.</summary>
     private static HashSet<string> RunsWrittenAgain(SessionState state)
         => [.. state.Controls.Where(c => c.Action == ControlAction.Regenerate && c.RunId is not null).Select(c => c.RunId!)];
@@ -510,7 +517,7 @@ public sealed partial class SessionAgent
 
         // A reply to a question an edit took out (written by an agent that did not see it go) answers nothing that is left.
         bool AnswersATakenOutMessage(SessionMessage message)
-            => message.RunId is { } runId && state.GetRun(runId)?.Trigger is { } answered && state.GetMessage(answered) is null;
+            => message.RunId is { } runId && AnswersAGoneQuestion(state, state.GetRun(runId));
 
         // The user message an agent's reply answers, when the session holds it.
         string? AnsweredBy(SessionMessage message)
@@ -662,7 +669,7 @@ public sealed partial class SessionAgent
             if (run.MessageId is { } messageId && state.GetMessage(messageId) is { } message)
             {
                 // A reply to a message that an edit of an earlier one took out of the conversation goes with it.
-                events.Add(run.Trigger is { } trigger && state.GetMessage(trigger) is null
+                events.Add(AnswersAGoneQuestion(state, run)
                     ? _events.MessageRemoved(messageId)
                     : _events.MessageStatusChanged(message, MessageStatus.Interrupted));
             }

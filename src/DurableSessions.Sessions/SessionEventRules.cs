@@ -128,20 +128,27 @@ public static class SessionEventRules
         for (var i = 0; i < deltas.Count; i++)
         {
             var exists = state.TryPeekText(SessionEventTypes.Message, deltas[i].MessageId, "author", out var author);
-            string? runStatus = null, runAgent = null;
-            if (!exists && deltas[i].RunId is { } runId)
-            {
-                state.TryPeekText(SessionEventTypes.Run, runId, "status", out runStatus);
-                state.TryPeekText(SessionEventTypes.Run, runId, "agent", out runAgent);
-            }
-
-            if (AuthorizeDelta(i, writer.Subject, exists, author, deltas[i].RunId, runStatus, runAgent) is { } refused)
+            var run = exists ? default : RunOf(state.TryPeekText, deltas[i].RunId);
+            if (AuthorizeDelta(i, writer.Subject, exists, author, deltas[i].RunId, run.Status, run.Agent) is { } refused)
             {
                 return refused;
             }
         }
 
         return null;
+    }
+
+    // The status and agent of run runId (null when there is none), read only for a delta into a message that is gone.
+    private static (string? Status, string? Agent) RunOf(EntityLookup lookup, string? runId)
+    {
+        string? status = null, agent = null;
+        if (runId is not null)
+        {
+            lookup(SessionEventTypes.Run, runId, "status", out status);
+            lookup(SessionEventTypes.Run, runId, "agent", out agent);
+        }
+
+        return (status, agent);
     }
 
     // Text streams only into a message the writer wrote (when identities are checked). A message gone with its run
@@ -417,14 +424,8 @@ public static class SessionEventRules
 
                 var exists = lookup(SessionEventTypes.Message, Str(value!, "messageId")!, "author", out var writtenBy);
                 var deltaRun = Str(value!, "runId");
-                string? deltaRunStatus = null, deltaRunAgent = null;
-                if (!exists && deltaRun is not null)
-                {
-                    lookup(SessionEventTypes.Run, deltaRun, "status", out deltaRunStatus);
-                    lookup(SessionEventTypes.Run, deltaRun, "agent", out deltaRunAgent);
-                }
-
-                return AuthorizeDelta(index, subject, exists, writtenBy, deltaRun, deltaRunStatus, deltaRunAgent);
+                var run = exists ? default : RunOf(lookup, deltaRun);
+                return AuthorizeDelta(index, subject, exists, writtenBy, deltaRun, run.Status, run.Agent);
             case SessionEventTypes.Control:
                 if (operation == "delete")
                 {

@@ -353,8 +353,9 @@ public static class SessionRules
 
         // The same edit again (a retry after a lost answer): its replies were asked for already. Once the author has asked
         // something after it, the same text is a new edit (a chat's edit that takes those later turns out), not a retry.
+        var later = state.Messages.SkipWhile(m => m.Id != messageId).Skip(1).ToList();
         if (message.EditedAt is not null && SameParts(message.Parts ?? [], parts)
-            && !state.Messages.SkipWhile(m => m.Id != messageId).Skip(1).Any(m => m.Role == MessageRole.User && m.Author == author))
+            && !later.Any(m => m.Role == MessageRole.User && m.Author == author))
         {
             return SessionDecision.Accept(messageId, []);
         }
@@ -368,7 +369,6 @@ public static class SessionRules
         // The author's later questions leave the conversation with the agents' replies to them: they were asked and answered
         // from the text being replaced. Replies to the edited message (written again) and to earlier ones (a reply can be
         // stored after a question queued behind its own) stay.
-        var later = state.Messages.SkipWhile(m => m.Id != messageId).Skip(1).ToList();
         var questions = later.Where(m => m.Role == MessageRole.User && m.Id is not null).Select(m => m.Id!).ToHashSet(StringComparer.Ordinal);
         var after = new List<SessionMessage>();
         foreach (var m in later)

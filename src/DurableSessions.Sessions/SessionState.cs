@@ -27,7 +27,6 @@ public sealed partial class SessionState
     // Entity.Order), and the list is compacted once most slots are left: an edit of an early message deletes every later
     // one in one append, and removing each from a list would cost the whole list per delete.
     private readonly List<(string Type, string Key)> _order = [];
-    private int _leftSlots;
     private int _orderVersion;
 
     // Posted messages (those no run wrote) deleted from the session (an edit of an earlier message takes later ones out),
@@ -288,7 +287,6 @@ public sealed partial class SessionState
         {
             _entities.Clear();
             _order.Clear();
-            _leftSlots = 0;
             _orderVersion++;
             _typed.Clear();
             _removedMessages.Clear();
@@ -428,11 +426,13 @@ public sealed partial class SessionState
         }
     }
 
-    /// <summary>Counts a deleted entity's slot as left, and compacts the order once most of its slots are.</summary>
+    /// <summary>Leaves a deleted entity's slot, and compacts the order once most of its slots are left.</summary>
     private void LeaveSlot()
     {
+        // Every entity holds exactly one slot: the rest are left.
         _orderVersion++;
-        if (++_leftSlots <= 32 || _leftSlots <= _order.Count / 2)
+        var left = _order.Count - _entities.Count;
+        if (left <= 32 || left <= _order.Count / 2)
         {
             return;
         }
@@ -449,7 +449,6 @@ public sealed partial class SessionState
         }
 
         _order.RemoveRange(kept, _order.Count - kept);
-        _leftSlots = 0;
     }
 
     /// <summary>Writes the text streamed into <paramref name="entity"/> since its last read into its value.</summary>
