@@ -6,20 +6,22 @@ using Microsoft.Win32.SafeHandles;
 namespace DurableSessions.Storage.Sqlite;
 
 /// <remarks>
-/// <para>The write path is a two-stage pipeline:</para>
+/// <para>The write path runs on the store's <b>writer thread</b>:</para>
 /// <list type="number">
-/// <item>The <b>writer thread</b> runs every waiting request in one SQLite transaction and commits it (with
-/// <see cref="SqliteDurability.Fsync"/> SQLite itself does not sync: <c>synchronous=OFF</c>). While the sync thread is
-/// still flushing the previous commit, the transaction stays open and takes in the requests that arrive meanwhile; it is
-/// committed once that flush is done, so every flush covers one commit and each page changed in that time is written to
-/// the WAL once.</item>
-/// <item>The <b>sync thread</b> fsyncs the WAL once for everything committed since its last sync, then publishes it to
-/// readers and acknowledges its requests, in commit order.</item>
+/// <item>it runs every waiting request in one SQLite transaction and commits it (with
+/// <see cref="SqliteDurability.Fsync"/> SQLite itself does not sync: <c>synchronous=OFF</c>);</item>
+/// <item>it fsyncs the WAL for that commit, so every flush covers one commit and each page the commit changed is written
+/// to the WAL once;</item>
+/// <item>it publishes the commit to live readers and acknowledges its requests. A commit whose changes have many live
+/// readers to offer them to (or that finds earlier ones still being published) is handed to the <b>publisher
+/// thread</b> instead, which publishes and acknowledges in commit order, so a stream with thousands of readers never
+/// holds up the next commit.</item>
 /// </list>
-/// While one batch is being flushed to disk the next is already being run, so the disk's flush latency bounds the
-/// acknowledgement latency but not the throughput. Nothing is visible to readers or acknowledged before it is on disk.
-/// Checkpoints run with <c>synchronous=FULL</c> (which syncs the database file before the WAL can be reused) and only
-/// after everything written so far has been synced.
+/// Requests that arrive while a commit is flushed wait in the queue and form the next group, so the disk's flush latency
+/// bounds the acknowledgement latency but not the throughput. Doing the flush and the acknowledgements on the writer
+/// saves two thread wake-ups per commit, which on small machines cost more than the overlap of one commit's flush with
+/// the next one's statements gained. Nothing is visible to readers or acknowledged before it is on disk. Checkpoints run
+/// with <c>synchronous=FULL</c> (which syncs the database file before the WAL can be reused).
 /// </remarks>
 public sealed partial class SqliteStreamStore
 {
@@ -35,66 +37,42 @@ public sealed partial class SqliteStreamStore
     private const int CommitsBetweenWalChecks = 8;
     private const int CommitsAfterIncompleteCheckpoint = 56;
 
+    // A commit whose changes go to more live readers than this is published by the publisher thread, not the writer:
+    // offering a change costs a reader's wake-up, and thousands of them would delay the next commit by milliseconds.
+    private const int MaxOffersOnWriter = 128;
+
     private void WriterLoop()
     {
         try
         {
             var batch = new List<WriteCommand>(_options.MaxBatchSize);
-            var fsync = _options.Durability == SqliteDurability.Fsync;
             var context = new BatchContext(this);
             try
             {
-                Func<bool> flushed = () => Volatile.Read(ref _unflushed) == 0;
-                while (true)
+                while (_commands.WaitForItems())
                 {
-                    if (batch.Count == 0)
-                    {
-                        if (!_commands.WaitForItems())
-                        {
-                            break;
-                        }
-                    }
-                    else
-                    {
-                        // A transaction is open: wait for more requests, or for the flush to end (or the queue to
-                        // complete, which the check below sees).
-                        _commands.WaitForItems(flushed);
-                    }
-
-                    var executed = batch.Count;
                     while (batch.Count < _options.MaxBatchSize && _commands.TryDequeue(out var command))
                     {
                         batch.Add(command);
                     }
 
-                    if (batch.Count > executed && !ExecuteInTransaction(batch, executed, context))
+                    if (ExecuteInTransaction(batch, context) && CommitBatch(batch, context) is { } committed)
                     {
-                        batch.Clear();
-                        continue;
-                    }
-
-                    // While the sync thread is still flushing the last commit, the transaction stays open and takes in
-                    // what arrives meanwhile: its requests could not be acknowledged before the next flush anyway, and
-                    // one commit per flush writes each changed page to the WAL once instead of once per commit (with ~100
-                    // streams appended to, several commits per flush wrote the same streams' last pages several times).
-                    if (fsync && !flushed() && batch.Count < _options.MaxBatchSize && !_commands.IsCompleted)
-                    {
-                        continue;
-                    }
-
-                    var committed = CommitBatch(batch, context);
-                    batch.Clear();
-                    if (committed && fsync && ++context.CommitsSinceWalCheck >= CommitsBetweenWalChecks)
-                    {
-                        context.CommitsSinceWalCheck = 0;
-                        if (WalLength() > _options.MaxWalBytes && !CheckpointOnWriter())
+                        FlushAndPublish(committed);
+                        if (++context.CommitsSinceWalCheck >= CommitsBetweenWalChecks && _options.Durability == SqliteDurability.Fsync)
                         {
-                            // It could not copy everything (the background checkpoint held the lock, a reader an old
-                            // snapshot), so the WAL does not start over: try again after more commits, not after every
-                            // few.
-                            context.CommitsSinceWalCheck = -CommitsAfterIncompleteCheckpoint;
+                            context.CommitsSinceWalCheck = 0;
+                            if (WalLength() > _options.MaxWalBytes && !CheckpointOnWriter())
+                            {
+                                // It could not copy everything (the background checkpoint held the lock, a reader an old
+                                // snapshot), so the WAL does not start over: try again after more commits, not after
+                                // every few.
+                                context.CommitsSinceWalCheck = -CommitsAfterIncompleteCheckpoint;
+                            }
                         }
                     }
+
+                    batch.Clear();
                 }
             }
             finally
@@ -103,38 +81,27 @@ public sealed partial class SqliteStreamStore
                 context.Dispose();
             }
 
-            _syncQueue.Complete();
+            _publishQueue.Complete();
             _writerStopped.TrySetResult();
         }
         catch (Exception ex)
         {
-            _syncQueue.Complete();
+            _publishQueue.Complete();
             _writerStopped.TrySetException(ex);
         }
     }
 
-    /// <summary>
-    /// Runs <paramref name="batch"/>'s commands from <paramref name="first"/> on in the open transaction, which the first
-    /// command of a batch begins.
-    /// </summary>
+    /// <summary>Runs <paramref name="batch"/>'s commands in a new transaction.</summary>
     /// <returns>False if one failed: then the transaction is rolled back and every request in it has failed.</returns>
-    private bool ExecuteInTransaction(List<WriteCommand> batch, int first, BatchContext context)
+    private bool ExecuteInTransaction(List<WriteCommand> batch, BatchContext context)
     {
         try
         {
-            if (first == 0)
+            context.Reset(TimeProvider.GetUtcNow());
+            context.Transaction = _writer.BeginTransaction();
+            foreach (var command in batch)
             {
-                context.Reset(TimeProvider.GetUtcNow());
-                context.Transaction = _writer.BeginTransaction();
-            }
-            else
-            {
-                context.Advance(TimeProvider.GetUtcNow());
-            }
-
-            for (var i = first; i < batch.Count; i++)
-            {
-                batch[i].Execute(context);
+                command.Execute(context);
             }
 
             return true;
@@ -146,7 +113,8 @@ public sealed partial class SqliteStreamStore
         }
     }
 
-    private bool CommitBatch(List<WriteCommand> batch, BatchContext context)
+    /// <returns>What the commit changed, to publish once it is durable; null if it failed (its requests have failed).</returns>
+    private PublishBatch? CommitBatch(List<WriteCommand> batch, BatchContext context)
     {
         var started = Stopwatch.GetTimestamp();
         try
@@ -157,7 +125,7 @@ public sealed partial class SqliteStreamStore
         catch (Exception ex)
         {
             Fail(batch, context, ex);
-            return false;
+            return null;
         }
 
         context.Transaction.Dispose();
@@ -168,9 +136,7 @@ public sealed partial class SqliteStreamStore
         StoreTelemetry.GroupSize.Record(batch.Count);
         var publish = context.ApplyToWriterState([.. batch]);
         publish.Started = started;
-        Interlocked.Increment(ref _unflushed);
-        _syncQueue.Enqueue(publish);
-        return true;
+        return publish;
     }
 
     /// <summary>Rolls the open transaction back and fails every request in it.</summary>
@@ -206,8 +172,8 @@ public sealed partial class SqliteStreamStore
     {
         try
         {
-            // Everything committed so far is made durable first; FULL then also syncs the database file.
-            _syncQueue.WaitUntilDrained();
+            // Everything committed so far is already durable (the writer flushes each commit); FULL also syncs the
+            // database file.
             return CheckpointWithFullSync("PASSIVE", "OFF");
         }
         catch (SqliteException ex)
@@ -282,88 +248,71 @@ public sealed partial class SqliteStreamStore
         }
     }
 
-    private void SyncLoop()
+    /// <summary>
+    /// Makes a commit durable, then publishes and acknowledges it on the writer thread, or hands that to the publisher
+    /// thread when it would offer the commit's changes to many live readers or earlier commits are still queued there.
+    /// </summary>
+    private void FlushAndPublish(PublishBatch batch)
     {
-        var pending = new List<PublishBatch>();
+        // After a failed flush nothing later is vouched for either: the kernel may have dropped the failed pages and
+        // report the error only once, so a later flush that succeeds says nothing about them.
+        Exception? failure = _broken ? new IOException("An earlier flush of the SQLite WAL to disk failed.") : null;
+        if (failure is null && _options.Durability == SqliteDurability.Fsync)
+        {
+            try
+            {
+                _walHandle ??= File.OpenHandle(_walPath, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
+                RandomAccess.FlushToDisk(_walHandle);
+                Interlocked.Increment(ref _flushes);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                Log.SyncFailed(_logger, ex);
+                failure = ex;
+                _broken = true;
+            }
+        }
+
+        if (failure is not null)
+        {
+            foreach (var command in batch.Commands)
+            {
+                command.Fail(failure);
+            }
+
+            return;
+        }
+
+        // Commits are published in order: this one goes to the publisher too while earlier ones wait there. Only the
+        // writer adds to the count, so once it reads zero the publisher has finished every earlier commit.
+        if (Volatile.Read(ref _queuedForPublisher) == 0 && batch.Offers(Fanout) <= MaxOffersOnWriter)
+        {
+            batch.Publish(this);
+            return;
+        }
+
+        Interlocked.Increment(ref _queuedForPublisher);
+        _publishQueue.Enqueue(batch);
+    }
+
+    private void PublisherLoop()
+    {
         try
         {
-            SyncRounds(pending);
-            _syncStopped.TrySetResult();
+            while (_publishQueue.WaitForItems())
+            {
+                while (_publishQueue.TryDequeue(out var batch))
+                {
+                    batch.Publish(this);
+                    Interlocked.Decrement(ref _queuedForPublisher);
+                }
+            }
+
+            _publisherStopped.TrySetResult();
         }
         catch (Exception ex)
         {
-            _syncStopped.TrySetException(ex);
-        }
-    }
-
-    private void SyncRounds(List<PublishBatch> pending)
-    {
-        while (_syncQueue.WaitForItems())
-        {
-            pending.Clear();
-            while (_syncQueue.TryDequeue(out var batch))
-            {
-                pending.Add(batch);
-            }
-
-            // After a failed flush nothing later is vouched for either: the kernel may have dropped the failed pages
-            // and report the error only once, so a later flush that succeeds says nothing about them.
-            Exception? failure = _broken ? new IOException("An earlier flush of the SQLite WAL to disk failed.") : null;
-            if (failure is null && _options.Durability == SqliteDurability.Fsync)
-            {
-                try
-                {
-                    _walHandle ??= File.OpenHandle(_walPath, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
-                    RandomAccess.FlushToDisk(_walHandle);
-                    Interlocked.Increment(ref _flushes);
-                }
-                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-                {
-                    // After a failed fsync the kernel may have dropped the dirty pages: the data cannot be vouched for.
-                    Log.SyncFailed(_logger, ex);
-                    failure = ex;
-                    _broken = true;
-                }
-            }
-
-            // The writer holds its next transaction open until this flush is done: it can commit now, while these
-            // batches are published and acknowledged.
-            Flushed(pending.Count);
-            foreach (var batch in pending)
-            {
-                if (failure is not null)
-                {
-                    foreach (var command in batch.Commands)
-                    {
-                        command.Fail(failure);
-                    }
-
-                    continue;
-                }
-
-                batch.ApplyToReaders(this);
-                batch.Committed();
-                foreach (var change in batch.LiveChanges)
-                {
-                    Fanout.Publish(change);
-                }
-
-                foreach (var command in batch.Commands)
-                {
-                    command.Acknowledge();
-                }
-            }
-
-            _syncQueue.MarkDone(pending.Count);
-        }
-    }
-
-    /// <summary>Counts <paramref name="count"/> commits as flushed, and wakes the writer when none is left unflushed.</summary>
-    private void Flushed(int count)
-    {
-        if (Interlocked.Add(ref _unflushed, -count) == 0)
-        {
-            _commands.Wake();
+            _publisherStopped.TrySetException(ex);
         }
     }
 
@@ -400,7 +349,35 @@ public sealed partial class SqliteStreamStore
 
         public List<LiveAppend> LiveChanges => liveChanges;
 
-        public void ApplyToReaders(SqliteStreamStore store)
+        /// <summary>How many live readers publishing this batch offers a change to (the observers aside).</summary>
+        public int Offers(StreamFanout fanout)
+        {
+            var offers = 0;
+            foreach (var change in liveChanges)
+            {
+                offers += fanout.ReaderCount(change.StreamId);
+            }
+
+            return offers;
+        }
+
+        /// <summary>Makes the durable batch visible to readers, hands its changes to the live ones and acknowledges it.</summary>
+        public void Publish(SqliteStreamStore store)
+        {
+            ApplyToReaders(store);
+            Committed();
+            foreach (var change in liveChanges)
+            {
+                store.Fanout.Publish(change);
+            }
+
+            foreach (var command in commands)
+            {
+                command.Acknowledge();
+            }
+        }
+
+        private void ApplyToReaders(SqliteStreamStore store)
         {
             foreach (var (path, info, id) in streams)
             {
@@ -490,7 +467,7 @@ public sealed partial class SqliteStreamStore
 
     /// <summary>
     /// The staged state of one group commit. Lookups see staged changes first, then the writer's view (committed, maybe not
-    /// yet durable). Nothing here is visible to readers until the sync thread publishes it.
+    /// yet durable). Nothing here is visible to readers until the commit is flushed and published.
     /// </summary>
     private sealed class BatchContext : IDisposable
     {
@@ -538,9 +515,6 @@ public sealed partial class SqliteStreamStore
 
         /// <summary>Commits since the writer last looked at the WAL's size.</summary>
         public int CommitsSinceWalCheck { get; set; }
-
-        /// <summary>Moves the clock on for the commands that join an open transaction; staged changes stay.</summary>
-        public void Advance(DateTimeOffset now) => Now = now > Now ? now : Now;
 
         public void Reset(DateTimeOffset now)
         {
@@ -849,7 +823,7 @@ public sealed partial class SqliteStreamStore
             }
         }
 
-        /// <summary>Makes the committed batch the writer's view, and returns what the sync thread must publish.</summary>
+        /// <summary>Makes the committed batch the writer's view, and returns what must be published once it is durable.</summary>
         public PublishBatch ApplyToWriterState(WriteCommand[] commands)
         {
             var changes = new List<(string, StreamInfo?, long)>(_stagedByPath.Count);

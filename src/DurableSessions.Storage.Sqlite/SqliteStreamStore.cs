@@ -38,9 +38,9 @@ public sealed partial class SqliteStreamStore : StreamStore
     private readonly ConcurrentDictionary<long, byte> _accessDirty = new();
     private readonly ConcurrentBag<ReaderConnection> _readers = [];
     private readonly WriteQueue<WriteCommand> _commands = new(65536);
-    private readonly WriteQueue<PublishBatch> _syncQueue = new(int.MaxValue);
+    private readonly WriteQueue<PublishBatch> _publishQueue = new(int.MaxValue);
     private readonly TaskCompletionSource _writerStopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly TaskCompletionSource _syncStopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _publisherStopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     // The writer thread's view: committed state, possibly not yet durable. Touched only by the writer thread.
     private readonly Dictionary<string, StreamInfo> _writerByPath = new(StringComparer.Ordinal);
@@ -70,8 +70,8 @@ public sealed partial class SqliteStreamStore : StreamStore
     private long _commits;
     private long _flushes;
 
-    // Commits handed to the sync thread and not yet flushed (see the writer pipeline).
-    private int _unflushed;
+    // Commits handed to the publisher thread and not yet published (see the writer pipeline).
+    private int _queuedForPublisher;
     private long _committedRequests;
 
     private SqliteStreamStore(SqliteStreamStoreOptions options, TimeProvider timeProvider, StreamFanout fanout, ILogger logger)
@@ -108,7 +108,7 @@ public sealed partial class SqliteStreamStore : StreamStore
 
         var fsync = options.Durability == SqliteDurability.Fsync;
         new Thread(WriterLoop) { IsBackground = true, Name = "DurableSessions SQLite writer" }.Start();
-        new Thread(SyncLoop) { IsBackground = true, Name = "DurableSessions SQLite sync" }.Start();
+        new Thread(PublisherLoop) { IsBackground = true, Name = "DurableSessions SQLite publisher" }.Start();
         if (fsync)
         {
             _checkpointer = Task.Run(CheckpointLoopAsync);
@@ -140,7 +140,7 @@ public sealed partial class SqliteStreamStore : StreamStore
     {
         _writer.Open();
 
-        // With Fsync durability the sync thread flushes the WAL itself (see the writer pipeline), and checkpoints run
+        // With Fsync durability the writer flushes the WAL itself (see the writer pipeline), and checkpoints run
         // explicitly with synchronous=FULL; Relaxed leaves syncing to SQLite's NORMAL mode.
         var fsync = options.Durability == SqliteDurability.Fsync;
         Execute(_writer, $"""
@@ -209,7 +209,7 @@ public sealed partial class SqliteStreamStore : StreamStore
 
     /// <summary>
     /// The number of times the WAL was flushed to disk for commits so far (with <see cref="SqliteDurability.Fsync"/>).
-    /// A commit is made while no earlier one waits for its flush, so under load this is about <see cref="CommitCount"/>.
+    /// The writer flushes each commit before it starts the next, so this follows <see cref="CommitCount"/>.
     /// </summary>
     public long FlushCount => Interlocked.Read(ref _flushes);
 
@@ -435,10 +435,10 @@ public sealed partial class SqliteStreamStore : StreamStore
         await _checkpointer.ConfigureAwait(false);
         _commands.Complete();
         await _writerStopped.Task.ConfigureAwait(false);
-        await _syncStopped.Task.ConfigureAwait(false);
+        await _publisherStopped.Task.ConfigureAwait(false);
         Volatile.Write(ref _cachedProducers, 0);
         _commands.Dispose();
-        _syncQueue.Dispose();
+        _publishQueue.Dispose();
         _walHandle?.Dispose();
         try
         {

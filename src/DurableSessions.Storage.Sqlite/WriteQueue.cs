@@ -14,10 +14,8 @@ internal sealed class WriteQueue<T> : IDisposable
     private readonly ConcurrentQueue<T> _items = new();
     private readonly SemaphoreSlim _capacity;
     private readonly ManualResetEventSlim _signal = new(false, spinCount: 0);
-    private readonly ManualResetEventSlim _drained = new(true, spinCount: 0);
     private readonly Lock _gate = new();
     private volatile bool _completed;
-    private int _outstanding;
 
     public WriteQueue(int capacity) => _capacity = new SemaphoreSlim(capacity, capacity);
 
@@ -63,27 +61,6 @@ internal sealed class WriteQueue<T> : IDisposable
         }
     }
 
-    /// <summary>Called by the consumer when it has fully processed <paramref name="count"/> dequeued items.</summary>
-    public void MarkDone(int count)
-    {
-        if (Interlocked.Add(ref _outstanding, -count) == 0)
-        {
-            _drained.Set();
-        }
-    }
-
-    /// <summary>Wakes a consumer waiting in <see cref="WaitForItems(Func{bool})"/> to look at its condition again.</summary>
-    public void Wake() => _signal.Set();
-
-    /// <summary>Blocks until every item enqueued so far has been processed (see <see cref="MarkDone"/>).</summary>
-    public void WaitUntilDrained()
-    {
-        while (Volatile.Read(ref _outstanding) != 0 && !_completed)
-        {
-            _drained.Wait(TimeSpan.FromSeconds(1));
-        }
-    }
-
     /// <summary>Stops accepting items; the writer drains what is queued and then sees the end.</summary>
     public void Complete()
     {
@@ -95,18 +72,12 @@ internal sealed class WriteQueue<T> : IDisposable
         _signal.Set();
     }
 
-    /// <summary>Blocks the writer thread until an item is queued (true) or the queue is completed and empty (false).</summary>
-    public bool WaitForItems() => WaitForItems(static () => false);
-
-    /// <summary>
-    /// Blocks the writer thread until an item is queued (true), <paramref name="until"/> holds (true), or the queue is
-    /// completed and empty (false). Whoever makes <paramref name="until"/> true calls <see cref="Wake"/> afterwards.
-    /// </summary>
-    public bool WaitForItems(Func<bool> until)
+    /// <summary>Blocks the consumer thread until an item is queued (true) or the queue is completed and empty (false).</summary>
+    public bool WaitForItems()
     {
         while (true)
         {
-            if (!_items.IsEmpty || until())
+            if (!_items.IsEmpty)
             {
                 return true;
             }
@@ -117,7 +88,7 @@ internal sealed class WriteQueue<T> : IDisposable
             }
 
             _signal.Reset();
-            if (!_items.IsEmpty || _completed || until())
+            if (!_items.IsEmpty || _completed)
             {
                 continue;
             }
@@ -149,11 +120,6 @@ internal sealed class WriteQueue<T> : IDisposable
                 return false;
             }
 
-            if (Interlocked.Increment(ref _outstanding) == 1)
-            {
-                _drained.Reset();
-            }
-
             _items.Enqueue(item);
         }
 
@@ -165,6 +131,5 @@ internal sealed class WriteQueue<T> : IDisposable
     {
         _capacity.Dispose();
         _signal.Dispose();
-        _drained.Dispose();
     }
 }

@@ -50,6 +50,9 @@ public sealed class StreamFanout
     /// </remarks>
     public bool HasReaders(long streamId) => _streams.TryGetValue(streamId, out var list) && list.Items.Length > 0;
 
+    /// <summary>The number of live readers of the stream in this process now.</summary>
+    public int ReaderCount(long streamId) => _streams.TryGetValue(streamId, out var list) ? list.Items.Length : 0;
+
     /// <summary>Registers a live reader of a stream. Dispose the subscription to unregister.</summary>
     public LiveSubscription Subscribe(long streamId)
     {
@@ -109,7 +112,7 @@ public sealed class StreamFanout
             catch (Exception)
             {
                 // Publish runs on the commit path: an observer that breaks its contract and throws must not stop the
-                // store's sync thread, the other observers or the live readers. Observers log their own failures.
+                // store's writer, the other observers or the live readers. Observers log their own failures.
             }
         }
 
