@@ -59,7 +59,8 @@ public sealed partial class SqliteStreamStore
                     if (ExecuteInTransaction(batch, context) && CommitBatch(batch, context) is { } committed)
                     {
                         FlushAndPublish(committed);
-                        if (++context.CommitsSinceWalCheck >= CommitsBetweenWalChecks && _options.Durability == SqliteDurability.Fsync)
+                        if (_options.Durability == SqliteDurability.Fsync && !_broken
+                            && ++context.CommitsSinceWalCheck >= CommitsBetweenWalChecks)
                         {
                             context.CommitsSinceWalCheck = 0;
                             if (WalLength() > _options.MaxWalBytes && !CheckpointOnWriter())
@@ -233,6 +234,12 @@ public sealed partial class SqliteStreamStore
         {
             while (await timer.WaitForNextTickAsync(_stopping.Token).ConfigureAwait(false))
             {
+                // After a failed flush the WAL's pages cannot be vouched for, so none is copied into the database.
+                if (_broken)
+                {
+                    continue;
+                }
+
                 try
                 {
                     Execute(connection, "PRAGMA wal_checkpoint(PASSIVE);");
@@ -273,19 +280,10 @@ public sealed partial class SqliteStreamStore
             }
         }
 
-        if (failure is not null)
-        {
-            foreach (var command in batch.Commands)
-            {
-                command.Fail(failure);
-            }
-
-            return;
-        }
-
-        // Commits are published in order: this one goes to the publisher too while earlier ones wait there. Only the
-        // writer adds to the count, so once it reads zero the publisher has finished every earlier commit.
-        if (Volatile.Read(ref _queuedForPublisher) == 0 && batch.Offers(Fanout) <= MaxOffersOnWriter)
+        // Commits are published (or failed) in order: this one goes to the publisher too while earlier ones wait there.
+        // Only the writer adds to the count, so once it reads zero the publisher has finished every earlier commit.
+        batch.Failure = failure;
+        if (Volatile.Read(ref _queuedForPublisher) == 0 && (failure is not null || batch.Offers(Fanout) <= MaxOffersOnWriter))
         {
             batch.Publish(this);
             return;
@@ -303,8 +301,14 @@ public sealed partial class SqliteStreamStore
             {
                 while (_publishQueue.TryDequeue(out var batch))
                 {
-                    batch.Publish(this);
-                    Interlocked.Decrement(ref _queuedForPublisher);
+                    try
+                    {
+                        batch.Publish(this);
+                    }
+                    finally
+                    {
+                        Interlocked.Decrement(ref _queuedForPublisher);
+                    }
                 }
             }
 
@@ -361,14 +365,41 @@ public sealed partial class SqliteStreamStore
             return offers;
         }
 
-        /// <summary>Makes the durable batch visible to readers, hands its changes to the live ones and acknowledges it.</summary>
+        /// <summary>The flush failure that fails this batch's requests, or null once it is durable.</summary>
+        public Exception? Failure { get; set; }
+
+        /// <summary>
+        /// Makes the durable batch visible to readers, hands its changes to the live ones and acknowledges it; or, after a
+        /// failed flush, fails its requests.
+        /// </summary>
         public void Publish(SqliteStreamStore store)
         {
-            ApplyToReaders(store);
-            Committed();
-            foreach (var change in liveChanges)
+            if (Failure is { } failure)
             {
-                store.Fanout.Publish(change);
+                foreach (var command in commands)
+                {
+                    command.Fail(failure);
+                }
+
+                return;
+            }
+
+            ApplyToReaders(store);
+            try
+            {
+                Committed();
+                foreach (var change in liveChanges)
+                {
+                    store.Fanout.Publish(change);
+                }
+            }
+            catch (Exception ex)
+            {
+                // The batch is durable and readable, so its requests are acknowledged all the same; live readers may
+                // have missed a change, so each is cut off and resumes from its own offset by reading the store. A
+                // thread that stopped here would leave every later write unacknowledged.
+                Log.PublishFailed(store._logger, ex);
+                store.Fanout.DisconnectAll();
             }
 
             foreach (var command in commands)

@@ -15,9 +15,9 @@ namespace DurableSessions.Storage.Sqlite;
 /// <remarks>
 /// <para>
 /// Every mutation goes through one writer loop. The loop takes all requests that are waiting (up to
-/// <see cref="SqliteStreamStoreOptions.MaxBatchSize"/>), applies them in one transaction and commits (keeping it open for
-/// the requests that arrive while the previous commit is still being flushed); only then are the requests acknowledged
-/// and the changes published to live readers. With <see cref="SqliteDurability.Fsync"/> the commit
+/// <see cref="SqliteStreamStoreOptions.MaxBatchSize"/>), applies them in one transaction, commits and flushes it (the
+/// requests that arrive meanwhile form the next group); only then are the requests acknowledged and the changes published
+/// to live readers. With <see cref="SqliteDurability.Fsync"/> the commit
 /// fsyncs the WAL, so an acknowledged append survives <c>kill -9</c> and power loss; a crash mid-transaction leaves no
 /// trace of it (SQLite's atomic commit), so there are no torn records and restart needs no repair.
 /// </para>
@@ -70,7 +70,7 @@ public sealed partial class SqliteStreamStore : StreamStore
     private long _commits;
     private long _flushes;
 
-    // Commits handed to the publisher thread and not yet published (see the writer pipeline).
+    // Commits handed to the publisher thread and not yet published (see the write path in SqliteStreamStore.Writer.cs).
     private int _queuedForPublisher;
     private long _committedRequests;
 
@@ -140,8 +140,8 @@ public sealed partial class SqliteStreamStore : StreamStore
     {
         _writer.Open();
 
-        // With Fsync durability the writer flushes the WAL itself (see the writer pipeline), and checkpoints run
-        // explicitly with synchronous=FULL; Relaxed leaves syncing to SQLite's NORMAL mode.
+        // With Fsync durability the writer flushes the WAL itself (see the write path in SqliteStreamStore.Writer.cs),
+        // and checkpoints run explicitly with synchronous=FULL; Relaxed leaves syncing to SQLite's NORMAL mode.
         var fsync = options.Durability == SqliteDurability.Fsync;
         Execute(_writer, $"""
             PRAGMA journal_mode=WAL;
@@ -209,7 +209,7 @@ public sealed partial class SqliteStreamStore : StreamStore
 
     /// <summary>
     /// The number of times the WAL was flushed to disk for commits so far (with <see cref="SqliteDurability.Fsync"/>).
-    /// The writer flushes each commit before it starts the next, so this follows <see cref="CommitCount"/>.
+    /// The writer flushes each commit before it starts the next, so this follows <see cref="CommitCount"/> (until a flush fails: then no more are made).
     /// </summary>
     public long FlushCount => Interlocked.Read(ref _flushes);
 
@@ -442,7 +442,11 @@ public sealed partial class SqliteStreamStore : StreamStore
         _walHandle?.Dispose();
         try
         {
-            Execute(_writer, "PRAGMA synchronous=FULL; PRAGMA wal_checkpoint(TRUNCATE);");
+            // Not after a failed flush: the WAL's pages cannot be vouched for then, and the database stays as it was.
+            if (!_broken)
+            {
+                Execute(_writer, "PRAGMA synchronous=FULL; PRAGMA wal_checkpoint(TRUNCATE);");
+            }
         }
         catch (SqliteException ex)
         {
@@ -838,5 +842,8 @@ public sealed partial class SqliteStreamStore : StreamStore
 
         [LoggerMessage(9, LogLevel.Warning, "The checkpoint after rewriting the SQLite tables did not complete; the background checkpoints copy the rest")]
         public static partial void ConvertCheckpointIncomplete(ILogger logger);
+
+        [LoggerMessage(10, LogLevel.Error, "Publishing a durable SQLite commit to live readers failed; its requests are acknowledged and every live reader resumes from its offset")]
+        public static partial void PublishFailed(ILogger logger, Exception exception);
     }
 }

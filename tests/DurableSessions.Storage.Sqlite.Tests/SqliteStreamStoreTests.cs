@@ -655,6 +655,57 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_commit_behind_one_still_being_published_to_many_readers_waits_for_it()
+    {
+        // The hot stream's commit goes to more live readers than the writer offers changes to itself, so the publisher
+        // thread takes it, and an observer holds it there. The cold stream's commit after it is flushed meanwhile, but is
+        // published (and acknowledged) only after the hot one: never while the hot one is held.
+        await using var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
+        await store.CreateAsync(new CreateStreamRequest { Path = "hot", ContentType = "text/plain" });
+        await store.CreateAsync(new CreateStreamRequest { Path = "cold", ContentType = "text/plain" });
+        var hotId = (await store.GetAsync("hot")).Stream!.Id;
+        var hot = Enumerable.Range(0, 200).Select(_ => store.Fanout.Subscribe(hotId)).ToList();
+        using var cold = store.Fanout.Subscribe((await store.GetAsync("cold")).Stream!.Id);
+
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var release = new ManualResetEventSlim();
+        var published = new System.Collections.Concurrent.ConcurrentQueue<(string Path, bool WhileHeld)>();
+        store.Fanout.AddObserver(change =>
+        {
+            published.Enqueue((change.Path, !release.IsSet));
+            if (change.StreamId == hotId && !held.Task.IsCompleted)
+            {
+                held.SetResult();
+                release.Wait(TimeSpan.FromSeconds(30));
+            }
+        });
+
+        var hotAppend = store.AppendAsync(new AppendRequest { Path = "hot", ContentType = "text/plain", Data = new StreamPayload(new byte[10], 10) }).AsTask();
+        await held.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        var flushes = store.FlushCount;
+        var coldAppend = store.AppendAsync(new AppendRequest { Path = "cold", ContentType = "text/plain", Data = new StreamPayload(new byte[10], 10) }).AsTask();
+
+        // Once the cold commit is flushed, a writer that published it at once would have done so before this reads on.
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        while (store.FlushCount == flushes)
+        {
+            await Task.Delay(1, timeout.Token);
+        }
+
+        Assert.False(coldAppend.IsCompleted, "the cold append is acknowledged only after the hot commit before it");
+        release.Set();
+        Assert.Equal(AppendStatus.Appended, (await hotAppend.WaitAsync(TimeSpan.FromSeconds(30))).Status);
+        Assert.Equal(AppendStatus.Appended, (await coldAppend.WaitAsync(TimeSpan.FromSeconds(30))).Status);
+        Assert.Equal([("hot", true), ("cold", false)], published.ToArray());
+        Assert.Equal(10, (await cold.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30))).Chunk.End);
+        foreach (var subscription in hot)
+        {
+            Assert.Equal(10, (await subscription.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30))).Chunk.End);
+            subscription.Dispose();
+        }
+    }
+
+    [Fact]
     public async Task Appends_in_flight_when_the_store_closes_are_each_acknowledged_or_refused_and_every_acknowledged_one_is_kept()
     {
         var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
