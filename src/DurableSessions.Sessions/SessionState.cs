@@ -131,11 +131,22 @@ public sealed partial class SessionState
 
         if (!entity.HasTyped)
         {
-            entity.SetTyped(Written(entity).Read(info));
+            entity.SetTyped(WithKeyAsId(Written(entity).Read(info), key));
         }
 
         return (T?)entity.Typed;
     }
+
+    // An entity keyed by its id may be written without the id in its value (only a different one is refused): the typed
+    // view then takes it from the key, so rules that work by id (an edit taking later messages out) see every entity.
+    private static object? WithKeyAsId(object? typed, string key) => typed switch
+    {
+        SessionMessage { Id: null } message => message with { Id = key },
+        SessionRun { Id: null } run => run with { Id = key },
+        SessionControl { Id: null } control => control with { Id = key },
+        SessionPresence { Id: null } presence => presence with { Id = key },
+        _ => typed,
+    };
 
     private IReadOnlyList<T> Typed<T>(string type, JsonTypeInfo<T> info)
         where T : class

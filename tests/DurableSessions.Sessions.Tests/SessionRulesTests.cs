@@ -662,6 +662,29 @@ public sealed class SessionRulesTests
     }
 
     [Fact]
+    public void EditMessage_takes_out_a_later_message_written_without_an_id_in_its_value()
+    {
+        // A message appended to the stream directly may leave its id out of its value (only a different one is refused):
+        // its key is its id, in the typed view and for an edit that takes it out.
+        var session = new SessionFixture();
+        var first = session.AnsweredRun("What is a fence?");
+        session.State.Apply((JsonObject)JsonNode.Parse("""
+            {"type":"message","key":"m-raw","value":{"role":"user","author":"user:alice","parts":[{"type":"text","text":"And a lease?"}]},"headers":{"operation":"insert"}}
+            """)!);
+        session.State.Apply((JsonObject)JsonNode.Parse("""
+            {"type":"run","key":"r-raw","value":{"agent":"agent:helper","messageId":"m-raw-reply","trigger":"m-raw","status":"finished"},"headers":{"operation":"insert"}}
+            """)!);
+        Assert.Equal("m-raw", session.State.Messages[^1].Id);
+        Assert.Equal("m-raw", session.State.GetMessage("m-raw")!.Id);
+        Assert.Equal("r-raw", session.State.GetRun("r-raw")!.Id);
+
+        var decision = SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence, exactly?")], session.Events);
+        Assert.Equal(["m-raw"], decision.Events.Where(e => e.Operation == ChangeOperation.Delete).Select(e => e.Key));
+        session.Apply(decision);
+        Assert.Equal([first.Trigger, first.MessageId], session.State.Messages.Select(m => m.Id));
+    }
+
+    [Fact]
     public void EditMessage_keeps_a_reply_to_an_earlier_question_stored_after_the_edited_one_and_leaves_it_running()
     {
         // A question queued behind another is stored before the reply to the first: q0, q1, then q0's reply.
