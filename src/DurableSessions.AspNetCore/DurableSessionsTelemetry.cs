@@ -102,7 +102,7 @@ internal static class Telemetry
                 }
                 else if (status is "finished" or "failed" or "cancelled" or "interrupted")
                 {
-                    RunEnded(run, status, messageTrace);
+                    RunEnded(run, SessionJson.Text(run, "id") ?? SessionJson.Text(node, "key"), status, messageTrace);
                 }
             }
         }
@@ -121,7 +121,7 @@ internal static class Telemetry
         }
     }
 
-    private static void RunEnded(JsonObject run, string status, Func<string, ActivityContext> messageTrace)
+    private static void RunEnded(JsonObject run, string? runId, string status, Func<string, ActivityContext> messageTrace)
     {
         var tag = new KeyValuePair<string, object?>("status", status);
         RunsEnded.Add(1, tag);
@@ -138,7 +138,7 @@ internal static class Telemetry
         var parent = SessionJson.Text(run, "trigger") is { } trigger ? messageTrace(trigger) : default;
         if (parent != default && Source.StartActivity("durable_sessions.run", ActivityKind.Internal, parent, startTime: started) is { } activity)
         {
-            activity.SetTag("durable_sessions.run_id", SessionJson.Text(run, "id"));
+            activity.SetTag("durable_sessions.run_id", runId);
             activity.SetTag("durable_sessions.agent", SessionJson.Text(run, "agent"));
             activity.SetTag("durable_sessions.run_status", status);
             activity.SetEndTime(ended.UtcDateTime);

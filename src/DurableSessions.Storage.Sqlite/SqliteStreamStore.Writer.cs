@@ -56,7 +56,13 @@ public sealed partial class SqliteStreamStore
                         batch.Add(command);
                     }
 
-                    if (ExecuteInTransaction(batch, context) && CommitBatch(batch, context) is { } committed)
+                    if (_broken)
+                    {
+                        // After a failed flush nothing is run any more: a commit now could become durable later (through
+                        // WAL recovery) although its requests were refused.
+                        PublishInOrder(new PublishBatch([.. batch], [], []) { Failure = BrokenFlush() });
+                    }
+                    else if (ExecuteInTransaction(batch, context) && CommitBatch(batch, context) is { } committed)
                     {
                         FlushAndPublish(committed);
                         if (_options.Durability == SqliteDurability.Fsync && !_broken
@@ -157,10 +163,7 @@ public sealed partial class SqliteStreamStore
 
         context.Transaction = null;
         context.DiscardChunks();
-        foreach (var command in batch)
-        {
-            command.Fail(ex);
-        }
+        PublishInOrder(new PublishBatch([.. batch], [], []) { Failure = ex });
     }
 
     /// <summary>
@@ -255,15 +258,12 @@ public sealed partial class SqliteStreamStore
         }
     }
 
-    /// <summary>
-    /// Makes a commit durable, then publishes and acknowledges it on the writer thread, or hands that to the publisher
-    /// thread when it would offer the commit's changes to many live readers or earlier commits are still queued there.
-    /// </summary>
+    /// <summary>Makes a commit durable, then publishes and acknowledges it in order (see <see cref="PublishInOrder"/>).</summary>
     private void FlushAndPublish(PublishBatch batch)
     {
         // After a failed flush nothing later is vouched for either: the kernel may have dropped the failed pages and
         // report the error only once, so a later flush that succeeds says nothing about them.
-        Exception? failure = _broken ? new IOException("An earlier flush of the SQLite WAL to disk failed.") : null;
+        Exception? failure = _broken ? BrokenFlush() : null;
         if (failure is null && _options.Durability == SqliteDurability.Fsync)
         {
             try
@@ -280,10 +280,21 @@ public sealed partial class SqliteStreamStore
             }
         }
 
-        // Commits are published (or failed) in order: this one goes to the publisher too while earlier ones wait there.
-        // Only the writer adds to the count, so once it reads zero the publisher has finished every earlier commit.
         batch.Failure = failure;
-        if (Volatile.Read(ref _queuedForPublisher) == 0 && (failure is not null || batch.Offers(Fanout) <= MaxOffersOnWriter))
+        PublishInOrder(batch);
+    }
+
+    private static IOException BrokenFlush() => new("An earlier flush of the SQLite WAL to disk failed.");
+
+    /// <summary>
+    /// Publishes and acknowledges a durable batch (or fails a failed one's requests) on the writer thread, or hands it to
+    /// the publisher thread when it would offer its changes to many live readers or earlier batches still wait there.
+    /// </summary>
+    private void PublishInOrder(PublishBatch batch)
+    {
+        // Batches are published (or failed) in order: this one goes to the publisher too while earlier ones wait there.
+        // Only the writer adds to the count, so once it reads zero the publisher has finished every earlier batch.
+        if (Volatile.Read(ref _queuedForPublisher) == 0 && (batch.Failure is not null || batch.Offers(Fanout) <= MaxOffersOnWriter))
         {
             batch.Publish(this);
             return;
@@ -384,27 +395,51 @@ public sealed partial class SqliteStreamStore
                 return;
             }
 
+            // Nothing here stops the thread that publishes or leaves a request unanswered: the batch is durable, so its
+            // requests are acknowledged whatever a telemetry listener or the fan-out throws.
             ApplyToReaders(store);
             try
             {
                 Committed();
-                foreach (var change in liveChanges)
-                {
-                    store.Fanout.Publish(change);
-                }
             }
             catch (Exception ex)
             {
-                // The batch is durable and readable, so its requests are acknowledged all the same; live readers may
-                // have missed a change, so each is cut off and resumes from its own offset by reading the store. A
-                // thread that stopped here would leave every later write unacknowledged.
-                Log.PublishFailed(store._logger, ex);
-                store.Fanout.DisconnectAll();
+                PublishFailed(store, ex, cutOffReaders: false);
+            }
+
+            foreach (var change in liveChanges)
+            {
+                try
+                {
+                    store.Fanout.Publish(change);
+                }
+                catch (Exception ex)
+                {
+                    // Live readers may have missed the change: each is cut off and resumes from its own offset by
+                    // reading the store, where the change already is.
+                    PublishFailed(store, ex, cutOffReaders: true);
+                }
             }
 
             foreach (var command in commands)
             {
                 command.Acknowledge();
+            }
+        }
+
+        private static void PublishFailed(SqliteStreamStore store, Exception exception, bool cutOffReaders)
+        {
+            try
+            {
+                Log.PublishFailed(store._logger, exception);
+                if (cutOffReaders)
+                {
+                    store.Fanout.DisconnectAll();
+                }
+            }
+            catch (Exception)
+            {
+                // A logger or listener that throws as well: the requests are still acknowledged.
             }
         }
 

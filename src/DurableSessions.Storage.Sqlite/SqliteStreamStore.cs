@@ -442,8 +442,15 @@ public sealed partial class SqliteStreamStore : StreamStore
         _walHandle?.Dispose();
         try
         {
-            // Not after a failed flush: the WAL's pages cannot be vouched for then, and the database stays as it was.
-            if (!_broken)
+            if (_broken)
+            {
+                // After a failed flush the WAL's pages cannot be vouched for: the last connection to close leaves the
+                // WAL as it is (SQLite would otherwise copy it into the database on close), and the next open recovers
+                // from it, checking every frame's checksum.
+                SqliteException.ThrowExceptionForRC(
+                    SQLitePCL.raw.sqlite3_db_config(_writer.Handle, SQLitePCL.raw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, out _), _writer.Handle);
+            }
+            else
             {
                 Execute(_writer, "PRAGMA synchronous=FULL; PRAGMA wal_checkpoint(TRUNCATE);");
             }

@@ -227,6 +227,24 @@ public sealed class NotificationTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Runs_appended_without_an_id_are_each_notified_with_their_key_as_the_run_id()
+    {
+        var created = await _server.Client.PutAsync("/v1/sessions/idless", new StringContent(new JsonObject { ["notifyUrl"] = HookUrl }.ToJsonString(), Encoding.UTF8, "application/json"));
+        Assert.True(created.IsSuccessStatusCode);
+
+        // A run's id may be left out of its value: its key is its id. Two such runs in one change are two runs.
+        var response = await _server.Client.PostAsync("/v1/stream/sessions/idless", new StringContent("""
+            [{"type":"run","key":"r_one","value":{"agent":"agent:x","status":"finished"},"headers":{"operation":"insert"}},
+             {"type":"run","key":"r_two","value":{"agent":"agent:x","status":"failed"},"headers":{"operation":"insert"}}]
+            """, Encoding.UTF8, "application/json"));
+        Assert.True(response.IsSuccessStatusCode, await response.Content.ReadAsStringAsync());
+
+        await WaitForRequests(2);
+        var notified = _received.Select(r => JsonNode.Parse(r.Body)!).Select(n => (n["runId"]?.GetValue<string>(), n["type"]!.GetValue<string>())).OrderBy(n => n.Item1).ToArray();
+        Assert.Equal([("r_one", "run.finished"), ("r_two", "run.failed")], notified);
+    }
+
+    [Fact]
     public async Task A_private_notify_url_is_rejected()
     {
         var response = await _server.Client.PutAsync("/v1/sessions/ssrf", new StringContent("{\"notifyUrl\":\"http://10.1.2.3/hook\"}", Encoding.UTF8, "application/json"));

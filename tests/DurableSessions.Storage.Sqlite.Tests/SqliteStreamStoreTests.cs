@@ -692,8 +692,15 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
             await Task.Delay(1, timeout.Token);
         }
 
-        Assert.False(coldAppend.IsCompleted, "the cold append is acknowledged only after the hot commit before it");
-        release.Set();
+        try
+        {
+            Assert.False(coldAppend.IsCompleted, "the cold append is acknowledged only after the hot commit before it");
+        }
+        finally
+        {
+            release.Set();
+        }
+
         Assert.Equal(AppendStatus.Appended, (await hotAppend.WaitAsync(TimeSpan.FromSeconds(30))).Status);
         Assert.Equal(AppendStatus.Appended, (await coldAppend.WaitAsync(TimeSpan.FromSeconds(30))).Status);
         Assert.Equal([("hot", true), ("cold", false)], published.ToArray());

@@ -336,12 +336,15 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
                 var type = SessionJson.Text(e, "type");
                 var value = e["value"] as JsonObject;
+
+                // A message's or run's id is its key when its value leaves it out.
+                var id = SessionJson.Text(value, "id") ?? SessionJson.Text(e, "key");
                 if (runId is null && human is not null && type == SessionEventTypes.Message && value is not null
                     && SessionJson.Text(e["headers"], "operation") == "insert" && SessionJson.Text(value, "status") == "complete"
                     && SessionJson.Text(value, "role") == "assistant" && SessionJson.Text(value, "author") == human)
                 {
                     // The human holding the session answered (their next message): theirs is the reply, whole in one message.
-                    await writer.StartAsync(SessionJson.Text(value, "id")).ConfigureAwait(false);
+                    await writer.StartAsync(id).ConfigureAwait(false);
                     await writer.PartsAsync(value, 0, 0, 0).ConfigureAwait(false);
                     await writer.EndAsync("finished", "stop", error: null, supersededBy: null).ConfigureAwait(false);
                     return;
@@ -365,16 +368,16 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
                 if (type == SessionEventTypes.Run && value is not null)
                 {
-                    if (runId is null && SessionJson.Text(value, "trigger") == trigger && SessionJson.Text(value, "status") == "started" && SessionJson.Text(value, "id") is not null)
+                    if (runId is null && SessionJson.Text(value, "trigger") == trigger && SessionJson.Text(value, "status") == "started" && id is not null)
                     {
-                        runId = SessionJson.Text(value, "id");
+                        runId = id;
                         messageId = SessionJson.Text(value, "messageId");
                         deadline.CancelAfter(Timeout.InfiniteTimeSpan);
                         await writer.StartAsync(messageId).ConfigureAwait(false);
                         continue;
                     }
 
-                    if (runId is not null && SessionJson.Text(value, "id") == runId && SessionJson.Text(value, "status") is { } status && status != "started")
+                    if (runId is not null && id == runId && SessionJson.Text(value, "status") is { } status && status != "started")
                     {
                         await writer.EndAsync(status, SessionJson.Text(value, "finishReason"), SessionJson.Text(value, "error"), SessionJson.Text(value, "supersededBy")).ConfigureAwait(false);
                         return;
@@ -394,7 +397,7 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
                         textLength += text.Length;
                     }
                 }
-                else if (runId is not null && type == SessionEventTypes.Message && SessionJson.Text(value, "id") == messageId)
+                else if (runId is not null && type == SessionEventTypes.Message && id == messageId)
                 {
                     // A message update carries the whole reply: emit only what the client has not seen yet.
                     (textLength, reasoningLength, toolCount) = await writer.PartsAsync(value!, textLength, reasoningLength, toolCount).ConfigureAwait(false);

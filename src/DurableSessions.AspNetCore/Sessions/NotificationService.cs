@@ -122,10 +122,10 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
     private async Task NotifyAsync(LiveAppend change)
     {
         var notified = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var run in FinishedRuns(change))
+        foreach (var (runId, run) in FinishedRuns(change))
         {
             // One notification per run, however many times one change names it.
-            if (!notified.Add(SessionJson.Text(run, "id") ?? string.Empty))
+            if (!notified.Add(runId))
             {
                 continue;
             }
@@ -143,7 +143,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
                 ["id"] = "n_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8)),
                 ["type"] = "run." + SessionJson.Text(run, "status"),
                 ["sessionId"] = sessionId,
-                ["runId"] = run["id"]?.DeepClone(),
+                ["runId"] = runId,
                 ["agent"] = run["agent"]?.DeepClone(),
                 ["messageId"] = run["messageId"]?.DeepClone(),
                 ["offset"] = StreamOffset.Format(change.Chunk.End),
@@ -238,15 +238,17 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         }
     }
 
-    private static IEnumerable<JsonObject> FinishedRuns(LiveAppend change)
+    /// <summary>The runs a change finishes or fails, each with its id (its key when its value leaves the id out).</summary>
+    private static IEnumerable<(string Id, JsonObject Run)> FinishedRuns(LiveAppend change)
     {
         // Tolerant of anything stored: an unreadable event is skipped, never thrown into the notification loop.
         foreach (var node in SessionState.ParseEvents(change.Chunk.Data.Span))
         {
             if (node is JsonObject { } e && SessionJson.Text(e, "type") == SessionEventTypes.Run
-                && e["value"] is JsonObject run && SessionJson.Text(run, "status") is "finished" or "failed")
+                && e["value"] is JsonObject run && SessionJson.Text(run, "status") is "finished" or "failed"
+                && (SessionJson.Text(run, "id") ?? SessionJson.Text(e, "key")) is { } id)
             {
-                yield return run;
+                yield return (id, run);
             }
         }
     }

@@ -278,8 +278,8 @@ public sealed class LiveSubscription : IDisposable
         if (!FellBehind && !_completed)
         {
             FellBehind = true;
-            CoreTelemetry.ReadersCutOff.Add(1);
             CompleteLocked();
+            CoreTelemetry.ReadersCutOff.Add(1);
         }
     }
 
