@@ -226,6 +226,11 @@ internal sealed class ReaderConnection : IDisposable
             pragma.ExecuteNonQuery();
         }
 
+        // A reader never checkpoints on close, even when it is the last connection to close (one returned by a read that
+        // ends after the store closed): the writer checkpoints at close itself, and not at all after a failed flush.
+        SqliteException.ThrowExceptionForRC(
+            SQLitePCL.raw.sqlite3_db_config(_connection.Handle, SQLitePCL.raw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, out _), _connection.Handle);
+
         _chunks = _connection.CreateCommand();
         _chunks.CommandText = Schema.SelectChunks;
         _id = _chunks.Parameters.Add("$id", SqliteType.Integer);

@@ -99,7 +99,7 @@ public sealed partial class SqliteStreamStore
     }
 
     /// <summary>Runs <paramref name="batch"/>'s commands in a new transaction.</summary>
-    /// <returns>False if one failed: then the transaction is rolled back and every request in it has failed.</returns>
+    /// <returns>False if one failed: then the transaction is rolled back and every request in it is failed, in order.</returns>
     private bool ExecuteInTransaction(List<WriteCommand> batch, BatchContext context)
     {
         try
@@ -120,7 +120,7 @@ public sealed partial class SqliteStreamStore
         }
     }
 
-    /// <returns>What the commit changed, to publish once it is durable; null if it failed (its requests have failed).</returns>
+    /// <returns>What the commit changed, to publish once it is durable; null if it failed (its requests are failed, in order).</returns>
     private PublishBatch? CommitBatch(List<WriteCommand> batch, BatchContext context)
     {
         var started = Stopwatch.GetTimestamp();

@@ -376,4 +376,31 @@ public sealed class BadInputTests : IAsyncLifetime
         var head = await _server.Client.SendAsync(new HttpRequestMessage(HttpMethod.Head, "/v1/stream/bad/bytes"));
         Assert.Equal("0000000000000000_0000000000000000", head.Headers.GetValues("Stream-Next-Offset").Single());
     }
+
+    [Fact]
+    public async Task A_chat_stream_whose_reply_is_deleted_before_its_run_ends_follows_the_run_to_its_end()
+    {
+        var cancel = TestContext.Current.CancellationToken;
+        var body = """{"id":"deleted-reply","messages":[{"id":"u1","role":"user","parts":[{"type":"text","text":"hello"}]}]}""";
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/api/chat") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+        using var chat = await _server.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancel);
+        Assert.Equal(HttpStatusCode.OK, chat.StatusCode);
+
+        async Task Append(string events)
+        {
+            var response = await _server.Client.PostAsync("/v1/stream/sessions/deleted-reply", new StringContent(events, Encoding.UTF8, "application/json"), cancel);
+            Assert.True(response.IsSuccessStatusCode, await response.Content.ReadAsStringAsync(cancel));
+        }
+
+        // A run answers the chat's question; its reply is deleted (a delete carries no value) before the run finishes.
+        await Append("""[{"type":"run","key":"r1","value":{"id":"r1","agent":"agent:x","messageId":"m_r","trigger":"u1","status":"started"},"headers":{"operation":"insert"}}]""");
+        await Append("""[{"type":"message","key":"m_r","value":{"id":"m_r","role":"assistant","author":"agent:x","runId":"r1","parts":[{"type":"text","text":"Hi"}],"status":"streaming"},"headers":{"operation":"insert"}}]""");
+        await Append("""[{"type":"message","key":"m_r","headers":{"operation":"delete"}}]""");
+        await Append("""[{"type":"run","key":"r1","value":{"id":"r1","agent":"agent:x","messageId":"m_r","trigger":"u1","status":"finished"},"headers":{"operation":"update"}}]""");
+
+        var chunks = (await chat.Content.ReadAsStringAsync(cancel)).Split('\n')
+            .Where(l => l.StartsWith("data: {", StringComparison.Ordinal)).Select(l => System.Text.Json.Nodes.JsonNode.Parse(l[6..])!["type"]!.GetValue<string>()).ToList();
+        Assert.Equal("start", chunks[0]);
+        Assert.Equal("finish", chunks[^1]);
+    }
 }
