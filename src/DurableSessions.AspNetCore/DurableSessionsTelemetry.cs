@@ -102,7 +102,7 @@ internal static class Telemetry
                 }
                 else if (status is "finished" or "failed" or "cancelled" or "interrupted")
                 {
-                    RunEnded(run, SessionJson.Text(run, "id") ?? SessionJson.Text(node, "key"), status, messageTrace);
+                    RunEnded(run, SessionJson.EntityId(node), status, messageTrace);
                 }
             }
         }

@@ -527,6 +527,13 @@ internal static class SessionJson
     /// <summary>The string field <paramref name="name"/> of <paramref name="obj"/>, or null when absent or not a string.</summary>
     public static string? Text(JsonNode? obj, string name) => obj is JsonObject o ? Text(o[name]) : null;
 
+    /// <summary>
+    /// The id of the entity a change message writes: its value's <c>id</c>, or its key when the value leaves the id out
+    /// (messages, runs and controls are keyed by their id); null for a change without a value (a delete).
+    /// </summary>
+    public static string? EntityId(JsonNode? message)
+        => message is JsonObject o && o["value"] is JsonObject value ? Text(value, "id") ?? Text(o, "key") : null;
+
     /// <summary>The whole-number field <paramref name="name"/> of <paramref name="obj"/>, or null.</summary>
     public static int? Number(JsonNode? obj, string name)
         => obj is JsonObject o && o[name] is JsonValue value && value.GetValueKind() == JsonValueKind.Number && value.TryGetValue<int>(out var n) ? n : null;

@@ -58,8 +58,9 @@ public sealed partial class SqliteStreamStore
 
                     if (_broken)
                     {
-                        // After a failed flush nothing is run any more: a commit now could become durable later (through
-                        // WAL recovery) although its requests were refused.
+                        // After a failed flush nothing is run any more: the kernel may have dropped the failed pages and
+                        // report the error only once, so no later flush vouches for anything, and a commit now could become
+                        // durable later (through WAL recovery) although its requests were refused.
                         PublishInOrder(new PublishBatch([.. batch], [], []) { Failure = BrokenFlush() });
                     }
                     else if (ExecuteInTransaction(batch, context) && CommitBatch(batch, context) is { } committed)
@@ -259,12 +260,11 @@ public sealed partial class SqliteStreamStore
     }
 
     /// <summary>Makes a commit durable, then publishes and acknowledges it in order (see <see cref="PublishInOrder"/>).</summary>
+    /// <remarks>Never reached after a failed flush: the writer runs nothing more then (see the writer loop).</remarks>
     private void FlushAndPublish(PublishBatch batch)
     {
-        // After a failed flush nothing later is vouched for either: the kernel may have dropped the failed pages and
-        // report the error only once, so a later flush that succeeds says nothing about them.
-        Exception? failure = _broken ? BrokenFlush() : null;
-        if (failure is null && _options.Durability == SqliteDurability.Fsync)
+        Exception? failure = null;
+        if (_options.Durability == SqliteDurability.Fsync)
         {
             try
             {

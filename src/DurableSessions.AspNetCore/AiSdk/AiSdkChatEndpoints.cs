@@ -336,9 +336,7 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
                 var type = SessionJson.Text(e, "type");
                 var value = e["value"] as JsonObject;
-
-                // A message's or run's id is its key when its value leaves it out (a delete has no value, and no id here).
-                var id = value is null ? null : SessionJson.Text(value, "id") ?? SessionJson.Text(e, "key");
+                var id = SessionJson.EntityId(e);
                 if (runId is null && human is not null && type == SessionEventTypes.Message && value is not null
                     && SessionJson.Text(e["headers"], "operation") == "insert" && SessionJson.Text(value, "status") == "complete"
                     && SessionJson.Text(value, "role") == "assistant" && SessionJson.Text(value, "author") == human)

@@ -246,7 +246,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         {
             if (node is JsonObject { } e && SessionJson.Text(e, "type") == SessionEventTypes.Run
                 && e["value"] is JsonObject run && SessionJson.Text(run, "status") is "finished" or "failed"
-                && (SessionJson.Text(run, "id") ?? SessionJson.Text(e, "key")) is { } id)
+                && SessionJson.EntityId(e) is { } id)
             {
                 yield return (id, run);
             }

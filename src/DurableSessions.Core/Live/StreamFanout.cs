@@ -48,7 +48,7 @@ public sealed class StreamFanout
     /// A shared store uses it to skip work that only live readers need (reading the data of another node's change);
     /// a reader that subscribes just after must not depend on that work, so it reads the store once it has subscribed.
     /// </remarks>
-    public bool HasReaders(long streamId) => _streams.TryGetValue(streamId, out var list) && list.Items.Length > 0;
+    public bool HasReaders(long streamId) => ReaderCount(streamId) > 0;
 
     /// <summary>The number of live readers of the stream in this process now.</summary>
     public int ReaderCount(long streamId) => _streams.TryGetValue(streamId, out var list) ? list.Items.Length : 0;
