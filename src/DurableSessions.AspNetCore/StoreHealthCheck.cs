@@ -3,7 +3,7 @@ using Microsoft.Extensions.Diagnostics.HealthChecks;
 namespace DurableSessions.AspNetCore;
 
 /// <summary>
-/// Ready when the store takes reads and writes: SQLite open (and not stopped by a failed disk flush), or Redis reachable.
+/// Ready when the store takes reads and writes: SQLite open (and not stopped by a failed disk flush or an unexpected error of its writer), or Redis reachable.
 /// Registered by <c>AddDurableSessions</c> as check <c>store</c>, tagged <see cref="ReadyTag"/>.
 /// </summary>
 public sealed class StoreHealthCheck(StreamStore store) : IHealthCheck

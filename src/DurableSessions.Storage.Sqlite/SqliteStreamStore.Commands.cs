@@ -27,9 +27,18 @@ public sealed partial class SqliteStreamStore
 
         public sealed override void Acknowledge() => Completion.TrySetResult(_result);
 
-        public sealed override void Fail(Exception exception) => Completion.TrySetException(new StreamStoreUnavailableException("The store could not commit the request.", exception));
+        public sealed override void Fail(Exception exception)
+        {
+            Failed();
+            Completion.TrySetException(new StreamStoreUnavailableException("The store could not commit the request.", exception));
+        }
 
         protected abstract T Run(BatchContext context);
+
+        /// <summary>Called when the command's batch failed: whether or not <see cref="Run"/> ran, its changes are not kept.</summary>
+        protected virtual void Failed()
+        {
+        }
 
         /// <summary>
         /// Finds a live stream, removing it first (in this batch) if it has expired. One that expired while forks still
@@ -103,7 +112,7 @@ public sealed partial class SqliteStreamStore
                 context.HardDelete(info);
             }
 
-            Log.Expired(context.Store._logger, info.Path);
+            context.Store.Report(logger => Log.Expired(logger, info.Path));
         }
     }
 
@@ -349,11 +358,10 @@ public sealed partial class SqliteStreamStore
     /// Forgets producers idle for longer than <see cref="SqliteStreamStoreOptions.ProducerStateTtl"/>, on disk and in the
     /// cache, and drops producers idle for <see cref="ProducerCacheIdle"/> from the cache alone.
     /// </summary>
-    private sealed class ExpireProducersCommand : WriteCommand<bool>
+    private sealed class ExpireProducersCommand(SqliteStreamStore store) : WriteCommand<bool>
     {
         protected override bool Run(BatchContext context)
         {
-            var store = context.Store;
             Volatile.Write(ref store._producerSweepPending, 0);
             var now = context.Now.ToUnixTimeMilliseconds();
             var cutoff = now - (long)store._options.ProducerStateTtl.TotalMilliseconds;
@@ -386,5 +394,9 @@ public sealed partial class SqliteStreamStore
             Volatile.Write(ref store._cachedProducers, store._writerProducers.Count);
             return true;
         }
+
+        // A sweep whose batch failed (a request before it in the same transaction was refused, say) did not happen: the
+        // next sweep interval queues another, instead of finding this one still pending for ever.
+        protected override void Failed() => Volatile.Write(ref store._producerSweepPending, 0);
     }
 }

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using DurableSessions.Live;
 using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Logging;
 using Microsoft.Win32.SafeHandles;
 
 namespace DurableSessions.Storage.Sqlite;
@@ -43,9 +44,9 @@ public sealed partial class SqliteStreamStore
 
     private void WriterLoop()
     {
+        var batch = new List<WriteCommand>(_options.MaxBatchSize);
         try
         {
-            var batch = new List<WriteCommand>(_options.MaxBatchSize);
             var context = new BatchContext(this);
             try
             {
@@ -94,8 +95,45 @@ public sealed partial class SqliteStreamStore
         }
         catch (Exception ex)
         {
+            // Nothing the writer calls is meant to throw out of it (failed statements, commits and flushes fail their own
+            // requests; loggers and listeners are guarded). Should something still, the writer cannot know what it left
+            // half done, so it stops for good: the store refuses writes from now on, and no request waits for it.
+            StopWriter(batch, ex);
             _publishQueue.Complete();
-            _writerStopped.TrySetException(ex);
+            _writerStopped.TrySetResult();
+        }
+    }
+
+    private void StopWriter(List<WriteCommand> batch, Exception ex)
+    {
+        _writerFailure = ex;
+        Report(logger => Log.WriterStopped(logger, ex));
+        var failure = new IOException("The SQLite store's writer stopped after an unexpected error.", ex);
+        _commands.Complete();
+        foreach (var command in batch)
+        {
+            command.Fail(failure);
+        }
+
+        while (_commands.TryDequeue(out var queued))
+        {
+            queued.Fail(failure);
+        }
+    }
+
+    /// <summary>
+    /// Logs from the store's own threads and callbacks: a logger that throws must not stop the writer (every later write
+    /// would wait for it), the background checkpoints, or the process (from a timer callback).
+    /// </summary>
+    private void Report(Action<ILogger> log)
+    {
+        try
+        {
+            log(_logger);
+        }
+        catch (Exception)
+        {
+            // The failure being reported is handled whether or not its log entry is written.
         }
     }
 
@@ -140,8 +178,16 @@ public sealed partial class SqliteStreamStore
         context.Transaction = null;
         Interlocked.Increment(ref _commits);
         Interlocked.Add(ref _committedRequests, batch.Count);
-        StoreTelemetry.Commits.Add(1);
-        StoreTelemetry.GroupSize.Record(batch.Count);
+        try
+        {
+            StoreTelemetry.Commits.Add(1);
+            StoreTelemetry.GroupSize.Record(batch.Count);
+        }
+        catch (Exception)
+        {
+            // A metrics listener that throws: the commit stands, and is made durable and acknowledged as any other.
+        }
+
         var publish = context.ApplyToWriterState([.. batch]);
         publish.Started = started;
         return publish;
@@ -152,7 +198,7 @@ public sealed partial class SqliteStreamStore
     {
         // Whatever went wrong fails this batch's requests, never the writer: a writer that stopped would leave every
         // later write waiting forever.
-        Log.CommitFailed(_logger, ex, batch.Count);
+        Report(logger => Log.CommitFailed(logger, ex, batch.Count));
         try
         {
             context.Transaction?.Dispose();
@@ -183,7 +229,7 @@ public sealed partial class SqliteStreamStore
         }
         catch (SqliteException ex)
         {
-            Log.CheckpointFailed(_logger, ex);
+            Report(logger => Log.CheckpointFailed(logger, ex));
             return false;
         }
     }
@@ -250,7 +296,7 @@ public sealed partial class SqliteStreamStore
                 }
                 catch (SqliteException ex)
                 {
-                    Log.CheckpointFailed(_logger, ex);
+                    Report(logger => Log.CheckpointFailed(logger, ex));
                 }
             }
         }
@@ -274,9 +320,9 @@ public sealed partial class SqliteStreamStore
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
-                Log.SyncFailed(_logger, ex);
-                failure = ex;
                 _broken = true;
+                failure = ex;
+                Report(logger => Log.SyncFailed(logger, ex));
             }
         }
 

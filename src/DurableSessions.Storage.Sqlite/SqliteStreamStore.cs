@@ -58,6 +58,9 @@ public sealed partial class SqliteStreamStore : StreamStore
     private readonly string _walPath;
     private SafeFileHandle? _walHandle;
     private volatile bool _broken;
+
+    // Set if the writer thread stopped after an unexpected error: the store then refuses every write.
+    private volatile Exception? _writerFailure;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _checkpointer = Task.CompletedTask;
 
@@ -202,7 +205,7 @@ public sealed partial class SqliteStreamStore : StreamStore
     }
 
     /// <inheritdoc />
-    public override bool IsAvailable => !_broken && Volatile.Read(ref _disposed) == 0;
+    public override bool IsAvailable => !_broken && _writerFailure is null && Volatile.Read(ref _disposed) == 0;
 
     /// <summary>The number of group commits (transactions) so far.</summary>
     public long CommitCount => Interlocked.Read(ref _commits);
@@ -457,7 +460,7 @@ public sealed partial class SqliteStreamStore : StreamStore
         }
         catch (SqliteException ex)
         {
-            Log.CheckpointFailed(_logger, ex);
+            Report(logger => Log.CheckpointFailed(logger, ex));
         }
         while (_readers.TryTake(out var reader))
         {
@@ -534,10 +537,28 @@ public sealed partial class SqliteStreamStore : StreamStore
             throw new StreamStoreUnavailableException("The store stopped accepting writes after a failed disk flush; restart the server.");
         }
 
-        await _commands.EnqueueAsync(command, cancellationToken).ConfigureAwait(false);
+        WriterFailed();
+        try
+        {
+            await _commands.EnqueueAsync(command, cancellationToken).ConfigureAwait(false);
+        }
+        catch (ObjectDisposedException)
+        {
+            // The queue closes when the store is disposed, or when its writer stopped: say which.
+            WriterFailed();
+            throw;
+        }
 
         // The write may commit even if the caller stops waiting; cancellation only abandons the wait.
         return await command.Completion.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private void WriterFailed()
+    {
+        if (_writerFailure is { } failure)
+        {
+            throw new StreamStoreUnavailableException("The store's writer stopped after an unexpected error and takes no more writes; restart the server.", failure);
+        }
     }
 
     /// <summary>Asks the writer to remove an expired stream; fire-and-forget, since readers already treat it as absent.</summary>
@@ -562,7 +583,7 @@ public sealed partial class SqliteStreamStore : StreamStore
                 && Volatile.Read(ref _disposed) == 0 && Interlocked.CompareExchange(ref _producerSweepPending, 1, 0) == 0)
             {
                 Interlocked.Exchange(ref _lastProducerSweepTicks, now.UtcTicks);
-                if (!_commands.TryEnqueue(new ExpireProducersCommand()))
+                if (!_commands.TryEnqueue(new ExpireProducersCommand(this)))
                 {
                     Volatile.Write(ref _producerSweepPending, 0);
                 }
@@ -578,7 +599,7 @@ public sealed partial class SqliteStreamStore : StreamStore
         }
         catch (Exception ex)
         {
-            Log.BackgroundTaskFailed(_logger, ex, "expiry sweep");
+            Report(logger => Log.BackgroundTaskFailed(logger, ex, "expiry sweep"));
         }
     }
 
@@ -593,7 +614,7 @@ public sealed partial class SqliteStreamStore : StreamStore
         }
         catch (Exception ex)
         {
-            Log.BackgroundTaskFailed(_logger, ex, "access flush");
+            Report(logger => Log.BackgroundTaskFailed(logger, ex, "access flush"));
         }
     }
 
@@ -852,5 +873,8 @@ public sealed partial class SqliteStreamStore : StreamStore
 
         [LoggerMessage(10, LogLevel.Error, "Publishing a durable SQLite commit to live readers failed; its requests are acknowledged and every live reader resumes from its offset")]
         public static partial void PublishFailed(ILogger logger, Exception exception);
+
+        [LoggerMessage(11, LogLevel.Critical, "The SQLite store's writer stopped after an unexpected error; the store refuses every write until the server restarts")]
+        public static partial void WriterStopped(ILogger logger, Exception exception);
     }
 }

@@ -127,6 +127,50 @@ public sealed class StreamFanoutTests
         Assert.False(idle.FellBehind);
     }
 
+    [Fact]
+    public async Task A_metrics_listener_that_throws_neither_keeps_a_change_from_a_reader_nor_stops_cutting_readers_off()
+    {
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == "DurableSessions.Core")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((_, _, _, _) =>
+        {
+            // Listeners are process-wide: this one throws only in this test's flow.
+            if (s_throwing.Value)
+            {
+                throw new InvalidOperationException("A metrics listener that throws.");
+            }
+        });
+        listener.Start();
+        s_throwing.Value = true;
+
+        // The first reader never reads, so the second change cuts it off (one change queued at most); the reader after
+        // it gets both changes all the same.
+        var fanout = new StreamFanout(queueCapacity: 1);
+        using var stalled = fanout.Subscribe(7);
+        using var reader = fanout.Subscribe(7);
+        var token = TestContext.Current.CancellationToken;
+        fanout.Publish(Change(7, 0));
+        Assert.Equal(1, (await reader.Reader.ReadAsync(token)).Chunk.End);
+        fanout.Publish(Change(7, 1));
+        Assert.Equal(2, (await reader.Reader.ReadAsync(token)).Chunk.End);
+        Assert.True(stalled.FellBehind);
+
+        // Cutting every reader off goes on past each one's cut-off.
+        var others = Enumerable.Range(0, 3).Select(i => fanout.Subscribe(8 + i)).ToList();
+        fanout.DisconnectAll();
+        Assert.All(others, s => Assert.True(s.FellBehind));
+        Assert.True(reader.FellBehind);
+        s_throwing.Value = false;
+    }
+
+    private static readonly AsyncLocal<bool> s_throwing = new();
+
     private static LiveAppend Change(long stream, long at, bool closed = false)
         => new(stream, "s" + stream, new StreamChunk(at, at + 1, new byte[] { (byte)'1' }), closed);
 }

@@ -893,6 +893,57 @@ public sealed class SqliteProducerCacheTests : IAsyncDisposable
         Assert.Equal(Runs + 3, (await store.GetAsync("runs")).Stream!.TailPosition);
     }
 
+    [Fact]
+    public async Task A_sweep_queued_into_a_commit_that_fails_is_queued_again_at_the_next_interval()
+    {
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        await using var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory }, clock);
+        await store.CreateAsync(new CreateStreamRequest { Path = "runs", ContentType = "text/plain" }).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        await store.CreateAsync(new CreateStreamRequest { Path = "hold", ContentType = "text/plain" }).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "agent/run-0", 0).WaitAsync(TimeSpan.FromSeconds(30))).Status);
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "agent/run-1", 0).WaitAsync(TimeSpan.FromSeconds(30))).Status);
+        Assert.Equal(2, store.CachedProducerCount);
+
+        // The writer is held while it publishes an append to "hold" (an observer runs on it), so that what is queued
+        // meanwhile forms one group: a create SQLite refuses as it runs (another connection took its path), then the
+        // sweep, which so never runs.
+        var holdId = (await store.GetAsync("hold")).Stream!.Id;
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var release = new ManualResetEventSlim();
+        store.Fanout.AddObserver(change =>
+        {
+            if (change.StreamId == holdId && !held.Task.IsCompleted)
+            {
+                held.SetResult();
+                release.Wait(TimeSpan.FromSeconds(30));
+            }
+        });
+        var holding = store.AppendAsync(new AppendRequest { Path = "hold", ContentType = "text/plain", Data = new StreamPayload("h"u8.ToArray(), 1) }).AsTask();
+        await held.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        StreamKeyedDatabase.Execute(_directory, "INSERT INTO streams (path, content_type, tail, created_at, last_access) VALUES ('taken', 'text/plain', 0, 0, 0)");
+        var refused = store.CreateAsync(new CreateStreamRequest { Path = "taken", ContentType = "text/plain" }).AsTask();
+        clock.Advance(TimeSpan.FromSeconds(30));
+        release.Set();
+        await holding.WaitAsync(TimeSpan.FromSeconds(30));
+        await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => refused.WaitAsync(TimeSpan.FromSeconds(30)));
+
+        // The failed group's sweep did not run. Both producers are idle for a minute at 90 s: the sweep then drops them,
+        // which it can only do if the failed one was not left pending (the append after it returns once it has run).
+        clock.Advance(TimeSpan.FromSeconds(60));
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "agent/run-2", 0).WaitAsync(TimeSpan.FromSeconds(30))).Status);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (store.CachedProducerCount != 1 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.Equal(1, store.CachedProducerCount);
+
+        // Read back from disk as they were.
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "agent/run-0", 1).WaitAsync(TimeSpan.FromSeconds(30))).Status);
+        Assert.Equal(AppendStatus.Duplicate, (await Append(store, "agent/run-1", 0).WaitAsync(TimeSpan.FromSeconds(30))).Status);
+    }
+
     private static Task<AppendResult> Append(StreamStore store, string producer, long seq)
         => store.AppendAsync(new AppendRequest { Path = "runs", ContentType = "text/plain", Data = new StreamPayload("x"u8.ToArray(), 1), Producer = new ProducerStamp(producer, 0, seq) }).AsTask();
 
@@ -907,5 +958,122 @@ public sealed class SqliteProducerCacheTests : IAsyncDisposable
         }
 
         return ValueTask.CompletedTask;
+    }
+}
+
+/// <summary>The SQLite writer under loggers and metrics listeners that throw: it goes on, and answers every request.</summary>
+public sealed class SqliteWriterResilienceTests : IAsyncDisposable
+{
+    // Metrics listeners are process-wide: the one in these tests throws only for the store this flow opens (its writer
+    // thread starts with this flow's values).
+    private static readonly AsyncLocal<bool> s_throwing = new();
+
+    // Every wait on the store is bounded: a writer that stopped would leave it waiting for ever.
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
+
+    private readonly string _directory = Path.Combine(Path.GetTempPath(), "ds-sqlite-" + Guid.NewGuid().ToString("N"));
+
+    [Fact]
+    public async Task A_logger_that_throws_neither_stops_the_writer_nor_leaves_a_refused_commit_unanswered()
+    {
+        await using var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory }, logger: new ThrowingLogger());
+        await store.CreateAsync(new CreateStreamRequest { Path = "a", ContentType = "text/plain" }).AsTask().WaitAsync(Timeout);
+        await store.CreateAsync(new CreateStreamRequest { Path = "b", ContentType = "text/plain" }).AsTask().WaitAsync(Timeout);
+        Assert.Equal(3, (await store.AppendAsync(Append("a", "one", 0)).AsTask().WaitAsync(Timeout)).TailPosition);
+
+        // Another connection takes the row the next append to "a" writes: SQLite refuses it when its group runs, and
+        // the store logs the failed commit through a logger that throws.
+        var id = StreamKeyedDatabase.Query(_directory, "SELECT id, tail FROM streams WHERE path = 'a'").Single().Item1;
+        StreamKeyedDatabase.Execute(_directory, $"INSERT INTO chunks (stream_id, end_pos, start_pos, data) VALUES ({id}, 6, 3, x'21')");
+        var refused = await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => store.AppendAsync(Append("a", "two", 1)).AsTask().WaitAsync(Timeout));
+        Assert.IsType<SqliteException>(refused.InnerException);
+
+        // The writer goes on.
+        Assert.Equal(3, (await store.AppendAsync(Append("b", "bee", 0)).AsTask().WaitAsync(Timeout)).TailPosition);
+        Assert.True(store.IsAvailable);
+    }
+
+    [Fact]
+    public async Task A_metrics_listener_that_throws_does_not_keep_commits_from_being_acknowledged()
+    {
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == "DurableSessions.Storage.Sqlite" || instrument.Meter.Name == "DurableSessions.Core")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((_, _, _, _) => ThrowIfAsked());
+        listener.SetMeasurementEventCallback<int>((_, _, _, _) => ThrowIfAsked());
+        listener.SetMeasurementEventCallback<double>((_, _, _, _) => ThrowIfAsked());
+        listener.Start();
+
+        SqliteStreamStore store;
+        s_throwing.Value = true;
+        try
+        {
+            store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
+        }
+        finally
+        {
+            s_throwing.Value = false;
+        }
+
+        await using (store)
+        {
+            await store.CreateAsync(new CreateStreamRequest { Path = "a", ContentType = "text/plain" }).AsTask().WaitAsync(Timeout);
+            using var reader = store.Fanout.Subscribe((await store.GetAsync("a")).Stream!.Id);
+            for (var seq = 0; seq < 3; seq++)
+            {
+                var appended = await store.AppendAsync(Append("a", "x", seq)).AsTask().WaitAsync(Timeout);
+                Assert.Equal((AppendStatus.Appended, seq + 1L), (appended.Status, appended.TailPosition));
+                Assert.Equal(seq + 1L, (await reader.Reader.ReadAsync().AsTask().WaitAsync(Timeout)).Chunk.End);
+            }
+        }
+
+        await using var reopened = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
+        Assert.Equal(3, (await reopened.GetAsync("a")).Stream!.TailPosition);
+    }
+
+    private static void ThrowIfAsked()
+    {
+        if (s_throwing.Value)
+        {
+            throw new InvalidOperationException("A metrics listener that throws.");
+        }
+    }
+
+    private static AppendRequest Append(string path, string text, long seq)
+        => new() { Path = path, ContentType = "text/plain", Data = new StreamPayload(Encoding.UTF8.GetBytes(text), text.Length), Producer = new ProducerStamp("p-" + path, 0, seq) };
+
+    public ValueTask DisposeAsync()
+    {
+        try
+        {
+            Directory.Delete(_directory, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>Throws on every warning or worse.</summary>
+    private sealed class ThrowingLogger : Microsoft.Extensions.Logging.ILogger<SqliteStreamStore>
+    {
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => null;
+
+        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
+
+        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (logLevel >= Microsoft.Extensions.Logging.LogLevel.Warning)
+            {
+                throw new InvalidOperationException("A logger that throws.");
+            }
+        }
     }
 }

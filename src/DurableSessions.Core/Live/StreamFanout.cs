@@ -88,17 +88,36 @@ public sealed class StreamFanout
     /// <summary>Delivers a committed change to every live reader of its stream.</summary>
     public void Publish(LiveAppend change)
     {
-        if (!change.IsRemote && !change.Deleted && change.Chunk.Data.Length > 0)
+        // Metrics and trace listeners run inside these calls; one that throws must not keep the change from any reader.
+        Activity? activity = null;
+        try
         {
-            CoreTelemetry.Appends.Add(1);
-            CoreTelemetry.AppendBytes.Add(change.Chunk.Data.Length);
+            if (!change.IsRemote && !change.Deleted && change.Chunk.Data.Length > 0)
+            {
+                CoreTelemetry.Appends.Add(1);
+                CoreTelemetry.AppendBytes.Add(change.Chunk.Data.Length);
+            }
+
+            // A child of the request that committed the change, when it was traced (null, and free, otherwise).
+            activity = change.Parent == default ? null : CoreTelemetry.Source.StartActivity("durable_sessions.fanout", ActivityKind.Internal, change.Parent);
+            activity?.SetTag("durable_sessions.stream", change.Path);
+        }
+        catch (Exception)
+        {
         }
 
-        // A child of the request that committed the change, when it was traced (null, and free, otherwise).
-        using var activity = change.Parent == default ? null : CoreTelemetry.Source.StartActivity("durable_sessions.fanout", ActivityKind.Internal, change.Parent);
-        activity?.SetTag("durable_sessions.stream", change.Path);
         PublishCore(change);
-        activity?.SetTag("durable_sessions.readers", _streams.TryGetValue(change.StreamId, out var readers) ? readers.Items.Length : 0);
+        if (activity is not null)
+        {
+            try
+            {
+                activity.SetTag("durable_sessions.readers", _streams.TryGetValue(change.StreamId, out var readers) ? readers.Items.Length : 0);
+                activity.Dispose();
+            }
+            catch (Exception)
+            {
+            }
+        }
     }
 
     private void PublishCore(LiveAppend change)
@@ -279,7 +298,15 @@ public sealed class LiveSubscription : IDisposable
         {
             FellBehind = true;
             CompleteLocked();
-            CoreTelemetry.ReadersCutOff.Add(1);
+            try
+            {
+                CoreTelemetry.ReadersCutOff.Add(1);
+            }
+            catch (Exception)
+            {
+                // A metrics listener that throws: the reader is cut off all the same, and the offer or the cut-off of
+                // every other reader goes on.
+            }
         }
     }
 
