@@ -326,7 +326,8 @@ public static class SessionRules
     /// delete of each of the author's later questions and of the agents' replies to them (replies still being written to
     /// them are stopped first), since those were asked and written from the text it replaces; the conversation then
     /// continues from the edited message, as a chat's edit of an earlier message does. Replies to the edited message and
-    /// to earlier ones stay. Only the author's own message can be edited, not one routed to a human, and not one with
+    /// to earlier ones stay, except an agent's earlier reply to the edited message that it has answered again since in a
+    /// message of its own (one paused by a handoff): that one answers the replaced text too, and goes. Only the author's own message can be edited, not one routed to a human, and not one with
     /// another participant's message after it. The same edit of an edited message again (a retry) is accepted with
     /// nothing appended, unless the author has asked something since (then it is an edit like any other).
     /// </summary>
@@ -374,7 +375,8 @@ public static class SessionRules
         foreach (var m in later)
         {
             var answers = m.Role == MessageRole.User ? null : m.RunId is { } replyRun ? state.GetRun(replyRun)?.Trigger : null;
-            if (answers is not null && !questions.Contains(answers) && state.GetMessage(answers) is not null)
+            if (answers is not null && !questions.Contains(answers) && state.GetMessage(answers) is not null
+                && !(answers == messageId && IsAnsweredAgainSince(state, m)))
             {
                 // A reply to the edited message or to an earlier one stays (a reply to a question taken out before goes).
                 continue;
@@ -442,6 +444,22 @@ public static class SessionRules
         }
 
         return SessionDecision.Accept(messageId, appended);
+    }
+
+    /// <summary>
+    /// Whether the agent that wrote <paramref name="reply"/> has answered its question again since, in a message of its
+    /// own (a reply paused by a handoff is followed by a new one after the hand-back): the reply is then an earlier answer,
+    /// not the one an edit of the question asks to be written again.
+    /// </summary>
+    private static bool IsAnsweredAgainSince(SessionState state, SessionMessage reply)
+    {
+        if (reply.RunId is not { } runId || state.GetRun(runId) is not { Trigger: { } trigger } run)
+        {
+            return false;
+        }
+
+        var latest = state.Runs.Last(r => r.Trigger == trigger && r.Agent == run.Agent);
+        return latest.Id != run.Id && latest.MessageId != reply.Id;
     }
 
     /// <summary>

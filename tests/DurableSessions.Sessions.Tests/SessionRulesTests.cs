@@ -452,14 +452,9 @@ public sealed class SessionRulesTests
     public void Regenerate_names_the_agents_latest_reply_only_and_a_caller_without_control_cannot_stop_one_being_written()
     {
         var session = new SessionFixture(handoff: HandoffPolicy.Pause);
-        var paused = session.StartedRun("question");
-        session.Apply(SessionRules.TakeControl(session.State, "human:bob", session.Events));
-        session.Apply(SessionRules.ReturnControl(session.State, "human:bob", session.Events));
 
         // Answered again after the hand-back, in a message of its own: the paused reply is not what would be written again.
-        var again = SessionRules.StartRun(session.State, "agent:helper", paused.Trigger!, session.Events);
-        session.Apply(again);
-        var latest = session.State.GetRun(again.Id!)!;
+        var (paused, latest) = PausedAndAnsweredAgain(session, "question");
         Assert.Equal(SessionRejection.NotLatestReply, SessionRules.Regenerate(session.State, paused.MessageId, "user:alice", session.Events).Rejection?.Code);
 
         // Still being written: a caller who may not stop it is refused, with nothing appended.
@@ -487,6 +482,20 @@ public sealed class SessionRulesTests
         var retry = SessionRules.Regenerate(session.State, run.MessageId, "user:bob", session.Events, controlId: "c-bob");
         Assert.Equal("c-bob", retry.Id);
         Assert.Empty(retry.Events);
+    }
+
+    /// <summary>
+    /// A question whose reply a handoff paused, then answered again after the hand-back in a message of its own (still
+    /// being written); returns both runs.
+    /// </summary>
+    private static (SessionRun Paused, SessionRun Again) PausedAndAnsweredAgain(SessionFixture session, string text)
+    {
+        var paused = session.StartedRun(text);
+        session.Apply(SessionRules.TakeControl(session.State, "human:bob", session.Events));
+        session.Apply(SessionRules.ReturnControl(session.State, "human:bob", session.Events));
+        var again = SessionRules.StartRun(session.State, "agent:helper", paused.Trigger!, session.Events);
+        session.Apply(again);
+        return (paused, session.State.GetRun(again.Id!)!);
     }
 
     /// <summary>
@@ -528,6 +537,22 @@ public sealed class SessionRulesTests
         var retry = SessionRules.EditMessage(session.State, first.Trigger!, "user:alice", [new TextPart("What is a fence?")], session.Events);
         Assert.False(retry.IsRejected);
         Assert.Empty(retry.Events);
+    }
+
+    [Fact]
+    public void EditMessage_takes_out_a_reply_paused_by_a_handoff_that_its_agent_answered_again_since()
+    {
+        var session = new SessionFixture(handoff: HandoffPolicy.Pause);
+        var (paused, latest) = PausedAndAnsweredAgain(session, "Waht is a fence?");
+        session.Apply(SessionRules.EndRun(session.State, latest.Id!, RunStatus.Finished, [new TextPart("A fence stops a run.")], session.Events));
+
+        session.Apply(SessionRules.EditMessage(session.State, paused.Trigger!, "user:alice", [new TextPart("What is a fence?")], session.Events));
+
+        // The paused reply answered the replaced text: it goes. The newer one is written again in its own message.
+        Assert.Equal([paused.Trigger, latest.MessageId], session.State.Messages.Select(m => m.Id));
+        Assert.Null(session.State.GetMessage(paused.MessageId!));
+        Assert.Equal([latest.Id], session.State.Controls.Where(c => c.Action == ControlAction.Regenerate).Select(c => c.RunId));
+        Assert.Equal(RunStatus.Paused, session.State.GetRun(paused.Id!)!.Status);
     }
 
     [Fact]
