@@ -327,7 +327,8 @@ public static class SessionRules
     /// them are stopped first), since those were asked and written from the text it replaces; the conversation then
     /// continues from the edited message, as a chat's edit of an earlier message does. Replies to the edited message and
     /// to earlier ones stay, except an agent's earlier reply to the edited message that it has answered again since in a
-    /// message of its own (one paused by a handoff): that one answers the replaced text too, and goes. Only the author's own message can be edited, not one routed to a human, and not one with
+    /// message of its own (such as one paused by a handoff and answered anew after the hand-back): that one answers the
+    /// replaced text too, and goes. Only the author's own message can be edited, not one routed to a human, and not one with
     /// another participant's message after it. The same edit of an edited message again (a retry) is accepted with
     /// nothing appended, unless the author has asked something since (then it is an edit like any other).
     /// </summary>
@@ -453,13 +454,14 @@ public static class SessionRules
     /// </summary>
     private static bool IsAnsweredAgainSince(SessionState state, SessionMessage reply)
     {
-        if (reply.RunId is not { } runId || state.GetRun(runId) is not { Trigger: { } trigger } run)
+        if (reply.RunId is not { } runId || state.GetRun(runId) is not { Trigger: { } trigger, Agent: { } agent } run)
         {
             return false;
         }
 
-        var latest = state.Runs.Last(r => r.Trigger == trigger && r.Agent == run.Agent);
-        return latest.Id != run.Id && latest.MessageId != reply.Id;
+        // The newer answer must be there to be written again in its place.
+        var latest = state.Runs.Last(r => r.Trigger == trigger && r.Agent == agent);
+        return latest.Id != run.Id && latest.MessageId is { } answer && answer != reply.Id && state.GetMessage(answer) is not null;
     }
 
     /// <summary>

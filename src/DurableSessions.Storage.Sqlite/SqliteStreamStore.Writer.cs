@@ -67,6 +67,10 @@ public sealed partial class SqliteStreamStore
                     else if (ExecuteInTransaction(batch, context) && CommitBatch(batch, context) is { } committed)
                     {
                         FlushAndPublish(committed);
+
+                        // Answered now, or queued to be answered in order: should the writer stop after this, it must not
+                        // refuse these requests.
+                        batch.Clear();
                         if (_options.Durability == SqliteDurability.Fsync && !_broken
                             && ++context.CommitsSinceWalCheck >= CommitsBetweenWalChecks)
                         {
@@ -263,7 +267,7 @@ public sealed partial class SqliteStreamStore
         {
             return new FileInfo(_walPath).Length;
         }
-        catch (IOException)
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             return 0;
         }
@@ -284,8 +288,9 @@ public sealed partial class SqliteStreamStore
         {
             while (await timer.WaitForNextTickAsync(_stopping.Token).ConfigureAwait(false))
             {
-                // After a failed flush the WAL's pages cannot be vouched for, so none is copied into the database.
-                if (_broken)
+                // After a failed flush the WAL's pages cannot be vouched for, so none is copied into the database; nor after
+                // the writer stopped, not knowing what it left half done.
+                if (_broken || _writerFailure is not null)
                 {
                     continue;
                 }
@@ -361,6 +366,17 @@ public sealed partial class SqliteStreamStore
                     try
                     {
                         batch.Publish(this);
+                    }
+                    catch (Exception ex)
+                    {
+                        // Publishing is guarded within; should something still throw, this batch's requests are answered
+                        // (those not acknowledged yet are refused) and the publisher goes on with the next batch, so no
+                        // request waits for it for ever.
+                        Report(logger => Log.PublishFailed(logger, ex));
+                        foreach (var command in batch.Commands)
+                        {
+                            command.Fail(ex);
+                        }
                     }
                     finally
                     {
@@ -444,12 +460,15 @@ public sealed partial class SqliteStreamStore
             // Nothing here stops the thread that publishes or leaves a request unanswered: the batch is durable, so its
             // requests are acknowledged whatever a telemetry listener or the fan-out throws.
             ApplyToReaders(store);
+            var current = Activity.Current;
             try
             {
                 Committed();
             }
             catch (Exception ex)
             {
+                // A trace listener that throws may leave its span current on this long-lived thread.
+                Activity.Current = current;
                 PublishFailed(store, ex, cutOffReaders: false);
             }
 

@@ -119,7 +119,7 @@ public sealed partial class SqliteStreamStore : StreamStore
         _sweepTimer = timeProvider.CreateTimer(_ => SweepExpired(), null, options.ExpirySweepInterval, options.ExpirySweepInterval);
         _accessTimer = timeProvider.CreateTimer(_ => FlushAccess(), null, options.AccessFlushInterval, options.AccessFlushInterval);
         StoreTelemetry.Register(this);
-        Log.Opened(_logger, path, options.Durability, _byPath.Count);
+        Report(logger => Log.Opened(logger, path, options.Durability, _byPath.Count));
     }
 
     /// <summary>Opens (creating if needed) the store in <see cref="SqliteStreamStoreOptions.DataDirectory"/>.</summary>
@@ -445,11 +445,11 @@ public sealed partial class SqliteStreamStore : StreamStore
         _walHandle?.Dispose();
         try
         {
-            if (_broken)
+            if (_broken || _writerFailure is not null)
             {
-                // After a failed flush the WAL's pages cannot be vouched for: the last connection to close leaves the
-                // WAL as it is (SQLite would otherwise copy it into the database on close), and the next open recovers
-                // from it, checking every frame's checksum.
+                // After a failed flush (or a writer that stopped) the WAL's pages cannot be vouched for: the last
+                // connection to close leaves the WAL as it is (SQLite would otherwise copy it into the database on
+                // close), and the next open recovers from it, checking every frame's checksum.
                 SqliteException.ThrowExceptionForRC(
                     SQLitePCL.raw.sqlite3_db_config(_writer.Handle, SQLitePCL.raw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, out _), _writer.Handle);
             }

@@ -1004,6 +1004,16 @@ public sealed class SqliteWriterResilienceTests : IAsyncDisposable
                 l.EnableMeasurementEvents(instrument);
             }
         };
+        var thrown = 0;
+        void ThrowIfAsked()
+        {
+            if (s_throwing.Value)
+            {
+                Interlocked.Increment(ref thrown);
+                throw new InvalidOperationException("A metrics listener that throws.");
+            }
+        }
+
         listener.SetMeasurementEventCallback<long>((_, _, _, _) => ThrowIfAsked());
         listener.SetMeasurementEventCallback<int>((_, _, _, _) => ThrowIfAsked());
         listener.SetMeasurementEventCallback<double>((_, _, _, _) => ThrowIfAsked());
@@ -1032,16 +1042,10 @@ public sealed class SqliteWriterResilienceTests : IAsyncDisposable
             }
         }
 
+        // The listener did throw on the store's threads (commits, group sizes, the fan-out's appends).
+        Assert.True(Volatile.Read(ref thrown) >= 6, $"the listener threw {thrown} times");
         await using var reopened = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
         Assert.Equal(3, (await reopened.GetAsync("a")).Stream!.TailPosition);
-    }
-
-    private static void ThrowIfAsked()
-    {
-        if (s_throwing.Value)
-        {
-            throw new InvalidOperationException("A metrics listener that throws.");
-        }
     }
 
     private static AppendRequest Append(string path, string text, long seq)

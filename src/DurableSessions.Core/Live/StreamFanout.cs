@@ -88,7 +88,9 @@ public sealed class StreamFanout
     /// <summary>Delivers a committed change to every live reader of its stream.</summary>
     public void Publish(LiveAppend change)
     {
-        // Metrics and trace listeners run inside these calls; one that throws must not keep the change from any reader.
+        // Metrics and trace listeners run inside these calls; one that throws must not keep the change from any reader,
+        // nor leave its span current on the publishing thread.
+        var current = Activity.Current;
         Activity? activity = null;
         try
         {
@@ -104,6 +106,7 @@ public sealed class StreamFanout
         }
         catch (Exception)
         {
+            Activity.Current = current;
         }
 
         PublishCore(change);
@@ -116,6 +119,7 @@ public sealed class StreamFanout
             }
             catch (Exception)
             {
+                Activity.Current = current;
             }
         }
     }
