@@ -556,6 +556,27 @@ public sealed class SessionRulesTests
     }
 
     [Fact]
+    public void EditMessage_keeps_earlier_replies_of_runs_that_name_no_agent()
+    {
+        var session = new SessionFixture();
+        session.Apply(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "Waht is a fence?"), session.Events));
+        var trigger = session.State.Messages[^1].Id!;
+
+        // Two runs written as raw events without an agent, each with a reply of its own: nothing says the second answers
+        // again for the first, so both replies stay.
+        foreach (var (runId, messageId) in new[] { ("raw-run-1", "raw-reply-1"), ("raw-run-2", "raw-reply-2") })
+        {
+            var run = session.Events.RunStarted(runId, "agent:helper", messageId, trigger).ToJson();
+            run["value"]!.AsObject().Remove("agent");
+            session.State.Apply(run);
+            session.Append(session.Events.Reply(ChangeOperation.Insert, messageId, "agent:helper", runId, [new TextPart("A fence.")], MessageStatus.Complete, SessionFixture.Time));
+        }
+
+        session.Apply(SessionRules.EditMessage(session.State, trigger, "user:alice", [new TextPart("What is a fence?")], session.Events));
+        Assert.Equal([trigger, "raw-reply-1", "raw-reply-2"], session.State.Messages.Select(m => m.Id));
+    }
+
+    [Fact]
     public void EditMessage_is_refused_for_a_missing_message_anothers_message_an_earlier_one_and_while_a_human_holds_the_session()
     {
         var session = new SessionFixture();
