@@ -459,9 +459,9 @@ public static class SessionRules
             return false;
         }
 
-        // The newer answer must be there to be written again in its place.
+        // The newer run must have a reply of its own, which the edit asks to be written again (recreated if it is gone).
         var latest = state.Runs.Last(r => r.Trigger == trigger && r.Agent == agent);
-        return latest.Id != run.Id && latest.MessageId is { } answer && answer != reply.Id && state.GetMessage(answer) is not null;
+        return latest.Id != run.Id && latest.MessageId is { } answer && answer != reply.Id;
     }
 
     /// <summary>

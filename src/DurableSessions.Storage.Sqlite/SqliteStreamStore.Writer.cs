@@ -370,9 +370,9 @@ public sealed partial class SqliteStreamStore
                     catch (Exception ex)
                     {
                         // Publishing is guarded within; should something still throw, this batch's requests are answered
-                        // (those not acknowledged yet are refused) and the publisher goes on with the next batch, so no
-                        // request waits for it for ever.
-                        Report(logger => Log.PublishFailed(logger, ex));
+                        // (those not acknowledged yet are refused), live readers that may have missed it resume from
+                        // their offsets, and the publisher goes on with the next batch, so no request waits for ever.
+                        PublishBatch.PublishFailed(this, ex, cutOffReaders: true);
                         foreach (var command in batch.Commands)
                         {
                             command.Fail(ex);
@@ -468,7 +468,7 @@ public sealed partial class SqliteStreamStore
             catch (Exception ex)
             {
                 // A trace listener that throws may leave its span current on this long-lived thread.
-                Activity.Current = current;
+                Activity.Current = current is { IsStopped: false } ? current : null;
                 PublishFailed(store, ex, cutOffReaders: false);
             }
 
@@ -492,7 +492,7 @@ public sealed partial class SqliteStreamStore
             }
         }
 
-        private static void PublishFailed(SqliteStreamStore store, Exception exception, bool cutOffReaders)
+        public static void PublishFailed(SqliteStreamStore store, Exception exception, bool cutOffReaders)
         {
             try
             {

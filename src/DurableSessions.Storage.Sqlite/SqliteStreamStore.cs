@@ -118,7 +118,15 @@ public sealed partial class SqliteStreamStore : StreamStore
         }
         _sweepTimer = timeProvider.CreateTimer(_ => SweepExpired(), null, options.ExpirySweepInterval, options.ExpirySweepInterval);
         _accessTimer = timeProvider.CreateTimer(_ => FlushAccess(), null, options.AccessFlushInterval, options.AccessFlushInterval);
-        StoreTelemetry.Register(this);
+        try
+        {
+            StoreTelemetry.Register(this);
+        }
+        catch (Exception)
+        {
+            // A metrics listener that throws as the store's instruments are published: the store serves all the same.
+        }
+
         Report(logger => Log.Opened(logger, path, options.Durability, _byPath.Count));
     }
 

@@ -556,6 +556,21 @@ public sealed class SessionRulesTests
     }
 
     [Fact]
+    public void EditMessage_asks_for_the_newer_reply_again_even_when_its_message_is_gone_and_takes_the_paused_one_out()
+    {
+        var session = new SessionFixture(handoff: HandoffPolicy.Pause);
+        var (paused, latest) = PausedAndAnsweredAgain(session, "Waht is a fence?");
+        session.Apply(SessionRules.EndRun(session.State, latest.Id!, RunStatus.Finished, [new TextPart("A fence stops a run.")], session.Events));
+        session.Append(session.Events.MessageRemoved(latest.MessageId!));
+
+        // The newer run is asked to write its reply again (its agent writes the message anew), so the paused reply, an
+        // answer to the replaced text, goes: one answer to the edited question, not two.
+        session.Apply(SessionRules.EditMessage(session.State, paused.Trigger!, "user:alice", [new TextPart("What is a fence?")], session.Events));
+        Assert.Equal([paused.Trigger], session.State.Messages.Select(m => m.Id));
+        Assert.Equal([latest.Id], session.State.Controls.Where(c => c.Action == ControlAction.Regenerate).Select(c => c.RunId));
+    }
+
+    [Fact]
     public void EditMessage_keeps_earlier_replies_of_runs_that_name_no_agent()
     {
         var session = new SessionFixture();

@@ -106,7 +106,7 @@ public sealed class StreamFanout
         }
         catch (Exception)
         {
-            Activity.Current = current;
+            Activity.Current = current is { IsStopped: false } ? current : null;
         }
 
         PublishCore(change);
@@ -119,7 +119,7 @@ public sealed class StreamFanout
             }
             catch (Exception)
             {
-                Activity.Current = current;
+                Activity.Current = current is { IsStopped: false } ? current : null;
             }
         }
     }
