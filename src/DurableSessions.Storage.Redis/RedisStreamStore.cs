@@ -410,6 +410,12 @@ public sealed partial class RedisStreamStore : StreamStore
     /// <summary>For tests: runs just before this node reads the data of a change too large to travel in its notification.</summary>
     internal Func<Task>? BeforeChangeFetch { get; set; }
 
+    /// <summary>For tests: runs at the start of each pass of the expiry sweep.</summary>
+    internal Func<Task>? BeforeSweep { get; set; }
+
+    /// <summary>For tests: runs before each probe of the changes subscription after Redis reconnected.</summary>
+    internal Action? BeforeProbe { get; set; }
+
     /// <summary>
     /// Settles a fork's create whose answer was lost: true when it is given up (and can never run), false when it ran,
     /// null when Redis could not be asked.
@@ -481,7 +487,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 }
             }
 
-            Log.ForkHoldKept(_logger, forkId, sourcePath);
+            Report(logger => Log.ForkHoldKept(logger, forkId, sourcePath));
         }
         catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException)
         {
@@ -489,7 +495,7 @@ public sealed partial class RedisStreamStore : StreamStore
         }
         catch (Exception ex)
         {
-            Log.ForkHoldKept(_logger, forkId, sourcePath, ex);
+            Report(logger => Log.ForkHoldKept(logger, forkId, sourcePath, ex));
         }
     }
 
@@ -512,13 +518,14 @@ public sealed partial class RedisStreamStore : StreamStore
         ];
         var started = Stopwatch.GetTimestamp();
         RedisResult[] reply;
-        using (var commit = RedisTelemetry.Source.StartActivity("durable_sessions.redis.commit"))
+        var commit = StartCommitSpan();
+        try
         {
-            try
-            {
-                reply = (RedisResult[])(await ScriptAsync(RedisScripts.Append, keys, args).ConfigureAwait(false))!;
-            }
-            catch (StreamStoreUnavailableException)
+            reply = (RedisResult[])(await ScriptAsync(RedisScripts.Append, keys, args).ConfigureAwait(false))!;
+        }
+        catch (Exception ex)
+        {
+            if (ex is StreamStoreUnavailableException)
             {
                 // The script may have run, or may still run (it was sent, and only its answer is missing). Its change
                 // notification, which this node ignores for its own appends, is then the only word of it this node
@@ -526,13 +533,13 @@ public sealed partial class RedisStreamStore : StreamStore
                 // (its notification may have come before the answer was given up).
                 ExpectEcho(request.Path);
                 _ = NudgeReadersAsync(request.Path);
-                throw;
             }
 
-            commit?.SetTag("durable_sessions.stream", request.Path);
+            EndCommitSpan(commit, path: null, started);
+            throw;
         }
 
-        RedisTelemetry.CommitDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
+        EndCommitSpan(commit, request.Path, started);
         var status = (string)reply[0]!;
         var result = new AppendResult
         {
@@ -836,7 +843,7 @@ public sealed partial class RedisStreamStore : StreamStore
             _stop.Dispose();
             if ((long)await Call(RedisScripts.ReleaseLock.EvaluateAsync(_store._db, [_key], [_token])).ConfigureAwait(false) == 0)
             {
-                Log.LockLost(_store._logger, _name, _lease);
+                _store.Report(logger => Log.LockLost(logger, _name, _lease));
             }
         }
 
@@ -854,7 +861,7 @@ public sealed partial class RedisStreamStore : StreamStore
         {
             if ((long)await Call(RedisScripts.FencedDocumentWrite.EvaluateAsync(_store._db, [_key, documents], args)).ConfigureAwait(false) == 0)
             {
-                Log.FencedWriteRefused(_store._logger, _name, _lease);
+                _store.Report(logger => Log.FencedWriteRefused(logger, _name, _lease));
                 throw new StreamStoreUnavailableException($"The store's lock '{_name}' is no longer held by this node (released, or its {_lease.TotalMilliseconds:0} ms lease ran out): the write was refused. Retry the request.");
             }
         }
@@ -871,7 +878,7 @@ public sealed partial class RedisStreamStore : StreamStore
                     {
                         // It ran out before this renewal (Redis away longer than the lease, or this process held up): the
                         // section may no longer be alone. Said, so a write that another node's overwrote has a cause.
-                        Log.LockLost(_store._logger, _name, _lease);
+                        _store.Report(logger => Log.LockLost(logger, _name, _lease));
                         return;
                     }
 
@@ -888,12 +895,12 @@ public sealed partial class RedisStreamStore : StreamStore
                 catch (Exception ex)
                 {
                     // Nothing else is expected (the store closed under it, say); the lease then ends the lock.
-                    Log.RenewalFailed(_store._logger, _name, ex);
+                    _store.Report(logger => Log.RenewalFailed(logger, _name, ex));
                     return;
                 }
             }
 
-            Log.HeldTooLong(_store._logger, _name, _lease * (MaxRenewals / 3.0));
+            _store.Report(logger => Log.HeldTooLong(logger, _name, _lease * (MaxRenewals / 3.0)));
         }
     }
 
@@ -956,6 +963,75 @@ public sealed partial class RedisStreamStore : StreamStore
     }
 
     // ---- internals ----
+
+    /// <summary>
+    /// Writes a log entry from the store's background work or after a change took effect: a logger that throws loses
+    /// the entry, never the work around it (a sweep that never runs again, readers never cut after a lost subscription,
+    /// an append committed but answered as failed).
+    /// </summary>
+    private void Report(Action<ILogger> log)
+    {
+        try
+        {
+            log(_logger);
+        }
+        catch (Exception)
+        {
+            // The failure being reported is handled whether or not its log entry is written.
+        }
+    }
+
+    /// <summary>Starts the span of one commit; a trace listener that throws leaves it untraced, not failed.</summary>
+    private static Activity? StartCommitSpan()
+    {
+        var current = Activity.Current;
+        try
+        {
+            return RedisTelemetry.Source.StartActivity("durable_sessions.redis.commit");
+        }
+        catch (Exception)
+        {
+            Activity.Current = current;
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Ends a commit's span and records its duration once Redis has answered. The script has run by then, so nothing a
+    /// listener throws may turn its result into a failure.
+    /// </summary>
+    private static void EndCommitSpan(Activity? commit, string? path, long started)
+    {
+        if (commit is not null)
+        {
+            var parent = commit.Parent;
+            try
+            {
+                if (path is not null)
+                {
+                    commit.SetTag("durable_sessions.stream", path);
+                }
+
+                commit.Dispose();
+            }
+            catch (Exception)
+            {
+                Activity.Current = parent is { IsStopped: false } ? parent : null;
+            }
+        }
+
+        if (path is not null)
+        {
+            try
+            {
+                RedisTelemetry.CommitDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
+            }
+            catch (Exception)
+            {
+                // The measurement is lost; the append stands.
+            }
+        }
+    }
 
     private readonly record struct StreamKeys(RedisKey Meta, RedisKey Data, RedisKey Producers, RedisKey Abandoned, RedisKey Forks)
     {
@@ -1171,7 +1247,7 @@ public sealed partial class RedisStreamStore : StreamStore
             catch (Exception ex)
             {
                 // Whatever went wrong, the next tick tries again; nothing escapes a background task unobserved.
-                Log.SweepFailed(_logger, ex);
+                Report(logger => Log.SweepFailed(logger, ex));
             }
 
             // A full fence (not a plain store): the read of the request flag below must not be moved before it.
@@ -1236,7 +1312,7 @@ public sealed partial class RedisStreamStore : StreamStore
         {
             if (!_sweepStop.IsCancellationRequested)
             {
-                Log.SweepFailed(_logger, ex);
+                Report(logger => Log.SweepFailed(logger, ex));
             }
 
             if (mine)
@@ -1271,7 +1347,7 @@ public sealed partial class RedisStreamStore : StreamStore
             }
             catch (Exception ex) when (IsUnreadable(ex))
             {
-                Log.UnreadableMeta(_logger, path, ex);
+                Report(logger => Log.UnreadableMeta(logger, path, ex));
             }
         }
 
@@ -1293,6 +1369,11 @@ public sealed partial class RedisStreamStore : StreamStore
     /// <returns>How many entries were due (removed or moved).</returns>
     internal async Task<int> SweepExpiredAsync(int max, CancellationToken cancellationToken)
     {
+        if (BeforeSweep is { } hook)
+        {
+            await hook().ConfigureAwait(false);
+        }
+
         var now = TimeProvider.GetUtcNow();
         var due = await Call(_db.SortedSetRangeByScoreWithScoresAsync(ExpiriesKey, double.NegativeInfinity, now.ToUnixTimeMilliseconds(), take: max)).ConfigureAwait(false);
         foreach (var entry in due)
@@ -1307,7 +1388,7 @@ public sealed partial class RedisStreamStore : StreamStore
             catch (Exception ex) when (IsUnreadable(ex))
             {
                 // Metadata this store cannot read: it cannot expire, and its entry must not stop every sweep after it.
-                Log.UnreadableMeta(_logger, path, ex);
+                Report(logger => Log.UnreadableMeta(logger, path, ex));
                 await Call(RedisScripts.RemoveIndexEntry.EvaluateAsync(_db, [ExpiriesKey], [path, entry.Score])).ConfigureAwait(false);
                 continue;
             }
@@ -1346,7 +1427,7 @@ public sealed partial class RedisStreamStore : StreamStore
         }
         catch (StreamStoreUnavailableException ex)
         {
-            Log.ExpireFailed(_logger, path, ex);
+            Report(logger => Log.ExpireFailed(logger, path, ex));
         }
     }
 
@@ -1466,7 +1547,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 await UnindexAsync(sourcePath, (string)reply[4]!).ConfigureAwait(false);
                 if ((string)reply[3]! != "1")
                 {
-                    Log.ForkHoldKept(_logger, sourceId, (string)reply[2]!);
+                    Report(logger => Log.ForkHoldKept(logger, sourceId, (string)reply[2]!));
                     return;
                 }
 
@@ -1683,7 +1764,7 @@ public sealed partial class RedisStreamStore : StreamStore
         }
         catch (Exception ex) when (ex is RedisException or StreamStoreUnavailableException or FormatException or IndexOutOfRangeException or ArgumentException)
         {
-            Log.ChangeFailed(_logger, ex);
+            Report(logger => Log.ChangeFailed(logger, ex));
         }
     }
 
@@ -1702,6 +1783,7 @@ public sealed partial class RedisStreamStore : StreamStore
         {
             for (var attempt = 0; attempt < ProbeAttempts && Volatile.Read(ref _disposed) == 0; attempt++)
             {
+                BeforeProbe?.Invoke();
                 var nonce = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
                 var heard = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                 _probes[nonce] = heard;
@@ -1747,7 +1829,7 @@ public sealed partial class RedisStreamStore : StreamStore
             {
                 if (!proven)
                 {
-                    Log.SubscriptionUnproven(_logger, failure);
+                    Report(logger => Log.SubscriptionUnproven(logger, failure));
                 }
 
                 Fanout.DisconnectAll();
@@ -1793,7 +1875,7 @@ public sealed partial class RedisStreamStore : StreamStore
         }
         catch (Exception ex) when (ex is StreamStoreUnavailableException or RedisException or InvalidCastException or FormatException)
         {
-            Log.ChangeFailed(_logger, ex);
+            Report(logger => Log.ChangeFailed(logger, ex));
             return null;
         }
     }
@@ -1813,7 +1895,7 @@ public sealed partial class RedisStreamStore : StreamStore
             var fsync = config.GetValueOrDefault("appendfsync", "everysec");
             if (aof != "yes" || fsync != "always")
             {
-                Log.WeakPersistence(_logger, aof, fsync);
+                Report(logger => Log.WeakPersistence(logger, aof, fsync));
             }
         }
         catch (Exception ex) when (ex is RedisException or RedisCommandException or InvalidCastException or StreamStoreUnavailableException)

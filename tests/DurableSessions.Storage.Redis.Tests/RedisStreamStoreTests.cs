@@ -977,3 +977,148 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
         }
     }
 }
+
+/// <summary>The store's background work and its commits outlast loggers and telemetry listeners that throw.</summary>
+public sealed class RedisResilienceTests(RedisFixture redis)
+{
+    // Listeners are process-wide: the ones here throw only in this flow, so that other tests running beside them are
+    // left alone.
+    private static readonly AsyncLocal<bool> s_throwing = new();
+
+    // Every wait is bounded: background work that stopped would leave it waiting for ever.
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
+
+    private readonly string _prefix = "resilience-" + Guid.NewGuid().ToString("N")[..12];
+
+    [Fact]
+    public async Task A_sweep_that_fails_and_is_logged_through_a_logger_that_throws_still_leaves_the_next_tick_its_sweep()
+    {
+        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var logger = new ThrowingLogger();
+        await using var store = await RedisStreamStore.ConnectAsync(
+            new RedisStreamStoreOptions { Configuration = redis.Server.Configuration, KeyPrefix = _prefix, ExpirySweepInterval = TimeSpan.FromSeconds(5) }, clock, logger: logger);
+        var failed = 0;
+        store.BeforeSweep = () => Interlocked.Increment(ref failed) == 1 ? throw new InvalidOperationException("A sweep that fails.") : Task.CompletedTask;
+        await store.CreateAsync(new CreateStreamRequest { Path = "lapse", ContentType = "text/plain", TtlSeconds = 10 });
+        using var redisClient = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis.Server.Configuration);
+        var db = redisClient.GetDatabase();
+
+        // Past the TTL; the first pass fails and its log entry throws. The ticks after it still sweep.
+        clock.Advance(TimeSpan.FromSeconds(11));
+        using var wait = new CancellationTokenSource(Timeout);
+        while (await db.KeyExistsAsync(_prefix + ":s:{lapse}:m"))
+        {
+            await Task.Delay(20, wait.Token);
+            if (Volatile.Read(ref failed) >= 1)
+            {
+                clock.Advance(TimeSpan.FromSeconds(5));
+            }
+        }
+
+        Assert.True(logger.Thrown >= 1, "the failed sweep was to be logged through the logger that throws");
+        Assert.Equal(StreamLookupStatus.NotFound, (await store.GetAsync("lapse")).Status);
+    }
+
+    [Fact]
+    public async Task Readers_are_cut_after_the_subscription_came_back_even_when_the_unproven_probe_is_logged_through_a_logger_that_throws()
+    {
+        // A Redis of its own: dropping every subscription connection of the shared one would cut other tests' readers.
+        await using var own = await RedisServer.StartAsync();
+        var logger = new ThrowingLogger();
+        await using var store = await RedisStreamStore.ConnectAsync(new RedisStreamStoreOptions { Configuration = own.Configuration, KeyPrefix = _prefix }, logger: logger);
+        store.BeforeProbe = () => throw new InvalidOperationException("A probe that cannot be sent.");
+        var created = await store.CreateAsync(new CreateStreamRequest { Path = "resubscribed", ContentType = "text/plain" });
+        var reader = store.Fanout.Subscribe(created.Stream!.Id);
+
+        using var admin = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(own.Configuration + ",allowAdmin=true");
+        await admin.GetDatabase().ExecuteAsync("CLIENT", "KILL", "TYPE", "pubsub");
+
+        // The probe fails, its log entry throws, and the reader is cut all the same (it would otherwise wait live for
+        // changes the lost subscription never passed on).
+        while (await reader.Reader.WaitToReadAsync().AsTask().WaitAsync(Timeout))
+        {
+            while (reader.Reader.TryRead(out _))
+            {
+            }
+        }
+
+        Assert.True(reader.FellBehind);
+        Assert.True(logger.Thrown >= 1, "the unproven subscription was to be logged through the logger that throws");
+        reader.Dispose();
+    }
+
+    [Fact]
+    public async Task An_append_redis_committed_is_answered_as_appended_when_a_metrics_or_trace_listener_throws()
+    {
+        var thrown = 0;
+        void ThrowIfAsked()
+        {
+            if (s_throwing.Value)
+            {
+                Interlocked.Increment(ref thrown);
+                throw new InvalidOperationException("A listener that throws.");
+            }
+        }
+
+        using var meters = new System.Diagnostics.Metrics.MeterListener();
+        meters.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == "DurableSessions.Storage.Redis")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        meters.SetMeasurementEventCallback<double>((_, _, _, _) => ThrowIfAsked());
+        meters.Start();
+        using var traces = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = source => source.Name == "DurableSessions.Storage.Redis",
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllData,
+            ActivityStopped = _ => ThrowIfAsked(),
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(traces);
+
+        await using var store = await RedisStreamStore.ConnectAsync(new RedisStreamStoreOptions { Configuration = redis.Server.Configuration, KeyPrefix = _prefix });
+        await store.CreateAsync(new CreateStreamRequest { Path = "traced", ContentType = "text/plain" });
+        AppendResult appended;
+        s_throwing.Value = true;
+        try
+        {
+            appended = await store.AppendAsync(new AppendRequest { Path = "traced", ContentType = "text/plain", Data = new StreamPayload("kept"u8.ToArray(), 4), Producer = new ProducerStamp("p", 0, 0) });
+
+            // The span whose listener threw is not left current for what this flow does next.
+            Assert.Null(System.Diagnostics.Activity.Current);
+        }
+        finally
+        {
+            s_throwing.Value = false;
+        }
+
+        Assert.Equal((AppendStatus.Appended, 4L), (appended.Status, appended.TailPosition));
+        Assert.True(Volatile.Read(ref thrown) >= 2, $"the listeners threw {thrown} times");
+        var read = await store.ReadAsync((await store.GetAsync("traced")).Stream!, 0, 1024);
+        Assert.Equal("kept", System.Text.Encoding.UTF8.GetString(read.Chunks.Single().Data.Span));
+    }
+
+    /// <summary>Throws on every warning or worse, and counts how often it did.</summary>
+    private sealed class ThrowingLogger : Microsoft.Extensions.Logging.ILogger<RedisStreamStore>
+    {
+        private int _thrown;
+
+        public int Thrown => Volatile.Read(ref _thrown);
+
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => null;
+
+        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
+
+        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (logLevel >= Microsoft.Extensions.Logging.LogLevel.Warning)
+            {
+                Interlocked.Increment(ref _thrown);
+                throw new InvalidOperationException("A logger that throws.");
+            }
+        }
+    }
+}
