@@ -377,6 +377,21 @@ public sealed class BadInputTests : IAsyncLifetime
         Assert.Equal("0000000000000000_0000000000000000", head.Headers.GetValues("Stream-Next-Offset").Single());
     }
 
+    [Theory]
+    [InlineData("5")]
+    [InlineData("\"bad id\"")]
+    [InlineData("{}")]
+    public async Task A_chat_message_refused_for_its_message_id_does_not_create_the_chat(string messageId)
+    {
+        var cancel = TestContext.Current.CancellationToken;
+        var id = "refused-" + Guid.NewGuid().ToString("N")[..8];
+        var body = $$"""{"id":"{{id}}","messageId":{{messageId}},"messages":[{"role":"user","parts":[{"type":"text","text":"hi"}]}]}""";
+        using var response = await _server.Client.PostAsync("/api/chat", new StringContent(body, Encoding.UTF8, "application/json"), cancel);
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Contains("INVALID_CHAT_REQUEST", await response.Content.ReadAsStringAsync(cancel), StringComparison.Ordinal);
+        Assert.Equal(HttpStatusCode.NotFound, (await _server.Client.GetAsync($"/v1/sessions/{id}", cancel)).StatusCode);
+    }
+
     [Fact]
     public async Task A_chat_stream_whose_reply_is_deleted_before_its_run_ends_follows_the_run_to_its_end()
     {

@@ -89,6 +89,15 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
             return;
         }
 
+        // Checked before the chat is created: a refused request leaves nothing behind.
+        // useChat's sendMessage({ text, messageId }) replaces a message the chat sent: an edit, when the session holds it.
+        var editedId = SessionJson.Text(body, "messageId");
+        if ((body["messageId"] is not null && editedId is null) || (editedId is not null && !Identifiers.IsValid(editedId)))
+        {
+            await Problem.Write(context, 400, "INVALID_CHAT_REQUEST", "messageId must be the id of a message in the chat.").ConfigureAwait(false);
+            return;
+        }
+
         var created = await sessions.CreateAsync(chatId, null, Problem.StreamLimits(context, streamOptions.Value), context.RequestAborted).ConfigureAwait(false);
         if (Problem.StreamLimitReached(context, created, streamOptions.Value) is { } refused)
         {
@@ -97,14 +106,6 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         }
 
         var author = Auth.AccessControl.Current(context) is { IsAnonymous: false } who ? who.Subject : "user";
-
-        // useChat's sendMessage({ text, messageId }) replaces a message the chat sent: an edit, when the session holds it.
-        var editedId = SessionJson.Text(body, "messageId");
-        if ((body["messageId"] is not null && editedId is null) || (editedId is not null && !Identifiers.IsValid(editedId)))
-        {
-            await Problem.Write(context, 400, "INVALID_CHAT_REQUEST", "messageId must be the id of a message in the chat.").ConfigureAwait(false);
-            return;
-        }
 
         if (editedId is not null)
         {

@@ -31,7 +31,9 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
     private readonly SessionEvents _events;
     private readonly ILogger _logger;
     // Present participants per session, so per-session questions (who is watching?) never scan other sessions.
-    private readonly ConcurrentDictionary<string, ConcurrentDictionary<string, Participant>> _present = new(StringComparer.Ordinal);
+    // An entry is dropped once empty (by the sweep) or once its session is gone, so sessions nobody is present in hold
+    // nothing here.
+    private readonly ConcurrentDictionary<string, SessionPresence> _present = new(StringComparer.Ordinal);
     // On a shared store: every node's participants, as of the last sweep.
     private volatile Dictionary<string, List<Participant>> _shared = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _sweeping = new(1, 1);
@@ -49,6 +51,9 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
 
     public TimeSpan Timeout => _options.PresenceTimeout;
 
+    /// <summary>For tests: how many sessions this node holds presence for.</summary>
+    internal int SessionsHeld => _present.Count;
+
     /// <summary>Whether any client or human is present in the session (agents do not count).</summary>
     public bool HasWatchers(string sessionId)
     {
@@ -65,10 +70,26 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
         => participant.Kind is "client" or "human" && now - participant.LastSeen < _options.PresenceTimeout;
 
     /// <summary>Records a heartbeat; appends <c>joined</c> the first time (or after the participant left).</summary>
+    /// <remarks>
+    /// The session is looked up first: a beat for a session that does not exist (or no longer does) is answered 404 and
+    /// leaves nothing behind, and participants of a session deleted and created again under the same id join the new one.
+    /// </remarks>
     public async Task<SessionOperationResult> HeartbeatAsync(string sessionId, string participantId, string kind, string? name, CancellationToken cancellationToken)
     {
+        var lookup = await _store.GetAsync(SessionService.StreamPath(sessionId), cancellationToken).ConfigureAwait(false);
+        if (lookup.Status != StreamLookupStatus.Found)
+        {
+            if (_present.TryRemove(sessionId, out var gone))
+            {
+                gone.Close();
+            }
+
+            return SessionOperationResult.NotFound;
+        }
+
         var now = _time.GetUtcNow();
-        var participants = _present.GetOrAdd(sessionId, static _ => new(StringComparer.Ordinal));
+        var streamId = lookup.Stream!.Id;
+        var participants = Present(sessionId, streamId);
         if (_store.IsShared)
         {
             await _store.PutDocumentAsync(Collection(sessionId), participantId, Encode(kind, name, now), cancellationToken).ConfigureAwait(false);
@@ -88,11 +109,36 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
         var result = await _sessions.AppendUnlessAsync(sessionId, state => state.GetPresence(participantId)?.Status == PresenceStatus.Joined, _ => [_events.Presence(participantId, new ParticipantKind(kind), name, PresenceStatus.Joined, now)], cancellationToken).ConfigureAwait(false);
         if (result.Status == 200 || result.Code == "ALREADY")
         {
-            participants[participantId] = new Participant(participantId, kind, name) { LastSeen = now };
+            var participant = new Participant(participantId, kind, name) { LastSeen = now };
+            while (!participants.TryJoin(participant))
+            {
+                // The sweep dropped the entry as empty meanwhile: the participant goes into the session's current one,
+                // where the sweep will judge it.
+                participants = Present(sessionId, streamId);
+            }
+
             return SessionOperationResult.Ok(participantId, result.Offset);
         }
 
         return result;
+    }
+
+    /// <summary>The session's entry for its incarnation <paramref name="streamId"/>: an entry of an earlier one is replaced.</summary>
+    private SessionPresence Present(string sessionId, long streamId)
+    {
+        while (true)
+        {
+            var present = _present.GetOrAdd(sessionId, static (_, id) => new SessionPresence(id), streamId);
+            if (present.StreamId == streamId)
+            {
+                return present;
+            }
+
+            if (_present.TryUpdate(sessionId, new SessionPresence(streamId), present))
+            {
+                present.Close();
+            }
+        }
     }
 
     /// <summary>Marks a participant left at once.</summary>
@@ -166,6 +212,8 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
                         // then finds no entry and announces it joined again after the left event.
                         participants.TryRemove(new KeyValuePair<string, Participant>(participantId, participant));
                     }
+
+                    DropIfEmpty(sessionId, participants);
                 }
 
                 return;
@@ -189,6 +237,8 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
                         participants.TryRemove(new KeyValuePair<string, Participant>(participantId, participant));
                     }
                 }
+
+                DropIfEmpty(sessionId, participants);
             }
 
             // Every node's participants are in the shared documents, this node's included: judge those.
@@ -218,6 +268,15 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
         finally
         {
             _sweeping.Release();
+        }
+    }
+
+    /// <summary>Removes a session's entry that holds nobody; a heartbeat adding to it meanwhile adds to the next one.</summary>
+    private void DropIfEmpty(string sessionId, SessionPresence participants)
+    {
+        if (participants.CloseIfEmpty())
+        {
+            _present.TryRemove(new KeyValuePair<string, SessionPresence>(sessionId, participants));
         }
     }
 
@@ -254,6 +313,50 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
         }
 
         return result;
+    }
+
+    /// <summary>
+    /// The participants present in one incarnation of a session. Closed once dropped from the map: nobody is added to it
+    /// after that, so no participant is left where the sweep no longer looks.
+    /// </summary>
+    private sealed class SessionPresence(long streamId) : ConcurrentDictionary<string, Participant>(StringComparer.Ordinal)
+    {
+        private readonly Lock _gate = new();
+        private bool _closed;
+
+        public long StreamId { get; } = streamId;
+
+        /// <summary>Adds a participant unless the entry is closed.</summary>
+        public bool TryJoin(Participant participant)
+        {
+            lock (_gate)
+            {
+                if (_closed)
+                {
+                    return false;
+                }
+
+                this[participant.Id] = participant;
+                return true;
+            }
+        }
+
+        public bool CloseIfEmpty()
+        {
+            lock (_gate)
+            {
+                _closed = IsEmpty;
+                return _closed;
+            }
+        }
+
+        public void Close()
+        {
+            lock (_gate)
+            {
+                _closed = true;
+            }
+        }
     }
 
     private sealed class Participant(string id, string kind, string? name)

@@ -299,6 +299,12 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             return;
         }
 
+        if (Str(body, "name") is { Length: > 1024 })
+        {
+            await Problem.Write(context, 400, "INVALID_PRESENCE", "name must be a string of at most 1024 characters.").ConfigureAwait(false);
+            return;
+        }
+
         var result = await presence.HeartbeatAsync(id, participant, kind, Str(body, "name"), context.RequestAborted).ConfigureAwait(false);
         if (result.Status != 200)
         {
