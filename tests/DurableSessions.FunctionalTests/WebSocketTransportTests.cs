@@ -569,7 +569,7 @@ public sealed class WebSocketTransportTests
     [Fact]
     public async Task Bad_frames_close_with_their_code_unknown_operations_get_an_error_and_nothing_stored_changes()
     {
-        await using var server = await InProcessServer.StartAsync(services: s => s.Configure<DurableSessions.AspNetCore.WebSockets.StreamSocketOptions>(o => o.MaxMessageBytes = 4096));
+        await using var server = await InProcessServer.StartAsync(configure: o => o.MaxAppendBytes = 2048, services: s => s.Configure<DurableSessions.AspNetCore.WebSockets.StreamSocketOptions>(o => o.MaxMessageBytes = 4096));
         await server.Client.PutAsync(new Uri("/v1/stream/bad/s", UriKind.Relative), Json("[{\"kept\":true}]"));
 
         async Task<WebSocketCloseStatus?> ClosedBy(Func<SocketClient, Task> send)
@@ -591,6 +591,9 @@ public sealed class WebSocketTransportTests
 
         // A lone surrogate escaped in a string is valid JSON and UTF-8, but no text: as an op it is a bad frame.
         Assert.Equal((WebSocketCloseStatus)4400, await ClosedBy(s => s.SendRawAsync(Encoding.UTF8.GetBytes("{\"op\":\"\\ud800\"}"))));
+        // So is a member name that escapes one: no field of the message could be looked up past it.
+        Assert.Equal((WebSocketCloseStatus)4400, await ClosedBy(s => s.SendRawAsync(Encoding.UTF8.GetBytes("{\"op\":\"ping\",\"\\ud800\":0}"))));
+        Assert.Equal((WebSocketCloseStatus)4400, await ClosedBy(s => s.SendRawAsync(Encoding.UTF8.GetBytes("{\"\\udc00 and more\":0,\"op\":\"append\",\"id\":\"n\",\"path\":\"bad/s\",\"data\":1}"))));
         // Invalid UTF-8 is caught by .NET's WebSocket itself, which sends 1007 and then aborts the connection at once:
         // on a loaded machine the abort can overtake the close frame, so the peer sees 1007 or a cut, never anything else.
         var invalidUtf8 = await ClosedBy(s => s.SendRawAsync([0xC3, 0x28, 0x7B, 0x7D]));
@@ -630,6 +633,7 @@ public sealed class WebSocketTransportTests
             (new JsonObject { ["op"] = "subscribe", ["sub"] = "s5", ["path"] = "bad/s", ["offset"] = 5 }, "INVALID_FIELD"),
             (new JsonObject { ["op"] = "append", ["id"] = "11", ["path"] = "bad/s", ["data"] = 1, ["close"] = "yes" }, "INVALID_FIELD"),
             (new JsonObject { ["op"] = "append", ["id"] = 12, ["path"] = "bad/s", ["data"] = 1 }, "INVALID_ID"),
+            (new JsonObject { ["op"] = "append", ["id"] = "13", ["path"] = "bad/s", ["data"] = new string('a', 3000) }, "PAYLOAD_TOO_LARGE"),
         };
         foreach (var (message, code) in cases)
         {
@@ -655,6 +659,7 @@ public sealed class WebSocketTransportTests
             ("{\"op\":\"auth\",\"id\":\"u5\",\"token\":\"\\ud800\"}", "INVALID_FIELD"),
             ("{\"op\":\"session.message\",\"id\":\"u6\",\"session\":\"\\ud800\"}", "INVALID_FIELD"),
             ("{\"op\":\"unsubscribe\",\"sub\":\"\\ud800\"}", "INVALID_FIELD"),
+            ("{\"op\":\"append\",\"id\":\"u8\",\"path\":\"bad/s\",\"data\":1,\"producer\":{\"\\ud800\":0,\"id\":\"p\",\"epoch\":0,\"seq\":0}}", "INVALID_PRODUCER"),
             ("{\"op\":\"append\",\"id\":\"u7\",\"path\":\"bad/s\",\"base64\":\"\\ud800\",\"contentType\":\"application/octet-stream\"}", "INVALID_APPEND"),
         };
         foreach (var (message, code) in surrogates)

@@ -37,6 +37,9 @@ internal sealed partial class StreamRequestHandler
     /// <summary>The bytes of large appends held at once, over HTTP and WebSockets alike.</summary>
     internal AppendBudget AppendBudget => _appendBudget;
 
+    /// <summary>The largest append taken, on every transport (<see cref="DurableStreamsOptions.MaxAppendBytes"/>).</summary>
+    internal long MaxAppendBytes => _options.MaxAppendBytes;
+
     // Live responses (SSE, long-poll) end when the server begins to stop, so shutdown is not held up for the host's
     // whole shutdown timeout; their clients resume from their last offset, here after a restart or on another node.
     private readonly CancellationToken _stopping;

@@ -219,10 +219,10 @@ internal sealed partial class StreamSocketConnection : IDisposable
         using (document)
         {
             var root = document.RootElement;
-            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("op", out var opElement) || opElement.ValueKind != JsonValueKind.String
+            if (root.ValueKind != JsonValueKind.Object || !NamesAreText(root) || !root.TryGetProperty("op", out var opElement) || opElement.ValueKind != JsonValueKind.String
                 || !TryGetText(opElement, out var op))
             {
-                CloseWith(BadFrame, "A message must be a JSON object with a string \"op\".");
+                CloseWith(BadFrame, "A message must be a JSON object with a string \"op\" (and member names of Unicode text).");
                 return false;
             }
 
@@ -343,6 +343,12 @@ internal sealed partial class StreamSocketConnection : IDisposable
         if (!TryReadAppend(root, out var contentType, out var data, out var close, out var seq, out var producer, out var error))
         {
             return Task.FromResult(Error("id", id, 400, error.Code, error.Message));
+        }
+
+        // The same limit as an HTTP body's, whatever the frame size allows.
+        if (data.Length > _services.Streams.MaxAppendBytes)
+        {
+            return Task.FromResult(Error("id", id, 413, "PAYLOAD_TOO_LARGE", $"The append's data exceeds the limit of {_services.Streams.MaxAppendBytes} bytes."));
         }
 
         // A large append is held until it is stored, possibly behind others to its path: it takes its bytes from the
@@ -472,7 +478,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
 
         if (root.TryGetProperty("producer", out var producerElement))
         {
-            if (producerElement.ValueKind != JsonValueKind.Object
+            if (producerElement.ValueKind != JsonValueKind.Object || !NamesAreText(producerElement)
                 || OptionalString(producerElement, "id") is not { Length: > 0 and <= ProtocolParsing.MaxProducerIdLength } producerId
                 || !TryReadProducerInteger(producerElement, "epoch", out var epoch)
                 || !TryReadProducerInteger(producerElement, "seq", out var producerSeq))
@@ -739,6 +745,10 @@ internal sealed partial class StreamSocketConnection : IDisposable
             {
                 await foreach (var item in follower.FollowAsync(from, subscription.Stop.Token).ConfigureAwait(false))
                 {
+                    // Stopped (unsubscribed, or a refreshed token no longer grants the path): nothing more is queued, not even
+                    // what the follower still had in hand when it was stopped.
+                    subscription.Stop.Token.ThrowIfCancellationRequested();
+
                     // Data says itself whether the reader is at the tail; "up-to-date" alone is sent only when no data
                     // told it (a subscription that starts at the tail, or a read that ends exactly there).
                     var sentData = false;
@@ -750,6 +760,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
                             // queued whole, so the queue passes its bound by at most one read per read slot of the
                             // connection (CatchUpReads), which the read holds until it is queued.
                             await WaitForRoomAsync(subscription.Stop.Token).ConfigureAwait(false);
+                            subscription.Stop.Token.ThrowIfCancellationRequested();
                             EnqueueCatchUp(DataMessage(subscription.Sub, stream.ContentType, [.. item.Read!.Chunks.Select(c => c.Data)], item.Position, item.AtTail && !item.ClosedAtTail));
 
                             position = item.Position;
@@ -1545,6 +1556,30 @@ internal sealed partial class StreamSocketConnection : IDisposable
     private static bool IsText(JsonElement element) => !IsEscaped(element) || TryGetText(element, out _);
 
     private static bool IsEscaped(JsonElement element) => JsonMarshal.GetRawUtf8Value(element).Contains((byte)'\\');
+
+    /// <summary>
+    /// Whether every member name of an object is text. A name that escapes a lone surrogate (valid JSON and UTF-8) cannot
+    /// be compared with the names the server looks up: the JSON reader throws when it unescapes it.
+    /// </summary>
+    private static bool NamesAreText(JsonElement element)
+    {
+        foreach (var property in element.EnumerateObject())
+        {
+            if (JsonMarshal.GetRawUtf8PropertyName(property).Contains((byte)'\\'))
+            {
+                try
+                {
+                    _ = property.Name;
+                }
+                catch (InvalidOperationException)
+                {
+                    return false;
+                }
+            }
+        }
+
+        return true;
+    }
 
     private static string Truncate(string? value) => value is { Length: > 64 } ? value[..64] + "…" : value ?? string.Empty;
 
