@@ -148,7 +148,10 @@ public static class SessionRules
 
             if (policy == NewMessagePolicy.Interrupt)
             {
-                appended.AddRange(Stop(state, active, request.Author, "interrupted by a new message", pause: false, events, out _));
+                foreach (var run in state.StartedRuns)
+                {
+                    appended.AddRange(Stop(state, run, request.Author, "interrupted by a new message", pause: false, events, out _));
+                }
             }
         }
 
@@ -502,7 +505,7 @@ public static class SessionRules
     }
 
     /// <summary>
-    /// A human takes the session's control lease. The active run is stopped per the session's
+    /// A human takes the session's control lease. Every run still going is stopped per the session's
     /// <see cref="HandoffPolicy"/> (cancelled, or paused to be answered again after hand-back), fenced either way. Taking
     /// what one already holds writes nothing; a second human is refused (<see cref="SessionRejection.LeaseHeld"/>).
     /// </summary>
@@ -522,10 +525,10 @@ public static class SessionRules
         }
 
         var appended = new List<SessionEvent> { events.Handoff(human) };
-        if (state.ActiveRun is { } active)
+        var pause = state.Session?.HandoffPolicy == HandoffPolicy.Pause;
+        foreach (var run in state.StartedRuns)
         {
-            var pause = state.Session?.HandoffPolicy == HandoffPolicy.Pause;
-            appended.AddRange(Stop(state, active, human, "a human took over", pause, events, out _));
+            appended.AddRange(Stop(state, run, human, "a human took over", pause, events, out _));
         }
 
         return SessionDecision.Accept(human, appended);

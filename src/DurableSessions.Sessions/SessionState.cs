@@ -106,6 +106,12 @@ public sealed partial class SessionState
     /// <summary>The latest run still <see cref="RunStatus.Started"/>, or null.</summary>
     public SessionRun? ActiveRun => Runs.LastOrDefault(r => r.Status == RunStatus.Started && r.Id is not null);
 
+    /// <summary>
+    /// Every run still <see cref="RunStatus.Started"/>, oldest first: several agents may be answering at once, and a
+    /// stop that concerns the session (an interrupt, a handoff, a chat's stop) stops them all.
+    /// </summary>
+    public IEnumerable<SessionRun> StartedRuns => Runs.Where(r => r.Status == RunStatus.Started && r.Id is not null);
+
     /// <summary>The message <paramref name="id"/>, or null.</summary>
     public SessionMessage? GetMessage(string id) => TypedEntity(SessionEventTypes.Message, id, SessionJsonContext.Default.SessionMessage);
 

@@ -393,6 +393,38 @@ public sealed class BadInputTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_chat_stop_stops_every_agent_answering_not_only_the_latest()
+    {
+        var cancel = TestContext.Current.CancellationToken;
+        const string Id = "two-agents";
+        Assert.Equal(HttpStatusCode.Created, (await _server.Client.PutAsync($"/v1/sessions/{Id}", null, cancel)).StatusCode);
+        Assert.True((await _server.Client.PostAsync($"/v1/sessions/{Id}/messages", new StringContent("""{"text":"hello","id":"q1"}""", Encoding.UTF8, "application/json"), cancel)).IsSuccessStatusCode);
+        foreach (var agent in new[] { "a", "b" })
+        {
+            var events = $$$"""[{"type":"run","key":"r_{{{agent}}}","value":{"id":"r_{{{agent}}}","agent":"agent:{{{agent}}}","messageId":"m_{{{agent}}}","trigger":"q1","status":"started"},"headers":{"operation":"insert"}},"""
+                + $$$"""{"type":"message","key":"m_{{{agent}}}","value":{"id":"m_{{{agent}}}","role":"assistant","author":"agent:{{{agent}}}","runId":"r_{{{agent}}}","parts":[{"type":"text","text":"Hi"}],"status":"streaming"},"headers":{"operation":"insert"}}]""";
+            var appended = await _server.Client.PostAsync($"/v1/stream/sessions/{Id}", new StringContent(events, Encoding.UTF8, "application/json"), cancel);
+            Assert.True(appended.IsSuccessStatusCode, await appended.Content.ReadAsStringAsync(cancel));
+        }
+
+        using var stop = await _server.Client.PostAsync($"/api/chat/{Id}/stop", new StringContent("{}", Encoding.UTF8, "application/json"), cancel);
+        Assert.Equal(HttpStatusCode.OK, stop.StatusCode);
+
+        var state = new DurableSessions.Sessions.SessionState();
+        foreach (var node in System.Text.Json.Nodes.JsonNode.Parse(await _server.Client.GetStringAsync($"/v1/stream/sessions/{Id}?offset=-1", cancel))!.AsArray())
+        {
+            state.Apply(node!.AsObject());
+        }
+
+        Assert.Equal(DurableSessions.Sessions.RunStatus.Cancelled, state.GetRun("r_a")!.Status);
+        Assert.Equal(DurableSessions.Sessions.RunStatus.Cancelled, state.GetRun("r_b")!.Status);
+
+        // Nothing is left running: a second stop has nothing to do.
+        using var again = await _server.Client.PostAsync($"/api/chat/{Id}/stop", new StringContent("{}", Encoding.UTF8, "application/json"), cancel);
+        Assert.Equal(HttpStatusCode.NoContent, again.StatusCode);
+    }
+
+    [Fact]
     public async Task A_chat_stream_whose_reply_is_deleted_before_its_run_ends_follows_the_run_to_its_end()
     {
         var cancel = TestContext.Current.CancellationToken;

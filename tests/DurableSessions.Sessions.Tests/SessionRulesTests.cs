@@ -234,6 +234,41 @@ public sealed class SessionRulesTests
         Assert.Equal("a human took over", session.State.Controls.Single().Reason);
     }
 
+    [Theory]
+    [InlineData("cancel")]
+    [InlineData("pause")]
+    public void TakeControl_stops_every_agent_answering_not_only_the_latest(string policy)
+    {
+        var session = new SessionFixture(handoff: new HandoffPolicy(policy));
+        var first = session.StartedRun();
+        session.Apply(SessionRules.StartRun(session.State, "agent:other", first.Trigger!, session.Events));
+        var second = session.State.Runs[^1];
+
+        session.Apply(SessionRules.TakeControl(session.State, "human:bob", session.Events));
+
+        var stopped = policy == "pause" ? RunStatus.Paused : RunStatus.Cancelled;
+        Assert.Equal(stopped, session.State.GetRun(first.Id!)!.Status);
+        Assert.Equal(stopped, session.State.GetRun(second.Id!)!.Status);
+        Assert.Equal(2, session.State.Controls.Count);
+        Assert.Null(session.State.ActiveRun);
+    }
+
+    [Fact]
+    public void PostMessage_interrupt_policy_cancels_every_run_still_going()
+    {
+        var session = new SessionFixture(NewMessagePolicy.Interrupt);
+        var first = session.StartedRun();
+        session.Apply(SessionRules.StartRun(session.State, "agent:other", first.Trigger!, session.Events));
+        var second = session.State.Runs[^1];
+
+        session.Apply(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "stop, both of you"), session.Events));
+
+        Assert.Equal(RunStatus.Cancelled, session.State.GetRun(first.Id!)!.Status);
+        Assert.Equal(RunStatus.Cancelled, session.State.GetRun(second.Id!)!.Status);
+        Assert.Equal(MessageStatus.Cancelled, session.State.GetMessage(second.MessageId!)!.Status);
+        Assert.Empty(session.State.StartedRuns);
+    }
+
     [Fact]
     public void TakeControl_under_the_pause_policy_pauses_the_run_and_its_reply()
     {

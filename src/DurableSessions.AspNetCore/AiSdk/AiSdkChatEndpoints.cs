@@ -256,21 +256,38 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
     {
         var (snapshot, state) = await MaterializeAsync(chatId, context.RequestAborted).ConfigureAwait(false);
 
-        if (state.ActiveRun is not { } active)
+        // Every run still going is stopped: several agents may be answering, and the chat shows one of them.
+        var runs = state.StartedRuns.ToList();
+        if (runs.Count == 0)
         {
             context.Response.StatusCode = 204;
             return;
         }
 
         var by = Auth.AccessControl.Current(context) is { IsAnonymous: false } who ? who.Subject : "user";
-        var result = await sessions.CancelAsync(chatId, active.Id!, by, controlId: null, context.RequestAborted).ConfigureAwait(false);
-        if (result.Status != 200)
+        long? fence = null;
+        foreach (var run in runs)
         {
-            await Problem.Write(context, result.Status, result.Code!, result.Message!).ConfigureAwait(false);
+            var result = await sessions.CancelAsync(chatId, run.Id!, by, controlId: null, context.RequestAborted).ConfigureAwait(false);
+            if (result.Status == 200)
+            {
+                fence = result.Offset;
+            }
+            else if (result.Code != SessionRejection.RunNotActive)
+            {
+                // A run that ended meanwhile has nothing left to stop; anything else is answered.
+                await Problem.Write(context, result.Status, result.Code!, result.Message!).ConfigureAwait(false);
+                return;
+            }
+        }
+
+        if (fence is null)
+        {
+            context.Response.StatusCode = 204;
             return;
         }
 
-        await JsonResponse.Write(context, 200, new JsonObject { ["stopped"] = true, ["fence"] = StreamOffset.Format(result.Offset) }).ConfigureAwait(false);
+        await JsonResponse.Write(context, 200, new JsonObject { ["stopped"] = true, ["fence"] = StreamOffset.Format(fence.Value) }).ConfigureAwait(false);
     }
 
     /// <summary>The session's snapshot and the state it materializes (empty when there is no session).</summary>
