@@ -388,6 +388,13 @@ public static class SessionEventRules
                     {
                         return SessionEventRejection.Forbidden(index, "NOT_OWNER", $"run {key} belongs to another participant.");
                     }
+
+                    // A run's reply is its agent's own message: a cancel or pause of the run rewrites that message's status,
+                    // so a run naming someone else's message would let its writer have that message rewritten.
+                    if (Str(value!, "messageId") is { } replyId && lookup(SessionEventTypes.Message, replyId, "author", out var replyAuthor) && replyAuthor != subject)
+                    {
+                        return SessionEventRejection.Forbidden(index, "NOT_OWNER", $"message {replyId} belongs to another participant: a run's reply is its agent's own message.");
+                    }
                 }
 
                 return null;

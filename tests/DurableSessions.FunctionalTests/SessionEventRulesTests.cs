@@ -97,6 +97,28 @@ public sealed class SessionEventRulesTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_run_cannot_name_another_participants_message_as_its_reply()
+    {
+        // Alice asks; Mallory, a co-writer, plants a run of her own whose reply would be Alice's question (or the agent's
+        // reply): cancelling that run would rewrite the message it names.
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Post, "/v1/sessions/s2/messages", _alice, """{"text":"my question","id":"q-alice"}""")).StatusCode);
+        var question = (await Entity("message", "q-alice"))!.ToJsonString();
+        foreach (var victim in new[] { "q-alice", "m1" })
+        {
+            await AssertRefused(await Append("s2", _mallory, Change("run", "r-" + victim, "insert", new JsonObject { ["id"] = "r-" + victim, ["agent"] = "user:mallory", ["messageId"] = victim, ["trigger"] = "q-alice", ["status"] = "started" })), HttpStatusCode.Forbidden, "NOT_OWNER");
+        }
+
+        // A run of her own with a reply of her own is hers to write, and cancelling it leaves the others' messages alone.
+        Assert.Equal(HttpStatusCode.NoContent, (await Append("s2", _mallory,
+            Change("run", "r-own", "insert", new JsonObject { ["id"] = "r-own", ["agent"] = "user:mallory", ["messageId"] = "m-own", ["trigger"] = "q-alice", ["status"] = "started" }),
+            Change("message", "m-own", "insert", new JsonObject { ["id"] = "m-own", ["role"] = "assistant", ["author"] = "user:mallory", ["runId"] = "r-own", ["parts"] = new JsonArray(), ["status"] = "streaming" }))).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Post, "/v1/sessions/s2/runs/r-own/cancel", _alice, "{}")).StatusCode);
+        Assert.Equal("cancelled", (await Entity("message", "m-own"))!["status"]!.GetValue<string>());
+        Assert.Equal(question, (await Entity("message", "q-alice"))!.ToJsonString());
+        Assert.Equal("streaming", (await Entity("message", "m1"))!["status"]!.GetValue<string>());
+    }
+
+    [Fact]
     public async Task A_reply_is_asked_to_be_written_again_only_through_the_sessions_api_and_stopping_it_there_needs_control()
     {
         using var posted = await Send(HttpMethod.Post, "/v1/sessions/s2/messages", _alice, "{\"text\":\"a question\"}");
