@@ -23,7 +23,11 @@ public sealed class SessionEventRulesTests : IAsyncLifetime
 
     public async ValueTask InitializeAsync()
     {
-        _server = await InProcessServer.StartAsync(services: s => s.Configure<AccessOptions>(o => o.SigningKey = Key));
+        _server = await InProcessServer.StartAsync(services: s => s.Configure<AccessOptions>(o =>
+        {
+            o.SigningKey = Key;
+            o.ClockSkew = TimeSpan.Zero; // a token's expiry is when it says
+        }));
         _tokens = _server.Services.GetRequiredService<AccessTokens>();
         _agent = Token("agent:real", ("sessions/**", [Capability.Read, Capability.Write]));
         _mallory = Token("user:mallory", ("sessions/**", [Capability.Read, Capability.Write]), ("scratch/**", [Capability.Read, Capability.Write]));
@@ -94,6 +98,24 @@ public sealed class SessionEventRulesTests : IAsyncLifetime
         Assert.Equal("started", (await Entity("run", "r1"))!["status"]!.GetValue<string>());
         Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Post, "/v1/sessions/s2/runs/r1/cancel", _alice, "{}")).StatusCode);
         await AssertRefused(await Append("s2", _agent, Delta("more")), HttpStatusCode.Conflict, "RUN_CANCELLED");
+    }
+
+    [Fact]
+    public async Task A_chat_stream_ends_when_its_token_expires_and_says_so()
+    {
+        // r1 is still running: the stream would follow it for as long as it runs.
+        var brief = _tokens.Issue("user:alice", new Dictionary<string, Capability[]> { ["sessions/**"] = [Capability.Read, Capability.Write] }, TimeSpan.FromSeconds(2));
+        using var request = new HttpRequestMessage(HttpMethod.Get, "/api/chat/s2/stream");
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", brief);
+        using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        using var response = await _server.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancel.Token);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var body = await response.Content.ReadAsStringAsync(cancel.Token);
+
+        var last = body.Split('\n').Where(l => l.StartsWith("data: {", StringComparison.Ordinal)).Select(l => JsonNode.Parse(l["data: ".Length..])!).Last();
+        Assert.Equal("error", last["type"]!.GetValue<string>());
+        Assert.Contains("token expired", last["errorText"]!.GetValue<string>(), StringComparison.Ordinal);
+        Assert.Equal("started", (await Entity("run", "r1"))!["status"]!.GetValue<string>());
     }
 
     [Fact]

@@ -327,8 +327,12 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
             }
         }
 
-        // A stopping server ends the stream (the client resumes with GET .../stream) instead of holding up shutdown.
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, lifetime.ApplicationStopping);
+        // A stopping server ends the stream (the client resumes with GET .../stream) instead of holding up shutdown, and so
+        // does the request's token expiring, as every live response does: the client resumes with a fresh one.
+        using var expired = Auth.AccessControl.Current(context) is { ExpiresAt: { } expiresAt }
+            ? new CancellationTokenSource(Max(expiresAt - store.TimeProvider.GetUtcNow(), TimeSpan.FromMilliseconds(1)), store.TimeProvider)
+            : new CancellationTokenSource();
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, lifetime.ApplicationStopping, expired.Token);
         if (runId is null && human is null)
         {
             // A human answers when they do; an agent that has not started within this long is not coming.
@@ -432,9 +436,12 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
         await writer.ErrorAsync(
             lifetime.ApplicationStopping.IsCancellationRequested ? "The server is restarting; resume the stream to continue the reply."
+            : expired.IsCancellationRequested ? "The access token expired; resume the stream with a fresh one to continue the reply."
             : runId is null && human is null ? "No agent started a reply to this message."
             : "The chat was deleted.").ConfigureAwait(false);
     }
+
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
 
     /// <summary>Starts a UI message stream response.</summary>
     private static async Task<ChunkWriter> StartStreamAsync(HttpResponse response, CancellationToken cancellationToken)
