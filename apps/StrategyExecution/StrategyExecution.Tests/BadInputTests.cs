@@ -18,6 +18,7 @@ public sealed class BadInputTests(AppFixture fixture) : IClassFixture<AppFixture
         { "application/json", "{\"month\":\"2026-13\",\"value\":1}", 400, "INVALID_ACTUAL" },
         { "application/json", "{\"month\":\"May 2026\",\"value\":1}", 400, "INVALID_ACTUAL" },
         { "application/json", "{\"month\":\"1999-05\",\"value\":1}", 400, "MONTH_OUTSIDE_PERIOD" },
+        { "application/json", "{\"month\":\"2099-01\",\"value\":1}", 400, "INVALID_ACTUAL" }, // a month still to come
         { "application/json", "{\"month\":\"2026-05\",\"value\":1e999}", 400, "INVALID_ACTUAL" },
         { "application/json", "{\"month\":\"2026-05\",\"value\":1,\"source\":\"seed\"}", 400, "INVALID_ACTUAL" },
         { "application/json", "{\"month\":\"2026-05\",\"value\":1,\"pad\":\"" + new string('x', 70_000) + "\"}", 413, "BODY_TOO_LARGE" },

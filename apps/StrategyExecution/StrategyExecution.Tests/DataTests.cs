@@ -17,13 +17,14 @@ public sealed class DataTests(AppFixture fixture) : IClassFixture<AppFixture>
         var month = ApiClient.LastMonth();
         var before = (await admin.GetJson("/api/measures/1/actuals")).AsArray().Count;
         var audit = (await admin.GetJson("/api/audit?take=1000")).AsArray().Count;
-        var csv = $"measure_id,month,value\n1,{month},10\n999999,{month},5\n2,May,5\n3,{month},lots\n4,1999-01,1\n5,{month},7\n";
+        var csv = $"measure_id,month,value\n1,{month},10\n999999,{month},5\n2,May,5\n3,{month},lots\n4,1999-01,1\n5,{month},7\n5,2099-01,7\n";
         using var response = await admin.PostAsync(new Uri("/api/actuals/import", UriKind.Relative), Csv(csv));
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         var body = JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
         Assert.Equal("INVALID_ROWS", body["error"]!["code"]!.GetValue<string>());
         var rows = body["rows"]!.AsArray().Select(r => (Row: r!["row"]!.GetValue<int>(), Field: r["field"]!.GetValue<string>())).ToList();
-        Assert.Equal([(3, "measure_id"), (4, "month"), (5, "value"), (6, "month")], rows);
+        Assert.Equal([(3, "measure_id"), (4, "month"), (5, "value"), (6, "month"), (8, "month")], rows);
+        Assert.Contains("has not begun yet", body["rows"]![4]!["message"]!.GetValue<string>(), StringComparison.Ordinal);
         Assert.Equal(before, (await admin.GetJson("/api/measures/1/actuals")).AsArray().Count);
         Assert.Equal(audit, (await admin.GetJson("/api/audit?take=1000")).AsArray().Count);
     }
@@ -109,6 +110,19 @@ public sealed class DataTests(AppFixture fixture) : IClassFixture<AppFixture>
         Assert.Equal("id,name,email,unit_id", lines[0].TrimEnd('\r'));
         Assert.Equal(people + 1, lines.Length);
         Assert.Equal(HttpStatusCode.NotFound, (await reader.GetAsync(new Uri("/api/export/passwords.csv", UriKind.Relative))).StatusCode);
+
+        // Text a spreadsheet would take for a formula is exported as text; numbers, negative ones too, as they are.
+        using var admin = ApiClient.For(fixture.App, await reader.PersonWith(1, "admin"));
+        var day = DateTime.UtcNow.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture);
+        using (var spend = await admin.PostAsJsonAsync(new Uri("/api/spend", UriKind.Relative), new { amount = 12.5m, on = day, description = "=HYPERLINK(\"http://example.invalid\",\"open\")" }))
+        {
+            Assert.Equal(HttpStatusCode.Created, spend.StatusCode);
+        }
+
+        var spendCsv = await reader.GetStringAsync(new Uri("/api/export/spend.csv", UriKind.Relative));
+        Assert.Contains("\"'=HYPERLINK(\"\"http://example.invalid\"\",\"\"open\"\")\"", spendCsv, StringComparison.Ordinal);
+        Assert.DoesNotContain(",=HYPERLINK", spendCsv, StringComparison.Ordinal);
+        Assert.DoesNotContain(",\"=HYPERLINK", spendCsv, StringComparison.Ordinal);
 
         var openApi = await reader.GetJson("/openapi/v1.json");
         var paths = openApi["paths"]!.AsObject().Select(p => p.Key).ToList();

@@ -66,12 +66,25 @@ public sealed class IncentiveTests(AppFixture fixture) : IClassFixture<AppFixtur
 public sealed class PeriodLockTests(AppFixture fixture) : IClassFixture<AppFixture>
 {
     [Fact]
-    public async Task Locking_the_period_freezes_the_payouts_and_refuses_new_actuals()
+    public async Task Locking_the_period_freezes_the_payouts_and_refuses_every_change_to_it()
     {
         using var reader = ApiClient.For(fixture.App);
         using var admin = ApiClient.For(fixture.App, await reader.PersonWith(1, "admin"));
         using var owner = ApiClient.For(fixture.App, await reader.PersonWith(1, "owner"));
         var before = (await reader.GetJson("/api/incentives"))[0]!["participants"]!.AsArray().Select(p => p!["amount"]!.GetValue<decimal>()).ToList();
+
+        // Work of the period under way when it is locked: a release waiting for approval, a milestone not yet done.
+        var budgets = await reader.GetJson("/api/budgets");
+        var pool = budgets["pools"]!.AsArray().First(p => p!["ringfenced"]!.GetValue<bool>())!["id"]!.GetValue<int>();
+        var initiative = budgets["initiatives"]![0]!["id"]!.GetValue<int>();
+        using var requested = await owner.PostAsJsonAsync(new Uri($"/api/pools/{pool}/releases", UriKind.Relative), new { amount = 1, reason = "Asked before the lock" });
+        Assert.Equal(HttpStatusCode.Accepted, requested.StatusCode);
+        var releaseId = JsonNode.Parse(await requested.Content.ReadAsStringAsync())!["release"]!["id"]!.GetValue<int>();
+        var due = DateTime.UtcNow.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture);
+        using var planned = await admin.PostAsJsonAsync(new Uri($"/api/initiatives/{initiative}/milestones", UriKind.Relative), new { name = "Before the lock", due });
+        Assert.Equal(HttpStatusCode.Created, planned.StatusCode);
+        var milestone = JsonNode.Parse(await planned.Content.ReadAsStringAsync())!["id"]!.GetValue<int>();
+        var objectives = (await reader.GetJson("/api/strategy-map"))["objectives"]!.AsArray().Select(o => o!["id"]!.GetValue<int>()).ToList();
 
         Assert.Equal(HttpStatusCode.Forbidden, (await owner.PostAsync(new Uri("/api/periods/2/lock", UriKind.Relative), null)).StatusCode);
         using var locked = await admin.PostAsync(new Uri("/api/periods/2/lock", UriKind.Relative), null);
@@ -82,6 +95,30 @@ public sealed class PeriodLockTests(AppFixture fixture) : IClassFixture<AppFixtu
         Assert.All(after, p => Assert.True(p!["frozen"]!.GetValue<bool>()));
         Assert.Equal(before, after.Select(p => p!["amount"]!.GetValue<decimal>()));
         Assert.Equal(HttpStatusCode.Conflict, (await admin.RecordActual(1, ApiClient.LastMonth(), 1)).StatusCode);
+
+        // Nothing else in the period changes either: budgets, initiatives, measures and the strategy map.
+        var changes = new Func<Task<HttpResponseMessage>>[]
+        {
+            () => admin.PostAsJsonAsync(new Uri($"/api/pools/{pool}/allocations", UriKind.Relative), new { initiativeId = initiative, amount = 1 }),
+            () => admin.PostAsJsonAsync(new Uri($"/api/pools/{pool}/releases", UriKind.Relative), new { amount = 1, reason = "After the lock" }),
+            () => admin.PostAsync(new Uri($"/api/releases/{releaseId}/approve", UriKind.Relative), null),
+            () => admin.PostAsJsonAsync(new Uri($"/api/initiatives/{initiative}/milestones", UriKind.Relative), new { name = "After the lock", due }),
+            () => admin.PostAsync(new Uri($"/api/milestones/{milestone}/done", UriKind.Relative), null),
+            () => admin.PostAsJsonAsync(new Uri("/api/measures", UriKind.Relative), new { objectiveId = objectives[0], name = "After the lock", unit = "%", direction = "higher" }),
+            () => admin.PostAsJsonAsync(new Uri("/api/links", UriKind.Relative), new { cause = objectives[3], effect = objectives[0] }),
+        };
+        var auditBefore = (await reader.GetJson("/api/audit?take=1000")).AsArray().Count;
+        var budgetsBefore = (await reader.GetJson("/api/budgets?period=2")).ToJsonString();
+        foreach (var change in changes)
+        {
+            using var refused = await change();
+            var body = await refused.Content.ReadAsStringAsync();
+            Assert.True(refused.StatusCode == HttpStatusCode.Conflict, body);
+            Assert.Equal("PERIOD_LOCKED", JsonNode.Parse(body)!["error"]!["code"]!.GetValue<string>());
+        }
+
+        Assert.Equal(auditBefore, (await reader.GetJson("/api/audit?take=1000")).AsArray().Count);
+        Assert.Equal(budgetsBefore, (await reader.GetJson("/api/budgets?period=2")).ToJsonString());
         Assert.Equal(HttpStatusCode.Conflict, (await admin.PostAsync(new Uri("/api/periods/2/lock", UriKind.Relative), null)).StatusCode);
         Assert.Equal(HttpStatusCode.NotFound, (await admin.PostAsync(new Uri("/api/periods/99/lock", UriKind.Relative), null)).StatusCode);
         var audit = (await reader.GetJson("/api/audit?take=1000")).AsArray().Last()!;

@@ -103,6 +103,15 @@ public sealed class ReviewMeetingTests(AppFixture fixture) : IClassFixture<AppFi
         Assert.Equal(HttpStatusCode.BadRequest, dueBefore.StatusCode);
         Assert.Contains("from the review's day", await dueBefore.Content.ReadAsStringAsync(), StringComparison.Ordinal);
 
+        // An action about something that is not there is refused, not recorded without its subject.
+        var goodDue = due;
+        foreach (var (field, value) in new[] { ("objectiveId", 999_999), ("measureId", 999_999), ("agendaItemId", 999_999) })
+        {
+            using var aboutNothing = await member.PostAsJsonAsync(new Uri($"/api/reviews/{review}/actions", UriKind.Relative), new Dictionary<string, object> { ["text"] = "About nothing", ["ownerId"] = ownerId, ["due"] = goodDue, [field] = value });
+            Assert.Equal(HttpStatusCode.BadRequest, aboutNothing.StatusCode);
+            Assert.Contains(field, await aboutNothing.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
         // The review's stream holds the meeting, in order, each change once.
         var stream = await ApiClient.ReadStream(reader, $"strategy/reviews/{review}");
         await ApiClient.Until(async () => (await ApiClient.ReadStream(reader, $"strategy/reviews/{review}")).Count >= 5, "the review stream to hold the meeting");

@@ -77,6 +77,17 @@ public static class ActualImport
     }
 
     /// <summary>Checks every row and records them all, or none; the errors say which rows are wrong and why.</summary>
+    /// <summary>
+    /// The latest month an actual may be recorded for: the current one, wherever on Earth it already is (UTC+14). An
+    /// actual is a result achieved; one for a month still to come would stand as the measure's latest value, and every
+    /// actual recorded for the months before it would be ignored by the scores.
+    /// </summary>
+    public static DateOnly LatestMonth(DateTimeOffset now)
+    {
+        var ahead = now.ToOffset(TimeSpan.FromHours(14));
+        return new DateOnly(ahead.Year, ahead.Month, 1);
+    }
+
     public static async Task<(int Recorded, List<RowError> Errors)> ApplyAsync(
         StrategyDb db, Acting acting, Person person, IReadOnlyList<ImportRow> rows, string source, TimeProvider time, CancellationToken ct)
     {
@@ -91,6 +102,7 @@ public static class ActualImport
         var unitOf = await db.Objectives.AsNoTracking().Select(o => new { o.Id, o.UnitId, o.PeriodId }).ToDictionaryAsync(o => o.Id, ct);
         var periods = await db.Periods.AsNoTracking().ToDictionaryAsync(p => p.Id, ct);
         var allowed = new Dictionary<int, bool>();
+        var latestMonth = LatestMonth(time.GetUtcNow());
         var parsed = new List<(Measure Measure, DateOnly Month, double Value)>(rows.Count);
         foreach (var row in rows)
         {
@@ -113,6 +125,11 @@ public static class ActualImport
             if (!DateOnly.TryParseExact(row.Month, "yyyy-MM", CultureInfo.InvariantCulture, DateTimeStyles.None, out var month))
             {
                 Fail("month", $"'{row.Month}' is not a month as yyyy-MM.");
+                ok = false;
+            }
+            else if (month > latestMonth)
+            {
+                Fail("month", $"{row.Month} has not begun yet: actuals are recorded for months up to the current one.");
                 ok = false;
             }
 

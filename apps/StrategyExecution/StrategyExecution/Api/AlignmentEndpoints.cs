@@ -175,6 +175,11 @@ public static class AlignmentEndpoints
             return Problems.Forbidden("Adding measures needs the owner or admin role on the objective's unit or a unit above it.");
         }
 
+        if (await Checks.LockedAsync(db, objective.PeriodId, ct) is { } locked)
+        {
+            return locked;
+        }
+
         var measure = new Measure { ObjectiveId = objective.Id, Name = name, Unit = unit!, Direction = body.Direction!, Baseline = body.Baseline, Weight = body.Weight ?? 1 };
         await db.AddAuditedAsync(measure, person.Id, "measure.created", () => $"measure/{measure.Id}", () => new { measure.Id, objectiveId = objective.Id, unitId = objective.UnitId, measure.Name, measure.Direction }, time.GetUtcNow(), ct);
         context.RequestServices.GetRequiredService<Live.AuditTrail>().Notify();
@@ -262,6 +267,11 @@ public static class AlignmentEndpoints
         if (!await acting.HasRoleAsync(person, effect.UnitId, Role.Owner, ct))
         {
             return Problems.Forbidden("Drawing the strategy map needs the owner or admin role on the effect's unit or a unit above it.");
+        }
+
+        if (await Checks.LockedAsync(db, effect.PeriodId, ct) is { } locked)
+        {
+            return locked;
         }
 
         // The check for a loop reads every link and then writes one: one at a time, so two links drawn at once (a→b and

@@ -141,6 +141,11 @@ public static class BudgetEndpoints
                 return Problems.NotFound("No such pool.");
             }
 
+            if (await Checks.LockedAsync(db, pool.PeriodId, ct) is { } locked)
+            {
+                return locked;
+            }
+
             var initiative = body.InitiativeId is { } initiativeId ? await db.Initiatives.AsNoTracking().FirstOrDefaultAsync(i => i.Id == initiativeId, ct) : null;
             if (initiative is null || initiative.PeriodId != pool.PeriodId)
             {
@@ -201,6 +206,11 @@ public static class BudgetEndpoints
                 return Problems.NotFound("No such pool.");
             }
 
+            if (await Checks.LockedAsync(db, pool.PeriodId, ct) is { } locked)
+            {
+                return locked;
+            }
+
             var allocated = (await db.Allocations.AsNoTracking().Where(a => a.PoolId == id).Select(a => a.Amount).ToListAsync(ct)).Sum();
             var decision = RingfencedPool.Release(pool.Amount, allocated, body.Amount!.Value, pool.Ringfenced, approved: false);
             if (!decision.Allowed && !decision.NeedsApproval)
@@ -252,6 +262,11 @@ public static class BudgetEndpoints
             }
 
             var pool = await db.Pools.FirstAsync(x => x.Id == release.PoolId, ct);
+            if (await Checks.LockedAsync(db, pool.PeriodId, ct) is { } locked)
+            {
+                return locked;
+            }
+
             var allocated = (await db.Allocations.AsNoTracking().Where(a => a.PoolId == pool.Id).Select(a => a.Amount).ToListAsync(ct)).Sum();
             var decision = RingfencedPool.Release(pool.Amount, allocated, release.Amount, pool.Ringfenced, approved: true);
             if (!decision.Allowed)
@@ -418,6 +433,11 @@ public static class BudgetEndpoints
             return Problems.Forbidden("Planning an initiative's milestones needs the owner role on its unit or a unit above it.");
         }
 
+        if (period.Status == PeriodStatus.Locked)
+        {
+            return Problems.Error(409, "PERIOD_LOCKED", $"{period.Name} is locked: nothing in it changes any more.");
+        }
+
         var milestone = new Milestone { InitiativeId = id, Name = name, Due = body.Due!.Value };
         await db.AddAuditedAsync(milestone, person.Id, "milestone.added", () => $"initiative/{id}", () => new { milestone.Id, initiativeId = id, milestone.Name, milestone.Due }, time.GetUtcNow(), ct);
         audit.Notify();
@@ -438,6 +458,11 @@ public static class BudgetEndpoints
         if (!await acting.HasRoleAsync(person, initiative.UnitId, Role.Updater, ct))
         {
             return Problems.Forbidden("Marking milestones done needs the updater role on the initiative's unit or a unit above it.");
+        }
+
+        if (await Checks.LockedAsync(db, initiative.PeriodId, ct) is { } locked)
+        {
+            return locked;
         }
 
         // Marked done only if it is not yet, in the same statement: of two requests at once, one marks it and the other

@@ -18,6 +18,18 @@ internal static class Checks
         return unit;
     }
 
+    /// <summary>
+    /// 409 <c>PERIOD_LOCKED</c> when period <paramref name="periodId"/> is locked, else null: locking a period freezes it,
+    /// its scorecards, budgets, initiatives and payouts alike.
+    /// </summary>
+    public static async Task<IResult?> LockedAsync(StrategyDb db, int periodId, CancellationToken ct)
+    {
+        var period = await db.Periods.AsNoTracking().FirstOrDefaultAsync(p => p.Id == periodId, ct);
+        return period is { Status: PeriodStatus.Locked }
+            ? Problems.Error(409, "PERIOD_LOCKED", $"{period.Name} is locked: nothing in it changes any more.")
+            : null;
+    }
+
     /// <summary>The trimmed name, with a problem noted unless it is 1 to 200 characters.</summary>
     public static string Name(string? name, List<string> problems)
     {

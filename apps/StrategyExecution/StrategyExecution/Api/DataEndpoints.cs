@@ -212,6 +212,10 @@ public static class DataEndpoints
     private static string Format(object? value) => value switch
     {
         null => string.Empty,
+
+        // Text that a spreadsheet would read as a formula (a description such as =HYPERLINK(...)) is kept as text: a
+        // leading apostrophe, which spreadsheets show as nothing. Numbers are written as they are.
+        string text when text.Length > 0 && text[0] is '=' or '+' or '-' or '@' or '\t' or '\r' => "'" + text,
         DateOnly d => d.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture),
         DateTimeOffset t => t.ToString("O", CultureInfo.InvariantCulture),
         IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),

@@ -373,7 +373,12 @@ public static class ReviewEndpoints
             problems.Add("due must be a date, yyyy-MM-dd, from the review's day to two years after it.");
         }
 
-        var (subject, _) = await SubjectAsync(db, id, body.AgendaItemId, body.ObjectiveId, body.MeasureId, ct);
+        var (subject, subjectProblem) = await SubjectAsync(db, id, body.AgendaItemId, body.ObjectiveId, body.MeasureId, ct);
+        if (subjectProblem is not null)
+        {
+            problems.Add(subjectProblem);
+        }
+
         if (problems.Count > 0)
         {
             return Problems.Error(400, "INVALID_ACTION", "The action cannot be recorded.", problems);

@@ -160,6 +160,10 @@ public static class StrategyEndpoints
         {
             problems.Add("month must be a month as yyyy-MM.");
         }
+        else if (month > ActualImport.LatestMonth(time.GetUtcNow()))
+        {
+            problems.Add($"{body.Month} has not begun yet: actuals are recorded for months up to the current one.");
+        }
 
         if (body.Value is not { } value || !double.IsFinite(value) || Math.Abs(value) > 1e15)
         {
