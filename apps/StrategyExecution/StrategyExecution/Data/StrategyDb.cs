@@ -122,6 +122,82 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
         await transaction.CommitAsync(cancellationToken);
     }
 
+    /// <summary>The advisory lock a PostgreSQL transaction holds from writing audit entries until it commits.</summary>
+    private const long AuditOrderLock = 5102;
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// On PostgreSQL the audit entries' ids come from a sequence, handed out in the order transactions write them, while
+    /// the transactions commit in whatever order they finish; the publisher appends what has committed to the audit stream
+    /// in id order, so an entry that committed after a higher one was appended would never reach it. Audit entries are
+    /// therefore written last, under an advisory lock held until the commit: they commit in id order. (SQLite writes one
+    /// transaction at a time.)
+    /// </remarks>
+    public override async Task<int> SaveChangesAsync(bool acceptAllChangesOnSuccess, CancellationToken cancellationToken = default)
+    {
+        var audits = AddedAuditsOnPostgres();
+        if (audits.Count == 0)
+        {
+            return await base.SaveChangesAsync(acceptAllChangesOnSuccess, cancellationToken);
+        }
+
+        var own = Database.CurrentTransaction is null ? await Database.BeginTransactionAsync(cancellationToken) : null;
+        try
+        {
+            foreach (var audit in audits)
+            {
+                Entry(audit).State = EntityState.Detached;
+            }
+
+            var saved = await base.SaveChangesAsync(acceptAllChangesOnSuccess, cancellationToken);
+            await Database.ExecuteSqlAsync($"SELECT pg_advisory_xact_lock({AuditOrderLock})", cancellationToken);
+            Audit.AddRange(audits);
+            saved += await base.SaveChangesAsync(acceptAllChangesOnSuccess, cancellationToken);
+            if (own is not null)
+            {
+                await own.CommitAsync(cancellationToken);
+            }
+
+            return saved;
+        }
+        finally
+        {
+            if (own is not null)
+            {
+                await own.DisposeAsync();
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>As <see cref="SaveChangesAsync(bool, CancellationToken)"/>.</remarks>
+    public override int SaveChanges(bool acceptAllChangesOnSuccess)
+    {
+        var audits = AddedAuditsOnPostgres();
+        if (audits.Count == 0)
+        {
+            return base.SaveChanges(acceptAllChangesOnSuccess);
+        }
+
+        using var own = Database.CurrentTransaction is null ? Database.BeginTransaction() : null;
+        foreach (var audit in audits)
+        {
+            Entry(audit).State = EntityState.Detached;
+        }
+
+        var saved = base.SaveChanges(acceptAllChangesOnSuccess);
+        Database.ExecuteSql($"SELECT pg_advisory_xact_lock({AuditOrderLock})");
+        Audit.AddRange(audits);
+        saved += base.SaveChanges(acceptAllChangesOnSuccess);
+        own?.Commit();
+        return saved;
+    }
+
+    private List<AuditEntry> AddedAuditsOnPostgres()
+        => Database.IsNpgsql()
+            ? [.. ChangeTracker.Entries<AuditEntry>().Where(e => e.State == EntityState.Added).Select(e => e.Entity)]
+            : [];
+
     /// <inheritdoc/>
     protected override void OnModelCreating(ModelBuilder modelBuilder)
     {
