@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Json;
 using System.Text.Json.Nodes;
 
 namespace StrategyExecution.Tests;
@@ -7,6 +8,37 @@ namespace StrategyExecution.Tests;
 public sealed class ActualsTests(AppFixture fixture) : IClassFixture<AppFixture>
 {
     private const int Team = 3; // Enterprise Sales, under Sales (2), under the company (1)
+
+    [Fact]
+    public async Task Of_actuals_recorded_at_once_for_different_months_the_later_month_stays_the_measures_latest()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        using var admin = ApiClient.For(fixture.App, 1);
+        var objective = (await reader.GetJson($"/api/scorecards/{Team}"))["objectives"]![0]!["id"]!.GetValue<int>();
+        var later = ApiClient.LastMonth();
+        var earlier = later[..5] + "01";
+
+        // New measures, each given two actuals at once: the period's first month and a later one. Whichever commits
+        // last, each measure's latest is the later month (it was the earlier one whenever that request decided from
+        // what it had read before the other wrote).
+        var measures = new List<int>();
+        for (var round = 0; round < 20; round++)
+        {
+            using var created = await admin.PostAsJsonAsync(new Uri("/api/measures", UriKind.Relative), new { objectiveId = objective, name = $"Raced {round}", unit = "%", direction = "higher" });
+            Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+            var id = JsonNode.Parse(await created.Content.ReadAsStringAsync())!["id"]!.GetValue<int>();
+            measures.Add(id);
+            var answers = await Task.WhenAll(admin.RecordActual(id, earlier, 1000 + round), admin.RecordActual(id, later, round));
+            Assert.All(answers, a => Assert.Equal(HttpStatusCode.Created, a.StatusCode));
+            foreach (var answer in answers)
+            {
+                answer.Dispose();
+            }
+        }
+
+        var views = (await reader.GetJson($"/api/scorecards/{Team}"))["objectives"]!.AsArray().SelectMany(o => o!["measures"]!.AsArray()).ToDictionary(m => m!["id"]!.GetValue<int>());
+        Assert.All(measures, id => Assert.Equal(later, views[id]!["month"]!.GetValue<string>()));
+    }
 
     [Fact]
     public async Task An_actual_moves_the_score_colour_and_roll_up_up_the_cascade_and_is_audited_with_its_actor()

@@ -88,6 +88,16 @@ public static class ActualImport
         return new DateOnly(ahead.Year, ahead.Month, 1);
     }
 
+    /// <summary>
+    /// Makes an actual for <paramref name="month"/> its measure's latest, unless the measure already holds a later month.
+    /// Decided in the statement itself, not from a value read before: of two actuals recorded at once for different
+    /// months, the later month stands whichever commits last.
+    /// </summary>
+    public static Task<int> MoveLatestAsync(StrategyDb db, int measureId, DateOnly month, double value, DateTimeOffset now, CancellationToken ct)
+        => db.Measures
+            .Where(m => m.Id == measureId && (m.LatestMonth == null || m.LatestMonth <= month))
+            .ExecuteUpdateAsync(s => s.SetProperty(m => m.LatestValue, value).SetProperty(m => m.LatestMonth, month).SetProperty(m => m.LatestAt, now), ct);
+
     public static async Task<(int Recorded, List<RowError> Errors)> ApplyAsync(
         StrategyDb db, Acting acting, Person person, IReadOnlyList<ImportRow> rows, string source, TimeProvider time, CancellationToken ct)
     {
@@ -185,19 +195,26 @@ public static class ActualImport
         db.ChangeTracker.AutoDetectChangesEnabled = false;
         await db.Database.OpenConnectionAsync(ct);
         await using var transaction = await db.Database.BeginTransactionAsync(ct);
+        // Each measure's latest of the rows: the latest month, and of rows for the same month the last one.
+        var latest = new SortedDictionary<int, (DateOnly Month, double Value)>();
         using (var writer = new ActualWriter(db, transaction))
         {
             foreach (var (measure, month, value) in parsed)
             {
                 writer.Insert(measure.Id, month, value, person.Id, now, source);
-                if (measure.LatestMonth is not { } latest || month >= latest)
+                if (!latest.TryGetValue(measure.Id, out var best) || month >= best.Month)
                 {
-                    (measure.LatestValue, measure.LatestMonth, measure.LatestAt) = (value, month, now);
-                    db.Entry(measure).State = EntityState.Modified;
+                    latest[measure.Id] = (month, value);
                 }
             }
 
             writer.Complete();
+        }
+
+        // In measure order, so that two imports at once lock the measures' rows in the same order.
+        foreach (var (measureId, (month, value)) in latest)
+        {
+            await MoveLatestAsync(db, measureId, month, value, now, ct);
         }
 
         db.AddAudit(person.Id, "actuals.imported", "actuals", new { source, rows = parsed.Count, measures = parsed.Select(p => p.Measure.Id).Distinct().Count() }, now);

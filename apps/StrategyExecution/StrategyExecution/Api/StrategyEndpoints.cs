@@ -208,17 +208,17 @@ public static class StrategyEndpoints
         var now = time.GetUtcNow();
         var actual = new Actual { MeasureId = id, Month = month, Value = value, RecordedBy = person.Id, RecordedAt = now, Source = source };
         var previous = measure.LatestValue;
-        if (measure.LatestMonth is not { } latest || month >= latest)
+        await using (var transaction = await db.Database.BeginTransactionAsync(ct))
         {
-            measure.LatestValue = value;
-            measure.LatestMonth = month;
-            measure.LatestAt = now;
+            await ActualImport.MoveLatestAsync(db, id, month, value, now, ct);
+            db.Actuals.Add(actual);
+            db.AddAudit(person.Id, "actual.recorded", $"measure/{id}", new { measureId = id, unitId = objective.UnitId, month = body.Month, value, previous, source }, now);
+            await db.SaveChangesAsync(ct);
+            await transaction.CommitAsync(ct);
         }
 
-        db.Actuals.Add(actual);
-        db.AddAudit(person.Id, "actual.recorded", $"measure/{id}", new { measureId = id, unitId = objective.UnitId, month = body.Month, value, previous, source }, now);
-        await db.SaveChangesAsync(ct);
         audit.Notify();
+        await db.Entry(measure).ReloadAsync(ct);
 
         var scores = (await scorecards.ComputeAsync(period.Id))!;
         var moved = new List<UnitScoreView>();
