@@ -133,3 +133,48 @@ public sealed class ReviewMeetingTests(AppFixture fixture) : IClassFixture<AppFi
         Assert.NotNull(view["actions"]![0]!["doneOn"]);
     }
 }
+
+/// <summary>Requests that arrive at once, on an app of their own: each change is made once.</summary>
+public sealed class ReviewConcurrencyTests(AppFixture fixture) : IClassFixture<AppFixture>
+{
+    [Fact]
+    public async Task A_cadence_asked_for_several_times_at_once_is_scheduled_once()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        using var owner = ApiClient.For(fixture.App, await reader.PersonWith(7, "owner"));
+        var answers = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => owner.PostAsJsonAsync(new Uri("/api/reviews/cadence", UriKind.Relative), new { unitId = 7 })));
+        var scheduled = 0;
+        foreach (var answer in answers)
+        {
+            Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
+            scheduled += JsonNode.Parse(await answer.Content.ReadAsStringAsync())!["scheduled"]!.GetValue<int>();
+            answer.Dispose();
+        }
+
+        Assert.Equal(16, scheduled);
+        Assert.Equal(16, (await reader.GetJson("/api/reviews?unit=7")).AsArray().Count);
+    }
+
+    [Fact]
+    public async Task A_review_started_several_times_at_once_is_started_once_with_one_agenda()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        using var chair = ApiClient.For(fixture.App, await reader.PersonWith(1, "owner"));
+        using var scheduled = await chair.PostAsJsonAsync(new Uri("/api/reviews", UriKind.Relative), new { unitId = 1, kind = "quarterly-strategy" });
+        Assert.Equal(HttpStatusCode.Created, scheduled.StatusCode);
+        var review = JsonNode.Parse(await scheduled.Content.ReadAsStringAsync())!["review"]!["id"]!.GetValue<int>();
+
+        var answers = await Task.WhenAll(Enumerable.Range(0, 3).Select(_ => chair.PostAsync(new Uri($"/api/reviews/{review}/start", UriKind.Relative), null)));
+        Assert.Single(answers, a => a.StatusCode == HttpStatusCode.OK);
+        Assert.Equal(2, answers.Count(a => a.StatusCode == HttpStatusCode.Conflict));
+        var agenda = JsonNode.Parse(await answers.Single(a => a.StatusCode == HttpStatusCode.OK).Content.ReadAsStringAsync())!["agenda"]!.AsArray().Count;
+        foreach (var answer in answers)
+        {
+            answer.Dispose();
+        }
+
+        var audit = (await reader.GetJson("/api/audit?take=1000")).AsArray();
+        Assert.Single(audit, a => a!["action"]!.GetValue<string>() == "review.started" && a["subject"]!.GetValue<string>() == $"review/{review}");
+        Assert.Equal(agenda, (await reader.GetJson($"/api/reviews/{review}"))["agenda"]!.AsArray().Count);
+    }
+}

@@ -154,6 +154,14 @@ public static class ReviewEndpoints
             return Problems.Forbidden("Scheduling a unit's reviews needs the owner or admin role on it or a unit above it.");
         }
 
+        // What is scheduled already is read and added to in one transaction that holds the database's write lock
+        // (SQLite) or an advisory lock (PostgreSQL) from its start: two requests at once schedule the cadence once.
+        await using var transaction = await db.Database.BeginTransactionAsync(ct);
+        if (db.Database.IsNpgsql())
+        {
+            await db.Database.ExecuteSqlRawAsync("SELECT pg_advisory_xact_lock(5103)", ct);
+        }
+
         var existing = (await db.Reviews.AsNoTracking().Where(r => r.UnitId == unit.Id && r.PeriodId == period!.Id).Select(r => new { r.Kind, r.ScheduledFor }).ToListAsync(ct))
             .Select(r => (r.Kind, r.ScheduledFor)).ToHashSet();
         var created = Reviews.ReviewCadence.Between(period!.Start, period.End).Where(r => !existing.Contains((r.Kind, r.Day))).Select(r => new Review
@@ -163,6 +171,7 @@ public static class ReviewEndpoints
         db.Reviews.AddRange(created);
         db.AddAudit(person.Id, "reviews.scheduled", $"unit/{unit.Id}", new { unitId = unit.Id, periodId = period.Id, reviews = created.Count }, time.GetUtcNow());
         await db.SaveChangesAsync(ct);
+        await transaction.CommitAsync(ct);
         audit.Notify();
         return Results.Ok(new { Scheduled = created.Count, Reviews = created });
     }
@@ -270,6 +279,14 @@ public static class ReviewEndpoints
         }
 
         await using var transaction = await db.Database.BeginTransactionAsync(ct);
+
+        // Started once: of two starts at once, the one that finds the review still planned here starts it (the other
+        // waits for its row, then finds it live).
+        if (await db.Reviews.Where(r => r.Id == id && r.Status == "planned").ExecuteUpdateAsync(r => r.SetProperty(x => x.Status, "live"), ct) == 0)
+        {
+            return Problems.Error(409, "REVIEW_NOT_PLANNED", "The review has been started already.");
+        }
+
         // The agenda is generated from the scores as they are when the meeting starts, unless one was made already.
         var agenda = await db.Agenda.Where(a => a.ReviewId == id).OrderBy(a => a.Position).ToListAsync(ct);
         if (agenda.Count == 0)
