@@ -1085,9 +1085,6 @@ public sealed class RedisResilienceTests(RedisFixture redis)
         try
         {
             appended = await store.AppendAsync(new AppendRequest { Path = "traced", ContentType = "text/plain", Data = new StreamPayload("kept"u8.ToArray(), 4), Producer = new ProducerStamp("p", 0, 0) });
-
-            // The span whose listener threw is not left current for what this flow does next.
-            Assert.Null(System.Diagnostics.Activity.Current);
         }
         finally
         {

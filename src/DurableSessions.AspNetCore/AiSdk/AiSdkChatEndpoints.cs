@@ -329,8 +329,9 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
         // A stopping server ends the stream (the client resumes with GET .../stream) instead of holding up shutdown, and so
         // does the request's token expiring, as every live response does: the client resumes with a fresh one.
-        using var expired = Auth.AccessControl.Current(context) is { ExpiresAt: { } expiresAt }
-            ? new CancellationTokenSource(Max(expiresAt - store.TimeProvider.GetUtcNow(), TimeSpan.FromMilliseconds(1)), store.TimeProvider)
+        // (A token valid for longer than a timer can count, ~49 days, outlives any stream anyway.)
+        using var expired = Auth.AccessControl.Current(context) is { ExpiresAt: { } expiresAt } && expiresAt - store.TimeProvider.GetUtcNow() is var left && left < MaxExpiryWait
+            ? new CancellationTokenSource(Max(left, TimeSpan.FromMilliseconds(1)), store.TimeProvider)
             : new CancellationTokenSource();
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, lifetime.ApplicationStopping, expired.Token);
         if (runId is null && human is null)
@@ -436,10 +437,12 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
 
         await writer.ErrorAsync(
             lifetime.ApplicationStopping.IsCancellationRequested ? "The server is restarting; resume the stream to continue the reply."
-            : expired.IsCancellationRequested ? "The access token expired; resume the stream with a fresh one to continue the reply."
+            : expired.IsCancellationRequested ? "The access token expired before the reply ended; with a fresh token, resume the stream (a reply being written) or reload the chat (one not started yet)."
             : runId is null && human is null ? "No agent started a reply to this message."
             : "The chat was deleted.").ConfigureAwait(false);
     }
+
+    private static readonly TimeSpan MaxExpiryWait = TimeSpan.FromDays(30);
 
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
 

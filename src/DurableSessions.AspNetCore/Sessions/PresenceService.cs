@@ -76,12 +76,14 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
     /// </remarks>
     public async Task<SessionOperationResult> HeartbeatAsync(string sessionId, string participantId, string kind, string? name, CancellationToken cancellationToken)
     {
+        _present.TryGetValue(sessionId, out var before);
         var lookup = await _store.GetAsync(SessionService.StreamPath(sessionId), cancellationToken).ConfigureAwait(false);
         if (lookup.Status != StreamLookupStatus.Found)
         {
-            if (_present.TryRemove(sessionId, out var gone))
+            // Only the entry there before the lookup: one made since belongs to a session created again meanwhile.
+            if (before is not null && _present.TryRemove(new KeyValuePair<string, SessionPresence>(sessionId, before)))
             {
-                gone.Close();
+                before.Close();
             }
 
             return SessionOperationResult.NotFound;
@@ -123,13 +125,17 @@ internal sealed partial class PresenceService : IHostedService, IAsyncDisposable
         return result;
     }
 
-    /// <summary>The session's entry for its incarnation <paramref name="streamId"/>: an entry of an earlier one is replaced.</summary>
+    /// <summary>
+    /// The session's entry for its newest incarnation known: <paramref name="streamId"/>'s, replacing an entry of an
+    /// earlier one, or the one there already if the session was created again since (stream ids only grow, and the
+    /// heartbeat's append goes to the session at its path now).
+    /// </summary>
     private SessionPresence Present(string sessionId, long streamId)
     {
         while (true)
         {
             var present = _present.GetOrAdd(sessionId, static (_, id) => new SessionPresence(id), streamId);
-            if (present.StreamId == streamId)
+            if (present.StreamId >= streamId)
             {
                 return present;
             }

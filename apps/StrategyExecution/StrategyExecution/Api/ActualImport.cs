@@ -76,7 +76,6 @@ public static class ActualImport
         return (rows, errors);
     }
 
-    /// <summary>Checks every row and records them all, or none; the errors say which rows are wrong and why.</summary>
     /// <summary>
     /// The latest month an actual may be recorded for: the current one, wherever on Earth it already is (UTC+14). An
     /// actual is a result achieved; one for a month still to come would stand as the measure's latest value, and every
@@ -98,6 +97,7 @@ public static class ActualImport
             .Where(m => m.Id == measureId && (m.LatestMonth == null || m.LatestMonth <= month))
             .ExecuteUpdateAsync(s => s.SetProperty(m => m.LatestValue, value).SetProperty(m => m.LatestMonth, month).SetProperty(m => m.LatestAt, now), ct);
 
+    /// <summary>Checks every row and records them all, or none; the errors say which rows are wrong and why.</summary>
     public static async Task<(int Recorded, List<RowError> Errors)> ApplyAsync(
         StrategyDb db, Acting acting, Person person, IReadOnlyList<ImportRow> rows, string source, TimeProvider time, CancellationToken ct)
     {

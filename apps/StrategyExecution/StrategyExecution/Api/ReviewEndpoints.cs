@@ -390,8 +390,9 @@ public static class ReviewEndpoints
             problems.Add("due must be a date, yyyy-MM-dd, from the review's day to two years after it.");
         }
 
+        // An action may be about nothing in particular; one about a subject that is not there is refused.
         var (subject, subjectProblem) = await SubjectAsync(db, id, body.AgendaItemId, body.ObjectiveId, body.MeasureId, ct);
-        if (subjectProblem is not null)
+        if (subjectProblem is not null && subjectProblem != NoSubject)
         {
             problems.Add(subjectProblem);
         }
@@ -482,7 +483,9 @@ public static class ReviewEndpoints
         }
 
         return objectiveId is null && measureId is null
-            ? ((null, null), "a decision names the objective or measure it is about (objectiveId, measureId, or an agenda item that has one).")
+            ? ((null, null), NoSubject)
             : ((objectiveId, measureId), null);
     }
+
+    private const string NoSubject = "a decision names the objective or measure it is about (objectiveId, measureId, or an agenda item that has one).";
 }

@@ -144,14 +144,22 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
         var own = Database.CurrentTransaction is null ? await Database.BeginTransactionAsync(cancellationToken) : null;
         try
         {
-            foreach (var audit in audits)
+            SetAside(audits);
+
+            // The other changes are accepted once saved, so that the audits' save does not write them again.
+            int saved;
+            try
             {
-                Entry(audit).State = EntityState.Detached;
+                saved = await base.SaveChangesAsync(acceptAllChangesOnSuccess: true, cancellationToken);
+            }
+            catch
+            {
+                Audit.AddRange(audits);
+                throw;
             }
 
-            var saved = await base.SaveChangesAsync(acceptAllChangesOnSuccess, cancellationToken);
-            await Database.ExecuteSqlAsync($"SELECT pg_advisory_xact_lock({AuditOrderLock})", cancellationToken);
             Audit.AddRange(audits);
+            await Database.ExecuteSqlAsync($"SELECT pg_advisory_xact_lock({AuditOrderLock})", cancellationToken);
             saved += await base.SaveChangesAsync(acceptAllChangesOnSuccess, cancellationToken);
             if (own is not null)
             {
@@ -180,17 +188,32 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
         }
 
         using var own = Database.CurrentTransaction is null ? Database.BeginTransaction() : null;
+        SetAside(audits);
+        int saved;
+        try
+        {
+            saved = base.SaveChanges(acceptAllChangesOnSuccess: true);
+        }
+        catch
+        {
+            Audit.AddRange(audits);
+            throw;
+        }
+
+        Audit.AddRange(audits);
+        Database.ExecuteSql($"SELECT pg_advisory_xact_lock({AuditOrderLock})");
+        saved += base.SaveChanges(acceptAllChangesOnSuccess);
+        own?.Commit();
+        return saved;
+    }
+
+    /// <summary>Takes the audit entries out of the pending changes; a failed save puts them back, to be saved again.</summary>
+    private void SetAside(List<AuditEntry> audits)
+    {
         foreach (var audit in audits)
         {
             Entry(audit).State = EntityState.Detached;
         }
-
-        var saved = base.SaveChanges(acceptAllChangesOnSuccess);
-        Database.ExecuteSql($"SELECT pg_advisory_xact_lock({AuditOrderLock})");
-        Audit.AddRange(audits);
-        saved += base.SaveChanges(acceptAllChangesOnSuccess);
-        own?.Commit();
-        return saved;
     }
 
     private List<AuditEntry> AddedAuditsOnPostgres()
