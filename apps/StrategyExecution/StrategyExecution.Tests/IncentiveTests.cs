@@ -125,3 +125,45 @@ public sealed class PeriodLockTests(AppFixture fixture) : IClassFixture<AppFixtu
         Assert.Equal("period.locked", audit["action"]!.GetValue<string>());
     }
 }
+
+/// <summary>Writes racing the period's lock, on an app of their own: each lands before the lock or is refused.</summary>
+public sealed class PeriodLockRaceTests(AppFixture fixture) : IClassFixture<AppFixture>
+{
+    [Fact]
+    public async Task Actuals_recorded_while_the_period_is_locked_all_commit_before_the_lock_or_are_refused()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        using var admin = ApiClient.For(fixture.App, await reader.PersonWith(1, "admin"));
+        var measures = (await reader.GetJson("/api/scorecards/1"))["objectives"]!.AsArray().SelectMany(o => o!["measures"]!.AsArray()).Select(m => m!["id"]!.GetValue<int>()).ToList();
+
+        // Writers keep recording while the lock is asked for; each stops at its first refusal.
+        var writers = Enumerable.Range(0, 6).Select(async writer =>
+        {
+            var answers = new List<HttpStatusCode>();
+            for (var i = 0; i < 200; i++)
+            {
+                using var response = await admin.RecordActual(measures[writer % measures.Count], ApiClient.LastMonth(), i);
+                answers.Add(response.StatusCode);
+                if (response.StatusCode != HttpStatusCode.Created)
+                {
+                    break;
+                }
+            }
+
+            return answers;
+        }).ToList();
+        await ApiClient.Until(async () => (await reader.GetJson("/api/audit?take=1000")).AsArray().Count(a => a!["action"]!.GetValue<string>() == "actual.recorded") >= 12, "the writers to be under way");
+        using var locked = await admin.PostAsync(new Uri("/api/periods/2/lock", UriKind.Relative), null);
+        Assert.Equal(HttpStatusCode.OK, locked.StatusCode);
+        var answered = (await Task.WhenAll(writers)).SelectMany(a => a).ToList();
+
+        // Every writer was stopped by the lock, and no actual committed after it: the payouts it froze saw them all.
+        Assert.Equal(6, answered.Count(a => a == HttpStatusCode.Conflict));
+        Assert.All(answered, a => Assert.True(a is HttpStatusCode.Created or HttpStatusCode.Conflict, a.ToString()));
+        var audit = (await reader.GetJson("/api/audit?take=1000")).AsArray().Select(a => a!["action"]!.GetValue<string>()).ToList();
+        var lockAt = audit.IndexOf("period.locked");
+        Assert.True(lockAt > 0);
+        Assert.DoesNotContain("actual.recorded", audit.Skip(lockAt));
+        Assert.Equal(answered.Count(a => a == HttpStatusCode.Created), audit.Count(a => a == "actual.recorded"));
+    }
+}

@@ -78,6 +78,19 @@ using (var scope = app.Services.CreateScope())
     FirstAdmin.Ensure(db, app.Configuration);
 }
 
+// A write into a period whose lock committed after the endpoint's own check: refused as the check would have.
+app.Use(async (context, next) =>
+{
+    try
+    {
+        await next(context);
+    }
+    catch (PeriodLockedException ex) when (!context.Response.HasStarted)
+    {
+        await Problems.Error(409, "PERIOD_LOCKED", ex.Message).ExecuteAsync(context);
+    }
+});
+
 // The durable streams are read by signed-in people and written by the app only (the audit trail, live updates).
 app.Use(async (context, next) =>
 {

@@ -191,6 +191,11 @@ public static class ActualImport
             return (0, errors);
         }
 
+        foreach (var periodId in parsed.Select(p => unitOf[p.Measure.ObjectiveId].PeriodId).Distinct())
+        {
+            db.WritesInto(periodId);
+        }
+
         var now = time.GetUtcNow();
         db.ChangeTracker.AutoDetectChangesEnabled = false;
         await db.Database.OpenConnectionAsync(ct);

@@ -104,6 +104,8 @@ public static class AlignmentEndpoints
             return Problems.Error(409, "PERIOD_LOCKED", $"{period.Name} is locked: its scorecards no longer change.");
         }
 
+        db.WritesInto(period.Id);
+
         if (body.ParentObjectiveId is { } parentId)
         {
             var parent = await db.Objectives.AsNoTracking().FirstOrDefaultAsync(o => o.Id == parentId, ct);
@@ -180,6 +182,8 @@ public static class AlignmentEndpoints
             return locked;
         }
 
+        db.WritesInto(objective.PeriodId);
+
         var measure = new Measure { ObjectiveId = objective.Id, Name = name, Unit = unit!, Direction = body.Direction!, Baseline = body.Baseline, Weight = body.Weight ?? 1 };
         await db.AddAuditedAsync(measure, person.Id, "measure.created", () => $"measure/{measure.Id}", () => new { measure.Id, objectiveId = objective.Id, unitId = objective.UnitId, measure.Name, measure.Direction }, time.GetUtcNow(), ct);
         context.RequestServices.GetRequiredService<Live.AuditTrail>().Notify();
@@ -233,6 +237,8 @@ public static class AlignmentEndpoints
             return Problems.Error(409, "PERIOD_LOCKED", $"{period.Name} is locked: its targets no longer change.");
         }
 
+        db.WritesInto(period.Id);
+
         var row = await db.Targets.FirstOrDefaultAsync(t => t.MeasureId == id && t.PeriodId == period.Id, ct);
         if (row is null)
         {
@@ -273,6 +279,8 @@ public static class AlignmentEndpoints
         {
             return locked;
         }
+
+        db.WritesInto(effect.PeriodId);
 
         // The check for a loop reads every link and then writes one: one at a time, so two links drawn at once (a→b and
         // b→a) cannot each pass the check and close a loop together, nor the same link be stored twice. Within a

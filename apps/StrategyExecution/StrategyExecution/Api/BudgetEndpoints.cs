@@ -146,6 +146,7 @@ public static class BudgetEndpoints
                 return locked;
             }
 
+            db.WritesInto(pool.PeriodId);
             var initiative = body.InitiativeId is { } initiativeId ? await db.Initiatives.AsNoTracking().FirstOrDefaultAsync(i => i.Id == initiativeId, ct) : null;
             if (initiative is null || initiative.PeriodId != pool.PeriodId)
             {
@@ -211,6 +212,7 @@ public static class BudgetEndpoints
                 return locked;
             }
 
+            db.WritesInto(pool.PeriodId);
             var allocated = (await db.Allocations.AsNoTracking().Where(a => a.PoolId == id).Select(a => a.Amount).ToListAsync(ct)).Sum();
             var decision = RingfencedPool.Release(pool.Amount, allocated, body.Amount!.Value, pool.Ringfenced, approved: false);
             if (!decision.Allowed && !decision.NeedsApproval)
@@ -267,6 +269,7 @@ public static class BudgetEndpoints
                 return locked;
             }
 
+            db.WritesInto(pool.PeriodId);
             var allocated = (await db.Allocations.AsNoTracking().Where(a => a.PoolId == pool.Id).Select(a => a.Amount).ToListAsync(ct)).Sum();
             var decision = RingfencedPool.Release(pool.Amount, allocated, release.Amount, pool.Ringfenced, approved: true);
             if (!decision.Allowed)
@@ -336,6 +339,8 @@ public static class BudgetEndpoints
             return Problems.Error(409, "PERIOD_LOCKED", $"{period.Name} is locked.");
         }
 
+        db.WritesInto(period.Id);
+
         var spend = new Spend { InitiativeId = initiative?.Id, PeriodId = period.Id, Amount = body.Amount!.Value, On = body.On!.Value, Description = body.Description!.Trim() };
         db.Spend.Add(spend);
         db.AddAudit(person.Id, "spend.recorded", initiative is null ? "spend/unlinked" : $"initiative/{initiative.Id}", new { initiativeId = initiative?.Id, amount = spend.Amount, on = spend.On, spend.Description }, time.GetUtcNow());
@@ -387,8 +392,9 @@ public static class BudgetEndpoints
             return Problems.Forbidden("Creating initiatives needs the owner or admin role on the unit or a unit above it.");
         }
 
+        db.WritesInto(period!.Id);
         await using var transaction = await db.Database.BeginTransactionAsync(ct);
-        var initiative = new Initiative { UnitId = unit.Id, PeriodId = period!.Id, Name = name };
+        var initiative = new Initiative { UnitId = unit.Id, PeriodId = period.Id, Name = name };
         db.Initiatives.Add(initiative);
         await db.SaveChangesAsync(ct);
         db.InitiativeLinks.AddRange(objectiveIds.Select(o => new InitiativeLink { InitiativeId = initiative.Id, ObjectiveId = o }));
@@ -438,6 +444,8 @@ public static class BudgetEndpoints
             return Problems.Error(409, "PERIOD_LOCKED", $"{period.Name} is locked: nothing in it changes any more.");
         }
 
+        db.WritesInto(period.Id);
+
         var milestone = new Milestone { InitiativeId = id, Name = name, Due = body.Due!.Value };
         await db.AddAuditedAsync(milestone, person.Id, "milestone.added", () => $"initiative/{id}", () => new { milestone.Id, initiativeId = id, milestone.Name, milestone.Due }, time.GetUtcNow(), ct);
         audit.Notify();
@@ -464,6 +472,8 @@ public static class BudgetEndpoints
         {
             return locked;
         }
+
+        db.WritesInto(initiative.PeriodId);
 
         // Marked done only if it is not yet, in the same statement: of two requests at once, one marks it and the other
         // finds it done, so it is audited once.

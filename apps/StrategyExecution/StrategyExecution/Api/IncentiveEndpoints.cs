@@ -121,6 +121,10 @@ public static class IncentiveEndpoints
             return Problems.Forbidden("Locking a period needs the admin role on the company.");
         }
 
+        // Every plan's results are computed from the final scores and written down with the lock, in one transaction
+        // that first waits for the writes into the period in flight and holds new ones off (they are refused after it).
+        await using var transaction = await db.Database.BeginTransactionAsync(ct);
+        await db.LockPeriodForWritesAsync(id, ct);
         var period = await db.Periods.FirstOrDefaultAsync(p => p.Id == id, ct);
         if (period is null)
         {
@@ -132,8 +136,6 @@ public static class IncentiveEndpoints
             return Problems.Error(409, "PERIOD_NOT_ACTIVE", $"{period.Name} is {period.Status.ToString().ToLowerInvariant()}: only an active period is locked.");
         }
 
-        // Every plan's results are computed from the final scores and written down with the lock, in one transaction.
-        await using var transaction = await db.Database.BeginTransactionAsync(ct);
         var frozen = 0;
         foreach (var plan in await db.Plans.AsNoTracking().Where(p => p.PeriodId == id).ToListAsync(ct))
         {

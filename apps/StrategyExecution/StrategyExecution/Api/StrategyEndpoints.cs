@@ -205,6 +205,8 @@ public static class StrategyEndpoints
             return Problems.Error(409, "PERIOD_NOT_ACTIVE", $"{period.Name} is {period.Status.ToString().ToLowerInvariant()}: actuals are recorded only in an active period.");
         }
 
+        db.WritesInto(period.Id);
+
         var now = time.GetUtcNow();
         var actual = new Actual { MeasureId = id, Month = month, Value = value, RecordedBy = person.Id, RecordedAt = now, Source = source };
         var previous = measure.LatestValue;

@@ -125,18 +125,47 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
     /// <summary>The advisory lock a PostgreSQL transaction holds from writing audit entries until it commits.</summary>
     private const long AuditOrderLock = 5102;
 
+    /// <summary>
+    /// The advisory lock (with the period's id as its second key) that a PostgreSQL transaction writing into a period
+    /// holds shared, and the period's lock holds exclusive.
+    /// </summary>
+    private const int PeriodWriteLock = 5104;
+
+    private readonly HashSet<int> _periodsWritten = [];
+
+    /// <summary>
+    /// Makes the next save refuse, with <see cref="PeriodLockedException"/>, if period <paramref name="periodId"/> is
+    /// locked by then. Judged inside the save's transaction, so a write checked just before the period's lock commits
+    /// cannot land after it: on SQLite the transaction holds the database's write lock; on PostgreSQL it holds
+    /// <see cref="PeriodWriteLock"/> shared, which the lock takes exclusive (<see cref="LockPeriodForWritesAsync"/>).
+    /// </summary>
+    public void WritesInto(int periodId) => _periodsWritten.Add(periodId);
+
+    /// <summary>
+    /// Waits for every write into period <paramref name="periodId"/> in flight to commit, and holds new ones off until
+    /// this transaction ends (PostgreSQL; on SQLite the transaction's write lock does both). Call inside a transaction.
+    /// </summary>
+    public async Task LockPeriodForWritesAsync(int periodId, CancellationToken cancellationToken)
+    {
+        if (Database.IsNpgsql())
+        {
+            await Database.ExecuteSqlAsync($"SELECT pg_advisory_xact_lock({PeriodWriteLock}, {periodId})", cancellationToken);
+        }
+    }
+
     /// <inheritdoc/>
     /// <remarks>
-    /// On PostgreSQL the audit entries' ids come from a sequence, handed out in the order transactions write them, while
-    /// the transactions commit in whatever order they finish; the publisher appends what has committed to the audit stream
-    /// in id order, so an entry that committed after a higher one was appended would never reach it. Audit entries are
-    /// therefore written last, under an advisory lock held until the commit: they commit in id order. (SQLite writes one
-    /// transaction at a time.)
+    /// <para>On PostgreSQL the audit entries' ids come from a sequence, handed out in the order transactions write them,
+    /// while the transactions commit in whatever order they finish; the publisher appends what has committed to the audit
+    /// stream in id order, so an entry that committed after a higher one was appended would never reach it. Audit entries
+    /// are therefore written last, under an advisory lock held until the commit: they commit in id order. (SQLite writes
+    /// one transaction at a time.)</para>
+    /// <para>The periods named by <see cref="WritesInto"/> are checked first, in the same transaction.</para>
     /// </remarks>
     public override async Task<int> SaveChangesAsync(bool acceptAllChangesOnSuccess, CancellationToken cancellationToken = default)
     {
         var audits = AddedAuditsOnPostgres();
-        if (audits.Count == 0)
+        if (audits.Count == 0 && _periodsWritten.Count == 0)
         {
             return await base.SaveChangesAsync(acceptAllChangesOnSuccess, cancellationToken);
         }
@@ -144,6 +173,18 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
         var own = Database.CurrentTransaction is null ? await Database.BeginTransactionAsync(cancellationToken) : null;
         try
         {
+            await CheckPeriodsWrittenAsync(cancellationToken);
+            if (audits.Count == 0)
+            {
+                var changed = await base.SaveChangesAsync(acceptAllChangesOnSuccess, cancellationToken);
+                if (own is not null)
+                {
+                    await own.CommitAsync(cancellationToken);
+                }
+
+                return changed;
+            }
+
             SetAside(audits);
 
             // The other changes are accepted once saved, so that the audits' save does not write them again.
@@ -178,7 +219,7 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
     }
 
     /// <inheritdoc/>
-    /// <remarks>As <see cref="SaveChangesAsync(bool, CancellationToken)"/>.</remarks>
+    /// <remarks>The audit ordering of <see cref="SaveChangesAsync(bool, CancellationToken)"/>; used only at start-up, when nothing writes into periods.</remarks>
     public override int SaveChanges(bool acceptAllChangesOnSuccess)
     {
         var audits = AddedAuditsOnPostgres();
@@ -205,6 +246,23 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
         saved += base.SaveChanges(acceptAllChangesOnSuccess);
         own?.Commit();
         return saved;
+    }
+
+    /// <summary>Refuses the save if a period it writes into is locked (inside the save's transaction).</summary>
+    private async Task CheckPeriodsWrittenAsync(CancellationToken cancellationToken)
+    {
+        foreach (var periodId in _periodsWritten.Order())
+        {
+            if (Database.IsNpgsql())
+            {
+                await Database.ExecuteSqlAsync($"SELECT pg_advisory_xact_lock_shared({PeriodWriteLock}, {periodId})", cancellationToken);
+            }
+
+            if (await Periods.AsNoTracking().Where(p => p.Id == periodId).Select(p => new { p.Name, p.Status }).FirstOrDefaultAsync(cancellationToken) is { Status: PeriodStatus.Locked } period)
+            {
+                throw new PeriodLockedException($"{period.Name} is locked: nothing in it changes any more.");
+            }
+        }
     }
 
     /// <summary>Takes the audit entries out of the pending changes; a failed save puts them back, to be saved again.</summary>
@@ -261,3 +319,6 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
         modelBuilder.Entity<AuditEntry>().HasIndex(a => a.Subject);
     }
 }
+
+/// <summary>A save into a period that was locked meanwhile: answered <c>409 PERIOD_LOCKED</c>, nothing written.</summary>
+public sealed class PeriodLockedException(string message) : InvalidOperationException(message);
