@@ -117,6 +117,14 @@ public sealed partial class SessionAgentHost
                 {
                     turn = await ClaimIntoSlotAsync(_options.ClaimWait, cancellationToken).ConfigureAwait(false);
                 }
+                catch (DurableSessionsException ex) when (ex.Code == "AGENT_NOT_FOUND")
+                {
+                    // Unregistered (DELETE /v1/agents/{agent}) while this host serves it: a running host keeps its agent
+                    // registered, so that its users' messages are answered again.
+                    Log.Reregistering(_logger, _turns.AgentId);
+                    await RegisterAgainAsync(cancellationToken).ConfigureAwait(false);
+                    continue;
+                }
                 catch (DurableSessionsException ex)
                 {
                     // Refused (a token without the grant, say): said once per attempt, tried again after a pause.
@@ -206,6 +214,19 @@ public sealed partial class SessionAgentHost
             {
                 _slots.Release();
             }
+        }
+    }
+
+    private async Task RegisterAgainAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            await RegisterAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (DurableSessionsException ex)
+        {
+            Log.ClaimRefused(_logger, _turns.AgentId, ex.Code, ex);
+            await Task.Delay(TimeSpan.FromSeconds(5), _options.TimeProvider, cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -339,6 +360,9 @@ public sealed partial class SessionAgentHost
 
         [LoggerMessage(421, LogLevel.Warning, "Agent {AgentId}: the server refused a claim ({Code}); trying again shortly")]
         public static partial void ClaimRefused(ILogger logger, string agentId, string code, Exception exception);
+
+        [LoggerMessage(427, LogLevel.Warning, "Agent {AgentId} was unregistered while this host serves it; registering it again")]
+        public static partial void Reregistering(ILogger logger, string agentId);
 
         [LoggerMessage(426, LogLevel.Error, "Serving {Stream} failed unexpectedly; its lease runs out and the turn is served again")]
         public static partial void ServingFailed(ILogger logger, string stream, Exception exception);

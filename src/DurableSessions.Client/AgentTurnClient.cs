@@ -51,6 +51,24 @@ public sealed class AgentTurnClient
     }
 
     /// <summary>
+    /// Unregisters the agent: no message is its turn any more, the turns waiting for it are dropped and its wake stream
+    /// is deleted; turns claimed now are finished by their workers. False when it was not registered. An agent host
+    /// still serving it (<c>SessionAgentHost</c>) registers it again: stop those first.
+    /// </summary>
+    public async Task<bool> UnregisterAsync(CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Delete, Root), cancellationToken).ConfigureAwait(false);
+            return true;
+        }
+        catch (DurableSessionsException ex) when (ex.Code == "AGENT_NOT_FOUND")
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
     /// Claims the oldest waiting turn for <paramref name="worker"/>, waiting up to <paramref name="wait"/> for one to
     /// come; null when none came.
     /// </summary>

@@ -83,6 +83,24 @@ public sealed class AgentHostLeaseTests
         await bench.StopAsync();
     }
 
+    [Fact]
+    public async Task A_host_whose_agent_is_unregistered_while_it_serves_registers_it_again_and_answers_on()
+    {
+        await using var bench = await Bench.StartAsync(new DemoChatClient(tokensPerSecond: 200));
+        var (user, log) = (bench.User, bench.Log);
+        Assert.True(await user.Agent(Agent).UnregisterAsync(TestContext.Current.CancellationToken));
+
+        // The claims the host has waiting are answered 404 at once: it says so and registers the agent again (event 427).
+        Assert.True(await log.WaitFor(427, count: 1, TimeSpan.FromSeconds(30)));
+        await user.Session("again").CreateAsync();
+        await user.Session("again").SendMessageAsync("Still there?");
+        var state = await SessionWaits.StateAsync(user, "again", s => s.Runs.Any(r => r.Status == RunStatus.Finished), TimeSpan.FromSeconds(60));
+        Assert.Single(state.Messages, m => m.Role == MessageRole.Assistant && m.Status == MessageStatus.Complete);
+
+        await bench.StopAsync();
+        Assert.False(await user.Agent("agent:never-registered").UnregisterAsync(TestContext.Current.CancellationToken));
+    }
+
     /// <summary>
     /// A server without an agent, and a host of <see cref="Agent"/> whose heartbeats go through a <see cref="HeartbeatRefusal"/>
     /// (leases of 1.5 s, no follow-up wait), registered before any question so that every later message is its turn.

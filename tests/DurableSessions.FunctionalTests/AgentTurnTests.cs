@@ -296,6 +296,79 @@ public sealed class AgentTurnTests : IAsyncLifetime
         Assert.True(stored > 0, "No cut message was stored in 40 attempts: the test did not reach its case.");
     }
 
+    [Fact]
+    public async Task An_unregistered_agent_has_no_turns_left_and_its_workers_finish_the_ones_they_hold()
+    {
+        await Ask("u1");
+        await Ask("u2");
+        var held = await Claim("w1");
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Delete, "/v1/agents/agent:a", "")).StatusCode);
+
+        // Gone: described, claimed and unregistered again it is a 404, and its wake stream is deleted.
+        foreach (var (method, url, body) in new[] { (HttpMethod.Get, "/v1/agents/agent:a", ""), (HttpMethod.Delete, "/v1/agents/agent:a", ""), (HttpMethod.Post, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\"}") })
+        {
+            var response = await Post(method, url, body);
+            Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+            Assert.Equal("AGENT_NOT_FOUND", (string?)JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!["code"]);
+        }
+
+        Assert.Equal(HttpStatusCode.NotFound, (await _server.Client.GetAsync("/v1/stream/agents/agent:a/wake?offset=-1")).StatusCode);
+
+        // The turn a worker holds is still its own to finish; a message that came meanwhile wakes nothing.
+        await Ask(((string)held["stream"]!)["sessions/".Length..]);
+        await Ask("u3");
+        Assert.Equal(HttpStatusCode.OK, (await Ack(held, done: false)).StatusCode);
+        var done = await Ack(held, done: true);
+        Assert.Equal(HttpStatusCode.OK, done.StatusCode);
+        Assert.False((bool)JsonNode.Parse(await done.Content.ReadAsStringAsync())!["next_wake"]!);
+
+        // Nothing is left of it: registered again, it starts with no turn (the messages asked before are not its own).
+        Assert.Equal(0, _server.Services.GetRequiredService<DurableSessions.AspNetCore.Agents.AgentTurnService>().TurnCount);
+        Assert.Equal(HttpStatusCode.Created, (await Post(HttpMethod.Put, "/v1/agents/agent:a", "{\"lease_ttl_ms\":5000}")).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\"}")).StatusCode);
+        await Ask("u4");
+        Assert.Equal("sessions/u4", (string?)(await Claim("w2"))["stream"]);
+    }
+
+    [Fact]
+    public async Task A_turn_held_when_its_agent_is_unregistered_ends_when_released_or_run_out_instead_of_waiting_again()
+    {
+        await Ask("r1");
+        await Ask("r2");
+        var released = await Claim("w1");
+        var runsOut = await Claim("w2");
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Delete, "/v1/agents/agent:a", "")).StatusCode);
+
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Post, "/v1/agents/agent:a/release", AckBody(released, done: false))).StatusCode);
+        var turns = _server.Services.GetRequiredService<DurableSessions.AspNetCore.Agents.AgentTurnService>();
+        Assert.Equal(1, turns.TurnCount);
+
+        // The other lease runs out: the expiry drops the turn (a waiting turn would be kept, and woken).
+        _clock.Advance(TimeSpan.FromMilliseconds(5001));
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (turns.TurnCount != 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.Equal(0, turns.TurnCount);
+        await AssertFenced(await Ack(runsOut, done: true));
+        Assert.Equal(HttpStatusCode.NotFound, (await _server.Client.GetAsync("/v1/stream/agents/agent:a/wake?offset=-1")).StatusCode);
+    }
+
+    [Fact]
+    public async Task Unregistering_an_agent_frees_its_place_under_the_limit_of_agents()
+    {
+        await using var server = await InProcessServer.StartAsync(_clock, services: s => s.Configure<DurableSessions.AspNetCore.Agents.AgentTurnOptions>(o => o.MaxAgents = 2));
+        Task<HttpResponseMessage> Register(string agent) => server.Client.PutAsync($"/v1/agents/{agent}", new StringContent("{}", Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.Created, (await Register("a1")).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Register("a2")).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await Register("a3")).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await server.Client.DeleteAsync("/v1/agents/a1")).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Register("a3")).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await Register("a1")).StatusCode);
+    }
+
     private async Task Ask(string session)
     {
         await _server.Client.PutAsync($"/v1/sessions/{session}", new StringContent("{}", Encoding.UTF8, "application/json"));

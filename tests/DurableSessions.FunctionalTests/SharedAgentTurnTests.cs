@@ -146,6 +146,29 @@ public sealed class SharedAgentTurnTests : IAsyncLifetime
         Assert.InRange(Batches(_a) + Batches(_b) - batchesBefore, 1, 2 * Sessions);
     }
 
+    [Fact]
+    public async Task An_agent_unregistered_through_one_node_is_gone_for_the_other()
+    {
+        // B knows the agent (it served a turn of it) before A unregisters it.
+        await Ask(_a, "x9");
+        Assert.Equal(HttpStatusCode.OK, (await Post(_b, "/v1/agents/agent:a/ack", AckBody(await Claim(_b, "w1"), done: true))).StatusCode);
+        await Ask(_b, "x9");
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(_a, "/v1/agents/agent:a", "", HttpMethod.Delete)).StatusCode);
+
+        // B describes it, claims for it and unregisters it as gone; a message through B is no turn of it.
+        foreach (var (method, url, body) in new[] { (HttpMethod.Get, "/v1/agents/agent:a", ""), (HttpMethod.Post, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\"}"), (HttpMethod.Delete, "/v1/agents/agent:a", "") })
+        {
+            var response = await Post(_b, url, body, method);
+            Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+            Assert.Equal("AGENT_NOT_FOUND", (string?)JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!["code"]);
+        }
+
+        await Ask(_b, "x10");
+        Assert.Equal(HttpStatusCode.Created, (await Post(_b, "/v1/agents/agent:a", "{}", HttpMethod.Put)).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(_a, "/v1/agents/agent:a/claim", "{\"worker\":\"w3\"}")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Post(_a, "/v1/agents/agent:a", "", HttpMethod.Get)).StatusCode);
+    }
+
     private static long Batches(InProcessServer node) => node.Services.GetRequiredService<DurableSessions.AspNetCore.Agents.AgentTurnService>().BatchCount;
 
     private static async Task<HttpResponseMessage> Post(InProcessServer node, string url, string body, HttpMethod? method = null)

@@ -41,6 +41,9 @@ internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessCont
             case ("", "GET"):
                 await DescribeAsync(context, agent).ConfigureAwait(false);
                 return;
+            case ("", "DELETE"):
+                await UnregisterAsync(context, agent).ConfigureAwait(false);
+                return;
             case ("claim", "POST"):
                 await ClaimAsync(context, agent).ConfigureAwait(false);
                 return;
@@ -98,6 +101,17 @@ internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessCont
         }
 
         await JsonResponse.Write(context, 200, Describe(registration)).ConfigureAwait(false);
+    }
+
+    private async Task UnregisterAsync(HttpContext context, string agent)
+    {
+        if (!await turns.UnregisterAsync(agent, context.RequestAborted).ConfigureAwait(false))
+        {
+            await Problem.Write(context, 404, "AGENT_NOT_FOUND", $"No agent {agent} is registered.").ConfigureAwait(false);
+            return;
+        }
+
+        context.Response.StatusCode = 204;
     }
 
     private async Task ClaimAsync(HttpContext context, string agent)

@@ -155,18 +155,75 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     /// <summary>The registered agent, or null.</summary>
     public async Task<AgentRegistration?> GetAgentAsync(string agent, CancellationToken cancellationToken)
     {
-        if (_agents.TryGetValue(agent, out var known))
-        {
-            return known;
-        }
-
         if (!_store.IsShared)
         {
-            return null;
+            return _agents.GetValueOrDefault(agent);
         }
 
-        await RefreshAgentsAsync(cancellationToken).ConfigureAwait(false);
-        return _agents.GetValueOrDefault(agent);
+        // Read from the store, not this node's copy: another node may have registered or unregistered it.
+        return await _store.GetDocumentAsync(AgentsCollection, agent, cancellationToken).ConfigureAwait(false) is { } data
+            ? ParseRegistration(agent, data)
+            : null;
+    }
+
+    /// <summary>
+    /// Unregisters an agent: from then on no message is its turn, the turns waiting for it are dropped, and its wake
+    /// stream is deleted. A turn a worker holds now stays that worker's until it is acked, released or its lease runs
+    /// out, and then ends instead of waiting again: a reply being written is finished, not cut. False when no such agent
+    /// is registered. Retried after a failure, it finishes what was left.
+    /// </summary>
+    public async Task<bool> UnregisterAsync(string agent, CancellationToken cancellationToken)
+    {
+        if (!await RunAsync(TurnReads.Everything, () => UnregisterLockedAsync(agent, cancellationToken), cancellationToken).ConfigureAwait(false))
+        {
+            return false;
+        }
+
+        // Claims waiting for this agent's turns hear at once that it is gone.
+        Signal();
+        await _store.DeleteAsync(WakeStreamOf(agent), cancellationToken).ConfigureAwait(false);
+        Log.Unregistered(_logger, agent);
+        return true;
+    }
+
+    private async Task<bool> UnregisterLockedAsync(string agent, CancellationToken cancellationToken)
+    {
+        if (!_agents.TryGetValue(agent, out var registration))
+        {
+            return false;
+        }
+
+        var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        foreach (var turn in _turns.Values.Where(t => t.Agent == agent && !IsHeld(t, now)).ToList())
+        {
+            Drop(turn);
+        }
+
+        // Last, and awaited here: a register that enters next must not read it back, and a failure before it leaves the
+        // agent registered, so the call can simply be made again.
+        await _section.DeleteDocumentAsync(AgentsCollection, agent, cancellationToken).ConfigureAwait(false);
+        _agents.TryRemove(agent, out _);
+        _wakeStreams.TryRemove(registration.WakeStream, out _);
+        return true;
+    }
+
+    private static bool IsHeld(TurnRecord turn, long now) => turn.Holder is not null && turn.LeaseExpiresAt > now;
+
+    /// <summary>
+    /// Ends a claim given back, run out or answered with something new since: the turn waits again for the next worker,
+    /// or, its agent unregistered meanwhile, is dropped.
+    /// </summary>
+    private void WaitAgainOrDrop(TurnRecord turn)
+    {
+        if (!_agents.ContainsKey(turn.Agent))
+        {
+            Drop(turn);
+            return;
+        }
+
+        ClearClaim(turn);
+        Wake(turn);
+        Save(turn);
     }
 
     /// <summary>
@@ -386,11 +443,9 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         }
 
         // Something new arrived while it was served: the turn waits again.
-        ClearClaim(turn);
-        Wake(turn);
-        Save(turn);
+        WaitAgainOrDrop(turn);
         Signal();
-        return new TurnAckOutcome(TurnAckStatus.Ok, true, null);
+        return new TurnAckOutcome(TurnAckStatus.Ok, _agents.ContainsKey(agent), null);
     }
 
     /// <summary>Gives a claimed turn back unanswered: it waits again, woken for the next worker.</summary>
@@ -404,11 +459,9 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             return await EndedAsync(stream, cancellationToken).ConfigureAwait(false);
         }
 
-        ClearClaim(turn);
-        Wake(turn);
-        Save(turn);
+        WaitAgainOrDrop(turn);
         Signal();
-        return new TurnAckOutcome(TurnAckStatus.Ok, true, null);
+        return new TurnAckOutcome(TurnAckStatus.Ok, _agents.ContainsKey(agent), null);
     }
 
     private async Task<TurnRecord?> CurrentClaimAsync(string agent, string stream, string? token, string? wakeId, long? generation, CancellationToken cancellationToken)
@@ -465,9 +518,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
                     foreach (var turn in _turns.Values.Where(t => t.Holder is not null && t.LeaseExpiresAt <= now).ToList())
                     {
                         Log.LeaseExpired(_logger, turn.Agent, turn.Stream, turn.Holder!, turn.Generation);
-                        ClearClaim(turn);
-                        Wake(turn);
-                        Save(turn);
+                        WaitAgainOrDrop(turn);
                     }
 
                     ScheduleExpiry();
@@ -534,9 +585,10 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     {
         var wakeStream = WakeStreamOf(agent);
         var result = await _store.AppendAsync(new AppendRequest { Path = wakeStream, ContentType = StreamContentType.Json, Data = data }, CancellationToken.None).ConfigureAwait(false);
-        if (result.Status is AppendStatus.NotFound or AppendStatus.Gone)
+        if (result.Status is AppendStatus.NotFound or AppendStatus.Gone && _agents.ContainsKey(agent))
         {
-            // Deleted by someone: wakes are only hints, so the stream is simply created again.
+            // Deleted by someone: wakes are only hints, so the stream is simply created again (unless its agent is
+            // gone: a wake written just before the agent was unregistered does not bring the stream back).
             await EnsureWakeStreamAsync(wakeStream, CancellationToken.None).ConfigureAwait(false);
             result = await _store.AppendAsync(new AppendRequest { Path = wakeStream, ContentType = StreamContentType.Json, Data = data }, CancellationToken.None).ConfigureAwait(false);
         }
@@ -715,21 +767,39 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         await agents.ConfigureAwait(false);
     }
 
+    /// <summary>Reads the registered agents again; only in the critical section, which is where they change.</summary>
     private async Task RefreshAgentsAsync(CancellationToken cancellationToken)
     {
+        var seen = new HashSet<string>(_agents.Count, StringComparer.Ordinal);
         await foreach (var (key, data) in _store.ListDocumentsAsync(AgentsCollection, cancellationToken).ConfigureAwait(false))
         {
-            try
+            if (ParseRegistration(key, data) is { } agent)
             {
-                if (JsonSerializer.Deserialize(data, AgentTurnJsonContext.Default.AgentRegistration) is { } agent && agent.Agent == key)
-                {
-                    _agents[key] = agent;
-                    _wakeStreams[agent.WakeStream] = 0;
-                }
+                _agents[key] = agent;
+                _wakeStreams[agent.WakeStream] = 0;
+                seen.Add(key);
             }
-            catch (JsonException)
+        }
+
+        // Unregistered since, through this node or another.
+        foreach (var (key, gone) in _agents)
+        {
+            if (!seen.Contains(key) && _agents.TryRemove(key, out _))
             {
+                _wakeStreams.TryRemove(gone.WakeStream, out _);
             }
+        }
+    }
+
+    private static AgentRegistration? ParseRegistration(string key, byte[] data)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(data, AgentTurnJsonContext.Default.AgentRegistration) is { } agent && agent.Agent == key ? agent : null;
+        }
+        catch (JsonException)
+        {
+            return null;
         }
     }
 
@@ -998,6 +1068,9 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
         [LoggerMessage(703, LogLevel.Error, "Expiring agent leases failed; retried on the next claim")]
         public static partial void ExpiryFailed(ILogger logger, Exception exception);
+
+        [LoggerMessage(705, LogLevel.Information, "Agent {Agent} unregistered")]
+        public static partial void Unregistered(ILogger logger, string agent);
 
         [LoggerMessage(704, LogLevel.Warning, "Trimming the wake stream {WakeStream} failed; tried again when it has grown by its retention")]
         public static partial void WakeStreamTrimFailed(ILogger logger, string wakeStream, Exception exception);
