@@ -230,7 +230,8 @@ test("a team owner creates an initiative linked to an objective, plans a milesto
   const row = (page) => page.locator("#initiatives tr[data-initiative]", { hasText: "Quote-to-cash automation" })
   for (const p of [owner.page, ceo.page]) await row(p).waitFor({ timeout: 5000 })
   const id = Number(await row(owner.page).getAttribute("data-initiative"))
-  const csv = await (await authed(`${app.url}/api/export/initiative-links.csv`)).text()
+  const adminToken = await signIn(await personWith(1, "admin"))
+  const csv = await (await fetch(`${app.url}/api/export/initiative-links.csv`, { headers: { authorization: `Bearer ${adminToken}` } })).text()
   expect(csv.split("\n").some((line) => line.split(",")[1] === String(id) && line.includes(`,${objective.id},`))).toBe(true)
 
   const due = `${new Date().getFullYear()}-12-15`
@@ -388,9 +389,23 @@ test("the incentive simulator pays a what-if on the plan's curve", async () => {
   await plan.getByRole("button", { name: "Simulate" }).click()
   await expect.poll(() => plan.locator(".simulated").textContent()).toBe("What if: 200% of 20,000 = 40,000")
   expect(await plan.locator(".payouts tr").count()).toBe(6)
+  expect(await admin.page.locator("#export-item").isVisible()).toBe(true)
+  expect(await admin.page.locator("#own-payouts").count()).toBe(0)
   mkdirSync(artifacts, { recursive: true })
   await admin.page.screenshot({ path: join(artifacts, "strategy-incentives.png"), fullPage: true })
   await admin.context.close()
+
+  // Anyone else sees what the plan pays for and only their own pay, and is not offered the export.
+  const units = await (await authed(`${app.url}/api/units`)).json()
+  const division = units.find((u) => u.parentId === 1).id
+  const head = await open(await personWith(division, "owner"), division)
+  await head.page.locator("#incentives-link").click()
+  await head.page.locator("#own-payouts").waitFor()
+  const own = head.page.locator("[data-plan]").first()
+  expect(await own.locator('input[name^="score-"]').count()).toBe(4)
+  expect(await own.locator(".payouts tr").count()).toBe(2)
+  expect(await head.page.locator("#export-item").isVisible()).toBe(false)
+  await head.context.close()
 })
 
 test("a visitor signs in with the form (a wrong password is refused in the form), sees their name, and signs out", async () => {

@@ -97,7 +97,18 @@ public sealed class DataTests(AppFixture fixture) : IClassFixture<AppFixture>
     public async Task Everything_exports_as_json_and_each_table_as_csv_and_the_api_is_described_in_openapi()
     {
         using var reader = ApiClient.For(fixture.App);
-        var export = await reader.GetJson("/api/export");
+        using var admin = ApiClient.For(fixture.App, await reader.PersonWith(1, "admin"));
+
+        // An export holds everyone's pay: it is the company admins' alone, as JSON and as any table.
+        using var owner = ApiClient.For(fixture.App, await reader.PersonWith(1, "owner"));
+        foreach (var (client, path) in new[] { (reader, "/api/export"), (reader, "/api/export/plan-participants.csv"), (owner, "/api/export"), (owner, "/api/export/people.csv") })
+        {
+            using var refused = await client.GetAsync(new Uri(path, UriKind.Relative));
+            Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+            Assert.Equal("FORBIDDEN", JsonNode.Parse(await refused.Content.ReadAsStringAsync())!["error"]!["code"]!.GetValue<string>());
+        }
+
+        var export = await admin.GetJson("/api/export");
         var people = (await reader.GetJson("/api/people")).AsArray().Count;
         Assert.Equal(people, export["people"]!.AsArray().Count);
         foreach (var table in new[] { "units", "objectives", "measures", "targets", "actuals", "pools", "reviews", "decisions", "actions", "audit" })
@@ -105,21 +116,20 @@ public sealed class DataTests(AppFixture fixture) : IClassFixture<AppFixture>
             Assert.True(export[table] is JsonArray, table);
         }
 
-        var csv = await reader.GetStringAsync(new Uri("/api/export/people.csv", UriKind.Relative));
+        var csv = await admin.GetStringAsync(new Uri("/api/export/people.csv", UriKind.Relative));
         var lines = csv.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Equal("id,name,email,unit_id", lines[0].TrimEnd('\r'));
         Assert.Equal(people + 1, lines.Length);
-        Assert.Equal(HttpStatusCode.NotFound, (await reader.GetAsync(new Uri("/api/export/passwords.csv", UriKind.Relative))).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await admin.GetAsync(new Uri("/api/export/passwords.csv", UriKind.Relative))).StatusCode);
 
         // Text a spreadsheet would take for a formula is exported as text; numbers, negative ones too, as they are.
-        using var admin = ApiClient.For(fixture.App, await reader.PersonWith(1, "admin"));
         var day = DateTime.UtcNow.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture);
         using (var spend = await admin.PostAsJsonAsync(new Uri("/api/spend", UriKind.Relative), new { amount = 12.5m, on = day, description = "=HYPERLINK(\"http://example.invalid\",\"open\")" }))
         {
             Assert.Equal(HttpStatusCode.Created, spend.StatusCode);
         }
 
-        var spendCsv = await reader.GetStringAsync(new Uri("/api/export/spend.csv", UriKind.Relative));
+        var spendCsv = await admin.GetStringAsync(new Uri("/api/export/spend.csv", UriKind.Relative));
         Assert.Contains("\"'=HYPERLINK(\"\"http://example.invalid\"\",\"\"open\"\")\"", spendCsv, StringComparison.Ordinal);
         Assert.DoesNotContain(",=HYPERLINK", spendCsv, StringComparison.Ordinal);
         Assert.DoesNotContain(",\"=HYPERLINK", spendCsv, StringComparison.Ordinal);

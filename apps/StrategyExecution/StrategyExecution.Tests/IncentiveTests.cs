@@ -35,7 +35,8 @@ public sealed class IncentiveTests(AppFixture fixture) : IClassFixture<AppFixtur
     public async Task A_plan_pays_each_participant_from_the_current_scores_of_its_components()
     {
         using var reader = ApiClient.For(fixture.App);
-        var plan = (await reader.GetJson("/api/incentives"))[0]!;
+        using var admin = ApiClient.For(fixture.App, await reader.PersonWith(1, "admin"));
+        var plan = (await admin.GetJson("/api/incentives"))[0]!;
         var card = await reader.GetJson("/api/scorecards/1");
         var objectiveScores = card["objectives"]!.AsArray().ToDictionary(o => $"objective/{o!["id"]}", o => o!["score"]!.GetValue<double>());
         var components = plan["components"]!.AsArray();
@@ -58,6 +59,30 @@ public sealed class IncentiveTests(AppFixture fixture) : IClassFixture<AppFixtur
         });
     }
 
+    [Fact]
+    public async Task Everyone_sees_what_a_plan_pays_for_but_only_their_own_pay_and_the_admins_everyones()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        using var admin = ApiClient.For(fixture.App, await reader.PersonWith(1, "admin"));
+        var all = (await admin.GetJson("/api/incentives"))[0]!["participants"]!.AsArray();
+        Assert.Equal(5, all.Count);
+
+        // A division head is paid by the plan: they see their own line, not their peers'.
+        var division = (await reader.GetJson("/api/units")).AsArray().First(u => u!["parentId"]?.GetValue<int>() == 1)!["id"]!.GetValue<int>();
+        var headId = await reader.PersonWith(division, "owner");
+        using var head = ApiClient.For(fixture.App, headId);
+        var own = (await head.GetJson("/api/incentives"))[0]!;
+        Assert.Equal(4, own["components"]!.AsArray().Count);
+        var line = Assert.Single(own["participants"]!.AsArray())!;
+        Assert.Equal(headId, line["personId"]!.GetValue<int>());
+        Assert.Equal(all.Single(p => p!["personId"]!.GetValue<int>() == headId)!["amount"]!.GetValue<decimal>(), line["amount"]!.GetValue<decimal>());
+
+        // Someone the plan does not pay sees what it pays for, and nobody's pay.
+        var plan = (await reader.GetJson("/api/incentives"))[0]!;
+        Assert.Equal(4, plan["components"]!.AsArray().Count);
+        Assert.Empty(plan["participants"]!.AsArray());
+    }
+
     /// <summary>The default curve, as docs/strategy.md states it.</summary>
     private static double Payout(double score) => score < 50 ? 0 : score >= 150 ? 2 : score < 100 ? 0.5 + (0.5 * (score - 50) / 50) : 1 + ((score - 100) / 50);
 }
@@ -71,7 +96,7 @@ public sealed class PeriodLockTests(AppFixture fixture) : IClassFixture<AppFixtu
         using var reader = ApiClient.For(fixture.App);
         using var admin = ApiClient.For(fixture.App, await reader.PersonWith(1, "admin"));
         using var owner = ApiClient.For(fixture.App, await reader.PersonWith(1, "owner"));
-        var before = (await reader.GetJson("/api/incentives"))[0]!["participants"]!.AsArray().Select(p => p!["amount"]!.GetValue<decimal>()).ToList();
+        var before = (await admin.GetJson("/api/incentives"))[0]!["participants"]!.AsArray().Select(p => p!["amount"]!.GetValue<decimal>()).ToList();
 
         // Work of the period under way when it is locked: a release waiting for approval, a milestone not yet done.
         var budgets = await reader.GetJson("/api/budgets");
@@ -91,7 +116,7 @@ public sealed class PeriodLockTests(AppFixture fixture) : IClassFixture<AppFixtu
         Assert.Equal(HttpStatusCode.OK, locked.StatusCode);
         Assert.Equal(5, JsonNode.Parse(await locked.Content.ReadAsStringAsync())!["frozenPayouts"]!.GetValue<int>());
 
-        var after = (await reader.GetJson("/api/incentives"))[0]!["participants"]!.AsArray();
+        var after = (await admin.GetJson("/api/incentives"))[0]!["participants"]!.AsArray();
         Assert.All(after, p => Assert.True(p!["frozen"]!.GetValue<bool>()));
         Assert.Equal(before, after.Select(p => p!["amount"]!.GetValue<decimal>()));
         Assert.Equal(HttpStatusCode.Conflict, (await admin.RecordActual(1, ApiClient.LastMonth(), 1)).StatusCode);

@@ -95,6 +95,13 @@ public sealed class Acting(StrategyDb db, TimeProvider time, SignInCache cache)
         return found.Person;
     }
 
+    /// <summary>Whether <paramref name="person"/> holds <paramref name="role"/> (or a stronger one) on the company, the unit at the top, and so on every unit.</summary>
+    public async Task<bool> HasCompanyRoleAsync(Person person, Role role, CancellationToken cancellationToken)
+    {
+        var company = await db.Units.AsNoTracking().Where(u => u.ParentId == null).Select(u => u.Id).FirstAsync(cancellationToken);
+        return await HasRoleAsync(person, company, role, cancellationToken);
+    }
+
     /// <summary>
     /// Whether <paramref name="person"/> holds <paramref name="role"/> (or a stronger one) on <paramref name="unitId"/> or
     /// any unit above it: a role on a unit covers the units below it.

@@ -152,8 +152,13 @@ public static class DataEndpoints
         return Results.Ok(new { Recorded = recorded });
     }
 
-    private static async Task ExportJsonAsync(HttpContext context, StrategyDb db, CancellationToken ct)
+    private static async Task<IResult> ExportJsonAsync(HttpContext context, Acting acting, StrategyDb db, CancellationToken ct)
     {
+        if (await ExportRefusedAsync(context, acting, ct) is { } refused)
+        {
+            return refused;
+        }
+
         context.Response.ContentType = "application/json";
         context.Response.Headers.ContentDisposition = "attachment; filename=\"strategy-export.json\"";
         // Written to the response's pipe, which is flushed to the client as the tables stream out.
@@ -182,10 +187,16 @@ public static class DataEndpoints
         writer.WriteEndObject();
         writer.Flush();
         await pipe.FlushAsync(ct);
+        return Results.Empty;
     }
 
-    private static async Task<IResult> ExportCsvAsync(string table, HttpContext context, StrategyDb db, CancellationToken ct)
+    private static async Task<IResult> ExportCsvAsync(string table, HttpContext context, Acting acting, StrategyDb db, CancellationToken ct)
     {
+        if (await ExportRefusedAsync(context, acting, ct) is { } refused)
+        {
+            return refused;
+        }
+
         if (!Tables.TryGetValue(table, out var query))
         {
             return Problems.NotFound($"No table '{table}'. Tables: {string.Join(", ", Tables.Keys)}.");
@@ -208,6 +219,15 @@ public static class DataEndpoints
 
         return Results.Empty;
     }
+
+    /// <summary>
+    /// An export holds every table, the people's pay in the incentive plans and the whole audit trail among them: it is
+    /// the company admins' (null), and refused to anyone else.
+    /// </summary>
+    private static async Task<IResult?> ExportRefusedAsync(HttpContext context, Acting acting, CancellationToken ct)
+        => await acting.HasCompanyRoleAsync(await acting.SignedInAsync(context, ct), Role.Admin, ct)
+            ? null
+            : Problems.Forbidden("An export holds everything, everyone's pay among it: it needs the admin role on the company.");
 
     private static string Format(object? value) => value switch
     {

@@ -31,14 +31,17 @@ public static class IncentiveEndpoints
         return api;
     }
 
-    private static async Task<IResult> PlansAsync(StrategyDb db, Scorecards scorecards, CancellationToken ct)
+    private static async Task<IResult> PlansAsync(HttpContext context, Acting acting, StrategyDb db, Scorecards scorecards, CancellationToken ct)
     {
+        // What a plan pays for is for everyone to see; what each person earns is theirs and the admins' alone.
+        var person = await acting.SignedInAsync(context, ct);
+        var everyone = await acting.HasCompanyRoleAsync(person, Role.Admin, ct);
         var plans = await db.Plans.AsNoTracking().OrderBy(p => p.Id).ToListAsync(ct);
         var result = new List<object>();
         foreach (var plan in plans)
         {
             var (components, payouts) = await ResultsAsync(db, scorecards, plan, ct);
-            result.Add(new { plan.Id, plan.Name, plan.PeriodId, plan.Curve, Components = components, Participants = payouts });
+            result.Add(new { plan.Id, plan.Name, plan.PeriodId, plan.Curve, Components = components, Participants = everyone ? payouts : payouts.FindAll(p => p.PersonId == person.Id) });
         }
 
         return Results.Ok(result);
@@ -115,8 +118,7 @@ public static class IncentiveEndpoints
     {
         var person = await acting.SignedInAsync(context, ct);
 
-        var company = await db.Units.AsNoTracking().Where(u => u.ParentId == null).Select(u => u.Id).FirstAsync(ct);
-        if (!await acting.HasRoleAsync(person, company, Role.Admin, ct))
+        if (!await acting.HasCompanyRoleAsync(person, Role.Admin, ct))
         {
             return Problems.Forbidden("Locking a period needs the admin role on the company.");
         }

@@ -133,6 +133,9 @@ function targetForm(m) {
 }
 
 function renderUnits() {
+  // The export holds everyone's pay: only the company's admins are offered it (and only they get it).
+  const company = units.find((u) => u.parentId == null)?.id
+  $("export-item").hidden = !(company != null && holds(company, "admin"))
   const children = (parent) => units.filter((u) => (u.parentId ?? null) === parent)
   const tree = (parent) => {
     const list = el("ul")
@@ -452,7 +455,10 @@ function renderMyUpdates(rows) {
 
 /** Incentive plans with each participant's payout, and a simulator that pays a what-if on the plan's curve. */
 function renderIncentives(plans) {
+  const company = units.find((u) => u.parentId == null)?.id
+  const own = !(company != null && holds(company, "admin"))
   const sections = [el("div", { className: "card-head" }, el("h1", { textContent: "Incentives" }), el("span", { className: "muted", textContent: "payouts from the scores, frozen when the period is locked" }))]
+  if (own) sections.push(el("p", { className: "muted", id: "own-payouts", textContent: "Only your own payouts are shown; the company's admins see everyone's." }))
   for (const plan of plans) {
     const box = el("div", { className: "announcement" })
     box.dataset.plan = plan.id
