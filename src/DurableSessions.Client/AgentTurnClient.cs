@@ -51,9 +51,10 @@ public sealed class AgentTurnClient
     }
 
     /// <summary>
-    /// Unregisters the agent: no message is its turn any more, the turns waiting for it are dropped and its wake stream
-    /// is deleted; turns claimed now are finished by their workers. False when it was not registered. An agent host
-    /// still serving it (<c>SessionAgentHost</c>) registers it again: stop those first.
+    /// Unregisters the agent (the token needs <c>admin</c> on <c>agents/{agent}</c>): no message is its turn any more and
+    /// the turns waiting for it are dropped; turns claimed now are finished by their workers. False when it was not
+    /// registered (also when a retry of a request whose answer was lost finds it gone). An agent host still serving it
+    /// (<c>SessionAgentHost</c>) registers it again: stop those first.
     /// </summary>
     public async Task<bool> UnregisterAsync(CancellationToken cancellationToken = default)
     {

@@ -1040,8 +1040,10 @@ public sealed partial class RedisStreamStore : StreamStore
 
     private StreamKeys Keys(string path)
     {
-        // The hash tag puts a stream's keys in one cluster slot. A path with braces would break the tag, so it is hashed.
-        var tag = path.Contains('{', StringComparison.Ordinal) || path.Contains('}', StringComparison.Ordinal)
+        // The hash tag puts a stream's keys in one cluster slot. A path with braces would break the tag, so it is hashed,
+        // and a digest's tag starts with '#'. So is every path that starts with '#' itself: spelled as another path's
+        // digest, it would otherwise name that path's keys.
+        var tag = path.StartsWith('#') || path.Contains('{', StringComparison.Ordinal) || path.Contains('}', StringComparison.Ordinal)
             ? "#" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(path)))
             : path;
         var root = _prefix + ":s:{" + tag + "}:";

@@ -198,6 +198,10 @@ public sealed class AgentTurnTests : IAsyncLifetime
         Assert.Equal("sessions/mine-1", (string?)JsonNode.Parse(await claimed.Content.ReadAsStringAsync())!["stream"]);
         Assert.Equal(HttpStatusCode.NoContent, (await Send(server, HttpMethod.Post, "/v1/agents/agent:b/claim", agent, "{\"worker\":\"w\"}")).StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, (await Send(server, HttpMethod.Post, "/v1/agents/agent:b/claim", agent, "{\"worker\":\"w\",\"stream\":\"sessions/other-1\"}")).StatusCode);
+
+        // Unregistering drops turns of sessions the worker's token cannot see (other-1's): it needs admin on the agent.
+        Assert.Equal(HttpStatusCode.Forbidden, (await Send(server, HttpMethod.Delete, "/v1/agents/agent:b", agent, "")).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await Send(server, HttpMethod.Delete, "/v1/agents/agent:b", admin, "")).StatusCode);
     }
 
     private static async Task<HttpResponseMessage> Send(InProcessServer server, HttpMethod method, string url, string? token, string body)
@@ -312,15 +316,22 @@ public sealed class AgentTurnTests : IAsyncLifetime
             Assert.Equal("AGENT_NOT_FOUND", (string?)JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!["code"]);
         }
 
-        Assert.Equal(HttpStatusCode.NotFound, (await _server.Client.GetAsync("/v1/stream/agents/agent:a/wake?offset=-1")).StatusCode);
+        // Its wake stream stays, an ordinary stream, and wakes nothing more.
+        var wakes = JsonNode.Parse(await _server.Client.GetStringAsync("/v1/stream/agents/agent:a/wake?offset=-1"))!.AsArray().Count;
 
-        // The turn a worker holds is still its own to finish; a message that came meanwhile wakes nothing.
+        // The turn a worker holds is still its own to finish, renewed by the lease it was granted (5 s, not the server's
+        // default); a message that came meanwhile wakes nothing.
         await Ask(((string)held["stream"]!)["sessions/".Length..]);
         await Ask("u3");
-        Assert.Equal(HttpStatusCode.OK, (await Ack(held, done: false)).StatusCode);
+        _clock.Advance(TimeSpan.FromSeconds(3));
+        var heartbeat = await Ack(held, done: false);
+        Assert.Equal(HttpStatusCode.OK, heartbeat.StatusCode);
+        Assert.Equal(_clock.GetUtcNow().ToUnixTimeMilliseconds() + 5000, (long)JsonNode.Parse(await heartbeat.Content.ReadAsStringAsync())!["lease_expires_at"]!);
+        _clock.Advance(TimeSpan.FromSeconds(4));
         var done = await Ack(held, done: true);
         Assert.Equal(HttpStatusCode.OK, done.StatusCode);
         Assert.False((bool)JsonNode.Parse(await done.Content.ReadAsStringAsync())!["next_wake"]!);
+        Assert.Equal(wakes, JsonNode.Parse(await _server.Client.GetStringAsync("/v1/stream/agents/agent:a/wake?offset=-1"))!.AsArray().Count);
 
         // Nothing is left of it: registered again, it starts with no turn (the messages asked before are not its own).
         Assert.Equal(0, _server.Services.GetRequiredService<DurableSessions.AspNetCore.Agents.AgentTurnService>().TurnCount);
@@ -353,7 +364,6 @@ public sealed class AgentTurnTests : IAsyncLifetime
 
         Assert.Equal(0, turns.TurnCount);
         await AssertFenced(await Ack(runsOut, done: true));
-        Assert.Equal(HttpStatusCode.NotFound, (await _server.Client.GetAsync("/v1/stream/agents/agent:a/wake?offset=-1")).StatusCode);
     }
 
     [Fact]

@@ -99,6 +99,31 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Paths_that_differ_are_different_streams_whatever_characters_they_hold()
+    {
+        // A store may name a path's storage by a digest of it (the Redis store does for paths with braces): no other path
+        // may reach the same storage, such as one spelled as that digest.
+        var store = await Open();
+        const string braced = "tenants/{acme}/inbox";
+        var digest = "#" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(braced)));
+        Assert.Equal(CreateStreamStatus.Created, (await Create(store, braced, initial: "secret")).Status);
+        Assert.Equal(StreamLookupStatus.NotFound, (await store.GetAsync(digest)).Status);
+        Assert.Equal(AppendStatus.NotFound, (await Append(store, digest, "forged")).Status);
+        Assert.Equal(CreateStreamStatus.Created, (await Create(store, digest, initial: "own")).Status);
+        Assert.Equal("own", await ReadAll(store, digest));
+        Assert.Equal("secret", await ReadAll(store, braced));
+        foreach (var path in new[] { "{a}", "{a", "a}", "#{a}", "#a", "a/#b" })
+        {
+            Assert.Equal(CreateStreamStatus.Created, (await Create(store, path, initial: path)).Status);
+        }
+
+        foreach (var path in new[] { "{a}", "{a", "a}", "#{a}", "#a", "a/#b" })
+        {
+            Assert.Equal(path, await ReadAll(store, path));
+        }
+    }
+
+    [Fact]
     public async Task Appends_get_strictly_increasing_offsets_and_read_back_in_order()
     {
         var store = await Open();

@@ -26,13 +26,15 @@ internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessCont
         }
 
         // Serving an agent's turns is writing as it: the token needs write on agents/{agent}, and each session it is given
-        // must also be one it may read and write.
-        if (!await access.AuthorizeAsync(context, "agents/" + agent, Auth.Capability.Write).ConfigureAwait(false))
+        // must also be one it may read and write. Unregistering drops turns of sessions a worker's token may not even
+        // see, so it needs admin there, as deleting a stream does.
+        var method = context.Request.Method;
+        var unregister = segments.Length == 1 && HttpMethods.IsDelete(method);
+        if (!await access.AuthorizeAsync(context, "agents/" + agent, unregister ? Auth.Capability.Admin : Auth.Capability.Write).ConfigureAwait(false))
         {
             return;
         }
 
-        var method = context.Request.Method;
         switch (segments.Length == 1 ? string.Empty : segments[1], method)
         {
             case ("", "PUT"):

@@ -55,6 +55,12 @@ internal sealed class TurnRecord
     /// <summary>When the current lease ends (Unix ms).</summary>
     public long? LeaseExpiresAt { get; set; }
 
+    /// <summary>
+    /// The lease the current claim was granted (ms), which its heartbeats renew: a claim keeps it when its agent is
+    /// registered again with another one, or unregistered. Zero in turns stored before it was kept.
+    /// </summary>
+    public long LeaseTtlMs { get; set; }
+
     /// <summary>The <see cref="Version"/> the current claim answers.</summary>
     public long ClaimedVersion { get; set; }
 

@@ -167,43 +167,49 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     }
 
     /// <summary>
-    /// Unregisters an agent: from then on no message is its turn, the turns waiting for it are dropped, and its wake
-    /// stream is deleted. A turn a worker holds now stays that worker's until it is acked, released or its lease runs
-    /// out, and then ends instead of waiting again: a reply being written is finished, not cut. False when no such agent
-    /// is registered. Retried after a failure, it finishes what was left.
+    /// Unregisters an agent: from then on no message is its turn, and the turns waiting for it are dropped. A turn a
+    /// worker holds now stays that worker's, on the lease it was granted, until it is acked, released or its lease runs
+    /// out, and then ends instead of waiting again: a reply being written is finished, not cut. The wake stream stays (an
+    /// ordinary stream, bounded by its retention), and serves the agent again if it is registered again. False when no
+    /// such agent is registered.
     /// </summary>
     public async Task<bool> UnregisterAsync(string agent, CancellationToken cancellationToken)
     {
-        if (!await RunAsync(TurnReads.Everything, () => UnregisterLockedAsync(agent, cancellationToken), cancellationToken).ConfigureAwait(false))
+        // Once entered, it runs to the end whatever the caller does: half of it would drop turns and keep the agent.
+        if (!await RunAsync(TurnReads.Everything, () => UnregisterLockedAsync(agent), cancellationToken).ConfigureAwait(false))
         {
             return false;
         }
 
-        // Claims waiting for this agent's turns hear at once that it is gone.
+        // Claims waiting on this node for the agent's turns hear at once that it is gone.
         Signal();
-        await _store.DeleteAsync(WakeStreamOf(agent), cancellationToken).ConfigureAwait(false);
         Log.Unregistered(_logger, agent);
         return true;
     }
 
-    private async Task<bool> UnregisterLockedAsync(string agent, CancellationToken cancellationToken)
+    private async Task<bool> UnregisterLockedAsync(string agent)
     {
-        if (!_agents.TryGetValue(agent, out var registration))
+        if (!_agents.ContainsKey(agent))
         {
             return false;
         }
 
+        // The waiting turns go first, each durably, and the registration last: a failure on the way leaves the agent
+        // registered, so the call can be made again, never turns of an agent that is gone.
         var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
-        foreach (var turn in _turns.Values.Where(t => t.Agent == agent && !IsHeld(t, now)).ToList())
+        var waiting = _turns.Values.Where(t => t.Agent == agent && !IsHeld(t, now)).ToList();
+        await Task.WhenAll(waiting.Select(t => _section.DeleteDocumentAsync(TurnsCollection, t.Key, CancellationToken.None).AsTask())).ConfigureAwait(false);
+        foreach (var turn in waiting)
         {
-            Drop(turn);
+            Forget(turn.Key);
         }
 
-        // Last, and awaited here: a register that enters next must not read it back, and a failure before it leaves the
-        // agent registered, so the call can simply be made again.
-        await _section.DeleteDocumentAsync(AgentsCollection, agent, cancellationToken).ConfigureAwait(false);
-        _agents.TryRemove(agent, out _);
-        _wakeStreams.TryRemove(registration.WakeStream, out _);
+        await _section.DeleteDocumentAsync(AgentsCollection, agent, CancellationToken.None).ConfigureAwait(false);
+        if (_agents.TryRemove(agent, out var registration))
+        {
+            _wakeStreams.TryRemove(registration.WakeStream, out _);
+        }
+
         return true;
     }
 
@@ -405,6 +411,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         turn.Holder = worker;
         turn.TokenHash = Hash(token);
         turn.LeaseExpiresAt = now + agent.LeaseTtlMs;
+        turn.LeaseTtlMs = agent.LeaseTtlMs;
         turn.ClaimedVersion = turn.Version;
         Save(turn);
         ScheduleExpiry();
@@ -429,7 +436,8 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
         if (!done)
         {
-            turn.LeaseExpiresAt = now + (registration?.LeaseTtlMs ?? (long)_options.DefaultLeaseTtl.TotalMilliseconds);
+            // Renewed by the lease it was granted: a worker times its heartbeats by that one.
+            turn.LeaseExpiresAt = now + (turn.LeaseTtlMs > 0 ? turn.LeaseTtlMs : registration?.LeaseTtlMs ?? (long)_options.DefaultLeaseTtl.TotalMilliseconds);
             Save(turn);
             ScheduleExpiry();
             return new TurnAckOutcome(TurnAckStatus.Ok, false, turn.LeaseExpiresAt);
@@ -501,6 +509,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         turn.Holder = null;
         turn.TokenHash = null;
         turn.LeaseExpiresAt = null;
+        turn.LeaseTtlMs = 0;
         turn.WakeId = null;
     }
 
