@@ -65,6 +65,32 @@ public sealed class AccessControlHardeningTests : IAsyncLifetime
     private static async Task<JsonObject> Json(HttpResponseMessage response)
         => (JsonObject)JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
 
+    [Fact]
+    public async Task An_ai_sdk_chat_message_needs_read_as_well_as_write_since_its_answer_is_the_reply()
+    {
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Put, "/v1/sessions/team", _root, "{}")).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Post, "/v1/sessions/team/messages", _root, "{\"text\":\"the plan?\"}")).StatusCode);
+        var before = (await Send(HttpMethod.Get, "/v1/stream/sessions/team?offset=-1", _root)).Headers.GetValues("Stream-Next-Offset").Single();
+
+        // Write alone: neither a new message nor a regenerate (which would stream the answer to someone else's question).
+        var writeOnly = Token("user:w", ("sessions/team", [Capability.Write]));
+        foreach (var body in new[] { "{\"id\":\"team\",\"messages\":[{\"id\":\"m1\",\"role\":\"user\",\"parts\":[{\"type\":\"text\",\"text\":\"summarise\"}]}]}", "{\"id\":\"team\",\"trigger\":\"regenerate-message\"}" })
+        {
+            var refused = await Send(HttpMethod.Post, "/api/chat", writeOnly, body);
+            Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+        }
+
+        Assert.Equal(before, (await Send(HttpMethod.Get, "/v1/stream/sessions/team?offset=-1", _root)).Headers.GetValues("Stream-Next-Offset").Single());
+
+        // Read and write: the message is taken, and its reply streamed back.
+        var both = Token("user:rw", ("sessions/team", [Capability.Read, Capability.Write]));
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/api/chat") { Content = new StringContent("{\"id\":\"team\",\"messages\":[{\"id\":\"m2\",\"role\":\"user\",\"parts\":[{\"type\":\"text\",\"text\":\"summarise\"}]}]}", Encoding.UTF8, "application/json") };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", both);
+        using var accepted = await _server.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, TestContext.Current.CancellationToken);
+        Assert.Equal(HttpStatusCode.OK, accepted.StatusCode);
+        Assert.NotEqual(before, (await Send(HttpMethod.Get, "/v1/stream/sessions/team?offset=-1", _root)).Headers.GetValues("Stream-Next-Offset").Single());
+    }
+
     // ---- finding 2: subscription routes ----
 
     /// <summary>A pull-wake subscription over jobs/* with pending work, so it can be claimed.</summary>

@@ -119,6 +119,28 @@ public sealed class BadInputTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_stream_under_sessions_is_json_or_not_created_and_leaves_the_session_id_free()
+    {
+        foreach (var contentType in new[] { "text/plain", null })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Put, "/v1/stream/sessions/typed");
+            if (contentType is not null)
+            {
+                request.Content = new StringContent("{\"type\":\"run\",\"key\":\"r1\",\"headers\":{\"operation\":\"insert\"},\"value\":{\"status\":\"finished\"}}", Encoding.UTF8, contentType);
+            }
+
+            var refused = await _server.Client.SendAsync(request);
+            Assert.Equal(HttpStatusCode.Conflict, refused.StatusCode);
+            Assert.Equal("CONTENT_TYPE_MISMATCH", (string?)System.Text.Json.Nodes.JsonNode.Parse(await refused.Content.ReadAsStringAsync())!["error"]!["code"]);
+            Assert.Equal(HttpStatusCode.NotFound, (await _server.Client.GetAsync("/v1/stream/sessions/typed?offset=-1")).StatusCode);
+        }
+
+        // The id is still free for the session itself, and a raw JSON create is one.
+        Assert.Equal(HttpStatusCode.Created, (await _server.Client.PutAsync("/v1/sessions/typed", new StringContent("{}", Encoding.UTF8, "application/json"))).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await _server.Client.PutAsync("/v1/stream/sessions/raw", new StringContent("[]", Encoding.UTF8, "application/json"))).StatusCode);
+    }
+
+    [Fact]
     public async Task Session_operations_refuse_fields_of_the_wrong_kind_and_change_nothing()
     {
         var client = _server.Client;

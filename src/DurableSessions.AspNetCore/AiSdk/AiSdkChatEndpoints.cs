@@ -68,7 +68,9 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
             return;
         }
 
-        if (!await access.AuthorizeAsync(context, SessionService.StreamPath(chatId), Auth.Capability.Write).ConfigureAwait(false))
+        // The answer is the reply, streamed back: sending a chat message reads the session as well as writing it.
+        if (!await access.AuthorizeAsync(context, SessionService.StreamPath(chatId), Auth.Capability.Write).ConfigureAwait(false)
+            || !await access.AuthorizeAsync(context, SessionService.StreamPath(chatId), Auth.Capability.Read).ConfigureAwait(false))
         {
             return;
         }

@@ -12,8 +12,16 @@ internal sealed class SessionAppendPolicy(SessionService sessions) : IStreamAppe
 {
     public bool Governs(string path) => SessionService.IsSessionPath(path);
 
-    public AppendRefusal? CheckCreate(string path, string? forkedFrom, StreamPayload initialData, Auth.Access writer)
-        => SessionService.CheckCreate(forkedFrom, initialData, Writer(writer, path)) is { } refused ? new AppendRefusal(refused.Status, refused.Code, refused.Message) : null;
+    public AppendRefusal? CheckCreate(string path, string? contentType, string? forkedFrom, StreamPayload initialData, Auth.Access writer)
+    {
+        // A stream of another type would take any bytes past every session rule, and still hold the session's id.
+        if (contentType is not null && !StreamContentType.IsJson(contentType))
+        {
+            return new AppendRefusal(409, "CONTENT_TYPE_MISMATCH", "A stream under sessions/ is a session, whose content type is application/json.");
+        }
+
+        return SessionService.CheckCreate(forkedFrom, initialData, Writer(writer, path)) is { } refused ? new AppendRefusal(refused.Status, refused.Code, refused.Message) : null;
+    }
 
     public Task CreatedAsync(StreamInfo stream, StreamPayload initialData) => sessions.CreatedAsync(stream, initialData);
 

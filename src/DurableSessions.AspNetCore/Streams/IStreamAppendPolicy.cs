@@ -10,8 +10,11 @@ internal interface IStreamAppendPolicy
     /// <summary>Whether this policy governs <paramref name="path"/>.</summary>
     bool Governs(string path);
 
-    /// <summary>Checks a create (or fork) with its initial data; null when allowed. Nothing is created when refused.</summary>
-    AppendRefusal? CheckCreate(string path, string? forkedFrom, StreamPayload initialData, Auth.Access writer);
+    /// <summary>
+    /// Checks a create (or fork) with its content type (null: a fork that takes its source's) and initial data; null when
+    /// allowed. Nothing is created when refused.
+    /// </summary>
+    AppendRefusal? CheckCreate(string path, string? contentType, string? forkedFrom, StreamPayload initialData, Auth.Access writer);
 
     /// <summary>
     /// Called once a create it governs has stored initial data (not for a fork, nor for a create that found the stream

@@ -220,7 +220,9 @@ internal sealed partial class StreamRequestHandler
         }
 
         // A stream a policy governs (a raw create under sessions/ makes a session) meets its rules from its first events.
-        if (PolicyFor(path)?.CheckCreate(path, forkedFrom, jsonBody ? payload : StreamPayload.Empty, Auth.AccessControl.Current(context)) is { } refused)
+        // The type the stream will have: the declared one, else a fork's source's, else the protocol's default.
+        var createdType = contentType ?? (forkedFrom is null ? StreamContentType.Default : null);
+        if (PolicyFor(path)?.CheckCreate(path, createdType, forkedFrom, jsonBody ? payload : StreamPayload.Empty, Auth.AccessControl.Current(context)) is { } refused)
         {
             await Problem.Write(context, refused.Status, refused.Code, refused.Message).ConfigureAwait(false);
             return;
