@@ -121,7 +121,6 @@ public sealed partial class SessionAgentHost
                 {
                     // Unregistered (DELETE /v1/agents/{agent}) while this host serves it: a running host keeps its agent
                     // registered, so that its users' messages are answered again.
-                    Log.Reregistering(_logger, _turns.AgentId);
                     await RegisterAgainAsync(cancellationToken).ConfigureAwait(false);
                     continue;
                 }
@@ -222,6 +221,7 @@ public sealed partial class SessionAgentHost
         try
         {
             await RegisterAsync(cancellationToken).ConfigureAwait(false);
+            Log.Reregistered(_logger, _turns.AgentId);
         }
         catch (DurableSessionsException ex)
         {
@@ -361,8 +361,8 @@ public sealed partial class SessionAgentHost
         [LoggerMessage(421, LogLevel.Warning, "Agent {AgentId}: the server refused a claim ({Code}); trying again shortly")]
         public static partial void ClaimRefused(ILogger logger, string agentId, string code, Exception exception);
 
-        [LoggerMessage(427, LogLevel.Warning, "Agent {AgentId} was unregistered while this host serves it; registering it again")]
-        public static partial void Reregistering(ILogger logger, string agentId);
+        [LoggerMessage(427, LogLevel.Warning, "Agent {AgentId} was unregistered while this host serves it; it is registered again")]
+        public static partial void Reregistered(ILogger logger, string agentId);
 
         [LoggerMessage(426, LogLevel.Error, "Serving {Stream} failed unexpectedly; its lease runs out and the turn is served again")]
         public static partial void ServingFailed(ILogger logger, string stream, Exception exception);

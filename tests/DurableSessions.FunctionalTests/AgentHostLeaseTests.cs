@@ -88,10 +88,13 @@ public sealed class AgentHostLeaseTests
     {
         await using var bench = await Bench.StartAsync(new DemoChatClient(tokensPerSecond: 200));
         var (user, log) = (bench.User, bench.Log);
+
+        // Once the host serves (event 420, after its own register), the agent is unregistered under it.
+        Assert.True(await log.WaitFor(420, count: 1, TimeSpan.FromSeconds(30)));
         Assert.True(await user.Agent(Agent).UnregisterAsync(TestContext.Current.CancellationToken));
 
         // The claims the host has waiting are answered 404 at once: it says so and registers the agent again (event 427).
-        Assert.True(await log.WaitFor(427, count: 1, TimeSpan.FromSeconds(30)));
+        Assert.True(await log.WaitFor(427, count: 1, TimeSpan.FromSeconds(30)), "events: " + string.Join(",", log.EventIds));
         await user.Session("again").CreateAsync();
         await user.Session("again").SendMessageAsync("Still there?");
         var state = await SessionWaits.StateAsync(user, "again", s => s.Runs.Any(r => r.Status == RunStatus.Finished), TimeSpan.FromSeconds(60));

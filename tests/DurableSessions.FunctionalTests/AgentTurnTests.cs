@@ -201,7 +201,10 @@ public sealed class AgentTurnTests : IAsyncLifetime
 
         // Unregistering drops turns of sessions the worker's token cannot see (other-1's): it needs admin on the agent.
         Assert.Equal(HttpStatusCode.Forbidden, (await Send(server, HttpMethod.Delete, "/v1/agents/agent:b", agent, "")).StatusCode);
-        Assert.Equal(HttpStatusCode.NoContent, (await Send(server, HttpMethod.Delete, "/v1/agents/agent:b", admin, "")).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await Send(server, HttpMethod.Delete, "/v1/agents/agent:b/", agent, "")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Send(server, HttpMethod.Get, "/v1/agents/agent:b", agent, "")).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await Send(server, HttpMethod.Delete, "/v1/agents/agent:b/", admin, "")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await Send(server, HttpMethod.Get, "/v1/agents/agent:b", agent, "")).StatusCode);
     }
 
     private static async Task<HttpResponseMessage> Send(InProcessServer server, HttpMethod method, string url, string? token, string body)
@@ -308,7 +311,7 @@ public sealed class AgentTurnTests : IAsyncLifetime
         var held = await Claim("w1");
         Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Delete, "/v1/agents/agent:a", "")).StatusCode);
 
-        // Gone: described, claimed and unregistered again it is a 404, and its wake stream is deleted.
+        // Gone: described, claimed and unregistered again it is a 404.
         foreach (var (method, url, body) in new[] { (HttpMethod.Get, "/v1/agents/agent:a", ""), (HttpMethod.Delete, "/v1/agents/agent:a", ""), (HttpMethod.Post, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\"}") })
         {
             var response = await Post(method, url, body);
@@ -316,8 +319,8 @@ public sealed class AgentTurnTests : IAsyncLifetime
             Assert.Equal("AGENT_NOT_FOUND", (string?)JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!["code"]);
         }
 
-        // Its wake stream stays, an ordinary stream, and wakes nothing more.
-        var wakes = JsonNode.Parse(await _server.Client.GetStringAsync("/v1/stream/agents/agent:a/wake?offset=-1"))!.AsArray().Count;
+        // Its wake stream is deleted, and nothing brings it back while the agent is gone.
+        Assert.Equal(HttpStatusCode.NotFound, (await _server.Client.GetAsync("/v1/stream/agents/agent:a/wake?offset=-1")).StatusCode);
 
         // The turn a worker holds is still its own to finish, renewed by the lease it was granted (5 s, not the server's
         // default); a message that came meanwhile wakes nothing.
@@ -331,7 +334,7 @@ public sealed class AgentTurnTests : IAsyncLifetime
         var done = await Ack(held, done: true);
         Assert.Equal(HttpStatusCode.OK, done.StatusCode);
         Assert.False((bool)JsonNode.Parse(await done.Content.ReadAsStringAsync())!["next_wake"]!);
-        Assert.Equal(wakes, JsonNode.Parse(await _server.Client.GetStringAsync("/v1/stream/agents/agent:a/wake?offset=-1"))!.AsArray().Count);
+        Assert.Equal(HttpStatusCode.NotFound, (await _server.Client.GetAsync("/v1/stream/agents/agent:a/wake?offset=-1")).StatusCode);
 
         // Nothing is left of it: registered again, it starts with no turn (the messages asked before are not its own).
         Assert.Equal(0, _server.Services.GetRequiredService<DurableSessions.AspNetCore.Agents.AgentTurnService>().TurnCount);
@@ -339,6 +342,21 @@ public sealed class AgentTurnTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\"}")).StatusCode);
         await Ask("u4");
         Assert.Equal("sessions/u4", (string?)(await Claim("w2"))["stream"]);
+        var wake = Assert.Single(JsonNode.Parse(await _server.Client.GetStringAsync("/v1/stream/agents/agent:a/wake?offset=-1"))!.AsArray())!;
+        Assert.Equal("sessions/u4", (string?)wake["stream"]);
+    }
+
+    [Fact]
+    public async Task An_agent_whose_wake_stream_path_is_taken_by_another_stream_is_refused_with_the_reason()
+    {
+        Assert.Equal(HttpStatusCode.Created, (await _server.Client.PutAsync("/v1/stream/agents/agent:taken/wake", new StringContent("x", Encoding.UTF8, "text/plain"))).StatusCode);
+        var refused = await Post(HttpMethod.Put, "/v1/agents/agent:taken", "{}");
+        Assert.Equal(HttpStatusCode.Conflict, refused.StatusCode);
+        Assert.Equal("WAKE_STREAM_CONFLICT", (string?)JsonNode.Parse(await refused.Content.ReadAsStringAsync())!["error"]!["code"]);
+        Assert.Equal(HttpStatusCode.NotFound, (await Post(HttpMethod.Get, "/v1/agents/agent:taken", "")).StatusCode);
+
+        Assert.Equal(HttpStatusCode.NoContent, (await _server.Client.DeleteAsync("/v1/stream/agents/agent:taken/wake")).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Post(HttpMethod.Put, "/v1/agents/agent:taken", "{}")).StatusCode);
     }
 
     [Fact]

@@ -28,14 +28,16 @@ internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessCont
         // Serving an agent's turns is writing as it: the token needs write on agents/{agent}, and each session it is given
         // must also be one it may read and write. Unregistering drops turns of sessions a worker's token may not even
         // see, so it needs admin there, as deleting a stream does.
+        // The route decides the capability: "/v1/agents/a" and "/v1/agents/a/" are the same route.
         var method = context.Request.Method;
-        var unregister = segments.Length == 1 && HttpMethods.IsDelete(method);
+        var route = segments.Length == 1 ? string.Empty : segments[1];
+        var unregister = route.Length == 0 && HttpMethods.IsDelete(method);
         if (!await access.AuthorizeAsync(context, "agents/" + agent, unregister ? Auth.Capability.Admin : Auth.Capability.Write).ConfigureAwait(false))
         {
             return;
         }
 
-        switch (segments.Length == 1 ? string.Empty : segments[1], method)
+        switch (route, method)
         {
             case ("", "PUT"):
                 await RegisterAsync(context, agent).ConfigureAwait(false);
@@ -84,14 +86,18 @@ internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessCont
             return;
         }
 
-        var (created, registration) = await turns.RegisterAsync(agent, lease, description, context.RequestAborted).ConfigureAwait(false);
-        if (registration is null)
+        var (outcome, registration) = await turns.RegisterAsync(agent, lease, description, context.RequestAborted).ConfigureAwait(false);
+        switch (outcome)
         {
-            await Problem.Write(context, 403, "AGENT_LIMIT_REACHED", "This server holds its limit of registered agents (Agents:MaxAgents).").ConfigureAwait(false);
-            return;
+            case AgentRegisterStatus.LimitReached:
+                await Problem.Write(context, 403, "AGENT_LIMIT_REACHED", "This server holds its limit of registered agents (Agents:MaxAgents).").ConfigureAwait(false);
+                return;
+            case AgentRegisterStatus.WakeStreamUnavailable:
+                await Problem.Write(context, 409, "WAKE_STREAM_CONFLICT", $"The agent's wake stream {AgentTurnService.WakeStreamOf(agent)} cannot be created: a stream of another configuration is there, or it was deleted while forks of it remain. Delete that stream, or its forks, and register again.").ConfigureAwait(false);
+                return;
         }
 
-        await JsonResponse.Write(context, created ? 201 : 200, Describe(registration)).ConfigureAwait(false);
+        await JsonResponse.Write(context, outcome == AgentRegisterStatus.Created ? 201 : 200, Describe(registration!)).ConfigureAwait(false);
     }
 
     private async Task DescribeAsync(HttpContext context, string agent)

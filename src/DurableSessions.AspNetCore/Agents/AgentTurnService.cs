@@ -118,14 +118,14 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     public static string WakeStreamOf(string agent) => "agents/" + agent + "/wake";
 
     /// <summary>Registers an agent (or re-confirms it, updating its lease); from then on, every user message is its turn.</summary>
-    public async Task<(bool Created, AgentRegistration? Agent)> RegisterAsync(string agent, long? leaseTtlMs, string? description, CancellationToken cancellationToken)
+    public async Task<(AgentRegisterStatus Status, AgentRegistration? Agent)> RegisterAsync(string agent, long? leaseTtlMs, string? description, CancellationToken cancellationToken)
     {
         await using var held = await EnterAsync(static _ => Task.CompletedTask, cancellationToken).ConfigureAwait(false);
         await RefreshAgentsAsync(cancellationToken).ConfigureAwait(false);
         var existing = _agents.GetValueOrDefault(agent);
         if (existing is null && _agents.Count >= _options.MaxAgents)
         {
-            return (false, null);
+            return (AgentRegisterStatus.LimitReached, null);
         }
 
         var registration = new AgentRegistration
@@ -136,7 +136,12 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             Description = description ?? existing?.Description,
             CreatedAt = existing?.CreatedAt ?? _time.GetUtcNow(),
         };
-        await EnsureWakeStreamAsync(registration.WakeStream, cancellationToken).ConfigureAwait(false);
+        // Without its wake stream a new agent would be woken nowhere (a webhook agent never): refused, and said why.
+        if (!await EnsureWakeStreamAsync(registration.WakeStream, cancellationToken).ConfigureAwait(false) && existing is null)
+        {
+            return (AgentRegisterStatus.WakeStreamUnavailable, null);
+        }
+
         if (registration != existing)
         {
             await _section.PutDocumentAsync(AgentsCollection, agent, JsonSerializer.SerializeToUtf8Bytes(registration, AgentTurnJsonContext.Default.AgentRegistration), cancellationToken).ConfigureAwait(false);
@@ -149,7 +154,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             Log.Registered(_logger, agent, registration.LeaseTtlMs);
         }
 
-        return (existing is null, registration);
+        return (existing is null ? AgentRegisterStatus.Created : AgentRegisterStatus.Updated, registration);
     }
 
     /// <summary>The registered agent, or null.</summary>
@@ -167,11 +172,10 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     }
 
     /// <summary>
-    /// Unregisters an agent: from then on no message is its turn, and the turns waiting for it are dropped. A turn a
-    /// worker holds now stays that worker's, on the lease it was granted, until it is acked, released or its lease runs
-    /// out, and then ends instead of waiting again: a reply being written is finished, not cut. The wake stream stays (an
-    /// ordinary stream, bounded by its retention), and serves the agent again if it is registered again. False when no
-    /// such agent is registered.
+    /// Unregisters an agent: from then on no message is its turn, the turns waiting for it are dropped, and its wake
+    /// stream is deleted (its followers, on every node, hear that it is gone). A turn a worker holds now stays that
+    /// worker's, on the lease it was granted, until it is acked, released or its lease runs out, and then ends instead
+    /// of waiting again: a reply being written is finished, not cut. False when no such agent is registered.
     /// </summary>
     public async Task<bool> UnregisterAsync(string agent, CancellationToken cancellationToken)
     {
@@ -204,12 +208,16 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             Forget(turn.Key);
         }
 
+        // The wake stream before the registration, under the lock: a register entering next creates it again, and
+        // none can find it still there only to see it deleted after.
+        var wakeStream = WakeStreamOf(agent);
+        await _store.DeleteAsync(wakeStream, CancellationToken.None).ConfigureAwait(false);
         await _section.DeleteDocumentAsync(AgentsCollection, agent, CancellationToken.None).ConfigureAwait(false);
-        if (_agents.TryRemove(agent, out var registration))
-        {
-            _wakeStreams.TryRemove(registration.WakeStream, out _);
-        }
+        _agents.TryRemove(agent, out _);
+        _wakeStreams.TryRemove(wakeStream, out _);
 
+        // Every turn was just read: the leases still held, granted on any node, end here even if that node is gone.
+        ScheduleExpiry();
         return true;
     }
 
@@ -614,13 +622,17 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         }
     }
 
-    private async Task EnsureWakeStreamAsync(string path, CancellationToken cancellationToken)
+    /// <summary>Creates the wake stream unless it is there; false (and logged) when it cannot be.</summary>
+    private async Task<bool> EnsureWakeStreamAsync(string path, CancellationToken cancellationToken)
     {
         var created = await _store.CreateAsync(new CreateStreamRequest { Path = path, ContentType = StreamContentType.Json }, cancellationToken).ConfigureAwait(false);
         if (created.Status is not (CreateStreamStatus.Created or CreateStreamStatus.AlreadyExists))
         {
             Log.WakeStreamRejected(_logger, path, path, AppendStatus.NotFound);
+            return false;
         }
+
+        return true;
     }
 
     private void Drop(TurnRecord turn)
@@ -1111,6 +1123,14 @@ internal enum TurnClaimStatus
 /// earliest lease of the agent's turns held now (Unix ms), when one of them may be claimed again.
 /// </summary>
 internal sealed record TurnClaim(TurnClaimStatus Status, TurnRecord? Turn = null, string? Token = null, long LeaseTtlMs = 0, long TailPosition = 0, long? NextLeaseExpiry = null);
+
+internal enum AgentRegisterStatus
+{
+    Created,
+    Updated,
+    LimitReached,
+    WakeStreamUnavailable,
+}
 
 internal enum TurnAckStatus
 {

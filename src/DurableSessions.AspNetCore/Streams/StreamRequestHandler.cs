@@ -198,18 +198,18 @@ internal sealed partial class StreamRequestHandler
             return;
         }
 
+        // A fork without a Content-Type takes the source's, which decides how the body is framed and what the stream is.
+        var effectiveType = contentType;
+        if (effectiveType is null && forkedFrom is not null && (body.Value.Length > 0 || PolicyFor(path) is not null))
+        {
+            var source = await _store.GetAsync(forkedFrom, context.RequestAborted).ConfigureAwait(false);
+            effectiveType = source.Stream?.ContentType;
+        }
+
         var payload = StreamPayload.Empty;
         var jsonBody = false;
         if (body.Value.Length > 0)
         {
-            // A fork without a Content-Type takes the source's, which decides how the body is framed.
-            var effectiveType = contentType;
-            if (effectiveType is null && forkedFrom is not null)
-            {
-                var source = await _store.GetAsync(forkedFrom, context.RequestAborted).ConfigureAwait(false);
-                effectiveType = source.Stream?.ContentType;
-            }
-
             if (!TryFrame(effectiveType ?? StreamContentType.Default, body.Value, allowEmptyArray: true, out payload, out var error))
             {
                 await Problem.Write(context, 400, "INVALID_JSON", error!).ConfigureAwait(false);
@@ -220,8 +220,9 @@ internal sealed partial class StreamRequestHandler
         }
 
         // A stream a policy governs (a raw create under sessions/ makes a session) meets its rules from its first events.
-        // The type the stream will have: the declared one, else a fork's source's, else the protocol's default.
-        var createdType = contentType ?? (forkedFrom is null ? StreamContentType.Default : null);
+        // The type the stream will have: the declared one, else a fork's source's, else the protocol's default (null: a
+        // fork of a source that is not there, which the store refuses).
+        var createdType = effectiveType ?? (forkedFrom is null ? StreamContentType.Default : null);
         if (PolicyFor(path)?.CheckCreate(path, createdType, forkedFrom, jsonBody ? payload : StreamPayload.Empty, Auth.AccessControl.Current(context)) is { } refused)
         {
             await Problem.Write(context, refused.Status, refused.Code, refused.Message).ConfigureAwait(false);
