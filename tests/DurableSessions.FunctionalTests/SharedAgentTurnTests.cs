@@ -152,8 +152,13 @@ public sealed class SharedAgentTurnTests : IAsyncLifetime
         // B knows the agent (it served a turn of it) before A unregisters it.
         await Ask(_a, "x9");
         Assert.Equal(HttpStatusCode.OK, (await Post(_b, "/v1/agents/agent:a/ack", AckBody(await Claim(_b, "w1"), done: true))).StatusCode);
-        await Ask(_b, "x9");
+
+        // A claim waiting on B (nothing waits for the agent now) hears of it at once: answered 404, not 204 at the end of its wait.
+        var waiting = Post(_b, "/v1/agents/agent:a/claim", "{\"worker\":\"w9\",\"wait_ms\":60000}");
+        await Task.Delay(200, TestContext.Current.CancellationToken);
+        Assert.False(waiting.IsCompleted);
         Assert.Equal(HttpStatusCode.NoContent, (await Post(_a, "/v1/agents/agent:a", "", HttpMethod.Delete)).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await waiting.WaitAsync(TimeSpan.FromSeconds(20), TestContext.Current.CancellationToken)).StatusCode);
 
         // B describes it, claims for it and unregisters it as gone; a message through B is no turn of it.
         foreach (var (method, url, body) in new[] { (HttpMethod.Get, "/v1/agents/agent:a", ""), (HttpMethod.Post, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\"}"), (HttpMethod.Delete, "/v1/agents/agent:a", "") })
