@@ -106,7 +106,8 @@ run_dotnet "strategy app on PostgreSQL" STRATEGY_TEST_DATABASE=postgres -- --pro
 echo "==> conformance suite (@durable-streams/server-conformance-tests, pinned in tests/conformance/package-lock.json)"
 (cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error)
 PORT=$(free_port)
-start_server server "$PORT" --data "$WORK/data" --Agent:TokensPerSecond=100
+# The suite's webhook receivers listen on loopback, which a server refuses by default.
+start_server server "$PORT" --data "$WORK/data" --Agent:TokensPerSecond=100 --Subscriptions:AllowLocalhostWebhooks=true
 run_suite conformance tests/conformance CONFORMANCE_BASE_URL="http://127.0.0.1:$PORT" CONFORMANCE_LONG_POLL_TIMEOUT_MS=1000
 
 echo "==> conformance suite again, against a server on the Redis store (a scratch redis-server with appendfsync always)"
@@ -116,7 +117,7 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK/redis" --save ''
 PIDS+=("$!")
 for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 REDIS_NODE_PORT=$(free_port)
-start_server server-redis "$REDIS_NODE_PORT" --store redis --redis "127.0.0.1:$REDIS_PORT" --no-agent
+start_server server-redis "$REDIS_NODE_PORT" --store redis --redis "127.0.0.1:$REDIS_PORT" --no-agent --Subscriptions:AllowLocalhostWebhooks=true
 run_suite "conformance on Redis" tests/conformance CONFORMANCE_BASE_URL="http://127.0.0.1:$REDIS_NODE_PORT" CONFORMANCE_LONG_POLL_TIMEOUT_MS=1000
 
 for suite in aisdk aisdk7; do

@@ -1,4 +1,5 @@
 using DurableSessions.AspNetCore;
+using DurableSessions.AspNetCore.Subscriptions;
 using DurableSessions.Storage.Redis;
 using DurableSessions.Storage.Sqlite;
 using Microsoft.AspNetCore.Builder;
@@ -13,11 +14,13 @@ public sealed class InProcessServer : IAsyncDisposable
 {
     private readonly WebApplication _app;
     private readonly string _directory;
+    private readonly bool _ownsDirectory;
 
-    private InProcessServer(WebApplication app, string directory)
+    private InProcessServer(WebApplication app, string directory, bool ownsDirectory)
     {
         _app = app;
         _directory = directory;
+        _ownsDirectory = ownsDirectory;
         BaseAddress = new Uri(app.Urls.First());
         Client = new HttpClient { BaseAddress = BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
     }
@@ -32,9 +35,10 @@ public sealed class InProcessServer : IAsyncDisposable
     /// <param name="configure">Changes to the protocol options.</param>
     /// <param name="services">More services.</param>
     /// <param name="redis">A redis-server's configuration to store in (a node of a shared store), or null for SQLite.</param>
-    public static async Task<InProcessServer> StartAsync(TimeProvider? time = null, Action<DurableStreamsOptions>? configure = null, Action<IServiceCollection>? services = null, string? redis = null)
+    /// <param name="dataDirectory">The SQLite store's directory, kept when the server stops (a restart opens it again); null for a scratch one.</param>
+    public static async Task<InProcessServer> StartAsync(TimeProvider? time = null, Action<DurableStreamsOptions>? configure = null, Action<IServiceCollection>? services = null, string? redis = null, string? dataDirectory = null)
     {
-        var directory = ServerProcess.TempDirectory();
+        var directory = dataDirectory ?? ServerProcess.TempDirectory();
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = null);
@@ -59,6 +63,8 @@ public sealed class InProcessServer : IAsyncDisposable
             o.LongPollTimeout = TimeSpan.FromSeconds(2);
             configure?.Invoke(o);
         });
+        // The tests' receivers listen on loopback (a server's default refuses it).
+        builder.Services.Configure<SubscriptionOptions>(o => o.AllowLocalhostWebhooks = true);
         services?.Invoke(builder.Services);
         var app = builder.Build();
         app.UseWebSockets();
@@ -67,7 +73,7 @@ public sealed class InProcessServer : IAsyncDisposable
         app.MapAiSdkChat();
         app.MapDurableStreamsWebSocket();
         await app.StartAsync();
-        return new InProcessServer(app, directory);
+        return new InProcessServer(app, directory, ownsDirectory: dataDirectory is null);
     }
 
     public async ValueTask DisposeAsync()
@@ -75,6 +81,11 @@ public sealed class InProcessServer : IAsyncDisposable
         Client.Dispose();
         await _app.StopAsync();
         await _app.DisposeAsync();
+        if (!_ownsDirectory)
+        {
+            return;
+        }
+
         try
         {
             Directory.Delete(_directory, recursive: true);

@@ -156,23 +156,7 @@ public sealed class NotificationTests : IAsyncLifetime
         // Four POSTs at once in all, so one per host.
         await using var server = await InProcessServer.StartAsync(services: s => s.Configure<SessionServiceOptions>(o => o.MaxConcurrentNotifications = 4));
         using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = "client:phone" });
-        async Task AnswerOn(string id, string url)
-        {
-            var response = await server.Client.PutAsync($"/v1/sessions/{id}", new StringContent(new JsonObject { ["notifyUrl"] = url }.ToJsonString(), Encoding.UTF8, "application/json"));
-            Assert.True(response.IsSuccessStatusCode);
-            var agent = new SessionAgent(new DemoChatClient(tokensPerSecond: 0), client, new SessionAgentOptions { AgentId = "agent:n" });
-            _ = Task.Run(() => agent.RunAsync(id, _stop.Token));
-            var session = client.Session(id);
-            var messageId = await session.SendMessageAsync("nobody is watching");
-            using var cancel = new CancellationTokenSource(Timeout);
-            await foreach (var update in session.JoinAsync(cancel.Token))
-            {
-                if (update.UpToDate && update.State.All(SessionEventTypes.Run).Any(r => r["trigger"]!.GetValue<string>() == messageId && r["status"]!.GetValue<string>() == "finished"))
-                {
-                    return;
-                }
-            }
-        }
+        Task AnswerOn(string id, string url) => AnswerOnAsync(server, client, id, url);
 
         // Four runs finish for the silent receiver: enough to take every slot if one receiver could.
         for (var i = 0; i < 4; i++)
@@ -186,6 +170,94 @@ public sealed class NotificationTests : IAsyncLifetime
         await AnswerOn("heard", HookUrl);
         await WaitForRequests(1);
         Assert.Equal("heard", JsonNode.Parse(_received.Single().Body)!["sessionId"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Sessions_naming_many_silent_hosts_leave_the_operators_notification_url_its_share()
+    {
+        // Receivers on four hosts that accept connections and never answer.
+        var held = new ConcurrentBag<System.Net.Sockets.Socket>();
+        var silent = new List<string>();
+        var listeners = new List<System.Net.Sockets.TcpListener>();
+        try
+        {
+            for (var host = 2; host <= 5; host++)
+            {
+                var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Parse($"127.0.0.{host}"), 0);
+                listener.Start();
+                listeners.Add(listener);
+                _ = Task.Run(async () =>
+                {
+                    while (!_stop.IsCancellationRequested)
+                    {
+                        held.Add(await listener.AcceptSocketAsync(_stop.Token));
+                    }
+                });
+                silent.Add($"http://127.0.0.{host}:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}/hook");
+            }
+
+            // One POST at once: four notifications held in all, one per host, three for sessions' own URLs.
+            await using var server = await InProcessServer.StartAsync(services: s => s.Configure<SessionServiceOptions>(o =>
+            {
+                o.MaxConcurrentNotifications = 1;
+                o.NotificationUrl = HookUrl;
+            }));
+            using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = "client:phone" });
+            Task AnswerOn(string id, string? url) => AnswerOnAsync(server, client, id, url);
+
+            // A run finishes for each silent host: the sessions' share is full after three.
+            for (var i = 0; i < silent.Count; i++)
+            {
+                await AnswerOn($"many-{i}", silent[i]);
+            }
+
+            await WaitForAsync(() => held.Count >= 1);
+
+            // The operator's URL still takes a notification (without its share it would be dropped at once, the bound
+            // being full). It is sent once the silent hosts stop holding the one POST at a time: they go away.
+            await AnswerOn("operator", null);
+            foreach (var listener in listeners)
+            {
+                listener.Stop();
+            }
+
+            foreach (var socket in held)
+            {
+                socket.Dispose();
+            }
+
+            await WaitForRequests(1);
+            Assert.Equal("operator", JsonNode.Parse(_received.Single().Body)!["sessionId"]!.GetValue<string>());
+        }
+        finally
+        {
+            foreach (var listener in listeners)
+            {
+                listener.Stop();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Creates a session on <paramref name="server"/> notifying <paramref name="url"/> (null: the server's own URL), has
+    /// an agent answer a question there with nobody watching, and returns once its run has finished.
+    /// </summary>
+    private async Task AnswerOnAsync(InProcessServer server, DurableSessionsClient client, string id, string? url)
+    {
+        var response = await server.Client.PutAsync($"/v1/sessions/{id}", new StringContent(url is null ? "{}" : new JsonObject { ["notifyUrl"] = url }.ToJsonString(), Encoding.UTF8, "application/json"));
+        Assert.True(response.IsSuccessStatusCode);
+        var agent = new SessionAgent(new DemoChatClient(tokensPerSecond: 0), client, new SessionAgentOptions { AgentId = "agent:n" });
+        _ = Task.Run(() => agent.RunAsync(id, _stop.Token));
+        var session = client.Session(id);
+        var messageId = await session.SendMessageAsync("nobody is watching");
+        using var cancel = new CancellationTokenSource(Timeout);
+        await foreach (var update in session.JoinAsync(cancel.Token))
+        {
+            if (update.UpToDate && update.State.All(SessionEventTypes.Run).Any(r => r["trigger"]!.GetValue<string>() == messageId && r["status"]!.GetValue<string>() == "finished"))
+            {
+                return;
+            }
+        }
     }
 
     private static async Task WaitForAsync(Func<bool> condition)

@@ -25,6 +25,22 @@ public sealed class OutboundRequestTests
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
 
     [Fact]
+    public async Task A_server_refuses_webhooks_and_notifications_to_localhost_unless_told_otherwise()
+    {
+        // The tests' harness allows loopback; this server has the setting's own default.
+        await using var server = await InProcessServer.StartAsync(services: s => s.PostConfigure<SubscriptionOptions>(o => o.AllowLocalhostWebhooks = new SubscriptionOptions().AllowLocalhostWebhooks));
+        using var session = await server.Client.PutAsync(new Uri("/v1/sessions/notified", UriKind.Relative), new StringContent("{\"notifyUrl\":\"http://127.0.0.1:9/hook\"}", System.Text.Encoding.UTF8, "application/json"));
+        using var subscription = await server.Client.PutAsync(new Uri("/v1/stream/__ds/subscriptions/local", UriKind.Relative), new StringContent("{\"type\":\"webhook\",\"streams\":[\"jobs/a\"],\"webhook\":{\"url\":\"http://localhost:9/hook\"}}", System.Text.Encoding.UTF8, "application/json"));
+        foreach (var refused in new[] { session, subscription })
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+            var error = System.Text.Json.Nodes.JsonNode.Parse(await refused.Content.ReadAsStringAsync())!["error"]!;
+            Assert.Equal("WEBHOOK_URL_REJECTED", (string?)error["code"]);
+            Assert.Contains("Subscriptions:AllowLocalhostWebhooks", (string?)error["message"], StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
     public async Task A_webhook_to_a_host_name_that_resolves_to_loopback_never_connects_when_localhost_webhooks_are_off()
     {
         var alias = LoopbackAlias();

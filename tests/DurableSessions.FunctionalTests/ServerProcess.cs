@@ -128,7 +128,7 @@ public sealed class ServerProcess : IAsyncDisposable
         }
 
         info.ArgumentList.Add(dll);
-        foreach (var arg in new[] { "--urls", BaseAddress.ToString().TrimEnd('/'), "--data", DataDirectory, "--Logging:LogLevel:Default=Warning", "--Agent:Enabled=false" }.Concat(ExtraArgs))
+        foreach (var arg in new[] { "--urls", BaseAddress.ToString().TrimEnd('/'), "--data", DataDirectory, "--Logging:LogLevel:Default=Warning", "--Agent:Enabled=false", "--Subscriptions:AllowLocalhostWebhooks=true" }.Concat(ExtraArgs))
         {
             info.ArgumentList.Add(arg);
         }

@@ -211,6 +211,84 @@ public sealed class SubscriptionSchedulingTests : IAsyncLifetime
         Assert.Equal("jobs/dropped", woken[0]!["stream"]!.GetValue<string>());
     }
 
+    [Fact]
+    public async Task Data_appended_while_no_server_looked_wakes_its_subscription_when_a_server_starts()
+    {
+        var directory = ServerProcess.TempDirectory();
+        try
+        {
+            await _server.DisposeAsync();
+            _server = await InProcessServer.StartAsync(_clock, dataDirectory: directory);
+            await CreateStream("jobs/r");
+            await CreateStream("wake/r");
+            await Put("restart", new JsonObject { ["type"] = "pull-wake", ["streams"] = new JsonArray("jobs/r"), ["wake_stream"] = "wake/r" });
+            await _server.DisposeAsync();
+
+            // Appended with no server running, as a server that crashed before its pass leaves it.
+            await using (var store = DurableSessions.Storage.Sqlite.SqliteStreamStore.Open(new DurableSessions.Storage.Sqlite.SqliteStreamStoreOptions { DataDirectory = directory }, _clock))
+            {
+                Assert.True(JsonFraming.TryFrame(Encoding.UTF8.GetBytes("{\"job\":1}"), allowEmptyArray: false, out var data, out _));
+                Assert.Equal(AppendStatus.Appended, (await store.AppendAsync(new AppendRequest { Path = "jobs/r", ContentType = StreamContentType.Json, Data = data })).Status);
+            }
+
+            _server = await InProcessServer.StartAsync(_clock, dataDirectory: directory);
+            var woken = await WaitForWakeEvents("wake/r", 1);
+            Assert.Equal("jobs/r", woken[0]!["stream"]!.GetValue<string>());
+        }
+        finally
+        {
+            await _server.DisposeAsync();
+            _server = await InProcessServer.StartAsync(_clock);
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task A_wake_its_wake_stream_refuses_is_tried_again_after_a_backoff_not_left_in_flight()
+    {
+        await CreateStream("jobs/w");
+        await Put("refused", new JsonObject { ["type"] = "pull-wake", ["streams"] = new JsonArray("jobs/w"), ["wake_stream"] = "wake/w" });
+        await Append("jobs/w");
+
+        // The wake stream is not there: the wake fails, and the subscription says so.
+        using (var cancel = new CancellationTokenSource(Timeout))
+        {
+            while ((string?)JsonNode.Parse(await _server.Client.GetStringAsync("/v1/stream/__ds/subscriptions/refused", cancel.Token))!["status"] != "failed")
+            {
+                await Task.Delay(20, cancel.Token);
+            }
+        }
+
+        // Once it is there, the next attempt (after at most 1.2 s of backoff on the server's clock) writes the wake.
+        await CreateStream("wake/w");
+        _clock.Advance(TimeSpan.FromSeconds(2));
+        var woken = await WaitForWakeEvents("wake/w", 1);
+        Assert.Equal("jobs/w", woken[0]!["stream"]!.GetValue<string>());
+        Assert.Equal(HttpStatusCode.OK, (await Claim("refused", "worker-1")).Status);
+    }
+
+    [Fact]
+    public async Task An_ack_whose_token_proves_nothing_is_refused_without_waiting_for_the_subscriptions_lock()
+    {
+        await CreateStream("jobs/l");
+        await CreateStream("wake/l");
+        await Put("locked", new JsonObject { ["type"] = "pull-wake", ["streams"] = new JsonArray("jobs/l"), ["wake_stream"] = "wake/l" });
+        var body = new JsonObject { ["wake_id"] = "w_forged", ["generation"] = 1, ["acks"] = new JsonArray() }.ToJsonString();
+
+        // The lock is held (a long pass, another node's batch): requests anyone can send are still answered at once.
+        await using (await Registry.EnterAsync(CancellationToken.None))
+        {
+            using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            foreach (var route in new[] { "ack", "release", "callback" })
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Post, $"/v1/stream/__ds/subscriptions/locked/{route}") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+                request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", "not-a-wake-token");
+                using var response = await _server.Client.SendAsync(request, cancel.Token);
+                Assert.Equal(HttpStatusCode.Conflict, response.StatusCode);
+            }
+        }
+    }
+
     private static async Task WaitFor(Func<bool> condition)
     {
         using var cancel = new CancellationTokenSource(Timeout);

@@ -43,6 +43,10 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
     // Notifications admitted and not yet delivered or given up (in flight or waiting to retry), in all and per receiver.
     private readonly Dictionary<string, int> _admitted = new(StringComparer.Ordinal);
     private int _admittedCount;
+
+    // Of those, the ones for sessions' own notify URLs: they hold at most three quarters of the bound, so that the
+    // operator's URL keeps a quarter whatever hosts the sessions' writers name.
+    private int _sessionsAdmitted;
     private int _dropping;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Outbound.WebhookSender _sender;
@@ -267,8 +271,10 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         lock (_admitted)
         {
             var held = 0;
-            if (_admittedCount >= _options.MaxConcurrentNotifications * 4
-                || (destination is not null && _admitted.TryGetValue(destination, out held) && held >= Math.Max(1, _options.MaxConcurrentNotifications / 4)))
+            var limit = _options.MaxConcurrentNotifications;
+            if (_admittedCount >= limit * 4
+                || (destination is not null && (_sessionsAdmitted >= limit * 3
+                    || (_admitted.TryGetValue(destination, out held) && held >= Math.Max(1, limit / 4)))))
             {
                 return false;
             }
@@ -276,6 +282,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
             if (destination is not null)
             {
                 _admitted[destination] = held + 1;
+                _sessionsAdmitted++;
             }
 
             _admittedCount++;
@@ -292,6 +299,8 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
             {
                 return;
             }
+
+            _sessionsAdmitted--;
 
             if (_admitted[destination] == 1)
             {

@@ -103,7 +103,11 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             && (notify is not JsonValue url || !url.TryGetValue<string>(out var address)
                 || Subscriptions.WebhookUrlPolicy.Check(address, webhookPolicy.Value.AllowLocalhostWebhooks) is not null))
         {
-            await Problem.Write(context, 400, "WEBHOOK_URL_REJECTED", "notifyUrl must be an https URL that is not a private or local address.").ConfigureAwait(false);
+            var localhost = notify is JsonValue v && v.TryGetValue<string>(out var given) && Uri.TryCreate(given, UriKind.Absolute, out var target)
+                && Subscriptions.WebhookUrlPolicy.IsLocalDevelopmentHost(target.Host);
+            await Problem.Write(context, 400, "WEBHOOK_URL_REJECTED", localhost
+                ? "notifyUrl may not target localhost on this server (Subscriptions:AllowLocalhostWebhooks turns that on, for development)."
+                : "notifyUrl must be an https URL that is not a private or local address.").ConfigureAwait(false);
             return;
         }
 

@@ -61,8 +61,11 @@ internal sealed partial class SubscriptionDelivery(StreamStore store, WebhookSen
         }
     }
 
-    /// <summary>Appends one wake event per stream with pending data to the subscription's wake stream.</summary>
-    public async Task AppendWakeEventsAsync(Subscription subscription, List<JsonObject> streams, CancellationToken cancellationToken)
+    /// <summary>
+    /// Appends one wake event per stream with pending data to the subscription's wake stream; false (and logged) when the
+    /// wake stream refused it.
+    /// </summary>
+    public async Task<bool> AppendWakeEventsAsync(Subscription subscription, List<JsonObject> streams, CancellationToken cancellationToken)
     {
         var now = store.TimeProvider.GetUtcNow().ToUnixTimeMilliseconds();
         var events = new JsonArray();
@@ -81,14 +84,14 @@ internal sealed partial class SubscriptionDelivery(StreamStore store, WebhookSen
         var payload = DurableJson.ToUtf8Bytes(events);
         if (!JsonFraming.TryFrame(payload, allowEmptyArray: false, out var framed, out _))
         {
-            return;
+            return true;
         }
 
         var result = await store.AppendAsync(new AppendRequest { Path = subscription.Config.WakeStream!, ContentType = StreamContentType.Json, Data = framed }, cancellationToken).ConfigureAwait(false);
         if (result.Status != AppendStatus.Appended)
         {
             Log.WakeStreamRejected(logger, subscription.Id, subscription.Config.WakeStream!, result.Status);
-            return;
+            return false;
         }
 
         if (subscription.Config.TrimWakeStream
@@ -96,6 +99,8 @@ internal sealed partial class SubscriptionDelivery(StreamStore store, WebhookSen
         {
             Log.WakeStreamTrimFailed(logger, subscription.Id, subscription.Config.WakeStream!, failure);
         }
+
+        return true;
     }
 
     private static partial class Log

@@ -6,9 +6,10 @@ public sealed class SubscriptionOptions
     /// <summary>
     /// Whether webhooks and session notifications may target <c>http://localhost</c> and <c>http://127.0.0.x</c>
     /// (development), and so connect to loopback addresses. Private and special-purpose addresses are refused either way.
-    /// Default true; set it to false in production.
+    /// Default false: a session's <c>notifyUrl</c> is set by whoever may write the session, and what listens on a
+    /// server's loopback is not for them to call. Turn it on to develop against a receiver on the same machine.
     /// </summary>
-    public bool AllowLocalhostWebhooks { get; set; } = true;
+    public bool AllowLocalhostWebhooks { get; set; }
 
     /// <summary>How long one webhook delivery may take. Default 10 seconds.</summary>
     public TimeSpan WebhookTimeout { get; set; } = TimeSpan.FromSeconds(10);

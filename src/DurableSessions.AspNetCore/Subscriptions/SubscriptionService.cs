@@ -102,6 +102,14 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             }
         });
         _loop = Task.Run(ProcessAppendsAsync, CancellationToken.None);
+
+        // Appends made while no node looked (this one stopped or crashed before its pass, or, on a shared store, the
+        // node that committed them died) wake no one by themselves: the first pass looks at every subscription.
+        if (!_registry.IsEmpty)
+        {
+            _recheckAll = true;
+            _appends.Writer.TryWrite(TickMarker);
+        }
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
@@ -181,6 +189,11 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
     /// <summary>Applies a webhook callback or a pull-wake ack; <see cref="AckOutcome.Fenced"/> when the wake is not current.</summary>
     public async Task<AckOutcome> AckAsync(string id, string? token, string? wakeId, long? generation, IReadOnlyList<(string Stream, string Offset)> acks, bool done, CancellationToken cancellationToken)
     {
+        if (Unproven(id, token, wakeId, generation) is { } refused)
+        {
+            return refused;
+        }
+
         await using var held = await _registry.EnterAsync(cancellationToken).ConfigureAwait(false);
         if (_registry.Get(id) is not { } subscription)
         {
@@ -221,6 +234,11 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 
     public async Task<AckOutcome> ReleaseAsync(string id, string? token, string? wakeId, long? generation, CancellationToken cancellationToken)
     {
+        if (Unproven(id, token, wakeId, generation) is { } refused)
+        {
+            return refused;
+        }
+
         await using var held = await _registry.EnterAsync(cancellationToken).ConfigureAwait(false);
         if (_registry.Get(id) is not { } subscription)
         {
@@ -281,8 +299,12 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         return new ClaimOutcome(ClaimStatus.Claimed, subscription, streams);
     }
 
-    public Task<List<JsonObject>> DescribeStreamsAsync(Subscription subscription, CancellationToken cancellationToken)
-        => _registry.DescribeStreamsAsync(subscription, cancellationToken);
+    /// <summary>The subscription's streams as the API shows them, read under the lock: passes change its links.</summary>
+    public async Task<List<JsonObject>> DescribeStreamsAsync(Subscription subscription, CancellationToken cancellationToken)
+    {
+        await using var held = await _registry.EnterAsync(cancellationToken).ConfigureAwait(false);
+        return await _registry.DescribeStreamsAsync(subscription, cancellationToken).ConfigureAwait(false);
+    }
 
     // ---- reacting to appends and deadlines ----
 
@@ -483,6 +505,25 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         }
     }
 
+    /// <summary>
+    /// The answer to a callback, ack or release whose token does not prove the wake it names, decided without the lock:
+    /// these routes take no bearer token, so a request anyone can make must not queue the subscriptions' lock (on a
+    /// shared store, every node's) before it is judged. Null when the token holds up; the wake is then checked again,
+    /// as current, under the lock.
+    /// </summary>
+    private AckOutcome? Unproven(string id, string? token, string? wakeId, long? generation)
+    {
+        if (Keys.TryValidateToken(token, out var tokenSubscription, out var tokenGeneration, out var tokenWake)
+            && tokenSubscription == id && tokenGeneration == generation && tokenWake == wakeId)
+        {
+            return null;
+        }
+
+        // Without a token of this server's for it, the answer is the same as under the lock, from what this node knows
+        // (on a shared store, as of its last entry).
+        return _registry.Get(id) is null ? AckOutcome.NotFound : AckOutcome.Fenced;
+    }
+
     private bool IsCurrent(Subscription subscription, string? token, string? wakeId, long? generation)
     {
         if (!Keys.TryValidateToken(token, out var tokenSubscription, out var tokenGeneration, out var tokenWake))
@@ -568,7 +609,21 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         {
             // A pull-wake lease starts when a worker claims the wake.
             await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-            await _delivery.AppendWakeEventsAsync(subscription, streams, cancellationToken).ConfigureAwait(false);
+            if (await _delivery.AppendWakeEventsAsync(subscription, streams, cancellationToken).ConfigureAwait(false))
+            {
+                if (subscription.FailedAttempts > 0)
+                {
+                    _scheduler.DeliverySucceeded(subscription);
+                    await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
+                }
+
+                return;
+            }
+
+            // The wake stream refused it (not there, closed, not JSON): in flight with no event, the wake would be
+            // heard by no one and end never. It ends now, and is tried again after a backoff, as a failed webhook is.
+            _scheduler.DeliveryFailed(subscription);
+            await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
             return;
         }
 

@@ -18,7 +18,7 @@ internal static class WebhookUrlPolicy
         var localDev = IsLocalDevelopmentHost(uri.Host);
         if (localDev)
         {
-            return allowLocalhostHttp ? null : "Webhooks to localhost are disabled on this server.";
+            return allowLocalhostHttp ? null : "Webhooks to localhost are disabled on this server (Subscriptions:AllowLocalhostWebhooks turns them on, for development).";
         }
 
         if (uri.Scheme != "https")
