@@ -215,14 +215,16 @@ public sealed class SubscriptionSchedulingTests : IAsyncLifetime
     public async Task Data_appended_while_no_server_looked_wakes_its_subscription_when_a_server_starts()
     {
         var directory = ServerProcess.TempDirectory();
+        await _server.DisposeAsync();
+        _server = null!;
         try
         {
-            await _server.DisposeAsync();
             _server = await InProcessServer.StartAsync(_clock, dataDirectory: directory);
             await CreateStream("jobs/r");
             await CreateStream("wake/r");
             await Put("restart", new JsonObject { ["type"] = "pull-wake", ["streams"] = new JsonArray("jobs/r"), ["wake_stream"] = "wake/r" });
             await _server.DisposeAsync();
+            _server = null!;
 
             // Appended with no server running, as a server that crashed before its pass leaves it.
             await using (var store = DurableSessions.Storage.Sqlite.SqliteStreamStore.Open(new DurableSessions.Storage.Sqlite.SqliteStreamStoreOptions { DataDirectory = directory }, _clock))
@@ -237,10 +239,35 @@ public sealed class SubscriptionSchedulingTests : IAsyncLifetime
         }
         finally
         {
-            await _server.DisposeAsync();
+            if (_server is not null)
+            {
+                await _server.DisposeAsync();
+            }
+
             _server = await InProcessServer.StartAsync(_clock);
             Directory.Delete(directory, recursive: true);
         }
+    }
+
+    [Fact]
+    public async Task A_claim_gets_a_wake_it_can_ack_even_when_the_wake_stream_refuses_its_event()
+    {
+        await CreateStream("jobs/c");
+        await Put("claimed", new JsonObject { ["type"] = "pull-wake", ["streams"] = new JsonArray("jobs/c"), ["wake_stream"] = "wake/c" });
+        await Append("jobs/c");
+
+        var claim = await Claim("claimed", "worker-1");
+        Assert.Equal(HttpStatusCode.OK, claim.Status);
+        Assert.StartsWith("w_", claim.Body["wake_id"]!.GetValue<string>(), StringComparison.Ordinal);
+        var tail = claim.Body["streams"]![0]!["tail_offset"]!.GetValue<string>();
+        using var ack = new HttpRequestMessage(HttpMethod.Post, "/v1/stream/__ds/subscriptions/claimed/ack")
+        {
+            Content = new StringContent(new JsonObject { ["wake_id"] = claim.Body["wake_id"]!.GetValue<string>(), ["generation"] = claim.Body["generation"]!.GetValue<long>(), ["acks"] = new JsonArray(new JsonObject { ["stream"] = "jobs/c", ["offset"] = tail }), ["done"] = true }.ToJsonString(), Encoding.UTF8, "application/json"),
+        };
+        ack.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", claim.Body["token"]!.GetValue<string>());
+        using var acked = await _server.Client.SendAsync(ack);
+        Assert.Equal(HttpStatusCode.OK, acked.StatusCode);
+        Assert.Equal("active", (string?)JsonNode.Parse(await _server.Client.GetStringAsync("/v1/stream/__ds/subscriptions/claimed"))!["status"]);
     }
 
     [Fact]

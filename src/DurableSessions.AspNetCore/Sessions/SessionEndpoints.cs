@@ -103,7 +103,8 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             && (notify is not JsonValue url || !url.TryGetValue<string>(out var address)
                 || Subscriptions.WebhookUrlPolicy.Check(address, webhookPolicy.Value.AllowLocalhostWebhooks) is not null))
         {
-            var localhost = notify is JsonValue v && v.TryGetValue<string>(out var given) && Uri.TryCreate(given, UriKind.Absolute, out var target)
+            var localhost = !webhookPolicy.Value.AllowLocalhostWebhooks && notify is JsonValue v && v.TryGetValue<string>(out var given)
+                && Uri.TryCreate(given, UriKind.Absolute, out var target) && target.Scheme is "http" or "https" && string.IsNullOrEmpty(target.UserInfo)
                 && Subscriptions.WebhookUrlPolicy.IsLocalDevelopmentHost(target.Host);
             await Problem.Write(context, 400, "WEBHOOK_URL_REJECTED", localhost
                 ? "notifyUrl may not target localhost on this server (Subscriptions:AllowLocalhostWebhooks turns that on, for development)."

@@ -103,8 +103,9 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         });
         _loop = Task.Run(ProcessAppendsAsync, CancellationToken.None);
 
-        // Appends made while no node looked (this one stopped or crashed before its pass, or, on a shared store, the
-        // node that committed them died) wake no one by themselves: the first pass looks at every subscription.
+        // Appends made while no node looked (this one stopped or crashed before its pass; on a shared store, a node
+        // that died before its pass, once some node starts) wake no one by themselves: the first pass looks at every
+        // subscription idle, reading its streams' tails, once per start.
         if (!_registry.IsEmpty)
         {
             _recheckAll = true;
@@ -290,7 +291,13 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
                 return new ClaimOutcome(ClaimStatus.NothingPending, subscription, null);
             }
 
-            await WakeAsync(subscription, cancellationToken).ConfigureAwait(false);
+            await WakeAsync(subscription, cancellationToken, claiming: true).ConfigureAwait(false);
+        }
+
+        // Claimed, the wake is being served: a backoff left by wake events its stream refused is over.
+        if (subscription.FailedAttempts > 0)
+        {
+            _scheduler.DeliverySucceeded(subscription);
         }
 
         _scheduler.Claim(subscription, worker);
@@ -538,8 +545,11 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             && wakeId == subscription.WakeId;
     }
 
-    /// <summary>Starts a new wake generation: a webhook delivery, or a wake event on the pull-wake stream.</summary>
-    private async Task WakeAsync(Subscription subscription, CancellationToken cancellationToken)
+    /// <summary>
+    /// Starts a new wake generation: a webhook delivery, or a wake event on the pull-wake stream (which, for a wake a
+    /// claim starts (<paramref name="claiming"/>), is only a hint: the claim carries the wake whether it was written or not).
+    /// </summary>
+    private async Task WakeAsync(Subscription subscription, CancellationToken cancellationToken, bool claiming = false)
     {
         // Read before anything changes: a failure here leaves the subscription idle, for the retry a second from now.
         List<JsonObject> streams;
@@ -559,7 +569,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         Log.Waking(_logger, subscription.Id, subscription.Generation);
         try
         {
-            await StartWakeAsync(subscription, streams, cancellationToken).ConfigureAwait(false);
+            await StartWakeAsync(subscription, streams, claiming, cancellationToken).ConfigureAwait(false);
         }
         catch
         {
@@ -603,20 +613,21 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         }
     }
 
-    private async Task StartWakeAsync(Subscription subscription, List<JsonObject> streams, CancellationToken cancellationToken)
+    private async Task StartWakeAsync(Subscription subscription, List<JsonObject> streams, bool claiming, CancellationToken cancellationToken)
     {
         if (!subscription.Config.IsWebhook)
         {
             // A pull-wake lease starts when a worker claims the wake.
             await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-            if (await _delivery.AppendWakeEventsAsync(subscription, streams, cancellationToken).ConfigureAwait(false))
+            var announced = await _delivery.AppendWakeEventsAsync(subscription, streams, cancellationToken).ConfigureAwait(false);
+            if (announced && subscription.FailedAttempts > 0)
             {
-                if (subscription.FailedAttempts > 0)
-                {
-                    _scheduler.DeliverySucceeded(subscription);
-                    await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-                }
+                _scheduler.DeliverySucceeded(subscription);
+                await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
+            }
 
+            if (announced || claiming)
+            {
                 return;
             }
 
