@@ -367,7 +367,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
                 return new TurnClaim(lookup.Status == StreamLookupStatus.Found ? TurnClaimStatus.NothingWaiting : TurnClaimStatus.StreamNotFound);
             }
 
-            if (wanted.Holder is not null && wanted.LeaseExpiresAt > now)
+            if (IsHeld(wanted, now))
             {
                 return new TurnClaim(TurnClaimStatus.AlreadyClaimed, Turn: wanted);
             }
@@ -377,7 +377,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         }
 
         var candidates = _turns.Values
-            .Where(t => t.Agent == agent && (t.Holder is null || t.LeaseExpiresAt <= now) && canServe(t.Stream))
+            .Where(t => t.Agent == agent && !IsHeld(t, now) && canServe(t.Stream))
             .OrderBy(t => t.WaitingSince)
             .ToList();
         foreach (var candidate in candidates)
@@ -391,7 +391,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         // Every turn was just read: leases granted on other nodes arm this node's timer too, so that their end is woken
         // (a wake event written) even when the node that granted them is gone.
         ScheduleExpiry();
-        var nextExpiry = _turns.Values.Where(t => t.Agent == agent && t.Holder is not null && t.LeaseExpiresAt > now).Min(t => t.LeaseExpiresAt);
+        var nextExpiry = _turns.Values.Where(t => t.Agent == agent && IsHeld(t, now)).Min(t => t.LeaseExpiresAt);
         return new TurnClaim(TurnClaimStatus.NothingWaiting, NextLeaseExpiry: nextExpiry);
     }
 

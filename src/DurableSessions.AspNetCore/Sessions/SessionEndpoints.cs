@@ -100,14 +100,13 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         }
 
         if (body["notifyUrl"] is { } notify
-            && (notify is not JsonValue url || !url.TryGetValue<string>(out var address)
-                || Subscriptions.WebhookUrlPolicy.Check(address, webhookPolicy.Value.AllowLocalhostWebhooks) is not null))
+            && (notify is JsonValue url && url.TryGetValue<string>(out var address)
+                ? Subscriptions.WebhookUrlPolicy.Check(address, webhookPolicy.Value.AllowLocalhostWebhooks)
+                : "not a string") is { } refusal)
         {
-            var localhost = !webhookPolicy.Value.AllowLocalhostWebhooks && notify is JsonValue v && v.TryGetValue<string>(out var given)
-                && Uri.TryCreate(given, UriKind.Absolute, out var target) && target.Scheme is "http" or "https" && string.IsNullOrEmpty(target.UserInfo)
-                && Subscriptions.WebhookUrlPolicy.IsLocalDevelopmentHost(target.Host);
-            await Problem.Write(context, 400, "WEBHOOK_URL_REJECTED", localhost
-                ? "notifyUrl may not target localhost on this server (Subscriptions:AllowLocalhostWebhooks turns that on, for development)."
+            // Localhost refused is said as such, with the setting that allows it; anything else the same way.
+            await Problem.Write(context, 400, "WEBHOOK_URL_REJECTED", refusal == Subscriptions.WebhookUrlPolicy.LocalhostDisabled
+                ? refusal
                 : "notifyUrl must be an https URL that is not a private or local address.").ConfigureAwait(false);
             return;
         }

@@ -7,6 +7,9 @@ namespace DurableSessions.AspNetCore.Subscriptions;
 /// <summary>Rejects webhook targets that could be used for server-side request forgery (protocol §12.8).</summary>
 internal static class WebhookUrlPolicy
 {
+    /// <summary>Why a URL is rejected when it names localhost and the development exception is off.</summary>
+    public const string LocalhostDisabled = "Webhooks to localhost are disabled on this server (Subscriptions:AllowLocalhostWebhooks turns them on, for development).";
+
     /// <summary>Returns why the URL is rejected, or null when it is acceptable.</summary>
     public static string? Check(string? url, bool allowLocalhostHttp)
     {
@@ -18,7 +21,7 @@ internal static class WebhookUrlPolicy
         var localDev = IsLocalDevelopmentHost(uri.Host);
         if (localDev)
         {
-            return allowLocalhostHttp ? null : "Webhooks to localhost are disabled on this server (Subscriptions:AllowLocalhostWebhooks turns them on, for development).";
+            return allowLocalhostHttp ? null : LocalhostDisabled;
         }
 
         if (uri.Scheme != "https")

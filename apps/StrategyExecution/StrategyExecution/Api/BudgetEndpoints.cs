@@ -128,7 +128,7 @@ public static class BudgetEndpoints
             return Problems.Error(400, "INVALID_ALLOCATION", "The allocation cannot be made.", [problem]);
         }
 
-        if (!await acting.HasRoleAsync(person, await CompanyAsync(db, ct), Role.Owner, ct))
+        if (!await acting.HasCompanyRoleAsync(person, Role.Owner, ct))
         {
             return Problems.Forbidden("Allocating strategic funds needs the owner or admin role on the company.");
         }
@@ -194,7 +194,7 @@ public static class BudgetEndpoints
             return Problems.Error(400, "INVALID_RELEASE", "The money cannot be moved.", problems);
         }
 
-        if (!await acting.HasRoleAsync(person, await CompanyAsync(db, ct), Role.Owner, ct))
+        if (!await acting.HasCompanyRoleAsync(person, Role.Owner, ct))
         {
             return Problems.Forbidden("Moving strategic funds needs the owner or admin role on the company.");
         }
@@ -240,7 +240,7 @@ public static class BudgetEndpoints
     {
         var person = await acting.SignedInAsync(context, ct);
 
-        if (!await acting.HasRoleAsync(person, await CompanyAsync(db, ct), Role.Admin, ct))
+        if (!await acting.HasCompanyRoleAsync(person, Role.Admin, ct))
         {
             return Problems.Forbidden("Approving a release from a ringfenced pool needs the admin role on the company.");
         }
