@@ -92,6 +92,12 @@ internal sealed class Subscription
 
     public DateTimeOffset? NextAttemptAt { get; set; }
 
+    /// <summary>
+    /// Whether a stream the pattern matched was left unlinked because the subscription links
+    /// <see cref="SubscriptionOptions.MaxStreamsPerSubscription"/> streams already. Stays set once set.
+    /// </summary>
+    public bool StreamLimitReached { get; set; }
+
     [JsonIgnore]
     public bool Deleted { get; set; }
 

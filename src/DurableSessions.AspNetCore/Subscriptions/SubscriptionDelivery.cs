@@ -17,9 +17,11 @@ internal sealed partial class SubscriptionDelivery(StreamStore store, WebhookSen
     private readonly SubscriptionOptions _options = options.Value;
 
     /// <summary>The webhook request body of the current wake (protocol §6.5).</summary>
-    public static byte[] WebhookBody(Subscription subscription, List<JsonObject> streams, WebhookSigningKeys keys)
+    public byte[] WebhookBody(Subscription subscription, List<JsonObject> streams, WebhookSigningKeys keys)
     {
-        var callbackUrl = $"{subscription.BaseUrl}{StreamPaths.Root}/{StreamPaths.Reserved}/subscriptions/{Uri.EscapeDataString(subscription.Id)}/callback";
+        // The public base URL, when set, holds for every subscription, those created before it was set included.
+        var baseUrl = _options.PublicBaseUrl?.TrimEnd('/') ?? subscription.BaseUrl;
+        var callbackUrl = $"{baseUrl}{StreamPaths.Root}/{StreamPaths.Reserved}/subscriptions/{Uri.EscapeDataString(subscription.Id)}/callback";
         return DurableJson.ToUtf8Bytes(new JsonObject
         {
             ["subscription_id"] = subscription.Id,

@@ -280,13 +280,20 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
         var request = context.Request;
         var baseUrl = $"{request.Scheme}://{request.Host}{request.PathBase}";
         var (status, subscription) = await service.PutAsync(id, config, baseUrl, context.RequestAborted).ConfigureAwait(false);
-        if (status == 409)
+        switch (status)
         {
-            await Problem.Write(context, 409, "SUBSCRIPTION_EXISTS", "A subscription with this id and a different configuration exists.").ConfigureAwait(false);
-            return;
+            case SubscriptionPutStatus.Conflict:
+                await Problem.Write(context, 409, "SUBSCRIPTION_EXISTS", "A subscription with this id and a different configuration exists.").ConfigureAwait(false);
+                return;
+            case SubscriptionPutStatus.SubscriptionLimit:
+                await Problem.Write(context, 403, "SUBSCRIPTION_LIMIT_REACHED", $"This server holds its limit of {service.Options.MaxSubscriptions} subscriptions (Subscriptions:MaxSubscriptions); delete one first.").ConfigureAwait(false);
+                return;
+            case SubscriptionPutStatus.StreamLimit:
+                await StreamLimit(context).ConfigureAwait(false);
+                return;
         }
 
-        await JsonResponse.Write(context, status, await DescribeAsync(context, subscription!).ConfigureAwait(false)).ConfigureAwait(false);
+        await JsonResponse.Write(context, status == SubscriptionPutStatus.Created ? 201 : 200, await DescribeAsync(context, subscription!).ConfigureAwait(false)).ConfigureAwait(false);
     }
 
     private async Task GetAsync(HttpContext context, string id)
@@ -331,10 +338,14 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
             return;
         }
 
-        if (!await service.AddStreamsAsync(id, paths, context.RequestAborted).ConfigureAwait(false))
+        switch (await service.AddStreamsAsync(id, paths, context.RequestAborted).ConfigureAwait(false))
         {
-            await NotFound(context).ConfigureAwait(false);
-            return;
+            case SubscriptionAddStatus.NotFound:
+                await NotFound(context).ConfigureAwait(false);
+                return;
+            case SubscriptionAddStatus.StreamLimit:
+                await StreamLimit(context).ConfigureAwait(false);
+                return;
         }
 
         context.Response.StatusCode = 204;
@@ -348,21 +359,30 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
             return;
         }
 
-        var acks = new List<(string, string)>();
+        var acks = new List<(string, long)>();
         if (body["acks"] is JsonArray array)
         {
             foreach (var item in array)
             {
-                if (item is JsonObject ack && Str(ack, "stream") is { } stream && Str(ack, "offset") is { } offset)
-                {
-                    acks.Add((stream, offset));
-                }
-                else
+                if (item is not JsonObject ack || Str(ack, "stream") is not { } stream || Str(ack, "offset") is not { } offset)
                 {
                     await Invalid(context, "acks must be an array of { stream, offset }.").ConfigureAwait(false);
                     return;
                 }
+
+                if (!StreamOffset.TryParse(offset, out var position))
+                {
+                    await Problem.Write(context, 400, "INVALID_OFFSET", $"The ack of {stream} names no offset of this server's; acks take offsets a read or wake returned.").ConfigureAwait(false);
+                    return;
+                }
+
+                acks.Add((stream, position));
             }
+        }
+        else if (body["acks"] is not null)
+        {
+            await Invalid(context, "acks must be an array of { stream, offset }.").ConfigureAwait(false);
+            return;
         }
 
         var done = body["done"] is JsonValue doneValue && doneValue.TryGetValue<bool>(out var d) && d;
@@ -456,12 +476,12 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
                 {
                     ["alg"] = "ed25519",
                     ["kid"] = service.Keys.KeyId,
-                    ["jwks_url"] = $"{request.Scheme}://{request.Host}{request.PathBase}{StreamPaths.Root}/{StreamPaths.Reserved}/jwks.json",
+                    ["jwks_url"] = $"{service.Options.PublicBaseUrl?.TrimEnd('/') ?? $"{request.Scheme}://{request.Host}{request.PathBase}"}{StreamPaths.Root}/{StreamPaths.Reserved}/jwks.json",
                 },
             };
         }
 
-        return new JsonObject
+        var described = new JsonObject
         {
             ["id"] = subscription.Id,
             ["subscription_id"] = subscription.Id,
@@ -476,6 +496,13 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
             ["status"] = subscription.Status,
             ["description"] = config.Description,
         };
+        if (subscription.StreamLimitReached)
+        {
+            // An extension: streams the pattern matched past Subscriptions:MaxStreamsPerSubscription were left unlinked.
+            described["stream_limit_reached"] = true;
+        }
+
+        return described;
     }
 
     private static async Task WriteAckOutcome(HttpContext context, AckOutcome outcome, bool writeBody)
@@ -487,6 +514,9 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
                 return;
             case 409:
                 await Problem.Write(context, 409, "FENCED", "This wake is no longer current (stale generation, wake id or token).").ConfigureAwait(false);
+                return;
+            case 400:
+                await Problem.Write(context, 400, "OFFSET_BEYOND_TAIL", $"The ack of {outcome.Stream} is beyond the end of that stream; nothing was acked.").ConfigureAwait(false);
                 return;
             default:
                 if (writeBody)
@@ -545,6 +575,9 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
     }
 
     private static Task Forbidden(HttpContext context, string message) => Problem.Write(context, 403, "FORBIDDEN", message);
+
+    private Task StreamLimit(HttpContext context)
+        => Problem.Write(context, 403, "SUBSCRIPTION_STREAM_LIMIT", $"A subscription links at most {service.Options.MaxStreamsPerSubscription} streams (Subscriptions:MaxStreamsPerSubscription); nothing was changed. Narrow its pattern or streams.");
 
     private static Task Invalid(HttpContext context, string message) => Problem.Write(context, 400, "INVALID_SUBSCRIPTION", message);
 

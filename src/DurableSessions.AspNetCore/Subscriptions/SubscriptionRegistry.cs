@@ -36,9 +36,12 @@ internal sealed class SubscriptionRegistry : IDisposable
     // A version no stored one equals: the next entry (or staleness check) reloads every subscription.
     private const string NotLoaded = "\u0000not-loaded";
 
-    public SubscriptionRegistry(StreamStore store, WakeScheduler scheduler, Microsoft.Extensions.Logging.ILogger<SubscriptionRegistry> logger)
+    private readonly SubscriptionOptions _options;
+
+    public SubscriptionRegistry(StreamStore store, WakeScheduler scheduler, Microsoft.Extensions.Options.IOptions<SubscriptionOptions> options, Microsoft.Extensions.Logging.ILogger<SubscriptionRegistry> logger)
     {
         _store = store;
+        _options = options.Value;
         _section = new Coordination.SharedSection(store, Collection, SharedLockLease, logger);
         _scheduler = scheduler;
     }
@@ -113,13 +116,29 @@ internal sealed class SubscriptionRegistry : IDisposable
         return found;
     }
 
-    /// <summary>Creates a subscription, or confirms an identical one: 201, 200, or 409 for a different configuration.</summary>
-    public async Task<(int Status, Subscription Subscription)> CreateAsync(string id, SubscriptionConfig config, string baseUrl, CancellationToken cancellationToken)
+    /// <summary>
+    /// Creates a subscription, or confirms an identical one. Refused, changing nothing, for a different configuration
+    /// under the id, or past <see cref="SubscriptionOptions.MaxSubscriptions"/> or
+    /// <see cref="SubscriptionOptions.MaxStreamsPerSubscription"/>.
+    /// </summary>
+    public async Task<(SubscriptionPutStatus Status, Subscription? Subscription)> CreateAsync(string id, SubscriptionConfig config, string baseUrl, CancellationToken cancellationToken)
     {
         var hash = config.Hash();
         if (_subscriptions.TryGetValue(id, out var existing))
         {
-            return existing.ConfigHash == hash ? (200, existing) : (409, existing);
+            return existing.ConfigHash == hash ? (SubscriptionPutStatus.Confirmed, existing) : (SubscriptionPutStatus.Conflict, existing);
+        }
+
+        // Limits of this server's: subscriptions stored before a limit was lowered stay.
+        if (_subscriptions.Count >= _options.MaxSubscriptions)
+        {
+            return (SubscriptionPutStatus.SubscriptionLimit, null);
+        }
+
+        var maxStreams = _options.MaxStreamsPerSubscription;
+        if (config.Streams.Count > maxStreams)
+        {
+            return (SubscriptionPutStatus.StreamLimit, null);
         }
 
         var subscription = new Subscription
@@ -138,20 +157,31 @@ internal sealed class SubscriptionRegistry : IDisposable
             {
                 if (path != config.WakeStream && PathGlob.IsMatch(pattern, path))
                 {
+                    if (subscription.Links.Count >= maxStreams)
+                    {
+                        return (SubscriptionPutStatus.StreamLimit, null);
+                    }
+
                     subscription.Links[path] = new SubscriptionLink { Glob = true, AckedPosition = await TailOfAsync(path, cancellationToken).ConfigureAwait(false) };
                 }
             }
         }
 
+        if (subscription.Links.Count + config.Streams.Count(path => !subscription.Links.ContainsKey(path)) > maxStreams)
+        {
+            return (SubscriptionPutStatus.StreamLimit, null);
+        }
+
+        // Indexed only once it is kept: a refused create leaves no path pointing at it.
         foreach (var path in config.Streams)
         {
-            await LinkExplicitAsync(subscription, path, cancellationToken).ConfigureAwait(false);
+            await LinkExplicitAsync(subscription, path, cancellationToken, index: false).ConfigureAwait(false);
         }
 
         await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
         _subscriptions[id] = subscription;
         Index(subscription);
-        return (201, subscription);
+        return (SubscriptionPutStatus.Created, subscription);
     }
 
     /// <summary>Deletes a subscription; false when there is none.</summary>
@@ -169,12 +199,20 @@ internal sealed class SubscriptionRegistry : IDisposable
         return true;
     }
 
-    /// <summary>Links <paramref name="paths"/> explicitly (new links start at the stream's tail); false when there is no such subscription.</summary>
-    public async Task<bool> AddStreamsAsync(string id, IReadOnlyList<string> paths, CancellationToken cancellationToken)
+    /// <summary>
+    /// Links <paramref name="paths"/> explicitly (new links start at the stream's tail). Refused, changing nothing, when
+    /// there is no such subscription or the links would pass <see cref="SubscriptionOptions.MaxStreamsPerSubscription"/>.
+    /// </summary>
+    public async Task<SubscriptionAddStatus> AddStreamsAsync(string id, IReadOnlyList<string> paths, CancellationToken cancellationToken)
     {
         if (!_subscriptions.TryGetValue(id, out var subscription))
         {
-            return false;
+            return SubscriptionAddStatus.NotFound;
+        }
+
+        if (subscription.Links.Count + paths.Distinct(StringComparer.Ordinal).Count(path => !subscription.Links.ContainsKey(path)) > _options.MaxStreamsPerSubscription)
+        {
+            return SubscriptionAddStatus.StreamLimit;
         }
 
         foreach (var path in paths)
@@ -183,7 +221,7 @@ internal sealed class SubscriptionRegistry : IDisposable
         }
 
         await SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-        return true;
+        return SubscriptionAddStatus.Added;
     }
 
     /// <summary>Removes the explicit link to <paramref name="path"/> (a pattern may keep it linked); false when there is no such subscription.</summary>
@@ -230,11 +268,20 @@ internal sealed class SubscriptionRegistry : IDisposable
         return true;
     }
 
-    /// <summary>Links a stream the subscription's pattern newly matches.</summary>
-    public void LinkGlob(Subscription subscription, string path, long ackedPosition)
+    /// <summary>
+    /// Links a stream the subscription's pattern newly matches; false, linking nothing, when the subscription already
+    /// links <see cref="SubscriptionOptions.MaxStreamsPerSubscription"/> streams.
+    /// </summary>
+    public bool TryLinkGlob(Subscription subscription, string path, long ackedPosition)
     {
+        if (subscription.Links.Count >= _options.MaxStreamsPerSubscription)
+        {
+            return false;
+        }
+
         subscription.Links[path] = new SubscriptionLink { Glob = true, AckedPosition = ackedPosition };
         SetIndexed(subscription.Id, path, indexed: true);
+        return true;
     }
 
     /// <summary>Describes every linked stream: path, link type, acked and tail offsets, whether data is pending.</summary>
@@ -320,7 +367,7 @@ internal sealed class SubscriptionRegistry : IDisposable
 
     public void Dispose() => _section.Dispose();
 
-    private async Task LinkExplicitAsync(Subscription subscription, string path, CancellationToken cancellationToken)
+    private async Task LinkExplicitAsync(Subscription subscription, string path, CancellationToken cancellationToken, bool index = true)
     {
         if (subscription.Links.TryGetValue(path, out var link))
         {
@@ -329,10 +376,14 @@ internal sealed class SubscriptionRegistry : IDisposable
         }
 
         subscription.Links[path] = new SubscriptionLink { Explicit = true, AckedPosition = await TailOfAsync(path, cancellationToken).ConfigureAwait(false) };
-        SetIndexed(subscription.Id, path, indexed: true);
+        if (index)
+        {
+            SetIndexed(subscription.Id, path, indexed: true);
+        }
     }
 
-    private async Task<long> TailOfAsync(string path, CancellationToken cancellationToken)
+    /// <summary>The tail position of the stream at <paramref name="path"/>, 0 when there is none.</summary>
+    public async Task<long> TailOfAsync(string path, CancellationToken cancellationToken)
     {
         var lookup = await _store.GetAsync(path, cancellationToken).ConfigureAwait(false);
         return lookup.Stream?.TailPosition ?? 0;
@@ -420,4 +471,22 @@ internal sealed class SubscriptionRegistry : IDisposable
         ids = indexed ? ids.Add(id) : ids.Remove(id);
         _byPath = ids.IsEmpty ? _byPath.Remove(path) : _byPath.SetItem(path, ids);
     }
+}
+
+/// <summary>What came of a subscription's create or re-confirmation.</summary>
+internal enum SubscriptionPutStatus
+{
+    Created,
+    Confirmed,
+    Conflict,
+    SubscriptionLimit,
+    StreamLimit,
+}
+
+/// <summary>What came of linking streams to a subscription explicitly.</summary>
+internal enum SubscriptionAddStatus
+{
+    Added,
+    NotFound,
+    StreamLimit,
 }

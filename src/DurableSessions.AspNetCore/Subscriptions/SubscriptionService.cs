@@ -144,11 +144,11 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 
     // ---- API operations (called by SubscriptionEndpoints) ----
 
-    public async Task<(int Status, Subscription? Subscription)> PutAsync(string id, SubscriptionConfig config, string baseUrl, CancellationToken cancellationToken)
+    public async Task<(SubscriptionPutStatus Status, Subscription? Subscription)> PutAsync(string id, SubscriptionConfig config, string baseUrl, CancellationToken cancellationToken)
     {
         await using var held = await _registry.EnterAsync(cancellationToken).ConfigureAwait(false);
         var (status, subscription) = await _registry.CreateAsync(id, config, baseUrl, cancellationToken).ConfigureAwait(false);
-        if (status == 201)
+        if (status == SubscriptionPutStatus.Created)
         {
             Log.Created(_logger, id, config.Type);
         }
@@ -175,7 +175,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         return await _registry.DeleteAsync(id, cancellationToken).ConfigureAwait(false);
     }
 
-    public async Task<bool> AddStreamsAsync(string id, IReadOnlyList<string> paths, CancellationToken cancellationToken)
+    public async Task<SubscriptionAddStatus> AddStreamsAsync(string id, IReadOnlyList<string> paths, CancellationToken cancellationToken)
     {
         await using var held = await _registry.EnterAsync(cancellationToken).ConfigureAwait(false);
         return await _registry.AddStreamsAsync(id, paths, cancellationToken).ConfigureAwait(false);
@@ -188,7 +188,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
     }
 
     /// <summary>Applies a webhook callback or a pull-wake ack; <see cref="AckOutcome.Fenced"/> when the wake is not current.</summary>
-    public async Task<AckOutcome> AckAsync(string id, string? token, string? wakeId, long? generation, IReadOnlyList<(string Stream, string Offset)> acks, bool done, CancellationToken cancellationToken)
+    public async Task<AckOutcome> AckAsync(string id, string? token, string? wakeId, long? generation, IReadOnlyList<(string Stream, long Position)> acks, bool done, CancellationToken cancellationToken)
     {
         if (Unproven(id, token, wakeId, generation) is { } refused)
         {
@@ -206,12 +206,29 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             return AckOutcome.Fenced;
         }
 
-        foreach (var (stream, offset) in acks)
+        // Every ack is judged before any is applied: one past its stream's tail would mark data not yet written as
+        // processed, and the appends that later fill that range would wake no one.
+        var moves = new List<(SubscriptionLink Link, long Position)>(acks.Count);
+        foreach (var (stream, position) in acks)
         {
-            if (subscription.Links.TryGetValue(stream, out var link) && StreamOffset.TryParse(offset, out var position) && position > link.AckedPosition)
+            // A stream no longer linked (unlinked or deleted since the wake) has no cursor to move: its ack is moot.
+            if (!subscription.Links.TryGetValue(stream, out var link) || position <= link.AckedPosition)
             {
-                link.AckedPosition = position;
+                continue;
             }
+
+            if ((subscription.WakeSnapshot is not { } snapshot || !snapshot.TryGetValue(stream, out var known) || position > known)
+                && position > await _registry.TailOfAsync(stream, cancellationToken).ConfigureAwait(false))
+            {
+                return AckOutcome.BeyondTail(stream);
+            }
+
+            moves.Add((link, position));
+        }
+
+        foreach (var (link, position) in moves)
+        {
+            link.AckedPosition = Math.Max(link.AckedPosition, position);
         }
 
         if (!done)
@@ -478,7 +495,19 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         }
 
         // Linked "before" this append so the append itself is pending.
-        _registry.LinkGlob(subscription, change.Path, change.Chunk.Start);
+        if (_registry.TryLinkGlob(subscription, change.Path, change.Chunk.Start))
+        {
+            return Observation.Linked;
+        }
+
+        if (subscription.StreamLimitReached)
+        {
+            return Observation.Unrelated;
+        }
+
+        // Said once, and kept with the subscription (its GET shows it): each later stream left out is not logged again.
+        subscription.StreamLimitReached = true;
+        Log.StreamLimitReached(_logger, subscription.Id, change.Path, _options.MaxStreamsPerSubscription);
         return Observation.Linked;
     }
 
@@ -643,7 +672,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         // lease, each answer discarded as late. Each wake sends one POST; a failed one ends the wake, retried after the backoff.
         _scheduler.StartLease(subscription, atLeast: _options.WebhookTimeout + WebhookLeaseMargin);
         await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-        var body = SubscriptionDelivery.WebhookBody(subscription, streams, Keys);
+        var body = _delivery.WebhookBody(subscription, streams, Keys);
         var (generation, wakeId) = (subscription.Generation, subscription.WakeId!);
         _ = Task.Run(async () =>
         {
@@ -737,18 +766,24 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         [LoggerMessage(206, LogLevel.Error, "Applying the webhook delivery of subscription {Id} failed")]
         public static partial void DeliveryFailed(ILogger logger, string id, Exception exception);
 
+        [LoggerMessage(209, LogLevel.Warning, "Subscription {Id} links its limit of {Max} streams (Subscriptions:MaxStreamsPerSubscription): {Path}, which its pattern matches, and later matches are not linked and wake nothing")]
+        public static partial void StreamLimitReached(ILogger logger, string id, string path, int max);
+
         [LoggerMessage(207, LogLevel.Warning, "More than {Max} appends wait for subscription processing; the next pass looks at every subscription instead")]
         public static partial void ChangesOverflowed(ILogger logger, int max);
     }
 }
 
-internal readonly record struct AckOutcome(int Status, bool NextWake)
+internal readonly record struct AckOutcome(int Status, bool NextWake, string? Stream = null)
 {
     public static AckOutcome NotFound => new(404, false);
 
     public static AckOutcome Fenced => new(409, false);
 
     public static AckOutcome Ok(bool nextWake) => new(200, nextWake);
+
+    /// <summary>An ack past the tail of <paramref name="stream"/>; nothing of the request was applied.</summary>
+    public static AckOutcome BeyondTail(string stream) => new(400, false, stream);
 }
 
 internal enum ClaimStatus
