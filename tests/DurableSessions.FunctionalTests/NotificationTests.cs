@@ -238,6 +238,61 @@ public sealed class NotificationTests : IAsyncLifetime
         }
     }
 
+    [Fact]
+    public async Task Silent_session_hosts_hold_at_most_three_quarters_of_the_posts_in_flight_so_the_operators_notification_goes_at_once()
+    {
+        // Receivers on four hosts that accept connections and never answer: each POST to one holds its slot for the
+        // attempt's 10 s.
+        var held = new ConcurrentBag<System.Net.Sockets.Socket>();
+        var silent = new List<string>();
+        var listeners = new List<System.Net.Sockets.TcpListener>();
+        try
+        {
+            for (var host = 2; host <= 5; host++)
+            {
+                var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Parse($"127.0.0.{host}"), 0);
+                listener.Start();
+                listeners.Add(listener);
+                _ = Task.Run(async () =>
+                {
+                    while (!_stop.IsCancellationRequested)
+                    {
+                        held.Add(await listener.AcceptSocketAsync(_stop.Token));
+                    }
+                });
+                silent.Add($"http://127.0.0.{host}:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}/hook");
+            }
+
+            // Four POSTs at once, of which sessions' own URLs may hold three.
+            await using var server = await InProcessServer.StartAsync(services: s => s.Configure<SessionServiceOptions>(o =>
+            {
+                o.MaxConcurrentNotifications = 4;
+                o.NotificationUrl = HookUrl;
+            }));
+            using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = "client:phone" });
+            for (var i = 0; i < silent.Count; i++)
+            {
+                await AnswerOnAsync(server, client, $"silent-{i}", silent[i]);
+            }
+
+            await WaitForAsync(() => held.Count >= 3);
+
+            // The operator's notification is sent while the silent hosts still hold theirs: the fourth session's POST
+            // waits for a slot of the sessions' share, which none of them gives back before its attempt times out.
+            await AnswerOnAsync(server, client, "operator", null);
+            await WaitForRequests(1);
+            Assert.Equal("operator", JsonNode.Parse(_received.Single().Body)!["sessionId"]!.GetValue<string>());
+            Assert.Equal(3, held.Count);
+        }
+        finally
+        {
+            foreach (var listener in listeners)
+            {
+                listener.Stop();
+            }
+        }
+    }
+
     /// <summary>
     /// Creates a session on <paramref name="server"/> notifying <paramref name="url"/> (null: the server's own URL), has
     /// an agent answer a question there with nobody watching, and returns once its run has finished.

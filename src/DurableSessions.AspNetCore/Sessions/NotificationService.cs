@@ -40,6 +40,10 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
     private readonly Channel<(LiveAppend Change, bool Watched)> _changes = Channel.CreateBounded<(LiveAppend, bool)>(new BoundedChannelOptions(4096) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
     private readonly SemaphoreSlim _deliveries;
 
+    // Of the POSTs in flight, those to sessions' own notify URLs: at most three quarters of them (all, when only one may
+    // be in flight), so that the operator's URL is not kept waiting behind hosts that never answer.
+    private readonly SemaphoreSlim _sessionDeliveries;
+
     // Notifications admitted and not yet delivered or given up (in flight or waiting to retry), in all and per receiver.
     private readonly Dictionary<string, int> _admitted = new(StringComparer.Ordinal);
     private int _admittedCount;
@@ -63,6 +67,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         _logger = logger;
         _sender = sender;
         _deliveries = new SemaphoreSlim(_options.MaxConcurrentNotifications);
+        _sessionDeliveries = new SemaphoreSlim(SessionsShareOfPosts(_options.MaxConcurrentNotifications));
     }
 
     public Task StartAsync(CancellationToken cancellationToken)
@@ -165,7 +170,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
             {
                 try
                 {
-                    await DeliverAsync(url, notification).ConfigureAwait(false);
+                    await DeliverAsync(url, notification, sessionsOwn: destination is not null).ConfigureAwait(false);
                 }
                 catch (Exception ex)
                 {
@@ -313,7 +318,10 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         }
     }
 
-    private async Task DeliverAsync(string url, JsonObject notification)
+    /// <summary>How many POSTs sessions' own notify URLs may have in flight: all but a quarter (at least one) of them.</summary>
+    internal static int SessionsShareOfPosts(int maxConcurrent) => Math.Max(1, maxConcurrent - Math.Max(1, maxConcurrent / 4));
+
+    private async Task DeliverAsync(string url, JsonObject notification, bool sessionsOwn)
     {
         var body = DurableJson.ToUtf8Bytes(notification);
         var id = notification["id"]!.GetValue<string>();
@@ -330,14 +338,29 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
             Outbound.WebhookOutcome outcome;
             try
             {
-                await _deliveries.WaitAsync(_stopping.Token).ConfigureAwait(false);
+                if (sessionsOwn)
+                {
+                    await _sessionDeliveries.WaitAsync(_stopping.Token).ConfigureAwait(false);
+                }
+
                 try
                 {
-                    outcome = await _sender.SendAsync(url, body, headers, AttemptTimeout, _stopping.Token).ConfigureAwait(false);
+                    await _deliveries.WaitAsync(_stopping.Token).ConfigureAwait(false);
+                    try
+                    {
+                        outcome = await _sender.SendAsync(url, body, headers, AttemptTimeout, _stopping.Token).ConfigureAwait(false);
+                    }
+                    finally
+                    {
+                        _deliveries.Release();
+                    }
                 }
                 finally
                 {
-                    _deliveries.Release();
+                    if (sessionsOwn)
+                    {
+                        _sessionDeliveries.Release();
+                    }
                 }
             }
             catch (OperationCanceledException)

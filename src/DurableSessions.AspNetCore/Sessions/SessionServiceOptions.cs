@@ -34,8 +34,10 @@ public sealed class SessionServiceOptions
     public TimeSpan NotificationRetryDelay { get; set; } = TimeSpan.FromMilliseconds(500);
 
     /// <summary>
-    /// The most notification POSTs in flight at once. Default 64 (1 to 10,000). At most four times as many notifications
-    /// are held (in flight or waiting to retry), and, for sessions' own notify URLs, a quarter of this many for one host;
+    /// The most notification POSTs in flight at once. Default 64 (1 to 10,000). Sessions' own notify URLs may have all
+    /// but a quarter of them in flight (all, when it is 1), so POSTs to the operator's URL never wait behind theirs. At
+    /// most four times as many notifications are held (in flight or waiting to retry), and, for sessions' own notify
+    /// URLs, three times as many in all and a quarter of this many for one host;
     /// past either bound a new notification is dropped and logged. It bounds the descriptors and memory that runs
     /// finishing in bulk can take, and how much of them one slow or failing notify URL can hold up.
     /// </summary>
