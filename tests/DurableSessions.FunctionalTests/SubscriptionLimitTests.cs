@@ -40,9 +40,11 @@ public sealed class SubscriptionLimitTests : IAsyncLifetime
         await Put("acks", new JsonObject { ["type"] = "pull-wake", ["streams"] = new JsonArray("jobs/a", "jobs/b"), ["wake_stream"] = "wake/a" });
         await Append("jobs/a");
         await Append("jobs/b");
+        await Append("jobs/b");
         var claim = await ClaimWhenWoken("acks");
         var tailA = TailOf(claim, "jobs/a");
         var tailB = TailOf(claim, "jobs/b");
+        Assert.NotEqual(tailA, tailB);
         Assert.True(StreamOffset.TryParse(tailA, out var positionA));
 
         // Past the tail of jobs/a, beside a valid ack of jobs/b: refused as a whole, and neither cursor moves.
@@ -55,6 +57,12 @@ public sealed class SubscriptionLimitTests : IAsyncLifetime
         var described = await Get("acks");
         Assert.All(described["streams"]!.AsArray(), stream => Assert.NotEqual(tailA, stream!["acked_offset"]!.GetValue<string>()));
         Assert.All(described["streams"]!.AsArray(), stream => Assert.NotEqual(tailB, stream!["acked_offset"]!.GetValue<string>()));
+
+        // A bad offset in an ack of a wake that is not current is fenced first, as any stale ack is.
+        var stale = new JsonObject { ["wake_id"] = "w_stale", ["generation"] = claim["generation"]!.GetValue<long>(), ["token"] = claim["token"]!.GetValue<string>() };
+        (status, body) = await Ack(stale, ("jobs/a", "not-an-offset"));
+        Assert.Equal(HttpStatusCode.Conflict, status);
+        Assert.Equal("FENCED", body["error"]!["code"]!.GetValue<string>());
 
         // Data appended since the claim may be acked: the ack is judged against the stream's tail, not the wake's.
         await Append("jobs/a");
@@ -69,6 +77,38 @@ public sealed class SubscriptionLimitTests : IAsyncLifetime
         await Append("jobs/a");
         var next = await ClaimWhenWoken("acks");
         Assert.Equal(newTailA, next["streams"]!.AsArray().Single(s => s!["path"]!.GetValue<string>() == "jobs/a")!["acked_offset"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task An_ack_of_a_stream_deleted_and_recreated_since_the_wake_leaves_the_new_streams_data_pending()
+    {
+        await CreateStream("jobs/r");
+        await CreateStream("wake/r");
+        await Put("acks", new JsonObject { ["type"] = "pull-wake", ["streams"] = new JsonArray("jobs/r"), ["wake_stream"] = "wake/r" });
+        for (var i = 0; i < 5; i++)
+        {
+            await Append("jobs/r");
+        }
+
+        var claim = await ClaimWhenWoken("acks");
+        var oldTail = TailOf(claim, "jobs/r");
+
+        // The stream goes and comes back with less data than the wake named; its explicit link starts it from its start.
+        Assert.Equal(HttpStatusCode.NoContent, (await _server.Client.DeleteAsync("/v1/stream/jobs/r")).StatusCode);
+        await CreateStream("jobs/r");
+        await Append("jobs/r");
+        var newTail = await TailOfStream("jobs/r");
+        Assert.True(string.CompareOrdinal(newTail, oldTail) < 0, $"{newTail} < {oldTail}");
+
+        // The worker acks what the wake named, for a stream that is gone: that moves no cursor of the new stream.
+        var (status, body) = await Ack(claim, ("jobs/r", oldTail));
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.True(body["next_wake"]!.GetValue<bool>());
+        var next = await ClaimWhenWoken("acks");
+        var link = next["streams"]!.AsArray().Single(s => s!["path"]!.GetValue<string>() == "jobs/r")!;
+        Assert.Equal(newTail, link["tail_offset"]!.GetValue<string>());
+        Assert.True(link["has_pending"]!.GetValue<bool>());
+        Assert.True(string.CompareOrdinal(link["acked_offset"]!.GetValue<string>(), newTail) < 0);
     }
 
     [Fact]

@@ -20,7 +20,7 @@ internal sealed partial class SubscriptionDelivery(StreamStore store, WebhookSen
     public byte[] WebhookBody(Subscription subscription, List<JsonObject> streams, WebhookSigningKeys keys)
     {
         // The public base URL, when set, holds for every subscription, those created before it was set included.
-        var baseUrl = _options.PublicBaseUrl?.TrimEnd('/') ?? subscription.BaseUrl;
+        var baseUrl = _options.PublicBase ?? subscription.BaseUrl;
         var callbackUrl = $"{baseUrl}{StreamPaths.Root}/{StreamPaths.Reserved}/subscriptions/{Uri.EscapeDataString(subscription.Id)}/callback";
         return DurableJson.ToUtf8Bytes(new JsonObject
         {

@@ -359,7 +359,7 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
             return;
         }
 
-        var acks = new List<(string, long)>();
+        var acks = new List<(string, string)>();
         if (body["acks"] is JsonArray array)
         {
             foreach (var item in array)
@@ -370,13 +370,7 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
                     return;
                 }
 
-                if (!StreamOffset.TryParse(offset, out var position))
-                {
-                    await Problem.Write(context, 400, "INVALID_OFFSET", $"The ack of {stream} names no offset of this server's; acks take offsets a read or wake returned.").ConfigureAwait(false);
-                    return;
-                }
-
-                acks.Add((stream, position));
+                acks.Add((stream, offset));
             }
         }
         else if (body["acks"] is not null)
@@ -476,7 +470,7 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
                 {
                     ["alg"] = "ed25519",
                     ["kid"] = service.Keys.KeyId,
-                    ["jwks_url"] = $"{service.Options.PublicBaseUrl?.TrimEnd('/') ?? $"{request.Scheme}://{request.Host}{request.PathBase}"}{StreamPaths.Root}/{StreamPaths.Reserved}/jwks.json",
+                    ["jwks_url"] = $"{service.Options.PublicBase ?? $"{request.Scheme}://{request.Host}{request.PathBase}"}{StreamPaths.Root}/{StreamPaths.Reserved}/jwks.json",
                 },
             };
         }
@@ -516,7 +510,9 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
                 await Problem.Write(context, 409, "FENCED", "This wake is no longer current (stale generation, wake id or token).").ConfigureAwait(false);
                 return;
             case 400:
-                await Problem.Write(context, 400, "OFFSET_BEYOND_TAIL", $"The ack of {outcome.Stream} is beyond the end of that stream; nothing was acked.").ConfigureAwait(false);
+                await Problem.Write(context, 400, outcome.Code!, outcome.Code == "INVALID_OFFSET"
+                    ? $"The ack of {outcome.Stream} names no offset of this server's (acks take offsets a read or wake returned); nothing was acked."
+                    : $"The ack of {outcome.Stream} is beyond the end of that stream; nothing was acked.").ConfigureAwait(false);
                 return;
             default:
                 if (writeBody)

@@ -32,25 +32,30 @@ public sealed class SubscriptionOptions
 
     /// <summary>
     /// The most subscriptions a server holds; creating one more gets 403 <c>SUBSCRIPTION_LIMIT_REACHED</c>. Each holds
-    /// at most one wake (webhook POST) in flight, so this also bounds the webhook POSTs in flight. Default 1,000.
+    /// at most one wake (webhook POST) in flight, so this also bounds the webhook POSTs in flight, but for those of
+    /// subscriptions deleted meanwhile, which end within <see cref="WebhookTimeout"/>. Default 1,000.
     /// </summary>
     public int MaxSubscriptions { get; set; } = 1_000;
 
     /// <summary>
     /// The most streams one subscription links, by pattern and explicitly. A create whose pattern and streams would link
     /// more, or an explicit add past it, gets 403 <c>SUBSCRIPTION_STREAM_LIMIT</c>; a stream its pattern matches once it
-    /// is full is not linked (its appends do not wake it), which its <c>GET</c> shows as <c>"stream_limit_reached": true</c>
-    /// and the server logs. A subscription's state, links included, is written on each of its changes, so its size is
+    /// is full is not linked (its appends do not wake it), which the server logs once and its <c>GET</c> shows from then
+    /// on as <c>"stream_limit_reached": true</c> (such a stream is linked at its first append once there is room). A subscription's state, links included, is written on each of its changes, so its size is
     /// what each wake and ack costs. Default 10,000.
     /// </summary>
     public int MaxStreamsPerSubscription { get; set; } = 10_000;
 
     /// <summary>
     /// The server's public base URL (scheme, host, and path base if any, e.g. <c>https://streams.example.com</c>), which
-    /// webhook wakes' <c>callback_url</c> starts with. Unset, it is the URL the subscription was created through, as its
-    /// request named it; set it when the server is reached through a proxy or a name its receivers should use instead.
+    /// webhook wakes' <c>callback_url</c> and a subscription's <c>jwks_url</c> start with. Unset (or empty), they start
+    /// with the URL the request named (for <c>callback_url</c>, the subscription's create); set it when the server is
+    /// reached through a proxy or a name its receivers should use instead.
     /// </summary>
     public string? PublicBaseUrl { get; set; }
+
+    /// <summary><see cref="PublicBaseUrl"/> without a trailing slash, or null when it is unset or empty.</summary>
+    internal string? PublicBase => string.IsNullOrWhiteSpace(PublicBaseUrl) ? null : PublicBaseUrl.Trim().TrimEnd('/');
 
     /// <summary>Validates the settings; called at start-up.</summary>
     public IEnumerable<string> Validate()
@@ -65,8 +70,8 @@ public sealed class SubscriptionOptions
             yield return "MaxStreamsPerSubscription must be between 1 and 1000000.";
         }
 
-        if (PublicBaseUrl is not null
-            && (!Uri.TryCreate(PublicBaseUrl, UriKind.Absolute, out var baseUri) || baseUri.Scheme is not ("http" or "https")
+        if (PublicBase is not null
+            && (!Uri.TryCreate(PublicBase, UriKind.Absolute, out var baseUri) || baseUri.Scheme is not ("http" or "https")
                 || !string.IsNullOrEmpty(baseUri.Query) || !string.IsNullOrEmpty(baseUri.Fragment) || !string.IsNullOrEmpty(baseUri.UserInfo)))
         {
             yield return "PublicBaseUrl must be an absolute http or https URL without a query, fragment or user info.";

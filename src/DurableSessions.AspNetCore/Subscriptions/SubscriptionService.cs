@@ -39,6 +39,9 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
     // Set when a pass failed: the next one, RecheckDelay later, looks at every subscription, whatever that pass had taken.
     private static readonly TimeSpan RecheckDelay = TimeSpan.FromSeconds(1);
 
+    /// <summary>A wake snapshot's tail for a stream deleted since the wake named it.</summary>
+    private const long DeletedSinceWake = -1;
+
     private int _queued;
     private int _overflowed;
 
@@ -188,7 +191,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
     }
 
     /// <summary>Applies a webhook callback or a pull-wake ack; <see cref="AckOutcome.Fenced"/> when the wake is not current.</summary>
-    public async Task<AckOutcome> AckAsync(string id, string? token, string? wakeId, long? generation, IReadOnlyList<(string Stream, long Position)> acks, bool done, CancellationToken cancellationToken)
+    public async Task<AckOutcome> AckAsync(string id, string? token, string? wakeId, long? generation, IReadOnlyList<(string Stream, string Offset)> acks, bool done, CancellationToken cancellationToken)
     {
         if (Unproven(id, token, wakeId, generation) is { } refused)
         {
@@ -209,18 +212,32 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         // Every ack is judged before any is applied: one past its stream's tail would mark data not yet written as
         // processed, and the appends that later fill that range would wake no one.
         var moves = new List<(SubscriptionLink Link, long Position)>(acks.Count);
-        foreach (var (stream, position) in acks)
+        foreach (var (stream, offset) in acks)
         {
-            // A stream no longer linked (unlinked or deleted since the wake) has no cursor to move: its ack is moot.
-            if (!subscription.Links.TryGetValue(stream, out var link) || position <= link.AckedPosition)
+            // A stream no longer linked (unlinked since the wake), or deleted since the wake named it, has no cursor this
+            // wake can move: its ack is moot. A recreated stream's data stays pending and wakes the subscription again.
+            var known = -1L;
+            if (!subscription.Links.TryGetValue(stream, out var link)
+                || (subscription.WakeSnapshot is { } snapshot && snapshot.TryGetValue(stream, out known) && known == DeletedSinceWake))
             {
                 continue;
             }
 
-            if ((subscription.WakeSnapshot is not { } snapshot || !snapshot.TryGetValue(stream, out var known) || position > known)
-                && position > await _registry.TailOfAsync(stream, cancellationToken).ConfigureAwait(false))
+            if (!StreamOffset.TryParse(offset, out var position))
             {
-                return AckOutcome.BeyondTail(stream);
+                return AckOutcome.InvalidOffset(stream);
+            }
+
+            // Up to the tail the wake named, no lookup: a stream's tail only grows while it lives.
+            if (position <= link.AckedPosition
+                || (position > known && position > await _registry.TailOfAsync(stream, cancellationToken).ConfigureAwait(false)))
+            {
+                if (position > link.AckedPosition)
+                {
+                    return AckOutcome.BeyondTail(stream);
+                }
+
+                continue;
             }
 
             moves.Add((link, position));
@@ -476,6 +493,13 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         {
             if (change.Deleted)
             {
+                // The wake in flight named the stream that is gone: neither its acks nor a webhook's "done" may move the
+                // cursor to that stream's tail, which a stream recreated at the path has not reached.
+                if (subscription.WakeSnapshot is { } snapshot && snapshot.ContainsKey(change.Path))
+                {
+                    snapshot[change.Path] = DeletedSinceWake;
+                }
+
                 // A link only the pattern made goes with its stream; an explicit one stays, and a recreated stream
                 // starts again from its beginning.
                 if (!_registry.UnlinkDeleted(subscription, change.Path))
@@ -774,7 +798,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
     }
 }
 
-internal readonly record struct AckOutcome(int Status, bool NextWake, string? Stream = null)
+internal readonly record struct AckOutcome(int Status, bool NextWake, string? Stream = null, string? Code = null)
 {
     public static AckOutcome NotFound => new(404, false);
 
@@ -783,7 +807,10 @@ internal readonly record struct AckOutcome(int Status, bool NextWake, string? St
     public static AckOutcome Ok(bool nextWake) => new(200, nextWake);
 
     /// <summary>An ack past the tail of <paramref name="stream"/>; nothing of the request was applied.</summary>
-    public static AckOutcome BeyondTail(string stream) => new(400, false, stream);
+    public static AckOutcome BeyondTail(string stream) => new(400, false, stream, "OFFSET_BEYOND_TAIL");
+
+    /// <summary>An ack of <paramref name="stream"/> naming no offset of this server's; nothing of the request was applied.</summary>
+    public static AckOutcome InvalidOffset(string stream) => new(400, false, stream, "INVALID_OFFSET");
 }
 
 internal enum ClaimStatus
