@@ -79,6 +79,48 @@ public sealed class AuthorizationPolicyTests
         Assert.Equal(HttpStatusCode.Unauthorized, (await client.GetAsync(new Uri("/v1/sessions/s1", UriKind.Relative))).StatusCode);
     }
 
+    [Fact]
+    public async Task A_sessions_control_events_and_close_sent_as_raw_appends_are_judged_by_the_applications_handlers_too()
+    {
+        await using var server = await InProcessServer.StartAsync(services: services =>
+        {
+            services.AddAuthentication().AddScheme<AuthenticationSchemeOptions, ApiKeyHandler>(ApiKeyHandler.SchemeName, null);
+            services.Configure<AccessOptions>(o => o.Scheme = ApiKeyHandler.SchemeName);
+            services.AddSingleton<IAuthorizationHandler, SessionRulesHandler>();
+        });
+        var client = server.Client;
+        const string T = "2026-01-01T00:00:00.000Z";
+        static string Steer(string by) => $$$"""[{"type":"control","key":"c_1","value":{"id":"c_1","action":"steer","runId":"r_9","by":"{{{by}}}","text":"shorter","status":"requested","createdAt":"{{{T}}}"},"headers":{"operation":"insert","timestamp":"{{{T}}}"}}]""";
+
+        // The owner's token grants control and admin everywhere; the application's handler refuses both on locked-*
+        // sessions. A steer or a close sent as a raw append is refused as the sessions API would refuse it.
+        Assert.Equal(HttpStatusCode.Created, (await Send(client, HttpMethod.Put, "/v1/sessions/locked-1", "owner", "{}")).StatusCode);
+        var steer = await Send(client, HttpMethod.Post, "/v1/stream/sessions/locked-1", "owner", Steer("owner"));
+        Assert.Equal(HttpStatusCode.Forbidden, steer.StatusCode);
+        Assert.Contains("control", (await ErrorOf(steer))["message"]!.GetValue<string>());
+        using (var close = new HttpRequestMessage(HttpMethod.Post, "/v1/stream/sessions/locked-1"))
+        {
+            close.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", "owner");
+            close.Headers.Add("Stream-Closed", "true");
+            var closed = await client.SendAsync(close);
+            Assert.Equal(HttpStatusCode.Forbidden, closed.StatusCode);
+        }
+
+        var head = await client.SendAsync(new HttpRequestMessage(HttpMethod.Head, "/v1/stream/sessions/locked-1") { Headers = { { "Authorization", "Bearer owner" } } });
+        Assert.False(head.Headers.Contains("Stream-Closed"));
+
+        // Where the token grants control (owner on other sessions), a steer is taken.
+        Assert.Equal(HttpStatusCode.Created, (await Send(client, HttpMethod.Put, "/v1/sessions/free-1", "owner", "{}")).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await Send(client, HttpMethod.Post, "/v1/stream/sessions/free-1", "owner", Steer("owner"))).StatusCode);
+
+        // The handler grants the editor (read and write by token) control on open-* sessions: its steer is taken there,
+        // and refused elsewhere.
+        Assert.Equal(HttpStatusCode.Created, (await Send(client, HttpMethod.Put, "/v1/sessions/open-1", "editor", "{}")).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await Send(client, HttpMethod.Post, "/v1/stream/sessions/open-1", "editor", Steer("editor"))).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Send(client, HttpMethod.Put, "/v1/sessions/plain-1", "editor", "{}")).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await Send(client, HttpMethod.Post, "/v1/stream/sessions/plain-1", "editor", Steer("editor"))).StatusCode);
+    }
+
     private static async Task<HttpResponseMessage> Send(HttpClient client, HttpMethod method, string path, string key, string? json = null)
     {
         using var request = new HttpRequestMessage(method, path);
@@ -107,12 +149,34 @@ public sealed class AuthorizationPolicyTests
             Claim[]? claims = header[7..] switch
             {
                 "editor" => [new Claim("sub", "editor"), new Claim("grants", "{\"**\":[\"read\",\"write\"]}")],
+                "owner" => [new Claim("sub", "owner"), new Claim("grants", "{\"**\":[\"read\",\"write\",\"control\",\"admin\"]}")],
                 "reader" => [new Claim("sub", "reader")],
                 _ => null,
             };
             return Task.FromResult(claims is null
                 ? AuthenticateResult.Fail("unknown key")
                 : AuthenticateResult.Success(new AuthenticationTicket(new ClaimsPrincipal(new ClaimsIdentity(claims, SchemeName)), SchemeName)));
+        }
+    }
+
+    /// <summary>
+    /// An application's rules on sessions: nobody controls or administers a <c>locked-*</c> session, whatever their token
+    /// grants, and anyone signed in controls an <c>open-*</c> one.
+    /// </summary>
+    private sealed class SessionRulesHandler : AuthorizationHandler<StreamAccessRequirement, StreamResource>
+    {
+        protected override Task HandleRequirementAsync(AuthorizationHandlerContext context, StreamAccessRequirement requirement, StreamResource resource)
+        {
+            if (requirement.Capability is Capability.Control or Capability.Admin && resource.Path.StartsWith("sessions/locked-", StringComparison.Ordinal))
+            {
+                context.Fail();
+            }
+            else if (requirement.Capability == Capability.Control && resource.Path.StartsWith("sessions/open-", StringComparison.Ordinal))
+            {
+                context.Succeed(requirement);
+            }
+
+            return Task.CompletedTask;
         }
     }
 

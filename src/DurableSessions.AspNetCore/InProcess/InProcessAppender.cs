@@ -75,7 +75,7 @@ public sealed class InProcessAppender : IAsyncDisposable
         AppendAnswer answer;
         try
         {
-            answer = await _streams.AppendAsync(command, _access, cancellationToken).ConfigureAwait(false);
+            answer = await _streams.AppendAsync(command, _caller, cancellationToken).ConfigureAwait(false);
         }
         catch (StreamStoreUnavailableException ex)
         {

@@ -12,7 +12,7 @@ internal sealed class SessionAppendPolicy(SessionService sessions) : IStreamAppe
 {
     public bool Governs(string path) => SessionService.IsSessionPath(path);
 
-    public AppendRefusal? CheckCreate(string path, string? contentType, string? forkedFrom, StreamPayload initialData, Auth.Access writer)
+    public AppendRefusal? CheckCreate(string path, string? contentType, string? forkedFrom, StreamPayload initialData, PolicyWriter writer)
     {
         // A stream of another type would take any bytes past every session rule, and still hold the session's id.
         if (contentType is not null && !StreamContentType.IsJson(contentType))
@@ -20,31 +20,31 @@ internal sealed class SessionAppendPolicy(SessionService sessions) : IStreamAppe
             return new AppendRefusal(409, "CONTENT_TYPE_MISMATCH", "A stream under sessions/ is a session, whose content type is application/json.");
         }
 
-        return SessionService.CheckCreate(forkedFrom, initialData, Writer(writer, path)) is { } refused ? new AppendRefusal(refused.Status, refused.Code, refused.Message) : null;
+        return SessionService.CheckCreate(forkedFrom, initialData, Writer(writer)) is { } refused ? new AppendRefusal(refused.Status, refused.Code, refused.Message) : null;
     }
 
     public Task CreatedAsync(StreamInfo stream, StreamPayload initialData) => sessions.CreatedAsync(stream, initialData);
 
-    public AppendRefusal? CheckClose(StreamInfo stream, Auth.Access writer)
-        => stream.IsJson && !writer.Allows(stream.Path, Auth.Capability.Admin)
+    public AppendRefusal? CheckClose(StreamInfo stream, PolicyWriter writer)
+        => stream.IsJson && !writer.MayAdmin
             ? new AppendRefusal(403, "FORBIDDEN", "Closing a session stream needs the admin capability on it.")
             : null;
 
-    public Task<(AppendResult Result, AppendRefusal? Refusal)>? AppendAsync(StreamInfo stream, AppendRequest request, Auth.Access writer, CancellationToken cancellationToken)
+    public Task<(AppendResult Result, AppendRefusal? Refusal)>? AppendAsync(StreamInfo stream, AppendRequest request, PolicyWriter writer, CancellationToken cancellationToken)
         => stream.IsJson && !stream.Closed ? AppendCoreAsync(request, writer, cancellationToken) : null;
 
-    public async Task<(AppendResult Result, AppendRefusal? Refusal)?> TryAppendWithoutLookupAsync(AppendRequest request, Auth.Access writer, CancellationToken cancellationToken)
-        => await sessions.TryAppendHeldAsync(request, Writer(writer, request.Path), cancellationToken).ConfigureAwait(false) is not { } outcome ? null
+    public async Task<(AppendResult Result, AppendRefusal? Refusal)?> TryAppendWithoutLookupAsync(AppendRequest request, PolicyWriter writer, CancellationToken cancellationToken)
+        => await sessions.TryAppendHeldAsync(request, Writer(writer), cancellationToken).ConfigureAwait(false) is not { } outcome ? null
             : outcome.Rejection is { } rejection ? (default, new AppendRefusal(rejection.Status, rejection.Code, rejection.Message))
             : (outcome.Result!.Value, null);
 
-    private async Task<(AppendResult Result, AppendRefusal? Refusal)> AppendCoreAsync(AppendRequest request, Auth.Access writer, CancellationToken cancellationToken)
+    private async Task<(AppendResult Result, AppendRefusal? Refusal)> AppendCoreAsync(AppendRequest request, PolicyWriter writer, CancellationToken cancellationToken)
     {
-        var (result, rejection) = await sessions.AppendAsync(request, Writer(writer, request.Path), cancellationToken).ConfigureAwait(false);
+        var (result, rejection) = await sessions.AppendAsync(request, Writer(writer), cancellationToken).ConfigureAwait(false);
         return rejection is not null ? (default, new AppendRefusal(rejection.Status, rejection.Code, rejection.Message)) : (result!.Value, null);
     }
 
     /// <summary>The writer as the session rules see it: its identity and whether it may control runs (open when access control is off).</summary>
-    private static SessionWriter Writer(Auth.Access access, string path)
-        => access.IsAnonymous ? SessionWriter.Open : new SessionWriter(access.Subject, access.Allows(path, Auth.Capability.Control));
+    private static SessionWriter Writer(PolicyWriter writer)
+        => writer.Access.IsAnonymous ? SessionWriter.Open : new SessionWriter(writer.Access.Subject, writer.MayControl);
 }

@@ -14,7 +14,7 @@ internal interface IStreamAppendPolicy
     /// Checks a create (or fork) with its content type (null: a fork that takes its source's) and initial data; null when
     /// allowed. Nothing is created when refused.
     /// </summary>
-    AppendRefusal? CheckCreate(string path, string? contentType, string? forkedFrom, StreamPayload initialData, Auth.Access writer);
+    AppendRefusal? CheckCreate(string path, string? contentType, string? forkedFrom, StreamPayload initialData, PolicyWriter writer);
 
     /// <summary>
     /// Called once a create it governs has stored initial data (not for a fork, nor for a create that found the stream
@@ -23,20 +23,46 @@ internal interface IStreamAppendPolicy
     Task CreatedAsync(StreamInfo stream, StreamPayload initialData);
 
     /// <summary>Checks a close of an existing stream; null when allowed.</summary>
-    AppendRefusal? CheckClose(StreamInfo stream, Auth.Access writer);
+    AppendRefusal? CheckClose(StreamInfo stream, PolicyWriter writer);
 
     /// <summary>
     /// Appends to an existing stream it governs under its rules, atomically with its checks; a refusal writes nothing.
     /// Returns null (and the caller appends as usual) for a stream the policy leaves alone, such as one closed already.
     /// </summary>
-    Task<(AppendResult Result, AppendRefusal? Refusal)>? AppendAsync(StreamInfo stream, AppendRequest request, Auth.Access writer, CancellationToken cancellationToken);
+    Task<(AppendResult Result, AppendRefusal? Refusal)>? AppendAsync(StreamInfo stream, AppendRequest request, PolicyWriter writer, CancellationToken cancellationToken);
 
     /// <summary>
     /// Appends with no lookup of the stream first, when the policy can decide without it: it holds what its rules need in
     /// memory, and the store refuses the write if the stream changed since. Null when it cannot; the caller then looks
     /// the stream up and calls <see cref="AppendAsync"/>.
     /// </summary>
-    Task<(AppendResult Result, AppendRefusal? Refusal)?> TryAppendWithoutLookupAsync(AppendRequest request, Auth.Access writer, CancellationToken cancellationToken);
+    Task<(AppendResult Result, AppendRefusal? Refusal)?> TryAppendWithoutLookupAsync(AppendRequest request, PolicyWriter writer, CancellationToken cancellationToken);
+}
+
+/// <summary>
+/// Who writes through an operation a policy judges, and the capabilities beyond write that its rules may ask for, as the
+/// authorization handlers decide them for the path: the token's grants and any handler the application registered
+/// (docs/security.md), the same decision the sessions API's endpoints get.
+/// </summary>
+/// <param name="Access">The caller's access: its subject, and whether the server runs open.</param>
+/// <param name="MayControl">Whether the caller may control the stream's runs (cancel, steer, fence).</param>
+/// <param name="MayAdmin">Whether the caller may administer the stream (close it); only decided for a close.</param>
+internal sealed record PolicyWriter(Auth.Access Access, bool MayControl, bool MayAdmin)
+{
+    /// <summary>Decides the capabilities of <paramref name="caller"/> on <paramref name="path"/> (admin only when <paramref name="closing"/>).</summary>
+    public static async ValueTask<PolicyWriter> ForAsync(Microsoft.AspNetCore.Http.HttpContext caller, string path, bool closing)
+    {
+        var access = Auth.AccessControl.Current(caller);
+        if (access.IsAnonymous)
+        {
+            return new PolicyWriter(access, MayControl: true, MayAdmin: true);
+        }
+
+        var resource = new Auth.StreamResource(path);
+        var mayControl = await Auth.AccessControl.AllowsAsync(caller, resource, Auth.Capability.Control).ConfigureAwait(false);
+        var mayAdmin = closing && await Auth.AccessControl.AllowsAsync(caller, resource, Auth.Capability.Admin).ConfigureAwait(false);
+        return new PolicyWriter(access, mayControl, mayAdmin);
+    }
 }
 
 /// <summary>Why a policy refused a create, append or close: the HTTP status, a code and a message.</summary>

@@ -223,7 +223,8 @@ internal sealed partial class StreamRequestHandler
         // The type the stream will have: the declared one, else a fork's source's, else the protocol's default (null: a
         // fork of a source that is not there, which the store refuses).
         var createdType = effectiveType ?? (forkedFrom is null ? StreamContentType.Default : null);
-        if (PolicyFor(path)?.CheckCreate(path, createdType, forkedFrom, jsonBody ? payload : StreamPayload.Empty, Auth.AccessControl.Current(context)) is { } refused)
+        if (PolicyFor(path) is { } createPolicy
+            && createPolicy.CheckCreate(path, createdType, forkedFrom, jsonBody ? payload : StreamPayload.Empty, await PolicyWriter.ForAsync(context, path, closing: false).ConfigureAwait(false)) is { } refused)
         {
             await Problem.Write(context, refused.Status, refused.Code, refused.Message).ConfigureAwait(false);
             return;
@@ -364,7 +365,7 @@ internal sealed partial class StreamRequestHandler
 
         var contentType = body.Value.Length > 0 ? headers.ContentType.ToString() : null;
         var command = new AppendCommand(path, contentType, body.Value, close, streamSeq, producer);
-        var answer = await AppendAsync(command, Auth.AccessControl.Current(context), context.RequestAborted).ConfigureAwait(false);
+        var answer = await AppendAsync(command, context, context.RequestAborted).ConfigureAwait(false);
         var response = context.Response;
         response.Headers.CacheControl = "no-store";
         if (answer.Result is { } result)
@@ -409,7 +410,10 @@ internal sealed partial class StreamRequestHandler
     /// Appends to a stream for any transport (an HTTP request, a WebSocket message): the same checks, the stream's
     /// append policy (a session's rules) and the store, answered as the protocol's status, code and message.
     /// </summary>
-    internal async Task<AppendAnswer> AppendAsync(AppendCommand command, Auth.Access writer, CancellationToken cancellationToken)
+    /// <param name="command">The append.</param>
+    /// <param name="caller">The caller as the authorization handlers see it: its principal, and its access in its items.</param>
+    /// <param name="cancellationToken">Cancels the append.</param>
+    internal async Task<AppendAnswer> AppendAsync(AppendCommand command, HttpContext caller, CancellationToken cancellationToken)
     {
         var (path, contentType, data, close, streamSeq, producer) = command;
         if (data.Length == 0)
@@ -434,6 +438,9 @@ internal sealed partial class StreamRequestHandler
         // A governed stream (a session: closing one ends it for everyone, an administrator's act) is held to its policy,
         // which needs the stream and appends atomically with its checks.
         var policy = PolicyFor(path);
+
+        // Decided only for a governed stream, whose rules judge more than write (a session's control events, its close).
+        var writer = policy is null ? null : await PolicyWriter.ForAsync(caller, path, close).ConfigureAwait(false);
         var payload = StreamPayload.Empty;
         string? framingError = null;
         var framed = data.Length == 0 || TryFrame(contentType!, data, allowEmptyArray: false, out payload, out framingError);
@@ -449,7 +456,7 @@ internal sealed partial class StreamRequestHandler
 
         // A governed stream's policy may take the append with no lookup (a session held in memory takes its deltas so).
         if (policy is not null && framed && !close && data.Length > 0 && StreamContentType.IsJson(contentType!)
-            && await policy.TryAppendWithoutLookupAsync(appendRequest, writer, cancellationToken).ConfigureAwait(false) is { } taken)
+            && await policy.TryAppendWithoutLookupAsync(appendRequest, writer!, cancellationToken).ConfigureAwait(false) is { } taken)
         {
             return taken.Refusal is { } refusal ? AppendAnswer.Refused(refusal.Status, refusal.Code, refusal.Message) : Answer(taken.Result, producer, payload);
         }
@@ -485,13 +492,13 @@ internal sealed partial class StreamRequestHandler
             }
         }
 
-        if (close && stream is not null && policy?.CheckClose(stream, writer) is { } closeRefused)
+        if (close && stream is not null && policy?.CheckClose(stream, writer!) is { } closeRefused)
         {
             return AppendAnswer.Refused(closeRefused.Status, closeRefused.Code, closeRefused.Message);
         }
 
         AppendResult result;
-        if (stream is not null && policy?.AppendAsync(stream, appendRequest, writer, cancellationToken) is { } governed)
+        if (stream is not null && policy?.AppendAsync(stream, appendRequest, writer!, cancellationToken) is { } governed)
         {
             var (governedResult, refusal) = await governed.ConfigureAwait(false);
             if (refusal is not null)

@@ -408,7 +408,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
                 return Error("id", id, 403, "FORBIDDEN", $"The token does not grant write on {command.Path}.");
             }
 
-            var answer = await _services.Streams.AppendAsync(command, _access, _closing.Token).ConfigureAwait(false);
+            var answer = await _services.Streams.AppendAsync(command, _http, _closing.Token).ConfigureAwait(false);
             return Ack(id, answer, command.Producer);
         }
         finally
