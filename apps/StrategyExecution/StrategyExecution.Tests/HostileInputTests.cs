@@ -134,6 +134,51 @@ public sealed class HostileInputTests(AppFixture fixture) : IClassFixture<AppFix
     }
 
     [Fact]
+    public async Task A_measures_first_target_set_twice_at_once_is_stored_once_and_both_are_answered()
+    {
+        using var admin = ApiClient.For(fixture.App, 1);
+        var objective = (await admin.GetJson("/api/scorecards/1"))["objectives"]![0]!["id"]!.GetValue<int>();
+        for (var round = 0; round < 3; round++)
+        {
+            using var created = await admin.PostAsJsonAsync(new Uri("/api/measures", UriKind.Relative), new { objectiveId = objective, name = $"Raced target {round}", unit = "deals", direction = "higher" });
+            var text = await created.Content.ReadAsStringAsync();
+            Assert.True(created.StatusCode == HttpStatusCode.Created, text);
+            var measure = JsonNode.Parse(text)!["id"]!.GetValue<int>();
+
+            // The first target of a measure, set by six requests at once: each is answered as a set, none as a failure.
+            var answers = await Task.WhenAll(Enumerable.Range(1, 6).Select(async i =>
+            {
+                using var response = await admin.PutAsJsonAsync(new Uri($"/api/measures/{measure}/target", UriKind.Relative), new { redFlag = 1, target = 10 + i });
+                return (response.StatusCode, await response.Content.ReadAsStringAsync());
+            }));
+            Assert.All(answers, a => Assert.True(a.StatusCode == HttpStatusCode.OK, $"{(int)a.StatusCode} {a.Item2}"));
+
+            // One target, and it is one of those sent.
+            var target = (await admin.GetJson($"/api/scorecards/1"))["objectives"]!.AsArray()
+                .SelectMany(o => o!["measures"]!.AsArray()).Single(m => m!["id"]!.GetValue<int>() == measure)!["target"]!;
+            Assert.InRange(target["target"]!.GetValue<double>(), 11, 16);
+        }
+    }
+
+    [Fact]
+    public async Task A_simulation_body_past_the_apps_bound_and_a_csv_line_of_too_many_fields_are_refused()
+    {
+        using var admin = ApiClient.For(fixture.App, 1);
+        var components = string.Join(',', Enumerable.Repeat("{\"weight\":1,\"score\":100}", 5_000));
+        using (var simulate = await admin.PostAsync(new Uri("/api/incentives/simulate", UriKind.Relative), ApiClient.Json($"{{\"targetIncentive\":1000,\"components\":[{components}]}}")))
+        {
+            Assert.Equal(HttpStatusCode.RequestEntityTooLarge, simulate.StatusCode);
+            Assert.Equal("BODY_TOO_LARGE", JsonNode.Parse(await simulate.Content.ReadAsStringAsync())!["error"]!["code"]!.GetValue<string>());
+        }
+
+        using var csv = new StringContent("measure_id,month,value\n1,2026-01," + new string(',', 100_000) + "\n", System.Text.Encoding.UTF8, "text/csv");
+        using var import = await admin.PostAsync(new Uri("/api/actuals/import", UriKind.Relative), csv);
+        var body = await import.Content.ReadAsStringAsync();
+        Assert.Equal(HttpStatusCode.BadRequest, import.StatusCode);
+        Assert.Contains("at most 64 fields", body, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_csv_of_millions_of_empty_lines_is_refused_without_holding_a_list_per_line()
     {
         await using var app = await AppProcess.StartNewAsync();

@@ -30,6 +30,9 @@ public static class ActualImport
     /// <summary>The most row errors reported.</summary>
     public const int MaxErrors = 1_000;
 
+    /// <summary>The most fields a line holds; a line with more refuses the file.</summary>
+    public const int MaxFields = 64;
+
     /// <summary>Parses CSV with a header naming <c>measure_id</c>, <c>month</c> and <c>value</c> (RFC 4180 quoting).</summary>
     public static (List<ImportRow> Rows, List<RowError> Errors) ParseCsv(string text)
     {
@@ -42,6 +45,12 @@ public static class ActualImport
         if (!records.MoveNext())
         {
             errors.Add(new RowError(1, "header", "The file is empty: the first line names the columns measure_id, month and value."));
+            return (rows, errors);
+        }
+
+        if (records.Current.Count > MaxFields)
+        {
+            errors.Add(new RowError(1, "header", $"A line holds at most {MaxFields} fields."));
             return (rows, errors);
         }
 
@@ -61,6 +70,12 @@ public static class ActualImport
             if (r.Count == 1 && string.IsNullOrWhiteSpace(r[0]))
             {
                 continue; // a blank line
+            }
+
+            if (r.Count > MaxFields)
+            {
+                errors.Add(new RowError(line, "fields", $"A line holds at most {MaxFields} fields."));
+                return ([], errors);
             }
 
             if (rows.Count == MaxRows)
@@ -228,7 +243,11 @@ public static class ActualImport
         return (parsed.Count, errors);
     }
 
-    /// <summary>The records of a CSV text: fields split on commas, quoted fields may hold commas, quotes and line breaks.</summary>
+    /// <summary>
+    /// The records of a CSV text: fields split on commas, quoted fields may hold commas, quotes and line breaks. A record
+    /// past <see cref="MaxFields"/> fields keeps only its first ones and one more, which says so: a line of millions of
+    /// commas must not cost a string each.
+    /// </summary>
     private static IEnumerable<List<string>> Records(string text)
     {
         var record = new List<string>();
@@ -259,7 +278,11 @@ public static class ActualImport
             }
             else if (c == ',')
             {
-                record.Add(field.ToString());
+                if (record.Count <= MaxFields)
+                {
+                    record.Add(field.ToString());
+                }
+
                 field.Clear();
             }
             else if (c is '\n' or '\r')

@@ -239,6 +239,15 @@ public static class AlignmentEndpoints
 
         db.WritesInto(period.Id);
 
+        // A measure's first target is an insert: two set at once must not both find none and both insert (the second
+        // would break the unique index). So the read and the write are one transaction that holds the database's write
+        // lock from its start (SQLite) or the measure's advisory lock (PostgreSQL), taken before anything else.
+        await using var transaction = await db.Database.BeginTransactionAsync(ct);
+        if (db.Database.IsNpgsql())
+        {
+            await db.Database.ExecuteSqlAsync($"SELECT pg_advisory_xact_lock({TargetWriteLock}, {id})", ct);
+        }
+
         var row = await db.Targets.FirstOrDefaultAsync(t => t.MeasureId == id && t.PeriodId == period.Id, ct);
         if (row is null)
         {
@@ -249,6 +258,9 @@ public static class AlignmentEndpoints
         (row.RedFlag, row.Target, row.Stretch, row.TargetHigh, row.RedFlagHigh) = (redFlag, target, body.Stretch, body.TargetHigh, body.RedFlagHigh);
         db.AddAudit(person.Id, "target.set", $"measure/{id}", new { measureId = id, unitId = objective.UnitId, periodId = period.Id, redFlag, target, body.Stretch, body.TargetHigh, body.RedFlagHigh }, time.GetUtcNow());
         await db.SaveChangesAsync(ct);
+
+        // Not cancelled half way: once the target is written, the commit decides, not the client leaving.
+        await transaction.CommitAsync(CancellationToken.None);
         context.RequestServices.GetRequiredService<Live.AuditTrail>().Notify();
         return Results.Ok(new TargetView(row.RedFlag, row.Target, row.Stretch, row.TargetHigh, row.RedFlagHigh));
     }
@@ -313,6 +325,9 @@ public static class AlignmentEndpoints
     }
 
     private static readonly SemaphoreSlim MapEdits = new(1, 1);
+
+    /// <summary>The advisory lock (with the measure's id as its second key) a PostgreSQL transaction setting a target holds.</summary>
+    private const int TargetWriteLock = 5106;
 
     private static async Task<IResult> AddLinkAsync(StrategyDb db, Person person, Objective cause, Objective effect, TimeProvider time, CancellationToken ct)
     {

@@ -73,8 +73,16 @@ public static class IncentiveEndpoints
         return (components, payouts);
     }
 
-    private static IResult Simulate(SimulateRequest? body)
+    private static async Task<IResult> Simulate(HttpRequest request, CancellationToken ct)
     {
+        // Read with the app's bound (JsonBody.MaxBytes), not bound by the framework: its 30 MB would let one request hold
+        // millions of components before their count is checked.
+        var (body, error) = await JsonBody.ReadAsync<SimulateRequest>(request, ct);
+        if (error is not null)
+        {
+            return error;
+        }
+
         var problems = new List<string>();
         var curve = body?.Curve ?? PayoutCurve.Default;
         problems.AddRange(curve.Validate());

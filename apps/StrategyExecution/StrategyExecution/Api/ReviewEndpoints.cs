@@ -421,9 +421,20 @@ public static class ReviewEndpoints
             return error;
         }
 
+        // Closed only if it is still live, in the same statement: of two closes at once, one closes it and the other
+        // finds it closed, so it is audited once.
+        await using var transaction = await db.Database.BeginTransactionAsync(ct);
+        if (await db.Reviews.Where(r => r.Id == id && r.Status == "live")
+                .ExecuteUpdateAsync(r => r.SetProperty(x => x.Status, "closed").SetProperty(x => x.CurrentItemId, (int?)null), ct) == 0)
+        {
+            return Problems.Error(409, "REVIEW_NOT_LIVE", "The review is already closed.");
+        }
+
         (review.Status, review.CurrentItemId) = ("closed", null);
+        db.Entry(review).State = EntityState.Unchanged;
         db.AddAudit(person.Id, "review.closed", $"review/{id}", new { reviewId = id }, time.GetUtcNow());
         await db.SaveChangesAsync(ct);
+        await transaction.CommitAsync(CancellationToken.None);
         audit.Notify();
         return Results.Ok(review);
     }
@@ -449,9 +460,20 @@ public static class ReviewEndpoints
             return Problems.Error(409, "ALREADY_DONE", "The action is already done.");
         }
 
-        action.DoneOn = DateOnly.FromDateTime(time.GetUtcNow().UtcDateTime);
+        // Marked done only if it is not yet, in the same statement: of two requests at once, one marks it and the other
+        // finds it done, so it is audited once.
+        var today = DateOnly.FromDateTime(time.GetUtcNow().UtcDateTime);
+        await using var transaction = await db.Database.BeginTransactionAsync(ct);
+        if (await db.Actions.Where(a => a.Id == id && a.DoneOn == null).ExecuteUpdateAsync(a => a.SetProperty(x => x.DoneOn, today), ct) == 0)
+        {
+            return Problems.Error(409, "ALREADY_DONE", "The action is already done.");
+        }
+
+        action.DoneOn = today;
+        db.Entry(action).State = EntityState.Unchanged;
         db.AddAudit(person.Id, "action.done", $"review/{review.Id}", new { reviewId = review.Id, actionId = id }, time.GetUtcNow());
         await db.SaveChangesAsync(ct);
+        await transaction.CommitAsync(CancellationToken.None);
         audit.Notify();
         return Results.Ok(action);
     }
