@@ -756,6 +756,55 @@ public sealed class WebSocketTransportTests
     }
 
     [Fact]
+    public async Task A_large_session_operation_takes_its_bytes_from_the_servers_budget_for_large_bodies_and_gives_them_back()
+    {
+        await using var server = await InProcessServer.StartAsync(configure: o => (o.MaxAppendBytesInFlight, o.MaxAppendBytes) = (100_000, 100_000));
+        var budget = server.Services.GetRequiredService<DurableSessions.AspNetCore.Streams.StreamRequestHandler>().AppendBudget;
+        Assert.Equal(HttpStatusCode.Created, (await server.Client.PutAsync(new Uri("/v1/sessions/ws-large", UriKind.Relative), Json("{}"))).StatusCode);
+        await using var socket = await SocketClient.ConnectAsync(server.BaseAddress);
+        JsonObject Message(string id, int length) => new()
+        {
+            ["op"] = "session.message",
+            ["id"] = id,
+            ["session"] = "ws-large",
+            ["body"] = new JsonObject { ["text"] = new string(id[0], length) },
+        };
+
+        // More than the whole budget: refused before the endpoint runs, and nothing of it is in the session.
+        await socket.SendAsync(Message("big", 150_000));
+        var refused = await socket.NextAsync(m => m["id"]?.GetValue<string>() == "big");
+        Assert.Equal("error", Type(refused));
+        Assert.Equal("SERVER_BUSY", refused["code"]!.GetValue<string>());
+
+        // Within it: taken, answered by the endpoint, and given back.
+        await socket.SendAsync(Message("fits", 80_000));
+        var answered = await socket.NextAsync(m => m["id"]?.GetValue<string>() == "fits");
+        Assert.Equal("response", Type(answered));
+        Assert.InRange(answered["status"]!.GetValue<int>(), 200, 201);
+        Assert.Equal(0, budget.InUse);
+        var snapshot = await server.Client.GetStringAsync(new Uri("/v1/sessions/ws-large", UriKind.Relative));
+        Assert.Contains(new string('f', 80_000), snapshot, StringComparison.Ordinal);
+        Assert.DoesNotContain(new string('b', 1_000), snapshot, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_token_that_lives_longer_than_a_timer_can_wait_keeps_its_connection_working()
+    {
+        await using var server = await StartWithExactExpiryAsync();
+        var tokens = server.Services.GetRequiredService<AccessTokens>();
+        var yearLong = tokens.Issue("patient", new Dictionary<string, Capability[]> { ["**"] = [Capability.Read] }, TimeSpan.FromDays(365));
+        await using var socket = await SocketClient.ConnectAsync(server.BaseAddress, yearLong);
+        await socket.SendAsync(new JsonObject { ["op"] = "ping", ["id"] = "p1" });
+        Assert.Equal("pong", Type(await socket.NextAsync(m => m["id"]?.GetValue<string>() == "p1")));
+        await socket.SendAsync(new JsonObject { ["op"] = "auth", ["id"] = "k", ["token"] = tokens.Issue("patient", new Dictionary<string, Capability[]> { ["**"] = [Capability.Read] }, TimeSpan.FromDays(200)) });
+        Assert.Equal("ack", Type(await socket.NextAsync(m => m["id"]?.GetValue<string>() == "k")));
+        await socket.SendAsync(new JsonObject { ["op"] = "ping", ["id"] = "p2" });
+        Assert.Equal("pong", Type(await socket.NextAsync(m => m["id"]?.GetValue<string>() == "p2")));
+        Assert.Empty(new DurableSessions.AspNetCore.WebSockets.StreamSocketOptions { IdleTimeout = TimeSpan.FromDays(1) }.Validate());
+        Assert.NotEmpty(new DurableSessions.AspNetCore.WebSockets.StreamSocketOptions { IdleTimeout = TimeSpan.FromDays(50) }.Validate());
+    }
+
+    [Fact]
     public async Task An_idle_connection_is_closed_once_its_idle_timeout_since_the_last_message_is_up()
     {
         var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(new DateTimeOffset(2026, 6, 1, 12, 0, 0, TimeSpan.Zero));

@@ -236,7 +236,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
             if (FieldOfWrongKind(root) is { } problem)
             {
                 // Answered where the client looks for it: a subscription's errors carry its sub, an operation's its id.
-                Enqueue(op is "subscribe" or "unsubscribe" && OptionalString(root, "sub") is { } sub
+                Enqueue(op is "subscribe" or "unsubscribe" && OptionalString(root, "sub") is { Length: > 0 and <= MaxIdLength } sub
                     ? Error("sub", sub, 400, "INVALID_FIELD", problem)
                     : Error("id", id, 400, "INVALID_FIELD", problem));
                 return true;
@@ -667,6 +667,9 @@ internal sealed partial class StreamSocketConnection : IDisposable
         return true;
     }
 
+    /// <summary>The most unsubscribes of one ending subscription that wait for it to end; more are refused.</summary>
+    private const int MaxUnsubscribesWaiting = 16;
+
     private void Unsubscribe(JsonElement root)
     {
         var sub = OptionalString(root, "sub");
@@ -676,20 +679,30 @@ internal sealed partial class StreamSocketConnection : IDisposable
         }
 
         Subscription? subscription;
+        var counted = false;
         lock (_subscriptions)
         {
             subscription = _subscriptions.GetValueOrDefault(sub);
 
             // Counted under the lock that its follower takes to leave: each unsubscribe it counts is answered when it ends.
-            if (subscription is not null)
+            // A few at most, since all of them are answered at once then, past the receive loop's check of what waits
+            // to be sent.
+            if (subscription is not null && subscription.UnsubscribeRequests < MaxUnsubscribesWaiting)
             {
                 subscription.UnsubscribeRequests++;
+                counted = true;
             }
         }
 
         if (subscription is null)
         {
             Enqueue(Error("sub", sub, 404, "SUBSCRIPTION_NOT_FOUND", "No live subscription with this sub."));
+            return;
+        }
+
+        if (!counted)
+        {
+            Enqueue(Error("sub", sub, 409, "UNSUBSCRIBE_PENDING", $"This subscription is ending; the {MaxUnsubscribesWaiting} unsubscribes already sent for it are answered when it has."));
             return;
         }
 
@@ -828,7 +841,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
                 }
             }
         }
-        catch (OperationCanceledException)
+        catch (OperationCanceledException) when (subscription.Stop.IsCancellationRequested)
         {
             if (subscription.Revoked)
             {
@@ -840,8 +853,9 @@ internal sealed partial class StreamSocketConnection : IDisposable
                 }));
             }
         }
-        catch (StreamStoreUnavailableException)
+        catch (Exception ex) when (ex is StreamStoreUnavailableException or OperationCanceledException)
         {
+            // The store could not read on (or gave up a read the subscription did not stop): resumed from the offset.
             Final(Signal("fell-behind", subscription.Sub, position));
         }
         catch (Exception ex)
@@ -939,6 +953,30 @@ internal sealed partial class StreamSocketConnection : IDisposable
         };
         var body = root.TryGetProperty("body", out var bodyElement) ? JsonMarshal.GetRawUtf8Value(bodyElement).ToArray() : [];
 
+        // A large body is held until the operation is answered, possibly behind others on its session's lock: it takes
+        // its bytes from the append budget that large appends over HTTP and here share (DurableStreams:MaxAppendBytesInFlight).
+        var budget = _services.Streams.AppendBudget;
+        var held = body.Length > AppendBudget.SmallBody ? body.Length : 0;
+        if (held > 0 && !budget.TryTake(held))
+        {
+            return Error("id", id, 503, "SERVER_BUSY", "Too many large operations are in progress; retry shortly.");
+        }
+
+        try
+        {
+            return await RunSessionOperationAsync(id, rest, body).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (held > 0)
+            {
+                budget.Return(held);
+            }
+        }
+    }
+
+    private async Task<byte[]> RunSessionOperationAsync(string id, string rest, byte[] body)
+    {
         var context = new DefaultHttpContext { RequestServices = _http.RequestServices, User = _http.User };
         context.Items[AccessControl.ItemKey] = _access;
         context.Request.Method = HttpMethods.Post;
@@ -1093,6 +1131,8 @@ internal sealed partial class StreamSocketConnection : IDisposable
     /// Closes the connection when its token expires unreplaced, or when it has been idle too long. Called by the
     /// connection's one timer, which it re-arms: an idle connection waits on a timer only, not on a task.
     /// </summary>
+    private static readonly TimeSpan MaxWatchWait = TimeSpan.FromHours(1);
+
     private void Watch()
     {
         // One check at a time, each reading the token in force when it runs. A refresh runs one itself once the new
@@ -1137,6 +1177,13 @@ internal sealed partial class StreamSocketConnection : IDisposable
             if (idleLeft < wait)
             {
                 wait = idleLeft.Value;
+            }
+
+            // A token that lives for months must not arm a timer past what timers take (~49 days): the check runs again
+            // within the hour, and arms the timer again then.
+            if (wait > MaxWatchWait)
+            {
+                wait = MaxWatchWait;
             }
 
             try

@@ -56,9 +56,10 @@ public sealed class StreamSocketOptions
             yield return "WebSockets:MaxInFlight must be from 1 to 100000.";
         }
 
-        if (KeepAliveInterval <= TimeSpan.Zero || KeepAliveTimeout <= TimeSpan.Zero || IdleTimeout <= TimeSpan.Zero)
+        if (KeepAliveInterval <= TimeSpan.Zero || KeepAliveTimeout <= TimeSpan.Zero || IdleTimeout <= TimeSpan.Zero
+            || KeepAliveInterval > TimeSpan.FromDays(1) || KeepAliveTimeout > TimeSpan.FromDays(1) || IdleTimeout > TimeSpan.FromDays(1))
         {
-            yield return "WebSockets:KeepAliveInterval, KeepAliveTimeout and IdleTimeout must be positive.";
+            yield return "WebSockets:KeepAliveInterval, KeepAliveTimeout and IdleTimeout must be positive and at most a day.";
         }
     }
 }
