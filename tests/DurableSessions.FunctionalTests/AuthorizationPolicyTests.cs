@@ -90,7 +90,7 @@ public sealed class AuthorizationPolicyTests
         });
         var client = server.Client;
         const string T = "2026-01-01T00:00:00.000Z";
-        static string Steer(string by) => $$$"""[{"type":"control","key":"c_1","value":{"id":"c_1","action":"steer","runId":"r_9","by":"{{{by}}}","text":"shorter","status":"requested","createdAt":"{{{T}}}"},"headers":{"operation":"insert","timestamp":"{{{T}}}"}}]""";
+        static string Steer(string by, string key = "c_1") => $$$"""[{"type":"control","key":"{{{key}}}","value":{"id":"{{{key}}}","action":"steer","runId":"r_9","by":"{{{by}}}","text":"shorter","status":"requested","createdAt":"{{{T}}}"},"headers":{"operation":"insert","timestamp":"{{{T}}}"}}]""";
 
         // The owner's token grants control and admin everywhere; the application's handler refuses both on locked-*
         // sessions. A steer or a close sent as a raw append is refused as the sessions API would refuse it.
@@ -119,6 +119,22 @@ public sealed class AuthorizationPolicyTests
         Assert.Equal(HttpStatusCode.NoContent, (await Send(client, HttpMethod.Post, "/v1/stream/sessions/open-1", "editor", Steer("editor"))).StatusCode);
         Assert.Equal(HttpStatusCode.Created, (await Send(client, HttpMethod.Put, "/v1/sessions/plain-1", "editor", "{}")).StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, (await Send(client, HttpMethod.Post, "/v1/stream/sessions/plain-1", "editor", Steer("editor"))).StatusCode);
+
+        // Over a WebSocket, the same appends are judged the same way.
+        await using (var owner = await SocketClient.ConnectAsync(server.BaseAddress, "owner"))
+        {
+            await owner.SendAsync(new JsonObject { ["op"] = "append", ["id"] = "locked", ["path"] = "sessions/locked-1", ["data"] = JsonNode.Parse(Steer("owner", "c_2")) });
+            var refused = await owner.NextAsync(m => m["id"]?.GetValue<string>() == "locked");
+            Assert.Equal(403, refused["status"]!.GetValue<int>());
+            await owner.SendAsync(new JsonObject { ["op"] = "append", ["id"] = "free", ["path"] = "sessions/free-1", ["data"] = JsonNode.Parse(Steer("owner", "c_2")) });
+            Assert.Equal("ack", (await owner.NextAsync(m => m["id"]?.GetValue<string>() == "free"))["type"]!.GetValue<string>());
+        }
+
+        await using (var editor = await SocketClient.ConnectAsync(server.BaseAddress, "editor"))
+        {
+            await editor.SendAsync(new JsonObject { ["op"] = "append", ["id"] = "open", ["path"] = "sessions/open-1", ["data"] = JsonNode.Parse(Steer("editor", "c_2")) });
+            Assert.Equal("ack", (await editor.NextAsync(m => m["id"]?.GetValue<string>() == "open"))["type"]!.GetValue<string>());
+        }
     }
 
     private static async Task<HttpResponseMessage> Send(HttpClient client, HttpMethod method, string path, string key, string? json = null)

@@ -241,8 +241,8 @@ public sealed class NotificationTests : IAsyncLifetime
     [Fact]
     public async Task Silent_session_hosts_hold_at_most_three_quarters_of_the_posts_in_flight_so_the_operators_notification_goes_at_once()
     {
-        // Receivers on four hosts that accept connections and never answer: each POST to one holds its slot for the
-        // attempt's 10 s.
+        // Receivers on four hosts that accept connections and never answer: each POST to one holds its slot for its
+        // whole attempt.
         var held = new ConcurrentBag<System.Net.Sockets.Socket>();
         var silent = new List<string>();
         var listeners = new List<System.Net.Sockets.TcpListener>();
@@ -263,12 +263,17 @@ public sealed class NotificationTests : IAsyncLifetime
                 silent.Add($"http://127.0.0.{host}:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}/hook");
             }
 
-            // Four POSTs at once, of which sessions' own URLs may hold three.
-            await using var server = await InProcessServer.StartAsync(services: s => s.Configure<SessionServiceOptions>(o =>
+            // Four POSTs at once, of which sessions' own URLs may hold three; an attempt outlasts the test, so nothing but
+            // the sessions' share can free a place for the fourth session's POST.
+            await using var server = await InProcessServer.StartAsync(services: s =>
             {
-                o.MaxConcurrentNotifications = 4;
-                o.NotificationUrl = HookUrl;
-            }));
+                s.Configure<SessionServiceOptions>(o =>
+                {
+                    o.MaxConcurrentNotifications = 4;
+                    o.NotificationUrl = HookUrl;
+                });
+                s.Configure<DurableSessions.AspNetCore.Subscriptions.SubscriptionOptions>(o => o.WebhookTimeout = TimeSpan.FromMinutes(10));
+            });
             using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = "client:phone" });
             for (var i = 0; i < silent.Count; i++)
             {

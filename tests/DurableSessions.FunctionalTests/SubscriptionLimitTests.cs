@@ -112,6 +112,40 @@ public sealed class SubscriptionLimitTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_webhooks_done_for_a_stream_deleted_and_recreated_meanwhile_leaves_the_new_streams_data_pending()
+    {
+        // The receiver answers its first POST only when the test lets it, and every later one at once.
+        var firstAnswer = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var (receiver, posts) = await StartReceiverAsync(post => post == 1 ? firstAnswer.Task : Task.CompletedTask);
+        await using var _ = receiver;
+
+        await CreateStream("jobs/w");
+        await Put("recreated", new JsonObject { ["type"] = "webhook", ["streams"] = new JsonArray("jobs/w"), ["webhook"] = new JsonObject { ["url"] = receiver.Urls.First() + "/hook" } });
+        for (var i = 0; i < 5; i++)
+        {
+            await Append("jobs/w");
+        }
+
+        using var cancel = new CancellationTokenSource(Timeout);
+        var first = await posts.Reader.ReadAsync(cancel.Token);
+        var oldTail = first["streams"]!.AsArray().Single()!["tail_offset"]!.GetValue<string>();
+
+        // While the wake is out, the stream goes and comes back with one append: the "done" of the old wake must not
+        // mark it processed.
+        Assert.Equal(HttpStatusCode.NoContent, (await _server.Client.DeleteAsync("/v1/stream/jobs/w")).StatusCode);
+        await CreateStream("jobs/w");
+        await Append("jobs/w");
+        var newTail = await TailOfStream("jobs/w");
+        firstAnswer.SetResult();
+
+        var next = await posts.Reader.ReadAsync(cancel.Token);
+        var link = next["streams"]!.AsArray().Single()!;
+        Assert.Equal(newTail, link["tail_offset"]!.GetValue<string>());
+        Assert.True(link["has_pending"]!.GetValue<bool>());
+        Assert.True(string.CompareOrdinal(link["acked_offset"]!.GetValue<string>(), newTail) < 0, $"{link["acked_offset"]} < {newTail} (old tail {oldTail})");
+    }
+
+    [Fact]
     public async Task A_server_holds_at_most_its_limit_of_subscriptions()
     {
         await CreateStream("wake/n");
@@ -186,17 +220,8 @@ public sealed class SubscriptionLimitTests : IAsyncLifetime
     [Fact]
     public async Task A_webhooks_callback_url_and_the_jwks_url_start_with_the_public_base_url()
     {
-        var posts = Channel.CreateUnbounded<JsonObject>();
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        builder.Logging.SetMinimumLevel(LogLevel.Warning);
-        await using var receiver = builder.Build();
-        receiver.MapPost("/hook", async (HttpRequest request) =>
-        {
-            await posts.Writer.WriteAsync((await JsonNode.ParseAsync(request.Body))!.AsObject());
-            return Results.Json(new { done = true });
-        });
-        await receiver.StartAsync();
+        var (receiver, posts) = await StartReceiverAsync(_ => Task.CompletedTask);
+        await using var _ = receiver;
 
         await CreateStream("hooked/1");
         await Put("hooked", new JsonObject { ["type"] = "webhook", ["streams"] = new JsonArray("hooked/1"), ["webhook"] = new JsonObject { ["url"] = receiver.Urls.First() + "/hook" } });
@@ -218,6 +243,28 @@ public sealed class SubscriptionLimitTests : IAsyncLifetime
         }
 
         Assert.Empty(new SubscriptionOptions { PublicBaseUrl = "https://streams.example.com/base" }.Validate());
+    }
+
+    /// <summary>
+    /// A webhook receiver at <c>/hook</c> that hands each POST's body to the test, then answers <c>{"done": true}</c> once
+    /// <paramref name="beforeAnswer"/> (given the POST's number, from 1) completes.
+    /// </summary>
+    private static async Task<(WebApplication Receiver, Channel<JsonObject> Posts)> StartReceiverAsync(Func<int, Task> beforeAnswer)
+    {
+        var posts = Channel.CreateUnbounded<JsonObject>();
+        var count = 0;
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        var receiver = builder.Build();
+        receiver.MapPost("/hook", async (HttpRequest request) =>
+        {
+            await posts.Writer.WriteAsync((await JsonNode.ParseAsync(request.Body))!.AsObject());
+            await beforeAnswer(Interlocked.Increment(ref count));
+            return Results.Json(new { done = true });
+        });
+        await receiver.StartAsync();
+        return (receiver, posts);
     }
 
     private static JsonObject PullWake(string pattern, string wakeStream) => new() { ["type"] = "pull-wake", ["pattern"] = pattern, ["wake_stream"] = wakeStream };

@@ -141,6 +141,13 @@ public sealed class BudgetTests(AppFixture fixture) : IClassFixture<AppFixture>
         var answers = await Task.WhenAll(Enumerable.Range(0, 6).Select(async _ =>
         {
             using var response = await updater.PostAsync(new Uri($"/api/milestones/{milestone}/done", UriKind.Relative), null);
+            var body = await response.Content.ReadAsStringAsync();
+            if (response.StatusCode == HttpStatusCode.OK)
+            {
+                // The answer shows the milestone done.
+                Assert.NotNull(JsonNode.Parse(body)!["doneOn"]);
+            }
+
             return response.StatusCode;
         }));
         Assert.Equal(1, answers.Count(a => a == HttpStatusCode.OK));

@@ -94,6 +94,25 @@ public sealed class DataTests(AppFixture fixture) : IClassFixture<AppFixture>
     }
 
     [Fact]
+    public async Task People_are_listed_in_pages_that_follow_on_from_the_last_id()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        var all = (await reader.GetJson("/api/people")).AsArray().Select(p => p!["id"]!.GetValue<int>()).ToList();
+        Assert.True(all.Count >= 5, $"{all.Count} people");
+        var paged = new List<int>();
+        int? after = null;
+        while (paged.Count < all.Count)
+        {
+            var page = (await reader.GetJson(after is null ? "/api/people?take=2" : $"/api/people?take=2&after={after}")).AsArray().Select(p => p!["id"]!.GetValue<int>()).ToList();
+            Assert.InRange(page.Count, 1, 2);
+            paged.AddRange(page);
+            after = page[^1];
+        }
+
+        Assert.Equal(all, paged);
+    }
+
+    [Fact]
     public async Task Everything_exports_as_json_and_each_table_as_csv_and_the_api_is_described_in_openapi()
     {
         using var reader = ApiClient.For(fixture.App);

@@ -124,8 +124,25 @@ public sealed class ReviewMeetingTests(AppFixture fixture) : IClassFixture<AppFi
         using var owner = ApiClient.For(fixture.App, ownerId);
         var actionId = JsonNode.Parse(await acted.Content.ReadAsStringAsync())!["id"]!.GetValue<int>();
         Assert.Equal(HttpStatusCode.Forbidden, (await viewer.PostAsync(new Uri($"/api/actions/{actionId}/done", UriKind.Relative), null)).StatusCode);
-        Assert.Equal(HttpStatusCode.OK, (await owner.PostAsync(new Uri($"/api/actions/{actionId}/done", UriKind.Relative), null)).StatusCode);
-        Assert.Equal(HttpStatusCode.OK, (await chair.PostAsync(new Uri($"/api/reviews/{review}/close", UriKind.Relative), null)).StatusCode);
+        // Marked done and closed by two requests at once each: one does it and answers with it, the other finds it done.
+        var done = await Task.WhenAll(Enumerable.Range(0, 2).Select(async _ =>
+        {
+            using var response = await owner.PostAsync(new Uri($"/api/actions/{actionId}/done", UriKind.Relative), null);
+            return (response.StatusCode, Body: await response.Content.ReadAsStringAsync());
+        }));
+        var marked = Assert.Single(done, d => d.StatusCode == HttpStatusCode.OK);
+        Assert.NotNull(JsonNode.Parse(marked.Body)!["doneOn"]);
+        Assert.Single(done, d => d.StatusCode == HttpStatusCode.Conflict);
+        var closes = await Task.WhenAll(Enumerable.Range(0, 2).Select(async _ =>
+        {
+            using var response = await chair.PostAsync(new Uri($"/api/reviews/{review}/close", UriKind.Relative), null);
+            return (response.StatusCode, Body: await response.Content.ReadAsStringAsync());
+        }));
+        var closed = Assert.Single(closes, c => c.StatusCode == HttpStatusCode.OK);
+        Assert.Equal("closed", JsonNode.Parse(closed.Body)!["status"]!.GetValue<string>());
+        Assert.Null(JsonNode.Parse(closed.Body)!["currentItemId"]);
+        Assert.Single(closes, c => c.StatusCode == HttpStatusCode.Conflict);
+        Assert.Single((await reader.GetJson("/api/audit?take=1000")).AsArray(), a => a!["action"]!.GetValue<string>() == "review.closed" && a["subject"]!.GetValue<string>() == $"review/{review}");
         Assert.Equal(HttpStatusCode.Conflict, (await member.PostAsJsonAsync(new Uri($"/api/reviews/{review}/decisions", UriKind.Relative), new { text = "Too late", objectiveId = 1 })).StatusCode);
         var view = await reader.GetJson($"/api/reviews/{review}");
         Assert.Equal("closed", view["review"]!["status"]!.GetValue<string>());

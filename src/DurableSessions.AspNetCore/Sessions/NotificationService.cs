@@ -26,8 +26,6 @@ namespace DurableSessions.AspNetCore.Sessions;
 /// </remarks>
 internal sealed partial class NotificationService : IHostedService, IDisposable
 {
-    private static readonly TimeSpan AttemptTimeout = TimeSpan.FromSeconds(10);
-
     private readonly StreamStore _store;
     private readonly TimeProvider _time;
     private readonly SessionService _sessions;
@@ -186,66 +184,11 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
     }
 
     /// <summary>
-    /// Whether a change may hold a run event: whether any string in it reads <c>run</c> once unescaped. A streamed delta
-    /// (most changes) has none, so it is neither parsed nor judged, even when its text has escapes (JSON writers escape an
-    /// apostrophe as <c>\u0027</c> by default); reading its tokens allocates nothing. Data with <c>\u</c> escapes that
-    /// does not read as JSON counts as a maybe, and the parse after it skips what it cannot read.
+    /// Whether a change may hold a run event: whether any string in it reads <c>run</c> once unescaped
+    /// (<see cref="JsonStringScan.MayHoldString"/>). A streamed delta (most changes) has none, so it is neither parsed nor
+    /// judged, even when its text has escapes.
     /// </summary>
-    internal static bool MayNameARun(ReadOnlySpan<byte> data)
-    {
-        // Only a \u escape can spell r, u or n: without one, a string reading run is the bytes "run", and one vectorized
-        // search settles the change (text escapes such as \n or \" included).
-        if (data.IndexOf("\\u"u8) < 0)
-        {
-            return data.IndexOf("\"run\""u8) >= 0;
-        }
-
-        // Stored JSON data is messages joined by commas: each is read as a value of its own.
-        var options = new JsonReaderOptions { MaxDepth = 512 };
-        try
-        {
-            while (true)
-            {
-                var reader = new Utf8JsonReader(data, isFinalBlock: false, new JsonReaderState(options));
-                while (true)
-                {
-                    if (!reader.Read())
-                    {
-                        return true;
-                    }
-
-                    if (reader.TokenType == JsonTokenType.String && reader.ValueTextEquals("run"u8))
-                    {
-                        return true;
-                    }
-
-                    // The message ends with the token that brings the reader back to the top level.
-                    if (reader.CurrentDepth == 0 && reader.TokenType is not (JsonTokenType.StartObject or JsonTokenType.StartArray))
-                    {
-                        break;
-                    }
-                }
-
-                data = data[(int)reader.BytesConsumed..].TrimStart(" \t\r\n"u8);
-                if (data.IsEmpty)
-                {
-                    return false;
-                }
-
-                if (data[0] != (byte)',')
-                {
-                    return true;
-                }
-
-                data = data[1..];
-            }
-        }
-        catch (Exception ex) when (ex is JsonException or InvalidOperationException)
-        {
-            // InvalidOperationException: an escape that decodes to no text (a lone surrogate), in data stored unframed.
-            return true;
-        }
-    }
+    internal static bool MayNameARun(ReadOnlySpan<byte> data) => JsonStringScan.MayHoldString(data, "\"run\""u8, "run"u8);
 
     /// <summary>The runs a change finishes or fails, each with its id (its key when its value leaves the id out).</summary>
     private static IEnumerable<(string Id, JsonObject Run)> FinishedRuns(LiveAppend change)
@@ -348,7 +291,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
                     await _deliveries.WaitAsync(_stopping.Token).ConfigureAwait(false);
                     try
                     {
-                        outcome = await _sender.SendAsync(url, body, headers, AttemptTimeout, _stopping.Token).ConfigureAwait(false);
+                        outcome = await _sender.SendAsync(url, body, headers, _webhookPolicy.WebhookTimeout, _stopping.Token).ConfigureAwait(false);
                     }
                     finally
                     {

@@ -12,6 +12,9 @@ internal sealed class SessionAppendPolicy(SessionService sessions) : IStreamAppe
 {
     public bool Governs(string path) => SessionService.IsSessionPath(path);
 
+    /// <summary>Only a control event asks for control: data in which no string reads <c>control</c> holds none.</summary>
+    public bool AsksControl(ReadOnlySpan<byte> data) => JsonStringScan.MayHoldString(data, "\"control\""u8, "control"u8);
+
     public AppendRefusal? CheckCreate(string path, string? contentType, string? forkedFrom, StreamPayload initialData, PolicyWriter writer)
     {
         // A stream of another type would take any bytes past every session rule, and still hold the session's id.

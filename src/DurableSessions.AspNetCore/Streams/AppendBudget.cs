@@ -12,6 +12,9 @@ internal sealed class AppendBudget(long capacity)
 
     private long _used;
 
+    /// <summary>The most bytes held at once.</summary>
+    public long Capacity => capacity;
+
     /// <summary>The bytes in use now.</summary>
     public long InUse => Interlocked.Read(ref _used);
 

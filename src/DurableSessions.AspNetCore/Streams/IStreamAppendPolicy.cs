@@ -11,6 +11,13 @@ internal interface IStreamAppendPolicy
     bool Governs(string path);
 
     /// <summary>
+    /// Whether judging <paramref name="data"/> (an append's or a create's body) may ask whether its writer holds
+    /// <c>control</c>: only then is it decided (<see cref="PolicyWriter.MayControl"/>), since asking runs the application's
+    /// authorization handlers. False answers <see cref="PolicyWriter.MayControl"/> false unasked.
+    /// </summary>
+    bool AsksControl(ReadOnlySpan<byte> data);
+
+    /// <summary>
     /// Checks a create (or fork) with its content type (null: a fork that takes its source's) and initial data; null when
     /// allowed. Nothing is created when refused.
     /// </summary>
@@ -45,12 +52,15 @@ internal interface IStreamAppendPolicy
 /// (docs/security.md), the same decision the sessions API's endpoints get.
 /// </summary>
 /// <param name="Access">The caller's access: its subject, and whether the server runs open.</param>
-/// <param name="MayControl">Whether the caller may control the stream's runs (cancel, steer, fence).</param>
+/// <param name="MayControl">Whether the caller may control the stream's runs (cancel, steer, fence); only decided when the policy asks (<see cref="IStreamAppendPolicy.AsksControl"/>).</param>
 /// <param name="MayAdmin">Whether the caller may administer the stream (close it); only decided for a close.</param>
 internal sealed record PolicyWriter(Auth.Access Access, bool MayControl, bool MayAdmin)
 {
-    /// <summary>Decides the capabilities of <paramref name="caller"/> on <paramref name="path"/> (admin only when <paramref name="closing"/>).</summary>
-    public static async ValueTask<PolicyWriter> ForAsync(Microsoft.AspNetCore.Http.HttpContext caller, string path, bool closing)
+    /// <summary>
+    /// Decides the capabilities of <paramref name="caller"/> on <paramref name="path"/> that an operation asks: control when
+    /// <paramref name="control"/>, admin when <paramref name="closing"/>. Each is one run of the authorization handlers.
+    /// </summary>
+    public static async ValueTask<PolicyWriter> ForAsync(Microsoft.AspNetCore.Http.HttpContext caller, string path, bool control, bool closing)
     {
         var access = Auth.AccessControl.Current(caller);
         if (access.IsAnonymous)
@@ -59,7 +69,7 @@ internal sealed record PolicyWriter(Auth.Access Access, bool MayControl, bool Ma
         }
 
         var resource = new Auth.StreamResource(path);
-        var mayControl = await Auth.AccessControl.AllowsAsync(caller, resource, Auth.Capability.Control).ConfigureAwait(false);
+        var mayControl = control && await Auth.AccessControl.AllowsAsync(caller, resource, Auth.Capability.Control).ConfigureAwait(false);
         var mayAdmin = closing && await Auth.AccessControl.AllowsAsync(caller, resource, Auth.Capability.Admin).ConfigureAwait(false);
         return new PolicyWriter(access, mayControl, mayAdmin);
     }

@@ -82,6 +82,12 @@ internal sealed class Subscription
     /// <summary>The tails included in the current wake's snapshot (auto-acked by a synchronous webhook "done").</summary>
     public Dictionary<string, long>? WakeSnapshot { get; set; }
 
+    /// <summary>
+    /// The ids of the streams the current wake's snapshot saw at their paths (those that existed): an ack of a path whose
+    /// stream has been deleted, and perhaps created again, since is moot. Absent in wakes stored by earlier versions.
+    /// </summary>
+    public Dictionary<string, long>? WakeStreamIds { get; set; }
+
     public string? Holder { get; set; }
 
     public DateTimeOffset? LeaseExpiresAt { get; set; }

@@ -285,12 +285,20 @@ internal sealed class SubscriptionRegistry : IDisposable
     }
 
     /// <summary>Describes every linked stream: path, link type, acked and tail offsets, whether data is pending.</summary>
-    public async Task<List<JsonObject>> DescribeStreamsAsync(Subscription subscription, CancellationToken cancellationToken)
+    /// <param name="subscription">The subscription.</param>
+    /// <param name="cancellationToken">Cancels the reads.</param>
+    /// <param name="streamIds">When given, receives the id of each linked stream that exists, by path.</param>
+    public async Task<List<JsonObject>> DescribeStreamsAsync(Subscription subscription, CancellationToken cancellationToken, Dictionary<string, long>? streamIds = null)
     {
         var list = new List<JsonObject>(subscription.Links.Count);
         foreach (var (path, link) in subscription.Links.OrderBy(l => l.Key, StringComparer.Ordinal))
         {
-            var tail = await TailOfAsync(path, cancellationToken).ConfigureAwait(false);
+            var (tail, id) = await StreamAtAsync(path, cancellationToken).ConfigureAwait(false);
+            if (streamIds is not null && id is { } streamId)
+            {
+                streamIds[path] = streamId;
+            }
+
             list.Add(new JsonObject
             {
                 ["path"] = path,
@@ -384,9 +392,13 @@ internal sealed class SubscriptionRegistry : IDisposable
 
     /// <summary>The tail position of the stream at <paramref name="path"/>, 0 when there is none.</summary>
     public async Task<long> TailOfAsync(string path, CancellationToken cancellationToken)
+        => (await StreamAtAsync(path, cancellationToken).ConfigureAwait(false)).Tail;
+
+    /// <summary>The tail position and id of the stream at <paramref name="path"/>: 0 and null when there is none.</summary>
+    public async Task<(long Tail, long? Id)> StreamAtAsync(string path, CancellationToken cancellationToken)
     {
         var lookup = await _store.GetAsync(path, cancellationToken).ConfigureAwait(false);
-        return lookup.Stream?.TailPosition ?? 0;
+        return (lookup.Stream?.TailPosition ?? 0, lookup.Stream?.Id);
     }
 
     /// <summary>Marks the stored subscriptions changed, so the other nodes reload them before their next operation.</summary>

@@ -39,8 +39,6 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
     // Set when a pass failed: the next one, RecheckDelay later, looks at every subscription, whatever that pass had taken.
     private static readonly TimeSpan RecheckDelay = TimeSpan.FromSeconds(1);
 
-    /// <summary>A wake snapshot's tail for a stream deleted since the wake named it.</summary>
-    private const long DeletedSinceWake = -1;
 
     private int _queued;
     private int _overflowed;
@@ -214,30 +212,28 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         var moves = new List<(SubscriptionLink Link, long Position)>(acks.Count);
         foreach (var (stream, offset) in acks)
         {
-            // A stream no longer linked (unlinked since the wake), or deleted since the wake named it, has no cursor this
-            // wake can move: its ack is moot. A recreated stream's data stays pending and wakes the subscription again.
-            var known = -1L;
-            if (!subscription.Links.TryGetValue(stream, out var link)
-                || (subscription.WakeSnapshot is { } snapshot && snapshot.TryGetValue(stream, out known) && known == DeletedSinceWake))
-            {
-                continue;
-            }
-
             if (!StreamOffset.TryParse(offset, out var position))
             {
                 return AckOutcome.InvalidOffset(stream);
             }
 
-            // Up to the tail the wake named, no lookup: a stream's tail only grows while it lives.
-            if (position <= link.AckedPosition
-                || (position > known && position > await _registry.TailOfAsync(stream, cancellationToken).ConfigureAwait(false)))
+            if (!subscription.Links.TryGetValue(stream, out var link) || position <= link.AckedPosition)
             {
-                if (position > link.AckedPosition)
-                {
-                    return AckOutcome.BeyondTail(stream);
-                }
-
                 continue;
+            }
+
+            // A stream no longer linked (above), no longer there, or deleted and created again since the wake saw it, has
+            // no cursor this wake can move: its ack is moot. A recreated stream's data stays pending and wakes the
+            // subscription again. Judged by the stream's id, whichever node saw the delete, or none.
+            var (tail, streamId) = await _registry.StreamAtAsync(stream, cancellationToken).ConfigureAwait(false);
+            if (streamId is not { } current || (subscription.WakeStreamIds?.TryGetValue(stream, out var seen) == true && seen != current))
+            {
+                continue;
+            }
+
+            if (position > tail)
+            {
+                return AckOutcome.BeyondTail(stream);
             }
 
             moves.Add((link, position));
@@ -493,13 +489,6 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         {
             if (change.Deleted)
             {
-                // The wake in flight named the stream that is gone: neither its acks nor a webhook's "done" may move the
-                // cursor to that stream's tail, which a stream recreated at the path has not reached.
-                if (subscription.WakeSnapshot is { } snapshot && snapshot.ContainsKey(change.Path))
-                {
-                    snapshot[change.Path] = DeletedSinceWake;
-                }
-
                 // A link only the pattern made goes with its stream; an explicit one stays, and a recreated stream
                 // starts again from its beginning.
                 if (!_registry.UnlinkDeleted(subscription, change.Path))
@@ -606,9 +595,10 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
     {
         // Read before anything changes: a failure here leaves the subscription idle, for the retry a second from now.
         List<JsonObject> streams;
+        Dictionary<string, long> streamIds;
         try
         {
-            streams = await _registry.DescribeStreamsAsync(subscription, cancellationToken).ConfigureAwait(false);
+            streams = await _registry.DescribeStreamsAsync(subscription, cancellationToken, streamIds = new Dictionary<string, long>(StringComparer.Ordinal)).ConfigureAwait(false);
         }
         catch
         {
@@ -619,6 +609,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         subscription.Generation++;
         subscription.WakeId = "w_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(12));
         subscription.WakeSnapshot = streams.ToDictionary(s => (string)s["path"]!, s => StreamOffset.TryParse((string)s["tail_offset"]!, out var p) ? p : 0, StringComparer.Ordinal);
+        subscription.WakeStreamIds = streamIds;
         Log.Waking(_logger, subscription.Id, subscription.Generation);
         try
         {
@@ -755,10 +746,20 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         {
             foreach (var (path, tail) in subscription.WakeSnapshot ?? [])
             {
-                if (subscription.Links.TryGetValue(path, out var link) && tail > link.AckedPosition)
+                if (!subscription.Links.TryGetValue(path, out var link) || tail <= link.AckedPosition)
                 {
-                    link.AckedPosition = tail;
+                    continue;
                 }
+
+                // Only for the stream the wake saw: one deleted (and perhaps created again) since keeps its data pending.
+                // (A wake stored by an earlier version has no ids to compare.)
+                if (subscription.WakeStreamIds is { } ids
+                    && (!ids.TryGetValue(path, out var seen) || (await _registry.StreamAtAsync(path, CancellationToken.None).ConfigureAwait(false)).Id != seen))
+                {
+                    continue;
+                }
+
+                link.AckedPosition = tail;
             }
 
             _scheduler.EndWake(subscription);

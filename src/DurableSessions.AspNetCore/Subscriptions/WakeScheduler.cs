@@ -89,6 +89,7 @@ internal sealed class WakeScheduler
     {
         subscription.WakeId = null;
         subscription.WakeSnapshot = null;
+        subscription.WakeStreamIds = null;
         subscription.Holder = null;
         subscription.LeaseExpiresAt = null;
         Track(subscription);

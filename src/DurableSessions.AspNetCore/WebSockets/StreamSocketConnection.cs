@@ -957,6 +957,11 @@ internal sealed partial class StreamSocketConnection : IDisposable
         // its bytes from the append budget that large appends over HTTP and here share (DurableStreams:MaxAppendBytesInFlight).
         var budget = _services.Streams.AppendBudget;
         var held = body.Length > AppendBudget.SmallBody ? body.Length : 0;
+        if (held > budget.Capacity)
+        {
+            return Error("id", id, 413, "PAYLOAD_TOO_LARGE", $"The operation's body exceeds the {budget.Capacity} bytes this server holds for large bodies at once.");
+        }
+
         if (held > 0 && !budget.TryTake(held))
         {
             return Error("id", id, 503, "SERVER_BUSY", "Too many large operations are in progress; retry shortly.");
@@ -1131,8 +1136,6 @@ internal sealed partial class StreamSocketConnection : IDisposable
     /// Closes the connection when its token expires unreplaced, or when it has been idle too long. Called by the
     /// connection's one timer, which it re-arms: an idle connection waits on a timer only, not on a task.
     /// </summary>
-    private static readonly TimeSpan MaxWatchWait = TimeSpan.FromHours(1);
-
     private void Watch()
     {
         // One check at a time, each reading the token in force when it runs. A refresh runs one itself once the new
@@ -1177,13 +1180,6 @@ internal sealed partial class StreamSocketConnection : IDisposable
             if (idleLeft < wait)
             {
                 wait = idleLeft.Value;
-            }
-
-            // A token that lives for months must not arm a timer past what timers take (~49 days): the check runs again
-            // within the hour, and arms the timer again then.
-            if (wait > MaxWatchWait)
-            {
-                wait = MaxWatchWait;
             }
 
             try

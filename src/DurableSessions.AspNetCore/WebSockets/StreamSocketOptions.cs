@@ -56,6 +56,8 @@ public sealed class StreamSocketOptions
             yield return "WebSockets:MaxInFlight must be from 1 to 100000.";
         }
 
+        // A day at most: the connection's watch waits at most IdleTimeout (however long its token lives), and a timer
+        // takes no wait past ~49 days.
         if (KeepAliveInterval <= TimeSpan.Zero || KeepAliveTimeout <= TimeSpan.Zero || IdleTimeout <= TimeSpan.Zero
             || KeepAliveInterval > TimeSpan.FromDays(1) || KeepAliveTimeout > TimeSpan.FromDays(1) || IdleTimeout > TimeSpan.FromDays(1))
         {

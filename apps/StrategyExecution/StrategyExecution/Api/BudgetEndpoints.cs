@@ -485,8 +485,9 @@ public static class BudgetEndpoints
             return Problems.Error(409, "ALREADY_DONE", "The milestone is already done.");
         }
 
+        // Written by the statement above: the entity answered with shows it, and the save below does not write it again.
+        db.Entry(milestone).State = EntityState.Detached;
         milestone.DoneOn = today;
-        db.Entry(milestone).State = EntityState.Unchanged;
         db.AddAudit(person.Id, "milestone.done", $"initiative/{initiative.Id}", new { milestoneId = id, initiativeId = initiative.Id }, time.GetUtcNow());
         await db.SaveChangesAsync(ct);
         await transaction.CommitAsync(ct);

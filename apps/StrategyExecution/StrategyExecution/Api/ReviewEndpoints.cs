@@ -430,8 +430,9 @@ public static class ReviewEndpoints
             return Problems.Error(409, "REVIEW_NOT_LIVE", "The review is already closed.");
         }
 
+        // Written by the statement above: the entity answered with shows it, and the save below does not write it again.
+        db.Entry(review).State = EntityState.Detached;
         (review.Status, review.CurrentItemId) = ("closed", null);
-        db.Entry(review).State = EntityState.Unchanged;
         db.AddAudit(person.Id, "review.closed", $"review/{id}", new { reviewId = id }, time.GetUtcNow());
         await db.SaveChangesAsync(ct);
         await transaction.CommitAsync(CancellationToken.None);
@@ -469,8 +470,8 @@ public static class ReviewEndpoints
             return Problems.Error(409, "ALREADY_DONE", "The action is already done.");
         }
 
+        db.Entry(action).State = EntityState.Detached;
         action.DoneOn = today;
-        db.Entry(action).State = EntityState.Unchanged;
         db.AddAudit(person.Id, "action.done", $"review/{review.Id}", new { reviewId = review.Id, actionId = id }, time.GetUtcNow());
         await db.SaveChangesAsync(ct);
         await transaction.CommitAsync(CancellationToken.None);

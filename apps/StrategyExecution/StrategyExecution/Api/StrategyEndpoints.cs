@@ -82,12 +82,18 @@ public static class StrategyEndpoints
         return Results.Ok(new MeView(person.Id, person.Name, person.Email, person.UnitId, roles));
     }
 
-    private static async Task<IResult> PeopleAsync(StrategyDb db, int? unit, int? take, CancellationToken ct)
+    /// <summary>People by id, at most 500 a page: <c>after</c> (the last id of the page before) reads the next.</summary>
+    private static async Task<IResult> PeopleAsync(StrategyDb db, int? unit, int? take, int? after, CancellationToken ct)
     {
         var query = db.People.AsNoTracking();
         if (unit is { } u)
         {
             query = query.Where(p => p.UnitId == u);
+        }
+
+        if (after is { } last)
+        {
+            query = query.Where(p => p.Id > last);
         }
 
         return Results.Ok(await query.OrderBy(p => p.Id).Take(Math.Clamp(take ?? 500, 1, 500)).ToListAsync(ct));
