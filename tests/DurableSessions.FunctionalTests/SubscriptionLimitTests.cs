@@ -146,6 +146,39 @@ public sealed class SubscriptionLimitTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_linked_stream_deleted_while_its_forks_still_read_it_has_nothing_pending()
+    {
+        await CreateStream("jobs/g");
+        await CreateStream("jobs/h");
+        await CreateStream("wake/g");
+        await Put("acks", new JsonObject { ["type"] = "pull-wake", ["streams"] = new JsonArray("jobs/g", "jobs/h"), ["wake_stream"] = "wake/g" });
+        for (var i = 0; i < 3; i++)
+        {
+            await Append("jobs/g");
+        }
+
+        var claim = await ClaimWhenWoken("acks");
+        var (status, _) = await Ack(claim, ("jobs/g", TailOf(claim, "jobs/g")));
+        Assert.Equal(HttpStatusCode.OK, status);
+
+        // A fork keeps the stream's data readable for itself; the stream itself is gone (410 to its readers).
+        using (var fork = new HttpRequestMessage(HttpMethod.Put, "/v1/stream/jobs/g-fork") { Content = new StringContent(string.Empty, Encoding.UTF8, "application/json") })
+        {
+            fork.Headers.Add("Stream-Forked-From", "jobs/g");
+            Assert.Equal(HttpStatusCode.Created, (await _server.Client.SendAsync(fork)).StatusCode);
+        }
+
+        Assert.Equal(HttpStatusCode.NoContent, (await _server.Client.DeleteAsync("/v1/stream/jobs/g")).StatusCode);
+        await Append("jobs/h");
+
+        // The next wake is for jobs/h: the deleted stream, whose explicit link starts again from 0, has nothing to read.
+        var next = await ClaimWhenWoken("acks");
+        var gone = next["streams"]!.AsArray().Single(s => s!["path"]!.GetValue<string>() == "jobs/g")!;
+        Assert.False(gone["has_pending"]!.GetValue<bool>());
+        Assert.True(next["streams"]!.AsArray().Single(s => s!["path"]!.GetValue<string>() == "jobs/h")!["has_pending"]!.GetValue<bool>());
+    }
+
+    [Fact]
     public async Task A_server_holds_at_most_its_limit_of_subscriptions()
     {
         await CreateStream("wake/n");

@@ -250,6 +250,69 @@ public sealed class SubscriptionSchedulingTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_stream_deleted_and_created_again_while_no_server_looked_is_read_from_its_start()
+    {
+        var directory = ServerProcess.TempDirectory();
+        await _server.DisposeAsync();
+        _server = null!;
+        try
+        {
+            _server = await InProcessServer.StartAsync(_clock, dataDirectory: directory);
+            await CreateStream("jobs/d");
+            await CreateStream("wake/d");
+            await Put("recreated", new JsonObject { ["type"] = "pull-wake", ["streams"] = new JsonArray("jobs/d"), ["wake_stream"] = "wake/d" });
+            for (var i = 0; i < 5; i++)
+            {
+                await Append("jobs/d");
+            }
+
+            // Everything of the first stream is processed.
+            await WaitForWakeEvents("wake/d", 1);
+            var claim = await Claim("recreated", "worker-1");
+            var tail = claim.Body["streams"]![0]!["tail_offset"]!.GetValue<string>();
+            using (var ack = new HttpRequestMessage(HttpMethod.Post, "/v1/stream/__ds/subscriptions/recreated/ack")
+            {
+                Content = new StringContent(new JsonObject { ["wake_id"] = claim.Body["wake_id"]!.GetValue<string>(), ["generation"] = claim.Body["generation"]!.GetValue<long>(), ["acks"] = new JsonArray(new JsonObject { ["stream"] = "jobs/d", ["offset"] = tail }), ["done"] = true }.ToJsonString(), Encoding.UTF8, "application/json"),
+            })
+            {
+                ack.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", claim.Body["token"]!.GetValue<string>());
+                Assert.Equal(HttpStatusCode.OK, (await _server.Client.SendAsync(ack)).StatusCode);
+            }
+
+            await _server.DisposeAsync();
+            _server = null!;
+
+            // Deleted and created again with one append, with no server running: no node ever saw the delete.
+            await using (var store = DurableSessions.Storage.Sqlite.SqliteStreamStore.Open(new DurableSessions.Storage.Sqlite.SqliteStreamStoreOptions { DataDirectory = directory }, _clock))
+            {
+                Assert.Equal(DeleteStreamStatus.Deleted, await store.DeleteAsync("jobs/d"));
+                await store.CreateAsync(new CreateStreamRequest { Path = "jobs/d", ContentType = StreamContentType.Json });
+                Assert.True(JsonFraming.TryFrame(Encoding.UTF8.GetBytes("{\"job\":2}"), allowEmptyArray: false, out var data, out _));
+                Assert.Equal(AppendStatus.Appended, (await store.AppendAsync(new AppendRequest { Path = "jobs/d", ContentType = StreamContentType.Json, Data = data })).Status);
+            }
+
+            // The new stream's one append is pending from its start, though it ends before what was acked of the old one.
+            _server = await InProcessServer.StartAsync(_clock, dataDirectory: directory);
+            await WaitForWakeEvents("wake/d", 2);
+            var next = await Claim("recreated", "worker-2");
+            Assert.Equal(HttpStatusCode.OK, next.Status);
+            var link = next.Body["streams"]![0]!;
+            Assert.True(link["has_pending"]!.GetValue<bool>());
+            Assert.True(string.CompareOrdinal(link["tail_offset"]!.GetValue<string>(), tail) < 0);
+        }
+        finally
+        {
+            if (_server is not null)
+            {
+                await _server.DisposeAsync();
+            }
+
+            _server = await InProcessServer.StartAsync(_clock);
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task A_claim_gets_a_wake_it_can_ack_even_when_the_wake_stream_refuses_its_event()
     {
         await CreateStream("jobs/c");

@@ -57,6 +57,12 @@ internal sealed class SubscriptionLink
 
     /// <summary>The last processed position, inclusive of everything before it.</summary>
     public long AckedPosition { get; set; }
+
+    /// <summary>
+    /// The id of the stream last read at the path (null until it is read; links stored by earlier versions have none), so
+    /// that a stream deleted and created again there is told apart from the one acked.
+    /// </summary>
+    public long? StreamId { get; set; }
 }
 
 /// <summary>The durable state of a subscription. Mutated only under the service's lock.</summary>

@@ -11,7 +11,10 @@ public sealed class SubscriptionOptions
     /// </summary>
     public bool AllowLocalhostWebhooks { get; set; }
 
-    /// <summary>How long one webhook delivery may take. Default 10 seconds.</summary>
+    /// <summary>
+    /// How long one webhook delivery (a subscription's wake, or one attempt of a session notification) may take, its
+    /// answer included. Default 10 seconds; from 1 second to 1 hour.
+    /// </summary>
     public TimeSpan WebhookTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
     /// <summary>The longest subscription pattern accepted, in characters; longer gets 400 <c>PATTERN_TOO_LARGE</c>. Default 1024.</summary>
@@ -60,6 +63,11 @@ public sealed class SubscriptionOptions
     /// <summary>Validates the settings; called at start-up.</summary>
     public IEnumerable<string> Validate()
     {
+        if (WebhookTimeout < TimeSpan.FromSeconds(1) || WebhookTimeout > TimeSpan.FromHours(1))
+        {
+            yield return "WebhookTimeout must be from 1 second to 1 hour.";
+        }
+
         if (MaxSubscriptions is < 1 or > 1_000_000)
         {
             yield return "MaxSubscriptions must be between 1 and 1000000.";

@@ -162,7 +162,8 @@ internal sealed class SubscriptionRegistry : IDisposable
                         return (SubscriptionPutStatus.StreamLimit, null);
                     }
 
-                    subscription.Links[path] = new SubscriptionLink { Glob = true, AckedPosition = await TailOfAsync(path, cancellationToken).ConfigureAwait(false) };
+                    var (tail, streamId) = await StreamAtAsync(path, cancellationToken).ConfigureAwait(false);
+                    subscription.Links[path] = new SubscriptionLink { Glob = true, AckedPosition = tail, StreamId = streamId };
                 }
             }
         }
@@ -293,7 +294,7 @@ internal sealed class SubscriptionRegistry : IDisposable
         var list = new List<JsonObject>(subscription.Links.Count);
         foreach (var (path, link) in subscription.Links.OrderBy(l => l.Key, StringComparer.Ordinal))
         {
-            var (tail, id) = await StreamAtAsync(path, cancellationToken).ConfigureAwait(false);
+            var (tail, id) = await ReadLinkAsync(path, link, cancellationToken).ConfigureAwait(false);
             if (streamIds is not null && id is { } streamId)
             {
                 streamIds[path] = streamId;
@@ -317,13 +318,34 @@ internal sealed class SubscriptionRegistry : IDisposable
     {
         foreach (var (path, link) in subscription.Links)
         {
-            if (await TailOfAsync(path, cancellationToken).ConfigureAwait(false) > link.AckedPosition)
+            if ((await ReadLinkAsync(path, link, cancellationToken).ConfigureAwait(false)).Tail > link.AckedPosition)
             {
                 return true;
             }
         }
 
         return false;
+    }
+
+    /// <summary>
+    /// The stream at a link's path, as <see cref="StreamAtAsync"/>. A link whose stream was deleted and created again
+    /// since it was last read, by a delete this node never saw (lost with a crash before its pass, or past the bound of
+    /// changes waiting), starts the new stream from its beginning, as a delete seen would have made it.
+    /// </summary>
+    private async Task<(long Tail, long? Id)> ReadLinkAsync(string path, SubscriptionLink link, CancellationToken cancellationToken)
+    {
+        var (tail, id) = await StreamAtAsync(path, cancellationToken).ConfigureAwait(false);
+        if (id is { } current)
+        {
+            if (link.StreamId is { } known && known != current)
+            {
+                link.AckedPosition = 0;
+            }
+
+            link.StreamId = current;
+        }
+
+        return (tail, id);
     }
 
     /// <summary>Persists <paramref name="subscription"/> (unless deleted) and tells the other nodes.</summary>
@@ -383,22 +405,22 @@ internal sealed class SubscriptionRegistry : IDisposable
             return;
         }
 
-        subscription.Links[path] = new SubscriptionLink { Explicit = true, AckedPosition = await TailOfAsync(path, cancellationToken).ConfigureAwait(false) };
+        var (tail, id) = await StreamAtAsync(path, cancellationToken).ConfigureAwait(false);
+        subscription.Links[path] = new SubscriptionLink { Explicit = true, AckedPosition = tail, StreamId = id };
         if (index)
         {
             SetIndexed(subscription.Id, path, indexed: true);
         }
     }
 
-    /// <summary>The tail position of the stream at <paramref name="path"/>, 0 when there is none.</summary>
-    public async Task<long> TailOfAsync(string path, CancellationToken cancellationToken)
-        => (await StreamAtAsync(path, cancellationToken).ConfigureAwait(false)).Tail;
-
-    /// <summary>The tail position and id of the stream at <paramref name="path"/>: 0 and null when there is none.</summary>
+    /// <summary>
+    /// The tail position and id of the stream at <paramref name="path"/>: 0 and null when there is none, or when it was
+    /// deleted and only its forks still read it (it has nothing a subscriber could read, and nothing pending).
+    /// </summary>
     public async Task<(long Tail, long? Id)> StreamAtAsync(string path, CancellationToken cancellationToken)
     {
         var lookup = await _store.GetAsync(path, cancellationToken).ConfigureAwait(false);
-        return (lookup.Stream?.TailPosition ?? 0, lookup.Stream?.Id);
+        return lookup.Status == StreamLookupStatus.Found && lookup.Stream is { } stream ? (stream.TailPosition, stream.Id) : (0, null);
     }
 
     /// <summary>Marks the stored subscriptions changed, so the other nodes reload them before their next operation.</summary>

@@ -330,9 +330,14 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             _scheduler.DeliverySucceeded(subscription);
         }
 
+        // What the worker is given is what its acks are judged against: a wake that waited for its claim sees the streams
+        // as they are now (one deleted and created again meanwhile is the new one).
+        var streamIds = new Dictionary<string, long>(StringComparer.Ordinal);
+        var streams = await _registry.DescribeStreamsAsync(subscription, cancellationToken, streamIds).ConfigureAwait(false);
+        subscription.WakeSnapshot = Snapshot(streams);
+        subscription.WakeStreamIds = streamIds;
         _scheduler.Claim(subscription, worker);
         await _registry.SaveAsync(subscription, cancellationToken).ConfigureAwait(false);
-        var streams = await _registry.DescribeStreamsAsync(subscription, cancellationToken).ConfigureAwait(false);
         return new ClaimOutcome(ClaimStatus.Claimed, subscription, streams);
     }
 
@@ -494,6 +499,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
                 if (!_registry.UnlinkDeleted(subscription, change.Path))
                 {
                     link.AckedPosition = 0;
+                    link.StreamId = null;
                 }
 
                 return Observation.Linked;
@@ -587,6 +593,10 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
             && wakeId == subscription.WakeId;
     }
 
+    /// <summary>The tails a wake names, by path, from its streams as described.</summary>
+    private static Dictionary<string, long> Snapshot(List<JsonObject> streams)
+        => streams.ToDictionary(s => (string)s["path"]!, s => StreamOffset.TryParse((string)s["tail_offset"]!, out var p) ? p : 0, StringComparer.Ordinal);
+
     /// <summary>
     /// Starts a new wake generation: a webhook delivery, or a wake event on the pull-wake stream (which, for a wake a
     /// claim starts (<paramref name="claiming"/>), is only a hint: the claim carries the wake whether it was written or not).
@@ -608,7 +618,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 
         subscription.Generation++;
         subscription.WakeId = "w_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(12));
-        subscription.WakeSnapshot = streams.ToDictionary(s => (string)s["path"]!, s => StreamOffset.TryParse((string)s["tail_offset"]!, out var p) ? p : 0, StringComparer.Ordinal);
+        subscription.WakeSnapshot = Snapshot(streams);
         subscription.WakeStreamIds = streamIds;
         Log.Waking(_logger, subscription.Id, subscription.Generation);
         try
