@@ -169,11 +169,23 @@ public sealed class SubscriptionLimitTests : IAsyncLifetime
         }
 
         Assert.Equal(HttpStatusCode.NoContent, (await _server.Client.DeleteAsync("/v1/stream/jobs/g")).StatusCode);
+
+        // Once the delete is processed, the explicit link starts again from 0, while the old stream's tail is past it.
+        var zero = StreamOffset.Format(0);
+        using (var cancel = new CancellationTokenSource(Timeout))
+        {
+            while ((await Get("acks"))["streams"]!.AsArray().Single(s => s!["path"]!.GetValue<string>() == "jobs/g")!["acked_offset"]!.GetValue<string>() != zero)
+            {
+                await Task.Delay(20, cancel.Token);
+            }
+        }
+
         await Append("jobs/h");
 
         // The next wake is for jobs/h: the deleted stream, whose explicit link starts again from 0, has nothing to read.
         var next = await ClaimWhenWoken("acks");
         var gone = next["streams"]!.AsArray().Single(s => s!["path"]!.GetValue<string>() == "jobs/g")!;
+        Assert.Equal(zero, gone["acked_offset"]!.GetValue<string>());
         Assert.False(gone["has_pending"]!.GetValue<bool>());
         Assert.True(next["streams"]!.AsArray().Single(s => s!["path"]!.GetValue<string>() == "jobs/h")!["has_pending"]!.GetValue<bool>());
     }

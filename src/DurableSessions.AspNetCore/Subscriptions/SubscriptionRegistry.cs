@@ -273,14 +273,14 @@ internal sealed class SubscriptionRegistry : IDisposable
     /// Links a stream the subscription's pattern newly matches; false, linking nothing, when the subscription already
     /// links <see cref="SubscriptionOptions.MaxStreamsPerSubscription"/> streams.
     /// </summary>
-    public bool TryLinkGlob(Subscription subscription, string path, long ackedPosition)
+    public bool TryLinkGlob(Subscription subscription, string path, long ackedPosition, long streamId)
     {
         if (subscription.Links.Count >= _options.MaxStreamsPerSubscription)
         {
             return false;
         }
 
-        subscription.Links[path] = new SubscriptionLink { Glob = true, AckedPosition = ackedPosition };
+        subscription.Links[path] = new SubscriptionLink { Glob = true, AckedPosition = ackedPosition, StreamId = streamId };
         SetIndexed(subscription.Id, path, indexed: true);
         return true;
     }

@@ -209,7 +209,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 
         // Every ack is judged before any is applied: one past its stream's tail would mark data not yet written as
         // processed, and the appends that later fill that range would wake no one.
-        var moves = new List<(SubscriptionLink Link, long Position)>(acks.Count);
+        var moves = new List<(SubscriptionLink Link, long Position, long StreamId)>(acks.Count);
         foreach (var (stream, offset) in acks)
         {
             if (!StreamOffset.TryParse(offset, out var position))
@@ -217,16 +217,20 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
                 return AckOutcome.InvalidOffset(stream);
             }
 
-            if (!subscription.Links.TryGetValue(stream, out var link) || position <= link.AckedPosition)
+            if (!subscription.Links.TryGetValue(stream, out var link))
             {
                 continue;
             }
 
-            // A stream no longer linked (above), no longer there, or deleted and created again since the wake saw it, has
-            // no cursor this wake can move: its ack is moot. A recreated stream's data stays pending and wakes the
-            // subscription again. Judged by the stream's id, whichever node saw the delete, or none.
+            // A stream no longer linked (above), no longer there, or deleted and created again since the wake or the link
+            // saw it, has no cursor this wake can move: its ack is moot. A recreated stream's data stays pending and
+            // wakes the subscription again (its link starts again from 0 when next read). Judged by the stream's id,
+            // whichever node saw the delete, or none.
             var (tail, streamId) = await _registry.StreamAtAsync(stream, cancellationToken).ConfigureAwait(false);
-            if (streamId is not { } current || (subscription.WakeStreamIds?.TryGetValue(stream, out var seen) == true && seen != current))
+            if (streamId is not { } current
+                || (subscription.WakeStreamIds?.TryGetValue(stream, out var seen) == true && seen != current)
+                || (link.StreamId is { } linked && linked != current)
+                || position <= link.AckedPosition)
             {
                 continue;
             }
@@ -236,12 +240,13 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
                 return AckOutcome.BeyondTail(stream);
             }
 
-            moves.Add((link, position));
+            moves.Add((link, position, current));
         }
 
-        foreach (var (link, position) in moves)
+        foreach (var (link, position, streamId) in moves)
         {
             link.AckedPosition = Math.Max(link.AckedPosition, position);
+            link.StreamId = streamId;
         }
 
         if (!done)
@@ -514,7 +519,7 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
         }
 
         // Linked "before" this append so the append itself is pending.
-        if (_registry.TryLinkGlob(subscription, change.Path, change.Chunk.Start))
+        if (_registry.TryLinkGlob(subscription, change.Path, change.Chunk.Start, change.StreamId))
         {
             return Observation.Linked;
         }
@@ -763,10 +768,15 @@ internal sealed partial class SubscriptionService : IHostedService, IAsyncDispos
 
                 // Only for the stream the wake saw: one deleted (and perhaps created again) since keeps its data pending.
                 // (A wake stored by an earlier version has no ids to compare.)
-                if (subscription.WakeStreamIds is { } ids
-                    && (!ids.TryGetValue(path, out var seen) || (await _registry.StreamAtAsync(path, CancellationToken.None).ConfigureAwait(false)).Id != seen))
+                if (subscription.WakeStreamIds is { } ids)
                 {
-                    continue;
+                    if (!ids.TryGetValue(path, out var seen) || (link.StreamId is { } linked && linked != seen)
+                        || (await _registry.StreamAtAsync(path, CancellationToken.None).ConfigureAwait(false)).Id != seen)
+                    {
+                        continue;
+                    }
+
+                    link.StreamId = seen;
                 }
 
                 link.AckedPosition = tail;
