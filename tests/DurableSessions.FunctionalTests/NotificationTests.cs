@@ -176,66 +176,31 @@ public sealed class NotificationTests : IAsyncLifetime
     public async Task Sessions_naming_many_silent_hosts_leave_the_operators_notification_url_its_share()
     {
         // Receivers on four hosts that accept connections and never answer.
-        var held = new ConcurrentBag<System.Net.Sockets.Socket>();
-        var silent = new List<string>();
-        var listeners = new List<System.Net.Sockets.TcpListener>();
-        try
+        using var silent = new SilentHosts(4, _stop.Token);
+
+        // One POST at once: four notifications held in all, one per host, three for sessions' own URLs.
+        await using var server = await InProcessServer.StartAsync(services: s => s.Configure<SessionServiceOptions>(o =>
         {
-            for (var host = 2; host <= 5; host++)
-            {
-                var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Parse($"127.0.0.{host}"), 0);
-                listener.Start();
-                listeners.Add(listener);
-                _ = Task.Run(async () =>
-                {
-                    while (!_stop.IsCancellationRequested)
-                    {
-                        held.Add(await listener.AcceptSocketAsync(_stop.Token));
-                    }
-                });
-                silent.Add($"http://127.0.0.{host}:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}/hook");
-            }
+            o.MaxConcurrentNotifications = 1;
+            o.NotificationUrl = HookUrl;
+        }));
+        using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = "client:phone" });
+        Task AnswerOn(string id, string? url) => AnswerOnAsync(server, client, id, url);
 
-            // One POST at once: four notifications held in all, one per host, three for sessions' own URLs.
-            await using var server = await InProcessServer.StartAsync(services: s => s.Configure<SessionServiceOptions>(o =>
-            {
-                o.MaxConcurrentNotifications = 1;
-                o.NotificationUrl = HookUrl;
-            }));
-            using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = "client:phone" });
-            Task AnswerOn(string id, string? url) => AnswerOnAsync(server, client, id, url);
-
-            // A run finishes for each silent host: the sessions' share is full after three.
-            for (var i = 0; i < silent.Count; i++)
-            {
-                await AnswerOn($"many-{i}", silent[i]);
-            }
-
-            await WaitForAsync(() => held.Count >= 1);
-
-            // The operator's URL still takes a notification (without its share it would be dropped at once, the bound
-            // being full). It is sent once the silent hosts stop holding the one POST at a time: they go away.
-            await AnswerOn("operator", null);
-            foreach (var listener in listeners)
-            {
-                listener.Stop();
-            }
-
-            foreach (var socket in held)
-            {
-                socket.Dispose();
-            }
-
-            await WaitForRequests(1);
-            Assert.Equal("operator", JsonNode.Parse(_received.Single().Body)!["sessionId"]!.GetValue<string>());
-        }
-        finally
+        // A run finishes for each silent host: the sessions' share is full after three.
+        for (var i = 0; i < silent.Urls.Count; i++)
         {
-            foreach (var listener in listeners)
-            {
-                listener.Stop();
-            }
+            await AnswerOn($"many-{i}", silent.Urls[i]);
         }
+
+        await WaitForAsync(() => silent.Held.Count >= 1);
+
+        // The operator's URL still takes a notification (without its share it would be dropped at once, the bound
+        // being full). It is sent once the silent hosts stop holding the one POST at a time: they go away.
+        await AnswerOn("operator", null);
+        silent.Dispose();
+        await WaitForRequests(1);
+        Assert.Equal("operator", JsonNode.Parse(_received.Single().Body)!["sessionId"]!.GetValue<string>());
     }
 
     [Fact]
@@ -243,57 +208,77 @@ public sealed class NotificationTests : IAsyncLifetime
     {
         // Receivers on four hosts that accept connections and never answer: each POST to one holds its slot for its
         // whole attempt.
-        var held = new ConcurrentBag<System.Net.Sockets.Socket>();
-        var silent = new List<string>();
-        var listeners = new List<System.Net.Sockets.TcpListener>();
-        try
+        using var silent = new SilentHosts(4, _stop.Token);
+
+        // Four POSTs at once, of which sessions' own URLs may hold three; an attempt outlasts the test, so nothing but
+        // the sessions' share can free a place for the fourth session's POST.
+        await using var server = await InProcessServer.StartAsync(services: s =>
         {
-            for (var host = 2; host <= 5; host++)
+            s.Configure<SessionServiceOptions>(o =>
+            {
+                o.MaxConcurrentNotifications = 4;
+                o.NotificationUrl = HookUrl;
+            });
+            s.Configure<DurableSessions.AspNetCore.Subscriptions.SubscriptionOptions>(o => o.WebhookTimeout = TimeSpan.FromMinutes(10));
+        });
+        using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = "client:phone" });
+        for (var i = 0; i < silent.Urls.Count; i++)
+        {
+            await AnswerOnAsync(server, client, $"silent-{i}", silent.Urls[i]);
+        }
+
+        await WaitForAsync(() => silent.Held.Count >= 3);
+
+        // The operator's notification is sent while the silent hosts still hold theirs: the fourth session's POST
+        // waits for a slot of the sessions' share, which none of them gives back before its attempt times out.
+        await AnswerOnAsync(server, client, "operator", null);
+        await WaitForRequests(1);
+        Assert.Equal("operator", JsonNode.Parse(_received.Single().Body)!["sessionId"]!.GetValue<string>());
+        Assert.Equal(3, silent.Held.Count);
+    }
+
+    /// <summary>
+    /// Receivers on loopback hosts 127.0.0.2 and up, one each, that accept connections and never answer. Disposing them
+    /// stops listening and drops what they hold.
+    /// </summary>
+    private sealed class SilentHosts : IDisposable
+    {
+        private readonly List<System.Net.Sockets.TcpListener> _listeners = [];
+
+        public SilentHosts(int count, CancellationToken stop)
+        {
+            for (var host = 2; host < 2 + count; host++)
             {
                 var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Parse($"127.0.0.{host}"), 0);
                 listener.Start();
-                listeners.Add(listener);
+                _listeners.Add(listener);
                 _ = Task.Run(async () =>
                 {
-                    while (!_stop.IsCancellationRequested)
+                    while (!stop.IsCancellationRequested)
                     {
-                        held.Add(await listener.AcceptSocketAsync(_stop.Token));
+                        Held.Add(await listener.AcceptSocketAsync(stop));
                     }
                 });
-                silent.Add($"http://127.0.0.{host}:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}/hook");
+                Urls.Add($"http://127.0.0.{host}:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}/hook");
             }
-
-            // Four POSTs at once, of which sessions' own URLs may hold three; an attempt outlasts the test, so nothing but
-            // the sessions' share can free a place for the fourth session's POST.
-            await using var server = await InProcessServer.StartAsync(services: s =>
-            {
-                s.Configure<SessionServiceOptions>(o =>
-                {
-                    o.MaxConcurrentNotifications = 4;
-                    o.NotificationUrl = HookUrl;
-                });
-                s.Configure<DurableSessions.AspNetCore.Subscriptions.SubscriptionOptions>(o => o.WebhookTimeout = TimeSpan.FromMinutes(10));
-            });
-            using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = "client:phone" });
-            for (var i = 0; i < silent.Count; i++)
-            {
-                await AnswerOnAsync(server, client, $"silent-{i}", silent[i]);
-            }
-
-            await WaitForAsync(() => held.Count >= 3);
-
-            // The operator's notification is sent while the silent hosts still hold theirs: the fourth session's POST
-            // waits for a slot of the sessions' share, which none of them gives back before its attempt times out.
-            await AnswerOnAsync(server, client, "operator", null);
-            await WaitForRequests(1);
-            Assert.Equal("operator", JsonNode.Parse(_received.Single().Body)!["sessionId"]!.GetValue<string>());
-            Assert.Equal(3, held.Count);
         }
-        finally
+
+        /// <summary>Each host's URL.</summary>
+        public List<string> Urls { get; } = [];
+
+        /// <summary>The connections accepted, one per POST sent to any of them.</summary>
+        public ConcurrentBag<System.Net.Sockets.Socket> Held { get; } = [];
+
+        public void Dispose()
         {
-            foreach (var listener in listeners)
+            foreach (var listener in _listeners)
             {
                 listener.Stop();
+            }
+
+            foreach (var socket in Held)
+            {
+                socket.Dispose();
             }
         }
     }

@@ -214,17 +214,13 @@ public sealed class SubscriptionSchedulingTests : IAsyncLifetime
     [Fact]
     public async Task Data_appended_while_no_server_looked_wakes_its_subscription_when_a_server_starts()
     {
-        var directory = ServerProcess.TempDirectory();
-        await _server.DisposeAsync();
-        _server = null!;
-        try
+        await OnDataDirectoryAsync(async directory =>
         {
             _server = await InProcessServer.StartAsync(_clock, dataDirectory: directory);
             await CreateStream("jobs/r");
             await CreateStream("wake/r");
             await Put("restart", new JsonObject { ["type"] = "pull-wake", ["streams"] = new JsonArray("jobs/r"), ["wake_stream"] = "wake/r" });
-            await _server.DisposeAsync();
-            _server = null!;
+            await StopAsync();
 
             // Appended with no server running, as a server that crashed before its pass leaves it.
             await using (var store = DurableSessions.Storage.Sqlite.SqliteStreamStore.Open(new DurableSessions.Storage.Sqlite.SqliteStreamStoreOptions { DataDirectory = directory }, _clock))
@@ -236,26 +232,13 @@ public sealed class SubscriptionSchedulingTests : IAsyncLifetime
             _server = await InProcessServer.StartAsync(_clock, dataDirectory: directory);
             var woken = await WaitForWakeEvents("wake/r", 1);
             Assert.Equal("jobs/r", woken[0]!["stream"]!.GetValue<string>());
-        }
-        finally
-        {
-            if (_server is not null)
-            {
-                await _server.DisposeAsync();
-            }
-
-            _server = await InProcessServer.StartAsync(_clock);
-            Directory.Delete(directory, recursive: true);
-        }
+        });
     }
 
     [Fact]
     public async Task A_stream_deleted_and_created_again_while_no_server_looked_is_read_from_its_start()
     {
-        var directory = ServerProcess.TempDirectory();
-        await _server.DisposeAsync();
-        _server = null!;
-        try
+        await OnDataDirectoryAsync(async directory =>
         {
             _server = await InProcessServer.StartAsync(_clock, dataDirectory: directory);
             await CreateStream("jobs/d");
@@ -279,8 +262,7 @@ public sealed class SubscriptionSchedulingTests : IAsyncLifetime
                 Assert.Equal(HttpStatusCode.OK, (await _server.Client.SendAsync(ack)).StatusCode);
             }
 
-            await _server.DisposeAsync();
-            _server = null!;
+            await StopAsync();
 
             // Deleted and created again with one append, with no server running: no node ever saw the delete.
             await using (var store = DurableSessions.Storage.Sqlite.SqliteStreamStore.Open(new DurableSessions.Storage.Sqlite.SqliteStreamStoreOptions { DataDirectory = directory }, _clock))
@@ -299,17 +281,7 @@ public sealed class SubscriptionSchedulingTests : IAsyncLifetime
             var link = next.Body["streams"]![0]!;
             Assert.True(link["has_pending"]!.GetValue<bool>());
             Assert.True(string.CompareOrdinal(link["tail_offset"]!.GetValue<string>(), tail) < 0);
-        }
-        finally
-        {
-            if (_server is not null)
-            {
-                await _server.DisposeAsync();
-            }
-
-            _server = await InProcessServer.StartAsync(_clock);
-            Directory.Delete(directory, recursive: true);
-        }
+        });
     }
 
     [Fact]
@@ -376,6 +348,35 @@ public sealed class SubscriptionSchedulingTests : IAsyncLifetime
                 using var response = await _server.Client.SendAsync(request, cancel.Token);
                 Assert.Equal(HttpStatusCode.Conflict, response.StatusCode);
             }
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="body"/> with a data directory of its own, on which it starts servers (and stops them with
+    /// <see cref="StopAsync"/>); then the other tests' server is put back, and the directory removed.
+    /// </summary>
+    private async Task OnDataDirectoryAsync(Func<string, Task> body)
+    {
+        var directory = ServerProcess.TempDirectory();
+        await StopAsync();
+        try
+        {
+            await body(directory);
+        }
+        finally
+        {
+            await StopAsync();
+            _server = await InProcessServer.StartAsync(_clock);
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    private async Task StopAsync()
+    {
+        if (_server is not null)
+        {
+            await _server.DisposeAsync();
+            _server = null!;
         }
     }
 

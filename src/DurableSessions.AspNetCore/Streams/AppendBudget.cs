@@ -36,6 +36,23 @@ internal sealed class AppendBudget(long capacity)
         }
     }
 
+    /// <summary>
+    /// Holds a whole body of <paramref name="length"/> bytes: nothing for a small one (<paramref name="held"/> 0), else
+    /// its bytes if they fit. False (and nothing taken) when they do not; give <paramref name="held"/> back with
+    /// <see cref="Return"/> once the body is done with.
+    /// </summary>
+    public bool TryHold(long length, out long held)
+    {
+        held = length > SmallBody ? length : 0;
+        if (held > 0 && !TryTake(held))
+        {
+            held = 0;
+            return false;
+        }
+
+        return true;
+    }
+
     /// <summary>Gives back bytes taken with <see cref="TryTake"/>.</summary>
     public void Return(long bytes) => Interlocked.Add(ref _used, -bytes);
 }

@@ -58,9 +58,10 @@ internal sealed record PolicyWriter(Auth.Access Access, bool MayControl, bool Ma
 {
     /// <summary>
     /// Decides the capabilities of <paramref name="caller"/> on <paramref name="path"/> that an operation asks: control when
-    /// <paramref name="control"/>, admin when <paramref name="closing"/>. Each is one run of the authorization handlers.
+    /// <paramref name="policy"/> asks it of <paramref name="data"/>, admin when <paramref name="closing"/>. Each is one run
+    /// of the authorization handlers; with access control off, neither is asked and the data is not looked at.
     /// </summary>
-    public static async ValueTask<PolicyWriter> ForAsync(Microsoft.AspNetCore.Http.HttpContext caller, string path, bool control, bool closing)
+    public static async ValueTask<PolicyWriter> ForAsync(Microsoft.AspNetCore.Http.HttpContext caller, string path, IStreamAppendPolicy policy, ReadOnlyMemory<byte> data, bool closing)
     {
         var access = Auth.AccessControl.Current(caller);
         if (access.IsAnonymous)
@@ -69,7 +70,7 @@ internal sealed record PolicyWriter(Auth.Access Access, bool MayControl, bool Ma
         }
 
         var resource = new Auth.StreamResource(path);
-        var mayControl = control && await Auth.AccessControl.AllowsAsync(caller, resource, Auth.Capability.Control).ConfigureAwait(false);
+        var mayControl = policy.AsksControl(data.Span) && await Auth.AccessControl.AllowsAsync(caller, resource, Auth.Capability.Control).ConfigureAwait(false);
         var mayAdmin = closing && await Auth.AccessControl.AllowsAsync(caller, resource, Auth.Capability.Admin).ConfigureAwait(false);
         return new PolicyWriter(access, mayControl, mayAdmin);
     }

@@ -225,7 +225,7 @@ internal sealed partial class StreamRequestHandler
         var createdType = effectiveType ?? (forkedFrom is null ? StreamContentType.Default : null);
         if (PolicyFor(path) is { } createPolicy
             && createPolicy.CheckCreate(path, createdType, forkedFrom, jsonBody ? payload : StreamPayload.Empty,
-                await PolicyWriter.ForAsync(context, path, control: jsonBody && createPolicy.AsksControl(body.Value.Span), closing: false).ConfigureAwait(false)) is { } refused)
+                await PolicyWriter.ForAsync(context, path, createPolicy, jsonBody ? body.Value : ReadOnlyMemory<byte>.Empty, closing: false).ConfigureAwait(false)) is { } refused)
         {
             await Problem.Write(context, refused.Status, refused.Code, refused.Message).ConfigureAwait(false);
             return;
@@ -441,7 +441,7 @@ internal sealed partial class StreamRequestHandler
         var policy = PolicyFor(path);
 
         // Decided only for a governed stream, whose rules judge more than write (a session's control events, its close).
-        var writer = policy is null ? null : await PolicyWriter.ForAsync(caller, path, control: policy.AsksControl(data.Span), closing: close).ConfigureAwait(false);
+        var writer = policy is null ? null : await PolicyWriter.ForAsync(caller, path, policy, data, closing: close).ConfigureAwait(false);
         var payload = StreamPayload.Empty;
         string? framingError = null;
         var framed = data.Length == 0 || TryFrame(contentType!, data, allowEmptyArray: false, out payload, out framingError);

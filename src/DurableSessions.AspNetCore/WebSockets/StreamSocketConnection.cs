@@ -353,9 +353,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
 
         // A large append is held until it is stored, possibly behind others to its path: it takes its bytes from the
         // server's append budget, shared with HTTP appends, as an HTTP body would (DurableStreams:MaxAppendBytesInFlight).
-        var budget = _services.Streams.AppendBudget;
-        var held = data.Length > AppendBudget.SmallBody ? data.Length : 0;
-        if (held > 0 && !budget.TryTake(held))
+        if (!_services.Streams.AppendBudget.TryHold(data.Length, out var held))
         {
             return Task.FromResult(Error("id", id, 503, "SERVER_BUSY", "Too many large appends are in progress; retry shortly."));
         }
@@ -956,13 +954,12 @@ internal sealed partial class StreamSocketConnection : IDisposable
         // A large body is held until the operation is answered, possibly behind others on its session's lock: it takes
         // its bytes from the append budget that large appends over HTTP and here share (DurableStreams:MaxAppendBytesInFlight).
         var budget = _services.Streams.AppendBudget;
-        var held = body.Length > AppendBudget.SmallBody ? body.Length : 0;
-        if (held > budget.Capacity)
+        if (body.Length > AppendBudget.SmallBody && body.Length > budget.Capacity)
         {
             return Error("id", id, 413, "PAYLOAD_TOO_LARGE", $"The operation's body exceeds the {budget.Capacity} bytes this server holds for large bodies at once.");
         }
 
-        if (held > 0 && !budget.TryTake(held))
+        if (!budget.TryHold(body.Length, out var held))
         {
             return Error("id", id, 503, "SERVER_BUSY", "Too many large operations are in progress; retry shortly.");
         }
