@@ -20,6 +20,7 @@ public sealed class NotificationTests : IAsyncLifetime
     private const string Secret = "notification-test-secret";
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
     private readonly ConcurrentQueue<(string Body, string? Signature, string? Id)> _received = new();
+    private readonly ConcurrentQueue<string> _receivedGlobal = new();
     private readonly CancellationTokenSource _stop = new();
     private WebApplication _receiver = null!;
     private InProcessServer _server = null!;
@@ -39,12 +40,19 @@ public sealed class NotificationTests : IAsyncLifetime
             _received.Enqueue((body, context.Request.Headers["DurableSessions-Signature"], context.Request.Headers["DurableSessions-Notification-Id"]));
             return Interlocked.Exchange(ref _failFirst, 0) == 1 ? Results.StatusCode(500) : Results.Ok();
         });
+        _receiver.MapPost("/global", async (HttpContext context) =>
+        {
+            using var reader = new StreamReader(context.Request.Body);
+            _receivedGlobal.Enqueue(await reader.ReadToEndAsync());
+            return Results.Ok();
+        });
         await _receiver.StartAsync();
 
         _server = await InProcessServer.StartAsync(services: s => s.Configure<SessionServiceOptions>(o =>
         {
             o.NotificationSecret = Secret;
             o.NotificationRetryDelay = TimeSpan.FromMilliseconds(50);
+            o.NotificationUrl = _receiver.Urls.First() + "/global";
         }));
         _client = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = _server.BaseAddress, ParticipantId = "client:phone" });
     }
@@ -359,6 +367,37 @@ public sealed class NotificationTests : IAsyncLifetime
         await WaitForRequests(2);
         var notified = _received.Select(r => JsonNode.Parse(r.Body)!).Select(n => (n["runId"]?.GetValue<string>(), n["type"]!.GetValue<string>())).OrderBy(n => n.Item1).ToArray();
         Assert.Equal([("r_one", "run.finished"), ("r_two", "run.failed")], notified);
+    }
+
+    [Fact]
+    public async Task A_fork_does_not_notify_its_sources_notify_url()
+    {
+        var created = await _server.Client.PutAsync("/v1/sessions/fork-source", new StringContent(new JsonObject { ["notifyUrl"] = HookUrl }.ToJsonString(), Encoding.UTF8, "application/json"));
+        Assert.True(created.IsSuccessStatusCode);
+        var fork = new HttpRequestMessage(HttpMethod.Put, "/v1/stream/sessions/fork-copy");
+        fork.Headers.Add("Stream-Forked-From", "sessions/fork-source");
+        Assert.True((await _server.Client.SendAsync(fork)).IsSuccessStatusCode);
+
+        // The fork holds the source's session entity, notifyUrl and all; its runs go to the operator's URL, not there.
+        await AppendFinishedRunAsync("fork-copy", "r_fork");
+        await WaitForAsync(() => !_receivedGlobal.IsEmpty);
+        var notification = JsonNode.Parse(Assert.Single(_receivedGlobal))!;
+        Assert.Equal("fork-copy", notification["sessionId"]!.GetValue<string>());
+        Assert.Equal("r_fork", notification["runId"]!.GetValue<string>());
+
+        // The source's own runs still go to the URL it was created with.
+        await AppendFinishedRunAsync("fork-source", "r_source");
+        await WaitForRequests(1);
+        Assert.Equal("r_source", JsonNode.Parse(Assert.Single(_received).Body)!["runId"]!.GetValue<string>());
+        Assert.Single(_receivedGlobal);
+    }
+
+    private async Task AppendFinishedRunAsync(string sessionId, string runId)
+    {
+        var response = await _server.Client.PostAsync($"/v1/stream/sessions/{sessionId}", new StringContent(
+            $$$"""[{"type":"run","key":"{{{runId}}}","value":{"id":"{{{runId}}}","agent":"agent:x","status":"finished"},"headers":{"operation":"insert"}}]""",
+            Encoding.UTF8, "application/json"));
+        Assert.True(response.IsSuccessStatusCode, await response.Content.ReadAsStringAsync());
     }
 
     [Fact]

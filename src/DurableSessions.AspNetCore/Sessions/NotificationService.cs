@@ -139,7 +139,8 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
 
             var sessionId = change.Path[SessionService.Prefix.Length..];
             var session = await _sessions.SessionSettingsAsync(sessionId, _stopping.Token).ConfigureAwait(false);
-            var url = SessionJson.Text(session, "notifyUrl") ?? _options.NotificationUrl;
+            var own = OwnNotifyUrl(session, sessionId);
+            var url = own ?? _options.NotificationUrl;
             if (url is null || WebhookUrlPolicy.Check(url, _webhookPolicy.AllowLocalhostWebhooks) is not null)
             {
                 continue;
@@ -157,7 +158,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
                 ["timestamp"] = _time.GetUtcNow().ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture),
             };
             // The operator's own notification URL is not bounded per receiver: every notification may go there.
-            var destination = SessionJson.Text(session, "notifyUrl") is null ? null : HostOf(url);
+            var destination = own is null ? null : HostOf(url);
             if (!TryAdmit(destination))
             {
                 Log.Dropped(_logger, SessionJson.Text(notification, "id") ?? string.Empty);
@@ -182,6 +183,14 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
             }, CancellationToken.None);
         }
     }
+
+    /// <summary>
+    /// The <c>notifyUrl</c> a session was created with, or null. A fork starts as a copy of its source's events, its
+    /// <c>session</c> entity included, so that entity names the source: its URL is the source's writer's choice, and the
+    /// fork's writer (who needed only read on the source) must not have the fork's runs posted there.
+    /// </summary>
+    internal static string? OwnNotifyUrl(JsonObject? session, string sessionId)
+        => SessionJson.Text(session, "id") == sessionId ? SessionJson.Text(session, "notifyUrl") : null;
 
     /// <summary>
     /// Whether a change may hold a run event: whether any string in it reads <c>run</c> once unescaped
