@@ -38,6 +38,21 @@ public sealed class AppProcess : IAsyncDisposable
         return app;
     }
 
+    /// <summary>
+    /// Starts a second app process beside <paramref name="first"/>, on a port and data directory (durable streams) of
+    /// its own but the same database, as two processes behind one load balancer would run.
+    /// </summary>
+    public static async Task<AppProcess> StartBesideAsync(AppProcess first)
+    {
+        ArgumentNullException.ThrowIfNull(first);
+        string[] databaseArgs = first._databaseArgs.Length > 0
+            ? first._databaseArgs
+            : ["--ConnectionStrings:Strategy", $"Data Source={Path.Combine(first.DataDirectory, "strategy.db")}"];
+        var app = new AppProcess(Path.Combine(Path.GetTempPath(), "strategy-test-" + Guid.NewGuid().ToString("N")), LoopbackPorts.Free(), databaseArgs) { Settings = first.Settings };
+        await app.StartAsync();
+        return app;
+    }
+
     /// <summary>Starts (or restarts) the process on the same port and data directory, and waits until it answers.</summary>
     public async Task StartAsync()
     {

@@ -157,7 +157,7 @@ public sealed class BudgetTests(AppFixture fixture) : IClassFixture<AppFixture>
         Assert.Equal(audited + 1, (await reader.GetJson("/api/audit?take=1000")).AsArray().Count(a => a!["action"]!.GetValue<string>() == "milestone.done"));
     }
 
-    private static async Task<(int Pool, decimal Available, int Initiative)> PoolAndInitiative(HttpClient reader, int pool)
+    internal static async Task<(int Pool, decimal Available, int Initiative)> PoolAndInitiative(HttpClient reader, int pool)
     {
         var budgets = await reader.GetJson("/api/budgets");
         var view = budgets["pools"]!.AsArray().Single(p => p!["id"]!.GetValue<int>() == pool)!;
@@ -166,4 +166,35 @@ public sealed class BudgetTests(AppFixture fixture) : IClassFixture<AppFixture>
 
     private static async Task<decimal> PoolAmount(HttpClient reader, int pool)
         => (await reader.GetJson("/api/budgets"))["pools"]!.AsArray().Single(p => p!["id"]!.GetValue<int>() == pool)!["amount"]!.GetValue<decimal>();
+}
+
+/// <summary>Budget decisions made by two app processes sharing one database, on an app of their own.</summary>
+public sealed class BudgetAcrossProcessesTests(AppFixture fixture) : IClassFixture<AppFixture>
+{
+    [Fact]
+    public async Task Two_app_processes_on_one_database_never_allocate_past_a_pool_together()
+    {
+        await using var beside = await AppProcess.StartBesideAsync(fixture.App);
+        using var reader = ApiClient.For(fixture.App);
+        var ownerId = await reader.PersonWith(1, "owner");
+        using var owner = ApiClient.For(fixture.App, ownerId);
+        using var besideOwner = ApiClient.For(beside, ownerId);
+        var (pool, available, initiative) = await BudgetTests.PoolAndInitiative(reader, 1);
+
+        // Both signed in first (a sign-in takes longer than a decision), so that the requests below meet.
+        await owner.GetJson("/api/budgets");
+        await besideOwner.GetJson("/api/budgets");
+
+        // Twenty requests to each process at once, each for a twentieth of the room and a cent: 19 fit, wherever they land.
+        var share = decimal.Round(available / 20, 2) + 0.01m;
+        var answers = await Task.WhenAll(Enumerable.Range(0, 40).Select(async i =>
+        {
+            using var response = await (i % 2 == 0 ? owner : besideOwner).PostAsJsonAsync(new Uri($"/api/pools/{pool}/allocations", UriKind.Relative), new { initiativeId = initiative, amount = share });
+            return response.StatusCode;
+        }));
+        Assert.Equal(19, answers.Count(a => a == HttpStatusCode.Created));
+        Assert.Equal(21, answers.Count(a => a == HttpStatusCode.Conflict));
+        var after = (await reader.GetJson("/api/budgets"))["pools"]!.AsArray().Single(p => p!["id"]!.GetValue<int>() == pool)!;
+        Assert.Equal(19 * share, after["allocated"]!.GetValue<decimal>() - (after["amount"]!.GetValue<decimal>() - available));
+    }
 }

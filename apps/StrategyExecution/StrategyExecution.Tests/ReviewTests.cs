@@ -151,6 +151,60 @@ public sealed class ReviewMeetingTests(AppFixture fixture) : IClassFixture<AppFi
     }
 }
 
+/// <summary>What a review's decisions and actions may be about, on an app of its own.</summary>
+public sealed class ReviewScopeTests(AppFixture fixture) : IClassFixture<AppFixture>
+{
+    [Fact]
+    public async Task Decisions_and_actions_are_about_the_reviews_unit_or_a_unit_below_it()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        using var chair = ApiClient.For(fixture.App, await reader.PersonWith(7, "owner"));
+        using var scheduled = await chair.PostAsJsonAsync(new Uri("/api/reviews", UriKind.Relative), new { unitId = 7, kind = "monthly-operational" });
+        Assert.Equal(HttpStatusCode.Created, scheduled.StatusCode);
+        var review = JsonNode.Parse(await scheduled.Content.ReadAsStringAsync())!["review"]!["id"]!.GetValue<int>();
+        Assert.Equal(HttpStatusCode.OK, (await chair.PostAsync(new Uri($"/api/reviews/{review}/start", UriKind.Relative), null)).StatusCode);
+
+        // Unit 8 is a team of unit 7 (Customer Success); unit 3 is a team of Sales, elsewhere in the tree.
+        var below = (await reader.GetJson("/api/scorecards/8"))["objectives"]![0]!;
+        var elsewhere = (await reader.GetJson("/api/scorecards/3"))["objectives"]![0]!;
+        int Id(JsonNode node) => node["id"]!.GetValue<int>();
+        var allowed = new object[]
+        {
+            new { text = "About our own team's objective", objectiveId = Id(below) },
+            new { text = "About our own team's measure", measureId = Id(below["measures"]![0]!) },
+            new { text = "Both, matching", objectiveId = Id(below), measureId = Id(below["measures"]![0]!) },
+        };
+        foreach (var body in allowed)
+        {
+            using var response = await chair.PostAsJsonAsync(new Uri($"/api/reviews/{review}/decisions", UriKind.Relative), body);
+            Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+        }
+
+        var refused = new (object Body, string Says)[]
+        {
+            (new { text = "About Sales' objective", objectiveId = Id(elsewhere) }, "review's unit"),
+            (new { text = "About Sales' measure", measureId = Id(elsewhere["measures"]![0]!) }, "review's unit"),
+            (new { text = "A measure of another objective", objectiveId = Id(below), measureId = Id(elsewhere["measures"]![0]!) }, "of the objective"),
+        };
+        foreach (var (body, says) in refused)
+        {
+            using var response = await chair.PostAsJsonAsync(new Uri($"/api/reviews/{review}/decisions", UriKind.Relative), body);
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+            Assert.Contains(says, await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        var due = DateTime.UtcNow.AddDays(14).ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture);
+        var ownerId = await reader.PersonWith(8, "owner");
+        using var action = await chair.PostAsJsonAsync(new Uri($"/api/reviews/{review}/actions", UriKind.Relative), new { text = "Fix Sales' pipeline", ownerId, due, objectiveId = Id(elsewhere) });
+        Assert.Equal(HttpStatusCode.BadRequest, action.StatusCode);
+        Assert.Contains("review's unit", await action.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+
+        var decisions = (await reader.GetJson($"/api/reviews/{review}"))["decisions"]!.AsArray();
+        Assert.Equal(allowed.Length, decisions.Count);
+        Assert.Empty((await reader.GetJson($"/api/reviews/{review}"))["actions"]!.AsArray());
+    }
+}
+
 /// <summary>Requests that arrive at once, on an app of their own: each change is made once.</summary>
 public sealed class ReviewConcurrencyTests(AppFixture fixture) : IClassFixture<AppFixture>
 {

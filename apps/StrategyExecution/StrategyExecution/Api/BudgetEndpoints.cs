@@ -32,17 +32,36 @@ public static class BudgetEndpoints
 {
     private const decimal MaxAmount = 1_000_000_000_000m;
 
-    // Allocation and release decisions read the pool's allocations and write one more: one at a time per process, so
-    // two decisions can never both see the same room.
+    // Allocation and release decisions read the pool's allocations and write one more: one at a time, so two decisions
+    // can never both see the same room. Within a process by a semaphore; across processes sharing the database by a
+    // transaction that holds the database's write lock from its start (SQLite) or an advisory lock (PostgreSQL).
     private static readonly SemaphoreSlim Decisions = new(1, 1);
 
-    /// <summary>Runs one allocation or release decision at a time.</summary>
-    private static async Task<IResult> DecideAsync(Func<Task<IResult>> decide, CancellationToken ct)
+    /// <summary>The advisory lock a PostgreSQL transaction making an allocation or release decision holds.</summary>
+    private const int DecisionLock = 5107;
+
+    /// <summary>Runs one allocation or release decision at a time, in one transaction, and tells the audit trail after.</summary>
+    private static async Task<IResult> DecideAsync(StrategyDb db, Live.AuditTrail audit, Func<Task<IResult>> decide, CancellationToken ct)
     {
         await Decisions.WaitAsync(ct);
         try
         {
-            return await decide();
+            await using var transaction = await db.Database.BeginTransactionAsync(ct);
+            if (db.Database.IsNpgsql())
+            {
+                await db.Database.ExecuteSqlAsync($"SELECT pg_advisory_xact_lock({DecisionLock})", ct);
+            }
+
+            var result = await decide();
+
+            // Not cancelled half way: once the decision is written, the commit decides, not the client leaving.
+            await transaction.CommitAsync(CancellationToken.None);
+            if (result is IStatusCodeHttpResult { StatusCode: >= 200 and < 300 })
+            {
+                audit.Notify();
+            }
+
+            return result;
         }
         finally
         {
@@ -133,7 +152,7 @@ public static class BudgetEndpoints
             return Problems.Forbidden("Allocating strategic funds needs the owner or admin role on the company.");
         }
 
-        return await DecideAsync(async () =>
+        return await DecideAsync(db, audit, async () =>
         {
             var pool = await db.Pools.AsNoTracking().FirstOrDefaultAsync(x => x.Id == id, ct);
             if (pool is null)
@@ -164,7 +183,6 @@ public static class BudgetEndpoints
             db.Allocations.Add(allocation);
             db.AddAudit(person.Id, "allocation.made", $"pool/{id}", new { poolId = id, initiativeId = initiative.Id, amount = body.Amount.Value, availableBefore = decision.Available }, time.GetUtcNow());
             await db.SaveChangesAsync(ct);
-            audit.Notify();
             return Results.Created($"/api/pools/{id}/allocations", new { allocation.Id, allocation.PoolId, allocation.InitiativeId, allocation.Amount, Available = decision.Available - allocation.Amount });
         }, ct);
     }
@@ -199,7 +217,7 @@ public static class BudgetEndpoints
             return Problems.Forbidden("Moving strategic funds needs the owner or admin role on the company.");
         }
 
-        return await DecideAsync(async () =>
+        return await DecideAsync(db, audit, async () =>
         {
             var pool = await db.Pools.FirstOrDefaultAsync(x => x.Id == id, ct);
             if (pool is null)
@@ -229,7 +247,6 @@ public static class BudgetEndpoints
             db.Releases.Add(release);
             db.AddAudit(person.Id, decision.Allowed ? "release.applied" : "release.requested", $"pool/{id}", new { poolId = id, amount = release.Amount, release.Reason }, time.GetUtcNow());
             await db.SaveChangesAsync(ct);
-            audit.Notify();
             return decision.Allowed
                 ? Results.Created($"/api/releases/{release.Id}", release)
                 : Results.Json(new { release, NeedsApproval = true, Message = decision.Reason }, statusCode: 202);
@@ -245,7 +262,7 @@ public static class BudgetEndpoints
             return Problems.Forbidden("Approving a release from a ringfenced pool needs the admin role on the company.");
         }
 
-        return await DecideAsync(async () =>
+        return await DecideAsync(db, audit, async () =>
         {
             var release = await db.Releases.FirstOrDefaultAsync(r => r.Id == id, ct);
             if (release is null)
@@ -281,7 +298,6 @@ public static class BudgetEndpoints
             pool.Amount -= release.Amount;
             db.AddAudit(person.Id, "release.approved", $"pool/{pool.Id}", new { releaseId = id, poolId = pool.Id, amount = release.Amount }, time.GetUtcNow());
             await db.SaveChangesAsync(ct);
-            audit.Notify();
             return Results.Ok(release);
         }, ct);
     }

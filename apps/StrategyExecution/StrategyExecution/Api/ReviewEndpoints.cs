@@ -338,7 +338,7 @@ public static class ReviewEndpoints
             return error;
         }
 
-        var (subject, problem) = await SubjectAsync(db, id, body.AgendaItemId, body.ObjectiveId, body.MeasureId, ct);
+        var (subject, problem) = await SubjectAsync(db, review!, body.AgendaItemId, body.ObjectiveId, body.MeasureId, ct);
         var problems = problem is null ? new List<string>() : [problem];
         if (string.IsNullOrWhiteSpace(body.Text) || body.Text.Length > 2000)
         {
@@ -391,7 +391,7 @@ public static class ReviewEndpoints
         }
 
         // An action may be about nothing in particular; one about a subject that is not there is refused.
-        var (subject, subjectProblem) = await SubjectAsync(db, id, body.AgendaItemId, body.ObjectiveId, body.MeasureId, ct);
+        var (subject, subjectProblem) = await SubjectAsync(db, review!, body.AgendaItemId, body.ObjectiveId, body.MeasureId, ct);
         if (subjectProblem is not null && subjectProblem != NoSubject)
         {
             problems.Add(subjectProblem);
@@ -481,11 +481,11 @@ public static class ReviewEndpoints
 
     /// <summary>The objective or measure a decision or action is about: given, or taken from its agenda item.</summary>
     private static async Task<((int? ObjectiveId, int? MeasureId) Subject, string? Problem)> SubjectAsync(
-        StrategyDb db, int reviewId, int? agendaItemId, int? objectiveId, int? measureId, CancellationToken ct)
+        StrategyDb db, Review review, int? agendaItemId, int? objectiveId, int? measureId, CancellationToken ct)
     {
         if (agendaItemId is { } itemId)
         {
-            var item = await db.Agenda.AsNoTracking().FirstOrDefaultAsync(a => a.Id == itemId && a.ReviewId == reviewId, ct);
+            var item = await db.Agenda.AsNoTracking().FirstOrDefaultAsync(a => a.Id == itemId && a.ReviewId == review.Id, ct);
             if (item is null)
             {
                 return ((null, null), "agendaItemId must name an item of this review's agenda.");
@@ -495,14 +495,35 @@ public static class ReviewEndpoints
             measureId ??= item.MeasureId;
         }
 
-        if (objectiveId is { } o && !await db.Objectives.AnyAsync(x => x.Id == o, ct))
+        int? owner = null;
+        if (measureId is { } m)
         {
-            return ((null, null), "objectiveId must name an objective.");
+            owner = await db.Measures.AsNoTracking().Where(x => x.Id == m).Select(x => (int?)x.ObjectiveId).FirstOrDefaultAsync(ct);
+            if (owner is null)
+            {
+                return ((null, null), "measureId must name a measure.");
+            }
+
+            if (objectiveId is { } named && named != owner)
+            {
+                return ((null, null), "measureId must name a measure of the objective objectiveId names.");
+            }
         }
 
-        if (measureId is { } m && !await db.Measures.AnyAsync(x => x.Id == m, ct))
+        if ((objectiveId ?? owner) is { } o)
         {
-            return ((null, null), "measureId must name a measure.");
+            var unit = await db.Objectives.AsNoTracking().Where(x => x.Id == o).Select(x => (int?)x.UnitId).FirstOrDefaultAsync(ct);
+            if (unit is null)
+            {
+                return ((null, null), "objectiveId must name an objective.");
+            }
+
+            // A review answers for its unit and the units below it (its agenda's scope): an updater there may record
+            // decisions and actions about their objectives, not about another unit's, where they would show as its.
+            if (!Checks.Subtree(await db.Units.AsNoTracking().ToListAsync(ct), review.UnitId).Contains(unit.Value))
+            {
+                return ((null, null), "the objective or measure must belong to the review's unit or a unit below it.");
+            }
         }
 
         return objectiveId is null && measureId is null
