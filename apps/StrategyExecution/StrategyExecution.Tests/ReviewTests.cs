@@ -36,6 +36,36 @@ public sealed class ReviewTests(AppFixture fixture) : IClassFixture<AppFixture>
     }
 
     [Fact]
+    public async Task Reviews_and_role_assignments_are_listed_a_page_at_a_time_in_the_order_of_the_whole_list()
+    {
+        using var reader = ApiClient.For(fixture.App);
+        foreach (var path in new[] { "/api/reviews?unit=1", "/api/reviews?", "/api/roles?unit=1", "/api/roles?unit=3" })
+        {
+            var whole = (await reader.GetJson(path)).AsArray().Select(r => r!["id"]!.GetValue<int>()).ToList();
+            Assert.True(whole.Count is >= 2 and < 500, $"{path}: {whole.Count}");
+            var paged = new List<int>();
+            for (int? after = null; ;)
+            {
+                var page = (await reader.GetJson($"{path}&take=3{(after is { } a ? $"&after={a}" : "")}")).AsArray().Select(r => r!["id"]!.GetValue<int>()).ToList();
+                Assert.InRange(page.Count, 0, 3);
+                paged.AddRange(page);
+                if (page.Count < 3)
+                {
+                    break;
+                }
+
+                after = page[^1];
+            }
+
+            Assert.Equal(whole, paged);
+            using var badCursor = await reader.GetAsync(new Uri($"{path}&after=999999", UriKind.Relative));
+            Assert.Equal(HttpStatusCode.BadRequest, badCursor.StatusCode);
+        }
+
+        Assert.InRange((await reader.GetJson("/api/roles?take=100000")).AsArray().Count, 1, 500);
+    }
+
+    [Fact]
     public async Task A_units_cadence_is_scheduled_once()
     {
         using var reader = ApiClient.For(fixture.App);

@@ -47,7 +47,11 @@ public static class ReviewEndpoints
         return api;
     }
 
-    private static async Task<IResult> ListAsync(StrategyDb db, int? unit, CancellationToken ct)
+    /// <summary>
+    /// Reviews by day, at most <paramref name="take"/> (500) at a time; the next page starts after the last one's
+    /// <c>id</c> (<c>after</c>).
+    /// </summary>
+    private static async Task<IResult> ListAsync(StrategyDb db, int? unit, int? take, int? after, CancellationToken ct)
     {
         var query = db.Reviews.AsNoTracking();
         if (unit is { } u)
@@ -55,7 +59,17 @@ public static class ReviewEndpoints
             query = query.Where(r => r.UnitId == u);
         }
 
-        return Results.Ok(await query.OrderBy(r => r.ScheduledFor).ThenBy(r => r.Id).ToListAsync(ct));
+        if (after is { } last)
+        {
+            if (await db.Reviews.AsNoTracking().FirstOrDefaultAsync(r => r.Id == last, ct) is not { } a)
+            {
+                return Problems.Error(400, "INVALID_CURSOR", "after must be the id of a review of an earlier page.");
+            }
+
+            query = query.Where(r => r.ScheduledFor > a.ScheduledFor || (r.ScheduledFor == a.ScheduledFor && r.Id > a.Id));
+        }
+
+        return Results.Ok(await query.OrderBy(r => r.ScheduledFor).ThenBy(r => r.Id).Take(Math.Clamp(take ?? 500, 1, 500)).ToListAsync(ct));
     }
 
     private static async Task<IResult> GetAsync(int id, StrategyDb db, AuditTrail audit, CancellationToken ct)

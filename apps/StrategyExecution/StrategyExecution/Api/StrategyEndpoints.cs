@@ -99,17 +99,34 @@ public static class StrategyEndpoints
         return Results.Ok(await query.OrderBy(p => p.Id).Take(Math.Clamp(take ?? 500, 1, 500)).ToListAsync(ct));
     }
 
-    private static async Task<IResult> RolesAsync(StrategyDb db, int? unit, CancellationToken ct)
+    /// <summary>
+    /// Role assignments by unit, role and person, at most <paramref name="take"/> (500) at a time; the next page starts
+    /// after the last one's <c>id</c> (<c>after</c>).
+    /// </summary>
+    private static async Task<IResult> RolesAsync(StrategyDb db, int? unit, int? take, int? after, CancellationToken ct)
     {
-        var query = from r in db.Roles.AsNoTracking()
-                    join p in db.People.AsNoTracking() on r.PersonId equals p.Id
-                    select new { r.UnitId, r.PersonId, p.Name, r.Role };
+        var roles = db.Roles.AsNoTracking();
         if (unit is { } u)
         {
-            query = query.Where(r => r.UnitId == u);
+            roles = roles.Where(r => r.UnitId == u);
         }
 
-        return Results.Ok(await query.OrderBy(r => r.UnitId).ThenBy(r => r.Role).ThenBy(r => r.PersonId).ToListAsync(ct));
+        if (after is { } last)
+        {
+            if (await db.Roles.AsNoTracking().FirstOrDefaultAsync(r => r.Id == last, ct) is not { } a)
+            {
+                return Problems.Error(400, "INVALID_CURSOR", "after must be the id of a role assignment of an earlier page.");
+            }
+
+            roles = roles.Where(r => r.UnitId > a.UnitId
+                || (r.UnitId == a.UnitId && (r.Role > a.Role || (r.Role == a.Role && (r.PersonId > a.PersonId || (r.PersonId == a.PersonId && r.Id > a.Id))))));
+        }
+
+        var query = from r in roles
+                    join p in db.People.AsNoTracking() on r.PersonId equals p.Id
+                    orderby r.UnitId, r.Role, r.PersonId, r.Id
+                    select new { r.Id, r.UnitId, r.PersonId, p.Name, r.Role };
+        return Results.Ok(await query.Take(Math.Clamp(take ?? 500, 1, 500)).ToListAsync(ct));
     }
 
     private static async Task<int?> PeriodOrActiveAsync(StrategyDb db, ScoreCache cache, int? period, CancellationToken ct)
