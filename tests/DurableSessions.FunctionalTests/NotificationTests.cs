@@ -127,6 +127,7 @@ public sealed class NotificationTests : IAsyncLifetime
         Assert.Equal("run.finished", notification["type"]!.GetValue<string>());
         Assert.Equal(unwatched, notification["runId"]!.GetValue<string>());
         Assert.Equal("notify", notification["sessionId"]!.GetValue<string>());
+        Assert.Equal(HookUrl, notification["destination"]!.GetValue<string>());
         Assert.Equal(notification["id"]!.GetValue<string>(), id);
         Assert.True(Verify(body, signature), "the HMAC-SHA256 signature must verify with the shared secret");
         Assert.False(Verify(body.Replace("notify", "notifz", StringComparison.Ordinal), signature), "a tampered body must not verify");
@@ -384,6 +385,7 @@ public sealed class NotificationTests : IAsyncLifetime
         var notification = JsonNode.Parse(Assert.Single(_receivedGlobal))!;
         Assert.Equal("fork-copy", notification["sessionId"]!.GetValue<string>());
         Assert.Equal("r_fork", notification["runId"]!.GetValue<string>());
+        Assert.Equal(_receiver.Urls.First() + "/global", notification["destination"]!.GetValue<string>());
 
         // The source's own runs still go to the URL it was created with.
         await AppendFinishedRunAsync("fork-source", "r_source");

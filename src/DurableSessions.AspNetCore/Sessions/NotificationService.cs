@@ -156,6 +156,10 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
                 ["messageId"] = run["messageId"]?.DeepClone(),
                 ["offset"] = StreamOffset.Format(change.Chunk.End),
                 ["timestamp"] = _time.GetUtcNow().ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture),
+
+                // Signed with the body: one secret signs for every receiver, so a receiver checks that a notification
+                // was sent to it, not replayed to it by the receiver of another session's URL.
+                ["destination"] = url,
             };
             // The operator's own notification URL is not bounded per receiver: every notification may go there.
             var destination = own is null ? null : HostOf(url);
