@@ -146,6 +146,25 @@ public sealed class BadSessionEventTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_ai_sdk_reader_of_a_run_without_a_message_id_skips_a_message_delete_without_a_value()
+    {
+        var id = "idless-reply";
+        Assert.Equal(HttpStatusCode.Created, (await Client.PutAsync($"/v1/sessions/{id}", new StringContent("{}", Encoding.UTF8, "application/json"), TestContext.Current.CancellationToken)).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await PostRaw(id, Bytes("""[{"type":"run","key":"rX","value":{"id":"rX","agent":"agent:x","status":"started","trigger":"m0"},"headers":{"operation":"insert"}}]"""))).StatusCode);
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
+        cts.CancelAfter(TimeSpan.FromSeconds(30));
+        using var response = await Client.GetAsync($"/api/chat/{id}/stream", HttpCompletionOption.ResponseHeadersRead, cts.Token);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+
+        // The run names no reply message, and a delete carries no value: neither is the reply's, and the feed goes on.
+        Assert.Equal(HttpStatusCode.NoContent, (await PostRaw(id, Bytes("""[{"type":"message","key":"zz","headers":{"operation":"delete"}}]"""))).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await PostRaw(id, Bytes("""[{"type":"run","key":"rX","value":{"id":"rX","agent":"agent:x","status":"finished","trigger":"m0"},"headers":{"operation":"update"}}]"""))).StatusCode);
+        var stream = await response.Content.ReadAsStringAsync(cts.Token);
+        Assert.Contains("\"type\":\"finish\"", stream, StringComparison.Ordinal);
+        Assert.EndsWith("data: [DONE]\n\n", stream, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_posted_message_whose_parts_break_the_event_rules_is_refused_and_the_session_keeps_working()
     {
         var agent = await SessionWithActiveRun("parts");

@@ -406,7 +406,9 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
                         return;
                     }
                 }
-                else if (runId is not null && type == SessionEventTypes.Delta && SessionJson.Text(value, "messageId") == messageId)
+                // A run may leave its messageId out: then no message is its reply, and nothing below matches an event
+                // whose id or messageId is missing too (a delete of a message carries no value).
+                else if (runId is not null && messageId is not null && type == SessionEventTypes.Delta && SessionJson.Text(value, "messageId") == messageId)
                 {
                     var text = SessionJson.Text(value, "text") ?? string.Empty;
                     if (SessionJson.Number(value, "part") == 1)
@@ -420,10 +422,10 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
                         textLength += text.Length;
                     }
                 }
-                else if (runId is not null && type == SessionEventTypes.Message && id == messageId)
+                else if (runId is not null && messageId is not null && type == SessionEventTypes.Message && id == messageId && value is not null)
                 {
                     // A message update carries the whole reply: emit only what the client has not seen yet.
-                    (textLength, reasoningLength, toolCount) = await writer.PartsAsync(value!, textLength, reasoningLength, toolCount).ConfigureAwait(false);
+                    (textLength, reasoningLength, toolCount) = await writer.PartsAsync(value, textLength, reasoningLength, toolCount).ConfigureAwait(false);
                 }
             }
         }
