@@ -1,10 +1,14 @@
 namespace DurableSessions.AspNetCore;
 
-/// <summary>The rule for client-chosen ids (sessions, subscriptions, chats, runs): 1-128 letters, digits, '-', '_' or '.'.</summary>
+/// <summary>The rule for client-chosen ids (sessions, subscriptions, chats, runs): 1-128 letters, digits, '-', '_' or '.', not <c>.</c> or <c>..</c>.</summary>
 internal static class Identifiers
 {
+    /// <remarks>
+    /// <c>.</c> and <c>..</c> are not ids: as a path segment (<c>sessions/..</c>) URLs resolve them away, so a session
+    /// or chat created under one could be neither read nor deleted.
+    /// </remarks>
     public static bool IsValid(string id)
-        => id.Length is > 0 and <= 128 && id.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
+        => id.Length is > 0 and <= 128 && id is not ("." or "..") && id.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
 
     /// <summary>The rule for participant ids (authors, holders, presence), which may also hold ':' (<c>user:alice</c>).</summary>
     public static bool IsParticipant(string id) => IsValid(id.Replace(':', '-'));

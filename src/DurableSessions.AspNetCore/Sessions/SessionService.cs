@@ -540,6 +540,11 @@ internal sealed partial class SessionService : IDisposable
                 {
                     // Another node appended first: decide again on the caught-up state.
                 }
+                catch (TailMovedException)
+                {
+                    // Other nodes appended first every time: answered as a raw append in that case is, not as a fault.
+                    return SessionOperationResult.Contended;
+                }
             }
         }
         finally
@@ -944,6 +949,9 @@ internal readonly record struct SessionOperationResult(int Status, string? Id, l
     public bool NothingAppended { get; init; }
 
     public static SessionOperationResult NotFound => new(404, null, 0, "SESSION_NOT_FOUND", "No session with this id.");
+
+    /// <summary>Other nodes kept appending to the session while the operation was decided; nothing was written.</summary>
+    public static SessionOperationResult Contended => new(409, null, 0, "CONFLICT", "The session kept changing while the operation was decided; nothing was written. Try again.");
 
     public static SessionOperationResult Ok(string id, long offset) => new(200, id, offset, null, null);
 

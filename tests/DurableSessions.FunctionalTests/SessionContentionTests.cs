@@ -1,0 +1,72 @@
+using System.Net;
+using System.Text;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace DurableSessions.FunctionalTests;
+
+/// <summary>Session operations while other writers keep moving the session's tail, and ids a path cannot hold.</summary>
+public sealed class SessionContentionTests
+{
+    [Fact]
+    public async Task A_session_operation_that_other_nodes_keep_outrunning_is_a_409_that_writes_nothing()
+    {
+        ContendedStore store = null!;
+        await using var server = await InProcessServer.StartAsync(services: services =>
+        {
+            var original = services.Single(d => d.ServiceType == typeof(StreamStore));
+            services.Remove(original);
+            services.AddSingleton<StreamStore>(sp => store = new ContendedStore((StreamStore)original.ImplementationFactory!(sp)));
+        });
+        static StringContent Json(string body) => new(body, Encoding.UTF8, "application/json");
+        Assert.Equal(HttpStatusCode.Created, (await server.Client.PutAsync(new Uri("/v1/sessions/contended", UriKind.Relative), Json("{}"))).StatusCode);
+
+        // Every conditional append is answered as if another node had appended first, as a shared store may under load.
+        store.Contended = true;
+        var refused = await server.Client.PostAsync(new Uri("/v1/sessions/contended/messages", UriKind.Relative), Json("{\"text\":\"first\"}"));
+        Assert.Equal(HttpStatusCode.Conflict, refused.StatusCode);
+        Assert.Contains("\"CONFLICT\"", await refused.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        Assert.True(store.Refusals >= 2, "the operation was not decided again on the caught-up state");
+
+        store.Contended = false;
+        Assert.Equal(HttpStatusCode.Created, (await server.Client.PostAsync(new Uri("/v1/sessions/contended/messages", UriKind.Relative), Json("{\"text\":\"second\"}"))).StatusCode);
+        var stream = await server.Client.GetStringAsync(new Uri("/v1/stream/sessions/contended?offset=-1", UriKind.Relative));
+        Assert.Contains("\"second\"", stream, StringComparison.Ordinal);
+        Assert.DoesNotContain("\"first\"", stream, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(".")]
+    [InlineData("..")]
+    public async Task A_chat_or_session_id_of_dots_alone_is_refused(string id)
+    {
+        await using var server = await InProcessServer.StartAsync();
+        var body = new JsonObject { ["id"] = id, ["messages"] = new JsonArray(new JsonObject { ["id"] = "m1", ["role"] = "user", ["parts"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = "hi" }) }) };
+        var chat = await server.Client.PostAsync(new Uri("/api/chat", UriKind.Relative), new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.BadRequest, chat.StatusCode);
+        var create = await server.Client.PutAsync(new Uri($"/v1/sessions/{Uri.EscapeDataString(id).Replace(".", "%2E", StringComparison.Ordinal)}", UriKind.Relative), new StringContent("{}", Encoding.UTF8, "application/json"));
+        Assert.True((int)create.StatusCode is >= 400 and < 500, $"{create.StatusCode}");
+        await foreach (var path in server.Services.GetRequiredService<StreamStore>().ListPathsAsync())
+        {
+            Assert.DoesNotContain("..", path.Split('/').Where(s => s is "." or ".."));
+        }
+    }
+
+    private sealed class ContendedStore(StreamStore inner) : DelegatingStore(inner)
+    {
+        public volatile bool Contended;
+
+        public int Refusals;
+
+        public override async ValueTask<AppendResult> AppendAsync(AppendRequest request, CancellationToken cancellationToken = default)
+        {
+            if (Contended && request.Path == "sessions/contended" && request.ExpectedTail is { } tail)
+            {
+                Interlocked.Increment(ref Refusals);
+                return new AppendResult { Status = AppendStatus.TailMoved, TailPosition = tail };
+            }
+
+            return await Inner.AppendAsync(request, cancellationToken);
+        }
+    }
+}
