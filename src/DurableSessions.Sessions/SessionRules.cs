@@ -624,13 +624,14 @@ public static class SessionRules
     {
         ArgumentNullException.ThrowIfNull(state);
         ArgumentNullException.ThrowIfNull(changes);
-        foreach (var change in changes)
+        var batch = changes as IReadOnlyList<JsonNode?> ?? changes.ToList();
+        foreach (var change in batch)
         {
             var value = change?["value"] as JsonObject;
             var refused = SessionJson.Text(change, "type") switch
             {
                 SessionEventTypes.Run => CheckRunFence(state, SessionJson.Text(change, "key")),
-                SessionEventTypes.Message => CheckRunFence(state, SessionJson.Text(value, "runId")),
+                SessionEventTypes.Message => CheckMessageFence(state, change, value, batch),
                 SessionEventTypes.Delta => CheckDeltaFence(state, SessionJson.Text(value, "messageId") ?? string.Empty, SessionJson.Text(value, "runId")),
                 _ => null,
             };
@@ -655,6 +656,42 @@ public static class SessionRules
         }
 
         return null;
+    }
+
+    /// <summary>
+    /// A message change belongs to the run it names, else to the run the stored message names: a change that leaves
+    /// <c>runId</c> out (an update replaces the whole value) must not rewrite a cancelled reply. A change that moves a
+    /// fenced reply to another run is a new run writing it again (a regenerate): that run starts in the same append.
+    /// </summary>
+    private static SessionEventRejection? CheckMessageFence(SessionState state, JsonNode? change, JsonObject? value, IReadOnlyList<JsonNode?> batch)
+    {
+        var named = SessionJson.Text(value, "runId");
+        if (SessionJson.Text(change?["headers"], "operation") == "delete" || SessionJson.Text(change, "key") is not { } key
+            || !state.TryPeekText(SessionEventTypes.Message, key, "runId", out var owner) || owner is null || owner == named)
+        {
+            return CheckRunFence(state, named);
+        }
+
+        if (named is null || !StartsIn(batch, named))
+        {
+            return CheckRunFence(state, owner) ?? CheckRunFence(state, named);
+        }
+
+        return CheckRunFence(state, named);
+    }
+
+    private static bool StartsIn(IReadOnlyList<JsonNode?> batch, string runId)
+    {
+        for (var i = 0; i < batch.Count; i++)
+        {
+            if (SessionJson.Text(batch[i], "type") == SessionEventTypes.Run && SessionJson.Text(batch[i], "key") == runId
+                && SessionJson.Text(batch[i]?["value"], "status") == "started")
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     // A delta belongs to the run it names, else to its message's run.

@@ -139,6 +139,27 @@ public sealed class SessionRulesTests
     }
 
     [Fact]
+    public void The_fence_holds_a_cancelled_reply_against_a_message_change_that_leaves_its_run_out_or_names_another()
+    {
+        var session = new SessionFixture();
+        var run = session.StartedRun();
+        session.Apply(SessionRules.Cancel(session.State, run.Id!, "user:alice", session.Events));
+        JsonNode Rewrite(string? runId) => session.Events.Reply(ChangeOperation.Update, run.MessageId!, run.Agent!, runId!, [new TextPart("late")], MessageStatus.Complete, SessionFixture.Time).ToJson();
+
+        // An update replaces the whole value: without its runId it would still rewrite the cancelled reply.
+        var withoutRun = Rewrite(run.Id);
+        ((JsonObject)withoutRun["value"]!).Remove("runId");
+        Assert.Equal(SessionRejection.RunCancelled, SessionRules.CheckFence(session.State, [withoutRun])?.Code);
+        Assert.Equal(SessionRejection.RunCancelled, SessionRules.CheckFence(session.State, [Rewrite("r_nobody")])?.Code);
+        Assert.Equal(SessionRejection.RunCancelled, SessionRules.CheckFence(session.State, [Rewrite(run.Id)])?.Code);
+
+        // A new run that starts in the same append writes the reply again; a delete is not the fence's to judge.
+        var started = session.Events.RunStarted("r_new", run.Agent!, run.MessageId!, run.Trigger!);
+        Assert.Null(SessionRules.CheckFence(session.State, [started.ToJson(), Rewrite("r_new")]));
+        Assert.Null(SessionRules.CheckFence(session.State, [JsonNode.Parse($$$"""{"type":"message","key":"{{{run.MessageId}}}","headers":{"operation":"delete"}}""")]));
+    }
+
+    [Fact]
     public void Cancel_of_a_finished_run_is_refused_as_not_active()
     {
         var session = new SessionFixture();
