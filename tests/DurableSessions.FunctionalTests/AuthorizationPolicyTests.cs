@@ -109,6 +109,22 @@ public sealed class AuthorizationPolicyTests
         var head = await client.SendAsync(new HttpRequestMessage(HttpMethod.Head, "/v1/stream/sessions/locked-1") { Headers = { { "Authorization", "Bearer owner" } } });
         Assert.False(head.Headers.Contains("Stream-Closed"));
 
+        // A session created closed is closed by its creator: admin, as for a close later; without it nothing is created.
+        HttpRequestMessage CreateClosed(string path, string key)
+        {
+            var create = new HttpRequestMessage(HttpMethod.Put, path) { Content = new StringContent("[]", Encoding.UTF8, "application/json") };
+            create.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", key);
+            create.Headers.Add("Stream-Closed", "true");
+            return create;
+        }
+
+        var closedByEditor = await client.SendAsync(CreateClosed("/v1/stream/sessions/born-closed", "editor"));
+        Assert.Equal(HttpStatusCode.Forbidden, closedByEditor.StatusCode);
+        Assert.Contains("admin", (await ErrorOf(closedByEditor))["message"]!.GetValue<string>());
+        Assert.Equal(HttpStatusCode.NotFound, (await Send(client, HttpMethod.Get, "/v1/stream/sessions/born-closed?offset=-1", "owner")).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await client.SendAsync(CreateClosed("/v1/stream/sessions/locked-closed", "owner"))).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await client.SendAsync(CreateClosed("/v1/stream/sessions/born-closed", "owner"))).StatusCode);
+
         // Where the token grants control (owner on other sessions), a steer is taken.
         Assert.Equal(HttpStatusCode.Created, (await Send(client, HttpMethod.Put, "/v1/sessions/free-1", "owner", "{}")).StatusCode);
         Assert.Equal(HttpStatusCode.NoContent, (await Send(client, HttpMethod.Post, "/v1/stream/sessions/free-1", "owner", Steer("owner"))).StatusCode);

@@ -15,8 +15,14 @@ internal sealed class SessionAppendPolicy(SessionService sessions) : IStreamAppe
     /// <summary>Only a control event asks for control: data in which no string reads <c>control</c> holds none.</summary>
     public bool AsksControl(ReadOnlySpan<byte> data) => JsonStringScan.MayHoldString(data, "\"control\""u8, "control"u8);
 
-    public AppendRefusal? CheckCreate(string path, string? contentType, string? forkedFrom, StreamPayload initialData, PolicyWriter writer)
+    public AppendRefusal? CheckCreate(string path, string? contentType, string? forkedFrom, StreamPayload initialData, bool closed, PolicyWriter writer)
     {
+        // Created closed, a session is closed by whoever creates it: that needs admin, as closing it later does.
+        if (closed && !writer.MayAdmin)
+        {
+            return new AppendRefusal(403, "FORBIDDEN", "Creating a session stream closed needs the admin capability on it.");
+        }
+
         // A stream of another type would take any bytes past every session rule, and still hold the session's id.
         if (contentType is not null && !StreamContentType.IsJson(contentType))
         {

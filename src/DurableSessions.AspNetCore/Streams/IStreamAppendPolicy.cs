@@ -18,10 +18,10 @@ internal interface IStreamAppendPolicy
     bool AsksControl(ReadOnlySpan<byte> data);
 
     /// <summary>
-    /// Checks a create (or fork) with its content type (null: a fork that takes its source's) and initial data; null when
-    /// allowed. Nothing is created when refused.
+    /// Checks a create (or fork) with its content type (null: a fork that takes its source's), initial data and whether it
+    /// is created closed; null when allowed. Nothing is created when refused.
     /// </summary>
-    AppendRefusal? CheckCreate(string path, string? contentType, string? forkedFrom, StreamPayload initialData, PolicyWriter writer);
+    AppendRefusal? CheckCreate(string path, string? contentType, string? forkedFrom, StreamPayload initialData, bool closed, PolicyWriter writer);
 
     /// <summary>
     /// Called once a create it governs has stored initial data (not for a fork, nor for a create that found the stream

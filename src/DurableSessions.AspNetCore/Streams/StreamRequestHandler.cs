@@ -224,8 +224,8 @@ internal sealed partial class StreamRequestHandler
         // fork of a source that is not there, which the store refuses).
         var createdType = effectiveType ?? (forkedFrom is null ? StreamContentType.Default : null);
         if (PolicyFor(path) is { } createPolicy
-            && createPolicy.CheckCreate(path, createdType, forkedFrom, jsonBody ? payload : StreamPayload.Empty,
-                await PolicyWriter.ForAsync(context, path, createPolicy, jsonBody ? body.Value : ReadOnlyMemory<byte>.Empty, closing: false).ConfigureAwait(false)) is { } refused)
+            && createPolicy.CheckCreate(path, createdType, forkedFrom, jsonBody ? payload : StreamPayload.Empty, closed,
+                await PolicyWriter.ForAsync(context, path, createPolicy, jsonBody ? body.Value : ReadOnlyMemory<byte>.Empty, closing: closed).ConfigureAwait(false)) is { } refused)
         {
             await Problem.Write(context, refused.Status, refused.Code, refused.Message).ConfigureAwait(false);
             return;
