@@ -100,6 +100,13 @@ public sealed record PostMessageRequest(string Author, IReadOnlyList<MessagePart
     /// message; null for an id the session picks.
     /// </summary>
     public string? Id { get; init; }
+
+    /// <summary>
+    /// Whether the poster may stop runs (the control capability). Under the <see cref="NewMessagePolicy.Interrupt"/>
+    /// policy a user message stops the runs still going, so one posted while a run is active by a poster who may not
+    /// is refused, as a regenerate or edit that would stop one is. True by default (a server without access control).
+    /// </summary>
+    public bool MayStop { get; init; } = true;
 }
 
 /// <summary>
@@ -148,6 +155,11 @@ public static class SessionRules
 
             if (policy == NewMessagePolicy.Interrupt)
             {
+                if (!request.MayStop)
+                {
+                    return SessionDecision.Reject(SessionRejection.RunActive, $"Run {active.Id} is still running, and this session's messages interrupt it, which needs the control capability; send it once the run ends.");
+                }
+
                 foreach (var run in state.StartedRuns)
                 {
                     appended.AddRange(Stop(state, run, request.Author, "interrupted by a new message", pause: false, events, out _));

@@ -314,4 +314,34 @@ public sealed class AccessControlHardeningTests : IAsyncLifetime
 
         Assert.Equal(HttpStatusCode.NotFound, (await Send(HttpMethod.Get, "/v1/stream/__ds/subscriptions/big", _root)).StatusCode);
     }
+
+    [Fact]
+    public async Task A_message_that_would_interrupt_a_run_needs_control()
+    {
+        var writer = Token("user:bob", ("sessions/**", [Capability.Read, Capability.Write]));
+        var controller = Token("user:alice", ("sessions/**", [Capability.Read, Capability.Write, Capability.Control]));
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Put, "/v1/sessions/interrupting", _root, "{\"newMessagePolicy\":\"interrupt\"}")).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Post, "/v1/sessions/interrupting/messages", writer, "{\"text\":\"first\"}")).StatusCode);
+        var agent = Token("agent:test", ("sessions/**", [Capability.Read, Capability.Write]));
+        var start = await Send(HttpMethod.Post, "/v1/stream/sessions/interrupting", agent, """
+            [{"type":"run","key":"r1","value":{"id":"r1","agent":"agent:test","messageId":"m-reply","status":"started"},"headers":{"operation":"insert"}},
+             {"type":"message","key":"m-reply","value":{"id":"m-reply","role":"assistant","author":"agent:test","runId":"r1","parts":[],"status":"streaming"},"headers":{"operation":"insert"}}]
+            """);
+        Assert.True(start.IsSuccessStatusCode, await start.Content.ReadAsStringAsync());
+
+        // Without control the message would cancel the agent's run: refused, over the sessions API and the AI SDK chat.
+        var refused = await Send(HttpMethod.Post, "/v1/sessions/interrupting/messages", writer, "{\"text\":\"stop that\"}");
+        Assert.Equal(HttpStatusCode.Conflict, refused.StatusCode);
+        Assert.Contains("RUN_ACTIVE", await refused.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        var chat = await Send(HttpMethod.Post, "/api/chat", writer, "{\"id\":\"interrupting\",\"messages\":[{\"id\":\"m-chat\",\"role\":\"user\",\"parts\":[{\"type\":\"text\",\"text\":\"stop that\"}]}]}");
+        Assert.Equal(HttpStatusCode.Conflict, chat.StatusCode);
+        var snapshot = await (await Send(HttpMethod.Get, "/v1/stream/sessions/interrupting?offset=-1", _root)).Content.ReadAsStringAsync();
+        Assert.DoesNotContain("cancelled", snapshot, StringComparison.Ordinal);
+        Assert.DoesNotContain("stop that", snapshot, StringComparison.Ordinal);
+
+        // With control it interrupts, as the session's policy says.
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Post, "/v1/sessions/interrupting/messages", controller, "{\"text\":\"stop that\"}")).StatusCode);
+        var after = await (await Send(HttpMethod.Get, "/v1/stream/sessions/interrupting?offset=-1", _root)).Content.ReadAsStringAsync();
+        Assert.Contains("\"status\":\"cancelled\"", after, StringComparison.Ordinal);
+    }
 }

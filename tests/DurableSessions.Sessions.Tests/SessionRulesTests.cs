@@ -45,6 +45,22 @@ public sealed class SessionRulesTests
     }
 
     [Fact]
+    public void PostMessage_under_the_interrupt_policy_from_a_poster_who_may_not_stop_runs_is_refused_while_one_is_active()
+    {
+        var session = new SessionFixture(NewMessagePolicy.Interrupt);
+        var run = session.StartedRun();
+
+        var refused = SessionRules.PostMessage(session.State, new PostMessageRequest("user:bob", "stop that") { MayStop = false }, session.Events);
+        Assert.Equal(SessionRejection.RunActive, refused.Rejection?.Code);
+        Assert.Contains("control", refused.Rejection?.Message, StringComparison.Ordinal);
+        Assert.Equal(RunStatus.Started, session.State.GetRun(run.Id!)!.Status);
+
+        // Once no run is going there is nothing to stop: the same poster's message is taken.
+        session.Apply(SessionRules.Cancel(session.State, run.Id!, "user:alice", session.Events));
+        Assert.False(SessionRules.PostMessage(session.State, new PostMessageRequest("user:bob", "now?") { MayStop = false }, session.Events).IsRejected);
+    }
+
+    [Fact]
     public void PostMessage_interrupt_policy_cancels_the_active_run_in_the_same_append()
     {
         var session = new SessionFixture(NewMessagePolicy.Interrupt);

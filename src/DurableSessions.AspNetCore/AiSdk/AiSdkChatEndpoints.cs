@@ -135,7 +135,8 @@ internal sealed class AiSdkChatEndpoints(SessionService sessions, StreamStore st
         // (a chat loaded from the session can regenerate and edit by it), and the same message sent again is answered
         // with its reply instead of being asked twice.
         var clientId = SessionJson.Text(message, "id") is { } given && Identifiers.IsValid(given) ? given : null;
-        var posted = await sessions.PostMessageAsync(chatId, new PostMessageRequest(author, text) { Id = clientId }, context.RequestAborted).ConfigureAwait(false);
+        var mayInterrupt = await Auth.AccessControl.AllowsAsync(context, new Auth.StreamResource(SessionService.StreamPath(chatId)), Auth.Capability.Control).ConfigureAwait(false);
+        var posted = await sessions.PostMessageAsync(chatId, new PostMessageRequest(author, text) { Id = clientId, MayStop = mayInterrupt }, context.RequestAborted).ConfigureAwait(false);
         if (posted.Status != 200)
         {
             await Problem.Write(context, posted.Status, posted.Code!, posted.Message!).ConfigureAwait(false);

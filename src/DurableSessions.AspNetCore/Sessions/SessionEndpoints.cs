@@ -198,7 +198,9 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         }
 
         var author = Identity(context, Str(body, "author"));
-        var result = await sessions.PostMessageAsync(id, new PostMessageRequest(author, parts, new MessageRole(role)) { Id = messageId }, context.RequestAborted).ConfigureAwait(false);
+        // Under the interrupt policy a message stops the runs still going: that asks control, as a cancel does.
+        var mayInterrupt = await Auth.AccessControl.AllowsAsync(context, new Auth.StreamResource(SessionService.StreamPath(id)), Auth.Capability.Control).ConfigureAwait(false);
+        var result = await sessions.PostMessageAsync(id, new PostMessageRequest(author, parts, new MessageRole(role)) { Id = messageId, MayStop = mayInterrupt }, context.RequestAborted).ConfigureAwait(false);
         await WriteResult(context, result, "messageId", created: true).ConfigureAwait(false);
     }
 
