@@ -141,6 +141,39 @@ public sealed class AgentTurnTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", "{\"worker\":\"w1\"}")).StatusCode);
     }
 
+    [Fact]
+    public async Task A_session_deleted_and_created_again_under_a_claim_ends_the_claims_turn_with_404()
+    {
+        await Ask("s7");
+        var claim = await Claim("w1");
+        Assert.Equal(HttpStatusCode.NoContent, (await _server.Client.DeleteAsync("/v1/stream/sessions/s7")).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await _server.Client.PutAsync("/v1/sessions/s7", new StringContent("{}", System.Text.Encoding.UTF8, "application/json"))).StatusCode);
+
+        // The claim answered the session that is gone: its heartbeat hears so, whatever is at the path now.
+        var heartbeat = await Ack(claim, done: false);
+        Assert.Equal(HttpStatusCode.NotFound, heartbeat.StatusCode);
+        Assert.Equal("STREAM_NOT_FOUND", (string?)JsonNode.Parse(await heartbeat.Content.ReadAsStringAsync())!["error"]!["code"]);
+
+        // That ended the turn: the claim holds nothing any more, and nothing waits.
+        await AssertFenced(await Ack(claim, done: true));
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\"}")).StatusCode);
+    }
+
+    [Fact]
+    public async Task An_ack_past_the_sessions_end_is_400_and_leaves_the_claim_as_it_was()
+    {
+        var asked = await AskAt("s8");
+        var claim = await Claim("w1");
+        var beyond = await Post(HttpMethod.Post, "/v1/agents/agent:a/ack", AckBody(claim, done: true, offset: "0000000000000000_0000000099999999"));
+        Assert.Equal(HttpStatusCode.BadRequest, beyond.StatusCode);
+        Assert.Equal("OFFSET_BEYOND_TAIL", (string?)JsonNode.Parse(await beyond.Content.ReadAsStringAsync())!["error"]!["code"]);
+
+        // The claim still holds the turn: the ack that names the real offset completes it.
+        var done = await Post(HttpMethod.Post, "/v1/agents/agent:a/ack", AckBody(claim, done: true, offset: asked));
+        Assert.Equal(HttpStatusCode.OK, done.StatusCode);
+        Assert.False((bool)JsonNode.Parse(await done.Content.ReadAsStringAsync())!["next_wake"]!);
+    }
+
     [Theory]
     [InlineData("PUT", "/v1/agents/agent:a", "{\"lease_ttl_ms\":10}", 400, "INVALID_LEASE")]
     [InlineData("PUT", "/v1/agents/agent:a", "{\"lease_ttl_ms\":\"1000\"}", 400, "INVALID_LEASE")]

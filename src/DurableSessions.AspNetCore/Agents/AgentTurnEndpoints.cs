@@ -279,6 +279,9 @@ internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessCont
             case TurnAckStatus.StreamNotFound:
                 await Problem.Write(context, 404, "STREAM_NOT_FOUND", $"The session {stream} no longer exists; its turn has ended.").ConfigureAwait(false);
                 return;
+            case TurnAckStatus.OffsetBeyondTail:
+                await Problem.Write(context, 400, "OFFSET_BEYOND_TAIL", $"The acked offset is past the end of {stream}; nothing was acked.").ConfigureAwait(false);
+                return;
         }
 
         if (release)

@@ -435,9 +435,16 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
     private async Task<TurnAckOutcome> AckLockedAsync(string agent, string stream, string? token, string? wakeId, long? generation, bool done, long? answeredPosition, CancellationToken cancellationToken)
     {
-        if (await CurrentClaimAsync(agent, stream, token, wakeId, generation, cancellationToken).ConfigureAwait(false) is not { } turn)
+        var (turn, tail, gone) = await CurrentClaimAsync(agent, stream, token, wakeId, generation, cancellationToken).ConfigureAwait(false);
+        if (turn is null)
         {
-            return await EndedAsync(stream, cancellationToken).ConfigureAwait(false);
+            return await EndedAsync(stream, gone, cancellationToken).ConfigureAwait(false);
+        }
+
+        // An offset past the session's end names an answer to what nobody has asked yet: refused, and nothing changes.
+        if (answeredPosition > tail)
+        {
+            return new TurnAckOutcome(TurnAckStatus.OffsetBeyondTail, false, null);
         }
 
         var registration = _agents.GetValueOrDefault(agent);
@@ -470,9 +477,10 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
     private async Task<TurnAckOutcome> ReleaseLockedAsync(string agent, string stream, string? token, string? wakeId, long? generation, CancellationToken cancellationToken)
     {
-        if (await CurrentClaimAsync(agent, stream, token, wakeId, generation, cancellationToken).ConfigureAwait(false) is not { } turn)
+        var (turn, _, gone) = await CurrentClaimAsync(agent, stream, token, wakeId, generation, cancellationToken).ConfigureAwait(false);
+        if (turn is null)
         {
-            return await EndedAsync(stream, cancellationToken).ConfigureAwait(false);
+            return await EndedAsync(stream, gone, cancellationToken).ConfigureAwait(false);
         }
 
         WaitAgainOrDrop(turn);
@@ -480,11 +488,15 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         return new TurnAckOutcome(TurnAckStatus.Ok, _agents.ContainsKey(agent), null);
     }
 
-    private async Task<TurnRecord?> CurrentClaimAsync(string agent, string stream, string? token, string? wakeId, long? generation, CancellationToken cancellationToken)
+    /// <summary>
+    /// The turn a claim's token, wake id and generation hold, with its session's tail; no turn when they hold none now.
+    /// A session deleted under the claim, or deleted and created again at its path, ends the turn (<c>Gone</c>).
+    /// </summary>
+    private async Task<(TurnRecord? Turn, long Tail, bool Gone)> CurrentClaimAsync(string agent, string stream, string? token, string? wakeId, long? generation, CancellationToken cancellationToken)
     {
         if (!_turns.TryGetValue(TurnRecord.KeyOf(agent, stream), out var turn) || token is null || turn.TokenHash is null)
         {
-            return null;
+            return default;
         }
 
         var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
@@ -492,22 +504,29 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             && wakeId == turn.WakeId && generation == turn.Generation && turn.LeaseExpiresAt > now;
         if (!matches)
         {
-            return null;
+            return default;
         }
 
-        // A session deleted under a claim ends the turn: the claimer hears 404, not a fence.
+        // A session deleted under a claim ends the turn: the claimer hears 404, not a fence. So does one deleted and
+        // created again at the path: the claim answered the session that is gone, and the new one asked nothing of it
+        // (a message there would have made the turn the new session's, and fenced this claim).
         var lookup = await _store.GetAsync(stream, cancellationToken).ConfigureAwait(false);
-        if (lookup.Status != StreamLookupStatus.Found)
+        if (lookup.Status != StreamLookupStatus.Found || (turn.StreamId != 0 && lookup.Stream!.Id != turn.StreamId))
         {
             Drop(turn);
-            return null;
+            return (null, 0, true);
         }
 
-        return turn;
+        return (turn, lookup.Stream!.TailPosition, false);
     }
 
-    private async Task<TurnAckOutcome> EndedAsync(string stream, CancellationToken cancellationToken)
+    private async Task<TurnAckOutcome> EndedAsync(string stream, bool gone, CancellationToken cancellationToken)
     {
+        if (gone)
+        {
+            return new TurnAckOutcome(TurnAckStatus.StreamNotFound, false, null);
+        }
+
         var lookup = await _store.GetAsync(stream, cancellationToken).ConfigureAwait(false);
         return new TurnAckOutcome(lookup.Status == StreamLookupStatus.Found ? TurnAckStatus.Fenced : TurnAckStatus.StreamNotFound, false, null);
     }
@@ -1137,6 +1156,7 @@ internal enum TurnAckStatus
     Ok,
     Fenced,
     StreamNotFound,
+    OffsetBeyondTail,
 }
 
 internal readonly record struct TurnAckOutcome(TurnAckStatus Status, bool NextWake, long? LeaseExpiresAt);
