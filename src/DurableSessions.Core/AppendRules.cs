@@ -80,7 +80,7 @@ public static class AppendRules
             newProducerState = new ProducerState(stamp.Epoch, stamp.Seq);
         }
 
-        if (request.StreamSeq is { } seq && stream.LastStreamSeq is { } last && string.CompareOrdinal(seq, last) <= 0)
+        if (request.StreamSeq is { } seq && stream.LastStreamSeq is { } last && CompareBytewise(seq, last) <= 0)
         {
             return Reject(AppendStatus.SequenceConflict, tail);
         }
@@ -113,6 +113,32 @@ public static class AppendRules
 
     private static AppendDecision Reject(AppendStatus status, long tail, bool closed = false, long producerEpoch = 0, long producerSeq = 0)
         => new(new AppendResult { Status = status, TailPosition = tail, Closed = closed, ProducerEpoch = producerEpoch, ProducerSeq = producerSeq }, Apply: false, null);
+
+    /// <summary>
+    /// Orders two <c>Stream-Seq</c> values as their UTF-8 bytes order (code point order), as the protocol compares them
+    /// and a store that compares bytes does. UTF-16 ordinal order differs for characters past U+FFFF, whose surrogates
+    /// sort before U+E000–U+FFFF.
+    /// </summary>
+    internal static int CompareBytewise(string left, string right)
+    {
+        ArgumentNullException.ThrowIfNull(left);
+        ArgumentNullException.ThrowIfNull(right);
+        int i = 0, j = 0;
+        while (i < left.Length && j < right.Length)
+        {
+            System.Text.Rune.DecodeFromUtf16(left.AsSpan(i), out var a, out var aLength);
+            System.Text.Rune.DecodeFromUtf16(right.AsSpan(j), out var b, out var bLength);
+            if (a.Value != b.Value)
+            {
+                return a.Value.CompareTo(b.Value);
+            }
+
+            i += aLength;
+            j += bLength;
+        }
+
+        return (left.Length - i).CompareTo(right.Length - j);
+    }
 }
 
 /// <summary>The outcome of <see cref="AppendRules.Decide"/>.</summary>

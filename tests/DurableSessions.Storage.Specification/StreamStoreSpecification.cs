@@ -200,7 +200,12 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
         Assert.Equal(AppendStatus.SequenceConflict, (await Append(store, "q", "3", seq: "10")).Status);
         Assert.Equal(AppendStatus.SequenceConflict, (await Append(store, "q", "3", seq: "1")).Status);
         Assert.Equal(AppendStatus.Appended, (await Append(store, "q", "3", seq: "9")).Status);
-        Assert.Equal("123", await ReadAll(store, "q"));
+
+        // Past U+FFFF too: in UTF-8 (and code point) order U+1F600 follows U+FF01, though its UTF-16 surrogates sort before it.
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "q", "4", seq: "\uFF01")).Status);
+        Assert.Equal(AppendStatus.Appended, (await Append(store, "q", "5", seq: "\U0001F600")).Status);
+        Assert.Equal(AppendStatus.SequenceConflict, (await Append(store, "q", "6", seq: "\uFFEE")).Status);
+        Assert.Equal("12345", await ReadAll(store, "q"));
     }
 
     [Fact]
