@@ -50,6 +50,9 @@ public sealed partial class RedisStreamStore : StreamStore
     private int _sweeping;
     private int _sweepRequested;
     private long _lastLimitSweep;
+    private readonly ConcurrentDictionary<string, long> _ownerSweeps = new(StringComparer.Ordinal);
+    private static readonly TimeSpan OwnerSweepInterval = TimeSpan.FromSeconds(10);
+    private const int MaxOwnerSweepsRemembered = 10_000;
 
     private RedisStreamStore(RedisStreamStoreOptions options, TimeProvider timeProvider, StreamFanout fanout, ILogger logger)
         : base(timeProvider, fanout)
@@ -263,7 +266,7 @@ public sealed partial class RedisStreamStore : StreamStore
     {
         var key = OwnerKey(owner);
         var count = await Call(_db.SetLengthAsync(key)).ConfigureAwait(false);
-        if (count < limit)
+        if (count < limit || !TryStartOwnerSweep(owner))
         {
             return count;
         }
@@ -278,6 +281,28 @@ public sealed partial class RedisStreamStore : StreamStore
         }
 
         return await Call(_db.SetLengthAsync(key)).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Whether this node may look through <paramref name="owner"/>'s streams for stale entries now: at most once per
+    /// <see cref="OwnerSweepInterval"/> for each owner, since a sweep reads every stream the owner holds (one call each),
+    /// and a client at its limit may ask for creates over and over.
+    /// </summary>
+    private bool TryStartOwnerSweep(string owner)
+    {
+        var now = TimeProvider.GetTimestamp();
+        if (_ownerSweeps.TryGetValue(owner, out var last))
+        {
+            return TimeProvider.GetElapsedTime(last, now) >= OwnerSweepInterval && _ownerSweeps.TryUpdate(owner, now, last);
+        }
+
+        // Bounded: past the bound the times are forgotten, which at worst lets each owner sweep once more.
+        if (_ownerSweeps.Count >= MaxOwnerSweepsRemembered)
+        {
+            _ownerSweeps.Clear();
+        }
+
+        return _ownerSweeps.TryAdd(owner, now);
     }
 
     private string OwnerKey(string owner) => _prefix + ":owner:" + owner;

@@ -893,6 +893,36 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Creates_refused_at_an_owners_limit_do_not_each_read_every_stream_the_owner_holds()
+    {
+        const int Limit = 50;
+
+        // A separate server: its command counters then count this test's calls alone.
+        await using var own = await RedisServer.StartAsync();
+        await using var store = await RedisStreamStore.ConnectAsync(new RedisStreamStoreOptions { Configuration = own.Configuration, KeyPrefix = _prefix });
+        for (var i = 0; i < Limit; i++)
+        {
+            var created = await store.CreateAsync(new CreateStreamRequest { Path = $"mine/{i}", ContentType = "text/plain", Owner = "user:busy", MaxStreamsPerOwner = Limit });
+            Assert.Equal(CreateStreamStatus.Created, created.Status);
+        }
+
+        using var admin = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(own.Configuration + ",allowAdmin=true");
+        var server = admin.GetServer(admin.GetEndPoints()[0]);
+        async Task<long> StreamReads() => (await server.InfoAsync("commandstats")).SelectMany(g => g)
+            .Where(p => p.Key == "cmdstat_hgetall").Select(p => long.Parse(p.Value.Split(',')[0]["calls=".Length..], System.Globalization.CultureInfo.InvariantCulture)).SingleOrDefault();
+
+        // Twenty refused creates in a row: the owner's streams are looked through for stale entries once, not each time.
+        var before = await StreamReads();
+        for (var i = 0; i < 20; i++)
+        {
+            var refused = await store.CreateAsync(new CreateStreamRequest { Path = $"more/{i}", ContentType = "text/plain", Owner = "user:busy", MaxStreamsPerOwner = Limit });
+            Assert.Equal(CreateStreamStatus.OwnerLimitReached, refused.Status);
+        }
+
+        Assert.InRange(await StreamReads() - before, Limit, 2 * Limit);
+    }
+
+    [Fact]
     public async Task A_read_of_large_records_takes_about_a_reads_worth_from_redis_not_a_whole_batch()
     {
         const int Records = 24;
