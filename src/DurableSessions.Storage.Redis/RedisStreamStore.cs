@@ -358,7 +358,18 @@ public sealed partial class RedisStreamStore : StreamStore
             }
 
             sent = true;
-            written = (string)(await ScriptAsync(RedisScripts.Create, keys, [.. args]).ConfigureAwait(false))! == "OK";
+            try
+            {
+                written = (string)(await ScriptAsync(RedisScripts.Create, keys, [.. args]).ConfigureAwait(false))! == "OK";
+            }
+            catch (StreamStoreUnavailableException)
+            {
+                // The script may have run, or may still run, as an append's may (see AppendAsync): its notification is
+                // then this node's only word of the new stream and its first data, so it is judged here when it comes.
+                ExpectEcho(request.Path);
+                throw;
+            }
+
             if (!written)
             {
                 refused = true;

@@ -833,6 +833,51 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_create_whose_answer_was_lost_is_judged_on_this_node_once_redis_runs_it()
+    {
+        // As above: a redis-server of its own, paused just before the create's script, and short client timeouts.
+        await using var own = await RedisServer.StartAsync();
+        await using var store = await RedisStreamStore.ConnectAsync(new RedisStreamStoreOptions { Configuration = own.Configuration + ",asyncTimeout=300,syncTimeout=300", KeyPrefix = _prefix });
+        using var admin = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(own.Configuration + ",allowAdmin=true");
+        var judged = System.Threading.Channels.Channel.CreateUnbounded<LiveAppend>();
+        store.Fanout.AddObserver(change =>
+        {
+            if (change.Path.StartsWith("lost-create", StringComparison.Ordinal) && !change.IsRemote && !change.Deleted)
+            {
+                judged.Writer.TryWrite(change);
+            }
+        });
+
+        // The create (with its first data) is not acknowledged, and Redis runs it when the pause ends: judged here from
+        // its notification, data and all, as services that act once per change (subscriptions, a session's turn) need.
+        // (A client that gives up on its connection takes the paused command with it: then nothing was created, and the
+        // attempt is made again under another path.)
+        // One create answered first: Redis then has the create script, so the held one needs no second round trip.
+        Assert.Equal(CreateStreamStatus.Created, (await store.CreateAsync(new CreateStreamRequest { Path = "answered-create", ContentType = "text/plain" })).Status);
+        StreamInfo? created = null;
+        for (var attempt = 0; attempt < 3 && created is null; attempt++)
+        {
+            var path = $"lost-create-{attempt}";
+            store.BeforeCreateScript = () => admin.GetDatabase().ExecuteAsync("CLIENT", "PAUSE", "10000", "WRITE");
+            await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => store.CreateAsync(new CreateStreamRequest { Path = path, ContentType = "text/plain", InitialData = new StreamPayload("first"u8.ToArray(), 5) }).AsTask());
+            store.BeforeCreateScript = null;
+            await admin.GetDatabase().ExecuteAsync("CLIENT", "UNPAUSE");
+            var until = DateTime.UtcNow.AddSeconds(6);
+            while (DateTime.UtcNow < until && (await store.GetAsync(path)).Stream is null)
+            {
+                await Task.Delay(20);
+            }
+
+            created = (await store.GetAsync(path)).Stream;
+        }
+
+        Assert.NotNull(created);
+        using var wait = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        var change = await judged.Reader.ReadAsync(wait.Token);
+        Assert.Equal((created.Id, 0L, 5L, "first"), (change.StreamId, change.Chunk.Start, change.Chunk.End, System.Text.Encoding.UTF8.GetString(change.Chunk.Data.Span)));
+    }
+
+    [Fact]
     public async Task Scripts_run_by_hash_are_sent_again_when_redis_no_longer_has_them()
     {
         var a = await Node();
