@@ -344,4 +344,23 @@ public sealed class AccessControlHardeningTests : IAsyncLifetime
         var after = await (await Send(HttpMethod.Get, "/v1/stream/sessions/interrupting?offset=-1", _root)).Content.ReadAsStringAsync();
         Assert.Contains("\"status\":\"cancelled\"", after, StringComparison.Ordinal);
     }
+
+    [Theory]
+    [InlineData("auth0|abc123")]
+    [InlineData("someone@example.com")]
+    public async Task A_token_subject_spelled_as_an_identity_provider_spells_it_can_be_present_leave_and_take_control(string subject)
+    {
+        var token = Token(subject, ("sessions/**", [Capability.Read, Capability.Write, Capability.Control]));
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Put, "/v1/sessions/subjects", _root, "{}")).StatusCode);
+
+        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Post, "/v1/sessions/subjects/presence", token, "{\"kind\":\"human\"}")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Post, "/v1/sessions/subjects/handoff", token, "{}")).StatusCode);
+        var held = await (await Send(HttpMethod.Get, "/v1/stream/sessions/subjects?offset=-1", _root)).Content.ReadAsStringAsync();
+        Assert.Contains($"\"holder\":\"{subject}\"", held, StringComparison.Ordinal);
+        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Delete, "/v1/sessions/subjects/handoff", token)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Delete, $"/v1/sessions/subjects/presence/{Uri.EscapeDataString(subject)}", token)).StatusCode);
+
+        // Someone else's id is still refused, and an id a body claims keeps the participant alphabet.
+        Assert.Equal(HttpStatusCode.Forbidden, (await Send(HttpMethod.Delete, "/v1/sessions/subjects/presence/user%3Aother", token)).StatusCode);
+    }
 }

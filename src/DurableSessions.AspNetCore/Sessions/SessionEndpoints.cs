@@ -53,7 +53,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
             case (2, "POST") when segments[1] == "presence":
                 await HeartbeatAsync(context, id).ConfigureAwait(false);
                 return;
-            case (3, "DELETE") when segments[1] == "presence" && Identifiers.IsParticipant(segments[2]):
+            case (3, "DELETE") when segments[1] == "presence" && IsParticipant(context, Uri.UnescapeDataString(segments[2])):
                 var leaving = Uri.UnescapeDataString(segments[2]);
                 if (AccessControlOn(context) && leaving != Identity(context, null))
                 {
@@ -271,7 +271,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
         }
 
         var holder = Identity(context, Str(body, "holder"));
-        if (holder == "anonymous" || !Identifiers.IsParticipant(holder))
+        if (holder == "anonymous" || !IsParticipant(context, holder))
         {
             await Problem.Write(context, 400, "INVALID_HANDOFF", "A handoff needs holder, the human participant's id.").ConfigureAwait(false);
             return;
@@ -299,7 +299,7 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
 
         var participant = AccessControlOn(context) ? Identity(context, null) : Str(body, "participantId");
         var kind = Str(body, "kind") ?? "client";
-        if (participant is null || !Identifiers.IsParticipant(participant) || kind is not ("client" or "agent" or "human"))
+        if (participant is null || !IsParticipant(context, participant) || kind is not ("client" or "agent" or "human"))
         {
             await Problem.Write(context, 400, "INVALID_PRESENCE", "A heartbeat needs participantId (letters, digits, ':', '-', '_', '.') and kind client, agent or human.").ConfigureAwait(false);
             return;
@@ -427,6 +427,14 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
     }
 
     private static bool AccessControlOn(HttpContext context) => !Auth.AccessControl.Current(context).IsAnonymous;
+
+    /// <summary>
+    /// Whether <paramref name="id"/> names a participant: under access control, the token's own subject is one whatever
+    /// its issuer spells it with (<c>auth0|abc</c>, an email address), as it already is for the messages it posts;
+    /// otherwise an id the body gives must be a participant id.
+    /// </summary>
+    private static bool IsParticipant(HttpContext context, string id)
+        => AccessControlOn(context) && id == Auth.AccessControl.Current(context).Subject ? Identifiers.IsSubject(id) : Identifiers.IsParticipant(id);
 
     /// <summary>
     /// Whether an identity the body claims (an author, who cancels) is one: absent, ignored under access control (the
