@@ -223,7 +223,13 @@ public static class SessionRules
             return repeated;
         }
 
-        if (state.GetRun(runId)?.Status != RunStatus.Started)
+        var steered = state.GetRun(runId);
+        if (steered is null)
+        {
+            return SessionDecision.Reject(SessionRejection.RunNotFound, "No run with this id in the session.");
+        }
+
+        if (steered.Status != RunStatus.Started)
         {
             return SessionDecision.Reject(SessionRejection.RunNotActive, "Only a running run can be steered.");
         }

@@ -5,7 +5,7 @@ using Microsoft.Extensions.DependencyInjection;
 
 namespace DurableSessions.FunctionalTests;
 
-/// <summary>Session operations while other writers keep moving the session's tail, and ids a path cannot hold.</summary>
+/// <summary>Session operations while other writers keep moving the session's tail, on a closed session, and ids a path cannot hold.</summary>
 public sealed class SessionContentionTests
 {
     [Fact]
@@ -33,6 +33,26 @@ public sealed class SessionContentionTests
         var stream = await server.Client.GetStringAsync(new Uri("/v1/stream/sessions/contended?offset=-1", UriKind.Relative));
         Assert.Contains("\"second\"", stream, StringComparison.Ordinal);
         Assert.DoesNotContain("\"first\"", stream, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task An_operation_on_a_closed_session_is_409_stream_closed_not_404()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        static StringContent Json(string body) => new(body, Encoding.UTF8, "application/json");
+        Assert.Equal(HttpStatusCode.Created, (await server.Client.PutAsync(new Uri("/v1/sessions/closed-one", UriKind.Relative), Json("{}"))).StatusCode);
+        var close = new HttpRequestMessage(HttpMethod.Post, new Uri("/v1/stream/sessions/closed-one", UriKind.Relative)) { Content = new ByteArrayContent([]) };
+        close.Headers.Add("Stream-Closed", "true");
+        Assert.True((await server.Client.SendAsync(close)).IsSuccessStatusCode);
+
+        foreach (var (path, body) in new[] { ("messages", "{\"text\":\"anyone?\"}"), ("presence", "{\"participantId\":\"user:a\",\"kind\":\"client\"}"), ("handoff", "{\"holder\":\"user:h\"}") })
+        {
+            var refused = await server.Client.PostAsync(new Uri($"/v1/sessions/closed-one/{path}", UriKind.Relative), Json(body));
+            Assert.Equal(HttpStatusCode.Conflict, refused.StatusCode);
+            Assert.Contains("\"STREAM_CLOSED\"", await refused.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        Assert.Equal(HttpStatusCode.NotFound, (await server.Client.PostAsync(new Uri("/v1/sessions/never-made/messages", UriKind.Relative), Json("{\"text\":\"x\"}"))).StatusCode);
     }
 
     [Theory]

@@ -203,7 +203,7 @@ public sealed class SessionRulesTests
 
         session.Apply(SessionRules.Cancel(session.State, run.Id!, "user:alice", session.Events));
         Assert.Equal(SessionRejection.RunNotActive, SessionRules.Steer(session.State, run.Id!, "user:alice", "shorter", session.Events).Rejection?.Code);
-        Assert.Equal(SessionRejection.RunNotActive, SessionRules.Steer(session.State, "r_missing", "user:alice", "x", session.Events).Rejection?.Code);
+        Assert.Equal(SessionRejection.RunNotFound, SessionRules.Steer(session.State, "r_missing", "user:alice", "x", session.Events).Rejection?.Code);
     }
 
     [Fact]

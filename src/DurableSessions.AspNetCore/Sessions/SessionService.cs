@@ -498,7 +498,7 @@ internal sealed partial class SessionService : IDisposable
             }
 
             var result = await AppendLockedAsync(session, decision.Events).ConfigureAwait(false);
-            return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(decision.Id, result.Value.TailPosition);
+            return Answer(result, decision.Id);
         }, cancellationToken);
 
     /// <summary>
@@ -514,8 +514,16 @@ internal sealed partial class SessionService : IDisposable
             }
 
             var result = await AppendLockedAsync(session, events(session.State)).ConfigureAwait(false);
-            return result is null ? SessionOperationResult.NotFound : SessionOperationResult.Ok(sessionId, result.Value.TailPosition);
+            return Answer(result, sessionId);
         }, cancellationToken);
+
+    /// <summary>A session operation's answer from its append's: a closed session takes nothing more, a missing one is not found.</summary>
+    private static SessionOperationResult Answer(AppendResult result, string id) => result.Status switch
+    {
+        AppendStatus.Appended => SessionOperationResult.Ok(id, result.TailPosition),
+        AppendStatus.StreamClosed => SessionOperationResult.Closed,
+        _ => SessionOperationResult.NotFound,
+    };
 
     /// <summary>Runs a session operation under the session's lock, with its state caught up with the stream.</summary>
     private async Task<SessionOperationResult> UnderLockAsync(string sessionId, Func<Session, Task<SessionOperationResult>> operation, CancellationToken cancellationToken)
@@ -625,7 +633,7 @@ internal sealed partial class SessionService : IDisposable
         return SessionEventRules.CheckAppend(new SessionState(), messages, writer);
     }
 
-    private async Task<AppendResult?> AppendLockedAsync(Session session, IReadOnlyList<SessionEvent> decided)
+    private async Task<AppendResult> AppendLockedAsync(Session session, IReadOnlyList<SessionEvent> decided)
     {
         var events = decided.Select(e => e.ToJson()).ToList();
         var payload = Frame(events);
@@ -641,7 +649,7 @@ internal sealed partial class SessionService : IDisposable
 
         if (result.Status != AppendStatus.Appended)
         {
-            return null;
+            return result;
         }
 
         if (session.State.Position == result.TailPosition - payload.Units)
@@ -949,6 +957,9 @@ internal readonly record struct SessionOperationResult(int Status, string? Id, l
     public bool NothingAppended { get; init; }
 
     public static SessionOperationResult NotFound => new(404, null, 0, "SESSION_NOT_FOUND", "No session with this id.");
+
+    /// <summary>The session's stream is closed: nothing more is appended to it.</summary>
+    public static SessionOperationResult Closed => new(409, null, 0, "STREAM_CLOSED", "The session is closed; nothing more is accepted.");
 
     /// <summary>Other nodes kept appending to the session while the operation was decided; nothing was written.</summary>
     public static SessionOperationResult Contended => new(409, null, 0, "CONFLICT", "The session kept changing while the operation was decided; nothing was written. Try again.");
