@@ -104,6 +104,11 @@ public static class SessionEventRules
                 return refused;
             }
 
+            if (CheckUserMessage(i, state, message, Lookup) is { } held)
+            {
+                return held;
+            }
+
             if (Str(message, "type") is { } type && Str(message, "key") is { } key && message["value"] is JsonObject value
                 && Str((JsonObject)message["headers"]!, "operation") is "insert" or "update")
             {
@@ -508,6 +513,33 @@ public static class SessionEventRules
 
     // Whether an entity exists (written earlier in the batch, or in the state), with one string field of its value.
     private delegate bool EntityLookup(string type, string key, string field, out string? value);
+
+    /// <summary>
+    /// A new user message appended directly meets what the sessions API does with one: while a human holds the session,
+    /// another participant's message is that human's to answer (it names them in <c>routedTo</c>, or the agents would
+    /// answer it after the hand-back); under the <c>reject</c> policy none is taken while a run is active.
+    /// </summary>
+    private static SessionEventRejection? CheckUserMessage(int index, SessionState state, JsonObject message, EntityLookup lookup)
+    {
+        if (Str(message, "type") != SessionEventTypes.Message || Str((JsonObject)message["headers"]!, "operation") != "insert"
+            || message["value"] is not JsonObject value || Str(value, "role") != "user" || Str(message, "key") is not { } key
+            || lookup(SessionEventTypes.Message, key, "role", out _))
+        {
+            return null;
+        }
+
+        if (state.HumanHolder is { } human && Str(value, "author") != human && Str(value, "routedTo") != human)
+        {
+            return new SessionEventRejection(409, "NOT_ROUTED", $"Event {index}: {human} holds this session, so a user message from another participant is theirs to answer: it names them in routedTo, as the sessions API routes it.");
+        }
+
+        if ((state.Session?.NewMessagePolicy ?? NewMessagePolicy.Queue) == NewMessagePolicy.Reject && state.ActiveRun is { } active)
+        {
+            return new SessionEventRejection(409, SessionRejection.RunActive, $"Event {index}: run {active.Id} is still running; this session rejects new messages until it ends.");
+        }
+
+        return null;
+    }
 }
 
 /// <summary>Reads session event fields without throwing on values of an unexpected kind.</summary>

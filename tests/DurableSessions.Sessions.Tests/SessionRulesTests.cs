@@ -61,6 +61,24 @@ public sealed class SessionRulesTests
     }
 
     [Fact]
+    public void A_user_message_appended_directly_is_routed_to_the_human_holding_the_session_and_refused_under_reject_while_a_run_is_active()
+    {
+        var held = new SessionFixture();
+        held.Apply(SessionRules.TakeControl(held.State, "human:hana", held.Events));
+        JsonNode Ask(SessionFixture session, string author, string? routedTo = null) => session.Events.PostedMessage(author, [new TextPart("hi")], MessageRole.User, routedTo).ToJson();
+        Assert.Equal("NOT_ROUTED", SessionEventRules.CheckAppend(held.State, [Ask(held, "user:alice")], SessionWriter.Open)?.Code);
+        Assert.Null(SessionEventRules.CheckAppend(held.State, [Ask(held, "user:alice", routedTo: "human:hana")], SessionWriter.Open));
+        Assert.Null(SessionEventRules.CheckAppend(held.State, [Ask(held, "human:hana")], SessionWriter.Open));
+
+        var rejecting = new SessionFixture(NewMessagePolicy.Reject);
+        var run = rejecting.StartedRun();
+        var refused = SessionEventRules.CheckAppend(rejecting.State, [Ask(rejecting, "user:alice")], SessionWriter.Open);
+        Assert.Equal((409, SessionRejection.RunActive), (refused?.Status, refused?.Code));
+        rejecting.Apply(SessionRules.Cancel(rejecting.State, run.Id!, "user:alice", rejecting.Events));
+        Assert.Null(SessionEventRules.CheckAppend(rejecting.State, [Ask(rejecting, "user:alice")], SessionWriter.Open));
+    }
+
+    [Fact]
     public void PostMessage_interrupt_policy_cancels_the_active_run_in_the_same_append()
     {
         var session = new SessionFixture(NewMessagePolicy.Interrupt);
