@@ -142,6 +142,32 @@ public sealed class AgentTurnTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_deleted_sessions_waiting_turns_go_with_it_and_a_held_one_ends_at_its_claimers_next_word()
+    {
+        var turns = _server.Services.GetRequiredService<DurableSessions.AspNetCore.Agents.AgentTurnService>();
+        await Ask("s10");
+        await Ask("s11");
+        var held = await Claim("w1");
+        Assert.Equal(2, turns.TurnCount);
+
+        // Waiting turns are dropped with their session, whether or not any worker could ever claim them.
+        var waiting = held["stream"]!.GetValue<string>() == "sessions/s10" ? "s11" : "s10";
+        Assert.Equal(HttpStatusCode.NoContent, (await _server.Client.DeleteAsync($"/v1/stream/sessions/{waiting}")).StatusCode);
+        using (var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(15)))
+        {
+            while (turns.TurnCount != 1)
+            {
+                await Task.Delay(20, cancel.Token);
+            }
+        }
+
+        // A held one stays its worker's until the worker hears that its session is gone.
+        Assert.Equal(HttpStatusCode.NoContent, (await _server.Client.DeleteAsync($"/v1/stream/{held["stream"]!.GetValue<string>()}")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await Ack(held, done: false)).StatusCode);
+        Assert.Equal(0, turns.TurnCount);
+    }
+
+    [Fact]
     public async Task A_session_deleted_and_created_again_under_a_claim_ends_the_claims_turn_with_404()
     {
         await Ask("s7");

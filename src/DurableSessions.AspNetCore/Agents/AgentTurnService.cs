@@ -1,3 +1,4 @@
+using System.Threading.Channels;
 using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using System.Text;
@@ -58,6 +59,9 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     private readonly ConcurrentQueue<PendingOperation> _pending = new();
     private int _draining;
     private long _batches;
+    private readonly Channel<(string Stream, long StreamId)> _deletedSessions = Channel.CreateBounded<(string, long)>(new BoundedChannelOptions(4096) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
+    private readonly CancellationTokenSource _stopping = new();
+    private Task _forgetting = Task.CompletedTask;
 
     public AgentTurnService(StreamStore store, IOptions<AgentTurnOptions> options, ILogger<AgentTurnService> logger)
     {
@@ -74,6 +78,14 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             if (_wakeStreams.ContainsKey(change.Path))
             {
                 Signal();
+            }
+
+            // A session deleted (or expired) takes its waiting turns with it, judged by the node that deleted it: a turn
+            // no worker may claim (its grants leave the session out) would otherwise never be dropped. Bounded: a turn
+            // left over when the queue is full is dropped by the claim that finds its session gone.
+            if (change.Deleted && !change.IsRemote && change.Path.StartsWith("sessions/", StringComparison.Ordinal) && (!_agents.IsEmpty || _store.IsShared))
+            {
+                _deletedSessions.Writer.TryWrite((change.Path, change.StreamId));
             }
         });
     }
@@ -95,19 +107,58 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             await ReloadAsync(cancellationToken).ConfigureAwait(false);
             ScheduleExpiry();
         }
+
+        _forgetting = ForgetDeletedSessionsAsync();
     }
 
-    public Task StopAsync(CancellationToken cancellationToken)
+    public async Task StopAsync(CancellationToken cancellationToken)
     {
         _expiry.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         Signal();
-        return Task.CompletedTask;
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        await _forgetting.WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 
     public void Dispose()
     {
         _expiry.Dispose();
         _section.Dispose();
+        _stopping.Dispose();
+    }
+
+    /// <summary>Drops the turns waiting on sessions deleted on this node, one session at a time.</summary>
+    private async Task ForgetDeletedSessionsAsync()
+    {
+        try
+        {
+            await foreach (var (stream, streamId) in _deletedSessions.Reader.ReadAllAsync(_stopping.Token).ConfigureAwait(false))
+            {
+                try
+                {
+                    await RunAsync(TurnReads.OfStream(stream), () => ForgetDeletedLockedAsync(stream, streamId), _stopping.Token).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    // Left for the claim that finds the session gone.
+                    Log.DeletedSessionNotForgotten(_logger, ex, stream);
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private Task<bool> ForgetDeletedLockedAsync(string stream, long streamId)
+    {
+        // A turn a worker holds stays until its next heartbeat, ack or release, which is answered 404 and ends it.
+        var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        foreach (var turn in _turns.Values.Where(t => t.Stream == stream && (t.StreamId == streamId || t.StreamId == 0) && !IsHeld(t, now)).ToList())
+        {
+            Drop(turn);
+        }
+
+        return Task.FromResult(true);
     }
 
     /// <summary>Whether <paramref name="agent"/> is a valid agent id: 1–128 letters, digits, '-', '_', '.' or ':'.</summary>
@@ -1114,6 +1165,9 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
         [LoggerMessage(704, LogLevel.Warning, "Trimming the wake stream {WakeStream} failed; tried again when it has grown by its retention")]
         public static partial void WakeStreamTrimFailed(ILogger logger, string wakeStream, Exception exception);
+
+        [LoggerMessage(706, LogLevel.Warning, "The turns waiting on {Stream}, deleted, were not dropped; the claim that finds it gone drops them")]
+        public static partial void DeletedSessionNotForgotten(ILogger logger, Exception exception, string stream);
     }
 }
 
