@@ -521,11 +521,20 @@ public static class SessionEventRules
     /// </summary>
     private static SessionEventRejection? CheckUserMessage(int index, SessionState state, JsonObject message, EntityLookup lookup)
     {
-        if (Str(message, "type") != SessionEventTypes.Message || Str((JsonObject)message["headers"]!, "operation") != "insert"
-            || message["value"] is not JsonObject value || Str(value, "role") != "user" || Str(message, "key") is not { } key
-            || lookup(SessionEventTypes.Message, key, "role", out _))
+        // An update of a key the session does not hold stores a new message as an insert does.
+        if (Str(message, "type") != SessionEventTypes.Message || Str((JsonObject)message["headers"]!, "operation") is not ("insert" or "update")
+            || message["value"] is not JsonObject value || Str(value, "role") != "user" || Str(message, "key") is not { } key)
         {
             return null;
+        }
+
+        if (lookup(SessionEventTypes.Message, key, "role", out _))
+        {
+            // A message already held keeps whom it was routed to: dropping routedTo would hand it to the agents.
+            lookup(SessionEventTypes.Message, key, "routedTo", out var routed);
+            return routed is not null && Str(value, "routedTo") != routed
+                ? new SessionEventRejection(409, "NOT_ROUTED", $"Event {index}: the message is routed to {routed}, who answers it; an update keeps its routedTo.")
+                : null;
         }
 
         if (state.HumanHolder is { } human && Str(value, "author") != human && Str(value, "routedTo") != human)

@@ -679,7 +679,8 @@ public static class SessionRules
     /// <summary>
     /// A message change belongs to the run it names, else to the run the stored message names: a change that leaves
     /// <c>runId</c> out (an update replaces the whole value) must not rewrite a cancelled reply. A change that moves a
-    /// fenced reply to another run is a new run writing it again (a regenerate): that run starts in the same append.
+    /// fenced reply to another run is a new run writing it again (a regenerate): that run starts in the same append or
+    /// has started already.
     /// </summary>
     private static SessionEventRejection? CheckMessageFence(SessionState state, JsonNode? change, JsonObject? value, IReadOnlyList<JsonNode?> batch)
     {
@@ -690,7 +691,9 @@ public static class SessionRules
             return CheckRunFence(state, named);
         }
 
-        if (named is null || !StartsIn(batch, named))
+        // Moved to another run: one that starts in this append, or a run the session holds as started (an agent that
+        // writes the run's start and the reply's reset in two appends). A run it does not hold is no run.
+        if (named is null || !(StartsIn(batch, named) || (state.TryPeekText(SessionEventTypes.Run, named, "status", out var status) && status == "started")))
         {
             return CheckRunFence(state, owner) ?? CheckRunFence(state, named);
         }

@@ -168,6 +168,24 @@ public sealed class AgentTurnTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_turn_held_when_its_session_was_deleted_ends_when_its_lease_runs_out_unheard()
+    {
+        var turns = _server.Services.GetRequiredService<DurableSessions.AspNetCore.Agents.AgentTurnService>();
+        await Ask("s12");
+        await Claim("w1");
+        Assert.Equal(HttpStatusCode.NoContent, (await _server.Client.DeleteAsync("/v1/stream/sessions/s12")).StatusCode);
+        Assert.Equal(1, turns.TurnCount);
+
+        // Its worker crashed and never hears: the lease's end finds the session gone, and the turn does not wait again.
+        _clock.Advance(TimeSpan.FromMilliseconds(5001));
+        using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        while (turns.TurnCount != 0)
+        {
+            await Task.Delay(20, cancel.Token);
+        }
+    }
+
+    [Fact]
     public async Task A_session_deleted_and_created_again_under_a_claim_ends_the_claims_turn_with_404()
     {
         await Ask("s7");

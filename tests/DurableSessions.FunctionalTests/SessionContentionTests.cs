@@ -9,7 +9,7 @@ namespace DurableSessions.FunctionalTests;
 public sealed class SessionContentionTests
 {
     [Fact]
-    public async Task A_session_operation_that_other_nodes_keep_outrunning_is_a_409_that_writes_nothing()
+    public async Task A_session_operation_that_other_nodes_keep_outrunning_is_a_503_to_retry_that_writes_nothing()
     {
         ContendedStore store = null!;
         await using var server = await InProcessServer.StartAsync(services: services =>
@@ -24,8 +24,9 @@ public sealed class SessionContentionTests
         // Every conditional append is answered as if another node had appended first, as a shared store may under load.
         store.Contended = true;
         var refused = await server.Client.PostAsync(new Uri("/v1/sessions/contended/messages", UriKind.Relative), Json("{\"text\":\"first\"}"));
-        Assert.Equal(HttpStatusCode.Conflict, refused.StatusCode);
-        Assert.Contains("\"CONFLICT\"", await refused.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+        Assert.Equal("1", refused.Headers.RetryAfter?.ToString());
+        Assert.Contains("\"SESSION_BUSY\"", await refused.Content.ReadAsStringAsync(), StringComparison.Ordinal);
         Assert.True(store.Refusals >= 2, "the operation was not decided again on the caught-up state");
 
         store.Contended = false;

@@ -70,6 +70,17 @@ public sealed class SessionRulesTests
         Assert.Null(SessionEventRules.CheckAppend(held.State, [Ask(held, "user:alice", routedTo: "human:hana")], SessionWriter.Open));
         Assert.Null(SessionEventRules.CheckAppend(held.State, [Ask(held, "human:hana")], SessionWriter.Open));
 
+        // An update of a key the session does not hold is a new message too; one it holds keeps whom it is routed to.
+        var asUpdate = Ask(held, "user:alice");
+        asUpdate["headers"]!["operation"] = "update";
+        Assert.Equal("NOT_ROUTED", SessionEventRules.CheckAppend(held.State, [asUpdate], SessionWriter.Open)?.Code);
+        var routed = held.Events.PostedMessage("user:alice", [new TextPart("hi")], MessageRole.User, "human:hana");
+        held.Append(routed);
+        var unrouted = routed.ToJson();
+        unrouted["headers"]!["operation"] = "update";
+        ((JsonObject)unrouted["value"]!).Remove("routedTo");
+        Assert.Equal("NOT_ROUTED", SessionEventRules.CheckAppend(held.State, [unrouted], SessionWriter.Open)?.Code);
+
         var rejecting = new SessionFixture(NewMessagePolicy.Reject);
         var run = rejecting.StartedRun();
         var refused = SessionEventRules.CheckAppend(rejecting.State, [Ask(rejecting, "user:alice")], SessionWriter.Open);
@@ -187,9 +198,12 @@ public sealed class SessionRulesTests
         Assert.Equal(SessionRejection.RunCancelled, SessionRules.CheckFence(session.State, [Rewrite("r_nobody")])?.Code);
         Assert.Equal(SessionRejection.RunCancelled, SessionRules.CheckFence(session.State, [Rewrite(run.Id)])?.Code);
 
-        // A new run that starts in the same append writes the reply again; a delete is not the fence's to judge.
+        // A new run that starts in the same append, or started already, writes the reply again; a delete is not the
+        // fence's to judge.
         var started = session.Events.RunStarted("r_new", run.Agent!, run.MessageId!, run.Trigger!);
         Assert.Null(SessionRules.CheckFence(session.State, [started.ToJson(), Rewrite("r_new")]));
+        session.Append(started);
+        Assert.Null(SessionRules.CheckFence(session.State, [Rewrite("r_new")]));
         Assert.Null(SessionRules.CheckFence(session.State, [JsonNode.Parse($$$"""{"type":"message","key":"{{{run.MessageId}}}","headers":{"operation":"delete"}}""")]));
     }
 

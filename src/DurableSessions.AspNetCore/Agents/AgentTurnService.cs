@@ -598,19 +598,29 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         {
             await RunAsync(
                 TurnReads.Everything,
-                () =>
+                async () =>
                 {
                     Interlocked.Exchange(ref _scheduledExpiry, long.MaxValue);
                     var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
                     foreach (var turn in _turns.Values.Where(t => t.Holder is not null && t.LeaseExpiresAt <= now).ToList())
                     {
                         Log.LeaseExpired(_logger, turn.Agent, turn.Stream, turn.Holder!, turn.Generation);
+
+                        // A session deleted while its turn was held (whose waiting turns went with it) ends it here:
+                        // waiting again, it would wait for good where no worker may claim it.
+                        var lookup = await _store.GetAsync(turn.Stream, CancellationToken.None).ConfigureAwait(false);
+                        if (lookup.Status != StreamLookupStatus.Found || (turn.StreamId != 0 && lookup.Stream!.Id != turn.StreamId))
+                        {
+                            Drop(turn);
+                            continue;
+                        }
+
                         WaitAgainOrDrop(turn);
                     }
 
                     ScheduleExpiry();
                     Signal();
-                    return Task.FromResult(true);
+                    return true;
                 },
                 CancellationToken.None).ConfigureAwait(false);
         }

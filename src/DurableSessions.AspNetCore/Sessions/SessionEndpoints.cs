@@ -406,6 +406,11 @@ internal sealed class SessionEndpoints(SessionService sessions, PresenceService 
     {
         if (result.Status != 200)
         {
+            if (result.Status == 503)
+            {
+                context.Response.Headers.RetryAfter = "1";
+            }
+
             return Problem.Write(context, result.Status, result.Code!, result.Message!);
         }
 

@@ -961,8 +961,11 @@ internal readonly record struct SessionOperationResult(int Status, string? Id, l
     /// <summary>The session's stream is closed: nothing more is appended to it.</summary>
     public static SessionOperationResult Closed => new(409, null, 0, "STREAM_CLOSED", "The session is closed; nothing more is accepted.");
 
-    /// <summary>Other nodes kept appending to the session while the operation was decided; nothing was written.</summary>
-    public static SessionOperationResult Contended => new(409, null, 0, "CONFLICT", "The session kept changing while the operation was decided; nothing was written. Try again.");
+    /// <summary>
+    /// Other nodes kept appending to the session while the operation was decided; nothing was written. A 503, as for a
+    /// store out of reach: the clients send the operation again (its ids make that safe).
+    /// </summary>
+    public static SessionOperationResult Contended => new(503, null, 0, "SESSION_BUSY", "The session kept changing while the operation was decided; nothing was written. Try again.");
 
     public static SessionOperationResult Ok(string id, long offset) => new(200, id, offset, null, null);
 

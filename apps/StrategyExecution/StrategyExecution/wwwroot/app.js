@@ -35,6 +35,17 @@ function holds(unit, role) {
 const canUpdate = (unit) => holds(unit, "updater")
 const canOwn = (unit) => holds(unit, "owner")
 
+/** Every row of a list the API answers a page at a time (`take`, `after` the last row's id). */
+async function all(path) {
+  const rows = []
+  for (let after = null; ; ) {
+    const page = await api(`${path}${path.includes("?") ? "&" : "?"}take=500${after == null ? "" : `&after=${after}`}`)
+    rows.push(...page)
+    if (page.length < 500) return rows
+    after = page[page.length - 1].id
+  }
+}
+
 async function post(path, body, method = "POST") {
   return api(path, { method, headers: { "content-type": "application/json" }, body: JSON.stringify(body) })
 }
@@ -635,7 +646,7 @@ async function refresh() {
         continue
       }
       if (location.hash === "#reviews") {
-        const [list, reviews] = await Promise.all([api("/api/units"), api("/api/reviews?unit=1")])
+        const [list, reviews] = await Promise.all([api("/api/units"), all("/api/reviews?unit=1")])
         units = list
         renderUnits()
         renderReviews(reviews)
@@ -734,7 +745,7 @@ async function start() {
   $("signed-in").textContent = me.name
   $("sign-out").hidden = false
   $("sign-out").addEventListener("click", async () => { await api("/api/sign-out", { method: "POST" }).catch(() => null); location.reload() })
-  const [list, strategy, periods] = await Promise.all([api("/api/people"), api("/api/strategy"), api("/api/periods")])
+  const [list, strategy, periods] = await Promise.all([all("/api/people"), api("/api/strategy"), api("/api/periods")])
   people = new Map(list.map((p) => [p.id, p]))
   const active = periods.find((p) => p.status === "active")
   $("period").textContent = active ? `${active.name} (active)` : ""
