@@ -275,6 +275,13 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     private static bool IsHeld(TurnRecord turn, long now) => turn.Holder is not null && turn.LeaseExpiresAt > now;
 
     /// <summary>
+    /// Whether the session a turn belongs to is gone: deleted, or deleted and created again at its path (a message
+    /// there would have made the turn the new session's, with its id).
+    /// </summary>
+    private static bool IsGone(TurnRecord turn, StreamLookup lookup)
+        => lookup.Status != StreamLookupStatus.Found || (turn.StreamId != 0 && lookup.Stream!.Id != turn.StreamId);
+
+    /// <summary>
     /// Ends a claim given back, run out or answered with something new since: the turn waits again for the next worker,
     /// or, its agent unregistered meanwhile, is dropped.
     /// </summary>
@@ -450,7 +457,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     private async Task<TurnClaim?> GrantAsync(AgentRegistration agent, TurnRecord turn, string worker, long now, CancellationToken cancellationToken)
     {
         var lookup = await _store.GetAsync(turn.Stream, cancellationToken).ConfigureAwait(false);
-        if (lookup.Status != StreamLookupStatus.Found || (turn.StreamId != 0 && lookup.Stream!.Id != turn.StreamId))
+        if (IsGone(turn, lookup))
         {
             // Its session is gone; one created again at the path since has asked nothing yet (a message would have
             // made the turn its own).
@@ -562,7 +569,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         // created again at the path: the claim answered the session that is gone, and the new one asked nothing of it
         // (a message there would have made the turn the new session's, and fenced this claim).
         var lookup = await _store.GetAsync(stream, cancellationToken).ConfigureAwait(false);
-        if (lookup.Status != StreamLookupStatus.Found || (turn.StreamId != 0 && lookup.Stream!.Id != turn.StreamId))
+        if (IsGone(turn, lookup))
         {
             Drop(turn);
             return (null, 0, true);
@@ -609,7 +616,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
                         // A session deleted while its turn was held (whose waiting turns went with it) ends it here:
                         // waiting again, it would wait for good where no worker may claim it.
                         var lookup = await _store.GetAsync(turn.Stream, CancellationToken.None).ConfigureAwait(false);
-                        if (lookup.Status != StreamLookupStatus.Found || (turn.StreamId != 0 && lookup.Stream!.Id != turn.StreamId))
+                        if (IsGone(turn, lookup))
                         {
                             Drop(turn);
                             continue;
