@@ -132,6 +132,7 @@ public sealed partial class SessionAgent
         ActiveRun? active = null;
         var recovered = false;
         List<SessionRun> cut = [];
+        var startedHere = new HashSet<string>(StringComparer.Ordinal);
         var seenControls = new HashSet<string>(StringComparer.Ordinal);
         using var serving = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var presence = _options.AnnouncePresence ? Task.Run(() => AnnouncePresenceAsync(session, serving.Token), CancellationToken.None) : Task.CompletedTask;
@@ -212,6 +213,18 @@ public sealed partial class SessionAgent
                     recovered = true;
                     cut = CutRuns(state);
                 }
+                else if (untilAnswered)
+                {
+                    // This turn holds the lease: a run of this agent that it did not start, started since it joined, is a
+                    // worker's whose lease ran out before that start landed. It is cut too, and answered again here.
+                    foreach (var late in CutRuns(state))
+                    {
+                        if (!startedHere.Contains(late.Id!) && !cut.Exists(c => c.Id == late.Id))
+                        {
+                            cut.Add(late);
+                        }
+                    }
+                }
 
                 // A run set aside as cut may have been stopped since (cancelled, paused by a handoff): it is no longer
                 // this agent's to take over or to mark, and is read as it stands now.
@@ -240,6 +253,7 @@ public sealed partial class SessionAgent
                     }
 
                     active = StartRun(trigger, message.EditedAt, superseded, rewritten, serving.Token);
+                    startedHere.Add(active.RunId);
                     var history = BuildHistory(state, trigger, rewritten);
                     active.Completion = Task.Run(() => ExecuteRunAsync(session, active, history), CancellationToken.None);
                     _answering[sessionId] = active;
@@ -570,9 +584,11 @@ public sealed partial class SessionAgent
         var text = new StringBuilder();
         var reasoning = new StringBuilder();
         var tools = new List<MessagePart>();
+        var startWritten = false;
         try
         {
             await producer.AppendAsync(run.StartEvents, run.Token).ConfigureAwait(false);
+            startWritten = true;
             if (run.Supersedes is { } cut)
             {
                 Log.RunTakenOver(_logger, session.Id, cut.Id!, run.RunId);
@@ -643,9 +659,24 @@ public sealed partial class SessionAgent
             // Cancelled through the session: the server already recorded it and fenced the run.
             Log.RunCancelled(_logger, session.Id, run.RunId);
         }
+        catch (DurableSessionsException ex) when (ex.Code == SessionRejection.AlreadyAnswered)
+        {
+            // Another worker took this turn over (this one paused past its lease) and answers the message: this run never
+            // started, and leaves the session as it found it.
+            Log.RunAnsweredElsewhere(_logger, session.Id, run.RunId, ex.Message);
+        }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
             Log.RunFailed(_logger, ex, session.Id, run.RunId);
+            if (ex is DurableSessionsException { Status: System.Net.HttpStatusCode.NotFound }
+                || (!startWritten && ex is DurableSessionsException { Status: >= System.Net.HttpStatusCode.BadRequest and < System.Net.HttpStatusCode.InternalServerError }))
+            {
+                // The session is gone, or the run's start was refused (nothing of it is in the session): a failed reply
+                // written now would land in a session created again at the same id, or answer for a run that never was.
+                // A start that failed otherwise (cut, timed out) may have been stored: its run is ended as failed.
+                return;
+            }
+
             try
             {
                 await producer.AppendAsync(
@@ -724,6 +755,9 @@ public sealed partial class SessionAgent
 
         [LoggerMessage(406, LogLevel.Information, "Session {SessionId}: run {CutRunId} was cut; run {RunId} answers its message again")]
         public static partial void RunTakenOver(ILogger logger, string sessionId, string cutRunId, string runId);
+
+        [LoggerMessage(407, LogLevel.Information, "Session {SessionId}: run {RunId} not started, another run answers its message: {Reason}")]
+        public static partial void RunAnsweredElsewhere(ILogger logger, string sessionId, string runId, string reason);
 
         [LoggerMessage(405, LogLevel.Debug, "Session {SessionId}: presence heartbeat failed; retrying")]
         public static partial void PresenceFailed(ILogger logger, string sessionId, Exception exception);

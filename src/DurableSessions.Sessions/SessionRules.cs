@@ -50,6 +50,12 @@ public sealed record SessionRejection(string Code, string Message)
 
     /// <summary>An edit names a message with another participant's message after it, which the edit would take out.</summary>
     public const string NotLatestMessage = "NOT_LATEST_MESSAGE";
+
+    /// <summary>
+    /// A run start for a message its agent already answers (a run of its still started) or has answered (its latest run
+    /// finished, with no request to write the reply again): one agent writes one answer per message.
+    /// </summary>
+    public const string AlreadyAnswered = "ALREADY_ANSWERED";
 }
 
 /// <summary>What a session operation decided: the events to append (in order, in one append), or a rejection.</summary>
@@ -494,6 +500,52 @@ public static class SessionRules
         => (run.Trigger is { } trigger && (questions.Contains(trigger) || state.IsMessageRemoved(trigger)))
            || (run.MessageId is { } reply && removed.Contains(reply));
 
+    /// <summary>
+    /// Whether a session read as a whole, not change by change (a fork's copy of its source), holds something its agents
+    /// must answer: a run still started (a fork's copy of a run going on in its source is cut there), or a user message not
+    /// routed to a human that an agent of the session has not answered, judged as that agent does (a run paused,
+    /// interrupted or asked to write its reply again does not answer; a session no agent has answered in waits for any
+    /// question). Nothing while a human holds the session: its hand-back asks.
+    /// </summary>
+    public static bool AwaitsAgents(SessionState state)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        if (state.HumanHolder is not null)
+        {
+            return false;
+        }
+
+        if (state.ActiveRun is not null)
+        {
+            return true;
+        }
+
+        var writtenAgain = state.Controls.Where(c => c.Action == ControlAction.Regenerate && c.RunId is not null).Select(c => c.RunId!).ToHashSet(StringComparer.Ordinal);
+        var answeredBy = new Dictionary<string, HashSet<string>>(StringComparer.Ordinal);
+        foreach (var run in state.Runs)
+        {
+            if (run.Agent is not { } agent || run.Trigger is not { } trigger || run.Id is not { } id)
+            {
+                continue;
+            }
+
+            if (!answeredBy.TryGetValue(agent, out var answered))
+            {
+                answeredBy[agent] = answered = new HashSet<string>(StringComparer.Ordinal);
+            }
+
+            if (run.Status != RunStatus.Paused && run.Status != RunStatus.Interrupted && !writtenAgain.Contains(id))
+            {
+                answered.Add(trigger);
+            }
+        }
+
+        var questions = state.Messages.Where(m => m.Role == MessageRole.User && m.RoutedTo is null && m.Id is not null).Select(m => m.Id!).ToList();
+        return answeredBy.Count == 0
+            ? questions.Count > 0
+            : answeredBy.Values.Any(answered => questions.Exists(q => !answered.Contains(q)));
+    }
+
     /// <summary>Whether a regenerate control asks for the reply run <paramref name="runId"/> wrote to be written again.</summary>
     public static bool IsAskedToWriteAgain(SessionState state, string? runId)
     {
@@ -581,6 +633,11 @@ public static class SessionRules
             return SessionDecision.Reject(SessionRejection.LeaseHeld, $"{human} holds this session; agents leave it alone.");
         }
 
+        if (Answering(state, agent, triggerMessageId, static _ => null) is { } answering)
+        {
+            return SessionDecision.Reject(SessionRejection.AlreadyAnswered, AlreadyAnsweredText(agent, triggerMessageId, answering));
+        }
+
         var run = events.RunStarted(events.NewId("r"), agent, events.NewId("m"), triggerMessageId);
         var started = (SessionRun)run.Value!;
         var reply = events.Reply(ChangeOperation.Insert, started.MessageId!, agent, run.Key, [new TextPart()], MessageStatus.Streaming, started.StartedAt!);
@@ -648,7 +705,7 @@ public static class SessionRules
             var value = change?["value"] as JsonObject;
             var refused = SessionJson.Text(change, "type") switch
             {
-                SessionEventTypes.Run => CheckRunFence(state, SessionJson.Text(change, "key")),
+                SessionEventTypes.Run => CheckRunFence(state, SessionJson.Text(change, "key")) ?? CheckRunStart(state, change, value, batch),
                 SessionEventTypes.Message => CheckMessageFence(state, change, value, batch),
                 SessionEventTypes.Delta => CheckDeltaFence(state, SessionJson.Text(value, "messageId") ?? string.Empty, SessionJson.Text(value, "runId")),
                 _ => null,
@@ -700,6 +757,90 @@ public static class SessionRules
 
         return CheckRunFence(state, named);
     }
+
+    /// <summary>
+    /// A new run's start: its agent answers a message with one run at a time, and once. A worker that read the session
+    /// before another took its turn over (paused past its lease) would otherwise start a second answer beside the one
+    /// the takeover writes. A run that takes over a cut one ends it, as interrupted, earlier in the same append; a reply
+    /// asked to be written again (a regenerate, an edit) may be.
+    /// </summary>
+    private static SessionEventRejection? CheckRunStart(SessionState state, JsonNode? change, JsonObject? value, IReadOnlyList<JsonNode?> batch)
+    {
+        if (SessionJson.Text(value, "status") != "started" || SessionJson.Text(change?["headers"], "operation") is not ("insert" or "update")
+            || SessionJson.Text(change, "key") is not { } key || SessionJson.Text(value, "agent") is not { } agent
+            || SessionJson.Text(value, "trigger") is not { } trigger || state.TryPeekText(SessionEventTypes.Run, key, "status", out _))
+        {
+            return null;
+        }
+
+        // What the changes before this one in the append make of a run: a takeover's supersede, or a second start.
+        string? Earlier(string runId)
+        {
+            string? status = null;
+            foreach (var earlier in batch)
+            {
+                if (ReferenceEquals(earlier, change))
+                {
+                    break;
+                }
+
+                if (SessionJson.Text(earlier, "type") == SessionEventTypes.Run && SessionJson.Text(earlier, "key") == runId)
+                {
+                    status = SessionJson.Text(earlier?["value"], "status") ?? status;
+                }
+            }
+
+            return status;
+        }
+
+        foreach (var earlier in batch)
+        {
+            if (ReferenceEquals(earlier, change))
+            {
+                break;
+            }
+
+            if (SessionJson.Text(earlier, "type") == SessionEventTypes.Run && SessionJson.Text(earlier, "key") is { } other && other != key
+                && SessionJson.Text(earlier?["value"], "status") == "started" && SessionJson.Text(earlier?["value"], "agent") == agent
+                && SessionJson.Text(earlier?["value"], "trigger") == trigger)
+            {
+                return new SessionEventRejection(409, SessionRejection.AlreadyAnswered, AlreadyAnsweredText(agent, trigger, other));
+            }
+        }
+
+        return Answering(state, agent, trigger, Earlier) is { } answering
+            ? new SessionEventRejection(409, SessionRejection.AlreadyAnswered, AlreadyAnsweredText(agent, trigger, answering))
+            : null;
+    }
+
+    /// <summary>
+    /// The run by which <paramref name="agent"/> answers <paramref name="trigger"/> already: one of its runs still
+    /// started, or its latest run finished with no request to write that reply again. Null when a new run may start.
+    /// </summary>
+    private static string? Answering(SessionState state, string agent, string trigger, Func<string, string?> overlay)
+    {
+        string? latest = null, latestStatus = null;
+        foreach (var run in state.Runs)
+        {
+            if (run.Agent != agent || run.Trigger != trigger || run.Id is not { } id)
+            {
+                continue;
+            }
+
+            var status = overlay(id) ?? run.Status?.Value;
+            if (status == "started")
+            {
+                return id;
+            }
+
+            (latest, latestStatus) = (id, status);
+        }
+
+        return latestStatus == "finished" && !IsAskedToWriteAgain(state, latest) ? latest : null;
+    }
+
+    private static string AlreadyAnsweredText(string agent, string trigger, string runId)
+        => $"{agent} already answers message {trigger} (run {runId}); a new run answers it only after that run is taken over (ended in the same append) or its reply is asked to be written again.";
 
     private static bool StartsIn(IReadOnlyList<JsonNode?> batch, string runId)
     {

@@ -276,6 +276,17 @@ public sealed class AgentTurnTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.NoContent, (await Send(server, HttpMethod.Post, "/v1/agents/agent:b/claim", agent, "{\"worker\":\"w\"}")).StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, (await Send(server, HttpMethod.Post, "/v1/agents/agent:b/claim", agent, "{\"worker\":\"w\",\"stream\":\"sessions/other-1\"}")).StatusCode);
 
+        // An ack or release of a session the token cannot see tells nothing of it, not even whether it exists.
+        foreach (var action in new[] { "ack", "release" })
+        {
+            foreach (var id in new[] { "other-1", "other-missing" })
+            {
+                var probe = $"{{\"stream\":\"sessions/{id}\",\"token\":\"guess\",\"wake_id\":\"w-1\",\"generation\":1,\"done\":true}}";
+                var answer = await Send(server, HttpMethod.Post, $"/v1/agents/agent:b/{action}", agent, probe);
+                Assert.Equal((HttpStatusCode.Forbidden, "FORBIDDEN"), (answer.StatusCode, (string?)JsonNode.Parse(await answer.Content.ReadAsStringAsync())!["error"]!["code"]));
+            }
+        }
+
         // Unregistering drops turns of sessions the worker's token cannot see (other-1's): it needs admin on the agent.
         Assert.Equal(HttpStatusCode.Forbidden, (await Send(server, HttpMethod.Delete, "/v1/agents/agent:b", agent, "")).StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, (await Send(server, HttpMethod.Delete, "/v1/agents/agent:b/", agent, "")).StatusCode);
@@ -336,6 +347,46 @@ public sealed class AgentTurnTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.Created, asked.StatusCode);
         Assert.Equal("sessions/raw1", (string?)(await Claim("w1"))["stream"]);
         Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", "{\"worker\":\"w2\"}")).StatusCode);
+    }
+
+    [Fact]
+    public async Task A_create_repeated_or_a_fork_is_a_turn_while_the_session_holds_a_question_nobody_answered()
+    {
+        static JsonObject Change(string type, string key, JsonObject value) => new() { ["type"] = type, ["key"] = key, ["value"] = value, ["headers"] = new JsonObject { ["operation"] = "insert" } };
+        var question = new JsonArray(Change("message", "u1", new JsonObject { ["id"] = "u1", ["role"] = "user", ["parts"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = "hi" }), ["status"] = "complete" })).ToJsonString();
+        Task<HttpResponseMessage> Put(string path, string body, string? forkedFrom = null)
+        {
+            var request = new HttpRequestMessage(HttpMethod.Put, "/v1/stream/" + path) { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+            if (forkedFrom is not null)
+            {
+                request.Headers.Add("Stream-Forked-From", forkedFrom);
+            }
+
+            return _server.Client.SendAsync(request);
+        }
+
+        async Task AssertNoTurn() => Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", "{\"worker\":\"w9\"}")).StatusCode);
+
+        // The first create's turn is served and given up with nothing written: the question waits still. The same create
+        // again (a retry whose first answer was lost, and with it, after a crash, the turn) is a turn again; so is a fork.
+        Assert.Equal(HttpStatusCode.Created, (await Put("sessions/again1", question)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Ack(await Claim("w1"), done: true)).StatusCode);
+        await AssertNoTurn();
+        Assert.Equal(HttpStatusCode.OK, (await Put("sessions/again1", question)).StatusCode);
+        var retried = await Claim("w1");
+        Assert.Equal("sessions/again1", (string?)retried["stream"]);
+        Assert.Equal(HttpStatusCode.Created, (await Put("sessions/again1-fork", "", forkedFrom: "/v1/stream/sessions/again1")).StatusCode);
+        Assert.Equal("sessions/again1-fork", (string?)(await Claim("w2"))["stream"]);
+
+        // Answered, the session makes no turn when created again, nor does a fork of it.
+        var answer = new JsonArray(
+            Change("run", "r1", new JsonObject { ["id"] = "r1", ["agent"] = "agent:a", ["messageId"] = "a1", ["trigger"] = "u1", ["status"] = "finished" }),
+            Change("message", "a1", new JsonObject { ["id"] = "a1", ["role"] = "assistant", ["author"] = "agent:a", ["runId"] = "r1", ["parts"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = "hello" }), ["status"] = "complete" }));
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Post, "/v1/stream/sessions/again1", answer.ToJsonString())).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Ack(retried, done: true)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Put("sessions/again1", question)).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Put("sessions/again1-fork2", "", forkedFrom: "/v1/stream/sessions/again1")).StatusCode);
+        await AssertNoTurn();
     }
 
     [Fact]

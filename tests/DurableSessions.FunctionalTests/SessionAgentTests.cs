@@ -809,6 +809,40 @@ public sealed class SessionAgentTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_run_its_agent_started_late_beside_the_turn_that_holds_the_lease_is_taken_over_and_answered_once()
+    {
+        var session = _client.Session("late-start");
+        await session.CreateAsync();
+        await session.SendMessageAsync("first");
+        var agent = new SessionAgent(new DemoChatClient(1000), _client, new SessionAgentOptions { AgentId = "agent:demo", DeltaLinger = TimeSpan.FromMilliseconds(10) });
+        using var stop = new CancellationTokenSource(Timeout);
+        var turn = agent.ServeTurnAsync("late-start", TimeSpan.FromSeconds(2), stop.Token);
+        await WaitFor("late-start", s => Runs(s, "finished").Count() == 1);
+
+        // While the turn waits for a follow-up, a worker of the same agent whose lease ran out lands its run's start late,
+        // for a question this turn has not answered yet (asked in the same append): its partial reply would stay for good.
+        static JsonObject Change(string type, string key, JsonObject value) => new() { ["type"] = type, ["key"] = key, ["value"] = value, ["headers"] = new JsonObject { ["operation"] = "insert" } };
+        var late = new JsonArray(
+            Change("message", "q-late", new JsonObject { ["id"] = "q-late", ["role"] = "user", ["author"] = "client:test", ["parts"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = "second" }), ["status"] = "complete" }),
+            Change("run", "r-late", new JsonObject { ["id"] = "r-late", ["agent"] = "agent:demo", ["messageId"] = "m-late", ["trigger"] = "q-late", ["status"] = "started" }),
+            Change("message", "m-late", new JsonObject { ["id"] = "m-late", ["role"] = "assistant", ["author"] = "agent:demo", ["runId"] = "r-late", ["parts"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = "partial" }), ["status"] = "streaming" }));
+        using var append = await _server.Client.PostAsync("/v1/stream/sessions/late-start", new StringContent(late.ToJsonString(), Encoding.UTF8, "application/json"), stop.Token);
+        Assert.Equal(HttpStatusCode.NoContent, append.StatusCode);
+
+        // The turn that holds the lease takes the late run over: one complete answer to the question, in its message.
+        var state = await WaitFor("late-start", s => Runs(s, "finished").Count() == 2);
+        Assert.NotNull(await turn.WaitAsync(Timeout));
+        var cut = state.Get("run", "r-late")!;
+        Assert.Equal("interrupted", cut["status"]!.GetValue<string>());
+        var takeover = Runs(state, "finished").Single(r => r["trigger"]!.GetValue<string>() == "q-late");
+        Assert.Equal(takeover["id"]!.GetValue<string>(), cut["supersededBy"]!.GetValue<string>());
+        var answers = state.Messages.Where(m => m.Role == MessageRole.Assistant && m.RunId is { } runId && state.GetRun(runId)?.Trigger == "q-late").ToList();
+        Assert.Equal(["m-late"], answers.Select(m => m.Id));
+        Assert.Equal(MessageStatus.Complete, answers[0].Status);
+        Assert.NotEqual("partial", answers[0].Text);
+    }
+
+    [Fact]
     public async Task A_turn_that_fails_stops_its_presence_heartbeats_before_it_reports_the_failure()
     {
         // The session is gone (deleted while its turn was claimed) while a presence heartbeat is in flight.

@@ -101,6 +101,29 @@ public sealed class SessionEventRulesTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_second_run_of_the_same_agent_for_a_message_it_answers_is_refused_and_leaves_one_answer()
+    {
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Put, "/v1/sessions/s-once", _alice, "{}")).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Post, "/v1/sessions/s-once/messages", _alice, """{"text":"once","id":"q1"}""")).StatusCode);
+        JsonObject[] Start(string run) =>
+        [
+            Change("run", run, "insert", new JsonObject { ["id"] = run, ["agent"] = "agent:real", ["messageId"] = "m-" + run, ["trigger"] = "q1", ["status"] = "started" }),
+            Change("message", "m-" + run, "insert", new JsonObject { ["id"] = "m-" + run, ["role"] = "assistant", ["author"] = "agent:real", ["runId"] = run, ["parts"] = new JsonArray(), ["status"] = "streaming" }),
+        ];
+
+        // The worker that took the turn over answers; the one whose lease ran out before its start landed is refused,
+        // while the first run is going and after it has finished.
+        Assert.Equal(HttpStatusCode.NoContent, (await Append("s-once", _agent, Start("r-taken"))).StatusCode);
+        await AssertRefused(await Append("s-once", _agent, Start("r-late")), HttpStatusCode.Conflict, "ALREADY_ANSWERED");
+        Assert.Equal(HttpStatusCode.NoContent, (await Append("s-once", _agent, Change("run", "r-taken", "update", new JsonObject { ["id"] = "r-taken", ["agent"] = "agent:real", ["messageId"] = "m-r-taken", ["trigger"] = "q1", ["status"] = "finished" }))).StatusCode);
+        await AssertRefused(await Append("s-once", _agent, Start("r-late")), HttpStatusCode.Conflict, "ALREADY_ANSWERED");
+
+        var snapshot = JsonNode.Parse(await (await Send(HttpMethod.Get, "/v1/sessions/s-once", _alice)).Content.ReadAsStringAsync(TestContext.Current.CancellationToken))!.AsArray();
+        Assert.Equal(["r-taken"], snapshot.Where(m => m?["type"]?.GetValue<string>() == "run").Select(m => m!["key"]!.GetValue<string>()));
+        Assert.Equal(["q1", "m-r-taken"], snapshot.Where(m => m?["type"]?.GetValue<string>() == "message").Select(m => m!["key"]!.GetValue<string>()));
+    }
+
+    [Fact]
     public async Task A_chat_stream_ends_when_its_token_expires_and_says_so()
     {
         // r1 is still running: the stream would follow it for as long as it runs.

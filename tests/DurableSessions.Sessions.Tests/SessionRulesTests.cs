@@ -208,6 +208,69 @@ public sealed class SessionRulesTests
     }
 
     [Fact]
+    public void An_agent_starts_one_run_per_message_unless_it_takes_over_a_cut_one_or_is_asked_to_write_the_reply_again()
+    {
+        var session = new SessionFixture();
+        var run = session.StartedRun();
+        JsonNode Start(string runId, string agent = "agent:helper") => session.Events.RunStarted(runId, agent, "m_" + runId, run.Trigger!).ToJson();
+
+        // A worker that read the session before another took its turn over starts a second answer beside the first.
+        var second = SessionRules.CheckFence(session.State, [Start("r_late")]);
+        Assert.Equal((409, SessionRejection.AlreadyAnswered), (second?.Status, second?.Code));
+        Assert.Equal(SessionRejection.AlreadyAnswered, SessionRules.StartRun(session.State, "agent:helper", run.Trigger!, session.Events).Rejection?.Code);
+
+        // A takeover ends the cut run in the same append; two starts in one append are one too many; another agent answers
+        // in its own run.
+        Assert.Null(SessionRules.CheckFence(session.State, [session.Events.RunSuperseded(run, "r_take").ToJson(), Start("r_take")]));
+        Assert.Equal(SessionRejection.AlreadyAnswered, SessionRules.CheckFence(session.State, [session.Events.RunSuperseded(run, "r_a").ToJson(), Start("r_a"), Start("r_b")])?.Code);
+        Assert.Null(SessionRules.CheckFence(session.State, [Start("r_other", "agent:other")]));
+
+        // Finished: answered, until the reply is asked to be written again.
+        session.Apply(SessionRules.EndRun(session.State, run.Id!, RunStatus.Finished, [new TextPart("done")], session.Events, finishReason: "stop"));
+        Assert.Equal(SessionRejection.AlreadyAnswered, SessionRules.CheckFence(session.State, [Start("r_late")])?.Code);
+        session.Apply(SessionRules.Regenerate(session.State, run.MessageId, "user:alice", session.Events));
+        Assert.Null(SessionRules.CheckFence(session.State, [Start("r_again")]));
+
+        // A run the session holds already is not started again by restating it.
+        Assert.Null(SessionRules.CheckFence(session.State, [session.Events.RunStarted(run.Id!, "agent:helper", run.MessageId!, run.Trigger!).ToJson()]));
+    }
+
+    [Fact]
+    public void A_session_read_whole_awaits_its_agents_for_a_question_unanswered_a_run_still_started_or_a_reply_asked_again()
+    {
+        var session = new SessionFixture();
+        Assert.False(SessionRules.AwaitsAgents(session.State));
+        session.Apply(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "hello"), session.Events));
+        Assert.True(SessionRules.AwaitsAgents(session.State));
+        var run = SessionRules.StartRun(session.State, "agent:helper", session.State.Messages[^1].Id!, session.Events);
+        session.Apply(run);
+        Assert.True(SessionRules.AwaitsAgents(session.State));
+        session.Apply(SessionRules.EndRun(session.State, run.Id!, RunStatus.Finished, [new TextPart("hi")], session.Events));
+        Assert.False(SessionRules.AwaitsAgents(session.State));
+
+        var reply = session.State.GetRun(run.Id!)!.MessageId;
+        session.Apply(SessionRules.Regenerate(session.State, reply, "user:alice", session.Events));
+        Assert.True(SessionRules.AwaitsAgents(session.State));
+        session.Append(session.Events.RunStarted("r_again", "agent:helper", reply!, session.State.GetRun(run.Id!)!.Trigger!));
+        session.Apply(SessionRules.EndRun(session.State, "r_again", RunStatus.Finished, [new TextPart("hi again")], session.Events));
+        Assert.False(SessionRules.AwaitsAgents(session.State));
+
+        // A question another agent of the session has not answered waits for it.
+        session.Append(session.Events.RunStarted("r_other", "agent:other", "m_other", session.State.GetRun(run.Id!)!.Trigger!));
+        session.Apply(SessionRules.EndRun(session.State, "r_other", RunStatus.Finished, [new TextPart("me too")], session.Events));
+        Assert.False(SessionRules.AwaitsAgents(session.State));
+        session.Apply(SessionRules.PostMessage(session.State, new PostMessageRequest("user:alice", "and then?"), session.Events));
+        var next = SessionRules.StartRun(session.State, "agent:helper", session.State.Messages[^1].Id!, session.Events);
+        session.Apply(next);
+        session.Apply(SessionRules.EndRun(session.State, next.Id!, RunStatus.Finished, [new TextPart("then this")], session.Events));
+        Assert.True(SessionRules.AwaitsAgents(session.State));
+
+        // While a human holds the session, its agents are not asked; the hand-back asks them.
+        session.Apply(SessionRules.TakeControl(session.State, "human:bob", session.Events));
+        Assert.False(SessionRules.AwaitsAgents(session.State));
+    }
+
+    [Fact]
     public void Cancel_of_a_finished_run_is_refused_as_not_active()
     {
         var session = new SessionFixture();

@@ -159,11 +159,8 @@ internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessCont
             wait = TimeSpan.FromMilliseconds(ms);
         }
 
-        if (stream is not null
-            && !(await Auth.AccessControl.AllowsAsync(context, new Auth.StreamResource(stream), Auth.Capability.Read).ConfigureAwait(false)
-                 && await Auth.AccessControl.AllowsAsync(context, new Auth.StreamResource(stream), Auth.Capability.Write).ConfigureAwait(false)))
+        if (stream is not null && !await MayServeAsync(context, stream).ConfigureAwait(false))
         {
-            await Problem.Write(context, 403, "FORBIDDEN", $"The token does not grant read and write on {stream}.").ConfigureAwait(false);
             return;
         }
 
@@ -233,6 +230,19 @@ internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessCont
         }
     }
 
+    // A worker serves a session it may read and write; refused with 403 otherwise.
+    private static async Task<bool> MayServeAsync(HttpContext context, string stream)
+    {
+        if (await Auth.AccessControl.AllowsAsync(context, new Auth.StreamResource(stream), Auth.Capability.Read).ConfigureAwait(false)
+            && await Auth.AccessControl.AllowsAsync(context, new Auth.StreamResource(stream), Auth.Capability.Write).ConfigureAwait(false))
+        {
+            return true;
+        }
+
+        await Problem.Write(context, 403, "FORBIDDEN", $"The token does not grant read and write on {stream}.").ConfigureAwait(false);
+        return false;
+    }
+
     private async Task AckAsync(HttpContext context, string agent, bool release)
     {
         if (await ReadAsync(context, allowEmpty: false).ConfigureAwait(false) is not { } body)
@@ -266,6 +276,13 @@ internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessCont
             {
                 answered = offset;
             }
+        }
+
+        // The claim needed read and write on the session, so its worker holds both; anyone else learns nothing here,
+        // not even whether the session exists (which a 404 against a fence would tell).
+        if (!await MayServeAsync(context, stream).ConfigureAwait(false))
+        {
+            return;
         }
 
         var outcome = release

@@ -32,7 +32,7 @@ internal sealed class SessionAppendPolicy(SessionService sessions) : IStreamAppe
         return SessionService.CheckCreate(forkedFrom, initialData, Writer(writer)) is { } refused ? new AppendRefusal(refused.Status, refused.Code, refused.Message) : null;
     }
 
-    public Task CreatedAsync(StreamInfo stream, StreamPayload initialData) => sessions.CreatedAsync(stream, initialData);
+    public Task CreatedAsync(StreamInfo stream, StreamPayload initialData, bool created, bool forked) => sessions.CreatedAsync(stream, initialData, created, forked);
 
     public AppendRefusal? CheckClose(StreamInfo stream, PolicyWriter writer)
         => stream.IsJson && !writer.MayAdmin

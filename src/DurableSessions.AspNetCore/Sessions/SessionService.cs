@@ -663,14 +663,33 @@ internal sealed partial class SessionService : IDisposable
 
     /// <summary>
     /// A session created as a raw stream with its first events (checked by <see cref="CheckCreate"/> before it was
-    /// stored): when they hold something to answer, it becomes a turn, as an append of them would have.
+    /// stored), or as a fork of another: when it holds something to answer, it becomes a turn, as an append of those
+    /// events would have. A create repeated (<paramref name="created"/> false: the stream was there, its first answer
+    /// perhaps lost with the turn it should have made) is judged by what the session holds, as a fork is, since a mark
+    /// already made is not made twice for nothing: a session whose question was answered makes no turn.
     /// </summary>
-    public async Task CreatedAsync(StreamInfo stream, StreamPayload initialData)
+    public async Task CreatedAsync(StreamInfo stream, StreamPayload initialData, bool created, bool forked)
     {
-        if (NeedsAnswer(JsonFraming.ParseMessages(initialData.Data.Span)))
+        // A closed session takes no answer: its turn could only fail, again and again.
+        var awaits = !stream.Closed && (created && !forked
+            ? NeedsAnswer(JsonFraming.ParseMessages(initialData.Data.Span))
+            : stream.TailPosition > 0 && IsSessionPath(stream.Path) && await AwaitsAgentsAsync(stream.Path[Prefix.Length..]).ConfigureAwait(false));
+        if (awaits)
         {
             await _turns.MarkAsync(stream.Path, stream.Id, stream.TailPosition, CancellationToken.None).ConfigureAwait(false);
         }
+    }
+
+    // Read through whoever stops waiting, as the mark it decides is.
+    private async Task<bool> AwaitsAgentsAsync(string sessionId)
+    {
+        var awaits = false;
+        await UnderLockAsync(sessionId, session =>
+        {
+            awaits = SessionRules.AwaitsAgents(session.State);
+            return Task.FromResult(SessionOperationResult.Ok(sessionId, session.State.Position));
+        }, CancellationToken.None).ConfigureAwait(false);
+        return awaits;
     }
 
     /// <summary>

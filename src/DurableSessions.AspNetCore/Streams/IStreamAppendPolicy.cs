@@ -24,10 +24,15 @@ internal interface IStreamAppendPolicy
     AppendRefusal? CheckCreate(string path, string? contentType, string? forkedFrom, StreamPayload initialData, bool closed, PolicyWriter writer);
 
     /// <summary>
-    /// Called once a create it governs has stored initial data (not for a fork, nor for a create that found the stream
-    /// already there), with that data: what its rules do after an append, they do after it too.
+    /// Called once a create it governs has stored initial data or made a fork, with that data: what its rules do after an
+    /// append, they do after it too. Called as well (<paramref name="created"/> false) for the same create repeated,
+    /// which found the stream there: the first one's answer, and what was to follow it, may have been lost.
     /// </summary>
-    Task CreatedAsync(StreamInfo stream, StreamPayload initialData);
+    /// <param name="stream">The stream.</param>
+    /// <param name="initialData">The create's initial data (none for a fork).</param>
+    /// <param name="created">Whether this request created the stream.</param>
+    /// <param name="forked">Whether the create is a fork.</param>
+    Task CreatedAsync(StreamInfo stream, StreamPayload initialData, bool created, bool forked);
 
     /// <summary>Checks a close of an existing stream; null when allowed.</summary>
     AppendRefusal? CheckClose(StreamInfo stream, PolicyWriter writer);

@@ -233,7 +233,7 @@ internal sealed partial class StreamRequestHandler
 
         // A governed stream's first events are seen through once handed to the store, as an append's are: what the policy
         // does after them (a session's turn) must not be skipped because the client hung up.
-        var governed = forkedFrom is null && jsonBody && !payload.IsEmpty ? PolicyFor(path) : null;
+        var governed = forkedFrom is not null || (jsonBody && !payload.IsEmpty) ? PolicyFor(path) : null;
         var limits = Problem.StreamLimits(context, _options);
         var result = await _store.CreateAsync(new CreateStreamRequest
         {
@@ -262,12 +262,14 @@ internal sealed partial class StreamRequestHandler
                 {
                     response.Headers.Location = $"{request.Scheme}://{request.Host}{request.PathBase}{request.Path}";
                     Log.Created(_logger, path, stream.ContentType, forkedFrom);
+                }
 
-                    // A session created with its first events (a user message among them) is answered like one appended to.
-                    if (governed is not null)
-                    {
-                        await governed.CreatedAsync(stream, payload).ConfigureAwait(false);
-                    }
+                // A session created with its first events (a user message among them), or forked from one that was being
+                // answered, is answered like one appended to; so is the same create repeated, whose first answer (and
+                // what was to follow it) may have been lost.
+                if (governed is not null)
+                {
+                    await governed.CreatedAsync(stream, payload, created: result.Status == CreateStreamStatus.Created, forked: forkedFrom is not null).ConfigureAwait(false);
                 }
 
                 response.ContentType = stream.ContentType;
