@@ -22,6 +22,9 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
     // The least a server may set as its largest message (docs/websocket.md): appends up to it need not wait for hello.
     private const int MinMessageBytes = 1024;
 
+    // How long opening the socket may take before this client appends over HTTP instead.
+    private static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
+
     private readonly DurableSessionsClient _client;
     private readonly HttpMessageInvoker _invoker;
     private readonly SemaphoreSlim _connectGate = new(1, 1);
@@ -53,6 +56,13 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
     /// <exception cref="DurableSessionsException">The server refused the append.</exception>
     public async Task<string?> AppendAsync(string path, ReadOnlyMemory<byte> messages, string producerId, long epoch, long seq, CancellationToken cancellationToken)
     {
+        // Text that is not one JSON value would make the server close the socket (a bad frame) under every producer that
+        // shares it: such an append goes over HTTP, where it is refused alone.
+        if (!IsOneJsonValue(messages.Span))
+        {
+            return null;
+        }
+
         var refreshed = false;
         for (var attempt = 0; attempt < 3; attempt++)
         {
@@ -116,6 +126,19 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
         return null;
     }
 
+    private static bool IsOneJsonValue(ReadOnlySpan<byte> json)
+    {
+        try
+        {
+            var reader = new Utf8JsonReader(json, new JsonReaderOptions { MaxDepth = 256 });
+            return reader.Read() && reader.TrySkip() && !reader.Read();
+        }
+        catch (JsonException)
+        {
+            return false;
+        }
+    }
+
     /// <summary>
     /// The append message (docs/websocket.md) around the messages' JSON array, copied in as it is: the same bytes an HTTP
     /// append's body carries.
@@ -160,56 +183,81 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
             _connection?.Abort();
             _connection = null;
             var socket = new ClientWebSocket();
-            socket.Options.AddSubProtocol(SubProtocol);
-            socket.Options.CollectHttpResponseDetails = true;
-
-            // Pings that must be answered: a connection dropped without a reset is given up, and what was in flight on
-            // it is sent again, rather than waiting on TCP.
-            var keepAlive = _client.Options.WebSocketKeepAlive;
-            socket.Options.KeepAliveInterval = keepAlive;
-            socket.Options.KeepAliveTimeout = keepAlive;
-            var token = _client.Options.AccessTokenProvider is { } provider ? await provider(cancellationToken).ConfigureAwait(false) : _client.Options.AccessToken;
-            if (token is not null)
-            {
-                socket.Options.SetRequestHeader("Authorization", "Bearer " + token);
-            }
-
-            var baseAddress = _client.Options.BaseAddress;
-            var target = new UriBuilder(baseAddress) { Scheme = baseAddress.Scheme == Uri.UriSchemeHttps ? "wss" : "ws", Path = "/v1/ws" }.Uri;
+            var opened = false;
             try
             {
-                await socket.ConnectAsync(target, _invoker, cancellationToken).ConfigureAwait(false);
+                var connection = await OpenAsync(socket, cancellationToken).ConfigureAwait(false);
+                opened = connection is not null;
+                return connection;
             }
-            catch (Exception ex) when (ex is WebSocketException or HttpRequestException or IOException or NotSupportedException or ArgumentException)
+            finally
             {
-                // Answered, but not with an upgrade (an older server, a proxy, a page served for any path) or over a
-                // handler that cannot upgrade: this client appends over HTTP from now on. A network failure is only this
-                // attempt's.
-                if (socket.HttpStatusCode is HttpStatusCode.OK or HttpStatusCode.BadRequest or HttpStatusCode.NotFound or HttpStatusCode.MethodNotAllowed or HttpStatusCode.UpgradeRequired
-                    || ex is NotSupportedException or ArgumentException)
+                if (!opened)
                 {
-                    _unavailable = true;
+                    socket.Dispose();
                 }
-
-                socket.Dispose();
-                return null;
             }
-
-            if (socket.SubProtocol != SubProtocol)
-            {
-                _unavailable = true;
-                socket.Dispose();
-                return null;
-            }
-
-            Interlocked.Increment(ref _connects);
-            _connection = new Connection(socket);
-            return _connection;
         }
         finally
         {
             _connectGate.Release();
         }
+    }
+
+    // Opens the socket _connectGate guards; null when this client appends over HTTP instead, for now or for good.
+    private async Task<Connection?> OpenAsync(ClientWebSocket socket, CancellationToken cancellationToken)
+    {
+        socket.Options.AddSubProtocol(SubProtocol);
+        socket.Options.CollectHttpResponseDetails = true;
+
+        // Pings that must be answered: a connection dropped without a reset is given up, and what was in flight on
+        // it is sent again, rather than waiting on TCP.
+        var keepAlive = _client.Options.WebSocketKeepAlive;
+        socket.Options.KeepAliveInterval = keepAlive;
+        socket.Options.KeepAliveTimeout = keepAlive;
+        var token = _client.Options.AccessTokenProvider is { } provider ? await provider(cancellationToken).ConfigureAwait(false) : _client.Options.AccessToken;
+        if (token is not null)
+        {
+            socket.Options.SetRequestHeader("Authorization", "Bearer " + token);
+        }
+
+        var baseAddress = _client.Options.BaseAddress;
+        var target = new UriBuilder(baseAddress) { Scheme = baseAddress.Scheme == Uri.UriSchemeHttps ? "wss" : "ws", Path = "/v1/ws" }.Uri;
+        // Every producer of the client waits on this connect: one that a proxy accepts and never answers is given up
+        // (appends go over HTTP meanwhile), as the TypeScript client gives up its socket.
+        using var connecting = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        connecting.CancelAfter(ConnectTimeout);
+        try
+        {
+            await socket.ConnectAsync(target, _invoker, connecting.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            return null;
+        }
+        catch (Exception ex) when (ex is WebSocketException or HttpRequestException or IOException or NotSupportedException or ArgumentException)
+        {
+            // Answered, but not with an upgrade (an older server, a proxy, a page served for any path) or over a
+            // handler that cannot upgrade: this client appends over HTTP from now on. A network failure is only this
+            // attempt's.
+            if (socket.HttpStatusCode is HttpStatusCode.OK or HttpStatusCode.BadRequest or HttpStatusCode.NotFound or HttpStatusCode.MethodNotAllowed or HttpStatusCode.UpgradeRequired
+                || ex is NotSupportedException or ArgumentException)
+            {
+                _unavailable = true;
+            }
+
+            return null;
+        }
+
+        if (socket.SubProtocol != SubProtocol)
+        {
+            _unavailable = true;
+            return null;
+        }
+
+        Interlocked.Increment(ref _connects);
+        _connection = new Connection(socket);
+        return _connection;
     }
 
     public void Dispose()

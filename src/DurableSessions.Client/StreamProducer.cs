@@ -19,6 +19,11 @@ public sealed class StreamProducer : IDisposable
     // retry of that one and drop it.
     private bool _inDoubt;
 
+    // Set when a newer epoch of this producer has written the stream: every later append is refused as that one was.
+    private DurableSessionsException? _fenced;
+
+    private const string StaleEpoch = "STALE_PRODUCER_EPOCH";
+
     /// <summary>Creates a producer. Use a new <paramref name="epoch"/> (or a new id) after a restart.</summary>
     public StreamProducer(DurableSessionsClient client, string path, string producerId, long epoch = 0)
     {
@@ -45,7 +50,10 @@ public sealed class StreamProducer : IDisposable
     public long Epoch { get; private set; }
 
     /// <summary>Appends one batch of messages; returns the stream offset after it.</summary>
-    /// <exception cref="DurableSessionsException">The server refused the batch (for example <c>RUN_CANCELLED</c>).</exception>
+    /// <exception cref="DurableSessionsException">
+    /// The server refused the batch (for example <c>RUN_CANCELLED</c>). Once refused <c>STALE_PRODUCER_EPOCH</c> (a newer
+    /// epoch of this producer writes the stream), the producer is fenced: every later append throws the same.
+    /// </exception>
     public Task<string> AppendAsync(JsonArray messages, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(messages);
@@ -63,6 +71,11 @@ public sealed class StreamProducer : IDisposable
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            if (_fenced is { } fenced)
+            {
+                throw new DurableSessionsException(fenced.Status, fenced.Code, fenced.Message);
+            }
+
             if (_inDoubt)
             {
                 _inDoubt = false;
@@ -90,6 +103,14 @@ public sealed class StreamProducer : IDisposable
             }, cancellationToken).ConfigureAwait(false);
             _seq++;
             return response.Headers.TryGetValues(StreamHeaders.NextOffset, out var offsets) ? offsets.First() : string.Empty;
+        }
+        catch (DurableSessionsException ex) when (ex.Code == StaleEpoch)
+        {
+            // A newer instance of this producer (a restart with a higher epoch) writes the stream now. Moving on to the
+            // next epoch would take its place: seq 0 of an epoch it already wrote is answered as a duplicate, so this
+            // producer's batches would be reported stored and dropped, and the newer one's then taken for duplicates.
+            _fenced = ex;
+            throw;
         }
         catch (Exception)
         {

@@ -35,7 +35,18 @@ internal static class Schema
             value BLOB NOT NULL,
             PRIMARY KEY (collection, key)
         ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS store_state (
+            key TEXT PRIMARY KEY,
+            value INTEGER NOT NULL
+        ) WITHOUT ROWID;
         """;
+
+    /// <summary>Set by a store that closed cleanly, every access flushed; taken away when a store opens.</summary>
+    public const string SelectClosedCleanly = "SELECT value FROM store_state WHERE key = 'closed_cleanly'";
+
+    public const string ForgetClosedCleanly = "DELETE FROM store_state WHERE key = 'closed_cleanly'";
+
+    public const string MarkClosedCleanly = "INSERT OR REPLACE INTO store_state (key, value) VALUES ('closed_cleanly', 1)";
 
     /// <summary>
     /// Tables that hold the appended data (one row per append, or per run of appends to one stream in one group commit,

@@ -37,6 +37,8 @@ public sealed partial class SqliteStreamStore : StreamStore
     private readonly ConcurrentDictionary<long, StreamEntry> _byId = new();
     private readonly ConcurrentDictionary<long, byte> _accessDirty = new();
     private readonly ConcurrentBag<ReaderConnection> _readers = [];
+    private int _pooledReaders;
+    private static readonly int MaxPooledReaders = Math.Max(8, Environment.ProcessorCount * 4);
     private readonly WriteQueue<WriteCommand> _commands = new(65536);
     private readonly WriteQueue<PublishBatch> _publishQueue = new(int.MaxValue);
     private readonly TaskCompletionSource _writerStopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -69,6 +71,9 @@ public sealed partial class SqliteStreamStore : StreamStore
     private readonly ITimer _sweepTimer;
     private readonly ITimer _accessTimer;
     private readonly DateTimeOffset _openedAt;
+
+    // Whether the store was last closed cleanly (every access saved): set while it opens.
+    private bool _closedCleanly;
     private int _disposed;
     private long _commits;
     private long _flushes;
@@ -154,14 +159,39 @@ public sealed partial class SqliteStreamStore : StreamStore
         // With Fsync durability the writer flushes the WAL itself (see the write path in SqliteStreamStore.Writer.cs),
         // and checkpoints run explicitly with synchronous=FULL; Relaxed leaves syncing to SQLite's NORMAL mode.
         var fsync = options.Durability == SqliteDurability.Fsync;
+        using (var wal = _writer.CreateCommand())
+        {
+            // Every flush and checkpoint here is the WAL's: a file system where SQLite cannot keep one (it then keeps its
+            // old journal and says so) would commit without syncing, so the store does not open on it.
+            wal.CommandText = "PRAGMA journal_mode=WAL";
+            var mode = wal.ExecuteScalar() as string;
+            if (!string.Equals(mode, "wal", StringComparison.OrdinalIgnoreCase))
+            {
+                throw new InvalidOperationException($"SQLite cannot keep a write-ahead log in {options.DataDirectory} (journal mode stays {mode}); the store needs one.");
+            }
+        }
+
         Execute(_writer, $"""
-            PRAGMA journal_mode=WAL;
             PRAGMA synchronous={(fsync ? "OFF" : "NORMAL")};
             PRAGMA busy_timeout=5000;
             PRAGMA wal_autocheckpoint={(fsync ? 0 : 4000)};
             PRAGMA journal_size_limit={options.MaxWalBytes};
             """);
         Execute(_writer, Schema.Create);
+
+        // After a clean close every access was saved, and a TTL counts on from it; after a crash the last ones may not
+        // have been. The mark is taken away (durably) before anything is served, so a crash from here on is seen as one.
+        using (var check = _writer.CreateCommand())
+        {
+            check.CommandText = Schema.SelectClosedCleanly;
+            _closedCleanly = check.ExecuteScalar() is long closed && closed == 1;
+        }
+
+        if (_closedCleanly)
+        {
+            Execute(_writer, $"PRAGMA synchronous=FULL; {Schema.ForgetClosedCleanly}; PRAGMA synchronous={(fsync ? "OFF" : "NORMAL")};");
+        }
+
         CreateTableIfMissing("chunks", Schema.CreateChunks);
         CreateTableIfMissing("producers", Schema.CreateProducers);
         using (var check = _writer.CreateCommand())
@@ -205,6 +235,7 @@ public sealed partial class SqliteStreamStore : StreamStore
         }
 
         Execute(_writer, Schema.CreateProducerIndex);
+
         LoadStreams();
 
         // Set only now: loading scans the streams table and the index of every chunk once, and a large cache would keep
@@ -378,7 +409,7 @@ public sealed partial class SqliteStreamStore : StreamStore
         }
         finally
         {
-            _readers.Add(reader);
+            ReturnReader(reader);
         }
 
         await Task.CompletedTask.ConfigureAwait(false);
@@ -395,7 +426,7 @@ public sealed partial class SqliteStreamStore : StreamStore
         }
         finally
         {
-            _readers.Add(reader);
+            ReturnReader(reader);
             await Task.CompletedTask.ConfigureAwait(false);
         }
     }
@@ -411,7 +442,7 @@ public sealed partial class SqliteStreamStore : StreamStore
         }
         finally
         {
-            _readers.Add(reader);
+            ReturnReader(reader);
         }
 
         foreach (var document in documents)
@@ -463,7 +494,8 @@ public sealed partial class SqliteStreamStore : StreamStore
             }
             else
             {
-                Execute(_writer, "PRAGMA synchronous=FULL; PRAGMA wal_checkpoint(TRUNCATE);");
+                // Every command ran, the last accesses among them: the next open counts TTLs on from what is saved.
+                Execute(_writer, $"PRAGMA synchronous=FULL; {Schema.MarkClosedCleanly}; PRAGMA wal_checkpoint(TRUNCATE);");
             }
         }
         catch (SqliteException ex)
@@ -534,7 +566,31 @@ public sealed partial class SqliteStreamStore : StreamStore
     private ReaderConnection RentReader()
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
-        return _readers.TryTake(out var reader) ? reader : new ReaderConnection(_connectionString);
+        if (_readers.TryTake(out var reader))
+        {
+            Interlocked.Decrement(ref _pooledReaders);
+            return reader;
+        }
+
+        return new ReaderConnection(_connectionString);
+    }
+
+    // Reads run on pool threads, one connection each: a burst of them (thousands of followers catching up at once) opens
+    // as many as there are threads, and the pool keeps only a few of them, each holding descriptors and a page cache.
+    private void ReturnReader(ReaderConnection reader)
+    {
+        if (Volatile.Read(ref _disposed) == 0)
+        {
+            if (Interlocked.Increment(ref _pooledReaders) <= MaxPooledReaders)
+            {
+                _readers.Add(reader);
+                return;
+            }
+
+            Interlocked.Decrement(ref _pooledReaders);
+        }
+
+        reader.Dispose();
     }
 
     private async ValueTask<T> Enqueue<T>(WriteCommand<T> command, CancellationToken cancellationToken)
@@ -638,8 +694,8 @@ public sealed partial class SqliteStreamStore : StreamStore
             var info = Schema.ReadStream(reader);
 
             // Reads that refreshed a TTL since the last persisted access may not have been saved before a crash;
-            // restarting the countdown errs on the side of keeping data.
-            if (info.TtlSeconds is not null && info.LastAccessAt < _openedAt)
+            // restarting the countdown errs on the side of keeping data. After a clean close, every access was saved.
+            if (!_closedCleanly && info.TtlSeconds is not null && info.LastAccessAt < _openedAt)
             {
                 info = info with { LastAccessAt = _openedAt };
             }

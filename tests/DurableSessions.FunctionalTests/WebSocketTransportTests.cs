@@ -230,6 +230,57 @@ public sealed class WebSocketTransportTests
     }
 
     [Fact]
+    public async Task Text_that_is_not_json_is_refused_over_http_and_leaves_the_shared_socket_open()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        await server.Client.PutAsync(new Uri("/v1/stream/client/bad", UriKind.Relative), Json("[]"));
+        using var client = new DurableSessions.Client.DurableSessionsClient(DurableSessions.Client.DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress });
+        using var good = new DurableSessions.Client.StreamProducer(client, "client/bad", "good");
+        using var bad = new DurableSessions.Client.StreamProducer(client, "client/bad", "bad");
+        await good.AppendAsync(new JsonArray(new JsonObject { ["n"] = 1 }));
+        var connects = client.Sockets!.Connects;
+
+        foreach (var text in new[] { "[{\"n\":", "[1] [2]", "{\"n\":1}}" })
+        {
+            var refused = await Assert.ThrowsAsync<DurableSessions.Client.DurableSessionsException>(() => bad.AppendJsonAsync(Encoding.UTF8.GetBytes(text)));
+            Assert.Equal(System.Net.HttpStatusCode.BadRequest, refused.Status);
+        }
+
+        await good.AppendAsync(new JsonArray(new JsonObject { ["n"] = 2 }));
+        Assert.Equal(connects, client.Sockets.Connects);
+        Assert.Equal(2, client.Sockets.Appended);
+        var stored = JsonNode.Parse(await server.Client.GetStringAsync(new Uri("/v1/stream/client/bad?offset=-1", UriKind.Relative)))!.AsArray();
+        Assert.Equal([1, 2], stored.Select(m => m!["n"]!.GetValue<int>()));
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_producer_a_newer_epoch_fenced_stays_fenced_and_takes_none_of_the_newer_ones_places(bool webSocket)
+    {
+        await using var server = await InProcessServer.StartAsync();
+        await server.Client.PutAsync(new Uri("/v1/stream/client/fenced", UriKind.Relative), Json("[]"));
+        using var client = new DurableSessions.Client.DurableSessionsClient(DurableSessions.Client.DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, UseWebSocket = webSocket });
+        using var old = new DurableSessions.Client.StreamProducer(client, "client/fenced", "p");
+        using var restarted = new DurableSessions.Client.StreamProducer(client, "client/fenced", "p", epoch: 1);
+        await old.AppendAsync(new JsonArray(new JsonObject { ["n"] = "old 1" }));
+        await restarted.AppendAsync(new JsonArray(new JsonObject { ["n"] = "new 1" }));
+
+        // The old instance is refused, and stays refused: it does not move on to the newer one's epoch, where its batch
+        // would be answered as a duplicate of the newer one's and dropped, and its next ones take the newer one's places.
+        for (var i = 2; i <= 3; i++)
+        {
+            var refused = await Assert.ThrowsAsync<DurableSessions.Client.DurableSessionsException>(() => old.AppendAsync(new JsonArray(new JsonObject { ["n"] = $"old {i}" })));
+            Assert.Equal("STALE_PRODUCER_EPOCH", refused.Code);
+        }
+
+        await restarted.AppendAsync(new JsonArray(new JsonObject { ["n"] = "new 2" }));
+        await restarted.AppendAsync(new JsonArray(new JsonObject { ["n"] = "new 3" }));
+        var stored = JsonNode.Parse(await server.Client.GetStringAsync(new Uri("/v1/stream/client/fenced?offset=-1", UriKind.Relative)))!.AsArray();
+        Assert.Equal(["old 1", "new 1", "new 2", "new 3"], stored.Select(m => m!["n"]!.GetValue<string>()));
+    }
+
+    [Fact]
     public async Task An_append_larger_than_the_servers_message_limit_goes_over_http_and_leaves_the_socket_open()
     {
         await using var server = await InProcessServer.StartAsync(services: s => s.Configure<DurableSessions.AspNetCore.WebSockets.StreamSocketOptions>(o => o.MaxMessageBytes = 64 * 1024));

@@ -301,6 +301,24 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_sliding_ttl_counts_on_from_its_last_read_across_a_clean_reopen()
+    {
+        var store = await Open();
+        await Create(store, "ttl-reopened", initial: "data", ttl: 10);
+        Clock.Advance(TimeSpan.FromSeconds(4));
+        await store.TouchAsync((await store.GetAsync("ttl-reopened")).Stream!);
+        await store.DisposeAsync();
+        _opened.Remove(store);
+
+        // Closed for longer than the TTL leaves after that read, it would never expire if each start began it again.
+        Clock.Advance(TimeSpan.FromSeconds(8));
+        store = await Open();
+        Assert.Equal(StreamLookupStatus.Found, (await store.GetAsync("ttl-reopened")).Status);
+        Clock.Advance(TimeSpan.FromSeconds(3));
+        Assert.Equal(StreamLookupStatus.NotFound, (await store.GetAsync("ttl-reopened")).Status);
+    }
+
+    [Fact]
     public async Task A_create_past_the_stream_limit_is_refused_and_existing_streams_still_answer()
     {
         var store = await Open();

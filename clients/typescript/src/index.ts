@@ -185,7 +185,14 @@ export class DurableSessionsClient {
       await response.body?.cancel()
       response = await send()
     }
-    if (response.status >= 400 && response.status < 500) {
+    // Other nodes kept the session busy and nothing was written (503 with Retry-After): sent again, a few times.
+    for (let attempt = 0; attempt < 5 && response.status === 503 && response.headers.has("retry-after"); attempt++) {
+      const seconds = Number(response.headers.get("retry-after"))
+      await response.body?.cancel()
+      await backoff(Math.min(5_000, Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : 100), signal)
+      response = await send()
+    }
+    if (response.status >= 400) {
       let code = `HTTP_${response.status}`
       let message = `The server answered ${response.status}.`
       try {
@@ -195,7 +202,10 @@ export class DurableSessionsClient {
       } catch {
         // not a JSON error body
       }
-      throw new DurableSessionsError(response.status, code, message)
+      // A refusal is final; a server error (503 SESSION_BUSY, a proxy's 502) is worth another try, as over the
+      // WebSocket, where it fails the operation with a plain Error too. Either way nothing is taken for an answer.
+      if (response.status < 500) throw new DurableSessionsError(response.status, code, message)
+      throw new Error(`${code}: ${message}`)
     }
     return response
   }
@@ -230,7 +240,10 @@ export class DurableSessionsClient {
     return this.hub
   }
 
-  /** Closes the client's WebSocket, if it opened one; the sessions joined over it end with an error. */
+  /**
+   * Closes the client's WebSocket, if it opened one. Sessions joined over it see their connection drop and resume on a
+   * new socket, as after any cut: to end them, abort the signals they were joined with (and then close the client).
+   */
   close(): void {
     this.hub?.close()
     this.hub = undefined
@@ -543,6 +556,8 @@ export class SocketHub {
   /** Follows `path` from `offset`: batches of events, each with the offset after it. Throws when the connection drops. */
   async *follow(path: string, offset: string, signal?: AbortSignal): AsyncGenerator<Batch> {
     const socket = await this.open()
+    // Aborted while the socket opened: the listener below would never hear it.
+    signal?.throwIfAborted()
     const sub = `s${++this.next}`
     const queue: SocketMessage[] = []
     let wake: (() => void) | undefined
@@ -802,6 +817,11 @@ const jitter = (ms: number) => ms * (0.5 + Math.random() / 2)
 /** Waits before a reconnect; the browser coming back online ends the wait early. */
 function backoff(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
+    // A listener added to a signal that has already fired never runs.
+    if (signal?.aborted) {
+      reject(signal.reason)
+      return
+    }
     const done = () => {
       clearTimeout(timer)
       globalThis.removeEventListener?.("online", done)

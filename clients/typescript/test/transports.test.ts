@@ -218,3 +218,36 @@ test("an idle timeout that setTimeout cannot hold is refused", () => {
     expect(() => new DurableSessionsClient({ baseUrl: base!, idleTimeoutMs })).toThrow(/idleTimeoutMs/)
   }
 })
+
+test("over HTTP a busy session is sent again after its Retry-After, and a server error fails the operation", async () => {
+  const native = globalThis.fetch
+  let busy = 2
+  let broken = false
+  const posted: number[] = []
+  globalThis.fetch = async (input: RequestInfo | URL, init?: RequestInit) => {
+    const url = String(input)
+    if (init?.method === "POST" && url.endsWith("/messages")) {
+      if (broken) return new Response(JSON.stringify({ error: { code: "INTERNAL", message: "it broke" } }), { status: 500 })
+      if (busy-- > 0) {
+        posted.push(503)
+        return new Response(JSON.stringify({ error: { code: "SESSION_BUSY", message: "busy" } }), { status: 503, headers: { "retry-after": "0" } })
+      }
+      posted.push(201)
+    }
+    return native(input, init)
+  }
+  try {
+    const client = new DurableSessionsClient({ baseUrl: base, transport: "sse" })
+    const session = client.session(`busy-${Date.now()}`)
+    await session.create()
+    const id = await session.sendMessage("hello")
+    expect(typeof id).toBe("string")
+    expect(posted).toEqual([503, 503, 201])
+
+    // A 500 is no answer: the promise rejects, where it used to resolve with the error body read as one.
+    broken = true
+    await expect(session.sendMessage("again")).rejects.toThrow(/INTERNAL: it broke/)
+  } finally {
+    globalThis.fetch = native
+  }
+})
