@@ -144,7 +144,7 @@ public sealed class WebSocketTransportTests
     public async Task The_dotnet_clients_producers_append_over_one_websocket_exactly_once_through_cut_connections()
     {
         await using var server = await InProcessServer.StartAsync();
-        await server.Client.PutAsync(new Uri("/v1/stream/client/ws", UriKind.Relative), Json("[]"));
+        await CreateStreamAsync(server, "client/ws");
         await using var proxy = new ChaosProxy(server.BaseAddress, maxCuts: 30, seed: 3, maxBytesBeforeCut: 2000);
         using var client = new DurableSessions.Client.DurableSessionsClient(DurableSessions.Client.DurableSessionsClientOptions.Default with
         {
@@ -178,7 +178,7 @@ public sealed class WebSocketTransportTests
     public async Task Appends_in_flight_on_a_websocket_the_network_dropped_silently_are_sent_again_on_a_new_one_once_each()
     {
         await using var server = await InProcessServer.StartAsync();
-        await server.Client.PutAsync(new Uri("/v1/stream/client/silent", UriKind.Relative), Json("[]"));
+        await CreateStreamAsync(server, "client/silent");
         await using var proxy = new ChaosProxy(server.BaseAddress, maxCuts: 0, seed: 1);
         using var client = new DurableSessions.Client.DurableSessionsClient(DurableSessions.Client.DurableSessionsClientOptions.Default with
         {
@@ -205,8 +205,8 @@ public sealed class WebSocketTransportTests
     public async Task A_batch_after_a_cancelled_append_is_stored_not_taken_for_a_retry_of_it()
     {
         await using var server = await InProcessServer.StartAsync();
-        await server.Client.PutAsync(new Uri("/v1/stream/client/cancel", UriKind.Relative), Json("[]"));
-        using var client = new DurableSessions.Client.DurableSessionsClient(DurableSessions.Client.DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress });
+        await CreateStreamAsync(server, "client/cancel");
+        using var client = ClientOf(server);
         using var producer = new DurableSessions.Client.StreamProducer(client, "client/cancel", "p");
         await producer.AppendAsync(new JsonArray(new JsonObject { ["n"] = 1 }));
         Assert.True(client.Sockets!.Appended > 0, "the first append did not go over the WebSocket");
@@ -233,8 +233,8 @@ public sealed class WebSocketTransportTests
     public async Task Text_that_is_not_json_is_refused_over_http_and_leaves_the_shared_socket_open()
     {
         await using var server = await InProcessServer.StartAsync();
-        await server.Client.PutAsync(new Uri("/v1/stream/client/bad", UriKind.Relative), Json("[]"));
-        using var client = new DurableSessions.Client.DurableSessionsClient(DurableSessions.Client.DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress });
+        await CreateStreamAsync(server, "client/bad");
+        using var client = ClientOf(server);
         using var good = new DurableSessions.Client.StreamProducer(client, "client/bad", "good");
         using var bad = new DurableSessions.Client.StreamProducer(client, "client/bad", "bad");
         await good.AppendAsync(new JsonArray(new JsonObject { ["n"] = 1 }));
@@ -259,8 +259,8 @@ public sealed class WebSocketTransportTests
     public async Task A_producer_a_newer_epoch_fenced_stays_fenced_and_takes_none_of_the_newer_ones_places(bool webSocket)
     {
         await using var server = await InProcessServer.StartAsync();
-        await server.Client.PutAsync(new Uri("/v1/stream/client/fenced", UriKind.Relative), Json("[]"));
-        using var client = new DurableSessions.Client.DurableSessionsClient(DurableSessions.Client.DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, UseWebSocket = webSocket });
+        await CreateStreamAsync(server, "client/fenced");
+        using var client = ClientOf(server, webSocket);
         using var old = new DurableSessions.Client.StreamProducer(client, "client/fenced", "p");
         using var restarted = new DurableSessions.Client.StreamProducer(client, "client/fenced", "p", epoch: 1);
         await old.AppendAsync(new JsonArray(new JsonObject { ["n"] = "old 1" }));
@@ -284,8 +284,8 @@ public sealed class WebSocketTransportTests
     public async Task An_append_larger_than_the_servers_message_limit_goes_over_http_and_leaves_the_socket_open()
     {
         await using var server = await InProcessServer.StartAsync(services: s => s.Configure<DurableSessions.AspNetCore.WebSockets.StreamSocketOptions>(o => o.MaxMessageBytes = 64 * 1024));
-        await server.Client.PutAsync(new Uri("/v1/stream/client/large", UriKind.Relative), Json("[]"));
-        using var client = new DurableSessions.Client.DurableSessionsClient(DurableSessions.Client.DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress });
+        await CreateStreamAsync(server, "client/large");
+        using var client = ClientOf(server);
         using var producer = new DurableSessions.Client.StreamProducer(client, "client/large", "p");
         await producer.AppendAsync(new JsonArray(new JsonObject { ["n"] = 1 }));
         Assert.Equal(1, client.Sockets!.Appended);
@@ -900,4 +900,10 @@ public sealed class WebSocketTransportTests
     private static string? Sub(JsonObject message) => message["sub"]?.GetValue<string>();
 
     private static StringContent Json(string json) => new(json, Encoding.UTF8, "application/json");
+
+    private static DurableSessions.Client.DurableSessionsClient ClientOf(InProcessServer server, bool webSocket = true)
+        => new(DurableSessions.Client.DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, UseWebSocket = webSocket });
+
+    private static Task<HttpResponseMessage> CreateStreamAsync(InProcessServer server, string path)
+        => server.Client.PutAsync(new Uri("/v1/stream/" + path, UriKind.Relative), Json("[]"));
 }
