@@ -22,8 +22,12 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
     // The least a server may set as its largest message (docs/websocket.md): appends up to it need not wait for hello.
     private const int MinMessageBytes = 1024;
 
-    // How long opening the socket may take before this client appends over HTTP instead.
+    // How long opening the socket may take before this client appends over HTTP instead, and for how long then.
     private static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
+    private static readonly TimeSpan ConnectRetryDelay = TimeSpan.FromSeconds(30);
+
+    // Environment.TickCount64 before which no connect is tried (set when one timed out).
+    private long _retryConnectAt;
 
     private readonly DurableSessionsClient _client;
     private readonly HttpMessageInvoker _invoker;
@@ -56,9 +60,9 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
     /// <exception cref="DurableSessionsException">The server refused the append.</exception>
     public async Task<string?> AppendAsync(string path, ReadOnlyMemory<byte> messages, string producerId, long epoch, long seq, CancellationToken cancellationToken)
     {
-        // Text that is not one JSON value would make the server close the socket (a bad frame) under every producer that
-        // shares it: such an append goes over HTTP, where it is refused alone.
-        if (!IsOneJsonValue(messages.Span))
+        // Text that is not one JSON value in UTF-8 would make the server close the socket (a bad frame) under every
+        // producer that shares it: such an append goes over HTTP, where it is refused alone.
+        if (!System.Text.Unicode.Utf8.IsValid(messages.Span) || !IsOneJsonValue(messages.Span))
         {
             return null;
         }
@@ -172,7 +176,18 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
             return open;
         }
 
-        await _connectGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        // A connect that timed out is not tried again for a while: appends go over HTTP meanwhile, rather than each
+        // waiting out another timeout.
+        if (Environment.TickCount64 < Volatile.Read(ref _retryConnectAt))
+        {
+            return null;
+        }
+
+        if (!await _connectGate.WaitAsync(ConnectTimeout, cancellationToken).ConfigureAwait(false))
+        {
+            return null;
+        }
+
         try
         {
             if (_connection is { IsOpen: true } current)
@@ -233,6 +248,7 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
+            Volatile.Write(ref _retryConnectAt, Environment.TickCount64 + (long)ConnectRetryDelay.TotalMilliseconds);
             return null;
         }
         catch (Exception ex) when (ex is WebSocketException or HttpRequestException or IOException or NotSupportedException or ArgumentException)

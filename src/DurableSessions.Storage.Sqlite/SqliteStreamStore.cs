@@ -494,8 +494,33 @@ public sealed partial class SqliteStreamStore : StreamStore
             }
             else
             {
-                // Every command ran, the last accesses among them: the next open counts TTLs on from what is saved.
-                Execute(_writer, $"PRAGMA synchronous=FULL; {Schema.MarkClosedCleanly}; PRAGMA wal_checkpoint(TRUNCATE);");
+                // The next open counts TTLs on from what is saved: every stream with one gets its last access as the
+                // store knows it now (a flush in the writer may have missed one), in the commit that marks the close.
+                using (var transaction = _writer.BeginTransaction())
+                {
+                    using var touch = _writer.CreateCommand();
+                    touch.Transaction = transaction;
+                    touch.CommandText = Schema.TouchStream;
+                    var id = touch.Parameters.Add("$id", SqliteType.Integer);
+                    var lastAccess = touch.Parameters.Add("$last_access", SqliteType.Integer);
+                    foreach (var entry in _byId.Values)
+                    {
+                        if (entry.Info.TtlSeconds is not null)
+                        {
+                            id.Value = entry.Info.Id;
+                            lastAccess.Value = entry.LastAccess.ToUnixTimeMilliseconds();
+                            touch.ExecuteNonQuery();
+                        }
+                    }
+
+                    using var mark = _writer.CreateCommand();
+                    mark.Transaction = transaction;
+                    mark.CommandText = Schema.MarkClosedCleanly;
+                    mark.ExecuteNonQuery();
+                    transaction.Commit();
+                }
+
+                Execute(_writer, "PRAGMA synchronous=FULL; PRAGMA wal_checkpoint(TRUNCATE);");
             }
         }
         catch (SqliteException ex)
@@ -584,6 +609,13 @@ public sealed partial class SqliteStreamStore : StreamStore
             if (Interlocked.Increment(ref _pooledReaders) <= MaxPooledReaders)
             {
                 _readers.Add(reader);
+
+                // Disposed meanwhile, after its pool was emptied: nothing would close this one.
+                if (Volatile.Read(ref _disposed) != 0 && _readers.TryTake(out var late))
+                {
+                    late.Dispose();
+                }
+
                 return;
             }
 

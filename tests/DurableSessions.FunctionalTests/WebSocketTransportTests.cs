@@ -240,9 +240,10 @@ public sealed class WebSocketTransportTests
         await good.AppendAsync(new JsonArray(new JsonObject { ["n"] = 1 }));
         var connects = client.Sockets!.Connects;
 
-        foreach (var text in new[] { "[{\"n\":", "[1] [2]", "{\"n\":1}}" })
+        byte[] notUtf8 = [.. "[\""u8, 0xC3, 0x28, .. "\"]"u8];
+        foreach (var bytes in new[] { "[{\"n\":"u8.ToArray(), "[1] [2]"u8.ToArray(), "{\"n\":1}}"u8.ToArray(), notUtf8 })
         {
-            var refused = await Assert.ThrowsAsync<DurableSessions.Client.DurableSessionsException>(() => bad.AppendJsonAsync(Encoding.UTF8.GetBytes(text)));
+            var refused = await Assert.ThrowsAsync<DurableSessions.Client.DurableSessionsException>(() => bad.AppendJsonAsync(bytes));
             Assert.Equal(System.Net.HttpStatusCode.BadRequest, refused.Status);
         }
 

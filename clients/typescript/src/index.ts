@@ -185,11 +185,13 @@ export class DurableSessionsClient {
       await response.body?.cancel()
       response = await send()
     }
-    // Other nodes kept the session busy and nothing was written (503 with Retry-After): sent again, a few times.
-    for (let attempt = 0; attempt < 5 && response.status === 503 && response.headers.has("retry-after"); attempt++) {
+    // Other nodes kept the session busy, or the server had too many large appends, and nothing was written (503
+    // SESSION_BUSY, SERVER_BUSY): sent again, a few times. Another 503 (the store away) may have stored the request, so
+    // it is not sent again.
+    for (let attempt = 0; attempt < 5 && response.status === 503 && ["SESSION_BUSY", "SERVER_BUSY"].includes((await errorCode(response)) ?? ""); attempt++) {
       const seconds = Number(response.headers.get("retry-after"))
       await response.body?.cancel()
-      await backoff(Math.min(5_000, Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : 100), signal)
+      await backoff(Math.min(10_000, Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : 100) * 2, signal)
       response = await send()
     }
     if (response.status >= 400) {
@@ -814,7 +816,16 @@ function throttledSave(storage: ClientOptions["storage"], key: string) {
 
 const jitter = (ms: number) => ms * (0.5 + Math.random() / 2)
 
-/** Waits before a reconnect; the browser coming back online ends the wait early. */
+/** The error code of a refusal, read from a copy of the response (its body stays unread). */
+async function errorCode(response: Response): Promise<string | undefined> {
+  try {
+    return ((await response.clone().json()) as { error?: { code?: string } }).error?.code
+  } catch {
+    return undefined
+  }
+}
+
+/** Waits before a reconnect (half to all of `ms`); the browser coming back online ends the wait early. */
 function backoff(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     // A listener added to a signal that has already fired never runs.

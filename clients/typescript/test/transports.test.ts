@@ -223,11 +223,16 @@ test("over HTTP a busy session is sent again after its Retry-After, and a server
   const native = globalThis.fetch
   let busy = 2
   let broken = false
+  let unavailable = false
   const posted: number[] = []
   globalThis.fetch = async (input: RequestInfo | URL, init?: RequestInit) => {
     const url = String(input)
     if (init?.method === "POST" && url.endsWith("/messages")) {
       if (broken) return new Response(JSON.stringify({ error: { code: "INTERNAL", message: "it broke" } }), { status: 500 })
+      if (unavailable) {
+        posted.push(503)
+        return new Response(JSON.stringify({ error: { code: "STORE_UNAVAILABLE", message: "away" } }), { status: 503, headers: { "retry-after": "0" } })
+      }
       if (busy-- > 0) {
         posted.push(503)
         return new Response(JSON.stringify({ error: { code: "SESSION_BUSY", message: "busy" } }), { status: 503, headers: { "retry-after": "0" } })
@@ -244,9 +249,15 @@ test("over HTTP a busy session is sent again after its Retry-After, and a server
     expect(typeof id).toBe("string")
     expect(posted).toEqual([503, 503, 201])
 
-    // A 500 is no answer: the promise rejects, where it used to resolve with the error body read as one.
+    // A 500 is no answer: the promise rejects, where it used to resolve with the error body read as one. A 503 that may
+    // have stored the message (the store was away) is not sent again.
     broken = true
     await expect(session.sendMessage("again")).rejects.toThrow(/INTERNAL: it broke/)
+    broken = false
+    unavailable = true
+    const before = posted.length
+    await expect(session.sendMessage("once more")).rejects.toThrow(/STORE_UNAVAILABLE/)
+    expect(posted.length).toBe(before + 1)
   } finally {
     globalThis.fetch = native
   }
