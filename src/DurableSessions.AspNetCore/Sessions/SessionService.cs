@@ -94,27 +94,26 @@ internal sealed partial class SessionService : IDisposable
     }
 
     /// <summary>The human a message was routed to (posted while that human held the session), or null.</summary>
-    public async Task<string?> RoutedToAsync(string sessionId, string messageId, CancellationToken cancellationToken)
-    {
-        string? human = null;
-        await UnderLockAsync(sessionId, session =>
-        {
-            human = session.State.GetMessage(messageId)?.RoutedTo;
-            return Task.FromResult(SessionOperationResult.Ok(sessionId, session.State.Position));
-        }, cancellationToken).ConfigureAwait(false);
-        return human;
-    }
+    public Task<string?> RoutedToAsync(string sessionId, string messageId, CancellationToken cancellationToken)
+        => ReadStateAsync(sessionId, state => state.GetMessage(messageId)?.RoutedTo, cancellationToken);
 
     /// <summary>The session's <c>session</c> entity (title, policies, notification URL), or null.</summary>
-    public async Task<JsonObject?> SessionSettingsAsync(string sessionId, CancellationToken cancellationToken)
+    public Task<JsonObject?> SessionSettingsAsync(string sessionId, CancellationToken cancellationToken)
+        => ReadStateAsync(sessionId, state => state.Get(SessionEventTypes.Session, "session"), cancellationToken);
+
+    /// <summary>
+    /// What <paramref name="read"/> finds in the session's state, brought up to date with its stream under its lock;
+    /// the default when there is no session.
+    /// </summary>
+    private async Task<T?> ReadStateAsync<T>(string sessionId, Func<SessionState, T?> read, CancellationToken cancellationToken)
     {
-        JsonObject? settings = null;
+        var found = default(T);
         await UnderLockAsync(sessionId, session =>
         {
-            settings = session.State.Get(SessionEventTypes.Session, "session");
+            found = read(session.State);
             return Task.FromResult(SessionOperationResult.Ok(sessionId, session.State.Position));
         }, cancellationToken).ConfigureAwait(false);
-        return settings;
+        return found;
     }
 
     /// <summary>The session's materialized state, brought up to date with its stream.</summary>
@@ -673,23 +672,13 @@ internal sealed partial class SessionService : IDisposable
         // A closed session takes no answer: its turn could only fail, again and again.
         var awaits = !stream.Closed && (created && !forked
             ? NeedsAnswer(JsonFraming.ParseMessages(initialData.Data.Span))
-            : stream.TailPosition > 0 && IsSessionPath(stream.Path) && await AwaitsAgentsAsync(stream.Path[Prefix.Length..]).ConfigureAwait(false));
+            : stream.TailPosition > 0 && IsSessionPath(stream.Path)
+                // Read through whoever stops waiting, as the mark it decides is.
+                && await ReadStateAsync(stream.Path[Prefix.Length..], SessionRules.AwaitsAgents, CancellationToken.None).ConfigureAwait(false));
         if (awaits)
         {
             await _turns.MarkAsync(stream.Path, stream.Id, stream.TailPosition, CancellationToken.None).ConfigureAwait(false);
         }
-    }
-
-    // Read through whoever stops waiting, as the mark it decides is.
-    private async Task<bool> AwaitsAgentsAsync(string sessionId)
-    {
-        var awaits = false;
-        await UnderLockAsync(sessionId, session =>
-        {
-            awaits = SessionRules.AwaitsAgents(session.State);
-            return Task.FromResult(SessionOperationResult.Ok(sessionId, session.State.Position));
-        }, CancellationToken.None).ConfigureAwait(false);
-        return awaits;
     }
 
     /// <summary>
