@@ -7,7 +7,7 @@ const webSocket = typeof WebSocket !== "undefined"
 export default defineConfig({
   test: {
     include: ["test/*.test.ts"],
-    exclude: webSocket ? [] : ["test/websocket.test.ts"],
+    exclude: webSocket ? [] : ["test/websocket.test.ts", "test/websocket-token.test.ts"],
     testTimeout: 60_000,
     fileParallelism: false,
   },

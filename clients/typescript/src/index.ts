@@ -17,6 +17,8 @@ export interface ClientOptions {
    * A bearer token, when the server requires one; or a function that gives one, called on every connect and reconnect
    * (and once more after a 401). The server ends a live read when its token expires; the client then reconnects from
    * its offset with the function's next token, so a tail outlives any number of short-lived tokens and loses nothing.
+   * Over the WebSocket, a function's next token replaces a JWT's on the open socket before it expires (a quarter of its
+   * remaining life, at most a minute, ahead), so the socket and every subscription on it stay open.
    */
   token?: string | (() => string | undefined | Promise<string | undefined>)
   /** The participant id this client writes as. */
@@ -238,7 +240,13 @@ export class DurableSessionsClient {
 
   /** @internal The client's one WebSocket, shared by every session it follows. */
   get sockets(): SocketHub {
-    this.hub ??= new SocketHub(this.base, async () => (typeof this.options.token === "function" ? await this.options.token() : this.options.token), this.options.operationTimeoutMs ?? 30_000, this.options.keepAliveMs ?? 15_000)
+    this.hub ??= new SocketHub(
+      this.base,
+      async () => (typeof this.options.token === "function" ? await this.options.token() : this.options.token),
+      this.options.operationTimeoutMs ?? 30_000,
+      this.options.keepAliveMs ?? 15_000,
+      typeof this.options.token === "function",
+    )
     return this.hub
   }
 
@@ -499,12 +507,18 @@ export class SocketHub {
   // Set when a socket is dropped as dead (silent, unanswered, or the page offline): the link it ran on may be dead too.
   private linkSuspect = false
   private readonly closed = new AbortController()
+  private refreshTimer: ReturnType<typeof setTimeout> | undefined
 
+  /**
+   * @param refreshes whether `token` may give a new token each call (the client was given a function): the socket's
+   * token is then replaced before it expires, so the socket and its subscriptions outlive it.
+   */
   constructor(
     private readonly base: string,
     private readonly token: () => Promise<string | undefined>,
     private readonly answerTimeoutMs = 30_000,
     private readonly keepAliveMs = 15_000,
+    private readonly refreshes = false,
   ) {
     // A browser that goes offline may keep a dead socket open for a long time without a close event: drop it at once,
     // so every subscription resumes as soon as the network is back.
@@ -611,9 +625,47 @@ export class SocketHub {
 
   close(): void {
     this.closed.abort()
+    clearTimeout(this.refreshTimer)
     // Its subscriptions and calls learn now, not when a close event comes (a dead link may never send one).
     this.socket?.close(1000)
     this.dropCurrent?.()
+  }
+
+  /**
+   * Replaces the token of `socket` with the token function's next one a while before `token` expires (a quarter of its
+   * remaining life, at most a minute ahead): the server would otherwise close the socket when it expires (`4401`), and
+   * every subscription on it would have to resume on a new one. A refused refresh changes nothing: the socket is then
+   * closed at expiry and reopened with the function's next token, as before.
+   */
+  private scheduleRefresh(socket: WebSocket, token: string | undefined): void {
+    clearTimeout(this.refreshTimer)
+    const expiresAt = this.refreshes ? tokenExpiry(token) : undefined
+    if (expiresAt === undefined || this.socket !== socket) return
+    const remaining = expiresAt - Date.now()
+    this.refreshTimer = setTimeout(() => void this.refresh(socket, token), Math.max(1_000, remaining - Math.min(60_000, remaining / 4)))
+    // A pending refresh alone does not keep a Node process running.
+    ;(this.refreshTimer as { unref?: () => void }).unref?.()
+  }
+
+  private async refresh(socket: WebSocket, current: string | undefined): Promise<void> {
+    let token: string | undefined
+    try {
+      token = await this.token()
+    } catch {
+      return
+    }
+    // The same token again (the function caches it) would be refreshed again at once: wait for its expiry instead.
+    if (!token || token === current || this.socket !== socket) return
+    const id = `a${++this.next}`
+    this.listeners.set(id, (message) => {
+      this.listeners.delete(id)
+      if (message.type === "ack") this.scheduleRefresh(socket, token)
+    })
+    try {
+      socket.send(JSON.stringify({ op: "auth", id, token }))
+    } catch {
+      this.listeners.delete(id)
+    }
   }
 
   private open(): Promise<WebSocket> {
@@ -636,6 +688,7 @@ export class SocketHub {
           if (lost) return
           lost = true
           clearInterval(keepAlive)
+          clearTimeout(this.refreshTimer)
           if (this.socket === socket) this.socket = undefined
           for (const listener of [...this.listeners.values()]) listener({ type: "connection-lost" })
         }
@@ -678,6 +731,7 @@ export class SocketHub {
             this.socket = socket
             this.dropCurrent = () => { this.linkSuspect = true; loseConnection(); socket.close() }
             keepAlive = setInterval(checkAlive, Math.max(1, Math.floor(this.keepAliveMs / 4)))
+            this.scheduleRefresh(socket, token)
             resolve(socket)
           } else if (message.sub ?? message.id) {
             this.listeners.get((message.sub ?? message.id)!)?.(message)
@@ -696,6 +750,19 @@ export class SocketHub {
       (error: unknown) => { this.failedAt = Date.now(); throw error },
     ).finally(() => { this.opening = undefined })
     return this.opening
+  }
+}
+
+/** When a JWT expires (its `exp`, in ms since the epoch); `undefined` for a token that is not a JWT or has no expiry. */
+function tokenExpiry(token: string | undefined): number | undefined {
+  const payload = token?.split(".")[1]
+  if (!payload) return undefined
+  try {
+    const json = atob(payload.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(payload.length / 4) * 4, "="))
+    const exp = (JSON.parse(json) as { exp?: unknown }).exp
+    return typeof exp === "number" && Number.isFinite(exp) ? exp * 1000 : undefined
+  } catch {
+    return undefined
   }
 }
 

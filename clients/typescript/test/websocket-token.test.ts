@@ -1,0 +1,92 @@
+// A WebSocket that outlives its tokens: the client replaces the socket's token before it expires, so the server never
+// closes it (4401) and the session's subscription goes on, on the socket it was opened on.
+// Included where a WebSocket global exists (vitest.config.mjs), as websocket.test.ts.
+import { createHmac } from "node:crypto"
+import { afterAll, beforeAll, expect, test } from "vitest"
+import { startServer } from "../../../tests/server-process.mjs"
+import { DurableSessionsClient } from "../src/index"
+
+const key = "websocket-token-test-key-of-32-bytes-or-more"
+let server: { url: string; stop(): Promise<void> }
+
+beforeAll(async () => {
+  server = await startServer(["--no-agent", `--Auth:SigningKey=${key}`, "--Auth:ClockSkew=00:00:00"])
+})
+afterAll(async () => { await server?.stop() })
+
+/** An HS256 JWT as the server's access control expects: a subject, grants, and an expiry in whole seconds. */
+function token(subject: string, grants: Record<string, string[]>, lifetimeSeconds: number): string {
+  const now = Math.floor(Date.now() / 1000)
+  const header = Buffer.from(JSON.stringify({ alg: "HS256", typ: "JWT" })).toString("base64url")
+  const payload = Buffer.from(JSON.stringify({ sub: subject, grants, iat: now, nbf: now, exp: now + lifetimeSeconds })).toString("base64url")
+  const signature = createHmac("sha256", key).update(`${header}.${payload}`).digest("base64url")
+  return `${header}.${payload}.${signature}`
+}
+
+test("a token that expires while a session follows over the WebSocket is replaced on the open socket, every message once", async () => {
+  const opened: string[] = []
+  const closes: number[] = []
+  const Native = globalThis.WebSocket
+  globalThis.WebSocket = class extends Native {
+    constructor(url: string | URL, protocols?: string | string[]) {
+      super(url, protocols)
+      opened.push(String(url))
+      this.addEventListener("close", (event) => closes.push(event.code))
+    }
+  } as typeof WebSocket
+  const abort = new AbortController()
+  const timer = setTimeout(() => abort.abort(), 55_000)
+  try {
+    const writer = token("user:writer", { "sessions/**": ["read", "write", "control", "admin"] }, 300)
+    const post = (path: string, body: unknown, method = "POST") =>
+      fetch(`${server.url}${path}`, { method, headers: { authorization: `Bearer ${writer}`, "content-type": "application/json" }, body: JSON.stringify(body) })
+    expect((await post("/v1/sessions/ws-refresh", {}, "PUT")).status).toBe(201)
+
+    let issued = 0
+    const client = new DurableSessionsClient({
+      baseUrl: server.url,
+      participantId: "client:reader",
+      transport: "websocket",
+      // Each token lives three to four seconds (expiry is in whole seconds): the socket's is replaced after two or so.
+      token: () => {
+        issued++
+        return token("client:reader", { "sessions/ws-refresh": ["read"] }, 4)
+      },
+    })
+
+    const texts: string[] = []
+    const tail = (async () => {
+      for await (const update of client.session("ws-refresh").join(abort.signal)) {
+        for (const e of update.events) if (e.type === "message" && e.headers.operation === "insert") texts.push(String((e.value as { parts: { text: string }[] }).parts[0].text))
+        if (texts.length >= 30) return
+      }
+    })()
+
+    const waitFor = async (condition: () => boolean, what: string) => {
+      const deadline = Date.now() + 20_000
+      while (!condition()) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+        await new Promise((r) => setTimeout(r, 20))
+      }
+    }
+    await waitFor(() => opened.length === 1, "the socket")
+    // Ten messages, then ten more after each of two refreshes: each round outlives the token the socket had before it.
+    for (let round = 0; round < 3; round++) {
+      const before = issued
+      for (let n = round * 10; n < (round + 1) * 10; n++) expect((await post("/v1/sessions/ws-refresh/messages", { text: `m${n}` })).status).toBe(201)
+      if (round < 2) await waitFor(() => issued > before, `a token refresh after round ${round}`)
+    }
+    // Past the expiry of every token but the last refresh's: the socket would have been closed with 4401 by now.
+    await waitFor(() => texts.length >= 30, "every message")
+    await tail
+    client.close()
+
+    expect(texts).toEqual(Array.from({ length: 30 }, (_, n) => `m${n}`))
+    expect(opened).toHaveLength(1)
+    expect(closes.filter((code) => code === 4401)).toEqual([])
+  } finally {
+    clearTimeout(timer)
+    abort.abort()
+    globalThis.WebSocket = Native
+  }
+})
