@@ -165,7 +165,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 }
 
                 // Expired: removed the way a delete removes it (its forks, its own source, its readers), then created anew.
-                await DeleteIncarnationAsync(request.Path, existing.Id, expiredAt: now).ConfigureAwait(false);
+                await DeleteIncarnationAsync(request.Path, existing, expiredAt: now).ConfigureAwait(false);
                 continue;
             }
 
@@ -426,6 +426,9 @@ public sealed partial class RedisStreamStore : StreamStore
     /// <summary>For tests: runs just after a release that removed a soft-deleted source is answered (to lose that answer).</summary>
     internal Func<Task>? AfterForkReleased { get; set; }
 
+    /// <summary>For tests: runs just after a delete's script is answered (to lose that answer).</summary>
+    internal Func<Task>? AfterDeleteScript { get; set; }
+
     /// <summary>
     /// Gives back the registration of a fork that is not created (its create not sent, refused, or settled as abandoned):
     /// at once, or, when Redis does not answer, through the settling of the create, which finds it never ran. Released
@@ -486,17 +489,6 @@ public sealed partial class RedisStreamStore : StreamStore
                 default:
                     return false;
             }
-        });
-
-    /// <summary>
-    /// Releases a deleted fork's registration that Redis did not take when the fork was deleted, asking again for a few
-    /// minutes: released by the fork's id, it counts once however often it is sent.
-    /// </summary>
-    private Task ReleaseLaterAsync(string sourcePath, long sourceId, long forkId)
-        => RetryHoldAsync(forkId, sourcePath, async () =>
-        {
-            await ReleaseForkAsync(sourcePath, sourceId, forkId, byId: true).ConfigureAwait(false);
-            return true;
         });
 
     /// <summary>
@@ -654,7 +646,7 @@ public sealed partial class RedisStreamStore : StreamStore
             }
 
             var expired = info.IsExpiredAt(TimeProvider.GetUtcNow());
-            var outcome = await DeleteIncarnationAsync(path, info.Id).ConfigureAwait(false);
+            var outcome = await DeleteIncarnationAsync(path, info).ConfigureAwait(false);
             if (outcome is null)
             {
                 continue;
@@ -1433,7 +1425,7 @@ public sealed partial class RedisStreamStore : StreamStore
 
             if (current is { SoftDeleted: false } info && info.IsExpiredAt(now))
             {
-                await DeleteIncarnationAsync(path, info.Id, expiredAt: now).ConfigureAwait(false);
+                await DeleteIncarnationAsync(path, info, expiredAt: now).ConfigureAwait(false);
             }
 
             // What stands there now: a stream renewed by a read, or created anew meanwhile, keeps an entry at its own expiry.
@@ -1460,7 +1452,7 @@ public sealed partial class RedisStreamStore : StreamStore
             var now = TimeProvider.GetUtcNow();
             if (await LoadAsync(Keys(path)).ConfigureAwait(false) is { SoftDeleted: false } info && info.IsExpiredAt(now))
             {
-                await DeleteIncarnationAsync(path, info.Id, expiredAt: now).ConfigureAwait(false);
+                await DeleteIncarnationAsync(path, info, expiredAt: now).ConfigureAwait(false);
             }
         }
         catch (StreamStoreUnavailableException ex)
@@ -1473,8 +1465,9 @@ public sealed partial class RedisStreamStore : StreamStore
     /// Deletes one incarnation and releases its fork registration up the chain; null when it was already replaced. With
     /// <paramref name="expiredAt"/>, only if it is still expired then, checked atomically with the delete.
     /// </summary>
-    private async Task<string?> DeleteIncarnationAsync(string path, long id, DateTimeOffset? expiredAt = null)
+    private async Task<string?> DeleteIncarnationAsync(string path, StreamInfo incarnation, DateTimeOffset? expiredAt = null)
     {
+        var id = incarnation.Id;
         RedisValue[] args = expiredAt is { } now
             ? [Id(id), _channel.ToString(), _node, now.ToUnixTimeMilliseconds()]
             : [Id(id), _channel.ToString(), _node];
@@ -1482,12 +1475,18 @@ public sealed partial class RedisStreamStore : StreamStore
         try
         {
             reply = (RedisResult[])(await ScriptAsync(RedisScripts.Delete, Keys(path), args).ConfigureAwait(false))!;
+            if (AfterDeleteScript is { } hook)
+            {
+                await hook().ConfigureAwait(false);
+            }
         }
         catch (StreamStoreUnavailableException)
         {
             // As with an append whose answer was lost: the delete may have run, and its notification is then the only
-            // word of it this node gets, judged here like this node's own.
+            // word of it this node gets, judged here like this node's own. What its answer would have had this node do
+            // next (the index, the fork's hold on its source) is done once Redis answers, if it did run.
             ExpectEcho(path);
+            _ = SettleDeleteLaterAsync(path, incarnation);
             throw;
         }
 
@@ -1502,26 +1501,59 @@ public sealed partial class RedisStreamStore : StreamStore
         Fanout.Publish(new LiveAppend(id, path, new StreamChunk(tail, tail, default), closed, deleted: true, remote: !ClaimJudgement(path, id, tail, tail, closed, deleted: true, echo: false)));
         if (outcome == "Hard")
         {
-            await UnindexAsync(path, (string)reply[5]!).ConfigureAwait(false);
-            if ((string)reply[2]! is { Length: > 0 } sourcePath)
+            try
             {
-                var sourceId = long.Parse((string)reply[1]!, CultureInfo.InvariantCulture);
-                var byId = (string)reply[6]! == "1";
-                try
+                await UnindexAsync(path, (string)reply[5]!).ConfigureAwait(false);
+                if ((string)reply[2]! is { Length: > 0 } sourcePath)
                 {
-                    await ReleaseForkAsync(sourcePath, sourceId, id, byId).ConfigureAwait(false);
+                    var sourceId = long.Parse((string)reply[1]!, CultureInfo.InvariantCulture);
+                    await ReleaseForkAsync(sourcePath, sourceId, id, byId: (string)reply[6]! == "1").ConfigureAwait(false);
                 }
-                catch (StreamStoreUnavailableException) when (byId)
-                {
-                    // The fork is deleted; its hold on the source is given back when Redis answers (a release by id may be
-                    // sent again). One registered by count is not: sent twice, it would free a source another fork reads.
-                    _ = ReleaseLaterAsync(sourcePath, sourceId, id);
-                }
+            }
+            catch (StreamStoreUnavailableException)
+            {
+                // The stream is deleted, and the delete answered as done; the index and the fork's hold on its source
+                // catch up when Redis answers.
+                _ = SettleDeleteLaterAsync(path, incarnation);
             }
         }
 
         return outcome;
     }
+
+    /// <summary>
+    /// Finishes, once Redis answers, a hard delete of <paramref name="incarnation"/> that may have run without this node
+    /// doing what follows it: its path leaves the index (unless a stream was created there since), so that it no longer
+    /// counts against <c>MaxStreams</c>, and a fork gives its hold on its source back, so that a source deleted while it
+    /// was read from is removed. Nothing is done while the incarnation is still there (the delete did not run, or made
+    /// it soft). A hold is given back by the fork's id, where giving it back twice counts once, and only when the
+    /// source's registry holds it so or the source is gone; otherwise it was given back already, or the fork was
+    /// registered by count (before ids were kept) and may have given it back, and it is not given again.
+    /// </summary>
+    private Task SettleDeleteLaterAsync(string path, StreamInfo incarnation)
+        => RetryHoldAsync(incarnation.Id, incarnation.ForkSourcePath ?? path, async () =>
+        {
+            if (await LoadAsync(Keys(path)).ConfigureAwait(false) is { } current && current.Id == incarnation.Id)
+            {
+                return true;
+            }
+
+            await UnindexAsync(path, incarnation.Owner ?? string.Empty).ConfigureAwait(false);
+            if (incarnation.ForkSourceId is { } sourceId && incarnation.ForkSourcePath is { } sourcePath)
+            {
+                // Given back by id when the source's registry holds it, or when the source is removed: a release that
+                // removed it may have lost its answer, and sent again it finds the note that release left and carries
+                // the source's own hold up the chain (with no note it changes nothing).
+                var sourceKeys = Keys(sourcePath);
+                if (await Call(_db.HashGetAsync(sourceKeys.Forks, Id(incarnation.Id))).ConfigureAwait(false) == "1"
+                    || (await LoadAsync(sourceKeys).ConfigureAwait(false))?.Id != sourceId)
+                {
+                    await ReleaseForkAsync(sourcePath, sourceId, incarnation.Id, byId: true).ConfigureAwait(false);
+                }
+            }
+
+            return true;
+        });
 
     /// <summary>
     /// Drops a path from the index, and from its owner's set of paths (<paramref name="owner"/>, empty for none), unless a

@@ -348,6 +348,65 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_fork_delete_whose_answer_is_lost_still_leaves_the_index_and_gives_its_hold_on_a_deleted_source_back()
+    {
+        var a = await Node();
+        await a.CreateAsync(new CreateStreamRequest { Path = "lost/source", ContentType = "text/plain", InitialData = new StreamPayload("s"u8.ToArray(), 1) });
+        await a.CreateAsync(new CreateStreamRequest { Path = "lost/fork", ContentType = "text/plain", ForkedFrom = "lost/source", ForkOffset = 1 });
+        Assert.Equal(DeleteStreamStatus.Deleted, await a.DeleteAsync("lost/source"));
+        Assert.Equal(StreamLookupStatus.Gone, (await a.GetAsync("lost/source")).Status);
+
+        // The fork's delete runs, but its answer is lost: the caller hears that Redis was away, and nothing after the
+        // script (the index, the hold on the source) ran then.
+        a.AfterDeleteScript = () => throw new StreamStoreUnavailableException("The answer was lost (test).");
+        await Assert.ThrowsAsync<StreamStoreUnavailableException>(async () => await a.DeleteAsync("lost/fork"));
+        a.AfterDeleteScript = null;
+        Assert.Equal(StreamLookupStatus.NotFound, (await a.GetAsync("lost/fork")).Status);
+
+        // Once Redis answers (the first try a second later), the source, which nothing reads from any more, is removed,
+        // and both paths leave the index.
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while ((await a.GetAsync("lost/source")).Status != StreamLookupStatus.NotFound && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+
+        Assert.Equal(StreamLookupStatus.NotFound, (await a.GetAsync("lost/source")).Status);
+        using var redisClient = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis.Server.Configuration);
+        var database = redisClient.GetDatabase();
+        deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (await database.SetLengthAsync(_prefix + ":paths") > 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+
+        var listed = (await database.SetMembersAsync(_prefix + ":paths")).Select(p => (string)p!).ToList();
+        Assert.DoesNotContain("lost/fork", listed);
+        Assert.DoesNotContain("lost/source", listed);
+        Assert.Equal(CreateStreamStatus.Created, (await a.CreateAsync(new CreateStreamRequest { Path = "lost/source", ContentType = "text/plain" })).Status);
+    }
+
+    [Fact]
+    public async Task A_delete_whose_answer_is_lost_leaves_the_index_so_its_path_no_longer_counts_against_the_stream_limit()
+    {
+        var a = await Node();
+        await a.CreateAsync(new CreateStreamRequest { Path = "limit/one", ContentType = "text/plain", MaxStreams = 1 });
+        a.AfterDeleteScript = () => throw new StreamStoreUnavailableException("The answer was lost (test).");
+        await Assert.ThrowsAsync<StreamStoreUnavailableException>(async () => await a.DeleteAsync("limit/one"));
+        a.AfterDeleteScript = null;
+
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        CreateStreamStatus status;
+        while ((status = (await a.CreateAsync(new CreateStreamRequest { Path = "limit/two", ContentType = "text/plain", MaxStreams = 1 })).Status) == CreateStreamStatus.LimitReached
+            && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+
+        Assert.Equal(CreateStreamStatus.Created, status);
+    }
+
+    [Fact]
     public async Task A_release_that_removed_a_soft_deleted_fork_but_lost_its_answer_still_gives_that_forks_hold_back_up_the_chain()
     {
         var a = await Node();
