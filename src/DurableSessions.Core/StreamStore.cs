@@ -75,8 +75,12 @@ public abstract class StreamStore : IAsyncDisposable
     /// <summary>Resets the sliding TTL of a stream (a read reached the server).</summary>
     public abstract ValueTask TouchAsync(StreamInfo stream, CancellationToken cancellationToken = default);
 
-    /// <summary>Lists the paths of all live streams.</summary>
-    public abstract IAsyncEnumerable<string> ListPathsAsync(CancellationToken cancellationToken = default);
+    /// <summary>
+    /// Lists the paths of live streams: all of them, or those <paramref name="include"/> accepts. The filter is applied
+    /// to each path before anything else is read about it, so a store that must look a stream up to know whether it is
+    /// live (Redis) looks up only the streams asked for.
+    /// </summary>
+    public abstract IAsyncEnumerable<string> ListPathsAsync(Func<string, bool>? include = null, CancellationToken cancellationToken = default);
 
     /// <summary>
     /// Takes a lock that excludes every node sharing this store (for services whose state lives in documents), held

@@ -426,6 +426,9 @@ public sealed partial class RedisStreamStore : StreamStore
     /// <summary>For tests: runs just after a release that removed a soft-deleted source is answered (to lose that answer).</summary>
     internal Func<Task>? AfterForkReleased { get; set; }
 
+    /// <summary>For tests: told of every read of a stream's metadata, by its key.</summary>
+    internal Action<RedisKey>? OnLoad { get; set; }
+
     /// <summary>For tests: runs just after a delete's script is answered (to lose that answer).</summary>
     internal Func<Task>? AfterDeleteScript { get; set; }
 
@@ -773,7 +776,7 @@ public sealed partial class RedisStreamStore : StreamStore
     }
 
     /// <inheritdoc />
-    public override async IAsyncEnumerable<string> ListPathsAsync([EnumeratorCancellation] CancellationToken cancellationToken = default)
+    public override async IAsyncEnumerable<string> ListPathsAsync(Func<string, bool>? include = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var members = _db.SetScanAsync(_prefix + ":paths", pageSize: 500).GetAsyncEnumerator(cancellationToken);
         try
@@ -781,6 +784,11 @@ public sealed partial class RedisStreamStore : StreamStore
             while (await Call(members.MoveNextAsync().AsTask()).ConfigureAwait(false))
             {
                 var path = (string)members.Current!;
+                if (include?.Invoke(path) == false)
+                {
+                    continue;
+                }
+
                 var lookup = await GetAsync(path, cancellationToken).ConfigureAwait(false);
                 if (lookup.Status == StreamLookupStatus.Found)
                 {
@@ -1142,6 +1150,7 @@ public sealed partial class RedisStreamStore : StreamStore
 
     private async Task<StreamInfo?> LoadAsync(StreamKeys keys)
     {
+        OnLoad?.Invoke(keys.Meta);
         var fields = await Call(_db.HashGetAllAsync(keys.Meta)).ConfigureAwait(false);
         return fields.Length == 0 ? null : ParseMeta(fields);
     }

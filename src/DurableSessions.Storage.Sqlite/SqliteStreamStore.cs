@@ -317,13 +317,13 @@ public sealed partial class SqliteStreamStore : StreamStore
     }
 
     /// <inheritdoc />
-    public override async IAsyncEnumerable<string> ListPathsAsync([EnumeratorCancellation] CancellationToken cancellationToken = default)
+    public override async IAsyncEnumerable<string> ListPathsAsync(Func<string, bool>? include = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var now = TimeProvider.GetUtcNow();
         foreach (var (path, entry) in _byPath)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            if (!entry.Info.SoftDeleted && !IsExpired(entry, now))
+            if (!entry.Info.SoftDeleted && !IsExpired(entry, now) && include?.Invoke(path) != false)
             {
                 yield return path;
             }

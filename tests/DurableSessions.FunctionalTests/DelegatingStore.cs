@@ -24,7 +24,7 @@ internal class DelegatingStore(StreamStore inner) : StreamStore(inner.TimeProvid
 
     public override ValueTask TouchAsync(StreamInfo stream, CancellationToken cancellationToken = default) => inner.TouchAsync(stream, cancellationToken);
 
-    public override IAsyncEnumerable<string> ListPathsAsync(CancellationToken cancellationToken = default) => inner.ListPathsAsync(cancellationToken);
+    public override IAsyncEnumerable<string> ListPathsAsync(Func<string, bool>? include = null, CancellationToken cancellationToken = default) => inner.ListPathsAsync(include, cancellationToken);
 
     // An inner store used by one process has no lock of its own: the base lock writes through this store, so what a
     // derived store fails or holds reaches the documents written under a lock too.

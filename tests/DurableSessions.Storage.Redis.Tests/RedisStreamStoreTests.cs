@@ -348,6 +348,30 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_filtered_listing_looks_up_only_the_streams_its_filter_accepts()
+    {
+        var a = await Node();
+        for (var i = 0; i < 300; i++)
+        {
+            await a.CreateAsync(new CreateStreamRequest { Path = $"many/{i}", ContentType = "text/plain" });
+        }
+
+        await a.CreateAsync(new CreateStreamRequest { Path = "wanted/1", ContentType = "text/plain" });
+        await a.CreateAsync(new CreateStreamRequest { Path = "wanted/2", ContentType = "text/plain" });
+        var loads = 0;
+        a.OnLoad = _ => Interlocked.Increment(ref loads);
+        var listed = new List<string>();
+        await foreach (var path in a.ListPathsAsync(path => path.StartsWith("wanted/", StringComparison.Ordinal)))
+        {
+            listed.Add(path);
+        }
+
+        a.OnLoad = null;
+        Assert.Equal(["wanted/1", "wanted/2"], listed.Order(StringComparer.Ordinal));
+        Assert.InRange(loads, 2, 4);
+    }
+
+    [Fact]
     public async Task A_fork_delete_whose_answer_is_lost_still_leaves_the_index_and_gives_its_hold_on_a_deleted_source_back()
     {
         var a = await Node();

@@ -560,6 +560,44 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Listing_paths_gives_every_live_stream_once_or_those_a_filter_accepts()
+    {
+        var store = await Open();
+        await Create(store, "list/a");
+        await Create(store, "list/b");
+        await Create(store, "other/c");
+        await Create(store, "list/deleted");
+        await store.DeleteAsync("list/deleted");
+        await Create(store, "list/expires", ttl: 5);
+        await Create(store, "list/source");
+        await Create(store, "list/fork", forkedFrom: "list/source", forkOffset: 0);
+        await store.DeleteAsync("list/source"); // soft-deleted: a fork reads from it
+        Clock.Advance(TimeSpan.FromSeconds(10));
+
+        var all = new List<string>();
+        await foreach (var path in store.ListPathsAsync())
+        {
+            all.Add(path);
+        }
+
+        Assert.Equal(["list/a", "list/b", "list/fork", "other/c"], all.Order(StringComparer.Ordinal));
+
+        var filtered = new List<string>();
+        var asked = new List<string>();
+        await foreach (var path in store.ListPathsAsync(path =>
+        {
+            asked.Add(path);
+            return path.StartsWith("list/", StringComparison.Ordinal) && path != "list/b";
+        }))
+        {
+            filtered.Add(path);
+        }
+
+        Assert.Equal(["list/a", "list/fork"], filtered.Order(StringComparer.Ordinal));
+        Assert.Contains("other/c", asked);
+    }
+
+    [Fact]
     public async Task Deleting_a_forked_source_soft_deletes_it_until_the_last_fork_goes()
     {
         var store = await Open();

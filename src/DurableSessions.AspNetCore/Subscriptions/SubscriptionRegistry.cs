@@ -153,18 +153,16 @@ internal sealed class SubscriptionRegistry : IDisposable
         // Existing matching streams are linked at their tail: creation does not replay history.
         if (config.Pattern is { } pattern)
         {
-            await foreach (var path in _store.ListPathsAsync(cancellationToken).ConfigureAwait(false))
+            // Filtered by path before the store reads anything of a stream: only matching streams are looked up.
+            await foreach (var path in _store.ListPathsAsync(path => path != config.WakeStream && PathGlob.IsMatch(pattern, path), cancellationToken).ConfigureAwait(false))
             {
-                if (path != config.WakeStream && PathGlob.IsMatch(pattern, path))
+                if (subscription.Links.Count >= maxStreams)
                 {
-                    if (subscription.Links.Count >= maxStreams)
-                    {
-                        return (SubscriptionPutStatus.StreamLimit, null);
-                    }
-
-                    var (tail, streamId) = await StreamAtAsync(path, cancellationToken).ConfigureAwait(false);
-                    subscription.Links[path] = new SubscriptionLink { Glob = true, AckedPosition = tail, StreamId = streamId };
+                    return (SubscriptionPutStatus.StreamLimit, null);
                 }
+
+                var (tail, streamId) = await StreamAtAsync(path, cancellationToken).ConfigureAwait(false);
+                subscription.Links[path] = new SubscriptionLink { Glob = true, AckedPosition = tail, StreamId = streamId };
             }
         }
 
