@@ -40,6 +40,7 @@ public sealed partial class RedisStreamStore : StreamStore
     private readonly string _node = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
     private readonly string _prefix;
     private ChannelMessageQueue? _changes;
+    private long _notificationsDropped;
     private readonly ConcurrentDictionary<string, TaskCompletionSource> _probes = new(StringComparer.Ordinal);
     private int _probesHeard;
     private ITimer? _sweepTimer;
@@ -72,6 +73,7 @@ public sealed partial class RedisStreamStore : StreamStore
         ArgumentNullException.ThrowIfNull(options);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(options.ProducerStateTtl, TimeSpan.Zero, "ProducerStateTtl");
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(options.ExpirySweepInterval, TimeSpan.Zero, "ExpirySweepInterval");
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.MaxNotificationBacklog, 1, "MaxNotificationBacklog");
         return new RedisStreamStore(options, timeProvider ?? TimeProvider.System, fanout ?? new StreamFanout(), (ILogger?)logger ?? NullLogger.Instance);
     }
 
@@ -1790,6 +1792,13 @@ public sealed partial class RedisStreamStore : StreamStore
 
     private async Task OnChangeAsync(ChannelMessage message)
     {
+        // The client library queues what Redis sends without a bound: past ours, what is queued is dropped, not handled.
+        if (_changes is { } queue && queue.TryGetCount(out var backlog) && backlog > _options.MaxNotificationBacklog)
+        {
+            DropBacklog(queue, backlog);
+            return;
+        }
+
         try
         {
             var bytes = (byte[])message.Message!;
@@ -1846,6 +1855,37 @@ public sealed partial class RedisStreamStore : StreamStore
             Report(logger => Log.ChangeFailed(logger, ex));
         }
     }
+
+    /// <summary>
+    /// Drops the change notifications queued behind this one (at most <paramref name="backlog"/>, so that a flood still
+    /// arriving cannot keep it here) and cuts every live reader: each reads from Redis what it did not hear. Probes are
+    /// still answered. A change this node made whose answer from Redis was lost is judged by its notification; one
+    /// dropped here is not judged (logged).
+    /// </summary>
+    private void DropBacklog(ChannelMessageQueue queue, int backlog)
+    {
+        var dropped = 1;
+        while (dropped <= backlog && queue.TryRead(out var queued))
+        {
+            if (queued.Message is { IsNull: false } value && ((byte[])value!).AsSpan().StartsWith(ProbePrefix))
+            {
+                OnProbe((byte[])value!);
+                continue;
+            }
+
+            dropped++;
+        }
+
+        Interlocked.Add(ref _notificationsDropped, dropped);
+        Report(logger => Log.NotificationsDropped(logger, dropped, _options.MaxNotificationBacklog));
+        Fanout.DisconnectAll();
+    }
+
+    /// <summary>For tests: how many change notifications this node dropped unhandled.</summary>
+    internal long NotificationsDropped => Interlocked.Read(ref _notificationsDropped);
+
+    /// <summary>For tests: how many change notifications wait in this node's queue.</summary>
+    internal int NotificationBacklog => _changes is { } queue && queue.TryGetCount(out var count) ? count : 0;
 
     /// <summary>
     /// Cuts every live reader, so that each reads from Redis what the lost subscription missed, once a probe published
@@ -2073,6 +2113,9 @@ public sealed partial class RedisStreamStore : StreamStore
 
         [LoggerMessage(708, LogLevel.Warning, "Renewing the shared lock {Name} failed; it ends with its lease")]
         public static partial void RenewalFailed(ILogger logger, string name, Exception exception);
+
+        [LoggerMessage(711, LogLevel.Warning, "This node fell more than {Bound} change notifications behind and dropped {Dropped} of them; its live readers are cut and read what they missed from Redis")]
+        public static partial void NotificationsDropped(ILogger logger, int dropped, int bound);
 
         [LoggerMessage(709, LogLevel.Warning, "The shared lock {Name} has been held for {Held} and is no longer renewed: a section that long is taken for stuck, and its lease ends the lock")]
         public static partial void HeldTooLong(ILogger logger, string name, TimeSpan held);

@@ -34,4 +34,11 @@ public sealed class RedisStreamStoreOptions
 
     /// <summary>Appends up to this size travel inside the change notification; larger ones are read from Redis by each node with a live reader of the stream.</summary>
     public int InlineNotificationBytes { get; set; } = 16 * 1024;
+
+    /// <summary>
+    /// The most change notifications a node holds unhandled (each up to <see cref="InlineNotificationBytes"/> of data).
+    /// A node that falls further behind (its fan-out slower than every node's appends together) drops them, and cuts its
+    /// live readers, who read what they missed from Redis: its memory stays bounded. Default 20,000.
+    /// </summary>
+    public int MaxNotificationBacklog { get; set; } = 20_000;
 }

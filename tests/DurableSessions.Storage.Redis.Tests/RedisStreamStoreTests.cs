@@ -293,6 +293,67 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_node_that_falls_too_far_behind_on_notifications_drops_them_and_its_readers_read_what_they_missed_from_redis()
+    {
+        var a = await Node();
+        var b = await RedisStreamStore.ConnectAsync(new RedisStreamStoreOptions { Configuration = redis.Server.Configuration, KeyPrefix = _prefix, InlineNotificationBytes = 8, MaxNotificationBacklog = 5 });
+        _stores.Add(b);
+        var created = await a.CreateAsync(new CreateStreamRequest { Path = "behind", ContentType = "text/plain" });
+        var reader = b.Fanout.Subscribe(created.Stream!.Id);
+
+        // B's handling of one notification is held (it reads a large change's data), while 50 more queue up behind it.
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        b.BeforeChangeFetch = async () =>
+        {
+            held.TrySetResult();
+            await release.Task;
+        };
+        await a.AppendAsync(new AppendRequest { Path = "behind", ContentType = "text/plain", Data = new StreamPayload("a longer one"u8.ToArray(), 12) });
+        await held.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        b.BeforeChangeFetch = null;
+        for (var i = 0; i < 50; i++)
+        {
+            await a.AppendAsync(new AppendRequest { Path = "behind", ContentType = "text/plain", Data = new StreamPayload("x"u8.ToArray(), 1) });
+        }
+
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (b.NotificationBacklog < 50 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.Equal(50, b.NotificationBacklog);
+        release.SetResult();
+
+        // The backlog is dropped, not handled, and B's reader is cut: it has fewer changes than were made.
+        var heard = 0;
+        while (await reader.Reader.WaitToReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30)))
+        {
+            while (reader.Reader.TryRead(out _))
+            {
+                heard++;
+            }
+        }
+
+        Assert.True(reader.FellBehind);
+        Assert.True(heard < 51, $"the reader heard {heard} changes");
+        Assert.InRange(b.NotificationsDropped, 45, 50);
+        Assert.Equal(0, b.NotificationBacklog);
+        reader.Dispose();
+
+        // What it missed is in Redis, and a reader that resumes hears the next change.
+        var stream = (await b.GetAsync("behind")).Stream!;
+        Assert.Equal(62, stream.TailPosition);
+        var read = await b.ReadAsync(stream, 0, 1 << 20);
+        Assert.Equal("a longer one" + new string('x', 50), string.Concat(read.Chunks.Select(c => System.Text.Encoding.UTF8.GetString(c.Data.Span))));
+        using var resumed = b.Fanout.Subscribe(created.Stream.Id);
+        await a.AppendAsync(new AppendRequest { Path = "behind", ContentType = "text/plain", Data = new StreamPayload("after it"u8.ToArray(), 8) });
+        var change = await NextWithData(resumed);
+        Assert.Equal("after it", System.Text.Encoding.UTF8.GetString(change.Chunk.Data.Span));
+    }
+
+    [Fact]
     public async Task After_its_subscription_comes_back_a_node_cuts_its_readers_once_the_subscription_is_in_force_and_they_hear_later_changes()
     {
         // A Redis of its own: dropping every subscription connection of the shared one would cut other tests' readers.
