@@ -341,10 +341,17 @@ public sealed class DurableSessionsException : Exception
     /// <summary>The server's error code, e.g. <c>RUN_CANCELLED</c>.</summary>
     public string Code { get; }
 
+    /// <summary>
+    /// For <c>410 OFFSET_GONE</c> (a read from before data that retention removed): the offset the stream now starts
+    /// at, to read on from. Otherwise <see langword="null"/>.
+    /// </summary>
+    public string? RetainedFrom { get; private init; }
+
     internal static async Task<DurableSessionsException> FromResponseAsync(HttpResponseMessage response, CancellationToken cancellationToken)
     {
         var code = "HTTP_" + (int)response.StatusCode;
         var message = $"The server answered {(int)response.StatusCode}.";
+        string? retainedFrom = null;
         try
         {
             var text = await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false);
@@ -352,11 +359,12 @@ public sealed class DurableSessionsException : Exception
             var error = json.RootElement.GetProperty("error");
             code = error.GetProperty("code").GetString() ?? code;
             message = error.TryGetProperty("message", out var m) ? m.GetString() ?? message : message;
+            retainedFrom = error.TryGetProperty("retainedFrom", out var r) && r.ValueKind == JsonValueKind.String ? r.GetString() : null;
         }
         catch (Exception ex) when (ex is JsonException or KeyNotFoundException or InvalidOperationException)
         {
         }
 
-        return new DurableSessionsException(response.StatusCode, code, message);
+        return new DurableSessionsException(response.StatusCode, code, message) { RetainedFrom = retainedFrom };
     }
 }

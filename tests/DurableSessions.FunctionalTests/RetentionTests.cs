@@ -74,6 +74,28 @@ public sealed class RetentionTests
         var data = await socket.NextAsync(m => Type(m) == "data" && Sub(m) == "all");
         Assert.Equal("[{\"n\":2},{\"n\":3}]", data["data"]!.ToJsonString());
         Assert.Equal(offsets[3], data["offset"]!.GetValue<string>());
+
+        // The .NET client's read from before it throws with the offset to read on from, which reads the rest.
+        using var client = new DurableSessions.Client.DurableSessionsClient(DurableSessions.Client.DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress });
+        var thrown = await Assert.ThrowsAsync<DurableSessions.Client.DurableSessionsException>(async () =>
+        {
+            await foreach (var batch in client.ReadStreamAsync("kept", offsets[0]))
+            {
+            }
+        });
+        Assert.Equal((HttpStatusCode.Gone, "OFFSET_GONE", offsets[1]), (thrown.Status, thrown.Code, thrown.RetainedFrom));
+        var rest = new List<string>();
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await foreach (var batch in client.ReadStreamAsync("kept", thrown.RetainedFrom!, stop.Token))
+        {
+            rest.AddRange(batch.Messages.Select(e => e.GetRawText()));
+            if (batch.UpToDate)
+            {
+                break;
+            }
+        }
+
+        Assert.Equal(["{\"n\":2}", "{\"n\":3}"], rest);
     }
 
     [Fact]
