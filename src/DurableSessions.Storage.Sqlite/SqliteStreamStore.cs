@@ -38,7 +38,8 @@ public sealed partial class SqliteStreamStore : StreamStore
     private readonly ConcurrentDictionary<long, byte> _accessDirty = new();
     private readonly ConcurrentBag<ReaderConnection> _readers = [];
     private int _pooledReaders;
-    private static readonly int MaxPooledReaders = Math.Max(8, Environment.ProcessorCount * 4);
+    private int _openReaders;
+    internal static readonly int MaxPooledReaders = Math.Max(8, Environment.ProcessorCount * 4);
     private readonly WriteQueue<WriteCommand> _commands = new(65536);
     private readonly WriteQueue<PublishBatch> _publishQueue = new(int.MaxValue);
     private readonly TaskCompletionSource _writerStopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -529,7 +530,7 @@ public sealed partial class SqliteStreamStore : StreamStore
         }
         while (_readers.TryTake(out var reader))
         {
-            reader.Dispose();
+            CloseReader(reader);
         }
 
         _writer.Dispose();
@@ -588,7 +589,7 @@ public sealed partial class SqliteStreamStore : StreamStore
         return new StreamChunk(start, end, data);
     }
 
-    private ReaderConnection RentReader()
+    internal ReaderConnection RentReader()
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         if (_readers.TryTake(out var reader))
@@ -597,12 +598,24 @@ public sealed partial class SqliteStreamStore : StreamStore
             return reader;
         }
 
+        Interlocked.Increment(ref _openReaders);
         return new ReaderConnection(_connectionString);
     }
 
+    /// <summary>For tests: reader connections open now, in the pool or in use.</summary>
+    internal int OpenReaders => Volatile.Read(ref _openReaders);
+
+    private void CloseReader(ReaderConnection reader)
+    {
+        Interlocked.Decrement(ref _openReaders);
+        reader.Dispose();
+    }
+
     // Reads run on pool threads, one connection each: a burst of them (thousands of followers catching up at once) opens
-    // as many as there are threads, and the pool keeps only a few of them, each holding descriptors and a page cache.
-    private void ReturnReader(ReaderConnection reader)
+    // as many as there are threads, and the pool keeps only a few of them, each holding a page cache. (SQLite keeps the
+    // file descriptor of a closed connection while another one of the process holds a lock on the file, as the writer
+    // always does in WAL mode, and gives it to the next connection opened: descriptors stay at a burst's peak.)
+    internal void ReturnReader(ReaderConnection reader)
     {
         if (Volatile.Read(ref _disposed) == 0)
         {
@@ -613,7 +626,7 @@ public sealed partial class SqliteStreamStore : StreamStore
                 // Disposed meanwhile, after its pool was emptied: nothing would close this one.
                 if (Volatile.Read(ref _disposed) != 0 && _readers.TryTake(out var late))
                 {
-                    late.Dispose();
+                    CloseReader(late);
                 }
 
                 return;
@@ -622,7 +635,7 @@ public sealed partial class SqliteStreamStore : StreamStore
             Interlocked.Decrement(ref _pooledReaders);
         }
 
-        reader.Dispose();
+        CloseReader(reader);
     }
 
     private async ValueTask<T> Enqueue<T>(WriteCommand<T> command, CancellationToken cancellationToken)

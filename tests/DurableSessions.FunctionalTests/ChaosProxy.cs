@@ -20,6 +20,7 @@ public sealed class ChaosProxy : IAsyncDisposable
     private int _cuts;
     private long _bytesDown;
     private int _connections;
+    private int _upgradesSwallowed;
 
     public ChaosProxy(Uri target, int maxCuts, int seed, int maxBytesBeforeCut = 4000)
     {
@@ -40,6 +41,15 @@ public sealed class ChaosProxy : IAsyncDisposable
 
     /// <summary>Connections accepted so far.</summary>
     public int Connections => Volatile.Read(ref _connections);
+
+    /// <summary>
+    /// Whether a connection that opens with a WebSocket upgrade is held open and never answered (a proxy that passes
+    /// plain requests and swallows upgrades); other connections pass as before.
+    /// </summary>
+    public bool SwallowUpgrades { get; set; }
+
+    /// <summary>WebSocket upgrades held unanswered so far.</summary>
+    public int UpgradesSwallowed => Volatile.Read(ref _upgradesSwallowed);
 
     private async Task AcceptAsync()
     {
@@ -82,7 +92,9 @@ public sealed class ChaosProxy : IAsyncDisposable
                     budget = Cuts < _maxCuts ? _random.Next(1, _maxBytesBeforeCut) : int.MaxValue;
                 }
 
-                var upstream = client.GetStream().CopyToAsync(server.GetStream(), copying.Token);
+                var upstream = SwallowUpgrades
+                    ? CopyUntilUpgradeAsync(client.GetStream(), server.GetStream(), copying.Token)
+                    : client.GetStream().CopyToAsync(server.GetStream(), copying.Token);
                 var downstream = CopyWithBudgetAsync(server.GetStream(), client.GetStream(), budget, copying.Token);
                 await Task.WhenAny(upstream, downstream);
                 if (frozen.IsCancellationRequested)
@@ -96,6 +108,35 @@ public sealed class ChaosProxy : IAsyncDisposable
 
             // Abortive close: the peer sees a reset, as with a dropped network.
             client.Client.LingerState = new LingerOption(true, 0);
+        }
+    }
+
+    /// <summary>
+    /// Forwards requests until one asks for a WebSocket upgrade (on a new connection, or on one that carried plain
+    /// requests before); from there on nothing more is forwarded, and the connection is held until the client closes it.
+    /// </summary>
+    private async Task CopyUntilUpgradeAsync(Stream from, Stream to, CancellationToken cancellationToken)
+    {
+        var buffer = new byte[8192];
+        while (true)
+        {
+            var read = await from.ReadAsync(buffer, cancellationToken);
+            if (read == 0)
+            {
+                return;
+            }
+
+            if (System.Text.Encoding.ASCII.GetString(buffer, 0, read).Contains("upgrade: websocket", StringComparison.OrdinalIgnoreCase))
+            {
+                Interlocked.Increment(ref _upgradesSwallowed);
+                while (await from.ReadAsync(buffer, cancellationToken) > 0)
+                {
+                }
+
+                return;
+            }
+
+            await to.WriteAsync(buffer.AsMemory(0, read), cancellationToken);
         }
     }
 

@@ -202,6 +202,26 @@ public sealed class WebSocketTransportTests
     }
 
     [Fact]
+    public async Task A_websocket_upgrade_nobody_answers_is_given_up_and_appends_go_over_http_without_another_try_for_a_while()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        await CreateStreamAsync(server, "client/unanswered");
+        await using var proxy = new ChaosProxy(server.BaseAddress, maxCuts: 0, seed: 1) { SwallowUpgrades = true };
+        using var client = new DurableSessions.Client.DurableSessionsClient(DurableSessions.Client.DurableSessionsClientOptions.Default with { BaseAddress = proxy.Address });
+        using var producer = new DurableSessions.Client.StreamProducer(client, "client/unanswered", "p");
+
+        // The first append waits for the connect timeout (10 s), then goes over HTTP; the next ones go over HTTP at once,
+        // with no second upgrade while the retry delay (30 s) runs.
+        await producer.AppendAsync(new JsonArray(new JsonObject { ["n"] = 1 })).WaitAsync(TimeSpan.FromSeconds(30));
+        await producer.AppendAsync(new JsonArray(new JsonObject { ["n"] = 2 })).WaitAsync(TimeSpan.FromSeconds(30));
+        await producer.AppendAsync(new JsonArray(new JsonObject { ["n"] = 3 })).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(1, proxy.UpgradesSwallowed);
+        Assert.Equal(0, client.Sockets!.Appended);
+        var stored = JsonNode.Parse(await server.Client.GetStringAsync(new Uri("/v1/stream/client/unanswered?offset=-1", UriKind.Relative)))!.AsArray();
+        Assert.Equal([1, 2, 3], stored.Select(m => m!["n"]!.GetValue<int>()));
+    }
+
+    [Fact]
     public async Task A_batch_after_a_cancelled_append_is_stored_not_taken_for_a_retry_of_it()
     {
         await using var server = await InProcessServer.StartAsync();

@@ -303,6 +303,32 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
     private readonly string _directory = Path.Combine(Path.GetTempPath(), "ds-sqlite-" + Guid.NewGuid().ToString("N"));
 
     [Fact]
+    public async Task A_burst_of_concurrent_reads_leaves_at_most_the_pools_bound_of_connections_open()
+    {
+        await using var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
+        var database = Path.GetFullPath(Path.Combine(_directory, "streams.db"));
+
+        // As many readers out at once as a burst of reads on 40 threads would take; then all given back.
+        const int Burst = 40;
+        var readers = Enumerable.Range(0, Burst).Select(_ => store.RentReader()).ToList();
+        Assert.Equal(Burst, store.OpenReaders);
+        foreach (var reader in readers)
+        {
+            store.ReturnReader(reader);
+        }
+
+        Assert.Equal(SqliteStreamStore.MaxPooledReaders, store.OpenReaders);
+
+        // The pool serves the next reads without opening more, and closes what it kept when the store is disposed: then
+        // no descriptor of the database is left.
+        await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => Task.Run(async () => Assert.Null(await store.GetDocumentAsync("c", "k")))));
+        Assert.Equal(SqliteStreamStore.MaxPooledReaders, store.OpenReaders);
+        await store.DisposeAsync();
+        Assert.Equal(0, store.OpenReaders);
+        Assert.DoesNotContain(new DirectoryInfo("/proc/self/fd").EnumerateFileSystemInfos(), fd => fd.LinkTarget == database);
+    }
+
+    [Fact]
     public async Task Concurrent_appends_share_transactions_and_are_all_acknowledged_after_commit()
     {
         await using var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
