@@ -19,6 +19,12 @@ public sealed class DurableStreamsOptions
     /// </summary>
     public long MaxStreamsPerToken { get; set; }
 
+    /// <summary>
+    /// The most forks a chain of forks may hold (a fork of a stream that is no fork is 1 deep): each level is a segment
+    /// that every read from the chain's start goes through. A deeper fork answers <c>409 FORK_TOO_DEEP</c>. Default 32.
+    /// </summary>
+    public int MaxForkDepth { get; set; } = 32;
+
     /// <summary>The largest request body accepted by an append or create, in bytes. Default 16 MiB.</summary>
     public long MaxAppendBytes { get; set; } = 16 * 1024 * 1024;
 
@@ -77,6 +83,11 @@ public sealed class DurableStreamsOptions
         if (MaxStreams < 0 || MaxStreamsPerToken < 0)
         {
             yield return "MaxStreams and MaxStreamsPerToken must be 0 (no limit) or more.";
+        }
+
+        if (MaxForkDepth is < 1 or > 1000)
+        {
+            yield return "MaxForkDepth must be between 1 and 1000.";
         }
 
         if (MaxAppendBytes < 1)

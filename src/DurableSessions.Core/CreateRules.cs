@@ -13,6 +13,34 @@ public static class CreateRules
     public const long MaxTtlSeconds = 3_155_760_000;
 
     /// <summary>
+    /// Whether a fork of <paramref name="source"/> would pass <see cref="CreateStreamRequest.MaxForkDepth"/>, judged by
+    /// walking the source's own chain with <paramref name="sourceOf"/> (a stream's fork source, or null once the chain
+    /// ends or a source is gone), at most that many steps.
+    /// </summary>
+    public static bool TooDeep(CreateStreamRequest request, StreamInfo source, Func<StreamInfo, StreamInfo?> sourceOf)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentNullException.ThrowIfNull(sourceOf);
+        if (request.MaxForkDepth is not { } limit)
+        {
+            return false;
+        }
+
+        // The new fork is one level; each fork above it in the chain is one more.
+        var depth = 1;
+        for (var level = source; level?.ForkSourceId is not null; level = sourceOf(level))
+        {
+            if (++depth > limit)
+            {
+                return true;
+            }
+        }
+
+        return depth > limit;
+    }
+
+    /// <summary>
     /// Decides the new stream's settings. <paramref name="source"/> is the live fork source (the store has already
     /// answered a missing or soft-deleted one), or null for a plain stream.
     /// </summary>

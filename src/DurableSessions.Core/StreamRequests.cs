@@ -61,6 +61,13 @@ public sealed record CreateStreamRequest
 
     /// <summary>Units past the anchor to inherit.</summary>
     public long ForkSubOffset { get; init; }
+
+    /// <summary>
+    /// For a fork: the most forks its chain may hold, this one included (a fork of a stream that is no fork is 1 deep);
+    /// <see langword="null"/> for no limit. Each level of a chain is a segment every read from its start goes through,
+    /// so a deeper fork answers <see cref="CreateStreamStatus.ForkTooDeep"/>.
+    /// </summary>
+    public int? MaxForkDepth { get; init; }
 }
 
 /// <summary>The outcome of a create request.</summary>
@@ -95,6 +102,9 @@ public enum CreateStreamStatus
 
     /// <summary>The fork point lies before the source's <see cref="StreamInfo.RetainedFrom"/>: that data is gone.</summary>
     ForkOffsetGone,
+
+    /// <summary>The fork would pass <see cref="CreateStreamRequest.MaxForkDepth"/>: its source is a fork that deep already.</summary>
+    ForkTooDeep,
 }
 
 /// <summary>The result of <see cref="StreamStore.CreateAsync"/>.</summary>

@@ -184,6 +184,15 @@ public sealed partial class RedisStreamStore : StreamStore
                 {
                     return new CreateStreamResult(CreateStreamStatus.SourceGone, null);
                 }
+
+                if (request.MaxForkDepth is { } maxDepth)
+                {
+                    var above = await SourcesAboveAsync(source, maxDepth).ConfigureAwait(false);
+                    if (CreateRules.TooDeep(request, source, level => above.GetValueOrDefault(level.Id)))
+                    {
+                        return new CreateStreamResult(CreateStreamStatus.ForkTooDeep, null);
+                    }
+                }
             }
 
             var plan = CreateRules.Plan(request, source);
@@ -308,6 +317,27 @@ public sealed partial class RedisStreamStore : StreamStore
     }
 
     private string OwnerKey(string owner) => _prefix + ":owner:" + owner;
+
+    /// <summary>
+    /// The fork sources above <paramref name="stream"/>, at most <paramref name="limit"/> of them, each under the id of
+    /// the fork that reads from it (one lookup each; a source gone ends the chain, as it ends a read).
+    /// </summary>
+    private async Task<Dictionary<long, StreamInfo>> SourcesAboveAsync(StreamInfo stream, int limit)
+    {
+        var sources = new Dictionary<long, StreamInfo>();
+        for (var level = stream; sources.Count < limit && level.ForkSourceId is { } id && level.ForkSourcePath is { } path;)
+        {
+            if (await LoadAsync(Keys(path)).ConfigureAwait(false) is not { } source || source.Id != id)
+            {
+                break;
+            }
+
+            sources[level.Id] = source;
+            level = source;
+        }
+
+        return sources;
+    }
 
     /// <summary>Writes a new incarnation; null when another node created one at the path first.</summary>
     private async Task<StreamInfo?> TryCreateAsync(CreateStreamRequest request, StreamKeys keys, CreatePlan plan, StreamInfo? source, long? forkId, DateTimeOffset now)

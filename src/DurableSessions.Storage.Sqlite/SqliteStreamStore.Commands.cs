@@ -139,6 +139,11 @@ public sealed partial class SqliteStreamStore
                 {
                     return new CreateStreamResult(CreateStreamStatus.SourceGone, null);
                 }
+
+                if (CreateRules.TooDeep(request, source, level => level.ForkSourceId is { } id ? context.FindById(id) : null))
+                {
+                    return new CreateStreamResult(CreateStreamStatus.ForkTooDeep, null);
+                }
             }
 
             var (rejection, contentType, ttl, expiresAt, forkOffset, forkPosition) = CreateRules.Plan(request, source);

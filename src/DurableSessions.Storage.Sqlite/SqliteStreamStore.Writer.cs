@@ -903,6 +903,16 @@ public sealed partial class SqliteStreamStore
         /// <summary>Removes a stream for good, releasing its fork source (and cascading to soft-deleted ancestors).</summary>
         public void HardDelete(StreamInfo info)
         {
+            // A loop up the chain, not a recursion: no chain's depth can exhaust the writer's stack.
+            for (StreamInfo? next = info; next is not null;)
+            {
+                next = HardDeleteOne(next);
+            }
+        }
+
+        /// <returns>Its fork source when that is now removed too (soft-deleted, with no fork left), else null.</returns>
+        private StreamInfo? HardDeleteOne(StreamInfo info)
+        {
             FlushChunks();
             using (var command = _store._writer.CreateCommand())
             {
@@ -923,15 +933,15 @@ public sealed partial class SqliteStreamStore
                 var released = source with { ForkCount = Math.Max(0, source.ForkCount - 1) };
                 if (released.SoftDeleted && released.ForkCount == 0)
                 {
-                    HardDelete(released);
+                    return released;
                 }
-                else
-                {
-                    // Fork counts are derived at load time; only memory needs the new value.
-                    _stagedByPath[released.Path] = released;
-                    _stagedById[released.Id] = released;
-                }
+
+                // Fork counts are derived at load time; only memory needs the new value.
+                _stagedByPath[released.Path] = released;
+                _stagedById[released.Id] = released;
             }
+
+            return null;
         }
 
         public void WriteDirtyStreams()

@@ -548,28 +548,38 @@ public sealed partial class SqliteStreamStore : StreamStore
         return info.TtlSeconds is { } ttl && StreamInfo.TtlElapsed(entry.LastAccess, ttl, now);
     }
 
+    /// <summary>
+    /// The segments of <paramref name="stream"/>'s data between <paramref name="from"/> and <paramref name="to"/>, in
+    /// order: up its chain of fork sources first. A loop, not a recursion, so that no chain's depth can exhaust a stack.
+    /// </summary>
     private void CollectSegments(StreamInfo stream, long from, long to, List<Segment> segments)
     {
-        if (from >= to)
+        var first = segments.Count;
+        for (StreamInfo? level = stream; level is not null && from < to;)
         {
-            return;
-        }
-
-        var ownStart = 0L;
-        if (stream.ForkSourceId is { } sourceId)
-        {
-            ownStart = stream.ForkPosition;
-            if (from < ownStart && _byId.TryGetValue(sourceId, out var source))
+            var ownStart = 0L;
+            StreamInfo? source = null;
+            if (level.ForkSourceId is { } sourceId)
             {
-                CollectSegments(source.Info, from, Math.Min(to, ownStart), segments);
+                ownStart = level.ForkPosition;
+                if (from < ownStart && _byId.TryGetValue(sourceId, out var entry))
+                {
+                    source = entry.Info;
+                }
             }
+
+            var start = Math.Max(from, ownStart);
+            if (start < to)
+            {
+                segments.Add(new Segment(level.Id, start, to));
+            }
+
+            to = Math.Min(to, ownStart);
+            level = source;
         }
 
-        var start = Math.Max(from, ownStart);
-        if (start < to)
-        {
-            segments.Add(new Segment(stream.Id, start, to));
-        }
+        // Collected from the stream up; read from the oldest source down.
+        segments.Reverse(first, segments.Count - first);
     }
 
     private static StreamChunk Slice(bool json, ChunkRow row, long from, long to)

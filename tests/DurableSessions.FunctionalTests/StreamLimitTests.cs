@@ -31,6 +31,29 @@ public sealed class StreamLimitTests
     }
 
     [Fact]
+    public async Task A_fork_past_the_chains_depth_limit_gets_409_and_the_chain_keeps_working()
+    {
+        await using var server = await InProcessServer.StartAsync(configure: o => o.MaxForkDepth = 2);
+        var client = server.Client;
+        async Task<HttpResponseMessage> Fork(string path, string source)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Put, $"/v1/stream/{path}") { Content = new StringContent("x", Encoding.UTF8, "text/plain") };
+            request.Headers.Add("Stream-Forked-From", $"/v1/stream/{source}");
+            return await client.SendAsync(request);
+        }
+
+        Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/stream/f0", new StringContent("a", Encoding.UTF8, "text/plain"))).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Fork("f1", "f0")).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Fork("f2", "f1")).StatusCode);
+        using var refused = await Fork("f3", "f2");
+        Assert.Equal(HttpStatusCode.Conflict, refused.StatusCode);
+        Assert.Contains("FORK_TOO_DEEP", await refused.Content.ReadAsStringAsync());
+        Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync("/v1/stream/f3?offset=-1")).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Fork("f3", "f1")).StatusCode);
+        Assert.Equal("axx", await client.GetStringAsync("/v1/stream/f2?offset=-1"));
+    }
+
+    [Fact]
     public async Task Creates_past_a_tokens_stream_limit_get_403_while_other_tokens_still_create()
     {
         const string Key = "stream-limit-signing-key-of-32-bytes!!";

@@ -560,6 +560,35 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_fork_past_the_chains_depth_limit_is_refused_and_the_chain_reads_whole()
+    {
+        var store = await Open();
+        await Create(store, "deep/0", initial: "a");
+        CreateStreamRequest Fork(int level, string source) => new()
+        {
+            Path = $"deep/{level}",
+            ContentType = "text/plain",
+            ForkedFrom = source,
+            InitialData = Bytes(((char)('a' + level)).ToString()),
+            MaxForkDepth = 3,
+        };
+
+        for (var level = 1; level <= 3; level++)
+        {
+            Assert.Equal(CreateStreamStatus.Created, (await store.CreateAsync(Fork(level, $"deep/{level - 1}"))).Status);
+        }
+
+        // A fourth level is refused and leaves nothing; a fork higher up the chain is still taken.
+        Assert.Equal(new CreateStreamResult(CreateStreamStatus.ForkTooDeep, null), await store.CreateAsync(Fork(4, "deep/3")));
+        Assert.Equal(StreamLookupStatus.NotFound, (await store.GetAsync("deep/4")).Status);
+        Assert.Equal(CreateStreamStatus.Created, (await store.CreateAsync(Fork(5, "deep/2"))).Status);
+        Assert.Equal(CreateStreamStatus.Created, (await store.CreateAsync(Fork(6, "deep/3") with { MaxForkDepth = null })).Status);
+        Assert.Equal("abcd", await ReadAll(store, "deep/3"));
+        Assert.Equal("abcf", await ReadAll(store, "deep/5"));
+        Assert.Equal("abcdg", await ReadAll(store, "deep/6"));
+    }
+
+    [Fact]
     public async Task Listing_paths_gives_every_live_stream_once_or_those_a_filter_accepts()
     {
         var store = await Open();

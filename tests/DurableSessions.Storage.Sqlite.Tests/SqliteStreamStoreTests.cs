@@ -303,6 +303,37 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
     private readonly string _directory = Path.Combine(Path.GetTempPath(), "ds-sqlite-" + Guid.NewGuid().ToString("N"));
 
     [Fact]
+    public async Task A_chain_of_forks_far_deeper_than_a_stack_reads_whole_and_is_removed_in_one_cascade()
+    {
+        // No depth limit asked for (the server asks for one): reads and deletes walk the chain in loops, so no depth can
+        // exhaust a thread's stack and kill the process.
+        const int Depth = 40_000;
+        await using var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory, Durability = SqliteDurability.Relaxed });
+        await store.CreateAsync(new CreateStreamRequest { Path = "c/0", ContentType = "text/plain", InitialData = new StreamPayload("x"u8.ToArray(), 1) });
+        for (var level = 1; level <= Depth; level++)
+        {
+            var created = await store.CreateAsync(new CreateStreamRequest { Path = $"c/{level}", ContentType = "text/plain", ForkedFrom = $"c/{level - 1}", InitialData = new StreamPayload("x"u8.ToArray(), 1) });
+            Assert.Equal(CreateStreamStatus.Created, created.Status);
+        }
+
+        // Read from the start of the deepest fork, on a pool thread (whose stack is the smallest).
+        var deepest = (await store.GetAsync($"c/{Depth}")).Stream!;
+        var read = await Task.Run(async () => await store.ReadAsync(deepest, 0, 64));
+        Assert.Equal(64, read.Chunks.Sum(c => c.Data.Length));
+        Assert.Equal(0, read.Chunks[0].Start);
+
+        // Every source deleted while a fork reads from it stays, soft-deleted; deleting the deepest fork removes them all.
+        for (var level = 0; level < Depth; level++)
+        {
+            Assert.Equal(DeleteStreamStatus.Deleted, await store.DeleteAsync($"c/{level}"));
+        }
+
+        Assert.Equal(DeleteStreamStatus.Deleted, await store.DeleteAsync($"c/{Depth}"));
+        Assert.Equal(StreamLookupStatus.NotFound, (await store.GetAsync("c/0")).Status);
+        Assert.Equal(CreateStreamStatus.Created, (await store.CreateAsync(new CreateStreamRequest { Path = "c/0", ContentType = "text/plain" })).Status);
+    }
+
+    [Fact]
     public async Task A_burst_of_concurrent_reads_leaves_at_most_the_pools_bound_of_connections_open()
     {
         await using var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
