@@ -247,6 +247,27 @@ public sealed class AccessControlHardeningTests : IAsyncLifetime
         SigningCredentials = new SigningCredentials(new SymmetricSecurityKey(Encoding.UTF8.GetBytes(Key)), SecurityAlgorithms.HmacSha256),
     });
 
+    [Theory]
+    [InlineData(253_402_300_780L)] // within the clock skew of the last second a date can hold
+    [InlineData(253_402_300_799L)] // that last second
+    [InlineData(100_000_000_000_000L)] // far past it, as "never expiring" tokens are sometimes made
+    public async Task A_token_that_expires_past_the_range_of_a_date_is_served_as_one_that_does_not_expire(long exp)
+    {
+        await CreateJsonStream("far/s", "[1]");
+        var token = new JsonWebTokenHandler().CreateToken(new SecurityTokenDescriptor
+        {
+            Subject = new ClaimsIdentity([new Claim("sub", "user:far")]),
+            Claims = new Dictionary<string, object> { ["grants"] = JsonDocument.Parse("{\"far/**\":[\"read\"]}").RootElement.Clone(), ["exp"] = exp },
+            NotBefore = DateTime.UtcNow.AddMinutes(-1),
+            IssuedAt = DateTime.UtcNow.AddMinutes(-1),
+            SigningCredentials = new SigningCredentials(new SymmetricSecurityKey(Encoding.UTF8.GetBytes(Key)), SecurityAlgorithms.HmacSha256),
+        });
+        using var read = await Send(HttpMethod.Get, "/v1/stream/far/s?offset=-1", token);
+        Assert.Equal(HttpStatusCode.OK, read.StatusCode);
+        Assert.Equal("[1]", await read.Content.ReadAsStringAsync());
+        Assert.Equal(HttpStatusCode.Forbidden, (await Send(HttpMethod.Post, "/v1/stream/far/s", token, "[2]")).StatusCode);
+    }
+
     public static TheoryData<string> LooseCapabilities => new()
     {
         "[\"write,control\"]",

@@ -178,11 +178,22 @@ internal sealed partial class AccessControl
         grants.AddRange(Mapped(roles, _options.RoleGrants));
 
         DateTimeOffset? expiresAt = long.TryParse(principal.FindFirst("exp")?.Value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var exp)
-            ? DateTimeOffset.FromUnixTimeSeconds(exp) + _options.ClockSkew
+            ? ExpiryOf(exp, _options.ClockSkew)
             : null;
         var access = new Access(subject, grants, expiresAt: expiresAt);
         _accessByPrincipal.AddOrUpdate(principal, access);
         return access;
+    }
+
+    /// <summary>
+    /// When a token whose <c>exp</c> claim is <paramref name="exp"/> stops being served, with the clock skew allowed. The
+    /// token validator takes an <c>exp</c> past the last date a <see cref="DateTimeOffset"/> holds (year 9999) as that
+    /// date: so is it here, rather than fail the request.
+    /// </summary>
+    private static DateTimeOffset ExpiryOf(long exp, TimeSpan skew)
+    {
+        var at = DateTimeOffset.FromUnixTimeSeconds(Math.Clamp(exp, DateTimeOffset.MinValue.ToUnixTimeSeconds(), DateTimeOffset.MaxValue.ToUnixTimeSeconds()));
+        return DateTimeOffset.MaxValue - at <= skew ? DateTimeOffset.MaxValue : at + skew;
     }
 
     private static IEnumerable<(string Pattern, HashSet<Capability> Capabilities)> Mapped(IEnumerable<string> names, Dictionary<string, Dictionary<string, string[]>> map)
