@@ -263,6 +263,35 @@ public sealed class SubscriptionLimitTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_list_of_streams_past_the_limit_is_refused_whole_and_one_path_named_many_times_counts_once()
+    {
+        await CreateStream("wake/l");
+        await CreateStream("listed/1");
+
+        // A long list (of streams that do not even exist) is refused at once, creating nothing.
+        var many = PullWake(null, "wake/l");
+        many["streams"] = new JsonArray([.. Enumerable.Range(0, 5_000).Select(i => (JsonNode)$"listed/n{i}")]);
+        using (var refused = await PutRaw("many", many))
+        {
+            Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+            Assert.Contains("SUBSCRIPTION_STREAM_LIMIT", await refused.Content.ReadAsStringAsync());
+        }
+
+        Assert.Equal(HttpStatusCode.NotFound, (await _server.Client.GetAsync("/v1/stream/__ds/subscriptions/many")).StatusCode);
+
+        // The same path 5,000 times is one stream.
+        var repeated = PullWake(null, "wake/l");
+        repeated["streams"] = new JsonArray([.. Enumerable.Repeat(0, 5_000).Select(_ => (JsonNode)"listed/1")]);
+        await Put("repeated", repeated);
+        Assert.Equal(["listed/1"], (await Get("repeated"))["streams"]!.AsArray().Select(s => s!["path"]!.GetValue<string>()));
+        using (var added = await _server.Client.PostAsync("/v1/stream/__ds/subscriptions/repeated/streams", Json(new JsonObject { ["streams"] = new JsonArray([.. Enumerable.Range(0, 5_000).Select(i => (JsonNode)$"listed/n{i}")]) })))
+        {
+            Assert.Equal(HttpStatusCode.Forbidden, added.StatusCode);
+            Assert.Contains("SUBSCRIPTION_STREAM_LIMIT", await added.Content.ReadAsStringAsync());
+        }
+    }
+
+    [Fact]
     public async Task A_webhooks_callback_url_and_the_jwks_url_start_with_the_public_base_url()
     {
         var (receiver, posts) = await StartReceiverAsync(_ => Task.CompletedTask);
@@ -312,7 +341,9 @@ public sealed class SubscriptionLimitTests : IAsyncLifetime
         return (receiver, posts);
     }
 
-    private static JsonObject PullWake(string pattern, string wakeStream) => new() { ["type"] = "pull-wake", ["pattern"] = pattern, ["wake_stream"] = wakeStream };
+    private static JsonObject PullWake(string? pattern, string wakeStream) => pattern is null
+        ? new() { ["type"] = "pull-wake", ["wake_stream"] = wakeStream }
+        : new() { ["type"] = "pull-wake", ["pattern"] = pattern, ["wake_stream"] = wakeStream };
 
     private static StringContent Json(JsonObject body) => new(body.ToJsonString(), Encoding.UTF8, "application/json");
 

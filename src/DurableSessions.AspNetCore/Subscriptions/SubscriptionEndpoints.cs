@@ -144,6 +144,7 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
         var streams = new List<string>();
         if (body["streams"] is JsonArray array)
         {
+            var seen = new HashSet<string>(StringComparer.Ordinal);
             foreach (var item in array)
             {
                 if (item is not JsonValue value || !value.TryGetValue<string>(out var path) || StreamPaths.Validate(path, 1024) is not null)
@@ -152,10 +153,17 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
                     return;
                 }
 
-                if (!streams.Contains(path))
+                if (seen.Add(path))
                 {
                     streams.Add(path);
                 }
+            }
+
+            // Refused before each path's access is checked: past the limit nothing would be linked anyway.
+            if (streams.Count > service.Options.MaxStreamsPerSubscription)
+            {
+                await StreamLimit(context).ConfigureAwait(false);
+                return;
             }
         }
         else if (body["streams"] is not null)
@@ -331,6 +339,13 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
             }
 
             paths.Add(path);
+        }
+
+        // Refused before each path's access is checked: past the limit nothing would be linked anyway.
+        if (paths.Distinct(StringComparer.Ordinal).Count() > service.Options.MaxStreamsPerSubscription)
+        {
+            await StreamLimit(context).ConfigureAwait(false);
+            return;
         }
 
         if (!await AllowsReadOnEach(context, paths).ConfigureAwait(false))
