@@ -222,6 +222,7 @@ public sealed class AgentTurnTests : IAsyncLifetime
     [InlineData("PUT", "/v1/agents/agent:a", "{\"lease_ttl_ms\":10}", 400, "INVALID_LEASE")]
     [InlineData("PUT", "/v1/agents/agent:a", "{\"lease_ttl_ms\":\"1000\"}", 400, "INVALID_LEASE")]
     [InlineData("PUT", "/v1/agents/bad%20id", "{}", 400, "INVALID_AGENT_ID")]
+    [InlineData("PUT", "/v1/agents/%252E%252E", "{}", 400, "INVALID_AGENT_ID")]
     [InlineData("POST", "/v1/agents/agent:a/claim", "{}", 400, "INVALID_WORKER")]
     [InlineData("POST", "/v1/agents/agent:a/claim", "{\"worker\":\"w\",\"wait_ms\":-1}", 400, "INVALID_WAIT")]
     [InlineData("POST", "/v1/agents/agent:a/claim", "{\"worker\":\"w\",\"stream\":\"other/x\"}", 400, "INVALID_STREAM")]

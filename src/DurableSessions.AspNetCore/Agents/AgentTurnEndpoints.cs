@@ -17,11 +17,13 @@ internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessCont
     public async Task HandleAsync(HttpContext context, string rest)
     {
         var segments = rest.Split('/');
-        var agent = segments.Length > 0 ? Uri.UnescapeDataString(segments[0]) : string.Empty;
+        // The path is decoded once already (all but %2F, which no agent id holds): decoding it again would let
+        // "%252E%252E" through as "..".
+        var agent = segments.Length > 0 ? segments[0] : string.Empty;
         if (!AgentTurnService.IsValidAgentId(agent) || segments.Length > 2)
         {
             await Problem.Write(context, segments.Length > 2 ? 404 : 400, segments.Length > 2 ? "NOT_FOUND" : "INVALID_AGENT_ID",
-                segments.Length > 2 ? "Unknown agents API route." : "Agent ids are 1-128 characters of letters, digits, '-', '_', '.' or ':'.").ConfigureAwait(false);
+                segments.Length > 2 ? "Unknown agents API route." : "Agent ids are 1-128 characters of letters, digits, '-', '_', '.' or ':', and not '.' or '..'.").ConfigureAwait(false);
             return;
         }
 

@@ -163,7 +163,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
     /// <summary>Whether <paramref name="agent"/> is a valid agent id: 1–128 letters, digits, '-', '_', '.' or ':'.</summary>
     public static bool IsValidAgentId(string agent)
-        => agent.Length is > 0 and <= 128 && agent.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or ':');
+        => agent is not ("." or "..") && agent.Length is > 0 and <= 128 && agent.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or ':');
 
     /// <summary>The wake stream of an agent: an ordinary JSON stream that receives one wake event per waiting turn.</summary>
     public static string WakeStreamOf(string agent) => "agents/" + agent + "/wake";
