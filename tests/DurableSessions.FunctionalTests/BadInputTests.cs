@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net;
 using System.Text;
 using System.Text.Json;
@@ -226,6 +227,26 @@ public sealed class BadInputTests : IAsyncLifetime
         }
 
         Assert.Equal(before, await client.GetStringAsync("/v1/stream/sessions/regen?offset=-1"));
+    }
+
+    [Theory]
+    [InlineData("9223372036854775807")]
+    [InlineData("9223372036854775700")]
+    [InlineData("1000000000000")]
+    public async Task A_live_read_echoing_a_cursor_this_server_never_gave_gets_a_cursor_from_now_that_never_overflows(string echoed)
+    {
+        var client = _server.Client;
+        Assert.Equal(HttpStatusCode.Created, (await client.PutAsync("/v1/stream/bad/cursor", new StringContent("[{\"n\":1}]", Encoding.UTF8, "application/json"))).StatusCode);
+        using var fresh = await client.GetAsync("/v1/stream/bad/cursor?offset=-1&live=long-poll");
+        var now = long.Parse(fresh.Headers.GetValues("Stream-Cursor").Single(), CultureInfo.InvariantCulture);
+        using var read = await client.GetAsync($"/v1/stream/bad/cursor?offset=-1&live=long-poll&cursor={echoed}");
+        Assert.Equal(HttpStatusCode.OK, read.StatusCode);
+        var cursor = long.Parse(read.Headers.GetValues("Stream-Cursor").Single(), CultureInfo.InvariantCulture);
+        Assert.InRange(cursor, now, now + 1);
+
+        // One the server may well have given (pushed an hour past now) is still pushed past.
+        using var ahead = await client.GetAsync($"/v1/stream/bad/cursor?offset=-1&live=long-poll&cursor={now + 180}");
+        Assert.True(long.Parse(ahead.Headers.GetValues("Stream-Cursor").Single(), CultureInfo.InvariantCulture) > now + 180);
     }
 
     [Fact]
