@@ -507,7 +507,6 @@ export class SocketHub {
   // Set when a socket is dropped as dead (silent, unanswered, or the page offline): the link it ran on may be dead too.
   private linkSuspect = false
   private readonly closed = new AbortController()
-  private refreshTimer: ReturnType<typeof setTimeout> | undefined
 
   /**
    * @param refreshes whether `token` may give a new token each call (the client was given a function): the socket's
@@ -625,41 +624,45 @@ export class SocketHub {
 
   close(): void {
     this.closed.abort()
-    clearTimeout(this.refreshTimer)
     // Its subscriptions and calls learn now, not when a close event comes (a dead link may never send one).
     this.socket?.close(1000)
     this.dropCurrent?.()
   }
 
   /**
-   * Replaces the token of `socket` with the token function's next one a while before `token` expires (a quarter of its
-   * remaining life, at most a minute ahead): the server would otherwise close the socket when it expires (`4401`), and
-   * every subscription on it would have to resume on a new one. A refused refresh changes nothing: the socket is then
-   * closed at expiry and reopened with the function's next token, as before.
+   * Replaces the token of an open socket with the token function's next one a while before the one in force expires (a
+   * quarter of what it has left, at most a minute, ahead; see `tokenLifetime`): the server would otherwise close the
+   * socket when it expires (`4401`), and every subscription on it would have to resume on a new one. A refresh
+   * refused, or one whose token expires no later than the one in force, ends the refreshing: the socket is then closed
+   * at expiry and opened again with the function's next token, as without it.
    */
-  private scheduleRefresh(socket: WebSocket, token: string | undefined): void {
-    clearTimeout(this.refreshTimer)
-    const expiresAt = this.refreshes ? tokenExpiry(token) : undefined
-    if (expiresAt === undefined || this.socket !== socket) return
-    const remaining = expiresAt - Date.now()
-    this.refreshTimer = setTimeout(() => void this.refresh(socket, token), Math.max(1_000, remaining - Math.min(60_000, remaining / 4)))
+  private scheduleRefresh(socket: WebSocket, state: SocketState, token: string | undefined): void {
+    clearTimeout(state.refreshTimer)
+    const lifetime = this.refreshes && !state.lost ? tokenLifetime(token) : undefined
+    if (lifetime === undefined) return
+    state.expiresAt = lifetime.expiresAt
+    // setTimeout takes at most 2^31 − 1 ms (about 24.8 days); a longer wait would fire at once.
+    const wait = Math.min(2 ** 31 - 1, Math.max(1_000, lifetime.ms - Math.min(60_000, lifetime.ms / 4)))
+    state.refreshTimer = setTimeout(() => void this.refresh(socket, state, token), wait)
     // A pending refresh alone does not keep a Node process running.
-    ;(this.refreshTimer as { unref?: () => void }).unref?.()
+    ;(state.refreshTimer as { unref?: () => void }).unref?.()
   }
 
-  private async refresh(socket: WebSocket, current: string | undefined): Promise<void> {
+  private async refresh(socket: WebSocket, state: SocketState, current: string | undefined): Promise<void> {
     let token: string | undefined
     try {
       token = await this.token()
     } catch {
       return
     }
-    // The same token again (the function caches it) would be refreshed again at once: wait for its expiry instead.
-    if (!token || token === current || this.socket !== socket) return
+    // The same token again (the function caches it), or one that expires no later: nothing to gain, and refreshing
+    // again at once would spin.
+    const next = tokenLifetime(token)
+    if (!token || token === current || state.lost || next === undefined || (state.expiresAt !== undefined && next.expiresAt <= state.expiresAt)) return
     const id = `a${++this.next}`
     this.listeners.set(id, (message) => {
       this.listeners.delete(id)
-      if (message.type === "ack") this.scheduleRefresh(socket, token)
+      if (message.type === "ack") this.scheduleRefresh(socket, state, token)
     })
     try {
       socket.send(JSON.stringify({ op: "auth", id, token }))
@@ -682,13 +685,15 @@ export class SocketHub {
         let heardAt = Date.now()
         let pingedAt: number | undefined
         let keepAlive: ReturnType<typeof setInterval> | undefined
+        const state: SocketState = { lost: false }
         // Every subscription and pending call on this socket learns once that it is gone (a late close event of a
         // socket already dropped must not reach those of the next one).
         const loseConnection = () => {
           if (lost) return
           lost = true
+          state.lost = true
           clearInterval(keepAlive)
-          clearTimeout(this.refreshTimer)
+          clearTimeout(state.refreshTimer)
           if (this.socket === socket) this.socket = undefined
           for (const listener of [...this.listeners.values()]) listener({ type: "connection-lost" })
         }
@@ -726,12 +731,19 @@ export class SocketHub {
           pingedAt = undefined
           const message = JSON.parse(String(event.data)) as SocketMessage
           if (message.type === "hello") {
+            // Closed while it opened: nobody is to use it.
+            if (this.closed.signal.aborted) {
+              clearTimeout(timer)
+              reject(new Error("the client was closed"))
+              socket.close(1000)
+              return
+            }
             ready = true
             clearTimeout(timer)
             this.socket = socket
             this.dropCurrent = () => { this.linkSuspect = true; loseConnection(); socket.close() }
             keepAlive = setInterval(checkAlive, Math.max(1, Math.floor(this.keepAliveMs / 4)))
-            this.scheduleRefresh(socket, token)
+            this.scheduleRefresh(socket, state, token)
             resolve(socket)
           } else if (message.sub ?? message.id) {
             this.listeners.get((message.sub ?? message.id)!)?.(message)
@@ -753,14 +765,25 @@ export class SocketHub {
   }
 }
 
-/** When a JWT expires (its `exp`, in ms since the epoch); `undefined` for a token that is not a JWT or has no expiry. */
-function tokenExpiry(token: string | undefined): number | undefined {
+/** What the hub keeps of one socket: whether it is gone, its token's expiry, and the timer of its next refresh. */
+type SocketState = { lost: boolean; expiresAt?: number; refreshTimer?: ReturnType<typeof setTimeout> }
+
+/**
+ * A JWT's expiry (`exp`, in seconds since the epoch, as given) and how long it has left in ms by this machine's clock,
+ * held within a tenth of its whole lifetime (`exp` − `iat`) and all of it when it has an `iat`: a clock that is off
+ * neither makes a fresh token look expired (and refreshed over and over) nor an old one look fresh. `undefined` for a
+ * token that is not a JWT or has no expiry.
+ */
+function tokenLifetime(token: string | undefined): { expiresAt: number; ms: number } | undefined {
   const payload = token?.split(".")[1]
   if (!payload) return undefined
   try {
     const json = atob(payload.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(payload.length / 4) * 4, "="))
-    const exp = (JSON.parse(json) as { exp?: unknown }).exp
-    return typeof exp === "number" && Number.isFinite(exp) ? exp * 1000 : undefined
+    const { exp, iat } = JSON.parse(json) as { exp?: unknown; iat?: unknown }
+    if (typeof exp !== "number" || !Number.isFinite(exp)) return undefined
+    const left = exp * 1000 - Date.now()
+    const whole = typeof iat === "number" && Number.isFinite(iat) && iat < exp ? (exp - iat) * 1000 : undefined
+    return { expiresAt: exp, ms: whole === undefined ? left : Math.min(whole, Math.max(whole / 10, left)) }
   } catch {
     return undefined
   }

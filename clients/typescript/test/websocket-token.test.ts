@@ -26,12 +26,18 @@ function token(subject: string, grants: Record<string, string[]>, lifetimeSecond
 test("a token that expires while a session follows over the WebSocket is replaced on the open socket, every message once", async () => {
   const opened: string[] = []
   const closes: number[] = []
+  let refreshes = 0
   const Native = globalThis.WebSocket
   globalThis.WebSocket = class extends Native {
     constructor(url: string | URL, protocols?: string | string[]) {
       super(url, protocols)
       opened.push(String(url))
       this.addEventListener("close", (event) => closes.push(event.code))
+    }
+
+    send(data: string | ArrayBufferLike | Blob | ArrayBufferView) {
+      if (typeof data === "string" && data.includes('"op":"auth"')) refreshes++
+      super.send(data)
     }
   } as typeof WebSocket
   const abort = new AbortController()
@@ -42,16 +48,12 @@ test("a token that expires while a session follows over the WebSocket is replace
       fetch(`${server.url}${path}`, { method, headers: { authorization: `Bearer ${writer}`, "content-type": "application/json" }, body: JSON.stringify(body) })
     expect((await post("/v1/sessions/ws-refresh", {}, "PUT")).status).toBe(201)
 
-    let issued = 0
     const client = new DurableSessionsClient({
       baseUrl: server.url,
       participantId: "client:reader",
       transport: "websocket",
-      // Each token lives three to four seconds (expiry is in whole seconds): the socket's is replaced after two or so.
-      token: () => {
-        issued++
-        return token("client:reader", { "sessions/ws-refresh": ["read"] }, 4)
-      },
+      // Each token lives six seconds: the socket's is replaced after four and a half.
+      token: () => token("client:reader", { "sessions/ws-refresh": ["read"] }, 6),
     })
 
     const texts: string[] = []
@@ -72,11 +74,12 @@ test("a token that expires while a session follows over the WebSocket is replace
     await waitFor(() => opened.length === 1, "the socket")
     // Ten messages, then ten more after each of two refreshes: each round outlives the token the socket had before it.
     for (let round = 0; round < 3; round++) {
-      const before = issued
       for (let n = round * 10; n < (round + 1) * 10; n++) expect((await post("/v1/sessions/ws-refresh/messages", { text: `m${n}` })).status).toBe(201)
-      if (round < 2) await waitFor(() => issued > before, `a token refresh after round ${round}`)
+      if (round < 2) await waitFor(() => refreshes > round, `a token refresh after round ${round}`)
     }
-    // Past the expiry of every token but the last refresh's: the socket would have been closed with 4401 by now.
+    // A third refresh comes after the second token expired (at 4.5 s + 6 s): the socket outlived the first two tokens,
+    // which would each have closed it with 4401.
+    await waitFor(() => refreshes >= 3, "a third refresh")
     await waitFor(() => texts.length >= 30, "every message")
     await tail
     client.close()
