@@ -41,6 +41,7 @@ public sealed partial class RedisStreamStore : StreamStore
     private readonly string _prefix;
     private ChannelMessageQueue? _changes;
     private long _notificationsDropped;
+    private readonly ConcurrentDictionary<long, byte> _settlingDeletes = new();
     private readonly ConcurrentDictionary<string, TaskCompletionSource> _probes = new(StringComparer.Ordinal);
     private int _probesHeard;
     private ITimer? _sweepTimer;
@@ -530,8 +531,9 @@ public sealed partial class RedisStreamStore : StreamStore
     /// Runs <paramref name="attempt"/> on the settling schedule (about five minutes in all) until it is done, Redis
     /// being away counting as not done; a fork hold it never settles is logged, for an operator to release.
     /// </summary>
-    private async Task RetryHoldAsync(long forkId, string sourcePath, Func<Task<bool>> attempt)
+    private async Task RetryHoldAsync(long forkId, string sourcePath, Func<Task<bool>> attempt, Action<Exception?>? givenUp = null)
     {
+        givenUp ??= ex => Report(logger => Log.ForkHoldKept(logger, forkId, sourcePath, ex));
         try
         {
             foreach (var wait in SettleRetries)
@@ -550,7 +552,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 }
             }
 
-            Report(logger => Log.ForkHoldKept(logger, forkId, sourcePath));
+            givenUp(null);
         }
         catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException)
         {
@@ -558,7 +560,7 @@ public sealed partial class RedisStreamStore : StreamStore
         }
         catch (Exception ex)
         {
-            Report(logger => Log.ForkHoldKept(logger, forkId, sourcePath, ex));
+            givenUp(ex);
         }
     }
 
@@ -1542,19 +1544,39 @@ public sealed partial class RedisStreamStore : StreamStore
         Fanout.Publish(new LiveAppend(id, path, new StreamChunk(tail, tail, default), closed, deleted: true, remote: !ClaimJudgement(path, id, tail, tail, closed, deleted: true, echo: false)));
         if (outcome == "Hard")
         {
+            // The stream is deleted, and the delete answers as done; what Redis does not take of what follows (the
+            // fork's hold on its source, the index) catches up when Redis answers.
+            var settle = false;
+            if ((string)reply[2]! is { Length: > 0 } sourcePath)
+            {
+                var sourceId = long.Parse((string)reply[1]!, CultureInfo.InvariantCulture);
+                var byId = (string)reply[6]! == "1";
+                try
+                {
+                    await ReleaseForkAsync(sourcePath, sourceId, id, byId).ConfigureAwait(false);
+                }
+                catch (StreamStoreUnavailableException) when (byId)
+                {
+                    settle = true;
+                }
+                catch (StreamStoreUnavailableException)
+                {
+                    // A hold kept by count may have been given back even so, and is never given twice: an operator's.
+                    Report(logger => Log.ForkHoldKept(logger, id, sourcePath));
+                }
+            }
+
             try
             {
                 await UnindexAsync(path, (string)reply[5]!).ConfigureAwait(false);
-                if ((string)reply[2]! is { Length: > 0 } sourcePath)
-                {
-                    var sourceId = long.Parse((string)reply[1]!, CultureInfo.InvariantCulture);
-                    await ReleaseForkAsync(sourcePath, sourceId, id, byId: (string)reply[6]! == "1").ConfigureAwait(false);
-                }
             }
             catch (StreamStoreUnavailableException)
             {
-                // The stream is deleted, and the delete answered as done; the index and the fork's hold on its source
-                // catch up when Redis answers.
+                settle = true;
+            }
+
+            if (settle)
+            {
                 _ = SettleDeleteLaterAsync(path, incarnation);
             }
         }
@@ -1572,7 +1594,14 @@ public sealed partial class RedisStreamStore : StreamStore
     /// registered by count (before ids were kept) and may have given it back, and it is not given again.
     /// </summary>
     private Task SettleDeleteLaterAsync(string path, StreamInfo incarnation)
-        => RetryHoldAsync(incarnation.Id, incarnation.ForkSourcePath ?? path, async () =>
+    {
+        // One settling per incarnation, however many deletes of it failed while Redis was away.
+        if (!_settlingDeletes.TryAdd(incarnation.Id, 0))
+        {
+            return Task.CompletedTask;
+        }
+
+        return RetryHoldAsync(incarnation.Id, incarnation.ForkSourcePath ?? path, async () =>
         {
             if (await LoadAsync(Keys(path)).ConfigureAwait(false) is { } current && current.Id == incarnation.Id)
             {
@@ -1594,7 +1623,9 @@ public sealed partial class RedisStreamStore : StreamStore
             }
 
             return true;
-        });
+        }, ex => Report(logger => Log.DeleteUnsettled(logger, path, incarnation.Id, ex)))
+            .ContinueWith(_ => _settlingDeletes.TryRemove(incarnation.Id, out var _), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    }
 
     /// <summary>
     /// Drops a path from the index, and from its owner's set of paths (<paramref name="owner"/>, empty for none), unless a
@@ -1825,7 +1856,7 @@ public sealed partial class RedisStreamStore : StreamStore
         // The client library queues what Redis sends without a bound: past ours, what is queued is dropped, not handled.
         if (_changes is { } queue && queue.TryGetCount(out var backlog) && backlog > _options.MaxNotificationBacklog)
         {
-            DropBacklog(queue, backlog);
+            DropBacklog(message, queue, backlog);
             return;
         }
 
@@ -1892,23 +1923,35 @@ public sealed partial class RedisStreamStore : StreamStore
     /// still answered. A change this node made whose answer from Redis was lost is judged by its notification; one
     /// dropped here is not judged (logged).
     /// </summary>
-    private void DropBacklog(ChannelMessageQueue queue, int backlog)
+    private void DropBacklog(ChannelMessage current, ChannelMessageQueue queue, int backlog)
     {
-        var dropped = 1;
-        while (dropped <= backlog && queue.TryRead(out var queued))
+        var dropped = 0;
+        var seen = 0;
+        for (var message = current; ; )
         {
-            if (queued.Message is { IsNull: false } value && ((byte[])value!).AsSpan().StartsWith(ProbePrefix))
+            if (message.Message is { IsNull: false } value && ((byte[])value!).AsSpan().StartsWith(ProbePrefix))
             {
                 OnProbe((byte[])value!);
-                continue;
+            }
+            else
+            {
+                dropped++;
             }
 
-            dropped++;
+            if (++seen > backlog || !queue.TryRead(out message))
+            {
+                break;
+            }
         }
 
         Interlocked.Add(ref _notificationsDropped, dropped);
         Report(logger => Log.NotificationsDropped(logger, dropped, _options.MaxNotificationBacklog));
-        Fanout.DisconnectAll();
+
+        // A disposed store's fan-out is not its readers' any more (a new store may share it).
+        if (Volatile.Read(ref _disposed) == 0)
+        {
+            Fanout.DisconnectAll();
+        }
     }
 
     /// <summary>For tests: how many change notifications this node dropped unhandled.</summary>
@@ -2143,6 +2186,9 @@ public sealed partial class RedisStreamStore : StreamStore
 
         [LoggerMessage(708, LogLevel.Warning, "Renewing the shared lock {Name} failed; it ends with its lease")]
         public static partial void RenewalFailed(ILogger logger, string name, Exception exception);
+
+        [LoggerMessage(712, LogLevel.Warning, "A delete of {Path} (incarnation {Id}) whose answer from Redis was lost could not be settled: if it ran, the path may stay in the index (counted against MaxStreams until a listing drops it) and a fork's hold on its source may stay")]
+        public static partial void DeleteUnsettled(ILogger logger, string path, long id, Exception? exception);
 
         [LoggerMessage(711, LogLevel.Warning, "This node fell more than {Bound} change notifications behind and dropped {Dropped} of them; its live readers are cut and read what they missed from Redis")]
         public static partial void NotificationsDropped(ILogger logger, int dropped, int bound);

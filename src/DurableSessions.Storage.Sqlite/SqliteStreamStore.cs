@@ -608,8 +608,9 @@ public sealed partial class SqliteStreamStore : StreamStore
             return reader;
         }
 
+        var opened = new ReaderConnection(_connectionString);
         Interlocked.Increment(ref _openReaders);
-        return new ReaderConnection(_connectionString);
+        return opened;
     }
 
     /// <summary>For tests: reader connections open now, in the pool or in use.</summary>
