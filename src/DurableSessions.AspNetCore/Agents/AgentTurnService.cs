@@ -434,13 +434,11 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
                 ?? new TurnClaim(TurnClaimStatus.StreamNotFound);
         }
 
-        var candidates = _turns.Values
-            .Where(t => t.Agent == agent && !IsHeld(t, now) && canServe(t.Stream))
-            .OrderBy(t => t.WaitingSince)
-            .ToList();
-        foreach (var candidate in candidates)
+        // The oldest waiting turn this worker may serve, found in one pass (no sort of every turn per claim); one whose
+        // session is gone is dropped by GrantAsync, and the next oldest is looked for.
+        while (OldestWaiting(agent, now, canServe) is { } oldest)
         {
-            if (await GrantAsync(registration, candidate, worker, now, cancellationToken).ConfigureAwait(false) is { } claim)
+            if (await GrantAsync(registration, oldest, worker, now, cancellationToken).ConfigureAwait(false) is { } claim)
             {
                 return claim;
             }
@@ -451,6 +449,20 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         ScheduleExpiry();
         var nextExpiry = _turns.Values.Where(t => t.Agent == agent && IsHeld(t, now)).Min(t => t.LeaseExpiresAt);
         return new TurnClaim(TurnClaimStatus.NothingWaiting, NextLeaseExpiry: nextExpiry);
+    }
+
+    private TurnRecord? OldestWaiting(string agent, long now, Func<string, bool> canServe)
+    {
+        TurnRecord? oldest = null;
+        foreach (var turn in _turns.Values)
+        {
+            if (turn.Agent == agent && !IsHeld(turn, now) && (oldest is null || turn.WaitingSince < oldest.WaitingSince) && canServe(turn.Stream))
+            {
+                oldest = turn;
+            }
+        }
+
+        return oldest;
     }
 
     /// <summary>Gives the turn to <paramref name="worker"/>; null (and the turn dropped) when its session is gone.</summary>
