@@ -21,7 +21,7 @@ public sealed class DurableStreamsOptions
 
     /// <summary>
     /// The most forks a chain of forks may hold (a fork of a stream that is no fork is 1 deep): each level is a segment
-    /// that every read from the chain's start goes through. A deeper fork answers <c>409 FORK_TOO_DEEP</c>. Default 32.
+    /// that every read from the chain's start goes through. A deeper fork answers <c>403 FORK_TOO_DEEP</c>, as other limits do. Default 32.
     /// </summary>
     public int MaxForkDepth { get; set; } = 32;
 

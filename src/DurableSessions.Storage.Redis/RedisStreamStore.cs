@@ -1547,6 +1547,7 @@ public sealed partial class RedisStreamStore : StreamStore
             // The stream is deleted, and the delete answers as done; what Redis does not take of what follows (the
             // fork's hold on its source, the index) catches up when Redis answers.
             var settle = false;
+            var heldByCount = false;
             if ((string)reply[2]! is { Length: > 0 } sourcePath)
             {
                 var sourceId = long.Parse((string)reply[1]!, CultureInfo.InvariantCulture);
@@ -1555,14 +1556,12 @@ public sealed partial class RedisStreamStore : StreamStore
                 {
                     await ReleaseForkAsync(sourcePath, sourceId, id, byId).ConfigureAwait(false);
                 }
-                catch (StreamStoreUnavailableException) when (byId)
-                {
-                    settle = true;
-                }
                 catch (StreamStoreUnavailableException)
                 {
-                    // A hold kept by count may have been given back even so, and is never given twice: an operator's.
-                    Report(logger => Log.ForkHoldKept(logger, id, sourcePath));
+                    // Settled by id once Redis answers, which gives nothing twice: a hold kept by count is given back
+                    // there only if the release removed the source (its note says so); one still there is logged.
+                    settle = true;
+                    heldByCount = !byId;
                 }
             }
 
@@ -1577,7 +1576,7 @@ public sealed partial class RedisStreamStore : StreamStore
 
             if (settle)
             {
-                _ = SettleDeleteLaterAsync(path, incarnation);
+                _ = SettleDeleteLaterAsync(path, incarnation, heldByCount);
             }
         }
 
@@ -1593,7 +1592,7 @@ public sealed partial class RedisStreamStore : StreamStore
     /// source's registry holds it so or the source is gone; otherwise it was given back already, or the fork was
     /// registered by count (before ids were kept) and may have given it back, and it is not given again.
     /// </summary>
-    private Task SettleDeleteLaterAsync(string path, StreamInfo incarnation)
+    private Task SettleDeleteLaterAsync(string path, StreamInfo incarnation, bool heldByCount = false)
     {
         // One settling per incarnation, however many deletes of it failed while Redis was away.
         if (!_settlingDeletes.TryAdd(incarnation.Id, 0))
@@ -1615,10 +1614,15 @@ public sealed partial class RedisStreamStore : StreamStore
                 // removed it may have lost its answer, and sent again it finds the note that release left and carries
                 // the source's own hold up the chain (with no note it changes nothing).
                 var sourceKeys = Keys(sourcePath);
-                if (await Call(_db.HashGetAsync(sourceKeys.Forks, Id(incarnation.Id))).ConfigureAwait(false) == "1"
-                    || (await LoadAsync(sourceKeys).ConfigureAwait(false))?.Id != sourceId)
+                var sourceThere = (await LoadAsync(sourceKeys).ConfigureAwait(false))?.Id == sourceId;
+                if (!sourceThere || await Call(_db.HashGetAsync(sourceKeys.Forks, Id(incarnation.Id))).ConfigureAwait(false) == "1")
                 {
                     await ReleaseForkAsync(sourcePath, sourceId, incarnation.Id, byId: true).ConfigureAwait(false);
+                }
+                else if (heldByCount)
+                {
+                    // A release by count whose answer was lost, of a source still there: it may or may not have counted.
+                    Report(logger => Log.ForkHoldKept(logger, incarnation.Id, sourcePath));
                 }
             }
 

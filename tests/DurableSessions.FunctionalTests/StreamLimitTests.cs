@@ -31,7 +31,7 @@ public sealed class StreamLimitTests
     }
 
     [Fact]
-    public async Task A_fork_past_the_chains_depth_limit_gets_409_and_the_chain_keeps_working()
+    public async Task A_fork_past_the_chains_depth_limit_gets_403_and_the_chain_keeps_working()
     {
         await using var server = await InProcessServer.StartAsync(configure: o => o.MaxForkDepth = 2);
         var client = server.Client;
@@ -46,7 +46,7 @@ public sealed class StreamLimitTests
         Assert.Equal(HttpStatusCode.Created, (await Fork("f1", "f0")).StatusCode);
         Assert.Equal(HttpStatusCode.Created, (await Fork("f2", "f1")).StatusCode);
         using var refused = await Fork("f3", "f2");
-        Assert.Equal(HttpStatusCode.Conflict, refused.StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
         Assert.Contains("FORK_TOO_DEEP", await refused.Content.ReadAsStringAsync());
         Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync("/v1/stream/f3?offset=-1")).StatusCode);
         Assert.Equal(HttpStatusCode.Created, (await Fork("f3", "f1")).StatusCode);

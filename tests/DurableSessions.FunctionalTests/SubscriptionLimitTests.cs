@@ -289,6 +289,18 @@ public sealed class SubscriptionLimitTests : IAsyncLifetime
             Assert.Equal(HttpStatusCode.Forbidden, added.StatusCode);
             Assert.Contains("SUBSCRIPTION_STREAM_LIMIT", await added.Content.ReadAsStringAsync());
         }
+
+        // The id's own answers come first: an existing subscription under another configuration is a conflict, and
+        // streams added to one that does not exist are not found.
+        using (var conflict = await PutRaw("repeated", many))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, conflict.StatusCode);
+        }
+
+        using (var missing = await _server.Client.PostAsync("/v1/stream/__ds/subscriptions/nobody/streams", Json(new JsonObject { ["streams"] = new JsonArray([.. Enumerable.Range(0, 5_000).Select(i => (JsonNode)$"listed/n{i}")]) })))
+        {
+            Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+        }
     }
 
     [Fact]

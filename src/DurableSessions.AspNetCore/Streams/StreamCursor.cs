@@ -11,14 +11,14 @@ internal static class StreamCursor
     private static readonly DateTimeOffset Epoch = new(2024, 10, 9, 0, 0, 0, TimeSpan.Zero);
     private static readonly TimeSpan Interval = TimeSpan.FromSeconds(20);
 
-    // A cursor this server gave is at most its jitter (an hour) ahead of the clock each time it is echoed and pushed on:
-    // one further ahead than a year was not given by it, and is not pushed past (where it would overflow).
-    private const long MaxAhead = 365L * 24 * 60 * 3;
+    // The most a cursor is pushed past an echoed one (an hour, in intervals): an echoed cursor closer than that to the
+    // largest number it can be would overflow, and was not given by this server.
+    private const long MaxJitter = 180;
 
     public static string Next(DateTimeOffset now, string? clientCursor)
     {
         var current = (long)((now - Epoch) / Interval);
-        if (long.TryParse(clientCursor, NumberStyles.None, CultureInfo.InvariantCulture, out var echoed) && echoed >= current && echoed - current <= MaxAhead)
+        if (long.TryParse(clientCursor, NumberStyles.None, CultureInfo.InvariantCulture, out var echoed) && echoed >= current && echoed <= long.MaxValue - MaxJitter)
         {
             // Jitter of 1-3600 seconds, in whole intervals, so many clients do not converge on one key.
             var jitterSeconds = Random.Shared.Next(1, 3601);

@@ -301,7 +301,7 @@ internal sealed partial class StreamRequestHandler
                 await Problem.Write(context, 410, "OFFSET_GONE", "The fork point lies before the source's retained data: that part of the source was removed by retention.").ConfigureAwait(false);
                 return;
             case CreateStreamStatus.ForkTooDeep:
-                await Problem.Write(context, 409, "FORK_TOO_DEEP", $"The fork source is already a fork {_options.MaxForkDepth - 1} levels deep: a chain of forks holds at most {_options.MaxForkDepth} (DurableStreams:MaxForkDepth). Fork a stream higher up the chain.").ConfigureAwait(false);
+                await Problem.Write(context, 403, "FORK_TOO_DEEP", $"The fork source is already {_options.MaxForkDepth} forks deep: a chain of forks holds at most {_options.MaxForkDepth} (DurableStreams:MaxForkDepth). Fork a stream higher up the chain.").ConfigureAwait(false);
                 return;
             default:
                 await Problem.Write(context, 400, "INVALID_FORK_OFFSET", "The fork point is beyond the source stream's tail.").ConfigureAwait(false);

@@ -159,8 +159,9 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
                 }
             }
 
-            // Refused before each path's access is checked: past the limit nothing would be linked anyway.
-            if (streams.Count > service.Options.MaxStreamsPerSubscription)
+            // A new subscription past the limit is refused before each path's access is checked: nothing would be linked
+            // anyway. One that exists is answered as before (confirmed, or a conflict): kept when the limit was lowered.
+            if (streams.Count > service.Options.MaxStreamsPerSubscription && await service.GetAsync(id, context.RequestAborted).ConfigureAwait(false) is null)
             {
                 await StreamLimit(context).ConfigureAwait(false);
                 return;
@@ -344,7 +345,7 @@ internal sealed class SubscriptionEndpoints(SubscriptionService service, Microso
         // Refused before each path's access is checked: past the limit nothing would be linked anyway.
         if (paths.Distinct(StringComparer.Ordinal).Count() > service.Options.MaxStreamsPerSubscription)
         {
-            await StreamLimit(context).ConfigureAwait(false);
+            await (await service.GetAsync(id, context.RequestAborted).ConfigureAwait(false) is null ? NotFound(context) : StreamLimit(context)).ConfigureAwait(false);
             return;
         }
 
