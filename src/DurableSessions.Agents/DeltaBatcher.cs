@@ -33,6 +33,7 @@ internal sealed class DeltaBatcher
     private long _firstPendingTimestamp;
     private long? _lastWrittenTimestamp;
     private bool _writing;
+    private bool _stopped;
     private Task _writer = Task.CompletedTask;
     private Exception? _failure;
 
@@ -54,6 +55,11 @@ internal sealed class DeltaBatcher
 
         lock (_lock)
         {
+            if (_stopped)
+            {
+                return;
+            }
+
             if (_firstPendingAt is null)
             {
                 _firstPendingAt = _time.GetUtcNow();
@@ -93,6 +99,31 @@ internal sealed class DeltaBatcher
         }
 
         _run.Token.ThrowIfCancellationRequested();
+    }
+
+    /// <summary>
+    /// Stops writing: what is still pending is dropped and a write in flight is waited for, so that nothing of this
+    /// batcher lands after what the caller writes next (a failed reply, which restates the whole text).
+    /// </summary>
+    public async Task StopAsync()
+    {
+        Task writer;
+        lock (_lock)
+        {
+            _stopped = true;
+            _pending.Clear();
+            _firstPendingAt = null;
+            writer = _writer;
+        }
+
+        try
+        {
+            await writer.ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // Its failure is the run's to report, as the failure the caller is handling.
+        }
     }
 
     private async Task WriteLoopAsync()
@@ -151,6 +182,11 @@ internal sealed class DeltaBatcher
     {
         lock (_lock)
         {
+            if (_stopped)
+            {
+                return null;
+            }
+
             // When the batch's first token was produced: readers can measure token-to-screen latency from it.
             var at = _firstPendingAt;
             _firstPendingAt = null;

@@ -645,6 +645,13 @@ public sealed partial class SessionAgent
                     history.Add(new ChatMessage(ChatRole.Assistant, text.ToString()));
                     history.Add(new ChatMessage(ChatRole.User, instruction));
                 }
+                catch
+                {
+                    // The reply ends here (failed, cancelled): no delta of this batcher may land after the reply's last
+                    // write, which restates its whole text.
+                    await deltas.StopAsync().ConfigureAwait(false);
+                    throw;
+                }
             }
 
             await producer.AppendAsync(

@@ -131,6 +131,14 @@ public sealed partial class SessionAgentHost
                     await Task.Delay(TimeSpan.FromSeconds(5), _options.TimeProvider, cancellationToken).ConfigureAwait(false);
                     continue;
                 }
+                catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
+                {
+                    // Anything else (a token provider that threw, an answer that is not the protocol's): this loop goes
+                    // on after the same pause, so that the host does not lose a claimer for good.
+                    Log.ClaimFailed(_logger, _turns.AgentId, ex);
+                    await Task.Delay(TimeSpan.FromSeconds(5), _options.TimeProvider, cancellationToken).ConfigureAwait(false);
+                    continue;
+                }
 
                 if (turn is not null)
                 {
@@ -360,6 +368,9 @@ public sealed partial class SessionAgentHost
 
         [LoggerMessage(421, LogLevel.Warning, "Agent {AgentId}: the server refused a claim ({Code}); trying again shortly")]
         public static partial void ClaimRefused(ILogger logger, string agentId, string code, Exception exception);
+
+        [LoggerMessage(428, LogLevel.Warning, "Agent {AgentId}: a claim failed; trying again shortly")]
+        public static partial void ClaimFailed(ILogger logger, string agentId, Exception exception);
 
         [LoggerMessage(427, LogLevel.Warning, "Agent {AgentId} was unregistered while this host serves it; it is registered again")]
         public static partial void Reregistered(ILogger logger, string agentId);

@@ -318,6 +318,91 @@ public sealed class SessionAgentTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_claim_whose_token_provider_throws_is_tried_again_and_the_host_keeps_answering()
+    {
+        // The provider's second call (the host's first claim) throws, as an identity library does when its sign-in
+        // hiccups; with one run at a time the host has one claimer, which must not be lost to it.
+        var calls = 0;
+        using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with
+        {
+            BaseAddress = _server.BaseAddress,
+            ParticipantId = "agent:flaky",
+            AccessTokenProvider = _ => Interlocked.Increment(ref calls) == 2 ? throw new InvalidOperationException("sign-in failed (test)") : ValueTask.FromResult<string?>(null),
+        });
+        var agent = new SessionAgent(new DemoChatClient(tokensPerSecond: 400), client, new SessionAgentOptions { AgentId = "agent:flaky" });
+        var host = new SessionAgentHost(agent, client, "agent:flaky", new SessionAgentHostOptions { MaxConcurrentRuns = 1 });
+        var serving = Task.Run(() => host.RunAsync(_stop.Token));
+
+        // A message is a turn of the agents registered when it comes: the host registers first (the provider's first call).
+        using (var registered = new CancellationTokenSource(Timeout))
+        {
+            while ((await _server.Client.GetAsync(new Uri("/v1/agents/agent:flaky", UriKind.Relative), registered.Token)).StatusCode != HttpStatusCode.OK)
+            {
+                await Task.Delay(20, registered.Token);
+            }
+        }
+
+        var session = _client.Session("flaky");
+        await session.CreateAsync();
+        await session.SendMessageAsync("Still there?");
+        var state = await WaitFor("flaky", s => Runs(s, "finished").Any() || serving.IsCompleted);
+        Assert.False(serving.IsCompleted, "the host stopped serving");
+        Assert.Equal("agent:flaky", Runs(state, "finished").Single()["agent"]!.GetValue<string>());
+        Assert.True(Volatile.Read(ref calls) >= 3);
+    }
+
+    /// <summary>The first call says ten tokens and then fails; later calls answer "fine".</summary>
+    private sealed class FailsMidReply : StreamingChatClient
+    {
+        private int _calls;
+
+        public override async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+        {
+            if (Interlocked.Increment(ref _calls) > 1)
+            {
+                yield return new ChatResponseUpdate(ChatRole.Assistant, "fine");
+                yield break;
+            }
+
+            for (var i = 0; i < 10; i++)
+            {
+                yield return new ChatResponseUpdate(ChatRole.Assistant, $"t{i} ");
+                await Task.Yield();
+            }
+
+            throw new InvalidOperationException("the model failed (test)");
+        }
+    }
+
+    [Fact]
+    public async Task A_reply_that_fails_mid_stream_ends_with_its_text_once_and_no_delta_after_its_failure()
+    {
+        var session = _client.Session("fails");
+        await session.CreateAsync();
+
+        // A long linger: when the model fails, most of its tokens still wait in the batcher for their write.
+        _ = StartAgent(new FailsMidReply(), "fails", linger: TimeSpan.FromMilliseconds(400));
+        await session.SendMessageAsync("first");
+        var failed = await WaitFor("fails", s => Runs(s, "failed").Any());
+        var reply = failed.Get("message", Runs(failed, "failed").Single()["messageId"]!.GetValue<string>())!;
+        Assert.Equal("failed", reply["status"]!.GetValue<string>());
+
+        // The next question is answered after it: its reply's end comes after any write the failed one still had.
+        await session.SendMessageAsync("second");
+        var state = await WaitFor("fails", s => Runs(s, "finished").Any());
+        var expected = string.Concat(Enumerable.Range(0, 10).Select(i => $"t{i} "));
+        var failedId = reply["id"]!.GetValue<string>();
+        Assert.Equal(expected, Text(state.Get("message", failedId)!));
+
+        // In the stream, nothing adds to the failed reply after the event that failed it.
+        var history = JsonNode.Parse(await _server.Client.GetStringAsync("/v1/stream/sessions/fails"))!.AsArray().Select(e => e!.AsObject()).ToList();
+        var failedAt = history.FindIndex(e => e["type"]!.GetValue<string>() == "message" && e["key"]!.GetValue<string>() == failedId
+            && e["value"]?["status"]?.GetValue<string>() == "failed");
+        Assert.True(failedAt >= 0);
+        Assert.DoesNotContain(history.Skip(failedAt), e => e["type"]!.GetValue<string>() == "delta" && e["value"]?["messageId"]?.GetValue<string>() == failedId);
+    }
+
+    [Fact]
     public async Task A_cancel_from_another_client_fires_the_models_token_and_fences_the_run()
     {
         var chat = new RecordingChatClient(new DemoChatClient(tokensPerSecond: 20), heldOpen: 1);
