@@ -252,6 +252,7 @@ public sealed class DurableSessionsClient : IDisposable
         {
             using var request = createRequest();
             HttpResponseMessage? response = null;
+            TimeSpan? retryAfter = null;
             try
             {
                 await AuthorizeAsync(request, cancellationToken).ConfigureAwait(false);
@@ -284,12 +285,32 @@ public sealed class DurableSessionsClient : IDisposable
                     }
                 }
 
+                retryAfter = RetryAfterOf(response);
                 response.Dispose();
             }
 
-            await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
+            // Spread out (so that clients cut at once do not all come back at once), and never sooner than the server
+            // asked (a 503's Retry-After, up to a minute).
+            var wait = delay * (0.5 + Random.Shared.NextDouble());
+            if (retryAfter is { } asked && asked > wait)
+            {
+                wait = asked;
+            }
+
+            await Task.Delay(wait, cancellationToken).ConfigureAwait(false);
             delay = TimeSpan.FromTicks(Math.Min(Options.MaxReconnectDelay.Ticks, delay.Ticks * 2));
         }
+    }
+
+    private static TimeSpan? RetryAfterOf(HttpResponseMessage response)
+    {
+        var asked = response.Headers.RetryAfter switch
+        {
+            { Delta: { } delta } => delta,
+            { Date: { } date } => date - DateTimeOffset.UtcNow,
+            _ => (TimeSpan?)null,
+        };
+        return asked is { } wait && wait > TimeSpan.Zero ? TimeSpan.FromTicks(Math.Min(wait.Ticks, TimeSpan.FromMinutes(1).Ticks)) : null;
     }
 
     private static bool IsTransient(Exception ex) => ex is HttpRequestException or IOException or TaskCanceledException or OperationCanceledException;

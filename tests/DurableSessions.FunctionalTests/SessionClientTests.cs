@@ -192,6 +192,47 @@ public sealed class SessionClientTests
         using var off = new DurableSessionsClient(DurableSessionsClientOptions.Default with { SseIdleTimeout = System.Threading.Timeout.InfiniteTimeSpan });
     }
 
+    /// <summary>Answers the first request 503 with a Retry-After of one second, as a busy server does; passes the rest on.</summary>
+    private sealed class BusyOnce : DelegatingHandler
+    {
+        private int _requests;
+
+        public List<DateTimeOffset> Sent { get; } = [];
+
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            lock (Sent)
+            {
+                Sent.Add(DateTimeOffset.UtcNow);
+            }
+
+            if (Interlocked.Increment(ref _requests) > 1)
+            {
+                return base.SendAsync(request, cancellationToken);
+            }
+
+            var busy = new HttpResponseMessage(HttpStatusCode.ServiceUnavailable)
+            {
+                Content = new StringContent("{\"error\":{\"code\":\"SESSION_BUSY\",\"message\":\"busy\"}}", Encoding.UTF8, "application/json"),
+            };
+            busy.Headers.RetryAfter = new System.Net.Http.Headers.RetryConditionHeaderValue(TimeSpan.FromSeconds(1));
+            return Task.FromResult(busy);
+        }
+    }
+
+    [Fact]
+    public async Task A_request_answered_503_with_retry_after_is_sent_again_no_sooner_than_the_server_asked()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        var busy = new BusyOnce { InnerHandler = new SocketsHttpHandler() };
+        using var http = new HttpClient(busy) { BaseAddress = server.BaseAddress };
+        using var client = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = "client:busy" }, http);
+        await client.Session("busy").CreateAsync();
+        Assert.Equal(2, busy.Sent.Count);
+        Assert.True(busy.Sent[1] - busy.Sent[0] >= TimeSpan.FromMilliseconds(950), $"sent again after {(busy.Sent[1] - busy.Sent[0]).TotalMilliseconds} ms");
+        Assert.Equal(HttpStatusCode.OK, (await server.Client.GetAsync(new Uri("/v1/sessions/busy", UriKind.Relative))).StatusCode);
+    }
+
     [Fact]
     public async Task A_client_cut_at_100_random_points_ends_identical_to_an_uninterrupted_one()
     {

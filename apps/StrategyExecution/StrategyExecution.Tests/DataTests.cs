@@ -64,6 +64,13 @@ public sealed class DataTests(AppFixture fixture) : IClassFixture<AppFixture>
         Assert.Equal("INVALID_CSV", JsonNode.Parse(await noHeader.Content.ReadAsStringAsync())!["error"]!["code"]!.GetValue<string>());
         using var anonymous = ApiClient.Anonymous(fixture.App);
         Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.PostAsync(new Uri("/api/actuals/import", UriKind.Relative), Csv("measure_id,month,value\n"))).StatusCode);
+
+        // Someone who may record actuals nowhere is refused before the file is read, whatever it holds.
+        var before = (await reader.GetJson($"/api/measures/{teamMeasure}/actuals")).AsArray().Count;
+        using var viewer = await reader.PostAsync(new Uri("/api/actuals/import", UriKind.Relative), Csv($"measure_id,month,value\n{teamMeasure},{month},1\n" + new string('#', 100_000)));
+        Assert.Equal(HttpStatusCode.Forbidden, viewer.StatusCode);
+        Assert.Equal("FORBIDDEN", JsonNode.Parse(await viewer.Content.ReadAsStringAsync())!["error"]!["code"]!.GetValue<string>());
+        Assert.Equal(before, (await reader.GetJson($"/api/measures/{teamMeasure}/actuals")).AsArray().Count);
         using var binary = new ByteArrayContent([0xff, 0xfe, 0x00, 0x41]);
         binary.Headers.ContentType = new("text/csv");
         Assert.Equal(HttpStatusCode.BadRequest, (await updater.PostAsync(new Uri("/api/actuals/import", UriKind.Relative), binary)).StatusCode);

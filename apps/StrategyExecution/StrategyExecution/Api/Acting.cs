@@ -95,6 +95,13 @@ public sealed class Acting(StrategyDb db, TimeProvider time, SignInCache cache)
         return found.Person;
     }
 
+    /// <summary>Whether <paramref name="person"/> holds <paramref name="role"/> (or a stronger one) on any unit at all.</summary>
+    public Task<bool> HoldsRoleAnywhereAsync(Person person, Role role, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(person);
+        return db.Roles.AsNoTracking().AnyAsync(r => r.PersonId == person.Id && r.Role <= role, cancellationToken);
+    }
+
     /// <summary>Whether <paramref name="person"/> holds <paramref name="role"/> (or a stronger one) on the company, the unit at the top, and so on every unit.</summary>
     public async Task<bool> HasCompanyRoleAsync(Person person, Role role, CancellationToken cancellationToken)
     {

@@ -136,8 +136,15 @@ public static class CommunicationEndpoints
         }
         catch (DbUpdateException)
         {
-            // The same person acknowledging twice at once: the unique index keeps one.
-            return Results.Ok(new { Acknowledged = true, Already = true });
+            // The same person acknowledging twice at once: the unique index keeps one. Any other failure saved nothing,
+            // and is not reported as saved.
+            db.ChangeTracker.Clear();
+            if (await db.Acknowledgements.AsNoTracking().AnyAsync(a => a.AnnouncementId == id && a.PersonId == person.Id, ct))
+            {
+                return Results.Ok(new { Acknowledged = true, Already = true });
+            }
+
+            return Problems.Error(503, "NOT_SAVED", "The acknowledgement could not be saved; nothing was recorded. Try again.");
         }
 
         audit.Notify();

@@ -107,6 +107,13 @@ public static class DataEndpoints
     {
         var person = await acting.SignedInAsync(context, ct);
 
+        // Before the file is read: reading and parsing up to 24 MiB is work done only for someone who may record
+        // actuals somewhere (each row is still held to the updater role on its own unit).
+        if (!await acting.HoldsRoleAnywhereAsync(person, Role.Updater, ct))
+        {
+            return Problems.Forbidden("Importing actuals needs the updater role on a unit.");
+        }
+
         var type = context.Request.ContentType ?? string.Empty;
         if (!type.StartsWith("text/csv", StringComparison.OrdinalIgnoreCase))
         {
