@@ -1,9 +1,9 @@
 // A live tail that outlives its tokens: the server (with access control on) ends a live read when its token expires,
 // and the client reconnects from its offset with the token function's next token, losing and repeating nothing.
-import { createHmac } from "node:crypto"
 import { afterAll, beforeAll, expect, test } from "vitest"
 import { startServer } from "../../../tests/server-process.mjs"
 import { DurableSessionsClient } from "../src/index"
+import { collectMessages, jwt, waitFor } from "./tokens"
 
 const key = "token-refresh-test-key-of-32-bytes-or-more"
 let server: { url: string; stop(): Promise<void> }
@@ -13,16 +13,7 @@ beforeAll(async () => {
 })
 afterAll(async () => { await server?.stop() })
 
-const base64url = (value: string | Buffer) => Buffer.from(value).toString("base64url")
-
-/** An HS256 JWT as the server's access control expects: a subject, grants, and an expiry in whole seconds. */
-function token(subject: string, grants: Record<string, string[]>, lifetimeSeconds: number): string {
-  const now = Math.floor(Date.now() / 1000)
-  const header = base64url(JSON.stringify({ alg: "HS256", typ: "JWT" }))
-  const payload = base64url(JSON.stringify({ sub: subject, grants, iat: now, nbf: now, exp: now + lifetimeSeconds }))
-  const signature = createHmac("sha256", key).update(`${header}.${payload}`).digest("base64url")
-  return `${header}.${payload}.${signature}`
-}
+const token = (subject: string, grants: Record<string, string[]>, lifetimeSeconds: number) => jwt(key, subject, grants, lifetimeSeconds)
 
 test("a token that expires during a live tail is refreshed and the tail resumes from its offset, every message exactly once", async () => {
   const writer = token("user:writer", { "sessions/**": ["read", "write", "control", "admin"] }, 300)
@@ -45,21 +36,9 @@ test("a token that expires during a live tail is refreshed and the tail resumes 
   const abort = new AbortController()
   const timer = setTimeout(() => abort.abort(), 55_000)
   const texts: string[] = []
-  const tail = (async () => {
-    for await (const update of client.session("refresh").join(abort.signal)) {
-      for (const e of update.events) if (e.type === "message" && e.headers.operation === "insert") texts.push(String((e.value as { parts: { text: string }[] }).parts[0].text))
-      if (texts.length >= 30) return
-    }
-  })()
+  const tail = collectMessages(client, "refresh", texts, 30, abort.signal)
 
   // Ten messages, then ten more after each of two token refreshes: each live read ends when its token expires.
-  const waitFor = async (condition: () => boolean, what: string) => {
-    const deadline = Date.now() + 20_000
-    while (!condition()) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-      await new Promise((r) => setTimeout(r, 20))
-    }
-  }
   await waitFor(() => issued >= 2, "the join (snapshot and live read)")
   for (let round = 0; round < 3; round++) {
     const before = issued

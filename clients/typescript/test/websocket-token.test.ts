@@ -1,10 +1,10 @@
 // A WebSocket that outlives its tokens: the client replaces the socket's token before it expires, so the server never
 // closes it (4401) and the session's subscription goes on, on the socket it was opened on.
 // Included where a WebSocket global exists (vitest.config.mjs), as websocket.test.ts.
-import { createHmac } from "node:crypto"
 import { afterAll, beforeAll, expect, test } from "vitest"
 import { startServer } from "../../../tests/server-process.mjs"
 import { DurableSessionsClient } from "../src/index"
+import { collectMessages, jwt, waitFor } from "./tokens"
 
 const key = "websocket-token-test-key-of-32-bytes-or-more"
 let server: { url: string; stop(): Promise<void> }
@@ -14,14 +14,7 @@ beforeAll(async () => {
 })
 afterAll(async () => { await server?.stop() })
 
-/** An HS256 JWT as the server's access control expects: a subject, grants, and an expiry in whole seconds. */
-function token(subject: string, grants: Record<string, string[]>, lifetimeSeconds: number): string {
-  const now = Math.floor(Date.now() / 1000)
-  const header = Buffer.from(JSON.stringify({ alg: "HS256", typ: "JWT" })).toString("base64url")
-  const payload = Buffer.from(JSON.stringify({ sub: subject, grants, iat: now, nbf: now, exp: now + lifetimeSeconds })).toString("base64url")
-  const signature = createHmac("sha256", key).update(`${header}.${payload}`).digest("base64url")
-  return `${header}.${payload}.${signature}`
-}
+const token = (subject: string, grants: Record<string, string[]>, lifetimeSeconds: number) => jwt(key, subject, grants, lifetimeSeconds)
 
 test("a token that expires while a session follows over the WebSocket is replaced on the open socket, every message once", async () => {
   const opened: string[] = []
@@ -57,20 +50,8 @@ test("a token that expires while a session follows over the WebSocket is replace
     })
 
     const texts: string[] = []
-    const tail = (async () => {
-      for await (const update of client.session("ws-refresh").join(abort.signal)) {
-        for (const e of update.events) if (e.type === "message" && e.headers.operation === "insert") texts.push(String((e.value as { parts: { text: string }[] }).parts[0].text))
-        if (texts.length >= 30) return
-      }
-    })()
+    const tail = collectMessages(client, "ws-refresh", texts, 30, abort.signal)
 
-    const waitFor = async (condition: () => boolean, what: string) => {
-      const deadline = Date.now() + 20_000
-      while (!condition()) {
-        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-        await new Promise((r) => setTimeout(r, 20))
-      }
-    }
     await waitFor(() => opened.length === 1, "the socket")
     // Ten messages, then ten more after each of two refreshes: each round outlives the token the socket had before it.
     for (let round = 0; round < 3; round++) {
