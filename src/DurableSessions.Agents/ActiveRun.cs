@@ -25,6 +25,7 @@ internal sealed class ActiveRun : IDisposable
         StartEvents = start;
         Supersedes = supersedes;
         RewritesMessage = rewritesMessage;
+        AgentStopping = agentStopping;
         _cancel = CancellationTokenSource.CreateLinkedTokenSource(agentStopping);
     }
 
@@ -60,6 +61,13 @@ internal sealed class ActiveRun : IDisposable
 
     /// <summary>Fires when the run is cancelled (or the agent stops): the token handed to the model.</summary>
     public CancellationToken Token => _cancel.Token;
+
+    /// <summary>
+    /// Fires when the agent stops serving the session (its lease lost, the host stopping), not when the run is cancelled:
+    /// the run's last write (its reply complete or failed) is tried until then, and no longer, so a server that stays
+    /// unreachable cannot hold the run, and the turn's slot, for good.
+    /// </summary>
+    public CancellationToken AgentStopping { get; }
 
     /// <summary>Fires when a steering instruction arrives, to stop the current generation.</summary>
     public CancellationToken SteerToken

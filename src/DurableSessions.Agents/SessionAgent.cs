@@ -300,9 +300,11 @@ public sealed partial class SessionAgent
         {
             try
             {
-                await session.LeaveAsync(_options.AgentId, CancellationToken.None).ConfigureAwait(false);
+                // Tried while the turn is still this agent's: a server that does not answer meanwhile drops the presence when
+                // its heartbeats stop.
+                await session.LeaveAsync(_options.AgentId, cancellationToken).ConfigureAwait(false);
             }
-            catch (Exception ex) when (ex is HttpRequestException or DurableSessionsException)
+            catch (Exception ex) when (ex is HttpRequestException or DurableSessionsException || (ex is OperationCanceledException && cancellationToken.IsCancellationRequested))
             {
                 Log.PresenceFailed(_logger, session.Id, ex);
             }
@@ -658,7 +660,7 @@ public sealed partial class SessionAgent
             [
                 Reply(run, MessageStatus.Complete, Parts(text, reasoning, tools)),
                 _events.RunEnded(run.Run, RunStatus.Finished, finishReason),
-            ], CancellationToken.None).ConfigureAwait(false);
+            ], run.AgentStopping).ConfigureAwait(false);
             Log.RunFinished(_logger, session.Id, run.RunId);
         }
         catch (Exception ex) when (run.Token.IsCancellationRequested || ex is DurableSessionsException { Code: "RUN_CANCELLED" })
@@ -690,10 +692,12 @@ public sealed partial class SessionAgent
                 [
                     Reply(run, MessageStatus.Failed, Parts(text, reasoning, tools), ex.Message),
                     _events.RunEnded(run.Run, RunStatus.Failed, error: ex.Message),
-                ], CancellationToken.None).ConfigureAwait(false);
+                ], run.AgentStopping).ConfigureAwait(false);
             }
-            catch (DurableSessionsException)
+            catch (Exception failed) when (failed is DurableSessionsException or OperationCanceledException)
             {
+                // Refused, or the agent stopped serving the session before the server took it: the run stays "started",
+                // and whoever serves the session next takes it over as a cut run.
             }
         }
     }

@@ -104,6 +104,27 @@ public sealed class AgentHostLeaseTests
         Assert.False(await user.Agent("agent:never-registered").UnregisterAsync(TestContext.Current.CancellationToken));
     }
 
+    [Fact]
+    public async Task A_run_whose_last_write_never_lands_ends_with_its_lease_and_the_host_stops()
+    {
+        // Its writes over HTTP, where the test can refuse them.
+        await using var bench = await Bench.StartAsync(new DemoChatClient(tokensPerSecond: 200), useWebSocket: false);
+        var (refusals, user, log) = (bench.Refusals, bench.User, bench.Log);
+
+        // The server stops answering this worker's heartbeats and its reply's last write (503, retried as transient) for
+        // good: the run cannot finish, and once its lease is lost it must give up that write too.
+        refusals.Outage = true;
+        await user.Session("unanswered").CreateAsync();
+        await user.Session("unanswered").SendMessageAsync("Tell me about durable sessions");
+        Assert.True(await log.WaitFor(422, count: 1, TimeSpan.FromSeconds(30)), $"events: {string.Join(",", log.EventIds)}, final writes refused: {refusals.FinalWritesRefused}");
+        Assert.True(refusals.FinalWritesRefused > 0, "the reply's last write was never tried");
+
+        // Nothing of the run holds the host: it stops while the outage goes on (a run retrying its last write for good
+        // kept its turn, and the host, from ever ending).
+        await bench.StopAsync().WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        Assert.DoesNotContain(426, log.EventIds);
+    }
+
     /// <summary>
     /// A server without an agent, and a host of <see cref="Agent"/> whose heartbeats go through a <see cref="HeartbeatRefusal"/>
     /// (leases of 1.5 s, no follow-up wait), registered before any question so that every later message is its turn.
@@ -115,12 +136,12 @@ public sealed class AgentHostLeaseTests
         private readonly CancellationTokenSource _stop = new();
         private Task _running = Task.CompletedTask;
 
-        private Bench(InProcessServer server)
+        private Bench(InProcessServer server, bool useWebSocket)
         {
             Server = server;
             Refusals = new HeartbeatRefusal(new SocketsHttpHandler());
             _http = new HttpClient(Refusals) { BaseAddress = server.BaseAddress };
-            _agentClient = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = Agent }, _http);
+            _agentClient = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = Agent, UseWebSocket = useWebSocket }, _http);
             User = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = "client:u" });
         }
 
@@ -132,9 +153,9 @@ public sealed class AgentHostLeaseTests
 
         public LogCapture Log { get; } = new();
 
-        public static async Task<Bench> StartAsync(Microsoft.Extensions.AI.IChatClient model)
+        public static async Task<Bench> StartAsync(Microsoft.Extensions.AI.IChatClient model, bool useWebSocket = true)
         {
-            var bench = new Bench(await InProcessServer.StartAsync());
+            var bench = new Bench(await InProcessServer.StartAsync(), useWebSocket);
             try
             {
                 var agent = new SessionAgent(model, bench._agentClient, new SessionAgentOptions { AgentId = Agent });
@@ -161,7 +182,8 @@ public sealed class AgentHostLeaseTests
         {
             try
             {
-                await StopAsync();
+                // Bounded, so that a host that never stops fails its test instead of hanging the run.
+                await StopAsync().WaitAsync(TimeSpan.FromSeconds(60));
             }
             finally
             {
@@ -218,17 +240,40 @@ public sealed class AgentHostLeaseTests
         }
     }
 
-    /// <summary>Answers a turn's heartbeats (an ack that is not done) 403 while armed; passes everything else on.</summary>
+    /// <summary>Answers a turn's heartbeats (an ack that is not done) 403 while armed, or 503 with a reply's last write in an outage; passes everything else on.</summary>
     private sealed class HeartbeatRefusal(HttpMessageHandler inner) : DelegatingHandler(inner)
     {
         private int _refused;
 
+        private int _finalWritesRefused;
+
         public volatile bool Refuse;
+
+        /// <summary>While set, heartbeats and an append that completes a reply are answered 503 (a server that stopped answering them).</summary>
+        public volatile bool Outage;
 
         public int Refused => Volatile.Read(ref _refused);
 
+        public int FinalWritesRefused => Volatile.Read(ref _finalWritesRefused);
+
         protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
         {
+            if (Outage && request.Method == HttpMethod.Post && request.Content is { } posted)
+            {
+                var text = await posted.ReadAsStringAsync(cancellationToken);
+                var heartbeat = request.RequestUri!.AbsolutePath.EndsWith("/ack", StringComparison.Ordinal) && text.Contains("\"done\":false", StringComparison.Ordinal);
+                var finalWrite = request.RequestUri.AbsolutePath.StartsWith("/v1/stream/sessions/", StringComparison.Ordinal) && text.Contains("\"status\":\"complete\"", StringComparison.Ordinal);
+                if (heartbeat || finalWrite)
+                {
+                    if (finalWrite)
+                    {
+                        Interlocked.Increment(ref _finalWritesRefused);
+                    }
+
+                    return new HttpResponseMessage(HttpStatusCode.ServiceUnavailable);
+                }
+            }
+
             if (Refuse && request.Method == HttpMethod.Post && request.RequestUri!.AbsolutePath.EndsWith("/ack", StringComparison.Ordinal)
                 && request.Content is { } content && (await content.ReadAsStringAsync(cancellationToken)).Contains("\"done\":false", StringComparison.Ordinal))
             {
