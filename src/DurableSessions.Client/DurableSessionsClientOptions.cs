@@ -27,7 +27,8 @@ public sealed record DurableSessionsClientOptions
 
     /// <summary>
     /// Whether producers append over one WebSocket per client (docs/websocket.md), many appends in flight at once.
-    /// Default true. A server or proxy that does not offer the transport is detected once, and appends go over HTTP.
+    /// Default true. When a server or proxy answers the upgrade without one, appends go over HTTP, and the upgrade is
+    /// tried again five minutes later.
     /// </summary>
     public bool UseWebSocket { get; init; } = true;
 

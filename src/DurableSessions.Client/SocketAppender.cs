@@ -26,14 +26,21 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
     private static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
     private static readonly TimeSpan ConnectRetryDelay = TimeSpan.FromSeconds(30);
 
-    // Environment.TickCount64 before which no connect is tried (set when one timed out).
+    // How long appends go over HTTP after the server answered the upgrade with something else (an older server, a proxy
+    // that does not pass upgrades, a page served for any path). Not for good: a proxy's answer during a deployment, say,
+    // would otherwise cost this client its WebSocket for the rest of its life.
+    internal static readonly TimeSpan RefusedRetryDelay = TimeSpan.FromMinutes(5);
+
+    // Time.GetTimestamp() before which no connect is tried (set when one timed out or was answered without an upgrade).
     private long _retryConnectAt;
 
     private readonly DurableSessionsClient _client;
     private readonly HttpMessageInvoker _invoker;
     private readonly SemaphoreSlim _connectGate = new(1, 1);
     private Connection? _connection;
-    private volatile bool _unavailable;
+    // Set when the handler cannot upgrade at all: that is this client's, not the server's, and lasts.
+    private volatile bool _cannotUpgrade;
+    private volatile bool _refused;
     private long _nextId;
     private long _appended;
     private long _connects;
@@ -44,8 +51,14 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
         _invoker = invoker;
     }
 
-    /// <summary>Whether the server has shown it does not offer the WebSocket transport.</summary>
-    public bool Unavailable => _unavailable;
+    /// <summary>
+    /// Whether appends go over HTTP because the server answered the last upgrade without one (until
+    /// <see cref="RefusedRetryDelay"/> has passed), or the handler cannot upgrade.
+    /// </summary>
+    public bool Unavailable => _cannotUpgrade || _refused;
+
+    /// <summary>The clock of the delays before another connect is tried. Settable for tests.</summary>
+    internal TimeProvider Time { get; set; } = TimeProvider.System;
 
     /// <summary>Appends acknowledged over the WebSocket so far.</summary>
     public long Appended => Interlocked.Read(ref _appended);
@@ -166,7 +179,7 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
 
     private async Task<Connection?> ConnectAsync(CancellationToken cancellationToken)
     {
-        if (_unavailable)
+        if (_cannotUpgrade)
         {
             return null;
         }
@@ -178,7 +191,7 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
 
         // A connect that timed out is not tried again for a while: appends go over HTTP meanwhile, rather than each
         // waiting out another timeout.
-        if (Environment.TickCount64 < Volatile.Read(ref _retryConnectAt))
+        if (Time.GetTimestamp() < Volatile.Read(ref _retryConnectAt))
         {
             return null;
         }
@@ -248,18 +261,20 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
-            Volatile.Write(ref _retryConnectAt, Environment.TickCount64 + (long)ConnectRetryDelay.TotalMilliseconds);
+            RetryAfter(ConnectRetryDelay);
             return null;
         }
         catch (Exception ex) when (ex is WebSocketException or HttpRequestException or IOException or NotSupportedException or ArgumentException)
         {
-            // Answered, but not with an upgrade (an older server, a proxy, a page served for any path) or over a
-            // handler that cannot upgrade: this client appends over HTTP from now on. A network failure is only this
-            // attempt's.
-            if (socket.HttpStatusCode is HttpStatusCode.OK or HttpStatusCode.BadRequest or HttpStatusCode.NotFound or HttpStatusCode.MethodNotAllowed or HttpStatusCode.UpgradeRequired
-                || ex is NotSupportedException or ArgumentException)
+            // Over a handler that cannot upgrade: this client appends over HTTP from now on. Answered, but not with an
+            // upgrade: over HTTP for a while. A network failure is only this attempt's.
+            if (ex is NotSupportedException or ArgumentException)
             {
-                _unavailable = true;
+                _cannotUpgrade = true;
+            }
+            else if (socket.HttpStatusCode is HttpStatusCode.OK or HttpStatusCode.BadRequest or HttpStatusCode.NotFound or HttpStatusCode.MethodNotAllowed or HttpStatusCode.UpgradeRequired)
+            {
+                Refused();
             }
 
             return null;
@@ -267,13 +282,25 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
 
         if (socket.SubProtocol != SubProtocol)
         {
-            _unavailable = true;
+            // Upgraded, but not to this protocol (a WebSocket endpoint of something else): over HTTP for a while.
+            Refused();
             return null;
         }
+
+        _refused = false;
 
         Interlocked.Increment(ref _connects);
         _connection = new Connection(socket);
         return _connection;
+    }
+
+    private void RetryAfter(TimeSpan delay)
+        => Volatile.Write(ref _retryConnectAt, Time.GetTimestamp() + (long)(delay.TotalSeconds * Time.TimestampFrequency));
+
+    private void Refused()
+    {
+        _refused = true;
+        RetryAfter(RefusedRetryDelay);
     }
 
     public void Dispose()

@@ -222,6 +222,60 @@ public sealed class WebSocketTransportTests
     }
 
     [Fact]
+    public async Task An_upgrade_answered_without_one_sends_appends_over_http_for_a_while_then_the_websocket_is_tried_again()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        await CreateStreamAsync(server, "client/refused");
+        using var upgrades = new UpgradeRefusal(new SocketsHttpHandler()) { Refuse = true };
+        using var http = new HttpClient(upgrades) { BaseAddress = server.BaseAddress };
+        using var client = new DurableSessions.Client.DurableSessionsClient(DurableSessions.Client.DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress }, http);
+        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        client.Sockets!.Time = clock;
+        using var producer = new DurableSessions.Client.StreamProducer(client, "client/refused", "p");
+
+        // A proxy answers the upgrade 404 (as during a deployment): the append goes over HTTP, and so does the next one,
+        // without another upgrade.
+        await producer.AppendAsync(new JsonArray(new JsonObject { ["n"] = 1 }));
+        await producer.AppendAsync(new JsonArray(new JsonObject { ["n"] = 2 }));
+        Assert.Equal(1, upgrades.Refused);
+        Assert.True(client.Sockets.Unavailable);
+
+        // The proxy passes upgrades again: still over HTTP until the delay is up, then over the WebSocket.
+        upgrades.Refuse = false;
+        clock.Advance(DurableSessions.Client.SocketAppender.RefusedRetryDelay - TimeSpan.FromSeconds(1));
+        await producer.AppendAsync(new JsonArray(new JsonObject { ["n"] = 3 }));
+        Assert.Equal(0, client.Sockets.Appended);
+        clock.Advance(TimeSpan.FromSeconds(1));
+        await producer.AppendAsync(new JsonArray(new JsonObject { ["n"] = 4 }));
+        Assert.Equal(1, client.Sockets.Appended);
+        Assert.False(client.Sockets.Unavailable);
+
+        var stored = JsonNode.Parse(await server.Client.GetStringAsync(new Uri("/v1/stream/client/refused?offset=-1", UriKind.Relative)))!.AsArray();
+        Assert.Equal([1, 2, 3, 4], stored.Select(m => m!["n"]!.GetValue<int>()));
+    }
+
+    /// <summary>Answers WebSocket upgrades 404 while armed, as a proxy that does not pass them; passes everything else on.</summary>
+    private sealed class UpgradeRefusal(HttpMessageHandler inner) : DelegatingHandler(inner)
+    {
+        private int _refused;
+
+        public volatile bool Refuse;
+
+        public int Refused => Volatile.Read(ref _refused);
+
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            if (Refuse && request.Headers.Upgrade.Any(u => string.Equals(u.Name, "websocket", StringComparison.OrdinalIgnoreCase)))
+            {
+                Interlocked.Increment(ref _refused);
+                return Task.FromResult(new HttpResponseMessage(HttpStatusCode.NotFound) { RequestMessage = request });
+            }
+
+            return base.SendAsync(request, cancellationToken);
+        }
+    }
+
+    [Fact]
     public async Task A_batch_after_a_cancelled_append_is_stored_not_taken_for_a_retry_of_it()
     {
         await using var server = await InProcessServer.StartAsync();
