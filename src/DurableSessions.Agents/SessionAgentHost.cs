@@ -112,7 +112,7 @@ public sealed partial class SessionAgentHost
         {
             while (!cancellationToken.IsCancellationRequested)
             {
-                AgentTurn? turn;
+                ClaimedTurn? turn;
                 try
                 {
                     turn = await ClaimIntoSlotAsync(_options.ClaimWait, cancellationToken).ConfigureAwait(false);
@@ -140,10 +140,10 @@ public sealed partial class SessionAgentHost
                     continue;
                 }
 
-                if (turn is not null)
+                if (turn is { } claimed)
                 {
                     running.RemoveAll(t => t.IsCompleted);
-                    running.Add(StartServing(turn, cancellationToken));
+                    running.Add(StartServing(claimed, cancellationToken));
                 }
             }
         }
@@ -205,15 +205,21 @@ public sealed partial class SessionAgentHost
         }
     }
 
+    /// <summary>A turn claimed into a slot, with the time its claim was answered.</summary>
+    private readonly record struct ClaimedTurn(AgentTurn Turn, long AnsweredAt);
+
     /// <summary>Takes a slot and claims a turn into it, waiting up to <paramref name="wait"/>; null (the slot given back) when none came.</summary>
-    private async Task<AgentTurn?> ClaimIntoSlotAsync(TimeSpan wait, CancellationToken cancellationToken)
+    private async Task<ClaimedTurn?> ClaimIntoSlotAsync(TimeSpan wait, CancellationToken cancellationToken)
     {
         await _slots.WaitAsync(cancellationToken).ConfigureAwait(false);
         AgentTurn? turn = null;
         try
         {
             turn = await _turns.ClaimAsync(_options.WorkerId, wait, cancellationToken).ConfigureAwait(false);
-            return turn;
+
+            // The lease runs from the server's grant, which is before this: its deadline is counted from the answer's
+            // arrival, not from whenever the serving task gets a thread (later still on a busy pool).
+            return turn is null ? null : new ClaimedTurn(turn, _options.TimeProvider.GetTimestamp());
         }
         finally
         {
@@ -239,13 +245,14 @@ public sealed partial class SessionAgentHost
     }
 
     /// <summary>Serves a turn claimed into a slot on the thread pool; the slot is free again by the time the task ends.</summary>
-    private Task StartServing(AgentTurn turn, CancellationToken stopping)
+    private Task StartServing(ClaimedTurn claimed, CancellationToken stopping)
         => Task.Run(
             async () =>
             {
+                var turn = claimed.Turn;
                 try
                 {
-                    await ServeAsync(turn, stopping).ConfigureAwait(false);
+                    await ServeAsync(turn, claimed.AnsweredAt, stopping).ConfigureAwait(false);
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException || !stopping.IsCancellationRequested)
                 {
@@ -262,7 +269,7 @@ public sealed partial class SessionAgentHost
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
 
     /// <summary>Answers one claimed turn, keeping its lease alive, and completes or releases it.</summary>
-    private async Task ServeAsync(AgentTurn turn, CancellationToken stopping)
+    private async Task ServeAsync(AgentTurn turn, long claimAnsweredAt, CancellationToken stopping)
     {
         _active[turn.SessionId] = turn;
         using var lease = CancellationTokenSource.CreateLinkedTokenSource(stopping);
@@ -273,7 +280,7 @@ public sealed partial class SessionAgentHost
                 // Each renewal must land before the lease it renews runs out: past that the turn may be another
                 // worker's, so a heartbeat the server refuses, or one still retrying when the lease ends, stops the run.
                 var time = _options.TimeProvider;
-                var renewed = time.GetTimestamp();
+                var renewed = claimAnsweredAt;
                 try
                 {
                     while (true)

@@ -22,6 +22,7 @@ public sealed class DurableSessionsClient : IDisposable
     {
         Options = options ?? DurableSessionsClientOptions.Default;
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(Options.WebSocketKeepAlive, TimeSpan.Zero, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfLessThan(Options.MaxSseEventLength, 1024, nameof(options));
         if (Options.SseIdleTimeout != Timeout.InfiniteTimeSpan)
         {
             // A timer holds at most 2^32-2 ms (about 49 days).
@@ -99,8 +100,9 @@ public sealed class DurableSessionsClient : IDisposable
                 using (response)
                 {
                     var body = await response.Content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
-                    using var events = new SseEventReader(Options.SseIdleTimeout == Timeout.InfiniteTimeSpan ? body : new IdleTimeoutStream(body, idle, Options.SseIdleTimeout));
+                    using var events = new SseEventReader(Options.SseIdleTimeout == Timeout.InfiniteTimeSpan ? body : new IdleTimeoutStream(body, idle, Options.SseIdleTimeout), Options.MaxSseEventLength);
                     var pending = new List<JsonElement>();
+                    var pendingLength = 0L;
                     while (true)
                     {
                         SseEvent? next;
@@ -122,6 +124,13 @@ public sealed class DurableSessionsClient : IDisposable
                         {
                             // One detached copy of the whole event's array; its elements stay valid with it, so the
                             // messages are not copied one by one.
+                            // Data events before their control event are held together: bounded together too.
+                            pendingLength += next.Value.Data.Length;
+                            if (pendingLength > Options.MaxSseEventLength)
+                            {
+                                throw new InvalidDataException($"Data events from the server without a control event are longer than {Options.MaxSseEventLength} characters (DurableSessionsClientOptions.MaxSseEventLength).");
+                            }
+
                             using var json = JsonDocument.Parse(next.Value.Data);
                             foreach (var message in json.RootElement.Clone().EnumerateArray())
                             {
@@ -137,6 +146,7 @@ public sealed class DurableSessionsClient : IDisposable
                             var upToDate = closed || (root.TryGetProperty("upToDate", out var u) && u.GetBoolean());
                             yield return new StreamBatch(pending, offset, upToDate, closed);
                             pending = [];
+                            pendingLength = 0;
                             delay = Options.ReconnectDelay;
                             if (closed)
                             {

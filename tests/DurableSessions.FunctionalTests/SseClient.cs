@@ -9,7 +9,7 @@ public static class SseClient
 {
     public static async IAsyncEnumerable<(string Event, string Data)> ReadEventsAsync(Stream body, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        using var reader = new DurableSessions.Client.SseEventReader(body);
+        using var reader = new DurableSessions.Client.SseEventReader(body, int.MaxValue);
         while (await reader.NextAsync(cancellationToken) is { } next)
         {
             yield return (next.Type, next.Data);
