@@ -39,6 +39,24 @@ public sealed class AppProcess : IAsyncDisposable
     }
 
     /// <summary>
+    /// Starts the app as <see cref="StartNewAsync"/> does, with <paramref name="connectionOptions"/> added to its
+    /// database's connection string (e.g. a short command timeout), which <see cref="ConnectionString"/> then holds.
+    /// </summary>
+    public static async Task<AppProcess> StartNewWithConnectionOptionsAsync(string connectionOptions)
+    {
+        var directory = Path.Combine(Path.GetTempPath(), "strategy-test-" + Guid.NewGuid().ToString("N"));
+        string[] databaseArgs = PostgresServer.Selected
+            ? ["--Database:Provider", "postgres", "--ConnectionStrings:Strategy", (await PostgresServer.GetAsync()).NewDatabase() + ";" + connectionOptions]
+            : ["--ConnectionStrings:Strategy", $"Data Source={Path.Combine(directory, "strategy.db")};{connectionOptions}"];
+        var app = new AppProcess(directory, LoopbackPorts.Free(), databaseArgs);
+        await app.StartAsync();
+        return app;
+    }
+
+    /// <summary>The connection string of the app's database when it was started with one (<see cref="StartNewWithConnectionOptionsAsync"/>).</summary>
+    public string? ConnectionString => _databaseArgs.SkipWhile(a => a != "--ConnectionStrings:Strategy").Skip(1).FirstOrDefault();
+
+    /// <summary>
     /// Starts a second app process beside <paramref name="first"/>, on a port and data directory (durable streams) of
     /// its own but the same database, as two processes behind one load balancer would run.
     /// </summary>

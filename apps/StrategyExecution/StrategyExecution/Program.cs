@@ -78,7 +78,8 @@ using (var scope = app.Services.CreateScope())
     FirstAdmin.Ensure(db, app.Configuration);
 }
 
-// A write into a period whose lock committed after the endpoint's own check: refused as the check would have.
+// A write into a period whose lock committed after the endpoint's own check: refused as the check would have. A
+// database too busy to answer in time: 503, to be tried again.
 app.Use(async (context, next) =>
 {
     try
@@ -88,6 +89,13 @@ app.Use(async (context, next) =>
     catch (PeriodLockedException ex) when (!context.Response.HasStarted)
     {
         await Problems.Error(409, "PERIOD_LOCKED", ex.Message).ExecuteAsync(context);
+    }
+    catch (Exception ex) when (!context.Response.HasStarted && StrategyDatabase.IsBusy(ex) && !context.RequestAborted.IsCancellationRequested)
+    {
+        // The database could not take the request in time (other writers hold it): the request can be sent again.
+        StrategyDatabase.LogBusy(context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger<StrategyDatabase>(), context.Request.Method, context.Request.Path, ex);
+        context.Response.Headers.RetryAfter = "1";
+        await Problems.Error(503, "DATABASE_BUSY", "The database is busy with other requests; try again shortly.").ExecuteAsync(context);
     }
 });
 

@@ -7,7 +7,7 @@ namespace StrategyExecution.Data;
 /// is <c>postgres</c> and <c>ConnectionStrings:Strategy</c> names the server. The schema and every query are the same on
 /// both; only what a provider needs differently lives here.
 /// </summary>
-public sealed class StrategyDatabase
+public sealed partial class StrategyDatabase
 {
     private StrategyDatabase(string provider, string connectionString)
     {
@@ -54,6 +54,35 @@ public sealed class StrategyDatabase
 
         return $"SQLite {new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder(ConnectionString).DataSource}";
     }
+
+    /// <summary>
+    /// Whether <paramref name="exception"/> (or one inside it) says the database could not take the request now rather
+    /// than that the request is wrong: SQLite still locked by another writer once its busy timeout is up, a PostgreSQL
+    /// lock, deadlock or serialization conflict, a command timeout, or a connection the server dropped. Such a request
+    /// can be sent again as it is.
+    /// </summary>
+    public static bool IsBusy(Exception exception)
+    {
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            switch (e)
+            {
+                // SQLITE_BUSY, SQLITE_LOCKED.
+                case Microsoft.Data.Sqlite.SqliteException { SqliteErrorCode: 5 or 6 }:
+                // Serialization failure, deadlock, lock not available, a statement cancelled by its timeout.
+                case Npgsql.PostgresException { SqlState: "40001" or "40P01" or "55P03" or "57014" }:
+                case Npgsql.NpgsqlException { IsTransient: true }:
+                case TimeoutException:
+                    return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>Says that a request was answered 503 because the database was busy.</summary>
+    [LoggerMessage(20, LogLevel.Warning, "The database was busy; {Method} {Path} was answered 503")]
+    public static partial void LogBusy(ILogger logger, string method, string path, Exception exception);
 
     /// <summary>Points <paramref name="options"/> at the database.</summary>
     public void Configure(DbContextOptionsBuilder options)
