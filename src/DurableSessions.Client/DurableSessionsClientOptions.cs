@@ -15,7 +15,9 @@ public sealed record DurableSessionsClientOptions
     /// <summary>
     /// Gives the bearer token for each request, called on every connect and reconnect (and again after a <c>401</c>), so
     /// a token that expires is replaced without losing the live tail: the server ends a live read when its token
-    /// expires, and the client resumes from its offset with a fresh one. Takes precedence over <see cref="AccessToken"/>.
+    /// expires, and the client resumes from its offset with a fresh one. On the producers' WebSocket it is also called
+    /// ahead of each expiry of the JWT in force, whose replacement is sent on the open socket (<c>auth</c>), so the
+    /// server does not close it under the appends in flight. Takes precedence over <see cref="AccessToken"/>.
     /// </summary>
     public Func<CancellationToken, ValueTask<string?>>? AccessTokenProvider { get; init; }
 

@@ -291,7 +291,78 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
 
         Interlocked.Increment(ref _connects);
         _connection = new Connection(socket);
+        if (_client.Options.AccessTokenProvider is { } refresh && token is not null)
+        {
+            _ = Task.Run(() => KeepTokenFreshAsync(_connection, refresh, token), CancellationToken.None);
+        }
+
         return _connection;
+    }
+
+    /// <summary>
+    /// Replaces the connection's token (<c>auth</c>, docs/websocket.md) with the provider's next one ahead of each
+    /// expiry, so that the server does not close the connection (4401) under the appends in flight on it. Runs while
+    /// the connection is open and the tokens are JWTs whose expiry can be read; it stops, leaving the server to close
+    /// the connection at expiry and this client to connect again, when the provider's next token expires no later or an
+    /// <c>auth</c> is refused.
+    /// </summary>
+    private async Task KeepTokenFreshAsync(Connection connection, Func<CancellationToken, ValueTask<string?>> provider, string token)
+    {
+        var ended = connection.Ended;
+        try
+        {
+            while (TokenTimes.Of(token) is { } current)
+            {
+                // When a quarter of the time left is left (at most a minute before expiry), but not within a second, as
+                // the TypeScript client does.
+                var left = current.Expires - Time.GetUtcNow();
+                var wait = TimeSpan.FromTicks(Math.Max(TimeSpan.TicksPerSecond, left.Ticks - Math.Min(TimeSpan.TicksPerMinute, left.Ticks / 4)));
+                await Task.Delay(TimeSpan.FromTicks(Math.Min(wait.Ticks, MaxTimerDelay.Ticks)), Time, ended).ConfigureAwait(false);
+                if (wait > MaxTimerDelay)
+                {
+                    // A token valid for years is waited on a day at a time.
+                    continue;
+                }
+
+                var next = await provider(ended).ConfigureAwait(false);
+                if (next is null || TokenTimes.Of(next) is not { } fresh || fresh.Expires <= current.Expires)
+                {
+                    return;
+                }
+
+                var id = "auth-" + Interlocked.Increment(ref _nextId).ToString(CultureInfo.InvariantCulture);
+                using var answer = await connection.SendAsync(id, Auth(id, next), ended).ConfigureAwait(false);
+                if (answer is null || !answer.RootElement.TryGetProperty("type", out var type) || !type.ValueEquals("ack"u8))
+                {
+                    return;
+                }
+
+                token = next;
+            }
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // The connection ended, or the provider failed: the server closes the connection at expiry, and the next
+            // connect asks the provider again.
+        }
+    }
+
+    // The longest single timer wait.
+    private static readonly TimeSpan MaxTimerDelay = TimeSpan.FromDays(1);
+
+    private static byte[] Auth(string id, string token)
+    {
+        using var buffer = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            writer.WriteString("op"u8, "auth"u8);
+            writer.WriteString("id"u8, id);
+            writer.WriteString("token"u8, token);
+            writer.WriteEndObject();
+        }
+
+        return buffer.ToArray();
     }
 
     private void RetryAfter(TimeSpan delay)
@@ -310,6 +381,7 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
     }
 
     /// <summary>One WebSocket: one loop sends the appends in order, answers are matched to their append by id.</summary>
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001:Types that own disposable fields should be disposable", Justification = "The token source has no timer, so it holds nothing to dispose.")]
     private sealed class Connection
     {
         private readonly ClientWebSocket _socket;
@@ -317,6 +389,7 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
         private readonly ConcurrentDictionary<string, TaskCompletionSource<JsonDocument?>> _pending = new(StringComparer.Ordinal);
         private volatile bool _closed;
         private readonly TaskCompletionSource _hello = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly CancellationTokenSource _ended = new();
 
         public Connection(ClientWebSocket socket)
         {
@@ -326,6 +399,9 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
         }
 
         public bool IsOpen => !_closed && _socket.State == WebSocketState.Open;
+
+        /// <summary>Fires when the connection has ended.</summary>
+        public CancellationToken Ended => _ended.Token;
 
         /// <summary>
         /// The largest message the server takes, from its <c>hello</c>; until that arrives, the documented default
@@ -379,6 +455,15 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
         {
             _closed = true;
             _hello.TrySetResult();
+            try
+            {
+                _ended.Cancel();
+            }
+            catch (AggregateException)
+            {
+                // A callback of a waiter threw: the connection is ended all the same.
+            }
+
             _outgoing.Writer.TryComplete();
             _socket.Abort();
             foreach (var (_, pending) in _pending)
@@ -386,6 +471,9 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
                 pending.TrySetResult(null);
             }
         }
+
+        // The longest message taken from the server on this socket, which carries answers to appends, not data.
+        private const int MaxAnswerBytes = 1024 * 1024;
 
         private async Task ReceiveAsync()
         {
@@ -402,6 +490,12 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
                     }
 
                     message.Write(buffer, 0, result.Count);
+                    if (message.Length > MaxAnswerBytes)
+                    {
+                        // Answers to appends are small: a message this long is not one, and is not held whole.
+                        break;
+                    }
+
                     if (!result.EndOfMessage)
                     {
                         continue;

@@ -677,6 +677,53 @@ public sealed class WebSocketTransportTests
     }
 
     [Fact]
+    public async Task The_dotnet_client_replaces_its_token_on_the_open_socket_before_each_expiry()
+    {
+        await using var server = await StartWithExactExpiryAsync();
+        var tokens = server.Services.GetRequiredService<AccessTokens>();
+        var grants = new Dictionary<string, Capability[]> { ["**"] = [Capability.Read, Capability.Write] };
+        using (var put = new HttpRequestMessage(HttpMethod.Put, "/v1/stream/client/fresh") { Content = Json("[]") })
+        {
+            put.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", tokens.Issue("writer", grants, TimeSpan.FromMinutes(1)));
+            Assert.Equal(HttpStatusCode.Created, (await server.Client.SendAsync(put)).StatusCode);
+        }
+
+        // Tokens of five seconds: without a refresh on the open socket, the server closes it at each expiry (4401).
+        var issued = 0;
+        using var client = new DurableSessions.Client.DurableSessionsClient(DurableSessions.Client.DurableSessionsClientOptions.Default with
+        {
+            BaseAddress = server.BaseAddress,
+            AccessTokenProvider = _ =>
+            {
+                Interlocked.Increment(ref issued);
+                return ValueTask.FromResult<string?>(tokens.Issue("writer", grants, TimeSpan.FromSeconds(5)));
+            },
+        });
+        using var producer = new DurableSessions.Client.StreamProducer(client, "client/fresh", "p");
+
+        // Appends go on until three tokens after the first have been handed to the socket (about 13 s), at most a minute.
+        var appended = 0;
+        var deadline = DateTime.UtcNow.AddMinutes(1);
+        while (Volatile.Read(ref issued) < 4 && DateTime.UtcNow < deadline)
+        {
+            await producer.AppendAsync(new JsonArray(new JsonObject { ["n"] = appended }));
+            appended++;
+            await Task.Delay(100, TestContext.Current.CancellationToken);
+        }
+
+        await producer.AppendAsync(new JsonArray(new JsonObject { ["n"] = appended }));
+        appended++;
+        Assert.True(Volatile.Read(ref issued) >= 4, $"only {issued} tokens were asked for");
+        Assert.Equal(1, client.Sockets!.Connects);
+        Assert.Equal(appended, client.Sockets.Appended);
+        using var read = new HttpRequestMessage(HttpMethod.Get, "/v1/stream/client/fresh?offset=-1");
+        read.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", tokens.Issue("writer", grants, TimeSpan.FromMinutes(1)));
+        using var answer = await server.Client.SendAsync(read);
+        var stored = JsonNode.Parse(await answer.Content.ReadAsStringAsync())!.AsArray();
+        Assert.Equal(Enumerable.Range(0, appended), stored.Select(m => m!["n"]!.GetValue<int>()));
+    }
+
+    [Fact]
     public async Task A_refreshed_token_that_expires_sooner_closes_the_connection_when_it_expires()
     {
         await using var server = await StartWithExactExpiryAsync();
