@@ -76,7 +76,14 @@ public sealed class AgentTurnClient
     public async Task<AgentTurn?> ClaimAsync(string worker, TimeSpan wait, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(worker);
-        var body = new JsonObject { ["worker"] = worker, ["wait_ms"] = (long)Math.Max(0, wait.TotalMilliseconds) }.ToJsonString();
+        // One claim id for this claim and its retries: a retry whose first answer was lost gets that turn back, rather
+        // than a second turn while the first waits out its lease held by nobody.
+        var body = new JsonObject
+        {
+            ["worker"] = worker,
+            ["wait_ms"] = (long)Math.Max(0, wait.TotalMilliseconds),
+            ["claim_id"] = Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(16)),
+        }.ToJsonString();
         using var response = await _client.SendWithRetryAsync(() => _client.CreateRequest(HttpMethod.Post, Root + "/claim", body), cancellationToken).ConfigureAwait(false);
         if (response.StatusCode == HttpStatusCode.NoContent)
         {

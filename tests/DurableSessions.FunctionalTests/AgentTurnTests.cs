@@ -227,6 +227,8 @@ public sealed class AgentTurnTests : IAsyncLifetime
     [InlineData("POST", "/v1/agents/agent:a/claim", "{\"worker\":\"w\",\"wait_ms\":-1}", 400, "INVALID_WAIT")]
     [InlineData("POST", "/v1/agents/agent:a/claim", "{\"worker\":\"w\",\"stream\":\"other/x\"}", 400, "INVALID_STREAM")]
     [InlineData("POST", "/v1/agents/agent:a/claim", "[1]", 400, "INVALID_BODY")]
+    [InlineData("POST", "/v1/agents/agent:a/claim", "{\"worker\":\"w\",\"claim_id\":\"short\"}", 400, "INVALID_CLAIM_ID")]
+    [InlineData("POST", "/v1/agents/agent:a/claim", "{\"worker\":\"w\",\"claim_id\":7}", 400, "INVALID_CLAIM_ID")]
     [InlineData("POST", "/v1/agents/agent:nobody/claim", "{\"worker\":\"w\"}", 404, "AGENT_NOT_FOUND")]
     [InlineData("POST", "/v1/agents/agent:a/ack", "{\"stream\":\"sessions/x\"}", 400, "INVALID_ACK")]
     [InlineData("POST", "/v1/agents/agent:a/ack", "{\"stream\":\"sessions/x\",\"token\":\"t\",\"wake_id\":\"w\",\"generation\":1,\"done\":\"yes\"}", 400, "INVALID_ACK")]
@@ -237,6 +239,76 @@ public sealed class AgentTurnTests : IAsyncLifetime
         var response = await Post(new HttpMethod(method), url, body);
         Assert.Equal(status, (int)response.StatusCode);
         Assert.Equal(code, (string?)JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!["code"]);
+    }
+
+    [Fact]
+    public async Task A_claim_repeated_with_its_claim_id_gets_its_turn_back_with_a_new_token_and_nobody_else_does()
+    {
+        await Ask("again1");
+        await Ask("again2");
+        const string Body = "{\"worker\":\"w1\",\"claim_id\":\"0123456789abcdef0123\"}";
+        var first = await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", Body);
+        Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        var lost = JsonNode.Parse(await first.Content.ReadAsStringAsync())!.AsObject();
+
+        // Its answer lost, the claim is sent again: the same turn, wake and generation, under a new token; the old token
+        // is fenced, and the other waiting turn is left for the next claim.
+        var retried = await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", Body);
+        Assert.Equal(HttpStatusCode.OK, retried.StatusCode);
+        var again = JsonNode.Parse(await retried.Content.ReadAsStringAsync())!.AsObject();
+        Assert.Equal((string?)lost["stream"], (string?)again["stream"]);
+        Assert.Equal((string?)lost["wake_id"], (string?)again["wake_id"]);
+        Assert.Equal((long)lost["generation"]!, (long)again["generation"]!);
+        Assert.NotEqual((string?)lost["token"], (string?)again["token"]);
+        await AssertFenced(await Ack(lost, done: false));
+        Assert.Equal(HttpStatusCode.OK, (await Ack(again, done: false)).StatusCode);
+        var other = await Claim("w1");
+        Assert.NotEqual((string?)again["stream"], (string?)other["stream"]);
+
+        // Another worker with the same claim id, or the same worker naming the session with another one, gets nothing of it.
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", Body.Replace("w1", "w2", StringComparison.Ordinal))).StatusCode);
+        var named = await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", $"{{\"worker\":\"w1\",\"claim_id\":\"another-claim-id-0000\",\"stream\":\"{(string?)again["stream"]}\"}}");
+        Assert.Equal(HttpStatusCode.Conflict, named.StatusCode);
+
+        // Once completed, the claim id names nothing.
+        Assert.Equal(HttpStatusCode.OK, (await Ack(again, done: true)).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await Post(HttpMethod.Post, "/v1/agents/agent:a/claim", Body)).StatusCode);
+    }
+
+    [Fact]
+    public async Task The_dotnet_client_whose_claim_answer_is_lost_gets_that_turn_on_its_retry()
+    {
+        await Ask("lost-answer");
+        using var losing = new LoseFirstClaimAnswer(new SocketsHttpHandler());
+        using var http = new HttpClient(losing) { BaseAddress = _server.BaseAddress };
+        using var client = new DurableSessions.Client.DurableSessionsClient(DurableSessions.Client.DurableSessionsClientOptions.Default with { BaseAddress = _server.BaseAddress, ReconnectDelay = TimeSpan.FromMilliseconds(1) }, http);
+
+        // The first answer (a turn granted) is lost on its way; the retry gets that turn, not "nothing waiting".
+        var turn = await client.Agent("agent:a").ClaimAsync("w1", TimeSpan.Zero, TestContext.Current.CancellationToken);
+        Assert.Equal(1, losing.Lost);
+        Assert.NotNull(turn);
+        Assert.Equal("sessions/lost-answer", turn.Stream);
+        Assert.True(await client.Agent("agent:a").CompleteAsync(turn, cancellationToken: TestContext.Current.CancellationToken));
+    }
+
+    /// <summary>Throws away the first claim answer that grants a turn, as a connection cut after the server answered would.</summary>
+    private sealed class LoseFirstClaimAnswer(HttpMessageHandler inner) : DelegatingHandler(inner)
+    {
+        private int _lost;
+
+        public int Lost => Volatile.Read(ref _lost);
+
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            var response = await base.SendAsync(request, cancellationToken);
+            if (request.RequestUri!.AbsolutePath.EndsWith("/claim", StringComparison.Ordinal) && response.StatusCode == HttpStatusCode.OK && Interlocked.CompareExchange(ref _lost, 1, 0) == 0)
+            {
+                response.Dispose();
+                throw new HttpRequestException("The answer was lost (test).");
+            }
+
+            return response;
+        }
     }
 
     [Fact]

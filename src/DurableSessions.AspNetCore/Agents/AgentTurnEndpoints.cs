@@ -138,6 +138,17 @@ internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessCont
             return;
         }
 
+        string? claimId = null;
+        if (body["claim_id"] is { } claimIdNode)
+        {
+            claimId = SessionJson.Text(claimIdNode);
+            if (claimId is null || claimId.Length is < 16 or > 128)
+            {
+                await Problem.Write(context, 400, "INVALID_CLAIM_ID", "claim_id must be a string of 16-128 characters, random per claim and the same in its retries.").ConfigureAwait(false);
+                return;
+            }
+        }
+
         string? stream = null;
         if (body["stream"] is { } streamNode)
         {
@@ -175,7 +186,7 @@ internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessCont
         var caller = Auth.AccessControl.Current(context);
         try
         {
-            claim = await turns.ClaimAsync(agent, worker, stream, wait, s => caller.Allows(s, Auth.Capability.Read) && caller.Allows(s, Auth.Capability.Write), waiting.Token).ConfigureAwait(false);
+            claim = await turns.ClaimAsync(agent, worker, claimId, stream, wait, s => caller.Allows(s, Auth.Capability.Read) && caller.Allows(s, Auth.Capability.Write), waiting.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (waiting.IsCancellationRequested)
         {

@@ -52,6 +52,9 @@ internal sealed class TurnRecord
     /// <summary>The SHA-256 of the current claim token (hex); the token itself is only ever in the claimer's hands.</summary>
     public string? TokenHash { get; set; }
 
+    /// <summary>The SHA-256 of the current claim's <c>claim_id</c> (hex), when it sent one: a retry of it gets this claim back.</summary>
+    public string? ClaimIdHash { get; set; }
+
     /// <summary>When the current lease ends (Unix ms).</summary>
     public long? LeaseExpiresAt { get; set; }
 

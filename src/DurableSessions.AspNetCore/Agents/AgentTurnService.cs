@@ -360,15 +360,18 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     /// <summary>
     /// Claims the oldest waiting turn of <paramref name="agent"/> (or the turn of <paramref name="stream"/>) for
     /// <paramref name="worker"/>, waiting up to <paramref name="wait"/> for one. <paramref name="canServe"/> limits the
-    /// sessions the caller may be given (its token's grants).
+    /// sessions the caller may be given (its token's grants). A claim that repeats <paramref name="claimId"/> (a retry
+    /// whose first answer was lost) is given the turn that id was granted, if <paramref name="worker"/> still holds it,
+    /// with a new token, rather than a second turn.
     /// </summary>
-    public async Task<TurnClaim> ClaimAsync(string agent, string worker, string? stream, TimeSpan wait, Func<string, bool> canServe, CancellationToken cancellationToken)
+    public async Task<TurnClaim> ClaimAsync(string agent, string worker, string? claimId, string? stream, TimeSpan wait, Func<string, bool> canServe, CancellationToken cancellationToken)
     {
+        var claimHash = claimId is null ? null : Hash(claimId);
         var deadline = _time.GetUtcNow() + (wait > _options.MaxClaimWait ? _options.MaxClaimWait : wait);
         while (true)
         {
             var changed = Volatile.Read(ref _changed).Task;
-            var outcome = await TryClaimAsync(agent, worker, stream, canServe, cancellationToken).ConfigureAwait(false);
+            var outcome = await TryClaimAsync(agent, worker, claimHash, stream, canServe, cancellationToken).ConfigureAwait(false);
             if (outcome.Status != TurnClaimStatus.NothingWaiting)
             {
                 return outcome;
@@ -401,14 +404,14 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         }
     }
 
-    private Task<TurnClaim> TryClaimAsync(string agent, string worker, string? stream, Func<string, bool> canServe, CancellationToken cancellationToken)
+    private Task<TurnClaim> TryClaimAsync(string agent, string worker, string? claimHash, string? stream, Func<string, bool> canServe, CancellationToken cancellationToken)
         => RunAsync(
             // A claim of one session reads only its turn; a claim of the oldest waiting one has to read them all.
             stream is null ? TurnReads.Everything : TurnReads.Turn(agent, stream),
-            () => TryClaimLockedAsync(agent, worker, stream, canServe, cancellationToken),
+            () => TryClaimLockedAsync(agent, worker, claimHash, stream, canServe, cancellationToken),
             cancellationToken);
 
-    private async Task<TurnClaim> TryClaimLockedAsync(string agent, string worker, string? stream, Func<string, bool> canServe, CancellationToken cancellationToken)
+    private async Task<TurnClaim> TryClaimLockedAsync(string agent, string worker, string? claimHash, string? stream, Func<string, bool> canServe, CancellationToken cancellationToken)
     {
         var registration = _agents.GetValueOrDefault(agent);
         if (registration is null)
@@ -427,18 +430,38 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
 
             if (IsHeld(wanted, now))
             {
+                if (IsClaimOf(wanted, worker, claimHash))
+                {
+                    return await GrantAsync(registration, wanted, worker, claimHash, now, cancellationToken, again: true).ConfigureAwait(false)
+                        ?? new TurnClaim(TurnClaimStatus.StreamNotFound);
+                }
+
                 return new TurnClaim(TurnClaimStatus.AlreadyClaimed, Turn: wanted);
             }
 
-            return await GrantAsync(registration, wanted, worker, now, cancellationToken).ConfigureAwait(false)
+            return await GrantAsync(registration, wanted, worker, claimHash, now, cancellationToken).ConfigureAwait(false)
                 ?? new TurnClaim(TurnClaimStatus.StreamNotFound);
+        }
+
+        if (claimHash is not null)
+        {
+            // A retry of a claim whose answer was lost: the turn it was granted, not a second one (which would leave the
+            // first held by nobody serving it until its lease ran out).
+            foreach (var held in _turns.Values)
+            {
+                if (held.Agent == agent && IsHeld(held, now) && IsClaimOf(held, worker, claimHash) && canServe(held.Stream)
+                    && await GrantAsync(registration, held, worker, claimHash, now, cancellationToken, again: true).ConfigureAwait(false) is { } again)
+                {
+                    return again;
+                }
+            }
         }
 
         // The oldest waiting turn this worker may serve, found in one pass (no sort of every turn per claim); one whose
         // session is gone is dropped by GrantAsync, and the next oldest is looked for.
         while (OldestWaiting(agent, now, canServe) is { } oldest)
         {
-            if (await GrantAsync(registration, oldest, worker, now, cancellationToken).ConfigureAwait(false) is { } claim)
+            if (await GrantAsync(registration, oldest, worker, claimHash, now, cancellationToken).ConfigureAwait(false) is { } claim)
             {
                 return claim;
             }
@@ -465,8 +488,14 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
         return oldest;
     }
 
-    /// <summary>Gives the turn to <paramref name="worker"/>; null (and the turn dropped) when its session is gone.</summary>
-    private async Task<TurnClaim?> GrantAsync(AgentRegistration agent, TurnRecord turn, string worker, long now, CancellationToken cancellationToken)
+    private static bool IsClaimOf(TurnRecord turn, string worker, string? claimHash)
+        => claimHash is not null && turn.Holder == worker && turn.ClaimIdHash == claimHash;
+
+    /// <summary>
+    /// Gives the turn to <paramref name="worker"/>; null (and the turn dropped) when its session is gone. <paramref name="again"/>:
+    /// the claim that holds it asks again (its answer lost), and keeps its wake and generation with a new token.
+    /// </summary>
+    private async Task<TurnClaim?> GrantAsync(AgentRegistration agent, TurnRecord turn, string worker, string? claimHash, long now, CancellationToken cancellationToken, bool again = false)
     {
         var lookup = await _store.GetAsync(turn.Stream, cancellationToken).ConfigureAwait(false);
         if (IsGone(turn, lookup))
@@ -477,20 +506,26 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
             return null;
         }
 
-        if (turn.Holder is not null)
+        if (!again)
         {
-            Log.LeaseExpired(_logger, turn.Agent, turn.Stream, turn.Holder, turn.Generation);
+            if (turn.Holder is not null)
+            {
+                Log.LeaseExpired(_logger, turn.Agent, turn.Stream, turn.Holder, turn.Generation);
+            }
+
+            // Every claim is a wake of its own (protocol §7.3): requests for an earlier one are fenced.
+            turn.Generation++;
+            turn.WakeId = NewWakeId();
+            turn.ClaimedVersion = turn.Version;
         }
 
-        // Every claim is a wake of its own (protocol §7.3): requests for an earlier one are fenced.
-        turn.Generation++;
-        turn.WakeId = NewWakeId();
+        // The token of a claim asked again is new (the first one never reached anybody), its lease counted from now.
         var token = "ct_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24));
         turn.Holder = worker;
         turn.TokenHash = Hash(token);
         turn.LeaseExpiresAt = now + agent.LeaseTtlMs;
         turn.LeaseTtlMs = agent.LeaseTtlMs;
-        turn.ClaimedVersion = turn.Version;
+        turn.ClaimIdHash = claimHash;
         Save(turn);
         ScheduleExpiry();
         return new TurnClaim(TurnClaimStatus.Claimed, turn, token, agent.LeaseTtlMs, lookup.Stream!.TailPosition);
@@ -605,6 +640,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     {
         turn.Holder = null;
         turn.TokenHash = null;
+        turn.ClaimIdHash = null;
         turn.LeaseExpiresAt = null;
         turn.LeaseTtlMs = 0;
         turn.WakeId = null;
