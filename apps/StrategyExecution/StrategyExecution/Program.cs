@@ -14,6 +14,9 @@ if (builder.Configuration["urls"] is null && builder.Configuration["ASPNETCORE_U
     builder.WebHost.UseUrls("http://127.0.0.1:4438");
 }
 
+// Read first: a limit set wrong stops the start before anything is created.
+var limits = Limits.FromConfiguration(builder.Configuration);
+
 // Everything the app keeps lives in one data directory: the database (unless it is PostgreSQL) and the durable
 // streams. A relative path is taken from the working directory, as `dotnet run` users expect.
 var dataDirectory = Path.GetFullPath(builder.Configuration["Data"] ?? "data-strategy", Environment.CurrentDirectory);
@@ -25,6 +28,7 @@ builder.Services.AddDbContext<StrategyDb>((services, o) => database.Configure(o.
 builder.Services.AddDurableSessions(builder.Configuration)
     .AddSqliteStore(o => o.DataDirectory = Path.Combine(dataDirectory, "streams"));
 builder.Services.AddSingleton(TimeProvider.System);
+builder.Services.AddSingleton(limits);
 builder.Services.AddScoped<Acting>();
 builder.Services.AddSingleton<PasswordChecks>();
 builder.Services.AddSingleton<SignInCache>();

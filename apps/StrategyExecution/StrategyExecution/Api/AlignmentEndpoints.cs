@@ -42,7 +42,7 @@ public static class AlignmentEndpoints
         return api;
     }
 
-    private static async Task<IResult> CreateObjectiveAsync(HttpContext context, Acting acting, StrategyDb db, TimeProvider time, CancellationToken ct)
+    private static async Task<IResult> CreateObjectiveAsync(HttpContext context, Acting acting, StrategyDb db, Limits limits, TimeProvider time, CancellationToken ct)
     {
         var (request, error) = await JsonBody.ReadAuthoredAsync<CreateObjectiveRequest>(context, acting, ct);
         if (error is not null)
@@ -104,6 +104,12 @@ public static class AlignmentEndpoints
             return Problems.Error(409, "PERIOD_LOCKED", $"{period.Name} is locked: its scorecards no longer change.");
         }
 
+        var onScorecard = await db.Objectives.CountAsync(o => o.UnitId == unit.Id && o.PeriodId == period.Id, ct);
+        if (onScorecard >= limits.ObjectivesPerScorecard)
+        {
+            return Limits.Reached($"A scorecard holds at most {limits.ObjectivesPerScorecard:N0} objectives per period; this one ({unit.Name}, {period.Name}) has {onScorecard:N0}.");
+        }
+
         db.WritesInto(period.Id);
 
         if (body.ParentObjectiveId is { } parentId)
@@ -127,7 +133,7 @@ public static class AlignmentEndpoints
         return Results.Created($"/api/objectives/{objective.Id}", objective);
     }
 
-    private static async Task<IResult> CreateMeasureAsync(HttpContext context, Acting acting, StrategyDb db, TimeProvider time, CancellationToken ct)
+    private static async Task<IResult> CreateMeasureAsync(HttpContext context, Acting acting, StrategyDb db, Limits limits, TimeProvider time, CancellationToken ct)
     {
         var (request, error) = await JsonBody.ReadAuthoredAsync<CreateMeasureRequest>(context, acting, ct);
         if (error is not null)
@@ -180,6 +186,12 @@ public static class AlignmentEndpoints
         if (await Checks.LockedAsync(db, objective.PeriodId, ct) is { } locked)
         {
             return locked;
+        }
+
+        var measures = await db.Measures.CountAsync(m => m.ObjectiveId == objective.Id, ct);
+        if (measures >= limits.MeasuresPerObjective)
+        {
+            return Limits.Reached($"An objective has at most {limits.MeasuresPerObjective:N0} measures; \"{objective.Name}\" has {measures:N0}.");
         }
 
         db.WritesInto(objective.PeriodId);
@@ -265,7 +277,7 @@ public static class AlignmentEndpoints
         return Results.Ok(new TargetView(row.RedFlag, row.Target, row.Stretch, row.TargetHigh, row.RedFlagHigh));
     }
 
-    private static async Task<IResult> CreateLinkAsync(HttpContext context, Acting acting, StrategyDb db, TimeProvider time, CancellationToken ct)
+    private static async Task<IResult> CreateLinkAsync(HttpContext context, Acting acting, StrategyDb db, Limits limits, TimeProvider time, CancellationToken ct)
     {
         var (request, error) = await JsonBody.ReadAuthoredAsync<CreateLinkRequest>(context, acting, ct);
         if (error is not null)
@@ -307,7 +319,7 @@ public static class AlignmentEndpoints
                 await db.Database.ExecuteSqlRawAsync("SELECT pg_advisory_xact_lock(5101)", ct);
             }
 
-            var result = await AddLinkAsync(db, person, cause, effect, time, ct);
+            var result = await AddLinkAsync(db, limits, person, cause, effect, time, ct);
 
             // Not cancelled half way: once the link is written, the commit decides, not the client leaving.
             await transaction.CommitAsync(CancellationToken.None);
@@ -329,13 +341,24 @@ public static class AlignmentEndpoints
     /// <summary>The advisory lock (with the measure's id as its second key) a PostgreSQL transaction setting a target holds.</summary>
     private const int TargetWriteLock = 5106;
 
-    private static async Task<IResult> AddLinkAsync(StrategyDb db, Person person, Objective cause, Objective effect, TimeProvider time, CancellationToken ct)
+    private static async Task<IResult> AddLinkAsync(StrategyDb db, Limits limits, Person person, Objective cause, Objective effect, TimeProvider time, CancellationToken ct)
     {
         var links = await db.Links.AsNoTracking().Select(l => new CauseEffectLink(l.CauseId.ToString(System.Globalization.CultureInfo.InvariantCulture), l.EffectId.ToString(System.Globalization.CultureInfo.InvariantCulture))).ToListAsync(ct);
         var proposed = new CauseEffectLink(cause.Id.ToString(System.Globalization.CultureInfo.InvariantCulture), effect.Id.ToString(System.Globalization.CultureInfo.InvariantCulture));
         if (links.Contains(proposed))
         {
             return Problems.Error(409, "LINK_EXISTS", "These objectives are already linked.");
+        }
+
+        // Counted here, where links are drawn one at a time: two links drawn at once cannot both take an objective's last
+        // place.
+        foreach (var (objective, id) in new[] { (cause, proposed.Cause), (effect, proposed.Effect) })
+        {
+            var count = links.Count(l => l.Cause == id || l.Effect == id);
+            if (count >= limits.LinksPerObjective)
+            {
+                return Limits.Reached($"An objective has at most {limits.LinksPerObjective:N0} cause→effect links, as cause and effect together; \"{objective.Name}\" has {count:N0}.");
+            }
         }
 
         if (StrategyMap.CycleThrough(links, proposed) is [_, ..] loop)

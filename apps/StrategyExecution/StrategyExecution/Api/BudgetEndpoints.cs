@@ -133,7 +133,7 @@ public static class BudgetEndpoints
         });
     }
 
-    private static async Task<IResult> AllocateAsync(int id, HttpContext context, Acting acting, StrategyDb db, TimeProvider time, Live.AuditTrail audit, CancellationToken ct)
+    private static async Task<IResult> AllocateAsync(int id, HttpContext context, Acting acting, StrategyDb db, Limits limits, TimeProvider time, Live.AuditTrail audit, CancellationToken ct)
     {
         var (request, error) = await JsonBody.ReadAuthoredAsync<AllocateRequest>(context, acting, ct);
         if (error is not null)
@@ -172,7 +172,13 @@ public static class BudgetEndpoints
                 return Problems.Error(400, "INVALID_ALLOCATION", "The allocation cannot be made.", ["initiativeId must name an initiative of the pool's period."]);
             }
 
-            var allocated = (await db.Allocations.AsNoTracking().Where(a => a.PoolId == id).Select(a => a.Amount).ToListAsync(ct)).Sum();
+            var amounts = await db.Allocations.AsNoTracking().Where(a => a.PoolId == id).Select(a => a.Amount).ToListAsync(ct);
+            if (amounts.Count >= limits.AllocationsPerPool)
+            {
+                return Limits.Reached($"A pool makes at most {limits.AllocationsPerPool:N0} allocations; \"{pool.Name}\" has made {amounts.Count:N0}.");
+            }
+
+            var allocated = amounts.Sum();
             var decision = RingfencedPool.Allocate(pool.Amount, allocated, body.Amount!.Value);
             if (!decision.Allowed)
             {
@@ -187,7 +193,7 @@ public static class BudgetEndpoints
         }, ct);
     }
 
-    private static async Task<IResult> ReleaseAsync(int id, HttpContext context, Acting acting, StrategyDb db, TimeProvider time, Live.AuditTrail audit, CancellationToken ct)
+    private static async Task<IResult> ReleaseAsync(int id, HttpContext context, Acting acting, StrategyDb db, Limits limits, TimeProvider time, Live.AuditTrail audit, CancellationToken ct)
     {
         var (request, error) = await JsonBody.ReadAuthoredAsync<ReleaseRequest>(context, acting, ct);
         if (error is not null)
@@ -228,6 +234,12 @@ public static class BudgetEndpoints
             if (await Checks.LockedAsync(db, pool.PeriodId, ct) is { } locked)
             {
                 return locked;
+            }
+
+            var releases = await db.Releases.CountAsync(r => r.PoolId == id, ct);
+            if (releases >= limits.ReleasesPerPool)
+            {
+                return Limits.Reached($"A pool takes at most {limits.ReleasesPerPool:N0} releases, applied or waiting for approval; \"{pool.Name}\" has {releases:N0}.");
             }
 
             db.WritesInto(pool.PeriodId);
@@ -302,7 +314,7 @@ public static class BudgetEndpoints
         }, ct);
     }
 
-    private static async Task<IResult> SpendAsync(HttpContext context, Acting acting, StrategyDb db, TimeProvider time, Live.AuditTrail audit, CancellationToken ct)
+    private static async Task<IResult> SpendAsync(HttpContext context, Acting acting, StrategyDb db, Limits limits, TimeProvider time, Live.AuditTrail audit, CancellationToken ct)
     {
         var (request, error) = await JsonBody.ReadAuthoredAsync<SpendRequest>(context, acting, ct);
         if (error is not null)
@@ -355,6 +367,24 @@ public static class BudgetEndpoints
             return Problems.Error(409, "PERIOD_LOCKED", $"{period.Name} is locked.");
         }
 
+        // An initiative's spend is in its own period: both counts read the (period, initiative) index.
+        if (initiative is not null)
+        {
+            var entries = await db.Spend.CountAsync(x => x.PeriodId == period.Id && x.InitiativeId == initiative.Id, ct);
+            if (entries >= limits.SpendPerInitiative)
+            {
+                return Limits.Reached($"An initiative has at most {limits.SpendPerInitiative:N0} spend entries; \"{initiative.Name}\" has {entries:N0}.");
+            }
+        }
+        else
+        {
+            var entries = await db.Spend.CountAsync(x => x.PeriodId == period.Id && x.InitiativeId == null, ct);
+            if (entries >= limits.UnlinkedSpendPerPeriod)
+            {
+                return Limits.Reached($"A period has at most {limits.UnlinkedSpendPerPeriod:N0} spend entries on no initiative; {period.Name} has {entries:N0}.");
+            }
+        }
+
         db.WritesInto(period.Id);
 
         var spend = new Spend { InitiativeId = initiative?.Id, PeriodId = period.Id, Amount = body.Amount!.Value, On = body.On!.Value, Description = body.Description!.Trim() };
@@ -365,7 +395,7 @@ public static class BudgetEndpoints
         return Results.Created($"/api/spend/{spend.Id}", spend);
     }
 
-    private static async Task<IResult> CreateInitiativeAsync(HttpContext context, Acting acting, StrategyDb db, TimeProvider time, Live.AuditTrail audit, CancellationToken ct)
+    private static async Task<IResult> CreateInitiativeAsync(HttpContext context, Acting acting, StrategyDb db, Limits limits, TimeProvider time, Live.AuditTrail audit, CancellationToken ct)
     {
         var (request, error) = await JsonBody.ReadAuthoredAsync<CreateInitiativeRequest>(context, acting, ct);
         if (error is not null)
@@ -408,6 +438,12 @@ public static class BudgetEndpoints
             return Problems.Forbidden("Creating initiatives needs the owner or admin role on the unit or a unit above it.");
         }
 
+        var initiatives = await db.Initiatives.CountAsync(i => i.UnitId == unit.Id && i.PeriodId == period!.Id, ct);
+        if (initiatives >= limits.InitiativesPerUnitAndPeriod)
+        {
+            return Limits.Reached($"A unit runs at most {limits.InitiativesPerUnitAndPeriod:N0} initiatives per period; {unit.Name} has {initiatives:N0} in {period!.Name}.");
+        }
+
         db.WritesInto(period!.Id);
         await using var transaction = await db.Database.BeginTransactionAsync(ct);
         var initiative = new Initiative { UnitId = unit.Id, PeriodId = period.Id, Name = name };
@@ -422,7 +458,7 @@ public static class BudgetEndpoints
         return Results.Created($"/api/initiatives/{initiative.Id}", initiative);
     }
 
-    private static async Task<IResult> AddMilestoneAsync(int id, HttpContext context, Acting acting, StrategyDb db, TimeProvider time, Live.AuditTrail audit, CancellationToken ct)
+    private static async Task<IResult> AddMilestoneAsync(int id, HttpContext context, Acting acting, StrategyDb db, Limits limits, TimeProvider time, Live.AuditTrail audit, CancellationToken ct)
     {
         var (request, error) = await JsonBody.ReadAuthoredAsync<MilestoneRequest>(context, acting, ct);
         if (error is not null)
@@ -458,6 +494,12 @@ public static class BudgetEndpoints
         if (period.Status == PeriodStatus.Locked)
         {
             return Problems.Error(409, "PERIOD_LOCKED", $"{period.Name} is locked: nothing in it changes any more.");
+        }
+
+        var milestones = await db.Milestones.CountAsync(m => m.InitiativeId == id, ct);
+        if (milestones >= limits.MilestonesPerInitiative)
+        {
+            return Limits.Reached($"An initiative has at most {limits.MilestonesPerInitiative:N0} milestones; \"{initiative.Name}\" has {milestones:N0}.");
         }
 
         db.WritesInto(period.Id);

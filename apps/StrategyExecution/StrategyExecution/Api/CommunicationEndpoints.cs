@@ -58,7 +58,7 @@ public static class CommunicationEndpoints
         }).ToList());
     }
 
-    private static async Task<IResult> PublishAsync(HttpContext context, Acting acting, StrategyDb db, AuditTrail audit, TimeProvider time, CancellationToken ct)
+    private static async Task<IResult> PublishAsync(HttpContext context, Acting acting, StrategyDb db, Limits limits, AuditTrail audit, TimeProvider time, CancellationToken ct)
     {
         var (request, error) = await JsonBody.ReadAuthoredAsync<AnnounceRequest>(context, acting, ct);
         if (error is not null)
@@ -95,7 +95,17 @@ public static class CommunicationEndpoints
             return Problems.Forbidden("Announcing to a unit needs the owner or admin role on it or a unit above it.");
         }
 
-        var announcement = new Announcement { Title = title, Body = body.Body!.Trim(), AuthorId = person.Id, PublishedAt = time.GetUtcNow(), RequiresAck = body.RequiresAck ?? true };
+        // The limit is met when the announcement that many back was published within the last 365 days. Ids follow the
+        // order of publishing, and the comparison is made here: SQLite cannot compare dates with offsets in a query.
+        var now = time.GetUtcNow();
+        var limitBack = await db.Announcements.AsNoTracking().OrderByDescending(a => a.Id).Skip(limits.AnnouncementsPerYear - 1)
+            .Select(a => (DateTimeOffset?)a.PublishedAt).FirstOrDefaultAsync(ct);
+        if (limitBack is { } since && since > now.AddDays(-365))
+        {
+            return Limits.Reached($"At most {limits.AnnouncementsPerYear:N0} announcements are published in any 365 days; {limits.AnnouncementsPerYear:N0} have been published since {since:yyyy-MM-dd}, so the next can be from {since.AddDays(365):yyyy-MM-dd} (UTC).");
+        }
+
+        var announcement = new Announcement { Title = title, Body = body.Body!.Trim(), AuthorId = person.Id, PublishedAt = now, RequiresAck = body.RequiresAck ?? true };
         await using var transaction = await db.Database.BeginTransactionAsync(ct);
         db.Announcements.Add(announcement);
         await db.SaveChangesAsync(ct);
@@ -151,7 +161,7 @@ public static class CommunicationEndpoints
         return Results.Created($"/api/announcements/{id}/acknowledge", new { Acknowledged = true, Already = false });
     }
 
-    private static async Task<IResult> RemindAsync(int id, HttpContext context, Acting acting, StrategyDb db, AuditTrail audit, TimeProvider time, CancellationToken ct)
+    private static async Task<IResult> RemindAsync(int id, HttpContext context, Acting acting, StrategyDb db, Limits limits, AuditTrail audit, TimeProvider time, CancellationToken ct)
     {
         var person = await acting.SignedInAsync(context, ct);
 
@@ -167,11 +177,19 @@ public static class CommunicationEndpoints
             return Problems.Forbidden("Sending reminders needs the owner or admin role on the announcement's units.");
         }
 
+        // A reminder is an entry of the audit trail (the pages show it to those it names), found by its subject.
+        var subject = $"announcement/{id}";
+        var reminders = await db.Audit.CountAsync(a => a.Subject == subject && a.Action == "announcement.reminded", ct);
+        if (reminders >= limits.RemindersPerAnnouncement)
+        {
+            return Limits.Reached($"An announcement is reminded at most {limits.RemindersPerAnnouncement:N0} times; \"{announcement.Title}\" has been reminded {reminders:N0} times.");
+        }
+
         var scope = Checks.Subtree(await db.Units.AsNoTracking().ToListAsync(ct), audienceUnits);
         var acknowledged = (await db.Acknowledgements.AsNoTracking().Where(a => a.AnnouncementId == id).Select(a => a.PersonId).ToListAsync(ct)).ToHashSet();
         var pending = (await db.People.AsNoTracking().Select(p => new { p.Id, p.UnitId }).ToListAsync(ct))
             .Where(p => scope.Contains(p.UnitId) && !acknowledged.Contains(p.Id)).Select(p => p.Id).ToList();
-        db.AddAudit(person.Id, "announcement.reminded", $"announcement/{id}", new { announcementId = id, pending = pending.Count, personIds = pending }, time.GetUtcNow());
+        db.AddAudit(person.Id, "announcement.reminded", subject, new { announcementId = id, pending = pending.Count, personIds = pending }, time.GetUtcNow());
         await db.SaveChangesAsync(ct);
         audit.Notify();
         return Results.Ok(new { Reminded = pending.Count, PersonIds = pending });

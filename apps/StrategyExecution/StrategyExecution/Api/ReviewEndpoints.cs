@@ -93,7 +93,7 @@ public static class ReviewEndpoints
         });
     }
 
-    private static async Task<IResult> CreateAsync(HttpContext context, Acting acting, StrategyDb db, Scorecards scorecards, AuditTrail audit, TimeProvider time, CancellationToken ct)
+    private static async Task<IResult> CreateAsync(HttpContext context, Acting acting, StrategyDb db, Scorecards scorecards, Limits limits, AuditTrail audit, TimeProvider time, CancellationToken ct)
     {
         var (request, error) = await JsonBody.ReadAuthoredAsync<CreateReviewRequest>(context, acting, ct);
         if (error is not null)
@@ -126,6 +126,12 @@ public static class ReviewEndpoints
             return Problems.Forbidden("Scheduling a unit's reviews needs the owner or admin role on it or a unit above it.");
         }
 
+        var scheduled = await db.Reviews.CountAsync(r => r.UnitId == unit.Id && r.PeriodId == period!.Id, ct);
+        if (scheduled >= limits.ReviewsPerUnitAndPeriod)
+        {
+            return Limits.Reached($"A unit has at most {limits.ReviewsPerUnitAndPeriod:N0} reviews per period; {unit.Name} has {scheduled:N0} in {period!.Name}.");
+        }
+
         var title = Reviews.ReviewCadence.Title(unit.Name, body.Kind!, day);
         var review = new Review { UnitId = unit.Id, PeriodId = period!.Id, Kind = body.Kind!, Title = title, ScheduledFor = day };
         await using var transaction = await db.Database.BeginTransactionAsync(ct);
@@ -141,7 +147,7 @@ public static class ReviewEndpoints
     }
 
     /// <summary>Schedules the cadence's reviews of the active period for a unit, skipping those it already has.</summary>
-    private static async Task<IResult> CadenceAsync(HttpContext context, Acting acting, StrategyDb db, AuditTrail audit, TimeProvider time, CancellationToken ct)
+    private static async Task<IResult> CadenceAsync(HttpContext context, Acting acting, StrategyDb db, Limits limits, AuditTrail audit, TimeProvider time, CancellationToken ct)
     {
         var (request, error) = await JsonBody.ReadAuthoredAsync<CadenceRequest>(context, acting, ct);
         if (error is not null)
@@ -176,12 +182,19 @@ public static class ReviewEndpoints
             await db.Database.ExecuteSqlRawAsync("SELECT pg_advisory_xact_lock(5103)", ct);
         }
 
-        var existing = (await db.Reviews.AsNoTracking().Where(r => r.UnitId == unit.Id && r.PeriodId == period!.Id).Select(r => new { r.Kind, r.ScheduledFor }).ToListAsync(ct))
-            .Select(r => (r.Kind, r.ScheduledFor)).ToHashSet();
+        var scheduled = await db.Reviews.AsNoTracking().Where(r => r.UnitId == unit.Id && r.PeriodId == period!.Id).Select(r => new { r.Kind, r.ScheduledFor }).ToListAsync(ct);
+        var existing = scheduled.Select(r => (r.Kind, r.ScheduledFor)).ToHashSet();
         var created = Reviews.ReviewCadence.Between(period!.Start, period.End).Where(r => !existing.Contains((r.Kind, r.Day))).Select(r => new Review
         {
             UnitId = unit.Id, PeriodId = period.Id, Kind = r.Kind, ScheduledFor = r.Day, Title = Reviews.ReviewCadence.Title(unit.Name, r.Kind, r.Day),
         }).ToList();
+
+        // All of the cadence or none of it: a cadence cut short at the limit would look scheduled and miss meetings.
+        if (created.Count > 0 && scheduled.Count + created.Count > limits.ReviewsPerUnitAndPeriod)
+        {
+            return Limits.Reached($"A unit has at most {limits.ReviewsPerUnitAndPeriod:N0} reviews per period; {unit.Name} has {scheduled.Count:N0} in {period.Name}, and the cadence would add {created.Count:N0}.");
+        }
+
         db.Reviews.AddRange(created);
         db.AddAudit(person.Id, "reviews.scheduled", $"unit/{unit.Id}", new { unitId = unit.Id, periodId = period.Id, reviews = created.Count }, time.GetUtcNow());
         await db.SaveChangesAsync(ct);
@@ -344,7 +357,7 @@ public static class ReviewEndpoints
         return Results.Ok(review);
     }
 
-    private static async Task<IResult> DecideAsync(int id, HttpContext context, Acting acting, StrategyDb db, AuditTrail audit, TimeProvider time, CancellationToken ct)
+    private static async Task<IResult> DecideAsync(int id, HttpContext context, Acting acting, StrategyDb db, Limits limits, AuditTrail audit, TimeProvider time, CancellationToken ct)
     {
         var (person, body, review, error) = await ReadForReviewAsync<DecisionRequest>(context, acting, db, id, Role.Updater, ct);
         if (error is not null)
@@ -369,6 +382,12 @@ public static class ReviewEndpoints
             return Problems.Error(409, "REVIEW_NOT_LIVE", $"The review is {review.Status}: decisions are recorded while it is live.");
         }
 
+        var decisions = await db.Decisions.CountAsync(d => d.ReviewId == id, ct);
+        if (decisions >= limits.DecisionsPerReview)
+        {
+            return Limits.Reached($"A review records at most {limits.DecisionsPerReview:N0} decisions; \"{review.Title}\" has {decisions:N0}.");
+        }
+
         var decision = new Decision
         {
             ReviewId = id, AgendaItemId = body.AgendaItemId, ObjectiveId = subject.ObjectiveId, MeasureId = subject.MeasureId,
@@ -379,7 +398,7 @@ public static class ReviewEndpoints
         return Results.Created($"/api/reviews/{id}/decisions/{decision.Id}", decision);
     }
 
-    private static async Task<IResult> ActAsync(int id, HttpContext context, Acting acting, StrategyDb db, AuditTrail audit, TimeProvider time, CancellationToken ct)
+    private static async Task<IResult> ActAsync(int id, HttpContext context, Acting acting, StrategyDb db, Limits limits, AuditTrail audit, TimeProvider time, CancellationToken ct)
     {
         var (person, body, review, error) = await ReadForReviewAsync<ActionRequest>(context, acting, db, id, Role.Updater, ct);
         if (error is not null)
@@ -419,6 +438,12 @@ public static class ReviewEndpoints
         if (review!.Status != "live")
         {
             return Problems.Error(409, "REVIEW_NOT_LIVE", $"The review is {review.Status}: actions are recorded while it is live.");
+        }
+
+        var actions = await db.Actions.CountAsync(a => a.ReviewId == id, ct);
+        if (actions >= limits.ActionsPerReview)
+        {
+            return Limits.Reached($"A review gives at most {limits.ActionsPerReview:N0} action items; \"{review.Title}\" has {actions:N0}.");
         }
 
         var action = new ActionItem { ReviewId = id, Text = body.Text!.Trim(), OwnerId = owner!.Id, Due = body.Due!.Value, ObjectiveId = subject.ObjectiveId, MeasureId = subject.MeasureId };

@@ -33,7 +33,8 @@ public sealed record PasswordChange(string? Current, string? New);
 public sealed record DemoPerson(int Id, string Name, string Email, int UnitId, string Unit, IReadOnlyList<string> Roles);
 
 /// <summary>
-/// Sign-in, sign-out, API tokens and passwords. A sign-in lasts 14 days; API tokens last what their maker chose (up
+/// Sign-in, sign-out, API tokens and passwords. A sign-in lasts 14 days, and a person holds at most
+/// <see cref="Limits.SignInsPerPerson"/> at once (a new one ends the oldest); API tokens last what their maker chose (up
 /// to a year), need the maker's password to be made, and are revoked one by one. Password checks are throttled and
 /// bounded by <see cref="PasswordChecks"/>.
 /// </summary>
@@ -57,7 +58,7 @@ public static class SignInEndpoints
         api.MapGet("/demo/people", DemoPeopleAsync).AllowAnonymous();
     }
 
-    private static async Task<IResult> SignInAsync(HttpContext context, StrategyDb db, PasswordChecks checks, TimeProvider time, CancellationToken ct)
+    private static async Task<IResult> SignInAsync(HttpContext context, StrategyDb db, PasswordChecks checks, SignInCache cache, Limits limits, TimeProvider time, CancellationToken ct)
     {
         var (body, error) = await JsonBody.ReadAsync<SignInRequest>(context.Request, ct);
         if (error is not null)
@@ -82,6 +83,7 @@ public static class SignInEndpoints
             return failure ?? Problems.Error(401, "SIGN_IN_FAILED", "The e-mail address or the password is wrong.");
         }
 
+        await MakeRoomForSignInAsync(db, cache, person.Id, limits.SignInsPerPerson, time, ct);
         var (token, expires) = await IssueAsync(db, person.Id, "sign-in", SignInLifetime, time, ct);
         context.Response.Cookies.Append(Acting.Cookie, token, new CookieOptions
         {
@@ -215,6 +217,32 @@ public static class SignInEndpoints
         var people = await db.People.AsNoTracking().OrderBy(p => p.Id).Take(1000).ToListAsync(ct);
         return Results.Ok(people.Select(p => new DemoPerson(p.Id, p.Name, p.Email, p.UnitId, units.GetValueOrDefault(p.UnitId) ?? "",
             roles[p.Id].OrderBy(r => r.Role).Select(r => $"{r.Role.ToString().ToLowerInvariant()} of {units.GetValueOrDefault(r.UnitId)}").ToList())));
+    }
+
+    /// <summary>
+    /// Removes <paramref name="personId"/>'s expired sign-ins and, when the person holds <paramref name="limit"/> live ones,
+    /// ends the oldest, leaving room for one more: signing in again and again cannot grow the tokens without bound, and a
+    /// new sign-in is never refused for it. Sign-ins that lose their place stop working at once.
+    /// </summary>
+    private static async Task MakeRoomForSignInAsync(StrategyDb db, SignInCache cache, int personId, int limit, TimeProvider time, CancellationToken ct)
+    {
+        // Read whole (at most the limit and those signing in at the same moment) and judged here: SQLite cannot compare
+        // dates with offsets in a query.
+        var now = time.GetUtcNow();
+        var newestFirst = await db.Tokens.AsNoTracking().Where(t => t.PersonId == personId && t.Name == "sign-in").OrderByDescending(t => t.Id)
+            .Select(t => new { t.Id, t.Hash, t.ExpiresAt }).ToListAsync(ct);
+        var ending = newestFirst.Where((t, place) => place >= limit - 1 || t.ExpiresAt <= now).ToList();
+        if (ending.Count == 0)
+        {
+            return;
+        }
+
+        var ids = ending.Select(t => t.Id).ToList();
+        await db.Tokens.Where(t => ids.Contains(t.Id)).ExecuteDeleteAsync(ct);
+        foreach (var signIn in ending)
+        {
+            cache.Forget(signIn.Hash);
+        }
     }
 
     private static async Task<(string Token, DateTimeOffset Expires)> IssueAsync(StrategyDb db, int personId, string name, TimeSpan lifetime, TimeProvider time, CancellationToken ct)
