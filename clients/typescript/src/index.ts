@@ -34,11 +34,19 @@ export interface ClientOptions {
   storage?: Pick<Storage, "getItem" | "setItem" | "removeItem">
   /**
    * How to follow the live tail: `websocket`, `sse`, `long-poll`, or `auto` (the default): one WebSocket per client for
-   * every session it follows (docs/websocket.md), falling back to SSE and then to long-poll for the rest of the join when
-   * one fails three times in a row without delivering anything (WebSockets blocked, a proxy that buffers SSE). Without a
+   * every session it follows (docs/websocket.md), falling back to SSE and then to long-poll when one fails three times
+   * in a row without delivering anything (WebSockets blocked, a proxy that buffers SSE), and trying the first again after
+   * `transportRetryMs`. Without a
    * `WebSocket` global (Node before 22 without `--experimental-websocket`), `auto` starts with SSE.
    */
   transport?: "auto" | "websocket" | "sse" | "long-poll"
+  /**
+   * How long a join of `auto` stays on a transport it fell back to before it tries the first one again, in ms: an
+   * outage of the server (a restart, a deploy) fails every transport alike, and must not leave every page on long-poll
+   * for good. Tried at the next update after this long; if it fails three times again, the join falls back again.
+   * Default 60000.
+   */
+  transportRetryMs?: number
   /**
    * How long a session operation sent over the WebSocket waits for its answer, in ms. Past it the operation fails (it
    * may or may not have been applied, as with a cut connection) and the socket is dropped, so every session following
@@ -222,14 +230,18 @@ export class DurableSessionsClient {
   async operate(op: string, session: string, target: { run?: string; message?: string }, rest: string, body: unknown): Promise<unknown> {
     const transport = this.options.transport ?? "auto"
     if ((transport === "auto" || transport === "websocket") && typeof WebSocket !== "undefined" && this.sockets.available) {
-      const answer = await this.sockets.call({ op, session, ...target, body })
+      let answer = await this.sockets.call({ op, session, ...target, body })
+      // Busy, and nothing was written (503 SESSION_BUSY, SERVER_BUSY): sent again a few times, as over HTTP.
+      for (let attempt = 0; attempt < 5 && answer && answer.status === 503 && ["SESSION_BUSY", "SERVER_BUSY"].includes(codeOf(answer.body) ?? ""); attempt++) {
+        await backoff(200 * 2 ** attempt)
+        answer = await this.sockets.call({ op, session, ...target, body })
+      }
       if (answer) {
         if (answer.status >= 400) {
-          const error = (answer.body ?? {}) as { error?: { code?: string; message?: string } }
-          const code = error.error?.code ?? `HTTP_${answer.status}`
-          const message = error.error?.message ?? `The server answered ${answer.status}.`
+          const code = codeOf(answer.body) ?? `HTTP_${answer.status}`
+          const message = (answer.body as { error?: { message?: string } } | undefined)?.error?.message ?? `The server answered ${answer.status}.`
           if (answer.status < 500) throw new DurableSessionsError(answer.status, code, message)
-          throw new Error(message)
+          throw new Error(`${code}: ${message}`)
         }
         return answer.body
       }
@@ -260,8 +272,17 @@ export class DurableSessionsClient {
   }
 
   /** @internal */
-  get settings(): Required<Pick<ClientOptions, "reconnectDelayMs" | "maxReconnectDelayMs" | "idleTimeoutMs">> & ClientOptions {
-    return { reconnectDelayMs: 100, maxReconnectDelayMs: 5000, idleTimeoutMs: 45_000, ...this.options }
+  get settings(): Required<Pick<ClientOptions, "reconnectDelayMs" | "maxReconnectDelayMs" | "idleTimeoutMs" | "transportRetryMs">> & ClientOptions {
+    return { reconnectDelayMs: 100, maxReconnectDelayMs: 5000, idleTimeoutMs: 45_000, transportRetryMs: 60_000, ...this.options }
+  }
+
+  /**
+   * @internal Whether a refusal of a live read or snapshot is worth another try with backoff rather than the end of the
+   * join: a rate limit or a timeout (429, 408), and a 401 when the token comes from a function, whose next token may be
+   * valid (the identity provider was away, or the clocks disagree for a while).
+   */
+  retries(error: DurableSessionsError): boolean {
+    return error.status === 408 || error.status === 429 || (error.status === 401 && typeof this.options.token === "function")
   }
 }
 
@@ -373,7 +394,7 @@ export class SessionClient {
           for (const event of snapshot) state.apply(event)
           break
         } catch (error) {
-          if (error instanceof DurableSessionsError || signal?.aborted) throw error
+          if ((error instanceof DurableSessionsError && !this.client.retries(error)) || signal?.aborted) throw error
           await backoff(delay, signal)
           delay = Math.min(settings.maxReconnectDelayMs, delay * 2)
         }
@@ -391,6 +412,8 @@ export class SessionClient {
         : typeof WebSocket === "undefined" ? ["sse", "long-poll"] : ["websocket", "sse", "long-poll"]
       let transport: Transport = order[0]!
       let silentFailures = 0
+      // When the join fell back from its first transport: after transportRetryMs it tries that one again.
+      let fellBackAt: number | undefined
       let resuming = saved !== undefined
       for (;;) {
         let delivered = false
@@ -409,11 +432,18 @@ export class SessionClient {
             yield { state, events: batch.events, offset, upToDate: batch.upToDate }
             delay = settings.reconnectDelayMs
             if (batch.closed) return
+            if (fellBackAt !== undefined && Date.now() - fellBackAt >= settings.transportRetryMs) {
+              // Long enough on the fallback: the first transport again, from the offset just delivered.
+              transport = order[0]!
+              silentFailures = 0
+              fellBackAt = undefined
+              break
+            }
           }
         } catch (error) {
           if (signal?.aborted) throw error
-          if (error instanceof DurableSessionsError) {
-            if (!resuming) throw error
+          if (error instanceof DurableSessionsError && !this.client.retries(error)) {
+            if (!resuming || error.status === 403) throw error
             // The stored offset is no longer valid here (the session was deleted, expired or recreated): forget it
             // and join again from the snapshot.
             settings.storage?.removeItem(key)
@@ -427,6 +457,7 @@ export class SessionClient {
         if (!delivered && globalThis.navigator?.onLine !== false && ++silentFailures >= 3 && order.indexOf(transport) < order.length - 1) {
           transport = order[order.indexOf(transport) + 1]!
           silentFailures = 0
+          fellBackAt ??= Date.now()
         }
         onState?.("reconnecting")
         await backoff(delay, signal)
@@ -445,14 +476,19 @@ export class SessionClient {
       idle.heard()
       if (!response.ok || !response.body) throw new Error(`stream answered ${response.status}`)
       let pending: SessionEvent[] = []
+      let pendingLength = 0
       for await (const { event, data } of readSse(response.body, idle)) {
         if (event === "data") {
+          // Data events are held until their control event: bounded together, as one event is.
+          pendingLength += data.length
+          if (pendingLength > MAX_SSE_EVENT_LENGTH) throw new Error(`data events without a control event are longer than ${MAX_SSE_EVENT_LENGTH} characters`)
           pending.push(...(JSON.parse(data) as SessionEvent[]))
         } else if (event === "control") {
           const control = JSON.parse(data) as { streamNextOffset: string; upToDate?: boolean; streamClosed?: boolean }
           const closed = control.streamClosed === true
           yield { events: pending, offset: control.streamNextOffset, upToDate: control.upToDate === true || closed, closed }
           pending = []
+          pendingLength = 0
         }
       }
     } finally {
@@ -503,6 +539,8 @@ export class SocketHub {
   private readonly listeners = new Map<string, (message: SocketMessage) => void>()
   private next = 0
   private failedAt = Number.NEGATIVE_INFINITY
+  // The largest message the server takes, from its hello (docs/websocket.md's least until then).
+  private maxMessageBytes = 1024 * 1024
   private dropCurrent: (() => void) | undefined
   // Set when a socket is dropped as dead (silent, unanswered, or the page offline): the link it ran on may be dead too.
   private linkSuspect = false
@@ -531,7 +569,8 @@ export class SocketHub {
 
   /**
    * Sends one operation and waits for its answer (`response`, or `error` with the HTTP status and code). Resolves to
-   * `undefined` when the socket cannot be opened: nothing was sent and the caller may use HTTP. Throws when the socket
+   * `undefined` when the socket cannot be opened, or the operation is larger than the server's largest message (it would
+   * close the socket under every session on it): nothing was sent and the caller may use HTTP. Throws when the socket
    * drops after sending, or when no answer comes within the answer timeout (the socket is then dropped), since the
    * operation may then have been applied.
    */
@@ -543,6 +582,8 @@ export class SocketHub {
       return undefined
     }
     const id = `o${++this.next}`
+    const text = JSON.stringify({ ...operation, id })
+    if (text.length > this.maxMessageBytes / 3 && new TextEncoder().encode(text).length > this.maxMessageBytes) return undefined
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.listeners.delete(id)
@@ -558,7 +599,7 @@ export class SocketHub {
         else reject(new Error("the WebSocket closed before the operation was answered; it may or may not have been applied"))
       })
       try {
-        socket.send(JSON.stringify({ ...operation, id }))
+        socket.send(text)
       } catch (error) {
         // Not sent (the socket closed meanwhile): nothing of it waits on.
         clearTimeout(timer)
@@ -740,6 +781,8 @@ export class SocketHub {
             }
             ready = true
             clearTimeout(timer)
+            const max = (message as { maxMessageBytes?: unknown }).maxMessageBytes
+            if (typeof max === "number" && Number.isFinite(max) && max > 0) this.maxMessageBytes = max
             this.socket = socket
             this.dropCurrent = () => { this.linkSuspect = true; loseConnection(); socket.close() }
             keepAlive = setInterval(checkAlive, Math.max(1, Math.floor(this.keepAliveMs / 4)))
@@ -816,15 +859,26 @@ function idleWatch(ms: number, outer?: AbortSignal) {
 }
 
 /**
+ * The longest SSE event (and the data events before their control event) a live read takes, in characters: well above
+ * the server's largest (a message of up to its 16 MiB append limit). Past it the read fails and resumes from its offset,
+ * rather than holding whatever a proxy or server that misbehaves sends (a body without line ends) in memory.
+ */
+const MAX_SSE_EVENT_LENGTH = 64 * 1024 * 1024
+
+/**
  * Parses an SSE body into events; `data:` lines are joined with `\n`, one leading space is stripped. `idle` is told when
- * the parser waits for more of the body and when some arrives (keep-alive comments included).
+ * the parser waits for more of the body and when some arrives (keep-alive comments included). An event longer than
+ * `MAX_SSE_EVENT_LENGTH` throws.
  */
 async function* readSse(body: ReadableStream<Uint8Array>, idle?: { waiting: () => void; heard: () => void }): AsyncGenerator<{ event: string; data: string }> {
   const reader = body.getReader()
   const decoder = new TextDecoder()
   let buffer = ""
+  // How much of the buffer is known to hold no line end: each chunk is searched once, not the whole buffer again.
+  let searched = 0
   let event = ""
   let data: string[] = []
+  let dataLength = 0
   for (;;) {
     idle?.waiting()
     const { value, done } = await reader.read()
@@ -832,19 +886,26 @@ async function* readSse(body: ReadableStream<Uint8Array>, idle?: { waiting: () =
     if (done) return
     buffer += decoder.decode(value, { stream: true })
     let newline: number
-    while ((newline = buffer.indexOf("\n")) >= 0) {
+    while ((newline = buffer.indexOf("\n", searched)) >= 0) {
       const line = buffer.slice(0, newline).replace(/\r$/, "")
       buffer = buffer.slice(newline + 1)
+      searched = 0
       if (line === "") {
         if (event && data.length > 0) yield { event, data: data.join("\n") }
         event = ""
         data = []
+        dataLength = 0
       } else if (line.startsWith("event:")) {
         event = line.slice(6).trim()
       } else if (line.startsWith("data:")) {
-        data.push(line.slice(line.startsWith("data: ") ? 6 : 5))
+        const part = line.slice(line.startsWith("data: ") ? 6 : 5)
+        dataLength += part.length + 1
+        if (dataLength > MAX_SSE_EVENT_LENGTH) throw new Error(`an SSE event is longer than ${MAX_SSE_EVENT_LENGTH} characters`)
+        data.push(part)
       }
     }
+    searched = buffer.length
+    if (dataLength + buffer.length > MAX_SSE_EVENT_LENGTH) throw new Error(`an SSE event is longer than ${MAX_SSE_EVENT_LENGTH} characters`)
   }
 }
 
@@ -905,6 +966,11 @@ function throttledSave(storage: ClientOptions["storage"], key: string) {
 }
 
 const jitter = (ms: number) => ms * (0.5 + Math.random() / 2)
+
+/** The error code of an error body (`{ error: { code } }`), if it has one. */
+function codeOf(body: unknown): string | undefined {
+  return (body as { error?: { code?: string } } | undefined)?.error?.code
+}
 
 /** The error code of a refusal, read from a copy of the response (its body stays unread). */
 async function errorCode(response: Response): Promise<string | undefined> {

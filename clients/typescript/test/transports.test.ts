@@ -13,14 +13,16 @@ const target = new URL(base)
  * An HTTP proxy to `to` that records every request line, counts the response bytes it passes, and can refuse SSE reads
  * (as a buffering proxy effectively does).
  */
-function recordingProxy(to: URL = target): Promise<{ server: Server; url: string; requests: string[]; bytesDown: () => number; refuseSse: { on: boolean } }> {
+function recordingProxy(to: URL = target): Promise<{ server: Server; url: string; requests: string[]; bytesDown: () => number; refuseSse: { on: boolean; status?: number; times?: number } }> {
   const requests: string[] = []
-  const refuseSse = { on: false }
+  // While on, SSE reads are answered `status` (502 unless set), `times` times if set.
+  const refuseSse: { on: boolean; status?: number; times?: number } = { on: false }
   let bytesDown = 0
   const server = createServer((req, res) => {
     requests.push(`${req.method} ${req.url}`)
-    if (refuseSse.on && req.url?.includes("live=sse")) {
-      res.writeHead(502).end()
+    if (refuseSse.on && req.url?.includes("live=sse") && (refuseSse.times === undefined || refuseSse.times-- > 0)) {
+      const status = refuseSse.status ?? 502
+      res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify({ error: { code: status === 429 ? "RATE_LIMITED" : "BAD_GATEWAY", message: "refused by the test" } }))
       return
     }
     const upstream = httpRequest({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
@@ -127,6 +129,60 @@ test("when SSE keeps failing the client falls back to long-poll", async () => {
     expect(reads.some((r) => r.includes("live=long-poll"))).toBe(true)
   } finally {
     proxy.refuseSse.on = false
+  }
+})
+
+test("a join that fell back tries its first transport again once transportRetryMs has passed", async () => {
+  const id = `ts-fallback-back-${Date.now()}`
+  proxy.refuseSse.on = true
+  try {
+    const steady = new DurableSessionsClient({ baseUrl: base })
+    const behindProxy = new DurableSessionsClient({ baseUrl: proxy.url, reconnectDelayMs: 5, maxReconnectDelayMs: 20, transportRetryMs: 300 })
+    await steady.session(id).create()
+    const a = follow(steady, id, finished)
+    const b = follow(behindProxy, id, finished)
+    const reads = () => proxy.requests.filter((r) => r.includes(`/v1/stream/sessions/${id}?`))
+
+    // Down to long-poll (as after an outage that failed every transport alike); then SSE passes again.
+    const deadline = Date.now() + 20_000
+    while (!reads().some((r) => r.includes("live=long-poll")) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+    proxy.refuseSse.on = false
+    const text = await streamReply(id, 100, 10)
+    const [expected, actual] = await Promise.all([a, b])
+    expect(actual.json).toBe(expected.json)
+    expect(actual.json).toContain(text)
+    expect(new Set(actual.deltas).size).toBe(actual.deltas.length)
+
+    // Back from long-poll: an SSE read after the first long-poll one.
+    const all = reads()
+    const firstPoll = all.findIndex((r) => r.includes("live=long-poll"))
+    expect(firstPoll).toBeGreaterThan(0)
+    expect(all.slice(firstPoll).some((r) => r.includes("live=sse"))).toBe(true)
+  } finally {
+    proxy.refuseSse.on = false
+  }
+})
+
+test("a live read answered 429 is tried again with backoff, not the end of the join", async () => {
+  const id = `ts-429-${Date.now()}`
+  proxy.refuseSse.on = true
+  proxy.refuseSse.status = 429
+  proxy.refuseSse.times = 2
+  try {
+    const steady = new DurableSessionsClient({ baseUrl: base })
+    const behindProxy = new DurableSessionsClient({ baseUrl: proxy.url, transport: "sse", reconnectDelayMs: 5, maxReconnectDelayMs: 20 })
+    await steady.session(id).create()
+    const a = follow(steady, id, finished)
+    const b = follow(behindProxy, id, finished)
+    const text = await streamReply(id, 30, 5)
+    const [expected, actual] = await Promise.all([a, b])
+    expect(actual.json).toBe(expected.json)
+    expect(actual.json).toContain(text)
+    expect(proxy.refuseSse.times).toBeLessThanOrEqual(0)
+  } finally {
+    proxy.refuseSse.on = false
+    proxy.refuseSse.status = undefined
+    proxy.refuseSse.times = undefined
   }
 })
 

@@ -121,6 +121,14 @@ test("messages, steer, cancel and presence go over the WebSocket and answer as o
     await expect(session.cancel("no-such-run")).rejects.toMatchObject({ status: 409, code: "RUN_NOT_FOUND" })
     await expect(client.session("no-such-session-ws").sendMessage("anyone?")).rejects.toMatchObject({ status: 404 })
 
+    // A message larger than the socket's largest (the server's hello says 1 MiB) goes over HTTP, where it is refused
+    // alone (413), instead of closing the socket under every session on it.
+    await expect(session.sendMessage("x".repeat(1_200_000))).rejects.toMatchObject({ status: 413 })
+    expect(posted).toEqual([`${base}/v1/sessions/${id}/messages`])
+    posted.length = 0
+    expect(await session.heartbeat("client", "Socket tab")).toBeGreaterThan(0)
+    expect(sockets).toBe(1)
+
     // After the socket drops, the next operation opens a new one.
     client.close()
     expect(await session.heartbeat("client", "Socket tab")).toBeGreaterThan(0)
