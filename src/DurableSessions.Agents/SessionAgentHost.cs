@@ -285,7 +285,8 @@ public sealed partial class SessionAgentHost
                 {
                     while (true)
                     {
-                        await Task.Delay(turn.LeaseTtl / 3, time, lease.Token).ConfigureAwait(false);
+                        // A third of the lease after the last renewal (the first: after the claim's answer arrived).
+                        await Task.Delay(Max(turn.LeaseTtl / 3 - time.GetElapsedTime(renewed), TimeSpan.Zero), time, lease.Token).ConfigureAwait(false);
                         var attempt = time.GetTimestamp();
                         using var leaseEnds = new CancellationTokenSource(Max(turn.LeaseTtl - time.GetElapsedTime(renewed), TimeSpan.Zero), time);
                         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(lease.Token, leaseEnds.Token);

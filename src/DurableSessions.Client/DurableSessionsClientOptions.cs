@@ -55,8 +55,8 @@ public sealed record DurableSessionsClientOptions
     /// The longest event the client accepts on a live read, in characters: one SSE event, and the data events a server
     /// sends before their control event, together. Longer is refused with <see cref="InvalidDataException"/> instead of
     /// being held whole, so a server or proxy that misbehaves (a line that never ends) cannot exhaust the client's
-    /// memory. Default 64 Mi characters, well above this server's largest event (a message of up to its 16 MiB append
-    /// limit). Must be at least 1,024.
+    /// memory. Default 64 Mi characters, well above this server's largest event at its defaults (a message of up to its
+    /// 16 MiB append limit): raise it with a server's <c>MaxAppendBytes</c>. Must be at least 1,024.
     /// </summary>
     public int MaxSseEventLength { get; init; } = 64 * 1024 * 1024;
 

@@ -12,8 +12,8 @@ namespace DurableSessions.Client;
 /// are sent again on a new one; their producer sequence numbers make the store keep each exactly once.
 /// </summary>
 /// <remarks>
-/// When the server does not offer the transport (an older server, a proxy that refuses upgrades) the client stops
-/// trying and its producers append over HTTP. Thread-safe.
+/// When the server does not offer the transport (an older server, a proxy that refuses upgrades) the producers append
+/// over HTTP, and the upgrade is tried again after <see cref="RefusedRetryDelay"/>. Thread-safe.
 /// </remarks>
 internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
 {
@@ -290,13 +290,14 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
         _refused = false;
 
         Interlocked.Increment(ref _connects);
-        _connection = new Connection(socket);
+        var connection = new Connection(socket);
+        _connection = connection;
         if (_client.Options.AccessTokenProvider is { } refresh && token is not null)
         {
-            _ = Task.Run(() => KeepTokenFreshAsync(_connection, refresh, token), CancellationToken.None);
+            _ = Task.Run(() => KeepTokenFreshAsync(connection, refresh, token), CancellationToken.None);
         }
 
-        return _connection;
+        return connection;
     }
 
     /// <summary>
@@ -315,7 +316,7 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
             {
                 // When a quarter of the time left is left (at most a minute before expiry), but not within a second, as
                 // the TypeScript client does.
-                var left = current.Expires - Time.GetUtcNow();
+                var left = current.Left(Time.GetUtcNow());
                 var wait = TimeSpan.FromTicks(Math.Max(TimeSpan.TicksPerSecond, left.Ticks - Math.Min(TimeSpan.TicksPerMinute, left.Ticks / 4)));
                 await Task.Delay(TimeSpan.FromTicks(Math.Min(wait.Ticks, MaxTimerDelay.Ticks)), Time, ended).ConfigureAwait(false);
                 if (wait > MaxTimerDelay)

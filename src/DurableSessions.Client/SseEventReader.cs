@@ -14,7 +14,7 @@ internal sealed class SseEventReader(Stream body, int maxEventLength) : IDisposa
 {
     private readonly StreamReader _reader = new(body, Encoding.UTF8);
     private readonly char[] _buffer = new char[4096];
-    private readonly StringBuilder _line = new();
+    private StringBuilder _line = new();
     private int _start;
     private int _end;
 
@@ -60,9 +60,17 @@ internal sealed class SseEventReader(Stream body, int maxEventLength) : IDisposa
         return null;
     }
 
+    // A builder grown by one long line is not kept for the rest of the read.
+    private const int KeptLineCapacity = 64 * 1024;
+
     /// <summary>The next line without its ending (CR LF, LF or CR), or null at the end of the body.</summary>
     private async Task<string?> ReadLineAsync(int maxLength, CancellationToken cancellationToken)
     {
+        if (_line.Capacity > KeptLineCapacity)
+        {
+            _line = new StringBuilder();
+        }
+
         _line.Clear();
         while (true)
         {

@@ -4,15 +4,15 @@ using System.Text.Json;
 namespace DurableSessions.Client;
 
 /// <summary>
-/// When a bearer token expires, read from its JWT payload (<c>exp</c>) without checking its signature: the client only
-/// times its refreshes by it, and the server decides what the token is worth.
+/// When a bearer token expires and was issued, read from its JWT payload (<c>exp</c>, <c>iat</c>) without checking its
+/// signature: the client only times its refreshes by them, and the server decides what the token is worth.
 /// </summary>
-internal readonly record struct TokenTimes(DateTimeOffset Expires)
+internal readonly record struct TokenTimes(DateTimeOffset Expires, DateTimeOffset? IssuedAt)
 {
     // Past this a payload is not a token this client times (the server refuses tokens of more than 16,384 characters).
     private const int MaxPayloadChars = 16 * 1024;
 
-    /// <summary>The token's expiry; null when it is not a JWT or has no usable <c>exp</c>.</summary>
+    /// <summary>The token's times; null when it is not a JWT or has no usable <c>exp</c>.</summary>
     public static TokenTimes? Of(string token)
     {
         var parts = token.Split('.');
@@ -31,12 +31,30 @@ internal readonly record struct TokenTimes(DateTimeOffset Expires)
                 return null;
             }
 
-            return new TokenTimes(expires);
+            return new TokenTimes(expires, root.TryGetProperty("iat", out var iat) && SecondsOf(iat) is { } issued && issued < expires ? issued : null);
         }
         catch (Exception ex) when (ex is FormatException or JsonException)
         {
             return null;
         }
+    }
+
+    /// <summary>
+    /// How long the token has left by <paramref name="now"/>, held within a tenth of its whole lifetime (<c>exp</c> −
+    /// <c>iat</c>) and all of it when it has an <c>iat</c>, as the TypeScript client holds it: a clock that is off
+    /// neither makes a fresh token look expired (refreshed every second) nor an old one look fresh.
+    /// </summary>
+    public TimeSpan Left(DateTimeOffset now)
+    {
+        var left = Expires - now;
+        if (IssuedAt is not { } issued)
+        {
+            return left;
+        }
+
+        var whole = Expires - issued;
+        var tenth = TimeSpan.FromTicks(whole.Ticks / 10);
+        return left < tenth ? tenth : left > whole ? whole : left;
     }
 
     private static DateTimeOffset? SecondsOf(JsonElement value)

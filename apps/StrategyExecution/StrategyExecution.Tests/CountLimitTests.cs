@@ -19,7 +19,7 @@ public sealed class SmallLimitsFixture : IAsyncLifetime
         "--Limits:MilestonesPerInitiative", $"{Milestones}",
         "--Limits:ReviewsPerUnitAndPeriod", $"{Reviews}",
         "--Limits:DecisionsPerReview", $"{Decisions}",
-        "--Limits:AnnouncementsPerYear", $"{Announcements}",
+        "--Limits:AnnouncementsPerAuthorPerYear", $"{Announcements}",
         "--Limits:SignInsPerPerson", $"{SignIns}");
 
     public async ValueTask DisposeAsync() => await App.DisposeAsync();
@@ -145,11 +145,11 @@ public sealed class CountLimitTests(SmallLimitsFixture fixture) : IClassFixture<
     }
 
     [Fact]
-    public async Task Announcements_are_published_up_to_the_limit_of_the_last_365_days()
+    public async Task An_author_publishes_announcements_up_to_the_limit_of_the_last_365_days()
     {
         using var admin = ApiClient.For(fixture.App, 1);
         var before = (await admin.GetJson("/api/announcements")).AsArray();
-        var recent = before.Count(a => a!["publishedAt"]!.GetValue<DateTimeOffset>() > DateTimeOffset.UtcNow.AddDays(-365));
+        var recent = before.Count(a => a!["authorId"]!.GetValue<int>() == 1 && a["publishedAt"]!.GetValue<DateTimeOffset>() > DateTimeOffset.UtcNow.AddDays(-365));
         Assert.InRange(recent, 0, SmallLimitsFixture.Announcements - 1);
         for (var i = recent; i < SmallLimitsFixture.Announcements; i++)
         {
@@ -157,7 +157,7 @@ public sealed class CountLimitTests(SmallLimitsFixture fixture) : IClassFixture<
         }
 
         await Refused(admin, "/api/announcements", new { title = "One too many", body = "Read this too.", unitIds = new[] { 1 } },
-            $"At most {SmallLimitsFixture.Announcements} announcements are published in any 365 days", $"{SmallLimitsFixture.Announcements} have been published since");
+            $"One person publishes at most {SmallLimitsFixture.Announcements} announcements in any 365 days", $"has published {SmallLimitsFixture.Announcements} since");
         Assert.Equal(before.Count + SmallLimitsFixture.Announcements - recent, (await admin.GetJson("/api/announcements")).AsArray().Count);
     }
 

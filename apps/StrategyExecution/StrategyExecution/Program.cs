@@ -24,7 +24,8 @@ Directory.CreateDirectory(dataDirectory);
 var database = StrategyDatabase.FromConfiguration(builder.Configuration, dataDirectory);
 builder.Services.AddSingleton<ScoreCache>();
 builder.Services.AddSingleton<ScoreCacheInvalidation>();
-builder.Services.AddDbContext<StrategyDb>((services, o) => database.Configure(o.AddInterceptors(services.GetRequiredService<ScoreCacheInvalidation>())));
+builder.Services.AddSingleton<WriteTracker>();
+builder.Services.AddDbContext<StrategyDb>((services, o) => database.Configure(o.AddInterceptors(services.GetRequiredService<ScoreCacheInvalidation>(), services.GetRequiredService<WriteTracker>())));
 builder.Services.AddDurableSessions(builder.Configuration)
     .AddSqliteStore(o => o.DataDirectory = Path.Combine(dataDirectory, "streams"));
 builder.Services.AddSingleton(TimeProvider.System);
@@ -94,9 +95,11 @@ app.Use(async (context, next) =>
     {
         await Problems.Error(409, "PERIOD_LOCKED", ex.Message).ExecuteAsync(context);
     }
-    catch (Exception ex) when (!context.Response.HasStarted && StrategyDatabase.IsBusy(ex) && !context.RequestAborted.IsCancellationRequested)
+    catch (Exception ex) when (!context.Response.HasStarted && StrategyDatabase.IsBusy(ex) && !context.RequestAborted.IsCancellationRequested
+        && !context.RequestServices.GetRequiredService<StrategyDb>().MayHaveWritten)
     {
-        // The database could not take the request in time (other writers hold it): the request can be sent again.
+        // The database could not take the request in time (other writers hold it) before any of it was written: the
+        // request can be sent again. One that failed after a write that may have landed is not answered so.
         StrategyDatabase.LogBusy(context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger<StrategyDatabase>(), context.Request.Method, context.Request.Path, ex);
         context.Response.Headers.RetryAfter = "1";
         await Problems.Error(503, "DATABASE_BUSY", "The database is busy with other requests; try again shortly.").ExecuteAsync(context);

@@ -43,8 +43,8 @@ export interface ClientOptions {
   /**
    * How long a join of `auto` stays on a transport it fell back to before it tries the first one again, in ms: an
    * outage of the server (a restart, a deploy) fails every transport alike, and must not leave every page on long-poll
-   * for good. Tried at the next update after this long; if it fails three times again, the join falls back again.
-   * Default 60000.
+   * for good. Tried at the next update after this long; if it fails three times again, the join falls back as before
+   * and waits twice as long before the next try (at most an hour). Default 60000.
    */
   transportRetryMs?: number
   /**
@@ -163,7 +163,7 @@ export class DurableSessionsClient {
   constructor(private readonly options: ClientOptions) {
     this.base = options.baseUrl.replace(/\/$/, "")
     // setTimeout takes at most 2^31-1 ms; a longer timeout would fire at once.
-    for (const name of ["operationTimeoutMs", "keepAliveMs", "idleTimeoutMs"] as const) {
+    for (const name of ["operationTimeoutMs", "keepAliveMs", "idleTimeoutMs", "transportRetryMs"] as const) {
       const value = options[name]
       if (value !== undefined && !(value > 0 && value <= 2 ** 31 - 1)) {
         throw new Error(`${name} must be a number of milliseconds from 1 to 2147483647, not ${value}`)
@@ -273,7 +273,14 @@ export class DurableSessionsClient {
 
   /** @internal */
   get settings(): Required<Pick<ClientOptions, "reconnectDelayMs" | "maxReconnectDelayMs" | "idleTimeoutMs" | "transportRetryMs">> & ClientOptions {
-    return { reconnectDelayMs: 100, maxReconnectDelayMs: 5000, idleTimeoutMs: 45_000, transportRetryMs: 60_000, ...this.options }
+    const o = this.options
+    return {
+      ...o,
+      reconnectDelayMs: o.reconnectDelayMs ?? 100,
+      maxReconnectDelayMs: o.maxReconnectDelayMs ?? 5000,
+      idleTimeoutMs: o.idleTimeoutMs ?? 45_000,
+      transportRetryMs: o.transportRetryMs ?? 60_000,
+    }
   }
 
   /**
@@ -412,8 +419,13 @@ export class SessionClient {
         : typeof WebSocket === "undefined" ? ["sse", "long-poll"] : ["websocket", "sse", "long-poll"]
       let transport: Transport = order[0]!
       let silentFailures = 0
-      // When the join fell back from its first transport: after transportRetryMs it tries that one again.
+      // When the join fell back from its first transport: after retryAfter it tries that one again (`retrying`), and
+      // when that fails again, falls back as before and waits twice as long before the next try.
       let fellBackAt: number | undefined
+      let retryAfter = settings.transportRetryMs
+      let retrying = false
+      // 401s in a row from a token function: its tokens keep being refused, which the app must hear of.
+      let refusedTokens = 0
       let resuming = saved !== undefined
       for (;;) {
         let delivered = false
@@ -431,9 +443,15 @@ export class SessionClient {
             onState?.(batch.upToDate ? "live" : "catching-up")
             yield { state, events: batch.events, offset, upToDate: batch.upToDate }
             delay = settings.reconnectDelayMs
+            refusedTokens = 0
+            if (transport === order[0]) {
+              retrying = false
+              retryAfter = settings.transportRetryMs
+            }
             if (batch.closed) return
-            if (fellBackAt !== undefined && Date.now() - fellBackAt >= settings.transportRetryMs) {
+            if (fellBackAt !== undefined && Date.now() - fellBackAt >= retryAfter) {
               // Long enough on the fallback: the first transport again, from the offset just delivered.
+              retrying = true
               transport = order[0]!
               silentFailures = 0
               fellBackAt = undefined
@@ -442,8 +460,16 @@ export class SessionClient {
           }
         } catch (error) {
           if (signal?.aborted) throw error
-          if (error instanceof DurableSessionsError && !this.client.retries(error)) {
-            if (!resuming || error.status === 403) throw error
+          if (error instanceof DurableSessionsError && error.status === 401 && this.client.retries(error) && ++refusedTokens >= 5) throw error
+          if (error instanceof DurableSessionsError && this.client.retries(error)) {
+            // Refused for now (a rate limit, a token), not for the transport: it does not count towards falling back.
+            onState?.("reconnecting")
+            await backoff(delay, signal)
+            delay = Math.min(settings.maxReconnectDelayMs, delay * 2)
+            continue
+          }
+          if (error instanceof DurableSessionsError) {
+            if (!resuming || error.status === 401 || error.status === 403) throw error
             // The stored offset is no longer valid here (the session was deleted, expired or recreated): forget it
             // and join again from the snapshot.
             settings.storage?.removeItem(key)
@@ -455,6 +481,11 @@ export class SessionClient {
         // A transport that fails three times in a row without delivering anything gives way to the next one.
         // Failures while the browser is offline say nothing about the transport.
         if (!delivered && globalThis.navigator?.onLine !== false && ++silentFailures >= 3 && order.indexOf(transport) < order.length - 1) {
+          if (transport === order[0] && retrying) {
+            // The first transport failed again: the next try waits twice as long.
+            retryAfter = Math.min(3_600_000, retryAfter * 2)
+            retrying = false
+          }
           transport = order[order.indexOf(transport) + 1]!
           silentFailures = 0
           fellBackAt ??= Date.now()

@@ -95,14 +95,14 @@ public static class CommunicationEndpoints
             return Problems.Forbidden("Announcing to a unit needs the owner or admin role on it or a unit above it.");
         }
 
-        // The limit is met when the announcement that many back was published within the last 365 days. Ids follow the
+        // The limit is met when the author's announcement that many back was published within the last 365 days. Ids follow the
         // order of publishing, and the comparison is made here: SQLite cannot compare dates with offsets in a query.
         var now = time.GetUtcNow();
-        var limitBack = await db.Announcements.AsNoTracking().OrderByDescending(a => a.Id).Skip(limits.AnnouncementsPerYear - 1)
+        var limitBack = await db.Announcements.AsNoTracking().Where(a => a.AuthorId == person.Id).OrderByDescending(a => a.Id).Skip(limits.AnnouncementsPerAuthorPerYear - 1)
             .Select(a => (DateTimeOffset?)a.PublishedAt).FirstOrDefaultAsync(ct);
         if (limitBack is { } since && since > now.AddDays(-365))
         {
-            return Limits.Reached($"At most {limits.AnnouncementsPerYear:N0} announcements are published in any 365 days; {limits.AnnouncementsPerYear:N0} have been published since {since:yyyy-MM-dd}, so the next can be from {since.AddDays(365):yyyy-MM-dd} (UTC).");
+            return Limits.Reached($"One person publishes at most {limits.AnnouncementsPerAuthorPerYear:N0} announcements in any 365 days; {person.Name} has published {limits.AnnouncementsPerAuthorPerYear:N0} since {since:yyyy-MM-dd}, so the next can be from {since.AddDays(365):yyyy-MM-dd} (UTC).");
         }
 
         var announcement = new Announcement { Title = title, Body = body.Body!.Trim(), AuthorId = person.Id, PublishedAt = now, RequiresAck = body.RequiresAck ?? true };

@@ -51,10 +51,10 @@ public sealed class Limits
     public int ActionsPerReview { get; private init; } = 500;
 
     /// <summary>
-    /// Announcements published in any 365 days (10,000): an announcement belongs to no period or unit of its own, so
-    /// the bound is on how many the last year holds.
+    /// Announcements one person publishes in any 365 days (1,000): an announcement belongs to no period or unit of its
+    /// own, so the bound is on how many of each author's the last year holds; one author reaching it stops nobody else.
     /// </summary>
-    public int AnnouncementsPerYear { get; private init; } = 10_000;
+    public int AnnouncementsPerAuthorPerYear { get; private init; } = 1_000;
 
     /// <summary>Reminders sent for one announcement (200); each is an entry of the audit trail with everyone it reminds.</summary>
     public int RemindersPerAnnouncement { get; private init; } = 200;
@@ -104,7 +104,7 @@ public sealed class Limits
             ReviewsPerUnitAndPeriod = Read(nameof(ReviewsPerUnitAndPeriod), defaults.ReviewsPerUnitAndPeriod),
             DecisionsPerReview = Read(nameof(DecisionsPerReview), defaults.DecisionsPerReview),
             ActionsPerReview = Read(nameof(ActionsPerReview), defaults.ActionsPerReview),
-            AnnouncementsPerYear = Read(nameof(AnnouncementsPerYear), defaults.AnnouncementsPerYear),
+            AnnouncementsPerAuthorPerYear = Read(nameof(AnnouncementsPerAuthorPerYear), defaults.AnnouncementsPerAuthorPerYear),
             RemindersPerAnnouncement = Read(nameof(RemindersPerAnnouncement), defaults.RemindersPerAnnouncement),
             SignInsPerPerson = Read(nameof(SignInsPerPerson), defaults.SignInsPerPerson),
         };

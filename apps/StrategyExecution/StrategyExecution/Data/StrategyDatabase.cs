@@ -58,22 +58,38 @@ public sealed partial class StrategyDatabase
     /// <summary>
     /// Whether <paramref name="exception"/> (or one inside it) says the database could not take the request now rather
     /// than that the request is wrong: SQLite still locked by another writer once its busy timeout is up, a PostgreSQL
-    /// lock, deadlock or serialization conflict, a command timeout, or a connection the server dropped. Such a request
-    /// can be sent again as it is.
+    /// lock, deadlock or serialization conflict, a statement cancelled by its timeout, too many connections, or a
+    /// connection that failed or timed out. Whether the request may be sent again also depends on what of it was
+    /// written before (<see cref="StrategyDb.MayHaveWritten"/>).
     /// </summary>
     public static bool IsBusy(Exception exception)
     {
         for (var e = exception; e is not null; e = e.InnerException)
         {
-            switch (e)
+            if (RefusedBeforeApplying(e) || e is Npgsql.NpgsqlException { IsTransient: true } and not Npgsql.PostgresException)
             {
-                // SQLITE_BUSY, SQLITE_LOCKED.
-                case Microsoft.Data.Sqlite.SqliteException { SqliteErrorCode: 5 or 6 }:
-                // Serialization failure, deadlock, lock not available, a statement cancelled by its timeout.
-                case Npgsql.PostgresException { SqlState: "40001" or "40P01" or "55P03" or "57014" }:
-                case Npgsql.NpgsqlException { IsTransient: true }:
-                case TimeoutException:
-                    return true;
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>
+    /// Whether <paramref name="exception"/> (or one inside it) is the database's refusal of a statement or commit that
+    /// therefore applied nothing: SQLITE_BUSY or SQLITE_LOCKED; on PostgreSQL a serialization failure, a deadlock, a lock
+    /// not available, a statement cancelled by its timeout, too many connections, or a server that cannot take
+    /// connections now. Other PostgreSQL errors a driver calls transient (a disk full, an administrator's shutdown) are
+    /// not a busy database but a failing one.
+    /// </summary>
+    public static bool RefusedBeforeApplying(Exception exception)
+    {
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            if (e is Microsoft.Data.Sqlite.SqliteException { SqliteErrorCode: 5 or 6 }
+                || e is Npgsql.PostgresException { SqlState: "40001" or "40P01" or "55P03" or "57014" or "53300" or "57P03" })
+            {
+                return true;
             }
         }
 

@@ -5,6 +5,12 @@ namespace StrategyExecution.Data;
 /// <summary>The app's database: the organisation, its strategy and scorecards, actuals and the audit outbox.</summary>
 public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext(options)
 {
+    /// <summary>
+    /// Whether something this context sent may have been committed (set by <see cref="WriteTracker"/>): a request that
+    /// then fails is not one to send again as it is.
+    /// </summary>
+    public bool MayHaveWritten { get; internal set; }
+
     /// <summary>Org units.</summary>
     public DbSet<OrgUnit> Units => Set<OrgUnit>();
 
