@@ -567,7 +567,14 @@ type SocketMessage = { type: string; sub?: string; id?: string; offset?: string;
 export class SocketHub {
   private socket: WebSocket | undefined
   private opening: Promise<WebSocket> | undefined
-  private readonly listeners = new Map<string, (message: SocketMessage) => void>()
+  private readonly listeners = new Map<string, (message: SocketMessage, length: number) => void>()
+  /**
+   * @internal The most a subscription holds received but not yet taken by its reader, in characters of the messages'
+   * text. Past it the subscription is dropped and its join resumes from the offset it delivered last, as the server
+   * does with a subscriber that falls behind: a reader that stops pulling (a paused tab) is not buffered without bound
+   * while the socket keeps being read for the other sessions on it.
+   */
+  maxQueuedLength = 16 * 1024 * 1024
   private next = 0
   private failedAt = Number.NEGATIVE_INFINITY
   // The largest message the server takes, from its hello (docs/websocket.md's least until then).
@@ -646,22 +653,42 @@ export class SocketHub {
     // Aborted while the socket opened: the listener below would never hear it.
     signal?.throwIfAborted()
     const sub = `s${++this.next}`
-    const queue: SocketMessage[] = []
+    const queue: { message: SocketMessage; length: number }[] = []
+    let queued = 0
+    let dropped = false
     let wake: (() => void) | undefined
-    this.listeners.set(sub, (message) => {
+    this.listeners.set(sub, (message, length) => {
       // A subscription the server ended no longer waits on the socket, even before its reader takes the message.
       if (message.type === "closed" || message.type === "error" || message.type === "fell-behind" || message.type === "connection-lost") this.listeners.delete(sub)
-      queue.push(message)
+      queued += length
+      if (queued > this.maxQueuedLength && message.type === "data" && queue.length > 0) {
+        // The reader is not taking what comes: what it has not taken is dropped, and the join resumes from the offset
+        // it delivered last.
+        dropped = true
+        this.listeners.delete(sub)
+        queue.length = 0
+        queued = 0
+        queue.push({ message: { type: "fell-behind" }, length: 0 })
+        try {
+          socket.send(JSON.stringify({ op: "unsubscribe", sub }))
+        } catch {
+          // Closing: nothing more comes for it anyway.
+        }
+      } else {
+        queue.push({ message, length })
+      }
       wake?.()
     })
-    const abort = () => { queue.push({ type: "aborted" }); wake?.() }
+    // An abort goes ahead of whatever is queued.
+    const abort = () => { queue.unshift({ message: { type: "aborted" }, length: 0 }); wake?.() }
     signal?.addEventListener("abort", abort)
     let ended = false
     try {
       socket.send(JSON.stringify({ op: "subscribe", sub, path, offset }))
       for (;;) {
         while (queue.length === 0) await new Promise<void>((resolve) => (wake = resolve))
-        const message = queue.shift()!
+        const { message, length } = queue.shift()!
+        queued -= length
         switch (message.type) {
           case "data":
             yield { events: message.data ?? [], offset: message.offset!, upToDate: message.upToDate === true, closed: false }
@@ -690,7 +717,7 @@ export class SocketHub {
     } finally {
       signal?.removeEventListener("abort", abort)
       this.listeners.delete(sub)
-      if (!ended && socket.readyState === 1) socket.send(JSON.stringify({ op: "unsubscribe", sub }))
+      if (!ended && !dropped && socket.readyState === 1) socket.send(JSON.stringify({ op: "unsubscribe", sub }))
     }
   }
 
@@ -767,7 +794,7 @@ export class SocketHub {
           clearInterval(keepAlive)
           clearTimeout(state.refreshTimer)
           if (this.socket === socket) this.socket = undefined
-          for (const listener of [...this.listeners.values()]) listener({ type: "connection-lost" })
+          for (const listener of [...this.listeners.values()]) listener({ type: "connection-lost" }, 0)
         }
         // An upgrade that a proxy swallows would otherwise never answer: give up, so the join can fall back. The first
         // open after a socket was dropped as dead is held to the keep-alive's bound, as an open socket is: in Node the
@@ -801,7 +828,8 @@ export class SocketHub {
         socket.onmessage = (event) => {
           heardAt = Date.now()
           pingedAt = undefined
-          const message = JSON.parse(String(event.data)) as SocketMessage
+          const text = String(event.data)
+          const message = JSON.parse(text) as SocketMessage
           if (message.type === "hello") {
             // Closed while it opened: nobody is to use it.
             if (this.closed.signal.aborted) {
@@ -820,7 +848,7 @@ export class SocketHub {
             this.scheduleRefresh(socket, state, token)
             resolve(socket)
           } else if (message.sub ?? message.id) {
-            this.listeners.get((message.sub ?? message.id)!)?.(message)
+            this.listeners.get((message.sub ?? message.id)!)?.(message, text.length)
           }
         }
         socket.onclose = () => {

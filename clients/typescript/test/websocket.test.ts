@@ -75,6 +75,51 @@ test("twelve sessions follow live over one WebSocket and resume after it drops, 
   }
 })
 
+test("a follower that stops taking updates is dropped past its queue's bound and resumes from its offset, each delta once", async () => {
+  const Native = globalThis.WebSocket
+  const sent: string[] = []
+  globalThis.WebSocket = class extends Native {
+    send(data: string) {
+      sent.push(String(data))
+      super.send(data)
+    }
+  } as typeof WebSocket
+  const client = new DurableSessionsClient({ baseUrl: base!, transport: "websocket", reconnectDelayMs: 5, maxReconnectDelayMs: 50 })
+  client.sockets.maxQueuedLength = 20_000
+  const id = `ts-ws-slow-${Date.now()}`
+  const abort = new AbortController()
+  const timer = setTimeout(() => abort.abort(), 50_000)
+  try {
+    await client.session(id).create()
+    const updates = client.session(id).join(abort.signal)[Symbol.asyncIterator]()
+    // Taken up to the live tail, then not taken while 200 deltas of ~300 characters arrive (about 60,000 in all).
+    for (let next = await updates.next(); !next.value!.upToDate; next = await updates.next()) { /* catching up */ }
+    const unsubscribesBefore = sent.filter((m) => m.includes('"op":"unsubscribe"')).length
+    const pad = "x".repeat(300)
+    await write(id, "slow-agent", 0, [change("run", "r1", "insert", { id: "r1", agent: "agent:ts", messageId: "m1", status: "started" })])
+    for (let i = 0; i < 200; i++) await write(id, "slow-agent", i + 1, [change("delta", `m1:${i}`, "insert", { messageId: "m1", part: 0, text: `${pad}${i} ` })])
+    await write(id, "slow-agent", 201, [change("run", "r1", "update", { id: "r1", agent: "agent:ts", messageId: "m1", status: "finished" })])
+    const deadline = Date.now() + 20_000
+    while (sent.filter((m) => m.includes('"op":"unsubscribe"')).length === unsubscribesBefore && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+    expect(sent.filter((m) => m.includes('"op":"unsubscribe"')).length).toBeGreaterThan(unsubscribesBefore)
+
+    // Taken again: what was dropped comes again from the offset delivered last, and nothing twice.
+    const deltas: string[] = []
+    for (let next = await updates.next(); !next.done; next = await updates.next()) {
+      deltas.push(...next.value.events.filter((e) => e.type === "delta").map((e) => e.key!))
+      if (next.value.upToDate && (next.value.state as SessionState).get("run", "r1")?.status === "finished") break
+    }
+    expect(deltas).toEqual(Array.from({ length: 200 }, (_, i) => `m1:${i}`))
+    expect(sent.filter((m) => m.includes('"op":"subscribe"')).length).toBeGreaterThanOrEqual(2)
+    await updates.return?.(undefined)
+  } finally {
+    clearTimeout(timer)
+    abort.abort()
+    client.close()
+    globalThis.WebSocket = Native
+  }
+})
+
 test("messages, steer, cancel and presence go over the WebSocket and answer as over HTTP", async () => {
   const native = { fetch: globalThis.fetch, WebSocket: globalThis.WebSocket }
   const posted: string[] = []
