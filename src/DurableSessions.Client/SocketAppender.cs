@@ -352,19 +352,14 @@ internal sealed class SocketAppender : IProducerAppendTransport, IDisposable
     private static readonly TimeSpan MaxTimerDelay = TimeSpan.FromDays(1);
 
     private static byte[] Auth(string id, string token)
-    {
-        using var buffer = new MemoryStream();
-        using (var writer = new Utf8JsonWriter(buffer))
+        => DurableJson.Write((id, token), static (writer, auth) =>
         {
             writer.WriteStartObject();
             writer.WriteString("op"u8, "auth"u8);
-            writer.WriteString("id"u8, id);
-            writer.WriteString("token"u8, token);
+            writer.WriteString("id"u8, auth.id);
+            writer.WriteString("token"u8, auth.token);
             writer.WriteEndObject();
-        }
-
-        return buffer.ToArray();
-    }
+        });
 
     private void RetryAfter(TimeSpan delay)
         => Volatile.Write(ref _retryConnectAt, Time.GetTimestamp() + (long)(delay.TotalSeconds * Time.TimestampFrequency));

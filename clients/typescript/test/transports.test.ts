@@ -2,7 +2,7 @@
 import { createServer, request as httpRequest, type Server } from "node:http"
 import { afterAll, beforeAll, expect, test } from "vitest"
 import { startServer } from "../../../tests/server-process.mjs"
-import { DurableSessionsClient, type SessionState } from "../src/index"
+import { type ClientOptions, DurableSessionsClient, type SessionState } from "../src/index"
 import { expectResumedAfterSilence, writeRun } from "./silence"
 
 const base = process.env.CLIENT_TEST_BASE_URL
@@ -111,19 +111,27 @@ test("long-poll delivers the same state as SSE", async () => {
   expect(reads.every((r) => r.includes("live=long-poll"))).toBe(true)
 })
 
+/**
+ * Follows a new session straight from the server and through the proxy (a client with `options` and short reconnect
+ * delays) while a reply of `tokens` deltas is written: both end with the same state, which holds the reply.
+ */
+async function expectSameBehindProxy(id: string, options: Partial<ClientOptions>, tokens: number): Promise<void> {
+  const steady = new DurableSessionsClient({ baseUrl: base! })
+  const behindProxy = new DurableSessionsClient({ baseUrl: proxy.url, reconnectDelayMs: 5, maxReconnectDelayMs: 20, ...options })
+  await steady.session(id).create()
+  const a = follow(steady, id, finished)
+  const b = follow(behindProxy, id, finished)
+  const text = await streamReply(id, tokens, 5)
+  const [expected, actual] = await Promise.all([a, b])
+  expect(actual.json).toBe(expected.json)
+  expect(actual.json).toContain(text)
+}
+
 test("when SSE keeps failing the client falls back to long-poll", async () => {
   const id = `ts-fallback-${Date.now()}`
   proxy.refuseSse.on = true
   try {
-    const steady = new DurableSessionsClient({ baseUrl: base })
-    const behindProxy = new DurableSessionsClient({ baseUrl: proxy.url, reconnectDelayMs: 5, maxReconnectDelayMs: 20 })
-    await steady.session(id).create()
-    const a = follow(steady, id, finished)
-    const b = follow(behindProxy, id, finished)
-    const text = await streamReply(id, 60, 5)
-    const [expected, actual] = await Promise.all([a, b])
-    expect(actual.json).toBe(expected.json)
-    expect(actual.json).toContain(text)
+    await expectSameBehindProxy(id, {}, 60)
     const reads = proxy.requests.filter((r) => r.includes(`/v1/stream/sessions/${id}?`))
     expect(reads.filter((r) => r.includes("live=sse"))).toHaveLength(3)
     expect(reads.some((r) => r.includes("live=long-poll"))).toBe(true)
@@ -169,15 +177,7 @@ test("a live read answered 429 is tried again with backoff, not the end of the j
   proxy.refuseSse.status = 429
   proxy.refuseSse.times = 2
   try {
-    const steady = new DurableSessionsClient({ baseUrl: base })
-    const behindProxy = new DurableSessionsClient({ baseUrl: proxy.url, transport: "sse", reconnectDelayMs: 5, maxReconnectDelayMs: 20 })
-    await steady.session(id).create()
-    const a = follow(steady, id, finished)
-    const b = follow(behindProxy, id, finished)
-    const text = await streamReply(id, 30, 5)
-    const [expected, actual] = await Promise.all([a, b])
-    expect(actual.json).toBe(expected.json)
-    expect(actual.json).toContain(text)
+    await expectSameBehindProxy(id, { transport: "sse" }, 30)
     expect(proxy.refuseSse.times).toBeLessThanOrEqual(0)
   } finally {
     proxy.refuseSse.on = false
