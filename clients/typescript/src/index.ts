@@ -23,7 +23,11 @@ export interface ClientOptions {
   token?: string | (() => string | undefined | Promise<string | undefined>)
   /** The participant id this client writes as. */
   participantId?: string
-  /** First reconnect delay in ms (doubled per failure, with jitter). Default 100. */
+  /**
+   * First reconnect delay in ms (doubled per failure, with jitter). It starts over only after a read that delivered and
+   * stayed up for a second: a server or proxy that drops every connection right after its first update gets ever longer
+   * waits, not a reconnect every `reconnectDelayMs`. Default 100.
+   */
   reconnectDelayMs?: number
   /** Longest reconnect delay in ms. Default 5000. */
   maxReconnectDelayMs?: number
@@ -48,9 +52,11 @@ export interface ClientOptions {
    */
   transportRetryMs?: number
   /**
-   * How long a session operation sent over the WebSocket waits for its answer, in ms. Past it the operation fails (it
-   * may or may not have been applied, as with a cut connection) and the socket is dropped, so every session following
-   * over it resumes on a new one: a socket can die without a close event, and a browser cannot ping. Default 30000.
+   * How long a session operation waits for its answer, in ms. Past it the operation fails (it may or may not have been
+   * applied, as with a cut connection). Over the WebSocket the socket is then dropped, so every session following over
+   * it resumes on a new one: a socket can die without a close event, and a browser cannot ping. Over HTTP each attempt of
+   * a request (a message, a control, creating a session), the reading of its answer included, is aborted after as long.
+   * Default 30000.
    */
   operationTimeoutMs?: number
   /**
@@ -66,9 +72,9 @@ export interface ClientOptions {
    */
   keepAliveMs?: number
   /**
-   * How long a live read over SSE or long-poll may wait on the network without hearing anything (no event, none of the
-   * server's keep-alive comments, no answer to a poll) before it is taken for dead and resumed from its offset on a new
-   * request, in ms. A link that died without a close would otherwise hold the read forever. Only time spent waiting on
+   * How long a live read over SSE or long-poll, or the snapshot a join starts from, may wait on the network without
+   * hearing anything (no event, none of the server's keep-alive comments, no answer to a poll, no more of the snapshot)
+   * before it is taken for dead and asked for again (a read from its offset) on a new request, in ms. A link that died without a close would otherwise hold the read forever. Only time spent waiting on
    * the network counts, not time the page takes over an update. Keep it above the server's SSE keep-alive interval
    * (15 s by default) and long-poll timeout (30 s by default). Default 45000.
    */
@@ -150,7 +156,10 @@ export interface SessionUpdate {
 
 /** Thrown for a request the server refused (4xx). */
 export class DurableSessionsError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string) {
+  /**
+   * @param retryAfterMs How long the server asked to wait before trying again (its `Retry-After`, in ms), when it said.
+   */
+  constructor(readonly status: number, readonly code: string, message: string, readonly retryAfterMs?: number) {
     super(message)
   }
 }
@@ -177,17 +186,29 @@ export class DurableSessionsClient {
     return new SessionClient(this, id)
   }
 
-  /** @internal */
+  /**
+   * @internal Sends a request. Without a `signal` of the caller's own to end it, each attempt, and the reading of the
+   * answer it gets, is given `operationTimeoutMs`: a link that died without a close would otherwise hold it forever. A
+   * live read or a snapshot passes a signal that its idle watch ends.
+   */
   async request(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
+    const timeoutMs = this.options.operationTimeoutMs ?? 30_000
     const send = async () => {
+      const deadline = signal ? undefined : AbortSignal.timeout(timeoutMs)
       const headers: Record<string, string> = {}
       const token = typeof this.options.token === "function" ? await this.options.token() : this.options.token
       if (token) headers.authorization = `Bearer ${token}`
       if (body !== undefined) headers["content-type"] = "application/json"
       const init: RequestInit = { method, headers }
       if (body !== undefined) init.body = JSON.stringify(body)
-      if (signal) init.signal = signal
-      return fetch(`${this.base}${path}`, init)
+      const ends = signal ?? deadline
+      if (ends) init.signal = ends
+      try {
+        return await fetch(`${this.base}${path}`, init)
+      } catch (error) {
+        if (deadline?.aborted) throw new Error(`The server did not answer ${method} ${path} within ${timeoutMs} ms (operationTimeoutMs); it may or may not have been applied.`)
+        throw error
+      }
     }
     let response = await send()
     // A token that expired on its way: ask the function for the next one, once.
@@ -199,9 +220,10 @@ export class DurableSessionsClient {
     // SESSION_BUSY, SERVER_BUSY): sent again, a few times. Another 503 (the store away) may have stored the request, so
     // it is not sent again.
     for (let attempt = 0; attempt < 5 && response.status === 503 && ["SESSION_BUSY", "SERVER_BUSY"].includes((await errorCode(response)) ?? ""); attempt++) {
-      const seconds = Number(response.headers.get("retry-after"))
+      const asked = retryAfter(response)
       await response.body?.cancel()
-      await backoff(Math.min(10_000, Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : 100) * 2, signal)
+      // A busy server's own wait, not a reconnect's: the browser coming back online does not cut it short.
+      await backoff(Math.min(10_000, asked !== undefined && asked > 0 ? asked : 100) * 2, signal, { endsOnline: false })
       response = await send()
     }
     if (response.status >= 400) {
@@ -216,7 +238,7 @@ export class DurableSessionsClient {
       }
       // A refusal is final; a server error (503 SESSION_BUSY, a proxy's 502) is worth another try, as over the
       // WebSocket, where it fails the operation with a plain Error too. Either way nothing is taken for an answer.
-      if (response.status < 500) throw new DurableSessionsError(response.status, code, message)
+      if (response.status < 500) throw new DurableSessionsError(response.status, code, message, retryAfter(response))
       throw new Error(`${code}: ${message}`)
     }
     return response
@@ -233,7 +255,7 @@ export class DurableSessionsClient {
       let answer = await this.sockets.call({ op, session, ...target, body })
       // Busy, and nothing was written (503 SESSION_BUSY, SERVER_BUSY): sent again a few times, as over HTTP.
       for (let attempt = 0; attempt < 5 && answer && answer.status === 503 && ["SESSION_BUSY", "SERVER_BUSY"].includes(codeOf(answer.body) ?? ""); attempt++) {
-        await backoff(200 * 2 ** attempt)
+        await backoff(200 * 2 ** attempt, undefined, { endsOnline: false })
         answer = await this.sockets.call({ op, session, ...target, body })
       }
       if (answer) {
@@ -379,7 +401,7 @@ export class SessionClient {
    * Events are delivered only together with the offset that follows them, so a connection cut mid-event never yields a
    * partial or repeated batch.
    */
-  async *join(signal?: AbortSignal, onState?: (state: ConnectionState) => void): AsyncGenerator<SessionUpdate> {
+  async *join(signal?: AbortSignal, onState?: (state: ConnectionState, cause?: unknown) => void): AsyncGenerator<SessionUpdate> {
     const settings = this.client.settings
     const key = `durable-sessions:${this.id}`
     let delay = settings.reconnectDelayMs
@@ -391,19 +413,27 @@ export class SessionClient {
     if (saved) {
       ;({ state, offset } = saved)
     } else {
-      // Hydrate: the snapshot (retried until a complete one arrives).
+      // Hydrate: the snapshot (retried until a complete one arrives). One that hears nothing for idleTimeoutMs, before
+      // its answer or in the middle of its body, is taken for a dead link and asked for again.
       for (;;) {
+        const idle = idleWatch(settings.idleTimeoutMs, signal)
         try {
-          const response = await this.client.request("GET", `/v1/sessions/${this.id}`, undefined, signal)
-          const snapshot = (await response.json()) as SessionEvent[]
+          idle.waiting()
+          const response = await this.client.request("GET", `/v1/sessions/${this.id}`, undefined, idle.signal)
+          idle.heard()
+          if (!response.body) throw new Error(`the snapshot answered ${response.status} without a body`)
+          const snapshot = JSON.parse(await readText(response.body, idle)) as SessionEvent[]
           offset = response.headers.get("Stream-Next-Offset")!
           state = new SessionState()
           for (const event of snapshot) state.apply(event)
           break
         } catch (error) {
           if ((error instanceof DurableSessionsError && !this.client.retries(error)) || signal?.aborted) throw error
-          await backoff(delay, signal)
+          onState?.("connecting", error)
+          await backoff(delay, signal, { atLeastMs: retryAfterOf(error) })
           delay = Math.min(settings.maxReconnectDelayMs, delay * 2)
+        } finally {
+          idle.dispose()
         }
       }
     }
@@ -429,6 +459,8 @@ export class SessionClient {
       let resuming = saved !== undefined
       for (;;) {
         let delivered = false
+        let cause: unknown
+        const startedAt = Date.now()
         try {
           const batches = transport === "websocket" ? this.client.sockets.follow(`sessions/${this.id}`, offset, signal)
             : transport === "sse" ? this.readSse(offset, signal)
@@ -442,7 +474,6 @@ export class SessionClient {
             persist.soon(state, offset)
             onState?.(batch.upToDate ? "live" : "catching-up")
             yield { state, events: batch.events, offset, upToDate: batch.upToDate }
-            delay = settings.reconnectDelayMs
             refusedTokens = 0
             if (transport === order[0]) {
               retrying = false
@@ -460,11 +491,13 @@ export class SessionClient {
           }
         } catch (error) {
           if (signal?.aborted) throw error
+          cause = error
           if (error instanceof DurableSessionsError && error.status === 401 && this.client.retries(error) && ++refusedTokens >= 5) throw error
           if (error instanceof DurableSessionsError && this.client.retries(error)) {
             // Refused for now (a rate limit, a token), not for the transport: it does not count towards falling back.
-            onState?.("reconnecting")
-            await backoff(delay, signal)
+            // The server's Retry-After is waited out, whatever the browser says of being online.
+            onState?.("reconnecting", error)
+            await backoff(delay, signal, { atLeastMs: error.retryAfterMs, endsOnline: error.retryAfterMs === undefined })
             delay = Math.min(settings.maxReconnectDelayMs, delay * 2)
             continue
           }
@@ -490,7 +523,10 @@ export class SessionClient {
           silentFailures = 0
           fellBackAt ??= Date.now()
         }
-        onState?.("reconnecting")
+        // Only a read that delivered and stayed up a while starts the backoff over: one cut right after its first update
+        // (a proxy or server that drops every connection) keeps doubling it, instead of reconnecting at the shortest delay.
+        if (delivered && Date.now() - startedAt >= STABLE_READ_MS) delay = settings.reconnectDelayMs
+        onState?.("reconnecting", cause)
         await backoff(delay, signal)
         delay = Math.min(settings.maxReconnectDelayMs, delay * 2)
       }
@@ -528,8 +564,12 @@ export class SessionClient {
   }
 
   private async *readLongPoll(offset: string, signal?: AbortSignal): AsyncGenerator<Batch> {
+    const settings = this.client.settings
     let cursor: string | null = null
+    // The wait before the next poll after one answered at once with nothing (see below).
+    let pause = settings.reconnectDelayMs
     for (;;) {
+      const sentAt = Date.now()
       const query = `offset=${encodeURIComponent(offset)}&live=long-poll${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`
       // Each poll is answered within the server's long-poll timeout: one that hears nothing for longer is dead.
       const idle = idleWatch(this.client.settings.idleTimeoutMs, signal)
@@ -548,9 +588,18 @@ export class SessionClient {
       if (!next) throw new Error("stream answered without Stream-Next-Offset")
       cursor = response.headers.get("Stream-Cursor") ?? cursor
       const closed = response.headers.get("Stream-Closed") === "true"
+      const moved = next !== offset
       offset = next
       yield { events, offset, upToDate: closed || response.headers.has("Stream-Up-To-Date"), closed }
       if (closed) return
+      if (events.length === 0 && !moved && Date.now() - sentAt < HELD_POLL_MS) {
+        // The server holds a poll until something arrives or its timeout passes. Nothing, at once, is a server or proxy
+        // that does not hold polls: the next one waits, twice as long each time, rather than polling in a tight loop.
+        await backoff(pause, signal)
+        pause = Math.min(settings.maxReconnectDelayMs, pause * 2)
+      } else {
+        pause = settings.reconnectDelayMs
+      }
     }
   }
 }
@@ -938,16 +987,26 @@ async function* readSse(body: ReadableStream<Uint8Array>, idle?: { waiting: () =
   let event = ""
   let data: string[] = []
   let dataLength = 0
+  // Whether the last line ended with a CR, whose LF may still be to come.
+  let afterCr = false
   for (;;) {
     idle?.waiting()
     const { value, done } = await reader.read()
     idle?.heard()
     if (done) return
     buffer += decoder.decode(value, { stream: true })
-    let newline: number
-    while ((newline = buffer.indexOf("\n", searched)) >= 0) {
-      const line = buffer.slice(0, newline).replace(/\r$/, "")
-      buffer = buffer.slice(newline + 1)
+    for (;;) {
+      // A line ends with CRLF, LF or a lone CR (the SSE format allows all three). A CR ends its line at once; an LF right
+      // after it, in this chunk or at the start of the next, belongs to it.
+      if (afterCr && buffer.length > 0) {
+        if (buffer.startsWith("\n")) buffer = buffer.slice(1)
+        afterCr = false
+      }
+      const end = lineEnd(buffer, searched)
+      if (end < 0) break
+      const line = buffer.slice(0, end)
+      afterCr = buffer[end] === "\r"
+      buffer = buffer.slice(end + 1)
       searched = 0
       if (line === "") {
         if (event && data.length > 0) yield { event, data: data.join("\n") }
@@ -965,6 +1024,29 @@ async function* readSse(body: ReadableStream<Uint8Array>, idle?: { waiting: () =
     }
     searched = buffer.length
     if (dataLength + buffer.length > MAX_SSE_EVENT_LENGTH) throw new Error(`an SSE event is longer than ${MAX_SSE_EVENT_LENGTH} characters`)
+  }
+}
+
+/** Where the first CR or LF at or after `from` is, or -1. */
+function lineEnd(text: string, from: number): number {
+  for (let i = from; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 10 || c === 13) return i
+  }
+  return -1
+}
+
+/** Reads a body to its end as text; `idle` is told when it waits on the network and when some of the body arrives. */
+async function readText(body: ReadableStream<Uint8Array>, idle: { waiting: () => void; heard: () => void }): Promise<string> {
+  const reader = body.getReader()
+  const decoder = new TextDecoder()
+  let text = ""
+  for (;;) {
+    idle.waiting()
+    const { value, done } = await reader.read()
+    idle.heard()
+    if (done) return text + decoder.decode()
+    text += decoder.decode(value, { stream: true })
   }
 }
 
@@ -1040,8 +1122,36 @@ async function errorCode(response: Response): Promise<string | undefined> {
   }
 }
 
-/** Waits before a reconnect (half to all of `ms`); the browser coming back online ends the wait early. */
-function backoff(ms: number, signal?: AbortSignal): Promise<void> {
+/**
+ * A read that delivered and stayed up this long, in ms, was a working connection: the reconnect after it starts from
+ * `reconnectDelayMs` again.
+ */
+const STABLE_READ_MS = 1000
+
+/** A long-poll answered with nothing sooner than this, in ms, was not held by the server. */
+const HELD_POLL_MS = 1000
+
+/** The longest `Retry-After` the client waits out, in ms; a longer one is waited this long. */
+const MAX_RETRY_AFTER_MS = 60_000
+
+/** A response's `Retry-After` (seconds or an HTTP date), in ms, at most `MAX_RETRY_AFTER_MS`; undefined without one. */
+function retryAfter(response: Response): number | undefined {
+  const value = response.headers.get("retry-after")?.trim()
+  if (!value) return undefined
+  const ms = /^\d+$/.test(value) ? Number(value) * 1000 : Date.parse(value) - Date.now()
+  return Number.isFinite(ms) ? Math.min(MAX_RETRY_AFTER_MS, Math.max(0, ms)) : undefined
+}
+
+function retryAfterOf(error: unknown): number | undefined {
+  return error instanceof DurableSessionsError ? error.retryAfterMs : undefined
+}
+
+/**
+ * Waits before a reconnect: half to all of `ms`, and at least `atLeastMs` (a server's `Retry-After`). The browser
+ * coming back online ends the wait early unless `endsOnline` is false (the server, not the network, asked for it).
+ */
+function backoff(ms: number, signal?: AbortSignal, options: { endsOnline?: boolean; atLeastMs?: number | undefined } = {}): Promise<void> {
+  const endsOnline = options.endsOnline ?? options.atLeastMs === undefined
   return new Promise((resolve, reject) => {
     // A listener added to a signal that has already fired never runs.
     if (signal?.aborted) {
@@ -1050,17 +1160,17 @@ function backoff(ms: number, signal?: AbortSignal): Promise<void> {
     }
     const done = () => {
       clearTimeout(timer)
-      globalThis.removeEventListener?.("online", done)
+      if (endsOnline) globalThis.removeEventListener?.("online", done)
       signal?.removeEventListener("abort", aborted)
       resolve()
     }
     const aborted = () => {
       clearTimeout(timer)
-      globalThis.removeEventListener?.("online", done)
+      if (endsOnline) globalThis.removeEventListener?.("online", done)
       reject(signal!.reason)
     }
-    const timer = setTimeout(done, jitter(ms))
-    globalThis.addEventListener?.("online", done)
+    const timer = setTimeout(done, Math.max(jitter(ms), options.atLeastMs ?? 0))
+    if (endsOnline) globalThis.addEventListener?.("online", done)
     signal?.addEventListener("abort", aborted, { once: true })
   })
 }

@@ -9,25 +9,60 @@ const base = process.env.CLIENT_TEST_BASE_URL
 if (!base) throw new Error("Set CLIENT_TEST_BASE_URL to the server under test, e.g. http://127.0.0.1:4437")
 const target = new URL(base)
 
+/** What the proxy does to requests besides passing them on, changed by the tests (and set back) as they go. */
+interface ProxyMisbehaviour {
+  /** Requests it takes and never answers (a link that died without a close). */
+  hang?: (method: string, url: string) => boolean
+  /** SSE responses it cuts right after the first control event has passed. */
+  cutSseAfterControl?: boolean
+  /** Long-polls it passes on as plain reads, which the server answers at once (a proxy that does not hold them). */
+  unheldPolls?: boolean
+  /** The line end SSE bodies are passed on with instead of LF. */
+  sseLineEnd?: string
+}
+
 /**
- * An HTTP proxy to `to` that records every request line, counts the response bytes it passes, and can refuse SSE reads
- * (as a buffering proxy effectively does).
+ * An HTTP proxy to `to` that records every request line (and when it came), counts the response bytes it passes, can
+ * refuse SSE reads (as a buffering proxy effectively does), and misbehaves as `misbehave` says.
  */
-function recordingProxy(to: URL = target): Promise<{ server: Server; url: string; requests: string[]; bytesDown: () => number; refuseSse: { on: boolean; status?: number; times?: number } }> {
+function recordingProxy(to: URL = target): Promise<{ server: Server; url: string; requests: string[]; times: number[]; bytesDown: () => number; refuseSse: { on: boolean; status?: number; times?: number; retryAfter?: string }; misbehave: ProxyMisbehaviour }> {
   const requests: string[] = []
-  // While on, SSE reads are answered `status` (502 unless set), `times` times if set.
-  const refuseSse: { on: boolean; status?: number; times?: number } = { on: false }
+  const times: number[] = []
+  // While on, SSE reads are answered `status` (502 unless set), `times` times if set, with `retryAfter` if set.
+  const refuseSse: { on: boolean; status?: number; times?: number; retryAfter?: string } = { on: false }
+  const misbehave: ProxyMisbehaviour = {}
   let bytesDown = 0
   const server = createServer((req, res) => {
     requests.push(`${req.method} ${req.url}`)
+    times.push(performance.now())
+    if (misbehave.hang?.(req.method!, req.url!)) return
     if (refuseSse.on && req.url?.includes("live=sse") && (refuseSse.times === undefined || refuseSse.times-- > 0)) {
       const status = refuseSse.status ?? 502
-      res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify({ error: { code: status === 429 ? "RATE_LIMITED" : "BAD_GATEWAY", message: "refused by the test" } }))
+      const headers: Record<string, string> = { "content-type": "application/json" }
+      if (refuseSse.retryAfter !== undefined) headers["retry-after"] = refuseSse.retryAfter
+      res.writeHead(status, headers).end(JSON.stringify({ error: { code: status === 429 ? "RATE_LIMITED" : "BAD_GATEWAY", message: "refused by the test" } }))
       return
     }
-    const upstream = httpRequest({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
+    const sse = req.url?.includes("live=sse") === true
+    const path = misbehave.unheldPolls ? req.url!.replace("&live=long-poll", "") : req.url
+    const upstream = httpRequest({ host: to.hostname, port: to.port, method: req.method, path, headers: req.headers }, (up) => {
       res.writeHead(up.statusCode ?? 502, up.headers)
       up.on("data", (chunk: Buffer) => (bytesDown += chunk.length))
+      if (sse && (misbehave.cutSseAfterControl || misbehave.sseLineEnd !== undefined)) {
+        const cut = misbehave.cutSseAfterControl
+        const lineEnd = misbehave.sseLineEnd
+        up.on("data", (chunk: Buffer) => {
+          const text = chunk.toString("utf8")
+          res.write(lineEnd === undefined ? chunk : text.replaceAll("\n", lineEnd))
+          if (cut && text.includes("event: control")) {
+            // Ended once what was written has gone out: the control event reaches the client.
+            up.destroy()
+            res.end()
+          }
+        })
+        up.on("end", () => res.writableEnded || res.end())
+        return
+      }
       up.pipe(res)
     })
     upstream.on("error", () => res.destroy())
@@ -36,7 +71,7 @@ function recordingProxy(to: URL = target): Promise<{ server: Server; url: string
   // It does not pass WebSockets on, as many proxies do not: clients that try one fall back to SSE.
   server.on("upgrade", (_req, socket) => socket.destroy())
   return new Promise((resolve) =>
-    server.listen(0, "127.0.0.1", () => resolve({ server, url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, requests, bytesDown: () => bytesDown, refuseSse })))
+    server.listen(0, "127.0.0.1", () => resolve({ server, url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, requests, times, bytesDown: () => bytesDown, refuseSse, misbehave })))
 }
 
 let proxy: Awaited<ReturnType<typeof recordingProxy>>
@@ -183,6 +218,128 @@ test("a live read answered 429 is tried again with backoff, not the end of the j
     proxy.refuseSse.on = false
     proxy.refuseSse.status = undefined
     proxy.refuseSse.times = undefined
+  }
+})
+
+test("a live read answered 429 with Retry-After waits that long, and the join's state callback hears why", async () => {
+  const id = `ts-retry-after-${Date.now()}`
+  const causes: unknown[] = []
+  proxy.refuseSse.on = true
+  proxy.refuseSse.status = 429
+  proxy.refuseSse.times = 1
+  proxy.refuseSse.retryAfter = "1"
+  try {
+    const steady = new DurableSessionsClient({ baseUrl: base })
+    const behindProxy = new DurableSessionsClient({ baseUrl: proxy.url, transport: "sse", reconnectDelayMs: 5, maxReconnectDelayMs: 20 })
+    await steady.session(id).create()
+    const abort = new AbortController()
+    const timer = setTimeout(() => abort.abort(), 30_000)
+    try {
+      for await (const update of behindProxy.session(id).join(abort.signal, (_state, cause) => cause && causes.push(cause))) {
+        if (update.upToDate) break
+      }
+    } finally {
+      clearTimeout(timer)
+      abort.abort()
+    }
+    const reads = proxy.requests.map((r, i) => ({ r, at: proxy.times[i]! })).filter(({ r }) => r.includes(`/v1/stream/sessions/${id}?`))
+    expect(reads.length).toBeGreaterThanOrEqual(2)
+    // Asked for 1 s, where the client's own backoff would have waited 5 ms at most.
+    expect(reads[1]!.at - reads[0]!.at).toBeGreaterThanOrEqual(950)
+    expect(causes).toHaveLength(1)
+    expect(causes[0]).toMatchObject({ status: 429, code: "RATE_LIMITED", retryAfterMs: 1000 })
+  } finally {
+    proxy.refuseSse.on = false
+    proxy.refuseSse.status = undefined
+    proxy.refuseSse.times = undefined
+    proxy.refuseSse.retryAfter = undefined
+  }
+})
+
+/**
+ * Follows a new session through the proxy while it misbehaves as `misbehaviour` says, with a client of `transport` whose
+ * backoff starts at 10 ms, until the proxy has seen `count` of its live reads; returns the gaps between those reads (in
+ * ms) and how many updates the join delivered.
+ */
+async function readGaps(transport: "sse" | "long-poll", misbehaviour: ProxyMisbehaviour, count: number): Promise<{ gaps: number[]; updates: number }> {
+  const id = `ts-gaps-${transport}-${Date.now()}`
+  await new DurableSessionsClient({ baseUrl: base! }).session(id).create()
+  const client = new DurableSessionsClient({ baseUrl: proxy.url, transport, reconnectDelayMs: 10, maxReconnectDelayMs: 5000 })
+  const abort = new AbortController()
+  Object.assign(proxy.misbehave, misbehaviour)
+  let updates = 0
+  try {
+    const follower = (async () => {
+      for await (const _ of client.session(id).join(abort.signal)) updates++
+    })().catch(() => undefined)
+    const deadline = Date.now() + 30_000
+    for (;;) {
+      const at = proxy.requests.flatMap((r, i) => (r.includes(`/v1/stream/sessions/${id}?`) && r.includes(`live=${transport}`) ? [proxy.times[i]!] : []))
+      if (at.length >= count) {
+        abort.abort()
+        await follower
+        return { gaps: at.slice(1, count).map((t, i) => t - at[i]!), updates }
+      }
+      if (Date.now() > deadline) throw new Error(`only ${at.length} of ${count} reads came`)
+      await new Promise((r) => setTimeout(r, 10))
+    }
+  } finally {
+    for (const key of Object.keys(misbehaviour)) delete proxy.misbehave[key as keyof ProxyMisbehaviour]
+    abort.abort()
+  }
+}
+
+test("reads cut right after their first update reconnect with a growing backoff, not at the shortest delay each time", async () => {
+  const { gaps, updates } = await readGaps("sse", { cutSseAfterControl: true }, 7)
+  // Every read delivered its update before it was cut (the join never fell back) ...
+  expect(updates).toBeGreaterThanOrEqual(7)
+  // ... and the waits doubled from 10 ms: the last two at least 80 and 160 ms with jitter (half to all), where a backoff
+  // started over by each delivery stays at 5-10 ms.
+  expect(gaps[4]! + gaps[5]!).toBeGreaterThanOrEqual(100)
+})
+
+test("long-polls answered at once with nothing are spaced out, not sent in a tight loop", async () => {
+  const { gaps } = await readGaps("long-poll", { unheldPolls: true }, 8)
+  expect(gaps[5]! + gaps[6]!).toBeGreaterThanOrEqual(100)
+})
+
+test("a snapshot or an operation whose answer never comes is given up on, not waited for forever", async () => {
+  const id = `ts-hung-${Date.now()}`
+  const direct = new DurableSessionsClient({ baseUrl: base })
+  await direct.session(id).create()
+  await direct.session(id).sendMessage("already there")
+  let hungSnapshots = 1
+  proxy.misbehave.hang = (method, url) =>
+    (method === "GET" && url === `/v1/sessions/${id}` && hungSnapshots-- > 0) || (method === "POST" && url === `/v1/sessions/${id}/messages`)
+  const abort = new AbortController()
+  const timer = setTimeout(() => abort.abort(new Error("the join waited on the hung snapshot")), 15_000)
+  try {
+    const client = new DurableSessionsClient({ baseUrl: proxy.url, transport: "sse", idleTimeoutMs: 500, operationTimeoutMs: 500 })
+    const first = await client.session(id).join(abort.signal).next()
+    expect(first.done).toBe(false)
+    expect(JSON.stringify(first.value!.state)).toContain("already there")
+    expect(proxy.requests.filter((r) => r === `GET /v1/sessions/${id}`)).toHaveLength(2)
+
+    const started = performance.now()
+    await expect(client.session(id).sendMessage("never answered")).rejects.toThrow(/did not answer POST \/v1\/sessions\/.+\/messages within 500 ms/)
+    expect(performance.now() - started).toBeLessThan(10_000)
+  } finally {
+    clearTimeout(timer)
+    abort.abort()
+    proxy.misbehave.hang = undefined
+  }
+})
+
+test.each([["a lone CR", "\r"], ["CRLF", "\r\n"]])("SSE lines ended by %s are read as by LF", async (_name, lineEnd) => {
+  const id = `ts-line-ends-${lineEnd.length}-${Date.now()}`
+  proxy.misbehave.sseLineEnd = lineEnd
+  try {
+    await expectSameBehindProxy(id, { transport: "sse" }, 40)
+    const reads = proxy.requests.filter((r) => r.includes(`/v1/stream/sessions/${id}?`))
+    expect(reads.length).toBeGreaterThan(0)
+    expect(reads.every((r) => r.includes("live=sse"))).toBe(true)
+  } finally {
+    proxy.misbehave.sseLineEnd = undefined
   }
 })
 
