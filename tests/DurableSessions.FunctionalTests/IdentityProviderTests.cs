@@ -86,6 +86,48 @@ public sealed class IdentityProviderTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_websocket_opened_with_a_key_the_provider_withdrew_is_closed_with_4401_and_others_go_on()
+    {
+        // HTTP requests stop taking a token once its signing key is withdrawn (and the server has fetched the key set
+        // again). A WebSocket opened with such a token used to be served until the token expired: its token is now
+        // validated again every TokenRecheckInterval.
+        await using var server = await ServerProcess.StartAsync(null,
+            $"--Authentication:Schemes:Bearer:Authority={_issuer}",
+            "--Authentication:Schemes:Bearer:RequireHttpsMetadata=false",
+            $"--Authentication:Schemes:Bearer:ValidAudiences:0={Audience}",
+            "--Authentication:Schemes:Bearer:RefreshInterval=00:00:01",
+            "--WebSockets:TokenRecheckInterval=00:00:01");
+        using var client = new HttpClient { BaseAddress = server.BaseAddress };
+        var all = new JsonObject { ["idp/**"] = new JsonArray("read", "write", "admin") };
+        var withdrawnKey = Token(new RsaSecurityKey(_first) { KeyId = "k1" }, SecurityAlgorithms.RsaSha256, grants: all);
+        var keptKey = Token(new ECDsaSecurityKey(_elliptic) { KeyId = "e1" }, SecurityAlgorithms.EcdsaSha256, grants: all);
+        Assert.Equal(HttpStatusCode.Created, await Send(client, HttpMethod.Put, "/v1/stream/idp/ws", withdrawnKey, "[]"));
+
+        await using var withdrawn = await SocketClient.ConnectAsync(server.BaseAddress, withdrawnKey);
+        await using var kept = await SocketClient.ConnectAsync(server.BaseAddress, keptKey);
+        foreach (var socket in new[] { withdrawn, kept })
+        {
+            await socket.SendAsync(new JsonObject { ["op"] = "subscribe", ["sub"] = "s", ["path"] = "idp/ws", ["offset"] = "-1" });
+            await socket.NextAsync(m => m["type"]?.GetValue<string>() == "up-to-date" || m["upToDate"]?.GetValue<bool>() == true);
+        }
+
+        // The provider drops k1; the server learns it (a token signed with the new key makes it fetch the key set).
+        _keys = [Rsa("k2", _second), Ec("e1", _elliptic)];
+        var rotated = Token(new RsaSecurityKey(_second) { KeyId = "k2" }, SecurityAlgorithms.RsaSha256, grants: all);
+        await Eventually(async () => await Send(client, HttpMethod.Post, "/v1/stream/idp/ws", rotated, "{\"n\":1}") == HttpStatusCode.NoContent, "the rotated key to be accepted");
+        await Eventually(async () => await Send(client, HttpMethod.Get, "/v1/stream/idp/ws?offset=-1", withdrawnKey) == HttpStatusCode.Unauthorized, "the dropped key to be refused");
+
+        await withdrawn.DrainUntilClosedAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal((System.Net.WebSockets.WebSocketCloseStatus)4401, withdrawn.CloseStatus);
+
+        // The connection whose key stays is served: it answers a ping after the other one was closed.
+        await kept.SendAsync(new JsonObject { ["op"] = "ping", ["id"] = "p1" });
+        var pong = await kept.NextAsync(m => m["type"]?.GetValue<string>() == "pong");
+        Assert.Equal("p1", pong["id"]!.GetValue<string>());
+        Assert.Null(kept.CloseStatus);
+    }
+
+    [Fact]
     public async Task With_an_identity_provider_and_no_signing_key_the_hosted_agent_is_not_started_and_the_server_serves()
     {
         // The provider's scheme does not take a token the server could issue its own agent (it has no signing key): the

@@ -65,16 +65,24 @@ internal sealed partial class StreamSocketConnection : IDisposable
     private int _pending;
     private long _lastMessageAt;
     private Access _access;
+
+    // The token in force (null when the server runs open), validated again every TokenRecheckInterval: a token that
+    // passed when it was given can stop passing (its signing key withdrawn), and HTTP requests with it are refused then.
+    private string? _token;
+    private long _tokenCheckedAt;
+    private int _recheckRunning;
     private readonly TaskCompletionSource _closeRequested = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private ITimer? _watch;
     private WebSocketCloseStatus? _closeStatus;
     private string? _closeReason;
 
-    public StreamSocketConnection(WebSocket socket, HttpContext http, Access access, StreamSocketServices services)
+    public StreamSocketConnection(WebSocket socket, HttpContext http, Access access, string? token, StreamSocketServices services)
     {
         _socket = socket;
         _http = http;
         _access = access;
+        _token = services.Access.Enabled ? token : null;
+        _tokenCheckedAt = services.Time.GetTimestamp();
         _services = services;
         _options = services.Options;
         _inFlight = new SemaphoreSlim(_options.MaxInFlight, _options.MaxInFlight);
@@ -1026,6 +1034,8 @@ internal sealed partial class StreamSocketConnection : IDisposable
             // taking a right away from a token takes it away from the connections that already use it.
             _http.User = principal;
             _access = _services.Access.Establish(_http)!;
+            Volatile.Write(ref _token, token);
+            Volatile.Write(ref _tokenCheckedAt, _services.Time.GetTimestamp());
             Interlocked.Increment(ref _authEpoch);
             Subscription[] live;
             lock (_subscriptions)
@@ -1158,6 +1168,18 @@ internal sealed partial class StreamSocketConnection : IDisposable
                 wait = left < wait ? left : wait;
             }
 
+            if (Volatile.Read(ref _token) is not null)
+            {
+                var recheckLeft = _options.TokenRecheckInterval - time.GetElapsedTime(Volatile.Read(ref _tokenCheckedAt));
+                if (recheckLeft <= TimeSpan.Zero)
+                {
+                    RecheckToken();
+                    recheckLeft = _options.TokenRecheckInterval;
+                }
+
+                wait = recheckLeft < wait ? recheckLeft : wait;
+            }
+
             // Idle: no subscription, no operation under way, and no message for IdleTimeout. A connection that may become
             // idle is checked again when its IdleTimeout since the last message is up, not a whole IdleTimeout later.
             TimeSpan? idleLeft;
@@ -1188,6 +1210,62 @@ internal sealed partial class StreamSocketConnection : IDisposable
                 // The connection ended meanwhile.
             }
         }
+    }
+
+    /// <summary>
+    /// Validates the token in force again, off the watch's timer; one the server no longer accepts closes the connection
+    /// with <c>4401</c>. Skipped while an <c>auth</c> replaces the token: that validates the new one.
+    /// </summary>
+    private void RecheckToken()
+    {
+        Volatile.Write(ref _tokenCheckedAt, _services.Time.GetTimestamp());
+        if (Interlocked.Exchange(ref _recheckRunning, 1) == 1)
+        {
+            return;
+        }
+
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                if (!await _auth.WaitAsync(0).ConfigureAwait(false))
+                {
+                    return;
+                }
+
+                try
+                {
+                    if (_closing.IsCancellationRequested || Volatile.Read(ref _token) is not { } token)
+                    {
+                        return;
+                    }
+
+                    var (principal, _) = await _services.Access.ValidateAsync(_http.RequestServices, token).ConfigureAwait(false);
+                    if (principal is null)
+                    {
+                        CloseWith(TokenExpired, "The access token is no longer accepted; connect again with a fresh one.");
+                    }
+                }
+                finally
+                {
+                    _auth.Release();
+                }
+            }
+            catch (Exception ex) when (ex is ObjectDisposedException or OperationCanceledException)
+            {
+                // The connection ended meanwhile.
+            }
+            catch (Exception ex)
+            {
+                // The scheme failed to answer (an identity provider out of reach is answered as a failed token, not
+                // thrown): the connection goes on, and the next check tries again.
+                Log.TokenRecheckFailed(_services.Logger, ex);
+            }
+            finally
+            {
+                Volatile.Write(ref _recheckRunning, 0);
+            }
+        });
     }
 
     /// <summary>Starts closing the connection with <paramref name="status"/>; the first reason given is the one sent.</summary>
@@ -1671,5 +1749,8 @@ internal sealed partial class StreamSocketConnection : IDisposable
     {
         [LoggerMessage(1300, LogLevel.Error, "A WebSocket operation failed")]
         public static partial void OperationFailed(ILogger logger, Exception exception);
+
+        [LoggerMessage(1302, LogLevel.Warning, "Validating a WebSocket connection's token again failed; it is tried again at the next check")]
+        public static partial void TokenRecheckFailed(ILogger logger, Exception exception);
     }
 }

@@ -94,7 +94,7 @@ internal sealed partial class StreamSocketEndpoint(StreamSocketServices services
             KeepAliveInterval = options.KeepAliveInterval,
             KeepAliveTimeout = options.KeepAliveTimeout,
         }).ConfigureAwait(false);
-        using var connection = new StreamSocketConnection(socket, context, access, services);
+        using var connection = new StreamSocketConnection(socket, context, access, BearerToken(context), services);
         await connection.RunAsync().ConfigureAwait(false);
     }
 
@@ -114,6 +114,18 @@ internal sealed partial class StreamSocketEndpoint(StreamSocketServices services
         }
 
         return Task.CompletedTask;
+    }
+
+    /// <summary>The token the upgrade request was authenticated with (its bearer header, or <c>access_token</c>), if any.</summary>
+    private static string? BearerToken(HttpContext context)
+    {
+        var header = context.Request.Headers.Authorization.ToString();
+        if (header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
+        {
+            return header["Bearer ".Length..].Trim() is { Length: > 0 } token ? token : null;
+        }
+
+        return header.Length == 0 && context.Request.Query["access_token"] is { Count: 1 } query && !string.IsNullOrEmpty(query[0]) ? query[0] : null;
     }
 
     private static partial class Log

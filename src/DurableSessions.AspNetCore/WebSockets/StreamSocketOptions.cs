@@ -33,6 +33,13 @@ public sealed class StreamSocketOptions
     /// <summary>A connection with no subscription and no message for this long is closed. Default 2 minutes.</summary>
     public TimeSpan IdleTimeout { get; set; } = TimeSpan.FromMinutes(2);
 
+    /// <summary>
+    /// How often the token in force on a connection is validated again, so that one the server no longer accepts (its
+    /// signing key withdrawn by the identity provider) closes the connection with <c>4401</c>, as HTTP requests with it
+    /// are refused, instead of serving until it expires. Default 1 minute.
+    /// </summary>
+    public TimeSpan TokenRecheckInterval { get; set; } = TimeSpan.FromMinutes(1);
+
     /// <summary>The problems with these settings; empty when they are valid.</summary>
     public IEnumerable<string> Validate()
     {
@@ -62,6 +69,12 @@ public sealed class StreamSocketOptions
             || KeepAliveInterval > TimeSpan.FromDays(1) || KeepAliveTimeout > TimeSpan.FromDays(1) || IdleTimeout > TimeSpan.FromDays(1))
         {
             yield return "WebSockets:KeepAliveInterval, KeepAliveTimeout and IdleTimeout must be positive and at most a day.";
+        }
+
+        // At least a second: each check validates the token anew (with an identity provider, its signature too).
+        if (TokenRecheckInterval < TimeSpan.FromSeconds(1) || TokenRecheckInterval > TimeSpan.FromDays(1))
+        {
+            yield return "WebSockets:TokenRecheckInterval must be from 1 second to a day.";
         }
     }
 }
