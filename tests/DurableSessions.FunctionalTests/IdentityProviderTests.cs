@@ -53,12 +53,7 @@ public sealed class IdentityProviderTests : IAsyncLifetime
     [Fact]
     public async Task Tokens_signed_by_the_providers_keys_are_accepted_others_refused_and_a_rotation_is_followed()
     {
-        await using var server = await ServerProcess.StartAsync(null,
-            $"--Authentication:Schemes:Bearer:Authority={_issuer}",
-            "--Authentication:Schemes:Bearer:RequireHttpsMetadata=false",
-            $"--Authentication:Schemes:Bearer:ValidAudiences:0={Audience}",
-            "--Authentication:Schemes:Bearer:RefreshInterval=00:00:01",
-            "--Auth:ScopeGrants:streams.read:idp/**:0=read");
+        await using var server = await StartWithProviderAsync("--Authentication:Schemes:Bearer:RefreshInterval=00:00:01", "--Auth:ScopeGrants:streams.read:idp/**:0=read");
         using var client = new HttpClient { BaseAddress = server.BaseAddress };
         var all = new JsonObject { ["idp/**"] = new JsonArray("read", "write", "admin") };
 
@@ -91,12 +86,7 @@ public sealed class IdentityProviderTests : IAsyncLifetime
         // HTTP requests stop taking a token once its signing key is withdrawn (and the server has fetched the key set
         // again). A WebSocket opened with such a token used to be served until the token expired: its token is now
         // validated again every TokenRecheckInterval.
-        await using var server = await ServerProcess.StartAsync(null,
-            $"--Authentication:Schemes:Bearer:Authority={_issuer}",
-            "--Authentication:Schemes:Bearer:RequireHttpsMetadata=false",
-            $"--Authentication:Schemes:Bearer:ValidAudiences:0={Audience}",
-            "--Authentication:Schemes:Bearer:RefreshInterval=00:00:01",
-            "--WebSockets:TokenRecheckInterval=00:00:01");
+        await using var server = await StartWithProviderAsync("--Authentication:Schemes:Bearer:RefreshInterval=00:00:01", "--WebSockets:TokenRecheckInterval=00:00:01");
         using var client = new HttpClient { BaseAddress = server.BaseAddress };
         var all = new JsonObject { ["idp/**"] = new JsonArray("read", "write", "admin") };
         var withdrawnKey = Token(new RsaSecurityKey(_first) { KeyId = "k1" }, SecurityAlgorithms.RsaSha256, grants: all);
@@ -133,17 +123,23 @@ public sealed class IdentityProviderTests : IAsyncLifetime
         // The provider's scheme does not take a token the server could issue its own agent (it has no signing key): the
         // agent is not hosted, which the server says, and it keeps serving. (The agent's first refused call used to stop
         // the whole server.)
-        await using var server = await ServerProcess.StartAsync(null,
-            $"--Authentication:Schemes:Bearer:Authority={_issuer}",
-            "--Authentication:Schemes:Bearer:RequireHttpsMetadata=false",
-            $"--Authentication:Schemes:Bearer:ValidAudiences:0={Audience}",
-            "--Agent:Enabled=true");
+        await using var server = await StartWithProviderAsync("--Agent:Enabled=true");
         await Eventually(() => Task.FromResult(server.RecentOutput.Contains("is not started: access control does not accept", StringComparison.Ordinal)), "the hosted agent to be refused");
         using var client = new HttpClient { BaseAddress = server.BaseAddress };
         var all = new JsonObject { ["idp/**"] = new JsonArray("read", "write", "admin") };
         Assert.Equal(HttpStatusCode.Created, await Send(client, HttpMethod.Put, "/v1/stream/idp/up", Token(new RsaSecurityKey(_first) { KeyId = "k1" }, SecurityAlgorithms.RsaSha256, grants: all), "[]"));
         Assert.DoesNotContain("BackgroundService failed", server.RecentOutput, StringComparison.Ordinal);
     }
+
+    /// <summary>The server with the provider as its <c>Bearer</c> scheme (its audience, plain HTTP), and <paramref name="settings"/>.</summary>
+    private Task<ServerProcess> StartWithProviderAsync(params string[] settings)
+        => ServerProcess.StartAsync(null,
+        [
+            $"--Authentication:Schemes:Bearer:Authority={_issuer}",
+            "--Authentication:Schemes:Bearer:RequireHttpsMetadata=false",
+            $"--Authentication:Schemes:Bearer:ValidAudiences:0={Audience}",
+            .. settings,
+        ]);
 
     private string Token(SecurityKey key, string algorithm, JsonObject? grants = null, string? scope = null, string audience = Audience, string? issuer = null)
     {
