@@ -25,10 +25,13 @@ public sealed class AgentHostLeaseTests
         await user.Session("s").CreateAsync();
         await user.Session("s").SendMessageAsync("Tell me about durable sessions");
 
-        // The first heartbeat is refused: the host says so and gives the run up (event 422, the lease lost).
+        // The first heartbeat is refused: the host says so and gives the run up (event 422, the lease lost), and the agent
+        // says its run was left unfinished (408), not cancelled (402).
         Assert.True(await log.WaitFor(422, count: 1, TimeSpan.FromSeconds(30)));
         Assert.True(refusals.Refused > 0);
         Assert.Contains(425, log.EventIds);
+        Assert.True(await log.WaitFor(408, count: 1, TimeSpan.FromSeconds(30)));
+        Assert.DoesNotContain(402, log.EventIds);
         refusals.Refuse = false;
 
         // Once the lease has run out the turn is claimed again: the cut run is marked and one complete answer follows.
@@ -158,7 +161,7 @@ public sealed class AgentHostLeaseTests
             var bench = new Bench(await InProcessServer.StartAsync(), useWebSocket);
             try
             {
-                var agent = new SessionAgent(model, bench._agentClient, new SessionAgentOptions { AgentId = Agent });
+                var agent = new SessionAgent(model, bench._agentClient, new SessionAgentOptions { AgentId = Agent }, bench.Log.For<SessionAgent>());
                 var host = new SessionAgentHost(agent, bench._agentClient, Agent, new SessionAgentHostOptions { LeaseTtl = TimeSpan.FromMilliseconds(1500), FollowUpWait = TimeSpan.Zero }, bench.Log.For<SessionAgentHost>());
                 await host.RegisterAsync();
                 bench._running = host.RunAsync(bench._stop.Token);
