@@ -343,9 +343,18 @@ public sealed class AgentTurnTests : IAsyncLifetime
             Assert.Equal(HttpStatusCode.Created, (await Send(server, HttpMethod.Post, $"/v1/sessions/{id}/messages", user, "{\"text\":\"hi\"}")).StatusCode);
         }
 
-        var claimed = await Send(server, HttpMethod.Post, "/v1/agents/agent:b/claim", agent, "{\"worker\":\"w\"}");
+        const string ClaimBody = "{\"worker\":\"w\",\"claim_id\":\"claim-id-of-agent-b-0001\"}";
+        var claimed = await Send(server, HttpMethod.Post, "/v1/agents/agent:b/claim", agent, ClaimBody);
         Assert.Equal(HttpStatusCode.OK, claimed.StatusCode);
         Assert.Equal("sessions/mine-1", (string?)JsonNode.Parse(await claimed.Content.ReadAsStringAsync())!["stream"]);
+
+        // A claim id is the claimer's: another caller with the same grants, worker name and claim id (read from a log, say)
+        // is not given that turn, while the one that claimed it gets it back on a retry.
+        var impostor = tokens.Issue("agent:b-impostor", new Dictionary<string, Capability[]> { ["agents/agent:b"] = [Capability.Write], ["sessions/mine-*"] = [Capability.Read, Capability.Write] }, TimeSpan.FromMinutes(5));
+        Assert.Equal(HttpStatusCode.NoContent, (await Send(server, HttpMethod.Post, "/v1/agents/agent:b/claim", impostor, ClaimBody)).StatusCode);
+        var retried = await Send(server, HttpMethod.Post, "/v1/agents/agent:b/claim", agent, ClaimBody);
+        Assert.Equal(HttpStatusCode.OK, retried.StatusCode);
+        Assert.Equal("sessions/mine-1", (string?)JsonNode.Parse(await retried.Content.ReadAsStringAsync())!["stream"]);
         Assert.Equal(HttpStatusCode.NoContent, (await Send(server, HttpMethod.Post, "/v1/agents/agent:b/claim", agent, "{\"worker\":\"w\"}")).StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, (await Send(server, HttpMethod.Post, "/v1/agents/agent:b/claim", agent, "{\"worker\":\"w\",\"stream\":\"sessions/other-1\"}")).StatusCode);
 

@@ -184,9 +184,13 @@ internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessCont
         // Which waiting turns this caller may take is decided from its grants in memory, under the turn table's lock:
         // thousands of candidates cannot each go through the authorization handlers.
         var caller = Auth.AccessControl.Current(context);
+
+        // A claim id is bound to the caller that sent it: another caller naming the same worker and claim id (one that
+        // read them somewhere) is not given the turn it names.
+        var claimKey = claimId is null ? null : caller.Subject + "\n" + claimId;
         try
         {
-            claim = await turns.ClaimAsync(agent, worker, claimId, stream, wait, s => caller.Allows(s, Auth.Capability.Read) && caller.Allows(s, Auth.Capability.Write), waiting.Token).ConfigureAwait(false);
+            claim = await turns.ClaimAsync(agent, worker, claimKey, stream, wait, s => caller.Allows(s, Auth.Capability.Read) && caller.Allows(s, Auth.Capability.Write), waiting.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (waiting.IsCancellationRequested)
         {

@@ -362,7 +362,7 @@ internal sealed partial class AgentTurnService : IHostedService, IDisposable
     /// <paramref name="worker"/>, waiting up to <paramref name="wait"/> for one. <paramref name="canServe"/> limits the
     /// sessions the caller may be given (its token's grants). A claim that repeats <paramref name="claimId"/> (a retry
     /// whose first answer was lost) is given the turn that id was granted, if <paramref name="worker"/> still holds it,
-    /// with a new token, rather than a second turn.
+    /// with a new token, rather than a second turn. The endpoint binds the id to its caller before it comes here.
     /// </summary>
     public async Task<TurnClaim> ClaimAsync(string agent, string worker, string? claimId, string? stream, TimeSpan wait, Func<string, bool> canServe, CancellationToken cancellationToken)
     {
