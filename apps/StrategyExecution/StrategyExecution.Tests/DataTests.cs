@@ -49,6 +49,82 @@ public sealed class DataTests(AppFixture fixture) : IClassFixture<AppFixture>
     }
 
     [Fact]
+    public async Task Imports_past_the_number_at_once_are_503_before_their_file_is_read_and_the_held_ones_finish()
+    {
+        using var admin = ApiClient.For(fixture.App, 1);
+        var month = ApiClient.LastMonth();
+        await admin.GetJson("/api/me");
+
+        // Three imports at once whose files stop after their header line until the test lets them go on. Each asks to be
+        // told to send its file (Expect: 100-continue), so one refused before its file is read gets its answer while the
+        // file is still held back: two take the places, the third is the first to be answered, and it is 503.
+        var gates = Enumerable.Range(0, 3).Select(_ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).ToList();
+        var imports = gates.Select(g =>
+        {
+            var request = new HttpRequestMessage(HttpMethod.Post, "/api/actuals/import") { Content = new HeldCsv("measure_id,month,value\n", $"6,{month},21\n", g.Task) };
+            request.Headers.ExpectContinue = true;
+            return admin.SendAsync(request);
+        }).ToList();
+
+        var first = await Task.WhenAny(imports).WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        using (var busy = await first)
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, busy.StatusCode);
+            Assert.Equal(TimeSpan.FromSeconds(5), busy.Headers.RetryAfter?.Delta);
+            Assert.Equal("IMPORTS_BUSY", JsonNode.Parse(await busy.Content.ReadAsStringAsync())!["error"]!["code"]!.GetValue<string>());
+        }
+
+        // Its file was never asked for; the two held ones are still waiting for theirs.
+        var refused = imports.IndexOf(first);
+        Assert.Equal(2, imports.Count(i => !i.IsCompleted));
+        foreach (var gate in gates)
+        {
+            gate.SetResult();
+        }
+
+        foreach (var response in await Task.WhenAll(imports.Where((_, i) => i != refused)))
+        {
+            using (response)
+            {
+                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+                Assert.Equal(1, JsonNode.Parse(await response.Content.ReadAsStringAsync())!["recorded"]!.GetValue<int>());
+            }
+        }
+
+        // The places are free again.
+        using var after = await admin.PostAsync(new Uri("/api/actuals/import", UriKind.Relative), Csv($"measure_id,month,value\n7,{month},3\n"));
+        Assert.Equal(HttpStatusCode.OK, after.StatusCode);
+    }
+
+    /// <summary>A CSV body sent in two parts, the second once <c>gate</c> completes (chunked: its length is not told).</summary>
+    private sealed class HeldCsv : HttpContent
+    {
+        private readonly string _head;
+        private readonly string _rest;
+        private readonly Task _gate;
+
+        public HeldCsv(string head, string rest, Task gate)
+        {
+            (_head, _rest, _gate) = (head, rest, gate);
+            Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("text/csv");
+        }
+
+        protected override async Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context)
+        {
+            await stream.WriteAsync(Encoding.UTF8.GetBytes(_head));
+            await stream.FlushAsync();
+            await _gate;
+            await stream.WriteAsync(Encoding.UTF8.GetBytes(_rest));
+        }
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = -1;
+            return false;
+        }
+    }
+
+    [Fact]
     public async Task Imports_are_held_to_the_same_roles_and_formats()
     {
         using var reader = ApiClient.For(fixture.App);

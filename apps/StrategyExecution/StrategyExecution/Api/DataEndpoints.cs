@@ -17,6 +17,14 @@ public static class DataEndpoints
     /// <summary>The largest CSV import.</summary>
     public const int MaxCsvBytes = 24 * 1024 * 1024; // under Kestrel's default request body limit of 30 MB
 
+    /// <summary>
+    /// How many CSV imports one process reads and applies at once: each holds its file (up to <see cref="MaxCsvBytes"/>),
+    /// its text and its rows in memory, so a burst of imports would otherwise grow the process by that much each.
+    /// </summary>
+    public const int MaxConcurrentImports = 2;
+
+    private static readonly SemaphoreSlim ImportSlots = new(MaxConcurrentImports, MaxConcurrentImports);
+
     // The tables an export holds, by name.
     private static readonly Dictionary<string, Func<StrategyDb, IQueryable<object>>> Tables = new(StringComparer.Ordinal)
     {
@@ -120,6 +128,25 @@ public static class DataEndpoints
             return Problems.Error(415, "UNSUPPORTED_MEDIA_TYPE", "Send the file as text/csv.");
         }
 
+        // Taken before the file is read, and not waited for: a client told to come back holds nothing meanwhile.
+        if (!await ImportSlots.WaitAsync(0, ct))
+        {
+            context.Response.Headers.RetryAfter = "5";
+            return Problems.Error(503, "IMPORTS_BUSY", $"At most {MaxConcurrentImports} imports run at once; nothing of this one was read. Send it again shortly.");
+        }
+
+        try
+        {
+            return await ImportFileAsync(context, acting, db, person, audit, time, ct);
+        }
+        finally
+        {
+            ImportSlots.Release();
+        }
+    }
+
+    private static async Task<IResult> ImportFileAsync(HttpContext context, Acting acting, StrategyDb db, Person person, AuditTrail audit, TimeProvider time, CancellationToken ct)
+    {
         var (body, error) = await JsonBody.ReadBoundedAsync(context.Request, MaxCsvBytes, $"A CSV import may be at most {MaxCsvBytes / (1024 * 1024)} MiB.", ct);
         if (error is not null)
         {
