@@ -145,6 +145,47 @@ public sealed class CountLimitTests(SmallLimitsFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task Decisions_sent_at_once_stop_at_the_limit_and_a_close_sent_with_them_leaves_none_after_it()
+    {
+        using var admin = ApiClient.For(fixture.App, 1);
+        var objective = (await admin.GetJson("/api/scorecards/8"))["objectives"]![0]!["id"]!.GetValue<int>();
+
+        // Eight at once on a live review: the count is taken under the review's lock, so exactly the limit get in.
+        var review = await StartedReview(admin);
+        var answers = await Task.WhenAll(Enumerable.Range(0, 8).Select(i => admin.PostAsJsonAsync(new Uri($"/api/reviews/{review}/decisions", UriKind.Relative), new { text = $"At once {i}", objectiveId = objective })));
+        Assert.Equal(SmallLimitsFixture.Decisions, answers.Count(a => a.StatusCode == HttpStatusCode.Created));
+        Assert.All(answers.Where(a => a.StatusCode != HttpStatusCode.Created), a => Assert.Equal(HttpStatusCode.Conflict, a.StatusCode));
+        Assert.Equal(SmallLimitsFixture.Decisions, (await admin.GetJson($"/api/reviews/{review}"))["decisions"]!.AsArray().Count);
+
+        // A decision and a move of the current item sent together with the close: each lands before the close or is
+        // refused (409 REVIEW_NOT_LIVE). A closed review holds no current item and only the decisions its answers created.
+        for (var round = 0; round < 5; round++)
+        {
+            review = await StartedReview(admin);
+            var item = (await admin.GetJson($"/api/reviews/{review}"))["agenda"]!.AsArray().Select(a => a!["id"]!.GetValue<int>()).Last();
+            var decided = admin.PostAsJsonAsync(new Uri($"/api/reviews/{review}/decisions", UriKind.Relative), new { text = "Racing the close", objectiveId = objective });
+            var moved = admin.PostAsJsonAsync(new Uri($"/api/reviews/{review}/current", UriKind.Relative), new { itemId = item });
+            var closed = admin.PostAsync(new Uri($"/api/reviews/{review}/close", UriKind.Relative), null);
+            await Task.WhenAll(decided, moved, closed);
+            Assert.Equal(HttpStatusCode.OK, (await closed).StatusCode);
+            Assert.Contains((await decided).StatusCode, new[] { HttpStatusCode.Created, HttpStatusCode.Conflict });
+            Assert.Contains((await moved).StatusCode, new[] { HttpStatusCode.OK, HttpStatusCode.Conflict });
+            var after = await admin.GetJson($"/api/reviews/{review}");
+            Assert.Equal("closed", after["review"]!["status"]!.GetValue<string>());
+            Assert.Null(after["review"]!["currentItemId"]);
+            Assert.Equal((await decided).StatusCode == HttpStatusCode.Created ? 1 : 0, after["decisions"]!.AsArray().Count);
+        }
+    }
+
+    private static async Task<int> StartedReview(HttpClient admin)
+    {
+        var review = await Created(admin, "/api/reviews", new { unitId = 8, kind = "quarterly-strategy" }, "review");
+        using var started = await admin.PostAsync(new Uri($"/api/reviews/{review}/start", UriKind.Relative), null);
+        Assert.Equal(HttpStatusCode.OK, started.StatusCode);
+        return review;
+    }
+
+    [Fact]
     public async Task An_author_publishes_announcements_up_to_the_limit_of_the_last_365_days()
     {
         using var admin = ApiClient.For(fixture.App, 1);

@@ -345,16 +345,44 @@ public static class ReviewEndpoints
             return Problems.Error(400, "INVALID_ITEM", "itemId must name an item of this review's agenda.");
         }
 
-        if (review!.Status != "live")
+        // Moved only while the review is live, in the same statement: a close that commits first leaves it closed with no
+        // current item, not closed with one.
+        await using var transaction = await db.Database.BeginTransactionAsync(ct);
+        if (await db.Reviews.Where(r => r.Id == id && r.Status == "live").ExecuteUpdateAsync(r => r.SetProperty(x => x.CurrentItemId, item.Id), ct) == 0)
         {
-            return Problems.Error(409, "REVIEW_NOT_LIVE", $"The review is {review.Status}: start it first.");
+            return Problems.Error(409, "REVIEW_NOT_LIVE", $"The review is {await ReviewStatusAsync(db, id, ct)}: it has a current item while it is live.");
         }
 
-        review.CurrentItemId = item.Id;
+        // Written by the statement above: the entity answered with shows it, and the save below does not write it again.
+        db.Entry(review!).State = EntityState.Detached;
+        (review!.Status, review.CurrentItemId) = ("live", item.Id);
         db.AddAudit(person.Id, "review.current", $"review/{id}", new { reviewId = id, currentItemId = item.Id, item.Title }, time.GetUtcNow());
         await db.SaveChangesAsync(ct);
+        await transaction.CommitAsync(CancellationToken.None);
         audit.Notify();
         return Results.Ok(review);
+    }
+
+    /// <summary>The review's status as it is now.</summary>
+    private static Task<string> ReviewStatusAsync(StrategyDb db, int id, CancellationToken ct)
+        => db.Reviews.AsNoTracking().Where(r => r.Id == id).Select(r => r.Status).FirstAsync(ct);
+
+    /// <summary>
+    /// Inside the transaction that adds a decision or an action: the review is still live (its row locked until the commit
+    /// by an update that changes nothing, so a close waits for this write or this write sees the close) and has fewer
+    /// than <paramref name="limit"/> of them (counted under that lock, so two at once cannot both pass the last place).
+    /// </summary>
+    private static async Task<IResult?> StillOpenForAsync<T>(StrategyDb db, Review review, string what, IQueryable<T> rows, int limit, string limitText, CancellationToken ct)
+    {
+        if (await db.Reviews.Where(r => r.Id == review.Id && r.Status == "live").ExecuteUpdateAsync(r => r.SetProperty(x => x.Status, "live"), ct) == 0)
+        {
+            return Problems.Error(409, "REVIEW_NOT_LIVE", $"The review is {await ReviewStatusAsync(db, review.Id, ct)}: {what} while it is live.");
+        }
+
+        var count = await rows.CountAsync(ct);
+        return count >= limit
+            ? Limits.Reached($"A review {string.Format(System.Globalization.CultureInfo.InvariantCulture, limitText, limit)}; \"{review.Title}\" has {count:N0}.")
+            : null;
     }
 
     private static async Task<IResult> DecideAsync(int id, HttpContext context, Acting acting, StrategyDb db, Limits limits, AuditTrail audit, TimeProvider time, CancellationToken ct)
@@ -377,23 +405,17 @@ public static class ReviewEndpoints
             return Problems.Error(400, "INVALID_DECISION", "The decision cannot be recorded.", problems);
         }
 
-        if (review!.Status != "live")
-        {
-            return Problems.Error(409, "REVIEW_NOT_LIVE", $"The review is {review.Status}: decisions are recorded while it is live.");
-        }
-
-        var decisions = await db.Decisions.CountAsync(d => d.ReviewId == id, ct);
-        if (decisions >= limits.DecisionsPerReview)
-        {
-            return Limits.Reached($"A review records at most {limits.DecisionsPerReview:N0} decisions; \"{review.Title}\" has {decisions:N0}.");
-        }
-
         var decision = new Decision
         {
             ReviewId = id, AgendaItemId = body.AgendaItemId, ObjectiveId = subject.ObjectiveId, MeasureId = subject.MeasureId,
             Text = body.Text!.Trim(), RecordedBy = person.Id, At = time.GetUtcNow(),
         };
-        await db.AddAuditedAsync(decision, person.Id, "decision.recorded", () => $"review/{id}", () => new { reviewId = id, decision }, decision.At, ct);
+        if (await db.AddAuditedAsync(decision, person.Id, "decision.recorded", () => $"review/{id}", () => new { reviewId = id, decision }, decision.At,
+                token => StillOpenForAsync(db, review!, "decisions are recorded", db.Decisions.Where(d => d.ReviewId == id), limits.DecisionsPerReview, "records at most {0:N0} decisions", token), ct) is { } refused)
+        {
+            return refused;
+        }
+
         audit.Notify();
         return Results.Created($"/api/reviews/{id}/decisions/{decision.Id}", decision);
     }
@@ -435,19 +457,13 @@ public static class ReviewEndpoints
             return Problems.Error(400, "INVALID_ACTION", "The action cannot be recorded.", problems);
         }
 
-        if (review!.Status != "live")
-        {
-            return Problems.Error(409, "REVIEW_NOT_LIVE", $"The review is {review.Status}: actions are recorded while it is live.");
-        }
-
-        var actions = await db.Actions.CountAsync(a => a.ReviewId == id, ct);
-        if (actions >= limits.ActionsPerReview)
-        {
-            return Limits.Reached($"A review gives at most {limits.ActionsPerReview:N0} action items; \"{review.Title}\" has {actions:N0}.");
-        }
-
         var action = new ActionItem { ReviewId = id, Text = body.Text!.Trim(), OwnerId = owner!.Id, Due = body.Due!.Value, ObjectiveId = subject.ObjectiveId, MeasureId = subject.MeasureId };
-        await db.AddAuditedAsync(action, person.Id, "action.created", () => $"review/{id}", () => new { reviewId = id, action, ownerName = owner.Name }, time.GetUtcNow(), ct);
+        if (await db.AddAuditedAsync(action, person.Id, "action.created", () => $"review/{id}", () => new { reviewId = id, action, ownerName = owner.Name }, time.GetUtcNow(),
+                token => StillOpenForAsync(db, review!, "actions are recorded", db.Actions.Where(a => a.ReviewId == id), limits.ActionsPerReview, "gives at most {0:N0} action items", token), ct) is { } refused)
+        {
+            return refused;
+        }
+
         audit.Notify();
         return Results.Created($"/api/actions/{action.Id}", action);
     }

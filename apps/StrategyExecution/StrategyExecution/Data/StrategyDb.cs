@@ -115,17 +115,53 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
     /// Adds <paramref name="entity"/> and its audit entry in one transaction: the entry names the entity's id, which
     /// exists only once the entity is saved.
     /// </summary>
+    /// <param name="entity">The row to add.</param>
+    /// <param name="actorId">Who adds it.</param>
+    /// <param name="action">The audit entry's action.</param>
+    /// <param name="subject">The audit entry's subject, once the row has its id.</param>
+    /// <param name="details">The audit entry's details, once the row has its id.</param>
+    /// <param name="at">When.</param>
+    /// <param name="stillAllowed">
+    /// Run inside the transaction before the row is added: what would refuse the row now (a state or a count that another
+    /// request changed since the endpoint's own checks), or null to add it. It can lock the rows it reads (an update that
+    /// changes nothing), so that what it found holds until the commit.
+    /// </param>
+    /// <param name="cancellationToken">Cancels it.</param>
+    /// <returns>The refusal <paramref name="stillAllowed"/> gave (nothing was written), or null once the row is added.</returns>
+    public async Task<TRefusal?> AddAuditedAsync<T, TRefusal>(T entity, int actorId, string action, Func<string> subject, Func<object> details, DateTimeOffset at, Func<CancellationToken, Task<TRefusal?>> stillAllowed, CancellationToken cancellationToken)
+        where T : class
+        where TRefusal : class
+    {
+        ArgumentNullException.ThrowIfNull(stillAllowed);
+        await using var transaction = await Database.BeginTransactionAsync(cancellationToken);
+        if (await stillAllowed(cancellationToken) is { } refusal)
+        {
+            return refusal;
+        }
+
+        await AddAuditedInTransactionAsync(entity, actorId, action, subject, details, at, cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+        return null;
+    }
+
+    /// <summary>Adds <paramref name="entity"/> and its audit entry in one transaction, with no check inside it.</summary>
     public async Task AddAuditedAsync<T>(T entity, int actorId, string action, Func<string> subject, Func<object> details, DateTimeOffset at, CancellationToken cancellationToken)
+        where T : class
+    {
+        await using var transaction = await Database.BeginTransactionAsync(cancellationToken);
+        await AddAuditedInTransactionAsync(entity, actorId, action, subject, details, at, cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+    }
+
+    private async Task AddAuditedInTransactionAsync<T>(T entity, int actorId, string action, Func<string> subject, Func<object> details, DateTimeOffset at, CancellationToken cancellationToken)
         where T : class
     {
         ArgumentNullException.ThrowIfNull(subject);
         ArgumentNullException.ThrowIfNull(details);
-        await using var transaction = await Database.BeginTransactionAsync(cancellationToken);
         Add(entity);
         await SaveChangesAsync(cancellationToken);
         AddAudit(actorId, action, subject(), details(), at);
         await SaveChangesAsync(cancellationToken);
-        await transaction.CommitAsync(cancellationToken);
     }
 
     /// <summary>The advisory lock a PostgreSQL transaction holds from writing audit entries until it commits.</summary>
