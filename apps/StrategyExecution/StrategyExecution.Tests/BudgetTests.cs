@@ -103,6 +103,16 @@ public sealed class BudgetTests(AppFixture fixture) : IClassFixture<AppFixture>
         Assert.Equal(spent + 1234.5m, updated["spent"]!.GetValue<decimal>());
         Assert.Equal(HttpStatusCode.BadRequest, (await admin.PostAsJsonAsync(new Uri("/api/spend", UriKind.Relative), new { amount = 0, on = day, description = "x" })).StatusCode);
 
+        // Spend is money spent: a day still to come is refused, and nothing is recorded.
+        var ahead = DateOnly.FromDateTime(DateTime.UtcNow).AddDays(10).ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture);
+        using (var future = await admin.PostAsJsonAsync(new Uri("/api/spend", UriKind.Relative), new { initiativeId = initiative["id"]!.GetValue<int>(), amount = 10m, on = ahead, description = "Not spent yet" }))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, future.StatusCode);
+            Assert.Contains("must not be later than today", await future.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        Assert.Equal(spent + 1234.5m, (await reader.GetJson("/api/budgets"))["initiatives"]![0]!["spent"]!.GetValue<decimal>());
+
         var health = (await reader.GetJson("/api/health?unit=1"))["items"]!.AsArray();
         Assert.Equal(2, health.Count(i => i!["kind"]!.GetValue<string>() == "spend-unlinked"));
         using var created = await admin.PostAsJsonAsync(new Uri("/api/initiatives", UriKind.Relative), new { unitId = 2, name = "A pet project" });

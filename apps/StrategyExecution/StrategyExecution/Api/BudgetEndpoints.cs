@@ -333,6 +333,11 @@ public static class BudgetEndpoints
         {
             problems.Add("on must be a date, yyyy-MM-dd.");
         }
+        else if (body.On > DateOnly.FromDateTime(time.GetUtcNow().UtcDateTime).AddDays(1))
+        {
+            // Spend is money spent: a day still to come is a mistake (a day ahead is allowed for time zones east of UTC).
+            problems.Add("on must not be later than today: spend is recorded once the money is spent.");
+        }
 
         if (string.IsNullOrWhiteSpace(body.Description) || body.Description.Length > 300)
         {

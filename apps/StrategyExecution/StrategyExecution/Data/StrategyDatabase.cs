@@ -115,6 +115,32 @@ public sealed partial class StrategyDatabase
     }
 
     /// <summary>
+    /// Makes the model's plain (not unique) indexes that a database made by an earlier version lacks: the schema is made
+    /// whole by <c>EnsureCreated</c> only when the database is new, and a read that an index serves should not turn into
+    /// a scan of its table after an upgrade.
+    /// </summary>
+    public static void EnsureIndexes(StrategyDb db)
+    {
+        ArgumentNullException.ThrowIfNull(db);
+        foreach (var entity in db.Model.GetEntityTypes())
+        {
+            var table = entity.GetTableName();
+            foreach (var index in entity.GetIndexes())
+            {
+                if (index.IsUnique || table is null || index.GetDatabaseName() is not { } name)
+                {
+                    continue;
+                }
+
+                var columns = string.Join(", ", index.Properties.Select(p => $"\"{p.GetColumnName()}\""));
+#pragma warning disable EF1002 // Index, table and column names come from the model, not from input.
+                db.Database.ExecuteSqlRaw($"CREATE INDEX IF NOT EXISTS \"{name}\" ON \"{table}\" ({columns})");
+#pragma warning restore EF1002
+            }
+        }
+    }
+
+    /// <summary>
     /// Moves every identity past the largest id in its table. The demo organisations insert rows with chosen ids;
     /// SQLite's rowids follow on their own, but a PostgreSQL identity sequence would hand those ids out again.
     /// </summary>

@@ -346,6 +346,7 @@ public sealed class StrategyDb(DbContextOptions<StrategyDb> options) : DbContext
         modelBuilder.Entity<InitiativeLink>().HasIndex(l => l.InitiativeId);
         modelBuilder.Entity<Milestone>().HasIndex(m => m.InitiativeId);
         modelBuilder.Entity<Allocation>().HasIndex(a => a.PoolId);
+        modelBuilder.Entity<PoolRelease>().HasIndex(r => r.PoolId);
         modelBuilder.Entity<Allocation>().HasIndex(a => a.InitiativeId);
         modelBuilder.Entity<Spend>().HasIndex(s => new { s.PeriodId, s.InitiativeId });
         modelBuilder.Entity<IncentivePlan>().Ignore(p => p.Curve);
