@@ -663,11 +663,12 @@ public sealed partial class SessionAgent
             ], run.AgentStopping).ConfigureAwait(false);
             Log.RunFinished(_logger, session.Id, run.RunId);
         }
-        catch (Exception) when (run.AgentStopping.IsCancellationRequested)
+        catch (Exception ex) when (run.AgentStopping.IsCancellationRequested && ex is OperationCanceledException or HttpRequestException or IOException
+            or DurableSessionsException { Code: not SessionRejection.AlreadyAnswered })
         {
             // The agent stopped serving the session (its lease lost, the host stopping), not a cancel: the run stays
             // "started" in the session, and whoever serves it next takes it over as a cut run.
-            Log.RunLeftUnfinished(_logger, session.Id, run.RunId);
+            Log.RunLeftUnfinished(_logger, ex, session.Id, run.RunId);
         }
         catch (Exception ex) when (run.Token.IsCancellationRequested || ex is DurableSessionsException { Code: "RUN_CANCELLED" })
         {
@@ -765,7 +766,7 @@ public sealed partial class SessionAgent
         public static partial void RunCancelled(ILogger logger, string sessionId, string runId);
 
         [LoggerMessage(408, LogLevel.Information, "Session {SessionId}: run {RunId} left unfinished: the agent stopped serving the session (its lease lost or its host stopping); whoever serves the session next takes the run over")]
-        public static partial void RunLeftUnfinished(ILogger logger, string sessionId, string runId);
+        public static partial void RunLeftUnfinished(ILogger logger, Exception exception, string sessionId, string runId);
 
         [LoggerMessage(403, LogLevel.Warning, "Session {SessionId}: run {RunId} failed")]
         public static partial void RunFailed(ILogger logger, Exception exception, string sessionId, string runId);

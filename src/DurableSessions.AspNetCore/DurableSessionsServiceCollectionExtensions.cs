@@ -68,7 +68,7 @@ public static class DurableSessionsServiceCollectionExtensions
         services.AddSingleton<IValidateOptions<SubscriptionOptions>>(new SettingsValidator<SubscriptionOptions>("Subscriptions", o => o.Validate()));
         streams.ValidateOnStart();
         agents.Validate(o => !o.Validate().Any(), "Invalid Agents settings: DefaultLeaseTtl must be from 1 s to 10 min, MaxClaimWait from 0 to 5 min, MaxAgents from 1 to 10000, WakeStreamRetention from 10 to 10000000.").ValidateOnStart();
-        sockets.Validate(o => !o.Validate().Any(), "Invalid WebSockets settings: MaxMessageBytes must be from 1 KiB to 64 MiB, MaxSendQueueBytes at least 1 KiB, MaxSubscriptions and MaxInFlight from 1 to 100000, and the times positive.").ValidateOnStart();
+        sockets.Validate(o => !o.Validate().Any(), "Invalid WebSockets settings: MaxMessageBytes must be from 1 KiB to 64 MiB, MaxSendQueueBytes at least 1 KiB, MaxSubscriptions and MaxInFlight from 1 to 100000, KeepAliveInterval, KeepAliveTimeout and IdleTimeout positive and at most a day, TokenRecheckInterval from 1 second to a day.").ValidateOnStart();
         subscriptions.ValidateOnStart();
         services.AddSingleton<IValidateOptions<Sessions.SessionServiceOptions>>(new SettingsValidator<Sessions.SessionServiceOptions>("Sessions", o => o.Validate()));
         sessionOptions.ValidateOnStart();

@@ -18,8 +18,11 @@ public static class ApiClient
     /// A client signed in as <paramref name="person"/>; without one, as a person who holds no role above viewer (a reader). The
     /// sign-in happens on the first request and its token is kept for the app's later clients.
     /// </summary>
-    public static HttpClient For(AppProcess app, int? person = null)
-        => new(new SignedIn(app, person) { InnerHandler = new SocketsHttpHandler() }) { BaseAddress = app.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
+    /// <param name="app">The app.</param>
+    /// <param name="person">Who signs in.</param>
+    /// <param name="handler">The handler to send with (a plain <see cref="SocketsHttpHandler"/> when null).</param>
+    public static HttpClient For(AppProcess app, int? person = null, SocketsHttpHandler? handler = null)
+        => new(new SignedIn(app, person) { InnerHandler = handler ?? new SocketsHttpHandler() }) { BaseAddress = app.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
 
     /// <summary>A client that is not signed in.</summary>
     /// <remarks>It keeps no cookies, so a test can send the Cookie header it means to.</remarks>

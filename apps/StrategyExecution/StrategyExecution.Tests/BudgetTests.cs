@@ -93,7 +93,9 @@ public sealed class BudgetTests(AppFixture fixture) : IClassFixture<AppFixture>
         var total = initiative["milestones"]!.GetValue<int>();
         Assert.Equal(decimal.Round(allocated * done / total, 2), initiative["earnedValue"]!["earnedValue"]!.GetValue<decimal>());
 
-        var day = $"{DateTime.UtcNow.Year}-01-15";
+        // A day of this year already past (spend is money spent: a day still to come is refused).
+        var today = DateOnly.FromDateTime(DateTime.UtcNow);
+        var day = (today.DayOfYear > 15 ? new DateOnly(today.Year, 1, 15) : today).ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture);
         using (var spend = await admin.PostAsJsonAsync(new Uri("/api/spend", UriKind.Relative), new { initiativeId = initiative["id"]!.GetValue<int>(), amount = 1234.5m, on = day, description = "Consultants" }))
         {
             Assert.Equal(HttpStatusCode.Created, spend.StatusCode);

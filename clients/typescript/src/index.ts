@@ -194,9 +194,10 @@ export class DurableSessionsClient {
   async request(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
     const timeoutMs = this.options.operationTimeoutMs ?? 30_000
     const send = async () => {
-      const deadline = signal ? undefined : AbortSignal.timeout(timeoutMs)
       const headers: Record<string, string> = {}
       const token = typeof this.options.token === "function" ? await this.options.token() : this.options.token
+      // Counted from here: the time a token function takes is not the server's.
+      const deadline = signal ? undefined : timeoutSignal(timeoutMs)
       if (token) headers.authorization = `Bearer ${token}`
       if (body !== undefined) headers["content-type"] = "application/json"
       const init: RequestInit = { method, headers }
@@ -220,7 +221,7 @@ export class DurableSessionsClient {
     // SESSION_BUSY, SERVER_BUSY): sent again, a few times. Another 503 (the store away) may have stored the request, so
     // it is not sent again.
     for (let attempt = 0; attempt < 5 && response.status === 503 && ["SESSION_BUSY", "SERVER_BUSY"].includes((await errorCode(response)) ?? ""); attempt++) {
-      const asked = retryAfter(response)
+      const asked = retryAfterHeader(response)
       await response.body?.cancel()
       // A busy server's own wait, not a reconnect's: the browser coming back online does not cut it short.
       await backoff(Math.min(10_000, asked !== undefined && asked > 0 ? asked : 100) * 2, signal, { endsOnline: false })
@@ -238,7 +239,7 @@ export class DurableSessionsClient {
       }
       // A refusal is final; a server error (503 SESSION_BUSY, a proxy's 502) is worth another try, as over the
       // WebSocket, where it fails the operation with a plain Error too. Either way nothing is taken for an answer.
-      if (response.status < 500) throw new DurableSessionsError(response.status, code, message, retryAfter(response))
+      if (response.status < 500) throw new DurableSessionsError(response.status, code, message, retryAfterHeader(response))
       throw new Error(`${code}: ${message}`)
     }
     return response
@@ -460,7 +461,7 @@ export class SessionClient {
       for (;;) {
         let delivered = false
         let cause: unknown
-        const startedAt = Date.now()
+        let firstDeliveredAt: number | undefined
         try {
           const batches = transport === "websocket" ? this.client.sockets.follow(`sessions/${this.id}`, offset, signal)
             : transport === "sse" ? this.readSse(offset, signal)
@@ -469,6 +470,7 @@ export class SessionClient {
             for (const e of batch.events) state.apply(e)
             offset = batch.offset
             delivered = true
+            firstDeliveredAt ??= Date.now()
             resuming = false
             silentFailures = 0
             persist.soon(state, offset)
@@ -525,7 +527,7 @@ export class SessionClient {
         }
         // Only a read that delivered and stayed up a while starts the backoff over: one cut right after its first update
         // (a proxy or server that drops every connection) keeps doubling it, instead of reconnecting at the shortest delay.
-        if (delivered && Date.now() - startedAt >= STABLE_READ_MS) delay = settings.reconnectDelayMs
+        if (firstDeliveredAt !== undefined && Date.now() - firstDeliveredAt >= STABLE_READ_MS) delay = settings.reconnectDelayMs
         onState?.("reconnecting", cause)
         await backoff(delay, signal)
         delay = Math.min(settings.maxReconnectDelayMs, delay * 2)
@@ -1123,8 +1125,8 @@ async function errorCode(response: Response): Promise<string | undefined> {
 }
 
 /**
- * A read that delivered and stayed up this long, in ms, was a working connection: the reconnect after it starts from
- * `reconnectDelayMs` again.
+ * A read that stayed up this long after its first delivery, in ms, was a working connection: the reconnect after it
+ * starts from `reconnectDelayMs` again.
  */
 const STABLE_READ_MS = 1000
 
@@ -1135,11 +1137,19 @@ const HELD_POLL_MS = 1000
 const MAX_RETRY_AFTER_MS = 60_000
 
 /** A response's `Retry-After` (seconds or an HTTP date), in ms, at most `MAX_RETRY_AFTER_MS`; undefined without one. */
-function retryAfter(response: Response): number | undefined {
+function retryAfterHeader(response: Response): number | undefined {
   const value = response.headers.get("retry-after")?.trim()
   if (!value) return undefined
   const ms = /^\d+$/.test(value) ? Number(value) * 1000 : Date.parse(value) - Date.now()
   return Number.isFinite(ms) ? Math.min(MAX_RETRY_AFTER_MS, Math.max(0, ms)) : undefined
+}
+
+/** An abort signal that fires after `ms` (where `AbortSignal.timeout` is missing, from a timer of its own). */
+function timeoutSignal(ms: number): AbortSignal {
+  if (typeof AbortSignal.timeout === "function") return AbortSignal.timeout(ms)
+  const controller = new AbortController()
+  setTimeout(() => controller.abort(new DOMException("The operation timed out.", "TimeoutError")), ms)
+  return controller.signal
 }
 
 function retryAfterOf(error: unknown): number | undefined {

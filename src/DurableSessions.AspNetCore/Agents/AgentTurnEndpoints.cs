@@ -187,7 +187,7 @@ internal sealed class AgentTurnEndpoints(AgentTurnService turns, Auth.AccessCont
 
         // A claim id is bound to the caller that sent it: another caller naming the same worker and claim id (one that
         // read them somewhere) is not given the turn it names.
-        var claimKey = claimId is null ? null : caller.Subject + "\n" + claimId;
+        var claimKey = claimId is null ? null : $"{caller.Subject.Length}:{caller.Subject}:{claimId}";
         try
         {
             claim = await turns.ClaimAsync(agent, worker, claimKey, stream, wait, s => caller.Allows(s, Auth.Capability.Read) && caller.Allows(s, Auth.Capability.Write), waiting.Token).ConfigureAwait(false);

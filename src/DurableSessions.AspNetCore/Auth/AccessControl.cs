@@ -98,22 +98,41 @@ internal sealed partial class AccessControl
     /// </summary>
     public async Task<(ClaimsPrincipal? Principal, string Error)> ValidateAsync(IServiceProvider services, string token)
     {
-        // A scope of its own: the authentication handlers of a scope keep the result of the request they first served.
-        var scope = services.GetRequiredService<IServiceScopeFactory>().CreateAsyncScope();
-        AuthenticateResult result;
-        await using (scope.ConfigureAwait(false))
-        {
-            var probe = new DefaultHttpContext { RequestServices = scope.ServiceProvider };
-            probe.Request.Headers.Authorization = "Bearer " + token;
-            result = await probe.AuthenticateAsync(_options.EffectiveScheme).ConfigureAwait(false);
-        }
-
+        var result = await AuthenticateAsync(services, token).ConfigureAwait(false);
         if (!result.Succeeded || result.Principal is not { } principal)
         {
             return (null, FailureReason(result));
         }
 
         return AccessOf(principal) is null ? (null, AccessTokenHandler.NoSubject) : (principal, string.Empty);
+    }
+
+    /// <summary>
+    /// Validates again a token that was accepted before (an open WebSocket's): false when the configured scheme now
+    /// refuses it (expired, or signed with a key no longer accepted), null when the scheme failed without judging the
+    /// token (an identity provider's keys out of reach), true when it still passes.
+    /// </summary>
+    public async Task<bool?> StillValidAsync(IServiceProvider services, string token)
+    {
+        var result = await AuthenticateAsync(services, token).ConfigureAwait(false);
+        if (result.Succeeded && result.Principal is { } principal)
+        {
+            return AccessOf(principal) is not null;
+        }
+
+        return result.Failure is null or Microsoft.IdentityModel.Tokens.SecurityTokenException ? false : null;
+    }
+
+    private async Task<AuthenticateResult> AuthenticateAsync(IServiceProvider services, string token)
+    {
+        // A scope of its own: the authentication handlers of a scope keep the result of the request they first served.
+        var scope = services.GetRequiredService<IServiceScopeFactory>().CreateAsyncScope();
+        await using (scope.ConfigureAwait(false))
+        {
+            var probe = new DefaultHttpContext { RequestServices = scope.ServiceProvider };
+            probe.Request.Headers.Authorization = "Bearer " + token;
+            return await probe.AuthenticateAsync(_options.EffectiveScheme).ConfigureAwait(false);
+        }
     }
 
     /// <summary>Why a token was refused, as the 401 body and the WebSocket's <c>auth</c> answer say it.</summary>

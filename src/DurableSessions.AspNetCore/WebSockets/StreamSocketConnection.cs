@@ -1240,10 +1240,16 @@ internal sealed partial class StreamSocketConnection : IDisposable
                         return;
                     }
 
-                    var (principal, _) = await _services.Access.ValidateAsync(_http.RequestServices, token).ConfigureAwait(false);
-                    if (principal is null)
+                    switch (await _services.Access.StillValidAsync(_http.RequestServices, token).ConfigureAwait(false))
                     {
-                        CloseWith(TokenExpired, "The access token is no longer accepted; connect again with a fresh one.");
+                        case false:
+                            CloseWith(TokenExpired, "The access token is no longer accepted; connect again with a fresh one.");
+                            break;
+                        case null:
+                            // The scheme could not judge the token (an identity provider's keys out of reach): the
+                            // connection goes on, as HTTP requests with the same token would be answered no worse.
+                            Log.TokenRecheckUndecided(_services.Logger);
+                            break;
                     }
                 }
                 finally
@@ -1752,5 +1758,8 @@ internal sealed partial class StreamSocketConnection : IDisposable
 
         [LoggerMessage(1302, LogLevel.Warning, "Validating a WebSocket connection's token again failed; it is tried again at the next check")]
         public static partial void TokenRecheckFailed(ILogger logger, Exception exception);
+
+        [LoggerMessage(1303, LogLevel.Warning, "The authentication scheme could not judge a WebSocket connection's token again (its keys out of reach?); the connection goes on and the token is checked again at the next check")]
+        public static partial void TokenRecheckUndecided(ILogger logger);
     }
 }

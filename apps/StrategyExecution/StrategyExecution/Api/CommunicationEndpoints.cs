@@ -42,8 +42,8 @@ public static class CommunicationEndpoints
         var audiences = (await db.Audiences.AsNoTracking().Where(a => ids.Contains(a.AnnouncementId)).ToListAsync(ct)).ToLookup(a => a.AnnouncementId, a => a.UnitId);
         var acks = (await db.Acknowledgements.AsNoTracking().Where(a => ids.Contains(a.AnnouncementId)).ToListAsync(ct)).ToLookup(a => a.AnnouncementId, a => a.PersonId);
 
-        // People by unit, once: each announcement then goes through the units in its audience and their people, not
-        // through every person for every unit (with 500 units and 5,000 people that was millions of steps each).
+        // People by unit, once: each announcement then goes through the units (once) and the people of those in its
+        // audience, not through every person for every unit (with 500 units and 5,000 people, millions of steps each).
         var peopleByUnit = people.ToLookup(p => p.UnitId, p => p.Id);
         return Results.Ok(announcements.Select(a =>
         {

@@ -324,8 +324,10 @@ public static class DemoOrganisation
             }
         }
 
-        db.Spend.Add(new Spend { PeriodId = active.Id, On = new DateOnly(active.Start.Year, 3, 3), Amount = 48_500m, Description = "Trade fair stand (no initiative)" });
-        db.Spend.Add(new Spend { PeriodId = active.Id, On = new DateOnly(active.Start.Year, 6, 12), Amount = 12_900m, Description = "Office furniture (no initiative)" });
+        // Spend is money already spent: early in the year these are dated today, not ahead of it.
+        static DateOnly NotAfter(DateOnly day, DateOnly today) => day <= today ? day : today;
+        db.Spend.Add(new Spend { PeriodId = active.Id, On = NotAfter(new DateOnly(active.Start.Year, 3, 3), today), Amount = 48_500m, Description = "Trade fair stand (no initiative)" });
+        db.Spend.Add(new Spend { PeriodId = active.Id, On = NotAfter(new DateOnly(active.Start.Year, 6, 12), today), Amount = 12_900m, Description = "Office furniture (no initiative)" });
     }
 
     private static string InitiativeName(Perspective perspective) => perspective switch

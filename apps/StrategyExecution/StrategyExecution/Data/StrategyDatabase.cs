@@ -117,25 +117,40 @@ public sealed partial class StrategyDatabase
     /// <summary>
     /// Makes the model's plain (not unique) indexes that a database made by an earlier version lacks: the schema is made
     /// whole by <c>EnsureCreated</c> only when the database is new, and a read that an index serves should not turn into
-    /// a scan of its table after an upgrade.
+    /// a scan of its table after an upgrade. Only the missing ones are made (a <c>CREATE INDEX</c> locks its table against
+    /// writes while it runs); one that another process made meanwhile counts as made.
     /// </summary>
     public static void EnsureIndexes(StrategyDb db)
     {
         ArgumentNullException.ThrowIfNull(db);
+        var postgres = db.Database.IsNpgsql();
+        var existing = db.Database.SqlQueryRaw<string>(postgres
+                ? "SELECT indexname AS \"Value\" FROM pg_indexes WHERE schemaname = current_schema()"
+                : "SELECT name AS \"Value\" FROM sqlite_master WHERE type = 'index' AND name IS NOT NULL")
+            .ToHashSet(StringComparer.Ordinal);
         foreach (var entity in db.Model.GetEntityTypes())
         {
             var table = entity.GetTableName();
             foreach (var index in entity.GetIndexes())
             {
-                if (index.IsUnique || table is null || index.GetDatabaseName() is not { } name)
+                // Made as plain column lists, as every index of the model is (none has a filter or a sort order of its
+                // own; a model that gains one makes that index itself).
+                if (index.IsUnique || table is null || index.GetDatabaseName() is not { } name || existing.Contains(name))
                 {
                     continue;
                 }
 
                 var columns = string.Join(", ", index.Properties.Select(p => $"\"{p.GetColumnName()}\""));
+                try
+                {
 #pragma warning disable EF1002 // Index, table and column names come from the model, not from input.
-                db.Database.ExecuteSqlRaw($"CREATE INDEX IF NOT EXISTS \"{name}\" ON \"{table}\" ({columns})");
+                    db.Database.ExecuteSqlRaw($"CREATE INDEX IF NOT EXISTS \"{name}\" ON \"{table}\" ({columns})");
 #pragma warning restore EF1002
+                }
+                catch (Npgsql.PostgresException ex) when (ex.SqlState is Npgsql.PostgresErrorCodes.DuplicateTable or Npgsql.PostgresErrorCodes.UniqueViolation)
+                {
+                    // Another app process starting on the same database made it at the same moment.
+                }
             }
         }
     }

@@ -302,7 +302,8 @@ function renderBudgets(b) {
     sections.push(smallForm("build spend", [
       select("initiativeId", "Spent on", spendable),
       input("amount", "Amount", { type: "number", step: "0.01", min: "0.01", required: true }),
-      input("on", "On", { type: "date", required: true, defaultValue: new Date().toISOString().slice(0, 10) }),
+      // Money already spent: no later than today (the app allows a day ahead of UTC for time zones east of it).
+      input("on", "On", { type: "date", required: true, defaultValue: new Date().toISOString().slice(0, 10), max: new Date(Date.now() + 86_400_000).toISOString().slice(0, 10) }),
       input("description", "What for", { required: true, maxLength: 300 }),
     ], "Record spend", (v) => post("/api/spend", { initiativeId: v.initiativeId ? Number(v.initiativeId) : null, amount: Number(v.amount), on: v.on, description: v.description })))
   }
