@@ -270,7 +270,15 @@ export class DurableSessionsClient {
       }
     }
     const response = await this.request("POST", `/v1/sessions/${session}/${rest}`, body)
-    return response.json()
+    try {
+      return await response.json()
+    } catch (error) {
+      // The answer's body stopped coming within the request's deadline: said as a request that got no answer is.
+      if ((error as { name?: string } | undefined)?.name === "TimeoutError") {
+        throw new Error(`The server did not finish answering POST /v1/sessions/${session}/${rest} within ${this.options.operationTimeoutMs ?? 30_000} ms (operationTimeoutMs); it may or may not have been applied.`)
+      }
+      throw error
+    }
   }
 
   /** @internal The client's one WebSocket, shared by every session it follows. */

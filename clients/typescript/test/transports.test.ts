@@ -13,6 +13,8 @@ const target = new URL(base)
 interface ProxyMisbehaviour {
   /** Requests it takes and never answers (a link that died without a close). */
   hang?: (method: string, url: string) => boolean
+  /** Requests whose answer it passes on up to its headers, and then nothing of its body. */
+  stallBody?: (method: string, url: string) => boolean
   /** SSE responses it cuts right after the first control event has passed. */
   cutSseAfterControl?: boolean
   /** Long-polls it passes on as plain reads, which the server answers at once (a proxy that does not hold them). */
@@ -45,8 +47,13 @@ function recordingProxy(to: URL = target): Promise<{ server: Server; url: string
     }
     const sse = req.url?.includes("live=sse") === true
     const path = misbehave.unheldPolls ? req.url!.replace("&live=long-poll", "") : req.url
+    const stall = misbehave.stallBody?.(req.method!, req.url!) === true
     const upstream = httpRequest({ host: to.hostname, port: to.port, method: req.method, path, headers: req.headers }, (up) => {
       res.writeHead(up.statusCode ?? 502, up.headers)
+      if (stall) {
+        res.flushHeaders()
+        return
+      }
       up.on("data", (chunk: Buffer) => (bytesDown += chunk.length))
       if (sse && (misbehave.cutSseAfterControl || misbehave.sseLineEnd !== undefined)) {
         const cut = misbehave.cutSseAfterControl
@@ -323,10 +330,16 @@ test("a snapshot or an operation whose answer never comes is given up on, not wa
     const started = performance.now()
     await expect(client.session(id).sendMessage("never answered")).rejects.toThrow(/did not answer POST \/v1\/sessions\/.+\/messages within 500 ms/)
     expect(performance.now() - started).toBeLessThan(10_000)
+
+    // An answer whose headers come and whose body never does fails the same way.
+    proxy.misbehave.hang = undefined
+    proxy.misbehave.stallBody = (method, url) => method === "POST" && url === `/v1/sessions/${id}/messages`
+    await expect(client.session(id).sendMessage("answered halfway")).rejects.toThrow(/did not finish answering POST \/v1\/sessions\/.+\/messages within 500 ms/)
   } finally {
     clearTimeout(timer)
     abort.abort()
     proxy.misbehave.hang = undefined
+    proxy.misbehave.stallBody = undefined
   }
 })
 
