@@ -128,11 +128,10 @@ public sealed class DurableSessionsClient : IDisposable
                             pendingLength += next.Value.Data.Length;
                             if (pendingLength > Options.MaxSseEventLength)
                             {
-                                throw new InvalidDataException($"Data events from the server without a control event are longer than {Options.MaxSseEventLength} characters (DurableSessionsClientOptions.MaxSseEventLength).");
+                                throw new InvalidDataException($"Data events from the server without a control event are longer than {Options.MaxSseEventLength} bytes (DurableSessionsClientOptions.MaxSseEventLength).");
                             }
 
-                            using var json = JsonDocument.Parse(next.Value.Data);
-                            foreach (var message in json.RootElement.Clone().EnumerateArray())
+                            foreach (var message in DetachedValue(next.Value.Data.Span).EnumerateArray())
                             {
                                 pending.Add(message);
                             }
@@ -162,6 +161,23 @@ public sealed class DurableSessionsClient : IDisposable
             await Task.Delay(delay * jitter, cancellationToken).ConfigureAwait(false);
             delay = TimeSpan.FromTicks(Math.Min(Options.MaxReconnectDelay.Ticks, delay.Ticks * 2));
         }
+    }
+
+    /// <summary>
+    /// The one JSON value <paramref name="json"/> holds, parsed into a document of its own (one copy of the text, which
+    /// its elements keep); anything after the value but whitespace is refused, as <see cref="JsonDocument.Parse(string, JsonDocumentOptions)"/> refuses it.
+    /// </summary>
+    /// <exception cref="JsonException">The text is not one JSON value.</exception>
+    private static JsonElement DetachedValue(ReadOnlySpan<byte> json)
+    {
+        var reader = new Utf8JsonReader(json);
+        var value = JsonElement.ParseValue(ref reader);
+        if (reader.Read())
+        {
+            throw new JsonException("An SSE data event holds more than one JSON value.");
+        }
+
+        return value;
     }
 
     /// <summary>

@@ -52,10 +52,10 @@ public sealed record DurableSessionsClientOptions
     public TimeSpan SseIdleTimeout { get; init; } = TimeSpan.FromSeconds(45);
 
     /// <summary>
-    /// The longest event the client accepts on a live read, in characters: one SSE event, and the data events a server
+    /// The longest event the client accepts on a live read, in bytes of its UTF-8 text: one SSE event, and the data events a server
     /// sends before their control event, together. Longer is refused with <see cref="InvalidDataException"/> instead of
     /// being held whole, so a server or proxy that misbehaves (a line that never ends) cannot exhaust the client's
-    /// memory. Default 64 Mi characters, well above this server's largest event at its defaults (a message of up to its
+    /// memory. Default 64 MiB, well above this server's largest event at its defaults (a message of up to its
     /// 16 MiB append limit): raise it with a server's <c>MaxAppendBytes</c>. Must be at least 1,024.
     /// </summary>
     public int MaxSseEventLength { get; init; } = 64 * 1024 * 1024;

@@ -187,6 +187,14 @@ public sealed partial class SessionState
     /// into messages ends the list early.
     /// </summary>
     public static IReadOnlyList<JsonObject?> ParseEvents(ReadOnlySpan<byte> framedMessages)
+        => ParseEvents(framedMessages, worthParsing: null);
+
+    /// <summary>
+    /// As <see cref="ParseEvents(ReadOnlySpan{byte})"/>, but a message whose text <paramref name="worthParsing"/> turns
+    /// down is not parsed at all (its entry is null): a reader that looks for a few events among long ones (a run's end
+    /// beside the reply it finishes) parses only those.
+    /// </summary>
+    internal static IReadOnlyList<JsonObject?> ParseEvents(ReadOnlySpan<byte> framedMessages, SpanPredicate? worthParsing)
     {
         var events = new List<JsonObject?>();
         if (framedMessages.IsEmpty)
@@ -207,7 +215,8 @@ public sealed partial class SessionState
                 var start = (int)reader.TokenStartIndex;
                 reader.Skip();
                 var end = (int)reader.BytesConsumed;
-                events.Add(ParseEvent(wrapped.AsSpan(start, end - start)));
+                var message = wrapped.AsSpan(start, end - start);
+                events.Add(worthParsing is null || worthParsing(message) ? ParseEvent(message) : null);
             }
         }
         catch (JsonException)
@@ -269,7 +278,7 @@ public sealed partial class SessionState
     }
 
     /// <summary>
-    /// Applies messages already known to be readable session events (from <see cref="ParseEvents"/>, or checked on
+    /// Applies messages already known to be readable session events (from <see cref="ParseEvents(ReadOnlySpan{byte})"/>, or checked on
     /// append): their checks are not run once more here.
     /// </summary>
     internal void ApplyReadableMessages(IEnumerable<JsonNode?> messages, long endPosition)
@@ -489,3 +498,6 @@ public sealed partial class SessionState
         return text is not null;
     }
 }
+
+/// <summary>A test of a message's text, before it is parsed.</summary>
+internal delegate bool SpanPredicate(ReadOnlySpan<byte> text);

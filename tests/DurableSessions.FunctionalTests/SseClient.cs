@@ -12,7 +12,7 @@ public static class SseClient
         using var reader = new DurableSessions.Client.SseEventReader(body, int.MaxValue);
         while (await reader.NextAsync(cancellationToken) is { } next)
         {
-            yield return (next.Type, next.Data);
+            yield return (next.Type, Encoding.UTF8.GetString(next.Data.Span));
         }
     }
 

@@ -13,15 +13,28 @@ public sealed class SseEventReaderTests
     [Fact]
     public async Task Events_split_anywhere_with_any_line_ending_are_read_whole()
     {
-        var text = "event: data\r\ndata: [1,\r\ndata: 2]\r\n\r\n: keep-alive\n\nevent: control\rdata: {\"a\":1}\r\revent:data\ndata:[3]\n\n";
+        var text = "event: data\r\ndata: [1,\r\ndata: 2]\r\n\r\n: keep-alive\n\nevent: control\rdata: {\"a\":1}\r\revent:data\ndata:[3]\n\nevent: data\rdata: [\"é\"]\r\r";
         using var reader = new SseEventReader(new OneByteAtATime(Encoding.UTF8.GetBytes(text)), maxEventLength: 1024);
-        var events = new List<SseEvent>();
+        var events = new List<(string, string)>();
         while (await reader.NextAsync(TestContext.Current.CancellationToken) is { } next)
         {
-            events.Add(next);
+            events.Add((next.Type, Encoding.UTF8.GetString(next.Data.Span)));
         }
 
-        Assert.Equal([new SseEvent("data", "[1,\n2]"), new SseEvent("control", "{\"a\":1}"), new SseEvent("data", "[3]")], events);
+        Assert.Equal([("data", "[1,\n2]"), ("control", "{\"a\":1}"), ("data", "[3]"), ("data", "[\"é\"]")], events);
+    }
+
+    [Fact]
+    public async Task Events_longer_than_the_read_buffer_are_read_whole_and_the_next_one_after_them()
+    {
+        var large = "[\"" + new string('x', 200_000) + "\"]";
+        var text = $"event: data\ndata: {large}\n\nevent: control\ndata: {{}}\n\n";
+        using var reader = new SseEventReader(new MemoryStream(Encoding.UTF8.GetBytes(text)), maxEventLength: 1024 * 1024);
+        var first = await reader.NextAsync(TestContext.Current.CancellationToken);
+        Assert.Equal(large, Encoding.UTF8.GetString(first!.Value.Data.Span));
+        var second = await reader.NextAsync(TestContext.Current.CancellationToken);
+        Assert.Equal(("control", "{}"), (second!.Value.Type, Encoding.UTF8.GetString(second.Value.Data.Span)));
+        Assert.Null(await reader.NextAsync(TestContext.Current.CancellationToken));
     }
 
     [Fact]

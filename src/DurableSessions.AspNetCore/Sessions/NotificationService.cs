@@ -74,7 +74,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         {
             // Each change is judged once, by the node that committed it.
             if (!change.IsRemote && !change.Deleted && change.Chunk.End > change.Chunk.Start && SessionService.IsSessionPath(change.Path)
-                && MayNameARun(change.Chunk.Data.Span))
+                && MayFinishARun(change.Chunk.Data.Span))
             {
                 // Whether anybody was watching is decided when the change commits, not when it is processed: a client
                 // that leaves right after seeing the answer must not turn that answer into a notification.
@@ -197,17 +197,21 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         => SessionJson.Text(session, "id") == sessionId ? SessionJson.Text(session, "notifyUrl") : null;
 
     /// <summary>
-    /// Whether a change may hold a run event: whether any string in it reads <c>run</c> once unescaped
-    /// (<see cref="JsonStringScan.MayHoldString"/>). A streamed delta (most changes) has none, so it is neither parsed nor
-    /// judged, even when its text has escapes.
+    /// Whether a change (or one message of it) may hold the end of a run: whether strings in it read <c>run</c> and
+    /// <c>finished</c> or <c>failed</c> once unescaped (<see cref="JsonStringScan.MayHoldString"/>). A streamed delta
+    /// (most changes), a run's start and the reply beside a run's end have none of one or the other, so they are not
+    /// parsed, even when their text has escapes.
     /// </summary>
-    internal static bool MayNameARun(ReadOnlySpan<byte> data) => JsonStringScan.MayHoldString(data, "\"run\""u8, "run"u8);
+    internal static bool MayFinishARun(ReadOnlySpan<byte> data)
+        => JsonStringScan.MayHoldString(data, "\"run\""u8, "run"u8)
+           && (JsonStringScan.MayHoldString(data, "\"finished\""u8, "finished"u8) || JsonStringScan.MayHoldString(data, "\"failed\""u8, "failed"u8));
 
     /// <summary>The runs a change finishes or fails, each with its id (its key when its value leaves the id out).</summary>
     private static IEnumerable<(string Id, JsonObject Run)> FinishedRuns(LiveAppend change)
     {
         // Tolerant of anything stored: an unreadable event is skipped, never thrown into the notification loop.
-        foreach (var node in SessionState.ParseEvents(change.Chunk.Data.Span))
+        // Each message is judged on its own text first: a reply's final text stored beside its run's end is not parsed.
+        foreach (var node in SessionState.ParseEvents(change.Chunk.Data.Span, MayFinishARun))
         {
             if (node is JsonObject { } e && SessionJson.Text(e, "type") == SessionEventTypes.Run
                 && e["value"] is JsonObject run && SessionJson.Text(run, "status") is "finished" or "failed"
