@@ -462,6 +462,9 @@ public sealed partial class RedisStreamStore : StreamStore
     /// <summary>For tests: told of every read of a stream's metadata, by its key.</summary>
     internal Action<RedisKey>? OnLoad { get; set; }
 
+    /// <summary>For tests: awaited before each change notification is handled (to hold this node's hearing of changes).</summary>
+    internal Func<Task>? BeforeChangeHandled { get; set; }
+
     /// <summary>For tests: runs just after a delete's script is answered (to lose that answer).</summary>
     internal Func<Task>? AfterDeleteScript { get; set; }
 
@@ -1871,6 +1874,11 @@ public sealed partial class RedisStreamStore : StreamStore
             {
                 OnProbe(bytes);
                 return;
+            }
+
+            if (BeforeChangeHandled is { } hold)
+            {
+                await hold().ConfigureAwait(false);
             }
 
             var newline = Array.IndexOf(bytes, (byte)'\n');

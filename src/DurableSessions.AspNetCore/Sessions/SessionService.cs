@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Collections.Concurrent;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using DurableSessions.Live;
 using DurableSessions.Sessions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -51,6 +52,23 @@ internal sealed partial class SessionService : IDisposable
         _evictionTimer = _time.CreateTimer(_ => Trim(keep: null), null, period, period);
         _activeSessions = () => _sessions.Count;
         Telemetry.ObserveActiveSessions(_activeSessions);
+        _sessionsById = _sessions.GetAlternateLookup<ReadOnlySpan<char>>();
+        store.Fanout.AddObserver(Heard);
+    }
+
+    private readonly ConcurrentDictionary<string, Session>.AlternateLookup<ReadOnlySpan<char>> _sessionsById;
+
+    /// <summary>
+    /// Tells a session held in memory what was committed to its stream, by this node or (through a shared store) another:
+    /// its state is known to be current while it holds everything heard, and is caught up from the store only when it
+    /// does not. Runs on the commit path: one lookup, nothing allocated.
+    /// </summary>
+    private void Heard(LiveAppend change)
+    {
+        if (change.Path.StartsWith(Prefix, StringComparison.Ordinal) && _sessionsById.TryGetValue(change.Path.AsSpan(Prefix.Length), out var session))
+        {
+            session.Heard(change);
+        }
     }
 
     // Held here: the gauge holds its sources weakly, so it forgets a disposed service.
@@ -98,21 +116,26 @@ internal sealed partial class SessionService : IDisposable
         => ReadStateAsync(sessionId, state => state.GetMessage(messageId)?.RoutedTo, cancellationToken);
 
     /// <summary>The session's <c>session</c> entity (title, policies, notification URL), or null.</summary>
+    /// <remarks>
+    /// Read from a session held in memory as it stands when it holds everything the fan-out told of its stream, with no
+    /// lookup: the notifier asks about a change this node committed (and so heard), not about what a client just wrote
+    /// through another node.
+    /// </remarks>
     public Task<JsonObject?> SessionSettingsAsync(string sessionId, CancellationToken cancellationToken)
-        => ReadStateAsync(sessionId, state => state.Get(SessionEventTypes.Session, "session"), cancellationToken);
+        => ReadStateAsync(sessionId, state => state.Get(SessionEventTypes.Session, "session"), cancellationToken, trustHeard: true);
 
     /// <summary>
     /// What <paramref name="read"/> finds in the session's state, brought up to date with its stream under its lock;
     /// the default when there is no session.
     /// </summary>
-    private async Task<T?> ReadStateAsync<T>(string sessionId, Func<SessionState, T?> read, CancellationToken cancellationToken)
+    private async Task<T?> ReadStateAsync<T>(string sessionId, Func<SessionState, T?> read, CancellationToken cancellationToken, bool trustHeard = false)
     {
         var found = default(T);
         await UnderLockAsync(sessionId, session =>
         {
             found = read(session.State);
             return Task.FromResult(SessionOperationResult.Ok(sessionId, session.State.Position));
-        }, cancellationToken).ConfigureAwait(false);
+        }, cancellationToken, trustHeard).ConfigureAwait(false);
         return found;
     }
 
@@ -146,6 +169,13 @@ internal sealed partial class SessionService : IDisposable
     /// reason when the append is refused; nothing is written then.
     /// </summary>
     public async Task<(AppendResult? Result, SessionEventRejection? Rejection)> AppendAsync(AppendRequest request, SessionWriter writer, CancellationToken cancellationToken)
+        => (await AppendCheckedAsync(request, writer, held: false, cancellationToken).ConfigureAwait(false))!.Value;
+
+    /// <summary>
+    /// <see cref="AppendAsync(AppendRequest, SessionWriter, CancellationToken)"/>; with <paramref name="held"/> (an append
+    /// taken with no lookup), null when the stream turns out closed: the caller's lookup path has the store answer it.
+    /// </summary>
+    private async Task<(AppendResult? Result, SessionEventRejection? Rejection)?> AppendCheckedAsync(AppendRequest request, SessionWriter writer, bool held, CancellationToken cancellationToken)
     {
         var deltas = ReadDeltas(request);
         if (deltas is not null && await TryAppendHeldAsync(request, deltas, writer, cancellationToken).ConfigureAwait(false) is { } taken)
@@ -172,25 +202,46 @@ internal sealed partial class SessionService : IDisposable
 
             for (var attempt = 1; ; attempt++)
             {
-                if (!await CatchUpAsync(session, cancellationToken).ConfigureAwait(false))
+                // The first attempt decides on the state in memory when it holds everything the fan-out told of the
+                // stream: no lookup. Its write names the tail it was decided on, so one that another node's append (not
+                // heard of yet) moved is refused by the store, and the next attempt asks the store first.
+                var trusted = attempt == 1 && session.KnownCurrent(_store.Fanout.Disconnects);
+                if (!trusted && !await CatchUpAsync(session, cancellationToken).ConfigureAwait(false))
                 {
                     Forget(session);
                     return (await ReplacedAsync(request.Path, cancellationToken).ConfigureAwait(false), null);
+                }
+
+                if (held && session.Closed)
+                {
+                    // Closed through another node, heard of only now: not the rules' to answer (see SessionAppendPolicy).
+                    return null;
                 }
 
                 // Parsed once: checked against the fence, then applied to the materialized state.
                 var (messages, rejection) = Check(session, request.Data, writer);
                 if (rejection is not null)
                 {
+                    if (trusted)
+                    {
+                        // A refusal writes nothing for the store to check: it stands only on a state the store confirmed.
+                        continue;
+                    }
+
                     return (null, rejection);
                 }
 
                 // Written only onto the state just checked: another node may append to this session meanwhile. Seen
                 // through whoever stops waiting (see AppendLockedAsync).
                 var result = await _store.AppendAsync(request with { ExpectedTail = session.State.Position, ExpectedStreamId = session.StreamId, Progress = OnlyDeltas(messages) }, CancellationToken.None).ConfigureAwait(false);
-                if (result.Status == AppendStatus.TailMoved && attempt < MaxAttempts)
+                if (result.Status == AppendStatus.TailMoved)
                 {
-                    continue;
+                    // Another node's append, not heard of yet: the next attempt asks the store.
+                    session.Doubt();
+                    if (attempt < MaxAttempts)
+                    {
+                        continue;
+                    }
                 }
 
                 if (result.Status == AppendStatus.Appended && session.State.Position == result.TailPosition - request.Data.Units)
@@ -219,10 +270,26 @@ internal sealed partial class SessionService : IDisposable
     /// stream and tail they were checked against, and the session catches up when either moved. Null when the append is
     /// not that, or the session is not held (or no longer the stream at its path): the caller looks it up.
     /// </summary>
+    /// <remarks>
+    /// Any other append to a session held in memory, whose stream the fan-out has told of since the store was last asked
+    /// (open, and the one at its path), is decided on the state held as well (<see cref="AppendAsync"/>): no lookup.
+    /// </remarks>
     public Task<(AppendResult? Result, SessionEventRejection? Rejection)?> TryAppendHeldAsync(AppendRequest request, SessionWriter writer, CancellationToken cancellationToken)
-        => _sessions.ContainsKey(request.Path[Prefix.Length..]) && ReadDeltas(request) is { } deltas
-            ? TryAppendHeldAsync(request, deltas, writer, cancellationToken)
+    {
+        if (!_sessions.TryGetValue(request.Path[Prefix.Length..], out var held))
+        {
+            return Task.FromResult<(AppendResult?, SessionEventRejection?)?>(null);
+        }
+
+        if (ReadDeltas(request) is { } deltas)
+        {
+            return TryAppendHeldAsync(request, deltas, writer, cancellationToken);
+        }
+
+        return held.StreamKnown(_store.Fanout.Disconnects) && !held.Closed
+            ? AppendCheckedAsync(request, writer, held: true, cancellationToken)
             : Task.FromResult<(AppendResult?, SessionEventRejection?)?>(null);
+    }
 
     /// <summary>An append's events as typed deltas, when it is made only of plain delta inserts; otherwise null.</summary>
     private static List<DeltaChange>? ReadDeltas(AppendRequest request)
@@ -297,9 +364,13 @@ internal sealed partial class SessionService : IDisposable
 
             // Seen through whoever stops waiting (see AppendLockedAsync): the held state must learn what was stored.
             var result = await _store.AppendAsync(request with { ExpectedTail = session.State.Position, ExpectedStreamId = session.StreamId, Progress = true }, CancellationToken.None).ConfigureAwait(false);
-            if (result.Status == AppendStatus.TailMoved && attempt < MaxAttempts)
+            if (result.Status == AppendStatus.TailMoved)
             {
-                continue;
+                session.Doubt();
+                if (attempt < MaxAttempts)
+                {
+                    continue;
+                }
             }
 
             if (result.Status is AppendStatus.NotFound or AppendStatus.Gone)
@@ -525,7 +596,11 @@ internal sealed partial class SessionService : IDisposable
     };
 
     /// <summary>Runs a session operation under the session's lock, with its state caught up with the stream.</summary>
-    private async Task<SessionOperationResult> UnderLockAsync(string sessionId, Func<Session, Task<SessionOperationResult>> operation, CancellationToken cancellationToken)
+    /// <param name="sessionId">The session.</param>
+    /// <param name="operation">The operation.</param>
+    /// <param name="cancellationToken">Cancels the wait for the lock and the catch-up.</param>
+    /// <param name="trustHeard">Whether a state holding everything the fan-out told of the stream is taken as it is, with no lookup (for a read that need not see another node's latest write).</param>
+    private async Task<SessionOperationResult> UnderLockAsync(string sessionId, Func<Session, Task<SessionOperationResult>> operation, CancellationToken cancellationToken, bool trustHeard = false)
     {
         var session = await AcquireAsync(sessionId, cancellationToken).ConfigureAwait(false);
         if (session is null)
@@ -539,7 +614,7 @@ internal sealed partial class SessionService : IDisposable
             {
                 try
                 {
-                    return await CatchUpAsync(session, cancellationToken).ConfigureAwait(false)
+                    return (trustHeard && attempt == 1 && session.KnownCurrent(_store.Fanout.Disconnects)) || await CatchUpAsync(session, cancellationToken).ConfigureAwait(false)
                         ? await operation(session).ConfigureAwait(false)
                         : SessionOperationResult.NotFound;
                 }
@@ -643,6 +718,7 @@ internal sealed partial class SessionService : IDisposable
         var result = await _store.AppendAsync(request, CancellationToken.None).ConfigureAwait(false);
         if (result.Status == AppendStatus.TailMoved)
         {
+            session.Doubt();
             throw new TailMovedException();
         }
 
@@ -746,6 +822,12 @@ internal sealed partial class SessionService : IDisposable
 
     private async Task<Session?> OpenAsync(string sessionId, CancellationToken cancellationToken)
     {
+        if (_sessions.TryGetValue(sessionId, out var held) && held.StreamKnown(_store.Fanout.Disconnects))
+        {
+            // Still the stream at its path, as far as the fan-out told (a delete or another stream there raises a doubt).
+            return held;
+        }
+
         var path = StreamPath(sessionId);
         var lookup = await _store.GetAsync(path, cancellationToken).ConfigureAwait(false);
         if (lookup.Status != StreamLookupStatus.Found || !lookup.Stream!.IsJson)
@@ -844,11 +926,16 @@ internal sealed partial class SessionService : IDisposable
     /// <summary>Applies whatever the stream has beyond the materialized position. Call under the session lock.</summary>
     private async Task<bool> CatchUpAsync(Session session, CancellationToken cancellationToken)
     {
+        var disconnects = _store.Fanout.Disconnects;
+        var doubts = session.Doubts;
         var lookup = await _store.GetAsync(session.Path, cancellationToken).ConfigureAwait(false);
         if (lookup.Stream is not { } stream || stream.Id != session.StreamId)
         {
             return false;
         }
+
+        session.MayExpire = stream.TtlSeconds is not null || stream.ExpiresAt is not null;
+        session.Closed = stream.Closed;
 
         while (session.State.Position < stream.TailPosition)
         {
@@ -870,6 +957,7 @@ internal sealed partial class SessionService : IDisposable
             }
         }
 
+        session.Settle(doubts, disconnects);
         return true;
     }
 
@@ -905,6 +993,60 @@ internal sealed partial class SessionService : IDisposable
 
         /// <summary>Set (under the lock) when the session was dropped from memory.</summary>
         public bool Evicted { get; set; }
+
+        // What the fan-out told of the stream since the store was last asked. The highest end heard; a count of doubts
+        // (the stream deleted or replaced, a write refused because another node moved the tail), where a fresh session
+        // starts in doubt; and, as of the last time the store was asked, the doubts and the fan-out's disconnects then.
+        private long _heardTail;
+        private int _doubts = 1;
+        private int _settledDoubts;
+        private long _settledDisconnects = -1;
+
+        /// <summary>Whether the stream has a time to live, which ends it with nothing published: then the store is always asked.</summary>
+        public bool MayExpire { get; set; }
+
+        /// <summary>Whether the stream was closed, as last looked up or heard: appends to it are answered by the store.</summary>
+        public bool Closed { get; set; }
+
+        public int Doubts => Volatile.Read(ref _doubts);
+
+        /// <summary>Takes a committed change of the stream at this session's path (on the commit path: never blocks).</summary>
+        public void Heard(LiveAppend change)
+        {
+            if (change.Deleted || change.StreamId != StreamId)
+            {
+                Doubt();
+                return;
+            }
+
+            if (change.Closed)
+            {
+                Closed = true;
+            }
+
+            var end = change.Chunk.End;
+            long heard;
+            while (end > (heard = Volatile.Read(ref _heardTail)) && Interlocked.CompareExchange(ref _heardTail, end, heard) != heard)
+            {
+            }
+        }
+
+        /// <summary>The state may be behind the stream in a way nothing published tells: the store is asked next time.</summary>
+        public void Doubt() => Interlocked.Increment(ref _doubts);
+
+        /// <summary>Records (under the lock) that the store was asked and the state caught up, as of these counts.</summary>
+        public void Settle(int doubts, long disconnects)
+        {
+            Volatile.Write(ref _settledDoubts, doubts);
+            Volatile.Write(ref _settledDisconnects, disconnects);
+        }
+
+        /// <summary>Whether the stream is the one in memory, as far as the fan-out told since the store was last asked.</summary>
+        public bool StreamKnown(long disconnects)
+            => !MayExpire && !Evicted && Volatile.Read(ref _doubts) == Volatile.Read(ref _settledDoubts) && disconnects == Volatile.Read(ref _settledDisconnects);
+
+        /// <summary>Whether the state (read under the lock) holds everything heard of the stream, which is known.</summary>
+        public bool KnownCurrent(long disconnects) => StreamKnown(disconnects) && State.Position >= Volatile.Read(ref _heardTail);
 
         // The trace of the request that posted each of the latest messages, for the span of the run that answers it.
         private readonly Queue<(string MessageId, ActivityContext Trace)> _messageTraces = new();

@@ -461,7 +461,7 @@ internal sealed partial class StreamRequestHandler
             Producer = producer,
         };
 
-        // A governed stream's policy may take the append with no lookup (a session held in memory takes its deltas so).
+        // A governed stream's policy may take the append with no lookup (a session held in memory, its stream known, takes it so).
         if (policy is not null && framed && !close && data.Length > 0 && StreamContentType.IsJson(contentType!)
             && await policy.TryAppendWithoutLookupAsync(appendRequest, writer!, cancellationToken).ConfigureAwait(false) is { } taken)
         {

@@ -150,12 +150,21 @@ public sealed class StreamFanout
         }
     }
 
+    private long _disconnects;
+
+    /// <summary>
+    /// How many times <see cref="DisconnectAll"/> has run. A holder of state kept current by the published changes (a
+    /// cache of a stream) compares it before and after: a count that moved means a change may have gone unheard between.
+    /// </summary>
+    public long Disconnects => Volatile.Read(ref _disconnects);
+
     /// <summary>
     /// Cuts every live reader off, as if each had fallen behind, so each resumes from its own offset by reading the
     /// store. A shared store calls this when its change notifications may have missed something (a lost connection).
     /// </summary>
     public void DisconnectAll()
     {
+        Interlocked.Increment(ref _disconnects);
         foreach (var list in _streams.Values)
         {
             foreach (var subscription in list.Items)
