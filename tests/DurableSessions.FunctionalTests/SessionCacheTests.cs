@@ -56,17 +56,10 @@ public sealed class SessionCacheTests : IAsyncLifetime
 
         // Another node writes while the holder hears nothing: the holder's next write, decided on what it held, is
         // refused by the store for the tail that moved, and decided again on the stream; it lands after the other's.
-        var hearing = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        store.BeforeChangeHandled = () => hearing.Task;
-        try
+        using (Deafen(_a))
         {
             await RunAsync(new FakeAgent(_b.Client, "held", "rb", "ab"));
             await RunAsync(new FakeAgent(_a.Client, "held", "r6", "a6"));
-        }
-        finally
-        {
-            store.BeforeChangeHandled = null;
-            hearing.SetResult();
         }
 
         Assert.True(Volatile.Read(ref loads) > 0);
@@ -86,7 +79,6 @@ public sealed class SessionCacheTests : IAsyncLifetime
         // stream, where the run has ended.
         await CreateAsync(_a, "refuses", "reject");
         await RunAsync(new FakeAgent(_a.Client, "refuses", "r0", "a0"));
-        var store = (RedisStreamStore)_a.Services.GetRequiredService<StreamStore>();
         for (var i = 1; i <= 3; i++)
         {
             var agent = new FakeAgent(_b.Client, "refuses", $"r{i}", $"a{i}");
@@ -100,9 +92,7 @@ public sealed class SessionCacheTests : IAsyncLifetime
                 Assert.Contains($"\"r{i}\"", await snapshot.Content.ReadAsStringAsync(), StringComparison.Ordinal);
             }
 
-            var hearing = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            store.BeforeChangeHandled = () => hearing.Task;
-            try
+            using (Deafen(_a))
             {
                 using (var finished = await agent.FinishAsync("done"))
                 {
@@ -111,11 +101,6 @@ public sealed class SessionCacheTests : IAsyncLifetime
 
                 using var question = await AskAsync(_a, $"q{i}");
                 Assert.True(question.IsSuccessStatusCode, $"question {i}: {(int)question.StatusCode} {await question.Content.ReadAsStringAsync()}");
-            }
-            finally
-            {
-                store.BeforeChangeHandled = null;
-                hearing.SetResult();
             }
         }
 
@@ -142,10 +127,7 @@ public sealed class SessionCacheTests : IAsyncLifetime
             started.EnsureSuccessStatusCode();
         }
 
-        var store = (RedisStreamStore)_a.Services.GetRequiredService<StreamStore>();
-        var hearing = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        store.BeforeChangeHandled = () => hearing.Task;
-        try
+        using (Deafen(_a))
         {
             using var close = new HttpRequestMessage(HttpMethod.Post, "/v1/stream/sessions/refuses");
             close.Headers.Add("Stream-Closed", "true");
@@ -158,11 +140,6 @@ public sealed class SessionCacheTests : IAsyncLifetime
             Assert.Equal(409, (int)late.StatusCode);
             Assert.Contains("STREAM_CLOSED", await late.Content.ReadAsStringAsync(), StringComparison.Ordinal);
         }
-        finally
-        {
-            store.BeforeChangeHandled = null;
-            hearing.SetResult();
-        }
     }
 
     /// <summary>Appends a user message to the session's stream through <paramref name="node"/>.</summary>
@@ -174,6 +151,24 @@ public sealed class SessionCacheTests : IAsyncLifetime
             ["value"] = new JsonObject { ["id"] = id, ["role"] = "user", ["parts"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = "next" }), ["status"] = "complete" },
             ["headers"] = new JsonObject { ["operation"] = "insert" },
         })));
+
+    /// <summary>Holds <paramref name="node"/>'s hearing of changes committed through other nodes until disposed.</summary>
+    private static Deafened Deafen(InProcessServer node)
+    {
+        var store = (RedisStreamStore)node.Services.GetRequiredService<StreamStore>();
+        var hearing = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        store.BeforeChangeHandled = () => hearing.Task;
+        return new Deafened(store, hearing);
+    }
+
+    private sealed class Deafened(RedisStreamStore store, TaskCompletionSource hearing) : IDisposable
+    {
+        public void Dispose()
+        {
+            store.BeforeChangeHandled = null;
+            hearing.TrySetResult();
+        }
+    }
 
     private static StringContent Json(JsonNode body) => new(body.ToJsonString(), Encoding.UTF8, "application/json");
 
