@@ -38,6 +38,9 @@ internal sealed class SseEventReader(Stream body, int maxEventLength) : IDisposa
     // Set after a line ended with '\r' at the end of what was read: a '\n' opening the next read belongs to that ending.
     private bool _skipLineFeed;
 
+    // Until the first line is read: a UTF-8 byte order mark opening the body is not part of it (the SSE format's rule).
+    private bool _atStart = true;
+
     /// <summary>The next complete event, or null at the end of the body.</summary>
     /// <exception cref="InvalidDataException">The event is longer than the limit.</exception>
     public async Task<SseEvent?> NextAsync(CancellationToken cancellationToken)
@@ -54,6 +57,15 @@ internal sealed class SseEventReader(Stream body, int maxEventLength) : IDisposa
         while (await ReadLineAsync(maxEventLength - _dataLength, cancellationToken).ConfigureAwait(false))
         {
             var line = _buffer.AsSpan(_lineStart, _lineLength);
+            if (_atStart)
+            {
+                _atStart = false;
+                if (line.StartsWith("\uFEFF"u8))
+                {
+                    line = line[3..];
+                }
+            }
+
             if (line.IsEmpty)
             {
                 if (type.Length > 0 && hasData)
@@ -95,14 +107,15 @@ internal sealed class SseEventReader(Stream body, int maxEventLength) : IDisposa
 
     private void AppendData(ReadOnlySpan<byte> bytes)
     {
-        if (_dataLength + bytes.Length > maxEventLength)
+        var length = (long)_dataLength + bytes.Length;
+        if (length > maxEventLength)
         {
             throw TooLong();
         }
 
-        if (_dataLength + bytes.Length > _data.Length)
+        if (length > _data.Length)
         {
-            var larger = ArrayPool<byte>.Shared.Rent(Math.Max(_dataLength + bytes.Length, Math.Max(ReadBytes, _data.Length * 2)));
+            var larger = ArrayPool<byte>.Shared.Rent((int)Math.Min(Math.Max(length, Math.Max(ReadBytes, _data.Length * 2L)), Array.MaxLength));
             _data.AsSpan(0, _dataLength).CopyTo(larger);
             if (_data.Length > 0)
             {
@@ -170,7 +183,7 @@ internal sealed class SseEventReader(Stream body, int maxEventLength) : IDisposa
             var held = _end - _start;
             if (held == _buffer.Length)
             {
-                var larger = ArrayPool<byte>.Shared.Rent(_buffer.Length * 2);
+                var larger = ArrayPool<byte>.Shared.Rent((int)Math.Min(_buffer.Length * 2L, Array.MaxLength));
                 _buffer.AsSpan(_start, held).CopyTo(larger);
                 ArrayPool<byte>.Shared.Return(_buffer);
                 _buffer = larger;

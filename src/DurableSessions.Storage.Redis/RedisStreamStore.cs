@@ -1821,6 +1821,11 @@ public sealed partial class RedisStreamStore : StreamStore
         {
             _echoExpected[path] = now + (long)(EchoWindow.TotalSeconds * Stopwatch.Frequency);
         }
+        else
+        {
+            // Its echo will not be passed on: whatever keeps state current by the published changes reads Redis instead.
+            Fanout.ReportMissed();
+        }
     }
 
     /// <summary>
@@ -1925,6 +1930,7 @@ public sealed partial class RedisStreamStore : StreamStore
         }
         catch (Exception ex) when (ex is RedisException or StreamStoreUnavailableException or FormatException or IndexOutOfRangeException or ArgumentException)
         {
+            Fanout.ReportMissed();
             Report(logger => Log.ChangeFailed(logger, ex));
         }
     }

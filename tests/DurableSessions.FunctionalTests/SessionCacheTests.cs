@@ -142,6 +142,33 @@ public sealed class SessionCacheTests : IAsyncLifetime
         }
     }
 
+    [Fact]
+    public async Task A_session_deleted_and_created_again_through_another_node_unheard_is_served_as_it_is_now()
+    {
+        // Node A holds a session with a run in it; node B deletes it and creates it again, empty, while A hears nothing.
+        // A's snapshot and its next append serve the new stream, not the one A held and not a 404.
+        await CreateAsync(_a, "again", "queue");
+        await RunAsync(new FakeAgent(_a.Client, "again", "r0", "a0"));
+        using (Deafen(_a))
+        {
+            using (var deleted = await _b.Client.DeleteAsync("/v1/stream/sessions/again"))
+            {
+                deleted.EnsureSuccessStatusCode();
+            }
+
+            await CreateAsync(_b, "again", "queue");
+            using (var snapshot = await _a.Client.GetAsync("/v1/sessions/again"))
+            {
+                Assert.Equal(200, (int)snapshot.StatusCode);
+                Assert.DoesNotContain("\"r0\"", await snapshot.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+            }
+
+            await RunAsync(new FakeAgent(_a.Client, "again", "r1", "a1"));
+        }
+
+        Assert.Equal(["r1"], await FinishedRunsAsync(_b, "again"));
+    }
+
     /// <summary>Appends a user message to the session's stream through <paramref name="node"/>.</summary>
     private static Task<HttpResponseMessage> AskAsync(InProcessServer node, string id)
         => node.Client.PostAsync("/v1/stream/sessions/refuses", Json(new JsonArray(new JsonObject

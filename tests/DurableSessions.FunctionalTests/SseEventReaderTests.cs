@@ -25,6 +25,14 @@ public sealed class SseEventReaderTests
     }
 
     [Fact]
+    public async Task A_byte_order_mark_opening_the_body_is_not_part_of_its_first_line()
+    {
+        using var reader = new SseEventReader(new OneByteAtATime([0xEF, 0xBB, 0xBF, .. "event: control\ndata: {}\n\n"u8]), maxEventLength: 1024);
+        var first = await reader.NextAsync(TestContext.Current.CancellationToken);
+        Assert.Equal(("control", "{}"), (first!.Value.Type, Encoding.UTF8.GetString(first.Value.Data.Span)));
+    }
+
+    [Fact]
     public async Task Events_longer_than_the_read_buffer_are_read_whole_and_the_next_one_after_them()
     {
         var large = "[\"" + new string('x', 200_000) + "\"]";

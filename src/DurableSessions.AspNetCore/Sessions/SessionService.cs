@@ -142,24 +142,32 @@ internal sealed partial class SessionService : IDisposable
     /// <summary>The session's materialized state, brought up to date with its stream.</summary>
     public async Task<(JsonArray Snapshot, long Offset)?> SnapshotAsync(string sessionId, CancellationToken cancellationToken)
     {
-        var session = await AcquireAsync(sessionId, cancellationToken).ConfigureAwait(false);
-        if (session is null)
+        for (var opened = 1; ; opened++)
         {
-            return null;
-        }
-
-        try
-        {
-            if (!await CatchUpAsync(session, cancellationToken).ConfigureAwait(false))
+            var session = await AcquireAsync(sessionId, cancellationToken).ConfigureAwait(false);
+            if (session is null)
             {
                 return null;
             }
 
-            return (session.State.ToSnapshot(), session.State.Position);
-        }
-        finally
-        {
-            session.Lock.Release();
+            try
+            {
+                if (await CatchUpAsync(session, cancellationToken).ConfigureAwait(false))
+                {
+                    return (session.State.ToSnapshot(), session.State.Position);
+                }
+            }
+            finally
+            {
+                session.Lock.Release();
+            }
+
+            // The stream at the path is not the one held (deleted, or deleted and created again, unheard): it was
+            // dropped from memory, and is opened afresh from the store, once.
+            if (opened == 2)
+            {
+                return null;
+            }
         }
     }
 
@@ -205,10 +213,9 @@ internal sealed partial class SessionService : IDisposable
                 // The first attempt decides on the state in memory when it holds everything the fan-out told of the
                 // stream: no lookup. Its write names the tail it was decided on, so one that another node's append (not
                 // heard of yet) moved is refused by the store, and the next attempt asks the store first.
-                var trusted = attempt == 1 && session.KnownCurrent(_store.Fanout.Disconnects);
+                var trusted = attempt == 1 && session.KnownCurrent(_store.Fanout.Interruptions);
                 if (!trusted && !await CatchUpAsync(session, cancellationToken).ConfigureAwait(false))
                 {
-                    Forget(session);
                     return (await ReplacedAsync(request.Path, cancellationToken).ConfigureAwait(false), null);
                 }
 
@@ -242,6 +249,15 @@ internal sealed partial class SessionService : IDisposable
                     {
                         continue;
                     }
+                }
+
+                if (result.Status is AppendStatus.NotFound or AppendStatus.Gone)
+                {
+                    Forget(session);
+                }
+                else if (result.Status == AppendStatus.StreamClosed)
+                {
+                    session.Closed = true;
                 }
 
                 if (result.Status == AppendStatus.Appended && session.State.Position == result.TailPosition - request.Data.Units)
@@ -286,7 +302,7 @@ internal sealed partial class SessionService : IDisposable
             return TryAppendHeldAsync(request, deltas, writer, cancellationToken);
         }
 
-        return held.StreamKnown(_store.Fanout.Disconnects) && !held.Closed
+        return held.StreamKnown(_store.Fanout.Interruptions) && !held.Closed
             ? AppendCheckedAsync(request, writer, held: true, cancellationToken)
             : Task.FromResult<(AppendResult?, SessionEventRejection?)?>(null);
     }
@@ -335,7 +351,6 @@ internal sealed partial class SessionService : IDisposable
         {
             if (caughtUp && !await CatchUpAsync(session, cancellationToken).ConfigureAwait(false))
             {
-                Forget(session);
                 return null;
             }
 
@@ -602,36 +617,49 @@ internal sealed partial class SessionService : IDisposable
     /// <param name="trustHeard">Whether a state holding everything the fan-out told of the stream is taken as it is, with no lookup (for a read that need not see another node's latest write).</param>
     private async Task<SessionOperationResult> UnderLockAsync(string sessionId, Func<Session, Task<SessionOperationResult>> operation, CancellationToken cancellationToken, bool trustHeard = false)
     {
-        var session = await AcquireAsync(sessionId, cancellationToken).ConfigureAwait(false);
-        if (session is null)
+        for (var opened = 1; ; opened++)
         {
-            return SessionOperationResult.NotFound;
-        }
-
-        try
-        {
-            for (var attempt = 1; ; attempt++)
+            var session = await AcquireAsync(sessionId, cancellationToken).ConfigureAwait(false);
+            if (session is null)
             {
-                try
+                return SessionOperationResult.NotFound;
+            }
+
+            try
+            {
+                for (var attempt = 1; ; attempt++)
                 {
-                    return (trustHeard && attempt == 1 && session.KnownCurrent(_store.Fanout.Disconnects)) || await CatchUpAsync(session, cancellationToken).ConfigureAwait(false)
-                        ? await operation(session).ConfigureAwait(false)
-                        : SessionOperationResult.NotFound;
-                }
-                catch (TailMovedException) when (attempt < MaxAttempts)
-                {
-                    // Another node appended first: decide again on the caught-up state.
-                }
-                catch (TailMovedException)
-                {
-                    // Other nodes appended first every time: answered as a raw append in that case is, not as a fault.
-                    return SessionOperationResult.Contended;
+                    try
+                    {
+                        if (!(trustHeard && attempt == 1 && session.KnownCurrent(_store.Fanout.Interruptions))
+                            && !await CatchUpAsync(session, cancellationToken).ConfigureAwait(false))
+                        {
+                            break;
+                        }
+
+                        return await operation(session).ConfigureAwait(false);
+                    }
+                    catch (TailMovedException) when (attempt < MaxAttempts)
+                    {
+                        // Another node appended first: decide again on the caught-up state.
+                    }
+                    catch (TailMovedException)
+                    {
+                        // Other nodes appended first every time: answered as a raw append in that case is, not as a fault.
+                        return SessionOperationResult.Contended;
+                    }
                 }
             }
-        }
-        finally
-        {
-            session.Lock.Release();
+            finally
+            {
+                session.Lock.Release();
+            }
+
+            // The stream at the path is not the one held (see SnapshotAsync): opened afresh from the store, once.
+            if (opened == 2)
+            {
+                return SessionOperationResult.NotFound;
+            }
         }
     }
 
@@ -822,7 +850,7 @@ internal sealed partial class SessionService : IDisposable
 
     private async Task<Session?> OpenAsync(string sessionId, CancellationToken cancellationToken)
     {
-        if (_sessions.TryGetValue(sessionId, out var held) && held.StreamKnown(_store.Fanout.Disconnects))
+        if (_sessions.TryGetValue(sessionId, out var held) && held.StreamKnown(_store.Fanout.Interruptions))
         {
             // Still the stream at its path, as far as the fan-out told (a delete or another stream there raises a doubt).
             return held;
@@ -923,19 +951,30 @@ internal sealed partial class SessionService : IDisposable
         }
     }
 
-    /// <summary>Applies whatever the stream has beyond the materialized position. Call under the session lock.</summary>
+    /// <summary>
+    /// Applies whatever the stream has beyond the materialized position. Call under the session lock. False, with the
+    /// session dropped from memory, when the stream at its path is gone or another one.
+    /// </summary>
     private async Task<bool> CatchUpAsync(Session session, CancellationToken cancellationToken)
     {
-        var disconnects = _store.Fanout.Disconnects;
+        var interruptions = _store.Fanout.Interruptions;
         var doubts = session.Doubts;
         var lookup = await _store.GetAsync(session.Path, cancellationToken).ConfigureAwait(false);
         if (lookup.Stream is not { } stream || stream.Id != session.StreamId)
         {
+            // Gone, or another stream at its path: this session is over, and the next operation opens what is there.
+            Forget(session);
             return false;
         }
 
         session.MayExpire = stream.TtlSeconds is not null || stream.ExpiresAt is not null;
-        session.Closed = stream.Closed;
+        if (stream.Closed)
+        {
+            session.Closed = true;
+        }
+
+        // What the store holds counts as heard: a state that could not be read that far is not taken as current.
+        session.HeardUpTo(stream.TailPosition);
 
         while (session.State.Position < stream.TailPosition)
         {
@@ -943,6 +982,7 @@ internal sealed partial class SessionService : IDisposable
             if (read.GoneBefore is not null || read.NextPosition == session.State.Position)
             {
                 // Deleted since the lookup (or its history removed): this session cannot be caught up.
+                Forget(session);
                 return false;
             }
 
@@ -957,7 +997,7 @@ internal sealed partial class SessionService : IDisposable
             }
         }
 
-        session.Settle(doubts, disconnects);
+        session.Settle(doubts, interruptions);
         return true;
     }
 
@@ -996,16 +1036,16 @@ internal sealed partial class SessionService : IDisposable
 
         // What the fan-out told of the stream since the store was last asked. The highest end heard; a count of doubts
         // (the stream deleted or replaced, a write refused because another node moved the tail), where a fresh session
-        // starts in doubt; and, as of the last time the store was asked, the doubts and the fan-out's disconnects then.
+        // starts in doubt; and, as of the last time the store was asked, the doubts and the fan-out's interruptions then.
         private long _heardTail;
         private int _doubts = 1;
         private int _settledDoubts;
-        private long _settledDisconnects = -1;
+        private long _settledInterruptions = -1;
 
         /// <summary>Whether the stream has a time to live, which ends it with nothing published: then the store is always asked.</summary>
         public bool MayExpire { get; set; }
 
-        /// <summary>Whether the stream was closed, as last looked up or heard: appends to it are answered by the store.</summary>
+        /// <summary>Whether the stream was closed, as looked up, heard or answered (a close is for good): appends to it are answered by the store.</summary>
         public bool Closed { get; set; }
 
         public int Doubts => Volatile.Read(ref _doubts);
@@ -1024,9 +1064,14 @@ internal sealed partial class SessionService : IDisposable
                 Closed = true;
             }
 
-            var end = change.Chunk.End;
+            HeardUpTo(change.Chunk.End);
+        }
+
+        /// <summary>Records that the stream reaches at least <paramref name="tail"/>.</summary>
+        public void HeardUpTo(long tail)
+        {
             long heard;
-            while (end > (heard = Volatile.Read(ref _heardTail)) && Interlocked.CompareExchange(ref _heardTail, end, heard) != heard)
+            while (tail > (heard = Volatile.Read(ref _heardTail)) && Interlocked.CompareExchange(ref _heardTail, tail, heard) != heard)
             {
             }
         }
@@ -1035,18 +1080,18 @@ internal sealed partial class SessionService : IDisposable
         public void Doubt() => Interlocked.Increment(ref _doubts);
 
         /// <summary>Records (under the lock) that the store was asked and the state caught up, as of these counts.</summary>
-        public void Settle(int doubts, long disconnects)
+        public void Settle(int doubts, long interruptions)
         {
             Volatile.Write(ref _settledDoubts, doubts);
-            Volatile.Write(ref _settledDisconnects, disconnects);
+            Volatile.Write(ref _settledInterruptions, interruptions);
         }
 
         /// <summary>Whether the stream is the one in memory, as far as the fan-out told since the store was last asked.</summary>
-        public bool StreamKnown(long disconnects)
-            => !MayExpire && !Evicted && Volatile.Read(ref _doubts) == Volatile.Read(ref _settledDoubts) && disconnects == Volatile.Read(ref _settledDisconnects);
+        public bool StreamKnown(long interruptions)
+            => !MayExpire && !Evicted && Volatile.Read(ref _doubts) == Volatile.Read(ref _settledDoubts) && interruptions == Volatile.Read(ref _settledInterruptions);
 
         /// <summary>Whether the state (read under the lock) holds everything heard of the stream, which is known.</summary>
-        public bool KnownCurrent(long disconnects) => StreamKnown(disconnects) && State.Position >= Volatile.Read(ref _heardTail);
+        public bool KnownCurrent(long interruptions) => StreamKnown(interruptions) && State.Position >= Volatile.Read(ref _heardTail);
 
         // The trace of the request that posted each of the latest messages, for the span of the run that answers it.
         private readonly Queue<(string MessageId, ActivityContext Trace)> _messageTraces = new();

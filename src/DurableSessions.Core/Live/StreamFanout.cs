@@ -150,13 +150,21 @@ public sealed class StreamFanout
         }
     }
 
-    private long _disconnects;
+    private long _interruptions;
 
     /// <summary>
-    /// How many times <see cref="DisconnectAll"/> has run. A holder of state kept current by the published changes (a
-    /// cache of a stream) compares it before and after: a count that moved means a change may have gone unheard between.
+    /// How many times published changes may have gone unheard: each <see cref="DisconnectAll"/> and each
+    /// <see cref="ReportMissed"/>. A holder of state kept current by the published changes (a cache of a stream) compares
+    /// it before and after: a count that moved means it must read the store.
     /// </summary>
-    public long Disconnects => Volatile.Read(ref _disconnects);
+    public long Interruptions => Volatile.Read(ref _interruptions);
+
+    /// <summary>
+    /// Tells the holders of state kept current by the published changes that a change may not have been published (a
+    /// notification that could not be handled), without cutting the live readers off: each of them learns of a gap from
+    /// the next change of its stream.
+    /// </summary>
+    public void ReportMissed() => Interlocked.Increment(ref _interruptions);
 
     /// <summary>
     /// Cuts every live reader off, as if each had fallen behind, so each resumes from its own offset by reading the
@@ -164,7 +172,7 @@ public sealed class StreamFanout
     /// </summary>
     public void DisconnectAll()
     {
-        Interlocked.Increment(ref _disconnects);
+        Interlocked.Increment(ref _interruptions);
         foreach (var list in _streams.Values)
         {
             foreach (var subscription in list.Items)
