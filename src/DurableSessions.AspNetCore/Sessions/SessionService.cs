@@ -241,23 +241,9 @@ internal sealed partial class SessionService : IDisposable
                 // Written only onto the state just checked: another node may append to this session meanwhile. Seen
                 // through whoever stops waiting (see AppendLockedAsync).
                 var result = await _store.AppendAsync(request with { ExpectedTail = session.State.Position, ExpectedStreamId = session.StreamId, Progress = OnlyDeltas(messages) }, CancellationToken.None).ConfigureAwait(false);
-                if (result.Status == AppendStatus.TailMoved)
+                if (Learn(session, result, attempt))
                 {
-                    // Another node's append, not heard of yet: the next attempt asks the store.
-                    session.Doubt();
-                    if (attempt < MaxAttempts)
-                    {
-                        continue;
-                    }
-                }
-
-                if (result.Status is AppendStatus.NotFound or AppendStatus.Gone)
-                {
-                    Forget(session);
-                }
-                else if (result.Status == AppendStatus.StreamClosed)
-                {
-                    session.Closed = true;
+                    continue;
                 }
 
                 if (result.Status == AppendStatus.Appended && session.State.Position == result.TailPosition - request.Data.Units)
@@ -379,18 +365,9 @@ internal sealed partial class SessionService : IDisposable
 
             // Seen through whoever stops waiting (see AppendLockedAsync): the held state must learn what was stored.
             var result = await _store.AppendAsync(request with { ExpectedTail = session.State.Position, ExpectedStreamId = session.StreamId, Progress = true }, CancellationToken.None).ConfigureAwait(false);
-            if (result.Status == AppendStatus.TailMoved)
+            if (Learn(session, result, attempt))
             {
-                session.Doubt();
-                if (attempt < MaxAttempts)
-                {
-                    continue;
-                }
-            }
-
-            if (result.Status is AppendStatus.NotFound or AppendStatus.Gone)
-            {
-                Forget(session);
+                continue;
             }
 
             if (result.Status == AppendStatus.Appended)
@@ -404,6 +381,29 @@ internal sealed partial class SessionService : IDisposable
             }
 
             return (result, null);
+        }
+    }
+
+    /// <summary>
+    /// What a session write's outcome tells of the session held: a tail another node moved (not heard of yet: the next
+    /// attempt asks the store, and true while attempts are left, to decide the write again), a stream gone (the session
+    /// dropped from memory) or closed (left to the store from then on).
+    /// </summary>
+    private bool Learn(Session session, AppendResult result, int attempt)
+    {
+        switch (result.Status)
+        {
+            case AppendStatus.TailMoved:
+                session.Doubt();
+                return attempt < MaxAttempts;
+            case AppendStatus.NotFound or AppendStatus.Gone:
+                Forget(session);
+                return false;
+            case AppendStatus.StreamClosed:
+                session.Closed = true;
+                return false;
+            default:
+                return false;
         }
     }
 
