@@ -111,6 +111,7 @@ public sealed partial class SqliteStreamStore
     private void StopWriter(List<WriteCommand> batch, Exception ex)
     {
         _writerFailure = ex;
+        ReleaseDurableWaiters();
         Report(logger => Log.WriterStopped(logger, ex));
         var failure = new IOException("The SQLite store's writer stopped after an unexpected error.", ex);
         _commands.Complete();
@@ -167,6 +168,8 @@ public sealed partial class SqliteStreamStore
     private PublishBatch? CommitBatch(List<WriteCommand> batch, BatchContext context)
     {
         var started = Stopwatch.GetTimestamp();
+        // Numbered before SQLite makes it visible, so that a document read that sees it knows to wait for its flush.
+        var commit = Interlocked.Increment(ref _committing);
         try
         {
             context.WriteDirtyStreams();
@@ -174,6 +177,8 @@ public sealed partial class SqliteStreamStore
         }
         catch (Exception ex)
         {
+            // Rolled back: nothing of it is visible, so nothing waits for it to be flushed.
+            MarkDurable(commit);
             Fail(batch, context, ex);
             return null;
         }
@@ -194,6 +199,7 @@ public sealed partial class SqliteStreamStore
 
         var publish = context.ApplyToWriterState([.. batch]);
         publish.Started = started;
+        publish.Commit = commit;
         return publish;
     }
 
@@ -319,6 +325,7 @@ public sealed partial class SqliteStreamStore
         {
             try
             {
+                BeforeFlush?.Invoke();
                 _walHandle ??= File.OpenHandle(_walPath, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
                 RandomAccess.FlushToDisk(_walHandle);
                 Interlocked.Increment(ref _flushes);
@@ -329,6 +336,16 @@ public sealed partial class SqliteStreamStore
                 failure = ex;
                 Report(logger => Log.SyncFailed(logger, ex));
             }
+        }
+
+        if (failure is null)
+        {
+            MarkDurable(batch.Commit);
+        }
+        else
+        {
+            // Committed but never made durable: documents readers saw of it are refused (see WhenDurableAsync).
+            ReleaseDurableWaiters();
         }
 
         batch.Failure = failure;
@@ -393,10 +410,71 @@ public sealed partial class SqliteStreamStore
         }
     }
 
+    /// <summary>Marks every commit up to <paramref name="commit"/> durable, and wakes the document reads waiting for it.</summary>
+    private void MarkDurable(long commit)
+    {
+        Volatile.Write(ref _durable, commit);
+        ReleaseDurableWaiters();
+    }
+
+    private void ReleaseDurableWaiters()
+    {
+        TaskCompletionSource? waiters;
+        lock (_durableGate)
+        {
+            waiters = _durableWaiters;
+            _durableWaiters = null;
+        }
+
+        waiters?.TrySetResult();
+    }
+
+    /// <summary>
+    /// Completes once every commit a read that has just ended may have seen is durable. SQLite shows a commit to readers as
+    /// soon as it is committed, before the writer has flushed it: a document read straight from the database could
+    /// otherwise return a write that was never acknowledged and that a power loss would take back. Stream reads need no
+    /// such wait, since they never read past what was published after its flush.
+    /// </summary>
+    /// <exception cref="IOException">A commit the read may have seen can no longer be made durable (its flush failed, or
+    /// the writer stopped).</exception>
+    private ValueTask WhenDurableAsync(CancellationToken cancellationToken)
+    {
+        // Read after the read: a commit it saw was numbered before SQLite showed it.
+        var seen = Interlocked.Read(ref _committing);
+        return Volatile.Read(ref _durable) >= seen ? ValueTask.CompletedTask : new ValueTask(WaitDurableAsync(seen, cancellationToken));
+    }
+
+    private async Task WaitDurableAsync(long commit, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            Task flushed;
+            lock (_durableGate)
+            {
+                if (Volatile.Read(ref _durable) >= commit)
+                {
+                    return;
+                }
+
+                if (_broken || _writerFailure is not null)
+                {
+                    throw new IOException("The store read a commit it could not make durable: an earlier flush of the SQLite WAL to disk failed, or its writer stopped.", _writerFailure);
+                }
+
+                flushed = (_durableWaiters ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+            }
+
+            await flushed.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
     /// <summary>The changes of one committed batch, waiting to become durable and visible.</summary>
     private sealed class PublishBatch(WriteCommand[] commands, List<(string Path, StreamInfo? Info, long Id)> streams, List<LiveAppend> liveChanges)
     {
         public WriteCommand[] Commands => commands;
+
+        /// <summary>The commit's number (see <c>_committing</c>).</summary>
+        public long Commit { get; set; }
 
         /// <summary>When the group commit started (a <see cref="Stopwatch"/> timestamp).</summary>
         public long Started { get; set; }

@@ -79,6 +79,13 @@ public sealed partial class SqliteStreamStore : StreamStore
     private long _commits;
     private long _flushes;
 
+    // Commits numbered as the writer starts them, and the highest number known durable (flushed, or rolled back): a
+    // document read waits until what it may have seen is durable (see WhenDurableAsync).
+    private long _committing;
+    private long _durable;
+    private readonly Lock _durableGate = new();
+    private TaskCompletionSource? _durableWaiters;
+
     // Commits handed to the publisher thread and not yet published (see the write path in SqliteStreamStore.Writer.cs).
     private int _queuedForPublisher;
     private long _committedRequests;
@@ -420,16 +427,19 @@ public sealed partial class SqliteStreamStore : StreamStore
     /// <inheritdoc />
     public override async ValueTask<byte[]?> GetDocumentAsync(string collection, string key, CancellationToken cancellationToken = default)
     {
+        byte[]? document;
         var reader = RentReader();
         try
         {
-            return reader.GetDocument(collection, key);
+            document = reader.GetDocument(collection, key);
         }
         finally
         {
             ReturnReader(reader);
-            await Task.CompletedTask.ConfigureAwait(false);
         }
+
+        await WhenDurableAsync(cancellationToken).ConfigureAwait(false);
+        return document;
     }
 
     /// <inheritdoc />
@@ -446,13 +456,12 @@ public sealed partial class SqliteStreamStore : StreamStore
             ReturnReader(reader);
         }
 
+        await WhenDurableAsync(cancellationToken).ConfigureAwait(false);
         foreach (var document in documents)
         {
             cancellationToken.ThrowIfCancellationRequested();
             yield return document;
         }
-
-        await Task.CompletedTask.ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -615,6 +624,10 @@ public sealed partial class SqliteStreamStore : StreamStore
 
     /// <summary>For tests: reader connections open now, in the pool or in use.</summary>
     internal int OpenReaders => Volatile.Read(ref _openReaders);
+
+    /// <summary>Called on the writer thread just before it flushes a commit; an <see cref="IOException"/> it throws counts as
+    /// a failed flush. For tests.</summary>
+    internal Action? BeforeFlush { get; set; }
 
     private void CloseReader(ReaderConnection reader)
     {

@@ -8,8 +8,29 @@ namespace DurableSessions.FunctionalTests;
 /// The server executable as a user meets it: help, version, usage errors (exit 2) and start-up failures (exit 1), each
 /// said in a line or two, never with a stack trace.
 /// </summary>
-public sealed class CommandLineTests
+public sealed class CommandLineTests : IDisposable
 {
+    // Data directories given to servers that fail to start: some of them open the store before they fail.
+    private readonly List<string> _directories = [];
+
+    public void Dispose()
+    {
+        foreach (var directory in _directories)
+        {
+            if (Directory.Exists(directory))
+            {
+                Directory.Delete(directory, recursive: true);
+            }
+        }
+    }
+
+    private string DataDirectory()
+    {
+        var directory = ServerProcess.TempDirectory();
+        _directories.Add(directory);
+        return directory;
+    }
+
     [Fact]
     public async Task Help_lists_every_option_with_its_default_and_exits_0()
     {
@@ -63,7 +84,7 @@ public sealed class CommandLineTests
         holder.Start();
         var url = $"http://127.0.0.1:{((IPEndPoint)holder.LocalEndpoint).Port}";
 
-        var (code, output, error) = await RunAsync("--urls", url, "--data", ServerProcess.TempDirectory());
+        var (code, output, error) = await RunAsync("--urls", url, "--data", DataDirectory());
 
         Assert.Equal(1, code);
         AssertOneLineFailure(output, error, $"DurableSessions cannot start: {url} is already in use by another process");
@@ -113,7 +134,7 @@ public sealed class CommandLineTests
     [InlineData(new[] { "--Storage:Sqlite:ExpirySweepInterval=00:00:00" }, "ExpirySweepInterval ('00:00:00') must be greater than or equal to '00:00:00.0100000'.")]
     public async Task A_misconfigured_setting_is_one_line_and_exits_1(string[] args, string expected)
     {
-        var (code, output, error) = await RunAsync([.. args, "--data", ServerProcess.TempDirectory(), "--urls", $"http://127.0.0.1:{ServerProcess.FreePort()}"]);
+        var (code, output, error) = await RunAsync([.. args, "--data", DataDirectory(), "--urls", $"http://127.0.0.1:{ServerProcess.FreePort()}"]);
 
         Assert.Equal(1, code);
         AssertOneLineFailure(output, error, "DurableSessions cannot start: " + expected);

@@ -783,6 +783,63 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_document_read_while_its_write_is_committed_but_not_yet_flushed_answers_only_after_the_flush()
+    {
+        // SQLite shows a commit to readers before the writer flushes it. A read made in that moment (here, on the writer
+        // thread just before the flush) must not answer with a write that is not yet acknowledged, and could be lost.
+        await using var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
+        await store.PutDocumentAsync("c", "k", "one"u8.ToArray()).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        Task<byte[]?>? get = null;
+        IAsyncEnumerator<KeyValuePair<string, byte[]>>? list = null;
+        Task<bool>? listed = null;
+        bool? getAnsweredBeforeFlush = null, listAnsweredBeforeFlush = null;
+        store.BeforeFlush = () =>
+        {
+            if (get is not null)
+            {
+                return;
+            }
+
+            get = store.GetDocumentAsync("c", "k").AsTask();
+            getAnsweredBeforeFlush = get.IsCompleted;
+            list = store.ListDocumentsAsync("c").GetAsyncEnumerator();
+            listed = list.MoveNextAsync().AsTask();
+            listAnsweredBeforeFlush = listed.IsCompleted;
+        };
+
+        await store.PutDocumentAsync("c", "k", "two"u8.ToArray()).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.False(getAnsweredBeforeFlush, "a read of the document answered before its commit was flushed");
+        Assert.False(listAnsweredBeforeFlush, "a listing answered before the commit it read was flushed");
+        Assert.Equal("two"u8.ToArray(), await get!.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.True(await listed!.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal("two"u8.ToArray(), list!.Current.Value);
+        await list.DisposeAsync();
+
+        // With nothing unflushed, a read answers at once.
+        store.BeforeFlush = null;
+        Assert.True(store.GetDocumentAsync("c", "k").IsCompleted);
+    }
+
+    [Fact]
+    public async Task A_document_read_of_a_commit_whose_flush_failed_is_refused_rather_than_answered_or_left_waiting()
+    {
+        await using var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
+        await store.PutDocumentAsync("c", "k", "one"u8.ToArray()).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        Task<byte[]?>? get = null;
+        store.BeforeFlush = () =>
+        {
+            get = store.GetDocumentAsync("c", "k").AsTask();
+            throw new IOException("the disk refused the flush");
+        };
+
+        await Assert.ThrowsAnyAsync<Exception>(() => store.PutDocumentAsync("c", "k", "two"u8.ToArray()).AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
+        await Assert.ThrowsAsync<IOException>(() => get!.WaitAsync(TimeSpan.FromSeconds(30)));
+
+        // Later reads see the same unflushed commit, and are refused the same way.
+        await Assert.ThrowsAsync<IOException>(() => store.GetDocumentAsync("c", "k").AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
+    }
+
+    [Fact]
     public async Task Appends_in_flight_when_the_store_closes_are_each_acknowledged_or_refused_and_every_acknowledged_one_is_kept()
     {
         var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
