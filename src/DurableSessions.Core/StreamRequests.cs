@@ -156,6 +156,13 @@ public sealed record AppendRequest
     /// progress skip it (<see cref="Live.LiveAppend.IsProgress"/>).
     /// </summary>
     public bool Progress { get; init; }
+
+    /// <summary>
+    /// What the writer learned of the data while checking it (the events it parsed, say), handed unchanged to this node's
+    /// observers of the change as <see cref="Live.LiveAppend.Annotation"/>, so they need not work it out again. Never
+    /// stored, and not sent to other nodes: an observer of a change without one works it out from the data.
+    /// </summary>
+    public object? Annotation { get; init; }
 }
 
 /// <summary>The outcome of an append request.</summary>

@@ -634,6 +634,7 @@ public sealed partial class RedisStreamStore : StreamStore
                 Parent = Activity.Current?.Context ?? default,
                 ProducerId = request.Producer?.ProducerId,
                 IsProgress = request.Progress,
+                Annotation = request.Annotation,
             });
         }
 

@@ -246,6 +246,7 @@ public sealed partial class SqliteStreamStore
                 Parent = Parent,
                 ProducerId = request.Producer?.ProducerId,
                 IsProgress = request.Progress,
+                Annotation = request.Annotation,
             });
             return decision.Result;
         }

@@ -131,6 +131,10 @@ public sealed class NotificationTests : IAsyncLifetime
         Assert.Equal(notification["id"]!.GetValue<string>(), id);
         Assert.True(Verify(body, signature), "the HMAC-SHA256 signature must verify with the shared secret");
         Assert.False(Verify(body.Replace("notify", "notifz", StringComparison.Ordinal), signature), "a tampered body must not verify");
+
+        // The runs' ends were found by the append path's own parse of each write, handed to the notifier with the change:
+        // it parsed none of them again.
+        Assert.Equal(0, _server.Services.GetRequiredService<NotificationService>().ChangesParsed);
     }
 
     [Fact]

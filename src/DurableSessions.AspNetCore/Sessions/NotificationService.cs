@@ -50,6 +50,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
     // operator's URL keeps a quarter whatever hosts the sessions' writers name.
     private int _sessionsAdmitted;
     private int _dropping;
+    private long _changesParsed;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Outbound.WebhookSender _sender;
     private Task _loop = Task.CompletedTask;
@@ -74,7 +75,7 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         {
             // Each change is judged once, by the node that committed it.
             if (!change.IsRemote && !change.Deleted && change.Chunk.End > change.Chunk.Start && SessionService.IsSessionPath(change.Path)
-                && MayFinishARun(change.Chunk.Data.Span))
+                && (change.Annotation is SessionAppendAnnotation annotation ? annotation.EndedRuns.Count > 0 : MayFinishARun(change.Chunk.Data.Span)))
             {
                 // Whether anybody was watching is decided when the change commits, not when it is processed: a client
                 // that leaves right after seeing the answer must not turn that answer into a notification.
@@ -129,8 +130,9 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
     private async Task NotifyAsync(LiveAppend change)
     {
         var notified = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var (runId, run) in FinishedRuns(change))
+        foreach (var run in EndedRuns(change))
         {
+            var runId = run.Id;
             // One notification per run, however many times one change names it.
             if (!notified.Add(runId))
             {
@@ -149,11 +151,11 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
             var notification = new JsonObject
             {
                 ["id"] = "n_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8)),
-                ["type"] = "run." + SessionJson.Text(run, "status"),
+                ["type"] = "run." + run.Status,
                 ["sessionId"] = sessionId,
                 ["runId"] = runId,
-                ["agent"] = run["agent"]?.DeepClone(),
-                ["messageId"] = run["messageId"]?.DeepClone(),
+                ["agent"] = run.Agent(),
+                ["messageId"] = run.MessageId(),
                 ["offset"] = StreamOffset.Format(change.Chunk.End),
                 ["timestamp"] = _time.GetUtcNow().ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture),
 
@@ -206,21 +208,24 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
         => JsonStringScan.MayHoldString(data, "\"run\""u8, "run"u8)
            && (JsonStringScan.MayHoldString(data, "\"finished\""u8, "finished"u8) || JsonStringScan.MayHoldString(data, "\"failed\""u8, "failed"u8));
 
-    /// <summary>The runs a change finishes or fails, each with its id (its key when its value leaves the id out).</summary>
-    private static IEnumerable<(string Id, JsonObject Run)> FinishedRuns(LiveAppend change)
+    /// <summary>
+    /// The runs a change finishes or fails: as the append that made it found them (<see cref="SessionAppendAnnotation"/>),
+    /// or, for a change without that (a session created or forked with its events), read from its data.
+    /// </summary>
+    private IReadOnlyList<EndedRun> EndedRuns(LiveAppend change)
     {
-        // Tolerant of anything stored: an unreadable event is skipped, never thrown into the notification loop.
-        // Each message is judged on its own text first: a reply's final text stored beside its run's end is not parsed.
-        foreach (var node in SessionState.ParseEvents(change.Chunk.Data.Span, MayFinishARun))
+        if (change.Annotation is SessionAppendAnnotation annotation)
         {
-            if (node is JsonObject { } e && SessionJson.Text(e, "type") == SessionEventTypes.Run
-                && e["value"] is JsonObject run && SessionJson.Text(run, "status") is "finished" or "failed"
-                && SessionJson.EntityId(e) is { } id)
-            {
-                yield return (id, run);
-            }
+            return annotation.EndedRuns;
         }
+
+        // Each message is judged on its own text first: a reply's final text stored beside its run's end is not parsed.
+        Interlocked.Increment(ref _changesParsed);
+        return EndedRun.In(SessionState.ParseEvents(change.Chunk.Data.Span, MayFinishARun));
     }
+
+    /// <summary>How many changes the notifier has parsed itself, for want of their append's annotation. For tests.</summary>
+    internal long ChangesParsed => Interlocked.Read(ref _changesParsed);
 
     /// <summary>The receiver a session's notify URL names, for the per-receiver bound: its host (not its port or user info, which cost nothing to vary).</summary>
     private static string HostOf(string url)

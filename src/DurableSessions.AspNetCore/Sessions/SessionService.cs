@@ -240,7 +240,7 @@ internal sealed partial class SessionService : IDisposable
 
                 // Written only onto the state just checked: another node may append to this session meanwhile. Seen
                 // through whoever stops waiting (see AppendLockedAsync).
-                var result = await _store.AppendAsync(request with { ExpectedTail = session.State.Position, ExpectedStreamId = session.StreamId, Progress = OnlyDeltas(messages) }, CancellationToken.None).ConfigureAwait(false);
+                var result = await _store.AppendAsync(request with { ExpectedTail = session.State.Position, ExpectedStreamId = session.StreamId, Progress = OnlyDeltas(messages), Annotation = SessionAppendAnnotation.Of(messages) }, CancellationToken.None).ConfigureAwait(false);
                 if (Learn(session, result, attempt))
                 {
                     continue;
@@ -364,7 +364,7 @@ internal sealed partial class SessionService : IDisposable
             }
 
             // Seen through whoever stops waiting (see AppendLockedAsync): the held state must learn what was stored.
-            var result = await _store.AppendAsync(request with { ExpectedTail = session.State.Position, ExpectedStreamId = session.StreamId, Progress = true }, CancellationToken.None).ConfigureAwait(false);
+            var result = await _store.AppendAsync(request with { ExpectedTail = session.State.Position, ExpectedStreamId = session.StreamId, Progress = true, Annotation = SessionAppendAnnotation.NoneEnded }, CancellationToken.None).ConfigureAwait(false);
             if (Learn(session, result, attempt))
             {
                 continue;
@@ -739,7 +739,7 @@ internal sealed partial class SessionService : IDisposable
     {
         var events = decided.Select(e => e.ToJson()).ToList();
         var payload = Frame(events);
-        var request = new AppendRequest { Path = session.Path, ContentType = StreamContentType.Json, Data = payload, ExpectedTail = session.State.Position, ExpectedStreamId = session.StreamId };
+        var request = new AppendRequest { Path = session.Path, ContentType = StreamContentType.Json, Data = payload, ExpectedTail = session.State.Position, ExpectedStreamId = session.StreamId, Annotation = SessionAppendAnnotation.Of(events) };
 
         // Seen through whoever stops waiting: the store commits a queued append anyway, and what follows a commit (the
         // held state, the agents' turn) must not be skipped because a client hung up right after sending its message.

@@ -63,6 +63,12 @@ public sealed class LiveAppend
     public bool IsProgress { get; init; }
 
     /// <summary>
+    /// The <see cref="AppendRequest.Annotation"/> of the append that made the change, when it was committed on this node;
+    /// otherwise null.
+    /// </summary>
+    public object? Annotation { get; init; }
+
+    /// <summary>
     /// Whether a live reader that asked to skip the progress of producers whose id starts with
     /// <paramref name="producerPrefix"/> skips this change. A change that closes the stream is never skipped.
     /// </summary>
