@@ -158,9 +158,10 @@ public sealed record AppendRequest
     public bool Progress { get; init; }
 
     /// <summary>
-    /// What the writer learned of the data while checking it (the events it parsed, say), handed unchanged to this node's
-    /// observers of the change as <see cref="Live.LiveAppend.Annotation"/>, so they need not work it out again. Never
-    /// stored, and not sent to other nodes: an observer of a change without one works it out from the data.
+    /// What the writer learned of <see cref="Data"/> while checking it (the events it parsed, say), handed unchanged to
+    /// this node's observers of the change as <see cref="Live.LiveAppend.Annotation"/>, so they need not work it out
+    /// again. It describes exactly this request's data: a copy of the request with other data must set it again (or to
+    /// null). Never stored, and not sent to other nodes.
     /// </summary>
     public object? Annotation { get; init; }
 }

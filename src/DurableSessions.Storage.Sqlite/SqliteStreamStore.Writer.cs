@@ -332,6 +332,7 @@ public sealed partial class SqliteStreamStore
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
+                _flushFailure = ex;
                 _broken = true;
                 failure = ex;
                 Report(logger => Log.SyncFailed(logger, ex));
@@ -432,11 +433,11 @@ public sealed partial class SqliteStreamStore
     /// <summary>
     /// Completes once every commit a read that has just ended may have seen is durable. SQLite shows a commit to readers as
     /// soon as it is committed, before the writer has flushed it: a document read straight from the database could
-    /// otherwise return a write that was never acknowledged and that a power loss would take back. Stream reads need no
-    /// such wait, since they never read past what was published after its flush.
+    /// otherwise return a write that was never acknowledged and that a power loss would take back. Stream reads need it
+    /// only where they ask the database rather than what was published after its flush (where a trim has cut).
     /// </summary>
-    /// <exception cref="IOException">A commit the read may have seen can no longer be made durable (its flush failed, or
-    /// the writer stopped).</exception>
+    /// <exception cref="StreamStoreUnavailableException">A commit the read may have seen can no longer be made durable (its
+    /// flush failed, or the writer stopped).</exception>
     private ValueTask WhenDurableAsync(CancellationToken cancellationToken)
     {
         // Read after the read: a commit it saw was numbered before SQLite showed it.
@@ -456,9 +457,11 @@ public sealed partial class SqliteStreamStore
                     return;
                 }
 
-                if (_broken || _writerFailure is not null)
+                if ((_flushFailure ?? _writerFailure) is { } failure)
                 {
-                    throw new IOException("The store read a commit it could not make durable: an earlier flush of the SQLite WAL to disk failed, or its writer stopped.", _writerFailure);
+                    // The commit may never be durable: what was read of it is not answered (nor, until a restart, any
+                    // later read that meets it), as the store refuses writes from then on.
+                    throw new StreamStoreUnavailableException("The store read a commit it could not make durable: a flush of the SQLite WAL to disk failed, or its writer stopped.", failure);
                 }
 
                 flushed = (_durableWaiters ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;

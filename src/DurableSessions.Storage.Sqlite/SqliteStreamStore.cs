@@ -86,6 +86,9 @@ public sealed partial class SqliteStreamStore : StreamStore
     private readonly Lock _durableGate = new();
     private TaskCompletionSource? _durableWaiters;
 
+    // Why the WAL could not be flushed, once it could not: what a read of an unflushed commit is refused with.
+    private volatile Exception? _flushFailure;
+
     // Commits handed to the publisher thread and not yet published (see the write path in SqliteStreamStore.Writer.cs).
     private int _queuedForPublisher;
     private long _committedRequests;
@@ -360,6 +363,7 @@ public sealed partial class SqliteStreamStore : StreamStore
             return new ReadResult(chunks, Math.Max(fromPosition, Math.Min(fromPosition, stream.TailPosition)), 0);
         }
 
+        ReadResult? gone = null;
         var reader = RentReader();
         try
         {
@@ -377,9 +381,14 @@ public sealed partial class SqliteStreamStore : StreamStore
                     // stream up again and ends.
                     if (rows.Count == 0 || rows[0].Start > position)
                     {
-                        return reader.RetainedFrom(segment.StreamId) is { } retainedFrom && retainedFrom > position
-                            ? ReadResult.BeforeRetention(fromPosition, retainedFrom)
-                            : new ReadResult([], fromPosition, 0);
+                        if (reader.RetainedFrom(segment.StreamId) is { } retainedFrom && retainedFrom > position)
+                        {
+                            // Read from the database, so perhaps from a trim not yet flushed: answered once it is.
+                            gone = ReadResult.BeforeRetention(fromPosition, retainedFrom);
+                            break;
+                        }
+
+                        return new ReadResult([], fromPosition, 0);
                     }
 
                     foreach (var row in rows)
@@ -420,7 +429,12 @@ public sealed partial class SqliteStreamStore : StreamStore
             ReturnReader(reader);
         }
 
-        await Task.CompletedTask.ConfigureAwait(false);
+        if (gone is { } trimmed)
+        {
+            await WhenDurableAsync(cancellationToken).ConfigureAwait(false);
+            return trimmed;
+        }
+
         return new ReadResult(chunks, next, total);
     }
 

@@ -17,9 +17,13 @@ public sealed class CommandLineTests : IDisposable
     {
         foreach (var directory in _directories)
         {
-            if (Directory.Exists(directory))
+            try
             {
                 Directory.Delete(directory, recursive: true);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // Never created (the server stopped before), or still held: the outcome under test stands either way.
             }
         }
     }

@@ -786,8 +786,9 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
     public async Task A_document_read_while_its_write_is_committed_but_not_yet_flushed_answers_only_after_the_flush()
     {
         // SQLite shows a commit to readers before the writer flushes it. A read made in that moment (here, on the writer
-        // thread just before the flush) must not answer with a write that is not yet acknowledged, and could be lost.
-        await using var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
+        // thread just before the flush) must not answer with a write that is not yet acknowledged, and could be lost. No
+        // background commit (sweeps, access times) may take the flush the hook acts on.
+        await using var store = SqliteStreamStore.Open(QuietOptions());
         await store.PutDocumentAsync("c", "k", "one"u8.ToArray()).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
         Task<byte[]?>? get = null;
         IAsyncEnumerator<KeyValuePair<string, byte[]>>? list = null;
@@ -823,7 +824,7 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
     [Fact]
     public async Task A_document_read_of_a_commit_whose_flush_failed_is_refused_rather_than_answered_or_left_waiting()
     {
-        await using var store = SqliteStreamStore.Open(new SqliteStreamStoreOptions { DataDirectory = _directory });
+        await using var store = SqliteStreamStore.Open(QuietOptions());
         await store.PutDocumentAsync("c", "k", "one"u8.ToArray()).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
         Task<byte[]?>? get = null;
         store.BeforeFlush = () =>
@@ -833,11 +834,44 @@ public sealed class SqliteGroupCommitTests : IAsyncDisposable
         };
 
         await Assert.ThrowsAnyAsync<Exception>(() => store.PutDocumentAsync("c", "k", "two"u8.ToArray()).AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
-        await Assert.ThrowsAsync<IOException>(() => get!.WaitAsync(TimeSpan.FromSeconds(30)));
+        var refused = await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => get!.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal("the disk refused the flush", refused.InnerException?.Message);
 
         // Later reads see the same unflushed commit, and are refused the same way.
-        await Assert.ThrowsAsync<IOException>(() => store.GetDocumentAsync("c", "k").AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
+        await Assert.ThrowsAsync<StreamStoreUnavailableException>(() => store.GetDocumentAsync("c", "k").AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
     }
+
+    [Fact]
+    public async Task A_stream_read_that_meets_a_trim_not_yet_flushed_answers_it_gone_only_after_the_flush()
+    {
+        // The reader holds the stream as it was before the trim, and the published state does not know of the trim yet:
+        // the read finds the rows gone in the database and asks it where the stream starts now.
+        await using var store = SqliteStreamStore.Open(QuietOptions());
+        await store.CreateAsync(new CreateStreamRequest { Path = "t", ContentType = "text/plain" }).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        await store.AppendAsync(new AppendRequest { Path = "t", ContentType = "text/plain", Data = new StreamPayload(new byte[10], 10) }).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        var untrimmed = (await store.GetAsync("t")).Stream!;
+        Task<ReadResult>? read = null;
+        bool? answeredBeforeFlush = null;
+        store.BeforeFlush = () =>
+        {
+            if (read is null)
+            {
+                read = store.ReadAsync(untrimmed, 0, 1024).AsTask();
+                answeredBeforeFlush = read.IsCompleted;
+            }
+        };
+
+        Assert.Equal(TrimStatus.Trimmed, (await store.TrimAsync("t", 10).AsTask().WaitAsync(TimeSpan.FromSeconds(30))).Status);
+        Assert.False(answeredBeforeFlush, "a read answered a trim gone before the trim was flushed");
+        Assert.Equal(10, (await read!.WaitAsync(TimeSpan.FromSeconds(30))).GoneBefore);
+    }
+
+    private SqliteStreamStoreOptions QuietOptions() => new()
+    {
+        DataDirectory = _directory,
+        ExpirySweepInterval = TimeSpan.FromDays(1),
+        AccessFlushInterval = TimeSpan.FromDays(1),
+    };
 
     [Fact]
     public async Task Appends_in_flight_when_the_store_closes_are_each_acknowledged_or_refused_and_every_acknowledged_one_is_kept()

@@ -210,7 +210,8 @@ internal sealed partial class NotificationService : IHostedService, IDisposable
 
     /// <summary>
     /// The runs a change finishes or fails: as the append that made it found them (<see cref="SessionAppendAnnotation"/>),
-    /// or, for a change without that (a session created or forked with its events), read from its data.
+    /// or, for a change without that (a session created or forked with its events, an append the session service did not
+    /// check, a change a shared store published from its own notification), read from its data.
     /// </summary>
     private IReadOnlyList<EndedRun> EndedRuns(LiveAppend change)
     {

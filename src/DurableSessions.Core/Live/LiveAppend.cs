@@ -63,8 +63,10 @@ public sealed class LiveAppend
     public bool IsProgress { get; init; }
 
     /// <summary>
-    /// The <see cref="AppendRequest.Annotation"/> of the append that made the change, when it was committed on this node;
-    /// otherwise null.
+    /// The <see cref="AppendRequest.Annotation"/> of the append that made the change, when this node committed it and the
+    /// store published it from that request; null otherwise (a change another node made, a stream created with data, a
+    /// change a shared store published from its own notification). An observer must be able to work out the same from
+    /// the data.
     /// </summary>
     public object? Annotation { get; init; }
 
