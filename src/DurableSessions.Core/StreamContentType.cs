@@ -15,8 +15,15 @@ public static class StreamContentType
     public static string MediaType(string contentType)
     {
         var semicolon = contentType.IndexOf(';', StringComparison.Ordinal);
-        var media = semicolon >= 0 ? contentType[..semicolon] : contentType;
-        return media.Trim().ToLowerInvariant();
+        var media = (semicolon >= 0 ? contentType.AsSpan(0, semicolon) : contentType).Trim();
+
+        // Checked on every append: a media type already in its plain form (the usual one) is returned as it is.
+        if (media.Length == contentType.Length && System.Text.Ascii.IsValid(media) && !media.ContainsAnyInRange('A', 'Z'))
+        {
+            return contentType;
+        }
+
+        return media.ToString().ToLowerInvariant();
     }
 
     /// <summary>Whether two content types name the same media type (parameters and case ignored).</summary>

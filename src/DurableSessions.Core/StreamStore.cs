@@ -47,6 +47,27 @@ public abstract class StreamStore : IAsyncDisposable
     /// <summary>Appends to and/or closes a stream, applying <see cref="AppendRules"/> atomically with the write.</summary>
     public abstract ValueTask<AppendResult> AppendAsync(AppendRequest request, CancellationToken cancellationToken = default);
 
+    /// <summary>Whether <see cref="TryAppendInOrder"/> takes appends at all (it may still refuse a call, when it cannot take them without waiting).</summary>
+    public virtual bool TakesAppendsInOrder => false;
+
+    /// <summary>
+    /// Hands several appends to the store at once, if it can take them without waiting: they then apply in list order,
+    /// after every append handed over by an earlier call of this method, each as <see cref="AppendAsync"/> would apply it.
+    /// </summary>
+    /// <remarks>
+    /// For a transport that receives many appends at once (pipelined over one WebSocket): one hand-off and one
+    /// completion for all of them, and an order that holds without waiting for the earlier ones to complete. The default
+    /// takes none, and a store that cannot guarantee that order returns false; the caller then appends one by one.
+    /// </remarks>
+    /// <param name="requests">The appends, in the order they apply.</param>
+    /// <param name="results">Completes with one result per request, in the same order, once all are durable.</param>
+    /// <returns>Whether the store took them; if not, it took none.</returns>
+    public virtual bool TryAppendInOrder(IReadOnlyList<AppendRequest> requests, out Task<AppendResult[]> results)
+    {
+        results = null!;
+        return false;
+    }
+
     /// <summary>Looks up a stream's current metadata. Does not reset its TTL.</summary>
     public abstract ValueTask<StreamLookup> GetAsync(string path, CancellationToken cancellationToken = default);
 

@@ -10,6 +10,9 @@ public sealed partial class SqliteStreamStore
         /// <summary>The trace context of the request that issued the write (default when untraced).</summary>
         public ActivityContext Parent { get; } = Activity.Current?.Context ?? default;
 
+        /// <summary>How many requests the command carries (one, but for appends taken at once), for the store's counts.</summary>
+        public virtual int Requests => 1;
+
         public abstract void Execute(BatchContext context);
 
         public abstract void Acknowledge();
@@ -201,9 +204,29 @@ public sealed partial class SqliteStreamStore
         }
     }
 
+    /// <summary>Several appends taken at once (<see cref="TryAppendInOrder"/>), applied in their order within one batch.</summary>
+    private sealed class AppendManyCommand(IReadOnlyList<AppendRequest> requests) : WriteCommand<AppendResult[]>
+    {
+        public override int Requests => requests.Count;
+
+        protected override AppendResult[] Run(BatchContext context)
+        {
+            var results = new AppendResult[requests.Count];
+            for (var i = 0; i < results.Length; i++)
+            {
+                results[i] = AppendCommand.Append(context, requests[i], Parent);
+            }
+
+            return results;
+        }
+    }
+
     private sealed class AppendCommand(AppendRequest request) : WriteCommand<AppendResult>
     {
-        protected override AppendResult Run(BatchContext context)
+        protected override AppendResult Run(BatchContext context) => Append(context, request, Parent);
+
+        /// <summary>Applies one append in the batch: what <see cref="AppendCommand"/> and <see cref="AppendManyCommand"/> run per request.</summary>
+        public static AppendResult Append(BatchContext context, AppendRequest request, ActivityContext parent)
         {
             var stream = FindLive(context, request.Path);
             if (stream is null)
@@ -243,7 +266,7 @@ public sealed partial class SqliteStreamStore
             context.Stage(updated, persistRow: updated.Closed != stream.Closed || updated.LastStreamSeq != stream.LastStreamSeq);
             context.Published.Add(new LiveAppend(stream.Id, stream.Path, new StreamChunk(stream.TailPosition, updated.TailPosition, request.Data.Data), updated.Closed)
             {
-                Parent = Parent,
+                Parent = parent,
                 ProducerId = request.Producer?.ProducerId,
                 IsProgress = request.Progress,
                 Annotation = request.Annotation,

@@ -186,11 +186,17 @@ public sealed partial class SqliteStreamStore
         context.Transaction.Dispose();
         context.Transaction = null;
         Interlocked.Increment(ref _commits);
-        Interlocked.Add(ref _committedRequests, batch.Count);
+        var requests = 0;
+        foreach (var command in batch)
+        {
+            requests += command.Requests;
+        }
+
+        Interlocked.Add(ref _committedRequests, requests);
         try
         {
             StoreTelemetry.Commits.Add(1);
-            StoreTelemetry.GroupSize.Record(batch.Count);
+            StoreTelemetry.GroupSize.Record(requests);
         }
         catch (Exception)
         {

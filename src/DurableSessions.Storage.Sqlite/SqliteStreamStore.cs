@@ -285,6 +285,33 @@ public sealed partial class SqliteStreamStore : StreamStore
         => Enqueue(new AppendCommand(request), cancellationToken);
 
     /// <inheritdoc />
+    public override bool TakesAppendsInOrder => true;
+
+    /// <inheritdoc />
+    /// <remarks>
+    /// The appends are one command of the writer's queue, taken only if the queue has room now: the queue is first in,
+    /// first out, so commands taken this way run in the order of the calls. A full queue, or a store that stopped
+    /// writing, takes none (one by one, the caller then waits for room or hears why).
+    /// </remarks>
+    public override bool TryAppendInOrder(IReadOnlyList<AppendRequest> requests, out Task<AppendResult[]> results)
+    {
+        results = null!;
+        if (Volatile.Read(ref _disposed) != 0 || _broken || _writerFailure is not null)
+        {
+            return false;
+        }
+
+        var command = new AppendManyCommand(requests);
+        if (!_commands.TryEnqueue(command))
+        {
+            return false;
+        }
+
+        results = command.Completion.Task;
+        return true;
+    }
+
+    /// <inheritdoc />
     public override ValueTask<DeleteStreamStatus> DeleteAsync(string path, CancellationToken cancellationToken = default)
         => Enqueue(new DeleteCommand(path, expireOnly: false), cancellationToken);
 

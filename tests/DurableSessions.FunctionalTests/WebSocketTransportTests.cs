@@ -558,6 +558,72 @@ public sealed class WebSocketTransportTests
     }
 
     [Fact]
+    public async Task Appends_read_back_to_back_keep_each_paths_order_around_large_appends_and_refusals_and_answer_each_id()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        await CreateStreamAsync(server, "burst/a");
+        await CreateStreamAsync(server, "burst/b");
+        const int PerStream = 40;
+        static JsonObject Message(string id, string path, string producer, int seq, JsonNode data) => new()
+        {
+            ["op"] = "append",
+            ["id"] = id,
+            ["path"] = path,
+            ["data"] = data,
+            ["producer"] = new JsonObject { ["id"] = producer, ["epoch"] = 0, ["seq"] = seq },
+        };
+
+        // Everything is sent before any answer is read, so the server reads the appends back to back and hands the small
+        // ones for plain streams to the store together. Among them: appends too large for that (over 64 KiB, appended one
+        // by one), which the small ones after them to the same path must follow; a missing stream; a content type
+        // the stream does not have (refused by the store); data that is no JSON for a JSON stream (refused before it).
+        await using var socket = await SocketClient.ConnectAsync(server.BaseAddress);
+        for (var seq = 0; seq < PerStream; seq++)
+        {
+            var a = new JsonObject { ["n"] = seq };
+            if (seq % 10 == 5)
+            {
+                a["text"] = new string('x', 70_000);
+            }
+
+            await socket.SendAsync(Message($"a{seq}", "burst/a", "pa", seq, new JsonArray(a)));
+            await socket.SendAsync(Message($"b{seq}", "burst/b", "pb", seq, new JsonArray(new JsonObject { ["n"] = seq })));
+            if (seq == 20)
+            {
+                await socket.SendAsync(new JsonObject { ["op"] = "append", ["id"] = "missing", ["path"] = "burst/none", ["data"] = new JsonArray(1) });
+                await socket.SendAsync(new JsonObject { ["op"] = "append", ["id"] = "mismatch", ["path"] = "burst/b", ["contentType"] = "text/plain", ["text"] = "hi" });
+                await socket.SendAsync(new JsonObject { ["op"] = "append", ["id"] = "notjson", ["path"] = "burst/b", ["contentType"] = "application/json", ["text"] = "{" });
+            }
+        }
+
+        var answers = new Dictionary<string, JsonObject>();
+        while (answers.Count < 2 * PerStream + 3)
+        {
+            var answer = await socket.NextAsync(m => Type(m) is "ack" or "error");
+            Assert.True(answers.TryAdd(answer["id"]!.GetValue<string>(), answer), $"a second answer to {answer["id"]}");
+        }
+
+        for (var seq = 0; seq < PerStream; seq++)
+        {
+            foreach (var id in new[] { $"a{seq}", $"b{seq}" })
+            {
+                Assert.Equal("ack", Type(answers[id]));
+                Assert.Equal(200, answers[id]["status"]!.GetValue<int>());
+                Assert.Equal(seq, answers[id]["producer"]!["seq"]!.GetValue<int>());
+            }
+        }
+
+        Assert.Equal((404, "STREAM_NOT_FOUND"), (answers["missing"]["status"]!.GetValue<int>(), answers["missing"]["code"]!.GetValue<string>()));
+        Assert.Equal((409, "CONTENT_TYPE_MISMATCH"), (answers["mismatch"]["status"]!.GetValue<int>(), answers["mismatch"]["code"]!.GetValue<string>()));
+        Assert.Equal((400, "INVALID_JSON"), (answers["notjson"]["status"]!.GetValue<int>(), answers["notjson"]["code"]!.GetValue<string>()));
+        foreach (var path in new[] { "burst/a", "burst/b" })
+        {
+            var stored = JsonNode.Parse(await server.Client.GetStringAsync(new Uri($"/v1/stream/{path}?offset=-1", UriKind.Relative)))!.AsArray();
+            Assert.Equal(Enumerable.Range(0, PerStream), stored.Select(m => m!["n"]!.GetValue<int>()));
+        }
+    }
+
+    [Fact]
     public async Task Capabilities_are_checked_per_path_and_a_refreshed_token_keeps_the_subscriptions()
     {
         await using var server = await InProcessServer.StartAsync(services: s => s.Configure<AccessOptions>(o => o.SigningKey = Key));

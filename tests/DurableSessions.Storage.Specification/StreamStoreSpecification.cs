@@ -191,6 +191,39 @@ public abstract class StreamStoreSpecification : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Appends_taken_in_order_apply_in_list_order_after_earlier_ones_and_answer_as_one_by_one()
+    {
+        var store = await Open();
+        await Create(store, "o1");
+        await Create(store, "o2");
+        static AppendRequest Request(string path, string text, long seq) => new() { Path = path, ContentType = "text/plain", Data = Bytes(text), Producer = new("w", 0, seq) };
+
+        var first = new[] { Request("o1", "a", 0), Request("o2", "x", 0), Request("o1", "b", 1) };
+        var second = new[] { Request("o1", "c", 2), Request("missing", "m", 0), Request("o2", "y", 2), Request("o2", "y", 1), Request("o1", "b", 1) };
+        if (!store.TakesAppendsInOrder)
+        {
+            // A store that does not take them so takes none.
+            Assert.False(store.TryAppendInOrder(first, out _));
+            Assert.Equal(0, (await store.GetAsync("o1")).Stream!.TailPosition);
+            return;
+        }
+
+        // The second list is handed over before the first is answered: its appends still follow the first's.
+        Assert.True(store.TryAppendInOrder(first, out var firstResults));
+        Assert.True(store.TryAppendInOrder(second, out var secondResults));
+        var one = await firstResults.WaitAsync(Timeout);
+        var two = await secondResults.WaitAsync(Timeout);
+        Assert.Equal([AppendStatus.Appended, AppendStatus.Appended, AppendStatus.Appended], one.Select(r => r.Status));
+        Assert.Equal(
+            [AppendStatus.Appended, AppendStatus.NotFound, AppendStatus.ProducerSeqGap, AppendStatus.Appended, AppendStatus.Duplicate],
+            two.Select(r => r.Status));
+        Assert.Equal([1L, 2L, 3L], new[] { one[0].TailPosition, one[2].TailPosition, two[0].TailPosition });
+        Assert.Equal(1, two[2].ProducerSeq);
+        Assert.Equal("abc", await ReadAll(store, "o1"));
+        Assert.Equal("xy", await ReadAll(store, "o2"));
+    }
+
+    [Fact]
     public async Task Stream_seq_must_increase_bytewise()
     {
         var store = await Open();

@@ -423,20 +423,9 @@ internal sealed partial class StreamRequestHandler
     internal async Task<AppendAnswer> AppendAsync(AppendCommand command, HttpContext caller, CancellationToken cancellationToken)
     {
         var (path, contentType, data, close, streamSeq, producer) = command;
-        if (data.Length == 0)
+        if (BodyRefusal(command) is { } refused)
         {
-            if (!close)
-            {
-                return AppendAnswer.Refused(400, "EMPTY_BODY", "An append needs a body (or Stream-Closed: true to close the stream).");
-            }
-        }
-        else if (string.IsNullOrEmpty(contentType))
-        {
-            return AppendAnswer.Refused(400, "MISSING_CONTENT_TYPE", "An append with a body needs a Content-Type.");
-        }
-        else if (!StreamContentType.IsValid(contentType))
-        {
-            return AppendAnswer.Refused(400, "INVALID_CONTENT_TYPE", "Content-Type is not a valid media type.");
+            return refused;
         }
 
         // An append to an ungoverned stream goes straight to the store, which answers a missing, deleted or closed stream
@@ -523,6 +512,66 @@ internal sealed partial class StreamRequestHandler
         }
 
         return Answer(result, producer, payload);
+    }
+
+    /// <summary>
+    /// The store's request for an append that goes to the store as it is (<see cref="AppendAsync(AppendCommand, HttpContext, CancellationToken)"/> would hand it over with
+    /// no lookup and no policy: an ungoverned stream, a body that frames by its own content type), for a transport that
+    /// hands many to the store at once; or the append's refusal. Neither when it needs more than that: then it goes
+    /// through <see cref="AppendAsync(AppendCommand, HttpContext, CancellationToken)"/>. Access is the caller's to check first, as for <see cref="AppendAsync(AppendCommand, HttpContext, CancellationToken)"/>.
+    /// </summary>
+    internal AppendAnswer? PrepareDirect(AppendCommand command, out AppendRequest? request)
+    {
+        request = null;
+        if (BodyRefusal(command) is { } refused)
+        {
+            return refused;
+        }
+
+        var payload = StreamPayload.Empty;
+        if (PolicyFor(command.Path) is not null
+            || (command.Data.Length > 0 && !TryFrame(command.ContentType!, command.Data, allowEmptyArray: false, out payload, out _)))
+        {
+            return null;
+        }
+
+        request = new AppendRequest
+        {
+            Path = command.Path,
+            ContentType = command.Data.Length > 0 ? command.ContentType : null,
+            Data = payload,
+            Close = command.Close,
+            StreamSeq = command.StreamSeq,
+            Producer = command.Producer,
+        };
+        return null;
+    }
+
+    /// <summary>The answer to a request of <see cref="PrepareDirect"/> that the store took, as <see cref="AppendAsync(AppendCommand, HttpContext, CancellationToken)"/> gives it.</summary>
+    internal static AppendAnswer AnswerDirect(AppendRequest request, AppendResult result) => Answer(result, request.Producer, request.Data);
+
+    /// <summary>Whether the store takes requests of <see cref="PrepareDirect"/> several at once, in order (<see cref="StreamStore.TakesAppendsInOrder"/>).</summary>
+    internal bool TakesAppendsInOrder => _store.TakesAppendsInOrder;
+
+    /// <inheritdoc cref="StreamStore.TryAppendInOrder"/>
+    internal bool TryAppendInOrder(IReadOnlyList<AppendRequest> requests, out Task<AppendResult[]> results) => _store.TryAppendInOrder(requests, out results);
+
+    /// <summary>Hands one request of <see cref="PrepareDirect"/> to the store; the write commits once handed over, whoever stops waiting.</summary>
+    internal ValueTask<AppendResult> AppendDirectAsync(AppendRequest request) => _store.AppendAsync(request, CancellationToken.None);
+
+    private static AppendAnswer? BodyRefusal(AppendCommand command)
+    {
+        if (command.Data.Length == 0)
+        {
+            return command.Close ? null : AppendAnswer.Refused(400, "EMPTY_BODY", "An append needs a body (or Stream-Closed: true to close the stream).");
+        }
+
+        if (string.IsNullOrEmpty(command.ContentType))
+        {
+            return AppendAnswer.Refused(400, "MISSING_CONTENT_TYPE", "An append with a body needs a Content-Type.");
+        }
+
+        return StreamContentType.IsValid(command.ContentType) ? null : AppendAnswer.Refused(400, "INVALID_CONTENT_TYPE", "Content-Type is not a valid media type.");
     }
 
     /// <summary>An append's outcome as the protocol's status, code and message.</summary>

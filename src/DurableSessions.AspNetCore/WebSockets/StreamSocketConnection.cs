@@ -45,6 +45,14 @@ internal sealed partial class StreamSocketConnection : IDisposable
     // Counts token replacements, so a subscribe granted under a token replaced meanwhile is checked again.
     private int _authEpoch;
     private readonly Dictionary<string, Task> _pathTails = new(StringComparer.Ordinal);
+
+    // Appends received back to back are handed to the store together, once the receive loop would wait for more: one
+    // hand-off and one completion for the burst instead of one per append (only on a store that takes appends so, in
+    // order). A burst's Done stands as the tail of each path it holds; the bursts handed over and not yet answered are
+    // kept here, under the lock of _pathTails, since a later burst may follow one of them on a path without waiting.
+    private AppendBurst? _burst;
+    private readonly HashSet<Task> _burstsInFlight = [];
+    private const int MaxBurst = 64;
     private readonly SemaphoreSlim _inFlight;
     private readonly SemaphoreSlim _auth = new(1, 1);
     private readonly Lock _watchLock = new();
@@ -141,8 +149,21 @@ internal sealed partial class StreamSocketConnection : IDisposable
         {
             while (!_closing.IsCancellationRequested)
             {
-                await WaitForAnswersToDrainAsync().ConfigureAwait(false);
-                var received = await _socket.ReceiveAsync(Memory<byte>.Empty, CancellationToken.None).ConfigureAwait(false);
+                var drained = WaitForAnswersToDrainAsync();
+                if (!drained.IsCompleted)
+                {
+                    HandOverBurst();
+                }
+
+                await drained.ConfigureAwait(false);
+                var receiving = _socket.ReceiveAsync(Memory<byte>.Empty, CancellationToken.None);
+                if (!receiving.IsCompleted)
+                {
+                    // Nothing more has come in: the appends received so far go to the store now.
+                    HandOverBurst();
+                }
+
+                var received = await receiving.ConfigureAwait(false);
                 buffer = ArrayPool<byte>.Shared.Rent(FirstBufferBytes);
                 var length = 0;
                 while (!received.EndOfMessage && received.MessageType != WebSocketMessageType.Close)
@@ -201,6 +222,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
         }
         finally
         {
+            HandOverBurst();
             if (buffer is not null)
             {
                 ArrayPool<byte>.Shared.Return(buffer);
@@ -250,6 +272,13 @@ internal sealed partial class StreamSocketConnection : IDisposable
                 return true;
             }
 
+            if (op == "append" && TryAddToBurst(id, root))
+            {
+                return true;
+            }
+
+            // Anything else runs after the appends received before it were handed over.
+            HandOverBurst();
             switch (op)
             {
                 case "subscribe":
@@ -394,6 +423,170 @@ internal sealed partial class StreamSocketConnection : IDisposable
             TaskContinuationOptions.ExecuteSynchronously,
             TaskScheduler.Default);
         return work;
+    }
+
+    /// <summary>
+    /// Takes an append into the current burst if it can go to the store as it is, after whatever this connection
+    /// appended to its path before: a small body for an ungoverned stream, the write allowed at once, no other append to
+    /// its path in flight but in a burst. Anything else (refusals included) goes through <see cref="AppendAsync(string, JsonElement)"/>.
+    /// </summary>
+    private bool TryAddToBurst(string? id, JsonElement root)
+    {
+        var streams = _services.Streams;
+        if (id is null || !streams.TakesAppendsInOrder)
+        {
+            return false;
+        }
+
+        var path = OptionalString(root, "path");
+        if (PathError(path) is not null
+            || !TryReadAppend(root, out var contentType, out var data, out var close, out var seq, out var producer, out _)
+            || data.Length > AppendBudget.SmallBody || data.Length > streams.MaxAppendBytes)
+        {
+            return false;
+        }
+
+        var allowed = AccessControl.AllowsAsync(_http, new StreamResource(path!), Capability.Write);
+        if (!allowed.IsCompletedSuccessfully || !allowed.Result)
+        {
+            return false;
+        }
+
+        if (streams.PrepareDirect(new AppendCommand(path!, contentType, data, close, seq, producer), out var request) is not null || request is null)
+        {
+            return false;
+        }
+
+        if (!_inFlight.Wait(0, CancellationToken.None))
+        {
+            // At the bound of operations in flight: the burst goes now, and this append waits for room as any other.
+            return false;
+        }
+
+        AppendBurst burst;
+        lock (_pathTails)
+        {
+            if (_pathTails.TryGetValue(path!, out var tail) && !_burstsInFlight.Contains(tail) && tail != _burst?.Done.Task)
+            {
+                _inFlight.Release();
+                return false;
+            }
+
+            burst = _burst ??= new AppendBurst();
+            _pathTails[path!] = burst.Done.Task;
+        }
+
+        Interlocked.Increment(ref _pending);
+        burst.Items.Add((id, request));
+        if (burst.Items.Count >= MaxBurst)
+        {
+            HandOverBurst();
+        }
+
+        return true;
+    }
+
+    /// <summary>Hands the current burst of appends to the store (or, if it cannot take them at once, appends them one by one, in order).</summary>
+    private void HandOverBurst()
+    {
+        var burst = _burst;
+        if (burst is null)
+        {
+            return;
+        }
+
+        var requests = new AppendRequest[burst.Items.Count];
+        for (var i = 0; i < requests.Length; i++)
+        {
+            requests[i] = burst.Items[i].Request;
+        }
+
+        lock (_pathTails)
+        {
+            _burst = null;
+            _burstsInFlight.Add(burst.Done.Task);
+        }
+
+        if (!_services.Streams.TryAppendInOrder(requests, out var results))
+        {
+            // Taken one by one, so not in order with later bursts: appends after it to its paths wait for its answers.
+            lock (_pathTails)
+            {
+                _burstsInFlight.Remove(burst.Done.Task);
+            }
+
+            results = AppendOneByOneAsync(requests);
+        }
+
+        _ = AnswerBurstAsync(burst, results);
+    }
+
+    private async Task<AppendResult[]> AppendOneByOneAsync(AppendRequest[] requests)
+    {
+        var results = new AppendResult[requests.Length];
+        for (var i = 0; i < requests.Length; i++)
+        {
+            results[i] = await _services.Streams.AppendDirectAsync(requests[i]).ConfigureAwait(false);
+        }
+
+        return results;
+    }
+
+    private async Task AnswerBurstAsync(AppendBurst burst, Task<AppendResult[]> appended)
+    {
+        var items = burst.Items;
+        try
+        {
+            var results = await appended.ConfigureAwait(false);
+            for (var i = 0; i < items.Count; i++)
+            {
+                var (id, request) = items[i];
+                Enqueue(Ack(id, StreamRequestHandler.AnswerDirect(request, results[i]), request.Producer));
+            }
+        }
+        catch (StreamStoreUnavailableException ex)
+        {
+            foreach (var (id, _) in items)
+            {
+                Enqueue(Error("id", id, 503, "STORE_UNAVAILABLE", ex.Message));
+            }
+        }
+        catch (Exception ex)
+        {
+            Log.OperationFailed(_services.Logger, ex);
+            foreach (var (id, _) in items)
+            {
+                Enqueue(Error("id", id, 500, "INTERNAL", "The operation failed."));
+            }
+        }
+        finally
+        {
+            lock (_pathTails)
+            {
+                _burstsInFlight.Remove(burst.Done.Task);
+                foreach (var (_, request) in items)
+                {
+                    if (_pathTails.TryGetValue(request.Path, out var tail) && tail == burst.Done.Task)
+                    {
+                        _pathTails.Remove(request.Path);
+                    }
+                }
+            }
+
+            for (var i = 0; i < items.Count; i++)
+            {
+                Release();
+            }
+
+            burst.Done.TrySetResult();
+        }
+    }
+
+    private sealed class AppendBurst
+    {
+        public List<(string Id, AppendRequest Request)> Items { get; } = [];
+
+        public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
     private async Task<byte[]> AppendAfterAsync(Task previous, string id, AppendCommand command, long heldBytes)
