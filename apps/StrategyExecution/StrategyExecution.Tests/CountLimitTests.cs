@@ -207,21 +207,8 @@ public sealed class CountLimitTests(SmallLimitsFixture fixture) : IClassFixture<
     {
         var email = (await ApiClient.DemoPeople(fixture.App)).Single(p => p!["id"]!.GetValue<int>() == 2)!["email"]!.GetValue<string>();
         using var anonymous = ApiClient.Anonymous(fixture.App);
-        async Task<string> SignIn()
-        {
-            using var response = await anonymous.PostAsJsonAsync(new Uri("/api/sign-in", UriKind.Relative), new { email, password = "demo" });
-            var text = await response.Content.ReadAsStringAsync();
-            Assert.True(response.StatusCode == HttpStatusCode.OK, text);
-            return JsonNode.Parse(text)!["token"]!.GetValue<string>();
-        }
-
-        async Task<HttpStatusCode> Me(string token)
-        {
-            using var request = new HttpRequestMessage(HttpMethod.Get, "/api/me");
-            request.Headers.Authorization = new("Bearer", token);
-            using var response = await anonymous.SendAsync(request);
-            return response.StatusCode;
-        }
+        Task<string> SignIn() => SignInAsync(anonymous, email);
+        Task<HttpStatusCode> Me(string token) => MeAsync(anonymous, token);
 
         var tokens = new List<string>();
         for (var i = 0; i < SmallLimitsFixture.SignIns; i++)
@@ -241,6 +228,43 @@ public sealed class CountLimitTests(SmallLimitsFixture fixture) : IClassFixture<
         {
             Assert.Equal(HttpStatusCode.OK, await Me(token));
         }
+    }
+
+    [Fact]
+    public async Task A_sign_in_past_a_persons_limit_ends_the_one_unused_the_longest_not_the_browser_in_use()
+    {
+        var email = (await ApiClient.DemoPeople(fixture.App)).Single(p => p!["id"]!.GetValue<int>() == 3)!["email"]!.GetValue<string>();
+        using var anonymous = ApiClient.Anonymous(fixture.App);
+        Task<string> SignIn() => SignInAsync(anonymous, email);
+        Task<HttpStatusCode> Me(string token) => MeAsync(anonymous, token);
+
+        // The first sign-in is made first but used last (the browser in use); the second is made later and used before it.
+        var inUse = await SignIn();
+        var idle = await SignIn();
+        Assert.Equal(2, SmallLimitsFixture.SignIns);
+        Assert.Equal(HttpStatusCode.OK, await Me(idle));
+        Assert.Equal(HttpStatusCode.OK, await Me(inUse));
+
+        var newest = await SignIn();
+        Assert.Equal(HttpStatusCode.Unauthorized, await Me(idle));
+        Assert.Equal(HttpStatusCode.OK, await Me(inUse));
+        Assert.Equal(HttpStatusCode.OK, await Me(newest));
+    }
+
+    private static async Task<string> SignInAsync(HttpClient anonymous, string email)
+    {
+        using var response = await anonymous.PostAsJsonAsync(new Uri("/api/sign-in", UriKind.Relative), new { email, password = "demo" });
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.OK, text);
+        return JsonNode.Parse(text)!["token"]!.GetValue<string>();
+    }
+
+    private static async Task<HttpStatusCode> MeAsync(HttpClient anonymous, string token)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, "/api/me");
+        request.Headers.Authorization = new("Bearer", token);
+        using var response = await anonymous.SendAsync(request);
+        return response.StatusCode;
     }
 
     [Theory]

@@ -67,6 +67,7 @@ using (var scope = app.Services.CreateScope())
         throw new InvalidOperationException($"The database ({database.Describe()}) was made by an earlier version of the app and lacks tables this one needs: {e.Message} Start with a new --Data directory (or an empty PostgreSQL database); the demo organisation is loaded afresh.", e);
     }
 
+    StrategyDatabase.EnsureColumns(db);
     StrategyDatabase.EnsureIndexes(db);
     var today = DateOnly.FromDateTime(TimeProvider.System.GetUtcNow().UtcDateTime);
     switch (app.Configuration["Demo:Size"] ?? "standard")

@@ -85,14 +85,66 @@ public sealed class Acting(StrategyDb db, TimeProvider time, SignInCache cache)
         var found = await (from t in db.Tokens.AsNoTracking()
                            join p in db.People.AsNoTracking() on t.PersonId equals p.Id
                            where t.Hash == hash
-                           select new { Person = p, t.ExpiresAt }).FirstOrDefaultAsync(cancellationToken);
-        if (found is null || found.ExpiresAt <= time.GetUtcNow())
+                           select new { Person = p, t.Id, t.ExpiresAt, t.LastUsedAt }).FirstOrDefaultAsync(cancellationToken);
+        var now = time.GetUtcNow();
+        if (found is null || found.ExpiresAt <= now)
         {
             return null;
         }
 
+        if (found.LastUsedAt is not { } last || now - last >= LastUseResolution)
+        {
+            await NoteUseAsync(found.Id, now, cancellationToken);
+        }
+
         cache.Remember(hash, found.Person, found.ExpiresAt, evictions);
         return found.Person;
+    }
+
+    // A token remembered by a process is not looked up again for a minute: its last use is kept to that.
+    private static readonly TimeSpan LastUseResolution = TimeSpan.FromMinutes(1);
+
+    /// <summary>
+    /// Keeps when a token last let a request in (what a sign-in past the limit goes by). A write in a read: it must neither
+    /// fail nor hold up the request, so it waits at most a second for the database (another write may hold SQLite's lock),
+    /// and a database that is busy or fails it leaves the earlier time, which a later lookup updates.
+    /// </summary>
+    private async Task NoteUseAsync(int tokenId, DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        if (db.Database.CurrentTransaction is not null)
+        {
+            // Inside the request's own transaction it would wait on, and roll back with, the request's writes.
+            return;
+        }
+
+        var timeout = db.Database.GetCommandTimeout();
+        try
+        {
+            if (db.Database.IsNpgsql())
+            {
+                // PostgreSQL waits for a row's lock as long as the lock timeout says; a command timeout instead would cut
+                // the connection the rest of the request still uses.
+                await using var transaction = await db.Database.BeginTransactionAsync(cancellationToken);
+                await db.Database.ExecuteSqlRawAsync("SET LOCAL lock_timeout = '1s'", cancellationToken);
+                await db.Tokens.Where(t => t.Id == tokenId).ExecuteUpdateAsync(s => s.SetProperty(t => t.LastUsedAt, now), cancellationToken);
+                await transaction.CommitAsync(cancellationToken);
+            }
+            else
+            {
+                // SQLite's wait for its write lock is the command timeout.
+                db.Database.SetCommandTimeout(1);
+                await db.Tokens.Where(t => t.Id == tokenId).ExecuteUpdateAsync(s => s.SetProperty(t => t.LastUsedAt, now), cancellationToken);
+            }
+        }
+        catch (Exception ex) when (ex is System.Data.Common.DbException || Data.StrategyDatabase.IsBusy(ex))
+        {
+            // Left as it was: the token works whether or not its use is kept. (A busy PostgreSQL comes wrapped by the
+            // provider's execution strategy.)
+        }
+        finally
+        {
+            db.Database.SetCommandTimeout(timeout);
+        }
     }
 
     /// <summary>Whether <paramref name="person"/> holds <paramref name="role"/> (or a stronger one) on any unit at all.</summary>

@@ -60,9 +60,10 @@ public sealed class Limits
     public int RemindersPerAnnouncement { get; private init; } = 200;
 
     /// <summary>
-    /// Sign-ins one person holds at once (100). Not refused when reached: a new sign-in ends the person's oldest, so that
-    /// someone who signs in again and again (a script, a loop) does not grow the tokens without bound, and no one is
-    /// locked out of the page. Expired sign-ins are removed at the same time. API tokens have their own bound (50).
+    /// Sign-ins one person holds at once (100). Not refused when reached: a new sign-in ends the person's sign-in unused
+    /// the longest, so that someone who signs in again and again (a script, a loop) does not grow the tokens without
+    /// bound, no one is locked out of the page, and the browser in use stays signed in. Expired sign-ins are removed at
+    /// the same time. API tokens have their own bound (50).
     /// </summary>
     public int SignInsPerPerson { get; private init; } = 100;
 

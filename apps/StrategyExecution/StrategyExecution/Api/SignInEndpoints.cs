@@ -34,7 +34,7 @@ public sealed record DemoPerson(int Id, string Name, string Email, int UnitId, s
 
 /// <summary>
 /// Sign-in, sign-out, API tokens and passwords. A sign-in lasts 14 days, and a person holds at most
-/// <see cref="Limits.SignInsPerPerson"/> at once (a new one ends the oldest); API tokens last what their maker chose (up
+/// <see cref="Limits.SignInsPerPerson"/> at once (a new one ends the one unused the longest); API tokens last what their maker chose (up
 /// to a year), need the maker's password to be made, and are revoked one by one. Password checks are throttled and
 /// bounded by <see cref="PasswordChecks"/>.
 /// </summary>
@@ -221,17 +221,19 @@ public static class SignInEndpoints
 
     /// <summary>
     /// Removes <paramref name="personId"/>'s expired sign-ins and, when the person holds <paramref name="limit"/> live ones,
-    /// ends the oldest, leaving room for one more: signing in again and again cannot grow the tokens without bound, and a
-    /// new sign-in is never refused for it. Sign-ins that lose their place stop working at once.
+    /// ends the one unused the longest (by its last use, or its making if never used), leaving room for one more: signing
+    /// in again and again cannot grow the tokens without bound, a new sign-in is never refused for it, and the browser in
+    /// use is not the one signed out. Sign-ins that lose their place stop working at once.
     /// </summary>
     private static async Task MakeRoomForSignInAsync(StrategyDb db, SignInCache cache, int personId, int limit, TimeProvider time, CancellationToken ct)
     {
         // Read whole (at most the limit and those signing in at the same moment) and judged here: SQLite cannot compare
         // dates with offsets in a query.
         var now = time.GetUtcNow();
-        var newestFirst = await db.Tokens.AsNoTracking().Where(t => t.PersonId == personId && t.Name == "sign-in").OrderByDescending(t => t.Id)
-            .Select(t => new { t.Id, t.Hash, t.ExpiresAt }).ToListAsync(ct);
-        var ending = newestFirst.Where((t, place) => place >= limit - 1 || t.ExpiresAt <= now).ToList();
+        var signIns = await db.Tokens.AsNoTracking().Where(t => t.PersonId == personId && t.Name == "sign-in")
+            .Select(t => new { t.Id, t.Hash, t.ExpiresAt, Used = t.LastUsedAt ?? t.CreatedAt }).ToListAsync(ct);
+        var ending = signIns.OrderByDescending(t => t.Used).ThenByDescending(t => t.Id)
+            .Where((t, place) => place >= limit - 1 || t.ExpiresAt <= now).ToList();
         if (ending.Count == 0)
         {
             return;

@@ -76,6 +76,12 @@ public sealed class AccessToken
 
     /// <summary>When it stops working.</summary>
     public DateTimeOffset ExpiresAt { get; set; }
+
+    /// <summary>
+    /// When it last let a request in, to the minute (a process looks it up again at most once a minute); null until its
+    /// first use. A sign-in past the person's limit ends the one unused the longest.
+    /// </summary>
+    public DateTimeOffset? LastUsedAt { get; set; }
 }
 
 /// <summary>What a person may do in a unit and every unit below it.</summary>

@@ -1,4 +1,5 @@
 using Microsoft.EntityFrameworkCore;
+using Microsoft.EntityFrameworkCore.Metadata;
 
 namespace StrategyExecution.Data;
 
@@ -111,6 +112,60 @@ public sealed partial class StrategyDatabase
         else
         {
             options.UseSqlite(ConnectionString);
+        }
+    }
+
+    /// <summary>
+    /// Adds the model's columns that a database made by an earlier version lacks, when the model lets them be empty (as
+    /// every column added since is): the schema is made whole by <c>EnsureCreated</c> only when the database is new. A
+    /// missing column that must hold a value cannot be added so, and stops the start with what to do. A column another
+    /// process added meanwhile counts as added.
+    /// </summary>
+    public static void EnsureColumns(StrategyDb db)
+    {
+        ArgumentNullException.ThrowIfNull(db);
+        var postgres = db.Database.IsNpgsql();
+        foreach (var entity in db.Model.GetEntityTypes())
+        {
+            if (entity.GetTableName() is not { } table)
+            {
+                continue;
+            }
+
+#pragma warning disable EF1002 // Table and column names come from the model, not from input.
+            var existing = db.Database.SqlQueryRaw<string>(postgres
+                    ? $"SELECT column_name AS \"Value\" FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = '{table}'"
+                    : $"SELECT name AS \"Value\" FROM pragma_table_info('{table}')")
+                .ToHashSet(StringComparer.Ordinal);
+            var store = StoreObjectIdentifier.Table(table, entity.GetSchema());
+            foreach (var property in entity.GetProperties())
+            {
+                if (property.GetColumnName(store) is not { } column || existing.Contains(column))
+                {
+                    continue;
+                }
+
+                if (!property.IsColumnNullable(store))
+                {
+                    throw new InvalidOperationException($"The database was made by an earlier version of the app and its table {table} lacks the column {column}, which must hold a value. Start with a new --Data directory (or an empty PostgreSQL database); the demo organisation is loaded afresh.");
+                }
+
+                try
+                {
+                    db.Database.ExecuteSqlRaw(postgres
+                        ? $"ALTER TABLE \"{table}\" ADD COLUMN IF NOT EXISTS \"{column}\" {property.GetColumnType(store)} NULL"
+                        : $"ALTER TABLE \"{table}\" ADD COLUMN \"{column}\" {property.GetColumnType(store)} NULL");
+                }
+                catch (Microsoft.Data.Sqlite.SqliteException ex) when (ex.Message.Contains("duplicate column name", StringComparison.Ordinal))
+                {
+                    // Another app process starting on the same database added it at the same moment.
+                }
+                catch (Npgsql.PostgresException ex) when (ex.SqlState is Npgsql.PostgresErrorCodes.DuplicateColumn or Npgsql.PostgresErrorCodes.UniqueViolation)
+                {
+                    // The same, on PostgreSQL (IF NOT EXISTS races with a concurrent ALTER).
+                }
+            }
+#pragma warning restore EF1002
         }
     }
 
