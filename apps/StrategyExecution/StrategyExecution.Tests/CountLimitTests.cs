@@ -177,6 +177,39 @@ public sealed class CountLimitTests(SmallLimitsFixture fixture) : IClassFixture<
         }
     }
 
+    [Fact]
+    public async Task A_decision_locks_its_live_review_and_on_postgresql_writes_no_new_version_of_it()
+    {
+        using var admin = ApiClient.For(fixture.App, 1);
+        var objective = (await admin.GetJson("/api/scorecards/8"))["objectives"]![0]!["id"]!.GetValue<int>();
+        var review = await StartedReview(admin);
+        var before = await ReviewRowVersionAsync(review);
+        using (var decided = await admin.PostAsJsonAsync(new Uri($"/api/reviews/{review}/decisions", UriKind.Relative), new { text = "Locked, not rewritten", objectiveId = objective }))
+        {
+            Assert.Equal(HttpStatusCode.Created, decided.StatusCode);
+        }
+
+        Assert.Single((await admin.GetJson($"/api/reviews/{review}"))["decisions"]!.AsArray());
+
+        // PostgreSQL's row version (xmin) is the one before: the review was locked, not updated. SQLite keeps no row
+        // versions to compare (and takes its write lock by an update that changes nothing).
+        Assert.Equal(before, await ReviewRowVersionAsync(review));
+    }
+
+    private async Task<string?> ReviewRowVersionAsync(int review)
+    {
+        if (!PostgresServer.Selected)
+        {
+            return null;
+        }
+
+        await using var connection = new Npgsql.NpgsqlConnection(fixture.App.ConnectionString + ";Pooling=false");
+        await connection.OpenAsync();
+        await using var command = connection.CreateCommand();
+        command.CommandText = $"SELECT xmin::text FROM \"Reviews\" WHERE \"Id\" = {review}";
+        return (string?)await command.ExecuteScalarAsync() ?? throw new InvalidOperationException($"no review {review}");
+    }
+
     private static async Task<int> StartedReview(HttpClient admin)
     {
         var review = await Created(admin, "/api/reviews", new { unitId = 8, kind = "quarterly-strategy" }, "review");

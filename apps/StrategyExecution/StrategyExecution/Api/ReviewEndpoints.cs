@@ -368,13 +368,18 @@ public static class ReviewEndpoints
         => db.Reviews.AsNoTracking().Where(r => r.Id == id).Select(r => r.Status).FirstAsync(ct);
 
     /// <summary>
-    /// Inside the transaction that adds a decision or an action: the review is still live (its row locked until the commit
-    /// by an update that changes nothing, so a close waits for this write or this write sees the close) and has fewer
-    /// than <paramref name="limit"/> of them (counted under that lock, so two at once cannot both pass the last place).
+    /// Inside the transaction that adds a decision or an action: the review is still live (its row locked until the commit,
+    /// so a close waits for this write or this write sees the close) and has fewer than <paramref name="limit"/> of them
+    /// (counted under that lock, so two at once cannot both pass the last place). PostgreSQL locks the row with
+    /// <c>SELECT … FOR UPDATE</c>, which writes no new version of it; SQLite has no row locks, and takes its write lock
+    /// for the transaction with an update that changes nothing.
     /// </summary>
     private static async Task<IResult?> StillOpenForAsync<T>(StrategyDb db, Review review, string what, IQueryable<T> rows, int limit, string limitText, CancellationToken ct)
     {
-        if (await db.Reviews.Where(r => r.Id == review.Id && r.Status == "live").ExecuteUpdateAsync(r => r.SetProperty(x => x.Status, "live"), ct) == 0)
+        var live = db.Database.IsNpgsql()
+            ? (await db.Database.SqlQuery<int>($"SELECT 1 AS \"Value\" FROM \"Reviews\" WHERE \"Id\" = {review.Id} AND \"Status\" = 'live' FOR UPDATE").ToListAsync(ct)).Count > 0
+            : await db.Reviews.Where(r => r.Id == review.Id && r.Status == "live").ExecuteUpdateAsync(r => r.SetProperty(x => x.Status, "live"), ct) > 0;
+        if (!live)
         {
             return Problems.Error(409, "REVIEW_NOT_LIVE", $"The review is {await ReviewStatusAsync(db, review.Id, ct)}: {what} while it is live.");
         }
