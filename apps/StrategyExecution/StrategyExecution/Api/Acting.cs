@@ -106,8 +106,9 @@ public sealed class Acting(StrategyDb db, TimeProvider time, SignInCache cache)
 
     /// <summary>
     /// Keeps when a token last let a request in (what a sign-in past the limit goes by). A write in a read: it must neither
-    /// fail nor hold up the request, so it waits at most a second for the database (another write may hold SQLite's lock),
-    /// and a database that is busy or fails it leaves the earlier time, which a later lookup updates.
+    /// fail nor hold up the request, so it waits at most a second for SQLite's write lock and not at all for a PostgreSQL
+    /// row another transaction holds; a database that is busy or fails it leaves the earlier time, which a later lookup
+    /// updates. It is no save and no transaction, so the score cache stays (no score reads a token).
     /// </summary>
     private async Task NoteUseAsync(int tokenId, DateTimeOffset now, CancellationToken cancellationToken)
     {
@@ -122,12 +123,12 @@ public sealed class Acting(StrategyDb db, TimeProvider time, SignInCache cache)
         {
             if (db.Database.IsNpgsql())
             {
-                // PostgreSQL waits for a row's lock as long as the lock timeout says; a command timeout instead would cut
-                // the connection the rest of the request still uses.
-                await using var transaction = await db.Database.BeginTransactionAsync(cancellationToken);
-                await db.Database.ExecuteSqlRawAsync("SET LOCAL lock_timeout = '1s'", cancellationToken);
-                await db.Tokens.Where(t => t.Id == tokenId).ExecuteUpdateAsync(s => s.SetProperty(t => t.LastUsedAt, now), cancellationToken);
-                await transaction.CommitAsync(cancellationToken);
+                // One statement that skips the row if another transaction holds it: no wait, and no transaction of its own,
+                // whose commit would empty the score cache (a command timeout instead would cut the connection the rest of
+                // the request still uses).
+                await db.Database.ExecuteSqlAsync(
+                    $"UPDATE \"Tokens\" SET \"LastUsedAt\" = {now} WHERE \"Id\" = (SELECT \"Id\" FROM \"Tokens\" WHERE \"Id\" = {tokenId} FOR UPDATE SKIP LOCKED)",
+                    cancellationToken);
             }
             else
             {
