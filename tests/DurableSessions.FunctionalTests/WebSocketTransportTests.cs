@@ -624,6 +624,86 @@ public sealed class WebSocketTransportTests
     }
 
     [Fact]
+    public async Task An_appends_answer_does_not_wait_for_the_rest_of_a_message_that_stops_half_way()
+    {
+        await using var server = await InProcessServer.StartAsync();
+        await CreateStreamAsync(server, "half/a");
+        using var tcp = new System.Net.Sockets.TcpClient { NoDelay = true };
+        await tcp.ConnectAsync(server.BaseAddress.Host, server.BaseAddress.Port);
+        var stream = tcp.GetStream();
+        using var patience = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var key = Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(16));
+        await stream.WriteAsync(Encoding.ASCII.GetBytes(
+            $"GET /v1/ws HTTP/1.1\r\nHost: {server.BaseAddress.Authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+            $"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: durable-streams.v1\r\n\r\n"), patience.Token);
+        var head = new StringBuilder();
+        while (!head.ToString().EndsWith("\r\n\r\n", StringComparison.Ordinal))
+        {
+            var one = new byte[1];
+            await stream.ReadExactlyAsync(one, patience.Token);
+            head.Append((char)one[0]);
+        }
+
+        Assert.StartsWith("HTTP/1.1 101", head.ToString(), StringComparison.Ordinal);
+
+        // One write: a whole append, then the first part of a message whose rest never comes. The server reads both at
+        // once; the append must go to the store and be answered while the server waits for that rest.
+        var append = new JsonObject { ["op"] = "append", ["id"] = "whole", ["path"] = "half/a", ["data"] = new JsonArray(1) }.ToJsonString();
+        byte[] both = [.. ClientFrame(append, final: true), .. ClientFrame("{\"op\":\"append\",\"id\":\"cut\",", final: false)];
+        await stream.WriteAsync(both, patience.Token);
+        while (true)
+        {
+            var message = JsonNode.Parse(await ReadServerFrameAsync(stream, patience.Token))!.AsObject();
+            if (Type(message) is "ack" or "error")
+            {
+                Assert.Equal(("ack", "whole", 204), (Type(message), message["id"]!.GetValue<string>(), message["status"]!.GetValue<int>()));
+                break;
+            }
+        }
+
+        var stored = JsonNode.Parse(await server.Client.GetStringAsync(new Uri("/v1/stream/half/a?offset=-1", UriKind.Relative)))!.AsArray();
+        Assert.Equal([1], stored.Select(m => m!.GetValue<int>()));
+
+        static byte[] ClientFrame(string text, bool final)
+        {
+            var payload = Encoding.UTF8.GetBytes(text);
+            Assert.InRange(payload.Length, 0, 125);
+            var mask = System.Security.Cryptography.RandomNumberGenerator.GetBytes(4);
+            var frame = new byte[2 + 4 + payload.Length];
+            frame[0] = (byte)((final ? 0x80 : 0) | 0x1);
+            frame[1] = (byte)(0x80 | payload.Length);
+            mask.CopyTo(frame, 2);
+            for (var i = 0; i < payload.Length; i++)
+            {
+                frame[6 + i] = (byte)(payload[i] ^ mask[i % 4]);
+            }
+
+            return frame;
+        }
+
+        static async Task<string> ReadServerFrameAsync(Stream from, CancellationToken cancellationToken)
+        {
+            var header = new byte[2];
+            await from.ReadExactlyAsync(header, cancellationToken);
+            long length = header[1] & 0x7F;
+            if (length >= 126)
+            {
+                var extended = new byte[length == 126 ? 2 : 8];
+                await from.ReadExactlyAsync(extended, cancellationToken);
+                length = 0;
+                foreach (var b in extended)
+                {
+                    length = (length << 8) | b;
+                }
+            }
+
+            var payload = new byte[length];
+            await from.ReadExactlyAsync(payload, cancellationToken);
+            return Encoding.UTF8.GetString(payload);
+        }
+    }
+
+    [Fact]
     public async Task Capabilities_are_checked_per_path_and_a_refreshed_token_keeps_the_subscriptions()
     {
         await using var server = await InProcessServer.StartAsync(services: s => s.Configure<AccessOptions>(o => o.SigningKey = Key));

@@ -184,7 +184,14 @@ internal sealed partial class StreamSocketConnection : IDisposable
                     }
 
                     var room = Math.Min(buffer.Length, _options.MaxMessageBytes) - length;
-                    received = await _socket.ReceiveAsync(buffer.AsMemory(length, room), CancellationToken.None).ConfigureAwait(false);
+                    var rest = _socket.ReceiveAsync(buffer.AsMemory(length, room), CancellationToken.None);
+                    if (!rest.IsCompleted)
+                    {
+                        // The rest of the message is still on its way, however long it takes: the appends before it go now.
+                        HandOverBurst();
+                    }
+
+                    received = await rest.ConfigureAwait(false);
                     length += received.Count;
                 }
 
@@ -433,8 +440,9 @@ internal sealed partial class StreamSocketConnection : IDisposable
     private bool TryAddToBurst(string? id, JsonElement root)
     {
         var streams = _services.Streams;
-        if (id is null || !streams.TakesAppendsInOrder)
+        if (id is null || !streams.TakesAppendsInOrder || _closing.IsCancellationRequested)
         {
+            // A connection closing takes no more (the operation's own path refuses it as before).
             return false;
         }
 
@@ -507,56 +515,76 @@ internal sealed partial class StreamSocketConnection : IDisposable
             _burstsInFlight.Add(burst.Done.Task);
         }
 
-        if (!_services.Streams.TryAppendInOrder(requests, out var results))
+        Task<AppendResult[]>? taken;
+        try
+        {
+            taken = _services.Streams.TryAppendInOrder(requests, out var results) ? results : null;
+        }
+        catch (Exception ex)
+        {
+            // Whatever the store threw, it took none of them: they go one by one, each answered for itself.
+            Log.OperationFailed(_services.Logger, ex);
+            taken = null;
+        }
+
+        if (taken is null)
         {
             // Taken one by one, so not in order with later bursts: appends after it to its paths wait for its answers.
             lock (_pathTails)
             {
                 _burstsInFlight.Remove(burst.Done.Task);
             }
-
-            results = AppendOneByOneAsync(requests);
         }
 
-        _ = AnswerBurstAsync(burst, results);
+        _ = AnswerBurstAsync(burst, taken);
     }
 
-    private async Task<AppendResult[]> AppendOneByOneAsync(AppendRequest[] requests)
-    {
-        var results = new AppendResult[requests.Length];
-        for (var i = 0; i < requests.Length; i++)
-        {
-            results[i] = await _services.Streams.AppendDirectAsync(requests[i]).ConfigureAwait(false);
-        }
-
-        return results;
-    }
-
-    private async Task AnswerBurstAsync(AppendBurst burst, Task<AppendResult[]> appended)
+    /// <summary>Answers each append of a burst the store took at once (<paramref name="taken"/>), or appends and answers them one by one.</summary>
+    private async Task AnswerBurstAsync(AppendBurst burst, Task<AppendResult[]>? taken)
     {
         var items = burst.Items;
         try
         {
-            var results = await appended.ConfigureAwait(false);
-            for (var i = 0; i < items.Count; i++)
+            if (taken is null)
             {
-                var (id, request) = items[i];
-                Enqueue(Ack(id, StreamRequestHandler.AnswerDirect(request, results[i]), request.Producer));
+                foreach (var (id, request) in items)
+                {
+                    // One at a time, in order: each append's answer is its own, whatever happens to the others.
+                    Enqueue(await AppendAndAnswerAsync(id, request).ConfigureAwait(false));
+                }
+
+                return;
             }
-        }
-        catch (StreamStoreUnavailableException ex)
-        {
-            foreach (var (id, _) in items)
+
+            byte[][] answers;
+            try
             {
-                Enqueue(Error("id", id, 503, "STORE_UNAVAILABLE", ex.Message));
+                var results = await taken.ConfigureAwait(false);
+                if (results.Length != items.Count)
+                {
+                    throw new InvalidOperationException($"The store answered {results.Length} appends of {items.Count}.");
+                }
+
+                answers = new byte[items.Count][];
+                for (var i = 0; i < items.Count; i++)
+                {
+                    var (id, request) = items[i];
+                    answers[i] = Ack(id, StreamRequestHandler.AnswerDirect(request, results[i]), request.Producer);
+                }
             }
-        }
-        catch (Exception ex)
-        {
-            Log.OperationFailed(_services.Logger, ex);
-            foreach (var (id, _) in items)
+            catch (StreamStoreUnavailableException ex)
             {
-                Enqueue(Error("id", id, 500, "INTERNAL", "The operation failed."));
+                answers = [.. items.Select(item => Error("id", item.Id, 503, "STORE_UNAVAILABLE", ex.Message))];
+            }
+            catch (Exception ex)
+            {
+                Log.OperationFailed(_services.Logger, ex);
+                answers = [.. items.Select(item => Error("id", item.Id, 500, "INTERNAL", "The operation failed."))];
+            }
+
+            foreach (var answer in answers)
+            {
+                Enqueue(answer);
             }
         }
         finally
@@ -579,6 +607,23 @@ internal sealed partial class StreamSocketConnection : IDisposable
             }
 
             burst.Done.TrySetResult();
+        }
+    }
+
+    private async Task<byte[]> AppendAndAnswerAsync(string id, AppendRequest request)
+    {
+        try
+        {
+            return Ack(id, StreamRequestHandler.AnswerDirect(request, await _services.Streams.AppendDirectAsync(request).ConfigureAwait(false)), request.Producer);
+        }
+        catch (StreamStoreUnavailableException ex)
+        {
+            return Error("id", id, 503, "STORE_UNAVAILABLE", ex.Message);
+        }
+        catch (Exception ex)
+        {
+            Log.OperationFailed(_services.Logger, ex);
+            return Error("id", id, 500, "INTERNAL", "The operation failed.");
         }
     }
 

@@ -118,6 +118,9 @@ public sealed class Acting(StrategyDb db, TimeProvider time, SignInCache cache)
             return;
         }
 
+        // The note changes nothing a request could repeat wrongly: a request that fails after it may still be sent again
+        // (StrategyDb.MayHaveWritten, which decides whether a busy database is answered 503 with Retry-After).
+        var mayHaveWritten = db.MayHaveWritten;
         var timeout = db.Database.GetCommandTimeout();
         try
         {
@@ -145,6 +148,7 @@ public sealed class Acting(StrategyDb db, TimeProvider time, SignInCache cache)
         finally
         {
             db.Database.SetCommandTimeout(timeout);
+            db.MayHaveWritten = mayHaveWritten;
         }
     }
 
