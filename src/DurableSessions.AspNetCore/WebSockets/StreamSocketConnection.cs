@@ -353,19 +353,33 @@ internal sealed partial class StreamSocketConnection : IDisposable
         {
             // The connection is closing: the client retries after it reconnects (producers deduplicate).
         }
-        catch (StreamStoreUnavailableException ex)
-        {
-            Enqueue(Error("id", id, 503, "STORE_UNAVAILABLE", ex.Message));
-        }
         catch (Exception ex)
         {
-            Log.OperationFailed(_services.Logger, ex);
-            Enqueue(Error("id", id, 500, "INTERNAL", "The operation failed."));
+            Enqueue(Failed(id, ex));
         }
         finally
         {
             Release();
         }
+    }
+
+    /// <summary>
+    /// The answer to an operation that failed: the store unable to take it now as <c>503</c>, anything else (the server's
+    /// own fault, logged) as <c>500</c>.
+    /// </summary>
+    private byte[] Failed(string id, Exception exception, bool logged = false)
+    {
+        if (exception is StreamStoreUnavailableException)
+        {
+            return Error("id", id, 503, "STORE_UNAVAILABLE", exception.Message);
+        }
+
+        if (!logged)
+        {
+            Log.OperationFailed(_services.Logger, exception);
+        }
+
+        return Error("id", id, 500, "INTERNAL", "The operation failed.");
     }
 
     private void Release()
@@ -572,14 +586,10 @@ internal sealed partial class StreamSocketConnection : IDisposable
                     answers[i] = Ack(id, StreamRequestHandler.AnswerDirect(request, results[i]), request.Producer);
                 }
             }
-            catch (StreamStoreUnavailableException ex)
-            {
-                answers = [.. items.Select(item => Error("id", item.Id, 503, "STORE_UNAVAILABLE", ex.Message))];
-            }
             catch (Exception ex)
             {
-                Log.OperationFailed(_services.Logger, ex);
-                answers = [.. items.Select(item => Error("id", item.Id, 500, "INTERNAL", "The operation failed."))];
+                // One failure of the whole burst, logged once.
+                answers = [.. items.Select((item, i) => Failed(item.Id, ex, logged: i > 0))];
             }
 
             foreach (var answer in answers)
@@ -616,14 +626,9 @@ internal sealed partial class StreamSocketConnection : IDisposable
         {
             return Ack(id, StreamRequestHandler.AnswerDirect(request, await _services.Streams.AppendDirectAsync(request).ConfigureAwait(false)), request.Producer);
         }
-        catch (StreamStoreUnavailableException ex)
-        {
-            return Error("id", id, 503, "STORE_UNAVAILABLE", ex.Message);
-        }
         catch (Exception ex)
         {
-            Log.OperationFailed(_services.Logger, ex);
-            return Error("id", id, 500, "INTERNAL", "The operation failed.");
+            return Failed(id, ex);
         }
     }
 
