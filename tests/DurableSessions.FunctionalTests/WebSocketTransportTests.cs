@@ -624,6 +624,101 @@ public sealed class WebSocketTransportTests
     }
 
     [Fact]
+    public async Task Session_deltas_read_back_to_back_are_stored_together_in_order_and_a_fenced_run_or_a_moved_tail_is_answered_as_one_by_one()
+    {
+        InOrderStore store = null!;
+        await using var server = await InProcessServer.StartAsync(services: services =>
+        {
+            var original = services.Single(d => d.ServiceType == typeof(StreamStore));
+            services.Remove(original);
+            services.AddSingleton<StreamStore>(sp => store = new InOrderStore((StreamStore)original.ImplementationFactory!(sp)));
+        });
+
+        // Sessions each with a run streaming its reply; the last one's run is cancelled, so its deltas are fenced.
+        const int Sessions = 8, PerSession = 12, Pipelined = 4;
+        for (var s = 0; s < Sessions; s++)
+        {
+            Assert.Equal(HttpStatusCode.Created, (await server.Client.PutAsync(new Uri($"/v1/sessions/deltas-{s}", UriKind.Relative), Json("{}"))).StatusCode);
+            Assert.Equal(HttpStatusCode.OK, (await new FakeAgent(server.Client, $"deltas-{s}", "r1", "m1").StartAsync()).StatusCode);
+        }
+
+        Assert.Equal(HttpStatusCode.OK, (await server.Client.PostAsync(new Uri($"/v1/sessions/deltas-{Sessions - 1}/runs/r1/cancel", UriKind.Relative), Json("{\"by\":\"user:bob\"}"))).StatusCode);
+
+        // The first delta of session 1 that reaches the store in a burst is answered as if another node had appended
+        // first: nothing is written, and the server decides it again, as it does one by one.
+        store.MoveTailOnce("sessions/deltas-1");
+
+        await using var socket = await SocketClient.ConnectAsync(server.BaseAddress);
+        var answers = new Dictionary<string, JsonObject>();
+        Task SendDeltaAsync(int s, int seq) => socket.SendAsync(new JsonObject
+        {
+            ["op"] = "append",
+            ["id"] = $"{s}:{seq}",
+            ["path"] = $"sessions/deltas-{s}",
+            ["data"] = new JsonArray(new JsonObject
+            {
+                ["type"] = "delta",
+                ["key"] = $"m1:{seq + 1}:0",
+                ["value"] = new JsonObject { ["messageId"] = "m1", ["part"] = 0, ["partType"] = "text", ["text"] = $"{seq} " },
+                ["headers"] = new JsonObject { ["operation"] = "insert" },
+            }),
+            ["producer"] = new JsonObject { ["id"] = "agent-r1", ["epoch"] = 0, ["seq"] = seq + 1 },
+        });
+        async Task AnswersAsync(int count)
+        {
+            while (answers.Count < count)
+            {
+                var answer = await socket.NextAsync(m => Type(m) is "ack" or "error");
+                Assert.True(answers.TryAdd(answer["id"]!.GetValue<string>(), answer), $"a second answer to {answer["id"]}");
+            }
+        }
+
+        // As agents write: one delta of each session's run in flight at a time, the sessions' sent back to back. Then a
+        // few more to each session without waiting, which follow one another to their session.
+        for (var seq = 0; seq < PerSession - Pipelined; seq++)
+        {
+            for (var s = 0; s < Sessions; s++)
+            {
+                await SendDeltaAsync(s, seq);
+            }
+
+            await AnswersAsync((seq + 1) * Sessions);
+        }
+
+        for (var seq = PerSession - Pipelined; seq < PerSession; seq++)
+        {
+            for (var s = 0; s < Sessions; s++)
+            {
+                await SendDeltaAsync(s, seq);
+            }
+        }
+
+        await AnswersAsync(PerSession * Sessions);
+
+        var expected = string.Concat(Enumerable.Range(0, PerSession).Select(seq => $"{seq} "));
+        for (var s = 0; s < Sessions; s++)
+        {
+            for (var seq = 0; seq < PerSession; seq++)
+            {
+                var answer = answers[$"{s}:{seq}"];
+                Assert.Equal(s == Sessions - 1 ? (409, "RUN_CANCELLED") : (200, null), (answer["status"]!.GetValue<int>(), answer["code"]?.GetValue<string>()));
+            }
+
+            // Stored once each, in the order sent, and applied to the session's state: its snapshot holds the reply so far.
+            var stored = JsonNode.Parse(await server.Client.GetStringAsync(new Uri($"/v1/stream/sessions/deltas-{s}?offset=-1", UriKind.Relative)))!.AsArray();
+            var texts = stored.Where(e => e!["type"]?.GetValue<string>() == "delta").Select(e => e!["value"]!["text"]!.GetValue<string>());
+            Assert.Equal(s == Sessions - 1 ? "" : expected, string.Concat(texts));
+            var snapshot = JsonNode.Parse(await server.Client.GetStringAsync(new Uri($"/v1/sessions/deltas-{s}", UriKind.Relative)))!.AsArray();
+            var reply = snapshot.Single(e => e!["type"]?.GetValue<string>() == "message" && e["key"]?.GetValue<string>() == "m1")!["value"]!["parts"]!.AsArray();
+            Assert.Equal(s == Sessions - 1 ? "" : expected, reply.Count == 0 ? "" : reply[0]!["text"]!.GetValue<string>());
+        }
+
+        // The deltas went to the store in bursts, decided on the sessions' state in memory; the tail moved once.
+        Assert.True(store.SessionAppendsInBursts >= (PerSession - Pipelined) * (Sessions - 1) - 1, $"{store.SessionAppendsInBursts} session appends went to the store in bursts");
+        Assert.Equal(1, store.TailsMoved);
+    }
+
+    [Fact]
     public async Task An_appends_answer_does_not_wait_for_the_rest_of_a_message_that_stops_half_way()
     {
         await using var server = await InProcessServer.StartAsync();
@@ -1162,6 +1257,61 @@ public sealed class WebSocketTransportTests
         ["data"] = data,
         ["producer"] = new JsonObject { ["id"] = "pipeline", ["epoch"] = 0, ["seq"] = seq },
     };
+
+    /// <summary>A store that takes bursts of appends as its inner store does, counting those to sessions; it can answer one as if another node had moved the tail.</summary>
+    private sealed class InOrderStore(StreamStore inner) : DelegatingStore(inner)
+    {
+        private string? _moveTailOf;
+        private int _sessionAppends;
+        private int _tailsMoved;
+
+        public int SessionAppendsInBursts => Volatile.Read(ref _sessionAppends);
+
+        public int TailsMoved => Volatile.Read(ref _tailsMoved);
+
+        public void MoveTailOnce(string path) => Volatile.Write(ref _moveTailOf, path);
+
+        public override bool TakesAppendsInOrder => Inner.TakesAppendsInOrder;
+
+        public override bool TryAppendInOrder(IReadOnlyList<AppendRequest> requests, out Task<AppendResult[]> results)
+        {
+            var moved = -1;
+            var passed = new List<AppendRequest>(requests.Count);
+            for (var i = 0; i < requests.Count; i++)
+            {
+                if (moved < 0 && requests[i].Path == Volatile.Read(ref _moveTailOf) && requests[i].ExpectedTail is not null && Interlocked.Exchange(ref _moveTailOf, null) is not null)
+                {
+                    moved = i;
+                    continue;
+                }
+
+                passed.Add(requests[i]);
+            }
+
+            var taken = Task.FromResult<AppendResult[]>([]);
+            if (passed.Count > 0 && !Inner.TryAppendInOrder(passed, out taken))
+            {
+                results = null!;
+                return false;
+            }
+
+            Interlocked.Add(ref _sessionAppends, requests.Count(r => r.Path.StartsWith("sessions/", StringComparison.Ordinal)));
+            results = MergeAsync(taken, moved);
+            return true;
+        }
+
+        private async Task<AppendResult[]> MergeAsync(Task<AppendResult[]> taken, int moved)
+        {
+            var results = (await taken).ToList();
+            if (moved >= 0)
+            {
+                results.Insert(moved, new AppendResult { Status = AppendStatus.TailMoved });
+                Interlocked.Increment(ref _tailsMoved);
+            }
+
+            return [.. results];
+        }
+    }
 
     private static string? Type(JsonObject message) => message["type"]?.GetValue<string>();
 

@@ -47,6 +47,8 @@ internal sealed class SessionAppendPolicy(SessionService sessions) : IStreamAppe
             : outcome.Rejection is { } rejection ? (default, new AppendRefusal(rejection.Status, rejection.Code, rejection.Message))
             : (outcome.Result!.Value, null);
 
+    public HeldAppend? TryHold(AppendRequest request, PolicyWriter writer) => sessions.TryHoldDeltas(request, Writer(writer));
+
     private async Task<(AppendResult Result, AppendRefusal? Refusal)> AppendCoreAsync(AppendRequest request, PolicyWriter writer, CancellationToken cancellationToken)
     {
         var (result, rejection) = await sessions.AppendAsync(request, Writer(writer), cancellationToken).ConfigureAwait(false);

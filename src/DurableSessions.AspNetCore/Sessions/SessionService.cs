@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Collections.Concurrent;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using DurableSessions.AspNetCore.Streams;
 using DurableSessions.Live;
 using DurableSessions.Sessions;
 using Microsoft.Extensions.Logging;
@@ -318,6 +319,71 @@ internal sealed partial class SessionService : IDisposable
         finally
         {
             known.Lock.Release();
+        }
+    }
+
+    /// <summary>
+    /// Decides an append of plain delta inserts now, without waiting (<see cref="IStreamAppendPolicy.TryHold"/>): to a
+    /// session held in memory whose lock is free, by the same rules as <see cref="TryAppendHeldAsync(AppendRequest, SessionWriter, CancellationToken)"/>
+    /// on the state held. The session stays locked until <see cref="HeldAppend.Complete"/> takes the store's answer and
+    /// applies the deltas to the state. Null when it cannot be decided so: not plain deltas, not held, locked (another
+    /// write to the session is being decided), or refused (a refusal decided in memory stands only once the store
+    /// confirms that state, which the usual path does).
+    /// </summary>
+    internal HeldAppend? TryHoldDeltas(AppendRequest request, SessionWriter writer)
+    {
+        if (!_sessions.TryGetValue(request.Path[Prefix.Length..], out var known) || ReadDeltas(request) is not { } deltas || !known.Lock.Wait(0))
+        {
+            return null;
+        }
+
+        if (known.Evicted || (SessionEventRules.CheckDeltas(known.State, deltas, writer) ?? SessionRules.CheckDeltasFence(known.State, deltas)) is not null)
+        {
+            known.Lock.Release();
+            return null;
+        }
+
+        known.LastUsed = _time.GetTimestamp();
+        return new HeldDeltas(this, known, deltas, request with { ExpectedTail = known.State.Position, ExpectedStreamId = known.StreamId, Progress = true, Annotation = SessionAppendAnnotation.NoneEnded });
+    }
+
+    /// <summary>Deltas decided on a session's state in memory, its lock held until the store answers (<see cref="TryHoldDeltas"/>).</summary>
+    private sealed class HeldDeltas(SessionService service, Session session, List<DeltaChange> deltas, AppendRequest request) : HeldAppend(request)
+    {
+        protected override AppendResult? CompleteCore(AppendResult? stored)
+        {
+            try
+            {
+                if (stored is not { } result)
+                {
+                    return null;
+                }
+
+                if (result.Status == AppendStatus.TailMoved)
+                {
+                    // Another node appended meanwhile: nothing was written, and the usual path catches up and decides again.
+                    session.Doubt();
+                    return null;
+                }
+
+                // As the usual path answers on its last attempt: a stream gone is dropped from memory, a closed one marked.
+                service.Learn(session, result, MaxAttempts);
+                if (result.Status == AppendStatus.Appended)
+                {
+                    if (session.State.Position == result.TailPosition - Request.Data.Units)
+                    {
+                        session.State.ApplyDeltas(deltas, result.TailPosition);
+                    }
+
+                    Telemetry.DeltasCommitted(deltas);
+                }
+
+                return result;
+            }
+            finally
+            {
+                session.Lock.Release();
+            }
         }
     }
 

@@ -49,6 +49,38 @@ internal interface IStreamAppendPolicy
     /// the stream up and calls <see cref="AppendAsync"/>.
     /// </summary>
     Task<(AppendResult Result, AppendRefusal? Refusal)?> TryAppendWithoutLookupAsync(AppendRequest request, PolicyWriter writer, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Decides an append now, without waiting, for a transport that hands several appends to the store at once
+    /// (<see cref="StreamStore.TryAppendInOrder"/>): when the policy holds what its rules need in memory, nothing else is
+    /// being decided on it, and the rules take the append, it returns the store request that writes it, and holds what it
+    /// was decided on until <see cref="HeldAppend.Complete"/>. Null when it cannot (a refusal included: that is decided
+    /// the usual way); the caller then appends through <see cref="TryAppendWithoutLookupAsync"/> or <see cref="AppendAsync"/>.
+    /// </summary>
+    HeldAppend? TryHold(AppendRequest request, PolicyWriter writer);
+}
+
+/// <summary>
+/// An append a policy decided at once (<see cref="IStreamAppendPolicy.TryHold"/>): its store request, and what it was
+/// decided on, held until the store answers. <see cref="Complete"/> must be called once the store answered or failed,
+/// or the append was never handed over; later calls do nothing.
+/// </summary>
+internal abstract class HeldAppend(AppendRequest request)
+{
+    private int _completed;
+
+    /// <summary>The request to hand to the store: the append, written only onto what it was decided on.</summary>
+    public AppendRequest Request { get; } = request;
+
+    /// <summary>
+    /// Takes the store's answer (null: the store did not take the request, or failed) and lets go of what was held.
+    /// Returns the answer to give, or null when the append has to be made again the usual way: nothing was written
+    /// (the state it was decided on had moved, or the store did not take it).
+    /// </summary>
+    public AppendResult? Complete(AppendResult? stored) => Interlocked.Exchange(ref _completed, 1) == 0 ? CompleteCore(stored) : null;
+
+    /// <summary><see cref="Complete"/>, called once.</summary>
+    protected abstract AppendResult? CompleteCore(AppendResult? stored);
 }
 
 /// <summary>

@@ -547,6 +547,42 @@ internal sealed partial class StreamRequestHandler
         return null;
     }
 
+    /// <summary>
+    /// An append to a governed stream that its policy decides at once (<see cref="IStreamAppendPolicy.TryHold"/>), for a
+    /// transport that hands many to the store at once, as <see cref="PrepareDirect"/> does for ungoverned ones: the held
+    /// append, whose request goes to the store; or null when it needs more than that (it then goes through
+    /// <see cref="AppendAsync(AppendCommand, HttpContext, CancellationToken)"/>, refusals included). Only an append
+    /// <see cref="AppendAsync(AppendCommand, HttpContext, CancellationToken)"/> would offer the policy with no lookup
+    /// qualifies, and only if judging it asks no capability beyond write, which is the caller's to check first.
+    /// </summary>
+    internal HeldAppend? HoldGoverned(AppendCommand command, HttpContext caller)
+    {
+        if (command.Close || BodyRefusal(command) is not null || PolicyFor(command.Path) is not { } policy
+            || !StreamContentType.IsJson(command.ContentType!) || policy.AsksControl(command.Data.Span)
+            || !TryFrame(command.ContentType!, command.Data, allowEmptyArray: false, out var payload, out _))
+        {
+            return null;
+        }
+
+        // Asking neither control nor admin, the writer is decided at once.
+        var writer = PolicyWriter.ForAsync(caller, command.Path, policy, command.Data, closing: false);
+        if (!writer.IsCompletedSuccessfully)
+        {
+            return null;
+        }
+
+        return policy.TryHold(
+            new AppendRequest
+            {
+                Path = command.Path,
+                ContentType = command.ContentType,
+                Data = payload,
+                StreamSeq = command.StreamSeq,
+                Producer = command.Producer,
+            },
+            writer.Result);
+    }
+
     /// <summary>The answer to a request of <see cref="PrepareDirect"/> that the store took, as <see cref="AppendAsync(AppendCommand, HttpContext, CancellationToken)"/> gives it.</summary>
     internal static AppendAnswer AnswerDirect(AppendRequest request, AppendResult result) => Answer(result, request.Producer, request.Data);
 

@@ -448,8 +448,9 @@ internal sealed partial class StreamSocketConnection : IDisposable
 
     /// <summary>
     /// Takes an append into the current burst if it can go to the store as it is, after whatever this connection
-    /// appended to its path before: a small body for an ungoverned stream, the write allowed at once, no other append to
-    /// its path in flight but in a burst. Anything else (refusals included) goes through <see cref="AppendAsync(string, JsonElement)"/>.
+    /// appended to its path before: a small body, the write allowed at once, no other append to its path in flight but in
+    /// a burst; for an ungoverned stream as it came, for a governed one (a session) once its policy decided it at once on
+    /// what it holds in memory. Anything else (refusals included) goes through <see cref="AppendAsync(string, JsonElement)"/>.
     /// </summary>
     private bool TryAddToBurst(string? id, JsonElement root)
     {
@@ -474,7 +475,8 @@ internal sealed partial class StreamSocketConnection : IDisposable
             return false;
         }
 
-        if (streams.PrepareDirect(new AppendCommand(path!, contentType, data, close, seq, producer), out var request) is not null || request is null)
+        var command = new AppendCommand(path!, contentType, data, close, seq, producer);
+        if (streams.PrepareDirect(command, out var request) is not null)
         {
             return false;
         }
@@ -486,9 +488,13 @@ internal sealed partial class StreamSocketConnection : IDisposable
         }
 
         AppendBurst burst;
+        HeldAppend? held = null;
         lock (_pathTails)
         {
-            if (_pathTails.TryGetValue(path!, out var tail) && !_burstsInFlight.Contains(tail) && tail != _burst?.Done.Task)
+            // A governed append is decided only here, after everything this connection sent to its path before: what its
+            // policy holds (a session's state and lock) is then as those appends left it, or still held by one in a burst.
+            if ((_pathTails.TryGetValue(path!, out var tail) && !_burstsInFlight.Contains(tail) && tail != _burst?.Done.Task)
+                || (request is null && (held = streams.HoldGoverned(command, _http)) is null))
             {
                 _inFlight.Release();
                 return false;
@@ -499,7 +505,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
         }
 
         Interlocked.Increment(ref _pending);
-        burst.Items.Add((id, request));
+        burst.Items.Add(new BurstItem(id, held?.Request ?? request!, command, held));
         if (burst.Items.Count >= MaxBurst)
         {
             HandOverBurst();
@@ -561,16 +567,25 @@ internal sealed partial class StreamSocketConnection : IDisposable
         {
             if (taken is null)
             {
-                foreach (var (id, request) in items)
+                // What a policy held for the burst is let go first: each append is then decided again as it goes.
+                foreach (var item in items)
+                {
+                    item.Held?.Complete(null);
+                }
+
+                foreach (var item in items)
                 {
                     // One at a time, in order: each append's answer is its own, whatever happens to the others.
-                    Enqueue(await AppendAndAnswerAsync(id, request).ConfigureAwait(false));
+                    if (await (item.Held is null ? AppendAndAnswerAsync(item.Id, item.Request) : AppendAgainAsync(item)).ConfigureAwait(false) is { } answer)
+                    {
+                        Enqueue(answer);
+                    }
                 }
 
                 return;
             }
 
-            byte[][] answers;
+            byte[]?[] answers;
             try
             {
                 var results = await taken.ConfigureAwait(false);
@@ -582,8 +597,18 @@ internal sealed partial class StreamSocketConnection : IDisposable
                 answers = new byte[items.Count][];
                 for (var i = 0; i < items.Count; i++)
                 {
-                    var (id, request) = items[i];
-                    answers[i] = Ack(id, StreamRequestHandler.AnswerDirect(request, results[i]), request.Producer);
+                    var (id, request, _, held) = items[i];
+                    if ((held is null ? results[i] : held.Complete(results[i])) is { } result)
+                    {
+                        answers[i] = Ack(id, StreamRequestHandler.AnswerDirect(request, result), request.Producer);
+                    }
+                }
+
+                // A held append whose policy found that nothing was written (another node moved the session meanwhile) is
+                // made again the usual way, once every other one let go of what it held.
+                for (var i = 0; i < items.Count; i++)
+                {
+                    answers[i] ??= await AppendAgainAsync(items[i]).ConfigureAwait(false);
                 }
             }
             catch (Exception ex)
@@ -594,7 +619,10 @@ internal sealed partial class StreamSocketConnection : IDisposable
 
             foreach (var answer in answers)
             {
-                Enqueue(answer);
+                if (answer is not null)
+                {
+                    Enqueue(answer);
+                }
             }
         }
         finally
@@ -602,11 +630,12 @@ internal sealed partial class StreamSocketConnection : IDisposable
             lock (_pathTails)
             {
                 _burstsInFlight.Remove(burst.Done.Task);
-                foreach (var (_, request) in items)
+                foreach (var item in items)
                 {
-                    if (_pathTails.TryGetValue(request.Path, out var tail) && tail == burst.Done.Task)
+                    item.Held?.Complete(null);
+                    if (_pathTails.TryGetValue(item.Request.Path, out var tail) && tail == burst.Done.Task)
                     {
-                        _pathTails.Remove(request.Path);
+                        _pathTails.Remove(item.Request.Path);
                     }
                 }
             }
@@ -620,7 +649,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
         }
     }
 
-    private async Task<byte[]> AppendAndAnswerAsync(string id, AppendRequest request)
+    private async Task<byte[]?> AppendAndAnswerAsync(string id, AppendRequest request)
     {
         try
         {
@@ -632,12 +661,35 @@ internal sealed partial class StreamSocketConnection : IDisposable
         }
     }
 
+    /// <summary>
+    /// A burst's append to a governed stream that was not written as held, made again as any other append is; no answer
+    /// when the connection closes first (the client retries after it reconnects, as for any operation cut so).
+    /// </summary>
+    private async Task<byte[]?> AppendAgainAsync(BurstItem item)
+    {
+        try
+        {
+            return Ack(item.Id, await _services.Streams.AppendAsync(item.Command, _http, _closing.Token).ConfigureAwait(false), item.Command.Producer);
+        }
+        catch (OperationCanceledException) when (_closing.IsCancellationRequested)
+        {
+            return null;
+        }
+        catch (Exception ex)
+        {
+            return Failed(item.Id, ex);
+        }
+    }
+
     private sealed class AppendBurst
     {
-        public List<(string Id, AppendRequest Request)> Items { get; } = [];
+        public List<BurstItem> Items { get; } = [];
 
         public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
+
+    /// <summary>An append of a burst: the store's request, the append as it came, and what its policy held for it (a governed stream's).</summary>
+    private readonly record struct BurstItem(string Id, AppendRequest Request, AppendCommand Command, HeldAppend? Held);
 
     private async Task<byte[]> AppendAfterAsync(Task previous, string id, AppendCommand command, long heldBytes)
     {
