@@ -713,8 +713,10 @@ public sealed class WebSocketTransportTests
             Assert.Equal(s == Sessions - 1 ? "" : expected, reply.Count == 0 ? "" : reply[0]!["text"]!.GetValue<string>());
         }
 
-        // The deltas went to the store in bursts, decided on the sessions' state in memory; the tail moved once.
-        Assert.True(store.SessionAppendsInBursts >= (PerSession - Pipelined) * (Sessions - 1) - 1, $"{store.SessionAppendsInBursts} session appends went to the store in bursts");
+        // The deltas went to the store in bursts, decided on the sessions' state in memory, which each one stored kept
+        // current (one not applied would leave the next one's expected tail behind, refused and made again one by one):
+        // every delta sent in step but the one whose tail moved.
+        Assert.True(store.HeldAppendsStored >= (PerSession - Pipelined) * (Sessions - 1) - 1, $"{store.HeldAppendsStored} session appends were stored in bursts");
         Assert.Equal(1, store.TailsMoved);
     }
 
@@ -1258,14 +1260,17 @@ public sealed class WebSocketTransportTests
         ["producer"] = new JsonObject { ["id"] = "pipeline", ["epoch"] = 0, ["seq"] = seq },
     };
 
-    /// <summary>A store that takes bursts of appends as its inner store does, counting those to sessions; it can answer one as if another node had moved the tail.</summary>
+    /// <summary>
+    /// A store that takes bursts of appends as its inner store does, counting the session appends decided on a session's
+    /// state (those naming the tail they expect) that it stored in a burst; it can answer one as if another node had moved the tail.
+    /// </summary>
     private sealed class InOrderStore(StreamStore inner) : DelegatingStore(inner)
     {
         private string? _moveTailOf;
-        private int _sessionAppends;
+        private int _heldAppended;
         private int _tailsMoved;
 
-        public int SessionAppendsInBursts => Volatile.Read(ref _sessionAppends);
+        public int HeldAppendsStored => Volatile.Read(ref _heldAppended);
 
         public int TailsMoved => Volatile.Read(ref _tailsMoved);
 
@@ -1295,14 +1300,14 @@ public sealed class WebSocketTransportTests
                 return false;
             }
 
-            Interlocked.Add(ref _sessionAppends, requests.Count(r => r.Path.StartsWith("sessions/", StringComparison.Ordinal)));
-            results = MergeAsync(taken, moved);
+            results = MergeAsync(passed, taken, moved);
             return true;
         }
 
-        private async Task<AppendResult[]> MergeAsync(Task<AppendResult[]> taken, int moved)
+        private async Task<AppendResult[]> MergeAsync(List<AppendRequest> passed, Task<AppendResult[]> taken, int moved)
         {
             var results = (await taken).ToList();
+            Interlocked.Add(ref _heldAppended, passed.Where((r, i) => r.ExpectedTail is not null && results[i].Status == AppendStatus.Appended).Count());
             if (moved >= 0)
             {
                 results.Insert(moved, new AppendResult { Status = AppendStatus.TailMoved });

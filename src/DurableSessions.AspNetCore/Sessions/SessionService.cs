@@ -314,7 +314,10 @@ internal sealed partial class SessionService : IDisposable
             }
 
             known.LastUsed = _time.GetTimestamp();
-            return await AppendDeltasAsync(known, request, deltas, writer, caughtUp: false, cancellationToken).ConfigureAwait(false);
+
+            // Decided on the state in memory unless a write was refused since for a tail another node moved: then that state
+            // is behind, and deciding on it would only be refused again.
+            return await AppendDeltasAsync(known, request, deltas, writer, caughtUp: known.Doubted, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -337,14 +340,23 @@ internal sealed partial class SessionService : IDisposable
             return null;
         }
 
-        if (known.Evicted || (SessionEventRules.CheckDeltas(known.State, deltas, writer) ?? SessionRules.CheckDeltasFence(known.State, deltas)) is not null)
+        try
+        {
+            // A session in doubt (a write refused for a tail another node moved) catches up first, on the usual path.
+            if (known.Evicted || known.Doubted || (SessionEventRules.CheckDeltas(known.State, deltas, writer) ?? SessionRules.CheckDeltasFence(known.State, deltas)) is not null)
+            {
+                known.Lock.Release();
+                return null;
+            }
+
+            known.LastUsed = _time.GetTimestamp();
+            return new HeldDeltas(this, known, deltas, request with { ExpectedTail = known.State.Position, ExpectedStreamId = known.StreamId, Progress = true, Annotation = SessionAppendAnnotation.NoneEnded });
+        }
+        catch
         {
             known.Lock.Release();
-            return null;
+            throw;
         }
-
-        known.LastUsed = _time.GetTimestamp();
-        return new HeldDeltas(this, known, deltas, request with { ExpectedTail = known.State.Position, ExpectedStreamId = known.StreamId, Progress = true, Annotation = SessionAppendAnnotation.NoneEnded });
     }
 
     /// <summary>Deltas decided on a session's state in memory, its lock held until the store answers (<see cref="TryHoldDeltas"/>).</summary>
@@ -1115,6 +1127,9 @@ internal sealed partial class SessionService : IDisposable
         public bool Closed { get; set; }
 
         public int Doubts => Volatile.Read(ref _doubts);
+
+        /// <summary>Whether the state may be behind the stream since the store was last asked (a doubt not settled yet).</summary>
+        public bool Doubted => Volatile.Read(ref _doubts) != Volatile.Read(ref _settledDoubts);
 
         /// <summary>Takes a committed change of the stream at this session's path (on the commit path: never blocks).</summary>
         public void Heard(LiveAppend change)

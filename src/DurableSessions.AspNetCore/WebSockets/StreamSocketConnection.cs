@@ -494,7 +494,7 @@ internal sealed partial class StreamSocketConnection : IDisposable
             // A governed append is decided only here, after everything this connection sent to its path before: what its
             // policy holds (a session's state and lock) is then as those appends left it, or still held by one in a burst.
             if ((_pathTails.TryGetValue(path!, out var tail) && !_burstsInFlight.Contains(tail) && tail != _burst?.Done.Task)
-                || (request is null && (held = streams.HoldGoverned(command, _http)) is null))
+                || (request is null && (held = TryHold(command)) is null))
             {
                 _inFlight.Release();
                 return false;
@@ -512,6 +512,20 @@ internal sealed partial class StreamSocketConnection : IDisposable
         }
 
         return true;
+    }
+
+    /// <summary>A governed append its policy decides at once, or null (then, whatever went wrong deciding it, it goes the usual way).</summary>
+    private HeldAppend? TryHold(AppendCommand command)
+    {
+        try
+        {
+            return _services.Streams.HoldGoverned(command, _http);
+        }
+        catch (Exception ex)
+        {
+            Log.OperationFailed(_services.Logger, ex);
+            return null;
+        }
     }
 
     /// <summary>Hands the current burst of appends to the store (or, if it cannot take them at once, appends them one by one, in order).</summary>
@@ -585,43 +599,63 @@ internal sealed partial class StreamSocketConnection : IDisposable
                 return;
             }
 
-            byte[]?[] answers;
+            AppendResult[] results;
             try
             {
-                var results = await taken.ConfigureAwait(false);
+                results = await taken.ConfigureAwait(false);
                 if (results.Length != items.Count)
                 {
                     throw new InvalidOperationException($"The store answered {results.Length} appends of {items.Count}.");
-                }
-
-                answers = new byte[items.Count][];
-                for (var i = 0; i < items.Count; i++)
-                {
-                    var (id, request, _, held) = items[i];
-                    if ((held is null ? results[i] : held.Complete(results[i])) is { } result)
-                    {
-                        answers[i] = Ack(id, StreamRequestHandler.AnswerDirect(request, result), request.Producer);
-                    }
-                }
-
-                // A held append whose policy found that nothing was written (another node moved the session meanwhile) is
-                // made again the usual way, once every other one let go of what it held.
-                for (var i = 0; i < items.Count; i++)
-                {
-                    answers[i] ??= await AppendAgainAsync(items[i]).ConfigureAwait(false);
                 }
             }
             catch (Exception ex)
             {
                 // One failure of the whole burst, logged once.
-                answers = [.. items.Select((item, i) => Failed(item.Id, ex, logged: i > 0))];
+                for (var i = 0; i < items.Count; i++)
+                {
+                    Enqueue(Failed(items[i].Id, ex, logged: i > 0));
+                }
+
+                return;
             }
 
-            foreach (var answer in answers)
+            if (items.Where((item, i) => item.Held is not null && results[i].Status == AppendStatus.TailMoved).Any())
             {
-                if (answer is not null)
+                // Some held append is to be made again once its policy let go of what it held: from then on, appends to this
+                // burst's paths wait for this burst's end (its last re-run), not only for its store command, so none is
+                // decided and stored before a re-run sent ahead of it.
+                lock (_pathTails)
                 {
-                    Enqueue(answer);
+                    _burstsInFlight.Remove(burst.Done.Task);
+                }
+            }
+
+            var answered = new bool[items.Count];
+            for (var i = 0; i < items.Count; i++)
+            {
+                var (id, request, _, held) = items[i];
+                try
+                {
+                    if ((held is null ? results[i] : held.Complete(results[i])) is { } result)
+                    {
+                        Enqueue(Ack(id, StreamRequestHandler.AnswerDirect(request, result), request.Producer));
+                        answered[i] = true;
+                    }
+                }
+                catch (Exception ex)
+                {
+                    Enqueue(Failed(id, ex));
+                    answered[i] = true;
+                }
+            }
+
+            // A held append its policy found unwritten (another node moved the session meanwhile) is made again the usual
+            // way, once every other one let go of what it held, in the order sent.
+            for (var i = 0; i < items.Count; i++)
+            {
+                if (!answered[i] && await AppendAgainAsync(items[i]).ConfigureAwait(false) is { } again)
+                {
+                    Enqueue(again);
                 }
             }
         }
