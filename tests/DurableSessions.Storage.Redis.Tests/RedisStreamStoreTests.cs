@@ -98,7 +98,7 @@ public sealed class RedisNodesTests(RedisFixture redis) : IAsyncDisposable
     [Fact]
     public async Task A_redis_cluster_is_refused_at_connect_with_a_clear_error()
     {
-        await using var cluster = await RedisServer.StartAsync("--cluster-enabled", "yes", "--cluster-config-file", "nodes-" + Guid.NewGuid().ToString("N") + ".conf");
+        await using var cluster = await RedisServer.StartClusterNodeAsync();
         var store = RedisStreamStore.Create(new RedisStreamStoreOptions { Configuration = cluster.Configuration, KeyPrefix = _prefix });
         await using (store)
         {

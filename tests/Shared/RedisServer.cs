@@ -38,6 +38,22 @@ public sealed class RedisServer : IAsyncDisposable
         return server;
     }
 
+    /// <summary>
+    /// Starts a server in cluster mode (a cluster of one node, no slots assigned). Its cluster bus gets a free port of its
+    /// own: by default it is the server's port + 10,000, which something else may hold.
+    /// </summary>
+    public static async Task<RedisServer> StartClusterNodeAsync()
+    {
+        var ports = LoopbackPorts.Free(2);
+        var server = new RedisServer(
+            ports[0],
+            Path.Combine(Path.GetTempPath(), "ds-redis-" + Guid.NewGuid().ToString("N")),
+            ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", ports[1].ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+        System.IO.Directory.CreateDirectory(server.Directory);
+        await server.LaunchAsync();
+        return server;
+    }
+
     private async Task LaunchAsync()
     {
         var executable = Environment.GetEnvironmentVariable("REDIS_SERVER") ?? "redis-server";
@@ -60,8 +76,21 @@ public sealed class RedisServer : IAsyncDisposable
             throw new InvalidOperationException("redis-server is not installed (Debian package redis-server; ./test.sh installs it).", ex);
         }
 
-        _process.OutputDataReceived += (_, _) => { };
-        _process.ErrorDataReceived += (_, _) => { };
+        // Its last words, for the message when it does not start (a port it cannot bind, an option it refuses).
+        var output = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        void Keep(string? line)
+        {
+            if (line is not null)
+            {
+                output.Enqueue(line);
+                while (output.Count > 20 && output.TryDequeue(out _))
+                {
+                }
+            }
+        }
+
+        _process.OutputDataReceived += (_, e) => Keep(e.Data);
+        _process.ErrorDataReceived += (_, e) => Keep(e.Data);
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
         var deadline = DateTime.UtcNow.AddSeconds(30);
@@ -69,7 +98,8 @@ public sealed class RedisServer : IAsyncDisposable
         {
             if (_process.HasExited)
             {
-                throw new InvalidOperationException($"redis-server exited with code {_process.ExitCode}.");
+                await _process.WaitForExitAsync();
+                throw new InvalidOperationException($"redis-server exited with code {_process.ExitCode}: {string.Join(" | ", output)}");
             }
 
             if (await PingAsync())
