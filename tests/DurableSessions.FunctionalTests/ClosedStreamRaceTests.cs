@@ -13,9 +13,7 @@ public sealed class ClosedStreamRaceTests
         ReplacingStore store = null!;
         await using var server = await InProcessServer.StartAsync(services: services =>
         {
-            var original = services.Single(d => d.ServiceType == typeof(StreamStore));
-            services.Remove(original);
-            services.AddSingleton<StreamStore>(sp => store = new ReplacingStore((StreamStore)original.ImplementationFactory!(sp)));
+            services.WrapStore(inner => store = new ReplacingStore(inner));
         });
         static StringContent Json(string body) => new(body, Encoding.UTF8, "application/json");
         var created = await server.Client.PutAsync(new Uri("/v1/stream/race/x", UriKind.Relative), Json("[]"));

@@ -1,4 +1,5 @@
 using DurableSessions.Live;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace DurableSessions.FunctionalTests;
 
@@ -40,4 +41,16 @@ internal class DelegatingStore(StreamStore inner) : StreamStore(inner.TimeProvid
     public override IAsyncEnumerable<KeyValuePair<string, byte[]>> ListDocumentsAsync(string collection, CancellationToken cancellationToken = default) => inner.ListDocumentsAsync(collection, cancellationToken);
 
     public override ValueTask DisposeAsync() => inner.DisposeAsync();
+}
+
+/// <summary>Registers a test's store in place of the server's own, wrapping it.</summary>
+internal static class StoreWrapping
+{
+    /// <summary>Replaces the registered <see cref="StreamStore"/> with <paramref name="wrap"/> of it, made when the server first asks for it.</summary>
+    public static void WrapStore(this IServiceCollection services, Func<StreamStore, StreamStore> wrap)
+    {
+        var original = services.Single(d => d.ServiceType == typeof(StreamStore));
+        services.Remove(original);
+        services.AddSingleton(sp => wrap((StreamStore)original.ImplementationFactory!(sp)));
+    }
 }

@@ -24,9 +24,7 @@ public sealed class PresenceSweepFailureTests
         {
             // Sweeps are run by the test alone, one at a time: the timer never comes due.
             services.Configure<SessionServiceOptions>(o => o.PresenceSweepInterval = TimeSpan.FromDays(1));
-            var original = services.Single(d => d.ServiceType == typeof(StreamStore));
-            services.Remove(original);
-            services.AddSingleton<StreamStore>(sp => store = new FailingStore((StreamStore)original.ImplementationFactory!(sp), shared));
+            services.WrapStore(inner => store = new FailingStore(inner, shared));
         });
         var presence = server.Services.GetRequiredService<PresenceService>();
         using var bob = new DurableSessionsClient(DurableSessionsClientOptions.Default with { BaseAddress = server.BaseAddress, ParticipantId = "client:bob" });
@@ -54,9 +52,7 @@ public sealed class PresenceSweepFailureTests
         await using var server = await InProcessServer.StartAsync(_clock, services: services =>
         {
             services.Configure<SessionServiceOptions>(o => o.PresenceSweepInterval = TimeSpan.FromDays(1));
-            var original = services.Single(d => d.ServiceType == typeof(StreamStore));
-            services.Remove(original);
-            services.AddSingleton<StreamStore>(sp => store = new FailingStore((StreamStore)original.ImplementationFactory!(sp), shared: true));
+            services.WrapStore(inner => store = new FailingStore(inner, shared: true));
         });
         var presence = server.Services.GetRequiredService<PresenceService>();
         var sessions = server.Services.GetRequiredService<SessionService>();

@@ -294,9 +294,7 @@ public sealed class RetentionTests
     {
         await using var server = await InProcessServer.StartAsync(services: services =>
         {
-            var original = services.Single(d => d.ServiceType == typeof(StreamStore));
-            services.Remove(original);
-            services.AddSingleton<StreamStore>(sp => new DeletingBeforeReadStore((StreamStore)original.ImplementationFactory!(sp)));
+            services.WrapStore(inner => new DeletingBeforeReadStore(inner));
         });
         var http = server.Client;
         Assert.Equal(HttpStatusCode.Created, (await http.PutAsync(new Uri("/v1/stream/racing", UriKind.Relative), Json("[]"))).StatusCode);

@@ -14,9 +14,7 @@ public sealed class SessionContentionTests
         ContendedStore store = null!;
         await using var server = await InProcessServer.StartAsync(services: services =>
         {
-            var original = services.Single(d => d.ServiceType == typeof(StreamStore));
-            services.Remove(original);
-            services.AddSingleton<StreamStore>(sp => store = new ContendedStore((StreamStore)original.ImplementationFactory!(sp)));
+            services.WrapStore(inner => store = new ContendedStore(inner));
         });
         static StringContent Json(string body) => new(body, Encoding.UTF8, "application/json");
         Assert.Equal(HttpStatusCode.Created, (await server.Client.PutAsync(new Uri("/v1/sessions/contended", UriKind.Relative), Json("{}"))).StatusCode);

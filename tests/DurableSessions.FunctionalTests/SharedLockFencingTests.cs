@@ -26,13 +26,10 @@ public sealed class SharedLockFencingTests : IAsyncLifetime
         _redis = await RedisServer.StartAsync();
         _a = await InProcessServer.StartAsync(_clock, redis: _redis.Configuration, services: services =>
         {
-            var original = services.Single(d => d.ServiceType == typeof(StreamStore));
-            services.Remove(original);
-            services.AddSingleton<StreamStore>(sp =>
+            services.WrapStore(inner =>
             {
                 // The host connects the Redis store it finds registered; this one is wrapped, so it is connected here.
-                var inner = (RedisStreamStore)original.ImplementationFactory!(sp);
-                inner.ConnectAsync(CancellationToken.None).GetAwaiter().GetResult();
+                ((RedisStreamStore)inner).ConnectAsync(CancellationToken.None).GetAwaiter().GetResult();
                 return _stalling = new StallingStore(inner);
             });
         });

@@ -20,9 +20,7 @@ public sealed class SharedLockReleaseFailureTests
         await using var server = await InProcessServer.StartAsync(services: services =>
         {
             services.AddSingleton<ILoggerProvider>(log);
-            var original = services.Single(d => d.ServiceType == typeof(StreamStore));
-            services.Remove(original);
-            services.AddSingleton<StreamStore>(sp => store = new ReleaseFailingStore((StreamStore)original.ImplementationFactory!(sp)));
+            services.WrapStore(inner => store = new ReleaseFailingStore(inner));
         });
 
         foreach (var path in new[] { "chats/a", "wakes/s1" })

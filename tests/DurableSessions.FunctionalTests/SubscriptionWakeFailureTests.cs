@@ -16,9 +16,7 @@ public sealed class SubscriptionWakeFailureTests : IAsyncLifetime
     public async ValueTask InitializeAsync()
         => _server = await InProcessServer.StartAsync(services: services =>
         {
-            var original = services.Single(d => d.ServiceType == typeof(StreamStore));
-            services.Remove(original);
-            services.AddSingleton<StreamStore>(sp => _store = new WakeFailingStore((StreamStore)original.ImplementationFactory!(sp)));
+            services.WrapStore(inner => _store = new WakeFailingStore(inner));
         });
 
     public async ValueTask DisposeAsync() => await _server.DisposeAsync();

@@ -23,9 +23,7 @@ public sealed class TurnBatchWriteFailureTests : IAsyncLifetime
         _server = await InProcessServer.StartAsync(services: services =>
         {
             // The server's own store, wrapped: it says it is shared (so turn calls run in batches) and fails on demand.
-            var original = services.Single(d => d.ServiceType == typeof(StreamStore));
-            services.Remove(original);
-            services.AddSingleton<StreamStore>(sp => _store = new FaultyStore((StreamStore)original.ImplementationFactory!(sp)));
+            services.WrapStore(inner => _store = new FaultyStore(inner));
         });
         Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Put, $"/v1/agents/{Agent}", "{\"lease_ttl_ms\":60000}")).StatusCode);
     }

@@ -629,9 +629,7 @@ public sealed class WebSocketTransportTests
         InOrderStore store = null!;
         await using var server = await InProcessServer.StartAsync(services: services =>
         {
-            var original = services.Single(d => d.ServiceType == typeof(StreamStore));
-            services.Remove(original);
-            services.AddSingleton<StreamStore>(sp => store = new InOrderStore((StreamStore)original.ImplementationFactory!(sp)));
+            services.WrapStore(inner => store = new InOrderStore(inner));
         });
 
         // Sessions each with a run streaming its reply; the last one's run is cancelled, so its deltas are fenced.
