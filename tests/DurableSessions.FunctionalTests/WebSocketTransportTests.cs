@@ -719,6 +719,90 @@ public sealed class WebSocketTransportTests
     }
 
     [Fact]
+    public async Task Deltas_sent_back_to_back_by_another_writer_or_a_reader_are_refused_and_store_nothing_while_the_agents_own_are_stored()
+    {
+        InOrderStore store = null!;
+        await using var server = await InProcessServer.StartAsync(services: services =>
+        {
+            services.Configure<AccessOptions>(o => o.SigningKey = Key);
+            services.WrapStore(inner => store = new InOrderStore(inner));
+        });
+        var tokens = server.Services.GetRequiredService<AccessTokens>();
+        string Issue(string subject, params Capability[] capabilities)
+            => tokens.Issue(subject, new Dictionary<string, Capability[]> { ["sessions/**"] = capabilities }, TimeSpan.FromMinutes(5));
+        var agent = Issue("agent:real", Capability.Read, Capability.Write);
+        async Task<HttpResponseMessage> SendAsync(HttpMethod method, string path, string body)
+        {
+            using var request = new HttpRequestMessage(method, path) { Content = Json(body) };
+            request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", agent);
+            return await server.Client.SendAsync(request);
+        }
+
+        // The agent's run streams into its own reply.
+        Assert.Equal(HttpStatusCode.Created, (await SendAsync(HttpMethod.Put, "/v1/sessions/guarded", "{}")).StatusCode);
+        var posted = await SendAsync(HttpMethod.Post, "/v1/sessions/guarded/messages", "{\"text\":\"a question\"}");
+        var question = JsonNode.Parse(await posted.Content.ReadAsStringAsync())!["messageId"]!.GetValue<string>();
+        var start = new JsonArray(
+            new JsonObject { ["type"] = "run", ["key"] = "r1", ["headers"] = new JsonObject { ["operation"] = "insert" }, ["value"] = new JsonObject { ["id"] = "r1", ["agent"] = "agent:real", ["messageId"] = "m1", ["trigger"] = question, ["status"] = "started" } },
+            new JsonObject { ["type"] = "message", ["key"] = "m1", ["headers"] = new JsonObject { ["operation"] = "insert" }, ["value"] = new JsonObject { ["id"] = "m1", ["role"] = "assistant", ["author"] = "agent:real", ["runId"] = "r1", ["parts"] = new JsonArray(), ["status"] = "streaming" } });
+        Assert.Equal(HttpStatusCode.NoContent, (await SendAsync(HttpMethod.Post, "/v1/stream/sessions/guarded", start.ToJsonString())).StatusCode);
+
+        // Each writer sends its deltas into the agent's reply back to back, without reading an answer: a co-writer who
+        // did not write that reply, a reader, and the agent itself.
+        const int PerWriter = 6;
+        async Task<List<JsonObject>> DeltasAsync(string token, string who)
+        {
+            await using var socket = await SocketClient.ConnectAsync(server.BaseAddress, token, tokenInQuery: true);
+            for (var seq = 0; seq < PerWriter; seq++)
+            {
+                await socket.SendAsync(new JsonObject
+                {
+                    ["op"] = "append",
+                    ["id"] = $"{who}{seq}",
+                    ["path"] = "sessions/guarded",
+                    ["data"] = new JsonArray(new JsonObject
+                    {
+                        ["type"] = "delta",
+                        ["key"] = $"m1:{who}:{seq}",
+                        ["value"] = new JsonObject { ["messageId"] = "m1", ["part"] = 0, ["partType"] = "text", ["text"] = $"{who}{seq} " },
+                        ["headers"] = new JsonObject { ["operation"] = "insert" },
+                    }),
+                    ["producer"] = new JsonObject { ["id"] = who, ["epoch"] = 0, ["seq"] = seq },
+                });
+            }
+
+            var answers = new List<JsonObject>();
+            while (answers.Count < PerWriter)
+            {
+                answers.Add(await socket.NextAsync(m => Type(m) is "ack" or "error"));
+            }
+
+            return answers;
+        }
+
+        foreach (var answer in await DeltasAsync(Issue("user:mallory", Capability.Read, Capability.Write), "mallory"))
+        {
+            Assert.Equal((403, "NOT_OWNER"), (answer["status"]!.GetValue<int>(), answer["code"]!.GetValue<string>()));
+        }
+
+        foreach (var answer in await DeltasAsync(Issue("user:reader", Capability.Read), "reader"))
+        {
+            Assert.Equal(403, answer["status"]!.GetValue<int>());
+        }
+
+        foreach (var answer in await DeltasAsync(agent, "agent"))
+        {
+            Assert.Equal(200, answer["status"]!.GetValue<int>());
+        }
+
+        // Only the agent's text is stored, in order, and some of it went through a burst.
+        var stored = JsonNode.Parse(await (await SendAsync(HttpMethod.Get, "/v1/stream/sessions/guarded?offset=-1", "")).Content.ReadAsStringAsync())!.AsArray();
+        var texts = stored.Where(e => e!["type"]?.GetValue<string>() == "delta").Select(e => e!["value"]!["text"]!.GetValue<string>());
+        Assert.Equal(string.Concat(Enumerable.Range(0, PerWriter).Select(seq => $"agent{seq} ")), string.Concat(texts));
+        Assert.True(store.HeldAppendsStored >= 1, "no delta was stored from a burst");
+    }
+
+    [Fact]
     public async Task An_appends_answer_does_not_wait_for_the_rest_of_a_message_that_stops_half_way()
     {
         await using var server = await InProcessServer.StartAsync();
